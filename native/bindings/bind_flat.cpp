@@ -1,0 +1,6 @@
+// PLACEHOLDER: bound by the native-core work (issue 2).
+#include "bindings.hpp"
+
+namespace frameseek::bindings {
+void bind_flat(pybind11::module_&) {}
+}  // namespace frameseek::bindings

@@ -1,0 +1,50 @@
+// Distance kernels and their runtime dispatch.
+//
+// Every SIMD path lives in its own translation unit compiled with its own -m flags; dispatch.cpp
+// asks the CPU once (and honours FRAMESEEK_SIMD to force a lower path for testing) and hands out a
+// table of function pointers. Code outside the kernels only ever calls through kernels().
+#pragma once
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace frameseek {
+
+enum class Metric { L2 = 0, IP = 1 };  // L2 = squared Euclidean; IP = inner product (cosine on unit vectors)
+
+enum class SimdLevel { Scalar = 0, Neon = 1, Avx2 = 2, Avx512 = 3 };
+
+struct Kernels {
+  SimdLevel level;
+  // one pair of vectors
+  float (*l2sq)(const float* a, const float* b, std::size_t d);
+  float (*dot)(const float* a, const float* b, std::size_t d);
+  // one query against n row-major vectors: out[i] = dist(q, x + i*d)
+  void (*l2sq_many)(const float* q, const float* x, std::size_t n, std::size_t d, float* out);
+  void (*dot_many)(const float* q, const float* x, std::size_t n, std::size_t d, float* out);
+};
+
+// Table for the selected level (chosen at first call, then fixed for the process).
+const Kernels& kernels();
+// Table for one specific level; throws std::runtime_error if not compiled in or CPU lacks it.
+const Kernels& kernels_for(SimdLevel level);
+
+SimdLevel simd_level();
+std::string simd_level_name(SimdLevel level);
+SimdLevel parse_simd_level(const std::string& name);  // throws std::invalid_argument
+std::vector<SimdLevel> compiled_levels();               // built into this binary
+std::vector<SimdLevel> supported_levels();              // compiled and supported by this CPU
+
+namespace detail {
+// Per-translation-unit tables; the ones not built for this architecture are absent.
+const Kernels& scalar_kernels();
+#if defined(FRAMESEEK_HAVE_X86)
+const Kernels& avx2_kernels();
+const Kernels& avx512_kernels();
+#endif
+#if defined(FRAMESEEK_HAVE_NEON)
+const Kernels& neon_kernels();
+#endif
+}  // namespace detail
+
+}  // namespace frameseek

@@ -1,0 +1,119 @@
+// Runtime CPU dispatch for the distance kernels.
+#include "frameseek/distance.hpp"
+
+#include <cstdlib>
+#include <stdexcept>
+
+namespace frameseek {
+namespace {
+
+bool cpu_supports(SimdLevel level) {
+  switch (level) {
+    case SimdLevel::Scalar:
+      return true;
+#if defined(FRAMESEEK_HAVE_X86)
+    case SimdLevel::Avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+    case SimdLevel::Avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#endif
+#if defined(FRAMESEEK_HAVE_NEON)
+    case SimdLevel::Neon:
+      return true;  // baseline on aarch64
+#endif
+    default:
+      return false;
+  }
+}
+
+const Kernels* table_for(SimdLevel level) {
+  switch (level) {
+    case SimdLevel::Scalar:
+      return &detail::scalar_kernels();
+#if defined(FRAMESEEK_HAVE_X86)
+    case SimdLevel::Avx2:
+      return &detail::avx2_kernels();
+    case SimdLevel::Avx512:
+      return &detail::avx512_kernels();
+#endif
+#if defined(FRAMESEEK_HAVE_NEON)
+    case SimdLevel::Neon:
+      return &detail::neon_kernels();
+#endif
+    default:
+      return nullptr;
+  }
+}
+
+const Kernels& select_kernels() {
+  auto levels = supported_levels();  // ascending
+  SimdLevel best = levels.back();
+  // FRAMESEEK_SIMD=scalar|neon|avx2|avx512 caps the level (for tests and A/B runs); asking for a
+  // level this CPU or build lacks is an error rather than a silent fallback.
+  if (const char* forced = std::getenv("FRAMESEEK_SIMD"); forced && *forced) {
+    SimdLevel want = parse_simd_level(forced);
+    if (!cpu_supports(want) || !table_for(want))
+      throw std::runtime_error("FRAMESEEK_SIMD=" + std::string(forced) +
+                               " is not available on this CPU/build");
+    best = want;
+  }
+  return *table_for(best);
+}
+
+}  // namespace
+
+std::vector<SimdLevel> compiled_levels() {
+  std::vector<SimdLevel> out{SimdLevel::Scalar};
+#if defined(FRAMESEEK_HAVE_NEON)
+  out.push_back(SimdLevel::Neon);
+#endif
+#if defined(FRAMESEEK_HAVE_X86)
+  out.push_back(SimdLevel::Avx2);
+  out.push_back(SimdLevel::Avx512);
+#endif
+  return out;
+}
+
+std::vector<SimdLevel> supported_levels() {
+  std::vector<SimdLevel> out;
+  for (SimdLevel l : compiled_levels())
+    if (cpu_supports(l)) out.push_back(l);
+  return out;
+}
+
+const Kernels& kernels() {
+  static const Kernels& k = select_kernels();
+  return k;
+}
+
+const Kernels& kernels_for(SimdLevel level) {
+  const Kernels* t = table_for(level);
+  if (!t || !cpu_supports(level))
+    throw std::runtime_error("SIMD level " + simd_level_name(level) + " is not available");
+  return *t;
+}
+
+SimdLevel simd_level() { return kernels().level; }
+
+std::string simd_level_name(SimdLevel level) {
+  switch (level) {
+    case SimdLevel::Scalar: return "scalar";
+    case SimdLevel::Neon: return "neon";
+    case SimdLevel::Avx2: return "avx2";
+    case SimdLevel::Avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+SimdLevel parse_simd_level(const std::string& name) {
+  if (name == "scalar") return SimdLevel::Scalar;
+  if (name == "neon") return SimdLevel::Neon;
+  if (name == "avx2") return SimdLevel::Avx2;
+  if (name == "avx512") return SimdLevel::Avx512;
+  throw std::invalid_argument("unknown SIMD level '" + name +
+                              "' (expected scalar, neon, avx2 or avx512)");
+}
+
+}  // namespace frameseek

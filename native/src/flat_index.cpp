@@ -1,0 +1,2 @@
+// PLACEHOLDER: implemented by the native-core work (issue 2).
+#include "frameseek/flat_index.hpp"

@@ -17,9 +17,9 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f 2>/dev/null)
 
-.PHONY: help setup system-packages test run bench clean
+.PHONY: help setup system-packages test run bench clean proto
 help:
-	@echo "make setup | make test | make run | make bench | make clean"
+	@echo "make setup | make test | make run | make bench | make proto | make clean"
 
 setup: system-packages $(VENV)/.installed
 
@@ -49,6 +49,10 @@ test: setup
 
 run: setup
 	$(VENV)/bin/frameseek serve
+
+# Regenerate the committed Python gRPC code from proto/ (a test fails when it is stale).
+proto: setup
+	$(VPY) proto/generate.py
 
 bench: setup
 	$(VPY) -m benchmarks

@@ -1,0 +1,569 @@
+import datetime
+
+from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    ERROR_REASON_CORRUPT_MEDIA: _ClassVar[ErrorReason]
+    ERROR_REASON_UNSUPPORTED_CODEC: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_VIDEO_STREAM: _ClassVar[ErrorReason]
+    ERROR_REASON_EMPTY_MEDIA: _ClassVar[ErrorReason]
+    ERROR_REASON_RESOLUTION_TOO_LARGE: _ClassVar[ErrorReason]
+    ERROR_REASON_MEDIA_TOO_LARGE: _ClassVar[ErrorReason]
+    ERROR_REASON_MISSING_METADATA: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_ARGUMENT: _ClassVar[ErrorReason]
+    ERROR_REASON_DIMENSION_MISMATCH: _ClassVar[ErrorReason]
+    ERROR_REASON_NON_FINITE_VECTOR: _ClassVar[ErrorReason]
+    ERROR_REASON_COLLECTION_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_VIDEO_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_COLLECTION_EXISTS: _ClassVar[ErrorReason]
+    ERROR_REASON_DUPLICATE_CONTENT: _ClassVar[ErrorReason]
+    ERROR_REASON_TOO_MANY_REQUESTS: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_READY: _ClassVar[ErrorReason]
+    ERROR_REASON_PATH_NOT_ALLOWED: _ClassVar[ErrorReason]
+    ERROR_REASON_COLLECTION_NOT_EMPTY: _ClassVar[ErrorReason]
+    ERROR_REASON_DEFAULT_COLLECTION: _ClassVar[ErrorReason]
+    ERROR_REASON_CHUNK_TOO_LARGE: _ClassVar[ErrorReason]
+    ERROR_REASON_DECODE_TIMEOUT: _ClassVar[ErrorReason]
+    ERROR_REASON_ZERO_DURATION: _ClassVar[ErrorReason]
+
+class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_UNSPECIFIED: _ClassVar[Metric]
+    METRIC_COSINE: _ClassVar[Metric]
+    METRIC_L2: _ClassVar[Metric]
+
+class MediaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEDIA_KIND_UNSPECIFIED: _ClassVar[MediaKind]
+    MEDIA_KIND_VIDEO: _ClassVar[MediaKind]
+    MEDIA_KIND_IMAGE: _ClassVar[MediaKind]
+
+class DuplicatePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DUPLICATE_POLICY_UNSPECIFIED: _ClassVar[DuplicatePolicy]
+    DUPLICATE_POLICY_ALLOW: _ClassVar[DuplicatePolicy]
+    DUPLICATE_POLICY_REPORT: _ClassVar[DuplicatePolicy]
+    DUPLICATE_POLICY_REJECT: _ClassVar[DuplicatePolicy]
+
+class IngestJobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INGEST_JOB_STATE_UNSPECIFIED: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_QUEUED: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_RUNNING: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_SUCCEEDED: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_FAILED: _ClassVar[IngestJobState]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+ERROR_REASON_CORRUPT_MEDIA: ErrorReason
+ERROR_REASON_UNSUPPORTED_CODEC: ErrorReason
+ERROR_REASON_NO_VIDEO_STREAM: ErrorReason
+ERROR_REASON_EMPTY_MEDIA: ErrorReason
+ERROR_REASON_RESOLUTION_TOO_LARGE: ErrorReason
+ERROR_REASON_MEDIA_TOO_LARGE: ErrorReason
+ERROR_REASON_MISSING_METADATA: ErrorReason
+ERROR_REASON_INVALID_ARGUMENT: ErrorReason
+ERROR_REASON_DIMENSION_MISMATCH: ErrorReason
+ERROR_REASON_NON_FINITE_VECTOR: ErrorReason
+ERROR_REASON_COLLECTION_NOT_FOUND: ErrorReason
+ERROR_REASON_VIDEO_NOT_FOUND: ErrorReason
+ERROR_REASON_JOB_NOT_FOUND: ErrorReason
+ERROR_REASON_COLLECTION_EXISTS: ErrorReason
+ERROR_REASON_DUPLICATE_CONTENT: ErrorReason
+ERROR_REASON_TOO_MANY_REQUESTS: ErrorReason
+ERROR_REASON_NOT_READY: ErrorReason
+ERROR_REASON_PATH_NOT_ALLOWED: ErrorReason
+ERROR_REASON_COLLECTION_NOT_EMPTY: ErrorReason
+ERROR_REASON_DEFAULT_COLLECTION: ErrorReason
+ERROR_REASON_CHUNK_TOO_LARGE: ErrorReason
+ERROR_REASON_DECODE_TIMEOUT: ErrorReason
+ERROR_REASON_ZERO_DURATION: ErrorReason
+METRIC_UNSPECIFIED: Metric
+METRIC_COSINE: Metric
+METRIC_L2: Metric
+MEDIA_KIND_UNSPECIFIED: MediaKind
+MEDIA_KIND_VIDEO: MediaKind
+MEDIA_KIND_IMAGE: MediaKind
+DUPLICATE_POLICY_UNSPECIFIED: DuplicatePolicy
+DUPLICATE_POLICY_ALLOW: DuplicatePolicy
+DUPLICATE_POLICY_REPORT: DuplicatePolicy
+DUPLICATE_POLICY_REJECT: DuplicatePolicy
+INGEST_JOB_STATE_UNSPECIFIED: IngestJobState
+INGEST_JOB_STATE_QUEUED: IngestJobState
+INGEST_JOB_STATE_RUNNING: IngestJobState
+INGEST_JOB_STATE_SUCCEEDED: IngestJobState
+INGEST_JOB_STATE_FAILED: IngestJobState
+
+class SamplingSettings(_message.Message):
+    __slots__ = ("fps", "keep_blank_frames", "dedup_threshold", "keyframes_only")
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_BLANK_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    DEDUP_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    KEYFRAMES_ONLY_FIELD_NUMBER: _ClassVar[int]
+    fps: float
+    keep_blank_frames: bool
+    dedup_threshold: float
+    keyframes_only: bool
+    def __init__(self, fps: _Optional[float] = ..., keep_blank_frames: _Optional[bool] = ..., dedup_threshold: _Optional[float] = ..., keyframes_only: _Optional[bool] = ...) -> None: ...
+
+class IndexSettings(_message.Message):
+    __slots__ = ("m", "ef_construction", "ef_search")
+    M_FIELD_NUMBER: _ClassVar[int]
+    EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    m: int
+    ef_construction: int
+    ef_search: int
+    def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
+
+class Collection(_message.Message):
+    __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    model: str
+    dimension: int
+    metric: Metric
+    sampling: SamplingSettings
+    index: IndexSettings
+    video_count: int
+    sample_count: int
+    create_time: _timestamp_pb2.Timestamp
+    is_default: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
+class CreateCollectionRequest(_message.Message):
+    __slots__ = ("collection_id", "collection")
+    COLLECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection_id: str
+    collection: Collection
+    def __init__(self, collection_id: _Optional[str] = ..., collection: _Optional[_Union[Collection, _Mapping]] = ...) -> None: ...
+
+class GetCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections", "next_page_token")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[Collection]
+    next_page_token: str
+    def __init__(self, collections: _Optional[_Iterable[_Union[Collection, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteCollectionRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class Video(_message.Message):
+    __slots__ = ("name", "external_key", "labels", "kind", "duration_seconds", "width", "height", "sample_count", "size_bytes", "content_sha256", "filename", "create_time", "model", "ingest_realtime_factor")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INGEST_REALTIME_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    external_key: str
+    labels: _containers.ScalarMap[str, str]
+    kind: MediaKind
+    duration_seconds: float
+    width: int
+    height: int
+    sample_count: int
+    size_bytes: int
+    content_sha256: str
+    filename: str
+    create_time: _timestamp_pb2.Timestamp
+    model: str
+    ingest_realtime_factor: float
+    def __init__(self, name: _Optional[str] = ..., external_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., duration_seconds: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sample_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., content_sha256: _Optional[str] = ..., filename: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., ingest_realtime_factor: _Optional[float] = ...) -> None: ...
+
+class IngestMetadata(_message.Message):
+    __slots__ = ("parent", "external_key", "labels", "request_id", "filename", "server_path", "size_bytes", "duplicate_policy", "duplicate_threshold", "return_job")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SERVER_PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    RETURN_JOB_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    external_key: str
+    labels: _containers.ScalarMap[str, str]
+    request_id: str
+    filename: str
+    server_path: str
+    size_bytes: int
+    duplicate_policy: DuplicatePolicy
+    duplicate_threshold: float
+    return_job: bool
+    def __init__(self, parent: _Optional[str] = ..., external_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., filename: _Optional[str] = ..., server_path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., duplicate_policy: _Optional[_Union[DuplicatePolicy, str]] = ..., duplicate_threshold: _Optional[float] = ..., return_job: _Optional[bool] = ...) -> None: ...
+
+class IngestVideoRequest(_message.Message):
+    __slots__ = ("metadata", "chunk")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    metadata: IngestMetadata
+    chunk: bytes
+    def __init__(self, metadata: _Optional[_Union[IngestMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class IngestImageRequest(_message.Message):
+    __slots__ = ("metadata", "image")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    metadata: IngestMetadata
+    image: bytes
+    def __init__(self, metadata: _Optional[_Union[IngestMetadata, _Mapping]] = ..., image: _Optional[bytes] = ...) -> None: ...
+
+class IngestVideoResponse(_message.Message):
+    __slots__ = ("video", "job", "already_exists", "copies")
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_EXISTS_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    video: Video
+    job: IngestJob
+    already_exists: bool
+    copies: _containers.RepeatedCompositeFieldContainer[VideoCopyMatch]
+    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., job: _Optional[_Union[IngestJob, _Mapping]] = ..., already_exists: _Optional[bool] = ..., copies: _Optional[_Iterable[_Union[VideoCopyMatch, _Mapping]]] = ...) -> None: ...
+
+class JobError(_message.Message):
+    __slots__ = ("code", "reason", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    message: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class IngestJob(_message.Message):
+    __slots__ = ("name", "state", "collection", "samples_done", "samples_total", "progress", "estimated_seconds_remaining", "video", "error", "create_time", "update_time", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_DONE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_SECONDS_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: IngestJobState
+    collection: str
+    samples_done: int
+    samples_total: int
+    progress: float
+    estimated_seconds_remaining: float
+    video: str
+    error: JobError
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[IngestJobState, str]] = ..., collection: _Optional[str] = ..., samples_done: _Optional[int] = ..., samples_total: _Optional[int] = ..., progress: _Optional[float] = ..., estimated_seconds_remaining: _Optional[float] = ..., video: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetIngestJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WatchIngestJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class SearchFilter(_message.Message):
+    __slots__ = ("labels", "videos", "exclude_videos")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    VIDEOS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_VIDEOS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.ScalarMap[str, str]
+    videos: _containers.RepeatedScalarFieldContainer[str]
+    exclude_videos: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, labels: _Optional[_Mapping[str, str]] = ..., videos: _Optional[_Iterable[str]] = ..., exclude_videos: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FrameMatch(_message.Message):
+    __slots__ = ("timestamp_seconds", "score")
+    TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    timestamp_seconds: float
+    score: float
+    def __init__(self, timestamp_seconds: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
+
+class VideoHit(_message.Message):
+    __slots__ = ("video", "score", "matches")
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    video: Video
+    score: float
+    matches: _containers.RepeatedCompositeFieldContainer[FrameMatch]
+    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., matches: _Optional[_Iterable[_Union[FrameMatch, _Mapping]]] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "model")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[VideoHit]
+    model: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[VideoHit, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+
+class SearchOptions(_message.Message):
+    __slots__ = ("k", "min_score", "max_matches_per_video", "ef", "filter")
+    K_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MAX_MATCHES_PER_VIDEO_FIELD_NUMBER: _ClassVar[int]
+    EF_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    min_score: float
+    max_matches_per_video: int
+    ef: int
+    filter: SearchFilter
+    def __init__(self, k: _Optional[int] = ..., min_score: _Optional[float] = ..., max_matches_per_video: _Optional[int] = ..., ef: _Optional[int] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ...) -> None: ...
+
+class SearchByImageRequest(_message.Message):
+    __slots__ = ("parent", "image", "options")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    image: bytes
+    options: SearchOptions
+    def __init__(self, parent: _Optional[str] = ..., image: _Optional[bytes] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
+
+class SearchByVectorRequest(_message.Message):
+    __slots__ = ("parent", "vector", "options")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    options: SearchOptions
+    def __init__(self, parent: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
+
+class VideoQuery(_message.Message):
+    __slots__ = ("parent", "k", "min_score", "frame_k", "filter", "server_path", "fps")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    SERVER_PATH_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    k: int
+    min_score: float
+    frame_k: int
+    filter: SearchFilter
+    server_path: str
+    fps: float
+    def __init__(self, parent: _Optional[str] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ..., frame_k: _Optional[int] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., server_path: _Optional[str] = ..., fps: _Optional[float] = ...) -> None: ...
+
+class SearchByVideoRequest(_message.Message):
+    __slots__ = ("query", "chunk")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    query: VideoQuery
+    chunk: bytes
+    def __init__(self, query: _Optional[_Union[VideoQuery, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class AlignedSegment(_message.Message):
+    __slots__ = ("query_start_seconds", "query_end_seconds", "reference_start_seconds", "reference_end_seconds", "score")
+    QUERY_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    query_start_seconds: float
+    query_end_seconds: float
+    reference_start_seconds: float
+    reference_end_seconds: float
+    score: float
+    def __init__(self, query_start_seconds: _Optional[float] = ..., query_end_seconds: _Optional[float] = ..., reference_start_seconds: _Optional[float] = ..., reference_end_seconds: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
+
+class VideoCopyMatch(_message.Message):
+    __slots__ = ("video", "score", "query_coverage", "reference_coverage", "offset_seconds", "speed", "segments")
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    video: Video
+    score: float
+    query_coverage: float
+    reference_coverage: float
+    offset_seconds: float
+    speed: float
+    segments: _containers.RepeatedCompositeFieldContainer[AlignedSegment]
+    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., query_coverage: _Optional[float] = ..., reference_coverage: _Optional[float] = ..., offset_seconds: _Optional[float] = ..., speed: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[AlignedSegment, _Mapping]]] = ...) -> None: ...
+
+class SearchByVideoResponse(_message.Message):
+    __slots__ = ("matches", "query_duration_seconds", "query_samples", "model")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[VideoCopyMatch]
+    query_duration_seconds: float
+    query_samples: int
+    model: str
+    def __init__(self, matches: _Optional[_Iterable[_Union[VideoCopyMatch, _Mapping]]] = ..., query_duration_seconds: _Optional[float] = ..., query_samples: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+
+class GetVideoRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListVideosRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token", "labels", "content_sha256", "external_key")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    labels: _containers.ScalarMap[str, str]
+    content_sha256: str
+    external_key: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., content_sha256: _Optional[str] = ..., external_key: _Optional[str] = ...) -> None: ...
+
+class ListVideosResponse(_message.Message):
+    __slots__ = ("videos", "next_page_token", "total_size")
+    VIDEOS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    videos: _containers.RepeatedCompositeFieldContainer[Video]
+    next_page_token: str
+    total_size: int
+    def __init__(self, videos: _Optional[_Iterable[_Union[Video, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class DeleteVideoRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CollectionStats(_message.Message):
+    __slots__ = ("collection", "video_count", "sample_count", "total_duration_seconds")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    video_count: int
+    sample_count: int
+    total_duration_seconds: float
+    def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ...) -> None: ...
+
+class Stats(_message.Message):
+    __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_INGESTS_FIELD_NUMBER: _ClassVar[int]
+    COPY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SIMD_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    uptime_seconds: float
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
+    video_count: int
+    sample_count: int
+    storage_bytes: int
+    active_ingests: int
+    copy_threshold: float
+    simd_level: str
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ..., active_ingests: _Optional[int] = ..., copy_threshold: _Optional[float] = ..., simd_level: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,177 @@
+"""The storage interface the service layer codes against, and its records.
+
+`Storage` is deliberately narrow (collections, atomic video add/delete, vector search, jobs,
+idempotency) so that the embedded engine (SQLite catalog + native HNSW index + vector log, see
+embedded.py) can later be replaced by a distributed one without touching the service layer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Protocol, Sequence
+
+import numpy as np
+
+# Sample ids encode (video, sample index): id = video_id << SAMPLE_BITS | index. The catalog keeps
+# each video's sample timestamps, so a search hit maps to (video, timestamp) without a per-sample
+# table lookup.
+SAMPLE_BITS = 20
+MAX_SAMPLES_PER_VIDEO = 1 << SAMPLE_BITS
+
+
+def sample_ids(video_id: int, n: int) -> np.ndarray:
+    return (np.uint64(video_id) << np.uint64(SAMPLE_BITS)) + np.arange(n, dtype=np.uint64)
+
+
+def split_sample_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(ids, dtype=np.uint64)
+    return ids >> np.uint64(SAMPLE_BITS), (ids & np.uint64(MAX_SAMPLES_PER_VIDEO - 1)).astype(np.int64)
+
+
+class StorageError(Exception):
+    """Base of storage errors; `reason` is the API's ErrorInfo reason."""
+
+    reason = "INTERNAL"
+
+
+class NotFound(StorageError):
+    def __init__(self, what: str, reason: str):
+        super().__init__(what)
+        self.reason = reason
+
+
+class AlreadyExists(StorageError):
+    def __init__(self, what: str, reason: str):
+        super().__init__(what)
+        self.reason = reason
+
+
+class FailedPrecondition(StorageError):
+    def __init__(self, what: str, reason: str):
+        super().__init__(what)
+        self.reason = reason
+
+
+class InvalidArgument(StorageError):
+    def __init__(self, what: str, reason: str = "INVALID_ARGUMENT"):
+        super().__init__(what)
+        self.reason = reason
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionRecord:
+    id: int
+    name: str  # the collection id, e.g. "default" (resource name = "collections/" + name)
+    model: str
+    dimension: int
+    metric: str  # "ip" | "l2" (native metric names)
+    sampling: dict
+    index: dict  # {"m", "ef_construction", "ef_search"}
+    description: str = ""
+    create_time: float = 0.0
+    is_default: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRecord:
+    id: int
+    collection_id: int
+    kind: str  # "video" | "image"
+    duration: float
+    width: int
+    height: int
+    sample_count: int
+    size_bytes: int
+    content_sha256: str
+    external_key: str = ""
+    labels: dict = dataclasses.field(default_factory=dict)
+    filename: str = ""
+    model: str = ""
+    realtime_factor: float = 0.0
+    create_time: float = 0.0
+
+
+@dataclasses.dataclass
+class JobRecord:
+    id: str
+    collection_id: int
+    state: JobState
+    request_id: str = ""
+    samples_done: int = 0
+    samples_total: int = 0
+    media_seconds_done: float = 0.0
+    duration: float = 0.0
+    video_id: int | None = None
+    error_code: int = 0
+    error_reason: str = ""
+    error_message: str = ""
+    create_time: float = 0.0
+    update_time: float = 0.0
+    already_exists: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoQuery:
+    """Catalog query for ListVideos / search filters (all conditions ANDed)."""
+
+    collection_id: int | None = None  # None = every collection
+    labels: dict | None = None
+    content_sha256: str = ""
+    external_key: str = ""
+
+
+class Storage(Protocol):
+    """What the service layer needs from storage. All methods are thread-safe and blocking."""
+
+    # collections
+    def create_collection(self, name: str, *, model: str, dimension: int, metric: str, sampling: dict,
+                          index: dict, description: str = "", is_default: bool = False) -> CollectionRecord: ...
+    def get_collection(self, name: str) -> CollectionRecord: ...
+    def collection_by_id(self, collection_id: int) -> CollectionRecord: ...
+    def list_collections(self, after: str, limit: int) -> list[CollectionRecord]: ...
+    def delete_collection(self, name: str, force: bool) -> None: ...
+    def collection_counts(self, collection_id: int) -> tuple[int, int, float]: ...  # videos, samples, seconds
+
+    # videos
+    def add_video(self, collection_id: int, video: VideoRecord, timestamps: np.ndarray,
+                  vectors: np.ndarray) -> VideoRecord:
+        """Atomically and durably index a video; returns it with its id. Visible when this returns."""
+    def find_video_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None: ...
+    def get_video(self, video_id: int) -> VideoRecord: ...
+    def video_timestamps(self, video_id: int) -> np.ndarray: ...
+    def list_videos(self, query: VideoQuery, before_id: int | None, limit: int) -> tuple[list[VideoRecord], int]: ...
+    def video_ids(self, query: VideoQuery) -> np.ndarray: ...
+    def delete_video(self, video_id: int) -> None: ...
+
+    # vectors
+    def search(self, collection_id: int, queries: np.ndarray, k: int, *, ef: int | None = None,
+               groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def search_groups(self, collection_id: int, queries: np.ndarray, k: int, *, ef: int | None = None,
+                      groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    # jobs + idempotency
+    def create_job(self, job: JobRecord) -> JobRecord: ...
+    def update_job(self, job: JobRecord) -> None: ...
+    def get_job(self, job_id: str) -> JobRecord: ...
+    def job_for_request(self, request_id: str) -> JobRecord | None: ...
+    def unfinished_jobs(self) -> list[JobRecord]: ...
+
+    # lifecycle
+    def snapshot(self) -> None: ...
+    def storage_bytes(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def sequence_to_u64(xs: Sequence[int]) -> np.ndarray:
+    return np.asarray(list(xs), dtype=np.uint64)

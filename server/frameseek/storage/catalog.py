@@ -1,0 +1,333 @@
+"""SQLite catalog (WAL mode): collections, videos (with their sample timestamps), labels, ingest
+jobs and idempotency keys.
+
+Video rows go through two states: 'pending' (inserted before the vectors are logged) and 'active'
+(committed after the vector log record is fsync'ed). Only active videos are ever returned; pending
+rows left by a crash are removed at startup (see embedded.py for the full commit protocol).
+synchronous=FULL makes a committed 'active' survive power loss, not just kill -9.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+
+import numpy as np
+
+from .base import (AlreadyExists, CollectionRecord, FailedPrecondition, JobRecord, JobState, NotFound,
+                   VideoQuery, VideoRecord)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS collections (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL UNIQUE,
+  description TEXT NOT NULL DEFAULT '',
+  model TEXT NOT NULL,
+  dimension INTEGER NOT NULL,
+  metric TEXT NOT NULL,
+  sampling TEXT NOT NULL,
+  index_settings TEXT NOT NULL,
+  create_time REAL NOT NULL,
+  is_default INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS videos (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: sample ids are derived from it
+  collection_id INTEGER NOT NULL REFERENCES collections(id),
+  state TEXT NOT NULL CHECK (state IN ('pending', 'active')),
+  kind TEXT NOT NULL,
+  duration REAL NOT NULL,
+  width INTEGER NOT NULL,
+  height INTEGER NOT NULL,
+  sample_count INTEGER NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  content_sha256 TEXT NOT NULL,
+  external_key TEXT NOT NULL DEFAULT '',
+  labels TEXT NOT NULL DEFAULT '{}',
+  filename TEXT NOT NULL DEFAULT '',
+  model TEXT NOT NULL DEFAULT '',
+  realtime_factor REAL NOT NULL DEFAULT 0,
+  create_time REAL NOT NULL,
+  sample_times BLOB NOT NULL              -- float64 little-endian, sample i -> timestamp (s)
+);
+CREATE INDEX IF NOT EXISTS videos_by_collection ON videos(collection_id, state, id);
+CREATE INDEX IF NOT EXISTS videos_by_hash ON videos(collection_id, content_sha256);
+CREATE INDEX IF NOT EXISTS videos_by_key ON videos(external_key);
+CREATE TABLE IF NOT EXISTS labels (
+  video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+  key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY (video_id, key)
+);
+CREATE INDEX IF NOT EXISTS labels_by_kv ON labels(key, value);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY,
+  collection_id INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  request_id TEXT NOT NULL DEFAULT '',
+  samples_done INTEGER NOT NULL DEFAULT 0,
+  samples_total INTEGER NOT NULL DEFAULT 0,
+  media_seconds_done REAL NOT NULL DEFAULT 0,
+  duration REAL NOT NULL DEFAULT 0,
+  video_id INTEGER,
+  error_code INTEGER NOT NULL DEFAULT 0,
+  error_reason TEXT NOT NULL DEFAULT '',
+  error_message TEXT NOT NULL DEFAULT '',
+  already_exists INTEGER NOT NULL DEFAULT 0,
+  create_time REAL NOT NULL,
+  update_time REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id) WHERE request_id != '';
+"""
+
+_VIDEO_COLS = ("id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
+               "external_key, labels, filename, model, realtime_factor, create_time")
+
+
+def _video(row) -> VideoRecord:
+    return VideoRecord(id=row[0], collection_id=row[1], kind=row[2], duration=row[3], width=row[4],
+                       height=row[5], sample_count=row[6], size_bytes=row[7], content_sha256=row[8],
+                       external_key=row[9], labels=json.loads(row[10]), filename=row[11], model=row[12],
+                       realtime_factor=row[13], create_time=row[14])
+
+
+def _collection(row) -> CollectionRecord:
+    return CollectionRecord(id=row[0], name=row[1], description=row[2], model=row[3], dimension=row[4],
+                            metric=row[5], sampling=json.loads(row[6]), index=json.loads(row[7]),
+                            create_time=row[8], is_default=bool(row[9]))
+
+
+_JOB_COLS = ("id, collection_id, state, request_id, samples_done, samples_total, media_seconds_done, duration, "
+             "video_id, error_code, error_reason, error_message, create_time, update_time, already_exists")
+
+
+def _job(row) -> JobRecord:
+    return JobRecord(id=row[0], collection_id=row[1], state=JobState(row[2]), request_id=row[3],
+                     samples_done=row[4], samples_total=row[5], media_seconds_done=row[6], duration=row[7],
+                     video_id=row[8], error_code=row[9], error_reason=row[10], error_message=row[11],
+                     create_time=row[12], update_time=row[13], already_exists=bool(row[14]))
+
+
+class Catalog:
+    """Thread-safe SQLite catalog. One connection guarded by a lock: catalog calls are short and the
+    hot search path only reads the in-memory video cache kept by the engine."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise RuntimeError(f"catalog {path} has schema {row[0]}, this server needs {SCHEMA_VERSION}")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, cat: "Catalog"):
+            self.cat = cat
+
+        def __enter__(self):
+            self.cat._lock.acquire()
+            self.cat._db.execute("BEGIN IMMEDIATE")
+            return self.cat._db
+
+        def __exit__(self, exc_type, exc, tb):
+            try:
+                self.cat._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.cat._lock.release()
+
+    def _tx(self) -> "Catalog._Tx":
+        return Catalog._Tx(self)
+
+    def _query(self, sql: str, args=()) -> list:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- collections ------------------------------------------------------------------------
+    def create_collection(self, name: str, *, model: str, dimension: int, metric: str, sampling: dict,
+                          index: dict, description: str = "", is_default: bool = False) -> CollectionRecord:
+        try:
+            with self._tx() as db:
+                db.execute("INSERT INTO collections (name, description, model, dimension, metric, sampling, "
+                           "index_settings, create_time, is_default) VALUES (?,?,?,?,?,?,?,?,?)",
+                           (name, description, model, dimension, metric, json.dumps(sampling), json.dumps(index),
+                            time.time(), int(is_default)))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"collection {name!r} already exists", "COLLECTION_EXISTS") from None
+        return self.get_collection(name)
+
+    def get_collection(self, name: str) -> CollectionRecord:
+        rows = self._query("SELECT * FROM collections WHERE name=?", (name,))
+        if not rows:
+            raise NotFound(f"collection {name!r} not found", "COLLECTION_NOT_FOUND")
+        return _collection(rows[0])
+
+    def collection_by_id(self, collection_id: int) -> CollectionRecord:
+        rows = self._query("SELECT * FROM collections WHERE id=?", (collection_id,))
+        if not rows:
+            raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
+        return _collection(rows[0])
+
+    def list_collections(self, after: str = "", limit: int = 1000) -> list[CollectionRecord]:
+        return [_collection(r) for r in
+                self._query("SELECT * FROM collections WHERE name > ? ORDER BY name LIMIT ?", (after, limit))]
+
+    def all_collections(self) -> list[CollectionRecord]:
+        return [_collection(r) for r in self._query("SELECT * FROM collections ORDER BY id")]
+
+    def delete_collection(self, collection_id: int, force: bool) -> list[int]:
+        """Delete the collection row (and with force its videos); returns the deleted video ids."""
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM videos WHERE collection_id=?", (collection_id,))]
+            if ids and not force:
+                raise FailedPrecondition(f"collection has {len(ids)} videos; delete them or pass force",
+                                         "COLLECTION_NOT_EMPTY")
+            db.execute("DELETE FROM labels WHERE video_id IN (SELECT id FROM videos WHERE collection_id=?)",
+                       (collection_id,))
+            db.execute("DELETE FROM videos WHERE collection_id=?", (collection_id,))
+            db.execute("DELETE FROM collections WHERE id=?", (collection_id,))
+        return ids
+
+    def collection_counts(self, collection_id: int) -> tuple[int, int, float]:
+        r = self._query("SELECT COUNT(*), COALESCE(SUM(sample_count),0), COALESCE(SUM(duration),0) FROM videos "
+                        "WHERE collection_id=? AND state='active'", (collection_id,))[0]
+        return int(r[0]), int(r[1]), float(r[2])
+
+    # -- videos -----------------------------------------------------------------------------
+    def insert_pending(self, collection_id: int, v: VideoRecord, timestamps: np.ndarray) -> int:
+        times = np.ascontiguousarray(timestamps, dtype="<f8").tobytes()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO videos (collection_id, state, kind, duration, width, height, sample_count, size_bytes, "
+                "content_sha256, external_key, labels, filename, model, realtime_factor, create_time, sample_times) "
+                "VALUES (?, 'pending', ?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (collection_id, v.kind, v.duration, v.width, v.height, v.sample_count, v.size_bytes,
+                 v.content_sha256, v.external_key, json.dumps(v.labels, sort_keys=True), v.filename, v.model,
+                 v.realtime_factor, time.time(), times))
+            vid = int(cur.lastrowid)
+            db.executemany("INSERT INTO labels VALUES (?,?,?)", [(vid, k, val) for k, val in v.labels.items()])
+        return vid
+
+    def activate(self, video_id: int) -> None:
+        """The commit point of an ingest: after this the video exists."""
+        with self._tx() as db:
+            db.execute("UPDATE videos SET state='active', create_time=? WHERE id=?", (time.time(), video_id))
+
+    def drop_pending(self) -> list[int]:
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM videos WHERE state='pending'")]
+            db.execute("DELETE FROM labels WHERE video_id IN (SELECT id FROM videos WHERE state='pending')")
+            db.execute("DELETE FROM videos WHERE state='pending'")
+        return ids
+
+    def get_video(self, video_id: int) -> VideoRecord:
+        rows = self._query(f"SELECT {_VIDEO_COLS} FROM videos WHERE id=? AND state='active'", (video_id,))
+        if not rows:
+            raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND")
+        return _video(rows[0])
+
+    def video_timestamps(self, video_id: int) -> np.ndarray:
+        rows = self._query("SELECT sample_times FROM videos WHERE id=? AND state='active'", (video_id,))
+        if not rows:
+            raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND")
+        return np.frombuffer(rows[0][0], dtype="<f8")
+
+    def find_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
+        rows = self._query(f"SELECT {_VIDEO_COLS} FROM videos WHERE collection_id=? AND content_sha256=? "
+                           "AND state='active' ORDER BY id LIMIT 1", (collection_id, sha256))
+        return _video(rows[0]) if rows else None
+
+    def _where(self, q: VideoQuery) -> tuple[str, list]:
+        conds, args = ["v.state='active'"], []
+        if q.collection_id is not None:
+            conds.append("v.collection_id=?")
+            args.append(q.collection_id)
+        if q.content_sha256:
+            conds.append("v.content_sha256=?")
+            args.append(q.content_sha256)
+        if q.external_key:
+            conds.append("v.external_key=?")
+            args.append(q.external_key)
+        for k, val in sorted((q.labels or {}).items()):
+            conds.append("EXISTS (SELECT 1 FROM labels l WHERE l.video_id=v.id AND l.key=? AND l.value=?)")
+            args += [k, val]
+        return " AND ".join(conds), args
+
+    def list_videos(self, q: VideoQuery, before_id: int | None, limit: int) -> tuple[list[VideoRecord], int]:
+        where, args = self._where(q)
+        total = self._query(f"SELECT COUNT(*) FROM videos v WHERE {where}", args)[0][0]
+        if before_id is not None:
+            where += " AND v.id < ?"
+            args = args + [before_id]
+        cols = ", ".join("v." + c.strip() for c in _VIDEO_COLS.split(","))
+        rows = self._query(f"SELECT {cols} FROM videos v WHERE {where} ORDER BY v.id DESC LIMIT ?", args + [limit])
+        return [_video(r) for r in rows], int(total)
+
+    def video_ids(self, q: VideoQuery) -> np.ndarray:
+        where, args = self._where(q)
+        return np.asarray([r[0] for r in self._query(f"SELECT v.id FROM videos v WHERE {where}", args)],
+                          dtype=np.uint64)
+
+    def active_videos(self, collection_id: int) -> dict[int, int]:
+        """video id -> sample count of every active video of a collection."""
+        return dict(self._query("SELECT id, sample_count FROM videos WHERE collection_id=? AND state='active'",
+                                (collection_id,)))
+
+    def delete_video(self, video_id: int) -> VideoRecord:
+        v = self.get_video(video_id)
+        with self._tx() as db:
+            db.execute("DELETE FROM labels WHERE video_id=?", (video_id,))
+            db.execute("DELETE FROM videos WHERE id=?", (video_id,))
+        return v
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def create_job(self, j: JobRecord) -> JobRecord:
+        now = time.time()
+        j.create_time = j.update_time = now
+        try:
+            with self._tx() as db:
+                db.execute(f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({','.join('?' * 15)})",
+                           (j.id, j.collection_id, j.state.value, j.request_id, j.samples_done, j.samples_total,
+                            j.media_seconds_done, j.duration, j.video_id, j.error_code, j.error_reason,
+                            j.error_message, j.create_time, j.update_time, int(j.already_exists)))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"request_id {j.request_id!r} already used", "DUPLICATE_REQUEST") from None
+        return j
+
+    def update_job(self, j: JobRecord) -> None:
+        j.update_time = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state=?, samples_done=?, samples_total=?, media_seconds_done=?, duration=?, "
+                       "video_id=?, error_code=?, error_reason=?, error_message=?, update_time=?, already_exists=? "
+                       "WHERE id=?",
+                       (j.state.value, j.samples_done, j.samples_total, j.media_seconds_done, j.duration, j.video_id,
+                        j.error_code, j.error_reason, j.error_message, j.update_time, int(j.already_exists), j.id))
+
+    def get_job(self, job_id: str) -> JobRecord:
+        rows = self._query(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,))
+        if not rows:
+            raise NotFound(f"ingest job {job_id!r} not found", "JOB_NOT_FOUND")
+        return _job(rows[0])
+
+    def job_for_request(self, request_id: str) -> JobRecord | None:
+        rows = self._query(f"SELECT {_JOB_COLS} FROM jobs WHERE request_id=?", (request_id,))
+        return _job(rows[0]) if rows else None
+
+    def unfinished_jobs(self) -> list[JobRecord]:
+        return [_job(r) for r in self._query(f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ('QUEUED','RUNNING')")]
+
+    def delete_job(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))

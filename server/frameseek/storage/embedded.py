@@ -1,0 +1,356 @@
+"""The embedded storage engine: SQLite catalog + one native HNSW index per collection, each with an
+append-only vector log and periodic atomic snapshots.
+
+Commit protocol of an ingest (per collection, serialised by the collection's write lock):
+  1. catalog: insert the video row as 'pending' (with its sample timestamps and labels);
+  2. vector log: append the video's vectors and fsync;
+  3. catalog: mark the row 'active'  <- the commit point; after this the ingest is acknowledged;
+  4. index: add the vectors (searchable from here on).
+A crash before 3 leaves a pending row (removed at startup) and maybe a logged record (ignored at
+replay because its video is not active): nothing is visible. A crash after 3 is repaired by replay.
+
+Delete: catalog row removed (commit point), then the vectors are removed from the live index.
+Replay never re-adds vectors of videos that are not active, and vectors of deleted videos that a
+snapshot still holds are removed at startup, so the index always equals the catalog's active set.
+
+Snapshots: under the write lock the log rotates to a new segment and the index is saved
+(native save writes a temp file and renames). `snapshot.json` is then replaced atomically to point
+at it together with the list of videos it holds; older segments and snapshots are deleted.
+Startup = load the snapshot named by snapshot.json + replay log segments from its sequence number.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import structlog
+
+from .base import (MAX_SAMPLES_PER_VIDEO, CollectionRecord, InvalidArgument, JobRecord, NotFound, VideoQuery,
+                   VideoRecord, sample_ids)
+from .catalog import Catalog
+from .vectorlog import VectorLog, _fsync_dir
+
+log = structlog.get_logger("frameseek.storage")
+
+
+def _native():
+    from frameseek import _native
+
+    if not hasattr(_native, "HnswIndex"):
+        raise RuntimeError("frameseek._native has no HnswIndex: the native index is not built (run `make setup`)")
+    return _native
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+class _CollectionIndex:
+    """Live index + log of one collection."""
+
+    def __init__(self, rec: CollectionRecord, directory: str):
+        self.rec, self.dir = rec, directory
+        self.lock = threading.Lock()  # serialises writers (add/delete/snapshot); searches do not take it
+        self.videos: dict[int, int] = {}  # video id -> sample count, exactly what the index holds
+        self.since_snapshot = 0
+        self.index = None
+        self.log = VectorLog(directory, rec.dimension)
+
+    def _new_index(self, capacity: int = 1024):
+        nat = _native()
+        kw = {}
+        if self.rec.index.get("m"):
+            kw["M"] = int(self.rec.index["m"])
+        if self.rec.index.get("ef_construction"):
+            kw["ef_construction"] = int(self.rec.index["ef_construction"])
+        idx = nat.HnswIndex(self.rec.dimension, self.rec.metric, max_elements=max(capacity, 1024), **kw)
+        if self.rec.index.get("ef_search"):
+            idx.ef = int(self.rec.index["ef_search"])
+        return idx
+
+    def recover(self, active: dict[int, int]) -> dict:
+        """Load snapshot + replay the log tail so the index holds exactly the active videos."""
+        t0 = time.perf_counter()
+        meta_path = os.path.join(self.dir, "snapshot.json")
+        from_seq, snap_videos = 0, {}
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                meta = json.load(f)
+            self.index = _native().HnswIndex.load(os.path.join(self.dir, meta["index"]))
+            if self.rec.index.get("ef_search"):
+                self.index.ef = int(self.rec.index["ef_search"])
+            arr = np.load(os.path.join(self.dir, meta["videos"]))
+            snap_videos = {int(v): int(n) for v, n in arr}
+            from_seq = int(meta["segment"])
+        else:
+            self.index = self._new_index()
+        t_load = time.perf_counter() - t0
+        self.videos = dict(snap_videos)
+        # videos deleted after the snapshot was taken
+        gone = [v for v in snap_videos if v not in active]
+        for v in gone:
+            self.index.remove(sample_ids(v, snap_videos[v]))
+            del self.videos[v]
+        replayed = skipped = 0
+        for rec in self.log.replay(from_seq):
+            if rec.video_id in active and rec.video_id not in self.videos:
+                n = rec.vectors.shape[0]
+                self._add(rec.video_id, np.array(rec.vectors, dtype=np.float32))
+                replayed += n
+            else:
+                skipped += 1
+        self.since_snapshot = replayed
+        missing = [v for v in active if v not in self.videos]
+        if missing:  # cannot happen unless the log was damaged or deleted by hand
+            log.error("videos_missing_vectors", collection=self.rec.name, videos=missing[:20], count=len(missing))
+        return {"collection": self.rec.name, "vectors": len(self.index), "snapshot_load_s": round(t_load, 3),
+                "replayed_vectors": replayed, "skipped_records": skipped, "removed_deleted": len(gone),
+                "missing_videos": missing, "total_s": round(time.perf_counter() - t0, 3)}
+
+    def _add(self, video_id: int, vectors: np.ndarray) -> None:
+        n = vectors.shape[0]
+        ids = sample_ids(video_id, n)
+        groups = np.full(n, video_id, dtype=np.uint64)
+        tags = np.full(n, self.rec.id, dtype=np.uint32)
+        self.index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), groups=groups, tags=tags)
+        self.videos[video_id] = n
+
+    def snapshot(self) -> None:
+        with self.lock:
+            self._snapshot_locked()
+
+    def _snapshot_locked(self) -> None:
+        t0 = time.perf_counter()
+        seq = self.log.rotate()
+        name = f"snapshot-{seq:08d}"
+        self.index.save(os.path.join(self.dir, name + ".hnsw"))
+        vids = np.array(sorted(self.videos.items()), dtype=np.int64).reshape(-1, 2)
+        with open(os.path.join(self.dir, name + ".videos.npy"), "wb") as f:
+            np.save(f, vids)
+            f.flush()
+            os.fsync(f.fileno())
+        _write_atomic(os.path.join(self.dir, "snapshot.json"),
+                      json.dumps({"segment": seq, "index": name + ".hnsw", "videos": name + ".videos.npy",
+                                  "vectors": len(self.index), "time": time.time()}).encode())
+        self.log.drop_before(seq)
+        for f in os.listdir(self.dir):
+            if f.startswith("snapshot-") and not f.startswith(name):
+                os.remove(os.path.join(self.dir, f))
+        self.since_snapshot = 0
+        log.info("snapshot", collection=self.rec.name, vectors=len(self.index),
+                 seconds=round(time.perf_counter() - t0, 3))
+
+    def close(self) -> None:
+        self.log.close()
+
+
+class EmbeddedStorage:
+    """Storage on one machine, no external services. See the module docstring for the protocol."""
+
+    def __init__(self, data_dir: str, *, snapshot_every: int = 200_000):
+        self.data_dir = os.path.abspath(data_dir)
+        os.makedirs(os.path.join(self.data_dir, "collections"), exist_ok=True)
+        self.catalog = Catalog(os.path.join(self.data_dir, "catalog.sqlite3"))
+        self.snapshot_every = snapshot_every
+        self._colls: dict[int, _CollectionIndex] = {}
+        self._colls_lock = threading.Lock()
+        self._video_cache: dict[int, tuple[VideoRecord, np.ndarray]] = {}
+        self.recovery_report: list[dict] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def open(self) -> list[dict]:
+        """Recover every collection (blocking; the server reports UNAVAILABLE meanwhile)."""
+        dropped = self.catalog.drop_pending()
+        if dropped:
+            log.warning("dropped_unacknowledged_videos", videos=dropped)
+        report = []
+        for rec in self.catalog.all_collections():
+            ci = _CollectionIndex(rec, self._coll_dir(rec.id))
+            report.append(ci.recover(self.catalog.active_videos(rec.id)))
+            self._colls[rec.id] = ci
+        self.recovery_report = report
+        log.info("storage_open", data_dir=self.data_dir, collections=report)
+        return report
+
+    def _coll_dir(self, cid: int) -> str:
+        return os.path.join(self.data_dir, "collections", str(cid))
+
+    def _ci(self, collection_id: int) -> _CollectionIndex:
+        try:
+            return self._colls[collection_id]
+        except KeyError:
+            raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND") from None
+
+    def snapshot(self, force: bool = True) -> None:
+        for ci in list(self._colls.values()):
+            if force or ci.since_snapshot >= self.snapshot_every:
+                if ci.since_snapshot or not os.path.exists(os.path.join(ci.dir, "snapshot.json")):
+                    ci.snapshot()
+
+    def close(self, snapshot: bool = True) -> None:
+        if snapshot:
+            self.snapshot(force=True)
+        for ci in self._colls.values():
+            ci.close()
+        self.catalog.close()
+
+    def storage_bytes(self) -> int:
+        total = 0
+        for root, _, files in os.walk(self.data_dir):
+            for f in files:
+                try:
+                    total += os.path.getsize(os.path.join(root, f))
+                except OSError:
+                    pass
+        return total
+
+    # -- collections ----------------------------------------------------------------------------
+    def create_collection(self, name: str, **kw) -> CollectionRecord:
+        rec = self.catalog.create_collection(name, **kw)
+        ci = _CollectionIndex(rec, self._coll_dir(rec.id))
+        ci.recover({})
+        with self._colls_lock:
+            self._colls[rec.id] = ci
+        return rec
+
+    def get_collection(self, name: str) -> CollectionRecord:
+        return self.catalog.get_collection(name)
+
+    def collection_by_id(self, collection_id: int) -> CollectionRecord:
+        return self.catalog.collection_by_id(collection_id)
+
+    def list_collections(self, after: str, limit: int) -> list[CollectionRecord]:
+        return self.catalog.list_collections(after, limit)
+
+    def delete_collection(self, name: str, force: bool) -> None:
+        rec = self.catalog.get_collection(name)
+        ci = self._ci(rec.id)
+        with ci.lock:
+            ids = self.catalog.delete_collection(rec.id, force)
+            with self._colls_lock:
+                self._colls.pop(rec.id, None)
+            ci.close()
+            for v in ids:
+                self._video_cache.pop(v, None)
+            import shutil
+
+            shutil.rmtree(ci.dir, ignore_errors=True)
+
+    def collection_counts(self, collection_id: int) -> tuple[int, int, float]:
+        return self.catalog.collection_counts(collection_id)
+
+    def index_size(self, collection_id: int) -> int:
+        return len(self._ci(collection_id).index)
+
+    # -- videos ---------------------------------------------------------------------------------
+    def add_video(self, collection_id: int, video: VideoRecord, timestamps: np.ndarray,
+                  vectors: np.ndarray) -> VideoRecord:
+        ci = self._ci(collection_id)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
+        n = vectors.shape[0]
+        if vectors.ndim != 2 or vectors.shape[1] != ci.rec.dimension:
+            raise InvalidArgument(f"vectors must be [n, {ci.rec.dimension}]", "DIMENSION_MISMATCH")
+        if timestamps.shape != (n,):
+            raise InvalidArgument("one timestamp per vector")
+        if n == 0:
+            raise InvalidArgument("no samples to index", "EMPTY_MEDIA")
+        if n > MAX_SAMPLES_PER_VIDEO:
+            raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} samples per video", "MEDIA_TOO_LARGE")
+        if not np.isfinite(vectors).all():
+            raise InvalidArgument("non-finite values in vectors", "NON_FINITE_VECTOR")
+        video = VideoRecord(**{**video.__dict__, "sample_count": n, "collection_id": collection_id})
+        with ci.lock:
+            vid = self.catalog.insert_pending(collection_id, video, timestamps)  # 1
+            ci.log.append(vid, vectors)  # 2 (fsync'ed)
+            self.catalog.activate(vid)  # 3 commit point
+            ci._add(vid, vectors)  # 4
+            ci.since_snapshot += n
+            need_snapshot = ci.since_snapshot >= self.snapshot_every
+        if need_snapshot:
+            threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
+        return self.get_video(vid)
+
+    def _snapshot_one(self, ci: _CollectionIndex) -> None:
+        try:
+            with ci.lock:
+                if ci.since_snapshot >= self.snapshot_every and ci.rec.id in self._colls:
+                    ci._snapshot_locked()
+        except Exception:  # a failed snapshot loses nothing: the log still holds every vector
+            log.exception("snapshot_failed", collection=ci.rec.name)
+
+    def find_video_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
+        return self.catalog.find_by_hash(collection_id, sha256)
+
+    def _cached(self, video_id: int) -> tuple[VideoRecord, np.ndarray]:
+        hit = self._video_cache.get(video_id)
+        if hit is None:
+            hit = (self.catalog.get_video(video_id), self.catalog.video_timestamps(video_id))
+            if len(self._video_cache) > 200_000:
+                self._video_cache.clear()
+            self._video_cache[video_id] = hit
+        return hit
+
+    def get_video(self, video_id: int) -> VideoRecord:
+        return self._cached(video_id)[0]
+
+    def video_timestamps(self, video_id: int) -> np.ndarray:
+        return self._cached(video_id)[1]
+
+    def list_videos(self, query: VideoQuery, before_id: int | None, limit: int) -> tuple[list[VideoRecord], int]:
+        return self.catalog.list_videos(query, before_id, limit)
+
+    def video_ids(self, query: VideoQuery) -> np.ndarray:
+        return self.catalog.video_ids(query)
+
+    def delete_video(self, video_id: int) -> None:
+        v = self.catalog.get_video(video_id)
+        ci = self._ci(v.collection_id)
+        with ci.lock:
+            self.catalog.delete_video(video_id)  # commit point
+            self._video_cache.pop(video_id, None)
+            n = ci.videos.pop(video_id, 0)
+            if n:
+                ci.index.remove(sample_ids(video_id, n))
+
+    # -- vectors --------------------------------------------------------------------------------
+    def _filter(self, groups):
+        if groups is None:
+            return None
+        return _native().Filter(groups=np.ascontiguousarray(groups, dtype=np.uint64))
+
+    def search(self, collection_id, queries, k, *, ef=None, groups=None):
+        ci = self._ci(collection_id)
+        return ci.index.search(queries, k, ef=ef, filter=self._filter(groups))
+
+    def search_groups(self, collection_id, queries, k, *, ef=None, groups=None):
+        ci = self._ci(collection_id)
+        return ci.index.search_groups(queries, k, ef=ef, filter=self._filter(groups))
+
+    def vectors_of(self, collection_id: int) -> int:
+        return len(self._ci(collection_id).index)
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def create_job(self, job: JobRecord) -> JobRecord:
+        return self.catalog.create_job(job)
+
+    def update_job(self, job: JobRecord) -> None:
+        self.catalog.update_job(job)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        return self.catalog.get_job(job_id)
+
+    def job_for_request(self, request_id: str) -> JobRecord | None:
+        return self.catalog.job_for_request(request_id)
+
+    def unfinished_jobs(self) -> list[JobRecord]:
+        return self.catalog.unfinished_jobs()

@@ -1,0 +1,91 @@
+"""SQLite catalog: the pending/active commit protocol, lookups, pagination, jobs."""
+import numpy as np
+import pytest
+
+from frameseek.storage import (AlreadyExists, FailedPrecondition, JobRecord, JobState, NotFound, VideoQuery,
+                               VideoRecord)
+from frameseek.storage.catalog import Catalog
+
+
+def _video(cid, sha="aa", labels=None, key=""):
+    return VideoRecord(id=0, collection_id=cid, kind="video", duration=2.0, width=64, height=48, sample_count=2,
+                       size_bytes=10, content_sha256=sha, external_key=key, labels=labels or {})
+
+
+@pytest.fixture
+def cat(tmp_path):
+    c = Catalog(str(tmp_path / "c.sqlite3"))
+    yield c
+    c.close()
+
+
+def _coll(cat, name="default"):
+    return cat.create_collection(name, model="m", dimension=4, metric="ip", sampling={"fps": 1.0}, index={})
+
+
+def test_collections(cat):
+    a = _coll(cat, "a")
+    _coll(cat, "b")
+    with pytest.raises(AlreadyExists):
+        _coll(cat, "a")
+    assert [c.name for c in cat.list_collections("", 10)] == ["a", "b"]
+    assert [c.name for c in cat.list_collections("a", 10)] == ["b"]
+    assert cat.get_collection("a") == a
+    with pytest.raises(NotFound):
+        cat.get_collection("zzz")
+
+
+def test_pending_video_is_invisible_until_activated(cat, tmp_path):
+    cid = _coll(cat).id
+    vid = cat.insert_pending(cid, _video(cid, labels={"team": "x"}), np.array([0.0, 1.0]))
+    with pytest.raises(NotFound):
+        cat.get_video(vid)
+    assert cat.find_by_hash(cid, "aa") is None
+    assert cat.list_videos(VideoQuery(collection_id=cid), None, 10) == ([], 0)
+    assert cat.collection_counts(cid) == (0, 0, 0.0)
+    cat.activate(vid)
+    assert cat.get_video(vid).labels == {"team": "x"}
+    np.testing.assert_array_equal(cat.video_timestamps(vid), [0.0, 1.0])
+    assert cat.find_by_hash(cid, "aa").id == vid
+    # a crash before activation: the row is dropped on reopen
+    vid2 = cat.insert_pending(cid, _video(cid, sha="bb"), np.array([0.0, 1.0]))
+    cat.close()
+    cat2 = Catalog(str(tmp_path / "c.sqlite3"))
+    assert cat2.drop_pending() == [vid2]
+    assert cat2.get_video(vid).id == vid
+    cat2.close()
+
+
+def test_filters_and_pagination(cat):
+    cid = _coll(cat).id
+    ids = []
+    for i in range(7):
+        v = cat.insert_pending(cid, _video(cid, sha=f"h{i}", labels={"parity": str(i % 2)}, key=f"k{i}"),
+                               np.zeros(2))
+        cat.activate(v)
+        ids.append(v)
+    page, total = cat.list_videos(VideoQuery(collection_id=cid), None, 3)
+    assert total == 7 and [v.id for v in page] == ids[::-1][:3]
+    page2, _ = cat.list_videos(VideoQuery(collection_id=cid), page[-1].id, 3)
+    assert [v.id for v in page2] == ids[::-1][3:6]
+    odd = cat.video_ids(VideoQuery(collection_id=cid, labels={"parity": "1"}))
+    assert sorted(odd.tolist()) == ids[1::2]
+    assert cat.list_videos(VideoQuery(external_key="k3"), None, 10)[0][0].id == ids[3]
+    assert cat.list_videos(VideoQuery(content_sha256="h4"), None, 10)[0][0].id == ids[4]
+    with pytest.raises(FailedPrecondition):
+        cat.delete_collection(cid, force=False)
+    assert sorted(cat.delete_collection(cid, force=True)) == ids
+
+
+def test_jobs_and_request_ids(cat):
+    cid = _coll(cat).id
+    j = cat.create_job(JobRecord(id="j1", collection_id=cid, state=JobState.QUEUED, request_id="r1"))
+    with pytest.raises(AlreadyExists):
+        cat.create_job(JobRecord(id="j2", collection_id=cid, state=JobState.QUEUED, request_id="r1"))
+    assert cat.job_for_request("r1").id == "j1"
+    j.state, j.samples_done = JobState.RUNNING, 5
+    cat.update_job(j)
+    assert [x.id for x in cat.unfinished_jobs()] == ["j1"]
+    j.state = JobState.SUCCEEDED
+    cat.update_job(j)
+    assert cat.get_job("j1").state is JobState.SUCCEEDED and cat.unfinished_jobs() == []

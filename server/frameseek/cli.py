@@ -22,6 +22,8 @@ from rich.table import Table
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="frameseek: find where images and video clips appear inside a video library.")
 out = Console()
+if not out.is_terminal:  # piped output: never truncate names to an 80-column guess
+    out = Console(width=250)
 err = Console(stderr=True)
 
 VIDEO_EXT = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp",

@@ -45,10 +45,10 @@ using tiles::L2Op;
 float l2sq(const float* a, const float* b, std::size_t d) { return tiles::pair<Avx2, L2Op>(a, b, d); }
 float dot(const float* a, const float* b, std::size_t d) { return tiles::pair<Avx2, DotOp>(a, b, d); }
 void l2sq_many(const float* q, const float* x, std::size_t n, std::size_t d, float* out) {
-  tiles::many<Avx2, L2Op, 4>(q, x, n, d, out);
+  tiles::many<Avx2, L2Op>(q, x, n, d, out);
 }
 void dot_many(const float* q, const float* x, std::size_t n, std::size_t d, float* out) {
-  tiles::many<Avx2, DotOp, 4>(q, x, n, d, out);
+  tiles::many<Avx2, DotOp>(q, x, n, d, out);
 }
 // 16 ymm registers: dot uses 4x3 (12 accumulators + 3 vectors; the query operand can come from
 // memory), L2 needs a difference temporary as well, so 3x3.

@@ -36,10 +36,10 @@ using tiles::L2Op;
 float l2sq(const float* a, const float* b, std::size_t d) { return tiles::pair<Neon, L2Op>(a, b, d); }
 float dot(const float* a, const float* b, std::size_t d) { return tiles::pair<Neon, DotOp>(a, b, d); }
 void l2sq_many(const float* q, const float* x, std::size_t n, std::size_t d, float* out) {
-  tiles::many<Neon, L2Op, 4>(q, x, n, d, out);
+  tiles::many<Neon, L2Op>(q, x, n, d, out);
 }
 void dot_many(const float* q, const float* x, std::size_t n, std::size_t d, float* out) {
-  tiles::many<Neon, DotOp, 4>(q, x, n, d, out);
+  tiles::many<Neon, DotOp>(q, x, n, d, out);
 }
 // 32 q-registers: 4x3 accumulators + 3 vectors + temporaries fit for both metrics.
 void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,

@@ -214,6 +214,7 @@ class FrameSeekService:
         self._pending_ingests = 0
         self._searches = 0
         self._coll_cache: dict[str, CollectionRecord] = {}
+        self._coll_names: dict[int, str] = {}  # collection ids are never reused
         self._watchers = _JobWatchers()
         self._tasks: set[asyncio.Task] = set()
         self._cancel = threading.Event()
@@ -385,12 +386,10 @@ class FrameSeekService:
         return f"collections/{self._coll_name(v.collection_id)}/videos/{v.id}"
 
     def _coll_name(self, collection_id: int) -> str:
-        for rec in self._coll_cache.values():
-            if rec.id == collection_id:
-                return rec.name
-        rec = self.storage.collection_by_id(collection_id)
-        self._coll_cache[rec.name] = rec
-        return rec.name
+        name = self._coll_names.get(collection_id)
+        if name is None:
+            name = self._coll_names[collection_id] = self.storage.collection_by_id(collection_id).name
+        return name
 
     async def list_videos(self, parent: str, page_size: int, page_token: str, labels: dict | None = None,
                           content_sha256: str = "", external_key: str = "") -> tuple[list[VideoRecord], str, int]:
@@ -762,6 +761,10 @@ class FrameSeekService:
         if groups is not None and groups.size == 0:
             return []
         self._admit_search()
+        if self.settings.search_inline:
+            # A single-vector HNSW query takes well under a millisecond: a thread hop costs about as
+            # much as the search, so run it on the loop (the native call releases the GIL anyway).
+            return self._search_sync(rec, q, opts, groups, exclude)
         self._searches += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
@@ -773,22 +776,39 @@ class FrameSeekService:
         return (1.0 - dist) if rec.metric == "ip" else (1.0 - dist / 2.0)
 
     def _search_sync(self, rec, q, opts: SearchOptions, groups, exclude: set[int]) -> list[Hit]:
+        """Top videos for one query vector.
+
+        Fast path: a plain frame kNN (k * matches * 4 frames) grouped by video here. On video data
+        the nearest frames often all belong to a few videos; when that leaves fewer than k videos
+        although the kNN came back full, a group-by search (distinct videos, ~5x slower) supplies
+        the missing ones. So the common case costs one plain kNN and the answer still has k videos.
+        """
         k, m = opts.k + len(exclude), opts.max_matches_per_video
         ef = opts.ef or None
+        kf = min(max(k * m * 4, 32), 4096)
         try:
-            if m == 1:
-                g, ids, dist = self.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
-                ids, dist = ids[0], dist[0]
-            else:
-                kf = min(k * m * 4, 4096)
-                ids, dist = self.storage.search(rec.id, q, kf, ef=max(ef or 0, kf), groups=groups)
-                ids, dist = ids[0], dist[0]
+            ids, dist = self.storage.search(rec.id, q, kf, ef=ef, groups=groups)
         except StorageError as exc:
             raise _storage_error(exc) from None
+        ids, dist = ids[0], dist[0]
+        full = bool((ids != NO_ID).all())
+        hits: dict[int, Hit] = {}
+        self._collect(rec, hits, ids, dist, opts, exclude, m)
+        if len(hits) < opts.k and full:
+            try:
+                _, gids, gdist = self.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
+            except StorageError as exc:
+                raise _storage_error(exc) from None
+            self._collect(rec, hits, gids[0], gdist[0], opts, exclude, m)
+        out = sorted(hits.values(), key=lambda h: -h.score)
+        for h in out:
+            h.matches.sort(key=lambda x: -x[1])
+        return out
+
+    def _collect(self, rec, hits: dict, ids, dist, opts: SearchOptions, exclude: set[int], m: int) -> None:
         valid = ids != NO_ID
         ids, scores = ids[valid], self._score(rec, dist[valid])
         vids, idx = split_sample_ids(ids)
-        hits: dict[int, Hit] = {}
         for vid, i, s in zip(vids.tolist(), idx.tolist(), scores.tolist()):
             if vid in exclude or s < opts.min_score:
                 continue
@@ -797,13 +817,15 @@ class FrameSeekService:
                 if len(hits) >= opts.k:
                     continue
                 try:
-                    video, times = self.storage.get_video(vid), self.storage.video_timestamps(vid)
+                    video = self.storage.get_video(vid)
                 except NotFound:  # deleted between the search and now
                     continue
                 h = hits[vid] = Hit(video=video, score=s, matches=[])
             if len(h.matches) < m:
-                h.matches.append((float(times_of(self.storage, vid)[i]), s))
-        return sorted(hits.values(), key=lambda h: -h.score)
+                t = float(self.storage.video_timestamps(vid)[i])
+                if all(t0 != t for t0, _ in h.matches):  # the group search may repeat a kNN frame
+                    h.matches.append((t, s))
+                    h.score = max(h.score, s)
 
     async def search_video(self, rec: CollectionRecord, path: str, k: int, min_score: float, frame_k: int,
                            labels: dict, videos: list[str], exclude: list[str], fps: float) -> VideoSearchResult:
@@ -840,6 +862,9 @@ class FrameSeekService:
     def _video_matches(self, rec: CollectionRecord, times: np.ndarray, vecs: np.ndarray, k: int,
                        groups: np.ndarray | None, frame_k: int | None = None) -> list[CopyMatch]:
         """Per-frame kNN -> native frame-vote aggregation -> candidates with aligned segments."""
+        if not hasattr(self._native, "aggregate"):
+            raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "INTERNAL",
+                               "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
         frame_k = frame_k or self.settings.frame_k
         q = np.ascontiguousarray(vecs, dtype=np.float32)
         ids, dist = self.storage.search(rec.id, q, frame_k, ef=max(frame_k, rec.index.get("ef_search", 64)),
@@ -901,10 +926,6 @@ class FrameSeekService:
                 "sample_count": sum(c["sample_count"] for c in colls), "storage_bytes": nbytes,
                 "active_ingests": self._pending_ingests, "copy_threshold": self.settings.copy_threshold,
                 "simd_level": self._native.simd_level() if self._native else ""}
-
-
-def times_of(storage, vid: int) -> np.ndarray:
-    return storage.video_timestamps(vid)
 
 
 def _page_size(n: int) -> int:

@@ -104,6 +104,10 @@ Parameters:
   min_segment_frames=3    fewest matched frames in a segment (1 for a still image query)
   min_segment_duration=0  seconds, shortest segment
   frame_interval=None     query sampling interval; None = median gap of query_times
+  ref_frame_interval=None reference sampling interval; None = per video, the median gap of its
+                          matched reference times (capped at offset_tolerance). A reference frame
+                          serves at most ceil(ref_frame_interval / (speed * frame_interval))
+                          query frames (1 unless the query is sampled denser than the reference)
   max_segments=4          segments per video
   max_candidates=20       videos returned
   min_score=0.0           videos below are dropped
@@ -127,7 +131,7 @@ void bind_aggregate(py::module_& m) {
          const std::optional<std::unordered_map<std::uint64_t, double>>& ref_durations, double min_similarity,
          double speed_min, double speed_max, double speed_step, double offset_tolerance, double max_gap,
          int min_segment_frames, double min_segment_duration, std::optional<double> frame_interval,
-         int max_segments, int max_candidates, double min_score, int refine_iterations, int threads) {
+         std::optional<double> ref_frame_interval, int max_segments, int max_candidates, double min_score, int refine_iterations, int threads) {
         auto qt = floating<double>(query_times, "query_times", 1);
         auto ids = uint64_2d(neighbor_ids, "neighbor_ids");
         auto groups = uint64_2d(neighbor_groups, "neighbor_groups");
@@ -144,6 +148,8 @@ void bind_aggregate(py::module_& m) {
                                 std::to_string(ids.shape(0)) + " rows");
         if (threads < 0) throw py::value_error("threads must be >= 0");
         if (frame_interval && !(*frame_interval > 0)) throw py::value_error("frame_interval must be > 0 or None");
+        if (ref_frame_interval && !(*ref_frame_interval > 0))
+          throw py::value_error("ref_frame_interval must be > 0 or None");
 
         AggregateParams p;
         p.min_similarity = min_similarity;
@@ -155,6 +161,7 @@ void bind_aggregate(py::module_& m) {
         p.min_segment_frames = min_segment_frames;
         p.min_segment_duration = min_segment_duration;
         p.frame_interval = frame_interval.value_or(0.0);
+        p.ref_frame_interval = ref_frame_interval.value_or(0.0);
         p.max_segments = max_segments;
         p.max_candidates = max_candidates;
         p.min_score = min_score;
@@ -184,7 +191,8 @@ void bind_aggregate(py::module_& m) {
       py::arg("ref_durations") = py::none(), py::arg("min_similarity") = 0.5, py::arg("speed_min") = 0.5,
       py::arg("speed_max") = 2.0, py::arg("speed_step") = 0.03, py::arg("offset_tolerance") = 1.0,
       py::arg("max_gap") = 3.0, py::arg("min_segment_frames") = 3, py::arg("min_segment_duration") = 0.0,
-      py::arg("frame_interval") = py::none(), py::arg("max_segments") = 4, py::arg("max_candidates") = 20,
+      py::arg("frame_interval") = py::none(),
+      py::arg("ref_frame_interval") = py::none(), py::arg("max_segments") = 4, py::arg("max_candidates") = 20,
       py::arg("min_score") = 0.0, py::arg("refine_iterations") = 3, py::arg("threads") = 1);
 
   m.def(

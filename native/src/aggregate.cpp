@@ -90,6 +90,23 @@ class VideoAligner {
     for (std::size_t j = 0; j < n; ++j)
       rlocal_[j] = static_cast<std::uint32_t>(std::lower_bound(refs.begin(), refs.end(), m[j].ref) - refs.begin());
     nr_ = refs.size();
+    // Reference sampling interval: given, or the median gap between this video's distinct matched
+    // reference times (consecutive frames for a true copy), capped at offset_tolerance so sparse
+    // chance matches cannot claim a long interval.
+    ref_dt_ = p_.ref_frame_interval;
+    if (!(ref_dt_ > 0)) {
+      std::vector<double> rt(n);
+      for (std::size_t j = 0; j < n; ++j) rt[j] = m[j].tr;
+      std::sort(rt.begin(), rt.end());
+      std::vector<double> gaps;
+      for (std::size_t j = 1; j < n; ++j)
+        if (rt[j] > rt[j - 1]) gaps.push_back(rt[j] - rt[j - 1]);
+      ref_dt_ = 0;
+      if (!gaps.empty()) {
+        std::nth_element(gaps.begin(), gaps.begin() + gaps.size() / 2, gaps.end());
+        ref_dt_ = std::min(gaps[gaps.size() / 2], p_.offset_tolerance);
+      }
+    }
   }
 
   std::optional<Candidate> run() {
@@ -97,6 +114,8 @@ class VideoAligner {
     active_.assign(n_, 1);
     q_stamp_.assign(nq_, 0);
     r_stamp_.assign(nr_, 0);
+    r_used_.assign(nr_, 0);
+    r_spent_.assign(nr_, 0);
     Candidate cand;
     cand.video = m_[0].group;
     double matched = 0, covered = 0;
@@ -251,11 +270,19 @@ class VideoAligner {
       if (x.qi != y.qi) return x.qi < y.qi;
       return x.ref < y.ref;
     });
+    // A reference frame stands for ref_dt of reference time, i.e. ref_dt / speed of query time:
+    // when the query is sampled more densely than that (slow motion, higher sampling rate) it may
+    // serve that many query frames, otherwise exactly one.
+    const double per_ref = ref_dt_ / (line.speed * ctx_.dt);
+    const std::uint32_t capacity = per_ref > 1 ? static_cast<std::uint32_t>(std::ceil(per_ref - 1e-6)) : 1u;
     pairs_.clear();
     for (const BandMatch& bm : band_) {
       const std::uint32_t lq = qlocal_[bm.j], lr = rlocal_[bm.j];
-      if (q_stamp_[lq] == stamp || r_stamp_[lr] == stamp) continue;
-      q_stamp_[lq] = r_stamp_[lr] = stamp;
+      if (q_stamp_[lq] == stamp) continue;
+      if (r_stamp_[lr] != stamp) r_stamp_[lr] = stamp, r_used_[lr] = 0;
+      if (r_used_[lr] >= capacity) continue;
+      q_stamp_[lq] = stamp;
+      ++r_used_[lr];
       pairs_.push_back(bm.j);
     }
     std::sort(pairs_.begin(), pairs_.end(), [&](std::size_t a, std::size_t b) { return m_[a].qi < m_[b].qi; });
@@ -308,9 +335,12 @@ class VideoAligner {
     cand.votes += s.frames;
     matched += seg_matched;
     covered += extent;
-    // Query time inside an accepted segment is explained; later lines must look elsewhere.
+    // Query time inside an accepted segment is explained, and its reference frames are spent:
+    // later lines must look elsewhere (one static reference frame cannot seed segment after
+    // segment).
+    for (std::size_t t = a; t < b; ++t) r_spent_[rlocal_[pairs_[t]]] = 1;
     for (std::size_t j = 0; j < n_; ++j)
-      if (active_[j] && m_[j].tq >= qs && m_[j].tq <= qe) active_[j] = 0;
+      if (active_[j] && ((m_[j].tq >= qs && m_[j].tq <= qe) || r_spent_[rlocal_[j]])) active_[j] = 0;
   }
 
   double ref_coverage(const Candidate& cand) const {
@@ -318,12 +348,11 @@ class VideoAligner {
     auto it = ctx_.ref_durations->find(cand.video);
     if (it == ctx_.ref_durations->end() || !(it->second > 0)) return std::numeric_limits<double>::quiet_NaN();
     const double dur = it->second;
-    // Each segment stands for its matched frames' cells on the reference side too: pad by half a
-    // query frame interval (scaled by speed) and take the union, clipped to the video.
+    // A frame is shown from its timestamp for one interval, so a segment covers the reference
+    // from ref_start to one (speed-scaled) query interval past ref_end; union, clipped to the video.
     std::vector<std::pair<double, double>> iv;
     for (const AlignedSegment& s : cand.segments) {
-      const double pad = 0.5 * ctx_.dt * s.speed;
-      double lo = std::min(s.ref_start, s.ref_end) - pad, hi = std::max(s.ref_start, s.ref_end) + pad;
+      double lo = std::min(s.ref_start, s.ref_end), hi = std::max(s.ref_start, s.ref_end) + ctx_.dt * s.speed;
       lo = std::max(lo, 0.0), hi = std::min(hi, dur);
       if (hi > lo) iv.emplace_back(lo, hi);
     }
@@ -352,8 +381,9 @@ class VideoAligner {
   std::size_t n_;
   std::vector<std::uint32_t> qlocal_, rlocal_;
   std::size_t nq_ = 0, nr_ = 0;
-  std::vector<char> active_;
-  std::vector<std::uint32_t> q_stamp_, r_stamp_;
+  std::vector<char> active_, r_spent_;
+  std::vector<std::uint32_t> q_stamp_, r_stamp_, r_used_;
+  double ref_dt_ = 0;
   // scratch buffers reused across speeds / attempts
   std::vector<std::size_t> idx_, bins_, order_, pairs_;
   std::vector<double> sum_;
@@ -379,6 +409,7 @@ void validate(const AggregateParams& p) {
   finite(p.min_segment_duration, "min_segment_duration");
   finite(p.frame_interval, "frame_interval");
   finite(p.min_score, "min_score");
+  finite(p.ref_frame_interval, "ref_frame_interval");
   if (!(p.speed_min > 0)) bad("speed_min must be > 0");
   if (!(p.speed_max >= p.speed_min)) bad("speed_max must be >= speed_min");
   if (!(p.speed_step > 0)) bad("speed_step must be > 0");

@@ -46,6 +46,7 @@ def aggregate(
     min_segment_frames: int = 3,
     min_segment_duration: float = 0.0,
     frame_interval: float | None = None,
+    ref_frame_interval: float | None = None,
     max_segments: int = 4,
     max_candidates: int = 20,
     min_score: float = 0.0,

@@ -11,8 +11,10 @@
 //      match to a cell, so one static query frame matching many reference frames is one vote.
 //   2. The best cell seeds a line; a weighted least-squares fit on the matches inside the
 //      +-offset_tolerance band refines speed and offset (a few rounds; speed stays in range).
-//   3. Matches in the band are assigned one-to-one (each query frame and each reference frame
-//      used at most once, best weighted similarity first), sorted by query time and cut into
+//   3. Matches in the band are assigned one-to-one (each query frame used once, each reference
+//      frame once -- or, when the query is sampled denser than the reference along this line,
+//      by at most ref_frame_interval / (speed * frame_interval) query frames, the query time it
+//      legitimately explains; best weighted similarity first), sorted by query time and cut into
 //      segments wherever consecutive matched query frames are more than `max_gap` apart.
 //      Segments with at least `min_segment_frames` frames are kept.
 //   4. Query frames inside accepted segments are removed and the vote repeats, so one video can
@@ -46,6 +48,7 @@ struct AggregateParams {
   int min_segment_frames = 3;      // fewest matched query frames for a segment
   double min_segment_duration = 0.0;  // s: shortest query extent for a segment
   double frame_interval = 0.0;     // s: query sampling interval; <= 0 = median gap of query times
+  double ref_frame_interval = 0.0; // s: reference sampling interval; <= 0 = estimated per video
   int max_segments = 4;            // most segments per video
   int max_candidates = 20;         // most videos returned
   double min_score = 0.0;          // videos scoring below this are dropped

@@ -154,23 +154,23 @@ class VideoAligner {
     for (std::size_t si = 0; si < ctx_.speeds.size(); ++si) {
       const double v = ctx_.speeds[si];
       idx_.clear();
+      off_.clear();
       double bmin = INFINITY, bmax = -INFINITY;
       for (std::size_t j = 0; j < n_; ++j) {
         if (!active_[j]) continue;
         idx_.push_back(j);
         const double b = m_[j].tr - v * m_[j].tq;
+        off_.push_back(b);
         bmin = std::min(bmin, b);
         bmax = std::max(bmax, b);
       }
       if (idx_.empty()) return best;
+      for (double& b : off_) b = (b - bmin) / W;  // offsets in bins from the smallest
       for (int phase = 0; phase < 2; ++phase) {
         const double shift = 0.5 * phase;
         const auto nbins = static_cast<std::size_t>(std::floor((bmax - bmin) / W + shift)) + 1;
         bins_.resize(idx_.size());
-        for (std::size_t t = 0; t < idx_.size(); ++t) {
-          const Match& mm = m_[idx_[t]];
-          bins_[t] = static_cast<std::size_t>(std::floor((mm.tr - v * mm.tq - bmin) / W + shift));
-        }
+        for (std::size_t t = 0; t < idx_.size(); ++t) bins_[t] = static_cast<std::size_t>(off_[t] + shift);
         auto consider = [&](double score, std::size_t frames, std::size_t bin) {
           if (score > best.score) {
             best.score = score;
@@ -228,7 +228,7 @@ class VideoAligner {
     return best;
   }
 
-  // Least-squares refinement: per query frame the band match nearest the line, weighted by val.
+  // Least-squares refinement: per query frame its best band match, weighted by val.
   Line refine(Line line) {
     std::vector<double> tq, tr, w;
     for (int it = 0; it < p_.refine_iterations; ++it) {
@@ -242,7 +242,11 @@ class VideoAligner {
           if (!active_[j]) continue;
           const double res = std::abs(m_[j].tr - line.at(m_[j].tq));
           if (res > p_.offset_tolerance) continue;
-          if (pick == n_ || res < pick_res || (res == pick_res && m_[j].val > m_[pick].val)) pick = j, pick_res = res;
+          // The most similar band match, not the one nearest the current line: near-duplicate
+          // neighbours of the true frame always offer one near any line, which would only
+          // confirm the seed instead of correcting it.
+          if (pick == n_ || m_[j].val > m_[pick].val || (m_[j].val == m_[pick].val && res < pick_res))
+            pick = j, pick_res = res;
         }
         if (pick != n_) tq.push_back(m_[pick].tq), tr.push_back(m_[pick].tr), w.push_back(m_[pick].val);
       }
@@ -386,7 +390,7 @@ class VideoAligner {
   double ref_dt_ = 0;
   // scratch buffers reused across speeds / attempts
   std::vector<std::size_t> idx_, bins_, order_, pairs_;
-  std::vector<double> sum_;
+  std::vector<double> sum_, off_;
   std::vector<std::uint32_t> cnt_, lastq_;
   std::vector<float> lastv_;
   std::vector<BandMatch> band_;
@@ -522,11 +526,18 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
                             }),
                 matches.end());
 
+  // Videos that cannot hold a segment are dropped here, before any per-video work (with k
+  // neighbours from a large library most videos are hit once or twice): a segment needs
+  // min_segment_frames distinct query frames whose consecutive gaps are <= max_gap.
   std::vector<std::pair<std::size_t, std::size_t>> ranges;
   for (std::size_t a = 0; a < matches.size();) {
-    std::size_t b = a;
-    while (b < matches.size() && matches[b].group == matches[a].group) ++b;
-    ranges.emplace_back(a, b);
+    std::size_t b = a, run = 0, longest = 0;
+    for (; b < matches.size() && matches[b].group == matches[a].group; ++b) {
+      if (b > a && matches[b].qi == matches[b - 1].qi) continue;
+      run = (b > a && matches[b].tq - matches[b - 1].tq <= p.max_gap) ? run + 1 : 1;
+      longest = std::max(longest, run);
+    }
+    if (longest >= static_cast<std::size_t>(p.min_segment_frames)) ranges.emplace_back(a, b);
     a = b;
   }
   std::vector<std::optional<Candidate>> found(ranges.size());

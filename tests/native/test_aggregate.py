@@ -130,7 +130,7 @@ def test_speed_change_recovered(speed):
     assert top["video"] == 3
     assert len(top["segments"]) == 1
     seg = top["segments"][0]
-    assert seg["speed"] == pytest.approx(speed, rel=0.01)
+    assert seg["speed"] == pytest.approx(speed, rel=0.003)
     assert seg["offset"] == pytest.approx(5.0, abs=1.0)
     assert top["query_coverage"] > 0.95
     assert top["score"] > 0.8
@@ -224,7 +224,7 @@ def test_outlier_matches_do_not_move_the_alignment():
     top = res[0]
     assert top["video"] == 7
     seg = max(top["segments"], key=lambda s: s["frames"])
-    assert seg["speed"] == pytest.approx(1.25, rel=0.01)
+    assert seg["speed"] == pytest.approx(1.25, rel=0.003)
     assert seg["offset"] == pytest.approx(20, abs=1.0)
     assert top["votes"] >= len(q_times) - len(outliers)
 
@@ -407,7 +407,7 @@ def test_random_neighbours_never_score_high(table):
     q_times, ids, groups, times, sims, _ = table
     res = _native.aggregate(q_times, ids, groups, times, sims)
     # Real copies in the cases above score >= 0.8; noise must stay far below.
-    assert all(c["score"] <= 0.25 for c in res), res[:1]
+    assert all(c["score"] <= 0.1 for c in res), res[:1]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

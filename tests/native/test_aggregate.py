@@ -439,3 +439,33 @@ def test_invariants_and_row_permutation(table, with_copy):
         top = res[0]
         assert top["video"] == 10_000 and top["score"] >= 0.8
         assert top["segments"][0]["speed"] == pytest.approx(1.25, rel=0.01)
+
+
+def test_still_image_query_with_one_frame_segments():
+    # An image query is one frame: with min_segment_frames=1 its best matches come back, one
+    # vote per video, scored by similarity.
+    t = Table([0.0])
+    t.add(0, 3, 40, 0.92)
+    t.add(0, 3, 41, 0.90)
+    t.add(0, 4, 7, 0.7)
+    res = run(t, min_segment_frames=1)
+    assert [(c["video"], c["votes"]) for c in res] == [(3, 1), (4, 1)]
+    assert res[0]["score"] == pytest.approx(0.92, abs=1e-6)
+    assert res[0]["segments"][0]["ref_start"] == pytest.approx(40.0)
+    assert run(t) == []  # the default needs 3 frames
+
+
+def test_concurrent_calls_from_threads_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(8)
+    tables = []
+    for s in range(4):
+        t = Table(np.arange(0, 40, 0.5))
+        t.add_copy(video=s, mapping=lambda x, s=s: x + 10 * s, ref_len=100)
+        t.add_distractors(rng, 10, videos=range(30), ref_len=100)
+        tables.append(t.arrays())
+    expected = [_native.aggregate(*a) for a in tables]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda a: _native.aggregate(*a), tables * 8))
+    assert got == expected * 8

@@ -450,13 +450,16 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
                                  const std::unordered_map<std::uint64_t, double>* ref_durations) {
   validate(p);
   const std::size_t q = in.q, k = in.k;
+  // Timestamps are seconds; the bound keeps bin arithmetic exact and far from integer overflow.
+  constexpr double kMaxTime = 1e9;
   for (std::size_t i = 0; i < q; ++i)
-    if (!std::isfinite(in.query_times[i])) bad("query_times[" + std::to_string(i) + "] is not finite");
+    if (!(std::abs(in.query_times[i]) <= kMaxTime))
+      bad("query_times[" + std::to_string(i) + "] is not finite or beyond 1e9 seconds");
   for (std::size_t i = 0; i < q * k; ++i) {
     if (in.ids[i] == kNoId) continue;
     const auto where = [&] { return "[" + std::to_string(i / k) + ", " + std::to_string(i % k) + "]"; };
     if (std::isnan(in.sims[i]) || in.sims[i] == INFINITY) bad("neighbor_sims" + where() + " is NaN or +inf");
-    if (!std::isfinite(in.ref_times[i])) bad("neighbor_times" + where() + " is not finite");
+    if (!(std::abs(in.ref_times[i]) <= kMaxTime)) bad("neighbor_times" + where() + " is not finite or beyond 1e9 seconds");
     if (in.weights && !(in.weights[i] >= 0.0f && in.weights[i] <= 1.0f))
       bad("neighbor_weights" + where() + " must be in [0, 1]");
   }

@@ -328,6 +328,7 @@ def _valid():
         (0, lambda a: np.where(np.arange(len(a)) == 3, np.nan, a), ValueError, r"query_times\[3\]"),
         (4, lambda a: np.where(a > 0.85, np.nan, a).astype(np.float32), ValueError, "neighbor_sims"),
         (3, lambda a: np.where(np.isfinite(a) & (a == 2), np.inf, a), ValueError, "neighbor_times"),
+        (3, lambda a: np.where(np.isfinite(a) & (a == 2), 1e300, a), ValueError, "beyond 1e9 seconds"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(index, bad, exc, msg):

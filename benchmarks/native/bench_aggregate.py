@@ -123,19 +123,22 @@ def baseline_aggregate(query_times, ids, groups, times, sims, *, min_similarity=
             if best[1] < 2:
                 break
             speed, off = float(speeds[best[2]]), best[3]
-            for _ in range(3):  # least-squares refinement on the band, nearest match per frame
+            for _ in range(10):  # least-squares refinement on the band, best match per frame
                 res = np.abs(vtr - (off + speed * vtq))
                 band = np.flatnonzero(active & (res <= tol))
                 if len(band) == 0:
                     break
-                o = np.lexsort((res[band], vq[band]))
+                o = np.lexsort((res[band], -vval[band], vq[band]))
                 pick = band[o][np.concatenate([[True], vq[band][o][1:] != vq[band][o][:-1]])]
                 w, x, y = vval[pick], vtq[pick], vtr[pick]
                 mx, my = np.average(x, weights=w), np.average(y, weights=w)
                 sxx = np.sum(w * (x - mx) ** 2)
+                prev = (speed, off)
                 if sxx > 1e-6 * w.sum():
                     speed = float(np.clip(np.sum(w * (x - mx) * (y - my)) / sxx, speeds[0], speeds[-1]))
                 off = my - speed * mx
+                if abs(speed - prev[0]) < 1e-12 and abs(off - prev[1]) < 1e-9:
+                    break
             res = np.abs(vtr - (off + speed * vtq))
             band = np.flatnonzero(active & (res <= tol))
             o = sorted(band.tolist(), key=lambda j: (-vval[j], res[j], vq[j], vr[j]))

@@ -111,7 +111,7 @@ Parameters:
   max_segments=4          segments per video
   max_candidates=20       videos returned
   min_score=0.0           videos below are dropped
-  refine_iterations=3     least-squares rounds
+  refine_iterations=10    most least-squares rounds (stops early when the line converges)
   threads=1               worker threads over videos (0 = all cores); the result is the same
 
 Returns a list (score descending, then video ascending) of dicts:
@@ -193,12 +193,12 @@ void bind_aggregate(py::module_& m) {
       py::arg("max_gap") = 3.0, py::arg("min_segment_frames") = 3, py::arg("min_segment_duration") = 0.0,
       py::arg("frame_interval") = py::none(),
       py::arg("ref_frame_interval") = py::none(), py::arg("max_segments") = 4, py::arg("max_candidates") = 20,
-      py::arg("min_score") = 0.0, py::arg("refine_iterations") = 3, py::arg("threads") = 1);
+      py::arg("min_score") = 0.0, py::arg("refine_iterations") = 10, py::arg("threads") = 1);
 
   m.def(
       "neighbor_idf_weights",
       [](const py::handle& neighbor_ids, const py::handle& neighbor_groups, const py::handle& neighbor_sims,
-         double min_similarity, double free_videos, double power) {
+         double min_similarity, double margin, double free_videos, double power) {
         auto ids = uint64_2d(neighbor_ids, "neighbor_ids");
         auto groups = uint64_2d(neighbor_groups, "neighbor_groups");
         auto sims = floating<float>(neighbor_sims, "neighbor_sims", 2);
@@ -209,21 +209,25 @@ void bind_aggregate(py::module_& m) {
         float* o = out.mutable_data();
         {
           py::gil_scoped_release release;
-          neighbor_idf_weights(q, k, ids.data(), groups.data(), sims.data(), min_similarity, free_videos, power, o);
+          neighbor_idf_weights(q, k, ids.data(), groups.data(), sims.data(), min_similarity, margin, free_videos, power,
+                               o);
         }
         return out;
       },
       R"doc(IDF-like vote weights float32[q, k] computed from the neighbour table itself.
 
 For query frame i, df_i = number of distinct videos among its neighbours with similarity >=
-min_similarity; all its neighbours get min(1, free_videos / df_i) ** power, padding slots 0. A
-frame whose near-duplicates span many videos (title card, logo, test pattern) then votes little,
-while a library holding up to free_videos copies of one video is not penalised. Use it with
+max(min_similarity, best_i - margin), best_i being the row's highest similarity; all its
+neighbours get min(1, free_videos / df_i) ** power, padding slots 0. A frame whose
+near-duplicates span many videos (title card, logo, test pattern) then votes little, a true match
+is not diluted by weaker unrelated neighbours, and a library holding up to free_videos copies of
+one video is not penalised (margin=inf counts every neighbour above min_similarity). Use it with
 FlatIndex/HnswIndex.search results (k frames); with search_groups every row spans k videos by
 construction and only min_similarity separates real matches. Multiply with reference-side weights
 if the catalog has them (e.g. 1 / number of videos holding a near-duplicate of that frame).)doc",
       py::arg("neighbor_ids"), py::arg("neighbor_groups"), py::arg("neighbor_sims"), py::kw_only(),
-      py::arg("min_similarity") = 0.5, py::arg("free_videos") = 2.0, py::arg("power") = 1.0);
+      py::arg("min_similarity") = 0.5, py::arg("margin") = 0.1, py::arg("free_videos") = 2.0,
+      py::arg("power") = 1.0);
 
   m.def(
       "aggregate_speed_grid",

@@ -562,18 +562,28 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
 }
 
 void neighbor_idf_weights(std::size_t q, std::size_t k, const std::uint64_t* ids, const std::uint64_t* groups,
-                          const float* sims, double min_similarity, double free_videos, double power, float* out) {
+                          const float* sims, double min_similarity, double margin, double free_videos, double power,
+                          float* out) {
   if (!std::isfinite(min_similarity)) bad("min_similarity must be finite");
+  if (!(margin >= 0)) bad("margin must be >= 0");
   if (!(free_videos >= 1) || !std::isfinite(free_videos)) bad("free_videos must be >= 1");
   if (!(power >= 0) || !std::isfinite(power)) bad("power must be >= 0");
   std::vector<std::uint64_t> row;
   for (std::size_t i = 0; i < q; ++i) {
     row.clear();
+    double best = -INFINITY;
     for (std::size_t c = 0; c < k; ++c) {
       const std::size_t s = i * k + c;
       if (ids[s] == kNoId) continue;
       if (std::isnan(sims[s])) bad("neighbor_sims[" + std::to_string(i) + ", " + std::to_string(c) + "] is NaN");
-      if (sims[s] >= min_similarity) row.push_back(groups[s]);
+      best = std::max(best, static_cast<double>(sims[s]));
+    }
+    // Only videos about as similar as the row's best count: a true match at 0.9 is not diluted by
+    // unrelated neighbours at 0.55, while a title card that 20 videos share at ~0.95 is.
+    const double cut = std::max(min_similarity, best - margin);
+    for (std::size_t c = 0; c < k; ++c) {
+      const std::size_t s = i * k + c;
+      if (ids[s] != kNoId && sims[s] >= cut) row.push_back(groups[s]);
     }
     std::sort(row.begin(), row.end());
     const auto df = static_cast<double>(std::unique(row.begin(), row.end()) - row.begin());

@@ -50,7 +50,7 @@ def aggregate(
     max_segments: int = 4,
     max_candidates: int = 20,
     min_score: float = 0.0,
-    refine_iterations: int = 3,
+    refine_iterations: int = 10,
     threads: int = 1,
 ) -> list[AggregateCandidate]: ...
 def neighbor_idf_weights(
@@ -59,6 +59,7 @@ def neighbor_idf_weights(
     neighbor_sims: npt.NDArray[np.floating],
     *,
     min_similarity: float = 0.5,
+    margin: float = 0.1,
     free_videos: float = 2.0,
     power: float = 1.0,
 ) -> npt.NDArray[np.float32]: ...

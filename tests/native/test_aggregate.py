@@ -136,6 +136,19 @@ def test_speed_change_recovered(speed):
     assert top["score"] > 0.8
 
 
+@pytest.mark.parametrize("speed", [1.25, 1.9])
+def test_long_query_off_the_speed_grid_converges_to_one_segment(speed):
+    # 20 minutes: the grid speed nearest the truth drifts by seconds over the query, so only the
+    # least-squares refinement can join it into one segment.
+    t = Table(np.arange(1200.0))
+    t.add_copy(video=1, mapping=lambda x: speed * x + 3, ref_len=2400)
+    res = run(t)
+    (seg,) = res[0]["segments"]
+    assert seg["frames"] == 1200
+    assert seg["speed"] == pytest.approx(speed, rel=1e-3)
+    assert seg["offset"] == pytest.approx(3, abs=0.5)
+
+
 def test_two_parts_of_the_same_video_give_two_segments():
     q_times = np.arange(40.0)
     t = Table(q_times)
@@ -251,8 +264,8 @@ def test_idf_weights_demote_frames_that_match_many_videos():
     t.add_copy(video=1, mapping=lambda x: x, ref_len=60, spread=0)
     for i in range(30):
         for v in range(12):
-            t.add(i, 500 + v, 40 + i, 0.7)  # the logo frames of 12 other videos (random order)
-    t.add_copy(video=2, mapping=lambda x: x + 5, ref_len=60, sim=0.8, spread=0, only=set(range(10, 30)))
+            t.add(i, 500 + v, 40 + i, 0.88)  # the logo frames of 12 other videos, as similar
+    t.add_copy(video=2, mapping=lambda x: x + 5, ref_len=60, sim=0.85, spread=0, only=set(range(10, 30)))
     q_times, ids, groups, times, sims = t.arrays()
     w = _native.neighbor_idf_weights(ids, groups, sims, min_similarity=0.5, free_videos=2)
     assert w.dtype == np.float32 and w.shape == ids.shape
@@ -263,6 +276,24 @@ def test_idf_weights_demote_frames_that_match_many_videos():
     assert plain[0]["video"] == 1
     weighted = _native.aggregate(q_times, ids, groups, times, sims, w)
     assert all(c["score"] < 0.15 for c in weighted)
+
+
+def test_idf_weights_ignore_much_weaker_neighbours():
+    # A true match at 0.9 among 12 unrelated videos at ~0.6: only videos within `margin` of the
+    # row's best count, so the true match keeps its full weight.
+    t = Table(np.arange(10.0))
+    t.add_copy(video=1, mapping=lambda x: x, ref_len=60, spread=0)
+    for i in range(10):
+        for v in range(12):
+            t.add(i, 500 + v, 3 * i, 0.6)
+    _, ids, groups, _, sims = t.arrays()
+    assert np.all(_native.neighbor_idf_weights(ids, groups, sims)[ids != NO_ID] == 1)
+    everyone = _native.neighbor_idf_weights(ids, groups, sims, margin=float("inf"))
+    assert np.allclose(everyone[ids != NO_ID], 2 / 13)
+    with pytest.raises(ValueError, match="margin"):
+        _native.neighbor_idf_weights(ids, groups, sims, margin=-1)
+    with pytest.raises(TypeError, match="neighbor_ids must be uint64"):
+        _native.neighbor_idf_weights(ids.astype(np.int64), groups, sims)
 
 
 def test_deterministic_and_thread_count_independent():

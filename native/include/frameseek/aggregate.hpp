@@ -52,7 +52,7 @@ struct AggregateParams {
   int max_segments = 4;            // most segments per video
   int max_candidates = 20;         // most videos returned
   double min_score = 0.0;          // videos scoring below this are dropped
-  int refine_iterations = 3;       // least-squares refinement rounds per line
+  int refine_iterations = 10;      // most least-squares refinement rounds per line (stops when converged)
   std::size_t threads = 1;         // worker threads over videos (0 = all cores)
 };
 
@@ -99,11 +99,12 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
                                  const std::unordered_map<std::uint64_t, double>* ref_durations);
 
 // IDF-like per-neighbour weights from the neighbour table itself: df_i = number of distinct videos
-// among query frame i's neighbours with similarity >= min_similarity; every neighbour of that row
-// gets min(1, free_videos / df_i) ^ power (rows with df_i <= free_videos keep weight 1, so a
-// library holding a few copies of one video is not penalised). Padding slots get 0.
+// among query frame i's neighbours with similarity >= max(min_similarity, best_i - margin), where
+// best_i is the row's highest similarity; every neighbour of that row gets
+// min(1, free_videos / df_i) ^ power (rows with df_i <= free_videos keep weight 1, so a library
+// holding a few copies of one video is not penalised). Padding slots get 0.
 void neighbor_idf_weights(std::size_t q, std::size_t k, const std::uint64_t* ids,
                           const std::uint64_t* groups, const float* sims, double min_similarity,
-                          double free_videos, double power, float* out);
+                          double margin, double free_videos, double power, float* out);
 
 }  // namespace frameseek

@@ -515,7 +515,9 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
     }
   }
   // Canonical order: the result must not depend on the neighbour order within a row. The same
-  // reference frame listed twice for one query frame counts once (its best value).
+  // reference frame listed twice for one query frame counts once (its best value). Then, within
+  // a query frame, best value first: the Hough accumulator meets each frame's best match in a
+  // cell first, so a cell's sum is exactly the sum of per-frame maxima in query-frame order.
   std::sort(matches.begin(), matches.end(), [](const Match& a, const Match& b) {
     if (a.group != b.group) return a.group < b.group;
     if (a.qi != b.qi) return a.qi < b.qi;
@@ -528,6 +530,12 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
                               return a.group == b.group && a.qi == b.qi && a.ref == b.ref;
                             }),
                 matches.end());
+  std::sort(matches.begin(), matches.end(), [](const Match& a, const Match& b) {
+    if (a.group != b.group) return a.group < b.group;
+    if (a.qi != b.qi) return a.qi < b.qi;
+    if (a.val != b.val) return a.val > b.val;
+    return a.ref < b.ref;
+  });
 
   // Videos that cannot hold a segment are dropped here, before any per-video work (with k
   // neighbours from a large library most videos are hit once or twice): a segment needs

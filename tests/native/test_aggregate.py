@@ -6,6 +6,9 @@ near-duplicate temporal neighbours, and distractor frames from other videos.
 """
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -501,3 +504,52 @@ def test_concurrent_calls_from_threads_agree():
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda a: _native.aggregate(*a), tables * 8))
     assert got == expected * 8
+
+
+# ---- against the plain numpy/Python reference -------------------------------------------------
+
+
+def _reference():
+    """benchmarks/native/aggregate_reference.py: the same method written plainly in numpy."""
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "native" / "aggregate_reference.py"
+    spec = importlib.util.spec_from_file_location("aggregate_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.baseline_aggregate
+
+
+def _same(native, reference):
+    assert [c["video"] for c in native] == [c["video"] for c in reference]
+    for c, d in zip(native, reference):
+        assert c["votes"] == d["votes"]
+        assert c["score"] == pytest.approx(d["score"], abs=1e-9)
+        assert len(c["segments"]) == len(d["segments"])
+        for x, y in zip(c["segments"], d["segments"]):
+            assert x["frames"] == y["frames"]
+            assert (x["query_start"], x["query_end"]) == (y["query_start"], y["query_end"])
+            for key in ("offset", "speed", "ref_start", "ref_end", "score"):
+                assert x[key] == pytest.approx(y[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_matches_numpy_reference_on_copies(seed):
+    rng = np.random.default_rng(seed)
+    q_times = np.arange(0, rng.integers(20, 100)) * float(rng.choice([0.5, 1.0]))
+    t = Table(q_times)
+    for v in range(int(rng.integers(1, 4))):
+        speed, offset = float(rng.choice([1.0, 0.8, 1.25, 1.6])), float(rng.uniform(0, 50))
+        start = int(rng.integers(0, len(q_times) // 2))
+        t.add_copy(video=v, mapping=lambda x, s=speed, o=offset: s * x + o, ref_len=400,
+                   sim=float(rng.uniform(0.6, 0.95)), only=set(range(start, len(q_times))))
+    t.add_distractors(rng, 6, videos=range(100, 160), ref_len=400)
+    arrays = t.arrays()
+    weights = rng.uniform(0.2, 1, arrays[1].shape).astype(np.float32) if seed % 2 else None
+    _same(_native.aggregate(*arrays, weights), _reference()(*arrays, weights))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(noise_tables())
+def test_matches_numpy_reference_on_noise(table):
+    q_times, ids, groups, times, sims, _ = table
+    args = (q_times, ids, groups, times, sims)
+    _same(_native.aggregate(*args, max_candidates=1000), _reference()(*args, max_candidates=1000))

@@ -553,3 +553,23 @@ def test_matches_numpy_reference_on_noise(table):
     q_times, ids, groups, times, sims, _ = table
     args = (q_times, ids, groups, times, sims)
     _same(_native.aggregate(*args, max_candidates=1000), _reference()(*args, max_candidates=1000))
+
+
+def test_stub_matches_the_compiled_signatures():
+    """server/frameseek/_native.pyi must name the same parameters, in order, with the same defaults."""
+    import ast
+    import re
+
+    stub = pathlib.Path(__file__).resolve().parents[2] / "server" / "frameseek" / "_native.pyi"
+    funcs = {n.name: n for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
+    for name in ("aggregate", "neighbor_idf_weights", "aggregate_speed_grid"):
+        a = funcs[name].args
+        stub_params = [(x.arg, None) for x in a.args[: len(a.args) - len(a.defaults)]]
+        stub_params += [(x.arg, ast.literal_eval(d)) for x, d in zip(a.args[len(a.args) - len(a.defaults):], a.defaults)]
+        stub_params += [(x.arg, ast.literal_eval(d)) for x, d in zip(a.kwonlyargs, a.kw_defaults)]
+        sig = getattr(_native, name).__doc__.splitlines()[0]
+        native_params = []
+        for part in re.findall(r"(\w+): [^,=()]*(?:\[[^\]]*\])?[^,=()]*(?:= ([^,)]+))?", sig.split("(", 1)[1]):
+            pname, default = part
+            native_params.append((pname, ast.literal_eval(default) if default else None))
+        assert stub_params == native_params, name

@@ -417,7 +417,9 @@ void validate(const AggregateParams& p) {
   if (!(p.speed_min > 0)) bad("speed_min must be > 0");
   if (!(p.speed_max >= p.speed_min)) bad("speed_max must be >= speed_min");
   if (!(p.speed_step > 0)) bad("speed_step must be > 0");
-  if (!(p.offset_tolerance > 0)) bad("offset_tolerance must be > 0 seconds");
+  // The bounds keep offset bins (timestamps up to 1e9 s / tolerance) within integer range.
+  if (!(p.offset_tolerance >= 1e-6 && p.offset_tolerance <= 1e6))
+    bad("offset_tolerance must be in [1e-6, 1e6] seconds");
   if (!(p.max_gap >= 0)) bad("max_gap must be >= 0 seconds");
   if (p.min_segment_frames < 1) bad("min_segment_frames must be >= 1");
   if (!(p.min_segment_duration >= 0)) bad("min_segment_duration must be >= 0 seconds");

@@ -103,13 +103,15 @@ class ImageDecoder:
             raise MediaError(MediaErrorReason.CORRUPT_MEDIA, f"{src.name}: unreadable {src.fmt} image") from None
         except Image.DecompressionBombError as exc:
             raise MediaError(MediaErrorReason.RESOLUTION_TOO_LARGE, f"{src.name}: {exc}") from None
-        limits.check_resolution(img.width, img.height, src.name)
-        try:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            self._rgb = np.asarray(img.convert("RGB"))
-        except (OSError, SyntaxError, ValueError) as exc:  # truncated / corrupt data
-            raise MediaError(MediaErrorReason.CORRUPT_MEDIA, f"{src.name}: corrupt {src.fmt} image ({exc})") from None
+        with img:  # closes the file PIL opened, whatever happens below
+            limits.check_resolution(img.width, img.height, src.name)
+            try:
+                img.load()
+                self._rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+            except (OSError, SyntaxError, ValueError) as exc:  # truncated / corrupt data
+                raise MediaError(
+                    MediaErrorReason.CORRUPT_MEDIA, f"{src.name}: corrupt {src.fmt} image ({exc})"
+                ) from None
         h, w = self._rgb.shape[:2]
         self.info = VideoInfo(w, h, 0.0, None, src.fmt, src.fmt, is_image=True, frame_count=1)
 

@@ -26,7 +26,7 @@ class TimeGridSampler:
 
     def __init__(self, fps: float | None) -> None:
         self.fps = fps if fps and fps > 0 else None
-        self._next = 0.0
+        self._next_tick = 0  # index k of the next grid tick k/fps still to serve
         self._last: float | None = None
 
     def accept(self, t: float) -> bool:
@@ -38,11 +38,17 @@ class TimeGridSampler:
         if self.fps is None:
             self._last = t
             return True
-        if t + self.EPS < self._next:
+        k = self.tick_of(t)
+        if k < self._next_tick:
             return False
         self._last = t
-        self._next = (math.floor(t * self.fps + self.EPS) + 1) / self.fps
+        self._next_tick = k + 1
         return True
+
+    def tick_of(self, t: float) -> int:
+        """Index of the last grid tick at or before `t` (with the EPS tolerance)."""
+        assert self.fps is not None
+        return math.floor((t + self.EPS) * self.fps)
 
     def expected_samples(self, duration: float | None) -> int | None:
         """Estimated number of samples for a stream of `duration` seconds (for progress)."""

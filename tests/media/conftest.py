@@ -66,7 +66,7 @@ CODECS = {
     "hevc_mkv": ("libx265", "mkv", {"preset": "ultrafast", "x265-params": "log-level=none"}),
     "vp9_webm": ("libvpx-vp9", "webm", {"deadline": "realtime", "cpu-used": "8"}),
     "av1_mkv": ("libsvtav1", "mkv", {"preset": "12"}),
-    "mpeg4_avi": ("mpeg4", "avi", {}),
+    "mpeg4_avi": ("mpeg4", "avi", {"b": "1500k"}),
 }
 
 

@@ -26,7 +26,7 @@ class BlankFilterSettings(BaseModel):
     max_dark_fraction: float = Field(0.90, gt=0, le=1, description="blank when at least this share is black")
     min_luma_std: float = Field(6.0, ge=0, description="blank when the luma spread is below this (uniform)")
     min_gradient: float = Field(
-        1.5, ge=0, description="blank when the mean |horizontal|+|vertical| luma difference is below this"
+        3.0, ge=0, description="blank when the mean |horizontal|+|vertical| luma difference (on the analysis plane) is below this"
     )
     analysis_size: int = Field(160, ge=16, description="long side of the subsampled plane analysed")
 

@@ -45,6 +45,8 @@ ProgressCallback = Callable[[int, "int | None"], None]
 #: sub-clips, speed changes and videos with an added intro for exactly that reason).
 REFERENCE_FPS = 3.0
 QUERY_FPS = 1.0
+#: How long the inference stage waits for more frames to fill a batch.
+BATCH_WAIT_S = 0.05
 
 
 @dataclass
@@ -221,9 +223,13 @@ def embed_media(
                 if isinstance(item, BaseException):
                     raise item
                 batch.append(item)
+                # Fill the batch with what arrives soon: batched inference costs less per frame,
+                # and inference, not decoding, is the busy stage at query rates.
+                deadline = time.perf_counter() + BATCH_WAIT_S
                 while len(batch) < batch_size:
+                    wait = deadline - time.perf_counter()
                     try:
-                        item = q.get_nowait()
+                        item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
                     except queue.Empty:
                         break
                     if item is _DONE:

@@ -40,6 +40,9 @@ class OnnxEmbedder:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # No busy-waiting in the thread pool: the decoder shares these cores, and spinning
+        # workers would steal its time while they wait for the next batch.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(spec.path), sess_options=opts, providers=list(providers))
         except Exception as exc:

@@ -94,7 +94,7 @@ class EmbedderSettings(BaseModel):
 
     model: str | ModelSpec = "sscd_distilled"  # a builtin name, a path to an .onnx file, or a spec
     backend: Literal["auto", "onnx", "tensorrt"] = "auto"
-    batch_size: int = Field(16, ge=1, le=1024)
+    batch_size: int = Field(8, ge=1, le=1024)
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = one per core")
     engine_cache_dir: Path = Field(default_factory=_default_cache_dir)
     gpu_id: int = Field(0, ge=0)

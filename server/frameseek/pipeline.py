@@ -120,6 +120,35 @@ def _blank_verdict(frame: Frame, settings: BlankFilterSettings):
     return analyse(img, settings)
 
 
+def _open_guarded(source, limits: MediaLimits, backend: Backend, cancel: threading.Event | None):
+    """open_decoder() on a helper thread: probing reads the input, and a stream that stops
+    delivering bytes must not hang the caller (DECODE_TIMEOUT after `stall_timeout_s`)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["decoder"] = open_decoder(source, limits, backend)
+        except BaseException as exc:
+            box["error"] = exc
+
+    th = threading.Thread(target=target, name="frameseek-open", daemon=True)
+    th.start()
+    deadline = time.perf_counter() + limits.stall_timeout_s
+    while th.is_alive():
+        th.join(0.02)
+        if not th.is_alive():
+            break
+        if cancel is not None and cancel.is_set():
+            raise MediaCancelled()
+        if time.perf_counter() > deadline:
+            raise MediaError(
+                MediaErrorReason.DECODE_TIMEOUT, f"opening the input took longer than {limits.stall_timeout_s:g} s"
+            )
+    if "error" in box:
+        raise box["error"]
+    return box["decoder"]
+
+
 def embed_media(
     source: str | os.PathLike | bytes | BinaryIO,
     embedder: Embedder,
@@ -133,7 +162,7 @@ def embed_media(
     sampling = sampling or SamplingSettings()
     limits = limits or MediaLimits()
     t_start = time.perf_counter()
-    decoder = open_decoder(source, limits, sampling.decoder)
+    decoder = _open_guarded(source, limits, sampling.decoder, cancel)
     info = decoder.info
     sampler = TimeGridSampler(sampling.fps)
     estimated = 1 if info.is_image else sampler.expected_samples(info.duration)
@@ -154,6 +183,8 @@ def embed_media(
                 continue
         return False
 
+    gpu_input = getattr(embedder, "backend", "") == "tensorrt"  # takes CUDA tensors as they are
+
     def produce() -> None:
         try:
             it = decoder.frames(sampler, sampling.keyframes_only, abort)
@@ -171,8 +202,11 @@ def embed_media(
                         counters["blank_reasons"][verdict.reason] = counters["blank_reasons"].get(verdict.reason, 0) + 1
                         timings["preprocess_s"] += time.perf_counter() - t1
                         continue
-                image = embedder.preprocess([frame.image])[0]
-                flipped = embedder.preprocess([frame.image], flip=True)[0] if sampling.flip else None
+                pixels = frame.image
+                if frame.on_gpu and not gpu_input:
+                    pixels = frame.to_numpy()  # NVDEC decoded, but the embedder runs on the CPU
+                image = embedder.preprocess([pixels])[0]
+                flipped = embedder.preprocess([pixels], flip=True)[0] if sampling.flip else None
                 timings["preprocess_s"] += time.perf_counter() - t1
                 if not put(_Item(frame.t, image, flipped)):
                     return

@@ -136,6 +136,16 @@ def test_stalled_decoder_times_out_instead_of_hanging(clips, embedder):
         release.set()
 
 
+def test_input_that_stalls_while_opening_times_out(clips, embedder):
+    data = clips["hevc_mkv"].read_bytes()
+    release = threading.Event()
+    try:
+        stream = StallingStream(data, 100, release)  # not even the header arrives
+        assert reason_of(stream, MediaLimits(stall_timeout_s=0.3), embedder) == "DECODE_TIMEOUT"
+    finally:
+        release.set()
+
+
 def test_media_error_pickles_with_reason():
     e = pickle.loads(pickle.dumps(MediaError("CORRUPT_MEDIA", "x")))
     assert e.reason == "CORRUPT_MEDIA" and e.message == "x"

@@ -181,6 +181,16 @@ class TensorRTEmbedder:
         self.input_name = spec.input_name or ins[0]
         self.output_name = spec.output_name or outs[0]
         self.dim = int(self.engine.get_tensor_shape(self.output_name)[-1])
+        # Buffers follow the engine's I/O types (precision comes from the ONNX file).
+        torch_types = {trt.float32: torch.float32, trt.float16: torch.float16, trt.uint8: torch.uint8}
+        in_type = torch_types.get(self.engine.get_tensor_dtype(self.input_name))
+        want = {"uint8": torch.uint8, "float32": torch.float32, "float16": torch.float16}[spec.preprocess.dtype]
+        if in_type != want:
+            raise TensorRTUnavailable(
+                f"engine input {self.input_name} is {self.engine.get_tensor_dtype(self.input_name)}, "
+                f"the preprocessing spec feeds {spec.preprocess.dtype}"
+            )
+        self.out_dtype = torch_types.get(self.engine.get_tensor_dtype(self.output_name), torch.float32)
         self.stream = torch.cuda.Stream(device=self.device)
 
     # -- engine ----------------------------------------------------------------------------
@@ -235,17 +245,19 @@ class TensorRTEmbedder:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         parts = []
+        # Preprocessing ran on the decode thread's (default) stream: order after it.
+        self.stream.wait_stream(torch.cuda.default_stream(self.device))
         with torch.cuda.stream(self.stream):
             for a, b in same_size_runs(images, self.batch_size):
                 x = stack_gpu(images[a:b], self.spec.preprocess)
-                out = torch.empty((b - a, self.dim), dtype=torch.float32, device=self.device)
+                out = torch.empty((b - a, self.dim), dtype=self.out_dtype, device=self.device)
                 self.context.set_input_shape(self.input_name, tuple(x.shape))
                 self.context.set_tensor_address(self.input_name, x.data_ptr())
                 self.context.set_tensor_address(self.output_name, out.data_ptr())
                 if not self.context.execute_async_v3(self.stream.cuda_stream):
                     raise RuntimeError("TensorRT execute_async_v3 failed")
                 parts.append(out)
-            y = torch.cat(parts)
+            y = torch.cat(parts).float()
             if self.spec.l2_normalize:
                 y = torch.nn.functional.normalize(y, dim=1)
             host = y.cpu()  # synchronises the stream

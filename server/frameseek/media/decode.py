@@ -187,6 +187,33 @@ def probe_video(container: av.container.InputContainer, src: OpenedSource, limit
     return stream, info
 
 
+class BestEffortTimestamp:
+    """FFmpeg's `best_effort_timestamp` (libavcodec guess_correct_pts), which PyAV does not expose.
+
+    Some muxers write presentation timestamps that go backwards in output order (box.mp4 in
+    opencv-doc: B-frame pts copied from the wrong frames). Count how often pts and dts each fail to
+    increase, and trust whichever has failed less: pts normally, dts once pts are known bad.
+    """
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+
+    def __call__(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            if self.last_dts is not None and dts <= self.last_dts:
+                self.faulty_dts += 1
+            self.last_dts = dts
+        if pts is not None:
+            if self.last_pts is not None and pts <= self.last_pts:
+                self.faulty_pts += 1
+            self.last_pts = pts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
+
+
 class PyAVDecoder:
     """CPU decoding with FFmpeg (through PyAV), frame/slice threaded."""
 
@@ -220,6 +247,7 @@ class PyAVDecoder:
         st = self.stats
         consecutive = 0
         prev_t: float | None = None
+        best_effort = BestEffortTimestamp()
         demux = self._container.demux(stream)
         while True:
             if abort is not None and abort.is_set():
@@ -249,8 +277,9 @@ class PyAVDecoder:
                 continue
             for frame in decoded:
                 st.decoded_frames += 1
-                if frame.pts is not None and tb is not None:
-                    t = float(frame.pts * tb)
+                ts = best_effort(frame.pts, frame.dts)
+                if ts is not None and tb is not None:
+                    t = float(ts * tb)
                     if origin is None:
                         origin = t
                     t -= origin

@@ -87,3 +87,17 @@ def test_model_spec_from_onnx_path(tmp_path):
     spec = EmbedderSettings().resolve_model()
     s = EmbedderSettings(model=str(spec.path)).resolve_model()
     assert isinstance(s, ModelSpec) and s.path == spec.path and s.name == "sscd_distilled"
+
+
+def test_driver_probes_explain_the_missing_gpu():
+    from frameseek.embed.tensorrt_backend import cuda_compute_capability
+    from frameseek.media.nvdec import cuda_driver_device_count
+
+    n, why = cuda_driver_device_count()
+    if n:
+        major, minor = cuda_compute_capability(0)
+        assert major >= 3 and minor >= 0
+    else:
+        assert "driver" in why or "device" in why
+        with pytest.raises(TensorRTUnavailable):
+            cuda_compute_capability(0)

@@ -239,18 +239,21 @@ def embed_media(
                         MediaErrorReason.DECODE_TIMEOUT,
                         f"decoding took longer than {limits.decode_timeout_s:g} s",
                     )
-                decoded = decoder.stats.decoded_frames
-                if decoded != last_decoded:
-                    last_decoded, last_progress_t = decoded, now
-                elif now - last_progress_t > limits.stall_timeout_s:
-                    raise MediaError(
-                        MediaErrorReason.DECODE_TIMEOUT,
-                        f"the decoder produced no frame for {limits.stall_timeout_s:g} s",
-                    )
                 try:
                     item = q.get(timeout=0.05)
                 except queue.Empty:
+                    # Nothing to embed: is the decoder still making progress? (Time the producer
+                    # spends blocked on a full queue is back-pressure, not a stall: checked here only.)
+                    decoded = decoder.stats.decoded_frames
+                    if decoded != last_decoded:
+                        last_decoded, last_progress_t = decoded, time.perf_counter()
+                    elif time.perf_counter() - last_progress_t > limits.stall_timeout_s:
+                        raise MediaError(
+                            MediaErrorReason.DECODE_TIMEOUT,
+                            f"the decoder produced no frame for {limits.stall_timeout_s:g} s",
+                        ) from None
                     continue
+                last_progress_t = time.perf_counter()
                 if item is _DONE:
                     finished = True
                     break

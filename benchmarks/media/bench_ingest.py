@@ -86,12 +86,39 @@ def run_vpdq(path: Path, duration: float) -> dict:
     return {"wall_s": wall, "x_realtime": duration / wall, "samples": len(feats)}
 
 
+def print_table(rows: list[dict], agg: dict) -> None:
+    def split(d: dict) -> str:
+        return f"{d['decode_s']:.2f}/{d['preprocess_s']:.2f}/{d['embed_s']:.2f}"
+
+    hdr = (f"{'file':<20} {'size':>9} {'codec':>8} {'dur s':>6} | {'query 1fps xRT':>14} {'dec/pre/emb s':>18} | "
+           f"{'ref 3fps xRT':>12} {'dec/pre/emb s':>18} | {'keyfr xRT':>9} | {'vPDQ 1fps xRT':>13} | {'q/vPDQ':>6}")
+    print()
+    print(hdr)
+    print("-" * len(hdr))
+    for row in rows:
+        q, r, k, v = row["query_1fps"], row["reference_3fps"], row["keyframes_1fps"], row["vpdq_1fps"]
+        vx = f"{v['x_realtime']:.1f}" if v else "n/a"
+        ratio = f"{q['x_realtime'] / v['x_realtime']:.2f}" if v else "n/a"
+        size = f"{q['width']}x{q['height']}"
+        print(f"{row['file']:<20} {size:>9} {q['codec']:>8} {q['duration_s']:>6.1f} | {q['x_realtime']:>14.1f} "
+              f"{split(q):>18} | {r['x_realtime']:>12.1f} {split(r):>18} | {k['x_realtime']:>9.1f} | {vx:>13} | "
+              f"{ratio:>6}")
+    print("-" * len(hdr))
+    print("all files (total video s / total wall s): " + ", ".join(f"{k} {v:.1f}x" for k, v in agg.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 s synthetic clips instead of 60 s")
     ap.add_argument("--out", type=Path, default=RESULTS / "media_ingest.json")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "frameseek-bench-media")
+    ap.add_argument("--show", type=Path, help="print the table of a saved JSON result and exit")
     args = ap.parse_args()
+    if args.show:
+        doc = json.loads(args.show.read_text())
+        print("load average at the end of that run:", doc["meta"]["machine"]["load_avg"])
+        print_table(doc["rows"], doc["aggregate_x_realtime"])
+        return
 
     from frameseek.embed import load_embedder
 
@@ -115,19 +142,6 @@ def main() -> None:
         rows.append(row)
         print(f"done {path.name}", flush=True)
 
-    hdr = (f"{'file':<22}{'res':>10}{'codec':>9}{'dur s':>7} | {'query 1fps xRT':>14}{'dec/pre/emb s':>17}"
-           f" | {'ref 3fps xRT':>12}{'dec/pre/emb s':>17} | {'keyfr xRT':>9} | {'vPDQ 1fps xRT':>13} | {'q/vPDQ':>6}")
-    print()
-    print(hdr)
-    print("-" * len(hdr))
-    for row in rows:
-        q, r, k, v = row["query_1fps"], row["reference_3fps"], row["keyframes_1fps"], row["vpdq_1fps"]
-        split = lambda d: f"{d['decode_s']:.2f}/{d['preprocess_s']:.2f}/{d['embed_s']:.2f}"  # noqa: E731
-        vx = f"{v['x_realtime']:.1f}" if v else "n/a"
-        ratio = f"{q['x_realtime'] / v['x_realtime']:.2f}" if v else "n/a"
-        print(f"{row['file']:<22}{q['width']:>5}x{q['height']:<4}{q['codec']:>9}{q['duration_s']:>7.1f} | "
-              f"{q['x_realtime']:>14.1f}{split(q):>17} | {r['x_realtime']:>12.1f}{split(r):>17} | "
-              f"{k['x_realtime']:>9.1f} | {vx:>13} | {ratio:>6}")
     tot_d = sum(row["query_1fps"]["duration_s"] for row in rows)
     agg = {
         "query_1fps": tot_d / sum(row["query_1fps"]["wall_s"] for row in rows),
@@ -136,8 +150,7 @@ def main() -> None:
     }
     if have_vpdq:
         agg["vpdq_1fps"] = tot_d / sum(row["vpdq_1fps"]["wall_s"] for row in rows)
-    print("-" * len(hdr))
-    print("all files (total video s / total wall s): " + ", ".join(f"{k} {v:.1f}x" for k, v in agg.items()))
+    print_table(rows, agg)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {

@@ -269,3 +269,31 @@ def test_cli_ingest_directory_skip_and_search(srv, tmp_path):
         assert json.loads(r.stdout)["matches"][0]["video"]["external_key"].endswith("a.mp4")
     names = [f["video"] for f in out["files"]]
     assert cli("delete", *names).returncode == 0
+
+
+def test_server_path_ingest_and_pending_ingest_limit(tmp_path):
+    """server_path works only under ingest_path_root; beyond max_pending_ingests -> RESOURCE_EXHAUSTED."""
+    root = tmp_path / "shared"
+    root.mkdir()
+    long_video = make_video(root / "long.mp4", seconds=40, seed=31337)
+    short = make_video(root / "short.mp4", seconds=3, seed=31338)
+    srv = ServerProcess(tmp_path / "data", ingest_path_root=root, max_pending_ingests=1, ingest_workers=1).start()
+    try:
+        with srv.client(timeout=600) as fs:
+            v = fs.ingest_video(server_path="short.mp4").video
+            assert v.filename == "short.mp4" and v.sample_count > 0
+            with pytest.raises(FrameSeekError) as ei:
+                fs.ingest_video(server_path="../data/catalog.sqlite3")
+            assert (ei.value.code, ei.value.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PATH_NOT_ALLOWED")
+            job = fs.ingest_video(long_video, return_job=True).job
+            while fs.get_job(job.name).state == pb.INGEST_JOB_STATE_QUEUED:
+                time.sleep(0.05)
+            if fs.get_job(job.name).state == pb.INGEST_JOB_STATE_RUNNING:  # still busy: the limit applies
+                with pytest.raises(FrameSeekError) as ei:
+                    fs.ingest_video(short.read_bytes() + b"\0")
+                assert ei.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            states = [j.state for j in fs.watch_job(job.name, timeout=600)]
+            assert states[-1] == pb.INGEST_JOB_STATE_SUCCEEDED
+            assert fs.stats().active_ingests == 0
+    finally:
+        assert srv.stop() == 0, srv.log()

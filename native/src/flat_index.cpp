@@ -11,7 +11,31 @@
 
 #include "frameseek/parallel.hpp"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace frameseek {
+
+namespace detail {
+
+constexpr std::size_t kHugeThreshold = std::size_t(4) << 20;
+constexpr std::size_t kHugeAlign = std::size_t(2) << 20;
+
+void* alloc_rows(std::size_t bytes) {
+  const bool huge = bytes >= kHugeThreshold;
+  void* p = ::operator new(bytes, std::align_val_t(huge ? kHugeAlign : 64));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (huge) ::madvise(p, bytes, MADV_HUGEPAGE);  // advisory: failure just means 4 KiB pages
+#endif
+  return p;
+}
+
+void free_rows(void* p, std::size_t bytes) noexcept {
+  ::operator delete(p, std::align_val_t(bytes >= kHugeThreshold ? kHugeAlign : 64));
+}
+
+}  // namespace detail
 
 Metric parse_metric(const std::string& name) {
   if (name == "l2") return Metric::L2;

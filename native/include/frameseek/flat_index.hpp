@@ -31,22 +31,27 @@ namespace frameseek {
 Metric parse_metric(const std::string& name);
 std::string metric_name(Metric metric);
 
-// Minimal 64-byte aligned allocator so every stored row starts on a cache line when d*4 is a
-// multiple of 64 (512-d frames: yes), which keeps the SIMD loads from splitting lines.
+namespace detail {
+// Storage for big row matrices: 64-byte aligned; blocks of 4 MiB and more are 2 MiB aligned and
+// marked MADV_HUGEPAGE on Linux. Why: the hardware prefetchers stop at 4 KiB page boundaries
+// and every 4 KiB page costs a TLB walk, which measured ~2x slower for a single-query scan of
+// 400 MB than the same scan over numpy's (huge-page backed) arrays.
+void* alloc_rows(std::size_t bytes);
+void free_rows(void* p, std::size_t bytes) noexcept;
+}  // namespace detail
+
 template <class T>
-struct AlignedAllocator {
+struct RowAllocator {
   using value_type = T;
-  AlignedAllocator() = default;
+  RowAllocator() = default;
   template <class U>
-  AlignedAllocator(const AlignedAllocator<U>&) noexcept {}
-  T* allocate(std::size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)));
-  }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t(64)); }
+  RowAllocator(const RowAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(detail::alloc_rows(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { detail::free_rows(p, n * sizeof(T)); }
   template <class U>
-  bool operator==(const AlignedAllocator<U>&) const noexcept { return true; }
+  bool operator==(const RowAllocator<U>&) const noexcept { return true; }
   template <class U>
-  bool operator!=(const AlignedAllocator<U>&) const noexcept { return false; }
+  bool operator!=(const RowAllocator<U>&) const noexcept { return false; }
 };
 
 class FlatIndex {
@@ -87,7 +92,7 @@ class FlatIndex {
 
   std::size_t dim_;
   Metric metric_;
-  std::vector<float, AlignedAllocator<float>> data_;  // size() * dim_
+  std::vector<float, RowAllocator<float>> data_;  // size() * dim_
   std::vector<std::uint64_t> ids_;
   std::vector<std::uint64_t> groups_;
   std::vector<std::uint32_t> tags_;

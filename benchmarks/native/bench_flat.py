@@ -47,23 +47,28 @@ def worker(level: str, data: str, queries: str, k: int, threads_list: list[int],
     x = np.load(data, mmap_mode="r")
     q = np.load(queries)
     n = len(x)
-    index = _native.FlatIndex(x.shape[1], "ip")
     ids = np.arange(n, dtype=np.uint64)
     tags = (np.arange(n) // 300 % 2).astype(np.uint32)  # every other "video": 50% selectivity
-    index.add(ids, np.ascontiguousarray(x), tags=tags)
     out = []
-    for t in threads_list:
-        best, med = timeit(lambda: index.search(q[:1], k, threads=t), repeats)
-        out.append({"case": "single", "impl": "FlatIndex.search", "simd": level, "threads": t,
-                    "best_s": best, "median_s": med})
-        best, med = timeit(lambda: index.search(q, k, threads=t), max(2, repeats // 2))
-        out.append({"case": "batch", "impl": "FlatIndex.search", "simd": level, "threads": t,
-                    "best_s": best, "median_s": med})
-        f = _native.Filter(tags=[0])
-        best, med = timeit(lambda: index.search(q, k, filter=f, threads=t), max(2, repeats // 2))
-        out.append({"case": "batch", "impl": "FlatIndex.search filter 50%", "simd": level,
-                    "threads": t, "best_s": best, "median_s": med})
-    ids_got, _ = index.search(q, k)
+    for storage in ("float32", "float16"):
+        index = _native.FlatIndex(x.shape[1], "ip", storage=storage)
+        index.add(ids, np.ascontiguousarray(x), tags=tags)
+        label = "FlatIndex.search" + (" fp16" if storage == "float16" else "")
+        for t in threads_list:
+            best, med = timeit(lambda: index.search(q[:1], k, threads=t), repeats)
+            out.append({"case": "single", "impl": label, "simd": level, "threads": t,
+                        "best_s": best, "median_s": med})
+            best, med = timeit(lambda: index.search(q, k, threads=t), max(2, repeats // 2))
+            out.append({"case": "batch", "impl": label, "simd": level, "threads": t,
+                        "best_s": best, "median_s": med})
+            if storage == "float32":
+                f = _native.Filter(tags=[0])
+                best, med = timeit(lambda: index.search(q, k, filter=f, threads=t), max(2, repeats // 2))
+                out.append({"case": "batch", "impl": label + " filter 50%", "simd": level,
+                            "threads": t, "best_s": best, "median_s": med})
+        if storage == "float32":
+            ids_got, _ = index.search(q, k)
+        del index
     print(json.dumps({"rows": out, "ids": ids_got.tolist()}))
 
 

@@ -25,7 +25,12 @@ def supported_simd_levels() -> list[str]: ...
 def _distances_for_level(
     level: str, metric: str, queries: _F32, vectors: _F32, entry: str = "block"
 ) -> _F32:
-    """Test hook: raw kernel output [nq, n] (squared L2 or plain dot) from one SIMD level."""
+    """Test hook: raw kernel output [nq, n] (squared L2 or plain dot) from one SIMD level.
+
+    float16 ``vectors`` go through the fp16-storage entries."""
+
+def _float16_roundtrip(x: _F32) -> _F32:
+    """Test hook: float32 -> fp16 -> float32 with the conversion FlatIndex(storage='float16') uses."""
 
 class Filter:
     """Keep vectors whose id, group and tag are in the given sets (None = any; sets ANDed)."""
@@ -39,13 +44,19 @@ class Filter:
     def allows(self, id: int, group: int, tag: int) -> bool: ...
 
 class FlatIndex:
-    """Exact index. metric 'ip': distance = 1 - dot; 'l2': squared Euclidean distance."""
+    """Exact index. metric 'ip': distance = 1 - dot; 'l2': squared Euclidean distance.
 
-    def __init__(self, dim: int, metric: str = "ip") -> None: ...
+    storage 'float16' keeps vectors as IEEE fp16 (half the memory, ~2x faster memory-bound
+    scans); queries and arithmetic stay float32, vectors must lie within +-65504.
+    """
+
+    def __init__(self, dim: int, metric: str = "ip", storage: str = "float32") -> None: ...
     @property
     def dim(self) -> int: ...
     @property
     def metric(self) -> str: ...
+    @property
+    def storage(self) -> str: ...
     def __len__(self) -> int: ...
     def __contains__(self, id: object) -> bool: ...
     def add(

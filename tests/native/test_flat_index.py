@@ -325,4 +325,41 @@ def test_contains_accepts_any_integer_like():
     index, ids, _ = make(3, 4)
     assert int(ids[0]) in index and ids[0] in index
     assert -5 not in index and 2**70 not in index and "x" not in index and 1.5 not in index
-    assert repr(index).startswith("FlatIndex(dim=4, metric='ip', size=3")
+    assert repr(index) == "FlatIndex(dim=4, metric='ip', storage='float32', size=3)"
+
+
+# --------------------------------------------------------------------------- fp16 storage
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+@pytest.mark.parametrize("nq", [1, 64])
+def test_float16_storage_exact_on_rounded_vectors(metric, nq):
+    rng = np.random.default_rng(31)
+    n, dim = 12000, 96
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(n, dtype=np.uint64) * 7
+    tags = (np.arange(n) % 3).astype(np.uint32)
+    index = FlatIndex(dim, metric, storage="float16")
+    assert index.storage == "float16"
+    index.add(ids, x, tags=tags)
+    q = rng.standard_normal((nq, dim)).astype(np.float32)
+    stored = x.astype(np.float16).astype(np.float32)  # what the index really holds
+    check_topk(index, ids, stored, q, 10, metric, threads=2)
+    check_topk(index, ids, stored, q, 10, metric, mask=tags == 1, filter=Filter(tags=[1]))
+    gone = np.arange(0, n, 2)
+    assert index.remove(ids[gone]) == len(gone)
+    keep = np.arange(1, n, 2)
+    check_topk(index, ids[keep], stored[keep], q, 10, metric)
+
+
+def test_float16_storage_range_and_names():
+    index = FlatIndex(2, "l2", storage="float16")
+    with pytest.raises(ValueError, match="float16 range"):
+        index.add([1], np.array([[70000.0, 0.0]], np.float32))
+    assert len(index) == 0
+    index.add([1], np.array([[65504.0, -65504.0]], np.float32))
+    assert index.search(np.zeros(2, np.float32), 1)[1][0, 0] == pytest.approx(2 * 65504.0**2)
+    with pytest.raises(ValueError, match="storage"):
+        FlatIndex(2, storage="int8")
+    assert FlatIndex(2).storage == "float32"

@@ -149,3 +149,56 @@ def test_forced_level_drives_flat_search(level):
     assert reported == level
     rows = json.loads(ids)
     assert [r[0] for r in rows] == list(range(7))  # each row's own vector is its nearest
+
+
+# --------------------------------------------------------------------------- fp16 storage
+
+
+def check_f16(level, metric, q, x16, entry):
+    got = _native._distances_for_level(level, metric, q, x16, entry)
+    ref, scale = reference(metric, q, x16.astype(np.float32))  # the stored (rounded) values
+    tol = 4 * np.sqrt(q.shape[1]) * np.finfo(np.float32).eps * scale + 1e-30
+    bad = np.abs(got - ref) > tol
+    assert not bad.any(), (level, metric, entry, q.shape, np.argwhere(bad)[:5])
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_fp16_storage_kernels_match_float64(level, dim, metric, entry):
+    rng = np.random.default_rng([dim, 16, len(level), len(entry)])
+    q = rng.standard_normal((9, dim)).astype(np.float32)
+    x16 = (rng.standard_normal((13, dim)) * 3).astype(np.float16)
+    check_f16(level, metric, q, x16, entry)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_fp16_unaligned_and_tail(level):
+    rng = np.random.default_rng(5)
+    for dim in (1, 7, 9, 15, 17, 33):
+        buf = np.full(3 + 5 * dim + 64, np.inf, dtype=np.float16)  # inf right after the rows
+        x16 = buf[3 : 3 + 5 * dim].reshape(5, dim)
+        x16[:] = rng.standard_normal((5, dim)).astype(np.float16)
+        q = rng.standard_normal((3, dim)).astype(np.float32)
+        for metric in ("ip", "l2"):
+            for entry in ENTRIES:
+                check_f16(level, metric, q, x16, entry)
+
+
+def test_float16_conversion_matches_numpy_exactly():
+    every_half = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    finite = every_half[np.isfinite(every_half)].astype(np.float32)
+    np.testing.assert_array_equal(_native._float16_roundtrip(finite), finite)
+    rng = np.random.default_rng(0)
+    samples = np.concatenate([
+        rng.standard_normal(100_000).astype(np.float32) * 10.0 ** rng.integers(-9, 6, 100_000),
+        # exact ties between two fp16 values (round half to even) and the overflow edge
+        (finite[:-1].astype(np.float64) + np.diff(finite.astype(np.float64)) / 2)[::7],
+        np.array([65504, 65519, 65520, 1e6, -1e6, 5.96e-8, 2.98e-8, 2.99e-8, 0.0, -0.0], np.float64),
+    ]).astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond 65504 round to inf, as they should
+        want = samples.astype(np.float16).astype(np.float32)
+    got = _native._float16_roundtrip(samples)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))

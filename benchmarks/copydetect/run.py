@@ -1,0 +1,407 @@
+"""Copy-detection harness: frameseek (frameseek.matching) vs vPDQ on the same real-media pairs.
+
+    python -m benchmarks.copydetect.run [--quick] [--per-transform N] [--seed S]
+
+Builds (and caches under build/copydetect/) references from the opencv-doc videos and photo
+slideshows, edited copy queries (benchmarks/copydetect/media.py), unrelated queries from a
+disjoint photo pool, and title-card pairs; embeds everything with the server's pipeline
+(SamplingSettings.reference() for references, .query(flip=True) for queries); indexes the
+references in a native FlatIndex; runs `frameseek.matching` (the server's code path) and vPDQ
+(ThreatExchange semantics) on every (query, reference) pair; prints a table per transform and
+writes benchmarks/results/copydetect.json.
+
+Metrics (per transform; "unrelated pairs" = every (query, reference) pair that is not a copy):
+- recall@thr: copies whose source is reported with score >= the default threshold.
+- FP: unrelated pairs at/above threshold (counted over all queries, reported once).
+- µAP (VSC22 descriptor track): average precision of all (query, reference) pairs ranked by
+  score, over the transform's copy queries and all unrelated queries.
+- loc err: median |predicted - true reference time| at the middle of the copied query interval,
+  over detected copies.
+- segAP (VSC22 matching track, simplified): predicted segments ranked by match score; a
+  prediction is correct when it is the first to cover a ground-truth copy with 2-D box IoU
+  (query interval x reference interval) >= 0.5; AP over all ground-truth copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.copydetect import media as M
+from frameseek import _native, matching
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / "build" / "copydetect"
+RESULTS = ROOT / "benchmarks" / "results" / "copydetect.json"
+SAMPLE_BITS = 20  # sample id = video << 20 | frame index (as the server)
+
+
+# -- media ------------------------------------------------------------------------------------
+
+def build_media(seed: int, n_refs: int, per_transform: int) -> tuple[list[M.Clip], list[M.Query]]:
+    M.ensure_tools()
+    mdir = CACHE / "media"
+    mdir.mkdir(parents=True, exist_ok=True)
+    sc = M.scenes(seed)
+    rng = random.Random(seed)
+    refs: list[M.Clip] = []
+    for name, src, T in (("megamind", "Megamind.avi", 12), ("vtest", "vtest.avi", 16), ("tree", "tree.avi", 16)):
+        p = mdir / f"ref_{name}.mp4"
+        M.real_reference(p, M.DATA / src, T)
+        refs.append(M.Clip(name, str(p), M.probe_duration(str(p))))
+    # one scene per photo reference (3 shots: its images, or one image framed 3 ways, hard cuts);
+    # the last reference scene goes to the title-card reference; the rest are distractor scenes
+    n_show = max(2, min(n_refs - len(refs) - 1, len(sc) - 6))
+    ref_scenes, tc_scene, dis_scenes = sc[:n_show], sc[n_show], sc[n_show + 1:]
+
+    def shots(scene: list[Path], r: random.Random) -> list[Path]:
+        return [scene[j % len(scene)] for j in range(3)] if len(scene) <= 3 else r.sample(scene, 3)
+
+    for i, scene in enumerate(ref_scenes):
+        p = mdir / f"ref_show{i:02d}_{seed}.mp4"
+        M.slideshow(p, shots(scene, rng), seed * 1000 + i)
+        refs.append(M.Clip(f"show{i:02d}", str(p), M.probe_duration(str(p))))
+    # distractor clips from the other scenes: never indexed; unrelated queries and PiP backgrounds
+    dis: list[Path] = []
+    dpics = [p for scene in dis_scenes for p in scene]
+    for i in range(max(4, n_show)):
+        p = mdir / f"dis{i:02d}_{seed}.mp4"
+        M.slideshow(p, rng.sample(dpics, 3), seed * 2000 + i)
+        dis.append(p)
+    tc_body = mdir / f"tcbody_{seed}.mp4"
+    M.slideshow(tc_body, shots(tc_scene, rng), seed * 3000)
+    card = mdir / "card_a.mp4"
+    M.title_card(card, "FRAMESEEK PRESENTS", 3.0, "navy")
+    card_b = mdir / "card_b.mp4"
+    M.title_card(card_b, "A FILM BY NOBODY", 6.0, "darkred")
+    logo = M.DATA / "opencv-logo.png"
+    # title-card pair: an indexed reference starting with card_b, an unrelated query with the same card
+    tc_ref = mdir / f"ref_tcard_{seed}.mp4"
+    M.concat(tc_ref, [card_b, tc_body])
+    refs.append(M.Clip("tcard", str(tc_ref), M.probe_duration(str(tc_ref))))
+
+    queries: list[M.Query] = []
+    # the natural copy: Megamind_bugy = Megamind's 270 frames at 30 fps instead of 23.976
+    bugy = M.probe_duration(str(M.DATA / "Megamind_bugy.avi"))
+    queries.append(M.Query("megamind_bugy", str(M.DATA / "Megamind_bugy.avi"), "natural(bugy)", "megamind",
+                           0.0, 11.261 / 9.0, 0.0, min(bugy, 12 / (11.261 / 9.0))))
+    qdir = mdir / "queries"
+    qdir.mkdir(exist_ok=True)
+    for t_i, tname in enumerate(M.TRANSFORMS):
+        order = list(range(len(refs) - 1))  # never the title-card reference itself
+        random.Random(seed * 31 + t_i).shuffle(order)
+        for j in order[:per_transform]:
+            r = refs[j]
+            qs = seed * 100003 + t_i * 1009 + j
+            other = dis[(j + t_i) % len(dis)]
+            out = qdir / f"q_{tname}_{r.name}_{seed}.mp4"
+            off, sp, q0, q1 = M.make_query(out, tname, Path(r.path), r.duration, qs, other, logo, card)
+            queries.append(M.Query(out.stem, str(out), tname, r.name, off, sp, q0, q1))
+    # unrelated queries: distractor clips, some edited like the copies
+    for i, d in enumerate(dis):
+        tname = ["reencode", "crop", "hflip", "caption", "scale0.5"][i % 5]
+        out = qdir / f"u_{tname}_{i:02d}_{seed}.mp4"
+        M.make_query(out, tname, d, M.probe_duration(str(d)), seed + i, dis[(i + 1) % len(dis)], logo, card)
+        queries.append(M.Query(out.stem, str(out), "unrelated", None))
+    # unrelated queries sharing only a static title card with an indexed reference (tc_ref)
+    for i in range(min(4, len(dis))):
+        out = qdir / f"u_tcard_{i:02d}_{seed}.mp4"
+        M.concat(out, [card_b, dis[-1 - i]])
+        queries.append(M.Query(out.stem, str(out), "unrelated(title card)", None))
+    return refs, queries
+
+
+# -- embeddings (cached) ------------------------------------------------------------------------
+
+def _key(path: str, tag: str) -> str:
+    st = os.stat(path)
+    return hashlib.sha1(f"{path}|{st.st_size}|{int(st.st_mtime)}|{tag}".encode()).hexdigest()[:16]
+
+
+class Embeddings:
+    def __init__(self) -> None:
+        self._embedder = None
+        (CACHE / "emb").mkdir(parents=True, exist_ok=True)
+        (CACHE / "vpdq").mkdir(parents=True, exist_ok=True)
+
+    def embedder(self):
+        if self._embedder is None:
+            from frameseek.embed import load_embedder
+            self._embedder = load_embedder()
+        return self._embedder
+
+    def get(self, path: str, query: bool) -> dict:
+        from frameseek.pipeline import SamplingSettings, embed_media
+        tag = "q-flip" if query else "ref"
+        f = CACHE / "emb" / f"{_key(path, tag + self.embedder().name)}.npz"
+        if f.exists():
+            z = np.load(f)
+            return {k: z[k] for k in z.files}
+        s = SamplingSettings.query(flip=True) if query else SamplingSettings.reference()
+        m = embed_media(path, self.embedder(), s)
+        d = {"t": m.timestamps, "v": m.vectors, "duration": np.float64(m.duration)}
+        if query:
+            d["fv"] = m.flip_vectors
+        np.savez(f, **d)
+        return d
+
+    def vpdq(self, path: str) -> tuple[np.ndarray, np.ndarray]:
+        """(hash bytes uint8[n, 32], quality int[n]) at one hash per second."""
+        f = CACHE / "vpdq" / f"{_key(path, 'vpdq1')}.npz"
+        if f.exists():
+            z = np.load(f)
+            return z["h"], z["q"]
+        import vpdq
+        feats = vpdq.computeHash(path, seconds_per_hash=1.0, thread_count=1)
+        h = np.array([np.frombuffer(bytes.fromhex(vpdq.hash_to_hex(x.hash)), np.uint8) for x in feats],
+                     dtype=np.uint8).reshape(-1, 32)
+        q = np.array([x.quality for x in feats], dtype=np.int32)
+        np.savez(f, h=h, q=q)
+        return h, q
+
+
+# -- vPDQ (ThreatExchange semantics) -----------------------------------------------------------
+
+_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def vpdq_match(qh, qq, rh, rq, distance: int = 31, quality: int = 50) -> tuple[float, float]:
+    """ThreatExchange `match_VPDQ_hash_brute`: drop frames under the quality tolerance, dedupe
+    hashes, a hash matches when any hash of the other side is within `distance` bits.
+    Returns (query match %, compared match %)."""
+    a = np.unique(qh[qq >= quality], axis=0)
+    b = np.unique(rh[rq >= quality], axis=0)
+    if len(a) == 0 or len(b) == 0:
+        return 0.0, 0.0
+    d = _POP[np.bitwise_xor(a[:, None, :], b[None, :, :])].sum(axis=2, dtype=np.int32)
+    m = d <= distance
+    return 100.0 * m.any(axis=1).mean(), 100.0 * m.any(axis=0).mean()
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+def average_precision(scores: list[float], labels: list[bool], n_pos: int | None = None) -> float:
+    """AP of a ranked list (ties broken pessimistically: negatives first)."""
+    n_pos = sum(labels) if n_pos is None else n_pos
+    if n_pos == 0:
+        return float("nan")
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], labels[i]))
+    tp = 0
+    ap = 0.0
+    for rank, i in enumerate(order, 1):
+        if labels[i]:
+            tp += 1
+            ap += tp / rank
+    return ap / n_pos
+
+
+def _iou_box(a, b) -> float:
+    (aq0, aq1, ar0, ar1), (bq0, bq1, br0, br1) = a, b
+    iq = max(0.0, min(aq1, bq1) - max(aq0, bq0))
+    ir = max(0.0, min(ar1, br1) - max(ar0, br0))
+    inter = iq * ir
+    ua = (aq1 - aq0) * (ar1 - ar0) + (bq1 - bq0) * (br1 - br0) - inter
+    return inter / ua if ua > 0 else 0.0
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small subset (8 references, 2 queries per transform)")
+    ap.add_argument("--per-transform", type=int, default=None, help="copy queries per transform (default 6)")
+    ap.add_argument("--refs", type=int, default=None, help="number of references (default 24)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threshold", type=float, default=matching.COPY_THRESHOLD)
+    ap.add_argument("--out", default=str(RESULTS))
+    a = ap.parse_args(argv)
+    n_refs = a.refs or (8 if a.quick else 24)
+    per_t = a.per_transform or (2 if a.quick else 6)
+    settings = matching.MatchSettings(threshold=a.threshold)
+    os.nice(5) if hasattr(os, "nice") else None
+    t0 = time.perf_counter()
+    refs, queries = build_media(a.seed, n_refs, per_t)
+    t_media = time.perf_counter() - t0
+    print(f"media: {len(refs)} references, {len(queries)} queries ({t_media:.0f} s)", file=sys.stderr)
+
+    E = Embeddings()
+    t1 = time.perf_counter()
+    index = _native.FlatIndex(512, "ip")
+    ref_times: dict[int, np.ndarray] = {}
+    durations: dict[int, float] = {}
+    ref_id = {r.name: i + 1 for i, r in enumerate(refs)}
+    ref_hashes = {}
+    for r in refs:
+        e = E.get(r.path, query=False)
+        vid = ref_id[r.name]
+        if index.dim != e["v"].shape[1]:
+            index = _native.FlatIndex(e["v"].shape[1], "ip")
+        ids = (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(e["t"]), dtype=np.uint64)
+        index.add(ids, np.ascontiguousarray(e["v"], dtype=np.float32), groups=np.full(len(ids), vid, np.uint64))
+        ref_times[vid] = e["t"]
+        durations[vid] = float(e["duration"])
+        ref_hashes[vid] = E.vpdq(r.path)
+    print(f"references embedded/indexed: {len(index)} frames", file=sys.stderr)
+
+    rows = []  # one per query: {query, transform, source, fs: {vid: (score, match)}, vp: {vid: (qp, cp)}}
+    t_match = 0.0
+    for i, q in enumerate(queries):
+        e = E.get(q.path, query=True)
+        qh, qq = E.vpdq(q.path)
+        tm = time.perf_counter()
+        ids, sims = matching.search_neighbors(index, e["v"], settings.frame_k, e.get("fv"))
+        valid = ids != matching.NO_ID
+        groups = np.where(valid, ids >> np.uint64(SAMPLE_BITS), matching.NO_ID).astype(np.uint64)
+        ntimes = np.zeros(ids.shape, np.float64)
+        for vid in np.unique(groups[valid]).tolist():
+            sel = groups == vid
+            ntimes[sel] = ref_times[vid][(ids[sel] & np.uint64((1 << SAMPLE_BITS) - 1)).astype(np.int64)]
+        ms = matching.align(e["t"], ids, groups, ntimes, sims, settings=settings,
+                            frame_weights=matching.redundancy_weights(e["v"], settings.redundancy_threshold),
+                            ref_durations=durations,
+                            query_interval=1.0, ref_interval=1.0 / 3.0, max_candidates=len(refs))
+        t_match += time.perf_counter() - tm
+        vp = {vid: vpdq_match(qh, qq, *ref_hashes[vid]) for vid in ref_id.values()}
+        rows.append({"q": q, "fs": {m.video: m for m in ms}, "vp": vp, "frames": len(e["t"])})
+        if (i + 1) % 25 == 0:
+            print(f"  {i + 1}/{len(queries)} queries", file=sys.stderr)
+    t_all = time.perf_counter() - t1
+    report = evaluate(rows, refs, ref_id, settings.threshold)
+    report["timing"] = {"media_s": t_media, "embed_and_match_s": t_all, "matching_s": t_match,
+                        "matching_ms_per_query": 1000 * t_match / max(1, len(queries))}
+    report["config"] = {"seed": a.seed, "references": len(refs), "queries": len(queries),
+                        "per_transform": per_t, "threshold": settings.threshold,
+                        "settings": asdict(settings), "index_frames": len(index)}
+    print_table(report)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(report, indent=2, default=float))
+    print(f"\nwrote {a.out}")
+    return 0
+
+
+def evaluate(rows, refs, ref_id, thr) -> dict:
+    name_of = {v: k for k, v in ref_id.items()}
+    # global negatives: all pairs that are not copies
+    neg_fs, neg_vp = [], []
+    worst_fp = []
+    for r in rows:
+        src = ref_id.get(r["q"].source) if r["q"].source else None
+        for vid in ref_id.values():
+            if vid == src:
+                continue
+            m = r["fs"].get(vid)
+            s = m.score if m else 0.0
+            neg_fs.append(s)
+            neg_vp.append(r["vp"][vid][0])
+            if s >= thr:
+                worst_fp.append((r["q"].name, name_of[vid], s))
+    fp_fs = sum(s >= thr for s in neg_fs)
+    fp_vp = sum(s >= 80.0 for s in neg_vp)
+    by_t: dict[str, list] = {}
+    for r in rows:
+        if r["q"].source:
+            by_t.setdefault(r["q"].transform, []).append(r)
+    unrelated = [r for r in rows if not r["q"].source]
+    per = {}
+    for t, rs in by_t.items():
+        det_fs = det_vp = 0
+        loc = []
+        pairs_fs, lab, pairs_vp = [], [], []
+        seg_preds, n_gt = [], len(rs)
+        for r in rs:
+            q = r["q"]
+            src = ref_id[q.source]
+            m = r["fs"].get(src)
+            if m and m.score >= thr:
+                det_fs += 1
+                tmid = 0.5 * (q.gt_q0 + q.gt_q1)
+                seg = m.main
+                # the segment that holds tmid (else the main one) gives the prediction
+                for sg in m.segments:
+                    if sg.query_start - 0.5 <= tmid <= sg.query_end + 0.5:
+                        seg = sg
+                        break
+                loc.append(abs((seg.offset + seg.speed * tmid) - (q.gt_offset + q.gt_speed * tmid)))
+            if r["vp"][src][0] >= 80.0:
+                det_vp += 1
+            gt_box = (q.gt_q0, q.gt_q1, q.gt_offset + q.gt_speed * q.gt_q0, q.gt_offset + q.gt_speed * q.gt_q1)
+            for vid, mm in r["fs"].items():
+                for sg in mm.segments:
+                    seg_preds.append((mm.score, vid == src and _iou_box(
+                        (sg.query_start, sg.query_end + 1.0, sg.ref_start, sg.ref_end + 1.0 * sg.speed), gt_box) >= 0.5,
+                        q.name))
+        for r in rs + unrelated:
+            src = ref_id.get(r["q"].source) if r["q"].source else None
+            for vid in ref_id.values():
+                m = r["fs"].get(vid)
+                pairs_fs.append(m.score if m else 0.0)
+                pairs_vp.append(r["vp"][vid][0] + 1e-3 * r["vp"][vid][1])
+                lab.append(vid == src)
+        for r in unrelated:
+            for vid, mm in r["fs"].items():
+                for sg in mm.segments:
+                    seg_preds.append((mm.score, False, r["q"].name))
+        # one true positive per ground truth: later boxes on an already-found copy are false
+        seen, sp_scores, sp_labels = set(), [], []
+        for s, ok, qn in sorted(seg_preds, key=lambda x: -x[0]):
+            hit = ok and qn not in seen
+            if hit:
+                seen.add(qn)
+            sp_scores.append(s)
+            sp_labels.append(hit)
+        per[t] = {"n": len(rs), "recall_frameseek": det_fs / len(rs), "recall_vpdq": det_vp / len(rs),
+                  "uap_frameseek": average_precision(pairs_fs, lab), "uap_vpdq": average_precision(pairs_vp, lab),
+                  "median_loc_err_s": statistics.median(loc) if loc else float("nan"),
+                  "segment_ap": average_precision(sp_scores, sp_labels, n_gt)}
+    all_fs, all_vp, all_lab = [], [], []
+    for r in rows:
+        src = ref_id.get(r["q"].source) if r["q"].source else None
+        for vid in ref_id.values():
+            m = r["fs"].get(vid)
+            all_fs.append(m.score if m else 0.0)
+            all_vp.append(r["vp"][vid][0] + 1e-3 * r["vp"][vid][1])
+            all_lab.append(vid == src)
+    pos_scores = sorted((r["fs"].get(ref_id[r["q"].source]).score if r["fs"].get(ref_id[r["q"].source]) else 0.0,
+                         r["q"].name) for r in rows if r["q"].source)
+    return {"per_transform": per, "unrelated_pairs": len(neg_fs), "fp_frameseek": fp_fs, "fp_vpdq": fp_vp,
+            "max_unrelated_score_frameseek": max(neg_fs) if neg_fs else 0.0,
+            "max_unrelated_query_pct_vpdq": max(neg_vp) if neg_vp else 0.0,
+            "false_positives": worst_fp[:20], "weakest_copies": pos_scores[:10],
+            "uap_all_frameseek": average_precision(all_fs, all_lab), "uap_all_vpdq": average_precision(all_vp, all_lab),
+            "n_unrelated_queries": len(unrelated)}
+
+
+def print_table(rep: dict) -> None:
+    thr = rep["config"]["threshold"]
+    print(f"\nCopy detection: frameseek (threshold {thr}) vs vPDQ (query % >= 80), "
+          f"{rep['config']['references']} references, {rep['config']['queries']} queries, "
+          f"{rep['n_unrelated_queries']} unrelated queries\n")
+    print("| transform | n | recall frameseek | recall vPDQ | µAP frameseek | µAP vPDQ | median loc err (s) | segment AP |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for t, p in rep["per_transform"].items():
+        print(f"| {t} | {p['n']} | {p['recall_frameseek']:.2f} | {p['recall_vpdq']:.2f} | {p['uap_frameseek']:.3f} | "
+              f"{p['uap_vpdq']:.3f} | {p['median_loc_err_s']:.2f} | {p['segment_ap']:.3f} |")
+    print(f"\nunrelated pairs: {rep['unrelated_pairs']}; false positives: frameseek {rep['fp_frameseek']}, "
+          f"vPDQ {rep['fp_vpdq']}; max unrelated score frameseek {rep['max_unrelated_score_frameseek']:.3f}, "
+          f"vPDQ max query % {rep['max_unrelated_query_pct_vpdq']:.1f}")
+    print(f"µAP over all pairs: frameseek {rep['uap_all_frameseek']:.3f}, vPDQ {rep['uap_all_vpdq']:.3f}")
+    print(f"weakest copies (frameseek score): {[(round(s, 3), n) for s, n in rep['weakest_copies']]}")
+    if rep["false_positives"]:
+        print(f"false positives: {rep['false_positives']}")
+    tm = rep["timing"]
+    print(f"time: media {tm['media_s']:.0f} s, embed+match {tm['embed_and_match_s']:.0f} s, "
+          f"matching {tm['matching_ms_per_query']:.1f} ms/query")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

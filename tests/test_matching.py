@@ -1,0 +1,218 @@
+"""frameseek.matching: weighting and alignment on constructed match sets, plus one end-to-end
+run on tiny generated clips (real ffmpeg media, real embedder, real native index)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frameseek import _native, matching
+
+NO_ID = matching.NO_ID
+
+
+def _neighbours(q: int, k: int, fill: float = -1.0):
+    ids = np.full((q, k), NO_ID, np.uint64)
+    groups = np.full((q, k), NO_ID, np.uint64)
+    times = np.zeros((q, k), np.float64)
+    sims = np.full((q, k), fill, np.float32)
+    return ids, groups, times, sims
+
+
+def _copy_set(offset: float, speed: float, q: int = 20, seed: int = 0):
+    """Query frames at 1 s; column 0 = the true frame of video 7 (t_ref = offset + speed * t),
+    columns 1-3 = random frames of videos 100..102 at chance similarity."""
+    rng = np.random.default_rng(seed)
+    ids, groups, times, sims = _neighbours(q, 4)
+    t = np.arange(q, dtype=np.float64)
+    ids[:, 0] = (7 << 20) + np.arange(q)
+    groups[:, 0] = 7
+    times[:, 0] = offset + speed * t
+    sims[:, 0] = 0.85
+    for j in range(1, 4):
+        ids[:, j] = ((100 + j) << 20) + rng.integers(0, 1000, q)
+        groups[:, j] = 100 + j
+        times[:, j] = rng.uniform(0, 60, q)
+        sims[:, j] = rng.uniform(0.41, 0.5, q)
+    return t, ids, groups, times, sims
+
+
+def test_similarities_convert_native_distances():
+    d = np.array([[0.0, 0.25, np.inf]], np.float32)
+    assert np.allclose(matching.similarities(d, "ip"), [[1.0, 0.75, -1.0]])
+    assert np.allclose(matching.similarities(np.array([[0.0, 2.0]], np.float32), "l2"), [[1.0, 0.0]])
+
+
+def test_redundancy_weights_collapse_a_static_shot():
+    rng = np.random.default_rng(1)
+    card = rng.normal(size=64)
+    v = np.vstack([np.tile(card, (4, 1)), rng.normal(size=(4, 64))]).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    w = matching.redundancy_weights(v)
+    assert np.allclose(w[:4], 0.25) and np.allclose(w[4:], 1.0)
+    assert matching.redundancy_weights(np.zeros((0, 8), np.float32)).shape == (0,)
+
+
+def test_vote_weights_downweight_frames_matching_many_videos():
+    ids, groups, _, sims = _neighbours(2, 6)
+    # frame 0: near-duplicates in 6 videos (a generic frame); frame 1: one video
+    ids[0] = np.arange(6) + 1
+    groups[0] = np.arange(6) + 1
+    sims[0] = 0.9
+    ids[1, 0], groups[1, 0], sims[1, 0] = 50, 50, 0.9
+    w = matching.vote_weights(ids, groups, sims)
+    assert w[1, 0] == pytest.approx(1.0)
+    assert w[0, 0] == pytest.approx(2.0 / 6.0)
+    rw = np.full(w.shape, 0.5, np.float32)
+    assert np.allclose(matching.vote_weights(ids, groups, sims, ref_weights=rw), w * 0.5)
+    with pytest.raises(ValueError):
+        matching.vote_weights(ids, groups, sims, ref_weights=rw[:, :3])
+
+
+def test_reference_frame_weights_count_distinct_videos():
+    groups = np.array([[1, 1, 2, 3], [1, 1, 1, NO_ID]], np.uint64)
+    sims = np.array([[1.0, 0.9, 0.8, 0.8], [1.0, 0.95, 0.5, -1.0]], np.float32)
+    w = matching.reference_frame_weights(groups, sims, min_similarity=0.75)
+    assert np.allclose(w, [1 / 3, 1.0])
+
+
+@pytest.mark.parametrize("offset,speed", [(5.0, 1.0), (12.5, 1.25), (3.0, 0.8)])
+def test_align_recovers_offset_and_speed(offset, speed):
+    t, ids, groups, times, sims = _copy_set(offset, speed)
+    ms = matching.align(t, ids, groups, times, sims, query_interval=1.0)
+    assert ms[0].video == 7
+    assert ms[0].score >= matching.COPY_THRESHOLD
+    assert ms[0].speed == pytest.approx(speed, rel=0.03)
+    assert abs(ms[0].offset + ms[0].speed * 10 - (offset + speed * 10)) < 0.5
+    assert all(m.score < matching.COPY_THRESHOLD for m in ms[1:])  # chance matches stay below
+
+
+def test_align_counts_a_reference_frame_listed_twice_once():
+    """Flip-robust queries list plain and mirrored neighbours side by side ([q, 2k]); a frame
+    found by both must not double its vote."""
+    t, ids, groups, times, sims = _copy_set(5.0, 1.0)
+    one = matching.align(t, ids, groups, times, sims, query_interval=1.0)[0]
+    two = matching.align(t, np.hstack([ids, ids]), np.hstack([groups, groups]), np.hstack([times, times]),
+                         np.hstack([sims, sims]), query_interval=1.0)[0]
+    assert two.video == one.video and two.score == pytest.approx(one.score, rel=1e-5)
+
+
+def test_align_discounts_a_shared_static_title_card():
+    """6 identical query frames (a title card) match a reference's card perfectly, the other 14
+    frames match nothing: one piece of evidence out of 15 must stay below the threshold, while
+    without the redundancy weights it would not."""
+    q = 20
+    ids, groups, times, sims = _neighbours(q, 3)
+    t = np.arange(q, dtype=np.float64)
+    for i in range(6):
+        ids[i, :3] = (9 << 20) + np.arange(3) * 3 + i  # card frames of the reference, 3 fps
+        groups[i, :3] = 9
+        times[i, :3] = np.arange(3) + i
+        sims[i, :3] = 0.99
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(q, 32)).astype(np.float32)
+    vecs[:6] = vecs[0]
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    fw = matching.redundancy_weights(vecs)
+    with_fw = matching.align(t, ids, groups, times, sims, frame_weights=fw, query_interval=1.0)
+    without = matching.align(t, ids, groups, times, sims, query_interval=1.0)
+    assert without and without[0].score >= matching.COPY_THRESHOLD
+    assert not with_fw or with_fw[0].score < matching.COPY_THRESHOLD
+
+
+def test_align_validates_inputs():
+    t, ids, groups, times, sims = _copy_set(0.0, 1.0)
+    with pytest.raises(ValueError):
+        matching.align(t, ids, groups, times, sims, frame_weights=np.ones(3, np.float32))
+    assert matching.align(t[:0], ids[:0], groups[:0], times[:0], sims[:0]) == []
+    with pytest.raises(ValueError):
+        matching.MatchSettings(threshold=1.5)
+
+
+def test_search_neighbors_concatenates_flipped_results():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(50, 16)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    index = _native.FlatIndex(16, "ip")
+    index.add(np.arange(50, dtype=np.uint64), base)
+    ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13])
+    assert ids.shape == (3, 4) and sims.dtype == np.float32
+    assert ids[:, 0].tolist() == [0, 1, 2] and ids[:, 2].tolist() == [10, 11, 12]
+    assert np.allclose(sims[:, 0], 1.0, atol=1e-5)
+    with pytest.raises(ValueError):
+        matching.search_neighbors(index, base[:3], 2, flip_vectors=base[:2])
+
+
+# -- end to end on tiny generated media -------------------------------------------------------------
+
+DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ffmpeg") is None or not DATA.exists(), reason="needs ffmpeg and opencv-doc")
+def test_end_to_end_subclip_flip_and_title_card(tmp_path):
+    from benchmarks.copydetect import media as M
+    from frameseek.embed import load_embedder
+    from frameseek.pipeline import SamplingSettings, embed_media
+
+    emb = load_embedder()
+    pics = {p.name: p for p in M.photos()}
+    card = tmp_path / "card.mp4"
+    M.title_card(card, "SAME CARD", 4.0, "darkgreen")
+    refs = {}
+    for i, names in enumerate([("baboon.jpg", "fruits.jpg", "building.jpg"),
+                               ("messi5.jpg", "home.jpg", "smarties.png"),
+                               ("starry_night.jpg", "butterfly.jpg", "orange.jpg")]):
+        p = tmp_path / f"ref{i}.mp4"
+        M.slideshow(p, [pics[n] for n in names], seed=i, seconds=3.0)
+        refs[i + 1] = p
+    with_card = tmp_path / "ref4.mp4"
+    M.concat(with_card, [card, refs[3]])
+    refs[4] = with_card
+    del refs[3]  # ref 3's content lives on only inside ref 4 (after the card)
+    other = tmp_path / "other.mp4"
+    M.slideshow(other, [pics["apple.jpg"], pics["squirrel_cls.jpg"], pics["chicky_512.png"]], seed=9, seconds=3.0)
+
+    index = _native.FlatIndex(emb.dim, "ip")
+    ref_times, durations = {}, {}
+    for vid, p in refs.items():
+        m = embed_media(str(p), emb, SamplingSettings.reference())
+        index.add((np.uint64(vid) << np.uint64(20)) + np.arange(len(m), dtype=np.uint64), m.vectors,
+                  groups=np.full(len(m), vid, np.uint64))
+        ref_times[vid], durations[vid] = m.timestamps, m.duration
+
+    def search(path: Path) -> list[matching.Match]:
+        m = embed_media(str(path), emb, SamplingSettings.query(flip=True))
+        ids, sims = matching.search_neighbors(index, m.vectors, 16, m.flip_vectors)
+        valid = ids != NO_ID
+        groups = np.where(valid, ids >> np.uint64(20), NO_ID).astype(np.uint64)
+        times = np.zeros(ids.shape)
+        for vid in np.unique(groups[valid]).tolist():
+            sel = groups == vid
+            times[sel] = ref_times[vid][(ids[sel] & np.uint64(0xFFFFF)).astype(np.int64)]
+        return [x for x in matching.align(m.timestamps, ids, groups, times, sims,
+                                          frame_weights=matching.redundancy_weights(m.vectors),
+                                          ref_durations=durations, query_interval=1.0, ref_interval=1 / 3)
+                if x.score >= matching.COPY_THRESHOLD]
+
+    # a 4 s sub-clip from 3.5 s of reference 1, re-encoded
+    sub = tmp_path / "sub.mp4"
+    M._run(["-ss", "3.5", "-t", "4", "-i", str(refs[1]), *M._enc(28), str(sub)])
+    found = search(sub)
+    assert [x.video for x in found] == [1]
+    assert abs(found[0].offset + found[0].speed * 2.0 - 5.5) <= 1.0
+
+    # a mirrored copy of reference 2
+    flip = tmp_path / "flip.mp4"
+    M._run(["-i", str(refs[2]), "-vf", "hflip", *M._enc(26), str(flip)])
+    found = search(flip)
+    assert [x.video for x in found] == [2]
+    assert abs(found[0].offset) <= 1.0 and found[0].speed == pytest.approx(1.0, abs=0.05)
+
+    # an unrelated clip that opens with the same title card as reference 4: no copy
+    unrelated = tmp_path / "unrelated.mp4"
+    M.concat(unrelated, [card, other])
+    assert search(unrelated) == []

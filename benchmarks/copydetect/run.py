@@ -17,9 +17,11 @@ Metrics (per transform; "unrelated pairs" = every (query, reference) pair that i
   score, over the transform's copy queries and all unrelated queries.
 - loc err: median |predicted - true reference time| at the middle of the copied query interval,
   over detected copies.
-- segAP (VSC22 matching track, simplified): predicted segments ranked by match score; a
-  prediction is correct when it is the first to cover a ground-truth copy with 2-D box IoU
-  (query interval x reference interval) >= 0.5; AP over all ground-truth copies.
+- segAP (VSC22 matching track, simplified): one predicted box per (query, reference) match (the
+  bounding box of its segments in query time x reference time), ranked by match score over the
+  transform's copies and all unrelated queries; a prediction is correct when it is the first to
+  cover its ground-truth copy with 2-D box IoU >= 0.5; AP over all ground-truth copies. (VSC22
+  scores precision/recall by overlapping area instead of an IoU cut.)
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ SAMPLE_BITS = 20  # sample id = video << 20 | frame index (as the server)
 
 def build_media(seed: int, n_refs: int, per_transform: int) -> tuple[list[M.Clip], list[M.Query]]:
     M.ensure_tools()
-    mdir = CACHE / "media"
-    mdir.mkdir(parents=True, exist_ok=True)
     sc = M.scenes(seed)
+    n_show = max(2, min(n_refs - 4, len(sc) - 6))
+    # one cache folder per (seed, size): which scene is a reference and which a distractor depends on both
+    mdir = CACHE / "media" / f"seed{seed}_refs{n_show}"
+    mdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     refs: list[M.Clip] = []
     for name, src, T in (("megamind", "Megamind.avi", 12), ("vtest", "vtest.avi", 16), ("tree", "tree.avi", 16)):
@@ -61,7 +65,6 @@ def build_media(seed: int, n_refs: int, per_transform: int) -> tuple[list[M.Clip
         refs.append(M.Clip(name, str(p), M.probe_duration(str(p))))
     # one scene per photo reference (3 shots: its images, or one image framed 3 ways, hard cuts);
     # the last reference scene goes to the title-card reference; the rest are distractor scenes
-    n_show = max(2, min(n_refs - len(refs) - 1, len(sc) - 6))
     ref_scenes, tc_scene, dis_scenes = sc[:n_show], sc[n_show], sc[n_show + 1:]
 
     def shots(scene: list[Path], r: random.Random) -> list[Path]:
@@ -214,6 +217,14 @@ def _iou_box(a, b) -> float:
     return inter / ua if ua > 0 else 0.0
 
 
+def _match_box(m) -> tuple[float, float, float, float]:
+    """A match's predicted copy as one box (query interval x reference interval): the bounding box
+    of its segments, each frame counted as 1 s long (the query sampling interval)."""
+    segs = m.segments
+    return (min(s.query_start for s in segs), max(s.query_end for s in segs) + 1.0,
+            min(min(s.ref_start, s.ref_end) for s in segs), max(max(s.ref_start, s.ref_end) + s.speed for s in segs))
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,10 +347,8 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
                 det_vp += 1
             gt_box = (q.gt_q0, q.gt_q1, q.gt_offset + q.gt_speed * q.gt_q0, q.gt_offset + q.gt_speed * q.gt_q1)
             for vid, mm in r["fs"].items():
-                for sg in mm.segments:
-                    seg_preds.append((mm.score, vid == src and _iou_box(
-                        (sg.query_start, sg.query_end + 1.0, sg.ref_start, sg.ref_end + 1.0 * sg.speed), gt_box) >= 0.5,
-                        q.name))
+                if mm.segments:
+                    seg_preds.append((mm.score, vid == src and _iou_box(_match_box(mm), gt_box) >= 0.5, q.name))
         for r in rs + unrelated:
             src = ref_id.get(r["q"].source) if r["q"].source else None
             for vid in ref_id.values():
@@ -349,7 +358,7 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
                 lab.append(vid == src)
         for r in unrelated:
             for vid, mm in r["fs"].items():
-                for sg in mm.segments:
+                if mm.segments:
                     seg_preds.append((mm.score, False, r["q"].name))
         # one true positive per ground truth: later boxes on an already-found copy are false
         seen, sp_scores, sp_labels = set(), [], []

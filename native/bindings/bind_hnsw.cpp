@@ -40,11 +40,12 @@ ingested in and the one that hurts HNSW: on runs of near-identical consecutive f
 neighbour heuristic prunes the in-links of earlier frames as later ones arrive, until short runs
 of frames are reachable from nowhere and recall stops improving with ef. Measured on 30k
 vectors, recall@10 at ef=64: plain hnswlib M=16/efc=200 0.961 (shuffled order 1.00), M=32/
-efc=300 0.974. So after each add() every new vector is looked up once (ef=32); one the search
-cannot find gets in-links from the nearest vectors it did reach. With that repair: M=16/efc=200
-0.986, M=32/efc=300 0.993 (ef=32: 0.993), for ~1.3x the build time. search_groups with its
-default ef=16 reached 0.997 group recall@10. benchmarks/native/bench_hnsw.py measures the
-recall/QPS trade-off at 200k against hnswlib and faiss.
+efc=300 0.974. So after each add() every new vector is looked up once more (ef=32) and the 4
+nearest vectors that search reached get an in-link to it (a full neighbour list gives up its
+farthest link). With that repair: M=16/efc=200 0.991, M=32/efc=300 1.000 (already at ef=32),
+for ~1.3x the build time. search_groups with its default ef=16 reached 0.998 group recall@10.
+benchmarks/native/bench_hnsw.py measures the recall/QPS trade-off at 200k against hnswlib and
+faiss.
 
 Thread safety: searches may run from many threads at once and concurrently with add() (the GIL
 is released). remove(), resize(), save() and setting ef wait for running adds; remove/resize/ef

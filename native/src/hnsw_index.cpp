@@ -394,16 +394,14 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
 // than to the new node. On runs of near-identical video frames this prunes the in-links of
 // earlier frames as later ones arrive, until short runs of frames only link to each other and no
 // search reaches them: recall then plateaus (~0.96-0.97 recall@10 here) however large ef is.
-// Repair: look the new vector up with a modest ef; if the search does not find the vector itself,
-// give it in-links from the closest vectors the search did reach. A full list gives up its link
-// to its farthest neighbour (the link a search is least likely to need). Costs about one extra
-// search per inserted vector. Caller holds mutex_ shared.
+// Repair, once the whole batch is in: look each new vector up again with a modest ef and give it
+// in-links from the closest vectors that search reached. A full list gives up its link to its
+// farthest neighbour (the link a search is least likely to need). Doing this for every new vector
+// (kRelinkOnlyUnreachable = false) measured better than only for those the probe misses:
+// 30k video-like vectors, M=32/efc=300, recall@10 at ef=64 0.974 -> 1.000 (only-missed: 0.993).
+// Costs about one extra search per inserted vector. Caller holds mutex_ shared.
 void HnswIndex::relink_if_unreachable(std::uint64_t id, const float* vec) {
   using hnswlib::tableint;
-  EfCondition cond(kRelinkEf);
-  auto res = hnsw_->searchStopConditionClosest(vec, cond, nullptr);
-  for (const auto& r : res)
-    if (r.second == id) return;
   tableint x;
   {
     std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
@@ -411,16 +409,15 @@ void HnswIndex::relink_if_unreachable(std::uint64_t id, const float* vec) {
     if (it == hnsw_->label_lookup_.end()) return;
     x = it->second;
   }
+  EfCondition cond(kRelinkEf);
+  auto res = hnsw_->searchStopConditionClosest(vec, cond, nullptr);  // (dist, internal id)
+  if (kRelinkOnlyUnreachable)
+    for (const auto& r : res)
+      if (r.second == x) return;
   std::size_t linked = 0;
   for (const auto& r : res) {
     if (linked == kRelinkFanIn) break;
-    tableint y;
-    {
-      std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
-      auto it = hnsw_->label_lookup_.find(r.second);
-      if (it == hnsw_->label_lookup_.end()) continue;
-      y = it->second;
-    }
+    const auto y = static_cast<tableint>(r.second);
     if (y == x) continue;
     std::lock_guard<std::mutex> l(hnsw_->link_list_locks_[y]);
     hnswlib::linklistsizeint* ll = hnsw_->get_linklist0(y);
@@ -498,10 +495,11 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
         }
       } else {
         EfCondition cond(ef_eff);
+        // hnswlib 0.8's searchStopConditionClosest returns internal ids, not labels.
         auto res = hnsw_->searchStopConditionClosest(x, cond, mf.get());
         got = std::min(k, res.size());
         for (std::size_t j = 0; j < got; ++j) {
-          oi[j] = res[j].second;
+          oi[j] = hnsw_->getExternalLabel(static_cast<hnswlib::tableint>(res[j].second));
           od[j] = res[j].first;
         }
       }
@@ -530,8 +528,9 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
       auto res = hnsw_->searchStopConditionClosest(x, coll, &coll);  // ascending distance
       std::unordered_set<std::uint64_t> seen;
       std::size_t got = 0;
-      for (const auto& [d, id] : res) {
+      for (const auto& [d, internal] : res) {
         if (got == k) break;
+        const std::uint64_t id = hnsw_->getExternalLabel(static_cast<hnswlib::tableint>(internal));
         std::uint64_t g = meta_.at(id).group;
         if (!seen.insert(g).second) continue;  // a worse frame of a group already reported
         og[got] = g;

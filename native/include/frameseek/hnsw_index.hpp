@@ -103,7 +103,8 @@ class HnswIndex {
   void grow_for(std::size_t n_new);  // caller holds mutex_ exclusively
   void relink_if_unreachable(std::uint64_t id, const float* vec);  // see hnsw_index.cpp
   static constexpr std::size_t kRelinkEf = 32;     // breadth of the reachability probe
-  static constexpr std::size_t kRelinkFanIn = 4;   // in-links given to an unreachable vector
+  static constexpr std::size_t kRelinkFanIn = 4;   // in-links given to each new vector
+  static constexpr bool kRelinkOnlyUnreachable = false;
 
   std::size_t dim_;
   Metric metric_;

@@ -79,17 +79,8 @@ class FlatIndex:
         """Top-k distinct groups: (groups [q, k], best id per group [q, k], distances [q, k])."""
 
 # ---------------------------------------------------------------------------------------------
-# hnsw stream: HnswIndex (added by that stream)
+# hnsw stream: HnswIndex (native/bindings/bind_hnsw.cpp)
 # ---------------------------------------------------------------------------------------------
-
-# ---------------------------------------------------------------------------------------------
-# aggregate stream: aggregate (added by that stream)
-# ---------------------------------------------------------------------------------------------
-
-
-# --- HnswIndex (hnsw work stream; native/bindings/bind_hnsw.cpp) ---------------------------------
-
-
 
 class HnswIndex:
     """Approximate index (hnswlib 0.8 graph on frameseek's kernels); see the runtime docstring.
@@ -130,3 +121,7 @@ class HnswIndex:
     def save(self, path: str) -> None: ...
     @staticmethod
     def load(path: str) -> HnswIndex: ...
+
+# ---------------------------------------------------------------------------------------------
+# aggregate stream: aggregate (added by that stream)
+# ---------------------------------------------------------------------------------------------

@@ -76,7 +76,11 @@ void bind_hnsw(py::module_& m) {
       .def_property_readonly("ef_construction", &HnswIndex::ef_construction)
       .def_property(
           "ef", &HnswIndex::ef,
-          [](HnswIndex& x, py::ssize_t ef) { x.set_ef(positive(ef, "ef")); },
+          [](HnswIndex& x, py::ssize_t ef) {
+            const std::size_t e = positive(ef, "ef");
+            py::gil_scoped_release release;  // waits for running searches, which may need the GIL
+            x.set_ef(e);
+          },
           "Default search breadth (used when search(ef=None)); at least k is always used.")
       .def_property_readonly("capacity", &HnswIndex::capacity,
                              "Allocated slots (live + removed awaiting reuse + free).")

@@ -363,3 +363,13 @@ def test_float16_storage_range_and_names():
     with pytest.raises(ValueError, match="storage"):
         FlatIndex(2, storage="int8")
     assert FlatIndex(2).storage == "float32"
+
+
+def test_empty_batches():
+    index = FlatIndex(4)
+    index.add([], np.zeros((0, 4), np.float32))
+    assert len(index) == 0 and index.remove([]) == 0
+    index.add([1], np.ones((1, 4), np.float32))
+    ids, dist = index.search(np.zeros((0, 4), np.float32), 3)
+    assert ids.shape == dist.shape == (0, 3)
+    assert index.search_groups(np.zeros((0, 4), np.float32), 2)[0].shape == (0, 2)

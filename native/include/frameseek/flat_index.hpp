@@ -12,11 +12,15 @@
 // stored vectors (each range keeps its own bounded top-k, merged at the end).
 //
 // Thread safety: any number of concurrent searches; add/remove take the writer side of a
-// std::shared_mutex and wait for running searches.
+// std::shared_mutex and wait for running searches. glibc's rwlock prefers readers, so a steady
+// stream of overlapping searches could starve a writer forever; a writer therefore first holds a
+// small "turnstile" mutex that new searches pass through, so it waits only for the searches
+// already running.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -113,6 +117,7 @@ class FlatIndex {
   std::vector<std::uint32_t> tags_;
   std::unordered_map<std::uint64_t, std::uint32_t> slot_of_;
   mutable std::shared_mutex mutex_;
+  mutable std::mutex turnstile_;
 };
 
 }  // namespace frameseek

@@ -465,3 +465,13 @@ def test_python_package_exposes_the_native_class_and_defaults():
     # the default group ef is 16: with 4 groups every one of them comes back
     g, _, _ = index.search_groups(x[:1], 4)
     assert sorted(g[0].tolist()) == [0, 1, 2, 3]
+
+
+def test_save_to_unwritable_place_raises_and_load_of_directory_is_value_error(tmp_path):
+    index = N.HnswIndex(4)
+    index.add([1, 2], np.eye(4, dtype=np.float32)[:2])
+    with pytest.raises(RuntimeError, match="HnswIndex.save"):
+        index.save(str(tmp_path / "missing-dir" / "x.fsh"))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="HnswIndex.load"):
+        N.HnswIndex.load(str(tmp_path))

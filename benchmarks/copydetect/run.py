@@ -386,6 +386,8 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
             "max_unrelated_score_frameseek": max(neg_fs) if neg_fs else 0.0,
             "max_unrelated_query_pct_vpdq": max(neg_vp) if neg_vp else 0.0,
             "false_positives": worst_fp[:20], "weakest_copies": pos_scores[:10],
+            "median_copy_score_frameseek": statistics.median(s for s, _ in pos_scores) if pos_scores else 0.0,
+            "copy_scores": {n: s for s, n in pos_scores},
             "uap_all_frameseek": average_precision(all_fs, all_lab), "uap_all_vpdq": average_precision(all_vp, all_lab),
             "n_unrelated_queries": len(unrelated)}
 
@@ -404,6 +406,7 @@ def print_table(rep: dict) -> None:
           f"vPDQ {rep['fp_vpdq']}; max unrelated score frameseek {rep['max_unrelated_score_frameseek']:.3f}, "
           f"vPDQ max query % {rep['max_unrelated_query_pct_vpdq']:.1f}")
     print(f"µAP over all pairs: frameseek {rep['uap_all_frameseek']:.3f}, vPDQ {rep['uap_all_vpdq']:.3f}")
+    print(f"median copy score frameseek {rep['median_copy_score_frameseek']:.3f}")
     print(f"weakest copies (frameseek score): {[(round(s, 3), n) for s, n in rep['weakest_copies']]}")
     if rep["false_positives"]:
         print(f"false positives: {rep['false_positives']}")

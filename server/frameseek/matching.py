@@ -177,21 +177,26 @@ def vote_weights(ids: np.ndarray, groups: np.ndarray, sims: np.ndarray, settings
     return np.ascontiguousarray(w, dtype=np.float32)
 
 
-def redundancy_weights(vectors: np.ndarray, threshold: float = 0.99) -> np.ndarray:
-    """Query-side "term frequency": `1 / number of query frames near-identical to this one`
-    (cosine >= `threshold`, itself included), float32[q].
+def redundancy_weights(vectors: np.ndarray, threshold: float = 0.99, window: int = 64) -> np.ndarray:
+    """Query-side "term frequency": `1 / number of frames near-identical to this one` (cosine >=
+    `threshold`, itself included) among the frames at most `window` rows away, float32[q].
 
     A static shot — a title card, a slate, a paused frame — is one piece of evidence however
     long it is held; without this, an unrelated clip that opens with the same 6 s title card as
     an indexed video scores 6 s worth of perfect matches. `align` rescales the score by
-    `q / sum(weights)`, so a clip that is *all* one static shot still scores like any copy."""
+    `q / sum(weights)`, so a clip that is *all* one static shot still scores like any copy.
+    Static shots are contiguous, so a band of `window` rows suffices: O(q * window * dim) time
+    and O(q * dim) memory, fine for hours of frames (a full q x q matrix would not be)."""
     v = np.asarray(vectors, dtype=np.float32)
     if v.ndim != 2:
         raise ValueError("vectors must be [q, dim]")
-    if len(v) == 0:
-        return np.zeros(0, np.float32)
-    counts = (v @ v.T >= threshold).sum(axis=1)
-    return (1.0 / np.maximum(counts, 1)).astype(np.float32)
+    q = len(v)
+    counts = np.ones(q, np.int64)
+    for o in range(1, min(window, q - 1) + 1):
+        near = np.einsum("ij,ij->i", v[:-o], v[o:]) >= threshold
+        counts[:-o] += near
+        counts[o:] += near
+    return (1.0 / counts).astype(np.float32)
 
 
 def calibrated_sims(sims: np.ndarray, min_similarity: float) -> np.ndarray:

@@ -216,3 +216,20 @@ def test_end_to_end_subclip_flip_and_title_card(tmp_path):
     unrelated = tmp_path / "unrelated.mp4"
     M.concat(unrelated, [card, other])
     assert search(unrelated) == []
+
+
+def test_align_bridges_holes_left_by_dropped_blank_frames():
+    """Frames the blank filter dropped leave holes in the query's sampling (a logo on white:
+    informative frames only at 0, 1, 7 and 11 s). A hole is no evidence of a cut, so the four
+    consistent matches must still form one segment (max_gap alone would split them into runs
+    shorter than min_segment_frames and report nothing)."""
+    t = np.array([0.0, 1.0, 7.0, 11.0])
+    ids, groups, times, sims = _neighbours(4, 2)
+    ids[:, 0] = (3 << 20) + np.arange(4)
+    groups[:, 0] = 3
+    times[:, 0] = 2.0 + t
+    sims[:, 0] = 0.95
+    ms = matching.align(t, ids, groups, times, sims, query_interval=1.0)
+    assert ms and ms[0].video == 3 and ms[0].score >= matching.COPY_THRESHOLD
+    assert len(ms[0].segments) == 1 and ms[0].segments[0].frames == 4
+    assert abs(ms[0].offset - 2.0) < 0.5

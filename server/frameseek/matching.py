@@ -233,9 +233,15 @@ def align(query_times: np.ndarray, ids: np.ndarray, groups: np.ndarray, ref_time
             raise ValueError("frame_weights must have one entry per query frame")
         weights = np.asarray(weights, dtype=np.float32) * np.clip(fw, 0.0, 1.0)[:, None]
         norm = len(qt) / max(float(fw.sum()), 1e-6)
+    # A stretch with no query frame at all (frames dropped by the blank filter: a logo on white,
+    # a fade) is no evidence of a cut, so it must not split a segment: widen max_gap to the
+    # longest hole in the query's own sampling. Gaps where query frames exist but do not match
+    # still cut at settings.max_gap.
+    holes = float(np.max(np.diff(np.sort(qt)))) if qt.size > 1 else 0.0
     kw: dict[str, Any] = dict(min_similarity=settings.min_similarity, speed_min=settings.speed_min,
                               speed_max=settings.speed_max, offset_tolerance=settings.offset_tolerance,
-                              max_gap=settings.max_gap, min_segment_frames=settings.min_segment_frames,
+                              max_gap=max(settings.max_gap, holes + 1e-3),
+                              min_segment_frames=settings.min_segment_frames,
                               max_segments=settings.max_segments, max_candidates=int(max_candidates),
                               threads=threads)
     if ref_durations:

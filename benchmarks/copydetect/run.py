@@ -371,6 +371,7 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
         per[t] = {"n": len(rs), "recall_frameseek": det_fs / len(rs), "recall_vpdq": det_vp / len(rs),
                   "uap_frameseek": average_precision(pairs_fs, lab), "uap_vpdq": average_precision(pairs_vp, lab),
                   "median_loc_err_s": statistics.median(loc) if loc else float("nan"),
+                  "loc_within_1s": sum(x <= 1.0 for x in loc) / len(loc) if loc else float("nan"),
                   "segment_ap": average_precision(sp_scores, sp_labels, n_gt)}
     all_fs, all_vp, all_lab = [], [], []
     for r in rows:
@@ -397,11 +398,12 @@ def print_table(rep: dict) -> None:
     print(f"\nCopy detection: frameseek (threshold {thr}) vs vPDQ (query % >= 80), "
           f"{rep['config']['references']} references, {rep['config']['queries']} queries, "
           f"{rep['n_unrelated_queries']} unrelated queries\n")
-    print("| transform | n | recall frameseek | recall vPDQ | µAP frameseek | µAP vPDQ | median loc err (s) | segment AP |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| transform | n | recall frameseek | recall vPDQ | µAP frameseek | µAP vPDQ | median loc err (s) "
+          "| loc err ≤ 1 s | segment AP |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for t, p in rep["per_transform"].items():
         print(f"| {t} | {p['n']} | {p['recall_frameseek']:.2f} | {p['recall_vpdq']:.2f} | {p['uap_frameseek']:.3f} | "
-              f"{p['uap_vpdq']:.3f} | {p['median_loc_err_s']:.2f} | {p['segment_ap']:.3f} |")
+              f"{p['uap_vpdq']:.3f} | {p['median_loc_err_s']:.2f} | {p['loc_within_1s']:.2f} | {p['segment_ap']:.3f} |")
     print(f"\nunrelated pairs: {rep['unrelated_pairs']}; false positives: frameseek {rep['fp_frameseek']}, "
           f"vPDQ {rep['fp_vpdq']}; max unrelated score frameseek {rep['max_unrelated_score_frameseek']:.3f}, "
           f"vPDQ max query % {rep['max_unrelated_query_pct_vpdq']:.1f}")

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     n_refs = a.refs or (8 if a.quick else 24)
     per_t = a.per_transform or (2 if a.quick else 6)
     settings = matching.MatchSettings(threshold=a.threshold)
-    os.nice(5) if hasattr(os, "nice") else None
+    os.nice(5)  # a shared 2-core machine: ffmpeg children are niced further in media._run
     t0 = time.perf_counter()
     refs, queries = build_media(a.seed, n_refs, per_t)
     t_media = time.perf_counter() - t0

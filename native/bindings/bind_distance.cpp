@@ -1,11 +1,67 @@
+// SIMD level reporting, the kernel test hook, and the types every index shares (Filter, NO_ID).
+#include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <unordered_set>
+
+#include "bind_common.hpp"
 #include "bindings.hpp"
 #include "frameseek/distance.hpp"
+#include "frameseek/filter.hpp"
+#include "frameseek/flat_index.hpp"
 
 namespace py = pybind11;
+using namespace pybind11::literals;
 
 namespace frameseek::bindings {
+
+namespace {
+
+template <class T>
+std::optional<std::unordered_set<T>> to_set(py::handle obj, const char* name) {
+  if (obj.is_none()) return std::nullopt;
+  auto arr = as_uint_vector<T>(obj, name);
+  const T* p = arr.data();
+  return std::unordered_set<T>(p, p + arr.size());
+}
+
+// Test hook: every entry of one SIMD level's table, called directly (no FRAMESEEK_SIMD needed),
+// so one process can check all paths the CPU has against a float64 reference.
+py::array_t<float> distances_for_level(const std::string& level, const std::string& metric,
+                                       py::handle queries, py::handle vectors,
+                                       const std::string& entry) {
+  const Kernels& k = kernels_for(parse_simd_level(level));
+  const Metric m = parse_metric(metric);
+  if (!py::isinstance<py::array>(vectors))
+    throw py::type_error("vectors must be a numpy.ndarray of float32");
+  const auto dim = static_cast<std::size_t>(py::reinterpret_borrow<py::array>(vectors).shape(
+      py::reinterpret_borrow<py::array>(vectors).ndim() - 1));
+  auto q = as_f32_matrix(queries, dim, "queries", true, false);
+  auto x = as_f32_matrix(vectors, dim, "vectors", true, false);
+  const std::size_t nq = q.shape(0), n = x.shape(0);
+  py::array_t<float> out({nq, n});
+  const float* qp = q.data();
+  const float* xp = x.data();
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    if (entry == "pair") {
+      auto f = m == Metric::L2 ? k.l2sq : k.dot;
+      for (std::size_t i = 0; i < nq; ++i)
+        for (std::size_t j = 0; j < n; ++j) op[i * n + j] = f(qp + i * dim, xp + j * dim, dim);
+    } else if (entry == "many") {
+      auto f = m == Metric::L2 ? k.l2sq_many : k.dot_many;
+      for (std::size_t i = 0; i < nq; ++i) f(qp + i * dim, xp, n, dim, op + i * n);
+    } else if (entry == "block") {
+      (m == Metric::L2 ? k.l2sq_block : k.dot_block)(qp, nq, xp, n, dim, op, n);
+    } else {
+      throw std::invalid_argument("entry must be 'pair', 'many' or 'block'");
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 void bind_distance(py::module_& m) {
   m.def("simd_level", [] { return simd_level_name(simd_level()); },
@@ -23,6 +79,35 @@ void bind_distance(py::module_& m) {
           return out;
         },
         "SIMD paths compiled in and supported by this CPU, lowest first.");
+  m.def("_distances_for_level", &distances_for_level, "level"_a, "metric"_a, "queries"_a,
+        "vectors"_a, "entry"_a = "block",
+        "Test hook: raw kernel output float32[nq, n] (squared L2, or the plain inner product) "
+        "from one SIMD level's table, through its 'pair', 'many' or 'block' entry.");
+
+  m.attr("NO_ID") = py::int_(kNoId);
+
+  py::class_<Filter>(m, "Filter",
+                     "Restricts a search to vectors whose id, group and tag are each in the "
+                     "given set (sets that are None allow everything; all given sets are ANDed). "
+                     "Evaluated in C++; an empty set allows nothing.")
+      .def(py::init([](py::object ids, py::object groups, py::object tags) {
+             Filter f;
+             f.ids = to_set<std::uint64_t>(ids, "ids");
+             f.groups = to_set<std::uint64_t>(groups, "groups");
+             f.tags = to_set<std::uint32_t>(tags, "tags");
+             return f;
+           }),
+           "ids"_a = py::none(), "groups"_a = py::none(), "tags"_a = py::none())
+      .def("__repr__", [](const Filter& f) {
+        auto part = [](const char* n, std::size_t sz, bool on) {
+          return std::string(n) + "=" + (on ? "<" + std::to_string(sz) + " values>" : "None");
+        };
+        return "Filter(" + part("ids", f.ids ? f.ids->size() : 0, bool(f.ids)) + ", " +
+               part("groups", f.groups ? f.groups->size() : 0, bool(f.groups)) + ", " +
+               part("tags", f.tags ? f.tags->size() : 0, bool(f.tags)) + ")";
+      })
+      .def("allows", &Filter::allows, "id"_a, "group"_a, "tag"_a,
+           "Whether a vector with this id, group and tag passes the filter.");
 }
 
 }  // namespace frameseek::bindings

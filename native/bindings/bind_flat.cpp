@@ -1,6 +1,129 @@
-// PLACEHOLDER: bound by the native-core work (issue 2).
+// frameseek._native.FlatIndex: exact search over dense storage (see flat_index.hpp).
+#include <pybind11/numpy.h>
+
+#include "bind_common.hpp"
 #include "bindings.hpp"
+#include "frameseek/flat_index.hpp"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
 
 namespace frameseek::bindings {
-void bind_flat(pybind11::module_&) {}
+
+namespace {
+
+std::size_t check_k(py::ssize_t k) {
+  if (k < 1) throw py::value_error("k must be >= 1, got " + std::to_string(k));
+  return static_cast<std::size_t>(k);
+}
+
+std::size_t check_threads(py::ssize_t threads) {
+  if (threads < 0) throw py::value_error("threads must be >= 0 (0 = all cores)");
+  return static_cast<std::size_t>(threads);
+}
+
+}  // namespace
+
+void bind_flat(py::module_& m) {
+  py::class_<FlatIndex>(m, "FlatIndex",
+                        "Exact (brute-force) index over float32 vectors with uint64 ids. Each "
+                        "vector carries a group (e.g. its video id; defaults to its id) and a "
+                        "uint32 tag (defaults to 0). metric 'ip' reports 1 - dot, 'l2' the "
+                        "squared Euclidean distance. Concurrent searches are safe; add/remove "
+                        "wait for running searches.")
+      .def(py::init([](py::ssize_t dim, const std::string& metric) {
+             if (dim < 1) throw py::value_error("dim must be >= 1");
+             return new FlatIndex(static_cast<std::size_t>(dim), parse_metric(metric));
+           }),
+           "dim"_a, "metric"_a = "ip")
+      .def_property_readonly("dim", &FlatIndex::dim)
+      .def_property_readonly("metric", [](const FlatIndex& x) { return metric_name(x.metric()); })
+      .def("__len__", &FlatIndex::size)
+      .def("__contains__",
+           [](const FlatIndex& x, py::handle id) {
+             if (!py::isinstance<py::int_>(id) && !py::hasattr(id, "__index__")) return false;
+             py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(id.ptr()));
+             if (!v) throw py::error_already_set();
+             if (v < py::int_(0) || v > py::int_(kNoId)) return false;
+             return x.contains(v.cast<std::uint64_t>());
+           },
+           "id"_a)
+      .def("__repr__",
+           [](const FlatIndex& x) {
+             return "FlatIndex(dim=" + std::to_string(x.dim()) + ", metric='" +
+                    metric_name(x.metric()) + "', size=" + std::to_string(x.size()) + ")";
+           })
+      .def(
+          "add",
+          [](FlatIndex& x, py::handle ids, py::handle vectors, py::handle groups, py::handle tags) {
+            auto vec = as_f32_matrix(vectors, x.dim(), "vectors", false, false);
+            const py::ssize_t n = vec.shape(0);
+            auto id = as_uint_vector<std::uint64_t>(ids, "ids", n);
+            carray<std::uint64_t> grp;
+            carray<std::uint32_t> tag;
+            if (!groups.is_none()) grp = as_uint_vector<std::uint64_t>(groups, "groups", n);
+            if (!tags.is_none()) tag = as_uint_vector<std::uint32_t>(tags, "tags", n);
+            const std::uint64_t* gp = groups.is_none() ? nullptr : grp.data();
+            const std::uint32_t* tp = tags.is_none() ? nullptr : tag.data();
+            py::gil_scoped_release release;
+            x.add(static_cast<std::size_t>(n), id.data(), vec.data(), gp, tp);
+          },
+          "ids"_a, "vectors"_a, "groups"_a = py::none(), "tags"_a = py::none(),
+          "Add vectors float32[n, dim] under ids uint64[n]. groups default to the ids, tags to "
+          "0. A duplicate id (stored or repeated), NO_ID, or NaN/inf raises ValueError and "
+          "nothing is added.")
+      .def(
+          "remove",
+          [](FlatIndex& x, py::handle ids) {
+            auto id = as_uint_vector<std::uint64_t>(ids, "ids");
+            py::gil_scoped_release release;
+            return x.remove(static_cast<std::size_t>(id.size()), id.data());
+          },
+          "ids"_a, "Remove these ids; returns how many were present (absent ids are ignored).")
+      .def(
+          "search",
+          [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter,
+             py::ssize_t threads) {
+            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
+            const std::size_t kk = check_k(k), nt = check_threads(threads);
+            const Filter* f = as_filter(filter);
+            const std::size_t nq = q.shape(0);
+            py::array_t<std::uint64_t> ids({nq, kk});
+            py::array_t<float> dist({nq, kk});
+            auto* ip = ids.mutable_data();
+            auto* dp = dist.mutable_data();
+            {
+              py::gil_scoped_release release;
+              x.search(q.data(), nq, kk, f, nt, ip, dp);
+            }
+            return py::make_tuple(ids, dist);
+          },
+          "queries"_a, "k"_a, "filter"_a = py::none(), "threads"_a = 0,
+          "Exact top-k: (ids uint64[q, k], distances float32[q, k]) sorted ascending by "
+          "distance (ties by id); missing slots are NO_ID / +inf. A 1-D query is one row.")
+      .def(
+          "search_groups",
+          [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter,
+             py::ssize_t threads) {
+            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
+            const std::size_t kk = check_k(k), nt = check_threads(threads);
+            const Filter* f = as_filter(filter);
+            const std::size_t nq = q.shape(0);
+            py::array_t<std::uint64_t> groups({nq, kk});
+            py::array_t<std::uint64_t> ids({nq, kk});
+            py::array_t<float> dist({nq, kk});
+            auto* gp = groups.mutable_data();
+            auto* ip = ids.mutable_data();
+            auto* dp = dist.mutable_data();
+            {
+              py::gil_scoped_release release;
+              x.search_groups(q.data(), nq, kk, f, nt, gp, ip, dp);
+            }
+            return py::make_tuple(groups, ids, dist);
+          },
+          "queries"_a, "k"_a, "filter"_a = py::none(), "threads"_a = 0,
+          "Exact top-k distinct groups: (groups uint64[q, k], best id per group uint64[q, k], "
+          "distances float32[q, k]); missing slots are NO_ID / NO_ID / +inf.");
+}
+
 }  // namespace frameseek::bindings

@@ -1,14 +1,61 @@
-// NEON kernels for aarch64 (NEON is baseline there).
-// PLACEHOLDER until the kernels land: forwards to the scalar table.
+// NEON kernels for aarch64 (Advanced SIMD is baseline there, so no extra flags and no CPU check).
+// NEON has no masked load: tails are copied into a zeroed register-sized buffer, which never reads
+// past the end of a row.
+#include <arm_neon.h>
+
+#include <cstring>
+
 #include "frameseek/distance.hpp"
+#include "simd_tiles.hpp"
 
 namespace frameseek::detail {
+namespace {
+
+struct Neon {
+  using V = float32x4_t;
+  static constexpr std::size_t W = 4;
+  static inline V zero() { return vdupq_n_f32(0.0f); }
+  static inline V load(const float* p) { return vld1q_f32(p); }
+  static inline V load_tail(const float* p, std::size_t rem) {
+    float buf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    std::memcpy(buf, p, rem * sizeof(float));
+    return vld1q_f32(buf);
+  }
+  static inline V fma(V a, V b, V acc) { return vfmaq_f32(acc, a, b); }
+  static inline V sub(V a, V b) { return vsubq_f32(a, b); }
+  static inline float reduce(V v) { return vaddvq_f32(v); }
+  static inline void reduce4(V a, V b, V c, V d, float* out) {
+    // pairwise adds: [a0+a1 a2+a3 b0+b1 b2+b3], then across both -> [sa sb sc sd]
+    vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d)));
+  }
+};
+
+using tiles::DotOp;
+using tiles::L2Op;
+
+float l2sq(const float* a, const float* b, std::size_t d) { return tiles::pair<Neon, L2Op>(a, b, d); }
+float dot(const float* a, const float* b, std::size_t d) { return tiles::pair<Neon, DotOp>(a, b, d); }
+void l2sq_many(const float* q, const float* x, std::size_t n, std::size_t d, float* out) {
+  tiles::many<Neon, L2Op>(q, x, n, d, out);
+}
+void dot_many(const float* q, const float* x, std::size_t n, std::size_t d, float* out) {
+  tiles::many<Neon, DotOp>(q, x, n, d, out);
+}
+// 32 q-registers: 4x3 accumulators + 3 vectors + temporaries fit for both metrics.
+void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
+                float* out, std::size_t ldo) {
+  tiles::block<Neon, L2Op, 4, 3>(q, nq, x, n, d, out, ldo);
+}
+void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
+               float* out, std::size_t ldo) {
+  tiles::block<Neon, DotOp, 4, 3>(q, nq, x, n, d, out, ldo);
+}
+
+}  // namespace
+
 const Kernels& neon_kernels() {
-  static const Kernels k = [] {
-    Kernels t = scalar_kernels();
-    t.level = SimdLevel::Neon;
-    return t;
-  }();
+  static const Kernels k{SimdLevel::Neon, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block};
   return k;
 }
+
 }  // namespace frameseek::detail

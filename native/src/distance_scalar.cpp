@@ -27,10 +27,20 @@ void dot_many(const float* q, const float* x, std::size_t n, std::size_t d, floa
   for (std::size_t i = 0; i < n; ++i) out[i] = dot(q, x + i * d, d);
 }
 
+void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
+                float* out, std::size_t ldo) {
+  for (std::size_t i = 0; i < nq; ++i) l2sq_many(q + i * d, x, n, d, out + i * ldo);
+}
+
+void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
+               float* out, std::size_t ldo) {
+  for (std::size_t i = 0; i < nq; ++i) dot_many(q + i * d, x, n, d, out + i * ldo);
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{SimdLevel::Scalar, l2sq, dot, l2sq_many, dot_many};
+  static const Kernels k{SimdLevel::Scalar, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block};
   return k;
 }
 

@@ -22,6 +22,17 @@ struct Kernels {
   // one query against n row-major vectors: out[i] = dist(q, x + i*d)
   void (*l2sq_many)(const float* q, const float* x, std::size_t n, std::size_t d, float* out);
   void (*dot_many)(const float* q, const float* x, std::size_t n, std::size_t d, float* out);
+  // nq row-major queries against n row-major vectors (both with row stride d):
+  //   out[i * ldo + j] = dist(q + i*d, x + j*d)   for i < nq, j < n.
+  // Register-tiled: a few vectors are held in registers and reused across a group of queries, so
+  // a caller that keeps a block of queries in cache streams every vector from memory only once
+  // per query block (the "many queries x many vectors" path; see FlatIndex for the cache blocking).
+  // dot_block returns raw inner products; l2sq_block squared distances computed directly from the
+  // differences (not via |q|^2 - 2 q.x + |x|^2, which cancels badly for near-duplicate frames).
+  void (*l2sq_block)(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
+                     float* out, std::size_t ldo);
+  void (*dot_block)(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
+                    float* out, std::size_t ldo);
 };
 
 // Table for the selected level (chosen at first call, then fixed for the process).

@@ -1,0 +1,106 @@
+// Argument checking and numpy conversion shared by the index bindings.
+//
+// Policy (documented in server/frameseek/_native.pyi):
+//  * vectors/queries must already be numpy float32, C-contiguous, native byte order: anything
+//    else is refused (TypeError for the wrong type/dtype, ValueError for shape or layout). We do
+//    not forcecast: a silent float64 -> float32 copy of a 400 MB matrix is a surprise, and a
+//    strided view usually means the caller sliced columns by mistake.
+//  * ids/groups/tags may be any 1-D integer array-like (list, numpy array of any integer dtype);
+//    they are converted losslessly (negative or out-of-range values -> ValueError, floats/bools ->
+//    TypeError). They are small next to the vectors, so the copy does not matter.
+//  * NaN/inf in queries -> ValueError (checked here; the core checks added vectors itself).
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "frameseek/filter.hpp"
+
+namespace frameseek::bindings {
+
+namespace py = pybind11;
+
+inline std::string py_type_name(py::handle obj) {
+  return py::str(py::type::handle_of(obj).attr("__name__")).cast<std::string>();
+}
+
+// A [rows, dim] float32 C-contiguous view of obj (no copy). A 1-D array of length dim is taken
+// as one row when allow_1d. Non-finite values raise when check_finite.
+inline py::array_t<float> as_f32_matrix(py::handle obj, std::size_t dim, const char* name,
+                                        bool allow_1d, bool check_finite) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray of float32, got " +
+                         py_type_name(obj) + " (use numpy.asarray(x, dtype=numpy.float32))");
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  if (!arr.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(name) + " must have dtype float32 (native byte order), got " +
+                         py::str(arr.dtype()).cast<std::string>() +
+                         " (convert explicitly, e.g. x.astype(numpy.float32))");
+  if (!(arr.ndim() == 2 || (allow_1d && arr.ndim() == 1)))
+    throw py::value_error(std::string(name) + " must be 2-D [n, dim]" +
+                          (allow_1d ? " or 1-D [dim]" : "") + ", got " +
+                          std::to_string(arr.ndim()) + "-D");
+  const std::size_t cols = static_cast<std::size_t>(arr.shape(arr.ndim() - 1));
+  if (cols != dim)
+    throw py::value_error(std::string(name) + " has dimension " + std::to_string(cols) +
+                          ", the index has " + std::to_string(dim));
+  if (!(arr.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) +
+                          " must be C-contiguous (use numpy.ascontiguousarray(x))");
+  py::array_t<float> out = py::reinterpret_borrow<py::array_t<float>>(arr);
+  if (arr.ndim() == 1) out = out.reshape({py::ssize_t(1), py::ssize_t(dim)});
+  if (check_finite) {
+    const float* p = out.data();
+    const std::size_t total = static_cast<std::size_t>(out.size());
+    for (std::size_t i = 0; i < total; ++i)
+      if (!std::isfinite(p[i]))
+        throw py::value_error(std::string(name) + " contain NaN or infinity (row " +
+                              std::to_string(i / dim) + ")");
+  }
+  return out;
+}
+
+// A 1-D array of unsigned integers of type T converted losslessly from any integer array-like.
+// expected_len < 0: any length.
+template <class T>
+using carray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+template <class T>
+carray<T> as_uint_vector(py::handle obj, const char* name, py::ssize_t expected_len = -1) {
+  py::module_ np = py::module_::import("numpy");
+  py::object src = py::reinterpret_borrow<py::object>(obj);
+  if (py::isinstance<py::set>(src) || py::isinstance<py::frozenset>(src) ||
+      py::isinstance<py::iterator>(src))
+    src = py::list(src);
+  py::array arr = np.attr("asarray")(src);
+  if (arr.ndim() != 1)
+    throw py::value_error(std::string(name) + " must be 1-D, got " + std::to_string(arr.ndim()) + "-D");
+  if (expected_len >= 0 && arr.shape(0) != expected_len)
+    throw py::value_error(std::string(name) + " has length " + std::to_string(arr.shape(0)) +
+                          ", expected " + std::to_string(expected_len));
+  const char kind = arr.dtype().kind();
+  if (arr.size() == 0) return carray<T>(0);  // [] comes out of numpy as float64
+  if (kind != 'i' && kind != 'u')
+    throw py::type_error(std::string(name) + " must be integers, got dtype " +
+                         py::str(arr.dtype()).cast<std::string>());
+  if (kind == 'i' && py::bool_(np.attr("any")(arr.attr("__lt__")(0))))
+    throw py::value_error(std::string(name) + " must be non-negative");
+  if (sizeof(T) < 8 && py::int_(arr.attr("max")()).cast<std::uint64_t>() >
+                           static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
+    throw py::value_error(std::string(name) + " must be < 2**" + std::to_string(8 * sizeof(T)));
+  return carray<T>::ensure(arr);
+}
+
+// Filter argument: None or a frameseek._native.Filter (pybind11 does the type check).
+inline const Filter* as_filter(py::handle obj) {
+  if (obj.is_none()) return nullptr;
+  if (!py::isinstance<Filter>(obj))
+    throw py::type_error("filter must be a frameseek._native.Filter or None, got " + py_type_name(obj));
+  return obj.cast<const Filter*>();
+}
+
+}  // namespace frameseek::bindings

@@ -1,0 +1,341 @@
+"""The `frameseek` command line: run the server, and talk to one through frameseek.client.
+
+Human-readable output by default, `--json` for machines. Clients find the server with
+`--server HOST:PORT` or FRAMESEEK_SERVER (default 127.0.0.1:50051).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="frameseek: find where images and video clips appear inside a video library.")
+out = Console()
+if not out.is_terminal:  # piped output: never truncate names to an 80-column guess
+    out = Console(width=250)
+err = Console(stderr=True)
+
+VIDEO_EXT = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp",
+             ".ogv", ".gif"}
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+Server = Annotated[Optional[str], typer.Option("--server", "-s", envvar="FRAMESEEK_SERVER",
+                                                help="HOST:PORT of the server [default: 127.0.0.1:50051]")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
+Collection = Annotated[str, typer.Option("--collection", "-c", help="collection (default: the server's default)")]
+
+
+def _client(server: str | None):
+    from .client import Client
+
+    return Client(server)
+
+
+def _dict(msg) -> dict:
+    return MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def _fail(exc: Exception, as_json: bool) -> None:
+    from .client import FrameSeekError
+
+    if isinstance(exc, FrameSeekError):
+        payload = {"error": {"code": exc.code.name, "reason": exc.reason, "message": exc.message}}
+        text = f"error: {exc.message} ({exc.code.name}{', ' + exc.reason if exc.reason else ''})"
+    else:
+        payload = {"error": {"code": "CLIENT", "reason": type(exc).__name__, "message": str(exc)}}
+        text = f"error: {exc}"
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        err.print(text, markup=False)
+    raise typer.Exit(1)
+
+
+def _labels(items: list[str] | None) -> dict:
+    out_: dict[str, str] = {}
+    for it in items or []:
+        k, sep, v = it.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"label {it!r} must be KEY=VALUE")
+        out_[k] = v
+    return out_
+
+
+def _ts(t: float) -> str:
+    m, s = divmod(t, 60)
+    h, m = divmod(int(m), 60)
+    return f"{h:d}:{m:02d}:{s:06.3f}" if h else f"{m:d}:{s:06.3f}"
+
+
+@app.command()
+def serve(
+    address: Annotated[Optional[str], typer.Option(help="HOST:PORT to listen on [default: 127.0.0.1:50051]")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="data directory [default: ./data]")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML config file (or FRAMESEEK_CONFIG)")] = None,
+    metrics_address: Annotated[Optional[str], typer.Option(help="Prometheus HOST:PORT, '' = off")] = None,
+    log_format: Annotated[Optional[str], typer.Option(help="console | json")] = None,
+    port_file: Annotated[Optional[str], typer.Option(help="write the bound port here once listening")] = None,
+) -> None:
+    """Run the server until Ctrl-C / SIGTERM (then drain and flush)."""
+    import asyncio
+
+    from .config import load_settings
+    from .logs import configure
+    from .server import serve as run
+
+    settings = load_settings(str(config) if config else None, address=address, data_dir=data_dir,
+                             metrics_address=metrics_address, log_format=log_format)
+    configure(settings.log_format, settings.log_level)
+    asyncio.run(run(settings, port_file))
+
+
+def _collect(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXT | IMAGE_EXT)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise typer.BadParameter(f"{p}: no such file or directory")
+    return files
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or directories (searched recursively)")],
+    collection: Collection = "",
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="KEY=VALUE, repeatable")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=32, help="parallel uploads")] = 4,
+    force: Annotated[bool, typer.Option(help="upload even when the same bytes are already indexed")] = False,
+    server: Server = None,
+    as_json: Json = False,
+) -> None:
+    """Index videos and images; skips files whose bytes are already indexed."""
+    from .client import FrameSeekError, file_sha256
+
+    labels = _labels(label)
+    files = _collect(paths)
+    results: list[dict] = []
+    lock = threading.Lock()
+    with _client(server) as fs:
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=err, disable=as_json or not err.is_terminal)
+        total = progress.add_task(f"{len(files)} files", total=sum(f.stat().st_size for f in files))
+
+        def one(path: Path) -> dict:
+            rec = {"path": str(path)}
+            try:
+                sha = file_sha256(path)
+                existing = None if force else fs.find_by_hash(sha, collection)
+                if existing is not None:
+                    progress.advance(total, path.stat().st_size)
+                    return {**rec, "status": "skipped", "video": existing.name}
+                if path.suffix.lower() in IMAGE_EXT:
+                    r = fs.ingest_image(path, collection=collection, labels=labels, external_key=str(path))
+                    progress.advance(total, path.stat().st_size)
+                else:
+                    r = fs.ingest_video(path, collection=collection, labels=labels, external_key=str(path),
+                                        progress=lambda n: progress.advance(total, n), timeout=None)
+                status = "exists" if r.already_exists else "ingested"
+                return {**rec, "status": status, "video": r.video.name, "samples": r.video.sample_count,
+                        "duration": r.video.duration_seconds}
+            except (FrameSeekError, OSError) as exc:
+                return {**rec, "status": "failed", "error": str(exc),
+                        "reason": getattr(exc, "reason", type(exc).__name__)}
+
+        with progress, ThreadPoolExecutor(jobs) as pool:
+            for fut in as_completed([pool.submit(one, f) for f in files]):
+                r = fut.result()
+                with lock:
+                    results.append(r)
+                if not as_json:
+                    mark = {"ingested": "+", "exists": "=", "skipped": "=", "failed": "!"}[r["status"]]
+                    detail = r.get("video", "") if r["status"] != "failed" else r["error"]
+                    err.print(f"{mark} {r['path']}  {detail}", markup=False, highlight=False)
+    counts = {s: sum(r["status"] == s for r in results) for s in ("ingested", "exists", "skipped", "failed")}
+    if as_json:
+        print(json.dumps({"summary": counts, "files": sorted(results, key=lambda r: r["path"])}))
+    else:
+        out.print(f"{len(files)} files: {counts['ingested']} ingested, {counts['skipped'] + counts['exists']} "
+                  f"already indexed, {counts['failed']} failed", markup=False)
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+def _print_hits(resp, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_dict(resp)))
+        return
+    if not resp.hits:
+        out.print("no match")
+        return
+    t = Table("score", "video", "key", "timestamps")
+    for h in resp.hits:
+        t.add_row(f"{h.score:.3f}", h.video.name, h.video.external_key,
+                  ", ".join(f"{_ts(m.timestamp_seconds)} ({m.score:.2f})" for m in h.matches))
+    out.print(t)
+
+
+@app.command("search-image")
+def search_image(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    matches: Annotated[int, typer.Option(min=1, max=100, help="timestamps per video")] = 3,
+    min_score: float = 0.0,
+    collection: Collection = "",
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l")] = None,
+    server: Server = None,
+    as_json: Json = False,
+) -> None:
+    """Find the videos (and timestamps) that show an image."""
+    try:
+        with _client(server) as fs:
+            resp = fs.search_by_image(file, collection=collection, k=k, min_score=min_score,
+                                      max_matches_per_video=matches, labels=_labels(label))
+    except Exception as exc:
+        _fail(exc, as_json)
+    _print_hits(resp, as_json)
+
+
+@app.command("search-video")
+def search_video(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    min_score: Annotated[float, typer.Option(help="0 = server's calibrated threshold, <0 = all candidates")] = 0.0,
+    collection: Collection = "",
+    server: Server = None,
+    as_json: Json = False,
+) -> None:
+    """Find the indexed videos that a clip copies, with aligned segments."""
+    try:
+        with _client(server) as fs:
+            resp = fs.search_by_video(file, collection=collection, k=k, min_score=min_score, timeout=None)
+    except Exception as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps(_dict(resp)))
+        return
+    if not resp.matches:
+        out.print(f"no copy found ({resp.query_samples} query samples, {resp.query_duration_seconds:.1f} s)")
+        return
+    t = Table("score", "video", "key", "q.cov", "offset", "speed", "segments (query -> reference)")
+    for m in resp.matches:
+        segs = "; ".join(f"{_ts(s.query_start_seconds)}-{_ts(s.query_end_seconds)} -> "
+                         f"{_ts(s.reference_start_seconds)}-{_ts(s.reference_end_seconds)}" for s in m.segments)
+        t.add_row(f"{m.score:.3f}", m.video.name, m.video.external_key, f"{m.query_coverage:.0%}",
+                  f"{m.offset_seconds:+.2f}s", f"{m.speed:.2f}", segs)
+    out.print(t)
+
+
+@app.command()
+def videos(
+    collection: Collection = "",
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="most videos to list")] = 100,
+    server: Server = None,
+    as_json: Json = False,
+) -> None:
+    """List indexed videos, newest first."""
+    try:
+        with _client(server) as fs:
+            vids = []
+            for v in fs.list_videos(collection, labels=_labels(label), page_size=min(limit, 1000)):
+                vids.append(v)
+                if len(vids) >= limit:
+                    break
+    except Exception as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps({"videos": [_dict(v) for v in vids]}))
+        return
+    t = Table("video", "key", "kind", "duration", "samples", "size", "labels")
+    for v in vids:
+        t.add_row(v.name, v.external_key, "image" if v.kind == 2 else "video", _ts(v.duration_seconds),
+                  str(v.sample_count), f"{v.size_bytes / 1e6:.1f} MB",
+                  ",".join(f"{k}={x}" for k, x in sorted(v.labels.items())))
+    out.print(t)
+
+
+@app.command()
+def delete(
+    names: Annotated[list[str], typer.Argument(help="video names (collections/{c}/videos/{id})")],
+    server: Server = None,
+    as_json: Json = False,
+) -> None:
+    """Delete videos; they are gone from every search at once."""
+    try:
+        with _client(server) as fs:
+            for n in names:
+                fs.delete_video(n)
+                if not as_json:
+                    out.print(f"deleted {n}", markup=False)
+    except Exception as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps({"deleted": names}))
+
+
+@app.command()
+def stats(server: Server = None, as_json: Json = False) -> None:
+    """Server and index statistics."""
+    try:
+        with _client(server) as fs:
+            s = fs.stats()
+    except Exception as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps(_dict(s)))
+        return
+    out.print(f"frameseek {s.version}, up {s.uptime_seconds:.0f} s, SIMD {s.simd_level}, "
+              f"{s.video_count} videos, {s.sample_count} samples, {s.storage_bytes / 1e6:.1f} MB on disk, "
+              f"{s.active_ingests} ingests running", markup=False)
+    t = Table("collection", "videos", "samples", "hours")
+    for c in s.collections:
+        t.add_row(c.collection, str(c.video_count), str(c.sample_count), f"{c.total_duration_seconds / 3600:.2f}")
+    out.print(t)
+
+
+@app.command()
+def collections(server: Server = None, as_json: Json = False) -> None:
+    """List collections."""
+    try:
+        with _client(server) as fs:
+            cs = list(fs.list_collections())
+    except Exception as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps({"collections": [_dict(c) for c in cs]}))
+        return
+    t = Table("collection", "model", "dim", "fps", "videos", "samples")
+    for c in cs:
+        t.add_row(c.name + (" (default)" if c.is_default else ""), c.model, str(c.dimension), f"{c.sampling.fps:g}",
+                  str(c.video_count), str(c.sample_count))
+    out.print(t)
+
+
+try:  # the media stream's `frameseek embed` (frameseek/media_cli.py), when installed
+    from .media_cli import register as _register_media
+except ImportError:
+    _register_media = None
+if _register_media is not None:
+    _register_media(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

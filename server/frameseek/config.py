@@ -1,0 +1,82 @@
+"""Server configuration: defaults < TOML file (FRAMESEEK_CONFIG or --config) < FRAMESEEK_* env vars
+< explicit arguments (e.g. CLI flags)."""
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+MiB = 1 << 20
+
+
+class Settings(BaseSettings):
+    """Everything the server reads at start. Env: FRAMESEEK_<FIELD> (e.g. FRAMESEEK_DATA_DIR)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAMESEEK_", extra="forbid")
+
+    # network
+    address: str = Field(DEFAULT_ADDRESS, description="host:port to listen on (port 0 = pick a free one)")
+    metrics_address: str = Field("127.0.0.1:9464", description="Prometheus /metrics host:port; empty = off")
+    max_receive_message_bytes: int = Field(16 * MiB, ge=2 * MiB, description="largest request message")
+    max_send_message_bytes: int = Field(16 * MiB, ge=1 * MiB)
+    keepalive_time_s: float = Field(60.0, gt=0, description="server pings idle connections this often")
+    keepalive_timeout_s: float = Field(20.0, gt=0)
+    max_connection_idle_s: float = Field(3600.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0, description="drain time for in-flight calls on shutdown")
+
+    # storage
+    data_dir: str = Field("./data", description="catalog, vector logs and index snapshots")
+    snapshot_every_vectors: int = Field(200_000, ge=1, description="snapshot an index after this many new vectors")
+    snapshot_interval_s: float = Field(600.0, gt=0, description="and at least this often when it changed")
+
+    # media + model
+    model: str = Field("sscd_distilled", description="embedding model of new collections (frameseek.embed name)")
+    embedding_dim: int = Field(512, ge=1, le=4096,
+                               description="dimension used for the default collection when the model cannot load")
+    embed_backend: Literal["auto", "onnx", "tensorrt"] = "auto"
+    embed_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = one per core)")
+    default_fps: float = Field(3.0, gt=0, le=30, description="sampling rate of new collections")
+    query_fps: float = Field(1.0, gt=0, le=30, description="sampling rate of SearchByVideo queries")
+    ingest_workers: int = Field(1, ge=1, le=64, description="decode/embed jobs running at once")
+    max_pending_ingests: int = Field(16, ge=1, description="ingests queued or running; more -> RESOURCE_EXHAUSTED")
+    max_concurrent_searches: int = Field(256, ge=1, description="searches in flight; more -> RESOURCE_EXHAUSTED")
+    search_threads: int = Field(2, ge=1, description="threads running native searches")
+    max_upload_bytes: int = Field(4 << 30, ge=1, description="largest video upload")
+    max_image_bytes: int = Field(15 * MiB, ge=1)
+    max_video_seconds: float = Field(6 * 3600.0, gt=0)
+    max_width: int = Field(7680, gt=0)
+    max_height: int = Field(7680, gt=0)
+    decode_timeout_s: float | None = Field(None, gt=0, description="fail a decode taking longer; None = no limit")
+    ingest_path_root: str | None = Field(None, description="directory IngestMetadata.server_path may read from")
+
+    # search
+    default_ef: int = Field(64, ge=1, description="HNSW search beam width of new collections")
+    hnsw_m: int = Field(16, ge=4, le=128)
+    hnsw_ef_construction: int = Field(200, ge=8)
+    copy_threshold: float = Field(0.5, ge=0, le=1, description="default SearchByVideo / duplicate score threshold")
+    frame_k: int = Field(32, ge=1, le=1024, description="neighbours per query frame in SearchByVideo")
+
+    # logs
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        path = os.environ.get("FRAMESEEK_CONFIG")
+        if path:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"FRAMESEEK_CONFIG={path}: no such file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | None = None, **overrides) -> Settings:
+    """Settings from (config_file or $FRAMESEEK_CONFIG), env and overrides (None values ignored)."""
+    if config_file:
+        os.environ["FRAMESEEK_CONFIG"] = config_file
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,151 @@
+"""The grpc.aio server: FrameSeek servicer + grpc.health.v1 + reflection + Prometheus metrics.
+
+Start-up order: the port is bound and serving at once (health NOT_SERVING, FrameSeek calls answer
+UNAVAILABLE/NOT_READY) while the storage recovers in a thread; then health turns SERVING.
+Shutdown (SIGTERM/SIGINT or `stop()`): health NOT_SERVING, stop accepting, drain in-flight calls
+for `shutdown_grace_s`, then flush storage (index snapshot) and exit.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .config import Settings
+from .service import FrameSeekService
+from .servicer import FrameSeekServicer
+from .v1 import frameseek_pb2, frameseek_pb2_grpc
+
+log = structlog.get_logger("frameseek.server")
+SERVICE_NAME = frameseek_pb2.DESCRIPTOR.services_by_name["FrameSeek"].full_name
+
+
+def grpc_options(s: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", s.max_receive_message_bytes),
+        ("grpc.max_send_message_length", s.max_send_message_bytes),
+        ("grpc.keepalive_time_ms", int(s.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.max_connection_idle_ms", int(s.max_connection_idle_s * 1000)),
+        ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it silently
+    ]
+
+
+class FrameSeekServer:
+    def __init__(self, settings: Settings, service: FrameSeekService | None = None):
+        self.settings = settings
+        self.service = service or FrameSeekService(settings)
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.server = grpc.aio.server(options=grpc_options(settings))
+        frameseek_pb2_grpc.add_FrameSeekServicer_to_server(FrameSeekServicer(self.service), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server)
+        self.port = self.server.add_insecure_port(settings.address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {settings.address}")
+        self.host = settings.address.rsplit(":", 1)[0]
+        self._loader: asyncio.Task | None = None
+        self._metrics = None
+        self.load_error: BaseException | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def _set_health(self, status) -> None:
+        for name in ("", SERVICE_NAME):
+            r = self.health.set(name, status)
+            if asyncio.iscoroutine(r):
+                await r
+
+    async def start(self) -> int:
+        """Start serving; the index loads in the background. Returns the bound port."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        if self.settings.metrics_address:
+            self._start_metrics()
+        self._loader = asyncio.get_running_loop().create_task(self._load())
+        log.info("listening", address=self.address, data_dir=self.settings.data_dir)
+        return self.port
+
+    def _start_metrics(self) -> None:
+        from prometheus_client import start_http_server
+
+        host, _, port = self.settings.metrics_address.rpartition(":")
+        try:
+            self._metrics = start_http_server(int(port), addr=host or "127.0.0.1")
+            log.info("metrics", address=self.settings.metrics_address)
+        except OSError as exc:  # metrics are not worth refusing to serve for
+            log.warning("metrics_unavailable", address=self.settings.metrics_address, error=str(exc))
+
+    async def _load(self) -> None:
+        try:
+            await self.service.start()
+        except BaseException as exc:
+            self.load_error = exc
+            log.exception("startup_failed")
+            raise
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def wait_ready(self) -> None:
+        await asyncio.shield(self._loader)
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        log.info("stopping", grace_s=grace)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.service.closing = True
+        await self.server.stop(grace)
+        if self._loader and not self._loader.done():
+            try:
+                await self._loader
+            except BaseException:
+                pass
+        await self.service.close()
+        if self._metrics:
+            srv = self._metrics[0] if isinstance(self._metrics, tuple) else None
+            if srv is not None:
+                srv.shutdown()
+                srv.server_close()
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def create_server(settings: Settings) -> tuple[FrameSeekServer, int]:
+    """Build and start a server; returns it and the bound port (useful with address host:0)."""
+    srv = FrameSeekServer(settings)
+    return srv, await srv.start()
+
+
+async def serve(settings: Settings, port_file: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully. `port_file` receives the bound port
+    (atomically) once the server listens - for supervisors and tests that bind port 0."""
+    srv, port = await create_server(settings)
+    if port_file:
+        import os
+
+        tmp = port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(port))
+        os.replace(tmp, port_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = loop.create_task(stop.wait())
+    done, _ = await asyncio.wait({waiter, srv._loader}, return_when=asyncio.FIRST_COMPLETED)
+    if srv._loader in done and srv._loader.exception() is not None:
+        await srv.stop(0)
+        raise SystemExit(f"frameseek: start-up failed: {srv._loader.exception()}")
+    await waiter
+    await srv.stop()

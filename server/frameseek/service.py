@@ -1,0 +1,966 @@
+"""The service layer: all of frameseek's business logic, independent of gRPC.
+
+The servicer (servicer.py) only translates protocol messages to calls on `FrameSeekService` and
+records/errors back. Blocking work never runs on the event loop: decode + embed run in a bounded
+ingest pool, native searches (which release the GIL) in a search pool, catalog writes in threads.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import grpc
+import numpy as np
+import structlog
+
+from . import __version__, metrics
+from .config import Settings
+from .errors import ServiceError, exhausted, from_media_error, invalid, not_found, unavailable
+from .storage import (AlreadyExists, CollectionRecord, EmbeddedStorage, FailedPrecondition, InvalidArgument,
+                      JobRecord, JobState, NotFound, Storage, StorageError, VideoQuery, VideoRecord,
+                      split_sample_ids)
+
+log = structlog.get_logger("frameseek.service")
+
+NO_ID = np.uint64(2**64 - 1)
+COLLECTION_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+LABEL_KEY_RE = re.compile(r"^[a-z0-9_.-]{1,63}$")
+DEFAULT_COLLECTION = "default"
+MAX_K = 1000
+MAX_PAGE = 1000
+DEFAULT_PAGE = 50
+
+
+@dataclasses.dataclass
+class Hit:
+    video: VideoRecord
+    score: float
+    matches: list[tuple[float, float]]  # (timestamp s, score)
+
+
+@dataclasses.dataclass
+class Segment:
+    query_start: float
+    query_end: float
+    ref_start: float
+    ref_end: float
+    score: float
+
+
+@dataclasses.dataclass
+class CopyMatch:
+    video: VideoRecord
+    score: float
+    query_coverage: float
+    reference_coverage: float
+    offset: float
+    speed: float
+    segments: list[Segment]
+
+
+@dataclasses.dataclass
+class VideoSearchResult:
+    matches: list[CopyMatch]
+    query_duration: float
+    query_samples: int
+    model: str
+
+
+@dataclasses.dataclass
+class IngestResult:
+    job: JobRecord
+    video: VideoRecord | None
+    already_exists: bool = False
+    copies: list[CopyMatch] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class IngestRequest:
+    """What an ingest carries besides the bytes (mirrors IngestMetadata)."""
+
+    parent: str = ""
+    external_key: str = ""
+    labels: dict = dataclasses.field(default_factory=dict)
+    request_id: str = ""
+    filename: str = ""
+    server_path: str = ""
+    size_bytes: int = 0
+    duplicate_policy: str = "ALLOW"  # ALLOW | REPORT | REJECT
+    duplicate_threshold: float = 0.0
+    return_job: bool = False
+
+
+@dataclasses.dataclass
+class SearchOptions:
+    k: int = 10
+    min_score: float = -math.inf
+    max_matches_per_video: int = 1
+    ef: int = 0
+    labels: dict = dataclasses.field(default_factory=dict)
+    videos: list[str] = dataclasses.field(default_factory=list)
+    exclude_videos: list[str] = dataclasses.field(default_factory=list)
+
+
+def _storage_error(exc: StorageError) -> ServiceError:
+    code = {NotFound: grpc.StatusCode.NOT_FOUND, AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+            FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+            InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT}.get(type(exc), grpc.StatusCode.INTERNAL)
+    return ServiceError(code, exc.reason, str(exc))
+
+
+def collection_name(rec: CollectionRecord) -> str:
+    return f"collections/{rec.name}"
+
+
+def parse_collection(name: str) -> str:
+    """'collections/{c}' (or '' for the default) -> collection id."""
+    if not name:
+        return DEFAULT_COLLECTION
+    parts = name.split("/")
+    if len(parts) != 2 or parts[0] != "collections" or not parts[1]:
+        raise invalid(f"malformed collection name {name!r}; expected 'collections/{{collection}}'",
+                      field="parent")
+    return parts[1]
+
+
+def parse_video(name: str) -> tuple[str, int]:
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "collections" or parts[2] != "videos" or not parts[3].isdigit():
+        raise invalid(f"malformed video name {name!r}; expected 'collections/{{collection}}/videos/{{id}}'",
+                      field="name")
+    return parts[1], int(parts[3])
+
+
+def parse_job(name: str) -> str:
+    parts = name.split("/")
+    if len(parts) != 2 or parts[0] != "ingestJobs" or not parts[1]:
+        raise invalid(f"malformed job name {name!r}; expected 'ingestJobs/{{ingest_job}}'", field="name")
+    return parts[1]
+
+
+def _check_labels(labels: dict) -> dict:
+    if len(labels) > 64:
+        raise invalid("at most 64 labels", field="labels")
+    for k, v in labels.items():
+        if not LABEL_KEY_RE.match(k):
+            raise invalid(f"label key {k!r} must match [a-z0-9_.-]{{1,63}}", field="labels")
+        if len(v.encode()) > 256:
+            raise invalid(f"label {k!r}: value longer than 256 bytes", field="labels")
+    return dict(labels)
+
+
+class _JobWatchers:
+    """Wakes WatchIngestJob streams when a job changes (jobs are updated from worker threads)."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, set[asyncio.Event]] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def subscribe(self, job_id: str) -> asyncio.Event:
+        ev = asyncio.Event()
+        self._events.setdefault(job_id, set()).add(ev)
+        return ev
+
+    def unsubscribe(self, job_id: str, ev: asyncio.Event) -> None:
+        s = self._events.get(job_id)
+        if s:
+            s.discard(ev)
+            if not s:
+                del self._events[job_id]
+
+    def notify(self, job_id: str) -> None:
+        if self._loop is None:
+            return
+
+        def _set() -> None:
+            for ev in self._events.get(job_id, ()):
+                ev.set()
+
+        try:
+            self._loop.call_soon_threadsafe(_set)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+
+class FrameSeekService:
+    """Business logic. Create, then `await start()`; calls before the storage is loaded raise
+    UNAVAILABLE (reason NOT_READY)."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None, embedder: Any = None):
+        self.settings = settings
+        self.storage: Any = storage or EmbeddedStorage(settings.data_dir,
+                                                      snapshot_every=settings.snapshot_every_vectors)
+        self.embedder = embedder
+        self.embedder_error: str = ""
+        self.ready = False
+        self.closing = False
+        self.started_at = time.time()
+        self._ingest_pool = ThreadPoolExecutor(settings.ingest_workers, thread_name_prefix="ingest")
+        self._query_pool = ThreadPoolExecutor(max(1, settings.ingest_workers), thread_name_prefix="query-embed")
+        self._search_pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
+        self._io_pool = ThreadPoolExecutor(2, thread_name_prefix="catalog")
+        self._pending_ingests = 0
+        self._searches = 0
+        self._coll_cache: dict[str, CollectionRecord] = {}
+        self._watchers = _JobWatchers()
+        self._tasks: set[asyncio.Task] = set()
+        self._cancel = threading.Event()
+        self._native = None
+        self.uploads_dir = os.path.join(os.path.abspath(settings.data_dir), "uploads")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._watchers.bind(loop)
+        t0 = time.perf_counter()
+        await loop.run_in_executor(self._io_pool, self._load)
+        self.ready = True
+        metrics.READY.set(1)
+        log.info("service_ready", seconds=round(time.perf_counter() - t0, 3),
+                 embedder=getattr(self.embedder, "name", None), embedder_error=self.embedder_error or None)
+        self._spawn(self._snapshot_loop())
+        for job in await loop.run_in_executor(self._io_pool, self.storage.unfinished_jobs):
+            self._resume_job(job)
+
+    def _load(self) -> None:
+        os.makedirs(self.uploads_dir, exist_ok=True)
+        from frameseek import _native
+
+        self._native = _native
+        if self.embedder is None:
+            try:
+                from .embed import EmbedderSettings, load_embedder
+
+                self.embedder = load_embedder(EmbedderSettings(model=self.settings.model,
+                                                               backend=self.settings.embed_backend,
+                                                               threads=self.settings.embed_threads))
+            except Exception as exc:  # media endpoints answer FAILED_PRECONDITION, vectors still work
+                self.embedder_error = f"{type(exc).__name__}: {exc}"
+                log.warning("embedder_unavailable", error=self.embedder_error)
+        self.storage.open()
+        try:
+            self.storage.get_collection(DEFAULT_COLLECTION)
+        except NotFound:
+            self._create_collection_sync(DEFAULT_COLLECTION, "", "", "ip", {}, {}, is_default=True)
+        self._update_index_gauges()
+
+    async def close(self) -> None:
+        """Stop background work and flush storage (snapshot). In-flight RPCs are drained by the server."""
+        self.closing = True
+        self._cancel.set()
+        for t in list(self._tasks):
+            t.cancel()
+        for pool in (self._ingest_pool, self._query_pool, self._search_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
+        if self.ready:
+            await asyncio.get_running_loop().run_in_executor(self._io_pool, self.storage.close)
+        self._io_pool.shutdown(wait=True)
+        metrics.READY.set(0)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    async def _snapshot_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.snapshot_interval_s)
+            try:
+                await loop.run_in_executor(self._io_pool, lambda: self.storage.snapshot(force=False) or
+                                           self.storage.snapshot(force=True))
+            except Exception:
+                log.exception("periodic_snapshot_failed")
+
+    def check_ready(self) -> None:
+        if self.closing:
+            raise unavailable("server is shutting down", "NOT_READY")
+        if not self.ready:
+            raise unavailable("server is loading its index; retry shortly", "NOT_READY")
+
+    async def _io(self, fn: Callable, *args):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
+        except StorageError as exc:
+            raise _storage_error(exc) from None
+
+    def _update_index_gauges(self) -> None:
+        for rec in self.storage.list_collections("", MAX_PAGE):
+            try:
+                metrics.INDEX_VECTORS.labels(rec.name).set(self.storage.vectors_of(rec.id))
+            except Exception:
+                pass
+
+    # -- collections ----------------------------------------------------------------------------
+    def _create_collection_sync(self, cid: str, description: str, model: str, metric: str, sampling: dict,
+                                index: dict, is_default: bool = False) -> CollectionRecord:
+        model = model or self.settings.model
+        if model != self.settings.model:
+            raise invalid(f"unknown model {model!r}; this server runs {self.settings.model!r}", field="model")
+        dim = int(self.embedder.dim) if self.embedder is not None else self.settings.embedding_dim
+        fps = float(sampling.get("fps") or self.settings.default_fps)
+        if not 0 < fps <= 30:
+            raise invalid("sampling.fps must be in (0, 30]", field="sampling.fps")
+        dedup = float(sampling.get("dedup_threshold") or 0.0)
+        if not 0 <= dedup <= 1:
+            raise invalid("sampling.dedup_threshold must be in [0, 1]", field="sampling.dedup_threshold")
+        samp = {"fps": fps, "keep_blank_frames": bool(sampling.get("keep_blank_frames", False)),
+                "dedup_threshold": dedup, "keyframes_only": bool(sampling.get("keyframes_only", False))}
+        idx = {"m": int(index.get("m") or self.settings.hnsw_m),
+               "ef_construction": int(index.get("ef_construction") or self.settings.hnsw_ef_construction),
+               "ef_search": int(index.get("ef_search") or self.settings.default_ef)}
+        if not 4 <= idx["m"] <= 128 or not 8 <= idx["ef_construction"] <= 4096 or not 1 <= idx["ef_search"] <= 4096:
+            raise invalid("index settings out of range (m 4..128, ef_construction 8..4096, ef_search 1..4096)",
+                          field="index")
+        return self.storage.create_collection(cid, model=model, dimension=dim, metric=metric, sampling=samp,
+                                              index=idx, description=description, is_default=is_default)
+
+    async def create_collection(self, cid: str, description: str = "", model: str = "", metric: str = "ip",
+                                sampling: dict | None = None, index: dict | None = None) -> CollectionRecord:
+        self.check_ready()
+        if not COLLECTION_ID_RE.match(cid or ""):
+            raise invalid(f"collection_id {cid!r} must match [a-z][a-z0-9-]{{0,62}}", field="collection_id")
+        if len(description) > 4096:
+            raise invalid("description longer than 4096 characters", field="description")
+        return await self._io(self._create_collection_sync, cid, description, model, metric, sampling or {},
+                              index or {})
+
+    async def collection(self, name: str) -> CollectionRecord:
+        """Resolve 'collections/{c}' (or '' = default) to its record (cached; collections are immutable)."""
+        self.check_ready()
+        cid = parse_collection(name)
+        rec = self._coll_cache.get(cid)
+        if rec is None:
+            rec = await self._io(self.storage.get_collection, cid)
+            self._coll_cache[cid] = rec
+        return rec
+
+    async def collection_counts(self, rec: CollectionRecord) -> tuple[int, int, float]:
+        return await self._io(self.storage.collection_counts, rec.id)
+
+    async def list_collections(self, page_size: int, page_token: str) -> tuple[list[CollectionRecord], str]:
+        self.check_ready()
+        size = _page_size(page_size)
+        after = _decode_token(page_token, "c")
+        recs = await self._io(self.storage.list_collections, after, size + 1)
+        nxt = _encode_token("c", recs[size - 1].name) if len(recs) > size else ""
+        return recs[:size], nxt
+
+    async def delete_collection(self, name: str, force: bool) -> None:
+        rec = await self.collection(name)
+        if rec.is_default:
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "DEFAULT_COLLECTION",
+                               "the default collection cannot be deleted")
+        await self._io(self.storage.delete_collection, rec.name, force)
+        self._coll_cache.pop(rec.name, None)
+        try:
+            metrics.INDEX_VECTORS.remove(rec.name)
+        except KeyError:
+            pass
+
+    # -- videos ---------------------------------------------------------------------------------
+    async def get_video(self, name: str) -> VideoRecord:
+        self.check_ready()
+        cname, vid = parse_video(name)
+        rec = await self.collection(f"collections/{cname}")
+        v = await self._io(self.storage.get_video, vid)
+        if v.collection_id != rec.id:
+            raise not_found(f"video {name} not found", "VIDEO_NOT_FOUND")
+        return v
+
+    def video_name(self, v: VideoRecord) -> str:
+        return f"collections/{self._coll_name(v.collection_id)}/videos/{v.id}"
+
+    def _coll_name(self, collection_id: int) -> str:
+        for rec in self._coll_cache.values():
+            if rec.id == collection_id:
+                return rec.name
+        rec = self.storage.collection_by_id(collection_id)
+        self._coll_cache[rec.name] = rec
+        return rec.name
+
+    async def list_videos(self, parent: str, page_size: int, page_token: str, labels: dict | None = None,
+                          content_sha256: str = "", external_key: str = "") -> tuple[list[VideoRecord], str, int]:
+        self.check_ready()
+        coll_id = None if parent == "collections/-" else (await self.collection(parent)).id
+        size = _page_size(page_size)
+        before = _decode_token(page_token, "v")
+        q = VideoQuery(collection_id=coll_id, labels=labels or None, content_sha256=content_sha256.lower(),
+                       external_key=external_key)
+        vids, total = await self._io(self.storage.list_videos, q, int(before) if before else None, size + 1)
+        nxt = _encode_token("v", str(vids[size - 1].id)) if len(vids) > size else ""
+        for v in vids:  # warm the name cache off the loop's critical path
+            self._coll_name(v.collection_id)
+        return vids[:size], nxt, total
+
+    async def delete_video(self, name: str) -> None:
+        v = await self.get_video(name)
+        await self._io(self.storage.delete_video, v.id)
+        metrics.INDEX_VECTORS.labels(self._coll_name(v.collection_id)).dec(v.sample_count)
+        log.info("video_deleted", video=name)
+
+    # -- ingest ---------------------------------------------------------------------------------
+    def _admit_ingest(self) -> None:
+        if self._pending_ingests >= self.settings.max_pending_ingests:
+            raise exhausted(f"{self._pending_ingests} ingests pending (limit {self.settings.max_pending_ingests}); "
+                            "retry later", limit=self.settings.max_pending_ingests)
+
+    def new_upload_path(self) -> str:
+        return os.path.join(self.uploads_dir, f"{uuid.uuid4().hex}.part")
+
+    def resolve_server_path(self, path: str) -> str:
+        root = self.settings.ingest_path_root
+        if not root:
+            raise ServiceError(grpc.StatusCode.PERMISSION_DENIED, "PATH_NOT_ALLOWED",
+                               "server_path is disabled on this server (set ingest_path_root)")
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(os.path.join(real_root, path))
+        if os.path.commonpath([real, real_root]) != real_root:
+            raise ServiceError(grpc.StatusCode.PERMISSION_DENIED, "PATH_NOT_ALLOWED",
+                               f"server_path {path!r} is outside the allowed directory")
+        if not os.path.isfile(real):
+            raise not_found(f"server_path {path!r} does not exist", "NOT_FOUND")
+        return real
+
+    async def prepare_ingest(self, req: IngestRequest) -> tuple[CollectionRecord, IngestResult | None]:
+        """Validate metadata before any bytes are read; answer idempotent retries at once."""
+        self.check_ready()
+        rec = await self.collection(req.parent)
+        _check_labels(req.labels)
+        if req.size_bytes < 0 or req.size_bytes > self.settings.max_upload_bytes:
+            raise exhausted(f"upload of {req.size_bytes} bytes exceeds the limit of {self.settings.max_upload_bytes}",
+                            "MEDIA_TOO_LARGE", limit=self.settings.max_upload_bytes)
+        if req.duplicate_policy not in ("ALLOW", "REPORT", "REJECT"):
+            raise invalid(f"unknown duplicate_policy {req.duplicate_policy}", field="duplicate_policy")
+        if not 0 <= req.duplicate_threshold <= 1:
+            raise invalid("duplicate_threshold must be in [0, 1]", field="duplicate_threshold")
+        if len(req.request_id) > 128 or len(req.external_key) > 1024:
+            raise invalid("request_id (<=128) or external_key (<=1024) too long", field="request_id")
+        if req.request_id:
+            prev = await self._io(self.storage.job_for_request, req.request_id)
+            if prev is not None:
+                return rec, await self._result_of(prev, wait=not req.return_job)
+        self._admit_ingest()
+        return rec, None
+
+    async def _result_of(self, job: JobRecord, wait: bool) -> IngestResult:
+        """Result of an existing job (idempotent retry): wait for it unless return_job."""
+        while wait and not job.state.terminal:
+            ev = self._watchers.subscribe(job.id)
+            try:
+                await asyncio.wait_for(ev.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._watchers.unsubscribe(job.id, ev)
+            job = await self._io(self.storage.get_job, job.id)
+        if job.state is JobState.FAILED:
+            raise ServiceError(_code_by_value(job.error_code), job.error_reason, job.error_message,
+                               job=f"ingestJobs/{job.id}")
+        video = await self._io(self.storage.get_video, job.video_id) if job.state is JobState.SUCCEEDED else None
+        return IngestResult(job=job, video=video, already_exists=job.already_exists)
+
+    async def ingest(self, rec: CollectionRecord, req: IngestRequest, path: str, sha256: str, size: int,
+                     is_image: bool = False, owns_file: bool = True) -> IngestResult:
+        """Index media stored at `path` (an upload spooled by the servicer, or a server path)."""
+        if size == 0:
+            _unlink(path if owns_file else None)
+            raise invalid("the upload is empty (zero bytes)", "EMPTY_MEDIA")
+        try:
+            self._require_embedder(rec)
+        except ServiceError:
+            _unlink(path if owns_file else None)
+            raise
+        job = JobRecord(id=uuid.uuid4().hex, collection_id=rec.id, state=JobState.QUEUED, request_id=req.request_id)
+        existing = await self._io(self.storage.find_video_by_hash, rec.id, sha256)
+        if existing is not None:  # the same bytes: the same video, not indexed twice
+            job.state, job.video_id, job.already_exists = JobState.SUCCEEDED, existing.id, True
+            job.samples_done = job.samples_total = existing.sample_count
+            await self._create_job(job)
+            _unlink(path if owns_file else None)
+            return IngestResult(job=job, video=existing, already_exists=True)
+        try:
+            await self._create_job(job)
+        except ServiceError:  # a concurrent retry with the same request_id won the race
+            _unlink(path if owns_file else None)
+            prev = await self._io(self.storage.job_for_request, req.request_id)
+            return await self._result_of(prev, wait=not req.return_job)
+        if owns_file:  # keep the upload under the job's name so a restart can resume it
+            spool = os.path.join(self.uploads_dir, f"{job.id}.media")
+            os.replace(path, spool)
+            _write_json(os.path.join(self.uploads_dir, f"{job.id}.json"),
+                        {"req": dataclasses.asdict(req), "sha256": sha256, "size": size, "is_image": is_image})
+            path = spool
+        task = self._spawn(self._run_ingest(rec, req, job, path, sha256, size, is_image, owns_file))
+        if req.return_job:
+            return IngestResult(job=job, video=None)
+        return await asyncio.shield(task)
+
+    async def _create_job(self, job: JobRecord) -> None:
+        await self._io(self.storage.create_job, job)
+
+    def _resume_job(self, job: JobRecord) -> None:
+        """A job that was queued/running when the server stopped: run it again from its spooled upload."""
+        meta_path = os.path.join(self.uploads_dir, f"{job.id}.json")
+        media_path = os.path.join(self.uploads_dir, f"{job.id}.media")
+        if not (os.path.exists(meta_path) and os.path.exists(media_path)):
+            job.state, job.error_code, job.error_reason = JobState.FAILED, grpc.StatusCode.ABORTED.value[0], "INTERRUPTED"
+            job.error_message = "the server stopped during this ingest and its upload is gone; upload again"
+            self.storage.update_job(job)
+            return
+        import json
+
+        with open(meta_path) as f:
+            meta = json.load(f)
+        req = IngestRequest(**meta["req"])
+        try:
+            rec = self.storage.collection_by_id(job.collection_id)
+        except NotFound:
+            self._fail_job(job, not_found("collection was deleted", "COLLECTION_NOT_FOUND"))
+            return
+        self._pending_ingests += 1  # balanced in _run_ingest
+        log.info("ingest_resumed", job=job.id)
+        self._spawn(self._run_ingest(rec, req, job, media_path, meta["sha256"], meta["size"], meta["is_image"],
+                                     True, counted=True))
+
+    def _fail_job(self, job: JobRecord, err: ServiceError) -> None:
+        job.state, job.error_code, job.error_reason, job.error_message = (
+            JobState.FAILED, err.code.value[0], err.reason, err.message)
+        self.storage.update_job(job)
+        self._watchers.notify(job.id)
+
+    async def _run_ingest(self, rec: CollectionRecord, req: IngestRequest, job: JobRecord, path: str, sha256: str,
+                          size: int, is_image: bool, owns_file: bool, counted: bool = False) -> IngestResult:
+        if not counted:
+            self._pending_ingests += 1
+        metrics.ACTIVE_INGESTS.set(self._pending_ingests)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                self._ingest_pool, self._ingest_sync, rec, req, job, path, sha256, size, is_image)
+            return result
+        except ServiceError as exc:
+            await loop.run_in_executor(self._io_pool, self._fail_job, job, exc)
+            raise
+        except Exception as exc:
+            log.exception("ingest_failed", job=job.id)
+            err = ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", f"ingest failed: {type(exc).__name__}: {exc}")
+            await loop.run_in_executor(self._io_pool, self._fail_job, job, err)
+            raise err from None
+        finally:
+            self._pending_ingests -= 1
+            metrics.ACTIVE_INGESTS.set(self._pending_ingests)
+            if owns_file:
+                _unlink(path)
+                _unlink(os.path.join(self.uploads_dir, f"{job.id}.json"))
+
+    def _sampling(self, rec: CollectionRecord, fps: float | None = None, query: bool = False):
+        from .pipeline import SamplingSettings
+
+        s = rec.sampling
+        dedup = s.get("dedup_threshold") or None
+        return SamplingSettings(fps=fps or float(s.get("fps") or self.settings.default_fps),
+                                drop_blank=not s.get("keep_blank_frames", False),
+                                dedup_threshold=None if query else dedup,
+                                keyframes_only=False if query else bool(s.get("keyframes_only", False)))
+
+    def _limits(self):
+        from .media import MediaLimits
+
+        return MediaLimits(max_width=self.settings.max_width, max_height=self.settings.max_height,
+                           max_duration_s=self.settings.max_video_seconds,
+                           decode_timeout_s=self.settings.decode_timeout_s)
+
+    def _embed(self, source, sampling, progress=None):
+        from .media import MediaError
+        from .pipeline import embed_media
+
+        try:
+            return embed_media(source, self.embedder, sampling, progress=progress, cancel=self._cancel,
+                               limits=self._limits())
+        except MediaError as exc:
+            raise from_media_error(exc) from None
+
+    def _ingest_sync(self, rec: CollectionRecord, req: IngestRequest, job: JobRecord, path: str, sha256: str,
+                     size: int, is_image: bool) -> IngestResult:
+        t0 = time.perf_counter()
+        job.state = JobState.RUNNING
+        self.storage.update_job(job)
+        self._watchers.notify(job.id)
+        last = [0.0]
+
+        def progress(done: int, total: int | None) -> None:
+            now = time.perf_counter()
+            job.samples_done, job.samples_total = done, total or 0
+            if now - last[0] >= 0.5:  # throttle catalog writes
+                last[0] = now
+                self.storage.update_job(job)
+                self._watchers.notify(job.id)
+
+        media = self._embed(path, self._sampling(rec), progress)
+        if is_image != bool(media.is_image):
+            kind = "an image" if media.is_image else "a video"
+            raise invalid(f"the upload is {kind}; use {'IngestImage' if media.is_image else 'IngestVideo'}",
+                          "CORRUPT_MEDIA" if is_image else "NO_VIDEO_STREAM")
+        if len(media) == 0:
+            raise invalid("no informative frames (all samples were blank)", "EMPTY_MEDIA")
+        copies: list[CopyMatch] = []
+        if req.duplicate_policy in ("REPORT", "REJECT"):
+            thr = req.duplicate_threshold or self.settings.copy_threshold
+            copies = [c for c in self._video_matches(rec, media.timestamps, media.vectors, 10, None, None)
+                      if c.score >= thr]
+            if copies and req.duplicate_policy == "REJECT":
+                best = copies[0]
+                raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_CONTENT",
+                                   f"the upload copies {self.video_name(best.video)} (score {best.score:.2f})",
+                                   video=self.video_name(best.video), score=f"{best.score:.4f}")
+        elapsed = time.perf_counter() - t0
+        realtime = (media.duration / elapsed) if media.duration and elapsed > 0 else 0.0
+        v = VideoRecord(id=0, collection_id=rec.id, kind="image" if media.is_image else "video",
+                        duration=float(media.duration), width=int(media.width), height=int(media.height),
+                        sample_count=len(media), size_bytes=int(size), content_sha256=sha256,
+                        external_key=req.external_key, labels=dict(req.labels),
+                        filename=req.filename or os.path.basename(req.server_path), model=rec.model,
+                        realtime_factor=realtime)
+        try:
+            video = self.storage.add_video(rec.id, v, media.timestamps, media.vectors)
+        except StorageError as exc:
+            raise _storage_error(exc) from None
+        job.state, job.video_id = JobState.SUCCEEDED, video.id
+        job.samples_done = job.samples_total = len(media)
+        job.duration = job.media_seconds_done = float(media.duration)
+        self.storage.update_job(job)
+        self._watchers.notify(job.id)
+        metrics.INDEX_VECTORS.labels(rec.name).inc(len(media))
+        metrics.INGESTED.labels(v.kind).inc()
+        if realtime:
+            metrics.INGEST_REALTIME.observe(realtime)
+        log.info("ingested", video=self.video_name(video), samples=len(media), duration=round(media.duration, 2),
+                 seconds=round(elapsed, 2), realtime=round(realtime, 1), decoder=media.decoder)
+        return IngestResult(job=job, video=video, copies=copies)
+
+    def _require_embedder(self, rec: CollectionRecord) -> None:
+        if self.embedder is None:
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "MODEL_UNAVAILABLE",
+                               f"the embedding model could not be loaded on this server ({self.embedder_error}); "
+                               "only SearchByVector works")
+        if rec.model != self.settings.model:
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "MODEL_UNAVAILABLE",
+                               f"collection uses model {rec.model!r}, this server runs {self.settings.model!r}")
+
+    async def get_job(self, name: str) -> JobRecord:
+        self.check_ready()
+        return await self._io(self.storage.get_job, parse_job(name))
+
+    async def watch_job(self, name: str):
+        """Yield the job now and after every change, until it is terminal."""
+        job = await self.get_job(name)
+        ev = self._watchers.subscribe(job.id)
+        try:
+            while True:
+                yield job
+                if job.state.terminal:
+                    return
+                try:
+                    await asyncio.wait_for(ev.wait(), timeout=2.0)
+                except asyncio.TimeoutError:
+                    pass
+                ev.clear()
+                job = await self._io(self.storage.get_job, job.id)
+        finally:
+            self._watchers.unsubscribe(job.id, ev)
+
+    # -- search ---------------------------------------------------------------------------------
+    async def _groups_filter(self, rec: CollectionRecord, opts: SearchOptions) -> tuple[np.ndarray | None, set[int]]:
+        groups = None
+        if opts.labels:
+            _check_labels(opts.labels)
+            groups = await self._io(self.storage.video_ids, VideoQuery(collection_id=rec.id, labels=opts.labels))
+        if opts.videos:
+            ids = []
+            for n in opts.videos:
+                c, v = parse_video(n)
+                if c == rec.name:
+                    ids.append(v)
+            arr = np.asarray(ids, dtype=np.uint64)
+            groups = arr if groups is None else np.intersect1d(groups, arr)
+        exclude = {parse_video(n)[1] for n in opts.exclude_videos}
+        return groups, exclude
+
+    def _validate_opts(self, opts: SearchOptions) -> None:
+        if opts.k < 0 or opts.k > MAX_K:
+            raise invalid(f"k must be in 1..{MAX_K}", field="k")
+        opts.k = opts.k or 10
+        if not 0 <= opts.max_matches_per_video <= 100:
+            raise invalid("max_matches_per_video must be in 0..100", field="max_matches_per_video")
+        opts.max_matches_per_video = opts.max_matches_per_video or 1
+        if not 0 <= opts.ef <= 4096:
+            raise invalid("ef must be in 0..4096", field="ef")
+        if math.isnan(opts.min_score):
+            raise invalid("min_score is NaN", field="min_score")
+
+    def _admit_search(self) -> None:
+        if self._searches >= self.settings.max_concurrent_searches:
+            raise exhausted(f"too many searches in flight (limit {self.settings.max_concurrent_searches})",
+                            limit=self.settings.max_concurrent_searches)
+
+    def check_vector(self, rec: CollectionRecord, values) -> np.ndarray:
+        vec = np.asarray(values, dtype=np.float32)
+        if vec.shape != (rec.dimension,):
+            raise invalid(f"vector has {vec.size} values; collection {rec.name!r} expects {rec.dimension}",
+                          "DIMENSION_MISMATCH", expected=rec.dimension, got=vec.size)
+        if not np.isfinite(vec).all():
+            raise invalid("vector contains NaN or infinity", "NON_FINITE_VECTOR")
+        if rec.metric == "ip":
+            norm = float(np.linalg.norm(vec))
+            if norm == 0:
+                raise invalid("vector is all zeros", "INVALID_ARGUMENT", field="vector")
+            vec = vec / norm
+        return vec.reshape(1, -1)
+
+    async def search_vector(self, parent: str, values, opts: SearchOptions) -> tuple[list[Hit], str]:
+        rec = await self.collection(parent)
+        self._validate_opts(opts)
+        q = self.check_vector(rec, values)
+        return await self._search_vectors(rec, q, opts), rec.model
+
+    async def search_image(self, parent: str, image: bytes, opts: SearchOptions) -> tuple[list[Hit], str]:
+        rec = await self.collection(parent)
+        self._validate_opts(opts)
+        self._require_embedder(rec)
+        if not image:
+            raise invalid("image is empty (zero bytes)", "EMPTY_MEDIA")
+        if len(image) > self.settings.max_image_bytes:
+            raise exhausted(f"image larger than {self.settings.max_image_bytes} bytes", "MEDIA_TOO_LARGE")
+        self._admit_search()
+        self._searches += 1
+        try:
+            media = await asyncio.get_running_loop().run_in_executor(
+                self._query_pool, self._embed, image, self._sampling(rec, query=True))
+        finally:
+            self._searches -= 1
+        if len(media) == 0:
+            raise invalid("the image has no informative content (blank)", "EMPTY_MEDIA")
+        return await self._search_vectors(rec, media.vectors[:1], opts), rec.model
+
+    async def _search_vectors(self, rec: CollectionRecord, q: np.ndarray, opts: SearchOptions) -> list[Hit]:
+        groups, exclude = await self._groups_filter(rec, opts) if (opts.labels or opts.videos or
+                                                                   opts.exclude_videos) else (None, set())
+        if groups is not None and groups.size == 0:
+            return []
+        self._admit_search()
+        self._searches += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._search_pool, self._search_sync, rec, q, opts, groups, exclude)
+        finally:
+            self._searches -= 1
+
+    def _score(self, rec: CollectionRecord, dist: np.ndarray) -> np.ndarray:
+        return (1.0 - dist) if rec.metric == "ip" else (1.0 - dist / 2.0)
+
+    def _search_sync(self, rec, q, opts: SearchOptions, groups, exclude: set[int]) -> list[Hit]:
+        k, m = opts.k + len(exclude), opts.max_matches_per_video
+        ef = opts.ef or None
+        try:
+            if m == 1:
+                g, ids, dist = self.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
+                ids, dist = ids[0], dist[0]
+            else:
+                kf = min(k * m * 4, 4096)
+                ids, dist = self.storage.search(rec.id, q, kf, ef=max(ef or 0, kf), groups=groups)
+                ids, dist = ids[0], dist[0]
+        except StorageError as exc:
+            raise _storage_error(exc) from None
+        valid = ids != NO_ID
+        ids, scores = ids[valid], self._score(rec, dist[valid])
+        vids, idx = split_sample_ids(ids)
+        hits: dict[int, Hit] = {}
+        for vid, i, s in zip(vids.tolist(), idx.tolist(), scores.tolist()):
+            if vid in exclude or s < opts.min_score:
+                continue
+            h = hits.get(vid)
+            if h is None:
+                if len(hits) >= opts.k:
+                    continue
+                try:
+                    video, times = self.storage.get_video(vid), self.storage.video_timestamps(vid)
+                except NotFound:  # deleted between the search and now
+                    continue
+                h = hits[vid] = Hit(video=video, score=s, matches=[])
+            if len(h.matches) < m:
+                h.matches.append((float(times_of(self.storage, vid)[i]), s))
+        return sorted(hits.values(), key=lambda h: -h.score)
+
+    async def search_video(self, rec: CollectionRecord, path: str, k: int, min_score: float, frame_k: int,
+                           labels: dict, videos: list[str], exclude: list[str], fps: float) -> VideoSearchResult:
+        self._require_embedder(rec)
+        if not 0 <= k <= MAX_K:
+            raise invalid(f"k must be in 1..{MAX_K}", field="k")
+        if not 0 <= frame_k <= 1024:
+            raise invalid("frame_k must be in 0..1024", field="frame_k")
+        if not 0 <= fps <= 30:
+            raise invalid("fps must be in 0..30", field="fps")
+        opts = SearchOptions(labels=labels, videos=videos, exclude_videos=exclude)
+        groups, excl = await self._groups_filter(rec, opts)
+        self._admit_search()
+        self._searches += 1
+        try:
+            loop = asyncio.get_running_loop()
+            media = await loop.run_in_executor(
+                self._query_pool, self._embed, path, self._sampling(rec, fps or self.settings.query_fps, query=True))
+            if len(media) == 0:
+                raise invalid("the clip has no informative frames (all blank)", "EMPTY_MEDIA")
+            if groups is not None and groups.size == 0:
+                matches = []
+            else:
+                matches = await loop.run_in_executor(
+                    self._search_pool, self._video_matches, rec, media.timestamps, media.vectors, k or 10,
+                    groups, frame_k or self.settings.frame_k)
+        finally:
+            self._searches -= 1
+        thr = self.settings.copy_threshold if min_score == 0 else min_score
+        matches = [m for m in matches if m.score >= thr and m.video.id not in excl]
+        return VideoSearchResult(matches=matches, query_duration=float(media.duration),
+                                 query_samples=len(media), model=rec.model)
+
+    def _video_matches(self, rec: CollectionRecord, times: np.ndarray, vecs: np.ndarray, k: int,
+                       groups: np.ndarray | None, frame_k: int | None = None) -> list[CopyMatch]:
+        """Per-frame kNN -> native frame-vote aggregation -> candidates with aligned segments."""
+        frame_k = frame_k or self.settings.frame_k
+        q = np.ascontiguousarray(vecs, dtype=np.float32)
+        ids, dist = self.storage.search(rec.id, q, frame_k, ef=max(frame_k, rec.index.get("ef_search", 64)),
+                                        groups=groups)
+        valid = ids != NO_ID
+        vids, idx = split_sample_ids(np.where(valid, ids, 0))
+        ntimes = np.zeros(ids.shape, dtype=np.float64)
+        for vid in np.unique(vids[valid]).tolist():
+            try:
+                ts = self.storage.video_timestamps(vid)
+            except NotFound:
+                valid &= vids != vid
+                continue
+            sel = valid & (vids == vid)
+            ntimes[sel] = ts[idx[sel]]
+        ids = np.where(valid, ids, NO_ID).astype(np.uint64)
+        sims = np.where(valid, self._score(rec, dist), 0).astype(np.float32)
+        groups_arr = np.where(valid, vids, NO_ID).astype(np.uint64)
+        cands = self._native.aggregate(np.ascontiguousarray(times, dtype=np.float64), ids, groups_arr, ntimes, sims,
+                                       max_candidates=int(k))
+        out = []
+        for c in cands:
+            get = c.get if isinstance(c, dict) else (lambda key, d=None, c=c: getattr(c, key, d))
+            vid = int(get("video", get("group", 0)))
+            try:
+                video = self.storage.get_video(vid)
+            except NotFound:
+                continue
+            segs = []
+            for s in get("segments", []) or []:
+                sg = s.get if isinstance(s, dict) else (lambda key, d=None, s=s: getattr(s, key, d))
+                segs.append(Segment(float(sg("query_start", 0)), float(sg("query_end", 0)),
+                                    float(sg("ref_start", 0)), float(sg("ref_end", 0)), float(sg("score", 0))))
+            first = (get("segments") or [None])[0]
+            f = (first.get if isinstance(first, dict) else (lambda key, d=None: getattr(first, key, d))) if first \
+                else (lambda key, d=None: d)
+            rc = get("ref_coverage", float("nan"))
+            out.append(CopyMatch(video=video, score=float(get("score", 0)),
+                                 query_coverage=float(get("query_coverage", 0)),
+                                 reference_coverage=0.0 if rc is None or math.isnan(rc) else float(rc),
+                                 offset=float(f("offset", 0.0)), speed=float(f("speed", 1.0)), segments=segs))
+        return out
+
+    # -- stats ----------------------------------------------------------------------------------
+    async def stats(self) -> dict:
+        self.check_ready()
+
+        def _collect():
+            colls = []
+            for rec in self.storage.list_collections("", MAX_PAGE):
+                n, s, d = self.storage.collection_counts(rec.id)
+                colls.append({"collection": collection_name(rec), "video_count": n, "sample_count": s,
+                              "total_duration_seconds": d})
+            return colls, self.storage.storage_bytes()
+
+        colls, nbytes = await self._io(_collect)
+        return {"version": __version__, "uptime_seconds": time.time() - self.started_at, "collections": colls,
+                "video_count": sum(c["video_count"] for c in colls),
+                "sample_count": sum(c["sample_count"] for c in colls), "storage_bytes": nbytes,
+                "active_ingests": self._pending_ingests, "copy_threshold": self.settings.copy_threshold,
+                "simd_level": self._native.simd_level() if self._native else ""}
+
+
+def times_of(storage, vid: int) -> np.ndarray:
+    return storage.video_timestamps(vid)
+
+
+def _page_size(n: int) -> int:
+    if n < 0:
+        raise invalid("page_size must be >= 0", field="page_size")
+    return min(n or DEFAULT_PAGE, MAX_PAGE)
+
+
+def _encode_token(kind: str, value: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
+
+
+def _decode_token(token: str, kind: str) -> str:
+    if not token:
+        return ""
+    import base64
+    import binascii
+
+    try:
+        k, _, v = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid("malformed page_token", field="page_token") from None
+    if k != kind:
+        raise invalid("page_token belongs to another list", field="page_token")
+    return v
+
+
+def _code_by_value(v: int) -> grpc.StatusCode:
+    for c in grpc.StatusCode:
+        if c.value[0] == v:
+            return c
+    return grpc.StatusCode.INTERNAL
+
+
+def _unlink(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _write_json(path: str, obj) -> None:
+    import json
+
+    with open(path, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

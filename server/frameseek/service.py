@@ -892,7 +892,7 @@ class FrameSeekService:
             for rec in self.storage.list_collections("", MAX_PAGE):
                 n, s, d = self.storage.collection_counts(rec.id)
                 colls.append({"collection": collection_name(rec), "video_count": n, "sample_count": s,
-                              "total_duration_seconds": d})
+                              "total_duration_seconds": d, "index_vectors": self.storage.vectors_of(rec.id)})
             return colls, self.storage.storage_bytes()
 
         colls, nbytes = await self._io(_collect)

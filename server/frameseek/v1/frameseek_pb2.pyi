@@ -37,6 +37,11 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_CHUNK_TOO_LARGE: _ClassVar[ErrorReason]
     ERROR_REASON_DECODE_TIMEOUT: _ClassVar[ErrorReason]
     ERROR_REASON_ZERO_DURATION: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_MEDIA: _ClassVar[ErrorReason]
+    ERROR_REASON_DURATION_TOO_LONG: _ClassVar[ErrorReason]
+    ERROR_REASON_MODEL_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_INTERRUPTED: _ClassVar[ErrorReason]
+    ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -88,6 +93,11 @@ ERROR_REASON_DEFAULT_COLLECTION: ErrorReason
 ERROR_REASON_CHUNK_TOO_LARGE: ErrorReason
 ERROR_REASON_DECODE_TIMEOUT: ErrorReason
 ERROR_REASON_ZERO_DURATION: ErrorReason
+ERROR_REASON_NOT_MEDIA: ErrorReason
+ERROR_REASON_DURATION_TOO_LONG: ErrorReason
+ERROR_REASON_MODEL_UNAVAILABLE: ErrorReason
+ERROR_REASON_INTERRUPTED: ErrorReason
+ERROR_REASON_INTERNAL: ErrorReason
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_L2: Metric
@@ -535,16 +545,18 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CollectionStats(_message.Message):
-    __slots__ = ("collection", "video_count", "sample_count", "total_duration_seconds")
+    __slots__ = ("collection", "video_count", "sample_count", "total_duration_seconds", "index_vectors")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VIDEO_COUNT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VECTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     video_count: int
     sample_count: int
     total_duration_seconds: float
-    def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ...) -> None: ...
+    index_vectors: int
+    def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., index_vectors: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
     __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level")

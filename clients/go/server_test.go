@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,11 +20,11 @@ import (
 )
 
 var (
-	serverAddr  string // host:port of the running test server, "" when none
-	skipReason  string // why there is no server
-	repoRoot    string
-	mediaDir    string // small media made with ffmpeg for the tests
-	serverLog   bytes.Buffer
+	serverAddr    string // host:port of the running test server, "" when none
+	skipReason    string // why there is no server
+	repoRoot      string
+	mediaDir      string // small media made with ffmpeg for the tests
+	serverLogPath string
 )
 
 func findRepoRoot() (string, error) {
@@ -48,15 +47,6 @@ func findRepoRoot() (string, error) {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // startServer runs `frameseek serve` and waits until health says SERVING. The wait is a
 // hang guard for a server that never comes up, not a performance bound.
 func startServer() (stop func(), err error) {
@@ -69,14 +59,16 @@ func startServer() (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	// Port 0 + --port-file: the server binds a free port itself (no race with other processes).
+	portFile := filepath.Join(dataDir + ".port")
+	cmd := exec.Command(exe, "serve", "--address", "127.0.0.1:0", "--data-dir", dataDir, "--port-file", portFile)
+	cmd.Env = append(os.Environ(), "FRAMESEEK_METRICS_ADDRESS=") // no fixed metrics port in tests
+	logFile, err := os.Create(dataDir + ".log")
 	if err != nil {
 		return nil, err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(exe, "serve", "--address", addr, "--data-dir", dataDir)
-	cmd.Env = append(os.Environ(), "FRAMESEEK_METRICS_ADDRESS=") // no fixed metrics port in tests
-	cmd.Stdout, cmd.Stderr = &serverLog, &serverLog
+	serverLogPath = logFile.Name()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -92,6 +84,22 @@ func startServer() (stop func(), err error) {
 			<-exited
 		}
 		os.RemoveAll(dataDir)
+		os.Remove(portFile)
+		logFile.Close()
+		os.Remove(serverLogPath)
+	}
+	var addr string
+	for addr == "" {
+		if b, err := os.ReadFile(portFile); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			addr = "127.0.0.1:" + string(bytes.TrimSpace(b))
+			break
+		}
+		select {
+		case err := <-exited:
+			os.RemoveAll(dataDir)
+			return nil, fmt.Errorf("frameseek serve exited early (%v)\nserver log:\n%s", err, serverLogText())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	c, err := frameseek.Dial(addr, frameseek.WithInsecure())
 	if err != nil {
@@ -107,11 +115,11 @@ func startServer() (stop func(), err error) {
 	case err := <-ready:
 		if err != nil {
 			stop()
-			return nil, fmt.Errorf("%w\nserver log:\n%s", err, serverLog.String())
+			return nil, fmt.Errorf("%w\nserver log:\n%s", err, serverLogText())
 		}
 	case err := <-exited:
 		os.RemoveAll(dataDir)
-		return nil, fmt.Errorf("frameseek serve exited early (%v)\nserver log:\n%s", err, serverLog.String())
+		return nil, fmt.Errorf("frameseek serve exited early (%v)\nserver log:\n%s", err, serverLogText())
 	}
 	serverAddr = addr
 	return stop, nil
@@ -192,3 +200,11 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func media(name string) string { return filepath.Join(mediaDir, name) }
+
+func serverLogText() string {
+	b, _ := os.ReadFile(serverLogPath)
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	return string(b)
+}

@@ -91,6 +91,16 @@ const (
 	ErrorReason_ERROR_REASON_DECODE_TIMEOUT ErrorReason = 22
 	// Media with zero duration.
 	ErrorReason_ERROR_REASON_ZERO_DURATION ErrorReason = 23
+	// Bytes that no demuxer recognises (text, random data).
+	ErrorReason_ERROR_REASON_NOT_MEDIA ErrorReason = 24
+	// Video longer than the server's limit.
+	ErrorReason_ERROR_REASON_DURATION_TOO_LONG ErrorReason = 25
+	// The collection's embedding model is not available on this server (media RPCs need it).
+	ErrorReason_ERROR_REASON_MODEL_UNAVAILABLE ErrorReason = 26
+	// The server stopped during an ingest whose upload could not be kept; upload again.
+	ErrorReason_ERROR_REASON_INTERRUPTED ErrorReason = 27
+	// Unexpected server error.
+	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 28
 )
 
 // Enum value maps for ErrorReason.
@@ -120,6 +130,11 @@ var (
 		21: "ERROR_REASON_CHUNK_TOO_LARGE",
 		22: "ERROR_REASON_DECODE_TIMEOUT",
 		23: "ERROR_REASON_ZERO_DURATION",
+		24: "ERROR_REASON_NOT_MEDIA",
+		25: "ERROR_REASON_DURATION_TOO_LONG",
+		26: "ERROR_REASON_MODEL_UNAVAILABLE",
+		27: "ERROR_REASON_INTERRUPTED",
+		28: "ERROR_REASON_INTERNAL",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -146,6 +161,11 @@ var (
 		"ERROR_REASON_CHUNK_TOO_LARGE":      21,
 		"ERROR_REASON_DECODE_TIMEOUT":       22,
 		"ERROR_REASON_ZERO_DURATION":        23,
+		"ERROR_REASON_NOT_MEDIA":            24,
+		"ERROR_REASON_DURATION_TOO_LONG":    25,
+		"ERROR_REASON_MODEL_UNAVAILABLE":    26,
+		"ERROR_REASON_INTERRUPTED":          27,
+		"ERROR_REASON_INTERNAL":             28,
 	}
 )
 
@@ -1974,7 +1994,7 @@ type SearchOptions struct {
 	K int32 `protobuf:"varint,1,opt,name=k,proto3" json:"k,omitempty"`
 	// Optional. Drop hits below this score.
 	MinScore float32 `protobuf:"fixed32,2,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
-	// Optional. Timestamps per video (default 3, at most 100).
+	// Optional. Timestamps per video (default 1, at most 100).
 	MaxMatchesPerVideo int32 `protobuf:"varint,3,opt,name=max_matches_per_video,json=maxMatchesPerVideo,proto3" json:"max_matches_per_video,omitempty"`
 	// Optional. HNSW beam width for this query (0 = collection default).
 	Ef int32 `protobuf:"varint,4,opt,name=ef,proto3" json:"ef,omitempty"`
@@ -2898,8 +2918,10 @@ type CollectionStats struct {
 	SampleCount int64                  `protobuf:"varint,3,opt,name=sample_count,json=sampleCount,proto3" json:"sample_count,omitempty"`
 	// Indexed media seconds.
 	TotalDurationSeconds float64 `protobuf:"fixed64,4,opt,name=total_duration_seconds,json=totalDurationSeconds,proto3" json:"total_duration_seconds,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Vectors in the collection's live index (equals sample_count: nothing is ever half-indexed).
+	IndexVectors  int64 `protobuf:"varint,5,opt,name=index_vectors,json=indexVectors,proto3" json:"index_vectors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CollectionStats) Reset() {
@@ -2956,6 +2978,13 @@ func (x *CollectionStats) GetSampleCount() int64 {
 func (x *CollectionStats) GetTotalDurationSeconds() float64 {
 	if x != nil {
 		return x.TotalDurationSeconds
+	}
+	return 0
+}
+
+func (x *CollectionStats) GetIndexVectors() int64 {
+	if x != nil {
+		return x.IndexVectors
 	}
 	return 0
 }
@@ -3286,7 +3315,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"total_size\x18\x03 \x01(\x03R\ttotalSize\"(\n" +
 	"\x12DeleteVideoRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x11\n" +
-	"\x0fGetStatsRequest\"\xab\x01\n" +
+	"\x0fGetStatsRequest\"\xd0\x01\n" +
 	"\x0fCollectionStats\x12\x1e\n" +
 	"\n" +
 	"collection\x18\x01 \x01(\tR\n" +
@@ -3294,7 +3323,8 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\vvideo_count\x18\x02 \x01(\x03R\n" +
 	"videoCount\x12!\n" +
 	"\fsample_count\x18\x03 \x01(\x03R\vsampleCount\x124\n" +
-	"\x16total_duration_seconds\x18\x04 \x01(\x01R\x14totalDurationSeconds\"\xdf\x02\n" +
+	"\x16total_duration_seconds\x18\x04 \x01(\x01R\x14totalDurationSeconds\x12#\n" +
+	"\rindex_vectors\x18\x05 \x01(\x03R\findexVectors\"\xdf\x02\n" +
 	"\x05Stats\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12%\n" +
 	"\x0euptime_seconds\x18\x02 \x01(\x01R\ruptimeSeconds\x12?\n" +
@@ -3306,7 +3336,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x0eactive_ingests\x18\a \x01(\x05R\ractiveIngests\x12%\n" +
 	"\x0ecopy_threshold\x18\b \x01(\x01R\rcopyThreshold\x12\x1d\n" +
 	"\n" +
-	"simd_level\x18\t \x01(\tR\tsimdLevel*\xca\x06\n" +
+	"simd_level\x18\t \x01(\tR\tsimdLevel*\xe7\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_CORRUPT_MEDIA\x10\x01\x12\"\n" +
@@ -3332,7 +3362,12 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x1fERROR_REASON_DEFAULT_COLLECTION\x10\x14\x12 \n" +
 	"\x1cERROR_REASON_CHUNK_TOO_LARGE\x10\x15\x12\x1f\n" +
 	"\x1bERROR_REASON_DECODE_TIMEOUT\x10\x16\x12\x1e\n" +
-	"\x1aERROR_REASON_ZERO_DURATION\x10\x17*B\n" +
+	"\x1aERROR_REASON_ZERO_DURATION\x10\x17\x12\x1a\n" +
+	"\x16ERROR_REASON_NOT_MEDIA\x10\x18\x12\"\n" +
+	"\x1eERROR_REASON_DURATION_TOO_LONG\x10\x19\x12\"\n" +
+	"\x1eERROR_REASON_MODEL_UNAVAILABLE\x10\x1a\x12\x1c\n" +
+	"\x18ERROR_REASON_INTERRUPTED\x10\x1b\x12\x19\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\x1c*B\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rMETRIC_COSINE\x10\x01\x12\r\n" +

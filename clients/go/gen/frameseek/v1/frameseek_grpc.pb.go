@@ -60,7 +60,7 @@ const (
 // Status codes used throughout: INVALID_ARGUMENT (bad parameters, undecodable or unsupported
 // media, wrong vector dimension, non-finite values), NOT_FOUND (unknown collection / video / job),
 // ALREADY_EXISTS (collection id taken; a copy refused by DuplicatePolicy.REJECT),
-// FAILED_PRECONDITION (deleting a non-empty collection without force; metadata message missing),
+// FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
 // RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
 // (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
 // the allowed directory), INTERNAL.
@@ -287,7 +287,7 @@ func (c *frameSeekClient) GetStats(ctx context.Context, in *GetStatsRequest, opt
 // Status codes used throughout: INVALID_ARGUMENT (bad parameters, undecodable or unsupported
 // media, wrong vector dimension, non-finite values), NOT_FOUND (unknown collection / video / job),
 // ALREADY_EXISTS (collection id taken; a copy refused by DuplicatePolicy.REJECT),
-// FAILED_PRECONDITION (deleting a non-empty collection without force; metadata message missing),
+// FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
 // RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
 // (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
 // the allowed directory), INTERNAL.

@@ -97,6 +97,16 @@ export enum ErrorReason {
   ERROR_REASON_DECODE_TIMEOUT = 22,
   /** ERROR_REASON_ZERO_DURATION - Media with zero duration. */
   ERROR_REASON_ZERO_DURATION = 23,
+  /** ERROR_REASON_NOT_MEDIA - Bytes that no demuxer recognises (text, random data). */
+  ERROR_REASON_NOT_MEDIA = 24,
+  /** ERROR_REASON_DURATION_TOO_LONG - Video longer than the server's limit. */
+  ERROR_REASON_DURATION_TOO_LONG = 25,
+  /** ERROR_REASON_MODEL_UNAVAILABLE - The collection's embedding model is not available on this server (media RPCs need it). */
+  ERROR_REASON_MODEL_UNAVAILABLE = 26,
+  /** ERROR_REASON_INTERRUPTED - The server stopped during an ingest whose upload could not be kept; upload again. */
+  ERROR_REASON_INTERRUPTED = 27,
+  /** ERROR_REASON_INTERNAL - Unexpected server error. */
+  ERROR_REASON_INTERNAL = 28,
   UNRECOGNIZED = -1,
 }
 
@@ -174,6 +184,21 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 23:
     case "ERROR_REASON_ZERO_DURATION":
       return ErrorReason.ERROR_REASON_ZERO_DURATION;
+    case 24:
+    case "ERROR_REASON_NOT_MEDIA":
+      return ErrorReason.ERROR_REASON_NOT_MEDIA;
+    case 25:
+    case "ERROR_REASON_DURATION_TOO_LONG":
+      return ErrorReason.ERROR_REASON_DURATION_TOO_LONG;
+    case 26:
+    case "ERROR_REASON_MODEL_UNAVAILABLE":
+      return ErrorReason.ERROR_REASON_MODEL_UNAVAILABLE;
+    case 27:
+    case "ERROR_REASON_INTERRUPTED":
+      return ErrorReason.ERROR_REASON_INTERRUPTED;
+    case 28:
+    case "ERROR_REASON_INTERNAL":
+      return ErrorReason.ERROR_REASON_INTERNAL;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -231,6 +256,16 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_DECODE_TIMEOUT";
     case ErrorReason.ERROR_REASON_ZERO_DURATION:
       return "ERROR_REASON_ZERO_DURATION";
+    case ErrorReason.ERROR_REASON_NOT_MEDIA:
+      return "ERROR_REASON_NOT_MEDIA";
+    case ErrorReason.ERROR_REASON_DURATION_TOO_LONG:
+      return "ERROR_REASON_DURATION_TOO_LONG";
+    case ErrorReason.ERROR_REASON_MODEL_UNAVAILABLE:
+      return "ERROR_REASON_MODEL_UNAVAILABLE";
+    case ErrorReason.ERROR_REASON_INTERRUPTED:
+      return "ERROR_REASON_INTERRUPTED";
+    case ErrorReason.ERROR_REASON_INTERNAL:
+      return "ERROR_REASON_INTERNAL";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -721,7 +756,7 @@ export interface SearchOptions {
   k: number;
   /** Optional. Drop hits below this score. */
   minScore: number;
-  /** Optional. Timestamps per video (default 3, at most 100). */
+  /** Optional. Timestamps per video (default 1, at most 100). */
   maxMatchesPerVideo: number;
   /** Optional. HNSW beam width for this query (0 = collection default). */
   ef: number;
@@ -874,6 +909,8 @@ export interface CollectionStats {
   sampleCount: number;
   /** Indexed media seconds. */
   totalDurationSeconds: number;
+  /** Vectors in the collection's live index (equals sample_count: nothing is ever half-indexed). */
+  indexVectors: number;
 }
 
 export interface Stats {
@@ -5601,7 +5638,7 @@ export const GetStatsRequest: MessageFns<GetStatsRequest> = {
 };
 
 function createBaseCollectionStats(): CollectionStats {
-  return { collection: "", videoCount: 0, sampleCount: 0, totalDurationSeconds: 0 };
+  return { collection: "", videoCount: 0, sampleCount: 0, totalDurationSeconds: 0, indexVectors: 0 };
 }
 
 export const CollectionStats: MessageFns<CollectionStats> = {
@@ -5617,6 +5654,9 @@ export const CollectionStats: MessageFns<CollectionStats> = {
     }
     if (message.totalDurationSeconds !== 0) {
       writer.uint32(33).double(message.totalDurationSeconds);
+    }
+    if (message.indexVectors !== 0) {
+      writer.uint32(40).int64(message.indexVectors);
     }
     return writer;
   },
@@ -5666,6 +5706,14 @@ export const CollectionStats: MessageFns<CollectionStats> = {
             message.totalDurationSeconds = reader.double();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.indexVectors = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5696,6 +5744,11 @@ export const CollectionStats: MessageFns<CollectionStats> = {
         : isSet(object.total_duration_seconds)
         ? globalThis.Number(object.total_duration_seconds)
         : 0,
+      indexVectors: isSet(object.indexVectors)
+        ? globalThis.Number(object.indexVectors)
+        : isSet(object.index_vectors)
+        ? globalThis.Number(object.index_vectors)
+        : 0,
     };
   },
 
@@ -5713,6 +5766,9 @@ export const CollectionStats: MessageFns<CollectionStats> = {
     if (message.totalDurationSeconds !== 0) {
       obj.totalDurationSeconds = floatToJson(message.totalDurationSeconds);
     }
+    if (message.indexVectors !== 0) {
+      obj.indexVectors = Math.round(message.indexVectors);
+    }
     return obj;
   },
 
@@ -5725,6 +5781,7 @@ export const CollectionStats: MessageFns<CollectionStats> = {
     message.videoCount = object.videoCount ?? 0;
     message.sampleCount = object.sampleCount ?? 0;
     message.totalDurationSeconds = object.totalDurationSeconds ?? 0;
+    message.indexVectors = object.indexVectors ?? 0;
     return message;
   },
 };
@@ -5972,7 +6029,7 @@ export const Stats: MessageFns<Stats> = {
  * Status codes used throughout: INVALID_ARGUMENT (bad parameters, undecodable or unsupported
  * media, wrong vector dimension, non-finite values), NOT_FOUND (unknown collection / video / job),
  * ALREADY_EXISTS (collection id taken; a copy refused by DuplicatePolicy.REJECT),
- * FAILED_PRECONDITION (deleting a non-empty collection without force; metadata message missing),
+ * FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
  * RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
  * (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
  * the allowed directory), INTERNAL.

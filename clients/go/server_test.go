@@ -174,6 +174,9 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	code := m.Run()
+	if code != 0 && serverLogPath != "" {
+		fmt.Fprintf(os.Stderr, "--- server log (tail) ---\n%s\n", serverLogText())
+	}
 	stop()
 	os.RemoveAll(mediaDir)
 	os.Exit(code)

@@ -55,6 +55,14 @@ func startServer() (stop func(), err error) {
 		skipReason = fmt.Sprintf("no frameseek server at %s (run `make setup` at the repo root)", exe)
 		return func() {}, nil
 	}
+	// The same precondition as the Python server tests (tests/server/helpers.py needs_index): on a
+	// branch without the native index the server cannot start, which is not this suite's failure.
+	probe := exec.Command(filepath.Join(repoRoot, ".venv", "bin", "python"), "-c",
+		"import frameseek._native as n, sys; sys.exit(0 if hasattr(n, 'HnswIndex') else 3)")
+	if err := probe.Run(); err != nil {
+		skipReason = fmt.Sprintf("frameseek._native.HnswIndex is not built in %s/.venv (%v): the server cannot start", repoRoot, err)
+		return func() {}, nil
+	}
 	dataDir, err := os.MkdirTemp("", "frameseek-go-test-")
 	if err != nil {
 		return nil, err

@@ -13,7 +13,19 @@ import { FrameSeek } from "../src";
 
 export const repoRoot = resolve(process.env.FRAMESEEK_REPO_ROOT ?? join(__dirname, "..", "..", "..", ".."));
 const exe = join(repoRoot, ".venv", "bin", "frameseek");
-export const skipReason: string | false = existsSync(exe) ? false : `no frameseek server at ${exe} (run \`make setup\` at the repo root)`;
+
+/** Why the server tests cannot run here, or false. Same precondition as the Python server tests
+ * (tests/server/helpers.py needs_index): without the native index the server cannot start. */
+export const skipReason: string | false = ((): string | false => {
+  if (!existsSync(exe)) return `no frameseek server at ${exe} (run \`make setup\` at the repo root)`;
+  try {
+    execFileSync(join(repoRoot, ".venv", "bin", "python"), ["-c",
+      "import frameseek._native as n, sys; sys.exit(0 if hasattr(n, 'HnswIndex') else 3)"], { stdio: "ignore" });
+  } catch (err) {
+    return `frameseek._native.HnswIndex is not built in ${repoRoot}/.venv (${String(err)}): the server cannot start`;
+  }
+  return false;
+})();
 
 export interface TestServer {
   address: string;

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_pending_ingests: int = Field(16, ge=1, description="ingests queued or running; more -> RESOURCE_EXHAUSTED")
     max_concurrent_searches: int = Field(256, ge=1, description="searches in flight; more -> RESOURCE_EXHAUSTED")
     search_threads: int = Field(2, ge=1, description="threads running native searches")
+    search_inline: bool = Field(False, description="run single-vector searches on the event loop instead of the "
+                                "search threads (saves a thread hop; no overlap with RPC handling)")
     max_upload_bytes: int = Field(4 << 30, ge=1, description="largest video upload")
     max_image_bytes: int = Field(15 * MiB, ge=1)
     max_video_seconds: float = Field(6 * 3600.0, gt=0)
@@ -56,7 +58,8 @@ class Settings(BaseSettings):
     default_ef: int = Field(64, ge=1, description="HNSW search beam width of new collections")
     hnsw_m: int = Field(16, ge=4, le=128)
     hnsw_ef_construction: int = Field(200, ge=8)
-    copy_threshold: float = Field(0.5, ge=0, le=1, description="default SearchByVideo / duplicate score threshold")
+    copy_threshold: float = Field(0.3, ge=0, le=1, description="default SearchByVideo / duplicate score threshold "
+                                  "(provisional until the copy-detection harness calibrates it)")
     frame_k: int = Field(32, ge=1, le=1024, description="neighbours per query frame in SearchByVideo")
 
     # logs

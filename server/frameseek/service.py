@@ -214,6 +214,7 @@ class FrameSeekService:
         self._pending_ingests = 0
         self._searches = 0
         self._coll_cache: dict[str, CollectionRecord] = {}
+        self._coll_names: dict[int, str] = {}  # collection ids are never reused
         self._watchers = _JobWatchers()
         self._tasks: set[asyncio.Task] = set()
         self._cancel = threading.Event()
@@ -385,12 +386,10 @@ class FrameSeekService:
         return f"collections/{self._coll_name(v.collection_id)}/videos/{v.id}"
 
     def _coll_name(self, collection_id: int) -> str:
-        for rec in self._coll_cache.values():
-            if rec.id == collection_id:
-                return rec.name
-        rec = self.storage.collection_by_id(collection_id)
-        self._coll_cache[rec.name] = rec
-        return rec.name
+        name = self._coll_names.get(collection_id)
+        if name is None:
+            name = self._coll_names[collection_id] = self.storage.collection_by_id(collection_id).name
+        return name
 
     async def list_videos(self, parent: str, page_size: int, page_token: str, labels: dict | None = None,
                           content_sha256: str = "", external_key: str = "") -> tuple[list[VideoRecord], str, int]:
@@ -575,7 +574,8 @@ class FrameSeekService:
         return SamplingSettings(fps=fps or float(s.get("fps") or self.settings.default_fps),
                                 drop_blank=not s.get("keep_blank_frames", False),
                                 dedup_threshold=None if query else dedup,
-                                keyframes_only=False if query else bool(s.get("keyframes_only", False)))
+                                keyframes_only=False if query else bool(s.get("keyframes_only", False)),
+                                flip=query)  # queries also search their mirror image (flipped copies)
 
     def _limits(self):
         from .media import MediaLimits
@@ -762,6 +762,10 @@ class FrameSeekService:
         if groups is not None and groups.size == 0:
             return []
         self._admit_search()
+        if self.settings.search_inline:
+            # A single-vector HNSW query takes well under a millisecond: a thread hop costs about as
+            # much as the search, so run it on the loop (the native call releases the GIL anyway).
+            return self._search_sync(rec, q, opts, groups, exclude)
         self._searches += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
@@ -773,22 +777,39 @@ class FrameSeekService:
         return (1.0 - dist) if rec.metric == "ip" else (1.0 - dist / 2.0)
 
     def _search_sync(self, rec, q, opts: SearchOptions, groups, exclude: set[int]) -> list[Hit]:
+        """Top videos for one query vector.
+
+        Fast path: a plain frame kNN (k * matches * 4 frames) grouped by video here. On video data
+        the nearest frames often all belong to a few videos; when that leaves fewer than k videos
+        although the kNN came back full, a group-by search (distinct videos, ~5x slower) supplies
+        the missing ones. So the common case costs one plain kNN and the answer still has k videos.
+        """
         k, m = opts.k + len(exclude), opts.max_matches_per_video
         ef = opts.ef or None
+        kf = min(max(k * m * 4, 32), 4096)
         try:
-            if m == 1:
-                g, ids, dist = self.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
-                ids, dist = ids[0], dist[0]
-            else:
-                kf = min(k * m * 4, 4096)
-                ids, dist = self.storage.search(rec.id, q, kf, ef=max(ef or 0, kf), groups=groups)
-                ids, dist = ids[0], dist[0]
+            ids, dist = self.storage.search(rec.id, q, kf, ef=ef, groups=groups)
         except StorageError as exc:
             raise _storage_error(exc) from None
+        ids, dist = ids[0], dist[0]
+        full = bool((ids != NO_ID).all())
+        hits: dict[int, Hit] = {}
+        self._collect(rec, hits, ids, dist, opts, exclude, m)
+        if len(hits) < opts.k and full:
+            try:
+                _, gids, gdist = self.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
+            except StorageError as exc:
+                raise _storage_error(exc) from None
+            self._collect(rec, hits, gids[0], gdist[0], opts, exclude, m)
+        out = sorted(hits.values(), key=lambda h: -h.score)
+        for h in out:
+            h.matches.sort(key=lambda x: -x[1])
+        return out
+
+    def _collect(self, rec, hits: dict, ids, dist, opts: SearchOptions, exclude: set[int], m: int) -> None:
         valid = ids != NO_ID
         ids, scores = ids[valid], self._score(rec, dist[valid])
         vids, idx = split_sample_ids(ids)
-        hits: dict[int, Hit] = {}
         for vid, i, s in zip(vids.tolist(), idx.tolist(), scores.tolist()):
             if vid in exclude or s < opts.min_score:
                 continue
@@ -797,13 +818,15 @@ class FrameSeekService:
                 if len(hits) >= opts.k:
                     continue
                 try:
-                    video, times = self.storage.get_video(vid), self.storage.video_timestamps(vid)
+                    video = self.storage.get_video(vid)
                 except NotFound:  # deleted between the search and now
                     continue
                 h = hits[vid] = Hit(video=video, score=s, matches=[])
             if len(h.matches) < m:
-                h.matches.append((float(times_of(self.storage, vid)[i]), s))
-        return sorted(hits.values(), key=lambda h: -h.score)
+                t = float(self.storage.video_timestamps(vid)[i])
+                if all(t0 != t for t0, _ in h.matches):  # the group search may repeat a kNN frame
+                    h.matches.append((t, s))
+                    h.score = max(h.score, s)
 
     async def search_video(self, rec: CollectionRecord, path: str, k: int, min_score: float, frame_k: int,
                            labels: dict, videos: list[str], exclude: list[str], fps: float) -> VideoSearchResult:
@@ -829,7 +852,8 @@ class FrameSeekService:
             else:
                 matches = await loop.run_in_executor(
                     self._search_pool, self._video_matches, rec, media.timestamps, media.vectors, k or 10,
-                    groups, frame_k or self.settings.frame_k)
+                    groups, frame_k or self.settings.frame_k, getattr(media, "flip_vectors", None),
+                    fps or self.settings.query_fps)
         finally:
             self._searches -= 1
         thr = self.settings.copy_threshold if min_score == 0 else min_score
@@ -838,49 +862,60 @@ class FrameSeekService:
                                  query_samples=len(media), model=rec.model)
 
     def _video_matches(self, rec: CollectionRecord, times: np.ndarray, vecs: np.ndarray, k: int,
-                       groups: np.ndarray | None, frame_k: int | None = None) -> list[CopyMatch]:
-        """Per-frame kNN -> native frame-vote aggregation -> candidates with aligned segments."""
+                       groups: np.ndarray | None, frame_k: int | None = None, flip_vecs: np.ndarray | None = None,
+                       query_fps: float | None = None) -> list[CopyMatch]:
+        """Per-frame kNN -> IDF-like neighbour weights -> native frame-vote aggregation ->
+        candidates with aligned segments. With `flip_vecs` the mirrored query frames are searched
+        too and their neighbours sit beside the plain ones ([q, 2k]); a reference frame listed
+        twice for one query frame counts once in the aggregation."""
+        if not hasattr(self._native, "aggregate"):
+            raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "INTERNAL",
+                               "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
         frame_k = frame_k or self.settings.frame_k
-        q = np.ascontiguousarray(vecs, dtype=np.float32)
-        ids, dist = self.storage.search(rec.id, q, frame_k, ef=max(frame_k, rec.index.get("ef_search", 64)),
+        ef = max(frame_k, int(rec.index.get("ef_search", 64)))
+        ids, dist = self.storage.search(rec.id, np.ascontiguousarray(vecs, dtype=np.float32), frame_k, ef=ef,
                                         groups=groups)
+        if flip_vecs is not None and len(flip_vecs) == len(vecs):
+            fids, fdist = self.storage.search(rec.id, np.ascontiguousarray(flip_vecs, dtype=np.float32), frame_k,
+                                              ef=ef, groups=groups)
+            ids, dist = np.hstack([ids, fids]), np.hstack([dist, fdist])
         valid = ids != NO_ID
         vids, idx = split_sample_ids(np.where(valid, ids, 0))
         ntimes = np.zeros(ids.shape, dtype=np.float64)
+        durations: dict[int, float] = {}
         for vid in np.unique(vids[valid]).tolist():
             try:
                 ts = self.storage.video_timestamps(vid)
-            except NotFound:
+                durations[vid] = max(float(self.storage.get_video(vid).duration), 1e-3)
+            except NotFound:  # deleted meanwhile
                 valid &= vids != vid
                 continue
             sel = valid & (vids == vid)
             ntimes[sel] = ts[idx[sel]]
-        ids = np.where(valid, ids, NO_ID).astype(np.uint64)
-        sims = np.where(valid, self._score(rec, dist), 0).astype(np.float32)
-        groups_arr = np.where(valid, vids, NO_ID).astype(np.uint64)
+        ids = np.ascontiguousarray(np.where(valid, ids, NO_ID).astype(np.uint64))
+        sims = np.ascontiguousarray(np.where(valid, np.clip(self._score(rec, dist), -1, 1), 0).astype(np.float32))
+        groups_arr = np.ascontiguousarray(np.where(valid, vids, NO_ID).astype(np.uint64))
+        weights = self._native.neighbor_idf_weights(ids, groups_arr, sims)
+        ref_fps = float(rec.sampling.get("fps") or self.settings.default_fps)
+        kw = {"ref_durations": durations, "max_candidates": int(k), "ref_frame_interval": 1.0 / ref_fps}
+        if query_fps:
+            kw["frame_interval"] = 1.0 / query_fps
         cands = self._native.aggregate(np.ascontiguousarray(times, dtype=np.float64), ids, groups_arr, ntimes, sims,
-                                       max_candidates=int(k))
+                                       weights, **kw)
         out = []
         for c in cands:
-            get = c.get if isinstance(c, dict) else (lambda key, d=None, c=c: getattr(c, key, d))
-            vid = int(get("video", get("group", 0)))
             try:
-                video = self.storage.get_video(vid)
+                video = self.storage.get_video(int(c["video"]))
             except NotFound:
                 continue
-            segs = []
-            for s in get("segments", []) or []:
-                sg = s.get if isinstance(s, dict) else (lambda key, d=None, s=s: getattr(s, key, d))
-                segs.append(Segment(float(sg("query_start", 0)), float(sg("query_end", 0)),
-                                    float(sg("ref_start", 0)), float(sg("ref_end", 0)), float(sg("score", 0))))
-            first = (get("segments") or [None])[0]
-            f = (first.get if isinstance(first, dict) else (lambda key, d=None: getattr(first, key, d))) if first \
-                else (lambda key, d=None: d)
-            rc = get("ref_coverage", float("nan"))
-            out.append(CopyMatch(video=video, score=float(get("score", 0)),
-                                 query_coverage=float(get("query_coverage", 0)),
+            segs = [Segment(s["query_start"], s["query_end"], s["ref_start"], s["ref_end"], s["score"])
+                    for s in c["segments"]]
+            main = max(c["segments"], key=lambda s: s["frames"]) if c["segments"] else None
+            rc = c.get("ref_coverage")
+            out.append(CopyMatch(video=video, score=float(c["score"]), query_coverage=float(c["query_coverage"]),
                                  reference_coverage=0.0 if rc is None or math.isnan(rc) else float(rc),
-                                 offset=float(f("offset", 0.0)), speed=float(f("speed", 1.0)), segments=segs))
+                                 offset=float(main["offset"]) if main else 0.0,
+                                 speed=float(main["speed"]) if main else 1.0, segments=segs))
         return out
 
     # -- stats ----------------------------------------------------------------------------------
@@ -901,10 +936,6 @@ class FrameSeekService:
                 "sample_count": sum(c["sample_count"] for c in colls), "storage_bytes": nbytes,
                 "active_ingests": self._pending_ingests, "copy_threshold": self.settings.copy_threshold,
                 "simd_level": self._native.simd_level() if self._native else ""}
-
-
-def times_of(storage, vid: int) -> np.ndarray:
-    return storage.video_timestamps(vid)
 
 
 def _page_size(n: int) -> int:

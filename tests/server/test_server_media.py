@@ -216,3 +216,19 @@ def test_kill9_during_concurrent_ingests(tmp_path):
             if p.name not in acked:
                 assert fs.ingest_video(p).video.sample_count > 0
     assert srv.stop() == 0, srv.log()
+
+
+@needs_aggregate
+def test_duplicate_policy_reports_and_refuses_copies(srv, media, indexed, tmp_path):
+    _, vids = media
+    clip = ffmpeg_subclip(vids["gen1"], 2.0, 7.0, tmp_path / "copy.mp4")
+    with srv.client(timeout=600) as fs:
+        before = fs.get_collection().video_count
+        with pytest.raises(FrameSeekError) as ei:
+            fs.ingest_video(clip, duplicate_policy="reject")
+        assert (ei.value.code, ei.value.reason) == (grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_CONTENT")
+        assert ei.value.metadata["video"] == indexed["gen1"]
+        assert fs.get_collection().video_count == before
+        r = fs.ingest_video(clip, duplicate_policy="report")
+        assert indexed["gen1"] in {c.video.name for c in r.copies}
+        fs.delete_video(r.video.name)

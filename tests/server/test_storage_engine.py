@@ -166,7 +166,7 @@ WRITER = textwrap.dedent("""
                           sample_count=n, size_bytes=1, content_sha256=f"{sys.argv[3]}-{i}")
         out = st.add_video(c.id, rec, np.arange(n, dtype=float), v)
         # acknowledged: print the id, the count and the first vector
-        print(json.dumps([out.id, n, v[0].tolist()]), flush=True)
+        print("ACK " + json.dumps([out.id, n, v[0].tolist()]), flush=True)
         i += 1
 """)
 
@@ -183,16 +183,21 @@ def test_kill9_during_writes_keeps_every_acknowledged_video(tmp_path):
                                 stdout=subprocess.PIPE, text=True)
         lines = 0
         for line in proc.stdout:  # kill after a round-dependent number of acknowledgements
-            vid, n, first = json.loads(line)
+            if not line.startswith("ACK "):
+                continue  # log lines
+            vid, n, first = json.loads(line[4:])
             acked[vid] = (n, first)
             lines += 1
             if lines >= 15 + 10 * round_:
                 proc.send_signal(signal.SIGKILL)
                 break
         for line in proc.stdout:  # acknowledgements already in the pipe count too
-            vid, n, first = json.loads(line)
+            if not line.startswith("ACK "):
+                continue
+            vid, n, first = json.loads(line[4:])
             acked[vid] = (n, first)
         proc.wait()
+        proc.stdout.close()
         st = _open(data)
         c = st.get_collection("default")
         active = st.catalog.active_videos(c.id)

@@ -11,8 +11,10 @@ server, index and requests):
   2. one `frameseek serve` on 127.0.0.1 (port 0 + port file) over that data directory;
   3. for each RPC and each concurrency, a closed loop bounded by --duration seconds:
        ghz   (Go, github.com/bojand/ghz; requests round-robin over the same pre-serialised
-              messages, given as a count-delimited --binary-file; method resolved via server
-              reflection), one HTTP/2 connection;
+              messages, given as a count-delimited --binary-file), one HTTP/2 connection. ghz
+              gets the schema as a protoset built by buf, not through reflection: it looks up
+              methods as "Service.Method" symbols, which the Python reflection service (protobuf's
+              upb descriptor pool) does not resolve;
        python (bench_search.drive: grpc.aio, same pre-serialised messages), one channel.
      The two alternate per cell so drift (thermal, other tenants) hits both alike.
 Reports QPS and p50/p95/p99 latency per cell, prints a table and writes
@@ -27,7 +29,6 @@ import json
 import os
 import pathlib
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,9 +37,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 GHZ = ROOT / "build" / "tools" / "bin" / "ghz"
+BUF = ROOT / "clients" / "typescript" / "node_modules" / ".bin" / "buf"
 METHODS = {
-    "vector": "frameseek.v1.FrameSeek.SearchByVector",
-    "image": "frameseek.v1.FrameSeek.SearchByImage",
+    "vector": "frameseek.v1.FrameSeek/SearchByVector",
+    "image": "frameseek.v1.FrameSeek/SearchByImage",
 }
 
 try:
@@ -70,9 +72,17 @@ def vector_payloads(count: int) -> list[bytes]:
                                      options=pb.SearchOptions(k=10)).SerializeToString() for v in q]
 
 
-def run_ghz(address: str, method: str, data_file: pathlib.Path, concurrency: int, duration: float) -> dict:
+def build_protoset(out: pathlib.Path) -> pathlib.Path:
+    """proto/ as a FileDescriptorSet (with the well-known imports) for ghz --protoset."""
+    subprocess.run([str(BUF), "build", str(ROOT / "proto"), "--as-file-descriptor-set", "-o", str(out)],
+                   check=True, cwd=ROOT)
+    return out
+
+
+def run_ghz(address: str, method: str, protoset: pathlib.Path, data_file: pathlib.Path, concurrency: int,
+            duration: float) -> dict:
     """One ghz cell; its JSON report reduced to the driver's summary shape."""
-    cmd = [str(GHZ), "--insecure", "--call", method, "--binary-file", str(data_file),
+    cmd = [str(GHZ), "--insecure", "--protoset", str(protoset), "--call", method, "--binary-file", str(data_file),
            "-c", str(concurrency), "--connections", "1", "-z", f"{duration}s", "--timeout", "30s",
            "--max-recv-message-size", "32MiB", "--max-send-message-size", "32MiB", "-O", "json", address]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
@@ -99,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=pathlib.Path, default=None)
     ap.add_argument("--out", type=pathlib.Path, default=RESULTS / "ghz_load.json")
     ns = ap.parse_args(argv)
-    if not GHZ.exists():
-        raise SystemExit(f"ghz not found at {GHZ}: run `make sdk-setup`")
+    for tool in (GHZ, BUF):
+        if not tool.exists():
+            raise SystemExit(f"{tool.name} not found at {tool}: run `make sdk-setup`")
     rpcs = [r for r in ns.rpcs.split(",") if r]
     for r in rpcs:
         if r not in METHODS:
@@ -122,17 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            protoset = build_protoset(pathlib.Path(tmp) / "frameseek.protoset")
             for rpc in rpcs:
                 data_file = pathlib.Path(tmp) / f"{rpc}.bin"
                 write_binary_file(payloads[rpc], data_file)
                 method = METHODS[rpc]
-                grpc_path = "/" + method.rsplit(".", 1)[0] + "/" + method.rsplit(".", 1)[1]
+                grpc_path = "/" + method
                 for i, c in enumerate(conc):
                     cell = {"rpc": rpc, "concurrency": c}
                     order = ("ghz", "python") if i % 2 == 0 else ("python", "ghz")
                     for who in order:
                         if who == "ghz":
-                            cell["ghz"] = run_ghz(server.address, method, data_file, c, ns.duration)
+                            cell["ghz"] = run_ghz(server.address, method, protoset, data_file, c,
+                                                   ns.duration)
                         else:
                             cell["python"] = asyncio.run(driver.drive(server.address, grpc_path, payloads[rpc], c,
                                                                       ns.duration))

@@ -120,5 +120,7 @@ go-test: setup sdk-setup
 ts-test: setup sdk-setup
 	cd $(TS_DIR) && FRAMESEEK_REPO_ROOT=$(CURDIR) npm test --silent
 
+# ghz next to the Python load driver (1M vectors by default; e.g. GHZ_ARGS="--n 100000 --duration 5").
+GHZ_ARGS ?=
 ghz-bench: setup sdk-setup
-	$(GOENV) $(VPY) benchmarks/load/ghz/run.py
+	$(GOENV) $(VPY) benchmarks/load/ghz/run.py $(GHZ_ARGS)

@@ -90,13 +90,20 @@ def run_ghz(address: str, method: str, protoset: pathlib.Path, data_file: pathli
         raise RuntimeError(f"ghz failed ({proc.returncode}): {proc.stderr.strip()}")
     rep = json.loads(proc.stdout)
     pct = {int(d["percentage"]): d["latency"] / 1e6 for d in rep.get("latencyDistribution") or []}
-    codes = rep.get("statusCodeDistribution") or {}
-    ok = int(codes.get("OK", 0))
-    errors = {k: v for k, v in codes.items() if k != "OK"}
+    codes = dict(rep.get("statusCodeDistribution") or {})
+    ok = int(codes.pop("OK", 0))
+    # At the deadline ghz closes its connection under the requests still in flight (one per
+    # worker); they come back as UNAVAILABLE "use of closed network connection". They are the
+    # driver stopping, not server errors, so they are counted apart.
+    cut = sum(n for msg, n in (rep.get("errorDistribution") or {}).items()
+              if "use of closed network connection" in msg or "transport is closing" in msg)
+    if cut:
+        codes["Unavailable"] = codes.get("Unavailable", 0) - cut
+    errors = {k: v for k, v in codes.items() if v}
     total_s = rep["total"] / 1e9
     return {"requests": ok, "qps": round(ok / total_s, 1) if total_s else 0.0,
             "p50_ms": round(pct.get(50, float("nan")), 3), "p95_ms": round(pct.get(95, float("nan")), 3),
-            "p99_ms": round(pct.get(99, float("nan")), 3), "errors": errors}
+            "p99_ms": round(pct.get(99, float("nan")), 3), "errors": errors, "cut_at_deadline": cut}
 
 
 def main(argv: list[str] | None = None) -> int:

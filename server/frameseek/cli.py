@@ -191,7 +191,7 @@ def _print_hits(resp, as_json: bool) -> None:
 @app.command("search-image")
 def search_image(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")] = 10,
     matches: Annotated[int, typer.Option(min=1, max=100, help="timestamps per video")] = 3,
     min_score: float = 0.0,
     collection: Collection = "",
@@ -212,7 +212,7 @@ def search_image(
 @app.command("search-video")
 def search_video(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")] = 10,
     min_score: Annotated[float, typer.Option(help="0 = server's calibrated threshold, <0 = all candidates")] = 0.0,
     collection: Collection = "",
     server: Server = None,

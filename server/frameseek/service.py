@@ -660,6 +660,9 @@ class FrameSeekService:
         if rec.model != self.settings.model:
             raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "MODEL_UNAVAILABLE",
                                f"collection uses model {rec.model!r}, this server runs {self.settings.model!r}")
+        if int(self.embedder.dim) != rec.dimension:
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "MODEL_UNAVAILABLE",
+                               f"collection {rec.name!r} is {rec.dimension}-d, the loaded model {self.embedder.dim}-d")
 
     async def get_job(self, name: str) -> JobRecord:
         self.check_ready()

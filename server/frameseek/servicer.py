@@ -85,6 +85,7 @@ class Translator:
 
     def __init__(self, service: FrameSeekService):
         self.svc = service
+        self._videos: dict[int, tuple[VideoRecord, pb.Video]] = {}
 
     def collection(self, rec: CollectionRecord, counts: tuple[int, int, float] | None = None) -> pb.Collection:
         c = pb.Collection(name=collection_name(rec), description=rec.description, model=rec.model,
@@ -103,6 +104,15 @@ class Translator:
         return c
 
     def video(self, v: VideoRecord) -> pb.Video:
+        """Videos are immutable once indexed, so search results reuse one message per video."""
+        cached = self._videos.get(v.id)
+        if cached is None or cached[0] is not v:
+            if len(self._videos) > 100_000:
+                self._videos.clear()
+            cached = self._videos[v.id] = (v, self._video(v))
+        return cached[1]
+
+    def _video(self, v: VideoRecord) -> pb.Video:
         out = pb.Video(name=self.svc.video_name(v), external_key=v.external_key, labels=v.labels,
                        kind=pb.MEDIA_KIND_IMAGE if v.kind == "image" else pb.MEDIA_KIND_VIDEO,
                        duration_seconds=v.duration, width=v.width, height=v.height, sample_count=v.sample_count,

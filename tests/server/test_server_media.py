@@ -232,3 +232,70 @@ def test_duplicate_policy_reports_and_refuses_copies(srv, media, indexed, tmp_pa
         r = fs.ingest_video(clip, duplicate_policy="report")
         assert indexed["gen1"] in {c.video.name for c in r.copies}
         fs.delete_video(r.video.name)
+
+
+def test_cli_ingest_directory_skip_and_search(srv, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    lib = tmp_path / "lib" / "nested"
+    lib.mkdir(parents=True)
+    a = make_video(lib / "a.mp4", seconds=5, seed=4242)
+    make_video(tmp_path / "lib" / "b.mp4", seconds=4, seed=4343)
+    (tmp_path / "lib" / "notes.txt").write_text("not media")  # ignored inside directories
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "frameseek.cli", *args, "--server", srv.address],
+                              capture_output=True, text=True, timeout=600)
+
+    r = cli("ingest", str(tmp_path / "lib"), "-l", "batch=cli", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["summary"]["ingested"] == 2 and len(out["files"]) == 2
+    r = cli("ingest", str(tmp_path / "lib"), "--json")  # second run: skipped by content hash
+    assert json.loads(r.stdout)["summary"]["skipped"] == 2
+    r = cli("ingest", str(tmp_path / "lib" / "notes.txt"), "--json")  # an explicit non-media file fails
+    assert r.returncode == 1, r.stderr
+    assert json.loads(r.stdout)["summary"]["failed"] == 1, r.stderr
+    frame = grab_frame(a, 2.5, tmp_path / "a.png")
+    r = cli("search-image", str(frame), "-k", "1", "--json")
+    hit = json.loads(r.stdout)["hits"][0]
+    assert hit["video"]["external_key"].endswith("a.mp4") and abs(hit["matches"][0]["timestamp_seconds"] - 2.5) <= 1
+    r = cli("search-image", str(frame), "-k", "1")
+    assert r.returncode == 0 and "a.mp4" in r.stdout
+    if _has_aggregate():
+        r = cli("search-video", str(a), "--json")
+        assert json.loads(r.stdout)["matches"][0]["video"]["external_key"].endswith("a.mp4")
+    names = [f["video"] for f in out["files"]]
+    assert cli("delete", *names).returncode == 0
+
+
+def test_server_path_ingest_and_pending_ingest_limit(tmp_path):
+    """server_path works only under ingest_path_root; beyond max_pending_ingests -> RESOURCE_EXHAUSTED."""
+    root = tmp_path / "shared"
+    root.mkdir()
+    long_video = make_video(root / "long.mp4", seconds=40, seed=31337)
+    short = make_video(root / "short.mp4", seconds=3, seed=31338)
+    srv = ServerProcess(tmp_path / "data", ingest_path_root=root, max_pending_ingests=1, ingest_workers=1).start()
+    try:
+        with srv.client(timeout=600) as fs:
+            v = fs.ingest_video(server_path="short.mp4").video
+            assert v.filename == "short.mp4" and v.sample_count > 0
+            with pytest.raises(FrameSeekError) as ei:
+                fs.ingest_video(server_path="../data/catalog.sqlite3")
+            assert (ei.value.code, ei.value.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PATH_NOT_ALLOWED")
+            job = fs.ingest_video(long_video, return_job=True).job
+            while fs.get_job(job.name).state == pb.INGEST_JOB_STATE_QUEUED:
+                time.sleep(0.05)
+            if fs.get_job(job.name).state == pb.INGEST_JOB_STATE_RUNNING:  # still busy: the limit applies
+                with pytest.raises(FrameSeekError) as ei:
+                    fs.ingest_video(short.read_bytes() + b"\0")
+                assert ei.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            states = [j.state for j in fs.watch_job(job.name, timeout=600)]
+            assert states[-1] == pb.INGEST_JOB_STATE_SUCCEEDED
+            while fs.stats().active_ingests:  # the slot is released just after the job turns SUCCEEDED
+                time.sleep(0.05)
+            assert fs.ingest_video(short.read_bytes() + b"\0").video.sample_count > 0  # admitted again
+    finally:
+        assert srv.stop() == 0, srv.log()

@@ -1,0 +1,92 @@
+"""Image embedders behind one interface: ONNX Runtime on the CPU (default), TensorRT on NVIDIA GPUs.
+
+`load_embedder()` picks the backend: with backend="auto" TensorRT when it can run the model here,
+otherwise ONNX Runtime, logging why. Any ONNX image encoder plugs in through a `ModelSpec`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .onnx_backend import OnnxEmbedder, l2_normalize
+from .spec import EmbedderSettings, ModelSpec, PreprocessSpec, builtin_models
+from .tensorrt_backend import (
+    InputProfile,
+    TensorRTEmbedder,
+    TensorRTUnavailable,
+    engine_cache_key,
+    engine_path,
+    tensorrt_available,
+)
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """RGB uint8 HxWx3 frames -> float32[n, dim], L2-normalised.
+
+    `preprocess` + `embed_preprocessed` split the work so a pipeline can resize on one thread while
+    the model runs on another; `embed` does both.
+    """
+
+    name: str
+    dim: int
+    backend: str
+
+    def embed(self, frames: Sequence[Any], flip: bool = False) -> np.ndarray: ...
+
+    def preprocess(self, frames: Sequence[Any], flip: bool = False) -> list[Any]: ...
+
+    def embed_preprocessed(self, images: Sequence[Any]) -> np.ndarray: ...
+
+
+def select_backend(settings: EmbedderSettings, spec: ModelSpec) -> tuple[str, str]:
+    """('tensorrt' | 'onnx', reason). backend='tensorrt' raises TensorRTUnavailable when it cannot run."""
+    if settings.backend == "onnx":
+        return "onnx", "ONNX Runtime requested"
+    ok, why = tensorrt_available(spec, settings.gpu_id)
+    if ok:
+        return "tensorrt", why
+    if settings.backend == "tensorrt":
+        raise TensorRTUnavailable(why)
+    return "onnx", why
+
+
+def load_embedder(settings: EmbedderSettings | None = None) -> Embedder:
+    """Build the configured embedder (default: sscd_distilled on ONNX Runtime when no GPU)."""
+    settings = settings or EmbedderSettings()
+    spec = settings.resolve_model()
+    backend, why = select_backend(settings, spec)
+    if backend == "tensorrt":
+        try:
+            return TensorRTEmbedder(spec, settings)
+        except Exception as exc:
+            if settings.backend == "tensorrt":
+                raise
+            log.warning("TensorRT embedder failed (%s); falling back to ONNX Runtime on the CPU", exc)
+    elif settings.backend == "auto":
+        log.info("embedding on ONNX Runtime (CPU): %s", why)
+    return OnnxEmbedder(spec, batch_size=settings.batch_size, threads=settings.threads)
+
+
+__all__ = [
+    "Embedder",
+    "EmbedderSettings",
+    "InputProfile",
+    "ModelSpec",
+    "OnnxEmbedder",
+    "PreprocessSpec",
+    "TensorRTEmbedder",
+    "TensorRTUnavailable",
+    "builtin_models",
+    "engine_cache_key",
+    "engine_path",
+    "l2_normalize",
+    "load_embedder",
+    "select_backend",
+    "tensorrt_available",
+]

@@ -1,0 +1,357 @@
+"""Decoders behind one interface.
+
+`open_decoder()` turns a path / bytes / stream into a `Decoder`:
+  * still images (JPEG, PNG, WebP, BMP) -> `ImageDecoder`, one frame at t=0;
+  * video on a machine with an NVIDIA driver and PyNvVideoCodec -> `NvdecDecoder` (see nvdec.py);
+  * otherwise -> `PyAVDecoder` (FFmpeg, frame-threaded decoding).
+
+A decoder yields only the frames its `TimeGridSampler` keeps; conversion to RGB (the expensive part
+after decoding itself) happens for those frames only. Every error becomes a `MediaError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal, Protocol
+
+import av
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import MediaCancelled, MediaError, MediaErrorReason
+from .sampling import TimeGridSampler
+from .source import MediaLimits, MediaSource, OpenedSource, open_source
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "cpu", "nvdec"]
+
+
+@dataclass
+class VideoInfo:
+    """What the container header says (before decoding)."""
+
+    width: int
+    height: int
+    duration: float | None  # seconds; None when the container does not say
+    fps: float | None  # average frame rate, None when unknown
+    codec: str
+    container: str
+    is_image: bool = False
+    frame_count: int | None = None
+
+
+@dataclass
+class Frame:
+    """One sampled frame. `image` is RGB uint8 HxWx3: a numpy array, or a CUDA tensor when
+    `on_gpu` (NVDEC output that stays on the device)."""
+
+    t: float  # presentation time, seconds from the stream start
+    image: Any
+    key: bool = False
+    on_gpu: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+    def to_numpy(self) -> np.ndarray:
+        if self.on_gpu:
+            return self.image.cpu().numpy() if hasattr(self.image, "cpu") else self.image.get()
+        return self.image
+
+
+@dataclass
+class DecodeStats:
+    decoded_frames: int = 0  # frames that came out of the codec
+    sampled_frames: int = 0  # frames handed to the caller
+    decode_errors: int = 0  # packets that failed to decode (skipped)
+    truncated: bool = False  # the demuxer hit a broken / missing tail
+    last_t: float | None = None  # presentation time of the last decoded frame
+    frame_period: float | None = None  # typical spacing of the last frames (to close the duration)
+    extra: dict = field(default_factory=dict)
+
+
+class Decoder(Protocol):
+    name: str
+    info: VideoInfo
+    stats: DecodeStats
+
+    def frames(
+        self, sampler: TimeGridSampler, keyframes_only: bool = False, abort: threading.Event | None = None
+    ) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------------
+# Still images
+
+
+class ImageDecoder:
+    """A still image as a one-frame item at t=0 (EXIF orientation applied)."""
+
+    name = "pil"
+
+    def __init__(self, src: OpenedSource, limits: MediaLimits) -> None:
+        self.stats = DecodeStats()
+        try:
+            img = Image.open(src.target)
+        except UnidentifiedImageError:
+            raise MediaError(MediaErrorReason.CORRUPT_MEDIA, f"{src.name}: unreadable {src.fmt} image") from None
+        except Image.DecompressionBombError as exc:
+            raise MediaError(MediaErrorReason.RESOLUTION_TOO_LARGE, f"{src.name}: {exc}") from None
+        with img:  # closes the file PIL opened, whatever happens below
+            limits.check_resolution(img.width, img.height, src.name)
+            try:
+                img.load()
+                self._rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+            except (OSError, SyntaxError, ValueError) as exc:  # truncated / corrupt data
+                raise MediaError(
+                    MediaErrorReason.CORRUPT_MEDIA, f"{src.name}: corrupt {src.fmt} image ({exc})"
+                ) from None
+        h, w = self._rgb.shape[:2]
+        self.info = VideoInfo(w, h, 0.0, None, src.fmt, src.fmt, is_image=True, frame_count=1)
+
+    def frames(self, sampler: TimeGridSampler, keyframes_only: bool = False, abort=None) -> Iterator[Frame]:
+        self.stats.decoded_frames = self.stats.sampled_frames = 1
+        self.stats.last_t = 0.0
+        yield Frame(0.0, self._rgb, key=True)
+
+    def close(self) -> None:
+        self._rgb = None
+
+
+# ----------------------------------------------------------------------------------------------
+# FFmpeg through PyAV
+
+
+def _open_container(src: OpenedSource) -> av.container.InputContainer:
+    try:
+        return av.open(src.target, mode="r", metadata_errors="ignore")
+    except av.error.FileNotFoundError:
+        raise MediaError(MediaErrorReason.NOT_FOUND, f"{src.name}: no such file") from None
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        if src.kind == "unknown":
+            raise MediaError(
+                MediaErrorReason.NOT_MEDIA, f"{src.name}: not a recognised video or image format ({exc})"
+            ) from None
+        raise MediaError(
+            MediaErrorReason.CORRUPT_MEDIA, f"{src.name}: {src.fmt} container cannot be opened ({exc})"
+        ) from None
+
+
+def probe_video(container: av.container.InputContainer, src: OpenedSource, limits: MediaLimits):
+    """Pick the video stream and validate the header; returns (stream, VideoInfo)."""
+    videos = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    if not videos:
+        others = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
+        if src.kind == "unknown" and not container.streams:
+            raise MediaError(MediaErrorReason.NOT_MEDIA, f"{src.name}: not a recognised video or image format")
+        raise MediaError(MediaErrorReason.NO_VIDEO_STREAM, f"{src.name}: no video stream ({others})")
+    stream = videos[0]
+    ctx = stream.codec_context
+    codec_name = getattr(getattr(ctx, "codec", None), "name", None) if ctx is not None else None
+    if ctx is None or codec_name is None:
+        raise MediaError(
+            MediaErrorReason.UNSUPPORTED_CODEC,
+            f"{src.name}: video codec {stream.codec_context and stream.codec_context.name or 'unknown'!s} "
+            "has no decoder in this FFmpeg build",
+        )
+    limits.check_resolution(ctx.width or 1, ctx.height or 1, src.name)
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    if duration is not None and (duration < 0 or duration != duration):
+        duration = None
+    if duration is not None and limits.max_duration_s is not None and duration > limits.max_duration_s:
+        raise MediaError(
+            MediaErrorReason.DURATION_TOO_LONG,
+            f"{src.name}: {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s",
+        )
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else None
+    info = VideoInfo(
+        width=ctx.width,
+        height=ctx.height,
+        duration=duration,
+        fps=fps,
+        codec=codec_name,
+        container=container.format.name,
+        frame_count=stream.frames or None,
+    )
+    return stream, info
+
+
+class BestEffortTimestamp:
+    """FFmpeg's `best_effort_timestamp` (libavcodec guess_correct_pts), which PyAV does not expose.
+
+    Some muxers write presentation timestamps that go backwards in output order (box.mp4 in
+    opencv-doc: B-frame pts copied from the wrong frames). Count how often pts and dts each fail to
+    increase, and trust whichever has failed less: pts normally, dts once pts are known bad.
+    """
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+
+    def __call__(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            if self.last_dts is not None and dts <= self.last_dts:
+                self.faulty_dts += 1
+            self.last_dts = dts
+        if pts is not None:
+            if self.last_pts is not None and pts <= self.last_pts:
+                self.faulty_pts += 1
+            self.last_pts = pts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
+
+
+class PyAVDecoder:
+    """CPU decoding with FFmpeg (through PyAV), frame/slice threaded."""
+
+    name = "pyav"
+
+    def __init__(self, src: OpenedSource, limits: MediaLimits, threads: int = 0) -> None:
+        self.src = src
+        self.limits = limits
+        self.stats = DecodeStats()
+        self._container = _open_container(src)
+        try:
+            self._stream, self.info = probe_video(self._container, src, limits)
+        except BaseException:
+            self._container.close()
+            raise
+        # Frame threading decodes several frames in parallel (FFmpeg picks slice threading where
+        # the codec cannot do frames); thread_count 0 = one per core.
+        self._stream.thread_type = "AUTO"
+        self._stream.codec_context.thread_count = threads
+
+    def frames(
+        self, sampler: TimeGridSampler, keyframes_only: bool = False, abort: threading.Event | None = None
+    ) -> Iterator[Frame]:
+        stream = self._stream
+        if keyframes_only:
+            # The codec drops non-key frames before decoding them: the fast path for long files.
+            stream.codec_context.skip_frame = "NONKEY"
+        tb = stream.time_base
+        origin = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else None
+        period_guess = 1.0 / self.info.fps if self.info.fps else 1.0 / 25
+        st = self.stats
+        consecutive = 0
+        prev_t: float | None = None
+        best_effort = BestEffortTimestamp()
+        demux = self._container.demux(stream)
+        while True:
+            if abort is not None and abort.is_set():
+                raise MediaCancelled()
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:
+                # A broken tail (truncated download): keep what decoded so far.
+                st.truncated = True
+                log.info("demuxing %s stopped early: %s", self.src.name, exc)
+                if st.decoded_frames == 0:
+                    raise MediaError(MediaErrorReason.CORRUPT_MEDIA, f"{self.src.name}: {exc}") from None
+                break
+            try:
+                decoded = packet.decode()
+                consecutive = 0
+            except av.error.FFmpegError as exc:
+                st.decode_errors += 1
+                consecutive += 1
+                if consecutive > self.limits.max_consecutive_decode_errors:
+                    raise MediaError(
+                        MediaErrorReason.CORRUPT_MEDIA,
+                        f"{self.src.name}: {consecutive} packets in a row failed to decode ({exc})",
+                    ) from None
+                continue
+            for frame in decoded:
+                st.decoded_frames += 1
+                ts = best_effort(frame.pts, frame.dts)
+                if ts is not None and tb is not None:
+                    t = float(ts * tb)
+                    if origin is None:
+                        origin = t
+                    t -= origin
+                else:
+                    t = (prev_t + period_guess) if prev_t is not None else 0.0
+                t = max(t, 0.0)
+                if prev_t is not None and t > prev_t:
+                    st.frame_period = t - prev_t
+                prev_t = t if prev_t is None else max(prev_t, t)
+                st.last_t = prev_t
+                if not sampler.accept(t):
+                    continue
+                self.limits.check_resolution(frame.width, frame.height, self.src.name)
+                st.sampled_frames += 1
+                yield Frame(t, frame.to_ndarray(format="rgb24"), key=bool(frame.key_frame))
+        if st.decoded_frames == 0:
+            if st.decode_errors:
+                raise MediaError(
+                    MediaErrorReason.CORRUPT_MEDIA,
+                    f"{self.src.name}: no frame could be decoded ({st.decode_errors} broken packets)",
+                )
+            raise MediaError(MediaErrorReason.ZERO_DURATION, f"{self.src.name}: the video stream has no frames")
+
+    def close(self) -> None:
+        self._container.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Selection
+
+
+def select_backend(src: OpenedSource, info: VideoInfo | None, backend: Backend = "auto") -> tuple[str, str]:
+    """Decide between 'pyav' and 'nvdec'; returns (name, reason). Never raises for 'auto'."""
+    from . import nvdec
+
+    if backend == "cpu":
+        return "pyav", "CPU decoding requested"
+    ok, why = nvdec.nvdec_available()
+    if ok and src.path is None:
+        ok, why = False, "NVDEC decodes files only; the input is bytes or a stream"
+    if ok and info is not None and info.codec not in nvdec.NVDEC_CODECS:
+        ok, why = False, f"codec {info.codec} is not decoded by NVDEC"
+    if ok:
+        return "nvdec", why
+    if backend == "nvdec":
+        raise nvdec.BackendUnavailable(f"NVDEC requested but unavailable: {why}")
+    return "pyav", why
+
+
+def open_decoder(
+    source: MediaSource, limits: MediaLimits | None = None, backend: Backend = "auto"
+) -> Decoder:
+    """Open `source` with the best available decoder; raises `MediaError` for bad input."""
+    limits = limits or MediaLimits()
+    src = open_source(source)
+    if src.kind == "image":
+        return ImageDecoder(src, limits)
+    dec = PyAVDecoder(src, limits)
+    name, why = select_backend(src, dec.info, backend)
+    if name == "nvdec":
+        from .nvdec import NvdecDecoder
+
+        try:
+            gpu = NvdecDecoder(src, limits, dec.info)
+        except Exception as exc:  # driver / session limits: decoding still works on the CPU
+            if backend == "nvdec":
+                dec.close()
+                raise
+            log.warning("NVDEC unavailable for %s, decoding on the CPU: %s", src.name, exc)
+            return dec
+        dec.close()
+        return gpu
+    if backend == "auto":
+        log.debug("decoding %s on the CPU: %s", src.name, why)
+    return dec

@@ -1,0 +1,350 @@
+"""Video / image -> timestamped, L2-normalised embeddings.
+
+    decode thread:   demux + decode -> time-grid sampling -> RGB -> blank filter -> resize
+                        |  bounded queue (back-pressure: at most `queue_size` resized frames)
+    calling thread:  batch -> model -> optional near-duplicate drop -> progress callback
+
+Decoding and inference overlap (PyAV, PIL and ONNX Runtime release the GIL), memory stays bounded
+whatever the file's length (a 2-hour 1080p file holds at most `queue_size` small frames plus one
+decoded frame in flight), and the calling thread watches the cancel event and the decode
+timeouts, so a broken or hostile input never hangs the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+
+from .embed import Embedder
+from .media import (
+    BlankFilterSettings,
+    Frame,
+    MediaCancelled,
+    MediaError,
+    MediaErrorReason,
+    MediaLimits,
+    TimeGridSampler,
+    analyse,
+    open_decoder,
+)
+from .media.decode import Backend
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, "int | None"], None]
+
+#: Default sampling rates. References are indexed denser than queries are sampled so that the two
+#: time grids can never be more than 1/(2*3) s out of phase (vPDQ's every-N-th-frame grids lose
+#: sub-clips, speed changes and videos with an added intro for exactly that reason).
+REFERENCE_FPS = 3.0
+QUERY_FPS = 1.0
+#: How long the inference stage waits for more frames to fill a batch.
+BATCH_WAIT_S = 0.05
+
+
+@dataclass
+class SamplingSettings:
+    """How a video is sampled before embedding."""
+
+    fps: float = QUERY_FPS  # samples per second of presentation time; <= 0: every frame
+    drop_blank: bool = True  # drop near-black / uniform / featureless frames (they never vote)
+    dedup_threshold: float | None = None  # drop a sample whose cosine to the last kept one is >= this
+    keyframes_only: bool = False  # decode key frames only (fast path; the grid is then as sparse as the GOP)
+    flip: bool = False  # also embed the mirrored frames (flip-robust queries)
+    blank: BlankFilterSettings = field(default_factory=BlankFilterSettings)
+    decoder: Backend = "auto"
+    queue_size: int = 32  # resized frames buffered between decode and inference
+
+    def __post_init__(self) -> None:
+        if self.dedup_threshold is not None and not -1.0 <= self.dedup_threshold <= 1.0:
+            raise ValueError("dedup_threshold is a cosine similarity in [-1, 1]")
+        if self.queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+
+    @classmethod
+    def reference(cls, **kw: Any) -> "SamplingSettings":
+        """Defaults for videos being indexed (denser grid)."""
+        return cls(fps=kw.pop("fps", REFERENCE_FPS), **kw)
+
+    @classmethod
+    def query(cls, **kw: Any) -> "SamplingSettings":
+        """Defaults for query clips."""
+        return cls(fps=kw.pop("fps", QUERY_FPS), **kw)
+
+
+@dataclass
+class EmbeddedMedia:
+    """The embeddings of one video or image."""
+
+    timestamps: np.ndarray  # float64[n], seconds from the stream start
+    vectors: np.ndarray  # float32[n, dim], L2-normalised
+    duration: float  # seconds (0 for still images)
+    width: int
+    height: int
+    is_image: bool
+    decoder: str  # "pyav" | "nvdec" | "pil"
+    embedder: str  # "<model>@<backend>"
+    stats: dict[str, Any]  # timings (s) and counters
+    codec: str = ""
+    source_fps: float | None = None
+    flip_vectors: np.ndarray | None = None  # float32[n, dim] when SamplingSettings.flip
+    dropped_blank: int = 0
+    dropped_duplicates: int = 0
+
+    def __len__(self) -> int:
+        return int(self.timestamps.shape[0])
+
+
+_DONE = object()
+
+
+@dataclass
+class _Item:
+    t: float
+    image: Any  # resized model input (numpy or CUDA tensor)
+    flipped: Any = None
+
+
+def _blank_verdict(frame: Frame, settings: BlankFilterSettings):
+    img = frame.image
+    if frame.on_gpu:  # analyse a small host copy; the frame itself stays on the GPU
+        step = max(1, max(frame.shape) // settings.analysis_size)
+        img = img[::step, ::step].cpu().numpy()
+    return analyse(img, settings)
+
+
+def _open_guarded(source, limits: MediaLimits, backend: Backend, cancel: threading.Event | None):
+    """open_decoder() on a helper thread: probing reads the input, and a stream that stops
+    delivering bytes must not hang the caller (DECODE_TIMEOUT after `stall_timeout_s`)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["decoder"] = open_decoder(source, limits, backend)
+        except BaseException as exc:
+            box["error"] = exc
+
+    th = threading.Thread(target=target, name="frameseek-open", daemon=True)
+    th.start()
+    deadline = time.perf_counter() + limits.stall_timeout_s
+    while th.is_alive():
+        th.join(0.02)
+        if not th.is_alive():
+            break
+        if cancel is not None and cancel.is_set():
+            raise MediaCancelled()
+        if time.perf_counter() > deadline:
+            raise MediaError(
+                MediaErrorReason.DECODE_TIMEOUT, f"opening the input took longer than {limits.stall_timeout_s:g} s"
+            )
+    if "error" in box:
+        raise box["error"]
+    return box["decoder"]
+
+
+def embed_media(
+    source: str | os.PathLike | bytes | BinaryIO,
+    embedder: Embedder,
+    sampling: SamplingSettings | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    limits: MediaLimits | None = None,
+) -> EmbeddedMedia:
+    """Decode, sample, filter and embed `source`. Raises `MediaError` (reason CANCELLED when
+    `cancel` is set, DECODE_TIMEOUT when decoding stalls or exceeds the limits)."""
+    sampling = sampling or SamplingSettings()
+    limits = limits or MediaLimits()
+    t_start = time.perf_counter()
+    decoder = _open_guarded(source, limits, sampling.decoder, cancel)
+    info = decoder.info
+    sampler = TimeGridSampler(sampling.fps)
+    estimated = 1 if info.is_image else sampler.expected_samples(info.duration)
+    if sampling.keyframes_only:
+        estimated = None  # unknown GOP structure
+
+    q: queue.Queue = queue.Queue(maxsize=sampling.queue_size)
+    abort = threading.Event()
+    timings = {"decode_s": 0.0, "preprocess_s": 0.0, "embed_s": 0.0}
+    counters = {"blank": 0, "blank_reasons": {}}
+
+    def put(item: Any) -> bool:
+        while not abort.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    gpu_input = getattr(embedder, "backend", "") == "tensorrt"  # takes CUDA tensors as they are
+
+    def produce() -> None:
+        try:
+            it = decoder.frames(sampler, sampling.keyframes_only, abort)
+            while True:
+                t0 = time.perf_counter()
+                frame = next(it, None)
+                t1 = time.perf_counter()
+                timings["decode_s"] += t1 - t0
+                if frame is None:
+                    break
+                if sampling.drop_blank:
+                    verdict = _blank_verdict(frame, sampling.blank)
+                    if verdict.blank:
+                        counters["blank"] += 1
+                        counters["blank_reasons"][verdict.reason] = counters["blank_reasons"].get(verdict.reason, 0) + 1
+                        timings["preprocess_s"] += time.perf_counter() - t1
+                        continue
+                pixels = frame.image
+                if frame.on_gpu and not gpu_input:
+                    pixels = frame.to_numpy()  # NVDEC decoded, but the embedder runs on the CPU
+                image = embedder.preprocess([pixels])[0]
+                flipped = embedder.preprocess([pixels], flip=True)[0] if sampling.flip else None
+                timings["preprocess_s"] += time.perf_counter() - t1
+                if not put(_Item(frame.t, image, flipped)):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="frameseek-decode", daemon=True)
+    worker.start()
+
+    times: list[float] = []
+    vecs: list[np.ndarray] = []
+    fvecs: list[np.ndarray] = []
+    dropped_dup = 0
+    last_kept: np.ndarray | None = None
+    batch_size = max(1, int(getattr(embedder, "batch_size", 16)))
+    last_progress_t = time.perf_counter()
+    last_decoded = -1
+    finished = False
+    try:
+        while not finished:
+            # Collect a batch: block for the first item, then take what is already waiting.
+            batch: list[_Item] = []
+            while not batch:
+                if cancel is not None and cancel.is_set():
+                    raise MediaCancelled()
+                now = time.perf_counter()
+                if limits.decode_timeout_s is not None and now - t_start > limits.decode_timeout_s:
+                    raise MediaError(
+                        MediaErrorReason.DECODE_TIMEOUT,
+                        f"decoding took longer than {limits.decode_timeout_s:g} s",
+                    )
+                try:
+                    item = q.get(timeout=0.05)
+                except queue.Empty:
+                    # Nothing to embed: is the decoder still making progress? (Time the producer
+                    # spends blocked on a full queue is back-pressure, not a stall: checked here only.)
+                    decoded = decoder.stats.decoded_frames
+                    if decoded != last_decoded:
+                        last_decoded, last_progress_t = decoded, time.perf_counter()
+                    elif time.perf_counter() - last_progress_t > limits.stall_timeout_s:
+                        raise MediaError(
+                            MediaErrorReason.DECODE_TIMEOUT,
+                            f"the decoder produced no frame for {limits.stall_timeout_s:g} s",
+                        ) from None
+                    continue
+                last_progress_t = time.perf_counter()
+                if item is _DONE:
+                    finished = True
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                batch.append(item)
+                # Fill the batch with what arrives soon: batched inference costs less per frame,
+                # and inference, not decoding, is the busy stage at query rates.
+                deadline = time.perf_counter() + BATCH_WAIT_S
+                while len(batch) < batch_size:
+                    wait = deadline - time.perf_counter()
+                    try:
+                        item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _DONE:
+                        finished = True
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    batch.append(item)
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            out = embedder.embed_preprocessed([b.image for b in batch])
+            fout = embedder.embed_preprocessed([b.flipped for b in batch]) if sampling.flip else None
+            timings["embed_s"] += time.perf_counter() - t0
+            for i, b in enumerate(batch):
+                v = out[i]
+                if sampling.dedup_threshold is not None and last_kept is not None:
+                    if float(np.dot(v, last_kept)) >= sampling.dedup_threshold:
+                        dropped_dup += 1
+                        continue
+                last_kept = v
+                times.append(b.t)
+                vecs.append(v)
+                if fout is not None:
+                    fvecs.append(fout[i])
+            if progress is not None:
+                progress(len(times) + dropped_dup + counters["blank"], estimated)
+    except BaseException:
+        abort.set()
+        raise
+    finally:
+        abort.set()
+        # Unblock a producer waiting on a full queue, then let it notice `abort`.
+        while True:
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                break
+        worker.join(timeout=1.0)
+        decoder.close() if not worker.is_alive() else None
+
+    st = decoder.stats
+    if info.is_image:
+        duration = 0.0
+    elif st.last_t is not None and not sampling.keyframes_only:
+        duration = st.last_t + (st.frame_period or (1.0 / info.fps if info.fps else 0.0))
+    else:
+        duration = max(info.duration or 0.0, st.last_t or 0.0)
+    dim = int(embedder.dim)
+    wall = time.perf_counter() - t_start
+    stats = dict(
+        timings,
+        wall_s=wall,
+        decoded_frames=st.decoded_frames,
+        sampled_frames=st.sampled_frames,
+        decode_errors=st.decode_errors,
+        truncated=st.truncated,
+        blank_reasons=dict(counters["blank_reasons"]),
+        realtime_factor=(duration / wall) if wall > 0 and duration > 0 else None,
+    )
+    return EmbeddedMedia(
+        timestamps=np.asarray(times, np.float64),
+        vectors=np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32),
+        duration=float(duration),
+        width=info.width,
+        height=info.height,
+        is_image=info.is_image,
+        decoder=decoder.name,
+        embedder=f"{embedder.name}@{embedder.backend}",
+        stats=stats,
+        codec=info.codec,
+        source_fps=info.fps,
+        flip_vectors=(np.stack(fvecs).astype(np.float32) if fvecs else np.zeros((0, dim), np.float32))
+        if sampling.flip
+        else None,
+        dropped_blank=counters["blank"],
+        dropped_duplicates=dropped_dup,
+    )
+
+
+__all__ = ["EmbeddedMedia", "SamplingSettings", "embed_media", "REFERENCE_FPS", "QUERY_FPS"]

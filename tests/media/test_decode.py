@@ -1,0 +1,202 @@
+"""Decoding: codecs, containers, timestamps, sampling density, still images, input kinds."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from frameseek.media import (
+    MediaLimits,
+    TimeGridSampler,
+    open_decoder,
+    open_source,
+    plan_indices,
+    select_backend,
+)
+from frameseek.media import nvdec
+
+from .conftest import OPENCV_DATA, H, W
+
+
+def decode_times(src, fps=0.0, keyframes_only=False):
+    dec = open_decoder(src)
+    try:
+        frames = list(dec.frames(TimeGridSampler(fps), keyframes_only))
+    finally:
+        dec.close()
+    return dec, frames
+
+
+@pytest.mark.parametrize("name", ["h264_mp4", "h264_mov", "hevc_mkv", "vp9_webm", "av1_mkv", "mpeg4_avi"])
+def test_every_codec_and_container_decodes_with_exact_timestamps(clips, name):
+    if name not in clips:
+        pytest.skip(f"no encoder for {name} in this PyAV build")
+    dec, frames = decode_times(clips[name])
+    assert dec.name == "pyav"
+    assert [f.shape for f in frames] == [(H, W)] * 40
+    np.testing.assert_allclose([f.t for f in frames], np.arange(40) / 10, atol=1e-3)
+    assert all(f.image.dtype == np.uint8 and f.image.shape == (H, W, 3) for f in frames)
+    # lossy but recognisably the same picture: the bright bar sits where it was drawn
+    col = frames[5].image[H // 2, :, :].mean(axis=1)
+    assert abs(int(np.argmax(np.convolve(col, np.ones(10), "valid"))) - 35) <= 3
+
+
+@pytest.mark.parametrize("fps", [1.0, 3.0, 2.5])
+def test_time_grid_density(h264_clip, fps):
+    _, frames = decode_times(h264_clip, fps)
+    ts = np.array([f.t for f in frames])
+    # the first frame at or after each tick k/fps, for every tick inside the 4 s clip
+    ticks = np.arange(0, 4.0 - 1e-9, 1 / fps)
+    src = np.arange(40) / 10
+    expected = sorted({float(src[np.searchsorted(src, t - 1e-3)]) for t in ticks if t <= src[-1] + 1e-9})
+    np.testing.assert_allclose(ts, expected, atol=1e-3)
+
+
+def test_vfr_timestamps_come_from_pts_not_frame_counts(vfr_clip):
+    path, times = vfr_clip
+    _, frames = decode_times(path)
+    np.testing.assert_allclose([f.t for f in frames], times, atol=1e-3)
+    _, frames = decode_times(path, fps=1.0)
+    # ticks 0,1,2,3 -> first frame at/after each: 0.0, 1.0, (2 -> 2.45), 3.0
+    np.testing.assert_allclose([f.t for f in frames], [0.0, 1.0, 2.45, 3.0], atol=1e-3)
+
+
+def ffprobe_best_effort_times(path) -> list[float]:
+    probe = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "quiet", "-select_streams", "v:0", "-show_entries",
+             "frame=best_effort_timestamp_time", "-of", "json", str(path)],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    )
+    return [float(f["best_effort_timestamp_time"]) for f in probe["frames"]]
+
+
+def test_opencv_tree_avi_vfr_matches_ffprobe():
+    path = OPENCV_DATA / "tree.avi"
+    if not path.exists():
+        pytest.skip("opencv-doc not installed")
+    _, frames = decode_times(path)
+    ref = ffprobe_best_effort_times(path)
+    assert len(frames) == len(ref)
+    np.testing.assert_allclose([f.t for f in frames], np.array(ref) - ref[0], atol=1e-4)
+    gaps = np.diff(ref)
+    assert gaps.max() > 1.5 * gaps.min()  # it is VFR indeed
+
+
+def test_broken_pts_are_corrected_like_ffmpeg(tmp_path):
+    # opencv-doc's box.mp4 has presentation timestamps that go backwards; FFmpeg's best-effort
+    # timestamps (and ours) fall back to dts, so no frame is lost to "non-monotonic" sampling.
+    gz = OPENCV_DATA.parent.parent / "opencv4" / "html" / "box.mp4.gz"
+    if not gz.exists():
+        pytest.skip("opencv-doc not installed")
+    import gzip
+
+    path = tmp_path / "box.mp4"
+    path.write_bytes(gzip.decompress(gz.read_bytes()))
+    dec, frames = decode_times(path)
+    ref = ffprobe_best_effort_times(path)
+    assert dec.stats.decoded_frames == len(ref)
+    # the sampler never steps back in time: FFmpeg's own guess repeats 15.151 s on the last frame
+    monotonic = [t for i, t in enumerate(ref) if all(t > u for u in ref[:i])]
+    assert len(ref) - len(monotonic) == 1
+    np.testing.assert_allclose([f.t for f in frames], np.array(monotonic) - ref[0], atol=1e-4)
+
+
+def test_keyframes_only_skips_non_key_decoding(gop_clip):
+    dec, frames = decode_times(gop_clip, fps=0.0, keyframes_only=True)
+    np.testing.assert_allclose([f.t for f in frames], [0.0, 1.0, 2.0, 3.0], atol=1e-3)
+    assert all(f.key for f in frames)
+    assert dec.stats.decoded_frames == 4
+
+
+def test_frame_table_for_nvdec_planning_matches_decoded_pts(vfr_clip, gop_clip):
+    # NVDEC plans indices from demuxed packet timestamps: they must equal what decoding yields.
+    for path in (vfr_clip[0], gop_clip):
+        pts, keys = nvdec.frame_table(open_source(path))
+        _, frames = decode_times(path)
+        np.testing.assert_allclose(pts, [f.t for f in frames], atol=1e-6)
+        for fps in (1.0, 3.0):
+            _, sampled = decode_times(path, fps)
+            assert [pts[i] for i in plan_indices(pts, fps)] == pytest.approx([f.t for f in sampled], abs=1e-6)
+    pts, keys = nvdec.frame_table(open_source(gop_clip))
+    assert [pts[i] for i in plan_indices(pts, 0, keys)] == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gaps=st.lists(st.floats(min_value=1e-3, max_value=2.0), min_size=1, max_size=200),
+    fps=st.floats(min_value=0.1, max_value=30.0),
+)
+def test_sampler_properties(gaps, fps):
+    times = np.cumsum([0.0] + gaps).tolist()
+    kept = [times[i] for i in plan_indices(times, fps)]
+    assert kept[0] == times[0] == 0.0
+    assert kept == sorted(set(kept))
+    # at most one sample per grid tick, and no tick between two samples is left unserved
+    def tick(t):
+        return int(np.floor((t + TimeGridSampler.EPS) * fps))
+
+    ticks = [tick(t) for t in kept]
+    assert len(ticks) == len(set(ticks))
+    # every frame that was skipped shares its tick with the sample before it
+    for a, b in zip(kept, kept[1:] + [float("inf")]):
+        assert all(tick(t) == tick(a) for t in times if a < t < b)
+
+
+def test_still_images_are_one_frame_items(images):
+    for ext, path in images.items():
+        dec, frames = decode_times(path, fps=1.0)
+        assert dec.name == "pil" and dec.info.is_image and dec.info.codec in ("jpeg", "png", "webp")
+        assert len(frames) == 1 and frames[0].t == 0.0 and frames[0].image.shape == (120, 160, 3)
+
+
+def test_path_bytes_and_streams_decode_the_same(h264_clip):
+    _, a = decode_times(h264_clip, 1.0)
+    _, b = decode_times(h264_clip.read_bytes(), 1.0)
+    with open(h264_clip, "rb") as fh:
+        _, c = decode_times(fh, 1.0)
+
+    class Unseekable(io.RawIOBase):  # a socket-like stream: read() only
+        def __init__(self, data):
+            self._b = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            return self._b.read(n)
+
+    _, d = decode_times(Unseekable(h264_clip.read_bytes()), 1.0)
+    for other in (b, c, d):
+        assert [f.t for f in other] == [f.t for f in a]
+        assert all(np.array_equal(x.image, y.image) for x, y in zip(a, other))
+
+
+def test_decoder_selection_falls_back_to_cpu_with_reason(h264_clip, caplog):
+    ok, why = nvdec.nvdec_available()
+    if ok:
+        pytest.skip("this machine has NVDEC")
+    src = open_source(h264_clip)
+    assert select_backend(src, None, "auto") == ("pyav", why)
+    assert select_backend(src, None, "cpu")[0] == "pyav"
+    with pytest.raises(nvdec.BackendUnavailable, match="NVDEC requested but unavailable"):
+        select_backend(src, None, "nvdec")
+    with pytest.raises(nvdec.BackendUnavailable):
+        open_decoder(h264_clip, backend="nvdec")
+    assert open_decoder(h264_clip, backend="auto").name == "pyav"
+    # the driver probe itself runs for real (ctypes on libcuda) and explains itself
+    n, reason = nvdec.cuda_driver_device_count()
+    assert isinstance(n, int) and reason
+
+
+def test_limits_are_pydantic_and_validated():
+    with pytest.raises(ValueError):
+        MediaLimits(max_width=0)
+    assert MediaLimits().max_width >= 3840

@@ -1,0 +1,153 @@
+"""embed_media: sampling, blank drop, dedup, progress, cancellation, back-pressure, CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from frameseek.media import MediaError
+from frameseek.pipeline import EmbeddedMedia, SamplingSettings, embed_media
+
+
+def test_query_and_reference_sampling(h264_clip, embedder):
+    q = embed_media(h264_clip, embedder, SamplingSettings.query())
+    r = embed_media(h264_clip, embedder, SamplingSettings.reference())
+    assert isinstance(q, EmbeddedMedia) and q.decoder == "pyav" and q.embedder == "sscd_distilled@onnxruntime"
+    np.testing.assert_allclose(q.timestamps, [0, 1, 2, 3], atol=1e-3)
+    assert len(r) == 12 and np.all(np.diff(r.timestamps) <= 1 / 3 + 0.1 + 1e-6)
+    assert q.vectors.shape == (4, 512) and q.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(q.vectors, axis=1), 1, atol=1e-5)
+    assert (q.width, q.height, q.is_image) == (128, 96, False)
+    assert q.duration == pytest.approx(4.0, abs=1e-3)
+    # the query samples are among the reference samples, with the same embeddings
+    idx = [int(np.argmin(np.abs(r.timestamps - t))) for t in q.timestamps]
+    np.testing.assert_allclose(r.vectors[idx], q.vectors, atol=1e-5)
+    for k in ("decode_s", "preprocess_s", "embed_s", "wall_s"):
+        assert q.stats[k] >= 0
+    assert q.stats["decoded_frames"] == 40 and q.stats["sampled_frames"] == 4
+
+
+def test_black_intro_is_dropped(black_intro_clip, embedder):
+    res = embed_media(black_intro_clip, embedder, SamplingSettings(fps=1.0))
+    np.testing.assert_allclose(res.timestamps, [2.0, 3.0], atol=1e-3)
+    assert res.dropped_blank == 2 and res.stats["blank_reasons"] == {"dark": 2}
+    kept = embed_media(black_intro_clip, embedder, SamplingSettings(fps=1.0, drop_blank=False))
+    assert len(kept) == 4
+    # the reason the filter exists: black frames are near-identical to each other
+    assert float(kept.vectors[0] @ kept.vectors[1]) > 0.95
+
+
+def test_dedup_drops_near_identical_consecutive_samples(media_dir, embedder):
+    from .conftest import textured_frame, write_video
+
+    frames = [textured_frame(0)] * 30 + [textured_frame(100)] * 10  # 3 s still, then a new shot
+    path = write_video(media_dir / "still_then_cut.mp4", "libx264", [i / 10 for i in range(40)], frames,
+                       options={"preset": "ultrafast"})
+    res = embed_media(path, embedder, SamplingSettings(fps=2.0, dedup_threshold=0.97))
+    np.testing.assert_allclose(res.timestamps, [0.0, 3.0], atol=1e-3)
+    assert res.dropped_duplicates == 6
+    assert len(embed_media(path, embedder, SamplingSettings(fps=2.0))) == 8
+
+
+def test_images_and_inputs(images, h264_clip, embedder):
+    for p in images.values():
+        res = embed_media(p, embedder, SamplingSettings())
+        assert res.is_image and res.duration == 0.0 and list(res.timestamps) == [0.0] and res.decoder == "pil"
+    a = embed_media(h264_clip, embedder)
+    b = embed_media(h264_clip.read_bytes(), embedder)
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+
+
+def test_flip_vectors(h264_clip, embedder):
+    res = embed_media(h264_clip, embedder, SamplingSettings(fps=1.0, flip=True))
+    assert res.flip_vectors is not None and res.flip_vectors.shape == res.vectors.shape
+    assert not np.allclose(res.flip_vectors, res.vectors)
+
+
+def test_progress_reports_done_and_estimate(h264_clip, embedder):
+    calls = []
+    res = embed_media(h264_clip, embedder, SamplingSettings(fps=3.0), progress=lambda d, t: calls.append((d, t)))
+    assert calls and all(t == 12 for _, t in calls)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == len(res) == 12
+
+
+def test_cancellation(h264_clip, embedder):
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(MediaError) as info:
+        embed_media(h264_clip, embedder, cancel=ev)
+    assert info.value.reason == "CANCELLED"
+    ev = threading.Event()
+    with pytest.raises(MediaError) as info:
+        embed_media(h264_clip, embedder, SamplingSettings(fps=0), progress=lambda d, t: ev.set(), cancel=ev)
+    assert info.value.reason == "CANCELLED"
+
+
+class CountingEmbedder:
+    """The real embedder, counting frames preprocessed but not yet embedded (queue occupancy)."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.dim, self.backend, self.batch_size = inner, inner.name, inner.dim, inner.backend, 4
+        self.outstanding = self.peak = 0
+        self.lock = threading.Lock()
+
+    def preprocess(self, frames, flip=False):
+        out = self.inner.preprocess(frames, flip)
+        with self.lock:
+            self.outstanding += len(out)
+            self.peak = max(self.peak, self.outstanding)
+        return out
+
+    def embed_preprocessed(self, images):
+        out = self.inner.embed_preprocessed(images)
+        with self.lock:
+            self.outstanding -= len(images)
+        return out
+
+
+def test_back_pressure_bounds_buffered_frames(h264_clip, embedder):
+    counting = CountingEmbedder(embedder)
+    res = embed_media(h264_clip, counting, SamplingSettings(fps=0, queue_size=3))
+    assert len(res) == 40 and counting.outstanding == 0
+    # queue_size in the queue, one batch being embedded, one frame waiting on put()
+    assert counting.peak <= 3 + counting.batch_size + 1
+
+
+def test_errors_surface_from_the_decode_thread(tmp_path, embedder):
+    p = tmp_path / "x.mp4"
+    p.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 5000)
+    with pytest.raises(MediaError) as info:
+        embed_media(p, embedder)
+    assert info.value.reason == "CORRUPT_MEDIA"
+
+
+def test_cli_embed_json(h264_clip, tmp_path):
+    import typer
+
+    from frameseek.media_cli import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["embed", str(h264_clip), "--fps", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert [round(s["t"], 3) for s in doc["samples"]] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    assert len(doc["samples"][0]["vector"]) == 512 and doc["decoder"] == "pyav"
+    assert doc["realtime_factor"] > 0
+    text = runner.invoke(app, ["embed", str(h264_clip)])
+    assert text.exit_code == 0 and "x realtime" in text.stdout and "decoder=pyav" in text.stdout
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"not a video at all" * 20)
+    err = runner.invoke(app, ["embed", str(bad), "--json"])
+    assert err.exit_code == 2 and json.loads(err.stdout)["error"]["reason"] == "NOT_MEDIA"

@@ -1,0 +1,103 @@
+"""Everything about the TensorRT backend that runs without TensorRT: cache keys, profiles,
+selection and the logged fallback to ONNX Runtime."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from frameseek.embed import (
+    EmbedderSettings,
+    InputProfile,
+    ModelSpec,
+    OnnxEmbedder,
+    PreprocessSpec,
+    TensorRTUnavailable,
+    engine_cache_key,
+    engine_path,
+    load_embedder,
+    select_backend,
+    tensorrt_available,
+)
+from frameseek.embed.tensorrt_backend import file_sha256
+
+trt_missing = not tensorrt_available()[0]
+
+
+def test_input_profile_from_spec():
+    spec = EmbedderSettings().resolve_model()
+    p = InputProfile.for_spec(spec, max_batch=32)
+    assert p.min_shape == (1, 288, 288, 3)
+    assert p.opt_shape == (16, 288, 512, 3)
+    assert p.max_shape == (32, 1024, 1024, 3)
+    fixed = spec.model_copy(update={"preprocess": PreprocessSpec(resize="fixed", fixed_hw=(288, 288), layout="NCHW",
+                                                                 dtype="float32")})
+    q = InputProfile.for_spec(fixed, max_batch=8)
+    assert q.min_shape == (1, 3, 288, 288) and q.max_shape == (8, 3, 288, 288)
+
+
+def test_engine_cache_key_covers_every_input(tmp_path):
+    spec = EmbedderSettings().resolve_model()
+    h = file_sha256(spec.path)
+    assert len(h) == 64 and h == file_sha256(spec.path)
+    prof = InputProfile.for_spec(spec, 32)
+    base = engine_cache_key(h, "10.9.0", (9, 0), prof)
+    assert base == engine_cache_key(h, "10.9.0", (9, 0), prof)  # stable
+    variants = {
+        engine_cache_key("0" * 64, "10.9.0", (9, 0), prof),
+        engine_cache_key(h, "11.0.0", (9, 0), prof),
+        engine_cache_key(h, "10.9.0", (8, 9), prof),
+        engine_cache_key(h, "10.9.0", (9, 0), InputProfile.for_spec(spec, 64)),
+    }
+    assert base not in variants and len(variants) == 4
+    p = engine_path(tmp_path, "sscd_distilled", base)
+    assert p.parent == tmp_path and p.name.startswith("sscd_distilled-") and p.suffix == ".engine"
+    # a different file with other bytes hashes differently
+    other = tmp_path / "m.onnx"
+    other.write_bytes(spec.path.read_bytes()[:-1] + b"\x00")
+    assert file_sha256(other) != h
+
+
+def test_sscd_full_is_never_sent_to_tensorrt():
+    spec = EmbedderSettings(model="sscd").resolve_model()
+    ok, why = tensorrt_available(spec)
+    assert not ok and "not TensorRT-compatible" in why
+    assert select_backend(EmbedderSettings(model="sscd"), spec)[0] == "onnx"
+
+
+@pytest.mark.skipif(not trt_missing, reason="TensorRT is installed here")
+def test_auto_falls_back_to_onnx_runtime_with_logged_reason(caplog):
+    settings = EmbedderSettings()
+    backend, why = select_backend(settings, settings.resolve_model())
+    assert backend == "onnx" and why
+    with caplog.at_level(logging.INFO, logger="frameseek.embed"):
+        emb = load_embedder(settings)
+    assert isinstance(emb, OnnxEmbedder) and emb.backend == "onnxruntime" and emb.dim == 512
+    assert any(why in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(not trt_missing, reason="TensorRT is installed here")
+def test_explicit_tensorrt_request_fails_loudly():
+    with pytest.raises(TensorRTUnavailable):
+        load_embedder(EmbedderSettings(backend="tensorrt"))
+
+
+def test_model_spec_from_onnx_path(tmp_path):
+    spec = EmbedderSettings().resolve_model()
+    s = EmbedderSettings(model=str(spec.path)).resolve_model()
+    assert isinstance(s, ModelSpec) and s.path == spec.path and s.name == "sscd_distilled"
+
+
+def test_driver_probes_explain_the_missing_gpu():
+    from frameseek.embed.tensorrt_backend import cuda_compute_capability
+    from frameseek.media.nvdec import cuda_driver_device_count
+
+    n, why = cuda_driver_device_count()
+    if n:
+        major, minor = cuda_compute_capability(0)
+        assert major >= 3 and minor >= 0
+    else:
+        assert "driver" in why or "device" in why
+        with pytest.raises(TensorRTUnavailable):
+            cuda_compute_capability(0)

@@ -319,3 +319,53 @@ func TestUploadSearchDelete(t *testing.T) {
 	}
 	fmt.Fprintf(os.Stderr, "upload/search/delete: A=%s (%d samples), B=%s\n", a.GetName(), a.GetSampleCount(), b.GetName())
 }
+
+func TestIngestJobWatchAndImage(t *testing.T) {
+	c := dial(t)
+	ctx := ctxT(t)
+	const coll = "go-jobs"
+	if _, err := c.CreateCollection(ctx, coll, nil); err != nil {
+		t.Fatal(err)
+	}
+	parent := "collections/" + coll
+	t.Cleanup(func() { _ = c.DeleteCollection(context.Background(), parent, true) })
+
+	res, err := c.UploadFile(ctx, media("b.mp4"), &pb.IngestMetadata{Parent: parent, ReturnJob: true})
+	if frameseek.ErrorReason(err) == "MODEL_UNAVAILABLE" {
+		t.Skipf("server has no embedding model: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GetJob().GetName() == "" {
+		t.Fatalf("no job in %v", res)
+	}
+	var states []pb.IngestJobState
+	var last *pb.IngestJob
+	for job, err := range c.WatchIngestJob(ctx, res.GetJob().GetName()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		states = append(states, job.GetState())
+		last = job
+	}
+	if last == nil || last.GetState() != pb.IngestJobState_INGEST_JOB_STATE_SUCCEEDED || last.GetVideo() == "" {
+		t.Fatalf("watch ended with %v (states %v)", last, states)
+	}
+	v, err := c.GetVideo(ctx, last.GetVideo())
+	if err != nil || v.GetSampleCount() <= 0 {
+		t.Fatalf("video of the job: %v, %v", v, err)
+	}
+
+	png, err := os.ReadFile(media("frame_a_3s.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := c.IngestImage(ctx, png, &pb.IngestMetadata{Parent: parent, ExternalKey: "still"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.GetVideo().GetKind() != pb.MediaKind_MEDIA_KIND_IMAGE || img.GetVideo().GetSampleCount() != 1 {
+		t.Errorf("image item: %v", img.GetVideo())
+	}
+}

@@ -1,9 +1,10 @@
 import { strict as assert } from "node:assert";
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 
 import { chunked, DEFAULT_COLLECTION, ERROR_DOMAIN, FrameSeek, FrameSeekError, MAX_CHUNK_SIZE, ServingStatus } from "../src";
+import { IngestJobState, MediaKind } from "../gen/frameseek/v1/frameseek";
 import { embedWithServerModel, skipReason, startServer, type TestServer } from "./server";
 
 async function rejectsWith(p: Promise<unknown>, code: status, reasons: string[]): Promise<FrameSeekError> {
@@ -107,6 +108,37 @@ describe("against a live server", { skip: skipReason }, () => {
     await rejectsWith(c.upload(Buffer.alloc(300_000, "not a video "), { filename: "junk.mp4" }), status.INVALID_ARGUMENT,
       ["NOT_MEDIA", "CORRUPT_MEDIA"]);
     assert.ok((await c.stats()).version);
+  });
+
+  test("ingest job: return_job + watch until SUCCEEDED; image ingest", async (t) => {
+    const parent = "collections/ts-jobs";
+    await c.createCollection("ts-jobs");
+    try {
+      let res;
+      try {
+        res = await c.uploadFile(srv.media("b.mp4"), { parent, returnJob: true });
+      } catch (err) {
+        if (err instanceof FrameSeekError && err.reason === "MODEL_UNAVAILABLE") {
+          t.skip(`server has no embedding model: ${err.details}`);
+          return;
+        }
+        throw err;
+      }
+      assert.ok(res.job?.name, JSON.stringify(res));
+      const states: IngestJobState[] = [];
+      let last;
+      for await (const job of c.watchIngestJob(res.job.name)) {
+        states.push(job.state);
+        last = job;
+      }
+      assert.equal(last?.state, IngestJobState.INGEST_JOB_STATE_SUCCEEDED, `states ${states}`);
+      assert.ok((await c.getVideo(last!.video)).sampleCount > 0);
+      const img = await c.ingestImage(readFileSync(srv.media("frame_a_3s.png")), { parent, externalKey: "still" });
+      assert.equal(img.video?.kind, MediaKind.MEDIA_KIND_IMAGE);
+      assert.equal(img.video?.sampleCount, 1);
+    } finally {
+      await c.deleteCollection(parent, true);
+    }
   });
 
   test("upload, list, search by image / vector / video, delete", async (t) => {

@@ -22,7 +22,7 @@ help:
 	@echo "make setup | make test | make run | make bench | make proto | make clean"
 	@echo "SDKs: make sdk-setup | make sdk-gen | make proto-check | make sdk-test | make ghz-bench"
 
-setup: system-packages $(VENV)/.installed
+setup: system-packages sdk-toolchains $(VENV)/.installed
 
 system-packages:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \

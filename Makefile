@@ -73,7 +73,7 @@ clean:
 # ---------------------------------------------------------------------------------------------
 TOOLS_BIN := $(CURDIR)/build/tools/bin
 GOENV     := GOBIN=$(TOOLS_BIN) GOMODCACHE=$(CURDIR)/build/go/mod GOCACHE=$(CURDIR)/build/go/cache \
-             GOFLAGS=-modcacherw PATH="$(TOOLS_BIN):$$PATH"
+             GOFLAGS=-modcacherw GOTOOLCHAIN=auto PATH="$(TOOLS_BIN):$$PATH"
 TS_DIR    := clients/typescript
 BUF       := $(CURDIR)/$(TS_DIR)/node_modules/.bin/buf
 GO_TOOLS  := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11 \

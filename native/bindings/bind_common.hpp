@@ -73,17 +73,40 @@ template <class T>
 carray<T> as_uint_vector(py::handle obj, const char* name, py::ssize_t expected_len = -1) {
   py::module_ np = py::module_::import("numpy");
   py::object src = py::reinterpret_borrow<py::object>(obj);
-  if (py::isinstance<py::set>(src) || py::isinstance<py::frozenset>(src) ||
-      py::isinstance<py::iterator>(src))
-    src = py::list(src);
-  py::array arr = np.attr("asarray")(src);
+  if (!py::isinstance<py::array>(src)) {
+    // Python containers: convert element by element with __index__, because numpy turns a list
+    // mixing numpy.uint64 and int into float64 (and would round large ids).
+    if (py::isinstance<py::str>(src) || py::isinstance<py::bytes>(src) || !py::isinstance<py::iterable>(src))
+      throw py::type_error(std::string(name) + " must be a 1-D sequence or array of integers, got " +
+                           py_type_name(src));
+    py::list items(src);
+    if (expected_len >= 0 && py::ssize_t(items.size()) != expected_len)
+      throw py::value_error(std::string(name) + " has length " + std::to_string(items.size()) +
+                            ", expected " + std::to_string(expected_len));
+    carray<T> out(static_cast<py::ssize_t>(items.size()));
+    T* p = out.mutable_data();
+    const py::int_ lo(0), hi(std::numeric_limits<T>::max());
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      py::handle it = items[i];
+      if (py::isinstance<py::bool_>(it) || !py::hasattr(it, "__index__"))
+        throw py::type_error(std::string(name) + " must be integers, got " + py_type_name(it));
+      py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(it.ptr()));
+      if (!v) throw py::error_already_set();
+      if (v < lo) throw py::value_error(std::string(name) + " must be non-negative");
+      if (v > hi)
+        throw py::value_error(std::string(name) + " must be < 2**" + std::to_string(8 * sizeof(T)));
+      p[i] = v.cast<T>();
+    }
+    return out;
+  }
+  py::array arr = py::reinterpret_borrow<py::array>(src);
   if (arr.ndim() != 1)
     throw py::value_error(std::string(name) + " must be 1-D, got " + std::to_string(arr.ndim()) + "-D");
   if (expected_len >= 0 && arr.shape(0) != expected_len)
     throw py::value_error(std::string(name) + " has length " + std::to_string(arr.shape(0)) +
                           ", expected " + std::to_string(expected_len));
   const char kind = arr.dtype().kind();
-  if (arr.size() == 0) return carray<T>(0);  // [] comes out of numpy as float64
+  if (arr.size() == 0) return carray<T>(0);  // numpy.array([]) is float64; empty is empty
   if (kind != 'i' && kind != 'u')
     throw py::type_error(std::string(name) + " must be integers, got dtype " +
                          py::str(arr.dtype()).cast<std::string>());

@@ -9,6 +9,7 @@
 #include "frameseek/distance.hpp"
 #include "frameseek/filter.hpp"
 #include "frameseek/flat_index.hpp"
+#include "frameseek/half.hpp"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -33,29 +34,52 @@ py::array_t<float> distances_for_level(const std::string& level, const std::stri
   const Kernels& k = kernels_for(parse_simd_level(level));
   const Metric m = parse_metric(metric);
   if (!py::isinstance<py::array>(vectors))
-    throw py::type_error("vectors must be a numpy.ndarray of float32");
-  const auto dim = static_cast<std::size_t>(py::reinterpret_borrow<py::array>(vectors).shape(
-      py::reinterpret_borrow<py::array>(vectors).ndim() - 1));
+    throw py::type_error("vectors must be a numpy.ndarray of float32 or float16");
+  auto varr = py::reinterpret_borrow<py::array>(vectors);
+  const auto dim = static_cast<std::size_t>(varr.shape(varr.ndim() - 1));
   auto q = as_f32_matrix(queries, dim, "queries", true, false);
-  auto x = as_f32_matrix(vectors, dim, "vectors", true, false);
-  const std::size_t nq = q.shape(0), n = x.shape(0);
-  py::array_t<float> out({nq, n});
+  const std::size_t nq = q.shape(0);
   const float* qp = q.data();
+  const bool l2 = m == Metric::L2;
+  if (entry != "pair" && entry != "many" && entry != "block")
+    throw std::invalid_argument("entry must be 'pair', 'many' or 'block'");
+  if (varr.dtype().is(py::dtype("float16"))) {
+    // fp16 storage entries: pair and block (the single-query case is block with nq = 1)
+    if (varr.ndim() != 2 || !(varr.flags() & py::array::c_style))
+      throw py::value_error("vectors must be a C-contiguous 2-D array");
+    const std::size_t n = varr.shape(0);
+    const auto* xp = static_cast<const std::uint16_t*>(varr.data());
+    py::array_t<float> out({nq, n});
+    float* op = out.mutable_data();
+    py::gil_scoped_release release;
+    if (entry == "pair") {
+      auto f = l2 ? k.l2sq_f16 : k.dot_f16;
+      for (std::size_t i = 0; i < nq; ++i)
+        for (std::size_t j = 0; j < n; ++j) op[i * n + j] = f(qp + i * dim, xp + j * dim, dim);
+    } else if (entry == "many") {
+      for (std::size_t i = 0; i < nq; ++i)
+        (l2 ? k.l2sq_block_f16 : k.dot_block_f16)(qp + i * dim, 1, xp, n, dim, op + i * n, n);
+    } else {
+      (l2 ? k.l2sq_block_f16 : k.dot_block_f16)(qp, nq, xp, n, dim, op, n);
+    }
+    return out;
+  }
+  auto x = as_f32_matrix(vectors, dim, "vectors", true, false);
+  const std::size_t n = x.shape(0);
+  py::array_t<float> out({nq, n});
   const float* xp = x.data();
   float* op = out.mutable_data();
   {
     py::gil_scoped_release release;
     if (entry == "pair") {
-      auto f = m == Metric::L2 ? k.l2sq : k.dot;
+      auto f = l2 ? k.l2sq : k.dot;
       for (std::size_t i = 0; i < nq; ++i)
         for (std::size_t j = 0; j < n; ++j) op[i * n + j] = f(qp + i * dim, xp + j * dim, dim);
     } else if (entry == "many") {
-      auto f = m == Metric::L2 ? k.l2sq_many : k.dot_many;
+      auto f = l2 ? k.l2sq_many : k.dot_many;
       for (std::size_t i = 0; i < nq; ++i) f(qp + i * dim, xp, n, dim, op + i * n);
-    } else if (entry == "block") {
-      (m == Metric::L2 ? k.l2sq_block : k.dot_block)(qp, nq, xp, n, dim, op, n);
     } else {
-      throw std::invalid_argument("entry must be 'pair', 'many' or 'block'");
+      (l2 ? k.l2sq_block : k.dot_block)(qp, nq, xp, n, dim, op, n);
     }
   }
   return out;
@@ -82,7 +106,17 @@ void bind_distance(py::module_& m) {
   m.def("_distances_for_level", &distances_for_level, "level"_a, "metric"_a, "queries"_a,
         "vectors"_a, "entry"_a = "block",
         "Test hook: raw kernel output float32[nq, n] (squared L2, or the plain inner product) "
-        "from one SIMD level's table, through its 'pair', 'many' or 'block' entry.");
+        "from one SIMD level's table, through its 'pair', 'many' or 'block' entry; float16 "
+        "vectors go through the fp16-storage entries.");
+  m.def("_float16_roundtrip",
+        [](py::array_t<float, py::array::c_style> x) {
+          py::array_t<float> out(x.size());
+          const float* src = x.data();
+          float* dst = out.mutable_data();
+          for (py::ssize_t i = 0; i < x.size(); ++i) dst[i] = half_to_float(float_to_half(src[i]));
+          return out;
+        },
+        "x"_a, "Test hook: float32 -> fp16 -> float32 through the C++ conversion FlatIndex uses.");
 
   m.attr("NO_ID") = py::int_(kNoId);
 

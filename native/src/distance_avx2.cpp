@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "frameseek/distance.hpp"
 #include "simd_tiles.hpp"
@@ -23,6 +24,14 @@ struct Avx2 {
   static inline V load_tail(const float* p, std::size_t rem) {
     const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - rem));
     return _mm256_maskload_ps(p, m);
+  }
+  static inline V load(const std::uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static inline V load_tail(const std::uint16_t* p, std::size_t rem) {
+    alignas(16) std::uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // +0.0 in fp16
+    std::memcpy(buf, p, rem * sizeof(std::uint16_t));
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)));
   }
   static inline V fma(V a, V b, V acc) { return _mm256_fmadd_ps(a, b, acc); }
   static inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
@@ -61,10 +70,26 @@ void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, st
   tiles::block<Avx2, DotOp, 4, 3>(q, nq, x, n, d, out, ldo);
 }
 
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+  return tiles::pair<Avx2, L2Op>(a, b, d);
+}
+float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+  return tiles::pair<Avx2, DotOp>(a, b, d);
+}
+void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
+                    std::size_t d, float* out, std::size_t ldo) {
+  tiles::block<Avx2, L2Op, 3, 3>(q, nq, x, n, d, out, ldo);
+}
+void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
+                   std::size_t d, float* out, std::size_t ldo) {
+  tiles::block<Avx2, DotOp, 4, 3>(q, nq, x, n, d, out, ldo);
+}
+
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{SimdLevel::Avx2, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block};
+  static const Kernels k{SimdLevel::Avx2, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block,
+                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16};
   return k;
 }
 

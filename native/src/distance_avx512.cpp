@@ -3,6 +3,8 @@
 // read past the end of a row.
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "frameseek/distance.hpp"
 #include "simd_tiles.hpp"
 
@@ -17,15 +19,41 @@ struct Avx512 {
   static inline V load_tail(const float* p, std::size_t rem) {
     return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << rem) - 1u), p);
   }
+  // maskz_cvtph with a full mask is the same vcvtph2ps; plain _mm512_cvtph_ps trips GCC 12's
+  // -Wmaybe-uninitialized inside its own header (it merges into an "undefined" register).
+  static inline V load(const std::uint16_t* p) {
+    return _mm512_maskz_cvtph_ps(static_cast<__mmask16>(0xffffu),
+                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static inline V load_tail(const std::uint16_t* p, std::size_t rem) {
+    return _mm512_maskz_cvtph_ps(static_cast<__mmask16>(0xffffu),
+                                 _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << rem) - 1u), p));
+  }
   static inline V fma(V a, V b, V acc) { return _mm512_fmadd_ps(a, b, acc); }
   static inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  static inline float reduce(V v) { return _mm512_reduce_add_ps(v); }
+  // 256-bit halves. GCC 12's _mm512_castps512_ps256 / extract / _mm512_reduce_add_ps merge into
+  // an "undefined" register and warn (-Wuninitialized) inside its own header; the zero-masked
+  // extract is the same instruction without that. Only used in the horizontal sums.
+  static inline __m256 half256(V v, int hi) {
+    return _mm256_castpd_ps(hi ? _mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xf),
+                                                              _mm512_castps_pd(v), 1)
+                               : _mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xf),
+                                                              _mm512_castps_pd(v), 0));
+  }
+  static inline __m256 fold(V v) { return _mm256_add_ps(half256(v, 0), half256(v, 1)); }
+  static inline float reduce(V v) {
+    __m256 s8 = fold(v);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
   static inline void reduce4(V a, V b, V c, V d, float* out) {
     // 512 -> 256 per register, then the AVX 4-way hadd tree: one 128-bit result [sa sb sc sd].
-    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-    __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
-    __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
-    __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
+    __m256 a8 = fold(a);
+    __m256 b8 = fold(b);
+    __m256 c8 = fold(c);
+    __m256 d8 = fold(d);
     __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
   }
@@ -53,10 +81,26 @@ void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, st
   tiles::block<Avx512, DotOp, 4, 4>(q, nq, x, n, d, out, ldo);
 }
 
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+  return tiles::pair<Avx512, L2Op>(a, b, d);
+}
+float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+  return tiles::pair<Avx512, DotOp>(a, b, d);
+}
+void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
+                    std::size_t d, float* out, std::size_t ldo) {
+  tiles::block<Avx512, L2Op, 4, 4>(q, nq, x, n, d, out, ldo);
+}
+void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
+                   std::size_t d, float* out, std::size_t ldo) {
+  tiles::block<Avx512, DotOp, 4, 4>(q, nq, x, n, d, out, ldo);
+}
+
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{SimdLevel::Avx512, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block};
+  static const Kernels k{SimdLevel::Avx512, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block,
+                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16};
   return k;
 }
 

@@ -3,6 +3,7 @@
 // past the end of a row.
 #include <arm_neon.h>
 
+#include <cstdint>
 #include <cstring>
 
 #include "frameseek/distance.hpp"
@@ -20,6 +21,14 @@ struct Neon {
     float buf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     std::memcpy(buf, p, rem * sizeof(float));
     return vld1q_f32(buf);
+  }
+  static inline V load(const std::uint16_t* p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+  }
+  static inline V load_tail(const std::uint16_t* p, std::size_t rem) {
+    std::uint16_t buf[4] = {0, 0, 0, 0};  // +0.0 in fp16
+    std::memcpy(buf, p, rem * sizeof(std::uint16_t));
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(buf)));
   }
   static inline V fma(V a, V b, V acc) { return vfmaq_f32(acc, a, b); }
   static inline V sub(V a, V b) { return vsubq_f32(a, b); }
@@ -51,10 +60,26 @@ void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, st
   tiles::block<Neon, DotOp, 4, 3>(q, nq, x, n, d, out, ldo);
 }
 
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+  return tiles::pair<Neon, L2Op>(a, b, d);
+}
+float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+  return tiles::pair<Neon, DotOp>(a, b, d);
+}
+void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
+                    std::size_t d, float* out, std::size_t ldo) {
+  tiles::block<Neon, L2Op, 4, 3>(q, nq, x, n, d, out, ldo);
+}
+void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
+                   std::size_t d, float* out, std::size_t ldo) {
+  tiles::block<Neon, DotOp, 4, 3>(q, nq, x, n, d, out, ldo);
+}
+
 }  // namespace
 
 const Kernels& neon_kernels() {
-  static const Kernels k{SimdLevel::Neon, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block};
+  static const Kernels k{SimdLevel::Neon, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block,
+                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16};
   return k;
 }
 

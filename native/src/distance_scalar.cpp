@@ -1,5 +1,6 @@
 // Portable scalar kernels: the reference path and the fallback on CPUs without a SIMD path.
 #include "frameseek/distance.hpp"
+#include "frameseek/half.hpp"
 
 namespace frameseek::detail {
 namespace {
@@ -37,10 +38,38 @@ void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, st
   for (std::size_t i = 0; i < nq; ++i) dot_many(q + i * d, x, n, d, out + i * ldo);
 }
 
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+  float s = 0.f;
+  for (std::size_t i = 0; i < d; ++i) {
+    float t = a[i] - half_to_float(b[i]);
+    s += t * t;
+  }
+  return s;
+}
+
+float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+  float s = 0.f;
+  for (std::size_t i = 0; i < d; ++i) s += a[i] * half_to_float(b[i]);
+  return s;
+}
+
+void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
+                    std::size_t d, float* out, std::size_t ldo) {
+  for (std::size_t i = 0; i < nq; ++i)
+    for (std::size_t j = 0; j < n; ++j) out[i * ldo + j] = l2sq_f16(q + i * d, x + j * d, d);
+}
+
+void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
+                   std::size_t d, float* out, std::size_t ldo) {
+  for (std::size_t i = 0; i < nq; ++i)
+    for (std::size_t j = 0; j < n; ++j) out[i * ldo + j] = dot_f16(q + i * d, x + j * d, d);
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{SimdLevel::Scalar, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block};
+  static const Kernels k{SimdLevel::Scalar, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block,
+                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16};
   return k;
 }
 

@@ -9,9 +9,34 @@
 #include <unordered_set>
 #include <utility>
 
+#include "frameseek/half.hpp"
 #include "frameseek/parallel.hpp"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace frameseek {
+
+namespace detail {
+
+constexpr std::size_t kHugeThreshold = std::size_t(4) << 20;
+constexpr std::size_t kHugeAlign = std::size_t(2) << 20;
+
+void* alloc_rows(std::size_t bytes) {
+  const bool huge = bytes >= kHugeThreshold;
+  void* p = ::operator new(bytes, std::align_val_t(huge ? kHugeAlign : 64));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (huge) ::madvise(p, bytes, MADV_HUGEPAGE);  // advisory: failure just means 4 KiB pages
+#endif
+  return p;
+}
+
+void free_rows(void* p, std::size_t bytes) noexcept {
+  ::operator delete(p, std::align_val_t(bytes >= kHugeThreshold ? kHugeAlign : 64));
+}
+
+}  // namespace detail
 
 Metric parse_metric(const std::string& name) {
   if (name == "l2") return Metric::L2;
@@ -20,6 +45,16 @@ Metric parse_metric(const std::string& name) {
 }
 
 std::string metric_name(Metric metric) { return metric == Metric::L2 ? "l2" : "ip"; }
+
+Storage parse_storage(const std::string& name) {
+  if (name == "float32") return Storage::F32;
+  if (name == "float16") return Storage::F16;
+  throw std::invalid_argument("unknown storage '" + name + "' (expected 'float32' or 'float16')");
+}
+
+std::string storage_name(Storage storage) {
+  return storage == Storage::F16 ? "float16" : "float32";
+}
 
 namespace {
 
@@ -135,7 +170,8 @@ constexpr std::size_t kMinRangeRows = 4096;
 
 }  // namespace
 
-FlatIndex::FlatIndex(std::size_t dim, Metric metric) : dim_(dim), metric_(metric) {
+FlatIndex::FlatIndex(std::size_t dim, Metric metric, Storage storage)
+    : dim_(dim), metric_(metric), storage_(storage) {
   if (dim == 0) throw std::invalid_argument("dim must be >= 1");
   if (dim > (1u << 20)) throw std::invalid_argument("dim must be <= 1048576");
 }
@@ -158,6 +194,11 @@ void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vector
     if (!std::isfinite(vectors[i]))
       throw std::invalid_argument("vectors contain NaN or infinity (row " +
                                   std::to_string(i / dim_) + ")");
+  if (storage_ == Storage::F16)
+    for (std::size_t i = 0; i < n * dim_; ++i)
+      if (std::fabs(vectors[i]) > 65504.0f)  // largest finite fp16; beyond it rounds to inf
+        throw std::invalid_argument("vectors exceed the float16 range +-65504 (row " +
+                                    std::to_string(i / dim_) + "); use storage='float32'");
   std::unordered_set<std::uint64_t> batch;
   batch.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -165,6 +206,7 @@ void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vector
     if (!batch.insert(ids[i]).second)
       throw std::invalid_argument("duplicate id " + std::to_string(ids[i]) + " in the batch");
   }
+  std::lock_guard turn(turnstile_);
   std::unique_lock lock(mutex_);
   if (ids_.size() + n > std::numeric_limits<std::uint32_t>::max())
     throw std::length_error("FlatIndex holds at most 2**32-1 vectors");
@@ -172,7 +214,13 @@ void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vector
     if (slot_of_.count(ids[i]))
       throw std::invalid_argument("id " + std::to_string(ids[i]) + " is already in the index");
   const std::size_t base = ids_.size();
-  data_.insert(data_.end(), vectors, vectors + n * dim_);
+  if (storage_ == Storage::F16) {
+    half_.resize((base + n) * dim_);
+    std::uint16_t* dst = half_.data() + base * dim_;
+    for (std::size_t i = 0; i < n * dim_; ++i) dst[i] = float_to_half(vectors[i]);
+  } else {
+    data_.insert(data_.end(), vectors, vectors + n * dim_);
+  }
   ids_.insert(ids_.end(), ids, ids + n);
   if (groups)
     groups_.insert(groups_.end(), groups, groups + n);
@@ -187,6 +235,7 @@ void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vector
 }
 
 std::size_t FlatIndex::remove(std::size_t n, const std::uint64_t* ids) {
+  std::lock_guard turn(turnstile_);
   std::unique_lock lock(mutex_);
   std::size_t removed = 0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -196,14 +245,19 @@ std::size_t FlatIndex::remove(std::size_t n, const std::uint64_t* ids) {
     const std::uint32_t last = static_cast<std::uint32_t>(ids_.size() - 1);
     slot_of_.erase(it);
     if (slot != last) {  // move the last row into the hole so storage stays dense
-      std::copy_n(data_.begin() + std::size_t(last) * dim_, dim_,
-                  data_.begin() + std::size_t(slot) * dim_);
+      if (storage_ == Storage::F16)
+        std::copy_n(half_.begin() + std::size_t(last) * dim_, dim_,
+                    half_.begin() + std::size_t(slot) * dim_);
+      else
+        std::copy_n(data_.begin() + std::size_t(last) * dim_, dim_,
+                    data_.begin() + std::size_t(slot) * dim_);
       ids_[slot] = ids_[last];
       groups_[slot] = groups_[last];
       tags_[slot] = tags_[last];
       slot_of_[ids_[slot]] = slot;
     }
-    data_.resize(std::size_t(last) * dim_);
+    (storage_ == Storage::F16 ? half_.resize(std::size_t(last) * dim_)
+                              : data_.resize(std::size_t(last) * dim_));
     ids_.pop_back();
     groups_.pop_back();
     tags_.pop_back();
@@ -235,20 +289,34 @@ void FlatIndex::run_search(const float* queries, std::size_t nq, std::size_t k,
                            const Filter* filter, std::size_t threads,
                            std::vector<Collector>& results) const {
   // Caller holds the shared lock.
-  const Kernels& kern = kernels();
-  const std::size_t d = dim_;
   std::vector<std::uint32_t> allowed;
   bool use_list = false;
   if (filter && !filter->empty()) {
     allowed = allowed_slots(*filter);
     use_list = allowed.size() != ids_.size();
   }
-  const std::size_t m = use_list ? allowed.size() : ids_.size();
+  const std::vector<std::uint32_t>* list = use_list ? &allowed : nullptr;
+  const Kernels& kern = kernels();
+  const bool l2 = metric_ == Metric::L2;
+  if (storage_ == Storage::F16)
+    scan(half_.data(), l2 ? kern.l2sq_block_f16 : kern.dot_block_f16, queries, nq, k, list,
+         threads, results);
+  else
+    scan(data_.data(), l2 ? kern.l2sq_block : kern.dot_block, queries, nq, k, list, threads,
+         results);
+}
+
+template <class Collector, class TX, class BlockFn>
+void FlatIndex::scan(const TX* data, BlockFn block_fn, const float* queries, std::size_t nq,
+                     std::size_t k, const std::vector<std::uint32_t>* allowed,
+                     std::size_t threads, std::vector<Collector>& results) const {
+  const std::size_t d = dim_;
+  const std::size_t m = allowed ? allowed->size() : ids_.size();
   if (m == 0 || nq == 0) return;
   if (threads == 0) threads = default_threads();
 
   const std::size_t qb = std::max<std::size_t>(4, std::min<std::size_t>(64, kQueryBlockBytes / (4 * d)) / 4 * 4);
-  const std::size_t tile = std::max<std::size_t>(16, std::min<std::size_t>(256, kTileBytes / (4 * d)));
+  const std::size_t tile = std::max<std::size_t>(16, std::min<std::size_t>(256, kTileBytes / (sizeof(TX) * d)));
   const std::size_t nqb = (nq + qb - 1) / qb;
   // Few query blocks (a single query, or batch-64): also split the stored vectors over threads,
   // each range with its own collectors. Many query blocks: threads take whole query blocks.
@@ -258,14 +326,13 @@ void FlatIndex::run_search(const float* queries, std::size_t nq, std::size_t k,
 
   std::vector<std::vector<Collector>> extra(ranges - 1, std::vector<Collector>(nq, Collector(k)));
   auto sink = [&](std::size_t r) -> std::vector<Collector>& { return r == 0 ? results : extra[r - 1]; };
-  auto block_fn = metric_ == Metric::IP ? kern.dot_block : kern.l2sq_block;
   const bool ip = metric_ == Metric::IP;
 
   // Task t: vector range r = t / nqb, query block t % nqb. parallel_for hands out contiguous task
   // chunks, so with ranges == threads each thread owns one range and sweeps every query block.
   parallel_for(nqb * ranges, threads, [&](std::size_t begin, std::size_t end) {
     std::vector<float> dist(qb * tile);
-    std::vector<float> gathered(use_list ? tile * d : 0);
+    std::vector<TX> gathered(allowed ? tile * d : 0);
     for (std::size_t t = begin; t < end; ++t) {
       const std::size_t r = t / nqb, q0 = (t % nqb) * qb;
       const std::size_t qn = std::min(qb, nq - q0);
@@ -273,13 +340,13 @@ void FlatIndex::run_search(const float* queries, std::size_t nq, std::size_t k,
       std::vector<Collector>& out = sink(r);
       for (std::size_t j0 = lo; j0 < hi; j0 += tile) {
         const std::size_t jn = std::min(tile, hi - j0);
-        const float* xt;
-        if (use_list) {
+        const TX* xt;
+        if (allowed) {  // filtered: gather the allowed rows into a dense tile
           for (std::size_t j = 0; j < jn; ++j)
-            std::copy_n(data_.data() + std::size_t(allowed[j0 + j]) * d, d, gathered.data() + j * d);
+            std::copy_n(data + std::size_t((*allowed)[j0 + j]) * d, d, gathered.data() + j * d);
           xt = gathered.data();
         } else {
-          xt = data_.data() + j0 * d;
+          xt = data + j0 * d;
         }
         block_fn(queries + q0 * d, qn, xt, jn, d, dist.data(), tile);
         for (std::size_t qi = 0; qi < qn; ++qi) {
@@ -290,7 +357,7 @@ void FlatIndex::run_search(const float* queries, std::size_t nq, std::size_t k,
           float bound = c.bound();
           for (std::size_t j = 0; j < jn; ++j) {
             if (row[j] <= bound) {
-              const std::size_t s = use_list ? allowed[j0 + j] : j0 + j;
+              const std::size_t s = allowed ? (*allowed)[j0 + j] : j0 + j;
               c.offer(row[j], ids_[s], groups_[s]);
               bound = c.bound();
             }
@@ -308,6 +375,7 @@ void FlatIndex::search(const float* queries, std::size_t nq, std::size_t k, cons
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::vector<TopK> results(nq, TopK(k));
   {
+    { std::lock_guard turn(turnstile_); }  // wait behind a writer that is queued (see header)
     std::shared_lock lock(mutex_);
     run_search(queries, nq, k, filter, threads, results);
   }
@@ -321,6 +389,7 @@ void FlatIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::vector<GroupTopK> results(nq, GroupTopK(k));
   {
+    { std::lock_guard turn(turnstile_); }  // wait behind a writer that is queued (see header)
     std::shared_lock lock(mutex_);
     run_search(queries, nq, k, filter, threads, results);
   }

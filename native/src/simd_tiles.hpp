@@ -9,11 +9,13 @@
 // Traits contract (W = lanes per register):
 //   using V = <register type>;  static constexpr std::size_t W;
 //   V zero(); V load(const float*); V load_tail(const float*, std::size_t rem /* 0 < rem < W */);
+//   V load(const std::uint16_t*); V load_tail(const std::uint16_t*, std::size_t)  (fp16 -> fp32);
 //   V fma(V a, V b, V acc) /* acc + a*b */; V sub(V a, V b);
 //   float reduce(V); void reduce4(V a, V b, V c, V d, float* out4);
 // load_tail must not read past p[rem-1] (masked load or copy), and must zero the unused lanes.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace frameseek::detail::tiles {
 
@@ -34,8 +36,8 @@ struct L2Op {
 
 // QR queries x XR vectors, fully unrolled (constant trip counts): QR*XR independent accumulator
 // chains, XR vector loads and QR query loads per W dimensions.
-template <class S, class Op, int QR, int XR>
-inline void tile(const float* q, const float* x, std::size_t d, float* out, std::size_t ldo) {
+template <class S, class Op, int QR, int XR, class TX>
+inline void tile(const float* q, const TX* x, std::size_t d, float* out, std::size_t ldo) {
   using V = typename S::V;
   V acc[QR][XR];
   for (int i = 0; i < QR; ++i)
@@ -70,53 +72,54 @@ inline void tile(const float* q, const float* x, std::size_t d, float* out, std:
 }
 
 // Runtime (qr, xr) <= (QR, XR) picks the matching fully unrolled instantiation for the edges.
-template <class S, class Op, int QR, int XR>
-inline void tile_edge(int qr, int xr, const float* q, const float* x, std::size_t d, float* out,
+template <class S, class Op, int QR, int XR, class TX>
+inline void tile_edge(int qr, int xr, const float* q, const TX* x, std::size_t d, float* out,
                       std::size_t ldo) {
   if constexpr (QR > 1) {
-    if (qr < QR) return tile_edge<S, Op, QR - 1, XR>(qr, xr, q, x, d, out, ldo);
+    if (qr < QR) return tile_edge<S, Op, QR - 1, XR, TX>(qr, xr, q, x, d, out, ldo);
   }
   if constexpr (XR > 1) {
-    if (xr < XR) return tile_edge<S, Op, QR, XR - 1>(qr, xr, q, x, d, out, ldo);
+    if (xr < XR) return tile_edge<S, Op, QR, XR - 1, TX>(qr, xr, q, x, d, out, ldo);
   }
-  tile<S, Op, QR, XR>(q, x, d, out, ldo);
+  tile<S, Op, QR, XR, TX>(q, x, d, out, ldo);
 }
 
 // out[i*ldo + j] = op(q_i, x_j). Vectors are the outer loop: an XR-row strip of x is loaded from
 // memory once and then reused from L1 against every query group, while the queries (the caller
 // keeps their block small enough for L2) are re-read from cache.
-template <class S, class Op>
-float pair(const float* a, const float* b, std::size_t d);
+template <class S, class Op, class TX>
+float pair(const float* a, const TX* b, std::size_t d);
 
-template <class S, class Op, int QR, int XR>
-void block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
+template <class S, class Op, int QR, int XR, class TX>
+void block(const float* q, std::size_t nq, const TX* x, std::size_t n, std::size_t d,
            float* out, std::size_t ldo) {
   if (nq == 1) {
     // A single query is a pure memory stream: read x strictly row after row. Interleaving XR
     // rows (separate streams 4*d bytes apart) measured ~1.7x slower here than one sequential
     // stream, because the hardware prefetchers track a single stream far better.
-    for (std::size_t j = 0; j < n; ++j) out[j] = pair<S, Op>(q, x + j * d, d);
+    for (std::size_t j = 0; j < n; ++j) out[j] = pair<S, Op, TX>(q, x + j * d, d);
     return;
   }
   std::size_t j = 0;
   for (; j + XR <= n; j += XR) {
     std::size_t i = 0;
-    for (; i + QR <= nq; i += QR) tile<S, Op, QR, XR>(q + i * d, x + j * d, d, out + i * ldo + j, ldo);
+    for (; i + QR <= nq; i += QR)
+      tile<S, Op, QR, XR, TX>(q + i * d, x + j * d, d, out + i * ldo + j, ldo);
     if (i < nq)
-      tile_edge<S, Op, QR, XR>(int(nq - i), XR, q + i * d, x + j * d, d, out + i * ldo + j, ldo);
+      tile_edge<S, Op, QR, XR, TX>(int(nq - i), XR, q + i * d, x + j * d, d, out + i * ldo + j, ldo);
   }
   if (j < n) {
     for (std::size_t i = 0; i < nq; i += QR) {
       const int qr = int(nq - i < std::size_t(QR) ? nq - i : QR);
-      tile_edge<S, Op, QR, XR>(qr, int(n - j), q + i * d, x + j * d, d, out + i * ldo + j, ldo);
+      tile_edge<S, Op, QR, XR, TX>(qr, int(n - j), q + i * d, x + j * d, d, out + i * ldo + j, ldo);
     }
   }
 }
 
 // One pair (the HNSW hot path): four accumulator chains so the FMA latency is hidden even though
 // there is only one vector to reuse nothing against.
-template <class S, class Op>
-float pair(const float* a, const float* b, std::size_t d) {
+template <class S, class Op, class TX>
+float pair(const float* a, const TX* b, std::size_t d) {
   using V = typename S::V;
   constexpr std::size_t W = S::W;
   V a0 = S::zero(), a1 = S::zero(), a2 = S::zero(), a3 = S::zero();
@@ -137,7 +140,7 @@ float pair(const float* a, const float* b, std::size_t d) {
 // One query against many vectors: one sequential stream, row after row (see block()).
 template <class S, class Op>
 void many(const float* q, const float* x, std::size_t n, std::size_t d, float* out) {
-  for (std::size_t j = 0; j < n; ++j) out[j] = pair<S, Op>(q, x + j * d, d);
+  for (std::size_t j = 0; j < n; ++j) out[j] = pair<S, Op, float>(q, x + j * d, d);
 }
 
 }  // namespace frameseek::detail::tiles

@@ -1,15 +1,91 @@
 """Typed surface of the compiled module frameseek._native (see native/bindings)."""
 
+import numpy as np
+import numpy.typing as npt
+from collections.abc import Iterable
+from typing import TypedDict
+
+# ---------------------------------------------------------------------------------------------
+# kernels stream: SIMD dispatch, Filter, NO_ID, FlatIndex (native/bindings/bind_distance.cpp,
+# bind_flat.cpp). Argument policy: vectors/queries must be numpy float32, C-contiguous, native
+# byte order (TypeError for another type or dtype, ValueError for shape/layout/NaN/inf; no silent
+# forcecast). ids/groups/tags: any 1-D integer array or sequence, converted losslessly (negative or
+# too large -> ValueError, floats/bools -> TypeError). A 1-D query is one query row.
+# ---------------------------------------------------------------------------------------------
+
+_IntArrayLike = npt.NDArray[np.integer] | Iterable[int]
+_F32 = npt.NDArray[np.float32]
+_U64 = npt.NDArray[np.uint64]
+
+NO_ID: int
+"""Id (and group) in result slots that have no vector: 2**64 - 1; their distance is +inf."""
+
 def simd_level() -> str: ...
 def compiled_simd_levels() -> list[str]: ...
 def supported_simd_levels() -> list[str]: ...
+def _distances_for_level(
+    level: str, metric: str, queries: _F32, vectors: _F32, entry: str = "block"
+) -> _F32:
+    """Test hook: raw kernel output [nq, n] (squared L2 or plain dot) from one SIMD level.
 
-# --- frame-vote aggregation (aggregate work stream; native/bindings/bind_aggregate.cpp) ---------
-from typing import TypedDict
+    float16 ``vectors`` go through the fp16-storage entries."""
 
-import numpy as np
-import numpy.typing as npt
+def _float16_roundtrip(x: _F32) -> _F32:
+    """Test hook: float32 -> fp16 -> float32 with the conversion FlatIndex(storage='float16') uses."""
 
+class Filter:
+    """Keep vectors whose id, group and tag are in the given sets (None = any; sets ANDed)."""
+
+    def __init__(
+        self,
+        ids: _IntArrayLike | None = None,
+        groups: _IntArrayLike | None = None,
+        tags: _IntArrayLike | None = None,
+    ) -> None: ...
+    def allows(self, id: int, group: int, tag: int) -> bool: ...
+
+class FlatIndex:
+    """Exact index. metric 'ip': distance = 1 - dot; 'l2': squared Euclidean distance.
+
+    storage 'float16' keeps vectors as IEEE fp16 (half the memory, ~2x faster memory-bound
+    scans); queries and arithmetic stay float32, vectors must lie within +-65504.
+    """
+
+    def __init__(self, dim: int, metric: str = "ip", storage: str = "float32") -> None: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def storage(self) -> str: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, id: object) -> bool: ...
+    def add(
+        self,
+        ids: _IntArrayLike,
+        vectors: _F32,
+        groups: _IntArrayLike | None = None,
+        tags: _IntArrayLike | None = None,
+    ) -> None:
+        """groups default to the ids, tags to 0; duplicate/NO_ID ids or NaN -> ValueError, atomically."""
+    def remove(self, ids: _IntArrayLike) -> int:
+        """Number of ids that were present."""
+    def search(
+        self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _F32]:
+        """(ids [q, k], distances [q, k]) ascending, ties by id; padding NO_ID / +inf."""
+    def search_groups(
+        self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _U64, _F32]:
+        """Top-k distinct groups: (groups [q, k], best id per group [q, k], distances [q, k])."""
+
+# ---------------------------------------------------------------------------------------------
+# hnsw stream: HnswIndex (added by that stream)
+# ---------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
+# aggregate stream: aggregate, neighbor_idf_weights, aggregate_speed_grid
+# ---------------------------------------------------------------------------------------------
 class AlignedSegment(TypedDict):
     query_start: float  # s, first matched query frame
     query_end: float  # s, last matched query frame

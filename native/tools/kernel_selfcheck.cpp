@@ -1,0 +1,89 @@
+// Stand-alone self-check of every kernel entry of every SIMD level this CPU supports against a
+// double-precision reference (no Python needed). Its job is the paths the pytest suite cannot
+// reach on x86 CI: cross-compile for aarch64 and run under qemu-user to exercise NEON, e.g.
+//   native/tools/check_neon_qemu.sh
+// Exit status 0 = all entries within tolerance.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "frameseek/distance.hpp"
+#include "frameseek/half.hpp"
+
+using namespace frameseek;
+
+namespace {
+
+int failures = 0;
+
+void expect_close(double got, double want, double scale, std::size_t d, const char* what,
+                  const std::string& level) {
+  const double tol = 4.0 * std::sqrt(double(d)) * 1.1920929e-7 * scale + 1e-30;
+  if (!(std::fabs(got - want) <= tol)) {
+    ++failures;
+    if (failures < 20)
+      std::printf("FAIL %s %s d=%zu got=%.9g want=%.9g tol=%.3g\n", level.c_str(), what, d, got,
+                  want, tol);
+  }
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(1234);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const std::size_t dims[] = {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 127, 128, 513, 1024};
+  for (SimdLevel level : supported_levels()) {
+    const Kernels& k = kernels_for(level);
+    const std::string name = simd_level_name(level);
+    for (std::size_t d : dims) {
+      const std::size_t nq = 7, n = 11, off = 1;  // off: rows start at odd float offsets
+      std::vector<float> qbuf(off + nq * d), xbuf(off + n * d);
+      std::vector<std::uint16_t> hbuf(off + n * d);
+      for (auto& v : qbuf) v = nd(rng);
+      for (auto& v : xbuf) v = nd(rng) * 2.0f;
+      for (std::size_t i = 0; i < hbuf.size(); ++i) hbuf[i] = float_to_half(xbuf[i]);
+      const float* q = qbuf.data() + off;
+      const float* x = xbuf.data() + off;
+      const std::uint16_t* h = hbuf.data() + off;
+      std::vector<float> blk(nq * n), blk_l2(nq * n), hblk(nq * n), hblk_l2(nq * n), many(n),
+          many_l2(n);
+      k.dot_block(q, nq, x, n, d, blk.data(), n);
+      k.l2sq_block(q, nq, x, n, d, blk_l2.data(), n);
+      k.dot_block_f16(q, nq, h, n, d, hblk.data(), n);
+      k.l2sq_block_f16(q, nq, h, n, d, hblk_l2.data(), n);
+      for (std::size_t i = 0; i < nq; ++i) {
+        k.dot_many(q + i * d, x, n, d, many.data());
+        k.l2sq_many(q + i * d, x, n, d, many_l2.data());
+        for (std::size_t j = 0; j < n; ++j) {
+          double dot = 0, absdot = 0, l2 = 0, hdot = 0, habs = 0, hl2 = 0;
+          for (std::size_t t = 0; t < d; ++t) {
+            const double a = q[i * d + t], b = x[j * d + t], hb = half_to_float(h[j * d + t]);
+            dot += a * b;
+            absdot += std::fabs(a * b);
+            l2 += (a - b) * (a - b);
+            hdot += a * hb;
+            habs += std::fabs(a * hb);
+            hl2 += (a - hb) * (a - hb);
+          }
+          const float* xr = x + j * d;
+          expect_close(k.dot(q + i * d, xr, d), dot, absdot, d, "dot", name);
+          expect_close(k.l2sq(q + i * d, xr, d), l2, l2, d, "l2sq", name);
+          expect_close(many[j], dot, absdot, d, "dot_many", name);
+          expect_close(many_l2[j], l2, l2, d, "l2sq_many", name);
+          expect_close(blk[i * n + j], dot, absdot, d, "dot_block", name);
+          expect_close(blk_l2[i * n + j], l2, l2, d, "l2sq_block", name);
+          expect_close(k.dot_f16(q + i * d, h + j * d, d), hdot, habs, d, "dot_f16", name);
+          expect_close(k.l2sq_f16(q + i * d, h + j * d, d), hl2, hl2, d, "l2sq_f16", name);
+          expect_close(hblk[i * n + j], hdot, habs, d, "dot_block_f16", name);
+          expect_close(hblk_l2[i * n + j], hl2, hl2, d, "l2sq_block_f16", name);
+        }
+      }
+    }
+    std::printf("%s: checked\n", name.c_str());
+  }
+  std::printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,28 @@
+"""The shared synthetic data generator (benchmarks/datasets.py) has the structure it promises."""
+import numpy as np
+
+from benchmarks.datasets import video_like, video_like_queries
+
+
+def test_video_like_shape_groups_and_structure():
+    x, g = video_like(1000, 64, frames_per_video=100, seed=3)
+    assert x.shape == (1000, 64) and x.dtype == np.float32 and g.dtype == np.uint64
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    assert g.tolist() == np.repeat(np.arange(10), 100).tolist()
+    same = g[:-1] == g[1:]
+    consecutive = np.sum(x[:-1] * x[1:], axis=1)[same]
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 1000, 500), rng.integers(0, 1000, 500)
+    unrelated = np.sum(x[a] * x[b], axis=1)[g[a] != g[b]]
+    assert np.median(consecutive) > 0.97 > 0.5 > unrelated.mean()
+    x2, g2 = video_like(1000, 64, frames_per_video=100, seed=3)
+    assert np.array_equal(x, x2) and np.array_equal(g, g2)
+    assert not np.array_equal(x, video_like(1000, 64, frames_per_video=100, seed=4)[0])
+
+
+def test_partial_last_video_and_queries():
+    x, g = video_like(250, 8, frames_per_video=100)
+    assert len(x) == 250 and g[-1] == 2 and (g == 2).sum() == 50
+    q = video_like_queries(x, 7, noise=0.05)
+    assert q.shape == (7, 8) and q.dtype == np.float32 and q.flags.c_contiguous
+    assert (q @ x.T).max(axis=1).min() > 0.9  # each query is near some database frame

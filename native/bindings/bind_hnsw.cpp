@@ -1,6 +1,214 @@
-// PLACEHOLDER: bound by the native-core work (issue 2).
+// frameseek._native.HnswIndex: approximate search on an hnswlib graph (see hnsw_index.hpp).
+#include <pybind11/numpy.h>
+
+#include "bind_common.hpp"
 #include "bindings.hpp"
+#include "frameseek/flat_index.hpp"  // parse_metric / metric_name
+#include "frameseek/hnsw_index.hpp"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
 
 namespace frameseek::bindings {
-void bind_hnsw(pybind11::module_&) {}
+
+namespace {
+
+std::size_t positive(py::ssize_t v, const char* name) {
+  if (v < 1) throw py::value_error(std::string(name) + " must be >= 1, got " + std::to_string(v));
+  return static_cast<std::size_t>(v);
+}
+
+std::size_t check_threads(py::ssize_t threads) {
+  if (threads < 0) throw py::value_error("threads must be >= 0 (0 = all cores)");
+  return static_cast<std::size_t>(threads);
+}
+
+std::size_t check_ef(py::handle ef) {
+  if (ef.is_none()) return 0;  // index default
+  return positive(ef.cast<py::ssize_t>(), "ef");
+}
+
+constexpr const char* kClassDoc = R"doc(Approximate nearest-neighbour index (HNSW, hnswlib 0.8 graph on frameseek's SIMD kernels).
+
+Each vector has a uint64 id, a group (its video id; defaults to the id) and a uint32 tag
+(defaults to 0). metric 'ip' reports 1 - dot (use L2-normalised vectors for cosine), 'l2' the
+squared Euclidean distance. Missing result slots are NO_ID / +inf.
+
+Defaults (M=32, ef_construction=300, ef=64) were chosen on clustered, L2-normalised 512-d
+"video-like" data (benchmarks/datasets.py) inserted video by video, the order a library is
+ingested in and the one that hurts HNSW: on runs of near-identical consecutive frames hnswlib's
+neighbour heuristic prunes the in-links of earlier frames as later ones arrive, until short runs
+of frames are reachable from nowhere and recall stops improving with ef. Measured on 30k
+vectors, recall@10 at ef=64: plain hnswlib M=16/efc=200 0.961 (shuffled order 1.00), M=32/
+efc=300 0.974. So after each add() every new vector is looked up once more (ef=32) and the 4
+nearest vectors that search reached get an in-link to it (a full neighbour list gives up its
+farthest link). With that repair: M=16/efc=200 0.991, M=32/efc=300 1.000 (already at ef=32),
+for ~1.3x the build time. search_groups with its default ef=16 reached 0.998 group recall@10.
+benchmarks/native/bench_hnsw.py measures the recall/QPS trade-off at 200k against hnswlib and
+faiss.
+
+Thread safety: searches may run from many threads at once and concurrently with add() (the GIL
+is released). remove(), resize(), save() and setting ef wait for running adds; remove/resize/ef
+also briefly wait for running searches. Removed ids free their slot for later adds
+(hnswlib's replace_deleted), so a steady add/remove churn keeps the capacity bounded.)doc";
+
+}  // namespace
+
+void bind_hnsw(py::module_& m) {
+  py::class_<HnswIndex>(m, "HnswIndex", kClassDoc)
+      .def(py::init([](py::ssize_t dim, const std::string& metric, py::ssize_t max_elements,
+                       py::ssize_t M, py::ssize_t ef_construction, py::ssize_t seed) {
+             HnswParams p;
+             p.M = positive(M, "M");
+             p.ef_construction = positive(ef_construction, "ef_construction");
+             if (seed < 0) throw py::value_error("seed must be >= 0");
+             p.seed = static_cast<std::size_t>(seed);
+             if (max_elements < 0) throw py::value_error("max_elements must be >= 0");
+             return new HnswIndex(positive(dim, "dim"), parse_metric(metric),
+                                  static_cast<std::size_t>(max_elements), p);
+           }),
+           "dim"_a, "metric"_a = "ip", "max_elements"_a = 1024, "M"_a = HnswParams::kDefaultM,
+           "ef_construction"_a = HnswParams::kDefaultEfConstruction, "seed"_a = 100,
+           "max_elements is only the initial capacity: add() grows it.")
+      .def_property_readonly("dim", &HnswIndex::dim)
+      .def_property_readonly("metric", [](const HnswIndex& x) { return metric_name(x.metric()); })
+      .def_property_readonly("M", &HnswIndex::M)
+      .def_property_readonly("ef_construction", &HnswIndex::ef_construction)
+      .def_property(
+          "ef", &HnswIndex::ef,
+          [](HnswIndex& x, py::ssize_t ef) {
+            const std::size_t e = positive(ef, "ef");
+            py::gil_scoped_release release;  // waits for running searches, which may need the GIL
+            x.set_ef(e);
+          },
+          "Default search breadth (used when search(ef=None)); at least k is always used.")
+      .def_property_readonly("capacity", &HnswIndex::capacity,
+                             "Allocated slots (live + removed awaiting reuse + free).")
+      .def_property_readonly("deleted_slots", &HnswIndex::deleted_slots,
+                             "Slots of removed vectors that the next adds will reuse.")
+      .def("__len__", &HnswIndex::size)
+      .def("__contains__",
+           [](const HnswIndex& x, py::handle id) {
+             if (!py::isinstance<py::int_>(id) && !py::hasattr(id, "__index__")) return false;
+             py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(id.ptr()));
+             if (!v) throw py::error_already_set();
+             if (v < py::int_(0) || v > py::int_(kNoId)) return false;
+             return x.contains(v.cast<std::uint64_t>());
+           },
+           "id"_a)
+      .def("__repr__",
+           [](const HnswIndex& x) {
+             return "HnswIndex(dim=" + std::to_string(x.dim()) + ", metric='" + metric_name(x.metric()) +
+                    "', size=" + std::to_string(x.size()) + ", M=" + std::to_string(x.M()) +
+                    ", ef_construction=" + std::to_string(x.ef_construction()) +
+                    ", ef=" + std::to_string(x.ef()) + ")";
+           })
+      .def(
+          "add",
+          [](HnswIndex& x, py::handle ids, py::handle vectors, py::handle groups, py::handle tags,
+             py::ssize_t threads) {
+            auto vec = as_f32_matrix(vectors, x.dim(), "vectors", false, false);
+            const py::ssize_t n = vec.shape(0);
+            auto id = as_uint_vector<std::uint64_t>(ids, "ids", n);
+            carray<std::uint64_t> grp;
+            carray<std::uint32_t> tag;
+            if (!groups.is_none()) grp = as_uint_vector<std::uint64_t>(groups, "groups", n);
+            if (!tags.is_none()) tag = as_uint_vector<std::uint32_t>(tags, "tags", n);
+            const std::uint64_t* gp = groups.is_none() ? nullptr : grp.data();
+            const std::uint32_t* tp = tags.is_none() ? nullptr : tag.data();
+            const std::size_t nt = check_threads(threads);
+            py::gil_scoped_release release;
+            x.add(id.data(), vec.data(), static_cast<std::size_t>(n), gp, tp, nt);
+          },
+          "ids"_a, "vectors"_a, "groups"_a = py::none(), "tags"_a = py::none(), "threads"_a = 0,
+          "Add vectors float32[n, dim] under ids uint64[n] (groups default to the ids, tags to "
+          "0), on `threads` threads (0 = all cores). Grows the capacity as needed and reuses "
+          "removed slots. A duplicate id (stored or repeated), NO_ID, or NaN/inf raises "
+          "ValueError and nothing is added.")
+      .def(
+          "remove",
+          [](HnswIndex& x, py::handle ids) {
+            auto id = as_uint_vector<std::uint64_t>(ids, "ids");
+            py::gil_scoped_release release;
+            return x.remove(id.data(), static_cast<std::size_t>(id.size()));
+          },
+          "ids"_a,
+          "Remove these ids (they are never returned again; their slots are reused by later "
+          "adds). Returns how many were present; absent ids are ignored.")
+      .def(
+          "resize",
+          [](HnswIndex& x, py::ssize_t max_elements) {
+            if (max_elements < 0) throw py::value_error("max_elements must be >= 0");
+            py::gil_scoped_release release;
+            x.resize(static_cast<std::size_t>(max_elements));
+          },
+          "max_elements"_a,
+          "Set the capacity (ValueError below the occupied slots: live + removed awaiting reuse).")
+      .def(
+          "search",
+          [](const HnswIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
+             py::ssize_t threads) {
+            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
+            const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
+            const Filter* f = as_filter(filter);
+            const std::size_t nq = q.shape(0);
+            py::array_t<std::uint64_t> ids({nq, kk});
+            py::array_t<float> dist({nq, kk});
+            auto* ip = ids.mutable_data();
+            auto* dp = dist.mutable_data();
+            {
+              py::gil_scoped_release release;
+              x.search(q.data(), nq, kk, e, f, ip, dp, nt);
+            }
+            return py::make_tuple(ids, dist);
+          },
+          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
+          "Approximate top-k: (ids uint64[q, k], distances float32[q, k]) ascending; missing "
+          "slots NO_ID / +inf. ef=None uses the index's ef (max(ef, k) is used). The filter is "
+          "evaluated in C++ during the graph walk. A 1-D query is one row.")
+      .def(
+          "search_groups",
+          [](const HnswIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
+             py::ssize_t threads) {
+            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
+            const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
+            const Filter* f = as_filter(filter);
+            const std::size_t nq = q.shape(0);
+            py::array_t<std::uint64_t> groups({nq, kk});
+            py::array_t<std::uint64_t> ids({nq, kk});
+            py::array_t<float> dist({nq, kk});
+            auto* gp = groups.mutable_data();
+            auto* ip = ids.mutable_data();
+            auto* dp = dist.mutable_data();
+            {
+              py::gil_scoped_release release;
+              x.search_groups(q.data(), nq, kk, e, f, gp, ip, dp, nt);
+            }
+            return py::make_tuple(groups, ids, dist);
+          },
+          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
+          "Top-k distinct groups (videos): (groups uint64[q, k], best id per group uint64[q, k], "
+          "distances float32[q, k]); missing slots NO_ID / NO_ID / +inf. The graph walk keeps "
+          "max(ef, k) distinct groups (ef=None: 16, not the index's ef) and admits a frame only "
+          "if it beats its group's best, so k frames of one video never crowd out the other "
+          "videos. Cost grows with ef x frames per video: keep ef a small multiple of k.")
+      .def(
+          "save",
+          [](const HnswIndex& x, const std::string& path) {
+            py::gil_scoped_release release;
+            x.save(path);
+          },
+          "path"_a,
+          "Write a versioned, CRC-32-checked file atomically (temp file + fsync + rename).")
+      .def_static(
+          "load",
+          [](const std::string& path) {
+            py::gil_scoped_release release;
+            return HnswIndex::load(path);
+          },
+          "path"_a,
+          "Read a file written by save(). ValueError on a missing, truncated, corrupted or "
+          "foreign file.");
+}
+
 }  // namespace frameseek::bindings

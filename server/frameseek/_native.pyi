@@ -80,8 +80,48 @@ class FlatIndex:
         """Top-k distinct groups: (groups [q, k], best id per group [q, k], distances [q, k])."""
 
 # ---------------------------------------------------------------------------------------------
-# hnsw stream: HnswIndex (added by that stream)
+# hnsw stream: HnswIndex (native/bindings/bind_hnsw.cpp)
 # ---------------------------------------------------------------------------------------------
+
+class HnswIndex:
+    """Approximate index (hnswlib 0.8 graph on frameseek's kernels); see the runtime docstring.
+
+    Defaults M=32, ef_construction=300, ef=64 hold recall@10 >= 0.99 on video-like data inserted
+    video by video (each add() also reinforces the new vectors' in-links).
+    """
+
+    def __init__(self, dim: int, metric: str = "ip", max_elements: int = 1024, M: int = 32,
+                 ef_construction: int = 300, seed: int = 100) -> None: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def M(self) -> int: ...
+    @property
+    def ef_construction(self) -> int: ...
+    ef: int  # default search breadth; setting it waits for running searches
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def deleted_slots(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, id: object) -> bool: ...
+    def add(self, ids: _IntArrayLike, vectors: _F32,
+            groups: _IntArrayLike | None = None, tags: _IntArrayLike | None = None,
+            threads: int = 0) -> None: ...
+    def remove(self, ids: _IntArrayLike) -> int: ...
+    def resize(self, max_elements: int) -> None: ...
+    def search(self, queries: _F32, k: int, ef: int | None = None,
+               filter: Filter | None = None, threads: int = 0
+               ) -> tuple[_U64, _F32]: ...
+    def search_groups(self, queries: _F32, k: int, ef: int | None = None,
+                      filter: Filter | None = None, threads: int = 0
+                      ) -> tuple[_U64, _U64, _F32]:
+        """(groups, best id per group, distance); ef counts distinct groups (None: 16)."""
+    def save(self, path: str) -> None: ...
+    @staticmethod
+    def load(path: str) -> HnswIndex: ...
 
 # ---------------------------------------------------------------------------------------------
 # aggregate stream: aggregate, neighbor_idf_weights, aggregate_speed_grid

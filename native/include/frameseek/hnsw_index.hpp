@@ -1,2 +1,122 @@
-// PLACEHOLDER: declared by the native-core work (issue 2).
+// Approximate nearest-neighbour index: hnswlib's HNSW graph (>= 0.8, header-only, fetched at
+// configure time) running on frameseek's own SIMD kernels, plus what hnswlib leaves to the caller:
+//   * per-vector metadata (group = video id, tag = collection) and C++ filters over it,
+//   * automatic capacity growth, slot reuse after removal (hnswlib's replace_deleted),
+//   * per-call ef without racing on hnswlib's shared ef_ field,
+//   * group-by search (top-k distinct videos, best frame each),
+//   * a self-describing, checksummed, atomically written file format.
+//
+// Thread safety: any number of search()/search_groups() calls may run concurrently with each
+// other and with add(). add() calls are serialised among themselves (each one is internally
+// multithreaded). remove(), resize(), save() and changing ef take the index exclusively for a
+// short time. Concurrency between searches and inserts relies on hnswlib's own per-node locks.
 #pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "frameseek/distance.hpp"
+#include "frameseek/filter.hpp"
+
+namespace hnswlib {
+template <typename dist_t>
+class HierarchicalNSW;
+}
+
+namespace frameseek {
+
+class KernelSpace;  // hnswlib::SpaceInterface<float> over kernels(); defined in hnsw_index.cpp
+
+struct HnswParams {
+  // Defaults chosen on clustered "video-like" 512-d data inserted video by video (the
+  // worst realistic order); see HnswIndex's Python docstring and benchmarks/native/bench_hnsw.py.
+  static constexpr std::size_t kDefaultM = 32;
+  static constexpr std::size_t kDefaultEfConstruction = 300;
+  static constexpr std::size_t kDefaultEf = 64;
+  static constexpr std::size_t kDefaultGroupEf = 16;  // distinct groups kept by search_groups
+
+  std::size_t M = kDefaultM;
+  std::size_t ef_construction = kDefaultEfConstruction;
+  std::size_t seed = 100;
+};
+
+class HnswIndex {
+ public:
+  // max_elements is the initial capacity; add() grows it as needed.
+  HnswIndex(std::size_t dim, Metric metric, std::size_t max_elements, HnswParams params = {});
+  ~HnswIndex();
+  HnswIndex(const HnswIndex&) = delete;
+  HnswIndex& operator=(const HnswIndex&) = delete;
+
+  std::size_t dim() const { return dim_; }
+  Metric metric() const { return metric_; }
+  std::size_t M() const { return params_.M; }
+  std::size_t ef_construction() const { return params_.ef_construction; }
+  std::size_t ef() const;
+  void set_ef(std::size_t ef);
+  std::size_t capacity() const;  // slots allocated (live + deleted-but-reusable + free)
+  std::size_t size() const;      // live vectors
+  std::size_t deleted_slots() const;  // removed vectors whose slots await reuse
+  bool contains(std::uint64_t id) const;
+
+  // Adds n vectors (row-major n x dim). groups/tags may be null (group defaults to the id, tag to
+  // 0). Throws std::invalid_argument on an id already present (in the index or twice in the
+  // batch), on kNoId, and on non-finite values; in that case nothing is added. threads = 0 uses
+  // every core.
+  void add(const std::uint64_t* ids, const float* vectors, std::size_t n, const std::uint64_t* groups,
+           const std::uint32_t* tags, std::size_t threads = 0);
+  // Marks the ids deleted (their slots are reused by later adds); unknown ids are ignored.
+  // Returns how many were present.
+  std::size_t remove(const std::uint64_t* ids, std::size_t n);
+  // Sets the capacity; throws std::invalid_argument below the number of occupied slots.
+  void resize(std::size_t max_elements);
+
+  // k nearest neighbours of each of nq queries. out_ids/out_dist are nq x k, padded with
+  // kNoId / +inf. ef = 0 uses the index default. filter may be null.
+  void search(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
+              std::uint64_t* out_ids, float* out_dist, std::size_t threads = 0) const;
+  // Top-k distinct groups per query, each with its best (closest) vector. The search keeps
+  // max(ef, k) distinct groups in its result set (ef = 0: kDefaultGroupEf), so ef plays the same
+  // recall/speed role as in search(). Outputs are nq x k, padded with kNoId / +inf.
+  void search_groups(const float* queries, std::size_t nq, std::size_t k, std::size_t ef,
+                     const Filter* filter, std::uint64_t* out_groups, std::uint64_t* out_ids,
+                     float* out_dist, std::size_t threads = 0) const;
+
+  // Atomic write (temp file + fsync + rename) of a versioned, checksummed file.
+  void save(const std::string& path) const;
+  // Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted or
+  // foreign file.
+  static std::unique_ptr<HnswIndex> load(const std::string& path);
+
+  struct Meta {
+    std::uint64_t group;
+    std::uint32_t tag;
+  };
+
+ private:
+  HnswIndex(std::size_t dim, Metric metric, HnswParams params);  // for load(): no graph yet
+  void grow_for(std::size_t n_new);  // caller holds mutex_ exclusively
+  void relink_if_unreachable(std::uint64_t id, const float* vec);  // see hnsw_index.cpp
+  static constexpr std::size_t kRelinkEf = 32;     // breadth of the reachability probe
+  static constexpr std::size_t kRelinkFanIn = 4;   // in-links given to each new vector
+  static constexpr bool kRelinkOnlyUnreachable = false;
+
+  std::size_t dim_;
+  Metric metric_;
+  HnswParams params_;
+  std::unique_ptr<KernelSpace> space_;
+  std::unique_ptr<hnswlib::HierarchicalNSW<float>> hnsw_;
+  // Live ids -> metadata. Mutated only under mutex_ held exclusively, so searches (shared) read it
+  // without further locking.
+  std::unordered_map<std::uint64_t, Meta> meta_;
+  std::size_t ef_ = HnswParams::kDefaultEf;
+  mutable std::shared_mutex mutex_;  // shared: search, add's graph insertion; exclusive: the rest
+  mutable std::mutex add_mutex_;            // one add() at a time (each is multithreaded inside)
+};
+
+}  // namespace frameseek

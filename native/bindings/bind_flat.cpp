@@ -45,11 +45,8 @@ void bind_flat(py::module_& m) {
       .def("__len__", &FlatIndex::size)
       .def("__contains__",
            [](const FlatIndex& x, py::handle id) {
-             if (!py::isinstance<py::int_>(id) && !py::hasattr(id, "__index__")) return false;
-             py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(id.ptr()));
-             if (!v) throw py::error_already_set();
-             if (v < py::int_(0) || v > py::int_(kNoId)) return false;
-             return x.contains(v.cast<std::uint64_t>());
+             auto v = as_lookup_id(id);
+             return v && x.contains(*v);
            },
            "id"_a)
       .def("__repr__",

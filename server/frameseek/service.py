@@ -782,22 +782,18 @@ class FrameSeekService:
     def _search_sync(self, rec, q, opts: SearchOptions, groups, exclude: set[int]) -> list[Hit]:
         """Top videos for one query vector.
 
-        One timestamp per video: the native group-by search (top k distinct videos) in one call.
-        Several: a plain frame kNN (k * matches * 4 frames) grouped by video here. On video data
-        the nearest frames often all belong to a few videos; when that leaves fewer than k videos
-        although the kNN came back full, a group-by search (distinct videos, ~5x slower) supplies
-        the missing ones. So the common case costs one plain kNN and the answer still has k videos.
+        A plain frame kNN (k * matches * 4 frames, at least 32) grouped by video here; this is
+        also the path for one timestamp per video, because the native group-by search costs
+        3-5x a plain kNN on video data. The grouping is exact: a video absent from the kNN has
+        every frame farther than the kNN's last frame, hence farther than any video kept. On video
+        data the nearest frames can all belong to a few videos; only when that leaves fewer than
+        k videos although the kNN came back full (and its last frame still passes min_score) does a
+        group-by search (distinct videos) supply the missing ones. So the common case costs one
+        plain kNN and the answer still has k videos.
         """
         k, m = opts.k + len(exclude), opts.max_matches_per_video
         ef = opts.ef or None
         hits: dict[int, Hit] = {}
-        if m == 1:  # one timestamp per video: the group-by search answers it in one native call
-            try:
-                _, gids, gdist = self.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
-            except StorageError as exc:
-                raise _storage_error(exc) from None
-            self._collect(rec, hits, gids[0], gdist[0], opts, exclude, m)
-            return sorted(hits.values(), key=lambda h: -h.score)
         kf = min(max(k * m * 4, 32), 4096)
         try:
             ids, dist = self.storage.search(rec.id, q, kf, ef=ef, groups=groups)
@@ -806,7 +802,9 @@ class FrameSeekService:
         ids, dist = ids[0], dist[0]
         full = bool((ids != NO_ID).all())
         self._collect(rec, hits, ids, dist, opts, exclude, m)
-        if len(hits) < opts.k and full:
+        # frames beyond the kNN score at most its last frame: if that one fails min_score, so do they
+        more = full and float(self._score(rec, dist[-1:])[0]) >= opts.min_score
+        if len(hits) < opts.k and more:
             try:
                 _, gids, gdist = self.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
             except StorageError as exc:

@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     keepalive_timeout_s: float = Field(20.0, gt=0)
     max_connection_idle_s: float = Field(3600.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0, description="drain time for in-flight calls on shutdown")
+    workers: int = Field(1, ge=1, le=64, description="serving processes sharing the port (SO_REUSEPORT): one "
+                         "primary that owns all writes + workers-1 search replicas; raise it up to the core "
+                         "count when search RPCs saturate one core (each replica holds its own index copy)")
+    role: Literal["primary", "replica"] = Field("primary", description="internal: set by the primary for the "
+                                                "replica processes it starts")
+    primary_address: str = Field("", description="internal: the primary's private loopback address that "
+                                 "replicas forward writes to")
 
     # storage
     data_dir: str = Field("./data", description="catalog, vector logs and index snapshots")

@@ -54,9 +54,9 @@ READY_FD_ENV = "FS_REPLICA_READY_FD"  # not FRAMESEEK_*: Settings forbids unknow
 
 
 def _forward_md(ctx) -> list[tuple[str, str | bytes]]:
+    """The caller's metadata minus what the transport sets itself (pseudo-headers, grpc-*)."""
     return [(k, v) for k, v in (ctx.invocation_metadata() or ())
-            if not k.startswith((":", "grpc-")) or k == "grpc-status-details-bin"
-            if k not in _HOP_HEADERS]
+            if not k.startswith((":", "grpc-")) and k not in _HOP_HEADERS]
 
 
 async def _reraise(ctx, exc: grpc.aio.AioRpcError) -> None:
@@ -128,6 +128,7 @@ class ReplicaSupervisor:
         self.procs: list[subprocess.Popen | None] = [None] * (settings.workers - 1)
         self.stopping = False
         self._monitor: asyncio.Task | None = None
+        self._pending: set[asyncio.Task] = set()  # readiness waits of restarted replicas
 
     def _spawn(self, i: int) -> tuple[subprocess.Popen, int]:
         r, w = os.pipe()
@@ -162,8 +163,10 @@ class ReplicaSupervisor:
                     log.warning("replica_exited", replica=i + 1, pid=p.pid, code=p.returncode)
                     await asyncio.sleep(1.0)  # no tight restart loop if it keeps failing
                     if not self.stopping:
-                        np_, r = self._spawn(i)
-                        self._ready_task = asyncio.get_running_loop().create_task(self._await_ready(np_, r))
+                        new, r = self._spawn(i)  # it reports NOT_SERVING/UNAVAILABLE until loaded
+                        t = asyncio.get_running_loop().create_task(self._await_ready(new, r))
+                        self._pending.add(t)
+                        t.add_done_callback(self._pending.discard)
 
     def signal_stop(self) -> None:
         self.stopping = True

@@ -788,7 +788,8 @@ class FrameSeekService:
         if groups is not None and groups.size == 0:
             return []
         self._admit_search()
-        if self.settings.search_inline:
+        inline = self.settings.search_inline
+        if inline if inline is not None else self.settings.workers > 1:
             # A single-vector HNSW query takes well under a millisecond: a thread hop costs about as
             # much as the search, so run it on the loop (the native call releases the GIL anyway).
             return self._search_sync(rec, q, opts, groups, exclude)

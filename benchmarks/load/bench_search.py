@@ -86,8 +86,8 @@ def sample_queries(data_dir: pathlib.Path, count: int, seed: int = 1) -> np.ndar
 
 
 class Server:
-    def __init__(self, data_dir: pathlib.Path, env: dict):
-        self.data_dir, self.env = data_dir, env
+    def __init__(self, data_dir: pathlib.Path, env: dict, workers: int = 1):
+        self.data_dir, self.env, self.workers = data_dir, env, workers
         self.port_file = data_dir.parent / "bench.port"
 
     def start(self) -> float:
@@ -99,7 +99,8 @@ class Server:
         t0 = time.perf_counter()
         self.log = open(self.data_dir.parent / "bench-server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "frameseek.cli", "serve", "--address", "127.0.0.1:0",
-                                      "--data-dir", str(self.data_dir), "--port-file", str(self.port_file)],
+                                      "--data-dir", str(self.data_dir), "--port-file", str(self.port_file),
+                                      "--workers", str(self.workers)],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         while not self.port_file.exists():
             if self.proc.poll() is not None:
@@ -128,21 +129,30 @@ class Server:
         self.log.close()
 
 
-async def drive(address: str, method: str, payloads: list[bytes], concurrency: int, duration: float) -> dict:
+async def _drive(address: str, method: str, payloads: list[bytes], concurrency: int, duration: float,
+                 channels: int, offset: int = 0, start_at: float | None = None) -> tuple[list, float, dict]:
     """Closed-loop load: `concurrency` workers each send one request after the other until the
-    deadline. Requests are pre-serialised bytes (no client-side protobuf work)."""
+    deadline, spread over `channels` separate TCP connections (with `serve --workers N` the kernel
+    spreads connections, not calls, over the processes). Requests are pre-serialised bytes (no
+    client-side protobuf work)."""
     import grpc
 
     lat: list[float] = []
     errors: dict[str, int] = {}
-    async with grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 32 << 20),
-                                                          ("grpc.max_receive_message_length", 32 << 20)]) as ch:
-        call = ch.unary_unary(method, request_serializer=None, response_deserializer=None)
-        await call(payloads[0], timeout=60)  # warm the connection
+    opts = [("grpc.max_send_message_length", 32 << 20), ("grpc.max_receive_message_length", 32 << 20),
+            ("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
+    chans = [grpc.aio.insecure_channel(address, options=opts) for _ in range(max(1, min(channels, concurrency)))]
+    try:
+        calls = [ch.unary_unary(method, request_serializer=None, response_deserializer=None) for ch in chans]
+        for call in calls:
+            await call(payloads[0], timeout=60)  # warm the connections
+        if start_at is not None:  # several driver processes start together
+            await asyncio.sleep(max(0.0, start_at - time.time()))
         stop_at = time.perf_counter() + duration
 
         async def worker(i: int) -> None:
-            j = i
+            call = calls[i % len(calls)]
+            j = offset + i
             while True:
                 t0 = time.perf_counter()
                 if t0 >= stop_at:
@@ -157,7 +167,43 @@ async def drive(address: str, method: str, payloads: list[bytes], concurrency: i
         t_start = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         wall = time.perf_counter() - t_start
-    return _summary(lat, wall, errors)
+    finally:
+        for ch in chans:
+            await ch.close()
+    return lat, wall, errors
+
+
+def _drive_proc(args) -> tuple[list, float, dict]:
+    return asyncio.run(_drive(*args))
+
+
+async def drive(address: str, method: str, payloads: list[bytes], concurrency: int, duration: float,
+                channels: int = 1) -> dict:
+    """Closed-loop load from this process (see _drive); returns the summary row."""
+    return _summary(*await _drive(address, method, payloads, concurrency, duration, channels))
+
+
+def run_load(address: str, method: str, payloads: list[bytes], concurrency: int, duration: float,
+             channels: int = 8, procs: int = 1) -> dict:
+    """Run the load from `procs` client processes (a single Python client tops out near one core)."""
+    procs = max(1, min(procs, concurrency))
+    if procs == 1:
+        return asyncio.run(drive(address, method, payloads, concurrency, duration, channels))
+    import concurrent.futures
+    import multiprocessing
+
+    start_at = time.time() + 5.0  # time for the spawned interpreters to import grpc and connect
+    per = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    args = [(address, method, payloads, per[i], duration, max(1, channels // procs), sum(per[:i]), start_at)
+            for i in range(procs)]
+    with concurrent.futures.ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as ex:
+        results = list(ex.map(_drive_proc, args))
+    lat = [x for r in results for x in r[0]]
+    errors: dict[str, int] = {}
+    for r in results:
+        for k, v in r[2].items():
+            errors[k] = errors.get(k, 0) + v
+    return _summary(lat, max(r[1] for r in results), errors)
 
 
 def _summary(lat: list[float], wall: float, errors: dict | None = None) -> dict:
@@ -167,8 +213,11 @@ def _summary(lat: list[float], wall: float, errors: dict | None = None) -> dict:
             "errors": errors or {}}
 
 
-def native_baseline(data_dir: pathlib.Path, queries: np.ndarray, duration: float, threads: int) -> dict:
-    """The same index searched in-process, one query per call from `threads` threads (no RPC)."""
+def native_baseline(data_dir: pathlib.Path, queries: np.ndarray, duration: float, threads: int,
+                    kind: str = "groups") -> dict:
+    """The same index searched in-process, one query per call from `threads` threads (no RPC):
+    `groups` = native search_groups (k=10 videos), `knn` = plain kNN of 40 frames (what
+    SearchByVector runs first)."""
     import threading
 
     from frameseek.storage import EmbeddedStorage
@@ -185,7 +234,10 @@ def native_baseline(data_dir: pathlib.Path, queries: np.ndarray, duration: float
         j = i
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
-            st.search_groups(cid, queries[j % len(queries)][None], 10)
+            if kind == "groups":
+                st.search_groups(cid, queries[j % len(queries)][None], 10)
+            else:
+                st.search(cid, queries[j % len(queries)][None], 40)
             mine.append(time.perf_counter() - t0)
             j += threads
         with lock:
@@ -227,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--rpcs", default="health,native,vector,image")
     ap.add_argument("--data-dir", type=pathlib.Path, default=None)
+    ap.add_argument("--workers", type=int, default=1, help="frameseek serve --workers")
+    ap.add_argument("--channels", type=int, default=8, help="client TCP connections (spread over workers)")
+    ap.add_argument("--client-procs", type=int, default=1, help="load-driver processes")
+    ap.add_argument("--out", default="load_search.json", help="file name under benchmarks/results/")
     ns = ap.parse_args(argv)
     if ns.dim != 512:
         raise SystemExit("the server's model is 512-d; --dim is fixed at 512 for SearchByImage")
@@ -241,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     rpcs = ns.rpcs.split(",")
     rows = []
     env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_LOG_LEVEL": "warning"}
-    srv = Server(data_dir, env)
+    srv = Server(data_dir, env, ns.workers)
     restart_s = srv.start()
     print(f"restart with {fill_info['vectors']} vectors: {restart_s:.2f} s (process start -> SERVING)", flush=True)
     try:
@@ -255,37 +311,40 @@ def main(argv: list[str] | None = None) -> int:
         health_payloads = [health_pb2.HealthCheckRequest(service="").SerializeToString()]
         for c in conc:
             if "health" in rpcs:
-                r = asyncio.run(drive(srv.address, "/grpc.health.v1.Health/Check", health_payloads, c, ns.duration))
+                r = (run_load(srv.address, "/grpc.health.v1.Health/Check", health_payloads, c, ns.duration,
+                                      ns.channels, ns.client_procs))
                 rows.append({"rpc": "baseline: Health.Check (bare gRPC)", "concurrency": c, **r})
                 print(rows[-1], flush=True)
             if "vector" in rpcs:
-                r = asyncio.run(drive(srv.address, "/frameseek.v1.FrameSeek/SearchByVector", vec_payloads, c,
-                                      ns.duration))
+                r = (run_load(srv.address, "/frameseek.v1.FrameSeek/SearchByVector", vec_payloads, c,
+                                      ns.duration, ns.channels, ns.client_procs))
                 rows.append({"rpc": "SearchByVector k=10", "concurrency": c, **r})
                 print(rows[-1], flush=True)
             if "image" in rpcs:
-                r = asyncio.run(drive(srv.address, "/frameseek.v1.FrameSeek/SearchByImage", image_payloads(50), c,
-                                      ns.duration))
+                r = (run_load(srv.address, "/frameseek.v1.FrameSeek/SearchByImage", image_payloads(50), c,
+                                      ns.duration, ns.channels, ns.client_procs))
                 rows.append({"rpc": "SearchByImage k=10", "concurrency": c, **r})
                 print(rows[-1], flush=True)
     finally:
         srv.stop()
     if "native" in rpcs:
-        for threads in (1, 2):
-            r = native_baseline(data_dir, queries, ns.duration, threads)
-            rows.append({"rpc": f"baseline: native search_groups in-process, {threads} thread(s)",
-                         "concurrency": threads, **r})
-            print(rows[-1], flush=True)
+        for kind, label in (("groups", "native search_groups k=10"), ("knn", "native kNN k=40")):
+            for threads in (1, 2):
+                r = native_baseline(data_dir, queries, ns.duration, threads, kind)
+                rows.append({"rpc": f"baseline: {label} in-process, {threads} thread(s)",
+                             "concurrency": threads, **r})
+                print(rows[-1], flush=True)
     print()
     print(f"index: {fill_info['vectors']} x {ns.dim} (HNSW M=16 ef_c=100 ef=64), restart {restart_s:.2f} s, "
-          f"{os.cpu_count()} cores")
+          f"{os.cpu_count()} cores, workers={ns.workers}, channels={ns.channels}, client procs={ns.client_procs}")
     print(f"{'rpc':58s} {'conc':>5s} {'QPS':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}  errors")
     for r in rows:
         print(f"{r['rpc']:58s} {r['concurrency']:5d} {r['qps']:9.1f} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
               f"{r['p99_ms']:8.2f}  {r['errors'] or ''}")
     out = {"n": fill_info["vectors"], "dim": ns.dim, "fill": fill_info, "restart_s": round(restart_s, 2),
-           "duration_s": ns.duration, "cores": os.cpu_count(), "machine": platform.machine(), "rows": rows}
-    (RESULTS / "load_search.json").write_text(json.dumps(out, indent=2))
+           "duration_s": ns.duration, "cores": os.cpu_count(), "machine": platform.machine(),
+           "workers": ns.workers, "channels": ns.channels, "client_procs": ns.client_procs, "rows": rows}
+    (RESULTS / ns.out).write_text(json.dumps(out, indent=2))
     return 0
 
 

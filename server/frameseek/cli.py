@@ -86,6 +86,9 @@ def serve(
     metrics_address: Annotated[Optional[str], typer.Option(help="Prometheus HOST:PORT, '' = off")] = None,
     log_format: Annotated[Optional[str], typer.Option(help="console | json")] = None,
     port_file: Annotated[Optional[str], typer.Option(help="write the bound port here once listening")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="serving processes sharing the port: 1 primary (all "
+                                                   "writes) + N-1 search replicas; raise up to the core count "
+                                                   "when searches saturate one core [default: 1]")] = None,
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM (then drain and flush)."""
     import asyncio
@@ -95,7 +98,7 @@ def serve(
     from .server import serve as run
 
     settings = load_settings(str(config) if config else None, address=address, data_dir=data_dir,
-                             metrics_address=metrics_address, log_format=log_format)
+                             metrics_address=metrics_address, log_format=log_format, workers=workers)
     configure(settings.log_format, settings.log_level)
     asyncio.run(run(settings, port_file))
 

@@ -4,6 +4,7 @@ Start-up order: the port is bound and serving at once (health NOT_SERVING, Frame
 UNAVAILABLE/NOT_READY) while the storage recovers in a thread; then health turns SERVING.
 Shutdown (SIGTERM/SIGINT or `stop()`): health NOT_SERVING, stop accepting, drain in-flight calls
 for `shutdown_grace_s`, then flush storage (index snapshot) and exit.
+With `workers` > 1 the port is shared with search replica processes (see workers.py).
 """
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ def grpc_options(s: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.max_connection_idle_ms", int(s.max_connection_idle_s * 1000)),
-        ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it silently
+        # a second server on a busy port must fail, not share it silently - unless this is one of
+        # the `workers` processes that share the port on purpose (workers.py)
+        ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
     ]
 
 
@@ -43,7 +46,16 @@ class FrameSeekServer:
         self.service = service or FrameSeekService(settings)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server = grpc.aio.server(options=grpc_options(settings))
-        frameseek_pb2_grpc.add_FrameSeekServicer_to_server(FrameSeekServicer(self.service), self.server)
+        servicer = FrameSeekServicer(self.service)
+        self.forwarder = None
+        if settings.role == "replica":  # writes go to the primary process (workers.py)
+            from .workers import PrimaryForwarder
+
+            if not settings.primary_address:
+                raise RuntimeError("a replica needs primary_address")
+            self.forwarder = PrimaryForwarder(settings.primary_address, grpc_options(settings)[:2])
+            self.forwarder.install(servicer)
+        frameseek_pb2_grpc.add_FrameSeekServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -52,6 +64,9 @@ class FrameSeekServer:
         if self.port == 0:
             raise RuntimeError(f"could not bind {settings.address}")
         self.host = settings.address.rsplit(":", 1)[0]
+        self.private_port = 0  # primary with workers > 1: where replicas forward writes
+        if settings.workers > 1 and settings.role == "primary":
+            self.private_port = self.server.add_insecure_port("127.0.0.1:0")
         self._loader: asyncio.Task | None = None
         self._metrics = None
         self.load_error: BaseException | None = None
@@ -110,6 +125,8 @@ class FrameSeekServer:
             except BaseException:
                 pass
         await self.service.close()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         if self._metrics:
             srv = self._metrics[0] if isinstance(self._metrics, tuple) else None
             if srv is not None:
@@ -130,14 +147,20 @@ async def create_server(settings: Settings) -> tuple[FrameSeekServer, int]:
 async def serve(settings: Settings, port_file: str | None = None) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully. `port_file` receives the bound port
     (atomically) once the server listens - for supervisors and tests that bind port 0."""
-    srv, port = await create_server(settings)
-    if port_file:
-        import os
+    import os
 
-        tmp = port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(str(port))
-        os.replace(tmp, port_file)
+    srv, port = await create_server(settings)
+
+    def write_port_file() -> None:
+        if port_file:
+            tmp = port_file + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(str(port))
+            os.replace(tmp, port_file)
+
+    multi = settings.workers > 1 and settings.role == "primary"
+    if not multi:
+        write_port_file()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,5 +170,28 @@ async def serve(settings: Settings, port_file: str | None = None) -> None:
     if srv._loader in done and srv._loader.exception() is not None:
         await srv.stop(0)
         raise SystemExit(f"frameseek: start-up failed: {srv._loader.exception()}")
+    supervisor = None
+    if srv._loader in done and not stop.is_set():
+        if settings.role == "replica":
+            from .workers import signal_ready, watch_parent
+
+            signal_ready()
+            loop.create_task(watch_parent(stop))
+        elif multi:
+            from .workers import ReplicaSupervisor
+
+            supervisor = ReplicaSupervisor(settings, port, f"127.0.0.1:{srv.private_port}")
+            try:
+                await supervisor.start()
+            except Exception as exc:
+                supervisor.signal_stop()
+                await supervisor.wait_stopped(settings.shutdown_grace_s + 30)
+                await srv.stop(0)
+                raise SystemExit(f"frameseek: start-up failed: {exc}") from None
+            write_port_file()  # with workers: once every process serves
     await waiter
+    if supervisor is not None:  # replicas drain while the primary does (their writes still forward)
+        supervisor.signal_stop()
     await srv.stop()
+    if supervisor is not None:
+        await supervisor.wait_stopped(settings.shutdown_grace_s + 30)

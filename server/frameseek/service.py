@@ -200,6 +200,12 @@ class FrameSeekService:
 
     def __init__(self, settings: Settings, storage: Storage | None = None, embedder: Any = None):
         self.settings = settings
+        # a search replica (`serve --workers N`) reads the primary's data dir and never writes
+        self.replica = settings.role == "replica"
+        if storage is None and self.replica:
+            from .storage.replica import ReplicaStorage
+
+            storage = ReplicaStorage(settings.data_dir)
         self.storage: Any = storage or EmbeddedStorage(settings.data_dir,
                                                       snapshot_every=settings.snapshot_every_vectors)
         self.embedder = embedder
@@ -214,6 +220,7 @@ class FrameSeekService:
         self._pending_ingests = 0
         self._searches = 0
         self._coll_cache: dict[str, CollectionRecord] = {}
+        self._knn_stats: dict[int, tuple[float, int]] = {}  # see _knn_rarely_enough
         self._coll_names: dict[int, str] = {}  # collection ids are never reused
         self._watchers = _JobWatchers()
         self._tasks: set[asyncio.Task] = set()
@@ -231,6 +238,8 @@ class FrameSeekService:
         metrics.READY.set(1)
         log.info("service_ready", seconds=round(time.perf_counter() - t0, 3),
                  embedder=getattr(self.embedder, "name", None), embedder_error=self.embedder_error or None)
+        if self.replica:  # snapshots and unfinished ingests belong to the primary
+            return
         self._spawn(self._snapshot_loop())
         for job in await loop.run_in_executor(self._io_pool, self.storage.unfinished_jobs):
             self._resume_job(job)
@@ -254,6 +263,8 @@ class FrameSeekService:
         try:
             self.storage.get_collection(DEFAULT_COLLECTION)
         except NotFound:
+            if self.replica:  # the primary creates it before it starts replicas
+                raise
             self._create_collection_sync(DEFAULT_COLLECTION, "", "", "ip", {}, {}, is_default=True)
         self._update_index_gauges()
 
@@ -342,12 +353,24 @@ class FrameSeekService:
     async def collection(self, name: str) -> CollectionRecord:
         """Resolve 'collections/{c}' (or '' = default) to its record (cached; collections are immutable)."""
         self.check_ready()
+        if self.replica:
+            await self._fresh()
         cid = parse_collection(name)
         rec = self._coll_cache.get(cid)
         if rec is None:
             rec = await self._io(self.storage.get_collection, cid)
             self._coll_cache[cid] = rec
         return rec
+
+    async def _fresh(self) -> None:
+        """Replica: catch up with the primary's commits (deletes, new videos and collections) before
+        a read. One SQLite pragma when nothing changed; see storage/replica.py."""
+        if self.storage.changed():
+            await self._io(self.storage.sync)
+            live = self.storage._colls
+            for name, rec in list(self._coll_cache.items()):
+                if rec.id not in live:
+                    self._coll_cache.pop(name, None)
 
     async def collection_counts(self, rec: CollectionRecord) -> tuple[int, int, float]:
         return await self._io(self.storage.collection_counts, rec.id)
@@ -765,7 +788,8 @@ class FrameSeekService:
         if groups is not None and groups.size == 0:
             return []
         self._admit_search()
-        if self.settings.search_inline:
+        inline = self.settings.search_inline
+        if inline if inline is not None else self.settings.workers > 1:
             # A single-vector HNSW query takes well under a millisecond: a thread hop costs about as
             # much as the search, so run it on the loop (the native call releases the GIL anyway).
             return self._search_sync(rec, q, opts, groups, exclude)
@@ -782,16 +806,22 @@ class FrameSeekService:
     def _search_sync(self, rec, q, opts: SearchOptions, groups, exclude: set[int]) -> list[Hit]:
         """Top videos for one query vector.
 
-        One timestamp per video: the native group-by search (top k distinct videos) in one call.
-        Several: a plain frame kNN (k * matches * 4 frames) grouped by video here. On video data
-        the nearest frames often all belong to a few videos; when that leaves fewer than k videos
-        although the kNN came back full, a group-by search (distinct videos, ~5x slower) supplies
-        the missing ones. So the common case costs one plain kNN and the answer still has k videos.
+        A plain frame kNN (k * matches * 4 frames, at least 32) grouped by video here; this is
+        also the path for one timestamp per video, because the native group-by search costs
+        3-5x a plain kNN on video data. The grouping is exact: a video absent from the kNN has
+        every frame farther than the kNN's last frame, hence farther than any video kept. On video
+        data the nearest frames can all belong to a few videos; only when that leaves fewer than
+        k videos although the kNN came back full (and its last frame still passes min_score) does a
+        group-by search (distinct videos) supply the missing ones. So the common case costs one
+        plain kNN and the answer still has k videos. Where the fallback is the rule (a collection of
+        long static shots), one-match searches go straight to the group search (_knn_rarely_enough).
         """
         k, m = opts.k + len(exclude), opts.max_matches_per_video
         ef = opts.ef or None
         hits: dict[int, Hit] = {}
-        if m == 1:  # one timestamp per video: the group-by search answers it in one native call
+        if m == 1 and self._knn_rarely_enough(rec.id):
+            # on this collection the kNN almost never yields k videos (long static shots): going
+            # straight to the group search saves the wasted kNN
             try:
                 _, gids, gdist = self.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
             except StorageError as exc:
@@ -806,7 +836,11 @@ class FrameSeekService:
         ids, dist = ids[0], dist[0]
         full = bool((ids != NO_ID).all())
         self._collect(rec, hits, ids, dist, opts, exclude, m)
-        if len(hits) < opts.k and full:
+        # frames beyond the kNN score at most its last frame: if that one fails min_score, so do they
+        more = full and float(self._score(rec, dist[-1:])[0]) >= opts.min_score
+        if m == 1:
+            self._knn_outcome(rec.id, missed=len(hits) < opts.k and more)
+        if len(hits) < opts.k and more:
             try:
                 _, gids, gdist = self.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
             except StorageError as exc:
@@ -816,6 +850,20 @@ class FrameSeekService:
         for h in out:
             h.matches.sort(key=lambda x: -x[1])
         return out
+
+    # How often the kNN-first path needs the group-search fallback, per collection (exponential
+    # average over recent one-match-per-video searches). Above KNN_MISS_SKIP the kNN is skipped,
+    # except every KNN_PROBE_EVERY-th search, which keeps the estimate current as the data changes.
+    KNN_MISS_SKIP, KNN_PROBE_EVERY = 0.8, 32
+
+    def _knn_rarely_enough(self, collection_id: int) -> bool:
+        miss, n = self._knn_stats.get(collection_id, (0.0, 0))
+        self._knn_stats[collection_id] = (miss, n + 1)
+        return miss > self.KNN_MISS_SKIP and n % self.KNN_PROBE_EVERY != 0
+
+    def _knn_outcome(self, collection_id: int, missed: bool) -> None:
+        miss, n = self._knn_stats.get(collection_id, (0.0, 0))
+        self._knn_stats[collection_id] = (0.9 * miss + 0.1 * float(missed), n)
 
     def _collect(self, rec, hits: dict, ids, dist, opts: SearchOptions, exclude: set[int], m: int) -> None:
         valid = ids != NO_ID

@@ -64,36 +64,42 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def scan_segment(path: str, dim: int) -> tuple[list[LogRecord], int, bool]:
-    """Read a segment: (records, offset after the last good record, whether a torn tail follows)."""
+def scan_segment(path: str, dim: int, start: int = 0) -> tuple[list[LogRecord], int, bool]:
+    """Read a segment: (records, offset after the last good record, whether a torn tail follows).
+    `start` > 0 resumes after a record boundary returned by an earlier scan (read-only tailing by
+    search replicas: a "torn" tail there may just be an append in progress)."""
     seq = int(_SEG_RE.match(os.path.basename(path)).group(1))
     with open(path, "rb") as f:
+        if start > 0:
+            f.seek(start)
         data = f.read()
-    if len(data) < _HEADER.size:
-        return [], 0, len(data) > 0  # torn header: the segment was being created
-    magic, fdim = _HEADER.unpack_from(data, 0)
-    if magic != MAGIC:
-        raise LogCorrupt(f"{path}: not a frameseek vector log")
-    if fdim != dim:
-        raise LogCorrupt(f"{path}: dimension {fdim}, expected {dim}")
-    pos, records = _HEADER.size, []
+    base = start if start > 0 else 0
+    if base == 0:
+        if len(data) < _HEADER.size:
+            return [], 0, len(data) > 0  # torn header: the segment was being created
+        magic, fdim = _HEADER.unpack_from(data, 0)
+        if magic != MAGIC:
+            raise LogCorrupt(f"{path}: not a frameseek vector log")
+        if fdim != dim:
+            raise LogCorrupt(f"{path}: dimension {fdim}, expected {dim}")
+    pos, records = (0 if base else _HEADER.size), []
     while pos < len(data):
         if pos + _REC.size > len(data):
-            return records, pos, True
+            return records, base + pos, True
         length, crc = _REC.unpack_from(data, pos)
         start, end = pos + _REC.size, pos + _REC.size + length
         if end > len(data) or length < _ADD.size:
-            return records, pos, True
+            return records, base + pos, True
         payload = memoryview(data)[start:end]
         if zlib.crc32(payload) != crc:
-            return records, pos, True
+            return records, base + pos, True
         typ, vid, n = _ADD.unpack_from(payload, 0)
         if typ != TYPE_ADD or length != _ADD.size + 4 * n * dim:
-            raise LogCorrupt(f"{path}@{pos}: bad record type {typ} / length {length}")
+            raise LogCorrupt(f"{path}@{base + pos}: bad record type {typ} / length {length}")
         vecs = np.frombuffer(payload, dtype="<f4", count=n * dim, offset=_ADD.size).reshape(n, dim)
-        records.append(LogRecord(typ, vid, vecs, seq, pos))
+        records.append(LogRecord(typ, vid, vecs, seq, base + pos))
         pos = end
-    return records, pos, False
+    return records, base + pos, False
 
 
 class VectorLog:

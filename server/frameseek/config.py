@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     default_ef: int = Field(64, ge=1, description="HNSW search beam width of new collections")
     hnsw_m: int = Field(16, ge=4, le=128)
     hnsw_ef_construction: int = Field(200, ge=8)
-    copy_threshold: float = Field(0.3, ge=0, le=1, description="default SearchByVideo / duplicate score threshold "
-                                  "(provisional until the copy-detection harness calibrates it)")
+    copy_threshold: float = Field(0.2, ge=0, le=1, description="default SearchByVideo / duplicate score threshold "
+                                  "(frameseek.matching.COPY_THRESHOLD, calibrated on benchmarks/copydetect)")
     frame_k: int = Field(32, ge=1, le=1024, description="neighbours per query frame in SearchByVideo")
 
     # logs

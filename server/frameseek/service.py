@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 import structlog
 
-from . import __version__, metrics
+from . import __version__, matching, metrics
 from .config import Settings
 from .errors import ServiceError, exhausted, from_media_error, invalid, not_found, unavailable
 from .storage import (AlreadyExists, CollectionRecord, EmbeddedStorage, FailedPrecondition, InvalidArgument,
@@ -923,10 +923,10 @@ class FrameSeekService:
     def _video_matches(self, rec: CollectionRecord, times: np.ndarray, vecs: np.ndarray, k: int,
                        groups: np.ndarray | None, frame_k: int | None = None, flip_vecs: np.ndarray | None = None,
                        query_fps: float | None = None) -> list[CopyMatch]:
-        """Per-frame kNN -> IDF-like neighbour weights -> native frame-vote aggregation ->
-        candidates with aligned segments. With `flip_vecs` the mirrored query frames are searched
-        too and their neighbours sit beside the plain ones ([q, 2k]); a reference frame listed
-        twice for one query frame counts once in the aggregation."""
+        """Per-frame kNN -> `frameseek.matching.align` (IDF-like and redundancy weights, native
+        frame-vote aggregation, calibrated score) -> candidates with aligned segments. With
+        `flip_vecs` the mirrored query frames are searched too and their neighbours sit beside the
+        plain ones ([q, 2k]); a reference frame listed twice for one query frame counts once."""
         if not hasattr(self._native, "aggregate"):
             raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "INTERNAL",
                                "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
@@ -952,29 +952,23 @@ class FrameSeekService:
             sel = valid & (vids == vid)
             ntimes[sel] = ts[idx[sel]]
         ids = np.ascontiguousarray(np.where(valid, ids, NO_ID).astype(np.uint64))
-        sims = np.ascontiguousarray(np.where(valid, np.clip(self._score(rec, dist), -1, 1), 0).astype(np.float32))
+        sims = np.ascontiguousarray(np.where(valid, matching.similarities(dist, rec.metric), -1).astype(np.float32))
         groups_arr = np.ascontiguousarray(np.where(valid, vids, NO_ID).astype(np.uint64))
-        weights = self._native.neighbor_idf_weights(ids, groups_arr, sims)
-        ref_fps = float(rec.sampling.get("fps") or self.settings.default_fps)
-        kw = {"ref_durations": durations, "max_candidates": int(k), "ref_frame_interval": 1.0 / ref_fps}
-        if query_fps:
-            kw["frame_interval"] = 1.0 / query_fps
-        cands = self._native.aggregate(np.ascontiguousarray(times, dtype=np.float64), ids, groups_arr, ntimes, sims,
-                                       weights, **kw)
+        ms = matching.align(times, ids, groups_arr, ntimes, sims, frame_weights=matching.redundancy_weights(vecs),
+                            settings=matching.MatchSettings(frame_k=frame_k), ref_durations=durations,
+                            query_interval=1.0 / query_fps if query_fps else None,
+                            ref_interval=1.0 / float(rec.sampling.get("fps") or self.settings.default_fps),
+                            max_candidates=int(k))
         out = []
-        for c in cands:
+        for m in ms:  # best first by the calibrated score (frameseek.matching)
             try:
-                video = self.storage.get_video(int(c["video"]))
+                video = self.storage.get_video(m.video)
             except NotFound:
                 continue
-            segs = [Segment(s["query_start"], s["query_end"], s["ref_start"], s["ref_end"], s["score"])
-                    for s in c["segments"]]
-            main = max(c["segments"], key=lambda s: s["frames"]) if c["segments"] else None
-            rc = c.get("ref_coverage")
-            out.append(CopyMatch(video=video, score=float(c["score"]), query_coverage=float(c["query_coverage"]),
-                                 reference_coverage=0.0 if rc is None or math.isnan(rc) else float(rc),
-                                 offset=float(main["offset"]) if main else 0.0,
-                                 speed=float(main["speed"]) if main else 1.0, segments=segs))
+            segs = [Segment(g.query_start, g.query_end, g.ref_start, g.ref_end, g.score) for g in m.segments]
+            out.append(CopyMatch(video=video, score=m.score, query_coverage=m.query_coverage,
+                                 reference_coverage=m.ref_coverage or 0.0, offset=m.offset, speed=m.speed,
+                                 segments=segs))
         return out
 
     # -- stats ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 
+import av
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -21,7 +22,7 @@ from frameseek.media import (
 )
 from frameseek.media import nvdec
 
-from .conftest import OPENCV_DATA, H, W
+from .conftest import OPENCV_DATA, H, W, write_video
 
 
 def decode_times(src, fps=0.0, keyframes_only=False):
@@ -200,3 +201,25 @@ def test_limits_are_pydantic_and_validated():
     with pytest.raises(ValueError):
         MediaLimits(max_width=0)
     assert MediaLimits().max_width >= 3840
+
+
+def test_sparse_sampling_skips_non_reference_frames(media_dir):
+    # H.264 with fixed, non-reference B-frames (no pyramid): at 1 fps on a 10 fps clip the codec
+    # may skip them; each sample still lands within two frame periods of its tick. At 5 fps
+    # (fewer than NONREF_MIN_FRAMES_PER_SAMPLE frames per tick) every frame is decoded.
+    path = write_video(
+        media_dir / "bframes.mp4", "libx264", [i / 10 for i in range(60)],
+        options={"preset": "medium", "x264-params": "bframes=3:b-pyramid=none:b-adapt=0:log-level=none"},
+    )
+    with av.open(str(path)) as c:
+        pict = [av.video.frame.PictureType(f.pict_type) for f in c.decode(video=0)]
+    assert pict.count(av.video.frame.PictureType.B) >= 20  # the clip really has B-frames to skip
+
+    sparse, frames = decode_times(path, fps=1.0)
+    ticks = np.arange(6.0)
+    assert len(frames) == 6 and all(t <= f.t <= t + 0.2 + 1e-6 for t, f in zip(ticks, frames))
+    assert sparse.stats.decoded_frames <= 60 - 20
+
+    dense, frames5 = decode_times(path, fps=5.0)
+    assert dense.stats.decoded_frames == 60
+    np.testing.assert_allclose([f.t for f in frames5], np.arange(30) / 5, atol=1e-3)

@@ -128,6 +128,11 @@ class ImageDecoder:
 # FFmpeg through PyAV
 
 
+# Skip non-reference frames only when at least this many frames fall on one sampling tick (the
+# delay it adds to a sample is then small against the sampling period).
+NONREF_MIN_FRAMES_PER_SAMPLE = 4
+
+
 def _open_container(src: OpenedSource) -> av.container.InputContainer:
     try:
         return av.open(src.target, mode="r", metadata_errors="ignore")
@@ -241,6 +246,12 @@ class PyAVDecoder:
         if keyframes_only:
             # The codec drops non-key frames before decoding them: the fast path for long files.
             stream.codec_context.skip_frame = "NONKEY"
+        elif sampler.fps and self.info.fps and self.info.fps >= NONREF_MIN_FRAMES_PER_SAMPLE * sampler.fps:
+            # Sparse sampling: frames that no other frame references (most B-frames of H.264/HEVC)
+            # are never needed to decode a kept one, so the codec may skip them. Measured on a
+            # 720p H.264 clip with B-frames: 0.64 s -> 0.44 s of decode; a sample then lands on the
+            # next decoded frame, at most a couple of frame periods after its tick.
+            stream.codec_context.skip_frame = "NONREF"
         tb = stream.time_base
         origin = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else None
         period_guess = 1.0 / self.info.fps if self.info.fps else 1.0 / 25

@@ -81,6 +81,16 @@ def _open(media: MediaInput) -> tuple[BinaryIO, bool, str]:
     return media, False, getattr(media, "name", "") or ""
 
 
+def _read_all(media: MediaInput) -> tuple[bytes, str]:
+    """The whole input (for the unary image RPCs) and its file name, closing what _open opened."""
+    f, owned, name = _open(media)
+    try:
+        return f.read(), name
+    finally:
+        if owned:
+            f.close()
+
+
 def _filter(labels=None, videos=None, exclude_videos=None) -> pb.SearchFilter:
     return pb.SearchFilter(labels=labels or {}, videos=list(videos or []), exclude_videos=list(exclude_videos or []))
 
@@ -206,12 +216,7 @@ class Client:
     def ingest_image(self, image: MediaInput, *, collection: str = "", external_key: str = "",
                      labels: dict | None = None, request_id: str | None = None,
                      filename: str | None = None) -> pb.IngestVideoResponse:
-        f, owned, name = _open(image)
-        try:
-            data = f.read()
-        finally:
-            if owned:
-                f.close()
+        data, name = _read_all(image)
         meta = pb.IngestMetadata(parent=collection_name(collection), external_key=external_key, labels=labels or {},
                                  request_id=request_id or uuid.uuid4().hex, filename=filename or name)
         return self._call(self.stub.IngestImage, pb.IngestImageRequest(metadata=meta, image=data))
@@ -243,12 +248,7 @@ class Client:
                         max_matches_per_video: int = 0, ef: int = 0, labels: dict | None = None,
                         videos: list[str] | None = None, exclude_videos: list[str] | None = None,
                         timeout: float | None = None) -> pb.SearchResponse:
-        f, owned, _ = _open(image)
-        try:
-            data = f.read()
-        finally:
-            if owned:
-                f.close()
+        data, _ = _read_all(image)
         req = pb.SearchByImageRequest(parent=collection_name(collection), image=data,
                                       options=self._options(k, min_score, max_matches_per_video, ef, labels, videos,
                                                             exclude_videos))

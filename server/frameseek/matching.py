@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -128,16 +128,30 @@ def similarities(dist: np.ndarray, metric: str) -> np.ndarray:
 
 
 def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
-                     flip_vectors: np.ndarray | None = None, **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    """kNN of every query frame (and, given, of its mirror): `(ids uint64[q, k or 2k], sims float32)`.
-    Missing slots keep id NO_ID and similarity -1."""
+                     flip_vectors: np.ndarray | None = None, region_vectors: Sequence[np.ndarray] = (),
+                     **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """kNN of every query frame and, given, of its mirror and of its regions (crops, see
+    `frameseek.regions`): `(ids uint64[q, k * sets], sims float32)`, the sets side by side.
+    Missing slots keep id NO_ID and similarity -1.
+
+    Several views of one query frame in one row cannot inflate the score: `_native.aggregate`
+    counts a reference frame listed twice in a row once (its best similarity), and matches each
+    query frame to at most one reference frame per segment, so a row's views together vote like
+    its single best view. The views are searched in one batch (one index call)."""
     q = np.ascontiguousarray(vectors, dtype=np.float32)
-    ids, dist = index.search(q, k, **search_kw)
-    if flip_vectors is not None and len(flip_vectors):
-        if len(flip_vectors) != len(q):
-            raise ValueError("flip_vectors must have one row per query frame")
-        fids, fdist = index.search(np.ascontiguousarray(flip_vectors, dtype=np.float32), k, **search_kw)
-        ids, dist = np.hstack([ids, fids]), np.hstack([dist, fdist])
+    views = [q]
+    for name, extra in (("flip_vectors", [flip_vectors] if flip_vectors is not None and len(flip_vectors) else []),
+                        ("region_vectors", list(region_vectors))):
+        for v in extra:
+            if len(v) != len(q):
+                raise ValueError(f"{name} must have one row per query frame")
+            views.append(np.asarray(v, dtype=np.float32))
+    stacked = np.ascontiguousarray(np.vstack(views)) if len(views) > 1 else q
+    ids, dist = index.search(stacked, k, **search_kw)
+    n = len(q)
+    if len(views) > 1:  # [views * q, k] -> [q, views * k]
+        ids = np.hstack([ids[i * n:(i + 1) * n] for i in range(len(views))])
+        dist = np.hstack([dist[i * n:(i + 1) * n] for i in range(len(views))])
     return np.ascontiguousarray(ids, dtype=np.uint64), similarities(dist, index.metric)
 
 

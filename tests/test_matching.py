@@ -153,7 +153,7 @@ DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None or not DATA.exists(), reason="needs ffmpeg and opencv-doc")
-def test_end_to_end_subclip_flip_and_title_card(tmp_path):
+def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     from benchmarks.copydetect import media as M
     from frameseek.embed import load_embedder
     from frameseek.pipeline import SamplingSettings, embed_media
@@ -185,8 +185,9 @@ def test_end_to_end_subclip_flip_and_title_card(tmp_path):
         ref_times[vid], durations[vid] = m.timestamps, m.duration
 
     def search(path: Path) -> list[matching.Match]:
-        m = embed_media(str(path), emb, SamplingSettings.query(flip=True))
-        ids, sims = matching.search_neighbors(index, m.vectors, 16, m.flip_vectors)
+        # query regions as SearchByVideo's default (auto: a detected picture-in-picture inset)
+        m = embed_media(str(path), emb, SamplingSettings.query(flip=True, regions="auto"))
+        ids, sims = matching.search_neighbors(index, m.vectors, 16, m.flip_vectors, m.region_vectors)
         valid = ids != NO_ID
         groups = np.where(valid, ids >> np.uint64(20), NO_ID).astype(np.uint64)
         times = np.zeros(ids.shape)
@@ -211,6 +212,16 @@ def test_end_to_end_subclip_flip_and_title_card(tmp_path):
     found = search(flip)
     assert [x.video for x in found] == [2]
     assert abs(found[0].offset) <= 1.0 and found[0].speed == pytest.approx(1.0, abs=0.05)
+
+    # reference 1 as a picture-in-picture inset (half the width) over an unrelated clip: the
+    # whole frame is mostly background; the detected inset's crop finds the copy
+    pip = tmp_path / "pip.mp4"
+    M._run(["-i", str(other), "-i", str(refs[1]), "-filter_complex",
+            f"[0:v]setsar=1[bg];[1:v]scale={M.W // 2}:-2,setsar=1[fg];[bg][fg]overlay=W*0.4:H*0.35:shortest=1",
+            *M._enc(24), str(pip)])
+    found = search(pip)
+    assert [x.video for x in found] == [1]
+    assert abs(found[0].offset) <= 1.0 and found[0].score <= 1.0
 
     # an unrelated clip that opens with the same title card as reference 4: no copy
     unrelated = tmp_path / "unrelated.mp4"

@@ -146,6 +146,45 @@ def test_search_neighbors_concatenates_flipped_results():
         matching.search_neighbors(index, base[:3], 2, flip_vectors=base[:2])
 
 
+def test_search_neighbors_places_region_views_beside_the_frame():
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(60, 16)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    index = _native.FlatIndex(16, "ip")
+    index.add(np.arange(60, dtype=np.uint64), base)
+    ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13],
+                                          region_vectors=[base[20:23], base[30:33]])
+    assert ids.shape == (3, 8)
+    assert [ids[:, c].tolist() for c in (0, 2, 4, 6)] == [[0, 1, 2], [10, 11, 12], [20, 21, 22], [30, 31, 32]]
+    assert np.allclose(sims[:, ::2], 1.0, atol=1e-5)
+    ids2, _ = matching.search_neighbors(index, base[:3], 2, region_vectors=[base[20:23]])
+    assert ids2[:, 2].tolist() == [20, 21, 22]
+    with pytest.raises(ValueError):
+        matching.search_neighbors(index, base[:3], 2, region_vectors=[base[:2]])
+
+
+def test_region_views_cannot_inflate_the_score():
+    """Three views of every query frame (whole, mirror, inset) all naming the same reference
+    frame, or neighbouring ones, score exactly like the best single view, never above 1."""
+    q = 12
+    t = np.arange(q, dtype=np.float64)
+    one_ids, one_groups, one_times, one_sims = _neighbours(q, 1)
+    one_ids[:, 0] = (5 << 20) + 3 * np.arange(q)
+    one_groups[:, 0] = 5
+    one_times[:, 0] = 4.0 + t
+    one_sims[:, 0] = 0.9
+    single = matching.align(t, one_ids, one_groups, one_times, one_sims, query_interval=1.0, ref_interval=1 / 3)
+    ids, groups, times, sims = (np.hstack([a, a, a]) for a in (one_ids, one_groups, one_times, one_sims))
+    ids[:, 2] += 1  # the inset view's best match: the next reference frame (1/3 s later)
+    times[:, 2] += 1 / 3
+    sims[:, 1] = 0.85
+    multi = matching.align(t, ids, groups, times, sims, query_interval=1.0, ref_interval=1 / 3)
+    assert single and multi and multi[0].video == single[0].video == 5
+    assert multi[0].score <= 1.0
+    assert multi[0].score == pytest.approx(single[0].score, abs=0.02)
+    assert multi[0].segments[0].frames <= q
+
+
 # -- end to end on tiny generated media -------------------------------------------------------------
 
 DATA = Path("/usr/share/doc/opencv-doc/examples/data")

@@ -241,13 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refs", type=int, default=None, help="number of references (default 24)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threshold", type=float, default=matching.COPY_THRESHOLD)
+    ap.add_argument("--min-similarity", type=float, default=matching.DEFAULT_MIN_SIMILARITY,
+                    help="vote floor (MatchSettings.min_similarity; calibration experiments)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--regions", choices=["off", "auto", "on"], default="auto",
                     help="query regions (SamplingSettings.regions; the server's default is auto)")
     a = ap.parse_args(argv)
     n_refs = a.refs or (8 if a.quick else 24)
     per_t = a.per_transform or (2 if a.quick else 6)
-    settings = matching.MatchSettings(threshold=a.threshold)
+    settings = matching.MatchSettings(threshold=a.threshold, min_similarity=a.min_similarity)
     os.nice(5)  # a shared 2-core machine: ffmpeg children are niced further in media._run
     t0 = time.perf_counter()
     refs, queries = build_media(a.seed, n_refs, per_t)

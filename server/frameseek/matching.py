@@ -10,7 +10,10 @@ pipeline, so they never vote):
 1. **kNN** (`search_neighbors`): each query frame's `frame_k` nearest reference frames; with the
    mirrored query frames (`SamplingSettings(flip=True)`) their neighbours are appended beside the
    plain ones, giving `[q, 2k]` — the native aggregation counts a reference frame listed twice for
-   one query frame once, so a flipped copy and a plain copy score alike.
+   one query frame once, so a flipped copy and a plain copy score alike. Region crops of the
+   query frames (`SamplingSettings(regions="auto")`: a detected picture-in-picture inset,
+   `frameseek.regions`) join the row the same way, `[q, views * k]`: a query frame matches at
+   most one reference frame per segment, so its views vote like its best view.
 2. **Weights** (`vote_weights`): `_native.neighbor_idf_weights` down-weights a query frame whose
    near-duplicate neighbours span many videos (a title card, a logo, a black-ish frame the blank
    filter let through: it "matches everything", like a stop word). An optional reference-side

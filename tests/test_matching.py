@@ -146,6 +146,45 @@ def test_search_neighbors_concatenates_flipped_results():
         matching.search_neighbors(index, base[:3], 2, flip_vectors=base[:2])
 
 
+def test_search_neighbors_places_region_views_beside_the_frame():
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(60, 16)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    index = _native.FlatIndex(16, "ip")
+    index.add(np.arange(60, dtype=np.uint64), base)
+    ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13],
+                                          region_vectors=[base[20:23], base[30:33]])
+    assert ids.shape == (3, 8)
+    assert [ids[:, c].tolist() for c in (0, 2, 4, 6)] == [[0, 1, 2], [10, 11, 12], [20, 21, 22], [30, 31, 32]]
+    assert np.allclose(sims[:, ::2], 1.0, atol=1e-5)
+    ids2, _ = matching.search_neighbors(index, base[:3], 2, region_vectors=[base[20:23]])
+    assert ids2[:, 2].tolist() == [20, 21, 22]
+    with pytest.raises(ValueError):
+        matching.search_neighbors(index, base[:3], 2, region_vectors=[base[:2]])
+
+
+def test_region_views_cannot_inflate_the_score():
+    """Three views of every query frame (whole, mirror, inset) all naming the same reference
+    frame, or neighbouring ones, score exactly like the best single view, never above 1."""
+    q = 12
+    t = np.arange(q, dtype=np.float64)
+    one_ids, one_groups, one_times, one_sims = _neighbours(q, 1)
+    one_ids[:, 0] = (5 << 20) + 3 * np.arange(q)
+    one_groups[:, 0] = 5
+    one_times[:, 0] = 4.0 + t
+    one_sims[:, 0] = 0.9
+    single = matching.align(t, one_ids, one_groups, one_times, one_sims, query_interval=1.0, ref_interval=1 / 3)
+    ids, groups, times, sims = (np.hstack([a, a, a]) for a in (one_ids, one_groups, one_times, one_sims))
+    ids[:, 2] += 1  # the inset view's best match: the next reference frame (1/3 s later)
+    times[:, 2] += 1 / 3
+    sims[:, 1] = 0.85
+    multi = matching.align(t, ids, groups, times, sims, query_interval=1.0, ref_interval=1 / 3)
+    assert single and multi and multi[0].video == single[0].video == 5
+    assert multi[0].score <= 1.0
+    assert multi[0].score == pytest.approx(single[0].score, abs=0.02)
+    assert multi[0].segments[0].frames <= q
+
+
 # -- end to end on tiny generated media -------------------------------------------------------------
 
 DATA = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -153,7 +192,7 @@ DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None or not DATA.exists(), reason="needs ffmpeg and opencv-doc")
-def test_end_to_end_subclip_flip_and_title_card(tmp_path):
+def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     from benchmarks.copydetect import media as M
     from frameseek.embed import load_embedder
     from frameseek.pipeline import SamplingSettings, embed_media
@@ -185,8 +224,9 @@ def test_end_to_end_subclip_flip_and_title_card(tmp_path):
         ref_times[vid], durations[vid] = m.timestamps, m.duration
 
     def search(path: Path) -> list[matching.Match]:
-        m = embed_media(str(path), emb, SamplingSettings.query(flip=True))
-        ids, sims = matching.search_neighbors(index, m.vectors, 16, m.flip_vectors)
+        # query regions as SearchByVideo's default (auto: a detected picture-in-picture inset)
+        m = embed_media(str(path), emb, SamplingSettings.query(flip=True, regions="auto"))
+        ids, sims = matching.search_neighbors(index, m.vectors, 16, m.flip_vectors, m.region_vectors)
         valid = ids != NO_ID
         groups = np.where(valid, ids >> np.uint64(20), NO_ID).astype(np.uint64)
         times = np.zeros(ids.shape)
@@ -211,6 +251,16 @@ def test_end_to_end_subclip_flip_and_title_card(tmp_path):
     found = search(flip)
     assert [x.video for x in found] == [2]
     assert abs(found[0].offset) <= 1.0 and found[0].speed == pytest.approx(1.0, abs=0.05)
+
+    # reference 1 as a picture-in-picture inset (half the width) over an unrelated clip: the
+    # whole frame is mostly background; the detected inset's crop finds the copy
+    pip = tmp_path / "pip.mp4"
+    M._run(["-i", str(other), "-i", str(refs[1]), "-filter_complex",
+            f"[0:v]setsar=1[bg];[1:v]scale={M.W // 2}:-2,setsar=1[fg];[bg][fg]overlay=W*0.4:H*0.35:shortest=1",
+            *M._enc(24), str(pip)])
+    found = search(pip)
+    assert [x.video for x in found] == [1]
+    assert abs(found[0].offset) <= 1.0 and found[0].score <= 1.0
 
     # an unrelated clip that opens with the same title card as reference 4: no copy
     unrelated = tmp_path / "unrelated.mp4"

@@ -175,9 +175,12 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
     if name == "logo":
         return ["-i", str(ref), "-i", str(logo), "-filter_complex",
                 "[1:v]scale=iw*0.3:-1[l];[0:v][l]overlay=W-w-8:8", *_enc(26)], 0, 1, 0, D
-    if name == "pip":  # the reference at 50% inside another video
+    if name == "pip":  # the reference at half the frame's width inside another video
+        # (scaled to the canvas, not to its own size: a 768x576 source at 50 % would overflow the
+        # 320x240 canvas and show only its top-left quarter, a crop on top of the inset)
         return ["-i", str(other), "-i", str(ref), "-filter_complex",
-                f"[0:v]scale={W}:{H},setsar=1[bg];[1:v]scale=iw*0.5:-2[fg];[bg][fg]overlay=W*0.45:H*0.4:shortest=1",
+                f"[0:v]scale={W}:{H},setsar=1[bg];[1:v]scale={W // 2}:-2,setsar=1[fg];"
+                "[bg][fg]overlay=W*0.45:H*0.4:shortest=1",
                 *_enc(26)], 0, 1, 0, D
     if name == "subclip":
         L = D * rng.uniform(0.2, 0.4)
@@ -214,6 +217,9 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
         return ["-ss", f"{s:.3f}", "-t", f"{L:.3f}", "-i", str(ref), "-vf", vf, *_enc(32)], s, 1.1, 0, L / 1.1
     raise ValueError(name)
 
+
+#: recipe versions: a changed recipe gets a new cached file name (q_<transform><version>_...)
+RECIPE_VERSION = {"pip": "v2"}
 
 TRANSFORMS = ["reencode", "scale0.5", "crop", "hflip", "caption", "logo", "pip", "subclip", "speed0.8",
               "speed1.25", "intro_black", "intro_card", "fps", "letterbox", "brightness", "combo"]

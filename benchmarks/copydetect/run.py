@@ -107,7 +107,7 @@ def build_media(seed: int, n_refs: int, per_transform: int) -> tuple[list[M.Clip
             r = refs[j]
             qs = seed * 100003 + t_i * 1009 + j
             other = dis[(j + t_i) % len(dis)]
-            out = qdir / f"q_{tname}_{r.name}_{seed}.mp4"
+            out = qdir / f"q_{tname}{M.RECIPE_VERSION.get(tname, '')}_{r.name}_{seed}.mp4"
             off, sp, q0, q1 = M.make_query(out, tname, Path(r.path), r.duration, qs, other, logo, card)
             queries.append(M.Query(out.stem, str(out), tname, r.name, off, sp, q0, q1))
     # unrelated queries: distractor clips, some edited like the copies
@@ -132,8 +132,9 @@ def _key(path: str, tag: str) -> str:
 
 
 class Embeddings:
-    def __init__(self) -> None:
+    def __init__(self, regions: str = "off") -> None:
         self._embedder = None
+        self.regions = regions  # SamplingSettings.regions for queries
         (CACHE / "emb").mkdir(parents=True, exist_ok=True)
         (CACHE / "vpdq").mkdir(parents=True, exist_ok=True)
 
@@ -145,16 +146,22 @@ class Embeddings:
 
     def get(self, path: str, query: bool) -> dict:
         from frameseek.pipeline import SamplingSettings, embed_media
-        tag = "q-flip" if query else "ref"
+        tag = ("q-flip" + ("" if self.regions == "off" else f"-regions-{self.regions}-2")) if query else "ref"
         f = CACHE / "emb" / f"{_key(path, tag + self.embedder().name)}.npz"
         if f.exists():
             z = np.load(f)
             return {k: z[k] for k in z.files}
-        s = SamplingSettings.query(flip=True) if query else SamplingSettings.reference()
+        s = SamplingSettings.query(flip=True, regions=self.regions) if query else SamplingSettings.reference()
         m = embed_media(path, self.embedder(), s)
-        d = {"t": m.timestamps, "v": m.vectors, "duration": np.float64(m.duration)}
+        d = {"t": m.timestamps, "v": m.vectors, "duration": np.float64(m.duration),
+             "embed_s": np.float64(m.stats["embed_s"]), "regions_s": np.float64(m.stats.get("regions_s", 0.0)),
+             "wall_s": np.float64(m.stats["wall_s"])}
         if query:
             d["fv"] = m.flip_vectors
+            d["rv"] = (np.stack(m.region_vectors) if m.region_vectors
+                       else np.zeros((0, *m.vectors.shape), np.float32))
+            d["boxes"] = np.array([b for _, b in m.regions], np.float64).reshape(-1, 4)
+            d["kinds"] = np.array([k for k, _ in m.regions], dtype="U8")
         np.savez(f, **d)
         return d
 
@@ -234,18 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refs", type=int, default=None, help="number of references (default 24)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threshold", type=float, default=matching.COPY_THRESHOLD)
+    ap.add_argument("--min-similarity", type=float, default=matching.DEFAULT_MIN_SIMILARITY,
+                    help="vote floor (MatchSettings.min_similarity; calibration experiments)")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--regions", choices=["off", "auto", "on"], default="auto",
+                    help="query regions (SamplingSettings.regions; the server's default is auto)")
     a = ap.parse_args(argv)
     n_refs = a.refs or (8 if a.quick else 24)
     per_t = a.per_transform or (2 if a.quick else 6)
-    settings = matching.MatchSettings(threshold=a.threshold)
+    settings = matching.MatchSettings(threshold=a.threshold, min_similarity=a.min_similarity)
     os.nice(5)  # a shared 2-core machine: ffmpeg children are niced further in media._run
     t0 = time.perf_counter()
     refs, queries = build_media(a.seed, n_refs, per_t)
     t_media = time.perf_counter() - t0
     print(f"media: {len(refs)} references, {len(queries)} queries ({t_media:.0f} s)", file=sys.stderr)
 
-    E = Embeddings()
+    E = Embeddings(a.regions)
     t1 = time.perf_counter()
     index = _native.FlatIndex(512, "ip")
     ref_times: dict[int, np.ndarray] = {}
@@ -270,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         e = E.get(q.path, query=True)
         qh, qq = E.vpdq(q.path)
         tm = time.perf_counter()
-        ids, sims = matching.search_neighbors(index, e["v"], settings.frame_k, e.get("fv"))
+        ids, sims = matching.search_neighbors(index, e["v"], settings.frame_k, e.get("fv"), list(e.get("rv", [])))
         valid = ids != matching.NO_ID
         groups = np.where(valid, ids >> np.uint64(SAMPLE_BITS), matching.NO_ID).astype(np.uint64)
         ntimes = np.zeros(ids.shape, np.float64)
@@ -283,15 +294,34 @@ def main(argv: list[str] | None = None) -> int:
                             query_interval=1.0, ref_interval=1.0 / 3.0, max_candidates=len(refs))
         t_match += time.perf_counter() - tm
         vp = {vid: vpdq_match(qh, qq, *ref_hashes[vid]) for vid in ref_id.values()}
-        rows.append({"q": q, "fs": {m.video: m for m in ms}, "vp": vp, "frames": len(e["t"])})
+        rows.append({"q": q, "fs": {m.video: m for m in ms}, "vp": vp, "frames": len(e["t"]),
+                     "regions": [str(k) for k in e.get("kinds", [])],
+                     "embed_s": float(e.get("embed_s", np.nan)), "regions_s": float(e.get("regions_s", np.nan)),
+                     "wall_s": float(e.get("wall_s", np.nan))})
         if (i + 1) % 25 == 0:
             print(f"  {i + 1}/{len(queries)} queries", file=sys.stderr)
     t_all = time.perf_counter() - t1
     report = evaluate(rows, refs, ref_id, settings.threshold)
     report["timing"] = {"media_s": t_media, "embed_and_match_s": t_all, "matching_s": t_match,
                         "matching_ms_per_query": 1000 * t_match / max(1, len(queries))}
+    inset: dict[str, list[int]] = {}
+    for r in rows:
+        c = inset.setdefault(r["q"].transform, [0, 0])
+        c[0] += "inset" in r["regions"]
+        c[1] += 1
+    wall = [r["wall_s"] for r in rows if np.isfinite(r["wall_s"])]
+    reg = [r["regions_s"] for r in rows if np.isfinite(r["regions_s"])]
+    cost: dict[str, list[float]] = {}  # transform -> [query embed wall s, of which regions s]
+    for r in rows:
+        if np.isfinite(r["wall_s"]) and np.isfinite(r["regions_s"]):
+            c = cost.setdefault(r["q"].transform, [0.0, 0.0])
+            c[0] += r["wall_s"]
+            c[1] += r["regions_s"]
+    report["regions"] = {"mode": a.regions, "queries_with_inset": inset, "cost_by_transform": cost,
+                         "query_embed_wall_s": float(sum(wall)), "regions_s": float(sum(reg)),
+                         "timed_queries": len(wall)}
     report["config"] = {"seed": a.seed, "references": len(refs), "queries": len(queries),
-                        "per_transform": per_t, "threshold": settings.threshold,
+                        "per_transform": per_t, "threshold": settings.threshold, "regions": a.regions,
                         "settings": asdict(settings), "index_frames": len(index)}
     print_table(report)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -412,6 +442,17 @@ def print_table(rep: dict) -> None:
     print(f"weakest copies (frameseek score): {[(round(s, 3), n) for s, n in rep['weakest_copies']]}")
     if rep["false_positives"]:
         print(f"false positives: {rep['false_positives']}")
+    rg = rep.get("regions")
+    if rg:
+        ins = ", ".join(f"{t} {a}/{b}" for t, (a, b) in rg["queries_with_inset"].items() if a)
+        print(f"query regions: {rg['mode']}; inset detected in: {ins or 'none'}")
+        if rg["timed_queries"]:
+            print(f"query embedding ({rg['timed_queries']} queries, timed when first embedded) {rg['query_embed_wall_s']:.1f} s "
+                  f"wall, of which regions (inset detection + second pass + crop embeddings) {rg['regions_s']:.1f} s")
+            pc = rg["cost_by_transform"].get("pip")
+            if pc and pc[0] > pc[1]:
+                print(f"  picture-in-picture queries: {pc[0]:.1f} s wall, regions {pc[1]:.1f} s "
+                      f"({pc[0] / (pc[0] - pc[1]):.2f}x the cost without regions)")
     tm = rep["timing"]
     print(f"time: media {tm['media_s']:.0f} s, embed+match {tm['embed_and_match_s']:.0f} s, "
           f"matching {tm['matching_ms_per_query']:.1f} ms/query")

@@ -257,12 +257,16 @@ class Client:
     def search_by_video(self, clip: MediaInput | None = None, *, collection: str = "", k: int = 10,
                         min_score: float = 0.0, frame_k: int = 0, labels: dict | None = None,
                         videos: list[str] | None = None, exclude_videos: list[str] | None = None,
-                        server_path: str = "", fps: float = 0.0, timeout: float | None = None
-                        ) -> pb.SearchByVideoResponse:
+                        server_path: str = "", fps: float = 0.0, region_search: str | int = "",
+                        timeout: float | None = None) -> pb.SearchByVideoResponse:
         """Which indexed videos does `clip` copy? min_score 0 = the server's calibrated threshold,
-        negative = every candidate."""
+        negative = every candidate. `region_search`: "off" | "auto" | "on" (or a
+        pb.RegionSearch value); "" = the server's default (auto: picture-in-picture insets)."""
+        if isinstance(region_search, str):
+            region_search = pb.RegionSearch.Value(f"REGION_SEARCH_{region_search.upper() or 'UNSPECIFIED'}")
         q = pb.VideoQuery(parent=collection_name(collection), k=k, min_score=min_score, frame_k=frame_k,
-                          filter=_filter(labels, videos, exclude_videos), server_path=server_path, fps=fps)
+                          filter=_filter(labels, videos, exclude_videos), server_path=server_path, fps=fps,
+                          region_search=region_search)
 
         def messages():
             yield pb.SearchByVideoRequest(query=q)

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     copy_threshold: float = Field(0.2, ge=0, le=1, description="default SearchByVideo / duplicate score threshold "
                                   "(frameseek.matching.COPY_THRESHOLD, calibrated on benchmarks/copydetect)")
     frame_k: int = Field(32, ge=1, le=1024, description="neighbours per query frame in SearchByVideo")
+    region_search: Literal["off", "auto", "on"] = Field(
+        "auto", description="SearchByVideo default for VideoQuery.region_search: also search crops of the query "
+        "frames (auto: a detected picture-in-picture inset; on: the inset plus a fixed 5-crop grid)")
 
     # logs
     log_format: Literal["console", "json"] = "console"

@@ -35,6 +35,7 @@ from .media import (
     open_decoder,
 )
 from .media.decode import Backend
+from .regions import REGION_MODES, Box, InsetDetector, InsetSettings, crop, gray_for_analysis, region_boxes
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ class SamplingSettings:
     dedup_threshold: float | None = None  # drop a sample whose cosine to the last kept one is >= this
     keyframes_only: bool = False  # decode key frames only (fast path; the grid is then as sparse as the GOP)
     flip: bool = False  # also embed the mirrored frames (flip-robust queries)
+    # Query regions (frameseek.regions): "off"; "auto" = detect a picture-in-picture inset over the
+    # sampled frames and, when there is one, embed its crop of every kept frame too; "on" = the
+    # inset (if any) plus a fixed grid of 5 crops. The crops are taken in a second decode pass,
+    # so memory stays bounded; it only runs when there is a region to embed.
+    regions: str = "off"
+    inset: InsetSettings = field(default_factory=InsetSettings)
     blank: BlankFilterSettings = field(default_factory=BlankFilterSettings)
     decoder: Backend = "auto"
     queue_size: int = 32  # resized frames buffered between decode and inference
@@ -67,6 +74,8 @@ class SamplingSettings:
             raise ValueError("dedup_threshold is a cosine similarity in [-1, 1]")
         if self.queue_size < 1:
             raise ValueError("queue_size must be >= 1")
+        if self.regions not in REGION_MODES:
+            raise ValueError(f"regions must be one of {REGION_MODES}")
 
     @classmethod
     def reference(cls, **kw: Any) -> "SamplingSettings":
@@ -97,6 +106,10 @@ class EmbeddedMedia:
     flip_vectors: np.ndarray | None = None  # float32[n, dim] when SamplingSettings.flip
     dropped_blank: int = 0
     dropped_duplicates: int = 0
+    # SamplingSettings.regions: one float32[n, dim] per embedded region (rows = the kept frames),
+    # with its (kind, normalised box); kind "inset" (detected) or "grid" (fixed)
+    region_vectors: list[np.ndarray] = field(default_factory=list)
+    regions: list[tuple[str, Box]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])
@@ -118,6 +131,76 @@ def _blank_verdict(frame: Frame, settings: BlankFilterSettings):
         step = max(1, max(frame.shape) // settings.analysis_size)
         img = img[::step, ::step].cpu().numpy()
     return analyse(img, settings)
+
+
+def _analysis_gray(frame: Frame, size: int) -> np.ndarray:
+    img = frame.image
+    if frame.on_gpu:  # a small strided host copy is plenty for straight-edge statistics
+        step = max(1, max(frame.shape) // size)
+        img = img[::step, ::step].cpu().numpy() if hasattr(img, "cpu") else img[::step, ::step].get()
+    return gray_for_analysis(img, size)
+
+
+def _reopen(source: Any) -> Any | None:
+    """`source` positioned at its start for a second pass, or None when it cannot be re-read."""
+    if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return source
+    seek = getattr(source, "seek", None)
+    seekable = getattr(source, "seekable", None)
+    if seek is not None and (seekable is None or seekable()):
+        try:
+            seek(0)
+            return source
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def _embed_regions(source: Any, embedder: Embedder, sampling: SamplingSettings, limits: MediaLimits,
+                   cancel: threading.Event | None, times: list[float], fallback: np.ndarray,
+                   boxes: list[tuple[str, Box]], t_start: float) -> list[np.ndarray]:
+    """Second decode pass: crop `boxes` out of the frames kept by the first pass (matched by
+    presentation time on the same sampling grid) and embed them. A frame the second pass does
+    not meet (it should not happen: decoding is deterministic) keeps its whole-frame vector."""
+    row = {round(t, 6): i for i, t in enumerate(times)}
+    out = [fallback.copy() for _ in boxes]
+    decoder = _open_guarded(source, limits, sampling.decoder, cancel)
+    abort = threading.Event()
+    batch_size = max(1, int(getattr(embedder, "batch_size", 16)))
+    pending_rows: list[int] = []
+    pending: list[list[Any]] = [[] for _ in boxes]
+
+    def flush() -> None:
+        for j in range(len(boxes)):
+            v = embedder.embed_preprocessed(pending[j])
+            out[j][pending_rows] = v
+            pending[j].clear()
+        pending_rows.clear()
+
+    try:
+        for frame in decoder.frames(TimeGridSampler(sampling.fps), sampling.keyframes_only, abort):
+            if cancel is not None and cancel.is_set():
+                raise MediaCancelled()
+            if limits.decode_timeout_s is not None and time.perf_counter() - t_start > limits.decode_timeout_s:
+                raise MediaError(MediaErrorReason.DECODE_TIMEOUT,
+                                 f"decoding took longer than {limits.decode_timeout_s:g} s")
+            i = row.pop(round(frame.t, 6), None)
+            if i is None:
+                continue  # blank or near-duplicate in the first pass
+            pixels = frame.to_numpy() if frame.on_gpu else frame.image
+            for j, (_, box) in enumerate(boxes):
+                pending[j].append(embedder.preprocess([crop(pixels, box)])[0])
+            pending_rows.append(i)
+            if len(pending_rows) >= batch_size:
+                flush()
+            if not row:
+                break
+        if pending_rows:
+            flush()
+    finally:
+        abort.set()
+        decoder.close()
+    return out
 
 
 def _open_guarded(source, limits: MediaLimits, backend: Backend, cancel: threading.Event | None):
@@ -184,6 +267,7 @@ def embed_media(
         return False
 
     gpu_input = getattr(embedder, "backend", "") == "tensorrt"  # takes CUDA tensors as they are
+    detector = InsetDetector(sampling.inset) if sampling.regions != "off" else None
 
     def produce() -> None:
         try:
@@ -202,6 +286,10 @@ def embed_media(
                         counters["blank_reasons"][verdict.reason] = counters["blank_reasons"].get(verdict.reason, 0) + 1
                         timings["preprocess_s"] += time.perf_counter() - t1
                         continue
+                if detector is not None:
+                    t2 = time.perf_counter()
+                    detector.update(_analysis_gray(frame, sampling.inset.analysis_size))
+                    timings["regions_s"] = timings.get("regions_s", 0.0) + time.perf_counter() - t2
                 pixels = frame.image
                 if frame.on_gpu and not gpu_input:
                     pixels = frame.to_numpy()  # NVDEC decoded, but the embedder runs on the CPU
@@ -309,13 +397,28 @@ def embed_media(
         decoder.close() if not worker.is_alive() else None
 
     st = decoder.stats
+    dim = int(embedder.dim)
+    regions: list[tuple[str, Box]] = []
+    region_vectors: list[np.ndarray] = []
+    if detector is not None and times:
+        t0 = time.perf_counter()
+        inset = detector.detect()
+        regions = region_boxes(sampling.regions, inset)
+        again = _reopen(source) if regions else None
+        if regions and again is None:
+            log.info("query regions skipped: the source cannot be read twice")
+            regions = []
+        if regions:
+            whole = np.stack(vecs).astype(np.float32)
+            region_vectors = _embed_regions(again, embedder, sampling, limits, cancel, times, whole, regions,
+                                            t_start)
+        timings["regions_s"] = timings.get("regions_s", 0.0) + time.perf_counter() - t0
     if info.is_image:
         duration = 0.0
     elif st.last_t is not None and not sampling.keyframes_only:
         duration = st.last_t + (st.frame_period or (1.0 / info.fps if info.fps else 0.0))
     else:
         duration = max(info.duration or 0.0, st.last_t or 0.0)
-    dim = int(embedder.dim)
     wall = time.perf_counter() - t_start
     stats = dict(
         timings,
@@ -344,6 +447,8 @@ def embed_media(
         else None,
         dropped_blank=counters["blank"],
         dropped_duplicates=dropped_dup,
+        region_vectors=region_vectors,
+        regions=regions,
     )
 
 

@@ -888,8 +888,14 @@ class FrameSeekService:
                     h.score = max(h.score, s)
 
     async def search_video(self, rec: CollectionRecord, path: str, k: int, min_score: float, frame_k: int,
-                           labels: dict, videos: list[str], exclude: list[str], fps: float) -> VideoSearchResult:
+                           labels: dict, videos: list[str], exclude: list[str], fps: float,
+                           regions: str | None = None) -> VideoSearchResult:
+        """`regions`: "off" | "auto" | "on" (SamplingSettings.regions); None = the server's
+        `region_search` setting."""
         self._require_embedder(rec)
+        regions = regions or self.settings.region_search
+        if regions not in ("off", "auto", "on"):
+            raise invalid("region_search must be OFF, AUTO or ON", field="region_search")
         if not 0 <= k <= MAX_K:
             raise invalid(f"k must be in 1..{MAX_K}", field="k")
         if not 0 <= frame_k <= 1024:
@@ -902,8 +908,9 @@ class FrameSeekService:
         self._searches += 1
         try:
             loop = asyncio.get_running_loop()
-            media = await loop.run_in_executor(
-                self._query_pool, self._embed, path, self._sampling(rec, fps or self.settings.query_fps, query=True))
+            sampling = self._sampling(rec, fps or self.settings.query_fps, query=True)
+            sampling.regions = regions
+            media = await loop.run_in_executor(self._query_pool, self._embed, path, sampling)
             if len(media) == 0:
                 raise invalid("the clip has no informative frames (all blank)", "EMPTY_MEDIA")
             if groups is not None and groups.size == 0:
@@ -912,7 +919,7 @@ class FrameSeekService:
                 matches = await loop.run_in_executor(
                     self._search_pool, self._video_matches, rec, media.timestamps, media.vectors, k or 10,
                     groups, frame_k or self.settings.frame_k, getattr(media, "flip_vectors", None),
-                    fps or self.settings.query_fps)
+                    fps or self.settings.query_fps, media.region_vectors)
         finally:
             self._searches -= 1
         thr = self.settings.copy_threshold if min_score == 0 else min_score
@@ -922,22 +929,29 @@ class FrameSeekService:
 
     def _video_matches(self, rec: CollectionRecord, times: np.ndarray, vecs: np.ndarray, k: int,
                        groups: np.ndarray | None, frame_k: int | None = None, flip_vecs: np.ndarray | None = None,
-                       query_fps: float | None = None) -> list[CopyMatch]:
+                       query_fps: float | None = None, region_vecs: list[np.ndarray] | None = None
+                       ) -> list[CopyMatch]:
         """Per-frame kNN -> `frameseek.matching.align` (IDF-like and redundancy weights, native
         frame-vote aggregation, calibrated score) -> candidates with aligned segments. With
-        `flip_vecs` the mirrored query frames are searched too and their neighbours sit beside the
-        plain ones ([q, 2k]); a reference frame listed twice for one query frame counts once."""
+        `flip_vecs` the mirrored query frames are searched too, and with `region_vecs` crops of
+        them (picture-in-picture insets, frameseek.regions); all neighbour sets sit side by side
+        ([q, views * k]); a reference frame listed twice for one query frame counts once, and a
+        query frame matches at most one reference frame per segment, so the score stays in [0, 1]."""
         if not hasattr(self._native, "aggregate"):
             raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "INTERNAL",
                                "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
         frame_k = frame_k or self.settings.frame_k
         ef = max(frame_k, int(rec.index.get("ef_search", 64)))
-        ids, dist = self.storage.search(rec.id, np.ascontiguousarray(vecs, dtype=np.float32), frame_k, ef=ef,
-                                        groups=groups)
+        views = [np.asarray(vecs, dtype=np.float32)]
         if flip_vecs is not None and len(flip_vecs) == len(vecs):
-            fids, fdist = self.storage.search(rec.id, np.ascontiguousarray(flip_vecs, dtype=np.float32), frame_k,
-                                              ef=ef, groups=groups)
-            ids, dist = np.hstack([ids, fids]), np.hstack([dist, fdist])
+            views.append(np.asarray(flip_vecs, dtype=np.float32))
+        views += [np.asarray(r, dtype=np.float32) for r in region_vecs or [] if len(r) == len(vecs)]
+        n = len(vecs)
+        # one batched index call for every view, then [views * q, k] -> [q, views * k]
+        ids, dist = self.storage.search(rec.id, np.ascontiguousarray(np.vstack(views)), frame_k, ef=ef, groups=groups)
+        if len(views) > 1:
+            ids = np.hstack([ids[i * n:(i + 1) * n] for i in range(len(views))])
+            dist = np.hstack([dist[i * n:(i + 1) * n] for i in range(len(views))])
         valid = ids != NO_ID
         vids, idx = split_sample_ids(np.where(valid, ids, 0))
         ntimes = np.zeros(ids.shape, dtype=np.float64)

@@ -29,6 +29,10 @@ log = structlog.get_logger("frameseek.rpc")
 
 MAX_CHUNK = 1 << 20
 _METRIC = {"ip": pb.METRIC_COSINE, "l2": pb.METRIC_L2}
+#: VideoQuery.region_search -> SamplingSettings.regions (None = the server's setting; an unknown
+#: value from a newer client is refused by the service as INVALID_ARGUMENT)
+_REGION_SEARCH = {pb.REGION_SEARCH_UNSPECIFIED: None, pb.REGION_SEARCH_OFF: "off", pb.REGION_SEARCH_AUTO: "auto",
+                  pb.REGION_SEARCH_ON: "on"}
 _METRIC_IN = {pb.METRIC_UNSPECIFIED: "ip", pb.METRIC_COSINE: "ip", pb.METRIC_L2: "l2"}
 _POLICY = {pb.DUPLICATE_POLICY_UNSPECIFIED: "ALLOW", pb.DUPLICATE_POLICY_ALLOW: "ALLOW",
            pb.DUPLICATE_POLICY_REPORT: "REPORT", pb.DUPLICATE_POLICY_REJECT: "REJECT"}
@@ -341,7 +345,8 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         try:
             f = q.filter
             res = await self.svc.search_video(rec, path, q.k, q.min_score, q.frame_k, dict(f.labels), list(f.videos),
-                                              list(f.exclude_videos), q.fps)
+                                              list(f.exclude_videos), q.fps,
+                                              _REGION_SEARCH.get(q.region_search, f"unknown({q.region_search})"))
         finally:
             if owned:
                 os.unlink(path)

@@ -76,6 +76,31 @@ def test_reencoded_subclip_finds_source_with_offset(srv, media, indexed, key, st
     assert m.segments and abs(m.segments[0].reference_start_seconds - (start + m.segments[0].query_start_seconds)) <= 1.0
 
 
+@needs_aggregate
+def test_picture_in_picture_copy_found_through_region_search(srv, media, indexed, tmp_path):
+    """Megamind at half the frame width over vtest.avi (not indexed): the server's default
+    region search (AUTO) detects the inset and finds Megamind; OFF scores it far lower."""
+    import subprocess
+
+    _, vids = media
+    clip = tmp_path / "pip.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-t", "8", "-i",
+                    str(OPENCV_DATA / "vtest.avi"), "-t", "8", "-i", str(vids["megamind"]), "-filter_complex",
+                    "[0:v]scale=320:240,setsar=1[bg];[1:v]scale=160:-2,setsar=1[fg];"
+                    "[bg][fg]overlay=W*0.45:H*0.4:shortest=1", "-c:v", "libx264", "-preset", "veryfast",
+                    "-crf", "24", "-pix_fmt", "yuv420p", "-an", str(clip)], check=True)
+    with srv.client(timeout=600) as fs:
+        found = fs.search_by_video(clip, k=5)  # default threshold, default region search
+        auto = {m.video.name: m.score for m in fs.search_by_video(clip, k=5, min_score=-1, region_search="auto").matches}
+        off = {m.video.name: m.score for m in fs.search_by_video(clip, k=5, min_score=-1, region_search="off").matches}
+        assert [m.video.name for m in found.matches][:1] == [indexed["megamind"]]
+        assert abs(found.matches[0].offset_seconds) <= 1.0 and 0 < found.matches[0].score <= 1.0
+        assert auto[indexed["megamind"]] >= off.get(indexed["megamind"], 0.0) + 0.1
+        with pytest.raises(FrameSeekError) as ei:
+            fs.search_by_video(clip, region_search=7)  # not a RegionSearch value
+        assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_same_bytes_are_not_indexed_twice(srv, media, indexed):
     _, vids = media
     with srv.client() as fs:

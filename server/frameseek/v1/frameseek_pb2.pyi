@@ -69,6 +69,13 @@ class IngestJobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INGEST_JOB_STATE_RUNNING: _ClassVar[IngestJobState]
     INGEST_JOB_STATE_SUCCEEDED: _ClassVar[IngestJobState]
     INGEST_JOB_STATE_FAILED: _ClassVar[IngestJobState]
+
+class RegionSearch(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REGION_SEARCH_UNSPECIFIED: _ClassVar[RegionSearch]
+    REGION_SEARCH_OFF: _ClassVar[RegionSearch]
+    REGION_SEARCH_AUTO: _ClassVar[RegionSearch]
+    REGION_SEARCH_ON: _ClassVar[RegionSearch]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_CORRUPT_MEDIA: ErrorReason
 ERROR_REASON_UNSUPPORTED_CODEC: ErrorReason
@@ -113,6 +120,10 @@ INGEST_JOB_STATE_QUEUED: IngestJobState
 INGEST_JOB_STATE_RUNNING: IngestJobState
 INGEST_JOB_STATE_SUCCEEDED: IngestJobState
 INGEST_JOB_STATE_FAILED: IngestJobState
+REGION_SEARCH_UNSPECIFIED: RegionSearch
+REGION_SEARCH_OFF: RegionSearch
+REGION_SEARCH_AUTO: RegionSearch
+REGION_SEARCH_ON: RegionSearch
 
 class SamplingSettings(_message.Message):
     __slots__ = ("fps", "keep_blank_frames", "dedup_threshold", "keyframes_only")
@@ -426,7 +437,7 @@ class SearchByVectorRequest(_message.Message):
     def __init__(self, parent: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
 
 class VideoQuery(_message.Message):
-    __slots__ = ("parent", "k", "min_score", "frame_k", "filter", "server_path", "fps")
+    __slots__ = ("parent", "k", "min_score", "frame_k", "filter", "server_path", "fps", "region_search")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -434,6 +445,7 @@ class VideoQuery(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     SERVER_PATH_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
+    REGION_SEARCH_FIELD_NUMBER: _ClassVar[int]
     parent: str
     k: int
     min_score: float
@@ -441,7 +453,8 @@ class VideoQuery(_message.Message):
     filter: SearchFilter
     server_path: str
     fps: float
-    def __init__(self, parent: _Optional[str] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ..., frame_k: _Optional[int] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., server_path: _Optional[str] = ..., fps: _Optional[float] = ...) -> None: ...
+    region_search: RegionSearch
+    def __init__(self, parent: _Optional[str] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ..., frame_k: _Optional[int] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., server_path: _Optional[str] = ..., fps: _Optional[float] = ..., region_search: _Optional[_Union[RegionSearch, str]] = ...) -> None: ...
 
 class SearchByVideoRequest(_message.Message):
     __slots__ = ("query", "chunk")

@@ -416,6 +416,69 @@ func (IngestJobState) EnumDescriptor() ([]byte, []int) {
 	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{4}
 }
 
+// Region-level query embeddings for SearchByVideo: each query frame is also searched as crops,
+// beside the whole frame and its mirror image. A query frame votes at most once per reference
+// frame whatever the number of its regions, so scores stay comparable with region search off.
+type RegionSearch int32
+
+const (
+	// The server's default (see the server setting `region_search`; AUTO out of the box).
+	RegionSearch_REGION_SEARCH_UNSPECIFIED RegionSearch = 0
+	// Whole frames only.
+	RegionSearch_REGION_SEARCH_OFF RegionSearch = 1
+	// Detect a picture-in-picture inset (a rectangle border that stays put while the content on
+	// both sides changes) and, when there is one, search its crop of every frame too. Costs the
+	// detection (small) always, and a second decode pass plus one crop embedding per frame when
+	// an inset is found.
+	RegionSearch_REGION_SEARCH_AUTO RegionSearch = 2
+	// AUTO plus a fixed grid of 5 crops (four 60 % corners and the centre) on every query: about
+	// 3.5x the query embedding cost; finds insets without a visible border.
+	RegionSearch_REGION_SEARCH_ON RegionSearch = 3
+)
+
+// Enum value maps for RegionSearch.
+var (
+	RegionSearch_name = map[int32]string{
+		0: "REGION_SEARCH_UNSPECIFIED",
+		1: "REGION_SEARCH_OFF",
+		2: "REGION_SEARCH_AUTO",
+		3: "REGION_SEARCH_ON",
+	}
+	RegionSearch_value = map[string]int32{
+		"REGION_SEARCH_UNSPECIFIED": 0,
+		"REGION_SEARCH_OFF":         1,
+		"REGION_SEARCH_AUTO":        2,
+		"REGION_SEARCH_ON":          3,
+	}
+)
+
+func (x RegionSearch) Enum() *RegionSearch {
+	p := new(RegionSearch)
+	*p = x
+	return p
+}
+
+func (x RegionSearch) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RegionSearch) Descriptor() protoreflect.EnumDescriptor {
+	return file_frameseek_v1_frameseek_proto_enumTypes[5].Descriptor()
+}
+
+func (RegionSearch) Type() protoreflect.EnumType {
+	return &file_frameseek_v1_frameseek_proto_enumTypes[5]
+}
+
+func (x RegionSearch) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RegionSearch.Descriptor instead.
+func (RegionSearch) EnumDescriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{5}
+}
+
 // How a collection samples frames from videos.
 type SamplingSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2213,7 +2276,10 @@ type VideoQuery struct {
 	// Optional. Read the clip from this server path (see IngestMetadata.server_path).
 	ServerPath string `protobuf:"bytes,6,opt,name=server_path,json=serverPath,proto3" json:"server_path,omitempty"`
 	// Optional. Query sampling rate (0 = the collection's rate).
-	Fps           float64 `protobuf:"fixed64,7,opt,name=fps,proto3" json:"fps,omitempty"`
+	Fps float64 `protobuf:"fixed64,7,opt,name=fps,proto3" json:"fps,omitempty"`
+	// Optional. Whether regions of the query frames are searched as well (picture-in-picture
+	// copies); default (UNSPECIFIED) = the server's setting, AUTO unless configured otherwise.
+	RegionSearch  RegionSearch `protobuf:"varint,8,opt,name=region_search,json=regionSearch,proto3,enum=frameseek.v1.RegionSearch" json:"region_search,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2295,6 +2361,13 @@ func (x *VideoQuery) GetFps() float64 {
 		return x.Fps
 	}
 	return 0
+}
+
+func (x *VideoQuery) GetRegionSearch() RegionSearch {
+	if x != nil {
+		return x.RegionSearch
+	}
+	return RegionSearch_REGION_SEARCH_UNSPECIFIED
 }
 
 type SearchByVideoRequest struct {
@@ -3261,7 +3334,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x15SearchByVectorRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x16\n" +
 	"\x06vector\x18\x02 \x03(\x02R\x06vector\x125\n" +
-	"\aoptions\x18\x03 \x01(\v2\x1b.frameseek.v1.SearchOptionsR\aoptions\"\xcf\x01\n" +
+	"\aoptions\x18\x03 \x01(\v2\x1b.frameseek.v1.SearchOptionsR\aoptions\"\x90\x02\n" +
 	"\n" +
 	"VideoQuery\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\f\n" +
@@ -3271,7 +3344,8 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x06filter\x18\x05 \x01(\v2\x1a.frameseek.v1.SearchFilterR\x06filter\x12\x1f\n" +
 	"\vserver_path\x18\x06 \x01(\tR\n" +
 	"serverPath\x12\x10\n" +
-	"\x03fps\x18\a \x01(\x01R\x03fps\"k\n" +
+	"\x03fps\x18\a \x01(\x01R\x03fps\x12?\n" +
+	"\rregion_search\x18\b \x01(\x0e2\x1a.frameseek.v1.RegionSearchR\fregionSearch\"k\n" +
 	"\x14SearchByVideoRequest\x120\n" +
 	"\x05query\x18\x01 \x01(\v2\x18.frameseek.v1.VideoQueryH\x00R\x05query\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\t\n" +
@@ -3386,7 +3460,12 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x17INGEST_JOB_STATE_QUEUED\x10\x01\x12\x1c\n" +
 	"\x18INGEST_JOB_STATE_RUNNING\x10\x02\x12\x1e\n" +
 	"\x1aINGEST_JOB_STATE_SUCCEEDED\x10\x03\x12\x1b\n" +
-	"\x17INGEST_JOB_STATE_FAILED\x10\x042\xc8\t\n" +
+	"\x17INGEST_JOB_STATE_FAILED\x10\x04*r\n" +
+	"\fRegionSearch\x12\x1d\n" +
+	"\x19REGION_SEARCH_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11REGION_SEARCH_OFF\x10\x01\x12\x16\n" +
+	"\x12REGION_SEARCH_AUTO\x10\x02\x12\x14\n" +
+	"\x10REGION_SEARCH_ON\x10\x032\xc8\t\n" +
 	"\tFrameSeek\x12S\n" +
 	"\x10CreateCollection\x12%.frameseek.v1.CreateCollectionRequest\x1a\x18.frameseek.v1.Collection\x12M\n" +
 	"\rGetCollection\x12\".frameseek.v1.GetCollectionRequest\x1a\x18.frameseek.v1.Collection\x12^\n" +
@@ -3418,7 +3497,7 @@ func file_frameseek_v1_frameseek_proto_rawDescGZIP() []byte {
 	return file_frameseek_v1_frameseek_proto_rawDescData
 }
 
-var file_frameseek_v1_frameseek_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_frameseek_v1_frameseek_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_frameseek_v1_frameseek_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_frameseek_v1_frameseek_proto_goTypes = []any{
 	(ErrorReason)(0),                // 0: frameseek.v1.ErrorReason
@@ -3426,120 +3505,122 @@ var file_frameseek_v1_frameseek_proto_goTypes = []any{
 	(MediaKind)(0),                  // 2: frameseek.v1.MediaKind
 	(DuplicatePolicy)(0),            // 3: frameseek.v1.DuplicatePolicy
 	(IngestJobState)(0),             // 4: frameseek.v1.IngestJobState
-	(*SamplingSettings)(nil),        // 5: frameseek.v1.SamplingSettings
-	(*IndexSettings)(nil),           // 6: frameseek.v1.IndexSettings
-	(*Collection)(nil),              // 7: frameseek.v1.Collection
-	(*CreateCollectionRequest)(nil), // 8: frameseek.v1.CreateCollectionRequest
-	(*GetCollectionRequest)(nil),    // 9: frameseek.v1.GetCollectionRequest
-	(*ListCollectionsRequest)(nil),  // 10: frameseek.v1.ListCollectionsRequest
-	(*ListCollectionsResponse)(nil), // 11: frameseek.v1.ListCollectionsResponse
-	(*DeleteCollectionRequest)(nil), // 12: frameseek.v1.DeleteCollectionRequest
-	(*Video)(nil),                   // 13: frameseek.v1.Video
-	(*IngestMetadata)(nil),          // 14: frameseek.v1.IngestMetadata
-	(*IngestVideoRequest)(nil),      // 15: frameseek.v1.IngestVideoRequest
-	(*IngestImageRequest)(nil),      // 16: frameseek.v1.IngestImageRequest
-	(*IngestVideoResponse)(nil),     // 17: frameseek.v1.IngestVideoResponse
-	(*JobError)(nil),                // 18: frameseek.v1.JobError
-	(*IngestJob)(nil),               // 19: frameseek.v1.IngestJob
-	(*GetIngestJobRequest)(nil),     // 20: frameseek.v1.GetIngestJobRequest
-	(*WatchIngestJobRequest)(nil),   // 21: frameseek.v1.WatchIngestJobRequest
-	(*SearchFilter)(nil),            // 22: frameseek.v1.SearchFilter
-	(*FrameMatch)(nil),              // 23: frameseek.v1.FrameMatch
-	(*VideoHit)(nil),                // 24: frameseek.v1.VideoHit
-	(*SearchResponse)(nil),          // 25: frameseek.v1.SearchResponse
-	(*SearchOptions)(nil),           // 26: frameseek.v1.SearchOptions
-	(*SearchByImageRequest)(nil),    // 27: frameseek.v1.SearchByImageRequest
-	(*SearchByVectorRequest)(nil),   // 28: frameseek.v1.SearchByVectorRequest
-	(*VideoQuery)(nil),              // 29: frameseek.v1.VideoQuery
-	(*SearchByVideoRequest)(nil),    // 30: frameseek.v1.SearchByVideoRequest
-	(*AlignedSegment)(nil),          // 31: frameseek.v1.AlignedSegment
-	(*VideoCopyMatch)(nil),          // 32: frameseek.v1.VideoCopyMatch
-	(*SearchByVideoResponse)(nil),   // 33: frameseek.v1.SearchByVideoResponse
-	(*GetVideoRequest)(nil),         // 34: frameseek.v1.GetVideoRequest
-	(*ListVideosRequest)(nil),       // 35: frameseek.v1.ListVideosRequest
-	(*ListVideosResponse)(nil),      // 36: frameseek.v1.ListVideosResponse
-	(*DeleteVideoRequest)(nil),      // 37: frameseek.v1.DeleteVideoRequest
-	(*GetStatsRequest)(nil),         // 38: frameseek.v1.GetStatsRequest
-	(*CollectionStats)(nil),         // 39: frameseek.v1.CollectionStats
-	(*Stats)(nil),                   // 40: frameseek.v1.Stats
-	nil,                             // 41: frameseek.v1.Video.LabelsEntry
-	nil,                             // 42: frameseek.v1.IngestMetadata.LabelsEntry
-	nil,                             // 43: frameseek.v1.SearchFilter.LabelsEntry
-	nil,                             // 44: frameseek.v1.ListVideosRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 45: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),           // 46: google.protobuf.Empty
+	(RegionSearch)(0),               // 5: frameseek.v1.RegionSearch
+	(*SamplingSettings)(nil),        // 6: frameseek.v1.SamplingSettings
+	(*IndexSettings)(nil),           // 7: frameseek.v1.IndexSettings
+	(*Collection)(nil),              // 8: frameseek.v1.Collection
+	(*CreateCollectionRequest)(nil), // 9: frameseek.v1.CreateCollectionRequest
+	(*GetCollectionRequest)(nil),    // 10: frameseek.v1.GetCollectionRequest
+	(*ListCollectionsRequest)(nil),  // 11: frameseek.v1.ListCollectionsRequest
+	(*ListCollectionsResponse)(nil), // 12: frameseek.v1.ListCollectionsResponse
+	(*DeleteCollectionRequest)(nil), // 13: frameseek.v1.DeleteCollectionRequest
+	(*Video)(nil),                   // 14: frameseek.v1.Video
+	(*IngestMetadata)(nil),          // 15: frameseek.v1.IngestMetadata
+	(*IngestVideoRequest)(nil),      // 16: frameseek.v1.IngestVideoRequest
+	(*IngestImageRequest)(nil),      // 17: frameseek.v1.IngestImageRequest
+	(*IngestVideoResponse)(nil),     // 18: frameseek.v1.IngestVideoResponse
+	(*JobError)(nil),                // 19: frameseek.v1.JobError
+	(*IngestJob)(nil),               // 20: frameseek.v1.IngestJob
+	(*GetIngestJobRequest)(nil),     // 21: frameseek.v1.GetIngestJobRequest
+	(*WatchIngestJobRequest)(nil),   // 22: frameseek.v1.WatchIngestJobRequest
+	(*SearchFilter)(nil),            // 23: frameseek.v1.SearchFilter
+	(*FrameMatch)(nil),              // 24: frameseek.v1.FrameMatch
+	(*VideoHit)(nil),                // 25: frameseek.v1.VideoHit
+	(*SearchResponse)(nil),          // 26: frameseek.v1.SearchResponse
+	(*SearchOptions)(nil),           // 27: frameseek.v1.SearchOptions
+	(*SearchByImageRequest)(nil),    // 28: frameseek.v1.SearchByImageRequest
+	(*SearchByVectorRequest)(nil),   // 29: frameseek.v1.SearchByVectorRequest
+	(*VideoQuery)(nil),              // 30: frameseek.v1.VideoQuery
+	(*SearchByVideoRequest)(nil),    // 31: frameseek.v1.SearchByVideoRequest
+	(*AlignedSegment)(nil),          // 32: frameseek.v1.AlignedSegment
+	(*VideoCopyMatch)(nil),          // 33: frameseek.v1.VideoCopyMatch
+	(*SearchByVideoResponse)(nil),   // 34: frameseek.v1.SearchByVideoResponse
+	(*GetVideoRequest)(nil),         // 35: frameseek.v1.GetVideoRequest
+	(*ListVideosRequest)(nil),       // 36: frameseek.v1.ListVideosRequest
+	(*ListVideosResponse)(nil),      // 37: frameseek.v1.ListVideosResponse
+	(*DeleteVideoRequest)(nil),      // 38: frameseek.v1.DeleteVideoRequest
+	(*GetStatsRequest)(nil),         // 39: frameseek.v1.GetStatsRequest
+	(*CollectionStats)(nil),         // 40: frameseek.v1.CollectionStats
+	(*Stats)(nil),                   // 41: frameseek.v1.Stats
+	nil,                             // 42: frameseek.v1.Video.LabelsEntry
+	nil,                             // 43: frameseek.v1.IngestMetadata.LabelsEntry
+	nil,                             // 44: frameseek.v1.SearchFilter.LabelsEntry
+	nil,                             // 45: frameseek.v1.ListVideosRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 46: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),           // 47: google.protobuf.Empty
 }
 var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	1,  // 0: frameseek.v1.Collection.metric:type_name -> frameseek.v1.Metric
-	5,  // 1: frameseek.v1.Collection.sampling:type_name -> frameseek.v1.SamplingSettings
-	6,  // 2: frameseek.v1.Collection.index:type_name -> frameseek.v1.IndexSettings
-	45, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
-	7,  // 4: frameseek.v1.CreateCollectionRequest.collection:type_name -> frameseek.v1.Collection
-	7,  // 5: frameseek.v1.ListCollectionsResponse.collections:type_name -> frameseek.v1.Collection
-	41, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
+	6,  // 1: frameseek.v1.Collection.sampling:type_name -> frameseek.v1.SamplingSettings
+	7,  // 2: frameseek.v1.Collection.index:type_name -> frameseek.v1.IndexSettings
+	46, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 4: frameseek.v1.CreateCollectionRequest.collection:type_name -> frameseek.v1.Collection
+	8,  // 5: frameseek.v1.ListCollectionsResponse.collections:type_name -> frameseek.v1.Collection
+	42, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
 	2,  // 7: frameseek.v1.Video.kind:type_name -> frameseek.v1.MediaKind
-	45, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
-	42, // 9: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
+	46, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
+	43, // 9: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
 	3,  // 10: frameseek.v1.IngestMetadata.duplicate_policy:type_name -> frameseek.v1.DuplicatePolicy
-	14, // 11: frameseek.v1.IngestVideoRequest.metadata:type_name -> frameseek.v1.IngestMetadata
-	14, // 12: frameseek.v1.IngestImageRequest.metadata:type_name -> frameseek.v1.IngestMetadata
-	13, // 13: frameseek.v1.IngestVideoResponse.video:type_name -> frameseek.v1.Video
-	19, // 14: frameseek.v1.IngestVideoResponse.job:type_name -> frameseek.v1.IngestJob
-	32, // 15: frameseek.v1.IngestVideoResponse.copies:type_name -> frameseek.v1.VideoCopyMatch
+	15, // 11: frameseek.v1.IngestVideoRequest.metadata:type_name -> frameseek.v1.IngestMetadata
+	15, // 12: frameseek.v1.IngestImageRequest.metadata:type_name -> frameseek.v1.IngestMetadata
+	14, // 13: frameseek.v1.IngestVideoResponse.video:type_name -> frameseek.v1.Video
+	20, // 14: frameseek.v1.IngestVideoResponse.job:type_name -> frameseek.v1.IngestJob
+	33, // 15: frameseek.v1.IngestVideoResponse.copies:type_name -> frameseek.v1.VideoCopyMatch
 	4,  // 16: frameseek.v1.IngestJob.state:type_name -> frameseek.v1.IngestJobState
-	18, // 17: frameseek.v1.IngestJob.error:type_name -> frameseek.v1.JobError
-	45, // 18: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
-	45, // 19: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
-	43, // 20: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
-	13, // 21: frameseek.v1.VideoHit.video:type_name -> frameseek.v1.Video
-	23, // 22: frameseek.v1.VideoHit.matches:type_name -> frameseek.v1.FrameMatch
-	24, // 23: frameseek.v1.SearchResponse.hits:type_name -> frameseek.v1.VideoHit
-	22, // 24: frameseek.v1.SearchOptions.filter:type_name -> frameseek.v1.SearchFilter
-	26, // 25: frameseek.v1.SearchByImageRequest.options:type_name -> frameseek.v1.SearchOptions
-	26, // 26: frameseek.v1.SearchByVectorRequest.options:type_name -> frameseek.v1.SearchOptions
-	22, // 27: frameseek.v1.VideoQuery.filter:type_name -> frameseek.v1.SearchFilter
-	29, // 28: frameseek.v1.SearchByVideoRequest.query:type_name -> frameseek.v1.VideoQuery
-	13, // 29: frameseek.v1.VideoCopyMatch.video:type_name -> frameseek.v1.Video
-	31, // 30: frameseek.v1.VideoCopyMatch.segments:type_name -> frameseek.v1.AlignedSegment
-	32, // 31: frameseek.v1.SearchByVideoResponse.matches:type_name -> frameseek.v1.VideoCopyMatch
-	44, // 32: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
-	13, // 33: frameseek.v1.ListVideosResponse.videos:type_name -> frameseek.v1.Video
-	39, // 34: frameseek.v1.Stats.collections:type_name -> frameseek.v1.CollectionStats
-	8,  // 35: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
-	9,  // 36: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
-	10, // 37: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
-	12, // 38: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
-	15, // 39: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
-	16, // 40: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
-	20, // 41: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
-	21, // 42: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
-	27, // 43: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
-	30, // 44: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
-	28, // 45: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
-	34, // 46: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
-	35, // 47: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
-	37, // 48: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
-	38, // 49: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
-	7,  // 50: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
-	7,  // 51: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
-	11, // 52: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
-	46, // 53: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
-	17, // 54: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
-	17, // 55: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
-	19, // 56: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
-	19, // 57: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
-	25, // 58: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
-	33, // 59: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
-	25, // 60: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
-	13, // 61: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
-	36, // 62: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
-	46, // 63: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
-	40, // 64: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
-	50, // [50:65] is the sub-list for method output_type
-	35, // [35:50] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	19, // 17: frameseek.v1.IngestJob.error:type_name -> frameseek.v1.JobError
+	46, // 18: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
+	46, // 19: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
+	44, // 20: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
+	14, // 21: frameseek.v1.VideoHit.video:type_name -> frameseek.v1.Video
+	24, // 22: frameseek.v1.VideoHit.matches:type_name -> frameseek.v1.FrameMatch
+	25, // 23: frameseek.v1.SearchResponse.hits:type_name -> frameseek.v1.VideoHit
+	23, // 24: frameseek.v1.SearchOptions.filter:type_name -> frameseek.v1.SearchFilter
+	27, // 25: frameseek.v1.SearchByImageRequest.options:type_name -> frameseek.v1.SearchOptions
+	27, // 26: frameseek.v1.SearchByVectorRequest.options:type_name -> frameseek.v1.SearchOptions
+	23, // 27: frameseek.v1.VideoQuery.filter:type_name -> frameseek.v1.SearchFilter
+	5,  // 28: frameseek.v1.VideoQuery.region_search:type_name -> frameseek.v1.RegionSearch
+	30, // 29: frameseek.v1.SearchByVideoRequest.query:type_name -> frameseek.v1.VideoQuery
+	14, // 30: frameseek.v1.VideoCopyMatch.video:type_name -> frameseek.v1.Video
+	32, // 31: frameseek.v1.VideoCopyMatch.segments:type_name -> frameseek.v1.AlignedSegment
+	33, // 32: frameseek.v1.SearchByVideoResponse.matches:type_name -> frameseek.v1.VideoCopyMatch
+	45, // 33: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
+	14, // 34: frameseek.v1.ListVideosResponse.videos:type_name -> frameseek.v1.Video
+	40, // 35: frameseek.v1.Stats.collections:type_name -> frameseek.v1.CollectionStats
+	9,  // 36: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
+	10, // 37: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
+	11, // 38: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
+	13, // 39: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
+	16, // 40: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
+	17, // 41: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
+	21, // 42: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
+	22, // 43: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
+	28, // 44: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
+	31, // 45: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
+	29, // 46: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
+	35, // 47: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
+	36, // 48: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
+	38, // 49: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
+	39, // 50: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
+	8,  // 51: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
+	8,  // 52: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
+	12, // 53: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
+	47, // 54: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
+	18, // 55: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
+	18, // 56: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
+	20, // 57: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
+	20, // 58: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
+	26, // 59: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
+	34, // 60: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
+	26, // 61: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
+	14, // 62: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
+	37, // 63: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
+	47, // 64: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
+	41, // 65: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
+	51, // [51:66] is the sub-list for method output_type
+	36, // [36:51] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_frameseek_v1_frameseek_proto_init() }
@@ -3560,7 +3641,7 @@ func file_frameseek_v1_frameseek_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_frameseek_v1_frameseek_proto_rawDesc), len(file_frameseek_v1_frameseek_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,

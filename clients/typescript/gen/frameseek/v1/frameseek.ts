@@ -465,6 +465,68 @@ export function ingestJobStateToJSON(object: IngestJobState): string {
   }
 }
 
+/**
+ * Region-level query embeddings for SearchByVideo: each query frame is also searched as crops,
+ * beside the whole frame and its mirror image. A query frame votes at most once per reference
+ * frame whatever the number of its regions, so scores stay comparable with region search off.
+ */
+export enum RegionSearch {
+  /** REGION_SEARCH_UNSPECIFIED - The server's default (see the server setting `region_search`; AUTO out of the box). */
+  REGION_SEARCH_UNSPECIFIED = 0,
+  /** REGION_SEARCH_OFF - Whole frames only. */
+  REGION_SEARCH_OFF = 1,
+  /**
+   * REGION_SEARCH_AUTO - Detect a picture-in-picture inset (a rectangle border that stays put while the content on
+   * both sides changes) and, when there is one, search its crop of every frame too. Costs the
+   * detection (small) always, and a second decode pass plus one crop embedding per frame when
+   * an inset is found.
+   */
+  REGION_SEARCH_AUTO = 2,
+  /**
+   * REGION_SEARCH_ON - AUTO plus a fixed grid of 5 crops (four 60 % corners and the centre) on every query: about
+   * 3.5x the query embedding cost; finds insets without a visible border.
+   */
+  REGION_SEARCH_ON = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function regionSearchFromJSON(object: any): RegionSearch {
+  switch (object) {
+    case 0:
+    case "REGION_SEARCH_UNSPECIFIED":
+      return RegionSearch.REGION_SEARCH_UNSPECIFIED;
+    case 1:
+    case "REGION_SEARCH_OFF":
+      return RegionSearch.REGION_SEARCH_OFF;
+    case 2:
+    case "REGION_SEARCH_AUTO":
+      return RegionSearch.REGION_SEARCH_AUTO;
+    case 3:
+    case "REGION_SEARCH_ON":
+      return RegionSearch.REGION_SEARCH_ON;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return RegionSearch.UNRECOGNIZED;
+  }
+}
+
+export function regionSearchToJSON(object: RegionSearch): string {
+  switch (object) {
+    case RegionSearch.REGION_SEARCH_UNSPECIFIED:
+      return "REGION_SEARCH_UNSPECIFIED";
+    case RegionSearch.REGION_SEARCH_OFF:
+      return "REGION_SEARCH_OFF";
+    case RegionSearch.REGION_SEARCH_AUTO:
+      return "REGION_SEARCH_AUTO";
+    case RegionSearch.REGION_SEARCH_ON:
+      return "REGION_SEARCH_ON";
+    case RegionSearch.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** How a collection samples frames from videos. */
 export interface SamplingSettings {
   /** Optional. Frames per second to sample; 0 = server default (1.0). At most 30. */
@@ -810,6 +872,11 @@ export interface VideoQuery {
   serverPath: string;
   /** Optional. Query sampling rate (0 = the collection's rate). */
   fps: number;
+  /**
+   * Optional. Whether regions of the query frames are searched as well (picture-in-picture
+   * copies); default (UNSPECIFIED) = the server's setting, AUTO unless configured otherwise.
+   */
+  regionSearch: RegionSearch;
 }
 
 export interface SearchByVideoRequest {
@@ -4336,7 +4403,7 @@ export const SearchByVectorRequest: MessageFns<SearchByVectorRequest> = {
 };
 
 function createBaseVideoQuery(): VideoQuery {
-  return { parent: "", k: 0, minScore: 0, frameK: 0, filter: undefined, serverPath: "", fps: 0 };
+  return { parent: "", k: 0, minScore: 0, frameK: 0, filter: undefined, serverPath: "", fps: 0, regionSearch: 0 };
 }
 
 export const VideoQuery: MessageFns<VideoQuery> = {
@@ -4361,6 +4428,9 @@ export const VideoQuery: MessageFns<VideoQuery> = {
     }
     if (message.fps !== 0) {
       writer.uint32(57).double(message.fps);
+    }
+    if (message.regionSearch !== 0) {
+      writer.uint32(64).int32(message.regionSearch);
     }
     return writer;
   },
@@ -4434,6 +4504,14 @@ export const VideoQuery: MessageFns<VideoQuery> = {
             message.fps = reader.double();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.regionSearch = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4467,6 +4545,11 @@ export const VideoQuery: MessageFns<VideoQuery> = {
         ? globalThis.String(object.server_path)
         : "",
       fps: isSet(object.fps) ? globalThis.Number(object.fps) : 0,
+      regionSearch: isSet(object.regionSearch)
+        ? regionSearchFromJSON(object.regionSearch)
+        : isSet(object.region_search)
+        ? regionSearchFromJSON(object.region_search)
+        : 0,
     };
   },
 
@@ -4493,6 +4576,9 @@ export const VideoQuery: MessageFns<VideoQuery> = {
     if (message.fps !== 0) {
       obj.fps = floatToJson(message.fps);
     }
+    if (message.regionSearch !== 0) {
+      obj.regionSearch = regionSearchToJSON(message.regionSearch);
+    }
     return obj;
   },
 
@@ -4510,6 +4596,7 @@ export const VideoQuery: MessageFns<VideoQuery> = {
       : undefined;
     message.serverPath = object.serverPath ?? "";
     message.fps = object.fps ?? 0;
+    message.regionSearch = object.regionSearch ?? 0;
     return message;
   },
 };

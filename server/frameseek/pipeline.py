@@ -1,6 +1,7 @@
 """Video / image -> timestamped, L2-normalised embeddings.
 
-    decode thread:   demux + decode -> time-grid sampling -> RGB -> blank filter -> resize
+    decode thread:   demux + decode -> time-grid sampling -> RGB at the model's input size
+                     (one swscale pass) -> blank filter -> resize (only what did not arrive sized)
                         |  bounded queue (back-pressure: at most `queue_size` resized frames)
     calling thread:  batch -> model -> optional near-duplicate drop -> progress callback
 
@@ -184,10 +185,13 @@ def embed_media(
         return False
 
     gpu_input = getattr(embedder, "backend", "") == "tensorrt"  # takes CUDA tensors as they are
+    # The model's input size, so the decoder can downscale while converting to RGB (one swscale
+    # pass instead of a full-size conversion plus a PIL resize on this thread).
+    size_hint = getattr(embedder, "input_size", None)
 
     def produce() -> None:
         try:
-            it = decoder.frames(sampler, sampling.keyframes_only, abort)
+            it = decoder.frames(sampler, sampling.keyframes_only, abort, size_hint=size_hint)
             while True:
                 t0 = time.perf_counter()
                 frame = next(it, None)

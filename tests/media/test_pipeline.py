@@ -151,3 +151,42 @@ def test_cli_embed_json(h264_clip, tmp_path):
     bad.write_bytes(b"not a video at all" * 20)
     err = runner.invoke(app, ["embed", str(bad), "--json"])
     assert err.exit_code == 2 and json.loads(err.stdout)["error"]["reason"] == "NOT_MEDIA"
+
+
+class _ShapeRecorder:
+    """The real embedder, recording the frame sizes the pipeline hands to preprocess();
+    `hint=False` hides its input_size (an embedder that gives the decoder no size hint)."""
+
+    def __init__(self, inner, hint: bool) -> None:
+        self.inner, self.name, self.dim, self.backend = inner, inner.name, inner.dim, inner.backend
+        self.batch_size = inner.batch_size
+        self.shapes: list[tuple[int, ...]] = []
+        if hint:
+            self.input_size = inner.input_size
+
+    def preprocess(self, frames, flip=False):
+        self.shapes += [f.shape for f in frames]
+        return self.inner.preprocess(frames, flip)
+
+    def embed_preprocessed(self, images):
+        return self.inner.embed_preprocessed(images)
+
+    def embed(self, frames, flip=False):
+        return self.inner.embed(frames, flip)
+
+
+def test_pipeline_hands_the_model_input_size_to_the_decoder(media_dir, embedder):
+    from .conftest import textured_frame, write_video
+
+    path = write_video(media_dir / "vga_pipeline.mp4", "libx264", [i / 10 for i in range(30)],
+                       [textured_frame(i, 640, 480) for i in range(30)], options={"preset": "ultrafast"})
+    hinted, plain = _ShapeRecorder(embedder, hint=True), _ShapeRecorder(embedder, hint=False)
+    a = embed_media(path, hinted, SamplingSettings(fps=2.0, flip=True))
+    b = embed_media(path, plain, SamplingSettings(fps=2.0, flip=True))
+    assert set(hinted.shapes) == {(288, 384, 3)}  # arrived at the model's input size
+    assert set(plain.shapes) == {(480, 640, 3)}
+    np.testing.assert_array_equal(a.timestamps, b.timestamps)
+    assert (a.width, a.height) == (b.width, b.height) == (640, 480)  # the source size is reported
+    assert a.dropped_blank == b.dropped_blank == 0
+    assert np.sum(a.vectors * b.vectors, axis=1).min() >= 0.98
+    assert np.sum(a.flip_vectors * b.flip_vectors, axis=1).min() >= 0.98

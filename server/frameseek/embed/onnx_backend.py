@@ -69,6 +69,11 @@ class OnnxEmbedder:
         self.name = spec.name
         self.providers = self.session.get_providers()
 
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """The model-input (height, width) for a frame of this size: the pipeline hands it to the
+        decoder as a size hint, so frames can arrive already downscaled."""
+        return self.spec.preprocess.output_hw(height, width)
+
     # The pipeline calls preprocess() and embed_preprocessed() on different threads so that
     # resizing overlaps inference; embed() does both.
     def preprocess(self, frames: Sequence[np.ndarray], flip: bool = False) -> list[np.ndarray]:

@@ -35,8 +35,8 @@ def ref_resize(img: np.ndarray, oh: int, ow: int) -> np.ndarray:
 
     wy, wx = weights(img.shape[0], oh), weights(img.shape[1], ow)
     # horizontal pass, then vertical, with the intermediate rounded to 8 bits as PIL stores it
-    out = np.clip(np.round(np.einsum("pw,hwc->hpc", wx, img.astype(np.float64))), 0, 255)
-    out = np.einsum("oh,hpc->opc", wy, out)
+    out = np.clip(np.round(np.einsum("pw,hwc->hpc", wx, img.astype(np.float64), optimize=True)), 0, 255)
+    out = np.einsum("oh,hpc->opc", wy, out, optimize=True)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 

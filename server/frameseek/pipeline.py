@@ -46,7 +46,9 @@ ProgressCallback = Callable[[int, "int | None"], None]
 #: sub-clips, speed changes and videos with an added intro for exactly that reason).
 REFERENCE_FPS = 3.0
 QUERY_FPS = 1.0
-#: How long the inference stage waits for more frames to fill a batch.
+#: How long the inference stage waits for more frames to fill a batch, unless the embedder says
+#: otherwise (`batch_wait_s`: ONNX Runtime on the CPU sets 0, its cost per frame does not depend
+#: on the batch size).
 BATCH_WAIT_S = 0.05
 
 
@@ -227,6 +229,7 @@ def embed_media(
     dropped_dup = 0
     last_kept: np.ndarray | None = None
     batch_size = max(1, int(getattr(embedder, "batch_size", 16)))
+    batch_wait = float(getattr(embedder, "batch_wait_s", BATCH_WAIT_S))
     last_progress_t = time.perf_counter()
     last_decoded = -1
     finished = False
@@ -264,9 +267,9 @@ def embed_media(
                 if isinstance(item, BaseException):
                     raise item
                 batch.append(item)
-                # Fill the batch with what arrives soon: batched inference costs less per frame,
-                # and inference, not decoding, is the busy stage at query rates.
-                deadline = time.perf_counter() + BATCH_WAIT_S
+                # Fill the batch with what is waiting, and (where batching pays off, e.g. on a
+                # GPU) with what arrives within `batch_wait`.
+                deadline = time.perf_counter() + batch_wait
                 while len(batch) < batch_size:
                     wait = deadline - time.perf_counter()
                     try:

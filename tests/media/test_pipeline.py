@@ -190,3 +190,25 @@ def test_pipeline_hands_the_model_input_size_to_the_decoder(media_dir, embedder)
     assert a.dropped_blank == b.dropped_blank == 0
     assert np.sum(a.vectors * b.vectors, axis=1).min() >= 0.98
     assert np.sum(a.flip_vectors * b.flip_vectors, axis=1).min() >= 0.98
+
+
+def test_batches_are_held_open_for_the_embedders_batch_wait(h264_clip, embedder):
+    """`batch_wait_s` is the embedder's call: a long wait fills every batch (accelerators want
+    that); ONNX Runtime on the CPU asks for none (its cost per frame is flat in the batch size)."""
+    assert embedder.batch_wait_s == 0.0
+
+    class Recorder(_ShapeRecorder):
+        batch_wait_s = 30.0  # far longer than decoding this clip takes: batches always fill
+
+        def __init__(self, inner) -> None:
+            super().__init__(inner, hint=True)
+            self.batch_size = 4
+            self.batches: list[int] = []
+
+        def embed_preprocessed(self, images):
+            self.batches.append(len(images))
+            return super().embed_preprocessed(images)
+
+    rec = Recorder(embedder)
+    res = embed_media(h264_clip, rec, SamplingSettings(fps=2.5))
+    assert len(res) == 10 and rec.batches == [4, 4, 2]  # the last batch closes when decoding ends

@@ -110,7 +110,11 @@ def print_table(rows: list[dict], agg: dict) -> None:
               f"{ratio:>6}")
     print("-" * len(hdr))
     print("all files (total video s / total wall s): " + ", ".join(f"{k} {v:.1f}x" for k, v in agg.items()))
-    cpu = {k: sum(row[k]["cpu_s"] for row in rows) for k in ("query_1fps", "vpdq_1fps") if all(row.get(k) and "cpu_s" in row[k] for row in rows)}
+    cpu = {
+        k: sum(row[k]["cpu_s"] for row in rows)
+        for k in ("query_1fps", "vpdq_1fps")
+        if all(row.get(k) and "cpu_s" in row[k] for row in rows)  # older JSON has no cpu_s
+    }
     if cpu:
         print("process CPU s over all files: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
 

@@ -366,9 +366,8 @@ class PyAVDecoder:
                 if hw not in targets:
                     targets[hw] = downscale_target(size_hint, *hw)
                 target = targets[hw]
-                yield Frame(
-                    t, frame_to_rgb(frame, target, reformatter), key=bool(frame.key_frame), source_hw=None if target is None else hw
-                )
+                image = frame_to_rgb(frame, target, reformatter)
+                yield Frame(t, image, key=bool(frame.key_frame), source_hw=None if target is None else hw)
         if st.decoded_frames == 0:
             if st.decode_errors:
                 raise MediaError(

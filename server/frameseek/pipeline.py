@@ -1,6 +1,7 @@
 """Video / image -> timestamped, L2-normalised embeddings.
 
-    decode thread:   demux + decode -> time-grid sampling -> RGB -> blank filter -> resize
+    decode thread:   demux + decode -> time-grid sampling -> RGB at the model's input size
+                     (one swscale pass) -> blank filter -> resize (only what did not arrive sized)
                         |  bounded queue (back-pressure: at most `queue_size` resized frames)
     calling thread:  batch -> model -> optional near-duplicate drop -> progress callback
 
@@ -46,7 +47,9 @@ ProgressCallback = Callable[[int, "int | None"], None]
 #: sub-clips, speed changes and videos with an added intro for exactly that reason).
 REFERENCE_FPS = 3.0
 QUERY_FPS = 1.0
-#: How long the inference stage waits for more frames to fill a batch.
+#: How long the inference stage waits for more frames to fill a batch, unless the embedder says
+#: otherwise (`batch_wait_s`: ONNX Runtime on the CPU sets 0, its cost per frame does not depend
+#: on the batch size).
 BATCH_WAIT_S = 0.05
 
 
@@ -268,10 +271,13 @@ def embed_media(
 
     gpu_input = getattr(embedder, "backend", "") == "tensorrt"  # takes CUDA tensors as they are
     detector = InsetDetector(sampling.inset) if sampling.regions != "off" else None
+    # The model's input size, so the decoder can downscale while converting to RGB (one swscale
+    # pass instead of a full-size conversion plus a PIL resize on this thread).
+    size_hint = getattr(embedder, "input_size", None)
 
     def produce() -> None:
         try:
-            it = decoder.frames(sampler, sampling.keyframes_only, abort)
+            it = decoder.frames(sampler, sampling.keyframes_only, abort, size_hint=size_hint)
             while True:
                 t0 = time.perf_counter()
                 frame = next(it, None)
@@ -311,6 +317,7 @@ def embed_media(
     dropped_dup = 0
     last_kept: np.ndarray | None = None
     batch_size = max(1, int(getattr(embedder, "batch_size", 16)))
+    batch_wait = float(getattr(embedder, "batch_wait_s", BATCH_WAIT_S))
     last_progress_t = time.perf_counter()
     last_decoded = -1
     finished = False
@@ -348,9 +355,9 @@ def embed_media(
                 if isinstance(item, BaseException):
                     raise item
                 batch.append(item)
-                # Fill the batch with what arrives soon: batched inference costs less per frame,
-                # and inference, not decoding, is the busy stage at query rates.
-                deadline = time.perf_counter() + BATCH_WAIT_S
+                # Fill the batch with what is waiting, and (where batching pays off, e.g. on a
+                # GPU) with what arrives within `batch_wait`.
+                deadline = time.perf_counter() + batch_wait
                 while len(batch) < batch_size:
                     wait = deadline - time.perf_counter()
                     try:

@@ -223,3 +223,52 @@ def test_sparse_sampling_skips_non_reference_frames(media_dir):
     dense, frames5 = decode_times(path, fps=5.0)
     assert dense.stats.decoded_frames == 60
     np.testing.assert_allclose([f.t for f in frames5], np.arange(30) / 5, atol=1e-3)
+
+
+def test_size_hint_downscales_in_the_decoder_with_unchanged_timestamps(media_dir, vfr_clip, images):
+    """A size hint makes the decoder convert + downscale in one pass: same frames, same times,
+    the hinted size; never an upscale; stills ignore it (the embedder resizes them)."""
+    from PIL import Image
+
+    from frameseek.embed import PreprocessSpec
+
+    from .conftest import textured_frame
+
+    big = write_video(media_dir / "vga.mp4", "libx264", [i / 10 for i in range(20)],
+                      [textured_frame(i, 640, 480) for i in range(20)], options={"preset": "ultrafast"})
+    hint = PreprocessSpec().output_hw
+    for fps in (0.0, 2.0):
+        dec = open_decoder(big)
+        plain = list(dec.frames(TimeGridSampler(fps)))
+        dec.close()
+        dec = open_decoder(big)
+        hinted = list(dec.frames(TimeGridSampler(fps), size_hint=hint))
+        dec.close()
+        assert [f.t for f in hinted] == [f.t for f in plain] and len(plain) == (20 if fps == 0 else 4)
+        assert all(f.image.shape == (288, 384, 3) and f.source_hw == (480, 640) for f in hinted)
+        assert all(f.image.shape == (480, 640, 3) and f.source_hw is None for f in plain)
+        # the same picture as resizing the full-size frame (antialiased). Compared on luma: this
+        # noise-like texture has full-band chroma, which the one-pass path scales from its 4:2:0
+        # plane instead of upsampling it first (RGB differs by ~6 levels here, luma by ~0.5)
+        ref = np.asarray(Image.fromarray(plain[1].image).resize((384, 288), Image.Resampling.BILINEAR))
+        luma = np.array([0.299, 0.587, 0.114])
+        assert np.abs(ref @ luma - hinted[1].image @ luma).mean() < 1.5
+
+    # VFR timestamps are untouched by downscaling
+    path, times = vfr_clip
+    dec = open_decoder(path)
+    half = list(dec.frames(TimeGridSampler(0.0), size_hint=lambda h, w: (h // 2, w // 2)))
+    dec.close()
+    np.testing.assert_allclose([f.t for f in half], times, atol=1e-3)
+    assert {f.image.shape for f in half} == {(H // 2, W // 2, 3)}
+
+    # an upscale (in either direction) is left to the embedder: the frame comes at full size
+    for up in (lambda h, w: (2 * h, 2 * w), lambda h, w: (h // 2, w + 1), PreprocessSpec().output_hw):
+        dec = open_decoder(path)
+        f = next(iter(dec.frames(TimeGridSampler(1.0), size_hint=up)))
+        dec.close()
+        assert f.image.shape == (H, W, 3) and f.source_hw is None
+
+    dec = open_decoder(images["png"])
+    (still,) = dec.frames(TimeGridSampler(1.0), size_hint=lambda h, w: (h // 2, w // 2))
+    assert still.image.shape == (120, 160, 3)

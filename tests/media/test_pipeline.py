@@ -151,3 +151,64 @@ def test_cli_embed_json(h264_clip, tmp_path):
     bad.write_bytes(b"not a video at all" * 20)
     err = runner.invoke(app, ["embed", str(bad), "--json"])
     assert err.exit_code == 2 and json.loads(err.stdout)["error"]["reason"] == "NOT_MEDIA"
+
+
+class _ShapeRecorder:
+    """The real embedder, recording the frame sizes the pipeline hands to preprocess();
+    `hint=False` hides its input_size (an embedder that gives the decoder no size hint)."""
+
+    def __init__(self, inner, hint: bool) -> None:
+        self.inner, self.name, self.dim, self.backend = inner, inner.name, inner.dim, inner.backend
+        self.batch_size = inner.batch_size
+        self.shapes: list[tuple[int, ...]] = []
+        if hint:
+            self.input_size = inner.input_size
+
+    def preprocess(self, frames, flip=False):
+        self.shapes += [f.shape for f in frames]
+        return self.inner.preprocess(frames, flip)
+
+    def embed_preprocessed(self, images):
+        return self.inner.embed_preprocessed(images)
+
+    def embed(self, frames, flip=False):
+        return self.inner.embed(frames, flip)
+
+
+def test_pipeline_hands_the_model_input_size_to_the_decoder(media_dir, embedder):
+    from .conftest import textured_frame, write_video
+
+    path = write_video(media_dir / "vga_pipeline.mp4", "libx264", [i / 10 for i in range(30)],
+                       [textured_frame(i, 640, 480) for i in range(30)], options={"preset": "ultrafast"})
+    hinted, plain = _ShapeRecorder(embedder, hint=True), _ShapeRecorder(embedder, hint=False)
+    a = embed_media(path, hinted, SamplingSettings(fps=2.0, flip=True))
+    b = embed_media(path, plain, SamplingSettings(fps=2.0, flip=True))
+    assert set(hinted.shapes) == {(288, 384, 3)}  # arrived at the model's input size
+    assert set(plain.shapes) == {(480, 640, 3)}
+    np.testing.assert_array_equal(a.timestamps, b.timestamps)
+    assert (a.width, a.height) == (b.width, b.height) == (640, 480)  # the source size is reported
+    assert a.dropped_blank == b.dropped_blank == 0
+    assert np.sum(a.vectors * b.vectors, axis=1).min() >= 0.98
+    assert np.sum(a.flip_vectors * b.flip_vectors, axis=1).min() >= 0.98
+
+
+def test_batches_are_held_open_for_the_embedders_batch_wait(h264_clip, embedder):
+    """`batch_wait_s` is the embedder's call: a long wait fills every batch (accelerators want
+    that); ONNX Runtime on the CPU asks for none (its cost per frame is flat in the batch size)."""
+    assert embedder.batch_wait_s == 0.0
+
+    class Recorder(_ShapeRecorder):
+        batch_wait_s = 30.0  # far longer than decoding this clip takes: batches always fill
+
+        def __init__(self, inner) -> None:
+            super().__init__(inner, hint=True)
+            self.batch_size = 4
+            self.batches: list[int] = []
+
+        def embed_preprocessed(self, images):
+            self.batches.append(len(images))
+            return super().embed_preprocessed(images)
+
+    rec = Recorder(embedder)
+    res = embed_media(h264_clip, rec, SamplingSettings(fps=2.5))
+    assert len(res) == 10 and rec.batches == [4, 4, 2]  # the last batch closes when decoding ends

@@ -30,7 +30,10 @@ class Embedder(Protocol):
     """RGB uint8 HxWx3 frames -> float32[n, dim], L2-normalised.
 
     `preprocess` + `embed_preprocessed` split the work so a pipeline can resize on one thread while
-    the model runs on another; `embed` does both.
+    the model runs on another; `embed` does both. Optionally, `input_size(height, width) -> (h, w)`
+    gives the model-input size for a frame of that size; the pipeline passes it to the decoder as a
+    size hint so frames can be converted and downscaled in one pass (not part of the runtime check:
+    embedders without it still work, at full-size decoding cost).
     """
 
     name: str

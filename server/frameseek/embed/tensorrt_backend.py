@@ -231,6 +231,11 @@ class TensorRTEmbedder:
         return bytes(serialized)
 
     # -- inference -------------------------------------------------------------------------
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """The engine-input (height, width) for a frame of this size (the decoder's size hint:
+        CPU-decoded frames then upload already downscaled)."""
+        return self.spec.preprocess.output_hw(height, width)
+
     def preprocess(self, frames: Sequence[Any], flip: bool = False) -> list[Any]:
         from .gpu_preprocess import preprocess_gpu
 

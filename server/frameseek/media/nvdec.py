@@ -120,8 +120,13 @@ class NvdecDecoder:
             raise BackendUnavailable(f"NVDEC counts {n} frames, the demuxer {len(self._pts)}")
 
     def frames(
-        self, sampler: TimeGridSampler, keyframes_only: bool = False, abort: threading.Event | None = None
+        self,
+        sampler: TimeGridSampler,
+        keyframes_only: bool = False,
+        abort: threading.Event | None = None,
+        size_hint=None,
     ) -> Iterator[Frame]:
+        # size_hint is ignored: frames stay on the GPU at full size and are resized there.
         import torch
 
         if not self._pts:

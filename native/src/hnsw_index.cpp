@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -61,25 +62,6 @@ namespace {
 
 using MetaMap = std::unordered_map<std::uint64_t, HnswIndex::Meta>;
 using Graph = hnswlib::HierarchicalNSW<float>;
-
-// The caller's Filter over our metadata. Deleted vectors never reach it (hnswlib checks the
-// delete mark first). The ids set is tested first because it needs no metadata lookup.
-class MetaFilter : public hnswlib::BaseFilterFunctor {
- public:
-  MetaFilter(const Filter& f, const MetaMap& meta) : f_(f), meta_(meta) {}
-  bool operator()(hnswlib::labeltype id) override {
-    if (f_.ids && !f_.ids->count(id)) return false;
-    if (!f_.groups && !f_.tags) return true;
-    auto it = meta_.find(id);
-    if (it == meta_.end()) return false;
-    return (!f_.groups || f_.groups->count(it->second.group)) &&
-           (!f_.tags || f_.tags->count(it->second.tag));
-  }
-
- private:
-  const Filter& f_;
-  const MetaMap& meta_;
-};
 
 // Plain top-ef search with an ef chosen per call. hnswlib's searchKnn reads the shared member
 // ef_, which concurrent callers cannot each set; a stop condition carries the ef instead. The
@@ -159,6 +141,208 @@ class GroupCollector : public hnswlib::BaseSearchStopCondition<float>, public hn
   std::unordered_map<std::uint64_t, GroupState> groups_;
   std::set<std::pair<float, std::uint64_t>> ranked_;  // (best distance, group) of kept groups
 };
+
+// ---------------------------------------------------------------------------------------------
+// frameseek's own k-NN walk over hnswlib's graph (same algorithm as hnswlib's searchKnn: greedy
+// descent through the upper layers, then a best-first search of layer 0 with ef results), written
+// here so the hot loop can do what hnswlib's cannot:
+//   * evaluate filters by internal slot (dense SlotMeta arrays, an id bitmap built once per call)
+//     instead of a virtual call that hashes the candidate's label into two hash tables;
+//   * call our distance kernel directly (hnswlib goes through the space's function pointer, which
+//     calls ours: two indirect calls per distance);
+//   * take ef per call without a virtual stop condition;
+//   * prefetch a neighbour's whole vector one step ahead (hnswlib prefetches only its first
+//     cache line), and visit a node's unvisited neighbours in one pass after marking them.
+// Reads the graph without node locks, as hnswlib's own search does (safe against concurrent
+// add(): links are written whole, and a node is reachable only after its data is in place).
+struct DistFn {
+  float (*fn)(const float*, const float*, std::size_t);
+  std::size_t dim;
+  bool ip;
+  float operator()(const float* q, const char* x) const {
+    const float d = fn(q, reinterpret_cast<const float*>(x), dim);
+    return ip ? 1.0f - d : d;
+  }
+};
+
+inline void prefetch_lines(const char* p, std::size_t bytes) {
+  for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
+// Per-thread scratch reused across the queries of one call.
+struct Scratch {
+  std::vector<std::pair<float, hnswlib::tableint>> top;   // max-heap: worst result on top
+  std::vector<std::pair<float, hnswlib::tableint>> cand;  // min-heap (std::greater)
+  std::vector<hnswlib::tableint> fresh;                   // unvisited neighbours of one node
+};
+
+// Admit policies: which visited nodes may enter the result set (all are still traversed).
+struct AdmitAll {
+  bool operator()(hnswlib::tableint) const { return true; }
+};
+struct AdmitLive {
+  const Graph& g;
+  bool operator()(hnswlib::tableint s) const { return !g.isMarkedDeleted(s); }
+};
+
+// A Filter compiled for one search call. ids: a bitmap over slots when the id set is small
+// enough to map up front, else the label is hashed; tags: a short list (typical: a handful of
+// collections) or the hash set; groups: the hash set on the slot's group (no label lookup).
+class SlotFilter {
+ public:
+  SlotFilter(const Graph& g, const HnswIndex::SlotMeta* slots, std::size_t n_slots, const Filter& f,
+             std::size_t nq)
+      : g_(g), slots_(slots), f_(f), any_deleted_(g.num_deleted_ != 0) {
+    if (f.ids && f.ids->size() <= std::max<std::size_t>(4096, 1024 * nq)) {
+      bits_.assign((n_slots + 63) / 64, 0);
+      std::lock_guard<std::mutex> l(g.label_lookup_lock);
+      for (std::uint64_t id : *f.ids) {
+        auto it = g.label_lookup_.find(id);
+        if (it == g.label_lookup_.end()) continue;
+        const hnswlib::tableint s = it->second;
+        // Only live slots: a deleted slot may be recycled for another label during this call.
+        if (s < n_slots && !g.isMarkedDeleted(s) && slots[s].live.load(std::memory_order_acquire))
+          bits_[s >> 6] |= std::uint64_t{1} << (s & 63);
+      }
+      use_bits_ = true;
+    }
+    if (f.tags && f.tags->size() <= 8) {
+      small_tags_.assign(f.tags->begin(), f.tags->end());
+      use_small_tags_ = true;
+    }
+  }
+  bool operator()(hnswlib::tableint s) const {
+    if (any_deleted_ && g_.isMarkedDeleted(s)) return false;
+    if (use_bits_) {
+      if (!((bits_[s >> 6] >> (s & 63)) & 1u)) return false;
+    } else if (f_.ids && !f_.ids->count(g_.getExternalLabel(s))) {
+      return false;
+    }
+    if (!f_.groups && !f_.tags) return true;
+    const HnswIndex::SlotMeta& m = slots_[s];
+    if (!m.live.load(std::memory_order_acquire)) return false;
+    if (f_.tags) {
+      const std::uint32_t t = m.tag.load(std::memory_order_relaxed);
+      if (use_small_tags_) {
+        if (std::find(small_tags_.begin(), small_tags_.end(), t) == small_tags_.end()) return false;
+      } else if (!f_.tags->count(t)) {
+        return false;
+      }
+    }
+    return !f_.groups || f_.groups->count(m.group.load(std::memory_order_relaxed));
+  }
+
+ private:
+  const Graph& g_;
+  const HnswIndex::SlotMeta* slots_;
+  const Filter& f_;
+  bool any_deleted_;
+  std::vector<std::uint64_t> bits_;
+  bool use_bits_ = false;
+  std::vector<std::uint32_t> small_tags_;
+  bool use_small_tags_ = false;
+};
+
+// Greedy descent through the upper layers; returns the layer-0 entry point and its distance.
+std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, const float* q) {
+  hnswlib::tableint cur = g.enterpoint_node_;
+  float cur_d = dist(q, g.getDataByInternalId(cur));
+  for (int level = g.maxlevel_; level > 0; --level) {
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      const unsigned int* ll = g.get_linklist(cur, level);
+      const int n = g.getListCount(const_cast<unsigned int*>(ll));
+      const hnswlib::tableint* nb = reinterpret_cast<const hnswlib::tableint*>(ll + 1);
+      for (int i = 0; i < n; ++i) {
+        if (i + 1 < n) __builtin_prefetch(g.getDataByInternalId(nb[i + 1]), 0, 3);
+        const float d = dist(q, g.getDataByInternalId(nb[i]));
+        if (d < cur_d) {
+          cur_d = d;
+          cur = nb[i];
+          changed = true;
+        }
+      }
+    }
+  }
+  return {cur, cur_d};
+}
+
+// Best-first search of layer 0 keeping the ef closest admitted nodes; leaves them in sc.top
+// (a max-heap). Non-admitted nodes are traversed like any other (they route the walk).
+template <class Admit>
+void search_layer0(const Graph& g, const DistFn& dist, const float* q, std::size_t ef,
+                   const Admit& admit, Scratch& sc) {
+  using hnswlib::tableint;
+  sc.top.clear();
+  sc.cand.clear();
+  if (g.cur_element_count == 0) return;
+  auto [ep, ep_d] = descend(g, dist, q);
+  hnswlib::VisitedList* vl = g.visited_list_pool_->getFreeVisitedList();
+  hnswlib::vl_type* visited = vl->mass;
+  const hnswlib::vl_type mark = vl->curV;
+  const std::size_t vec_bytes = dist.dim * sizeof(float);
+  auto by_dist_gt = std::greater<std::pair<float, tableint>>();
+  float lower = std::numeric_limits<float>::infinity();  // worst kept distance once ef are kept
+  if (admit(ep)) {
+    sc.top.emplace_back(ep_d, ep);
+    lower = ep_d;
+  }
+  sc.cand.emplace_back(ep_d, ep);
+  visited[ep] = mark;
+  while (!sc.cand.empty()) {
+    const auto [cd, c] = sc.cand.front();
+    if (sc.top.size() >= ef && cd > lower) break;
+    std::pop_heap(sc.cand.begin(), sc.cand.end(), by_dist_gt);
+    sc.cand.pop_back();
+    const unsigned int* ll = g.get_linklist0(c);
+    const std::size_t n = g.getListCount(const_cast<unsigned int*>(ll));
+    const tableint* nb = reinterpret_cast<const tableint*>(ll + 1);
+    // Pass 1: mark and collect the unvisited neighbours, touching the first line of each vector.
+    sc.fresh.clear();
+    for (std::size_t j = 0; j < n; ++j) {
+      const tableint x = nb[j];
+      if (visited[x] == mark) continue;
+      visited[x] = mark;
+      sc.fresh.push_back(x);
+      __builtin_prefetch(g.getDataByInternalId(x), 0, 3);
+    }
+    // Pass 2: distances, with the next neighbour's whole vector prefetched one step ahead.
+    const std::size_t m = sc.fresh.size();
+    if (m) prefetch_lines(g.getDataByInternalId(sc.fresh[0]), vec_bytes);
+    for (std::size_t j = 0; j < m; ++j) {
+      const tableint x = sc.fresh[j];
+      if (j + 1 < m) prefetch_lines(g.getDataByInternalId(sc.fresh[j + 1]), vec_bytes);
+      const float d = dist(q, g.getDataByInternalId(x));
+      if (sc.top.size() < ef || d < lower) {
+        sc.cand.emplace_back(d, x);
+        std::push_heap(sc.cand.begin(), sc.cand.end(), by_dist_gt);
+        __builtin_prefetch(g.get_linklist0(sc.cand.front().second), 0, 3);
+        if (admit(x)) {
+          sc.top.emplace_back(d, x);
+          std::push_heap(sc.top.begin(), sc.top.end());
+          if (sc.top.size() > ef) {
+            std::pop_heap(sc.top.begin(), sc.top.end());
+            sc.top.pop_back();
+          }
+          lower = sc.top.front().first;
+        }
+      }
+    }
+  }
+  g.visited_list_pool_->releaseVisitedList(vl);
+}
+
+// Writes the k best of sc.top (ascending distance, ties by slot) as labels; returns how many.
+std::size_t emit_topk(const Graph& g, Scratch& sc, std::size_t k, std::uint64_t* ids, float* dist) {
+  std::sort(sc.top.begin(), sc.top.end());
+  const std::size_t got = std::min(k, sc.top.size());
+  for (std::size_t j = 0; j < got; ++j) {
+    ids[j] = g.getExternalLabel(sc.top[j].second);
+    dist[j] = sc.top[j].first;
+  }
+  return got;
+}
 
 void pad(std::uint64_t* ids, float* dist, std::size_t from, std::size_t k) {
   for (std::size_t j = from; j < k; ++j) {
@@ -274,6 +458,7 @@ HnswIndex::HnswIndex(std::size_t dim, Metric metric, std::size_t max_elements, H
   hnsw_ = std::make_unique<Graph>(space_.get(), std::max<std::size_t>(max_elements, 1), params.M,
                                   params.ef_construction, params.seed, /*allow_replace_deleted=*/true);
   hnsw_->setEf(ef_);
+  resize_slots(hnsw_->max_elements_);
 }
 
 HnswIndex::~HnswIndex() = default;
@@ -320,6 +505,34 @@ void HnswIndex::grow_for(std::size_t n_new) {
   // Grow geometrically so a stream of small adds costs amortised O(1) copies per vector.
   std::size_t want = std::max(cap + (n_new - free_slots), cap + cap / 2);
   hnsw_->resizeIndex(want);
+  resize_slots(want);
+}
+
+void HnswIndex::resize_slots(std::size_t cap) {
+  if (cap == slots_cap_) return;
+  std::unique_ptr<SlotMeta[]> fresh(new SlotMeta[cap]);
+  const std::size_t keep = std::min(cap, slots_cap_);
+  for (std::size_t i = 0; i < keep; ++i) {
+    fresh[i].group.store(slots_[i].group.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    fresh[i].tag.store(slots_[i].tag.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    fresh[i].live.store(slots_[i].live.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  }
+  slots_ = std::move(fresh);
+  slots_cap_ = cap;
+}
+
+void HnswIndex::publish_slot(std::uint64_t id, const Meta& m) {
+  hnswlib::tableint slot;
+  {
+    std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
+    auto it = hnsw_->label_lookup_.find(id);
+    if (it == hnsw_->label_lookup_.end()) return;
+    slot = it->second;
+  }
+  SlotMeta& sm = slots_[slot];
+  sm.group.store(m.group, std::memory_order_relaxed);
+  sm.tag.store(m.tag, std::memory_order_relaxed);
+  sm.live.store(1, std::memory_order_release);  // pairs with the acquire in SlotFilter
 }
 
 void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t n,
@@ -355,6 +568,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
     for (std::size_t i : revived) {
       hnsw_->unmarkDelete(ids[i]);
       hnsw_->addPoint(vectors + i * dim_, ids[i], /*replace_deleted=*/false);  // = updatePoint
+      publish_slot(ids[i], meta_[ids[i]]);
     }
   }
   if (fresh.empty()) return;
@@ -370,6 +584,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
         for (std::size_t j = w; j < fresh.size(); j += t) {
           std::size_t i = fresh[j];
           hnsw_->addPoint(vectors + i * dim_, ids[i], /*replace_deleted=*/true);
+          publish_slot(ids[i], Meta{groups ? groups[i] : ids[i], tags ? tags[i] : 0u});
         }
     });
     // Second pass once the whole batch is in (later frames are what prune earlier ones' links).
@@ -452,6 +667,11 @@ std::size_t HnswIndex::remove(const std::uint64_t* ids, std::size_t n) {
     auto it = meta_.find(ids[i]);
     if (it == meta_.end()) continue;
     hnsw_->markDelete(ids[i]);
+    {
+      std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
+      auto slot = hnsw_->label_lookup_.find(ids[i]);
+      if (slot != hnsw_->label_lookup_.end()) slots_[slot->second].live.store(0, std::memory_order_release);
+    }
     meta_.erase(it);
     ++removed;
   }
@@ -466,6 +686,7 @@ void HnswIndex::resize(std::size_t max_elements) {
                                 std::to_string(hnsw_->cur_element_count.load()) +
                                 " occupied slots (live + removed awaiting reuse)");
   hnsw_->resizeIndex(std::max<std::size_t>(max_elements, 1));
+  resize_slots(hnsw_->max_elements_);
 }
 
 void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std::size_t ef,
@@ -474,36 +695,26 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::shared_lock<std::shared_mutex> lock(mutex_);
   if (filter && filter->empty()) filter = nullptr;
-  const bool default_ef = ef == 0 || ef == ef_;
   const std::size_t ef_eff = std::max(ef == 0 ? ef_ : ef, k);
+  const Graph& g = *hnsw_;
+  const auto* param = static_cast<const KernelSpace::Param*>(g.dist_func_param_);
+  const DistFn dist{param->fn, param->dim, metric_ == Metric::IP};
+  // Built once per call, shared read-only by every thread and query of the batch.
+  std::unique_ptr<SlotFilter> sf;
+  if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
+  const bool any_deleted = g.num_deleted_ != 0;
   parallel_for(nq, threads, [&](std::size_t b, std::size_t e) {
-    std::unique_ptr<MetaFilter> mf;
-    if (filter) mf = std::make_unique<MetaFilter>(*filter, meta_);
+    Scratch sc;
     for (std::size_t q = b; q < e; ++q) {
       const float* x = queries + q * dim_;
-      std::uint64_t* oi = out_ids + q * k;
-      float* od = out_dist + q * k;
-      std::size_t got = 0;
-      if (default_ef) {
-        // Fast path: hnswlib's own loop (bare-bone when nothing is deleted or filtered).
-        auto pq = hnsw_->searchKnn(x, k, mf.get());
-        got = pq.size();
-        for (std::size_t j = got; j-- > 0;) {
-          oi[j] = pq.top().second;
-          od[j] = pq.top().first;
-          pq.pop();
-        }
-      } else {
-        EfCondition cond(ef_eff);
-        // hnswlib 0.8's searchStopConditionClosest returns internal ids, not labels.
-        auto res = hnsw_->searchStopConditionClosest(x, cond, mf.get());
-        got = std::min(k, res.size());
-        for (std::size_t j = 0; j < got; ++j) {
-          oi[j] = hnsw_->getExternalLabel(static_cast<hnswlib::tableint>(res[j].second));
-          od[j] = res[j].first;
-        }
-      }
-      pad(oi, od, got, k);
+      if (sf)
+        search_layer0(g, dist, x, ef_eff, *sf, sc);
+      else if (any_deleted)
+        search_layer0(g, dist, x, ef_eff, AdmitLive{g}, sc);
+      else
+        search_layer0(g, dist, x, ef_eff, AdmitAll{}, sc);
+      const std::size_t got = emit_topk(g, sc, k, out_ids + q * k, out_dist + q * k);
+      pad(out_ids + q * k, out_dist + q * k, got, k);
     }
   });
 }
@@ -684,6 +895,8 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
       bad_file(path, "id table names a vector the graph does not hold");
     idx->meta_[r.id] = Meta{r.group, r.tag};
   }
+  idx->resize_slots(gr.max_elements_);
+  for (const FileRow& r : rows) idx->publish_slot(r.id, Meta{r.group, r.tag});
   if (idx->meta_.size() != h.n_live) bad_file(path, "id table has duplicates");
   idx->ef_ = h.ef;
   gr.setEf(h.ef);

@@ -5,6 +5,9 @@
 //   * per-call ef without racing on hnswlib's shared ef_ field,
 //   * group-by search (top-k distinct videos, best frame each),
 //   * a self-describing, checksummed, atomically written file format.
+// hnswlib builds and maintains the graph; searches run frameseek's own walk over it (see
+// search_layer0 in hnsw_index.cpp: direct kernel calls, whole-vector prefetch, filters evaluated
+// on dense per-slot metadata instead of hashing every candidate's label).
 //
 // Thread safety: any number of search()/search_groups() calls may run concurrently with each
 // other and with add(). add() calls are serialised among themselves (each one is internally

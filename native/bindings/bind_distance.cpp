@@ -91,6 +91,17 @@ void bind_distance(py::module_& m) {
   m.def("simd_level", [] { return simd_level_name(simd_level()); },
         "SIMD path the kernels use in this process (scalar, neon, avx2 or avx512). "
         "FRAMESEEK_SIMD caps it; read once at first use.");
+  m.def("kernel_simd_levels", [] {
+          py::dict out;
+          out["pair"] = simd_level_name(simd_level());
+          out["block"] = simd_level_name(simd_level());
+          out["scan_one"] = simd_level_name(stream_simd_level());
+          return out;
+        },
+        "SIMD path per kernel use: 'pair' (one vector pair: HNSW), 'block' (many queries x "
+        "many vectors: batched flat search) and 'scan_one' (one query streamed over all rows: "
+        "single-query flat search). scan_one is avx2 when avx512 is selected: that scan is "
+        "memory-bound and AVX2 streams at read speed (see native/include/frameseek/distance.hpp).");
   m.def("compiled_simd_levels", [] {
           std::vector<std::string> out;
           for (auto l : compiled_levels()) out.push_back(simd_level_name(l));

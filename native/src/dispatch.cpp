@@ -97,6 +97,30 @@ const Kernels& kernels_for(SimdLevel level) {
 
 SimdLevel simd_level() { return kernels().level; }
 
+const Kernels& stream_kernels() {
+  static const Kernels& k = [] () -> const Kernels& {
+    const Kernels& sel = kernels();
+    // FRAMESEEK_SCAN_SIMD=<level> overrides the choice (A/B benchmarks, tests of every path); it
+    // may not exceed the selected level.
+    if (const char* forced = std::getenv("FRAMESEEK_SCAN_SIMD"); forced && *forced) {
+      SimdLevel want = parse_simd_level(forced);
+      if (!cpu_supports(want) || !table_for(want) || want > sel.level)
+        throw std::runtime_error("FRAMESEEK_SCAN_SIMD=" + std::string(forced) +
+                                 " is not available on this CPU/build or above the selected level " +
+                                 simd_level_name(sel.level));
+      return *table_for(want);
+    }
+#if defined(FRAMESEEK_HAVE_X86)
+    // See distance.hpp: the single-query scan is memory-bound; AVX2 streams at read speed.
+    if (sel.level == SimdLevel::Avx512 && cpu_supports(SimdLevel::Avx2)) return detail::avx2_kernels();
+#endif
+    return sel;
+  }();
+  return k;
+}
+
+SimdLevel stream_simd_level() { return stream_kernels().level; }
+
 std::string simd_level_name(SimdLevel level) {
   switch (level) {
     case SimdLevel::Scalar: return "scalar";

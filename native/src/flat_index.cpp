@@ -296,7 +296,8 @@ void FlatIndex::run_search(const float* queries, std::size_t nq, std::size_t k,
     use_list = allowed.size() != ids_.size();
   }
   const std::vector<std::uint32_t>* list = use_list ? &allowed : nullptr;
-  const Kernels& kern = kernels();
+  // One query is a pure memory stream: it gets the streaming table (see stream_kernels()).
+  const Kernels& kern = nq == 1 ? stream_kernels() : kernels();
   const bool l2 = metric_ == Metric::L2;
   if (storage_ == Storage::F16)
     scan(half_.data(), l2 ? kern.l2sq_block_f16 : kern.dot_block_f16, queries, nq, k, list,

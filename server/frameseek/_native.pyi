@@ -21,6 +21,10 @@ NO_ID: int
 """Id (and group) in result slots that have no vector: 2**64 - 1; their distance is +inf."""
 
 def simd_level() -> str: ...
+def kernel_simd_levels() -> dict[str, str]:
+    """SIMD path per kernel use: 'pair' (HNSW), 'block' (batched flat search), 'scan_one'
+    (single-query flat scan; avx2 when avx512 is selected, as that scan is memory-bound)."""
+
 def compiled_simd_levels() -> list[str]: ...
 def supported_simd_levels() -> list[str]: ...
 def _distances_for_level(

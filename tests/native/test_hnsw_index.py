@@ -133,6 +133,50 @@ def test_filters_match_exact_filtered_search(built, data, kind):
     assert recall(found, truth) >= 0.95
 
 
+def test_id_filter_bitmap_and_hashed_paths_agree(built, data):
+    # An id filter is mapped to a per-call bitmap over graph slots when the set is small next to
+    # the batch (<= max(4096, 1024 * nq) ids) and hashed per candidate otherwise; both must give
+    # identical results, and the same as the equivalent group filter (dense slot metadata).
+    index, _ = built
+    x, ids, groups, tags, q = data
+    allowed_groups = np.unique(groups)[::2]
+    allowed_ids = ids[np.isin(groups, allowed_groups)]
+    assert 4096 < len(allowed_ids) <= 1024 * 8
+    f_ids = N.Filter(ids=allowed_ids)
+    batch = index.search(q[:8], K, filter=f_ids)  # bitmap
+    single = [index.search(q[i : i + 1], K, filter=f_ids) for i in range(8)]  # hashed
+    np.testing.assert_array_equal(batch[0], np.concatenate([s[0] for s in single]))
+    np.testing.assert_array_equal(batch[1], np.concatenate([s[1] for s in single]))
+    by_group = index.search(q[:8], K, filter=N.Filter(groups=allowed_groups))
+    np.testing.assert_array_equal(batch[0], by_group[0])
+    np.testing.assert_array_equal(batch[1], by_group[1])
+
+
+def test_filters_follow_slot_reuse_and_removal(data):
+    # Removed slots are recycled for new ids with other groups/tags: filters must see the new
+    # metadata (kept per slot), never the old one, and never a removed vector.
+    x, ids, groups, _, q = data
+    n = 2400
+    index = N.HnswIndex(DIM, "ip", max_elements=n)
+    add_video_by_video(index, x[:n], ids[:n], groups[:n], np.zeros(n, np.uint32))
+    gone = ids[:n][: n // 2]
+    assert index.remove(gone) == len(gone)
+    new_ids = np.arange(10**9, 10**9 + n // 2, dtype=np.uint64)
+    new_x = x[n : n + n // 2]
+    index.add(new_ids, new_x, groups=np.full(n // 2, 10**6, np.uint64), tags=np.full(n // 2, 9, np.uint32))
+    assert index.capacity == n  # the removed slots were reused
+    found, _ = index.search(q, K, ef=64, filter=N.Filter(tags=[9]))
+    assert set(found.ravel().tolist()) <= set(new_ids.tolist())
+    found, _ = index.search(q, K, ef=64, filter=N.Filter(tags=[0]))
+    assert set(found.ravel().tolist()) <= set(ids[n // 2 : n].tolist())
+    found, _ = index.search(q, K, ef=64, filter=N.Filter(ids=np.concatenate([gone, new_ids[:10]])))
+    assert set(found.ravel().tolist()) - {N.NO_ID} <= set(new_ids[:10].tolist())
+    found, _ = index.search(q, K, ef=64, filter=N.Filter(groups=[10**6]))
+    assert set(found.ravel().tolist()) <= set(new_ids.tolist())
+    found, _ = index.search(new_x[:50], 1, ef=64, filter=N.Filter(groups=[10**6], tags=[9]))
+    assert found[:, 0].tolist() == new_ids[:50].tolist()  # each new vector finds itself
+
+
 def test_filter_that_allows_nothing_pads(built, data):
     index, _ = built
     found, dist = index.search(data[4][:3], K, filter=N.Filter(groups=[10**12]))

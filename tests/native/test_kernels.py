@@ -202,3 +202,52 @@ def test_float16_conversion_matches_numpy_exactly():
     got = _native._float16_roundtrip(samples)
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+# --------------------------------------------------------------------------- per-kernel dispatch
+
+
+def test_kernel_simd_levels_reports_each_use():
+    levels = _native.kernel_simd_levels()
+    assert set(levels) == {"pair", "block", "scan_one"}
+    assert levels["pair"] == levels["block"] == _native.simd_level()
+    # The memory-bound single-query scan runs on AVX2 when AVX-512 is selected (it streams at
+    # read speed there); every other level scans with its own kernel.
+    expected = "avx2" if _native.simd_level() == "avx512" else _native.simd_level()
+    assert levels["scan_one"] == expected
+
+
+_SCAN_CODE = (
+    "import json, numpy as np; from frameseek import _native as n; "
+    "r = np.random.default_rng(5); x = r.standard_normal((5000, 77)).astype(np.float32); "
+    "q = r.standard_normal((1, 77)).astype(np.float32); "
+    "f = n.FlatIndex(77, 'l2'); f.add(np.arange(5000, dtype=np.uint64), x); "
+    "i, d = f.search(q, 10, threads=1); "
+    "ref = ((x.astype(np.float64) - q.astype(np.float64)) ** 2).sum(1); "
+    "print(json.dumps({'levels': n.kernel_simd_levels(), 'ids': i[0].tolist(), "
+    "'err': float(np.max(np.abs(d[0] - ref[i[0].astype(np.int64)]) / ref[i[0].astype(np.int64)])), "
+    "'ref': np.argsort(ref, kind='stable')[:10].tolist()}))"
+)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_forced_scan_level_single_query_matches_float64(level):
+    # FRAMESEEK_SCAN_SIMD pins the single-query scan kernel (for A/B runs); every path gives the
+    # exact top-10 of a float64 numpy reference.
+    env = dict(os.environ, FRAMESEEK_SIMD=level, FRAMESEEK_SCAN_SIMD=level)
+    out = subprocess.run([sys.executable, "-c", _SCAN_CODE], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["levels"]["scan_one"] == level
+    assert res["ids"] == res["ref"]
+    assert res["err"] < 1e-5
+
+
+def test_scan_level_above_the_selected_level_is_an_error():
+    env = dict(os.environ, FRAMESEEK_SIMD="scalar", FRAMESEEK_SCAN_SIMD=LEVELS[-1])
+    code = "from frameseek import _native as n; print(n.kernel_simd_levels())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if LEVELS[-1] == "scalar":
+        assert out.returncode == 0
+    else:
+        assert out.returncode != 0 and "FRAMESEEK_SCAN_SIMD" in out.stderr

@@ -51,6 +51,15 @@ const Kernels& kernels();
 const Kernels& kernels_for(SimdLevel level);
 
 SimdLevel simd_level();
+// Table for the one-query-against-many-rows scan (FlatIndex with a single query). That scan is
+// bound by memory bandwidth, not arithmetic: AVX2 already issues loads faster than DRAM delivers,
+// so 512-bit registers cannot make it faster, while their wider horizontal sum per row and (on
+// Zen 4) double-pumped 512-bit ops measured 1.14x the pure-read time against AVX2's 1.00x. So
+// when the selected level is AVX-512 this is the AVX2 table; otherwise it is kernels().
+// FRAMESEEK_SIMD caps it like every other table; FRAMESEEK_SCAN_SIMD=<level> (at most the
+// selected level) overrides it for A/B runs and tests.
+const Kernels& stream_kernels();
+SimdLevel stream_simd_level();
 std::string simd_level_name(SimdLevel level);
 SimdLevel parse_simd_level(const std::string& name);  // throws std::invalid_argument
 std::vector<SimdLevel> compiled_levels();               // built into this binary

@@ -5,12 +5,16 @@
 //   * per-call ef without racing on hnswlib's shared ef_ field,
 //   * group-by search (top-k distinct videos, best frame each),
 //   * a self-describing, checksummed, atomically written file format.
+// hnswlib builds and maintains the graph; searches run frameseek's own walk over it (see
+// search_layer0 in hnsw_index.cpp: direct kernel calls, whole-vector prefetch, filters evaluated
+// on dense per-slot metadata instead of hashing every candidate's label).
 //
 // Thread safety: any number of search()/search_groups() calls may run concurrently with each
 // other and with add(). add() calls are serialised among themselves (each one is internally
 // multithreaded). remove(), resize(), save() and changing ef take the index exclusively for a
 // short time. Concurrency between searches and inserts relies on hnswlib's own per-node locks.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -97,10 +101,22 @@ class HnswIndex {
     std::uint64_t group;
     std::uint32_t tag;
   };
+  // The same metadata, dense by hnswlib's internal slot, so the search loop evaluates filters
+  // with plain array reads instead of hashing the label of every candidate. live = 0 marks a slot
+  // that is free, removed, or not yet published by add() (such slots pass no filter). Written by
+  // add() right after each insertion (under the shared lock, hence atomics) and by remove();
+  // reallocated only under the exclusive lock.
+  struct SlotMeta {
+    std::atomic<std::uint64_t> group{0};
+    std::atomic<std::uint32_t> tag{0};
+    std::atomic<std::uint32_t> live{0};
+  };
 
  private:
   HnswIndex(std::size_t dim, Metric metric, HnswParams params);  // for load(): no graph yet
   void grow_for(std::size_t n_new);  // caller holds mutex_ exclusively
+  void resize_slots(std::size_t cap);  // caller holds mutex_ exclusively
+  void publish_slot(std::uint64_t id, const Meta& m);  // after the graph holds id
   void relink_if_unreachable(std::uint64_t id, const float* vec);  // see hnsw_index.cpp
   static constexpr std::size_t kRelinkEf = 32;     // breadth of the reachability probe
   static constexpr std::size_t kRelinkFanIn = 4;   // in-links given to each new vector
@@ -114,6 +130,8 @@ class HnswIndex {
   // Live ids -> metadata. Mutated only under mutex_ held exclusively, so searches (shared) read it
   // without further locking.
   std::unordered_map<std::uint64_t, Meta> meta_;
+  std::unique_ptr<SlotMeta[]> slots_;  // hnsw_->max_elements_ entries (see SlotMeta)
+  std::size_t slots_cap_ = 0;
   std::size_t ef_ = HnswParams::kDefaultEf;
   mutable std::shared_mutex mutex_;  // shared: search, add's graph insertion; exclusive: the rest
   mutable std::mutex add_mutex_;            // one add() at a time (each is multithreaded inside)

@@ -46,7 +46,7 @@ class FrameSeekServer:
         self.service = service or FrameSeekService(settings)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server = grpc.aio.server(options=grpc_options(settings))
-        servicer = FrameSeekServicer(self.service)
+        self.servicer = servicer = FrameSeekServicer(self.service)
         self.forwarder = None
         if settings.role == "replica":  # writes go to the primary process (workers.py)
             from .workers import PrimaryForwarder

@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha import reflection
 
 from .config import Settings
 from .service import FrameSeekService
-from .servicer import FrameSeekServicer
-from .v1 import frameseek_pb2, frameseek_pb2_grpc
+from .servicer import FrameSeekServicer, add_servicer
+from .v1 import frameseek_pb2
 
 log = structlog.get_logger("frameseek.server")
 SERVICE_NAME = frameseek_pb2.DESCRIPTOR.services_by_name["FrameSeek"].full_name
@@ -55,7 +55,7 @@ class FrameSeekServer:
                 raise RuntimeError("a replica needs primary_address")
             self.forwarder = PrimaryForwarder(settings.primary_address, grpc_options(settings)[:2])
             self.forwarder.install(servicer)
-        frameseek_pb2_grpc.add_FrameSeekServicer_to_server(servicer, self.server)
+        add_servicer(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

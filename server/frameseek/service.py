@@ -766,10 +766,14 @@ class FrameSeekService:
         if vec.shape != (rec.dimension,):
             raise invalid(f"vector has {vec.size} values; collection {rec.name!r} expects {rec.dimension}",
                           "DIMENSION_MISMATCH", expected=rec.dimension, got=vec.size)
-        if not np.isfinite(vec).all():
+        # One float64 dot product is the finiteness check too: squares of finite float32 values
+        # cannot overflow float64, so the sum is non-finite exactly when a value is NaN or infinite.
+        v64 = vec.astype(np.float64)
+        ss = float(v64 @ v64)
+        if not math.isfinite(ss):
             raise invalid("vector contains NaN or infinity", "NON_FINITE_VECTOR")
         if rec.metric == "ip":
-            norm = float(np.linalg.norm(vec))
+            norm = math.sqrt(ss)
             if norm == 0:
                 raise invalid("vector is all zeros", "INVALID_ARGUMENT", field="vector")
             vec = vec / norm

@@ -902,6 +902,12 @@ class FrameSeekService:
         ids, scores = ids[keep], self._score(rec, dist[keep])
         vids, idx = split_sample_ids(ids)
         entry, k = self.storage.video_entry, opts.k
+        if m == 1 and not hits:
+            # one timestamp per video: only each video's first (best) frame matters, so keep those,
+            # in order, before the Python loop (a kNN has ~4x as many frames as videos wanted)
+            _, first = np.unique(vids, return_index=True)
+            first.sort()
+            vids, idx, scores = vids[first], idx[first], scores[first]
         for vid, i, s in zip(vids.tolist(), idx.tolist(), scores.tolist()):
             h = hits.get(vid)
             if h is None:

@@ -104,6 +104,9 @@ class FrameSeekServer:
     async def _load(self) -> None:
         try:
             await self.service.start()
+            tr = self.servicer.tr
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: tr.warm(self.service.video_records(tr.VIDEO_CACHE)))
         except BaseException as exc:
             self.load_error = exc
             log.exception("startup_failed")

@@ -423,6 +423,10 @@ class FrameSeekService:
             raise not_found(f"video {name} not found", "VIDEO_NOT_FOUND")
         return v
 
+    def video_records(self, limit: int) -> list[VideoRecord]:
+        """Active videos (up to `limit`), for the protocol layer to warm its caches at start."""
+        return self.storage.video_records(limit)
+
     def video_name(self, v: VideoRecord) -> str:
         return f"collections/{self._coll_name(v.collection_id)}/videos/{v.id}"
 

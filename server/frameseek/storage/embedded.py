@@ -20,6 +20,7 @@ Startup = load the snapshot named by snapshot.json + replay log segments from it
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -311,6 +312,10 @@ class EmbeddedStorage:
 
     def get_video(self, video_id: int) -> VideoRecord:
         return self.video_entry(video_id)[0]
+
+    def video_records(self, limit: int) -> list[VideoRecord]:
+        """Up to `limit` active videos' records, from memory (to warm caches at start)."""
+        return [v for v, _ in itertools.islice(list(self._videos.values()), limit)]
 
     def video_timestamps(self, video_id: int) -> np.ndarray:
         return self.video_entry(video_id)[1]

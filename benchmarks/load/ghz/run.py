@@ -95,10 +95,17 @@ def run_ghz(address: str, method: str, protoset: pathlib.Path, data_file: pathli
     # At the deadline ghz closes its connection under the requests still in flight (one per
     # worker); they come back as UNAVAILABLE "use of closed network connection". They are the
     # driver stopping, not server errors, so they are counted apart.
-    cut = sum(n for msg, n in (rep.get("errorDistribution") or {}).items()
+    # Others come back as Canceled "context canceled" (ghz cancels the context of the calls in
+    # flight when -z ends): the same thing.
+    errs = rep.get("errorDistribution") or {}
+    cut = sum(n for msg, n in errs.items()
               if "use of closed network connection" in msg or "transport is closing" in msg)
+    canceled = sum(n for msg, n in errs.items() if "code = Canceled" in msg and "context canceled" in msg)
     if cut:
         codes["Unavailable"] = codes.get("Unavailable", 0) - cut
+    if canceled:
+        codes["Canceled"] = codes.get("Canceled", 0) - canceled
+        cut += canceled
     errors = {k: v for k, v in codes.items() if v}
     total_s = rep["total"] / 1e9
     return {"requests": ok, "qps": round(ok / total_s, 1) if total_s else 0.0,

@@ -23,7 +23,7 @@ MODULES_STAMP := $(VENV)/.modules-$(shell find server -name '*.py' 2>/dev/null |
 .PHONY: help setup system-packages test run bench clean proto
 help:
 	@echo "make setup | make test | make run | make bench | make proto | make clean"
-	@echo "SDKs: make sdk-setup | make sdk-gen | make proto-check | make sdk-test | make ghz-bench"
+	@echo "SDKs: make sdk-setup | make sdk-gen | make proto-check | make sdk-test | make ghz-bench | make load-bench"
 
 setup: system-packages sdk-toolchains $(VENV)/.installed
 
@@ -128,6 +128,13 @@ go-test: setup sdk-setup
 	  $(GOENV) go vet ./... && $(GOENV) FRAMESEEK_REPO_ROOT=$(CURDIR) go test -count=1 ./...
 ts-test: setup sdk-setup
 	cd $(TS_DIR) && FRAMESEEK_REPO_ROOT=$(CURDIR) npm test --silent
+
+# The server load benchmark (benchmarks/load/README.md): 1M x 512-d, --workers 1 and 2, Python and
+# ghz drivers, one command; e.g. LOAD_ARGS="--n 100000 --duration 3" for a quick run.
+LOAD_ARGS ?=
+.PHONY: load-bench
+load-bench: setup sdk-setup
+	nice $(VPY) -m benchmarks.load.bench_search $(LOAD_ARGS)
 
 # ghz next to the Python load driver (1M vectors by default; e.g. GHZ_ARGS="--n 100000 --duration 5").
 GHZ_ARGS ?=

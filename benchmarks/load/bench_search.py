@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -35,13 +36,75 @@ RESULTS = ROOT / "benchmarks" / "results"
 COLLECTION = "bench"
 
 
-def fill(data_dir: pathlib.Path, n: int, dim: int, per_video: int, seed: int = 0) -> dict:
-    """Synthetic fill through the storage layer (video-like: each video is a random walk around
-    its own centre, so neighbouring samples are similar as in real footage)."""
+
+
+def topics_for(n: int) -> int:
+    """'Kinds of scene' in a synthetic library of n vectors (see video_vectors): ~26 videos each."""
+    return max(8, n // 500)
+
+
+def video_vectors(vid_i: int, dim: int, profile: str, per_video: int, topics: int = 2000,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps and unit vectors of synthetic video number `vid_i` (deterministic, so queries can
+    be drawn from indexed videos without reading the index back).
+
+    profile "ingest" (default) models what ingest stores: consecutive near-duplicate samples are
+    dropped (`SamplingSettings.dedup_threshold`), so a static shot keeps about one vector and a
+    video keeps one per distinct shot - a log-normal count around 19 (1..120). Each vector is
+    topic + video + shot components (squared weights 0.25 / 0.05 / 0.70): two shots of one video
+    have cosine ~0.3, samples of two videos of the same topic ~0.25, unrelated ones ~0. Consecutive
+    kept samples are thus far below any dedup threshold, as after real dedup.
+    profile "static" is the earlier benchmark's data: `per_video` samples per video, a random walk
+    of near-duplicates around the video's centre, i.e. what ingest would store *without* dedup of
+    long static shots (the 40 nearest frames of a query come from ~2 videos).
+    """
+    rng = np.random.default_rng([seed, vid_i])
+    if profile == "static":
+        m = per_video
+        centre = rng.standard_normal(dim).astype(np.float32)
+        v = centre + np.cumsum(rng.standard_normal((m, dim)).astype(np.float32) * 0.15, axis=0)
+        ts = np.arange(m, dtype=np.float64)
+    else:
+        m = int(np.clip(round(rng.lognormal(np.log(15.0), 0.7)), 1, 120))
+        topic = np.random.default_rng([seed, 1 << 40, vid_i % topics]).standard_normal(dim).astype(np.float32)
+        own = rng.standard_normal(dim).astype(np.float32)
+        shots = rng.standard_normal((m, dim)).astype(np.float32)
+        v = 0.5 * topic + 0.224 * own + 0.837 * shots
+        ts = np.cumsum(rng.exponential(4.0, m))  # one kept sample per shot, shots ~4 s long
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return ts, v
+
+
+@contextlib.contextmanager
+def _bulk_load(st):
+    """Skip the per-video fsyncs while filling (a fill that dies is resumed or rebuilt, never
+    recovered): the files written are exactly those of the normal commit path; one os.sync() at the
+    end makes them durable."""
+    from unittest import mock
+
+    st.catalog._db.execute("PRAGMA synchronous=OFF")
+    try:
+        with mock.patch.object(os, "fsync", lambda fd: None):
+            yield
+    finally:
+        os.sync()
+
+
+def fill(data_dir: pathlib.Path, n: int, dim: int, per_video: int, profile: str = "ingest", seed: int = 0) -> dict:
+    """Fill through the storage layer (the same add_video path as ingest: catalog row, vector log
+    record, index add; per-video fsyncs skipped, see _bulk_load), video by video until `n` vectors;
+    then one snapshot. Reuses (and resumes) a filled dir."""
     from frameseek.storage import EmbeddedStorage, VideoRecord
 
     st = EmbeddedStorage(str(data_dir), snapshot_every=10**12)
     st.open()
+    with _bulk_load(st):
+        return _fill(st, n, dim, per_video, profile, seed)
+
+
+def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int) -> dict:
+    from frameseek.storage import VideoRecord
+
     try:
         c = st.get_collection(COLLECTION)
         have = st.vectors_of(c.id)
@@ -50,39 +113,48 @@ def fill(data_dir: pathlib.Path, n: int, dim: int, per_video: int, seed: int = 0
                                  sampling={"fps": 1.0}, index={"m": 16, "ef_construction": 100, "ef_search": 64})
         have = 0
     if have >= n:
+        videos = st.catalog.collection_counts(c.id)[0]
         st.close(snapshot=False)
-        return {"vectors": have, "fill_s": 0.0, "reused": True}
-    rng = np.random.default_rng(seed + have)
+        return {"vectors": have, "videos": videos, "fill_s": 0.0, "reused": True}
     t0 = time.perf_counter()
-    vid_i = have // per_video
-    while st.vectors_of(c.id) < n:
-        m = min(per_video, n - st.vectors_of(c.id))
-        centre = rng.standard_normal(dim).astype(np.float32)
-        walk = np.cumsum(rng.standard_normal((m, dim)).astype(np.float32) * 0.15, axis=0)
-        v = centre + walk
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=float(m), width=640, height=360,
-                          sample_count=m, size_bytes=0, content_sha256=f"synthetic-{vid_i}",
+    vid_i = st.catalog.collection_counts(c.id)[0]
+    while (done := st.vectors_of(c.id)) < n:
+        ts, v = video_vectors(vid_i, dim, profile, per_video, topics_for(n), seed)
+        m = min(len(ts), n - done)
+        rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=float(ts[m - 1]) + 1.0, width=640,
+                          height=360, sample_count=m, size_bytes=0, content_sha256=f"synthetic-{vid_i}",
                           external_key=f"synthetic-{vid_i}")
-        st.add_video(c.id, rec, np.arange(m, dtype=np.float64), v)
+        st.add_video(c.id, rec, ts[:m], v[:m])
         vid_i += 1
-        if vid_i % 500 == 0:
-            done = st.vectors_of(c.id)
-            print(f"  fill {done}/{n} ({done / (time.perf_counter() - t0):.0f} vectors/s)", flush=True)
+        if vid_i % 2000 == 0:
+            print(f"  fill {done}/{n} ({(done - have) / (time.perf_counter() - t0):.0f} vectors/s)", flush=True)
     fill_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     st.close(snapshot=True)
-    return {"vectors": n, "fill_s": round(fill_s, 1), "snapshot_s": round(time.perf_counter() - t1, 1),
-            "reused": False}
+    return {"vectors": n, "videos": vid_i, "fill_s": round(fill_s, 1),
+            "snapshot_s": round(time.perf_counter() - t1, 1), "reused": False}
 
 
-def sample_queries(data_dir: pathlib.Path, count: int, seed: int = 1) -> np.ndarray:
-    """Queries near indexed vectors (read back from the index snapshot through the storage)."""
+def sample_queries(count: int, videos: int, n: int, dim: int = 512, profile: str = "ingest",
+                   per_video: int = 100, seed: int = 1) -> np.ndarray:
+    """Query vectors as a client would send them: an indexed sample of a random video, perturbed
+    (cosine ~0.85 to it, like a re-encoded or cropped copy of the frame)."""
     rng = np.random.default_rng(seed)
-    dim = 512
-    q = rng.standard_normal((count, dim)).astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    return q
+    out = np.empty((count, dim), np.float32)
+    for j in range(count):
+        _, v = video_vectors(int(rng.integers(videos)), dim, profile, per_video, topics_for(n))
+        q = v[int(rng.integers(len(v)))] + 0.62 * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+        out[j] = q / np.linalg.norm(q)
+    return out
+
+
+def _proc_cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -120,6 +192,21 @@ class Server:
                 time.sleep(0.02)
         raise SystemExit("server did not become ready")
 
+    def pids(self) -> list[int]:
+        """The serving processes: the primary and (with --workers N) its replica children."""
+        out = [self.proc.pid]
+        try:
+            for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+                with open(f"/proc/{self.proc.pid}/task/{task}/children") as f:
+                    out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+        return out
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by the serving processes."""
+        return sum(_proc_cpu_s(p) for p in self.pids())
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -130,7 +217,7 @@ class Server:
 
 
 async def _drive(address: str, method: str, payloads: list[bytes], concurrency: int, duration: float,
-                 channels: int, offset: int = 0, start_at: float | None = None) -> tuple[list, float, dict]:
+                 channels: int, offset: int = 0, start_at: float | None = None) -> tuple[list, float, dict, float]:
     """Closed-loop load: `concurrency` workers each send one request after the other until the
     deadline, spread over `channels` separate TCP connections (with `serve --workers N` the kernel
     spreads connections, not calls, over the processes). Requests are pre-serialised bytes (no
@@ -164,16 +251,16 @@ async def _drive(address: str, method: str, payloads: list[bytes], concurrency: 
                     errors[e.code().name] = errors.get(e.code().name, 0) + 1
                 j += concurrency
 
-        t_start = time.perf_counter()
+        t_start, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        wall = time.perf_counter() - t_start
+        wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu0
     finally:
         for ch in chans:
             await ch.close()
-    return lat, wall, errors
+    return lat, wall, errors, cpu
 
 
-def _drive_proc(args) -> tuple[list, float, dict]:
+def _drive_proc(args) -> tuple[list, float, dict, float]:
     return asyncio.run(_drive(*args))
 
 
@@ -181,6 +268,30 @@ async def drive(address: str, method: str, payloads: list[bytes], concurrency: i
                 channels: int = 1) -> dict:
     """Closed-loop load from this process (see _drive); returns the summary row."""
     return _summary(*await _drive(address, method, payloads, concurrency, duration, channels))
+
+
+def measured(srv: Server, run) -> dict:
+    """Run one load cell and add who used the CPU: the serving processes' CPU per call, and the
+    server's and the driver's share of the machine's cores over the cell (both run on them)."""
+    cpu0, t0 = srv.cpu_s(), time.perf_counter()
+    r = run()
+    wall, server_cpu = time.perf_counter() - t0, srv.cpu_s() - cpu0
+    cores = os.cpu_count() or 1
+    r["server_cpu_us_per_call"] = round(server_cpu / max(1, r["requests"]) * 1e6, 1)
+    r["server_cpu_share"] = round(server_cpu / (wall * cores), 3)
+    if r.get("driver_cpu_s") is not None:
+        r["driver_cpu_share"] = round(r["driver_cpu_s"] / (r["wall_s"] * cores), 3)
+    return r
+
+
+def _ghz():
+    """benchmarks/load/ghz/run.py as a module (it is a script directory, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("frameseek_ghz_run", ROOT / "benchmarks" / "load" / "ghz" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def run_load(address: str, method: str, payloads: list[bytes], concurrency: int, duration: float,
@@ -203,14 +314,17 @@ def run_load(address: str, method: str, payloads: list[bytes], concurrency: int,
     for r in results:
         for k, v in r[2].items():
             errors[k] = errors.get(k, 0) + v
-    return _summary(lat, max(r[1] for r in results), errors)
+    return _summary(lat, max(r[1] for r in results), errors, sum(r[3] for r in results))
 
 
-def _summary(lat: list[float], wall: float, errors: dict | None = None) -> dict:
+def _summary(lat: list[float], wall: float, errors: dict | None = None, driver_cpu_s: float | None = None) -> dict:
     a = np.asarray(lat) * 1000 if lat else np.asarray([np.nan])
-    return {"requests": len(lat), "qps": round(len(lat) / wall, 1), "p50_ms": round(float(np.percentile(a, 50)), 3),
-            "p95_ms": round(float(np.percentile(a, 95)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
-            "errors": errors or {}}
+    out = {"requests": len(lat), "qps": round(len(lat) / wall, 1), "p50_ms": round(float(np.percentile(a, 50)), 3),
+           "p95_ms": round(float(np.percentile(a, 95)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
+           "errors": errors or {}, "wall_s": round(wall, 3)}
+    if driver_cpu_s is not None:
+        out["driver_cpu_s"] = round(driver_cpu_s, 3)
+    return out
 
 
 def native_baseline(data_dir: pathlib.Path, queries: np.ndarray, duration: float, threads: int,
@@ -274,78 +388,134 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="vectors in the index")
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--per-video", type=int, default=100, help="samples per synthetic video")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement cell")
+    ap.add_argument("--profile", choices=("ingest", "static"), default="ingest",
+                    help="synthetic data: 'ingest' = what ingest stores after dropping near-duplicate samples "
+                         "(~19 distinct shots per video); 'static' = 100 near-duplicate samples per video")
+    ap.add_argument("--per-video", type=int, default=100, help="samples per video of --profile static")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement cell")
     ap.add_argument("--concurrency", default="1,16,64")
-    ap.add_argument("--rpcs", default="health,native,vector,image")
+    ap.add_argument("--rpcs", default="health,vector,native", help="of health,vector,image,native")
+    ap.add_argument("--drivers", default="python,ghz", help="load drivers, of python,ghz (ghz: make sdk-setup; "
+                    "it drives SearchByVector/SearchByImage only)")
     ap.add_argument("--data-dir", type=pathlib.Path, default=None)
-    ap.add_argument("--workers", type=int, default=1, help="frameseek serve --workers")
+    ap.add_argument("--workers", default="1,2", help="frameseek serve --workers values to compare, one server "
+                    "after the other in this run")
     ap.add_argument("--channels", type=int, default=8, help="client TCP connections (spread over workers)")
-    ap.add_argument("--client-procs", type=int, default=1, help="load-driver processes")
+    ap.add_argument("--client-procs", type=int, default=1, help="Python load-driver processes")
     ap.add_argument("--out", default="load_search.json", help="file name under benchmarks/results/")
     ns = ap.parse_args(argv)
     if ns.dim != 512:
         raise SystemExit("the server's model is 512-d; --dim is fixed at 512 for SearchByImage")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    data_dir = ns.data_dir or RESULTS / f"load-data-{ns.n}" / "data"
+    data_dir = ns.data_dir or RESULTS / f"load-data-{ns.n}-{ns.profile}" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"filling {ns.n} x {ns.dim} vectors into {data_dir} ...", flush=True)
-    fill_info = fill(data_dir, ns.n, ns.dim, ns.per_video)
+    fill_info = fill(data_dir, ns.n, ns.dim, ns.per_video, ns.profile)
     print(f"  {fill_info}")
-    queries = sample_queries(data_dir, 2000)
+    queries = sample_queries(2000, fill_info["videos"], fill_info["vectors"], ns.dim, ns.profile, ns.per_video)
     conc = [int(c) for c in ns.concurrency.split(",")]
     rpcs = ns.rpcs.split(",")
-    rows = []
+    drivers = [d for d in ns.drivers.split(",") if d]
+    rows: list[dict] = []
+    restarts: dict[str, float] = {}
     env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_LOG_LEVEL": "warning"}
-    srv = Server(data_dir, env, ns.workers)
-    restart_s = srv.start()
-    print(f"restart with {fill_info['vectors']} vectors: {restart_s:.2f} s (process start -> SERVING)", flush=True)
+    from grpc_health.v1 import health_pb2
+
+    from frameseek.v1 import frameseek_pb2 as pb
+
+    payloads = {"vector": [pb.SearchByVectorRequest(parent=f"collections/{COLLECTION}", vector=q.tolist(),
+                                                    options=pb.SearchOptions(k=10)).SerializeToString()
+                           for q in queries],
+                "image": image_payloads(50) if "image" in rpcs else [],
+                "health": [health_pb2.HealthCheckRequest(service="").SerializeToString()]}
+    methods = {"health": "/grpc.health.v1.Health/Check", "vector": "/frameseek.v1.FrameSeek/SearchByVector",
+               "image": "/frameseek.v1.FrameSeek/SearchByImage"}
+    labels = {"health": "baseline: Health.Check (bare gRPC)", "vector": "SearchByVector k=10",
+              "image": "SearchByImage k=10"}
+    ghz = tmp = protoset = None
+    if "ghz" in drivers:
+        import tempfile
+
+        ghz = _ghz()
+        if not ghz.GHZ.exists() or not ghz.BUF.exists():
+            raise SystemExit("ghz/buf not found: run `make sdk-setup` (or pass --drivers python)")
+        tmp = tempfile.TemporaryDirectory()
+        protoset = ghz.build_protoset(pathlib.Path(tmp.name) / "frameseek.protoset")
+        for rpc in ("vector", "image"):
+            if payloads[rpc]:
+                ghz.write_binary_file(payloads[rpc], pathlib.Path(tmp.name) / f"{rpc}.bin")
+
+    def cell(srv: Server, driver: str, rpc: str, c: int) -> dict | None:
+        if driver == "python":
+            return measured(srv, lambda: run_load(srv.address, methods[rpc], payloads[rpc], c, ns.duration,
+                                                  ns.channels, ns.client_procs))
+        if rpc == "health":  # ghz gets the schema from a protoset of proto/, which has no health service
+            return None
+        import resource
+
+        def run() -> dict:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            r = ghz.run_ghz(srv.address, methods[rpc][1:], protoset, pathlib.Path(tmp.name) / f"{rpc}.bin", c,
+                            ns.duration, connections=ns.channels)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            r["driver_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+            r["wall_s"] = ns.duration
+            return r
+        return measured(srv, run)
+
     try:
-        from grpc_health.v1 import health_pb2
-
-        from frameseek.v1 import frameseek_pb2 as pb
-
-        vec_payloads = [pb.SearchByVectorRequest(parent=f"collections/{COLLECTION}", vector=q.tolist(),
-                                                 options=pb.SearchOptions(k=10)).SerializeToString()
-                        for q in queries]
-        health_payloads = [health_pb2.HealthCheckRequest(service="").SerializeToString()]
-        for c in conc:
-            if "health" in rpcs:
-                r = (run_load(srv.address, "/grpc.health.v1.Health/Check", health_payloads, c, ns.duration,
-                                      ns.channels, ns.client_procs))
-                rows.append({"rpc": "baseline: Health.Check (bare gRPC)", "concurrency": c, **r})
-                print(rows[-1], flush=True)
-            if "vector" in rpcs:
-                r = (run_load(srv.address, "/frameseek.v1.FrameSeek/SearchByVector", vec_payloads, c,
-                                      ns.duration, ns.channels, ns.client_procs))
-                rows.append({"rpc": "SearchByVector k=10", "concurrency": c, **r})
-                print(rows[-1], flush=True)
-            if "image" in rpcs:
-                r = (run_load(srv.address, "/frameseek.v1.FrameSeek/SearchByImage", image_payloads(50), c,
-                                      ns.duration, ns.channels, ns.client_procs))
-                rows.append({"rpc": "SearchByImage k=10", "concurrency": c, **r})
-                print(rows[-1], flush=True)
+        for w in [int(x) for x in ns.workers.split(",")]:
+            srv = Server(data_dir, env, w)
+            restart_s = srv.start()
+            restarts[str(w)] = round(restart_s, 2)
+            print(f"workers={w}: restart with {fill_info['vectors']} vectors {restart_s:.2f} s "
+                  f"(process start -> every process SERVING)", flush=True)
+            try:
+                for c in conc:
+                    for rpc in ("health", "vector", "image"):
+                        if rpc not in rpcs:
+                            continue
+                        for driver in drivers:
+                            r = cell(srv, driver, rpc, c)
+                            if r is None:
+                                continue
+                            rows.append({"workers": w, "driver": driver, "rpc": labels[rpc], "concurrency": c, **r})
+                            print(rows[-1], flush=True)
+            finally:
+                srv.stop()
     finally:
-        srv.stop()
+        if tmp is not None:
+            tmp.cleanup()
     if "native" in rpcs:
         for kind, label in (("groups", "native search_groups k=10"), ("knn", "native kNN k=40")):
             for threads in (1, 2):
                 r = native_baseline(data_dir, queries, ns.duration, threads, kind)
-                rows.append({"rpc": f"baseline: {label} in-process, {threads} thread(s)",
+                rows.append({"workers": "-", "driver": "in-process", "rpc": f"baseline: {label}, {threads} thread(s)",
                              "concurrency": threads, **r})
                 print(rows[-1], flush=True)
     print()
-    print(f"index: {fill_info['vectors']} x {ns.dim} (HNSW M=16 ef_c=100 ef=64), restart {restart_s:.2f} s, "
-          f"{os.cpu_count()} cores, workers={ns.workers}, channels={ns.channels}, client procs={ns.client_procs}")
-    print(f"{'rpc':58s} {'conc':>5s} {'QPS':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}  errors")
-    for r in rows:
-        print(f"{r['rpc']:58s} {r['concurrency']:5d} {r['qps']:9.1f} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
-              f"{r['p99_ms']:8.2f}  {r['errors'] or ''}")
-    out = {"n": fill_info["vectors"], "dim": ns.dim, "fill": fill_info, "restart_s": round(restart_s, 2),
+    print(f"index: {fill_info['vectors']} x {ns.dim} ({fill_info.get('videos')} videos, profile {ns.profile}; HNSW M=16 "
+          f"ef_c=100 ef=64), restart s by workers {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
+          f"python client procs={ns.client_procs}")
+    print(table(rows))
+    out = {"n": fill_info["vectors"], "dim": ns.dim, "profile": ns.profile, "fill": fill_info, "restart_s": restarts,
            "duration_s": ns.duration, "cores": os.cpu_count(), "machine": platform.machine(),
-           "workers": ns.workers, "channels": ns.channels, "client_procs": ns.client_procs, "rows": rows}
+           "channels": ns.channels, "client_procs": ns.client_procs, "rows": rows}
     (RESULTS / ns.out).write_text(json.dumps(out, indent=2))
     return 0
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table of the result rows (as pasted into benchmarks/load/README.md)."""
+    out = ["| workers | driver | rpc | conc | QPS | p50 ms | p95 ms | p99 ms | server CPU us/call | server CPU | "
+           "driver CPU | errors |", "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        pct = lambda k: f"{100 * r[k]:.0f}%" if k in r else "-"  # noqa: E731
+        out.append(f"| {r['workers']} | {r['driver']} | {r['rpc']} | {r['concurrency']} | {r['qps']:.0f} | "
+                   f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+                   f"{r.get('server_cpu_us_per_call', '-')} | {pct('server_cpu_share')} | {pct('driver_cpu_share')} | "
+                   f"{r['errors'] or ''} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

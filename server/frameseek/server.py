@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha import reflection
 
 from .config import Settings
 from .service import FrameSeekService
-from .servicer import FrameSeekServicer
-from .v1 import frameseek_pb2, frameseek_pb2_grpc
+from .servicer import FrameSeekServicer, add_servicer
+from .v1 import frameseek_pb2
 
 log = structlog.get_logger("frameseek.server")
 SERVICE_NAME = frameseek_pb2.DESCRIPTOR.services_by_name["FrameSeek"].full_name
@@ -46,7 +46,7 @@ class FrameSeekServer:
         self.service = service or FrameSeekService(settings)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server = grpc.aio.server(options=grpc_options(settings))
-        servicer = FrameSeekServicer(self.service)
+        self.servicer = servicer = FrameSeekServicer(self.service)
         self.forwarder = None
         if settings.role == "replica":  # writes go to the primary process (workers.py)
             from .workers import PrimaryForwarder
@@ -55,7 +55,7 @@ class FrameSeekServer:
                 raise RuntimeError("a replica needs primary_address")
             self.forwarder = PrimaryForwarder(settings.primary_address, grpc_options(settings)[:2])
             self.forwarder.install(servicer)
-        frameseek_pb2_grpc.add_FrameSeekServicer_to_server(servicer, self.server)
+        add_servicer(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -104,6 +104,9 @@ class FrameSeekServer:
     async def _load(self) -> None:
         try:
             await self.service.start()
+            tr = self.servicer.tr
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: tr.warm(self.service.video_records(tr.VIDEO_CACHE)))
         except BaseException as exc:
             self.load_error = exc
             log.exception("startup_failed")

@@ -220,6 +220,7 @@ class FrameSeekService:
         self._pending_ingests = 0
         self._searches = 0
         self._coll_cache: dict[str, CollectionRecord] = {}
+        self._parsed: dict[str, str] = {}  # resource name -> collection id (parse_collection memo)
         self._knn_stats: dict[int, tuple[float, int]] = {}  # see _knn_rarely_enough
         self._coll_names: dict[int, str] = {}  # collection ids are never reused
         self._watchers = _JobWatchers()
@@ -352,15 +353,32 @@ class FrameSeekService:
 
     async def collection(self, name: str) -> CollectionRecord:
         """Resolve 'collections/{c}' (or '' = default) to its record (cached; collections are immutable)."""
-        self.check_ready()
-        if self.replica:
-            await self._fresh()
-        cid = parse_collection(name)
-        rec = self._coll_cache.get(cid)
+        rec = self._collection_now(name)
         if rec is None:
-            rec = await self._io(self.storage.get_collection, cid)
-            self._coll_cache[cid] = rec
+            if self.replica:
+                await self._fresh()
+            cid = parse_collection(name)
+            rec = self._coll_cache.get(cid)
+            if rec is None:
+                rec = await self._io(self.storage.get_collection, cid)
+                self._coll_cache[cid] = rec
         return rec
+
+    def _collection_now(self, name: str) -> CollectionRecord | None:
+        """collection() without leaving the event loop: the cached record when the replica is up to
+        date (one `PRAGMA data_version`) and the name was resolved before; None when it needs I/O
+        (catch up with the primary, or a catalog lookup). Raises as collection() does."""
+        self.check_ready()
+        if self.replica and self.storage.changed():
+            return None
+        if not name:  # the default collection, the common case
+            return self._coll_cache.get(DEFAULT_COLLECTION)
+        cid = self._parsed.get(name)
+        if cid is None:
+            cid = parse_collection(name)
+            if len(self._parsed) < 10_000:
+                self._parsed[name] = cid
+        return self._coll_cache.get(cid)
 
     async def _fresh(self) -> None:
         """Replica: catch up with the primary's commits (deletes, new videos and collections) before
@@ -404,6 +422,10 @@ class FrameSeekService:
         if v.collection_id != rec.id:
             raise not_found(f"video {name} not found", "VIDEO_NOT_FOUND")
         return v
+
+    def video_records(self, limit: int) -> list[VideoRecord]:
+        """Active videos (up to `limit`), for the protocol layer to warm its caches at start."""
+        return self.storage.video_records(limit)
 
     def video_name(self, v: VideoRecord) -> str:
         return f"collections/{self._coll_name(v.collection_id)}/videos/{v.id}"
@@ -748,19 +770,27 @@ class FrameSeekService:
         if vec.shape != (rec.dimension,):
             raise invalid(f"vector has {vec.size} values; collection {rec.name!r} expects {rec.dimension}",
                           "DIMENSION_MISMATCH", expected=rec.dimension, got=vec.size)
-        if not np.isfinite(vec).all():
+        # One float64 dot product is the finiteness check too: squares of finite float32 values
+        # cannot overflow float64, so the sum is non-finite exactly when a value is NaN or infinite.
+        v64 = vec.astype(np.float64)
+        ss = float(v64 @ v64)
+        if not math.isfinite(ss):
             raise invalid("vector contains NaN or infinity", "NON_FINITE_VECTOR")
         if rec.metric == "ip":
-            norm = float(np.linalg.norm(vec))
+            norm = math.sqrt(ss)
             if norm == 0:
                 raise invalid("vector is all zeros", "INVALID_ARGUMENT", field="vector")
             vec = vec / norm
         return vec.reshape(1, -1)
 
     async def search_vector(self, parent: str, values, opts: SearchOptions) -> tuple[list[Hit], str]:
-        rec = await self.collection(parent)
+        rec = self._collection_now(parent) or await self.collection(parent)
         self._validate_opts(opts)
         q = self.check_vector(rec, values)
+        if not (opts.labels or opts.videos or opts.exclude_videos) and self._inline():
+            # the hot path (no filters, search on the loop): no coroutine hop at all
+            self._admit_search()
+            return self._search_sync(rec, q, opts, None, set()), rec.model
         return await self._search_vectors(rec, q, opts), rec.model
 
     async def search_image(self, parent: str, image: bytes, opts: SearchOptions) -> tuple[list[Hit], str]:
@@ -788,10 +818,7 @@ class FrameSeekService:
         if groups is not None and groups.size == 0:
             return []
         self._admit_search()
-        inline = self.settings.search_inline
-        if inline if inline is not None else self.settings.workers > 1:
-            # A single-vector HNSW query takes well under a millisecond: a thread hop costs about as
-            # much as the search, so run it on the loop (the native call releases the GIL anyway).
+        if self._inline():
             return self._search_sync(rec, q, opts, groups, exclude)
         self._searches += 1
         try:
@@ -799,6 +826,12 @@ class FrameSeekService:
                 self._search_pool, self._search_sync, rec, q, opts, groups, exclude)
         finally:
             self._searches -= 1
+
+    def _inline(self) -> bool:
+        """Run single-vector searches on the event loop? A single-vector HNSW query takes well under
+        a millisecond: a thread hop costs about as much as the search (see Settings.search_inline)."""
+        inline = self.settings.search_inline
+        return inline if inline is not None else self.settings.workers > 1
 
     def _score(self, rec: CollectionRecord, dist: np.ndarray) -> np.ndarray:
         return (1.0 - dist) if rec.metric == "ip" else (1.0 - dist / 2.0)
@@ -866,21 +899,30 @@ class FrameSeekService:
         self._knn_stats[collection_id] = (0.9 * miss + 0.1 * float(missed), n)
 
     def _collect(self, rec, hits: dict, ids, dist, opts: SearchOptions, exclude: set[int], m: int) -> None:
-        valid = ids != NO_ID
-        ids, scores = ids[valid], self._score(rec, dist[valid])
+        """Fold (sample id, distance) results, best first, into per-video hits (at most k videos,
+        m timestamps each). Sample ids map to (video, timestamp) through the storage's in-memory
+        video map, without SQL."""
+        keep = (ids != NO_ID) & (self._score(rec, dist) >= opts.min_score)
+        ids, scores = ids[keep], self._score(rec, dist[keep])
         vids, idx = split_sample_ids(ids)
+        entry, k = self.storage.video_entry, opts.k
+        if m == 1 and not hits:
+            # one timestamp per video: only each video's first (best) frame matters, so keep those,
+            # in order, before the Python loop (a kNN has ~4x as many frames as videos wanted)
+            _, first = np.unique(vids, return_index=True)
+            first.sort()
+            vids, idx, scores = vids[first], idx[first], scores[first]
         for vid, i, s in zip(vids.tolist(), idx.tolist(), scores.tolist()):
-            if vid in exclude or s < opts.min_score:
-                continue
             h = hits.get(vid)
             if h is None:
-                if len(hits) >= opts.k:
+                if len(hits) >= k or vid in exclude:
                     continue
                 try:
-                    video = self.storage.get_video(vid)
+                    video, times = entry(vid)
                 except NotFound:  # deleted between the search and now
                     continue
-                h = hits[vid] = Hit(video=video, score=s, matches=[])
+                h = hits[vid] = Hit(video=video, score=s, matches=[(float(times[i]), s)])
+                continue
             if len(h.matches) < m:
                 t = float(self.storage.video_timestamps(vid)[i])
                 if all(t0 != t for t0, _ in h.matches):  # the group search may repeat a kNN frame

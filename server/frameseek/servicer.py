@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import math
 import os
+import struct
 import time
 
 import grpc
@@ -48,8 +50,20 @@ def rich_status(err: ServiceError) -> tuple[tuple[str, bytes], ...]:
     return (("grpc-status-details-bin", st.SerializeToString()),)
 
 
+_REQUESTS: dict[tuple[str, str], object] = {}
+
+
+def _count(name: str, code: str) -> None:
+    # labels() hashes and locks on every call; the labelled children are looked up once instead
+    c = _REQUESTS.get((name, code))
+    if c is None:
+        c = _REQUESTS[(name, code)] = metrics.REQUESTS.labels(name, code)
+    c.inc()
+
+
 def _rpc(fn):
     name = fn.__name__
+    latency = metrics.LATENCY.labels(name)
 
     @functools.wraps(fn)
     async def wrapper(self, request, context):
@@ -73,10 +87,50 @@ def _rpc(fn):
             err = ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", f"internal error: {type(exc).__name__}")
             await context.abort(err.code, err.message, trailing_metadata=rich_status(err))
         finally:
-            metrics.REQUESTS.labels(name, code).inc()
-            metrics.LATENCY.labels(name).observe(time.perf_counter() - t0)
+            _count(name, code)
+            latency.observe(time.perf_counter() - t0)
 
     return wrapper
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _len_field(tag: bytes, payload: bytes) -> bytes:
+    n = len(payload)
+    return tag + (bytes((n,)) if n < 0x80 else _varint(n)) + payload
+
+
+_F32, _F64 = struct.Struct("<f"), struct.Struct("<d")
+
+
+def encode_search_response(hits: list[tuple[bytes, float, list[tuple[float, float]]]], model: str) -> bytes:
+    """A serialised `SearchResponse`, written field by field (byte-identical to building the
+    message and calling SerializeToString, which tests/server/test_fast_path.py checks): the search
+    RPCs' hottest path, where protobuf objects cost more than the search. `hits` are (serialised
+    Video, score, [(timestamp, score), ...]). proto3 leaves zero scalars out; so does this."""
+    out = []
+    for video, score, matches in hits:
+        parts = [_len_field(b"\x0a", video)]
+        if score != 0.0 or math.copysign(1.0, score) < 0:
+            parts.append(b"\x15" + _F32.pack(score))
+        for t, ms in matches:
+            m = b""
+            if t != 0.0 or math.copysign(1.0, t) < 0:
+                m = b"\x09" + _F64.pack(t)
+            if ms != 0.0 or math.copysign(1.0, ms) < 0:
+                m += b"\x15" + _F32.pack(ms)
+            parts.append(_len_field(b"\x1a", m))
+        out.append(_len_field(b"\x0a", b"".join(parts)))
+    if model:
+        out.append(_len_field(b"\x12", model.encode()))
+    return b"".join(out)
 
 
 def _ts(msg, seconds: float) -> None:
@@ -90,6 +144,7 @@ class Translator:
     def __init__(self, service: FrameSeekService):
         self.svc = service
         self._videos: dict[int, tuple[VideoRecord, pb.Video]] = {}
+        self._video_bytes: dict[int, tuple[VideoRecord, bytes]] = {}
 
     def collection(self, rec: CollectionRecord, counts: tuple[int, int, float] | None = None) -> pb.Collection:
         c = pb.Collection(name=collection_name(rec), description=rec.description, model=rec.model,
@@ -145,6 +200,35 @@ class Translator:
         _ts(out.create_time, j.create_time)
         _ts(out.update_time, j.update_time)
         return out
+
+    def video_bytes(self, v: VideoRecord) -> bytes:
+        """The serialised Video message of a video (cached like video())."""
+        cached = self._video_bytes.get(v.id)
+        if cached is None or cached[0] is not v:
+            if len(self._video_bytes) > self.VIDEO_CACHE:
+                self._video_bytes.clear()
+            cached = self._video_bytes[v.id] = (v, self._video(v).SerializeToString())
+        return cached[1]
+
+    VIDEO_CACHE = 100_000
+
+    def warm(self, videos: list[VideoRecord]) -> int:
+        """Encode the Video messages of `videos` ahead of the first searches (each costs ~20 us the
+        first time a search returns it; a fresh process would otherwise pay that on its first
+        ~50k hits). Returns how many were encoded."""
+        n = 0
+        for v in videos[:self.VIDEO_CACHE]:
+            self.video_bytes(v)
+            n += 1
+        return n
+
+    def hits_bytes(self, hits: list[Hit], model: str) -> bytes:
+        """hits() already serialised (see encode_search_response); the search RPCs return these
+        bytes, which their response serializer passes through (server.add_servicer)."""
+        try:
+            return encode_search_response([(self.video_bytes(h.video), h.score, h.matches) for h in hits], model)
+        except (OverflowError, struct.error):  # a score beyond float32 (l2 far away): let protobuf convert it
+            return self.hits(hits, model).SerializeToString()
 
     def hits(self, hits: list[Hit], model: str) -> pb.SearchResponse:
         return pb.SearchResponse(model=model, hits=[
@@ -311,19 +395,19 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
             code = err.code.name
             await context.abort(err.code, err.message, trailing_metadata=rich_status(err))
         finally:
-            metrics.REQUESTS.labels("WatchIngestJob", code).inc()
+            _count("WatchIngestJob", code)
             metrics.LATENCY.labels("WatchIngestJob").observe(time.perf_counter() - t0)
 
     # -- search
     @_rpc
     async def SearchByVector(self, request, context):
         hits, model = await self.svc.search_vector(request.parent, request.vector, _search_options(request.options))
-        return self.tr.hits(hits, model)
+        return self.tr.hits_bytes(hits, model)
 
     @_rpc
     async def SearchByImage(self, request, context):
         hits, model = await self.svc.search_image(request.parent, request.image, _search_options(request.options))
-        return self.tr.hits(hits, model)
+        return self.tr.hits_bytes(hits, model)
 
     @_rpc
     async def SearchByVideo(self, request_iterator, context):
@@ -379,3 +463,35 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                         video_count=s["video_count"], sample_count=s["sample_count"],
                         storage_bytes=s["storage_bytes"], active_ingests=s["active_ingests"],
                         copy_threshold=s["copy_threshold"], simd_level=s["simd_level"])
+
+
+# Methods whose handlers return an already serialised response (bytes).
+PRESERIALISED = ("SearchByVector", "SearchByImage")
+
+
+def _pass_bytes(serialize):
+    def serializer(response) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+    return serializer
+
+
+def add_servicer(servicer: FrameSeekServicer, server) -> None:
+    """`add_FrameSeekServicer_to_server`, except that the PRESERIALISED methods' serializers pass
+    bytes through (the handlers encode those responses themselves, see encode_search_response)."""
+    import grpc as _grpc
+
+    class _Capture:
+        def add_generic_rpc_handlers(self, handlers) -> None:
+            pass
+
+        def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+            self.service, self.handlers = service, handlers
+
+    cap = _Capture()
+    pb_grpc.add_FrameSeekServicer_to_server(servicer, cap)
+    handlers = dict(cap.handlers)
+    for name in PRESERIALISED:
+        h = handlers[name]
+        handlers[name] = h._replace(response_serializer=_pass_bytes(h.response_serializer))
+    server.add_generic_rpc_handlers((_grpc.method_handlers_generic_handler(cap.service, handlers),))
+    server.add_registered_method_handlers(cap.service, handlers)

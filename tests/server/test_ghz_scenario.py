@@ -22,7 +22,9 @@ pytestmark = [needs_media, pytest.mark.skipif(not all(t.exists() for t in TOOLS)
 
 def test_ghz_scenario_runs_both_drivers(tmp_path, monkeypatch, capsys):
     out = tmp_path / "ghz.json"
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--n", "3000", "--per-video", "50", "--duration", "0.5",
+    # cells of 2 s: one SearchByImage (decode + embed) can take ~0.6 s on a loaded 2-core machine,
+    # and a cell that ends before its first reply has no latency to check
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--n", "3000", "--per-video", "50", "--duration", "2",
                                       "--concurrency", "1,4", "--data-dir", str(tmp_path / "data"),
                                       "--out", str(out)])
     with pytest.raises(SystemExit) as exc:

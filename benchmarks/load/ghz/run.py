@@ -64,10 +64,10 @@ def write_binary_file(payloads: list[bytes], path: pathlib.Path) -> None:
     path.write_bytes(b"".join(_varint(len(p)) + p for p in payloads))
 
 
-def vector_payloads(count: int) -> list[bytes]:
+def vector_payloads(count: int, fill_info: dict, profile: str, per_video: int) -> list[bytes]:
     from frameseek.v1 import frameseek_pb2 as pb
 
-    q = driver.sample_queries(None, count)
+    q = driver.sample_queries(count, fill_info["videos"], fill_info["vectors"], 512, profile, per_video)
     return [pb.SearchByVectorRequest(parent=f"collections/{driver.COLLECTION}", vector=v.tolist(),
                                      options=pb.SearchOptions(k=10)).SerializeToString() for v in q]
 
@@ -80,10 +80,10 @@ def build_protoset(out: pathlib.Path) -> pathlib.Path:
 
 
 def run_ghz(address: str, method: str, protoset: pathlib.Path, data_file: pathlib.Path, concurrency: int,
-            duration: float) -> dict:
+            duration: float, connections: int = 1) -> dict:
     """One ghz cell; its JSON report reduced to the driver's summary shape."""
     cmd = [str(GHZ), "--insecure", "--protoset", str(protoset), "--call", method, "--binary-file", str(data_file),
-           "-c", str(concurrency), "--connections", "1", "-z", f"{duration}s", "--timeout", "30s",
+           "-c", str(concurrency), "--connections", str(max(1, min(connections, concurrency))), "-z", f"{duration}s", "--timeout", "30s",
            "--max-recv-message-size", "32MiB", "--max-send-message-size", "32MiB", "-O", "json", address]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     if proc.returncode != 0 and not proc.stdout.strip():
@@ -95,10 +95,17 @@ def run_ghz(address: str, method: str, protoset: pathlib.Path, data_file: pathli
     # At the deadline ghz closes its connection under the requests still in flight (one per
     # worker); they come back as UNAVAILABLE "use of closed network connection". They are the
     # driver stopping, not server errors, so they are counted apart.
-    cut = sum(n for msg, n in (rep.get("errorDistribution") or {}).items()
+    # Others come back as Canceled "context canceled" (ghz cancels the context of the calls in
+    # flight when -z ends): the same thing.
+    errs = rep.get("errorDistribution") or {}
+    cut = sum(n for msg, n in errs.items()
               if "use of closed network connection" in msg or "transport is closing" in msg)
+    canceled = sum(n for msg, n in errs.items() if "code = Canceled" in msg and "context canceled" in msg)
     if cut:
         codes["Unavailable"] = codes.get("Unavailable", 0) - cut
+    if canceled:
+        codes["Canceled"] = codes.get("Canceled", 0) - canceled
+        cut += canceled
     errors = {k: v for k, v in codes.items() if v}
     total_s = rep["total"] / 1e9
     return {"requests": ok, "qps": round(ok / total_s, 1) if total_s else 0.0,
@@ -109,7 +116,8 @@ def run_ghz(address: str, method: str, protoset: pathlib.Path, data_file: pathli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="vectors in the index (bench_search's default)")
-    ap.add_argument("--per-video", type=int, default=100, help="samples per synthetic video")
+    ap.add_argument("--profile", choices=("ingest", "static"), default="ingest", help="bench_search --profile")
+    ap.add_argument("--per-video", type=int, default=100, help="samples per video of --profile static")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per cell and driver")
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--rpcs", default="vector,image")
@@ -126,13 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     conc = [int(c) for c in ns.concurrency.split(",")]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    data_dir = ns.data_dir or RESULTS / f"load-data-{ns.n}" / "data"
+    data_dir = ns.data_dir or RESULTS / f"load-data-{ns.n}-{ns.profile}" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"index: {ns.n} x 512 vectors in {data_dir} ...", flush=True)
-    fill_info = driver.fill(data_dir, ns.n, 512, ns.per_video)
+    fill_info = driver.fill(data_dir, ns.n, 512, ns.per_video, ns.profile)
     print(f"  {fill_info}", flush=True)
 
-    payloads = {"vector": vector_payloads(256), "image": driver.image_payloads(16)}
+    payloads = {"vector": vector_payloads(256, fill_info, ns.profile, ns.per_video), "image": driver.image_payloads(16)}
     env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_LOG_LEVEL": "warning"}
     server = driver.Server(data_dir, env)
     ready_s = server.start()

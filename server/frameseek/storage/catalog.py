@@ -244,6 +244,20 @@ class Catalog:
             raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND")
         return np.frombuffer(rows[0][0], dtype="<f8")
 
+    def active_video_entries(self, video_ids=None) -> list[tuple[VideoRecord, np.ndarray]]:
+        """(record, sample timestamps) of every active video, or of those in `video_ids`: one query,
+        for the engine's in-memory video map (loaded at open, topped up when replicas catch up)."""
+        sql = f"SELECT {_VIDEO_COLS}, sample_times FROM videos WHERE state='active'"
+        if video_ids is None:
+            rows = self._query(sql)
+        else:
+            ids = [int(v) for v in video_ids]
+            rows = []
+            for i in range(0, len(ids), 900):  # SQLite's default limit on bound parameters is 999
+                chunk = ids[i:i + 900]
+                rows += self._query(sql + f" AND id IN ({','.join('?' * len(chunk))})", chunk)
+        return [(_video(r), np.frombuffer(r[15], dtype="<f8")) for r in rows]
+
     def find_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
         rows = self._query(f"SELECT {_VIDEO_COLS} FROM videos WHERE collection_id=? AND content_sha256=? "
                            "AND state='active' ORDER BY id LIMIT 1", (collection_id, sha256))

@@ -20,6 +20,7 @@ Startup = load the snapshot named by snapshot.json + replay log segments from it
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -163,7 +164,10 @@ class EmbeddedStorage:
         self.snapshot_every = snapshot_every
         self._colls: dict[int, _CollectionIndex] = {}
         self._colls_lock = threading.Lock()
-        self._video_cache: dict[int, tuple[VideoRecord, np.ndarray]] = {}
+        # Every active video's record and sample timestamps, loaded at open and kept in step with
+        # add/delete: the search path maps a hit (video id, sample index) to (video, timestamp)
+        # with one dict lookup and never queries SQLite (~0.5 KB per video).
+        self._videos: dict[int, tuple[VideoRecord, np.ndarray]] = {}
         self.recovery_report: list[dict] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -177,6 +181,7 @@ class EmbeddedStorage:
             ci = _CollectionIndex(rec, self._coll_dir(rec.id))
             report.append(ci.recover(self.catalog.active_videos(rec.id)))
             self._colls[rec.id] = ci
+        self._load_video_map()
         self.recovery_report = report
         log.info("storage_open", data_dir=self.data_dir, collections=report)
         return report
@@ -240,7 +245,7 @@ class EmbeddedStorage:
                 self._colls.pop(rec.id, None)
             ci.close()
             for v in ids:
-                self._video_cache.pop(v, None)
+                self._videos.pop(v, None)
             import shutil
 
             shutil.rmtree(ci.dir, ignore_errors=True)
@@ -276,6 +281,7 @@ class EmbeddedStorage:
             ci._add(vid, vectors)  # 4
             ci.since_snapshot += n
             need_snapshot = ci.since_snapshot >= self.snapshot_every
+            self._videos[vid] = (self.catalog.get_video(vid), timestamps)
         if need_snapshot:
             threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
         return self.get_video(vid)
@@ -291,20 +297,28 @@ class EmbeddedStorage:
     def find_video_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
         return self.catalog.find_by_hash(collection_id, sha256)
 
-    def _cached(self, video_id: int) -> tuple[VideoRecord, np.ndarray]:
-        hit = self._video_cache.get(video_id)
+    def _load_video_map(self) -> None:
+        self._videos = {v.id: (v, ts) for v, ts in self.catalog.active_video_entries()}
+
+    def video_entry(self, video_id: int) -> tuple[VideoRecord, np.ndarray]:
+        """(record, sample timestamps) of an active video, from memory; NotFound when it is not
+        active. A miss falls back to the catalog (only a replica that has not yet caught up with a
+        commit can miss; the entry is kept then)."""
+        hit = self._videos.get(video_id)
         if hit is None:
             hit = (self.catalog.get_video(video_id), self.catalog.video_timestamps(video_id))
-            if len(self._video_cache) > 200_000:
-                self._video_cache.clear()
-            self._video_cache[video_id] = hit
+            self._videos[video_id] = hit
         return hit
 
     def get_video(self, video_id: int) -> VideoRecord:
-        return self._cached(video_id)[0]
+        return self.video_entry(video_id)[0]
+
+    def video_records(self, limit: int) -> list[VideoRecord]:
+        """Up to `limit` active videos' records, from memory (to warm caches at start)."""
+        return [v for v, _ in itertools.islice(list(self._videos.values()), limit)]
 
     def video_timestamps(self, video_id: int) -> np.ndarray:
-        return self._cached(video_id)[1]
+        return self.video_entry(video_id)[1]
 
     def list_videos(self, query: VideoQuery, before_id: int | None, limit: int) -> tuple[list[VideoRecord], int]:
         return self.catalog.list_videos(query, before_id, limit)
@@ -317,7 +331,7 @@ class EmbeddedStorage:
         ci = self._ci(v.collection_id)
         with ci.lock:
             self.catalog.delete_video(video_id)  # commit point
-            self._video_cache.pop(video_id, None)
+            self._videos.pop(video_id, None)
             n = ci.videos.pop(video_id, 0)
             if n:
                 ci.index.remove(sample_ids(video_id, n))

@@ -113,9 +113,10 @@ class ReplicaStorage(EmbeddedStorage):
 
     def open(self) -> list[dict]:
         report = []
+        self._data_version = self._version()  # before reading: a commit after this syncs again
         for rec in self.catalog.all_collections():
             report.append(self._open_collection(rec))
-        self._data_version = self._version()
+        self._load_video_map()
         self.recovery_report = report
         log.info("replica_open", data_dir=self.data_dir, collections=report)
         return report
@@ -152,23 +153,29 @@ class ReplicaStorage(EmbeddedStorage):
             recs = {r.id: r for r in self.catalog.all_collections()}
             for cid in [c for c in self._colls if c not in recs]:
                 with self._colls_lock:
-                    self._colls.pop(cid, None)
+                    gone = self._colls.pop(cid, None)
+                for v in (gone.videos if gone is not None else ()):
+                    self._videos.pop(v, None)
             for cid, rec in recs.items():
                 ci = self._colls.get(cid)
                 if ci is None:
                     self._open_collection(rec)
+                    ci = self._colls[cid]
+                    self._videos.update((v.id, (v, ts)) for v, ts in self.catalog.active_video_entries(ci.videos))
                     continue
                 fp = self._fingerprint(cid)
                 if fp == ci.fingerprint:
                     continue
                 active = self.catalog.active_videos(cid)
                 for v in [v for v in ci.videos if v not in active]:
-                    self._video_cache.pop(v, None)
+                    self._videos.pop(v, None)
+                new = [v for v in active if v not in ci.videos]
                 if not ci.catch_up(active):
                     log.info("replica_reload", collection=rec.name)
                     self._open_collection(rec)
-                    continue
-                ci.fingerprint = fp
+                else:
+                    ci.fingerprint = fp
+                self._videos.update((v.id, (v, ts)) for v, ts in self.catalog.active_video_entries(new))
             self._data_version = version
 
     def snapshot(self, force: bool = True) -> None:  # the primary snapshots

@@ -40,6 +40,20 @@ def test_encoded_response_equals_protobuf(hits, model):
     assert pb.SearchResponse.FromString(got) == expected
 
 
+def test_encoder_knows_every_field_of_the_messages_it_writes():
+    # encode_search_response writes these fields by number and wire type; a field added to any of
+    # these messages in the proto must be added there too (this test then fails until it is).
+    known = {
+        pb.SearchResponse: {("hits", 1, "message"), ("model", 2, "string")},
+        pb.VideoHit: {("video", 1, "message"), ("score", 2, "float"), ("matches", 3, "message")},
+        pb.FrameMatch: {("timestamp_seconds", 1, "double"), ("score", 2, "float")},
+    }
+    names = {1: "double", 2: "float", 9: "string", 11: "message"}
+    for msg, fields in known.items():
+        got = {(f.name, f.number, names.get(f.type, str(f.type))) for f in msg.DESCRIPTOR.fields}
+        assert got == fields, msg.DESCRIPTOR.full_name
+
+
 def test_encoded_response_rounds_scores_like_protobuf():
     # Python floats (doubles) go into float fields: both round to the nearest float32
     hits = [(b"", 0.1, [(1 / 3, 2 / 3), (-0.0, -0.0)]), (b"\x0a\x01a", -0.0, [])]

@@ -161,7 +161,8 @@ void bind_hnsw(py::module_& m) {
           },
           "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
           "Approximate top-k: (ids uint64[q, k], distances float32[q, k]) ascending; missing "
-          "slots NO_ID / +inf. ef=None uses the index's ef (max(ef, k) is used). The filter is "
+          "slots NO_ID / +inf. ef = the walk's beam width (None: the index's ef); below k the walk "
+          "stops earlier and still returns the k best of every node it evaluated. The filter is "
           "evaluated in C++ during the graph walk. A 1-D query is one row.")
       .def(
           "search_groups",

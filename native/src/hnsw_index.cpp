@@ -111,6 +111,7 @@ struct Scratch {
   std::vector<std::pair<float, hnswlib::tableint>> top;   // max-heap: worst result on top
   std::vector<std::pair<float, hnswlib::tableint>> cand;  // min-heap (std::greater)
   std::vector<hnswlib::tableint> fresh;                   // unvisited neighbours of one node
+  std::vector<float> beam;                                // TopCollector's beam when ef < k
 };
 
 // Admit policies: which visited nodes may enter the result set (all are still traversed).
@@ -205,26 +206,48 @@ std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, 
   return {cur, cur_d};
 }
 
-// Result policies for search_layer0. bound(): distance a node must beat to matter (+inf while
-// the result set is not full); offer(d, x): a visited node with d < bound().
+// Result policies for search_layer0. bound(): distance a node must beat to be expanded, and the
+// walk stops at the first candidate beyond it (+inf while the beam is not full); offer_bound():
+// distance a visited node must beat to be offered at all (>= bound()); offer(d, x): a visited
+// node with d < offer_bound(), returns whether the walk should expand x.
 template <class Admit>
-struct TopCollector {  // the ef closest admitted nodes, in sc.top (a max-heap)
+struct TopCollector {
+  // The walk's beam is the ef closest admitted nodes (hnswlib's top_candidates); the results are
+  // the `keep` = max(ef, k) closest admitted nodes of every node the walk evaluated. With ef >= k
+  // the two are the same set (hnswlib's algorithm). With ef < k the beam is narrower than the
+  // answer: the walk stops earlier, and the k results still come from everything it evaluated
+  // (tens of neighbours per expanded node), which is what makes low-recall/high-QPS settings
+  // reachable on a dense graph whose ef = k already gives recall ~0.98.
   std::size_t ef;
+  std::size_t keep;
   const Admit& admit;
-  std::vector<std::pair<float, hnswlib::tableint>>& top;
-  float lower = std::numeric_limits<float>::infinity();
-  float bound() const { return lower; }
-  // Returns whether the walk should expand x (always, for plain k-NN).
+  std::vector<std::pair<float, hnswlib::tableint>>& top;   // max-heap, up to `keep`
+  std::vector<float>& beam;                               // max-heap of distances, up to ef (ef < keep only)
+  float lower = std::numeric_limits<float>::infinity();       // keep-th best admitted
+  float beam_lower = std::numeric_limits<float>::infinity();  // ef-th best admitted
+  // Until `keep` results exist the walk goes on (so k results come back whenever k are reachable).
+  float bound() const { return ef < keep && top.size() >= keep ? beam_lower : lower; }
+  float offer_bound() const { return lower; }
   bool offer(float d, hnswlib::tableint x) {
-    if (!admit(x)) return true;
+    if (!admit(x)) return d < bound();  // routes the walk, never a result
+    const bool expand = d < bound();
     top.emplace_back(d, x);
     std::push_heap(top.begin(), top.end());
-    if (top.size() > ef) {
+    if (top.size() > keep) {
       std::pop_heap(top.begin(), top.end());
       top.pop_back();
     }
-    if (top.size() >= ef) lower = top.front().first;
-    return true;
+    if (top.size() >= keep) lower = top.front().first;
+    if (ef < keep && expand) {
+      beam.push_back(d);
+      std::push_heap(beam.begin(), beam.end());
+      if (beam.size() > ef) {
+        std::pop_heap(beam.begin(), beam.end());
+        beam.pop_back();
+      }
+      if (beam.size() >= ef) beam_lower = beam.front();
+    }
+    return expand;
   }
 };
 
@@ -253,6 +276,7 @@ struct GroupBestCollector {
 
   static bool before(const Entry& a, const Entry& b) { return group_before(a, b); }
   float bound() const { return lower; }
+  float offer_bound() const { return lower; }
   void find_worst() {
     worst = 0;
     for (std::size_t i = 1; i < kept.size(); ++i)
@@ -330,7 +354,7 @@ void search_layer0(const Graph& g, const DistFn& dist, const float* q, Collector
       const tableint x = sc.fresh[j];
       if (j + 1 < m) prefetch_lines(g.getDataByInternalId(sc.fresh[j + 1]), vec_bytes);
       const float d = dist(q, g.getDataByInternalId(x));
-      if (d < coll.bound() && coll.offer(d, x)) {
+      if (d < coll.offer_bound() && coll.offer(d, x)) {
         sc.cand.emplace_back(d, x);
         std::push_heap(sc.cand.begin(), sc.cand.end(), by_dist_gt);
         __builtin_prefetch(g.get_linklist0(sc.cand.front().second), 0, 3);
@@ -341,10 +365,11 @@ void search_layer0(const Graph& g, const DistFn& dist, const float* q, Collector
 }
 
 template <class Admit>
-void search_knn(const Graph& g, const DistFn& dist, const float* q, std::size_t ef, const Admit& admit,
-                Scratch& sc) {
+void search_knn(const Graph& g, const DistFn& dist, const float* q, std::size_t ef, std::size_t k,
+                const Admit& admit, Scratch& sc) {
   sc.top.clear();
-  TopCollector<Admit> coll{ef, admit, sc.top};
+  sc.beam.clear();
+  TopCollector<Admit> coll{ef, std::max(ef, k), admit, sc.top, sc.beam};
   search_layer0(g, dist, q, coll, sc);
 }
 
@@ -710,7 +735,9 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::shared_lock<std::shared_mutex> lock(mutex_);
   if (filter && filter->empty()) filter = nullptr;
-  const std::size_t ef_eff = std::max(ef == 0 ? ef_ : ef, k);
+  // ef is the walk's beam width; it may be below k (see TopCollector): k results are returned all
+  // the same, the k best of every node the walk evaluated.
+  const std::size_t ef_eff = ef == 0 ? ef_ : ef;
   const Graph& g = *hnsw_;
   const auto* param = static_cast<const KernelSpace::Param*>(g.dist_func_param_);
   const DistFn dist{param->fn, param->dim, metric_ == Metric::IP};
@@ -723,11 +750,11 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
     for (std::size_t q = b; q < e; ++q) {
       const float* x = queries + q * dim_;
       if (sf)
-        search_knn(g, dist, x, ef_eff, *sf, sc);
+        search_knn(g, dist, x, ef_eff, k, *sf, sc);
       else if (any_deleted)
-        search_knn(g, dist, x, ef_eff, AdmitLive{g}, sc);
+        search_knn(g, dist, x, ef_eff, k, AdmitLive{g}, sc);
       else
-        search_knn(g, dist, x, ef_eff, AdmitAll{}, sc);
+        search_knn(g, dist, x, ef_eff, k, AdmitAll{}, sc);
       const std::size_t got = emit_topk(g, sc, k, out_ids + q * k, out_dist + q * k);
       pad(out_ids + q * k, out_dist + q * k, got, k);
     }

@@ -81,7 +81,8 @@ class HnswIndex {
   void resize(std::size_t max_elements);
 
   // k nearest neighbours of each of nq queries. out_ids/out_dist are nq x k, padded with
-  // kNoId / +inf. ef = 0 uses the index default. filter may be null.
+  // kNoId / +inf. ef = the walk's beam width (0: the index default); it may be below k, and the
+  // k results are then the k best of every node the walk evaluated. filter may be null.
   void search(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
               std::uint64_t* out_ids, float* out_dist, std::size_t threads = 0) const;
   // Top-k distinct groups per query, each with its best (closest) vector. The search keeps

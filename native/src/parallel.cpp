@@ -9,13 +9,22 @@
 namespace frameseek {
 
 std::size_t default_threads() {
-  unsigned hc = std::thread::hardware_concurrency();
-  return hc == 0 ? 1 : hc;
+  // Cached: glibc answers hardware_concurrency() by reading /sys/devices/system/cpu/online, a
+  // file open per call, which showed up in the profile of one-query server searches.
+  static const std::size_t cached = [] {
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc == 0 ? std::size_t{1} : std::size_t{hc};
+  }();
+  return cached;
 }
 
 void parallel_for(std::size_t n, std::size_t threads,
                   const std::function<void(std::size_t, std::size_t)>& fn) {
   if (n == 0) return;
+  if (n == 1) {  // one query: run inline, no thread count needed
+    fn(0, 1);
+    return;
+  }
   if (threads == 0) threads = default_threads();
   threads = std::min(threads, n);
   if (threads == 1) {

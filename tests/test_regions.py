@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fractions
 from pathlib import Path
 
 import av
@@ -12,6 +11,8 @@ from PIL import Image
 
 from frameseek import regions
 from frameseek.regions import GRID_BOXES, InsetDetector, crop, region_boxes
+
+from tests.media.conftest import write_video
 
 W, H = 320, 240
 
@@ -127,18 +128,8 @@ def test_crop_and_region_boxes():
 
 
 def _write(path: Path, frames: list[np.ndarray], fps: int = 5) -> Path:
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "20"})
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.codec_context.time_base = fractions.Fraction(1, fps)
-        for i, img in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-            vf.pts, vf.time_base = i, fractions.Fraction(1, fps)
-            for p in s.encode(vf):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
+    return write_video(path, "libx264", [i / fps for i in range(len(frames))], frames,
+                       options={"preset": "ultrafast", "crf": "20"}, rate=fps)
 
 
 @pytest.fixture(scope="module")

@@ -119,6 +119,41 @@ carray<T> as_uint_vector(py::handle obj, const char* name, py::ssize_t expected_
   return carray<T>::ensure(arr);
 }
 
+// A count that must be >= 1 (k, ef, M, dim, ...).
+inline std::size_t positive(py::ssize_t v, const char* name) {
+  if (v < 1) throw py::value_error(std::string(name) + " must be >= 1, got " + std::to_string(v));
+  return static_cast<std::size_t>(v);
+}
+
+inline std::size_t check_threads(py::ssize_t threads) {
+  if (threads < 0) throw py::value_error("threads must be >= 0 (0 = all cores)");
+  return static_cast<std::size_t>(threads);
+}
+
+// The result arrays of one search call (nq x k each; groups only for search_groups). Allocated,
+// and their data pointers taken, while the GIL is held: the native search then fills them through
+// the pointers with the GIL released.
+struct SearchResults {
+  py::array_t<std::uint64_t> groups, ids;
+  py::array_t<float> dist;
+  std::uint64_t* group_ptr = nullptr;
+  std::uint64_t* id_ptr = nullptr;
+  float* dist_ptr = nullptr;
+
+  SearchResults(std::size_t nq, std::size_t k, bool with_groups) : ids({nq, k}), dist({nq, k}) {
+    if (with_groups) {
+      groups = py::array_t<std::uint64_t>({nq, k});
+      group_ptr = groups.mutable_data();
+    }
+    id_ptr = ids.mutable_data();
+    dist_ptr = dist.mutable_data();
+  }
+  py::tuple to_tuple() const {
+    if (group_ptr) return py::make_tuple(groups, ids, dist);
+    return py::make_tuple(ids, dist);
+  }
+};
+
 // Filter argument: None or a frameseek._native.Filter (pybind11 does the type check).
 inline const Filter* as_filter(py::handle obj) {
   if (obj.is_none()) return nullptr;

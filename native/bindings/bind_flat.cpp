@@ -10,20 +10,6 @@ using namespace pybind11::literals;
 
 namespace frameseek::bindings {
 
-namespace {
-
-std::size_t check_k(py::ssize_t k) {
-  if (k < 1) throw py::value_error("k must be >= 1, got " + std::to_string(k));
-  return static_cast<std::size_t>(k);
-}
-
-std::size_t check_threads(py::ssize_t threads) {
-  if (threads < 0) throw py::value_error("threads must be >= 0 (0 = all cores)");
-  return static_cast<std::size_t>(threads);
-}
-
-}  // namespace
-
 void bind_flat(py::module_& m) {
   py::class_<FlatIndex>(m, "FlatIndex",
                         "Exact (brute-force) index over float32 vectors with uint64 ids. Each "
@@ -87,18 +73,15 @@ void bind_flat(py::module_& m) {
           [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter,
              py::ssize_t threads) {
             auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
-            const std::size_t kk = check_k(k), nt = check_threads(threads);
+            const std::size_t kk = positive(k, "k"), nt = check_threads(threads);
             const Filter* f = as_filter(filter);
             const std::size_t nq = q.shape(0);
-            py::array_t<std::uint64_t> ids({nq, kk});
-            py::array_t<float> dist({nq, kk});
-            auto* ip = ids.mutable_data();
-            auto* dp = dist.mutable_data();
+            SearchResults out(nq, kk, false);
             {
               py::gil_scoped_release release;
-              x.search(q.data(), nq, kk, f, nt, ip, dp);
+              x.search(q.data(), nq, kk, f, nt, out.id_ptr, out.dist_ptr);
             }
-            return py::make_tuple(ids, dist);
+            return out.to_tuple();
           },
           "queries"_a, "k"_a, "filter"_a = py::none(), "threads"_a = 0,
           "Exact top-k: (ids uint64[q, k], distances float32[q, k]) sorted ascending by "
@@ -108,20 +91,15 @@ void bind_flat(py::module_& m) {
           [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter,
              py::ssize_t threads) {
             auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
-            const std::size_t kk = check_k(k), nt = check_threads(threads);
+            const std::size_t kk = positive(k, "k"), nt = check_threads(threads);
             const Filter* f = as_filter(filter);
             const std::size_t nq = q.shape(0);
-            py::array_t<std::uint64_t> groups({nq, kk});
-            py::array_t<std::uint64_t> ids({nq, kk});
-            py::array_t<float> dist({nq, kk});
-            auto* gp = groups.mutable_data();
-            auto* ip = ids.mutable_data();
-            auto* dp = dist.mutable_data();
+            SearchResults out(nq, kk, true);
             {
               py::gil_scoped_release release;
-              x.search_groups(q.data(), nq, kk, f, nt, gp, ip, dp);
+              x.search_groups(q.data(), nq, kk, f, nt, out.group_ptr, out.id_ptr, out.dist_ptr);
             }
-            return py::make_tuple(groups, ids, dist);
+            return out.to_tuple();
           },
           "queries"_a, "k"_a, "filter"_a = py::none(), "threads"_a = 0,
           "Exact top-k distinct groups: (groups uint64[q, k], best id per group uint64[q, k], "

@@ -13,16 +13,6 @@ namespace frameseek::bindings {
 
 namespace {
 
-std::size_t positive(py::ssize_t v, const char* name) {
-  if (v < 1) throw py::value_error(std::string(name) + " must be >= 1, got " + std::to_string(v));
-  return static_cast<std::size_t>(v);
-}
-
-std::size_t check_threads(py::ssize_t threads) {
-  if (threads < 0) throw py::value_error("threads must be >= 0 (0 = all cores)");
-  return static_cast<std::size_t>(threads);
-}
-
 std::size_t check_ef(py::handle ef) {
   if (ef.is_none()) return 0;  // index default
   return positive(ef.cast<py::ssize_t>(), "ef");
@@ -149,15 +139,12 @@ void bind_hnsw(py::module_& m) {
             const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
             const Filter* f = as_filter(filter);
             const std::size_t nq = q.shape(0);
-            py::array_t<std::uint64_t> ids({nq, kk});
-            py::array_t<float> dist({nq, kk});
-            auto* ip = ids.mutable_data();
-            auto* dp = dist.mutable_data();
+            SearchResults out(nq, kk, false);
             {
               py::gil_scoped_release release;
-              x.search(q.data(), nq, kk, e, f, ip, dp, nt);
+              x.search(q.data(), nq, kk, e, f, out.id_ptr, out.dist_ptr, nt);
             }
-            return py::make_tuple(ids, dist);
+            return out.to_tuple();
           },
           "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
           "Approximate top-k: (ids uint64[q, k], distances float32[q, k]) ascending; missing "
@@ -172,17 +159,12 @@ void bind_hnsw(py::module_& m) {
             const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
             const Filter* f = as_filter(filter);
             const std::size_t nq = q.shape(0);
-            py::array_t<std::uint64_t> groups({nq, kk});
-            py::array_t<std::uint64_t> ids({nq, kk});
-            py::array_t<float> dist({nq, kk});
-            auto* gp = groups.mutable_data();
-            auto* ip = ids.mutable_data();
-            auto* dp = dist.mutable_data();
+            SearchResults out(nq, kk, true);
             {
               py::gil_scoped_release release;
-              x.search_groups(q.data(), nq, kk, e, f, gp, ip, dp, nt);
+              x.search_groups(q.data(), nq, kk, e, f, out.group_ptr, out.id_ptr, out.dist_ptr, nt);
             }
-            return py::make_tuple(groups, ids, dist);
+            return out.to_tuple();
           },
           "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
           "Top-k distinct groups (videos): (groups uint64[q, k], best id per group uint64[q, k], "

@@ -200,6 +200,20 @@ def vpdq_match(qh, qq, rh, rq, distance: int = 31, quality: int = 50) -> tuple[f
 
 # -- metrics ------------------------------------------------------------------------------------
 
+def _pair_scores(rows: list[dict], ref_id: dict) -> tuple[list[float], list[float], list[bool]]:
+    """Every (query, reference) pair of `rows`: frameseek's score, vPDQ's (query % with compared %
+    breaking ties) and whether the pair is a copy -- the inputs of µAP."""
+    fs, vp, labels = [], [], []
+    for r in rows:
+        src = ref_id.get(r["q"].source) if r["q"].source else None
+        for vid in ref_id.values():
+            m = r["fs"].get(vid)
+            fs.append(m.score if m else 0.0)
+            vp.append(r["vp"][vid][0] + 1e-3 * r["vp"][vid][1])
+            labels.append(vid == src)
+    return fs, vp, labels
+
+
 def average_precision(scores: list[float], labels: list[bool], n_pos: int | None = None) -> float:
     """AP of a ranked list (ties broken pessimistically: negatives first)."""
     n_pos = sum(labels) if n_pos is None else n_pos
@@ -357,7 +371,6 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
     for t, rs in by_t.items():
         det_fs = det_vp = 0
         loc = []
-        pairs_fs, lab, pairs_vp = [], [], []
         seg_preds, n_gt = [], len(rs)
         for r in rs:
             q = r["q"]
@@ -379,13 +392,7 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
             for vid, mm in r["fs"].items():
                 if mm.segments:
                     seg_preds.append((mm.score, vid == src and _iou_box(_match_box(mm), gt_box) >= 0.5, q.name))
-        for r in rs + unrelated:
-            src = ref_id.get(r["q"].source) if r["q"].source else None
-            for vid in ref_id.values():
-                m = r["fs"].get(vid)
-                pairs_fs.append(m.score if m else 0.0)
-                pairs_vp.append(r["vp"][vid][0] + 1e-3 * r["vp"][vid][1])
-                lab.append(vid == src)
+        pairs_fs, pairs_vp, lab = _pair_scores(rs + unrelated, ref_id)
         for r in unrelated:
             for vid, mm in r["fs"].items():
                 if mm.segments:
@@ -403,14 +410,7 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
                   "median_loc_err_s": statistics.median(loc) if loc else float("nan"),
                   "loc_within_1s": sum(x <= 1.0 for x in loc) / len(loc) if loc else float("nan"),
                   "segment_ap": average_precision(sp_scores, sp_labels, n_gt)}
-    all_fs, all_vp, all_lab = [], [], []
-    for r in rows:
-        src = ref_id.get(r["q"].source) if r["q"].source else None
-        for vid in ref_id.values():
-            m = r["fs"].get(vid)
-            all_fs.append(m.score if m else 0.0)
-            all_vp.append(r["vp"][vid][0] + 1e-3 * r["vp"][vid][1])
-            all_lab.append(vid == src)
+    all_fs, all_vp, all_lab = _pair_scores(rows, ref_id)
     pos_scores = sorted((r["fs"].get(ref_id[r["q"].source]).score if r["fs"].get(ref_id[r["q"].source]) else 0.0,
                          r["q"].name) for r in rows if r["q"].source)
     return {"per_transform": per, "unrelated_pairs": len(neg_fs), "fp_frameseek": fp_fs, "fp_vpdq": fp_vp,

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="serving processes sharing the port (SO_REUSEPORT): one "
                          "primary that owns all writes + workers-1 search replicas; raise it up to the core "
                          "count when search RPCs saturate one core (each replica holds its own index copy)")
+    front_end: Literal["native", "python"] = Field(
+        "native", description="what listens on `address`: native = a C++ gRPC server that answers SearchByVector "
+        "without Python and passes every other call to the Python service over a private Unix socket (uses every "
+        "core itself, so it needs workers = 1, and a native module built with gRPC C++; otherwise the server falls "
+        "back to python with a warning); python = grpc.aio directly")
     role: Literal["primary", "replica"] = Field("primary", description="internal: set by the primary for the "
                                                 "replica processes it starts")
     primary_address: str = Field("", description="internal: the primary's private loopback address that "

@@ -158,8 +158,8 @@ def _proc_cpu_s(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, data_dir: pathlib.Path, env: dict, workers: int = 1):
-        self.data_dir, self.env, self.workers = data_dir, env, workers
+    def __init__(self, data_dir: pathlib.Path, env: dict, workers: int = 1, front_end: str = "native"):
+        self.data_dir, self.env, self.workers, self.front_end = data_dir, env, workers, front_end
         self.port_file = data_dir.parent / "bench.port"
 
     def start(self) -> float:
@@ -172,7 +172,7 @@ class Server:
         self.log = open(self.data_dir.parent / "bench-server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "frameseek.cli", "serve", "--address", "127.0.0.1:0",
                                       "--data-dir", str(self.data_dir), "--port-file", str(self.port_file),
-                                      "--workers", str(self.workers)],
+                                      "--workers", str(self.workers), "--front-end", self.front_end],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         while not self.port_file.exists():
             if self.proc.poll() is not None:
@@ -398,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drivers", default="python,ghz", help="load drivers, of python,ghz (ghz: make sdk-setup; "
                     "it drives SearchByVector/SearchByImage only)")
     ap.add_argument("--data-dir", type=pathlib.Path, default=None)
-    ap.add_argument("--workers", default="1,2", help="frameseek serve --workers values to compare, one server "
+    ap.add_argument("--servers", default="native:1,python:1,python:2",
+                    help="server set-ups to compare, FRONT_END:WORKERS (frameseek serve --front-end/--workers), "
+                         "one server "
                     "after the other in this run")
     ap.add_argument("--channels", type=int, default=8, help="client TCP connections (spread over workers)")
     ap.add_argument("--client-procs", type=int, default=1, help="Python load-driver processes")
@@ -464,11 +466,13 @@ def main(argv: list[str] | None = None) -> int:
         return measured(srv, run)
 
     try:
-        for w in [int(x) for x in ns.workers.split(",")]:
-            srv = Server(data_dir, env, w)
+        for setup in ns.servers.split(","):
+            front, _, workers = setup.partition(":")
+            srv = Server(data_dir, env, int(workers or 1), front)
+            w = f"{front} x{srv.workers}" if srv.workers > 1 else front
             restart_s = srv.start()
-            restarts[str(w)] = round(restart_s, 2)
-            print(f"workers={w}: restart with {fill_info['vectors']} vectors {restart_s:.2f} s "
+            restarts[w] = round(restart_s, 2)
+            print(f"{w}: restart with {fill_info['vectors']} vectors {restart_s:.2f} s "
                   f"(process start -> every process SERVING)", flush=True)
             try:
                 for c in conc:
@@ -495,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(rows[-1], flush=True)
     print()
     print(f"index: {fill_info['vectors']} x {ns.dim} ({fill_info.get('videos')} videos, profile {ns.profile}; HNSW M=16 "
-          f"ef_c=100 ef=64), restart s by workers {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
+          f"ef_c=100 ef=64), restart s by server {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
           f"python client procs={ns.client_procs}")
     print(table(rows))
     out = {"n": fill_info["vectors"], "dim": ns.dim, "profile": ns.profile, "fill": fill_info, "restart_s": restarts,
@@ -507,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(rows: list[dict]) -> str:
     """Markdown table of the result rows (as pasted into benchmarks/load/README.md)."""
-    out = ["| workers | driver | rpc | conc | QPS | p50 ms | p95 ms | p99 ms | server CPU us/call | server CPU | "
+    out = ["| server | driver | rpc | conc | QPS | p50 ms | p95 ms | p99 ms | server CPU us/call | server CPU | "
            "driver CPU | errors |", "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         pct = lambda k: f"{100 * r[k]:.0f}%" if k in r else "-"  # noqa: E731

@@ -57,6 +57,7 @@ class World:
         self.stub = pb_grpc.FrameSeekStub(self.channel)
         rng = np.random.default_rng(3)
         self.vectors: dict[str, np.ndarray] = {}
+        self.times: dict[str, np.ndarray] = {}
         svc = self.srv.service
         for metric in ("ip", "l2"):
             rec = svc.storage.create_collection(metric, model="m-" + metric, dimension=DIM, metric=metric,
@@ -68,8 +69,10 @@ class World:
                 v[SAMPLES - 1] = v[0] * 1.01  # two frames of one video match one query
                 if metric == "ip":
                     v /= np.linalg.norm(v, axis=1, keepdims=True)
-                r = svc.storage.add_video(rec.id, _video(rec.id, i), np.arange(SAMPLES) * 0.5 + 0.25 * (i % 2), v)
+                ts = np.arange(SAMPLES) * 0.5 + 0.25 * (i % 2)
+                r = svc.storage.add_video(rec.id, _video(rec.id, i), ts, v)
                 self.vectors[f"collections/{metric}/videos/{r.id}"] = v
+                self.times[f"collections/{metric}/videos/{r.id}"] = ts
 
     def run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=120)
@@ -126,6 +129,33 @@ def test_native_answer_equals_python_answer(world, data, metric, k, m, ef, min_s
     assert len(expected.hits) <= (k or 10)
     if noise == 0.0 and min_score < 0.98 and metric == "ip":  # the query's own frame comes first
         assert expected.hits[0].video.name == name
+
+
+def test_finds_the_exact_best_videos(world):
+    """Top videos (one timestamp each) against float64 brute force over every frame."""
+    d = world.srv.front.directory
+    names = sorted(n for n in world.vectors if n.startswith("collections/ip/"))
+    frames = np.stack([world.vectors[n] for n in names]).astype(np.float64)  # [videos, samples, dim]
+    rng = np.random.default_rng(11)
+    recalls, best_frame = [], []
+    for i in range(60):
+        q = frames[i % len(names), i % SAMPLES] + 0.3 * rng.standard_normal(DIM)
+        q /= np.linalg.norm(q)
+        best = (frames @ q).max(axis=1)  # each video's best frame
+        want = {names[j] for j in np.argsort(-best)[:5]}
+        req = pb.SearchByVectorRequest(parent="collections/ip", vector=q.astype(np.float32).tolist(),
+                                       options=pb.SearchOptions(k=5))
+        got = pb.SearchResponse.FromString(d.search_by_vector(req.SerializeToString()))
+        assert len(got.hits) == 5
+        recalls.append(len(want & {h.video.name for h in got.hits}) / 5)
+        for h in got.hits:  # the score is the reported frame's, at most the video's best
+            j = names.index(h.video.name)
+            row = list(world.times[h.video.name]).index(h.matches[0].timestamp_seconds)
+            assert h.score == pytest.approx(frames[j, row] @ q, abs=1e-5)
+            assert h.score <= best[j] + 1e-5
+            best_frame.append(h.score >= best[j] - 1e-5)
+    assert np.mean(recalls) >= 0.97, recalls
+    assert np.mean(best_frame) >= 0.9
 
 
 def test_rpc_takes_the_fast_path_and_finds_the_frame(world):

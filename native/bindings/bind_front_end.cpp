@@ -93,9 +93,12 @@ void bind_front_end(py::module_& m) {
            "address"_a, "backend"_a, "channel_args"_a, "directory"_a, "fast_method"_a)
       .def("start", &FrontEnd::start, py::call_guard<py::gil_scoped_release>())
       .def("shutdown", &FrontEnd::shutdown, "grace_s"_a, py::call_guard<py::gil_scoped_release>())
+      .def("set_health", &FrontEnd::set_health, "service"_a, "status"_a,
+           "Health/Check of `service` answers `status` (grpc.health.v1 ServingStatus number) natively.")
       .def("stats", [](const FrontEnd& f) {
         const auto s = f.stats();
-        return py::dict("fast"_a = s.fast, "forwarded"_a = s.forwarded, "fast_seconds"_a = s.fast_seconds);
+        return py::dict("fast"_a = s.fast, "forwarded"_a = s.forwarded, "fast_seconds"_a = s.fast_seconds,
+                        "health"_a = s.health);
       });
 #else
   m.attr("HAVE_FRONT_END") = false;

@@ -10,9 +10,13 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "wire.hpp"
+
 namespace frameseek {
 
 namespace {
+
+const std::string kHealthCheck = "/grpc.health.v1.Health/Check";
 
 // Headers the transport sets itself on each hop; everything else the caller or the service sent
 // travels on (grpc-status-details-bin included: it rides in grpc::Status::error_details()).
@@ -36,9 +40,10 @@ std::string str(grpc::string_ref s) { return std::string(s.data(), s.size()); }
 // and one for reads (released when the service's stream ends or the caller is gone).
 class Call final : public grpc::ServerGenericBidiReactor {
  public:
-  Call(grpc::GenericCallbackServerContext* ctx, grpc::GenericStub* stub, const SearchDirectory* dir,
-       FrontEnd::Counters* counters, bool fast)
-      : ctx_(ctx), stub_(stub), dir_(dir), counters_(counters), fast_(fast) {
+  // answer: the native handler of this method (null: pass through)
+  Call(grpc::GenericCallbackServerContext* ctx, grpc::GenericStub* stub, const FrontEnd::Answer* answer,
+       FrontEnd::Counters* counters)
+      : ctx_(ctx), stub_(stub), answer_(answer), counters_(counters), fast_(answer != nullptr) {
     backend_.call = this;
     if (!fast_) start_backend();
     StartRead(&in_);
@@ -46,7 +51,7 @@ class Call final : public grpc::ServerGenericBidiReactor {
 
   // ---- the caller's side ----
   void OnReadDone(bool ok) override {
-    if (fast_) {  // the first (only) message of a SearchByVector
+    if (fast_) {  // the first (only) message of a unary call with a native handler
       fast_ = false;
       if (ok && try_fast()) return;
       start_backend();
@@ -114,15 +119,15 @@ class Call final : public grpc::ServerGenericBidiReactor {
       size = joined.size();
     }
     std::string response;
-    if (!dir_->search_by_vector(data, size, &response)) return false;
+    if (!answer_->fn(data, size, &response)) return false;
     grpc::Slice slice(std::move(response));
     reply_ = grpc::ByteBuffer(&slice, 1);
     {
       std::lock_guard lock(mu_);
       finished_ = true;
     }
-    counters_->fast.fetch_add(1, std::memory_order_relaxed);
-    counters_->fast_ns.fetch_add(
+    answer_->calls->fetch_add(1, std::memory_order_relaxed);
+    answer_->ns->fetch_add(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count(),
         std::memory_order_relaxed);
     StartWriteAndFinish(&reply_, grpc::WriteOptions(), grpc::Status::OK);
@@ -229,7 +234,7 @@ class Call final : public grpc::ServerGenericBidiReactor {
 
   grpc::GenericCallbackServerContext* ctx_;
   grpc::GenericStub* stub_;
-  const SearchDirectory* dir_;
+  const FrontEnd::Answer* answer_;
   FrontEnd::Counters* counters_;
   bool fast_;  // only touched by the first OnReadDone, before anything else runs
 
@@ -255,8 +260,10 @@ class FrontEnd::Service final : public grpc::CallbackGenericService {
  public:
   Service(FrontEnd* owner) : owner_(owner) {}
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
-    const bool fast = ctx->method() == owner_->fast_method_;
-    return new Call(ctx, owner_->stub_.get(), owner_->directory_.get(), &owner_->counters_, fast);
+    const FrontEnd::Answer* answer = nullptr;
+    if (ctx->method() == owner_->fast_method_) answer = &owner_->search_;
+    else if (ctx->method() == kHealthCheck) answer = &owner_->health_check_;
+    return new Call(ctx, owner_->stub_.get(), answer, &owner_->counters_);
   }
 
  private:
@@ -269,7 +276,51 @@ FrontEnd::FrontEnd(std::string address, std::string backend, std::vector<std::pa
       backend_target_(std::move(backend)),
       fast_method_(std::move(fast_method)),
       int_args_(std::move(int_args)),
-      directory_(std::move(directory)) {}
+      directory_(std::move(directory)) {
+  search_.fn = [dir = directory_.get()](const std::uint8_t* req, std::size_t n, std::string* out) {
+    return dir->search_by_vector(req, n, out);
+  };
+  search_.calls = &counters_.fast;
+  search_.ns = &counters_.fast_ns;
+  health_check_.fn = [this](const std::uint8_t* req, std::size_t n, std::string* out) {
+    return answer_health(req, n, out);
+  };
+  health_check_.calls = &counters_.health;
+  health_check_.ns = &counters_.health_ns;
+}
+
+// grpc.health.v1.Health/Check: HealthCheckRequest {string service = 1} ->
+// HealthCheckResponse {ServingStatus status = 1}, from the statuses the server set. A service
+// never set is declined: the Python health servicer answers it (NOT_FOUND, as the protocol says).
+bool FrontEnd::answer_health(const std::uint8_t* req, std::size_t n, std::string* out) const {
+  wire::Reader r(req, n);
+  std::string service;
+  std::uint32_t field, type;
+  while (r.next(&field, &type)) {
+    if (field != 1 || type != wire::kLen) return false;
+    const auto s = r.bytes();
+    service.assign(reinterpret_cast<const char*>(s.data), s.size);
+  }
+  if (!r.ok()) return false;
+  int status;
+  {
+    std::lock_guard lock(health_mu_);
+    auto it = health_.find(service);
+    if (it == health_.end()) return false;
+    status = it->second;
+  }
+  wire::Writer w(out);
+  if (status != 0) {
+    w.tag(1, wire::kVarint);
+    w.varint(static_cast<std::uint64_t>(status));
+  }
+  return true;
+}
+
+void FrontEnd::set_health(const std::string& service, int status) {
+  std::lock_guard lock(health_mu_);
+  health_[service] = status;
+}
 
 FrontEnd::~FrontEnd() { shutdown(0.0); }
 
@@ -310,6 +361,7 @@ FrontEndStats FrontEnd::stats() const {
   s.fast = counters_.fast.load(std::memory_order_relaxed);
   s.forwarded = counters_.forwarded.load(std::memory_order_relaxed);
   s.fast_seconds = counters_.fast_ns.load(std::memory_order_relaxed) * 1e-9;
+  s.health = counters_.health.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -52,12 +52,24 @@ class NativeFrontEnd:
         self.backend_address = "unix:" + os.path.join(self._dir, "service.sock")
         self._server = None
         self._attached = False
+        self._health: dict[str, int] = {}
 
     def start(self, address: str, channel_args: list[tuple[str, int]]) -> int:
         """Listen on `address` (the Python service must already serve `backend_address`; calls
         before `attach()` all go to it). Returns the bound port; RuntimeError if it cannot bind."""
-        self._server = _native.FrontEnd(address, self.backend_address, channel_args, self.directory, FAST_METHOD)
-        return self._server.start()
+        server = _native.FrontEnd(address, self.backend_address, channel_args, self.directory, FAST_METHOD)
+        for name, status in self._health.items():
+            server.set_health(name, status)
+        port = server.start()
+        self._server = server
+        return port
+
+    def set_health(self, service: str, status: int) -> None:
+        """Mirror of the grpc.health.v1 servicer's status (Health/Check is answered natively;
+        Watch streams are passed through to the servicer)."""
+        self._health[service] = int(status)
+        if self._server is not None:
+            self._server.set_health(service, int(status))
 
     def attach(self) -> dict:
         """Once the storage is loaded: fill the directory, follow the storage's commits, and turn

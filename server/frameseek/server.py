@@ -113,6 +113,8 @@ class FrameSeekServer:
             r = self.health.set(name, status)
             if asyncio.iscoroutine(r):
                 await r
+            if self.front is not None:
+                self.front.set_health(name, status)
 
     async def start(self) -> int:
         """Start serving; the index loads in the background. Returns the bound port."""

@@ -257,7 +257,17 @@ def test_pass_through_streams_and_deadlines(world):
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     hs = health_pb2_grpc.HealthStub(world.channel)
-    assert hs.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    before = world.stats()
+    for service in ("", "frameseek.v1.FrameSeek"):  # answered natively
+        assert hs.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+    after = world.stats()
+    assert after["health"] == before["health"] + 2 and after["forwarded"] == before["forwarded"]
+    with pytest.raises(grpc.RpcError) as e:  # unknown: the Python servicer's answer
+        hs.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    watch = hs.Watch(health_pb2.HealthCheckRequest(service=""))  # server streaming, passed through
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
     rs = reflection_pb2_grpc.ServerReflectionStub(world.channel)
     reqs = [reflection_pb2.ServerReflectionRequest(list_services=""),
             reflection_pb2.ServerReflectionRequest(file_containing_symbol="frameseek.v1.FrameSeek")]

@@ -12,6 +12,9 @@
 // back, and a cancelled caller cancels the service's call.
 #pragma once
 #include <atomic>
+#include <functional>
+#include <mutex>
+#include <unordered_map>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,6 +32,7 @@ struct FrontEndStats {
   std::uint64_t fast = 0;          // SearchByVector calls answered natively
   std::uint64_t forwarded = 0;     // calls passed to the Python service
   double fast_seconds = 0.0;       // time spent in native SearchByVector (parse, search, encode)
+  std::uint64_t health = 0;        // grpc.health.v1.Health/Check calls answered natively
 };
 
 class FrontEnd {
@@ -44,9 +48,18 @@ class FrontEnd {
   // Stop accepting, let calls in flight finish for grace_s, then cancel what is left.
   void shutdown(double grace_s);
   FrontEndStats stats() const;
+  // grpc.health.v1 status of `service` ("" = the server) as the Python health servicer has it
+  // (ServingStatus numbers); Health/Check is then answered here. Watch is passed through.
+  void set_health(const std::string& service, int status);
 
   struct Counters {
-    std::atomic<std::uint64_t> fast{0}, forwarded{0}, fast_ns{0};
+    std::atomic<std::uint64_t> fast{0}, forwarded{0}, fast_ns{0}, health{0}, health_ns{0};
+  };
+  // A unary method answered natively: fn returns false to pass the call through instead.
+  struct Answer {
+    std::function<bool(const std::uint8_t*, std::size_t, std::string*)> fn;
+    std::atomic<std::uint64_t>* calls = nullptr;
+    std::atomic<std::uint64_t>* ns = nullptr;
   };
 
  private:
@@ -58,7 +71,12 @@ class FrontEnd {
   std::unique_ptr<grpc::GenericStub> stub_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
+  bool answer_health(const std::uint8_t* req, std::size_t n, std::string* out) const;
+
   Counters counters_;
+  Answer search_, health_check_;
+  mutable std::mutex health_mu_;
+  std::unordered_map<std::string, int> health_;
 };
 
 }  // namespace frameseek

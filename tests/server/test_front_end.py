@@ -286,3 +286,48 @@ def test_pass_through_streams_and_deadlines(world):
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # and the server still serves
     assert world.stub.ListVideos(pb.ListVideosRequest(parent="collections/ip", page_size=3)).videos
+
+
+def test_while_loading_health_says_not_serving_and_search_is_unavailable(tmp_path, monkeypatch):
+    """The front end binds before the index is loaded: searches reach the service, which answers
+    UNAVAILABLE (NOT_READY), and Health/Check answers NOT_SERVING natively, until the load is done."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from frameseek.service import FrameSeekService
+
+    release = threading.Event()
+    real_start = FrameSeekService.start
+
+    async def slow_start(self):
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 60)
+        await real_start(self)
+
+    monkeypatch.setattr(FrameSeekService, "start", slow_start)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=120)
+
+    srv, port = run(create_server(Settings(address="127.0.0.1:0", data_dir=str(tmp_path), metrics_address="")))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            hs, fs = health_pb2_grpc.HealthStub(ch), pb_grpc.FrameSeekStub(ch)
+            assert hs.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            req = pb.SearchByVectorRequest(vector=[1.0] * 512)
+            with pytest.raises(grpc.RpcError) as e:
+                fs.SearchByVector(req)
+            assert _status(e.value) == (grpc.StatusCode.UNAVAILABLE, "NOT_READY")
+            release.set()
+            run(srv.wait_ready())
+            assert hs.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+            dim = run(srv.service.collection("")).dimension
+            assert fs.SearchByVector(pb.SearchByVectorRequest(vector=[1.0] * dim)).hits == []
+            assert srv.front.stats()["fast"] == 1
+    finally:
+        release.set()
+        run(srv.stop(1))
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

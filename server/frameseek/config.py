@@ -54,7 +54,10 @@ class Settings(BaseSettings):
     query_fps: float = Field(1.0, gt=0, le=30, description="sampling rate of SearchByVideo queries")
     ingest_workers: int = Field(1, ge=1, le=64, description="decode/embed jobs running at once")
     max_pending_ingests: int = Field(16, ge=1, description="ingests queued or running; more -> RESOURCE_EXHAUSTED")
-    max_concurrent_searches: int = Field(256, ge=1, description="searches in flight; more -> RESOURCE_EXHAUSTED")
+    max_concurrent_searches: int = Field(256, ge=1, description="searches the Python service runs at once (image, "
+                                         "video, filtered vector searches); more -> RESOURCE_EXHAUSTED. The native "
+                                         "front end runs plain SearchByVector inline on gRPC's threads, one per call "
+                                         "being served, so calls beyond what the cores take wait in the transport")
     search_threads: int = Field(2, ge=1, description="threads running native searches")
     search_inline: bool | None = Field(None, description="run single-vector searches on the event loop instead of "
                                        "the search threads (saves a thread hop, ~1 ms on a loaded 2-core machine; no "

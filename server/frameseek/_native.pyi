@@ -105,6 +105,7 @@ class HnswIndex:
     @property
     def ef_construction(self) -> int: ...
     ef: int  # default search breadth; setting it waits for running searches
+    half_walk: bool  # walks read an fp16 copy of the vectors (default True); results re-ranked in float32
     @property
     def capacity(self) -> int: ...
     @property

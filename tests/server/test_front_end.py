@@ -331,3 +331,52 @@ def test_while_loading_health_says_not_serving_and_search_is_unavailable(tmp_pat
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+
+
+def test_concurrent_searches_pass_throughs_and_commits(world):
+    """Native searches, passed-through calls and commits at once: no call fails, and a video is
+    never returned by a search that starts after its DeleteVideo returned."""
+    import concurrent.futures
+
+    svc = world.srv.service
+    rec = world.run(svc.collection("collections/l2"))
+    rng = np.random.default_rng(5)
+    probe = rng.standard_normal(DIM).astype(np.float32) * 0.01
+    req = pb.SearchByVectorRequest(parent="collections/l2", vector=probe.tolist(),
+                                   options=pb.SearchOptions(k=3, max_matches_per_video=2))
+    deleted: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def searcher() -> int:
+        n = 0
+        while not stop.is_set():
+            with lock:
+                gone = set(deleted)
+            try:
+                r = world.stub.SearchByVector(req, timeout=30)
+                world.stub.ListVideos(pb.ListVideosRequest(parent="collections/l2", page_size=2), timeout=30)
+            except grpc.RpcError as e:  # pragma: no cover - reported below
+                errors.append(e)
+                return n
+            leaked = gone & {h.video.name for h in r.hits}
+            if leaked:
+                errors.append(AssertionError(f"deleted videos returned: {leaked}"))
+            n += 1
+        return n
+
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        futures = [ex.submit(searcher) for _ in range(6)]
+        for i in range(25):  # videos right at the probe: each is the best hit while it exists
+            v = (probe + 0.001 * rng.standard_normal((3, DIM))).astype(np.float32)
+            vid = svc.storage.add_video(rec.id, _video(rec.id, 5000 + i), np.arange(3, dtype=np.float64), v).id
+            name = f"collections/l2/videos/{vid}"
+            assert world.stub.SearchByVector(req).hits[0].video.name == name
+            world.stub.DeleteVideo(pb.DeleteVideoRequest(name=name))
+            with lock:
+                deleted.add(name)
+        stop.set()
+        calls = [f.result() for f in futures]
+    assert not errors, errors[:3]
+    assert min(calls) > 0

@@ -5,6 +5,9 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <optional>
+#include <string_view>
+#include <unordered_set>
 #include <unordered_map>
 
 #include "frameseek/filter.hpp"
@@ -68,10 +71,50 @@ struct Request {
   std::vector<float> vector;
   std::int64_t k = 0, matches = 0, ef = 0;
   float min_score = 0.0f;
+  // SearchFilter.videos / exclude_videos as (collection, video id)
+  bool has_videos = false;
+  std::vector<std::pair<std::string, std::uint64_t>> videos, exclude;
 };
 
-// SearchOptions (k=1, min_score=2, max_matches_per_video=3, ef=4, filter=5). A filter, even an
-// empty message, sends the request to the Python path (which checks and applies it).
+// "collections/{c}/videos/{digits}" -> (c, id), as service.parse_video; false when malformed
+// (the Python path then reports it).
+bool parse_video_name(const wire::Span& s, std::pair<std::string, std::uint64_t>* out) {
+  const std::string name(reinterpret_cast<const char*>(s.data), s.size);
+  constexpr std::string_view kColl = "collections/", kVideos = "/videos/";
+  if (name.compare(0, kColl.size(), kColl) != 0) return false;
+  const std::size_t slash = name.find('/', kColl.size());
+  if (slash == std::string::npos || name.compare(slash, kVideos.size(), kVideos) != 0) return false;
+  const std::string coll = name.substr(kColl.size(), slash - kColl.size());
+  const std::string digits = name.substr(slash + kVideos.size());
+  if (coll.empty() || digits.empty() || digits.size() > 18) return false;
+  std::uint64_t id = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+    id = id * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  *out = {coll, id};
+  return true;
+}
+
+// SearchFilter (labels=1, videos=2, exclude_videos=3). Labels need the catalog: those requests go
+// to the Python path.
+bool parse_filter(wire::Reader r, Request* out) {
+  std::uint32_t field, type;
+  while (r.next(&field, &type)) {
+    if (type != wire::kLen || (field != 2 && field != 3)) return false;
+    std::pair<std::string, std::uint64_t> v;
+    if (!parse_video_name(r.bytes(), &v)) return false;
+    if (field == 2) {
+      out->has_videos = true;
+      out->videos.push_back(std::move(v));
+    } else {
+      out->exclude.push_back(std::move(v));
+    }
+  }
+  return r.ok();
+}
+
+// SearchOptions (k=1, min_score=2, max_matches_per_video=3, ef=4, filter=5).
 bool parse_options(wire::Reader r, Request* out) {
   std::uint32_t field, type;
   while (r.next(&field, &type)) {
@@ -80,8 +123,11 @@ bool parse_options(wire::Reader r, Request* out) {
       (field == 1 ? out->k : field == 3 ? out->matches : out->ef) = static_cast<std::int32_t>(v);
     } else if (field == 2 && type == wire::kFixed32) {
       out->min_score = r.fixed32_float();
+    } else if (field == 5 && type == wire::kLen) {
+      const auto s = r.bytes();
+      if (!parse_filter(wire::Reader(s.data, s.size), out)) return false;
     } else {
-      return false;  // a filter or a field this build does not know
+      return false;  // a field this build does not know
     }
   }
   return r.ok();
@@ -122,8 +168,9 @@ struct Hit {
 
 class Collector {
  public:
-  Collector(std::size_t k, std::size_t m, float min_score, Metric metric, const VideoLookup& lookup)
-      : k_(k), m_(m), min_score_(min_score), metric_(metric), lookup_(lookup) {}
+  Collector(std::size_t k, std::size_t m, float min_score, Metric metric, const VideoLookup& lookup,
+            const std::unordered_set<std::uint64_t>& exclude)
+      : k_(k), m_(m), min_score_(min_score), metric_(metric), lookup_(lookup), exclude_(exclude) {}
 
   float score(float dist) const { return metric_ == Metric::IP ? 1.0f - dist : 1.0f - dist / 2.0f; }
 
@@ -138,7 +185,7 @@ class Collector {
       const std::size_t idx = static_cast<std::size_t>(ids[i] & kIndexMask);
       auto it = slot_.find(vid);
       if (it == slot_.end()) {
-        if (hits_.size() >= k_) continue;
+        if (hits_.size() >= k_ || exclude_.count(vid)) continue;
         auto v = lookup_(vid);
         if (!v || idx >= v->timestamps.size()) continue;  // deleted between the search and now
         slot_.emplace(vid, hits_.size());
@@ -166,6 +213,7 @@ class Collector {
   float min_score_;
   Metric metric_;
   const VideoLookup& lookup_;
+  const std::unordered_set<std::uint64_t>& exclude_;
   std::vector<Hit> hits_;
   std::unordered_map<std::uint64_t, std::size_t> slot_;
 };
@@ -193,7 +241,7 @@ void encode(const std::vector<Hit>& hits, const std::string& model, std::string*
   if (!model.empty()) w.bytes_field(2, model.data(), model.size());
 }
 
-constexpr float kKnnMissSkip = 0.8f;      // FrameSeekService.KNN_MISS_SKIP
+constexpr double kKnnMissSkip = 0.8;      // FrameSeekService.KNN_MISS_SKIP
 constexpr std::uint64_t kKnnProbeEvery = 32;  // FrameSeekService.KNN_PROBE_EVERY
 
 }  // namespace
@@ -219,41 +267,65 @@ bool SearchDirectory::search_by_vector(const std::uint8_t* data, std::size_t siz
     const float norm = static_cast<float>(std::sqrt(ss));
     for (float& v : req.vector) v /= norm;
   }
-  const std::size_t k = req.k ? static_cast<std::size_t>(req.k) : 10;
+  const std::size_t want = req.k ? static_cast<std::size_t>(req.k) : 10;
   const std::size_t m = req.matches ? static_cast<std::size_t>(req.matches) : 1;
   const std::size_t ef = static_cast<std::size_t>(req.ef);  // 0: the index default
+  // Filters as FrameSeekService._groups_filter: `videos` of this collection restrict the search,
+  // `exclude_videos` are skipped (and asked for on top of k, so k others still come back).
+  const std::string short_name = coll->name.substr(std::string_view("collections/").size());
+  std::optional<Filter> filter;
+  if (req.has_videos) {
+    filter.emplace();
+    filter->groups.emplace();
+    for (const auto& [c, id] : req.videos)
+      if (c == short_name) filter->groups->insert(id);
+    if (filter->groups->empty()) {  // none of them in this collection: nothing to find
+      response->clear();
+      encode({}, coll->model, response);
+      return true;
+    }
+  }
+  std::unordered_set<std::uint64_t> exclude;
+  for (const auto& [c, id] : req.exclude) exclude.insert(id);
+  const std::size_t k = want + exclude.size();
+  const Filter* f = filter ? &*filter : nullptr;
 
   const VideoLookup lookup = [this](std::uint64_t id) { return video(id); };
-  Collector hits(k, m, req.min_score, index.metric(), lookup);
+  Collector hits(want, m, req.min_score, index.metric(), lookup, exclude);
   std::vector<std::uint64_t> ids, gids;
   std::vector<float> dist;
   auto group_search = [&] {
     gids.assign(k, kNoId);
     ids.assign(k, kNoId);
     dist.assign(k, 0.0f);
-    index.search_groups(req.vector.data(), 1, k, ef, nullptr, gids.data(), ids.data(), dist.data(), 1);
+    index.search_groups(req.vector.data(), 1, k, ef, f, gids.data(), ids.data(), dist.data(), 1);
     hits.collect(ids.data(), dist.data(), k);
   };
 
-  const bool skip_knn = m == 1 && coll->knn_miss.load(std::memory_order_relaxed) > kKnnMissSkip &&
-                        coll->searches.fetch_add(1, std::memory_order_relaxed) % kKnnProbeEvery != 0;
+  // the same rule and arithmetic (double) as _knn_rarely_enough / _knn_outcome, so both paths
+  // make the same choice on the same sequence of searches
+  bool skip_knn = false;
+  if (m == 1) {
+    const std::uint64_t n = coll->searches.fetch_add(1, std::memory_order_relaxed);
+    skip_knn = coll->knn_miss.load(std::memory_order_relaxed) > kKnnMissSkip && n % kKnnProbeEvery != 0;
+  }
   if (skip_knn) {
     group_search();  // on this collection the kNN almost never yields k videos
   } else {
     const std::size_t kf = std::min<std::size_t>(std::max<std::size_t>(k * m * 4, 32), 4096);
     ids.assign(kf, kNoId);
     dist.assign(kf, 0.0f);
-    index.search(req.vector.data(), 1, kf, ef, nullptr, ids.data(), dist.data(), 1);
+    index.search(req.vector.data(), 1, kf, ef, f, ids.data(), dist.data(), 1);
     hits.collect(ids.data(), dist.data(), kf);
     // frames beyond the kNN score at most its last frame: if that one fails min_score, so do they
     const bool full = std::none_of(ids.begin(), ids.end(), [](std::uint64_t id) { return id == kNoId; });
     const bool more = full && hits.score(dist[kf - 1]) >= req.min_score;
     if (m == 1) {
-      const float missed = hits.size() < k && more ? 1.0f : 0.0f;
-      coll->knn_miss.store(0.9f * coll->knn_miss.load(std::memory_order_relaxed) + 0.1f * missed,
+      const double missed = hits.size() < want && more ? 1.0 : 0.0;
+      coll->knn_miss.store(0.9 * coll->knn_miss.load(std::memory_order_relaxed) + 0.1 * missed,
                            std::memory_order_relaxed);
     }
-    if (hits.size() < k && more) group_search();
+    if (hits.size() < want && more) group_search();
   }
   auto& out = hits.hits();
   std::stable_sort(out.begin(), out.end(), [](const Hit& a, const Hit& b) { return a.score > b.score; });

@@ -80,7 +80,9 @@ class World:
     def python_answer(self, req: pb.SearchByVectorRequest) -> pb.SearchResponse:
         """What the Python service answers for the same request (the path the front end forwards to)."""
         o = req.options
-        opts = SearchOptions(k=o.k, min_score=o.min_score, max_matches_per_video=o.max_matches_per_video, ef=o.ef)
+        opts = SearchOptions(k=o.k, min_score=o.min_score, max_matches_per_video=o.max_matches_per_video, ef=o.ef,
+                             labels=dict(o.filter.labels), videos=list(o.filter.videos),
+                             exclude_videos=list(o.filter.exclude_videos))
         hits, model = self.run(self.srv.service.search_vector(req.parent, list(req.vector), opts))
         return pb.SearchResponse.FromString(self.srv.servicer.tr.hits_bytes(hits, model))
 
@@ -111,7 +113,7 @@ def _same(a: pb.SearchResponse, b: pb.SearchResponse) -> None:
         assert [m.score for m in ha.matches] == pytest.approx([m.score for m in hb.matches], abs=2e-6)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), metric=st.sampled_from(["ip", "l2"]), k=st.integers(0, 25), m=st.integers(0, 4),
        ef=st.sampled_from([0, 1, 8, 64, 300]), min_score=st.sampled_from([0.0, -1.0, 0.3, 0.7, 0.98]),
        noise=st.sampled_from([0.0, 0.05, 0.5]), scale=st.sampled_from([1.0, 3.0]))
@@ -120,14 +122,24 @@ def test_native_answer_equals_python_answer(world, data, metric, k, m, ef, min_s
     name = data.draw(st.sampled_from(names))
     row = data.draw(st.integers(0, SAMPLES - 1))
     q = world.vectors[name][row] + noise * np.random.default_rng(row).standard_normal(DIM).astype(np.float32)
+    # video filters: names of this collection, of the other one, and of no video at all
+    other = "ip" if metric == "l2" else "l2"
+    pool = names + [n.replace(f"/{metric}/", f"/{other}/") for n in names[:3]] + [f"collections/{metric}/videos/99999"]
+    videos = data.draw(st.one_of(st.just([]), st.lists(st.sampled_from(pool), max_size=12)))
+    exclude = data.draw(st.one_of(st.just([]), st.lists(st.sampled_from(pool), max_size=4)))
     req = pb.SearchByVectorRequest(parent=f"collections/{metric}", vector=(q * scale).tolist(),
-                                   options=pb.SearchOptions(k=k, min_score=min_score, max_matches_per_video=m, ef=ef))
+                                   options=pb.SearchOptions(k=k, min_score=min_score, max_matches_per_video=m, ef=ef,
+                                                            filter=pb.SearchFilter(videos=videos,
+                                                                                   exclude_videos=exclude)))
     native = world.srv.front.directory.search_by_vector(req.SerializeToString())
     assert native is not None, "a plain request must take the fast path"
     expected = world.python_answer(req)
     _same(pb.SearchResponse.FromString(native), expected)
     assert len(expected.hits) <= (k or 10)
-    if noise == 0.0 and min_score < 0.98 and metric == "ip":  # the query's own frame comes first
+    assert not {h.video.name for h in expected.hits} & set(exclude)
+    if videos:
+        assert {h.video.name for h in expected.hits} <= set(videos)
+    if noise == 0.0 and min_score < 0.98 and metric == "ip" and not videos and name not in exclude:
         assert expected.hits[0].video.name == name
 
 
@@ -215,15 +227,24 @@ def test_malformed_bytes_are_declined(world):
         assert d.search_by_vector(bad) is None
 
 
-def test_filtered_search_is_forwarded_and_filtered(world):
+def test_video_filters_are_native_and_label_filters_pass_through(world):
     names = sorted(n for n in world.vectors if n.startswith("collections/ip/"))
     q = world.vectors[names[0]][2]
     before = world.stats()
     r = world.stub.SearchByVector(pb.SearchByVectorRequest(
         parent="collections/ip", vector=q.tolist(),
         options=pb.SearchOptions(k=5, filter=pb.SearchFilter(exclude_videos=[names[0]]))))
+    assert world.stats()["fast"] == before["fast"] + 1
+    assert len(r.hits) == 5 and names[0] not in {h.video.name for h in r.hits}
+    r = world.stub.SearchByVector(pb.SearchByVectorRequest(
+        parent="collections/ip", vector=q.tolist(), options=pb.SearchOptions(filter=pb.SearchFilter(labels={"a": "b"}))))
     assert world.stats()["forwarded"] == before["forwarded"] + 1
-    assert r.hits and names[0] not in {h.video.name for h in r.hits}
+    assert r.hits == []  # no video carries that label
+    with pytest.raises(grpc.RpcError) as e:  # a malformed name: declined, the service says why
+        world.stub.SearchByVector(pb.SearchByVectorRequest(
+            parent="collections/ip", vector=q.tolist(), options=pb.SearchOptions(filter=pb.SearchFilter(videos=["x"]))))
+    assert _status(e.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert world.stats()["forwarded"] == before["forwarded"] + 2
 
 
 def test_commits_reach_the_fast_path_at_once(world):

@@ -6,14 +6,14 @@
 // is Python transport and glue. The gRPC front end (front_end.hpp) answers SearchByVector from
 // here and passes everything else to the Python service.
 //
-// The fast path covers the plain request only: a known collection, a valid vector and options, no
-// filter. Anything else (filters, unknown collections, invalid input, a directory that is not
-// ready) returns false and the caller forwards the request to the Python service, which owns
+// The fast path covers a known collection, a valid vector and options, and the video filters
+// (SearchFilter.videos / exclude_videos). Anything else (label filters, which need the catalog;
+// unknown collections; invalid input; a directory that is not ready) returns false and the caller forwards the request to the Python service, which owns
 // validation and error reporting. So there is one place where errors are decided, and the fast
 // path can only ever answer what the Python path would have answered.
 //
-// Semantics mirror FrameSeekService._search_sync (server/frameseek/service.py) for the unfiltered
-// case: a frame kNN of max(k * matches * 4, 32) grouped by video, topped up by a group-by search
+// Semantics mirror FrameSeekService._groups_filter and _search_sync (server/frameseek/service.py):
+// a frame kNN of max(k * matches * 4, 32) grouped by video, topped up by a group-by search
 // when it yields fewer than k videos, with the same per-collection statistic that skips the kNN
 // where it rarely suffices. tests/server/test_front_end.py checks that both paths agree.
 #pragma once
@@ -46,7 +46,7 @@ struct DirectoryCollection {
   std::shared_ptr<void> owner;  // keeps `index` alive while a search uses it
   // exponential average of "the kNN yielded fewer than k videos" (see _knn_rarely_enough);
   // updated without a lock: a lost update only delays the estimate by one search
-  std::atomic<float> knn_miss{0.0f};
+  std::atomic<double> knn_miss{0.0};
   std::atomic<std::uint64_t> searches{0};
 };
 

@@ -434,7 +434,7 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
     if best_line is None:
         return s
     here = float(line_evidence(qt, cross, qgram, rt, rgram, np.array([s.offset]), float(s.speed), rows)[0])
-    if not best_val > here:
+    if not best_val > here * (1 + 1e-9) + 1e-12:  # a tie (within rounding) keeps the aligner's line
         return s
     off, v = best_line
     return Segment(query_start=s.query_start, query_end=s.query_end, ref_start=off + v * s.query_start,

@@ -406,3 +406,48 @@ def test_refine_alignment_validates_inputs():
         matching.refine_alignment(m, qt[:4], [q], rt, rv)
     empty = matching.Match(video=7, score=0.4, votes=0, query_coverage=0.0, ref_coverage=None)
     assert matching.refine_alignment(empty, qt, [q], rt, rv) is empty
+
+
+def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
+    """SearchByVideo's matcher (FrameSeekService._video_matches) reads the reference's vectors back
+    from the live HNSW index (storage.video_vectors) and reports the dense re-alignment, not the
+    aligner's line: on this constructed copy the two differ, and the service must report exactly
+    what refine_alignment(align(...)) gives on the original arrays."""
+    from frameseek.config import Settings
+    from frameseek.service import FrameSeekService
+    from frameseek.storage import EmbeddedStorage, VideoRecord
+
+    rt, rv, frame = _one_photo_reference(seed=2)
+    qt, q = _edited_copy(frame, 1.4, 1.1, 6, seed=12)
+    st = EmbeddedStorage(str(tmp_path / "data"))
+    st.open()
+    c = st.create_collection("c", model="m", dimension=rv.shape[1], metric="ip", sampling={"fps": 3.0},
+                             index={"m": 16, "ef_construction": 200, "ef_search": 200})
+    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
+                      sample_count=len(rt), size_bytes=1, content_sha256="0" * 64)
+    vid = st.add_video(c.id, rec, rt, rv).id
+    svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
+    svc._native = _native
+    try:
+        got = svc._video_matches(c, qt, q, 3, None, 8, None, 1.0)
+    finally:
+        for pool in (svc._ingest_pool, svc._query_pool, svc._search_pool, svc._io_pool):
+            pool.shutdown(wait=True)
+        st.close()
+    # the same chain on the original arrays (exact search finds the same 8 neighbours: 36 frames)
+    idx = _native.FlatIndex(rv.shape[1], "ip")
+    idx.add((np.uint64(vid) << np.uint64(20)) + np.arange(len(rt), dtype=np.uint64), rv,
+            groups=np.full(len(rt), vid, np.uint64))
+    ids, sims = matching.search_neighbors(idx, q, 8)
+    groups = np.full(ids.shape, vid, np.uint64)
+    times = rt[(ids & np.uint64((1 << 20) - 1)).astype(np.int64)]
+    s = matching.MatchSettings(frame_k=8)
+    aligned = matching.align(qt, ids, groups, times, sims, frame_weights=matching.redundancy_weights(q), settings=s,
+                             ref_durations={vid: 12.0}, query_interval=1.0, ref_interval=1.0 / 3.0)[0]
+    refined = matching.refine_alignment(aligned, qt, [q], rt, rv, s)
+    assert abs(refined.offset - aligned.offset) > 0.1  # the refinement moved the line here
+    assert len(got) == 1 and got[0].video.id == vid
+    assert got[0].score == pytest.approx(aligned.score, abs=1e-6)  # scores are the aligner's
+    assert got[0].offset == pytest.approx(refined.offset, abs=1e-6)
+    assert got[0].speed == pytest.approx(refined.speed, abs=1e-6)
+    assert got[0].segments[0].ref_start == pytest.approx(refined.segments[0].ref_start, abs=1e-6)

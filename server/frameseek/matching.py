@@ -369,13 +369,13 @@ def refine_alignment(match: Match, query_times: np.ndarray, query_views: Sequenc
     (query, reference) pair, every query frame in the segment (all its views: whole, mirrored,
     region crops) is compared with every frame of the reference near the segment (exact dot
     products on the reference's stored vectors: tens to hundreds of frames), and the lines
-    that keep the segment inside the reference are scored by `line_evidence`: every speed of
-    the aligner's grid (`settings.speed_min..speed_max`) at offsets one reference interval
+    that keep the segment inside the reference are scored by `line_evidence`: every other speed
+    of the aligner's grid (`settings.speed_min..speed_max`) at offsets half a reference interval
     apart, then around the best of them (adjacent speeds, offsets a quarter interval apart).
     The segment moves to the best line when its evidence beats the aligner's line; otherwise it
     stays. Only placement changes: `score`, `votes` and coverage are the aligner's, so the
-    calibration and the decision threshold are untouched. Cost: ~35 ms for a 58-frame segment
-    against a 180-frame reference on this 2-core machine (benchmarks/copydetect/bench_scale).
+    calibration and the decision threshold are untouched. Cost: ~60 ms for a 58-frame query
+    against a 180-frame reference on this shared 2-core machine (benchmarks/copydetect/bench_scale).
 
     `query_views`: the query's [q, dim] vector sets (plain first; mirrored and region crops as
     passed to `search_neighbors`), rows matching `query_times`. `ref_times`/`ref_vectors`: the
@@ -446,10 +446,11 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
                 best_val, best_line = float(ev[k]), (float(offs[k]), i)
         return best_val, best_line
 
-    # coarse to fine: every speed at one offset per reference frame (the evidence is interpolated
-    # linearly between frames, so it is smooth at that scale), then the best line's neighbourhood
-    # (adjacent speeds, +-1 frame) at a quarter frame
-    _, coarse = search(range(len(speeds)), ref_dt / 2)
+    # coarse to fine: every other speed of the grid at offsets half a reference frame apart (the
+    # evidence is interpolated linearly between frames, so it is smooth at that scale), then the
+    # best line's neighbourhood -- the adjacent speeds, offsets within one frame a quarter frame
+    # apart
+    _, coarse = search(range(0, len(speeds), 2), ref_dt / 2)
     if coarse is None:
         return s
     best_val, fine = search(range(max(0, coarse[1] - 1), min(len(speeds), coarse[1] + 2)), ref_dt / 4, coarse[0])

@@ -26,6 +26,11 @@ pipeline, so they never vote):
    (`calibrated_sims`), so chance matches near the floor add ~0 and exact copies ~1, and static
    query frames (a held title card) count as one piece of evidence (`redundancy_weights`). `COPY_THRESHOLD` is the default decision threshold, picked once on the harness
    (benchmarks/copydetect, README "Copy detection") and not tuned per transform.
+5. **Re-alignment** (`refine_alignment`, for the matches that get reported): each segment is
+   re-placed on the line that best explains the query against *all* frames of that reference
+   (its stored vectors) -- cross similarity times agreement of the temporal self-similarity
+   structure (`line_evidence`). It moves segments on near-static content (zooms over one photo,
+   interchangeable shots) where the k nearest neighbours scatter; scores are left unchanged.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # ffmpeg + libav*-dev: PyAV tests/benchmarks and the vPDQ baseline; opencv-doc: real test media.
 APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
-	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev
+	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev \
+	libgrpc++-dev
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f 2>/dev/null)
 # The editable install records the package's modules when it runs, so adding or removing a module

@@ -136,16 +136,40 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int) -> dict
 
 
 def sample_queries(count: int, videos: int, n: int, dim: int = 512, profile: str = "ingest",
-                   per_video: int = 100, seed: int = 1) -> np.ndarray:
+                   per_video: int = 100, seed: int = 1, sources: list | None = None) -> np.ndarray:
     """Query vectors as a client would send them: an indexed sample of a random video, perturbed
-    (cosine ~0.85 to it, like a re-encoded or cropped copy of the frame)."""
+    (cosine ~0.85 to it, like a re-encoded or cropped copy of the frame). `sources`, when given,
+    receives each query's source video number (its external key is f"synthetic-{number}")."""
     rng = np.random.default_rng(seed)
     out = np.empty((count, dim), np.float32)
     for j in range(count):
-        _, v = video_vectors(int(rng.integers(videos)), dim, profile, per_video, topics_for(n))
+        vid_i = int(rng.integers(videos))
+        _, v = video_vectors(vid_i, dim, profile, per_video, topics_for(n))
         q = v[int(rng.integers(len(v)))] + 0.62 * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
         out[j] = q / np.linalg.norm(q)
+        if sources is not None:
+            sources.append(vid_i)
     return out
+
+
+def source_recall(address: str, queries: np.ndarray, sources: list[int], ef: int, count: int = 300) -> float:
+    """Share of queries whose source video is the first hit (SearchByVector k=10 at this ef; one
+    call at a time, outside the timed cells): what the QPS rows buy. The synthetic vectors are
+    mostly i.i.d. Gaussian components in 512-d (video_vectors), about the hardest data an HNSW
+    graph can get, so this needs a larger ef than clustered real embeddings do."""
+    import grpc
+
+    from frameseek.v1 import frameseek_pb2 as pb
+    from frameseek.v1 import frameseek_pb2_grpc as pb_grpc
+
+    hits = 0
+    with grpc.insecure_channel(address) as ch:
+        stub = pb_grpc.FrameSeekStub(ch)
+        for q, src in zip(queries[:count], sources[:count]):
+            r = stub.SearchByVector(pb.SearchByVectorRequest(parent=f"collections/{COLLECTION}", vector=q.tolist(),
+                                                             options=pb.SearchOptions(k=10, ef=ef)), timeout=30)
+            hits += bool(r.hits) and r.hits[0].video.external_key == f"synthetic-{src}"
+    return hits / min(count, len(queries))
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -158,8 +182,8 @@ def _proc_cpu_s(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, data_dir: pathlib.Path, env: dict, workers: int = 1):
-        self.data_dir, self.env, self.workers = data_dir, env, workers
+    def __init__(self, data_dir: pathlib.Path, env: dict, workers: int = 1, front_end: str = "native"):
+        self.data_dir, self.env, self.workers, self.front_end = data_dir, env, workers, front_end
         self.port_file = data_dir.parent / "bench.port"
 
     def start(self) -> float:
@@ -172,7 +196,7 @@ class Server:
         self.log = open(self.data_dir.parent / "bench-server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "frameseek.cli", "serve", "--address", "127.0.0.1:0",
                                       "--data-dir", str(self.data_dir), "--port-file", str(self.port_file),
-                                      "--workers", str(self.workers)],
+                                      "--workers", str(self.workers), "--front-end", self.front_end],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         while not self.port_file.exists():
             if self.proc.poll() is not None:
@@ -398,8 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drivers", default="python,ghz", help="load drivers, of python,ghz (ghz: make sdk-setup; "
                     "it drives SearchByVector/SearchByImage only)")
     ap.add_argument("--data-dir", type=pathlib.Path, default=None)
-    ap.add_argument("--workers", default="1,2", help="frameseek serve --workers values to compare, one server "
+    ap.add_argument("--servers", default="native:1,python:1,python:2",
+                    help="server set-ups to compare, FRONT_END:WORKERS (frameseek serve --front-end/--workers), "
+                         "one server "
                     "after the other in this run")
+    ap.add_argument("--efs", default="0,256", help="SearchOptions.ef values of SearchByVector (0 = the "
+                    "collection's default, 64); each is also checked for recall")
     ap.add_argument("--channels", type=int, default=8, help="client TCP connections (spread over workers)")
     ap.add_argument("--client-procs", type=int, default=1, help="Python load-driver processes")
     ap.add_argument("--out", default="load_search.json", help="file name under benchmarks/results/")
@@ -412,26 +440,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"filling {ns.n} x {ns.dim} vectors into {data_dir} ...", flush=True)
     fill_info = fill(data_dir, ns.n, ns.dim, ns.per_video, ns.profile)
     print(f"  {fill_info}")
-    queries = sample_queries(2000, fill_info["videos"], fill_info["vectors"], ns.dim, ns.profile, ns.per_video)
+    sources: list[int] = []
+    queries = sample_queries(2000, fill_info["videos"], fill_info["vectors"], ns.dim, ns.profile, ns.per_video,
+                             sources=sources)
+    efs = [int(e) for e in ns.efs.split(",")]
     conc = [int(c) for c in ns.concurrency.split(",")]
     rpcs = ns.rpcs.split(",")
     drivers = [d for d in ns.drivers.split(",") if d]
     rows: list[dict] = []
     restarts: dict[str, float] = {}
+    recall: dict[str, float] = {}
     env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_LOG_LEVEL": "warning"}
     from grpc_health.v1 import health_pb2
 
     from frameseek.v1 import frameseek_pb2 as pb
 
-    payloads = {"vector": [pb.SearchByVectorRequest(parent=f"collections/{COLLECTION}", vector=q.tolist(),
-                                                    options=pb.SearchOptions(k=10)).SerializeToString()
-                           for q in queries],
+    payloads = {**{f"vector@{ef}": [pb.SearchByVectorRequest(
+                    parent=f"collections/{COLLECTION}", vector=q.tolist(),
+                    options=pb.SearchOptions(k=10, ef=ef)).SerializeToString() for q in queries] for ef in efs},
                 "image": image_payloads(50) if "image" in rpcs else [],
                 "health": [health_pb2.HealthCheckRequest(service="").SerializeToString()]}
-    methods = {"health": "/grpc.health.v1.Health/Check", "vector": "/frameseek.v1.FrameSeek/SearchByVector",
-               "image": "/frameseek.v1.FrameSeek/SearchByImage"}
-    labels = {"health": "baseline: Health.Check (bare gRPC)", "vector": "SearchByVector k=10",
-              "image": "SearchByImage k=10"}
+    methods = {"health": "/grpc.health.v1.Health/Check", "image": "/frameseek.v1.FrameSeek/SearchByImage",
+               **{f"vector@{ef}": "/frameseek.v1.FrameSeek/SearchByVector" for ef in efs}}
+    labels = {"health": "baseline: Health.Check (bare gRPC)", "image": "SearchByImage k=10",
+              **{f"vector@{ef}": f"SearchByVector k=10 ef={ef or 'default (64)'}" for ef in efs}}
     ghz = tmp = protoset = None
     if "ghz" in drivers:
         import tempfile
@@ -441,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("ghz/buf not found: run `make sdk-setup` (or pass --drivers python)")
         tmp = tempfile.TemporaryDirectory()
         protoset = ghz.build_protoset(pathlib.Path(tmp.name) / "frameseek.protoset")
-        for rpc in ("vector", "image"):
+        for rpc in [f"vector@{ef}" for ef in efs] + ["image"]:
             if payloads[rpc]:
                 ghz.write_binary_file(payloads[rpc], pathlib.Path(tmp.name) / f"{rpc}.bin")
 
@@ -464,16 +496,22 @@ def main(argv: list[str] | None = None) -> int:
         return measured(srv, run)
 
     try:
-        for w in [int(x) for x in ns.workers.split(",")]:
-            srv = Server(data_dir, env, w)
+        for setup in ns.servers.split(","):
+            front, _, workers = setup.partition(":")
+            srv = Server(data_dir, env, int(workers or 1), front)
+            w = f"{front} x{srv.workers}" if srv.workers > 1 else front
             restart_s = srv.start()
-            restarts[str(w)] = round(restart_s, 2)
-            print(f"workers={w}: restart with {fill_info['vectors']} vectors {restart_s:.2f} s "
+            restarts[w] = round(restart_s, 2)
+            print(f"{w}: restart with {fill_info['vectors']} vectors {restart_s:.2f} s "
                   f"(process start -> every process SERVING)", flush=True)
             try:
+                if "vector" in rpcs:
+                    for ef in efs:
+                        recall[f"{w} ef={ef}"] = rec = source_recall(srv.address, queries, sources, ef)
+                        print(f"{w}: source video first at ef={ef}: {rec:.3f}", flush=True)
                 for c in conc:
-                    for rpc in ("health", "vector", "image"):
-                        if rpc not in rpcs:
+                    for rpc in ["health"] + [f"vector@{ef}" for ef in efs] + ["image"]:
+                        if rpc.split("@")[0] not in rpcs:
                             continue
                         for driver in drivers:
                             r = cell(srv, driver, rpc, c)
@@ -495,19 +533,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(rows[-1], flush=True)
     print()
     print(f"index: {fill_info['vectors']} x {ns.dim} ({fill_info.get('videos')} videos, profile {ns.profile}; HNSW M=16 "
-          f"ef_c=100 ef=64), restart s by workers {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
+          f"ef_c=100 ef=64), restart s by server {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
           f"python client procs={ns.client_procs}")
+    print(f"source video first (recall@1 of the copied video, 300 queries): {recall}")
     print(table(rows))
     out = {"n": fill_info["vectors"], "dim": ns.dim, "profile": ns.profile, "fill": fill_info, "restart_s": restarts,
            "duration_s": ns.duration, "cores": os.cpu_count(), "machine": platform.machine(),
-           "channels": ns.channels, "client_procs": ns.client_procs, "rows": rows}
+           "channels": ns.channels, "client_procs": ns.client_procs, "source_recall_at_1": recall, "rows": rows}
     (RESULTS / ns.out).write_text(json.dumps(out, indent=2))
     return 0
 
 
 def table(rows: list[dict]) -> str:
     """Markdown table of the result rows (as pasted into benchmarks/load/README.md)."""
-    out = ["| workers | driver | rpc | conc | QPS | p50 ms | p95 ms | p99 ms | server CPU us/call | server CPU | "
+    out = ["| server | driver | rpc | conc | QPS | p50 ms | p95 ms | p99 ms | server CPU us/call | server CPU | "
            "driver CPU | errors |", "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         pct = lambda k: f"{100 * r[k]:.0f}%" if k in r else "-"  # noqa: E731

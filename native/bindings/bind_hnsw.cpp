@@ -72,6 +72,15 @@ void bind_hnsw(py::module_& m) {
             x.set_ef(e);
           },
           "Default search breadth (used when search(ef=None)); at least k is always used.")
+      .def_property(
+          "half_walk", &HnswIndex::half_walk,
+          [](HnswIndex& x, bool on) {
+            py::gil_scoped_release release;
+            x.set_half_walk(on);
+          },
+          "Walks read an fp16 copy of the vectors (default True; +dim*2 bytes per slot): about "
+          "half the memory traffic per visited node. Results are re-ranked on the float32 vectors, "
+          "so returned distances are exact.")
       .def_property_readonly("capacity", &HnswIndex::capacity,
                              "Allocated slots (live + removed awaiting reuse + free).")
       .def_property_readonly("deleted_slots", &HnswIndex::deleted_slots,

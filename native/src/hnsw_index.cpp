@@ -20,6 +20,8 @@
 
 #include <hnswlib/hnswlib.h>
 
+#include "frameseek/distance.hpp"
+#include "frameseek/half.hpp"
 #include "frameseek/parallel.hpp"
 
 namespace frameseek {
@@ -92,12 +94,30 @@ class EfCondition : public hnswlib::BaseSearchStopCondition<float> {
 //     cache line), and visit a node's unvisited neighbours in one pass after marking them.
 // Reads the graph without node locks, as hnswlib's own search does (safe against concurrent
 // add(): links are written whole, and a node is reachable only after its data is in place).
+//
+// The walk may read an fp16 copy of the vectors (HnswIndex::half_walk, on by default): a walk is
+// bound by fetching each visited vector from memory (1M x 512-d does not fit any cache), and
+// half the bytes per vector cut that; the result set is then re-ranked with the float32 vectors
+// (rerank_exact), so reported distances are exact and only the routing carries fp16 rounding
+// (relative ~5e-4, far below the gaps the walk decides on).
 struct DistFn {
   float (*fn)(const float*, const float*, std::size_t);
+  float (*fn16)(const float*, const std::uint16_t*, std::size_t);
+  const Graph* g;
+  const std::uint16_t* half;  // null: walk on the float32 vectors
   std::size_t dim;
   bool ip;
-  float operator()(const float* q, const char* x) const {
-    const float d = fn(q, reinterpret_cast<const float*>(x), dim);
+  const char* addr(hnswlib::tableint x) const {
+    return half ? reinterpret_cast<const char*>(half + std::size_t(x) * dim) : g->getDataByInternalId(x);
+  }
+  std::size_t bytes() const { return dim * (half ? sizeof(std::uint16_t) : sizeof(float)); }
+  float operator()(const float* q, hnswlib::tableint x) const {
+    const float d = half ? fn16(q, half + std::size_t(x) * dim, dim)
+                         : fn(q, reinterpret_cast<const float*>(g->getDataByInternalId(x)), dim);
+    return ip ? 1.0f - d : d;
+  }
+  float exact(const float* q, hnswlib::tableint x) const {
+    const float d = fn(q, reinterpret_cast<const float*>(g->getDataByInternalId(x)), dim);
     return ip ? 1.0f - d : d;
   }
 };
@@ -184,7 +204,7 @@ class SlotFilter {
 // Greedy descent through the upper layers; returns the layer-0 entry point and its distance.
 std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, const float* q) {
   hnswlib::tableint cur = g.enterpoint_node_;
-  float cur_d = dist(q, g.getDataByInternalId(cur));
+  float cur_d = dist(q, cur);
   for (int level = g.maxlevel_; level > 0; --level) {
     bool changed = true;
     while (changed) {
@@ -193,8 +213,8 @@ std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, 
       const int n = g.getListCount(const_cast<unsigned int*>(ll));
       const hnswlib::tableint* nb = reinterpret_cast<const hnswlib::tableint*>(ll + 1);
       for (int i = 0; i < n; ++i) {
-        if (i + 1 < n) __builtin_prefetch(g.getDataByInternalId(nb[i + 1]), 0, 3);
-        const float d = dist(q, g.getDataByInternalId(nb[i]));
+        if (i + 1 < n) __builtin_prefetch(dist.addr(nb[i + 1]), 0, 3);
+        const float d = dist(q, nb[i]);
         if (d < cur_d) {
           cur_d = d;
           cur = nb[i];
@@ -325,7 +345,7 @@ void search_layer0(const Graph& g, const DistFn& dist, const float* q, Collector
   hnswlib::VisitedList* vl = g.visited_list_pool_->getFreeVisitedList();
   hnswlib::vl_type* visited = vl->mass;
   const hnswlib::vl_type mark = vl->curV;
-  const std::size_t vec_bytes = dist.dim * sizeof(float);
+  const std::size_t vec_bytes = dist.bytes();
   auto by_dist_gt = std::greater<std::pair<float, tableint>>();
   coll.offer(ep_d, ep);  // the entry point is expanded whatever the collector says
   sc.cand.emplace_back(ep_d, ep);
@@ -345,15 +365,15 @@ void search_layer0(const Graph& g, const DistFn& dist, const float* q, Collector
       if (visited[x] == mark) continue;
       visited[x] = mark;
       sc.fresh.push_back(x);
-      __builtin_prefetch(g.getDataByInternalId(x), 0, 3);
+      __builtin_prefetch(dist.addr(x), 0, 3);
     }
     // Pass 2: distances, with the next neighbour's whole vector prefetched one step ahead.
     const std::size_t m = sc.fresh.size();
-    if (m) prefetch_lines(g.getDataByInternalId(sc.fresh[0]), vec_bytes);
+    if (m) prefetch_lines(dist.addr(sc.fresh[0]), vec_bytes);
     for (std::size_t j = 0; j < m; ++j) {
       const tableint x = sc.fresh[j];
-      if (j + 1 < m) prefetch_lines(g.getDataByInternalId(sc.fresh[j + 1]), vec_bytes);
-      const float d = dist(q, g.getDataByInternalId(x));
+      if (j + 1 < m) prefetch_lines(dist.addr(sc.fresh[j + 1]), vec_bytes);
+      const float d = dist(q, x);
       if (d < coll.offer_bound() && coll.offer(d, x)) {
         sc.cand.emplace_back(d, x);
         std::push_heap(sc.cand.begin(), sc.cand.end(), by_dist_gt);
@@ -371,6 +391,12 @@ void search_knn(const Graph& g, const DistFn& dist, const float* q, std::size_t 
   sc.beam.clear();
   TopCollector<Admit> coll{ef, std::max(ef, k), admit, sc.top, sc.beam};
   search_layer0(g, dist, q, coll, sc);
+}
+
+// After an fp16 walk: the float32 distance of every kept result (the order may change in near-ties).
+void rerank_exact(const DistFn& dist, const float* q, Scratch& sc) {
+  if (!dist.half) return;
+  for (auto& [d, x] : sc.top) d = dist.exact(q, x);
 }
 
 // Writes the k best of sc.top (ascending distance, ties by slot) as labels; returns how many.
@@ -578,10 +604,59 @@ void HnswIndex::resize_slots(std::size_t cap) {
     fresh[i].live.store(slots_[i].live.load(std::memory_order_relaxed), std::memory_order_relaxed);
   }
   slots_ = std::move(fresh);
+  if (half_walk_) {
+    std::unique_ptr<std::uint16_t[]> h(new std::uint16_t[cap * dim_]);
+    if (half_) std::memcpy(h.get(), half_.get(), std::min(keep, half_cap_) * dim_ * sizeof(std::uint16_t));
+    half_ = std::move(h);
+    half_cap_ = cap;
+  }
   slots_cap_ = cap;
 }
 
-void HnswIndex::publish_slot(std::uint64_t id, const Meta& m) {
+void HnswIndex::set_half_walk(bool on) {
+  std::lock_guard<std::mutex> add_lock(add_mutex_);
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  half_walk_ = on;
+  if (!on) {
+    half_.reset();
+    half_cap_ = 0;
+    return;
+  }
+  if (half_) return;
+  half_.reset(new std::uint16_t[slots_cap_ * dim_]);
+  half_cap_ = slots_cap_;
+  fill_half();
+}
+
+// Copies every occupied slot (removed ones too: they still route walks); gives the copy up when
+// a vector does not fit fp16. Caller holds mutex_ exclusively (or owns the index alone).
+void HnswIndex::fill_half() {
+  const std::size_t used = hnsw_ ? hnsw_->cur_element_count.load() : 0;
+  bool in_range = true;
+  for (std::size_t s = 0; s < used && in_range; ++s)
+    in_range = write_half(s, reinterpret_cast<const float*>(hnsw_->getDataByInternalId(s)));
+  if (!in_range) {
+    half_walk_ = false;
+    half_.reset();
+    half_cap_ = 0;
+  }
+}
+
+HnswIndex::HalfKernel HnswIndex::half_kernel() const {
+  return metric_ == Metric::L2 ? kernels().l2sq_f16 : kernels().dot_f16;
+}
+
+bool HnswIndex::write_half(std::size_t slot, const float* vec) {
+  std::uint16_t* h = half_.get() + slot * dim_;
+  bool in_range = true;
+  for (std::size_t i = 0; i < dim_; ++i) {
+    h[i] = float_to_half(vec[i]);
+    in_range &= std::fabs(vec[i]) <= 65504.0f;
+  }
+  return in_range;
+}
+
+void HnswIndex::publish_slot(std::uint64_t id, const Meta& m, const float* vec) {
   hnswlib::tableint slot;
   {
     std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
@@ -589,6 +664,7 @@ void HnswIndex::publish_slot(std::uint64_t id, const Meta& m) {
     if (it == hnsw_->label_lookup_.end()) return;
     slot = it->second;
   }
+  if (half_) write_half(slot, vec ? vec : reinterpret_cast<const float*>(hnsw_->getDataByInternalId(slot)));
   SlotMeta& sm = slots_[slot];
   sm.group.store(m.group, std::memory_order_relaxed);
   sm.tag.store(m.tag, std::memory_order_relaxed);
@@ -622,13 +698,24 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
       for (std::size_t i = 0; i < n; ++i)
         (hnsw_->label_lookup_.count(ids[i]) ? revived : fresh).push_back(i);
     }
+    if (half_walk_) {
+      // fp16 holds magnitudes up to 65504: beyond that the copy would route on infinities, so
+      // such an index walks on its float32 vectors from now on
+      for (std::size_t i = 0; i < n * dim_; ++i)
+        if (std::fabs(vectors[i]) > 65504.0f) {
+          half_walk_ = false;
+          half_.reset();
+          half_cap_ = 0;
+          break;
+        }
+    }
     grow_for(fresh.size());
     for (std::size_t i = 0; i < n; ++i)
       meta_[ids[i]] = Meta{groups ? groups[i] : ids[i], tags ? tags[i] : 0u};
     for (std::size_t i : revived) {
       hnsw_->unmarkDelete(ids[i]);
       hnsw_->addPoint(vectors + i * dim_, ids[i], /*replace_deleted=*/false);  // = updatePoint
-      publish_slot(ids[i], meta_[ids[i]]);
+      publish_slot(ids[i], meta_[ids[i]], vectors + i * dim_);
     }
   }
   if (fresh.empty()) return;
@@ -644,7 +731,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
         for (std::size_t j = w; j < fresh.size(); j += t) {
           std::size_t i = fresh[j];
           hnsw_->addPoint(vectors + i * dim_, ids[i], /*replace_deleted=*/true);
-          publish_slot(ids[i], Meta{groups ? groups[i] : ids[i], tags ? tags[i] : 0u});
+          publish_slot(ids[i], Meta{groups ? groups[i] : ids[i], tags ? tags[i] : 0u}, vectors + i * dim_);
         }
     });
     // Second pass once the whole batch is in (later frames are what prune earlier ones' links).
@@ -760,7 +847,7 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   const std::size_t ef_eff = ef == 0 ? ef_ : ef;
   const Graph& g = *hnsw_;
   const auto* param = static_cast<const KernelSpace::Param*>(g.dist_func_param_);
-  const DistFn dist{param->fn, param->dim, metric_ == Metric::IP};
+  const DistFn dist{param->fn, half_kernel(), &g, half_.get(), param->dim, metric_ == Metric::IP};
   // Built once per call, shared read-only by every thread and query of the batch.
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
@@ -775,6 +862,7 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
         search_knn(g, dist, x, ef_eff, k, AdmitLive{g}, sc);
       else
         search_knn(g, dist, x, ef_eff, k, AdmitAll{}, sc);
+      rerank_exact(dist, x, sc);
       const std::size_t got = emit_topk(g, sc, k, out_ids + q * k, out_dist + q * k);
       pad(out_ids + q * k, out_dist + q * k, got, k);
     }
@@ -793,7 +881,7 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   const std::size_t ef_eff = std::max(ef == 0 ? HnswParams::kDefaultGroupEf : ef, k);
   const Graph& g = *hnsw_;
   const auto* param = static_cast<const KernelSpace::Param*>(g.dist_func_param_);
-  const DistFn dist{param->fn, param->dim, metric_ == Metric::IP};
+  const DistFn dist{param->fn, half_kernel(), &g, half_.get(), param->dim, metric_ == Metric::IP};
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
   const AdmitLive live{g};
@@ -811,6 +899,8 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
         GroupBestCollector<AdmitLive> coll{ef_eff, live, slots_.get(), kept};
         search_layer0(g, dist, x, coll, sc);
       }
+      if (dist.half)
+        for (GroupEntry& ge : kept) ge.dist = dist.exact(x, ge.slot);
       std::sort(kept.begin(), kept.end(), group_before);
       std::uint64_t* og = out_groups + q * k;
       std::uint64_t* oi = out_ids + q * k;
@@ -968,7 +1058,8 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
     idx->meta_[r.id] = Meta{r.group, r.tag};
   }
   idx->resize_slots(gr.max_elements_);
-  for (const FileRow& r : rows) idx->publish_slot(r.id, Meta{r.group, r.tag});
+  if (idx->half_) idx->fill_half();
+  for (const FileRow& r : rows) idx->publish_slot(r.id, Meta{r.group, r.tag}, nullptr);
   if (idx->meta_.size() != h.n_live) bad_file(path, "id table has duplicates");
   idx->ef_ = h.ef;
   gr.setEf(h.ef);

@@ -89,6 +89,9 @@ def serve(
     workers: Annotated[Optional[int], typer.Option(help="serving processes sharing the port: 1 primary (all "
                                                    "writes) + N-1 search replicas; raise up to the core count "
                                                    "when searches saturate one core [default: 1]")] = None,
+    front_end: Annotated[Optional[str], typer.Option(help="native: a C++ gRPC server answers SearchByVector and "
+                                                     "passes the rest to Python; python: grpc.aio only "
+                                                     "[default: native]")] = None,
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM (then drain and flush)."""
     import asyncio
@@ -98,7 +101,8 @@ def serve(
     from .server import serve as run
 
     settings = load_settings(str(config) if config else None, address=address, data_dir=data_dir,
-                             metrics_address=metrics_address, log_format=log_format, workers=workers)
+                             metrics_address=metrics_address, log_format=log_format, workers=workers,
+                             front_end=front_end)
     configure(settings.log_format, settings.log_level)
     asyncio.run(run(settings, port_file))
 

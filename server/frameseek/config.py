@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="serving processes sharing the port (SO_REUSEPORT): one "
                          "primary that owns all writes + workers-1 search replicas; raise it up to the core "
                          "count when search RPCs saturate one core (each replica holds its own index copy)")
+    front_end: Literal["native", "python"] = Field(
+        "native", description="what listens on `address`: native = a C++ gRPC server that answers SearchByVector "
+        "without Python and passes every other call to the Python service over a private Unix socket (uses every "
+        "core itself, so it needs workers = 1, and a native module built with gRPC C++; otherwise the server falls "
+        "back to python with a warning); python = grpc.aio directly")
     role: Literal["primary", "replica"] = Field("primary", description="internal: set by the primary for the "
                                                 "replica processes it starts")
     primary_address: str = Field("", description="internal: the primary's private loopback address that "
@@ -49,7 +54,10 @@ class Settings(BaseSettings):
     query_fps: float = Field(1.0, gt=0, le=30, description="sampling rate of SearchByVideo queries")
     ingest_workers: int = Field(1, ge=1, le=64, description="decode/embed jobs running at once")
     max_pending_ingests: int = Field(16, ge=1, description="ingests queued or running; more -> RESOURCE_EXHAUSTED")
-    max_concurrent_searches: int = Field(256, ge=1, description="searches in flight; more -> RESOURCE_EXHAUSTED")
+    max_concurrent_searches: int = Field(256, ge=1, description="searches the Python service runs at once (image, "
+                                         "video, filtered vector searches); more -> RESOURCE_EXHAUSTED. The native "
+                                         "front end runs plain SearchByVector inline on gRPC's threads, one per call "
+                                         "being served, so calls beyond what the cores take wait in the transport")
     search_threads: int = Field(2, ge=1, description="threads running native searches")
     search_inline: bool | None = Field(None, description="run single-vector searches on the event loop instead of "
                                        "the search threads (saves a thread hop, ~1 ms on a loaded 2-core machine; no "

@@ -10,3 +10,24 @@ INGEST_REALTIME = Histogram("frameseek_ingest_realtime_factor", "media seconds i
                             buckets=(.5, 1, 2, 5, 10, 20, 50, 100, 200, 500))
 ACTIVE_INGESTS = Gauge("frameseek_active_ingests", "ingests queued or running")
 READY = Gauge("frameseek_ready", "1 when the index is loaded and the server serves")
+
+
+class FrontEndCollector:
+    """The native front end's counters (front_end.py), read at scrape time: SearchByVector calls it
+    answered itself, their total time, and calls it passed to the Python service (those are also
+    in frameseek_requests_total, which counts only what Python answered)."""
+
+    def __init__(self, front_end) -> None:
+        self.front_end = front_end
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        s = self.front_end.stats()
+        calls = CounterMetricFamily("frameseek_front_end_calls", "calls through the native gRPC front end by path",
+                                    labels=["path"])
+        calls.add_metric(["native"], s["fast"])
+        calls.add_metric(["forwarded"], s["forwarded"])
+        yield calls
+        yield CounterMetricFamily("frameseek_front_end_native_search_seconds",
+                                  "time in native SearchByVector (parse, search, encode)", value=s["fast_seconds"])

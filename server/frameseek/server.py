@@ -5,6 +5,9 @@ UNAVAILABLE/NOT_READY) while the storage recovers in a thread; then health turns
 Shutdown (SIGTERM/SIGINT or `stop()`): health NOT_SERVING, stop accepting, drain in-flight calls
 for `shutdown_grace_s`, then flush storage (index snapshot) and exit.
 With `workers` > 1 the port is shared with search replica processes (see workers.py).
+With the native front end (the default, front_end.py) a C++ gRPC server holds the public port,
+answers SearchByVector itself and passes everything else to this grpc.aio server, which then
+listens on a private Unix socket only.
 """
 from __future__ import annotations
 
@@ -60,9 +63,15 @@ class FrameSeekServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server)
-        self.port = self.server.add_insecure_port(settings.address)
-        if self.port == 0:
-            raise RuntimeError(f"could not bind {settings.address}")
+        self.front = self._front_end(settings)
+        if self.front is not None:
+            if not self.server.add_insecure_port(self.front.backend_address):
+                raise RuntimeError(f"could not bind {self.front.backend_address}")
+            self.port = 0  # bound by start()
+        else:
+            self.port = self.server.add_insecure_port(settings.address)
+            if self.port == 0:
+                raise RuntimeError(f"could not bind {settings.address}")
         self.host = settings.address.rsplit(":", 1)[0]
         self.private_port = 0  # primary with workers > 1: where replicas forward writes
         if settings.workers > 1 and settings.role == "primary":
@@ -70,6 +79,30 @@ class FrameSeekServer:
         self._loader: asyncio.Task | None = None
         self._metrics = None
         self.load_error: BaseException | None = None
+
+    def _front_end(self, settings: Settings):
+        if settings.front_end != "native" or settings.role != "primary":
+            return None
+        from . import front_end
+
+        if settings.workers > 1:
+            log.warning("front_end_python", reason="workers > 1 (the native front end uses every core itself)")
+            return None
+        if not front_end.available():
+            log.warning("front_end_python", reason="the native module was built without gRPC C++ (libgrpc++-dev)")
+            return None
+        fe = front_end.NativeFrontEnd(self.service, self.servicer.tr.video_bytes)
+        from prometheus_client import REGISTRY
+
+        from .metrics import FrontEndCollector
+
+        if FrameSeekServer._collector is not None:  # one per process: the newest server's
+            REGISTRY.unregister(FrameSeekServer._collector)
+        FrameSeekServer._collector = FrontEndCollector(fe)
+        REGISTRY.register(FrameSeekServer._collector)
+        return fe
+
+    _collector = None
 
     @property
     def address(self) -> str:
@@ -80,11 +113,21 @@ class FrameSeekServer:
             r = self.health.set(name, status)
             if asyncio.iscoroutine(r):
                 await r
+            if self.front is not None:
+                self.front.set_health(name, status)
 
     async def start(self) -> int:
         """Start serving; the index loads in the background. Returns the bound port."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        if self.front is not None:
+            try:
+                self.port = await asyncio.get_running_loop().run_in_executor(
+                    None, self.front.start, self.settings.address, grpc_options(self.settings))
+            except RuntimeError:
+                await self.server.stop(0)
+                self.front.shutdown(0)
+                raise RuntimeError(f"could not bind {self.settings.address}") from None
         if self.settings.metrics_address:
             self._start_metrics()
         self._loader = asyncio.get_running_loop().create_task(self._load())
@@ -107,6 +150,9 @@ class FrameSeekServer:
             tr = self.servicer.tr
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: tr.warm(self.service.video_records(tr.VIDEO_CACHE)))
+            if self.front is not None:
+                info = await asyncio.get_running_loop().run_in_executor(None, self.front.attach)
+                log.info("front_end", address=self.address, **info)
         except BaseException as exc:
             self.load_error = exc
             log.exception("startup_failed")
@@ -121,6 +167,10 @@ class FrameSeekServer:
         log.info("stopping", grace_s=grace)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.service.closing = True
+        if self.front is not None:
+            # the front end drains its calls, passed-through ones included, while this loop serves them
+            await asyncio.get_running_loop().run_in_executor(None, self.front.shutdown, grace)
+            grace = min(grace, 1.0)
         await self.server.stop(grace)
         if self._loader and not self._loader.done():
             try:

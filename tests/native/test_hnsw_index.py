@@ -572,3 +572,73 @@ def test_save_to_unwritable_place_raises_and_load_of_directory_is_value_error(tm
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="HnswIndex.load"):
         N.HnswIndex.load(str(tmp_path))
+
+
+# --- fp16 walk (HnswIndex.half_walk) ------------------------------------------------------------
+def test_half_walk_is_the_default_and_matches_the_float32_walk(built, data):
+    """The fp16 copy only routes: the same recall as the float32 walk against exact search,
+    nearly the same ids, and exact (float32) distances in ascending order."""
+    index, flat = built
+    q = data[4]
+    truth, _ = flat.search(q, K)
+    assert index.half_walk
+    for ef in (16, 64):
+        f16_ids, f16_d = index.search(q, K, ef=ef)
+        index.half_walk = False
+        try:
+            f32_ids, f32_d = index.search(q, K, ef=ef)
+        finally:
+            index.half_walk = True
+        assert abs(recall(f16_ids, truth) - recall(f32_ids, truth)) <= 0.01
+        assert recall(f16_ids, f32_ids) >= 0.98  # near-ties may swap, nothing more
+        pos = {int(i): r for r, i in enumerate(data[1])}
+        ref = 1.0 - np.einsum("qd,qkd->qk", q.astype(np.float64),
+                              data[0][[[pos[int(i)] for i in row] for row in f16_ids]].astype(np.float64))
+        np.testing.assert_allclose(f16_d, ref, atol=2e-5)  # float32-exact, not fp16-rounded
+        assert np.all(np.diff(f16_d, axis=1) >= 0)
+    g16 = index.search_groups(q, K)
+    index.half_walk = False
+    try:
+        g32 = index.search_groups(q, K)
+    finally:
+        index.half_walk = True
+    assert recall(g16[0], g32[0]) >= 0.98
+    same = g16[1] == g32[1]  # the same best frame: the same exact distance
+    np.testing.assert_allclose(g16[2][same], g32[2][same], atol=1e-6)
+
+
+def test_half_walk_follows_adds_removes_and_reloads(data, tmp_path):
+    x, ids, groups, _, q = data
+    n = 3000
+    index = N.HnswIndex(DIM, "ip", max_elements=16)  # grows (the fp16 copy with it)
+    add_video_by_video(index, x[:n], ids[:n], groups[:n])
+    flat = N.FlatIndex(DIM, "ip")
+    flat.add(ids[:n], x[:n])
+    gone = ids[:n][groups[:n] == groups[0]]
+    index.remove(gone)
+    flat.remove(gone)
+    qq = video_like_queries(x[:n], 50, seed=3)
+    truth, _ = flat.search(qq, K)
+    found, _ = index.search(qq, K)
+    assert not set(found.ravel()) & set(gone.tolist())
+    assert recall(found, truth) >= 0.95
+    index.add(gone, x[:n][groups[:n] == groups[0]])  # revived ids, their old slots
+    index.save(str(tmp_path / "i.hnsw"))
+    again = N.HnswIndex.load(str(tmp_path / "i.hnsw"))
+    assert again.half_walk
+    np.testing.assert_array_equal(again.search(qq, K)[0], index.search(qq, K)[0])
+
+
+def test_vectors_beyond_fp16_range_turn_the_half_walk_off():
+    rng = np.random.default_rng(0)
+    index = N.HnswIndex(8, "l2")
+    small = rng.standard_normal((50, 8)).astype(np.float32)
+    index.add(np.arange(50, dtype=np.uint64), small)
+    assert index.half_walk
+    big = (small[:5] * 1e6).astype(np.float32)  # fp16 would hold these as infinities
+    index.add(np.arange(100, 105, dtype=np.uint64), big)
+    assert not index.half_walk
+    ids, dist = index.search(big[:1], 1)
+    assert ids[0, 0] == 100 and dist[0, 0] == 0.0
+    index.half_walk = True  # asking again checks every vector: still out of range
+    assert not index.half_walk

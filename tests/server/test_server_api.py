@@ -21,9 +21,10 @@ pytestmark = needs_index
 DIM, VIDEOS, SAMPLES = 64, 40, 20
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A data dir with collection 'vecs': VIDEOS videos x SAMPLES unit vectors, sample i at 0.5*i s."""
+@pytest.fixture(scope="module", params=["native", "python"])
+def world(request, tmp_path_factory):
+    """A data dir with collection 'vecs': VIDEOS videos x SAMPLES unit vectors, sample i at 0.5*i s,
+    served by each front end in turn (the native C++ one, the default, and grpc.aio alone)."""
     data = tmp_path_factory.mktemp("srv") / "data"
     rng = np.random.default_rng(7)
     st = EmbeddedStorage(str(data))
@@ -40,7 +41,7 @@ def world(tmp_path_factory):
         vid = st.add_video(c.id, rec, np.arange(SAMPLES) * 0.5, v).id
         vectors[f"collections/vecs/videos/{vid}"] = v
     st.close()
-    srv = ServerProcess(data).start()
+    srv = ServerProcess(data, front_end=request.param).start()
     yield srv, vectors
     assert srv.stop() == 0, srv.log()
 

@@ -169,6 +169,28 @@ class EmbeddedStorage:
         # with one dict lookup and never queries SQLite (~0.5 KB per video).
         self._videos: dict[int, tuple[VideoRecord, np.ndarray]] = {}
         self.recovery_report: list[dict] = []
+        self._observers: list = []
+
+    # -- observers ------------------------------------------------------------------------------
+    def add_observer(self, observer) -> None:
+        """`observer` mirrors what searches can see (the native front end's directory): it is called
+        synchronously at each commit, before the call that committed returns, with
+        collection_added(record, index), collection_removed(collection_id),
+        video_added(record, timestamps) and video_removed(video_id). Removals are reported right
+        after the catalog commit, so a deleted video is gone from every search path at once."""
+        self._observers.append(observer)
+
+    def _notify(self, event: str, *args) -> None:
+        for o in self._observers:
+            getattr(o, event)(*args)
+
+    def native_index(self, collection_id: int):
+        """The collection's live HnswIndex (for the native front end's search path)."""
+        return self._ci(collection_id).index
+
+    def video_entries(self) -> list[tuple[VideoRecord, np.ndarray]]:
+        """Every active video's (record, sample timestamps), from memory."""
+        return list(self._videos.values())
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open(self) -> list[dict]:
@@ -225,6 +247,7 @@ class EmbeddedStorage:
         ci.recover({})
         with self._colls_lock:
             self._colls[rec.id] = ci
+        self._notify("collection_added", rec, ci.index)
         return rec
 
     def get_collection(self, name: str) -> CollectionRecord:
@@ -241,6 +264,7 @@ class EmbeddedStorage:
         ci = self._ci(rec.id)
         with ci.lock:
             ids = self.catalog.delete_collection(rec.id, force)
+            self._notify("collection_removed", rec.id)
             with self._colls_lock:
                 self._colls.pop(rec.id, None)
             ci.close()
@@ -281,7 +305,8 @@ class EmbeddedStorage:
             ci._add(vid, vectors)  # 4
             ci.since_snapshot += n
             need_snapshot = ci.since_snapshot >= self.snapshot_every
-            self._videos[vid] = (self.catalog.get_video(vid), timestamps)
+            self._videos[vid] = entry = (self.catalog.get_video(vid), timestamps)
+            self._notify("video_added", *entry)
         if need_snapshot:
             threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
         return self.get_video(vid)
@@ -331,6 +356,7 @@ class EmbeddedStorage:
         ci = self._ci(v.collection_id)
         with ci.lock:
             self.catalog.delete_video(video_id)  # commit point
+            self._notify("video_removed", video_id)
             self._videos.pop(video_id, None)
             n = ci.videos.pop(video_id, 0)
             if n:

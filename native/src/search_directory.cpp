@@ -1,0 +1,268 @@
+// SearchByVector without Python: see search_directory.hpp.
+#include "frameseek/search_directory.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <unordered_map>
+
+#include "frameseek/filter.hpp"
+#include "frameseek/hnsw_index.hpp"
+#include "wire.hpp"
+
+namespace frameseek {
+
+void SearchDirectory::put_collection(std::shared_ptr<DirectoryCollection> c) {
+  std::unique_lock lock(mu_);
+  by_name_[c->name] = c;
+  if (c->is_default) by_name_[""] = std::move(c);
+}
+
+void SearchDirectory::remove_collection(std::uint32_t id) {
+  std::unique_lock lock(mu_);
+  for (auto it = by_name_.begin(); it != by_name_.end();)
+    it = it->second->id == id ? by_name_.erase(it) : std::next(it);
+  for (auto it = videos_.begin(); it != videos_.end();)
+    it = it->second->collection_id == id ? videos_.erase(it) : std::next(it);
+}
+
+void SearchDirectory::put_video(std::uint64_t video_id, std::shared_ptr<const DirectoryVideo> v) {
+  std::unique_lock lock(mu_);
+  videos_[video_id] = std::move(v);
+}
+
+void SearchDirectory::remove_video(std::uint64_t video_id) {
+  std::unique_lock lock(mu_);
+  videos_.erase(video_id);
+}
+
+std::size_t SearchDirectory::videos() const {
+  std::shared_lock lock(mu_);
+  return videos_.size();
+}
+
+std::size_t SearchDirectory::collections() const {
+  std::shared_lock lock(mu_);
+  std::size_t n = 0;
+  for (const auto& [name, c] : by_name_) n += !name.empty();
+  return n;
+}
+
+std::shared_ptr<DirectoryCollection> SearchDirectory::collection(const std::string& parent) const {
+  std::shared_lock lock(mu_);
+  auto it = by_name_.find(parent);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<const DirectoryVideo> SearchDirectory::video(std::uint64_t id) const {
+  std::shared_lock lock(mu_);
+  auto it = videos_.find(id);
+  return it == videos_.end() ? nullptr : it->second;
+}
+
+namespace {
+
+struct Request {
+  std::string parent;
+  std::vector<float> vector;
+  std::int64_t k = 0, matches = 0, ef = 0;
+  float min_score = 0.0f;
+};
+
+// SearchOptions (k=1, min_score=2, max_matches_per_video=3, ef=4, filter=5). A filter, even an
+// empty message, sends the request to the Python path (which checks and applies it).
+bool parse_options(wire::Reader r, Request* out) {
+  std::uint32_t field, type;
+  while (r.next(&field, &type)) {
+    if (type == wire::kVarint && field >= 1 && field <= 4 && field != 2) {
+      const auto v = static_cast<std::int64_t>(r.varint());
+      (field == 1 ? out->k : field == 3 ? out->matches : out->ef) = static_cast<std::int32_t>(v);
+    } else if (field == 2 && type == wire::kFixed32) {
+      out->min_score = r.fixed32_float();
+    } else {
+      return false;  // a filter or a field this build does not know
+    }
+  }
+  return r.ok();
+}
+
+bool parse_request(const std::uint8_t* data, std::size_t size, Request* out) {
+  wire::Reader r(data, size);
+  std::uint32_t field, type;
+  while (r.next(&field, &type)) {
+    if (field == 1 && type == wire::kLen) {
+      auto s = r.bytes();
+      out->parent.assign(reinterpret_cast<const char*>(s.data), s.size);
+    } else if (field == 2 && type == wire::kLen) {  // packed floats
+      auto s = r.bytes();
+      if (s.size % 4) return false;
+      const std::size_t n = s.size / 4, at = out->vector.size();
+      out->vector.resize(at + n);
+      std::memcpy(out->vector.data() + at, s.data, s.size);  // little-endian hosts only (x86, arm)
+    } else if (field == 2 && type == wire::kFixed32) {  // unpacked, also valid proto3
+      out->vector.push_back(r.fixed32_float());
+    } else if (field == 3 && type == wire::kLen) {
+      auto s = r.bytes();
+      if (!parse_options(wire::Reader(s.data, s.size), out)) return false;
+    } else {
+      return false;
+    }
+  }
+  return r.ok();
+}
+
+using VideoLookup = std::function<std::shared_ptr<const DirectoryVideo>(std::uint64_t)>;
+
+struct Hit {
+  std::shared_ptr<const DirectoryVideo> video;
+  float score;
+  std::vector<std::pair<double, float>> matches;  // (timestamp, score)
+};
+
+class Collector {
+ public:
+  Collector(std::size_t k, std::size_t m, float min_score, Metric metric, const VideoLookup& lookup)
+      : k_(k), m_(m), min_score_(min_score), metric_(metric), lookup_(lookup) {}
+
+  float score(float dist) const { return metric_ == Metric::IP ? 1.0f - dist : 1.0f - dist / 2.0f; }
+
+  // (sample id, distance) pairs, best first -> per-video hits (_collect in service.py)
+  void collect(const std::uint64_t* ids, const float* dist, std::size_t n) {
+    constexpr std::uint64_t kIndexMask = (std::uint64_t{1} << kSampleBits) - 1;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (ids[i] == kNoId) continue;
+      const float s = score(dist[i]);
+      if (!(s >= min_score_)) continue;
+      const std::uint64_t vid = ids[i] >> kSampleBits;
+      const std::size_t idx = static_cast<std::size_t>(ids[i] & kIndexMask);
+      auto it = slot_.find(vid);
+      if (it == slot_.end()) {
+        if (hits_.size() >= k_) continue;
+        auto v = lookup_(vid);
+        if (!v || idx >= v->timestamps.size()) continue;  // deleted between the search and now
+        slot_.emplace(vid, hits_.size());
+        hits_.push_back(Hit{v, s, {{v->timestamps[idx], s}}});
+        continue;
+      }
+      Hit& h = hits_[it->second];
+      if (h.matches.size() < m_ && idx < h.video->timestamps.size()) {
+        const double t = h.video->timestamps[idx];
+        bool seen = false;  // the group search may repeat a kNN frame
+        for (const auto& mt : h.matches) seen |= mt.first == t;
+        if (!seen) {
+          h.matches.emplace_back(t, s);
+          h.score = std::max(h.score, s);
+        }
+      }
+    }
+  }
+
+  std::size_t size() const { return hits_.size(); }
+  std::vector<Hit>& hits() { return hits_; }
+
+ private:
+  std::size_t k_, m_;
+  float min_score_;
+  Metric metric_;
+  const VideoLookup& lookup_;
+  std::vector<Hit> hits_;
+  std::unordered_map<std::uint64_t, std::size_t> slot_;
+};
+
+// encode_search_response in servicer.py: proto3 leaves out zero scalars (but not -0.0)
+bool nonzero(double x) { return x != 0.0 || std::signbit(x); }
+
+void encode(const std::vector<Hit>& hits, const std::string& model, std::string* out) {
+  wire::Writer w(out);
+  std::string hit, match;
+  for (const Hit& h : hits) {
+    hit.clear();
+    wire::Writer hw(&hit);
+    hw.bytes_field(1, h.video->video.data(), h.video->video.size());
+    if (nonzero(h.score)) hw.float_field(2, h.score);
+    for (const auto& [t, s] : h.matches) {
+      match.clear();
+      wire::Writer mw(&match);
+      if (nonzero(t)) mw.double_field(1, t);
+      if (nonzero(s)) mw.float_field(2, s);
+      hw.bytes_field(3, match.data(), match.size());
+    }
+    w.bytes_field(1, hit.data(), hit.size());
+  }
+  if (!model.empty()) w.bytes_field(2, model.data(), model.size());
+}
+
+constexpr float kKnnMissSkip = 0.8f;      // FrameSeekService.KNN_MISS_SKIP
+constexpr std::uint64_t kKnnProbeEvery = 32;  // FrameSeekService.KNN_PROBE_EVERY
+
+}  // namespace
+
+bool SearchDirectory::search_by_vector(const std::uint8_t* data, std::size_t size,
+                                       std::string* response) const {
+  if (!ready()) return false;
+  Request req;
+  if (!parse_request(data, size, &req)) return false;
+  auto coll = collection(req.parent);
+  if (!coll || !coll->index) return false;
+  const HnswIndex& index = *coll->index;
+  // Validation mirrors FrameSeekService: anything out of range goes to Python for the error.
+  if (req.k < 0 || req.k > kMaxK || req.matches < 0 || req.matches > 100 || req.ef < 0 ||
+      req.ef > 4096 || std::isnan(req.min_score))
+    return false;
+  if (req.vector.size() != index.dim()) return false;
+  double ss = 0.0;
+  for (float v : req.vector) ss += static_cast<double>(v) * v;
+  if (!std::isfinite(ss)) return false;
+  if (index.metric() == Metric::IP) {
+    if (ss == 0.0) return false;
+    const float norm = static_cast<float>(std::sqrt(ss));
+    for (float& v : req.vector) v /= norm;
+  }
+  const std::size_t k = req.k ? static_cast<std::size_t>(req.k) : 10;
+  const std::size_t m = req.matches ? static_cast<std::size_t>(req.matches) : 1;
+  const std::size_t ef = static_cast<std::size_t>(req.ef);  // 0: the index default
+
+  const VideoLookup lookup = [this](std::uint64_t id) { return video(id); };
+  Collector hits(k, m, req.min_score, index.metric(), lookup);
+  std::vector<std::uint64_t> ids, gids;
+  std::vector<float> dist;
+  auto group_search = [&] {
+    gids.assign(k, kNoId);
+    ids.assign(k, kNoId);
+    dist.assign(k, 0.0f);
+    index.search_groups(req.vector.data(), 1, k, ef, nullptr, gids.data(), ids.data(), dist.data(), 1);
+    hits.collect(ids.data(), dist.data(), k);
+  };
+
+  const bool skip_knn = m == 1 && coll->knn_miss.load(std::memory_order_relaxed) > kKnnMissSkip &&
+                        coll->searches.fetch_add(1, std::memory_order_relaxed) % kKnnProbeEvery != 0;
+  if (skip_knn) {
+    group_search();  // on this collection the kNN almost never yields k videos
+  } else {
+    const std::size_t kf = std::min<std::size_t>(std::max<std::size_t>(k * m * 4, 32), 4096);
+    ids.assign(kf, kNoId);
+    dist.assign(kf, 0.0f);
+    index.search(req.vector.data(), 1, kf, ef, nullptr, ids.data(), dist.data(), 1);
+    hits.collect(ids.data(), dist.data(), kf);
+    // frames beyond the kNN score at most its last frame: if that one fails min_score, so do they
+    const bool full = std::none_of(ids.begin(), ids.end(), [](std::uint64_t id) { return id == kNoId; });
+    const bool more = full && hits.score(dist[kf - 1]) >= req.min_score;
+    if (m == 1) {
+      const float missed = hits.size() < k && more ? 1.0f : 0.0f;
+      coll->knn_miss.store(0.9f * coll->knn_miss.load(std::memory_order_relaxed) + 0.1f * missed,
+                           std::memory_order_relaxed);
+    }
+    if (hits.size() < k && more) group_search();
+  }
+  auto& out = hits.hits();
+  std::stable_sort(out.begin(), out.end(), [](const Hit& a, const Hit& b) { return a.score > b.score; });
+  for (Hit& h : out)
+    std::stable_sort(h.matches.begin(), h.matches.end(),
+                     [](const auto& a, const auto& b) { return a.second > b.second; });
+  response->clear();
+  encode(out, coll->model, response);
+  return true;
+}
+
+}  // namespace frameseek

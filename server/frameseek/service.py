@@ -36,6 +36,10 @@ COLLECTION_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 LABEL_KEY_RE = re.compile(r"^[a-z0-9_.-]{1,63}$")
 DEFAULT_COLLECTION = "default"
 MAX_K = 1000
+#: SearchByVideo re-places (matching.refine_alignment: tens of ms for a minute-long query) at
+#: most this many of the best candidates; a request with a very low min_score and a large k
+#: gets the aligner's placement for the rest instead of k re-alignments.
+MAX_REFINED_MATCHES = 20
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
 
@@ -980,8 +984,9 @@ class FrameSeekService:
         ([q, views * k]); a reference frame listed twice for one query frame counts once, and a
         query frame matches at most one reference frame per segment, so the score stays in [0, 1].
         Candidates scoring at least `refine_above` (default: the copy threshold, i.e. the ones that
-        get reported) are then re-placed with dense evidence against the reference's stored
-        vectors (`matching.refine_alignment`); this moves segments, never changes scores."""
+        get reported; at most the best MAX_REFINED_MATCHES) are then re-placed with dense evidence
+        against the reference's stored vectors (`matching.refine_alignment`); this moves
+        segments, never changes scores."""
         if not hasattr(self._native, "aggregate"):
             raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "INTERNAL",
                                "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
@@ -1021,10 +1026,10 @@ class FrameSeekService:
                             max_candidates=int(k))
         refine_above = self.settings.copy_threshold if refine_above is None else refine_above
         out = []
-        for m in ms:  # best first by the calibrated score (frameseek.matching)
+        for rank, m in enumerate(ms):  # best first by the calibrated score (frameseek.matching)
             try:
                 video = self.storage.get_video(m.video)
-                if m.score >= refine_above and m.segments:
+                if m.score >= refine_above and m.segments and rank < MAX_REFINED_MATCHES:
                     m = matching.refine_alignment(m, times, views, self.storage.video_timestamps(m.video),
                                                   self.storage.video_vectors(m.video), settings)
             except NotFound:  # deleted meanwhile

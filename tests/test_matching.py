@@ -283,3 +283,171 @@ def test_align_bridges_holes_left_by_dropped_blank_frames():
     assert ms and ms[0].video == 3 and ms[0].score >= matching.COPY_THRESHOLD
     assert len(ms[0].segments) == 1 and ms[0].segments[0].frames == 4
     assert abs(ms[0].offset - 2.0) < 0.5
+
+
+# -- dense re-alignment (refine_alignment) -------------------------------------------------------
+
+def _one_photo_reference(seed: int = 3, dim: int = 64, fps: float = 3.0):
+    """A 12 s reference of three 4 s shots of ONE still photo, each with its own camera move:
+    every frame is the photo's vector plus a move-specific drift, so every frame of every shot is
+    about equally similar to any copy of the photo (the interchangeable shots of the harness's
+    slideshows). Returns (times, unit vectors, frame(t) -> vector interpolated along the moves)."""
+    rng = np.random.default_rng(seed)
+    photo = rng.normal(size=dim)
+    photo /= np.linalg.norm(photo)
+    moves = rng.normal(size=(3, dim))
+    moves /= np.linalg.norm(moves, axis=1, keepdims=True)
+    noise = rng.normal(size=(int(12 * fps), dim)) * 0.02
+
+    def frame(t: float, i: int | None = None) -> np.ndarray:
+        shot = min(int(t // 4.0), 2)
+        v = photo + 0.7 * moves[shot] * ((t - 4.0 * shot) / 4.0)
+        if i is not None:
+            v = v + noise[i]
+        return v / np.linalg.norm(v)
+
+    times = np.arange(int(12 * fps)) / fps
+    vecs = np.stack([frame(t, i) for i, t in enumerate(times)]).astype(np.float32)
+    return times, vecs, frame
+
+
+def _edited_copy(frame, offset: float, speed: float, n: int, seed: int = 5, dim: int = 64):
+    """n query frames at 1 fps of t_ref = offset + speed * t, each with the same edit added (a
+    caption band or logo: one common vector) and per-frame noise (compression)."""
+    rng = np.random.default_rng(seed)
+    edit = rng.normal(size=dim)
+    edit *= 0.6 / np.linalg.norm(edit)
+    qt = np.arange(n, dtype=np.float64)
+    q = np.stack([frame(offset + speed * t) + edit + rng.normal(size=dim) * 0.03 for t in qt])
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return qt, q.astype(np.float32)
+
+
+def _match_on(offset: float, speed: float, qt: np.ndarray) -> matching.Match:
+    seg = matching.Segment(float(qt[0]), float(qt[-1]), offset + speed * qt[0], offset + speed * qt[-1],
+                           offset, speed, 0.4, len(qt))
+    return matching.Match(video=7, score=0.4, votes=len(qt), query_coverage=1.0, ref_coverage=0.4, segments=[seg])
+
+
+def test_refine_alignment_moves_a_line_placed_in_the_wrong_shot():
+    """A 1.1x copy of 1.4-6.9 s (across the cut at 4 s) placed by the aligner in the third shot at
+    half speed -- the harness's combo failure -- moves to the true line; the score, votes and
+    query extent stay the aligner's."""
+    rt, rv, frame = _one_photo_reference()
+    qt, q = _edited_copy(frame, 1.4, 1.1, 6)
+    wrong = _match_on(8.5, 0.5, qt)
+    out = matching.refine_alignment(wrong, qt, [q], rt, rv)
+    s = out.segments[0]
+    mid = 2.5
+    assert abs((s.offset + s.speed * mid) - (1.4 + 1.1 * mid)) < 0.34  # within one reference frame
+    assert s.speed == pytest.approx(1.1, rel=0.1)
+    assert (out.score, out.votes, out.video, s.score, s.frames) == (0.4, 6, 7, 0.4, 6)
+    assert (s.query_start, s.query_end) == (0.0, 5.0)
+    assert s.ref_start == pytest.approx(s.offset) and s.ref_end == pytest.approx(s.offset + 5 * s.speed)
+    assert wrong.segments[0].offset == 8.5  # the input is not modified
+
+
+def test_refine_alignment_uses_the_view_that_carries_the_copy():
+    """The copy sits in the mirrored view (an hflipped upload); the plain view is unrelated noise."""
+    rt, rv, frame = _one_photo_reference()
+    qt, q = _edited_copy(frame, 1.4, 1.1, 6)
+    junk = np.random.default_rng(9).normal(size=q.shape).astype(np.float32)
+    junk /= np.linalg.norm(junk, axis=1, keepdims=True)
+    out = matching.refine_alignment(_match_on(8.5, 0.5, qt), qt, [junk, q], rt, rv)
+    s = out.segments[0]
+    assert abs((s.offset + s.speed * 2.5) - (1.4 + 1.1 * 2.5)) < 0.34
+
+
+def test_refine_alignment_keeps_a_correct_line():
+    rt, rv, frame = _one_photo_reference()
+    qt, q = _edited_copy(frame, 0.5, 1.0, 11)
+    out = matching.refine_alignment(_match_on(0.5, 1.0, qt), qt, [q], rt, rv).segments[0]
+    # stays within one reference frame (1/3 s) of the true line
+    assert abs((out.offset + out.speed * 5) - 5.5) < 0.34 and out.speed == pytest.approx(1.0, rel=0.05)
+
+
+def test_refine_alignment_keeps_the_aligners_line_when_the_evidence_is_flat():
+    """A static reference (one frame held) and a static query: every line explains the query
+    equally, so the aligner's placement stands exactly."""
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=32)
+    v /= np.linalg.norm(v)
+    rt = np.arange(30) / 3.0
+    rv = np.tile(v, (30, 1)).astype(np.float32)
+    qt = np.arange(6, dtype=np.float64)
+    q = np.tile(v, (6, 1)).astype(np.float32)
+    m = _match_on(2.0, 1.0, qt)
+    assert matching.refine_alignment(m, qt, [q], rt, rv).segments[0] == m.segments[0]
+
+
+def test_line_evidence_structure_term_finds_the_cut():
+    """With cross similarity made uninformative (every query frame matches every reference frame
+    equally, as when the shots are interchangeable), the self-similarity term alone still puts
+    the query's cut on the reference's cut: the true line beats the same speed shifted by one
+    second or into the next pair of shots."""
+    rt, rv, frame = _one_photo_reference()
+    qt, q = _edited_copy(frame, 1.4, 1.1, 6)
+    flat = np.ones((len(qt), len(rt)))
+    qg, rg = (q @ q.T).astype(np.float64), (rv @ rv.T).astype(np.float64)
+    ev = matching.line_evidence(qt, flat, qg, rt, rg, np.array([1.4, 0.4, 2.4, 5.4]), 1.1)
+    assert ev[0] > max(ev[1:])
+    assert ev[0] > 0.5 * len(qt)  # exp(-unexplained / structure) > 0.5: most of it is explained
+
+
+def test_refine_alignment_validates_inputs():
+    rt, rv, frame = _one_photo_reference()
+    qt, q = _edited_copy(frame, 1.4, 1.1, 6)
+    m = _match_on(1.4, 1.1, qt)
+    with pytest.raises(ValueError):
+        matching.refine_alignment(m, qt, [q, q[:3]], rt, rv)  # views of different lengths
+    with pytest.raises(ValueError):
+        matching.refine_alignment(m, qt, [q], rt, rv[:, :10])  # other dimension
+    with pytest.raises(ValueError):
+        matching.refine_alignment(m, qt[:4], [q], rt, rv)
+    empty = matching.Match(video=7, score=0.4, votes=0, query_coverage=0.0, ref_coverage=None)
+    assert matching.refine_alignment(empty, qt, [q], rt, rv) is empty
+
+
+def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
+    """SearchByVideo's matcher (FrameSeekService._video_matches) reads the reference's vectors back
+    from the live HNSW index (storage.video_vectors) and reports the dense re-alignment, not the
+    aligner's line: on this constructed copy the two differ, and the service must report exactly
+    what refine_alignment(align(...)) gives on the original arrays."""
+    from frameseek.config import Settings
+    from frameseek.service import FrameSeekService
+    from frameseek.storage import EmbeddedStorage, VideoRecord
+
+    rt, rv, frame = _one_photo_reference(seed=2)
+    qt, q = _edited_copy(frame, 1.4, 1.1, 6, seed=12)
+    st = EmbeddedStorage(str(tmp_path / "data"))
+    st.open()
+    c = st.create_collection("c", model="m", dimension=rv.shape[1], metric="ip", sampling={"fps": 3.0},
+                             index={"m": 16, "ef_construction": 200, "ef_search": 200})
+    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
+                      sample_count=len(rt), size_bytes=1, content_sha256="0" * 64)
+    vid = st.add_video(c.id, rec, rt, rv).id
+    svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
+    svc._native = _native
+    try:
+        got = svc._video_matches(c, qt, q, 3, None, 8, None, 1.0)
+    finally:
+        for pool in (svc._ingest_pool, svc._query_pool, svc._search_pool, svc._io_pool):
+            pool.shutdown(wait=True)
+        st.close()
+    # the same chain on the original arrays (exact search finds the same 8 neighbours: 36 frames)
+    idx = _native.FlatIndex(rv.shape[1], "ip")
+    idx.add((np.uint64(vid) << np.uint64(20)) + np.arange(len(rt), dtype=np.uint64), rv,
+            groups=np.full(len(rt), vid, np.uint64))
+    ids, sims = matching.search_neighbors(idx, q, 8)
+    groups = np.full(ids.shape, vid, np.uint64)
+    times = rt[(ids & np.uint64((1 << 20) - 1)).astype(np.int64)]
+    s = matching.MatchSettings(frame_k=8)
+    aligned = matching.align(qt, ids, groups, times, sims, frame_weights=matching.redundancy_weights(q), settings=s,
+                             ref_durations={vid: 12.0}, query_interval=1.0, ref_interval=1.0 / 3.0)[0]
+    refined = matching.refine_alignment(aligned, qt, [q], rt, rv, s)
+    assert abs(refined.offset - aligned.offset) > 0.1  # the refinement moved the line here
+    assert len(got) == 1 and got[0].video.id == vid
+    assert got[0].score == pytest.approx(aligned.score, abs=1e-6)  # scores are the aligner's
+    assert got[0].offset == pytest.approx(refined.offset, abs=1e-6)
+    assert got[0].speed == pytest.approx(refined.speed, abs=1e-6)
+    assert got[0].segments[0].ref_start == pytest.approx(refined.segments[0].ref_start, abs=1e-6)

@@ -198,6 +198,11 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
         else:
             pre = ["-t", f"{T:.3f}", "-i", str(card)]
             first = "[0:v]setsar=1,format=yuv420p[a]"
+        # `-t T` cannot lengthen the title card: the intro is as long as the card clip when that
+        # is shorter (card_a is 3 s; until this fix the ground truth said T, up to 4 s, and the
+        # correct placement of intro_card copies counted as up to 1 s off)
+        if not src:
+            T = min(T, probe_duration(str(card)))
         return [*pre, "-i", str(ref), "-filter_complex",
                 f"{first};[1:v]scale={W}:{H},setsar=1,fps={FPS},format=yuv420p[b];[a][b]concat=n=2:v=1:a=0[o]",
                 "-map", "[o]", *_enc(24)], -T, 1, T, T + D

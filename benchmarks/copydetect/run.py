@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-similarity", type=float, default=matching.DEFAULT_MIN_SIMILARITY,
                     help="vote floor (MatchSettings.min_similarity; calibration experiments)")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--no-refine", action="store_true",
+                    help="skip matching.refine_alignment (the aligner's placement only; for comparison)")
     ap.add_argument("--regions", choices=["off", "auto", "on"], default="auto",
                     help="query regions (SamplingSettings.regions; the server's default is auto)")
     a = ap.parse_args(argv)
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     index = _native.FlatIndex(512, "ip")
     ref_times: dict[int, np.ndarray] = {}
+    ref_vectors: dict[int, np.ndarray] = {}
     durations: dict[int, float] = {}
     ref_id = {r.name: i + 1 for i, r in enumerate(refs)}
     ref_hashes = {}
@@ -285,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(e["t"]), dtype=np.uint64)
         index.add(ids, np.ascontiguousarray(e["v"], dtype=np.float32), groups=np.full(len(ids), vid, np.uint64))
         ref_times[vid] = e["t"]
+        ref_vectors[vid] = e["v"]
         durations[vid] = float(e["duration"])
         ref_hashes[vid] = E.vpdq(r.path)
     print(f"references embedded/indexed: {len(index)} frames", file=sys.stderr)
@@ -306,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
                             frame_weights=matching.redundancy_weights(e["v"], settings.redundancy_threshold),
                             ref_durations=durations,
                             query_interval=1.0, ref_interval=1.0 / 3.0, max_candidates=len(refs))
+        if not a.no_refine:  # dense re-placement of the reported matches (as SearchByVideo)
+            views = [e["v"], e.get("fv"), *list(e.get("rv", []))]
+            ms = [matching.refine_alignment(m, e["t"], views, ref_times[m.video], ref_vectors[m.video], settings)
+                  if m.score >= settings.threshold else m for m in ms]
         t_match += time.perf_counter() - tm
         vp = {vid: vpdq_match(qh, qq, *ref_hashes[vid]) for vid in ref_id.values()}
         rows.append({"q": q, "fs": {m.video: m for m in ms}, "vp": vp, "frames": len(e["t"]),
@@ -336,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                          "timed_queries": len(wall)}
     report["config"] = {"seed": a.seed, "references": len(refs), "queries": len(queries),
                         "per_transform": per_t, "threshold": settings.threshold, "regions": a.regions,
+                        "refine": not a.no_refine,
                         "settings": asdict(settings), "index_frames": len(index)}
     print_table(report)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -182,6 +182,22 @@ void bind_hnsw(py::module_& m) {
           "if it beats its group's best, so k frames of one video never crowd out the other "
           "videos. Cost grows with ef x frames per video: keep ef a small multiple of k.")
       .def(
+          "get_vectors",
+          [](const HnswIndex& x, py::handle ids) {
+            auto id = as_uint_vector<std::uint64_t>(ids, "ids");
+            const auto n = static_cast<std::size_t>(id.size());
+            py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(x.dim())});
+            float* dst = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              x.get_vectors(id.data(), n, dst);
+            }
+            return out;
+          },
+          "ids"_a,
+          "The stored vectors of these ids, float32[n, dim], exactly as added (in the ids' "
+          "order). ValueError on an id that is not in the index (absent or removed).")
+      .def(
           "save",
           [](const HnswIndex& x, const std::string& path) {
             py::gil_scoped_release release;

@@ -561,6 +561,26 @@ bool HnswIndex::contains(std::uint64_t id) const {
   return meta_.count(id) != 0;
 }
 
+void HnswIndex::get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const {
+  // The shared lock keeps remove() (exclusive) from freeing a slot while it is copied, and add()
+  // only fills free or deleted slots, so a live id's data cannot change under us.
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::vector<hnswlib::tableint> slots(n);
+  {
+    std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto it = hnsw_->label_lookup_.find(ids[i]);
+      if (it == hnsw_->label_lookup_.end() || hnsw_->isMarkedDeleted(it->second) || !meta_.count(ids[i]))
+        throw std::invalid_argument("id " + std::to_string(ids[i]) + " is not in the index");
+      slots[i] = it->second;
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto* src = reinterpret_cast<const float*>(hnsw_->getDataByInternalId(slots[i]));
+    std::copy(src, src + dim_, out + i * dim_);
+  }
+}
+
 void HnswIndex::grow_for(std::size_t n_new) {
   // Slots a batch can use: never-used ones plus deleted ones (replace_deleted reuses them).
   const std::size_t cap = hnsw_->max_elements_;

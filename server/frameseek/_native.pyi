@@ -124,6 +124,8 @@ class HnswIndex:
                       filter: Filter | None = None, threads: int = 0
                       ) -> tuple[_U64, _U64, _F32]:
         """(groups, best id per group, distance); ef counts distinct groups (None: 16)."""
+    def get_vectors(self, ids: _IntArrayLike) -> _F32:
+        """Stored vectors float32[n, dim] of these ids, as added; ValueError on an absent id."""
     def save(self, path: str) -> None: ...
     @staticmethod
     def load(path: str) -> HnswIndex: ...

@@ -36,6 +36,10 @@ COLLECTION_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 LABEL_KEY_RE = re.compile(r"^[a-z0-9_.-]{1,63}$")
 DEFAULT_COLLECTION = "default"
 MAX_K = 1000
+#: SearchByVideo re-places (matching.refine_alignment: tens of ms for a minute-long query) at
+#: most this many of the best candidates; a request with a very low min_score and a large k
+#: gets the aligner's placement for the rest instead of k re-alignments.
+MAX_REFINED_MATCHES = 20
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
 
@@ -946,6 +950,7 @@ class FrameSeekService:
             raise invalid("fps must be in 0..30", field="fps")
         opts = SearchOptions(labels=labels, videos=videos, exclude_videos=exclude)
         groups, excl = await self._groups_filter(rec, opts)
+        thr = self.settings.copy_threshold if min_score == 0 else min_score
         self._admit_search()
         self._searches += 1
         try:
@@ -961,24 +966,27 @@ class FrameSeekService:
                 matches = await loop.run_in_executor(
                     self._search_pool, self._video_matches, rec, media.timestamps, media.vectors, k or 10,
                     groups, frame_k or self.settings.frame_k, getattr(media, "flip_vectors", None),
-                    fps or self.settings.query_fps, media.region_vectors)
+                    fps or self.settings.query_fps, media.region_vectors, thr)
         finally:
             self._searches -= 1
-        thr = self.settings.copy_threshold if min_score == 0 else min_score
         matches = [m for m in matches if m.score >= thr and m.video.id not in excl]
         return VideoSearchResult(matches=matches, query_duration=float(media.duration),
                                  query_samples=len(media), model=rec.model)
 
     def _video_matches(self, rec: CollectionRecord, times: np.ndarray, vecs: np.ndarray, k: int,
                        groups: np.ndarray | None, frame_k: int | None = None, flip_vecs: np.ndarray | None = None,
-                       query_fps: float | None = None, region_vecs: list[np.ndarray] | None = None
-                       ) -> list[CopyMatch]:
+                       query_fps: float | None = None, region_vecs: list[np.ndarray] | None = None,
+                       refine_above: float | None = None) -> list[CopyMatch]:
         """Per-frame kNN -> `frameseek.matching.align` (IDF-like and redundancy weights, native
         frame-vote aggregation, calibrated score) -> candidates with aligned segments. With
         `flip_vecs` the mirrored query frames are searched too, and with `region_vecs` crops of
         them (picture-in-picture insets, frameseek.regions); all neighbour sets sit side by side
         ([q, views * k]); a reference frame listed twice for one query frame counts once, and a
-        query frame matches at most one reference frame per segment, so the score stays in [0, 1]."""
+        query frame matches at most one reference frame per segment, so the score stays in [0, 1].
+        Candidates scoring at least `refine_above` (default: the copy threshold, i.e. the ones that
+        get reported; at most the best MAX_REFINED_MATCHES) are then re-placed with dense evidence
+        against the reference's stored vectors (`matching.refine_alignment`); this moves
+        segments, never changes scores."""
         if not hasattr(self._native, "aggregate"):
             raise ServiceError(grpc.StatusCode.UNIMPLEMENTED, "INTERNAL",
                                "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
@@ -1010,16 +1018,21 @@ class FrameSeekService:
         ids = np.ascontiguousarray(np.where(valid, ids, NO_ID).astype(np.uint64))
         sims = np.ascontiguousarray(np.where(valid, matching.similarities(dist, rec.metric), -1).astype(np.float32))
         groups_arr = np.ascontiguousarray(np.where(valid, vids, NO_ID).astype(np.uint64))
+        settings = matching.MatchSettings(frame_k=frame_k)
         ms = matching.align(times, ids, groups_arr, ntimes, sims, frame_weights=matching.redundancy_weights(vecs),
-                            settings=matching.MatchSettings(frame_k=frame_k), ref_durations=durations,
+                            settings=settings, ref_durations=durations,
                             query_interval=1.0 / query_fps if query_fps else None,
                             ref_interval=1.0 / float(rec.sampling.get("fps") or self.settings.default_fps),
                             max_candidates=int(k))
+        refine_above = self.settings.copy_threshold if refine_above is None else refine_above
         out = []
-        for m in ms:  # best first by the calibrated score (frameseek.matching)
+        for rank, m in enumerate(ms):  # best first by the calibrated score (frameseek.matching)
             try:
                 video = self.storage.get_video(m.video)
-            except NotFound:
+                if m.score >= refine_above and m.segments and rank < MAX_REFINED_MATCHES:
+                    m = matching.refine_alignment(m, times, views, self.storage.video_timestamps(m.video),
+                                                  self.storage.video_vectors(m.video), settings)
+            except NotFound:  # deleted meanwhile
                 continue
             segs = [Segment(g.query_start, g.query_end, g.ref_start, g.ref_end, g.score) for g in m.segments]
             out.append(CopyMatch(video=video, score=m.score, query_coverage=m.query_coverage,

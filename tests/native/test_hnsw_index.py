@@ -256,6 +256,31 @@ def test_empty_index_returns_padding():
     assert np.all(ids == N.NO_ID) and np.all(np.isinf(dist))
 
 
+def test_get_vectors_returns_stored_vectors_in_id_order_and_survives_save_load(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    ids = np.arange(1000, 1050, dtype=np.uint64)
+    index = N.HnswIndex(8, "ip")
+    index.add(ids, x)
+    pick = np.array([1049, 1000, 1017, 1017], np.uint64)
+    got = index.get_vectors(pick)
+    assert got.dtype == np.float32 and got.shape == (4, 8)
+    assert np.array_equal(got, x[pick.astype(np.int64) - 1000])  # bit-exact, in the ids' order
+    assert index.get_vectors(np.zeros(0, np.uint64)).shape == (0, 8)
+    index.remove(np.array([1017], np.uint64))
+    with pytest.raises(ValueError, match="1017"):
+        index.get_vectors(pick)
+    with pytest.raises(ValueError):
+        index.get_vectors(np.array([7], np.uint64))  # never added
+    index.save(str(tmp_path / "i.bin"))
+    again = N.HnswIndex.load(str(tmp_path / "i.bin"))
+    assert np.array_equal(again.get_vectors(ids[:3]), x[:3])
+    # a removed id's slot reused by a new id returns the new vector
+    again.remove(ids[:1])
+    again.add(np.array([5000], np.uint64), x[49:50] * 2)
+    assert np.array_equal(again.get_vectors(np.array([5000], np.uint64)), x[49:50] * 2)
+
+
 def test_remove_never_returned_and_slots_reused(data):
     x, ids, groups, _, q = data
     n = 3000

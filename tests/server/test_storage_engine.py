@@ -96,6 +96,30 @@ def test_search_finds_sample_and_timestamp_and_delete_is_immediate(tmp_path):
     st.close()
 
 
+def test_video_vectors_read_back_from_the_index_across_restart_and_delete(tmp_path):
+    """video_vectors (the dense re-alignment's input) returns exactly the vectors added, in sample
+    order, from the live index -- after a restart too -- and NotFound once the video is deleted."""
+    rng = np.random.default_rng(4)
+    st = _open(tmp_path)
+    c = _coll(st)
+    data = {}
+    for i in range(3):
+        vecs = _unit(rng, 7 + i)
+        data[st.add_video(c.id, _rec(f"h{i}"), np.arange(7 + i) * 0.5, vecs).id] = vecs
+    for vid, vecs in data.items():
+        got = st.video_vectors(vid)
+        assert got.dtype == np.float32 and np.array_equal(got, vecs)
+    st.close()
+    st = _open(tmp_path)
+    for vid, vecs in data.items():
+        assert np.array_equal(st.video_vectors(vid), vecs)
+    gone = list(data)[1]
+    st.delete_video(gone)
+    with pytest.raises(NotFound):
+        st.video_vectors(gone)
+    st.close()
+
+
 def test_recovery_without_snapshot_replays_log_and_drops_pending(tmp_path):
     rng = np.random.default_rng(2)
     st = _open(tmp_path)

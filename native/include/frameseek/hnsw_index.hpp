@@ -99,6 +99,11 @@ class HnswIndex {
                      const Filter* filter, std::uint64_t* out_groups, std::uint64_t* out_ids,
                      float* out_dist, std::size_t threads = 0) const;
 
+  // Copies the stored vectors of n live ids into out (n x dim, row-major), exactly as added.
+  // Throws std::invalid_argument on an id that is not live (absent or removed). Used to compare a
+  // query densely with one indexed video's frames (frameseek.matching.refine_alignment).
+  void get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const;
+
   // Atomic write (temp file + fsync + rename) of a versioned, checksummed file.
   void save(const std::string& path) const;
   // Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted or

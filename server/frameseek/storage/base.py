@@ -165,6 +165,11 @@ class Storage(Protocol):
                       groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     def vectors_of(self, collection_id: int) -> int: ...  # vectors in the live index
+    def video_vectors(self, video_id: int) -> np.ndarray:
+        """The indexed vectors of an active video, float32[samples, dim] in sample order (rows
+        match `video_timestamps`); NotFound when it is not active. For the dense re-alignment of
+        SearchByVideo (frameseek.matching.refine_alignment)."""
+        ...
 
     # jobs + idempotency
     def create_job(self, job: JobRecord) -> JobRecord: ...

@@ -379,6 +379,16 @@ class EmbeddedStorage:
     def vectors_of(self, collection_id: int) -> int:
         return len(self._ci(collection_id).index)
 
+    def video_vectors(self, video_id: int) -> np.ndarray:
+        """Read back from the live index (HnswIndex.get_vectors: the stored copies, no second
+        store): one row per sample, in sample order. NotFound when the video is not active."""
+        v, ts = self.video_entry(video_id)
+        ci = self._ci(v.collection_id)
+        try:
+            return ci.index.get_vectors(sample_ids(video_id, len(ts)))
+        except ValueError as exc:  # deleted (or not yet indexed) between the lookup and the read
+            raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
+
     # -- jobs -----------------------------------------------------------------------------------
     def create_job(self, job: JobRecord) -> JobRecord:
         return self.catalog.create_job(job)

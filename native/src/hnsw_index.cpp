@@ -632,9 +632,14 @@ void HnswIndex::set_half_walk(bool on) {
 // a vector does not fit fp16. Caller holds mutex_ exclusively (or owns the index alone).
 void HnswIndex::fill_half() {
   const std::size_t used = hnsw_ ? hnsw_->cur_element_count.load() : 0;
-  bool in_range = true;
-  for (std::size_t s = 0; s < used && in_range; ++s)
-    in_range = write_half(s, reinterpret_cast<const float*>(hnsw_->getDataByInternalId(s)));
+  std::atomic<bool> all_in_range{true};  // on every core: a restart waits for this (1M x 512: ~4 s on one)
+  parallel_for(used, default_threads(), [&](std::size_t b, std::size_t e) {
+    bool ok = true;
+    for (std::size_t s = b; s < e && ok; ++s)
+      ok = write_half(s, reinterpret_cast<const float*>(hnsw_->getDataByInternalId(s)));
+    if (!ok) all_in_range.store(false);
+  });
+  const bool in_range = all_in_range.load();
   if (!in_range) {
     half_walk_ = false;
     half_.reset();

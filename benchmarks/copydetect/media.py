@@ -157,10 +157,13 @@ def real_reference(out: Path, src: Path, max_seconds: float) -> None:
 def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, logo: Path,
                card: Path) -> tuple[list[str], float, float, float, float]:
     font = f"fontfile={FONT}:" if FONT.exists() else ""
-    if name == "reencode":  # other codec, low bitrate
-        return ["-i", str(ref), "-c:v", "mpeg4", "-b:v", "150k", "-an"], 0, 1, 0, D
-    if name == "scale0.5":
-        return ["-i", str(ref), "-vf", "scale=iw/2:ih/2", *_enc(28)], 0, 1, 0, D
+    if name in ("reencode", "reencode@64k", "reencode@32k"):  # other codec, low bitrate
+        rate = name.partition("@")[2] or "150k"
+        return ["-i", str(ref), "-c:v", "mpeg4", "-b:v", rate, "-an"], 0, 1, 0, D
+    if name in ("scale0.5", "scale0.33", "scale0.25"):
+        vf = {"scale0.5": "scale=iw/2:ih/2", "scale0.33": "scale=trunc(iw/6)*2:trunc(ih/6)*2",
+              "scale0.25": "scale=trunc(iw/8)*2:trunc(ih/8)*2"}[name]
+        return ["-i", str(ref), "-vf", vf, *_enc(28)], 0, 1, 0, D
     if name == "crop":
         f = rng.uniform(0.10, 0.20)
         return ["-i", str(ref), "-vf", f"crop=iw*{1 - f:.3f}:ih*{1 - f:.3f}:iw*{f / 2:.3f}:ih*{f / 3:.3f},{EVEN}",
@@ -206,8 +209,8 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
         return [*pre, "-i", str(ref), "-filter_complex",
                 f"{first};[1:v]scale={W}:{H},setsar=1,fps={FPS},format=yuv420p[b];[a][b]concat=n=2:v=1:a=0[o]",
                 "-map", "[o]", *_enc(24)], -T, 1, T, T + D
-    if name == "fps":
-        return ["-i", str(ref), "-vf", "fps=12", *_enc(24)], 0, 1, 0, D
+    if name in ("fps", "fps6", "fps3"):
+        return ["-i", str(ref), "-vf", f"fps={name[3:] or 12}", *_enc(24)], 0, 1, 0, D
     if name == "letterbox":  # into a 16:9 frame with side or top/bottom bars
         return ["-i", str(ref), "-vf", "scale=480:270:force_original_aspect_ratio=decrease,"
                 "pad=480:270:(ow-iw)/2:(oh-ih)/2:black,scale=480:360,pad=480:480:0:60:black", *_enc(24)], 0, 1, 0, D
@@ -228,6 +231,11 @@ RECIPE_VERSION = {"pip": "v2"}
 
 TRANSFORMS = ["reencode", "scale0.5", "crop", "hflip", "caption", "logo", "pip", "subclip", "speed0.8",
               "speed1.25", "intro_black", "intro_card", "fps", "letterbox", "brightness", "combo"]
+
+#: `run --severity`: stronger settings of the transforms on which both frameseek and vPDQ are
+#: perfect at the issue's setting, each applied to the same seeded source videos as its base
+SEVERITY = {"reencode@64k": "reencode", "reencode@32k": "reencode", "scale0.33": "scale0.5",
+            "scale0.25": "scale0.5", "fps6": "fps", "fps3": "fps"}
 
 
 def make_query(out: Path, name: str, ref: Path, D: float, seed: int, other: Path, logo: Path,

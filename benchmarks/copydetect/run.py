@@ -50,7 +50,8 @@ SAMPLE_BITS = 20  # sample id = video << 20 | frame index (as the server)
 
 # -- media ------------------------------------------------------------------------------------
 
-def build_media(seed: int, n_refs: int, per_transform: int) -> tuple[list[M.Clip], list[M.Query]]:
+def build_media(seed: int, n_refs: int, per_transform: int,
+                severity: bool = False) -> tuple[list[M.Clip], list[M.Query]]:
     M.ensure_tools()
     sc = M.scenes(seed)
     n_show = max(2, min(n_refs - 4, len(sc) - 6))
@@ -100,14 +101,15 @@ def build_media(seed: int, n_refs: int, per_transform: int) -> tuple[list[M.Clip
                            0.0, 11.261 / 9.0, 0.0, min(bugy, 12 / (11.261 / 9.0))))
     qdir = mdir / "queries"
     qdir.mkdir(exist_ok=True)
-    for t_i, tname in enumerate(M.TRANSFORMS):
+    for tname in M.TRANSFORMS + (list(M.SEVERITY) if severity else []):
+        t_i = M.TRANSFORMS.index(M.SEVERITY.get(tname, tname))  # a severity variant: its base's sources
         order = list(range(len(refs) - 1))  # never the title-card reference itself
         random.Random(seed * 31 + t_i).shuffle(order)
         for j in order[:per_transform]:
             r = refs[j]
             qs = seed * 100003 + t_i * 1009 + j
             other = dis[(j + t_i) % len(dis)]
-            out = qdir / f"q_{tname}{M.RECIPE_VERSION.get(tname, '')}_{r.name}_{seed}.mp4"
+            out = qdir / f"q_{tname.replace('@', '-')}{M.RECIPE_VERSION.get(tname, '')}_{r.name}_{seed}.mp4"
             off, sp, q0, q1 = M.make_query(out, tname, Path(r.path), r.duration, qs, other, logo, card)
             queries.append(M.Query(out.stem, str(out), tname, r.name, off, sp, q0, q1))
     # unrelated queries: distractor clips, some edited like the copies
@@ -260,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--no-refine", action="store_true",
                     help="skip matching.refine_alignment (the aligner's placement only; for comparison)")
+    ap.add_argument("--severity", action="store_true",
+                    help="also the stronger re-encode / scale / frame-rate settings (media.SEVERITY); "
+                         "report in benchmarks/README.md, write with --out elsewhere")
     ap.add_argument("--regions", choices=["off", "auto", "on"], default="auto",
                     help="query regions (SamplingSettings.regions; the server's default is auto)")
     a = ap.parse_args(argv)
@@ -268,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = matching.MatchSettings(threshold=a.threshold, min_similarity=a.min_similarity)
     os.nice(5)  # a shared 2-core machine: ffmpeg children are niced further in media._run
     t0 = time.perf_counter()
-    refs, queries = build_media(a.seed, n_refs, per_t)
+    refs, queries = build_media(a.seed, n_refs, per_t, a.severity)
     t_media = time.perf_counter() - t0
     print(f"media: {len(refs)} references, {len(queries)} queries ({t_media:.0f} s)", file=sys.stderr)
 

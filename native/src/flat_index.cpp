@@ -323,7 +323,10 @@ void FlatIndex::scan(const TX* data, BlockFn block_fn, const float* queries, std
   // each range with its own collectors. Many query blocks: threads take whole query blocks.
   std::size_t ranges = nqb >= 4 * threads ? 1 : threads;
   ranges = std::max<std::size_t>(1, std::min(ranges, m / kMinRangeRows));
-  const std::size_t range_len = (m + ranges - 1) / ranges;
+  // Ranges start on tile boundaries: every row then sits at the same place in the same kernel
+  // tile whatever the number of ranges, so results do not depend on the thread count (the
+  // register-tiled kernels sum a tile's edge rows in another order, ~1 ulp apart).
+  const std::size_t range_len = ((m + ranges - 1) / ranges + tile - 1) / tile * tile;
 
   std::vector<std::vector<Collector>> extra(ranges - 1, std::vector<Collector>(nq, Collector(k)));
   auto sink = [&](std::size_t r) -> std::vector<Collector>& { return r == 0 ? results : extra[r - 1]; };

@@ -119,6 +119,25 @@ void bind_distance(py::module_& m) {
         "Test hook: raw kernel output float32[nq, n] (squared L2, or the plain inner product) "
         "from one SIMD level's table, through its 'pair', 'many' or 'block' entry; float16 "
         "vectors go through the fp16-storage entries.");
+  m.def("_dot_i8_for_level",
+        [](const std::string& level, py::array_t<std::int8_t, py::array::c_style> a,
+           py::array_t<std::int8_t, py::array::c_style> b) {
+          const Kernels& k = kernels_for(parse_simd_level(level));
+          if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(1))
+            throw py::value_error("a and b must be 2-D int8 arrays with the same number of columns");
+          const std::size_t na = a.shape(0), nb = b.shape(0), d = a.shape(1);
+          py::array_t<std::int32_t> out({na, nb});
+          const std::int8_t* ap = a.data();
+          const std::int8_t* bp = b.data();
+          std::int32_t* op = out.mutable_data();
+          py::gil_scoped_release release;
+          for (std::size_t i = 0; i < na; ++i)
+            for (std::size_t j = 0; j < nb; ++j) op[i * nb + j] = k.dot_i8(ap + i * d, bp + j * d, d);
+          return out;
+        },
+        "level"_a, "a"_a, "b"_a,
+        "Test hook: int32[na, nb] inner products of int8 code rows (values in [-127, 127]) from "
+        "one SIMD level's dot_i8 (the int8 HNSW walk's kernel).");
   m.def("_float16_roundtrip",
         [](py::array_t<float, py::array::c_style> x) {
           py::array_t<float> out(x.size());

@@ -13,6 +13,24 @@ namespace frameseek::bindings {
 
 namespace {
 
+std::string walk_precision_name(HnswIndex::WalkPrecision p) {
+  switch (p) {
+    case HnswIndex::WalkPrecision::Float16:
+      return "float16";
+    case HnswIndex::WalkPrecision::Int8:
+      return "int8";
+    default:
+      return "float32";
+  }
+}
+
+HnswIndex::WalkPrecision parse_walk_precision(const std::string& name) {
+  if (name == "int8") return HnswIndex::WalkPrecision::Int8;
+  if (name == "float16") return HnswIndex::WalkPrecision::Float16;
+  if (name == "float32") return HnswIndex::WalkPrecision::Float32;
+  throw std::invalid_argument("walk_precision must be 'int8', 'float16' or 'float32', not '" + name + "'");
+}
+
 std::size_t check_ef(py::handle ef) {
   if (ef.is_none()) return 0;  // index default
   return positive(ef.cast<py::ssize_t>(), "ef");
@@ -73,14 +91,17 @@ void bind_hnsw(py::module_& m) {
           },
           "Default search breadth (used when search(ef=None)); at least k is always used.")
       .def_property(
-          "half_walk", &HnswIndex::half_walk,
-          [](HnswIndex& x, bool on) {
-            py::gil_scoped_release release;
-            x.set_half_walk(on);
+          "walk_precision",
+          [](const HnswIndex& x) { return walk_precision_name(x.walk_precision()); },
+          [](HnswIndex& x, const std::string& name) {
+            const auto p = parse_walk_precision(name);
+            py::gil_scoped_release release;  // waits for running searches; rebuilds the copy
+            x.set_walk_precision(p);
           },
-          "Walks read an fp16 copy of the vectors (default True; +dim*2 bytes per slot): about "
-          "half the memory traffic per visited node. Results are re-ranked on the float32 vectors, "
-          "so returned distances are exact.")
+          "What the walks read: 'int8' (default: per-vector int8 codes, +round_up(dim + 8, 64) "
+          "bytes per slot), 'float16' (+dim*2 bytes) or 'float32' (no copy). Results are "
+          "re-ranked on the float32 vectors, so returned distances are exact whatever it is. "
+          "Reads 'float32' after an add whose values the copy cannot hold.")
       .def_property_readonly("capacity", &HnswIndex::capacity,
                              "Allocated slots (live + removed awaiting reuse + free).")
       .def_property_readonly("deleted_slots", &HnswIndex::deleted_slots,

@@ -65,11 +65,17 @@ void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::
     for (std::size_t j = 0; j < n; ++j) out[i * ldo + j] = dot_f16(q + i * d, x + j * d, d);
 }
 
+std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t d) {
+  std::int32_t s = 0;
+  for (std::size_t i = 0; i < d; ++i) s += std::int32_t{a[i]} * std::int32_t{b[i]};
+  return s;
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
   static const Kernels k{SimdLevel::Scalar, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block,
-                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16};
+                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8};
   return k;
 }
 

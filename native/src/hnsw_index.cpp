@@ -95,25 +95,77 @@ class EfCondition : public hnswlib::BaseSearchStopCondition<float> {
 // Reads the graph without node locks, as hnswlib's own search does (safe against concurrent
 // add(): links are written whole, and a node is reachable only after its data is in place).
 //
-// The walk may read an fp16 copy of the vectors (HnswIndex::half_walk, on by default): a walk is
-// bound by fetching each visited vector from memory (1M x 512-d does not fit any cache), and
-// half the bytes per vector cut that; the result set is then re-ranked with the float32 vectors
-// (rerank_exact), so reported distances are exact and only the routing carries fp16 rounding
-// (relative ~5e-4, far below the gaps the walk decides on).
+// The walk may read a compact copy of the vectors (HnswIndex::walk_precision: int8 codes by
+// default, or fp16): a walk is bound by fetching each visited vector from memory (1M x 512-d does
+// not fit any cache), and a quarter (int8) or half (fp16) of the bytes per vector cut that; the
+// int8 dot product is also 2.5x fewer instructions than fp16's convert + FMA. The result set is
+// then re-ranked with the float32 vectors (rerank_exact), so reported distances are exact and
+// only the routing carries the copy's rounding (int8: ~1e-3 absolute on a unit-vector inner
+// product, well below the gaps between a walk's candidates).
+using WalkPrecision = HnswIndex::WalkPrecision;
+
+// Symmetric per-vector int8 code: x ~ scale * code, code in [-127, 127] (never -128: see
+// Kernels::dot_i8), scale = max|x| / 127. Returns the scale.
+float quantize_i8(const float* x, std::size_t d, std::int8_t* code) {
+  float m = 0.0f;
+  for (std::size_t i = 0; i < d; ++i) m = std::max(m, std::fabs(x[i]));
+  const float scale = m > 0.0f ? m / 127.0f : 1.0f;
+  for (std::size_t i = 0; i < d; ++i)
+    code[i] = static_cast<std::int8_t>(std::lrint(std::clamp(x[i] / scale, -127.0f, 127.0f)));
+  return scale;
+}
+
+float squared_norm(const float* x, std::size_t d) {
+  float s = 0.0f;
+  for (std::size_t i = 0; i < d; ++i) s += x[i] * x[i];
+  return s;
+}
+
+// One query as the walk reads it: the float32 vector and, for an int8 walk, its code.
+struct WalkQuery {
+  const float* f;
+  const std::int8_t* code = nullptr;
+  float scale = 0.0f;
+  float norm = 0.0f;  // squared
+};
+
 struct DistFn {
   float (*fn)(const float*, const float*, std::size_t);
   float (*fn16)(const float*, const std::uint16_t*, std::size_t);
+  std::int32_t (*fn8)(const std::int8_t*, const std::int8_t*, std::size_t);
   const Graph* g;
-  const std::uint16_t* half;  // null: walk on the float32 vectors
+  const std::uint8_t* copy;  // null: walk on the float32 vectors
+  std::size_t stride;        // bytes per slot of copy
+  WalkPrecision prec;
   std::size_t dim;
   bool ip;
   const char* addr(hnswlib::tableint x) const {
-    return half ? reinterpret_cast<const char*>(half + std::size_t(x) * dim) : g->getDataByInternalId(x);
+    return copy ? reinterpret_cast<const char*>(copy + std::size_t(x) * stride) : g->getDataByInternalId(x);
   }
-  std::size_t bytes() const { return dim * (half ? sizeof(std::uint16_t) : sizeof(float)); }
-  float operator()(const float* q, hnswlib::tableint x) const {
-    const float d = half ? fn16(q, half + std::size_t(x) * dim, dim)
-                         : fn(q, reinterpret_cast<const float*>(g->getDataByInternalId(x)), dim);
+  std::size_t bytes() const { return copy ? stride : dim * sizeof(float); }
+  // Fills q's int8 code (into `code`, dim entries) when the walk reads int8.
+  WalkQuery prepare(const float* q, std::int8_t* code) const {
+    WalkQuery w{q};
+    if (prec == WalkPrecision::Int8) {
+      w.code = code;
+      w.scale = quantize_i8(q, dim, code);
+      w.norm = squared_norm(q, dim);
+    }
+    return w;
+  }
+  float operator()(const WalkQuery& q, hnswlib::tableint x) const {
+    if (prec == WalkPrecision::Int8) {
+      // row: dim codes, then the scale and the exact squared norm (see HnswIndex::write_copy)
+      const std::uint8_t* row = copy + std::size_t(x) * stride;
+      float scale, norm;
+      std::memcpy(&scale, row + dim, sizeof scale);
+      std::memcpy(&norm, row + dim + sizeof scale, sizeof norm);
+      const float dot = q.scale * scale * static_cast<float>(fn8(q.code, reinterpret_cast<const std::int8_t*>(row), dim));
+      return ip ? 1.0f - dot : q.norm + norm - 2.0f * dot;
+    }
+    const float d = prec == WalkPrecision::Float16
+                        ? fn16(q.f, reinterpret_cast<const std::uint16_t*>(copy + std::size_t(x) * stride), dim)
+                        : fn(q.f, reinterpret_cast<const float*>(g->getDataByInternalId(x)), dim);
     return ip ? 1.0f - d : d;
   }
   float exact(const float* q, hnswlib::tableint x) const {
@@ -121,6 +173,13 @@ struct DistFn {
     return ip ? 1.0f - d : d;
   }
 };
+
+DistFn make_dist(const Graph& g, Metric metric, const std::uint8_t* copy, std::size_t stride, WalkPrecision prec) {
+  const auto* param = static_cast<const KernelSpace::Param*>(g.dist_func_param_);
+  const Kernels& k = kernels();
+  return DistFn{param->fn, metric == Metric::L2 ? k.l2sq_f16 : k.dot_f16, k.dot_i8, &g, copy, stride, prec,
+                param->dim, metric == Metric::IP};
+}
 
 inline void prefetch_lines(const char* p, std::size_t bytes) {
   for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
@@ -132,6 +191,7 @@ struct Scratch {
   std::vector<std::pair<float, hnswlib::tableint>> cand;  // min-heap (std::greater)
   std::vector<hnswlib::tableint> fresh;                   // unvisited neighbours of one node
   std::vector<float> beam;                                // TopCollector's beam when ef < k
+  std::vector<std::int8_t> code;                          // the query's int8 code (int8 walk)
 };
 
 // Admit policies: which visited nodes may enter the result set (all are still traversed).
@@ -202,7 +262,7 @@ class SlotFilter {
 };
 
 // Greedy descent through the upper layers; returns the layer-0 entry point and its distance.
-std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, const float* q) {
+std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, const WalkQuery& q) {
   hnswlib::tableint cur = g.enterpoint_node_;
   float cur_d = dist(q, cur);
   for (int level = g.maxlevel_; level > 0; --level) {
@@ -275,10 +335,26 @@ struct TopCollector {
 // best distance; bound() is the ef-th group's best, much tighter on video data than the ef-th
 // frame (near-identical frames of one video would otherwise fill the result set). Kept in a
 // small flat array: ef is tens of groups, and a linear scan of it is cheaper than any map.
+// Frames per kept group that a walk on a copy re-ranks exactly at the end: consecutive frames of
+// one video can differ by less than the copy's rounding (int8: ~1e-3), so the walk's best frame
+// of a group is not always its exact best; the runners-up it saw are.
+constexpr std::size_t kGroupCandidates = 4;
+
 struct GroupEntry {
   float dist;
   std::uint64_t group;
   hnswlib::tableint slot;
+  std::uint32_t n_more = 0;  // runners-up kept in `more` (tracked only for a walk on a copy)
+  std::array<std::pair<float, hnswlib::tableint>, kGroupCandidates - 1> more;
+
+  void add_runner_up(float d, hnswlib::tableint x) {
+    if (n_more < more.size()) {
+      more[n_more++] = {d, x};
+      return;
+    }
+    auto worst = std::max_element(more.begin(), more.end());
+    if (d < worst->first) *worst = {d, x};
+  }
 };
 inline bool group_before(const GroupEntry& a, const GroupEntry& b) {
   return a.dist < b.dist || (a.dist == b.dist && a.group < b.group);
@@ -291,6 +367,7 @@ struct GroupBestCollector {
   const Admit& admit;
   const HnswIndex::SlotMeta* slots;
   std::vector<Entry>& kept;
+  bool track_runners_up;  // the walk reads a copy: keep each group's runners-up for the exact re-rank
   std::size_t worst = 0;
   float lower = std::numeric_limits<float>::infinity();
 
@@ -315,10 +392,12 @@ struct GroupBestCollector {
     for (Entry& e : kept) {
       if (e.group != group) continue;
       if (d < e.dist) {
+        if (track_runners_up) e.add_runner_up(e.dist, e.slot);
         e.dist = d;
         e.slot = x;
         find_worst();
-        return true;
+      } else if (track_runners_up) {
+        e.add_runner_up(d, x);
       }
       return true;
     }
@@ -334,10 +413,22 @@ struct GroupBestCollector {
   }
 };
 
+// After a walk on a copy: a group's exact best frame among the frames the walk ranked highest
+// (its pick and runners-up), so the copy's rounding does not pick a near-identical frame over a
+// better one the walk saw.
+void settle_group_exact(const DistFn& dist, const float* q, GroupEntry& ge) {
+  ge.dist = dist.exact(q, ge.slot);
+  for (std::uint32_t j = 0; j < ge.n_more; ++j) {
+    const hnswlib::tableint s = ge.more[j].second;
+    const float d = dist.exact(q, s);
+    if (d < ge.dist || (d == ge.dist && s < ge.slot)) ge.dist = d, ge.slot = s;
+  }
+}
+
 // Best-first search of layer 0 from the upper layers' entry point. Every visited node is offered
 // to the collector; non-admitted nodes route the walk like any other.
 template <class Collector>
-void search_layer0(const Graph& g, const DistFn& dist, const float* q, Collector& coll, Scratch& sc) {
+void search_layer0(const Graph& g, const DistFn& dist, const WalkQuery& q, Collector& coll, Scratch& sc) {
   using hnswlib::tableint;
   sc.cand.clear();
   if (g.cur_element_count == 0) return;
@@ -385,7 +476,7 @@ void search_layer0(const Graph& g, const DistFn& dist, const float* q, Collector
 }
 
 template <class Admit>
-void search_knn(const Graph& g, const DistFn& dist, const float* q, std::size_t ef, std::size_t k,
+void search_knn(const Graph& g, const DistFn& dist, const WalkQuery& q, std::size_t ef, std::size_t k,
                 const Admit& admit, Scratch& sc) {
   sc.top.clear();
   sc.beam.clear();
@@ -393,9 +484,10 @@ void search_knn(const Graph& g, const DistFn& dist, const float* q, std::size_t 
   search_layer0(g, dist, q, coll, sc);
 }
 
-// After an fp16 walk: the float32 distance of every kept result (the order may change in near-ties).
+// After a walk on the copy: the float32 distance of every kept result (the order may change in
+// near-ties).
 void rerank_exact(const DistFn& dist, const float* q, Scratch& sc) {
-  if (!dist.half) return;
+  if (!dist.copy) return;
   for (auto& [d, x] : sc.top) d = dist.exact(q, x);
 }
 
@@ -604,61 +696,95 @@ void HnswIndex::resize_slots(std::size_t cap) {
     fresh[i].live.store(slots_[i].live.load(std::memory_order_relaxed), std::memory_order_relaxed);
   }
   slots_ = std::move(fresh);
-  if (half_walk_) {
-    std::unique_ptr<std::uint16_t[]> h(new std::uint16_t[cap * dim_]);
-    if (half_) std::memcpy(h.get(), half_.get(), std::min(keep, half_cap_) * dim_ * sizeof(std::uint16_t));
-    half_ = std::move(h);
-    half_cap_ = cap;
-  }
+  resize_copy(cap);
   slots_cap_ = cap;
 }
 
-void HnswIndex::set_half_walk(bool on) {
-  std::lock_guard<std::mutex> add_lock(add_mutex_);
-  std::unique_lock<std::shared_mutex> lock(mutex_);
-  half_walk_ = on;
-  if (!on) {
-    half_.reset();
-    half_cap_ = 0;
-    return;
+void HnswIndex::AlignedDelete::operator()(std::uint8_t* p) const { ::operator delete[](p, std::align_val_t{64}); }
+
+std::size_t HnswIndex::copy_stride() const {
+  switch (walk_) {
+    case WalkPrecision::Float16:
+      return dim_ * sizeof(std::uint16_t);
+    case WalkPrecision::Int8:
+      return (dim_ + 2 * sizeof(float) + 63) / 64 * 64;  // codes, scale, squared norm; whole lines
+    default:
+      return 0;
   }
-  if (half_) return;
-  half_.reset(new std::uint16_t[slots_cap_ * dim_]);
-  half_cap_ = slots_cap_;
-  fill_half();
 }
 
-// Copies every occupied slot (removed ones too: they still route walks); gives the copy up when
-// a vector does not fit fp16. Caller holds mutex_ exclusively (or owns the index alone).
-void HnswIndex::fill_half() {
+void HnswIndex::resize_copy(std::size_t cap) {
+  const std::size_t stride = copy_stride();
+  if (stride == 0) {
+    copy_.reset();
+    copy_cap_ = 0;
+    return;
+  }
+  std::unique_ptr<std::uint8_t[], AlignedDelete> fresh(
+      static_cast<std::uint8_t*>(::operator new[](std::max<std::size_t>(cap, 1) * stride, std::align_val_t{64})));
+  if (copy_) std::memcpy(fresh.get(), copy_.get(), std::min(cap, copy_cap_) * stride);
+  copy_ = std::move(fresh);
+  copy_cap_ = cap;
+}
+
+void HnswIndex::set_walk_precision(WalkPrecision p) {
+  std::lock_guard<std::mutex> add_lock(add_mutex_);
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  if (p == walk_) return;
+  walk_ = p;
+  copy_.reset();
+  copy_cap_ = 0;
+  resize_copy(slots_cap_);
+  fill_copy();
+}
+
+// Writes every occupied slot (removed ones too: they still route walks); falls back to Float32
+// when a vector does not fit the copy. Caller holds mutex_ exclusively (or owns the index alone).
+void HnswIndex::fill_copy() {
+  if (!copy_) return;
   const std::size_t used = hnsw_ ? hnsw_->cur_element_count.load() : 0;
-  std::atomic<bool> all_in_range{true};  // on every core: a restart waits for this (1M x 512: ~4 s on one)
+  std::atomic<bool> all_in_range{true};  // on every core: a restart waits for this (1M x 512: ~3 s on one)
   parallel_for(used, default_threads(), [&](std::size_t b, std::size_t e) {
     bool ok = true;
     for (std::size_t s = b; s < e && ok; ++s)
-      ok = write_half(s, reinterpret_cast<const float*>(hnsw_->getDataByInternalId(s)));
+      ok = write_copy(s, reinterpret_cast<const float*>(hnsw_->getDataByInternalId(s)));
     if (!ok) all_in_range.store(false);
   });
-  const bool in_range = all_in_range.load();
-  if (!in_range) {
-    half_walk_ = false;
-    half_.reset();
-    half_cap_ = 0;
+  if (!all_in_range.load()) {
+    walk_ = WalkPrecision::Float32;
+    resize_copy(0);
   }
 }
 
-HnswIndex::HalfKernel HnswIndex::half_kernel() const {
-  return metric_ == Metric::L2 ? kernels().l2sq_f16 : kernels().dot_f16;
+namespace {
+constexpr float kHalfMax = 65504.0f;  // largest finite fp16
+constexpr float kInt8MaxAbs = 1e17f;  // keeps the float32 squared norm finite for any dim < 3e4
+}  // namespace
+
+bool HnswIndex::copy_holds(const float* vectors, std::size_t n) const {
+  const float limit = walk_ == WalkPrecision::Float16 ? kHalfMax : kInt8MaxAbs;
+  if (walk_ == WalkPrecision::Float32) return true;
+  for (std::size_t i = 0; i < n * dim_; ++i)
+    if (std::fabs(vectors[i]) > limit) return false;
+  return true;
 }
 
-bool HnswIndex::write_half(std::size_t slot, const float* vec) {
-  std::uint16_t* h = half_.get() + slot * dim_;
-  bool in_range = true;
-  for (std::size_t i = 0; i < dim_; ++i) {
-    h[i] = float_to_half(vec[i]);
-    in_range &= std::fabs(vec[i]) <= 65504.0f;
+bool HnswIndex::write_copy(std::size_t slot, const float* vec) {
+  std::uint8_t* row = copy_.get() + slot * copy_stride();
+  if (walk_ == WalkPrecision::Float16) {
+    auto* h = reinterpret_cast<std::uint16_t*>(row);
+    bool in_range = true;
+    for (std::size_t i = 0; i < dim_; ++i) {
+      h[i] = float_to_half(vec[i]);
+      in_range &= std::fabs(vec[i]) <= kHalfMax;
+    }
+    return in_range;
   }
-  return in_range;
+  const float scale = quantize_i8(vec, dim_, reinterpret_cast<std::int8_t*>(row));
+  const float norm = squared_norm(vec, dim_);
+  std::memcpy(row + dim_, &scale, sizeof scale);
+  std::memcpy(row + dim_ + sizeof scale, &norm, sizeof norm);
+  return copy_holds(vec, 1);  // the same rule as add()'s check
 }
 
 void HnswIndex::publish_slot(std::uint64_t id, const Meta& m, const float* vec) {
@@ -669,7 +795,7 @@ void HnswIndex::publish_slot(std::uint64_t id, const Meta& m, const float* vec) 
     if (it == hnsw_->label_lookup_.end()) return;
     slot = it->second;
   }
-  if (half_) write_half(slot, vec ? vec : reinterpret_cast<const float*>(hnsw_->getDataByInternalId(slot)));
+  if (copy_) write_copy(slot, vec ? vec : reinterpret_cast<const float*>(hnsw_->getDataByInternalId(slot)));
   SlotMeta& sm = slots_[slot];
   sm.group.store(m.group, std::memory_order_relaxed);
   sm.tag.store(m.tag, std::memory_order_relaxed);
@@ -703,16 +829,11 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
       for (std::size_t i = 0; i < n; ++i)
         (hnsw_->label_lookup_.count(ids[i]) ? revived : fresh).push_back(i);
     }
-    if (half_walk_) {
-      // fp16 holds magnitudes up to 65504: beyond that the copy would route on infinities, so
-      // such an index walks on its float32 vectors from now on
-      for (std::size_t i = 0; i < n * dim_; ++i)
-        if (std::fabs(vectors[i]) > 65504.0f) {
-          half_walk_ = false;
-          half_.reset();
-          half_cap_ = 0;
-          break;
-        }
+    // The walk copy bounds magnitudes (fp16: 65504): beyond that it would route on infinities,
+    // so such an index walks on its float32 vectors from now on.
+    if (!copy_holds(vectors, n)) {
+      walk_ = WalkPrecision::Float32;
+      resize_copy(0);
     }
     grow_for(fresh.size());
     for (std::size_t i = 0; i < n; ++i)
@@ -851,22 +972,23 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   // the same, the k best of every node the walk evaluated.
   const std::size_t ef_eff = ef == 0 ? ef_ : ef;
   const Graph& g = *hnsw_;
-  const auto* param = static_cast<const KernelSpace::Param*>(g.dist_func_param_);
-  const DistFn dist{param->fn, half_kernel(), &g, half_.get(), param->dim, metric_ == Metric::IP};
+  const DistFn dist = make_dist(g, metric_, copy_.get(), copy_stride(), walk_);
   // Built once per call, shared read-only by every thread and query of the batch.
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
   const bool any_deleted = g.num_deleted_ != 0;
   parallel_for(nq, threads, [&](std::size_t b, std::size_t e) {
     Scratch sc;
+    sc.code.resize(dim_);
     for (std::size_t q = b; q < e; ++q) {
       const float* x = queries + q * dim_;
+      const WalkQuery wq = dist.prepare(x, sc.code.data());
       if (sf)
-        search_knn(g, dist, x, ef_eff, k, *sf, sc);
+        search_knn(g, dist, wq, ef_eff, k, *sf, sc);
       else if (any_deleted)
-        search_knn(g, dist, x, ef_eff, k, AdmitLive{g}, sc);
+        search_knn(g, dist, wq, ef_eff, k, AdmitLive{g}, sc);
       else
-        search_knn(g, dist, x, ef_eff, k, AdmitAll{}, sc);
+        search_knn(g, dist, wq, ef_eff, k, AdmitAll{}, sc);
       rerank_exact(dist, x, sc);
       const std::size_t got = emit_topk(g, sc, k, out_ids + q * k, out_dist + q * k);
       pad(out_ids + q * k, out_dist + q * k, got, k);
@@ -885,27 +1007,28 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   // frames per video, so the default is a small multiple of k, not the index's ef.
   const std::size_t ef_eff = std::max(ef == 0 ? HnswParams::kDefaultGroupEf : ef, k);
   const Graph& g = *hnsw_;
-  const auto* param = static_cast<const KernelSpace::Param*>(g.dist_func_param_);
-  const DistFn dist{param->fn, half_kernel(), &g, half_.get(), param->dim, metric_ == Metric::IP};
+  const DistFn dist = make_dist(g, metric_, copy_.get(), copy_stride(), walk_);
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
   const AdmitLive live{g};
   parallel_for(nq, threads, [&](std::size_t b, std::size_t e) {
     Scratch sc;
+    sc.code.resize(dim_);
     std::vector<GroupEntry> kept;
     kept.reserve(ef_eff + 1);
     for (std::size_t q = b; q < e; ++q) {
       const float* x = queries + q * dim_;
+      const WalkQuery wq = dist.prepare(x, sc.code.data());
       kept.clear();
       if (sf) {
-        GroupBestCollector<SlotFilter> coll{ef_eff, *sf, slots_.get(), kept};
-        search_layer0(g, dist, x, coll, sc);
+        GroupBestCollector<SlotFilter> coll{ef_eff, *sf, slots_.get(), kept, dist.copy != nullptr};
+        search_layer0(g, dist, wq, coll, sc);
       } else {
-        GroupBestCollector<AdmitLive> coll{ef_eff, live, slots_.get(), kept};
-        search_layer0(g, dist, x, coll, sc);
+        GroupBestCollector<AdmitLive> coll{ef_eff, live, slots_.get(), kept, dist.copy != nullptr};
+        search_layer0(g, dist, wq, coll, sc);
       }
-      if (dist.half)
-        for (GroupEntry& ge : kept) ge.dist = dist.exact(x, ge.slot);
+      if (dist.copy)
+        for (GroupEntry& ge : kept) settle_group_exact(dist, x, ge);
       std::sort(kept.begin(), kept.end(), group_before);
       std::uint64_t* og = out_groups + q * k;
       std::uint64_t* oi = out_ids + q * k;
@@ -1063,7 +1186,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
     idx->meta_[r.id] = Meta{r.group, r.tag};
   }
   idx->resize_slots(gr.max_elements_);
-  if (idx->half_) idx->fill_half();
+  idx->fill_copy();
   for (const FileRow& r : rows) idx->publish_slot(r.id, Meta{r.group, r.tag}, nullptr);
   if (idx->meta_.size() != h.n_live) bad_file(path, "id table has duplicates");
   idx->ef_ = h.ef;

@@ -34,6 +34,9 @@ def _distances_for_level(
 
     float16 ``vectors`` go through the fp16-storage entries."""
 
+def _dot_i8_for_level(level: str, a: npt.NDArray[np.int8], b: npt.NDArray[np.int8]) -> npt.NDArray[np.int32]:
+    """Test hook: int8 code inner products from one SIMD level's dot_i8."""
+
 def _float16_roundtrip(x: _F32) -> _F32:
     """Test hook: float32 -> fp16 -> float32 with the conversion FlatIndex(storage='float16') uses."""
 
@@ -105,7 +108,7 @@ class HnswIndex:
     @property
     def ef_construction(self) -> int: ...
     ef: int  # default search breadth; setting it waits for running searches
-    half_walk: bool  # walks read an fp16 copy of the vectors (default True); results re-ranked in float32
+    walk_precision: str  # what walks read: 'int8' (default), 'float16' or 'float32'; results re-ranked in float32
     @property
     def capacity(self) -> int: ...
     @property

@@ -222,10 +222,14 @@ def test_search_groups_distinct_and_matches_exact_group_by(built, data):
         assert [gid[int(v)] for v in row_i] == row_g.tolist()
         assert np.all(np.diff(row_d) >= 0)
     assert recall(g, tg) >= 0.95
-    # where the same group is found, its best frame is (nearly always) the exact best frame
+    # where the same group is found, its frame is (nearly always) the exact best frame; the int8
+    # walk may pick a near-identical frame of the same video instead (the ones its rounding, ~1e-3,
+    # cannot tell apart), and then reports that frame's exact distance
     same = (g == tg)
     assert same.mean() >= 0.8
-    np.testing.assert_allclose(d[same], td[same], atol=2e-5)
+    assert np.all(d[same] >= td[same] - 2e-5)  # never better than the exact best: exact distances
+    np.testing.assert_allclose(d[same], td[same], atol=2e-3)
+    assert np.mean(np.abs(d[same] - td[same]) <= 2e-5) >= 0.99
 
 
 def test_search_groups_with_filter(built, data):
@@ -574,43 +578,80 @@ def test_save_to_unwritable_place_raises_and_load_of_directory_is_value_error(tm
         N.HnswIndex.load(str(tmp_path))
 
 
-# --- fp16 walk (HnswIndex.half_walk) ------------------------------------------------------------
-def test_half_walk_is_the_default_and_matches_the_float32_walk(built, data):
-    """The fp16 copy only routes: the same recall as the float32 walk against exact search,
-    nearly the same ids, and exact (float32) distances in ascending order."""
+# --- walk on a compact copy (HnswIndex.walk_precision) -----------------------------------------------
+COPIES = ["int8", "float16"]
+
+
+def test_int8_walk_is_the_default_and_names_are_checked():
+    index = N.HnswIndex(4)
+    assert index.walk_precision == "int8"
+    with pytest.raises(ValueError, match="walk_precision must be"):
+        index.walk_precision = "int4"
+    assert index.walk_precision == "int8"
+
+
+@pytest.mark.parametrize("precision", COPIES)
+def test_walk_copy_matches_the_float32_walk(built, data, precision):
+    """The copy only routes: the same recall as the float32 walk against exact search, nearly
+    the same ids, and exact (float32) distances in ascending order."""
     index, flat = built
     q = data[4]
     truth, _ = flat.search(q, K)
-    assert index.half_walk
-    for ef in (16, 64):
-        f16_ids, f16_d = index.search(q, K, ef=ef)
-        index.half_walk = False
-        try:
-            f32_ids, f32_d = index.search(q, K, ef=ef)
-        finally:
-            index.half_walk = True
-        assert abs(recall(f16_ids, truth) - recall(f32_ids, truth)) <= 0.01
-        assert recall(f16_ids, f32_ids) >= 0.98  # near-ties may swap, nothing more
-        pos = {int(i): r for r, i in enumerate(data[1])}
-        ref = 1.0 - np.einsum("qd,qkd->qk", q.astype(np.float64),
-                              data[0][[[pos[int(i)] for i in row] for row in f16_ids]].astype(np.float64))
-        np.testing.assert_allclose(f16_d, ref, atol=2e-5)  # float32-exact, not fp16-rounded
-        assert np.all(np.diff(f16_d, axis=1) >= 0)
-    g16 = index.search_groups(q, K)
-    index.half_walk = False
+    index.walk_precision = precision
     try:
+        for ef in (16, 64):
+            got_ids, got_d = index.search(q, K, ef=ef)
+            index.walk_precision = "float32"
+            f32_ids, _ = index.search(q, K, ef=ef)
+            index.walk_precision = precision
+            assert abs(recall(got_ids, truth) - recall(f32_ids, truth)) <= 0.01
+            assert recall(got_ids, f32_ids) >= 0.98  # near-ties may swap, nothing more
+            pos = {int(i): r for r, i in enumerate(data[1])}
+            ref = 1.0 - np.einsum("qd,qkd->qk", q.astype(np.float64),
+                                  data[0][[[pos[int(i)] for i in row] for row in got_ids]].astype(np.float64))
+            np.testing.assert_allclose(got_d, ref, atol=2e-5)  # float32-exact, not the copy's rounding
+            assert np.all(np.diff(got_d, axis=1) >= 0)
+        g_copy = index.search_groups(q, K)
+        index.walk_precision = "float32"
         g32 = index.search_groups(q, K)
     finally:
-        index.half_walk = True
-    assert recall(g16[0], g32[0]) >= 0.98
-    same = g16[1] == g32[1]  # the same best frame: the same exact distance
-    np.testing.assert_allclose(g16[2][same], g32[2][same], atol=1e-6)
+        index.walk_precision = "int8"
+    assert recall(g_copy[0], g32[0]) >= 0.98
+    same = g_copy[1] == g32[1]  # the same best frame: the same exact distance
+    np.testing.assert_allclose(g_copy[2][same], g32[2][same], atol=1e-6)
 
 
-def test_half_walk_follows_adds_removes_and_reloads(data, tmp_path):
+def test_int8_walk_on_l2_vectors_of_very_different_norms():
+    """Per-vector scales: rows from 1e-3 to 1e3 in norm quantise equally well, and the walk's
+    |q|^2 + |x|^2 - 2 q.x estimate (exact norms) routes as well as float32 does."""
+    rng = np.random.default_rng(5)
+    n, dim = 4000, 48
+    centers = rng.standard_normal((40, dim))
+    x = centers[rng.integers(0, 40, n)] + 0.3 * rng.standard_normal((n, dim))
+    x *= 10.0 ** rng.uniform(-3, 3, (n, 1))
+    x = x.astype(np.float32)
+    ids = np.arange(n, dtype=np.uint64)
+    index = N.HnswIndex(dim, "l2", M=16, ef_construction=100)
+    index.add(ids, x)
+    flat = N.FlatIndex(dim, "l2")
+    flat.add(ids, x)
+    q = (x[rng.integers(0, n, 200)] * (1 + 0.01 * rng.standard_normal((200, dim)))).astype(np.float32)
+    truth, _ = flat.search(q, K)
+    got, got_d = index.search(q, K, ef=64)
+    index.walk_precision = "float32"
+    f32, _ = index.search(q, K, ef=64)
+    assert recall(got, truth) >= recall(f32, truth) - 0.01
+    assert recall(got, truth) >= 0.9
+    ref = ((q[:, None, :].astype(np.float64) - x[got.astype(np.int64)].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_allclose(got_d, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", COPIES)
+def test_walk_copy_follows_adds_removes_and_reloads(data, tmp_path, precision):
     x, ids, groups, _, q = data
     n = 3000
-    index = N.HnswIndex(DIM, "ip", max_elements=16)  # grows (the fp16 copy with it)
+    index = N.HnswIndex(DIM, "ip", max_elements=16)  # grows (the copy with it)
+    index.walk_precision = precision
     add_video_by_video(index, x[:n], ids[:n], groups[:n])
     flat = N.FlatIndex(DIM, "ip")
     flat.add(ids[:n], x[:n])
@@ -625,20 +666,33 @@ def test_half_walk_follows_adds_removes_and_reloads(data, tmp_path):
     index.add(gone, x[:n][groups[:n] == groups[0]])  # revived ids, their old slots
     index.save(str(tmp_path / "i.hnsw"))
     again = N.HnswIndex.load(str(tmp_path / "i.hnsw"))
-    assert again.half_walk
+    assert again.walk_precision == "int8"  # a runtime setting: a loaded index starts at the default
+    again.walk_precision = precision
     np.testing.assert_array_equal(again.search(qq, K)[0], index.search(qq, K)[0])
 
 
-def test_vectors_beyond_fp16_range_turn_the_half_walk_off():
+@pytest.mark.parametrize("precision,scale", [("float16", 1e6), ("int8", 1e18)])
+def test_vectors_the_copy_cannot_hold_turn_it_off(precision, scale):
     rng = np.random.default_rng(0)
     index = N.HnswIndex(8, "l2")
+    index.walk_precision = precision
     small = rng.standard_normal((50, 8)).astype(np.float32)
     index.add(np.arange(50, dtype=np.uint64), small)
-    assert index.half_walk
-    big = (small[:5] * 1e6).astype(np.float32)  # fp16 would hold these as infinities
+    assert index.walk_precision == precision
+    big = (small[:5] * scale).astype(np.float32)  # fp16: infinities; int8: an infinite squared norm
     index.add(np.arange(100, 105, dtype=np.uint64), big)
-    assert not index.half_walk
+    assert index.walk_precision == "float32"
     ids, dist = index.search(big[:1], 1)
     assert ids[0, 0] == 100 and dist[0, 0] == 0.0
-    index.half_walk = True  # asking again checks every vector: still out of range
-    assert not index.half_walk
+    index.walk_precision = precision  # asking again checks every vector: still out of range
+    assert index.walk_precision == "float32"
+
+
+def test_int8_walk_holds_magnitudes_fp16_cannot():
+    rng = np.random.default_rng(1)
+    index = N.HnswIndex(8, "l2")
+    x = (rng.standard_normal((60, 8)) * 1e6).astype(np.float32)
+    index.add(np.arange(60, dtype=np.uint64), x)
+    assert index.walk_precision == "int8"
+    ids, _ = index.search(x[:10], 1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(10))

@@ -251,3 +251,29 @@ def test_scan_level_above_the_selected_level_is_an_error():
         assert out.returncode == 0
     else:
         assert out.returncode != 0 and "FRAMESEEK_SCAN_SIMD" in out.stderr
+
+
+# --- int8 codes (HnswIndex's int8 walk) ------------------------------------------------------------
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dim", [1, 15, 31, 32, 33, 63, 64, 65, 127, 512, 513, 1000])
+def test_int8_dot_is_exact(level, dim):
+    rng = np.random.default_rng([dim, len(level)])
+    a = rng.integers(-127, 128, (5, dim)).astype(np.int8)
+    b = rng.integers(-127, 128, (7, dim)).astype(np.int8)
+    # the extremes, where a 16-bit pair sum is closest to saturating: 2 * 127 * 127
+    a[0], b[0], b[1] = 127, 127, -127
+    got = _native._dot_i8_for_level(level, a, b)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ b.astype(np.int64).T)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("offset", [1, 3, 7])
+def test_int8_dot_unaligned_rows(level, offset):
+    rng = np.random.default_rng(offset)
+    dim = 77
+    buf = rng.integers(-127, 128, offset + 4 * dim).astype(np.int8)
+    a = buf[offset:].reshape(4, dim)
+    assert a.ctypes.data % 32 != 0 and a.flags.c_contiguous
+    np.testing.assert_array_equal(_native._dot_i8_for_level(level, a, a),
+                                  a.astype(np.int64) @ a.astype(np.int64).T)

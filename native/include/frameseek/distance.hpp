@@ -43,6 +43,10 @@ struct Kernels {
                          std::size_t d, float* out, std::size_t ldo);
   void (*dot_block_f16)(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
                         std::size_t d, float* out, std::size_t ldo);
+  // Inner product of two int8 code vectors, exact in int32 (HnswIndex's int8 walk). Codes must lie
+  // in [-127, 127]: the x86 paths multiply |a| (as u8) by sign(a)*b in 16-bit pairs, which cannot
+  // saturate then (2 * 127 * 127 < 2^15) but could with -128.
+  std::int32_t (*dot_i8)(const std::int8_t* a, const std::int8_t* b, std::size_t d);
 };
 
 // Table for the selected level (chosen at first call, then fixed for the process).

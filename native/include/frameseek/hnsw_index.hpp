@@ -63,13 +63,22 @@ class HnswIndex {
   std::size_t ef_construction() const { return params_.ef_construction; }
   std::size_t ef() const;
   void set_ef(std::size_t ef);
-  // Walks read an fp16 copy of the vectors (on by default; +dim*2 bytes per slot of memory):
-  // about half the memory traffic per visited node, the hot cost on indexes larger than the
-  // caches. Results are re-ranked on the float32 vectors, so distances stay exact; only near-ties
-  // (relative ~5e-4) can route or order differently. Turning it on copies every vector; an add
-  // with a component beyond fp16's range (|x| > 65504) turns it off for good.
-  bool half_walk() const { return half_walk_; }
-  void set_half_walk(bool on);
+  // What the walks read. Walks are bound by fetching each visited vector from memory (1M x 512
+  // does not fit any cache), so they may read a compact copy of the vectors instead of the
+  // float32 originals; the results are then re-ranked on the float32 vectors, so returned
+  // distances stay exact and only the routing (and near-ties in what is kept) carries the
+  // copy's rounding.
+  //   Float32: no copy.
+  //   Float16: IEEE fp16 copy (+dim*2 bytes per slot; relative rounding ~5e-4).
+  //   Int8 (default): per-vector symmetric int8 codes x ~ scale * code, code in [-127, 127],
+  //     plus the scale and the exact squared norm (+round_up(dim + 8, 64) bytes per slot;
+  //     distances from exact int32 code dot products).
+  // Changing it rebuilds the copy from every vector. An add whose vectors the copy cannot hold
+  // (fp16: |x| > 65504; int8: |x| > 1e17, where the squared norm would overflow) switches the
+  // index to Float32 for good.
+  enum class WalkPrecision { Float32 = 0, Float16 = 1, Int8 = 2 };
+  WalkPrecision walk_precision() const { return walk_; }
+  void set_walk_precision(WalkPrecision p);
   std::size_t capacity() const;  // slots allocated (live + deleted-but-reusable + free)
   std::size_t size() const;      // live vectors
   std::size_t deleted_slots() const;  // removed vectors whose slots await reuse
@@ -130,10 +139,11 @@ class HnswIndex {
   void grow_for(std::size_t n_new);  // caller holds mutex_ exclusively
   void resize_slots(std::size_t cap);  // caller holds mutex_ exclusively
   void publish_slot(std::uint64_t id, const Meta& m, const float* vec);  // after the graph holds id
-  bool write_half(std::size_t slot, const float* vec);  // the slot's fp16 copy; false: out of range
-  void fill_half();  // every occupied slot (set_half_walk, load)
-  using HalfKernel = float (*)(const float*, const std::uint16_t*, std::size_t);
-  HalfKernel half_kernel() const;
+  std::size_t copy_stride() const;  // bytes per slot of the walk copy (0: Float32)
+  void resize_copy(std::size_t cap);  // caller holds mutex_ exclusively
+  bool write_copy(std::size_t slot, const float* vec);  // the slot's walk copy; false: out of range
+  void fill_copy();  // every occupied slot (set_walk_precision, load); may fall back to Float32
+  bool copy_holds(const float* vectors, std::size_t n) const;  // see set_walk_precision
   void relink_if_unreachable(std::uint64_t id, const float* vec);  // see hnsw_index.cpp
   static constexpr std::size_t kRelinkEf = 32;     // breadth of the reachability probe
   static constexpr std::size_t kRelinkFanIn = 4;   // in-links given to each new vector
@@ -149,11 +159,15 @@ class HnswIndex {
   std::unordered_map<std::uint64_t, Meta> meta_;
   std::unique_ptr<SlotMeta[]> slots_;  // hnsw_->max_elements_ entries (see SlotMeta)
   std::size_t slots_cap_ = 0;
-  // fp16 copy of every slot's vector, read by the walks when half_walk_ (see set_half_walk);
-  // written before a slot is published, reallocated with slots_ under the exclusive lock.
-  bool half_walk_ = true;
-  std::unique_ptr<std::uint16_t[]> half_;
-  std::size_t half_cap_ = 0;
+  // The walk copy of every slot's vector (see set_walk_precision), copy_stride() bytes per slot,
+  // 64-byte aligned; written before a slot is published, reallocated with slots_ under the
+  // exclusive lock. Null exactly when walk_ is Float32.
+  struct AlignedDelete {
+    void operator()(std::uint8_t* p) const;
+  };
+  WalkPrecision walk_ = WalkPrecision::Int8;
+  std::unique_ptr<std::uint8_t[], AlignedDelete> copy_;
+  std::size_t copy_cap_ = 0;
   std::size_t ef_ = HnswParams::kDefaultEf;
   mutable std::shared_mutex mutex_;  // shared: search, add's graph insertion; exclusive: the rest
   mutable std::mutex add_mutex_;            // one add() at a time (each is multithreaded inside)

@@ -488,7 +488,14 @@ void search_knn(const Graph& g, const DistFn& dist, const WalkQuery& q, std::siz
 // near-ties).
 void rerank_exact(const DistFn& dist, const float* q, Scratch& sc) {
   if (!dist.copy) return;
-  for (auto& [d, x] : sc.top) d = dist.exact(q, x);
+  // The float32 rows are cold (the walk read the copy): fetch the next ones while computing.
+  constexpr std::size_t kAhead = 2;
+  const std::size_t n = sc.top.size(), bytes = dist.dim * sizeof(float);
+  for (std::size_t j = 0; j < std::min(kAhead, n); ++j) prefetch_lines(dist.g->getDataByInternalId(sc.top[j].second), bytes);
+  for (std::size_t j = 0; j < n; ++j) {
+    if (j + kAhead < n) prefetch_lines(dist.g->getDataByInternalId(sc.top[j + kAhead].second), bytes);
+    sc.top[j].first = dist.exact(q, sc.top[j].second);
+  }
 }
 
 // Writes the k best of sc.top (ascending distance, ties by slot) as labels; returns how many.

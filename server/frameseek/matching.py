@@ -10,7 +10,10 @@ pipeline, so they never vote):
 1. **kNN** (`search_neighbors`): each query frame's `frame_k` nearest reference frames; with the
    mirrored query frames (`SamplingSettings(flip=True)`) their neighbours are appended beside the
    plain ones, giving `[q, 2k]` — the native aggregation counts a reference frame listed twice for
-   one query frame once, so a flipped copy and a plain copy score alike. Region crops of the
+   one query frame once, so a flipped copy and a plain copy score alike. The coarse view
+   (`SamplingSettings.coarse_scale`: each frame and its mirror embedded again at 2/3 of the
+   model's input size) joins the row too: copies degraded to little signal (80x60, 32 kb/s)
+   match their source clearly better at that scale, clean copies at full scale. Region crops of the
    query frames (`SamplingSettings(regions="auto")`: a detected picture-in-picture inset,
    `frameseek.regions`) join the row the same way, `[q, views * k]`: a query frame matches at
    most one reference frame per segment, so its views vote like its best view.
@@ -142,10 +145,11 @@ def similarities(dist: np.ndarray, metric: str) -> np.ndarray:
 
 def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
                      flip_vectors: np.ndarray | None = None, region_vectors: Sequence[np.ndarray] = (),
-                     **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    """kNN of every query frame and, given, of its mirror and of its regions (crops, see
-    `frameseek.regions`): `(ids uint64[q, k * sets], sims float32)`, the sets side by side.
-    Missing slots keep id NO_ID and similarity -1.
+                     coarse_vectors: Sequence[np.ndarray] = (), **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """kNN of every query frame and, given, of its mirror, of its coarse views (the frame, and
+    its mirror, embedded at a smaller model input, `SamplingSettings.coarse_scale`) and of its
+    regions (crops, see `frameseek.regions`): `(ids uint64[q, k * sets], sims float32)`, the sets
+    side by side. Missing slots keep id NO_ID and similarity -1.
 
     Several views of one query frame in one row cannot inflate the score: `_native.aggregate`
     counts a reference frame listed twice in a row once (its best similarity), and matches each
@@ -154,7 +158,7 @@ def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
     q = np.ascontiguousarray(vectors, dtype=np.float32)
     views = [q]
     for name, extra in (("flip_vectors", [flip_vectors] if flip_vectors is not None and len(flip_vectors) else []),
-                        ("region_vectors", list(region_vectors))):
+                        ("coarse_vectors", list(coarse_vectors)), ("region_vectors", list(region_vectors))):
         for v in extra:
             if len(v) != len(q):
                 raise ValueError(f"{name} must have one row per query frame")

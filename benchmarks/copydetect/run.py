@@ -5,7 +5,8 @@
 Builds (and caches under build/copydetect/) references from the opencv-doc videos and photo
 slideshows, edited copy queries (benchmarks/copydetect/media.py), unrelated queries from a
 disjoint photo pool, and title-card pairs; embeds everything with the server's pipeline
-(SamplingSettings.reference() for references, .query(flip=True) for queries); indexes the
+(SamplingSettings.reference() for references, .query(flip=True) -- with its coarse view -- for
+queries); indexes the
 references in a native FlatIndex; runs `frameseek.matching` (the server's code path) and vPDQ
 (ThreatExchange semantics) on every (query, reference) pair; prints a table per transform and
 writes benchmarks/results/copydetect.json.

@@ -52,7 +52,9 @@ NO_ID = np.uint64(2**64 - 1)
 #: (benchmarks/copydetect): an unrelated query frame's best reference frame, over all its views
 #: (whole, mirrored, region crops), has median 0.146, 99th percentile 0.241, max 0.243 on the
 #: `--quick` calibration set (max 0.259 / 0.265 on the full seed-7 / seed-11 sets); a copied
-#: frame's best match has 5th percentile 0.559, median 0.946 (seed 7, all but PiP). The floor
+#: frame's best match has 5th percentile 0.559, median 0.946 (seed 7, all but PiP). The coarse
+#: query view (SamplingSettings.coarse_scale) left the unrelated maximum unchanged (0.259 / 0.261
+#: on the seed-7 / seed-11 sets as regenerated 2026-12-03; median 0.148 -> 0.156). The floor
 #: is the lowest round value >= 0.05 above every unrelated frame of the calibration set: 0.3
 #: (0.4 until region search; on --quick the weakest copy rose from 0.46 to 0.54 with the
 #: highest unrelated pair unchanged at 0.083). Heavily degraded copies of low-texture content

@@ -163,6 +163,22 @@ def test_search_neighbors_places_region_views_beside_the_frame():
         matching.search_neighbors(index, base[:3], 2, region_vectors=[base[:2]])
 
 
+def test_search_neighbors_places_coarse_views_beside_the_frame():
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(60, 16)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    index = _native.FlatIndex(16, "ip")
+    index.add(np.arange(60, dtype=np.uint64), base)
+    ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13],
+                                          region_vectors=[base[30:33]], coarse_vectors=[base[40:43], base[50:53]])
+    assert ids.shape == sims.shape == (3, 10)
+    # whole, mirror, coarse, coarse mirror, regions
+    assert [ids[:, c].tolist() for c in (0, 2, 4, 6, 8)] == [[0, 1, 2], [10, 11, 12], [40, 41, 42], [50, 51, 52],
+                                                               [30, 31, 32]]
+    with pytest.raises(ValueError, match="coarse_vectors"):
+        matching.search_neighbors(index, base[:3], 2, coarse_vectors=[base[:2]])
+
+
 def test_region_views_cannot_inflate_the_score():
     """Three views of every query frame (whole, mirror, inset) all naming the same reference
     frame, or neighbouring ones, score exactly like the best single view, never above 1."""
@@ -429,7 +445,7 @@ def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
     svc._native = _native
     try:
-        got = svc._video_matches(c, qt, q, 3, None, 8, None, 1.0)
+        got = svc._video_matches(c, qt, q, 3, None, 8, 1.0)
     finally:
         for pool in (svc._ingest_pool, svc._query_pool, svc._search_pool, svc._io_pool):
             pool.shutdown(wait=True)
@@ -451,3 +467,48 @@ def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
     assert got[0].offset == pytest.approx(refined.offset, abs=1e-6)
     assert got[0].speed == pytest.approx(refined.speed, abs=1e-6)
     assert got[0].segments[0].ref_start == pytest.approx(refined.segments[0].ref_start, abs=1e-6)
+
+
+def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path):
+    """FrameSeekService._video_matches votes with every view of the query frames it is given
+    (EmbeddedMedia.views: whole, mirror, coarse, crops): a copy whose whole-frame vectors are too
+    degraded to vote is found through a second view that still matches. And SearchByVideo's
+    sampling asks for the coarse view at Settings.query_coarse_scale (0 = off)."""
+    from types import SimpleNamespace
+
+    from frameseek.config import Settings
+    from frameseek.service import FrameSeekService
+    from frameseek.storage import EmbeddedStorage, VideoRecord
+
+    rt, rv, frame = _one_photo_reference(seed=4)
+    qt, q = _edited_copy(frame, 1.0, 1.0, 8, seed=14)
+    rng = np.random.default_rng(9)
+    noise = rng.normal(size=q.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    weak = q + 10.0 * noise  # almost all noise: under the vote floor
+    weak /= np.linalg.norm(weak, axis=1, keepdims=True)
+    assert float(np.max(weak @ rv.T)) < matching.DEFAULT_MIN_SIMILARITY
+    st = EmbeddedStorage(str(tmp_path / "data"))
+    st.open()
+    c = st.create_collection("c", model="m", dimension=rv.shape[1], metric="ip", sampling={"fps": 3.0},
+                             index={"m": 16, "ef_construction": 200, "ef_search": 200})
+    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
+                      sample_count=len(rt), size_bytes=1, content_sha256="0" * 64)
+    vid = st.add_video(c.id, rec, rt, rv).id
+    svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
+    off = FrameSeekService(Settings(data_dir=str(tmp_path / "data2"), query_coarse_scale=0), storage=st)
+    svc._native = _native
+    try:
+        alone = svc._video_matches(c, qt, weak, 3, None, 8, 1.0)
+        both = svc._video_matches(c, qt, [weak, None, q], 3, None, 8, 1.0)
+        coll = SimpleNamespace(sampling={"fps": 3.0})
+        assert svc._sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(2 / 3)
+        assert svc._sampling(coll, query=True).flip and svc._sampling(coll).coarse_scale is None
+        assert off._sampling(coll, 1.0, query=True).coarse_scale is None
+    finally:
+        for s in (svc, off):
+            for pool in (s._ingest_pool, s._query_pool, s._search_pool, s._io_pool):
+                pool.shutdown(wait=True)
+        st.close()
+    assert all(m.score < 0.05 for m in alone)
+    assert len(both) == 1 and both[0].video.id == vid and both[0].score >= matching.COPY_THRESHOLD

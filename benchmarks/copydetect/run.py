@@ -5,7 +5,8 @@
 Builds (and caches under build/copydetect/) references from the opencv-doc videos and photo
 slideshows, edited copy queries (benchmarks/copydetect/media.py), unrelated queries from a
 disjoint photo pool, and title-card pairs; embeds everything with the server's pipeline
-(SamplingSettings.reference() for references, .query(flip=True) for queries); indexes the
+(SamplingSettings.reference() for references, .query(flip=True) -- with its coarse view -- for
+queries); indexes the
 references in a native FlatIndex; runs `frameseek.matching` (the server's code path) and vPDQ
 (ThreatExchange semantics) on every (query, reference) pair; prints a table per transform and
 writes benchmarks/results/copydetect.json.
@@ -41,6 +42,7 @@ import numpy as np
 
 from benchmarks.copydetect import media as M
 from frameseek import _native, matching
+from frameseek.pipeline import QUERY_COARSE_SCALE
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "copydetect"
@@ -134,9 +136,10 @@ def _key(path: str, tag: str) -> str:
 
 
 class Embeddings:
-    def __init__(self, regions: str = "off") -> None:
+    def __init__(self, regions: str = "off", coarse_scale: float | None = None) -> None:
         self._embedder = None
         self.regions = regions  # SamplingSettings.regions for queries
+        self.coarse_scale = coarse_scale or None  # SamplingSettings.coarse_scale for queries
         (CACHE / "emb").mkdir(parents=True, exist_ok=True)
         (CACHE / "vpdq").mkdir(parents=True, exist_ok=True)
 
@@ -148,18 +151,22 @@ class Embeddings:
 
     def get(self, path: str, query: bool) -> dict:
         from frameseek.pipeline import SamplingSettings, embed_media
-        tag = ("q-flip" + ("" if self.regions == "off" else f"-regions-{self.regions}-2")) if query else "ref"
+        tag = ("q-flip" + ("" if self.regions == "off" else f"-regions-{self.regions}-2")
+               + (f"-coarse{self.coarse_scale:.4f}" if self.coarse_scale else "")) if query else "ref"
         f = CACHE / "emb" / f"{_key(path, tag + self.embedder().name)}.npz"
         if f.exists():
             z = np.load(f)
             return {k: z[k] for k in z.files}
-        s = SamplingSettings.query(flip=True, regions=self.regions) if query else SamplingSettings.reference()
+        s = (SamplingSettings.query(flip=True, regions=self.regions, coarse_scale=self.coarse_scale) if query
+             else SamplingSettings.reference())
         m = embed_media(path, self.embedder(), s)
         d = {"t": m.timestamps, "v": m.vectors, "duration": np.float64(m.duration),
              "embed_s": np.float64(m.stats["embed_s"]), "regions_s": np.float64(m.stats.get("regions_s", 0.0)),
              "wall_s": np.float64(m.stats["wall_s"])}
         if query:
             d["fv"] = m.flip_vectors
+            coarse = [v for v in (m.coarse_vectors, m.coarse_flip_vectors) if v is not None]
+            d["cv"] = np.stack(coarse) if coarse else np.zeros((0, *m.vectors.shape), np.float32)
             d["rv"] = (np.stack(m.region_vectors) if m.region_vectors
                        else np.zeros((0, *m.vectors.shape), np.float32))
             d["boxes"] = np.array([b for _, b in m.regions], np.float64).reshape(-1, 4)
@@ -267,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                          "report in benchmarks/README.md, write with --out elsewhere")
     ap.add_argument("--regions", choices=["off", "auto", "on"], default="auto",
                     help="query regions (SamplingSettings.regions; the server's default is auto)")
+    ap.add_argument("--coarse-scale", type=float, default=QUERY_COARSE_SCALE,
+                    help="input scale of the coarse query view (SamplingSettings.coarse_scale; 0 = off; "
+                         "the server's default, Settings.query_coarse_scale, is 2/3)")
     a = ap.parse_args(argv)
     n_refs = a.refs or (8 if a.quick else 24)
     per_t = a.per_transform or (2 if a.quick else 6)
@@ -277,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     t_media = time.perf_counter() - t0
     print(f"media: {len(refs)} references, {len(queries)} queries ({t_media:.0f} s)", file=sys.stderr)
 
-    E = Embeddings(a.regions)
+    E = Embeddings(a.regions, a.coarse_scale)
     t1 = time.perf_counter()
     index = _native.FlatIndex(512, "ip")
     ref_times: dict[int, np.ndarray] = {}
@@ -304,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         e = E.get(q.path, query=True)
         qh, qq = E.vpdq(q.path)
         tm = time.perf_counter()
-        ids, sims = matching.search_neighbors(index, e["v"], settings.frame_k, e.get("fv"), list(e.get("rv", [])))
+        ids, sims = matching.search_neighbors(index, e["v"], settings.frame_k, e.get("fv"), list(e.get("rv", [])),
+                                              list(e.get("cv", [])))
         valid = ids != matching.NO_ID
         groups = np.where(valid, ids >> np.uint64(SAMPLE_BITS), matching.NO_ID).astype(np.uint64)
         ntimes = np.zeros(ids.shape, np.float64)
@@ -316,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                             ref_durations=durations,
                             query_interval=1.0, ref_interval=1.0 / 3.0, max_candidates=len(refs))
         if not a.no_refine:  # dense re-placement of the reported matches (as SearchByVideo)
-            views = [e["v"], e.get("fv"), *list(e.get("rv", []))]
+            views = [e["v"], e.get("fv"), *list(e.get("cv", [])), *list(e.get("rv", []))]
             ms = [matching.refine_alignment(m, e["t"], views, ref_times[m.video], ref_vectors[m.video], settings)
                   if m.score >= settings.threshold else m for m in ms]
         t_match += time.perf_counter() - tm
@@ -349,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                          "timed_queries": len(wall)}
     report["config"] = {"seed": a.seed, "references": len(refs), "queries": len(queries),
                         "per_transform": per_t, "threshold": settings.threshold, "regions": a.regions,
+                        "coarse_scale": a.coarse_scale,
                         "refine": not a.no_refine,
                         "settings": asdict(settings), "index_frames": len(index)}
     print_table(report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     embed_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = one per core)")
     default_fps: float = Field(3.0, gt=0, le=30, description="sampling rate of new collections")
     query_fps: float = Field(1.0, gt=0, le=30, description="sampling rate of SearchByVideo queries")
+    query_coarse_scale: float = Field(2.0 / 3.0, ge=0, lt=1,
+                                      description="SearchByVideo also embeds every query frame (and its mirror) at "
+                                      "this fraction of the model's input size, a coarse view that heavily degraded "
+                                      "copies (tiny, over-compressed) match better; 0 = off, else 0.5 <= scale < 1")
     ingest_workers: int = Field(1, ge=1, le=64, description="decode/embed jobs running at once")
     max_pending_ingests: int = Field(16, ge=1, description="ingests queued or running; more -> RESOURCE_EXHAUSTED")
     max_concurrent_searches: int = Field(256, ge=1, description="searches the Python service runs at once (image, "
@@ -85,6 +89,15 @@ class Settings(BaseSettings):
     # logs
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
+
+    @field_validator("query_coarse_scale")
+    @classmethod
+    def _coarse_scale(cls, v: float) -> float:
+        from .embed.spec import MIN_INPUT_SCALE
+
+        if v != 0 and v < MIN_INPUT_SCALE:
+            raise ValueError(f"query_coarse_scale must be 0 (off) or in [{MIN_INPUT_SCALE}, 1)")
+        return v
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -10,7 +10,10 @@ pipeline, so they never vote):
 1. **kNN** (`search_neighbors`): each query frame's `frame_k` nearest reference frames; with the
    mirrored query frames (`SamplingSettings(flip=True)`) their neighbours are appended beside the
    plain ones, giving `[q, 2k]` — the native aggregation counts a reference frame listed twice for
-   one query frame once, so a flipped copy and a plain copy score alike. Region crops of the
+   one query frame once, so a flipped copy and a plain copy score alike. The coarse view
+   (`SamplingSettings.coarse_scale`: each frame and its mirror embedded again at 2/3 of the
+   model's input size) joins the row too: copies degraded to little signal (80x60, 32 kb/s)
+   match their source clearly better at that scale, clean copies at full scale. Region crops of the
    query frames (`SamplingSettings(regions="auto")`: a detected picture-in-picture inset,
    `frameseek.regions`) join the row the same way, `[q, views * k]`: a query frame matches at
    most one reference frame per segment, so its views vote like its best view.
@@ -49,7 +52,9 @@ NO_ID = np.uint64(2**64 - 1)
 #: (benchmarks/copydetect): an unrelated query frame's best reference frame, over all its views
 #: (whole, mirrored, region crops), has median 0.146, 99th percentile 0.241, max 0.243 on the
 #: `--quick` calibration set (max 0.259 / 0.265 on the full seed-7 / seed-11 sets); a copied
-#: frame's best match has 5th percentile 0.559, median 0.946 (seed 7, all but PiP). The floor
+#: frame's best match has 5th percentile 0.559, median 0.946 (seed 7, all but PiP). The coarse
+#: query view (SamplingSettings.coarse_scale) left the unrelated maximum unchanged (0.259 / 0.261
+#: on the seed-7 / seed-11 sets as regenerated 2026-12-03; median 0.148 -> 0.156). The floor
 #: is the lowest round value >= 0.05 above every unrelated frame of the calibration set: 0.3
 #: (0.4 until region search; on --quick the weakest copy rose from 0.46 to 0.54 with the
 #: highest unrelated pair unchanged at 0.083). Heavily degraded copies of low-texture content
@@ -142,10 +147,11 @@ def similarities(dist: np.ndarray, metric: str) -> np.ndarray:
 
 def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
                      flip_vectors: np.ndarray | None = None, region_vectors: Sequence[np.ndarray] = (),
-                     **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    """kNN of every query frame and, given, of its mirror and of its regions (crops, see
-    `frameseek.regions`): `(ids uint64[q, k * sets], sims float32)`, the sets side by side.
-    Missing slots keep id NO_ID and similarity -1.
+                     coarse_vectors: Sequence[np.ndarray] = (), **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """kNN of every query frame and, given, of its mirror, of its coarse views (the frame, and
+    its mirror, embedded at a smaller model input, `SamplingSettings.coarse_scale`) and of its
+    regions (crops, see `frameseek.regions`): `(ids uint64[q, k * sets], sims float32)`, the sets
+    side by side. Missing slots keep id NO_ID and similarity -1.
 
     Several views of one query frame in one row cannot inflate the score: `_native.aggregate`
     counts a reference frame listed twice in a row once (its best similarity), and matches each
@@ -154,7 +160,7 @@ def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
     q = np.ascontiguousarray(vectors, dtype=np.float32)
     views = [q]
     for name, extra in (("flip_vectors", [flip_vectors] if flip_vectors is not None and len(flip_vectors) else []),
-                        ("region_vectors", list(region_vectors))):
+                        ("coarse_vectors", list(coarse_vectors)), ("region_vectors", list(region_vectors))):
         for v in extra:
             if len(v) != len(q):
                 raise ValueError(f"{name} must have one row per query frame")

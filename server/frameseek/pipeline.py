@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from .embed import Embedder
+from .embed.spec import MIN_INPUT_SCALE
 from .media import (
     BlankFilterSettings,
     Frame,
@@ -47,6 +48,12 @@ ProgressCallback = Callable[[int, "int | None"], None]
 #: sub-clips, speed changes and videos with an added intro for exactly that reason).
 REFERENCE_FPS = 3.0
 QUERY_FPS = 1.0
+#: Input scale of the coarse query view (`SamplingSettings.coarse_scale`; sscd_distilled: 192 px
+#: short side instead of 288). Copies degraded to little signal -- downscaled to 80x60, re-encoded
+#: at 32 kb/s -- match their source up to twice as far above the vote floor there, while clean
+#: copies match best at full scale; the query votes with whichever view matches (README "Copy
+#: detection", benchmarks/copydetect).
+QUERY_COARSE_SCALE = 2.0 / 3.0
 #: How long the inference stage waits for more frames to fill a batch, unless the embedder says
 #: otherwise (`batch_wait_s`: ONNX Runtime on the CPU sets 0, its cost per frame does not depend
 #: on the batch size).
@@ -62,6 +69,10 @@ class SamplingSettings:
     dedup_threshold: float | None = None  # drop a sample whose cosine to the last kept one is >= this
     keyframes_only: bool = False  # decode key frames only (fast path; the grid is then as sparse as the GOP)
     flip: bool = False  # also embed the mirrored frames (flip-robust queries)
+    # Also embed every kept frame (and its mirror, with `flip`) at this fraction of the model's
+    # input size: a coarse view. None = off. Skipped when the embedder's input has a fixed shape
+    # (no `scalable_input`). Must be in [MIN_INPUT_SCALE, 1).
+    coarse_scale: float | None = None
     # Query regions (frameseek.regions): "off"; "auto" = detect a picture-in-picture inset over the
     # sampled frames and, when there is one, embed its crop of every kept frame too; "on" = the
     # inset (if any) plus a fixed grid of 5 crops. The crops are taken in a second decode pass,
@@ -79,6 +90,8 @@ class SamplingSettings:
             raise ValueError("queue_size must be >= 1")
         if self.regions not in REGION_MODES:
             raise ValueError(f"regions must be one of {REGION_MODES}")
+        if self.coarse_scale is not None and not MIN_INPUT_SCALE <= self.coarse_scale < 1.0:
+            raise ValueError(f"coarse_scale must be None or in [{MIN_INPUT_SCALE}, 1)")
 
     @classmethod
     def reference(cls, **kw: Any) -> "SamplingSettings":
@@ -87,8 +100,8 @@ class SamplingSettings:
 
     @classmethod
     def query(cls, **kw: Any) -> "SamplingSettings":
-        """Defaults for query clips."""
-        return cls(fps=kw.pop("fps", QUERY_FPS), **kw)
+        """Defaults for query clips (1 fps, with the coarse view)."""
+        return cls(fps=kw.pop("fps", QUERY_FPS), coarse_scale=kw.pop("coarse_scale", QUERY_COARSE_SCALE), **kw)
 
 
 @dataclass
@@ -113,6 +126,19 @@ class EmbeddedMedia:
     # with its (kind, normalised box); kind "inset" (detected) or "grid" (fixed)
     region_vectors: list[np.ndarray] = field(default_factory=list)
     regions: list[tuple[str, Box]] = field(default_factory=list)
+    # SamplingSettings.coarse_scale: float32[n, dim] of the frames at that input scale (and of
+    # their mirrors with flip); None when off or the embedder's input cannot be scaled
+    coarse_vectors: np.ndarray | None = None
+    coarse_flip_vectors: np.ndarray | None = None
+
+    @property
+    def views(self) -> list[np.ndarray]:
+        """Every vector set of the kept frames, rows aligned with `timestamps`: whole frame first,
+        then mirrored, coarse, coarse mirrored, region crops (those present). The query views of
+        `frameseek.matching.search_neighbors`."""
+        extra = [self.flip_vectors, self.coarse_vectors, self.coarse_flip_vectors]
+        return [self.vectors, *(v for v in extra if v is not None and len(v) == len(self.vectors)),
+                *self.region_vectors]
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])
@@ -126,6 +152,8 @@ class _Item:
     t: float
     image: Any  # resized model input (numpy or CUDA tensor)
     flipped: Any = None
+    coarse: Any = None  # at SamplingSettings.coarse_scale
+    coarse_flipped: Any = None
 
 
 def _blank_verdict(frame: Frame, settings: BlankFilterSettings):
@@ -274,6 +302,9 @@ def embed_media(
     # The model's input size, so the decoder can downscale while converting to RGB (one swscale
     # pass instead of a full-size conversion plus a PIL resize on this thread).
     size_hint = getattr(embedder, "input_size", None)
+    coarse = sampling.coarse_scale if sampling.coarse_scale and getattr(embedder, "scalable_input", False) else None
+    if sampling.coarse_scale and coarse is None:
+        log.info("coarse query view skipped: %s has a fixed input size", getattr(embedder, "name", "the embedder"))
 
     def produce() -> None:
         try:
@@ -301,8 +332,13 @@ def embed_media(
                     pixels = frame.to_numpy()  # NVDEC decoded, but the embedder runs on the CPU
                 image = embedder.preprocess([pixels])[0]
                 flipped = embedder.preprocess([pixels], flip=True)[0] if sampling.flip else None
+                item = _Item(frame.t, image, flipped)
+                if coarse is not None:
+                    item.coarse = embedder.preprocess([pixels], scale=coarse)[0]
+                    if sampling.flip:
+                        item.coarse_flipped = embedder.preprocess([pixels], flip=True, scale=coarse)[0]
                 timings["preprocess_s"] += time.perf_counter() - t1
-                if not put(_Item(frame.t, image, flipped)):
+                if not put(item):
                     return
             put(_DONE)
         except BaseException as exc:  # handed to the calling thread, which raises it
@@ -314,6 +350,8 @@ def embed_media(
     times: list[float] = []
     vecs: list[np.ndarray] = []
     fvecs: list[np.ndarray] = []
+    cvecs: list[np.ndarray] = []
+    cfvecs: list[np.ndarray] = []
     dropped_dup = 0
     last_kept: np.ndarray | None = None
     batch_size = max(1, int(getattr(embedder, "batch_size", 16)))
@@ -375,6 +413,9 @@ def embed_media(
             t0 = time.perf_counter()
             out = embedder.embed_preprocessed([b.image for b in batch])
             fout = embedder.embed_preprocessed([b.flipped for b in batch]) if sampling.flip else None
+            cout = embedder.embed_preprocessed([b.coarse for b in batch]) if coarse is not None else None
+            cfout = (embedder.embed_preprocessed([b.coarse_flipped for b in batch])
+                     if coarse is not None and sampling.flip else None)
             timings["embed_s"] += time.perf_counter() - t0
             for i, b in enumerate(batch):
                 v = out[i]
@@ -387,6 +428,10 @@ def embed_media(
                 vecs.append(v)
                 if fout is not None:
                     fvecs.append(fout[i])
+                if cout is not None:
+                    cvecs.append(cout[i])
+                if cfout is not None:
+                    cfvecs.append(cfout[i])
             if progress is not None:
                 progress(len(times) + dropped_dup + counters["blank"], estimated)
     except BaseException:
@@ -456,7 +501,13 @@ def embed_media(
         dropped_duplicates=dropped_dup,
         region_vectors=region_vectors,
         regions=regions,
+        coarse_vectors=_stack(cvecs, dim) if coarse is not None else None,
+        coarse_flip_vectors=_stack(cfvecs, dim) if coarse is not None and sampling.flip else None,
     )
 
 
-__all__ = ["EmbeddedMedia", "SamplingSettings", "embed_media", "REFERENCE_FPS", "QUERY_FPS"]
+def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+
+
+__all__ = ["EmbeddedMedia", "SamplingSettings", "embed_media", "REFERENCE_FPS", "QUERY_FPS", "QUERY_COARSE_SCALE"]

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import grpc
 import numpy as np
@@ -624,7 +624,9 @@ class FrameSeekService:
                                 drop_blank=not s.get("keep_blank_frames", False),
                                 dedup_threshold=None if query else dedup,
                                 keyframes_only=False if query else bool(s.get("keyframes_only", False)),
-                                flip=query)  # queries also search their mirror image (flipped copies)
+                                flip=query,  # queries also search their mirror image (flipped copies)
+                                # and a coarse view of every frame (heavily degraded copies)
+                                coarse_scale=(self.settings.query_coarse_scale or None) if query else None)
 
     def _limits(self):
         from .media import MediaLimits
@@ -964,25 +966,24 @@ class FrameSeekService:
                 matches = []
             else:
                 matches = await loop.run_in_executor(
-                    self._search_pool, self._video_matches, rec, media.timestamps, media.vectors, k or 10,
-                    groups, frame_k or self.settings.frame_k, getattr(media, "flip_vectors", None),
-                    fps or self.settings.query_fps, media.region_vectors, thr)
+                    self._search_pool, self._video_matches, rec, media.timestamps, media.views, k or 10,
+                    groups, frame_k or self.settings.frame_k, fps or self.settings.query_fps, thr)
         finally:
             self._searches -= 1
         matches = [m for m in matches if m.score >= thr and m.video.id not in excl]
         return VideoSearchResult(matches=matches, query_duration=float(media.duration),
                                  query_samples=len(media), model=rec.model)
 
-    def _video_matches(self, rec: CollectionRecord, times: np.ndarray, vecs: np.ndarray, k: int,
-                       groups: np.ndarray | None, frame_k: int | None = None, flip_vecs: np.ndarray | None = None,
-                       query_fps: float | None = None, region_vecs: list[np.ndarray] | None = None,
-                       refine_above: float | None = None) -> list[CopyMatch]:
+    def _video_matches(self, rec: CollectionRecord, times: np.ndarray, views: np.ndarray | Sequence[np.ndarray],
+                       k: int, groups: np.ndarray | None, frame_k: int | None = None,
+                       query_fps: float | None = None, refine_above: float | None = None) -> list[CopyMatch]:
         """Per-frame kNN -> `frameseek.matching.align` (IDF-like and redundancy weights, native
-        frame-vote aggregation, calibrated score) -> candidates with aligned segments. With
-        `flip_vecs` the mirrored query frames are searched too, and with `region_vecs` crops of
-        them (picture-in-picture insets, frameseek.regions); all neighbour sets sit side by side
-        ([q, views * k]); a reference frame listed twice for one query frame counts once, and a
-        query frame matches at most one reference frame per segment, so the score stays in [0, 1].
+        frame-vote aggregation, calibrated score) -> candidates with aligned segments. `views`:
+        the query frames' vectors [q, dim], or several vector sets of them, the whole frame first
+        (`EmbeddedMedia.views`: mirrored frames, the coarse view, crops of picture-in-picture
+        insets); all neighbour sets sit side by side ([q, views * k]); a reference frame listed
+        twice for one query frame counts once, and a query frame matches at most one reference
+        frame per segment, so the score stays in [0, 1].
         Candidates scoring at least `refine_above` (default: the copy threshold, i.e. the ones that
         get reported; at most the best MAX_REFINED_MATCHES) are then re-placed with dense evidence
         against the reference's stored vectors (`matching.refine_alignment`); this moves
@@ -992,10 +993,10 @@ class FrameSeekService:
                                "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
         frame_k = frame_k or self.settings.frame_k
         ef = max(frame_k, int(rec.index.get("ef_search", 64)))
-        views = [np.asarray(vecs, dtype=np.float32)]
-        if flip_vecs is not None and len(flip_vecs) == len(vecs):
-            views.append(np.asarray(flip_vecs, dtype=np.float32))
-        views += [np.asarray(r, dtype=np.float32) for r in region_vecs or [] if len(r) == len(vecs)]
+        if isinstance(views, np.ndarray) and views.ndim == 2:
+            views = [views]
+        vecs = np.asarray(views[0], dtype=np.float32)
+        views = [vecs, *(np.asarray(v, dtype=np.float32) for v in views[1:] if v is not None and len(v) == len(vecs))]
         n = len(vecs)
         # one batched index call for every view, then [views * q, k] -> [q, views * k]
         ids, dist = self.storage.search(rec.id, np.ascontiguousarray(np.vstack(views)), frame_k, ef=ef, groups=groups)

@@ -66,6 +66,13 @@ def test_output_hw_and_fixed():
     assert s.output_hw(1920, 1080) == (512, 288)
     assert s.output_hw(100, 10000) == (288, 1024)  # long side capped
     assert PreprocessSpec(resize="fixed", fixed_hw=(288, 288)).output_hw(1080, 1920) == (288, 288)
+    # a coarse view: the short side at a fraction of `size` (SamplingSettings.coarse_scale)
+    assert s.output_hw(1080, 1920, scale=2 / 3) == (192, 341)
+    assert s.output_hw(60, 80, scale=0.5) == (144, 192)
+    assert s.scalable and not PreprocessSpec(resize="fixed", fixed_hw=(288, 288)).scalable
+    for bad_scale in (0.49, 1.01, 0.0):
+        with pytest.raises(ValueError, match="scale"):
+            s.output_hw(1080, 1920, scale=bad_scale)
     with pytest.raises(ValueError):
         PreprocessSpec(resize="fixed")
     with pytest.raises(ValueError):

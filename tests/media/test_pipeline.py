@@ -68,6 +68,51 @@ def test_flip_vectors(h264_clip, embedder):
     assert not np.allclose(res.flip_vectors, res.vectors)
 
 
+def test_query_sampling_adds_a_coarse_view(h264_clip, embedder):
+    """SamplingSettings.query() embeds every kept frame and its mirror a second time at
+    QUERY_COARSE_SCALE of the model's input size (192 px short side instead of 288)."""
+    from frameseek.pipeline import QUERY_COARSE_SCALE
+
+    class Recorder(_ShapeRecorder):
+        scalable_input = True
+
+        def __init__(self, inner) -> None:
+            super().__init__(inner, hint=True)
+            self.scales: list[float] = []
+            self.inputs: list[tuple[int, ...]] = []
+
+        def preprocess(self, frames, flip=False, scale=1.0):
+            self.scales.append(scale)
+            out = self.inner.preprocess(frames, flip, scale)
+            self.inputs += [im.shape for im in out]
+            return out
+
+    rec = Recorder(embedder)
+    q = embed_media(h264_clip, rec, SamplingSettings.query(flip=True))
+    n = len(q)
+    assert n == 4 and q.coarse_vectors.shape == q.coarse_flip_vectors.shape == (n, 512)
+    assert sorted(set(rec.inputs)) == [(192, 256, 3), (288, 384, 3)]  # the 128x96 clip at both scales
+    assert rec.scales.count(QUERY_COARSE_SCALE) == 2 * n and rec.scales.count(1.0) == 2 * n
+    np.testing.assert_allclose(np.linalg.norm(q.coarse_vectors, axis=1), 1, atol=1e-5)
+    # the same frames, seen coarser: close to the full-scale vectors, but not the same
+    cos = np.sum(q.coarse_vectors * q.vectors, axis=1)
+    assert np.all(cos > 0.5) and np.all(cos < 0.999)
+    assert not np.allclose(q.coarse_flip_vectors, q.coarse_vectors)
+    # views: whole, mirror, coarse, coarse mirror (rows aligned with the timestamps)
+    views = q.views
+    assert len(views) == 4 and views[0] is q.vectors and views[2] is q.coarse_vectors
+    # off, or an embedder whose input size is fixed (no scalable_input): no coarse view
+    off = embed_media(h264_clip, embedder, SamplingSettings.query(flip=True, coarse_scale=None))
+    assert off.coarse_vectors is None and len(off.views) == 2
+    np.testing.assert_allclose(off.vectors, q.vectors, atol=1e-6)
+    fixed = embed_media(h264_clip, _ShapeRecorder(embedder, hint=True), SamplingSettings.query())
+    assert fixed.coarse_vectors is None and len(fixed.views) == 1
+    assert SamplingSettings().coarse_scale is None and SamplingSettings.reference().coarse_scale is None
+    for bad in (0.3, 1.0):
+        with pytest.raises(ValueError, match="coarse_scale"):
+            SamplingSettings.query(coarse_scale=bad)
+
+
 def test_progress_reports_done_and_estimate(h264_clip, embedder):
     calls = []
     res = embed_media(h264_clip, embedder, SamplingSettings(fps=3.0), progress=lambda d, t: calls.append((d, t)))

@@ -28,7 +28,7 @@ trt_missing = not tensorrt_available()[0]
 def test_input_profile_from_spec():
     spec = EmbedderSettings().resolve_model()
     p = InputProfile.for_spec(spec, max_batch=32)
-    assert p.min_shape == (1, 288, 288, 3)
+    assert p.min_shape == (1, 144, 144, 3)  # coarse query views down to MIN_INPUT_SCALE
     assert p.opt_shape == (16, 288, 512, 3)
     assert p.max_shape == (32, 1024, 1024, 3)
     fixed = spec.model_copy(update={"preprocess": PreprocessSpec(resize="fixed", fixed_hw=(288, 288), layout="NCHW",

@@ -12,8 +12,10 @@ from typing import Any, Sequence
 from .spec import PreprocessSpec
 
 
-def preprocess_gpu(frames: Sequence[Any], spec: PreprocessSpec, device, flip: bool = False) -> list[Any]:
-    """HxWx3 uint8 frames (numpy or CUDA tensors) -> resized HxWx3 uint8 CUDA tensors."""
+def preprocess_gpu(frames: Sequence[Any], spec: PreprocessSpec, device, flip: bool = False,
+                   scale: float = 1.0) -> list[Any]:
+    """HxWx3 uint8 frames (numpy or CUDA tensors) -> resized HxWx3 uint8 CUDA tensors
+    (`spec.output_hw(h, w, scale)`)."""
     import torch
     import torch.nn.functional as F
 
@@ -22,7 +24,7 @@ def preprocess_gpu(frames: Sequence[Any], spec: PreprocessSpec, device, flip: bo
         t = f if isinstance(f, torch.Tensor) else torch.from_numpy(f)
         t = t.to(device, non_blocking=True)
         h, w = int(t.shape[0]), int(t.shape[1])
-        oh, ow = spec.output_hw(h, w)
+        oh, ow = spec.output_hw(h, w, scale)
         if (oh, ow) != (h, w):
             x = t.permute(2, 0, 1).unsqueeze(0).float()
             x = F.interpolate(x, size=(oh, ow), mode="bilinear", antialias=True, align_corners=False)

@@ -81,8 +81,13 @@ class OnnxEmbedder:
 
     # The pipeline calls preprocess() and embed_preprocessed() on different threads so that
     # resizing overlaps inference; embed() does both.
-    def preprocess(self, frames: Sequence[np.ndarray], flip: bool = False) -> list[np.ndarray]:
-        images = preprocess(frames, self.spec.preprocess)
+    @property
+    def scalable_input(self) -> bool:
+        """`preprocess(..., scale=s)` with s < 1 works (a dynamic-shape input)."""
+        return self.spec.preprocess.scalable
+
+    def preprocess(self, frames: Sequence[np.ndarray], flip: bool = False, scale: float = 1.0) -> list[np.ndarray]:
+        images = preprocess(frames, self.spec.preprocess, scale)
         if flip:
             images = [np.ascontiguousarray(im[:, ::-1]) for im in images]
         return images

@@ -9,6 +9,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+#: smallest input scale (`PreprocessSpec.output_hw(..., scale)`) the backends accept: the TensorRT
+#: optimisation profile's lower bound is `size * MIN_INPUT_SCALE`.
+MIN_INPUT_SCALE = 0.5
+
+
 class PreprocessSpec(BaseModel):
     """How RGB uint8 HxWx3 frames become the model's input tensor.
 
@@ -41,15 +46,25 @@ class PreprocessSpec(BaseModel):
             raise ValueError("std must be non-zero")
         return self
 
-    def output_hw(self, height: int, width: int) -> tuple[int, int]:
-        """Input-tensor (height, width) for a frame of the given size."""
+    @property
+    def scalable(self) -> bool:
+        """Whether `output_hw` honours `scale` (a fixed-shape input cannot)."""
+        return self.resize == "short_side"
+
+    def output_hw(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
+        """Input-tensor (height, width) for a frame of the given size. `scale` in
+        [MIN_INPUT_SCALE, 1] shrinks the short side to `round(size * scale)` (a coarse view of the
+        frame, `SamplingSettings.coarse_scale`); resize="fixed" ignores it (see `scalable`)."""
+        if not MIN_INPUT_SCALE <= scale <= 1.0:
+            raise ValueError(f"scale must be in [{MIN_INPUT_SCALE}, 1]")
         if self.resize == "fixed":
             assert self.fixed_hw is not None
             return self.fixed_hw
+        size = max(8, round(self.size * scale))
         if height <= width:
-            oh, ow = self.size, max(1, round(width * self.size / height))
+            oh, ow = size, max(1, round(width * size / height))
         else:
-            oh, ow = max(1, round(height * self.size / width)), self.size
+            oh, ow = max(1, round(height * size / width)), size
         return min(oh, self.max_long_side), min(ow, self.max_long_side)
 
 

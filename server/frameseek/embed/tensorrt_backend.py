@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from .spec import EmbedderSettings, ModelSpec
+from .spec import MIN_INPUT_SCALE, EmbedderSettings, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class InputProfile(BaseModel):
             lo = hi = p.fixed_hw
             opt = p.fixed_hw
         else:
-            lo = (p.size, p.size)
+            lo = (math.ceil(p.size * MIN_INPUT_SCALE),) * 2  # coarse query views (output_hw scale)
             hi = (p.max_long_side, p.max_long_side)
             opt = (p.size, min(p.max_long_side, round(p.size * 16 / 9)))  # 16:9 video
 
@@ -236,10 +237,15 @@ class TensorRTEmbedder:
         CPU-decoded frames then upload already downscaled)."""
         return self.spec.preprocess.output_hw(height, width)
 
-    def preprocess(self, frames: Sequence[Any], flip: bool = False) -> list[Any]:
+    @property
+    def scalable_input(self) -> bool:
+        """`preprocess(..., scale=s)` with s >= MIN_INPUT_SCALE fits the engine's profile."""
+        return self.spec.preprocess.scalable
+
+    def preprocess(self, frames: Sequence[Any], flip: bool = False, scale: float = 1.0) -> list[Any]:
         from .gpu_preprocess import preprocess_gpu
 
-        return preprocess_gpu(frames, self.spec.preprocess, self.device, flip=flip)
+        return preprocess_gpu(frames, self.spec.preprocess, self.device, flip=flip, scale=scale)
 
     def embed_preprocessed(self, images: Sequence[Any]) -> np.ndarray:
         import torch

@@ -162,6 +162,7 @@ class HnswIndex {
   // The walk copy of every slot's vector (see set_walk_precision), copy_stride() bytes per slot,
   // 64-byte aligned; written before a slot is published, reallocated with slots_ under the
   // exclusive lock. Null exactly when walk_ is Float32.
+  static constexpr std::size_t kCopyAlign = std::size_t{2} << 20;  // huge-page aligned (see advise_huge_pages)
   struct AlignedDelete {
     void operator()(std::uint8_t* p) const;
   };

@@ -302,7 +302,9 @@ def measured(srv: Server, run) -> dict:
     wall, server_cpu = time.perf_counter() - t0, srv.cpu_s() - cpu0
     cores = os.cpu_count() or 1
     r["server_cpu_us_per_call"] = round(server_cpu / max(1, r["requests"]) * 1e6, 1)
-    r["server_cpu_share"] = round(server_cpu / (wall * cores), 3)
+    # over the load's own wall time: with several driver processes the cell also spans their
+    # start-up, when the server idles
+    r["server_cpu_share"] = round(server_cpu / (r.get("wall_s", wall) * cores), 3)
     if r.get("driver_cpu_s") is not None:
         r["driver_cpu_share"] = round(r["driver_cpu_s"] / (r["wall_s"] * cores), 3)
     return r
@@ -428,8 +430,13 @@ def main(argv: list[str] | None = None) -> int:
                     "after the other in this run")
     ap.add_argument("--efs", default="0,256", help="SearchOptions.ef values of SearchByVector (0 = the "
                     "collection's default, 64); each is also checked for recall")
-    ap.add_argument("--channels", type=int, default=8, help="client TCP connections (spread over workers)")
-    ap.add_argument("--client-procs", type=int, default=1, help="Python load-driver processes")
+    # One channel per client process, as gRPC recommends (calls multiplex over it; more TCP
+    # connections from one process only add per-call work on both ends), and two driver processes:
+    # one Python process tops out near one core at concurrency 16, which would cap the load below
+    # what the server answers. Before 2026-12-03 the defaults were 8 connections from 1 process.
+    ap.add_argument("--channels", type=int, default=2, help="client TCP connections in all (spread over "
+                    "driver processes and server workers)")
+    ap.add_argument("--client-procs", type=int, default=2, help="Python load-driver processes")
     ap.add_argument("--out", default="load_search.json", help="file name under benchmarks/results/")
     ns = ap.parse_args(argv)
     if ns.dim != 512:

@@ -132,12 +132,17 @@ def test_align_validates_inputs():
         matching.MatchSettings(threshold=1.5)
 
 
-def test_search_neighbors_concatenates_flipped_results():
-    rng = np.random.default_rng(3)
-    base = rng.normal(size=(50, 16)).astype(np.float32)
+def _unit_vectors_indexed(seed: int, n: int):
+    """n random unit vectors (16-d) and an exact index holding them with ids 0..n-1."""
+    base = np.random.default_rng(seed).normal(size=(n, 16)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     index = _native.FlatIndex(16, "ip")
-    index.add(np.arange(50, dtype=np.uint64), base)
+    index.add(np.arange(n, dtype=np.uint64), base)
+    return base, index
+
+
+def test_search_neighbors_concatenates_flipped_results():
+    base, index = _unit_vectors_indexed(seed=3, n=50)
     ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13])
     assert ids.shape == (3, 4) and sims.dtype == np.float32
     assert ids[:, 0].tolist() == [0, 1, 2] and ids[:, 2].tolist() == [10, 11, 12]
@@ -147,11 +152,7 @@ def test_search_neighbors_concatenates_flipped_results():
 
 
 def test_search_neighbors_places_region_views_beside_the_frame():
-    rng = np.random.default_rng(4)
-    base = rng.normal(size=(60, 16)).astype(np.float32)
-    base /= np.linalg.norm(base, axis=1, keepdims=True)
-    index = _native.FlatIndex(16, "ip")
-    index.add(np.arange(60, dtype=np.uint64), base)
+    base, index = _unit_vectors_indexed(seed=4, n=60)
     ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13],
                                           region_vectors=[base[20:23], base[30:33]])
     assert ids.shape == (3, 8)
@@ -164,11 +165,7 @@ def test_search_neighbors_places_region_views_beside_the_frame():
 
 
 def test_search_neighbors_places_coarse_views_beside_the_frame():
-    rng = np.random.default_rng(5)
-    base = rng.normal(size=(60, 16)).astype(np.float32)
-    base /= np.linalg.norm(base, axis=1, keepdims=True)
-    index = _native.FlatIndex(16, "ip")
-    index.add(np.arange(60, dtype=np.uint64), base)
+    base, index = _unit_vectors_indexed(seed=5, n=60)
     ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13],
                                           region_vectors=[base[30:33]], coarse_vectors=[base[40:43], base[50:53]])
     assert ids.shape == sims.shape == (3, 10)
@@ -303,6 +300,19 @@ def test_align_bridges_holes_left_by_dropped_blank_frames():
 
 # -- dense re-alignment (refine_alignment) -------------------------------------------------------
 
+def _storage_with_reference(tmp_path, rt, rv):
+    """An opened EmbeddedStorage holding one 12 s reference video: (storage, collection, video id)."""
+    from frameseek.storage import EmbeddedStorage, VideoRecord
+
+    st = EmbeddedStorage(str(tmp_path / "data"))
+    st.open()
+    c = st.create_collection("c", model="m", dimension=rv.shape[1], metric="ip", sampling={"fps": 3.0},
+                             index={"m": 16, "ef_construction": 200, "ef_search": 200})
+    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
+                      sample_count=len(rt), size_bytes=1, content_sha256="0" * 64)
+    return st, c, st.add_video(c.id, rec, rt, rv).id
+
+
 def _one_photo_reference(seed: int = 3, dim: int = 64, fps: float = 3.0):
     """A 12 s reference of three 4 s shots of ONE still photo, each with its own camera move:
     every frame is the photo's vector plus a move-specific drift, so every frame of every shot is
@@ -431,17 +441,10 @@ def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
     what refine_alignment(align(...)) gives on the original arrays."""
     from frameseek.config import Settings
     from frameseek.service import FrameSeekService
-    from frameseek.storage import EmbeddedStorage, VideoRecord
 
     rt, rv, frame = _one_photo_reference(seed=2)
     qt, q = _edited_copy(frame, 1.4, 1.1, 6, seed=12)
-    st = EmbeddedStorage(str(tmp_path / "data"))
-    st.open()
-    c = st.create_collection("c", model="m", dimension=rv.shape[1], metric="ip", sampling={"fps": 3.0},
-                             index={"m": 16, "ef_construction": 200, "ef_search": 200})
-    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
-                      sample_count=len(rt), size_bytes=1, content_sha256="0" * 64)
-    vid = st.add_video(c.id, rec, rt, rv).id
+    st, c, vid = _storage_with_reference(tmp_path, rt, rv)
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
     svc._native = _native
     try:
@@ -478,7 +481,6 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
 
     from frameseek.config import Settings
     from frameseek.service import FrameSeekService
-    from frameseek.storage import EmbeddedStorage, VideoRecord
 
     rt, rv, frame = _one_photo_reference(seed=4)
     qt, q = _edited_copy(frame, 1.0, 1.0, 8, seed=14)
@@ -488,13 +490,7 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
     weak = q + 10.0 * noise  # almost all noise: under the vote floor
     weak /= np.linalg.norm(weak, axis=1, keepdims=True)
     assert float(np.max(weak @ rv.T)) < matching.DEFAULT_MIN_SIMILARITY
-    st = EmbeddedStorage(str(tmp_path / "data"))
-    st.open()
-    c = st.create_collection("c", model="m", dimension=rv.shape[1], metric="ip", sampling={"fps": 3.0},
-                             index={"m": 16, "ef_construction": 200, "ef_search": 200})
-    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
-                      sample_count=len(rt), size_bytes=1, content_sha256="0" * 64)
-    vid = st.add_video(c.id, rec, rt, rv).id
+    st, c, vid = _storage_with_reference(tmp_path, rt, rv)
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
     off = FrameSeekService(Settings(data_dir=str(tmp_path / "data2"), query_coarse_scale=0), storage=st)
     svc._native = _native

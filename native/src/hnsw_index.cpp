@@ -212,10 +212,20 @@ void move_level0_to_huge_pages(Graph& g) {
   g.data_level0_memory_ = static_cast<char*>(fresh);
 }
 
-constexpr std::size_t kWalkAhead = 2;  // neighbours whose rows are in flight during the walk
-
 inline void prefetch_lines(const char* p, std::size_t bytes) {
   for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
+// While item j of n is computed, keeps the rows of the next kRowsAhead items in flight (at j = 0
+// it also starts the first ones). row(i): the address of item i's row. Used by the walk (the
+// copy's rows of a node's neighbours) and by the re-rank (the cold float32 rows of the results).
+constexpr std::size_t kRowsAhead = 2;
+
+template <class RowOf>
+inline void prefetch_ahead(std::size_t j, std::size_t n, const RowOf& row, std::size_t bytes) {
+  if (j == 0)
+    for (std::size_t i = 0; i < std::min(kRowsAhead, n); ++i) prefetch_lines(row(i), bytes);
+  if (j + kRowsAhead < n) prefetch_lines(row(j + kRowsAhead), bytes);
 }
 
 // Per-thread scratch reused across the queries of one call.
@@ -491,12 +501,12 @@ void search_layer0(const Graph& g, const DistFn& dist, const WalkQuery& q, Colle
       sc.fresh.push_back(x);
       __builtin_prefetch(dist.addr(x), 0, 3);
     }
-    // Pass 2: distances, with the next neighbour's whole vector prefetched one step ahead.
+    // Pass 2: distances, with the rows of the next neighbours prefetched (prefetch_ahead).
     const std::size_t m = sc.fresh.size();
-    for (std::size_t j = 0; j < std::min(kWalkAhead, m); ++j) prefetch_lines(dist.addr(sc.fresh[j]), vec_bytes);
+    const auto fresh_row = [&](std::size_t i) { return dist.addr(sc.fresh[i]); };
     for (std::size_t j = 0; j < m; ++j) {
       const tableint x = sc.fresh[j];
-      if (j + kWalkAhead < m) prefetch_lines(dist.addr(sc.fresh[j + kWalkAhead]), vec_bytes);
+      prefetch_ahead(j, m, fresh_row, vec_bytes);
       const float d = dist(q, x);
       if (d < coll.offer_bound() && coll.offer(d, x)) {
         sc.cand.emplace_back(d, x);
@@ -522,11 +532,10 @@ void search_knn(const Graph& g, const DistFn& dist, const WalkQuery& q, std::siz
 void rerank_exact(const DistFn& dist, const float* q, Scratch& sc) {
   if (!dist.copy) return;
   // The float32 rows are cold (the walk read the copy): fetch the next ones while computing.
-  constexpr std::size_t kAhead = 2;
-  const std::size_t n = sc.top.size(), bytes = dist.dim * sizeof(float);
-  for (std::size_t j = 0; j < std::min(kAhead, n); ++j) prefetch_lines(dist.g->getDataByInternalId(sc.top[j].second), bytes);
+  const std::size_t n = sc.top.size();
+  const auto result_row = [&](std::size_t i) { return dist.g->getDataByInternalId(sc.top[i].second); };
   for (std::size_t j = 0; j < n; ++j) {
-    if (j + kAhead < n) prefetch_lines(dist.g->getDataByInternalId(sc.top[j + kAhead].second), bytes);
+    prefetch_ahead(j, n, result_row, dist.dim * sizeof(float));
     sc.top[j].first = dist.exact(q, sc.top[j].second);
   }
 }
@@ -806,8 +815,8 @@ constexpr float kInt8MaxAbs = 1e17f;  // keeps the float32 squared norm finite f
 }  // namespace
 
 bool HnswIndex::copy_holds(const float* vectors, std::size_t n) const {
-  const float limit = walk_ == WalkPrecision::Float16 ? kHalfMax : kInt8MaxAbs;
   if (walk_ == WalkPrecision::Float32) return true;
+  const float limit = walk_ == WalkPrecision::Float16 ? kHalfMax : kInt8MaxAbs;
   for (std::size_t i = 0; i < n * dim_; ++i)
     if (std::fabs(vectors[i]) > limit) return false;
   return true;
@@ -817,17 +826,13 @@ bool HnswIndex::write_copy(std::size_t slot, const float* vec) {
   std::uint8_t* row = copy_.get() + slot * copy_stride();
   if (walk_ == WalkPrecision::Float16) {
     auto* h = reinterpret_cast<std::uint16_t*>(row);
-    bool in_range = true;
-    for (std::size_t i = 0; i < dim_; ++i) {
-      h[i] = float_to_half(vec[i]);
-      in_range &= std::fabs(vec[i]) <= kHalfMax;
-    }
-    return in_range;
+    for (std::size_t i = 0; i < dim_; ++i) h[i] = float_to_half(vec[i]);
+  } else {
+    const float scale = quantize_i8(vec, dim_, reinterpret_cast<std::int8_t*>(row));
+    const float norm = squared_norm(vec, dim_);
+    std::memcpy(row + dim_, &scale, sizeof scale);
+    std::memcpy(row + dim_ + sizeof scale, &norm, sizeof norm);
   }
-  const float scale = quantize_i8(vec, dim_, reinterpret_cast<std::int8_t*>(row));
-  const float norm = squared_norm(vec, dim_);
-  std::memcpy(row + dim_, &scale, sizeof scale);
-  std::memcpy(row + dim_ + sizeof scale, &norm, sizeof norm);
   return copy_holds(vec, 1);  // the same rule as add()'s check
 }
 

@@ -160,7 +160,7 @@ class HnswIndex {
   std::unique_ptr<SlotMeta[]> slots_;  // hnsw_->max_elements_ entries (see SlotMeta)
   std::size_t slots_cap_ = 0;
   // The walk copy of every slot's vector (see set_walk_precision), copy_stride() bytes per slot,
-  // 64-byte aligned; written before a slot is published, reallocated with slots_ under the
+  // 2 MiB-aligned (huge pages); written before a slot is published, reallocated with slots_ under the
   // exclusive lock. Null exactly when walk_ is Float32.
   static constexpr std::size_t kCopyAlign = std::size_t{2} << 20;  // huge-page aligned (see advise_huge_pages)
   struct AlignedDelete {

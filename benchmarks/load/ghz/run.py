@@ -88,29 +88,40 @@ def run_ghz(address: str, method: str, protoset: pathlib.Path, data_file: pathli
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     if proc.returncode != 0 and not proc.stdout.strip():
         raise RuntimeError(f"ghz failed ({proc.returncode}): {proc.stderr.strip()}")
-    rep = json.loads(proc.stdout)
+    return summarize_report(json.loads(proc.stdout))
+
+
+def summarize_report(rep: dict) -> dict:
+    """ghz's JSON report as the driver's summary: OK count, QPS, percentiles, and the errors that
+    are the server's, apart from the calls cut by ghz stopping at its deadline."""
     pct = {int(d["percentage"]): d["latency"] / 1e6 for d in rep.get("latencyDistribution") or []}
     codes = dict(rep.get("statusCodeDistribution") or {})
     ok = int(codes.pop("OK", 0))
     # At the deadline ghz closes its connection under the requests still in flight (one per
     # worker); they come back as UNAVAILABLE "use of closed network connection". They are the
     # driver stopping, not server errors, so they are counted apart.
-    # Others come back as Canceled "context canceled" (ghz cancels the context of the calls in
-    # flight when -z ends): the same thing.
+    # Others come back as Canceled: "context canceled" (ghz cancels the context of the calls in
+    # flight when -z ends) or grpc-go's "the client connection is closing" (a call that started
+    # just as ghz closed its connection): the same thing. Both are made on the client; the
+    # server's own errors carry other messages and stay in `errors`.
     errs = rep.get("errorDistribution") or {}
     cut = sum(n for msg, n in errs.items()
               if "use of closed network connection" in msg or "transport is closing" in msg)
-    canceled = sum(n for msg, n in errs.items() if "code = Canceled" in msg and "context canceled" in msg)
+    canceled = sum(n for msg, n in errs.items() if "code = Canceled" in msg
+                   and ("context canceled" in msg or "the client connection is closing" in msg))
     if cut:
         codes["Unavailable"] = codes.get("Unavailable", 0) - cut
     if canceled:
         codes["Canceled"] = codes.get("Canceled", 0) - canceled
         cut += canceled
     errors = {k: v for k, v in codes.items() if v}
+    stop_messages = ("use of closed network connection", "transport is closing", "context canceled",
+                     "the client connection is closing")
+    messages = {msg: n for msg, n in errs.items() if not any(m in msg for m in stop_messages)}
     total_s = rep["total"] / 1e9
     return {"requests": ok, "qps": round(ok / total_s, 1) if total_s else 0.0,
             "p50_ms": round(pct.get(50, float("nan")), 3), "p95_ms": round(pct.get(95, float("nan")), 3),
-            "p99_ms": round(pct.get(99, float("nan")), 3), "errors": errors, "cut_at_deadline": cut}
+            "p99_ms": round(pct.get(99, float("nan")), 3), "errors": errors, "error_messages": messages, "cut_at_deadline": cut}
 
 
 def main(argv: list[str] | None = None) -> int:

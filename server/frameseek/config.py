@@ -56,6 +56,12 @@ class Settings(BaseSettings):
                                       description="SearchByVideo also embeds every query frame (and its mirror) at "
                                       "this fraction of the model's input size, a coarse view that heavily degraded "
                                       "copies (tiny, over-compressed) match better; 0 = off, else 0.5 <= scale < 1")
+    query_max_samples: int = Field(24, ge=0, le=100_000,
+                                   description="SearchByVideo samples a query clip at query_fps, but at most this "
+                                   "many frames: a longer clip gets a sparser grid spread over all of it, so a "
+                                   "query's embedding cost stays bounded (each sample is 4 model runs: frame, "
+                                   "mirror, and both at the coarse size). Not applied when the request sets fps. "
+                                   "0 = no bound")
     ingest_workers: int = Field(1, ge=1, le=64, description="decode/embed jobs running at once")
     max_pending_ingests: int = Field(16, ge=1, description="ingests queued or running; more -> RESOURCE_EXHAUSTED")
     max_concurrent_searches: int = Field(256, ge=1, description="searches the Python service runs at once (image, "

@@ -65,6 +65,10 @@ class SamplingSettings:
     """How a video is sampled before embedding."""
 
     fps: float = QUERY_FPS  # samples per second of presentation time; <= 0: every frame
+    # At most this many grid ticks: a clip whose container states a duration longer than
+    # max_samples / fps gets a sparser grid spread over all of it (grid_fps). Bounds the embedding
+    # cost of a long query clip; None = no bound. Without a stated duration the grid stays at fps.
+    max_samples: int | None = None
     drop_blank: bool = True  # drop near-black / uniform / featureless frames (they never vote)
     dedup_threshold: float | None = None  # drop a sample whose cosine to the last kept one is >= this
     keyframes_only: bool = False  # decode key frames only (fast path; the grid is then as sparse as the GOP)
@@ -92,6 +96,16 @@ class SamplingSettings:
             raise ValueError(f"regions must be one of {REGION_MODES}")
         if self.coarse_scale is not None and not MIN_INPUT_SCALE <= self.coarse_scale < 1.0:
             raise ValueError(f"coarse_scale must be None or in [{MIN_INPUT_SCALE}, 1)")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError("max_samples must be None or >= 1")
+
+    def grid_fps(self, duration: float | None) -> float:
+        """The sampling rate for a clip of `duration` seconds: `fps`, lowered to max_samples /
+        duration when the grid would have more ticks than max_samples (ticks k / rate < duration,
+        k = 0 .. max_samples - 1)."""
+        if self.max_samples and self.fps and self.fps > 0 and duration and duration * self.fps > self.max_samples:
+            return self.max_samples / duration
+        return self.fps
 
     @classmethod
     def reference(cls, **kw: Any) -> "SamplingSettings":
@@ -120,6 +134,7 @@ class EmbeddedMedia:
     codec: str = ""
     source_fps: float | None = None
     flip_vectors: np.ndarray | None = None  # float32[n, dim] when SamplingSettings.flip
+    sample_fps: float | None = None  # the sampling grid's rate (SamplingSettings.grid_fps); None: every frame
     dropped_blank: int = 0
     dropped_duplicates: int = 0
     # SamplingSettings.regions: one float32[n, dim] per embedded region (rows = the kept frames),
@@ -187,8 +202,8 @@ def _reopen(source: Any) -> Any | None:
     return None
 
 
-def _embed_regions(source: Any, embedder: Embedder, sampling: SamplingSettings, limits: MediaLimits,
-                   cancel: threading.Event | None, times: list[float], fallback: np.ndarray,
+def _embed_regions(source: Any, embedder: Embedder, sampling: SamplingSettings, sample_fps: float | None,
+                   limits: MediaLimits, cancel: threading.Event | None, times: list[float], fallback: np.ndarray,
                    boxes: list[tuple[str, Box]], t_start: float) -> list[np.ndarray]:
     """Second decode pass: crop `boxes` out of the frames kept by the first pass (matched by
     presentation time on the same sampling grid) and embed them. A frame the second pass does
@@ -209,7 +224,7 @@ def _embed_regions(source: Any, embedder: Embedder, sampling: SamplingSettings, 
         pending_rows.clear()
 
     try:
-        for frame in decoder.frames(TimeGridSampler(sampling.fps), sampling.keyframes_only, abort):
+        for frame in decoder.frames(TimeGridSampler(sample_fps), sampling.keyframes_only, abort):
             if cancel is not None and cancel.is_set():
                 raise MediaCancelled()
             if limits.decode_timeout_s is not None and time.perf_counter() - t_start > limits.decode_timeout_s:
@@ -278,7 +293,8 @@ def embed_media(
     t_start = time.perf_counter()
     decoder = _open_guarded(source, limits, sampling.decoder, cancel)
     info = decoder.info
-    sampler = TimeGridSampler(sampling.fps)
+    sample_fps = sampling.grid_fps(info.duration) if not info.is_image else sampling.fps
+    sampler = TimeGridSampler(sample_fps)
     estimated = 1 if info.is_image else sampler.expected_samples(info.duration)
     if sampling.keyframes_only:
         estimated = None  # unknown GOP structure
@@ -462,8 +478,8 @@ def embed_media(
             regions = []
         if regions:
             whole = np.stack(vecs).astype(np.float32)
-            region_vectors = _embed_regions(again, embedder, sampling, limits, cancel, times, whole, regions,
-                                            t_start)
+            region_vectors = _embed_regions(again, embedder, sampling, sample_fps, limits, cancel, times, whole,
+                                            regions, t_start)
         timings["regions_s"] = timings.get("regions_s", 0.0) + time.perf_counter() - t0
     if info.is_image:
         duration = 0.0
@@ -494,6 +510,7 @@ def embed_media(
         stats=stats,
         codec=info.codec,
         source_fps=info.fps,
+        sample_fps=sample_fps if sample_fps and sample_fps > 0 else None,
         flip_vectors=(np.stack(fvecs).astype(np.float32) if fvecs else np.zeros((0, dim), np.float32))
         if sampling.flip
         else None,

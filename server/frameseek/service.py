@@ -615,12 +615,14 @@ class FrameSeekService:
                 _unlink(path)
                 _unlink(os.path.join(self.uploads_dir, f"{job.id}.json"))
 
-    def _sampling(self, rec: CollectionRecord, fps: float | None = None, query: bool = False):
+    def _sampling(self, rec: CollectionRecord, fps: float | None = None, query: bool = False,
+                  max_samples: int | None = None):
         from .pipeline import SamplingSettings
 
         s = rec.sampling
         dedup = s.get("dedup_threshold") or None
         return SamplingSettings(fps=fps or float(s.get("fps") or self.settings.default_fps),
+                                max_samples=max_samples or None,
                                 drop_blank=not s.get("keep_blank_frames", False),
                                 dedup_threshold=None if query else dedup,
                                 keyframes_only=False if query else bool(s.get("keyframes_only", False)),
@@ -957,7 +959,9 @@ class FrameSeekService:
         self._searches += 1
         try:
             loop = asyncio.get_running_loop()
-            sampling = self._sampling(rec, fps or self.settings.query_fps, query=True)
+            # the server's rate is bounded by query_max_samples; a rate the caller asked for is not
+            sampling = self._sampling(rec, fps or self.settings.query_fps, query=True,
+                                      max_samples=None if fps else self.settings.query_max_samples)
             sampling.regions = regions
             media = await loop.run_in_executor(self._query_pool, self._embed, path, sampling)
             if len(media) == 0:
@@ -967,7 +971,7 @@ class FrameSeekService:
             else:
                 matches = await loop.run_in_executor(
                     self._search_pool, self._video_matches, rec, media.timestamps, media.views, k or 10,
-                    groups, frame_k or self.settings.frame_k, fps or self.settings.query_fps, thr)
+                    groups, frame_k or self.settings.frame_k, media.sample_fps or sampling.fps, thr)
         finally:
             self._searches -= 1
         matches = [m for m in matches if m.score >= thr and m.video.id not in excl]

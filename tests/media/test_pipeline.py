@@ -113,6 +113,29 @@ def test_query_sampling_adds_a_coarse_view(h264_clip, embedder):
             SamplingSettings.query(coarse_scale=bad)
 
 
+def test_max_samples_spreads_a_sparser_grid_over_the_whole_clip(h264_clip, embedder):
+    """The 4 s clip has 4 ticks at 1 fps; max_samples=3 widens the grid to 4/3 s over all of it
+    (not its first 3 s). The region pass crops the frames of that same grid (a crop of a frame it
+    missed would stay a copy of the whole frame's vector), and a bound the clip does not reach
+    changes nothing."""
+    full = embed_media(h264_clip, embedder, SamplingSettings.query(regions="on"))
+    assert full.sample_fps == 1.0 and len(full) == 4
+    cut = embed_media(h264_clip, embedder, SamplingSettings.query(regions="on", max_samples=3))
+    assert cut.sample_fps == pytest.approx(0.75)
+    np.testing.assert_allclose(cut.timestamps, [0.0, 1.4, 2.7], atol=1e-3)  # first frames at 0, 4/3, 8/3 s
+    assert cut.stats["sampled_frames"] == 3
+    assert len(cut.region_vectors) >= 5  # the grid of 5 crops (and an inset if one is detected)
+    for crops in cut.region_vectors:
+        for row in range(3):
+            assert float(crops[row] @ cut.vectors[row]) < 0.999
+    same = embed_media(h264_clip, embedder, SamplingSettings.query(max_samples=4))
+    assert same.sample_fps == 1.0
+    np.testing.assert_allclose(same.timestamps, full.timestamps)
+    assert SamplingSettings.query(max_samples=5).grid_fps(None) == 1.0  # duration unknown: the plain grid
+    with pytest.raises(ValueError, match="max_samples"):
+        SamplingSettings.query(max_samples=0)
+
+
 def test_progress_reports_done_and_estimate(h264_clip, embedder):
     calls = []
     res = embed_media(h264_clip, embedder, SamplingSettings(fps=3.0), progress=lambda d, t: calls.append((d, t)))

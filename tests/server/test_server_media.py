@@ -77,6 +77,29 @@ def test_reencoded_subclip_finds_source_with_offset(srv, media, indexed, key, st
 
 
 @needs_aggregate
+def test_long_query_is_sampled_within_the_servers_bound(media, tmp_path):
+    """query_max_samples bounds the frames SearchByVideo embeds: a 9 s sub-clip under a bound of 5
+    is sampled 5 times, spread over all of it, and still placed at its offset; a rate the caller
+    sets is applied as given."""
+    _, vids = media
+    s = ServerProcess(tmp_path / "data", query_max_samples=5).start()
+    try:
+        with s.client(timeout=600) as fs:
+            name = fs.ingest_video(vids["gen1"]).video.name
+            clip = ffmpeg_subclip(vids["gen1"], 3.0, 9.0, tmp_path / "clip.mp4")
+            bounded = fs.search_by_video(clip, k=3)
+            asked = fs.search_by_video(clip, k=3, fps=1.0)
+    finally:
+        assert s.stop() == 0, s.log()
+    assert (bounded.query_samples, asked.query_samples) == (5, 9)
+    for r in (bounded, asked):
+        assert r.matches and r.matches[0].video.name == name
+        m = r.matches[0]
+        assert abs(m.offset_seconds - 3.0) <= 1.0, m
+        assert m.segments[-1].query_end_seconds >= 7.0, m  # the samples span the whole clip
+
+
+@needs_aggregate
 def test_picture_in_picture_copy_found_through_region_search(srv, media, indexed, tmp_path):
     """Megamind at half the frame width over vtest.avi (not indexed): the server's default
     region search (AUTO) detects the inset and finds Megamind; OFF scores it far lower."""

@@ -2275,7 +2275,9 @@ type VideoQuery struct {
 	Filter *SearchFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Optional. Read the clip from this server path (see IngestMetadata.server_path).
 	ServerPath string `protobuf:"bytes,6,opt,name=server_path,json=serverPath,proto3" json:"server_path,omitempty"`
-	// Optional. Query sampling rate (0 = the collection's rate).
+	// Optional. Query sampling rate, applied as given. 0 = the server's query rate (1 fps by
+	// default), spread more thinly over a long clip so that at most the server's
+	// `query_max_samples` frames (24 by default) are embedded.
 	Fps float64 `protobuf:"fixed64,7,opt,name=fps,proto3" json:"fps,omitempty"`
 	// Optional. Whether regions of the query frames are searched as well (picture-in-picture
 	// copies); default (UNSPECIFIED) = the server's setting, AUTO unless configured otherwise.

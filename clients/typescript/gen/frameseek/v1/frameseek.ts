@@ -870,7 +870,11 @@ export interface VideoQuery {
     | undefined;
   /** Optional. Read the clip from this server path (see IngestMetadata.server_path). */
   serverPath: string;
-  /** Optional. Query sampling rate (0 = the collection's rate). */
+  /**
+   * Optional. Query sampling rate, applied as given. 0 = the server's query rate (1 fps by
+   * default), spread more thinly over a long clip so that at most the server's
+   * `query_max_samples` frames (24 by default) are embedded.
+   */
   fps: number;
   /**
    * Optional. Whether regions of the query frames are searched as well (picture-in-picture

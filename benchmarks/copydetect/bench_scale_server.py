@@ -9,7 +9,7 @@ Index (collection `bench`, 512-d, sampled at 1 fps):
   through the storage layer by `benchmarks.load.bench_search.fill` (profile "static": a random
   walk of near-duplicates per video) and snapshotted; cached under
   build/copydetect/scale-data-<videos>-<frames>/ and reused by later runs (the fill of 300k
-  takes minutes of both cores);
+  takes about a minute of both cores);
 - one real reference, opencv-doc's vtest.avi (79.5 s, 768x576), ingested through the running
   server's IngestVideo (content-hash dedup: a rerun gets the same video back).
 

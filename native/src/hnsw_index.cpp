@@ -116,12 +116,6 @@ float quantize_i8(const float* x, std::size_t d, std::int8_t* code) {
   return scale;
 }
 
-float squared_norm(const float* x, std::size_t d) {
-  float s = 0.0f;
-  for (std::size_t i = 0; i < d; ++i) s += x[i] * x[i];
-  return s;
-}
-
 // One query as the walk reads it: the float32 vector and, for an int8 walk, its code.
 struct WalkQuery {
   const float* f;
@@ -150,7 +144,7 @@ struct DistFn {
     if (prec == WalkPrecision::Int8) {
       w.code = code;
       w.scale = quantize_i8(q, dim, code);
-      w.norm = squared_norm(q, dim);
+      w.norm = kernels().dot(q, q, dim);
     }
     return w;
   }
@@ -188,6 +182,8 @@ DistFn make_dist(const Graph& g, Metric metric, const std::uint8_t* copy, std::s
 // Debian default) a region gets them only when asked; elsewhere this is a no-op.
 constexpr std::size_t kHugePage = std::size_t{2} << 20;
 
+std::size_t level0_bytes(const Graph& g) { return g.max_elements_ * g.size_data_per_element_; }
+
 void advise_huge_pages(void* p, std::size_t bytes) {
 #ifdef MADV_HUGEPAGE
   const auto lo = (reinterpret_cast<std::uintptr_t>(p) + kHugePage - 1) / kHugePage * kHugePage;
@@ -202,7 +198,7 @@ void advise_huge_pages(void* p, std::size_t bytes) {
 // aligned, advised block of the same size (free()/realloc() still work on it, as hnswlib needs).
 // Caller owns the graph exclusively. Blocks under one huge page stay where they are.
 void move_level0_to_huge_pages(Graph& g) {
-  const std::size_t bytes = g.max_elements_ * g.size_data_per_element_;
+  const std::size_t bytes = level0_bytes(g);
   if (bytes < kHugePage || !g.data_level0_memory_) return;
   void* fresh = nullptr;
   if (::posix_memalign(&fresh, kHugePage, bytes) != 0) return;  // keep the old block
@@ -664,7 +660,7 @@ HnswIndex::HnswIndex(std::size_t dim, Metric metric, std::size_t max_elements, H
     : HnswIndex(dim, metric, params) {
   hnsw_ = std::make_unique<Graph>(space_.get(), std::max<std::size_t>(max_elements, 1), params.M,
                                   params.ef_construction, params.seed, /*allow_replace_deleted=*/true);
-  advise_huge_pages(hnsw_->data_level0_memory_, hnsw_->max_elements_ * hnsw_->size_data_per_element_);
+  advise_huge_pages(hnsw_->data_level0_memory_, level0_bytes(*hnsw_));
   hnsw_->setEf(ef_);
   resize_slots(hnsw_->max_elements_);
 }
@@ -733,7 +729,7 @@ void HnswIndex::grow_for(std::size_t n_new) {
   // Grow geometrically so a stream of small adds costs amortised O(1) copies per vector.
   std::size_t want = std::max(cap + (n_new - free_slots), cap + cap / 2);
   hnsw_->resizeIndex(want);
-  advise_huge_pages(hnsw_->data_level0_memory_, hnsw_->max_elements_ * hnsw_->size_data_per_element_);
+  advise_huge_pages(hnsw_->data_level0_memory_, level0_bytes(*hnsw_));
   resize_slots(want);
 }
 
@@ -829,7 +825,7 @@ bool HnswIndex::write_copy(std::size_t slot, const float* vec) {
     for (std::size_t i = 0; i < dim_; ++i) h[i] = float_to_half(vec[i]);
   } else {
     const float scale = quantize_i8(vec, dim_, reinterpret_cast<std::int8_t*>(row));
-    const float norm = squared_norm(vec, dim_);
+    const float norm = kernels().dot(vec, vec, dim_);
     std::memcpy(row + dim_, &scale, sizeof scale);
     std::memcpy(row + dim_ + sizeof scale, &norm, sizeof norm);
   }
@@ -844,7 +840,7 @@ void HnswIndex::publish_slot(std::uint64_t id, const Meta& m, const float* vec) 
     if (it == hnsw_->label_lookup_.end()) return;
     slot = it->second;
   }
-  if (copy_) write_copy(slot, vec ? vec : reinterpret_cast<const float*>(hnsw_->getDataByInternalId(slot)));
+  if (copy_ && vec) write_copy(slot, vec);
   SlotMeta& sm = slots_[slot];
   sm.group.store(m.group, std::memory_order_relaxed);
   sm.tag.store(m.tag, std::memory_order_relaxed);

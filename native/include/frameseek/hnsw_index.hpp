@@ -138,7 +138,9 @@ class HnswIndex {
   HnswIndex(std::size_t dim, Metric metric, HnswParams params);  // for load(): no graph yet
   void grow_for(std::size_t n_new);  // caller holds mutex_ exclusively
   void resize_slots(std::size_t cap);  // caller holds mutex_ exclusively
-  void publish_slot(std::uint64_t id, const Meta& m, const float* vec);  // after the graph holds id
+  // After the graph holds id. vec: the vector just added, written to the walk copy; nullptr
+  // when the copy already holds it (load: fill_copy wrote every slot).
+  void publish_slot(std::uint64_t id, const Meta& m, const float* vec);
   std::size_t copy_stride() const;  // bytes per slot of the walk copy (0: Float32)
   void resize_copy(std::size_t cap);  // caller holds mutex_ exclusively
   bool write_copy(std::size_t slot, const float* vec);  // the slot's walk copy; false: out of range

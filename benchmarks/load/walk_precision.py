@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from benchmarks.load.bench_search import COLLECTION, RESULTS, sample_queries
+from benchmarks.native.bench_hnsw import recall
 from frameseek.storage import EmbeddedStorage
 from frameseek.storage.base import sample_ids
 
@@ -36,10 +37,6 @@ def exact_topk(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
         best_i = np.take_along_axis(both_i, top, 1)
     order = np.argsort(-best_s, axis=1)
     return ids[np.take_along_axis(best_i, order, 1)]
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / len(t) for f, t in zip(found, truth)]))
 
 
 def main(argv: list[str] | None = None) -> int:

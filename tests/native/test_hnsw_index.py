@@ -12,8 +12,6 @@ import sys
 import textwrap
 import threading
 
-import pathlib
-
 import numpy as np
 import pytest
 from hypothesis import given, settings

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.copydetect.run import _POP
 from benchmarks.datasets import video_like
 from benchmarks.native.aggregate_reference import baseline_aggregate
 from frameseek import _native, matching
@@ -38,7 +39,6 @@ from frameseek import _native, matching
 DIM, K = 512, 32
 OUT = Path(__file__).resolve().parents[1] / "results" / "copydetect_scale.json"
 CACHE = Path(__file__).resolve().parents[2] / "build" / "copydetect"
-_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def vpdq_compare(q_hashes: np.ndarray, ref_hashes: np.ndarray, groups: np.ndarray,

@@ -61,7 +61,7 @@ import numpy as np
 
 from benchmarks.copydetect import media as M
 from benchmarks.copydetect.bench_scale import vpdq_compare
-from benchmarks.copydetect.run import CACHE, ROOT, Embeddings
+from benchmarks.copydetect.run import CACHE, ROOT, Embeddings, vpdq_hash_file
 from benchmarks.load import bench_search
 
 DIM = 512
@@ -246,14 +246,11 @@ async def _inprocess(data_dir: Path, query: Path, repeat: int, backend: str, ref
 # -- 3. baseline: vPDQ --------------------------------------------------------------------------
 
 def vpdq_hashes(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """(hash bytes uint8[n, 32], quality int[n], seconds) at one hash per second, as run.py."""
-    import vpdq
-
+    """run.py's vPDQ hashing (1 hash per second, vPDQ's default threads), uncached and timed:
+    (hash bytes uint8[n, 32], quality int[n], seconds)."""
     s = time.perf_counter()
-    feats = vpdq.computeHash(str(path), seconds_per_hash=1.0)
-    h = np.array([np.frombuffer(bytes.fromhex(vpdq.hash_to_hex(x.hash)), np.uint8) for x in feats],
-                 dtype=np.uint8).reshape(-1, 32)
-    return h, np.array([x.quality for x in feats], np.int32), time.perf_counter() - s
+    h, q = vpdq_hash_file(str(path))
+    return h, q, time.perf_counter() - s
 
 
 def vpdq_phase(query: Path, synthetic: int, frames: int, repeat: int) -> dict:

@@ -180,13 +180,20 @@ class Embeddings:
         if f.exists():
             z = np.load(f)
             return z["h"], z["q"]
-        import vpdq
-        feats = vpdq.computeHash(path, seconds_per_hash=1.0, thread_count=1)
-        h = np.array([np.frombuffer(bytes.fromhex(vpdq.hash_to_hex(x.hash)), np.uint8) for x in feats],
-                     dtype=np.uint8).reshape(-1, 32)
-        q = np.array([x.quality for x in feats], dtype=np.int32)
+        h, q = vpdq_hash_file(path, thread_count=1)
         np.savez(f, h=h, q=q)
         return h, q
+
+
+def vpdq_hash_file(path: str, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """vPDQ of a video file at one hash per second: (hash bytes uint8[n, 32], quality int[n]).
+    `kw`: more vpdq.computeHash arguments (thread_count)."""
+    import vpdq
+
+    feats = vpdq.computeHash(str(path), seconds_per_hash=1.0, **kw)
+    h = np.array([np.frombuffer(bytes.fromhex(vpdq.hash_to_hex(x.hash)), np.uint8) for x in feats],
+                 dtype=np.uint8).reshape(-1, 32)
+    return h, np.array([x.quality for x in feats], dtype=np.int32)
 
 
 # -- vPDQ (ThreatExchange semantics) -----------------------------------------------------------

@@ -406,6 +406,24 @@ def test_refine_alignment_keeps_the_aligners_line_when_the_evidence_is_flat():
     assert matching.refine_alignment(m, qt, [q], rt, rv).segments[0] == m.segments[0]
 
 
+def test_refine_alignment_speed_prior_breaks_a_tie_towards_real_time():
+    """A held frame on both sides: every line explains the query equally. The aligner's 0.5x line
+    moves to real time under the default prior (a slow line is what near-static content and a
+    flattening edit fake); with the prior off the tie keeps the aligner's line."""
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=32)
+    v /= np.linalg.norm(v)
+    rt = np.arange(30) / 3.0
+    rv = np.tile(v, (30, 1)).astype(np.float32)
+    qt = np.arange(6, dtype=np.float64)
+    q = np.tile(v, (6, 1)).astype(np.float32)
+    slow = _match_on(2.0, 0.5, qt)
+    assert matching.MatchSettings().refine_speed_prior > 0
+    assert matching.refine_alignment(slow, qt, [q], rt, rv).segments[0].speed == pytest.approx(1.0)
+    off = matching.MatchSettings(refine_speed_prior=0.0)
+    assert matching.refine_alignment(slow, qt, [q], rt, rv, off).segments[0] == slow.segments[0]
+
+
 def test_line_evidence_structure_term_finds_the_cut():
     """With cross similarity made uninformative (every query frame matches every reference frame
     equally, as when the shots are interchangeable), the self-similarity term alone still puts

@@ -80,6 +80,13 @@ class MatchSettings:
     min_segment_frames: int = 3
     max_segments: int = 4
     redundancy_threshold: float = 0.99  # see redundancy_weights
+    # refine_alignment weighs a line at speed v by exp(-refine_speed_prior * |ln v|): re-uploads
+    # mostly run in real time, and on near-static content (one still shot) the dense evidence
+    # cannot tell the true line from a slow one -- edits that flatten the query's self-similarity
+    # make a slow line look as good. 0.5 costs a 0.8x / 1.25x line 11 % of its evidence and a
+    # 0.5x line 29 %; harness (both seeds): any value in 0.3-1.0 gives the same localisation,
+    # 0 leaves three near-static copies 1.6-3.1 s off (benchmarks/README.md).
+    refine_speed_prior: float = 0.5
     rescale_similarity: bool = True  # score with calibrated_sims (see there)
     threshold: float = COPY_THRESHOLD
 
@@ -90,6 +97,8 @@ class MatchSettings:
             raise ValueError("min_similarity must be in [-1, 1)")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError("threshold must be in [0, 1]")
+        if not self.refine_speed_prior >= 0.0:
+            raise ValueError("refine_speed_prior must be >= 0")
 
 
 @dataclass
@@ -383,6 +392,7 @@ def refine_alignment(match: Match, query_times: np.ndarray, query_views: Sequenc
     that keep the segment inside the reference are scored by `line_evidence`: every other speed
     of the aligner's grid (`settings.speed_min..speed_max`) at offsets half a reference interval
     apart, then around the best of them (adjacent speeds, offsets a quarter interval apart).
+    Every line's evidence is weighed by a prior towards real time (`settings.refine_speed_prior`).
     The segment moves to the best line when its evidence beats the aligner's line; otherwise it
     stays. Only placement changes: `score`, `votes` and coverage are the aligner's, so the
     calibration and the decision threshold are untouched. Cost: ~60 ms for a 58-frame query
@@ -441,6 +451,9 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
     # a line may run half a reference interval past either end (the last sample stands for that long)
     t0, t1 = rt[0] - ref_dt / 2, rt[-1] + ref_dt / 2
 
+    def prior(v: float) -> float:
+        return float(np.exp(-settings.refine_speed_prior * abs(np.log(v))))
+
     def search(speed_idx, step: float, around: float | None = None) -> tuple[float, tuple[float, float] | None]:
         best_val, best_line = -1.0, None
         for i in speed_idx:
@@ -451,7 +464,7 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
             if o_hi < o_lo:
                 continue
             offs = o_lo + step * np.arange(int(np.floor((o_hi - o_lo) / step + 1e-9)) + 1)
-            ev = line_evidence(qt, cross, qgram, rt, rgram, offs, v, rows)
+            ev = line_evidence(qt, cross, qgram, rt, rgram, offs, v, rows) * prior(v)
             k = int(np.argmax(ev))
             if ev[k] > best_val:
                 best_val, best_line = float(ev[k]), (float(offs[k]), i)
@@ -468,7 +481,8 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
     if fine is None:
         return s
     best_line = (fine[0], float(speeds[fine[1]]))
-    here = float(line_evidence(qt, cross, qgram, rt, rgram, np.array([s.offset]), float(s.speed), rows)[0])
+    here = float(line_evidence(qt, cross, qgram, rt, rgram, np.array([s.offset]), float(s.speed), rows)[0]
+                 * prior(float(s.speed)))
     if not best_val > here * (1 + 1e-9) + 1e-12:  # a tie (within rounding) keeps the aligner's line
         return s
     off, v = best_line

@@ -249,12 +249,12 @@ def vpdq_hashes(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     """run.py's vPDQ hashing (1 hash per second, vPDQ's default threads), uncached and timed:
     (hash bytes uint8[n, 32], quality int[n], seconds)."""
     s = time.perf_counter()
-    h, q = vpdq_hash_file(str(path))
+    h, q, _ = vpdq_hash_file(str(path))
     return h, q, time.perf_counter() - s
 
 
 def vpdq_phase(query: Path, synthetic: int, frames: int, repeat: int) -> dict:
-    ref_h, ref_q = Embeddings().vpdq(str(VTEST))  # reference: hashed once, cached, untimed
+    ref_h, ref_q, _ = Embeddings().vpdq(str(VTEST))  # reference: hashed once, cached, untimed
     ref_h = ref_h[ref_q >= VPDQ_QUALITY]
     rng = np.random.default_rng(11)
     hashes = np.vstack([rng.integers(0, 256, size=(synthetic, 32), dtype=np.uint8), ref_h])

@@ -392,16 +392,20 @@ def test_refine_alignment_keeps_a_correct_line():
     assert abs((out.offset + out.speed * 5) - 5.5) < 0.34 and out.speed == pytest.approx(1.0, rel=0.05)
 
 
+def _held_frame():
+    """One frame held on both sides: a 10 s reference at 3 fps and a 6 s query at 1 fps of the
+    same vector. Every line explains the query equally. Returns (rt, rv, qt, q)."""
+    v = np.random.default_rng(1).normal(size=32)
+    v /= np.linalg.norm(v)
+    rt = np.arange(30) / 3.0
+    qt = np.arange(6, dtype=np.float64)
+    return rt, np.tile(v, (30, 1)).astype(np.float32), qt, np.tile(v, (6, 1)).astype(np.float32)
+
+
 def test_refine_alignment_keeps_the_aligners_line_when_the_evidence_is_flat():
     """A static reference (one frame held) and a static query: every line explains the query
     equally, so the aligner's placement stands exactly."""
-    rng = np.random.default_rng(1)
-    v = rng.normal(size=32)
-    v /= np.linalg.norm(v)
-    rt = np.arange(30) / 3.0
-    rv = np.tile(v, (30, 1)).astype(np.float32)
-    qt = np.arange(6, dtype=np.float64)
-    q = np.tile(v, (6, 1)).astype(np.float32)
+    rt, rv, qt, q = _held_frame()
     m = _match_on(2.0, 1.0, qt)
     assert matching.refine_alignment(m, qt, [q], rt, rv).segments[0] == m.segments[0]
 
@@ -410,13 +414,7 @@ def test_refine_alignment_speed_prior_breaks_a_tie_towards_real_time():
     """A held frame on both sides: every line explains the query equally. The aligner's 0.5x line
     moves to real time under the default prior (a slow line is what near-static content and a
     flattening edit fake); with the prior off the tie keeps the aligner's line."""
-    rng = np.random.default_rng(1)
-    v = rng.normal(size=32)
-    v /= np.linalg.norm(v)
-    rt = np.arange(30) / 3.0
-    rv = np.tile(v, (30, 1)).astype(np.float32)
-    qt = np.arange(6, dtype=np.float64)
-    q = np.tile(v, (6, 1)).astype(np.float32)
+    rt, rv, qt, q = _held_frame()
     slow = _match_on(2.0, 0.5, qt)
     assert matching.MatchSettings().refine_speed_prior > 0
     assert matching.refine_alignment(slow, qt, [q], rt, rv).segments[0].speed == pytest.approx(1.0)

@@ -286,7 +286,8 @@ bool SearchDirectory::search_by_vector(const std::uint8_t* data, std::size_t siz
     }
   }
   std::unordered_set<std::uint64_t> exclude;
-  for (const auto& [c, id] : req.exclude) exclude.insert(id);
+  for (const auto& [c, id] : req.exclude)
+    if (c == short_name) exclude.insert(id);  // another collection's name excludes nothing here
   const std::size_t k = want + exclude.size();
   const Filter* f = filter ? &*filter : nullptr;
 

@@ -753,7 +753,9 @@ class FrameSeekService:
                     ids.append(v)
             arr = np.asarray(ids, dtype=np.uint64)
             groups = arr if groups is None else np.intersect1d(groups, arr)
-        exclude = {parse_video(n)[1] for n in opts.exclude_videos}
+        # a name in another collection names another video (ids are not unique across
+        # collections' names): it excludes nothing here, as it admits nothing in `videos`
+        exclude = {v for c, v in map(parse_video, opts.exclude_videos) if c == rec.name}
         return groups, exclude
 
     def _validate_opts(self, opts: SearchOptions) -> None:

@@ -143,6 +143,22 @@ def test_native_answer_equals_python_answer(world, data, metric, k, m, ef, min_s
         assert expected.hits[0].video.name == name
 
 
+def test_another_collections_video_name_excludes_nothing(world):
+    """Video ids are unique across collections, so "collections/l2/videos/<id of an ip video>"
+    names no video; in exclude_videos it must not drop the ip video with that id, on either path
+    (both did: they compared the id alone; found by the property test above)."""
+    name = sorted(n for n in world.vectors if n.startswith("collections/ip/"))[0]
+    for excluded, first in ([name.replace("/ip/", "/l2/")], name), ([name], None):
+        req = pb.SearchByVectorRequest(parent="collections/ip", vector=world.vectors[name][0].tolist(),
+                                       options=pb.SearchOptions(k=3, filter=pb.SearchFilter(exclude_videos=excluded)))
+        native = pb.SearchResponse.FromString(world.srv.front.directory.search_by_vector(req.SerializeToString()))
+        _same(native, world.python_answer(req))
+        if first:
+            assert native.hits[0].video.name == first
+        else:  # the same name in its own collection is excluded
+            assert name not in {h.video.name for h in native.hits} and len(native.hits) == 3
+
+
 def test_finds_the_exact_best_videos(world):
     """Top videos (one timestamp each) against float64 brute force over every frame."""
     d = world.srv.front.directory

@@ -1818,9 +1818,11 @@ type SearchFilter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional. Only videos carrying all these labels.
 	Labels map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Optional. Only these videos (resource names).
+	// Optional. Only these videos (resource names). Names in another collection
+	// match nothing.
 	Videos []string `protobuf:"bytes,2,rep,name=videos,proto3" json:"videos,omitempty"`
-	// Optional. Never these videos (resource names).
+	// Optional. Never these videos (resource names). Names in another collection
+	// exclude nothing.
 	ExcludeVideos []string `protobuf:"bytes,3,rep,name=exclude_videos,json=excludeVideos,proto3" json:"exclude_videos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

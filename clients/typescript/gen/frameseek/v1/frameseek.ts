@@ -778,9 +778,15 @@ export interface WatchIngestJobRequest {
 export interface SearchFilter {
   /** Optional. Only videos carrying all these labels. */
   labels: { [key: string]: string };
-  /** Optional. Only these videos (resource names). */
+  /**
+   * Optional. Only these videos (resource names). Names in another collection
+   * match nothing.
+   */
   videos: string[];
-  /** Optional. Never these videos (resource names). */
+  /**
+   * Optional. Never these videos (resource names). Names in another collection
+   * exclude nothing.
+   */
   excludeVideos: string[];
 }
 

@@ -1,7 +1,10 @@
 """The copy-detection harness's own measuring code (benchmarks/copydetect/run.py): vPDQ's
-localisation baseline and segment AP, on constructed inputs."""
+localisation baseline and segment AP on constructed inputs, and the queries' ground truth against
+their pixels."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
@@ -57,3 +60,32 @@ def test_segment_ap_counts_one_true_positive_per_copy():
     # ranks: a (TP), a again (FP), b (TP) -> (1/1 + 2/3) / 2
     assert segment_ap([(0.9, True, "a"), (0.8, True, "a"), (0.7, True, "b")], 2) == pytest.approx((1 + 2 / 3) / 2)
     assert segment_ap([(0.9, True, "a")], 2) == pytest.approx(0.5)
+
+
+def _frames(path) -> list[tuple[float, np.ndarray]]:
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [(float(f.pts * s.time_base), f.to_ndarray(format="gray").astype(np.float32)) for f in c.decode(s)]
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+@pytest.mark.parametrize("name", ["fps", "fps3", "reencode"])
+def test_query_ground_truth_matches_the_pixels(tmp_path, name):
+    """The harness's ground truth t_ref = offset + speed * t_query against where each query frame
+    really comes from (the reference frame with the same pixels): ffmpeg's fps filter shows the
+    source frame half an output interval later, which the ground truth must carry."""
+    from benchmarks.copydetect import media as M
+
+    ref = tmp_path / "ref.mp4"  # every frame different: ffmpeg's test pattern with its frame counter
+    M._run(["-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "4", *M._enc(12), str(ref)])
+    q = tmp_path / f"q_{name}.mp4"
+    off, speed, q0, q1 = M.make_query(q, name, ref, 4.0, 0, ref, ref, ref)
+    ref_frames = _frames(ref)
+    ref_t = np.array([t for t, _ in ref_frames])
+    for t, img in _frames(q):
+        if not q0 + 0.5 <= t <= q1 - 0.5 or abs(t - round(t)) > 1e-3:
+            continue
+        src = ref_t[int(np.argmin([np.mean((img - r) ** 2) for _, r in ref_frames]))]
+        assert abs(src - (off + speed * t)) <= 0.021, (name, t, src, off)  # within half a 25 fps frame

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.copydetect.run import _POP
+from benchmarks.copydetect.run import hamming
 from benchmarks.datasets import video_like
 from benchmarks.native.aggregate_reference import baseline_aggregate
 from frameseek import _native, matching
@@ -49,8 +49,7 @@ def vpdq_compare(q_hashes: np.ndarray, ref_hashes: np.ndarray, groups: np.ndarra
     pairs = []
     for lo in range(0, len(ref_hashes), 20_000):
         blk = ref_hashes[lo:lo + 20_000]
-        d = _POP[np.bitwise_xor(q_hashes[:, None, :], blk[None, :, :])].sum(axis=2, dtype=np.int32)
-        qi, j = np.nonzero(d <= distance)
+        qi, j = np.nonzero(hamming(q_hashes, blk) <= distance)
         pairs.append(np.stack([qi, np.asarray(groups)[lo + j]], axis=1))
     p = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), np.int64)
     vids, counts = np.unique(p[:, 1], return_counts=True)

@@ -203,6 +203,11 @@ def vpdq_hash_file(path: str, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 _POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bit distances between every hash of `a` [n, 32] and every hash of `b` [m, 32]: int32 [n, m]."""
+    return _POP[np.bitwise_xor(a[:, None, :], b[None, :, :])].sum(axis=2, dtype=np.int32)
+
+
 def vpdq_match(qh, qq, rh, rq, distance: int = 31, quality: int = 50) -> tuple[float, float]:
     """ThreatExchange `match_VPDQ_hash_brute`: drop frames under the quality tolerance, dedupe
     hashes, a hash matches when any hash of the other side is within `distance` bits.
@@ -211,8 +216,7 @@ def vpdq_match(qh, qq, rh, rq, distance: int = 31, quality: int = 50) -> tuple[f
     b = np.unique(rh[rq >= quality], axis=0)
     if len(a) == 0 or len(b) == 0:
         return 0.0, 0.0
-    d = _POP[np.bitwise_xor(a[:, None, :], b[None, :, :])].sum(axis=2, dtype=np.int32)
-    m = d <= distance
+    m = hamming(a, b) <= distance
     return 100.0 * m.any(axis=1).mean(), 100.0 * m.any(axis=0).mean()
 
 
@@ -237,7 +241,7 @@ def vpdq_locate(qh, qq, qt, rh, rq, rt, distance: int = 31, quality: int = 50) -
         return None
     a, ta = qh[qs], qt[qs]
     b, tb = rh[rs], rt[rs]
-    d = _POP[np.bitwise_xor(a[:, None, :], b[None, :, :])].sum(axis=2, dtype=np.int32)
+    d = hamming(a, b)
     nearest = d.argmin(axis=1)
     hit = d[np.arange(len(a)), nearest] <= distance
     if not hit.any():
@@ -250,6 +254,12 @@ def vpdq_locate(qh, qq, qt, rh, rq, rt, distance: int = 31, quality: int = 50) -
 
 # -- metrics ------------------------------------------------------------------------------------
 
+def vpdq_rank(r: dict, vid: int) -> float:
+    """vPDQ's score of the pair (query row r, reference vid) for ranking: query %, with compared %
+    breaking ties."""
+    return r["vp"][vid][0] + 1e-3 * r["vp"][vid][1]
+
+
 def _pair_scores(rows: list[dict], ref_id: dict) -> tuple[list[float], list[float], list[bool]]:
     """Every (query, reference) pair of `rows`: frameseek's score, vPDQ's (query % with compared %
     breaking ties) and whether the pair is a copy -- the inputs of µAP."""
@@ -259,7 +269,7 @@ def _pair_scores(rows: list[dict], ref_id: dict) -> tuple[list[float], list[floa
         for vid in ref_id.values():
             m = r["fs"].get(vid)
             fs.append(m.score if m else 0.0)
-            vp.append(r["vp"][vid][0] + 1e-3 * r["vp"][vid][1])
+            vp.append(vpdq_rank(r, vid))
             labels.append(vid == src)
     return fs, vp, labels
 
@@ -460,9 +470,6 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
             by_t.setdefault(r["q"].transform, []).append(r)
     unrelated = [r for r in rows if not r["q"].source]
     per = {}
-    def vp_score(r: dict, vid: int) -> float:  # vPDQ's ranking: query %, compared % breaks ties
-        return r["vp"][vid][0] + 1e-3 * r["vp"][vid][1]
-
     for t, rs in by_t.items():
         det_fs = det_vp = 0
         loc, loc_vp = [], []
@@ -492,11 +499,11 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
                     seg_preds.append((mm.score, vid == src and _iou_box(_match_box(mm), gt_box) >= 0.5, q.name))
             for vid, pl in r["vl"].items():
                 if pl:
-                    seg_vp.append((vp_score(r, vid), vid == src and _iou_box(pl.box, gt_box) >= 0.5, q.name))
+                    seg_vp.append((vpdq_rank(r, vid), vid == src and _iou_box(pl.box, gt_box) >= 0.5, q.name))
         pairs_fs, pairs_vp, lab = _pair_scores(rs + unrelated, ref_id)
         for r in unrelated:
             seg_preds += [(mm.score, False, r["q"].name) for mm in r["fs"].values() if mm.segments]
-            seg_vp += [(vp_score(r, vid), False, r["q"].name) for vid, pl in r["vl"].items() if pl]
+            seg_vp += [(vpdq_rank(r, vid), False, r["q"].name) for vid, pl in r["vl"].items() if pl]
         per[t] = {"n": len(rs), "recall_frameseek": det_fs / len(rs), "recall_vpdq": det_vp / len(rs),
                   "uap_frameseek": average_precision(pairs_fs, lab), "uap_vpdq": average_precision(pairs_vp, lab),
                   "median_loc_err_s": _median(loc), "loc_within_1s": _share_within(loc, 1.0),

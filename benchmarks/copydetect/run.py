@@ -42,7 +42,7 @@ import numpy as np
 
 from benchmarks.copydetect import media as M
 from frameseek import _native, matching
-from frameseek.pipeline import QUERY_COARSE_SCALE
+from frameseek.pipeline import QUERY_COARSE_SCALE, QUERY_FPS
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "copydetect"
@@ -135,9 +135,17 @@ def _key(path: str, tag: str) -> str:
     return hashlib.sha1(f"{path}|{st.st_size}|{int(st.st_mtime)}|{tag}".encode()).hexdigest()[:16]
 
 
+def _blank_filter_tag() -> str:
+    """A short digest of the blank filter's settings: a change of them re-makes the embeddings."""
+    from frameseek.media import BlankFilterSettings
+
+    return "-blank" + hashlib.sha1(BlankFilterSettings().model_dump_json().encode()).hexdigest()[:8]
+
+
 class Embeddings:
-    def __init__(self, regions: str = "off", coarse_scale: float | None = None) -> None:
+    def __init__(self, regions: str = "off", coarse_scale: float | None = None, query_fps: float = QUERY_FPS) -> None:
         self._embedder = None
+        self.query_fps = query_fps  # SamplingSettings.fps for queries
         self.regions = regions  # SamplingSettings.regions for queries
         self.coarse_scale = coarse_scale or None  # SamplingSettings.coarse_scale for queries
         (CACHE / "emb").mkdir(parents=True, exist_ok=True)
@@ -153,11 +161,15 @@ class Embeddings:
         from frameseek.pipeline import SamplingSettings, embed_media
         tag = ("q-flip" + ("" if self.regions == "off" else f"-regions-{self.regions}-2")
                + (f"-coarse{self.coarse_scale:.4f}" if self.coarse_scale else "")) if query else "ref"
+        tag += _blank_filter_tag()  # which frames are embedded at all
+        if query and self.query_fps != QUERY_FPS:
+            tag += f"-fps{self.query_fps:g}"
         f = CACHE / "emb" / f"{_key(path, tag + self.embedder().name)}.npz"
         if f.exists():
             z = np.load(f)
             return {k: z[k] for k in z.files}
-        s = (SamplingSettings.query(flip=True, regions=self.regions, coarse_scale=self.coarse_scale) if query
+        s = (SamplingSettings.query(fps=self.query_fps, flip=True, regions=self.regions,
+                                    coarse_scale=self.coarse_scale) if query
              else SamplingSettings.reference())
         m = embed_media(path, self.embedder(), s)
         d = {"t": m.timestamps, "v": m.vectors, "duration": np.float64(m.duration),
@@ -328,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coarse-scale", type=float, default=QUERY_COARSE_SCALE,
                     help="input scale of the coarse query view (SamplingSettings.coarse_scale; 0 = off; "
                          "the server's default, Settings.query_coarse_scale, is 2/3)")
+    ap.add_argument("--query-fps", type=float, default=QUERY_FPS,
+                    help="sampling rate of the query clips (the server's Settings.query_fps, default 1)")
     ap.add_argument("--speed-prior", type=float, default=None,
                     help="MatchSettings.refine_speed_prior (experiments; default: the library's)")
     a = ap.parse_args(argv)
@@ -341,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     t_media = time.perf_counter() - t0
     print(f"media: {len(refs)} references, {len(queries)} queries ({t_media:.0f} s)", file=sys.stderr)
 
-    E = Embeddings(a.regions, a.coarse_scale)
+    E = Embeddings(a.regions, a.coarse_scale, a.query_fps)
     t1 = time.perf_counter()
     index = _native.FlatIndex(512, "ip")
     ref_times: dict[int, np.ndarray] = {}
@@ -379,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         ms = matching.align(e["t"], ids, groups, ntimes, sims, settings=settings,
                             frame_weights=matching.redundancy_weights(e["v"], settings.redundancy_threshold),
                             ref_durations=durations,
-                            query_interval=1.0, ref_interval=1.0 / 3.0, max_candidates=len(refs))
+                            query_interval=1.0 / a.query_fps, ref_interval=1.0 / 3.0, max_candidates=len(refs))
         if not a.no_refine:  # dense re-placement of the reported matches (as SearchByVideo)
             views = [e["v"], e.get("fv"), *list(e.get("cv", [])), *list(e.get("rv", []))]
             ms = [matching.refine_alignment(m, e["t"], views, ref_times[m.video], ref_vectors[m.video], settings)

@@ -160,6 +160,10 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
     if name in ("reencode", "reencode@64k", "reencode@32k"):  # other codec, low bitrate
         rate = name.partition("@")[2] or "150k"
         return ["-i", str(ref), "-c:v", "mpeg4", "-b:v", rate, "-an"], 0, 1, 0, D
+    if name in ("reencode@crf45", "reencode@crf51"):  # below what MPEG-4 Part 2 can reach: its
+        # quantiser tops out near 70 kb/s on these clips, so 32k is already its worst; x264 at
+        # CRF 45 / 51 gives about 20 / 10 kb/s (blocks of flat colour, smeared text)
+        return ["-i", str(ref), *_enc(int(name.rpartition("crf")[2]))], 0, 1, 0, D
     if name in ("scale0.5", "scale0.33", "scale0.25"):
         vf = {"scale0.5": "scale=iw/2:ih/2", "scale0.33": "scale=trunc(iw/6)*2:trunc(ih/6)*2",
               "scale0.25": "scale=trunc(iw/8)*2:trunc(ih/8)*2"}[name]
@@ -220,8 +224,8 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
     if name == "letterbox":  # into a 16:9 frame with side or top/bottom bars
         return ["-i", str(ref), "-vf", "scale=480:270:force_original_aspect_ratio=decrease,"
                 "pad=480:270:(ow-iw)/2:(oh-ih)/2:black,scale=480:360,pad=480:480:0:60:black", *_enc(24)], 0, 1, 0, D
-    if name == "brightness":
-        b, c = rng.choice([(0.18, 1.3), (-0.15, 0.7)])
+    if name in ("brightness", "brightness@strong"):
+        b, c = rng.choice([(0.18, 1.3), (-0.15, 0.7)] if name == "brightness" else [(0.3, 1.6), (-0.3, 0.5)])
         return ["-i", str(ref), "-vf", f"eq=brightness={b}:contrast={c}:saturation=0.6", *_enc(24)], 0, 1, 0, D
     if name == "combo":  # sub-clip + crop + flip + caption + speed + low bitrate
         L = D * rng.uniform(0.4, 0.6)
@@ -240,8 +244,9 @@ TRANSFORMS = ["reencode", "scale0.5", "crop", "hflip", "caption", "logo", "pip",
 
 #: `run --severity`: stronger settings of the transforms on which both frameseek and vPDQ are
 #: perfect at the issue's setting, each applied to the same seeded source videos as its base
-SEVERITY = {"reencode@64k": "reencode", "reencode@32k": "reencode", "scale0.33": "scale0.5",
-            "scale0.25": "scale0.5", "fps6": "fps", "fps3": "fps"}
+SEVERITY = {"reencode@64k": "reencode", "reencode@32k": "reencode", "reencode@crf45": "reencode",
+            "reencode@crf51": "reencode", "scale0.33": "scale0.5", "scale0.25": "scale0.5", "fps6": "fps",
+            "fps3": "fps", "brightness@strong": "brightness"}
 
 
 def make_query(out: Path, name: str, ref: Path, D: float, seed: int, other: Path, logo: Path,

@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-refine", action="store_true",
                     help="skip matching.refine_alignment (the aligner's placement only; for comparison)")
     ap.add_argument("--severity", action="store_true",
-                    help="also the stronger re-encode / scale / frame-rate settings (media.SEVERITY); "
+                    help="also the stronger re-encode / scale / frame-rate / brightness settings (media.SEVERITY); "
                          "report in benchmarks/README.md, write with --out elsewhere")
     ap.add_argument("--regions", choices=["off", "auto", "on"], default="auto",
                     help="query regions (SamplingSettings.regions; the server's default is auto)")

@@ -517,6 +517,13 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
         assert svc._sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(2 / 3)
         assert svc._sampling(coll, query=True).flip and svc._sampling(coll).coarse_scale is None
         assert off._sampling(coll, 1.0, query=True).coarse_scale is None
+        # the deblocking view: off by default, on at Settings.query_deblock_sigma, never for ingest
+        assert svc._sampling(coll, 1.0, query=True).deblock_sigma is None
+        deblock = FrameSeekService(Settings(data_dir=str(tmp_path / "data3"), query_deblock_sigma=2.0), storage=st)
+        assert deblock._sampling(coll, 1.0, query=True).deblock_sigma == 2.0
+        assert deblock._sampling(coll).deblock_sigma is None
+        for pool in (deblock._ingest_pool, deblock._query_pool, deblock._search_pool, deblock._io_pool):
+            pool.shutdown(wait=True)
     finally:
         for s in (svc, off):
             for pool in (s._ingest_pool, s._query_pool, s._search_pool, s._io_pool):

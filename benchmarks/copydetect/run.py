@@ -143,8 +143,10 @@ def _blank_filter_tag() -> str:
 
 
 class Embeddings:
-    def __init__(self, regions: str = "off", coarse_scale: float | None = None, query_fps: float = QUERY_FPS) -> None:
+    def __init__(self, regions: str = "off", coarse_scale: float | None = None, query_fps: float = QUERY_FPS,
+                 deblock_sigma: float | None = None) -> None:
         self._embedder = None
+        self.deblock_sigma = deblock_sigma or None  # SamplingSettings.deblock_sigma for queries
         self.query_fps = query_fps  # SamplingSettings.fps for queries
         self.regions = regions  # SamplingSettings.regions for queries
         self.coarse_scale = coarse_scale or None  # SamplingSettings.coarse_scale for queries
@@ -164,12 +166,14 @@ class Embeddings:
         tag += _blank_filter_tag()  # which frames are embedded at all
         if query and self.query_fps != QUERY_FPS:
             tag += f"-fps{self.query_fps:g}"
+        if query and self.deblock_sigma:
+            tag += f"-deblock{self.deblock_sigma:g}"
         f = CACHE / "emb" / f"{_key(path, tag + self.embedder().name)}.npz"
         if f.exists():
             z = np.load(f)
             return {k: z[k] for k in z.files}
         s = (SamplingSettings.query(fps=self.query_fps, flip=True, regions=self.regions,
-                                    coarse_scale=self.coarse_scale) if query
+                                    coarse_scale=self.coarse_scale, deblock_sigma=self.deblock_sigma) if query
              else SamplingSettings.reference())
         m = embed_media(path, self.embedder(), s)
         d = {"t": m.timestamps, "v": m.vectors, "duration": np.float64(m.duration),
@@ -178,6 +182,7 @@ class Embeddings:
         if query:
             d["fv"] = m.flip_vectors
             coarse = [v for v in (m.coarse_vectors, m.coarse_flip_vectors) if v is not None]
+            coarse += [m.deblock_vectors] if m.deblock_vectors is not None else []  # searched like the coarse views
             d["cv"] = np.stack(coarse) if coarse else np.zeros((0, *m.vectors.shape), np.float32)
             d["rv"] = (np.stack(m.region_vectors) if m.region_vectors
                        else np.zeros((0, *m.vectors.shape), np.float32))
@@ -340,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coarse-scale", type=float, default=QUERY_COARSE_SCALE,
                     help="input scale of the coarse query view (SamplingSettings.coarse_scale; 0 = off; "
                          "the server's default, Settings.query_coarse_scale, is 2/3)")
+    ap.add_argument("--deblock-sigma", type=float, default=None,
+                    help="SamplingSettings.deblock_sigma of the queries (a blurred query view; default off)")
     ap.add_argument("--query-fps", type=float, default=QUERY_FPS,
                     help="sampling rate of the query clips (the server's Settings.query_fps, default 1)")
     ap.add_argument("--speed-prior", type=float, default=None,
@@ -355,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     t_media = time.perf_counter() - t0
     print(f"media: {len(refs)} references, {len(queries)} queries ({t_media:.0f} s)", file=sys.stderr)
 
-    E = Embeddings(a.regions, a.coarse_scale, a.query_fps)
+    E = Embeddings(a.regions, a.coarse_scale, a.query_fps, a.deblock_sigma)
     t1 = time.perf_counter()
     index = _native.FlatIndex(512, "ip")
     ref_times: dict[int, np.ndarray] = {}

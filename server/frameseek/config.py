@@ -56,6 +56,10 @@ class Settings(BaseSettings):
                                       description="SearchByVideo also embeds every query frame (and its mirror) at "
                                       "this fraction of the model's input size, a coarse view that heavily degraded "
                                       "copies (tiny, over-compressed) match better; 0 = off, else 0.5 <= scale < 1")
+    query_deblock_sigma: float = Field(0.0, ge=0, le=16,
+                                       description="SearchByVideo also embeds every query frame after a Gaussian blur "
+                                       "of this many pixels at the model's input size, a deblocking view for copies "
+                                       "compressed into blocks (x264 CRF 45+); one more model run per sample; 0 = off")
     query_max_samples: int = Field(24, ge=0, le=100_000,
                                    description="SearchByVideo samples a query clip at query_fps, but at most this "
                                    "many frames: a longer clip gets a sparser grid spread over all of it, so a "

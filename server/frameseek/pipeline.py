@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
+from PIL import Image, ImageFilter
 
 from .embed import Embedder
 from .embed.spec import MIN_INPUT_SCALE
@@ -77,6 +78,11 @@ class SamplingSettings:
     # input size: a coarse view. None = off. Skipped when the embedder's input has a fixed shape
     # (no `scalable_input`). Must be in [MIN_INPUT_SCALE, 1).
     coarse_scale: float | None = None
+    # Also embed every kept frame after a Gaussian blur of this many pixels (at the model's input
+    # size): a deblocking view. Heavy compression turns a frame into blocks of flat colour whose
+    # edges the model reads as content; the blur removes them. None = off. CPU frames only (a
+    # frame that stays on the GPU for TensorRT gets no such view).
+    deblock_sigma: float | None = None
     # Query regions (frameseek.regions): "off"; "auto" = detect a picture-in-picture inset over the
     # sampled frames and, when there is one, embed its crop of every kept frame too; "on" = the
     # inset (if any) plus a fixed grid of 5 crops. The crops are taken in a second decode pass,
@@ -98,6 +104,8 @@ class SamplingSettings:
             raise ValueError(f"coarse_scale must be None or in [{MIN_INPUT_SCALE}, 1)")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError("max_samples must be None or >= 1")
+        if self.deblock_sigma is not None and not 0 < self.deblock_sigma <= 16:
+            raise ValueError("deblock_sigma must be None or in (0, 16] pixels")
 
     def grid_fps(self, duration: float | None) -> float:
         """The sampling rate for a clip of `duration` seconds: `fps`, lowered to max_samples /
@@ -145,13 +153,15 @@ class EmbeddedMedia:
     # their mirrors with flip); None when off or the embedder's input cannot be scaled
     coarse_vectors: np.ndarray | None = None
     coarse_flip_vectors: np.ndarray | None = None
+    # SamplingSettings.deblock_sigma: float32[n, dim] of the blurred frames; None when off
+    deblock_vectors: np.ndarray | None = None
 
     @property
     def views(self) -> list[np.ndarray]:
         """Every vector set of the kept frames, rows aligned with `timestamps`: whole frame first,
-        then mirrored, coarse, coarse mirrored, region crops (those present). The query views of
-        `frameseek.matching.search_neighbors`."""
-        extra = [self.flip_vectors, self.coarse_vectors, self.coarse_flip_vectors]
+        then mirrored, coarse, coarse mirrored, deblocked, region crops (those present). The query
+        views of `frameseek.matching.search_neighbors`."""
+        extra = [self.flip_vectors, self.coarse_vectors, self.coarse_flip_vectors, self.deblock_vectors]
         return [self.vectors, *(v for v in extra if v is not None and len(v) == len(self.vectors)),
                 *self.region_vectors]
 
@@ -169,6 +179,12 @@ class _Item:
     flipped: Any = None
     coarse: Any = None  # at SamplingSettings.coarse_scale
     coarse_flipped: Any = None
+    deblocked: Any = None  # after SamplingSettings.deblock_sigma
+
+
+def gaussian_blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """`rgb` (HxWx3 uint8, host memory) under a Gaussian blur of `sigma` pixels."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).filter(ImageFilter.GaussianBlur(sigma)))
 
 
 def _blank_verdict(frame: Frame, settings: BlankFilterSettings):
@@ -321,6 +337,9 @@ def embed_media(
     coarse = sampling.coarse_scale if sampling.coarse_scale and getattr(embedder, "scalable_input", False) else None
     if sampling.coarse_scale and coarse is None:
         log.info("coarse query view skipped: %s has a fixed input size", getattr(embedder, "name", "the embedder"))
+    deblock = sampling.deblock_sigma if sampling.deblock_sigma and not gpu_input else None
+    if sampling.deblock_sigma and deblock is None:
+        log.info("deblocking query view skipped: the frames stay on the GPU")
 
     def produce() -> None:
         try:
@@ -353,6 +372,8 @@ def embed_media(
                     item.coarse = embedder.preprocess([pixels], scale=coarse)[0]
                     if sampling.flip:
                         item.coarse_flipped = embedder.preprocess([pixels], flip=True, scale=coarse)[0]
+                if deblock:
+                    item.deblocked = embedder.preprocess([gaussian_blur(pixels, deblock)])[0]
                 timings["preprocess_s"] += time.perf_counter() - t1
                 if not put(item):
                     return
@@ -368,6 +389,7 @@ def embed_media(
     fvecs: list[np.ndarray] = []
     cvecs: list[np.ndarray] = []
     cfvecs: list[np.ndarray] = []
+    dvecs: list[np.ndarray] = []
     dropped_dup = 0
     last_kept: np.ndarray | None = None
     batch_size = max(1, int(getattr(embedder, "batch_size", 16)))
@@ -432,6 +454,7 @@ def embed_media(
             cout = embedder.embed_preprocessed([b.coarse for b in batch]) if coarse is not None else None
             cfout = (embedder.embed_preprocessed([b.coarse_flipped for b in batch])
                      if coarse is not None and sampling.flip else None)
+            dout = embedder.embed_preprocessed([b.deblocked for b in batch]) if deblock else None
             timings["embed_s"] += time.perf_counter() - t0
             for i, b in enumerate(batch):
                 v = out[i]
@@ -448,6 +471,8 @@ def embed_media(
                     cvecs.append(cout[i])
                 if cfout is not None:
                     cfvecs.append(cfout[i])
+                if dout is not None:
+                    dvecs.append(dout[i])
             if progress is not None:
                 progress(len(times) + dropped_dup + counters["blank"], estimated)
     except BaseException:
@@ -520,6 +545,7 @@ def embed_media(
         regions=regions,
         coarse_vectors=_stack(cvecs, dim) if coarse is not None else None,
         coarse_flip_vectors=_stack(cfvecs, dim) if coarse is not None and sampling.flip else None,
+        deblock_vectors=_stack(dvecs, dim) if deblock else None,
     )
 
 

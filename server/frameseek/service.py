@@ -628,7 +628,8 @@ class FrameSeekService:
                                 keyframes_only=False if query else bool(s.get("keyframes_only", False)),
                                 flip=query,  # queries also search their mirror image (flipped copies)
                                 # and a coarse view of every frame (heavily degraded copies)
-                                coarse_scale=(self.settings.query_coarse_scale or None) if query else None)
+                                coarse_scale=(self.settings.query_coarse_scale or None) if query else None,
+                                deblock_sigma=(self.settings.query_deblock_sigma or None) if query else None)
 
     def _limits(self):
         from .media import MediaLimits

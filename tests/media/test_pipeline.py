@@ -113,6 +113,44 @@ def test_query_sampling_adds_a_coarse_view(h264_clip, embedder):
             SamplingSettings.query(coarse_scale=bad)
 
 
+def test_deblock_sigma_adds_a_blurred_view(h264_clip, embedder):
+    """SamplingSettings.deblock_sigma embeds every kept frame once more after a Gaussian blur: the
+    vectors equal embedding the blurred frames directly, and the view joins `views`."""
+    from frameseek.media import open_decoder
+    from frameseek.media.sampling import TimeGridSampler
+    from frameseek.pipeline import gaussian_blur
+
+    q = embed_media(h264_clip, embedder, SamplingSettings(fps=1.0, deblock_sigma=2.0))
+    assert q.deblock_vectors is not None and q.deblock_vectors.shape == q.vectors.shape
+    views = q.views
+    assert len(views) == 2 and views[1] is q.deblock_vectors
+    cos = np.sum(q.deblock_vectors * q.vectors, axis=1)
+    assert np.all(cos > 0.5) and np.all(cos < 0.999)  # the same frames, softer
+    dec = open_decoder(str(h264_clip))
+    frames = [np.asarray(f.image) for f in dec.frames(TimeGridSampler(1.0), size_hint=embedder.input_size)]
+    dec.close()
+    direct = embedder.embed([gaussian_blur(f, 2.0) for f in frames])
+    np.testing.assert_allclose(q.deblock_vectors, direct, atol=1e-4)
+    off = embed_media(h264_clip, embedder, SamplingSettings(fps=1.0))
+    assert off.deblock_vectors is None and len(off.views) == 1
+    np.testing.assert_allclose(off.vectors, q.vectors, atol=1e-6)
+    for bad in (0.0, -1.0, 17.0):
+        with pytest.raises(ValueError, match="deblock_sigma"):
+            SamplingSettings(deblock_sigma=bad)
+
+
+def test_gaussian_blur_keeps_shape_and_mean_and_softens_edges():
+    from frameseek.pipeline import gaussian_blur
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, 30:] = 200
+    out = gaussian_blur(img, 2.0)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert abs(float(out.mean()) - float(img.mean())) < 1.0
+    row = out[20, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 200 and 0 < row[29] < 200 and 0 < row[30] < 200
+
+
 def test_max_samples_spreads_a_sparser_grid_over_the_whole_clip(h264_clip, embedder):
     """The 4 s clip has 4 ticks at 1 fps; max_samples=3 widens the grid to 4/3 s over all of it
     (not its first 3 s). The region pass crops the frames of that same grid (a crop of a frame it

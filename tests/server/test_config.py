@@ -38,6 +38,16 @@ def test_invalid_values_are_rejected(tmp_path, monkeypatch):
         load_settings()
 
 
+def test_query_deblock_sigma(monkeypatch):
+    """SearchByVideo's deblocking query view: off (0) by default, a blur of 0 < sigma <= 16 px."""
+    monkeypatch.delenv("FRAMESEEK_CONFIG", raising=False)
+    assert load_settings().query_deblock_sigma == 0
+    assert load_settings(query_deblock_sigma=2).query_deblock_sigma == 2
+    for bad in (-1, 17):
+        with pytest.raises(pydantic.ValidationError, match="query_deblock_sigma"):
+            load_settings(query_deblock_sigma=bad)
+
+
 def test_query_coarse_scale(monkeypatch):
     """SearchByVideo's coarse query view: on at 2/3 by default, 0 turns it off, and a scale the
     backends cannot run (below MIN_INPUT_SCALE, or 1 and above) is rejected."""

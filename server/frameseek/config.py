@@ -64,8 +64,8 @@ class Settings(BaseSettings):
                                    description="SearchByVideo samples a query clip at query_fps, but at most this "
                                    "many frames: a longer clip gets a sparser grid spread over all of it, so a "
                                    "query's embedding cost stays bounded (each sample is 4 model runs: frame, "
-                                   "mirror, and both at the coarse size). Not applied when the request sets fps. "
-                                   "0 = no bound")
+                                   "mirror, and both at the coarse size; 5 with query_deblock_sigma). Not applied "
+                                   "when the request sets fps. 0 = no bound")
     ingest_workers: int = Field(1, ge=1, le=64, description="decode/embed jobs running at once")
     max_pending_ingests: int = Field(16, ge=1, description="ingests queued or running; more -> RESOURCE_EXHAUSTED")
     max_concurrent_searches: int = Field(256, ge=1, description="searches the Python service runs at once (image, "

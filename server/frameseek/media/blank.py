@@ -16,7 +16,8 @@ only when, in addition, its *coarse* detail is low: the mean |Laplacian| of the 
 to 64 px. At that size a photo and its 0.5x, 0.25x and 0.125x copies look alike (opencv-doc's 90
 photos: >= 4.9 at every one of those scales; the harness's copies: >= 3.2), while what the test is
 for stays below it: ramps and vignettes 0.0-0.6, a photo under a Gaussian blur of sigma = 4 % of
-its width 1.0-2.7 (and of 8 %, <= 0.8); the threshold, 2.5, sits between the two groups. The Laplacian, unlike a gradient, is zero on a ramp.
+its width 1.0-2.7 (and of 8 %, <= 0.8); the threshold, 2.5, sits between the two groups. The
+Laplacian, unlike a gradient, is zero on a ramp.
 """
 
 from __future__ import annotations

@@ -514,7 +514,7 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
         alone = svc._video_matches(c, qt, weak, 3, None, 8, 1.0)
         both = svc._video_matches(c, qt, [weak, None, q], 3, None, 8, 1.0)
         coll = SimpleNamespace(sampling={"fps": 3.0})
-        assert svc._sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(2 / 3)
+        assert svc._sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(0.5)
         assert svc._sampling(coll, query=True).flip and svc._sampling(coll).coarse_scale is None
         assert off._sampling(coll, 1.0, query=True).coarse_scale is None
         # the deblocking view: off by default, on at Settings.query_deblock_sigma, never for ingest

@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="query regions (SamplingSettings.regions; the server's default is auto)")
     ap.add_argument("--coarse-scale", type=float, default=QUERY_COARSE_SCALE,
                     help="input scale of the coarse query view (SamplingSettings.coarse_scale; 0 = off; "
-                         "the server's default, Settings.query_coarse_scale, is 2/3)")
+                         "the server's default, Settings.query_coarse_scale, is 1/2)")
     ap.add_argument("--deblock-sigma", type=float, default=None,
                     help="SamplingSettings.deblock_sigma of the queries (a blurred query view; default off)")
     ap.add_argument("--query-fps", type=float, default=QUERY_FPS,

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     embed_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = one per core)")
     default_fps: float = Field(3.0, gt=0, le=30, description="sampling rate of new collections")
     query_fps: float = Field(1.0, gt=0, le=30, description="sampling rate of SearchByVideo queries")
-    query_coarse_scale: float = Field(2.0 / 3.0, ge=0, lt=1,
+    query_coarse_scale: float = Field(0.5, ge=0, lt=1,
                                       description="SearchByVideo also embeds every query frame (and its mirror) at "
                                       "this fraction of the model's input size, a coarse view that heavily degraded "
                                       "copies (tiny, over-compressed) match better; 0 = off, else 0.5 <= scale < 1")

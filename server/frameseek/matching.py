@@ -11,7 +11,7 @@ pipeline, so they never vote):
    mirrored query frames (`SamplingSettings(flip=True)`) their neighbours are appended beside the
    plain ones, giving `[q, 2k]` — the native aggregation counts a reference frame listed twice for
    one query frame once, so a flipped copy and a plain copy score alike. The coarse view
-   (`SamplingSettings.coarse_scale`: each frame and its mirror embedded again at 2/3 of the
+   (`SamplingSettings.coarse_scale`: each frame and its mirror embedded again at 1/2 of the
    model's input size) joins the row too: copies degraded to little signal (80x60, 32 kb/s)
    match their source clearly better at that scale, clean copies at full scale. Region crops of the
    query frames (`SamplingSettings(regions="auto")`: a detected picture-in-picture inset,

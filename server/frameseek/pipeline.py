@@ -49,12 +49,14 @@ ProgressCallback = Callable[[int, "int | None"], None]
 #: sub-clips, speed changes and videos with an added intro for exactly that reason).
 REFERENCE_FPS = 3.0
 QUERY_FPS = 1.0
-#: Input scale of the coarse query view (`SamplingSettings.coarse_scale`; sscd_distilled: 192 px
+#: Input scale of the coarse query view (`SamplingSettings.coarse_scale`; sscd_distilled: 144 px
 #: short side instead of 288). Copies degraded to little signal -- downscaled to 80x60, re-encoded
-#: at 32 kb/s -- match their source up to twice as far above the vote floor there, while clean
-#: copies match best at full scale; the query votes with whichever view matches (README "Copy
-#: detection", benchmarks/copydetect).
-QUERY_COARSE_SCALE = 2.0 / 3.0
+#: at 32 kb/s or crushed into blocks by x264 at CRF 45+ -- match their source up to twice as far
+#: above the vote floor there, while clean copies match best at full scale; the query votes with
+#: whichever view matches (README "Copy detection", benchmarks/copydetect). 1/2 (the smallest input
+#: the engines take) replaced 2/3 after the four-seed harness: more copies at CRF 45 / 51 and a
+#: higher weakest copy on every seed, nothing lost.
+QUERY_COARSE_SCALE = 0.5
 #: How long the inference stage waits for more frames to fill a batch, unless the embedder says
 #: otherwise (`batch_wait_s`: ONNX Runtime on the CPU sets 0, its cost per frame does not depend
 #: on the batch size).

@@ -70,7 +70,7 @@ def test_flip_vectors(h264_clip, embedder):
 
 def test_query_sampling_adds_a_coarse_view(h264_clip, embedder):
     """SamplingSettings.query() embeds every kept frame and its mirror a second time at
-    QUERY_COARSE_SCALE of the model's input size (192 px short side instead of 288)."""
+    QUERY_COARSE_SCALE of the model's input size (144 px short side instead of 288)."""
     from frameseek.pipeline import QUERY_COARSE_SCALE
 
     class Recorder(_ShapeRecorder):
@@ -91,7 +91,7 @@ def test_query_sampling_adds_a_coarse_view(h264_clip, embedder):
     q = embed_media(h264_clip, rec, SamplingSettings.query(flip=True))
     n = len(q)
     assert n == 4 and q.coarse_vectors.shape == q.coarse_flip_vectors.shape == (n, 512)
-    assert sorted(set(rec.inputs)) == [(192, 256, 3), (288, 384, 3)]  # the 128x96 clip at both scales
+    assert sorted(set(rec.inputs)) == [(144, 192, 3), (288, 384, 3)]  # the 128x96 clip at both scales
     assert rec.scales.count(QUERY_COARSE_SCALE) == 2 * n and rec.scales.count(1.0) == 2 * n
     np.testing.assert_allclose(np.linalg.norm(q.coarse_vectors, axis=1), 1, atol=1e-5)
     # the same frames, seen coarser: close to the full-scale vectors, but not the same

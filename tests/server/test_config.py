@@ -49,10 +49,10 @@ def test_query_deblock_sigma(monkeypatch):
 
 
 def test_query_coarse_scale(monkeypatch):
-    """SearchByVideo's coarse query view: on at 2/3 by default, 0 turns it off, and a scale the
+    """SearchByVideo's coarse query view: on at 1/2 by default, 0 turns it off, and a scale the
     backends cannot run (below MIN_INPUT_SCALE, or 1 and above) is rejected."""
     monkeypatch.delenv("FRAMESEEK_CONFIG", raising=False)
-    assert load_settings().query_coarse_scale == pytest.approx(2 / 3)
+    assert load_settings().query_coarse_scale == pytest.approx(0.5)
     assert load_settings(query_coarse_scale=0).query_coarse_scale == 0
     for bad in (0.2, 1.0, -0.5):
         with pytest.raises(pydantic.ValidationError, match="query_coarse_scale"):

@@ -313,6 +313,52 @@ def _storage_with_reference(tmp_path, rt, rv):
     return st, c, st.add_video(c.id, rec, rt, rv).id
 
 
+def test_coarse_twins_of_the_reference_meet_the_coarse_view_and_count_once(tmp_path):
+    """A reference indexed with coarse twins (Storage.add_video(twins=...)): a copy whose whole-
+    frame view matches nothing and whose coarse view matches only the twins is found, at the right
+    offset, through the twins (hits on vector n + i mapped back to sample i); a query frame that
+    finds one reference frame through both of its vectors votes for it once (score <= 1); without
+    the twins the same query finds nothing."""
+    from frameseek.config import Settings
+    from frameseek.service import FrameSeekService
+    from frameseek.storage import VideoRecord
+
+    rng = np.random.default_rng(21)
+    dim, fps = 512, 3.0  # the model's size: unrelated random vectors stay far under the vote floor
+    rt = np.arange(36) / fps
+    rv = rng.normal(size=(36, dim))
+    rv /= np.linalg.norm(rv, axis=1, keepdims=True)
+    tw = rng.normal(size=(36, dim))  # the coarse embedding of a frame: another point than its full one
+    tw /= np.linalg.norm(tw, axis=1, keepdims=True)
+    qt = np.arange(8.0)
+    rows = np.round((2.0 + qt) * fps).astype(int)  # the copy starts at 2 s of the reference
+    coarse = tw[rows] + 0.05 * rng.normal(size=(8, dim))
+    coarse /= np.linalg.norm(coarse, axis=1, keepdims=True)
+    blind = rng.normal(size=(8, dim))
+    basis, _ = np.linalg.qr(np.concatenate([rv, tw]).T)
+    blind -= (blind @ basis) @ basis.T  # a whole-frame view that no indexed vector sees
+    blind /= np.linalg.norm(blind, axis=1, keepdims=True)
+    st, c, plain = _storage_with_reference(tmp_path, rt, rv.astype(np.float32))
+    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
+                      sample_count=len(rt), size_bytes=1, content_sha256="1" * 64)
+    twinned = st.add_video(c.id, rec, rt, rv.astype(np.float32), twins=tw.astype(np.float32)).id
+    svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data2")), storage=st)
+    svc._native = _native
+    try:
+        got = svc._video_matches(c, qt, [blind.astype(np.float32), None, coarse.astype(np.float32)], 3, None, 8, 1.0)
+        same = np.concatenate([rv[rows], tw[rows]]).astype(np.float32)  # both vectors of the same frames
+        exact = svc._video_matches(c, qt, [same[:8], None, same[8:]], 3, None, 8, 1.0)
+    finally:
+        for pool in (svc._ingest_pool, svc._query_pool, svc._search_pool, svc._io_pool):
+            pool.shutdown(wait=True)
+        st.close()
+    assert [m.video.id for m in got if m.score >= matching.COPY_THRESHOLD] == [twinned]
+    assert got[0].offset == pytest.approx(2.0, abs=0.2) and got[0].speed == pytest.approx(1.0, abs=0.05)
+    assert all(m.score < 0.05 for m in got if m.video.id == plain)
+    top = {m.video.id: m.score for m in exact}
+    assert top[twinned] == pytest.approx(1.0, abs=1e-3) and top[plain] == pytest.approx(1.0, abs=1e-3)
+
+
 def _one_photo_reference(seed: int = 3, dim: int = 64, fps: float = 3.0):
     """A 12 s reference of three 4 s shots of ONE still photo, each with its own camera move:
     every frame is the photo's vector plus a move-specific drift, so every frame of every shot is
@@ -517,7 +563,11 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
         both = svc._video_matches(c, qt, [weak, None, q], 3, None, 8, 1.0)
         coll = SimpleNamespace(sampling={"fps": 3.0})
         assert svc._sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(0.5)
-        assert svc._sampling(coll, query=True).flip and svc._sampling(coll).coarse_scale is None
+        assert svc._sampling(coll, query=True).flip and not svc._sampling(coll).flip
+        # ingest embeds the coarse twins of the index at Settings.index_coarse_scale (0 = off)
+        assert svc._sampling(coll).coarse_scale == pytest.approx(0.5)
+        assert FrameSeekService._sampling(SimpleNamespace(settings=Settings(index_coarse_scale=0)),
+                                          coll).coarse_scale is None
         assert off._sampling(coll, 1.0, query=True).coarse_scale is None
         # the deblocking view: off by default, on at Settings.query_deblock_sigma, never for ingest
         assert svc._sampling(coll, 1.0, query=True).deblock_sigma is None

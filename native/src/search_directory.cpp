@@ -182,19 +182,20 @@ class Collector {
       const float s = score(dist[i]);
       if (!(s >= min_score_)) continue;
       const std::uint64_t vid = ids[i] >> kSampleBits;
+      // vectors past a video's samples are coarse twins of them: vector i is sample i % samples
       const std::size_t idx = static_cast<std::size_t>(ids[i] & kIndexMask);
       auto it = slot_.find(vid);
       if (it == slot_.end()) {
         if (hits_.size() >= k_ || exclude_.count(vid)) continue;
         auto v = lookup_(vid);
-        if (!v || idx >= v->timestamps.size()) continue;  // deleted between the search and now
+        if (!v || v->timestamps.empty()) continue;  // deleted between the search and now
         slot_.emplace(vid, hits_.size());
-        hits_.push_back(Hit{v, s, {{v->timestamps[idx], s}}});
+        hits_.push_back(Hit{v, s, {{v->timestamps[idx % v->timestamps.size()], s}}});
         continue;
       }
       Hit& h = hits_[it->second];
-      if (h.matches.size() < m_ && idx < h.video->timestamps.size()) {
-        const double t = h.video->timestamps[idx];
+      if (h.matches.size() < m_ && !h.video->timestamps.empty()) {
+        const double t = h.video->timestamps[idx % h.video->timestamps.size()];
         bool seen = false;  // the group search may repeat a kNN frame
         for (const auto& mt : h.matches) seen |= mt.first == t;
         if (!seen) {

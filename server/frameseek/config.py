@@ -56,6 +56,13 @@ class Settings(BaseSettings):
                                       description="SearchByVideo also embeds every query frame (and its mirror) at "
                                       "this fraction of the model's input size, a coarse view that heavily degraded "
                                       "copies (tiny, over-compressed) match better; 0 = off, else 0.5 <= scale < 1")
+    index_coarse_scale: float = Field(0.5, ge=0, lt=1,
+                                      description="IngestVideo/IngestImage also index every sample embedded at "
+                                      "this fraction of the model's input size (a coarse twin of each vector), so "
+                                      "that the coarse query view meets coarse references: copies crushed by "
+                                      "compression or downscaling match far better coarse to coarse. Doubles the "
+                                      "index's vectors and adds a quarter-size model run per sample; 0 = off, else "
+                                      "0.5 <= scale < 1")
     query_deblock_sigma: float = Field(0.0, ge=0, le=16,
                                        description="SearchByVideo also embeds every query frame after a Gaussian blur "
                                        "of this many pixels at the model's input size, a deblocking view for copies "
@@ -100,13 +107,13 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
 
-    @field_validator("query_coarse_scale")
+    @field_validator("query_coarse_scale", "index_coarse_scale")
     @classmethod
-    def _coarse_scale(cls, v: float) -> float:
+    def _coarse_scale(cls, v: float, info) -> float:
         from .embed.spec import MIN_INPUT_SCALE
 
         if v != 0 and v < MIN_INPUT_SCALE:
-            raise ValueError(f"query_coarse_scale must be 0 (off) or in [{MIN_INPUT_SCALE}, 1)")
+            raise ValueError(f"{info.field_name} must be 0 (off) or in [{MIN_INPUT_SCALE}, 1)")
         return v
 
     @classmethod

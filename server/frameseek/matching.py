@@ -91,6 +91,13 @@ class MatchSettings:
     # 0.3-1.0 (two near-static copies at 1.6 and 3.1 s come back); held-out seeds 13 and 17:
     # 4 -> 5 and 0 -> 0, i.e. about neutral there (benchmarks/README.md).
     refine_speed_prior: float = 0.5
+    # refine_alignment places a segment against the reference's coarse twins instead of its
+    # full-size vectors when the segment's query frames match the twins better by this much (mean
+    # of each frame's best similarity). Harness, four seeds --severity: taking the better of the
+    # two per frame pair (no margin) blurred placement -- median errors 0.01 -> 0.08 s on clean
+    # re-encodes, a sub-clip row 1.00 -> 0.67 within 1 s; 0.05 and 0.1 switched only for crushed
+    # and tiny copies, 0.1 without a row worse than never switching (benchmarks/README.md).
+    refine_twin_margin: float = 0.1
     rescale_similarity: bool = True  # score with calibrated_sims (see there)
     threshold: float = COPY_THRESHOLD
 
@@ -383,7 +390,7 @@ def line_evidence(query_times: np.ndarray, cross: np.ndarray, query_gram: np.nda
 
 def refine_alignment(match: Match, query_times: np.ndarray, query_views: Sequence[np.ndarray],
                      ref_times: np.ndarray, ref_vectors: np.ndarray,
-                     settings: MatchSettings = MatchSettings()) -> Match:
+                     settings: MatchSettings = MatchSettings(), ref_twins: np.ndarray | None = None) -> Match:
     """Re-place each segment of a detected `match` with dense evidence; score and frames unchanged.
 
     The aligner (`align`) sees only each query frame's k nearest reference frames and votes on
@@ -404,7 +411,9 @@ def refine_alignment(match: Match, query_times: np.ndarray, query_views: Sequenc
 
     `query_views`: the query's [q, dim] vector sets (plain first; mirrored and region crops as
     passed to `search_neighbors`), rows matching `query_times`. `ref_times`/`ref_vectors`: the
-    reference video's sample times (s) and vectors. Returns a new `Match`."""
+    reference video's sample times (s) and vectors; `ref_twins`: its coarse twins (rows matching
+    `ref_vectors`, Storage.add_video), when it has them -- a query view may match a reference frame
+    through either vector, and the cross similarity takes the better one. Returns a new `Match`."""
     qt_all = np.asarray(query_times, dtype=np.float64)
     rt_all = np.asarray(ref_times, dtype=np.float64)
     rv_all = np.asarray(ref_vectors, dtype=np.float32)
@@ -413,21 +422,26 @@ def refine_alignment(match: Match, query_times: np.ndarray, query_views: Sequenc
         raise ValueError("query_views must be [q, dim] arrays with one row per query time")
     if rv_all.ndim != 2 or len(rv_all) != len(rt_all) or rv_all.shape[1] != views[0].shape[1]:
         raise ValueError("ref_vectors must be [r, dim] with one row per reference time")
+    tw_all = None if ref_twins is None else np.asarray(ref_twins, dtype=np.float32)
+    if tw_all is not None and tw_all.shape != rv_all.shape:
+        raise ValueError("ref_twins must be shaped like ref_vectors")
     if len(rt_all) < 2 or not match.segments:
         return match
     order = np.argsort(rt_all, kind="stable")
     rt_all, rv_all = rt_all[order], rv_all[order]
+    tw_all = None if tw_all is None else tw_all[order]
     ref_dt = float(np.median(np.diff(rt_all))) or 1.0
     speeds = np.asarray(_native.aggregate_speed_grid(speed_min=settings.speed_min, speed_max=settings.speed_max))
     segs = []
     for s in match.segments:
-        segs.append(_refine_segment(s, qt_all, views, rt_all, rv_all, ref_dt, speeds, settings))
+        segs.append(_refine_segment(s, qt_all, views, rt_all, rv_all, ref_dt, speeds, settings, tw_all))
     return Match(video=match.video, score=match.score, votes=match.votes, query_coverage=match.query_coverage,
                  ref_coverage=match.ref_coverage, segments=segs)
 
 
 def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_all: np.ndarray,
-                    rv_all: np.ndarray, ref_dt: float, speeds: np.ndarray, settings: MatchSettings) -> Segment:
+                    rv_all: np.ndarray, ref_dt: float, speeds: np.ndarray, settings: MatchSettings,
+                    tw_all: np.ndarray | None = None) -> Segment:
     sel = (qt_all >= s.query_start - 1e-6) & (qt_all <= s.query_end + 1e-6)
     if int(sel.sum()) < max(3, settings.min_segment_frames):
         return s
@@ -444,6 +458,15 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
     rt, rv = rt_all[w], rv_all[w].astype(np.float64)
     V = np.stack([v[sel] for v in views]).astype(np.float64)  # [views, n, dim]
     sims = np.einsum("vnd,rd->vnr", V, rv)
+    if tw_all is not None:
+        # The reference's coarse twins are the better space only where the query is degraded:
+        # coarse-to-coarse similarity changes less from frame to frame, so it places a clean copy
+        # less sharply. Use them (cross and structure) when the segment's frames match there
+        # clearly better than at full size.
+        tw = tw_all[w].astype(np.float64)
+        sims_tw = np.einsum("vnd,rd->vnr", V, tw)
+        if sims_tw.max(axis=(0, 2)).mean() > sims.max(axis=(0, 2)).mean() + settings.refine_twin_margin:
+            sims, rv = sims_tw, tw
     # the view that carries the copy (whole frame, mirror or inset crop) gives the query's structure
     best_view = int(np.argmax(sims.max(axis=2).mean(axis=1)))
     Q = V[best_view]

@@ -25,9 +25,9 @@ import structlog
 from . import __version__, matching, metrics
 from .config import Settings
 from .errors import ServiceError, exhausted, from_media_error, invalid, not_found, unavailable
-from .storage import (AlreadyExists, CollectionRecord, EmbeddedStorage, FailedPrecondition, InvalidArgument,
-                      JobRecord, JobState, NotFound, Storage, StorageError, VideoQuery, VideoRecord,
-                      split_sample_ids)
+from .storage import (SAMPLE_BITS, AlreadyExists, CollectionRecord, EmbeddedStorage, FailedPrecondition,
+                      InvalidArgument, JobRecord, JobState, NotFound, Storage, StorageError, VideoQuery,
+                      VideoRecord, split_sample_ids)
 
 log = structlog.get_logger("frameseek.service")
 
@@ -628,7 +628,9 @@ class FrameSeekService:
                                 keyframes_only=False if query else bool(s.get("keyframes_only", False)),
                                 flip=query,  # queries also search their mirror image (flipped copies)
                                 # and a coarse view of every frame (heavily degraded copies)
-                                coarse_scale=(self.settings.query_coarse_scale or None) if query else None,
+                                # (SearchByVideo's coarse view; for ingest the coarse twins of the index)
+                                coarse_scale=(self.settings.query_coarse_scale if query
+                                              else self.settings.index_coarse_scale) or None,
                                 deblock_sigma=(self.settings.query_deblock_sigma or None) if query else None)
 
     def _limits(self):
@@ -674,8 +676,9 @@ class FrameSeekService:
         copies: list[CopyMatch] = []
         if req.duplicate_policy in ("REPORT", "REJECT"):
             thr = req.duplicate_threshold or self.settings.copy_threshold
-            copies = [c for c in self._video_matches(rec, media.timestamps, media.vectors, 10, None, None)
-                      if c.score >= thr]
+            # the upload's coarse twins stand in for a query's coarse view
+            copies = [c for c in self._video_matches(rec, media.timestamps, [media.vectors, media.coarse_vectors],
+                                                     10, None, None) if c.score >= thr]
             if copies and req.duplicate_policy == "REJECT":
                 best = copies[0]
                 raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_CONTENT",
@@ -690,7 +693,7 @@ class FrameSeekService:
                         filename=req.filename or os.path.basename(req.server_path), model=rec.model,
                         realtime_factor=realtime)
         try:
-            video = self.storage.add_video(rec.id, v, media.timestamps, media.vectors)
+            video = self.storage.add_video(rec.id, v, media.timestamps, media.vectors, twins=media.coarse_vectors)
         except StorageError as exc:
             raise _storage_error(exc) from None
         job.state, job.video_id = JobState.SUCCEEDED, video.id
@@ -698,7 +701,7 @@ class FrameSeekService:
         job.duration = job.media_seconds_done = float(media.duration)
         self.storage.update_job(job)
         self._watchers.notify(job.id)
-        metrics.INDEX_VECTORS.labels(rec.name).inc(len(media))
+        metrics.INDEX_VECTORS.labels(rec.name).inc(len(media) * (2 if media.coarse_vectors is not None else 1))
         metrics.INGESTED.labels(v.kind).inc()
         if realtime:
             metrics.INGEST_REALTIME.observe(realtime)
@@ -932,10 +935,11 @@ class FrameSeekService:
                     video, times = entry(vid)
                 except NotFound:  # deleted between the search and now
                     continue
-                h = hits[vid] = Hit(video=video, score=s, matches=[(float(times[i]), s)])
+                h = hits[vid] = Hit(video=video, score=s, matches=[(float(times[i % len(times)]), s)])
                 continue
             if len(h.matches) < m:
-                t = float(self.storage.video_timestamps(vid)[i])
+                times = self.storage.video_timestamps(vid)
+                t = float(times[i % len(times)])  # a coarse twin (split_sample_ids) is its sample
                 if all(t0 != t for t0, _ in h.matches):  # the group search may repeat a kNN frame
                     h.matches.append((t, s))
                     h.score = max(h.score, s)
@@ -1022,8 +1026,11 @@ class FrameSeekService:
                 valid &= vids != vid
                 continue
             sel = valid & (vids == vid)
+            idx[sel] %= len(ts)  # a coarse twin (split_sample_ids) stands for its sample
             ntimes[sel] = ts[idx[sel]]
-        ids = np.ascontiguousarray(np.where(valid, ids, NO_ID).astype(np.uint64))
+        # canonical sample ids: a reference frame found through both of its vectors counts once
+        ids = np.where(valid, (vids.astype(np.uint64) << np.uint64(SAMPLE_BITS)) | idx.astype(np.uint64), NO_ID)
+        ids = np.ascontiguousarray(ids.astype(np.uint64))
         sims = np.ascontiguousarray(np.where(valid, matching.similarities(dist, rec.metric), -1).astype(np.float32))
         groups_arr = np.ascontiguousarray(np.where(valid, vids, NO_ID).astype(np.uint64))
         settings = matching.MatchSettings(frame_k=frame_k)
@@ -1039,7 +1046,8 @@ class FrameSeekService:
                 video = self.storage.get_video(m.video)
                 if m.score >= refine_above and m.segments and rank < MAX_REFINED_MATCHES:
                     m = matching.refine_alignment(m, times, views, self.storage.video_timestamps(m.video),
-                                                  self.storage.video_vectors(m.video), settings)
+                                                  self.storage.video_vectors(m.video), settings,
+                                                  ref_twins=self.storage.video_twins(m.video))
             except NotFound:  # deleted meanwhile
                 continue
             segs = [Segment(g.query_start, g.query_end, g.ref_start, g.ref_end, g.score) for g in m.segments]

@@ -58,6 +58,7 @@ class World:
         rng = np.random.default_rng(3)
         self.vectors: dict[str, np.ndarray] = {}
         self.times: dict[str, np.ndarray] = {}
+        self.twins: dict[str, np.ndarray] = {}  # coarse twins (Storage.add_video): every third video
         svc = self.srv.service
         for metric in ("ip", "l2"):
             rec = svc.storage.create_collection(metric, model="m-" + metric, dimension=DIM, metric=metric,
@@ -70,9 +71,16 @@ class World:
                 if metric == "ip":
                     v /= np.linalg.norm(v, axis=1, keepdims=True)
                 ts = np.arange(SAMPLES) * 0.5 + 0.25 * (i % 2)
-                r = svc.storage.add_video(rec.id, _video(rec.id, i), ts, v)
+                tw = None
+                if i % 3 == 0:
+                    tw = v + 0.3 * rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
+                    if metric == "ip":
+                        tw /= np.linalg.norm(tw, axis=1, keepdims=True)
+                r = svc.storage.add_video(rec.id, _video(rec.id, i), ts, v, twins=tw)
                 self.vectors[f"collections/{metric}/videos/{r.id}"] = v
                 self.times[f"collections/{metric}/videos/{r.id}"] = ts
+                if tw is not None:
+                    self.twins[f"collections/{metric}/videos/{r.id}"] = tw
 
     def run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=120)
@@ -121,7 +129,8 @@ def test_native_answer_equals_python_answer(world, data, metric, k, m, ef, min_s
     names = sorted(n for n in world.vectors if n.startswith(f"collections/{metric}/"))
     name = data.draw(st.sampled_from(names))
     row = data.draw(st.integers(0, SAMPLES - 1))
-    q = world.vectors[name][row] + noise * np.random.default_rng(row).standard_normal(DIM).astype(np.float32)
+    src = world.twins if name in world.twins and data.draw(st.booleans()) else world.vectors  # a twin: sample row
+    q = src[name][row] + noise * np.random.default_rng(row).standard_normal(DIM).astype(np.float32)
     # video filters: names of this collection, of the other one, and of no video at all
     other = "ip" if metric == "l2" else "l2"
     pool = names + [n.replace(f"/{metric}/", f"/{other}/") for n in names[:3]] + [f"collections/{metric}/videos/99999"]
@@ -160,16 +169,20 @@ def test_another_collections_video_name_excludes_nothing(world):
 
 
 def test_finds_the_exact_best_videos(world):
-    """Top videos (one timestamp each) against float64 brute force over every frame."""
+    """Top videos (one timestamp each) against float64 brute force over every frame (a sample's
+    coarse twin, where a video has them, is one more vector of that sample)."""
     d = world.srv.front.directory
     names = sorted(n for n in world.vectors if n.startswith("collections/ip/"))
     frames = np.stack([world.vectors[n] for n in names]).astype(np.float64)  # [videos, samples, dim]
+    # [videos, 2 * samples, dim]: a video without twins has its samples twice (same scores)
+    both = np.stack([np.concatenate([world.vectors[n], world.twins.get(n, world.vectors[n])])
+                     for n in names]).astype(np.float64)
     rng = np.random.default_rng(11)
     recalls, best_frame = [], []
     for i in range(60):
         q = frames[i % len(names), i % SAMPLES] + 0.3 * rng.standard_normal(DIM)
         q /= np.linalg.norm(q)
-        best = (frames @ q).max(axis=1)  # each video's best frame
+        best = (both @ q).max(axis=1)  # each video's best vector
         want = {names[j] for j in np.argsort(-best)[:5]}
         req = pb.SearchByVectorRequest(parent="collections/ip", vector=q.astype(np.float32).tolist(),
                                        options=pb.SearchOptions(k=5))
@@ -179,11 +192,27 @@ def test_finds_the_exact_best_videos(world):
         for h in got.hits:  # the score is the reported frame's, at most the video's best
             j = names.index(h.video.name)
             row = list(world.times[h.video.name]).index(h.matches[0].timestamp_seconds)
-            assert h.score == pytest.approx(frames[j, row] @ q, abs=1e-5)
+            assert min(abs(h.score - both[j, row] @ q), abs(h.score - both[j, SAMPLES + row] @ q)) < 1e-5
             assert h.score <= best[j] + 1e-5
             best_frame.append(h.score >= best[j] - 1e-5)
     assert np.mean(recalls) >= 0.97, recalls
     assert np.mean(best_frame) >= 0.9
+
+
+def test_a_coarse_twin_hit_is_its_sample(world):
+    """A query equal to a sample's coarse twin (indexed as vector n + i of its video) is answered
+    with that video at sample i's timestamp, once, by the native path and the Python one alike."""
+    d = world.srv.front.directory
+    for name, tw in list(world.twins.items())[:6]:
+        row = 5
+        req = pb.SearchByVectorRequest(parent="/".join(name.split("/")[:2]), vector=tw[row].tolist(),
+                                       options=pb.SearchOptions(k=1, max_matches_per_video=4))
+        native = pb.SearchResponse.FromString(d.search_by_vector(req.SerializeToString()))
+        _same(native, world.python_answer(req))
+        top = native.hits[0]
+        assert top.video.name == name and top.matches[0].timestamp_seconds == world.times[name][row]
+        stamps = [m.timestamp_seconds for m in top.matches]
+        assert len(stamps) == len(set(stamps))  # a sample found through both of its vectors counts once
 
 
 def test_rpc_takes_the_fast_path_and_finds_the_frame(world):

@@ -200,7 +200,8 @@ def test_bad_media_is_invalid_argument_and_server_keeps_serving(srv, media, inde
             assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT, (name, ei.value)
         assert fs.get_collection().video_count == before
         st = fs.stats()
-        assert all(c.index_vectors == c.sample_count for c in st.collections)
+        # nothing half-indexed: every sample's vector and its coarse twin (index_coarse_scale)
+        assert all(c.index_vectors == 2 * c.sample_count for c in st.collections)
 
 
 def test_delete_removes_from_every_search(srv, media, tmp_path):
@@ -262,7 +263,8 @@ def test_kill9_during_concurrent_ingests(tmp_path):
                 frame = grab_frame(tmp_path / key, 2.0, tmp_path / f"{key}.png")
                 assert fs.search_by_image(frame, k=1).hits[0].video.name == v.name
             st = fs.stats()
-            assert all(c.index_vectors == c.sample_count for c in st.collections)
+            # nothing half-indexed: every sample's vector and its coarse twin (index_coarse_scale)
+            assert all(c.index_vectors == 2 * c.sample_count for c in st.collections)
             assert st.sample_count == sum(v.sample_count for v in listed.values())
             # every upload can simply be sent again: the same bytes give the same (complete) video
             for p in vids:

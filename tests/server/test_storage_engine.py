@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from frameseek.storage import EmbeddedStorage, NotFound, VideoQuery, VideoRecord, split_sample_ids
+from frameseek.storage import EmbeddedStorage, InvalidArgument, NotFound, VideoQuery, VideoRecord, split_sample_ids
 
 from .helpers import needs_index
 
@@ -117,6 +117,49 @@ def test_video_vectors_read_back_from_the_index_across_restart_and_delete(tmp_pa
     st.delete_video(gone)
     with pytest.raises(NotFound):
         st.video_vectors(gone)
+    st.close()
+
+
+def test_coarse_twins_are_indexed_after_the_samples_and_live_and_die_with_their_video(tmp_path):
+    """add_video(twins=...): a second vector per sample, indexed as the video's vectors n..2n-1
+    (a hit on vector i is sample i % n); counted in vectors_of, not in the samples; replayed
+    from the log after a crash, kept by a snapshot, removed with the video; video_vectors stays
+    the samples' own vectors. Bad twins are refused before anything is written."""
+    rng = np.random.default_rng(8)
+    st = _open(tmp_path)
+    c = _coll(st)
+    vecs, twins = _unit(rng, 6), _unit(rng, 6)
+    vid = st.add_video(c.id, _rec("tw"), np.arange(6) * 0.5, vecs, twins=twins).id
+    plain = st.add_video(c.id, _rec("plain"), np.arange(4) * 0.5, _unit(rng, 4)).id
+    assert st.collection_counts(c.id)[1] == 10 and st.vectors_of(c.id) == 16
+
+    def hit(q):
+        ids, dist = st.search(c.id, q[None, :], 1)
+        v, i = split_sample_ids(ids[0])
+        return int(v[0]), int(i[0]), float(dist[0][0])
+
+    assert hit(twins[4]) == (vid, 10, pytest.approx(0.0, abs=1e-5))  # twin of sample 4 of 6
+    assert hit(vecs[4])[:2] == (vid, 4)
+    assert np.array_equal(st.video_vectors(vid), vecs)
+    for bad, reason in ((twins[:5], "DIMENSION_MISMATCH"), (np.full_like(twins, np.nan), "NON_FINITE_VECTOR")):
+        with pytest.raises(InvalidArgument) as ei:
+            st.add_video(c.id, _rec("bad"), np.arange(6) * 0.5, vecs, twins=bad)
+        assert ei.value.reason == reason
+    assert st.vectors_of(c.id) == 16 and st.find_video_by_hash(c.id, "bad") is None
+    # crash (no snapshot): the log replays the twins
+    st.catalog._db.close()
+    for x in st._colls.values():
+        x.log.close()
+    st = _open(tmp_path)
+    assert st.vectors_of(c.id) == 16 and hit(twins[2])[:2] == (vid, 8)
+    st.close()  # snapshot at close
+    st = _open(tmp_path)
+    assert st.vectors_of(c.id) == 16 and hit(twins[2])[:2] == (vid, 8)
+    st.delete_video(vid)
+    assert st.vectors_of(c.id) == 4 and hit(twins[2])[0] == plain
+    st.close()
+    st = _open(tmp_path)
+    assert st.vectors_of(c.id) == 4
     st.close()
 
 

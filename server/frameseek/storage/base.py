@@ -24,6 +24,8 @@ def sample_ids(video_id: int, n: int) -> np.ndarray:
 
 
 def split_sample_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(video ids, vector indices). A video's vectors beyond its samples are twins of them
+    (`Storage.add_video`'s `twins`): vector index i is sample i % sample_count."""
     ids = np.asarray(ids, dtype=np.uint64)
     return ids >> np.uint64(SAMPLE_BITS), (ids & np.uint64(MAX_SAMPLES_PER_VIDEO - 1)).astype(np.int64)
 
@@ -145,8 +147,11 @@ class Storage(Protocol):
 
     # videos
     def add_video(self, collection_id: int, video: VideoRecord, timestamps: np.ndarray,
-                  vectors: np.ndarray) -> VideoRecord:
-        """Atomically and durably index a video; returns it with its id. Visible when this returns."""
+                  vectors: np.ndarray, twins: np.ndarray | None = None) -> VideoRecord:
+        """Atomically and durably index a video; returns it with its id. Visible when this returns.
+        `twins` [n, dim]: a second vector of every sample (the coarse view, Settings.
+        index_coarse_scale), indexed as vectors n..2n-1 of the video: a search hit on vector i
+        means sample i % n."""
     def find_video_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None: ...
     def get_video(self, video_id: int) -> VideoRecord: ...
     def video_timestamps(self, video_id: int) -> np.ndarray: ...
@@ -169,6 +174,11 @@ class Storage(Protocol):
         """The indexed vectors of an active video, float32[samples, dim] in sample order (rows
         match `video_timestamps`); NotFound when it is not active. For the dense re-alignment of
         SearchByVideo (frameseek.matching.refine_alignment)."""
+        ...
+    def video_twins(self, video_id: int) -> np.ndarray | None:
+        """The coarse twins of an active video's samples (`add_video(twins=...)`), float32[samples,
+        dim] in sample order, or None when it was indexed without them; NotFound when it is not
+        active."""
         ...
 
     # jobs + idempotency

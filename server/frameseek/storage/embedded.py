@@ -282,7 +282,7 @@ class EmbeddedStorage:
 
     # -- videos ---------------------------------------------------------------------------------
     def add_video(self, collection_id: int, video: VideoRecord, timestamps: np.ndarray,
-                  vectors: np.ndarray) -> VideoRecord:
+                  vectors: np.ndarray, twins: np.ndarray | None = None) -> VideoRecord:
         ci = self._ci(collection_id)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
@@ -293,8 +293,14 @@ class EmbeddedStorage:
             raise InvalidArgument("one timestamp per vector")
         if n == 0:
             raise InvalidArgument("no samples to index", "EMPTY_MEDIA")
-        if n > MAX_SAMPLES_PER_VIDEO:
-            raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} samples per video", "MEDIA_TOO_LARGE")
+        if twins is not None:
+            twins = np.ascontiguousarray(twins, dtype=np.float32)
+            if twins.shape != vectors.shape:
+                raise InvalidArgument(f"twins must be [{n}, {ci.rec.dimension}] like vectors", "DIMENSION_MISMATCH")
+            # the log and the index hold the twins as the video's vectors n..2n-1 (split_sample_ids)
+            vectors = np.concatenate([vectors, twins])
+        if len(vectors) > MAX_SAMPLES_PER_VIDEO:
+            raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} vectors per video", "MEDIA_TOO_LARGE")
         if not np.isfinite(vectors).all():
             raise InvalidArgument("non-finite values in vectors", "NON_FINITE_VECTOR")
         video = VideoRecord(**{**video.__dict__, "sample_count": n, "collection_id": collection_id})
@@ -303,7 +309,7 @@ class EmbeddedStorage:
             ci.log.append(vid, vectors)  # 2 (fsync'ed)
             self.catalog.activate(vid)  # 3 commit point
             ci._add(vid, vectors)  # 4
-            ci.since_snapshot += n
+            ci.since_snapshot += len(vectors)
             need_snapshot = ci.since_snapshot >= self.snapshot_every
             self._videos[vid] = entry = (self.catalog.get_video(vid), timestamps)
             self._notify("video_added", *entry)
@@ -387,6 +393,17 @@ class EmbeddedStorage:
         try:
             return ci.index.get_vectors(sample_ids(video_id, len(ts)))
         except ValueError as exc:  # deleted (or not yet indexed) between the lookup and the read
+            raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
+
+    def video_twins(self, video_id: int) -> np.ndarray | None:
+        v, ts = self.video_entry(video_id)
+        ci = self._ci(v.collection_id)
+        n = len(ts)
+        if ci.videos.get(video_id, 0) < 2 * n:  # indexed without twins
+            return None
+        try:
+            return ci.index.get_vectors(sample_ids(video_id, 2 * n)[n:])
+        except ValueError as exc:
             raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
 
     # -- jobs -----------------------------------------------------------------------------------

@@ -2995,7 +2995,9 @@ type CollectionStats struct {
 	SampleCount int64                  `protobuf:"varint,3,opt,name=sample_count,json=sampleCount,proto3" json:"sample_count,omitempty"`
 	// Indexed media seconds.
 	TotalDurationSeconds float64 `protobuf:"fixed64,4,opt,name=total_duration_seconds,json=totalDurationSeconds,proto3" json:"total_duration_seconds,omitempty"`
-	// Vectors in the collection's live index (equals sample_count: nothing is ever half-indexed).
+	// Vectors in the collection's live index: sample_count, or twice that where the server indexes
+	// a coarse twin of every sample (its index_coarse_scale setting, on by default); never part of a
+	// video: nothing is ever half-indexed.
 	IndexVectors  int64 `protobuf:"varint,5,opt,name=index_vectors,json=indexVectors,proto3" json:"index_vectors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -990,7 +990,11 @@ export interface CollectionStats {
   sampleCount: number;
   /** Indexed media seconds. */
   totalDurationSeconds: number;
-  /** Vectors in the collection's live index (equals sample_count: nothing is ever half-indexed). */
+  /**
+   * Vectors in the collection's live index: sample_count, or twice that where the server indexes
+   * a coarse twin of every sample (its index_coarse_scale setting, on by default); never part of a
+   * video: nothing is ever half-indexed.
+   */
   indexVectors: number;
 }
 

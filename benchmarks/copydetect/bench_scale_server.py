@@ -63,6 +63,7 @@ from benchmarks.copydetect import media as M
 from benchmarks.copydetect.bench_scale import vpdq_compare
 from benchmarks.copydetect.run import CACHE, ROOT, Embeddings, vpdq_hash_file
 from benchmarks.load import bench_search
+from frameseek.pipeline import INDEX_COARSE_SCALE
 
 DIM = 512
 VTEST = M.DATA / "vtest.avi"
@@ -350,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=10_000, help="synthetic videos in the index")
     ap.add_argument("--frames", type=int, default=30, help="samples per synthetic video")
     ap.add_argument("--repeat", type=int, default=5, help="timed calls (after one warm-up call)")
+    ap.add_argument("--index-coarse-scale", type=float, default=INDEX_COARSE_SCALE,
+                    help="the server's Settings.index_coarse_scale (default 1/2: every sample, filler ones "
+                         "too, indexed with a coarse twin; 0 = without)")
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="default build/copydetect/scale-data-<videos>-<frames>/data (filled once, reused)")
     ap.add_argument("--embed-backend", choices=("onnx", "auto", "tensorrt"), default="onnx",
@@ -364,11 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     if not VTEST.exists():
         raise SystemExit(f"{VTEST} missing (apt-get install opencv-doc; `make setup` does)")
     a.load_start = os.getloadavg()[0]
-    data_dir = a.data_dir or CACHE / f"scale-data-{a.videos}-{a.frames}" / "data"
+    twins = a.index_coarse_scale > 0
+    os.environ["FRAMESEEK_INDEX_COARSE_SCALE"] = str(a.index_coarse_scale)  # the server's and in-process
+    data_dir = a.data_dir or CACHE / f"scale-data-{a.videos}-{a.frames}{'-twins' if twins else ''}" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     n = a.videos * a.frames
-    print(f"filling {a.videos:,} videos x {a.frames} samples ({n:,} x {DIM}) into {data_dir} ...", flush=True)
-    fill_info = bench_search.fill(data_dir, n, DIM, a.frames, profile="static")
+    print(f"filling {a.videos:,} videos x {a.frames} samples ({n:,} x {DIM}{', and a coarse twin each' if twins else ''})"
+          f" into {data_dir} ...", flush=True)
+    fill_info = bench_search.fill(data_dir, n, DIM, a.frames, profile="static", twins=twins)
     print(f"  {fill_info}", flush=True)
     query = make_query_clip()
     srv = server_phase(data_dir, query, a.repeat, a.embed_backend)

@@ -42,7 +42,7 @@ import numpy as np
 
 from benchmarks.copydetect import media as M
 from frameseek import _native, matching
-from frameseek.pipeline import QUERY_COARSE_SCALE, QUERY_FPS
+from frameseek.pipeline import INDEX_COARSE_SCALE, QUERY_COARSE_SCALE, QUERY_FPS
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "copydetect"
@@ -144,8 +144,9 @@ def _blank_filter_tag() -> str:
 
 class Embeddings:
     def __init__(self, regions: str = "off", coarse_scale: float | None = None, query_fps: float = QUERY_FPS,
-                 deblock_sigma: float | None = None) -> None:
+                 deblock_sigma: float | None = None, index_coarse_scale: float | None = None) -> None:
         self._embedder = None
+        self.index_coarse_scale = index_coarse_scale or None  # the references' coarse twins
         self.deblock_sigma = deblock_sigma or None  # SamplingSettings.deblock_sigma for queries
         self.query_fps = query_fps  # SamplingSettings.fps for queries
         self.regions = regions  # SamplingSettings.regions for queries
@@ -162,7 +163,8 @@ class Embeddings:
     def get(self, path: str, query: bool) -> dict:
         from frameseek.pipeline import SamplingSettings, embed_media
         tag = ("q-flip" + ("" if self.regions == "off" else f"-regions-{self.regions}-2")
-               + (f"-coarse{self.coarse_scale:.4f}" if self.coarse_scale else "")) if query else "ref"
+               + (f"-coarse{self.coarse_scale:.4f}" if self.coarse_scale else "")) if query else (
+            "ref" + (f"-coarse{self.index_coarse_scale:.4f}" if self.index_coarse_scale else ""))
         tag += _blank_filter_tag()  # which frames are embedded at all
         if query and self.query_fps != QUERY_FPS:
             tag += f"-fps{self.query_fps:g}"
@@ -174,11 +176,13 @@ class Embeddings:
             return {k: z[k] for k in z.files}
         s = (SamplingSettings.query(fps=self.query_fps, flip=True, regions=self.regions,
                                     coarse_scale=self.coarse_scale, deblock_sigma=self.deblock_sigma) if query
-             else SamplingSettings.reference())
+             else SamplingSettings.reference(coarse_scale=self.index_coarse_scale))
         m = embed_media(path, self.embedder(), s)
         d = {"t": m.timestamps, "v": m.vectors, "duration": np.float64(m.duration),
              "embed_s": np.float64(m.stats["embed_s"]), "regions_s": np.float64(m.stats.get("regions_s", 0.0)),
              "wall_s": np.float64(m.stats["wall_s"])}
+        if not query and m.coarse_vectors is not None:
+            d["cv"] = m.coarse_vectors  # the coarse twins the server indexes beside the samples
         if query:
             d["fv"] = m.flip_vectors
             coarse = [v for v in (m.coarse_vectors, m.coarse_flip_vectors) if v is not None]
@@ -345,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coarse-scale", type=float, default=QUERY_COARSE_SCALE,
                     help="input scale of the coarse query view (SamplingSettings.coarse_scale; 0 = off; "
                          "the server's default, Settings.query_coarse_scale, is 1/2)")
+    ap.add_argument("--index-coarse-scale", type=float, default=INDEX_COARSE_SCALE,
+                    help="input scale of the references' coarse twins (the server's Settings.index_coarse_scale, "
+                         "default 1/2; 0 = references indexed without them)")
     ap.add_argument("--deblock-sigma", type=float, default=None,
                     help="SamplingSettings.deblock_sigma of the queries (a blurred query view; default off)")
     ap.add_argument("--query-fps", type=float, default=QUERY_FPS,
@@ -362,11 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     t_media = time.perf_counter() - t0
     print(f"media: {len(refs)} references, {len(queries)} queries ({t_media:.0f} s)", file=sys.stderr)
 
-    E = Embeddings(a.regions, a.coarse_scale, a.query_fps, a.deblock_sigma)
+    E = Embeddings(a.regions, a.coarse_scale, a.query_fps, a.deblock_sigma, a.index_coarse_scale)
     t1 = time.perf_counter()
     index = _native.FlatIndex(512, "ip")
     ref_times: dict[int, np.ndarray] = {}
     ref_vectors: dict[int, np.ndarray] = {}
+    ref_twins: dict[int, np.ndarray | None] = {}
     durations: dict[int, float] = {}
     ref_id = {r.name: i + 1 for i, r in enumerate(refs)}
     ref_hashes = {}
@@ -377,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
             index = _native.FlatIndex(e["v"].shape[1], "ip")
         ids = (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(e["t"]), dtype=np.uint64)
         index.add(ids, np.ascontiguousarray(e["v"], dtype=np.float32), groups=np.full(len(ids), vid, np.uint64))
+        ref_twins[vid] = e.get("cv")
+        if ref_twins[vid] is not None:  # as the server: vector n + i of a video is sample i's coarse twin
+            index.add(ids + np.uint64(len(ids)), np.ascontiguousarray(ref_twins[vid], dtype=np.float32),
+                      groups=np.full(len(ids), vid, np.uint64))
         ref_times[vid] = e["t"]
         ref_vectors[vid] = e["v"]
         durations[vid] = float(e["duration"])
@@ -396,14 +408,18 @@ def main(argv: list[str] | None = None) -> int:
         ntimes = np.zeros(ids.shape, np.float64)
         for vid in np.unique(groups[valid]).tolist():
             sel = groups == vid
-            ntimes[sel] = ref_times[vid][(ids[sel] & np.uint64((1 << SAMPLE_BITS) - 1)).astype(np.int64)]
+            n = len(ref_times[vid])
+            frame = (ids[sel] & np.uint64((1 << SAMPLE_BITS) - 1)).astype(np.int64) % n  # a twin is its sample
+            ntimes[sel] = ref_times[vid][frame]
+            ids[sel] = (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + frame.astype(np.uint64)
         ms = matching.align(e["t"], ids, groups, ntimes, sims, settings=settings,
                             frame_weights=matching.redundancy_weights(e["v"], settings.redundancy_threshold),
                             ref_durations=durations,
                             query_interval=1.0 / a.query_fps, ref_interval=1.0 / 3.0, max_candidates=len(refs))
         if not a.no_refine:  # dense re-placement of the reported matches (as SearchByVideo)
             views = [e["v"], e.get("fv"), *list(e.get("cv", [])), *list(e.get("rv", []))]
-            ms = [matching.refine_alignment(m, e["t"], views, ref_times[m.video], ref_vectors[m.video], settings)
+            ms = [matching.refine_alignment(m, e["t"], views, ref_times[m.video], ref_vectors[m.video], settings,
+                                            ref_twins=ref_twins[m.video])
                   if m.score >= settings.threshold else m for m in ms]
         t_match += time.perf_counter() - tm
         vp = {vid: vpdq_match(qh, qq, *ref_hashes[vid][:2]) for vid in ref_id.values()}
@@ -436,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                          "timed_queries": len(wall)}
     report["config"] = {"seed": a.seed, "references": len(refs), "queries": len(queries),
                         "per_transform": per_t, "threshold": settings.threshold, "regions": a.regions,
-                        "coarse_scale": a.coarse_scale,
+                        "coarse_scale": a.coarse_scale, "index_coarse_scale": a.index_coarse_scale,
                         "refine": not a.no_refine,
                         "settings": asdict(settings), "index_frames": len(index)}
     print_table(report)

@@ -90,24 +90,27 @@ def _bulk_load(st):
         os.sync()
 
 
-def fill(data_dir: pathlib.Path, n: int, dim: int, per_video: int, profile: str = "ingest", seed: int = 0) -> dict:
+def fill(data_dir: pathlib.Path, n: int, dim: int, per_video: int, profile: str = "ingest", seed: int = 0,
+         twins: bool = False) -> dict:
     """Fill through the storage layer (the same add_video path as ingest: catalog row, vector log
-    record, index add; per-video fsyncs skipped, see _bulk_load), video by video until `n` vectors;
-    then one snapshot. Reuses (and resumes) a filled dir."""
+    record, index add; per-video fsyncs skipped, see _bulk_load), video by video until `n` samples;
+    then one snapshot. Reuses (and resumes) a filled dir. `twins`: every sample also gets a coarse
+    twin (Storage.add_video(twins=...), as ingest with Settings.index_coarse_scale): a vector near
+    it (cosine ~0.9), so the index holds 2n vectors."""
     from frameseek.storage import EmbeddedStorage, VideoRecord
 
     st = EmbeddedStorage(str(data_dir), snapshot_every=10**12)
     st.open()
     with _bulk_load(st):
-        return _fill(st, n, dim, per_video, profile, seed)
+        return _fill(st, n, dim, per_video, profile, seed, twins)
 
 
-def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int) -> dict:
+def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: bool = False) -> dict:
     from frameseek.storage import VideoRecord
 
     try:
         c = st.get_collection(COLLECTION)
-        have = st.vectors_of(c.id)
+        have = st.collection_counts(c.id)[1]
     except Exception:
         c = st.create_collection(COLLECTION, model="sscd_distilled", dimension=dim, metric="ip",
                                  sampling={"fps": 1.0}, index={"m": 16, "ef_construction": 100, "ef_search": 64})
@@ -118,13 +121,18 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int) -> dict
         return {"vectors": have, "videos": videos, "fill_s": 0.0, "reused": True}
     t0 = time.perf_counter()
     vid_i = st.catalog.collection_counts(c.id)[0]
-    while (done := st.vectors_of(c.id)) < n:
+    rng = np.random.default_rng(seed + 7)
+    while (done := st.collection_counts(c.id)[1]) < n:
         ts, v = video_vectors(vid_i, dim, profile, per_video, topics_for(n), seed)
         m = min(len(ts), n - done)
+        tw = None
+        if twins:
+            tw = v[:m] + 0.48 * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+            tw /= np.linalg.norm(tw, axis=1, keepdims=True)
         rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=float(ts[m - 1]) + 1.0, width=640,
                           height=360, sample_count=m, size_bytes=0, content_sha256=f"synthetic-{vid_i}",
                           external_key=f"synthetic-{vid_i}")
-        st.add_video(c.id, rec, ts[:m], v[:m])
+        st.add_video(c.id, rec, ts[:m], v[:m], twins=tw)
         vid_i += 1
         if vid_i % 2000 == 0:
             print(f"  fill {done}/{n} ({(done - have) / (time.perf_counter() - t0):.0f} vectors/s)", flush=True)

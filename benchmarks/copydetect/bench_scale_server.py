@@ -5,11 +5,13 @@
 bench_scale.py times the matching alone, in-process; this one times everything a client waits for.
 
 Index (collection `bench`, 512-d, sampled at 1 fps):
-- `--videos` synthetic videos of `--frames` samples each (300,000 vectors by default), written
+- `--videos` synthetic videos of `--frames` samples each (300,000 samples by default), written
   through the storage layer by `benchmarks.load.bench_search.fill` (profile "static": a random
-  walk of near-duplicates per video) and snapshotted; cached under
-  build/copydetect/scale-data-<videos>-<frames>/ and reused by later runs (the fill of 300k
-  takes about a minute of both cores);
+  walk of near-duplicates per video) and snapshotted; like ingest with the server's default
+  `index_coarse_scale`, every sample also gets a coarse twin (a vector near it), so the index
+  holds 600,000 vectors (`--index-coarse-scale 0`: 300,000, no twins); cached under
+  build/copydetect/scale-data-<videos>-<frames>[-twins]/ and reused by later runs (the fill
+  takes about two minutes of both cores with twins);
 - one real reference, opencv-doc's vtest.avi (79.5 s, 768x576), ingested through the running
   server's IngestVideo (content-hash dedup: a rerun gets the same video back).
 

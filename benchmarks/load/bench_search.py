@@ -118,7 +118,8 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
     if have >= n:
         videos = st.catalog.collection_counts(c.id)[0]
         st.close(snapshot=False)
-        return {"vectors": have, "videos": videos, "fill_s": 0.0, "reused": True}
+        return {"vectors": have * (2 if twins else 1), "samples": have, "videos": videos, "fill_s": 0.0,
+                "reused": True}
     t0 = time.perf_counter()
     vid_i = st.catalog.collection_counts(c.id)[0]
     rng = np.random.default_rng(seed + 7)
@@ -139,7 +140,7 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
     fill_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     st.close(snapshot=True)
-    return {"vectors": n, "videos": vid_i, "fill_s": round(fill_s, 1),
+    return {"vectors": n * (2 if twins else 1), "samples": n, "videos": vid_i, "fill_s": round(fill_s, 1),
             "snapshot_s": round(time.perf_counter() - t1, 1), "reused": False}
 
 

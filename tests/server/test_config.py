@@ -57,3 +57,14 @@ def test_query_coarse_scale(monkeypatch):
     for bad in (0.2, 1.0, -0.5):
         with pytest.raises(pydantic.ValidationError, match="query_coarse_scale"):
             load_settings(query_coarse_scale=bad)
+
+
+def test_index_coarse_scale(monkeypatch):
+    """Ingest's coarse twins: on at 1/2 by default, 0 turns them off, and a scale the backends
+    cannot run is rejected, naming the setting."""
+    monkeypatch.delenv("FRAMESEEK_CONFIG", raising=False)
+    assert load_settings().index_coarse_scale == pytest.approx(0.5)
+    assert load_settings(index_coarse_scale=0).index_coarse_scale == 0
+    for bad in (0.2, 1.0, -0.5):
+        with pytest.raises(pydantic.ValidationError, match="index_coarse_scale"):
+            load_settings(index_coarse_scale=bad)

@@ -28,6 +28,31 @@ def _add(st, cid, i, rng, n=5):
     return st.add_video(cid, rec, np.arange(n, dtype=np.float64), v).id, v
 
 
+def test_replica_follows_coarse_twins(tmp_path):
+    """A video added with coarse twins (2n vectors in the log) reaches a replica whole: the same
+    vector count as the writer, a twin's hit maps to its video, video_twins reads them back."""
+    rng = np.random.default_rng(5)
+    w = EmbeddedStorage(str(tmp_path), snapshot_every=10**9)
+    w.open()
+    c = w.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index={"ef_search": 64})
+    rep = ReplicaStorage(str(tmp_path))
+    rep.open()
+    v = rng.standard_normal((6, DIM)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    tw = rng.standard_normal((6, DIM)).astype(np.float32)
+    tw /= np.linalg.norm(tw, axis=1, keepdims=True)
+    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=6.0, width=8, height=8, sample_count=6,
+                      size_bytes=1, content_sha256="f" * 64, external_key="tw")
+    vid = w.add_video(c.id, rec, np.arange(6, dtype=np.float64), v, twins=tw).id
+    rep.sync()
+    assert rep.vectors_of(c.id) == w.vectors_of(c.id) == 12
+    ids, _ = rep.search(c.id, tw[3:4], 1)
+    assert split_sample_ids(ids[0])[0][0] == vid and split_sample_ids(ids[0])[1][0] == 9
+    assert np.array_equal(rep.video_twins(vid), tw) and np.array_equal(rep.video_vectors(vid), v)
+    rep.close()
+    w.close()
+
+
 def _top(rep, cid, q) -> int:
     ids, _ = rep.search(cid, q.reshape(1, -1), 1)
     return int(split_sample_ids(ids[0])[0][0])

@@ -141,6 +141,7 @@ def test_coarse_twins_are_indexed_after_the_samples_and_live_and_die_with_their_
     assert hit(twins[4]) == (vid, 10, pytest.approx(0.0, abs=1e-5))  # twin of sample 4 of 6
     assert hit(vecs[4])[:2] == (vid, 4)
     assert np.array_equal(st.video_vectors(vid), vecs)
+    assert np.array_equal(st.video_twins(vid), twins) and st.video_twins(plain) is None
     for bad, reason in ((twins[:5], "DIMENSION_MISMATCH"), (np.full_like(twins, np.nan), "NON_FINITE_VECTOR")):
         with pytest.raises(InvalidArgument) as ei:
             st.add_video(c.id, _rec("bad"), np.arange(6) * 0.5, vecs, twins=bad)

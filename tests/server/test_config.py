@@ -48,23 +48,14 @@ def test_query_deblock_sigma(monkeypatch):
             load_settings(query_deblock_sigma=bad)
 
 
-def test_query_coarse_scale(monkeypatch):
-    """SearchByVideo's coarse query view: on at 1/2 by default, 0 turns it off, and a scale the
-    backends cannot run (below MIN_INPUT_SCALE, or 1 and above) is rejected."""
+@pytest.mark.parametrize("field", ["query_coarse_scale", "index_coarse_scale"])
+def test_coarse_scales(monkeypatch, field):
+    """SearchByVideo's coarse query view and ingest's coarse twins: on at 1/2 by default, 0 turns
+    them off, and a scale the backends cannot run (below MIN_INPUT_SCALE, or 1 and above) is
+    rejected, naming the setting."""
     monkeypatch.delenv("FRAMESEEK_CONFIG", raising=False)
-    assert load_settings().query_coarse_scale == pytest.approx(0.5)
-    assert load_settings(query_coarse_scale=0).query_coarse_scale == 0
+    assert getattr(load_settings(), field) == pytest.approx(0.5)
+    assert getattr(load_settings(**{field: 0}), field) == 0
     for bad in (0.2, 1.0, -0.5):
-        with pytest.raises(pydantic.ValidationError, match="query_coarse_scale"):
-            load_settings(query_coarse_scale=bad)
-
-
-def test_index_coarse_scale(monkeypatch):
-    """Ingest's coarse twins: on at 1/2 by default, 0 turns them off, and a scale the backends
-    cannot run is rejected, naming the setting."""
-    monkeypatch.delenv("FRAMESEEK_CONFIG", raising=False)
-    assert load_settings().index_coarse_scale == pytest.approx(0.5)
-    assert load_settings(index_coarse_scale=0).index_coarse_scale == 0
-    for bad in (0.2, 1.0, -0.5):
-        with pytest.raises(pydantic.ValidationError, match="index_coarse_scale"):
-            load_settings(index_coarse_scale=bad)
+        with pytest.raises(pydantic.ValidationError, match=field):
+            load_settings(**{field: bad})

@@ -123,7 +123,8 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
     t0 = time.perf_counter()
     vid_i = st.catalog.collection_counts(c.id)[0]
     rng = np.random.default_rng(seed + 7)
-    while (done := st.collection_counts(c.id)[1]) < n:
+    done = have  # samples so far (counted here: a catalog count per video would slow the fill)
+    while done < n:
         ts, v = video_vectors(vid_i, dim, profile, per_video, topics_for(n), seed)
         m = min(len(ts), n - done)
         tw = None
@@ -134,9 +135,10 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
                           height=360, sample_count=m, size_bytes=0, content_sha256=f"synthetic-{vid_i}",
                           external_key=f"synthetic-{vid_i}")
         st.add_video(c.id, rec, ts[:m], v[:m], twins=tw)
+        done += m
         vid_i += 1
         if vid_i % 2000 == 0:
-            print(f"  fill {done}/{n} ({(done - have) / (time.perf_counter() - t0):.0f} vectors/s)", flush=True)
+            print(f"  fill {done}/{n} ({(done - have) / (time.perf_counter() - t0):.0f} samples/s)", flush=True)
     fill_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     st.close(snapshot=True)

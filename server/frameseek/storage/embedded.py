@@ -388,22 +388,22 @@ class EmbeddedStorage:
     def video_vectors(self, video_id: int) -> np.ndarray:
         """Read back from the live index (HnswIndex.get_vectors: the stored copies, no second
         store): one row per sample, in sample order. NotFound when the video is not active."""
-        v, ts = self.video_entry(video_id)
-        ci = self._ci(v.collection_id)
-        try:
-            return ci.index.get_vectors(sample_ids(video_id, len(ts)))
-        except ValueError as exc:  # deleted (or not yet indexed) between the lookup and the read
-            raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
+        return self._read_vectors(video_id, twins=False)
 
     def video_twins(self, video_id: int) -> np.ndarray | None:
+        return self._read_vectors(video_id, twins=True)
+
+    def _read_vectors(self, video_id: int, twins: bool) -> np.ndarray | None:
+        """A video's sample vectors (its index vectors 0..n-1) or their coarse twins (n..2n-1;
+        None when it was indexed without them)."""
         v, ts = self.video_entry(video_id)
         ci = self._ci(v.collection_id)
         n = len(ts)
-        if ci.videos.get(video_id, 0) < 2 * n:  # indexed without twins
+        if twins and ci.videos.get(video_id, 0) < 2 * n:  # indexed without twins
             return None
         try:
-            return ci.index.get_vectors(sample_ids(video_id, 2 * n)[n:])
-        except ValueError as exc:
+            return ci.index.get_vectors(sample_ids(video_id, n) + np.uint64(n if twins else 0))
+        except ValueError as exc:  # deleted (or not yet indexed) between the lookup and the read
             raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
 
     # -- jobs -----------------------------------------------------------------------------------

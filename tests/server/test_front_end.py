@@ -148,7 +148,9 @@ def test_native_answer_equals_python_answer(world, data, metric, k, m, ef, min_s
     assert not {h.video.name for h in expected.hits} & set(exclude)
     if videos:
         assert {h.video.name for h in expected.hits} <= set(videos)
-    if noise == 0.0 and min_score < 0.98 and metric == "ip" and not videos and name not in exclude:
+    # an indexed vector (a sample or its twin) is found first -- by a real beam: at ef = 1 the graph
+    # walk is greedy and may stop at a local optimum (seen on this index with and without twins)
+    if noise == 0.0 and min_score < 0.98 and metric == "ip" and not videos and name not in exclude and ef != 1:
         assert expected.hits[0].video.name == name
 
 

@@ -621,6 +621,10 @@ class FrameSeekService:
 
         s = rec.sampling
         dedup = s.get("dedup_threshold") or None
+        if not query and not max_samples:
+            # a video holds at most 2**SAMPLE_BITS index vectors, its coarse twins included: a long
+            # video at a high rate is sampled on a sparser grid rather than refused once embedded
+            max_samples = (1 << SAMPLE_BITS) // (2 if self.settings.index_coarse_scale else 1)
         return SamplingSettings(fps=fps or float(s.get("fps") or self.settings.default_fps),
                                 max_samples=max_samples or None,
                                 drop_blank=not s.get("keep_blank_frames", False),

@@ -10,7 +10,9 @@ import pytest
 
 from frameseek.config import Settings
 from frameseek.errors import ServiceError
+from frameseek.media.sampling import TimeGridSampler
 from frameseek.service import FrameSeekService, SearchOptions
+from frameseek.storage.base import MAX_SAMPLES_PER_VIDEO, CollectionRecord
 
 from .helpers import ServerProcess, needs_index
 
@@ -24,6 +26,26 @@ def test_calls_before_the_index_is_loaded_are_unavailable(tmp_path):
     with pytest.raises(ServiceError) as ei:
         asyncio.run(call())
     assert (ei.value.code, ei.value.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_READY")
+    asyncio.run(svc.close())
+
+
+@pytest.mark.parametrize("index_coarse_scale, vectors_per_sample", [(0.5, 2), (0.0, 1)])
+def test_long_videos_are_sampled_within_the_vectors_a_video_may_hold(tmp_path, index_coarse_scale,
+                                                                     vectors_per_sample):
+    """The longest video the server takes (max_video_seconds) at the highest rate a collection may
+    ask (30 fps) must fit a video's 2**SAMPLE_BITS index vectors, coarse twins included: its grid
+    is made sparser up front instead of the ingest failing after hours of embedding."""
+    settings = Settings(data_dir=str(tmp_path), metrics_address="", index_coarse_scale=index_coarse_scale)
+    svc = FrameSeekService(settings)
+    rec = CollectionRecord(id=1, name="c", model=settings.model, dimension=512, metric="ip",
+                           sampling={"fps": 30.0}, index={})
+    sampling = svc._sampling(rec)
+    longest = settings.max_video_seconds
+    samples = TimeGridSampler(sampling.grid_fps(longest)).expected_samples(longest)
+    assert vectors_per_sample * samples <= MAX_SAMPLES_PER_VIDEO
+    assert sampling.grid_fps(600.0) == 30.0  # ordinary videos keep the collection's rate
+    if vectors_per_sample == 1:  # without twins 6 h at 30 fps fit as they are
+        assert sampling.grid_fps(longest) == 30.0
     asyncio.run(svc.close())
 
 

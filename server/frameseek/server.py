@@ -12,7 +12,9 @@ listens on a private Unix socket only.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import signal
+import sys
 
 import grpc
 import structlog
@@ -202,6 +204,9 @@ async def serve(settings: Settings, port_file: str | None = None) -> None:
     (atomically) once the server listens - for supervisors and tests that bind port 0."""
     import os
 
+    # `kill -USR1 <pid>` writes every Python thread's stack to stderr (the log) and the server goes
+    # on serving: where a stuck call waits, seen without stopping it (C++ threads are not shown)
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     srv, port = await create_server(settings)
 
     def write_port_file() -> None:

@@ -49,6 +49,8 @@ needs_aggregate = pytest.mark.skipif(not (have_native_index() and have_media_pip
 class ServerProcess:
     """`frameseek serve` as a child process (so kill -9 is a real crash)."""
 
+    running: "set[ServerProcess]" = set()  # started and not yet stopped (conftest dumps their stacks)
+
     def __init__(self, data_dir: pathlib.Path, env: dict | None = None, **settings):
         self.data_dir = pathlib.Path(data_dir)
         self.port_file = self.data_dir.parent / f"{self.data_dir.name}.port"
@@ -70,6 +72,7 @@ class ServerProcess:
             [sys.executable, "-m", "frameseek.cli", "serve", "--address", "127.0.0.1:0", "--data-dir",
              str(self.data_dir), "--port-file", str(self.port_file)],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        ServerProcess.running.add(self)
         while not self.port_file.exists():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
@@ -88,7 +91,14 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> int:
-        """Graceful stop (SIGTERM: drain + snapshot); returns the exit code."""
+        """Graceful stop (SIGTERM: drain + snapshot); returns the exit code. Called while an
+        exception propagates (a failed check or a pytest-timeout, in a `finally`), it first prints
+        the server's thread stacks to stderr, which pytest shows with the failure."""
+        if sys.exc_info()[0] is not None:
+            dump = self.dump_stacks()
+            if dump:
+                print(f"--- server {self.address}: thread stacks at the failure (SIGUSR1) ---\n{dump}",
+                      file=sys.stderr)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -105,7 +115,28 @@ class ServerProcess:
             self.proc.wait()
         self._close()
 
+    def dump_stacks(self, timeout: float = 10.0) -> str:
+        """SIGUSR1: the server writes every Python thread's stack to its log and goes on serving.
+        Returns that dump (empty when the process is gone or wrote nothing within `timeout`)."""
+        if not self.proc or self.proc.poll() is not None or not self.port_file.exists():
+            return ""  # gone, or not yet at the point where serve() installs the handler
+        start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        text, last_size, quiet_since = "", -1, time.monotonic()
+        while time.monotonic() < deadline:  # until the dump is there and the log stops growing
+            time.sleep(0.1)
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+            if len(text) != last_size:
+                last_size, quiet_since = len(text), time.monotonic()
+            elif "thread 0x" in text.lower() and time.monotonic() - quiet_since > 0.5:
+                break
+        return text
+
     def _close(self) -> None:
+        ServerProcess.running.discard(self)
         if getattr(self, "_log", None):
             self._log.close()
             self._log = None

@@ -195,6 +195,16 @@ def test_health_and_reflection(world):
         assert {"frameseek.v1.FrameSeek", "grpc.health.v1.Health"} <= names
 
 
+def test_sigusr1_dumps_thread_stacks_and_keeps_serving(world, fs):
+    """The operator's view of a stuck server (and what conftest attaches to a failed test)."""
+    srv, _ = world
+    dump = srv.dump_stacks()
+    headers = [ln for ln in dump.splitlines() if ln.startswith(("Thread 0x", "Current thread 0x"))]
+    assert len(headers) >= 2, dump  # every thread: the event loop's and the pools' at least
+    assert "frameseek/cli.py" in dump, dump  # the main thread's frames, down to `frameseek serve`
+    assert srv.proc.poll() is None and fs.stats().video_count == VIDEOS
+
+
 def test_cli_against_server(world):
     srv, _ = world
     run = lambda *a: subprocess.run([sys.executable, "-m", "frameseek.cli", *a, "--server", srv.address],  # noqa

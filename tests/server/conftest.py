@@ -1,0 +1,20 @@
+"""Server tests: when one fails (a timeout included) while a server process runs, the report
+gets that server's thread stacks (SIGUSR1, see frameseek.server.serve), so a hang seen once in CI
+still says where it waited."""
+from __future__ import annotations
+
+import pytest
+
+from .helpers import ServerProcess
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for srv in list(ServerProcess.running):
+        dump = srv.dump_stacks()
+        if dump:
+            report.sections.append((f"server {srv.address} thread stacks (SIGUSR1)", dump))

@@ -316,10 +316,15 @@ class FrameSeekService:
 
     def _update_index_gauges(self) -> None:
         for rec in self.storage.list_collections("", MAX_PAGE):
-            try:
-                metrics.INDEX_VECTORS.labels(rec.name).set(self.storage.vectors_of(rec.id))
-            except Exception:
-                pass
+            self._set_index_gauge(rec.id)
+
+    def _set_index_gauge(self, collection_id: int) -> None:
+        """The index's own count (a video's vectors are its samples plus their coarse twins, if
+        any), not a running sum; a collection deleted meanwhile is skipped."""
+        try:
+            metrics.INDEX_VECTORS.labels(self._coll_name(collection_id)).set(self.storage.vectors_of(collection_id))
+        except Exception:
+            pass
 
     # -- collections ----------------------------------------------------------------------------
     def _create_collection_sync(self, cid: str, description: str, model: str, metric: str, sampling: dict,
@@ -457,7 +462,7 @@ class FrameSeekService:
     async def delete_video(self, name: str) -> None:
         v = await self.get_video(name)
         await self._io(self.storage.delete_video, v.id)
-        metrics.INDEX_VECTORS.labels(self._coll_name(v.collection_id)).dec(v.sample_count)
+        await self._io(self._set_index_gauge, v.collection_id)  # off the loop: it takes the index lock
         log.info("video_deleted", video=name)
 
     # -- ingest ---------------------------------------------------------------------------------
@@ -705,7 +710,7 @@ class FrameSeekService:
         job.duration = job.media_seconds_done = float(media.duration)
         self.storage.update_job(job)
         self._watchers.notify(job.id)
-        metrics.INDEX_VECTORS.labels(rec.name).inc(len(media) * (2 if media.coarse_vectors is not None else 1))
+        self._set_index_gauge(rec.id)
         metrics.INGESTED.labels(v.kind).inc()
         if realtime:
             metrics.INGEST_REALTIME.observe(realtime)

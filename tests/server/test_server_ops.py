@@ -14,7 +14,7 @@ from frameseek.media.sampling import TimeGridSampler
 from frameseek.service import FrameSeekService, SearchOptions
 from frameseek.storage.base import MAX_SAMPLES_PER_VIDEO, CollectionRecord
 
-from .helpers import ServerProcess, needs_index
+from .helpers import ServerProcess, make_video, needs_index, needs_media
 
 
 def test_calls_before_the_index_is_loaded_are_unavailable(tmp_path):
@@ -73,5 +73,31 @@ def test_prometheus_metrics(tmp_path):
         if front_end.available():  # the native front end's counters (health checks are answered natively)
             assert 'frameseek_front_end_calls_total{path="forwarded"}' in body
             assert "frameseek_front_end_native_search_seconds_total" in body
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+@needs_media
+def test_index_vectors_gauge_follows_ingest_and_delete(tmp_path):
+    """The gauge counts index vectors (samples plus their coarse twins), whatever comes and goes."""
+    port = _free_port()
+    srv = ServerProcess(tmp_path / "data", metrics_address=f"127.0.0.1:{port}").start()
+
+    def gauge() -> float:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+        line = next(ln for ln in body.splitlines() if ln.startswith('frameseek_index_vectors{collection="default"}'))
+        return float(line.split()[-1])
+
+    try:
+        with srv.client(timeout=600) as fs:
+            a = fs.ingest_video(make_video(tmp_path / "a.mp4", seconds=4, seed=1)).video
+            b = fs.ingest_video(make_video(tmp_path / "b.mp4", seconds=3, seed=2)).video
+            indexed = fs.stats().collections[0].index_vectors
+            assert indexed == 2 * (a.sample_count + b.sample_count)  # coarse twins are on by default
+            assert gauge() == indexed
+            fs.delete_video(a.name)
+            assert gauge() == fs.stats().collections[0].index_vectors == 2 * b.sample_count
+            fs.delete_video(b.name)
+            assert gauge() == 0
     finally:
         assert srv.stop() == 0, srv.log()

@@ -28,18 +28,26 @@ void bind_flat(py::module_& m) {
       .def_property_readonly("storage", [](const FlatIndex& x) { return storage_name(x.storage()); })
       .def_property_readonly("dim", &FlatIndex::dim)
       .def_property_readonly("metric", [](const FlatIndex& x) { return metric_name(x.metric()); })
-      .def("__len__", &FlatIndex::size)
+      // size/contains wait on the index's lock without the GIL (a writer may hold it a while)
+      .def("__len__", &FlatIndex::size, py::call_guard<py::gil_scoped_release>())
       .def("__contains__",
            [](const FlatIndex& x, py::handle id) {
              auto v = as_lookup_id(id);
-             return v && x.contains(*v);
+             if (!v) return false;
+             py::gil_scoped_release release;
+             return x.contains(*v);
            },
            "id"_a)
       .def("__repr__",
            [](const FlatIndex& x) {
+             std::size_t size;
+             {
+               py::gil_scoped_release release;
+               size = x.size();
+             }
              return "FlatIndex(dim=" + std::to_string(x.dim()) + ", metric='" +
                     metric_name(x.metric()) + "', storage='" + storage_name(x.storage()) +
-                    "', size=" + std::to_string(x.size()) + ")";
+                    "', size=" + std::to_string(size) + ")";
            })
       .def(
           "add",

@@ -36,6 +36,11 @@ std::size_t check_ef(py::handle ef) {
   return positive(ef.cast<py::ssize_t>(), "ef");
 }
 
+// Accessors that take the index's lock wait without the GIL: a writer may hold the lock
+// exclusively for a while (growing the graph, re-filling the walk copy), and a Python thread
+// waiting there with the GIL would stall every other thread of the process meanwhile.
+const py::call_guard<py::gil_scoped_release> kNoGil{};
+
 constexpr const char* kClassDoc = R"doc(Approximate nearest-neighbour index (HNSW, hnswlib 0.8 graph on frameseek's SIMD kernels).
 
 Each vector has a uint64 id, a group (its video id; defaults to the id) and a uint32 tag
@@ -83,7 +88,7 @@ void bind_hnsw(py::module_& m) {
       .def_property_readonly("M", &HnswIndex::M)
       .def_property_readonly("ef_construction", &HnswIndex::ef_construction)
       .def_property(
-          "ef", &HnswIndex::ef,
+          "ef", py::cpp_function(&HnswIndex::ef, kNoGil),
           [](HnswIndex& x, py::ssize_t ef) {
             const std::size_t e = positive(ef, "ef");
             py::gil_scoped_release release;  // waits for running searches, which may need the GIL
@@ -102,23 +107,30 @@ void bind_hnsw(py::module_& m) {
           "bytes per slot), 'float16' (+dim*2 bytes) or 'float32' (no copy). Results are "
           "re-ranked on the float32 vectors, so returned distances are exact whatever it is. "
           "Reads 'float32' after an add whose values the copy cannot hold.")
-      .def_property_readonly("capacity", &HnswIndex::capacity,
+      .def_property_readonly("capacity", py::cpp_function(&HnswIndex::capacity, kNoGil),
                              "Allocated slots (live + removed awaiting reuse + free).")
-      .def_property_readonly("deleted_slots", &HnswIndex::deleted_slots,
+      .def_property_readonly("deleted_slots", py::cpp_function(&HnswIndex::deleted_slots, kNoGil),
                              "Slots of removed vectors that the next adds will reuse.")
-      .def("__len__", &HnswIndex::size)
+      .def("__len__", &HnswIndex::size, kNoGil)
       .def("__contains__",
            [](const HnswIndex& x, py::handle id) {
              auto v = as_lookup_id(id);
-             return v && x.contains(*v);
+             if (!v) return false;
+             py::gil_scoped_release release;
+             return x.contains(*v);
            },
            "id"_a)
       .def("__repr__",
            [](const HnswIndex& x) {
+             std::size_t size, ef;
+             {
+               py::gil_scoped_release release;
+               size = x.size();
+               ef = x.ef();
+             }
              return "HnswIndex(dim=" + std::to_string(x.dim()) + ", metric='" + metric_name(x.metric()) +
-                    "', size=" + std::to_string(x.size()) + ", M=" + std::to_string(x.M()) +
-                    ", ef_construction=" + std::to_string(x.ef_construction()) +
-                    ", ef=" + std::to_string(x.ef()) + ")";
+                    "', size=" + std::to_string(size) + ", M=" + std::to_string(x.M()) +
+                    ", ef_construction=" + std::to_string(x.ef_construction()) + ", ef=" + std::to_string(ef) + ")";
            })
       .def(
           "add",

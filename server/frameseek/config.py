@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     max_width: int = Field(7680, gt=0)
     max_height: int = Field(7680, gt=0)
     decode_timeout_s: float | None = Field(None, gt=0, description="fail a decode taking longer; None = no limit")
+    stall_report_s: float = Field(120.0, ge=0, description="log `stalled` with every thread's stack when an ingest "
+                                  "or the event loop has not moved for this long (frameseek.watchdog); 0 = off")
     ingest_path_root: str | None = Field(None, description="directory IngestMetadata.server_path may read from")
 
     # search

@@ -10,6 +10,8 @@ INGEST_REALTIME = Histogram("frameseek_ingest_realtime_factor", "media seconds i
                             buckets=(.5, 1, 2, 5, 10, 20, 50, 100, 200, 500))
 ACTIVE_INGESTS = Gauge("frameseek_active_ingests", "ingests queued or running")
 READY = Gauge("frameseek_ready", "1 when the index is loaded and the server serves")
+STALLS = Counter("frameseek_stalls_total", "ingests or event-loop turns that did not move for stall_report_s "
+                 "(each logged with every thread's stack)")
 
 
 class FrontEndCollector:

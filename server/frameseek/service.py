@@ -28,6 +28,7 @@ from .errors import ServiceError, exhausted, from_media_error, invalid, not_foun
 from .storage import (SAMPLE_BITS, AlreadyExists, CollectionRecord, EmbeddedStorage, FailedPrecondition,
                       InvalidArgument, JobRecord, JobState, NotFound, Storage, StorageError, VideoQuery,
                       VideoRecord, split_sample_ids)
+from .watchdog import Watchdog
 
 log = structlog.get_logger("frameseek.service")
 
@@ -231,12 +232,16 @@ class FrameSeekService:
         self._tasks: set[asyncio.Task] = set()
         self._cancel = threading.Event()
         self._native = None
+        self._watchdog = Watchdog(settings.stall_report_s) if settings.stall_report_s else None
         self.uploads_dir = os.path.join(os.path.abspath(settings.data_dir), "uploads")
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._watchers.bind(loop)
+        if self._watchdog is not None:
+            self._watchdog.start()
+            self._spawn(self._heartbeat())
         t0 = time.perf_counter()
         await loop.run_in_executor(self._io_pool, self._load)
         self.ready = True
@@ -277,6 +282,8 @@ class FrameSeekService:
         """Stop background work and flush storage (snapshot). In-flight RPCs are drained by the server."""
         self.closing = True
         self._cancel.set()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         for t in list(self._tasks):
             t.cancel()
         for pool in (self._ingest_pool, self._query_pool, self._search_pool):
@@ -291,6 +298,17 @@ class FrameSeekService:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         return t
+
+    async def _heartbeat(self) -> None:
+        """The event loop's sign of life for the watchdog (a loop blocked by a call that should
+        have gone to a thread shows up as a stall of "event_loop")."""
+        while True:
+            self._watchdog.beat("event_loop")
+            await asyncio.sleep(self._watchdog.period_s)
+
+    def _beat(self, job: JobRecord) -> None:
+        if self._watchdog is not None:
+            self._watchdog.beat(f"ingest {job.id}")
 
     async def _snapshot_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -614,6 +632,8 @@ class FrameSeekService:
             await loop.run_in_executor(self._io_pool, self._fail_job, job, err)
             raise err from None
         finally:
+            if self._watchdog is not None:
+                self._watchdog.done(f"ingest {job.id}")
             self._pending_ingests -= 1
             metrics.ACTIVE_INGESTS.set(self._pending_ingests)
             if owns_file:
@@ -662,12 +682,14 @@ class FrameSeekService:
     def _ingest_sync(self, rec: CollectionRecord, req: IngestRequest, job: JobRecord, path: str, sha256: str,
                      size: int, is_image: bool) -> IngestResult:
         t0 = time.perf_counter()
+        self._beat(job)  # from here on the watchdog expects progress (a queued job is not stalled)
         job.state = JobState.RUNNING
         self.storage.update_job(job)
         self._watchers.notify(job.id)
         last = [0.0]
 
         def progress(done: int, total: int | None) -> None:
+            self._beat(job)
             now = time.perf_counter()
             job.samples_done, job.samples_total = done, total or 0
             if now - last[0] >= 0.5:  # throttle catalog writes
@@ -701,6 +723,7 @@ class FrameSeekService:
                         external_key=req.external_key, labels=dict(req.labels),
                         filename=req.filename or os.path.basename(req.server_path), model=rec.model,
                         realtime_factor=realtime)
+        self._beat(job)
         try:
             video = self.storage.add_video(rec.id, v, media.timestamps, media.vectors, twins=media.coarse_vectors)
         except StorageError as exc:

@@ -69,6 +69,7 @@ def test_prometheus_metrics(tmp_path):
         assert 'frameseek_requests_total{code="NOT_FOUND",method="GetVideo"} 1.0' in body
         assert 'frameseek_index_vectors{collection="default"} 0.0' in body
         assert "frameseek_request_seconds_bucket" in body and "frameseek_ready 1.0" in body
+        assert "frameseek_stalls_total 0.0" in body  # the watchdog saw nothing stuck
         from frameseek import front_end
         if front_end.available():  # the native front end's counters (health checks are answered natively)
             assert 'frameseek_front_end_calls_total{path="forwarded"}' in body

@@ -172,4 +172,9 @@ inline std::optional<std::uint64_t> as_lookup_id(py::handle id) {
   return v.cast<std::uint64_t>();
 }
 
+// Calls that may wait (on an index lock a writer holds exclusively while it grows the graph or
+// re-fills the walk copy; on a server starting or stopping) run without the GIL: a Python thread
+// waiting there with it would stall every other thread of the process meanwhile.
+inline const py::call_guard<py::gil_scoped_release> kNoGil{};
+
 }  // namespace frameseek::bindings

@@ -29,7 +29,7 @@ void bind_flat(py::module_& m) {
       .def_property_readonly("dim", &FlatIndex::dim)
       .def_property_readonly("metric", [](const FlatIndex& x) { return metric_name(x.metric()); })
       // size/contains wait on the index's lock without the GIL (a writer may hold it a while)
-      .def("__len__", &FlatIndex::size, py::call_guard<py::gil_scoped_release>())
+      .def("__len__", &FlatIndex::size, kNoGil)
       .def("__contains__",
            [](const FlatIndex& x, py::handle id) {
              auto v = as_lookup_id(id);

@@ -91,8 +91,8 @@ void bind_front_end(py::module_& m) {
       .def(py::init<std::string, std::string, std::vector<std::pair<std::string, int>>,
                     std::shared_ptr<SearchDirectory>, std::string>(),
            "address"_a, "backend"_a, "channel_args"_a, "directory"_a, "fast_method"_a)
-      .def("start", &FrontEnd::start, py::call_guard<py::gil_scoped_release>())
-      .def("shutdown", &FrontEnd::shutdown, "grace_s"_a, py::call_guard<py::gil_scoped_release>())
+      .def("start", &FrontEnd::start, kNoGil)
+      .def("shutdown", &FrontEnd::shutdown, "grace_s"_a, kNoGil)
       .def("set_health", &FrontEnd::set_health, "service"_a, "status"_a,
            "Health/Check of `service` answers `status` (grpc.health.v1 ServingStatus number) natively.")
       .def("stats", [](const FrontEnd& f) {

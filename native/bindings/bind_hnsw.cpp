@@ -36,11 +36,6 @@ std::size_t check_ef(py::handle ef) {
   return positive(ef.cast<py::ssize_t>(), "ef");
 }
 
-// Accessors that take the index's lock wait without the GIL: a writer may hold the lock
-// exclusively for a while (growing the graph, re-filling the walk copy), and a Python thread
-// waiting there with the GIL would stall every other thread of the process meanwhile.
-const py::call_guard<py::gil_scoped_release> kNoGil{};
-
 constexpr const char* kClassDoc = R"doc(Approximate nearest-neighbour index (HNSW, hnswlib 0.8 graph on frameseek's SIMD kernels).
 
 Each vector has a uint64 id, a group (its video id; defaults to the id) and a uint32 tag

@@ -110,18 +110,16 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
 
     try:
         c = st.get_collection(COLLECTION)
-        have = st.collection_counts(c.id)[1]
+        vid_i, have = st.collection_counts(c.id)[:2]  # videos and samples filled so far
     except Exception:
         c = st.create_collection(COLLECTION, model="sscd_distilled", dimension=dim, metric="ip",
                                  sampling={"fps": 1.0}, index={"m": 16, "ef_construction": 100, "ef_search": 64})
-        have = 0
+        vid_i = have = 0
     if have >= n:
-        videos = st.catalog.collection_counts(c.id)[0]
         st.close(snapshot=False)
-        return {"vectors": have * (2 if twins else 1), "samples": have, "videos": videos, "fill_s": 0.0,
+        return {"vectors": have * (2 if twins else 1), "samples": have, "videos": vid_i, "fill_s": 0.0,
                 "reused": True}
     t0 = time.perf_counter()
-    vid_i = st.catalog.collection_counts(c.id)[0]
     rng = np.random.default_rng(seed + 7)
     done = have  # samples so far (counted here: a catalog count per video would slow the fill)
     while done < n:

@@ -25,9 +25,9 @@ import structlog
 from . import __version__, matching, metrics
 from .config import Settings
 from .errors import ServiceError, exhausted, from_media_error, invalid, not_found, unavailable
-from .storage import (SAMPLE_BITS, AlreadyExists, CollectionRecord, EmbeddedStorage, FailedPrecondition,
-                      InvalidArgument, JobRecord, JobState, NotFound, Storage, StorageError, VideoQuery,
-                      VideoRecord, split_sample_ids)
+from .storage import (MAX_SAMPLES_PER_VIDEO, SAMPLE_BITS, AlreadyExists, CollectionRecord, EmbeddedStorage,
+                      FailedPrecondition, InvalidArgument, JobRecord, JobState, NotFound, Storage, StorageError,
+                      VideoQuery, VideoRecord, split_sample_ids)
 from .watchdog import Watchdog
 
 log = structlog.get_logger("frameseek.service")
@@ -647,9 +647,9 @@ class FrameSeekService:
         s = rec.sampling
         dedup = s.get("dedup_threshold") or None
         if not query and not max_samples:
-            # a video holds at most 2**SAMPLE_BITS index vectors, its coarse twins included: a long
-            # video at a high rate is sampled on a sparser grid rather than refused once embedded
-            max_samples = (1 << SAMPLE_BITS) // (2 if self.settings.index_coarse_scale else 1)
+            # a video holds at most MAX_SAMPLES_PER_VIDEO index vectors, its coarse twins included:
+            # a long video at a high rate is sampled on a sparser grid rather than refused once embedded
+            max_samples = MAX_SAMPLES_PER_VIDEO // (2 if self.settings.index_coarse_scale else 1)
         return SamplingSettings(fps=fps or float(s.get("fps") or self.settings.default_fps),
                                 max_samples=max_samples or None,
                                 drop_blank=not s.get("keep_blank_frames", False),

@@ -277,9 +277,6 @@ class EmbeddedStorage:
     def collection_counts(self, collection_id: int) -> tuple[int, int, float]:
         return self.catalog.collection_counts(collection_id)
 
-    def index_size(self, collection_id: int) -> int:
-        return len(self._ci(collection_id).index)
-
     # -- videos ---------------------------------------------------------------------------------
     def add_video(self, collection_id: int, video: VideoRecord, timestamps: np.ndarray,
                   vectors: np.ndarray, twins: np.ndarray | None = None) -> VideoRecord:

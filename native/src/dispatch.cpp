@@ -3,9 +3,21 @@
 
 #include <cstdlib>
 #include <stdexcept>
+#if defined(FRAMESEEK_HAVE_X86)
+#include <cpuid.h>
+#endif
 
 namespace frameseek {
 namespace {
+
+#if defined(FRAMESEEK_HAVE_X86)
+// CPUID.1:ECX.F16C directly: clang before 16 has no "f16c" in __builtin_cpu_supports (the AVX2
+// check next to it already covers the OS saving the YMM state these instructions need).
+bool cpu_has_f16c() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+}
+#endif
 
 bool cpu_supports(SimdLevel level) {
   switch (level) {
@@ -13,8 +25,7 @@ bool cpu_supports(SimdLevel level) {
       return true;
 #if defined(FRAMESEEK_HAVE_X86)
     case SimdLevel::Avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case SimdLevel::Avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");

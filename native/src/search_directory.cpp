@@ -12,6 +12,7 @@
 
 #include "frameseek/filter.hpp"
 #include "frameseek/hnsw_index.hpp"
+#include "search_wire.hpp"
 #include "wire.hpp"
 
 namespace frameseek {
@@ -64,17 +65,7 @@ std::shared_ptr<const DirectoryVideo> SearchDirectory::video(std::uint64_t id) c
   return it == videos_.end() ? nullptr : it->second;
 }
 
-namespace {
-
-struct Request {
-  std::string parent;
-  std::vector<float> vector;
-  std::int64_t k = 0, matches = 0, ef = 0;
-  float min_score = 0.0f;
-  // SearchFilter.videos / exclude_videos as (collection, video id)
-  bool has_videos = false;
-  std::vector<std::pair<std::string, std::uint64_t>> videos, exclude;
-};
+namespace search_wire {
 
 // "collections/{c}/videos/{digits}" -> (c, id), as service.parse_video; false when malformed
 // (the Python path then reports it).
@@ -95,6 +86,8 @@ bool parse_video_name(const wire::Span& s, std::pair<std::string, std::uint64_t>
   *out = {coll, id};
   return true;
 }
+
+namespace {
 
 // SearchFilter (labels=1, videos=2, exclude_videos=3). Labels need the catalog: those requests go
 // to the Python path.
@@ -133,6 +126,8 @@ bool parse_options(wire::Reader r, Request* out) {
   return r.ok();
 }
 
+}  // namespace
+
 bool parse_request(const std::uint8_t* data, std::size_t size, Request* out) {
   wire::Reader r(data, size);
   std::uint32_t field, type;
@@ -143,6 +138,7 @@ bool parse_request(const std::uint8_t* data, std::size_t size, Request* out) {
     } else if (field == 2 && type == wire::kLen) {  // packed floats
       auto s = r.bytes();
       if (s.size % 4) return false;
+      if (s.size == 0) continue;  // an empty packed field (memcpy into an empty vector's null data() is UB)
       const std::size_t n = s.size / 4, at = out->vector.size();
       out->vector.resize(at + n);
       std::memcpy(out->vector.data() + at, s.data, s.size);  // little-endian hosts only (x86, arm)
@@ -158,13 +154,41 @@ bool parse_request(const std::uint8_t* data, std::size_t size, Request* out) {
   return r.ok();
 }
 
-using VideoLookup = std::function<std::shared_ptr<const DirectoryVideo>(std::uint64_t)>;
+namespace {
+// encode_search_response in servicer.py: proto3 leaves out zero scalars (but not -0.0)
+bool nonzero(double x) { return x != 0.0 || std::signbit(x); }
+}  // namespace
 
-struct Hit {
-  std::shared_ptr<const DirectoryVideo> video;
-  float score;
-  std::vector<std::pair<double, float>> matches;  // (timestamp, score)
-};
+void encode(const std::vector<Hit>& hits, const std::string& model, std::string* out) {
+  wire::Writer w(out);
+  std::string hit, match;
+  for (const Hit& h : hits) {
+    hit.clear();
+    wire::Writer hw(&hit);
+    hw.bytes_field(1, h.video->video.data(), h.video->video.size());
+    if (nonzero(h.score)) hw.float_field(2, h.score);
+    for (const auto& [t, s] : h.matches) {
+      match.clear();
+      wire::Writer mw(&match);
+      if (nonzero(t)) mw.double_field(1, t);
+      if (nonzero(s)) mw.float_field(2, s);
+      hw.bytes_field(3, match.data(), match.size());
+    }
+    w.bytes_field(1, hit.data(), hit.size());
+  }
+  if (!model.empty()) w.bytes_field(2, model.data(), model.size());
+}
+
+}  // namespace search_wire
+
+namespace {
+
+using search_wire::Hit;
+using search_wire::Request;
+using search_wire::encode;
+using search_wire::parse_request;
+
+using VideoLookup = std::function<std::shared_ptr<const DirectoryVideo>(std::uint64_t)>;
 
 class Collector {
  public:
@@ -218,29 +242,6 @@ class Collector {
   std::vector<Hit> hits_;
   std::unordered_map<std::uint64_t, std::size_t> slot_;
 };
-
-// encode_search_response in servicer.py: proto3 leaves out zero scalars (but not -0.0)
-bool nonzero(double x) { return x != 0.0 || std::signbit(x); }
-
-void encode(const std::vector<Hit>& hits, const std::string& model, std::string* out) {
-  wire::Writer w(out);
-  std::string hit, match;
-  for (const Hit& h : hits) {
-    hit.clear();
-    wire::Writer hw(&hit);
-    hw.bytes_field(1, h.video->video.data(), h.video->video.size());
-    if (nonzero(h.score)) hw.float_field(2, h.score);
-    for (const auto& [t, s] : h.matches) {
-      match.clear();
-      wire::Writer mw(&match);
-      if (nonzero(t)) mw.double_field(1, t);
-      if (nonzero(s)) mw.float_field(2, s);
-      hw.bytes_field(3, match.data(), match.size());
-    }
-    w.bytes_field(1, hit.data(), hit.size());
-  }
-  if (!model.empty()) w.bytes_field(2, model.data(), model.size());
-}
 
 constexpr double kKnnMissSkip = 0.8;      // FrameSeekService.KNN_MISS_SKIP
 constexpr std::uint64_t kKnnProbeEvery = 32;  // FrameSeekService.KNN_PROBE_EVERY

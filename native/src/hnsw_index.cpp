@@ -24,6 +24,7 @@
 #include "frameseek/distance.hpp"
 #include "frameseek/half.hpp"
 #include "frameseek/parallel.hpp"
+#include "hnsw_graph_check.hpp"
 
 namespace frameseek {
 
@@ -1186,6 +1187,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
     std::string p;
     ~Cleanup() { std::remove(p.c_str()); }
   } cleanup{graph_tmp};
+  std::array<unsigned char, detail::HnswlibHeader::kBytes> graph_head{};
   {
     std::ofstream g(graph_tmp, std::ios::binary | std::ios::trunc);
     if (!g) throw std::runtime_error("HnswIndex.load: cannot create temp file " + graph_tmp);
@@ -1193,6 +1195,8 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
     for (std::uint64_t left = h.graph_bytes; left > 0;) {
       std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
       if (!in.read(buf.data(), static_cast<std::streamsize>(chunk))) bad_file(path, "unexpected end of file");
+      if (left == h.graph_bytes)  // the first chunk: hnswlib's header, when the section holds one
+        std::memcpy(graph_head.data(), buf.data(), std::min(chunk, graph_head.size()));
       crc.update(buf.data(), chunk);
       g.write(buf.data(), static_cast<std::streamsize>(chunk));
       left -= chunk;
@@ -1206,6 +1210,10 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
     bad_file(path, "unexpected end of file");
   crc.update(rows.data(), rows_bytes);
   if (crc.value() != stored) bad_file(path, "checksum mismatch (the file is corrupted)");
+  // hnswlib trusts its header for allocations and offsets: check it first (hnsw_graph_check.hpp)
+  const std::string graph_problem = detail::graph_header_problem(
+      graph_head.data(), h.graph_bytes, h.dim, h.M, h.ef_construction, h.capacity, h.n_live);
+  if (!graph_problem.empty()) bad_file(path, graph_problem);
 
   HnswParams params;
   params.M = h.M;
@@ -1221,14 +1229,18 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
   Graph& gr = *idx->hnsw_;
   if (gr.data_size_ != h.dim * sizeof(float) || gr.M_ != h.M)
     bad_file(path, "graph section does not match the header");
+  const std::string links_problem = detail::graph_links_problem(gr);
+  if (!links_problem.empty()) bad_file(path, links_problem);
   if (gr.cur_element_count - gr.num_deleted_ != h.n_live)
     bad_file(path, "graph and id table disagree on the number of vectors");
   idx->meta_.reserve(h.n_live);
   for (const FileRow& r : rows) {
-    auto it = gr.label_lookup_.find(r.id);
+    // by value: FileRow is packed, and binding a reference to its misaligned id is undefined
+    const std::uint64_t id = r.id;
+    auto it = gr.label_lookup_.find(id);
     if (it == gr.label_lookup_.end() || gr.isMarkedDeleted(it->second))
       bad_file(path, "id table names a vector the graph does not hold");
-    idx->meta_[r.id] = Meta{r.group, r.tag};
+    idx->meta_[id] = Meta{r.group, r.tag};
   }
   move_level0_to_huge_pages(gr);
   idx->resize_slots(gr.max_elements_);

@@ -16,7 +16,7 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev \
 	libgrpc++-dev
 
-NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f 2>/dev/null)
+NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f -not -path 'native/fuzz/*' 2>/dev/null)
 # The editable install records the package's modules when it runs, so adding or removing a module
 # needs a reinstall: the stamp's name carries a hash of the module list (not of their contents).
 MODULES_STAMP := $(VENV)/.modules-$(shell find server -name '*.py' 2>/dev/null | LC_ALL=C sort | md5sum | cut -c1-12)
@@ -141,3 +141,62 @@ load-bench: setup sdk-setup
 GHZ_ARGS ?=
 ghz-bench: setup sdk-setup
 	$(GOENV) $(VPY) benchmarks/load/ghz/run.py $(GHZ_ARGS)
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing and sanitizers (native/fuzz/README.md). libFuzzer targets for the native SearchByVector
+# request parser and response encoder and the HNSW snapshot loader, plus the native self-tests,
+# all built with Debian's clang + ASan + UBSan into build/fuzz (CMake project native/fuzz).
+#   make native-check  the self-tests and a short fuzz run per target (fixed seed and run count,
+#                      so it is bounded and repeatable); part of `make test`
+#   make fuzz          longer runs: FUZZ_SECONDS per target (default 600); new inputs go to
+#                      build/fuzz/corpus/<target>, crashes to build/fuzz/artifacts/
+# ---------------------------------------------------------------------------------------------
+FUZZ_APT_PACKAGES := clang libclang-rt-14-dev zlib1g-dev
+FUZZ_BUILD   := build/fuzz
+FUZZ_TARGETS := fuzz_search_request fuzz_search_response fuzz_hnsw_load
+# runs per target in native-check: ~20-30 s each on one CI core
+FUZZ_RUNS_fuzz_search_request  ?= 1000000
+FUZZ_RUNS_fuzz_search_response ?= 100000
+FUZZ_RUNS_fuzz_hnsw_load       ?= 20000
+FUZZ_SECONDS ?= 600
+SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+FUZZ_FLAGS = -seed=1 -timeout=60 -artifact_prefix=$(FUZZ_BUILD)/artifacts/ -print_final_stats=1
+
+.PHONY: fuzz-packages fuzz-build native-check sanitize-check fuzz
+fuzz-packages:
+	@if ! dpkg -s $(FUZZ_APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing fuzz/sanitizer packages: $(FUZZ_APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(FUZZ_APT_PACKAGES); \
+	fi
+
+# the venv's Python fetches hnswlib's headers (native/cmake/hnswlib.cmake)
+fuzz-build: fuzz-packages | $(VENV)/bin/python
+	cmake -S native/fuzz -B $(FUZZ_BUILD) -G Ninja -DCMAKE_CXX_COMPILER=clang++ \
+	  -DPython_EXECUTABLE=$(CURDIR)/$(VPY) >/dev/null
+	cmake --build $(FUZZ_BUILD)
+
+native-check: sanitize-check $(addprefix fuzz-check-,$(FUZZ_TARGETS))
+
+sanitize-check: fuzz-build
+	$(SANITIZER_ENV) $(FUZZ_BUILD)/kernel_selfcheck | tail -1
+	$(SANITIZER_ENV) $(FUZZ_BUILD)/sanitize_selftest
+
+# fuzz-check-<target>: new inputs go to a scratch corpus, the repository's corpus is only read
+fuzz-check-%: fuzz-build
+	@rm -rf $(FUZZ_BUILD)/check-corpus/$* && mkdir -p $(FUZZ_BUILD)/check-corpus/$* $(FUZZ_BUILD)/artifacts
+	@echo "fuzz $*: $(FUZZ_RUNS_$*) runs"
+	@$(SANITIZER_ENV) $(FUZZ_BUILD)/$* $(FUZZ_FLAGS) -runs=$(FUZZ_RUNS_$*) \
+	  $(FUZZ_BUILD)/check-corpus/$* native/fuzz/corpus/$* > $(FUZZ_BUILD)/$*.log 2>&1 \
+	  || { tail -60 $(FUZZ_BUILD)/$*.log; exit 1; }
+	@grep -E "^#[0-9]+[[:space:]]+DONE" $(FUZZ_BUILD)/$*.log
+
+fuzz: $(addprefix fuzz-long-,$(FUZZ_TARGETS))
+
+fuzz-long-%: fuzz-build
+	@mkdir -p $(FUZZ_BUILD)/corpus/$* $(FUZZ_BUILD)/artifacts
+	$(SANITIZER_ENV) $(FUZZ_BUILD)/$* $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
+	  $(FUZZ_BUILD)/corpus/$* native/fuzz/corpus/$*
+
+test: native-check

@@ -148,8 +148,8 @@ ghz-bench: setup sdk-setup
 # all built with Debian's clang + ASan + UBSan into build/fuzz (CMake project native/fuzz).
 #   make native-check  the self-tests and a short fuzz run per target (fixed seed and run count,
 #                      so it is bounded and repeatable); part of `make test`
-#   make fuzz          longer runs: FUZZ_SECONDS per target (default 600); new inputs go to
-#                      build/fuzz/corpus/<target>, crashes to build/fuzz/artifacts/
+#   make fuzz          longer runs (random seed): FUZZ_SECONDS per target (default 600); new
+#                      inputs go to build/fuzz/corpus/<target>, crashes to build/fuzz/artifacts/
 # ---------------------------------------------------------------------------------------------
 FUZZ_APT_PACKAGES := clang libclang-rt-14-dev zlib1g-dev
 FUZZ_BUILD   := build/fuzz
@@ -161,7 +161,7 @@ FUZZ_RUNS_fuzz_hnsw_load       ?= 20000
 FUZZ_SECONDS ?= 600
 SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
                  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-FUZZ_FLAGS = -seed=1 -timeout=60 -artifact_prefix=$(FUZZ_BUILD)/artifacts/ -print_final_stats=1
+FUZZ_FLAGS = -timeout=60 -artifact_prefix=$(FUZZ_BUILD)/artifacts/ -print_final_stats=1
 
 .PHONY: fuzz-packages fuzz-build native-check sanitize-check fuzz
 fuzz-packages:
@@ -187,16 +187,23 @@ sanitize-check: fuzz-build
 fuzz-check-%: fuzz-build
 	@rm -rf $(FUZZ_BUILD)/check-corpus/$* && mkdir -p $(FUZZ_BUILD)/check-corpus/$* $(FUZZ_BUILD)/artifacts
 	@echo "fuzz $*: $(FUZZ_RUNS_$*) runs"
-	@$(SANITIZER_ENV) $(FUZZ_BUILD)/$* $(FUZZ_FLAGS) -runs=$(FUZZ_RUNS_$*) \
+	@$(SANITIZER_ENV) $(FUZZ_BUILD)/$* $(FUZZ_FLAGS) -seed=1 -runs=$(FUZZ_RUNS_$*) \
 	  $(FUZZ_BUILD)/check-corpus/$* native/fuzz/corpus/$* > $(FUZZ_BUILD)/$*.log 2>&1 \
 	  || { tail -60 $(FUZZ_BUILD)/$*.log; exit 1; }
 	@grep -E "^#[0-9]+[[:space:]]+DONE" $(FUZZ_BUILD)/$*.log
 
-fuzz: $(addprefix fuzz-long-,$(FUZZ_TARGETS))
+fuzz: $(addprefix fuzz-long-,$(FUZZ_TARGETS)) fuzz-long-fuzz_vectorlog
 
 fuzz-long-%: fuzz-build
 	@mkdir -p $(FUZZ_BUILD)/corpus/$* $(FUZZ_BUILD)/artifacts
 	$(SANITIZER_ENV) $(FUZZ_BUILD)/$* $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
 	  $(FUZZ_BUILD)/corpus/$* native/fuzz/corpus/$*
+
+# the vector-log target is Python (atheris, a dev dependency); its bounded run is a pytest test
+# (tests/server/test_vectorlog_fuzz.py)
+fuzz-long-fuzz_vectorlog: setup
+	@mkdir -p $(FUZZ_BUILD)/corpus/fuzz_vectorlog $(FUZZ_BUILD)/artifacts
+	$(VPY) native/fuzz/fuzz_vectorlog.py $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
+	  $(FUZZ_BUILD)/corpus/fuzz_vectorlog native/fuzz/corpus/fuzz_vectorlog
 
 test: native-check

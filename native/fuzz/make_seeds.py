@@ -73,7 +73,7 @@ def snapshot_seeds() -> None:
             index = N.HnswIndex(4, metric, max_elements=16, M=2, ef_construction=8, seed=1)
             if n:
                 ids = np.arange(n, dtype=np.uint64) + 100
-                index.add(ids, rng.standard_normal((n, 4)).astype(np.float32), groups=ids // 3)
+                index.add(ids, rng.standard_normal((n, 4)).astype(np.float32), groups=ids // 3, threads=1)
                 index.remove(ids[:removed])
             path = Path(tmp) / "index.fsh"
             index.save(str(path))
@@ -83,8 +83,29 @@ def snapshot_seeds() -> None:
             write("fuzz_hnsw_load", f"{name}-raw", b"\x00" + data)
 
 
+def vectorlog_seeds() -> None:
+    """Segments written by VectorLog itself (dimension 4, as fuzz_vectorlog.py reads them)."""
+    from frameseek.storage.vectorlog import VectorLog, segment_path
+
+    rng = np.random.default_rng(9)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = VectorLog(tmp, 4)
+        list(log.replay(1))
+        header = Path(segment_path(tmp, 1)).read_bytes()
+        for video, n in ((1, 1), (2, 3), (3, 2)):
+            log.append(video, rng.standard_normal((n, 4)).astype(np.float32))
+        log.close()
+        three = Path(segment_path(tmp, 1)).read_bytes()
+    # flag byte: bit 0 = this segment is sealed (an intact newer one follows)
+    write("fuzz_vectorlog", "three-records", b"\x00" + three)
+    write("fuzz_vectorlog", "three-records-sealed", b"\x01" + three)
+    write("fuzz_vectorlog", "header-only", b"\x00" + header)
+    write("fuzz_vectorlog", "torn-tail", b"\x00" + three[:-5])
+
+
 def main() -> int:
     request_seeds()
+    vectorlog_seeds()
     response_seeds()
     snapshot_seeds()
     total = sum(f.stat().st_size for f in CORPUS.rglob("*") if f.is_file())

@@ -163,7 +163,7 @@ SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_chec
                  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 FUZZ_FLAGS = -timeout=60 -artifact_prefix=$(FUZZ_BUILD)/artifacts/ -print_final_stats=1
 
-.PHONY: fuzz-packages fuzz-build native-check sanitize-check fuzz
+.PHONY: fuzz-packages fuzz-build native-check sanitize-check sanitize-python-check fuzz
 fuzz-packages:
 	@if ! dpkg -s $(FUZZ_APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "installing fuzz/sanitizer packages: $(FUZZ_APT_PACKAGES)"; \
@@ -177,11 +177,26 @@ fuzz-build: fuzz-packages | $(VENV)/bin/python
 	  -DPython_EXECUTABLE=$(CURDIR)/$(VPY) >/dev/null
 	cmake --build $(FUZZ_BUILD)
 
-native-check: sanitize-check $(addprefix fuzz-check-,$(FUZZ_TARGETS))
+native-check: sanitize-check sanitize-python-check $(addprefix fuzz-check-,$(FUZZ_TARGETS))
 
 sanitize-check: fuzz-build
 	$(SANITIZER_ENV) $(FUZZ_BUILD)/kernel_selfcheck | tail -1
 	$(SANITIZER_ENV) $(FUZZ_BUILD)/sanitize_selftest
+
+# tests/native against an ASan + UBSan build of the module (native/fuzz/asan_pytest.py says why
+# LD_PRELOAD, no leak detection and no faulthandler)
+ASAN_MODULE_BUILD := build/asan-module
+SANITIZE_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+sanitize-python-check: fuzz-packages $(VENV)/.installed
+	cmake -S . -B $(ASAN_MODULE_BUILD) -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  "-DCMAKE_CXX_FLAGS=$(SANITIZE_FLAGS) -DNO_MANUAL_VECTORIZATION" \
+	  "-DCMAKE_SHARED_LINKER_FLAGS=$(SANITIZE_FLAGS) -shared-libsan" -DPython_EXECUTABLE=$(CURDIR)/$(VPY) \
+	  -Dpybind11_DIR=$$($(VPY) -m pybind11 --cmakedir) >/dev/null
+	cmake --build $(ASAN_MODULE_BUILD) --target _native
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  LD_PRELOAD=$$(clang++ -print-file-name=libclang_rt.asan-x86_64.so) $(VPY) -X faulthandler=0 \
+	  native/fuzz/asan_pytest.py $(ASAN_MODULE_BUILD)/native/_native$$($(VPY) -c \
+	  'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))') -p no:faulthandler -q tests/native
 
 # fuzz-check-<target>: new inputs go to a scratch corpus, the repository's corpus is only read
 fuzz-check-%: fuzz-build

@@ -186,7 +186,8 @@ sanitize-check: fuzz-build
 # tests/native against an ASan + UBSan build of the module (native/fuzz/asan_pytest.py says why
 # LD_PRELOAD, no leak detection and no faulthandler)
 ASAN_MODULE_BUILD := build/asan-module
-SANITIZE_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SANITIZE_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+                  -fsanitize-ignorelist=$(CURDIR)/native/fuzz/ubsan-ignorelist.txt
 sanitize-python-check: fuzz-packages $(VENV)/.installed
 	cmake -S . -B $(ASAN_MODULE_BUILD) -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  "-DCMAKE_CXX_FLAGS=$(SANITIZE_FLAGS) -DNO_MANUAL_VECTORIZATION" \

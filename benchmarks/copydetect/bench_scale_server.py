@@ -375,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = a.data_dir or CACHE / f"scale-data-{a.videos}-{a.frames}{'-twins' if twins else ''}" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     n = a.videos * a.frames
-    print(f"filling {a.videos:,} videos x {a.frames} samples ({n:,} x {DIM}{', and a coarse twin each' if twins else ''})"
+    twin_note = ", and a coarse twin each" if twins else ""
+    print(f"filling {a.videos:,} videos x {a.frames} samples ({n:,} x {DIM}{twin_note})"
           f" into {data_dir} ...", flush=True)
     fill_info = bench_search.fill(data_dir, n, DIM, a.frames, profile="static", twins=twins)
     print(f"  {fill_info}", flush=True)

@@ -125,7 +125,7 @@ def title_card(out: Path, text: str, seconds: float, color: str) -> None:
     """A static title card (solid colour, a box, and text when the font exists)."""
     if out.exists():
         return
-    vf = f"drawbox=x=40:y=80:w=240:h=80:color=white@0.8:t=fill"
+    vf = "drawbox=x=40:y=80:w=240:h=80:color=white@0.8:t=fill"
     if FONT.exists():
         vf += f",drawtext=fontfile={FONT}:text='{text}':x=(w-tw)/2:y=110:fontsize=22:fontcolor=black"
     _run(["-f", "lavfi", "-i", f"color=c={color}:s={W}x{H}:r={FPS}:d={seconds}", "-vf", vf, *_enc(20), str(out)])

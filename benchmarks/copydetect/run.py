@@ -588,7 +588,8 @@ def print_table(rep: dict) -> None:
         ins = ", ".join(f"{t} {a}/{b}" for t, (a, b) in rg["queries_with_inset"].items() if a)
         print(f"query regions: {rg['mode']}; inset detected in: {ins or 'none'}")
         if rg["timed_queries"]:
-            print(f"query embedding ({rg['timed_queries']} queries, timed when first embedded) {rg['query_embed_wall_s']:.1f} s "
+            print(f"query embedding ({rg['timed_queries']} queries, timed when first embedded) "
+                  f"{rg['query_embed_wall_s']:.1f} s "
                   f"wall, of which regions (inset detection + second pass + crop embeddings) {rg['regions_s']:.1f} s")
             pc = rg["cost_by_transform"].get("pip")
             if pc and pc[0] > pc[1]:

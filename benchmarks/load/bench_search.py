@@ -97,7 +97,7 @@ def fill(data_dir: pathlib.Path, n: int, dim: int, per_video: int, profile: str 
     then one snapshot. Reuses (and resumes) a filled dir. `twins`: every sample also gets a coarse
     twin (Storage.add_video(twins=...), as ingest with Settings.index_coarse_scale): a vector near
     it (cosine ~0.9), so the index holds 2n vectors."""
-    from frameseek.storage import EmbeddedStorage, VideoRecord
+    from frameseek.storage import EmbeddedStorage
 
     st = EmbeddedStorage(str(data_dir), snapshot_every=10**12)
     st.open()
@@ -548,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
                              "concurrency": threads, **r})
                 print(rows[-1], flush=True)
     print()
-    print(f"index: {fill_info['vectors']} x {ns.dim} ({fill_info.get('videos')} videos, profile {ns.profile}; HNSW M=16 "
+    print(f"index: {fill_info['vectors']} x {ns.dim} ({fill_info.get('videos')} videos, profile {ns.profile}; "
+          "HNSW M=16 "
           f"ef_c=100 ef=64), restart s by server {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
           f"python client procs={ns.client_procs}")
     print(f"source video first (recall@1 of the copied video, 300 queries): {recall}")
@@ -565,7 +566,7 @@ def table(rows: list[dict]) -> str:
     out = ["| server | driver | rpc | conc | QPS | p50 ms | p95 ms | p99 ms | server CPU us/call | server CPU | "
            "driver CPU | errors |", "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        pct = lambda k: f"{100 * r[k]:.0f}%" if k in r else "-"  # noqa: E731
+        pct = lambda k, r=r: f"{100 * r[k]:.0f}%" if k in r else "-"  # noqa: E731
         out.append(f"| {r['workers']} | {r['driver']} | {r['rpc']} | {r['concurrency']} | {r['qps']:.0f} | "
                    f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
                    f"{r.get('server_cpu_us_per_call', '-')} | {pct('server_cpu_share')} | {pct('driver_cpu_share')} | "

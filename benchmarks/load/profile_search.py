@@ -107,7 +107,8 @@ async def profile(data_dir: pathlib.Path, payloads: list[bytes], calls: int, rep
     out["serialize response"] = _per_call_us(resp.SerializeToString, calls, repeats)
 
     # the handler's layers one by one (same calls as the handler makes; works on older revisions too)
-    from frameseek import metrics, servicer as servicer_mod
+    from frameseek import metrics
+    from frameseek import servicer as servicer_mod
 
     opts_of = servicer_mod._search_options
     out["  layer: request options -> SearchOptions"] = _per_call_us(lambda: opts_of(nxt(reqs).options), calls, repeats)

@@ -100,7 +100,7 @@ def main() -> None:
             *a, _native.neighbor_idf_weights(a[1], a[2], a[4]))),
         ("numpy/Python baseline", lambda a: baseline_aggregate(*a)),
     ]:
-        secs = [timeit(lambda a=a: fn(a), args.repeat) for a, _ in queries]
+        secs = [timeit(lambda a=a, fn=fn: fn(a), args.repeat) for a, _ in queries]
         per = float(np.mean(secs))
         rows.append({"implementation": name, "us_per_query": per * 1e6, "queries_per_s": 1 / per})
     base_us = rows[-1]["us_per_query"]
@@ -122,7 +122,8 @@ def main() -> None:
     out.write_text(json.dumps({
         "benchmark": "aggregate", "query_frames": Q, "k": K, "queries": args.queries, "repeat": args.repeat,
         "speeds": len(_native.aggregate_speed_grid()), "rows": rows, "native_correct": int(native_ok),
-        "baseline_agrees": int(agree), "max_top_score_diff": score_diff, "machine": platform.processor() or platform.machine(),
+        "baseline_agrees": int(agree), "max_top_score_diff": score_diff,
+        "machine": platform.processor() or platform.machine(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }, indent=2))
     print(f"wrote {out}")

@@ -60,17 +60,18 @@ def worker(level: str, data: str, queries: str, k: int, threads_list: list[int],
         index.add(ids, np.ascontiguousarray(x), tags=tags)
         label = "FlatIndex.search" + (" fp16" if storage == "float16" else "")
         for t in threads_list:
-            best, med = timeit(lambda: index.search(q[:1], k, threads=t), repeats)
+            best, med = timeit(lambda index=index, t=t: index.search(q[:1], k, threads=t), repeats)
             out.append({"case": "single", "impl": label, "simd": single_simd, "threads": t,
                         "best_s": best, "median_s": med})
             if single_only:
                 continue
-            best, med = timeit(lambda: index.search(q, k, threads=t), max(2, repeats // 2))
+            best, med = timeit(lambda index=index, t=t: index.search(q, k, threads=t), max(2, repeats // 2))
             out.append({"case": "batch", "impl": label, "simd": level, "threads": t,
                         "best_s": best, "median_s": med})
             if storage == "float32":
                 f = _native.Filter(tags=[0])
-                best, med = timeit(lambda: index.search(q, k, filter=f, threads=t), max(2, repeats // 2))
+                best, med = timeit(lambda index=index, f=f, t=t: index.search(q, k, filter=f, threads=t),
+                                   max(2, repeats // 2))
                 out.append({"case": "batch", "impl": label + " filter 50%", "simd": level,
                             "threads": t, "best_s": best, "median_s": med})
         if storage == "float32":
@@ -131,7 +132,8 @@ def main() -> None:
                 *timeit(sgemm_topk, max(2, args.repeats // 2)))
         fx = faiss.IndexFlatIP(args.dim)
         fx.add(x)
-        add("batch", "faiss IndexFlatIP", "faiss", t, *timeit(lambda: fx.search(q, args.k), max(2, args.repeats // 2)))
+        add("batch", "faiss IndexFlatIP", "faiss", t,
+            *timeit(lambda fx=fx: fx.search(q, args.k), max(2, args.repeats // 2)))
         if t == threads_list[-1]:
             _, faiss_ids = fx.search(q, args.k)
         del fx
@@ -171,7 +173,8 @@ def main() -> None:
     print(f"\nflat search, {args.n} x {args.dim} float32 video-like ({gbytes:.2f} GB), "
           f"k={args.k}, batch={args.nq}; host {platform.machine()}, {os.cpu_count()} cores, "
           f"loadavg {os.getloadavg()[0]:.2f} at end (shared machine)")
-    hdr = f"{'case':7} {'implementation':34} {'simd':11} {'thr':>4} {'best ms':>9} {'median ms':>10} {'GB/s':>6} {'QPS':>8}  note"
+    hdr = (f"{'case':7} {'implementation':34} {'simd':11} {'thr':>4} {'best ms':>9} {'median ms':>10} {'GB/s':>6} "
+           f"{'QPS':>8}  note")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:

@@ -119,27 +119,28 @@ def main() -> None:
         ours = _native.HnswIndex(args.dim, "ip", max_elements=args.n, M=M,
                                  ef_construction=args.ef_construction)
         builds[name] = add_by_video(
-            lambda s, e: ours.add(ids[s:e], x[s:e], groups=groups[s:e], tags=tags[s:e], threads=threads), groups)
+            lambda s, e, ours=ours: ours.add(ids[s:e], x[s:e], groups=groups[s:e], tags=tags[s:e], threads=threads),
+            groups)
         print(f"built {name} in {builds[name]:.1f}s", flush=True)
 
-        def sweep_ours(filt=None, truth_=truth):
+        def sweep_ours(ours, filt=None, truth_=truth):
             rows = []
             for ef in NARROW_EFS + EFS:
                 ours.ef = ef
                 found = ours.search(q, k, filter=filt, threads=1)[0]
                 assert (found != _native.NO_ID).all(), "every run returns k results"
-                t = best_time(lambda: ours.search(q, k, filter=filt, threads=1), args.repeats)
+                t = best_time(lambda ef=ef: ours.search(q, k, filter=filt, threads=1), args.repeats)
                 rows.append({"ef": ef, "recall": recall(found, truth_), "qps": args.nq / t})
             return rows
 
-        curves[name] = sweep_ours()
+        curves[name] = sweep_ours(ours)
         if M == args.M:
-            curves["ours filter 50% vectors"] = sweep_ours(half_tag, truth_ft)
-            curves["ours filter 50% videos"] = sweep_ours(half_video, truth_fv)
+            curves["ours filter 50% vectors"] = sweep_ours(ours, half_tag, truth_ft)
+            curves["ours filter 50% videos"] = sweep_ours(ours, half_video, truth_fv)
             group_rows = []
             for ef in (10, 16, 24, 32, 48):
                 g = ours.search_groups(q, k, ef=ef, threads=1)[0]
-                t = best_time(lambda: ours.search_groups(q, k, ef=ef, threads=1), 1)
+                t = best_time(lambda ours=ours, ef=ef: ours.search_groups(q, k, ef=ef, threads=1), 1)
                 group_rows.append({"ef": ef, "recall": recall(g, truth_g), "qps": args.nq / t})
         del ours
 
@@ -148,13 +149,13 @@ def main() -> None:
             name = f"hnswlib M={M}"
             h = hnswlib.Index("ip", args.dim)
             h.init_index(args.n, M=M, ef_construction=args.ef_construction, random_seed=100)
-            builds[name] = add_by_video(lambda s, e: h.add_items(x[s:e], ids[s:e], num_threads=threads), groups)
+            builds[name] = add_by_video(lambda s, e, h=h: h.add_items(x[s:e], ids[s:e], num_threads=threads), groups)
             print(f"built {name} in {builds[name]:.1f}s", flush=True)
             rows = []
             for ef in EFS:
                 h.set_ef(max(ef, k))
                 found = h.knn_query(q, k, num_threads=1)[0]
-                t = best_time(lambda: h.knn_query(q, k, num_threads=1), args.repeats)
+                t = best_time(lambda h=h: h.knn_query(q, k, num_threads=1), args.repeats)
                 rows.append({"ef": max(ef, k), "recall": recall(found, truth), "qps": args.nq / t})
             curves[name] = rows
             del h
@@ -165,14 +166,14 @@ def main() -> None:
             f = faiss.IndexHNSWFlat(args.dim, M, faiss.METRIC_INNER_PRODUCT)
             f.hnsw.efConstruction = args.ef_construction
             faiss.omp_set_num_threads(threads)
-            builds[name] = add_by_video(lambda s, e: f.add(x[s:e]), groups)
+            builds[name] = add_by_video(lambda s, e, f=f: f.add(x[s:e]), groups)
             print(f"built {name} in {builds[name]:.1f}s", flush=True)
             faiss.omp_set_num_threads(1)
             rows = []
             for ef in EFS:
                 f.hnsw.efSearch = max(ef, k)
                 found = f.search(q, k)[1]
-                t = best_time(lambda: f.search(q, k), args.repeats)
+                t = best_time(lambda f=f: f.search(q, k), args.repeats)
                 rows.append({"ef": max(ef, k), "recall": recall(found, truth), "qps": args.nq / t})
             curves[name] = rows
             del f
@@ -239,7 +240,8 @@ def main() -> None:
     # more of the graph and ends at a higher recall. The fair comparison is QPS at equal recall.
     print(f"\nfiltered vs unfiltered, frameseek M={args.M}, at equal recall (best ef reaching it; recall of the "
           "filtered runs vs exact filtered search)")
-    print(f"{'recall':>7} {'unfiltered qps':>15} {'50% vectors qps':>16} {'ratio':>6} {'50% videos qps':>15} {'ratio':>6}")
+    print(f"{'recall':>7} {'unfiltered qps':>15} {'50% vectors qps':>16} {'ratio':>6} {'50% videos qps':>15} "
+          f"{'ratio':>6}")
     filt_equal = []
     for r in FILTER_TARGETS:
         u = qps_at(curves[ours_main], r)
@@ -267,7 +269,8 @@ def main() -> None:
     out.write_text(json.dumps({
         "args": vars(args), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                         "simd": _native.simd_level()},
-        "build_s": builds, "curves": curves, "qps_at_recall": summary, "filtered": filt_rows, "filtered_equal_recall": filt_equal,
+        "build_s": builds, "curves": curves, "qps_at_recall": summary, "filtered": filt_rows,
+        "filtered_equal_recall": filt_equal,
         "groups": group_rows,
     }, indent=2))
     print(f"\nwrote {out}")

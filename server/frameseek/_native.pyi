@@ -1,9 +1,10 @@
 """Typed surface of the compiled module frameseek._native (see native/bindings)."""
 
-import numpy as np
-import numpy.typing as npt
 from collections.abc import Iterable
 from typing import TypedDict
+
+import numpy as np
+import numpy.typing as npt
 
 # ---------------------------------------------------------------------------------------------
 # kernels stream: SIMD dispatch, Filter, NO_ID, FlatIndex (native/bindings/bind_distance.cpp,

@@ -6,12 +6,10 @@ Human-readable output by default, `--json` for machines. Clients find the server
 from __future__ import annotations
 
 import json
-import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from google.protobuf.json_format import MessageToDict
@@ -30,7 +28,7 @@ VIDEO_EXT = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", "
              ".ogv", ".gif"}
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
-Server = Annotated[Optional[str], typer.Option("--server", "-s", envvar="FRAMESEEK_SERVER",
+Server = Annotated[str | None, typer.Option("--server", "-s", envvar="FRAMESEEK_SERVER",
                                                 help="HOST:PORT of the server [default: 127.0.0.1:50051]")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 Collection = Annotated[str, typer.Option("--collection", "-c", help="collection (default: the server's default)")]
@@ -80,16 +78,16 @@ def _ts(t: float) -> str:
 
 @app.command()
 def serve(
-    address: Annotated[Optional[str], typer.Option(help="HOST:PORT to listen on [default: 127.0.0.1:50051]")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="data directory [default: ./data]")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML config file (or FRAMESEEK_CONFIG)")] = None,
-    metrics_address: Annotated[Optional[str], typer.Option(help="Prometheus HOST:PORT, '' = off")] = None,
-    log_format: Annotated[Optional[str], typer.Option(help="console | json")] = None,
-    port_file: Annotated[Optional[str], typer.Option(help="write the bound port here once listening")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="serving processes sharing the port: 1 primary (all "
+    address: Annotated[str | None, typer.Option(help="HOST:PORT to listen on [default: 127.0.0.1:50051]")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="data directory [default: ./data]")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file (or FRAMESEEK_CONFIG)")] = None,
+    metrics_address: Annotated[str | None, typer.Option(help="Prometheus HOST:PORT, '' = off")] = None,
+    log_format: Annotated[str | None, typer.Option(help="console | json")] = None,
+    port_file: Annotated[str | None, typer.Option(help="write the bound port here once listening")] = None,
+    workers: Annotated[int | None, typer.Option(help="serving processes sharing the port: 1 primary (all "
                                                    "writes) + N-1 search replicas; raise up to the core count "
                                                    "when searches saturate one core [default: 1]")] = None,
-    front_end: Annotated[Optional[str], typer.Option(help="native: a C++ gRPC server answers SearchByVector and "
+    front_end: Annotated[str | None, typer.Option(help="native: a C++ gRPC server answers SearchByVector and "
                                                      "passes the rest to Python; python: grpc.aio only "
                                                      "[default: native]")] = None,
 ) -> None:
@@ -123,7 +121,7 @@ def _collect(paths: list[Path]) -> list[Path]:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or directories (searched recursively)")],
     collection: Collection = "",
-    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="KEY=VALUE, repeatable")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE, repeatable")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=32, help="parallel uploads")] = 4,
     force: Annotated[bool, typer.Option(help="upload even when the same bytes are already indexed")] = False,
     server: Server = None,
@@ -202,7 +200,7 @@ def search_image(
     matches: Annotated[int, typer.Option(min=1, max=100, help="timestamps per video")] = 3,
     min_score: float = 0.0,
     collection: Collection = "",
-    label: Annotated[Optional[list[str]], typer.Option("--label", "-l")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
     server: Server = None,
     as_json: Json = False,
 ) -> None:
@@ -249,7 +247,7 @@ def search_video(
 @app.command()
 def videos(
     collection: Collection = "",
-    label: Annotated[Optional[list[str]], typer.Option("--label", "-l")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
     limit: Annotated[int, typer.Option(min=1, help="most videos to list")] = 100,
     server: Server = None,
     as_json: Json = False,

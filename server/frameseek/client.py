@@ -17,7 +17,8 @@ import io
 import os
 import time
 import uuid
-from typing import BinaryIO, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -40,7 +41,7 @@ class FrameSeekError(Exception):
         self.code, self.message, self.reason, self.metadata = code, message, reason, metadata or {}
 
     @classmethod
-    def from_rpc(cls, err: grpc.RpcError) -> "FrameSeekError":
+    def from_rpc(cls, err: grpc.RpcError) -> FrameSeekError:
         reason, md = "", {}
         try:
             from google.rpc import error_details_pb2
@@ -113,7 +114,7 @@ class Client:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:

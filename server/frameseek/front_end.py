@@ -79,8 +79,7 @@ class NativeFrontEnd:
             log.warning("front_end_fast_path_off", reason="storage without a local index")
             return {"fast_path": False}
         storage.add_observer(self)  # first, so nothing committed from now on is missed
-        with storage._colls_lock:
-            colls = [(ci.rec, ci.index) for ci in storage._colls.values()]
+        colls = storage.live_collections()
         for rec, index in colls:
             self.collection_added(rec, index)
         n = 0

@@ -27,7 +27,8 @@ pipeline, so they never vote):
 4. **Score**: the aggregation's score is `sum(matched query time x weight x similarity) / query
    time`. Here similarities are first rescaled to the margin above `min_similarity`
    (`calibrated_sims`), so chance matches near the floor add ~0 and exact copies ~1, and static
-   query frames (a held title card) count as one piece of evidence (`redundancy_weights`). `COPY_THRESHOLD` is the default decision threshold, picked once on the harness
+   query frames (a held title card) count as one piece of evidence (`redundancy_weights`).
+   `COPY_THRESHOLD` is the default decision threshold, picked once on the harness
    (benchmarks/copydetect, README "Copy detection") and not tuned per transform.
 5. **Re-alignment** (`refine_alignment`, for the matches that get reported): each segment is
    re-placed on the line that best explains the query against *all* frames of that reference
@@ -39,8 +40,9 @@ pipeline, so they never vote):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 

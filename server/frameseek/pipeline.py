@@ -18,8 +18,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -124,12 +125,12 @@ class SamplingSettings:
         return self.fps
 
     @classmethod
-    def reference(cls, **kw: Any) -> "SamplingSettings":
+    def reference(cls, **kw: Any) -> SamplingSettings:
         """Defaults for videos being indexed (denser grid)."""
         return cls(fps=kw.pop("fps", REFERENCE_FPS), **kw)
 
     @classmethod
-    def query(cls, **kw: Any) -> "SamplingSettings":
+    def query(cls, **kw: Any) -> SamplingSettings:
         """Defaults for query clips (1 fps, with the coarse view)."""
         return cls(fps=kw.pop("fps", QUERY_FPS), coarse_scale=kw.pop("coarse_scale", QUERY_COARSE_SCALE), **kw)
 

@@ -15,8 +15,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -25,9 +26,23 @@ import structlog
 from . import __version__, matching, metrics
 from .config import Settings
 from .errors import ServiceError, exhausted, from_media_error, invalid, not_found, unavailable
-from .storage import (MAX_SAMPLES_PER_VIDEO, SAMPLE_BITS, AlreadyExists, CollectionRecord, EmbeddedStorage,
-                      FailedPrecondition, InvalidArgument, JobRecord, JobState, NotFound, Storage, StorageError,
-                      VideoQuery, VideoRecord, split_sample_ids)
+from .storage import (
+    MAX_SAMPLES_PER_VIDEO,
+    SAMPLE_BITS,
+    AlreadyExists,
+    CollectionRecord,
+    EmbeddedStorage,
+    FailedPrecondition,
+    InvalidArgument,
+    JobRecord,
+    JobState,
+    NotFound,
+    Storage,
+    StorageError,
+    VideoQuery,
+    VideoRecord,
+    split_sample_ids,
+)
 from .watchdog import Watchdog
 
 log = structlog.get_logger("frameseek.service")
@@ -340,7 +355,7 @@ class FrameSeekService:
         """The index's own count (a video's vectors are its samples plus their coarse twins, if
         any), not a running sum; a collection deleted meanwhile is skipped."""
         try:
-            metrics.INDEX_VECTORS.labels(self._coll_name(collection_id)).set(self.storage.vectors_of(collection_id))
+            metrics.INDEX_VECTORS.labels(self.collection_id_of(collection_id)).set(self.storage.vectors_of(collection_id))
         except Exception:
             pass
 
@@ -412,7 +427,7 @@ class FrameSeekService:
         a read. One SQLite pragma when nothing changed; see storage/replica.py."""
         if self.storage.changed():
             await self._io(self.storage.sync)
-            live = self.storage._colls
+            live = {rec.id for rec, _ in self.storage.live_collections()}
             for name, rec in list(self._coll_cache.items()):
                 if rec.id not in live:
                     self._coll_cache.pop(name, None)
@@ -455,9 +470,10 @@ class FrameSeekService:
         return self.storage.video_records(limit)
 
     def video_name(self, v: VideoRecord) -> str:
-        return f"collections/{self._coll_name(v.collection_id)}/videos/{v.id}"
+        return f"collections/{self.collection_id_of(v.collection_id)}/videos/{v.id}"
 
-    def _coll_name(self, collection_id: int) -> str:
+    def collection_id_of(self, collection_id: int) -> str:
+        """The collection id (the name in 'collections/{id}') of a catalog collection number."""
         name = self._coll_names.get(collection_id)
         if name is None:
             name = self._coll_names[collection_id] = self.storage.collection_by_id(collection_id).name
@@ -474,7 +490,7 @@ class FrameSeekService:
         vids, total = await self._io(self.storage.list_videos, q, int(before) if before else None, size + 1)
         nxt = _encode_token("v", str(vids[size - 1].id)) if len(vids) > size else ""
         for v in vids:  # warm the name cache off the loop's critical path
-            self._coll_name(v.collection_id)
+            self.collection_id_of(v.collection_id)
         return vids[:size], nxt, total
 
     async def delete_video(self, name: str) -> None:
@@ -533,7 +549,7 @@ class FrameSeekService:
             ev = self._watchers.subscribe(job.id)
             try:
                 await asyncio.wait_for(ev.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             finally:
                 self._watchers.unsubscribe(job.id, ev)
@@ -588,7 +604,8 @@ class FrameSeekService:
         meta_path = os.path.join(self.uploads_dir, f"{job.id}.json")
         media_path = os.path.join(self.uploads_dir, f"{job.id}.media")
         if not (os.path.exists(meta_path) and os.path.exists(media_path)):
-            job.state, job.error_code, job.error_reason = JobState.FAILED, grpc.StatusCode.ABORTED.value[0], "INTERRUPTED"
+            job.state, job.error_code = JobState.FAILED, grpc.StatusCode.ABORTED.value[0]
+            job.error_reason = "INTERRUPTED"
             job.error_message = "the server stopped during this ingest and its upload is gone; upload again"
             self.storage.update_job(job)
             return
@@ -768,7 +785,7 @@ class FrameSeekService:
                     return
                 try:
                     await asyncio.wait_for(ev.wait(), timeout=2.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 ev.clear()
                 job = await self._io(self.storage.get_job, job.id)

@@ -21,8 +21,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from . import metrics
 from .errors import DOMAIN, ServiceError, exhausted, invalid
-from .service import (CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, SearchOptions,
-                      collection_name)
+from .service import CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, SearchOptions, collection_name
 from .storage import CollectionRecord, JobRecord, VideoRecord
 from .v1 import frameseek_pb2 as pb
 from .v1 import frameseek_pb2_grpc as pb_grpc
@@ -182,7 +181,7 @@ class Translator:
 
     def job(self, j: JobRecord) -> pb.IngestJob:
         out = pb.IngestJob(name=f"ingestJobs/{j.id}", state=_JOB_STATE[j.state.value],
-                           collection=f"collections/{self.svc._coll_name(j.collection_id)}",
+                           collection=f"collections/{self.svc.collection_id_of(j.collection_id)}",
                            samples_done=j.samples_done, samples_total=j.samples_total, request_id=j.request_id)
         if j.state.value == "SUCCEEDED":
             out.progress = 1.0

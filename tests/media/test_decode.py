@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from frameseek.media import (
     MediaLimits,
     TimeGridSampler,
+    nvdec,
     open_decoder,
     open_source,
     plan_indices,
     select_backend,
 )
-from frameseek.media import nvdec
 
 from .conftest import OPENCV_DATA, H, W, write_video
 
@@ -152,7 +152,7 @@ def test_sampler_properties(gaps, fps):
 
 
 def test_still_images_are_one_frame_items(images):
-    for ext, path in images.items():
+    for path in images.values():
         dec, frames = decode_times(path, fps=1.0)
         assert dec.name == "pil" and dec.info.is_image and dec.info.codec in ("jpeg", "png", "webp")
         assert len(frames) == 1 and frames[0].t == 0.0 and frames[0].image.shape == (120, 160, 3)

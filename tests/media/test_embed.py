@@ -81,7 +81,8 @@ def test_output_hw_and_fixed():
 
 def test_to_tensor_layouts_and_normalisation():
     imgs = [np.full((4, 6, 3), (10, 20, 30), np.uint8), np.full((4, 6, 3), (40, 50, 60), np.uint8)]
-    x = to_tensor(imgs, PreprocessSpec(layout="NCHW", dtype="float32", scale=1 / 255, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5)))
+    spec = PreprocessSpec(layout="NCHW", dtype="float32", scale=1 / 255, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5))
+    x = to_tensor(imgs, spec)
     assert x.shape == (2, 3, 4, 6) and x.dtype == np.float32
     np.testing.assert_allclose(x[1, :, 0, 0], (np.array([40, 50, 60]) / 255 - [0.1, 0.2, 0.3]) / 0.5, atol=1e-6)
     assert to_tensor(imgs, PreprocessSpec()).dtype == np.uint8
@@ -105,7 +106,8 @@ def test_copies_are_close_and_unrelated_images_far(embedder):
     buf = io.BytesIO()
     Image.fromarray(src).resize((src.shape[1] * 2 // 3, src.shape[0] * 2 // 3)).save(buf, "JPEG", quality=25)
     copy = np.asarray(Image.open(buf).convert("RGB"))
-    others = [load(n) for n in ("fruits.jpg", "home.jpg", "lena.jpg" if (OPENCV_DATA / "lena.jpg").exists() else "board.jpg")]
+    third = "lena.jpg" if (OPENCV_DATA / "lena.jpg").exists() else "board.jpg"
+    others = [load(n) for n in ("fruits.jpg", "home.jpg", third)]
     e = embedder.embed([src, copy, *others])
     sims = e @ e[0]
     assert sims[1] > 0.9

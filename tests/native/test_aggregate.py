@@ -571,7 +571,8 @@ def test_stub_matches_the_compiled_signatures():
     for name in ("aggregate", "neighbor_idf_weights", "aggregate_speed_grid"):
         a = funcs[name].args
         stub_params = [(x.arg, None) for x in a.args[: len(a.args) - len(a.defaults)]]
-        stub_params += [(x.arg, ast.literal_eval(d)) for x, d in zip(a.args[len(a.args) - len(a.defaults):], a.defaults)]
+        with_defaults = a.args[len(a.args) - len(a.defaults):]
+        stub_params += [(x.arg, ast.literal_eval(d)) for x, d in zip(with_defaults, a.defaults)]
         stub_params += [(x.arg, ast.literal_eval(d)) for x, d in zip(a.kwonlyargs, a.kw_defaults)]
         sig = getattr(_native, name).__doc__.splitlines()[0]
         native_params = []

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from frameseek import _native
-from frameseek._native import NO_ID, FlatIndex, Filter
+from frameseek._native import NO_ID, Filter, FlatIndex
 
 
 def ref_dist(metric, q, x):

@@ -554,21 +554,6 @@ def test_results_are_well_formed(n, dim, k, metric, seed):
         assert np.all(np.diff(drow[:m]) >= 0)
 
 
-def test_python_package_exposes_the_native_class_and_defaults():
-    from frameseek.index import HnswIndex
-    from frameseek.index import hnsw
-
-    assert HnswIndex is N.HnswIndex
-    index = HnswIndex(4)
-    assert (index.M, index.ef_construction, index.ef) == (hnsw.DEFAULT_M, hnsw.DEFAULT_EF_CONSTRUCTION,
-                                                          hnsw.DEFAULT_EF)
-    x = np.eye(4, dtype=np.float32)
-    index.add(np.arange(4, dtype=np.uint64), x, groups=np.arange(4, dtype=np.uint64))
-    # the default group ef is 16: with 4 groups every one of them comes back
-    g, _, _ = index.search_groups(x[:1], 4)
-    assert sorted(g[0].tolist()) == [0, 1, 2, 3]
-
-
 def test_save_to_unwritable_place_raises_and_load_of_directory_is_value_error(tmp_path):
     index = N.HnswIndex(4)
     index.add([1, 2], np.eye(4, dtype=np.float32)[:2])

@@ -49,7 +49,7 @@ needs_aggregate = pytest.mark.skipif(not (have_native_index() and have_media_pip
 class ServerProcess:
     """`frameseek serve` as a child process (so kill -9 is a real crash)."""
 
-    running: "set[ServerProcess]" = set()  # started and not yet stopped (conftest dumps their stacks)
+    running: set[ServerProcess] = set()  # started and not yet stopped (conftest dumps their stacks)
 
     def __init__(self, data_dir: pathlib.Path, env: dict | None = None, **settings):
         self.data_dir = pathlib.Path(data_dir)
@@ -64,7 +64,7 @@ class ServerProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, wait: bool = True) -> "ServerProcess":
+    def start(self, wait: bool = True) -> ServerProcess:
         with contextlib.suppress(FileNotFoundError):
             self.port_file.unlink()
         self._log = open(self.log_path, "ab")

@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from frameseek.storage import (AlreadyExists, FailedPrecondition, JobRecord, JobState, NotFound, VideoQuery,
-                               VideoRecord)
+from frameseek.storage import AlreadyExists, FailedPrecondition, JobRecord, JobState, NotFound, VideoQuery, VideoRecord
 from frameseek.storage.catalog import Catalog
 
 

@@ -284,7 +284,8 @@ def test_video_filters_are_native_and_label_filters_pass_through(world):
     assert world.stats()["fast"] == before["fast"] + 1
     assert len(r.hits) == 5 and names[0] not in {h.video.name for h in r.hits}
     r = world.stub.SearchByVector(pb.SearchByVectorRequest(
-        parent="collections/ip", vector=q.tolist(), options=pb.SearchOptions(filter=pb.SearchFilter(labels={"a": "b"}))))
+        parent="collections/ip", vector=q.tolist(),
+        options=pb.SearchOptions(filter=pb.SearchFilter(labels={"a": "b"}))))
     assert world.stats()["forwarded"] == before["forwarded"] + 1
     assert r.hits == []  # no video carries that label
     with pytest.raises(grpc.RpcError) as e:  # a malformed name: declined, the service says why

@@ -16,14 +16,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "load" / "ghz" / "run.py"
 TOOLS = [ROOT / "build" / "tools" / "bin" / "ghz", ROOT / "clients" / "typescript" / "node_modules" / ".bin" / "buf"]
 
-needs_tools = pytest.mark.skipif(not all(t.exists() for t in TOOLS), reason="ghz/buf are not installed (make sdk-setup)")
+needs_tools = pytest.mark.skipif(not all(t.exists() for t in TOOLS),
+                                 reason="ghz/buf are not installed (make sdk-setup)")
 
 
 def test_ghz_report_counts_calls_cut_at_the_deadline_apart_from_server_errors():
     """At the -z deadline ghz cuts the calls in flight, with any of three client-side messages
     (CI once saw a Canceled that the parser did not know); a server's error must still count."""
     summarize = runpy.run_path(str(SCRIPT))["summarize_report"]
-    cut_msgs = {"rpc error: code = Unavailable desc = error reading from server: read tcp: use of closed network connection": 2,
+    cut_msgs = {"rpc error: code = Unavailable desc = error reading from server: read tcp: "
+                "use of closed network connection": 2,
                 "rpc error: code = Canceled desc = context canceled": 1,
                 "rpc error: code = Canceled desc = grpc: the client connection is closing": 1}
     report = {"total": 2e9, "statusCodeDistribution": {"OK": 100, "Unavailable": 2, "Canceled": 2},

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from frameseek.storage import EmbeddedStorage, VideoRecord
+from frameseek.storage import EmbeddedStorage, NotFound, VideoRecord
 from frameseek.storage.base import split_sample_ids
 from frameseek.storage.replica import ReplicaStorage
 from frameseek.storage.vectorlog import list_segments, segment_path
@@ -122,7 +122,7 @@ def test_replica_follows_the_writer(tmp_path):
     assert _top(rep, c2.id, vv2[0]) == v2
     w.delete_collection("c2", force=True)
     rep.sync()
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         rep.search(c2.id, vv2[:1], 1)
     with pytest.raises(RuntimeError):
         rep.delete_video(new)

@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from frameseek.client import Client, FrameSeekError
+from frameseek.client import FrameSeekError
 from frameseek.storage import EmbeddedStorage, VideoRecord
 from frameseek.v1 import frameseek_pb2 as pb
 

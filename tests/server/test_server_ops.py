@@ -8,6 +8,7 @@ import urllib.request
 import grpc
 import pytest
 
+from frameseek.client import FrameSeekError
 from frameseek.config import Settings
 from frameseek.errors import ServiceError
 from frameseek.media.sampling import TimeGridSampler
@@ -62,7 +63,7 @@ def test_prometheus_metrics(tmp_path):
     try:
         with srv.client() as fs:
             fs.stats()
-            with pytest.raises(Exception):
+            with pytest.raises(FrameSeekError):
                 fs.get_video("collections/default/videos/1")
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
         assert 'frameseek_requests_total{code="OK",method="GetStats"} 1.0' in body

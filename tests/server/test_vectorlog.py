@@ -4,7 +4,8 @@ import pathlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from frameseek.storage.vectorlog import LogCorrupt, VectorLog, list_segments, segment_path
 

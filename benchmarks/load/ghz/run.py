@@ -46,7 +46,7 @@ METHODS = {
 try:
     from benchmarks.load import bench_search as driver
 except ImportError as exc:  # pragma: no cover - depends on the server stream's driver being merged
-    raise SystemExit(f"benchmarks/load/bench_search.py (the Python load driver) is needed: {exc}")
+    raise SystemExit(f"benchmarks/load/bench_search.py (the Python load driver) is needed: {exc}") from None
 
 
 def _varint(n: int) -> bytes:
@@ -83,7 +83,8 @@ def run_ghz(address: str, method: str, protoset: pathlib.Path, data_file: pathli
             duration: float, connections: int = 1) -> dict:
     """One ghz cell; its JSON report reduced to the driver's summary shape."""
     cmd = [str(GHZ), "--insecure", "--protoset", str(protoset), "--call", method, "--binary-file", str(data_file),
-           "-c", str(concurrency), "--connections", str(max(1, min(connections, concurrency))), "-z", f"{duration}s", "--timeout", "30s",
+           "-c", str(concurrency), "--connections", str(max(1, min(connections, concurrency))),
+           "-z", f"{duration}s", "--timeout", "30s",
            "--max-recv-message-size", "32MiB", "--max-send-message-size", "32MiB", "-O", "json", address]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     if proc.returncode != 0 and not proc.stdout.strip():
@@ -121,7 +122,8 @@ def summarize_report(rep: dict) -> dict:
     total_s = rep["total"] / 1e9
     return {"requests": ok, "qps": round(ok / total_s, 1) if total_s else 0.0,
             "p50_ms": round(pct.get(50, float("nan")), 3), "p95_ms": round(pct.get(95, float("nan")), 3),
-            "p99_ms": round(pct.get(99, float("nan")), 3), "errors": errors, "error_messages": messages, "cut_at_deadline": cut}
+            "p99_ms": round(pct.get(99, float("nan")), 3), "errors": errors, "error_messages": messages,
+            "cut_at_deadline": cut}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
         g, p = r["ghz"], r["python"]
-        err = "  errors: " + json.dumps({"ghz": g["errors"], "python": p["errors"]}) if g["errors"] or p["errors"] else ""
+        both = {"ghz": g["errors"], "python": p["errors"]}
+        err = "  errors: " + json.dumps(both) if g["errors"] or p["errors"] else ""
         print(f"{r['rpc']:<7}{r['concurrency']:>5} | {g['qps']:>9.1f}{g['p50_ms']:>8.2f}{g['p95_ms']:>8.2f}"
               f"{g['p99_ms']:>8.2f} | {p['qps']:>10.1f}{p['p50_ms']:>8.2f}{p['p95_ms']:>8.2f}{p['p99_ms']:>8.2f}{err}")
     ghz_version = subprocess.run([str(GHZ), "--version"], capture_output=True, text=True).stdout.strip()

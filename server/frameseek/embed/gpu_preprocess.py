@@ -7,7 +7,8 @@ Runtime; layout / dtype / normalisation follow the `PreprocessSpec`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .spec import PreprocessSpec
 

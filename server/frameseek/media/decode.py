@@ -1,6 +1,7 @@
 """Decoders behind one interface.
 
-`open_decoder()` turns a path / bytes / stream into a `Decoder`:
+`open_decoder()` (media/select.py, which chooses among these and NVDEC) turns a path / bytes /
+stream into a `Decoder`:
   * still images (JPEG, PNG, WebP, BMP) -> `ImageDecoder`, one frame at t=0;
   * video on a machine with an NVIDIA driver and PyNvVideoCodec -> `NvdecDecoder` (see nvdec.py);
   * otherwise -> `PyAVDecoder` (FFmpeg, frame-threaded decoding).
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import av
 import numpy as np
@@ -30,7 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import MediaCancelled, MediaError, MediaErrorReason
 from .sampling import TimeGridSampler
-from .source import MediaLimits, MediaSource, OpenedSource, open_source
+from .source import MediaLimits, OpenedSource
 
 log = logging.getLogger(__name__)
 
@@ -378,53 +380,3 @@ class PyAVDecoder:
 
     def close(self) -> None:
         self._container.close()
-
-
-# ----------------------------------------------------------------------------------------------
-# Selection
-
-
-def select_backend(src: OpenedSource, info: VideoInfo | None, backend: Backend = "auto") -> tuple[str, str]:
-    """Decide between 'pyav' and 'nvdec'; returns (name, reason). Never raises for 'auto'."""
-    from . import nvdec
-
-    if backend == "cpu":
-        return "pyav", "CPU decoding requested"
-    ok, why = nvdec.nvdec_available()
-    if ok and src.path is None:
-        ok, why = False, "NVDEC decodes files only; the input is bytes or a stream"
-    if ok and info is not None and info.codec not in nvdec.NVDEC_CODECS:
-        ok, why = False, f"codec {info.codec} is not decoded by NVDEC"
-    if ok:
-        return "nvdec", why
-    if backend == "nvdec":
-        raise nvdec.BackendUnavailable(f"NVDEC requested but unavailable: {why}")
-    return "pyav", why
-
-
-def open_decoder(
-    source: MediaSource, limits: MediaLimits | None = None, backend: Backend = "auto"
-) -> Decoder:
-    """Open `source` with the best available decoder; raises `MediaError` for bad input."""
-    limits = limits or MediaLimits()
-    src = open_source(source)
-    if src.kind == "image":
-        return ImageDecoder(src, limits)
-    dec = PyAVDecoder(src, limits)
-    name, why = select_backend(src, dec.info, backend)
-    if name == "nvdec":
-        from .nvdec import NvdecDecoder
-
-        try:
-            gpu = NvdecDecoder(src, limits, dec.info)
-        except Exception as exc:  # driver / session limits: decoding still works on the CPU
-            if backend == "nvdec":
-                dec.close()
-                raise
-            log.warning("NVDEC unavailable for %s, decoding on the CPU: %s", src.name, exc)
-            return dec
-        dec.close()
-        return gpu
-    if backend == "auto":
-        log.debug("decoding %s on the CPU: %s", src.name, why)
-    return dec

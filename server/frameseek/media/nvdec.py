@@ -14,7 +14,7 @@ import ctypes
 import functools
 import logging
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from .decode import DecodeStats, Frame, VideoInfo
 from .errors import MediaCancelled, MediaError, MediaErrorReason

@@ -9,13 +9,13 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from typing import BinaryIO, Literal, Union
+from typing import BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import MediaError, MediaErrorReason
 
-MediaSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+MediaSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
 #: How many leading bytes the sniffers look at.
 SNIFF_BYTES = 64

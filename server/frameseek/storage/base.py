@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class InvalidArgument(StorageError):
         self.reason = reason
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -192,7 +192,3 @@ class Storage(Protocol):
     def snapshot(self) -> None: ...
     def storage_bytes(self) -> int: ...
     def close(self) -> None: ...
-
-
-def sequence_to_u64(xs: Sequence[int]) -> np.ndarray:
-    return np.asarray(list(xs), dtype=np.uint64)

@@ -15,8 +15,16 @@ import time
 
 import numpy as np
 
-from .base import (AlreadyExists, CollectionRecord, FailedPrecondition, JobRecord, JobState, NotFound,
-                   VideoQuery, VideoRecord)
+from .base import (
+    AlreadyExists,
+    CollectionRecord,
+    FailedPrecondition,
+    JobRecord,
+    JobState,
+    NotFound,
+    VideoQuery,
+    VideoRecord,
+)
 
 SCHEMA_VERSION = 1
 
@@ -130,7 +138,7 @@ class Catalog:
 
     # -- plumbing ---------------------------------------------------------------------------
     class _Tx:
-        def __init__(self, cat: "Catalog"):
+        def __init__(self, cat: Catalog):
             self.cat = cat
 
         def __enter__(self):
@@ -144,12 +152,22 @@ class Catalog:
             finally:
                 self.cat._lock.release()
 
-    def _tx(self) -> "Catalog._Tx":
+    def _tx(self) -> Catalog._Tx:
         return Catalog._Tx(self)
 
     def _query(self, sql: str, args=()) -> list:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+    def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version`: changes when another connection commits (replicas poll it)."""
+        return int(self._query("PRAGMA data_version")[0][0])
+
+    def active_fingerprint(self, collection_id: int) -> tuple[int, int]:
+        """(count, highest id) of a collection's active videos: a cheap "did it change" check."""
+        row = self._query("SELECT count(*), coalesce(max(id), 0) FROM videos "
+                          "WHERE collection_id=? AND state='active'", (collection_id,))[0]
+        return int(row[0]), int(row[1])
 
     def close(self) -> None:
         with self._lock:

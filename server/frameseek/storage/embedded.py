@@ -29,8 +29,16 @@ import time
 import numpy as np
 import structlog
 
-from .base import (MAX_SAMPLES_PER_VIDEO, CollectionRecord, InvalidArgument, JobRecord, NotFound, VideoQuery,
-                   VideoRecord, sample_ids)
+from .base import (
+    MAX_SAMPLES_PER_VIDEO,
+    CollectionRecord,
+    InvalidArgument,
+    JobRecord,
+    NotFound,
+    VideoQuery,
+    VideoRecord,
+    sample_ids,
+)
 from .catalog import Catalog
 from .vectorlog import VectorLog, _fsync_dir
 
@@ -183,6 +191,12 @@ class EmbeddedStorage:
     def _notify(self, event: str, *args) -> None:
         for o in self._observers:
             getattr(o, event)(*args)
+
+    def live_collections(self) -> list[tuple[CollectionRecord, object]]:
+        """Every open collection's (record, live HnswIndex): what an observer added after open()
+        starts from (add_observer first, then this, so that no commit is missed)."""
+        with self._colls_lock:
+            return [(ci.rec, ci.index) for ci in self._colls.values()]
 
     def native_index(self, collection_id: int):
         """The collection's live HnswIndex (for the native front end's search path)."""

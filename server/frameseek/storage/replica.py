@@ -130,12 +130,10 @@ class ReplicaStorage(EmbeddedStorage):
         return report
 
     def _version(self) -> int:
-        return int(self.catalog._query("PRAGMA data_version")[0][0])
+        return self.catalog.data_version()
 
     def _fingerprint(self, collection_id: int) -> tuple[int, int]:
-        row = self.catalog._query("SELECT count(*), coalesce(max(id), 0) FROM videos "
-                                  "WHERE collection_id=? AND state='active'", (collection_id,))[0]
-        return int(row[0]), int(row[1])
+        return self.catalog.active_fingerprint(collection_id)
 
     def changed(self) -> bool:
         """Cheap: did another process commit to the catalog since the last sync?"""

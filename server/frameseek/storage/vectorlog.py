@@ -18,7 +18,7 @@ import os
 import re
 import struct
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from frameseek import _native, matching
-
-NO_ID = matching.NO_ID
+from frameseek.ids import NO_ID, SAMPLE_BITS
 
 
 def _neighbours(q: int, k: int, fill: float = -1.0):
@@ -28,12 +27,12 @@ def _copy_set(offset: float, speed: float, q: int = 20, seed: int = 0):
     rng = np.random.default_rng(seed)
     ids, groups, times, sims = _neighbours(q, 4)
     t = np.arange(q, dtype=np.float64)
-    ids[:, 0] = (7 << 20) + np.arange(q)
+    ids[:, 0] = (7 << SAMPLE_BITS) + np.arange(q)
     groups[:, 0] = 7
     times[:, 0] = offset + speed * t
     sims[:, 0] = 0.85
     for j in range(1, 4):
-        ids[:, j] = ((100 + j) << 20) + rng.integers(0, 1000, q)
+        ids[:, j] = ((100 + j) << SAMPLE_BITS) + rng.integers(0, 1000, q)
         groups[:, j] = 100 + j
         times[:, j] = rng.uniform(0, 60, q)
         sims[:, j] = rng.uniform(0.41, 0.5, q)
@@ -108,7 +107,7 @@ def test_align_discounts_a_shared_static_title_card():
     ids, groups, times, sims = _neighbours(q, 3)
     t = np.arange(q, dtype=np.float64)
     for i in range(6):
-        ids[i, :3] = (9 << 20) + np.arange(3) * 3 + i  # card frames of the reference, 3 fps
+        ids[i, :3] = (9 << SAMPLE_BITS) + np.arange(3) * 3 + i  # card frames of the reference, 3 fps
         groups[i, :3] = 9
         times[i, :3] = np.arange(3) + i
         sims[i, :3] = 0.99
@@ -182,7 +181,7 @@ def test_region_views_cannot_inflate_the_score():
     q = 12
     t = np.arange(q, dtype=np.float64)
     one_ids, one_groups, one_times, one_sims = _neighbours(q, 1)
-    one_ids[:, 0] = (5 << 20) + 3 * np.arange(q)
+    one_ids[:, 0] = (5 << SAMPLE_BITS) + 3 * np.arange(q)
     one_groups[:, 0] = 5
     one_times[:, 0] = 4.0 + t
     one_sims[:, 0] = 0.9
@@ -232,7 +231,7 @@ def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     ref_times, durations = {}, {}
     for vid, p in refs.items():
         m = embed_media(str(p), emb, SamplingSettings.reference())
-        index.add((np.uint64(vid) << np.uint64(20)) + np.arange(len(m), dtype=np.uint64), m.vectors,
+        index.add((np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(m), dtype=np.uint64), m.vectors,
                   groups=np.full(len(m), vid, np.uint64))
         ref_times[vid], durations[vid] = m.timestamps, m.duration
 
@@ -241,7 +240,7 @@ def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
         m = embed_media(str(path), emb, SamplingSettings.query(flip=True, regions="auto"))
         ids, sims = matching.search_neighbors(index, m.vectors, 16, m.flip_vectors, m.region_vectors)
         valid = ids != NO_ID
-        groups = np.where(valid, ids >> np.uint64(20), NO_ID).astype(np.uint64)
+        groups = np.where(valid, ids >> np.uint64(SAMPLE_BITS), NO_ID).astype(np.uint64)
         times = np.zeros(ids.shape)
         for vid in np.unique(groups[valid]).tolist():
             sel = groups == vid
@@ -288,7 +287,7 @@ def test_align_bridges_holes_left_by_dropped_blank_frames():
     shorter than min_segment_frames and report nothing)."""
     t = np.array([0.0, 1.0, 7.0, 11.0])
     ids, groups, times, sims = _neighbours(4, 2)
-    ids[:, 0] = (3 << 20) + np.arange(4)
+    ids[:, 0] = (3 << SAMPLE_BITS) + np.arange(4)
     groups[:, 0] = 3
     times[:, 0] = 2.0 + t
     sims[:, 0] = 0.95
@@ -517,11 +516,11 @@ def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
         st.close()
     # the same chain on the original arrays (exact search finds the same 8 neighbours: 36 frames)
     idx = _native.FlatIndex(rv.shape[1], "ip")
-    idx.add((np.uint64(vid) << np.uint64(20)) + np.arange(len(rt), dtype=np.uint64), rv,
+    idx.add((np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(rt), dtype=np.uint64), rv,
             groups=np.full(len(rt), vid, np.uint64))
     ids, sims = matching.search_neighbors(idx, q, 8)
     groups = np.full(ids.shape, vid, np.uint64)
-    times = rt[(ids & np.uint64((1 << 20) - 1)).astype(np.int64)]
+    times = rt[(ids & np.uint64((1 << SAMPLE_BITS) - 1)).astype(np.int64)]
     s = matching.MatchSettings(frame_k=8)
     aligned = matching.align(qt, ids, groups, times, sims, frame_weights=matching.redundancy_weights(q), settings=s,
                              ref_durations={vid: 12.0}, query_interval=1.0, ref_interval=1.0 / 3.0)[0]

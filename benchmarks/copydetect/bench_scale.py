@@ -35,6 +35,7 @@ from benchmarks.copydetect.run import hamming
 from benchmarks.datasets import video_like
 from benchmarks.native.aggregate_reference import baseline_aggregate
 from frameseek import _native, matching
+from frameseek.ids import NO_ID
 
 DIM, K = 512, 32
 OUT = Path(__file__).resolve().parents[1] / "results" / "copydetect_scale.json"
@@ -95,9 +96,9 @@ def make_query(target: np.ndarray, seed: int):
 
 def frameseek_query(index, groups_of, times_of, vecs, t, q, flip, threads: int):
     ids, sims = matching.search_neighbors(index, q, K, flip, threads=threads)
-    valid = ids != matching.NO_ID
+    valid = ids != NO_ID
     safe = np.where(valid, ids, 0).astype(np.int64)
-    groups = np.where(valid, groups_of[safe], matching.NO_ID).astype(np.uint64)
+    groups = np.where(valid, groups_of[safe], NO_ID).astype(np.uint64)
     ntimes = np.where(valid, times_of[safe], 0.0)
     fw = matching.redundancy_weights(q)
     ms = matching.align(t, ids, groups, ntimes, sims, frame_weights=fw, query_interval=1.0,

@@ -42,12 +42,12 @@ import numpy as np
 
 from benchmarks.copydetect import media as M
 from frameseek import _native, matching
+from frameseek.ids import NO_ID, join_sample_ids, sample_ids, sample_of, split_sample_ids
 from frameseek.pipeline import INDEX_COARSE_SCALE, QUERY_COARSE_SCALE, QUERY_FPS
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "copydetect"
 RESULTS = ROOT / "benchmarks" / "results" / "copydetect.json"
-SAMPLE_BITS = 20  # sample id = video << 20 | frame index (as the server)
 
 
 # -- media ------------------------------------------------------------------------------------
@@ -383,11 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         vid = ref_id[r.name]
         if index.dim != e["v"].shape[1]:
             index = _native.FlatIndex(e["v"].shape[1], "ip")
-        ids = (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(e["t"]), dtype=np.uint64)
+        ids = sample_ids(vid, len(e["t"]))
         index.add(ids, np.ascontiguousarray(e["v"], dtype=np.float32), groups=np.full(len(ids), vid, np.uint64))
         ref_twins[vid] = e.get("cv")
         if ref_twins[vid] is not None:  # as the server: vector n + i of a video is sample i's coarse twin
-            index.add(ids + np.uint64(len(ids)), np.ascontiguousarray(ref_twins[vid], dtype=np.float32),
+            index.add(sample_ids(vid, len(ids), first=len(ids)), np.ascontiguousarray(ref_twins[vid], dtype=np.float32),
                       groups=np.full(len(ids), vid, np.uint64))
         ref_times[vid] = e["t"]
         ref_vectors[vid] = e["v"]
@@ -403,15 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         tm = time.perf_counter()
         ids, sims = matching.search_neighbors(index, e["v"], settings.frame_k, e.get("fv"), list(e.get("rv", [])),
                                               list(e.get("cv", [])))
-        valid = ids != matching.NO_ID
-        groups = np.where(valid, ids >> np.uint64(SAMPLE_BITS), matching.NO_ID).astype(np.uint64)
+        valid = ids != NO_ID
+        vids, vector_index = split_sample_ids(np.where(valid, ids, 0))
+        groups = np.where(valid, vids, NO_ID).astype(np.uint64)
         ntimes = np.zeros(ids.shape, np.float64)
         for vid in np.unique(groups[valid]).tolist():
             sel = groups == vid
-            n = len(ref_times[vid])
-            frame = (ids[sel] & np.uint64((1 << SAMPLE_BITS) - 1)).astype(np.int64) % n  # a twin is its sample
+            frame = sample_of(vector_index[sel], len(ref_times[vid]))  # a twin is its sample
             ntimes[sel] = ref_times[vid][frame]
-            ids[sel] = (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + frame.astype(np.uint64)
+            ids[sel] = join_sample_ids(np.full(len(frame), vid), frame)
         ms = matching.align(e["t"], ids, groups, ntimes, sims, settings=settings,
                             frame_weights=matching.redundancy_weights(e["v"], settings.redundancy_threshold),
                             ref_durations=durations,

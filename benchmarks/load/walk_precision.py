@@ -20,8 +20,8 @@ import numpy as np
 
 from benchmarks.load.bench_search import COLLECTION, RESULTS, sample_queries
 from benchmarks.native.bench_hnsw import recall
+from frameseek.ids import sample_ids
 from frameseek.storage import EmbeddedStorage
-from frameseek.storage.base import sample_ids
 
 
 def exact_topk(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65536) -> np.ndarray:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from frameseek import _native
-
-NO_ID = np.uint64(2**64 - 1)
+from frameseek.ids import NO_ID
 
 
 def fit(x, y, w, speed, smin, smax):

@@ -24,8 +24,8 @@ import numpy as np
 
 from benchmarks.native.aggregate_reference import baseline_aggregate
 from frameseek import _native
+from frameseek.ids import NO_ID
 
-NO_ID = np.uint64(2**64 - 1)
 Q, K, QUERY_FPS, REF_FPS, N_VIDEOS, REF_LEN = 600, 32, 2.0, 2.0, 10_000, 900  # REF_LEN seconds
 
 

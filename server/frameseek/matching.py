@@ -48,7 +48,7 @@ import numpy as np
 
 from frameseek import _native
 
-NO_ID = np.uint64(2**64 - 1)
+from .ids import NO_ID
 
 #: cosine similarity below which a neighbour never votes. sscd_distilled on the harness
 #: (benchmarks/copydetect): an unrelated query frame's best reference frame, over all its views

@@ -26,9 +26,8 @@ import structlog
 from . import __version__, matching, metrics
 from .config import Settings
 from .errors import ServiceError, exhausted, from_media_error, invalid, not_found, unavailable
+from .ids import MAX_SAMPLES_PER_VIDEO, NO_ID, join_sample_ids, sample_of, split_sample_ids
 from .storage import (
-    MAX_SAMPLES_PER_VIDEO,
-    SAMPLE_BITS,
     AlreadyExists,
     CollectionRecord,
     EmbeddedStorage,
@@ -41,13 +40,11 @@ from .storage import (
     StorageError,
     VideoQuery,
     VideoRecord,
-    split_sample_ids,
 )
 from .watchdog import Watchdog
 
 log = structlog.get_logger("frameseek.service")
 
-NO_ID = np.uint64(2**64 - 1)
 COLLECTION_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 LABEL_KEY_RE = re.compile(r"^[a-z0-9_.-]{1,63}$")
 DEFAULT_COLLECTION = "default"
@@ -984,11 +981,11 @@ class FrameSeekService:
                     video, times = entry(vid)
                 except NotFound:  # deleted between the search and now
                     continue
-                h = hits[vid] = Hit(video=video, score=s, matches=[(float(times[i % len(times)]), s)])
+                h = hits[vid] = Hit(video=video, score=s, matches=[(float(times[sample_of(i, len(times))]), s)])
                 continue
             if len(h.matches) < m:
                 times = self.storage.video_timestamps(vid)
-                t = float(times[i % len(times)])  # a coarse twin (split_sample_ids) is its sample
+                t = float(times[sample_of(i, len(times))])  # a coarse twin stands for its sample
                 if all(t0 != t for t0, _ in h.matches):  # the group search may repeat a kNN frame
                     h.matches.append((t, s))
                     h.score = max(h.score, s)
@@ -1075,10 +1072,10 @@ class FrameSeekService:
                 valid &= vids != vid
                 continue
             sel = valid & (vids == vid)
-            idx[sel] %= len(ts)  # a coarse twin (split_sample_ids) stands for its sample
+            idx[sel] = sample_of(idx[sel], len(ts))  # a coarse twin stands for its sample
             ntimes[sel] = ts[idx[sel]]
         # canonical sample ids: a reference frame found through both of its vectors counts once
-        ids = np.where(valid, (vids.astype(np.uint64) << np.uint64(SAMPLE_BITS)) | idx.astype(np.uint64), NO_ID)
+        ids = np.where(valid, join_sample_ids(vids, idx), NO_ID)
         ids = np.ascontiguousarray(ids.astype(np.uint64))
         sims = np.ascontiguousarray(np.where(valid, matching.similarities(dist, rec.metric), -1).astype(np.float32))
         groups_arr = np.ascontiguousarray(np.where(valid, vids, NO_ID).astype(np.uint64))

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
+from frameseek.ids import split_sample_ids
 from frameseek.storage import EmbeddedStorage, NotFound, VideoRecord
-from frameseek.storage.base import split_sample_ids
 from frameseek.storage.replica import ReplicaStorage
 from frameseek.storage.vectorlog import list_segments, segment_path
 

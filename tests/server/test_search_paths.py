@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from frameseek.ids import split_sample_ids
 from frameseek.storage import EmbeddedStorage, VideoRecord
-from frameseek.storage.base import split_sample_ids
 
 from .helpers import ServerProcess, needs_index
 

@@ -11,9 +11,10 @@ import pytest
 from frameseek.client import FrameSeekError
 from frameseek.config import Settings
 from frameseek.errors import ServiceError
+from frameseek.ids import MAX_SAMPLES_PER_VIDEO
 from frameseek.media.sampling import TimeGridSampler
 from frameseek.service import FrameSeekService, SearchOptions
-from frameseek.storage.base import MAX_SAMPLES_PER_VIDEO, CollectionRecord
+from frameseek.storage.base import CollectionRecord
 
 from .helpers import ServerProcess, make_video, needs_index, needs_media
 

@@ -10,7 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from frameseek.storage import EmbeddedStorage, InvalidArgument, NotFound, VideoQuery, VideoRecord, split_sample_ids
+from frameseek.ids import NO_ID, split_sample_ids
+from frameseek.storage import EmbeddedStorage, InvalidArgument, NotFound, VideoQuery, VideoRecord
 
 from .helpers import needs_index
 
@@ -83,7 +84,7 @@ def test_search_finds_sample_and_timestamp_and_delete_is_immediate(tmp_path):
     assert int(g[0][0]) == other
     st.delete_video(target)
     ids, _ = st.search(c.id, data[target][7:8], 60)
-    assert target not in set(split_sample_ids(ids[0][ids[0] != np.uint64(2**64 - 1)])[0].tolist())
+    assert target not in set(split_sample_ids(ids[0][ids[0] != NO_ID])[0].tolist())
     with pytest.raises(NotFound):
         st.get_video(target)
     st.close()

@@ -12,22 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-# Sample ids encode (video, sample index): id = video_id << SAMPLE_BITS | index. The catalog keeps
-# each video's sample timestamps, so a search hit maps to (video, timestamp) without a per-sample
-# table lookup.
-SAMPLE_BITS = 20
-MAX_SAMPLES_PER_VIDEO = 1 << SAMPLE_BITS
-
-
-def sample_ids(video_id: int, n: int) -> np.ndarray:
-    return (np.uint64(video_id) << np.uint64(SAMPLE_BITS)) + np.arange(n, dtype=np.uint64)
-
-
-def split_sample_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(video ids, vector indices). A video's vectors beyond its samples are twins of them
-    (`Storage.add_video`'s `twins`): vector index i is sample i % sample_count."""
-    ids = np.asarray(ids, dtype=np.uint64)
-    return ids >> np.uint64(SAMPLE_BITS), (ids & np.uint64(MAX_SAMPLES_PER_VIDEO - 1)).astype(np.int64)
+# Vectors are stored under sample ids (frameseek.ids: video << SAMPLE_BITS | index). The catalog
+# keeps each video's sample timestamps, so a search hit maps to (video, timestamp) without a
+# per-sample table lookup.
 
 
 class StorageError(Exception):

@@ -29,16 +29,8 @@ import time
 import numpy as np
 import structlog
 
-from .base import (
-    MAX_SAMPLES_PER_VIDEO,
-    CollectionRecord,
-    InvalidArgument,
-    JobRecord,
-    NotFound,
-    VideoQuery,
-    VideoRecord,
-    sample_ids,
-)
+from ..ids import MAX_SAMPLES_PER_VIDEO, sample_ids
+from .base import CollectionRecord, InvalidArgument, JobRecord, NotFound, VideoQuery, VideoRecord
 from .catalog import Catalog
 from .vectorlog import VectorLog, _fsync_dir
 
@@ -413,7 +405,7 @@ class EmbeddedStorage:
         if twins and ci.videos.get(video_id, 0) < 2 * n:  # indexed without twins
             return None
         try:
-            return ci.index.get_vectors(sample_ids(video_id, n) + np.uint64(n if twins else 0))
+            return ci.index.get_vectors(sample_ids(video_id, n, first=n if twins else 0))
         except ValueError as exc:  # deleted (or not yet indexed) between the lookup and the read
             raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
 

@@ -28,7 +28,8 @@ import threading
 import numpy as np
 import structlog
 
-from .base import CollectionRecord, sample_ids
+from ..ids import sample_ids
+from .base import CollectionRecord
 from .embedded import EmbeddedStorage, _CollectionIndex, _native
 from .vectorlog import _HEADER, list_segments, scan_segment, segment_path
 

@@ -342,13 +342,13 @@ def test_coarse_twins_of_the_reference_meet_the_coarse_view_and_count_once(tmp_p
                       sample_count=len(rt), size_bytes=1, content_sha256="1" * 64)
     twinned = st.add_video(c.id, rec, rt, rv.astype(np.float32), twins=tw.astype(np.float32)).id
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data2")), storage=st)
-    svc._native = _native
     try:
-        got = svc._video_matches(c, qt, [blind.astype(np.float32), None, coarse.astype(np.float32)], 3, None, 8, 1.0)
+        views = [blind.astype(np.float32), None, coarse.astype(np.float32)]
+        got = svc.search.video_matches(c, qt, views, 3, None, 8, 1.0)
         same = np.concatenate([rv[rows], tw[rows]]).astype(np.float32)  # both vectors of the same frames
-        exact = svc._video_matches(c, qt, [same[:8], None, same[8:]], 3, None, 8, 1.0)
+        exact = svc.search.video_matches(c, qt, [same[:8], None, same[8:]], 3, None, 8, 1.0)
     finally:
-        for pool in (svc._ingest_pool, svc._query_pool, svc._search_pool, svc._io_pool):
+        for pool in svc.core.pools():
             pool.shutdown(wait=True)
         st.close()
     assert [m.video.id for m in got if m.score >= matching.COPY_THRESHOLD] == [twinned]
@@ -496,7 +496,7 @@ def test_refine_alignment_validates_inputs():
 
 
 def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
-    """SearchByVideo's matcher (FrameSeekService._video_matches) reads the reference's vectors back
+    """SearchByVideo's matcher (Search.video_matches) reads the reference's vectors back
     from the live HNSW index (storage.video_vectors) and reports the dense re-alignment, not the
     aligner's line: on this constructed copy the two differ, and the service must report exactly
     what refine_alignment(align(...)) gives on the original arrays."""
@@ -507,11 +507,10 @@ def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
     qt, q = _edited_copy(frame, 1.4, 1.1, 6, seed=12)
     st, c, vid = _storage_with_reference(tmp_path, rt, rv)
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
-    svc._native = _native
     try:
-        got = svc._video_matches(c, qt, q, 3, None, 8, 1.0)
+        got = svc.search.video_matches(c, qt, q, 3, None, 8, 1.0)
     finally:
-        for pool in (svc._ingest_pool, svc._query_pool, svc._search_pool, svc._io_pool):
+        for pool in svc.core.pools():
             pool.shutdown(wait=True)
         st.close()
     # the same chain on the original arrays (exact search finds the same 8 neighbours: 36 frames)
@@ -534,7 +533,7 @@ def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
 
 
 def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path):
-    """FrameSeekService._video_matches votes with every view of the query frames it is given
+    """Search.video_matches votes with every view of the query frames it is given
     (EmbeddedMedia.views: whole, mirror, coarse, crops): a copy whose whole-frame vectors are too
     degraded to vote is found through a second view that still matches. And SearchByVideo's
     sampling asks for the coarse view at Settings.query_coarse_scale (0 = off)."""
@@ -542,6 +541,7 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
 
     from frameseek.config import Settings
     from frameseek.service import FrameSeekService
+    from frameseek.service.core import Core
 
     rt, rv, frame = _one_photo_reference(seed=4)
     qt, q = _edited_copy(frame, 1.0, 1.0, 8, seed=14)
@@ -556,28 +556,26 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
     st, c, vid = _storage_with_reference(tmp_path, rt, rv)
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
     off = FrameSeekService(Settings(data_dir=str(tmp_path / "data2"), query_coarse_scale=0), storage=st)
-    svc._native = _native
     try:
-        alone = svc._video_matches(c, qt, weak, 3, None, 8, 1.0)
-        both = svc._video_matches(c, qt, [weak, None, q], 3, None, 8, 1.0)
+        alone = svc.search.video_matches(c, qt, weak, 3, None, 8, 1.0)
+        both = svc.search.video_matches(c, qt, [weak, None, q], 3, None, 8, 1.0)
         coll = SimpleNamespace(sampling={"fps": 3.0})
-        assert svc._sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(0.5)
-        assert svc._sampling(coll, query=True).flip and not svc._sampling(coll).flip
+        assert svc.core.sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(0.5)
+        assert svc.core.sampling(coll, query=True).flip and not svc.core.sampling(coll).flip
         # ingest embeds the coarse twins of the index at Settings.index_coarse_scale (0 = off)
-        assert svc._sampling(coll).coarse_scale == pytest.approx(0.5)
-        assert FrameSeekService._sampling(SimpleNamespace(settings=Settings(index_coarse_scale=0)),
-                                          coll).coarse_scale is None
-        assert off._sampling(coll, 1.0, query=True).coarse_scale is None
+        assert svc.core.sampling(coll).coarse_scale == pytest.approx(0.5)
+        assert Core.sampling(SimpleNamespace(settings=Settings(index_coarse_scale=0)), coll).coarse_scale is None
+        assert off.core.sampling(coll, 1.0, query=True).coarse_scale is None
         # the deblocking view: off by default, on at Settings.query_deblock_sigma, never for ingest
-        assert svc._sampling(coll, 1.0, query=True).deblock_sigma is None
+        assert svc.core.sampling(coll, 1.0, query=True).deblock_sigma is None
         deblock = FrameSeekService(Settings(data_dir=str(tmp_path / "data3"), query_deblock_sigma=2.0), storage=st)
-        assert deblock._sampling(coll, 1.0, query=True).deblock_sigma == 2.0
-        assert deblock._sampling(coll).deblock_sigma is None
-        for pool in (deblock._ingest_pool, deblock._query_pool, deblock._search_pool, deblock._io_pool):
+        assert deblock.core.sampling(coll, 1.0, query=True).deblock_sigma == 2.0
+        assert deblock.core.sampling(coll).deblock_sigma is None
+        for pool in deblock.core.pools():
             pool.shutdown(wait=True)
     finally:
         for s in (svc, off):
-            for pool in (s._ingest_pool, s._query_pool, s._search_pool, s._io_pool):
+            for pool in s.core.pools():
                 pool.shutdown(wait=True)
         st.close()
     assert all(m.score < 0.05 for m in alone)

@@ -32,10 +32,10 @@ Timed, in one run, on one machine:
    the truth at the middle of the query (the same check as server_check.py).
 2. Where the time goes (the server exposes no per-stage timing): after the server has stopped,
    the same data dir is opened in-process by `frameseek.service.FrameSeekService` and its
-   `search_video` is called the same way (no gRPC, no upload), with its stages timed by wrappers
-   around the functions it calls: `_embed` (`frameseek.pipeline.embed_media`: decode + sampling +
+   `search.by_video` is called the same way (no gRPC, no upload), with its stages timed by wrappers
+   around the functions it calls: `core.embed` (`frameseek.pipeline.embed_media`: decode + sampling +
    embedding, and its own decode/preprocess/embed/regions split; those run in overlapping threads,
-   so they add up to more than the wall time), `_video_matches` (kNN = storage.search, native
+   so they add up to more than the wall time), `search.video_matches` (kNN = storage.search, native
    alignment = matching.align, dense re-alignment = matching.refine_alignment).
 3. Baseline: vPDQ (the `vpdq` package, ThreatExchange) on the same job: hashing the 60 s query at
    1 hash per second (all cores), then a brute-force Hamming compare (distance <= 31, query hashes
@@ -201,6 +201,7 @@ class _Stages:
 
 async def _inprocess(data_dir: Path, query: Path, repeat: int, backend: str, ref_name: str) -> dict:
     from frameseek import matching
+    from frameseek.api.names import video_name
     from frameseek.config import Settings
     from frameseek.service import FrameSeekService
 
@@ -212,9 +213,9 @@ async def _inprocess(data_dir: Path, query: Path, repeat: int, backend: str, ref
     st = _Stages()
     saved = (matching.align, matching.refine_alignment)
     try:
-        rec = await svc.collection(f"collections/{bench_search.COLLECTION}")
-        svc._embed = st.wrap("embed", svc._embed)
-        svc._video_matches = st.wrap("matching", svc._video_matches)
+        rec = await svc.collections.get(bench_search.COLLECTION)
+        svc.core.embed = st.wrap("embed", svc.core.embed)
+        svc.search.video_matches = st.wrap("matching", svc.search.video_matches)
         svc.storage.search = st.wrap("knn", svc.storage.search)
         matching.align = st.wrap("align", matching.align)
         matching.refine_alignment = st.wrap("refine", matching.refine_alignment)
@@ -222,7 +223,7 @@ async def _inprocess(data_dir: Path, query: Path, repeat: int, backend: str, ref
         async def call() -> tuple[float, dict, object]:
             st.t.clear()
             s = time.perf_counter()
-            res = await svc.search_video(rec, str(query), 10, 0.0, 0, {}, [], [], 0.0, None)
+            res = await svc.search.by_video(rec, str(query), 10, 0.0, 0, {}, [], [], 0.0, None)
             return time.perf_counter() - s, dict(st.t), res
 
         await call()  # warm-up, as in the server phase
@@ -232,7 +233,7 @@ async def _inprocess(data_dir: Path, query: Path, repeat: int, backend: str, ref
             ms = st.last["embed"].stats
             rows.append({"total": total, **stages, **{k: ms.get(k, 0.0) for k in
                                                        ("decode_s", "preprocess_s", "embed_s", "regions_s")}})
-        answer = check_answer([(svc.video_name(m.video), m.score, m.offset, m.speed,
+        answer = check_answer([(video_name(rec.name, m.video.id), m.score, m.offset, m.speed,
                                 [(g.query_start, g.query_end, g.ref_start, g.ref_end, g.score) for g in m.segments])
                                for m in res.matches], ref_name)
         media = st.last["embed"]
@@ -335,7 +336,7 @@ def report(a, srv: dict, inp: dict | None, vp: dict | None) -> None:
                 ("    preprocess (overlaps)", m["preprocess_s"]),
                 ("    model inference", m["embed_s"]),
                 ("    region detection + crops", m["regions_s"]),
-                ("  matching (`_video_matches`)", m["matching"]),
+                ("  matching (`search.video_matches`)", m["matching"]),
                 (f"    kNN ({inp['query_views']} views x {inp['query_samples']} frames, k=32)", m.get("knn", 0)),
                 ("    native alignment (`matching.align`)", m.get("align", 0)),
                 ("    dense re-alignment (`matching.refine_alignment`)", m.get("refine", 0)),

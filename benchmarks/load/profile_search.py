@@ -106,38 +106,32 @@ async def profile(data_dir: pathlib.Path, payloads: list[bytes], calls: int, rep
         lambda: servicer.SearchByVector(nxt(reqs), ctx), calls, repeats)
     out["serialize response"] = _per_call_us(resp.SerializeToString, calls, repeats)
 
-    # the handler's layers one by one (same calls as the handler makes; works on older revisions too)
+    # the handler's layers one by one (the same calls as the handler makes)
     from frameseek import metrics
-    from frameseek import servicer as servicer_mod
+    from frameseek.api import servicer as servicer_mod
+    from frameseek.api.messages import search_options as opts_of
+    from frameseek.api.names import parse_collection
 
-    opts_of = servicer_mod._search_options
     out["  layer: request options -> SearchOptions"] = _per_call_us(lambda: opts_of(nxt(reqs).options), calls, repeats)
     parent = reqs[0].parent
     out["  layer: resolve collection (+ replica freshness check)"] = await _per_call_us_async(
-        lambda: svc.collection(parent), calls, repeats)
-    rec = await svc.collection(parent)
+        lambda: svc.collections.get(parse_collection(parent)), calls, repeats)
+    rec = await svc.collections.get(parse_collection(parent))
     out["  layer: validate options + vector (parse 512 floats, finite, normalise)"] = _per_call_us(
-        lambda: (svc._validate_opts(opts_of(reqs[0].options)), svc.check_vector(rec, nxt(reqs).vector)),
+        lambda: (svc.search.validate_options(opts_of(reqs[0].options)), svc.search.check_vector(rec, nxt(reqs).vector)),
         calls, repeats) - out["  layer: request options -> SearchOptions"]
     qopts = opts_of(reqs[0].options)
-    svc._validate_opts(qopts)
+    svc.search.validate_options(qopts)
     out["  layer: search incl. hit -> (video, timestamp) mapping"] = _per_call_us(
-        lambda: svc._search_sync(rec, nxt(qs), qopts, None, set()), calls, repeats)
+        lambda: svc.search.nearest_videos(rec, nxt(qs), qopts, None, set()), calls, repeats)
     out["  layer: hit -> (video, timestamp) mapping alone (search minus native kNN)"] = (
         out["  layer: search incl. hit -> (video, timestamp) mapping"] - out["native kNN k=40 (inside the handler)"])
-    hits = svc._search_sync(rec, qs[0], qopts, None, set())
+    hits = svc.search.nearest_videos(rec, qs[0], qopts, None, set())
     tr = servicer.tr
-    if hasattr(tr, "hits_bytes"):
-        build = lambda: tr.hits_bytes(hits, rec.model)  # noqa: E731
-    else:
-        build = lambda: tr.hits(hits, rec.model).SerializeToString()  # noqa: E731
+    build = lambda: tr.hits_bytes(hits, rec.model)  # noqa: E731
     out["  layer: response message + serialisation"] = _per_call_us(build, calls, repeats)
-    if hasattr(servicer_mod, "_count"):
-        lat = metrics.LATENCY.labels("SearchByVector")
-        mfn = lambda: (servicer_mod._count("SearchByVector", "OK"), lat.observe(0.001))  # noqa: E731
-    else:
-        mfn = lambda: (metrics.REQUESTS.labels("SearchByVector", "OK").inc(),  # noqa: E731
-                       metrics.LATENCY.labels("SearchByVector").observe(0.001))
+    lat = metrics.LATENCY.labels("SearchByVector")
+    mfn = lambda: (servicer_mod._count("SearchByVector", "OK"), lat.observe(0.001))  # noqa: E731
     out["  layer: metrics (request counter + latency histogram)"] = _per_call_us(mfn, calls, repeats)
 
     prof = cProfile.Profile()

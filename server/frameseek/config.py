@@ -74,7 +74,13 @@ class Settings(BaseSettings):
                                    "mirror, and both at the coarse size; 5 with query_deblock_sigma). Not applied "
                                    "when the request sets fps. 0 = no bound")
     ingest_workers: int = Field(1, ge=1, le=64, description="decode/embed jobs running at once")
-    max_pending_ingests: int = Field(16, ge=1, description="ingests queued or running; more -> RESOURCE_EXHAUSTED")
+    max_pending_ingests: int = Field(16, ge=1, description="ingests admitted and not finished (uploading, queued "
+                                     "or running; counted from an upload's first message); more -> "
+                                     "RESOURCE_EXHAUSTED")
+    max_uploads_per_client: int = Field(8, ge=1, description="uploads (IngestVideo, SearchByVideo streams) one "
+                                        "client address sends at once; more -> RESOURCE_EXHAUSTED")
+    upload_idle_timeout_s: float = Field(60.0, gt=0, description="an upload stream that sends nothing for this "
+                                         "long fails with DEADLINE_EXCEEDED (UPLOAD_IDLE) and its spool file goes")
     max_concurrent_searches: int = Field(256, ge=1, description="searches the Python service runs at once (image, "
                                          "video, filtered vector searches); more -> RESOURCE_EXHAUSTED. The native "
                                          "front end runs plain SearchByVector inline on gRPC's threads, one per call "

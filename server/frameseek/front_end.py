@@ -26,7 +26,8 @@ import numpy as np
 import structlog
 
 from . import _native
-from .service import FrameSeekService, collection_name
+from .api.names import collection_name
+from .service import FrameSeekService
 from .storage import CollectionRecord, VideoRecord
 
 log = structlog.get_logger("frameseek.front_end")
@@ -92,7 +93,7 @@ class NativeFrontEnd:
 
     # -- storage observer ------------------------------------------------------------------------
     def collection_added(self, rec: CollectionRecord, index) -> None:
-        self.directory.put_collection(collection_name(rec), rec.id, rec.model, rec.is_default, index)
+        self.directory.put_collection(collection_name(rec.name), rec.id, rec.model, rec.is_default, index)
 
     def collection_removed(self, collection_id: int) -> None:
         self.directory.remove_collection(collection_id)

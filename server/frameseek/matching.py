@@ -1,7 +1,7 @@
 """Video copy detection: per-frame kNN results -> vote weights -> temporal alignment -> calibrated score.
 
 Pure functions over numpy and the native core (no gRPC, no catalog), so that the server
-(`service.py`: SearchByVideo and duplicate-on-ingest), the copy-detection harness
+(`service/search.py`: SearchByVideo and duplicate-on-ingest), the copy-detection harness
 (`benchmarks/copydetect/`) and the tests run exactly the same code.
 
 The chain, for one query clip sampled at `query_fps` (blank frames already dropped by the media

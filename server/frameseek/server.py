@@ -21,9 +21,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .api.servicer import FrameSeekServicer, add_servicer
 from .config import Settings
 from .service import FrameSeekService
-from .servicer import FrameSeekServicer, add_servicer
 from .v1 import frameseek_pb2
 
 log = structlog.get_logger("frameseek.server")
@@ -151,7 +151,7 @@ class FrameSeekServer:
             await self.service.start()
             tr = self.servicer.tr
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: tr.warm(self.service.video_records(tr.VIDEO_CACHE)))
+                None, lambda: tr.warm(self.service.videos.records(tr.VIDEO_CACHE)))
             if self.front is not None:
                 info = await asyncio.get_running_loop().run_in_executor(None, self.front.attach)
                 log.info("front_end", address=self.address, **info)

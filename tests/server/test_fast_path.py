@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from frameseek.servicer import encode_search_response
+from frameseek.api.messages import encode_search_response
 from frameseek.storage import EmbeddedStorage, NotFound, VideoRecord
 from frameseek.storage.replica import ReplicaStorage
 from frameseek.v1 import frameseek_pb2 as pb
@@ -159,11 +159,11 @@ def test_replica_video_map_follows_the_writer(tmp_path):
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_check_vector_rejects_non_finite_and_zero_and_normalises(metric):
     from frameseek.errors import ServiceError
-    from frameseek.service import FrameSeekService
+    from frameseek.service.search import Search
     from frameseek.storage import CollectionRecord
 
     rec = CollectionRecord(id=1, name="c", model="m", dimension=4, metric=metric, sampling={}, index={})
-    check = lambda v: FrameSeekService.check_vector(None, rec, v)  # noqa: E731 - uses no service state
+    check = lambda v: Search.check_vector(rec, v)  # noqa: E731
     for bad in ([1, float("nan"), 0, 0], [float("inf"), 0, 0, 0], [float("-inf"), 1, 1, 1]):
         with pytest.raises(ServiceError) as e:
             check(bad)

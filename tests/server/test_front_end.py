@@ -20,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from frameseek import front_end
+from frameseek.api.messages import video_ids
+from frameseek.api.names import parse_collection
 from frameseek.config import Settings
 from frameseek.server import create_server
 from frameseek.service import SearchOptions
@@ -89,9 +91,9 @@ class World:
         """What the Python service answers for the same request (the path the front end forwards to)."""
         o = req.options
         opts = SearchOptions(k=o.k, min_score=o.min_score, max_matches_per_video=o.max_matches_per_video, ef=o.ef,
-                             labels=dict(o.filter.labels), videos=list(o.filter.videos),
-                             exclude_videos=list(o.filter.exclude_videos))
-        hits, model = self.run(self.srv.service.search_vector(req.parent, list(req.vector), opts))
+                             labels=dict(o.filter.labels), videos=video_ids(o.filter.videos),
+                             exclude_videos=video_ids(o.filter.exclude_videos))
+        hits, model = self.run(self.srv.service.search.by_vector(parse_collection(req.parent), list(req.vector), opts))
         return pb.SearchResponse.FromString(self.srv.servicer.tr.hits_bytes(hits, model))
 
     def stats(self) -> dict:
@@ -297,7 +299,7 @@ def test_video_filters_are_native_and_label_filters_pass_through(world):
 
 def test_commits_reach_the_fast_path_at_once(world):
     svc = world.srv.service
-    rec = world.run(svc.collection("collections/ip"))
+    rec = world.run(svc.collections.get("ip"))
     v = np.random.default_rng(99).standard_normal((4, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     vid = svc.storage.add_video(rec.id, _video(rec.id, 999), np.array([0.0, 1.0, 2.0, 3.0]), v).id
@@ -391,7 +393,7 @@ def test_while_loading_health_says_not_serving_and_search_is_unavailable(tmp_pat
             release.set()
             run(srv.wait_ready())
             assert hs.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
-            dim = run(srv.service.collection("")).dimension
+            dim = run(srv.service.collections.get("")).dimension
             assert fs.SearchByVector(pb.SearchByVectorRequest(vector=[1.0] * dim)).hits == []
             assert srv.front.stats()["fast"] == 1
     finally:
@@ -408,7 +410,7 @@ def test_concurrent_searches_pass_throughs_and_commits(world):
     import concurrent.futures
 
     svc = world.srv.service
-    rec = world.run(svc.collection("collections/l2"))
+    rec = world.run(svc.collections.get("l2"))
     rng = np.random.default_rng(5)
     probe = rng.standard_normal(DIM).astype(np.float32) * 0.01
     req = pb.SearchByVectorRequest(parent="collections/l2", vector=probe.tolist(),

@@ -5,12 +5,11 @@ import asyncio
 import socket
 import urllib.request
 
-import grpc
 import pytest
 
 from frameseek.client import FrameSeekError
 from frameseek.config import Settings
-from frameseek.errors import ServiceError
+from frameseek.errors import ErrorCode, ServiceError
 from frameseek.ids import MAX_SAMPLES_PER_VIDEO
 from frameseek.media.sampling import TimeGridSampler
 from frameseek.service import FrameSeekService, SearchOptions
@@ -23,11 +22,11 @@ def test_calls_before_the_index_is_loaded_are_unavailable(tmp_path):
     svc = FrameSeekService(Settings(data_dir=str(tmp_path), metrics_address=""))
 
     async def call():
-        await svc.search_vector("", [1.0] * 512, SearchOptions())
+        await svc.search.by_vector("", [1.0] * 512, SearchOptions())
 
     with pytest.raises(ServiceError) as ei:
         asyncio.run(call())
-    assert (ei.value.code, ei.value.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_READY")
+    assert (ei.value.code, ei.value.reason) == (ErrorCode.UNAVAILABLE, "NOT_READY")
     asyncio.run(svc.close())
 
 
@@ -41,7 +40,7 @@ def test_long_videos_are_sampled_within_the_vectors_a_video_may_hold(tmp_path, i
     svc = FrameSeekService(settings)
     rec = CollectionRecord(id=1, name="c", model=settings.model, dimension=512, metric="ip",
                            sampling={"fps": 30.0}, index={})
-    sampling = svc._sampling(rec)
+    sampling = svc.core.sampling(rec)
     longest = settings.max_video_seconds
     samples = TimeGridSampler(sampling.grid_fps(longest)).expected_samples(longest)
     assert vectors_per_sample * samples <= MAX_SAMPLES_PER_VIDEO

@@ -238,11 +238,12 @@ def test_one_client_cannot_hold_every_upload_slot(tmp_path):
             _wait_for(lambda: fs.stats().active_ingests == 1, "the first upload admitted")
             e = _error(_stream(fs.stub.IngestVideo, [pb.IngestVideoRequest(metadata=pb.IngestMetadata()),
                                                      pb.IngestVideoRequest(chunk=b"x")]))
-            assert (e.code, e.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_UPLOADS"), e
+            assert (e.code, e.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_REQUESTS"), e
+            assert e.metadata["scope"] == "client", e
             upload.end()
             e = _error(_stream(fs.stub.IngestVideo, [pb.IngestVideoRequest(metadata=pb.IngestMetadata()),
                                                      pb.IngestVideoRequest(chunk=b"x")]))
-            assert e.reason != "TOO_MANY_UPLOADS", e  # the slot came back (the bytes are no media)
+            assert e.code != grpc.StatusCode.RESOURCE_EXHAUSTED, e  # the slot came back (the bytes are no media)
     finally:
         if upload is not None:
             upload.release.set()

@@ -69,7 +69,7 @@ class Uploads:
         n = self._by_client.get(client, 0)
         if n >= self.per_client:
             raise exhausted(f"{n} uploads from this client in progress (limit {self.per_client}); retry later",
-                            "TOO_MANY_UPLOADS", limit=self.per_client)
+                            limit=self.per_client, scope="client")
         self._by_client[client] = n + 1
         try:
             yield

@@ -536,7 +536,7 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
     """Search.video_matches votes with every view of the query frames it is given
     (EmbeddedMedia.views: whole, mirror, coarse, crops): a copy whose whole-frame vectors are too
     degraded to vote is found through a second view that still matches. And SearchByVideo's
-    sampling asks for the coarse view at Settings.query_coarse_scale (0 = off)."""
+    sampling asks for the coarse view at Settings.views.query_coarse_scale (0 = off)."""
     from types import SimpleNamespace
 
     from frameseek.config import Settings
@@ -555,20 +555,22 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
     assert float(np.max(weak @ rv.T)) < matching.DEFAULT_MIN_SIMILARITY
     st, c, vid = _storage_with_reference(tmp_path, rt, rv)
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
-    off = FrameSeekService(Settings(data_dir=str(tmp_path / "data2"), query_coarse_scale=0), storage=st)
+    off = FrameSeekService(Settings(data_dir=str(tmp_path / "data2"), views={"query_coarse_scale": 0}), storage=st)
     try:
         alone = svc.search.video_matches(c, qt, weak, 3, None, 8, 1.0)
         both = svc.search.video_matches(c, qt, [weak, None, q], 3, None, 8, 1.0)
         coll = SimpleNamespace(sampling={"fps": 3.0})
         assert svc.core.sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(0.5)
         assert svc.core.sampling(coll, query=True).flip and not svc.core.sampling(coll).flip
-        # ingest embeds the coarse twins of the index at Settings.index_coarse_scale (0 = off)
+        # ingest embeds the coarse twins of the index at Settings.views.index_coarse_scale (0 = off)
         assert svc.core.sampling(coll).coarse_scale == pytest.approx(0.5)
-        assert Core.sampling(SimpleNamespace(settings=Settings(index_coarse_scale=0)), coll).coarse_scale is None
+        no_twins = SimpleNamespace(settings=Settings(views={"index_coarse_scale": 0}))
+        assert Core.sampling(no_twins, coll).coarse_scale is None
         assert off.core.sampling(coll, 1.0, query=True).coarse_scale is None
-        # the deblocking view: off by default, on at Settings.query_deblock_sigma, never for ingest
+        # the deblocking view: off by default, on at Settings.views.query_deblock_sigma, never for ingest
         assert svc.core.sampling(coll, 1.0, query=True).deblock_sigma is None
-        deblock = FrameSeekService(Settings(data_dir=str(tmp_path / "data3"), query_deblock_sigma=2.0), storage=st)
+        deblock = FrameSeekService(Settings(data_dir=str(tmp_path / "data3"), views={"query_deblock_sigma": 2.0}),
+                                   storage=st)
         assert deblock.core.sampling(coll, 1.0, query=True).deblock_sigma == 2.0
         assert deblock.core.sampling(coll).deblock_sigma is None
         for pool in deblock.core.pools():

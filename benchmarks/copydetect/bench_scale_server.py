@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=30, help="samples per synthetic video")
     ap.add_argument("--repeat", type=int, default=5, help="timed calls (after one warm-up call)")
     ap.add_argument("--index-coarse-scale", type=float, default=INDEX_COARSE_SCALE,
-                    help="the server's Settings.index_coarse_scale (default 1/2: every sample, filler ones "
+                    help="the server's Settings.views.index_coarse_scale (default 1/2: every sample, filler ones "
                          "too, indexed with a coarse twin; 0 = without)")
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="default build/copydetect/scale-data-<videos>-<frames>/data (filled once, reused)")
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{VTEST} missing (apt-get install opencv-doc; `make setup` does)")
     a.load_start = os.getloadavg()[0]
     twins = a.index_coarse_scale > 0
-    os.environ["FRAMESEEK_INDEX_COARSE_SCALE"] = str(a.index_coarse_scale)  # the server's and in-process
+    os.environ["FRAMESEEK_VIEWS__INDEX_COARSE_SCALE"] = str(a.index_coarse_scale)  # the server's and in-process
     data_dir = a.data_dir or CACHE / f"scale-data-{a.videos}-{a.frames}{'-twins' if twins else ''}" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     n = a.videos * a.frames

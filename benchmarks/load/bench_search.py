@@ -95,7 +95,7 @@ def fill(data_dir: pathlib.Path, n: int, dim: int, per_video: int, profile: str 
     """Fill through the storage layer (the same add_video path as ingest: catalog row, vector log
     record, index add; per-video fsyncs skipped, see _bulk_load), video by video until `n` samples;
     then one snapshot. Reuses (and resumes) a filled dir. `twins`: every sample also gets a coarse
-    twin (Storage.add_video(twins=...), as ingest with Settings.index_coarse_scale): a vector near
+    twin (Storage.add_video(twins=...), as ingest with Settings.views.index_coarse_scale): a vector near
     it (cosine ~0.9), so the index holds 2n vectors."""
     from frameseek.storage import EmbeddedStorage
 

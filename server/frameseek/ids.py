@@ -2,7 +2,7 @@
 
 A vector id is `video_id << SAMPLE_BITS | vector_index`. A video of n samples holds vectors
 0..n-1 (one per sample, in time order) and, when it was indexed with coarse twins
-(`Settings.index_coarse_scale`), vectors n..2n-1: vector i is then a *twin* of sample i mod n.
+(`Settings.views.index_coarse_scale`), vectors n..2n-1: vector i is then a *twin* of sample i mod n.
 `NO_ID` pads search results that have fewer than k neighbours.
 
 Everything in Python that builds or reads sample ids imports this module (storage, the service's

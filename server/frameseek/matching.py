@@ -48,6 +48,7 @@ import numpy as np
 
 from frameseek import _native
 
+from .config import MATCHING
 from .ids import NO_ID
 
 #: cosine similarity below which a neighbour never votes. sscd_distilled on the harness
@@ -66,15 +67,16 @@ from .ids import NO_ID
 #: threshold.
 DEFAULT_MIN_SIMILARITY = 0.2
 #: default decision threshold on `Match.score` (calibrated on benchmarks/copydetect: the highest
-#: unrelated pair there scores well below it; README "Copy detection" has the numbers).
-COPY_THRESHOLD = 0.2
+#: unrelated pair there scores well below it; README "Copy detection" has the numbers). Declared
+#: with the server's settings (config.MatchingConfig.copy_threshold).
+COPY_THRESHOLD = MATCHING.copy_threshold
 
 
 @dataclass(frozen=True)
 class MatchSettings:
     """Knobs of the copy matcher. Defaults are the harness-calibrated operating point."""
 
-    frame_k: int = 32  # neighbours per query frame (per orientation)
+    frame_k: int = MATCHING.frame_k  # neighbours per query frame (per orientation)
     min_similarity: float = DEFAULT_MIN_SIMILARITY
     idf_margin: float = 0.1  # neighbours within this of a frame's best similarity are its near-duplicates
     idf_free_videos: float = 2.0  # a frame whose near-duplicates span more videos than this is down-weighted

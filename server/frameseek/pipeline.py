@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .config import SAMPLING, VIEWS
 from .embed import Embedder
 from .embed.spec import MIN_INPUT_SCALE
 from .media import (
@@ -45,25 +46,22 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
-#: Default sampling rates. References are indexed denser than queries are sampled so that the two
-#: time grids can never be more than 1/(2*3) s out of phase (vPDQ's every-N-th-frame grids lose
-#: sub-clips, speed changes and videos with an added intro for exactly that reason).
-REFERENCE_FPS = 3.0
-QUERY_FPS = 1.0
-#: Input scale of the coarse query view (`SamplingSettings.coarse_scale`; sscd_distilled: 144 px
-#: short side instead of 288). Copies degraded to little signal -- downscaled to 80x60, re-encoded
-#: at 32 kb/s or crushed into blocks by x264 at CRF 45+ -- match their source up to twice as far
-#: above the vote floor there, while clean copies match best at full scale; the query votes with
-#: whichever view matches (README "Copy detection", benchmarks/copydetect). 1/2 (the smallest input
-#: the engines take) replaced 2/3 after the four-seed harness: more copies at CRF 45 / 51 and a
-#: higher weakest copy on every seed, nothing lost.
-QUERY_COARSE_SCALE = 0.5
-#: Input scale of the references' coarse twins (`Settings.index_coarse_scale`): every indexed
-#: sample is embedded a second time at this scale and indexed beside its full-size vector, so the
-#: coarse query view meets coarse references. Crushed copies match their source far better coarse
-#: to coarse than coarse to full (x264 CRF 51, seed 7: median 0.29 -> 0.44 on one clip, while the
-#: best unrelated reference goes 0.25 -> 0.16); benchmarks/README.md "coarse twins".
-INDEX_COARSE_SCALE = 0.5
+#: Default sampling rates (declared with the server's settings, config.SamplingConfig: references
+#: are indexed denser than queries are sampled, so that the two grids stay in phase).
+REFERENCE_FPS = SAMPLING.default_fps
+QUERY_FPS = SAMPLING.query_fps
+#: Input scale of the coarse query view (`SamplingSettings.coarse_scale`; config.ViewsConfig).
+#: Copies degraded to little signal -- downscaled to 80x60, re-encoded at 32 kb/s or crushed into
+#: blocks by x264 at CRF 45+ -- match their source up to twice as far above the vote floor there,
+#: while clean copies match best at full scale; the query votes with whichever view matches
+#: (README "Copy detection", benchmarks/copydetect).
+QUERY_COARSE_SCALE = VIEWS.query_coarse_scale
+#: Input scale of the references' coarse twins (config.ViewsConfig.index_coarse_scale): every
+#: indexed sample is embedded a second time at this scale and indexed beside its full-size vector,
+#: so the coarse query view meets coarse references. Crushed copies match their source far better
+#: coarse to coarse than coarse to full (x264 CRF 51, seed 7: median 0.29 -> 0.44 on one clip,
+#: while the best unrelated reference goes 0.25 -> 0.16); benchmarks/README.md "coarse twins".
+INDEX_COARSE_SCALE = VIEWS.index_coarse_scale
 #: How long the inference stage waits for more frames to fill a batch, unless the embedder says
 #: otherwise (`batch_wait_s`: ONNX Runtime on the CPU sets 0, its cost per frame does not depend
 #: on the batch size).

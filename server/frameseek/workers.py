@@ -26,6 +26,7 @@ when searches saturate one core and memory allows (index size x workers).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -118,9 +119,9 @@ class ReplicaSupervisor:
         self.settings = settings
         host = settings.address.rsplit(":", 1)[0]
         env = {**os.environ}
-        for field, value in settings.model_dump().items():
-            if value is not None:
-                env[f"FRAMESEEK_{field.upper()}"] = str(value)
+        for field, value in settings.model_dump(mode="json").items():
+            if value is not None:  # a settings group travels as JSON (FRAMESEEK_MEDIA='{...}')
+                env[f"FRAMESEEK_{field.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
         env.update(FRAMESEEK_ADDRESS=f"{host}:{public_port}", FRAMESEEK_ROLE="replica",
                    FRAMESEEK_PRIMARY_ADDRESS=primary_address, FRAMESEEK_METRICS_ADDRESS="",
                    FRAMESEEK_DATA_DIR=os.path.abspath(settings.data_dir))

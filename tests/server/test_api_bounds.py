@@ -147,7 +147,7 @@ def test_ingest_image_refuses_a_video_from_its_first_bytes(tmp_path):
     """A 4 s video sent to IngestImage on a server that decodes at most 1 s of video: refused as a
     video (INVALID_ARGUMENT) from its bytes, not after decoding (which would fail on the limit)."""
     video = make_video(tmp_path / "v.mp4", seconds=4, seed=9)
-    srv = ServerProcess(tmp_path / "data", max_video_seconds=1).start()
+    srv = ServerProcess(tmp_path / "data", media__max_duration_s=1).start()
     try:
         with srv.client(timeout=300) as fs:
             e = _error(lambda: fs.ingest_image(video))

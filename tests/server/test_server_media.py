@@ -82,7 +82,7 @@ def test_long_query_is_sampled_within_the_servers_bound(media, tmp_path):
     is sampled 5 times, spread over all of it, and still placed at its offset; a rate the caller
     sets is applied as given."""
     _, vids = media
-    s = ServerProcess(tmp_path / "data", query_max_samples=5).start()
+    s = ServerProcess(tmp_path / "data", sampling__query_max_samples=5).start()
     try:
         with s.client(timeout=600) as fs:
             name = fs.ingest_video(vids["gen1"]).video.name

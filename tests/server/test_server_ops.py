@@ -36,12 +36,12 @@ def test_long_videos_are_sampled_within_the_vectors_a_video_may_hold(tmp_path, i
     """The longest video the server takes (max_video_seconds) at the highest rate a collection may
     ask (30 fps) must fit a video's 2**SAMPLE_BITS index vectors, coarse twins included: its grid
     is made sparser up front instead of the ingest failing after hours of embedding."""
-    settings = Settings(data_dir=str(tmp_path), metrics_address="", index_coarse_scale=index_coarse_scale)
+    settings = Settings(data_dir=str(tmp_path), metrics_address="", views={"index_coarse_scale": index_coarse_scale})
     svc = FrameSeekService(settings)
     rec = CollectionRecord(id=1, name="c", model=settings.model, dimension=512, metric="ip",
                            sampling={"fps": 30.0}, index={})
     sampling = svc.core.sampling(rec)
-    longest = settings.max_video_seconds
+    longest = settings.media.max_duration_s
     samples = TimeGridSampler(sampling.grid_fps(longest)).expected_samples(longest)
     assert vectors_per_sample * samples <= MAX_SAMPLES_PER_VIDEO
     assert sampling.grid_fps(600.0) == 30.0  # ordinary videos keep the collection's rate

@@ -97,7 +97,7 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         self.svc = service
         self.tr = Translator(service)
         s = service.settings
-        self.uploads = Uploads(service.uploads_dir, s.max_upload_bytes, s.upload_idle_timeout_s,
+        self.uploads = Uploads(service.uploads_dir, s.media.max_upload_bytes, s.upload_idle_timeout_s,
                                s.max_uploads_per_client)
         if not service.replica:  # a replica shares the primary's data dir, and its live uploads
             self.uploads.remove_stale()
@@ -152,8 +152,8 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                     real = resolve_server_path(self.svc.settings.ingest_path_root, req.server_path)
                     await _no_more(it, "server_path", self.uploads)
                     size = os.path.getsize(real)
-                    if size > self.svc.settings.max_upload_bytes:
-                        raise exhausted(f"file exceeds the limit of {self.svc.settings.max_upload_bytes} bytes",
+                    if size > self.svc.settings.media.max_upload_bytes:
+                        raise exhausted(f"file exceeds the limit of {self.svc.settings.media.max_upload_bytes} bytes",
                                         "MEDIA_TOO_LARGE")
                     sha = await asyncio.get_running_loop().run_in_executor(None, sha256_file, real)
                     path, owned = real, False
@@ -173,8 +173,8 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         if done is not None:
             return self.tr.ingest(done)
         try:
-            if len(request.image) > self.svc.settings.max_image_bytes:
-                raise exhausted(f"image exceeds {self.svc.settings.max_image_bytes} bytes", "MEDIA_TOO_LARGE")
+            if len(request.image) > self.svc.settings.media.max_image_bytes:
+                raise exhausted(f"image exceeds {self.svc.settings.media.max_image_bytes} bytes", "MEDIA_TOO_LARGE")
             path = self.uploads.write(request.image)
         except BaseException:
             slot.release()

@@ -51,7 +51,7 @@ class Collections:
             raise invalid(f"unknown metric {quoted(metric)}", field="metric")
         embedder = self.core.embedder
         dim = int(embedder.dim) if embedder is not None else s.embedding_dim
-        fps = float(sampling.get("fps") or s.default_fps)
+        fps = float(sampling.get("fps") or s.sampling.default_fps)
         if not 0 < fps <= 30:
             raise invalid("sampling.fps must be in (0, 30]", field="sampling.fps")
         dedup = float(sampling.get("dedup_threshold") or 0.0)
@@ -59,9 +59,9 @@ class Collections:
             raise invalid("sampling.dedup_threshold must be in [0, 1]", field="sampling.dedup_threshold")
         samp = {"fps": fps, "keep_blank_frames": bool(sampling.get("keep_blank_frames", False)),
                 "dedup_threshold": dedup, "keyframes_only": bool(sampling.get("keyframes_only", False))}
-        idx = {"m": int(index.get("m") or s.hnsw_m),
-               "ef_construction": int(index.get("ef_construction") or s.hnsw_ef_construction),
-               "ef_search": int(index.get("ef_search") or s.default_ef)}
+        idx = {"m": int(index.get("m") or s.index.m),
+               "ef_construction": int(index.get("ef_construction") or s.index.ef_construction),
+               "ef_search": int(index.get("ef_search") or s.index.ef_search)}
         if not 4 <= idx["m"] <= 128 or not 8 <= idx["ef_construction"] <= 4096 or not 1 <= idx["ef_search"] <= 4096:
             raise invalid("index settings out of range (m 4..128, ef_construction 8..4096, ef_search 1..4096)",
                           field="index")

@@ -132,8 +132,8 @@ class Core:
         if not query and not max_samples:
             # a video holds at most MAX_SAMPLES_PER_VIDEO index vectors, its coarse twins included:
             # a long video at a high rate is sampled on a sparser grid rather than refused once embedded
-            max_samples = MAX_SAMPLES_PER_VIDEO // (2 if self.settings.index_coarse_scale else 1)
-        return SamplingSettings(fps=fps or float(s.get("fps") or self.settings.default_fps),
+            max_samples = MAX_SAMPLES_PER_VIDEO // (2 if self.settings.views.index_coarse_scale else 1)
+        return SamplingSettings(fps=fps or float(s.get("fps") or self.settings.sampling.default_fps),
                                 max_samples=max_samples or None,
                                 drop_blank=not s.get("keep_blank_frames", False),
                                 dedup_threshold=None if query else dedup,
@@ -141,16 +141,10 @@ class Core:
                                 flip=query,  # queries also search their mirror image (flipped copies)
                                 # and a coarse view of every frame (heavily degraded copies)
                                 # (SearchByVideo's coarse view; for ingest the coarse twins of the index)
-                                coarse_scale=(self.settings.query_coarse_scale if query
-                                              else self.settings.index_coarse_scale) or None,
-                                deblock_sigma=(self.settings.query_deblock_sigma or None) if query else None)
+                                coarse_scale=(self.settings.views.query_coarse_scale if query
+                                              else self.settings.views.index_coarse_scale) or None,
+                                deblock_sigma=(self.settings.views.query_deblock_sigma or None) if query else None)
 
-    def limits(self):
-        from ..media import MediaLimits
-
-        return MediaLimits(max_width=self.settings.max_width, max_height=self.settings.max_height,
-                           max_duration_s=self.settings.max_video_seconds,
-                           decode_timeout_s=self.settings.decode_timeout_s)
 
     def embed(self, source, sampling, progress=None, shown_as: str = "the upload"):
         """Decode, sample and embed `source` (a path or bytes); media errors become ServiceErrors
@@ -160,7 +154,7 @@ class Core:
 
         try:
             return embed_media(source, self.embedder, sampling, progress=progress, cancel=self.cancel,
-                               limits=self.limits())
+                               limits=self.settings.media)
         except MediaError as exc:
             raise from_media_error(exc, source if isinstance(source, str) else None, shown_as) from None
 

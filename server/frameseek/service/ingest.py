@@ -121,7 +121,7 @@ class Ingest:
         self.core.check_ready()
         rec = await self.collections.get(req.collection)
         check_labels(req.labels)
-        limit = self.core.settings.max_upload_bytes
+        limit = self.core.settings.media.max_upload_bytes
         if req.size_bytes < 0:
             raise invalid("size_bytes must be >= 0", field="size_bytes")
         if req.size_bytes > limit:
@@ -291,7 +291,7 @@ class Ingest:
             raise invalid("no informative frames (all samples were blank)", "EMPTY_MEDIA")
         copies: list[CopyMatch] = []
         if req.duplicate_policy in ("REPORT", "REJECT"):
-            thr = req.duplicate_threshold or settings.copy_threshold
+            thr = req.duplicate_threshold or settings.matching.copy_threshold
             # the upload's coarse twins stand in for a query's coarse view
             copies = [c for c in self.search.video_matches(rec, media.timestamps,
                                                            [media.vectors, media.coarse_vectors], 10, None)

@@ -100,8 +100,8 @@ class Search:
         self.core.require_embedder(rec)
         if not image:
             raise invalid("image is empty (zero bytes)", "EMPTY_MEDIA")
-        if len(image) > self.core.settings.max_image_bytes:
-            raise exhausted(f"image larger than {self.core.settings.max_image_bytes} bytes", "MEDIA_TOO_LARGE")
+        if len(image) > self.core.settings.media.max_image_bytes:
+            raise exhausted(f"image larger than {self.core.settings.media.max_image_bytes} bytes", "MEDIA_TOO_LARGE")
         self._admit()
         self.in_flight += 1
         try:
@@ -238,7 +238,7 @@ class Search:
         (SamplingSettings.regions); None = the server's `region_search` setting."""
         if math.isnan(min_score):
             raise invalid("min_score is NaN", field="min_score")
-        regions = regions or self.core.settings.region_search
+        regions = regions or self.core.settings.views.region_search
         if regions not in ("off", "auto", "on"):
             raise invalid("region_search must be OFF, AUTO or ON", field="region_search")
         if not 0 <= k <= MAX_K:
@@ -250,14 +250,14 @@ class Search:
         self.core.require_embedder(rec)
         opts = SearchOptions(labels=labels, videos=videos, exclude_videos=exclude)
         groups, excl = await self._groups_filter(rec, opts)
-        thr = self.core.settings.copy_threshold if min_score == 0 else min_score
+        thr = self.core.settings.matching.copy_threshold if min_score == 0 else min_score
         self._admit()
         self.in_flight += 1
         try:
             loop = asyncio.get_running_loop()
             # the server's rate is bounded by query_max_samples; a rate the caller asked for is not
-            sampling = self.core.sampling(rec, fps or self.core.settings.query_fps, query=True,
-                                          max_samples=None if fps else self.core.settings.query_max_samples)
+            sampling = self.core.sampling(rec, fps or self.core.settings.sampling.query_fps, query=True,
+                                          max_samples=None if fps else self.core.settings.sampling.query_max_samples)
             sampling.regions = regions
             media = await loop.run_in_executor(self.core.query_pool, self.core.embed, path, sampling, None, "the clip")
             if len(media) == 0:
@@ -267,7 +267,7 @@ class Search:
             else:
                 matches = await loop.run_in_executor(
                     self.core.search_pool, self.video_matches, rec, media.timestamps, media.views, k or 10,
-                    groups, frame_k or self.core.settings.frame_k, media.sample_fps or sampling.fps, thr)
+                    groups, frame_k or self.core.settings.matching.frame_k, media.sample_fps or sampling.fps, thr)
         finally:
             self.in_flight -= 1
         matches = [m for m in matches if m.score >= thr and m.video.id not in excl]
@@ -291,7 +291,7 @@ class Search:
         if not hasattr(_native, "aggregate"):
             raise ServiceError(ErrorCode.UNIMPLEMENTED, "INTERNAL",
                                "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
-        frame_k = frame_k or self.core.settings.frame_k
+        frame_k = frame_k or self.core.settings.matching.frame_k
         ef = max(frame_k, int(rec.index.get("ef_search", 64)))
         if isinstance(views, np.ndarray) and views.ndim == 2:
             views = [views]
@@ -324,12 +324,13 @@ class Search:
         sims = np.ascontiguousarray(np.where(valid, matching.similarities(dist, rec.metric), -1).astype(np.float32))
         groups_arr = np.ascontiguousarray(np.where(valid, vids, NO_ID).astype(np.uint64))
         settings = matching.MatchSettings(frame_k=frame_k)
+        ref_fps = float(rec.sampling.get("fps") or self.core.settings.sampling.default_fps)
         ms = matching.align(times, ids, groups_arr, ntimes, sims, frame_weights=matching.redundancy_weights(vecs),
                             settings=settings, ref_durations=durations,
                             query_interval=1.0 / query_fps if query_fps else None,
-                            ref_interval=1.0 / float(rec.sampling.get("fps") or self.core.settings.default_fps),
+                            ref_interval=1.0 / ref_fps,
                             max_candidates=int(k))
-        refine_above = self.core.settings.copy_threshold if refine_above is None else refine_above
+        refine_above = self.core.settings.matching.copy_threshold if refine_above is None else refine_above
         out = []
         for rank, m in enumerate(ms):  # best first by the calibrated score (frameseek.matching)
             try:

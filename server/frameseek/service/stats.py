@@ -28,5 +28,5 @@ async def stats(core: Core, ingest: Ingest) -> dict:
     return {"version": __version__, "uptime_seconds": time.time() - core.started_at, "collections": colls,
             "video_count": sum(c["video_count"] for c in colls),
             "sample_count": sum(c["sample_count"] for c in colls), "storage_bytes": nbytes,
-            "active_ingests": ingest.pending, "copy_threshold": core.settings.copy_threshold,
+            "active_ingests": ingest.pending, "copy_threshold": core.settings.matching.copy_threshold,
             "simd_level": _native.simd_level()}

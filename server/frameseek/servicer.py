@@ -462,7 +462,8 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                         collections=[pb.CollectionStats(**c) for c in s["collections"]],
                         video_count=s["video_count"], sample_count=s["sample_count"],
                         storage_bytes=s["storage_bytes"], active_ingests=s["active_ingests"],
-                        copy_threshold=s["copy_threshold"], simd_level=s["simd_level"])
+                        copy_threshold=s["copy_threshold"], simd_level=s["simd_level"],
+                        insecure=self.svc.settings.insecure)
 
 
 # Methods whose handlers return an already serialised response (bytes).

@@ -332,3 +332,36 @@ def test_socket_dirs_of_killed_servers_are_removed(tmp_path):
     finally:
         b.stop()
     assert not (ours() - before)
+
+
+def test_sighup_reloads_the_token_file(tls_server, pki):
+    """Last of the tls_server tests: it revokes the reader's token with a real SIGHUP (and puts it back)."""
+    tokens = tls_server.data_dir.parent / "tokens.toml"
+    reader = Client(tls_server.address, tls_ca=pki / "ca.pem", token=TOKENS["reader"], retries=0)
+    try:
+        reader.stats()
+        write_tokens(tokens, roles=("writer", "admin"))
+        tls_server.proc.send_signal(signal.SIGHUP)
+        while True:  # the reload is asynchronous to the signal; pytest-timeout bounds a hang
+            try:
+                reader.stats()
+            except FrameSeekError as exc:
+                assert exc.code == grpc.StatusCode.UNAUTHENTICATED
+                break
+            time.sleep(0.05)
+        assert tls_server.proc.poll() is None  # SIGHUP no longer ends the process
+        assert "auth_tokens_reloaded" in tls_server.log()
+    finally:
+        write_tokens(tokens)
+        tls_server.proc.send_signal(signal.SIGHUP)
+        reader.close()
+
+
+def test_hash_token_prints_an_entry(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "frameseek.cli", "hash-token", "--name", "ci", "--role", "writer"],
+                       input="s3cret\n", capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "t.toml").write_text(r.stdout)
+    (entry,) = auth.load_tokens(str(tmp_path / "t.toml"))
+    assert (entry.name, entry.role, entry.digest.hex()) == ("ci", "writer", auth.hash_token("s3cret"))
+    assert "s3cret" not in r.stdout

@@ -117,10 +117,6 @@ def native_table(entries: tuple[TokenEntry, ...]) -> tuple[list[tuple[bytes, int
     return [(e.digest, RANK[e.role]) for e in entries], methods
 
 
-def _denied(code: grpc.StatusCode, reason: str, message: str, **md) -> ServiceError:
-    return ServiceError(code, reason, message, **md)
-
-
 class Authorizer:
     """Checks a call's bearer token against the current table (swapped whole by `reload`)."""
 
@@ -151,11 +147,11 @@ class Authorizer:
         entry = self.identify(authorization)
         if entry is None:
             if not authorization:
-                return _denied(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
+                return ServiceError(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
                                "this server needs a token: send 'authorization: Bearer <token>'")
-            return _denied(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", "unknown token")
+            return ServiceError(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", "unknown token")
         if RANK[entry.role] < need:
-            return _denied(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
+            return ServiceError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
                            f"token '{entry.name}' has role {entry.role}; {method.rsplit('/', 1)[1]} needs "
                            f"{ROLES[need - 1]}", role=entry.role, required_role=ROLES[need - 1])
         return None

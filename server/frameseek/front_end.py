@@ -30,6 +30,7 @@ import fcntl
 import glob
 import os
 import shutil
+import socket
 import tempfile
 
 import numpy as np
@@ -182,6 +183,29 @@ def remove_stale_socket_dirs() -> list[str]:
         with contextlib.suppress(OSError):
             shutil.rmtree(path)
             removed.append(path)
+    removed += _remove_legacy_socket_dirs()
     if removed:
         log.info("stale_socket_dirs_removed", count=len(removed))
+    return removed
+
+
+def _remove_legacy_socket_dirs() -> list[str]:
+    """Directories of servers before the lock (`frameseek-XXXXXXXX` holding only `service.sock`):
+    stale when nothing listens on the socket any more."""
+    removed = []
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "frameseek-" + "[a-z0-9_]" * 8)):
+        sock = os.path.join(path, "service.sock")
+        try:
+            if os.lstat(path).st_uid != os.getuid() or os.listdir(path) != ["service.sock"]:
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(sock)
+            continue  # a live (older) server
+        except ConnectionRefusedError:
+            pass
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path)
+            removed.append(path)
     return removed

@@ -365,3 +365,28 @@ def test_hash_token_prints_an_entry(tmp_path):
     (entry,) = auth.load_tokens(str(tmp_path / "t.toml"))
     assert (entry.name, entry.role, entry.digest.hex()) == ("ci", "writer", auth.hash_token("s3cret"))
     assert "s3cret" not in r.stdout
+
+
+@needs_native_front_end
+def test_socket_dirs_of_older_servers_are_removed(tmp_path):
+    # before the lock file, a server's directory held only its socket: one nobody listens on is stale
+    import socket
+
+    stale = tempfile.mkdtemp(prefix="frameseek-")
+    live = tempfile.mkdtemp(prefix="frameseek-")
+    other = tempfile.mkdtemp(prefix="frameseek-")  # not a socket directory: left alone
+    (open(os.path.join(other, "service.sock"), "w")).close()
+    (open(os.path.join(other, "notes.txt"), "w")).close()
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(os.path.join(stale, "service.sock"))
+    dead.close()  # bound, never listening: what a killed server leaves
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(os.path.join(live, "service.sock"))
+        listening.listen()
+        removed = front_end.remove_stale_socket_dirs()
+    assert stale in removed and not os.path.exists(stale)
+    assert live not in removed and other not in removed
+    for d in (live, other):
+        for f in os.listdir(d):
+            os.unlink(os.path.join(d, f))
+        os.rmdir(d)

@@ -52,6 +52,10 @@ METHOD_ROLES = {
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 DEFAULT_ROLE = "reader"  # reflection and any method not listed above
 
+class ConfigError(ValueError):
+    """A token file, TLS file or exposure that the server must not start (or reload) with."""
+
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 BEARER = "bearer "
 
@@ -75,37 +79,38 @@ class TokenEntry:
 
 
 def load_tokens(path: str) -> tuple[TokenEntry, ...]:
-    """Parse and check a token file; ValueError with the file and entry on anything wrong."""
+    """Parse and check a token file; ConfigError with the file and entry on anything wrong."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except OSError as exc:
-        raise ValueError(f"auth tokens {path}: {exc.strerror}") from None
+        raise ConfigError(f"auth tokens {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"auth tokens {path}: not valid TOML ({exc})") from None
+        raise ConfigError(f"auth tokens {path}: not valid TOML ({exc})") from None
     unknown = set(doc) - {"token"}
     if unknown:
-        raise ValueError(f"auth tokens {path}: unknown top-level keys {sorted(unknown)} (expected [[token]] tables)")
+        raise ConfigError(f"auth tokens {path}: unknown top-level keys {sorted(unknown)} "
+                          "(expected [[token]] tables)")
     entries, names, digests = [], set(), set()
     for i, t in enumerate(doc.get("token", []), 1):
         where = f"auth tokens {path}: token #{i}"
         if not isinstance(t, dict) or set(t) != {"name", "role", "sha256"}:
-            raise ValueError(f"{where}: needs exactly the keys name, role, sha256")
+            raise ConfigError(f"{where}: needs exactly the keys name, role, sha256")
         name, role, sha = t["name"], t["role"], t["sha256"]
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{where}: name must be a non-empty string")
+            raise ConfigError(f"{where}: name must be a non-empty string")
         if role not in RANK:
-            raise ValueError(f"{where} ({name}): role must be one of {', '.join(ROLES)}")
+            raise ConfigError(f"{where} ({name}): role must be one of {', '.join(ROLES)}")
         if not isinstance(sha, str) or not _HEX64.fullmatch(sha.lower()):
-            raise ValueError(f"{where} ({name}): sha256 must be 64 hex digits (the hash, never the token; "
+            raise ConfigError(f"{where} ({name}): sha256 must be 64 hex digits (the hash, never the token; "
                              "`frameseek hash-token` prints it)")
         if name in names or sha.lower() in digests:
-            raise ValueError(f"{where} ({name}): duplicate name or hash")
+            raise ConfigError(f"{where} ({name}): duplicate name or hash")
         names.add(name)
         digests.add(sha.lower())
         entries.append(TokenEntry(name, role, bytes.fromhex(sha)))
     if not entries:
-        raise ValueError(f"auth tokens {path}: no [[token]] entries (every call would be refused)")
+        raise ConfigError(f"auth tokens {path}: no [[token]] entries (every call would be refused)")
     return tuple(entries)
 
 
@@ -125,7 +130,7 @@ class Authorizer:
         self.entries = load_tokens(path)
 
     def reload(self) -> tuple[TokenEntry, ...]:
-        """Re-read the file; on any error the old table stays (and ValueError says why)."""
+        """Re-read the file; on any error the old table stays (and ConfigError says why)."""
         self.entries = load_tokens(self.path)
         return self.entries
 
@@ -199,22 +204,22 @@ class TlsFiles:
 
 
 def load_tls(cert: str | None, key: str | None, client_ca: str | None) -> TlsFiles | None:
-    """The PEM files named by the settings (None = plaintext); ValueError on a missing half."""
+    """The PEM files named by the settings (None = plaintext); ConfigError on a missing half or an unusable file."""
     if not cert and not key:
         if client_ca:
-            raise ValueError("tls_client_ca needs tls_cert and tls_key (mTLS is TLS with client certificates)")
+            raise ConfigError("tls_client_ca needs tls_cert and tls_key (mTLS is TLS with client certificates)")
         return None
     if not (cert and key):
-        raise ValueError("TLS needs both tls_cert and tls_key")
+        raise ConfigError("TLS needs both tls_cert and tls_key")
 
     def read(path: str, what: str) -> bytes:
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as exc:
-            raise ValueError(f"{what} {path}: {exc.strerror}") from None
+            raise ConfigError(f"{what} {path}: {exc.strerror}") from None
         if b"-----BEGIN" not in data:
-            raise ValueError(f"{what} {path}: not a PEM file")
+            raise ConfigError(f"{what} {path}: not a PEM file")
         return data
 
     files = TlsFiles(read(cert, "tls_cert"), read(key, "tls_key"),
@@ -222,7 +227,7 @@ def load_tls(cert: str | None, key: str | None, client_ca: str | None) -> TlsFil
     try:  # a key that does not match the certificate would only show as a failed bind
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
     except ssl.SSLError as exc:
-        raise ValueError(f"tls_cert {cert} / tls_key {key}: unusable ({exc.reason or exc})") from None
+        raise ConfigError(f"tls_cert {cert} / tls_key {key}: unusable ({exc.reason or exc})") from None
     return files
 
 

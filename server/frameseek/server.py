@@ -25,7 +25,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .auth import AuthInterceptor, Authorizer, exposure_gaps, insecure_warning, load_tls, refusal, server_credentials
+from .auth import (AuthInterceptor, Authorizer, ConfigError, exposure_gaps, insecure_warning, load_tls, refusal,
+                   server_credentials)
 from .config import Settings
 from .service import FrameSeekService
 from .servicer import FrameSeekServicer, add_servicer
@@ -50,13 +51,13 @@ def grpc_options(s: Settings) -> list[tuple[str, int]]:
     ]
 
 
-class InsecureBind(ValueError):
+class InsecureBind(ConfigError):
     """A non-loopback address without TLS and client authentication, and no `insecure`."""
 
 
 class FrameSeekServer:
     def __init__(self, settings: Settings, service: FrameSeekService | None = None):
-        """ValueError (InsecureBind among them) when the security settings do not hold up."""
+        """auth.ConfigError (InsecureBind among them) when the security settings do not hold up."""
         self.settings = settings
         self.tls = load_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         self.authorizer = Authorizer(settings.auth_tokens) if settings.auth_tokens else None
@@ -140,7 +141,7 @@ class FrameSeekServer:
             return False
         try:
             entries = self.authorizer.reload()
-        except ValueError as exc:
+        except ConfigError as exc:
             log.error("auth_tokens_reload_failed", error=str(exc), kept=len(self.authorizer.entries))
             return False
         if self.front is not None:
@@ -247,7 +248,7 @@ async def serve(settings: Settings, port_file: str | None = None) -> None:
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     try:
         srv, port = await create_server(settings)
-    except ValueError as exc:  # security settings (auth.py): a clear message, no traceback
+    except ConfigError as exc:  # security settings (auth.py): a clear message, no traceback
         raise SystemExit(f"frameseek: {exc}") from None
 
     def write_port_file() -> None:

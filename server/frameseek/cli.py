@@ -106,8 +106,8 @@ def serve(
     tls_key: Annotated[Optional[Path], typer.Option(help="private key of --tls-cert (PEM)")] = None,
     tls_client_ca: Annotated[Optional[Path], typer.Option(help="require client certificates signed by this CA "
                                                           "(mTLS)")] = None,
-    auth_tokens: Annotated[Optional[Path], typer.Option(help="TOML file of [[token]] name/role/sha256: every call "
-                                                        "needs a bearer token (reloaded on SIGHUP)")] = None,
+    auth_tokens: Annotated[Optional[Path], typer.Option(help="TOML file of token entries (name, role, sha256): "
+                                                        "every call needs a bearer token (reloaded on SIGHUP)")] = None,
     insecure: Annotated[Optional[bool], typer.Option("--insecure", help="serve a non-loopback address without "
                                                      "TLS and client authentication (refused otherwise)")] = None,
 ) -> None:
@@ -135,7 +135,7 @@ def hash_token(
     name: Annotated[str, typer.Option(help="the entry's name")] = "client",
     role: Annotated[str, typer.Option(help="reader | writer | admin")] = "reader",
 ) -> None:
-    """Print a [[token]] entry for --auth-tokens. The token is read from stdin (one line); with no
+    """Print a token entry for --auth-tokens. The token is read from stdin (one line); with no
     stdin (a terminal) a new random token is made and printed to stderr, once."""
     import secrets
 

@@ -95,11 +95,11 @@ func WithTLSFiles(caFile, certFile, keyFile string) Option {
 }
 
 // WithEnv applies the variables the frameseek CLI reads, where set: FRAMESEEK_TLS_CA,
-// FRAMESEEK_TLS_CERT and FRAMESEEK_TLS_KEY (as WithTLSFiles) and FRAMESEEK_TOKEN (as WithToken).
+// FRAMESEEK_CLIENT_CERT and FRAMESEEK_CLIENT_KEY (as WithTLSFiles) and FRAMESEEK_TOKEN (as WithToken).
 // Options after it override it.
 func WithEnv() Option {
 	return func(o *options) {
-		ca, cert, key := os.Getenv("FRAMESEEK_TLS_CA"), os.Getenv("FRAMESEEK_TLS_CERT"), os.Getenv("FRAMESEEK_TLS_KEY")
+		ca, cert, key := os.Getenv("FRAMESEEK_TLS_CA"), os.Getenv("FRAMESEEK_CLIENT_CERT"), os.Getenv("FRAMESEEK_CLIENT_KEY")
 		if ca != "" || cert != "" || key != "" {
 			WithTLSFiles(ca, cert, key)(o)
 		}

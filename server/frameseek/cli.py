@@ -3,7 +3,7 @@
 Human-readable output by default, `--json` for machines. Clients find the server with
 `--server HOST:PORT` or FRAMESEEK_SERVER (default 127.0.0.1:50051), and authenticate with
 `--token` (FRAMESEEK_TOKEN), `--tls-ca` (FRAMESEEK_TLS_CA) and, for mTLS, `--tls-cert`/`--tls-key`
-(FRAMESEEK_TLS_CERT/KEY).
+(FRAMESEEK_CLIENT_CERT/KEY: FRAMESEEK_TLS_CERT/KEY are `serve`'s own certificate and key).
 """
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ Token = Annotated[Optional[str], typer.Option("--token", envvar="FRAMESEEK_TOKEN
                                               help="bearer token of a server with --auth-tokens")]
 TlsCa = Annotated[Optional[Path], typer.Option("--tls-ca", envvar="FRAMESEEK_TLS_CA",
                                                help="connect with TLS, trusting this CA (PEM)")]
-TlsCert = Annotated[Optional[Path], typer.Option("--tls-cert", envvar="FRAMESEEK_TLS_CERT",
+TlsCert = Annotated[Optional[Path], typer.Option("--tls-cert", envvar="FRAMESEEK_CLIENT_CERT",
                                                  help="client certificate (PEM) for a server that requires one")]
-TlsKey = Annotated[Optional[Path], typer.Option("--tls-key", envvar="FRAMESEEK_TLS_KEY", help="its private key")]
+TlsKey = Annotated[Optional[Path], typer.Option("--tls-key", envvar="FRAMESEEK_CLIENT_KEY",
+                                                help="its private key")]
 
 
 def _client(server: str | None, token: str | None = None, tls_ca: Path | None = None,

@@ -12,8 +12,9 @@ Errors raise `FrameSeekError` with the gRPC `code`, the server's machine-readabl
     Client("search.example:50051", tls_ca="ca.pem", token=os.environ["FRAMESEEK_TOKEN"])
 
 `tls_ca` (FRAMESEEK_TLS_CA) turns TLS on and trusts that CA; `tls_cert`/`tls_key`
-(FRAMESEEK_TLS_CERT/KEY) present a client certificate (mTLS); `token` (FRAMESEEK_TOKEN) is sent as
-`authorization: Bearer <token>` on every call. Uploads stream the file in 1 MiB chunks and carry a
+(FRAMESEEK_CLIENT_CERT/KEY; not FRAMESEEK_TLS_CERT/KEY, which are the server's own) present a
+client certificate (mTLS); `token` (FRAMESEEK_TOKEN) is sent as `authorization: Bearer <token>` on
+every call. Uploads stream the file in 1 MiB chunks and carry a
 request_id, so a retry after a lost connection never indexes a video twice.
 """
 from __future__ import annotations
@@ -149,7 +150,7 @@ class Client:
     """Blocking client; thread-safe (share one across threads for parallel uploads).
 
     Security (each falls back to its environment variable): `token` (FRAMESEEK_TOKEN), `tls_ca`
-    (FRAMESEEK_TLS_CA: TLS trusting this CA), `tls_cert` + `tls_key` (FRAMESEEK_TLS_CERT/KEY: a
+    (FRAMESEEK_TLS_CA: TLS trusting this CA), `tls_cert` + `tls_key` (FRAMESEEK_CLIENT_CERT/KEY: a
     client certificate for mTLS). `credentials` replaces the TLS ones when given."""
 
     def __init__(self, address: str | None = None, *, timeout: float | None = 60.0,
@@ -160,8 +161,8 @@ class Client:
         self.address = address or default_address()
         env = os.environ.get
         token = token or env("FRAMESEEK_TOKEN") or None
-        tls_ca, tls_cert, tls_key = (tls_ca or env("FRAMESEEK_TLS_CA"), tls_cert or env("FRAMESEEK_TLS_CERT"),
-                                     tls_key or env("FRAMESEEK_TLS_KEY"))
+        tls_ca = tls_ca or env("FRAMESEEK_TLS_CA")
+        tls_cert, tls_key = tls_cert or env("FRAMESEEK_CLIENT_CERT"), tls_key or env("FRAMESEEK_CLIENT_KEY")
         if credentials is None and (tls_ca or tls_cert or tls_key):
             credentials = tls_credentials(tls_ca, tls_cert, tls_key)
         opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 16 << 20),

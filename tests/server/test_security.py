@@ -263,6 +263,9 @@ def test_mtls_requires_a_client_certificate(tmp_path, pki):
         assert r.returncode == 0, r.stderr
         r = cli("stats", *conn)
         assert r.returncode == 1 and "UNAVAILABLE" in r.stderr
+        r = cli("stats", *conn, env={"FRAMESEEK_CLIENT_CERT": str(pki / "client.pem"),
+                                     "FRAMESEEK_CLIENT_KEY": str(pki / "client.key")})
+        assert r.returncode == 0, r.stderr
         with Client(srv.address, tls_ca=pki / "ca.pem", tls_cert=pki / "rogue-client.pem",
                     tls_key=pki / "rogue-client.key", retries=0) as fs:  # signed by a CA the server does not trust
             with pytest.raises(FrameSeekError) as e:

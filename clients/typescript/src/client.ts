@@ -64,11 +64,11 @@ export function tlsFromFiles(files: { ca?: string; cert?: string; key?: string }
 }
 
 /** The connection settings the frameseek CLI reads from the environment, where set:
- * FRAMESEEK_TLS_CA / FRAMESEEK_TLS_CERT / FRAMESEEK_TLS_KEY (TLS, as tlsFromFiles) and
+ * FRAMESEEK_TLS_CA / FRAMESEEK_CLIENT_CERT / FRAMESEEK_CLIENT_KEY (TLS, as tlsFromFiles) and
  * FRAMESEEK_TOKEN. Spread it into ConnectOptions: `new FrameSeek(addr, { ...optionsFromEnv() })`. */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<ConnectOptions> {
   const out: Partial<ConnectOptions> = {};
-  const [ca, cert, key] = [env.FRAMESEEK_TLS_CA, env.FRAMESEEK_TLS_CERT, env.FRAMESEEK_TLS_KEY];
+  const [ca, cert, key] = [env.FRAMESEEK_TLS_CA, env.FRAMESEEK_CLIENT_CERT, env.FRAMESEEK_CLIENT_KEY];
   if (ca || cert || key) out.tls = tlsFromFiles({ ca, cert, key });
   if (env.FRAMESEEK_TOKEN) out.token = env.FRAMESEEK_TOKEN;
   return out;

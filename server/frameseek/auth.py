@@ -28,10 +28,12 @@ import ssl
 import tomllib
 
 import grpc
+import structlog
 from prometheus_client import Counter
 
 from .errors import ServiceError
 
+log = structlog.get_logger("frameseek.auth")
 DENIED = Counter("frameseek_auth_denied_total", "calls refused for a missing, unknown or too weak token "
                  "(the native front end declines those to the Python service, so all are counted here)",
                  ["reason"])
@@ -51,6 +53,7 @@ METHOD_ROLES = {
 }
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 DEFAULT_ROLE = "reader"  # reflection and any method not listed above
+
 
 class ConfigError(ValueError):
     """A token file, TLS file or exposure that the server must not start (or reload) with."""
@@ -153,12 +156,12 @@ class Authorizer:
         if entry is None:
             if not authorization:
                 return ServiceError(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
-                               "this server needs a token: send 'authorization: Bearer <token>'")
+                                    "this server needs a token: send 'authorization: Bearer <token>'")
             return ServiceError(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", "unknown token")
         if RANK[entry.role] < need:
             return ServiceError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
-                           f"token '{entry.name}' has role {entry.role}; {method.rsplit('/', 1)[1]} needs "
-                           f"{ROLES[need - 1]}", role=entry.role, required_role=ROLES[need - 1])
+                                f"token '{entry.name}' has role {entry.role}; {method.rsplit('/', 1)[1]} needs "
+                                f"{ROLES[need - 1]}", role=entry.role, required_role=ROLES[need - 1])
         return None
 
 
@@ -180,10 +183,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         DENIED.labels(err.reason).inc()
 
         async def deny(request, context):
+            # an audit trail of refusals (the peer is the front end's socket with the native front end)
+            log.info("auth_denied", method=details.method, reason=err.reason, peer=context.peer())
             await context.abort(err.code, err.message, trailing_metadata=rich_status(err))
 
         async def deny_stream(request, context):
-            await context.abort(err.code, err.message, trailing_metadata=rich_status(err))
+            await deny(request, context)
             yield  # pragma: no cover - an async generator that never yields
 
         kind = (handler.request_streaming, handler.response_streaming)

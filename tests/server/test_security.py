@@ -253,9 +253,12 @@ def test_sdk_tls_and_tokens(tls_server, pki):
         assert e.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-def test_mtls_requires_a_client_certificate(tmp_path, pki):
+@pytest.mark.parametrize("front", ["native", "python"])
+def test_mtls_requires_a_client_certificate(tmp_path, pki, front):
+    if front == "native" and not front_end.available():
+        pytest.skip("native module built without gRPC C++")
     srv = start(tmp_path, "data", tls_cert=pki / "server.pem", tls_key=pki / "server.key",
-                tls_client_ca=pki / "ca.pem", address="0.0.0.0:0")  # mTLS alone is safe to expose
+                tls_client_ca=pki / "ca.pem", front_end=front)
     try:
         srv.client(tls_ca=pki / "ca.pem", tls_cert=pki / "client.pem", tls_key=pki / "client.key").wait_ready(300)
         conn = ["--server", srv.address, "--tls-ca", str(pki / "ca.pem")]
@@ -280,6 +283,19 @@ def test_mtls_requires_a_client_certificate(tmp_path, pki):
 
 
 # ---- safe by default -------------------------------------------------------------------------------
+@pytest.mark.parametrize("address, loopback", [
+    ("127.0.0.1:50051", True), ("127.3.4.5:1", True), ("localhost:1", True), ("[::1]:1", True),
+    ("unix:/run/fs.sock", True), ("0.0.0.0:1", False), ("[::]:1", False), (":50051", False),
+    ("10.0.0.5:1", False), ("search.example.org:1", False)])
+def test_exposure_needs_tls_and_client_authentication(address, loopback):
+    tls = auth.TlsFiles(b"cert", b"key", None)
+    assert auth.exposure_gaps(address, tls, authenticated=True) == []
+    gaps = auth.exposure_gaps(address, None, authenticated=False)
+    assert (gaps == []) == loopback
+    if not loopback:
+        assert len(gaps) == 2 and len(auth.exposure_gaps(address, tls, authenticated=False)) == 1
+
+
 def test_non_loopback_without_protection_refuses_to_start(tmp_path, pki):
     r = cli("serve", "--address", "0.0.0.0:0", "--data-dir", str(tmp_path / "d"), "--metrics-address", "")
     assert r.returncode != 0 and "refusing to listen on 0.0.0.0:0" in r.stderr and "--insecure" in r.stderr

@@ -91,6 +91,20 @@ void bind_front_end(py::module_& m) {
       .def(py::init<std::string, std::string, std::vector<std::pair<std::string, int>>,
                     std::shared_ptr<SearchDirectory>, std::string>(),
            "address"_a, "backend"_a, "channel_args"_a, "directory"_a, "fast_method"_a)
+      .def("use_tls", &FrontEnd::use_tls, "cert_pem"_a, "key_pem"_a, "client_ca_pem"_a = "",
+           "TLS on the public port (PEM); a client CA requires and verifies client certificates. Before start().")
+      .def(
+          "set_auth",
+          [](FrontEnd& f, const std::vector<std::pair<py::bytes, int>>& tokens,
+             const std::unordered_map<std::string, int>& method_ranks) {
+            std::vector<std::pair<std::string, int>> t;
+            t.reserve(tokens.size());
+            for (const auto& [digest, rank] : tokens) t.emplace_back(std::string(digest), rank);
+            f.set_auth(t, method_ranks);
+          },
+          "tokens"_a, "method_ranks"_a,
+          "Token table: [(sha256 digest, role rank)] and {method: least rank (0 = open)} of the natively "
+          "answered methods; replaces the previous one. Unauthorized calls are passed through.")
       .def("start", &FrontEnd::start, kNoGil)
       .def("shutdown", &FrontEnd::shutdown, "grace_s"_a, kNoGil)
       .def("set_health", &FrontEnd::set_health, "service"_a, "status"_a,

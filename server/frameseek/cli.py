@@ -1,11 +1,14 @@
 """The `frameseek` command line: run the server, and talk to one through frameseek.client.
 
 Human-readable output by default, `--json` for machines. Clients find the server with
-`--server HOST:PORT` or FRAMESEEK_SERVER (default 127.0.0.1:50051).
+`--server HOST:PORT` or FRAMESEEK_SERVER (default 127.0.0.1:50051), and authenticate with
+`--token` (FRAMESEEK_TOKEN), `--tls-ca` (FRAMESEEK_TLS_CA) and, for mTLS, `--tls-cert`/`--tls-key`
+(FRAMESEEK_CLIENT_CERT/KEY: FRAMESEEK_TLS_CERT/KEY are `serve`'s own certificate and key).
 """
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -32,12 +35,21 @@ Server = Annotated[str | None, typer.Option("--server", "-s", envvar="FRAMESEEK_
                                                 help="HOST:PORT of the server [default: 127.0.0.1:50051]")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 Collection = Annotated[str, typer.Option("--collection", "-c", help="collection (default: the server's default)")]
+Token = Annotated[str | None, typer.Option("--token", envvar="FRAMESEEK_TOKEN", show_default=False,
+                                              help="bearer token of a server with --auth-tokens")]
+TlsCa = Annotated[Path | None, typer.Option("--tls-ca", envvar="FRAMESEEK_TLS_CA",
+                                               help="connect with TLS, trusting this CA (PEM)")]
+TlsCert = Annotated[Path | None, typer.Option("--tls-cert", envvar="FRAMESEEK_CLIENT_CERT",
+                                                 help="client certificate (PEM) for a server that requires one")]
+TlsKey = Annotated[Path | None, typer.Option("--tls-key", envvar="FRAMESEEK_CLIENT_KEY",
+                                                help="its private key")]
 
 
-def _client(server: str | None):
+def _client(server: str | None, token: str | None = None, tls_ca: Path | None = None,
+            tls_cert: Path | None = None, tls_key: Path | None = None):
     from .client import Client
 
-    return Client(server)
+    return Client(server, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
 
 
 def _dict(msg) -> dict:
@@ -90,6 +102,14 @@ def serve(
     front_end: Annotated[str | None, typer.Option(help="native: a C++ gRPC server answers SearchByVector and "
                                                      "passes the rest to Python; python: grpc.aio only "
                                                      "[default: native]")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="serve TLS with this certificate chain (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="private key of --tls-cert (PEM)")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(help="require client certificates signed by this CA "
+                                                          "(mTLS)")] = None,
+    auth_tokens: Annotated[Path | None, typer.Option(help="TOML file of token entries (name, role, sha256): "
+                                                        "every call needs a bearer token (reloaded on SIGHUP)")] = None,
+    insecure: Annotated[bool | None, typer.Option("--insecure", help="serve a non-loopback address without "
+                                                     "TLS and client authentication (refused otherwise)")] = None,
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM (then drain and flush)."""
     import asyncio
@@ -100,9 +120,38 @@ def serve(
 
     settings = load_settings(str(config) if config else None, address=address, data_dir=data_dir,
                              metrics_address=metrics_address, log_format=log_format, workers=workers,
-                             front_end=front_end)
+                             front_end=front_end, tls_cert=_path(tls_cert), tls_key=_path(tls_key),
+                             tls_client_ca=_path(tls_client_ca), auth_tokens=_path(auth_tokens), insecure=insecure)
     configure(settings.log_format, settings.log_level)
     asyncio.run(run(settings, port_file))
+
+
+def _path(p: Path | None) -> str | None:
+    return str(p) if p is not None else None
+
+
+@app.command("hash-token")
+def hash_token(
+    name: Annotated[str, typer.Option(help="the entry's name")] = "client",
+    role: Annotated[str, typer.Option(help="reader | writer | admin")] = "reader",
+) -> None:
+    """Print a token entry for --auth-tokens. The token is read from stdin (one line); with no
+    stdin (a terminal) a new random token is made and printed to stderr, once."""
+    import secrets
+
+    from .api.auth import ROLES
+    from .api.auth import hash_token as sha256_hex
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="--role")
+    if sys.stdin.isatty():
+        token = secrets.token_urlsafe(32)
+        err.print(f"token (give it to the client, it is not stored): {token}", markup=False, highlight=False)
+    else:
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise typer.BadParameter("no token on stdin")
+    print(f'[[token]]\nname = {json.dumps(name)}\nrole = "{role}"\nsha256 = "{sha256_hex(token)}"')
 
 
 def _collect(paths: list[Path]) -> list[Path]:
@@ -125,6 +174,10 @@ def ingest(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=32, help="parallel uploads")] = 4,
     force: Annotated[bool, typer.Option(help="upload even when the same bytes are already indexed")] = False,
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """Index videos and images; skips files whose bytes are already indexed."""
@@ -134,7 +187,7 @@ def ingest(
     files = _collect(paths)
     results: list[dict] = []
     lock = threading.Lock()
-    with _client(server) as fs:
+    with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                             TimeRemainingColumn(), console=err, disable=as_json or not err.is_terminal)
         total = progress.add_task(f"{len(files)} files", total=sum(f.stat().st_size for f in files))
@@ -202,11 +255,15 @@ def search_image(
     collection: Collection = "",
     label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """Find the videos (and timestamps) that show an image."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             resp = fs.search_by_image(file, collection=collection, k=k, min_score=min_score,
                                       max_matches_per_video=matches, labels=_labels(label))
     except Exception as exc:
@@ -221,11 +278,15 @@ def search_video(
     min_score: Annotated[float, typer.Option(help="0 = server's calibrated threshold, <0 = all candidates")] = 0.0,
     collection: Collection = "",
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """Find the indexed videos that a clip copies, with aligned segments."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             resp = fs.search_by_video(file, collection=collection, k=k, min_score=min_score, timeout=None)
     except Exception as exc:
         _fail(exc, as_json)
@@ -250,11 +311,15 @@ def videos(
     label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
     limit: Annotated[int, typer.Option(min=1, help="most videos to list")] = 100,
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """List indexed videos, newest first."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             vids = []
             for v in fs.list_videos(collection, labels=_labels(label), page_size=min(limit, 1000)):
                 vids.append(v)
@@ -277,11 +342,15 @@ def videos(
 def delete(
     names: Annotated[list[str], typer.Argument(help="video names (collections/{c}/videos/{id})")],
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """Delete videos; they are gone from every search at once."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             for n in names:
                 fs.delete_video(n)
                 if not as_json:
@@ -293,10 +362,11 @@ def delete(
 
 
 @app.command()
-def stats(server: Server = None, as_json: Json = False) -> None:
+def stats(server: Server = None, token: Token = None, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
+          tls_key: TlsKey = None, as_json: Json = False) -> None:
     """Server and index statistics."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             s = fs.stats()
     except Exception as exc:
         _fail(exc, as_json)
@@ -313,10 +383,11 @@ def stats(server: Server = None, as_json: Json = False) -> None:
 
 
 @app.command()
-def collections(server: Server = None, as_json: Json = False) -> None:
+def collections(server: Server = None, token: Token = None, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
+                tls_key: TlsKey = None, as_json: Json = False) -> None:
     """List collections."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             cs = list(fs.list_collections())
     except Exception as exc:
         _fail(exc, as_json)

@@ -7,7 +7,14 @@
             print(hit.video.name, hit.score, [m.timestamp_seconds for m in hit.matches])
 
 Errors raise `FrameSeekError` with the gRPC `code`, the server's machine-readable `reason`
-(google.rpc.ErrorInfo) and a message. Uploads stream the file in 1 MiB chunks and carry a
+(google.rpc.ErrorInfo) and a message. A server with TLS and tokens (README "Security"):
+
+    Client("search.example:50051", tls_ca="ca.pem", token=os.environ["FRAMESEEK_TOKEN"])
+
+`tls_ca` (FRAMESEEK_TLS_CA) turns TLS on and trusts that CA; `tls_cert`/`tls_key`
+(FRAMESEEK_CLIENT_CERT/KEY; not FRAMESEEK_TLS_CERT/KEY, which are the server's own) present a
+client certificate (mTLS); `token` (FRAMESEEK_TOKEN) is sent as `authorization: Bearer <token>` on
+every call. Uploads stream the file in 1 MiB chunks and carry a
 request_id, so a retry after a lost connection never indexes a video twice.
 """
 from __future__ import annotations
@@ -61,6 +68,50 @@ def default_address() -> str:
     return os.environ.get("FRAMESEEK_SERVER") or DEFAULT_ADDRESS
 
 
+def _read(path: str | os.PathLike | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def tls_credentials(ca: str | os.PathLike | None = None, cert: str | os.PathLike | None = None,
+                    key: str | os.PathLike | None = None) -> grpc.ChannelCredentials:
+    """TLS trusting `ca` (None = the system's roots), with a client certificate when cert/key are given."""
+    if bool(cert) != bool(key):
+        raise ValueError("a client certificate needs both tls_cert and tls_key")
+    return grpc.ssl_channel_credentials(root_certificates=_read(ca), private_key=_read(key),
+                                        certificate_chain=_read(cert))
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call (also over plaintext to a loopback server,
+    where gRPC's call credentials would refuse to send it)."""
+
+    def __init__(self, token: str):
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        return _Details(d, [*(d.metadata or ()), self.header])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    intercept_unary_stream = intercept_unary_unary
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    intercept_stream_stream = intercept_stream_unary
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, d, metadata):
+        self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+        self.wait_for_ready, self.compression, self.metadata = d.wait_for_ready, d.compression, metadata
+
+
 def collection_name(c: str) -> str:
     """'name' or 'collections/name' -> 'collections/name' ('' stays '' = the server's default)."""
     return c if not c or c.startswith("collections/") else f"collections/{c}"
@@ -97,22 +148,36 @@ def _filter(labels=None, videos=None, exclude_videos=None) -> pb.SearchFilter:
 
 
 class Client:
-    """Blocking client; thread-safe (share one across threads for parallel uploads)."""
+    """Blocking client; thread-safe (share one across threads for parallel uploads).
+
+    Security (each falls back to its environment variable): `token` (FRAMESEEK_TOKEN), `tls_ca`
+    (FRAMESEEK_TLS_CA: TLS trusting this CA), `tls_cert` + `tls_key` (FRAMESEEK_CLIENT_CERT/KEY: a
+    client certificate for mTLS). `credentials` replaces the TLS ones when given."""
 
     def __init__(self, address: str | None = None, *, timeout: float | None = 60.0,
                  credentials: grpc.ChannelCredentials | None = None, retries: int = 3,
-                 options: Iterable[tuple[str, object]] = ()):
+                 options: Iterable[tuple[str, object]] = (), token: str | None = None,
+                 tls_ca: str | os.PathLike | None = None, tls_cert: str | os.PathLike | None = None,
+                 tls_key: str | os.PathLike | None = None):
         self.address = address or default_address()
+        env = os.environ.get
+        token = token or env("FRAMESEEK_TOKEN") or None
+        tls_ca = tls_ca or env("FRAMESEEK_TLS_CA")
+        tls_cert, tls_key = tls_cert or env("FRAMESEEK_CLIENT_CERT"), tls_key or env("FRAMESEEK_CLIENT_KEY")
+        if credentials is None and (tls_ca or tls_cert or tls_key):
+            credentials = tls_credentials(tls_ca, tls_cert, tls_key)
         opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 16 << 20),
                 *options]
-        self.channel = (grpc.secure_channel(self.address, credentials, opts) if credentials
-                        else grpc.insecure_channel(self.address, opts))
+        channel = (grpc.secure_channel(self.address, credentials, opts) if credentials
+                   else grpc.insecure_channel(self.address, opts))
+        self.channel = grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
+        self._raw_channel = channel
         self.stub = pb_grpc.FrameSeekStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.timeout, self.retries = timeout, retries
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw_channel.close()
 
     def __enter__(self) -> Client:
         return self

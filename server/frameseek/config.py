@@ -177,6 +177,16 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
 
+    # security (frameseek.api.auth; README "Security")
+    tls_cert: str | None = Field(None, description="PEM certificate chain of the server: TLS on the public port")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: str | None = Field(None, description="PEM CA bundle: clients must present a certificate it "
+                                      "signed (mTLS); needs tls_cert")
+    auth_tokens: str | None = Field(None, description="TOML file of [[token]] name/role/sha256 entries: every call "
+                                    "but grpc.health.v1 needs 'authorization: Bearer <token>'; reloaded on SIGHUP")
+    insecure: bool = Field(False, description="serve a non-loopback address without TLS and client authentication "
+                           "(refused otherwise); logged loudly and reported by GetStats")
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:

@@ -15,22 +15,37 @@ What the directory mirrors, and when (EmbeddedStorage.add_observer): each collec
 model and live HnswIndex; each active video's sample timestamps and serialised `Video` message.
 Adds and removals are pushed synchronously at commit time, so an acknowledged ingest is searchable
 and a deleted video is gone from the fast path before the RPC that did it returns.
+
+Security (frameseek.api.auth): the public port takes the server's TLS settings; the token table is
+handed to the C++ side as data (`set_auth`), at start and on every reload, and a fast-path call
+without a good enough token is passed through for the Python service to refuse. The private
+socket lives in an owner-only (0700) directory under the system temp directory, locked with
+flock while the server lives: a server killed with -9 leaves its directory behind, and the next
+server to start removes every such directory whose lock nobody holds.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import os
 import shutil
+import socket
 import tempfile
 
 import numpy as np
 import structlog
 
 from . import _native
+from .api.auth import native_table
 from .api.names import collection_name
 from .service import FrameSeekService
 from .storage import CollectionRecord, VideoRecord
 
 log = structlog.get_logger("frameseek.front_end")
+
+SOCKET_DIR_PREFIX = "frameseek-fe-"
+_LOCK = "lock"
 
 FAST_METHOD = "/frameseek.v1.FrameSeek/SearchByVector"
 
@@ -43,13 +58,15 @@ def available() -> bool:
 class NativeFrontEnd:
     """Owns the C++ server, the directory and the private socket of the Python service."""
 
-    def __init__(self, service: FrameSeekService, video_bytes) -> None:
+    def __init__(self, service: FrameSeekService, video_bytes, tls=None, tokens=None) -> None:
         """`video_bytes(record) -> bytes`: the serialised Video of a record (the servicer's
-        Translator, so both paths return identical messages)."""
+        Translator, so both paths return identical messages). `tls`: auth.TlsFiles for the public
+        port; `tokens`: the auth.TokenEntry table (None = no token check)."""
         self.service, self.video_bytes = service, video_bytes
+        self.tls, self._tokens = tls, tokens
         self.directory = _native.SearchDirectory()
-        # a private directory (mode 0700) for the socket: only this user can reach the service
-        self._dir = tempfile.mkdtemp(prefix="frameseek-")
+        remove_stale_socket_dirs()
+        self._dir, self._lock_fd = _socket_dir()
         self.backend_address = "unix:" + os.path.join(self._dir, "service.sock")
         self._server = None
         self._attached = False
@@ -61,9 +78,19 @@ class NativeFrontEnd:
         server = _native.FrontEnd(address, self.backend_address, channel_args, self.directory, FAST_METHOD)
         for name, status in self._health.items():
             server.set_health(name, status)
+        if self.tls is not None:
+            server.use_tls(self.tls.cert, self.tls.key, self.tls.client_ca or b"")
+        if self._tokens is not None:
+            server.set_auth(*native_table(self._tokens))
         port = server.start()
         self._server = server
         return port
+
+    def set_tokens(self, tokens) -> None:
+        """A reloaded token table: the fast path checks against it from the next call on."""
+        self._tokens = tokens
+        if self._server is not None:
+            self._server.set_auth(*native_table(tokens))
 
     def set_health(self, service: str, status: int) -> None:
         """Mirror of the grpc.health.v1 servicer's status (Health/Check is answered natively;
@@ -117,3 +144,68 @@ class NativeFrontEnd:
         if self._server is not None:
             self._server.shutdown(grace_s)
         shutil.rmtree(self._dir, ignore_errors=True)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def _socket_dir() -> tuple[str, int]:
+    """A new owner-only directory for the private socket, and the fd of its lock (held - flock -
+    for as long as this process lives; the kernel lets go of it however the process ends). The
+    lock file is locked under a temporary name and then renamed into place, so a sweeping server
+    never sees `lock` unlocked while its owner is still starting."""
+    path = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # mode 0700: only this user reaches the service
+    tmp = os.path.join(path, _LOCK + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(tmp, os.path.join(path, _LOCK))
+    return path, fd
+
+
+def remove_stale_socket_dirs() -> list[str]:
+    """Remove this user's socket directories whose server is gone (lock file not locked).
+    Returns the paths removed."""
+    removed = []
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), SOCKET_DIR_PREFIX + "*")):
+        lock = os.path.join(path, _LOCK)
+        try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:  # not ours, not a server's, or its owner is between mkdtemp and the rename
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live server holds it
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path)
+            removed.append(path)
+    removed += _remove_legacy_socket_dirs()
+    if removed:
+        log.info("stale_socket_dirs_removed", count=len(removed))
+    return removed
+
+
+def _remove_legacy_socket_dirs() -> list[str]:
+    """Directories of servers before the lock (`frameseek-XXXXXXXX` holding only `service.sock`):
+    stale when nothing listens on the socket any more."""
+    removed = []
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "frameseek-" + "[a-z0-9_]" * 8)):
+        sock = os.path.join(path, "service.sock")
+        try:
+            if os.lstat(path).st_uid != os.getuid() or os.listdir(path) != ["service.sock"]:
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(sock)
+            continue  # a live (older) server
+        except ConnectionRefusedError:
+            pass
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path)
+            removed.append(path)
+    return removed

@@ -271,7 +271,8 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         return pb.Stats(version=s["version"], uptime_seconds=s["uptime_seconds"], collections=colls,
                         video_count=s["video_count"], sample_count=s["sample_count"],
                         storage_bytes=s["storage_bytes"], active_ingests=s["active_ingests"],
-                        copy_threshold=s["copy_threshold"], simd_level=s["simd_level"])
+                        copy_threshold=s["copy_threshold"], simd_level=s["simd_level"],
+                        insecure=self.svc.settings.insecure)
 
 
 # Methods whose handlers return an already serialised response (bytes).

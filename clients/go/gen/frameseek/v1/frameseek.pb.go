@@ -101,6 +101,12 @@ const (
 	ErrorReason_ERROR_REASON_INTERRUPTED ErrorReason = 27
 	// Unexpected server error.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 28
+	// The server needs a bearer token ("authorization: Bearer <token>") and the call had none, or
+	// one it does not know (status UNAUTHENTICATED).
+	ErrorReason_ERROR_REASON_UNAUTHENTICATED ErrorReason = 29
+	// The token's role may not call this method (status PERMISSION_DENIED; metadata "role" and
+	// "required_role" say which it has and which it needs).
+	ErrorReason_ERROR_REASON_PERMISSION_DENIED ErrorReason = 30
 )
 
 // Enum value maps for ErrorReason.
@@ -135,6 +141,8 @@ var (
 		26: "ERROR_REASON_MODEL_UNAVAILABLE",
 		27: "ERROR_REASON_INTERRUPTED",
 		28: "ERROR_REASON_INTERNAL",
+		29: "ERROR_REASON_UNAUTHENTICATED",
+		30: "ERROR_REASON_PERMISSION_DENIED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -166,6 +174,8 @@ var (
 		"ERROR_REASON_MODEL_UNAVAILABLE":    26,
 		"ERROR_REASON_INTERRUPTED":          27,
 		"ERROR_REASON_INTERNAL":             28,
+		"ERROR_REASON_UNAUTHENTICATED":      29,
+		"ERROR_REASON_PERMISSION_DENIED":    30,
 	}
 )
 
@@ -3084,7 +3094,10 @@ type Stats struct {
 	// Default copy-score threshold of SearchByVideo / DuplicatePolicy.
 	CopyThreshold float64 `protobuf:"fixed64,8,opt,name=copy_threshold,json=copyThreshold,proto3" json:"copy_threshold,omitempty"`
 	// Native SIMD level in use.
-	SimdLevel     string `protobuf:"bytes,9,opt,name=simd_level,json=simdLevel,proto3" json:"simd_level,omitempty"`
+	SimdLevel string `protobuf:"bytes,9,opt,name=simd_level,json=simdLevel,proto3" json:"simd_level,omitempty"`
+	// The server was started with --insecure and serves a non-loopback address without TLS or
+	// without client authentication.
+	Insecure      bool `protobuf:"varint,10,opt,name=insecure,proto3" json:"insecure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3180,6 +3193,13 @@ func (x *Stats) GetSimdLevel() string {
 		return x.SimdLevel
 	}
 	return ""
+}
+
+func (x *Stats) GetInsecure() bool {
+	if x != nil {
+		return x.Insecure
+	}
+	return false
 }
 
 var File_frameseek_v1_frameseek_proto protoreflect.FileDescriptor
@@ -3404,7 +3424,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"videoCount\x12!\n" +
 	"\fsample_count\x18\x03 \x01(\x03R\vsampleCount\x124\n" +
 	"\x16total_duration_seconds\x18\x04 \x01(\x01R\x14totalDurationSeconds\x12#\n" +
-	"\rindex_vectors\x18\x05 \x01(\x03R\findexVectors\"\xdf\x02\n" +
+	"\rindex_vectors\x18\x05 \x01(\x03R\findexVectors\"\xfb\x02\n" +
 	"\x05Stats\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12%\n" +
 	"\x0euptime_seconds\x18\x02 \x01(\x01R\ruptimeSeconds\x12?\n" +
@@ -3416,7 +3436,9 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x0eactive_ingests\x18\a \x01(\x05R\ractiveIngests\x12%\n" +
 	"\x0ecopy_threshold\x18\b \x01(\x01R\rcopyThreshold\x12\x1d\n" +
 	"\n" +
-	"simd_level\x18\t \x01(\tR\tsimdLevel*\xe7\a\n" +
+	"simd_level\x18\t \x01(\tR\tsimdLevel\x12\x1a\n" +
+	"\binsecure\x18\n" +
+	" \x01(\bR\binsecure*\xad\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_CORRUPT_MEDIA\x10\x01\x12\"\n" +
@@ -3447,7 +3469,9 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x1eERROR_REASON_DURATION_TOO_LONG\x10\x19\x12\"\n" +
 	"\x1eERROR_REASON_MODEL_UNAVAILABLE\x10\x1a\x12\x1c\n" +
 	"\x18ERROR_REASON_INTERRUPTED\x10\x1b\x12\x19\n" +
-	"\x15ERROR_REASON_INTERNAL\x10\x1c*B\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\x1c\x12 \n" +
+	"\x1cERROR_REASON_UNAUTHENTICATED\x10\x1d\x12\"\n" +
+	"\x1eERROR_REASON_PERMISSION_DENIED\x10\x1e*B\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rMETRIC_COSINE\x10\x01\x12\r\n" +

@@ -111,6 +111,16 @@ export enum ErrorReason {
   ERROR_REASON_INTERRUPTED = 27,
   /** ERROR_REASON_INTERNAL - Unexpected server error. */
   ERROR_REASON_INTERNAL = 28,
+  /**
+   * ERROR_REASON_UNAUTHENTICATED - The server needs a bearer token ("authorization: Bearer <token>") and the call had none, or
+   * one it does not know (status UNAUTHENTICATED).
+   */
+  ERROR_REASON_UNAUTHENTICATED = 29,
+  /**
+   * ERROR_REASON_PERMISSION_DENIED - The token's role may not call this method (status PERMISSION_DENIED; metadata "role" and
+   * "required_role" say which it has and which it needs).
+   */
+  ERROR_REASON_PERMISSION_DENIED = 30,
   UNRECOGNIZED = -1,
 }
 
@@ -203,6 +213,12 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 28:
     case "ERROR_REASON_INTERNAL":
       return ErrorReason.ERROR_REASON_INTERNAL;
+    case 29:
+    case "ERROR_REASON_UNAUTHENTICATED":
+      return ErrorReason.ERROR_REASON_UNAUTHENTICATED;
+    case 30:
+    case "ERROR_REASON_PERMISSION_DENIED":
+      return ErrorReason.ERROR_REASON_PERMISSION_DENIED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -270,6 +286,10 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_INTERRUPTED";
     case ErrorReason.ERROR_REASON_INTERNAL:
       return "ERROR_REASON_INTERNAL";
+    case ErrorReason.ERROR_REASON_UNAUTHENTICATED:
+      return "ERROR_REASON_UNAUTHENTICATED";
+    case ErrorReason.ERROR_REASON_PERMISSION_DENIED:
+      return "ERROR_REASON_PERMISSION_DENIED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -1014,6 +1034,11 @@ export interface Stats {
   copyThreshold: number;
   /** Native SIMD level in use. */
   simdLevel: string;
+  /**
+   * The server was started with --insecure and serves a non-loopback address without TLS or
+   * without client authentication.
+   */
+  insecure: boolean;
 }
 
 function createBaseSamplingSettings(): SamplingSettings {
@@ -5902,6 +5927,7 @@ function createBaseStats(): Stats {
     activeIngests: 0,
     copyThreshold: 0,
     simdLevel: "",
+    insecure: false,
   };
 }
 
@@ -5933,6 +5959,9 @@ export const Stats: MessageFns<Stats> = {
     }
     if (message.simdLevel !== "") {
       writer.uint32(74).string(message.simdLevel);
+    }
+    if (message.insecure !== false) {
+      writer.uint32(80).bool(message.insecure);
     }
     return writer;
   },
@@ -6022,6 +6051,14 @@ export const Stats: MessageFns<Stats> = {
             message.simdLevel = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.insecure = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6075,6 +6112,7 @@ export const Stats: MessageFns<Stats> = {
         : isSet(object.simd_level)
         ? globalThis.String(object.simd_level)
         : "",
+      insecure: isSet(object.insecure) ? globalThis.Boolean(object.insecure) : false,
     };
   },
 
@@ -6107,6 +6145,9 @@ export const Stats: MessageFns<Stats> = {
     if (message.simdLevel !== "") {
       obj.simdLevel = message.simdLevel;
     }
+    if (message.insecure !== false) {
+      obj.insecure = message.insecure;
+    }
     return obj;
   },
 
@@ -6124,6 +6165,7 @@ export const Stats: MessageFns<Stats> = {
     message.activeIngests = object.activeIngests ?? 0;
     message.copyThreshold = object.copyThreshold ?? 0;
     message.simdLevel = object.simdLevel ?? "";
+    message.insecure = object.insecure ?? false;
     return message;
   },
 };
@@ -6137,7 +6179,8 @@ export const Stats: MessageFns<Stats> = {
  * FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
  * RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
  * (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
- * the allowed directory), INTERNAL.
+ * the allowed directory; a token whose role may not call the method), UNAUTHENTICATED (no token,
+ * or an unknown one, on a server with auth tokens), INTERNAL.
  */
 export type FrameSeekService = typeof FrameSeekService;
 export const FrameSeekService = {

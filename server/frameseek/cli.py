@@ -92,6 +92,8 @@ def serve(
     front_end: Annotated[Optional[str], typer.Option(help="native: a C++ gRPC server answers SearchByVector and "
                                                      "passes the rest to Python; python: grpc.aio only "
                                                      "[default: native]")] = None,
+    http_address: Annotated[Optional[str], typer.Option(help="HOST:PORT of the web console, e.g. 127.0.0.1:8080 "
+                                                        "[default: off]")] = None,
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM (then drain and flush)."""
     import asyncio
@@ -102,7 +104,7 @@ def serve(
 
     settings = load_settings(str(config) if config else None, address=address, data_dir=data_dir,
                              metrics_address=metrics_address, log_format=log_format, workers=workers,
-                             front_end=front_end)
+                             front_end=front_end, http_address=http_address)
     configure(settings.log_format, settings.log_level)
     asyncio.run(run(settings, port_file))
 

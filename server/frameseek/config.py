@@ -109,6 +109,17 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
 
+    # web console (frameseek.console; README "Web console") - flat fields, to be folded into a group
+    http_address: str = Field("", description="HOST:PORT of the web console (HTTP; port 0 = a free one); empty = "
+                              "off. It has no authentication of its own: bind it to loopback (`make run` uses "
+                              "127.0.0.1:8080) or put it behind a proxy that authenticates")
+    console_thumbnail_width: int = Field(160, ge=16, le=1024, description="width in pixels of the JPEG thumbnail "
+                                         "kept of every sample ingested while the console is on")
+    console_keep_originals: bool = Field(True, description="while the console is on, keep each upload in "
+                                         "data_dir/console (a hard link of the spooled file) so that its pages can "
+                                         "play a video from a matched moment and find a video's copies; deleted "
+                                         "with the video")
+
     @field_validator("query_coarse_scale", "index_coarse_scale")
     @classmethod
     def _coarse_scale(cls, v: float, info) -> float:

@@ -80,6 +80,11 @@ class FrameSeekServer:
             self.private_port = self.server.add_insecure_port("127.0.0.1:0")
         self._loader: asyncio.Task | None = None
         self._metrics = None
+        self.console = None  # the web console (HTTP), before the storage loads: it hooks ingest and deletes
+        if settings.http_address and settings.role == "primary":
+            from .console import Console
+
+            self.console = Console(settings, self.service)
         self.load_error: BaseException | None = None
 
     def _front_end(self, settings: Settings):
@@ -132,6 +137,15 @@ class FrameSeekServer:
                 raise RuntimeError(f"could not bind {self.settings.address}") from None
         if self.settings.metrics_address:
             self._start_metrics()
+        if self.console is not None:
+            host = self.host if self.host not in ("0.0.0.0", "[::]", "") else "127.0.0.1"
+            try:
+                await self.console.start(f"{host}:{self.port}")
+            except BaseException:
+                await self.server.stop(0)
+                if self.front is not None:
+                    self.front.shutdown(0)
+                raise
         self._loader = asyncio.get_running_loop().create_task(self._load())
         log.info("listening", address=self.address, data_dir=self.settings.data_dir)
         return self.port
@@ -169,6 +183,8 @@ class FrameSeekServer:
         log.info("stopping", grace_s=grace)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.service.closing = True
+        if self.console is not None:
+            await self.console.stop()
         if self.front is not None:
             # the front end drains its calls, passed-through ones included, while this loop serves them
             await asyncio.get_running_loop().run_in_executor(None, self.front.shutdown, grace)

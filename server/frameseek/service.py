@@ -234,6 +234,9 @@ class FrameSeekService:
         self._native = None
         self._watchdog = Watchdog(settings.stall_report_s) if settings.stall_report_s else None
         self.uploads_dir = os.path.join(os.path.abspath(settings.data_dir), "uploads")
+        # Optional: (job, collection id, sha256, media path) -> an on_sample callback for embed_media
+        # (or None), called once per ingest; the web console's thumbnails (frameseek.console).
+        self.ingest_frames: Callable[[JobRecord, int, str, str], Callable | None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -669,13 +672,13 @@ class FrameSeekService:
                            max_duration_s=self.settings.max_video_seconds,
                            decode_timeout_s=self.settings.decode_timeout_s)
 
-    def _embed(self, source, sampling, progress=None):
+    def _embed(self, source, sampling, progress=None, on_sample=None):
         from .media import MediaError
         from .pipeline import embed_media
 
         try:
             return embed_media(source, self.embedder, sampling, progress=progress, cancel=self._cancel,
-                               limits=self._limits())
+                               limits=self._limits(), on_sample=on_sample)
         except MediaError as exc:
             raise from_media_error(exc) from None
 
@@ -697,7 +700,8 @@ class FrameSeekService:
                 self.storage.update_job(job)
                 self._watchers.notify(job.id)
 
-        media = self._embed(path, self._sampling(rec), progress)
+        on_sample = self.ingest_frames(job, rec.id, sha256, path) if self.ingest_frames else None
+        media = self._embed(path, self._sampling(rec), progress, on_sample)
         if is_image != bool(media.is_image):
             kind = "an image" if media.is_image else "a video"
             raise invalid(f"the upload is {kind}; use {'IngestImage' if media.is_image else 'IngestVideo'}",

@@ -32,6 +32,7 @@ HERE = Path(__file__).parent
 PAGES = {"library": "Library", "search-image": "Search by image", "search-video": "Search by video",
          "ingest": "Ingest", "stats": "Stats"}
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif"}
+COPIES_QUERY_SAMPLES = 120
 IMMUTABLE = "public, max-age=31536000, immutable"  # video ids are never reused (catalog AUTOINCREMENT)
 
 
@@ -121,7 +122,10 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int) -> Starlette:
             return JSONResponse({"error": {"code": "FAILED_PRECONDITION", "reason": "ORIGINAL_NOT_KEPT",
                                            "message": "the original of this video is not kept (it was ingested "
                                                       "while the web console was off)"}}, 412)
-        query = pb.VideoQuery(parent=name.rsplit("/videos/", 1)[0], k=10,
+        # denser than the server's query default (24 samples), which is tuned for clips, not whole
+        # videos: up to COPIES_QUERY_SAMPLES at <= 1 fps
+        fps = min(1.0, COPIES_QUERY_SAMPLES / v.duration_seconds) if v.duration_seconds > 0 else 0.0
+        query = pb.VideoQuery(parent=name.rsplit("/videos/", 1)[0], k=10, fps=fps,
                               filter=pb.SearchFilter(exclude_videos=[name]))
         r = await api.search_video(query, _file_blocks(path))
         return JSONResponse(as_dict(r))

@@ -11,6 +11,7 @@ import uvicorn
 
 from ..config import Settings
 from .app import build_app
+from ..v1 import frameseek_pb2 as pb
 from .rpc import Api
 from .store import ConsoleMedia
 
@@ -79,6 +80,9 @@ class Console:
         sock.setblocking(False)
         bound = sock.getsockname()[1]
         self.api = Api(grpc_address, self.settings.max_receive_message_bytes)
+        loop = asyncio.get_running_loop()
+        self.media._follow_job = lambda job_id, ended: asyncio.run_coroutine_threadsafe(
+            self._follow(job_id, ended), loop)
         app = build_app(self.api, self.media, self.settings.max_image_bytes)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
                                 timeout_graceful_shutdown=2)  # open event streams end at shutdown
@@ -92,6 +96,17 @@ class Console:
         self.url = f"http://{'[' + host + ']' if family == socket.AF_INET6 else host}:{bound}/"
         log.info("console", url=self.url)
         return self.url
+
+    async def _follow(self, job_id: str, ended) -> None:
+        """Watch an ingest the thumbnails hook saw start; `ended()` once it is over."""
+        try:
+            async for job in self.api.watch_job(f"ingestJobs/{job_id}"):
+                if job.state in (pb.INGEST_JOB_STATE_SUCCEEDED, pb.INGEST_JOB_STATE_FAILED):
+                    break
+        except Exception as exc:  # the server is stopping: the job resumes (and is hooked again) at restart
+            log.info("console_job_unfollowed", job=job_id, error=str(exc))
+        finally:
+            ended()
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:

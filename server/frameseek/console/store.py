@@ -16,8 +16,9 @@ How it stays in step with the index without a second decode or a second delete p
     the storage's lock at the commit that makes the video searchable - moves the job's folder to
     c<collection>/<video>/ with the manifest of the video's samples and links the original;
     `video_removed` / `collection_removed` delete them at the delete's commit;
-  * an ingest that fails never reaches video_added: its folder goes when its IngestFrames is
-    dropped (weakref.finalize), and at start-up whatever incoming/ still holds is swept.
+  * an ingest that fails never reaches video_added: the console follows every ingest it hooks
+    with WatchIngestJob (the public API) and drops the job's folder once the job ends without a
+    video; at start-up whatever incoming/ still holds (a crash) is swept.
 Thumbnails are best effort: a failure to write one is logged and never fails an ingest. A crash
 between the index commit and the folder move leaves a video without thumbnails (pages show a
 placeholder).
@@ -30,7 +31,6 @@ import json
 import os
 import shutil
 import threading
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +76,6 @@ class IngestFrames:
         self._offsets: list[int] = [0]
         self._lock = threading.Lock()  # add() runs on the decode thread, commit() on the ingest thread
         self._failed = False
-        self._finalizer = weakref.finalize(self, _discard, self._pack, folder)
 
     def __call__(self, t: float, rgb: np.ndarray) -> None:
         """embed_media's on_sample: one sampled frame, as decoded."""
@@ -116,10 +115,10 @@ class IngestFrames:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(self.folder, target)
 
-
-def _discard(pack, folder: str) -> None:
-    pack.close()
-    shutil.rmtree(folder, ignore_errors=True)  # nothing left there once committed
+    def discard(self) -> None:
+        with self._lock:
+            self._pack.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -145,7 +144,8 @@ class ConsoleMedia:
         self._incoming = os.path.join(self.root, "incoming")
         shutil.rmtree(self._incoming, ignore_errors=True)  # ingests that failed or died with a crash
         os.makedirs(self._incoming, exist_ok=True)
-        self._pending: weakref.WeakValueDictionary[tuple[int, str], IngestFrames] = weakref.WeakValueDictionary()
+        self._pending: dict[tuple[int, str], IngestFrames] = {}  # (collection id, sha256) -> running ingest
+        self._follow_job = None  # set by the console once it can call WatchIngestJob
         self._collection_of: dict[int, int] = {}  # video id -> collection id (folders)
         for entry in os.scandir(self.root):
             if entry.is_dir() and entry.name.startswith("c") and entry.name[1:].isdigit():
@@ -157,8 +157,17 @@ class ConsoleMedia:
     # -- the service's ingest hook ---------------------------------------------------------------
     def ingest_frames(self, job, collection_id: int, sha256: str, media_path: str) -> IngestFrames:
         frames = IngestFrames(os.path.join(self._incoming, job.id), self.width, media_path, self.keep_originals)
-        self._pending[(collection_id, sha256)] = frames
+        key = (collection_id, sha256)
+        self._pending[key] = frames
+        if self._follow_job is not None:
+            self._follow_job(job.id, lambda: self.ingest_ended(key, frames))
         return frames
+
+    def ingest_ended(self, key: tuple[int, str], frames: IngestFrames) -> None:
+        """The job ended (or can no longer be followed): a folder not committed by now is dropped."""
+        if self._pending.get(key) is frames:
+            del self._pending[key]
+        frames.discard()  # nothing is left there once committed
 
     # -- storage observer (called under the storage's lock: file renames only) ---------------------
     def collection_added(self, rec, index) -> None:

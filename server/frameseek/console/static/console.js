@@ -52,8 +52,8 @@ const videoId = (name) => name.split("/").pop();
 const collectionOf = (name) => name.split("/")[1];
 const videoUrl = (name, t) => `/${name}` + (t !== undefined ? `?t=${Number(t).toFixed(2)}` : "");
 const thumbUrl = (name, t) => `/thumbs/${videoId(name)}?t=${Number(t || 0).toFixed(2)}`;
-const thumb = (name, t, cls = "thumb") =>
-  el("img", { class: cls, src: thumbUrl(name, t), alt: "", loading: "lazy", onerror: (e) => e.target.classList.add("missing") });
+const thumb = (name, t, cls = "thumb", loading = "lazy") =>
+  el("img", { class: cls, src: thumbUrl(name, t), alt: "", loading, onerror: (e) => e.target.classList.add("missing") });
 const labelChips = (labels) => Object.entries(labels || {}).map(([k, v]) => el("span", { class: "chip" }, `${k}:${v}`));
 const title = (v) => v.filename || v.external_key || v.name;
 
@@ -149,7 +149,7 @@ async function video() {
     el("dt", {}, "Labels"), el("dd", {}, labelChips(v.labels)));
   const ts = r.thumbnails, step = Math.max(1, Math.ceil(ts.length / 60));
   $("#strip").replaceChildren(...ts.filter((_, i) => i % step === 0).map((t) =>
-    el("figure", { class: "sample", "data-t": t, onclick: () => seek(t) }, thumb(name, t), el("figcaption", {}, fmtTime(t)))));
+    el("figure", { class: "sample", "data-t": t, onclick: () => seek(t) }, thumb(name, t, "thumb", "eager"), el("figcaption", {}, fmtTime(t)))));
   if (!ts.length) $("#strip").append(el("p", { class: "muted" }, "No thumbnails (ingested while the console was off)."));
   if (image) { $("#copies").replaceChildren(el("p", { class: "muted" }, "Photos have no copies search; search by image instead.")); return; }
   try {
@@ -242,7 +242,7 @@ function renderMatches(box, r, queryFrame, queryLabel = "clip") {
         el("figure", {}, queryFrame(q), el("figcaption", {}, `${queryLabel} ${fmtTime(q)}`)),
         el("a", { href: videoUrl(m.video.name, ref) }, el("figure", {}, thumb(m.video.name, ref), el("figcaption", {}, `ref ${fmtTime(ref)}`))));
     });
-    return el("section", { class: "match", "data-name": m.video.name },
+    return el("section", { class: "match", "data-name": m.video.name, "data-offset": m.offset_seconds, "data-speed": m.speed },
       el("h3", {}, el("a", { href: videoUrl(m.video.name) }, title(m.video)), el("span", { class: "score" }, `score ${m.score.toFixed(3)}`)),
       el("div", { class: "muted" }, `offset ${m.offset_seconds >= 0 ? "+" : ""}${m.offset_seconds.toFixed(2)} s · speed ${m.speed.toFixed(2)}× · ` +
         `covers ${(m.query_coverage * 100).toFixed(0)} % of the ${queryLabel}, ${(m.reference_coverage * 100).toFixed(0)} % of the reference · ${m.segments.length} segment(s)`),

@@ -165,6 +165,7 @@ async function searchImage() {
   async function search(file) {
     clearError();
     const start = performance.now();
+    document.body.dataset.started = String(start);
     $("#preview").src = URL.createObjectURL(file); $("#preview").hidden = false;
     $("#status").textContent = "Searching…";
     $("#hits").replaceChildren();

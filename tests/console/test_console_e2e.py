@@ -2,6 +2,7 @@
 video's page, search by a grabbed frame and by a re-encoded clip, see the errors, delete."""
 from __future__ import annotations
 
+import base64
 import pathlib
 import subprocess
 import time
@@ -16,8 +17,17 @@ pytestmark = [pytest.mark.slow, needs_browser, needs_media]
 LONG = 300_000  # ms: ingests and searches embed on a shared CPU (a liveness bound, not a speed check)
 
 
-def all_images_loaded(page, selector: str) -> bool:
-    return page.eval_on_selector_all(selector, "els => els.length > 0 && els.every(e => e.complete && e.naturalWidth > 0)")
+def give_file(page, event: str, target: str, path: pathlib.Path, mime: str) -> None:
+    """What a user's drop (event "drop" on the drop zone) or paste ("paste" on the document) hands
+    the page: a DataTransfer holding the file."""
+    page.evaluate("""([event, target, b64, name, mime]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, { type: mime }));
+        const e = event === "paste" ? new ClipboardEvent("paste", { clipboardData: dt, bubbles: true })
+                                    : new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true });
+        (target ? document.querySelector(target) : document).dispatchEvent(e);
+    }""", [event, target, base64.b64encode(path.read_bytes()).decode(), path.name, mime])
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +106,7 @@ def test_video_page_strip_copies_and_media_endpoints(console_server, ingested, p
 
 def test_search_by_image_shows_the_moment_and_plays_from_it(console_server, ingested, page, media, screenshots):
     page.goto(f"{console_server.url}/search-image")
-    page.set_input_files("#file", media["frame"])  # vtest.avi at 42 s
+    give_file(page, "drop", "#drop", media["frame"], "image/png")  # vtest.avi at 42 s
     page.wait_for_selector(".hit", timeout=LONG)
     top = page.locator(".hit").first
     assert top.get_attribute("data-name") == ingested["names"][media["video"].name]
@@ -109,9 +119,16 @@ def test_search_by_image_shows_the_moment_and_plays_from_it(console_server, inge
     assert page.url.endswith("?t=42.00") or abs(float(page.url.rsplit("=", 1)[1]) - 42) <= 0.5
 
 
+def test_search_by_image_takes_a_pasted_picture(console_server, ingested, page, media):
+    page.goto(f"{console_server.url}/search-image")
+    give_file(page, "paste", "", media["frame"], "image/png")
+    page.wait_for_selector(".hit", timeout=LONG)
+    assert page.locator(".hit").first.get_attribute("data-name") == ingested["names"][media["video"].name]
+
+
 def test_search_by_video_shows_the_aligned_timeline(console_server, ingested, page, media, screenshots):
     page.goto(f"{console_server.url}/search-video")
-    page.set_input_files("#file", media["clip"])
+    give_file(page, "drop", "#drop", media["clip"], "video/webm")
     match = page.wait_for_selector(f"section.match[data-name='{ingested['names'][media['video'].name]}']",
                                    timeout=LONG)
     assert abs(float(match.get_attribute("data-offset")) - 20) < 1.0

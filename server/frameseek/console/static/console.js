@@ -212,7 +212,7 @@ function clipFrames(file) {
   };
 }
 
-function timeline(match, queryDuration) {
+function timeline(match, queryDuration, queryLabel) {
   // Query on top, reference below; each aligned segment is a band between its two stretches.
   const W = 640, H = 84, refDur = Number(match.video.duration_seconds) || 1, qDur = Number(queryDuration) || 1;
   const ns = "http://www.w3.org/2000/svg";
@@ -221,11 +221,12 @@ function timeline(match, queryDuration) {
   const add = (tag, attrs) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); svg.append(e); return e; };
   add("rect", { x: 0, y: 4, width: W, height: 14, class: "track" });
   add("rect", { x: 0, y: H - 18, width: W, height: 14, class: "track" });
-  add("text", { x: 4, y: 32, class: "axis" }, ).textContent = `clip 0–${fmtTime(qDur)}`;
+  add("text", { x: 4, y: 32, class: "axis" }).textContent = `${queryLabel} 0–${fmtTime(qDur)}`;
   add("text", { x: 4, y: H - 24, class: "axis" }).textContent = `${title(match.video)} 0–${fmtTime(refDur)}`;
+  const x = (t, dur) => Math.min(W, Math.max(0, t / dur * W));  // an alignment may reach past either end
   for (const s of match.segments) {
-    const q0 = s.query_start_seconds / qDur * W, q1 = Math.max(s.query_end_seconds / qDur * W, q0 + 2);
-    const r0 = s.reference_start_seconds / refDur * W, r1 = Math.max(s.reference_end_seconds / refDur * W, r0 + 2);
+    const q0 = x(s.query_start_seconds, qDur), q1 = Math.max(x(s.query_end_seconds, qDur), q0 + 2);
+    const r0 = x(s.reference_start_seconds, refDur), r1 = Math.max(x(s.reference_end_seconds, refDur), r0 + 2);
     add("polygon", { points: `${q0},18 ${q1},18 ${r1},${H - 18} ${r0},${H - 18}`, class: "band" });
     add("rect", { x: q0, y: 4, width: q1 - q0, height: 14, class: "seg" });
     add("rect", { x: r0, y: H - 18, width: r1 - r0, height: 14, class: "seg" });
@@ -233,21 +234,21 @@ function timeline(match, queryDuration) {
   return svg;
 }
 
-function renderMatches(box, r, queryFrame, queryLabel = "clip") {
+function renderMatches(box, r, queryFrame, queryLabel = "the clip") {
   if (!r.matches.length) { box.replaceChildren(el("p", { class: "muted" }, "No copies found.")); return; }
   box.replaceChildren(...r.matches.map((m) => {
     const pairs = m.segments.slice(0, 8).map((s) => {
       const q = (s.query_start_seconds + s.query_end_seconds) / 2;
       const ref = (s.reference_start_seconds + s.reference_end_seconds) / 2;
       return el("div", { class: "pair" },
-        el("figure", {}, queryFrame(q), el("figcaption", {}, `${queryLabel} ${fmtTime(q)}`)),
+        el("figure", {}, queryFrame(q), el("figcaption", {}, `${queryLabel.replace(/^the /, "")} ${fmtTime(q)}`)),
         el("a", { href: videoUrl(m.video.name, ref) }, el("figure", {}, thumb(m.video.name, ref), el("figcaption", {}, `ref ${fmtTime(ref)}`))));
     });
     return el("section", { class: "match", "data-name": m.video.name, "data-offset": m.offset_seconds, "data-speed": m.speed },
       el("h3", {}, el("a", { href: videoUrl(m.video.name) }, title(m.video)), el("span", { class: "score" }, `score ${m.score.toFixed(3)}`)),
       el("div", { class: "muted" }, `offset ${m.offset_seconds >= 0 ? "+" : ""}${m.offset_seconds.toFixed(2)} s · speed ${m.speed.toFixed(2)}× · ` +
-        `covers ${(m.query_coverage * 100).toFixed(0)} % of the ${queryLabel}, ${(m.reference_coverage * 100).toFixed(0)} % of the reference · ${m.segments.length} segment(s)`),
-      timeline(m, r.query_duration_seconds),
+        `covers ${(m.query_coverage * 100).toFixed(0)} % of ${queryLabel}, ${(m.reference_coverage * 100).toFixed(0)} % of the reference · ${m.segments.length} segment(s)`),
+      timeline(m, r.query_duration_seconds, queryLabel.replace(/^the /, "")),
       el("div", { class: "pairs" }, pairs));
   }));
 }

@@ -7,6 +7,7 @@ API's own code, reason and message, with the matching HTTP status.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import os
@@ -205,10 +206,11 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int) -> Starlette:
 
     async def original(request: Request) -> Response:
         """The original upload, with HTTP Range (206) so that a page can play from any time."""
-        path = media.original(request.path_params["video"])
-        if path is None:
+        vid = request.path_params["video"]
+        path, thumbs = media.original(vid), media.thumbnails(vid)
+        if path is None or thumbs is None:
             return Response("the original of this video is not kept", 404)
-        kind = mimetypes.guess_type(request.query_params.get("name", ""))[0] or "application/octet-stream"
+        kind = mimetypes.guess_type(thumbs.filename)[0] or "application/octet-stream"
         return FileResponse(path, media_type=kind, headers={"Cache-Control": IMMUTABLE})
 
     routes = [
@@ -233,8 +235,6 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int) -> Starlette:
 
 
 async def _file_blocks(path: str, size: int = 1 << 20):
-    import asyncio
-
     loop = asyncio.get_running_loop()
     with open(path, "rb") as f:
         while block := await loop.run_in_executor(None, f.read, size):

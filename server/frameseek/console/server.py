@@ -81,7 +81,7 @@ class Console:
         bound = sock.getsockname()[1]
         self.api = Api(grpc_address, self.settings.max_receive_message_bytes)
         loop = asyncio.get_running_loop()
-        self.media._follow_job = lambda job_id, ended: asyncio.run_coroutine_threadsafe(
+        self.media.follow_job = lambda job_id, ended: asyncio.run_coroutine_threadsafe(
             self._follow(job_id, ended), loop)
         app = build_app(self.api, self.media, self.settings.max_image_bytes)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,

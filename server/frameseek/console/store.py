@@ -5,7 +5,8 @@ Layout under `<data_dir>/console/`:
 
     incoming/<job id>/             thumbnails of an ingest still running (thumbs.pack)
     c<collection id>/<video id>/   thumbs.pack   the JPEGs, back to back (one file, not thousands)
-                                   thumbs.json   {"timestamps", "starts", "sizes"}: one per sample
+                                   thumbs.json   {"timestamps", "starts", "sizes"} (one per sample),
+                                                 "filename" (the upload's name: its media type)
                                    original      the upload (a hard link to the spooled file)
 
 How it stays in step with the index without a second decode or a second delete path:
@@ -51,6 +52,7 @@ class Thumbnails:
     timestamps: list[float]
     starts: list[int]
     sizes: list[int]
+    filename: str
 
     def nearest(self, t: float) -> int:
         """Index of the sample closest to time t."""
@@ -97,7 +99,7 @@ class IngestFrames:
             self._failed = True
             log.warning("thumbnails_failed", folder=self.folder, error=f"{type(exc).__name__}: {exc}")
 
-    def commit(self, target: str, sample_times: np.ndarray) -> None:
+    def commit(self, target: str, sample_times: np.ndarray, filename: str) -> None:
         """Move to `target` (the video's folder) with a manifest of the video's own samples."""
         with self._lock:
             self._pack.close()
@@ -107,7 +109,7 @@ class IngestFrames:
         keep = np.isin(np.asarray(self._times), np.asarray(sample_times, np.float64))
         idx = np.flatnonzero(keep)
         manifest = {"timestamps": [self._times[i] for i in idx], "starts": [self._offsets[i] for i in idx],
-                    "sizes": [self._offsets[i + 1] - self._offsets[i] for i in idx]}
+                    "sizes": [self._offsets[i + 1] - self._offsets[i] for i in idx], "filename": filename}
         with open(os.path.join(self.folder, MANIFEST), "w") as f:
             json.dump(manifest, f)
         if self.keep_original and self.media_path:
@@ -145,7 +147,8 @@ class ConsoleMedia:
         shutil.rmtree(self._incoming, ignore_errors=True)  # ingests that failed or died with a crash
         os.makedirs(self._incoming, exist_ok=True)
         self._pending: dict[tuple[int, str], IngestFrames] = {}  # (collection id, sha256) -> running ingest
-        self._follow_job = None  # set by the console once it can call WatchIngestJob
+        # follow_job(job id, ended): the console's WatchIngestJob follower, set once it can call the API
+        self.follow_job = None
         self._collection_of: dict[int, int] = {}  # video id -> collection id (folders)
         for entry in os.scandir(self.root):
             if entry.is_dir() and entry.name.startswith("c") and entry.name[1:].isdigit():
@@ -159,8 +162,8 @@ class ConsoleMedia:
         frames = IngestFrames(os.path.join(self._incoming, job.id), self.width, media_path, self.keep_originals)
         key = (collection_id, sha256)
         self._pending[key] = frames
-        if self._follow_job is not None:
-            self._follow_job(job.id, lambda: self.ingest_ended(key, frames))
+        if self.follow_job is not None:
+            self.follow_job(job.id, lambda: self.ingest_ended(key, frames))
         return frames
 
     def ingest_ended(self, key: tuple[int, str], frames: IngestFrames) -> None:
@@ -178,7 +181,7 @@ class ConsoleMedia:
         if frames is None:
             return
         try:
-            frames.commit(self._folder(rec.collection_id, rec.id), timestamps)
+            frames.commit(self._folder(rec.collection_id, rec.id), timestamps, rec.filename)
             self._collection_of[rec.id] = rec.collection_id
         except OSError as exc:
             log.warning("thumbnails_not_kept", video=rec.id, error=str(exc))
@@ -212,7 +215,7 @@ class ConsoleMedia:
                 m = json.load(f)
         except (OSError, ValueError):
             return None
-        thumbs = Thumbnails(video_id, folder, m["timestamps"], m["starts"], m["sizes"])
+        thumbs = Thumbnails(video_id, folder, m["timestamps"], m["starts"], m["sizes"], m.get("filename", ""))
         if len(self._cache) > 4096:
             self._cache.clear()
         self._cache[video_id] = thumbs

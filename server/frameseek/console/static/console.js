@@ -134,13 +134,13 @@ async function video() {
   const player = $("#player");
   let seek = () => {};
   if (r.original && !image) {
-    const media = el("video", { controls: true, preload: "metadata", src: `/media/${videoId(name)}?name=${encodeURIComponent(v.filename || "")}` });
+    const media = el("video", { controls: true, preload: "metadata", src: `/media/${videoId(name)}` });
     media.addEventListener("loadedmetadata", () => { media.currentTime = t0; if (t0) media.play().catch(() => {}); }, { once: true });
     media.addEventListener("error", () => player.append(el("p", { class: "muted" }, "This browser cannot play this format; the thumbnails show the samples.")));
     seek = (t) => { media.currentTime = t; media.play().catch(() => {}); };
     player.append(media);
   } else {
-    player.append(el("img", { class: "still", src: image && r.original ? `/media/${videoId(name)}?name=${encodeURIComponent(v.filename || "")}` : thumbUrl(name, t0), alt: "" }));
+    player.append(el("img", { class: "still", src: image && r.original ? `/media/${videoId(name)}` : thumbUrl(name, t0), alt: "" }));
   }
   const facts = { Name: v.name, File: v.filename || "–", Kind: image ? "photo" : "video", Duration: image ? "–" : fmtTime(v.duration_seconds),
     Frame: `${v.width}×${v.height}`, Size: fmtBytes(v.size_bytes), Samples: v.sample_count, Model: v.model,

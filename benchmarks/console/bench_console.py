@@ -58,16 +58,16 @@ def main() -> None:
 
     from benchmarks.load.bench_search import fill
     from frameseek.v1 import frameseek_pb2 as pb
-    from tests.console.conftest import console_url, launch_chromium
+    from tests.console.conftest import launch_chromium, start_with_console
     from tests.server.helpers import ServerProcess, grab_frame
 
     data = CACHE / f"data-{args.videos}"
     filled = fill(data, args.videos * PER_VIDEO, 512, PER_VIDEO, profile="static")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="console-bench-"))
     frame = grab_frame(VTEST, 42.0, tmp / "frame.png")
-    srv = ServerProcess(data, http_address="127.0.0.1:0").start()
+    srv = ServerProcess(data, http_address="127.0.0.1:0")
     try:
-        url = console_url(srv)
+        url = start_with_console(srv)
         with srv.client(timeout=600) as c:
             c.ingest_video(VTEST)
             total = c.stub.ListVideos(pb.ListVideosRequest(parent="collections/-", page_size=1)).total_size

@@ -8,7 +8,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import time
 
 import pytest
 
@@ -26,20 +25,19 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def console_url(server: ServerProcess, timeout: float = 60.0) -> str:
-    """The console's URL, from the server's JSON log (it binds port 0)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in server.log().splitlines():
-            if '"console"' in line:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("event") == "console" and rec.get("url"):
-                    return rec["url"].rstrip("/")
-        time.sleep(0.05)
-    raise RuntimeError(f"the console did not log its URL:\n{server.log()}")
+def start_with_console(server: ServerProcess) -> str:
+    """Start `server` (settings with an http_address) and return its console's URL, read from this
+    start's part of the server's JSON log (it binds port 0; the log of a reused data dir goes on)."""
+    start = server.log_path.stat().st_size if server.log_path.exists() else 0
+    server.start()  # ready: the console logged its URL before the gRPC port file was written
+    for line in server.log()[start:].splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == "console" and rec.get("url"):
+            return rec["url"].rstrip("/")
+    raise RuntimeError(f"the console did not log its URL:\n{server.log()[start:]}")
 
 
 needs_browser = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and VTEST.exists() and shutil.which("ffmpeg")),
@@ -58,9 +56,9 @@ def media(tmp_path_factory) -> dict[str, pathlib.Path]:
 
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("console") / "data", http_address="127.0.0.1:0").start()
+    srv = ServerProcess(tmp_path_factory.mktemp("console") / "data", http_address="127.0.0.1:0")
     try:
-        srv.url = console_url(srv)
+        srv.url = start_with_console(srv)
         yield srv
     finally:
         srv.stop()

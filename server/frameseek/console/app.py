@@ -34,6 +34,7 @@ PAGES = {"library": "Library", "search-image": "Search by image", "search-video"
          "ingest": "Ingest", "stats": "Stats"}
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif"}
 COPIES_QUERY_SAMPLES = 120
+LIBRARY_PAGE_SIZE = 50  # the library's default page (library.html selects it)
 IMMUTABLE = "public, max-age=31536000, immutable"  # video ids are never reused (catalog AUTOINCREMENT)
 
 
@@ -89,6 +90,16 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int) -> Starlette:
             return templates.TemplateResponse(request, f"{name}.html", {"page": name, "pages": PAGES})
         return handler
 
+    async def library_page(request: Request) -> Response:
+        """The library with its first page's data inlined: rows render without a second round trip."""
+        try:
+            first = as_dict(await api.list_videos("collections/-", LIBRARY_PAGE_SIZE, "", {}))
+        except FrameSeekError as err:
+            first = error_body(err)[1]
+        return templates.TemplateResponse(request, "library.html", {"page": "library", "pages": PAGES,
+                                                                    "first_page": first,
+                                                                    "first_page_size": LIBRARY_PAGE_SIZE})
+
     async def video_page(request: Request) -> Response:
         return templates.TemplateResponse(request, "video.html", {"page": "video", "pages": PAGES})
 
@@ -97,7 +108,8 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int) -> Starlette:
         return JSONResponse({"collections": [as_dict(c) for c in await api.list_collections()]})
 
     async def videos(request: Request) -> Response:
-        r = await api.list_videos(_parent(request, "collections/-"), _int(request, "page_size", 50, 1, 1000),
+        r = await api.list_videos(_parent(request, "collections/-"),
+                                  _int(request, "page_size", LIBRARY_PAGE_SIZE, 1, 1000),
                                   request.query_params.get("page_token", ""), _labels(request))
         return JSONResponse(as_dict(r))
 
@@ -215,7 +227,8 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int) -> Starlette:
 
     routes = [
         Route("/", lambda r: RedirectResponse("/library")),
-        *[Route(f"/{name}", page(name)) for name in PAGES],
+        Route("/library", library_page),
+        *[Route(f"/{name}", page(name)) for name in PAGES if name != "library"],
         Route("/collections/{collection}/videos/{video:int}", video_page),
         Route("/api/collections", json_route(collections)),
         Route("/api/videos", json_route(videos)),

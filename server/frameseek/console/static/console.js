@@ -85,10 +85,15 @@ async function library() {
     for (const l of $("#label").value.split(",").map((s) => s.trim()).filter(Boolean)) p.append("label", l);
     return p;
   };
+  // the first page as the server inlined it (all collections, no filter, the default page size)
+  let inlined = JSON.parse($("#first-page").textContent);
   async function load() {
     clearError();
     let r;
-    try { r = await api(`/api/videos?${params()}`); } catch (err) { showError(err); return; }
+    try {
+      if (inlined && inlined.error) throw new ApiError(0, inlined);
+      r = inlined || await api(`/api/videos?${params()}`);
+    } catch (err) { showError(err); return; } finally { inlined = null; }
     tbody.replaceChildren(...r.videos.map(row));
     tokens[page + 1] = r.next_page_token;
     $("#total").textContent = `${r.total_size} item${r.total_size == 1 ? "" : "s"}`;

@@ -21,6 +21,11 @@ Timed:
    DOM (body[data-started] -> body[data-rendered]). Baseline: SearchByImage with the same bytes
    through frameseek.client. One untimed warm-up each.
 
+3. What thumbnails cost an ingest: frameseek.pipeline.embed_media on vtest.avi (79.5 s, the
+   server's reference sampling: 3 fps, coarse twins) in-process, with and without the console's
+   on_sample hook (store.IngestFrames: shrink + JPEG-encode every sample on the decode thread),
+   alternated, `--ingest-repeat` times each; media seconds per wall-clock second.
+
 Prints a markdown table; writes benchmarks/results/console.json. Targets (issue 20, measured not
 asserted): first paint <= 300 ms with 10k videos, search by image <= 1 s on the CPU.
 """
@@ -52,6 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--ingest-repeat", type=int, default=3)
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -119,7 +125,9 @@ def main() -> None:
             browser.close()
     finally:
         srv.stop()
+    ingest = ingest_overhead(args.ingest_repeat, tmp)
     results = {
+        "ingest_x_realtime": ingest,
         "library_first_contentful_paint": stats(fcp), "library_rows_rendered": stats(rendered),
         "api_list_videos_page_50": stats(api_list),
         "search_by_image_drop_to_hits": stats(search), "api_search_by_image": stats(api_search),
@@ -135,11 +143,40 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for name, kind, s, target in rows:
         print(f"| {name} | {kind} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | {s['min_ms']:.1f} | {target or ''} |")
+    print("\n| ingest of vtest.avi (embed_media, in-process) | median × realtime | runs |")
+    print("|---|---:|---:|")
+    for k in ("without_thumbnails", "with_thumbnails"):
+        print(f"| {k.replace('_', ' ')} | {statistics.median(ingest[k]):.2f} | {len(ingest[k])} |")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"meta": {"videos": int(total), "repeat": args.repeat, "cpus": os.cpu_count(),
                                         "machine": platform.machine(), "python": platform.python_version()},
                                "results": results}, indent=2))
     print(f"\nwrote {OUT.relative_to(ROOT)}")
+
+
+def ingest_overhead(repeat: int, tmp: pathlib.Path) -> dict:
+    from frameseek.config import Settings
+    from frameseek.console.store import ConsoleMedia
+    from frameseek.embed import load_embedder
+    from frameseek.pipeline import SamplingSettings, embed_media
+    from frameseek.storage import JobRecord, JobState
+
+    s = Settings()
+    embedder = load_embedder()
+    sampling = SamplingSettings(fps=s.default_fps, coarse_scale=s.index_coarse_scale or None)
+    media = ConsoleMedia(str(tmp / "ingest"), s.console_thumbnail_width, keep_originals=False)
+    out: dict[str, list[float]] = {"without_thumbnails": [], "with_thumbnails": []}
+    embed_media(str(VTEST), embedder, sampling)  # warm-up
+    for i in range(repeat):
+        for key in out:
+            hook = (media.ingest_frames(JobRecord(id=f"bench-{i}", collection_id=0, state=JobState.RUNNING), 0,
+                                        f"sha-{i}", str(VTEST)) if key == "with_thumbnails" else None)
+            t0 = time.perf_counter()
+            m = embed_media(str(VTEST), embedder, sampling, on_sample=hook)
+            out[key].append(m.duration / (time.perf_counter() - t0))
+            if hook is not None:
+                hook.discard()
+    return out
 
 
 if __name__ == "__main__":

@@ -204,3 +204,20 @@ def test_a_failed_ingest_leaves_no_thumbnails(console_server, ingested, tmp_path
     while list(incoming.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(incoming.iterdir()) == []
+
+
+def test_other_sites_cannot_write_and_rebound_names_are_refused(console_server, ingested, page, media):
+    """A page of another site may not delete or ingest (its Origin is checked), and a name that a
+    DNS rebinding points at the loopback console gets nothing (Host is checked)."""
+    name = ingested["names"][media["video"].name]
+    r = page.request.delete(f"{console_server.url}/api/{name}", headers={"Origin": "http://evil.example"})
+    assert r.status == 403 and r.json()["error"]["reason"] == "CROSS_SITE_REQUEST"
+    r = page.request.post(f"{console_server.url}/api/ingest?filename=x.txt", data=b"junk",
+                          headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+    assert r.status == 403
+    port = console_server.url.rsplit(":", 1)[1]
+    assert page.request.get(f"{console_server.url}/api/videos", headers={"Host": f"evil.example:{port}"}).status == 400
+    assert page.request.get(f"{console_server.url}/api/{name}").status == 200  # still there
+    same = page.request.get(f"{console_server.url}/api/videos", headers={"Host": f"localhost:{port}"})
+    assert same.status == 200
+

@@ -15,8 +15,11 @@ import time
 import uuid
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -69,7 +72,29 @@ def _parent(request: Request, default: str = "") -> str:
     return f"collections/{c}" if c else default
 
 
-def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int) -> Starlette:
+class SameOriginWrites:
+    """Refuses a write (any method but GET/HEAD) sent by another site's page: the browser sends
+    its Origin, which must name this console. (Reads need no check: another origin cannot read
+    the answers, the browser withholds them without CORS headers, which the console never sends.)"""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+            headers = dict(scope["headers"])
+            origin = headers.get(b"origin", b"").decode()
+            if origin and urlsplit(origin).netloc != headers.get(b"host", b"").decode():
+                body = {"error": {"code": "PERMISSION_DENIED", "reason": "CROSS_SITE_REQUEST",
+                                  "message": f"a page of {origin} may not change this library"}}
+                await JSONResponse(body, 403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int, allowed_hosts: list[str] | None = None) -> Starlette:
+    """`allowed_hosts`: the Host names the console answers to (None = any): on a loopback bind,
+    only loopback names, so that a site whose name a DNS rebinding points at 127.0.0.1 is refused."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     rates = ServerRates()
 
@@ -244,7 +269,10 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int) -> Starlette:
         Route("/media/{video:int}", original),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return Starlette(routes=routes)
+    middleware = [Middleware(SameOriginWrites)]
+    if allowed_hosts is not None:
+        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    return Starlette(routes=routes, middleware=middleware)
 
 
 async def _file_blocks(path: str, size: int = 1 << 20):

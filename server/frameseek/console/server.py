@@ -83,7 +83,9 @@ class Console:
         loop = asyncio.get_running_loop()
         self.media.follow_job = lambda job_id, ended: asyncio.run_coroutine_threadsafe(
             self._follow(job_id, ended), loop)
-        app = build_app(self.api, self.media, self.settings.max_image_bytes)
+        loopback_names = ["127.0.0.1", "localhost", "::1", "[::1]", host]
+        app = build_app(self.api, self.media, self.settings.max_image_bytes,
+                        allowed_hosts=loopback_names if is_loopback(host) else None)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
                                 timeout_graceful_shutdown=2)  # open event streams end at shutdown
         self._server = _Uvicorn(config)

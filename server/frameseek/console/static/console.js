@@ -163,6 +163,12 @@ async function video() {
   } catch (err) { $("#copies").replaceChildren(el("p", { class: "muted" }, err.toString())); }
 }
 
+const searchParams = () => {
+  const p = new URLSearchParams({ k: 12 });
+  if ($("#collection").value) p.set("collection", $("#collection").value);
+  return p;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Search by image: drop / paste / choose -> hits with the matched moment.
 async function searchImage() {
@@ -175,7 +181,7 @@ async function searchImage() {
     $("#status").textContent = "Searching…";
     $("#hits").replaceChildren();
     let r;
-    try { r = await api("/api/search/image?k=12", { method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" } }); }
+    try { r = await api(`/api/search/image?${searchParams()}`, { method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" } }); }
     catch (err) { showError(err); $("#status").textContent = ""; return; }
     $("#hits").replaceChildren(...r.hits.map((h) => {
       const m = h.matches[0] || { timestamp_seconds: 0 };
@@ -190,6 +196,7 @@ async function searchImage() {
     $("#status").textContent = r.hits.length ? `${r.hits.length} hits in ${ms.toFixed(0)} ms (server ${r.elapsed_ms.toFixed(0)} ms)` : "No hits.";
     document.body.dataset.rendered = String(performance.now());
   }
+  fillCollections($("#collection"));
   dropZone(zone, $("#file"), (files) => search(files[0]));
   document.addEventListener("paste", (e) => {
     const f = [...e.clipboardData.files].find((x) => x.type.startsWith("image/"));
@@ -265,12 +272,13 @@ async function searchVideo() {
     $("#status").textContent = `Searching with ${file.name} (${fmtBytes(file.size)})…`;
     $("#matches").replaceChildren();
     let r;
-    try { r = await api("/api/search/video?k=10", { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } }); }
+    try { r = await api(`/api/search/video?${searchParams()}`, { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } }); }
     catch (err) { showError(err); $("#status").textContent = ""; return; }
     renderMatches($("#matches"), r, clipFrames(file));
     $("#status").textContent = `${r.matches.length} copies · clip ${fmtTime(r.query_duration_seconds)}, ${r.query_samples} samples · ${(performance.now() - start).toFixed(0)} ms`;
     document.body.dataset.rendered = String(performance.now());
   }
+  fillCollections($("#collection"));
   dropZone($("#drop"), $("#file"), (files) => search(files[0]));
 }
 

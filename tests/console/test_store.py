@@ -50,6 +50,8 @@ def test_thumbnails_and_original_are_kept_at_the_add_and_go_with_the_delete(tmp_
     original = media.original(v.id)
     assert os.path.samefile(original, tmp_path / "sha-a.media")  # a hard link, not a copy
     assert os.listdir(tmp_path / "console" / "incoming") == []
+    after_restart = ConsoleMedia(str(tmp_path), thumbnail_width=32, keep_originals=True)
+    assert after_restart.thumbnails(v.id).timestamps == [0.0, 2.0] and after_restart.original(v.id)
 
     storage.delete_video(v.id)
     assert media.thumbnails(v.id) is None and media.original(v.id) is None

@@ -104,11 +104,13 @@ class Console:
         try:
             async for job in self.api.watch_job(f"ingestJobs/{job_id}"):
                 if job.state in (pb.INGEST_JOB_STATE_SUCCEEDED, pb.INGEST_JOB_STATE_FAILED):
-                    break
-        except Exception as exc:  # the server is stopping: the job resumes (and is hooked again) at restart
+                    ended()
+                    return
+        except Exception as exc:
+            # the server is stopping: the ingest may still commit while it drains (its thumbnails
+            # then move into place as usual), or resume at the next start, whose sweep drops this
+            # folder and hooks the job again
             log.info("console_job_unfollowed", job=job_id, error=str(exc))
-        finally:
-            ended()
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:

@@ -11,10 +11,11 @@ VPY    := $(VENV)/bin/python
 PIP    := $(VPY) -m pip --disable-pip-version-check
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# ffmpeg + libav*-dev: PyAV tests/benchmarks and the vPDQ baseline; opencv-doc: real test media.
+# ffmpeg + libav*-dev: PyAV tests/benchmarks and the vPDQ baseline; opencv-doc: real test media;
+# chromium: the web console's browser tests and benchmark (driven by Playwright, no browser download).
 APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev \
-	libgrpc++-dev
+	libgrpc++-dev chromium
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f 2>/dev/null)
 # The editable install records the package's modules when it runs, so adding or removing a module
@@ -65,8 +66,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# with the web console on loopback: open http://127.0.0.1:8080/
 run: setup
-	$(VENV)/bin/frameseek serve
+	$(VENV)/bin/frameseek serve --http-address 127.0.0.1:8080
 
 # Regenerate the committed Python gRPC code from proto/ (a test fails when it is stale).
 proto: setup

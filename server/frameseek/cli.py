@@ -110,6 +110,8 @@ def serve(
                                                         "every call needs a bearer token (reloaded on SIGHUP)")] = None,
     insecure: Annotated[bool | None, typer.Option("--insecure", help="serve a non-loopback address without "
                                                      "TLS and client authentication (refused otherwise)")] = None,
+    http_address: Annotated[str | None, typer.Option(help="HOST:PORT of the web console, e.g. 127.0.0.1:8080 "
+                                                        "[default: off]")] = None,
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM (then drain and flush)."""
     import asyncio
@@ -121,7 +123,8 @@ def serve(
     settings = load_settings(str(config) if config else None, address=address, data_dir=data_dir,
                              metrics_address=metrics_address, log_format=log_format, workers=workers,
                              front_end=front_end, tls_cert=_path(tls_cert), tls_key=_path(tls_key),
-                             tls_client_ca=_path(tls_client_ca), auth_tokens=_path(auth_tokens), insecure=insecure)
+                             tls_client_ca=_path(tls_client_ca), auth_tokens=_path(auth_tokens), insecure=insecure,
+                             http_address=http_address)
     configure(settings.log_format, settings.log_level)
     asyncio.run(run(settings, port_file))
 

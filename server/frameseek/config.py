@@ -187,6 +187,18 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, description="serve a non-loopback address without TLS and client authentication "
                            "(refused otherwise); logged loudly and reported by GetStats")
 
+    # web console (frameseek.console; README "Web console") - flat fields, to be folded into a group
+    http_address: str = Field("", description="HOST:PORT of the web console (HTTP; port 0 = a free one); empty = "
+                              "off. It has no authentication of its own: bind it to loopback (`make run` uses "
+                              "127.0.0.1:8080) or put it behind a proxy that authenticates")
+    console_thumbnail_width: int = Field(160, ge=16, le=1024, description="width in pixels of the JPEG thumbnail "
+                                         "kept of every sample ingested while the console is on")
+    console_keep_originals: bool = Field(True, description="while the console is on, keep each upload in "
+                                         "data_dir/console (a hard link of the spooled file) so that its pages can "
+                                         "play a video from a matched moment and find a video's copies; deleted "
+                                         "with the video")
+
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:

@@ -45,6 +45,7 @@ from .regions import REGION_MODES, Box, InsetDetector, InsetSettings, crop, gray
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, "int | None"], None]
+SampleCallback = Callable[[float, np.ndarray], None]  # on_sample(t, rgb) of embed_media
 
 #: Default sampling rates (declared with the server's settings, config.SamplingConfig: references
 #: are indexed denser than queries are sampled, so that the two grids stay in phase).
@@ -308,9 +309,13 @@ def embed_media(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     limits: MediaLimits | None = None,
+    on_sample: SampleCallback | None = None,
 ) -> EmbeddedMedia:
     """Decode, sample, filter and embed `source`. Raises `MediaError` (reason CANCELLED when
-    `cancel` is set, DECODE_TIMEOUT when decoding stalls or exceeds the limits)."""
+    `cancel` is set, DECODE_TIMEOUT when decoding stalls or exceeds the limits). `on_sample(t, rgb)`
+    sees, on the decode thread, every sample that goes on to be embedded (blank frames are not
+    passed; near-duplicates dropped by `dedup_threshold` are), as RGB uint8 HxWx3 as decoded
+    (already downscaled towards the model's input size): thumbnails without a second decode."""
     sampling = sampling or SamplingSettings()
     limits = limits or MediaLimits()
     t_start = time.perf_counter()
@@ -372,6 +377,8 @@ def embed_media(
                 pixels = frame.image
                 if frame.on_gpu and not gpu_input:
                     pixels = frame.to_numpy()  # NVDEC decoded, but the embedder runs on the CPU
+                if on_sample is not None:
+                    on_sample(frame.t, frame.to_numpy() if frame.on_gpu and gpu_input else pixels)
                 image = embedder.preprocess([pixels])[0]
                 flipped = embedder.preprocess([pixels], flip=True)[0] if sampling.flip else None
                 item = _Item(frame.t, image, flipped)

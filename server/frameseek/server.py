@@ -63,6 +63,24 @@ class InsecureBind(ConfigError):
     """A non-loopback address without TLS and client authentication, and no `insecure`."""
 
 
+def console_refusal(settings: Settings, tls: bool) -> bool:
+    """The web console has no login of its own and calls the API over a plaintext channel without a
+    token: it may not open a way around TLS or tokens, nor serve a non-loopback address unless
+    `insecure` says so (ConfigError, a one-line exit). True when it serves a public address."""
+    from .console.server import is_loopback, split_address
+
+    if tls or settings.auth_tokens:
+        raise ConfigError("the web console (--http-address) has no login and cannot call a server that "
+                          "requires TLS or tokens; serve it without --http-address, or run a separate "
+                          "loopback-only server for the console")
+    host, _ = split_address(settings.http_address)
+    if not is_loopback(host) and not settings.insecure:
+        raise InsecureBind(f"refusing to serve the web console on {settings.http_address}: it has no "
+                           "authentication (anyone who reaches it can read and delete the library); bind it to "
+                           "127.0.0.1, or pass --insecure to serve it anyway")
+    return not is_loopback(host)
+
+
 class FrameSeekServer:
     def __init__(self, settings: Settings, service: FrameSeekService | None = None):
         """auth.ConfigError (InsecureBind among them) when the security settings do not hold up."""
@@ -73,8 +91,9 @@ class FrameSeekServer:
                              self.authorizer is not None or (self.tls is not None and self.tls.client_ca is not None))
         if gaps and not settings.insecure:
             raise InsecureBind(refusal(settings.address, gaps))
+        public_console = bool(settings.http_address) and console_refusal(settings, self.tls is not None)
         # from here on `insecure` says whether the override is in effect (GetStats reports it)
-        settings.insecure = bool(gaps)
+        settings.insecure = bool(gaps) or public_console
         if gaps and settings.role == "primary":
             log.warning("insecure", message=insecure_warning(settings.address, gaps))
         self.service = service or FrameSeekService(settings)
@@ -111,6 +130,11 @@ class FrameSeekServer:
             self.private_port = self.server.add_insecure_port("127.0.0.1:0")
         self._loader: asyncio.Task | None = None
         self._metrics = None
+        self.console = None  # the web console (HTTP), before the storage loads: it hooks ingest and deletes
+        if settings.http_address and settings.role == "primary":
+            from .console import Console
+
+            self.console = Console(settings, self.service)
         self.load_error: BaseException | None = None
 
     def _front_end(self, settings: Settings):
@@ -179,6 +203,15 @@ class FrameSeekServer:
                 raise RuntimeError(f"could not bind {self.settings.address}") from None
         if self.settings.metrics_address:
             self._start_metrics()
+        if self.console is not None:
+            host = self.host if self.host not in ("0.0.0.0", "[::]", "") else "127.0.0.1"
+            try:
+                await self.console.start(f"{host}:{self.port}")
+            except BaseException:
+                await self.server.stop(0)
+                if self.front is not None:
+                    self.front.shutdown(0)
+                raise
         self._loader = asyncio.get_running_loop().create_task(self._load())
         log.info("listening", address=self.address, data_dir=self.settings.data_dir)
         return self.port
@@ -216,6 +249,8 @@ class FrameSeekServer:
         log.info("stopping", grace_s=grace)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.service.closing = True
+        if self.console is not None:
+            await self.console.stop()
         if self.front is not None:
             # the front end drains its calls, passed-through ones included, while this loop serves them
             await asyncio.get_running_loop().run_in_executor(None, self.front.shutdown, grace)

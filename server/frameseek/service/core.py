@@ -146,7 +146,7 @@ class Core:
                                 deblock_sigma=(self.settings.views.query_deblock_sigma or None) if query else None)
 
 
-    def embed(self, source, sampling, progress=None, shown_as: str = "the upload"):
+    def embed(self, source, sampling, progress=None, shown_as: str = "the upload", on_sample=None):
         """Decode, sample and embed `source` (a path or bytes); media errors become ServiceErrors
         that name the input as `shown_as`, never by its path on the server."""
         from ..media import MediaError
@@ -154,7 +154,7 @@ class Core:
 
         try:
             return embed_media(source, self.embedder, sampling, progress=progress, cancel=self.cancel,
-                               limits=self.settings.media)
+                               limits=self.settings.media, on_sample=on_sample)
         except MediaError as exc:
             raise from_media_error(exc, source if isinstance(source, str) else None, shown_as) from None
 

@@ -15,6 +15,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 
 import structlog
 
@@ -105,6 +106,9 @@ class Ingest:
         self.core, self.collections, self.search = core, collections, search
         self.pending = 0  # admitted ingests: uploading, queued or running
         self.watchers = JobWatchers()
+        # Optional: (job, collection id, sha256, media path) -> an on_sample callback for embed_media
+        # (or None), called once per ingest; the web console's thumbnails (frameseek.console).
+        self.ingest_frames: Callable[[JobRecord, int, str, str], Callable | None] | None = None
 
     # -- admission ------------------------------------------------------------------------------
     def admit(self) -> IngestSlot:
@@ -282,7 +286,8 @@ class Ingest:
                 self.watchers.notify(job.id)
 
         shown_as = req.filename or os.path.basename(req.server_path) or "the upload"
-        media = self.core.embed(path, self.core.sampling(rec), progress, shown_as=shown_as)
+        on_sample = self.ingest_frames(job, rec.id, sha256, path) if self.ingest_frames else None
+        media = self.core.embed(path, self.core.sampling(rec), progress, shown_as=shown_as, on_sample=on_sample)
         if is_image != bool(media.is_image):
             kind = "an image" if media.is_image else "a video"
             raise invalid(f"the upload is {kind}; use {'IngestImage' if media.is_image else 'IngestVideo'}",

@@ -177,7 +177,7 @@ def test_recovery_without_snapshot_replays_log_and_drops_pending(tmp_path):
     # a crash between log append and catalog commit: pending row + logged record, never acknowledged
     ci = st._colls[c.id]
     pend = st.catalog.insert_pending(c.id, _rec("pending"), np.arange(3.0))
-    ci.log.append(pend, _unit(rng, 3))
+    ci.log.append(pend, _unit(rng, 3), "pending")
     st.catalog._db.close()  # no close(): no snapshot, like kill -9
     ci.log.close()
     st = _open(tmp_path)

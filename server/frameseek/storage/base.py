@@ -60,6 +60,24 @@ class InvalidArgument(StorageError):
         self.reason = reason
 
 
+class ResourceExhausted(StorageError):
+    """The disk (or another resource storage needs) is full; nothing was written."""
+
+    def __init__(self, what: str, reason: str = "DISK_FULL"):
+        super().__init__(what)
+        self.reason = reason
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError for a full disk or quota, or SQLite's "database or disk is full"."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 class JobState(str, enum.Enum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
@@ -102,6 +120,7 @@ class VideoRecord:
     model: str = ""
     realtime_factor: float = 0.0
     create_time: float = 0.0
+    state: str = "active"  # "active" | "damaged" (see catalog.py); only active videos are searched
 
 
 @dataclasses.dataclass

@@ -21,14 +21,13 @@ snapshot, the replica reloads that snapshot.
 """
 from __future__ import annotations
 
-import json
-import os
 import threading
 
 import numpy as np
 import structlog
 
 from .base import CollectionRecord, sample_ids
+from . import snapshots
 from .embedded import EmbeddedStorage, _CollectionIndex, _native
 from .vectorlog import _HEADER, list_segments, scan_segment, segment_path
 
@@ -52,15 +51,19 @@ class _ReplicaIndex(_CollectionIndex):
         return self._load(active)
 
     def _load(self, active: dict[int, int]) -> dict:
-        meta_path = os.path.join(self.dir, "snapshot.json")
+        meta = snapshots.read_meta(self.dir)
         snap_videos: dict[int, int] = {}
-        if os.path.exists(meta_path):
-            with open(meta_path) as f:
-                meta = json.load(f)
-            index = _native().HnswIndex.load(os.path.join(self.dir, meta["index"]))
-            arr = np.load(os.path.join(self.dir, meta["videos"]))
-            snap_videos = {int(v): int(n) for v, n in arr}
-            self.seg, self.offset = int(meta["segment"]), 0
+        if meta is not None:
+            for m in [m for m in (meta, meta.get("previous")) if m]:  # the primary keeps the previous one
+                try:
+                    index, snap_videos = snapshots.load_one(self.dir, m, _native().HnswIndex.load)
+                except snapshots.SnapshotDamaged as exc:
+                    log.warning("replica_snapshot_unreadable", error=str(exc))  # or replaced meanwhile
+                    continue
+                self.seg, self.offset = int(m["segment"]), 0
+                break
+            else:
+                raise FileNotFoundError("no loadable snapshot (retried: the primary may be replacing it)")
         else:
             index = self._new_index()
             self.seg, self.offset = 0, 0
@@ -88,16 +91,16 @@ class _ReplicaIndex(_CollectionIndex):
         for seq in [s for s in list_segments(self.dir) if s >= self.seg]:
             start = self.offset if seq == self.seg else 0
             try:
-                records, good, _torn = scan_segment(segment_path(self.dir, seq), self.rec.dimension, start)
+                scan = scan_segment(segment_path(self.dir, seq), self.rec.dimension, start)
             except FileNotFoundError:  # dropped by a snapshot meanwhile
                 return False
-            for r in records:
+            for r in scan.records:
                 if r.video_id in missing:
                     self._add(r.video_id, np.array(r.vectors, dtype=np.float32))
                     missing.discard(r.video_id)
             # a torn tail is an append in progress: resume at the last whole record next time
-            if good >= _HEADER.size:
-                self.seg, self.offset = seq, good
+            if scan.good >= _HEADER.size:
+                self.seg, self.offset = seq, scan.good
         return not missing
 
 

@@ -1,6 +1,8 @@
 """Service errors: a gRPC status code + a machine-readable reason (google.rpc.ErrorInfo)."""
 from __future__ import annotations
 
+import errno
+
 import grpc
 
 DOMAIN = "frameseek.dev"
@@ -32,6 +34,17 @@ def exhausted(message: str, reason: str = "TOO_MANY_REQUESTS", **md) -> ServiceE
 
 def unavailable(message: str, reason: str = "NOT_READY", **md) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAVAILABLE, reason, message, **md)
+
+
+# OSError errnos that mean "the disk is full" (also used by storage, which maps SQLite's SQLITE_FULL too)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> ServiceError | None:
+    """RESOURCE_EXHAUSTED (reason DISK_FULL) for an OSError of a full disk, else None."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return exhausted("the server's disk is full; nothing was stored, retry when space is freed", "DISK_FULL")
+    return None
 
 
 # MediaError.reason (frameseek.media) -> status code

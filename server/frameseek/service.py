@@ -26,8 +26,8 @@ from . import __version__, matching, metrics
 from .config import Settings
 from .errors import ServiceError, exhausted, from_media_error, invalid, not_found, unavailable
 from .storage import (MAX_SAMPLES_PER_VIDEO, SAMPLE_BITS, AlreadyExists, CollectionRecord, EmbeddedStorage,
-                      FailedPrecondition, InvalidArgument, JobRecord, JobState, NotFound, Storage, StorageError,
-                      VideoQuery, VideoRecord, split_sample_ids)
+                      FailedPrecondition, InvalidArgument, JobRecord, JobState, NotFound, ResourceExhausted, Storage,
+                      StorageError, VideoQuery, VideoRecord, split_sample_ids)
 from .watchdog import Watchdog
 
 log = structlog.get_logger("frameseek.service")
@@ -117,8 +117,8 @@ class SearchOptions:
 
 def _storage_error(exc: StorageError) -> ServiceError:
     code = {NotFound: grpc.StatusCode.NOT_FOUND, AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-            FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-            InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT}.get(type(exc), grpc.StatusCode.INTERNAL)
+            FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION, InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+            ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(type(exc), grpc.StatusCode.INTERNAL)
     return ServiceError(code, exc.reason, str(exc))
 
 
@@ -596,6 +596,14 @@ class FrameSeekService:
 
         with open(meta_path) as f:
             meta = json.load(f)
+        done = self.storage.find_video_by_hash(job.collection_id, meta["sha256"])
+        if done is not None:  # the crash came after the commit, before the job update: indexed already
+            job.state, job.video_id, job.samples_done = JobState.SUCCEEDED, done.id, done.sample_count
+            job.samples_total, job.duration, job.media_seconds_done = done.sample_count, done.duration, done.duration
+            self.storage.update_job(job)
+            _unlink(media_path)
+            _unlink(meta_path)
+            return
         req = IngestRequest(**meta["req"])
         try:
             rec = self.storage.collection_by_id(job.collection_id)
@@ -610,7 +618,10 @@ class FrameSeekService:
     def _fail_job(self, job: JobRecord, err: ServiceError) -> None:
         job.state, job.error_code, job.error_reason, job.error_message = (
             JobState.FAILED, err.code.value[0], err.reason, err.message)
-        self.storage.update_job(job)
+        try:
+            self.storage.update_job(job)
+        except StorageError as exc:  # disk full: the caller still gets `err`; the job is retried at start
+            log.warning("job_update_failed", job=job.id, error=str(exc))
         self._watchers.notify(job.id)
 
     async def _run_ingest(self, rec: CollectionRecord, req: IngestRequest, job: JobRecord, path: str, sha256: str,
@@ -626,6 +637,10 @@ class FrameSeekService:
         except ServiceError as exc:
             await loop.run_in_executor(self._io_pool, self._fail_job, job, exc)
             raise
+        except StorageError as exc:  # e.g. disk full while updating the job
+            err = _storage_error(exc)
+            await loop.run_in_executor(self._io_pool, self._fail_job, job, err)
+            raise err from None
         except Exception as exc:
             log.exception("ingest_failed", job=job.id)
             err = ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", f"ingest failed: {type(exc).__name__}: {exc}")
@@ -1105,7 +1120,8 @@ class FrameSeekService:
                 "video_count": sum(c["video_count"] for c in colls),
                 "sample_count": sum(c["sample_count"] for c in colls), "storage_bytes": nbytes,
                 "active_ingests": self._pending_ingests, "copy_threshold": self.settings.copy_threshold,
-                "simd_level": self._native.simd_level() if self._native else ""}
+                "simd_level": self._native.simd_level() if self._native else "",
+                "recovery_problems": self.storage.recovery_problems()}
 
 
 def _page_size(n: int) -> int:

@@ -20,7 +20,7 @@ from google.protobuf import any_pb2, empty_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from . import metrics
-from .errors import DOMAIN, ServiceError, exhausted, invalid
+from .errors import DOMAIN, ServiceError, disk_full, exhausted, invalid
 from .service import (CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, SearchOptions,
                       collection_name)
 from .storage import CollectionRecord, JobRecord, VideoRecord
@@ -81,10 +81,12 @@ def _rpc(fn):
         except grpc.aio.AbortError:
             code = "ABORTED"
             raise
-        except Exception as exc:  # a bug: report INTERNAL, keep serving
-            code = "INTERNAL"
-            log.exception("rpc_crashed", method=name)
-            err = ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", f"internal error: {type(exc).__name__}")
+        except Exception as exc:
+            err = disk_full(exc)  # e.g. spooling an upload
+            if err is None:  # a bug: report INTERNAL, keep serving
+                log.exception("rpc_crashed", method=name)
+                err = ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", f"internal error: {type(exc).__name__}")
+            code = err.code.name
             await context.abort(err.code, err.message, trailing_metadata=rich_status(err))
         finally:
             _count(name, code)
@@ -176,7 +178,8 @@ class Translator:
                        kind=pb.MEDIA_KIND_IMAGE if v.kind == "image" else pb.MEDIA_KIND_VIDEO,
                        duration_seconds=v.duration, width=v.width, height=v.height, sample_count=v.sample_count,
                        size_bytes=v.size_bytes, content_sha256=v.content_sha256, filename=v.filename, model=v.model,
-                       ingest_realtime_factor=v.realtime_factor)
+                       ingest_realtime_factor=v.realtime_factor,
+                       state=pb.VIDEO_STATE_DAMAGED if v.state == "damaged" else pb.VIDEO_STATE_ACTIVE)
         _ts(out.create_time, v.create_time)
         return out
 
@@ -462,7 +465,8 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                         collections=[pb.CollectionStats(**c) for c in s["collections"]],
                         video_count=s["video_count"], sample_count=s["sample_count"],
                         storage_bytes=s["storage_bytes"], active_ingests=s["active_ingests"],
-                        copy_threshold=s["copy_threshold"], simd_level=s["simd_level"])
+                        copy_threshold=s["copy_threshold"], simd_level=s["simd_level"],
+                        recovery_problems=s["recovery_problems"])
 
 
 # Methods whose handlers return an already serialised response (bytes).

@@ -70,11 +70,12 @@ class ResourceExhausted(StorageError):
 
 def is_disk_full(exc: BaseException) -> bool:
     """An OSError for a full disk or quota, or SQLite's "database or disk is full"."""
-    import errno
     import sqlite3
 
+    from ..errors import DISK_FULL_ERRNOS
+
     if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        return exc.errno in DISK_FULL_ERRNOS
     return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
@@ -209,6 +210,9 @@ class Storage(Protocol):
 
     # lifecycle
     def snapshot(self) -> None: ...
+    def recovery_problems(self) -> list[str]:
+        """What the last start found damaged or inconsistent in storage, one sentence each."""
+        ...
     def storage_bytes(self) -> int: ...
     def close(self) -> None: ...
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from frameseek import metrics
 from frameseek.storage import EmbeddedStorage, NotFound, VideoQuery, VideoRecord, split_sample_ids
-from frameseek.storage.vectorlog import list_segments, segment_path
+from frameseek.storage.vectorlog import segment_path
 
 from .helpers import needs_index
 

@@ -5,5 +5,5 @@ from .base import (MAX_SAMPLES_PER_VIDEO, SAMPLE_BITS, AlreadyExists, Collection
 from .embedded import EmbeddedStorage
 
 __all__ = ["MAX_SAMPLES_PER_VIDEO", "SAMPLE_BITS", "AlreadyExists", "CollectionRecord", "EmbeddedStorage",
-           "FailedPrecondition", "InvalidArgument", "JobRecord", "JobState", "NotFound", "ResourceExhausted", "Storage", "StorageError",
-           "VideoQuery", "VideoRecord", "sample_ids", "split_sample_ids"]
+           "FailedPrecondition", "InvalidArgument", "JobRecord", "JobState", "NotFound", "ResourceExhausted", "Storage",
+           "StorageError", "VideoQuery", "VideoRecord", "sample_ids", "split_sample_ids"]

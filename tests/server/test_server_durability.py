@@ -122,3 +122,39 @@ def test_resumed_job_whose_video_was_committed_is_not_indexed_twice(tmp_path):
         assert not (uploads / f"{job_id}.media").exists()
     finally:
         srv.stop()
+
+
+def test_damaged_log_record_shows_as_a_damaged_video_and_in_stats(tmp_path):
+    """Issue 17 item 2 through the API: the video of a damaged record is listed DAMAGED and never
+    found; the videos after it stay searchable; GetStats says what recovery found."""
+    from frameseek.storage.vectorlog import list_segments, scan_segment, segment_path
+
+    videos = [make_video(tmp_path / f"v{i}.mp4", seconds=4, seed=900 + i) for i in range(3)]
+    data = tmp_path / "data"
+    srv = ServerProcess(data, ingest_workers=1, snapshot_interval_s=3600).start()
+    try:
+        with srv.client(timeout=300) as fs:
+            names = [fs.ingest_video(v).video.name for v in videos]
+            dim = fs.get_collection().dimension
+        srv.kill9()  # no snapshot: the vectors are only in the log
+        coll = data / "collections" / "1"
+        seg = segment_path(str(coll), list_segments(str(coll))[-1])
+        rec = {r.video_id: r.offset for r in scan_segment(seg, dim).records}[int(names[1].split("/")[-1])]
+        raw = bytearray(open(seg, "rb").read())
+        raw[rec + 200] ^= 0xFF
+        open(seg, "wb").write(bytes(raw))
+        srv.start()
+        with srv.client(timeout=300) as fs:
+            states = {v.name: v.state for v in fs.list_videos()}
+            assert states == {names[0]: pb.VIDEO_STATE_ACTIVE, names[1]: pb.VIDEO_STATE_DAMAGED,
+                              names[2]: pb.VIDEO_STATE_ACTIVE}
+            assert fs.get_video(names[1]).state == pb.VIDEO_STATE_DAMAGED
+            for name, video in zip(names, videos):
+                hits = {h.video.name for h in fs.search_by_image(grab_frame(video, 2.2, tmp_path / "q.png"), k=5).hits}
+                assert (name in hits) == (name != names[1]), (name, hits)
+            problems = fs.stats().recovery_problems
+            assert any("damaged log record" in p for p in problems), problems
+            fs.delete_video(names[1])
+            assert names[1] not in {v.name for v in fs.list_videos()}
+    finally:
+        srv.stop()

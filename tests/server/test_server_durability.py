@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import sqlite3
 import subprocess
 
@@ -140,9 +141,9 @@ def test_damaged_log_record_shows_as_a_damaged_video_and_in_stats(tmp_path):
         coll = data / "collections" / "1"
         seg = segment_path(str(coll), list_segments(str(coll))[-1])
         rec = {r.video_id: r.offset for r in scan_segment(seg, dim).records}[int(names[1].split("/")[-1])]
-        raw = bytearray(open(seg, "rb").read())
+        raw = bytearray(pathlib.Path(seg).read_bytes())
         raw[rec + 200] ^= 0xFF
-        open(seg, "wb").write(bytes(raw))
+        pathlib.Path(seg).write_bytes(bytes(raw))
         srv.start()
         with srv.client(timeout=300) as fs:
             states = {v.name: v.state for v in fs.list_videos()}

@@ -158,6 +158,21 @@ def test_damaged_videos_table_of_a_snapshot_falls_back_too(tmp_path):
     st.close()
 
 
+def test_unreadable_snapshot_json_uses_the_snapshot_files_on_disk_and_is_rewritten(tmp_path):
+    rng = np.random.default_rng(8)
+    cid, videos, d, meta = _two_snapshots(tmp_path, rng)
+    pathlib.Path(d, "snapshot.json").write_text("{garbage")
+    st = _open(tmp_path)
+    assert st.vectors_of(cid) == 8 * 5
+    assert all(_top_video(st, cid, vecs[1]) == v for v, vecs in videos.items())
+    assert any("snapshot.json unreadable" in p for p in st.recovery_problems())
+    assert {meta["index"], meta["previous"]["index"]} <= set(os.listdir(d))  # nothing deleted meanwhile
+    st.close()  # writes a fresh snapshot although no vector was added
+    st = _open(tmp_path)
+    assert st.vectors_of(cid) == 8 * 5 and not st.recovery_problems()
+    st.close()
+
+
 def test_snapshot_tmp_files_left_by_a_kill_are_removed_at_start(tmp_path):
     rng = np.random.default_rng(4)
     st, cid = _new(tmp_path)

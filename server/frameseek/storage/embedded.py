@@ -81,18 +81,19 @@ class _CollectionIndex:
         a log record is attached only to the row it belongs to (same hash, a matching count).
         The report lists what recovery found wrong; the engine marks `missing` videos damaged."""
         t0 = time.perf_counter()
-        problems: list[str] = []
-        meta = snapshots.read_meta(self.dir)
-        keep = [m for m in (meta, (meta or {}).get("previous")) if m]
+        keep, problems = snapshots.candidates(self.dir)
+        for p in problems:
+            log.error("snapshot_meta_damaged", collection=self.rec.name, error=p)
+            metrics.STORAGE_DAMAGE.labels("snapshot").inc()
         snapshots.remove_leftovers(self.dir, keep)
         from_seq, snap_videos, self.good_snapshot = 0, {}, None
-        for m in keep:
+        for i, m in enumerate(keep):
             try:
                 self.index, snap_videos = snapshots.load_one(self.dir, m, _native().HnswIndex.load)
             except snapshots.SnapshotDamaged as exc:
                 problems.append(f"snapshot damaged: {exc}")
                 log.error("snapshot_damaged", collection=self.rec.name, error=str(exc),
-                          fallback="previous snapshot" if m is meta and len(keep) > 1 else "log only")
+                          fallback="an older snapshot" if i + 1 < len(keep) else "the log only")
                 metrics.STORAGE_DAMAGE.labels("snapshot").inc()
                 continue
             from_seq, self.good_snapshot = int(m["segment"]), m
@@ -102,6 +103,7 @@ class _CollectionIndex:
         else:
             self.index = self._new_index()
         t_load = time.perf_counter() - t0
+        snapshot_damaged = bool(problems)
         self.videos = dict(snap_videos)
         high = max(snap_videos, default=0)
         # videos deleted after the snapshot was taken (or whose catalog row does not match)
@@ -134,7 +136,8 @@ class _CollectionIndex:
             problems.append(f"log records of videos {foreign[:20]} do not match their catalog rows (not attached)")
             log.error("log_records_foreign", collection=self.rec.name, videos=foreign[:20], count=len(foreign))
             metrics.STORAGE_DAMAGE.labels("foreign_record").inc(len(foreign))
-        self.since_snapshot = replayed
+        # a damaged snapshot is replaced at the next snapshot (periodic or at stop), even with no new vectors
+        self.since_snapshot = replayed + int(snapshot_damaged)
         missing = [v for v in active if v not in self.videos]
         if missing:
             problems.append(f"videos {missing[:20]} have no intact vectors ({len(missing)} marked damaged)")

@@ -51,10 +51,10 @@ class _ReplicaIndex(_CollectionIndex):
         return self._load(active)
 
     def _load(self, active: dict[int, int]) -> dict:
-        meta = snapshots.read_meta(self.dir)
+        metas, _ = snapshots.candidates(self.dir)
         snap_videos: dict[int, int] = {}
-        if meta is not None:
-            for m in [m for m in (meta, meta.get("previous")) if m]:  # the primary keeps the previous one
+        if metas:
+            for m in metas:  # the primary keeps the previous one
                 try:
                     index, snap_videos = snapshots.load_one(self.dir, m, _native().HnswIndex.load)
                 except snapshots.SnapshotDamaged as exc:

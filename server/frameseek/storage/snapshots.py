@@ -93,12 +93,26 @@ def publish(directory: str, meta: dict, previous: dict | None) -> None:
     _write_atomic(os.path.join(directory, META), json.dumps({**meta, "previous": prev}).encode())
 
 
-def read_meta(directory: str) -> dict | None:
+def candidates(directory: str) -> tuple[list[dict], list[str]]:
+    """The snapshots to try at start, best first: the one snapshot.json names, then its previous.
+    When snapshot.json itself is unreadable, every snapshot found on disk, newest first (their
+    index files still carry their CRC). Returns (metas, problems found)."""
     path = os.path.join(directory, META)
     if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+        return [], []
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+        metas = [m for m in (meta, meta.get("previous")) if m]
+        for m in metas:
+            int(m["segment"]), str(m["index"]), str(m["videos"])
+        return metas, []
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        found = sorted((int(f[9:17]) for f in os.listdir(directory)
+                        if f.startswith("snapshot-") and f.endswith(".hnsw") and f[9:17].isdigit()), reverse=True)
+        metas = [{"segment": seq, "index": f"snapshot-{seq:08d}.hnsw", "videos": f"snapshot-{seq:08d}.videos.npy"}
+                 for seq in found]
+        return metas, [f"{META} unreadable ({type(exc).__name__}: {exc}); tried the snapshot files on disk"]
 
 
 def load_one(directory: str, meta: dict, load_index):

@@ -9,9 +9,11 @@ import pathlib
 import shutil
 
 import numpy as np
+import pytest
 
 from frameseek import metrics
 from frameseek.storage import EmbeddedStorage, NotFound, VideoQuery, VideoRecord, split_sample_ids
+from frameseek.storage.catalog import CatalogDamaged
 from frameseek.storage.vectorlog import segment_path
 
 from .helpers import needs_index
@@ -271,3 +273,24 @@ def test_version_1_catalog_is_migrated_keeping_the_id_high_water(tmp_path):
     st.catalog.mark_damaged([new])
     assert st.catalog.get_video(new, "'damaged'").state == "damaged"
     st.close()
+
+
+@pytest.mark.parametrize("page", [2, 3])
+def test_damaged_catalog_is_refused_with_a_repair_path(tmp_path, page):
+    """SQLite has no page checksums: a start runs quick_check and refuses a damaged catalog with a
+    message that says how to rebuild it (instead of failing later with INTERNAL errors)."""
+    rng = np.random.default_rng(9)
+    st, cid = _new(tmp_path)
+    _ingest(st, cid, rng, 3)
+    st.close()
+    with open(tmp_path / "catalog.sqlite3", "r+b") as f:
+        f.seek(page * 4096)
+        f.write(b"\xff" * 16)
+    with pytest.raises(CatalogDamaged, match=r"is damaged .*\.recover"):
+        _open(tmp_path)
+
+
+def test_a_file_that_is_not_a_catalog_is_refused_clearly(tmp_path):
+    (tmp_path / "catalog.sqlite3").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(CatalogDamaged, match="file is not a database"):
+        EmbeddedStorage(str(tmp_path))

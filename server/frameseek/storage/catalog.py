@@ -123,6 +123,17 @@ def _job(row) -> JobRecord:
                      create_time=row[12], update_time=row[13], already_exists=bool(row[14]))
 
 
+class CatalogDamaged(RuntimeError):
+    """The catalog file is damaged: the server does not start on it (the message says how to repair)."""
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(
+            f"the catalog {path} is damaged ({detail}); the server will not start on it. Keep a copy of the data "
+            f"directory, then rebuild the catalog: `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move "
+            f"{path}.recovered in its place (remove {path}-wal and {path}-shm). Recovery then reports and never "
+            "reuses what the rebuilt catalog lacks")
+
+
 class Catalog:
     """Thread-safe SQLite catalog. One connection guarded by a lock: catalog calls are short and the
     hot search path only reads the in-memory video cache kept by the engine."""
@@ -131,6 +142,24 @@ class Catalog:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.RLock()
+        try:
+            self._open_schema(path)
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            if isinstance(exc, sqlite3.OperationalError):  # locked, I/O error, disk full: not damage
+                raise
+            self._db.close()
+            raise CatalogDamaged(path, str(exc)) from exc
+
+    def check_integrity(self) -> None:
+        """SQLite's quick_check (reads every page once): CatalogDamaged when it finds damage."""
+        try:
+            rows = self._query("PRAGMA quick_check(5)")
+        except sqlite3.DatabaseError as exc:
+            rows = [(str(exc),)]
+        if rows != [("ok",)]:
+            raise CatalogDamaged(self.path, "; ".join(r[0].replace("\n", " ") for r in rows))
+
+    def _open_schema(self, path: str) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")

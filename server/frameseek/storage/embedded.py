@@ -220,6 +220,7 @@ class EmbeddedStorage:
         """Recover every collection (blocking; the server reports UNAVAILABLE meanwhile). Videos
         whose vectors are not intact are marked damaged; ids found in the log or a snapshot but
         unknown to the catalog (it lost committed rows) are never handed out again."""
+        self.catalog.check_integrity()
         dropped = self.catalog.drop_pending()
         if dropped:
             log.warning("dropped_unacknowledged_videos", videos=dropped)

@@ -294,3 +294,24 @@ def test_a_file_that_is_not_a_catalog_is_refused_clearly(tmp_path):
     (tmp_path / "catalog.sqlite3").write_bytes(b"not a database at all" * 100)
     with pytest.raises(CatalogDamaged, match="file is not a database"):
         EmbeddedStorage(str(tmp_path))
+
+
+def test_a_catalog_row_whose_text_no_longer_decodes_is_refused_clearly(tmp_path):
+    """quick_check passes (the b-tree is fine), but a flipped byte left invalid UTF-8 in a row."""
+    rng = np.random.default_rng(10)
+    st, cid = _new(tmp_path)
+    _ingest(st, cid, rng, 2)
+    st.catalog._db.execute("UPDATE videos SET content_sha256=CAST(X'61FF62' AS TEXT) WHERE id=1")
+    _crash(st)
+    with pytest.raises(CatalogDamaged, match="Could not decode"):
+        _open(tmp_path)
+
+
+def test_a_catalog_whose_schema_text_no_longer_decodes_is_refused_clearly(tmp_path):
+    rng = np.random.default_rng(11)
+    st, cid = _new(tmp_path)
+    _ingest(st, cid, rng, 1)
+    st.catalog._db.execute("UPDATE meta SET value=CAST(X'32FF' AS TEXT) WHERE key='schema_version'")
+    _crash(st)
+    with pytest.raises(CatalogDamaged, match="(?i)decode"):
+        _open(tmp_path)

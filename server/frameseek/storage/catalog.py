@@ -123,6 +123,16 @@ def _job(row) -> JobRecord:
                      create_time=row[12], update_time=row[13], already_exists=bool(row[14]))
 
 
+def is_damage(exc: Exception) -> bool:
+    """Errors that mean a damaged file ("file is not a database", "database disk image is
+    malformed", text that does not decode), not a busy, full or failing disk."""
+    if isinstance(exc, UnicodeDecodeError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return str(exc).startswith("Could not decode")
+    return True
+
+
 class CatalogDamaged(RuntimeError):
     """The catalog file is damaged: the server does not start on it (the message says how to repair)."""
 
@@ -144,8 +154,8 @@ class Catalog:
         self._lock = threading.RLock()
         try:
             self._open_schema(path)
-        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
-            if isinstance(exc, sqlite3.OperationalError):  # locked, I/O error, disk full: not damage
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if not is_damage(exc):
                 raise
             self._db.close()
             raise CatalogDamaged(path, str(exc)) from exc

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import threading
 import time
 
@@ -32,7 +33,7 @@ from .base import (MAX_SAMPLES_PER_VIDEO, CollectionRecord, InvalidArgument, Job
                    VideoQuery, VideoRecord, is_disk_full, sample_ids)
 from .. import metrics
 from . import snapshots
-from .catalog import Catalog
+from .catalog import Catalog, CatalogDamaged, is_damage
 from .vectorlog import VectorLog, content_digest
 
 log = structlog.get_logger("frameseek.storage")
@@ -219,7 +220,16 @@ class EmbeddedStorage:
     def open(self) -> list[dict]:
         """Recover every collection (blocking; the server reports UNAVAILABLE meanwhile). Videos
         whose vectors are not intact are marked damaged; ids found in the log or a snapshot but
-        unknown to the catalog (it lost committed rows) are never handed out again."""
+        unknown to the catalog (it lost committed rows) are never handed out again. A damaged
+        catalog raises CatalogDamaged (its message says how to repair it)."""
+        try:
+            return self._open()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # e.g. a row whose text no longer decodes
+            if not is_damage(exc):
+                raise
+            raise CatalogDamaged(self.catalog.path, str(exc)) from exc
+
+    def _open(self) -> list[dict]:
         self.catalog.check_integrity()
         dropped = self.catalog.drop_pending()
         if dropped:

@@ -89,7 +89,13 @@ class Server:
             time.sleep(0.05)
         self.address = f"127.0.0.1:{int(self.port_file.read_text())}"
         with Client(self.address) as fs:
-            fs.wait_ready(timeout=600)
+            while True:  # until SERVING, or the process gave up (a failed start exits)
+                try:
+                    fs.wait_ready(timeout=2)
+                    break
+                except TimeoutError:
+                    if self.proc.poll() is not None:
+                        raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}") from None
         return time.perf_counter() - t0
 
     def kill9(self) -> None:

@@ -24,7 +24,7 @@ import structlog
 
 from . import __version__, matching, metrics
 from .config import Settings
-from .errors import ServiceError, exhausted, from_media_error, invalid, not_found, unavailable
+from .errors import ServiceError, disk_full, exhausted, from_media_error, invalid, not_found, unavailable
 from .storage import (MAX_SAMPLES_PER_VIDEO, SAMPLE_BITS, AlreadyExists, CollectionRecord, EmbeddedStorage,
                       FailedPrecondition, InvalidArgument, JobRecord, JobState, NotFound, ResourceExhausted, Storage,
                       StorageError, VideoQuery, VideoRecord, split_sample_ids)
@@ -572,8 +572,14 @@ class FrameSeekService:
         if owns_file:  # keep the upload under the job's name so a restart can resume it
             spool = os.path.join(self.uploads_dir, f"{job.id}.media")
             os.replace(path, spool)
-            _write_json(os.path.join(self.uploads_dir, f"{job.id}.json"),
-                        {"req": dataclasses.asdict(req), "sha256": sha256, "size": size, "is_image": is_image})
+            try:
+                _write_json(os.path.join(self.uploads_dir, f"{job.id}.json"),
+                            {"req": dataclasses.asdict(req), "sha256": sha256, "size": size, "is_image": is_image})
+            except OSError as exc:  # e.g. the disk is full: the job fails now, nothing is left behind
+                _unlink(spool)
+                err = disk_full(exc) or ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", f"spooling failed: {exc}")
+                await self._io(self._fail_job, job, err)
+                raise err from None
             path = spool
         task = self._spawn(self._run_ingest(rec, req, job, path, sha256, size, is_image, owns_file))
         if req.return_job:
@@ -587,15 +593,20 @@ class FrameSeekService:
         """A job that was queued/running when the server stopped: run it again from its spooled upload."""
         meta_path = os.path.join(self.uploads_dir, f"{job.id}.json")
         media_path = os.path.join(self.uploads_dir, f"{job.id}.media")
-        if not (os.path.exists(meta_path) and os.path.exists(media_path)):
+        import json
+
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+            if not os.path.exists(media_path):
+                raise FileNotFoundError(media_path)
+        except (OSError, ValueError):  # gone, or cut short (e.g. the disk filled up while it was written)
             job.state, job.error_code, job.error_reason = JobState.FAILED, grpc.StatusCode.ABORTED.value[0], "INTERRUPTED"
             job.error_message = "the server stopped during this ingest and its upload is gone; upload again"
             self.storage.update_job(job)
+            _unlink(media_path)
+            _unlink(meta_path)
             return
-        import json
-
-        with open(meta_path) as f:
-            meta = json.load(f)
         done = self.storage.find_video_by_hash(job.collection_id, meta["sha256"])
         if done is not None:  # the crash came after the commit, before the job update: indexed already
             job.state, job.video_id, job.samples_done = JobState.SUCCEEDED, done.id, done.sample_count
@@ -1167,12 +1178,19 @@ def _unlink(path: str | None) -> None:
 
 
 def _write_json(path: str, obj) -> None:
+    """Atomically: a crash or a full disk leaves the whole file or none."""
     import json
 
-    with open(path, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
 
 
 def sha256_file(path: str) -> str:

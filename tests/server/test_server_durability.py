@@ -125,6 +125,34 @@ def test_resumed_job_whose_video_was_committed_is_not_indexed_twice(tmp_path):
         srv.stop()
 
 
+def test_a_job_whose_spooled_request_was_cut_short_fails_instead_of_blocking_the_start(tmp_path):
+    """Found by benchmarks/reliability/bench_disk_full: the disk filled up while the upload's
+    request file was written, then kill -9. The job cannot be resumed; the server must still start
+    and say so (INTERRUPTED), not refuse to start on an empty JSON file."""
+    video = make_video(tmp_path / "v.mp4", seconds=4, seed=8)
+    data = tmp_path / "data"
+    srv = ServerProcess(data, ingest_workers=1).start()
+    try:
+        with srv.client(timeout=300) as fs:
+            r = fs.ingest_video(video)
+        srv.stop()
+        job_id = r.job.name.split("/")[-1]
+        db = sqlite3.connect(str(data / "catalog.sqlite3"))
+        with db:
+            db.execute("UPDATE jobs SET state='QUEUED', video_id=NULL WHERE id=?", (job_id,))
+            db.execute("DELETE FROM videos")
+        db.close()
+        (data / "uploads" / f"{job_id}.media").write_bytes(video.read_bytes())
+        (data / "uploads" / f"{job_id}.json").write_bytes(b"")
+        srv.start()
+        with srv.client(timeout=300) as fs:
+            job = list(fs.watch_job(r.job.name))[-1]
+            assert job.state == pb.INGEST_JOB_STATE_FAILED and job.error.reason == "INTERRUPTED"
+        assert not list((data / "uploads").iterdir())
+    finally:
+        srv.stop()
+
+
 def test_damaged_log_record_shows_as_a_damaged_video_and_in_stats(tmp_path):
     """Issue 17 item 2 through the API: the video of a damaged record is listed DAMAGED and never
     found; the videos after it stay searchable; GetStats says what recovery found."""

@@ -248,6 +248,22 @@ def test_a_log_record_of_another_video_is_not_attached(tmp_path):
     st.close()
 
 
+def test_a_search_replica_does_not_attach_a_log_record_of_another_video_either(tmp_path):
+    from frameseek.storage.replica import ReplicaStorage
+
+    rng = np.random.default_rng(12)
+    st, cid = _new(tmp_path)
+    videos = _ingest(st, cid, rng, 2)
+    ids = list(videos)
+    st.catalog._db.execute("UPDATE videos SET content_sha256='other' WHERE id=?", (ids[1],))
+    rep = ReplicaStorage(str(tmp_path))
+    rep.open()
+    assert _top_video(rep, cid, videos[ids[0]][0]) == ids[0]
+    assert rep.vectors_of(cid) == 5  # only the first video's vectors
+    rep.close()
+    st.close(snapshot=False)
+
+
 def test_version_1_catalog_is_migrated_keeping_the_id_high_water(tmp_path):
     import sqlite3
 

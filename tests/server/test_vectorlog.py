@@ -207,3 +207,53 @@ def test_dimension_mismatch(tmp_path):
     log.close()
     with pytest.raises(LogCorrupt, match="dimension"):
         _read(tmp_path, DIM * 2)
+
+
+def test_a_damaged_header_is_reported_and_its_records_still_read(tmp_path):
+    rng = np.random.default_rng(7)
+    d = str(tmp_path)
+    log = VectorLog(d, DIM)
+    list(log.replay(0))
+    for vid in (1, 2):
+        log.append(vid, _vecs(rng, 2), "k")
+    log.close()
+    _flip(segment_path(d, 0), 3)  # inside the magic
+    log = VectorLog(d, DIM)
+    assert [r.video_id for r in log.replay(0)] == [1, 2]
+    assert [(x.offset, x.length) for x in log.damage] == [(0, 12)]
+    log.append(3, _vecs(rng, 1), "k")  # not after a damaged header: a new segment
+    log.close()
+    assert list_segments(d) == [0, 1]
+    assert [r.video_id for r in _read(d)] == [1, 2, 3]
+
+
+@settings(max_examples=60, deadline=None)
+@given(at=st.integers(min_value=12, max_value=5000), n=st.integers(min_value=1, max_value=64),
+       seed=st.integers(min_value=0, max_value=2**31))
+def test_random_damage_loses_only_the_records_it_touches(tmp_path_factory, at, n, seed):
+    """Whatever burst of bytes is damaged, replay returns exactly the records it did not touch
+    (none invented, none after it lost), except that damage in the last record is a torn tail."""
+    d = str(tmp_path_factory.mktemp("log"))
+    rng = np.random.default_rng(seed)
+    log = VectorLog(d, DIM)
+    list(log.replay(0))
+    spans, written = [], {}
+    for vid in range(1, 9):
+        start = os.path.getsize(segment_path(d, 0))
+        written[vid] = _vecs(rng, int(rng.integers(1, 6)))
+        log.append(vid, written[vid], f"k{vid}")
+        spans.append((vid, start, os.path.getsize(segment_path(d, 0))))
+    log.close()
+    size = spans[-1][2]
+    at = 12 + (at - 12) % (size - 12)
+    end = min(at + n, size)
+    data = bytearray(pathlib.Path(segment_path(d, 0)).read_bytes())
+    for i in range(at, end):
+        data[i] ^= 0xA5
+    pathlib.Path(segment_path(d, 0)).write_bytes(bytes(data))
+    got = _read(d)
+    touched = {vid for vid, s, e in spans if s < end and at < e}
+    assert [r.video_id for r in got] == [vid for vid, _, _ in spans if vid not in touched]
+    for r in got:
+        np.testing.assert_array_equal(r.vectors, written[r.video_id])
+        assert r.content_digest == content_digest(f"k{r.video_id}")

@@ -387,11 +387,6 @@ class Catalog:
         return np.asarray([r[0] for r in self._query(f"SELECT v.id FROM videos v WHERE {where}", args)],
                           dtype=np.uint64)
 
-    def active_videos(self, collection_id: int) -> dict[int, int]:
-        """video id -> sample count of every active video of a collection."""
-        return dict(self._query("SELECT id, sample_count FROM videos WHERE collection_id=? AND state='active'",
-                                (collection_id,)))
-
     def active_video_hashes(self, collection_id: int) -> dict[int, tuple[int, str]]:
         """video id -> (sample count, content sha256) of every active video of a collection: what
         recovery checks a log record against before it attaches the record's vectors."""

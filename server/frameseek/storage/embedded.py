@@ -52,6 +52,13 @@ def _vector_counts(sample_count: int) -> tuple[int, int]:
     return sample_count, 2 * sample_count
 
 
+def belongs_to(rec, row: tuple[int, str]) -> bool:
+    """Whether log record `rec` holds the vectors of the catalog row (sample count, content sha256)
+    with its id: a matching count and, in version 2 records, the same content digest."""
+    return rec.vectors.shape[0] in _vector_counts(row[0]) and (
+        rec.content_digest is None or rec.content_digest == content_digest(row[1]))
+
+
 class _CollectionIndex:
     """Live index + log of one collection."""
 
@@ -121,8 +128,7 @@ class _CollectionIndex:
                 skipped += 1  # deleted, never committed, or already in the snapshot
                 continue
             n = rec.vectors.shape[0]
-            if n not in _vector_counts(row[0]) or (rec.content_digest is not None
-                                                   and rec.content_digest != content_digest(row[1])):
+            if not belongs_to(rec, row):
                 foreign.append(rec.video_id)  # the id names another video: the catalog lost rows
                 continue
             self._add(rec.video_id, np.array(rec.vectors, dtype=np.float32))

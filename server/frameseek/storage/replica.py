@@ -28,7 +28,7 @@ import structlog
 
 from .base import CollectionRecord, sample_ids
 from . import snapshots
-from .embedded import EmbeddedStorage, _CollectionIndex, _native
+from .embedded import EmbeddedStorage, _CollectionIndex, _native, belongs_to
 from .vectorlog import _HEADER, list_segments, scan_segment, segment_path
 
 log = structlog.get_logger("frameseek.replica")
@@ -42,7 +42,7 @@ class _ReplicaIndex(_CollectionIndex):
         self.seg, self.offset = 0, 0  # where the log tail was read up to
         self.fingerprint: tuple[int, int] = (-1, -1)
 
-    def recover(self, active: dict[int, int]) -> dict:
+    def recover(self, active: dict[int, tuple[int, str]]) -> dict:
         for _ in range(5):  # the primary may replace the snapshot while we read it
             try:
                 return self._load(active)
@@ -50,7 +50,7 @@ class _ReplicaIndex(_CollectionIndex):
                 continue
         return self._load(active)
 
-    def _load(self, active: dict[int, int]) -> dict:
+    def _load(self, active: dict[int, tuple[int, str]]) -> dict:
         metas, _ = snapshots.candidates(self.dir)
         snap_videos: dict[int, int] = {}
         if metas:
@@ -80,7 +80,7 @@ class _ReplicaIndex(_CollectionIndex):
         if n:
             self.index.remove(sample_ids(video_id, n))
 
-    def catch_up(self, active: dict[int, int]) -> bool:
+    def catch_up(self, active: dict[int, tuple[int, str]]) -> bool:
         """Drop videos no longer active; add active ones from the log tail. False when some active
         video was not found (its segment was dropped by a newer snapshot: reload)."""
         for v in [v for v in self.videos if v not in active]:
@@ -95,7 +95,7 @@ class _ReplicaIndex(_CollectionIndex):
             except FileNotFoundError:  # dropped by a snapshot meanwhile
                 return False
             for r in scan.records:
-                if r.video_id in missing:
+                if r.video_id in missing and belongs_to(r, active[r.video_id]):
                     self._add(r.video_id, np.array(r.vectors, dtype=np.float32))
                     missing.discard(r.video_id)
             # a torn tail is an append in progress: resume at the last whole record next time
@@ -126,7 +126,7 @@ class ReplicaStorage(EmbeddedStorage):
 
     def _open_collection(self, rec: CollectionRecord) -> dict:
         ci = _ReplicaIndex(rec, self._coll_dir(rec.id))
-        report = ci.recover(self.catalog.active_videos(rec.id))
+        report = ci.recover(self.catalog.active_video_hashes(rec.id))
         ci.fingerprint = self._fingerprint(rec.id)
         with self._colls_lock:
             self._colls[rec.id] = ci
@@ -169,7 +169,7 @@ class ReplicaStorage(EmbeddedStorage):
                 fp = self._fingerprint(cid)
                 if fp == ci.fingerprint:
                     continue
-                active = self.catalog.active_videos(cid)
+                active = self.catalog.active_video_hashes(cid)
                 for v in [v for v in ci.videos if v not in active]:
                     self._videos.pop(v, None)
                 new = [v for v in active if v not in ci.videos]

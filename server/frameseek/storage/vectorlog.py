@@ -144,14 +144,29 @@ def scan_segment(path: str, dim: int, start: int = 0) -> SegmentScan:
     if len(head) < _HEADER.size:
         return SegmentScan([], 0, len(head) > 0, [])  # torn header: the segment was being created
     magic, fdim = _HEADER.unpack_from(head, 0)
+    if start >= _HEADER.size:  # tailing after a record boundary an earlier scan returned
+        if magic == MAGIC_V1:
+            return _scan_v1(data, start, 0, dim, seq, path)
+        return scan_segment_records(data, start, 0, dim, seq)
+    data = head + data[_HEADER.size - start:] if start else data
+    if magic == MAGIC_V1 and fdim == dim:
+        return _scan_v1(data, 0, _HEADER.size, dim, seq, path)
+    if magic == MAGIC and fdim == dim:
+        return scan_segment_records(data, 0, _HEADER.size, dim, seq)
+    if len(data) == _HEADER.size and magic not in (MAGIC, MAGIC_V1):  # a damaged header, nothing else
+        return SegmentScan([], 0, True, [])
+    # a damaged header, if version 2 records of this dimension follow it; else not our log
+    scan = scan_segment_records(data, 0, _HEADER.size, dim, seq)
+    if scan.records:
+        scan.damage.insert(0, Damage(seq, 0, _HEADER.size, None))
+        return scan
     if magic not in (MAGIC, MAGIC_V1):
         raise LogCorrupt(f"{path}: not a frameseek vector log")
-    if fdim != dim:
-        raise LogCorrupt(f"{path}: dimension {fdim}, expected {dim}")
-    base = start
-    pos = _HEADER.size - start if start < _HEADER.size else 0
-    if magic == MAGIC_V1:
-        return _scan_v1(data, base, pos, dim, seq, path)
+    raise LogCorrupt(f"{path}: dimension {fdim}, expected {dim}")
+
+
+def scan_segment_records(data: bytes, base: int, pos: int, dim: int, seq: int) -> SegmentScan:
+    """Version 2 records of `data` (the segment's bytes from offset `base`) from `pos` on."""
     records: list[LogRecord] = []
     damage: list[Damage] = []
     while pos < len(data):
@@ -213,12 +228,13 @@ class VectorLog:
         it is damage too). Leaves the log open for appends."""
         segs = [s for s in list_segments(self.directory) if s >= from_seq]
         self.damage = []
-        last_version = 2
+        last_sealed = False
         for i, seq in enumerate(segs):
             path = segment_path(self.directory, seq)
             scan = scan_segment(path, self.dim)
             self.damage += scan.damage
-            last_version = scan.version
+            # appends never go after a version 1 or a damaged header: they start a new segment
+            last_sealed = scan.version == 1 or any(d.offset == 0 for d in scan.damage)
             if scan.torn:
                 size = os.path.getsize(path)
                 if i != len(segs) - 1:
@@ -230,8 +246,7 @@ class VectorLog:
                         os.fsync(f.fileno())
             yield from scan.records
         last = segs[-1] if segs else from_seq
-        # a version 1 segment is sealed: new records go to a version 2 one
-        self._open(last + 1 if segs and last_version == 1 else last)
+        self._open(last + 1 if segs and last_sealed else last)
 
     def _open(self, seq: int) -> None:
         self.close()

@@ -22,7 +22,8 @@ the next append starts a new one. So nothing acknowledged later ever follows a p
 next SYNC that starts a whole record whose CRC checks out. Bytes skipped that way are *damage* (an
 acknowledged record may be lost: reported, see `Damage`); bad bytes with no valid record after them
 in the newest segment are a *torn tail* (a crash mid-append: never acknowledged) and `replay()`
-truncates them.
+truncates them. A damaged segment header is damage too when valid records follow it (a header
+with another dimension and no records after it is a configuration error: LogCorrupt).
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 
 DOMAIN = "frameseek.dev"
 #: Longest piece of a caller's input that an error message quotes (a name of 8 KB must not come
@@ -102,6 +103,17 @@ def failed_precondition(message: str, reason: str, **md) -> ServiceError:
 
 def permission_denied(message: str, reason: str, **md) -> ServiceError:
     return ServiceError(ErrorCode.PERMISSION_DENIED, reason, message, **md)
+
+
+# OSError errnos that mean "the disk is full" (also used by storage, which maps SQLite's SQLITE_FULL too)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> ServiceError | None:
+    """RESOURCE_EXHAUSTED (reason DISK_FULL) for an OSError of a full disk, else None."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return exhausted("the server's disk is full; nothing was stored, retry when space is freed", "DISK_FULL")
+    return None
 
 
 # MediaError.reason (frameseek.media) -> code; every other reason is the input's fault

@@ -10,6 +10,10 @@ INGEST_REALTIME = Histogram("frameseek_ingest_realtime_factor", "media seconds i
                             buckets=(.5, 1, 2, 5, 10, 20, 50, 100, 200, 500))
 ACTIVE_INGESTS = Gauge("frameseek_active_ingests", "ingests queued or running")
 READY = Gauge("frameseek_ready", "1 when the index is loaded and the server serves")
+STORAGE_DAMAGE = Counter("frameseek_storage_damage_total", "damage found by storage recovery, by kind: log_record "
+                         "(a damaged vector log record), snapshot (a snapshot that failed its checksum), "
+                         "foreign_record (a log record that does not match its catalog row), catalog_lost_rows",
+                         ["kind"])
 STALLS = Counter("frameseek_stalls_total", "ingests or event-loop turns that did not move for stall_report_s "
                  "(each logged with every thread's stack)")
 

@@ -1,6 +1,7 @@
 """The console is off unless asked for; `serve --http-address` and `make run` ask for it."""
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import subprocess
 import sys
@@ -15,8 +16,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _server(tmp_path, **kw) -> FrameSeekServer:
-    return FrameSeekServer(Settings(address="127.0.0.1:0", data_dir=str(tmp_path), metrics_address="",
-                                    front_end="python", **kw))
+    async def make() -> FrameSeekServer:  # grpc.aio binds the server to the running loop
+        return FrameSeekServer(Settings(address="127.0.0.1:0", data_dir=str(tmp_path), metrics_address="",
+                                        front_end="python", **kw))
+
+    return asyncio.run(make())
 
 
 def test_off_by_default(tmp_path):

@@ -177,7 +177,7 @@ def test_recovery_without_snapshot_replays_log_and_drops_pending(tmp_path):
     # a crash between log append and catalog commit: pending row + logged record, never acknowledged
     ci = st._colls[c.id]
     pend = st.catalog.insert_pending(c.id, _rec("pending"), np.arange(3.0))
-    ci.log.append(pend, _unit(rng, 3))
+    ci.log.append(pend, _unit(rng, 3), "pending")
     st.catalog._db.close()  # no close(): no snapshot, like kill -9
     ci.log.close()
     st = _open(tmp_path)
@@ -268,7 +268,7 @@ def test_kill9_during_writes_keeps_every_acknowledged_video(tmp_path):
         proc.stdout.close()
         st = _open(data)
         c = st.get_collection("default")
-        active = st.catalog.active_videos(c.id)
+        active = {v: n for v, (n, _sha) in st.catalog.active_video_hashes(c.id).items()}
         assert set(acked) <= set(active), "an acknowledged video was lost"
         # nothing half-indexed: the index holds exactly the active videos' samples
         assert st.vectors_of(c.id) == sum(active.values())

@@ -110,7 +110,8 @@ class Translator:
                        kind=pb.MEDIA_KIND_IMAGE if v.kind == "image" else pb.MEDIA_KIND_VIDEO,
                        duration_seconds=v.duration, width=v.width, height=v.height, sample_count=v.sample_count,
                        size_bytes=v.size_bytes, content_sha256=v.content_sha256, filename=v.filename, model=v.model,
-                       ingest_realtime_factor=v.realtime_factor)
+                       ingest_realtime_factor=v.realtime_factor,
+                       state=pb.VIDEO_STATE_DAMAGED if v.state == "damaged" else pb.VIDEO_STATE_ACTIVE)
         _ts(out.create_time, v.create_time)
         return out
 

@@ -18,7 +18,7 @@ import structlog
 from google.protobuf import empty_pb2
 
 from .. import metrics
-from ..errors import ErrorCode, ServiceError, exhausted, invalid
+from ..errors import ErrorCode, ServiceError, disk_full, exhausted, invalid
 from ..service import FrameSeekService
 from ..v1 import frameseek_pb2 as pb
 from ..v1 import frameseek_pb2_grpc as pb_grpc
@@ -62,10 +62,13 @@ def _rpc(fn):
         except grpc.aio.AbortError:
             code = "ABORTED"
             raise
-        except Exception as exc:  # a bug: report INTERNAL, keep serving
-            code = "INTERNAL"
-            log.exception("rpc_crashed", method=name)
-            await abort(context, ServiceError(ErrorCode.INTERNAL, "INTERNAL", f"internal error: {type(exc).__name__}"))
+        except Exception as exc:
+            err = disk_full(exc)  # e.g. spooling an upload
+            if err is None:  # a bug: report INTERNAL, keep serving
+                log.exception("rpc_crashed", method=name)
+                err = ServiceError(ErrorCode.INTERNAL, "INTERNAL", f"internal error: {type(exc).__name__}")
+            code = err.code.name
+            await abort(context, err)
         finally:
             _count(name, code)
             latency.observe(time.perf_counter() - t0)
@@ -272,7 +275,7 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                         video_count=s["video_count"], sample_count=s["sample_count"],
                         storage_bytes=s["storage_bytes"], active_ingests=s["active_ingests"],
                         copy_threshold=s["copy_threshold"], simd_level=s["simd_level"],
-                        insecure=self.svc.settings.insecure)
+                        insecure=self.svc.settings.insecure, recovery_problems=s["recovery_problems"])
 
 
 # Methods whose handlers return an already serialised response (bytes).

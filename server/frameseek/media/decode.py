@@ -226,11 +226,8 @@ def probe_video(container: av.container.InputContainer, src: OpenedSource, limit
         duration = container.duration / av.time_base
     if duration is not None and (duration < 0 or duration != duration):
         duration = None
-    if duration is not None and limits.max_duration_s is not None and duration > limits.max_duration_s:
-        raise MediaError(
-            MediaErrorReason.DURATION_TOO_LONG,
-            f"{src.name}: {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s",
-        )
+    if duration is not None:
+        limits.check_duration(duration, src.name)
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else None
     info = VideoInfo(
@@ -360,6 +357,8 @@ class PyAVDecoder:
                     st.frame_period = t - prev_t
                 prev_t = t if prev_t is None else max(prev_t, t)
                 st.last_t = prev_t
+                # the header's duration may be missing or lie (MKV written to a pipe): the frames tell
+                self.limits.check_duration(t, self.src.name)
                 if not sampler.accept(t):
                     continue
                 self.limits.check_resolution(frame.width, frame.height, self.src.name)

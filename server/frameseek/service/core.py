@@ -29,6 +29,7 @@ from ..storage import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     Storage,
     StorageError,
 )
@@ -37,7 +38,8 @@ from ..watchdog import Watchdog
 log = structlog.get_logger("frameseek.service")
 
 _STORAGE_CODES = {NotFound: ErrorCode.NOT_FOUND, AlreadyExists: ErrorCode.ALREADY_EXISTS,
-                  FailedPrecondition: ErrorCode.FAILED_PRECONDITION, InvalidArgument: ErrorCode.INVALID_ARGUMENT}
+                  FailedPrecondition: ErrorCode.FAILED_PRECONDITION, InvalidArgument: ErrorCode.INVALID_ARGUMENT,
+                  ResourceExhausted: ErrorCode.RESOURCE_EXHAUSTED}
 
 
 def storage_error(exc: StorageError) -> ServiceError:

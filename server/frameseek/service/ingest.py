@@ -20,7 +20,7 @@ from collections.abc import Callable
 import structlog
 
 from .. import metrics
-from ..errors import ErrorCode, JobRef, ServiceError, VideoRef, exhausted, invalid, not_found
+from ..errors import ErrorCode, JobRef, ServiceError, VideoRef, disk_full, exhausted, invalid, not_found
 from ..storage import CollectionRecord, JobRecord, JobState, NotFound, StorageError, VideoRecord
 from .collections import Collections, check_labels
 from .core import Core, storage_error
@@ -95,10 +95,17 @@ def _unlink(path: str | None) -> None:
 
 
 def _write_json(path: str, obj) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    """Atomically: a crash or a full disk leaves the whole file or none."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
 
 
 class Ingest:
@@ -206,8 +213,14 @@ class Ingest:
         if owns_file:  # keep the upload under the job's name so a restart can resume it
             spool = os.path.join(self.core.uploads_dir, f"{job.id}.media")
             os.replace(path, spool)
-            _write_json(os.path.join(self.core.uploads_dir, f"{job.id}.json"),
-                        {"req": dataclasses.asdict(req), "sha256": sha256, "size": size, "is_image": is_image})
+            try:
+                _write_json(os.path.join(self.core.uploads_dir, f"{job.id}.json"),
+                            {"req": dataclasses.asdict(req), "sha256": sha256, "size": size, "is_image": is_image})
+            except OSError as exc:  # e.g. the disk is full: the job fails now, nothing is left behind
+                _unlink(spool)
+                err = disk_full(exc) or ServiceError(ErrorCode.INTERNAL, "INTERNAL", "spooling the upload failed")
+                await self.core.io(self._fail_job, job, err)
+                raise err from None
             path = spool
         task = self.core.spawn(self._run(rec, req, job, path, sha256, size, is_image, owns_file, slot.hand_over()))
         if req.return_job:
@@ -218,14 +231,27 @@ class Ingest:
         """A job that was queued/running when the server stopped: run it again from its spooled upload."""
         meta_path = os.path.join(self.core.uploads_dir, f"{job.id}.json")
         media_path = os.path.join(self.core.uploads_dir, f"{job.id}.media")
-        if not (os.path.exists(meta_path) and os.path.exists(media_path)):
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+            if not os.path.exists(media_path):
+                raise FileNotFoundError(media_path)
+        except (OSError, ValueError):  # gone, or cut short (e.g. the disk filled up while it was written)
             job.state, job.error_code = JobState.FAILED, int(ErrorCode.ABORTED)
             job.error_reason = "INTERRUPTED"
             job.error_message = "the server stopped during this ingest and its upload is gone; upload again"
             self.core.storage.update_job(job)
+            _unlink(media_path)
+            _unlink(meta_path)
             return
-        with open(meta_path) as f:
-            meta = json.load(f)
+        done = self.core.storage.find_video_by_hash(job.collection_id, meta["sha256"])
+        if done is not None:  # the crash came after the commit, before the job update: indexed already
+            job.state, job.video_id, job.samples_done = JobState.SUCCEEDED, done.id, done.sample_count
+            job.samples_total, job.duration, job.media_seconds_done = done.sample_count, done.duration, done.duration
+            self.core.storage.update_job(job)
+            _unlink(media_path)
+            _unlink(meta_path)
+            return
         fields = {f.name for f in dataclasses.fields(IngestRequest)}
         req = IngestRequest(**{k: v for k, v in meta["req"].items() if k in fields})  # older spools: 'parent'
         try:
@@ -242,7 +268,10 @@ class Ingest:
     def _fail_job(self, job: JobRecord, err: ServiceError) -> None:
         job.state, job.error_code, job.error_reason, job.error_message = (
             JobState.FAILED, int(err.code), err.reason, err.message)
-        self.core.storage.update_job(job)
+        try:
+            self.core.storage.update_job(job)
+        except StorageError as exc:  # disk full: the caller still gets `err`; the job is retried at start
+            log.warning("job_update_failed", job=job.id, error=str(exc))
         self.watchers.notify(job.id)
 
     async def _run(self, rec: CollectionRecord, req: IngestRequest, job: JobRecord, path: str, sha256: str,
@@ -254,6 +283,10 @@ class Ingest:
         except ServiceError as exc:
             await loop.run_in_executor(self.core.io_pool, self._fail_job, job, exc)
             raise
+        except StorageError as exc:  # e.g. disk full while updating the job
+            err = storage_error(exc)
+            await loop.run_in_executor(self.core.io_pool, self._fail_job, job, err)
+            raise err from None
         except Exception as exc:
             log.exception("ingest_failed", job=job.id)
             err = ServiceError(ErrorCode.INTERNAL, "INTERNAL", f"ingest failed: {type(exc).__name__}")

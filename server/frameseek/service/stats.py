@@ -29,4 +29,4 @@ async def stats(core: Core, ingest: Ingest) -> dict:
             "video_count": sum(c["video_count"] for c in colls),
             "sample_count": sum(c["sample_count"] for c in colls), "storage_bytes": nbytes,
             "active_ingests": ingest.pending, "copy_threshold": core.settings.matching.copy_threshold,
-            "simd_level": _native.simd_level()}
+            "simd_level": _native.simd_level(), "recovery_problems": storage.recovery_problems()}

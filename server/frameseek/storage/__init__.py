@@ -7,6 +7,7 @@ from .base import (
     JobRecord,
     JobState,
     NotFound,
+    ResourceExhausted,
     Storage,
     StorageError,
     VideoQuery,
@@ -15,4 +16,5 @@ from .base import (
 from .embedded import EmbeddedStorage
 
 __all__ = ["AlreadyExists", "CollectionRecord", "EmbeddedStorage", "FailedPrecondition", "InvalidArgument",
-           "JobRecord", "JobState", "NotFound", "Storage", "StorageError", "VideoQuery", "VideoRecord"]
+           "JobRecord", "JobState", "NotFound", "ResourceExhausted", "Storage", "StorageError", "VideoQuery",
+           "VideoRecord"]

@@ -47,6 +47,25 @@ class InvalidArgument(StorageError):
         self.reason = reason
 
 
+class ResourceExhausted(StorageError):
+    """The disk (or another resource storage needs) is full; nothing was written."""
+
+    def __init__(self, what: str, reason: str = "DISK_FULL"):
+        super().__init__(what)
+        self.reason = reason
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError for a full disk or quota, or SQLite's "database or disk is full"."""
+    import sqlite3
+
+    from ..errors import DISK_FULL_ERRNOS
+
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
@@ -89,6 +108,7 @@ class VideoRecord:
     model: str = ""
     realtime_factor: float = 0.0
     create_time: float = 0.0
+    state: str = "active"  # "active" | "damaged" (see catalog.py); only active videos are searched
 
 
 @dataclasses.dataclass
@@ -188,6 +208,9 @@ class Storage(Protocol):
 
     # lifecycle
     def snapshot(self) -> None: ...
+    def recovery_problems(self) -> list[str]:
+        """What the last start found damaged or inconsistent in storage, one sentence each."""
+        ...
     def storage_bytes(self) -> int: ...
     def close(self) -> None: ...
 

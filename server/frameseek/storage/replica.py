@@ -21,16 +21,15 @@ snapshot, the replica reloads that snapshot.
 """
 from __future__ import annotations
 
-import json
-import os
 import threading
 
 import numpy as np
 import structlog
 
 from ..ids import sample_ids
+from . import snapshots
 from .base import CollectionRecord
-from .embedded import EmbeddedStorage, _CollectionIndex, _native
+from .embedded import EmbeddedStorage, _CollectionIndex, _native, belongs_to
 from .vectorlog import _HEADER, list_segments, scan_segment, segment_path
 
 log = structlog.get_logger("frameseek.replica")
@@ -44,7 +43,7 @@ class _ReplicaIndex(_CollectionIndex):
         self.seg, self.offset = 0, 0  # where the log tail was read up to
         self.fingerprint: tuple[int, int] = (-1, -1)
 
-    def recover(self, active: dict[int, int]) -> dict:
+    def recover(self, active: dict[int, tuple[int, str]]) -> dict:
         for _ in range(5):  # the primary may replace the snapshot while we read it
             try:
                 return self._load(active)
@@ -52,16 +51,20 @@ class _ReplicaIndex(_CollectionIndex):
                 continue
         return self._load(active)
 
-    def _load(self, active: dict[int, int]) -> dict:
-        meta_path = os.path.join(self.dir, "snapshot.json")
+    def _load(self, active: dict[int, tuple[int, str]]) -> dict:
+        metas, _ = snapshots.candidates(self.dir)
         snap_videos: dict[int, int] = {}
-        if os.path.exists(meta_path):
-            with open(meta_path) as f:
-                meta = json.load(f)
-            index = _native().HnswIndex.load(os.path.join(self.dir, meta["index"]))
-            arr = np.load(os.path.join(self.dir, meta["videos"]))
-            snap_videos = {int(v): int(n) for v, n in arr}
-            self.seg, self.offset = int(meta["segment"]), 0
+        if metas:
+            for m in metas:  # the primary keeps the previous one
+                try:
+                    index, snap_videos = snapshots.load_one(self.dir, m, _native().HnswIndex.load)
+                except snapshots.SnapshotDamaged as exc:
+                    log.warning("replica_snapshot_unreadable", error=str(exc))  # or replaced meanwhile
+                    continue
+                self.seg, self.offset = int(m["segment"]), 0
+                break
+            else:
+                raise FileNotFoundError("no loadable snapshot (retried: the primary may be replacing it)")
         else:
             index = self._new_index()
             self.seg, self.offset = 0, 0
@@ -78,7 +81,7 @@ class _ReplicaIndex(_CollectionIndex):
         if n:
             self.index.remove(sample_ids(video_id, n))
 
-    def catch_up(self, active: dict[int, int]) -> bool:
+    def catch_up(self, active: dict[int, tuple[int, str]]) -> bool:
         """Drop videos no longer active; add active ones from the log tail. False when some active
         video was not found (its segment was dropped by a newer snapshot: reload)."""
         for v in [v for v in self.videos if v not in active]:
@@ -89,16 +92,16 @@ class _ReplicaIndex(_CollectionIndex):
         for seq in [s for s in list_segments(self.dir) if s >= self.seg]:
             start = self.offset if seq == self.seg else 0
             try:
-                records, good, _torn = scan_segment(segment_path(self.dir, seq), self.rec.dimension, start)
+                scan = scan_segment(segment_path(self.dir, seq), self.rec.dimension, start)
             except FileNotFoundError:  # dropped by a snapshot meanwhile
                 return False
-            for r in records:
-                if r.video_id in missing:
+            for r in scan.records:
+                if r.video_id in missing and belongs_to(r, active[r.video_id]):
                     self._add(r.video_id, np.array(r.vectors, dtype=np.float32))
                     missing.discard(r.video_id)
             # a torn tail is an append in progress: resume at the last whole record next time
-            if good >= _HEADER.size:
-                self.seg, self.offset = seq, good
+            if scan.good >= _HEADER.size:
+                self.seg, self.offset = seq, scan.good
         return not missing
 
 
@@ -124,7 +127,7 @@ class ReplicaStorage(EmbeddedStorage):
 
     def _open_collection(self, rec: CollectionRecord) -> dict:
         ci = _ReplicaIndex(rec, self._coll_dir(rec.id))
-        report = ci.recover(self.catalog.active_videos(rec.id))
+        report = ci.recover(self.catalog.active_video_hashes(rec.id))
         ci.fingerprint = self._fingerprint(rec.id)
         with self._colls_lock:
             self._colls[rec.id] = ci
@@ -165,7 +168,7 @@ class ReplicaStorage(EmbeddedStorage):
                 fp = self._fingerprint(cid)
                 if fp == ci.fingerprint:
                     continue
-                active = self.catalog.active_videos(cid)
+                active = self.catalog.active_video_hashes(cid)
                 for v in [v for v in ci.videos if v not in active]:
                     self._videos.pop(v, None)
                 new = [v for v in active if v not in ci.videos]

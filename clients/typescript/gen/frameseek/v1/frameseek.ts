@@ -121,6 +121,13 @@ export enum ErrorReason {
    * "required_role" say which it has and which it needs).
    */
   ERROR_REASON_PERMISSION_DENIED = 30,
+  /** ERROR_REASON_DISK_FULL - The server's disk is full: nothing of the request was stored; retry when space is freed. */
+  ERROR_REASON_DISK_FULL = 31,
+  /**
+   * ERROR_REASON_UPLOAD_IDLE - An upload stream sent nothing for upload_idle_timeout_s (status DEADLINE_EXCEEDED); its
+   * spooled bytes were removed.
+   */
+  ERROR_REASON_UPLOAD_IDLE = 32,
   UNRECOGNIZED = -1,
 }
 
@@ -219,6 +226,12 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 30:
     case "ERROR_REASON_PERMISSION_DENIED":
       return ErrorReason.ERROR_REASON_PERMISSION_DENIED;
+    case 31:
+    case "ERROR_REASON_DISK_FULL":
+      return ErrorReason.ERROR_REASON_DISK_FULL;
+    case 32:
+    case "ERROR_REASON_UPLOAD_IDLE":
+      return ErrorReason.ERROR_REASON_UPLOAD_IDLE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -290,6 +303,10 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_UNAUTHENTICATED";
     case ErrorReason.ERROR_REASON_PERMISSION_DENIED:
       return "ERROR_REASON_PERMISSION_DENIED";
+    case ErrorReason.ERROR_REASON_DISK_FULL:
+      return "ERROR_REASON_DISK_FULL";
+    case ErrorReason.ERROR_REASON_UPLOAD_IDLE:
+      return "ERROR_REASON_UPLOAD_IDLE";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -374,6 +391,49 @@ export function mediaKindToJSON(object: MediaKind): string {
     case MediaKind.MEDIA_KIND_IMAGE:
       return "MEDIA_KIND_IMAGE";
     case MediaKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Whether a video is searchable. */
+export enum VideoState {
+  /** VIDEO_STATE_UNSPECIFIED - Not used. */
+  VIDEO_STATE_UNSPECIFIED = 0,
+  /** VIDEO_STATE_ACTIVE - Indexed and searchable. */
+  VIDEO_STATE_ACTIVE = 1,
+  /** VIDEO_STATE_DAMAGED - Acknowledged, but its stored vectors were found damaged: listed, never searched. */
+  VIDEO_STATE_DAMAGED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function videoStateFromJSON(object: any): VideoState {
+  switch (object) {
+    case 0:
+    case "VIDEO_STATE_UNSPECIFIED":
+      return VideoState.VIDEO_STATE_UNSPECIFIED;
+    case 1:
+    case "VIDEO_STATE_ACTIVE":
+      return VideoState.VIDEO_STATE_ACTIVE;
+    case 2:
+    case "VIDEO_STATE_DAMAGED":
+      return VideoState.VIDEO_STATE_DAMAGED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return VideoState.UNRECOGNIZED;
+  }
+}
+
+export function videoStateToJSON(object: VideoState): string {
+  switch (object) {
+    case VideoState.VIDEO_STATE_UNSPECIFIED:
+      return "VIDEO_STATE_UNSPECIFIED";
+    case VideoState.VIDEO_STATE_ACTIVE:
+      return "VIDEO_STATE_ACTIVE";
+    case VideoState.VIDEO_STATE_DAMAGED:
+      return "VIDEO_STATE_DAMAGED";
+    case VideoState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -668,6 +728,11 @@ export interface Video {
   model: string;
   /** Output only. Media seconds processed per wall-clock second during ingest. */
   ingestRealtimeFactor: number;
+  /**
+   * Output only. ACTIVE, or DAMAGED when the server found its stored vectors damaged at start
+   * (it is then never searched; delete it and ingest it again).
+   */
+  state: VideoState;
 }
 
 export interface Video_LabelsEntry {
@@ -1039,6 +1104,12 @@ export interface Stats {
    * without client authentication.
    */
   insecure: boolean;
+  /**
+   * What storage recovery found damaged or inconsistent at the last start (damaged vector log
+   * records, snapshots that failed their checksum, a catalog that lost committed rows), one
+   * sentence each; empty when everything was intact.
+   */
+  recoveryProblems: string[];
 }
 
 function createBaseSamplingSettings(): SamplingSettings {
@@ -1983,6 +2054,7 @@ function createBaseVideo(): Video {
     createTime: undefined,
     model: "",
     ingestRealtimeFactor: 0,
+    state: 0,
   };
 }
 
@@ -2029,6 +2101,9 @@ export const Video: MessageFns<Video> = {
     }
     if (message.ingestRealtimeFactor !== 0) {
       writer.uint32(113).double(message.ingestRealtimeFactor);
+    }
+    if (message.state !== 0) {
+      writer.uint32(120).int32(message.state);
     }
     return writer;
   },
@@ -2161,6 +2236,14 @@ export const Video: MessageFns<Video> = {
             message.ingestRealtimeFactor = reader.double();
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2230,6 +2313,7 @@ export const Video: MessageFns<Video> = {
         : isSet(object.ingest_realtime_factor)
         ? globalThis.Number(object.ingest_realtime_factor)
         : 0,
+      state: isSet(object.state) ? videoStateFromJSON(object.state) : 0,
     };
   },
 
@@ -2283,6 +2367,9 @@ export const Video: MessageFns<Video> = {
     if (message.ingestRealtimeFactor !== 0) {
       obj.ingestRealtimeFactor = floatToJson(message.ingestRealtimeFactor);
     }
+    if (message.state !== 0) {
+      obj.state = videoStateToJSON(message.state);
+    }
     return obj;
   },
 
@@ -2313,6 +2400,7 @@ export const Video: MessageFns<Video> = {
     message.createTime = object.createTime ?? undefined;
     message.model = object.model ?? "";
     message.ingestRealtimeFactor = object.ingestRealtimeFactor ?? 0;
+    message.state = object.state ?? 0;
     return message;
   },
 };
@@ -5928,6 +6016,7 @@ function createBaseStats(): Stats {
     copyThreshold: 0,
     simdLevel: "",
     insecure: false,
+    recoveryProblems: [],
   };
 }
 
@@ -5962,6 +6051,9 @@ export const Stats: MessageFns<Stats> = {
     }
     if (message.insecure !== false) {
       writer.uint32(80).bool(message.insecure);
+    }
+    for (const v of message.recoveryProblems) {
+      writer.uint32(90).string(v!);
     }
     return writer;
   },
@@ -6059,6 +6151,14 @@ export const Stats: MessageFns<Stats> = {
             message.insecure = reader.bool();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.recoveryProblems.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6113,6 +6213,11 @@ export const Stats: MessageFns<Stats> = {
         ? globalThis.String(object.simd_level)
         : "",
       insecure: isSet(object.insecure) ? globalThis.Boolean(object.insecure) : false,
+      recoveryProblems: globalThis.Array.isArray(object?.recoveryProblems)
+        ? object.recoveryProblems.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.recovery_problems)
+        ? object.recovery_problems.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -6148,6 +6253,9 @@ export const Stats: MessageFns<Stats> = {
     if (message.insecure !== false) {
       obj.insecure = message.insecure;
     }
+    if (message.recoveryProblems?.length) {
+      obj.recoveryProblems = message.recoveryProblems;
+    }
     return obj;
   },
 
@@ -6166,6 +6274,7 @@ export const Stats: MessageFns<Stats> = {
     message.copyThreshold = object.copyThreshold ?? 0;
     message.simdLevel = object.simdLevel ?? "";
     message.insecure = object.insecure ?? false;
+    message.recoveryProblems = object.recoveryProblems?.map((e) => e) || [];
     return message;
   },
 };

@@ -594,3 +594,33 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
         st.close()
     assert all(m.score < 0.05 for m in alone)
     assert len(both) == 1 and both[0].video.id == vid and both[0].score >= matching.COPY_THRESHOLD
+
+
+def test_copy_search_over_any_index_maps_twins_and_drops_references_that_are_gone():
+    """modality.frames.copy_search (the server's and the harness's copy search) over a plain
+    FlatIndex: hits on coarse twins (vector n + i) stand for sample i, and a reference the store no
+    longer holds (deleted between the kNN and the alignment) is dropped, not matched."""
+    from frameseek.ids import sample_ids
+    from frameseek.modality.frames import copy_search
+
+    rt, rv, frame = _one_photo_reference(seed=4)
+    qt, q = _edited_copy(frame, 2.0, 1.0, 8, seed=14)
+    index = _native.FlatIndex(rv.shape[1], "ip")
+    n = len(rt)
+    for vid in (1, 2):  # the same content twice; video 2 is gone from the store
+        index.add(sample_ids(vid, n), rv, groups=np.full(n, vid, np.uint64))
+        index.add(sample_ids(vid, n, first=n), rv, groups=np.full(n, vid, np.uint64))  # twins
+
+    class Store:
+        def video(self, video):
+            return (rt, 12.0) if video == 1 else None
+
+        def dense(self, video):
+            return (rv, rv) if video == 1 else None
+
+    ms = copy_search(qt, [q], index, Store(), matching.MatchSettings(frame_k=16), max_candidates=5,
+                     query_interval=1.0, ref_interval=1 / 3, refine_above=0.0)
+    assert [m.video for m in ms] == [1]
+    assert ms[0].score >= matching.COPY_THRESHOLD and abs(ms[0].offset - 2.0) <= 1.0
+    seg = ms[0].main
+    assert 0.0 <= seg.ref_start <= seg.ref_end <= 12.0  # placed on sample times, never a twin's index

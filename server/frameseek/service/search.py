@@ -1,9 +1,10 @@
 """Search: by vector, by image, by video clip (frame votes + temporal alignment).
 
 One vector (SearchByVector, SearchByImage): a frame kNN grouped by video, with a group-by search
-as the fallback (`nearest_videos`). A clip (SearchByVideo, and ingest's duplicate check): a kNN per
-query frame and view, then `frameseek.matching` aligns and scores the candidates
-(`video_matches`).
+as the fallback (`nearest_videos`); SearchByImage embeds its image under one view (one model
+pass). A clip (SearchByVideo, and ingest's duplicate check): the modality's match over this
+collection's index (`video_matches` -> `frameseek.modality.frames.copy_search`: a kNN per query
+frame and view, twin mapping, alignment and scoring in `frameseek.matching`).
 """
 
 from __future__ import annotations

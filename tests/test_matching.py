@@ -207,7 +207,7 @@ DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     from benchmarks.copydetect import media as M
     from frameseek.embed import load_embedder
-    from frameseek.pipeline import SamplingSettings, embed_media
+    from frameseek.pipeline import SamplingSettings, embed_media, frame_views
 
     emb = load_embedder()
     pics = {p.name: p for p in M.photos()}
@@ -230,15 +230,15 @@ def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     index = _native.FlatIndex(emb.dim, "ip")
     ref_times, durations = {}, {}
     for vid, p in refs.items():
-        m = embed_media(str(p), emb, SamplingSettings.reference())
+        m = embed_media(str(p), emb, SamplingSettings.reference(views=frame_views()))
         index.add((np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(m), dtype=np.uint64), m.vectors,
                   groups=np.full(len(m), vid, np.uint64))
         ref_times[vid], durations[vid] = m.timestamps, m.duration
 
     def search(path: Path) -> list[matching.Match]:
         # query regions as SearchByVideo's default (auto: a detected picture-in-picture inset)
-        m = embed_media(str(path), emb, SamplingSettings.query(flip=True, regions="auto"))
-        ids, sims = matching.search_neighbors(index, m.vectors, 16, m.flip_vectors, m.region_vectors)
+        m = embed_media(str(path), emb, SamplingSettings.query(views=frame_views(mirror=True), regions="auto"))
+        ids, sims = matching.search_neighbors(index, m.vectors, 16, m.sets["mirror"], m.region_vectors)
         valid = ids != NO_ID
         groups = np.where(valid, ids >> np.uint64(SAMPLE_BITS), NO_ID).astype(np.uint64)
         times = np.zeros(ids.shape)
@@ -540,8 +540,16 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
     from types import SimpleNamespace
 
     from frameseek.config import Settings
+    from frameseek.modality import Purpose
+    from frameseek.modality.frames import FRAMES
     from frameseek.service import FrameSeekService
     from frameseek.service.core import Core
+
+    def names(sampling) -> list[str]:
+        return [v.name for v in sampling.views]
+
+    def scale(sampling) -> float | None:
+        return next((v.scale for v in sampling.views if v.name == "coarse"), None)
 
     rt, rv, frame = _one_photo_reference(seed=4)
     qt, q = _edited_copy(frame, 1.0, 1.0, 8, seed=14)
@@ -560,19 +568,23 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
         alone = svc.search.video_matches(c, qt, weak, 3, None, 8, 1.0)
         both = svc.search.video_matches(c, qt, [weak, None, q], 3, None, 8, 1.0)
         coll = SimpleNamespace(sampling={"fps": 3.0})
-        assert svc.core.sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(0.5)
-        assert svc.core.sampling(coll, query=True).flip and not svc.core.sampling(coll).flip
+        clip = Purpose.CLIP_QUERY
+        assert scale(svc.core.sampling(coll, clip, 1.0)) == pytest.approx(0.5)
+        assert names(svc.core.sampling(coll, clip)) == ["full", "mirror", "coarse", "coarse_mirror"]
         # ingest embeds the coarse twins of the index at Settings.views.index_coarse_scale (0 = off)
-        assert svc.core.sampling(coll).coarse_scale == pytest.approx(0.5)
-        no_twins = SimpleNamespace(settings=Settings(views={"index_coarse_scale": 0}))
-        assert Core.sampling(no_twins, coll).coarse_scale is None
-        assert off.core.sampling(coll, 1.0, query=True).coarse_scale is None
+        assert names(svc.core.sampling(coll)) == ["full", "coarse"] and scale(svc.core.sampling(coll)) == 0.5
+        # SearchByImage: the whole image only (one model pass)
+        assert names(svc.core.sampling(coll, Purpose.IMAGE_QUERY)) == ["full"]
+        no_twins = SimpleNamespace(settings=Settings(views={"index_coarse_scale": 0}), modality=FRAMES)
+        assert names(Core.sampling(no_twins, coll)) == ["full"]
+        assert names(off.core.sampling(coll, clip, 1.0)) == ["full", "mirror"]
         # the deblocking view: off by default, on at Settings.views.query_deblock_sigma, never for ingest
-        assert svc.core.sampling(coll, 1.0, query=True).deblock_sigma is None
+        assert "deblock" not in names(svc.core.sampling(coll, clip, 1.0))
         deblock = FrameSeekService(Settings(data_dir=str(tmp_path / "data3"), views={"query_deblock_sigma": 2.0}),
                                    storage=st)
-        assert deblock.core.sampling(coll, 1.0, query=True).deblock_sigma == 2.0
-        assert deblock.core.sampling(coll).deblock_sigma is None
+        blurred = [v for v in deblock.core.sampling(coll, clip, 1.0).views if v.name == "deblock"]
+        assert [v.blur_sigma for v in blurred] == [2.0]
+        assert names(deblock.core.sampling(coll)) == ["full", "coarse"]
         for pool in deblock.core.pools():
             pool.shutdown(wait=True)
     finally:
@@ -582,3 +594,33 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
         st.close()
     assert all(m.score < 0.05 for m in alone)
     assert len(both) == 1 and both[0].video.id == vid and both[0].score >= matching.COPY_THRESHOLD
+
+
+def test_copy_search_over_any_index_maps_twins_and_drops_references_that_are_gone():
+    """modality.frames.copy_search (the server's and the harness's copy search) over a plain
+    FlatIndex: hits on coarse twins (vector n + i) stand for sample i, and a reference the store no
+    longer holds (deleted between the kNN and the alignment) is dropped, not matched."""
+    from frameseek.ids import sample_ids
+    from frameseek.modality.frames import copy_search
+
+    rt, rv, frame = _one_photo_reference(seed=4)
+    qt, q = _edited_copy(frame, 2.0, 1.0, 8, seed=14)
+    index = _native.FlatIndex(rv.shape[1], "ip")
+    n = len(rt)
+    for vid in (1, 2):  # the same content twice; video 2 is gone from the store
+        index.add(sample_ids(vid, n), rv, groups=np.full(n, vid, np.uint64))
+        index.add(sample_ids(vid, n, first=n), rv, groups=np.full(n, vid, np.uint64))  # twins
+
+    class Store:
+        def video(self, video):
+            return (rt, 12.0) if video == 1 else None
+
+        def dense(self, video):
+            return (rv, rv) if video == 1 else None
+
+    ms = copy_search(qt, [q], index, Store(), matching.MatchSettings(frame_k=16), max_candidates=5,
+                     query_interval=1.0, ref_interval=1 / 3, refine_above=0.0)
+    assert [m.video for m in ms] == [1]
+    assert ms[0].score >= matching.COPY_THRESHOLD and abs(ms[0].offset - 2.0) <= 1.0
+    seg = ms[0].main
+    assert 0.0 <= seg.ref_start <= seg.ref_end <= 12.0  # placed on sample times, never a twin's index

@@ -165,7 +165,7 @@ def ingest_overhead(repeat: int, tmp: pathlib.Path) -> dict:
 
     s = Settings()
     embedder = load_embedder()
-    sampling = SamplingSettings(fps=s.default_fps, coarse_scale=s.index_coarse_scale or None)
+    sampling = SamplingSettings.reference(fps=s.sampling.default_fps)  # what ingest embeds: frame + coarse twin
     media = ConsoleMedia(str(tmp / "ingest"), s.console_thumbnail_width, keep_originals=False)
     out: dict[str, list[float]] = {"without_thumbnails": [], "with_thumbnails": []}
     embed_media(str(VTEST), embedder, sampling)  # warm-up

@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks.copydetect import media as M
 from benchmarks.copydetect.run import CACHE, ROOT
 from frameseek.embed import load_embedder
-from frameseek.pipeline import SamplingSettings, embed_media
+from frameseek.pipeline import SamplingSettings, embed_media, frame_views
 
 MODES = ("off", "auto", "on")
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if not pip:
         raise SystemExit(f"no picture-in-picture queries under {qdir}: run python -m benchmarks.copydetect.run first")
     emb = load_embedder()
-    embed_media(pip[0], emb, SamplingSettings.query(flip=True))  # warm-up (model, caches)
+    embed_media(pip[0], emb, SamplingSettings.query())  # warm-up (model, caches)
     groups = {"picture-in-picture copies": pip, "other queries": other}
     res: dict = {}
     for g, paths in groups.items():
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 for m in (MODES if r % 2 == 0 else MODES[::-1]):
                     t0 = time.perf_counter()
                     # coarse view off: this measures the regions alone, as in the README table
-                    e = embed_media(p, emb, SamplingSettings.query(flip=True, regions=m, coarse_scale=None))
+                    e = embed_media(p, emb, SamplingSettings.query(views=frame_views(mirror=True), regions=m))
                     times[m].append(time.perf_counter() - t0)
                     if r == 0:
                         regions[m].append(len(e.regions))

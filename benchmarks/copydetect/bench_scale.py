@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.copydetect.run import hamming
+from benchmarks.copydetect.vpdq_baseline import hamming
 from benchmarks.datasets import video_like
 from benchmarks.native.aggregate_reference import baseline_aggregate
 from frameseek import _native, matching

@@ -63,7 +63,8 @@ import numpy as np
 
 from benchmarks.copydetect import media as M
 from benchmarks.copydetect.bench_scale import vpdq_compare
-from benchmarks.copydetect.run import CACHE, ROOT, Embeddings, vpdq_hash_file
+from benchmarks.copydetect.run import CACHE, ROOT, Embeddings
+from benchmarks.copydetect.vpdq_baseline import vpdq_hash_file
 from benchmarks.load import bench_search
 from frameseek.pipeline import INDEX_COARSE_SCALE
 

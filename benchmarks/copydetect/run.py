@@ -5,11 +5,12 @@
 Builds (and caches under build/copydetect/) references from the opencv-doc videos and photo
 slideshows, edited copy queries (benchmarks/copydetect/media.py), unrelated queries from a
 disjoint photo pool, and title-card pairs; embeds everything with the server's pipeline
-(SamplingSettings.reference() for references, .query(flip=True) -- with its coarse view -- for
-queries); indexes the
-references in a native FlatIndex; runs `frameseek.matching` (the server's code path) and vPDQ
-(ThreatExchange semantics) on every (query, reference) pair; prints a table per transform and
-writes benchmarks/results/copydetect.json.
+(the frame modality's index views for references -- whole frame + coarse twin -- and its clip
+query views for queries: whole, mirrored, coarse, coarse mirrored; `frameseek.pipeline.views`);
+indexes the references in a native FlatIndex; runs the server's copy search
+(`frameseek.modality.frames.copy_search`: kNN -> twin mapping -> align -> refine, exactly what
+SearchByVideo runs, over this FlatIndex) and vPDQ (ThreatExchange semantics) on every query;
+prints a table per transform and writes benchmarks/results/copydetect.json.
 
 Metrics (per transform; "unrelated pairs" = every (query, reference) pair that is not a copy):
 - recall@thr: copies whose source is reported with score >= the default threshold.
@@ -41,9 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.copydetect import media as M
+from benchmarks.copydetect.vpdq_baseline import vpdq_hash_file, vpdq_locate, vpdq_match
 from frameseek import _native, matching
-from frameseek.ids import NO_ID, join_sample_ids, sample_ids, sample_of, split_sample_ids
-from frameseek.pipeline import INDEX_COARSE_SCALE, QUERY_COARSE_SCALE, QUERY_FPS
+from frameseek.config import VIEWS
+from frameseek.ids import sample_ids
+from frameseek.modality import Purpose
+from frameseek.modality.frames import FRAMES, copy_search
+from frameseek.pipeline import COARSE, FULL, INDEX_COARSE_SCALE, QUERY_COARSE_SCALE, QUERY_FPS, REFERENCE_FPS
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "copydetect"
@@ -160,39 +165,40 @@ class Embeddings:
             self._embedder = load_embedder()
         return self._embedder
 
+    def views_config(self):
+        """The server's `views` settings group with this run's scales (--coarse-scale ...)."""
+        return VIEWS.model_copy(update={"query_coarse_scale": self.coarse_scale or 0.0,
+                                        "index_coarse_scale": self.index_coarse_scale or 0.0,
+                                        "query_deblock_sigma": self.deblock_sigma or 0.0})
+
     def get(self, path: str, query: bool) -> dict:
-        from frameseek.pipeline import SamplingSettings, embed_media
-        tag = ("q-flip" + ("" if self.regions == "off" else f"-regions-{self.regions}-2")
+        """{"t": sample times, "sets": {view name: vectors} (the server's order), "duration", timings,
+        and for queries "kinds" (the regions embedded)}."""
+        from frameseek.pipeline import SamplingSettings
+
+        tag = ("q-views" + ("" if self.regions == "off" else f"-regions-{self.regions}-2")
                + (f"-coarse{self.coarse_scale:.4f}" if self.coarse_scale else "")) if query else (
-            "ref" + (f"-coarse{self.index_coarse_scale:.4f}" if self.index_coarse_scale else ""))
+            "ref-views" + (f"-coarse{self.index_coarse_scale:.4f}" if self.index_coarse_scale else ""))
         tag += _blank_filter_tag()  # which frames are embedded at all
         if query and self.query_fps != QUERY_FPS:
             tag += f"-fps{self.query_fps:g}"
         if query and self.deblock_sigma:
             tag += f"-deblock{self.deblock_sigma:g}"
         f = CACHE / "emb" / f"{_key(path, tag + self.embedder().name)}.npz"
-        if f.exists():
-            z = np.load(f)
-            return {k: z[k] for k in z.files}
-        s = (SamplingSettings.query(fps=self.query_fps, flip=True, regions=self.regions,
-                                    coarse_scale=self.coarse_scale, deblock_sigma=self.deblock_sigma) if query
-             else SamplingSettings.reference(coarse_scale=self.index_coarse_scale))
-        m = embed_media(path, self.embedder(), s)
-        d = {"t": m.timestamps, "v": m.vectors, "duration": np.float64(m.duration),
-             "embed_s": np.float64(m.stats["embed_s"]), "regions_s": np.float64(m.stats.get("regions_s", 0.0)),
-             "wall_s": np.float64(m.stats["wall_s"])}
-        if not query and m.coarse_vectors is not None:
-            d["cv"] = m.coarse_vectors  # the coarse twins the server indexes beside the samples
-        if query:
-            d["fv"] = m.flip_vectors
-            coarse = [v for v in (m.coarse_vectors, m.coarse_flip_vectors) if v is not None]
-            coarse += [m.deblock_vectors] if m.deblock_vectors is not None else []  # searched like the coarse views
-            d["cv"] = np.stack(coarse) if coarse else np.zeros((0, *m.vectors.shape), np.float32)
-            d["rv"] = (np.stack(m.region_vectors) if m.region_vectors
-                       else np.zeros((0, *m.vectors.shape), np.float32))
-            d["boxes"] = np.array([b for _, b in m.regions], np.float64).reshape(-1, 4)
-            d["kinds"] = np.array([k for k, _ in m.regions], dtype="U8")
-        np.savez(f, **d)
+        if not f.exists():
+            purpose = Purpose.CLIP_QUERY if query else Purpose.INDEX
+            views = FRAMES.views(purpose, self.views_config())
+            s = (SamplingSettings.query(fps=self.query_fps, regions=self.regions, views=views) if query
+                 else SamplingSettings.reference(views=views))
+            m = FRAMES.embed(path, self.embedder(), s)
+            np.savez(f, t=m.timestamps, names=np.array(list(m.sets), dtype="U32"),
+                     **{f"set_{k}": v for k, v in m.sets.items()},
+                     duration=np.float64(m.duration), embed_s=np.float64(m.stats["embed_s"]),
+                     regions_s=np.float64(m.stats.get("regions_s", 0.0)), wall_s=np.float64(m.stats["wall_s"]),
+                     kinds=np.array([k for k, _ in m.regions], dtype="U8"))
+        z = np.load(f)
+        d = {k: z[k] for k in z.files if not k.startswith("set_") and k != "names"}
+        d["sets"] = {str(n): z[f"set_{n}"] for n in z["names"]}
         return d
 
     def vpdq(self, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -204,73 +210,6 @@ class Embeddings:
         h, q, t = vpdq_hash_file(path, thread_count=1)
         np.savez(f, h=h, q=q, t=t)
         return h, q, t
-
-
-def vpdq_hash_file(path: str, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """vPDQ of a video file at one hash per second: (hash bytes uint8[n, 32], quality int[n],
-    the hashed frames' timestamps in seconds float[n]). `kw`: more vpdq.computeHash arguments
-    (thread_count)."""
-    import vpdq
-
-    feats = vpdq.computeHash(str(path), seconds_per_hash=1.0, **kw)
-    h = np.array([np.frombuffer(bytes.fromhex(vpdq.hash_to_hex(x.hash)), np.uint8) for x in feats],
-                 dtype=np.uint8).reshape(-1, 32)
-    return (h, np.array([x.quality for x in feats], dtype=np.int32),
-            np.array([x.timestamp for x in feats], dtype=np.float64))
-
-
-# -- vPDQ (ThreatExchange semantics) -----------------------------------------------------------
-
-_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bit distances between every hash of `a` [n, 32] and every hash of `b` [m, 32]: int32 [n, m]."""
-    return _POP[np.bitwise_xor(a[:, None, :], b[None, :, :])].sum(axis=2, dtype=np.int32)
-
-
-def vpdq_match(qh, qq, rh, rq, distance: int = 31, quality: int = 50) -> tuple[float, float]:
-    """ThreatExchange `match_VPDQ_hash_brute`: drop frames under the quality tolerance, dedupe
-    hashes, a hash matches when any hash of the other side is within `distance` bits.
-    Returns (query match %, compared match %)."""
-    a = np.unique(qh[qq >= quality], axis=0)
-    b = np.unique(rh[rq >= quality], axis=0)
-    if len(a) == 0 or len(b) == 0:
-        return 0.0, 0.0
-    m = hamming(a, b) <= distance
-    return 100.0 * m.any(axis=1).mean(), 100.0 * m.any(axis=0).mean()
-
-
-@dataclass(frozen=True)
-class VpdqPlacement:
-    """Where vPDQ's frame matches put a query inside one reference (see vpdq_locate)."""
-    offset: float                              # t_ref = offset + t_query (speed 1)
-    box: tuple[float, float, float, float]     # query start, end x reference start, end (s)
-    pairs: int                                 # matched query frames
-
-
-def vpdq_locate(qh, qq, qt, rh, rq, rt, distance: int = 31, quality: int = 50) -> VpdqPlacement | None:
-    """A localisation for vPDQ, which ThreatExchange's matcher does not give (it returns match
-    percentages only): the obvious one on top of its frame matches, so that frameseek's
-    localisation is compared with something. Every query frame of sufficient quality that has a
-    reference frame within `distance` bits is paired with its nearest one (ties: the earliest);
-    the offset is the median of t_ref - t_query over the pairs (vPDQ has no speed model); the box
-    spans the matched frames on both sides, each frame 1 s long (one hash per second). None when
-    no frame matches."""
-    qs, rs = qq >= quality, rq >= quality
-    if not qs.any() or not rs.any():
-        return None
-    a, ta = qh[qs], qt[qs]
-    b, tb = rh[rs], rt[rs]
-    d = hamming(a, b)
-    nearest = d.argmin(axis=1)
-    hit = d[np.arange(len(a)), nearest] <= distance
-    if not hit.any():
-        return None
-    tq, tr = ta[hit], tb[nearest[hit]]
-    return VpdqPlacement(float(np.median(tr - tq)),
-                         (float(tq.min()), float(tq.max()) + 1.0, float(tr.min()), float(tr.max()) + 1.0),
-                         int(hit.sum()))
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -329,6 +268,21 @@ def _match_box(m) -> tuple[float, float, float, float]:
 
 # -- main ---------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _References:
+    """The indexed references as `frameseek.modality.ReferenceStore` (copy_search reads them)."""
+    times: dict[int, np.ndarray]
+    durations: dict[int, float]
+    vectors: dict[int, np.ndarray]
+    twins: dict[int, np.ndarray | None]
+
+    def video(self, video: int) -> tuple[np.ndarray, float] | None:
+        return (self.times[video], self.durations[video]) if video in self.times else None
+
+    def dense(self, video: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        return (self.vectors[video], self.twins[video]) if video in self.vectors else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small subset (8 references, 2 queries per transform)")
@@ -381,19 +335,21 @@ def main(argv: list[str] | None = None) -> int:
     for r in refs:
         e = E.get(r.path, query=False)
         vid = ref_id[r.name]
-        if index.dim != e["v"].shape[1]:
-            index = _native.FlatIndex(e["v"].shape[1], "ip")
+        vectors, twins = e["sets"][FULL], e["sets"].get(COARSE)  # FRAMES.index_vectors, as the server indexes
+        if index.dim != vectors.shape[1]:
+            index = _native.FlatIndex(vectors.shape[1], "ip")
         ids = sample_ids(vid, len(e["t"]))
-        index.add(ids, np.ascontiguousarray(e["v"], dtype=np.float32), groups=np.full(len(ids), vid, np.uint64))
-        ref_twins[vid] = e.get("cv")
-        if ref_twins[vid] is not None:  # as the server: vector n + i of a video is sample i's coarse twin
-            index.add(sample_ids(vid, len(ids), first=len(ids)), np.ascontiguousarray(ref_twins[vid], dtype=np.float32),
+        index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), groups=np.full(len(ids), vid, np.uint64))
+        ref_twins[vid] = twins
+        if twins is not None:  # as the server: vector n + i of a video is sample i's coarse twin
+            index.add(sample_ids(vid, len(ids), first=len(ids)), np.ascontiguousarray(twins, dtype=np.float32),
                       groups=np.full(len(ids), vid, np.uint64))
         ref_times[vid] = e["t"]
-        ref_vectors[vid] = e["v"]
+        ref_vectors[vid] = vectors
         durations[vid] = float(e["duration"])
         ref_hashes[vid] = E.vpdq(r.path)
     print(f"references embedded/indexed: {len(index)} frames", file=sys.stderr)
+    references = _References(ref_times, durations, ref_vectors, ref_twins)
 
     rows = []  # one per query: {query, transform, source, fs: {vid: (score, match)}, vp: {vid: (qp, cp)}}
     t_match = 0.0
@@ -401,26 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         e = E.get(q.path, query=True)
         qh, qq, qt = E.vpdq(q.path)
         tm = time.perf_counter()
-        ids, sims = matching.search_neighbors(index, e["v"], settings.frame_k, e.get("fv"), list(e.get("rv", [])),
-                                              list(e.get("cv", [])))
-        valid = ids != NO_ID
-        vids, vector_index = split_sample_ids(np.where(valid, ids, 0))
-        groups = np.where(valid, vids, NO_ID).astype(np.uint64)
-        ntimes = np.zeros(ids.shape, np.float64)
-        for vid in np.unique(groups[valid]).tolist():
-            sel = groups == vid
-            frame = sample_of(vector_index[sel], len(ref_times[vid]))  # a twin is its sample
-            ntimes[sel] = ref_times[vid][frame]
-            ids[sel] = join_sample_ids(np.full(len(frame), vid), frame)
-        ms = matching.align(e["t"], ids, groups, ntimes, sims, settings=settings,
-                            frame_weights=matching.redundancy_weights(e["v"], settings.redundancy_threshold),
-                            ref_durations=durations,
-                            query_interval=1.0 / a.query_fps, ref_interval=1.0 / 3.0, max_candidates=len(refs))
-        if not a.no_refine:  # dense re-placement of the reported matches (as SearchByVideo)
-            views = [e["v"], e.get("fv"), *list(e.get("cv", [])), *list(e.get("rv", []))]
-            ms = [matching.refine_alignment(m, e["t"], views, ref_times[m.video], ref_vectors[m.video], settings,
-                                            ref_twins=ref_twins[m.video])
-                  if m.score >= settings.threshold else m for m in ms]
+        # the server's copy search (SearchByVideo), over this run's FlatIndex and references
+        ms = copy_search(e["t"], list(e["sets"].values()), index, references, settings, max_candidates=len(refs),
+                         query_interval=1.0 / a.query_fps, ref_interval=1.0 / REFERENCE_FPS,
+                         refine_above=None if a.no_refine else settings.threshold)
         t_match += time.perf_counter() - tm
         vp = {vid: vpdq_match(qh, qq, *ref_hashes[vid][:2]) for vid in ref_id.values()}
         vl = {vid: vpdq_locate(qh, qq, qt, *ref_hashes[vid]) for vid in ref_id.values()}

@@ -7,11 +7,11 @@ Pure functions over numpy and the native core (no gRPC, no catalog), so that the
 The chain, for one query clip sampled at `query_fps` (blank frames already dropped by the media
 pipeline, so they never vote):
 
-1. **kNN** (`search_neighbors`): each query frame's `frame_k` nearest reference frames; with the
-   mirrored query frames (`SamplingSettings(flip=True)`) their neighbours are appended beside the
+1. **kNN** (`search_views`): each query frame's `frame_k` nearest reference frames; with the
+   mirrored query frames (the `mirror` view, `frameseek.pipeline.views`) their neighbours are appended beside the
    plain ones, giving `[q, 2k]` — the native aggregation counts a reference frame listed twice for
    one query frame once, so a flipped copy and a plain copy score alike. The coarse view
-   (`SamplingSettings.coarse_scale`: each frame and its mirror embedded again at 1/2 of the
+   (the `coarse` views: each frame and its mirror embedded again at 1/2 of the
    model's input size) joins the row too: copies degraded to little signal (80x60, 32 kb/s)
    match their source clearly better at that scale, clean copies at full scale. Region crops of the
    query frames (`SamplingSettings(regions="auto")`: a detected picture-in-picture inset,
@@ -173,7 +173,7 @@ def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
                      flip_vectors: np.ndarray | None = None, region_vectors: Sequence[np.ndarray] = (),
                      coarse_vectors: Sequence[np.ndarray] = (), **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
     """kNN of every query frame and, given, of its mirror, of its coarse views (the frame, and
-    its mirror, embedded at a smaller model input, `SamplingSettings.coarse_scale`) and of its
+    its mirror, embedded at a smaller model input: the `coarse` views) and of its
     regions (crops, see `frameseek.regions`): `(ids uint64[q, k * sets], sims float32)`, the sets
     side by side. Missing slots keep id NO_ID and similarity -1.
 
@@ -181,20 +181,35 @@ def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
     counts a reference frame listed twice in a row once (its best similarity), and matches each
     query frame to at most one reference frame per segment, so a row's views together vote like
     its single best view. The views are searched in one batch (one index call)."""
-    q = np.ascontiguousarray(vectors, dtype=np.float32)
-    views = [q]
+    views = [vectors]
     for name, extra in (("flip_vectors", [flip_vectors] if flip_vectors is not None and len(flip_vectors) else []),
                         ("coarse_vectors", list(coarse_vectors)), ("region_vectors", list(region_vectors))):
         for v in extra:
-            if len(v) != len(q):
+            if len(v) != len(vectors):
                 raise ValueError(f"{name} must have one row per query frame")
-            views.append(np.asarray(v, dtype=np.float32))
-    stacked = np.ascontiguousarray(np.vstack(views)) if len(views) > 1 else q
+            views.append(v)
+    return search_views(index, views, k, **search_kw)
+
+
+def search_views(index: SearchableIndex, views: Sequence[np.ndarray], k: int,
+                 **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """kNN of every query frame in every view (`views`: [q, dim] vector sets, rows aligned, the
+    whole frame first; `EmbeddedMedia.views`), in one index call: `(ids uint64[q, k * views],
+    sims float32)`, each view's k neighbours side by side in the order of `views`. Missing slots
+    keep id NO_ID and similarity -1. (See `search_neighbors` for why several views in a row
+    cannot inflate a score.)"""
+    q = np.ascontiguousarray(views[0], dtype=np.float32)
+    sets = [q]
+    for v in views[1:]:
+        if len(v) != len(q):
+            raise ValueError("every view must have one row per query frame")
+        sets.append(np.asarray(v, dtype=np.float32))
+    stacked = np.ascontiguousarray(np.vstack(sets)) if len(sets) > 1 else q
     ids, dist = index.search(stacked, k, **search_kw)
     n = len(q)
-    if len(views) > 1:  # [views * q, k] -> [q, views * k]
-        ids = np.hstack([ids[i * n:(i + 1) * n] for i in range(len(views))])
-        dist = np.hstack([dist[i * n:(i + 1) * n] for i in range(len(views))])
+    if len(sets) > 1:  # [views * q, k] -> [q, views * k]
+        ids = np.hstack([ids[i * n:(i + 1) * n] for i in range(len(sets))])
+        dist = np.hstack([dist[i * n:(i + 1) * n] for i in range(len(sets))])
     return np.ascontiguousarray(ids, dtype=np.uint64), similarities(dist, index.metric)
 
 

@@ -22,6 +22,7 @@ from .. import metrics
 from ..config import Settings
 from ..errors import ErrorCode, ServiceError, failed_precondition, from_media_error, unavailable
 from ..ids import MAX_SAMPLES_PER_VIDEO
+from ..modality import Modality, Purpose
 from ..storage import (
     AlreadyExists,
     CollectionRecord,
@@ -61,6 +62,10 @@ class Core:
                                                       snapshot_every=settings.snapshot_every_vectors)
         self.embedder = embedder
         self.embedder_error: str = ""
+        from ..modality.frames import FRAMES  # imports the media pipeline (PyAV, PIL) on first use
+
+        # what ingest extracts, embeds and indexes, and how a clip's matches aggregate (frameseek.modality)
+        self.modality: Modality = FRAMES
         self.ready = False
         self.closing = False
         self.started_at = time.time()
@@ -125,38 +130,35 @@ class Core:
             raise failed_precondition(f"collection {rec.name!r} is {rec.dimension}-d, the loaded model "
                                       f"{self.embedder.dim}-d", "MODEL_UNAVAILABLE")
 
-    def sampling(self, rec: CollectionRecord, fps: float | None = None, query: bool = False,
+    def sampling(self, rec: CollectionRecord, purpose: Purpose = Purpose.INDEX, fps: float | None = None,
                  max_samples: int | None = None):
+        """How media is sampled for `purpose`, and the views it is embedded under (only the views
+        that purpose uses: `FRAMES.views`, from the `views` settings group)."""
         from ..pipeline import SamplingSettings
 
         s = rec.sampling
+        index = purpose is Purpose.INDEX
         dedup = s.get("dedup_threshold") or None
-        if not query and not max_samples:
+        views = self.modality.views(purpose, self.settings.views)
+        if index and not max_samples:
             # a video holds at most MAX_SAMPLES_PER_VIDEO index vectors, its coarse twins included:
             # a long video at a high rate is sampled on a sparser grid rather than refused once embedded
-            max_samples = MAX_SAMPLES_PER_VIDEO // (2 if self.settings.views.index_coarse_scale else 1)
+            max_samples = MAX_SAMPLES_PER_VIDEO // len(views)
         return SamplingSettings(fps=fps or float(s.get("fps") or self.settings.sampling.default_fps),
                                 max_samples=max_samples or None,
                                 drop_blank=not s.get("keep_blank_frames", False),
-                                dedup_threshold=None if query else dedup,
-                                keyframes_only=False if query else bool(s.get("keyframes_only", False)),
-                                flip=query,  # queries also search their mirror image (flipped copies)
-                                # and a coarse view of every frame (heavily degraded copies)
-                                # (SearchByVideo's coarse view; for ingest the coarse twins of the index)
-                                coarse_scale=(self.settings.views.query_coarse_scale if query
-                                              else self.settings.views.index_coarse_scale) or None,
-                                deblock_sigma=(self.settings.views.query_deblock_sigma or None) if query else None)
-
+                                dedup_threshold=dedup if index else None,
+                                keyframes_only=bool(s.get("keyframes_only", False)) if index else False,
+                                views=views)
 
     def embed(self, source, sampling, progress=None, shown_as: str = "the upload", on_sample=None):
         """Decode, sample and embed `source` (a path or bytes); media errors become ServiceErrors
         that name the input as `shown_as`, never by its path on the server."""
         from ..media import MediaError
-        from ..pipeline import embed_media
 
         try:
-            return embed_media(source, self.embedder, sampling, progress=progress, cancel=self.cancel,
-                               limits=self.settings.media, on_sample=on_sample)
+            return self.modality.embed(source, self.embedder, sampling, progress=progress, cancel=self.cancel,
+                                       limits=self.settings.media, on_sample=on_sample)
         except MediaError as exc:
             raise from_media_error(exc, source if isinstance(source, str) else None, shown_as) from None
 

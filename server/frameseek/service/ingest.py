@@ -21,6 +21,7 @@ import structlog
 
 from .. import metrics
 from ..errors import ErrorCode, JobRef, ServiceError, VideoRef, disk_full, exhausted, invalid, not_found
+from ..modality import Purpose
 from ..storage import CollectionRecord, JobRecord, JobState, NotFound, StorageError, VideoRecord
 from .collections import Collections, check_labels
 from .core import Core, storage_error
@@ -320,7 +321,8 @@ class Ingest:
 
         shown_as = req.filename or os.path.basename(req.server_path) or "the upload"
         on_sample = self.ingest_frames(job, rec.id, sha256, path) if self.ingest_frames else None
-        media = self.core.embed(path, self.core.sampling(rec), progress, shown_as=shown_as, on_sample=on_sample)
+        media = self.core.embed(path, self.core.sampling(rec, Purpose.INDEX), progress, shown_as=shown_as,
+                                on_sample=on_sample)
         if is_image != bool(media.is_image):
             kind = "an image" if media.is_image else "a video"
             raise invalid(f"the upload is {kind}; use {'IngestImage' if media.is_image else 'IngestVideo'}",
@@ -332,7 +334,7 @@ class Ingest:
             thr = req.duplicate_threshold or settings.matching.copy_threshold
             # the upload's coarse twins stand in for a query's coarse view
             copies = [c for c in self.search.video_matches(rec, media.timestamps,
-                                                           [media.vectors, media.coarse_vectors], 10, None)
+                                                           list(self.core.modality.index_vectors(media)), 10, None)
                       if c.score >= thr]
             if copies and req.duplicate_policy == "REJECT":
                 best = copies[0]
@@ -350,7 +352,8 @@ class Ingest:
                         realtime_factor=realtime)
         self.core.beat(f"ingest {job.id}")
         try:
-            video = storage.add_video(rec.id, v, media.timestamps, media.vectors, twins=media.coarse_vectors)
+            vectors, twins = self.core.modality.index_vectors(media)
+            video = storage.add_video(rec.id, v, media.timestamps, vectors, twins=twins)
         except StorageError as exc:
             raise storage_error(exc) from None
         job.state, job.video_id = JobState.SUCCEEDED, video.id

@@ -1,9 +1,10 @@
 """Search: by vector, by image, by video clip (frame votes + temporal alignment).
 
 One vector (SearchByVector, SearchByImage): a frame kNN grouped by video, with a group-by search
-as the fallback (`nearest_videos`). A clip (SearchByVideo, and ingest's duplicate check): a kNN per
-query frame and view, then `frameseek.matching` aligns and scores the candidates
-(`video_matches`).
+as the fallback (`nearest_videos`); SearchByImage embeds its image under one view (one model
+pass). A clip (SearchByVideo, and ingest's duplicate check): the modality's match over this
+collection's index (`video_matches` -> `frameseek.modality.frames.copy_search`: a kNN per query
+frame and view, twin mapping, alignment and scoring in `frameseek.matching`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ import numpy as np
 
 from .. import _native, matching
 from ..errors import ErrorCode, ServiceError, exhausted, invalid
-from ..ids import NO_ID, join_sample_ids, sample_of, split_sample_ids
+from ..ids import NO_ID, sample_of, split_sample_ids
+from ..modality import Purpose
 from ..storage import CollectionRecord, NotFound, StorageError
 from .collections import Collections, Videos, check_labels
 from .core import Core, storage_error
 from .types import CopyMatch, Hit, SearchOptions, Segment, VideoSearchResult
 
 MAX_K = 1000
-#: SearchByVideo re-places (matching.refine_alignment: tens of ms for a minute-long query) at
-#: most this many of the best candidates; a request with a very low min_score and a large k
-#: gets the aligner's placement for the rest instead of k re-alignments.
-MAX_REFINED_MATCHES = 20
 
 
 class Search:
@@ -106,12 +104,12 @@ class Search:
         self.in_flight += 1
         try:
             media = await asyncio.get_running_loop().run_in_executor(
-                self.core.query_pool, self.core.embed, image, self.core.sampling(rec, query=True))
+                self.core.query_pool, self.core.embed, image, self.core.sampling(rec, Purpose.IMAGE_QUERY))
         finally:
             self.in_flight -= 1
         if len(media) == 0:
             raise invalid("the image has no informative content (blank)", "EMPTY_MEDIA")
-        return await self._search_vectors(rec, media.vectors[:1], opts), rec.model
+        return await self._search_vectors(rec, media.vectors[:1], opts), rec.model  # one view: one model pass
 
     async def _search_vectors(self, rec: CollectionRecord, q: np.ndarray, opts: SearchOptions) -> list[Hit]:
         groups, exclude = await self._groups_filter(rec, opts) if (opts.labels or opts.videos or
@@ -256,7 +254,7 @@ class Search:
         try:
             loop = asyncio.get_running_loop()
             # the server's rate is bounded by query_max_samples; a rate the caller asked for is not
-            sampling = self.core.sampling(rec, fps or self.core.settings.sampling.query_fps, query=True,
+            sampling = self.core.sampling(rec, Purpose.CLIP_QUERY, fps or self.core.settings.sampling.query_fps,
                                           max_samples=None if fps else self.core.settings.sampling.query_max_samples)
             sampling.regions = regions
             media = await loop.run_in_executor(self.core.query_pool, self.core.embed, path, sampling, None, "the clip")
@@ -277,68 +275,31 @@ class Search:
     def video_matches(self, rec: CollectionRecord, times: np.ndarray, views: np.ndarray | Sequence[np.ndarray],
                       k: int, groups: np.ndarray | None, frame_k: int | None = None,
                       query_fps: float | None = None, refine_above: float | None = None) -> list[CopyMatch]:
-        """Per-frame kNN -> `frameseek.matching.align` (IDF-like and redundancy weights, native
-        frame-vote aggregation, calibrated score) -> candidates with aligned segments. `views`:
-        the query frames' vectors [q, dim], or several vector sets of them, the whole frame first
-        (`EmbeddedMedia.views`: mirrored frames, the coarse view, crops of picture-in-picture
-        insets); all neighbour sets sit side by side ([q, views * k]); a reference frame listed
-        twice for one query frame counts once, and a query frame matches at most one reference
-        frame per segment, so the score stays in [0, 1].
-        Candidates scoring at least `refine_above` (default: the copy threshold, i.e. the ones that
-        get reported; at most the best MAX_REFINED_MATCHES) are then re-placed with dense evidence
-        against the reference's stored vectors (`matching.refine_alignment`); this moves
-        segments, never changes scores."""
+        """The collection's videos that a clip copies: the modality's match (for frames
+        `frameseek.modality.frames.copy_search`: per-view kNN -> twin mapping -> align -> refine,
+        the code benchmarks/copydetect runs) over this collection's index. `views`: the query
+        frames' vector sets [q, dim], the whole frame first (`EmbeddedMedia.views`). Candidates
+        scoring at least `refine_above` (default: the copy threshold, i.e. the ones that get
+        reported) are re-placed with dense evidence; this moves segments, never changes scores."""
         if not hasattr(_native, "aggregate"):
             raise ServiceError(ErrorCode.UNIMPLEMENTED, "INTERNAL",
                                "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
         frame_k = frame_k or self.core.settings.matching.frame_k
-        ef = max(frame_k, int(rec.index.get("ef_search", 64)))
         if isinstance(views, np.ndarray) and views.ndim == 2:
             views = [views]
-        vecs = np.asarray(views[0], dtype=np.float32)
-        views = [vecs, *(np.asarray(v, dtype=np.float32) for v in views[1:] if v is not None and len(v) == len(vecs))]
-        n = len(vecs)
-        # one batched index call for every view, then [views * q, k] -> [q, views * k]
-        storage = self.core.storage
-        ids, dist = storage.search(rec.id, np.ascontiguousarray(np.vstack(views)), frame_k, ef=ef, groups=groups)
-        if len(views) > 1:
-            ids = np.hstack([ids[i * n:(i + 1) * n] for i in range(len(views))])
-            dist = np.hstack([dist[i * n:(i + 1) * n] for i in range(len(views))])
-        valid = ids != NO_ID
-        vids, idx = split_sample_ids(np.where(valid, ids, 0))
-        ntimes = np.zeros(ids.shape, dtype=np.float64)
-        durations: dict[int, float] = {}
-        for vid in np.unique(vids[valid]).tolist():
-            try:
-                ts = self.core.storage.video_timestamps(vid)
-                durations[vid] = max(float(self.core.storage.get_video(vid).duration), 1e-3)
-            except NotFound:  # deleted meanwhile
-                valid &= vids != vid
-                continue
-            sel = valid & (vids == vid)
-            idx[sel] = sample_of(idx[sel], len(ts))  # a coarse twin stands for its sample
-            ntimes[sel] = ts[idx[sel]]
-        # canonical sample ids: a reference frame found through both of its vectors counts once
-        ids = np.where(valid, join_sample_ids(vids, idx), NO_ID)
-        ids = np.ascontiguousarray(ids.astype(np.uint64))
-        sims = np.ascontiguousarray(np.where(valid, matching.similarities(dist, rec.metric), -1).astype(np.float32))
-        groups_arr = np.ascontiguousarray(np.where(valid, vids, NO_ID).astype(np.uint64))
-        settings = matching.MatchSettings(frame_k=frame_k)
+        ef = max(frame_k, int(rec.index.get("ef_search", 64)))
         ref_fps = float(rec.sampling.get("fps") or self.core.settings.sampling.default_fps)
-        ms = matching.align(times, ids, groups_arr, ntimes, sims, frame_weights=matching.redundancy_weights(vecs),
-                            settings=settings, ref_durations=durations,
-                            query_interval=1.0 / query_fps if query_fps else None,
-                            ref_interval=1.0 / ref_fps,
-                            max_candidates=int(k))
         refine_above = self.core.settings.matching.copy_threshold if refine_above is None else refine_above
+        storage = self.core.storage
+        ms = self.core.modality.match(
+            times, views, _CollectionIndex(storage, rec, ef, groups), _StoredReferences(storage),
+            matching.MatchSettings(frame_k=frame_k), max_candidates=k,
+            query_interval=1.0 / query_fps if query_fps else None, ref_interval=1.0 / ref_fps,
+            refine_above=refine_above)
         out = []
-        for rank, m in enumerate(ms):  # best first by the calibrated score (frameseek.matching)
+        for m in ms:  # best first by the calibrated score (frameseek.matching)
             try:
-                video = self.core.storage.get_video(m.video)
-                if m.score >= refine_above and m.segments and rank < MAX_REFINED_MATCHES:
-                    m = matching.refine_alignment(m, times, views, self.core.storage.video_timestamps(m.video),
-                                                  self.core.storage.video_vectors(m.video), settings,
-                                                  ref_twins=self.core.storage.video_twins(m.video))
+                video = storage.get_video(m.video)
             except NotFound:  # deleted meanwhile
                 continue
             segs = [Segment(g.query_start, g.query_end, g.ref_start, g.ref_end, g.score) for g in m.segments]
@@ -346,3 +307,34 @@ class Search:
                                  reference_coverage=m.ref_coverage or 0.0, offset=m.offset, speed=m.speed,
                                  segments=segs))
         return out
+
+
+class _CollectionIndex:
+    """One collection's index as `matching.SearchableIndex` (the copy search's kNN)."""
+
+    def __init__(self, storage, rec: CollectionRecord, ef: int, groups: np.ndarray | None):
+        self.storage, self.rec, self.ef, self.groups = storage, rec, ef, groups
+        self.metric = rec.metric
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.storage.search(self.rec.id, queries, k, ef=self.ef, groups=self.groups)
+
+
+class _StoredReferences:
+    """The storage's videos as `modality.ReferenceStore` (None: deleted meanwhile)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    def video(self, video: int) -> tuple[np.ndarray, float] | None:
+        try:
+            return (self.storage.video_timestamps(video),
+                    max(float(self.storage.get_video(video).duration), 1e-3))
+        except NotFound:
+            return None
+
+    def dense(self, video: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        try:
+            return self.storage.video_vectors(video), self.storage.video_twins(video)
+        except NotFound:
+            return None

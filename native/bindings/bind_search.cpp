@@ -36,8 +36,9 @@ live HnswIndex) and videos (collection, per-sample timestamps), pushed from the 
 (frameseek.service.search keeps it), and nearest_videos(). The native front end answers
 SearchByVector from the same directory.)doc";
 
-constexpr const char* kNearestDoc = R"doc(The best videos for one query vector, best first:
-[(video id, score, [(timestamp, score), ...])], at most k videos (0 = DEFAULT_K) with up to `matches` timestamps each (0 = 1), best first.
+constexpr const char* kNearestDoc = R"doc(The best videos for one query vector, best
+first: [(video id, score, [(timestamp, score), ...])], at most k videos (0 = DEFAULT_K) with up
+to `matches` timestamps each (0 = 1), best first.
 A frame kNN of max(k * matches * 4, 32) grouped by video, topped up by a group-by search when it
 yields fewer than k videos although it came back full; one-match searches skip the kNN on a
 collection where it rarely suffices (KNN_MISS_SKIP, KNN_PROBE_EVERY). `videos`: only these video

@@ -2,6 +2,8 @@
 // native/src/front_end/). FrontEnd exists only when the build found gRPC C++ (HAVE_FRONT_END tells).
 #include <pybind11/stl.h>
 
+#include <tuple>
+
 #include "bind_common.hpp"
 #include "bindings.hpp"
 #include "search_request.hpp"
@@ -47,6 +49,28 @@ void bind_front_end(py::module_& m) {
       "What the native front end answers a serialised SearchByVectorRequest: a serialised SearchResponse, or "
       "None when the call is passed to the Python service (a label filter, an unknown collection, anything "
       "invalid, the directory not ready).");
+
+  m.def(
+      "encode_search_response",
+      [](const std::vector<std::tuple<py::bytes, double, std::vector<std::pair<double, double>>>>& hits,
+         const std::string& model) {
+        std::vector<VideoHit> h(hits.size());
+        std::vector<std::string> videos(hits.size());
+        std::vector<const std::string*> refs(hits.size());
+        for (std::size_t i = 0; i < hits.size(); ++i) {
+          const auto& [video, score, matches] = hits[i];
+          videos[i] = std::string(video);
+          refs[i] = &videos[i];
+          h[i].score = static_cast<float>(score);
+          for (const auto& [t, s] : matches) h[i].matches.emplace_back(t, static_cast<float>(s));
+        }
+        std::string out;
+        front_end::encode_response(h, refs, model, &out);
+        return py::bytes(out);
+      },
+      "hits"_a, "model"_a,
+      "A serialised frameseek.v1.SearchResponse of [(serialised Video, score, [(timestamp, score), ...])]: the "
+      "native front end's encoder, which the Python search RPCs use too (scores round to float32 as protobuf's do).");
 
 #ifdef FRAMESEEK_HAVE_GRPC
   m.attr("HAVE_FRONT_END") = true;

@@ -238,6 +238,10 @@ class VideoMessages:
     def remove_collection(self, collection_id: int) -> None: ...
     def __len__(self) -> int: ...
 
+def encode_search_response(hits: list[tuple[bytes, float, list[tuple[float, float]]]], model: str) -> bytes:
+    """A serialised SearchResponse of (serialised Video, score, [(timestamp, score)]) hits,
+    byte-identical to protobuf's (the search RPCs of both front ends use it)."""
+
 def answer_search_by_vector(directory: SearchDirectory, messages: VideoMessages, request: bytes) -> bytes | None:
     """Serialised SearchByVectorRequest -> serialised SearchResponse; None = passed through
     (label filter, unknown collection, invalid input, not ready). GIL released."""

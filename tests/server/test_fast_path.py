@@ -1,4 +1,5 @@
-"""The search RPCs' fast path: the hand-written SearchResponse encoding must equal protobuf's, and
+"""The search RPCs' fast path: the hand-written SearchResponse encoding (native/src/front_end/
+search_request.cpp, used by both front ends) must equal protobuf's, and
 the engine's in-memory video map (hit -> video, timestamp without SQL) must stay equal to the
 catalog through add, delete, collection delete, restart, and in replicas following a writer."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from frameseek.api.messages import encode_search_response
+from frameseek._native import encode_search_response
 from frameseek.storage import EmbeddedStorage, NotFound, VideoRecord
 from frameseek.storage.replica import ReplicaStorage
 from frameseek.v1 import frameseek_pb2 as pb

@@ -72,6 +72,8 @@ class Search:
 
     @staticmethod
     def check_vector(rec: CollectionRecord, values) -> np.ndarray:
+        """The query as float32 [1, dim], or the error that names what is wrong with it, before
+        any filter is resolved. The search (native) normalises it for the IP metric."""
         vec = np.asarray(values, dtype=np.float32)
         if vec.shape != (rec.dimension,):
             raise invalid(f"vector has {vec.size} values; collection {rec.name!r} expects {rec.dimension}",
@@ -82,11 +84,8 @@ class Search:
         ss = float(v64 @ v64)
         if not math.isfinite(ss):
             raise invalid("vector contains NaN or infinity", "NON_FINITE_VECTOR")
-        if rec.metric == "ip":
-            norm = math.sqrt(ss)
-            if norm == 0:
-                raise invalid("vector is all zeros", "INVALID_ARGUMENT", field="vector")
-            vec = vec / norm
+        if rec.metric == "ip" and ss == 0:
+            raise invalid("vector is all zeros", "INVALID_ARGUMENT", field="vector")
         return vec.reshape(1, -1)
 
     async def by_vector(self, cid: str, values, opts: SearchOptions) -> tuple[list[Hit], str]:

@@ -131,7 +131,7 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
             tw /= np.linalg.norm(tw, axis=1, keepdims=True)
         rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=float(ts[m - 1]) + 1.0, width=640,
                           height=360, sample_count=m, size_bytes=0, content_sha256=f"synthetic-{vid_i}",
-                          external_key=f"synthetic-{vid_i}")
+                          external_key=f"synthetic-{vid_i}", labels={"shelf": str(vid_i % SHELVES)})
         st.add_video(c.id, rec, ts[:m], v[:m], twins=tw)
         done += m
         vid_i += 1
@@ -142,6 +142,29 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
     st.close(snapshot=True)
     return {"vectors": n * (2 if twins else 1), "samples": n, "videos": vid_i, "fill_s": round(fill_s, 1),
             "snapshot_s": round(time.perf_counter() - t1, 1), "reused": False}
+
+
+#: every filled video carries the label shelf=<video % SHELVES>: a label-filtered search
+#: ("lfilter") keeps one shelf, 1/SHELVES of the videos, chosen through the catalog.
+SHELVES = 8
+
+
+def filtered_payloads(queries: np.ndarray, sources: list[int], videos: int) -> dict[str, list[bytes]]:
+    """SearchByVector with a filter, k=10: "vfilter" restricts to 200 named videos (the query's
+    source and 199 others: SearchFilter.videos), "lfilter" to the label shelf=<source's shelf>
+    (SearchFilter.labels, which needs the catalog). `sources`: the synthetic video numbers
+    (catalog id = number + 1)."""
+    from frameseek.v1 import frameseek_pb2 as pb
+
+    rng = np.random.default_rng(5)
+    vf, lf = [], []
+    for q, src in zip(queries, sources):
+        names = [f"collections/{COLLECTION}/videos/{v}" for v in {src + 1, *rng.integers(1, videos + 1, 199).tolist()}]
+        shelf = {"shelf": str(src % SHELVES)}
+        for out, f in ((vf, pb.SearchFilter(videos=names)), (lf, pb.SearchFilter(labels=shelf))):
+            out.append(pb.SearchByVectorRequest(parent=f"collections/{COLLECTION}", vector=q.tolist(),
+                                                options=pb.SearchOptions(k=10, filter=f)).SerializeToString())
+    return {"vfilter": vf, "lfilter": lf}
 
 
 def sample_queries(count: int, videos: int, n: int, dim: int = 512, profile: str = "ingest",
@@ -429,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-video", type=int, default=100, help="samples per video of --profile static")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement cell")
     ap.add_argument("--concurrency", default="1,16,64")
-    ap.add_argument("--rpcs", default="health,vector,native", help="of health,vector,image,native")
+    ap.add_argument("--rpcs", default="health,vector,native", help="of health,vector,vfilter,lfilter,image,native")
     ap.add_argument("--drivers", default="python,ghz", help="load drivers, of python,ghz (ghz: make sdk-setup; "
                     "it drives SearchByVector/SearchByImage only)")
     ap.add_argument("--data-dir", type=pathlib.Path, default=None)
@@ -475,10 +498,15 @@ def main(argv: list[str] | None = None) -> int:
                     parent=f"collections/{COLLECTION}", vector=q.tolist(),
                     options=pb.SearchOptions(k=10, ef=ef)).SerializeToString() for q in queries] for ef in efs},
                 "image": image_payloads(50) if "image" in rpcs else [],
+                **(filtered_payloads(queries, sources, fill_info["videos"])
+                   if {"vfilter", "lfilter"} & set(rpcs) else {}),
                 "health": [health_pb2.HealthCheckRequest(service="").SerializeToString()]}
     methods = {"health": "/grpc.health.v1.Health/Check", "image": "/frameseek.v1.FrameSeek/SearchByImage",
+               **{rpc: "/frameseek.v1.FrameSeek/SearchByVector" for rpc in ("vfilter", "lfilter")},
                **{f"vector@{ef}": "/frameseek.v1.FrameSeek/SearchByVector" for ef in efs}}
     labels = {"health": "baseline: Health.Check (bare gRPC)", "image": "SearchByImage k=10",
+              "vfilter": "SearchByVector k=10, filter: 200 videos",
+              "lfilter": "SearchByVector k=10, filter: a label (1/8)",
               **{f"vector@{ef}": f"SearchByVector k=10 ef={ef or 'default (64)'}" for ef in efs}}
     ghz = tmp = protoset = None
     if "ghz" in drivers:
@@ -526,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                         recall[f"{w} ef={ef}"] = rec = source_recall(srv.address, queries, sources, ef)
                         print(f"{w}: source video first at ef={ef}: {rec:.3f}", flush=True)
                 for c in conc:
-                    for rpc in ["health"] + [f"vector@{ef}" for ef in efs] + ["image"]:
+                    for rpc in ["health"] + [f"vector@{ef}" for ef in efs] + ["vfilter", "lfilter", "image"]:
                         if rpc.split("@")[0] not in rpcs:
                             continue
                         for driver in drivers:

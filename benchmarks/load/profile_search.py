@@ -117,7 +117,7 @@ async def profile(data_dir: pathlib.Path, payloads: list[bytes], calls: int, rep
     out["  layer: resolve collection (+ replica freshness check)"] = await _per_call_us_async(
         lambda: svc.collections.get(parse_collection(parent)), calls, repeats)
     rec = await svc.collections.get(parse_collection(parent))
-    out["  layer: validate options + vector (parse 512 floats, finite, normalise)"] = _per_call_us(
+    out["  layer: validate options + vector (parse 512 floats, finite)"] = _per_call_us(
         lambda: (svc.search.validate_options(opts_of(reqs[0].options)), svc.search.check_vector(rec, nxt(reqs).vector)),
         calls, repeats) - out["  layer: request options -> SearchOptions"]
     qopts = opts_of(reqs[0].options)

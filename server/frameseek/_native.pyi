@@ -194,11 +194,18 @@ def aggregate_speed_grid(
     *, speed_min: float = 0.5, speed_max: float = 2.0, speed_step: float = 0.03
 ) -> list[float]: ...
 
-# ---- native gRPC front end (native/include/frameseek/search_directory.hpp, front_end.hpp) ----
-HAVE_FRONT_END: bool  # built with gRPC C++ (libgrpc++-dev)
+# ---- the vector search (native/include/frameseek/search_directory.hpp) ----
+SAMPLE_BITS: int  # sample id = video << SAMPLE_BITS | vector index
+MAX_K: int
+DEFAULT_K: int
+MAX_MATCHES_PER_VIDEO: int
+MAX_EF: int
+KNN_MISS_SKIP: float
+KNN_PROBE_EVERY: int
 
 class SearchDirectory:
-    """Collections and videos the native SearchByVector path answers from (front_end.py)."""
+    """The server's vector search: collections and videos (kept in step with the storage by
+    frameseek.service.search) and nearest_videos(); the native front end answers from it too."""
 
     ready: bool
     @property
@@ -208,18 +215,43 @@ class SearchDirectory:
     def __init__(self) -> None: ...
     def put_collection(self, name: str, id: int, model: str, is_default: bool, index: HnswIndex) -> None: ...
     def remove_collection(self, id: int) -> None: ...
-    def put_video(self, video_id: int, collection_id: int, timestamps: npt.ArrayLike, video: bytes) -> None: ...
+    def put_video(self, video_id: int, collection_id: int, timestamps: npt.ArrayLike) -> None: ...
     def remove_video(self, video_id: int) -> None: ...
-    def search_by_vector(self, request: bytes) -> bytes | None:
-        """Serialised SearchByVectorRequest -> serialised SearchResponse; None = not for the
-        fast path (filters, unknown collection, invalid input, not ready). GIL released."""
+    def nearest_videos(
+        self, collection_id: int, query: npt.ArrayLike, k: int = 0, matches: int = 0, min_score: float = 0.0,
+        ef: int = 0, videos: npt.ArrayLike | None = None, exclude: npt.ArrayLike | None = None,
+    ) -> list[tuple[int, float, list[tuple[float, float]]]]:
+        """Best videos first: (video id, score, [(timestamp, score)] best first). GIL released.
+        ValueError (OPTIONS_OUT_OF_RANGE, DIMENSION_MISMATCH, NON_FINITE_VECTOR, ZERO_VECTOR);
+        KeyError for an unknown collection id."""
+
+# ---- native gRPC front end (native/src/front_end/) ----
+HAVE_FRONT_END: bool  # built with gRPC C++ (libgrpc++-dev)
+
+class VideoMessages:
+    """The serialised frameseek.v1.Video of each active video (the native answers' hit bytes)."""
+
+    ready: bool
+    def __init__(self) -> None: ...
+    def put(self, video_id: int, collection_id: int, message: bytes) -> None: ...
+    def remove(self, video_id: int) -> None: ...
+    def remove_collection(self, collection_id: int) -> None: ...
+    def __len__(self) -> int: ...
+
+def encode_search_response(hits: list[tuple[bytes, float, list[tuple[float, float]]]], model: str) -> bytes:
+    """A serialised SearchResponse of (serialised Video, score, [(timestamp, score)]) hits,
+    byte-identical to protobuf's (the search RPCs of both front ends use it)."""
+
+def answer_search_by_vector(directory: SearchDirectory, messages: VideoMessages, request: bytes) -> bytes | None:
+    """Serialised SearchByVectorRequest -> serialised SearchResponse; None = passed through
+    (label filter, unknown collection, invalid input, not ready). GIL released."""
 
 class FrontEnd:
     """C++ gRPC server: native SearchByVector and Health/Check, every other call passed through to
     the Python service at `backend`. Only when HAVE_FRONT_END."""
 
     def __init__(self, address: str, backend: str, channel_args: list[tuple[str, int]],
-                 directory: SearchDirectory, fast_method: str) -> None: ...
+                 directory: SearchDirectory, messages: VideoMessages, fast_method: str) -> None: ...
     def use_tls(self, cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes = b"") -> None:
         """TLS on the public port; a client CA requires and verifies client certificates. Before start()."""
     def set_auth(self, tokens: list[tuple[bytes, int]], method_ranks: dict[str, int]) -> None:

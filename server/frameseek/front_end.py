@@ -1,9 +1,10 @@
 """The native gRPC front end (`Settings.front_end = "native"`, the default).
 
-A C++ gRPC server (native/src/front_end.cpp) listens on the public address. It answers
-SearchByVector itself, from a `SearchDirectory` of collections and videos kept in step with the
-storage, without the GIL; every other call (and any SearchByVector it declines: filters, unknown
-collections, invalid input, not loaded yet) passes through, message by message, with metadata,
+A C++ gRPC server (native/src/front_end/) listens on the public address. It answers
+SearchByVector itself, with the service's own search (`service.search.directory`, the
+native `SearchDirectory`, kept in step with the storage) and without the GIL; every other call
+(and any SearchByVector it declines: label filters, unknown collections, invalid input, not
+loaded yet) passes through, message by message, with metadata,
 deadline, cancellation and the rich error status, to the grpc.aio server, which then listens only
 on a private Unix socket. The Python service stays the one place that validates and decides.
 
@@ -11,10 +12,11 @@ Why: through grpc.aio a SearchByVector costs ~1.1 ms of CPU (transport ~0.35, Py
 ~0.3-0.4), which caps a 2-core machine near 1,400 calls/s; in C++ the transport is a few tens of
 microseconds and uses every core (benchmarks/load/README.md has the numbers).
 
-What the directory mirrors, and when (EmbeddedStorage.add_observer): each collection's name,
-model and live HnswIndex; each active video's sample timestamps and serialised `Video` message.
-Adds and removals are pushed synchronously at commit time, so an acknowledged ingest is searchable
-and a deleted video is gone from the fast path before the RPC that did it returns.
+What the front end adds to the search (EmbeddedStorage.add_observer): each active video's
+serialised `Video` message (`_native.VideoMessages`), the bytes of its hits. Adds and removals are
+pushed synchronously at commit time, as the directory's are, so an acknowledged ingest is
+searchable and a deleted video is gone from the fast path before the RPC that did it returns; a
+hit whose message is not there yet (a commit between the two observers) is passed through.
 
 Security (frameseek.api.auth): the public port takes the server's TLS settings; the token table is
 handed to the C++ side as data (`set_auth`), at start and on every reload, and a fast-path call
@@ -33,12 +35,10 @@ import shutil
 import socket
 import tempfile
 
-import numpy as np
 import structlog
 
 from . import _native
 from .api.auth import native_table
-from .api.names import collection_name
 from .service import FrameSeekService
 from .storage import CollectionRecord, VideoRecord
 
@@ -64,7 +64,8 @@ class NativeFrontEnd:
         port; `tokens`: the auth.TokenEntry table (None = no token check)."""
         self.service, self.video_bytes = service, video_bytes
         self.tls, self._tokens = tls, tokens
-        self.directory = _native.SearchDirectory()
+        self.directory = service.search.directory
+        self.messages = _native.VideoMessages()
         remove_stale_socket_dirs()
         self._dir, self._lock_fd = _socket_dir()
         self.backend_address = "unix:" + os.path.join(self._dir, "service.sock")
@@ -75,7 +76,8 @@ class NativeFrontEnd:
     def start(self, address: str, channel_args: list[tuple[str, int]]) -> int:
         """Listen on `address` (the Python service must already serve `backend_address`; calls
         before `attach()` all go to it). Returns the bound port; RuntimeError if it cannot bind."""
-        server = _native.FrontEnd(address, self.backend_address, channel_args, self.directory, FAST_METHOD)
+        server = _native.FrontEnd(address, self.backend_address, channel_args, self.directory, self.messages,
+                                  FAST_METHOD)
         for name, status in self._health.items():
             server.set_health(name, status)
         if self.tls is not None:
@@ -100,47 +102,48 @@ class NativeFrontEnd:
             self._server.set_health(service, int(status))
 
     def attach(self) -> dict:
-        """Once the storage is loaded: fill the directory, follow the storage's commits, and turn
-        the fast path on. Returns counts for the log."""
+        """Once the storage is loaded: follow the storage's commits, take every active video's
+        message, and turn the fast path on. Returns counts for the log."""
         storage = self.service.storage
-        if not hasattr(storage, "add_observer") or getattr(storage, "read_only", False):
+        if getattr(storage, "read_only", False):
             log.warning("front_end_fast_path_off", reason="storage without a local index")
             return {"fast_path": False}
         storage.add_observer(self)  # first, so nothing committed from now on is missed
-        colls = storage.live_collections()
-        for rec, index in colls:
-            self.collection_added(rec, index)
         n = 0
-        for rec, ts in storage.video_entries():
-            self.video_added(rec, ts)
+        for rec, _ in storage.video_entries():
+            self.video_added(rec, None)
             n += 1
-        self.directory.ready = True
+        self.messages.ready = True
         self._attached = True
-        return {"fast_path": True, "collections": len(colls), "videos": n}
+        return {"fast_path": True, "collections": self.directory.collection_count, "videos": n}
 
-    # -- storage observer ------------------------------------------------------------------------
+    def answer(self, request: bytes) -> bytes | None:
+        """What the fast path answers a serialised SearchByVectorRequest (None: passed through)."""
+        return _native.answer_search_by_vector(self.directory, self.messages, request)
+
+    # -- storage observer (the collections are the search's: service.search follows them) -------
     def collection_added(self, rec: CollectionRecord, index) -> None:
-        self.directory.put_collection(collection_name(rec.name), rec.id, rec.model, rec.is_default, index)
+        pass
 
     def collection_removed(self, collection_id: int) -> None:
-        self.directory.remove_collection(collection_id)
+        self.messages.remove_collection(collection_id)
 
-    def video_added(self, rec: VideoRecord, timestamps: np.ndarray) -> None:
-        self.directory.put_video(rec.id, rec.collection_id, timestamps, self.video_bytes(rec))
+    def video_added(self, rec: VideoRecord, timestamps) -> None:
+        self.messages.put(rec.id, rec.collection_id, self.video_bytes(rec))
 
     def video_removed(self, video_id: int) -> None:
-        self.directory.remove_video(video_id)
+        self.messages.remove(video_id)
 
     # ---------------------------------------------------------------------------------------------
     def stats(self) -> dict:
         return self._server.stats() if self._server is not None else {"fast": 0, "forwarded": 0, "fast_seconds": 0.0}
 
     def stop_fast_path(self) -> None:
-        self.directory.ready = False
+        self.messages.ready = False
 
     def shutdown(self, grace_s: float) -> None:
         """Blocking: stop accepting, drain calls (passed-through ones included) for grace_s."""
-        self.directory.ready = False
+        self.messages.ready = False
         if self._server is not None:
             self._server.shutdown(grace_s)
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -6,11 +6,10 @@ A vector id is `video_id << SAMPLE_BITS | vector_index`. A video of n samples ho
 `NO_ID` pads search results that have fewer than k neighbours.
 
 Everything in Python that builds or reads sample ids imports this module (storage, the service's
-search paths, matching, benchmarks/copydetect). The C++ side has its own copies for now:
-`kNoId` (native/include/frameseek/filter.hpp, exported as `frameseek._native.NO_ID`, which
-`NO_ID` is read from) and `kSampleBits` (native/include/frameseek/search_directory.hpp, the
-native front end's hit -> (video, timestamp) mapping); they go when the search moves into C++
-entirely (issue 16, "one vector search").
+search paths, matching, benchmarks/copydetect). Both numbers are the C++ core's, read from it:
+`kNoId` (native/include/frameseek/filter.hpp, `_native.NO_ID`) and `kSampleBits`
+(native/include/frameseek/search_directory.hpp, `_native.SAMPLE_BITS`, which the one vector search
+uses to map a hit to (video, timestamp)).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from frameseek import _native
 
 #: The id of an empty result slot (the native indexes' kNoId, 2**64 - 1).
 NO_ID = np.uint64(_native.NO_ID)
-SAMPLE_BITS = 20
+SAMPLE_BITS = int(_native.SAMPLE_BITS)
 #: Vectors a video may hold in the index (its samples, plus their coarse twins if any).
 MAX_SAMPLES_PER_VIDEO = 1 << SAMPLE_BITS
 _INDEX_MASK = np.uint64(MAX_SAMPLES_PER_VIDEO - 1)

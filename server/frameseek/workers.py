@@ -22,6 +22,11 @@ Design:
 
 Each replica holds its own copy of the index in memory: raise --workers up to the number of cores
 when searches saturate one core and memory allows (index size x workers).
+
+Why this stays beside the native front end (benchmarks/load/README.md, 2026-12-06): the front end
+answers unfiltered and video-filtered SearchByVector in C++ on every core, but passes label-filtered
+searches (they need the catalog) and SearchByImage to one Python process, which stops near one
+core; two processes served about twice the label-filtered QPS on 2 cores.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The search RPCs' fast path: the hand-written SearchResponse encoding must equal protobuf's, and
+"""The search RPCs' fast path: the hand-written SearchResponse encoding (native/src/front_end/
+search_request.cpp, used by both front ends) must equal protobuf's, and
 the engine's in-memory video map (hit -> video, timestamp without SQL) must stay equal to the
 catalog through add, delete, collection delete, restart, and in replicas following a writer."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from frameseek.api.messages import encode_search_response
+from frameseek._native import encode_search_response
 from frameseek.storage import EmbeddedStorage, NotFound, VideoRecord
 from frameseek.storage.replica import ReplicaStorage
 from frameseek.v1 import frameseek_pb2 as pb
@@ -157,7 +158,7 @@ def test_replica_video_map_follows_the_writer(tmp_path):
 # -- request vector checks (one dot product on the hot path) ----------------------------------
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_check_vector_rejects_non_finite_and_zero_and_normalises(metric):
+def test_check_vector_rejects_non_finite_and_zero(metric):
     from frameseek.errors import ServiceError
     from frameseek.service.search import Search
     from frameseek.storage import CollectionRecord
@@ -169,9 +170,56 @@ def test_check_vector_rejects_non_finite_and_zero_and_normalises(metric):
             check(bad)
         assert e.value.reason == "NON_FINITE_VECTOR"
     big = check([3e30, 4e30, 0, 0])  # finite, but its float32 square overflows
-    want = np.array([[0.6, 0.8, 0, 0]]) if metric == "ip" else np.array([[3e30, 4e30, 0, 0]])
-    np.testing.assert_allclose(big, want, rtol=1e-6)
+    np.testing.assert_array_equal(big, np.array([[3e30, 4e30, 0, 0]], dtype=np.float32))
     if metric == "ip":
         with pytest.raises(ServiceError):
             check([0, 0, 0, 0])
-        np.testing.assert_allclose(check([0, 3, 0, 4]), [[0, 0.6, 0, 0.8]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_the_search_normalises_cosine_queries_and_takes_l2_ones_as_they_are(tmp_path, metric):
+    """One place normalises a cosine query: the native search (the Python service and the front
+    end pass it the request's vector as it came). A query whose float32 square overflows still
+    finds its video at score 1 (the sum of squares is a double)."""
+    from frameseek import _native
+
+    st = EmbeddedStorage(str(tmp_path / "d"))
+    st.open()
+    d = _native.SearchDirectory()
+    st.add_observer(_Mirror(d))
+    c = st.create_collection("c", model="m", dimension=4, metric=metric, sampling={}, index={})
+    v = np.array([[0.6, 0.8, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
+    vid = st.add_video(c.id, VideoRecord(id=0, collection_id=c.id, kind="video", duration=2.0, width=1, height=1,
+                                         sample_count=2, size_bytes=1, content_sha256="a" * 64, external_key="k"),
+                       np.array([0.0, 1.0]), v).id
+    for q in ([3e30, 4e30, 0, 0], [3, 4, 0, 0], [0.6, 0.8, 0, 0]):
+        got = d.nearest_videos(c.id, np.asarray(q, dtype=np.float32), k=1, min_score=-100.0)
+        if metric == "ip" or q == [0.6, 0.8, 0, 0]:
+            assert got[0][0] == vid and got[0][2] == [(0.0, pytest.approx(1.0, abs=1e-6))]
+        elif q == [3, 4, 0, 0]:  # l2 takes the vector as it is: 1 - |q - v|^2 / 2 = 1 - 16 / 2
+            assert got[0][0] == vid and got[0][1] == pytest.approx(-7.0, abs=1e-5)
+        else:  # infinitely far (below any min_score)
+            assert got == []
+    for bad, reason in (([1, 1, 1], "DIMENSION_MISMATCH"), ([np.nan, 0, 0, 0], "NON_FINITE_VECTOR")):
+        with pytest.raises(ValueError, match=reason):
+            d.nearest_videos(c.id, np.asarray(bad, dtype=np.float32))
+    st.close()
+
+
+class _Mirror:
+    """A storage observer that keeps a SearchDirectory (as frameseek.service.search does)."""
+
+    def __init__(self, d):
+        self.d = d
+
+    def collection_added(self, rec, index):
+        self.d.put_collection(rec.name, rec.id, rec.model, rec.is_default, index)
+
+    def collection_removed(self, collection_id):
+        self.d.remove_collection(collection_id)
+
+    def video_added(self, rec, ts):
+        self.d.put_video(rec.id, rec.collection_id, ts)
+
+    def video_removed(self, video_id):
+        self.d.remove_video(video_id)

@@ -73,11 +73,40 @@ def _owner(server_port: int, client_port: int, pids: list[int]) -> int:
     raise AssertionError(f"no server process owns the connection from port {client_port}")
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Does process `pid` hold a listening TCP socket on `port`?"""
+    listening = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            next(f)
+            for line in f:
+                p = line.split()
+                if p[3] == "0A" and int(p[1].rsplit(":", 1)[1], 16) == port:  # 0A: TCP_LISTEN
+                    listening.add(int(p[9]))
+    try:
+        return bool(listening & _socket_inodes(pid))
+    except FileNotFoundError:  # gone
+        return False
+
+
+def wait_listening(srv: ServerProcess, pids: list[int]) -> None:
+    """Until every process has its SO_REUSEPORT socket on the port: a replica restarted a moment
+    ago is still importing, and until it listens the kernel gives every new connection to the
+    primary (a fast machine then used up clients_per_worker's tries before the replica bound:
+    "could not reach every worker")."""
+    deadline = time.monotonic() + 120
+    while not all(_listens(p, srv.port) for p in pids):
+        assert time.monotonic() < deadline, f"not every worker listens on {srv.port}: {pids}"
+        time.sleep(0.05)
+
+
 def clients_per_worker(srv: ServerProcess) -> dict[int, Client]:
-    """One client connected to each serving process: new connections until every pid is covered
-    (the kernel hashes connections over the processes; 2^-40 odds of missing one in 40 tries)."""
+    """One client connected to each serving process: once every process listens, new
+    connections until every pid is covered (the kernel hashes connections over the listening
+    sockets; 2^-40 odds of missing one in 40 tries)."""
     pids = [srv.proc.pid] + _children(srv.proc.pid)
     assert len(pids) == 2, pids
+    wait_listening(srv, pids)
     got: dict[int, Client] = {}
     for _ in range(40):
         before = _my_ports(srv.port)

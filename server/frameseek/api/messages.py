@@ -1,13 +1,12 @@
 """frameseek.v1 messages <-> the service's records: `Translator` (records -> protos, with the
-search responses encoded by hand on the hot path) and the request conversions (protos -> the
+search responses encoded by the native front end's encoder on the hot path) and the request conversions (protos -> the
 service's arguments, resource names parsed into ids)."""
 
 from __future__ import annotations
 
-import math
-import struct
 import time
 
+from .. import _native
 from ..service import CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, SearchOptions
 from ..storage import CollectionRecord, JobRecord, VideoRecord
 from ..v1 import frameseek_pb2 as pb
@@ -24,46 +23,6 @@ _POLICY = {pb.DUPLICATE_POLICY_UNSPECIFIED: "ALLOW", pb.DUPLICATE_POLICY_ALLOW: 
            pb.DUPLICATE_POLICY_REPORT: "REPORT", pb.DUPLICATE_POLICY_REJECT: "REJECT"}
 _JOB_STATE = {"QUEUED": pb.INGEST_JOB_STATE_QUEUED, "RUNNING": pb.INGEST_JOB_STATE_RUNNING,
               "SUCCEEDED": pb.INGEST_JOB_STATE_SUCCEEDED, "FAILED": pb.INGEST_JOB_STATE_FAILED}
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _len_field(tag: bytes, payload: bytes) -> bytes:
-    n = len(payload)
-    return tag + (bytes((n,)) if n < 0x80 else _varint(n)) + payload
-
-
-_F32, _F64 = struct.Struct("<f"), struct.Struct("<d")
-
-
-def encode_search_response(hits: list[tuple[bytes, float, list[tuple[float, float]]]], model: str) -> bytes:
-    """A serialised `SearchResponse`, written field by field (byte-identical to building the
-    message and calling SerializeToString, which tests/server/test_fast_path.py checks): the search
-    RPCs' hottest path, where protobuf objects cost more than the search. `hits` are (serialised
-    Video, score, [(timestamp, score), ...]). proto3 leaves zero scalars out; so does this."""
-    out = []
-    for video, score, matches in hits:
-        parts = [_len_field(b"\x0a", video)]
-        if score != 0.0 or math.copysign(1.0, score) < 0:
-            parts.append(b"\x15" + _F32.pack(score))
-        for t, ms in matches:
-            m = b""
-            if t != 0.0 or math.copysign(1.0, t) < 0:
-                m = b"\x09" + _F64.pack(t)
-            if ms != 0.0 or math.copysign(1.0, ms) < 0:
-                m += b"\x15" + _F32.pack(ms)
-            parts.append(_len_field(b"\x1a", m))
-        out.append(_len_field(b"\x0a", b"".join(parts)))
-    if model:
-        out.append(_len_field(b"\x12", model.encode()))
-    return b"".join(out)
 
 
 def _ts(msg, seconds: float) -> None:
@@ -156,12 +115,11 @@ class Translator:
         return n
 
     def hits_bytes(self, hits: list[Hit], model: str) -> bytes:
-        """hits() already serialised (see encode_search_response); the search RPCs return these
-        bytes, which their response serializer passes through (server.add_servicer)."""
-        try:
-            return encode_search_response([(self.video_bytes(h.video), h.score, h.matches) for h in hits], model)
-        except (OverflowError, struct.error):  # a score beyond float32 (l2 far away): let protobuf convert it
-            return self.hits(hits, model).SerializeToString()
+        """hits() already serialised, by the native front end's encoder (`_native.
+        encode_search_response`: the search RPCs' hottest path, where protobuf objects cost more
+        than the search; byte-identical to protobuf's, tests/server/test_fast_path.py); the search
+        RPCs return these bytes, which their response serializer passes through (server.add_servicer)."""
+        return _native.encode_search_response([(self.video_bytes(h.video), h.score, h.matches) for h in hits], model)
 
     def hits(self, hits: list[Hit], model: str) -> pb.SearchResponse:
         return pb.SearchResponse(model=model, hits=[

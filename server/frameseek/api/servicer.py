@@ -290,7 +290,7 @@ def _pass_bytes(serialize):
 
 def add_servicer(servicer: FrameSeekServicer, server) -> None:
     """`add_FrameSeekServicer_to_server`, except that the PRESERIALISED methods' serializers pass
-    bytes through (the handlers encode those responses themselves, see encode_search_response)."""
+    bytes through (the handlers encode those responses themselves, see Translator.hits_bytes)."""
 
     class _Capture:
         def add_generic_rpc_handlers(self, handlers) -> None:

@@ -118,6 +118,7 @@ class FrameSeekService:
                 core.embedder_error = f"{type(exc).__name__}: {exc}"
                 log.warning("embedder_unavailable", error=core.embedder_error)
         core.storage.open()
+        self.search.follow_storage()
         try:
             core.storage.get_collection(DEFAULT_COLLECTION)
         except NotFound:

@@ -1,10 +1,12 @@
 """Search: by vector, by image, by video clip (frame votes + temporal alignment).
 
-One vector (SearchByVector, SearchByImage): a frame kNN grouped by video, with a group-by search
-as the fallback (`nearest_videos`); SearchByImage embeds its image under one view (one model
-pass). A clip (SearchByVideo, and ingest's duplicate check): the modality's match over this
-collection's index (`video_matches` -> `frameseek.modality.frames.copy_search`: a kNN per query
-frame and view, twin mapping, alignment and scoring in `frameseek.matching`).
+One vector (SearchByVector, SearchByImage): the native search (`nearest_videos`:
+`_native.SearchDirectory`, native/src/search_directory.cpp, the same code the native front end
+answers SearchByVector with), which this module keeps in step with the storage's commits;
+SearchByImage embeds its image under one view (one model pass). A clip (SearchByVideo, and
+ingest's duplicate check): the modality's match over this collection's index (`video_matches` ->
+`frameseek.modality.frames.copy_search`: a kNN per query frame and view, twin mapping, alignment
+and scoring in `frameseek.matching`).
 """
 
 from __future__ import annotations
@@ -17,21 +19,23 @@ import numpy as np
 
 from .. import _native, matching
 from ..errors import ErrorCode, ServiceError, exhausted, invalid
-from ..ids import NO_ID, sample_of, split_sample_ids
 from ..modality import Purpose
-from ..storage import CollectionRecord, NotFound, StorageError
+from ..storage import CollectionRecord, NotFound
 from .collections import Collections, Videos, check_labels
 from .core import Core, storage_error
 from .types import CopyMatch, Hit, SearchOptions, Segment, VideoSearchResult
 
-MAX_K = 1000
+#: bounds of the search options, from the one search (native/include/frameseek/search_directory.hpp)
+MAX_K, MAX_MATCHES_PER_VIDEO, MAX_EF = _native.MAX_K, _native.MAX_MATCHES_PER_VIDEO, _native.MAX_EF
 
 
 class Search:
     def __init__(self, core: Core, collections: Collections, videos: Videos):
         self.core, self.collections, self.videos = core, collections, videos
         self.in_flight = 0  # searches running (admission: Settings.max_concurrent_searches)
-        self._knn_stats: dict[int, tuple[float, int]] = {}  # see _knn_rarely_enough
+        # the vector search (native, GIL released) and what it knows of collections and videos,
+        # kept in step with the storage's commits (follow_storage); the native front end reads it too
+        self.directory = _native.SearchDirectory()
 
     async def _groups_filter(self, rec: CollectionRecord, opts: SearchOptions) -> tuple[np.ndarray | None, set[int]]:
         groups = None
@@ -49,12 +53,13 @@ class Search:
     def validate_options(self, opts: SearchOptions) -> None:
         if opts.k < 0 or opts.k > MAX_K:
             raise invalid(f"k must be in 1..{MAX_K}", field="k")
-        opts.k = opts.k or 10
-        if not 0 <= opts.max_matches_per_video <= 100:
-            raise invalid("max_matches_per_video must be in 0..100", field="max_matches_per_video")
+        opts.k = opts.k or _native.DEFAULT_K
+        if not 0 <= opts.max_matches_per_video <= MAX_MATCHES_PER_VIDEO:
+            raise invalid(f"max_matches_per_video must be in 0..{MAX_MATCHES_PER_VIDEO}",
+                          field="max_matches_per_video")
         opts.max_matches_per_video = opts.max_matches_per_video or 1
-        if not 0 <= opts.ef <= 4096:
-            raise invalid("ef must be in 0..4096", field="ef")
+        if not 0 <= opts.ef <= MAX_EF:
+            raise invalid(f"ef must be in 0..{MAX_EF}", field="ef")
         if math.isnan(opts.min_score):
             raise invalid("min_score is NaN", field="min_score")
 
@@ -65,6 +70,8 @@ class Search:
 
     @staticmethod
     def check_vector(rec: CollectionRecord, values) -> np.ndarray:
+        """The query as float32 [1, dim], or the error that names what is wrong with it, before
+        any filter is resolved. The search (native) normalises it for the IP metric."""
         vec = np.asarray(values, dtype=np.float32)
         if vec.shape != (rec.dimension,):
             raise invalid(f"vector has {vec.size} values; collection {rec.name!r} expects {rec.dimension}",
@@ -75,11 +82,8 @@ class Search:
         ss = float(v64 @ v64)
         if not math.isfinite(ss):
             raise invalid("vector contains NaN or infinity", "NON_FINITE_VECTOR")
-        if rec.metric == "ip":
-            norm = math.sqrt(ss)
-            if norm == 0:
-                raise invalid("vector is all zeros", "INVALID_ARGUMENT", field="vector")
-            vec = vec / norm
+        if rec.metric == "ip" and ss == 0:
+            raise invalid("vector is all zeros", "INVALID_ARGUMENT", field="vector")
         return vec.reshape(1, -1)
 
     async def by_vector(self, cid: str, values, opts: SearchOptions) -> tuple[list[Hit], str]:
@@ -132,102 +136,48 @@ class Search:
         inline = self.core.settings.search_inline
         return inline if inline is not None else self.core.settings.workers > 1
 
-    def _score(self, rec: CollectionRecord, dist: np.ndarray) -> np.ndarray:
-        return (1.0 - dist) if rec.metric == "ip" else (1.0 - dist / 2.0)
-
     def nearest_videos(self, rec, q, opts: SearchOptions, groups, exclude: set[int]) -> list[Hit]:
-        """Top videos for one query vector.
-
-        A plain frame kNN (k * matches * 4 frames, at least 32) grouped by video here; this is
-        also the path for one timestamp per video, because the native group-by search costs
-        3-5x a plain kNN on video data. The grouping is exact: a video absent from the kNN has
-        every frame farther than the kNN's last frame, hence farther than any video kept. On video
-        data the nearest frames can all belong to a few videos; only when that leaves fewer than
-        k videos although the kNN came back full (and its last frame still passes min_score) does a
-        group-by search (distinct videos) supply the missing ones. So the common case costs one
-        plain kNN and the answer still has k videos. Where the fallback is the rule (a collection of
-        long static shots), one-match searches go straight to the group search (_knn_rarely_enough).
-        """
-        k, m = opts.k + len(exclude), opts.max_matches_per_video
-        ef = opts.ef or None
-        hits: dict[int, Hit] = {}
-        if m == 1 and self._knn_rarely_enough(rec.id):
-            # on this collection the kNN almost never yields k videos (long static shots): going
-            # straight to the group search saves the wasted kNN
-            try:
-                _, gids, gdist = self.core.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
-            except StorageError as exc:
-                raise storage_error(exc) from None
-            self._collect(rec, hits, gids[0], gdist[0], opts, exclude, m)
-            return sorted(hits.values(), key=lambda h: -h.score)
-        kf = min(max(k * m * 4, 32), 4096)
+        """Top videos for one query vector: the native search (`_native.SearchDirectory.
+        nearest_videos`: a frame kNN grouped by video, a group-by search as the fallback, run
+        without the GIL), with hits mapped to video records in memory. `groups`: only these video
+        ids (None = all); `exclude`: never these."""
         try:
-            ids, dist = self.core.storage.search(rec.id, q, kf, ef=ef, groups=groups)
-        except StorageError as exc:
-            raise storage_error(exc) from None
-        ids, dist = ids[0], dist[0]
-        full = bool((ids != NO_ID).all())
-        self._collect(rec, hits, ids, dist, opts, exclude, m)
-        # frames beyond the kNN score at most its last frame: if that one fails min_score, so do they
-        more = full and float(self._score(rec, dist[-1:])[0]) >= opts.min_score
-        if m == 1:
-            self._knn_outcome(rec.id, missed=len(hits) < opts.k and more)
-        if len(hits) < opts.k and more:
+            found = self.directory.nearest_videos(
+                rec.id, np.asarray(q, dtype=np.float32).reshape(-1), opts.k, opts.max_matches_per_video,
+                opts.min_score, opts.ef, groups, np.fromiter(exclude, dtype=np.uint64) if exclude else None)
+        except KeyError:  # dropped between the lookup and the search
+            raise storage_error(NotFound(f"collection {rec.name!r} not found", "COLLECTION_NOT_FOUND")) from None
+        hits = []
+        for vid, score, matches in found:
             try:
-                _, gids, gdist = self.core.storage.search_groups(rec.id, q, k, ef=ef, groups=groups)
-            except StorageError as exc:
-                raise storage_error(exc) from None
-            self._collect(rec, hits, gids[0], gdist[0], opts, exclude, m)
-        out = sorted(hits.values(), key=lambda h: -h.score)
-        for h in out:
-            h.matches.sort(key=lambda x: -x[1])
-        return out
-
-    # How often the kNN-first path needs the group-search fallback, per collection (exponential
-    # average over recent one-match-per-video searches). Above KNN_MISS_SKIP the kNN is skipped,
-    # except every KNN_PROBE_EVERY-th search, which keeps the estimate current as the data changes.
-    KNN_MISS_SKIP, KNN_PROBE_EVERY = 0.8, 32
-
-    def _knn_rarely_enough(self, collection_id: int) -> bool:
-        miss, n = self._knn_stats.get(collection_id, (0.0, 0))
-        self._knn_stats[collection_id] = (miss, n + 1)
-        return miss > self.KNN_MISS_SKIP and n % self.KNN_PROBE_EVERY != 0
-
-    def _knn_outcome(self, collection_id: int, missed: bool) -> None:
-        miss, n = self._knn_stats.get(collection_id, (0.0, 0))
-        self._knn_stats[collection_id] = (0.9 * miss + 0.1 * float(missed), n)
-
-    def _collect(self, rec, hits: dict, ids, dist, opts: SearchOptions, exclude: set[int], m: int) -> None:
-        """Fold (sample id, distance) results, best first, into per-video hits (at most k videos,
-        m timestamps each). Sample ids map to (video, timestamp) through the storage's in-memory
-        video map, without SQL."""
-        keep = (ids != NO_ID) & (self._score(rec, dist) >= opts.min_score)
-        ids, scores = ids[keep], self._score(rec, dist[keep])
-        vids, idx = split_sample_ids(ids)
-        entry, k = self.core.storage.video_entry, opts.k
-        if m == 1 and not hits:
-            # one timestamp per video: only each video's first (best) frame matters, so keep those,
-            # in order, before the Python loop (a kNN has ~4x as many frames as videos wanted)
-            _, first = np.unique(vids, return_index=True)
-            first.sort()
-            vids, idx, scores = vids[first], idx[first], scores[first]
-        for vid, i, s in zip(vids.tolist(), idx.tolist(), scores.tolist()):
-            h = hits.get(vid)
-            if h is None:
-                if len(hits) >= k or vid in exclude:
-                    continue
-                try:
-                    video, times = entry(vid)
-                except NotFound:  # deleted between the search and now
-                    continue
-                h = hits[vid] = Hit(video=video, score=s, matches=[(float(times[sample_of(i, len(times))]), s)])
+                video = self.core.storage.get_video(vid)
+            except NotFound:  # deleted between the search and now
                 continue
-            if len(h.matches) < m:
-                times = self.core.storage.video_timestamps(vid)
-                t = float(times[sample_of(i, len(times))])  # a coarse twin stands for its sample
-                if all(t0 != t for t0, _ in h.matches):  # the group search may repeat a kNN frame
-                    h.matches.append((t, s))
-                    h.score = max(h.score, s)
+            hits.append(Hit(video=video, score=score, matches=matches))
+        return hits
+
+    # -- the directory the native search reads: a storage observer (Storage.add_observer) ---------
+    def follow_storage(self) -> None:
+        """Once the storage is open: fill the directory and follow its commits."""
+        storage = self.core.storage
+        storage.add_observer(self)  # first, so that nothing committed from now on is missed
+        for rec, index in storage.live_collections():
+            self.collection_added(rec, index)
+        for rec, ts in storage.video_entries():
+            self.video_added(rec, ts)
+        self.directory.ready = True
+
+    def collection_added(self, rec: CollectionRecord, index) -> None:
+        self.directory.put_collection(rec.name, rec.id, rec.model, rec.is_default, index)
+
+    def collection_removed(self, collection_id: int) -> None:
+        self.directory.remove_collection(collection_id)
+
+    def video_added(self, rec, timestamps: np.ndarray) -> None:
+        self.directory.put_video(rec.id, rec.collection_id, timestamps)
+
+    def video_removed(self, video_id: int) -> None:
+        self.directory.remove_video(video_id)
 
     async def by_video(self, rec: CollectionRecord, path: str, k: int, min_score: float, frame_k: int,
                        labels: dict, videos: list[tuple[str, int]], exclude: list[tuple[str, int]], fps: float,

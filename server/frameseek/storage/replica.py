@@ -153,9 +153,11 @@ class ReplicaStorage(EmbeddedStorage):
                 return
             # read the version first: a commit after this point triggers another sync later
             recs = {r.id: r for r in self.catalog.all_collections()}
+            # observers (the service's search directory) see the same changes, as at the primary
             for cid in [c for c in self._colls if c not in recs]:
                 with self._colls_lock:
                     gone = self._colls.pop(cid, None)
+                self._notify("collection_removed", cid)
                 for v in (gone.videos if gone is not None else ()):
                     self._videos.pop(v, None)
             for cid, rec in recs.items():
@@ -163,22 +165,30 @@ class ReplicaStorage(EmbeddedStorage):
                 if ci is None:
                     self._open_collection(rec)
                     ci = self._colls[cid]
-                    self._videos.update((v.id, (v, ts)) for v, ts in self.catalog.active_video_entries(ci.videos))
+                    self._notify("collection_added", rec, ci.index)
+                    self._add_entries(self.catalog.active_video_entries(ci.videos))
                     continue
                 fp = self._fingerprint(cid)
                 if fp == ci.fingerprint:
                     continue
                 active = self.catalog.active_video_hashes(cid)
                 for v in [v for v in ci.videos if v not in active]:
+                    self._notify("video_removed", v)
                     self._videos.pop(v, None)
                 new = [v for v in active if v not in ci.videos]
                 if not ci.catch_up(active):
                     log.info("replica_reload", collection=rec.name)
                     self._open_collection(rec)
+                    self._notify("collection_added", rec, self._colls[cid].index)
                 else:
                     ci.fingerprint = fp
-                self._videos.update((v.id, (v, ts)) for v, ts in self.catalog.active_video_entries(new))
+                self._add_entries(self.catalog.active_video_entries(new))
             self._data_version = version
+
+    def _add_entries(self, entries) -> None:
+        for v, ts in entries:
+            self._videos[v.id] = (v, ts)
+            self._notify("video_added", v, ts)
 
     def snapshot(self, force: bool = True) -> None:  # the primary snapshots
         return None

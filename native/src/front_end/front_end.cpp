@@ -1,6 +1,6 @@
 // gRPC front end: native SearchByVector + generic pass-through to the Python service
 // (see front_end.hpp).
-#include "frameseek/front_end.hpp"
+#include "front_end.hpp"
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
@@ -276,14 +276,17 @@ class FrontEnd::Service final : public grpc::CallbackGenericService {
 };
 
 FrontEnd::FrontEnd(std::string address, std::string backend, std::vector<std::pair<std::string, int>> int_args,
-                   std::shared_ptr<SearchDirectory> directory, std::string fast_method)
+                   std::shared_ptr<SearchDirectory> directory, std::shared_ptr<front_end::VideoMessages> messages,
+                   std::string fast_method)
     : address_(std::move(address)),
       backend_target_(std::move(backend)),
       fast_method_(std::move(fast_method)),
       int_args_(std::move(int_args)),
-      directory_(std::move(directory)) {
-  search_.fn = [dir = directory_.get()](const std::uint8_t* req, std::size_t n, std::string* out) {
-    return dir->search_by_vector(req, n, out);
+      directory_(std::move(directory)),
+      messages_(std::move(messages)) {
+  search_.fn = [dir = directory_.get(), msgs = messages_.get()](const std::uint8_t* req, std::size_t n,
+                                                                std::string* out) {
+    return front_end::answer_search_by_vector(*dir, *msgs, req, n, out);
   };
   search_.calls = &counters_.fast;
   search_.ns = &counters_.fast_ns;

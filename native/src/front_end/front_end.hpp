@@ -1,6 +1,7 @@
-// The gRPC front end: a C++ gRPC server on the public port that answers SearchByVector from the
-// SearchDirectory and passes every other call (and every SearchByVector the fast path declines)
-// through, byte for byte, to the Python grpc.aio service on a private Unix socket.
+// The gRPC front end: a C++ gRPC server on the public port that answers SearchByVector with the
+// core search (SearchDirectory; request and response bytes: search_request.hpp) and passes every
+// other call (and every SearchByVector the fast path declines) through, byte for byte, to the
+// Python grpc.aio service on a private Unix socket.
 //
 // Why: a grpc.aio call costs ~0.35 ms of CPU in transport alone and the Python service another
 // ~0.3-0.4 ms, against ~0.2-0.4 ms for the search itself (benchmarks/load/README.md). Here the
@@ -28,7 +29,7 @@
 #include <utility>
 #include <vector>
 
-#include "frameseek/search_directory.hpp"
+#include "search_request.hpp"
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
@@ -49,7 +50,8 @@ class FrontEnd {
   // ("unix:/path"); int_args: gRPC channel arguments for the public server (message limits,
   // keepalive, so_reuseport, ...), named as in gRPC core.
   FrontEnd(std::string address, std::string backend, std::vector<std::pair<std::string, int>> int_args,
-           std::shared_ptr<SearchDirectory> directory, std::string fast_method);
+           std::shared_ptr<SearchDirectory> directory, std::shared_ptr<front_end::VideoMessages> messages,
+           std::string fast_method);
   ~FrontEnd();
 
   // TLS on the public port (PEM strings); a non-empty client_ca_pem requires and verifies client
@@ -83,6 +85,7 @@ class FrontEnd {
   std::string address_, backend_target_, fast_method_;
   std::vector<std::pair<std::string, int>> int_args_;
   std::shared_ptr<SearchDirectory> directory_;
+  std::shared_ptr<front_end::VideoMessages> messages_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
   std::unique_ptr<Service> service_;

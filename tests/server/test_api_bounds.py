@@ -227,10 +227,11 @@ def test_an_idle_upload_is_cut_off_and_its_spool_file_removed(tmp_path):
         assert srv.stop() == 0, srv.log()
 
 
-def test_one_client_cannot_hold_every_upload_slot(tmp_path):
-    # the Python front end sees the client's address (the native one passes calls through a
-    # private socket and does not yet say for whom: no per-client limit there)
-    srv = ServerProcess(_data_dir(tmp_path / "data"), front_end="python", max_uploads_per_client=1).start()
+@pytest.mark.parametrize("front_end", ["native", "python"])
+def test_one_client_cannot_hold_every_upload_slot(tmp_path, front_end):
+    # the native front end passes calls through a private socket and names their client
+    # (x-frameseek-peer; a client's own value of it is dropped)
+    srv = ServerProcess(_data_dir(tmp_path / "data"), front_end=front_end, max_uploads_per_client=1).start()
     upload = None
     try:
         with srv.client() as fs:

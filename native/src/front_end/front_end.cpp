@@ -24,11 +24,22 @@ const std::string kHealthCheck = "/grpc.health.v1.Health/Check";
 
 // Headers the transport sets itself on each hop; everything else the caller or the service sent
 // travels on (grpc-status-details-bin included: it rides in grpc::Status::error_details()).
+// Names the client a passed-through call comes from, for the per-client upload limit
+// (api/uploads.client_of): only this front end sets it; a client's own value is dropped.
+constexpr char kForwardedPeer[] = "x-frameseek-peer";
+
 bool forwardable(grpc::string_ref key) {
   if (key.empty() || *key.data() == ':') return false;
   const std::string k(key.data(), key.size());
   return k.rfind("grpc-", 0) != 0 && k != "user-agent" && k != "content-type" && k != "te" &&
-         k != "authority" && k != "host";
+         k != "authority" && k != "host" && k != kForwardedPeer;
+}
+
+// "ipv4:10.1.2.3:5678" -> "ipv4:10.1.2.3": a client's connections share its address, not its port
+std::string peer_address(std::string peer) {
+  const auto colon = peer.rfind(':');
+  if (colon != std::string::npos) peer.resize(colon);
+  return peer;
 }
 
 std::string str(grpc::string_ref s) { return std::string(s.data(), s.size()); }
@@ -142,6 +153,7 @@ class Call final : public grpc::ServerGenericBidiReactor {
     counters_->forwarded.fetch_add(1, std::memory_order_relaxed);
     for (const auto& [k, v] : ctx_->client_metadata())
       if (forwardable(k)) backend_ctx_.AddMetadata(str(k), str(v));
+    backend_ctx_.AddMetadata(kForwardedPeer, peer_address(ctx_->peer()));
     backend_ctx_.set_deadline(ctx_->deadline());
     {
       std::lock_guard lock(mu_);

@@ -59,11 +59,11 @@ test: setup sdk-setup lint
 	$(VPY) -m pytest
 	$(MAKE) --no-print-directory proto-check sdk-test
 
-# Guardrails: ruff (pyproject [tool.ruff]) and the import-layer contract (pyproject [tool.importlinter]:
-# api -> service -> pipeline/matching -> media/embed/storage/native, no cycles).
-# (`ruff format --check` joins once the tree has been formatted in one go.)
+# Guardrails: ruff lint + format check (pyproject [tool.ruff]) and the import-layer contract (pyproject
+# [tool.importlinter]: api -> service -> modality -> pipeline/matching -> media/embed/storage/native, no cycles).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
 # with the web console on loopback: open http://127.0.0.1:8080/

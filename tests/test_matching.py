@@ -94,8 +94,14 @@ def test_align_counts_a_reference_frame_listed_twice_once():
     found by both must not double its vote."""
     t, ids, groups, times, sims = _copy_set(5.0, 1.0)
     one = matching.align(t, ids, groups, times, sims, query_interval=1.0)[0]
-    two = matching.align(t, np.hstack([ids, ids]), np.hstack([groups, groups]), np.hstack([times, times]),
-                         np.hstack([sims, sims]), query_interval=1.0)[0]
+    two = matching.align(
+        t,
+        np.hstack([ids, ids]),
+        np.hstack([groups, groups]),
+        np.hstack([times, times]),
+        np.hstack([sims, sims]),
+        query_interval=1.0,
+    )[0]
     assert two.video == one.video and two.score == pytest.approx(one.score, rel=1e-5)
 
 
@@ -152,8 +158,9 @@ def test_search_neighbors_concatenates_flipped_results():
 
 def test_search_neighbors_places_region_views_beside_the_frame():
     base, index = _unit_vectors_indexed(seed=4, n=60)
-    ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13],
-                                          region_vectors=[base[20:23], base[30:33]])
+    ids, sims = matching.search_neighbors(
+        index, base[:3], 2, flip_vectors=base[10:13], region_vectors=[base[20:23], base[30:33]]
+    )
     assert ids.shape == (3, 8)
     assert [ids[:, c].tolist() for c in (0, 2, 4, 6)] == [[0, 1, 2], [10, 11, 12], [20, 21, 22], [30, 31, 32]]
     assert np.allclose(sims[:, ::2], 1.0, atol=1e-5)
@@ -165,12 +172,23 @@ def test_search_neighbors_places_region_views_beside_the_frame():
 
 def test_search_neighbors_places_coarse_views_beside_the_frame():
     base, index = _unit_vectors_indexed(seed=5, n=60)
-    ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13],
-                                          region_vectors=[base[30:33]], coarse_vectors=[base[40:43], base[50:53]])
+    ids, sims = matching.search_neighbors(
+        index,
+        base[:3],
+        2,
+        flip_vectors=base[10:13],
+        region_vectors=[base[30:33]],
+        coarse_vectors=[base[40:43], base[50:53]],
+    )
     assert ids.shape == sims.shape == (3, 10)
     # whole, mirror, coarse, coarse mirror, regions
-    assert [ids[:, c].tolist() for c in (0, 2, 4, 6, 8)] == [[0, 1, 2], [10, 11, 12], [40, 41, 42], [50, 51, 52],
-                                                               [30, 31, 32]]
+    assert [ids[:, c].tolist() for c in (0, 2, 4, 6, 8)] == [
+        [0, 1, 2],
+        [10, 11, 12],
+        [40, 41, 42],
+        [50, 51, 52],
+        [30, 31, 32],
+    ]
     with pytest.raises(ValueError, match="coarse_vectors"):
         matching.search_neighbors(index, base[:3], 2, coarse_vectors=[base[:2]])
 
@@ -214,9 +232,13 @@ def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     card = tmp_path / "card.mp4"
     M.title_card(card, "SAME CARD", 4.0, "darkgreen")
     refs = {}
-    for i, names in enumerate([("baboon.jpg", "fruits.jpg", "building.jpg"),
-                               ("messi5.jpg", "home.jpg", "smarties.png"),
-                               ("starry_night.jpg", "butterfly.jpg", "orange.jpg")]):
+    for i, names in enumerate(
+        [
+            ("baboon.jpg", "fruits.jpg", "building.jpg"),
+            ("messi5.jpg", "home.jpg", "smarties.png"),
+            ("starry_night.jpg", "butterfly.jpg", "orange.jpg"),
+        ]
+    ):
         p = tmp_path / f"ref{i}.mp4"
         M.slideshow(p, [pics[n] for n in names], seed=i, seconds=3.0)
         refs[i + 1] = p
@@ -231,8 +253,11 @@ def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     ref_times, durations = {}, {}
     for vid, p in refs.items():
         m = embed_media(str(p), emb, SamplingSettings.reference(views=frame_views()))
-        index.add((np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(m), dtype=np.uint64), m.vectors,
-                  groups=np.full(len(m), vid, np.uint64))
+        index.add(
+            (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(m), dtype=np.uint64),
+            m.vectors,
+            groups=np.full(len(m), vid, np.uint64),
+        )
         ref_times[vid], durations[vid] = m.timestamps, m.duration
 
     def search(path: Path) -> list[matching.Match]:
@@ -245,10 +270,21 @@ def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
         for vid in np.unique(groups[valid]).tolist():
             sel = groups == vid
             times[sel] = ref_times[vid][(ids[sel] & np.uint64(0xFFFFF)).astype(np.int64)]
-        return [x for x in matching.align(m.timestamps, ids, groups, times, sims,
-                                          frame_weights=matching.redundancy_weights(m.vectors),
-                                          ref_durations=durations, query_interval=1.0, ref_interval=1 / 3)
-                if x.score >= matching.COPY_THRESHOLD]
+        return [
+            x
+            for x in matching.align(
+                m.timestamps,
+                ids,
+                groups,
+                times,
+                sims,
+                frame_weights=matching.redundancy_weights(m.vectors),
+                ref_durations=durations,
+                query_interval=1.0,
+                ref_interval=1 / 3,
+            )
+            if x.score >= matching.COPY_THRESHOLD
+        ]
 
     # a 4 s sub-clip from 3.5 s of reference 1, re-encoded
     sub = tmp_path / "sub.mp4"
@@ -267,9 +303,18 @@ def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     # reference 1 as a picture-in-picture inset (half the width) over an unrelated clip: the
     # whole frame is mostly background; the detected inset's crop finds the copy
     pip = tmp_path / "pip.mp4"
-    M._run(["-i", str(other), "-i", str(refs[1]), "-filter_complex",
+    M._run(
+        [
+            "-i",
+            str(other),
+            "-i",
+            str(refs[1]),
+            "-filter_complex",
             f"[0:v]setsar=1[bg];[1:v]scale={M.W // 2}:-2,setsar=1[fg];[bg][fg]overlay=W*0.4:H*0.35:shortest=1",
-            *M._enc(24), str(pip)])
+            *M._enc(24),
+            str(pip),
+        ]
+    )
     found = search(pip)
     assert [x.video for x in found] == [1]
     assert abs(found[0].offset) <= 1.0 and found[0].score <= 1.0
@@ -299,16 +344,32 @@ def test_align_bridges_holes_left_by_dropped_blank_frames():
 
 # -- dense re-alignment (refine_alignment) -------------------------------------------------------
 
+
 def _storage_with_reference(tmp_path, rt, rv):
     """An opened EmbeddedStorage holding one 12 s reference video: (storage, collection, video id)."""
     from frameseek.storage import EmbeddedStorage, VideoRecord
 
     st = EmbeddedStorage(str(tmp_path / "data"))
     st.open()
-    c = st.create_collection("c", model="m", dimension=rv.shape[1], metric="ip", sampling={"fps": 3.0},
-                             index={"m": 16, "ef_construction": 200, "ef_search": 200})
-    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
-                      sample_count=len(rt), size_bytes=1, content_sha256="0" * 64)
+    c = st.create_collection(
+        "c",
+        model="m",
+        dimension=rv.shape[1],
+        metric="ip",
+        sampling={"fps": 3.0},
+        index={"m": 16, "ef_construction": 200, "ef_search": 200},
+    )
+    rec = VideoRecord(
+        id=0,
+        collection_id=c.id,
+        kind="video",
+        duration=12.0,
+        width=64,
+        height=48,
+        sample_count=len(rt),
+        size_bytes=1,
+        content_sha256="0" * 64,
+    )
     return st, c, st.add_video(c.id, rec, rt, rv).id
 
 
@@ -338,8 +399,17 @@ def test_coarse_twins_of_the_reference_meet_the_coarse_view_and_count_once(tmp_p
     blind -= (blind @ basis) @ basis.T  # a whole-frame view that no indexed vector sees
     blind /= np.linalg.norm(blind, axis=1, keepdims=True)
     st, c, plain = _storage_with_reference(tmp_path, rt, rv.astype(np.float32))
-    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
-                      sample_count=len(rt), size_bytes=1, content_sha256="1" * 64)
+    rec = VideoRecord(
+        id=0,
+        collection_id=c.id,
+        kind="video",
+        duration=12.0,
+        width=64,
+        height=48,
+        sample_count=len(rt),
+        size_bytes=1,
+        content_sha256="1" * 64,
+    )
     twinned = st.add_video(c.id, rec, rt, rv.astype(np.float32), twins=tw.astype(np.float32)).id
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data2")), storage=st)
     try:
@@ -395,8 +465,9 @@ def _edited_copy(frame, offset: float, speed: float, n: int, seed: int = 5, dim:
 
 
 def _match_on(offset: float, speed: float, qt: np.ndarray) -> matching.Match:
-    seg = matching.Segment(float(qt[0]), float(qt[-1]), offset + speed * qt[0], offset + speed * qt[-1],
-                           offset, speed, 0.4, len(qt))
+    seg = matching.Segment(
+        float(qt[0]), float(qt[-1]), offset + speed * qt[0], offset + speed * qt[-1], offset, speed, 0.4, len(qt)
+    )
     return matching.Match(video=7, score=0.4, votes=len(qt), query_coverage=1.0, ref_coverage=0.4, segments=[seg])
 
 
@@ -515,14 +586,27 @@ def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
         st.close()
     # the same chain on the original arrays (exact search finds the same 8 neighbours: 36 frames)
     idx = _native.FlatIndex(rv.shape[1], "ip")
-    idx.add((np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(rt), dtype=np.uint64), rv,
-            groups=np.full(len(rt), vid, np.uint64))
+    idx.add(
+        (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(rt), dtype=np.uint64),
+        rv,
+        groups=np.full(len(rt), vid, np.uint64),
+    )
     ids, sims = matching.search_neighbors(idx, q, 8)
     groups = np.full(ids.shape, vid, np.uint64)
     times = rt[(ids & np.uint64((1 << SAMPLE_BITS) - 1)).astype(np.int64)]
     s = matching.MatchSettings(frame_k=8)
-    aligned = matching.align(qt, ids, groups, times, sims, frame_weights=matching.redundancy_weights(q), settings=s,
-                             ref_durations={vid: 12.0}, query_interval=1.0, ref_interval=1.0 / 3.0)[0]
+    aligned = matching.align(
+        qt,
+        ids,
+        groups,
+        times,
+        sims,
+        frame_weights=matching.redundancy_weights(q),
+        settings=s,
+        ref_durations={vid: 12.0},
+        query_interval=1.0,
+        ref_interval=1.0 / 3.0,
+    )[0]
     refined = matching.refine_alignment(aligned, qt, [q], rt, rv, s)
     assert abs(refined.offset - aligned.offset) > 0.1  # the refinement moved the line here
     assert len(got) == 1 and got[0].video.id == vid
@@ -580,8 +664,9 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
         assert names(off.core.sampling(coll, clip, 1.0)) == ["full", "mirror"]
         # the deblocking view: off by default, on at Settings.views.query_deblock_sigma, never for ingest
         assert "deblock" not in names(svc.core.sampling(coll, clip, 1.0))
-        deblock = FrameSeekService(Settings(data_dir=str(tmp_path / "data3"), views={"query_deblock_sigma": 2.0}),
-                                   storage=st)
+        deblock = FrameSeekService(
+            Settings(data_dir=str(tmp_path / "data3"), views={"query_deblock_sigma": 2.0}), storage=st
+        )
         blurred = [v for v in deblock.core.sampling(coll, clip, 1.0).views if v.name == "deblock"]
         assert [v.blur_sigma for v in blurred] == [2.0]
         assert names(deblock.core.sampling(coll)) == ["full", "coarse"]
@@ -618,8 +703,17 @@ def test_copy_search_over_any_index_maps_twins_and_drops_references_that_are_gon
         def dense(self, video):
             return (rv, rv) if video == 1 else None
 
-    ms = copy_search(qt, [q], index, Store(), matching.MatchSettings(frame_k=16), max_candidates=5,
-                     query_interval=1.0, ref_interval=1 / 3, refine_above=0.0)
+    ms = copy_search(
+        qt,
+        [q],
+        index,
+        Store(),
+        matching.MatchSettings(frame_k=16),
+        max_candidates=5,
+        query_interval=1.0,
+        ref_interval=1 / 3,
+        refine_above=0.0,
+    )
     assert [m.video for m in ms] == [1]
     assert ms[0].score >= matching.COPY_THRESHOLD and abs(ms[0].offset - 2.0) <= 1.0
     seg = ms[0].main

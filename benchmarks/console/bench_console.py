@@ -29,6 +29,7 @@ Timed:
 Prints a markdown table; writes benchmarks/results/console.json. Targets (issue 20, measured not
 asserted): first paint <= 300 ms with 10k videos, search by image <= 1 s on the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,12 @@ PER_VIDEO = 5
 
 def stats(xs: list[float]) -> dict:
     xs = sorted(xs)
-    return {"median_ms": statistics.median(xs), "p90_ms": xs[min(len(xs) - 1, int(0.9 * len(xs)))],
-            "min_ms": xs[0], "n": len(xs)}
+    return {
+        "median_ms": statistics.median(xs),
+        "p90_ms": xs[min(len(xs) - 1, int(0.9 * len(xs)))],
+        "min_ms": xs[0],
+        "n": len(xs),
+    }
 
 
 def main() -> None:
@@ -129,18 +134,23 @@ def main() -> None:
     ingest = ingest_overhead(args.ingest_repeat, tmp)
     results = {
         "ingest_x_realtime": ingest,
-        "library_first_contentful_paint": stats(fcp), "library_rows_rendered": stats(rendered),
+        "library_first_contentful_paint": stats(fcp),
+        "library_rows_rendered": stats(rendered),
         "api_list_videos_page_50": stats(api_list),
-        "search_by_image_drop_to_hits": stats(search), "api_search_by_image": stats(api_search),
+        "search_by_image_drop_to_hits": stats(search),
+        "api_search_by_image": stats(api_search),
     }
-    rows = [("Library /library: first contentful paint", "console", results["library_first_contentful_paint"], 300),
-            ("Library /library: 50 rows rendered", "console", results["library_rows_rendered"], 300),
-            ("ListVideos(collections/-, 50) via frameseek.client", "baseline",
-             results["api_list_videos_page_50"], None),
-            ("Search by image: drop -> hits rendered", "console", results["search_by_image_drop_to_hits"], 1000),
-            ("SearchByImage via frameseek.client", "baseline", results["api_search_by_image"], None)]
-    print(f"\nweb console, {total} videos in the library ({filled['videos']} synthetic + vtest.avi), "
-          f"{args.repeat} runs each, {os.cpu_count()} CPUs\n")
+    rows = [
+        ("Library /library: first contentful paint", "console", results["library_first_contentful_paint"], 300),
+        ("Library /library: 50 rows rendered", "console", results["library_rows_rendered"], 300),
+        ("ListVideos(collections/-, 50) via frameseek.client", "baseline", results["api_list_videos_page_50"], None),
+        ("Search by image: drop -> hits rendered", "console", results["search_by_image_drop_to_hits"], 1000),
+        ("SearchByImage via frameseek.client", "baseline", results["api_search_by_image"], None),
+    ]
+    print(
+        f"\nweb console, {total} videos in the library ({filled['videos']} synthetic + vtest.avi), "
+        f"{args.repeat} runs each, {os.cpu_count()} CPUs\n"
+    )
     print("| measure | kind | median ms | p90 ms | min ms | target ms |")
     print("|---|---|---:|---:|---:|---:|")
     for name, kind, s, target in rows:
@@ -150,9 +160,21 @@ def main() -> None:
     for k in ("without_thumbnails", "with_thumbnails"):
         print(f"| {k.replace('_', ' ')} | {statistics.median(ingest[k]):.2f} | {len(ingest[k])} |")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"meta": {"videos": int(total), "repeat": args.repeat, "cpus": os.cpu_count(),
-                                        "machine": platform.machine(), "python": platform.python_version()},
-                               "results": results}, indent=2))
+    OUT.write_text(
+        json.dumps(
+            {
+                "meta": {
+                    "videos": int(total),
+                    "repeat": args.repeat,
+                    "cpus": os.cpu_count(),
+                    "machine": platform.machine(),
+                    "python": platform.python_version(),
+                },
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {OUT.relative_to(ROOT)}")
 
 
@@ -171,8 +193,13 @@ def ingest_overhead(repeat: int, tmp: pathlib.Path) -> dict:
     embed_media(str(VTEST), embedder, sampling)  # warm-up
     for i in range(repeat):
         for key in out:
-            hook = (media.ingest_frames(JobRecord(id=f"bench-{i}", collection_id=0, state=JobState.RUNNING), 0,
-                                        f"sha-{i}", str(VTEST)) if key == "with_thumbnails" else None)
+            hook = (
+                media.ingest_frames(
+                    JobRecord(id=f"bench-{i}", collection_id=0, state=JobState.RUNNING), 0, f"sha-{i}", str(VTEST)
+                )
+                if key == "with_thumbnails"
+                else None
+            )
             t0 = time.perf_counter()
             m = embed_media(str(VTEST), embedder, sampling, on_sample=hook)
             out[key].append(m.duration / (time.perf_counter() - t0))

@@ -15,10 +15,14 @@ def vpdq_hash_file(path: str, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     import vpdq
 
     feats = vpdq.computeHash(str(path), seconds_per_hash=1.0, **kw)
-    h = np.array([np.frombuffer(bytes.fromhex(vpdq.hash_to_hex(x.hash)), np.uint8) for x in feats],
-                 dtype=np.uint8).reshape(-1, 32)
-    return (h, np.array([x.quality for x in feats], dtype=np.int32),
-            np.array([x.timestamp for x in feats], dtype=np.float64))
+    h = np.array(
+        [np.frombuffer(bytes.fromhex(vpdq.hash_to_hex(x.hash)), np.uint8) for x in feats], dtype=np.uint8
+    ).reshape(-1, 32)
+    return (
+        h,
+        np.array([x.quality for x in feats], dtype=np.int32),
+        np.array([x.timestamp for x in feats], dtype=np.float64),
+    )
 
 
 # -- vPDQ (ThreatExchange semantics) -----------------------------------------------------------
@@ -46,9 +50,10 @@ def vpdq_match(qh, qq, rh, rq, distance: int = 31, quality: int = 50) -> tuple[f
 @dataclass(frozen=True)
 class VpdqPlacement:
     """Where vPDQ's frame matches put a query inside one reference (see vpdq_locate)."""
-    offset: float                              # t_ref = offset + t_query (speed 1)
-    box: tuple[float, float, float, float]     # query start, end x reference start, end (s)
-    pairs: int                                 # matched query frames
+
+    offset: float  # t_ref = offset + t_query (speed 1)
+    box: tuple[float, float, float, float]  # query start, end x reference start, end (s)
+    pairs: int  # matched query frames
 
 
 def vpdq_locate(qh, qq, qt, rh, rq, rt, distance: int = 31, quality: int = 50) -> VpdqPlacement | None:
@@ -70,6 +75,8 @@ def vpdq_locate(qh, qq, qt, rh, rq, rt, distance: int = 31, quality: int = 50) -
     if not hit.any():
         return None
     tq, tr = ta[hit], tb[nearest[hit]]
-    return VpdqPlacement(float(np.median(tr - tq)),
-                         (float(tq.min()), float(tq.max()) + 1.0, float(tr.min()), float(tr.max()) + 1.0),
-                         int(hit.sum()))
+    return VpdqPlacement(
+        float(np.median(tr - tq)),
+        (float(tq.min()), float(tq.max()) + 1.0, float(tr.min()), float(tr.max()) + 1.0),
+        int(hit.sum()),
+    )

@@ -22,6 +22,7 @@ under test and opens the directory again. Outcomes:
 
 Prints a table (trials per outcome per file kind) and writes benchmarks/results/reliability_corruption.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,15 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 DIM = 64
-KINDS = ("log_newest", "log_older", "snapshot_index", "snapshot_index_previous", "snapshot_videos",
-         "snapshot_json", "catalog")
+KINDS = (
+    "log_newest",
+    "log_older",
+    "snapshot_index",
+    "snapshot_index_previous",
+    "snapshot_videos",
+    "snapshot_json",
+    "catalog",
+)
 OUTCOMES = ("intact", "recovered", "refused", "undetected", "WRONG")
 
 
@@ -61,8 +69,18 @@ def build(d: pathlib.Path, rng: np.random.Generator):
     for i in range(40):
         v = rng.standard_normal((8, DIM)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(id=0, collection_id=0, kind="video", duration=8.0, width=64, height=48, sample_count=0,
-                          size_bytes=1000 + i, content_sha256=f"{i:064x}", labels={"i": str(i)})
+        rec = VideoRecord(
+            id=0,
+            collection_id=0,
+            kind="video",
+            duration=8.0,
+            width=64,
+            height=48,
+            sample_count=0,
+            size_bytes=1000 + i,
+            content_sha256=f"{i:064x}",
+            labels={"i": str(i)},
+        )
         got = st.add_video(c.id, rec, np.arange(8.0), v)
         videos[got.id] = (got, v)
         if i in (14, 29):
@@ -75,9 +93,15 @@ def target(d: pathlib.Path, cid: int, kind: str) -> pathlib.Path:
     coll = d / "collections" / str(cid)
     meta = json.loads((coll / "snapshot.json").read_text())
     segs = sorted(coll.glob("vectors-*.log"))
-    return {"log_newest": segs[-1], "log_older": segs[0], "snapshot_index": coll / meta["index"],
-            "snapshot_index_previous": coll / meta["previous"]["index"], "snapshot_videos": coll / meta["videos"],
-            "snapshot_json": coll / "snapshot.json", "catalog": d / "catalog.sqlite3"}[kind]
+    return {
+        "log_newest": segs[-1],
+        "log_older": segs[0],
+        "snapshot_index": coll / meta["index"],
+        "snapshot_index_previous": coll / meta["previous"]["index"],
+        "snapshot_videos": coll / meta["videos"],
+        "snapshot_json": coll / "snapshot.json",
+        "catalog": d / "catalog.sqlite3",
+    }[kind]
 
 
 def flip(path: pathlib.Path, rnd: random.Random) -> tuple[int, int]:
@@ -169,8 +193,18 @@ def main() -> int:
             if o != "intact":
                 print(f"  {kind} {o}: {ex}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"trials_per_kind": args.trials, "counts": counts, "examples": examples,
-                                    "machine": platform.platform(), "time": time.time()}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "trials_per_kind": args.trials,
+                "counts": counts,
+                "examples": examples,
+                "machine": platform.platform(),
+                "time": time.time(),
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {args.out}")
     return 1 if wrong else 0
 

@@ -12,6 +12,7 @@ Every refusal must be RESOURCE_EXHAUSTED with reason DISK_FULL.
 
 Prints a table per round and writes benchmarks/results/reliability_disk_full.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,9 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="frameseek-diskfull-")
     mnt = pathlib.Path(tmp.name, "disk")
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={args.size_mb}m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={args.size_mb}m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         print(f"cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}", file=sys.stderr)
         return 2
@@ -89,26 +91,55 @@ def main() -> int:
                     filler.unlink(missing_ok=True)
             srv.kill9()
             restart_s = srv.start()
-            row = {"round": rnd, "attempts": len(LEVELS) + 2, "acked": len(acked) - before, **refused,
-                   "restart_s": round(restart_s, 2), **verify(srv.address, acked, set())}
+            row = {
+                "round": rnd,
+                "attempts": len(LEVELS) + 2,
+                "acked": len(acked) - before,
+                **refused,
+                "restart_s": round(restart_s, 2),
+                **verify(srv.address, acked, set()),
+            }
             rows.append(row)
         srv.stop()
     finally:
         srv.kill9()
         subprocess.run(["umount", "-l", str(mnt)], check=False)
         tmp.cleanup()
-    header = ["round", "attempts", "acked", "upload_spool", "catalog", "vector_log", "lost", "duplicated",
-              "damaged", "unsearchable", "restart_s"]
+    header = [
+        "round",
+        "attempts",
+        "acked",
+        "upload_spool",
+        "catalog",
+        "vector_log",
+        "lost",
+        "duplicated",
+        "damaged",
+        "unsearchable",
+        "restart_s",
+    ]
     print("refusals (DISK_FULL) by the write that met the full disk; checks after kill -9 + restart")
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(row[h]) for h in header))
     bad = sum(row[k] for row in rows for k in ("lost", "duplicated", "damaged", "unsearchable", "wrong_sample_count"))
-    print(f"{args.rounds} rounds, {len(acked)} acknowledged: {bad} lost/duplicated/damaged/unsearchable, "
-          f"{len(wrong)} answers other than DISK_FULL; {time.perf_counter() - t0:.0f} s")
+    print(
+        f"{args.rounds} rounds, {len(acked)} acknowledged: {bad} lost/duplicated/damaged/unsearchable, "
+        f"{len(wrong)} answers other than DISK_FULL; {time.perf_counter() - t0:.0f} s"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rounds": rows, "other_answers": wrong, "size_mb": args.size_mb,
-                                    "machine": platform.platform(), "time": time.time()}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "rounds": rows,
+                "other_answers": wrong,
+                "size_mb": args.size_mb,
+                "machine": platform.platform(),
+                "time": time.time(),
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {args.out}")
     return 1 if bad or wrong else 0
 

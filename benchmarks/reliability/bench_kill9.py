@@ -16,6 +16,7 @@ restart it and check every video acknowledged so far (in this cycle or any earli
 Prints a table per cycle and writes benchmarks/results/reliability_kill9.json. Everything stays on
 127.0.0.1; the data directory is a temporary one unless --data-dir is given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ def make_video(seed: int, seconds: int = 4, fps: int = 10, size=(160, 120)) -> t
 
     rng = np.random.default_rng(seed)
     w, h = size
-    scenes = [np.kron(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
-              for _ in range(seconds)]
+    scenes = [
+        np.kron(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+        for _ in range(seconds)
+    ]
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
         st = out.add_stream("mpeg4", rate=fps)
@@ -80,9 +83,23 @@ class Server:
         env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_INGEST_WORKERS": "2"}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "frameseek.cli", "serve", "--address", "127.0.0.1:0", "--data-dir",
-                 str(self.data_dir), "--port-file", str(self.port_file)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                [
+                    sys.executable,
+                    "-m",
+                    "frameseek.cli",
+                    "serve",
+                    "--address",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port-file",
+                    str(self.port_file),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
         while not self.port_file.exists():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
@@ -112,8 +129,7 @@ class Server:
                 self.kill9()
 
 
-def ingest_until_killed(address: str, seeds, acked: dict, in_flight: set, lock: threading.Lock,
-                        errors: list) -> None:
+def ingest_until_killed(address: str, seeds, acked: dict, in_flight: set, lock: threading.Lock, errors: list) -> None:
     from frameseek.client import Client, FrameSeekError
 
     with Client(address, retries=0, timeout=120) as fs:
@@ -164,10 +180,18 @@ def verify(address: str, acked: dict, maybe: set) -> dict:
         known = {sha for _, sha, _ in acked.values()}
         unexpected = sum(1 for sha, vs in by_hash.items() if sha not in known and len(vs) > 1)
         problems = list(fs.stats().recovery_problems)
-    return {"listed": len(listed), "lost": lost, "duplicated": duplicated + unexpected, "damaged": damaged,
-            "wrong_sample_count": wrong_count, "unsearchable": unsearchable, "in_flight_at_kill": len(maybe),
-            "recovery_problems": problems, "unsearchable_videos": misses[:20],
-            "min_self_score": round(min(scores, default=1.0), 4)}
+    return {
+        "listed": len(listed),
+        "lost": lost,
+        "duplicated": duplicated + unexpected,
+        "damaged": damaged,
+        "wrong_sample_count": wrong_count,
+        "unsearchable": unsearchable,
+        "in_flight_at_kill": len(maybe),
+        "recovery_problems": problems,
+        "unsearchable_videos": misses[:20],
+        "min_self_score": round(min(scores, default=1.0), 4),
+    }
 
 
 def main() -> int:
@@ -202,16 +226,27 @@ def main() -> int:
             for _ in range(args.threads):
                 seeds = range(next_seed, next_seed + 1000)
                 next_seed += 1000
-                threads.append(threading.Thread(target=ingest_until_killed, daemon=True,
-                                                args=(srv.address, seeds, acked, in_flight, lock, errors)))
+                threads.append(
+                    threading.Thread(
+                        target=ingest_until_killed,
+                        daemon=True,
+                        args=(srv.address, seeds, acked, in_flight, lock, errors),
+                    )
+                )
             for t in threads:
                 t.start()
             time.sleep(rnd.uniform(args.min_kill_s, args.max_kill_s))
             srv.kill9()
             for t in threads:
                 t.join(timeout=120)
-            rows.append({"cycle": cycle, "acked_this_cycle": len(acked) - before, "acked_total": len(acked),
-                         "_maybe": set(in_flight)})
+            rows.append(
+                {
+                    "cycle": cycle,
+                    "acked_this_cycle": len(acked) - before,
+                    "acked_total": len(acked),
+                    "_maybe": set(in_flight),
+                }
+            )
         rows[-1]["restart_s"] = round(srv.start(), 2)
         rows[-1].update(verify(srv.address, acked, rows[-1].pop("_maybe")))
         srv.stop()
@@ -219,20 +254,46 @@ def main() -> int:
         srv.kill9()
         if args.data_dir is None:
             tmp.cleanup()
-    total = {k: sum(r[k] for r in rows) for k in ("lost", "duplicated", "damaged", "wrong_sample_count",
-                                                 "unsearchable", "in_flight_at_kill")}
-    header = ["cycle", "acked_this_cycle", "acked_total", "in_flight_at_kill", "lost", "duplicated", "damaged",
-              "wrong_sample_count", "unsearchable", "restart_s"]
+    total = {
+        k: sum(r[k] for r in rows)
+        for k in ("lost", "duplicated", "damaged", "wrong_sample_count", "unsearchable", "in_flight_at_kill")
+    }
+    header = [
+        "cycle",
+        "acked_this_cycle",
+        "acked_total",
+        "in_flight_at_kill",
+        "lost",
+        "duplicated",
+        "damaged",
+        "wrong_sample_count",
+        "unsearchable",
+        "restart_s",
+    ]
     print(" | ".join(header))
     for r in rows:
         print(" | ".join(str(r.get(h, "")) for h in header))
-    print(f"{args.cycles} kill -9 cycles, {len(acked)} acknowledged videos: lost {total['lost']}, "
-          f"duplicated {total['duplicated']}, damaged {total['damaged']}, unsearchable {total['unsearchable']}; "
-          f"client errors other than the kill: {len(errors)}; {time.perf_counter() - t_all:.0f} s")
+    print(
+        f"{args.cycles} kill -9 cycles, {len(acked)} acknowledged videos: lost {total['lost']}, "
+        f"duplicated {total['duplicated']}, damaged {total['damaged']}, unsearchable {total['unsearchable']}; "
+        f"client errors other than the kill: {len(errors)}; {time.perf_counter() - t_all:.0f} s"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cycles": args.cycles, "threads": args.threads, "acked": len(acked),
-                                    "totals": total, "rows": rows, "client_errors": errors,
-                                    "machine": platform.platform(), "time": time.time()}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "cycles": args.cycles,
+                "threads": args.threads,
+                "acked": len(acked),
+                "totals": total,
+                "rows": rows,
+                "client_errors": errors,
+                "machine": platform.platform(),
+                "time": time.time(),
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {args.out}")
     bad = total["lost"] + total["duplicated"] + total["damaged"] + total["wrong_sample_count"] + total["unsearchable"]
     return 1 if bad or errors else 0

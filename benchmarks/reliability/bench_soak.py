@@ -14,6 +14,7 @@ and not deleted is listed exactly once, and no call failed.
 A leak shows as a trend: the table compares the first and the last quarter of the samples, and the
 JSON (benchmarks/results/reliability_soak.json) holds every sample. Everything stays on 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,11 @@ from .bench_kill9 import RESULTS, Server, make_video
 def proc_sample(pid: int) -> dict:
     with open(f"/proc/{pid}/status") as f:
         rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return {"rss_mb": round(rss_kb / 1024, 1), "open_files": len(os.listdir(f"/proc/{pid}/fd")),
-            "threads": len(os.listdir(f"/proc/{pid}/task"))}
+    return {
+        "rss_mb": round(rss_kb / 1024, 1),
+        "open_files": len(os.listdir(f"/proc/{pid}/fd")),
+        "threads": len(os.listdir(f"/proc/{pid}/task")),
+    }
 
 
 def soak(args) -> dict:
@@ -59,6 +63,7 @@ def soak(args) -> dict:
             except FrameSeekError as exc:
                 errors.append(f"{fn.__name__}: {exc}")
                 stop.set()
+
         return run
 
     def ingester(fs):
@@ -118,11 +123,19 @@ def soak(args) -> dict:
     def mean(rows, key):
         return round(sum(r[key] for r in rows) / len(rows), 1)
 
-    return {"duration_s": args.duration, "machine": platform.machine(), "cpus": os.cpu_count(),
-            "counts": counts, "errors": errors, "missing_after": missing, "listed_twice": twice,
-            "first_quarter": {k: mean(first, k) for k in ("rss_mb", "open_files", "threads")},
-            "last_quarter": {k: mean(last, k) for k in ("rss_mb", "open_files", "threads")},
-            "samples": samples, "data_dir": str(root)}
+    return {
+        "duration_s": args.duration,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "counts": counts,
+        "errors": errors,
+        "missing_after": missing,
+        "listed_twice": twice,
+        "first_quarter": {k: mean(first, k) for k in ("rss_mb", "open_files", "threads")},
+        "last_quarter": {k: mean(last, k) for k in ("rss_mb", "open_files", "threads")},
+        "samples": samples,
+        "data_dir": str(root),
+    }
 
 
 def main(argv=None) -> int:
@@ -134,9 +147,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "reliability_soak.json"))
     args = ap.parse_args(argv)
     r = soak(args)
-    print(f"soak {r['duration_s']:.0f} s: {r['counts']['ingested']} ingested, {r['counts']['searched']} searches "
-          f"({r['counts']['search_misses']} misses), {r['counts']['deleted']} deleted; errors {len(r['errors'])}, "
-          f"missing at the end {len(r['missing_after'])}, listed twice {r['listed_twice']}")
+    print(
+        f"soak {r['duration_s']:.0f} s: {r['counts']['ingested']} ingested, {r['counts']['searched']} searches "
+        f"({r['counts']['search_misses']} misses), {r['counts']['deleted']} deleted; errors {len(r['errors'])}, "
+        f"missing at the end {len(r['missing_after'])}, listed twice {r['listed_twice']}"
+    )
     print(f"{'server process':<16}{'first quarter':>15}{'last quarter':>15}")
     for key in ("rss_mb", "open_files", "threads"):
         print(f"{key:<16}{r['first_quarter'][key]:>15}{r['last_quarter'][key]:>15}")

@@ -28,9 +28,7 @@ def kernel_simd_levels() -> dict[str, str]:
 
 def compiled_simd_levels() -> list[str]: ...
 def supported_simd_levels() -> list[str]: ...
-def _distances_for_level(
-    level: str, metric: str, queries: _F32, vectors: _F32, entry: str = "block"
-) -> _F32:
+def _distances_for_level(level: str, metric: str, queries: _F32, vectors: _F32, entry: str = "block") -> _F32:
     """Test hook: raw kernel output [nq, n] (squared L2 or plain dot) from one SIMD level.
 
     float16 ``vectors`` go through the fp16-storage entries."""
@@ -78,9 +76,7 @@ class FlatIndex:
         """groups default to the ids, tags to 0; duplicate/NO_ID ids or NaN -> ValueError, atomically."""
     def remove(self, ids: _IntArrayLike) -> int:
         """Number of ids that were present."""
-    def search(
-        self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0
-    ) -> tuple[_U64, _F32]:
+    def search(self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0) -> tuple[_U64, _F32]:
         """(ids [q, k], distances [q, k]) ascending, ties by id; padding NO_ID / +inf."""
     def search_groups(
         self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0
@@ -98,8 +94,15 @@ class HnswIndex:
     video by video (each add() also reinforces the new vectors' in-links).
     """
 
-    def __init__(self, dim: int, metric: str = "ip", max_elements: int = 1024, M: int = 32,
-                 ef_construction: int = 300, seed: int = 100) -> None: ...
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "ip",
+        max_elements: int = 1024,
+        M: int = 32,
+        ef_construction: int = 300,
+        seed: int = 100,
+    ) -> None: ...
     @property
     def dim(self) -> int: ...
     @property
@@ -116,17 +119,22 @@ class HnswIndex:
     def deleted_slots(self) -> int: ...
     def __len__(self) -> int: ...
     def __contains__(self, id: object) -> bool: ...
-    def add(self, ids: _IntArrayLike, vectors: _F32,
-            groups: _IntArrayLike | None = None, tags: _IntArrayLike | None = None,
-            threads: int = 0) -> None: ...
+    def add(
+        self,
+        ids: _IntArrayLike,
+        vectors: _F32,
+        groups: _IntArrayLike | None = None,
+        tags: _IntArrayLike | None = None,
+        threads: int = 0,
+    ) -> None: ...
     def remove(self, ids: _IntArrayLike) -> int: ...
     def resize(self, max_elements: int) -> None: ...
-    def search(self, queries: _F32, k: int, ef: int | None = None,
-               filter: Filter | None = None, threads: int = 0
-               ) -> tuple[_U64, _F32]: ...
-    def search_groups(self, queries: _F32, k: int, ef: int | None = None,
-                      filter: Filter | None = None, threads: int = 0
-                      ) -> tuple[_U64, _U64, _F32]:
+    def search(
+        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _F32]: ...
+    def search_groups(
+        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _U64, _F32]:
         """(groups, best id per group, distance); ef counts distinct groups (None: 16)."""
     def get_vectors(self, ids: _IntArrayLike) -> _F32:
         """Stored vectors float32[n, dim] of these ids, as added; ValueError on an absent id."""
@@ -218,8 +226,15 @@ class SearchDirectory:
     def put_video(self, video_id: int, collection_id: int, timestamps: npt.ArrayLike) -> None: ...
     def remove_video(self, video_id: int) -> None: ...
     def nearest_videos(
-        self, collection_id: int, query: npt.ArrayLike, k: int = 0, matches: int = 0, min_score: float = 0.0,
-        ef: int = 0, videos: npt.ArrayLike | None = None, exclude: npt.ArrayLike | None = None,
+        self,
+        collection_id: int,
+        query: npt.ArrayLike,
+        k: int = 0,
+        matches: int = 0,
+        min_score: float = 0.0,
+        ef: int = 0,
+        videos: npt.ArrayLike | None = None,
+        exclude: npt.ArrayLike | None = None,
     ) -> list[tuple[int, float, list[tuple[float, float]]]]:
         """Best videos first: (video id, score, [(timestamp, score)] best first). GIL released.
         ValueError (OPTIONS_OUT_OF_RANGE, DIMENSION_MISMATCH, NON_FINITE_VECTOR, ZERO_VECTOR);
@@ -250,8 +265,15 @@ class FrontEnd:
     """C++ gRPC server: native SearchByVector and Health/Check, every other call passed through to
     the Python service at `backend`. Only when HAVE_FRONT_END."""
 
-    def __init__(self, address: str, backend: str, channel_args: list[tuple[str, int]],
-                 directory: SearchDirectory, messages: VideoMessages, fast_method: str) -> None: ...
+    def __init__(
+        self,
+        address: str,
+        backend: str,
+        channel_args: list[tuple[str, int]],
+        directory: SearchDirectory,
+        messages: VideoMessages,
+        fast_method: str,
+    ) -> None: ...
     def use_tls(self, cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes = b"") -> None:
         """TLS on the public port; a client CA requires and verifies client certificates. Before start()."""
     def set_auth(self, tokens: list[tuple[bytes, int]], method_ranks: dict[str, int]) -> None:

@@ -5,6 +5,7 @@ Human-readable output by default, `--json` for machines. Clients find the server
 `--token` (FRAMESEEK_TOKEN), `--tls-ca` (FRAMESEEK_TLS_CA) and, for mTLS, `--tls-cert`/`--tls-key`
 (FRAMESEEK_CLIENT_CERT/KEY: FRAMESEEK_TLS_CERT/KEY are `serve`'s own certificate and key).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,33 +21,68 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="frameseek: find where images and video clips appear inside a video library.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="frameseek: find where images and video clips appear inside a video library.",
+)
 out = Console()
 if not out.is_terminal:  # piped output: never truncate names to an 80-column guess
     out = Console(width=250)
 err = Console(stderr=True)
 
-VIDEO_EXT = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp",
-             ".ogv", ".gif"}
+VIDEO_EXT = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".wmv",
+    ".flv",
+    ".3gp",
+    ".ogv",
+    ".gif",
+}
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
-Server = Annotated[str | None, typer.Option("--server", "-s", envvar="FRAMESEEK_SERVER",
-                                                help="HOST:PORT of the server [default: 127.0.0.1:50051]")]
+Server = Annotated[
+    str | None,
+    typer.Option(
+        "--server", "-s", envvar="FRAMESEEK_SERVER", help="HOST:PORT of the server [default: 127.0.0.1:50051]"
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 Collection = Annotated[str, typer.Option("--collection", "-c", help="collection (default: the server's default)")]
-Token = Annotated[str | None, typer.Option("--token", envvar="FRAMESEEK_TOKEN", show_default=False,
-                                              help="bearer token of a server with --auth-tokens")]
-TlsCa = Annotated[Path | None, typer.Option("--tls-ca", envvar="FRAMESEEK_TLS_CA",
-                                               help="connect with TLS, trusting this CA (PEM)")]
-TlsCert = Annotated[Path | None, typer.Option("--tls-cert", envvar="FRAMESEEK_CLIENT_CERT",
-                                                 help="client certificate (PEM) for a server that requires one")]
-TlsKey = Annotated[Path | None, typer.Option("--tls-key", envvar="FRAMESEEK_CLIENT_KEY",
-                                                help="its private key")]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="FRAMESEEK_TOKEN", show_default=False, help="bearer token of a server with --auth-tokens"
+    ),
+]
+TlsCa = Annotated[
+    Path | None, typer.Option("--tls-ca", envvar="FRAMESEEK_TLS_CA", help="connect with TLS, trusting this CA (PEM)")
+]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert", envvar="FRAMESEEK_CLIENT_CERT", help="client certificate (PEM) for a server that requires one"
+    ),
+]
+TlsKey = Annotated[Path | None, typer.Option("--tls-key", envvar="FRAMESEEK_CLIENT_KEY", help="its private key")]
 
 
-def _client(server: str | None, token: str | None = None, tls_ca: Path | None = None,
-            tls_cert: Path | None = None, tls_key: Path | None = None):
+def _client(
+    server: str | None,
+    token: str | None = None,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+):
     from .client import Client
 
     return Client(server, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
@@ -96,22 +132,42 @@ def serve(
     metrics_address: Annotated[str | None, typer.Option(help="Prometheus HOST:PORT, '' = off")] = None,
     log_format: Annotated[str | None, typer.Option(help="console | json")] = None,
     port_file: Annotated[str | None, typer.Option(help="write the bound port here once listening")] = None,
-    workers: Annotated[int | None, typer.Option(help="serving processes sharing the port: 1 primary (all "
-                                                   "writes) + N-1 search replicas; raise up to the core count "
-                                                   "when searches saturate one core [default: 1]")] = None,
-    front_end: Annotated[str | None, typer.Option(help="native: a C++ gRPC server answers SearchByVector and "
-                                                     "passes the rest to Python; python: grpc.aio only "
-                                                     "[default: native]")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="serving processes sharing the port: 1 primary (all "
+            "writes) + N-1 search replicas; raise up to the core count "
+            "when searches saturate one core [default: 1]"
+        ),
+    ] = None,
+    front_end: Annotated[
+        str | None,
+        typer.Option(
+            help="native: a C++ gRPC server answers SearchByVector and "
+            "passes the rest to Python; python: grpc.aio only "
+            "[default: native]"
+        ),
+    ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="serve TLS with this certificate chain (PEM)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="private key of --tls-cert (PEM)")] = None,
-    tls_client_ca: Annotated[Path | None, typer.Option(help="require client certificates signed by this CA "
-                                                          "(mTLS)")] = None,
-    auth_tokens: Annotated[Path | None, typer.Option(help="TOML file of token entries (name, role, sha256): "
-                                                        "every call needs a bearer token (reloaded on SIGHUP)")] = None,
-    insecure: Annotated[bool | None, typer.Option("--insecure", help="serve a non-loopback address without "
-                                                     "TLS and client authentication (refused otherwise)")] = None,
-    http_address: Annotated[str | None, typer.Option(help="HOST:PORT of the web console, e.g. 127.0.0.1:8080 "
-                                                        "[default: off]")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="require client certificates signed by this CA (mTLS)")
+    ] = None,
+    auth_tokens: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML file of token entries (name, role, sha256): every call needs a bearer token (reloaded on SIGHUP)"
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure", help="serve a non-loopback address without TLS and client authentication (refused otherwise)"
+        ),
+    ] = None,
+    http_address: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the web console, e.g. 127.0.0.1:8080 [default: off]")
+    ] = None,
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM (then drain and flush)."""
     import asyncio
@@ -120,11 +176,21 @@ def serve(
     from .logs import configure
     from .server import serve as run
 
-    settings = load_settings(str(config) if config else None, address=address, data_dir=data_dir,
-                             metrics_address=metrics_address, log_format=log_format, workers=workers,
-                             front_end=front_end, tls_cert=_path(tls_cert), tls_key=_path(tls_key),
-                             tls_client_ca=_path(tls_client_ca), auth_tokens=_path(auth_tokens), insecure=insecure,
-                             http_address=http_address)
+    settings = load_settings(
+        str(config) if config else None,
+        address=address,
+        data_dir=data_dir,
+        metrics_address=metrics_address,
+        log_format=log_format,
+        workers=workers,
+        front_end=front_end,
+        tls_cert=_path(tls_cert),
+        tls_key=_path(tls_key),
+        tls_client_ca=_path(tls_client_ca),
+        auth_tokens=_path(auth_tokens),
+        insecure=insecure,
+        http_address=http_address,
+    )
     configure(settings.log_format, settings.log_level)
     asyncio.run(run(settings, port_file))
 
@@ -191,8 +257,15 @@ def ingest(
     results: list[dict] = []
     lock = threading.Lock()
     with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                            TimeRemainingColumn(), console=err, disable=as_json or not err.is_terminal)
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=as_json or not err.is_terminal,
+        )
         total = progress.add_task(f"{len(files)} files", total=sum(f.stat().st_size for f in files))
 
         def one(path: Path) -> dict:
@@ -207,14 +280,29 @@ def ingest(
                     r = fs.ingest_image(path, collection=collection, labels=labels, external_key=str(path))
                     progress.advance(total, path.stat().st_size)
                 else:
-                    r = fs.ingest_video(path, collection=collection, labels=labels, external_key=str(path),
-                                        progress=lambda n: progress.advance(total, n), timeout=None)
+                    r = fs.ingest_video(
+                        path,
+                        collection=collection,
+                        labels=labels,
+                        external_key=str(path),
+                        progress=lambda n: progress.advance(total, n),
+                        timeout=None,
+                    )
                 status = "exists" if r.already_exists else "ingested"
-                return {**rec, "status": status, "video": r.video.name, "samples": r.video.sample_count,
-                        "duration": r.video.duration_seconds}
+                return {
+                    **rec,
+                    "status": status,
+                    "video": r.video.name,
+                    "samples": r.video.sample_count,
+                    "duration": r.video.duration_seconds,
+                }
             except (FrameSeekError, OSError) as exc:
-                return {**rec, "status": "failed", "error": str(exc),
-                        "reason": getattr(exc, "reason", type(exc).__name__)}
+                return {
+                    **rec,
+                    "status": "failed",
+                    "error": str(exc),
+                    "reason": getattr(exc, "reason", type(exc).__name__),
+                }
 
         with progress, ThreadPoolExecutor(jobs) as pool:
             for fut in as_completed([pool.submit(one, f) for f in files]):
@@ -229,8 +317,11 @@ def ingest(
     if as_json:
         print(json.dumps({"summary": counts, "files": sorted(results, key=lambda r: r["path"])}))
     else:
-        out.print(f"{len(files)} files: {counts['ingested']} ingested, {counts['skipped'] + counts['exists']} "
-                  f"already indexed, {counts['failed']} failed", markup=False)
+        out.print(
+            f"{len(files)} files: {counts['ingested']} ingested, {counts['skipped'] + counts['exists']} "
+            f"already indexed, {counts['failed']} failed",
+            markup=False,
+        )
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -244,8 +335,12 @@ def _print_hits(resp, as_json: bool) -> None:
         return
     t = Table("score", "video", "key", "timestamps")
     for h in resp.hits:
-        t.add_row(f"{h.score:.3f}", h.video.name, h.video.external_key,
-                  ", ".join(f"{_ts(m.timestamp_seconds)} ({m.score:.2f})" for m in h.matches))
+        t.add_row(
+            f"{h.score:.3f}",
+            h.video.name,
+            h.video.external_key,
+            ", ".join(f"{_ts(m.timestamp_seconds)} ({m.score:.2f})" for m in h.matches),
+        )
     out.print(t)
 
 
@@ -267,8 +362,14 @@ def search_image(
     """Find the videos (and timestamps) that show an image."""
     try:
         with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
-            resp = fs.search_by_image(file, collection=collection, k=k, min_score=min_score,
-                                      max_matches_per_video=matches, labels=_labels(label))
+            resp = fs.search_by_image(
+                file,
+                collection=collection,
+                k=k,
+                min_score=min_score,
+                max_matches_per_video=matches,
+                labels=_labels(label),
+            )
     except Exception as exc:
         _fail(exc, as_json)
     _print_hits(resp, as_json)
@@ -301,10 +402,20 @@ def search_video(
         return
     t = Table("score", "video", "key", "q.cov", "offset", "speed", "segments (query -> reference)")
     for m in resp.matches:
-        segs = "; ".join(f"{_ts(s.query_start_seconds)}-{_ts(s.query_end_seconds)} -> "
-                         f"{_ts(s.reference_start_seconds)}-{_ts(s.reference_end_seconds)}" for s in m.segments)
-        t.add_row(f"{m.score:.3f}", m.video.name, m.video.external_key, f"{m.query_coverage:.0%}",
-                  f"{m.offset_seconds:+.2f}s", f"{m.speed:.2f}", segs)
+        segs = "; ".join(
+            f"{_ts(s.query_start_seconds)}-{_ts(s.query_end_seconds)} -> "
+            f"{_ts(s.reference_start_seconds)}-{_ts(s.reference_end_seconds)}"
+            for s in m.segments
+        )
+        t.add_row(
+            f"{m.score:.3f}",
+            m.video.name,
+            m.video.external_key,
+            f"{m.query_coverage:.0%}",
+            f"{m.offset_seconds:+.2f}s",
+            f"{m.speed:.2f}",
+            segs,
+        )
     out.print(t)
 
 
@@ -335,9 +446,15 @@ def videos(
         return
     t = Table("video", "key", "kind", "duration", "samples", "size", "labels")
     for v in vids:
-        t.add_row(v.name, v.external_key, "image" if v.kind == 2 else "video", _ts(v.duration_seconds),
-                  str(v.sample_count), f"{v.size_bytes / 1e6:.1f} MB",
-                  ",".join(f"{k}={x}" for k, x in sorted(v.labels.items())))
+        t.add_row(
+            v.name,
+            v.external_key,
+            "image" if v.kind == 2 else "video",
+            _ts(v.duration_seconds),
+            str(v.sample_count),
+            f"{v.size_bytes / 1e6:.1f} MB",
+            ",".join(f"{k}={x}" for k, x in sorted(v.labels.items())),
+        )
     out.print(t)
 
 
@@ -365,8 +482,14 @@ def delete(
 
 
 @app.command()
-def stats(server: Server = None, token: Token = None, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
-          tls_key: TlsKey = None, as_json: Json = False) -> None:
+def stats(
+    server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    as_json: Json = False,
+) -> None:
     """Server and index statistics."""
     try:
         with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
@@ -376,9 +499,12 @@ def stats(server: Server = None, token: Token = None, tls_ca: TlsCa = None, tls_
     if as_json:
         print(json.dumps(_dict(s)))
         return
-    out.print(f"frameseek {s.version}, up {s.uptime_seconds:.0f} s, SIMD {s.simd_level}, "
-              f"{s.video_count} videos, {s.sample_count} samples, {s.storage_bytes / 1e6:.1f} MB on disk, "
-              f"{s.active_ingests} ingests running", markup=False)
+    out.print(
+        f"frameseek {s.version}, up {s.uptime_seconds:.0f} s, SIMD {s.simd_level}, "
+        f"{s.video_count} videos, {s.sample_count} samples, {s.storage_bytes / 1e6:.1f} MB on disk, "
+        f"{s.active_ingests} ingests running",
+        markup=False,
+    )
     t = Table("collection", "videos", "samples", "hours")
     for c in s.collections:
         t.add_row(c.collection, str(c.video_count), str(c.sample_count), f"{c.total_duration_seconds / 3600:.2f}")
@@ -386,8 +512,14 @@ def stats(server: Server = None, token: Token = None, tls_ca: TlsCa = None, tls_
 
 
 @app.command()
-def collections(server: Server = None, token: Token = None, tls_ca: TlsCa = None, tls_cert: TlsCert = None,
-                tls_key: TlsKey = None, as_json: Json = False) -> None:
+def collections(
+    server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    as_json: Json = False,
+) -> None:
     """List collections."""
     try:
         with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
@@ -399,8 +531,14 @@ def collections(server: Server = None, token: Token = None, tls_ca: TlsCa = None
         return
     t = Table("collection", "model", "dim", "fps", "videos", "samples")
     for c in cs:
-        t.add_row(c.name + (" (default)" if c.is_default else ""), c.model, str(c.dimension), f"{c.sampling.fps:g}",
-                  str(c.video_count), str(c.sample_count))
+        t.add_row(
+            c.name + (" (default)" if c.is_default else ""),
+            c.model,
+            str(c.dimension),
+            f"{c.sampling.fps:g}",
+            str(c.video_count),
+            str(c.sample_count),
+        )
     out.print(t)
 
 

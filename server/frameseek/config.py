@@ -8,6 +8,7 @@ What the process needs (network, storage, concurrency, logs) is flat: FRAMESEEK_
 once: here, except the media limits, which the media package declares (`MediaLimits`) and the
 `media` group extends; pipeline.py and matching.py read their defaults from these groups.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,12 +43,16 @@ class SamplingConfig(BaseModel):
 
     default_fps: float = Field(3.0, gt=0, le=30, description="sampling rate of new collections")
     query_fps: float = Field(1.0, gt=0, le=30, description="sampling rate of SearchByVideo queries")
-    query_max_samples: int = Field(24, ge=0, le=100_000,
-                                   description="SearchByVideo samples a query clip at query_fps, but at most this "
-                                   "many frames: a longer clip gets a sparser grid spread over all of it, so a "
-                                   "query's embedding cost stays bounded (each sample is 4 model runs: frame, "
-                                   "mirror, and both at the coarse size; 5 with query_deblock_sigma). Not applied "
-                                   "when the request sets fps. 0 = no bound")
+    query_max_samples: int = Field(
+        24,
+        ge=0,
+        le=100_000,
+        description="SearchByVideo samples a query clip at query_fps, but at most this "
+        "many frames: a longer clip gets a sparser grid spread over all of it, so a "
+        "query's embedding cost stays bounded (each sample is 4 model runs: frame, "
+        "mirror, and both at the coarse size; 5 with query_deblock_sigma). Not applied "
+        "when the request sets fps. 0 = no bound",
+    )
 
 
 class ViewsConfig(BaseModel):
@@ -55,26 +60,40 @@ class ViewsConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    query_coarse_scale: float = Field(0.5, ge=0, lt=1,
-                                      description="SearchByVideo also embeds every query frame (and its mirror) at "
-                                      "this fraction of the model's input size, a coarse view that heavily degraded "
-                                      "copies (tiny, over-compressed) match better; 0 = off, else 0.5 <= scale < 1. "
-                                      "1/2 (sscd_distilled: 144 px short side instead of 288) replaced 2/3 after "
-                                      "the four-seed harness: more copies at CRF 45 / 51, nothing lost")
-    index_coarse_scale: float = Field(0.5, ge=0, lt=1,
-                                      description="IngestVideo/IngestImage also index every sample embedded at "
-                                      "this fraction of the model's input size (a coarse twin of each vector), so "
-                                      "that the coarse query view meets coarse references: copies crushed by "
-                                      "compression or downscaling match far better coarse to coarse. Doubles the "
-                                      "index's vectors and adds a quarter-size model run per sample; 0 = off, else "
-                                      "0.5 <= scale < 1")
-    query_deblock_sigma: float = Field(0.0, ge=0, le=16,
-                                       description="SearchByVideo also embeds every query frame after a Gaussian blur "
-                                       "of this many pixels at the model's input size, a deblocking view for copies "
-                                       "compressed into blocks (x264 CRF 45+); one more model run per sample; 0 = off")
+    query_coarse_scale: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="SearchByVideo also embeds every query frame (and its mirror) at "
+        "this fraction of the model's input size, a coarse view that heavily degraded "
+        "copies (tiny, over-compressed) match better; 0 = off, else 0.5 <= scale < 1. "
+        "1/2 (sscd_distilled: 144 px short side instead of 288) replaced 2/3 after "
+        "the four-seed harness: more copies at CRF 45 / 51, nothing lost",
+    )
+    index_coarse_scale: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="IngestVideo/IngestImage also index every sample embedded at "
+        "this fraction of the model's input size (a coarse twin of each vector), so "
+        "that the coarse query view meets coarse references: copies crushed by "
+        "compression or downscaling match far better coarse to coarse. Doubles the "
+        "index's vectors and adds a quarter-size model run per sample; 0 = off, else "
+        "0.5 <= scale < 1",
+    )
+    query_deblock_sigma: float = Field(
+        0.0,
+        ge=0,
+        le=16,
+        description="SearchByVideo also embeds every query frame after a Gaussian blur "
+        "of this many pixels at the model's input size, a deblocking view for copies "
+        "compressed into blocks (x264 CRF 45+); one more model run per sample; 0 = off",
+    )
     region_search: Literal["off", "auto", "on"] = Field(
-        "auto", description="SearchByVideo default for VideoQuery.region_search: also search crops of the query "
-        "frames (auto: a detected picture-in-picture inset; on: the inset plus a fixed 5-crop grid)")
+        "auto",
+        description="SearchByVideo default for VideoQuery.region_search: also search crops of the query "
+        "frames (auto: a detected picture-in-picture inset; on: the inset plus a fixed 5-crop grid)",
+    )
 
     @field_validator("query_coarse_scale", "index_coarse_scale")
     @classmethod
@@ -89,8 +108,13 @@ class MatchingConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    copy_threshold: float = Field(0.2, ge=0, le=1, description="default SearchByVideo / duplicate score threshold, "
-                                  "picked once on the harness (benchmarks/copydetect) and not tuned per transform")
+    copy_threshold: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="default SearchByVideo / duplicate score threshold, "
+        "picked once on the harness (benchmarks/copydetect) and not tuned per transform",
+    )
     frame_k: int = Field(32, ge=1, le=1024, description="neighbours per query frame (and view) in SearchByVideo")
 
 
@@ -119,18 +143,27 @@ class Settings(BaseSettings):
     keepalive_timeout_s: float = Field(20.0, gt=0)
     max_connection_idle_s: float = Field(3600.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0, description="drain time for in-flight calls on shutdown")
-    workers: int = Field(1, ge=1, le=64, description="serving processes sharing the port (SO_REUSEPORT): one "
-                         "primary that owns all writes + workers-1 search replicas; raise it up to the core "
-                         "count when search RPCs saturate one core (each replica holds its own index copy)")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="serving processes sharing the port (SO_REUSEPORT): one "
+        "primary that owns all writes + workers-1 search replicas; raise it up to the core "
+        "count when search RPCs saturate one core (each replica holds its own index copy)",
+    )
     front_end: Literal["native", "python"] = Field(
-        "native", description="what listens on `address`: native = a C++ gRPC server that answers SearchByVector "
+        "native",
+        description="what listens on `address`: native = a C++ gRPC server that answers SearchByVector "
         "without Python and passes every other call to the Python service over a private Unix socket (uses every "
         "core itself, so it needs workers = 1, and a native module built with gRPC C++; otherwise the server falls "
-        "back to python with a warning); python = grpc.aio directly")
-    role: Literal["primary", "replica"] = Field("primary", description="internal: set by the primary for the "
-                                                "replica processes it starts")
-    primary_address: str = Field("", description="internal: the primary's private loopback address that "
-                                 "replicas forward writes to")
+        "back to python with a warning); python = grpc.aio directly",
+    )
+    role: Literal["primary", "replica"] = Field(
+        "primary", description="internal: set by the primary for the replica processes it starts"
+    )
+    primary_address: str = Field(
+        "", description="internal: the primary's private loopback address that replicas forward writes to"
+    )
 
     # storage
     data_dir: str = Field("./data", description="catalog, vector logs and index snapshots")
@@ -139,31 +172,55 @@ class Settings(BaseSettings):
 
     # model
     model: str = Field("sscd_distilled", description="embedding model of new collections (frameseek.embed name)")
-    embedding_dim: int = Field(512, ge=1, le=4096,
-                               description="dimension used for the default collection when the model cannot load")
+    embedding_dim: int = Field(
+        512, ge=1, le=4096, description="dimension used for the default collection when the model cannot load"
+    )
     embed_backend: Literal["auto", "onnx", "tensorrt"] = "auto"
     embed_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = one per core)")
 
     # concurrency and admission
     ingest_workers: int = Field(1, ge=1, le=64, description="decode/embed jobs running at once")
-    max_pending_ingests: int = Field(16, ge=1, description="ingests admitted and not finished (uploading, queued "
-                                     "or running; counted from an upload's first message); more -> "
-                                     "RESOURCE_EXHAUSTED")
-    max_uploads_per_client: int = Field(8, ge=1, description="uploads (IngestVideo, SearchByVideo streams) one "
-                                        "client address sends at once; more -> RESOURCE_EXHAUSTED")
-    upload_idle_timeout_s: float = Field(60.0, gt=0, description="an upload stream that sends nothing for this "
-                                         "long fails with DEADLINE_EXCEEDED (UPLOAD_IDLE) and its spool file goes")
-    max_concurrent_searches: int = Field(256, ge=1, description="searches the Python service runs at once (image, "
-                                         "video, filtered vector searches); more -> RESOURCE_EXHAUSTED. The native "
-                                         "front end runs plain SearchByVector inline on gRPC's threads, one per call "
-                                         "being served, so calls beyond what the cores take wait in the transport")
+    max_pending_ingests: int = Field(
+        16,
+        ge=1,
+        description="ingests admitted and not finished (uploading, queued "
+        "or running; counted from an upload's first message); more -> "
+        "RESOURCE_EXHAUSTED",
+    )
+    max_uploads_per_client: int = Field(
+        8,
+        ge=1,
+        description="uploads (IngestVideo, SearchByVideo streams) one "
+        "client address sends at once; more -> RESOURCE_EXHAUSTED",
+    )
+    upload_idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="an upload stream that sends nothing for this "
+        "long fails with DEADLINE_EXCEEDED (UPLOAD_IDLE) and its spool file goes",
+    )
+    max_concurrent_searches: int = Field(
+        256,
+        ge=1,
+        description="searches the Python service runs at once (image, "
+        "video, filtered vector searches); more -> RESOURCE_EXHAUSTED. The native "
+        "front end runs plain SearchByVector inline on gRPC's threads, one per call "
+        "being served, so calls beyond what the cores take wait in the transport",
+    )
     search_threads: int = Field(2, ge=1, description="threads running native searches")
-    search_inline: bool | None = Field(None, description="run single-vector searches on the event loop instead of "
-                                       "the search threads (saves a thread hop, ~1 ms on a loaded 2-core machine; no "
-                                       "overlap with RPC handling). None = on when workers > 1 (the processes give "
-                                       "the parallelism then)")
-    stall_report_s: float = Field(120.0, ge=0, description="log `stalled` with every thread's stack when an ingest "
-                                  "or the event loop has not moved for this long (frameseek.watchdog); 0 = off")
+    search_inline: bool | None = Field(
+        None,
+        description="run single-vector searches on the event loop instead of "
+        "the search threads (saves a thread hop, ~1 ms on a loaded 2-core machine; no "
+        "overlap with RPC handling). None = on when workers > 1 (the processes give "
+        "the parallelism then)",
+    )
+    stall_report_s: float = Field(
+        120.0,
+        ge=0,
+        description="log `stalled` with every thread's stack when an ingest "
+        "or the event loop has not moved for this long (frameseek.watchdog); 0 = off",
+    )
     ingest_path_root: str | None = Field(None, description="directory IngestMetadata.server_path may read from")
 
     # the groups (FRAMESEEK_<GROUP>__<FIELD>, [group] in TOML)
@@ -180,28 +237,45 @@ class Settings(BaseSettings):
     # security (frameseek.api.auth; README "Security")
     tls_cert: str | None = Field(None, description="PEM certificate chain of the server: TLS on the public port")
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")
-    tls_client_ca: str | None = Field(None, description="PEM CA bundle: clients must present a certificate it "
-                                      "signed (mTLS); needs tls_cert")
-    auth_tokens: str | None = Field(None, description="TOML file of [[token]] name/role/sha256 entries: every call "
-                                    "but grpc.health.v1 needs 'authorization: Bearer <token>'; reloaded on SIGHUP")
-    insecure: bool = Field(False, description="serve a non-loopback address without TLS and client authentication "
-                           "(refused otherwise); logged loudly and reported by GetStats")
+    tls_client_ca: str | None = Field(
+        None, description="PEM CA bundle: clients must present a certificate it signed (mTLS); needs tls_cert"
+    )
+    auth_tokens: str | None = Field(
+        None,
+        description="TOML file of [[token]] name/role/sha256 entries: every call "
+        "but grpc.health.v1 needs 'authorization: Bearer <token>'; reloaded on SIGHUP",
+    )
+    insecure: bool = Field(
+        False,
+        description="serve a non-loopback address without TLS and client authentication "
+        "(refused otherwise); logged loudly and reported by GetStats",
+    )
 
     # web console (frameseek.console; README "Web console") - flat fields, to be folded into a group
-    http_address: str = Field("", description="HOST:PORT of the web console (HTTP; port 0 = a free one); empty = "
-                              "off. It has no authentication of its own: bind it to loopback (`make run` uses "
-                              "127.0.0.1:8080) or put it behind a proxy that authenticates")
-    console_thumbnail_width: int = Field(160, ge=16, le=1024, description="width in pixels of the JPEG thumbnail "
-                                         "kept of every sample ingested while the console is on")
-    console_keep_originals: bool = Field(True, description="while the console is on, keep each upload in "
-                                         "data_dir/console (a hard link of the spooled file) so that its pages can "
-                                         "play a video from a matched moment and find a video's copies; deleted "
-                                         "with the video")
-
+    http_address: str = Field(
+        "",
+        description="HOST:PORT of the web console (HTTP; port 0 = a free one); empty = "
+        "off. It has no authentication of its own: bind it to loopback (`make run` uses "
+        "127.0.0.1:8080) or put it behind a proxy that authenticates",
+    )
+    console_thumbnail_width: int = Field(
+        160,
+        ge=16,
+        le=1024,
+        description="width in pixels of the JPEG thumbnail kept of every sample ingested while the console is on",
+    )
+    console_keep_originals: bool = Field(
+        True,
+        description="while the console is on, keep each upload in "
+        "data_dir/console (a hard link of the spooled file) so that its pages can "
+        "play a video from a matched moment and find a video's copies; deleted "
+        "with the video",
+    )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources = [init_settings, env_settings]
         path = os.environ.get("FRAMESEEK_CONFIG")
         if path:

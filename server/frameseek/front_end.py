@@ -25,6 +25,7 @@ socket lives in an owner-only (0700) directory under the system temp directory, 
 flock while the server lives: a server killed with -9 leaves its directory behind, and the next
 server to start removes every such directory whose lock nobody holds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,8 +77,9 @@ class NativeFrontEnd:
     def start(self, address: str, channel_args: list[tuple[str, int]]) -> int:
         """Listen on `address` (the Python service must already serve `backend_address`; calls
         before `attach()` all go to it). Returns the bound port; RuntimeError if it cannot bind."""
-        server = _native.FrontEnd(address, self.backend_address, channel_args, self.directory, self.messages,
-                                  FAST_METHOD)
+        server = _native.FrontEnd(
+            address, self.backend_address, channel_args, self.directory, self.messages, FAST_METHOD
+        )
         for name, status in self._health.items():
             server.set_health(name, status)
         if self.tls is not None:

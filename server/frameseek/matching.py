@@ -169,9 +169,15 @@ def similarities(dist: np.ndarray, metric: str) -> np.ndarray:
     return np.clip(np.where(np.isfinite(d), s, -1.0), -1.0, 1.0).astype(np.float32)
 
 
-def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
-                     flip_vectors: np.ndarray | None = None, region_vectors: Sequence[np.ndarray] = (),
-                     coarse_vectors: Sequence[np.ndarray] = (), **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
+def search_neighbors(
+    index: SearchableIndex,
+    vectors: np.ndarray,
+    k: int,
+    flip_vectors: np.ndarray | None = None,
+    region_vectors: Sequence[np.ndarray] = (),
+    coarse_vectors: Sequence[np.ndarray] = (),
+    **search_kw: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """kNN of every query frame and, given, of its mirror, of its coarse views (the frame, and
     its mirror, embedded at a smaller model input: the `coarse` views) and of its
     regions (crops, see `frameseek.regions`): `(ids uint64[q, k * sets], sims float32)`, the sets
@@ -182,8 +188,11 @@ def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
     query frame to at most one reference frame per segment, so a row's views together vote like
     its single best view. The views are searched in one batch (one index call)."""
     views = [vectors]
-    for name, extra in (("flip_vectors", [flip_vectors] if flip_vectors is not None and len(flip_vectors) else []),
-                        ("coarse_vectors", list(coarse_vectors)), ("region_vectors", list(region_vectors))):
+    for name, extra in (
+        ("flip_vectors", [flip_vectors] if flip_vectors is not None and len(flip_vectors) else []),
+        ("coarse_vectors", list(coarse_vectors)),
+        ("region_vectors", list(region_vectors)),
+    ):
         for v in extra:
             if len(v) != len(vectors):
                 raise ValueError(f"{name} must have one row per query frame")
@@ -191,8 +200,9 @@ def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
     return search_views(index, views, k, **search_kw)
 
 
-def search_views(index: SearchableIndex, views: Sequence[np.ndarray], k: int,
-                 **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
+def search_views(
+    index: SearchableIndex, views: Sequence[np.ndarray], k: int, **search_kw: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """kNN of every query frame in every view (`views`: [q, dim] vector sets, rows aligned, the
     whole frame first; `EmbeddedMedia.views`), in one index call: `(ids uint64[q, k * views],
     sims float32)`, each view's k neighbours side by side in the order of `views`. Missing slots
@@ -208,20 +218,22 @@ def search_views(index: SearchableIndex, views: Sequence[np.ndarray], k: int,
     ids, dist = index.search(stacked, k, **search_kw)
     n = len(q)
     if len(sets) > 1:  # [views * q, k] -> [q, views * k]
-        ids = np.hstack([ids[i * n:(i + 1) * n] for i in range(len(sets))])
-        dist = np.hstack([dist[i * n:(i + 1) * n] for i in range(len(sets))])
+        ids = np.hstack([ids[i * n : (i + 1) * n] for i in range(len(sets))])
+        dist = np.hstack([dist[i * n : (i + 1) * n] for i in range(len(sets))])
     return np.ascontiguousarray(ids, dtype=np.uint64), similarities(dist, index.metric)
 
 
-def reference_frame_weights(neighbor_groups: np.ndarray, neighbor_sims: np.ndarray, *,
-                            min_similarity: float = 0.75, free_videos: int = 1) -> np.ndarray:
+def reference_frame_weights(
+    neighbor_groups: np.ndarray, neighbor_sims: np.ndarray, *, min_similarity: float = 0.75, free_videos: int = 1
+) -> np.ndarray:
     """Reference-side IDF from a self-kNN of the reference frames (row i = frame i's neighbours in
     the index, itself included): `free_videos / max(free_videos, n)` where `n` is the number of
     distinct videos holding a near-duplicate (similarity >= `min_similarity`) of the frame. A
     title card or logo slate shared by many references then votes weakly for each of them.
     Computed once at ingest; the caller gathers it per neighbour for `vote_weights`."""
-    n = _distinct_groups_per_row(np.asarray(neighbor_groups, dtype=np.uint64),
-                                 np.asarray(neighbor_sims) >= min_similarity)
+    n = _distinct_groups_per_row(
+        np.asarray(neighbor_groups, dtype=np.uint64), np.asarray(neighbor_sims) >= min_similarity
+    )
     return (free_videos / np.maximum(free_videos, n)).astype(np.float32)
 
 
@@ -232,15 +244,23 @@ def _distinct_groups_per_row(groups: np.ndarray, mask: np.ndarray) -> np.ndarray
     return distinct.sum(axis=1) + (g[:, 0] != NO_ID)
 
 
-def vote_weights(ids: np.ndarray, groups: np.ndarray, sims: np.ndarray, settings: MatchSettings = MatchSettings(),
-                 ref_weights: np.ndarray | None = None) -> np.ndarray:
+def vote_weights(
+    ids: np.ndarray,
+    groups: np.ndarray,
+    sims: np.ndarray,
+    settings: MatchSettings = MatchSettings(),
+    ref_weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Per-neighbour vote weights in [0, 1]: query-side IDF (`_native.neighbor_idf_weights`)
     times an optional reference-side weight of the same shape (see `reference_frame_weights`)."""
-    w = _native.neighbor_idf_weights(np.ascontiguousarray(ids, dtype=np.uint64),
-                                      np.ascontiguousarray(groups, dtype=np.uint64),
-                                      np.ascontiguousarray(sims, dtype=np.float32),
-                                      min_similarity=settings.min_similarity, margin=settings.idf_margin,
-                                      free_videos=settings.idf_free_videos)
+    w = _native.neighbor_idf_weights(
+        np.ascontiguousarray(ids, dtype=np.uint64),
+        np.ascontiguousarray(groups, dtype=np.uint64),
+        np.ascontiguousarray(sims, dtype=np.float32),
+        min_similarity=settings.min_similarity,
+        margin=settings.idf_margin,
+        free_videos=settings.idf_free_videos,
+    )
     if ref_weights is not None:
         rw = np.asarray(ref_weights, dtype=np.float32)
         if rw.shape != w.shape:
@@ -280,11 +300,22 @@ def calibrated_sims(sims: np.ndarray, min_similarity: float) -> np.ndarray:
     return np.clip(s, 0.0, 1.0).astype(np.float32)
 
 
-def align(query_times: np.ndarray, ids: np.ndarray, groups: np.ndarray, ref_times: np.ndarray,
-          sims: np.ndarray, weights: np.ndarray | None = None, *, frame_weights: np.ndarray | None = None,
-          settings: MatchSettings = MatchSettings(),
-          ref_durations: dict[int, float] | None = None, query_interval: float | None = None,
-          ref_interval: float | None = None, max_candidates: int = 20, threads: int = 1) -> list[Match]:
+def align(
+    query_times: np.ndarray,
+    ids: np.ndarray,
+    groups: np.ndarray,
+    ref_times: np.ndarray,
+    sims: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    frame_weights: np.ndarray | None = None,
+    settings: MatchSettings = MatchSettings(),
+    ref_durations: dict[int, float] | None = None,
+    query_interval: float | None = None,
+    ref_interval: float | None = None,
+    max_candidates: int = 20,
+    threads: int = 1,
+) -> list[Match]:
     """Temporal alignment of per-frame neighbours (`_native.aggregate`) -> ranked `Match`es.
 
     `ids/groups/ref_times/sims/weights` are `[q, K]` neighbour matrices (K = k or 2k with flips);
@@ -310,12 +341,17 @@ def align(query_times: np.ndarray, ids: np.ndarray, groups: np.ndarray, ref_time
     # longest hole in the query's own sampling. Gaps where query frames exist but do not match
     # still cut at settings.max_gap.
     holes = float(np.max(np.diff(np.sort(qt)))) if qt.size > 1 else 0.0
-    kw: dict[str, Any] = dict(min_similarity=settings.min_similarity, speed_min=settings.speed_min,
-                              speed_max=settings.speed_max, offset_tolerance=settings.offset_tolerance,
-                              max_gap=max(settings.max_gap, holes + 1e-3),
-                              min_segment_frames=settings.min_segment_frames,
-                              max_segments=settings.max_segments, max_candidates=int(max_candidates),
-                              threads=threads)
+    kw: dict[str, Any] = dict(
+        min_similarity=settings.min_similarity,
+        speed_min=settings.speed_min,
+        speed_max=settings.speed_max,
+        offset_tolerance=settings.offset_tolerance,
+        max_gap=max(settings.max_gap, holes + 1e-3),
+        min_segment_frames=settings.min_segment_frames,
+        max_segments=settings.max_segments,
+        max_candidates=int(max_candidates),
+        threads=threads,
+    )
     if ref_durations:
         kw["ref_durations"] = {int(a): float(b) for a, b in ref_durations.items()}
     if query_interval:
@@ -330,14 +366,30 @@ def align(query_times: np.ndarray, ids: np.ndarray, groups: np.ndarray, ref_time
     raw = _native.aggregate(qt, ids, groups, rt, vote_sims, np.ascontiguousarray(weights, dtype=np.float32), **kw)
     out = []
     for c in raw:
-        segs = [Segment(float(s["query_start"]), float(s["query_end"]), float(s["ref_start"]),
-                        float(s["ref_end"]), float(s["offset"]), float(s["speed"]), float(s["score"]),
-                        int(s["frames"])) for s in c["segments"]]
+        segs = [
+            Segment(
+                float(s["query_start"]),
+                float(s["query_end"]),
+                float(s["ref_start"]),
+                float(s["ref_end"]),
+                float(s["offset"]),
+                float(s["speed"]),
+                float(s["score"]),
+                int(s["frames"]),
+            )
+            for s in c["segments"]
+        ]
         rc = c.get("ref_coverage")
-        out.append(Match(video=int(c["video"]), score=min(1.0, norm * float(c["score"])), votes=int(c["votes"]),
-                         query_coverage=float(c["query_coverage"]),
-                         ref_coverage=None if rc is None or (isinstance(rc, float) and math.isnan(rc)) else float(rc),
-                         segments=segs))
+        out.append(
+            Match(
+                video=int(c["video"]),
+                score=min(1.0, norm * float(c["score"])),
+                votes=int(c["votes"]),
+                query_coverage=float(c["query_coverage"]),
+                ref_coverage=None if rc is None or (isinstance(rc, float) and math.isnan(rc)) else float(rc),
+                segments=segs,
+            )
+        )
     out.sort(key=lambda m: -m.score)
     return out
 
@@ -359,9 +411,16 @@ def _frac_index(rt: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return j - 1, a
 
 
-def line_evidence(query_times: np.ndarray, cross: np.ndarray, query_gram: np.ndarray, ref_times: np.ndarray,
-                  ref_gram: np.ndarray, offsets: np.ndarray, speed: float,
-                  structure_rows: np.ndarray | None = None) -> np.ndarray:
+def line_evidence(
+    query_times: np.ndarray,
+    cross: np.ndarray,
+    query_gram: np.ndarray,
+    ref_times: np.ndarray,
+    ref_gram: np.ndarray,
+    offsets: np.ndarray,
+    speed: float,
+    structure_rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Dense evidence for the lines `t_ref = offset + speed * t_query` (one per entry of `offsets`).
 
     `cross` [n, r]: calibrated similarity (`calibrated_sims`) of each query frame to each
@@ -407,9 +466,15 @@ def line_evidence(query_times: np.ndarray, cross: np.ndarray, query_gram: np.nda
     return c * np.exp(-unexplained / (float(np.var(a)) + 1e-6))
 
 
-def refine_alignment(match: Match, query_times: np.ndarray, query_views: Sequence[np.ndarray],
-                     ref_times: np.ndarray, ref_vectors: np.ndarray,
-                     settings: MatchSettings = MatchSettings(), ref_twins: np.ndarray | None = None) -> Match:
+def refine_alignment(
+    match: Match,
+    query_times: np.ndarray,
+    query_views: Sequence[np.ndarray],
+    ref_times: np.ndarray,
+    ref_vectors: np.ndarray,
+    settings: MatchSettings = MatchSettings(),
+    ref_twins: np.ndarray | None = None,
+) -> Match:
     """Re-place each segment of a detected `match` with dense evidence; score and frames unchanged.
 
     The aligner (`align`) sees only each query frame's k nearest reference frames and votes on
@@ -454,13 +519,27 @@ def refine_alignment(match: Match, query_times: np.ndarray, query_views: Sequenc
     segs = []
     for s in match.segments:
         segs.append(_refine_segment(s, qt_all, views, rt_all, rv_all, ref_dt, speeds, settings, tw_all))
-    return Match(video=match.video, score=match.score, votes=match.votes, query_coverage=match.query_coverage,
-                 ref_coverage=match.ref_coverage, segments=segs)
+    return Match(
+        video=match.video,
+        score=match.score,
+        votes=match.votes,
+        query_coverage=match.query_coverage,
+        ref_coverage=match.ref_coverage,
+        segments=segs,
+    )
 
 
-def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_all: np.ndarray,
-                    rv_all: np.ndarray, ref_dt: float, speeds: np.ndarray, settings: MatchSettings,
-                    tw_all: np.ndarray | None = None) -> Segment:
+def _refine_segment(
+    s: Segment,
+    qt_all: np.ndarray,
+    views: list[np.ndarray],
+    rt_all: np.ndarray,
+    rv_all: np.ndarray,
+    ref_dt: float,
+    speeds: np.ndarray,
+    settings: MatchSettings,
+    tw_all: np.ndarray | None = None,
+) -> Segment:
     sel = (qt_all >= s.query_start - 1e-6) & (qt_all <= s.query_end + 1e-6)
     if int(sel.sum()) < max(3, settings.min_segment_frames):
         return s
@@ -492,8 +571,11 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
     cross = calibrated_sims(sims.max(axis=0), settings.min_similarity).astype(np.float64)
     qgram, rgram = Q @ Q.T, rv @ rv.T
     n = len(qt)
-    rows = (np.unique(np.round(np.linspace(0, n - 1, REFINE_STRUCTURE_FRAMES)).astype(int))
-            if n > REFINE_STRUCTURE_FRAMES else None)
+    rows = (
+        np.unique(np.round(np.linspace(0, n - 1, REFINE_STRUCTURE_FRAMES)).astype(int))
+        if n > REFINE_STRUCTURE_FRAMES
+        else None
+    )
     # a line may run half a reference interval past either end (the last sample stands for that long)
     t0, t1 = rt[0] - ref_dt / 2, rt[-1] + ref_dt / 2
 
@@ -527,10 +609,20 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
     if fine is None:
         return s
     best_line = (fine[0], float(speeds[fine[1]]))
-    here = float(line_evidence(qt, cross, qgram, rt, rgram, np.array([s.offset]), float(s.speed), rows)[0]
-                 * prior(float(s.speed)))
+    here = float(
+        line_evidence(qt, cross, qgram, rt, rgram, np.array([s.offset]), float(s.speed), rows)[0]
+        * prior(float(s.speed))
+    )
     if not best_val > here * (1 + 1e-9) + 1e-12:  # a tie (within rounding) keeps the aligner's line
         return s
     off, v = best_line
-    return Segment(query_start=s.query_start, query_end=s.query_end, ref_start=off + v * s.query_start,
-                   ref_end=off + v * s.query_end, offset=off, speed=v, score=s.score, frames=s.frames)
+    return Segment(
+        query_start=s.query_start,
+        query_end=s.query_end,
+        ref_start=off + v * s.query_start,
+        ref_end=off + v * s.query_end,
+        offset=off,
+        speed=v,
+        score=s.score,
+        frames=s.frames,
+    )

@@ -13,6 +13,7 @@ call (and by the native front end on the calls it answers itself), the token fil
 SIGHUP; a non-loopback address without TLS and client authentication refuses to start unless
 `insecure` is set.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,14 +71,18 @@ def console_refusal(settings: Settings, tls: bool) -> bool:
     from .console.server import is_loopback, split_address
 
     if tls or settings.auth_tokens:
-        raise ConfigError("the web console (--http-address) has no login and cannot call a server that "
-                          "requires TLS or tokens; serve it without --http-address, or run a separate "
-                          "loopback-only server for the console")
+        raise ConfigError(
+            "the web console (--http-address) has no login and cannot call a server that "
+            "requires TLS or tokens; serve it without --http-address, or run a separate "
+            "loopback-only server for the console"
+        )
     host, _ = split_address(settings.http_address)
     if not is_loopback(host) and not settings.insecure:
-        raise InsecureBind(f"refusing to serve the web console on {settings.http_address}: it has no "
-                           "authentication (anyone who reaches it can read and delete the library); bind it to "
-                           "127.0.0.1, or pass --insecure to serve it anyway")
+        raise InsecureBind(
+            f"refusing to serve the web console on {settings.http_address}: it has no "
+            "authentication (anyone who reaches it can read and delete the library); bind it to "
+            "127.0.0.1, or pass --insecure to serve it anyway"
+        )
     return not is_loopback(host)
 
 
@@ -87,8 +92,11 @@ class FrameSeekServer:
         self.settings = settings
         self.tls = load_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         self.authorizer = Authorizer(settings.auth_tokens) if settings.auth_tokens else None
-        gaps = exposure_gaps(settings.address, self.tls,
-                             self.authorizer is not None or (self.tls is not None and self.tls.client_ca is not None))
+        gaps = exposure_gaps(
+            settings.address,
+            self.tls,
+            self.authorizer is not None or (self.tls is not None and self.tls.client_ca is not None),
+        )
         if gaps and not settings.insecure:
             raise InsecureBind(refusal(settings.address, gaps))
         public_console = bool(settings.http_address) and console_refusal(settings, self.tls is not None)
@@ -113,15 +121,19 @@ class FrameSeekServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self.server)
+            self.server,
+        )
         self.front = self._front_end(settings)
         if self.front is not None:
             if not self.server.add_insecure_port(self.front.backend_address):
                 raise RuntimeError(f"could not bind {self.front.backend_address}")
             self.port = 0  # bound by start()
         else:
-            self.port = (self.server.add_secure_port(settings.address, server_credentials(self.tls)) if self.tls
-                         else self.server.add_insecure_port(settings.address))
+            self.port = (
+                self.server.add_secure_port(settings.address, server_credentials(self.tls))
+                if self.tls
+                else self.server.add_insecure_port(settings.address)
+            )
             if self.port == 0:
                 raise RuntimeError(f"could not bind {settings.address}")
         self.host = settings.address.rsplit(":", 1)[0]
@@ -148,8 +160,9 @@ class FrameSeekServer:
         if not front_end.available():
             log.warning("front_end_python", reason="the native module was built without gRPC C++ (libgrpc++-dev)")
             return None
-        fe = front_end.NativeFrontEnd(self.service, self.servicer.tr.video_bytes, self.tls,
-                                      self.authorizer.entries if self.authorizer else None)
+        fe = front_end.NativeFrontEnd(
+            self.service, self.servicer.tr.video_bytes, self.tls, self.authorizer.entries if self.authorizer else None
+        )
         from prometheus_client import REGISTRY
 
         from .metrics import FrontEndCollector
@@ -196,7 +209,8 @@ class FrameSeekServer:
         if self.front is not None:
             try:
                 self.port = await asyncio.get_running_loop().run_in_executor(
-                    None, self.front.start, self.settings.address, grpc_options(self.settings))
+                    None, self.front.start, self.settings.address, grpc_options(self.settings)
+                )
             except RuntimeError:
                 await self.server.stop(0)
                 self.front.shutdown(0)
@@ -231,7 +245,8 @@ class FrameSeekServer:
             await self.service.start()
             tr = self.servicer.tr
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: tr.warm(self.service.videos.records(tr.VIDEO_CACHE)))
+                None, lambda: tr.warm(self.service.videos.records(tr.VIDEO_CACHE))
+            )
             if self.front is not None:
                 info = await asyncio.get_running_loop().run_in_executor(None, self.front.attach)
                 log.info("front_end", address=self.address, **info)

@@ -1,6 +1,7 @@
 """The web console's end-to-end tests: a real `frameseek serve --http-address` process, real media
 (opencv-doc's vtest.avi and ffmpeg re-encodes of it) and Debian's chromium driven by Playwright
 (never `playwright install`: the browser is the system's)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,14 @@ import pytest
 from tests.server.helpers import OPENCV_DATA, ServerProcess, grab_frame
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VTEST = OPENCV_DATA / "vtest.avi"
 # FRAMESEEK_CONSOLE_SCREENSHOTS=docs/console writes the README's screenshots; else into tmp
 SCREENSHOTS_ENV = "FRAMESEEK_CONSOLE_SCREENSHOTS"
@@ -40,18 +47,46 @@ def start_with_console(server: ServerProcess) -> str:
     raise RuntimeError(f"the console did not log its URL:\n{server.log()[start:]}")
 
 
-needs_browser = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and VTEST.exists() and shutil.which("ffmpeg")),
-                                   reason="needs Debian's chromium, opencv-doc and ffmpeg (make setup installs them)")
+needs_browser = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and VTEST.exists() and shutil.which("ffmpeg")),
+    reason="needs Debian's chromium, opencv-doc and ffmpeg (make setup installs them)",
+)
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, pathlib.Path]:
     d = tmp_path_factory.mktemp("console-media")
     clip = d / "vtest-20s-copy.webm"  # a re-encoded, rescaled sub-clip the browser can also play
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "20", "-i", str(VTEST), "-t", "10", "-vf",
-                    "scale=iw*3/4:-2", "-c:v", "libvpx", "-b:v", "600k", "-an", str(clip)], check=True)
-    return {"video": VTEST, "clip": clip, "frame": grab_frame(VTEST, 42.0, d / "frame-42s.png"),
-            "photo": OPENCV_DATA / "HappyFish.jpg", "not_media": OPENCV_DATA / "alphabet_36.txt"}
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-ss",
+            "20",
+            "-i",
+            str(VTEST),
+            "-t",
+            "10",
+            "-vf",
+            "scale=iw*3/4:-2",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "600k",
+            "-an",
+            str(clip),
+        ],
+        check=True,
+    )
+    return {
+        "video": VTEST,
+        "clip": clip,
+        "frame": grab_frame(VTEST, 42.0, d / "frame-42s.png"),
+        "photo": OPENCV_DATA / "HappyFish.jpg",
+        "not_media": OPENCV_DATA / "alphabet_36.txt",
+    }
 
 
 @pytest.fixture(scope="module")

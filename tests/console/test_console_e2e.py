@@ -1,5 +1,6 @@
 """End to end in a real browser: ingest real media through the ingest page, browse the library, a
 video's page, search by a grabbed frame and by a re-encoded clip, see the errors, delete."""
+
 from __future__ import annotations
 
 import base64
@@ -20,14 +21,17 @@ LONG = 300_000  # ms: ingests and searches embed on a shared CPU (a liveness bou
 def give_file(page, event: str, target: str, path: pathlib.Path, mime: str) -> None:
     """What a user's drop (event "drop" on the drop zone) or paste ("paste" on the document) hands
     the page: a DataTransfer holding the file."""
-    page.evaluate("""([event, target, b64, name, mime]) => {
+    page.evaluate(
+        """([event, target, b64, name, mime]) => {
         const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
         const dt = new DataTransfer();
         dt.items.add(new File([bytes], name, { type: mime }));
         const e = event === "paste" ? new ClipboardEvent("paste", { clipboardData: dt, bubbles: true })
                                     : new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true });
         (target ? document.querySelector(target) : document).dispatchEvent(e);
-    }""", [event, target, base64.b64encode(path.read_bytes()).decode(), path.name, mime])
+    }""",
+        [event, target, base64.b64encode(path.read_bytes()).decode(), path.name, mime],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +43,14 @@ def ingested(console_server, browser, media, screenshots):
     page.goto(f"{console_server.url}/ingest")
     page.fill("#labels", "source:opencv")
     page.set_input_files("#files", [media["video"], media["clip"], media["photo"]])
-    page.wait_for_function("document.querySelectorAll('#uploads li.done, #uploads li.failed').length === 3",
-                           timeout=LONG)
+    page.wait_for_function(
+        "document.querySelectorAll('#uploads li.done, #uploads li.failed').length === 3", timeout=LONG
+    )
     failed = page.locator("#uploads li.failed").all_inner_texts()
-    names = {li.get_attribute("data-file"): li.locator("a").get_attribute("href").lstrip("/")
-             for li in page.locator("#uploads li.done").all()}
+    names = {
+        li.get_attribute("data-file"): li.locator("a").get_attribute("href").lstrip("/")
+        for li in page.locator("#uploads li.done").all()
+    }
     bars = page.eval_on_selector_all("#uploads li.done progress", "els => els.map(e => e.value)")
     page.set_input_files("#files", [media["not_media"]])  # an upload the API refuses
     page.wait_for_selector("#uploads li.failed", timeout=LONG)
@@ -65,8 +72,11 @@ def test_library_lists_filters_and_shows_thumbnails(console_server, ingested, pa
     page.goto(f"{console_server.url}/library")
     page.wait_for_selector("#videos tbody tr")
     assert page.locator("#videos tbody tr").count() == 3
-    page.wait_for_function("""() => [...document.querySelectorAll('#videos tbody img')]
-                              .every(e => e.complete && e.naturalWidth > 0)""", timeout=LONG)
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#videos tbody img')]
+                              .every(e => e.complete && e.naturalWidth > 0)""",
+        timeout=LONG,
+    )
     vtest = page.locator(f"tr[data-name='{ingested['names'][media['video'].name]}']")
     text = vtest.inner_text()
     assert "vtest.avi" in text and "1:19.5" in text and "768×576" in text and "source:opencv" in text
@@ -84,8 +94,11 @@ def test_video_page_strip_copies_and_media_endpoints(console_server, ingested, p
     name, clip = ingested["names"][media["video"].name], ingested["names"][media["clip"].name]
     page.goto(f"{console_server.url}/{name}")
     page.wait_for_selector("#strip figure")
-    page.wait_for_function("""() => [...document.querySelectorAll('#strip img')]
-                              .every(e => e.complete && e.naturalWidth > 0)""", timeout=LONG)
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#strip img')]
+                              .every(e => e.complete && e.naturalWidth > 0)""",
+        timeout=LONG,
+    )
     times = [float(t) for t in page.eval_on_selector_all("#strip figure", "els => els.map(e => e.dataset.t)")]
     assert times == sorted(times) and times[0] == 0.0 and times[-1] > 70  # vtest.avi is 79.5 s
     copy = page.wait_for_selector(f"#copies section.match[data-name='{clip}']", timeout=LONG)
@@ -111,8 +124,11 @@ def test_search_by_image_shows_the_moment_and_plays_from_it(console_server, inge
     top = page.locator(".hit").first
     assert top.get_attribute("data-name") == ingested["names"][media["video"].name]
     assert abs(float(top.get_attribute("data-t")) - 42) <= 0.5
-    page.wait_for_function("""() => { const i = document.querySelector('.hit img');
-                              return i.complete && i.naturalWidth > 0 }""", timeout=LONG)
+    page.wait_for_function(
+        """() => { const i = document.querySelector('.hit img');
+                              return i.complete && i.naturalWidth > 0 }""",
+        timeout=LONG,
+    )
     page.screenshot(path=screenshots / "search-image.png", full_page=True)
     top.click()
     page.wait_for_url("**/videos/*?t=*")
@@ -129,25 +145,30 @@ def test_search_by_image_takes_a_pasted_picture(console_server, ingested, page, 
 def test_search_by_video_shows_the_aligned_timeline(console_server, ingested, page, media, screenshots):
     page.goto(f"{console_server.url}/search-video")
     give_file(page, "drop", "#drop", media["clip"], "video/webm")
-    match = page.wait_for_selector(f"section.match[data-name='{ingested['names'][media['video'].name]}']",
-                                   timeout=LONG)
+    match = page.wait_for_selector(f"section.match[data-name='{ingested['names'][media['video'].name]}']", timeout=LONG)
     assert abs(float(match.get_attribute("data-offset")) - 20) < 1.0
     assert abs(float(match.get_attribute("data-speed")) - 1) < 0.05
     assert match.query_selector_all("svg.timeline polygon.band")
     # side by side: the clip's own frames (drawn in the browser) and the reference's thumbnails
-    page.wait_for_function("""(name) => { const m = document.querySelector(`section.match[data-name='${name}']`);
+    page.wait_for_function(
+        """(name) => { const m = document.querySelector(`section.match[data-name='${name}']`);
         const imgs = [...m.querySelectorAll('.pair img')], canvases = [...m.querySelectorAll('.pair canvas')];
         return imgs.length > 0 && imgs.every(e => e.complete && e.naturalWidth > 0)
             && canvases.length === imgs.length && canvases.every(c => c.dataset.drawn === '1') }""",
-                           arg=ingested["names"][media["video"].name], timeout=LONG)
+        arg=ingested["names"][media["video"].name],
+        timeout=LONG,
+    )
     page.screenshot(path=screenshots / "search-video.png", full_page=True)
 
 
 def test_a_clicked_hit_plays_from_its_moment(console_server, ingested, page, media):
     clip = ingested["names"][media["clip"].name]  # a WebM the browser can play
     page.goto(f"{console_server.url}/{clip}?t=5.00")
-    page.wait_for_function("() => { const v = document.querySelector('#player video'); "
-                           "return v && v.readyState >= 1 && Math.abs(v.currentTime - 5) < 0.5 }", timeout=LONG)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#player video'); "
+        "return v && v.readyState >= 1 && Math.abs(v.currentTime - 5) < 0.5 }",
+        timeout=LONG,
+    )
 
 
 def test_errors_show_the_api_message_and_reason(console_server, ingested, page, media):
@@ -191,8 +212,10 @@ def test_a_failed_ingest_leaves_no_thumbnails(console_server, ingested, tmp_path
     """A video that decodes but has no informative frame (all black) fails after its thumbnails
     were started: nothing of it stays under console/."""
     black = tmp_path / "black.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=black:s=160x120:d=3", "-c:v", "libx264",
-                    str(black)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=black:s=160x120:d=3", "-c:v", "libx264", str(black)],
+        check=True,
+    )
     from frameseek.client import FrameSeekError
 
     with console_server.client() as c, pytest.raises(FrameSeekError) as exc:
@@ -212,12 +235,14 @@ def test_other_sites_cannot_write_and_rebound_names_are_refused(console_server, 
     name = ingested["names"][media["video"].name]
     r = page.request.delete(f"{console_server.url}/api/{name}", headers={"Origin": "http://evil.example"})
     assert r.status == 403 and r.json()["error"]["reason"] == "CROSS_SITE_REQUEST"
-    r = page.request.post(f"{console_server.url}/api/ingest?filename=x.txt", data=b"junk",
-                          headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+    r = page.request.post(
+        f"{console_server.url}/api/ingest?filename=x.txt",
+        data=b"junk",
+        headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+    )
     assert r.status == 403
     port = console_server.url.rsplit(":", 1)[1]
     assert page.request.get(f"{console_server.url}/api/videos", headers={"Host": f"evil.example:{port}"}).status == 400
     assert page.request.get(f"{console_server.url}/api/{name}").status == 200  # still there
     same = page.request.get(f"{console_server.url}/api/videos", headers={"Host": f"localhost:{port}"})
     assert same.status == 200
-

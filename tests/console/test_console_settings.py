@@ -1,4 +1,5 @@
 """The console is off unless asked for; `serve --http-address` and `make run` ask for it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def _server(tmp_path, **kw) -> FrameSeekServer:
     async def make() -> FrameSeekServer:  # grpc.aio binds the server to the running loop
-        return FrameSeekServer(Settings(address="127.0.0.1:0", data_dir=str(tmp_path), metrics_address="",
-                                        front_end="python", **kw))
+        return FrameSeekServer(
+            Settings(address="127.0.0.1:0", data_dir=str(tmp_path), metrics_address="", front_end="python", **kw)
+        )
 
     return asyncio.run(make())
 
@@ -37,8 +39,14 @@ def test_on_with_an_http_address_hooks_ingest(tmp_path):
 
 
 def test_serve_takes_http_address_and_make_run_sets_it():
-    out = subprocess.run([sys.executable, "-m", "frameseek.cli", "serve", "--help"], capture_output=True,
-                         text=True, check=True, cwd=ROOT, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "frameseek.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    ).stdout
     assert "--http-address" in out
     assert "serve --http-address 127.0.0.1:8080" in (ROOT / "Makefile").read_text()
 

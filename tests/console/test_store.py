@@ -1,5 +1,6 @@
 """The console's thumbnails and originals follow the real storage's commits (EmbeddedStorage
 observer): kept at the add that makes a video searchable, deleted at the delete's commit."""
+
 from __future__ import annotations
 
 import io
@@ -29,13 +30,24 @@ def store(tmp_path):
 def _ingest(storage, coll, media, tmp_path, sha: str, kept: list[float]) -> VideoRecord:
     spool = tmp_path / f"{sha}.media"
     spool.write_bytes(b"the upload " + sha.encode())
-    frames = media.ingest_frames(JobRecord(id=f"job-{sha}", collection_id=coll.id, state=JobState.RUNNING),
-                                 coll.id, sha, str(spool))
+    frames = media.ingest_frames(
+        JobRecord(id=f"job-{sha}", collection_id=coll.id, state=JobState.RUNNING), coll.id, sha, str(spool)
+    )
     for t, rgb in COLOURS.items():  # what the decode thread hands over: every sample, as decoded
         frames(t, np.full((48, 64, 3), rgb, np.uint8))
     vectors = np.eye(4, dtype=np.float32)[: len(kept)]
-    rec = VideoRecord(id=0, collection_id=coll.id, kind="video", duration=3.0, width=64, height=48,
-                      sample_count=len(kept), size_bytes=10, content_sha256=sha, filename="a.webm")
+    rec = VideoRecord(
+        id=0,
+        collection_id=coll.id,
+        kind="video",
+        duration=3.0,
+        width=64,
+        height=48,
+        sample_count=len(kept),
+        size_bytes=10,
+        content_sha256=sha,
+        filename="a.webm",
+    )
     return storage.add_video(coll.id, rec, np.asarray(kept), vectors)
 
 
@@ -70,8 +82,9 @@ def test_an_ingest_that_ends_without_a_video_leaves_nothing(tmp_path, store):
     storage, coll, media = store
     spool = tmp_path / "c.media"
     spool.write_bytes(b"x")
-    frames = media.ingest_frames(JobRecord(id="job-c", collection_id=coll.id, state=JobState.RUNNING),
-                                 coll.id, "sha-c", str(spool))
+    frames = media.ingest_frames(
+        JobRecord(id="job-c", collection_id=coll.id, state=JobState.RUNNING), coll.id, "sha-c", str(spool)
+    )
     frames(0.0, np.zeros((48, 64, 3), np.uint8))
     assert os.listdir(tmp_path / "console" / "incoming") == ["job-c"]
     media.ingest_ended((coll.id, "sha-c"), frames)  # the job failed (WatchIngestJob said so)

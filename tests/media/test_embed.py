@@ -153,7 +153,9 @@ def test_pluggable_nchw_float_model(tmp_path):
     # x: float32[N,3,H,W] -> mean over H,W -> [N,3]: checks layout, scale, mean/std end to end
     node = helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)
     graph = helper.make_graph(
-        [node], "mean", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [node],
+        "mean",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -161,9 +163,18 @@ def test_pluggable_nchw_float_model(tmp_path):
     path = tmp_path / "mean.onnx"
     onnx.save(model, str(path))
     spec = ModelSpec(
-        name="mean", path=path, l2_normalize=False,
-        preprocess=PreprocessSpec(resize="fixed", fixed_hw=(32, 32), layout="NCHW", dtype="float32",
-                                  scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        name="mean",
+        path=path,
+        l2_normalize=False,
+        preprocess=PreprocessSpec(
+            resize="fixed",
+            fixed_hw=(32, 32),
+            layout="NCHW",
+            dtype="float32",
+            scale=1 / 255,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.25, 0.25, 0.25),
+        ),
     )
     emb = OnnxEmbedder(spec)
     assert emb.dim == 3

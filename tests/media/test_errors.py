@@ -96,8 +96,28 @@ def test_duration_limit_holds_when_the_container_has_no_duration(tmp_path):
 
     path = tmp_path / "piped.mkv"
     with open(path, "wb") as out:
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-t", "6",
-                        "-c:v", "mpeg4", "-f", "matroska", "-live", "1", "pipe:1"], stdout=out, check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=160x120:rate=10",
+                "-t",
+                "6",
+                "-c:v",
+                "mpeg4",
+                "-f",
+                "matroska",
+                "-live",
+                "1",
+                "pipe:1",
+            ],
+            stdout=out,
+            check=True,
+        )
     with av.open(str(path)) as c:
         assert c.duration is None and c.streams.video[0].duration is None
     limits = MediaLimits(max_duration_s=2.0)

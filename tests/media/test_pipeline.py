@@ -45,8 +45,13 @@ def test_dedup_drops_near_identical_consecutive_samples(media_dir, embedder):
     from .conftest import textured_frame, write_video
 
     frames = [textured_frame(0)] * 30 + [textured_frame(100)] * 10  # 3 s still, then a new shot
-    path = write_video(media_dir / "still_then_cut.mp4", "libx264", [i / 10 for i in range(40)], frames,
-                       options={"preset": "ultrafast"})
+    path = write_video(
+        media_dir / "still_then_cut.mp4",
+        "libx264",
+        [i / 10 for i in range(40)],
+        frames,
+        options={"preset": "ultrafast"},
+    )
     res = embed_media(path, embedder, SamplingSettings(fps=2.0, dedup_threshold=0.97))
     np.testing.assert_allclose(res.timestamps, [0.0, 3.0], atol=1e-3)
     assert res.dropped_duplicates == 6
@@ -311,8 +316,13 @@ class _ShapeRecorder:
 def test_pipeline_hands_the_model_input_size_to_the_decoder(media_dir, embedder):
     from .conftest import textured_frame, write_video
 
-    path = write_video(media_dir / "vga_pipeline.mp4", "libx264", [i / 10 for i in range(30)],
-                       [textured_frame(i, 640, 480) for i in range(30)], options={"preset": "ultrafast"})
+    path = write_video(
+        media_dir / "vga_pipeline.mp4",
+        "libx264",
+        [i / 10 for i in range(30)],
+        [textured_frame(i, 640, 480) for i in range(30)],
+        options={"preset": "ultrafast"},
+    )
     hinted, plain = _ShapeRecorder(embedder, hint=True), _ShapeRecorder(embedder, hint=False)
     a = embed_media(path, hinted, SamplingSettings(fps=2.0, views=frame_views(mirror=True)))
     b = embed_media(path, plain, SamplingSettings(fps=2.0, views=frame_views(mirror=True)))

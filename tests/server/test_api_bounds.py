@@ -7,6 +7,7 @@
   off, one client cannot hold every upload slot;
 - spool files do not outlive their calls, nor a killed process.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,14 +33,24 @@ def _data_dir(path):
     resolves to video 1 finds something)."""
     st = EmbeddedStorage(str(path))
     st.open()
-    c = st.create_collection("vecs", model="sscd_distilled", dimension=DIM, metric="ip", sampling={"fps": 1.0},
-                             index={})
+    c = st.create_collection(
+        "vecs", model="sscd_distilled", dimension=DIM, metric="ip", sampling={"fps": 1.0}, index={}
+    )
     rng = np.random.default_rng(3)
     for i in range(3):
         v = rng.standard_normal((4, DIM)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=4.0, width=64, height=48,
-                          sample_count=4, size_bytes=10, content_sha256=f"{i:064x}")
+        rec = VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=4.0,
+            width=64,
+            height=48,
+            sample_count=4,
+            size_bytes=10,
+            content_sha256=f"{i:064x}",
+        )
         st.add_video(c.id, rec, np.arange(4.0), v)
     st.close()
     return path
@@ -73,16 +84,18 @@ def test_video_ids_are_ascii_decimal_and_in_range(srv, vid):
         assert (e.code, e.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"), e
         e = _error(lambda: fs.delete_video(f"collections/vecs/videos/{vid}"))
         assert e.code == grpc.StatusCode.INVALID_ARGUMENT, e
-        e = _error(lambda: fs.search_by_vector(np.ones(DIM), collection="vecs",
-                                               videos=[f"collections/vecs/videos/{vid}"]))
+        e = _error(
+            lambda: fs.search_by_vector(np.ones(DIM), collection="vecs", videos=[f"collections/vecs/videos/{vid}"])
+        )
         assert e.code == grpc.StatusCode.INVALID_ARGUMENT, e
 
 
 def test_a_page_token_with_a_non_numeric_position_is_invalid_argument(srv):
     token = base64.urlsafe_b64encode(b"v:abc").decode()
     with srv.client() as fs:
-        e = _error(lambda: fs._call(fs.stub.ListVideos, pb.ListVideosRequest(parent="collections/vecs",
-                                                                              page_token=token)))
+        e = _error(
+            lambda: fs._call(fs.stub.ListVideos, pb.ListVideosRequest(parent="collections/vecs", page_token=token))
+        )
         assert (e.code, e.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"), e
 
 
@@ -114,8 +127,11 @@ def test_a_server_path_with_a_nul_character_is_invalid_argument(srv):
 def test_error_texts_quote_long_inputs_cut_short(srv):
     long_name = "collections/vecs/videos/" + "x" * 9000
     with srv.client() as fs:
-        for call in (lambda: fs.get_video(long_name), lambda: fs.get_collection("c" * 9000 + "/x"),
-                     lambda: fs.create_collection("Z" * 9000)):
+        for call in (
+            lambda: fs.get_video(long_name),
+            lambda: fs.get_collection("c" * 9000 + "/x"),
+            lambda: fs.create_collection("Z" * 9000),
+        ):
             e = _error(call)
             assert e.code == grpc.StatusCode.INVALID_ARGUMENT, e
             assert len(e.message) < 300, e.message
@@ -124,8 +140,9 @@ def test_error_texts_quote_long_inputs_cut_short(srv):
 @needs_media
 def test_media_errors_do_not_reveal_server_paths(srv):
     with srv.client(timeout=120) as fs:
-        e = _error(lambda: fs.ingest_video(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 4000, collection="",
-                                           filename="mine.mp4"))
+        e = _error(
+            lambda: fs.ingest_video(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 4000, collection="", filename="mine.mp4")
+        )
         assert e.code == grpc.StatusCode.INVALID_ARGUMENT, e
         assert str(srv.data_dir) not in e.message and "uploads" not in e.message, e.message
         (srv.root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 4000)
@@ -159,6 +176,7 @@ def test_ingest_image_refuses_a_video_from_its_first_bytes(tmp_path):
 
 
 # -- uploads: bounded, and no spool file outlives its call -------------------------------------------
+
 
 class _StalledUpload:
     """An IngestVideo stream that sends its metadata and one chunk, then nothing until released."""
@@ -197,8 +215,12 @@ def test_uploads_count_against_the_limit_from_their_first_message(tmp_path):
         with srv.client() as fs:
             stalled = [_StalledUpload(fs), _StalledUpload(fs)]
             _wait_for(lambda: fs.stats().active_ingests == 2, "both uploads admitted")
-            e = _error(_stream(fs.stub.IngestVideo, [pb.IngestVideoRequest(metadata=pb.IngestMetadata()),
-                                                     pb.IngestVideoRequest(chunk=b"x")]))
+            e = _error(
+                _stream(
+                    fs.stub.IngestVideo,
+                    [pb.IngestVideoRequest(metadata=pb.IngestMetadata()), pb.IngestVideoRequest(chunk=b"x")],
+                )
+            )
             assert (e.code, e.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_REQUESTS"), e
             for s in stalled:
                 s.end()
@@ -237,13 +259,21 @@ def test_one_client_cannot_hold_every_upload_slot(tmp_path, front_end):
         with srv.client() as fs:
             upload = _StalledUpload(fs)
             _wait_for(lambda: fs.stats().active_ingests == 1, "the first upload admitted")
-            e = _error(_stream(fs.stub.IngestVideo, [pb.IngestVideoRequest(metadata=pb.IngestMetadata()),
-                                                     pb.IngestVideoRequest(chunk=b"x")]))
+            e = _error(
+                _stream(
+                    fs.stub.IngestVideo,
+                    [pb.IngestVideoRequest(metadata=pb.IngestMetadata()), pb.IngestVideoRequest(chunk=b"x")],
+                )
+            )
             assert (e.code, e.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_REQUESTS"), e
             assert e.metadata["scope"] == "client", e
             upload.end()
-            e = _error(_stream(fs.stub.IngestVideo, [pb.IngestVideoRequest(metadata=pb.IngestMetadata()),
-                                                     pb.IngestVideoRequest(chunk=b"x")]))
+            e = _error(
+                _stream(
+                    fs.stub.IngestVideo,
+                    [pb.IngestVideoRequest(metadata=pb.IngestMetadata()), pb.IngestVideoRequest(chunk=b"x")],
+                )
+            )
             assert e.code != grpc.StatusCode.RESOURCE_EXHAUSTED, e  # the slot came back (the bytes are no media)
     finally:
         if upload is not None:

@@ -1,4 +1,5 @@
 """Configuration precedence: defaults < TOML file < FRAMESEEK_* env < explicit overrides."""
+
 import pydantic
 import pytest
 
@@ -29,7 +30,7 @@ def test_invalid_values_are_rejected(tmp_path, monkeypatch):
         load_settings()
     monkeypatch.delenv("FRAMESEEK_INGEST_WORKERS")
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('no_such_setting = 1\n')
+    cfg.write_text("no_such_setting = 1\n")
     monkeypatch.setenv("FRAMESEEK_CONFIG", str(cfg))
     with pytest.raises(pydantic.ValidationError, match="no_such_setting"):
         load_settings()
@@ -65,7 +66,7 @@ def test_groups_from_env_and_toml(tmp_path, monkeypatch):
     """A grouped setting is FRAMESEEK_<GROUP>__<FIELD> in the environment and a [group] table in
     TOML; a group given in part keeps the other fields' defaults; env beats the file per field."""
     cfg = tmp_path / "fs.toml"
-    cfg.write_text('[media]\nmax_width = 3840\n\n[index]\nm = 32\n')
+    cfg.write_text("[media]\nmax_width = 3840\n\n[index]\nm = 32\n")
     monkeypatch.setenv("FRAMESEEK_CONFIG", str(cfg))
     s = load_settings()
     assert (s.media.max_width, s.media.max_height, s.index.m, s.index.ef_construction) == (3840, 7680, 32, 200)
@@ -73,7 +74,7 @@ def test_groups_from_env_and_toml(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAMESEEK_MATCHING__COPY_THRESHOLD", "0.3")
     s = load_settings()
     assert (s.media.max_width, s.matching.copy_threshold, s.index.m) == (1920, 0.3, 32)
-    cfg.write_text('[media]\nno_such_limit = 1\n')
+    cfg.write_text("[media]\nno_such_limit = 1\n")
     with pytest.raises(pydantic.ValidationError, match="no_such_limit"):
         load_settings()
 
@@ -87,8 +88,12 @@ def test_each_default_is_declared_once():
 
     s = Settings()
     assert (pipeline.REFERENCE_FPS, pipeline.QUERY_FPS) == (s.sampling.default_fps, s.sampling.query_fps)
-    assert (pipeline.QUERY_COARSE_SCALE, pipeline.INDEX_COARSE_SCALE) == (s.views.query_coarse_scale,
-                                                                           s.views.index_coarse_scale)
-    assert (matching.COPY_THRESHOLD, matching.MatchSettings().frame_k) == (s.matching.copy_threshold,
-                                                                          s.matching.frame_k)
+    assert (pipeline.QUERY_COARSE_SCALE, pipeline.INDEX_COARSE_SCALE) == (
+        s.views.query_coarse_scale,
+        s.views.index_coarse_scale,
+    )
+    assert (matching.COPY_THRESHOLD, matching.MatchSettings().frame_k) == (
+        s.matching.copy_threshold,
+        s.matching.frame_k,
+    )
     assert issubclass(MediaConfig, MediaLimits) and s.media.max_duration_s == MediaLimits().max_duration_s

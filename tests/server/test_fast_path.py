@@ -2,6 +2,7 @@
 search_request.cpp, used by both front ends) must equal protobuf's, and
 the engine's in-memory video map (hit -> video, timestamp without SQL) must stay equal to the
 catalog through add, delete, collection delete, restart, and in replicas following a writer."""
+
 from __future__ import annotations
 
 import math
@@ -23,19 +24,28 @@ f32 = st.floats(width=32, allow_nan=False)  # exactly representable in the float
 f64 = st.floats(allow_nan=False)
 
 videos = st.builds(
-    lambda name, key, sc, labels, dur: pb.Video(name=name, external_key=key, sample_count=sc, labels=labels,
-                                                duration_seconds=dur),
-    st.text(max_size=40), st.text(max_size=300), st.integers(0, 2**31 - 1),
-    st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3), f64)
+    lambda name, key, sc, labels, dur: pb.Video(
+        name=name, external_key=key, sample_count=sc, labels=labels, duration_seconds=dur
+    ),
+    st.text(max_size=40),
+    st.text(max_size=300),
+    st.integers(0, 2**31 - 1),
+    st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+    f64,
+)
 hit_lists = st.lists(st.tuples(videos, f32, st.lists(st.tuples(f64, f32), max_size=4)), max_size=12)
 
 
 @settings(max_examples=300, deadline=None)
 @given(hit_lists, st.text(max_size=200))
 def test_encoded_response_equals_protobuf(hits, model):
-    expected = pb.SearchResponse(model=model, hits=[
-        pb.VideoHit(video=v, score=s, matches=[pb.FrameMatch(timestamp_seconds=t, score=ms) for t, ms in m])
-        for v, s, m in hits])
+    expected = pb.SearchResponse(
+        model=model,
+        hits=[
+            pb.VideoHit(video=v, score=s, matches=[pb.FrameMatch(timestamp_seconds=t, score=ms) for t, ms in m])
+            for v, s, m in hits
+        ],
+    )
     got = encode_search_response([(v.SerializeToString(), s, m) for v, s, m in hits], model)
     assert got == expected.SerializeToString()
     assert pb.SearchResponse.FromString(got) == expected
@@ -58,11 +68,19 @@ def test_encoder_knows_every_field_of_the_messages_it_writes():
 def test_encoded_response_rounds_scores_like_protobuf():
     # Python floats (doubles) go into float fields: both round to the nearest float32
     hits = [(b"", 0.1, [(1 / 3, 2 / 3), (-0.0, -0.0)]), (b"\x0a\x01a", -0.0, [])]
-    expected = pb.SearchResponse(hits=[
-        pb.VideoHit(video=pb.Video(), score=0.1,
-                    matches=[pb.FrameMatch(timestamp_seconds=1 / 3, score=2 / 3),
-                             pb.FrameMatch(timestamp_seconds=-0.0, score=-0.0)]),
-        pb.VideoHit(video=pb.Video(name="a"), score=-0.0)])
+    expected = pb.SearchResponse(
+        hits=[
+            pb.VideoHit(
+                video=pb.Video(),
+                score=0.1,
+                matches=[
+                    pb.FrameMatch(timestamp_seconds=1 / 3, score=2 / 3),
+                    pb.FrameMatch(timestamp_seconds=-0.0, score=-0.0),
+                ],
+            ),
+            pb.VideoHit(video=pb.Video(name="a"), score=-0.0),
+        ]
+    )
     assert encode_search_response(hits, "") == expected.SerializeToString()
     back = pb.SearchResponse.FromString(encode_search_response(hits, ""))
     assert math.copysign(1, back.hits[1].score) < 0
@@ -70,12 +88,24 @@ def test_encoded_response_rounds_scores_like_protobuf():
 
 # -- the in-memory video map ------------------------------------------------------------------
 
+
 def _add(s, cid, i, n=3):
     rng = np.random.default_rng(i)
     v = rng.standard_normal((n, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    rec = VideoRecord(id=0, collection_id=cid, kind="video", duration=10.0, width=8, height=8, sample_count=n,
-                      size_bytes=1, content_sha256=f"{i:064x}", external_key=f"v{i}", labels={"i": str(i)})
+    rec = VideoRecord(
+        id=0,
+        collection_id=cid,
+        kind="video",
+        duration=10.0,
+        width=8,
+        height=8,
+        sample_count=n,
+        size_bytes=1,
+        content_sha256=f"{i:064x}",
+        external_key=f"v{i}",
+        labels={"i": str(i)},
+    )
     return s.add_video(cid, rec, np.arange(n, dtype=np.float64) * 2.5 + i, v).id
 
 
@@ -157,6 +187,7 @@ def test_replica_video_map_follows_the_writer(tmp_path):
 
 # -- request vector checks (one dot product on the hot path) ----------------------------------
 
+
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_check_vector_rejects_non_finite_and_zero(metric):
     from frameseek.errors import ServiceError
@@ -189,9 +220,23 @@ def test_the_search_normalises_cosine_queries_and_takes_l2_ones_as_they_are(tmp_
     st.add_observer(_Mirror(d))
     c = st.create_collection("c", model="m", dimension=4, metric=metric, sampling={}, index={})
     v = np.array([[0.6, 0.8, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
-    vid = st.add_video(c.id, VideoRecord(id=0, collection_id=c.id, kind="video", duration=2.0, width=1, height=1,
-                                         sample_count=2, size_bytes=1, content_sha256="a" * 64, external_key="k"),
-                       np.array([0.0, 1.0]), v).id
+    vid = st.add_video(
+        c.id,
+        VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=2.0,
+            width=1,
+            height=1,
+            sample_count=2,
+            size_bytes=1,
+            content_sha256="a" * 64,
+            external_key="k",
+        ),
+        np.array([0.0, 1.0]),
+        v,
+    ).id
     for q in ([3e30, 4e30, 0, 0], [3, 4, 0, 0], [0.6, 0.8, 0, 0]):
         got = d.nearest_videos(c.id, np.asarray(q, dtype=np.float32), k=1, min_score=-100.0)
         if metric == "ip" or q == [0.6, 0.8, 0, 0]:

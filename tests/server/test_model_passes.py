@@ -1,5 +1,6 @@
 """Each caller embeds only the views it uses: SearchByImage runs the real model once per query
 image (it searches with one vector), SearchByVideo and ingest run it once per view they use."""
+
 from __future__ import annotations
 
 import asyncio
@@ -64,8 +65,17 @@ def test_search_by_image_runs_the_model_once_per_query_image(tmp_path, onnx_embe
         try:
             rec = await svc.collections.get("default")
             vec = onnx_embedder.embed([np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))])
-            video = VideoRecord(id=0, collection_id=rec.id, kind="image", duration=0.0, width=320, height=240,
-                                sample_count=1, size_bytes=len(image), content_sha256="a" * 64)
+            video = VideoRecord(
+                id=0,
+                collection_id=rec.id,
+                kind="image",
+                duration=0.0,
+                width=320,
+                height=240,
+                sample_count=1,
+                size_bytes=len(image),
+                content_sha256="a" * 64,
+            )
             vid = svc.storage.add_video(rec.id, video, np.zeros(1), vec.astype(np.float32)).id
             counting.runs = counting.rows = 0
             hits, _ = await svc.search.by_image("default", image, SearchOptions(k=1))

@@ -2,6 +2,7 @@
 (EmbeddedStorage) on the same data dir: it follows adds through the log tail, deletes at once,
 new and deleted collections, snapshots that drop the segment it was reading, and an append in
 progress (torn tail); and it never writes."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,18 @@ DIM = 16
 def _add(st, cid, i, rng, n=5):
     v = rng.standard_normal((n, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    rec = VideoRecord(id=0, collection_id=cid, kind="video", duration=float(n), width=8, height=8, sample_count=n,
-                      size_bytes=1, content_sha256=f"{i:064x}", external_key=f"v{i}")
+    rec = VideoRecord(
+        id=0,
+        collection_id=cid,
+        kind="video",
+        duration=float(n),
+        width=8,
+        height=8,
+        sample_count=n,
+        size_bytes=1,
+        content_sha256=f"{i:064x}",
+        external_key=f"v{i}",
+    )
     return st.add_video(cid, rec, np.arange(n, dtype=np.float64), v).id, v
 
 
@@ -41,8 +52,18 @@ def test_replica_follows_coarse_twins(tmp_path):
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     tw = rng.standard_normal((6, DIM)).astype(np.float32)
     tw /= np.linalg.norm(tw, axis=1, keepdims=True)
-    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=6.0, width=8, height=8, sample_count=6,
-                      size_bytes=1, content_sha256="f" * 64, external_key="tw")
+    rec = VideoRecord(
+        id=0,
+        collection_id=c.id,
+        kind="video",
+        duration=6.0,
+        width=8,
+        height=8,
+        sample_count=6,
+        size_bytes=1,
+        content_sha256="f" * 64,
+        external_key="tw",
+    )
     vid = w.add_video(c.id, rec, np.arange(6, dtype=np.float64), v, twins=tw).id
     rep.sync()
     assert rep.vectors_of(c.id) == w.vectors_of(c.id) == 12

@@ -3,6 +3,7 @@ with roles checked by the Python service and by the native front end's fast path
 table), reload on SIGHUP, the refusal to serve a non-loopback address unprotected, and the
 private socket directories of servers killed with -9. Real servers, real TLS (certificates made
 with openssl at test time)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,8 +41,9 @@ TOKENS = {"reader": "r-token-0123", "writer": "w-token-4567", "admin": "a-token-
 
 
 def write_tokens(path, roles=("reader", "writer", "admin")) -> str:
-    path.write_text("".join(f'[[token]]\nname = "{r}-1"\nrole = "{r}"\nsha256 = "{auth.hash_token(TOKENS[r])}"\n\n'
-                            for r in roles))
+    path.write_text(
+        "".join(f'[[token]]\nname = "{r}-1"\nrole = "{r}"\nsha256 = "{auth.hash_token(TOKENS[r])}"\n\n' for r in roles)
+    )
     return str(path)
 
 
@@ -64,15 +66,21 @@ def bearer(role: str) -> tuple[tuple[str, str]]:
 
 
 # ---- the token file ------------------------------------------------------------------------------
-@pytest.mark.parametrize("body, message", [
-    ('[[token]]\nname = "x"\nrole = "root"\nsha256 = "' + "0" * 64 + '"\n', "role must be one of"),
-    ('[[token]]\nname = "x"\nrole = "reader"\nsha256 = "my-plain-token"\n', "64 hex digits"),
-    ('[[token]]\nname = "x"\nrole = "reader"\n', "exactly the keys"),
-    ('[[token]]\nname = "x"\nrole = "reader"\nsha256 = "' + "a" * 64 + '"\n'
-     '[[token]]\nname = "y"\nrole = "admin"\nsha256 = "' + "a" * 64 + '"\n', "duplicate"),
-    ("", "no [[token]] entries"),
-    ("[[token]\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('[[token]]\nname = "x"\nrole = "root"\nsha256 = "' + "0" * 64 + '"\n', "role must be one of"),
+        ('[[token]]\nname = "x"\nrole = "reader"\nsha256 = "my-plain-token"\n', "64 hex digits"),
+        ('[[token]]\nname = "x"\nrole = "reader"\n', "exactly the keys"),
+        (
+            '[[token]]\nname = "x"\nrole = "reader"\nsha256 = "' + "a" * 64 + '"\n'
+            '[[token]]\nname = "y"\nrole = "admin"\nsha256 = "' + "a" * 64 + '"\n',
+            "duplicate",
+        ),
+        ("", "no [[token]] entries"),
+        ("[[token]\n", "not valid TOML"),
+    ],
+)
 def test_token_file_errors_are_clear(tmp_path, body, message):
     (tmp_path / "t.toml").write_text(body)
     with pytest.raises(ValueError, match=message.replace("[", r"\[")):
@@ -96,9 +104,17 @@ class InProcess:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.tokens = tmp_path / "tokens.toml"
-        s = Settings(address="127.0.0.1:0", data_dir=str(tmp_path / "data"), metrics_address="", front_end=front,
-                     embedding_dim=8, model="none", auth_tokens=write_tokens(self.tokens),
-                     tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"))
+        s = Settings(
+            address="127.0.0.1:0",
+            data_dir=str(tmp_path / "data"),
+            metrics_address="",
+            front_end=front,
+            embedding_dim=8,
+            model="none",
+            auth_tokens=write_tokens(self.tokens),
+            tls_cert=str(pki / "server.pem"),
+            tls_key=str(pki / "server.key"),
+        )
         self.srv, self.port = self.run(create_server(s))
         self.run(self.srv.wait_ready())
         creds = grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes())
@@ -134,9 +150,11 @@ def test_roles_on_both_front_ends(server):
     dim = stub.GetCollection(pb.GetCollectionRequest(name="collections/default"), metadata=bearer("reader")).dimension
     query = pb.SearchByVectorRequest(parent="collections/default", vector=[1.0] + [0.0] * (dim - 1))
     fast = _fast(server)
-    for md, code in (((), grpc.StatusCode.UNAUTHENTICATED),
-                     ((("authorization", "Bearer not-a-token"),), grpc.StatusCode.UNAUTHENTICATED),
-                     ((("authorization", TOKENS["reader"]),), grpc.StatusCode.UNAUTHENTICATED)):  # no scheme
+    for md, code in (
+        ((), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", "Bearer not-a-token"),), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", TOKENS["reader"]),), grpc.StatusCode.UNAUTHENTICATED),
+    ):  # no scheme
         with pytest.raises(grpc.RpcError) as e:
             stub.SearchByVector(query, metadata=md)
         assert e.value.code() == code and reason_of(e.value) == "UNAUTHENTICATED"
@@ -178,8 +196,9 @@ def test_roles_on_both_front_ends(server):
 
 
 def test_reload_reaches_both_front_ends(server):
-    dim = server.stub.GetCollection(pb.GetCollectionRequest(name="collections/default"),
-                                    metadata=bearer("admin")).dimension
+    dim = server.stub.GetCollection(
+        pb.GetCollectionRequest(name="collections/default"), metadata=bearer("admin")
+    ).dimension
     query = pb.SearchByVectorRequest(parent="collections/default", vector=[1.0] + [0.0] * (dim - 1))
     server.stub.SearchByVector(query, metadata=bearer("reader"))
     write_tokens(server.tokens, roles=("writer", "admin"))  # the reader's token is revoked
@@ -197,8 +216,14 @@ def test_reload_reaches_both_front_ends(server):
 
 # ---- through the CLI and the Python SDK, against `frameseek serve` -------------------------------
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "frameseek.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "frameseek.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def start(tmp_path, name: str, **settings) -> ServerProcess:
@@ -211,8 +236,9 @@ def start(tmp_path, name: str, **settings) -> ServerProcess:
 def tls_server(tmp_path_factory, pki):
     """`frameseek serve` (native front end) with TLS and tokens."""
     d = tmp_path_factory.mktemp("tls")
-    srv = start(d, "data", tls_cert=pki / "server.pem", tls_key=pki / "server.key",
-                auth_tokens=write_tokens(d / "tokens.toml"))
+    srv = start(
+        d, "data", tls_cert=pki / "server.pem", tls_key=pki / "server.key", auth_tokens=write_tokens(d / "tokens.toml")
+    )
     srv.client(tls_ca=pki / "ca.pem").wait_ready(timeout=300)
     yield srv
     srv.stop()
@@ -258,8 +284,14 @@ def test_sdk_tls_and_tokens(tls_server, pki):
 def test_mtls_requires_a_client_certificate(tmp_path, pki, front):
     if front == "native" and not front_end.available():
         pytest.skip("native module built without gRPC C++")
-    srv = start(tmp_path, "data", tls_cert=pki / "server.pem", tls_key=pki / "server.key",
-                tls_client_ca=pki / "ca.pem", front_end=front)
+    srv = start(
+        tmp_path,
+        "data",
+        tls_cert=pki / "server.pem",
+        tls_key=pki / "server.key",
+        tls_client_ca=pki / "ca.pem",
+        front_end=front,
+    )
     try:
         srv.client(tls_ca=pki / "ca.pem", tls_cert=pki / "client.pem", tls_key=pki / "client.key").wait_ready(300)
         conn = ["--server", srv.address, "--tls-ca", str(pki / "ca.pem")]
@@ -267,11 +299,19 @@ def test_mtls_requires_a_client_certificate(tmp_path, pki, front):
         assert r.returncode == 0, r.stderr
         r = cli("stats", *conn)
         assert r.returncode == 1 and "UNAVAILABLE" in r.stderr
-        r = cli("stats", *conn, env={"FRAMESEEK_CLIENT_CERT": str(pki / "client.pem"),
-                                     "FRAMESEEK_CLIENT_KEY": str(pki / "client.key")})
+        r = cli(
+            "stats",
+            *conn,
+            env={"FRAMESEEK_CLIENT_CERT": str(pki / "client.pem"), "FRAMESEEK_CLIENT_KEY": str(pki / "client.key")},
+        )
         assert r.returncode == 0, r.stderr
-        with Client(srv.address, tls_ca=pki / "ca.pem", tls_cert=pki / "rogue-client.pem",
-                    tls_key=pki / "rogue-client.key", retries=0) as fs:  # signed by a CA the server does not trust
+        with Client(
+            srv.address,
+            tls_ca=pki / "ca.pem",
+            tls_cert=pki / "rogue-client.pem",
+            tls_key=pki / "rogue-client.key",
+            retries=0,
+        ) as fs:  # signed by a CA the server does not trust
             with pytest.raises(FrameSeekError) as e:
                 fs.stats()
             assert e.value.code == grpc.StatusCode.UNAVAILABLE
@@ -284,10 +324,21 @@ def test_mtls_requires_a_client_certificate(tmp_path, pki, front):
 
 
 # ---- safe by default -------------------------------------------------------------------------------
-@pytest.mark.parametrize("address, loopback", [
-    ("127.0.0.1:50051", True), ("127.3.4.5:1", True), ("localhost:1", True), ("[::1]:1", True),
-    ("unix:/run/fs.sock", True), ("0.0.0.0:1", False), ("[::]:1", False), (":50051", False),
-    ("10.0.0.5:1", False), ("search.example.org:1", False)])
+@pytest.mark.parametrize(
+    "address, loopback",
+    [
+        ("127.0.0.1:50051", True),
+        ("127.3.4.5:1", True),
+        ("localhost:1", True),
+        ("[::1]:1", True),
+        ("unix:/run/fs.sock", True),
+        ("0.0.0.0:1", False),
+        ("[::]:1", False),
+        (":50051", False),
+        ("10.0.0.5:1", False),
+        ("search.example.org:1", False),
+    ],
+)
 def test_exposure_needs_tls_and_client_authentication(address, loopback):
     tls = auth.TlsFiles(b"cert", b"key", None)
     assert auth.exposure_gaps(address, tls, authenticated=True) == []
@@ -302,11 +353,29 @@ def test_non_loopback_without_protection_refuses_to_start(tmp_path, pki):
     assert r.returncode != 0 and "refusing to listen on 0.0.0.0:0" in r.stderr and "--insecure" in r.stderr
     assert "TLS" in r.stderr and "client authentication" in r.stderr
     # TLS without any client authentication is not enough either
-    r = cli("serve", "--address", "0.0.0.0:0", "--data-dir", str(tmp_path / "d"), "--metrics-address", "",
-            "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"))
+    r = cli(
+        "serve",
+        "--address",
+        "0.0.0.0:0",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--metrics-address",
+        "",
+        "--tls-cert",
+        str(pki / "server.pem"),
+        "--tls-key",
+        str(pki / "server.key"),
+    )
     assert r.returncode != 0 and "without client authentication" in r.stderr
-    r = cli("serve", "--data-dir", str(tmp_path / "d"), "--tls-cert", str(pki / "server.pem"),
-            "--tls-key", str(pki / "client.key"))  # a key of another certificate: said at once
+    r = cli(
+        "serve",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--tls-cert",
+        str(pki / "server.pem"),
+        "--tls-key",
+        str(pki / "client.key"),
+    )  # a key of another certificate: said at once
     assert r.returncode != 0 and "unusable" in r.stderr
 
 
@@ -314,9 +383,25 @@ def test_insecure_override_starts_with_a_warning(tmp_path):
     srv = ServerProcess(tmp_path / "data", embedding_dim=8, model="none")
     port_file = tmp_path / "port"
     with open(tmp_path / "log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "frameseek.cli", "serve", "--address", "0.0.0.0:0",
-                                 "--insecure", "--data-dir", str(srv.data_dir), "--port-file", str(port_file)],
-                                env=srv.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "frameseek.cli",
+                "serve",
+                "--address",
+                "0.0.0.0:0",
+                "--insecure",
+                "--data-dir",
+                str(srv.data_dir),
+                "--port-file",
+                str(port_file),
+            ],
+            env=srv.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     try:
         while not port_file.exists():
             assert proc.poll() is None, (tmp_path / "log").read_text()
@@ -378,8 +463,13 @@ def test_sighup_reloads_the_token_file(tls_server, pki):
 
 
 def test_hash_token_prints_an_entry(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "frameseek.cli", "hash-token", "--name", "ci", "--role", "writer"],
-                       input="s3cret\n", capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "frameseek.cli", "hash-token", "--name", "ci", "--role", "writer"],
+        input="s3cret\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     (tmp_path / "t.toml").write_text(r.stdout)
     (entry,) = auth.load_tokens(str(tmp_path / "t.toml"))

@@ -1,5 +1,6 @@
 """Durability through a real server process (issue 17): a full disk, then kill -9, loses nothing
 acknowledged; a job interrupted between the catalog commit and its own update is not indexed twice."""
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,9 @@ def test_disk_full_then_kill9_loses_no_acknowledged_ingest(small_disk, tmp_path)
                 acked[fs.ingest_video(videos[i]).video.name] = i
             # from plenty of room down to none: whichever write hits the full disk (the upload
             # spool, the catalog, the vector log), the answer is DISK_FULL or success
-            for i, leave in zip(range(2, 12), (400_000, 300_000, 200_000, 150_000, 120_000, 100_000, 80_000,
-                                               60_000, 30_000, 0)):
+            for i, leave in zip(
+                range(2, 12), (400_000, 300_000, 200_000, 150_000, 120_000, 100_000, 80_000, 60_000, 30_000, 0)
+            ):
                 _fill(filler, leave)
                 try:
                     acked[fs.ingest_video(videos[i]).video.name] = i
@@ -108,11 +110,21 @@ def test_resumed_job_whose_video_was_committed_is_not_indexed_twice(tmp_path):
         db.close()
         uploads = data / "uploads"
         (uploads / f"{job_id}.media").write_bytes(video.read_bytes())
-        req = {"parent": "", "external_key": "", "labels": {}, "request_id": "", "filename": "v.mp4",
-               "server_path": "", "size_bytes": 0, "duplicate_policy": "ALLOW", "duplicate_threshold": 0.0,
-               "return_job": False}
-        (uploads / f"{job_id}.json").write_text(json.dumps(
-            {"req": req, "sha256": r.video.content_sha256, "size": video.stat().st_size, "is_image": False}))
+        req = {
+            "parent": "",
+            "external_key": "",
+            "labels": {},
+            "request_id": "",
+            "filename": "v.mp4",
+            "server_path": "",
+            "size_bytes": 0,
+            "duplicate_policy": "ALLOW",
+            "duplicate_threshold": 0.0,
+            "return_job": False,
+        }
+        (uploads / f"{job_id}.json").write_text(
+            json.dumps({"req": req, "sha256": r.video.content_sha256, "size": video.stat().st_size, "is_image": False})
+        )
         srv.start()
         with srv.client(timeout=300) as fs:
             job = list(fs.watch_job(r.job.name))[-1]  # until it is done, however it gets there
@@ -175,8 +187,11 @@ def test_damaged_log_record_shows_as_a_damaged_video_and_in_stats(tmp_path):
         srv.start()
         with srv.client(timeout=300) as fs:
             states = {v.name: v.state for v in fs.list_videos()}
-            assert states == {names[0]: pb.VIDEO_STATE_ACTIVE, names[1]: pb.VIDEO_STATE_DAMAGED,
-                              names[2]: pb.VIDEO_STATE_ACTIVE}
+            assert states == {
+                names[0]: pb.VIDEO_STATE_ACTIVE,
+                names[1]: pb.VIDEO_STATE_DAMAGED,
+                names[2]: pb.VIDEO_STATE_ACTIVE,
+            }
             assert fs.get_video(names[1]).state == pb.VIDEO_STATE_DAMAGED
             for name, video in zip(names, videos):
                 hits = {h.video.name for h in fs.search_by_image(grab_frame(video, 2.2, tmp_path / "q.png"), k=5).hits}

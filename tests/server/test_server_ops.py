@@ -1,4 +1,5 @@
 """Operational surface: UNAVAILABLE before the index is loaded, Prometheus metrics."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,15 +32,15 @@ def test_calls_before_the_index_is_loaded_are_unavailable(tmp_path):
 
 
 @pytest.mark.parametrize("index_coarse_scale, vectors_per_sample", [(0.5, 2), (0.0, 1)])
-def test_long_videos_are_sampled_within_the_vectors_a_video_may_hold(tmp_path, index_coarse_scale,
-                                                                     vectors_per_sample):
+def test_long_videos_are_sampled_within_the_vectors_a_video_may_hold(tmp_path, index_coarse_scale, vectors_per_sample):
     """The longest video the server takes (max_video_seconds) at the highest rate a collection may
     ask (30 fps) must fit a video's 2**SAMPLE_BITS index vectors, coarse twins included: its grid
     is made sparser up front instead of the ingest failing after hours of embedding."""
     settings = Settings(data_dir=str(tmp_path), metrics_address="", views={"index_coarse_scale": index_coarse_scale})
     svc = FrameSeekService(settings)
-    rec = CollectionRecord(id=1, name="c", model=settings.model, dimension=512, metric="ip",
-                           sampling={"fps": 30.0}, index={})
+    rec = CollectionRecord(
+        id=1, name="c", model=settings.model, dimension=512, metric="ip", sampling={"fps": 30.0}, index={}
+    )
     sampling = svc.core.sampling(rec)
     longest = settings.media.max_duration_s
     samples = TimeGridSampler(sampling.grid_fps(longest)).expected_samples(longest)
@@ -72,6 +73,7 @@ def test_prometheus_metrics(tmp_path):
         assert "frameseek_request_seconds_bucket" in body and "frameseek_ready 1.0" in body
         assert "frameseek_stalls_total 0.0" in body  # the watchdog saw nothing stuck
         from frameseek import front_end
+
         if front_end.available():  # the native front end's counters (health checks are answered natively)
             assert 'frameseek_front_end_calls_total{path="forwarded"}' in body
             assert "frameseek_front_end_native_search_seconds_total" in body

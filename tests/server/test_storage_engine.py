@@ -1,4 +1,5 @@
 """Embedded storage engine: atomic add/delete, snapshots, recovery, and kill -9 durability."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,18 @@ def _unit(rng, n):
 
 
 def _rec(sha: str, labels=None) -> VideoRecord:
-    return VideoRecord(id=0, collection_id=0, kind="video", duration=10.0, width=64, height=48, sample_count=0,
-                       size_bytes=1, content_sha256=sha, labels=labels or {})
+    return VideoRecord(
+        id=0,
+        collection_id=0,
+        kind="video",
+        duration=10.0,
+        width=64,
+        height=48,
+        sample_count=0,
+        size_bytes=1,
+        content_sha256=sha,
+        labels=labels or {},
+    )
 
 
 def _open(path, **kw) -> EmbeddedStorage:
@@ -36,8 +47,14 @@ def _open(path, **kw) -> EmbeddedStorage:
 
 
 def _coll(st):
-    return st.create_collection("default", model="m", dimension=DIM, metric="ip", sampling={"fps": 1.0},
-                                index={"m": 16, "ef_construction": 100, "ef_search": 64})
+    return st.create_collection(
+        "default",
+        model="m",
+        dimension=DIM,
+        metric="ip",
+        sampling={"fps": 1.0},
+        index={"m": 16, "ef_construction": 100, "ef_search": 64},
+    )
 
 
 def _groups_in_index(st, cid, vectors_by_video):
@@ -91,7 +108,8 @@ def test_search_finds_sample_and_timestamp_and_delete_is_immediate(tmp_path):
     # after restart (snapshot taken at close) the delete holds and the rest is there
     st = _open(tmp_path)
     assert _groups_in_index(st, c.id, {k: v for k, v in data.items() if k != target}) == {
-        k: True for k in data if k != target}
+        k: True for k in data if k != target
+    }
     assert st.vectors_of(c.id) == 50
     st.close()
 
@@ -247,8 +265,9 @@ def test_kill9_during_writes_keeps_every_acknowledged_video(tmp_path):
     data = tmp_path / "data"
     acked: dict[int, tuple[int, list]] = {}
     for round_ in range(4):
-        proc = subprocess.Popen([sys.executable, str(script), str(data), "300", str(round_)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(data), "300", str(round_)], stdout=subprocess.PIPE, text=True
+        )
         lines = 0
         for line in proc.stdout:  # kill after a round-dependent number of acknowledgements
             if not line.startswith("ACK "):

@@ -1,6 +1,7 @@
 """Storage recovery from damage (issue 17): a damaged log record in the middle of the newest
 segment, damaged snapshots, a catalog that lost committed rows (truncated SQLite WAL), files left
 by a snapshot killed mid-write."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,17 @@ def _unit(rng, n):
 
 
 def _rec(sha: str) -> VideoRecord:
-    return VideoRecord(id=0, collection_id=0, kind="video", duration=5.0, width=64, height=48, sample_count=0,
-                       size_bytes=1, content_sha256=sha)
+    return VideoRecord(
+        id=0,
+        collection_id=0,
+        kind="video",
+        duration=5.0,
+        width=64,
+        height=48,
+        sample_count=0,
+        size_bytes=1,
+        content_sha256=sha,
+    )
 
 
 def _open(path) -> EmbeddedStorage:
@@ -276,11 +286,13 @@ def test_version_1_catalog_is_migrated_keeping_the_id_high_water(tmp_path):
     db = sqlite3.connect(str(tmp_path / "catalog.sqlite3"))
     seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='videos'").fetchone()[0]
     sql = db.execute("SELECT sql FROM sqlite_master WHERE name='videos'").fetchone()[0]
-    db.executescript("PRAGMA foreign_keys=OFF; BEGIN;"
-                     f"CREATE TABLE v1 {sql[sql.index('('):].replace(', ' + repr('damaged'), '')};"
-                     "INSERT INTO v1 SELECT * FROM videos; DROP TABLE videos; ALTER TABLE v1 RENAME TO videos;"
-                     "UPDATE meta SET value='1' WHERE key='schema_version';"
-                     f"UPDATE sqlite_sequence SET seq={seq} WHERE name='videos'; COMMIT;")
+    db.executescript(
+        "PRAGMA foreign_keys=OFF; BEGIN;"
+        f"CREATE TABLE v1 {sql[sql.index('(') :].replace(', ' + repr('damaged'), '')};"
+        "INSERT INTO v1 SELECT * FROM videos; DROP TABLE videos; ALTER TABLE v1 RENAME TO videos;"
+        "UPDATE meta SET value='1' WHERE key='schema_version';"
+        f"UPDATE sqlite_sequence SET seq={seq} WHERE name='videos'; COMMIT;"
+    )
     assert "'damaged'" not in db.execute("SELECT sql FROM sqlite_master WHERE name='videos'").fetchone()[0]
     db.close()
     st = _open(tmp_path)

@@ -1,4 +1,5 @@
 """Vector log: round trip, torn tails from a crash mid-append, corruption detection."""
+
 import contextlib
 import errno
 import os
@@ -229,8 +230,11 @@ def test_a_damaged_header_is_reported_and_its_records_still_read(tmp_path):
 
 
 @settings(max_examples=60, deadline=None)
-@given(at=st.integers(min_value=12, max_value=5000), n=st.integers(min_value=1, max_value=64),
-       seed=st.integers(min_value=0, max_value=2**31))
+@given(
+    at=st.integers(min_value=12, max_value=5000),
+    n=st.integers(min_value=1, max_value=64),
+    seed=st.integers(min_value=0, max_value=2**31),
+)
 def test_random_damage_loses_only_the_records_it_touches(tmp_path_factory, at, n, seed):
     """Whatever burst of bytes is damaged, replay returns exactly the records it did not touch
     (none invented, none after it lost), except that damage in the last record is a torn tail."""

@@ -17,6 +17,7 @@ path against the same table. Roles are ranked: reader < writer < admin, each wit
 those below. grpc.health.v1.Health stays open (load balancers probe it without a token); every
 other service (server reflection, anything unknown) needs at least a reader.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,9 +36,12 @@ from ..errors import ErrorCode, ServiceError
 from .status import abort
 
 log = structlog.get_logger("frameseek.auth")
-DENIED = Counter("frameseek_auth_denied_total", "calls refused for a missing, unknown or too weak token "
-                 "(the native front end declines those to the Python service, so all are counted here)",
-                 ["reason"])
+DENIED = Counter(
+    "frameseek_auth_denied_total",
+    "calls refused for a missing, unknown or too weak token "
+    "(the native front end declines those to the Python service, so all are counted here)",
+    ["reason"],
+)
 
 ROLES = ("reader", "writer", "admin")  # in rank order: each has the rights of those before it
 RANK = {role: i + 1 for i, role in enumerate(ROLES)}  # 0 = open (no token needed)
@@ -46,9 +50,21 @@ OPEN = 0
 _SVC = "/frameseek.v1.FrameSeek/"
 #: frameseek.v1.FrameSeek method -> the least role that may call it
 METHOD_ROLES = {
-    **{_SVC + m: "reader" for m in ("GetCollection", "ListCollections", "GetIngestJob", "WatchIngestJob",
-                                    "SearchByImage", "SearchByVideo", "SearchByVector", "GetVideo", "ListVideos",
-                                    "GetStats")},
+    **{
+        _SVC + m: "reader"
+        for m in (
+            "GetCollection",
+            "ListCollections",
+            "GetIngestJob",
+            "WatchIngestJob",
+            "SearchByImage",
+            "SearchByVideo",
+            "SearchByVector",
+            "GetVideo",
+            "ListVideos",
+            "GetStats",
+        )
+    },
     **{_SVC + m: "writer" for m in ("IngestVideo", "IngestImage", "DeleteVideo")},
     **{_SVC + m: "admin" for m in ("CreateCollection", "DeleteCollection")},
 }
@@ -93,8 +109,7 @@ def load_tokens(path: str) -> tuple[TokenEntry, ...]:
         raise ConfigError(f"auth tokens {path}: not valid TOML ({exc})") from None
     unknown = set(doc) - {"token"}
     if unknown:
-        raise ConfigError(f"auth tokens {path}: unknown top-level keys {sorted(unknown)} "
-                          "(expected [[token]] tables)")
+        raise ConfigError(f"auth tokens {path}: unknown top-level keys {sorted(unknown)} (expected [[token]] tables)")
     entries, names, digests = [], set(), set()
     for i, t in enumerate(doc.get("token", []), 1):
         where = f"auth tokens {path}: token #{i}"
@@ -106,8 +121,10 @@ def load_tokens(path: str) -> tuple[TokenEntry, ...]:
         if role not in RANK:
             raise ConfigError(f"{where} ({name}): role must be one of {', '.join(ROLES)}")
         if not isinstance(sha, str) or not _HEX64.fullmatch(sha.lower()):
-            raise ConfigError(f"{where} ({name}): sha256 must be 64 hex digits (the hash, never the token; "
-                             "`frameseek hash-token` prints it)")
+            raise ConfigError(
+                f"{where} ({name}): sha256 must be 64 hex digits (the hash, never the token; "
+                "`frameseek hash-token` prints it)"
+            )
         if name in names or sha.lower() in digests:
             raise ConfigError(f"{where} ({name}): duplicate name or hash")
         names.add(name)
@@ -139,9 +156,9 @@ class Authorizer:
         return self.entries
 
     def identify(self, authorization: str | None) -> TokenEntry | None:
-        if not authorization or authorization[:len(BEARER)].lower() != BEARER:
+        if not authorization or authorization[: len(BEARER)].lower() != BEARER:
             return None
-        digest = hashlib.sha256(authorization[len(BEARER):].strip().encode()).digest()
+        digest = hashlib.sha256(authorization[len(BEARER) :].strip().encode()).digest()
         found = None
         for e in self.entries:  # every entry, no early exit: the time does not depend on which matched
             if hmac.compare_digest(e.digest, digest):
@@ -156,13 +173,20 @@ class Authorizer:
         entry = self.identify(authorization)
         if entry is None:
             if not authorization:
-                return ServiceError(ErrorCode.UNAUTHENTICATED, "UNAUTHENTICATED",
-                                    "this server needs a token: send 'authorization: Bearer <token>'")
+                return ServiceError(
+                    ErrorCode.UNAUTHENTICATED,
+                    "UNAUTHENTICATED",
+                    "this server needs a token: send 'authorization: Bearer <token>'",
+                )
             return ServiceError(ErrorCode.UNAUTHENTICATED, "UNAUTHENTICATED", "unknown token")
         if RANK[entry.role] < need:
-            return ServiceError(ErrorCode.PERMISSION_DENIED, "PERMISSION_DENIED",
-                                f"token '{entry.name}' has role {entry.role}; {method.rsplit('/', 1)[1]} needs "
-                                f"{ROLES[need - 1]}", role=entry.role, required_role=ROLES[need - 1])
+            return ServiceError(
+                ErrorCode.PERMISSION_DENIED,
+                "PERMISSION_DENIED",
+                f"token '{entry.name}' has role {entry.role}; {method.rsplit('/', 1)[1]} needs {ROLES[need - 1]}",
+                role=entry.role,
+                required_role=ROLES[need - 1],
+            )
         return None
 
 
@@ -191,12 +215,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             yield  # pragma: no cover - an async generator that never yields
 
         kind = (handler.request_streaming, handler.response_streaming)
-        make, fn = {(False, False): (grpc.unary_unary_rpc_method_handler, deny),
-                    (True, False): (grpc.stream_unary_rpc_method_handler, deny),
-                    (False, True): (grpc.unary_stream_rpc_method_handler, deny_stream),
-                    (True, True): (grpc.stream_stream_rpc_method_handler, deny_stream)}[kind]
-        return make(fn, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        make, fn = {
+            (False, False): (grpc.unary_unary_rpc_method_handler, deny),
+            (True, False): (grpc.stream_unary_rpc_method_handler, deny),
+            (False, True): (grpc.unary_stream_rpc_method_handler, deny_stream),
+            (True, True): (grpc.stream_stream_rpc_method_handler, deny_stream),
+        }[kind]
+        return make(
+            fn, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
 
 
 # ---- transport security -------------------------------------------------------------------------
@@ -226,8 +253,9 @@ def load_tls(cert: str | None, key: str | None, client_ca: str | None) -> TlsFil
             raise ConfigError(f"{what} {path}: not a PEM file")
         return data
 
-    files = TlsFiles(read(cert, "tls_cert"), read(key, "tls_key"),
-                     read(client_ca, "tls_client_ca") if client_ca else None)
+    files = TlsFiles(
+        read(cert, "tls_cert"), read(key, "tls_key"), read(client_ca, "tls_client_ca") if client_ca else None
+    )
     try:  # a key that does not match the certificate would only show as a failed bind
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
     except ssl.SSLError as exc:
@@ -236,8 +264,9 @@ def load_tls(cert: str | None, key: str | None, client_ca: str | None) -> TlsFil
 
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
-    return grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.client_ca,
-                                       require_client_auth=tls.client_ca is not None)
+    return grpc.ssl_server_credentials(
+        [(tls.key, tls.cert)], root_certificates=tls.client_ca, require_client_auth=tls.client_ca is not None
+    )
 
 
 def is_loopback(address: str) -> bool:
@@ -258,17 +287,26 @@ def exposure_gaps(address: str, tls: TlsFiles | None, authenticated: bool) -> li
     is safe; any other address needs TLS plus client authentication (tokens or client certificates)."""
     if is_loopback(address):
         return []
-    return [what for what, ok in (("TLS (--tls-cert/--tls-key)", tls is not None),
-                                  ("client authentication (--auth-tokens or --tls-client-ca)", authenticated))
-            if not ok]
+    return [
+        what
+        for what, ok in (
+            ("TLS (--tls-cert/--tls-key)", tls is not None),
+            ("client authentication (--auth-tokens or --tls-client-ca)", authenticated),
+        )
+        if not ok
+    ]
 
 
 def refusal(address: str, gaps: list[str]) -> str:
-    return (f"refusing to listen on {address}: a non-loopback address without {' and '.join(gaps)} lets anyone "
-            "who reaches the port read, ingest and delete the whole library. Add them, bind 127.0.0.1, or pass "
-            "--insecure (FRAMESEEK_INSECURE=true) to serve anyway")
+    return (
+        f"refusing to listen on {address}: a non-loopback address without {' and '.join(gaps)} lets anyone "
+        "who reaches the port read, ingest and delete the whole library. Add them, bind 127.0.0.1, or pass "
+        "--insecure (FRAMESEEK_INSECURE=true) to serve anyway"
+    )
 
 
 def insecure_warning(address: str, gaps: list[str]) -> str:
-    return (f"INSECURE: serving {address} without {' and '.join(gaps)} (--insecure): anyone who reaches the port "
-            "can read, ingest and delete the whole library")
+    return (
+        f"INSECURE: serving {address} without {' and '.join(gaps)} (--insecure): anyone who reaches the port "
+        "can read, ingest and delete the whole library"
+    )

@@ -38,18 +38,30 @@ def parse_collection(name: str, field: str = "parent") -> str:
         return DEFAULT_COLLECTION
     parts = name.split("/")
     if len(parts) != 2 or parts[0] != "collections" or not COLLECTION_ID_RE.fullmatch(parts[1]):
-        raise invalid(f"malformed collection name {quoted(name)}; expected 'collections/{{collection}}' with a "
-                      "collection id of [a-z][a-z0-9-]{0,62}", field=field)
+        raise invalid(
+            f"malformed collection name {quoted(name)}; expected 'collections/{{collection}}' with a "
+            "collection id of [a-z][a-z0-9-]{0,62}",
+            field=field,
+        )
     return parts[1]
 
 
 def parse_video(name: str, field: str = "name") -> tuple[str, int]:
     """'collections/{c}/videos/{v}' -> (c, v)."""
     parts = name.split("/")
-    if (len(parts) != 4 or parts[0] != "collections" or not COLLECTION_ID_RE.fullmatch(parts[1])
-            or parts[2] != "videos" or not _VIDEO_ID.fullmatch(parts[3]) or int(parts[3]) > _MAX_VIDEO_ID):
-        raise invalid(f"malformed video name {quoted(name)}; expected 'collections/{{collection}}/videos/{{id}}' "
-                      "with a decimal id", field=field)
+    if (
+        len(parts) != 4
+        or parts[0] != "collections"
+        or not COLLECTION_ID_RE.fullmatch(parts[1])
+        or parts[2] != "videos"
+        or not _VIDEO_ID.fullmatch(parts[3])
+        or int(parts[3]) > _MAX_VIDEO_ID
+    ):
+        raise invalid(
+            f"malformed video name {quoted(name)}; expected 'collections/{{collection}}/videos/{{id}}' "
+            "with a decimal id",
+            field=field,
+        )
     return parts[1], int(parts[3])
 
 

@@ -82,8 +82,9 @@ async def _first(it, kind: str, uploads: Uploads):
     except StopAsyncIteration:
         raise invalid(f"the stream is empty; the first message must carry {kind}", "MISSING_METADATA") from None
     if first.WhichOneof("payload") != kind:
-        raise invalid(f"the first message must carry {kind} (got {first.WhichOneof('payload') or 'nothing'})",
-                      "MISSING_METADATA")
+        raise invalid(
+            f"the first message must carry {kind} (got {first.WhichOneof('payload') or 'nothing'})", "MISSING_METADATA"
+        )
     return first
 
 
@@ -100,8 +101,9 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         self.svc = service
         self.tr = Translator(service)
         s = service.settings
-        self.uploads = Uploads(service.uploads_dir, s.media.max_upload_bytes, s.upload_idle_timeout_s,
-                               s.max_uploads_per_client)
+        self.uploads = Uploads(
+            service.uploads_dir, s.media.max_upload_bytes, s.upload_idle_timeout_s, s.max_uploads_per_client
+        )
         if not service.replica:  # a replica shares the primary's data dir, and its live uploads
             self.uploads.remove_stale()
 
@@ -110,10 +112,18 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
     async def CreateCollection(self, request, context):
         c = request.collection
         rec = await self.svc.collections.create(
-            request.collection_id, description=c.description, model=c.model, metric=messages.metric(c.metric),
-            sampling={"fps": c.sampling.fps, "keep_blank_frames": c.sampling.keep_blank_frames,
-                      "dedup_threshold": c.sampling.dedup_threshold, "keyframes_only": c.sampling.keyframes_only},
-            index={"m": c.index.m, "ef_construction": c.index.ef_construction, "ef_search": c.index.ef_search})
+            request.collection_id,
+            description=c.description,
+            model=c.model,
+            metric=messages.metric(c.metric),
+            sampling={
+                "fps": c.sampling.fps,
+                "keep_blank_frames": c.sampling.keep_blank_frames,
+                "dedup_threshold": c.sampling.dedup_threshold,
+                "keyframes_only": c.sampling.keyframes_only,
+            },
+            index={"m": c.index.m, "ef_construction": c.index.ef_construction, "ef_search": c.index.ef_search},
+        )
         return self.tr.collection(rec, (0, 0, 0.0))
 
     @_rpc
@@ -127,8 +137,9 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
     async def ListCollections(self, request, context):
         size = page_size(request.page_size)
         recs = await self.svc.collections.list(decode_token(request.page_token, "c"), size + 1)
-        out = pb.ListCollectionsResponse(next_page_token=encode_token("c", recs[size - 1].name)
-                                         if len(recs) > size else "")
+        out = pb.ListCollectionsResponse(
+            next_page_token=encode_token("c", recs[size - 1].name) if len(recs) > size else ""
+        )
         for r in recs[:size]:
             out.collections.append(self.tr.collection(r, await self.svc.collections.counts(r)))
         return out
@@ -156,8 +167,10 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                     await _no_more(it, "server_path", self.uploads)
                     size = os.path.getsize(real)
                     if size > self.svc.settings.media.max_upload_bytes:
-                        raise exhausted(f"file exceeds the limit of {self.svc.settings.media.max_upload_bytes} bytes",
-                                        "MEDIA_TOO_LARGE")
+                        raise exhausted(
+                            f"file exceeds the limit of {self.svc.settings.media.max_upload_bytes} bytes",
+                            "MEDIA_TOO_LARGE",
+                        )
                     sha = await asyncio.get_running_loop().run_in_executor(None, sha256_file, real)
                     path, owned = real, False
                 else:
@@ -183,8 +196,9 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
             slot.release()
             raise
         sha = hashlib.sha256(request.image).hexdigest()
-        return self.tr.ingest(await self.svc.ingest.ingest(rec, req, path, sha, len(request.image), slot,
-                                                           is_image=True))
+        return self.tr.ingest(
+            await self.svc.ingest.ingest(rec, req, path, sha, len(request.image), slot, is_image=True)
+        )
 
     @_rpc
     async def GetIngestJob(self, request, context):
@@ -205,14 +219,16 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
     # -- search
     @_rpc
     async def SearchByVector(self, request, context):
-        hits, model = await self.svc.search.by_vector(parse_collection(request.parent), request.vector,
-                                                      search_options(request.options))
+        hits, model = await self.svc.search.by_vector(
+            parse_collection(request.parent), request.vector, search_options(request.options)
+        )
         return self.tr.hits_bytes(hits, model)
 
     @_rpc
     async def SearchByImage(self, request, context):
-        hits, model = await self.svc.search.by_image(parse_collection(request.parent), request.image,
-                                                     search_options(request.options))
+        hits, model = await self.svc.search.by_image(
+            parse_collection(request.parent), request.image, search_options(request.options)
+        )
         return self.tr.hits_bytes(hits, model)
 
     @_rpc
@@ -236,15 +252,27 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                 os.unlink(path)
                 raise invalid("the clip is empty (zero bytes)", "EMPTY_MEDIA")
         try:
-            res = await self.svc.search.by_video(rec, path, q.k, q.min_score, q.frame_k, dict(f.labels), videos,
-                                                 exclude, q.fps,
-                                                 REGION_SEARCH.get(q.region_search, f"unknown({q.region_search})"))
+            res = await self.svc.search.by_video(
+                rec,
+                path,
+                q.k,
+                q.min_score,
+                q.frame_k,
+                dict(f.labels),
+                videos,
+                exclude,
+                q.fps,
+                REGION_SEARCH.get(q.region_search, f"unknown({q.region_search})"),
+            )
         finally:
             if owned:
                 os.unlink(path)
-        return pb.SearchByVideoResponse(matches=[self.tr.copy(m) for m in res.matches],
-                                        query_duration_seconds=res.query_duration, query_samples=res.query_samples,
-                                        model=res.model)
+        return pb.SearchByVideoResponse(
+            matches=[self.tr.copy(m) for m in res.matches],
+            query_duration_seconds=res.query_duration,
+            query_samples=res.query_samples,
+            model=res.model,
+        )
 
     # -- videos
     @_rpc
@@ -256,11 +284,13 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         cid = None if request.parent == ALL_COLLECTIONS else parse_collection(request.parent)
         size = page_size(request.page_size)
         before = decode_id_token(request.page_token, "v")
-        vids, total = await self.svc.videos.list(cid, before, size + 1, dict(request.labels),
-                                                 request.content_sha256, request.external_key)
+        vids, total = await self.svc.videos.list(
+            cid, before, size + 1, dict(request.labels), request.content_sha256, request.external_key
+        )
         nxt = encode_token("v", str(vids[size - 1].id)) if len(vids) > size else ""
-        return pb.ListVideosResponse(videos=[self.tr.video(v) for v in vids[:size]], next_page_token=nxt,
-                                     total_size=total)
+        return pb.ListVideosResponse(
+            videos=[self.tr.video(v) for v in vids[:size]], next_page_token=nxt, total_size=total
+        )
 
     @_rpc
     async def DeleteVideo(self, request, context):
@@ -271,11 +301,19 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
     async def GetStats(self, request, context):
         s = await self.svc.stats()
         colls = [pb.CollectionStats(**{**c, "collection": f"collections/{c['collection']}"}) for c in s["collections"]]
-        return pb.Stats(version=s["version"], uptime_seconds=s["uptime_seconds"], collections=colls,
-                        video_count=s["video_count"], sample_count=s["sample_count"],
-                        storage_bytes=s["storage_bytes"], active_ingests=s["active_ingests"],
-                        copy_threshold=s["copy_threshold"], simd_level=s["simd_level"],
-                        insecure=self.svc.settings.insecure, recovery_problems=s["recovery_problems"])
+        return pb.Stats(
+            version=s["version"],
+            uptime_seconds=s["uptime_seconds"],
+            collections=colls,
+            video_count=s["video_count"],
+            sample_count=s["sample_count"],
+            storage_bytes=s["storage_bytes"],
+            active_ingests=s["active_ingests"],
+            copy_threshold=s["copy_threshold"],
+            simd_level=s["simd_level"],
+            insecure=self.svc.settings.insecure,
+            recovery_problems=s["recovery_problems"],
+        )
 
 
 # Methods whose handlers return an already serialised response (bytes).
@@ -285,6 +323,7 @@ PRESERIALISED = ("SearchByVector", "SearchByImage")
 def _pass_bytes(serialize):
     def serializer(response) -> bytes:
         return response if type(response) is bytes else serialize(response)
+
     return serializer
 
 

@@ -68,8 +68,11 @@ class Uploads:
             return
         n = self._by_client.get(client, 0)
         if n >= self.per_client:
-            raise exhausted(f"{n} uploads from this client in progress (limit {self.per_client}); retry later",
-                            limit=self.per_client, scope="client")
+            raise exhausted(
+                f"{n} uploads from this client in progress (limit {self.per_client}); retry later",
+                limit=self.per_client,
+                scope="client",
+            )
         self._by_client[client] = n + 1
         try:
             yield
@@ -86,9 +89,12 @@ class Uploads:
         try:
             return await asyncio.wait_for(it.__anext__(), self.idle_timeout_s)
         except TimeoutError:
-            raise ServiceError(ErrorCode.DEADLINE_EXCEEDED, "UPLOAD_IDLE",
-                               f"no upload data for {self.idle_timeout_s:g} s",
-                               limit_seconds=self.idle_timeout_s) from None
+            raise ServiceError(
+                ErrorCode.DEADLINE_EXCEEDED,
+                "UPLOAD_IDLE",
+                f"no upload data for {self.idle_timeout_s:g} s",
+                limit_seconds=self.idle_timeout_s,
+            ) from None
 
     async def spool(self, first_kind: str, it) -> tuple[str, str, int]:
         """Write the chunk messages after the first one to a new spool file; returns (path,
@@ -106,12 +112,14 @@ class Uploads:
                         raise invalid(f"only the first message may carry {first_kind}", field=first_kind)
                     n = len(msg.chunk)
                     if n > MAX_CHUNK:
-                        raise invalid(f"chunk of {n} bytes exceeds the 1 MiB limit", "CHUNK_TOO_LARGE",
-                                      limit=MAX_CHUNK)
+                        raise invalid(f"chunk of {n} bytes exceeds the 1 MiB limit", "CHUNK_TOO_LARGE", limit=MAX_CHUNK)
                     size += n
                     if size > self.max_bytes:
-                        raise exhausted(f"upload exceeds the limit of {self.max_bytes} bytes", "MEDIA_TOO_LARGE",
-                                        limit=self.max_bytes)
+                        raise exhausted(
+                            f"upload exceeds the limit of {self.max_bytes} bytes",
+                            "MEDIA_TOO_LARGE",
+                            limit=self.max_bytes,
+                        )
                     h.update(msg.chunk)
                     f.write(msg.chunk)
         except BaseException:
@@ -145,15 +153,21 @@ def resolve_server_path(root: str | None, path: str) -> str:
     """IngestMetadata.server_path / VideoQuery.server_path: a file under `root`
     (Settings.ingest_path_root), as a real path. Error messages quote the caller's path only."""
     if not root:
-        raise ServiceError(ErrorCode.PERMISSION_DENIED, "PATH_NOT_ALLOWED",
-                           "server_path is disabled on this server (set ingest_path_root)")
+        raise ServiceError(
+            ErrorCode.PERMISSION_DENIED,
+            "PATH_NOT_ALLOWED",
+            "server_path is disabled on this server (set ingest_path_root)",
+        )
     if "\0" in path:
         raise invalid("server_path contains a NUL character", field="server_path")
     real_root = os.path.realpath(root)
     real = os.path.realpath(os.path.join(real_root, path))
     if os.path.commonpath([real, real_root]) != real_root:
-        raise ServiceError(ErrorCode.PERMISSION_DENIED, "PATH_NOT_ALLOWED",
-                           f"server_path {quoted(path)} is outside the allowed directory")
+        raise ServiceError(
+            ErrorCode.PERMISSION_DENIED,
+            "PATH_NOT_ALLOWED",
+            f"server_path {quoted(path)} is outside the allowed directory",
+        )
     if not os.path.isfile(real):
         raise ServiceError(ErrorCode.NOT_FOUND, "NOT_FOUND", f"server_path {quoted(path)} does not exist")
     return real

@@ -5,6 +5,7 @@ Uploads (ingest, search by clip) stream: the request body goes to the gRPC strea
 as it arrives, never held whole. Errors are JSON {"error": {code, reason, message}} carrying the
 API's own code, reason and message, with the matching HTTP status.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,13 @@ from .stats import ServerRates
 from .store import ConsoleMedia
 
 HERE = Path(__file__).parent
-PAGES = {"library": "Library", "search-image": "Search by image", "search-video": "Search by video",
-         "ingest": "Ingest", "stats": "Stats"}
+PAGES = {
+    "library": "Library",
+    "search-image": "Search by image",
+    "search-video": "Search by video",
+    "ingest": "Ingest",
+    "stats": "Stats",
+}
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif"}
 COPIES_QUERY_SAMPLES = 120
 LIBRARY_PAGE_SIZE = 50  # the library's default page (library.html selects it)
@@ -85,8 +91,13 @@ class SameOriginWrites:
             headers = dict(scope["headers"])
             origin = headers.get(b"origin", b"").decode()
             if origin and urlsplit(origin).netloc != headers.get(b"host", b"").decode():
-                body = {"error": {"code": "PERMISSION_DENIED", "reason": "CROSS_SITE_REQUEST",
-                                  "message": f"a page of {origin} may not change this library"}}
+                body = {
+                    "error": {
+                        "code": "PERMISSION_DENIED",
+                        "reason": "CROSS_SITE_REQUEST",
+                        "message": f"a page of {origin} may not change this library",
+                    }
+                }
                 await JSONResponse(body, 403)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -106,13 +117,16 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int, allowed_hosts
                 status, body = error_body(err)
                 return JSONResponse(body, status)
             except BadRequest as err:
-                return JSONResponse({"error": {"code": "INVALID_ARGUMENT", "reason": "INVALID_ARGUMENT",
-                                               "message": str(err)}}, 400)
+                return JSONResponse(
+                    {"error": {"code": "INVALID_ARGUMENT", "reason": "INVALID_ARGUMENT", "message": str(err)}}, 400
+                )
+
         return handler
 
     def page(name: str):
         async def handler(request: Request) -> Response:
             return templates.TemplateResponse(request, f"{name}.html", {"page": name, "pages": PAGES})
+
         return handler
 
     async def library_page(request: Request) -> Response:
@@ -121,9 +135,11 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int, allowed_hosts
             first = as_dict(await api.list_videos("collections/-", LIBRARY_PAGE_SIZE, "", {}))
         except FrameSeekError as err:
             first = error_body(err)[1]
-        return templates.TemplateResponse(request, "library.html", {"page": "library", "pages": PAGES,
-                                                                    "first_page": first,
-                                                                    "first_page_size": LIBRARY_PAGE_SIZE})
+        return templates.TemplateResponse(
+            request,
+            "library.html",
+            {"page": "library", "pages": PAGES, "first_page": first, "first_page_size": LIBRARY_PAGE_SIZE},
+        )
 
     async def video_page(request: Request) -> Response:
         return templates.TemplateResponse(request, "video.html", {"page": "video", "pages": PAGES})
@@ -133,9 +149,12 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int, allowed_hosts
         return JSONResponse({"collections": [as_dict(c) for c in await api.list_collections()]})
 
     async def videos(request: Request) -> Response:
-        r = await api.list_videos(_parent(request, "collections/-"),
-                                  _int(request, "page_size", LIBRARY_PAGE_SIZE, 1, 1000),
-                                  request.query_params.get("page_token", ""), _labels(request))
+        r = await api.list_videos(
+            _parent(request, "collections/-"),
+            _int(request, "page_size", LIBRARY_PAGE_SIZE, 1, 1000),
+            request.query_params.get("page_token", ""),
+            _labels(request),
+        )
         return JSONResponse(as_dict(r))
 
     def _name(request: Request) -> str:
@@ -144,8 +163,13 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int, allowed_hosts
     async def video(request: Request) -> Response:
         v = await api.get_video(_name(request))
         thumbs = media.thumbnails(video_id(v.name))
-        return JSONResponse({"video": as_dict(v), "thumbnails": thumbs.timestamps if thumbs else [],
-                             "original": media.original(video_id(v.name)) is not None})
+        return JSONResponse(
+            {
+                "video": as_dict(v),
+                "thumbnails": thumbs.timestamps if thumbs else [],
+                "original": media.original(video_id(v.name)) is not None,
+            }
+        )
 
     async def delete_video(request: Request) -> Response:
         await api.delete_video(_name(request))
@@ -157,14 +181,23 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int, allowed_hosts
         v = await api.get_video(name)
         path = media.original(video_id(v.name))
         if path is None:
-            return JSONResponse({"error": {"code": "FAILED_PRECONDITION", "reason": "ORIGINAL_NOT_KEPT",
-                                           "message": "the original of this video is not kept (it was ingested "
-                                                      "while the web console was off)"}}, 412)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "FAILED_PRECONDITION",
+                        "reason": "ORIGINAL_NOT_KEPT",
+                        "message": "the original of this video is not kept (it was ingested "
+                        "while the web console was off)",
+                    }
+                },
+                412,
+            )
         # denser than the server's query default (24 samples), which is tuned for clips, not whole
         # videos: up to COPIES_QUERY_SAMPLES at <= 1 fps
         fps = min(1.0, COPIES_QUERY_SAMPLES / v.duration_seconds) if v.duration_seconds > 0 else 0.0
-        query = pb.VideoQuery(parent=name.rsplit("/videos/", 1)[0], k=10, fps=fps,
-                              filter=pb.SearchFilter(exclude_videos=[name]))
+        query = pb.VideoQuery(
+            parent=name.rsplit("/videos/", 1)[0], k=10, fps=fps, filter=pb.SearchFilter(exclude_videos=[name])
+        )
         r = await api.search_video(query, _file_blocks(path))
         return JSONResponse(as_dict(r))
 
@@ -179,17 +212,23 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int, allowed_hosts
         return JSONResponse({**as_dict(r), "elapsed_ms": (time.perf_counter() - t0) * 1000})
 
     async def search_video(request: Request) -> Response:
-        query = pb.VideoQuery(parent=_parent(request), k=_int(request, "k", 10, 1, 1000),
-                              filter=pb.SearchFilter(labels=_labels(request)))
+        query = pb.VideoQuery(
+            parent=_parent(request), k=_int(request, "k", 10, 1, 1000), filter=pb.SearchFilter(labels=_labels(request))
+        )
         t0 = time.perf_counter()
         r = await api.search_video(query, request.stream())
         return JSONResponse({**as_dict(r), "elapsed_ms": (time.perf_counter() - t0) * 1000})
 
     async def ingest(request: Request) -> Response:
         filename = os.path.basename(request.query_params.get("filename", ""))
-        meta = pb.IngestMetadata(parent=_parent(request), labels=_labels(request), filename=filename,
-                                 request_id=request.query_params.get("request_id") or uuid.uuid4().hex,
-                                 size_bytes=int(request.headers.get("content-length") or 0), return_job=True)
+        meta = pb.IngestMetadata(
+            parent=_parent(request),
+            labels=_labels(request),
+            filename=filename,
+            request_id=request.query_params.get("request_id") or uuid.uuid4().hex,
+            size_bytes=int(request.headers.get("content-length") or 0),
+            return_job=True,
+        )
         kind = request.headers.get("content-type", "").split(";")[0].strip()
         if kind in IMAGE_TYPES or (mimetypes.guess_type(filename)[0] or "") in IMAGE_TYPES:
             body = bytearray()
@@ -229,8 +268,11 @@ def build_app(api: Api, media: ConsoleMedia, max_image_bytes: int, allowed_hosts
         if thumbs is None or not thumbs.timestamps:
             return Response("no thumbnails for this video", 404)
         try:
-            i = int(request.query_params["i"]) if "i" in request.query_params else thumbs.nearest(
-                float(request.query_params.get("t", 0)))
+            i = (
+                int(request.query_params["i"])
+                if "i" in request.query_params
+                else thumbs.nearest(float(request.query_params.get("t", 0)))
+            )
         except ValueError:
             raise BadRequest("t must be seconds, i a sample index") from None
         if not 0 <= i < len(thumbs.timestamps):

@@ -1,6 +1,7 @@
 """The console's way to the service: the public gRPC API over a grpc.aio channel to the server's own
 address (the same calls, limits and errors as every other client), and the mapping of its
 messages and errors to the JSON the pages read."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -14,12 +15,18 @@ from ..v1 import frameseek_pb2_grpc as pb_grpc
 
 # gRPC status -> HTTP status of the console's JSON answer (the body carries the gRPC code and reason)
 HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 412, grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409, grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
 }
 
 
@@ -28,8 +35,9 @@ def as_dict(msg) -> dict:
 
 
 def error_body(err: FrameSeekError) -> tuple[int, dict]:
-    return HTTP_STATUS.get(err.code, 500), {"error": {"code": err.code.name, "reason": err.reason,
-                                                      "message": err.message, "metadata": err.metadata}}
+    return HTTP_STATUS.get(err.code, 500), {
+        "error": {"code": err.code.name, "reason": err.reason, "message": err.message, "metadata": err.metadata}
+    }
 
 
 def video_id(name: str) -> int:
@@ -41,9 +49,13 @@ class Api:
     """Async calls of the FrameSeek service; errors raise FrameSeekError (code, reason, message)."""
 
     def __init__(self, address: str, max_message_bytes: int):
-        self.channel = grpc.aio.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)])
+        self.channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
         self.stub = pb_grpc.FrameSeekStub(self.channel)
 
     async def close(self) -> None:
@@ -56,14 +68,17 @@ class Api:
             raise FrameSeekError.from_rpc(err) from None
 
     async def list_videos(self, parent: str, page_size: int, page_token: str, labels: dict) -> pb.ListVideosResponse:
-        return await self._unary(self.stub.ListVideos, pb.ListVideosRequest(
-            parent=parent, page_size=page_size, page_token=page_token, labels=labels))
+        return await self._unary(
+            self.stub.ListVideos,
+            pb.ListVideosRequest(parent=parent, page_size=page_size, page_token=page_token, labels=labels),
+        )
 
     async def list_collections(self) -> list[pb.Collection]:
         out, token = [], ""
         while True:
-            r = await self._unary(self.stub.ListCollections, pb.ListCollectionsRequest(page_size=1000,
-                                                                                       page_token=token))
+            r = await self._unary(
+                self.stub.ListCollections, pb.ListCollectionsRequest(page_size=1000, page_token=token)
+            )
             out += r.collections
             token = r.next_page_token
             if not token:
@@ -79,23 +94,37 @@ class Api:
         return await self._unary(self.stub.GetStats, pb.GetStatsRequest())
 
     async def search_image(self, parent: str, image: bytes, k: int, labels: dict) -> pb.SearchResponse:
-        return await self._unary(self.stub.SearchByImage, pb.SearchByImageRequest(
-            parent=parent, image=image, options=pb.SearchOptions(k=k, max_matches_per_video=3,
-                                                                 filter=pb.SearchFilter(labels=labels))))
+        return await self._unary(
+            self.stub.SearchByImage,
+            pb.SearchByImageRequest(
+                parent=parent,
+                image=image,
+                options=pb.SearchOptions(k=k, max_matches_per_video=3, filter=pb.SearchFilter(labels=labels)),
+            ),
+        )
 
     async def search_video(self, query: pb.VideoQuery, chunks: AsyncIterator[bytes]) -> pb.SearchByVideoResponse:
-        return await self._streaming(self.stub.SearchByVideo, pb.SearchByVideoRequest(query=query),
-                                     lambda b: pb.SearchByVideoRequest(chunk=b), chunks)
+        return await self._streaming(
+            self.stub.SearchByVideo,
+            pb.SearchByVideoRequest(query=query),
+            lambda b: pb.SearchByVideoRequest(chunk=b),
+            chunks,
+        )
 
     async def ingest_video(self, meta: pb.IngestMetadata, chunks: AsyncIterator[bytes]) -> pb.IngestVideoResponse:
-        return await self._streaming(self.stub.IngestVideo, pb.IngestVideoRequest(metadata=meta),
-                                     lambda b: pb.IngestVideoRequest(chunk=b), chunks)
+        return await self._streaming(
+            self.stub.IngestVideo,
+            pb.IngestVideoRequest(metadata=meta),
+            lambda b: pb.IngestVideoRequest(chunk=b),
+            chunks,
+        )
 
     async def ingest_image(self, meta: pb.IngestMetadata, image: bytes) -> pb.IngestVideoResponse:
         return await self._unary(self.stub.IngestImage, pb.IngestImageRequest(metadata=meta, image=image))
 
     async def _streaming(self, method, first, wrap, chunks: AsyncIterator[bytes]):
         """A client-streaming call fed from `chunks` as they arrive (re-cut to the API's 1 MiB)."""
+
         async def messages():
             yield first
             async for block in rechunk(chunks):

@@ -1,4 +1,5 @@
 """Runs the console's Starlette app with uvicorn inside the gRPC server's event loop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -49,8 +50,7 @@ class Console:
 
     def __init__(self, settings: Settings, service) -> None:
         self.settings = settings
-        self.media = ConsoleMedia(settings.data_dir, settings.console_thumbnail_width,
-                                  settings.console_keep_originals)
+        self.media = ConsoleMedia(settings.data_dir, settings.console_thumbnail_width, settings.console_keep_originals)
         if hasattr(service.storage, "add_observer"):
             service.storage.add_observer(self.media)
             service.ingest.ingest_frames = self.media.ingest_frames
@@ -65,9 +65,11 @@ class Console:
         """Serve HTTP on settings.http_address (port 0 = a free one); returns the console's URL."""
         host, port = split_address(self.settings.http_address)
         if not is_loopback(host):
-            log.warning("console_public", address=self.settings.http_address,
-                        reason="the web console has no authentication: anyone who reaches it can read and "
-                               "delete the library")
+            log.warning(
+                "console_public",
+                address=self.settings.http_address,
+                reason="the web console has no authentication: anyone who reaches it can read and delete the library",
+            )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -82,12 +84,18 @@ class Console:
         self.api = Api(grpc_address, self.settings.max_receive_message_bytes)
         loop = asyncio.get_running_loop()
         self.media.follow_job = lambda job_id, ended: asyncio.run_coroutine_threadsafe(
-            self._follow(job_id, ended), loop)
+            self._follow(job_id, ended), loop
+        )
         loopback_names = ["127.0.0.1", "localhost", "::1", "[::1]", host]
-        app = build_app(self.api, self.media, self.settings.media.max_image_bytes,
-                        allowed_hosts=loopback_names if is_loopback(host) else None)
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
-                                timeout_graceful_shutdown=2)  # open event streams end at shutdown
+        app = build_app(
+            self.api,
+            self.media,
+            self.settings.media.max_image_bytes,
+            allowed_hosts=loopback_names if is_loopback(host) else None,
+        )
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30, timeout_graceful_shutdown=2
+        )  # open event streams end at shutdown
         self._server = _Uvicorn(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:

@@ -1,6 +1,7 @@
 """Rates for the stats page that GetStats does not carry, read from this process's Prometheus
 metrics (frameseek.metrics, the same figures /metrics exports): searches per second since the
 previous look, and the mean ingest speed (media seconds per wall-clock second)."""
+
 from __future__ import annotations
 
 import time
@@ -31,6 +32,10 @@ class ServerRates:
         (t0, n0), self._last = self._last, (now, n)
         count = REGISTRY.get_sample_value("frameseek_ingest_realtime_factor_count") or 0.0
         total = REGISTRY.get_sample_value("frameseek_ingest_realtime_factor_sum") or 0.0
-        return {"searches_total": n, "search_qps": (n - n0) / (now - t0) if now > t0 else 0.0,
-                "qps_window_seconds": now - t0,
-                "ingests_measured": count, "ingest_realtime_mean": total / count if count else 0.0}
+        return {
+            "searches_total": n,
+            "search_qps": (n - n0) / (now - t0) if now > t0 else 0.0,
+            "qps_window_seconds": now - t0,
+            "ingests_measured": count,
+            "ingest_realtime_mean": total / count if count else 0.0,
+        }

@@ -24,6 +24,7 @@ Thumbnails are best effort: a failure to write one is logged and never fails an 
 between the index commit and the folder move leaves a video without thumbnails (pages show a
 placeholder).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -108,8 +109,12 @@ class IngestFrames:
         # near-duplicates dropped after embedding have a thumbnail but no sample: leave them out
         keep = np.isin(np.asarray(self._times), np.asarray(sample_times, np.float64))
         idx = np.flatnonzero(keep)
-        manifest = {"timestamps": [self._times[i] for i in idx], "starts": [self._offsets[i] for i in idx],
-                    "sizes": [self._offsets[i + 1] - self._offsets[i] for i in idx], "filename": filename}
+        manifest = {
+            "timestamps": [self._times[i] for i in idx],
+            "starts": [self._offsets[i] for i in idx],
+            "sizes": [self._offsets[i + 1] - self._offsets[i] for i in idx],
+            "filename": filename,
+        }
         with open(os.path.join(self.folder, MANIFEST), "w") as f:
             json.dump(manifest, f)
         if self.keep_original and self.media_path:
@@ -127,6 +132,7 @@ def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)  # the spooled upload lives in the same data dir: no copy
     except OSError:  # another file system (a server_path ingest): copy it aside, off the commit
+
         def copy() -> None:
             try:
                 shutil.copyfile(src, dst + ".tmp")

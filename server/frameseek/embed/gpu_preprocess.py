@@ -13,8 +13,9 @@ from typing import Any
 from .spec import PreprocessSpec
 
 
-def preprocess_gpu(frames: Sequence[Any], spec: PreprocessSpec, device, flip: bool = False,
-                   scale: float = 1.0) -> list[Any]:
+def preprocess_gpu(
+    frames: Sequence[Any], spec: PreprocessSpec, device, flip: bool = False, scale: float = 1.0
+) -> list[Any]:
     """HxWx3 uint8 frames (numpy or CUDA tensors) -> resized HxWx3 uint8 CUDA tensors
     (`spec.output_hw(h, w, scale)`)."""
     import torch

@@ -84,8 +84,9 @@ def _file_sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def engine_cache_key(onnx_sha256: str, trt_version: str, compute_capability: tuple[int, int],
-                     profile: InputProfile) -> str:
+def engine_cache_key(
+    onnx_sha256: str, trt_version: str, compute_capability: tuple[int, int], profile: InputProfile
+) -> str:
     """A stable hex key for one serialized engine; any input change gives a different key."""
     payload = json.dumps(
         {

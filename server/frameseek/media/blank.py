@@ -38,12 +38,15 @@ class BlankFilterSettings(BaseModel):
     max_dark_fraction: float = Field(0.90, gt=0, le=1, description="blank when at least this share is black")
     min_luma_std: float = Field(6.0, ge=0, description="blank when the luma spread is below this (uniform)")
     min_gradient: float = Field(
-        3.0, ge=0, description="low detail when the mean |horizontal|+|vertical| luma difference (on the analysis "
-        "plane) is below this ..."
+        3.0,
+        ge=0,
+        description="low detail when the mean |horizontal|+|vertical| luma difference (on the analysis "
+        "plane) is below this ...",
     )
     min_coarse_detail: float = Field(
-        2.5, ge=0, description="... and when the mean |Laplacian| of the plane box-averaged to coarse_size px is "
-        "below this"
+        2.5,
+        ge=0,
+        description="... and when the mean |Laplacian| of the plane box-averaged to coarse_size px is below this",
     )
     coarse_size: int = Field(64, ge=8, description="long side of the box-averaged plane of the coarse-detail measure")
     analysis_size: int = Field(160, ge=16, description="long side of the subsampled plane analysed")

@@ -30,9 +30,7 @@ def select_backend(src: OpenedSource, info: VideoInfo | None, backend: Backend =
     return "pyav", why
 
 
-def open_decoder(
-    source: MediaSource, limits: MediaLimits | None = None, backend: Backend = "auto"
-) -> Decoder:
+def open_decoder(source: MediaSource, limits: MediaLimits | None = None, backend: Backend = "auto") -> Decoder:
     """Open `source` with the best available decoder; raises `MediaError` for bad input."""
     limits = limits or MediaLimits()
     src = open_source(source)

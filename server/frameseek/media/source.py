@@ -30,8 +30,10 @@ class MediaLimits(BaseModel):
     max_height: int = Field(7680, gt=0, description="tallest accepted frame, pixels")
     max_pixels: int = Field(7680 * 4320, gt=0, description="largest accepted width*height")
     max_duration_s: float | None = Field(
-        6 * 3600.0, gt=0, description="longest accepted video (the container header's duration, and every "
-        "decoded frame's time where the header has none or lies); None = no limit"
+        6 * 3600.0,
+        gt=0,
+        description="longest accepted video (the container header's duration, and every "
+        "decoded frame's time where the header has none or lies); None = no limit",
     )
     stall_timeout_s: float = Field(
         30.0, gt=0, description="DECODE_TIMEOUT when the decoder produces nothing for this long"

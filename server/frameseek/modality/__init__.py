@@ -67,8 +67,15 @@ class Modality(Protocol):
 
     def index_vectors(self, media: EmbeddedMedia) -> tuple[np.ndarray, np.ndarray | None]: ...
 
-    def match(self, times: np.ndarray, views: Sequence[np.ndarray], index: SearchableIndex,
-              references: ReferenceStore, settings: MatchSettings, **kw: Any) -> list[Match]: ...
+    def match(
+        self,
+        times: np.ndarray,
+        views: Sequence[np.ndarray],
+        index: SearchableIndex,
+        references: ReferenceStore,
+        settings: MatchSettings,
+        **kw: Any,
+    ) -> list[Match]: ...
 
 
 __all__ = ["Modality", "Purpose", "ReferenceStore"]

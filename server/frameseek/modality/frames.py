@@ -32,10 +32,20 @@ from . import Purpose, ReferenceStore
 MAX_REFINED_MATCHES = 20
 
 
-def copy_search(times: np.ndarray, views: Sequence[np.ndarray | None], index: SearchableIndex,
-                references: ReferenceStore, settings: MatchSettings, *, max_candidates: int,
-                query_interval: float | None, ref_interval: float | None, refine_above: float | None,
-                max_refined: int = MAX_REFINED_MATCHES, **search_kw: Any) -> list[Match]:
+def copy_search(
+    times: np.ndarray,
+    views: Sequence[np.ndarray | None],
+    index: SearchableIndex,
+    references: ReferenceStore,
+    settings: MatchSettings,
+    *,
+    max_candidates: int,
+    query_interval: float | None,
+    ref_interval: float | None,
+    refine_above: float | None,
+    max_refined: int = MAX_REFINED_MATCHES,
+    **search_kw: Any,
+) -> list[Match]:
     """The videos a query clip copies, best first: the one copy search of the server and the harness.
 
     1. kNN (`matching.search_views`): `settings.frame_k` neighbours of every query frame in every
@@ -70,10 +80,19 @@ def copy_search(times: np.ndarray, views: Sequence[np.ndarray | None], index: Se
     ids = np.ascontiguousarray(np.where(valid, join_sample_ids(vids, idx), NO_ID).astype(np.uint64))
     sims = np.ascontiguousarray(np.where(valid, sims, -1).astype(np.float32))
     groups = np.ascontiguousarray(np.where(valid, vids, NO_ID).astype(np.uint64))
-    ms = matching.align(times, ids, groups, ntimes, sims, settings=settings,
-                        frame_weights=matching.redundancy_weights(first, settings.redundancy_threshold),
-                        ref_durations=durations, query_interval=query_interval, ref_interval=ref_interval,
-                        max_candidates=int(max_candidates))
+    ms = matching.align(
+        times,
+        ids,
+        groups,
+        ntimes,
+        sims,
+        settings=settings,
+        frame_weights=matching.redundancy_weights(first, settings.redundancy_threshold),
+        ref_durations=durations,
+        query_interval=query_interval,
+        ref_interval=ref_interval,
+        max_candidates=int(max_candidates),
+    )
     if refine_above is None:
         return ms
     out = []
@@ -107,8 +126,15 @@ class FrameModality:
         """The whole-frame vectors and their coarse twins (None when indexed without them)."""
         return media.vectors, media.sets.get(COARSE)
 
-    def match(self, times: np.ndarray, views: Sequence[np.ndarray], index: SearchableIndex,
-              references: ReferenceStore, settings: MatchSettings, **kw: Any) -> list[Match]:
+    def match(
+        self,
+        times: np.ndarray,
+        views: Sequence[np.ndarray],
+        index: SearchableIndex,
+        references: ReferenceStore,
+        settings: MatchSettings,
+        **kw: Any,
+    ) -> list[Match]:
         return copy_search(times, views, index, references, settings, **kw)
 
 

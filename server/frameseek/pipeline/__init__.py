@@ -34,7 +34,26 @@ from .views import (
     region_views,
 )
 
-__all__ = ["EmbeddedMedia", "SamplingSettings", "embed_media", "ProgressCallback", "REFERENCE_FPS", "QUERY_FPS",
-           "QUERY_COARSE_SCALE", "INDEX_COARSE_SCALE", "View", "FULL", "MIRROR", "COARSE", "COARSE_MIRROR",
-           "DEBLOCK", "FULL_VIEW", "frame_views", "query_views", "image_query_views", "index_views",
-           "region_views", "gaussian_blur"]
+__all__ = [
+    "EmbeddedMedia",
+    "SamplingSettings",
+    "embed_media",
+    "ProgressCallback",
+    "REFERENCE_FPS",
+    "QUERY_FPS",
+    "QUERY_COARSE_SCALE",
+    "INDEX_COARSE_SCALE",
+    "View",
+    "FULL",
+    "MIRROR",
+    "COARSE",
+    "COARSE_MIRROR",
+    "DEBLOCK",
+    "FULL_VIEW",
+    "frame_views",
+    "query_views",
+    "image_query_views",
+    "index_views",
+    "region_views",
+    "gaussian_blur",
+]

@@ -222,9 +222,18 @@ def _reopen(source: Any) -> Any | None:
     return None
 
 
-def _embed_regions(source: Any, embedder: Embedder, sampling: SamplingSettings, sample_fps: float | None,
-                   limits: MediaLimits, cancel: threading.Event | None, times: list[float], fallback: np.ndarray,
-                   crops: tuple[View, ...], t_start: float) -> list[np.ndarray]:
+def _embed_regions(
+    source: Any,
+    embedder: Embedder,
+    sampling: SamplingSettings,
+    sample_fps: float | None,
+    limits: MediaLimits,
+    cancel: threading.Event | None,
+    times: list[float],
+    fallback: np.ndarray,
+    crops: tuple[View, ...],
+    t_start: float,
+) -> list[np.ndarray]:
     """Second decode pass: embed the `crops` views of the frames kept by the first pass (matched
     by presentation time on the same sampling grid). A frame the second pass does not meet (it
     should not happen: decoding is deterministic) keeps its whole-frame vector."""
@@ -248,8 +257,9 @@ def _embed_regions(source: Any, embedder: Embedder, sampling: SamplingSettings, 
             if cancel is not None and cancel.is_set():
                 raise MediaCancelled()
             if limits.decode_timeout_s is not None and time.perf_counter() - t_start > limits.decode_timeout_s:
-                raise MediaError(MediaErrorReason.DECODE_TIMEOUT,
-                                 f"decoding took longer than {limits.decode_timeout_s:g} s")
+                raise MediaError(
+                    MediaErrorReason.DECODE_TIMEOUT, f"decoding took longer than {limits.decode_timeout_s:g} s"
+                )
             i = row.pop(round(frame.t, 6), None)
             if i is None:
                 continue  # blank or near-duplicate in the first pass
@@ -494,8 +504,9 @@ def embed_media(
             regions = []
         if regions:
             crops = region_views(regions)
-            crop_sets = _embed_regions(again, embedder, sampling, sample_fps, limits, cancel, times, sets[primary],
-                                       crops, t_start)
+            crop_sets = _embed_regions(
+                again, embedder, sampling, sample_fps, limits, cancel, times, sets[primary], crops, t_start
+            )
             sets.update((view.name, v) for view, v in zip(crops, crop_sets, strict=True))
         timings["regions_s"] = timings.get("regions_s", 0.0) + time.perf_counter() - t0
     if info.is_image:
@@ -538,5 +549,12 @@ def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
 
 
-__all__ = ["EmbeddedMedia", "SamplingSettings", "embed_media", "REFERENCE_FPS", "QUERY_FPS", "QUERY_COARSE_SCALE",
-           "INDEX_COARSE_SCALE"]
+__all__ = [
+    "EmbeddedMedia",
+    "SamplingSettings",
+    "embed_media",
+    "REFERENCE_FPS",
+    "QUERY_FPS",
+    "QUERY_COARSE_SCALE",
+    "INDEX_COARSE_SCALE",
+]

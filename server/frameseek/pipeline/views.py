@@ -89,8 +89,9 @@ class View:
 FULL_VIEW = View(FULL)
 
 
-def frame_views(mirror: bool = False, coarse_scale: float | None = None,
-                deblock_sigma: float | None = None) -> tuple[View, ...]:
+def frame_views(
+    mirror: bool = False, coarse_scale: float | None = None, deblock_sigma: float | None = None
+) -> tuple[View, ...]:
     """The whole frame, then (each when asked for) its mirror, both at `coarse_scale`, and the
     frame blurred by `deblock_sigma`: the order in which their kNN results sit side by side."""
     out = [FULL_VIEW]
@@ -108,8 +109,9 @@ def frame_views(mirror: bool = False, coarse_scale: float | None = None,
 def query_views(cfg: ViewsConfig = VIEWS) -> tuple[View, ...]:
     """SearchByVideo's views of every query frame: whole, mirrored, both coarse, and deblocked
     when `query_deblock_sigma` is set."""
-    return frame_views(mirror=True, coarse_scale=cfg.query_coarse_scale or None,
-                       deblock_sigma=cfg.query_deblock_sigma or None)
+    return frame_views(
+        mirror=True, coarse_scale=cfg.query_coarse_scale or None, deblock_sigma=cfg.query_deblock_sigma or None
+    )
 
 
 def image_query_views(cfg: ViewsConfig = VIEWS) -> tuple[View, ...]:
@@ -127,5 +129,18 @@ def region_views(boxes: list[tuple[str, Box]]) -> tuple[View, ...]:
     return tuple(View(f"region{j}", crop=box) for j, (_, box) in enumerate(boxes))
 
 
-__all__ = ["View", "FULL", "MIRROR", "COARSE", "COARSE_MIRROR", "DEBLOCK", "FULL_VIEW", "frame_views",
-           "query_views", "image_query_views", "index_views", "region_views", "gaussian_blur"]
+__all__ = [
+    "View",
+    "FULL",
+    "MIRROR",
+    "COARSE",
+    "COARSE_MIRROR",
+    "DEBLOCK",
+    "FULL_VIEW",
+    "frame_views",
+    "query_views",
+    "image_query_views",
+    "index_views",
+    "region_views",
+    "gaussian_blur",
+]

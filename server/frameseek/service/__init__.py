@@ -34,8 +34,19 @@ from .types import CopyMatch, Hit, IngestRequest, IngestResult, SearchOptions, S
 
 log = structlog.get_logger("frameseek.service")
 
-__all__ = ["COLLECTION_ID_RE", "DEFAULT_COLLECTION", "MAX_K", "CopyMatch", "FrameSeekService", "Hit",
-           "IngestRequest", "IngestResult", "SearchOptions", "Segment", "VideoSearchResult"]
+__all__ = [
+    "COLLECTION_ID_RE",
+    "DEFAULT_COLLECTION",
+    "MAX_K",
+    "CopyMatch",
+    "FrameSeekService",
+    "Hit",
+    "IngestRequest",
+    "IngestResult",
+    "SearchOptions",
+    "Segment",
+    "VideoSearchResult",
+]
 
 
 class FrameSeekService:
@@ -96,8 +107,12 @@ class FrameSeekService:
         await loop.run_in_executor(core.io_pool, self._load)
         core.ready = True
         metrics.READY.set(1)
-        log.info("service_ready", seconds=round(time.perf_counter() - t0, 3),
-                 embedder=getattr(core.embedder, "name", None), embedder_error=core.embedder_error or None)
+        log.info(
+            "service_ready",
+            seconds=round(time.perf_counter() - t0, 3),
+            embedder=getattr(core.embedder, "name", None),
+            embedder_error=core.embedder_error or None,
+        )
         if core.replica:  # snapshots and unfinished ingests belong to the primary
             return
         core.spawn(self._snapshot_loop())
@@ -111,9 +126,13 @@ class FrameSeekService:
             try:
                 from ..embed import EmbedderSettings, load_embedder
 
-                core.embedder = load_embedder(EmbedderSettings(model=core.settings.model,
-                                                               backend=core.settings.embed_backend,
-                                                               threads=core.settings.embed_threads))
+                core.embedder = load_embedder(
+                    EmbedderSettings(
+                        model=core.settings.model,
+                        backend=core.settings.embed_backend,
+                        threads=core.settings.embed_threads,
+                    )
+                )
             except Exception as exc:  # media endpoints answer FAILED_PRECONDITION, vectors still work
                 core.embedder_error = f"{type(exc).__name__}: {exc}"
                 log.warning("embedder_unavailable", error=core.embedder_error)
@@ -158,7 +177,8 @@ class FrameSeekService:
         while True:
             await asyncio.sleep(core.settings.snapshot_interval_s)
             try:
-                await loop.run_in_executor(core.io_pool, lambda: core.storage.snapshot(force=False) or
-                                           core.storage.snapshot(force=True))
+                await loop.run_in_executor(
+                    core.io_pool, lambda: core.storage.snapshot(force=False) or core.storage.snapshot(force=True)
+                )
             except Exception:
                 log.exception("periodic_snapshot_failed")

@@ -41,8 +41,9 @@ class Collections:
         self._cache: dict[str, CollectionRecord] = {}
         self._ids: dict[int, str] = {}  # collection number -> id (numbers are never reused)
 
-    def create_sync(self, cid: str, description: str, model: str, metric: str, sampling: dict, index: dict,
-                    is_default: bool = False) -> CollectionRecord:
+    def create_sync(
+        self, cid: str, description: str, model: str, metric: str, sampling: dict, index: dict, is_default: bool = False
+    ) -> CollectionRecord:
         s = self.core.settings
         model = model or s.model
         if model != s.model:
@@ -57,19 +58,41 @@ class Collections:
         dedup = float(sampling.get("dedup_threshold") or 0.0)
         if not 0 <= dedup <= 1:
             raise invalid("sampling.dedup_threshold must be in [0, 1]", field="sampling.dedup_threshold")
-        samp = {"fps": fps, "keep_blank_frames": bool(sampling.get("keep_blank_frames", False)),
-                "dedup_threshold": dedup, "keyframes_only": bool(sampling.get("keyframes_only", False))}
-        idx = {"m": int(index.get("m") or s.index.m),
-               "ef_construction": int(index.get("ef_construction") or s.index.ef_construction),
-               "ef_search": int(index.get("ef_search") or s.index.ef_search)}
+        samp = {
+            "fps": fps,
+            "keep_blank_frames": bool(sampling.get("keep_blank_frames", False)),
+            "dedup_threshold": dedup,
+            "keyframes_only": bool(sampling.get("keyframes_only", False)),
+        }
+        idx = {
+            "m": int(index.get("m") or s.index.m),
+            "ef_construction": int(index.get("ef_construction") or s.index.ef_construction),
+            "ef_search": int(index.get("ef_search") or s.index.ef_search),
+        }
         if not 4 <= idx["m"] <= 128 or not 8 <= idx["ef_construction"] <= 4096 or not 1 <= idx["ef_search"] <= 4096:
-            raise invalid("index settings out of range (m 4..128, ef_construction 8..4096, ef_search 1..4096)",
-                          field="index")
-        return self.core.storage.create_collection(cid, model=model, dimension=dim, metric=metric, sampling=samp,
-                                                   index=idx, description=description, is_default=is_default)
+            raise invalid(
+                "index settings out of range (m 4..128, ef_construction 8..4096, ef_search 1..4096)", field="index"
+            )
+        return self.core.storage.create_collection(
+            cid,
+            model=model,
+            dimension=dim,
+            metric=metric,
+            sampling=samp,
+            index=idx,
+            description=description,
+            is_default=is_default,
+        )
 
-    async def create(self, cid: str, description: str = "", model: str = "", metric: str = "ip",
-                     sampling: dict | None = None, index: dict | None = None) -> CollectionRecord:
+    async def create(
+        self,
+        cid: str,
+        description: str = "",
+        model: str = "",
+        metric: str = "ip",
+        sampling: dict | None = None,
+        index: dict | None = None,
+    ) -> CollectionRecord:
         self.core.check_ready()
         if not COLLECTION_ID_RE.fullmatch(cid or ""):
             raise invalid(f"collection_id {quoted(cid)} must match [a-z][a-z0-9-]{{0,62}}", field="collection_id")
@@ -153,14 +176,25 @@ class Videos:
         """Active videos (up to `limit`), for the protocol layer to warm its caches at start."""
         return self.core.storage.video_records(limit)
 
-    async def list(self, cid: str | None, before_id: int | None, limit: int, labels: dict | None = None,
-                   content_sha256: str = "", external_key: str = "") -> tuple[list[VideoRecord], int]:
+    async def list(
+        self,
+        cid: str | None,
+        before_id: int | None,
+        limit: int,
+        labels: dict | None = None,
+        content_sha256: str = "",
+        external_key: str = "",
+    ) -> tuple[list[VideoRecord], int]:
         """Videos of collection `cid` (None = every collection), newest first, with ids below
         `before_id`, at most `limit`; and how many match in all."""
         self.core.check_ready()
         number = None if cid is None else (await self.collections.get(cid)).id
-        q = VideoQuery(collection_id=number, labels=labels or None, content_sha256=content_sha256.lower(),
-                       external_key=external_key)
+        q = VideoQuery(
+            collection_id=number,
+            labels=labels or None,
+            content_sha256=content_sha256.lower(),
+            external_key=external_key,
+        )
         vids, total = await self.core.io(self.core.storage.list_videos, q, before_id, limit)
         for v in vids:  # warm the id cache off the loop's critical path
             self.collections.id_of(v.collection_id)

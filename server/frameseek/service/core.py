@@ -38,9 +38,13 @@ from ..watchdog import Watchdog
 
 log = structlog.get_logger("frameseek.service")
 
-_STORAGE_CODES = {NotFound: ErrorCode.NOT_FOUND, AlreadyExists: ErrorCode.ALREADY_EXISTS,
-                  FailedPrecondition: ErrorCode.FAILED_PRECONDITION, InvalidArgument: ErrorCode.INVALID_ARGUMENT,
-                  ResourceExhausted: ErrorCode.RESOURCE_EXHAUSTED}
+_STORAGE_CODES = {
+    NotFound: ErrorCode.NOT_FOUND,
+    AlreadyExists: ErrorCode.ALREADY_EXISTS,
+    FailedPrecondition: ErrorCode.FAILED_PRECONDITION,
+    InvalidArgument: ErrorCode.INVALID_ARGUMENT,
+    ResourceExhausted: ErrorCode.RESOURCE_EXHAUSTED,
+}
 
 
 def storage_error(exc: StorageError) -> ServiceError:
@@ -58,8 +62,9 @@ class Core:
             from ..storage.replica import ReplicaStorage
 
             storage = ReplicaStorage(settings.data_dir)
-        self.storage: Any = storage or EmbeddedStorage(settings.data_dir,
-                                                      snapshot_every=settings.snapshot_every_vectors)
+        self.storage: Any = storage or EmbeddedStorage(
+            settings.data_dir, snapshot_every=settings.snapshot_every_vectors
+        )
         self.embedder = embedder
         self.embedder_error: str = ""
         from ..modality.frames import FRAMES  # imports the media pipeline (PyAV, PIL) on first use
@@ -121,17 +126,28 @@ class Core:
     # -- media plumbing -------------------------------------------------------------------------
     def require_embedder(self, rec: CollectionRecord) -> None:
         if self.embedder is None:
-            raise failed_precondition(f"the embedding model could not be loaded on this server "
-                                      f"({self.embedder_error}); only SearchByVector works", "MODEL_UNAVAILABLE")
+            raise failed_precondition(
+                f"the embedding model could not be loaded on this server "
+                f"({self.embedder_error}); only SearchByVector works",
+                "MODEL_UNAVAILABLE",
+            )
         if rec.model != self.settings.model:
-            raise failed_precondition(f"collection uses model {rec.model!r}, this server runs "
-                                      f"{self.settings.model!r}", "MODEL_UNAVAILABLE")
+            raise failed_precondition(
+                f"collection uses model {rec.model!r}, this server runs {self.settings.model!r}", "MODEL_UNAVAILABLE"
+            )
         if int(self.embedder.dim) != rec.dimension:
-            raise failed_precondition(f"collection {rec.name!r} is {rec.dimension}-d, the loaded model "
-                                      f"{self.embedder.dim}-d", "MODEL_UNAVAILABLE")
+            raise failed_precondition(
+                f"collection {rec.name!r} is {rec.dimension}-d, the loaded model {self.embedder.dim}-d",
+                "MODEL_UNAVAILABLE",
+            )
 
-    def sampling(self, rec: CollectionRecord, purpose: Purpose = Purpose.INDEX, fps: float | None = None,
-                 max_samples: int | None = None):
+    def sampling(
+        self,
+        rec: CollectionRecord,
+        purpose: Purpose = Purpose.INDEX,
+        fps: float | None = None,
+        max_samples: int | None = None,
+    ):
         """How media is sampled for `purpose`, and the views it is embedded under (only the views
         that purpose uses: `FRAMES.views`, from the `views` settings group)."""
         from ..pipeline import SamplingSettings
@@ -144,12 +160,14 @@ class Core:
             # a video holds at most MAX_SAMPLES_PER_VIDEO index vectors, its coarse twins included:
             # a long video at a high rate is sampled on a sparser grid rather than refused once embedded
             max_samples = MAX_SAMPLES_PER_VIDEO // len(views)
-        return SamplingSettings(fps=fps or float(s.get("fps") or self.settings.sampling.default_fps),
-                                max_samples=max_samples or None,
-                                drop_blank=not s.get("keep_blank_frames", False),
-                                dedup_threshold=dedup if index else None,
-                                keyframes_only=bool(s.get("keyframes_only", False)) if index else False,
-                                views=views)
+        return SamplingSettings(
+            fps=fps or float(s.get("fps") or self.settings.sampling.default_fps),
+            max_samples=max_samples or None,
+            drop_blank=not s.get("keep_blank_frames", False),
+            dedup_threshold=dedup if index else None,
+            keyframes_only=bool(s.get("keyframes_only", False)) if index else False,
+            views=views,
+        )
 
     def embed(self, source, sampling, progress=None, shown_as: str = "the upload", on_sample=None):
         """Decode, sample and embed `source` (a path or bytes); media errors become ServiceErrors
@@ -157,8 +175,15 @@ class Core:
         from ..media import MediaError
 
         try:
-            return self.modality.embed(source, self.embedder, sampling, progress=progress, cancel=self.cancel,
-                                       limits=self.settings.media, on_sample=on_sample)
+            return self.modality.embed(
+                source,
+                self.embedder,
+                sampling,
+                progress=progress,
+                cancel=self.cancel,
+                limits=self.settings.media,
+                on_sample=on_sample,
+            )
         except MediaError as exc:
             raise from_media_error(exc, source if isinstance(source, str) else None, shown_as) from None
 

@@ -137,8 +137,9 @@ class Ingest:
         if req.size_bytes < 0:
             raise invalid("size_bytes must be >= 0", field="size_bytes")
         if req.size_bytes > limit:
-            raise exhausted(f"upload of {req.size_bytes} bytes exceeds the limit of {limit}", "MEDIA_TOO_LARGE",
-                            limit=limit)
+            raise exhausted(
+                f"upload of {req.size_bytes} bytes exceeds the limit of {limit}", "MEDIA_TOO_LARGE", limit=limit
+            )
         if req.duplicate_policy not in DUPLICATE_POLICIES:
             raise invalid("unknown duplicate_policy", field="duplicate_policy")
         if not 0 <= req.duplicate_threshold <= 1:  # False for NaN too
@@ -164,13 +165,23 @@ class Ingest:
             job = await self.core.io(self.core.storage.get_job, job.id)
         if job.state is JobState.FAILED:
             raise ServiceError(ErrorCode.of(job.error_code), job.error_reason, job.error_message, job=JobRef(job.id))
-        video = (await self.core.io(self.core.storage.get_video, job.video_id)
-                 if job.state is JobState.SUCCEEDED else None)
+        video = (
+            await self.core.io(self.core.storage.get_video, job.video_id) if job.state is JobState.SUCCEEDED else None
+        )
         return IngestResult(job=job, video=video, already_exists=job.already_exists)
 
     # -- ingest ---------------------------------------------------------------------------------
-    async def ingest(self, rec: CollectionRecord, req: IngestRequest, path: str, sha256: str, size: int,
-                     slot: IngestSlot, is_image: bool = False, owns_file: bool = True) -> IngestResult:
+    async def ingest(
+        self,
+        rec: CollectionRecord,
+        req: IngestRequest,
+        path: str,
+        sha256: str,
+        size: int,
+        slot: IngestSlot,
+        is_image: bool = False,
+        owns_file: bool = True,
+    ) -> IngestResult:
         """Index media stored at `path` (an upload spooled by the API layer, which this call then
         owns, or a server path). `slot` (from prepare) is released when the job ends."""
         try:
@@ -181,8 +192,17 @@ class Ingest:
             slot.release()
             raise
 
-    async def _ingest(self, rec: CollectionRecord, req: IngestRequest, path: str, sha256: str, size: int,
-                      slot: IngestSlot, is_image: bool, owns_file: bool) -> IngestResult:
+    async def _ingest(
+        self,
+        rec: CollectionRecord,
+        req: IngestRequest,
+        path: str,
+        sha256: str,
+        size: int,
+        slot: IngestSlot,
+        is_image: bool,
+        owns_file: bool,
+    ) -> IngestResult:
         if size == 0:
             raise invalid("the upload is empty (zero bytes)", "EMPTY_MEDIA")
         self.core.require_embedder(rec)
@@ -215,8 +235,10 @@ class Ingest:
             spool = os.path.join(self.core.uploads_dir, f"{job.id}.media")
             os.replace(path, spool)
             try:
-                _write_json(os.path.join(self.core.uploads_dir, f"{job.id}.json"),
-                            {"req": dataclasses.asdict(req), "sha256": sha256, "size": size, "is_image": is_image})
+                _write_json(
+                    os.path.join(self.core.uploads_dir, f"{job.id}.json"),
+                    {"req": dataclasses.asdict(req), "sha256": sha256, "size": size, "is_image": is_image},
+                )
             except OSError as exc:  # e.g. the disk is full: the job fails now, nothing is left behind
                 _unlink(spool)
                 err = disk_full(exc) or ServiceError(ErrorCode.INTERNAL, "INTERNAL", "spooling the upload failed")
@@ -263,24 +285,40 @@ class Ingest:
         slot = IngestSlot(self)
         self.pending += 1  # a resumed job is admitted regardless of the limit: it was before the restart
         log.info("ingest_resumed", job=job.id)
-        self.core.spawn(self._run(rec, req, job, media_path, meta["sha256"], meta["size"], meta["is_image"], True,
-                                  slot))
+        self.core.spawn(
+            self._run(rec, req, job, media_path, meta["sha256"], meta["size"], meta["is_image"], True, slot)
+        )
 
     def _fail_job(self, job: JobRecord, err: ServiceError) -> None:
         job.state, job.error_code, job.error_reason, job.error_message = (
-            JobState.FAILED, int(err.code), err.reason, err.message)
+            JobState.FAILED,
+            int(err.code),
+            err.reason,
+            err.message,
+        )
         try:
             self.core.storage.update_job(job)
         except StorageError as exc:  # disk full: the caller still gets `err`; the job is retried at start
             log.warning("job_update_failed", job=job.id, error=str(exc))
         self.watchers.notify(job.id)
 
-    async def _run(self, rec: CollectionRecord, req: IngestRequest, job: JobRecord, path: str, sha256: str,
-                   size: int, is_image: bool, owns_file: bool, slot: IngestSlot) -> IngestResult:
+    async def _run(
+        self,
+        rec: CollectionRecord,
+        req: IngestRequest,
+        job: JobRecord,
+        path: str,
+        sha256: str,
+        size: int,
+        is_image: bool,
+        owns_file: bool,
+        slot: IngestSlot,
+    ) -> IngestResult:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self.core.ingest_pool, self._ingest_sync, rec, req, job, path, sha256, size, is_image)
+                self.core.ingest_pool, self._ingest_sync, rec, req, job, path, sha256, size, is_image
+            )
         except ServiceError as exc:
             await loop.run_in_executor(self.core.io_pool, self._fail_job, job, exc)
             raise
@@ -300,8 +338,16 @@ class Ingest:
                 _unlink(path)
                 _unlink(os.path.join(self.core.uploads_dir, f"{job.id}.json"))
 
-    def _ingest_sync(self, rec: CollectionRecord, req: IngestRequest, job: JobRecord, path: str, sha256: str,
-                     size: int, is_image: bool) -> IngestResult:
+    def _ingest_sync(
+        self,
+        rec: CollectionRecord,
+        req: IngestRequest,
+        job: JobRecord,
+        path: str,
+        sha256: str,
+        size: int,
+        is_image: bool,
+    ) -> IngestResult:
         t0 = time.perf_counter()
         storage, settings = self.core.storage, self.core.settings
         self.core.beat(f"ingest {job.id}")  # from here on the watchdog expects progress (a queued job is not)
@@ -321,35 +367,55 @@ class Ingest:
 
         shown_as = req.filename or os.path.basename(req.server_path) or "the upload"
         on_sample = self.ingest_frames(job, rec.id, sha256, path) if self.ingest_frames else None
-        media = self.core.embed(path, self.core.sampling(rec, Purpose.INDEX), progress, shown_as=shown_as,
-                                on_sample=on_sample)
+        media = self.core.embed(
+            path, self.core.sampling(rec, Purpose.INDEX), progress, shown_as=shown_as, on_sample=on_sample
+        )
         if is_image != bool(media.is_image):
             kind = "an image" if media.is_image else "a video"
-            raise invalid(f"the upload is {kind}; use {'IngestImage' if media.is_image else 'IngestVideo'}",
-                          "CORRUPT_MEDIA" if is_image else "NO_VIDEO_STREAM")
+            raise invalid(
+                f"the upload is {kind}; use {'IngestImage' if media.is_image else 'IngestVideo'}",
+                "CORRUPT_MEDIA" if is_image else "NO_VIDEO_STREAM",
+            )
         if len(media) == 0:
             raise invalid("no informative frames (all samples were blank)", "EMPTY_MEDIA")
         copies: list[CopyMatch] = []
         if req.duplicate_policy in ("REPORT", "REJECT"):
             thr = req.duplicate_threshold or settings.matching.copy_threshold
             # the upload's coarse twins stand in for a query's coarse view
-            copies = [c for c in self.search.video_matches(rec, media.timestamps,
-                                                           list(self.core.modality.index_vectors(media)), 10, None)
-                      if c.score >= thr]
+            copies = [
+                c
+                for c in self.search.video_matches(
+                    rec, media.timestamps, list(self.core.modality.index_vectors(media)), 10, None
+                )
+                if c.score >= thr
+            ]
             if copies and req.duplicate_policy == "REJECT":
                 best = copies[0]
-                raise ServiceError(ErrorCode.ALREADY_EXISTS, "DUPLICATE_CONTENT",
-                                   f"the upload copies video {best.video.id} of collection {rec.name!r} "
-                                   f"(score {best.score:.2f})",
-                                   video=VideoRef(rec.name, best.video.id), score=f"{best.score:.4f}")
+                raise ServiceError(
+                    ErrorCode.ALREADY_EXISTS,
+                    "DUPLICATE_CONTENT",
+                    f"the upload copies video {best.video.id} of collection {rec.name!r} (score {best.score:.2f})",
+                    video=VideoRef(rec.name, best.video.id),
+                    score=f"{best.score:.4f}",
+                )
         elapsed = time.perf_counter() - t0
         realtime = (media.duration / elapsed) if media.duration and elapsed > 0 else 0.0
-        v = VideoRecord(id=0, collection_id=rec.id, kind="image" if media.is_image else "video",
-                        duration=float(media.duration), width=int(media.width), height=int(media.height),
-                        sample_count=len(media), size_bytes=int(size), content_sha256=sha256,
-                        external_key=req.external_key, labels=dict(req.labels),
-                        filename=req.filename or os.path.basename(req.server_path), model=rec.model,
-                        realtime_factor=realtime)
+        v = VideoRecord(
+            id=0,
+            collection_id=rec.id,
+            kind="image" if media.is_image else "video",
+            duration=float(media.duration),
+            width=int(media.width),
+            height=int(media.height),
+            sample_count=len(media),
+            size_bytes=int(size),
+            content_sha256=sha256,
+            external_key=req.external_key,
+            labels=dict(req.labels),
+            filename=req.filename or os.path.basename(req.server_path),
+            model=rec.model,
+            realtime_factor=realtime,
+        )
         self.core.beat(f"ingest {job.id}")
         try:
             vectors, twins = self.core.modality.index_vectors(media)
@@ -365,9 +431,16 @@ class Ingest:
         metrics.INGESTED.labels(v.kind).inc()
         if realtime:
             metrics.INGEST_REALTIME.observe(realtime)
-        log.info("ingested", collection=rec.name, video=video.id, samples=len(media),
-                 duration=round(media.duration, 2), seconds=round(elapsed, 2), realtime=round(realtime, 1),
-                 decoder=media.decoder)
+        log.info(
+            "ingested",
+            collection=rec.name,
+            video=video.id,
+            samples=len(media),
+            duration=round(media.duration, 2),
+            seconds=round(elapsed, 2),
+            realtime=round(realtime, 1),
+            decoder=media.decoder,
+        )
         return IngestResult(job=job, video=video, copies=copies)
 
     # -- jobs -----------------------------------------------------------------------------------

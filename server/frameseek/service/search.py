@@ -55,8 +55,7 @@ class Search:
             raise invalid(f"k must be in 1..{MAX_K}", field="k")
         opts.k = opts.k or _native.DEFAULT_K
         if not 0 <= opts.max_matches_per_video <= MAX_MATCHES_PER_VIDEO:
-            raise invalid(f"max_matches_per_video must be in 0..{MAX_MATCHES_PER_VIDEO}",
-                          field="max_matches_per_video")
+            raise invalid(f"max_matches_per_video must be in 0..{MAX_MATCHES_PER_VIDEO}", field="max_matches_per_video")
         opts.max_matches_per_video = opts.max_matches_per_video or 1
         if not 0 <= opts.ef <= MAX_EF:
             raise invalid(f"ef must be in 0..{MAX_EF}", field="ef")
@@ -65,8 +64,10 @@ class Search:
 
     def _admit(self) -> None:
         if self.in_flight >= self.core.settings.max_concurrent_searches:
-            raise exhausted(f"too many searches in flight (limit {self.core.settings.max_concurrent_searches})",
-                            limit=self.core.settings.max_concurrent_searches)
+            raise exhausted(
+                f"too many searches in flight (limit {self.core.settings.max_concurrent_searches})",
+                limit=self.core.settings.max_concurrent_searches,
+            )
 
     @staticmethod
     def check_vector(rec: CollectionRecord, values) -> np.ndarray:
@@ -74,8 +75,12 @@ class Search:
         any filter is resolved. The search (native) normalises it for the IP metric."""
         vec = np.asarray(values, dtype=np.float32)
         if vec.shape != (rec.dimension,):
-            raise invalid(f"vector has {vec.size} values; collection {rec.name!r} expects {rec.dimension}",
-                          "DIMENSION_MISMATCH", expected=rec.dimension, got=vec.size)
+            raise invalid(
+                f"vector has {vec.size} values; collection {rec.name!r} expects {rec.dimension}",
+                "DIMENSION_MISMATCH",
+                expected=rec.dimension,
+                got=vec.size,
+            )
         # One float64 dot product is the finiteness check too: squares of finite float32 values
         # cannot overflow float64, so the sum is non-finite exactly when a value is NaN or infinite.
         v64 = vec.astype(np.float64)
@@ -108,7 +113,8 @@ class Search:
         self.in_flight += 1
         try:
             media = await asyncio.get_running_loop().run_in_executor(
-                self.core.query_pool, self.core.embed, image, self.core.sampling(rec, Purpose.IMAGE_QUERY))
+                self.core.query_pool, self.core.embed, image, self.core.sampling(rec, Purpose.IMAGE_QUERY)
+            )
         finally:
             self.in_flight -= 1
         if len(media) == 0:
@@ -116,8 +122,11 @@ class Search:
         return await self._search_vectors(rec, media.vectors[:1], opts), rec.model  # one view: one model pass
 
     async def _search_vectors(self, rec: CollectionRecord, q: np.ndarray, opts: SearchOptions) -> list[Hit]:
-        groups, exclude = await self._groups_filter(rec, opts) if (opts.labels or opts.videos or
-                                                                   opts.exclude_videos) else (None, set())
+        groups, exclude = (
+            await self._groups_filter(rec, opts)
+            if (opts.labels or opts.videos or opts.exclude_videos)
+            else (None, set())
+        )
         if groups is not None and groups.size == 0:
             return []
         self._admit()
@@ -126,7 +135,8 @@ class Search:
         self.in_flight += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self.core.search_pool, self.nearest_videos, rec, q, opts, groups, exclude)
+                self.core.search_pool, self.nearest_videos, rec, q, opts, groups, exclude
+            )
         finally:
             self.in_flight -= 1
 
@@ -143,8 +153,15 @@ class Search:
         ids (None = all); `exclude`: never these."""
         try:
             found = self.directory.nearest_videos(
-                rec.id, np.asarray(q, dtype=np.float32).reshape(-1), opts.k, opts.max_matches_per_video,
-                opts.min_score, opts.ef, groups, np.fromiter(exclude, dtype=np.uint64) if exclude else None)
+                rec.id,
+                np.asarray(q, dtype=np.float32).reshape(-1),
+                opts.k,
+                opts.max_matches_per_video,
+                opts.min_score,
+                opts.ef,
+                groups,
+                np.fromiter(exclude, dtype=np.uint64) if exclude else None,
+            )
         except KeyError:  # dropped between the lookup and the search
             raise storage_error(NotFound(f"collection {rec.name!r} not found", "COLLECTION_NOT_FOUND")) from None
         hits = []
@@ -179,9 +196,19 @@ class Search:
     def video_removed(self, video_id: int) -> None:
         self.directory.remove_video(video_id)
 
-    async def by_video(self, rec: CollectionRecord, path: str, k: int, min_score: float, frame_k: int,
-                       labels: dict, videos: list[tuple[str, int]], exclude: list[tuple[str, int]], fps: float,
-                       regions: str | None = None) -> VideoSearchResult:
+    async def by_video(
+        self,
+        rec: CollectionRecord,
+        path: str,
+        k: int,
+        min_score: float,
+        frame_k: int,
+        labels: dict,
+        videos: list[tuple[str, int]],
+        exclude: list[tuple[str, int]],
+        fps: float,
+        regions: str | None = None,
+    ) -> VideoSearchResult:
         """The videos that a clip (a file at `path`) copies. `regions`: "off" | "auto" | "on"
         (SamplingSettings.regions); None = the server's `region_search` setting."""
         if math.isnan(min_score):
@@ -204,8 +231,12 @@ class Search:
         try:
             loop = asyncio.get_running_loop()
             # the server's rate is bounded by query_max_samples; a rate the caller asked for is not
-            sampling = self.core.sampling(rec, Purpose.CLIP_QUERY, fps or self.core.settings.sampling.query_fps,
-                                          max_samples=None if fps else self.core.settings.sampling.query_max_samples)
+            sampling = self.core.sampling(
+                rec,
+                Purpose.CLIP_QUERY,
+                fps or self.core.settings.sampling.query_fps,
+                max_samples=None if fps else self.core.settings.sampling.query_max_samples,
+            )
             sampling.regions = regions
             media = await loop.run_in_executor(self.core.query_pool, self.core.embed, path, sampling, None, "the clip")
             if len(media) == 0:
@@ -214,17 +245,35 @@ class Search:
                 matches = []
             else:
                 matches = await loop.run_in_executor(
-                    self.core.search_pool, self.video_matches, rec, media.timestamps, media.views, k or 10,
-                    groups, frame_k or self.core.settings.matching.frame_k, media.sample_fps or sampling.fps, thr)
+                    self.core.search_pool,
+                    self.video_matches,
+                    rec,
+                    media.timestamps,
+                    media.views,
+                    k or 10,
+                    groups,
+                    frame_k or self.core.settings.matching.frame_k,
+                    media.sample_fps or sampling.fps,
+                    thr,
+                )
         finally:
             self.in_flight -= 1
         matches = [m for m in matches if m.score >= thr and m.video.id not in excl]
-        return VideoSearchResult(matches=matches, query_duration=float(media.duration),
-                                 query_samples=len(media), model=rec.model)
+        return VideoSearchResult(
+            matches=matches, query_duration=float(media.duration), query_samples=len(media), model=rec.model
+        )
 
-    def video_matches(self, rec: CollectionRecord, times: np.ndarray, views: np.ndarray | Sequence[np.ndarray],
-                      k: int, groups: np.ndarray | None, frame_k: int | None = None,
-                      query_fps: float | None = None, refine_above: float | None = None) -> list[CopyMatch]:
+    def video_matches(
+        self,
+        rec: CollectionRecord,
+        times: np.ndarray,
+        views: np.ndarray | Sequence[np.ndarray],
+        k: int,
+        groups: np.ndarray | None,
+        frame_k: int | None = None,
+        query_fps: float | None = None,
+        refine_above: float | None = None,
+    ) -> list[CopyMatch]:
         """The collection's videos that a clip copies: the modality's match (for frames
         `frameseek.modality.frames.copy_search`: per-view kNN -> twin mapping -> align -> refine,
         the code benchmarks/copydetect runs) over this collection's index. `views`: the query
@@ -232,8 +281,11 @@ class Search:
         scoring at least `refine_above` (default: the copy threshold, i.e. the ones that get
         reported) are re-placed with dense evidence; this moves segments, never changes scores."""
         if not hasattr(_native, "aggregate"):
-            raise ServiceError(ErrorCode.UNIMPLEMENTED, "INTERNAL",
-                               "this build has no native frame-vote aggregation (frameseek._native.aggregate)")
+            raise ServiceError(
+                ErrorCode.UNIMPLEMENTED,
+                "INTERNAL",
+                "this build has no native frame-vote aggregation (frameseek._native.aggregate)",
+            )
         frame_k = frame_k or self.core.settings.matching.frame_k
         if isinstance(views, np.ndarray) and views.ndim == 2:
             views = [views]
@@ -242,10 +294,16 @@ class Search:
         refine_above = self.core.settings.matching.copy_threshold if refine_above is None else refine_above
         storage = self.core.storage
         ms = self.core.modality.match(
-            times, views, _CollectionIndex(storage, rec, ef, groups), _StoredReferences(storage),
-            matching.MatchSettings(frame_k=frame_k), max_candidates=k,
-            query_interval=1.0 / query_fps if query_fps else None, ref_interval=1.0 / ref_fps,
-            refine_above=refine_above)
+            times,
+            views,
+            _CollectionIndex(storage, rec, ef, groups),
+            _StoredReferences(storage),
+            matching.MatchSettings(frame_k=frame_k),
+            max_candidates=k,
+            query_interval=1.0 / query_fps if query_fps else None,
+            ref_interval=1.0 / ref_fps,
+            refine_above=refine_above,
+        )
         out = []
         for m in ms:  # best first by the calibrated score (frameseek.matching)
             try:
@@ -253,9 +311,17 @@ class Search:
             except NotFound:  # deleted meanwhile
                 continue
             segs = [Segment(g.query_start, g.query_end, g.ref_start, g.ref_end, g.score) for g in m.segments]
-            out.append(CopyMatch(video=video, score=m.score, query_coverage=m.query_coverage,
-                                 reference_coverage=m.ref_coverage or 0.0, offset=m.offset, speed=m.speed,
-                                 segments=segs))
+            out.append(
+                CopyMatch(
+                    video=video,
+                    score=m.score,
+                    query_coverage=m.query_coverage,
+                    reference_coverage=m.ref_coverage or 0.0,
+                    offset=m.offset,
+                    speed=m.speed,
+                    segments=segs,
+                )
+            )
         return out
 
 
@@ -278,8 +344,7 @@ class _StoredReferences:
 
     def video(self, video: int) -> tuple[np.ndarray, float] | None:
         try:
-            return (self.storage.video_timestamps(video),
-                    max(float(self.storage.get_video(video).duration), 1e-3))
+            return (self.storage.video_timestamps(video), max(float(self.storage.get_video(video).duration), 1e-3))
         except NotFound:
             return None
 

@@ -1,4 +1,5 @@
 """Durable storage of collections, videos, samples and vectors (see base.Storage for the interface)."""
+
 from .base import (
     AlreadyExists,
     CollectionRecord,
@@ -15,6 +16,18 @@ from .base import (
 )
 from .embedded import EmbeddedStorage
 
-__all__ = ["AlreadyExists", "CollectionRecord", "EmbeddedStorage", "FailedPrecondition", "InvalidArgument",
-           "JobRecord", "JobState", "NotFound", "ResourceExhausted", "Storage", "StorageError", "VideoQuery",
-           "VideoRecord"]
+__all__ = [
+    "AlreadyExists",
+    "CollectionRecord",
+    "EmbeddedStorage",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "JobRecord",
+    "JobState",
+    "NotFound",
+    "ResourceExhausted",
+    "Storage",
+    "StorageError",
+    "VideoQuery",
+    "VideoRecord",
+]

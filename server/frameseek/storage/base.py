@@ -4,6 +4,7 @@
 idempotency) so that the embedded engine (SQLite catalog + native HNSW index + vector log, see
 embedded.py) can later be replaced by a distributed one without touching the service layer.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -144,8 +145,18 @@ class Storage(Protocol):
     """What the service layer needs from storage. All methods are thread-safe and blocking."""
 
     # collections
-    def create_collection(self, name: str, *, model: str, dimension: int, metric: str, sampling: dict,
-                          index: dict, description: str = "", is_default: bool = False) -> CollectionRecord: ...
+    def create_collection(
+        self,
+        name: str,
+        *,
+        model: str,
+        dimension: int,
+        metric: str,
+        sampling: dict,
+        index: dict,
+        description: str = "",
+        is_default: bool = False,
+    ) -> CollectionRecord: ...
     def get_collection(self, name: str) -> CollectionRecord: ...
     def collection_by_id(self, collection_id: int) -> CollectionRecord: ...
     def list_collections(self, after: str, limit: int) -> list[CollectionRecord]: ...
@@ -153,28 +164,50 @@ class Storage(Protocol):
     def collection_counts(self, collection_id: int) -> tuple[int, int, float]: ...  # videos, samples, seconds
 
     # videos
-    def add_video(self, collection_id: int, video: VideoRecord, timestamps: np.ndarray,
-                  vectors: np.ndarray, twins: np.ndarray | None = None) -> VideoRecord:
+    def add_video(
+        self,
+        collection_id: int,
+        video: VideoRecord,
+        timestamps: np.ndarray,
+        vectors: np.ndarray,
+        twins: np.ndarray | None = None,
+    ) -> VideoRecord:
         """Atomically and durably index a video; returns it with its id. Visible when this returns.
         `twins` [n, dim]: a second vector of every sample (the coarse view, Settings.
         index_coarse_scale), indexed as vectors n..2n-1 of the video: a search hit on vector i
         means sample i % n."""
+
     def find_video_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None: ...
     def get_video(self, video_id: int) -> VideoRecord: ...
     def video_timestamps(self, video_id: int) -> np.ndarray: ...
     def video_entry(self, video_id: int) -> tuple[VideoRecord, np.ndarray]:
         """get_video and video_timestamps in one call (the search path's hit -> video mapping)."""
         ...
+
     def video_records(self, limit: int) -> list[VideoRecord]: ...
     def list_videos(self, query: VideoQuery, before_id: int | None, limit: int) -> tuple[list[VideoRecord], int]: ...
     def video_ids(self, query: VideoQuery) -> np.ndarray: ...
     def delete_video(self, video_id: int) -> None: ...
 
     # vectors
-    def search(self, collection_id: int, queries: np.ndarray, k: int, *, ef: int | None = None,
-               groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
-    def search_groups(self, collection_id: int, queries: np.ndarray, k: int, *, ef: int | None = None,
-                      groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def search(
+        self,
+        collection_id: int,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        groups: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def search_groups(
+        self,
+        collection_id: int,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        groups: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     def vectors_of(self, collection_id: int) -> int: ...  # vectors in the live index
     def video_vectors(self, video_id: int) -> np.ndarray:
@@ -182,6 +215,7 @@ class Storage(Protocol):
         match `video_timestamps`); NotFound when it is not active. For the dense re-alignment of
         SearchByVideo (frameseek.matching.refine_alignment)."""
         ...
+
     def video_twins(self, video_id: int) -> np.ndarray | None:
         """The coarse twins of an active video's samples (`add_video(twins=...)`), float32[samples,
         dim] in sample order, or None when it was indexed without them; NotFound when it is not
@@ -198,10 +232,12 @@ class Storage(Protocol):
     # what searches can see, for mirrors of it (the native front end's directory)
     def add_observer(self, observer: StorageObserver) -> None:
         """`observer` is told of every commit, synchronously, before the call that committed returns."""
+
     def live_collections(self) -> list[tuple[CollectionRecord, object]]:
         """Every open collection's (record, live native index): an observer's starting point
         (add_observer first, then this, so that no commit is missed)."""
         ...
+
     def video_entries(self) -> list[tuple[VideoRecord, np.ndarray]]:
         """Every active video's (record, sample timestamps)."""
         ...
@@ -211,6 +247,7 @@ class Storage(Protocol):
     def recovery_problems(self) -> list[str]:
         """What the last start found damaged or inconsistent in storage, one sentence each."""
         ...
+
     def storage_bytes(self) -> int: ...
     def close(self) -> None: ...
 

@@ -10,6 +10,7 @@ damaged log record): it is listed with that state and never searched.
 A write that fails because the disk is full raises ResourceExhausted (reason DISK_FULL).
 synchronous=FULL makes a committed 'active' survive power loss, not just kill -9.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,7 +79,10 @@ _VIDEO_INDEXES = (
     "CREATE INDEX IF NOT EXISTS videos_by_key ON videos(external_key)",
 )
 
-_SCHEMA += _VIDEOS_TABLE.replace("{name}", "videos") + ";\n".join(_VIDEO_INDEXES) + """;
+_SCHEMA += (
+    _VIDEOS_TABLE.replace("{name}", "videos")
+    + ";\n".join(_VIDEO_INDEXES)
+    + """;
 CREATE TABLE IF NOT EXISTS labels (
   video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
   key TEXT NOT NULL, value TEXT NOT NULL,
@@ -104,33 +108,74 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id) WHERE request_id != '';
 """
+)
 
-_VIDEO_COLS = ("id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
-               "external_key, labels, filename, model, realtime_factor, create_time, state")
+_VIDEO_COLS = (
+    "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
+    "external_key, labels, filename, model, realtime_factor, create_time, state"
+)
 
 
 def _video(row) -> VideoRecord:
-    return VideoRecord(id=row[0], collection_id=row[1], kind=row[2], duration=row[3], width=row[4],
-                       height=row[5], sample_count=row[6], size_bytes=row[7], content_sha256=row[8],
-                       external_key=row[9], labels=json.loads(row[10]), filename=row[11], model=row[12],
-                       realtime_factor=row[13], create_time=row[14], state=row[15])
+    return VideoRecord(
+        id=row[0],
+        collection_id=row[1],
+        kind=row[2],
+        duration=row[3],
+        width=row[4],
+        height=row[5],
+        sample_count=row[6],
+        size_bytes=row[7],
+        content_sha256=row[8],
+        external_key=row[9],
+        labels=json.loads(row[10]),
+        filename=row[11],
+        model=row[12],
+        realtime_factor=row[13],
+        create_time=row[14],
+        state=row[15],
+    )
 
 
 def _collection(row) -> CollectionRecord:
-    return CollectionRecord(id=row[0], name=row[1], description=row[2], model=row[3], dimension=row[4],
-                            metric=row[5], sampling=json.loads(row[6]), index=json.loads(row[7]),
-                            create_time=row[8], is_default=bool(row[9]))
+    return CollectionRecord(
+        id=row[0],
+        name=row[1],
+        description=row[2],
+        model=row[3],
+        dimension=row[4],
+        metric=row[5],
+        sampling=json.loads(row[6]),
+        index=json.loads(row[7]),
+        create_time=row[8],
+        is_default=bool(row[9]),
+    )
 
 
-_JOB_COLS = ("id, collection_id, state, request_id, samples_done, samples_total, media_seconds_done, duration, "
-             "video_id, error_code, error_reason, error_message, create_time, update_time, already_exists")
+_JOB_COLS = (
+    "id, collection_id, state, request_id, samples_done, samples_total, media_seconds_done, duration, "
+    "video_id, error_code, error_reason, error_message, create_time, update_time, already_exists"
+)
 
 
 def _job(row) -> JobRecord:
-    return JobRecord(id=row[0], collection_id=row[1], state=JobState(row[2]), request_id=row[3],
-                     samples_done=row[4], samples_total=row[5], media_seconds_done=row[6], duration=row[7],
-                     video_id=row[8], error_code=row[9], error_reason=row[10], error_message=row[11],
-                     create_time=row[12], update_time=row[13], already_exists=bool(row[14]))
+    return JobRecord(
+        id=row[0],
+        collection_id=row[1],
+        state=JobState(row[2]),
+        request_id=row[3],
+        samples_done=row[4],
+        samples_total=row[5],
+        media_seconds_done=row[6],
+        duration=row[7],
+        video_id=row[8],
+        error_code=row[9],
+        error_reason=row[10],
+        error_message=row[11],
+        create_time=row[12],
+        update_time=row[13],
+        already_exists=bool(row[14]),
+    )
 
 
 def is_damage(exc: Exception) -> bool:
@@ -151,7 +196,8 @@ class CatalogDamaged(RuntimeError):
             f"the catalog {path} is damaged ({detail}); the server will not start on it. Keep a copy of the data "
             f"directory, then rebuild the catalog: `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move "
             f"{path}.recovered in its place (remove {path}-wal and {path}-shm). Recovery then reports and never "
-            "reuses what the rebuilt catalog lacks")
+            "reuses what the rebuilt catalog lacks"
+        )
 
 
 class Catalog:
@@ -259,8 +305,10 @@ class Catalog:
 
     def active_fingerprint(self, collection_id: int) -> tuple[int, int]:
         """(count, highest id) of a collection's active videos: a cheap "did it change" check."""
-        row = self._query("SELECT count(*), coalesce(max(id), 0) FROM videos "
-                          "WHERE collection_id=? AND state='active'", (collection_id,))[0]
+        row = self._query(
+            "SELECT count(*), coalesce(max(id), 0) FROM videos WHERE collection_id=? AND state='active'",
+            (collection_id,),
+        )[0]
         return int(row[0]), int(row[1])
 
     def close(self) -> None:
@@ -268,14 +316,35 @@ class Catalog:
             self._db.close()
 
     # -- collections ------------------------------------------------------------------------
-    def create_collection(self, name: str, *, model: str, dimension: int, metric: str, sampling: dict,
-                          index: dict, description: str = "", is_default: bool = False) -> CollectionRecord:
+    def create_collection(
+        self,
+        name: str,
+        *,
+        model: str,
+        dimension: int,
+        metric: str,
+        sampling: dict,
+        index: dict,
+        description: str = "",
+        is_default: bool = False,
+    ) -> CollectionRecord:
         try:
             with self._tx() as db:
-                db.execute("INSERT INTO collections (name, description, model, dimension, metric, sampling, "
-                           "index_settings, create_time, is_default) VALUES (?,?,?,?,?,?,?,?,?)",
-                           (name, description, model, dimension, metric, json.dumps(sampling), json.dumps(index),
-                            time.time(), int(is_default)))
+                db.execute(
+                    "INSERT INTO collections (name, description, model, dimension, metric, sampling, "
+                    "index_settings, create_time, is_default) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        name,
+                        description,
+                        model,
+                        dimension,
+                        metric,
+                        json.dumps(sampling),
+                        json.dumps(index),
+                        time.time(),
+                        int(is_default),
+                    ),
+                )
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"collection {name!r} already exists", "COLLECTION_EXISTS") from None
         return self.get_collection(name)
@@ -293,8 +362,10 @@ class Catalog:
         return _collection(rows[0])
 
     def list_collections(self, after: str = "", limit: int = 1000) -> list[CollectionRecord]:
-        return [_collection(r) for r in
-                self._query("SELECT * FROM collections WHERE name > ? ORDER BY name LIMIT ?", (after, limit))]
+        return [
+            _collection(r)
+            for r in self._query("SELECT * FROM collections WHERE name > ? ORDER BY name LIMIT ?", (after, limit))
+        ]
 
     def all_collections(self) -> list[CollectionRecord]:
         return [_collection(r) for r in self._query("SELECT * FROM collections ORDER BY id")]
@@ -304,17 +375,22 @@ class Catalog:
         with self._tx() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM videos WHERE collection_id=?", (collection_id,))]
             if ids and not force:
-                raise FailedPrecondition(f"collection has {len(ids)} videos; delete them or pass force",
-                                         "COLLECTION_NOT_EMPTY")
-            db.execute("DELETE FROM labels WHERE video_id IN (SELECT id FROM videos WHERE collection_id=?)",
-                       (collection_id,))
+                raise FailedPrecondition(
+                    f"collection has {len(ids)} videos; delete them or pass force", "COLLECTION_NOT_EMPTY"
+                )
+            db.execute(
+                "DELETE FROM labels WHERE video_id IN (SELECT id FROM videos WHERE collection_id=?)", (collection_id,)
+            )
             db.execute("DELETE FROM videos WHERE collection_id=?", (collection_id,))
             db.execute("DELETE FROM collections WHERE id=?", (collection_id,))
         return ids
 
     def collection_counts(self, collection_id: int) -> tuple[int, int, float]:
-        r = self._query("SELECT COUNT(*), COALESCE(SUM(sample_count),0), COALESCE(SUM(duration),0) FROM videos "
-                        "WHERE collection_id=? AND state='active'", (collection_id,))[0]
+        r = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(sample_count),0), COALESCE(SUM(duration),0) FROM videos "
+            "WHERE collection_id=? AND state='active'",
+            (collection_id,),
+        )[0]
         return int(r[0]), int(r[1]), float(r[2])
 
     # -- videos -----------------------------------------------------------------------------
@@ -325,9 +401,24 @@ class Catalog:
                 "INSERT INTO videos (collection_id, state, kind, duration, width, height, sample_count, size_bytes, "
                 "content_sha256, external_key, labels, filename, model, realtime_factor, create_time, sample_times) "
                 "VALUES (?, 'pending', ?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (collection_id, v.kind, v.duration, v.width, v.height, v.sample_count, v.size_bytes,
-                 v.content_sha256, v.external_key, json.dumps(v.labels, sort_keys=True), v.filename, v.model,
-                 v.realtime_factor, time.time(), times))
+                (
+                    collection_id,
+                    v.kind,
+                    v.duration,
+                    v.width,
+                    v.height,
+                    v.sample_count,
+                    v.size_bytes,
+                    v.content_sha256,
+                    v.external_key,
+                    json.dumps(v.labels, sort_keys=True),
+                    v.filename,
+                    v.model,
+                    v.realtime_factor,
+                    time.time(),
+                    times,
+                ),
+            )
             vid = int(cur.lastrowid)
             db.executemany("INSERT INTO labels VALUES (?,?,?)", [(vid, k, val) for k, val in v.labels.items()])
         return vid
@@ -366,13 +457,16 @@ class Catalog:
             ids = [int(v) for v in video_ids]
             rows = []
             for i in range(0, len(ids), 900):  # SQLite's default limit on bound parameters is 999
-                chunk = ids[i:i + 900]
+                chunk = ids[i : i + 900]
                 rows += self._query(sql + f" AND id IN ({','.join('?' * len(chunk))})", chunk)
         return [(_video(r), np.frombuffer(r[16], dtype="<f8")) for r in rows]
 
     def find_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
-        rows = self._query(f"SELECT {_VIDEO_COLS} FROM videos WHERE collection_id=? AND content_sha256=? "
-                           "AND state='active' ORDER BY id LIMIT 1", (collection_id, sha256))
+        rows = self._query(
+            f"SELECT {_VIDEO_COLS} FROM videos WHERE collection_id=? AND content_sha256=? "
+            "AND state='active' ORDER BY id LIMIT 1",
+            (collection_id, sha256),
+        )
         return _video(rows[0]) if rows else None
 
     def _where(self, q: VideoQuery, states: str = "'active'") -> tuple[str, list]:
@@ -404,15 +498,20 @@ class Catalog:
 
     def video_ids(self, q: VideoQuery) -> np.ndarray:
         where, args = self._where(q)
-        return np.asarray([r[0] for r in self._query(f"SELECT v.id FROM videos v WHERE {where}", args)],
-                          dtype=np.uint64)
+        return np.asarray(
+            [r[0] for r in self._query(f"SELECT v.id FROM videos v WHERE {where}", args)], dtype=np.uint64
+        )
 
     def active_video_hashes(self, collection_id: int) -> dict[int, tuple[int, str]]:
         """video id -> (sample count, content sha256) of every active video of a collection: what
         recovery checks a log record against before it attaches the record's vectors."""
-        return {r[0]: (r[1], r[2]) for r in self._query(
-            "SELECT id, sample_count, content_sha256 FROM videos WHERE collection_id=? AND state='active'",
-            (collection_id,))}
+        return {
+            r[0]: (r[1], r[2])
+            for r in self._query(
+                "SELECT id, sample_count, content_sha256 FROM videos WHERE collection_id=? AND state='active'",
+                (collection_id,),
+            )
+        }
 
     def mark_damaged(self, video_ids) -> None:
         """Active videos whose vectors could not be recovered: listed as damaged, never searched."""
@@ -453,10 +552,26 @@ class Catalog:
         j.create_time = j.update_time = now
         try:
             with self._tx() as db:
-                db.execute(f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({','.join('?' * 15)})",
-                           (j.id, j.collection_id, j.state.value, j.request_id, j.samples_done, j.samples_total,
-                            j.media_seconds_done, j.duration, j.video_id, j.error_code, j.error_reason,
-                            j.error_message, j.create_time, j.update_time, int(j.already_exists)))
+                db.execute(
+                    f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({','.join('?' * 15)})",
+                    (
+                        j.id,
+                        j.collection_id,
+                        j.state.value,
+                        j.request_id,
+                        j.samples_done,
+                        j.samples_total,
+                        j.media_seconds_done,
+                        j.duration,
+                        j.video_id,
+                        j.error_code,
+                        j.error_reason,
+                        j.error_message,
+                        j.create_time,
+                        j.update_time,
+                        int(j.already_exists),
+                    ),
+                )
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"request_id {j.request_id!r} already used", "DUPLICATE_REQUEST") from None
         return j
@@ -464,11 +579,25 @@ class Catalog:
     def update_job(self, j: JobRecord) -> None:
         j.update_time = time.time()
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state=?, samples_done=?, samples_total=?, media_seconds_done=?, duration=?, "
-                       "video_id=?, error_code=?, error_reason=?, error_message=?, update_time=?, already_exists=? "
-                       "WHERE id=?",
-                       (j.state.value, j.samples_done, j.samples_total, j.media_seconds_done, j.duration, j.video_id,
-                        j.error_code, j.error_reason, j.error_message, j.update_time, int(j.already_exists), j.id))
+            db.execute(
+                "UPDATE jobs SET state=?, samples_done=?, samples_total=?, media_seconds_done=?, duration=?, "
+                "video_id=?, error_code=?, error_reason=?, error_message=?, update_time=?, already_exists=? "
+                "WHERE id=?",
+                (
+                    j.state.value,
+                    j.samples_done,
+                    j.samples_total,
+                    j.media_seconds_done,
+                    j.duration,
+                    j.video_id,
+                    j.error_code,
+                    j.error_reason,
+                    j.error_message,
+                    j.update_time,
+                    int(j.already_exists),
+                    j.id,
+                ),
+            )
 
     def get_job(self, job_id: str) -> JobRecord:
         rows = self._query(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,))

@@ -18,6 +18,7 @@ Snapshots: under the write lock the log rotates to a new segment and the index i
 at it together with the list of videos it holds; older segments and snapshots are deleted.
 Startup = load the snapshot named by snapshot.json + replay log segments from its sequence number.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -65,7 +66,8 @@ def belongs_to(rec, row: tuple[int, str]) -> bool:
     """Whether log record `rec` holds the vectors of the catalog row (sample count, content sha256)
     with its id: a matching count and, in version 2 records, the same content digest."""
     return rec.vectors.shape[0] in _vector_counts(row[0]) and (
-        rec.content_digest is None or rec.content_digest == content_digest(row[1]))
+        rec.content_digest is None or rec.content_digest == content_digest(row[1])
+    )
 
 
 class _CollectionIndex:
@@ -109,8 +111,12 @@ class _CollectionIndex:
                 self.index, snap_videos = snapshots.load_one(self.dir, m, _native().HnswIndex.load)
             except snapshots.SnapshotDamaged as exc:
                 problems.append(f"snapshot damaged: {exc}")
-                log.error("snapshot_damaged", collection=self.rec.name, error=str(exc),
-                          fallback="an older snapshot" if i + 1 < len(keep) else "the log only")
+                log.error(
+                    "snapshot_damaged",
+                    collection=self.rec.name,
+                    error=str(exc),
+                    fallback="an older snapshot" if i + 1 < len(keep) else "the log only",
+                )
                 metrics.STORAGE_DAMAGE.labels("snapshot").inc()
                 continue
             from_seq, self.good_snapshot = int(m["segment"]), m
@@ -143,10 +149,18 @@ class _CollectionIndex:
             self._add(rec.video_id, np.array(rec.vectors, dtype=np.float32))
             replayed += n
         for d in self.log.damage:
-            problems.append(f"damaged log record: segment {d.segment} offset {d.offset} ({d.length} bytes)"
-                            + (f", video {d.video_id}" if d.video_id is not None else ""))
-            log.error("log_record_damaged", collection=self.rec.name, segment=d.segment, offset=d.offset,
-                      length=d.length, video=d.video_id)
+            problems.append(
+                f"damaged log record: segment {d.segment} offset {d.offset} ({d.length} bytes)"
+                + (f", video {d.video_id}" if d.video_id is not None else "")
+            )
+            log.error(
+                "log_record_damaged",
+                collection=self.rec.name,
+                segment=d.segment,
+                offset=d.offset,
+                length=d.length,
+                video=d.video_id,
+            )
             metrics.STORAGE_DAMAGE.labels("log_record").inc()
         if foreign:
             problems.append(f"log records of videos {foreign[:20]} do not match their catalog rows (not attached)")
@@ -158,10 +172,18 @@ class _CollectionIndex:
         if missing:
             problems.append(f"videos {missing[:20]} have no intact vectors ({len(missing)} marked damaged)")
             log.error("videos_missing_vectors", collection=self.rec.name, videos=missing[:20], count=len(missing))
-        return {"collection": self.rec.name, "vectors": len(self.index), "snapshot_load_s": round(t_load, 3),
-                "replayed_vectors": replayed, "skipped_records": skipped, "removed_deleted": len(gone),
-                "missing_videos": missing, "highest_video_id": high, "problems": problems,
-                "total_s": round(time.perf_counter() - t0, 3)}
+        return {
+            "collection": self.rec.name,
+            "vectors": len(self.index),
+            "snapshot_load_s": round(t_load, 3),
+            "replayed_vectors": replayed,
+            "skipped_records": skipped,
+            "removed_deleted": len(gone),
+            "missing_videos": missing,
+            "highest_video_id": high,
+            "problems": problems,
+            "total_s": round(time.perf_counter() - t0, 3),
+        }
 
     def _add(self, video_id: int, vectors: np.ndarray) -> None:
         n = vectors.shape[0]
@@ -186,8 +208,9 @@ class _CollectionIndex:
         self.log.drop_before(int(previous["segment"]) if previous else seq)
         snapshots.remove_leftovers(self.dir, [m for m in (meta, previous) if m])
         self.since_snapshot = 0
-        log.info("snapshot", collection=self.rec.name, vectors=len(self.index),
-                 seconds=round(time.perf_counter() - t0, 3))
+        log.info(
+            "snapshot", collection=self.rec.name, vectors=len(self.index), seconds=round(time.perf_counter() - t0, 3)
+        )
 
     def close(self) -> None:
         self.log.close()
@@ -265,8 +288,10 @@ class EmbeddedStorage:
             self._colls[rec.id] = ci
         seen = max((r["highest_video_id"] for r in report), default=0)
         if seen > self.catalog.video_id_high_water():
-            msg = (f"the catalog lost committed rows: the vector log or a snapshot holds video ids up to {seen}, "
-                   f"the catalog has handed out ids only up to {self.catalog.video_id_high_water()}")
+            msg = (
+                f"the catalog lost committed rows: the vector log or a snapshot holds video ids up to {seen}, "
+                f"the catalog has handed out ids only up to {self.catalog.video_id_high_water()}"
+            )
             log.error("catalog_lost_rows", highest_logged=seen, high_water=self.catalog.video_id_high_water())
             metrics.STORAGE_DAMAGE.labels("catalog_lost_rows").inc()
             self.catalog.raise_video_id_high_water(seen)
@@ -350,8 +375,14 @@ class EmbeddedStorage:
         return self.catalog.collection_counts(collection_id)
 
     # -- videos ---------------------------------------------------------------------------------
-    def add_video(self, collection_id: int, video: VideoRecord, timestamps: np.ndarray,
-                  vectors: np.ndarray, twins: np.ndarray | None = None) -> VideoRecord:
+    def add_video(
+        self,
+        collection_id: int,
+        video: VideoRecord,
+        timestamps: np.ndarray,
+        vectors: np.ndarray,
+        twins: np.ndarray | None = None,
+    ) -> VideoRecord:
         ci = self._ci(collection_id)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)

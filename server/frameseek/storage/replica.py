@@ -19,6 +19,7 @@ fsyncs a video's log record *before* it marks the video active, so an active vid
 always in the log or in a newer snapshot; if the segment holding them was already dropped by a
 snapshot, the replica reloads that snapshot.
 """
+
 from __future__ import annotations
 
 import threading
@@ -158,7 +159,7 @@ class ReplicaStorage(EmbeddedStorage):
                 with self._colls_lock:
                     gone = self._colls.pop(cid, None)
                 self._notify("collection_removed", cid)
-                for v in (gone.videos if gone is not None else ()):
+                for v in gone.videos if gone is not None else ():
                     self._videos.pop(v, None)
             for cid, rec in recs.items():
                 ci = self._colls.get(cid)

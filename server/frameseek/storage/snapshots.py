@@ -12,6 +12,7 @@ snapshot and the log segments from its sequence number on are kept until a newer
 so that a snapshot damaged later (a checksum mismatch at load) falls back to the previous one + the
 log instead of refusing to start. Files of a snapshot killed mid-write (`*.tmp`) are removed at start.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -83,8 +84,14 @@ def write(directory: str, seq: int, index, videos: dict[int, int]) -> dict:
     sha = hashlib.sha256(data).hexdigest()
     if not index_file_intact(index_path) or _sha256_file(videos_path) != sha:
         raise SnapshotDamaged(f"{name}: the snapshot read back from disk does not match what was written")
-    return {"segment": seq, "index": name + ".hnsw", "videos": name + ".videos.npy", "videos_sha256": sha,
-            "vectors": len(index), "time": time.time()}
+    return {
+        "segment": seq,
+        "index": name + ".hnsw",
+        "videos": name + ".videos.npy",
+        "videos_sha256": sha,
+        "vectors": len(index),
+        "time": time.time(),
+    }
 
 
 def publish(directory: str, meta: dict, previous: dict | None) -> None:
@@ -108,10 +115,18 @@ def candidates(directory: str) -> tuple[list[dict], list[str]]:
             int(m["segment"]), str(m["index"]), str(m["videos"])
         return metas, []
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        found = sorted((int(f[9:17]) for f in os.listdir(directory)
-                        if f.startswith("snapshot-") and f.endswith(".hnsw") and f[9:17].isdigit()), reverse=True)
-        metas = [{"segment": seq, "index": f"snapshot-{seq:08d}.hnsw", "videos": f"snapshot-{seq:08d}.videos.npy"}
-                 for seq in found]
+        found = sorted(
+            (
+                int(f[9:17])
+                for f in os.listdir(directory)
+                if f.startswith("snapshot-") and f.endswith(".hnsw") and f[9:17].isdigit()
+            ),
+            reverse=True,
+        )
+        metas = [
+            {"segment": seq, "index": f"snapshot-{seq:08d}.hnsw", "videos": f"snapshot-{seq:08d}.videos.npy"}
+            for seq in found
+        ]
         return metas, [f"{META} unreadable ({type(exc).__name__}: {exc}); tried the snapshot files on disk"]
 
 

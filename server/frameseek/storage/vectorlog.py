@@ -25,6 +25,7 @@ in the newest segment are a *torn tail* (a crash mid-append: never acknowledged)
 truncates them. A damaged segment header is damage too when valid records follow it (a header
 with another dimension and no records after it is a configuration error: LogCorrupt).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -117,8 +118,8 @@ def _record_v2(data: bytes, pos: int, dim: int) -> tuple[int, int, int, bytes] |
     end = pos + _REC.size + length
     if sync != SYNC or length < _ADD.size or end > len(data):
         return None
-    payload = memoryview(data)[pos + _REC.size:end]
-    if zlib.crc32(payload, zlib.crc32(data[pos + 4:pos + 8])) != crc:
+    payload = memoryview(data)[pos + _REC.size : end]
+    if zlib.crc32(payload, zlib.crc32(data[pos + 4 : pos + 8])) != crc:
         return None
     typ, vid, n, sha = _ADD.unpack_from(payload, 0)
     if typ != TYPE_ADD or length != _ADD.size + 4 * n * dim:
@@ -149,7 +150,7 @@ def scan_segment(path: str, dim: int, start: int = 0) -> SegmentScan:
         if magic == MAGIC_V1:
             return _scan_v1(data, start, 0, dim, seq, path)
         return scan_segment_records(data, start, 0, dim, seq)
-    data = head + data[_HEADER.size - start:] if start else data
+    data = head + data[_HEADER.size - start :] if start else data
     if magic == MAGIC_V1 and fdim == dim:
         return _scan_v1(data, 0, _HEADER.size, dim, seq, path)
     if magic == MAGIC and fdim == dim:

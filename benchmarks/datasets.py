@@ -14,6 +14,7 @@ Model (all directions are Gaussian, then L2-normalised):
 so (measured, 512-d) consecutive frames have cosine ~0.99 except at scene cuts, frames of one
 video ~0.76 on average, and unrelated frames ~0.1 (topics make the library clustered).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -79,9 +80,7 @@ def video_like(
     return out, groups
 
 
-def video_like_queries(
-    vectors: np.ndarray, nq: int, noise: float = 0.05, seed: int = 1
-) -> np.ndarray:
+def video_like_queries(vectors: np.ndarray, nq: int, noise: float = 0.05, seed: int = 1) -> np.ndarray:
     """``nq`` queries that are perturbed copies of random database rows (a re-encoded frame).
 
     ``noise`` is the norm of the perturbation relative to the unit vector. Returns float32[nq, d],

@@ -5,6 +5,7 @@ grpcio-tools is only a dev dependency); tests/server/test_proto_generated.py reg
 temporary directory and fails when the committed files differ, so the protos and the code cannot
 drift apart. The output depends on the grpcio-tools version, which is pinned in pyproject.toml.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,15 @@ def generate(out_root: pathlib.Path) -> list[pathlib.Path]:
 
     wkt = pathlib.Path(grpc_tools.__file__).parent / "_proto"
     files = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
-    args = ["protoc", f"-I{PROTO_ROOT}", f"-I{wkt}", f"--python_out={out_root}",
-            f"--pyi_out={out_root}", f"--grpc_python_out={out_root}", *files]
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{wkt}",
+        f"--python_out={out_root}",
+        f"--pyi_out={out_root}",
+        f"--grpc_python_out={out_root}",
+        *files,
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     init = out_dir / "__init__.py"

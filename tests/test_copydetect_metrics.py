@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from benchmarks.copydetect.run import segment_ap, vpdq_locate
+from benchmarks.copydetect.run import segment_ap
+from benchmarks.copydetect.vpdq_baseline import vpdq_locate
 
 
 def _hashes(n: int, seed: int) -> np.ndarray:

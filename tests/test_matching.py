@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from frameseek import _native, matching
-
-NO_ID = matching.NO_ID
+from frameseek.ids import NO_ID, SAMPLE_BITS
 
 
 def _neighbours(q: int, k: int, fill: float = -1.0):
@@ -28,12 +27,12 @@ def _copy_set(offset: float, speed: float, q: int = 20, seed: int = 0):
     rng = np.random.default_rng(seed)
     ids, groups, times, sims = _neighbours(q, 4)
     t = np.arange(q, dtype=np.float64)
-    ids[:, 0] = (7 << 20) + np.arange(q)
+    ids[:, 0] = (7 << SAMPLE_BITS) + np.arange(q)
     groups[:, 0] = 7
     times[:, 0] = offset + speed * t
     sims[:, 0] = 0.85
     for j in range(1, 4):
-        ids[:, j] = ((100 + j) << 20) + rng.integers(0, 1000, q)
+        ids[:, j] = ((100 + j) << SAMPLE_BITS) + rng.integers(0, 1000, q)
         groups[:, j] = 100 + j
         times[:, j] = rng.uniform(0, 60, q)
         sims[:, j] = rng.uniform(0.41, 0.5, q)
@@ -95,8 +94,14 @@ def test_align_counts_a_reference_frame_listed_twice_once():
     found by both must not double its vote."""
     t, ids, groups, times, sims = _copy_set(5.0, 1.0)
     one = matching.align(t, ids, groups, times, sims, query_interval=1.0)[0]
-    two = matching.align(t, np.hstack([ids, ids]), np.hstack([groups, groups]), np.hstack([times, times]),
-                         np.hstack([sims, sims]), query_interval=1.0)[0]
+    two = matching.align(
+        t,
+        np.hstack([ids, ids]),
+        np.hstack([groups, groups]),
+        np.hstack([times, times]),
+        np.hstack([sims, sims]),
+        query_interval=1.0,
+    )[0]
     assert two.video == one.video and two.score == pytest.approx(one.score, rel=1e-5)
 
 
@@ -108,7 +113,7 @@ def test_align_discounts_a_shared_static_title_card():
     ids, groups, times, sims = _neighbours(q, 3)
     t = np.arange(q, dtype=np.float64)
     for i in range(6):
-        ids[i, :3] = (9 << 20) + np.arange(3) * 3 + i  # card frames of the reference, 3 fps
+        ids[i, :3] = (9 << SAMPLE_BITS) + np.arange(3) * 3 + i  # card frames of the reference, 3 fps
         groups[i, :3] = 9
         times[i, :3] = np.arange(3) + i
         sims[i, :3] = 0.99
@@ -153,8 +158,9 @@ def test_search_neighbors_concatenates_flipped_results():
 
 def test_search_neighbors_places_region_views_beside_the_frame():
     base, index = _unit_vectors_indexed(seed=4, n=60)
-    ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13],
-                                          region_vectors=[base[20:23], base[30:33]])
+    ids, sims = matching.search_neighbors(
+        index, base[:3], 2, flip_vectors=base[10:13], region_vectors=[base[20:23], base[30:33]]
+    )
     assert ids.shape == (3, 8)
     assert [ids[:, c].tolist() for c in (0, 2, 4, 6)] == [[0, 1, 2], [10, 11, 12], [20, 21, 22], [30, 31, 32]]
     assert np.allclose(sims[:, ::2], 1.0, atol=1e-5)
@@ -166,12 +172,23 @@ def test_search_neighbors_places_region_views_beside_the_frame():
 
 def test_search_neighbors_places_coarse_views_beside_the_frame():
     base, index = _unit_vectors_indexed(seed=5, n=60)
-    ids, sims = matching.search_neighbors(index, base[:3], 2, flip_vectors=base[10:13],
-                                          region_vectors=[base[30:33]], coarse_vectors=[base[40:43], base[50:53]])
+    ids, sims = matching.search_neighbors(
+        index,
+        base[:3],
+        2,
+        flip_vectors=base[10:13],
+        region_vectors=[base[30:33]],
+        coarse_vectors=[base[40:43], base[50:53]],
+    )
     assert ids.shape == sims.shape == (3, 10)
     # whole, mirror, coarse, coarse mirror, regions
-    assert [ids[:, c].tolist() for c in (0, 2, 4, 6, 8)] == [[0, 1, 2], [10, 11, 12], [40, 41, 42], [50, 51, 52],
-                                                               [30, 31, 32]]
+    assert [ids[:, c].tolist() for c in (0, 2, 4, 6, 8)] == [
+        [0, 1, 2],
+        [10, 11, 12],
+        [40, 41, 42],
+        [50, 51, 52],
+        [30, 31, 32],
+    ]
     with pytest.raises(ValueError, match="coarse_vectors"):
         matching.search_neighbors(index, base[:3], 2, coarse_vectors=[base[:2]])
 
@@ -182,7 +199,7 @@ def test_region_views_cannot_inflate_the_score():
     q = 12
     t = np.arange(q, dtype=np.float64)
     one_ids, one_groups, one_times, one_sims = _neighbours(q, 1)
-    one_ids[:, 0] = (5 << 20) + 3 * np.arange(q)
+    one_ids[:, 0] = (5 << SAMPLE_BITS) + 3 * np.arange(q)
     one_groups[:, 0] = 5
     one_times[:, 0] = 4.0 + t
     one_sims[:, 0] = 0.9
@@ -208,16 +225,20 @@ DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     from benchmarks.copydetect import media as M
     from frameseek.embed import load_embedder
-    from frameseek.pipeline import SamplingSettings, embed_media
+    from frameseek.pipeline import SamplingSettings, embed_media, frame_views
 
     emb = load_embedder()
     pics = {p.name: p for p in M.photos()}
     card = tmp_path / "card.mp4"
     M.title_card(card, "SAME CARD", 4.0, "darkgreen")
     refs = {}
-    for i, names in enumerate([("baboon.jpg", "fruits.jpg", "building.jpg"),
-                               ("messi5.jpg", "home.jpg", "smarties.png"),
-                               ("starry_night.jpg", "butterfly.jpg", "orange.jpg")]):
+    for i, names in enumerate(
+        [
+            ("baboon.jpg", "fruits.jpg", "building.jpg"),
+            ("messi5.jpg", "home.jpg", "smarties.png"),
+            ("starry_night.jpg", "butterfly.jpg", "orange.jpg"),
+        ]
+    ):
         p = tmp_path / f"ref{i}.mp4"
         M.slideshow(p, [pics[n] for n in names], seed=i, seconds=3.0)
         refs[i + 1] = p
@@ -231,25 +252,39 @@ def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     index = _native.FlatIndex(emb.dim, "ip")
     ref_times, durations = {}, {}
     for vid, p in refs.items():
-        m = embed_media(str(p), emb, SamplingSettings.reference())
-        index.add((np.uint64(vid) << np.uint64(20)) + np.arange(len(m), dtype=np.uint64), m.vectors,
-                  groups=np.full(len(m), vid, np.uint64))
+        m = embed_media(str(p), emb, SamplingSettings.reference(views=frame_views()))
+        index.add(
+            (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(m), dtype=np.uint64),
+            m.vectors,
+            groups=np.full(len(m), vid, np.uint64),
+        )
         ref_times[vid], durations[vid] = m.timestamps, m.duration
 
     def search(path: Path) -> list[matching.Match]:
         # query regions as SearchByVideo's default (auto: a detected picture-in-picture inset)
-        m = embed_media(str(path), emb, SamplingSettings.query(flip=True, regions="auto"))
-        ids, sims = matching.search_neighbors(index, m.vectors, 16, m.flip_vectors, m.region_vectors)
+        m = embed_media(str(path), emb, SamplingSettings.query(views=frame_views(mirror=True), regions="auto"))
+        ids, sims = matching.search_neighbors(index, m.vectors, 16, m.sets["mirror"], m.region_vectors)
         valid = ids != NO_ID
-        groups = np.where(valid, ids >> np.uint64(20), NO_ID).astype(np.uint64)
+        groups = np.where(valid, ids >> np.uint64(SAMPLE_BITS), NO_ID).astype(np.uint64)
         times = np.zeros(ids.shape)
         for vid in np.unique(groups[valid]).tolist():
             sel = groups == vid
             times[sel] = ref_times[vid][(ids[sel] & np.uint64(0xFFFFF)).astype(np.int64)]
-        return [x for x in matching.align(m.timestamps, ids, groups, times, sims,
-                                          frame_weights=matching.redundancy_weights(m.vectors),
-                                          ref_durations=durations, query_interval=1.0, ref_interval=1 / 3)
-                if x.score >= matching.COPY_THRESHOLD]
+        return [
+            x
+            for x in matching.align(
+                m.timestamps,
+                ids,
+                groups,
+                times,
+                sims,
+                frame_weights=matching.redundancy_weights(m.vectors),
+                ref_durations=durations,
+                query_interval=1.0,
+                ref_interval=1 / 3,
+            )
+            if x.score >= matching.COPY_THRESHOLD
+        ]
 
     # a 4 s sub-clip from 3.5 s of reference 1, re-encoded
     sub = tmp_path / "sub.mp4"
@@ -268,9 +303,18 @@ def test_end_to_end_subclip_flip_pip_and_title_card(tmp_path):
     # reference 1 as a picture-in-picture inset (half the width) over an unrelated clip: the
     # whole frame is mostly background; the detected inset's crop finds the copy
     pip = tmp_path / "pip.mp4"
-    M._run(["-i", str(other), "-i", str(refs[1]), "-filter_complex",
+    M._run(
+        [
+            "-i",
+            str(other),
+            "-i",
+            str(refs[1]),
+            "-filter_complex",
             f"[0:v]setsar=1[bg];[1:v]scale={M.W // 2}:-2,setsar=1[fg];[bg][fg]overlay=W*0.4:H*0.35:shortest=1",
-            *M._enc(24), str(pip)])
+            *M._enc(24),
+            str(pip),
+        ]
+    )
     found = search(pip)
     assert [x.video for x in found] == [1]
     assert abs(found[0].offset) <= 1.0 and found[0].score <= 1.0
@@ -288,7 +332,7 @@ def test_align_bridges_holes_left_by_dropped_blank_frames():
     shorter than min_segment_frames and report nothing)."""
     t = np.array([0.0, 1.0, 7.0, 11.0])
     ids, groups, times, sims = _neighbours(4, 2)
-    ids[:, 0] = (3 << 20) + np.arange(4)
+    ids[:, 0] = (3 << SAMPLE_BITS) + np.arange(4)
     groups[:, 0] = 3
     times[:, 0] = 2.0 + t
     sims[:, 0] = 0.95
@@ -300,16 +344,32 @@ def test_align_bridges_holes_left_by_dropped_blank_frames():
 
 # -- dense re-alignment (refine_alignment) -------------------------------------------------------
 
+
 def _storage_with_reference(tmp_path, rt, rv):
     """An opened EmbeddedStorage holding one 12 s reference video: (storage, collection, video id)."""
     from frameseek.storage import EmbeddedStorage, VideoRecord
 
     st = EmbeddedStorage(str(tmp_path / "data"))
     st.open()
-    c = st.create_collection("c", model="m", dimension=rv.shape[1], metric="ip", sampling={"fps": 3.0},
-                             index={"m": 16, "ef_construction": 200, "ef_search": 200})
-    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
-                      sample_count=len(rt), size_bytes=1, content_sha256="0" * 64)
+    c = st.create_collection(
+        "c",
+        model="m",
+        dimension=rv.shape[1],
+        metric="ip",
+        sampling={"fps": 3.0},
+        index={"m": 16, "ef_construction": 200, "ef_search": 200},
+    )
+    rec = VideoRecord(
+        id=0,
+        collection_id=c.id,
+        kind="video",
+        duration=12.0,
+        width=64,
+        height=48,
+        sample_count=len(rt),
+        size_bytes=1,
+        content_sha256="0" * 64,
+    )
     return st, c, st.add_video(c.id, rec, rt, rv).id
 
 
@@ -339,17 +399,26 @@ def test_coarse_twins_of_the_reference_meet_the_coarse_view_and_count_once(tmp_p
     blind -= (blind @ basis) @ basis.T  # a whole-frame view that no indexed vector sees
     blind /= np.linalg.norm(blind, axis=1, keepdims=True)
     st, c, plain = _storage_with_reference(tmp_path, rt, rv.astype(np.float32))
-    rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=12.0, width=64, height=48,
-                      sample_count=len(rt), size_bytes=1, content_sha256="1" * 64)
+    rec = VideoRecord(
+        id=0,
+        collection_id=c.id,
+        kind="video",
+        duration=12.0,
+        width=64,
+        height=48,
+        sample_count=len(rt),
+        size_bytes=1,
+        content_sha256="1" * 64,
+    )
     twinned = st.add_video(c.id, rec, rt, rv.astype(np.float32), twins=tw.astype(np.float32)).id
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data2")), storage=st)
-    svc._native = _native
     try:
-        got = svc._video_matches(c, qt, [blind.astype(np.float32), None, coarse.astype(np.float32)], 3, None, 8, 1.0)
+        views = [blind.astype(np.float32), None, coarse.astype(np.float32)]
+        got = svc.search.video_matches(c, qt, views, 3, None, 8, 1.0)
         same = np.concatenate([rv[rows], tw[rows]]).astype(np.float32)  # both vectors of the same frames
-        exact = svc._video_matches(c, qt, [same[:8], None, same[8:]], 3, None, 8, 1.0)
+        exact = svc.search.video_matches(c, qt, [same[:8], None, same[8:]], 3, None, 8, 1.0)
     finally:
-        for pool in (svc._ingest_pool, svc._query_pool, svc._search_pool, svc._io_pool):
+        for pool in svc.core.pools():
             pool.shutdown(wait=True)
         st.close()
     assert [m.video.id for m in got if m.score >= matching.COPY_THRESHOLD] == [twinned]
@@ -396,8 +465,9 @@ def _edited_copy(frame, offset: float, speed: float, n: int, seed: int = 5, dim:
 
 
 def _match_on(offset: float, speed: float, qt: np.ndarray) -> matching.Match:
-    seg = matching.Segment(float(qt[0]), float(qt[-1]), offset + speed * qt[0], offset + speed * qt[-1],
-                           offset, speed, 0.4, len(qt))
+    seg = matching.Segment(
+        float(qt[0]), float(qt[-1]), offset + speed * qt[0], offset + speed * qt[-1], offset, speed, 0.4, len(qt)
+    )
     return matching.Match(video=7, score=0.4, votes=len(qt), query_coverage=1.0, ref_coverage=0.4, segments=[seg])
 
 
@@ -497,7 +567,7 @@ def test_refine_alignment_validates_inputs():
 
 
 def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
-    """SearchByVideo's matcher (FrameSeekService._video_matches) reads the reference's vectors back
+    """SearchByVideo's matcher (Search.video_matches) reads the reference's vectors back
     from the live HNSW index (storage.video_vectors) and reports the dense re-alignment, not the
     aligner's line: on this constructed copy the two differ, and the service must report exactly
     what refine_alignment(align(...)) gives on the original arrays."""
@@ -508,23 +578,35 @@ def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
     qt, q = _edited_copy(frame, 1.4, 1.1, 6, seed=12)
     st, c, vid = _storage_with_reference(tmp_path, rt, rv)
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
-    svc._native = _native
     try:
-        got = svc._video_matches(c, qt, q, 3, None, 8, 1.0)
+        got = svc.search.video_matches(c, qt, q, 3, None, 8, 1.0)
     finally:
-        for pool in (svc._ingest_pool, svc._query_pool, svc._search_pool, svc._io_pool):
+        for pool in svc.core.pools():
             pool.shutdown(wait=True)
         st.close()
     # the same chain on the original arrays (exact search finds the same 8 neighbours: 36 frames)
     idx = _native.FlatIndex(rv.shape[1], "ip")
-    idx.add((np.uint64(vid) << np.uint64(20)) + np.arange(len(rt), dtype=np.uint64), rv,
-            groups=np.full(len(rt), vid, np.uint64))
+    idx.add(
+        (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(rt), dtype=np.uint64),
+        rv,
+        groups=np.full(len(rt), vid, np.uint64),
+    )
     ids, sims = matching.search_neighbors(idx, q, 8)
     groups = np.full(ids.shape, vid, np.uint64)
-    times = rt[(ids & np.uint64((1 << 20) - 1)).astype(np.int64)]
+    times = rt[(ids & np.uint64((1 << SAMPLE_BITS) - 1)).astype(np.int64)]
     s = matching.MatchSettings(frame_k=8)
-    aligned = matching.align(qt, ids, groups, times, sims, frame_weights=matching.redundancy_weights(q), settings=s,
-                             ref_durations={vid: 12.0}, query_interval=1.0, ref_interval=1.0 / 3.0)[0]
+    aligned = matching.align(
+        qt,
+        ids,
+        groups,
+        times,
+        sims,
+        frame_weights=matching.redundancy_weights(q),
+        settings=s,
+        ref_durations={vid: 12.0},
+        query_interval=1.0,
+        ref_interval=1.0 / 3.0,
+    )[0]
     refined = matching.refine_alignment(aligned, qt, [q], rt, rv, s)
     assert abs(refined.offset - aligned.offset) > 0.1  # the refinement moved the line here
     assert len(got) == 1 and got[0].video.id == vid
@@ -535,14 +617,23 @@ def test_service_video_matches_refines_with_the_indexed_vectors(tmp_path):
 
 
 def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path):
-    """FrameSeekService._video_matches votes with every view of the query frames it is given
+    """Search.video_matches votes with every view of the query frames it is given
     (EmbeddedMedia.views: whole, mirror, coarse, crops): a copy whose whole-frame vectors are too
     degraded to vote is found through a second view that still matches. And SearchByVideo's
-    sampling asks for the coarse view at Settings.query_coarse_scale (0 = off)."""
+    sampling asks for the coarse view at Settings.views.query_coarse_scale (0 = off)."""
     from types import SimpleNamespace
 
     from frameseek.config import Settings
+    from frameseek.modality import Purpose
+    from frameseek.modality.frames import FRAMES
     from frameseek.service import FrameSeekService
+    from frameseek.service.core import Core
+
+    def names(sampling) -> list[str]:
+        return [v.name for v in sampling.views]
+
+    def scale(sampling) -> float | None:
+        return next((v.scale for v in sampling.views if v.name == "coarse"), None)
 
     rt, rv, frame = _one_photo_reference(seed=4)
     qt, q = _edited_copy(frame, 1.0, 1.0, 8, seed=14)
@@ -556,30 +647,74 @@ def test_service_searches_every_query_view_and_samples_the_coarse_view(tmp_path)
     assert float(np.max(weak @ rv.T)) < matching.DEFAULT_MIN_SIMILARITY
     st, c, vid = _storage_with_reference(tmp_path, rt, rv)
     svc = FrameSeekService(Settings(data_dir=str(tmp_path / "data")), storage=st)
-    off = FrameSeekService(Settings(data_dir=str(tmp_path / "data2"), query_coarse_scale=0), storage=st)
-    svc._native = _native
+    off = FrameSeekService(Settings(data_dir=str(tmp_path / "data2"), views={"query_coarse_scale": 0}), storage=st)
     try:
-        alone = svc._video_matches(c, qt, weak, 3, None, 8, 1.0)
-        both = svc._video_matches(c, qt, [weak, None, q], 3, None, 8, 1.0)
+        alone = svc.search.video_matches(c, qt, weak, 3, None, 8, 1.0)
+        both = svc.search.video_matches(c, qt, [weak, None, q], 3, None, 8, 1.0)
         coll = SimpleNamespace(sampling={"fps": 3.0})
-        assert svc._sampling(coll, 1.0, query=True).coarse_scale == pytest.approx(0.5)
-        assert svc._sampling(coll, query=True).flip and not svc._sampling(coll).flip
-        # ingest embeds the coarse twins of the index at Settings.index_coarse_scale (0 = off)
-        assert svc._sampling(coll).coarse_scale == pytest.approx(0.5)
-        assert FrameSeekService._sampling(SimpleNamespace(settings=Settings(index_coarse_scale=0)),
-                                          coll).coarse_scale is None
-        assert off._sampling(coll, 1.0, query=True).coarse_scale is None
-        # the deblocking view: off by default, on at Settings.query_deblock_sigma, never for ingest
-        assert svc._sampling(coll, 1.0, query=True).deblock_sigma is None
-        deblock = FrameSeekService(Settings(data_dir=str(tmp_path / "data3"), query_deblock_sigma=2.0), storage=st)
-        assert deblock._sampling(coll, 1.0, query=True).deblock_sigma == 2.0
-        assert deblock._sampling(coll).deblock_sigma is None
-        for pool in (deblock._ingest_pool, deblock._query_pool, deblock._search_pool, deblock._io_pool):
+        clip = Purpose.CLIP_QUERY
+        assert scale(svc.core.sampling(coll, clip, 1.0)) == pytest.approx(0.5)
+        assert names(svc.core.sampling(coll, clip)) == ["full", "mirror", "coarse", "coarse_mirror"]
+        # ingest embeds the coarse twins of the index at Settings.views.index_coarse_scale (0 = off)
+        assert names(svc.core.sampling(coll)) == ["full", "coarse"] and scale(svc.core.sampling(coll)) == 0.5
+        # SearchByImage: the whole image only (one model pass)
+        assert names(svc.core.sampling(coll, Purpose.IMAGE_QUERY)) == ["full"]
+        no_twins = SimpleNamespace(settings=Settings(views={"index_coarse_scale": 0}), modality=FRAMES)
+        assert names(Core.sampling(no_twins, coll)) == ["full"]
+        assert names(off.core.sampling(coll, clip, 1.0)) == ["full", "mirror"]
+        # the deblocking view: off by default, on at Settings.views.query_deblock_sigma, never for ingest
+        assert "deblock" not in names(svc.core.sampling(coll, clip, 1.0))
+        deblock = FrameSeekService(
+            Settings(data_dir=str(tmp_path / "data3"), views={"query_deblock_sigma": 2.0}), storage=st
+        )
+        blurred = [v for v in deblock.core.sampling(coll, clip, 1.0).views if v.name == "deblock"]
+        assert [v.blur_sigma for v in blurred] == [2.0]
+        assert names(deblock.core.sampling(coll)) == ["full", "coarse"]
+        for pool in deblock.core.pools():
             pool.shutdown(wait=True)
     finally:
         for s in (svc, off):
-            for pool in (s._ingest_pool, s._query_pool, s._search_pool, s._io_pool):
+            for pool in s.core.pools():
                 pool.shutdown(wait=True)
         st.close()
     assert all(m.score < 0.05 for m in alone)
     assert len(both) == 1 and both[0].video.id == vid and both[0].score >= matching.COPY_THRESHOLD
+
+
+def test_copy_search_over_any_index_maps_twins_and_drops_references_that_are_gone():
+    """modality.frames.copy_search (the server's and the harness's copy search) over a plain
+    FlatIndex: hits on coarse twins (vector n + i) stand for sample i, and a reference the store no
+    longer holds (deleted between the kNN and the alignment) is dropped, not matched."""
+    from frameseek.ids import sample_ids
+    from frameseek.modality.frames import copy_search
+
+    rt, rv, frame = _one_photo_reference(seed=4)
+    qt, q = _edited_copy(frame, 2.0, 1.0, 8, seed=14)
+    index = _native.FlatIndex(rv.shape[1], "ip")
+    n = len(rt)
+    for vid in (1, 2):  # the same content twice; video 2 is gone from the store
+        index.add(sample_ids(vid, n), rv, groups=np.full(n, vid, np.uint64))
+        index.add(sample_ids(vid, n, first=n), rv, groups=np.full(n, vid, np.uint64))  # twins
+
+    class Store:
+        def video(self, video):
+            return (rt, 12.0) if video == 1 else None
+
+        def dense(self, video):
+            return (rv, rv) if video == 1 else None
+
+    ms = copy_search(
+        qt,
+        [q],
+        index,
+        Store(),
+        matching.MatchSettings(frame_k=16),
+        max_candidates=5,
+        query_interval=1.0,
+        ref_interval=1 / 3,
+        refine_above=0.0,
+    )
+    assert [m.video for m in ms] == [1]
+    assert ms[0].score >= matching.COPY_THRESHOLD and abs(ms[0].offset - 2.0) <= 1.0
+    seg = ms[0].main
+    assert 0.0 <= seg.ref_start <= seg.ref_end <= 12.0  # placed on sample times, never a twin's index

@@ -11,7 +11,6 @@ from PIL import Image
 
 from frameseek import regions
 from frameseek.regions import GRID_BOXES, InsetDetector, crop, region_boxes
-
 from tests.media.conftest import write_video
 
 W, H = 320, 240
@@ -32,7 +31,7 @@ def _moving(seed: int, n: int, w: int, h: int, step: tuple[int, int]) -> list[np
     """n frames panning over a texture twice the size (content changes everywhere)."""
     big = _texture(seed, 2 * w, 2 * h)
     offs = [((i * step[0]) % w, (i * step[1]) % h) for i in range(n)]
-    return [big[y:y + h, x:x + w].copy() for x, y in offs]
+    return [big[y : y + h, x : x + w].copy() for x, y in offs]
 
 
 def _pip(n: int, box: tuple[int, int, int, int], seed: int = 1) -> list[np.ndarray]:
@@ -44,7 +43,7 @@ def _pip(n: int, box: tuple[int, int, int, int], seed: int = 1) -> list[np.ndarr
     out = []
     for b, f in zip(bg, fg):
         b = b.copy()
-        b[y0:min(y1, H), x0:min(x1, W)] = f[:min(y1, H) - y0, :min(x1, W) - x0]
+        b[y0 : min(y1, H), x0 : min(x1, W)] = f[: min(y1, H) - y0, : min(x1, W) - x0]
         out.append(b)
     return out
 
@@ -72,7 +71,7 @@ def test_no_inset_in_a_static_camera_video():
     frames = []
     for i in range(10):
         f = scene.copy()
-        f[140:200, 20 + 15 * i:60 + 15 * i] = 40  # someone walking past
+        f[140:200, 20 + 15 * i : 60 + 15 * i] = 40  # someone walking past
         frames.append(f)
     assert _detect(frames) is None
 
@@ -128,8 +127,14 @@ def test_crop_and_region_boxes():
 
 
 def _write(path: Path, frames: list[np.ndarray], fps: int = 5) -> Path:
-    return write_video(path, "libx264", [i / fps for i in range(len(frames))], frames,
-                       options={"preset": "ultrafast", "crf": "20"}, rate=fps)
+    return write_video(
+        path,
+        "libx264",
+        [i / fps for i in range(len(frames))],
+        frames,
+        options={"preset": "ultrafast", "crf": "20"},
+        rate=fps,
+    )
 
 
 @pytest.fixture(scope="module")

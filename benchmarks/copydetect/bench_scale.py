@@ -31,24 +31,26 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.copydetect.run import hamming
+from benchmarks.copydetect.vpdq_baseline import hamming
 from benchmarks.datasets import video_like
 from benchmarks.native.aggregate_reference import baseline_aggregate
 from frameseek import _native, matching
+from frameseek.ids import NO_ID
 
 DIM, K = 512, 32
 OUT = Path(__file__).resolve().parents[1] / "results" / "copydetect_scale.json"
 CACHE = Path(__file__).resolve().parents[2] / "build" / "copydetect"
 
 
-def vpdq_compare(q_hashes: np.ndarray, ref_hashes: np.ndarray, groups: np.ndarray,
-                 distance: int = 31) -> dict[int, float]:
+def vpdq_compare(
+    q_hashes: np.ndarray, ref_hashes: np.ndarray, groups: np.ndarray, distance: int = 31
+) -> dict[int, float]:
     """vPDQ-style brute-force matching (ThreatExchange compares every query hash with every
     reference hash), vectorised in blocks of 20,000 reference hashes: each matched video's query
     match %, the share of the query hashes within `distance` bits of one of its hashes."""
     pairs = []
     for lo in range(0, len(ref_hashes), 20_000):
-        blk = ref_hashes[lo:lo + 20_000]
+        blk = ref_hashes[lo : lo + 20_000]
         qi, j = np.nonzero(hamming(q_hashes, blk) <= distance)
         pairs.append(np.stack([qi, np.asarray(groups)[lo + j]], axis=1))
     p = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), np.int64)
@@ -95,13 +97,14 @@ def make_query(target: np.ndarray, seed: int):
 
 def frameseek_query(index, groups_of, times_of, vecs, t, q, flip, threads: int):
     ids, sims = matching.search_neighbors(index, q, K, flip, threads=threads)
-    valid = ids != matching.NO_ID
+    valid = ids != NO_ID
     safe = np.where(valid, ids, 0).astype(np.int64)
-    groups = np.where(valid, groups_of[safe], matching.NO_ID).astype(np.uint64)
+    groups = np.where(valid, groups_of[safe], NO_ID).astype(np.uint64)
     ntimes = np.where(valid, times_of[safe], 0.0)
     fw = matching.redundancy_weights(q)
-    ms = matching.align(t, ids, groups, ntimes, sims, frame_weights=fw, query_interval=1.0,
-                        ref_interval=1 / 3, max_candidates=10)
+    ms = matching.align(
+        t, ids, groups, ntimes, sims, frame_weights=fw, query_interval=1.0, ref_interval=1 / 3, max_candidates=10
+    )
     return refine(index, groups_of, times_of, vecs, t, q, flip, ms), (ids, groups, ntimes, sims, ms)
 
 
@@ -125,8 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="kNN threads (0 = all cores)")
     ap.add_argument("--seed", type=int, default=5)
-    ap.add_argument("--index", choices=["flat", "hnsw"], default="flat",
-                    help="exact FlatIndex, or HnswIndex (M=16, ef_construction=100, ef=64; built once, cached)")
+    ap.add_argument(
+        "--index",
+        choices=["flat", "hnsw"],
+        default="flat",
+        help="exact FlatIndex, or HnswIndex (M=16, ef_construction=100, ef=64; built once, cached)",
+    )
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     index, vecs, groups_of, times_of, target, tid = build(a.videos, a.frames, a.seed, a.index)
@@ -151,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     w = matching.vote_weights(ids, groups, sims)
     agg_s, _ = timed(lambda: matching.align(t, ids, groups, ntimes, sims, w, query_interval=1.0, ref_interval=1 / 3))
     ref_s, _ = timed(lambda: refine(index, groups_of, times_of, vecs, t, q, flip, aligned))
-    base_s, base = timed(lambda: baseline_aggregate(t, ids, groups, ntimes, sims, w,
-                                                     min_similarity=matching.DEFAULT_MIN_SIMILARITY))
+    base_s, base = timed(
+        lambda: baseline_aggregate(t, ids, groups, ntimes, sims, w, min_similarity=matching.DEFAULT_MIN_SIMILARITY)
+    )
 
     vp_s, vp_groups = timed(lambda: vpdq_compare(q_hashes, ref_hashes, groups_of))
     top = ms[0] if ms else None
@@ -165,21 +173,40 @@ def main(argv: list[str] | None = None) -> int:
         ("baseline: numpy/Python aggregation (same kNN input), align only", base_s),
         ("baseline: vPDQ-style brute-force Hamming compare (numpy)", vp_s),
     ]
-    print(f"\n60 s query (58 frames at 1 fps + mirrored) vs {a.videos:,} videos "
-          f"({len(index):,} indexed samples, {DIM}-d), median of {a.repeat}; index built in {build_s:.0f} s\n")
+    print(
+        f"\n60 s query (58 frames at 1 fps + mirrored) vs {a.videos:,} videos "
+        f"({len(index):,} indexed samples, {DIM}-d), median of {a.repeat}; index built in {build_s:.0f} s\n"
+    )
     print("| step | ms / query |\n|---|---:|")
     for name, s in rows:
         print(f"| {name} | {1000 * s:,.1f} |")
-    print(f"\nframeseek found the copy: {ok} (video {top.video if top else None}, offset "
-          f"{top.offset if top else float('nan'):.2f} s, score {top.score if top else 0:.3f}); "
-          f"numpy baseline top video {base[0]['video'] if base else None}; vPDQ brute force "
-          f"{'found' if tid in vp_groups else 'missed'} it")
+    print(
+        f"\nframeseek found the copy: {ok} (video {top.video if top else None}, offset "
+        f"{top.offset if top else float('nan'):.2f} s, score {top.score if top else 0:.3f}); "
+        f"numpy baseline top video {base[0]['video'] if base else None}; vPDQ brute force "
+        f"{'found' if tid in vp_groups else 'missed'} it"
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     out = OUT.with_name(f"copydetect_scale_{a.index}.json")
-    out.write_text(json.dumps({
-        "videos": a.videos, "index": a.index, "indexed_samples": len(index), "dim": DIM, "k": K, "query_frames": len(t),
-        "repeat": a.repeat, "threads": a.threads, "machine": platform.machine(), "simd": _native.simd_level(),
-        "ms": {name.strip(): 1000 * s for name, s in rows}, "found": ok}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "videos": a.videos,
+                "index": a.index,
+                "indexed_samples": len(index),
+                "dim": DIM,
+                "k": K,
+                "query_frames": len(t),
+                "repeat": a.repeat,
+                "threads": a.threads,
+                "machine": platform.machine(),
+                "simd": _native.simd_level(),
+                "ms": {name.strip(): 1000 * s for name, s in rows},
+                "found": ok,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -26,10 +26,31 @@ PHOTO_SECONDS = 4.0
 EVEN = "scale=trunc(iw/2)*2:trunc(ih/2)*2"  # libx264 with yuv420p needs even sizes
 
 #: files that are not photos of a scene (drawings, masks, text, charts) or serve as the logo overlay.
-_SKIP = {"mask.png", "gradient.png", "digits.png", "chessboard.png", "notes.png", "licenseplate_motion.jpg",
-         "detect_blob.png", "ellipses.jpg", "sudoku.png", "imageTextN.png", "imageTextR.png", "text_defocus.jpg",
-         "text_motion.jpg", "tmpl.png", "templ.png", "ml.png", "pca_test1.jpg", "cards.png", "box.png",
-         "box_in_scene.png", "opencv-logo.png", "opencv-logo-white.png", "aloeGT.png"}
+_SKIP = {
+    "mask.png",
+    "gradient.png",
+    "digits.png",
+    "chessboard.png",
+    "notes.png",
+    "licenseplate_motion.jpg",
+    "detect_blob.png",
+    "ellipses.jpg",
+    "sudoku.png",
+    "imageTextN.png",
+    "imageTextR.png",
+    "text_defocus.jpg",
+    "text_motion.jpg",
+    "tmpl.png",
+    "templ.png",
+    "ml.png",
+    "pca_test1.jpg",
+    "cards.png",
+    "box.png",
+    "box_in_scene.png",
+    "opencv-logo.png",
+    "opencv-logo-white.png",
+    "aloeGT.png",
+}
 
 
 @dataclasses.dataclass
@@ -59,8 +80,12 @@ def _run(args: list[str]) -> None:
 
 
 def probe_duration(path: str) -> float:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of",
-                          "default=nw=1:nk=1", path], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "default=nw=1:nk=1", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(out.strip())
 
 
@@ -125,7 +150,7 @@ def title_card(out: Path, text: str, seconds: float, color: str) -> None:
     """A static title card (solid colour, a box, and text when the font exists)."""
     if out.exists():
         return
-    vf = f"drawbox=x=40:y=80:w=240:h=80:color=white@0.8:t=fill"
+    vf = "drawbox=x=40:y=80:w=240:h=80:color=white@0.8:t=fill"
     if FONT.exists():
         vf += f",drawtext=fontfile={FONT}:text='{text}':x=(w-tw)/2:y=110:fontsize=22:fontcolor=black"
     _run(["-f", "lavfi", "-i", f"color=c={color}:s={W}x{H}:r={FPS}:d={seconds}", "-vf", vf, *_enc(20), str(out)])
@@ -154,8 +179,10 @@ def real_reference(out: Path, src: Path, max_seconds: float) -> None:
 # Each returns (ffmpeg input args + filter args, gt_offset, gt_speed, gt_q0, gt_q1) for a
 # reference of duration D; `rng` is the per-query seeded generator.
 
-def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, logo: Path,
-               card: Path) -> tuple[list[str], float, float, float, float]:
+
+def _transform(
+    name: str, ref: Path, D: float, rng: random.Random, other: Path, logo: Path, card: Path
+) -> tuple[list[str], float, float, float, float]:
     font = f"fontfile={FONT}:" if FONT.exists() else ""
     if name in ("reencode", "reencode@64k", "reencode@32k"):  # other codec, low bitrate
         rate = name.partition("@")[2] or "150k"
@@ -165,13 +192,27 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
         # CRF 45 / 51 gives about 20 / 10 kb/s (blocks of flat colour, smeared text)
         return ["-i", str(ref), *_enc(int(name.rpartition("crf")[2]))], 0, 1, 0, D
     if name in ("scale0.5", "scale0.33", "scale0.25"):
-        vf = {"scale0.5": "scale=iw/2:ih/2", "scale0.33": "scale=trunc(iw/6)*2:trunc(ih/6)*2",
-              "scale0.25": "scale=trunc(iw/8)*2:trunc(ih/8)*2"}[name]
+        vf = {
+            "scale0.5": "scale=iw/2:ih/2",
+            "scale0.33": "scale=trunc(iw/6)*2:trunc(ih/6)*2",
+            "scale0.25": "scale=trunc(iw/8)*2:trunc(ih/8)*2",
+        }[name]
         return ["-i", str(ref), "-vf", vf, *_enc(28)], 0, 1, 0, D
     if name == "crop":
         f = rng.uniform(0.10, 0.20)
-        return ["-i", str(ref), "-vf", f"crop=iw*{1 - f:.3f}:ih*{1 - f:.3f}:iw*{f / 2:.3f}:ih*{f / 3:.3f},{EVEN}",
-                *_enc(26)], 0, 1, 0, D
+        return (
+            [
+                "-i",
+                str(ref),
+                "-vf",
+                f"crop=iw*{1 - f:.3f}:ih*{1 - f:.3f}:iw*{f / 2:.3f}:ih*{f / 3:.3f},{EVEN}",
+                *_enc(26),
+            ],
+            0,
+            1,
+            0,
+            D,
+        )
     if name == "hflip":
         return ["-i", str(ref), "-vf", "hflip", *_enc(26)], 0, 1, 0, D
     if name == "caption":
@@ -180,15 +221,40 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
             vf += f",drawtext={font}text='BREAKING NEWS %{{pts\\:hms}}':x=10:y=h*0.83:fontsize=h/14:fontcolor=yellow"
         return ["-i", str(ref), "-vf", vf, *_enc(26)], 0, 1, 0, D
     if name == "logo":
-        return ["-i", str(ref), "-i", str(logo), "-filter_complex",
-                "[1:v]scale=iw*0.3:-1[l];[0:v][l]overlay=W-w-8:8", *_enc(26)], 0, 1, 0, D
+        return (
+            [
+                "-i",
+                str(ref),
+                "-i",
+                str(logo),
+                "-filter_complex",
+                "[1:v]scale=iw*0.3:-1[l];[0:v][l]overlay=W-w-8:8",
+                *_enc(26),
+            ],
+            0,
+            1,
+            0,
+            D,
+        )
     if name == "pip":  # the reference at half the frame's width inside another video
         # (scaled to the canvas, not to its own size: a 768x576 source at 50 % would overflow the
         # 320x240 canvas and show only its top-left quarter, a crop on top of the inset)
-        return ["-i", str(other), "-i", str(ref), "-filter_complex",
+        return (
+            [
+                "-i",
+                str(other),
+                "-i",
+                str(ref),
+                "-filter_complex",
                 f"[0:v]scale={W}:{H},setsar=1[bg];[1:v]scale={W // 2}:-2,setsar=1[fg];"
                 "[bg][fg]overlay=W*0.45:H*0.4:shortest=1",
-                *_enc(26)], 0, 1, 0, D
+                *_enc(26),
+            ],
+            0,
+            1,
+            0,
+            D,
+        )
     if name == "subclip":
         L = D * rng.uniform(0.2, 0.4)
         s = rng.uniform(0, D - L)
@@ -198,7 +264,7 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
         return ["-i", str(ref), "-vf", f"setpts=PTS/{f},fps=25", *_enc(24)], 0, f, 0, D / f
     if name in ("intro_black", "intro_card"):
         T = rng.uniform(2.0, 4.0)
-        src = (f"color=c=black:s={W}x{H}:r={FPS}:d={T:.3f}" if name == "intro_black" else None)
+        src = f"color=c=black:s={W}x{H}:r={FPS}:d={T:.3f}" if name == "intro_black" else None
         if src:
             pre = ["-f", "lavfi", "-i", src]
             first = "[0:v]setsar=1,format=yuv420p[a]"
@@ -210,9 +276,22 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
         # correct placement of intro_card copies counted as up to 1 s off)
         if not src:
             T = min(T, probe_duration(str(card)))
-        return [*pre, "-i", str(ref), "-filter_complex",
+        return (
+            [
+                *pre,
+                "-i",
+                str(ref),
+                "-filter_complex",
                 f"{first};[1:v]scale={W}:{H},setsar=1,fps={FPS},format=yuv420p[b];[a][b]concat=n=2:v=1:a=0[o]",
-                "-map", "[o]", *_enc(24)], -T, 1, T, T + D
+                "-map",
+                "[o]",
+                *_enc(24),
+            ],
+            -T,
+            1,
+            T,
+            T + D,
+        )
     if name in ("fps", "fps6", "fps3"):
         # ffmpeg's fps filter shows at output time t the source frame of t + half an output
         # interval (measured on the harness clips by pixel matching against the 25 fps
@@ -222,16 +301,30 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
         rate = int(name[3:] or 12)
         return ["-i", str(ref), "-vf", f"fps={rate}", *_enc(24)], 0.5 / rate, 1, 0, D
     if name == "letterbox":  # into a 16:9 frame with side or top/bottom bars
-        return ["-i", str(ref), "-vf", "scale=480:270:force_original_aspect_ratio=decrease,"
-                "pad=480:270:(ow-iw)/2:(oh-ih)/2:black,scale=480:360,pad=480:480:0:60:black", *_enc(24)], 0, 1, 0, D
+        return (
+            [
+                "-i",
+                str(ref),
+                "-vf",
+                "scale=480:270:force_original_aspect_ratio=decrease,"
+                "pad=480:270:(ow-iw)/2:(oh-ih)/2:black,scale=480:360,pad=480:480:0:60:black",
+                *_enc(24),
+            ],
+            0,
+            1,
+            0,
+            D,
+        )
     if name in ("brightness", "brightness@strong"):
         b, c = rng.choice([(0.18, 1.3), (-0.15, 0.7)] if name == "brightness" else [(0.3, 1.6), (-0.3, 0.5)])
         return ["-i", str(ref), "-vf", f"eq=brightness={b}:contrast={c}:saturation=0.6", *_enc(24)], 0, 1, 0, D
     if name == "combo":  # sub-clip + crop + flip + caption + speed + low bitrate
         L = D * rng.uniform(0.4, 0.6)
         s = rng.uniform(0, D - L)
-        vf = "crop=iw*0.88:ih*0.88:iw*0.06:ih*0.04,hflip,setpts=PTS/1.1,fps=20," \
-             f"drawbox=x=0:y=ih*0.82:w=iw:h=ih*0.18:color=black@0.8:t=fill,scale=iw*0.75:-2,{EVEN}"
+        vf = (
+            "crop=iw*0.88:ih*0.88:iw*0.06:ih*0.04,hflip,setpts=PTS/1.1,fps=20,"
+            f"drawbox=x=0:y=ih*0.82:w=iw:h=ih*0.18:color=black@0.8:t=fill,scale=iw*0.75:-2,{EVEN}"
+        )
         return ["-ss", f"{s:.3f}", "-t", f"{L:.3f}", "-i", str(ref), "-vf", vf, *_enc(32)], s, 1.1, 0, L / 1.1
     raise ValueError(name)
 
@@ -239,18 +332,43 @@ def _transform(name: str, ref: Path, D: float, rng: random.Random, other: Path, 
 #: recipe versions: a changed recipe gets a new cached file name (q_<transform><version>_...)
 RECIPE_VERSION = {"pip": "v2"}
 
-TRANSFORMS = ["reencode", "scale0.5", "crop", "hflip", "caption", "logo", "pip", "subclip", "speed0.8",
-              "speed1.25", "intro_black", "intro_card", "fps", "letterbox", "brightness", "combo"]
+TRANSFORMS = [
+    "reencode",
+    "scale0.5",
+    "crop",
+    "hflip",
+    "caption",
+    "logo",
+    "pip",
+    "subclip",
+    "speed0.8",
+    "speed1.25",
+    "intro_black",
+    "intro_card",
+    "fps",
+    "letterbox",
+    "brightness",
+    "combo",
+]
 
 #: `run --severity`: stronger settings of the transforms on which both frameseek and vPDQ are
 #: perfect at the issue's setting, each applied to the same seeded source videos as its base
-SEVERITY = {"reencode@64k": "reencode", "reencode@32k": "reencode", "reencode@crf45": "reencode",
-            "reencode@crf51": "reencode", "scale0.33": "scale0.5", "scale0.25": "scale0.5", "fps6": "fps",
-            "fps3": "fps", "brightness@strong": "brightness"}
+SEVERITY = {
+    "reencode@64k": "reencode",
+    "reencode@32k": "reencode",
+    "reencode@crf45": "reencode",
+    "reencode@crf51": "reencode",
+    "scale0.33": "scale0.5",
+    "scale0.25": "scale0.5",
+    "fps6": "fps",
+    "fps3": "fps",
+    "brightness@strong": "brightness",
+}
 
 
-def make_query(out: Path, name: str, ref: Path, D: float, seed: int, other: Path, logo: Path,
-               card: Path) -> tuple[float, float, float, float]:
+def make_query(
+    out: Path, name: str, ref: Path, D: float, seed: int, other: Path, logo: Path, card: Path
+) -> tuple[float, float, float, float]:
     rng = random.Random(seed)
     args, off, sp, q0, q1 = _transform(name, ref, D, rng, other, logo, card)
     if not out.exists():

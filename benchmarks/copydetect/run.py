@@ -5,11 +5,12 @@
 Builds (and caches under build/copydetect/) references from the opencv-doc videos and photo
 slideshows, edited copy queries (benchmarks/copydetect/media.py), unrelated queries from a
 disjoint photo pool, and title-card pairs; embeds everything with the server's pipeline
-(SamplingSettings.reference() for references, .query(flip=True) -- with its coarse view -- for
-queries); indexes the
-references in a native FlatIndex; runs `frameseek.matching` (the server's code path) and vPDQ
-(ThreatExchange semantics) on every (query, reference) pair; prints a table per transform and
-writes benchmarks/results/copydetect.json.
+(the frame modality's index views for references -- whole frame + coarse twin -- and its clip
+query views for queries: whole, mirrored, coarse, coarse mirrored; `frameseek.pipeline.views`);
+indexes the references in a native FlatIndex; runs the server's copy search
+(`frameseek.modality.frames.copy_search`: kNN -> twin mapping -> align -> refine, exactly what
+SearchByVideo runs, over this FlatIndex) and vPDQ (ThreatExchange semantics) on every query;
+prints a table per transform and writes benchmarks/results/copydetect.json.
 
 Metrics (per transform; "unrelated pairs" = every (query, reference) pair that is not a copy):
 - recall@thr: copies whose source is reported with score >= the default threshold.
@@ -41,19 +42,25 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.copydetect import media as M
+from benchmarks.copydetect.vpdq_baseline import vpdq_hash_file, vpdq_locate, vpdq_match
 from frameseek import _native, matching
-from frameseek.pipeline import INDEX_COARSE_SCALE, QUERY_COARSE_SCALE, QUERY_FPS
+from frameseek.config import VIEWS
+from frameseek.ids import sample_ids
+from frameseek.modality import Purpose
+from frameseek.modality.frames import FRAMES, copy_search
+from frameseek.pipeline import COARSE, FULL, INDEX_COARSE_SCALE, QUERY_COARSE_SCALE, QUERY_FPS, REFERENCE_FPS
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "copydetect"
 RESULTS = ROOT / "benchmarks" / "results" / "copydetect.json"
-SAMPLE_BITS = 20  # sample id = video << 20 | frame index (as the server)
 
 
 # -- media ------------------------------------------------------------------------------------
 
-def build_media(seed: int, n_refs: int, per_transform: int,
-                severity: bool = False) -> tuple[list[M.Clip], list[M.Query]]:
+
+def build_media(
+    seed: int, n_refs: int, per_transform: int, severity: bool = False
+) -> tuple[list[M.Clip], list[M.Query]]:
     M.ensure_tools()
     sc = M.scenes(seed)
     n_show = max(2, min(n_refs - 4, len(sc) - 6))
@@ -68,7 +75,7 @@ def build_media(seed: int, n_refs: int, per_transform: int,
         refs.append(M.Clip(name, str(p), M.probe_duration(str(p))))
     # one scene per photo reference (3 shots: its images, or one image framed 3 ways, hard cuts);
     # the last reference scene goes to the title-card reference; the rest are distractor scenes
-    ref_scenes, tc_scene, dis_scenes = sc[:n_show], sc[n_show], sc[n_show + 1:]
+    ref_scenes, tc_scene, dis_scenes = sc[:n_show], sc[n_show], sc[n_show + 1 :]
 
     def shots(scene: list[Path], r: random.Random) -> list[Path]:
         return [scene[j % len(scene)] for j in range(3)] if len(scene) <= 3 else r.sample(scene, 3)
@@ -99,8 +106,18 @@ def build_media(seed: int, n_refs: int, per_transform: int,
     queries: list[M.Query] = []
     # the natural copy: Megamind_bugy = Megamind's 270 frames at 30 fps instead of 23.976
     bugy = M.probe_duration(str(M.DATA / "Megamind_bugy.avi"))
-    queries.append(M.Query("megamind_bugy", str(M.DATA / "Megamind_bugy.avi"), "natural(bugy)", "megamind",
-                           0.0, 11.261 / 9.0, 0.0, min(bugy, 12 / (11.261 / 9.0))))
+    queries.append(
+        M.Query(
+            "megamind_bugy",
+            str(M.DATA / "Megamind_bugy.avi"),
+            "natural(bugy)",
+            "megamind",
+            0.0,
+            11.261 / 9.0,
+            0.0,
+            min(bugy, 12 / (11.261 / 9.0)),
+        )
+    )
     qdir = mdir / "queries"
     qdir.mkdir(exist_ok=True)
     for tname in M.TRANSFORMS + (list(M.SEVERITY) if severity else []):
@@ -130,6 +147,7 @@ def build_media(seed: int, n_refs: int, per_transform: int,
 
 # -- embeddings (cached) ------------------------------------------------------------------------
 
+
 def _key(path: str, tag: str) -> str:
     st = os.stat(path)
     return hashlib.sha1(f"{path}|{st.st_size}|{int(st.st_mtime)}|{tag}".encode()).hexdigest()[:16]
@@ -143,8 +161,14 @@ def _blank_filter_tag() -> str:
 
 
 class Embeddings:
-    def __init__(self, regions: str = "off", coarse_scale: float | None = None, query_fps: float = QUERY_FPS,
-                 deblock_sigma: float | None = None, index_coarse_scale: float | None = None) -> None:
+    def __init__(
+        self,
+        regions: str = "off",
+        coarse_scale: float | None = None,
+        query_fps: float = QUERY_FPS,
+        deblock_sigma: float | None = None,
+        index_coarse_scale: float | None = None,
+    ) -> None:
         self._embedder = None
         self.index_coarse_scale = index_coarse_scale or None  # the references' coarse twins
         self.deblock_sigma = deblock_sigma or None  # SamplingSettings.deblock_sigma for queries
@@ -157,42 +181,63 @@ class Embeddings:
     def embedder(self):
         if self._embedder is None:
             from frameseek.embed import load_embedder
+
             self._embedder = load_embedder()
         return self._embedder
 
+    def views_config(self):
+        """The server's `views` settings group with this run's scales (--coarse-scale ...)."""
+        return VIEWS.model_copy(
+            update={
+                "query_coarse_scale": self.coarse_scale or 0.0,
+                "index_coarse_scale": self.index_coarse_scale or 0.0,
+                "query_deblock_sigma": self.deblock_sigma or 0.0,
+            }
+        )
+
     def get(self, path: str, query: bool) -> dict:
-        from frameseek.pipeline import SamplingSettings, embed_media
-        tag = ("q-flip" + ("" if self.regions == "off" else f"-regions-{self.regions}-2")
-               + (f"-coarse{self.coarse_scale:.4f}" if self.coarse_scale else "")) if query else (
-            "ref" + (f"-coarse{self.index_coarse_scale:.4f}" if self.index_coarse_scale else ""))
+        """{"t": sample times, "sets": {view name: vectors} (the server's order), "duration", timings,
+        and for queries "kinds" (the regions embedded)}."""
+        from frameseek.pipeline import SamplingSettings
+
+        tag = (
+            (
+                "q-views"
+                + ("" if self.regions == "off" else f"-regions-{self.regions}-2")
+                + (f"-coarse{self.coarse_scale:.4f}" if self.coarse_scale else "")
+            )
+            if query
+            else ("ref-views" + (f"-coarse{self.index_coarse_scale:.4f}" if self.index_coarse_scale else ""))
+        )
         tag += _blank_filter_tag()  # which frames are embedded at all
         if query and self.query_fps != QUERY_FPS:
             tag += f"-fps{self.query_fps:g}"
         if query and self.deblock_sigma:
             tag += f"-deblock{self.deblock_sigma:g}"
         f = CACHE / "emb" / f"{_key(path, tag + self.embedder().name)}.npz"
-        if f.exists():
-            z = np.load(f)
-            return {k: z[k] for k in z.files}
-        s = (SamplingSettings.query(fps=self.query_fps, flip=True, regions=self.regions,
-                                    coarse_scale=self.coarse_scale, deblock_sigma=self.deblock_sigma) if query
-             else SamplingSettings.reference(coarse_scale=self.index_coarse_scale))
-        m = embed_media(path, self.embedder(), s)
-        d = {"t": m.timestamps, "v": m.vectors, "duration": np.float64(m.duration),
-             "embed_s": np.float64(m.stats["embed_s"]), "regions_s": np.float64(m.stats.get("regions_s", 0.0)),
-             "wall_s": np.float64(m.stats["wall_s"])}
-        if not query and m.coarse_vectors is not None:
-            d["cv"] = m.coarse_vectors  # the coarse twins the server indexes beside the samples
-        if query:
-            d["fv"] = m.flip_vectors
-            coarse = [v for v in (m.coarse_vectors, m.coarse_flip_vectors) if v is not None]
-            coarse += [m.deblock_vectors] if m.deblock_vectors is not None else []  # searched like the coarse views
-            d["cv"] = np.stack(coarse) if coarse else np.zeros((0, *m.vectors.shape), np.float32)
-            d["rv"] = (np.stack(m.region_vectors) if m.region_vectors
-                       else np.zeros((0, *m.vectors.shape), np.float32))
-            d["boxes"] = np.array([b for _, b in m.regions], np.float64).reshape(-1, 4)
-            d["kinds"] = np.array([k for k, _ in m.regions], dtype="U8")
-        np.savez(f, **d)
+        if not f.exists():
+            purpose = Purpose.CLIP_QUERY if query else Purpose.INDEX
+            views = FRAMES.views(purpose, self.views_config())
+            s = (
+                SamplingSettings.query(fps=self.query_fps, regions=self.regions, views=views)
+                if query
+                else SamplingSettings.reference(views=views)
+            )
+            m = FRAMES.embed(path, self.embedder(), s)
+            np.savez(
+                f,
+                t=m.timestamps,
+                names=np.array(list(m.sets), dtype="U32"),
+                **{f"set_{k}": v for k, v in m.sets.items()},
+                duration=np.float64(m.duration),
+                embed_s=np.float64(m.stats["embed_s"]),
+                regions_s=np.float64(m.stats.get("regions_s", 0.0)),
+                wall_s=np.float64(m.stats["wall_s"]),
+                kinds=np.array([k for k, _ in m.regions], dtype="U8"),
+            )
+        z = np.load(f)
+        d = {k: z[k] for k in z.files if not k.startswith("set_") and k != "names"}
+        d["sets"] = {str(n): z[f"set_{n}"] for n in z["names"]}
         return d
 
     def vpdq(self, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -206,74 +251,8 @@ class Embeddings:
         return h, q, t
 
 
-def vpdq_hash_file(path: str, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """vPDQ of a video file at one hash per second: (hash bytes uint8[n, 32], quality int[n],
-    the hashed frames' timestamps in seconds float[n]). `kw`: more vpdq.computeHash arguments
-    (thread_count)."""
-    import vpdq
-
-    feats = vpdq.computeHash(str(path), seconds_per_hash=1.0, **kw)
-    h = np.array([np.frombuffer(bytes.fromhex(vpdq.hash_to_hex(x.hash)), np.uint8) for x in feats],
-                 dtype=np.uint8).reshape(-1, 32)
-    return (h, np.array([x.quality for x in feats], dtype=np.int32),
-            np.array([x.timestamp for x in feats], dtype=np.float64))
-
-
-# -- vPDQ (ThreatExchange semantics) -----------------------------------------------------------
-
-_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bit distances between every hash of `a` [n, 32] and every hash of `b` [m, 32]: int32 [n, m]."""
-    return _POP[np.bitwise_xor(a[:, None, :], b[None, :, :])].sum(axis=2, dtype=np.int32)
-
-
-def vpdq_match(qh, qq, rh, rq, distance: int = 31, quality: int = 50) -> tuple[float, float]:
-    """ThreatExchange `match_VPDQ_hash_brute`: drop frames under the quality tolerance, dedupe
-    hashes, a hash matches when any hash of the other side is within `distance` bits.
-    Returns (query match %, compared match %)."""
-    a = np.unique(qh[qq >= quality], axis=0)
-    b = np.unique(rh[rq >= quality], axis=0)
-    if len(a) == 0 or len(b) == 0:
-        return 0.0, 0.0
-    m = hamming(a, b) <= distance
-    return 100.0 * m.any(axis=1).mean(), 100.0 * m.any(axis=0).mean()
-
-
-@dataclass(frozen=True)
-class VpdqPlacement:
-    """Where vPDQ's frame matches put a query inside one reference (see vpdq_locate)."""
-    offset: float                              # t_ref = offset + t_query (speed 1)
-    box: tuple[float, float, float, float]     # query start, end x reference start, end (s)
-    pairs: int                                 # matched query frames
-
-
-def vpdq_locate(qh, qq, qt, rh, rq, rt, distance: int = 31, quality: int = 50) -> VpdqPlacement | None:
-    """A localisation for vPDQ, which ThreatExchange's matcher does not give (it returns match
-    percentages only): the obvious one on top of its frame matches, so that frameseek's
-    localisation is compared with something. Every query frame of sufficient quality that has a
-    reference frame within `distance` bits is paired with its nearest one (ties: the earliest);
-    the offset is the median of t_ref - t_query over the pairs (vPDQ has no speed model); the box
-    spans the matched frames on both sides, each frame 1 s long (one hash per second). None when
-    no frame matches."""
-    qs, rs = qq >= quality, rq >= quality
-    if not qs.any() or not rs.any():
-        return None
-    a, ta = qh[qs], qt[qs]
-    b, tb = rh[rs], rt[rs]
-    d = hamming(a, b)
-    nearest = d.argmin(axis=1)
-    hit = d[np.arange(len(a)), nearest] <= distance
-    if not hit.any():
-        return None
-    tq, tr = ta[hit], tb[nearest[hit]]
-    return VpdqPlacement(float(np.median(tr - tq)),
-                         (float(tq.min()), float(tq.max()) + 1.0, float(tr.min()), float(tr.max()) + 1.0),
-                         int(hit.sum()))
-
-
 # -- metrics ------------------------------------------------------------------------------------
+
 
 def vpdq_rank(r: dict, vid: int) -> float:
     """vPDQ's score of the pair (query row r, reference vid) for ranking: query %, with compared %
@@ -323,11 +302,32 @@ def _match_box(m) -> tuple[float, float, float, float]:
     """A match's predicted copy as one box (query interval x reference interval): the bounding box
     of its segments, each frame counted as 1 s long (the query sampling interval)."""
     segs = m.segments
-    return (min(s.query_start for s in segs), max(s.query_end for s in segs) + 1.0,
-            min(min(s.ref_start, s.ref_end) for s in segs), max(max(s.ref_start, s.ref_end) + s.speed for s in segs))
+    return (
+        min(s.query_start for s in segs),
+        max(s.query_end for s in segs) + 1.0,
+        min(min(s.ref_start, s.ref_end) for s in segs),
+        max(max(s.ref_start, s.ref_end) + s.speed for s in segs),
+    )
 
 
 # -- main ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _References:
+    """The indexed references as `frameseek.modality.ReferenceStore` (copy_search reads them)."""
+
+    times: dict[int, np.ndarray]
+    durations: dict[int, float]
+    vectors: dict[int, np.ndarray]
+    twins: dict[int, np.ndarray | None]
+
+    def video(self, video: int) -> tuple[np.ndarray, float] | None:
+        return (self.times[video], self.durations[video]) if video in self.times else None
+
+    def dense(self, video: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        return (self.vectors[video], self.twins[video]) if video in self.vectors else None
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -336,33 +336,70 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refs", type=int, default=None, help="number of references (default 24)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threshold", type=float, default=matching.COPY_THRESHOLD)
-    ap.add_argument("--min-similarity", type=float, default=matching.DEFAULT_MIN_SIMILARITY,
-                    help="vote floor (MatchSettings.min_similarity; calibration experiments)")
+    ap.add_argument(
+        "--min-similarity",
+        type=float,
+        default=matching.DEFAULT_MIN_SIMILARITY,
+        help="vote floor (MatchSettings.min_similarity; calibration experiments)",
+    )
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--no-refine", action="store_true",
-                    help="skip matching.refine_alignment (the aligner's placement only; for comparison)")
-    ap.add_argument("--severity", action="store_true",
-                    help="also the stronger re-encode / scale / frame-rate / brightness settings (media.SEVERITY); "
-                         "report in benchmarks/README.md, write with --out elsewhere")
-    ap.add_argument("--regions", choices=["off", "auto", "on"], default="auto",
-                    help="query regions (SamplingSettings.regions; the server's default is auto)")
-    ap.add_argument("--coarse-scale", type=float, default=QUERY_COARSE_SCALE,
-                    help="input scale of the coarse query view (SamplingSettings.coarse_scale; 0 = off; "
-                         "the server's default, Settings.query_coarse_scale, is 1/2)")
-    ap.add_argument("--index-coarse-scale", type=float, default=INDEX_COARSE_SCALE,
-                    help="input scale of the references' coarse twins (the server's Settings.index_coarse_scale, "
-                         "default 1/2; 0 = references indexed without them)")
-    ap.add_argument("--deblock-sigma", type=float, default=None,
-                    help="SamplingSettings.deblock_sigma of the queries (a blurred query view; default off)")
-    ap.add_argument("--query-fps", type=float, default=QUERY_FPS,
-                    help="sampling rate of the query clips (the server's Settings.query_fps, default 1)")
-    ap.add_argument("--speed-prior", type=float, default=None,
-                    help="MatchSettings.refine_speed_prior (experiments; default: the library's)")
+    ap.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="skip matching.refine_alignment (the aligner's placement only; for comparison)",
+    )
+    ap.add_argument(
+        "--severity",
+        action="store_true",
+        help="also the stronger re-encode / scale / frame-rate / brightness settings (media.SEVERITY); "
+        "report in benchmarks/README.md, write with --out elsewhere",
+    )
+    ap.add_argument(
+        "--regions",
+        choices=["off", "auto", "on"],
+        default="auto",
+        help="query regions (SamplingSettings.regions; the server's default is auto)",
+    )
+    ap.add_argument(
+        "--coarse-scale",
+        type=float,
+        default=QUERY_COARSE_SCALE,
+        help="input scale of the coarse query view (SamplingSettings.coarse_scale; 0 = off; "
+        "the server's default, Settings.query_coarse_scale, is 1/2)",
+    )
+    ap.add_argument(
+        "--index-coarse-scale",
+        type=float,
+        default=INDEX_COARSE_SCALE,
+        help="input scale of the references' coarse twins (the server's Settings.index_coarse_scale, "
+        "default 1/2; 0 = references indexed without them)",
+    )
+    ap.add_argument(
+        "--deblock-sigma",
+        type=float,
+        default=None,
+        help="SamplingSettings.deblock_sigma of the queries (a blurred query view; default off)",
+    )
+    ap.add_argument(
+        "--query-fps",
+        type=float,
+        default=QUERY_FPS,
+        help="sampling rate of the query clips (the server's Settings.query_fps, default 1)",
+    )
+    ap.add_argument(
+        "--speed-prior",
+        type=float,
+        default=None,
+        help="MatchSettings.refine_speed_prior (experiments; default: the library's)",
+    )
     a = ap.parse_args(argv)
     n_refs = a.refs or (8 if a.quick else 24)
     per_t = a.per_transform or (2 if a.quick else 6)
-    settings = matching.MatchSettings(threshold=a.threshold, min_similarity=a.min_similarity,
-                                      **({} if a.speed_prior is None else {"refine_speed_prior": a.speed_prior}))
+    settings = matching.MatchSettings(
+        threshold=a.threshold,
+        min_similarity=a.min_similarity,
+        **({} if a.speed_prior is None else {"refine_speed_prior": a.speed_prior}),
+    )
     os.nice(5)  # a shared 2-core machine: ffmpeg children are niced further in media._run
     t0 = time.perf_counter()
     refs, queries = build_media(a.seed, n_refs, per_t, a.severity)
@@ -381,19 +418,24 @@ def main(argv: list[str] | None = None) -> int:
     for r in refs:
         e = E.get(r.path, query=False)
         vid = ref_id[r.name]
-        if index.dim != e["v"].shape[1]:
-            index = _native.FlatIndex(e["v"].shape[1], "ip")
-        ids = (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(len(e["t"]), dtype=np.uint64)
-        index.add(ids, np.ascontiguousarray(e["v"], dtype=np.float32), groups=np.full(len(ids), vid, np.uint64))
-        ref_twins[vid] = e.get("cv")
-        if ref_twins[vid] is not None:  # as the server: vector n + i of a video is sample i's coarse twin
-            index.add(ids + np.uint64(len(ids)), np.ascontiguousarray(ref_twins[vid], dtype=np.float32),
-                      groups=np.full(len(ids), vid, np.uint64))
+        vectors, twins = e["sets"][FULL], e["sets"].get(COARSE)  # FRAMES.index_vectors, as the server indexes
+        if index.dim != vectors.shape[1]:
+            index = _native.FlatIndex(vectors.shape[1], "ip")
+        ids = sample_ids(vid, len(e["t"]))
+        index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), groups=np.full(len(ids), vid, np.uint64))
+        ref_twins[vid] = twins
+        if twins is not None:  # as the server: vector n + i of a video is sample i's coarse twin
+            index.add(
+                sample_ids(vid, len(ids), first=len(ids)),
+                np.ascontiguousarray(twins, dtype=np.float32),
+                groups=np.full(len(ids), vid, np.uint64),
+            )
         ref_times[vid] = e["t"]
-        ref_vectors[vid] = e["v"]
+        ref_vectors[vid] = vectors
         durations[vid] = float(e["duration"])
         ref_hashes[vid] = E.vpdq(r.path)
     print(f"references embedded/indexed: {len(index)} frames", file=sys.stderr)
+    references = _References(ref_times, durations, ref_vectors, ref_twins)
 
     rows = []  # one per query: {query, transform, source, fs: {vid: (score, match)}, vp: {vid: (qp, cp)}}
     t_match = 0.0
@@ -401,39 +443,44 @@ def main(argv: list[str] | None = None) -> int:
         e = E.get(q.path, query=True)
         qh, qq, qt = E.vpdq(q.path)
         tm = time.perf_counter()
-        ids, sims = matching.search_neighbors(index, e["v"], settings.frame_k, e.get("fv"), list(e.get("rv", [])),
-                                              list(e.get("cv", [])))
-        valid = ids != matching.NO_ID
-        groups = np.where(valid, ids >> np.uint64(SAMPLE_BITS), matching.NO_ID).astype(np.uint64)
-        ntimes = np.zeros(ids.shape, np.float64)
-        for vid in np.unique(groups[valid]).tolist():
-            sel = groups == vid
-            n = len(ref_times[vid])
-            frame = (ids[sel] & np.uint64((1 << SAMPLE_BITS) - 1)).astype(np.int64) % n  # a twin is its sample
-            ntimes[sel] = ref_times[vid][frame]
-            ids[sel] = (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + frame.astype(np.uint64)
-        ms = matching.align(e["t"], ids, groups, ntimes, sims, settings=settings,
-                            frame_weights=matching.redundancy_weights(e["v"], settings.redundancy_threshold),
-                            ref_durations=durations,
-                            query_interval=1.0 / a.query_fps, ref_interval=1.0 / 3.0, max_candidates=len(refs))
-        if not a.no_refine:  # dense re-placement of the reported matches (as SearchByVideo)
-            views = [e["v"], e.get("fv"), *list(e.get("cv", [])), *list(e.get("rv", []))]
-            ms = [matching.refine_alignment(m, e["t"], views, ref_times[m.video], ref_vectors[m.video], settings,
-                                            ref_twins=ref_twins[m.video])
-                  if m.score >= settings.threshold else m for m in ms]
+        # the server's copy search (SearchByVideo), over this run's FlatIndex and references
+        ms = copy_search(
+            e["t"],
+            list(e["sets"].values()),
+            index,
+            references,
+            settings,
+            max_candidates=len(refs),
+            query_interval=1.0 / a.query_fps,
+            ref_interval=1.0 / REFERENCE_FPS,
+            refine_above=None if a.no_refine else settings.threshold,
+        )
         t_match += time.perf_counter() - tm
         vp = {vid: vpdq_match(qh, qq, *ref_hashes[vid][:2]) for vid in ref_id.values()}
         vl = {vid: vpdq_locate(qh, qq, qt, *ref_hashes[vid]) for vid in ref_id.values()}
-        rows.append({"q": q, "fs": {m.video: m for m in ms}, "vp": vp, "vl": vl, "frames": len(e["t"]),
-                     "regions": [str(k) for k in e.get("kinds", [])],
-                     "embed_s": float(e.get("embed_s", np.nan)), "regions_s": float(e.get("regions_s", np.nan)),
-                     "wall_s": float(e.get("wall_s", np.nan))})
+        rows.append(
+            {
+                "q": q,
+                "fs": {m.video: m for m in ms},
+                "vp": vp,
+                "vl": vl,
+                "frames": len(e["t"]),
+                "regions": [str(k) for k in e.get("kinds", [])],
+                "embed_s": float(e.get("embed_s", np.nan)),
+                "regions_s": float(e.get("regions_s", np.nan)),
+                "wall_s": float(e.get("wall_s", np.nan)),
+            }
+        )
         if (i + 1) % 25 == 0:
             print(f"  {i + 1}/{len(queries)} queries", file=sys.stderr)
     t_all = time.perf_counter() - t1
     report = evaluate(rows, refs, ref_id, settings.threshold)
-    report["timing"] = {"media_s": t_media, "embed_and_match_s": t_all, "matching_s": t_match,
-                        "matching_ms_per_query": 1000 * t_match / max(1, len(queries))}
+    report["timing"] = {
+        "media_s": t_media,
+        "embed_and_match_s": t_all,
+        "matching_s": t_match,
+        "matching_ms_per_query": 1000 * t_match / max(1, len(queries)),
+    }
     inset: dict[str, list[int]] = {}
     for r in rows:
         c = inset.setdefault(r["q"].transform, [0, 0])
@@ -447,14 +494,27 @@ def main(argv: list[str] | None = None) -> int:
             c = cost.setdefault(r["q"].transform, [0.0, 0.0])
             c[0] += r["wall_s"]
             c[1] += r["regions_s"]
-    report["regions"] = {"mode": a.regions, "queries_with_inset": inset, "cost_by_transform": cost,
-                         "query_embed_wall_s": float(sum(wall)), "regions_s": float(sum(reg)),
-                         "timed_queries": len(wall)}
-    report["config"] = {"seed": a.seed, "references": len(refs), "queries": len(queries),
-                        "per_transform": per_t, "threshold": settings.threshold, "regions": a.regions,
-                        "coarse_scale": a.coarse_scale, "index_coarse_scale": a.index_coarse_scale,
-                        "refine": not a.no_refine,
-                        "settings": asdict(settings), "index_frames": len(index)}
+    report["regions"] = {
+        "mode": a.regions,
+        "queries_with_inset": inset,
+        "cost_by_transform": cost,
+        "query_embed_wall_s": float(sum(wall)),
+        "regions_s": float(sum(reg)),
+        "timed_queries": len(wall),
+    }
+    report["config"] = {
+        "seed": a.seed,
+        "references": len(refs),
+        "queries": len(queries),
+        "per_transform": per_t,
+        "threshold": settings.threshold,
+        "regions": a.regions,
+        "coarse_scale": a.coarse_scale,
+        "index_coarse_scale": a.index_coarse_scale,
+        "refine": not a.no_refine,
+        "settings": asdict(settings),
+        "index_frames": len(index),
+    }
     print_table(report)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2, default=float))
@@ -541,43 +601,68 @@ def evaluate(rows, refs, ref_id, thr) -> dict:
         for r in unrelated:
             seg_preds += [(mm.score, False, r["q"].name) for mm in r["fs"].values() if mm.segments]
             seg_vp += [(vpdq_rank(r, vid), False, r["q"].name) for vid, pl in r["vl"].items() if pl]
-        per[t] = {"n": len(rs), "recall_frameseek": det_fs / len(rs), "recall_vpdq": det_vp / len(rs),
-                  "uap_frameseek": average_precision(pairs_fs, lab), "uap_vpdq": average_precision(pairs_vp, lab),
-                  "median_loc_err_s": _median(loc), "loc_within_1s": _share_within(loc, 1.0),
-                  "segment_ap": segment_ap(seg_preds, n_gt),
-                  "median_loc_err_s_vpdq": _median(loc_vp), "loc_within_1s_vpdq": _share_within(loc_vp, 1.0),
-                  "segment_ap_vpdq": segment_ap(seg_vp, n_gt)}
+        per[t] = {
+            "n": len(rs),
+            "recall_frameseek": det_fs / len(rs),
+            "recall_vpdq": det_vp / len(rs),
+            "uap_frameseek": average_precision(pairs_fs, lab),
+            "uap_vpdq": average_precision(pairs_vp, lab),
+            "median_loc_err_s": _median(loc),
+            "loc_within_1s": _share_within(loc, 1.0),
+            "segment_ap": segment_ap(seg_preds, n_gt),
+            "median_loc_err_s_vpdq": _median(loc_vp),
+            "loc_within_1s_vpdq": _share_within(loc_vp, 1.0),
+            "segment_ap_vpdq": segment_ap(seg_vp, n_gt),
+        }
     all_fs, all_vp, all_lab = _pair_scores(rows, ref_id)
-    pos_scores = sorted((r["fs"].get(ref_id[r["q"].source]).score if r["fs"].get(ref_id[r["q"].source]) else 0.0,
-                         r["q"].name) for r in rows if r["q"].source)
-    return {"per_transform": per, "unrelated_pairs": len(neg_fs), "fp_frameseek": fp_fs, "fp_vpdq": fp_vp,
-            "max_unrelated_score_frameseek": max(neg_fs) if neg_fs else 0.0,
-            "max_unrelated_query_pct_vpdq": max(neg_vp) if neg_vp else 0.0,
-            "false_positives": worst_fp[:20], "weakest_copies": pos_scores[:10],
-            "median_copy_score_frameseek": statistics.median(s for s, _ in pos_scores) if pos_scores else 0.0,
-            "copy_scores": {n: s for s, n in pos_scores},
-            "uap_all_frameseek": average_precision(all_fs, all_lab), "uap_all_vpdq": average_precision(all_vp, all_lab),
-            "n_unrelated_queries": len(unrelated)}
+    pos_scores = sorted(
+        (r["fs"].get(ref_id[r["q"].source]).score if r["fs"].get(ref_id[r["q"].source]) else 0.0, r["q"].name)
+        for r in rows
+        if r["q"].source
+    )
+    return {
+        "per_transform": per,
+        "unrelated_pairs": len(neg_fs),
+        "fp_frameseek": fp_fs,
+        "fp_vpdq": fp_vp,
+        "max_unrelated_score_frameseek": max(neg_fs) if neg_fs else 0.0,
+        "max_unrelated_query_pct_vpdq": max(neg_vp) if neg_vp else 0.0,
+        "false_positives": worst_fp[:20],
+        "weakest_copies": pos_scores[:10],
+        "median_copy_score_frameseek": statistics.median(s for s, _ in pos_scores) if pos_scores else 0.0,
+        "copy_scores": {n: s for s, n in pos_scores},
+        "uap_all_frameseek": average_precision(all_fs, all_lab),
+        "uap_all_vpdq": average_precision(all_vp, all_lab),
+        "n_unrelated_queries": len(unrelated),
+    }
 
 
 def print_table(rep: dict) -> None:
     thr = rep["config"]["threshold"]
-    print(f"\nCopy detection: frameseek (threshold {thr}) vs vPDQ (query % >= 80), "
-          f"{rep['config']['references']} references, {rep['config']['queries']} queries, "
-          f"{rep['n_unrelated_queries']} unrelated queries\n")
-    print("frameseek / vPDQ in every pair of columns; vPDQ's localisation is vpdq_locate (its frame matches' "
-          "median offset), over the copies it detects\n")
+    print(
+        f"\nCopy detection: frameseek (threshold {thr}) vs vPDQ (query % >= 80), "
+        f"{rep['config']['references']} references, {rep['config']['queries']} queries, "
+        f"{rep['n_unrelated_queries']} unrelated queries\n"
+    )
+    print(
+        "frameseek / vPDQ in every pair of columns; vPDQ's localisation is vpdq_locate (its frame matches' "
+        "median offset), over the copies it detects\n"
+    )
     print("| transform | n | recall | µAP | median loc err (s) | loc err ≤ 1 s | segment AP |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for t, p in rep["per_transform"].items():
-        print(f"| {t} | {p['n']} | {p['recall_frameseek']:.2f} / {p['recall_vpdq']:.2f} "
-              f"| {p['uap_frameseek']:.3f} / {p['uap_vpdq']:.3f} "
-              f"| {p['median_loc_err_s']:.2f} / {p['median_loc_err_s_vpdq']:.2f} "
-              f"| {p['loc_within_1s']:.2f} / {p['loc_within_1s_vpdq']:.2f} "
-              f"| {p['segment_ap']:.3f} / {p['segment_ap_vpdq']:.3f} |")
-    print(f"\nunrelated pairs: {rep['unrelated_pairs']}; false positives: frameseek {rep['fp_frameseek']}, "
-          f"vPDQ {rep['fp_vpdq']}; max unrelated score frameseek {rep['max_unrelated_score_frameseek']:.3f}, "
-          f"vPDQ max query % {rep['max_unrelated_query_pct_vpdq']:.1f}")
+        print(
+            f"| {t} | {p['n']} | {p['recall_frameseek']:.2f} / {p['recall_vpdq']:.2f} "
+            f"| {p['uap_frameseek']:.3f} / {p['uap_vpdq']:.3f} "
+            f"| {p['median_loc_err_s']:.2f} / {p['median_loc_err_s_vpdq']:.2f} "
+            f"| {p['loc_within_1s']:.2f} / {p['loc_within_1s_vpdq']:.2f} "
+            f"| {p['segment_ap']:.3f} / {p['segment_ap_vpdq']:.3f} |"
+        )
+    print(
+        f"\nunrelated pairs: {rep['unrelated_pairs']}; false positives: frameseek {rep['fp_frameseek']}, "
+        f"vPDQ {rep['fp_vpdq']}; max unrelated score frameseek {rep['max_unrelated_score_frameseek']:.3f}, "
+        f"vPDQ max query % {rep['max_unrelated_query_pct_vpdq']:.1f}"
+    )
     print(f"µAP over all pairs: frameseek {rep['uap_all_frameseek']:.3f}, vPDQ {rep['uap_all_vpdq']:.3f}")
     print(f"median copy score frameseek {rep['median_copy_score_frameseek']:.3f}")
     print(f"weakest copies (frameseek score): {[(round(s, 3), n) for s, n in rep['weakest_copies']]}")
@@ -588,15 +673,22 @@ def print_table(rep: dict) -> None:
         ins = ", ".join(f"{t} {a}/{b}" for t, (a, b) in rg["queries_with_inset"].items() if a)
         print(f"query regions: {rg['mode']}; inset detected in: {ins or 'none'}")
         if rg["timed_queries"]:
-            print(f"query embedding ({rg['timed_queries']} queries, timed when first embedded) {rg['query_embed_wall_s']:.1f} s "
-                  f"wall, of which regions (inset detection + second pass + crop embeddings) {rg['regions_s']:.1f} s")
+            print(
+                f"query embedding ({rg['timed_queries']} queries, timed when first embedded) "
+                f"{rg['query_embed_wall_s']:.1f} s "
+                f"wall, of which regions (inset detection + second pass + crop embeddings) {rg['regions_s']:.1f} s"
+            )
             pc = rg["cost_by_transform"].get("pip")
             if pc and pc[0] > pc[1]:
-                print(f"  picture-in-picture queries: {pc[0]:.1f} s wall, regions {pc[1]:.1f} s "
-                      f"({pc[0] / (pc[0] - pc[1]):.2f}x the cost without regions)")
+                print(
+                    f"  picture-in-picture queries: {pc[0]:.1f} s wall, regions {pc[1]:.1f} s "
+                    f"({pc[0] / (pc[0] - pc[1]):.2f}x the cost without regions)"
+                )
     tm = rep["timing"]
-    print(f"time: media {tm['media_s']:.0f} s, embed+match {tm['embed_and_match_s']:.0f} s, "
-          f"matching {tm['matching_ms_per_query']:.1f} ms/query")
+    print(
+        f"time: media {tm['media_s']:.0f} s, embed+match {tm['embed_and_match_s']:.0f} s, "
+        f"matching {tm['matching_ms_per_query']:.1f} ms/query"
+    )
 
 
 if __name__ == "__main__":

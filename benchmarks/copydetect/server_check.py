@@ -34,9 +34,27 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen, str, Path]:
     log = data_dir.parent / "server.log"
     port_file.unlink(missing_ok=True)
     env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": ""}
-    proc = subprocess.Popen(["nice", "-n", "5", sys.executable, "-m", "frameseek.cli", "serve", "--address",
-                             "127.0.0.1:0", "--data-dir", str(data_dir), "--port-file", str(port_file)],
-                            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            "nice",
+            "-n",
+            "5",
+            sys.executable,
+            "-m",
+            "frameseek.cli",
+            "serve",
+            "--address",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir),
+            "--port-file",
+            str(port_file),
+        ],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
     while not port_file.exists():
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
@@ -82,8 +100,16 @@ def main(argv: list[str] | None = None) -> int:
                 ok = bool(hit) and err <= 1.0 and all(f[0] == q.source for f in found)
             else:
                 err, ok = None, not found
-            rows.append({"query": q.name, "transform": q.transform, "source": q.source, "found": found,
-                         "loc_err_s": err, "ok": ok})
+            rows.append(
+                {
+                    "query": q.name,
+                    "transform": q.transform,
+                    "source": q.source,
+                    "found": found,
+                    "loc_err_s": err,
+                    "ok": ok,
+                }
+            )
         search_s = time.perf_counter() - t1
         # dedup-on-ingest: one copy and one unrelated clip with duplicate_policy=REPORT
         for q in [x for x in picked if x.transform == "reencode"][:1] + [x for x in picked if not x.source][:1]:
@@ -102,18 +128,25 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
             proc.wait()
     n_ok = sum(r["ok"] for r in rows)
-    print(f"\nSearchByVideo through the gRPC server ({address}): {n_ok}/{len(rows)} queries as expected "
-          f"(ingest {ingest_s:.0f} s for {len(refs)} references, search {search_s:.0f} s for {len(rows)} queries)\n")
+    print(
+        f"\nSearchByVideo through the gRPC server ({address}): {n_ok}/{len(rows)} queries as expected "
+        f"(ingest {ingest_s:.0f} s for {len(refs)} references, search {search_s:.0f} s for {len(rows)} queries)\n"
+    )
     print("| query | transform | expected | reported (key, score, offset) | ok |\n|---|---|---|---|---|")
     for r in rows:
         rep = ", ".join(f"{k} {s:.2f} {o:+.1f}s" for k, s, o, _ in r["found"]) or "—"
         print(f"| {r['query']} | {r['transform']} | {r['source'] or '—'} | {rep} | {'yes' if r['ok'] else 'NO'} |")
     for d in dedup:
-        print(f"dedup-on-ingest (REPORT) {d['query']}: reported {d['reported']} "
-              f"(expected {[d['source']] if d['source'] else []}) -> {'ok' if d['ok'] else 'WRONG'}")
+        print(
+            f"dedup-on-ingest (REPORT) {d['query']}: reported {d['reported']} "
+            f"(expected {[d['source']] if d['source'] else []}) -> {'ok' if d['ok'] else 'WRONG'}"
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"queries": rows, "dedup": dedup, "ingest_s": ingest_s, "search_s": search_s},
-                              indent=2, default=float))
+    OUT.write_text(
+        json.dumps(
+            {"queries": rows, "dedup": dedup, "ingest_s": ingest_s, "search_s": search_s}, indent=2, default=float
+        )
+    )
     print(f"wrote {OUT}")
     return 0 if n_ok == len(rows) and all(d["ok"] for d in dedup) else 1
 

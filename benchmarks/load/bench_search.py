@@ -14,6 +14,7 @@
    Reports QPS and p50/p95/p99 latency; writes benchmarks/results/load_search.json.
 Everything stays on 127.0.0.1 and every loop stops at its deadline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,15 +37,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 COLLECTION = "bench"
 
 
-
-
 def topics_for(n: int) -> int:
     """'Kinds of scene' in a synthetic library of n vectors (see video_vectors): ~26 videos each."""
     return max(8, n // 500)
 
 
-def video_vectors(vid_i: int, dim: int, profile: str, per_video: int, topics: int = 2000,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def video_vectors(
+    vid_i: int, dim: int, profile: str, per_video: int, topics: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Timestamps and unit vectors of synthetic video number `vid_i` (deterministic, so queries can
     be drawn from indexed videos without reading the index back).
 
@@ -90,14 +90,21 @@ def _bulk_load(st):
         os.sync()
 
 
-def fill(data_dir: pathlib.Path, n: int, dim: int, per_video: int, profile: str = "ingest", seed: int = 0,
-         twins: bool = False) -> dict:
+def fill(
+    data_dir: pathlib.Path,
+    n: int,
+    dim: int,
+    per_video: int,
+    profile: str = "ingest",
+    seed: int = 0,
+    twins: bool = False,
+) -> dict:
     """Fill through the storage layer (the same add_video path as ingest: catalog row, vector log
     record, index add; per-video fsyncs skipped, see _bulk_load), video by video until `n` samples;
     then one snapshot. Reuses (and resumes) a filled dir. `twins`: every sample also gets a coarse
-    twin (Storage.add_video(twins=...), as ingest with Settings.index_coarse_scale): a vector near
+    twin (Storage.add_video(twins=...), as ingest with Settings.views.index_coarse_scale): a vector near
     it (cosine ~0.9), so the index holds 2n vectors."""
-    from frameseek.storage import EmbeddedStorage, VideoRecord
+    from frameseek.storage import EmbeddedStorage
 
     st = EmbeddedStorage(str(data_dir), snapshot_every=10**12)
     st.open()
@@ -112,13 +119,18 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
         c = st.get_collection(COLLECTION)
         vid_i, have = st.collection_counts(c.id)[:2]  # videos and samples filled so far
     except Exception:
-        c = st.create_collection(COLLECTION, model="sscd_distilled", dimension=dim, metric="ip",
-                                 sampling={"fps": 1.0}, index={"m": 16, "ef_construction": 100, "ef_search": 64})
+        c = st.create_collection(
+            COLLECTION,
+            model="sscd_distilled",
+            dimension=dim,
+            metric="ip",
+            sampling={"fps": 1.0},
+            index={"m": 16, "ef_construction": 100, "ef_search": 64},
+        )
         vid_i = have = 0
     if have >= n:
         st.close(snapshot=False)
-        return {"vectors": have * (2 if twins else 1), "samples": have, "videos": vid_i, "fill_s": 0.0,
-                "reused": True}
+        return {"vectors": have * (2 if twins else 1), "samples": have, "videos": vid_i, "fill_s": 0.0, "reused": True}
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed + 7)
     done = have  # samples so far (counted here: a catalog count per video would slow the fill)
@@ -129,9 +141,19 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
         if twins:
             tw = v[:m] + 0.48 * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
             tw /= np.linalg.norm(tw, axis=1, keepdims=True)
-        rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=float(ts[m - 1]) + 1.0, width=640,
-                          height=360, sample_count=m, size_bytes=0, content_sha256=f"synthetic-{vid_i}",
-                          external_key=f"synthetic-{vid_i}")
+        rec = VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=float(ts[m - 1]) + 1.0,
+            width=640,
+            height=360,
+            sample_count=m,
+            size_bytes=0,
+            content_sha256=f"synthetic-{vid_i}",
+            external_key=f"synthetic-{vid_i}",
+            labels={"shelf": str(vid_i % SHELVES)},
+        )
         st.add_video(c.id, rec, ts[:m], v[:m], twins=tw)
         done += m
         vid_i += 1
@@ -140,12 +162,52 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
     fill_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     st.close(snapshot=True)
-    return {"vectors": n * (2 if twins else 1), "samples": n, "videos": vid_i, "fill_s": round(fill_s, 1),
-            "snapshot_s": round(time.perf_counter() - t1, 1), "reused": False}
+    return {
+        "vectors": n * (2 if twins else 1),
+        "samples": n,
+        "videos": vid_i,
+        "fill_s": round(fill_s, 1),
+        "snapshot_s": round(time.perf_counter() - t1, 1),
+        "reused": False,
+    }
 
 
-def sample_queries(count: int, videos: int, n: int, dim: int = 512, profile: str = "ingest",
-                   per_video: int = 100, seed: int = 1, sources: list | None = None) -> np.ndarray:
+#: every filled video carries the label shelf=<video % SHELVES>: a label-filtered search
+#: ("lfilter") keeps one shelf, 1/SHELVES of the videos, chosen through the catalog.
+SHELVES = 8
+
+
+def filtered_payloads(queries: np.ndarray, sources: list[int], videos: int) -> dict[str, list[bytes]]:
+    """SearchByVector with a filter, k=10: "vfilter" restricts to 200 named videos (the query's
+    source and 199 others: SearchFilter.videos), "lfilter" to the label shelf=<source's shelf>
+    (SearchFilter.labels, which needs the catalog). `sources`: the synthetic video numbers
+    (catalog id = number + 1)."""
+    from frameseek.v1 import frameseek_pb2 as pb
+
+    rng = np.random.default_rng(5)
+    vf, lf = [], []
+    for q, src in zip(queries, sources):
+        names = [f"collections/{COLLECTION}/videos/{v}" for v in {src + 1, *rng.integers(1, videos + 1, 199).tolist()}]
+        shelf = {"shelf": str(src % SHELVES)}
+        for out, f in ((vf, pb.SearchFilter(videos=names)), (lf, pb.SearchFilter(labels=shelf))):
+            out.append(
+                pb.SearchByVectorRequest(
+                    parent=f"collections/{COLLECTION}", vector=q.tolist(), options=pb.SearchOptions(k=10, filter=f)
+                ).SerializeToString()
+            )
+    return {"vfilter": vf, "lfilter": lf}
+
+
+def sample_queries(
+    count: int,
+    videos: int,
+    n: int,
+    dim: int = 512,
+    profile: str = "ingest",
+    per_video: int = 100,
+    seed: int = 1,
+    sources: list | None = None,
+) -> np.ndarray:
     """Query vectors as a client would send them: an indexed sample of a random video, perturbed
     (cosine ~0.85 to it, like a re-encoded or cropped copy of the frame). `sources`, when given,
     receives each query's source video number (its external key is f"synthetic-{number}")."""
@@ -175,8 +237,12 @@ def source_recall(address: str, queries: np.ndarray, sources: list[int], ef: int
     with grpc.insecure_channel(address) as ch:
         stub = pb_grpc.FrameSeekStub(ch)
         for q, src in zip(queries[:count], sources[:count]):
-            r = stub.SearchByVector(pb.SearchByVectorRequest(parent=f"collections/{COLLECTION}", vector=q.tolist(),
-                                                             options=pb.SearchOptions(k=10, ef=ef)), timeout=30)
+            r = stub.SearchByVector(
+                pb.SearchByVectorRequest(
+                    parent=f"collections/{COLLECTION}", vector=q.tolist(), options=pb.SearchOptions(k=10, ef=ef)
+                ),
+                timeout=30,
+            )
             hits += bool(r.hits) and r.hits[0].video.external_key == f"synthetic-{src}"
     return hits / min(count, len(queries))
 
@@ -203,10 +269,28 @@ class Server:
             self.port_file.unlink()
         t0 = time.perf_counter()
         self.log = open(self.data_dir.parent / "bench-server.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "frameseek.cli", "serve", "--address", "127.0.0.1:0",
-                                      "--data-dir", str(self.data_dir), "--port-file", str(self.port_file),
-                                      "--workers", str(self.workers), "--front-end", self.front_end],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "frameseek.cli",
+                "serve",
+                "--address",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(self.data_dir),
+                "--port-file",
+                str(self.port_file),
+                "--workers",
+                str(self.workers),
+                "--front-end",
+                self.front_end,
+            ],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         while not self.port_file.exists():
             if self.proc.poll() is not None:
                 raise SystemExit("server failed to start; see benchmarks/results/bench-server.log")
@@ -217,8 +301,10 @@ class Server:
             deadline = time.monotonic() + 900
             while time.monotonic() < deadline:
                 try:
-                    if stub.Check(health_pb2.HealthCheckRequest(service="frameseek.v1.FrameSeek"),
-                                  timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                    if (
+                        stub.Check(health_pb2.HealthCheckRequest(service="frameseek.v1.FrameSeek"), timeout=2).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                    ):
                         return time.perf_counter() - t0
                 except grpc.RpcError:
                     pass
@@ -249,8 +335,16 @@ class Server:
         self.log.close()
 
 
-async def _drive(address: str, method: str, payloads: list[bytes], concurrency: int, duration: float,
-                 channels: int, offset: int = 0, start_at: float | None = None) -> tuple[list, float, dict, float]:
+async def _drive(
+    address: str,
+    method: str,
+    payloads: list[bytes],
+    concurrency: int,
+    duration: float,
+    channels: int,
+    offset: int = 0,
+    start_at: float | None = None,
+) -> tuple[list, float, dict, float]:
     """Closed-loop load: `concurrency` workers each send one request after the other until the
     deadline, spread over `channels` separate TCP connections (with `serve --workers N` the kernel
     spreads connections, not calls, over the processes). Requests are pre-serialised bytes (no
@@ -259,8 +353,11 @@ async def _drive(address: str, method: str, payloads: list[bytes], concurrency: 
 
     lat: list[float] = []
     errors: dict[str, int] = {}
-    opts = [("grpc.max_send_message_length", 32 << 20), ("grpc.max_receive_message_length", 32 << 20),
-            ("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
+    opts = [
+        ("grpc.max_send_message_length", 32 << 20),
+        ("grpc.max_receive_message_length", 32 << 20),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]  # one connection per channel
     chans = [grpc.aio.insecure_channel(address, options=opts) for _ in range(max(1, min(channels, concurrency)))]
     try:
         calls = [ch.unary_unary(method, request_serializer=None, response_deserializer=None) for ch in chans]
@@ -297,8 +394,9 @@ def _drive_proc(args) -> tuple[list, float, dict, float]:
     return asyncio.run(_drive(*args))
 
 
-async def drive(address: str, method: str, payloads: list[bytes], concurrency: int, duration: float,
-                channels: int = 1) -> dict:
+async def drive(
+    address: str, method: str, payloads: list[bytes], concurrency: int, duration: float, channels: int = 1
+) -> dict:
     """Closed-loop load from this process (see _drive); returns the summary row."""
     return _summary(*await _drive(address, method, payloads, concurrency, duration, channels))
 
@@ -329,8 +427,15 @@ def _ghz():
     return mod
 
 
-def run_load(address: str, method: str, payloads: list[bytes], concurrency: int, duration: float,
-             channels: int = 8, procs: int = 1) -> dict:
+def run_load(
+    address: str,
+    method: str,
+    payloads: list[bytes],
+    concurrency: int,
+    duration: float,
+    channels: int = 8,
+    procs: int = 1,
+) -> dict:
     """Run the load from `procs` client processes (a single Python client tops out near one core)."""
     procs = max(1, min(procs, concurrency))
     if procs == 1:
@@ -340,8 +445,10 @@ def run_load(address: str, method: str, payloads: list[bytes], concurrency: int,
 
     start_at = time.time() + 5.0  # time for the spawned interpreters to import grpc and connect
     per = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    args = [(address, method, payloads, per[i], duration, max(1, channels // procs), sum(per[:i]), start_at)
-            for i in range(procs)]
+    args = [
+        (address, method, payloads, per[i], duration, max(1, channels // procs), sum(per[:i]), start_at)
+        for i in range(procs)
+    ]
     with concurrent.futures.ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as ex:
         results = list(ex.map(_drive_proc, args))
     lat = [x for r in results for x in r[0]]
@@ -354,16 +461,23 @@ def run_load(address: str, method: str, payloads: list[bytes], concurrency: int,
 
 def _summary(lat: list[float], wall: float, errors: dict | None = None, driver_cpu_s: float | None = None) -> dict:
     a = np.asarray(lat) * 1000 if lat else np.asarray([np.nan])
-    out = {"requests": len(lat), "qps": round(len(lat) / wall, 1), "p50_ms": round(float(np.percentile(a, 50)), 3),
-           "p95_ms": round(float(np.percentile(a, 95)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
-           "errors": errors or {}, "wall_s": round(wall, 3)}
+    out = {
+        "requests": len(lat),
+        "qps": round(len(lat) / wall, 1),
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p95_ms": round(float(np.percentile(a, 95)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "errors": errors or {},
+        "wall_s": round(wall, 3),
+    }
     if driver_cpu_s is not None:
         out["driver_cpu_s"] = round(driver_cpu_s, 3)
     return out
 
 
-def native_baseline(data_dir: pathlib.Path, queries: np.ndarray, duration: float, threads: int,
-                    kind: str = "groups") -> dict:
+def native_baseline(
+    data_dir: pathlib.Path, queries: np.ndarray, duration: float, threads: int, kind: str = "groups"
+) -> dict:
     """The same index searched in-process, one query per call from `threads` threads (no RPC):
     `groups` = native search_groups (k=10 videos), `knn` = plain kNN of 40 frames (what
     SearchByVector runs first)."""
@@ -414,8 +528,11 @@ def image_payloads(count: int) -> list[bytes]:
         img = np.kron(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="JPEG", quality=90)
-        out.append(pb.SearchByImageRequest(parent=f"collections/{COLLECTION}", image=buf.getvalue(),
-                                           options=pb.SearchOptions(k=10)).SerializeToString())
+        out.append(
+            pb.SearchByImageRequest(
+                parent=f"collections/{COLLECTION}", image=buf.getvalue(), options=pb.SearchOptions(k=10)
+            ).SerializeToString()
+        )
     return out
 
 
@@ -423,28 +540,46 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="vectors in the index")
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--profile", choices=("ingest", "static"), default="ingest",
-                    help="synthetic data: 'ingest' = what ingest stores after dropping near-duplicate samples "
-                         "(~19 distinct shots per video); 'static' = 100 near-duplicate samples per video")
+    ap.add_argument(
+        "--profile",
+        choices=("ingest", "static"),
+        default="ingest",
+        help="synthetic data: 'ingest' = what ingest stores after dropping near-duplicate samples "
+        "(~19 distinct shots per video); 'static' = 100 near-duplicate samples per video",
+    )
     ap.add_argument("--per-video", type=int, default=100, help="samples per video of --profile static")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement cell")
     ap.add_argument("--concurrency", default="1,16,64")
-    ap.add_argument("--rpcs", default="health,vector,native", help="of health,vector,image,native")
-    ap.add_argument("--drivers", default="python,ghz", help="load drivers, of python,ghz (ghz: make sdk-setup; "
-                    "it drives SearchByVector/SearchByImage only)")
+    ap.add_argument("--rpcs", default="health,vector,native", help="of health,vector,vfilter,lfilter,image,native")
+    ap.add_argument(
+        "--drivers",
+        default="python,ghz",
+        help="load drivers, of python,ghz (ghz: make sdk-setup; it drives SearchByVector/SearchByImage only)",
+    )
     ap.add_argument("--data-dir", type=pathlib.Path, default=None)
-    ap.add_argument("--servers", default="native:1,python:1,python:2",
-                    help="server set-ups to compare, FRONT_END:WORKERS (frameseek serve --front-end/--workers), "
-                         "one server "
-                    "after the other in this run")
-    ap.add_argument("--efs", default="0,256", help="SearchOptions.ef values of SearchByVector (0 = the "
-                    "collection's default, 64); each is also checked for recall")
+    ap.add_argument(
+        "--servers",
+        default="native:1,python:1,python:2",
+        help="server set-ups to compare, FRONT_END:WORKERS (frameseek serve --front-end/--workers), "
+        "one server "
+        "after the other in this run",
+    )
+    ap.add_argument(
+        "--efs",
+        default="0,256",
+        help="SearchOptions.ef values of SearchByVector (0 = the "
+        "collection's default, 64); each is also checked for recall",
+    )
     # One channel per client process, as gRPC recommends (calls multiplex over it; more TCP
     # connections from one process only add per-call work on both ends), and two driver processes:
     # one Python process tops out near one core at concurrency 16, which would cap the load below
     # what the server answers. Before 2026-12-03 the defaults were 8 connections from 1 process.
-    ap.add_argument("--channels", type=int, default=2, help="client TCP connections in all (spread over "
-                    "driver processes and server workers)")
+    ap.add_argument(
+        "--channels",
+        type=int,
+        default=2,
+        help="client TCP connections in all (spread over driver processes and server workers)",
+    )
     ap.add_argument("--client-procs", type=int, default=2, help="Python load-driver processes")
     ap.add_argument("--out", default="load_search.json", help="file name under benchmarks/results/")
     ns = ap.parse_args(argv)
@@ -457,8 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     fill_info = fill(data_dir, ns.n, ns.dim, ns.per_video, ns.profile)
     print(f"  {fill_info}")
     sources: list[int] = []
-    queries = sample_queries(2000, fill_info["videos"], fill_info["vectors"], ns.dim, ns.profile, ns.per_video,
-                             sources=sources)
+    queries = sample_queries(
+        2000, fill_info["videos"], fill_info["vectors"], ns.dim, ns.profile, ns.per_video, sources=sources
+    )
     efs = [int(e) for e in ns.efs.split(",")]
     conc = [int(c) for c in ns.concurrency.split(",")]
     rpcs = ns.rpcs.split(",")
@@ -471,15 +607,33 @@ def main(argv: list[str] | None = None) -> int:
 
     from frameseek.v1 import frameseek_pb2 as pb
 
-    payloads = {**{f"vector@{ef}": [pb.SearchByVectorRequest(
-                    parent=f"collections/{COLLECTION}", vector=q.tolist(),
-                    options=pb.SearchOptions(k=10, ef=ef)).SerializeToString() for q in queries] for ef in efs},
-                "image": image_payloads(50) if "image" in rpcs else [],
-                "health": [health_pb2.HealthCheckRequest(service="").SerializeToString()]}
-    methods = {"health": "/grpc.health.v1.Health/Check", "image": "/frameseek.v1.FrameSeek/SearchByImage",
-               **{f"vector@{ef}": "/frameseek.v1.FrameSeek/SearchByVector" for ef in efs}}
-    labels = {"health": "baseline: Health.Check (bare gRPC)", "image": "SearchByImage k=10",
-              **{f"vector@{ef}": f"SearchByVector k=10 ef={ef or 'default (64)'}" for ef in efs}}
+    payloads = {
+        **{
+            f"vector@{ef}": [
+                pb.SearchByVectorRequest(
+                    parent=f"collections/{COLLECTION}", vector=q.tolist(), options=pb.SearchOptions(k=10, ef=ef)
+                ).SerializeToString()
+                for q in queries
+            ]
+            for ef in efs
+        },
+        "image": image_payloads(50) if "image" in rpcs else [],
+        **(filtered_payloads(queries, sources, fill_info["videos"]) if {"vfilter", "lfilter"} & set(rpcs) else {}),
+        "health": [health_pb2.HealthCheckRequest(service="").SerializeToString()],
+    }
+    methods = {
+        "health": "/grpc.health.v1.Health/Check",
+        "image": "/frameseek.v1.FrameSeek/SearchByImage",
+        **{rpc: "/frameseek.v1.FrameSeek/SearchByVector" for rpc in ("vfilter", "lfilter")},
+        **{f"vector@{ef}": "/frameseek.v1.FrameSeek/SearchByVector" for ef in efs},
+    }
+    labels = {
+        "health": "baseline: Health.Check (bare gRPC)",
+        "image": "SearchByImage k=10",
+        "vfilter": "SearchByVector k=10, filter: 200 videos",
+        "lfilter": "SearchByVector k=10, filter: a label (1/8)",
+        **{f"vector@{ef}": f"SearchByVector k=10 ef={ef or 'default (64)'}" for ef in efs},
+    }
     ghz = tmp = protoset = None
     if "ghz" in drivers:
         import tempfile
@@ -495,20 +649,32 @@ def main(argv: list[str] | None = None) -> int:
 
     def cell(srv: Server, driver: str, rpc: str, c: int) -> dict | None:
         if driver == "python":
-            return measured(srv, lambda: run_load(srv.address, methods[rpc], payloads[rpc], c, ns.duration,
-                                                  ns.channels, ns.client_procs))
+            return measured(
+                srv,
+                lambda: run_load(
+                    srv.address, methods[rpc], payloads[rpc], c, ns.duration, ns.channels, ns.client_procs
+                ),
+            )
         if rpc == "health":  # ghz gets the schema from a protoset of proto/, which has no health service
             return None
         import resource
 
         def run() -> dict:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            r = ghz.run_ghz(srv.address, methods[rpc][1:], protoset, pathlib.Path(tmp.name) / f"{rpc}.bin", c,
-                            ns.duration, connections=ns.channels)
+            r = ghz.run_ghz(
+                srv.address,
+                methods[rpc][1:],
+                protoset,
+                pathlib.Path(tmp.name) / f"{rpc}.bin",
+                c,
+                ns.duration,
+                connections=ns.channels,
+            )
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             r["driver_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
             r["wall_s"] = ns.duration
             return r
+
         return measured(srv, run)
 
     try:
@@ -518,15 +684,18 @@ def main(argv: list[str] | None = None) -> int:
             w = f"{front} x{srv.workers}" if srv.workers > 1 else front
             restart_s = srv.start()
             restarts[w] = round(restart_s, 2)
-            print(f"{w}: restart with {fill_info['vectors']} vectors {restart_s:.2f} s "
-                  f"(process start -> every process SERVING)", flush=True)
+            print(
+                f"{w}: restart with {fill_info['vectors']} vectors {restart_s:.2f} s "
+                f"(process start -> every process SERVING)",
+                flush=True,
+            )
             try:
                 if "vector" in rpcs:
                     for ef in efs:
                         recall[f"{w} ef={ef}"] = rec = source_recall(srv.address, queries, sources, ef)
                         print(f"{w}: source video first at ef={ef}: {rec:.3f}", flush=True)
                 for c in conc:
-                    for rpc in ["health"] + [f"vector@{ef}" for ef in efs] + ["image"]:
+                    for rpc in ["health"] + [f"vector@{ef}" for ef in efs] + ["vfilter", "lfilter", "image"]:
                         if rpc.split("@")[0] not in rpcs:
                             continue
                         for driver in drivers:
@@ -544,32 +713,58 @@ def main(argv: list[str] | None = None) -> int:
         for kind, label in (("groups", "native search_groups k=10"), ("knn", "native kNN k=40")):
             for threads in (1, 2):
                 r = native_baseline(data_dir, queries, ns.duration, threads, kind)
-                rows.append({"workers": "-", "driver": "in-process", "rpc": f"baseline: {label}, {threads} thread(s)",
-                             "concurrency": threads, **r})
+                rows.append(
+                    {
+                        "workers": "-",
+                        "driver": "in-process",
+                        "rpc": f"baseline: {label}, {threads} thread(s)",
+                        "concurrency": threads,
+                        **r,
+                    }
+                )
                 print(rows[-1], flush=True)
     print()
-    print(f"index: {fill_info['vectors']} x {ns.dim} ({fill_info.get('videos')} videos, profile {ns.profile}; HNSW M=16 "
-          f"ef_c=100 ef=64), restart s by server {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
-          f"python client procs={ns.client_procs}")
+    print(
+        f"index: {fill_info['vectors']} x {ns.dim} ({fill_info.get('videos')} videos, profile {ns.profile}; "
+        "HNSW M=16 "
+        f"ef_c=100 ef=64), restart s by server {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
+        f"python client procs={ns.client_procs}"
+    )
     print(f"source video first (recall@1 of the copied video, 300 queries): {recall}")
     print(table(rows))
-    out = {"n": fill_info["vectors"], "dim": ns.dim, "profile": ns.profile, "fill": fill_info, "restart_s": restarts,
-           "duration_s": ns.duration, "cores": os.cpu_count(), "machine": platform.machine(),
-           "channels": ns.channels, "client_procs": ns.client_procs, "source_recall_at_1": recall, "rows": rows}
+    out = {
+        "n": fill_info["vectors"],
+        "dim": ns.dim,
+        "profile": ns.profile,
+        "fill": fill_info,
+        "restart_s": restarts,
+        "duration_s": ns.duration,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "channels": ns.channels,
+        "client_procs": ns.client_procs,
+        "source_recall_at_1": recall,
+        "rows": rows,
+    }
     (RESULTS / ns.out).write_text(json.dumps(out, indent=2))
     return 0
 
 
 def table(rows: list[dict]) -> str:
     """Markdown table of the result rows (as pasted into benchmarks/load/README.md)."""
-    out = ["| server | driver | rpc | conc | QPS | p50 ms | p95 ms | p99 ms | server CPU us/call | server CPU | "
-           "driver CPU | errors |", "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    out = [
+        "| server | driver | rpc | conc | QPS | p50 ms | p95 ms | p99 ms | server CPU us/call | server CPU | "
+        "driver CPU | errors |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
-        pct = lambda k: f"{100 * r[k]:.0f}%" if k in r else "-"  # noqa: E731
-        out.append(f"| {r['workers']} | {r['driver']} | {r['rpc']} | {r['concurrency']} | {r['qps']:.0f} | "
-                   f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
-                   f"{r.get('server_cpu_us_per_call', '-')} | {pct('server_cpu_share')} | {pct('driver_cpu_share')} | "
-                   f"{r['errors'] or ''} |")
+        pct = lambda k, r=r: f"{100 * r[k]:.0f}%" if k in r else "-"  # noqa: E731
+        out.append(
+            f"| {r['workers']} | {r['driver']} | {r['rpc']} | {r['concurrency']} | {r['qps']:.0f} | "
+            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r.get('server_cpu_us_per_call', '-')} | {pct('server_cpu_share')} | {pct('driver_cpu_share')} | "
+            f"{r['errors'] or ''} |"
+        )
     return "\n".join(out)
 
 

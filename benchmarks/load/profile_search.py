@@ -16,6 +16,7 @@ the numbers hold on a machine shared with other work; over `--calls` calls each 
 Also prints the top functions of a cProfile of the handler. Writes
 benchmarks/results/profile_search.json. Everything runs on 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,9 @@ async def profile(data_dir: pathlib.Path, payloads: list[bytes], calls: int, rep
     from frameseek.v1 import frameseek_pb2 as pb
 
     # workers > 1 only changes the serving mode (inline search), not the process count here
-    settings = Settings(address="127.0.0.1:0", data_dir=str(data_dir), metrics_address="", log_level="warning",
-                        workers=workers)
+    settings = Settings(
+        address="127.0.0.1:0", data_dir=str(data_dir), metrics_address="", log_level="warning", workers=workers
+    )
     srv = FrameSeekServer(settings)
     await srv.start()
     await srv.wait_ready()
@@ -87,12 +89,15 @@ async def profile(data_dir: pathlib.Path, payloads: list[bytes], calls: int, rep
         i += 1
         return seq[i % len(seq)]
 
-    out["deserialize request"] = _per_call_us(lambda: pb.SearchByVectorRequest.FromString(nxt(payloads)),
-                                              calls, repeats)
+    out["deserialize request"] = _per_call_us(
+        lambda: pb.SearchByVectorRequest.FromString(nxt(payloads)), calls, repeats
+    )
     out["native kNN k=40 (inside the handler)"] = _per_call_us(
-        lambda: svc.storage.search(cid, nxt(qs), 40), calls, repeats)
+        lambda: svc.storage.search(cid, nxt(qs), 40), calls, repeats
+    )
     out["native search_groups k=10 (fallback)"] = _per_call_us(
-        lambda: svc.storage.search_groups(cid, nxt(qs), 10), calls, repeats)
+        lambda: svc.storage.search_groups(cid, nxt(qs), 10), calls, repeats
+    )
 
     class Ctx:  # the handler touches the context only to abort
         async def abort(self, *a, **k):
@@ -103,40 +108,47 @@ async def profile(data_dir: pathlib.Path, payloads: list[bytes], calls: int, rep
     if isinstance(resp, bytes):  # the handler serialises its response itself (servicer.PRESERIALISED)
         resp = pb.SearchResponse.FromString(resp)
     out["servicer handler (translate + service + search + response)"] = await _per_call_us_async(
-        lambda: servicer.SearchByVector(nxt(reqs), ctx), calls, repeats)
+        lambda: servicer.SearchByVector(nxt(reqs), ctx), calls, repeats
+    )
     out["serialize response"] = _per_call_us(resp.SerializeToString, calls, repeats)
 
-    # the handler's layers one by one (same calls as the handler makes; works on older revisions too)
-    from frameseek import metrics, servicer as servicer_mod
+    # the handler's layers one by one (the same calls as the handler makes)
+    from frameseek import metrics
+    from frameseek.api import servicer as servicer_mod
+    from frameseek.api.messages import search_options as opts_of
+    from frameseek.api.names import parse_collection
 
-    opts_of = servicer_mod._search_options
     out["  layer: request options -> SearchOptions"] = _per_call_us(lambda: opts_of(nxt(reqs).options), calls, repeats)
     parent = reqs[0].parent
     out["  layer: resolve collection (+ replica freshness check)"] = await _per_call_us_async(
-        lambda: svc.collection(parent), calls, repeats)
-    rec = await svc.collection(parent)
-    out["  layer: validate options + vector (parse 512 floats, finite, normalise)"] = _per_call_us(
-        lambda: (svc._validate_opts(opts_of(reqs[0].options)), svc.check_vector(rec, nxt(reqs).vector)),
-        calls, repeats) - out["  layer: request options -> SearchOptions"]
+        lambda: svc.collections.get(parse_collection(parent)), calls, repeats
+    )
+    rec = await svc.collections.get(parse_collection(parent))
+    out["  layer: validate options + vector (parse 512 floats, finite)"] = (
+        _per_call_us(
+            lambda: (
+                svc.search.validate_options(opts_of(reqs[0].options)),
+                svc.search.check_vector(rec, nxt(reqs).vector),
+            ),
+            calls,
+            repeats,
+        )
+        - out["  layer: request options -> SearchOptions"]
+    )
     qopts = opts_of(reqs[0].options)
-    svc._validate_opts(qopts)
+    svc.search.validate_options(qopts)
     out["  layer: search incl. hit -> (video, timestamp) mapping"] = _per_call_us(
-        lambda: svc._search_sync(rec, nxt(qs), qopts, None, set()), calls, repeats)
+        lambda: svc.search.nearest_videos(rec, nxt(qs), qopts, None, set()), calls, repeats
+    )
     out["  layer: hit -> (video, timestamp) mapping alone (search minus native kNN)"] = (
-        out["  layer: search incl. hit -> (video, timestamp) mapping"] - out["native kNN k=40 (inside the handler)"])
-    hits = svc._search_sync(rec, qs[0], qopts, None, set())
+        out["  layer: search incl. hit -> (video, timestamp) mapping"] - out["native kNN k=40 (inside the handler)"]
+    )
+    hits = svc.search.nearest_videos(rec, qs[0], qopts, None, set())
     tr = servicer.tr
-    if hasattr(tr, "hits_bytes"):
-        build = lambda: tr.hits_bytes(hits, rec.model)  # noqa: E731
-    else:
-        build = lambda: tr.hits(hits, rec.model).SerializeToString()  # noqa: E731
+    build = lambda: tr.hits_bytes(hits, rec.model)  # noqa: E731
     out["  layer: response message + serialisation"] = _per_call_us(build, calls, repeats)
-    if hasattr(servicer_mod, "_count"):
-        lat = metrics.LATENCY.labels("SearchByVector")
-        mfn = lambda: (servicer_mod._count("SearchByVector", "OK"), lat.observe(0.001))  # noqa: E731
-    else:
-        mfn = lambda: (metrics.REQUESTS.labels("SearchByVector", "OK").inc(),  # noqa: E731
-                       metrics.LATENCY.labels("SearchByVector").observe(0.001))
+    lat = metrics.LATENCY.labels("SearchByVector")
+    mfn = lambda: (servicer_mod._count("SearchByVector", "OK"), lat.observe(0.001))  # noqa: E731
     out["  layer: metrics (request counter + latency histogram)"] = _per_call_us(mfn, calls, repeats)
 
     prof = cProfile.Profile()
@@ -150,24 +162,30 @@ async def profile(data_dir: pathlib.Path, payloads: list[bytes], calls: int, rep
     address = f"127.0.0.1:{srv.port}"
     async with grpc.aio.insecure_channel(address) as ch:
         health = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None)
-        search = ch.unary_unary("/frameseek.v1.FrameSeek/SearchByVector", request_serializer=None,
-                                response_deserializer=None)
+        search = ch.unary_unary(
+            "/frameseek.v1.FrameSeek/SearchByVector", request_serializer=None, response_deserializer=None
+        )
         hp = health_pb2.HealthCheckRequest(service="").SerializeToString()
         await health(hp)
         await search(payloads[0])
         out["RPC Health.Check round trip (client + server, loopback)"] = await _per_call_us_async(
-            lambda: health(hp), calls, repeats)
+            lambda: health(hp), calls, repeats
+        )
         out["RPC SearchByVector round trip (client + server, loopback)"] = await _per_call_us_async(
-            lambda: search(nxt(payloads)), calls, repeats)
+            lambda: search(nxt(payloads)), calls, repeats
+        )
     await srv.stop(0)
-    return {"us_per_call": {k: round(v, 1) for k, v in out.items()}, "cprofile": s.getvalue(),
-            "hits": len(resp.hits)}
+    return {"us_per_call": {k: round(v, 1) for k, v in out.items()}, "cprofile": s.getvalue(), "hits": len(resp.hits)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=pathlib.Path, default=None, help="a bench_search data dir (default: "
-                    "a fresh 20k-vector one in a temp dir)")
+    ap.add_argument(
+        "--data-dir",
+        type=pathlib.Path,
+        default=None,
+        help="a bench_search data dir (default: a fresh 20k-vector one in a temp dir)",
+    )
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
@@ -180,12 +198,17 @@ def main(argv: list[str] | None = None) -> int:
         queries = bs.sample_queries(256, info["videos"], info["vectors"])
         from frameseek.v1 import frameseek_pb2 as pb
 
-        payloads = [pb.SearchByVectorRequest(parent=f"collections/{bs.COLLECTION}", vector=q.tolist(),
-                                             options=pb.SearchOptions(k=10)).SerializeToString() for q in queries]
+        payloads = [
+            pb.SearchByVectorRequest(
+                parent=f"collections/{bs.COLLECTION}", vector=q.tolist(), options=pb.SearchOptions(k=10)
+            ).SerializeToString()
+            for q in queries
+        ]
         res = asyncio.run(profile(data_dir, payloads, ns.calls, ns.repeats, ns.workers))
     res.update(vectors=info["vectors"], workers=ns.workers)
-    print(f"index {info['vectors']} x 512, serving mode workers={ns.workers}; median of {ns.repeats} x "
-          f"{ns.calls} calls")
+    print(
+        f"index {info['vectors']} x 512, serving mode workers={ns.workers}; median of {ns.repeats} x {ns.calls} calls"
+    )
     print(f"{'layer':64s} {'us/call':>9s}")
     for k, v in res["us_per_call"].items():
         print(f"{k:64s} {v:9.1f}")

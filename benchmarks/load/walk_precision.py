@@ -9,6 +9,7 @@ time per query and the recall against exact search (float32 brute force over eve
 vector, numpy/BLAS): recall@10, recall@40 and top-1 (the exact nearest frame comes back first).
 Writes benchmarks/results/walk_precision.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ import numpy as np
 
 from benchmarks.load.bench_search import COLLECTION, RESULTS, sample_queries
 from benchmarks.native.bench_hnsw import recall
+from frameseek.ids import sample_ids
 from frameseek.storage import EmbeddedStorage
-from frameseek.storage.base import sample_ids
 
 
 def exact_topk(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65536) -> np.ndarray:
@@ -29,7 +30,7 @@ def exact_topk(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
     best_s = np.full((len(queries), k), -np.inf, np.float32)
     best_i = np.zeros((len(queries), k), np.int64)
     for lo in range(0, len(vectors), chunk):
-        s = queries @ vectors[lo:lo + chunk].T
+        s = queries @ vectors[lo : lo + chunk].T
         both_s = np.concatenate([best_s, s], axis=1)
         both_i = np.concatenate([best_i, np.arange(lo, lo + s.shape[1])[None].repeat(len(queries), 0)], axis=1)
         top = np.argpartition(-both_s, k - 1, axis=1)[:, :k]
@@ -87,14 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     for ef in efs:
         for prec in precisions:
             f = found[(prec, ef)]
-            row = {"walk": prec, "ef": ef, "cpu_us": round(min(cells[(prec, ef)]), 1),
-                   "cpu_us_rounds": [round(c, 1) for c in cells[(prec, ef)]],
-                   "recall_at_10": round(recall(f[:, :10], truth[:, :10]), 4),
-                   "recall_at_40": round(recall(f, truth), 4),
-                   "top1": round(float(np.mean(f[:, 0] == truth[:, 0])), 4)}
+            row = {
+                "walk": prec,
+                "ef": ef,
+                "cpu_us": round(min(cells[(prec, ef)]), 1),
+                "cpu_us_rounds": [round(c, 1) for c in cells[(prec, ef)]],
+                "recall_at_10": round(recall(f[:, :10], truth[:, :10]), 4),
+                "recall_at_40": round(recall(f, truth), 4),
+                "top1": round(float(np.mean(f[:, 0] == truth[:, 0])), 4),
+            }
             rows.append(row)
-            print(f"| {prec} | {ef} | {row['cpu_us']:.0f} | {row['recall_at_10']:.3f} | {row['recall_at_40']:.3f} "
-                  f"| {row['top1']:.3f} |")
+            print(
+                f"| {prec} | {ef} | {row['cpu_us']:.0f} | {row['recall_at_10']:.3f} | {row['recall_at_40']:.3f} "
+                f"| {row['top1']:.3f} |"
+            )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / ns.out).write_text(json.dumps({"n": len(ids), "queries": len(queries), "rows": rows}, indent=2))
     return 0

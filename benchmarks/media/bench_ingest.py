@@ -45,9 +45,30 @@ def prepare_files(work: Path, clip_seconds: int) -> list[Path]:
         dst = work / f"vtest_{h}p_{clip_seconds}s.mp4"
         if not dst.exists():
             subprocess.run(
-                ["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(DATA / "vtest.avi"),
-                 "-t", str(clip_seconds), "-vf", f"scale=-2:{h},fps=30", "-c:v", "libx264", "-preset", "veryfast",
-                 "-crf", "23", "-pix_fmt", "yuv420p", "-an", str(dst)],
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-stream_loop",
+                    "-1",
+                    "-i",
+                    str(DATA / "vtest.avi"),
+                    "-t",
+                    str(clip_seconds),
+                    "-vf",
+                    f"scale=-2:{h},fps=30",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "veryfast",
+                    "-crf",
+                    "23",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-an",
+                    str(dst),
+                ],
                 check=True,
             )
         files.append(dst)
@@ -95,8 +116,10 @@ def print_table(rows: list[dict], agg: dict) -> None:
     def split(d: dict) -> str:
         return f"{d['decode_s']:.2f}/{d['preprocess_s']:.2f}/{d['embed_s']:.2f}"
 
-    hdr = (f"{'file':<20} {'size':>9} {'codec':>8} {'dur s':>6} | {'query 1fps xRT':>14} {'dec/pre/emb s':>18} | "
-           f"{'ref 3fps xRT':>12} {'dec/pre/emb s':>18} | {'keyfr xRT':>9} | {'vPDQ 1fps xRT':>13} | {'q/vPDQ':>6}")
+    hdr = (
+        f"{'file':<20} {'size':>9} {'codec':>8} {'dur s':>6} | {'query 1fps xRT':>14} {'dec/pre/emb s':>18} | "
+        f"{'ref 3fps xRT':>12} {'dec/pre/emb s':>18} | {'keyfr xRT':>9} | {'vPDQ 1fps xRT':>13} | {'q/vPDQ':>6}"
+    )
     print()
     print(hdr)
     print("-" * len(hdr))
@@ -105,9 +128,11 @@ def print_table(rows: list[dict], agg: dict) -> None:
         vx = f"{v['x_realtime']:.1f}" if v else "n/a"
         ratio = f"{q['x_realtime'] / v['x_realtime']:.2f}" if v else "n/a"
         size = f"{q['width']}x{q['height']}"
-        print(f"{row['file']:<20} {size:>9} {q['codec']:>8} {q['duration_s']:>6.1f} | {q['x_realtime']:>14.1f} "
-              f"{split(q):>18} | {r['x_realtime']:>12.1f} {split(r):>18} | {k['x_realtime']:>9.1f} | {vx:>13} | "
-              f"{ratio:>6}")
+        print(
+            f"{row['file']:<20} {size:>9} {q['codec']:>8} {q['duration_s']:>6.1f} | {q['x_realtime']:>14.1f} "
+            f"{split(q):>18} | {r['x_realtime']:>12.1f} {split(r):>18} | {k['x_realtime']:>9.1f} | {vx:>13} | "
+            f"{ratio:>6}"
+        )
     print("-" * len(hdr))
     print("all files (total video s / total wall s): " + ", ".join(f"{k} {v:.1f}x" for k, v in agg.items()))
     cpu = {

@@ -4,13 +4,13 @@ Same method, parameters (defaults only) and tie-breaking as native/src/aggregate
 benchmark's baseline and the tests' reference: vectorised where numpy makes it easy, a Python
 loop for the one-to-one assignment.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from frameseek import _native
-
-NO_ID = np.uint64(2**64 - 1)
+from frameseek.ids import NO_ID
 
 
 def fit(x, y, w, speed, smin, smax):
@@ -23,8 +23,22 @@ def fit(x, y, w, speed, smin, smax):
     return speed, float(my - speed * mx)
 
 
-def baseline_aggregate(query_times, ids, groups, times, sims, weights=None, *, min_similarity=0.5, speeds=None,
-                       tol=1.0, max_gap=3.0, min_frames=3, max_segments=4, max_candidates=20):
+def baseline_aggregate(
+    query_times,
+    ids,
+    groups,
+    times,
+    sims,
+    weights=None,
+    *,
+    min_similarity=0.5,
+    speeds=None,
+    tol=1.0,
+    max_gap=3.0,
+    min_frames=3,
+    max_segments=4,
+    max_candidates=20,
+):
     speeds = np.asarray(speeds if speeds is not None else _native.aggregate_speed_grid())
     q, k = ids.shape
     order = np.argsort(query_times, kind="stable")
@@ -131,14 +145,29 @@ def baseline_aggregate(query_times, ids, groups, times, sims, weights=None, *, m
                 m = float(np.sum(cell[vq[run]] * vval[run]))
                 ext = prefix[np.searchsorted(ts, qe, "right")] - prefix[np.searchsorted(ts, qs, "left")]
                 seg_speed, seg_off = fit(vtq[run], vtr[run], vval[run], speed, speeds[0], speeds[-1])
-                segments.append({"query_start": qs, "query_end": qe, "ref_start": seg_off + seg_speed * qs,
-                                 "ref_end": seg_off + seg_speed * qe, "offset": seg_off, "speed": seg_speed,
-                                 "frames": len(run), "score": min(1.0, m / ext)})
+                segments.append(
+                    {
+                        "query_start": qs,
+                        "query_end": qe,
+                        "ref_start": seg_off + seg_speed * qs,
+                        "ref_end": seg_off + seg_speed * qe,
+                        "offset": seg_off,
+                        "speed": seg_speed,
+                        "frames": len(run),
+                        "score": min(1.0, m / ext),
+                    }
+                )
                 matched += m
                 spent.update(vr[run].tolist())
                 active &= ~((vtq >= qs) & (vtq <= qe)) & ~np.isin(vr, list(spent))
         if segments:
-            out.append({"video": int(g[lo]), "score": matched / total, "votes": sum(s["frames"] for s in segments),
-                        "segments": sorted(segments, key=lambda s: s["query_start"])})
+            out.append(
+                {
+                    "video": int(g[lo]),
+                    "score": matched / total,
+                    "votes": sum(s["frames"] for s in segments),
+                    "segments": sorted(segments, key=lambda s: s["query_start"]),
+                }
+            )
     out.sort(key=lambda c: (-c["score"], c["video"]))
     return out[:max_candidates]

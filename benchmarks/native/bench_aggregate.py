@@ -12,6 +12,7 @@ also reports whether both found the same top video, offset and score.
 
     python -m benchmarks.native.bench_aggregate [--queries 12] [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,8 @@ import numpy as np
 
 from benchmarks.native.aggregate_reference import baseline_aggregate
 from frameseek import _native
+from frameseek.ids import NO_ID
 
-NO_ID = np.uint64(2**64 - 1)
 Q, K, QUERY_FPS, REF_FPS, N_VIDEOS, REF_LEN = 600, 32, 2.0, 2.0, 10_000, 900  # REF_LEN seconds
 
 
@@ -82,12 +83,16 @@ def main() -> None:
     # Correctness first: both implementations should find the copied video and its offset.
     agree = native_ok = 0
     score_diff = 0.0
-    for (arrays, (video, speed, offset)) in queries:
+    for arrays, (video, speed, offset) in queries:
         nat = _native.aggregate(*arrays)
         base = baseline_aggregate(*arrays)
         nseg = max(nat[0]["segments"], key=lambda s: s["frames"]) if nat else None
-        native_ok += bool(nat and nat[0]["video"] == video and abs(nseg["offset"] - offset) <= 1.0
-                          and abs(nseg["speed"] - speed) <= 0.01 * speed)
+        native_ok += bool(
+            nat
+            and nat[0]["video"] == video
+            and abs(nseg["offset"] - offset) <= 1.0
+            and abs(nseg["speed"] - speed) <= 0.01 * speed
+        )
         if nat and base and nat[0]["video"] == base[0]["video"]:
             bseg = max(base[0]["segments"], key=lambda s: s["frames"])
             agree += abs(bseg["offset"] - nseg["offset"]) <= 1.0
@@ -96,35 +101,56 @@ def main() -> None:
     rows = []
     for name, fn in [
         ("native aggregate (1 thread)", lambda a: _native.aggregate(*a)),
-        ("native aggregate + idf weights", lambda a: _native.aggregate(
-            *a, _native.neighbor_idf_weights(a[1], a[2], a[4]))),
+        (
+            "native aggregate + idf weights",
+            lambda a: _native.aggregate(*a, _native.neighbor_idf_weights(a[1], a[2], a[4])),
+        ),
         ("numpy/Python baseline", lambda a: baseline_aggregate(*a)),
     ]:
-        secs = [timeit(lambda a=a: fn(a), args.repeat) for a, _ in queries]
+        secs = [timeit(lambda a=a, fn=fn: fn(a), args.repeat) for a, _ in queries]
         per = float(np.mean(secs))
         rows.append({"implementation": name, "us_per_query": per * 1e6, "queries_per_s": 1 / per})
     base_us = rows[-1]["us_per_query"]
     for r in rows:
         r["speedup_vs_baseline"] = base_us / r["us_per_query"]
 
-    print(f"\nFrame-vote aggregation: {args.queries} query videos x {Q} frames, k = {K}, "
-          f"{len(_native.aggregate_speed_grid())} speeds; best of {args.repeat}, mean over queries")
+    print(
+        f"\nFrame-vote aggregation: {args.queries} query videos x {Q} frames, k = {K}, "
+        f"{len(_native.aggregate_speed_grid())} speeds; best of {args.repeat}, mean over queries"
+    )
     print(f"{'implementation':34s} {'µs / query video':>17s} {'queries / s':>12s} {'vs baseline':>12s}")
     for r in rows:
-        print(f"{r['implementation']:34s} {r['us_per_query']:17,.0f} {r['queries_per_s']:12,.1f} "
-              f"{r['speedup_vs_baseline']:11.1f}x")
-    print(f"native found the copied video with offset within 1 s and speed within 1%: "
-          f"{native_ok}/{len(queries)}; baseline agrees on top video + offset: {agree}/{len(queries)}, "
-          f"top score differs by <= {score_diff:.4f}")
+        print(
+            f"{r['implementation']:34s} {r['us_per_query']:17,.0f} {r['queries_per_s']:12,.1f} "
+            f"{r['speedup_vs_baseline']:11.1f}x"
+        )
+    print(
+        f"native found the copied video with offset within 1 s and speed within 1%: "
+        f"{native_ok}/{len(queries)}; baseline agrees on top video + offset: {agree}/{len(queries)}, "
+        f"top score differs by <= {score_diff:.4f}"
+    )
 
     out = pathlib.Path(__file__).resolve().parents[1] / "results" / "aggregate.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "aggregate", "query_frames": Q, "k": K, "queries": args.queries, "repeat": args.repeat,
-        "speeds": len(_native.aggregate_speed_grid()), "rows": rows, "native_correct": int(native_ok),
-        "baseline_agrees": int(agree), "max_top_score_diff": score_diff, "machine": platform.processor() or platform.machine(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "aggregate",
+                "query_frames": Q,
+                "k": K,
+                "queries": args.queries,
+                "repeat": args.repeat,
+                "speeds": len(_native.aggregate_speed_grid()),
+                "rows": rows,
+                "native_correct": int(native_ok),
+                "baseline_agrees": int(agree),
+                "max_top_score_diff": score_diff,
+                "machine": platform.processor() or platform.machine(),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

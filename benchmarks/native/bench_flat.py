@@ -12,6 +12,7 @@ reading the same matrix from a temporary .npy file. Times are the best of --repe
 warm-up (the machine is shared: best-of is the least contention-sensitive statistic; the median
 is reported too). Prints a table and writes JSON to benchmarks/results/bench_flat.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def timeit(fn, repeats: int) -> tuple[float, float]:
     return min(times), float(np.median(times))
 
 
-def worker(level: str, data: str, queries: str, k: int, threads_list: list[int], repeats: int,
-           single_only: bool = False) -> None:
+def worker(
+    level: str, data: str, queries: str, k: int, threads_list: list[int], repeats: int, single_only: bool = False
+) -> None:
     from frameseek import _native
 
     assert _native.simd_level() == level, (_native.simd_level(), level)
@@ -60,19 +62,29 @@ def worker(level: str, data: str, queries: str, k: int, threads_list: list[int],
         index.add(ids, np.ascontiguousarray(x), tags=tags)
         label = "FlatIndex.search" + (" fp16" if storage == "float16" else "")
         for t in threads_list:
-            best, med = timeit(lambda: index.search(q[:1], k, threads=t), repeats)
-            out.append({"case": "single", "impl": label, "simd": single_simd, "threads": t,
-                        "best_s": best, "median_s": med})
+            best, med = timeit(lambda index=index, t=t: index.search(q[:1], k, threads=t), repeats)
+            out.append(
+                {"case": "single", "impl": label, "simd": single_simd, "threads": t, "best_s": best, "median_s": med}
+            )
             if single_only:
                 continue
-            best, med = timeit(lambda: index.search(q, k, threads=t), max(2, repeats // 2))
-            out.append({"case": "batch", "impl": label, "simd": level, "threads": t,
-                        "best_s": best, "median_s": med})
+            best, med = timeit(lambda index=index, t=t: index.search(q, k, threads=t), max(2, repeats // 2))
+            out.append({"case": "batch", "impl": label, "simd": level, "threads": t, "best_s": best, "median_s": med})
             if storage == "float32":
                 f = _native.Filter(tags=[0])
-                best, med = timeit(lambda: index.search(q, k, filter=f, threads=t), max(2, repeats // 2))
-                out.append({"case": "batch", "impl": label + " filter 50%", "simd": level,
-                            "threads": t, "best_s": best, "median_s": med})
+                best, med = timeit(
+                    lambda index=index, f=f, t=t: index.search(q, k, filter=f, threads=t), max(2, repeats // 2)
+                )
+                out.append(
+                    {
+                        "case": "batch",
+                        "impl": label + " filter 50%",
+                        "simd": level,
+                        "threads": t,
+                        "best_s": best,
+                        "median_s": med,
+                    }
+                )
         if storage == "float32":
             ids_got, _ = index.search(q[:1] if single_only else q, k)
         del index
@@ -110,16 +122,14 @@ def main() -> None:
     rows = []
 
     def add(case, impl, simd, threads, best, med):
-        rows.append({"case": case, "impl": impl, "simd": simd, "threads": threads,
-                     "best_s": best, "median_s": med})
+        rows.append({"case": case, "impl": impl, "simd": simd, "threads": threads, "best_s": best, "median_s": med})
 
     for t in threads_list:
         # numpy/OpenBLAS threads cannot be changed after import without threadpoolctl; numpy
         # rows therefore run with whatever BLAS threading numpy has (noted in the table).
         faiss.omp_set_num_threads(t)
         if t == threads_list[0]:
-            add("single", "pure read (numpy sum over rows)", "numpy", 1,
-                *timeit(lambda: x.sum(axis=0), args.repeats))
+            add("single", "pure read (numpy sum over rows)", "numpy", 1, *timeit(lambda: x.sum(axis=0), args.repeats))
             add("single", "numpy X @ q", "BLAS", "blas", *timeit(lambda: x @ q[0], args.repeats))
 
             def sgemm_topk():
@@ -127,11 +137,16 @@ def main() -> None:
                 part = np.argpartition(-s, args.k, axis=0)[: args.k]
                 return part
 
-            add("batch", "numpy sgemm + argpartition", "BLAS", "blas",
-                *timeit(sgemm_topk, max(2, args.repeats // 2)))
+            add("batch", "numpy sgemm + argpartition", "BLAS", "blas", *timeit(sgemm_topk, max(2, args.repeats // 2)))
         fx = faiss.IndexFlatIP(args.dim)
         fx.add(x)
-        add("batch", "faiss IndexFlatIP", "faiss", t, *timeit(lambda: fx.search(q, args.k), max(2, args.repeats // 2)))
+        add(
+            "batch",
+            "faiss IndexFlatIP",
+            "faiss",
+            t,
+            *timeit(lambda fx=fx: fx.search(q, args.k), max(2, args.repeats // 2)),
+        )
         if t == threads_list[-1]:
             _, faiss_ids = fx.search(q, args.k)
         del fx
@@ -151,27 +166,53 @@ def main() -> None:
             env.pop("FRAMESEEK_SCAN_SIMD", None)
             if scan:
                 env["FRAMESEEK_SCAN_SIMD"] = scan
-            cmd = [sys.executable, "-m", "benchmarks.native.bench_flat", "--worker", level,
-                   "--data", dpath, "--queries", qpath, "--k", str(args.k),
-                   "--repeats", str(args.repeats), "--threads", *map(str, threads_list)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.native.bench_flat",
+                "--worker",
+                level,
+                "--data",
+                dpath,
+                "--queries",
+                qpath,
+                "--k",
+                str(args.k),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                *map(str, threads_list),
+            ]
             if scan:
                 cmd.append("--single-only")
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True,
-                                 cwd=pathlib.Path(__file__).resolve().parents[2])
+            res = subprocess.run(
+                cmd,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=pathlib.Path(__file__).resolve().parents[2],
+            )
             payload = json.loads(res.stdout.strip().splitlines()[-1])
             rows.extend(payload["rows"])
             if scan:
                 continue
             got = np.array(payload["ids"], dtype=np.int64)
-            agreement[level] = float(np.mean([len(set(a) & set(b)) / args.k
-                                              for a, b in zip(got.tolist(), faiss_ids.tolist())]))
+            agreement[level] = float(
+                np.mean([len(set(a) & set(b)) / args.k for a, b in zip(got.tolist(), faiss_ids.tolist())])
+            )
 
     read_best = next(r["best_s"] for r in rows if r["impl"].startswith("pure read"))
     faiss_best = {r["threads"]: r["best_s"] for r in rows if r["impl"] == "faiss IndexFlatIP"}
-    print(f"\nflat search, {args.n} x {args.dim} float32 video-like ({gbytes:.2f} GB), "
-          f"k={args.k}, batch={args.nq}; host {platform.machine()}, {os.cpu_count()} cores, "
-          f"loadavg {os.getloadavg()[0]:.2f} at end (shared machine)")
-    hdr = f"{'case':7} {'implementation':34} {'simd':11} {'thr':>4} {'best ms':>9} {'median ms':>10} {'GB/s':>6} {'QPS':>8}  note"
+    print(
+        f"\nflat search, {args.n} x {args.dim} float32 video-like ({gbytes:.2f} GB), "
+        f"k={args.k}, batch={args.nq}; host {platform.machine()}, {os.cpu_count()} cores, "
+        f"loadavg {os.getloadavg()[0]:.2f} at end (shared machine)"
+    )
+    hdr = (
+        f"{'case':7} {'implementation':34} {'simd':11} {'thr':>4} {'best ms':>9} {'median ms':>10} {'GB/s':>6} "
+        f"{'QPS':>8}  note"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -184,20 +225,36 @@ def main() -> None:
         if r["case"] == "batch" and r["threads"] in faiss_best and r["impl"] != "faiss IndexFlatIP":
             note = f"{faiss_best[r['threads']] / r['best_s']:.2f}x faiss speed"
         r["note"] = note
-        print(f"{r['case']:7} {r['impl']:34} {r['simd']:11} {str(r['threads']):>4} "
-              f"{r['best_s'] * 1e3:9.2f} {r['median_s'] * 1e3:10.2f} {r['gb_per_s']:6.1f} "
-              f"{r['qps']:8.1f}  {note}")
+        print(
+            f"{r['case']:7} {r['impl']:34} {r['simd']:11} {str(r['threads']):>4} "
+            f"{r['best_s'] * 1e3:9.2f} {r['median_s'] * 1e3:10.2f} {r['gb_per_s']:6.1f} "
+            f"{r['qps']:8.1f}  {note}"
+        )
     print(f"top-{args.k} overlap FlatIndex vs faiss: " + ", ".join(f"{k} {v:.4f}" for k, v in agreement.items()))
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "bench_flat.json"
-    out.write_text(json.dumps({
-        "benchmark": "bench_flat", "n": args.n, "dim": args.dim, "nq": args.nq, "k": args.k,
-        "repeats": args.repeats, "machine": platform.machine(), "cores": os.cpu_count(),
-        "loadavg_end": os.getloadavg(), "numpy": np.__version__, "faiss": faiss.__version__,
-        "agreement_with_faiss": agreement, "rows": rows,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "bench_flat",
+                "n": args.n,
+                "dim": args.dim,
+                "nq": args.nq,
+                "k": args.k,
+                "repeats": args.repeats,
+                "machine": platform.machine(),
+                "cores": os.cpu_count(),
+                "loadavg_end": os.getloadavg(),
+                "numpy": np.__version__,
+                "faiss": faiss.__version__,
+                "agreement_with_faiss": agreement,
+                "rows": rows,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

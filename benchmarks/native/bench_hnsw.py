@@ -19,6 +19,7 @@ the vectors, and every other video) against unfiltered, and group-by-video searc
 Times are best-of --repeats after a warm-up (the machine is shared; best-of is the statistic
 least sensitive to contention). Prints tables and writes benchmarks/results/bench_hnsw.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,9 +92,12 @@ def main() -> None:
     q = video_like_queries(x, args.nq, seed=1)
     ids = np.arange(args.n, dtype=np.uint64)
     k = args.k
-    print(f"data: video_like n={args.n} dim={args.dim} videos={int(groups.max()) + 1} nq={args.nq} k={k} "
-          f"Ms={args.Ms} ef_construction={args.ef_construction} build_threads={threads} "
-          f"simd={_native.simd_level()} cpus={os.cpu_count()}", flush=True)
+    print(
+        f"data: video_like n={args.n} dim={args.dim} videos={int(groups.max()) + 1} nq={args.nq} k={k} "
+        f"Ms={args.Ms} ef_construction={args.ef_construction} build_threads={threads} "
+        f"simd={_native.simd_level()} cpus={os.cpu_count()}",
+        flush=True,
+    )
 
     # Two 50%-selective filters: a random half of the vectors (tag per vector; the usual
     # filtered-ANN setting) and every other video (group; a collection filter in practice). The
@@ -116,30 +120,31 @@ def main() -> None:
     for M in Ms:
         # --- frameseek -----------------------------------------------------------------------
         name = f"frameseek M={M}"
-        ours = _native.HnswIndex(args.dim, "ip", max_elements=args.n, M=M,
-                                 ef_construction=args.ef_construction)
+        ours = _native.HnswIndex(args.dim, "ip", max_elements=args.n, M=M, ef_construction=args.ef_construction)
         builds[name] = add_by_video(
-            lambda s, e: ours.add(ids[s:e], x[s:e], groups=groups[s:e], tags=tags[s:e], threads=threads), groups)
+            lambda s, e, ours=ours: ours.add(ids[s:e], x[s:e], groups=groups[s:e], tags=tags[s:e], threads=threads),
+            groups,
+        )
         print(f"built {name} in {builds[name]:.1f}s", flush=True)
 
-        def sweep_ours(filt=None, truth_=truth):
+        def sweep_ours(ours, filt=None, truth_=truth):
             rows = []
             for ef in NARROW_EFS + EFS:
                 ours.ef = ef
                 found = ours.search(q, k, filter=filt, threads=1)[0]
                 assert (found != _native.NO_ID).all(), "every run returns k results"
-                t = best_time(lambda: ours.search(q, k, filter=filt, threads=1), args.repeats)
+                t = best_time(lambda ef=ef: ours.search(q, k, filter=filt, threads=1), args.repeats)
                 rows.append({"ef": ef, "recall": recall(found, truth_), "qps": args.nq / t})
             return rows
 
-        curves[name] = sweep_ours()
+        curves[name] = sweep_ours(ours)
         if M == args.M:
-            curves["ours filter 50% vectors"] = sweep_ours(half_tag, truth_ft)
-            curves["ours filter 50% videos"] = sweep_ours(half_video, truth_fv)
+            curves["ours filter 50% vectors"] = sweep_ours(ours, half_tag, truth_ft)
+            curves["ours filter 50% videos"] = sweep_ours(ours, half_video, truth_fv)
             group_rows = []
             for ef in (10, 16, 24, 32, 48):
                 g = ours.search_groups(q, k, ef=ef, threads=1)[0]
-                t = best_time(lambda: ours.search_groups(q, k, ef=ef, threads=1), 1)
+                t = best_time(lambda ours=ours, ef=ef: ours.search_groups(q, k, ef=ef, threads=1), 1)
                 group_rows.append({"ef": ef, "recall": recall(g, truth_g), "qps": args.nq / t})
         del ours
 
@@ -148,13 +153,13 @@ def main() -> None:
             name = f"hnswlib M={M}"
             h = hnswlib.Index("ip", args.dim)
             h.init_index(args.n, M=M, ef_construction=args.ef_construction, random_seed=100)
-            builds[name] = add_by_video(lambda s, e: h.add_items(x[s:e], ids[s:e], num_threads=threads), groups)
+            builds[name] = add_by_video(lambda s, e, h=h: h.add_items(x[s:e], ids[s:e], num_threads=threads), groups)
             print(f"built {name} in {builds[name]:.1f}s", flush=True)
             rows = []
             for ef in EFS:
                 h.set_ef(max(ef, k))
                 found = h.knn_query(q, k, num_threads=1)[0]
-                t = best_time(lambda: h.knn_query(q, k, num_threads=1), args.repeats)
+                t = best_time(lambda h=h: h.knn_query(q, k, num_threads=1), args.repeats)
                 rows.append({"ef": max(ef, k), "recall": recall(found, truth), "qps": args.nq / t})
             curves[name] = rows
             del h
@@ -165,14 +170,14 @@ def main() -> None:
             f = faiss.IndexHNSWFlat(args.dim, M, faiss.METRIC_INNER_PRODUCT)
             f.hnsw.efConstruction = args.ef_construction
             faiss.omp_set_num_threads(threads)
-            builds[name] = add_by_video(lambda s, e: f.add(x[s:e]), groups)
+            builds[name] = add_by_video(lambda s, e, f=f: f.add(x[s:e]), groups)
             print(f"built {name} in {builds[name]:.1f}s", flush=True)
             faiss.omp_set_num_threads(1)
             rows = []
             for ef in EFS:
                 f.hnsw.efSearch = max(ef, k)
                 found = f.search(q, k)[1]
-                t = best_time(lambda: f.search(q, k), args.repeats)
+                t = best_time(lambda f=f: f.search(q, k), args.repeats)
                 rows.append({"ef": max(ef, k), "recall": recall(found, truth), "qps": args.nq / t})
             curves[name] = rows
             del f
@@ -197,8 +202,10 @@ def main() -> None:
         return best
 
     libs = [lib for lib in libraries if any(n.startswith(libraries[lib] + " M=") for n in curves)]
-    print(f"\nQPS at recall@{k}: each library's best over its builds (M in {Ms}) and efs, 1 search "
-          "thread ('-' = never reached)")
+    print(
+        f"\nQPS at recall@{k}: each library's best over its builds (M in {Ms}) and efs, 1 search "
+        "thread ('-' = never reached)"
+    )
     print(f"{'recall':>7} " + " ".join(f"{lib + ' (M, ef)':>26}" for lib in libs) + f" {'ours / best other':>18}")
     summary = []
     for r in TARGETS:
@@ -206,14 +213,19 @@ def main() -> None:
         others = [v[0] for lib, v in vals.items() if lib != "frameseek" and v]
         ours_v = vals.get("frameseek")
         ratio = (ours_v[0] / max(others)) if others and ours_v else None
-        summary.append({"recall": r, "ratio_vs_best_other": ratio,
-                        **{lib: (None if v is None else {"qps": v[0], "M": v[1], "ef": v[2]})
-                           for lib, v in vals.items()}})
+        summary.append(
+            {
+                "recall": r,
+                "ratio_vs_best_other": ratio,
+                **{lib: (None if v is None else {"qps": v[0], "M": v[1], "ef": v[2]}) for lib, v in vals.items()},
+            }
+        )
         cells = " ".join(f"{(f'{v[0]:,.0f} ({v[1]}, {v[2]})' if v else '-'):>26}" for v in vals.values())
         print(f"{r:>7.2f} {cells} {(f'{ratio:.2f}x' if ratio else '-'):>18}")
 
     print(f"\nrecall@{k} / QPS per ef")
     print(f"{'ef':>5} " + " ".join(f"{n:>27}" for n in curves))
+
     def cell(rows, ef):
         row = next((r for r in rows if r["ef"] == ef), None)
         return f"{row['recall']:>10.4f} {row['qps']:>12,.0f} qps" if row else f"{'-':>27}"
@@ -222,24 +234,39 @@ def main() -> None:
         print(f"{ef:>5} " + " ".join(cell(curves[n], ef) for n in curves))
 
     print(f"\nfiltered vs unfiltered, frameseek M={args.M}, same ef (qps ratio, recall vs exact filtered search)")
-    print(f"{'ef':>5} {'unfiltered qps':>15} {'50% vectors qps':>16} {'ratio':>6} {'recall':>7}"
-          f" {'50% videos qps':>15} {'ratio':>6} {'recall':>7}")
+    print(
+        f"{'ef':>5} {'unfiltered qps':>15} {'50% vectors qps':>16} {'ratio':>6} {'recall':>7}"
+        f" {'50% videos qps':>15} {'ratio':>6} {'recall':>7}"
+    )
     filt_rows = []
     ours_main = f"frameseek M={args.M}"
-    for u, ft, fv in zip(curves[ours_main], curves["ours filter 50% vectors"],
-                         curves["ours filter 50% videos"]):
-        filt_rows.append({"ef": u["ef"], "unfiltered_qps": u["qps"],
-                          "vectors50_qps": ft["qps"], "vectors50_ratio": ft["qps"] / u["qps"],
-                          "vectors50_recall": ft["recall"], "videos50_qps": fv["qps"],
-                          "videos50_ratio": fv["qps"] / u["qps"], "videos50_recall": fv["recall"]})
-        print(f"{u['ef']:>5} {u['qps']:>15,.0f} {ft['qps']:>16,.0f} {ft['qps'] / u['qps']:>6.2f} "
-              f"{ft['recall']:>7.4f} {fv['qps']:>15,.0f} {fv['qps'] / u['qps']:>6.2f} {fv['recall']:>7.4f}")
+    for u, ft, fv in zip(curves[ours_main], curves["ours filter 50% vectors"], curves["ours filter 50% videos"]):
+        filt_rows.append(
+            {
+                "ef": u["ef"],
+                "unfiltered_qps": u["qps"],
+                "vectors50_qps": ft["qps"],
+                "vectors50_ratio": ft["qps"] / u["qps"],
+                "vectors50_recall": ft["recall"],
+                "videos50_qps": fv["qps"],
+                "videos50_ratio": fv["qps"] / u["qps"],
+                "videos50_recall": fv["recall"],
+            }
+        )
+        print(
+            f"{u['ef']:>5} {u['qps']:>15,.0f} {ft['qps']:>16,.0f} {ft['qps'] / u['qps']:>6.2f} "
+            f"{ft['recall']:>7.4f} {fv['qps']:>15,.0f} {fv['qps'] / u['qps']:>6.2f} {fv['recall']:>7.4f}"
+        )
 
     # Same ef is not the same work: a filtered walk must collect ef *allowed* results, so it visits
     # more of the graph and ends at a higher recall. The fair comparison is QPS at equal recall.
-    print(f"\nfiltered vs unfiltered, frameseek M={args.M}, at equal recall (best ef reaching it; recall of the "
-          "filtered runs vs exact filtered search)")
-    print(f"{'recall':>7} {'unfiltered qps':>15} {'50% vectors qps':>16} {'ratio':>6} {'50% videos qps':>15} {'ratio':>6}")
+    print(
+        f"\nfiltered vs unfiltered, frameseek M={args.M}, at equal recall (best ef reaching it; recall of the "
+        "filtered runs vs exact filtered search)"
+    )
+    print(
+        f"{'recall':>7} {'unfiltered qps':>15} {'50% vectors qps':>16} {'ratio':>6} {'50% videos qps':>15} {'ratio':>6}"
+    )
     filt_equal = []
     for r in FILTER_TARGETS:
         u = qps_at(curves[ours_main], r)
@@ -247,11 +274,21 @@ def main() -> None:
         fv = qps_at(curves["ours filter 50% videos"], r)
         rt = ft / u if u and ft else None
         rv = fv / u if u and fv else None
-        filt_equal.append({"recall": r, "unfiltered_qps": u, "vectors50_qps": ft, "vectors50_ratio": rt,
-                           "videos50_qps": fv, "videos50_ratio": rv})
+        filt_equal.append(
+            {
+                "recall": r,
+                "unfiltered_qps": u,
+                "vectors50_qps": ft,
+                "vectors50_ratio": rt,
+                "videos50_qps": fv,
+                "videos50_ratio": rv,
+            }
+        )
         fmt = lambda v, w: f"{(f'{v:,.0f}' if v else '-'):>{w}}"  # noqa: E731
-        print(f"{r:>7.2f} {fmt(u, 15)} {fmt(ft, 16)} {(f'{rt:.2f}' if rt else '-'):>6} {fmt(fv, 15)} "
-              f"{(f'{rv:.2f}' if rv else '-'):>6}")
+        print(
+            f"{r:>7.2f} {fmt(u, 15)} {fmt(ft, 16)} {(f'{rt:.2f}' if rt else '-'):>6} {fmt(fv, 15)} "
+            f"{(f'{rv:.2f}' if rv else '-'):>6}"
+        )
 
     print(f"\ngroup-by-video search (top-{k} distinct videos), frameseek M={args.M}, vs exact group-by")
     print(f"{'ef':>5} {'group recall':>13} {'qps':>10}")
@@ -264,12 +301,21 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "bench_hnsw.json"
-    out.write_text(json.dumps({
-        "args": vars(args), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                        "simd": _native.simd_level()},
-        "build_s": builds, "curves": curves, "qps_at_recall": summary, "filtered": filt_rows, "filtered_equal_recall": filt_equal,
-        "groups": group_rows,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "simd": _native.simd_level()},
+                "build_s": builds,
+                "curves": curves,
+                "qps_at_recall": summary,
+                "filtered": filt_rows,
+                "filtered_equal_recall": filt_equal,
+                "groups": group_rows,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {out}")
 
 

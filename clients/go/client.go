@@ -19,6 +19,7 @@ package frameseek
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,7 @@ type options struct {
 	chunkSize      int
 	maxRecvMessage int
 	extra          []grpc.DialOption
+	err            error // from an option that reads files
 }
 
 // Option configures Dial.
@@ -76,6 +78,60 @@ func WithTLS(cfg *tls.Config) Option {
 		}
 		o.transport = credentials.NewTLS(cfg)
 	}
+}
+
+// WithTLSFiles uses TLS trusting the CA certificates in caFile (PEM; "" = the system roots) and,
+// when certFile and keyFile are given, presents that client certificate (a server started with
+// --tls-client-ca requires one). Dial reports a file that cannot be read.
+func WithTLSFiles(caFile, certFile, keyFile string) Option {
+	return func(o *options) {
+		cfg, err := tlsConfig(caFile, certFile, keyFile)
+		if err != nil {
+			o.err = err
+			return
+		}
+		o.transport = credentials.NewTLS(cfg)
+	}
+}
+
+// WithEnv applies the variables the frameseek CLI reads, where set: FRAMESEEK_TLS_CA,
+// FRAMESEEK_CLIENT_CERT and FRAMESEEK_CLIENT_KEY (as WithTLSFiles) and FRAMESEEK_TOKEN (as WithToken).
+// Options after it override it.
+func WithEnv() Option {
+	return func(o *options) {
+		ca, cert, key := os.Getenv("FRAMESEEK_TLS_CA"), os.Getenv("FRAMESEEK_CLIENT_CERT"), os.Getenv("FRAMESEEK_CLIENT_KEY")
+		if ca != "" || cert != "" || key != "" {
+			WithTLSFiles(ca, cert, key)(o)
+		}
+		if t := os.Getenv("FRAMESEEK_TOKEN"); t != "" {
+			o.token = t
+		}
+	}
+}
+
+func tlsConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("frameseek: TLS CA: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("frameseek: TLS CA %s: no PEM certificate in it", caFile)
+		}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("frameseek: a client certificate needs both a certificate and a key file")
+	}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("frameseek: client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // WithToken sends "authorization: Bearer <token>" with every call. gRPC refuses to send it over a
@@ -127,8 +183,11 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.err != nil {
+		return nil, o.err
+	}
 	if o.transport == nil {
-		return nil, errors.New("frameseek: Dial needs WithInsecure() or WithTLS(cfg)")
+		return nil, errors.New("frameseek: Dial needs WithInsecure(), WithTLS(cfg) or WithTLSFiles(ca, cert, key)")
 	}
 	if o.chunkSize <= 0 || o.chunkSize > MaxChunkSize {
 		return nil, fmt.Errorf("frameseek: chunk size %d outside 1..%d", o.chunkSize, MaxChunkSize)

@@ -47,8 +47,8 @@ func findRepoRoot() (string, error) {
 	}
 }
 
-// startServer runs `frameseek serve` and waits until health says SERVING. The wait is a
-// hang guard for a server that never comes up, not a performance bound.
+// startServer checks that a server can run here (else skipReason says why), then starts the
+// suite's plaintext server on loopback.
 func startServer() (stop func(), err error) {
 	exe := filepath.Join(repoRoot, ".venv", "bin", "frameseek")
 	if _, err := os.Stat(exe); err != nil {
@@ -63,19 +63,46 @@ func startServer() (stop func(), err error) {
 		skipReason = fmt.Sprintf("frameseek._native.HnswIndex is not built in %s/.venv (%v): the server cannot start", repoRoot, err)
 		return func() {}, nil
 	}
+	srv, err := launchServer(nil, frameseek.WithInsecure())
+	if err != nil {
+		return nil, err
+	}
+	serverAddr, serverLogPath = srv.addr, srv.logPath
+	return srv.stop, nil
+}
+
+type launched struct {
+	addr    string // 127.0.0.1:port
+	logPath string
+	stop    func()
+}
+
+// launchServer runs `frameseek serve` on a free loopback port with a fresh data directory and
+// extra arguments, and waits until health (through a client dialled with dialOpts) says SERVING.
+// The wait is a hang guard for a server that never comes up, not a performance bound.
+func launchServer(extraArgs []string, dialOpts ...frameseek.Option) (*launched, error) {
+	exe := filepath.Join(repoRoot, ".venv", "bin", "frameseek")
 	dataDir, err := os.MkdirTemp("", "frameseek-go-test-")
 	if err != nil {
 		return nil, err
 	}
 	// Port 0 + --port-file: the server binds a free port itself (no race with other processes).
 	portFile := filepath.Join(dataDir + ".port")
-	cmd := exec.Command(exe, "serve", "--address", "127.0.0.1:0", "--data-dir", dataDir, "--port-file", portFile)
+	args := append([]string{"serve", "--address", "127.0.0.1:0", "--data-dir", dataDir, "--port-file", portFile}, extraArgs...)
+	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), "FRAMESEEK_METRICS_ADDRESS=") // no fixed metrics port in tests
 	logFile, err := os.Create(dataDir + ".log")
 	if err != nil {
 		return nil, err
 	}
-	serverLogPath = logFile.Name()
+	logPath := logFile.Name()
+	logText := func() string {
+		b, _ := os.ReadFile(logPath)
+		if len(b) > 8000 {
+			b = b[len(b)-8000:]
+		}
+		return string(b)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -83,7 +110,7 @@ func startServer() (stop func(), err error) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	stop = func() {
+	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -94,7 +121,7 @@ func startServer() (stop func(), err error) {
 		os.RemoveAll(dataDir)
 		os.Remove(portFile)
 		logFile.Close()
-		os.Remove(serverLogPath)
+		os.Remove(logPath)
 	}
 	var addr string
 	for addr == "" {
@@ -105,11 +132,11 @@ func startServer() (stop func(), err error) {
 		select {
 		case err := <-exited:
 			os.RemoveAll(dataDir)
-			return nil, fmt.Errorf("frameseek serve exited early (%v)\nserver log:\n%s", err, serverLogText())
+			return nil, fmt.Errorf("frameseek serve exited early (%v)\nserver log:\n%s", err, logText())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	c, err := frameseek.Dial(addr, frameseek.WithInsecure())
+	c, err := frameseek.Dial(addr, dialOpts...)
 	if err != nil {
 		stop()
 		return nil, err
@@ -123,14 +150,13 @@ func startServer() (stop func(), err error) {
 	case err := <-ready:
 		if err != nil {
 			stop()
-			return nil, fmt.Errorf("%w\nserver log:\n%s", err, serverLogText())
+			return nil, fmt.Errorf("%w\nserver log:\n%s", err, logText())
 		}
 	case err := <-exited:
 		os.RemoveAll(dataDir)
-		return nil, fmt.Errorf("frameseek serve exited early (%v)\nserver log:\n%s", err, serverLogText())
+		return nil, fmt.Errorf("frameseek serve exited early (%v)\nserver log:\n%s", err, logText())
 	}
-	serverAddr = addr
-	return stop, nil
+	return &launched{addr: addr, logPath: logPath, stop: stop}, nil
 }
 
 // makeMedia writes the test media with ffmpeg: two distinct synthetic videos, a frame of the

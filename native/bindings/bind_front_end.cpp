@@ -1,14 +1,14 @@
-// frameseek._native.SearchDirectory and FrontEnd (see search_directory.hpp and front_end.hpp).
-// FrontEnd exists only when the build found gRPC C++ (HAVE_FRONT_END tells).
-#include <pybind11/numpy.h>
+// frameseek._native.VideoMessages, answer_search_by_vector and FrontEnd (see
+// native/src/front_end/). FrontEnd exists only when the build found gRPC C++ (HAVE_FRONT_END tells).
 #include <pybind11/stl.h>
+
+#include <tuple>
 
 #include "bind_common.hpp"
 #include "bindings.hpp"
-#include "frameseek/hnsw_index.hpp"
-#include "frameseek/search_directory.hpp"
+#include "search_request.hpp"
 #ifdef FRAMESEEK_HAVE_GRPC
-#include "frameseek/front_end.hpp"
+#include "front_end.hpp"
 #endif
 
 namespace py = pybind11;
@@ -16,72 +16,61 @@ using namespace pybind11::literals;
 
 namespace frameseek::bindings {
 
-namespace {
-
-// Keeps a Python object (the HnswIndex) alive for as long as a search may use it; the last
-// reference may drop on a gRPC thread, which then takes the GIL to release it.
-std::shared_ptr<void> keep_alive(py::object obj) {
-  return std::shared_ptr<void>(new py::object(std::move(obj)), [](void* p) {
-    py::gil_scoped_acquire gil;
-    delete static_cast<py::object*>(p);
-  });
-}
-
-constexpr const char* kDirectoryDoc = R"doc(What the native SearchByVector path knows: collections (name, model, live HnswIndex) and
-videos (collection, per-sample timestamps, serialised frameseek.v1.Video), pushed by the server
-as they change. search_by_vector() answers a serialised SearchByVectorRequest with a serialised
-SearchResponse, or None when the request is not for the fast path (a filter, an unknown
-collection, anything invalid, or the directory is not ready): the Python service answers those.)doc";
-
-}  // namespace
-
 void bind_front_end(py::module_& m) {
-  py::class_<SearchDirectory, std::shared_ptr<SearchDirectory>>(m, "SearchDirectory", kDirectoryDoc)
+  using front_end::VideoMessages;
+  py::class_<VideoMessages, std::shared_ptr<VideoMessages>>(
+      m, "VideoMessages",
+      "The serialised frameseek.v1.Video of each active video, for the native SearchByVector answers.")
       .def(py::init<>())
       .def(
-          "put_collection",
-          [](SearchDirectory& d, const std::string& name, std::uint32_t id, const std::string& model,
-             bool is_default, py::object index) {
-            auto c = std::make_shared<DirectoryCollection>();
-            c->name = name;
-            c->id = id;
-            c->model = model;
-            c->is_default = is_default;
-            c->index = &index.cast<const HnswIndex&>();
-            c->owner = keep_alive(index);
-            d.put_collection(std::move(c));
+          "put",
+          [](VideoMessages& v, std::uint64_t id, std::uint32_t collection_id, py::bytes message) {
+            v.put(id, collection_id, std::string(message));
           },
-          "name"_a, "id"_a, "model"_a, "is_default"_a, "index"_a)
-      .def("remove_collection", &SearchDirectory::remove_collection, "id"_a)
-      .def(
-          "put_video",
-          [](SearchDirectory& d, std::uint64_t video_id, std::uint32_t collection_id,
-             py::array_t<double, py::array::c_style | py::array::forcecast> timestamps, py::bytes video) {
-            if (timestamps.ndim() != 1) throw py::value_error("timestamps must be 1-D");
-            auto v = std::make_shared<DirectoryVideo>();
-            v->collection_id = collection_id;
-            v->timestamps.assign(timestamps.data(), timestamps.data() + timestamps.size());
-            v->video = video;
-            d.put_video(video_id, std::move(v));
-          },
-          "video_id"_a, "collection_id"_a, "timestamps"_a, "video"_a)
-      .def("remove_video", &SearchDirectory::remove_video, "video_id"_a)
-      .def_property("ready", &SearchDirectory::ready, &SearchDirectory::set_ready)
-      .def_property_readonly("video_count", &SearchDirectory::videos)
-      .def_property_readonly("collection_count", &SearchDirectory::collections)
-      .def(
-          "search_by_vector",
-          [](const SearchDirectory& d, py::bytes request) -> py::object {
-            std::string req = request, out;
-            bool ok;
-            {
-              py::gil_scoped_release release;
-              ok = d.search_by_vector(reinterpret_cast<const std::uint8_t*>(req.data()), req.size(), &out);
-            }
-            if (!ok) return py::none();
-            return py::bytes(out);
-          },
-          "request"_a);
+          "video_id"_a, "collection_id"_a, "message"_a)
+      .def("remove", &VideoMessages::remove, "video_id"_a)
+      .def("remove_collection", &VideoMessages::remove_collection, "collection_id"_a)
+      .def_property("ready", &VideoMessages::ready, &VideoMessages::set_ready)
+      .def("__len__", &VideoMessages::size);
+  m.def(
+      "answer_search_by_vector",
+      [](const SearchDirectory& d, const VideoMessages& messages, py::bytes request) -> py::object {
+        std::string req = request, out;
+        bool ok;
+        {
+          py::gil_scoped_release release;
+          ok = front_end::answer_search_by_vector(d, messages, reinterpret_cast<const std::uint8_t*>(req.data()),
+                                                  req.size(), &out);
+        }
+        if (!ok) return py::none();
+        return py::bytes(out);
+      },
+      "directory"_a, "messages"_a, "request"_a,
+      "What the native front end answers a serialised SearchByVectorRequest: a serialised SearchResponse, or "
+      "None when the call is passed to the Python service (a label filter, an unknown collection, anything "
+      "invalid, the directory not ready).");
+
+  m.def(
+      "encode_search_response",
+      [](const std::vector<std::tuple<py::bytes, double, std::vector<std::pair<double, double>>>>& hits,
+         const std::string& model) {
+        std::vector<VideoHit> h(hits.size());
+        std::vector<std::string> videos(hits.size());
+        std::vector<const std::string*> refs(hits.size());
+        for (std::size_t i = 0; i < hits.size(); ++i) {
+          const auto& [video, score, matches] = hits[i];
+          videos[i] = std::string(video);
+          refs[i] = &videos[i];
+          h[i].score = static_cast<float>(score);
+          for (const auto& [t, s] : matches) h[i].matches.emplace_back(t, static_cast<float>(s));
+        }
+        std::string out;
+        front_end::encode_response(h, refs, model, &out);
+        return py::bytes(out);
+      },
+      "hits"_a, "model"_a,
+      "A serialised frameseek.v1.SearchResponse of [(serialised Video, score, [(timestamp, score), ...])]: the "
+      "native front end's encoder, which the Python search RPCs use too (scores round to float32 as protobuf's do).");
 
 #ifdef FRAMESEEK_HAVE_GRPC
   m.attr("HAVE_FRONT_END") = true;
@@ -89,8 +78,22 @@ void bind_front_end(py::module_& m) {
                        "gRPC server on the public port: native SearchByVector from a SearchDirectory, "
                        "every other call passed through to the Python service at `backend`.")
       .def(py::init<std::string, std::string, std::vector<std::pair<std::string, int>>,
-                    std::shared_ptr<SearchDirectory>, std::string>(),
-           "address"_a, "backend"_a, "channel_args"_a, "directory"_a, "fast_method"_a)
+                    std::shared_ptr<SearchDirectory>, std::shared_ptr<VideoMessages>, std::string>(),
+           "address"_a, "backend"_a, "channel_args"_a, "directory"_a, "messages"_a, "fast_method"_a)
+      .def("use_tls", &FrontEnd::use_tls, "cert_pem"_a, "key_pem"_a, "client_ca_pem"_a = "",
+           "TLS on the public port (PEM); a client CA requires and verifies client certificates. Before start().")
+      .def(
+          "set_auth",
+          [](FrontEnd& f, const std::vector<std::pair<py::bytes, int>>& tokens,
+             const std::unordered_map<std::string, int>& method_ranks) {
+            std::vector<std::pair<std::string, int>> t;
+            t.reserve(tokens.size());
+            for (const auto& [digest, rank] : tokens) t.emplace_back(std::string(digest), rank);
+            f.set_auth(t, method_ranks);
+          },
+          "tokens"_a, "method_ranks"_a,
+          "Token table: [(sha256 digest, role rank)] and {method: least rank (0 = open)} of the natively "
+          "answered methods; replaces the previous one. Unauthorized calls are passed through.")
       .def("start", &FrontEnd::start, kNoGil)
       .def("shutdown", &FrontEnd::shutdown, "grace_s"_a, kNoGil)
       .def("set_health", &FrontEnd::set_health, "service"_a, "status"_a,

@@ -7,5 +7,6 @@ void bind_distance(pybind11::module_& m);
 void bind_flat(pybind11::module_& m);
 void bind_hnsw(pybind11::module_& m);
 void bind_aggregate(pybind11::module_& m);
+void bind_search(pybind11::module_& m);
 void bind_front_end(pybind11::module_& m);
 }  // namespace frameseek::bindings

@@ -8,5 +8,6 @@ PYBIND11_MODULE(_native, m) {
   frameseek::bindings::bind_flat(m);
   frameseek::bindings::bind_hnsw(m);
   frameseek::bindings::bind_aggregate(m);
+  frameseek::bindings::bind_search(m);
   frameseek::bindings::bind_front_end(m);
 }

@@ -1,9 +1,10 @@
 """Typed surface of the compiled module frameseek._native (see native/bindings)."""
 
-import numpy as np
-import numpy.typing as npt
 from collections.abc import Iterable
 from typing import TypedDict
+
+import numpy as np
+import numpy.typing as npt
 
 # ---------------------------------------------------------------------------------------------
 # kernels stream: SIMD dispatch, Filter, NO_ID, FlatIndex (native/bindings/bind_distance.cpp,
@@ -27,9 +28,7 @@ def kernel_simd_levels() -> dict[str, str]:
 
 def compiled_simd_levels() -> list[str]: ...
 def supported_simd_levels() -> list[str]: ...
-def _distances_for_level(
-    level: str, metric: str, queries: _F32, vectors: _F32, entry: str = "block"
-) -> _F32:
+def _distances_for_level(level: str, metric: str, queries: _F32, vectors: _F32, entry: str = "block") -> _F32:
     """Test hook: raw kernel output [nq, n] (squared L2 or plain dot) from one SIMD level.
 
     float16 ``vectors`` go through the fp16-storage entries."""
@@ -77,9 +76,7 @@ class FlatIndex:
         """groups default to the ids, tags to 0; duplicate/NO_ID ids or NaN -> ValueError, atomically."""
     def remove(self, ids: _IntArrayLike) -> int:
         """Number of ids that were present."""
-    def search(
-        self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0
-    ) -> tuple[_U64, _F32]:
+    def search(self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0) -> tuple[_U64, _F32]:
         """(ids [q, k], distances [q, k]) ascending, ties by id; padding NO_ID / +inf."""
     def search_groups(
         self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0
@@ -97,8 +94,15 @@ class HnswIndex:
     video by video (each add() also reinforces the new vectors' in-links).
     """
 
-    def __init__(self, dim: int, metric: str = "ip", max_elements: int = 1024, M: int = 32,
-                 ef_construction: int = 300, seed: int = 100) -> None: ...
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "ip",
+        max_elements: int = 1024,
+        M: int = 32,
+        ef_construction: int = 300,
+        seed: int = 100,
+    ) -> None: ...
     @property
     def dim(self) -> int: ...
     @property
@@ -115,17 +119,22 @@ class HnswIndex:
     def deleted_slots(self) -> int: ...
     def __len__(self) -> int: ...
     def __contains__(self, id: object) -> bool: ...
-    def add(self, ids: _IntArrayLike, vectors: _F32,
-            groups: _IntArrayLike | None = None, tags: _IntArrayLike | None = None,
-            threads: int = 0) -> None: ...
+    def add(
+        self,
+        ids: _IntArrayLike,
+        vectors: _F32,
+        groups: _IntArrayLike | None = None,
+        tags: _IntArrayLike | None = None,
+        threads: int = 0,
+    ) -> None: ...
     def remove(self, ids: _IntArrayLike) -> int: ...
     def resize(self, max_elements: int) -> None: ...
-    def search(self, queries: _F32, k: int, ef: int | None = None,
-               filter: Filter | None = None, threads: int = 0
-               ) -> tuple[_U64, _F32]: ...
-    def search_groups(self, queries: _F32, k: int, ef: int | None = None,
-                      filter: Filter | None = None, threads: int = 0
-                      ) -> tuple[_U64, _U64, _F32]:
+    def search(
+        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _F32]: ...
+    def search_groups(
+        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _U64, _F32]:
         """(groups, best id per group, distance); ef counts distinct groups (None: 16)."""
     def get_vectors(self, ids: _IntArrayLike) -> _F32:
         """Stored vectors float32[n, dim] of these ids, as added; ValueError on an absent id."""
@@ -193,11 +202,18 @@ def aggregate_speed_grid(
     *, speed_min: float = 0.5, speed_max: float = 2.0, speed_step: float = 0.03
 ) -> list[float]: ...
 
-# ---- native gRPC front end (native/include/frameseek/search_directory.hpp, front_end.hpp) ----
-HAVE_FRONT_END: bool  # built with gRPC C++ (libgrpc++-dev)
+# ---- the vector search (native/include/frameseek/search_directory.hpp) ----
+SAMPLE_BITS: int  # sample id = video << SAMPLE_BITS | vector index
+MAX_K: int
+DEFAULT_K: int
+MAX_MATCHES_PER_VIDEO: int
+MAX_EF: int
+KNN_MISS_SKIP: float
+KNN_PROBE_EVERY: int
 
 class SearchDirectory:
-    """Collections and videos the native SearchByVector path answers from (front_end.py)."""
+    """The server's vector search: collections and videos (kept in step with the storage by
+    frameseek.service.search) and nearest_videos(); the native front end answers from it too."""
 
     ready: bool
     @property
@@ -207,18 +223,62 @@ class SearchDirectory:
     def __init__(self) -> None: ...
     def put_collection(self, name: str, id: int, model: str, is_default: bool, index: HnswIndex) -> None: ...
     def remove_collection(self, id: int) -> None: ...
-    def put_video(self, video_id: int, collection_id: int, timestamps: npt.ArrayLike, video: bytes) -> None: ...
+    def put_video(self, video_id: int, collection_id: int, timestamps: npt.ArrayLike) -> None: ...
     def remove_video(self, video_id: int) -> None: ...
-    def search_by_vector(self, request: bytes) -> bytes | None:
-        """Serialised SearchByVectorRequest -> serialised SearchResponse; None = not for the
-        fast path (filters, unknown collection, invalid input, not ready). GIL released."""
+    def nearest_videos(
+        self,
+        collection_id: int,
+        query: npt.ArrayLike,
+        k: int = 0,
+        matches: int = 0,
+        min_score: float = 0.0,
+        ef: int = 0,
+        videos: npt.ArrayLike | None = None,
+        exclude: npt.ArrayLike | None = None,
+    ) -> list[tuple[int, float, list[tuple[float, float]]]]:
+        """Best videos first: (video id, score, [(timestamp, score)] best first). GIL released.
+        ValueError (OPTIONS_OUT_OF_RANGE, DIMENSION_MISMATCH, NON_FINITE_VECTOR, ZERO_VECTOR);
+        KeyError for an unknown collection id."""
+
+# ---- native gRPC front end (native/src/front_end/) ----
+HAVE_FRONT_END: bool  # built with gRPC C++ (libgrpc++-dev)
+
+class VideoMessages:
+    """The serialised frameseek.v1.Video of each active video (the native answers' hit bytes)."""
+
+    ready: bool
+    def __init__(self) -> None: ...
+    def put(self, video_id: int, collection_id: int, message: bytes) -> None: ...
+    def remove(self, video_id: int) -> None: ...
+    def remove_collection(self, collection_id: int) -> None: ...
+    def __len__(self) -> int: ...
+
+def encode_search_response(hits: list[tuple[bytes, float, list[tuple[float, float]]]], model: str) -> bytes:
+    """A serialised SearchResponse of (serialised Video, score, [(timestamp, score)]) hits,
+    byte-identical to protobuf's (the search RPCs of both front ends use it)."""
+
+def answer_search_by_vector(directory: SearchDirectory, messages: VideoMessages, request: bytes) -> bytes | None:
+    """Serialised SearchByVectorRequest -> serialised SearchResponse; None = passed through
+    (label filter, unknown collection, invalid input, not ready). GIL released."""
 
 class FrontEnd:
     """C++ gRPC server: native SearchByVector and Health/Check, every other call passed through to
     the Python service at `backend`. Only when HAVE_FRONT_END."""
 
-    def __init__(self, address: str, backend: str, channel_args: list[tuple[str, int]],
-                 directory: SearchDirectory, fast_method: str) -> None: ...
+    def __init__(
+        self,
+        address: str,
+        backend: str,
+        channel_args: list[tuple[str, int]],
+        directory: SearchDirectory,
+        messages: VideoMessages,
+        fast_method: str,
+    ) -> None: ...
+    def use_tls(self, cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes = b"") -> None:
+        """TLS on the public port; a client CA requires and verifies client certificates. Before start()."""
+    def set_auth(self, tokens: list[tuple[bytes, int]], method_ranks: dict[str, int]) -> None:
+        """Token table: (SHA-256 digest, role rank) pairs and the least rank (0 = open) of each natively
+        answered method; replaces the previous one. A call without enough rank is passed through."""
     def start(self) -> int: ...
     def shutdown(self, grace_s: float) -> None: ...
     def set_health(self, service: str, status: int) -> None: ...

@@ -1,17 +1,19 @@
 """The `frameseek` command line: run the server, and talk to one through frameseek.client.
 
 Human-readable output by default, `--json` for machines. Clients find the server with
-`--server HOST:PORT` or FRAMESEEK_SERVER (default 127.0.0.1:50051).
+`--server HOST:PORT` or FRAMESEEK_SERVER (default 127.0.0.1:50051), and authenticate with
+`--token` (FRAMESEEK_TOKEN), `--tls-ca` (FRAMESEEK_TLS_CA) and, for mTLS, `--tls-cert`/`--tls-key`
+(FRAMESEEK_CLIENT_CERT/KEY: FRAMESEEK_TLS_CERT/KEY are `serve`'s own certificate and key).
 """
+
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from google.protobuf.json_format import MessageToDict
@@ -19,27 +21,71 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="frameseek: find where images and video clips appear inside a video library.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="frameseek: find where images and video clips appear inside a video library.",
+)
 out = Console()
 if not out.is_terminal:  # piped output: never truncate names to an 80-column guess
     out = Console(width=250)
 err = Console(stderr=True)
 
-VIDEO_EXT = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp",
-             ".ogv", ".gif"}
+VIDEO_EXT = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".wmv",
+    ".flv",
+    ".3gp",
+    ".ogv",
+    ".gif",
+}
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
-Server = Annotated[Optional[str], typer.Option("--server", "-s", envvar="FRAMESEEK_SERVER",
-                                                help="HOST:PORT of the server [default: 127.0.0.1:50051]")]
+Server = Annotated[
+    str | None,
+    typer.Option(
+        "--server", "-s", envvar="FRAMESEEK_SERVER", help="HOST:PORT of the server [default: 127.0.0.1:50051]"
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 Collection = Annotated[str, typer.Option("--collection", "-c", help="collection (default: the server's default)")]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="FRAMESEEK_TOKEN", show_default=False, help="bearer token of a server with --auth-tokens"
+    ),
+]
+TlsCa = Annotated[
+    Path | None, typer.Option("--tls-ca", envvar="FRAMESEEK_TLS_CA", help="connect with TLS, trusting this CA (PEM)")
+]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert", envvar="FRAMESEEK_CLIENT_CERT", help="client certificate (PEM) for a server that requires one"
+    ),
+]
+TlsKey = Annotated[Path | None, typer.Option("--tls-key", envvar="FRAMESEEK_CLIENT_KEY", help="its private key")]
 
 
-def _client(server: str | None):
+def _client(
+    server: str | None,
+    token: str | None = None,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+):
     from .client import Client
 
-    return Client(server)
+    return Client(server, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
 
 
 def _dict(msg) -> dict:
@@ -80,18 +126,48 @@ def _ts(t: float) -> str:
 
 @app.command()
 def serve(
-    address: Annotated[Optional[str], typer.Option(help="HOST:PORT to listen on [default: 127.0.0.1:50051]")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="data directory [default: ./data]")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML config file (or FRAMESEEK_CONFIG)")] = None,
-    metrics_address: Annotated[Optional[str], typer.Option(help="Prometheus HOST:PORT, '' = off")] = None,
-    log_format: Annotated[Optional[str], typer.Option(help="console | json")] = None,
-    port_file: Annotated[Optional[str], typer.Option(help="write the bound port here once listening")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="serving processes sharing the port: 1 primary (all "
-                                                   "writes) + N-1 search replicas; raise up to the core count "
-                                                   "when searches saturate one core [default: 1]")] = None,
-    front_end: Annotated[Optional[str], typer.Option(help="native: a C++ gRPC server answers SearchByVector and "
-                                                     "passes the rest to Python; python: grpc.aio only "
-                                                     "[default: native]")] = None,
+    address: Annotated[str | None, typer.Option(help="HOST:PORT to listen on [default: 127.0.0.1:50051]")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="data directory [default: ./data]")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file (or FRAMESEEK_CONFIG)")] = None,
+    metrics_address: Annotated[str | None, typer.Option(help="Prometheus HOST:PORT, '' = off")] = None,
+    log_format: Annotated[str | None, typer.Option(help="console | json")] = None,
+    port_file: Annotated[str | None, typer.Option(help="write the bound port here once listening")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="serving processes sharing the port: 1 primary (all "
+            "writes) + N-1 search replicas; raise up to the core count "
+            "when searches saturate one core [default: 1]"
+        ),
+    ] = None,
+    front_end: Annotated[
+        str | None,
+        typer.Option(
+            help="native: a C++ gRPC server answers SearchByVector and "
+            "passes the rest to Python; python: grpc.aio only "
+            "[default: native]"
+        ),
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="serve TLS with this certificate chain (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="private key of --tls-cert (PEM)")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="require client certificates signed by this CA (mTLS)")
+    ] = None,
+    auth_tokens: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML file of token entries (name, role, sha256): every call needs a bearer token (reloaded on SIGHUP)"
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure", help="serve a non-loopback address without TLS and client authentication (refused otherwise)"
+        ),
+    ] = None,
+    http_address: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the web console, e.g. 127.0.0.1:8080 [default: off]")
+    ] = None,
 ) -> None:
     """Run the server until Ctrl-C / SIGTERM (then drain and flush)."""
     import asyncio
@@ -100,11 +176,51 @@ def serve(
     from .logs import configure
     from .server import serve as run
 
-    settings = load_settings(str(config) if config else None, address=address, data_dir=data_dir,
-                             metrics_address=metrics_address, log_format=log_format, workers=workers,
-                             front_end=front_end)
+    settings = load_settings(
+        str(config) if config else None,
+        address=address,
+        data_dir=data_dir,
+        metrics_address=metrics_address,
+        log_format=log_format,
+        workers=workers,
+        front_end=front_end,
+        tls_cert=_path(tls_cert),
+        tls_key=_path(tls_key),
+        tls_client_ca=_path(tls_client_ca),
+        auth_tokens=_path(auth_tokens),
+        insecure=insecure,
+        http_address=http_address,
+    )
     configure(settings.log_format, settings.log_level)
     asyncio.run(run(settings, port_file))
+
+
+def _path(p: Path | None) -> str | None:
+    return str(p) if p is not None else None
+
+
+@app.command("hash-token")
+def hash_token(
+    name: Annotated[str, typer.Option(help="the entry's name")] = "client",
+    role: Annotated[str, typer.Option(help="reader | writer | admin")] = "reader",
+) -> None:
+    """Print a token entry for --auth-tokens. The token is read from stdin (one line); with no
+    stdin (a terminal) a new random token is made and printed to stderr, once."""
+    import secrets
+
+    from .api.auth import ROLES
+    from .api.auth import hash_token as sha256_hex
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="--role")
+    if sys.stdin.isatty():
+        token = secrets.token_urlsafe(32)
+        err.print(f"token (give it to the client, it is not stored): {token}", markup=False, highlight=False)
+    else:
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise typer.BadParameter("no token on stdin")
+    print(f'[[token]]\nname = {json.dumps(name)}\nrole = "{role}"\nsha256 = "{sha256_hex(token)}"')
 
 
 def _collect(paths: list[Path]) -> list[Path]:
@@ -123,10 +239,14 @@ def _collect(paths: list[Path]) -> list[Path]:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or directories (searched recursively)")],
     collection: Collection = "",
-    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="KEY=VALUE, repeatable")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE, repeatable")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=32, help="parallel uploads")] = 4,
     force: Annotated[bool, typer.Option(help="upload even when the same bytes are already indexed")] = False,
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """Index videos and images; skips files whose bytes are already indexed."""
@@ -136,9 +256,16 @@ def ingest(
     files = _collect(paths)
     results: list[dict] = []
     lock = threading.Lock()
-    with _client(server) as fs:
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                            TimeRemainingColumn(), console=err, disable=as_json or not err.is_terminal)
+    with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=as_json or not err.is_terminal,
+        )
         total = progress.add_task(f"{len(files)} files", total=sum(f.stat().st_size for f in files))
 
         def one(path: Path) -> dict:
@@ -153,14 +280,29 @@ def ingest(
                     r = fs.ingest_image(path, collection=collection, labels=labels, external_key=str(path))
                     progress.advance(total, path.stat().st_size)
                 else:
-                    r = fs.ingest_video(path, collection=collection, labels=labels, external_key=str(path),
-                                        progress=lambda n: progress.advance(total, n), timeout=None)
+                    r = fs.ingest_video(
+                        path,
+                        collection=collection,
+                        labels=labels,
+                        external_key=str(path),
+                        progress=lambda n: progress.advance(total, n),
+                        timeout=None,
+                    )
                 status = "exists" if r.already_exists else "ingested"
-                return {**rec, "status": status, "video": r.video.name, "samples": r.video.sample_count,
-                        "duration": r.video.duration_seconds}
+                return {
+                    **rec,
+                    "status": status,
+                    "video": r.video.name,
+                    "samples": r.video.sample_count,
+                    "duration": r.video.duration_seconds,
+                }
             except (FrameSeekError, OSError) as exc:
-                return {**rec, "status": "failed", "error": str(exc),
-                        "reason": getattr(exc, "reason", type(exc).__name__)}
+                return {
+                    **rec,
+                    "status": "failed",
+                    "error": str(exc),
+                    "reason": getattr(exc, "reason", type(exc).__name__),
+                }
 
         with progress, ThreadPoolExecutor(jobs) as pool:
             for fut in as_completed([pool.submit(one, f) for f in files]):
@@ -175,8 +317,11 @@ def ingest(
     if as_json:
         print(json.dumps({"summary": counts, "files": sorted(results, key=lambda r: r["path"])}))
     else:
-        out.print(f"{len(files)} files: {counts['ingested']} ingested, {counts['skipped'] + counts['exists']} "
-                  f"already indexed, {counts['failed']} failed", markup=False)
+        out.print(
+            f"{len(files)} files: {counts['ingested']} ingested, {counts['skipped'] + counts['exists']} "
+            f"already indexed, {counts['failed']} failed",
+            markup=False,
+        )
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -190,8 +335,12 @@ def _print_hits(resp, as_json: bool) -> None:
         return
     t = Table("score", "video", "key", "timestamps")
     for h in resp.hits:
-        t.add_row(f"{h.score:.3f}", h.video.name, h.video.external_key,
-                  ", ".join(f"{_ts(m.timestamp_seconds)} ({m.score:.2f})" for m in h.matches))
+        t.add_row(
+            f"{h.score:.3f}",
+            h.video.name,
+            h.video.external_key,
+            ", ".join(f"{_ts(m.timestamp_seconds)} ({m.score:.2f})" for m in h.matches),
+        )
     out.print(t)
 
 
@@ -202,15 +351,25 @@ def search_image(
     matches: Annotated[int, typer.Option(min=1, max=100, help="timestamps per video")] = 3,
     min_score: float = 0.0,
     collection: Collection = "",
-    label: Annotated[Optional[list[str]], typer.Option("--label", "-l")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """Find the videos (and timestamps) that show an image."""
     try:
-        with _client(server) as fs:
-            resp = fs.search_by_image(file, collection=collection, k=k, min_score=min_score,
-                                      max_matches_per_video=matches, labels=_labels(label))
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+            resp = fs.search_by_image(
+                file,
+                collection=collection,
+                k=k,
+                min_score=min_score,
+                max_matches_per_video=matches,
+                labels=_labels(label),
+            )
     except Exception as exc:
         _fail(exc, as_json)
     _print_hits(resp, as_json)
@@ -223,11 +382,15 @@ def search_video(
     min_score: Annotated[float, typer.Option(help="0 = server's calibrated threshold, <0 = all candidates")] = 0.0,
     collection: Collection = "",
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """Find the indexed videos that a clip copies, with aligned segments."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             resp = fs.search_by_video(file, collection=collection, k=k, min_score=min_score, timeout=None)
     except Exception as exc:
         _fail(exc, as_json)
@@ -239,24 +402,38 @@ def search_video(
         return
     t = Table("score", "video", "key", "q.cov", "offset", "speed", "segments (query -> reference)")
     for m in resp.matches:
-        segs = "; ".join(f"{_ts(s.query_start_seconds)}-{_ts(s.query_end_seconds)} -> "
-                         f"{_ts(s.reference_start_seconds)}-{_ts(s.reference_end_seconds)}" for s in m.segments)
-        t.add_row(f"{m.score:.3f}", m.video.name, m.video.external_key, f"{m.query_coverage:.0%}",
-                  f"{m.offset_seconds:+.2f}s", f"{m.speed:.2f}", segs)
+        segs = "; ".join(
+            f"{_ts(s.query_start_seconds)}-{_ts(s.query_end_seconds)} -> "
+            f"{_ts(s.reference_start_seconds)}-{_ts(s.reference_end_seconds)}"
+            for s in m.segments
+        )
+        t.add_row(
+            f"{m.score:.3f}",
+            m.video.name,
+            m.video.external_key,
+            f"{m.query_coverage:.0%}",
+            f"{m.offset_seconds:+.2f}s",
+            f"{m.speed:.2f}",
+            segs,
+        )
     out.print(t)
 
 
 @app.command()
 def videos(
     collection: Collection = "",
-    label: Annotated[Optional[list[str]], typer.Option("--label", "-l")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
     limit: Annotated[int, typer.Option(min=1, help="most videos to list")] = 100,
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """List indexed videos, newest first."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             vids = []
             for v in fs.list_videos(collection, labels=_labels(label), page_size=min(limit, 1000)):
                 vids.append(v)
@@ -269,9 +446,15 @@ def videos(
         return
     t = Table("video", "key", "kind", "duration", "samples", "size", "labels")
     for v in vids:
-        t.add_row(v.name, v.external_key, "image" if v.kind == 2 else "video", _ts(v.duration_seconds),
-                  str(v.sample_count), f"{v.size_bytes / 1e6:.1f} MB",
-                  ",".join(f"{k}={x}" for k, x in sorted(v.labels.items())))
+        t.add_row(
+            v.name,
+            v.external_key,
+            "image" if v.kind == 2 else "video",
+            _ts(v.duration_seconds),
+            str(v.sample_count),
+            f"{v.size_bytes / 1e6:.1f} MB",
+            ",".join(f"{k}={x}" for k, x in sorted(v.labels.items())),
+        )
     out.print(t)
 
 
@@ -279,11 +462,15 @@ def videos(
 def delete(
     names: Annotated[list[str], typer.Argument(help="video names (collections/{c}/videos/{id})")],
     server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
     """Delete videos; they are gone from every search at once."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             for n in names:
                 fs.delete_video(n)
                 if not as_json:
@@ -295,19 +482,29 @@ def delete(
 
 
 @app.command()
-def stats(server: Server = None, as_json: Json = False) -> None:
+def stats(
+    server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    as_json: Json = False,
+) -> None:
     """Server and index statistics."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             s = fs.stats()
     except Exception as exc:
         _fail(exc, as_json)
     if as_json:
         print(json.dumps(_dict(s)))
         return
-    out.print(f"frameseek {s.version}, up {s.uptime_seconds:.0f} s, SIMD {s.simd_level}, "
-              f"{s.video_count} videos, {s.sample_count} samples, {s.storage_bytes / 1e6:.1f} MB on disk, "
-              f"{s.active_ingests} ingests running", markup=False)
+    out.print(
+        f"frameseek {s.version}, up {s.uptime_seconds:.0f} s, SIMD {s.simd_level}, "
+        f"{s.video_count} videos, {s.sample_count} samples, {s.storage_bytes / 1e6:.1f} MB on disk, "
+        f"{s.active_ingests} ingests running",
+        markup=False,
+    )
     t = Table("collection", "videos", "samples", "hours")
     for c in s.collections:
         t.add_row(c.collection, str(c.video_count), str(c.sample_count), f"{c.total_duration_seconds / 3600:.2f}")
@@ -315,10 +512,17 @@ def stats(server: Server = None, as_json: Json = False) -> None:
 
 
 @app.command()
-def collections(server: Server = None, as_json: Json = False) -> None:
+def collections(
+    server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    as_json: Json = False,
+) -> None:
     """List collections."""
     try:
-        with _client(server) as fs:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
             cs = list(fs.list_collections())
     except Exception as exc:
         _fail(exc, as_json)
@@ -327,8 +531,14 @@ def collections(server: Server = None, as_json: Json = False) -> None:
         return
     t = Table("collection", "model", "dim", "fps", "videos", "samples")
     for c in cs:
-        t.add_row(c.name + (" (default)" if c.is_default else ""), c.model, str(c.dimension), f"{c.sampling.fps:g}",
-                  str(c.video_count), str(c.sample_count))
+        t.add_row(
+            c.name + (" (default)" if c.is_default else ""),
+            c.model,
+            str(c.dimension),
+            f"{c.sampling.fps:g}",
+            str(c.video_count),
+            str(c.sample_count),
+        )
     out.print(t)
 
 

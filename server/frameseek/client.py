@@ -7,9 +7,17 @@
             print(hit.video.name, hit.score, [m.timestamp_seconds for m in hit.matches])
 
 Errors raise `FrameSeekError` with the gRPC `code`, the server's machine-readable `reason`
-(google.rpc.ErrorInfo) and a message. Uploads stream the file in 1 MiB chunks and carry a
+(google.rpc.ErrorInfo) and a message. A server with TLS and tokens (README "Security"):
+
+    Client("search.example:50051", tls_ca="ca.pem", token=os.environ["FRAMESEEK_TOKEN"])
+
+`tls_ca` (FRAMESEEK_TLS_CA) turns TLS on and trusts that CA; `tls_cert`/`tls_key`
+(FRAMESEEK_CLIENT_CERT/KEY; not FRAMESEEK_TLS_CERT/KEY, which are the server's own) present a
+client certificate (mTLS); `token` (FRAMESEEK_TOKEN) is sent as `authorization: Bearer <token>` on
+every call. Uploads stream the file in 1 MiB chunks and carry a
 request_id, so a retry after a lost connection never indexes a video twice.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +25,8 @@ import io
 import os
 import time
 import uuid
-from typing import BinaryIO, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,8 +37,12 @@ from .v1 import frameseek_pb2_grpc as pb_grpc
 
 CHUNK = 1 << 20
 MediaInput = str | os.PathLike | bytes | BinaryIO
-_POLICIES = {None: pb.DUPLICATE_POLICY_UNSPECIFIED, "allow": pb.DUPLICATE_POLICY_ALLOW,
-             "report": pb.DUPLICATE_POLICY_REPORT, "reject": pb.DUPLICATE_POLICY_REJECT}
+_POLICIES = {
+    None: pb.DUPLICATE_POLICY_UNSPECIFIED,
+    "allow": pb.DUPLICATE_POLICY_ALLOW,
+    "report": pb.DUPLICATE_POLICY_REPORT,
+    "reject": pb.DUPLICATE_POLICY_REJECT,
+}
 
 
 class FrameSeekError(Exception):
@@ -40,7 +53,7 @@ class FrameSeekError(Exception):
         self.code, self.message, self.reason, self.metadata = code, message, reason, metadata or {}
 
     @classmethod
-    def from_rpc(cls, err: grpc.RpcError) -> "FrameSeekError":
+    def from_rpc(cls, err: grpc.RpcError) -> FrameSeekError:
         reason, md = "", {}
         try:
             from google.rpc import error_details_pb2
@@ -58,6 +71,56 @@ class FrameSeekError(Exception):
 
 def default_address() -> str:
     return os.environ.get("FRAMESEEK_SERVER") or DEFAULT_ADDRESS
+
+
+def _read(path: str | os.PathLike | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def tls_credentials(
+    ca: str | os.PathLike | None = None, cert: str | os.PathLike | None = None, key: str | os.PathLike | None = None
+) -> grpc.ChannelCredentials:
+    """TLS trusting `ca` (None = the system's roots), with a client certificate when cert/key are given."""
+    if bool(cert) != bool(key):
+        raise ValueError("a client certificate needs both tls_cert and tls_key")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca), private_key=_read(key), certificate_chain=_read(cert)
+    )
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call (also over plaintext to a loopback server,
+    where gRPC's call credentials would refuse to send it)."""
+
+    def __init__(self, token: str):
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        return _Details(d, [*(d.metadata or ()), self.header])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    intercept_unary_stream = intercept_unary_unary
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    intercept_stream_stream = intercept_stream_unary
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, d, metadata):
+        self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+        self.wait_for_ready, self.compression, self.metadata = d.wait_for_ready, d.compression, metadata
 
 
 def collection_name(c: str) -> str:
@@ -96,24 +159,48 @@ def _filter(labels=None, videos=None, exclude_videos=None) -> pb.SearchFilter:
 
 
 class Client:
-    """Blocking client; thread-safe (share one across threads for parallel uploads)."""
+    """Blocking client; thread-safe (share one across threads for parallel uploads).
 
-    def __init__(self, address: str | None = None, *, timeout: float | None = 60.0,
-                 credentials: grpc.ChannelCredentials | None = None, retries: int = 3,
-                 options: Iterable[tuple[str, object]] = ()):
+    Security (each falls back to its environment variable): `token` (FRAMESEEK_TOKEN), `tls_ca`
+    (FRAMESEEK_TLS_CA: TLS trusting this CA), `tls_cert` + `tls_key` (FRAMESEEK_CLIENT_CERT/KEY: a
+    client certificate for mTLS). `credentials` replaces the TLS ones when given."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        timeout: float | None = 60.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        retries: int = 3,
+        options: Iterable[tuple[str, object]] = (),
+        token: str | None = None,
+        tls_ca: str | os.PathLike | None = None,
+        tls_cert: str | os.PathLike | None = None,
+        tls_key: str | os.PathLike | None = None,
+    ):
         self.address = address or default_address()
-        opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 16 << 20),
-                *options]
-        self.channel = (grpc.secure_channel(self.address, credentials, opts) if credentials
-                        else grpc.insecure_channel(self.address, opts))
+        env = os.environ.get
+        token = token or env("FRAMESEEK_TOKEN") or None
+        tls_ca = tls_ca or env("FRAMESEEK_TLS_CA")
+        tls_cert, tls_key = tls_cert or env("FRAMESEEK_CLIENT_CERT"), tls_key or env("FRAMESEEK_CLIENT_KEY")
+        if credentials is None and (tls_ca or tls_cert or tls_key):
+            credentials = tls_credentials(tls_ca, tls_cert, tls_key)
+        opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 16 << 20), *options]
+        channel = (
+            grpc.secure_channel(self.address, credentials, opts)
+            if credentials
+            else grpc.insecure_channel(self.address, opts)
+        )
+        self.channel = grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
+        self._raw_channel = channel
         self.stub = pb_grpc.FrameSeekStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.timeout, self.retries = timeout, retries
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw_channel.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -146,12 +233,20 @@ class Client:
         raise TimeoutError(f"frameseek at {self.address} not ready after {timeout}s ({last and last.code()})")
 
     # -- collections
-    def create_collection(self, collection_id: str, *, fps: float = 0, metric: str = "cosine",
-                          description: str = "", ef_search: int = 0) -> pb.Collection:
-        c = pb.Collection(description=description, metric=pb.METRIC_L2 if metric == "l2" else pb.METRIC_COSINE,
-                          sampling=pb.SamplingSettings(fps=fps), index=pb.IndexSettings(ef_search=ef_search))
-        return self._call(self.stub.CreateCollection,
-                          pb.CreateCollectionRequest(collection_id=collection_id, collection=c), retry=False)
+    def create_collection(
+        self, collection_id: str, *, fps: float = 0, metric: str = "cosine", description: str = "", ef_search: int = 0
+    ) -> pb.Collection:
+        c = pb.Collection(
+            description=description,
+            metric=pb.METRIC_L2 if metric == "l2" else pb.METRIC_COSINE,
+            sampling=pb.SamplingSettings(fps=fps),
+            index=pb.IndexSettings(ef_search=ef_search),
+        )
+        return self._call(
+            self.stub.CreateCollection,
+            pb.CreateCollectionRequest(collection_id=collection_id, collection=c),
+            retry=False,
+        )
 
     def get_collection(self, name: str = "default") -> pb.Collection:
         return self._call(self.stub.GetCollection, pb.GetCollectionRequest(name=collection_name(name)))
@@ -169,12 +264,22 @@ class Client:
         self._call(self.stub.DeleteCollection, pb.DeleteCollectionRequest(name=collection_name(name), force=force))
 
     # -- ingest
-    def ingest_video(self, media: MediaInput | None = None, *, collection: str = "", external_key: str = "",
-                     labels: dict | None = None, request_id: str | None = None, filename: str | None = None,
-                     duplicate_policy: str | None = None, duplicate_threshold: float = 0.0,
-                     return_job: bool = False, server_path: str = "",
-                     progress: Callable[[int], None] | None = None,
-                     timeout: float | None = None) -> pb.IngestVideoResponse:
+    def ingest_video(
+        self,
+        media: MediaInput | None = None,
+        *,
+        collection: str = "",
+        external_key: str = "",
+        labels: dict | None = None,
+        request_id: str | None = None,
+        filename: str | None = None,
+        duplicate_policy: str | None = None,
+        duplicate_threshold: float = 0.0,
+        return_job: bool = False,
+        server_path: str = "",
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> pb.IngestVideoResponse:
         """Upload and index a video (path, bytes or binary file object), or one at `server_path` on
         the server. `progress(n)` is called with each chunk's size. Retried on UNAVAILABLE with the
         same request_id, so the server indexes it at most once."""
@@ -186,11 +291,18 @@ class Client:
             size = len(media)
         for attempt in range(self.retries + 1):
             f, owned, name = _open(media) if media is not None else (None, False, "")
-            meta = pb.IngestMetadata(parent=collection_name(collection), external_key=external_key,
-                                     labels=labels or {}, request_id=request_id, filename=filename or name,
-                                     server_path=server_path, size_bytes=size,
-                                     duplicate_policy=_POLICIES[duplicate_policy],
-                                     duplicate_threshold=duplicate_threshold, return_job=return_job)
+            meta = pb.IngestMetadata(
+                parent=collection_name(collection),
+                external_key=external_key,
+                labels=labels or {},
+                request_id=request_id,
+                filename=filename or name,
+                server_path=server_path,
+                size_bytes=size,
+                duplicate_policy=_POLICIES[duplicate_policy],
+                duplicate_threshold=duplicate_threshold,
+                return_job=return_job,
+            )
 
             def messages(f=f, meta=meta):
                 yield pb.IngestVideoRequest(metadata=meta)
@@ -213,12 +325,24 @@ class Client:
                     f.close()
         raise AssertionError("unreachable")
 
-    def ingest_image(self, image: MediaInput, *, collection: str = "", external_key: str = "",
-                     labels: dict | None = None, request_id: str | None = None,
-                     filename: str | None = None) -> pb.IngestVideoResponse:
+    def ingest_image(
+        self,
+        image: MediaInput,
+        *,
+        collection: str = "",
+        external_key: str = "",
+        labels: dict | None = None,
+        request_id: str | None = None,
+        filename: str | None = None,
+    ) -> pb.IngestVideoResponse:
         data, name = _read_all(image)
-        meta = pb.IngestMetadata(parent=collection_name(collection), external_key=external_key, labels=labels or {},
-                                 request_id=request_id or uuid.uuid4().hex, filename=filename or name)
+        meta = pb.IngestMetadata(
+            parent=collection_name(collection),
+            external_key=external_key,
+            labels=labels or {},
+            request_id=request_id or uuid.uuid4().hex,
+            filename=filename or name,
+        )
         return self._call(self.stub.IngestImage, pb.IngestImageRequest(metadata=meta, image=data))
 
     def get_job(self, name: str) -> pb.IngestJob:
@@ -232,41 +356,88 @@ class Client:
 
     # -- search
     def _options(self, k, min_score, max_matches_per_video, ef, labels, videos, exclude_videos) -> pb.SearchOptions:
-        return pb.SearchOptions(k=k, min_score=min_score, max_matches_per_video=max_matches_per_video, ef=ef,
-                                filter=_filter(labels, videos, exclude_videos))
+        return pb.SearchOptions(
+            k=k,
+            min_score=min_score,
+            max_matches_per_video=max_matches_per_video,
+            ef=ef,
+            filter=_filter(labels, videos, exclude_videos),
+        )
 
-    def search_by_vector(self, vector, *, collection: str = "", k: int = 10, min_score: float = 0.0,
-                         max_matches_per_video: int = 0, ef: int = 0, labels: dict | None = None,
-                         videos: list[str] | None = None, exclude_videos: list[str] | None = None,
-                         timeout: float | None = None) -> pb.SearchResponse:
-        req = pb.SearchByVectorRequest(parent=collection_name(collection), vector=[float(x) for x in vector],
-                                       options=self._options(k, min_score, max_matches_per_video, ef, labels,
-                                                             videos, exclude_videos))
+    def search_by_vector(
+        self,
+        vector,
+        *,
+        collection: str = "",
+        k: int = 10,
+        min_score: float = 0.0,
+        max_matches_per_video: int = 0,
+        ef: int = 0,
+        labels: dict | None = None,
+        videos: list[str] | None = None,
+        exclude_videos: list[str] | None = None,
+        timeout: float | None = None,
+    ) -> pb.SearchResponse:
+        req = pb.SearchByVectorRequest(
+            parent=collection_name(collection),
+            vector=[float(x) for x in vector],
+            options=self._options(k, min_score, max_matches_per_video, ef, labels, videos, exclude_videos),
+        )
         return self._call(self.stub.SearchByVector, req, timeout)
 
-    def search_by_image(self, image: MediaInput, *, collection: str = "", k: int = 10, min_score: float = 0.0,
-                        max_matches_per_video: int = 0, ef: int = 0, labels: dict | None = None,
-                        videos: list[str] | None = None, exclude_videos: list[str] | None = None,
-                        timeout: float | None = None) -> pb.SearchResponse:
+    def search_by_image(
+        self,
+        image: MediaInput,
+        *,
+        collection: str = "",
+        k: int = 10,
+        min_score: float = 0.0,
+        max_matches_per_video: int = 0,
+        ef: int = 0,
+        labels: dict | None = None,
+        videos: list[str] | None = None,
+        exclude_videos: list[str] | None = None,
+        timeout: float | None = None,
+    ) -> pb.SearchResponse:
         data, _ = _read_all(image)
-        req = pb.SearchByImageRequest(parent=collection_name(collection), image=data,
-                                      options=self._options(k, min_score, max_matches_per_video, ef, labels, videos,
-                                                            exclude_videos))
+        req = pb.SearchByImageRequest(
+            parent=collection_name(collection),
+            image=data,
+            options=self._options(k, min_score, max_matches_per_video, ef, labels, videos, exclude_videos),
+        )
         return self._call(self.stub.SearchByImage, req, timeout)
 
-    def search_by_video(self, clip: MediaInput | None = None, *, collection: str = "", k: int = 10,
-                        min_score: float = 0.0, frame_k: int = 0, labels: dict | None = None,
-                        videos: list[str] | None = None, exclude_videos: list[str] | None = None,
-                        server_path: str = "", fps: float = 0.0, region_search: str | int = "",
-                        timeout: float | None = None) -> pb.SearchByVideoResponse:
+    def search_by_video(
+        self,
+        clip: MediaInput | None = None,
+        *,
+        collection: str = "",
+        k: int = 10,
+        min_score: float = 0.0,
+        frame_k: int = 0,
+        labels: dict | None = None,
+        videos: list[str] | None = None,
+        exclude_videos: list[str] | None = None,
+        server_path: str = "",
+        fps: float = 0.0,
+        region_search: str | int = "",
+        timeout: float | None = None,
+    ) -> pb.SearchByVideoResponse:
         """Which indexed videos does `clip` copy? min_score 0 = the server's calibrated threshold,
         negative = every candidate. `region_search`: "off" | "auto" | "on" (or a
         pb.RegionSearch value); "" = the server's default (auto: picture-in-picture insets)."""
         if isinstance(region_search, str):
             region_search = pb.RegionSearch.Value(f"REGION_SEARCH_{region_search.upper() or 'UNSPECIFIED'}")
-        q = pb.VideoQuery(parent=collection_name(collection), k=k, min_score=min_score, frame_k=frame_k,
-                          filter=_filter(labels, videos, exclude_videos), server_path=server_path, fps=fps,
-                          region_search=region_search)
+        q = pb.VideoQuery(
+            parent=collection_name(collection),
+            k=k,
+            min_score=min_score,
+            frame_k=frame_k,
+            filter=_filter(labels, videos, exclude_videos),
+            server_path=server_path,
+            fps=fps,
+            region_search=region_search,
+        )
 
         def messages():
             yield pb.SearchByVideoRequest(query=q)
@@ -289,14 +460,29 @@ class Client:
     def get_video(self, name: str) -> pb.Video:
         return self._call(self.stub.GetVideo, pb.GetVideoRequest(name=name))
 
-    def list_videos(self, collection: str = "", *, labels: dict | None = None, content_sha256: str = "",
-                    external_key: str = "", page_size: int = 0) -> Iterator[pb.Video]:
+    def list_videos(
+        self,
+        collection: str = "",
+        *,
+        labels: dict | None = None,
+        content_sha256: str = "",
+        external_key: str = "",
+        page_size: int = 0,
+    ) -> Iterator[pb.Video]:
         """Every matching video, newest first (pages fetched lazily). collection '-' = all."""
         token = ""
         while True:
-            r = self._call(self.stub.ListVideos, pb.ListVideosRequest(
-                parent=collection_name(collection), page_size=page_size, page_token=token, labels=labels or {},
-                content_sha256=content_sha256, external_key=external_key))
+            r = self._call(
+                self.stub.ListVideos,
+                pb.ListVideosRequest(
+                    parent=collection_name(collection),
+                    page_size=page_size,
+                    page_token=token,
+                    labels=labels or {},
+                    content_sha256=content_sha256,
+                    external_key=external_key,
+                ),
+            )
             yield from r.videos
             token = r.next_page_token
             if not token:

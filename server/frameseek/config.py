@@ -1,21 +1,138 @@
 """Server configuration: defaults < TOML file (FRAMESEEK_CONFIG or --config) < FRAMESEEK_* env vars
-< explicit arguments (e.g. CLI flags)."""
+< explicit arguments (e.g. CLI flags).
+
+What the process needs (network, storage, concurrency, logs) is flat: FRAMESEEK_DATA_DIR,
+`data_dir = ...`. What the media and search code reads is grouped: `media` (limits), `sampling`,
+`views`, `matching` and `index`; a group's field is FRAMESEEK_<GROUP>__<FIELD> in the environment
+(FRAMESEEK_VIEWS__INDEX_COARSE_SCALE=0) and a `[group]` table in TOML. Every default is declared
+once: here, except the media limits, which the media package declares (`MediaLimits`) and the
+`media` group extends; pipeline.py and matching.py read their defaults from these groups.
+"""
+
 from __future__ import annotations
 
 import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from .embed.spec import MIN_INPUT_SCALE
+from .media import MediaLimits
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MiB = 1 << 20
 
 
-class Settings(BaseSettings):
-    """Everything the server reads at start. Env: FRAMESEEK_<FIELD> (e.g. FRAMESEEK_DATA_DIR)."""
+class MediaConfig(MediaLimits):
+    """Limits of accepted media: the decoder's (MediaLimits: max_width, max_height, max_pixels,
+    max_duration_s, stall_timeout_s, decode_timeout_s, ...) plus the upload sizes."""
 
-    model_config = SettingsConfigDict(env_prefix="FRAMESEEK_", extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_upload_bytes: int = Field(4 << 30, ge=1, description="largest video upload")
+    max_image_bytes: int = Field(15 * MiB, ge=1, description="largest image (IngestImage, SearchByImage)")
+
+
+class SamplingConfig(BaseModel):
+    """Time-grid sampling. References are indexed denser than queries are sampled, so that the two
+    grids are never more than 1/(2*3) s out of phase (vPDQ's every-N-th-frame grids lose sub-clips,
+    speed changes and videos with an added intro for exactly that reason)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    default_fps: float = Field(3.0, gt=0, le=30, description="sampling rate of new collections")
+    query_fps: float = Field(1.0, gt=0, le=30, description="sampling rate of SearchByVideo queries")
+    query_max_samples: int = Field(
+        24,
+        ge=0,
+        le=100_000,
+        description="SearchByVideo samples a query clip at query_fps, but at most this "
+        "many frames: a longer clip gets a sparser grid spread over all of it, so a "
+        "query's embedding cost stays bounded (each sample is 4 model runs: frame, "
+        "mirror, and both at the coarse size; 5 with query_deblock_sigma). Not applied "
+        "when the request sets fps. 0 = no bound",
+    )
+
+
+class ViewsConfig(BaseModel):
+    """The views embedded besides each whole frame (README "Copy detection", benchmarks/copydetect)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    query_coarse_scale: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="SearchByVideo also embeds every query frame (and its mirror) at "
+        "this fraction of the model's input size, a coarse view that heavily degraded "
+        "copies (tiny, over-compressed) match better; 0 = off, else 0.5 <= scale < 1. "
+        "1/2 (sscd_distilled: 144 px short side instead of 288) replaced 2/3 after "
+        "the four-seed harness: more copies at CRF 45 / 51, nothing lost",
+    )
+    index_coarse_scale: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="IngestVideo/IngestImage also index every sample embedded at "
+        "this fraction of the model's input size (a coarse twin of each vector), so "
+        "that the coarse query view meets coarse references: copies crushed by "
+        "compression or downscaling match far better coarse to coarse. Doubles the "
+        "index's vectors and adds a quarter-size model run per sample; 0 = off, else "
+        "0.5 <= scale < 1",
+    )
+    query_deblock_sigma: float = Field(
+        0.0,
+        ge=0,
+        le=16,
+        description="SearchByVideo also embeds every query frame after a Gaussian blur "
+        "of this many pixels at the model's input size, a deblocking view for copies "
+        "compressed into blocks (x264 CRF 45+); one more model run per sample; 0 = off",
+    )
+    region_search: Literal["off", "auto", "on"] = Field(
+        "auto",
+        description="SearchByVideo default for VideoQuery.region_search: also search crops of the query "
+        "frames (auto: a detected picture-in-picture inset; on: the inset plus a fixed 5-crop grid)",
+    )
+
+    @field_validator("query_coarse_scale", "index_coarse_scale")
+    @classmethod
+    def _coarse_scale(cls, v: float, info) -> float:
+        if v != 0 and v < MIN_INPUT_SCALE:
+            raise ValueError(f"{info.field_name} must be 0 (off) or in [{MIN_INPUT_SCALE}, 1)")
+        return v
+
+
+class MatchingConfig(BaseModel):
+    """SearchByVideo's matcher (frameseek.matching)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    copy_threshold: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="default SearchByVideo / duplicate score threshold, "
+        "picked once on the harness (benchmarks/copydetect) and not tuned per transform",
+    )
+    frame_k: int = Field(32, ge=1, le=1024, description="neighbours per query frame (and view) in SearchByVideo")
+
+
+class IndexConfig(BaseModel):
+    """HNSW parameters of new collections (each collection stores its own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    m: int = Field(16, ge=4, le=128, description="graph degree")
+    ef_construction: int = Field(200, ge=8, le=4096, description="build beam width")
+    ef_search: int = Field(64, ge=1, le=4096, description="search beam width")
+
+
+class Settings(BaseSettings):
+    """Everything the server reads at start. Env: FRAMESEEK_<FIELD> (e.g. FRAMESEEK_DATA_DIR), and
+    FRAMESEEK_<GROUP>__<FIELD> for the grouped ones (e.g. FRAMESEEK_MEDIA__MAX_WIDTH)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAMESEEK_", env_nested_delimiter="__", extra="forbid")
 
     # network
     address: str = Field(DEFAULT_ADDRESS, description="host:port to listen on (port 0 = pick a free one)")
@@ -26,101 +143,139 @@ class Settings(BaseSettings):
     keepalive_timeout_s: float = Field(20.0, gt=0)
     max_connection_idle_s: float = Field(3600.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0, description="drain time for in-flight calls on shutdown")
-    workers: int = Field(1, ge=1, le=64, description="serving processes sharing the port (SO_REUSEPORT): one "
-                         "primary that owns all writes + workers-1 search replicas; raise it up to the core "
-                         "count when search RPCs saturate one core (each replica holds its own index copy)")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="serving processes sharing the port (SO_REUSEPORT): one "
+        "primary that owns all writes + workers-1 search replicas; raise it up to the core "
+        "count when search RPCs saturate one core (each replica holds its own index copy)",
+    )
     front_end: Literal["native", "python"] = Field(
-        "native", description="what listens on `address`: native = a C++ gRPC server that answers SearchByVector "
+        "native",
+        description="what listens on `address`: native = a C++ gRPC server that answers SearchByVector "
         "without Python and passes every other call to the Python service over a private Unix socket (uses every "
         "core itself, so it needs workers = 1, and a native module built with gRPC C++; otherwise the server falls "
-        "back to python with a warning); python = grpc.aio directly")
-    role: Literal["primary", "replica"] = Field("primary", description="internal: set by the primary for the "
-                                                "replica processes it starts")
-    primary_address: str = Field("", description="internal: the primary's private loopback address that "
-                                 "replicas forward writes to")
+        "back to python with a warning); python = grpc.aio directly",
+    )
+    role: Literal["primary", "replica"] = Field(
+        "primary", description="internal: set by the primary for the replica processes it starts"
+    )
+    primary_address: str = Field(
+        "", description="internal: the primary's private loopback address that replicas forward writes to"
+    )
 
     # storage
     data_dir: str = Field("./data", description="catalog, vector logs and index snapshots")
     snapshot_every_vectors: int = Field(200_000, ge=1, description="snapshot an index after this many new vectors")
     snapshot_interval_s: float = Field(600.0, gt=0, description="and at least this often when it changed")
 
-    # media + model
+    # model
     model: str = Field("sscd_distilled", description="embedding model of new collections (frameseek.embed name)")
-    embedding_dim: int = Field(512, ge=1, le=4096,
-                               description="dimension used for the default collection when the model cannot load")
+    embedding_dim: int = Field(
+        512, ge=1, le=4096, description="dimension used for the default collection when the model cannot load"
+    )
     embed_backend: Literal["auto", "onnx", "tensorrt"] = "auto"
     embed_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = one per core)")
-    default_fps: float = Field(3.0, gt=0, le=30, description="sampling rate of new collections")
-    query_fps: float = Field(1.0, gt=0, le=30, description="sampling rate of SearchByVideo queries")
-    query_coarse_scale: float = Field(0.5, ge=0, lt=1,
-                                      description="SearchByVideo also embeds every query frame (and its mirror) at "
-                                      "this fraction of the model's input size, a coarse view that heavily degraded "
-                                      "copies (tiny, over-compressed) match better; 0 = off, else 0.5 <= scale < 1")
-    index_coarse_scale: float = Field(0.5, ge=0, lt=1,
-                                      description="IngestVideo/IngestImage also index every sample embedded at "
-                                      "this fraction of the model's input size (a coarse twin of each vector), so "
-                                      "that the coarse query view meets coarse references: copies crushed by "
-                                      "compression or downscaling match far better coarse to coarse. Doubles the "
-                                      "index's vectors and adds a quarter-size model run per sample; 0 = off, else "
-                                      "0.5 <= scale < 1")
-    query_deblock_sigma: float = Field(0.0, ge=0, le=16,
-                                       description="SearchByVideo also embeds every query frame after a Gaussian blur "
-                                       "of this many pixels at the model's input size, a deblocking view for copies "
-                                       "compressed into blocks (x264 CRF 45+); one more model run per sample; 0 = off")
-    query_max_samples: int = Field(24, ge=0, le=100_000,
-                                   description="SearchByVideo samples a query clip at query_fps, but at most this "
-                                   "many frames: a longer clip gets a sparser grid spread over all of it, so a "
-                                   "query's embedding cost stays bounded (each sample is 4 model runs: frame, "
-                                   "mirror, and both at the coarse size; 5 with query_deblock_sigma). Not applied "
-                                   "when the request sets fps. 0 = no bound")
+
+    # concurrency and admission
     ingest_workers: int = Field(1, ge=1, le=64, description="decode/embed jobs running at once")
-    max_pending_ingests: int = Field(16, ge=1, description="ingests queued or running; more -> RESOURCE_EXHAUSTED")
-    max_concurrent_searches: int = Field(256, ge=1, description="searches the Python service runs at once (image, "
-                                         "video, filtered vector searches); more -> RESOURCE_EXHAUSTED. The native "
-                                         "front end runs plain SearchByVector inline on gRPC's threads, one per call "
-                                         "being served, so calls beyond what the cores take wait in the transport")
+    max_pending_ingests: int = Field(
+        16,
+        ge=1,
+        description="ingests admitted and not finished (uploading, queued "
+        "or running; counted from an upload's first message); more -> "
+        "RESOURCE_EXHAUSTED",
+    )
+    max_uploads_per_client: int = Field(
+        8,
+        ge=1,
+        description="uploads (IngestVideo, SearchByVideo streams) one "
+        "client address sends at once; more -> RESOURCE_EXHAUSTED",
+    )
+    upload_idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="an upload stream that sends nothing for this "
+        "long fails with DEADLINE_EXCEEDED (UPLOAD_IDLE) and its spool file goes",
+    )
+    max_concurrent_searches: int = Field(
+        256,
+        ge=1,
+        description="searches the Python service runs at once (image, "
+        "video, filtered vector searches); more -> RESOURCE_EXHAUSTED. The native "
+        "front end runs plain SearchByVector inline on gRPC's threads, one per call "
+        "being served, so calls beyond what the cores take wait in the transport",
+    )
     search_threads: int = Field(2, ge=1, description="threads running native searches")
-    search_inline: bool | None = Field(None, description="run single-vector searches on the event loop instead of "
-                                       "the search threads (saves a thread hop, ~1 ms on a loaded 2-core machine; no "
-                                       "overlap with RPC handling). None = on when workers > 1 (the processes give "
-                                       "the parallelism then)")
-    max_upload_bytes: int = Field(4 << 30, ge=1, description="largest video upload")
-    max_image_bytes: int = Field(15 * MiB, ge=1)
-    max_video_seconds: float = Field(6 * 3600.0, gt=0)
-    max_width: int = Field(7680, gt=0)
-    max_height: int = Field(7680, gt=0)
-    decode_timeout_s: float | None = Field(None, gt=0, description="fail a decode taking longer; None = no limit")
-    stall_report_s: float = Field(120.0, ge=0, description="log `stalled` with every thread's stack when an ingest "
-                                  "or the event loop has not moved for this long (frameseek.watchdog); 0 = off")
+    search_inline: bool | None = Field(
+        None,
+        description="run single-vector searches on the event loop instead of "
+        "the search threads (saves a thread hop, ~1 ms on a loaded 2-core machine; no "
+        "overlap with RPC handling). None = on when workers > 1 (the processes give "
+        "the parallelism then)",
+    )
+    stall_report_s: float = Field(
+        120.0,
+        ge=0,
+        description="log `stalled` with every thread's stack when an ingest "
+        "or the event loop has not moved for this long (frameseek.watchdog); 0 = off",
+    )
     ingest_path_root: str | None = Field(None, description="directory IngestMetadata.server_path may read from")
 
-    # search
-    default_ef: int = Field(64, ge=1, description="HNSW search beam width of new collections")
-    hnsw_m: int = Field(16, ge=4, le=128)
-    hnsw_ef_construction: int = Field(200, ge=8)
-    copy_threshold: float = Field(0.2, ge=0, le=1, description="default SearchByVideo / duplicate score threshold "
-                                  "(frameseek.matching.COPY_THRESHOLD, calibrated on benchmarks/copydetect)")
-    frame_k: int = Field(32, ge=1, le=1024, description="neighbours per query frame in SearchByVideo")
-    region_search: Literal["off", "auto", "on"] = Field(
-        "auto", description="SearchByVideo default for VideoQuery.region_search: also search crops of the query "
-        "frames (auto: a detected picture-in-picture inset; on: the inset plus a fixed 5-crop grid)")
+    # the groups (FRAMESEEK_<GROUP>__<FIELD>, [group] in TOML)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    views: ViewsConfig = Field(default_factory=ViewsConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
 
     # logs
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
 
-    @field_validator("query_coarse_scale", "index_coarse_scale")
-    @classmethod
-    def _coarse_scale(cls, v: float, info) -> float:
-        from .embed.spec import MIN_INPUT_SCALE
+    # security (frameseek.api.auth; README "Security")
+    tls_cert: str | None = Field(None, description="PEM certificate chain of the server: TLS on the public port")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: str | None = Field(
+        None, description="PEM CA bundle: clients must present a certificate it signed (mTLS); needs tls_cert"
+    )
+    auth_tokens: str | None = Field(
+        None,
+        description="TOML file of [[token]] name/role/sha256 entries: every call "
+        "but grpc.health.v1 needs 'authorization: Bearer <token>'; reloaded on SIGHUP",
+    )
+    insecure: bool = Field(
+        False,
+        description="serve a non-loopback address without TLS and client authentication "
+        "(refused otherwise); logged loudly and reported by GetStats",
+    )
 
-        if v != 0 and v < MIN_INPUT_SCALE:
-            raise ValueError(f"{info.field_name} must be 0 (off) or in [{MIN_INPUT_SCALE}, 1)")
-        return v
+    # web console (frameseek.console; README "Web console") - flat fields, to be folded into a group
+    http_address: str = Field(
+        "",
+        description="HOST:PORT of the web console (HTTP; port 0 = a free one); empty = "
+        "off. It has no authentication of its own: bind it to loopback (`make run` uses "
+        "127.0.0.1:8080) or put it behind a proxy that authenticates",
+    )
+    console_thumbnail_width: int = Field(
+        160,
+        ge=16,
+        le=1024,
+        description="width in pixels of the JPEG thumbnail kept of every sample ingested while the console is on",
+    )
+    console_keep_originals: bool = Field(
+        True,
+        description="while the console is on, keep each upload in "
+        "data_dir/console (a hard link of the spooled file) so that its pages can "
+        "play a video from a matched moment and find a video's copies; deleted "
+        "with the video",
+    )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources = [init_settings, env_settings]
         path = os.environ.get("FRAMESEEK_CONFIG")
         if path:
@@ -130,8 +285,15 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+#: The defaults of each group (pipeline.py and matching.py read theirs from here).
+SAMPLING = SamplingConfig()
+VIEWS = ViewsConfig()
+MATCHING = MatchingConfig()
+
+
 def load_settings(config_file: str | None = None, **overrides) -> Settings:
-    """Settings from (config_file or $FRAMESEEK_CONFIG), env and overrides (None values ignored)."""
+    """Settings from (config_file or $FRAMESEEK_CONFIG), env and overrides (None values ignored;
+    a group is given as a dict, e.g. views={"index_coarse_scale": 0})."""
     if config_file:
         os.environ["FRAMESEEK_CONFIG"] = config_file
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,9 +1,10 @@
 """The native gRPC front end (`Settings.front_end = "native"`, the default).
 
-A C++ gRPC server (native/src/front_end.cpp) listens on the public address. It answers
-SearchByVector itself, from a `SearchDirectory` of collections and videos kept in step with the
-storage, without the GIL; every other call (and any SearchByVector it declines: filters, unknown
-collections, invalid input, not loaded yet) passes through, message by message, with metadata,
+A C++ gRPC server (native/src/front_end/) listens on the public address. It answers
+SearchByVector itself, with the service's own search (`service.search.directory`, the
+native `SearchDirectory`, kept in step with the storage) and without the GIL; every other call
+(and any SearchByVector it declines: label filters, unknown collections, invalid input, not
+loaded yet) passes through, message by message, with metadata,
 deadline, cancellation and the rich error status, to the grpc.aio server, which then listens only
 on a private Unix socket. The Python service stays the one place that validates and decides.
 
@@ -11,25 +12,41 @@ Why: through grpc.aio a SearchByVector costs ~1.1 ms of CPU (transport ~0.35, Py
 ~0.3-0.4), which caps a 2-core machine near 1,400 calls/s; in C++ the transport is a few tens of
 microseconds and uses every core (benchmarks/load/README.md has the numbers).
 
-What the directory mirrors, and when (EmbeddedStorage.add_observer): each collection's name,
-model and live HnswIndex; each active video's sample timestamps and serialised `Video` message.
-Adds and removals are pushed synchronously at commit time, so an acknowledged ingest is searchable
-and a deleted video is gone from the fast path before the RPC that did it returns.
+What the front end adds to the search (EmbeddedStorage.add_observer): each active video's
+serialised `Video` message (`_native.VideoMessages`), the bytes of its hits. Adds and removals are
+pushed synchronously at commit time, as the directory's are, so an acknowledged ingest is
+searchable and a deleted video is gone from the fast path before the RPC that did it returns; a
+hit whose message is not there yet (a commit between the two observers) is passed through.
+
+Security (frameseek.api.auth): the public port takes the server's TLS settings; the token table is
+handed to the C++ side as data (`set_auth`), at start and on every reload, and a fast-path call
+without a good enough token is passed through for the Python service to refuse. The private
+socket lives in an owner-only (0700) directory under the system temp directory, locked with
+flock while the server lives: a server killed with -9 leaves its directory behind, and the next
+server to start removes every such directory whose lock nobody holds.
 """
+
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import os
 import shutil
+import socket
 import tempfile
 
-import numpy as np
 import structlog
 
 from . import _native
-from .service import FrameSeekService, collection_name
+from .api.auth import native_table
+from .service import FrameSeekService
 from .storage import CollectionRecord, VideoRecord
 
 log = structlog.get_logger("frameseek.front_end")
+
+SOCKET_DIR_PREFIX = "frameseek-fe-"
+_LOCK = "lock"
 
 FAST_METHOD = "/frameseek.v1.FrameSeek/SearchByVector"
 
@@ -42,13 +59,16 @@ def available() -> bool:
 class NativeFrontEnd:
     """Owns the C++ server, the directory and the private socket of the Python service."""
 
-    def __init__(self, service: FrameSeekService, video_bytes) -> None:
+    def __init__(self, service: FrameSeekService, video_bytes, tls=None, tokens=None) -> None:
         """`video_bytes(record) -> bytes`: the serialised Video of a record (the servicer's
-        Translator, so both paths return identical messages)."""
+        Translator, so both paths return identical messages). `tls`: auth.TlsFiles for the public
+        port; `tokens`: the auth.TokenEntry table (None = no token check)."""
         self.service, self.video_bytes = service, video_bytes
-        self.directory = _native.SearchDirectory()
-        # a private directory (mode 0700) for the socket: only this user can reach the service
-        self._dir = tempfile.mkdtemp(prefix="frameseek-")
+        self.tls, self._tokens = tls, tokens
+        self.directory = service.search.directory
+        self.messages = _native.VideoMessages()
+        remove_stale_socket_dirs()
+        self._dir, self._lock_fd = _socket_dir()
         self.backend_address = "unix:" + os.path.join(self._dir, "service.sock")
         self._server = None
         self._attached = False
@@ -57,12 +77,24 @@ class NativeFrontEnd:
     def start(self, address: str, channel_args: list[tuple[str, int]]) -> int:
         """Listen on `address` (the Python service must already serve `backend_address`; calls
         before `attach()` all go to it). Returns the bound port; RuntimeError if it cannot bind."""
-        server = _native.FrontEnd(address, self.backend_address, channel_args, self.directory, FAST_METHOD)
+        server = _native.FrontEnd(
+            address, self.backend_address, channel_args, self.directory, self.messages, FAST_METHOD
+        )
         for name, status in self._health.items():
             server.set_health(name, status)
+        if self.tls is not None:
+            server.use_tls(self.tls.cert, self.tls.key, self.tls.client_ca or b"")
+        if self._tokens is not None:
+            server.set_auth(*native_table(self._tokens))
         port = server.start()
         self._server = server
         return port
+
+    def set_tokens(self, tokens) -> None:
+        """A reloaded token table: the fast path checks against it from the next call on."""
+        self._tokens = tokens
+        if self._server is not None:
+            self._server.set_auth(*native_table(tokens))
 
     def set_health(self, service: str, status: int) -> None:
         """Mirror of the grpc.health.v1 servicer's status (Health/Check is answered natively;
@@ -72,48 +104,113 @@ class NativeFrontEnd:
             self._server.set_health(service, int(status))
 
     def attach(self) -> dict:
-        """Once the storage is loaded: fill the directory, follow the storage's commits, and turn
-        the fast path on. Returns counts for the log."""
+        """Once the storage is loaded: follow the storage's commits, take every active video's
+        message, and turn the fast path on. Returns counts for the log."""
         storage = self.service.storage
-        if not hasattr(storage, "add_observer") or getattr(storage, "read_only", False):
+        if getattr(storage, "read_only", False):
             log.warning("front_end_fast_path_off", reason="storage without a local index")
             return {"fast_path": False}
         storage.add_observer(self)  # first, so nothing committed from now on is missed
-        with storage._colls_lock:
-            colls = [(ci.rec, ci.index) for ci in storage._colls.values()]
-        for rec, index in colls:
-            self.collection_added(rec, index)
         n = 0
-        for rec, ts in storage.video_entries():
-            self.video_added(rec, ts)
+        for rec, _ in storage.video_entries():
+            self.video_added(rec, None)
             n += 1
-        self.directory.ready = True
+        self.messages.ready = True
         self._attached = True
-        return {"fast_path": True, "collections": len(colls), "videos": n}
+        return {"fast_path": True, "collections": self.directory.collection_count, "videos": n}
 
-    # -- storage observer ------------------------------------------------------------------------
+    def answer(self, request: bytes) -> bytes | None:
+        """What the fast path answers a serialised SearchByVectorRequest (None: passed through)."""
+        return _native.answer_search_by_vector(self.directory, self.messages, request)
+
+    # -- storage observer (the collections are the search's: service.search follows them) -------
     def collection_added(self, rec: CollectionRecord, index) -> None:
-        self.directory.put_collection(collection_name(rec), rec.id, rec.model, rec.is_default, index)
+        pass
 
     def collection_removed(self, collection_id: int) -> None:
-        self.directory.remove_collection(collection_id)
+        self.messages.remove_collection(collection_id)
 
-    def video_added(self, rec: VideoRecord, timestamps: np.ndarray) -> None:
-        self.directory.put_video(rec.id, rec.collection_id, timestamps, self.video_bytes(rec))
+    def video_added(self, rec: VideoRecord, timestamps) -> None:
+        self.messages.put(rec.id, rec.collection_id, self.video_bytes(rec))
 
     def video_removed(self, video_id: int) -> None:
-        self.directory.remove_video(video_id)
+        self.messages.remove(video_id)
 
     # ---------------------------------------------------------------------------------------------
     def stats(self) -> dict:
         return self._server.stats() if self._server is not None else {"fast": 0, "forwarded": 0, "fast_seconds": 0.0}
 
     def stop_fast_path(self) -> None:
-        self.directory.ready = False
+        self.messages.ready = False
 
     def shutdown(self, grace_s: float) -> None:
         """Blocking: stop accepting, drain calls (passed-through ones included) for grace_s."""
-        self.directory.ready = False
+        self.messages.ready = False
         if self._server is not None:
             self._server.shutdown(grace_s)
         shutil.rmtree(self._dir, ignore_errors=True)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def _socket_dir() -> tuple[str, int]:
+    """A new owner-only directory for the private socket, and the fd of its lock (held - flock -
+    for as long as this process lives; the kernel lets go of it however the process ends). The
+    lock file is locked under a temporary name and then renamed into place, so a sweeping server
+    never sees `lock` unlocked while its owner is still starting."""
+    path = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # mode 0700: only this user reaches the service
+    tmp = os.path.join(path, _LOCK + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(tmp, os.path.join(path, _LOCK))
+    return path, fd
+
+
+def remove_stale_socket_dirs() -> list[str]:
+    """Remove this user's socket directories whose server is gone (lock file not locked).
+    Returns the paths removed."""
+    removed = []
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), SOCKET_DIR_PREFIX + "*")):
+        lock = os.path.join(path, _LOCK)
+        try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:  # not ours, not a server's, or its owner is between mkdtemp and the rename
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live server holds it
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path)
+            removed.append(path)
+    removed += _remove_legacy_socket_dirs()
+    if removed:
+        log.info("stale_socket_dirs_removed", count=len(removed))
+    return removed
+
+
+def _remove_legacy_socket_dirs() -> list[str]:
+    """Directories of servers before the lock (`frameseek-XXXXXXXX` holding only `service.sock`):
+    stale when nothing listens on the socket any more."""
+    removed = []
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "frameseek-" + "[a-z0-9_]" * 8)):
+        sock = os.path.join(path, "service.sock")
+        try:
+            if os.lstat(path).st_uid != os.getuid() or os.listdir(path) != ["service.sock"]:
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(sock)
+            continue  # a live (older) server
+        except ConnectionRefusedError:
+            pass
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path)
+            removed.append(path)
+    return removed

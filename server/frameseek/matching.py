@@ -1,17 +1,17 @@
 """Video copy detection: per-frame kNN results -> vote weights -> temporal alignment -> calibrated score.
 
 Pure functions over numpy and the native core (no gRPC, no catalog), so that the server
-(`service.py`: SearchByVideo and duplicate-on-ingest), the copy-detection harness
+(`service/search.py`: SearchByVideo and duplicate-on-ingest), the copy-detection harness
 (`benchmarks/copydetect/`) and the tests run exactly the same code.
 
 The chain, for one query clip sampled at `query_fps` (blank frames already dropped by the media
 pipeline, so they never vote):
 
-1. **kNN** (`search_neighbors`): each query frame's `frame_k` nearest reference frames; with the
-   mirrored query frames (`SamplingSettings(flip=True)`) their neighbours are appended beside the
+1. **kNN** (`search_views`): each query frame's `frame_k` nearest reference frames; with the
+   mirrored query frames (the `mirror` view, `frameseek.pipeline.views`) their neighbours are appended beside the
    plain ones, giving `[q, 2k]` — the native aggregation counts a reference frame listed twice for
    one query frame once, so a flipped copy and a plain copy score alike. The coarse view
-   (`SamplingSettings.coarse_scale`: each frame and its mirror embedded again at 1/2 of the
+   (the `coarse` views: each frame and its mirror embedded again at 1/2 of the
    model's input size) joins the row too: copies degraded to little signal (80x60, 32 kb/s)
    match their source clearly better at that scale, clean copies at full scale. Region crops of the
    query frames (`SamplingSettings(regions="auto")`: a detected picture-in-picture inset,
@@ -27,7 +27,8 @@ pipeline, so they never vote):
 4. **Score**: the aggregation's score is `sum(matched query time x weight x similarity) / query
    time`. Here similarities are first rescaled to the margin above `min_similarity`
    (`calibrated_sims`), so chance matches near the floor add ~0 and exact copies ~1, and static
-   query frames (a held title card) count as one piece of evidence (`redundancy_weights`). `COPY_THRESHOLD` is the default decision threshold, picked once on the harness
+   query frames (a held title card) count as one piece of evidence (`redundancy_weights`).
+   `COPY_THRESHOLD` is the default decision threshold, picked once on the harness
    (benchmarks/copydetect, README "Copy detection") and not tuned per transform.
 5. **Re-alignment** (`refine_alignment`, for the matches that get reported): each segment is
    re-placed on the line that best explains the query against *all* frames of that reference
@@ -39,14 +40,16 @@ pipeline, so they never vote):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from frameseek import _native
 
-NO_ID = np.uint64(2**64 - 1)
+from .config import MATCHING
+from .ids import NO_ID
 
 #: cosine similarity below which a neighbour never votes. sscd_distilled on the harness
 #: (benchmarks/copydetect): an unrelated query frame's best reference frame, over all its views
@@ -64,15 +67,16 @@ NO_ID = np.uint64(2**64 - 1)
 #: threshold.
 DEFAULT_MIN_SIMILARITY = 0.2
 #: default decision threshold on `Match.score` (calibrated on benchmarks/copydetect: the highest
-#: unrelated pair there scores well below it; README "Copy detection" has the numbers).
-COPY_THRESHOLD = 0.2
+#: unrelated pair there scores well below it; README "Copy detection" has the numbers). Declared
+#: with the server's settings (config.MatchingConfig.copy_threshold).
+COPY_THRESHOLD = MATCHING.copy_threshold
 
 
 @dataclass(frozen=True)
 class MatchSettings:
     """Knobs of the copy matcher. Defaults are the harness-calibrated operating point."""
 
-    frame_k: int = 32  # neighbours per query frame (per orientation)
+    frame_k: int = MATCHING.frame_k  # neighbours per query frame (per orientation)
     min_similarity: float = DEFAULT_MIN_SIMILARITY
     idf_margin: float = 0.1  # neighbours within this of a frame's best similarity are its near-duplicates
     idf_free_videos: float = 2.0  # a frame whose near-duplicates span more videos than this is down-weighted
@@ -165,11 +169,17 @@ def similarities(dist: np.ndarray, metric: str) -> np.ndarray:
     return np.clip(np.where(np.isfinite(d), s, -1.0), -1.0, 1.0).astype(np.float32)
 
 
-def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
-                     flip_vectors: np.ndarray | None = None, region_vectors: Sequence[np.ndarray] = (),
-                     coarse_vectors: Sequence[np.ndarray] = (), **search_kw: Any) -> tuple[np.ndarray, np.ndarray]:
+def search_neighbors(
+    index: SearchableIndex,
+    vectors: np.ndarray,
+    k: int,
+    flip_vectors: np.ndarray | None = None,
+    region_vectors: Sequence[np.ndarray] = (),
+    coarse_vectors: Sequence[np.ndarray] = (),
+    **search_kw: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """kNN of every query frame and, given, of its mirror, of its coarse views (the frame, and
-    its mirror, embedded at a smaller model input, `SamplingSettings.coarse_scale`) and of its
+    its mirror, embedded at a smaller model input: the `coarse` views) and of its
     regions (crops, see `frameseek.regions`): `(ids uint64[q, k * sets], sims float32)`, the sets
     side by side. Missing slots keep id NO_ID and similarity -1.
 
@@ -177,32 +187,53 @@ def search_neighbors(index: SearchableIndex, vectors: np.ndarray, k: int,
     counts a reference frame listed twice in a row once (its best similarity), and matches each
     query frame to at most one reference frame per segment, so a row's views together vote like
     its single best view. The views are searched in one batch (one index call)."""
-    q = np.ascontiguousarray(vectors, dtype=np.float32)
-    views = [q]
-    for name, extra in (("flip_vectors", [flip_vectors] if flip_vectors is not None and len(flip_vectors) else []),
-                        ("coarse_vectors", list(coarse_vectors)), ("region_vectors", list(region_vectors))):
+    views = [vectors]
+    for name, extra in (
+        ("flip_vectors", [flip_vectors] if flip_vectors is not None and len(flip_vectors) else []),
+        ("coarse_vectors", list(coarse_vectors)),
+        ("region_vectors", list(region_vectors)),
+    ):
         for v in extra:
-            if len(v) != len(q):
+            if len(v) != len(vectors):
                 raise ValueError(f"{name} must have one row per query frame")
-            views.append(np.asarray(v, dtype=np.float32))
-    stacked = np.ascontiguousarray(np.vstack(views)) if len(views) > 1 else q
+            views.append(v)
+    return search_views(index, views, k, **search_kw)
+
+
+def search_views(
+    index: SearchableIndex, views: Sequence[np.ndarray], k: int, **search_kw: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """kNN of every query frame in every view (`views`: [q, dim] vector sets, rows aligned, the
+    whole frame first; `EmbeddedMedia.views`), in one index call: `(ids uint64[q, k * views],
+    sims float32)`, each view's k neighbours side by side in the order of `views`. Missing slots
+    keep id NO_ID and similarity -1. (See `search_neighbors` for why several views in a row
+    cannot inflate a score.)"""
+    q = np.ascontiguousarray(views[0], dtype=np.float32)
+    sets = [q]
+    for v in views[1:]:
+        if len(v) != len(q):
+            raise ValueError("every view must have one row per query frame")
+        sets.append(np.asarray(v, dtype=np.float32))
+    stacked = np.ascontiguousarray(np.vstack(sets)) if len(sets) > 1 else q
     ids, dist = index.search(stacked, k, **search_kw)
     n = len(q)
-    if len(views) > 1:  # [views * q, k] -> [q, views * k]
-        ids = np.hstack([ids[i * n:(i + 1) * n] for i in range(len(views))])
-        dist = np.hstack([dist[i * n:(i + 1) * n] for i in range(len(views))])
+    if len(sets) > 1:  # [views * q, k] -> [q, views * k]
+        ids = np.hstack([ids[i * n : (i + 1) * n] for i in range(len(sets))])
+        dist = np.hstack([dist[i * n : (i + 1) * n] for i in range(len(sets))])
     return np.ascontiguousarray(ids, dtype=np.uint64), similarities(dist, index.metric)
 
 
-def reference_frame_weights(neighbor_groups: np.ndarray, neighbor_sims: np.ndarray, *,
-                            min_similarity: float = 0.75, free_videos: int = 1) -> np.ndarray:
+def reference_frame_weights(
+    neighbor_groups: np.ndarray, neighbor_sims: np.ndarray, *, min_similarity: float = 0.75, free_videos: int = 1
+) -> np.ndarray:
     """Reference-side IDF from a self-kNN of the reference frames (row i = frame i's neighbours in
     the index, itself included): `free_videos / max(free_videos, n)` where `n` is the number of
     distinct videos holding a near-duplicate (similarity >= `min_similarity`) of the frame. A
     title card or logo slate shared by many references then votes weakly for each of them.
     Computed once at ingest; the caller gathers it per neighbour for `vote_weights`."""
-    n = _distinct_groups_per_row(np.asarray(neighbor_groups, dtype=np.uint64),
-                                 np.asarray(neighbor_sims) >= min_similarity)
+    n = _distinct_groups_per_row(
+        np.asarray(neighbor_groups, dtype=np.uint64), np.asarray(neighbor_sims) >= min_similarity
+    )
     return (free_videos / np.maximum(free_videos, n)).astype(np.float32)
 
 
@@ -213,15 +244,23 @@ def _distinct_groups_per_row(groups: np.ndarray, mask: np.ndarray) -> np.ndarray
     return distinct.sum(axis=1) + (g[:, 0] != NO_ID)
 
 
-def vote_weights(ids: np.ndarray, groups: np.ndarray, sims: np.ndarray, settings: MatchSettings = MatchSettings(),
-                 ref_weights: np.ndarray | None = None) -> np.ndarray:
+def vote_weights(
+    ids: np.ndarray,
+    groups: np.ndarray,
+    sims: np.ndarray,
+    settings: MatchSettings = MatchSettings(),
+    ref_weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Per-neighbour vote weights in [0, 1]: query-side IDF (`_native.neighbor_idf_weights`)
     times an optional reference-side weight of the same shape (see `reference_frame_weights`)."""
-    w = _native.neighbor_idf_weights(np.ascontiguousarray(ids, dtype=np.uint64),
-                                      np.ascontiguousarray(groups, dtype=np.uint64),
-                                      np.ascontiguousarray(sims, dtype=np.float32),
-                                      min_similarity=settings.min_similarity, margin=settings.idf_margin,
-                                      free_videos=settings.idf_free_videos)
+    w = _native.neighbor_idf_weights(
+        np.ascontiguousarray(ids, dtype=np.uint64),
+        np.ascontiguousarray(groups, dtype=np.uint64),
+        np.ascontiguousarray(sims, dtype=np.float32),
+        min_similarity=settings.min_similarity,
+        margin=settings.idf_margin,
+        free_videos=settings.idf_free_videos,
+    )
     if ref_weights is not None:
         rw = np.asarray(ref_weights, dtype=np.float32)
         if rw.shape != w.shape:
@@ -261,11 +300,22 @@ def calibrated_sims(sims: np.ndarray, min_similarity: float) -> np.ndarray:
     return np.clip(s, 0.0, 1.0).astype(np.float32)
 
 
-def align(query_times: np.ndarray, ids: np.ndarray, groups: np.ndarray, ref_times: np.ndarray,
-          sims: np.ndarray, weights: np.ndarray | None = None, *, frame_weights: np.ndarray | None = None,
-          settings: MatchSettings = MatchSettings(),
-          ref_durations: dict[int, float] | None = None, query_interval: float | None = None,
-          ref_interval: float | None = None, max_candidates: int = 20, threads: int = 1) -> list[Match]:
+def align(
+    query_times: np.ndarray,
+    ids: np.ndarray,
+    groups: np.ndarray,
+    ref_times: np.ndarray,
+    sims: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    frame_weights: np.ndarray | None = None,
+    settings: MatchSettings = MatchSettings(),
+    ref_durations: dict[int, float] | None = None,
+    query_interval: float | None = None,
+    ref_interval: float | None = None,
+    max_candidates: int = 20,
+    threads: int = 1,
+) -> list[Match]:
     """Temporal alignment of per-frame neighbours (`_native.aggregate`) -> ranked `Match`es.
 
     `ids/groups/ref_times/sims/weights` are `[q, K]` neighbour matrices (K = k or 2k with flips);
@@ -291,12 +341,17 @@ def align(query_times: np.ndarray, ids: np.ndarray, groups: np.ndarray, ref_time
     # longest hole in the query's own sampling. Gaps where query frames exist but do not match
     # still cut at settings.max_gap.
     holes = float(np.max(np.diff(np.sort(qt)))) if qt.size > 1 else 0.0
-    kw: dict[str, Any] = dict(min_similarity=settings.min_similarity, speed_min=settings.speed_min,
-                              speed_max=settings.speed_max, offset_tolerance=settings.offset_tolerance,
-                              max_gap=max(settings.max_gap, holes + 1e-3),
-                              min_segment_frames=settings.min_segment_frames,
-                              max_segments=settings.max_segments, max_candidates=int(max_candidates),
-                              threads=threads)
+    kw: dict[str, Any] = dict(
+        min_similarity=settings.min_similarity,
+        speed_min=settings.speed_min,
+        speed_max=settings.speed_max,
+        offset_tolerance=settings.offset_tolerance,
+        max_gap=max(settings.max_gap, holes + 1e-3),
+        min_segment_frames=settings.min_segment_frames,
+        max_segments=settings.max_segments,
+        max_candidates=int(max_candidates),
+        threads=threads,
+    )
     if ref_durations:
         kw["ref_durations"] = {int(a): float(b) for a, b in ref_durations.items()}
     if query_interval:
@@ -311,14 +366,30 @@ def align(query_times: np.ndarray, ids: np.ndarray, groups: np.ndarray, ref_time
     raw = _native.aggregate(qt, ids, groups, rt, vote_sims, np.ascontiguousarray(weights, dtype=np.float32), **kw)
     out = []
     for c in raw:
-        segs = [Segment(float(s["query_start"]), float(s["query_end"]), float(s["ref_start"]),
-                        float(s["ref_end"]), float(s["offset"]), float(s["speed"]), float(s["score"]),
-                        int(s["frames"])) for s in c["segments"]]
+        segs = [
+            Segment(
+                float(s["query_start"]),
+                float(s["query_end"]),
+                float(s["ref_start"]),
+                float(s["ref_end"]),
+                float(s["offset"]),
+                float(s["speed"]),
+                float(s["score"]),
+                int(s["frames"]),
+            )
+            for s in c["segments"]
+        ]
         rc = c.get("ref_coverage")
-        out.append(Match(video=int(c["video"]), score=min(1.0, norm * float(c["score"])), votes=int(c["votes"]),
-                         query_coverage=float(c["query_coverage"]),
-                         ref_coverage=None if rc is None or (isinstance(rc, float) and math.isnan(rc)) else float(rc),
-                         segments=segs))
+        out.append(
+            Match(
+                video=int(c["video"]),
+                score=min(1.0, norm * float(c["score"])),
+                votes=int(c["votes"]),
+                query_coverage=float(c["query_coverage"]),
+                ref_coverage=None if rc is None or (isinstance(rc, float) and math.isnan(rc)) else float(rc),
+                segments=segs,
+            )
+        )
     out.sort(key=lambda m: -m.score)
     return out
 
@@ -340,9 +411,16 @@ def _frac_index(rt: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return j - 1, a
 
 
-def line_evidence(query_times: np.ndarray, cross: np.ndarray, query_gram: np.ndarray, ref_times: np.ndarray,
-                  ref_gram: np.ndarray, offsets: np.ndarray, speed: float,
-                  structure_rows: np.ndarray | None = None) -> np.ndarray:
+def line_evidence(
+    query_times: np.ndarray,
+    cross: np.ndarray,
+    query_gram: np.ndarray,
+    ref_times: np.ndarray,
+    ref_gram: np.ndarray,
+    offsets: np.ndarray,
+    speed: float,
+    structure_rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Dense evidence for the lines `t_ref = offset + speed * t_query` (one per entry of `offsets`).
 
     `cross` [n, r]: calibrated similarity (`calibrated_sims`) of each query frame to each
@@ -388,9 +466,15 @@ def line_evidence(query_times: np.ndarray, cross: np.ndarray, query_gram: np.nda
     return c * np.exp(-unexplained / (float(np.var(a)) + 1e-6))
 
 
-def refine_alignment(match: Match, query_times: np.ndarray, query_views: Sequence[np.ndarray],
-                     ref_times: np.ndarray, ref_vectors: np.ndarray,
-                     settings: MatchSettings = MatchSettings(), ref_twins: np.ndarray | None = None) -> Match:
+def refine_alignment(
+    match: Match,
+    query_times: np.ndarray,
+    query_views: Sequence[np.ndarray],
+    ref_times: np.ndarray,
+    ref_vectors: np.ndarray,
+    settings: MatchSettings = MatchSettings(),
+    ref_twins: np.ndarray | None = None,
+) -> Match:
     """Re-place each segment of a detected `match` with dense evidence; score and frames unchanged.
 
     The aligner (`align`) sees only each query frame's k nearest reference frames and votes on
@@ -435,13 +519,27 @@ def refine_alignment(match: Match, query_times: np.ndarray, query_views: Sequenc
     segs = []
     for s in match.segments:
         segs.append(_refine_segment(s, qt_all, views, rt_all, rv_all, ref_dt, speeds, settings, tw_all))
-    return Match(video=match.video, score=match.score, votes=match.votes, query_coverage=match.query_coverage,
-                 ref_coverage=match.ref_coverage, segments=segs)
+    return Match(
+        video=match.video,
+        score=match.score,
+        votes=match.votes,
+        query_coverage=match.query_coverage,
+        ref_coverage=match.ref_coverage,
+        segments=segs,
+    )
 
 
-def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_all: np.ndarray,
-                    rv_all: np.ndarray, ref_dt: float, speeds: np.ndarray, settings: MatchSettings,
-                    tw_all: np.ndarray | None = None) -> Segment:
+def _refine_segment(
+    s: Segment,
+    qt_all: np.ndarray,
+    views: list[np.ndarray],
+    rt_all: np.ndarray,
+    rv_all: np.ndarray,
+    ref_dt: float,
+    speeds: np.ndarray,
+    settings: MatchSettings,
+    tw_all: np.ndarray | None = None,
+) -> Segment:
     sel = (qt_all >= s.query_start - 1e-6) & (qt_all <= s.query_end + 1e-6)
     if int(sel.sum()) < max(3, settings.min_segment_frames):
         return s
@@ -473,8 +571,11 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
     cross = calibrated_sims(sims.max(axis=0), settings.min_similarity).astype(np.float64)
     qgram, rgram = Q @ Q.T, rv @ rv.T
     n = len(qt)
-    rows = (np.unique(np.round(np.linspace(0, n - 1, REFINE_STRUCTURE_FRAMES)).astype(int))
-            if n > REFINE_STRUCTURE_FRAMES else None)
+    rows = (
+        np.unique(np.round(np.linspace(0, n - 1, REFINE_STRUCTURE_FRAMES)).astype(int))
+        if n > REFINE_STRUCTURE_FRAMES
+        else None
+    )
     # a line may run half a reference interval past either end (the last sample stands for that long)
     t0, t1 = rt[0] - ref_dt / 2, rt[-1] + ref_dt / 2
 
@@ -508,10 +609,20 @@ def _refine_segment(s: Segment, qt_all: np.ndarray, views: list[np.ndarray], rt_
     if fine is None:
         return s
     best_line = (fine[0], float(speeds[fine[1]]))
-    here = float(line_evidence(qt, cross, qgram, rt, rgram, np.array([s.offset]), float(s.speed), rows)[0]
-                 * prior(float(s.speed)))
+    here = float(
+        line_evidence(qt, cross, qgram, rt, rgram, np.array([s.offset]), float(s.speed), rows)[0]
+        * prior(float(s.speed))
+    )
     if not best_val > here * (1 + 1e-9) + 1e-12:  # a tie (within rounding) keeps the aligner's line
         return s
     off, v = best_line
-    return Segment(query_start=s.query_start, query_end=s.query_end, ref_start=off + v * s.query_start,
-                   ref_end=off + v * s.query_end, offset=off, speed=v, score=s.score, frames=s.frames)
+    return Segment(
+        query_start=s.query_start,
+        query_end=s.query_end,
+        ref_start=off + v * s.query_start,
+        ref_end=off + v * s.query_end,
+        offset=off,
+        speed=v,
+        score=s.score,
+        frames=s.frames,
+    )

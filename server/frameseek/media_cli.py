@@ -9,7 +9,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -27,7 +26,7 @@ def embed_command(
     decoder: str = typer.Option("auto", "--decoder", help="decoder: auto | cpu | nvdec"),
     keyframes_only: bool = typer.Option(False, "--keyframes-only", help="decode key frames only"),
     keep_blank: bool = typer.Option(False, "--keep-blank", help="do not drop blank / uniform frames"),
-    dedup: Optional[float] = typer.Option(None, "--dedup", help="drop consecutive samples with cosine >= this"),
+    dedup: float | None = typer.Option(None, "--dedup", help="drop consecutive samples with cosine >= this"),
 ) -> None:
     """Embed FILE and print the samples, the backends used and the throughput (x realtime)."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -1,17 +1,34 @@
 """Prometheus metrics (served on Settings.metrics_address)."""
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("frameseek_requests_total", "RPCs by method and status code", ["method", "code"])
-LATENCY = Histogram("frameseek_request_seconds", "RPC latency by method", ["method"],
-                    buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5, 10, 30, 60, 300))
+LATENCY = Histogram(
+    "frameseek_request_seconds",
+    "RPC latency by method",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
 INDEX_VECTORS = Gauge("frameseek_index_vectors", "vectors in a collection's index", ["collection"])
 INGESTED = Counter("frameseek_ingested_total", "items indexed", ["kind"])
-INGEST_REALTIME = Histogram("frameseek_ingest_realtime_factor", "media seconds indexed per wall-clock second",
-                            buckets=(.5, 1, 2, 5, 10, 20, 50, 100, 200, 500))
+INGEST_REALTIME = Histogram(
+    "frameseek_ingest_realtime_factor",
+    "media seconds indexed per wall-clock second",
+    buckets=(0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
 ACTIVE_INGESTS = Gauge("frameseek_active_ingests", "ingests queued or running")
 READY = Gauge("frameseek_ready", "1 when the index is loaded and the server serves")
-STALLS = Counter("frameseek_stalls_total", "ingests or event-loop turns that did not move for stall_report_s "
-                 "(each logged with every thread's stack)")
+STORAGE_DAMAGE = Counter(
+    "frameseek_storage_damage_total",
+    "damage found by storage recovery, by kind: log_record "
+    "(a damaged vector log record), snapshot (a snapshot that failed its checksum), "
+    "foreign_record (a log record that does not match its catalog row), catalog_lost_rows",
+    ["kind"],
+)
+STALLS = Counter(
+    "frameseek_stalls_total",
+    "ingests or event-loop turns that did not move for stall_report_s (each logged with every thread's stack)",
+)
 
 
 class FrontEndCollector:
@@ -26,10 +43,14 @@ class FrontEndCollector:
         from prometheus_client.core import CounterMetricFamily
 
         s = self.front_end.stats()
-        calls = CounterMetricFamily("frameseek_front_end_calls", "calls through the native gRPC front end by path",
-                                    labels=["path"])
+        calls = CounterMetricFamily(
+            "frameseek_front_end_calls", "calls through the native gRPC front end by path", labels=["path"]
+        )
         calls.add_metric(["native"], s["fast"])
         calls.add_metric(["forwarded"], s["forwarded"])
         yield calls
-        yield CounterMetricFamily("frameseek_front_end_native_search_seconds",
-                                  "time in native SearchByVector (parse, search, encode)", value=s["fast_seconds"])
+        yield CounterMetricFamily(
+            "frameseek_front_end_native_search_seconds",
+            "time in native SearchByVector (parse, search, encode)",
+            value=s["fast_seconds"],
+        )

@@ -41,8 +41,13 @@ REGION_MODES: tuple[str, ...] = ("off", "auto", "on")
 
 #: four overlapping 60 % corners + the centre 60 % (the unshipped crops experiment's grid:
 #: 4/6 picture-in-picture copies at the default threshold, unrelated queries unchanged)
-GRID_BOXES: tuple[Box, ...] = ((0.0, 0.0, 0.6, 0.6), (0.4, 0.0, 1.0, 0.6), (0.0, 0.4, 0.6, 1.0),
-                               (0.4, 0.4, 1.0, 1.0), (0.2, 0.2, 0.8, 0.8))
+GRID_BOXES: tuple[Box, ...] = (
+    (0.0, 0.0, 0.6, 0.6),
+    (0.4, 0.0, 1.0, 0.6),
+    (0.0, 0.4, 0.6, 1.0),
+    (0.4, 0.4, 1.0, 1.0),
+    (0.2, 0.2, 0.8, 0.8),
+)
 
 
 @dataclass(frozen=True)
@@ -172,8 +177,11 @@ class InsetDetector:
         n = p.shape[axis]
         before = np.take(pp, np.arange(0, n), axis=axis)
         after = np.take(pp, np.arange(2 * o, n + 2 * o), axis=axis)
-        m = ((p >= self.s.persistence) & (p - np.minimum(before, after) >= self.s.line_contrast)
-             & (change >= self.s.min_edge_change))
+        m = (
+            (p >= self.s.persistence)
+            & (p - np.minimum(before, after) >= self.s.line_contrast)
+            & (change >= self.s.min_edge_change)
+        )
         # tolerate a one-pixel wobble of the line across the rows
         d = m.copy()
         if axis == 1:
@@ -217,11 +225,11 @@ class InsetDetector:
 
         best: tuple[tuple[int, float, int], Box] | None = None
         for i, x0 in enumerate(xe):
-            for x1 in xe[i + 1:]:
+            for x1 in xe[i + 1 :]:
                 if x1 - x0 < s.min_extent * w:
                     continue
                 for j, y0 in enumerate(ye):
-                    for y1 in ye[j + 1:]:
+                    for y1 in ye[j + 1 :]:
                         if y1 - y0 < s.min_extent * h:
                             continue
                         area = (x1 - x0) * (y1 - y0) / (w * h)
@@ -264,5 +272,14 @@ def region_boxes(mode: str, inset: Box | None) -> list[tuple[str, Box]]:
     return out
 
 
-__all__ = ["Box", "GRID_BOXES", "InsetDetector", "InsetSettings", "REGION_MODES", "RegionMode", "crop",
-           "gray_for_analysis", "region_boxes"]
+__all__ = [
+    "Box",
+    "GRID_BOXES",
+    "InsetDetector",
+    "InsetSettings",
+    "REGION_MODES",
+    "RegionMode",
+    "crop",
+    "gray_for_analysis",
+    "region_boxes",
+]

@@ -8,7 +8,12 @@ With `workers` > 1 the port is shared with search replica processes (see workers
 With the native front end (the default, front_end.py) a C++ gRPC server holds the public port,
 answers SearchByVector itself and passes everything else to this grpc.aio server, which then
 listens on a private Unix socket only.
+Security (auth.py): TLS/mTLS on the public port, bearer tokens checked by an interceptor on every
+call (and by the native front end on the calls it answers itself), the token file reloaded on
+SIGHUP; a non-loopback address without TLS and client authentication refuses to start unless
+`insecure` is set.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +26,19 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .api.auth import (
+    AuthInterceptor,
+    Authorizer,
+    ConfigError,
+    exposure_gaps,
+    insecure_warning,
+    load_tls,
+    refusal,
+    server_credentials,
+)
+from .api.servicer import FrameSeekServicer, add_servicer
 from .config import Settings
 from .service import FrameSeekService
-from .servicer import FrameSeekServicer, add_servicer
 from .v1 import frameseek_pb2
 
 log = structlog.get_logger("frameseek.server")
@@ -45,12 +60,54 @@ def grpc_options(s: Settings) -> list[tuple[str, int]]:
     ]
 
 
+class InsecureBind(ConfigError):
+    """A non-loopback address without TLS and client authentication, and no `insecure`."""
+
+
+def console_refusal(settings: Settings, tls: bool) -> bool:
+    """The web console has no login of its own and calls the API over a plaintext channel without a
+    token: it may not open a way around TLS or tokens, nor serve a non-loopback address unless
+    `insecure` says so (ConfigError, a one-line exit). True when it serves a public address."""
+    from .console.server import is_loopback, split_address
+
+    if tls or settings.auth_tokens:
+        raise ConfigError(
+            "the web console (--http-address) has no login and cannot call a server that "
+            "requires TLS or tokens; serve it without --http-address, or run a separate "
+            "loopback-only server for the console"
+        )
+    host, _ = split_address(settings.http_address)
+    if not is_loopback(host) and not settings.insecure:
+        raise InsecureBind(
+            f"refusing to serve the web console on {settings.http_address}: it has no "
+            "authentication (anyone who reaches it can read and delete the library); bind it to "
+            "127.0.0.1, or pass --insecure to serve it anyway"
+        )
+    return not is_loopback(host)
+
+
 class FrameSeekServer:
     def __init__(self, settings: Settings, service: FrameSeekService | None = None):
+        """auth.ConfigError (InsecureBind among them) when the security settings do not hold up."""
         self.settings = settings
+        self.tls = load_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        self.authorizer = Authorizer(settings.auth_tokens) if settings.auth_tokens else None
+        gaps = exposure_gaps(
+            settings.address,
+            self.tls,
+            self.authorizer is not None or (self.tls is not None and self.tls.client_ca is not None),
+        )
+        if gaps and not settings.insecure:
+            raise InsecureBind(refusal(settings.address, gaps))
+        public_console = bool(settings.http_address) and console_refusal(settings, self.tls is not None)
+        # from here on `insecure` says whether the override is in effect (GetStats reports it)
+        settings.insecure = bool(gaps) or public_console
+        if gaps and settings.role == "primary":
+            log.warning("insecure", message=insecure_warning(settings.address, gaps))
         self.service = service or FrameSeekService(settings)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
-        self.server = grpc.aio.server(options=grpc_options(settings))
+        interceptors = [AuthInterceptor(self.authorizer)] if self.authorizer else []
+        self.server = grpc.aio.server(options=grpc_options(settings), interceptors=interceptors)
         self.servicer = servicer = FrameSeekServicer(self.service)
         self.forwarder = None
         if settings.role == "replica":  # writes go to the primary process (workers.py)
@@ -64,14 +121,19 @@ class FrameSeekServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self.server)
+            self.server,
+        )
         self.front = self._front_end(settings)
         if self.front is not None:
             if not self.server.add_insecure_port(self.front.backend_address):
                 raise RuntimeError(f"could not bind {self.front.backend_address}")
             self.port = 0  # bound by start()
         else:
-            self.port = self.server.add_insecure_port(settings.address)
+            self.port = (
+                self.server.add_secure_port(settings.address, server_credentials(self.tls))
+                if self.tls
+                else self.server.add_insecure_port(settings.address)
+            )
             if self.port == 0:
                 raise RuntimeError(f"could not bind {settings.address}")
         self.host = settings.address.rsplit(":", 1)[0]
@@ -80,6 +142,11 @@ class FrameSeekServer:
             self.private_port = self.server.add_insecure_port("127.0.0.1:0")
         self._loader: asyncio.Task | None = None
         self._metrics = None
+        self.console = None  # the web console (HTTP), before the storage loads: it hooks ingest and deletes
+        if settings.http_address and settings.role == "primary":
+            from .console import Console
+
+            self.console = Console(settings, self.service)
         self.load_error: BaseException | None = None
 
     def _front_end(self, settings: Settings):
@@ -93,7 +160,9 @@ class FrameSeekServer:
         if not front_end.available():
             log.warning("front_end_python", reason="the native module was built without gRPC C++ (libgrpc++-dev)")
             return None
-        fe = front_end.NativeFrontEnd(self.service, self.servicer.tr.video_bytes)
+        fe = front_end.NativeFrontEnd(
+            self.service, self.servicer.tr.video_bytes, self.tls, self.authorizer.entries if self.authorizer else None
+        )
         from prometheus_client import REGISTRY
 
         from .metrics import FrontEndCollector
@@ -110,6 +179,21 @@ class FrameSeekServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def reload_tokens(self) -> bool:
+        """SIGHUP: re-read the token file into both front ends; a bad file keeps the old table."""
+        if self.authorizer is None:
+            log.info("sighup_ignored", reason="no auth_tokens file configured")
+            return False
+        try:
+            entries = self.authorizer.reload()
+        except ConfigError as exc:
+            log.error("auth_tokens_reload_failed", error=str(exc), kept=len(self.authorizer.entries))
+            return False
+        if self.front is not None:
+            self.front.set_tokens(entries)
+        log.info("auth_tokens_reloaded", tokens=len(entries))
+        return True
+
     async def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):
             r = self.health.set(name, status)
@@ -125,13 +209,23 @@ class FrameSeekServer:
         if self.front is not None:
             try:
                 self.port = await asyncio.get_running_loop().run_in_executor(
-                    None, self.front.start, self.settings.address, grpc_options(self.settings))
+                    None, self.front.start, self.settings.address, grpc_options(self.settings)
+                )
             except RuntimeError:
                 await self.server.stop(0)
                 self.front.shutdown(0)
                 raise RuntimeError(f"could not bind {self.settings.address}") from None
         if self.settings.metrics_address:
             self._start_metrics()
+        if self.console is not None:
+            host = self.host if self.host not in ("0.0.0.0", "[::]", "") else "127.0.0.1"
+            try:
+                await self.console.start(f"{host}:{self.port}")
+            except BaseException:
+                await self.server.stop(0)
+                if self.front is not None:
+                    self.front.shutdown(0)
+                raise
         self._loader = asyncio.get_running_loop().create_task(self._load())
         log.info("listening", address=self.address, data_dir=self.settings.data_dir)
         return self.port
@@ -151,7 +245,8 @@ class FrameSeekServer:
             await self.service.start()
             tr = self.servicer.tr
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: tr.warm(self.service.video_records(tr.VIDEO_CACHE)))
+                None, lambda: tr.warm(self.service.videos.records(tr.VIDEO_CACHE))
+            )
             if self.front is not None:
                 info = await asyncio.get_running_loop().run_in_executor(None, self.front.attach)
                 log.info("front_end", address=self.address, **info)
@@ -169,6 +264,8 @@ class FrameSeekServer:
         log.info("stopping", grace_s=grace)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.service.closing = True
+        if self.console is not None:
+            await self.console.stop()
         if self.front is not None:
             # the front end drains its calls, passed-through ones included, while this loop serves them
             await asyncio.get_running_loop().run_in_executor(None, self.front.shutdown, grace)
@@ -207,7 +304,10 @@ async def serve(settings: Settings, port_file: str | None = None) -> None:
     # `kill -USR1 <pid>` writes every Python thread's stack to stderr (the log) and the server goes
     # on serving: where a stuck call waits, seen without stopping it (C++ threads are not shown)
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
-    srv, port = await create_server(settings)
+    try:
+        srv, port = await create_server(settings)
+    except ConfigError as exc:  # security settings (auth.py): a clear message, no traceback
+        raise SystemExit(f"frameseek: {exc}") from None
 
     def write_port_file() -> None:
         if port_file:
@@ -223,12 +323,20 @@ async def serve(settings: Settings, port_file: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    supervisor = None
+
+    def reload() -> None:
+        srv.reload_tokens()
+        for p in supervisor.procs if supervisor is not None else ():  # each replica reloads its own
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     waiter = loop.create_task(stop.wait())
     done, _ = await asyncio.wait({waiter, srv._loader}, return_when=asyncio.FIRST_COMPLETED)
     if srv._loader in done and srv._loader.exception() is not None:
         await srv.stop(0)
         raise SystemExit(f"frameseek: start-up failed: {srv._loader.exception()}")
-    supervisor = None
     if srv._loader in done and not stop.is_set():
         if settings.role == "replica":
             from .workers import signal_ready, watch_parent

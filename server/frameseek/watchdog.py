@@ -6,6 +6,7 @@ not moved for `stall_s`, logs `stalled` once for it and writes the stack of ever
 stderr (faulthandler), so the log says where it waits without anyone attaching a debugger. The
 thread is a plain thread, not an asyncio task, so a blocked event loop is reported too.
 """
+
 from __future__ import annotations
 
 import faulthandler
@@ -55,12 +56,14 @@ class Watchdog:
         """Report the marks that have not moved for stall_s (each once per stall); returns them."""
         now = time.monotonic()
         with self._lock:
-            stalled = [(name, now - t) for name, t in self._marks.items()
-                       if now - t >= self.stall_s and name not in self._reported]
+            stalled = [
+                (name, now - t)
+                for name, t in self._marks.items()
+                if now - t >= self.stall_s and name not in self._reported
+            ]
             self._reported.update(name for name, _ in stalled)
         for name, age in stalled:
-            log.warning("stalled", what=name, seconds=round(age, 1),
-                        hint="the stack of every thread follows on stderr")
+            log.warning("stalled", what=name, seconds=round(age, 1), hint="the stack of every thread follows on stderr")
             metrics.STALLS.inc()
         if stalled:
             faulthandler.dump_traceback(file=sys.stderr, all_threads=True)

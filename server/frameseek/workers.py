@@ -22,10 +22,17 @@ Design:
 
 Each replica holds its own copy of the index in memory: raise --workers up to the number of cores
 when searches saturate one core and memory allows (index size x workers).
+
+Why this stays beside the native front end (benchmarks/load/README.md, 2026-12-06): the front end
+answers unfiltered and video-filtered SearchByVector in C++ on every core, but passes label-filtered
+searches (they need the catalog) and SearchByImage to one Python process, which stops near one
+core; two processes served about twice the label-filtered QPS on 2 cores.
 """
+
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -55,8 +62,11 @@ READY_FD_ENV = "FS_REPLICA_READY_FD"  # not FRAMESEEK_*: Settings forbids unknow
 
 def _forward_md(ctx) -> list[tuple[str, str | bytes]]:
     """The caller's metadata minus what the transport sets itself (pseudo-headers, grpc-*)."""
-    return [(k, v) for k, v in (ctx.invocation_metadata() or ())
-            if not k.startswith((":", "grpc-")) and k not in _HOP_HEADERS]
+    return [
+        (k, v)
+        for k, v in (ctx.invocation_metadata() or ())
+        if not k.startswith((":", "grpc-")) and k not in _HOP_HEADERS
+    ]
 
 
 async def _reraise(ctx, exc: grpc.aio.AioRpcError) -> None:
@@ -93,21 +103,26 @@ class PrimaryForwarder:
 
     def _handler(self, name: str, kind: str):
         if kind == "us":
+
             async def us(request, ctx):
                 try:
-                    async for resp in getattr(self._s(), name)(request, metadata=_forward_md(ctx),
-                                                              timeout=ctx.time_remaining()):
+                    async for resp in getattr(self._s(), name)(
+                        request, metadata=_forward_md(ctx), timeout=ctx.time_remaining()
+                    ):
                         yield resp
                 except grpc.aio.AioRpcError as exc:
                     await _reraise(ctx, exc)
+
             return us
 
         async def unary_response(request_or_iterator, ctx):  # "uu" and "su" (client stream)
             try:
-                return await getattr(self._s(), name)(request_or_iterator, metadata=_forward_md(ctx),
-                                                      timeout=ctx.time_remaining())
+                return await getattr(self._s(), name)(
+                    request_or_iterator, metadata=_forward_md(ctx), timeout=ctx.time_remaining()
+                )
             except grpc.aio.AioRpcError as exc:
                 await _reraise(ctx, exc)
+
         return unary_response
 
 
@@ -118,12 +133,16 @@ class ReplicaSupervisor:
         self.settings = settings
         host = settings.address.rsplit(":", 1)[0]
         env = {**os.environ}
-        for field, value in settings.model_dump().items():
-            if value is not None:
-                env[f"FRAMESEEK_{field.upper()}"] = str(value)
-        env.update(FRAMESEEK_ADDRESS=f"{host}:{public_port}", FRAMESEEK_ROLE="replica",
-                   FRAMESEEK_PRIMARY_ADDRESS=primary_address, FRAMESEEK_METRICS_ADDRESS="",
-                   FRAMESEEK_DATA_DIR=os.path.abspath(settings.data_dir))
+        for field, value in settings.model_dump(mode="json").items():
+            if value is not None:  # a settings group travels as JSON (FRAMESEEK_MEDIA='{...}')
+                env[f"FRAMESEEK_{field.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
+        env.update(
+            FRAMESEEK_ADDRESS=f"{host}:{public_port}",
+            FRAMESEEK_ROLE="replica",
+            FRAMESEEK_PRIMARY_ADDRESS=primary_address,
+            FRAMESEEK_METRICS_ADDRESS="",
+            FRAMESEEK_DATA_DIR=os.path.abspath(settings.data_dir),
+        )
         self.env = env
         self.procs: list[subprocess.Popen | None] = [None] * (settings.workers - 1)
         self.stopping = False

@@ -18,7 +18,8 @@ def textured_frame(i: int, w: int = W, h: int = H) -> np.ndarray:
     rng = np.random.default_rng(1234)
     base = rng.integers(0, 256, (h, w * 2, 3), dtype=np.uint8)
     # smooth the noise a little so every codec keeps it recognisable at small bitrates
-    base = ((base.astype(np.uint16) + np.roll(base, 1, 0) + np.roll(base, 1, 1) + np.roll(base, (1, 1), (0, 1))) // 4).astype(np.uint8)
+    wide = base.astype(np.uint16)
+    base = ((wide + np.roll(base, 1, 0) + np.roll(base, 1, 1) + np.roll(base, (1, 1), (0, 1))) // 4).astype(np.uint8)
     shift = (i * 3) % w
     f = base[:, shift : shift + w].copy()
     x = (i * 7) % (w - 10)

@@ -14,7 +14,9 @@ from .conftest import OPENCV_DATA, textured_frame
 
 
 @settings(max_examples=50, deadline=None)
-@given(r=st.integers(0, 255), g=st.integers(0, 255), b=st.integers(0, 255), h=st.integers(2, 300), w=st.integers(2, 300))
+@given(
+    r=st.integers(0, 255), g=st.integers(0, 255), b=st.integers(0, 255), h=st.integers(2, 300), w=st.integers(2, 300)
+)
 def test_any_uniform_frame_is_blank(r, g, b, h, w):
     assert is_blank(np.full((h, w, 3), (r, g, b), np.uint8))
 

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from frameseek.media import (
     MediaLimits,
     TimeGridSampler,
+    nvdec,
     open_decoder,
     open_source,
     plan_indices,
     select_backend,
 )
-from frameseek.media import nvdec
 
 from .conftest import OPENCV_DATA, H, W, write_video
 
@@ -71,9 +71,21 @@ def test_vfr_timestamps_come_from_pts_not_frame_counts(vfr_clip):
 def ffprobe_best_effort_times(path) -> list[float]:
     probe = json.loads(
         subprocess.run(
-            ["ffprobe", "-v", "quiet", "-select_streams", "v:0", "-show_entries",
-             "frame=best_effort_timestamp_time", "-of", "json", str(path)],
-            check=True, capture_output=True, text=True,
+            [
+                "ffprobe",
+                "-v",
+                "quiet",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "frame=best_effort_timestamp_time",
+                "-of",
+                "json",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     )
     return [float(f["best_effort_timestamp_time"]) for f in probe["frames"]]
@@ -140,6 +152,7 @@ def test_sampler_properties(gaps, fps):
     kept = [times[i] for i in plan_indices(times, fps)]
     assert kept[0] == times[0] == 0.0
     assert kept == sorted(set(kept))
+
     # at most one sample per grid tick, and no tick between two samples is left unserved
     def tick(t):
         return int(np.floor((t + TimeGridSampler.EPS) * fps))
@@ -152,7 +165,7 @@ def test_sampler_properties(gaps, fps):
 
 
 def test_still_images_are_one_frame_items(images):
-    for ext, path in images.items():
+    for path in images.values():
         dec, frames = decode_times(path, fps=1.0)
         assert dec.name == "pil" and dec.info.is_image and dec.info.codec in ("jpeg", "png", "webp")
         assert len(frames) == 1 and frames[0].t == 0.0 and frames[0].image.shape == (120, 160, 3)
@@ -208,7 +221,9 @@ def test_sparse_sampling_skips_non_reference_frames(media_dir):
     # may skip them; each sample still lands within two frame periods of its tick. At 5 fps
     # (fewer than NONREF_MIN_FRAMES_PER_SAMPLE frames per tick) every frame is decoded.
     path = write_video(
-        media_dir / "bframes.mp4", "libx264", [i / 10 for i in range(60)],
+        media_dir / "bframes.mp4",
+        "libx264",
+        [i / 10 for i in range(60)],
         options={"preset": "medium", "x264-params": "bframes=3:b-pyramid=none:b-adapt=0:log-level=none"},
     )
     with av.open(str(path)) as c:
@@ -234,8 +249,13 @@ def test_size_hint_downscales_in_the_decoder_with_unchanged_timestamps(media_dir
 
     from .conftest import textured_frame
 
-    big = write_video(media_dir / "vga.mp4", "libx264", [i / 10 for i in range(20)],
-                      [textured_frame(i, 640, 480) for i in range(20)], options={"preset": "ultrafast"})
+    big = write_video(
+        media_dir / "vga.mp4",
+        "libx264",
+        [i / 10 for i in range(20)],
+        [textured_frame(i, 640, 480) for i in range(20)],
+        options={"preset": "ultrafast"},
+    )
     hint = PreprocessSpec().output_hw
     for fps in (0.0, 2.0):
         dec = open_decoder(big)

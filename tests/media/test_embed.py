@@ -81,7 +81,8 @@ def test_output_hw_and_fixed():
 
 def test_to_tensor_layouts_and_normalisation():
     imgs = [np.full((4, 6, 3), (10, 20, 30), np.uint8), np.full((4, 6, 3), (40, 50, 60), np.uint8)]
-    x = to_tensor(imgs, PreprocessSpec(layout="NCHW", dtype="float32", scale=1 / 255, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5)))
+    spec = PreprocessSpec(layout="NCHW", dtype="float32", scale=1 / 255, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5))
+    x = to_tensor(imgs, spec)
     assert x.shape == (2, 3, 4, 6) and x.dtype == np.float32
     np.testing.assert_allclose(x[1, :, 0, 0], (np.array([40, 50, 60]) / 255 - [0.1, 0.2, 0.3]) / 0.5, atol=1e-6)
     assert to_tensor(imgs, PreprocessSpec()).dtype == np.uint8
@@ -105,7 +106,8 @@ def test_copies_are_close_and_unrelated_images_far(embedder):
     buf = io.BytesIO()
     Image.fromarray(src).resize((src.shape[1] * 2 // 3, src.shape[0] * 2 // 3)).save(buf, "JPEG", quality=25)
     copy = np.asarray(Image.open(buf).convert("RGB"))
-    others = [load(n) for n in ("fruits.jpg", "home.jpg", "lena.jpg" if (OPENCV_DATA / "lena.jpg").exists() else "board.jpg")]
+    third = "lena.jpg" if (OPENCV_DATA / "lena.jpg").exists() else "board.jpg"
+    others = [load(n) for n in ("fruits.jpg", "home.jpg", third)]
     e = embedder.embed([src, copy, *others])
     sims = e @ e[0]
     assert sims[1] > 0.9
@@ -151,7 +153,9 @@ def test_pluggable_nchw_float_model(tmp_path):
     # x: float32[N,3,H,W] -> mean over H,W -> [N,3]: checks layout, scale, mean/std end to end
     node = helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)
     graph = helper.make_graph(
-        [node], "mean", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [node],
+        "mean",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -159,9 +163,18 @@ def test_pluggable_nchw_float_model(tmp_path):
     path = tmp_path / "mean.onnx"
     onnx.save(model, str(path))
     spec = ModelSpec(
-        name="mean", path=path, l2_normalize=False,
-        preprocess=PreprocessSpec(resize="fixed", fixed_hw=(32, 32), layout="NCHW", dtype="float32",
-                                  scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        name="mean",
+        path=path,
+        l2_normalize=False,
+        preprocess=PreprocessSpec(
+            resize="fixed",
+            fixed_hw=(32, 32),
+            layout="NCHW",
+            dtype="float32",
+            scale=1 / 255,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.25, 0.25, 0.25),
+        ),
     )
     emb = OnnxEmbedder(spec)
     assert emb.dim == 3

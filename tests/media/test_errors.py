@@ -87,6 +87,50 @@ def test_duration_limit(h264_clip):
     assert reason_of(h264_clip, MediaLimits(max_duration_s=1.0)) == "DURATION_TOO_LONG"
 
 
+def test_duration_limit_holds_when_the_container_has_no_duration(tmp_path):
+    """Issue 17 item 7: MKV written to a pipe (live mode) has no duration in its header; the limit
+    is enforced on decoded frame times instead, as soon as one passes it."""
+    import subprocess
+
+    import av
+
+    path = tmp_path / "piped.mkv"
+    with open(path, "wb") as out:
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=160x120:rate=10",
+                "-t",
+                "6",
+                "-c:v",
+                "mpeg4",
+                "-f",
+                "matroska",
+                "-live",
+                "1",
+                "pipe:1",
+            ],
+            stdout=out,
+            check=True,
+        )
+    with av.open(str(path)) as c:
+        assert c.duration is None and c.streams.video[0].duration is None
+    limits = MediaLimits(max_duration_s=2.0)
+    dec = open_decoder(path, limits)
+    times = []
+    with pytest.raises(MediaError) as info:
+        for f in dec.frames(TimeGridSampler(10.0)):
+            times.append(f.t)
+    dec.close()
+    assert info.value.reason == "DURATION_TOO_LONG"
+    assert max(times) <= 2.0  # stopped at the first frame past the limit, not at the end
+
+
 def test_corrupt_images(images):
     data = images["jpg"].read_bytes()
     assert reason_of(data[: len(data) // 3]) == "CORRUPT_MEDIA"

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from frameseek.media import MediaError
-from frameseek.pipeline import EmbeddedMedia, SamplingSettings, embed_media
+from frameseek.pipeline import EmbeddedMedia, SamplingSettings, View, embed_media, frame_views
 
 
 def test_query_and_reference_sampling(h264_clip, embedder):
@@ -45,8 +45,13 @@ def test_dedup_drops_near_identical_consecutive_samples(media_dir, embedder):
     from .conftest import textured_frame, write_video
 
     frames = [textured_frame(0)] * 30 + [textured_frame(100)] * 10  # 3 s still, then a new shot
-    path = write_video(media_dir / "still_then_cut.mp4", "libx264", [i / 10 for i in range(40)], frames,
-                       options={"preset": "ultrafast"})
+    path = write_video(
+        media_dir / "still_then_cut.mp4",
+        "libx264",
+        [i / 10 for i in range(40)],
+        frames,
+        options={"preset": "ultrafast"},
+    )
     res = embed_media(path, embedder, SamplingSettings(fps=2.0, dedup_threshold=0.97))
     np.testing.assert_allclose(res.timestamps, [0.0, 3.0], atol=1e-3)
     assert res.dropped_duplicates == 6
@@ -63,14 +68,15 @@ def test_images_and_inputs(images, h264_clip, embedder):
 
 
 def test_flip_vectors(h264_clip, embedder):
-    res = embed_media(h264_clip, embedder, SamplingSettings(fps=1.0, flip=True))
-    assert res.flip_vectors is not None and res.flip_vectors.shape == res.vectors.shape
-    assert not np.allclose(res.flip_vectors, res.vectors)
+    res = embed_media(h264_clip, embedder, SamplingSettings(fps=1.0, views=frame_views(mirror=True)))
+    assert list(res.sets) == ["full", "mirror"] and res.sets["mirror"].shape == res.vectors.shape
+    assert not np.allclose(res.sets["mirror"], res.vectors)
 
 
 def test_query_sampling_adds_a_coarse_view(h264_clip, embedder):
-    """SamplingSettings.query() embeds every kept frame and its mirror a second time at
-    QUERY_COARSE_SCALE of the model's input size (144 px short side instead of 288)."""
+    """SamplingSettings.query() (the server's clip query views) embeds every kept frame and its
+    mirror a second time at QUERY_COARSE_SCALE of the model's input size (144 px short side
+    instead of 288)."""
     from frameseek.pipeline import QUERY_COARSE_SCALE
 
     class Recorder(_ShapeRecorder):
@@ -88,55 +94,81 @@ def test_query_sampling_adds_a_coarse_view(h264_clip, embedder):
             return out
 
     rec = Recorder(embedder)
-    q = embed_media(h264_clip, rec, SamplingSettings.query(flip=True))
+    q = embed_media(h264_clip, rec, SamplingSettings.query())
     n = len(q)
-    assert n == 4 and q.coarse_vectors.shape == q.coarse_flip_vectors.shape == (n, 512)
+    coarse, coarse_flip = q.sets["coarse"], q.sets["coarse_mirror"]
+    assert n == 4 and coarse.shape == coarse_flip.shape == (n, 512)
     assert sorted(set(rec.inputs)) == [(144, 192, 3), (288, 384, 3)]  # the 128x96 clip at both scales
     assert rec.scales.count(QUERY_COARSE_SCALE) == 2 * n and rec.scales.count(1.0) == 2 * n
-    np.testing.assert_allclose(np.linalg.norm(q.coarse_vectors, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(coarse, axis=1), 1, atol=1e-5)
     # the same frames, seen coarser: close to the full-scale vectors, but not the same
-    cos = np.sum(q.coarse_vectors * q.vectors, axis=1)
+    cos = np.sum(coarse * q.vectors, axis=1)
     assert np.all(cos > 0.5) and np.all(cos < 0.999)
-    assert not np.allclose(q.coarse_flip_vectors, q.coarse_vectors)
+    assert not np.allclose(coarse_flip, coarse)
     # views: whole, mirror, coarse, coarse mirror (rows aligned with the timestamps)
+    assert list(q.sets) == ["full", "mirror", "coarse", "coarse_mirror"]
     views = q.views
-    assert len(views) == 4 and views[0] is q.vectors and views[2] is q.coarse_vectors
+    assert len(views) == 4 and views[0] is q.vectors and views[2] is coarse
     # off, or an embedder whose input size is fixed (no scalable_input): no coarse view
-    off = embed_media(h264_clip, embedder, SamplingSettings.query(flip=True, coarse_scale=None))
-    assert off.coarse_vectors is None and len(off.views) == 2
+    off = embed_media(h264_clip, embedder, SamplingSettings.query(views=frame_views(mirror=True)))
+    assert "coarse" not in off.sets and len(off.views) == 2
     np.testing.assert_allclose(off.vectors, q.vectors, atol=1e-6)
     fixed = embed_media(h264_clip, _ShapeRecorder(embedder, hint=True), SamplingSettings.query())
-    assert fixed.coarse_vectors is None and len(fixed.views) == 1
-    assert SamplingSettings().coarse_scale is None and SamplingSettings.reference().coarse_scale is None
-    for bad in (0.3, 1.0):
-        with pytest.raises(ValueError, match="coarse_scale"):
-            SamplingSettings.query(coarse_scale=bad)
+    assert list(fixed.sets) == ["full", "mirror"]
+    assert [v.name for v in SamplingSettings().views] == ["full"]
+    assert [v.name for v in SamplingSettings.reference().views] == ["full", "coarse"]  # the coarse twins
+    for bad in (0.3, 1.5):
+        with pytest.raises(ValueError, match="scale"):
+            frame_views(coarse_scale=bad)
 
 
 def test_deblock_sigma_adds_a_blurred_view(h264_clip, embedder):
-    """SamplingSettings.deblock_sigma embeds every kept frame once more after a Gaussian blur: the
+    """A deblocking view (frame_views(deblock_sigma=...)) embeds every kept frame once more after a Gaussian blur: the
     vectors equal embedding the blurred frames directly, and the view joins `views`."""
     from frameseek.media import open_decoder
     from frameseek.media.sampling import TimeGridSampler
     from frameseek.pipeline import gaussian_blur
 
-    q = embed_media(h264_clip, embedder, SamplingSettings(fps=1.0, deblock_sigma=2.0))
-    assert q.deblock_vectors is not None and q.deblock_vectors.shape == q.vectors.shape
+    q = embed_media(h264_clip, embedder, SamplingSettings(fps=1.0, views=frame_views(deblock_sigma=2.0)))
+    deblocked = q.sets["deblock"]
+    assert deblocked.shape == q.vectors.shape
     views = q.views
-    assert len(views) == 2 and views[1] is q.deblock_vectors
-    cos = np.sum(q.deblock_vectors * q.vectors, axis=1)
+    assert len(views) == 2 and views[1] is deblocked
+    cos = np.sum(deblocked * q.vectors, axis=1)
     assert np.all(cos > 0.5) and np.all(cos < 0.999)  # the same frames, softer
     dec = open_decoder(str(h264_clip))
     frames = [np.asarray(f.image) for f in dec.frames(TimeGridSampler(1.0), size_hint=embedder.input_size)]
     dec.close()
     direct = embedder.embed([gaussian_blur(f, 2.0) for f in frames])
-    np.testing.assert_allclose(q.deblock_vectors, direct, atol=1e-4)
+    np.testing.assert_allclose(deblocked, direct, atol=1e-4)
     off = embed_media(h264_clip, embedder, SamplingSettings(fps=1.0))
-    assert off.deblock_vectors is None and len(off.views) == 1
+    assert list(off.sets) == ["full"] and len(off.views) == 1
     np.testing.assert_allclose(off.vectors, q.vectors, atol=1e-6)
-    for bad in (0.0, -1.0, 17.0):
-        with pytest.raises(ValueError, match="deblock_sigma"):
-            SamplingSettings(deblock_sigma=bad)
+    for bad in (-1.0, 17.0):
+        with pytest.raises(ValueError, match="blur_sigma"):
+            View("deblock", blur_sigma=bad)
+
+
+def test_views_are_declared_and_validated(h264_clip, embedder):
+    """A view is data: any declared transform (here a mirrored crop) becomes a vector set equal to
+    embedding that transform of the frames directly; names are distinct and the primary first."""
+    from frameseek.media import open_decoder
+    from frameseek.media.sampling import TimeGridSampler
+    from frameseek.regions import crop
+
+    left = View("left_half_mirrored", mirror=True, crop=(0.0, 0.0, 0.5, 1.0))
+    q = embed_media(h264_clip, embedder, SamplingSettings(fps=1.0, views=(View("full"), left)))
+    dec = open_decoder(str(h264_clip))
+    frames = [np.asarray(f.image) for f in dec.frames(TimeGridSampler(1.0), size_hint=embedder.input_size)]
+    dec.close()
+    direct = embedder.embed([crop(f, (0.0, 0.0, 0.5, 1.0)) for f in frames], flip=True)
+    np.testing.assert_allclose(q.sets["left_half_mirrored"], direct, atol=1e-4)
+    with pytest.raises(ValueError, match="distinct"):
+        SamplingSettings(views=(View("full"), View("full", mirror=True)))
+    with pytest.raises(ValueError, match="at least one"):
+        SamplingSettings(views=())
+    with pytest.raises(ValueError, match="region"):
+        SamplingSettings(views=(View("full"), View("region0")))
 
 
 def test_gaussian_blur_keeps_shape_and_mean_and_softens_edges():
@@ -284,18 +316,23 @@ class _ShapeRecorder:
 def test_pipeline_hands_the_model_input_size_to_the_decoder(media_dir, embedder):
     from .conftest import textured_frame, write_video
 
-    path = write_video(media_dir / "vga_pipeline.mp4", "libx264", [i / 10 for i in range(30)],
-                       [textured_frame(i, 640, 480) for i in range(30)], options={"preset": "ultrafast"})
+    path = write_video(
+        media_dir / "vga_pipeline.mp4",
+        "libx264",
+        [i / 10 for i in range(30)],
+        [textured_frame(i, 640, 480) for i in range(30)],
+        options={"preset": "ultrafast"},
+    )
     hinted, plain = _ShapeRecorder(embedder, hint=True), _ShapeRecorder(embedder, hint=False)
-    a = embed_media(path, hinted, SamplingSettings(fps=2.0, flip=True))
-    b = embed_media(path, plain, SamplingSettings(fps=2.0, flip=True))
+    a = embed_media(path, hinted, SamplingSettings(fps=2.0, views=frame_views(mirror=True)))
+    b = embed_media(path, plain, SamplingSettings(fps=2.0, views=frame_views(mirror=True)))
     assert set(hinted.shapes) == {(288, 384, 3)}  # arrived at the model's input size
     assert set(plain.shapes) == {(480, 640, 3)}
     np.testing.assert_array_equal(a.timestamps, b.timestamps)
     assert (a.width, a.height) == (b.width, b.height) == (640, 480)  # the source size is reported
     assert a.dropped_blank == b.dropped_blank == 0
     assert np.sum(a.vectors * b.vectors, axis=1).min() >= 0.98
-    assert np.sum(a.flip_vectors * b.flip_vectors, axis=1).min() >= 0.98
+    assert np.sum(a.sets["mirror"] * b.sets["mirror"], axis=1).min() >= 0.98
 
 
 def test_batches_are_held_open_for_the_embedders_batch_wait(h264_clip, embedder):

@@ -31,8 +31,9 @@ def test_input_profile_from_spec():
     assert p.min_shape == (1, 144, 144, 3)  # coarse query views down to MIN_INPUT_SCALE
     assert p.opt_shape == (16, 288, 512, 3)
     assert p.max_shape == (32, 1024, 1024, 3)
-    fixed = spec.model_copy(update={"preprocess": PreprocessSpec(resize="fixed", fixed_hw=(288, 288), layout="NCHW",
-                                                                 dtype="float32")})
+    fixed = spec.model_copy(
+        update={"preprocess": PreprocessSpec(resize="fixed", fixed_hw=(288, 288), layout="NCHW", dtype="float32")}
+    )
     q = InputProfile.for_spec(fixed, max_batch=8)
     assert q.min_shape == (1, 3, 288, 288) and q.max_shape == (8, 3, 288, 288)
 

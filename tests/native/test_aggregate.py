@@ -4,6 +4,7 @@ The tables imitate what a kNN over a reference index returns: reference videos s
 (frame f of video v has id v * 100_000 + f and time f), the true frame of a copy plus its
 near-duplicate temporal neighbours, and distractor frames from other videos.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -231,8 +232,7 @@ def test_outlier_matches_do_not_move_the_alignment():
     q_times = np.arange(0, 50, 0.5)
     t = Table(q_times)
     outliers = set(rng.choice(len(q_times), size=35, replace=False).tolist())
-    t.add_copy(video=7, mapping=lambda x: 1.25 * x + 20, ref_len=200, sim=0.8,
-               only=set(range(len(q_times))) - outliers)
+    t.add_copy(video=7, mapping=lambda x: 1.25 * x + 20, ref_len=200, sim=0.8, only=set(range(len(q_times))) - outliers)
     for i in outliers:  # wrong moments of the same video, more similar than the true match
         for _ in range(3):
             t.add(i, 7, int(rng.integers(0, 200)), float(rng.uniform(0.8, 0.95)))
@@ -545,8 +545,13 @@ def test_matches_numpy_reference_on_copies(seed):
     for v in range(int(rng.integers(1, 4))):
         speed, offset = float(rng.choice([1.0, 0.8, 1.25, 1.6])), float(rng.uniform(0, 50))
         start = int(rng.integers(0, len(q_times) // 2))
-        t.add_copy(video=v, mapping=lambda x, s=speed, o=offset: s * x + o, ref_len=400,
-                   sim=float(rng.uniform(0.6, 0.95)), only=set(range(start, len(q_times))))
+        t.add_copy(
+            video=v,
+            mapping=lambda x, s=speed, o=offset: s * x + o,
+            ref_len=400,
+            sim=float(rng.uniform(0.6, 0.95)),
+            only=set(range(start, len(q_times))),
+        )
     t.add_distractors(rng, 6, videos=range(100, 160), ref_len=400)
     arrays = t.arrays()
     weights = rng.uniform(0.2, 1, arrays[1].shape).astype(np.float32) if seed % 2 else None
@@ -571,7 +576,8 @@ def test_stub_matches_the_compiled_signatures():
     for name in ("aggregate", "neighbor_idf_weights", "aggregate_speed_grid"):
         a = funcs[name].args
         stub_params = [(x.arg, None) for x in a.args[: len(a.args) - len(a.defaults)]]
-        stub_params += [(x.arg, ast.literal_eval(d)) for x, d in zip(a.args[len(a.args) - len(a.defaults):], a.defaults)]
+        with_defaults = a.args[len(a.args) - len(a.defaults) :]
+        stub_params += [(x.arg, ast.literal_eval(d)) for x, d in zip(with_defaults, a.defaults)]
         stub_params += [(x.arg, ast.literal_eval(d)) for x, d in zip(a.kwonlyargs, a.kw_defaults)]
         sig = getattr(_native, name).__doc__.splitlines()[0]
         native_params = []

@@ -1,4 +1,5 @@
 """The shared synthetic data generator (benchmarks/datasets.py) has the structure it promises."""
+
 import numpy as np
 
 from benchmarks.datasets import video_like, video_like_queries

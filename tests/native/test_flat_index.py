@@ -1,5 +1,6 @@
 """FlatIndex vs an exact float64 numpy reference: filters, removals, re-adds, groups, padding,
 threads, concurrency and argument checking."""
+
 import threading
 
 import numpy as np
@@ -7,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from frameseek import _native
-from frameseek._native import NO_ID, FlatIndex, Filter
+from frameseek._native import NO_ID, Filter, FlatIndex
 
 
 def ref_dist(metric, q, x):
@@ -111,8 +111,16 @@ def test_filters_ids_groups_tags(metric):
     check_topk(index, ids, x, q, 10, metric, mask=np.isin(groups, [3, 7]), filter=Filter(groups={3, 7}))
     check_topk(index, ids, x, q, 10, metric, mask=tags == 2, filter=Filter(tags=[2]))
     both = np.isin(groups, list(range(20))) & np.isin(tags, [0, 1])
-    check_topk(index, ids, x, q, 10, metric, mask=both,
-               filter=Filter(groups=np.arange(20), tags=np.array([0, 1], dtype=np.int64)))
+    check_topk(
+        index,
+        ids,
+        x,
+        q,
+        10,
+        metric,
+        mask=both,
+        filter=Filter(groups=np.arange(20), tags=np.array([0, 1], dtype=np.int64)),
+    )
     # a filter that keeps everything takes the unfiltered path and agrees with it
     everything = Filter(tags=range(5))
     np.testing.assert_array_equal(index.search(q, 10, filter=everything)[0], index.search(q, 10)[0])

@@ -3,6 +3,7 @@
 The data is what makes HNSW struggle in practice: clustered, L2-normalised 512-d frames, runs of
 nearly identical consecutive frames, inserted video by video (one add() per video, like ingest).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 def add_video_by_video(index, vectors, ids, groups, tags=None, threads=0):
     for g in np.unique(groups):
         sel = np.flatnonzero(groups == g)
-        index.add(ids[sel], vectors[sel], groups=groups[sel],
-                  tags=None if tags is None else tags[sel], threads=threads)
+        index.add(ids[sel], vectors[sel], groups=groups[sel], tags=None if tags is None else tags[sel], threads=threads)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,9 @@ def test_recall_on_video_order_inserts(built, data):
     assert recall(found, truth) >= 0.95
     # distances are the metric's, for the ids returned: 1 - dot in float64 within float32 noise
     pos = {int(i): r for r, i in enumerate(data[1])}
-    ref = 1.0 - np.einsum("qd,qkd->qk", q.astype(np.float64),
-                          data[0][[[pos[int(i)] for i in row] for row in found]].astype(np.float64))
+    ref = 1.0 - np.einsum(
+        "qd,qkd->qk", q.astype(np.float64), data[0][[[pos[int(i)] for i in row] for row in found]].astype(np.float64)
+    )
     np.testing.assert_allclose(dist, ref, atol=2e-5)
     assert np.all(np.diff(dist, axis=1) >= 0)
 
@@ -124,8 +125,9 @@ def test_beam_narrower_than_k_still_returns_k_exact_distances(built, data):
         found, dist = index.search(q, K, ef=ef)
         assert np.all(found != N.NO_ID) and len(set(found[0])) == K  # k distinct results
         assert np.all(np.diff(dist, axis=1) >= 0)
-        ref = 1.0 - np.einsum("qd,qkd->qk", q.astype(np.float64),
-                              x[[[pos[int(i)] for i in row] for row in found]].astype(np.float64))
+        ref = 1.0 - np.einsum(
+            "qd,qkd->qk", q.astype(np.float64), x[[[pos[int(i)] for i in row] for row in found]].astype(np.float64)
+        )
         np.testing.assert_allclose(dist, ref, atol=2e-5)
         recalls.append(recall(found, truth))
     # a wider beam evaluates a superset of nodes on this deterministic graph: recall never drops
@@ -226,7 +228,7 @@ def test_search_groups_distinct_and_matches_exact_group_by(built, data):
     # where the same group is found, its frame is (nearly always) the exact best frame; the int8
     # walk may pick a near-identical frame of the same video instead (the ones its rounding, ~1e-3,
     # cannot tell apart), and then reports that frame's exact distance
-    same = (g == tg)
+    same = g == tg
     assert same.mean() >= 0.8
     assert np.all(d[same] >= td[same] - 2e-5)  # never better than the exact best: exact distances
     np.testing.assert_allclose(d[same], td[same], atol=2e-3)
@@ -307,7 +309,7 @@ def test_remove_never_returned_and_slots_reused(data):
     for r in range(5):
         new = np.arange(next_id, next_id + 200, dtype=np.uint64)
         next_id += 200
-        vec = x[n + 200 * r: n + 200 * (r + 1)]
+        vec = x[n + 200 * r : n + 200 * (r + 1)]
         index.add(new, vec)
         live += new.tolist()
         drop = rng.choice(len(live), 200, replace=False)
@@ -358,8 +360,7 @@ def test_save_load_in_fresh_process_gives_identical_results(built, data, tmp_pat
         assert os.listdir(tmp_path) == ["index.fsh"]  # no temp files left behind
         np.save(tmp_path / "q.npy", q)
         out = tmp_path / "out.npz"
-        subprocess.run([sys.executable, "-c", SUBPROCESS, str(path), str(tmp_path / "q.npy"), str(out)],
-                       check=True)
+        subprocess.run([sys.executable, "-c", SUBPROCESS, str(path), str(tmp_path / "q.npy"), str(out)], check=True)
         got = np.load(out)
         ids, dist = index.search(q, 10, threads=1)
         g, gi, gd = index.search_groups(q, 5, threads=1)
@@ -388,8 +389,10 @@ def small_file(tmp_path_factory, data):
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("damage", ["flip_graph", "flip_table", "flip_header", "truncate", "truncate_header",
-                                    "extend", "foreign", "empty", "version"])
+@pytest.mark.parametrize(
+    "damage",
+    ["flip_graph", "flip_table", "flip_header", "truncate", "truncate_header", "extend", "foreign", "empty", "version"],
+)
 def test_corrupt_or_foreign_file_raises_value_error(small_file, tmp_path, damage):
     b = bytearray(small_file)
     if damage == "flip_graph":
@@ -420,6 +423,7 @@ def test_load_missing_file_and_hnswlib_native_file(tmp_path, data):
     with pytest.raises(ValueError, match="cannot open"):
         N.HnswIndex.load(str(tmp_path / "nope.fsh"))
     import hnswlib  # a plain hnswlib index is a foreign file
+
     p = hnswlib.Index("ip", 16)
     p.init_index(10)
     p.add_items(np.eye(16, dtype=np.float32)[:10])
@@ -531,8 +535,13 @@ def test_validation_errors(data):
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 120), dim=st.integers(1, 40), k=st.integers(1, 12),
-       metric=st.sampled_from(["ip", "l2"]), seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(1, 120),
+    dim=st.integers(1, 40),
+    k=st.integers(1, 12),
+    metric=st.sampled_from(["ip", "l2"]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_results_are_well_formed(n, dim, k, metric, seed):
     """Whatever the data: sorted, no duplicates, real ids, exact distances, padding past n."""
     rng = np.random.default_rng(seed)
@@ -552,21 +561,6 @@ def test_results_are_well_formed(n, dim, k, metric, seed):
         ref = 1.0 - xv @ qv if metric == "ip" else ((xv - qv) ** 2).sum(1)
         np.testing.assert_allclose(drow[:m], ref, rtol=1e-4, atol=1e-4)
         assert np.all(np.diff(drow[:m]) >= 0)
-
-
-def test_python_package_exposes_the_native_class_and_defaults():
-    from frameseek.index import HnswIndex
-    from frameseek.index import hnsw
-
-    assert HnswIndex is N.HnswIndex
-    index = HnswIndex(4)
-    assert (index.M, index.ef_construction, index.ef) == (hnsw.DEFAULT_M, hnsw.DEFAULT_EF_CONSTRUCTION,
-                                                          hnsw.DEFAULT_EF)
-    x = np.eye(4, dtype=np.float32)
-    index.add(np.arange(4, dtype=np.uint64), x, groups=np.arange(4, dtype=np.uint64))
-    # the default group ef is 16: with 4 groups every one of them comes back
-    g, _, _ = index.search_groups(x[:1], 4)
-    assert sorted(g[0].tolist()) == [0, 1, 2, 3]
 
 
 def test_save_to_unwritable_place_raises_and_load_of_directory_is_value_error(tmp_path):
@@ -608,8 +602,11 @@ def test_walk_copy_matches_the_float32_walk(built, data, precision):
             assert abs(recall(got_ids, truth) - recall(f32_ids, truth)) <= 0.01
             assert recall(got_ids, f32_ids) >= 0.98  # near-ties may swap, nothing more
             pos = {int(i): r for r, i in enumerate(data[1])}
-            ref = 1.0 - np.einsum("qd,qkd->qk", q.astype(np.float64),
-                                  data[0][[[pos[int(i)] for i in row] for row in got_ids]].astype(np.float64))
+            ref = 1.0 - np.einsum(
+                "qd,qkd->qk",
+                q.astype(np.float64),
+                data[0][[[pos[int(i)] for i in row] for row in got_ids]].astype(np.float64),
+            )
             np.testing.assert_allclose(got_d, ref, atol=2e-5)  # float32-exact, not the copy's rounding
             assert np.all(np.diff(got_d, axis=1) >= 0)
         g_copy = index.search_groups(q, K)

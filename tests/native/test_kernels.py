@@ -4,6 +4,7 @@ Each path's table is called directly through the `_distances_for_level` test hoo
 `kernels_for(level)`), so one process checks scalar, AVX2 and AVX-512 (or NEON) side by side;
 the FRAMESEEK_SIMD route is covered by a subprocess test below and in test_native_build.py.
 """
+
 import json
 import os
 import subprocess
@@ -191,12 +192,14 @@ def test_float16_conversion_matches_numpy_exactly():
     finite = every_half[np.isfinite(every_half)].astype(np.float32)
     np.testing.assert_array_equal(_native._float16_roundtrip(finite), finite)
     rng = np.random.default_rng(0)
-    samples = np.concatenate([
-        rng.standard_normal(100_000).astype(np.float32) * 10.0 ** rng.integers(-9, 6, 100_000),
-        # exact ties between two fp16 values (round half to even) and the overflow edge
-        (finite[:-1].astype(np.float64) + np.diff(finite.astype(np.float64)) / 2)[::7],
-        np.array([65504, 65519, 65520, 1e6, -1e6, 5.96e-8, 2.98e-8, 2.99e-8, 0.0, -0.0], np.float64),
-    ]).astype(np.float32)
+    samples = np.concatenate(
+        [
+            rng.standard_normal(100_000).astype(np.float32) * 10.0 ** rng.integers(-9, 6, 100_000),
+            # exact ties between two fp16 values (round half to even) and the overflow edge
+            (finite[:-1].astype(np.float64) + np.diff(finite.astype(np.float64)) / 2)[::7],
+            np.array([65504, 65519, 65520, 1e6, -1e6, 5.96e-8, 2.98e-8, 2.99e-8, 0.0, -0.0], np.float64),
+        ]
+    ).astype(np.float32)
     with np.errstate(over="ignore"):  # values beyond 65504 round to inf, as they should
         want = samples.astype(np.float16).astype(np.float32)
     got = _native._float16_roundtrip(samples)
@@ -275,5 +278,4 @@ def test_int8_dot_unaligned_rows(level, offset):
     buf = rng.integers(-127, 128, offset + 4 * dim).astype(np.int8)
     a = buf[offset:].reshape(4, dim)
     assert a.ctypes.data % 32 != 0 and a.flags.c_contiguous
-    np.testing.assert_array_equal(_native._dot_i8_for_level(level, a, a),
-                                  a.astype(np.int64) @ a.astype(np.int64).T)
+    np.testing.assert_array_equal(_native._dot_i8_for_level(level, a, a), a.astype(np.int64) @ a.astype(np.int64).T)

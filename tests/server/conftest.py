@@ -1,6 +1,7 @@
 """Server tests: when one fails (a timeout included) while a server process runs, the report
 gets that server's thread stacks (SIGUSR1, see frameseek.server.serve), so a hang seen once in CI
 still says where it waited."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Test helpers: a real frameseek server in a subprocess on a free loopback port, synthetic media,
 and checks for which pieces of the system are built."""
+
 from __future__ import annotations
 
 import contextlib
@@ -38,25 +39,35 @@ def have_media_pipeline() -> bool:
     return True
 
 
-needs_index = pytest.mark.skipif(not have_native_index(),
-                                 reason="frameseek._native.HnswIndex is not built yet (native stream, issue 2)")
-needs_media = pytest.mark.skipif(not (have_native_index() and have_media_pipeline()),
-                                 reason="frameseek.pipeline/embed (issue 3) or the native index is not merged yet")
-needs_aggregate = pytest.mark.skipif(not (have_native_index() and have_media_pipeline() and have_aggregate()),
-                                     reason="frameseek._native.aggregate (issue 2) or the media pipeline is missing")
+needs_index = pytest.mark.skipif(
+    not have_native_index(), reason="frameseek._native.HnswIndex is not built yet (native stream, issue 2)"
+)
+needs_media = pytest.mark.skipif(
+    not (have_native_index() and have_media_pipeline()),
+    reason="frameseek.pipeline/embed (issue 3) or the native index is not merged yet",
+)
+needs_aggregate = pytest.mark.skipif(
+    not (have_native_index() and have_media_pipeline() and have_aggregate()),
+    reason="frameseek._native.aggregate (issue 2) or the media pipeline is missing",
+)
 
 
 class ServerProcess:
     """`frameseek serve` as a child process (so kill -9 is a real crash)."""
 
-    running: "set[ServerProcess]" = set()  # started and not yet stopped (conftest dumps their stacks)
+    running: set[ServerProcess] = set()  # started and not yet stopped (conftest dumps their stacks)
 
     def __init__(self, data_dir: pathlib.Path, env: dict | None = None, **settings):
         self.data_dir = pathlib.Path(data_dir)
         self.port_file = self.data_dir.parent / f"{self.data_dir.name}.port"
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
-        self.env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_LOG_FORMAT": "json",
-                    **{f"FRAMESEEK_{k.upper()}": str(v) for k, v in settings.items()}, **(env or {})}
+        self.env = {
+            **os.environ,
+            "FRAMESEEK_METRICS_ADDRESS": "",
+            "FRAMESEEK_LOG_FORMAT": "json",
+            **{f"FRAMESEEK_{k.upper()}": str(v) for k, v in settings.items()},
+            **(env or {}),
+        }
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
@@ -64,14 +75,28 @@ class ServerProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, wait: bool = True) -> "ServerProcess":
+    def start(self, wait: bool = True) -> ServerProcess:
         with contextlib.suppress(FileNotFoundError):
             self.port_file.unlink()
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "frameseek.cli", "serve", "--address", "127.0.0.1:0", "--data-dir",
-             str(self.data_dir), "--port-file", str(self.port_file)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "frameseek.cli",
+                "serve",
+                "--address",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(self.data_dir),
+                "--port-file",
+                str(self.port_file),
+            ],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         ServerProcess.running.add(self)
         while not self.port_file.exists():
             if self.proc.poll() is not None:
@@ -97,8 +122,7 @@ class ServerProcess:
         if sys.exc_info()[0] is not None:
             dump = self.dump_stacks()
             if dump:
-                print(f"--- server {self.address}: thread stacks at the failure (SIGUSR1) ---\n{dump}",
-                      file=sys.stderr)
+                print(f"--- server {self.address}: thread stacks at the failure (SIGUSR1) ---\n{dump}", file=sys.stderr)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -142,23 +166,26 @@ class ServerProcess:
             self._log = None
 
 
-def make_video(path: pathlib.Path, seconds: float, seed: int, fps: int = 25, size=(160, 120),
-               codec: str = "mpeg4") -> pathlib.Path:
+def make_video(
+    path: pathlib.Path, seconds: float, seed: int, fps: int = 25, size=(160, 120), codec: str = "mpeg4"
+) -> pathlib.Path:
     """A synthetic video whose content changes every second (distinct scenes: random blocky
     textures with a moving bar), so each second is distinguishable from every other one."""
     import av
 
     rng = np.random.default_rng(seed)
     w, h = size
-    scenes = [np.kron(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
-              for _ in range(int(np.ceil(seconds)) + 1)]
+    scenes = [
+        np.kron(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+        for _ in range(int(np.ceil(seconds)) + 1)
+    ]
     with av.open(str(path), "w") as out:
         st = out.add_stream(codec, rate=fps)
         st.width, st.height, st.pix_fmt = w, h, "yuv420p"
         for i in range(int(seconds * fps)):
             img = scenes[i // fps].copy()
             x = (i * 3) % w
-            img[:, x:x + 4] = 255
+            img[:, x : x + 4] = 255
             for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(pkt)
         for pkt in st.encode():
@@ -181,6 +208,27 @@ def grab_frame(video: pathlib.Path, t: float, out: pathlib.Path) -> pathlib.Path
 
 def ffmpeg_subclip(src: pathlib.Path, start: float, duration: float, out: pathlib.Path) -> pathlib.Path:
     """Re-encode a sub-clip with another codec and scale (a typical re-upload)."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(start), "-i", str(src), "-t", str(duration),
-                    "-vf", "scale=iw*3/4:-2", "-c:v", "libx264", "-crf", "30", "-an", str(out)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-ss",
+            str(start),
+            "-i",
+            str(src),
+            "-t",
+            str(duration),
+            "-vf",
+            "scale=iw*3/4:-2",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "30",
+            "-an",
+            str(out),
+        ],
+        check=True,
+    )
     return out

@@ -1,15 +1,26 @@
 """SQLite catalog: the pending/active commit protocol, lookups, pagination, jobs."""
+
 import numpy as np
 import pytest
 
-from frameseek.storage import (AlreadyExists, FailedPrecondition, JobRecord, JobState, NotFound, VideoQuery,
-                               VideoRecord)
+from frameseek.storage import AlreadyExists, FailedPrecondition, JobRecord, JobState, NotFound, VideoQuery, VideoRecord
 from frameseek.storage.catalog import Catalog
 
 
 def _video(cid, sha="aa", labels=None, key=""):
-    return VideoRecord(id=0, collection_id=cid, kind="video", duration=2.0, width=64, height=48, sample_count=2,
-                       size_bytes=10, content_sha256=sha, external_key=key, labels=labels or {})
+    return VideoRecord(
+        id=0,
+        collection_id=cid,
+        kind="video",
+        duration=2.0,
+        width=64,
+        height=48,
+        sample_count=2,
+        size_bytes=10,
+        content_sha256=sha,
+        external_key=key,
+        labels=labels or {},
+    )
 
 
 @pytest.fixture
@@ -60,8 +71,7 @@ def test_filters_and_pagination(cat):
     cid = _coll(cat).id
     ids = []
     for i in range(7):
-        v = cat.insert_pending(cid, _video(cid, sha=f"h{i}", labels={"parity": str(i % 2)}, key=f"k{i}"),
-                               np.zeros(2))
+        v = cat.insert_pending(cid, _video(cid, sha=f"h{i}", labels={"parity": str(i % 2)}, key=f"k{i}"), np.zeros(2))
         cat.activate(v)
         ids.append(v)
     page, total = cat.list_videos(VideoQuery(collection_id=cid), None, 3)

@@ -1,4 +1,5 @@
 """Configuration precedence: defaults < TOML file < FRAMESEEK_* env < explicit overrides."""
+
 import pydantic
 import pytest
 
@@ -29,7 +30,7 @@ def test_invalid_values_are_rejected(tmp_path, monkeypatch):
         load_settings()
     monkeypatch.delenv("FRAMESEEK_INGEST_WORKERS")
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('no_such_setting = 1\n')
+    cfg.write_text("no_such_setting = 1\n")
     monkeypatch.setenv("FRAMESEEK_CONFIG", str(cfg))
     with pytest.raises(pydantic.ValidationError, match="no_such_setting"):
         load_settings()
@@ -41,11 +42,11 @@ def test_invalid_values_are_rejected(tmp_path, monkeypatch):
 def test_query_deblock_sigma(monkeypatch):
     """SearchByVideo's deblocking query view: off (0) by default, a blur of 0 < sigma <= 16 px."""
     monkeypatch.delenv("FRAMESEEK_CONFIG", raising=False)
-    assert load_settings().query_deblock_sigma == 0
-    assert load_settings(query_deblock_sigma=2).query_deblock_sigma == 2
+    assert load_settings().views.query_deblock_sigma == 0
+    assert load_settings(views={"query_deblock_sigma": 2}).views.query_deblock_sigma == 2
     for bad in (-1, 17):
         with pytest.raises(pydantic.ValidationError, match="query_deblock_sigma"):
-            load_settings(query_deblock_sigma=bad)
+            load_settings(views={"query_deblock_sigma": bad})
 
 
 @pytest.mark.parametrize("field", ["query_coarse_scale", "index_coarse_scale"])
@@ -54,8 +55,45 @@ def test_coarse_scales(monkeypatch, field):
     them off, and a scale the backends cannot run (below MIN_INPUT_SCALE, or 1 and above) is
     rejected, naming the setting."""
     monkeypatch.delenv("FRAMESEEK_CONFIG", raising=False)
-    assert getattr(load_settings(), field) == pytest.approx(0.5)
-    assert getattr(load_settings(**{field: 0}), field) == 0
+    assert getattr(load_settings().views, field) == pytest.approx(0.5)
+    assert getattr(load_settings(views={field: 0}).views, field) == 0
     for bad in (0.2, 1.0, -0.5):
         with pytest.raises(pydantic.ValidationError, match=field):
-            load_settings(**{field: bad})
+            load_settings(views={field: bad})
+
+
+def test_groups_from_env_and_toml(tmp_path, monkeypatch):
+    """A grouped setting is FRAMESEEK_<GROUP>__<FIELD> in the environment and a [group] table in
+    TOML; a group given in part keeps the other fields' defaults; env beats the file per field."""
+    cfg = tmp_path / "fs.toml"
+    cfg.write_text("[media]\nmax_width = 3840\n\n[index]\nm = 32\n")
+    monkeypatch.setenv("FRAMESEEK_CONFIG", str(cfg))
+    s = load_settings()
+    assert (s.media.max_width, s.media.max_height, s.index.m, s.index.ef_construction) == (3840, 7680, 32, 200)
+    monkeypatch.setenv("FRAMESEEK_MEDIA__MAX_WIDTH", "1920")
+    monkeypatch.setenv("FRAMESEEK_MATCHING__COPY_THRESHOLD", "0.3")
+    s = load_settings()
+    assert (s.media.max_width, s.matching.copy_threshold, s.index.m) == (1920, 0.3, 32)
+    cfg.write_text("[media]\nno_such_limit = 1\n")
+    with pytest.raises(pydantic.ValidationError, match="no_such_limit"):
+        load_settings()
+
+
+def test_each_default_is_declared_once():
+    """The pipeline's and the matcher's defaults are the settings groups' (one source per default),
+    and the media limits are the media package's own."""
+    from frameseek import matching, pipeline
+    from frameseek.config import MediaConfig, Settings
+    from frameseek.media import MediaLimits
+
+    s = Settings()
+    assert (pipeline.REFERENCE_FPS, pipeline.QUERY_FPS) == (s.sampling.default_fps, s.sampling.query_fps)
+    assert (pipeline.QUERY_COARSE_SCALE, pipeline.INDEX_COARSE_SCALE) == (
+        s.views.query_coarse_scale,
+        s.views.index_coarse_scale,
+    )
+    assert (matching.COPY_THRESHOLD, matching.MatchSettings().frame_k) == (
+        s.matching.copy_threshold,
+        s.matching.frame_k,
+    )
+    assert issubclass(MediaConfig, MediaLimits) and s.media.max_duration_s == MediaLimits().max_duration_s

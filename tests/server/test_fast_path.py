@@ -1,6 +1,8 @@
-"""The search RPCs' fast path: the hand-written SearchResponse encoding must equal protobuf's, and
+"""The search RPCs' fast path: the hand-written SearchResponse encoding (native/src/front_end/
+search_request.cpp, used by both front ends) must equal protobuf's, and
 the engine's in-memory video map (hit -> video, timestamp without SQL) must stay equal to the
 catalog through add, delete, collection delete, restart, and in replicas following a writer."""
+
 from __future__ import annotations
 
 import math
@@ -10,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from frameseek.servicer import encode_search_response
+from frameseek._native import encode_search_response
 from frameseek.storage import EmbeddedStorage, NotFound, VideoRecord
 from frameseek.storage.replica import ReplicaStorage
 from frameseek.v1 import frameseek_pb2 as pb
@@ -22,19 +24,28 @@ f32 = st.floats(width=32, allow_nan=False)  # exactly representable in the float
 f64 = st.floats(allow_nan=False)
 
 videos = st.builds(
-    lambda name, key, sc, labels, dur: pb.Video(name=name, external_key=key, sample_count=sc, labels=labels,
-                                                duration_seconds=dur),
-    st.text(max_size=40), st.text(max_size=300), st.integers(0, 2**31 - 1),
-    st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3), f64)
+    lambda name, key, sc, labels, dur: pb.Video(
+        name=name, external_key=key, sample_count=sc, labels=labels, duration_seconds=dur
+    ),
+    st.text(max_size=40),
+    st.text(max_size=300),
+    st.integers(0, 2**31 - 1),
+    st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+    f64,
+)
 hit_lists = st.lists(st.tuples(videos, f32, st.lists(st.tuples(f64, f32), max_size=4)), max_size=12)
 
 
 @settings(max_examples=300, deadline=None)
 @given(hit_lists, st.text(max_size=200))
 def test_encoded_response_equals_protobuf(hits, model):
-    expected = pb.SearchResponse(model=model, hits=[
-        pb.VideoHit(video=v, score=s, matches=[pb.FrameMatch(timestamp_seconds=t, score=ms) for t, ms in m])
-        for v, s, m in hits])
+    expected = pb.SearchResponse(
+        model=model,
+        hits=[
+            pb.VideoHit(video=v, score=s, matches=[pb.FrameMatch(timestamp_seconds=t, score=ms) for t, ms in m])
+            for v, s, m in hits
+        ],
+    )
     got = encode_search_response([(v.SerializeToString(), s, m) for v, s, m in hits], model)
     assert got == expected.SerializeToString()
     assert pb.SearchResponse.FromString(got) == expected
@@ -57,11 +68,19 @@ def test_encoder_knows_every_field_of_the_messages_it_writes():
 def test_encoded_response_rounds_scores_like_protobuf():
     # Python floats (doubles) go into float fields: both round to the nearest float32
     hits = [(b"", 0.1, [(1 / 3, 2 / 3), (-0.0, -0.0)]), (b"\x0a\x01a", -0.0, [])]
-    expected = pb.SearchResponse(hits=[
-        pb.VideoHit(video=pb.Video(), score=0.1,
-                    matches=[pb.FrameMatch(timestamp_seconds=1 / 3, score=2 / 3),
-                             pb.FrameMatch(timestamp_seconds=-0.0, score=-0.0)]),
-        pb.VideoHit(video=pb.Video(name="a"), score=-0.0)])
+    expected = pb.SearchResponse(
+        hits=[
+            pb.VideoHit(
+                video=pb.Video(),
+                score=0.1,
+                matches=[
+                    pb.FrameMatch(timestamp_seconds=1 / 3, score=2 / 3),
+                    pb.FrameMatch(timestamp_seconds=-0.0, score=-0.0),
+                ],
+            ),
+            pb.VideoHit(video=pb.Video(name="a"), score=-0.0),
+        ]
+    )
     assert encode_search_response(hits, "") == expected.SerializeToString()
     back = pb.SearchResponse.FromString(encode_search_response(hits, ""))
     assert math.copysign(1, back.hits[1].score) < 0
@@ -69,12 +88,24 @@ def test_encoded_response_rounds_scores_like_protobuf():
 
 # -- the in-memory video map ------------------------------------------------------------------
 
+
 def _add(s, cid, i, n=3):
     rng = np.random.default_rng(i)
     v = rng.standard_normal((n, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    rec = VideoRecord(id=0, collection_id=cid, kind="video", duration=10.0, width=8, height=8, sample_count=n,
-                      size_bytes=1, content_sha256=f"{i:064x}", external_key=f"v{i}", labels={"i": str(i)})
+    rec = VideoRecord(
+        id=0,
+        collection_id=cid,
+        kind="video",
+        duration=10.0,
+        width=8,
+        height=8,
+        sample_count=n,
+        size_bytes=1,
+        content_sha256=f"{i:064x}",
+        external_key=f"v{i}",
+        labels={"i": str(i)},
+    )
     return s.add_video(cid, rec, np.arange(n, dtype=np.float64) * 2.5 + i, v).id
 
 
@@ -156,22 +187,84 @@ def test_replica_video_map_follows_the_writer(tmp_path):
 
 # -- request vector checks (one dot product on the hot path) ----------------------------------
 
+
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_check_vector_rejects_non_finite_and_zero_and_normalises(metric):
+def test_check_vector_rejects_non_finite_and_zero(metric):
     from frameseek.errors import ServiceError
-    from frameseek.service import FrameSeekService
+    from frameseek.service.search import Search
     from frameseek.storage import CollectionRecord
 
     rec = CollectionRecord(id=1, name="c", model="m", dimension=4, metric=metric, sampling={}, index={})
-    check = lambda v: FrameSeekService.check_vector(None, rec, v)  # noqa: E731 - uses no service state
+    check = lambda v: Search.check_vector(rec, v)  # noqa: E731
     for bad in ([1, float("nan"), 0, 0], [float("inf"), 0, 0, 0], [float("-inf"), 1, 1, 1]):
         with pytest.raises(ServiceError) as e:
             check(bad)
         assert e.value.reason == "NON_FINITE_VECTOR"
     big = check([3e30, 4e30, 0, 0])  # finite, but its float32 square overflows
-    want = np.array([[0.6, 0.8, 0, 0]]) if metric == "ip" else np.array([[3e30, 4e30, 0, 0]])
-    np.testing.assert_allclose(big, want, rtol=1e-6)
+    np.testing.assert_array_equal(big, np.array([[3e30, 4e30, 0, 0]], dtype=np.float32))
     if metric == "ip":
         with pytest.raises(ServiceError):
             check([0, 0, 0, 0])
-        np.testing.assert_allclose(check([0, 3, 0, 4]), [[0, 0.6, 0, 0.8]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_the_search_normalises_cosine_queries_and_takes_l2_ones_as_they_are(tmp_path, metric):
+    """One place normalises a cosine query: the native search (the Python service and the front
+    end pass it the request's vector as it came). A query whose float32 square overflows still
+    finds its video at score 1 (the sum of squares is a double)."""
+    from frameseek import _native
+
+    st = EmbeddedStorage(str(tmp_path / "d"))
+    st.open()
+    d = _native.SearchDirectory()
+    st.add_observer(_Mirror(d))
+    c = st.create_collection("c", model="m", dimension=4, metric=metric, sampling={}, index={})
+    v = np.array([[0.6, 0.8, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
+    vid = st.add_video(
+        c.id,
+        VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=2.0,
+            width=1,
+            height=1,
+            sample_count=2,
+            size_bytes=1,
+            content_sha256="a" * 64,
+            external_key="k",
+        ),
+        np.array([0.0, 1.0]),
+        v,
+    ).id
+    for q in ([3e30, 4e30, 0, 0], [3, 4, 0, 0], [0.6, 0.8, 0, 0]):
+        got = d.nearest_videos(c.id, np.asarray(q, dtype=np.float32), k=1, min_score=-100.0)
+        if metric == "ip" or q == [0.6, 0.8, 0, 0]:
+            assert got[0][0] == vid and got[0][2] == [(0.0, pytest.approx(1.0, abs=1e-6))]
+        elif q == [3, 4, 0, 0]:  # l2 takes the vector as it is: 1 - |q - v|^2 / 2 = 1 - 16 / 2
+            assert got[0][0] == vid and got[0][1] == pytest.approx(-7.0, abs=1e-5)
+        else:  # infinitely far (below any min_score)
+            assert got == []
+    for bad, reason in (([1, 1, 1], "DIMENSION_MISMATCH"), ([np.nan, 0, 0, 0], "NON_FINITE_VECTOR")):
+        with pytest.raises(ValueError, match=reason):
+            d.nearest_videos(c.id, np.asarray(bad, dtype=np.float32))
+    st.close()
+
+
+class _Mirror:
+    """A storage observer that keeps a SearchDirectory (as frameseek.service.search does)."""
+
+    def __init__(self, d):
+        self.d = d
+
+    def collection_added(self, rec, index):
+        self.d.put_collection(rec.name, rec.id, rec.model, rec.is_default, index)
+
+    def collection_removed(self, collection_id):
+        self.d.remove_collection(collection_id)
+
+    def video_added(self, rec, ts):
+        self.d.put_video(rec.id, rec.collection_id, ts)
+
+    def video_removed(self, video_id):
+        self.d.remove_video(video_id)

@@ -1,11 +1,14 @@
-"""The native gRPC front end (front_end.py, native/src/front_end.cpp, search_directory.cpp).
+"""The one vector search (native/src/search_directory.cpp) and the native gRPC front end around it
+(front_end.py, native/src/front_end/).
 
-Its SearchByVector must answer exactly what the Python service answers (same videos in the same
-order, same timestamps, same scores up to float32 rounding), decline what the service must decide
-(filters, errors), follow commits at once (add, delete, collections), and pass every other call
-through with its status details. The rest of tests/server runs through it too (it is the default),
-and test_server_api.py runs its suite against both front ends.
+The search must find what an exact search finds (the k best videos, each with its best frame's
+score, matches that are real frames of it, filters applied), whether the front end answers the
+request bytes or the Python service calls it; the front end must decline what the service must
+decide (label filters, errors), follow commits at once (add, delete, collections), and pass every
+other call through with its status details. The rest of tests/server runs through it too (it is the
+default), and test_server_api.py runs its suite against both front ends.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +22,9 @@ from google.rpc import error_details_pb2, status_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from frameseek import front_end
+from frameseek import _native, front_end
+from frameseek.api.messages import video_ids
+from frameseek.api.names import parse_collection
 from frameseek.config import Settings
 from frameseek.server import create_server
 from frameseek.service import SearchOptions
@@ -29,14 +34,23 @@ from frameseek.v1 import frameseek_pb2_grpc as pb_grpc
 
 from .helpers import needs_index
 
-pytestmark = [needs_index, pytest.mark.skipif(not front_end.available(),
-                                              reason="native module built without gRPC C++")]
+pytestmark = [needs_index, pytest.mark.skipif(not front_end.available(), reason="native module built without gRPC C++")]
 DIM, VIDEOS, SAMPLES = 32, 40, 16
 
 
 def _video(cid: int, i: int) -> VideoRecord:
-    return VideoRecord(id=0, collection_id=cid, kind="video", duration=SAMPLES * 0.5, width=64, height=48,
-                       sample_count=SAMPLES, size_bytes=100 + i, content_sha256=f"{i:064x}", external_key=f"v{i}")
+    return VideoRecord(
+        id=0,
+        collection_id=cid,
+        kind="video",
+        duration=SAMPLES * 0.5,
+        width=64,
+        height=48,
+        sample_count=SAMPLES,
+        size_bytes=100 + i,
+        content_sha256=f"{i:064x}",
+        external_key=f"v{i}",
+    )
 
 
 class World:
@@ -50,8 +64,11 @@ class World:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.srv, self.port = self.run(create_server(Settings(address="127.0.0.1:0", data_dir=str(tmp_path),
-                                                              metrics_address="", front_end="native")))
+        self.srv, self.port = self.run(
+            create_server(
+                Settings(address="127.0.0.1:0", data_dir=str(tmp_path), metrics_address="", front_end="native")
+            )
+        )
         self.run(self.srv.wait_ready())
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb_grpc.FrameSeekStub(self.channel)
@@ -61,8 +78,14 @@ class World:
         self.twins: dict[str, np.ndarray] = {}  # coarse twins (Storage.add_video): every third video
         svc = self.srv.service
         for metric in ("ip", "l2"):
-            rec = svc.storage.create_collection(metric, model="m-" + metric, dimension=DIM, metric=metric,
-                                                sampling={"fps": 2.0}, index={"m": 8, "ef_construction": 64})
+            rec = svc.storage.create_collection(
+                metric,
+                model="m-" + metric,
+                dimension=DIM,
+                metric=metric,
+                sampling={"fps": 2.0},
+                index={"m": 8, "ef_construction": 64},
+            )
             shared = rng.standard_normal((4, DIM)).astype(np.float32)
             for i in range(VIDEOS):
                 v = rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
@@ -88,10 +111,16 @@ class World:
     def python_answer(self, req: pb.SearchByVectorRequest) -> pb.SearchResponse:
         """What the Python service answers for the same request (the path the front end forwards to)."""
         o = req.options
-        opts = SearchOptions(k=o.k, min_score=o.min_score, max_matches_per_video=o.max_matches_per_video, ef=o.ef,
-                             labels=dict(o.filter.labels), videos=list(o.filter.videos),
-                             exclude_videos=list(o.filter.exclude_videos))
-        hits, model = self.run(self.srv.service.search_vector(req.parent, list(req.vector), opts))
+        opts = SearchOptions(
+            k=o.k,
+            min_score=o.min_score,
+            max_matches_per_video=o.max_matches_per_video,
+            ef=o.ef,
+            labels=dict(o.filter.labels),
+            videos=video_ids(o.filter.videos),
+            exclude_videos=video_ids(o.filter.exclude_videos),
+        )
+        hits, model = self.run(self.srv.service.search.by_vector(parse_collection(req.parent), list(req.vector), opts))
         return pb.SearchResponse.FromString(self.srv.servicer.tr.hits_bytes(hits, model))
 
     def stats(self) -> dict:
@@ -121,37 +150,94 @@ def _same(a: pb.SearchResponse, b: pb.SearchResponse) -> None:
         assert [m.score for m in ha.matches] == pytest.approx([m.score for m in hb.matches], abs=2e-6)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data(), metric=st.sampled_from(["ip", "l2"]), k=st.integers(0, 25), m=st.integers(0, 4),
-       ef=st.sampled_from([0, 1, 8, 64, 300]), min_score=st.sampled_from([0.0, -1.0, 0.3, 0.7, 0.98]),
-       noise=st.sampled_from([0.0, 0.05, 0.5]), scale=st.sampled_from([1.0, 3.0]))
-def test_native_answer_equals_python_answer(world, data, metric, k, m, ef, min_score, noise, scale):
+def exact_hits(
+    world, metric: str, q: np.ndarray, min_score: float, videos: list[str], exclude: list[str]
+) -> list[tuple[str, float, dict[float, float]]]:
+    """The reference: float64 brute force over every vector of every eligible video (a coarse
+    twin is one more vector of its sample) -> the videos by their best frame, best first,
+    as (name, best score, {timestamp: the sample's best score} of the frames passing min_score)."""
+    qq = q.astype(np.float64)
+    if metric == "ip":
+        qq = qq / np.linalg.norm(qq)
+    out = []
+    for name in (n for n in world.vectors if n.startswith(f"collections/{metric}/")):
+        if (videos and name not in videos) or name in exclude:
+            continue
+        per_sample = []
+        for vecs in (world.vectors[name], world.twins.get(name)):
+            if vecs is None:
+                continue
+            v = vecs.astype(np.float64)
+            per_sample.append(v @ qq if metric == "ip" else 1.0 - ((v - qq) ** 2).sum(axis=1) / 2.0)
+        best = np.max(per_sample, axis=0)
+        frames = {float(t): float(s) for t, s in zip(world.times[name], best) if s >= min_score}
+        if frames:
+            out.append((name, max(frames.values()), frames))
+    out.sort(key=lambda h: -h[1])
+    return out
+
+
+def _check_against_exact(got: pb.SearchResponse, eligible, k: int, m: int, model: str) -> None:
+    """`eligible`: exact_hits' every video, best first; the k best of them are wanted."""
+    assert got.model == model
+    want = eligible[:k]
+    # the k best videos: the same best scores in the same order (a near-tie may swap two names)
+    assert [h.score for h in got.hits] == pytest.approx([w[1] for w in want], abs=2e-5)
+    frames = {w[0]: w for w in eligible}
+    for h in got.hits:
+        assert h.video.name in frames, "a video the filters exclude or without a frame above min_score"
+        name, best, real = frames[h.video.name]
+        assert h.score == pytest.approx(best, abs=2e-5)
+        stamps = [x.timestamp_seconds for x in h.matches]
+        assert 1 <= len(stamps) <= m and len(set(stamps)) == len(stamps)
+        assert h.matches[0].score == pytest.approx(h.score, abs=1e-6)
+        scores = [x.score for x in h.matches]
+        assert scores == sorted(scores, reverse=True)
+        for x in h.matches:  # each match is a real frame of the video, with that frame's score
+            assert x.score == pytest.approx(real[x.timestamp_seconds], abs=2e-5)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.data(),
+    metric=st.sampled_from(["ip", "l2"]),
+    k=st.integers(0, 25),
+    m=st.integers(0, 4),
+    min_score=st.sampled_from([0.0, -1.0, 0.3, 0.7, 0.98]),
+    noise=st.sampled_from([0.0, 0.05, 0.5]),
+    scale=st.sampled_from([1.0, 3.0]),
+)
+def test_the_search_finds_the_exact_best_videos_with_filters(world, data, metric, k, m, min_score, noise, scale):
+    """At ef = MAX_EF (every vector of these small indexes is visited) the search is exact: the
+    front end's answer and the Python service's (the same search, two callers) both equal the
+    brute-force reference, with video filters, exclusions, min_score and several matches per video."""
     names = sorted(n for n in world.vectors if n.startswith(f"collections/{metric}/"))
     name = data.draw(st.sampled_from(names))
     row = data.draw(st.integers(0, SAMPLES - 1))
     src = world.twins if name in world.twins and data.draw(st.booleans()) else world.vectors  # a twin: sample row
-    q = src[name][row] + noise * np.random.default_rng(row).standard_normal(DIM).astype(np.float32)
+    q = (src[name][row] + noise * np.random.default_rng(row).standard_normal(DIM).astype(np.float32)) * scale
     # video filters: names of this collection, of the other one, and of no video at all
     other = "ip" if metric == "l2" else "l2"
     pool = names + [n.replace(f"/{metric}/", f"/{other}/") for n in names[:3]] + [f"collections/{metric}/videos/99999"]
     videos = data.draw(st.one_of(st.just([]), st.lists(st.sampled_from(pool), max_size=12)))
     exclude = data.draw(st.one_of(st.just([]), st.lists(st.sampled_from(pool), max_size=4)))
-    req = pb.SearchByVectorRequest(parent=f"collections/{metric}", vector=(q * scale).tolist(),
-                                   options=pb.SearchOptions(k=k, min_score=min_score, max_matches_per_video=m, ef=ef,
-                                                            filter=pb.SearchFilter(videos=videos,
-                                                                                   exclude_videos=exclude)))
-    native = world.srv.front.directory.search_by_vector(req.SerializeToString())
-    assert native is not None, "a plain request must take the fast path"
-    expected = world.python_answer(req)
-    _same(pb.SearchResponse.FromString(native), expected)
-    assert len(expected.hits) <= (k or 10)
-    assert not {h.video.name for h in expected.hits} & set(exclude)
-    if videos:
-        assert {h.video.name for h in expected.hits} <= set(videos)
-    # an indexed vector (a sample or its twin) is found first -- by a real beam: at ef = 1 the graph
-    # walk is greedy and may stop at a local optimum (seen on this index with and without twins)
-    if noise == 0.0 and min_score < 0.98 and metric == "ip" and not videos and name not in exclude and ef != 1:
-        assert expected.hits[0].video.name == name
+    req = pb.SearchByVectorRequest(
+        parent=f"collections/{metric}",
+        vector=q.tolist(),
+        options=pb.SearchOptions(
+            k=k,
+            min_score=min_score,
+            max_matches_per_video=m,
+            ef=_native.MAX_EF,
+            filter=pb.SearchFilter(videos=videos, exclude_videos=exclude),
+        ),
+    )
+    eligible = exact_hits(world, metric, q, min_score, videos, exclude)
+    native = world.srv.front.answer(req.SerializeToString())
+    assert native is not None, "a request with video filters must take the fast path"
+    k, m = k or _native.DEFAULT_K, m or 1
+    _check_against_exact(pb.SearchResponse.FromString(native), eligible, k, m, f"m-{metric}")
+    _check_against_exact(world.python_answer(req), eligible, k, m, f"m-{metric}")
 
 
 def test_another_collections_video_name_excludes_nothing(world):
@@ -160,9 +246,12 @@ def test_another_collections_video_name_excludes_nothing(world):
     (both did: they compared the id alone; found by the property test above)."""
     name = sorted(n for n in world.vectors if n.startswith("collections/ip/"))[0]
     for excluded, first in ([name.replace("/ip/", "/l2/")], name), ([name], None):
-        req = pb.SearchByVectorRequest(parent="collections/ip", vector=world.vectors[name][0].tolist(),
-                                       options=pb.SearchOptions(k=3, filter=pb.SearchFilter(exclude_videos=excluded)))
-        native = pb.SearchResponse.FromString(world.srv.front.directory.search_by_vector(req.SerializeToString()))
+        req = pb.SearchByVectorRequest(
+            parent="collections/ip",
+            vector=world.vectors[name][0].tolist(),
+            options=pb.SearchOptions(k=3, filter=pb.SearchFilter(exclude_videos=excluded)),
+        )
+        native = pb.SearchResponse.FromString(world.srv.front.answer(req.SerializeToString()))
         _same(native, world.python_answer(req))
         if first:
             assert native.hits[0].video.name == first
@@ -173,12 +262,13 @@ def test_another_collections_video_name_excludes_nothing(world):
 def test_finds_the_exact_best_videos(world):
     """Top videos (one timestamp each) against float64 brute force over every frame (a sample's
     coarse twin, where a video has them, is one more vector of that sample)."""
-    d = world.srv.front.directory
+    d = world.srv.front
     names = sorted(n for n in world.vectors if n.startswith("collections/ip/"))
     frames = np.stack([world.vectors[n] for n in names]).astype(np.float64)  # [videos, samples, dim]
     # [videos, 2 * samples, dim]: a video without twins has its samples twice (same scores)
-    both = np.stack([np.concatenate([world.vectors[n], world.twins.get(n, world.vectors[n])])
-                     for n in names]).astype(np.float64)
+    both = np.stack([np.concatenate([world.vectors[n], world.twins.get(n, world.vectors[n])]) for n in names]).astype(
+        np.float64
+    )
     rng = np.random.default_rng(11)
     recalls, best_frame = [], []
     for i in range(60):
@@ -186,9 +276,10 @@ def test_finds_the_exact_best_videos(world):
         q /= np.linalg.norm(q)
         best = (both @ q).max(axis=1)  # each video's best vector
         want = {names[j] for j in np.argsort(-best)[:5]}
-        req = pb.SearchByVectorRequest(parent="collections/ip", vector=q.astype(np.float32).tolist(),
-                                       options=pb.SearchOptions(k=5))
-        got = pb.SearchResponse.FromString(d.search_by_vector(req.SerializeToString()))
+        req = pb.SearchByVectorRequest(
+            parent="collections/ip", vector=q.astype(np.float32).tolist(), options=pb.SearchOptions(k=5)
+        )
+        got = pb.SearchResponse.FromString(d.answer(req.SerializeToString()))
         assert len(got.hits) == 5
         recalls.append(len(want & {h.video.name for h in got.hits}) / 5)
         for h in got.hits:  # the score is the reported frame's, at most the video's best
@@ -204,12 +295,15 @@ def test_finds_the_exact_best_videos(world):
 def test_a_coarse_twin_hit_is_its_sample(world):
     """A query equal to a sample's coarse twin (indexed as vector n + i of its video) is answered
     with that video at sample i's timestamp, once, by the native path and the Python one alike."""
-    d = world.srv.front.directory
+    d = world.srv.front
     for name, tw in list(world.twins.items())[:6]:
         row = 5
-        req = pb.SearchByVectorRequest(parent="/".join(name.split("/")[:2]), vector=tw[row].tolist(),
-                                       options=pb.SearchOptions(k=1, max_matches_per_video=4))
-        native = pb.SearchResponse.FromString(d.search_by_vector(req.SerializeToString()))
+        req = pb.SearchByVectorRequest(
+            parent="/".join(name.split("/")[:2]),
+            vector=tw[row].tolist(),
+            options=pb.SearchOptions(k=1, max_matches_per_video=4),
+        )
+        native = pb.SearchResponse.FromString(d.answer(req.SerializeToString()))
         _same(native, world.python_answer(req))
         top = native.hits[0]
         assert top.video.name == name and top.matches[0].timestamp_seconds == world.times[name][row]
@@ -220,9 +314,13 @@ def test_a_coarse_twin_hit_is_its_sample(world):
 def test_rpc_takes_the_fast_path_and_finds_the_frame(world):
     name = sorted(world.vectors)[5]
     before = world.stats()
-    r = world.stub.SearchByVector(pb.SearchByVectorRequest(
-        parent=name.rsplit("/videos/", 1)[0], vector=world.vectors[name][3].tolist(),
-        options=pb.SearchOptions(k=3, max_matches_per_video=2)))
+    r = world.stub.SearchByVector(
+        pb.SearchByVectorRequest(
+            parent=name.rsplit("/videos/", 1)[0],
+            vector=world.vectors[name][3].tolist(),
+            options=pb.SearchOptions(k=3, max_matches_per_video=2),
+        )
+    )
     after = world.stats()
     assert after["fast"] == before["fast"] + 1 and after["forwarded"] == before["forwarded"]
     assert r.hits[0].video.name == name and r.hits[0].matches[0].timestamp_seconds in (1.5, 1.75)
@@ -239,16 +337,19 @@ def _status(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
     return exc.code(), info.reason
 
 
-@pytest.mark.parametrize("vector, parent, code, reason", [
-    ([1.0, 2.0], "collections/ip", grpc.StatusCode.INVALID_ARGUMENT, "DIMENSION_MISMATCH"),
-    ([math.nan] * DIM, "collections/ip", grpc.StatusCode.INVALID_ARGUMENT, "NON_FINITE_VECTOR"),
-    ([0.0] * DIM, "collections/ip", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
-    ([1.0] * DIM, "collections/nope", grpc.StatusCode.NOT_FOUND, "COLLECTION_NOT_FOUND"),
-    ([1.0] * DIM, "videos/1", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
-])
+@pytest.mark.parametrize(
+    "vector, parent, code, reason",
+    [
+        ([1.0, 2.0], "collections/ip", grpc.StatusCode.INVALID_ARGUMENT, "DIMENSION_MISMATCH"),
+        ([math.nan] * DIM, "collections/ip", grpc.StatusCode.INVALID_ARGUMENT, "NON_FINITE_VECTOR"),
+        ([0.0] * DIM, "collections/ip", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+        ([1.0] * DIM, "collections/nope", grpc.StatusCode.NOT_FOUND, "COLLECTION_NOT_FOUND"),
+        ([1.0] * DIM, "videos/1", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+    ],
+)
 def test_bad_requests_are_declined_and_answered_by_the_service(world, vector, parent, code, reason):
     req = pb.SearchByVectorRequest(parent=parent, vector=vector)
-    assert world.srv.front.directory.search_by_vector(req.SerializeToString()) is None
+    assert world.srv.front.answer(req.SerializeToString()) is None
     before = world.stats()["forwarded"]
     with pytest.raises(grpc.RpcError) as e:
         world.stub.SearchByVector(req)
@@ -257,46 +358,65 @@ def test_bad_requests_are_declined_and_answered_by_the_service(world, vector, pa
 
 
 def test_bad_options_are_declined(world):
-    for opts in (pb.SearchOptions(k=-1), pb.SearchOptions(k=1001), pb.SearchOptions(max_matches_per_video=101),
-                 pb.SearchOptions(ef=5000), pb.SearchOptions(min_score=math.nan)):
+    for opts in (
+        pb.SearchOptions(k=-1),
+        pb.SearchOptions(k=1001),
+        pb.SearchOptions(max_matches_per_video=101),
+        pb.SearchOptions(ef=5000),
+        pb.SearchOptions(min_score=math.nan),
+    ):
         req = pb.SearchByVectorRequest(parent="collections/ip", vector=[1.0] * DIM, options=opts)
-        assert world.srv.front.directory.search_by_vector(req.SerializeToString()) is None
+        assert world.srv.front.answer(req.SerializeToString()) is None
         with pytest.raises(grpc.RpcError) as e:
             world.stub.SearchByVector(req)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_malformed_bytes_are_declined(world):
-    d = world.srv.front.directory
+    d = world.srv.front
     good = pb.SearchByVectorRequest(parent="collections/ip", vector=[1.0] * DIM).SerializeToString()
-    assert d.search_by_vector(good) is not None
+    assert d.answer(good) is not None
     for bad in (good[:-1], good[:5], b"\xff" * 12, b"\x00", good + b"\x0a"):
-        assert d.search_by_vector(bad) is None
+        assert d.answer(bad) is None
 
 
 def test_video_filters_are_native_and_label_filters_pass_through(world):
     names = sorted(n for n in world.vectors if n.startswith("collections/ip/"))
     q = world.vectors[names[0]][2]
     before = world.stats()
-    r = world.stub.SearchByVector(pb.SearchByVectorRequest(
-        parent="collections/ip", vector=q.tolist(),
-        options=pb.SearchOptions(k=5, filter=pb.SearchFilter(exclude_videos=[names[0]]))))
+    r = world.stub.SearchByVector(
+        pb.SearchByVectorRequest(
+            parent="collections/ip",
+            vector=q.tolist(),
+            options=pb.SearchOptions(k=5, filter=pb.SearchFilter(exclude_videos=[names[0]])),
+        )
+    )
     assert world.stats()["fast"] == before["fast"] + 1
     assert len(r.hits) == 5 and names[0] not in {h.video.name for h in r.hits}
-    r = world.stub.SearchByVector(pb.SearchByVectorRequest(
-        parent="collections/ip", vector=q.tolist(), options=pb.SearchOptions(filter=pb.SearchFilter(labels={"a": "b"}))))
+    r = world.stub.SearchByVector(
+        pb.SearchByVectorRequest(
+            parent="collections/ip",
+            vector=q.tolist(),
+            options=pb.SearchOptions(filter=pb.SearchFilter(labels={"a": "b"})),
+        )
+    )
     assert world.stats()["forwarded"] == before["forwarded"] + 1
     assert r.hits == []  # no video carries that label
     with pytest.raises(grpc.RpcError) as e:  # a malformed name: declined, the service says why
-        world.stub.SearchByVector(pb.SearchByVectorRequest(
-            parent="collections/ip", vector=q.tolist(), options=pb.SearchOptions(filter=pb.SearchFilter(videos=["x"]))))
+        world.stub.SearchByVector(
+            pb.SearchByVectorRequest(
+                parent="collections/ip",
+                vector=q.tolist(),
+                options=pb.SearchOptions(filter=pb.SearchFilter(videos=["x"])),
+            )
+        )
     assert _status(e.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     assert world.stats()["forwarded"] == before["forwarded"] + 2
 
 
 def test_commits_reach_the_fast_path_at_once(world):
     svc = world.srv.service
-    rec = world.run(svc.collection("collections/ip"))
+    rec = world.run(svc.collections.get("ip"))
     v = np.random.default_rng(99).standard_normal((4, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     vid = svc.storage.add_video(rec.id, _video(rec.id, 999), np.array([0.0, 1.0, 2.0, 3.0]), v).id
@@ -310,10 +430,10 @@ def test_commits_reach_the_fast_path_at_once(world):
     # a new collection is searchable natively as soon as it exists; a deleted one is gone
     fresh = world.stub.CreateCollection(pb.CreateCollectionRequest(collection_id="fresh"))
     req = pb.SearchByVectorRequest(parent="collections/fresh", vector=[1.0] * fresh.dimension)
-    assert world.srv.front.directory.search_by_vector(req.SerializeToString()) is not None
+    assert world.srv.front.answer(req.SerializeToString()) is not None
     assert len(world.stub.SearchByVector(req).hits) == 0
     world.stub.DeleteCollection(pb.DeleteCollectionRequest(name="collections/fresh"))
-    assert world.srv.front.directory.search_by_vector(req.SerializeToString()) is None
+    assert world.srv.front.answer(req.SerializeToString()) is None
     with pytest.raises(grpc.RpcError) as e:
         world.stub.SearchByVector(req)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
@@ -337,8 +457,10 @@ def test_pass_through_streams_and_deadlines(world):
     assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
     watch.cancel()
     rs = reflection_pb2_grpc.ServerReflectionStub(world.channel)
-    reqs = [reflection_pb2.ServerReflectionRequest(list_services=""),
-            reflection_pb2.ServerReflectionRequest(file_containing_symbol="frameseek.v1.FrameSeek")]
+    reqs = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="frameseek.v1.FrameSeek"),
+    ]
     out = list(rs.ServerReflectionInfo(iter(reqs)))
     assert len(out) == 2
     assert "frameseek.v1.FrameSeek" in {s.name for s in out[0].list_services_response.service}
@@ -347,8 +469,10 @@ def test_pass_through_streams_and_deadlines(world):
         world.stub.IngestVideo(iter([pb.IngestVideoRequest(chunk=b"x" * 10)]))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # the caller's deadline reaches the service: an expired one fails fast, whatever the path
-    for call in (lambda: world.stub.ListVideos(pb.ListVideosRequest(parent="collections/ip"), timeout=1e-6),
-                 lambda: world.stub.SearchByVector(pb.SearchByVectorRequest(vector=[1.0] * DIM), timeout=1e-6)):
+    for call in (
+        lambda: world.stub.ListVideos(pb.ListVideosRequest(parent="collections/ip"), timeout=1e-6),
+        lambda: world.stub.SearchByVector(pb.SearchByVectorRequest(vector=[1.0] * DIM), timeout=1e-6),
+    ):
         with pytest.raises(grpc.RpcError) as e:
             call()
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -390,7 +514,7 @@ def test_while_loading_health_says_not_serving_and_search_is_unavailable(tmp_pat
             release.set()
             run(srv.wait_ready())
             assert hs.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
-            dim = run(srv.service.collection("")).dimension
+            dim = run(srv.service.collections.get("")).dimension
             assert fs.SearchByVector(pb.SearchByVectorRequest(vector=[1.0] * dim)).hits == []
             assert srv.front.stats()["fast"] == 1
     finally:
@@ -407,11 +531,12 @@ def test_concurrent_searches_pass_throughs_and_commits(world):
     import concurrent.futures
 
     svc = world.srv.service
-    rec = world.run(svc.collection("collections/l2"))
+    rec = world.run(svc.collections.get("l2"))
     rng = np.random.default_rng(5)
     probe = rng.standard_normal(DIM).astype(np.float32) * 0.01
-    req = pb.SearchByVectorRequest(parent="collections/l2", vector=probe.tolist(),
-                                   options=pb.SearchOptions(k=3, max_matches_per_video=2))
+    req = pb.SearchByVectorRequest(
+        parent="collections/l2", vector=probe.tolist(), options=pb.SearchOptions(k=3, max_matches_per_video=2)
+    )
     deleted: set[str] = set()
     lock = threading.Lock()
     stop = threading.Event()

@@ -3,6 +3,7 @@
 The block between the `grpcurl-commands` markers is the documentation; this test extracts every
 command from it, points it at a test server (address and collection substituted), runs it with
 bash and checks what it prints. grpcurl comes from `make sdk-setup` (build/tools/bin)."""
+
 from __future__ import annotations
 
 import json
@@ -25,17 +26,24 @@ DOC = ROOT / "clients" / "README.md"
 DOC_ADDRESS = "127.0.0.1:50051"
 DIM, VIDEOS, SAMPLES = 512, 6, 5
 
-pytestmark = [needs_index, pytest.mark.skipif(
-    not (TOOLS_BIN / "grpcurl").exists() and shutil.which("grpcurl") is None,
-    reason="grpcurl is not installed (make sdk-setup puts it in build/tools/bin)")]
+pytestmark = [
+    needs_index,
+    pytest.mark.skipif(
+        not (TOOLS_BIN / "grpcurl").exists() and shutil.which("grpcurl") is None,
+        reason="grpcurl is not installed (make sdk-setup puts it in build/tools/bin)",
+    ),
+]
 
 
 def documented_commands() -> list[str]:
     text = DOC.read_text()
     m = re.search(r"<!-- grpcurl-commands:begin -->\s*```sh\n(.*?)```\s*<!-- grpcurl-commands:end -->", text, re.S)
     assert m, f"no grpcurl-commands block in {DOC}"
-    cmds = [line for line in m.group(1).replace("\\\n", " ").splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    cmds = [
+        line
+        for line in m.group(1).replace("\\\n", " ").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert cmds
     return cmds
 
@@ -53,15 +61,30 @@ def server(tmp_path_factory):
     rng = np.random.default_rng(11)
     st = EmbeddedStorage(str(data))
     st.open()
-    c = st.create_collection("vecs", model="sscd_distilled", dimension=DIM, metric="ip", sampling={"fps": 1.0},
-                             index={"m": 16, "ef_construction": 100, "ef_search": 64})
+    c = st.create_collection(
+        "vecs",
+        model="sscd_distilled",
+        dimension=DIM,
+        metric="ip",
+        sampling={"fps": 1.0},
+        index={"m": 16, "ef_construction": 100, "ef_search": 64},
+    )
     vectors = {}
     for i in range(VIDEOS):
         v = rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=float(SAMPLES), width=64, height=48,
-                          sample_count=SAMPLES, size_bytes=100 + i, content_sha256=f"{i:064x}",
-                          external_key=f"video-{i}")
+        rec = VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=float(SAMPLES),
+            width=64,
+            height=48,
+            sample_count=SAMPLES,
+            size_bytes=100 + i,
+            content_sha256=f"{i:064x}",
+            external_key=f"video-{i}",
+        )
         vectors[f"collections/vecs/videos/{st.add_video(c.id, rec, np.arange(SAMPLES, dtype=np.float64), v).id}"] = v
     st.close()
     srv = ServerProcess(data).start()

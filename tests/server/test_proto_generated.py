@@ -1,4 +1,5 @@
 """The committed generated code must be exactly what `make proto` produces from proto/."""
+
 import importlib.util
 import pathlib
 
@@ -22,7 +23,8 @@ def test_generated_python_matches_protos(tmp_path):
     assert fresh_names == committed_names, "run `make proto` and commit the result"
     for p in fresh:
         assert p.read_text() == (committed_dir / p.name).read_text(), (
-            f"{p.name} is stale: run `make proto` and commit the result")
+            f"{p.name} is stale: run `make proto` and commit the result"
+        )
 
 
 def test_service_surface():
@@ -30,8 +32,22 @@ def test_service_surface():
 
     svc = frameseek_pb2.DESCRIPTOR.services_by_name["FrameSeek"]
     methods = {m.name for m in svc.methods}
-    assert {"CreateCollection", "GetCollection", "ListCollections", "DeleteCollection", "IngestVideo",
-            "IngestImage", "GetIngestJob", "WatchIngestJob", "SearchByImage", "SearchByVideo",
-            "SearchByVector", "GetVideo", "ListVideos", "DeleteVideo", "GetStats"} <= methods
+    assert {
+        "CreateCollection",
+        "GetCollection",
+        "ListCollections",
+        "DeleteCollection",
+        "IngestVideo",
+        "IngestImage",
+        "GetIngestJob",
+        "WatchIngestJob",
+        "SearchByImage",
+        "SearchByVideo",
+        "SearchByVector",
+        "GetVideo",
+        "ListVideos",
+        "DeleteVideo",
+        "GetStats",
+    } <= methods
     assert svc.methods_by_name["IngestVideo"].client_streaming
     assert svc.methods_by_name["WatchIngestJob"].server_streaming

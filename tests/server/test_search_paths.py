@@ -4,13 +4,14 @@ server process: the videos it returns must be those of the exact float64 referen
 video) and of the native `search_groups` wherever that one is exact, on data where the kNN alone suffices (videos whose
 samples are spread out) and on data where it does not (videos of near-duplicate samples, so the
 nearest 4k frames cover only a few videos)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from frameseek.ids import split_sample_ids
 from frameseek.storage import EmbeddedStorage, VideoRecord
-from frameseek.storage.base import split_sample_ids
 
 from .helpers import ServerProcess, needs_index
 
@@ -21,8 +22,14 @@ DIM, SAMPLES, K = 32, 30, 10
 def _fill(data, rng):
     st = EmbeddedStorage(str(data))
     st.open()
-    c = st.create_collection("paths", model="sscd_distilled", dimension=DIM, metric="ip", sampling={"fps": 1.0},
-                             index={"m": 16, "ef_construction": 400, "ef_search": 400})
+    c = st.create_collection(
+        "paths",
+        model="sscd_distilled",
+        dimension=DIM,
+        metric="ip",
+        sampling={"fps": 1.0},
+        index={"m": 16, "ef_construction": 400, "ef_search": 400},
+    )
     vectors = {}
     for i in range(60):
         if i % 2:  # a "static shot": near-duplicate samples around one centre
@@ -30,8 +37,18 @@ def _fill(data, rng):
         else:  # unrelated samples
             v = rng.standard_normal((SAMPLES, DIM))
         v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
-        rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=float(SAMPLES), width=64, height=48,
-                          sample_count=SAMPLES, size_bytes=1, content_sha256=f"{i:064x}", external_key=f"v{i}")
+        rec = VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=float(SAMPLES),
+            width=64,
+            height=48,
+            sample_count=SAMPLES,
+            size_bytes=1,
+            content_sha256=f"{i:064x}",
+            external_key=f"v{i}",
+        )
         vectors[st.add_video(c.id, rec, np.arange(SAMPLES, dtype=np.float64), v).id] = v
     return st, c, vectors
 

@@ -1,6 +1,7 @@
 """The gRPC API through a real server process on a free loopback port, over a collection filled
 with known vectors through the storage layer (no model needed): search by vector, filters,
 pagination, collections, delete, restart, health/reflection, and the error contract."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from frameseek.client import Client, FrameSeekError
+from frameseek.client import FrameSeekError
 from frameseek.storage import EmbeddedStorage, VideoRecord
 from frameseek.v1 import frameseek_pb2 as pb
 
@@ -29,15 +30,31 @@ def world(request, tmp_path_factory):
     rng = np.random.default_rng(7)
     st = EmbeddedStorage(str(data))
     st.open()
-    c = st.create_collection("vecs", model="sscd_distilled", dimension=DIM, metric="ip", sampling={"fps": 2.0},
-                             index={"m": 16, "ef_construction": 200, "ef_search": 128})
+    c = st.create_collection(
+        "vecs",
+        model="sscd_distilled",
+        dimension=DIM,
+        metric="ip",
+        sampling={"fps": 2.0},
+        index={"m": 16, "ef_construction": 200, "ef_search": 128},
+    )
     vectors = {}
     for i in range(VIDEOS):
         v = rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=SAMPLES * 0.5, width=64, height=48,
-                          sample_count=SAMPLES, size_bytes=1000 + i, content_sha256=f"{i:064x}",
-                          external_key=f"video-{i}", labels={"parity": str(i % 2)})
+        rec = VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=SAMPLES * 0.5,
+            width=64,
+            height=48,
+            sample_count=SAMPLES,
+            size_bytes=1000 + i,
+            content_sha256=f"{i:064x}",
+            external_key=f"video-{i}",
+            labels={"parity": str(i % 2)},
+        )
         vid = st.add_video(c.id, rec, np.arange(SAMPLES) * 0.5, v).id
         vectors[f"collections/vecs/videos/{vid}"] = v
     st.close()
@@ -110,35 +127,77 @@ def test_list_get_and_pagination(world, fs):
     assert fs.get_collection("default").is_default
 
 
-@pytest.mark.parametrize("call, code, reason", [
-    (lambda fs: fs.search_by_vector(np.ones(DIM + 1), collection="vecs"), "INVALID_ARGUMENT", "DIMENSION_MISMATCH"),
-    (lambda fs: fs.search_by_vector([float("nan")] * DIM, collection="vecs"), "INVALID_ARGUMENT",
-     "NON_FINITE_VECTOR"),
-    (lambda fs: fs.search_by_vector([float("inf")] + [0.0] * (DIM - 1), collection="vecs"), "INVALID_ARGUMENT",
-     "NON_FINITE_VECTOR"),
-    (lambda fs: fs.search_by_vector(np.ones(DIM), collection="nope"), "NOT_FOUND", "COLLECTION_NOT_FOUND"),
-    (lambda fs: fs.search_by_vector(np.ones(DIM), collection="vecs", k=5000), "INVALID_ARGUMENT",
-     "INVALID_ARGUMENT"),
-    (lambda fs: fs.search_by_vector(np.ones(DIM), collection="collections/a/b"), "INVALID_ARGUMENT",
-     "INVALID_ARGUMENT"),
-    (lambda fs: fs.get_video("collections/vecs/videos/999999"), "NOT_FOUND", "VIDEO_NOT_FOUND"),
-    (lambda fs: fs.get_video("videos/1"), "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
-    (lambda fs: fs.get_job("ingestJobs/nope"), "NOT_FOUND", "JOB_NOT_FOUND"),
-    (lambda fs: list(fs.list_videos("vecs", content_sha256="x", page_size=-1)), "INVALID_ARGUMENT",
-     "INVALID_ARGUMENT"),
-    (lambda fs: fs._call(fs.stub.ListVideos, pb.ListVideosRequest(parent="collections/vecs", page_token="garbage!")),
-     "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
-    (lambda fs: fs.ingest_video(b"", collection="vecs"), "INVALID_ARGUMENT", "EMPTY_MEDIA"),
-    (lambda fs: fs.ingest_video(b"x", collection="nope"), "NOT_FOUND", "COLLECTION_NOT_FOUND"),
-    (lambda fs: fs.ingest_video(b"x", labels={"BAD KEY": "v"}), "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
-    (lambda fs: fs.ingest_video(server_path="/etc/passwd"), "PERMISSION_DENIED", "PATH_NOT_ALLOWED"),
-    (lambda fs: fs.create_collection("Bad_Id"), "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
-    (lambda fs: fs.create_collection("vecs"), "ALREADY_EXISTS", "COLLECTION_EXISTS"),
-    (lambda fs: fs.delete_collection("default"), "FAILED_PRECONDITION", "DEFAULT_COLLECTION"),
-    (lambda fs: fs.delete_collection("vecs"), "FAILED_PRECONDITION", "COLLECTION_NOT_EMPTY"),
-], ids=["dim", "nan", "inf", "unknown-collection", "k", "bad-parent", "no-video", "bad-video-name", "no-job",
-        "page-size", "page-token", "zero-bytes", "ingest-unknown-collection", "label", "server-path", "coll-id",
-        "coll-exists", "delete-default", "delete-nonempty"])
+@pytest.mark.parametrize(
+    "call, code, reason",
+    [
+        (lambda fs: fs.search_by_vector(np.ones(DIM + 1), collection="vecs"), "INVALID_ARGUMENT", "DIMENSION_MISMATCH"),
+        (
+            lambda fs: fs.search_by_vector([float("nan")] * DIM, collection="vecs"),
+            "INVALID_ARGUMENT",
+            "NON_FINITE_VECTOR",
+        ),
+        (
+            lambda fs: fs.search_by_vector([float("inf")] + [0.0] * (DIM - 1), collection="vecs"),
+            "INVALID_ARGUMENT",
+            "NON_FINITE_VECTOR",
+        ),
+        (lambda fs: fs.search_by_vector(np.ones(DIM), collection="nope"), "NOT_FOUND", "COLLECTION_NOT_FOUND"),
+        (
+            lambda fs: fs.search_by_vector(np.ones(DIM), collection="vecs", k=5000),
+            "INVALID_ARGUMENT",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            lambda fs: fs.search_by_vector(np.ones(DIM), collection="collections/a/b"),
+            "INVALID_ARGUMENT",
+            "INVALID_ARGUMENT",
+        ),
+        (lambda fs: fs.get_video("collections/vecs/videos/999999"), "NOT_FOUND", "VIDEO_NOT_FOUND"),
+        (lambda fs: fs.get_video("videos/1"), "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
+        (lambda fs: fs.get_job("ingestJobs/nope"), "NOT_FOUND", "JOB_NOT_FOUND"),
+        (
+            lambda fs: list(fs.list_videos("vecs", content_sha256="x", page_size=-1)),
+            "INVALID_ARGUMENT",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            lambda fs: fs._call(
+                fs.stub.ListVideos, pb.ListVideosRequest(parent="collections/vecs", page_token="garbage!")
+            ),
+            "INVALID_ARGUMENT",
+            "INVALID_ARGUMENT",
+        ),
+        (lambda fs: fs.ingest_video(b"", collection="vecs"), "INVALID_ARGUMENT", "EMPTY_MEDIA"),
+        (lambda fs: fs.ingest_video(b"x", collection="nope"), "NOT_FOUND", "COLLECTION_NOT_FOUND"),
+        (lambda fs: fs.ingest_video(b"x", labels={"BAD KEY": "v"}), "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
+        (lambda fs: fs.ingest_video(server_path="/etc/passwd"), "PERMISSION_DENIED", "PATH_NOT_ALLOWED"),
+        (lambda fs: fs.create_collection("Bad_Id"), "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
+        (lambda fs: fs.create_collection("vecs"), "ALREADY_EXISTS", "COLLECTION_EXISTS"),
+        (lambda fs: fs.delete_collection("default"), "FAILED_PRECONDITION", "DEFAULT_COLLECTION"),
+        (lambda fs: fs.delete_collection("vecs"), "FAILED_PRECONDITION", "COLLECTION_NOT_EMPTY"),
+    ],
+    ids=[
+        "dim",
+        "nan",
+        "inf",
+        "unknown-collection",
+        "k",
+        "bad-parent",
+        "no-video",
+        "bad-video-name",
+        "no-job",
+        "page-size",
+        "page-token",
+        "zero-bytes",
+        "ingest-unknown-collection",
+        "label",
+        "server-path",
+        "coll-id",
+        "coll-exists",
+        "delete-default",
+        "delete-nonempty",
+    ],
+)
 def test_errors_have_code_reason_and_message_and_server_keeps_serving(fs, call, code, reason):
     with pytest.raises(FrameSeekError) as ei:
         call(fs)
@@ -207,8 +266,15 @@ def test_sigusr1_dumps_thread_stacks_and_keeps_serving(world, fs):
 
 def test_cli_against_server(world):
     srv, _ = world
-    run = lambda *a: subprocess.run([sys.executable, "-m", "frameseek.cli", *a, "--server", srv.address],  # noqa
-                                    capture_output=True, text=True, timeout=120)
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "frameseek.cli", *a, "--server", srv.address],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     r = run("stats", "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)

@@ -1,18 +1,20 @@
 """Operational surface: UNAVAILABLE before the index is loaded, Prometheus metrics."""
+
 from __future__ import annotations
 
 import asyncio
 import socket
 import urllib.request
 
-import grpc
 import pytest
 
+from frameseek.client import FrameSeekError
 from frameseek.config import Settings
-from frameseek.errors import ServiceError
+from frameseek.errors import ErrorCode, ServiceError
+from frameseek.ids import MAX_SAMPLES_PER_VIDEO
 from frameseek.media.sampling import TimeGridSampler
 from frameseek.service import FrameSeekService, SearchOptions
-from frameseek.storage.base import MAX_SAMPLES_PER_VIDEO, CollectionRecord
+from frameseek.storage.base import CollectionRecord
 
 from .helpers import ServerProcess, make_video, needs_index, needs_media
 
@@ -21,26 +23,26 @@ def test_calls_before_the_index_is_loaded_are_unavailable(tmp_path):
     svc = FrameSeekService(Settings(data_dir=str(tmp_path), metrics_address=""))
 
     async def call():
-        await svc.search_vector("", [1.0] * 512, SearchOptions())
+        await svc.search.by_vector("", [1.0] * 512, SearchOptions())
 
     with pytest.raises(ServiceError) as ei:
         asyncio.run(call())
-    assert (ei.value.code, ei.value.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_READY")
+    assert (ei.value.code, ei.value.reason) == (ErrorCode.UNAVAILABLE, "NOT_READY")
     asyncio.run(svc.close())
 
 
 @pytest.mark.parametrize("index_coarse_scale, vectors_per_sample", [(0.5, 2), (0.0, 1)])
-def test_long_videos_are_sampled_within_the_vectors_a_video_may_hold(tmp_path, index_coarse_scale,
-                                                                     vectors_per_sample):
+def test_long_videos_are_sampled_within_the_vectors_a_video_may_hold(tmp_path, index_coarse_scale, vectors_per_sample):
     """The longest video the server takes (max_video_seconds) at the highest rate a collection may
     ask (30 fps) must fit a video's 2**SAMPLE_BITS index vectors, coarse twins included: its grid
     is made sparser up front instead of the ingest failing after hours of embedding."""
-    settings = Settings(data_dir=str(tmp_path), metrics_address="", index_coarse_scale=index_coarse_scale)
+    settings = Settings(data_dir=str(tmp_path), metrics_address="", views={"index_coarse_scale": index_coarse_scale})
     svc = FrameSeekService(settings)
-    rec = CollectionRecord(id=1, name="c", model=settings.model, dimension=512, metric="ip",
-                           sampling={"fps": 30.0}, index={})
-    sampling = svc._sampling(rec)
-    longest = settings.max_video_seconds
+    rec = CollectionRecord(
+        id=1, name="c", model=settings.model, dimension=512, metric="ip", sampling={"fps": 30.0}, index={}
+    )
+    sampling = svc.core.sampling(rec)
+    longest = settings.media.max_duration_s
     samples = TimeGridSampler(sampling.grid_fps(longest)).expected_samples(longest)
     assert vectors_per_sample * samples <= MAX_SAMPLES_PER_VIDEO
     assert sampling.grid_fps(600.0) == 30.0  # ordinary videos keep the collection's rate
@@ -62,7 +64,7 @@ def test_prometheus_metrics(tmp_path):
     try:
         with srv.client() as fs:
             fs.stats()
-            with pytest.raises(Exception):
+            with pytest.raises(FrameSeekError):
                 fs.get_video("collections/default/videos/1")
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
         assert 'frameseek_requests_total{code="OK",method="GetStats"} 1.0' in body
@@ -71,6 +73,7 @@ def test_prometheus_metrics(tmp_path):
         assert "frameseek_request_seconds_bucket" in body and "frameseek_ready 1.0" in body
         assert "frameseek_stalls_total 0.0" in body  # the watchdog saw nothing stuck
         from frameseek import front_end
+
         if front_end.available():  # the native front end's counters (health checks are answered natively)
             assert 'frameseek_front_end_calls_total{path="forwarded"}' in body
             assert "frameseek_front_end_native_search_seconds_total" in body

@@ -1,8 +1,8 @@
 """Embedded storage engine: atomic add/delete, snapshots, recovery, and kill -9 durability."""
+
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from frameseek.storage import EmbeddedStorage, InvalidArgument, NotFound, VideoQuery, VideoRecord, split_sample_ids
+from frameseek.ids import NO_ID, split_sample_ids
+from frameseek.storage import EmbeddedStorage, InvalidArgument, NotFound, VideoQuery, VideoRecord
 
 from .helpers import needs_index
 
@@ -25,8 +26,18 @@ def _unit(rng, n):
 
 
 def _rec(sha: str, labels=None) -> VideoRecord:
-    return VideoRecord(id=0, collection_id=0, kind="video", duration=10.0, width=64, height=48, sample_count=0,
-                       size_bytes=1, content_sha256=sha, labels=labels or {})
+    return VideoRecord(
+        id=0,
+        collection_id=0,
+        kind="video",
+        duration=10.0,
+        width=64,
+        height=48,
+        sample_count=0,
+        size_bytes=1,
+        content_sha256=sha,
+        labels=labels or {},
+    )
 
 
 def _open(path, **kw) -> EmbeddedStorage:
@@ -36,8 +47,14 @@ def _open(path, **kw) -> EmbeddedStorage:
 
 
 def _coll(st):
-    return st.create_collection("default", model="m", dimension=DIM, metric="ip", sampling={"fps": 1.0},
-                                index={"m": 16, "ef_construction": 100, "ef_search": 64})
+    return st.create_collection(
+        "default",
+        model="m",
+        dimension=DIM,
+        metric="ip",
+        sampling={"fps": 1.0},
+        index={"m": 16, "ef_construction": 100, "ef_search": 64},
+    )
 
 
 def _groups_in_index(st, cid, vectors_by_video):
@@ -84,14 +101,15 @@ def test_search_finds_sample_and_timestamp_and_delete_is_immediate(tmp_path):
     assert int(g[0][0]) == other
     st.delete_video(target)
     ids, _ = st.search(c.id, data[target][7:8], 60)
-    assert target not in set(split_sample_ids(ids[0][ids[0] != np.uint64(2**64 - 1)])[0].tolist())
+    assert target not in set(split_sample_ids(ids[0][ids[0] != NO_ID])[0].tolist())
     with pytest.raises(NotFound):
         st.get_video(target)
     st.close()
     # after restart (snapshot taken at close) the delete holds and the rest is there
     st = _open(tmp_path)
     assert _groups_in_index(st, c.id, {k: v for k, v in data.items() if k != target}) == {
-        k: True for k in data if k != target}
+        k: True for k in data if k != target
+    }
     assert st.vectors_of(c.id) == 50
     st.close()
 
@@ -177,7 +195,7 @@ def test_recovery_without_snapshot_replays_log_and_drops_pending(tmp_path):
     # a crash between log append and catalog commit: pending row + logged record, never acknowledged
     ci = st._colls[c.id]
     pend = st.catalog.insert_pending(c.id, _rec("pending"), np.arange(3.0))
-    ci.log.append(pend, _unit(rng, 3))
+    ci.log.append(pend, _unit(rng, 3), "pending")
     st.catalog._db.close()  # no close(): no snapshot, like kill -9
     ci.log.close()
     st = _open(tmp_path)
@@ -247,8 +265,9 @@ def test_kill9_during_writes_keeps_every_acknowledged_video(tmp_path):
     data = tmp_path / "data"
     acked: dict[int, tuple[int, list]] = {}
     for round_ in range(4):
-        proc = subprocess.Popen([sys.executable, str(script), str(data), "300", str(round_)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(data), "300", str(round_)], stdout=subprocess.PIPE, text=True
+        )
         lines = 0
         for line in proc.stdout:  # kill after a round-dependent number of acknowledgements
             if not line.startswith("ACK "):
@@ -268,7 +287,7 @@ def test_kill9_during_writes_keeps_every_acknowledged_video(tmp_path):
         proc.stdout.close()
         st = _open(data)
         c = st.get_collection("default")
-        active = st.catalog.active_videos(c.id)
+        active = {v: n for v, (n, _sha) in st.catalog.active_video_hashes(c.id).items()}
         assert set(acked) <= set(active), "an acknowledged video was lost"
         # nothing half-indexed: the index holds exactly the active videos' samples
         assert st.vectors_of(c.id) == sum(active.values())

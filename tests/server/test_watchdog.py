@@ -1,4 +1,5 @@
 """frameseek.watchdog: a mark that stops moving is reported once, with every thread's stack."""
+
 from __future__ import annotations
 
 import threading

@@ -3,6 +3,7 @@ Through real server processes, with a client connected to each process (found de
 from /proc: which process owns the server end of the client's TCP connection): writes through
 either process are visible to searches on both, deletes are gone from both at once, kill -9 of the
 replica loses nothing (the primary restarts it), and a restart keeps everything."""
+
 from __future__ import annotations
 
 import os
@@ -73,11 +74,40 @@ def _owner(server_port: int, client_port: int, pids: list[int]) -> int:
     raise AssertionError(f"no server process owns the connection from port {client_port}")
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Does process `pid` hold a listening TCP socket on `port`?"""
+    listening = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            next(f)
+            for line in f:
+                p = line.split()
+                if p[3] == "0A" and int(p[1].rsplit(":", 1)[1], 16) == port:  # 0A: TCP_LISTEN
+                    listening.add(int(p[9]))
+    try:
+        return bool(listening & _socket_inodes(pid))
+    except FileNotFoundError:  # gone
+        return False
+
+
+def wait_listening(srv: ServerProcess, pids: list[int]) -> None:
+    """Until every process has its SO_REUSEPORT socket on the port: a replica restarted a moment
+    ago is still importing, and until it listens the kernel gives every new connection to the
+    primary (a fast machine then used up clients_per_worker's tries before the replica bound:
+    "could not reach every worker")."""
+    deadline = time.monotonic() + 120
+    while not all(_listens(p, srv.port) for p in pids):
+        assert time.monotonic() < deadline, f"not every worker listens on {srv.port}: {pids}"
+        time.sleep(0.05)
+
+
 def clients_per_worker(srv: ServerProcess) -> dict[int, Client]:
-    """One client connected to each serving process: new connections until every pid is covered
-    (the kernel hashes connections over the processes; 2^-40 odds of missing one in 40 tries)."""
+    """One client connected to each serving process: once every process listens, new
+    connections until every pid is covered (the kernel hashes connections over the listening
+    sockets; 2^-40 odds of missing one in 40 tries)."""
     pids = [srv.proc.pid] + _children(srv.proc.pid)
     assert len(pids) == 2, pids
+    wait_listening(srv, pids)
     got: dict[int, Client] = {}
     for _ in range(40):
         before = _my_ports(srv.port)
@@ -102,14 +132,30 @@ def world(tmp_path):
     rng = np.random.default_rng(11)
     st = EmbeddedStorage(str(data))
     st.open()
-    c = st.create_collection("vecs", model="sscd_distilled", dimension=DIM, metric="ip", sampling={"fps": 1.0},
-                             index={"m": 16, "ef_construction": 200, "ef_search": 128})
+    c = st.create_collection(
+        "vecs",
+        model="sscd_distilled",
+        dimension=DIM,
+        metric="ip",
+        sampling={"fps": 1.0},
+        index={"m": 16, "ef_construction": 200, "ef_search": 128},
+    )
     vectors = {}
     for i in range(VIDEOS):
         v = rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=float(SAMPLES), width=64, height=48,
-                          sample_count=SAMPLES, size_bytes=1, content_sha256=f"{i:064x}", external_key=f"v{i}")
+        rec = VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=float(SAMPLES),
+            width=64,
+            height=48,
+            sample_count=SAMPLES,
+            size_bytes=1,
+            content_sha256=f"{i:064x}",
+            external_key=f"v{i}",
+        )
         vectors[f"collections/vecs/videos/{st.add_video(c.id, rec, np.arange(SAMPLES) * 1.0, v).id}"] = v
     st.close()
     srv = ServerProcess(data, workers=2).start()
@@ -175,8 +221,9 @@ def test_ingest_through_either_worker_visible_on_both(world, tmp_path):
     imgs = {}
     for i, via in enumerate(workers.values()):
         path = tmp_path / f"img{i}.png"
-        Image.fromarray(np.kron(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8),
-                                np.ones((8, 8, 1), np.uint8))).save(path)
+        Image.fromarray(np.kron(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))).save(
+            path
+        )
         imgs[via.ingest_image(path, external_key=f"img{i}").video.name] = path
     for c in workers.values():
         for name, path in imgs.items():

@@ -21,6 +21,7 @@ Reports QPS and p50/p95/p99 latency per cell, prints a table and writes
 benchmarks/results/ghz_load.json. ghz runs from build/tools/bin (make sdk-setup installs it).
 Everything stays on 127.0.0.1, and every loop stops at its deadline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,7 @@ METHODS = {
 try:
     from benchmarks.load import bench_search as driver
 except ImportError as exc:  # pragma: no cover - depends on the server stream's driver being merged
-    raise SystemExit(f"benchmarks/load/bench_search.py (the Python load driver) is needed: {exc}")
+    raise SystemExit(f"benchmarks/load/bench_search.py (the Python load driver) is needed: {exc}") from None
 
 
 def _varint(n: int) -> bytes:
@@ -68,23 +69,57 @@ def vector_payloads(count: int, fill_info: dict, profile: str, per_video: int) -
     from frameseek.v1 import frameseek_pb2 as pb
 
     q = driver.sample_queries(count, fill_info["videos"], fill_info["vectors"], 512, profile, per_video)
-    return [pb.SearchByVectorRequest(parent=f"collections/{driver.COLLECTION}", vector=v.tolist(),
-                                     options=pb.SearchOptions(k=10)).SerializeToString() for v in q]
+    return [
+        pb.SearchByVectorRequest(
+            parent=f"collections/{driver.COLLECTION}", vector=v.tolist(), options=pb.SearchOptions(k=10)
+        ).SerializeToString()
+        for v in q
+    ]
 
 
 def build_protoset(out: pathlib.Path) -> pathlib.Path:
     """proto/ as a FileDescriptorSet (with the well-known imports) for ghz --protoset."""
-    subprocess.run([str(BUF), "build", str(ROOT / "proto"), "--as-file-descriptor-set", "-o", str(out)],
-                   check=True, cwd=ROOT)
+    subprocess.run(
+        [str(BUF), "build", str(ROOT / "proto"), "--as-file-descriptor-set", "-o", str(out)], check=True, cwd=ROOT
+    )
     return out
 
 
-def run_ghz(address: str, method: str, protoset: pathlib.Path, data_file: pathlib.Path, concurrency: int,
-            duration: float, connections: int = 1) -> dict:
+def run_ghz(
+    address: str,
+    method: str,
+    protoset: pathlib.Path,
+    data_file: pathlib.Path,
+    concurrency: int,
+    duration: float,
+    connections: int = 1,
+) -> dict:
     """One ghz cell; its JSON report reduced to the driver's summary shape."""
-    cmd = [str(GHZ), "--insecure", "--protoset", str(protoset), "--call", method, "--binary-file", str(data_file),
-           "-c", str(concurrency), "--connections", str(max(1, min(connections, concurrency))), "-z", f"{duration}s", "--timeout", "30s",
-           "--max-recv-message-size", "32MiB", "--max-send-message-size", "32MiB", "-O", "json", address]
+    cmd = [
+        str(GHZ),
+        "--insecure",
+        "--protoset",
+        str(protoset),
+        "--call",
+        method,
+        "--binary-file",
+        str(data_file),
+        "-c",
+        str(concurrency),
+        "--connections",
+        str(max(1, min(connections, concurrency))),
+        "-z",
+        f"{duration}s",
+        "--timeout",
+        "30s",
+        "--max-recv-message-size",
+        "32MiB",
+        "--max-send-message-size",
+        "32MiB",
+        "-O",
+        "json",
+        address,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     if proc.returncode != 0 and not proc.stdout.strip():
         raise RuntimeError(f"ghz failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -105,23 +140,38 @@ def summarize_report(rep: dict) -> dict:
     # just as ghz closed its connection): the same thing. Both are made on the client; the
     # server's own errors carry other messages and stay in `errors`.
     errs = rep.get("errorDistribution") or {}
-    cut = sum(n for msg, n in errs.items()
-              if "use of closed network connection" in msg or "transport is closing" in msg)
-    canceled = sum(n for msg, n in errs.items() if "code = Canceled" in msg
-                   and ("context canceled" in msg or "the client connection is closing" in msg))
+    cut = sum(
+        n for msg, n in errs.items() if "use of closed network connection" in msg or "transport is closing" in msg
+    )
+    canceled = sum(
+        n
+        for msg, n in errs.items()
+        if "code = Canceled" in msg and ("context canceled" in msg or "the client connection is closing" in msg)
+    )
     if cut:
         codes["Unavailable"] = codes.get("Unavailable", 0) - cut
     if canceled:
         codes["Canceled"] = codes.get("Canceled", 0) - canceled
         cut += canceled
     errors = {k: v for k, v in codes.items() if v}
-    stop_messages = ("use of closed network connection", "transport is closing", "context canceled",
-                     "the client connection is closing")
+    stop_messages = (
+        "use of closed network connection",
+        "transport is closing",
+        "context canceled",
+        "the client connection is closing",
+    )
     messages = {msg: n for msg, n in errs.items() if not any(m in msg for m in stop_messages)}
     total_s = rep["total"] / 1e9
-    return {"requests": ok, "qps": round(ok / total_s, 1) if total_s else 0.0,
-            "p50_ms": round(pct.get(50, float("nan")), 3), "p95_ms": round(pct.get(95, float("nan")), 3),
-            "p99_ms": round(pct.get(99, float("nan")), 3), "errors": errors, "error_messages": messages, "cut_at_deadline": cut}
+    return {
+        "requests": ok,
+        "qps": round(ok / total_s, 1) if total_s else 0.0,
+        "p50_ms": round(pct.get(50, float("nan")), 3),
+        "p95_ms": round(pct.get(95, float("nan")), 3),
+        "p99_ms": round(pct.get(99, float("nan")), 3),
+        "errors": errors,
+        "error_messages": messages,
+        "cut_at_deadline": cut,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,30 +220,45 @@ def main(argv: list[str] | None = None) -> int:
                     order = ("ghz", "python") if i % 2 == 0 else ("python", "ghz")
                     for who in order:
                         if who == "ghz":
-                            cell["ghz"] = run_ghz(server.address, method, protoset, data_file, c,
-                                                   ns.duration)
+                            cell["ghz"] = run_ghz(server.address, method, protoset, data_file, c, ns.duration)
                         else:
-                            cell["python"] = asyncio.run(driver.drive(server.address, grpc_path, payloads[rpc], c,
-                                                                      ns.duration))
+                            cell["python"] = asyncio.run(
+                                driver.drive(server.address, grpc_path, payloads[rpc], c, ns.duration)
+                            )
                     rows.append(cell)
                     g, p = cell["ghz"], cell["python"]
-                    print(f"  {rpc:<6} c={c:<3} ghz {g['qps']:>8.1f} qps p99 {g['p99_ms']:>8.2f} ms | "
-                          f"python {p['qps']:>8.1f} qps p99 {p['p99_ms']:>8.2f} ms", flush=True)
+                    print(
+                        f"  {rpc:<6} c={c:<3} ghz {g['qps']:>8.1f} qps p99 {g['p99_ms']:>8.2f} ms | "
+                        f"python {p['qps']:>8.1f} qps p99 {p['p99_ms']:>8.2f} ms",
+                        flush=True,
+                    )
     finally:
         server.stop()
 
-    head = (f"{'rpc':<7}{'conc':>5} | {'ghz qps':>9}{'p50':>8}{'p95':>8}{'p99':>8} | "
-            f"{'python qps':>10}{'p50':>8}{'p95':>8}{'p99':>8}   (latency ms)")
+    head = (
+        f"{'rpc':<7}{'conc':>5} | {'ghz qps':>9}{'p50':>8}{'p95':>8}{'p99':>8} | "
+        f"{'python qps':>10}{'p50':>8}{'p95':>8}{'p99':>8}   (latency ms)"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
         g, p = r["ghz"], r["python"]
-        err = "  errors: " + json.dumps({"ghz": g["errors"], "python": p["errors"]}) if g["errors"] or p["errors"] else ""
-        print(f"{r['rpc']:<7}{r['concurrency']:>5} | {g['qps']:>9.1f}{g['p50_ms']:>8.2f}{g['p95_ms']:>8.2f}"
-              f"{g['p99_ms']:>8.2f} | {p['qps']:>10.1f}{p['p50_ms']:>8.2f}{p['p95_ms']:>8.2f}{p['p99_ms']:>8.2f}{err}")
+        both = {"ghz": g["errors"], "python": p["errors"]}
+        err = "  errors: " + json.dumps(both) if g["errors"] or p["errors"] else ""
+        print(
+            f"{r['rpc']:<7}{r['concurrency']:>5} | {g['qps']:>9.1f}{g['p50_ms']:>8.2f}{g['p95_ms']:>8.2f}"
+            f"{g['p99_ms']:>8.2f} | {p['qps']:>10.1f}{p['p50_ms']:>8.2f}{p['p95_ms']:>8.2f}{p['p99_ms']:>8.2f}{err}"
+        )
     ghz_version = subprocess.run([str(GHZ), "--version"], capture_output=True, text=True).stdout.strip()
-    result = {"benchmark": "ghz_load", "n_vectors": ns.n, "duration_s": ns.duration, "fill": fill_info,
-              "server_ready_s": round(ready_s, 2), "ghz_version": ghz_version,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows}
+    result = {
+        "benchmark": "ghz_load",
+        "n_vectors": ns.n,
+        "duration_s": ns.duration,
+        "fill": fill_info,
+        "server_ready_s": round(ready_s, 2),
+        "ghz_version": ghz_version,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "rows": rows,
+    }
     ns.out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {ns.out}")
     return 0

@@ -7,7 +7,7 @@
  * in chunks of at most 1 MiB with back-pressure, searches by image / video / vector, and async
  * iterators over the paginated List methods.
  */
-import { createReadStream } from "node:fs";
+import { createReadStream, readFileSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { basename } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -50,6 +50,28 @@ export interface ConnectOptions {
   chunkSize?: number;
   /** Extra grpc-js channel options (e.g. "grpc.keepalive_time_ms"). */
   channelOptions?: grpc.ClientOptions;
+}
+
+/** TLS material from PEM files: `ca` (trust it instead of the system roots) and, for a server
+ * that requires client certificates (--tls-client-ca), `cert` + `key`. */
+export function tlsFromFiles(files: { ca?: string; cert?: string; key?: string }): NonNullable<ConnectOptions["tls"]> {
+  if (!!files.cert !== !!files.key) throw new Error("frameseek: a client certificate needs both cert and key");
+  return {
+    rootCerts: files.ca ? readFileSync(files.ca) : undefined,
+    certChain: files.cert ? readFileSync(files.cert) : undefined,
+    privateKey: files.key ? readFileSync(files.key) : undefined,
+  };
+}
+
+/** The connection settings the frameseek CLI reads from the environment, where set:
+ * FRAMESEEK_TLS_CA / FRAMESEEK_CLIENT_CERT / FRAMESEEK_CLIENT_KEY (TLS, as tlsFromFiles) and
+ * FRAMESEEK_TOKEN. Spread it into ConnectOptions: `new FrameSeek(addr, { ...optionsFromEnv() })`. */
+export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<ConnectOptions> {
+  const out: Partial<ConnectOptions> = {};
+  const [ca, cert, key] = [env.FRAMESEEK_TLS_CA, env.FRAMESEEK_CLIENT_CERT, env.FRAMESEEK_CLIENT_KEY];
+  if (ca || cert || key) out.tls = tlsFromFiles({ ca, cert, key });
+  if (env.FRAMESEEK_TOKEN) out.token = env.FRAMESEEK_TOKEN;
+  return out;
 }
 
 /** Anything an upload can read from. */

@@ -1,9 +1,16 @@
 import { strict as assert } from "node:assert";
-import { readFileSync, statSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 
-import { chunked, DEFAULT_COLLECTION, ERROR_DOMAIN, FrameSeek, FrameSeekError, MAX_CHUNK_SIZE, ServingStatus } from "../src";
+import {
+  chunked, DEFAULT_COLLECTION, ERROR_DOMAIN, FrameSeek, FrameSeekError, MAX_CHUNK_SIZE, optionsFromEnv, ServingStatus,
+  tlsFromFiles,
+} from "../src";
 import { IngestJobState, MediaKind } from "../gen/frameseek/v1/frameseek";
 import { embedWithServerModel, skipReason, startServer, type TestServer } from "./server";
 
@@ -192,6 +199,69 @@ describe("against a live server", { skip: skipReason }, () => {
       assert.ok(!after.hits.some((h) => h.video?.name === a.name), "deleted video still found");
     } finally {
       await c.deleteCollection(parent, true);
+    }
+  });
+});
+
+// README "Security": a self-signed CA and a server certificate made with openssl, tokens by role.
+describe("TLS and tokens against a live server", { skip: skipReason }, () => {
+  const tokens = { reader: "ts-reader-token", writer: "ts-writer-token", admin: "ts-admin-token" };
+  let dir: string;
+  let srv: TestServer;
+  // the certificate names 127.0.0.1 and localhost; TLS sends a host name (SNI), never an address
+  const byName = { "grpc.ssl_target_name_override": "localhost" };
+  const connect = (token?: string) =>
+    new FrameSeek(srv.address, { tls: tlsFromFiles({ ca: join(dir, "ca.pem") }), token, channelOptions: byName });
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "frameseek-ts-pki-"));
+    const ssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    ssl("req", "-x509", ...ec, "-days", "2", "-subj", "/CN=ts test CA", "-keyout", "ca.key", "-out", "ca.pem");
+    ssl("req", ...ec, "-subj", "/CN=server", "-keyout", "server.key", "-out", "server.csr");
+    writeFileSync(join(dir, "server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+      "-extfile", "server.ext", "-out", "server.pem");
+    const entries = Object.entries(tokens).map(([role, token]) =>
+      `[[token]]\nname = "${role}-ts"\nrole = "${role}"\nsha256 = "${createHash("sha256").update(token).digest("hex")}"\n`);
+    writeFileSync(join(dir, "tokens.toml"), entries.join("\n"));
+    srv = await startServer({
+      args: ["--tls-cert", join(dir, "server.pem"), "--tls-key", join(dir, "server.key"), "--auth-tokens", join(dir, "tokens.toml")],
+      connect: { tls: tlsFromFiles({ ca: join(dir, "ca.pem") }), channelOptions: byName },
+      media: false,
+    });
+  });
+  after(async () => {
+    await srv?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("roles", async () => {
+    const reader = connect(tokens.reader);
+    const none = connect();
+    const stranger = connect("not-a-token");
+    const env = { FRAMESEEK_TLS_CA: join(dir, "ca.pem"), FRAMESEEK_TOKEN: tokens.admin };
+    const admin = new FrameSeek(srv.address, { ...optionsFromEnv(env), channelOptions: byName });
+    try {
+      assert.ok((await reader.stats()).version);
+      await rejectsWith(reader.createCollection("ts-sec"), status.PERMISSION_DENIED, ["PERMISSION_DENIED"]);
+      assert.equal((await admin.createCollection("ts-sec")).name, "collections/ts-sec");
+      await rejectsWith(none.stats(), status.UNAUTHENTICATED, ["UNAUTHENTICATED"]);
+      // SearchByVector, which the native front end answers itself, checks the token too
+      const dim = (await reader.getCollection(DEFAULT_COLLECTION)).dimension;
+      const vec = Array.from({ length: dim }, (_, i) => (i === 0 ? 1 : 0));
+      await reader.searchByVector(vec);
+      await rejectsWith(stranger.searchByVector(vec), status.UNAUTHENTICATED, ["UNAUTHENTICATED"]);
+    } finally {
+      for (const c of [reader, none, stranger, admin]) c.close();
+    }
+  });
+
+  test("plaintext to the TLS port fails", async () => {
+    const c = new FrameSeek(srv.address, { insecure: true, token: tokens.reader, allowInsecureToken: true });
+    try {
+      await assert.rejects(c.stats(), (err: FrameSeekError) => err.code === status.UNAVAILABLE);
+    } finally {
+      c.close();
     }
   });
 });

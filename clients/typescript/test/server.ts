@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import { FrameSeek } from "../src";
+import { FrameSeek, type ConnectOptions } from "../src";
 
 export const repoRoot = resolve(process.env.FRAMESEEK_REPO_ROOT ?? join(__dirname, "..", "..", "..", ".."));
 const exe = join(repoRoot, ".venv", "bin", "frameseek");
@@ -43,16 +43,19 @@ function makeMedia(dir: string): void {
   ff("-ss", "2", "-i", "a.mp4", "-t", "4", "-vf", "scale=288:216", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "clip_a_2s.mp4");
 }
 
-/** Starts the server and waits until it is SERVING (the wait guards against a hang, it is no performance bound). */
-export async function startServer(): Promise<TestServer> {
+/** Starts the server and waits until it is SERVING (the wait guards against a hang, it is no
+ * performance bound). `args`: extra `frameseek serve` flags; `connect`: how the readiness check
+ * connects; `media`: make the test media too. */
+export async function startServer(opts: { args?: string[]; connect?: ConnectOptions; media?: boolean } = {}): Promise<TestServer> {
+  const { args = [], connect = { insecure: true }, media = true } = opts;
   const tmp = mkdtempSync(join(tmpdir(), "frameseek-ts-test-"));
   const mediaDir = join(tmp, "media");
   execFileSync("mkdir", ["-p", mediaDir]);
-  makeMedia(mediaDir);
+  if (media) makeMedia(mediaDir);
   const portFile = join(tmp, "port");
   const logPath = join(tmp, "server.log");
   const logFd = openSync(logPath, "a");
-  const proc: ChildProcess = spawn(exe, ["serve", "--address", "127.0.0.1:0", "--data-dir", join(tmp, "data"), "--port-file", portFile], {
+  const proc: ChildProcess = spawn(exe, ["serve", "--address", "127.0.0.1:0", "--data-dir", join(tmp, "data"), "--port-file", portFile, ...args], {
     env: { ...process.env, FRAMESEEK_METRICS_ADDRESS: "" },
     stdio: ["ignore", logFd, logFd],
   });
@@ -76,7 +79,7 @@ export async function startServer(): Promise<TestServer> {
     await sleep(50);
   }
   const address = `127.0.0.1:${readFileSync(portFile, "utf8").trim()}`;
-  const c = new FrameSeek(address, { insecure: true });
+  const c = new FrameSeek(address, connect);
   try {
     await c.waitReady(300_000);
   } catch (err) {

@@ -1,21 +1,17 @@
-// The native read path of SearchByVector: what the server knows about its collections and videos
-// (pushed from Python as they change), and the search itself, from request bytes to response
-// bytes, without the GIL.
+// The one vector search of the server: what it knows about collections and videos (pushed from
+// the storage's commits) and the nearest videos of one query vector, without the GIL.
 //
-// Why: through grpc.aio a search costs ~1.1 ms of CPU, of which the native kNN is ~0.3 ms; the rest
-// is Python transport and glue. The gRPC front end (front_end.hpp) answers SearchByVector from
-// here and passes everything else to the Python service.
+// Both callers use this: the Python service (frameseek.service.search, every SearchByVector and
+// SearchByImage, filters included) and the native gRPC front end (native/src/front_end/, which
+// parses SearchByVectorRequest and encodes SearchResponse around it). This core knows no
+// protobuf: a collection is (short name, id, model, live HnswIndex), a video (collection,
+// per-sample timestamps), a hit (video id, score, (timestamp, score) matches).
 //
-// The fast path covers a known collection, a valid vector and options, and the video filters
-// (SearchFilter.videos / exclude_videos). Anything else (label filters, which need the catalog;
-// unknown collections; invalid input; a directory that is not ready) returns false and the caller forwards the request to the Python service, which owns
-// validation and error reporting. So there is one place where errors are decided, and the fast
-// path can only ever answer what the Python path would have answered.
-//
-// Semantics mirror FrameSeekService._groups_filter and _search_sync (server/frameseek/service.py):
-// a frame kNN of max(k * matches * 4, 32) grouped by video, topped up by a group-by search
-// when it yields fewer than k videos, with the same per-collection statistic that skips the kNN
-// where it rarely suffices. tests/server/test_front_end.py checks that both paths agree.
+// nearest_videos: a frame kNN of max(k * matches * 4, 32) frames grouped by video, topped up by a
+// group-by search (distinct videos) when that yields fewer than k videos although the kNN came
+// back full and its last frame still passes min_score; the grouping is exact (a video absent from
+// the kNN has every frame farther than its last frame). Where the fallback is the rule (long
+// static shots), one-match searches skip the kNN (a per-collection statistic, see below).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -23,7 +19,10 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "frameseek/distance.hpp"
@@ -32,20 +31,31 @@ namespace frameseek {
 
 class HnswIndex;
 
-// Sample ids encode (video, sample index) as video << kSampleBits | index
-// (server/frameseek/storage/base.py).
+// Sample ids encode (video, vector index) as video << kSampleBits | index; a video of n samples
+// may also hold coarse twins as vectors n..2n-1 (vector i stands for sample i mod n). Exported to
+// Python as _native.SAMPLE_BITS (frameseek/ids.py reads it).
 inline constexpr unsigned kSampleBits = 20;
-inline constexpr int kMaxK = 1000;  // service.MAX_K
+
+// Search option bounds and defaults, exported to Python (_native.MAX_K, ...) for its error messages.
+inline constexpr int kMaxK = 1000;
+inline constexpr int kDefaultK = 10;
+inline constexpr int kMaxMatchesPerVideo = 100;
+inline constexpr int kMaxEf = 4096;
+// How often the kNN-first path needs the group-search fallback, per collection (an exponential
+// average over recent one-match-per-video searches). Above kKnnMissSkip the kNN is skipped, except
+// every kKnnProbeEvery-th search, which keeps the estimate current as the data changes.
+inline constexpr double kKnnMissSkip = 0.8;
+inline constexpr std::uint64_t kKnnProbeEvery = 32;
 
 struct DirectoryCollection {
-  std::string name;  // "collections/{id}"
+  std::string name;  // the collection's id ("default", ...), not a resource name
   std::uint32_t id = 0;
   std::string model;
   bool is_default = false;
   const HnswIndex* index = nullptr;
   std::shared_ptr<void> owner;  // keeps `index` alive while a search uses it
-  // exponential average of "the kNN yielded fewer than k videos" (see _knn_rarely_enough);
-  // updated without a lock: a lost update only delays the estimate by one search
+  // exponential average of "the kNN yielded fewer than k videos"; updated without a lock: a lost
+  // update only delays the estimate by one search
   std::atomic<double> knn_miss{0.0};
   std::atomic<std::uint64_t> searches{0};
 };
@@ -53,8 +63,28 @@ struct DirectoryCollection {
 struct DirectoryVideo {
   std::uint32_t collection_id = 0;
   std::vector<double> timestamps;  // per sample index
-  std::string video;               // the serialised frameseek.v1.Video
 };
+
+struct VideoHit {
+  std::uint64_t video_id = 0;
+  float score = 0.0f;                             // the best match's
+  std::vector<std::pair<double, float>> matches;  // (timestamp, score), best first
+};
+
+struct NearestOptions {
+  int k = 0;                 // videos; 0 = kDefaultK
+  int matches = 0;           // timestamps per video; 0 = 1
+  float min_score = 0.0f;    // matches scoring below are dropped
+  int ef = 0;                // 0 = the index's default
+  // only these videos (nullptr = every video); an empty set finds nothing
+  const std::unordered_set<std::uint64_t>* videos = nullptr;
+  // never these videos (asked for on top of k, so k others still come back)
+  const std::unordered_set<std::uint64_t>* exclude = nullptr;
+};
+
+// Why a query cannot be searched; the caller reports it (the front end passes the call to the
+// Python service, which turns it into the gRPC error).
+enum class QueryError { kNone, kOptions, kDimension, kNonFinite, kZero };
 
 class SearchDirectory {
  public:
@@ -67,16 +97,22 @@ class SearchDirectory {
   std::size_t videos() const;
   std::size_t collections() const;
 
-  // Serialised SearchByVectorRequest -> serialised SearchResponse. Returns false (response
-  // untouched) when the request is not for the fast path; see the header comment.
-  bool search_by_vector(const std::uint8_t* request, std::size_t size, std::string* response) const;
-
- private:
-  std::shared_ptr<DirectoryCollection> collection(const std::string& parent) const;
+  // by name ("" = the default collection) or id; nullptr when unknown
+  std::shared_ptr<DirectoryCollection> collection(std::string_view name) const;
+  std::shared_ptr<DirectoryCollection> collection(std::uint32_t id) const;
   std::shared_ptr<const DirectoryVideo> video(std::uint64_t id) const;
 
+  // The best videos for `query` (index.dim() floats; normalised here for the IP metric), best
+  // first. Returns the QueryError that stops it (out-of-range options, wrong dimension, NaN or
+  // infinity, an all-zero IP query) with `out` empty. Takes no lock across the search: videos
+  // deleted meanwhile are skipped.
+  QueryError nearest_videos(DirectoryCollection& c, const float* query, std::size_t dim,
+                            const NearestOptions& options, std::vector<VideoHit>* out) const;
+
+ private:
   mutable std::shared_mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<DirectoryCollection>> by_name_;
+  std::unordered_map<std::uint32_t, std::shared_ptr<DirectoryCollection>> by_id_;
   std::unordered_map<std::uint64_t, std::shared_ptr<const DirectoryVideo>> videos_;
   std::atomic<bool> ready_{false};
 };

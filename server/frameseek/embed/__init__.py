@@ -7,7 +7,8 @@ otherwise ONNX Runtime, logging why. Any ONNX image encoder plugs in through a `
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

@@ -7,13 +7,15 @@ Runtime; layout / dtype / normalisation follow the `PreprocessSpec`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .spec import PreprocessSpec
 
 
-def preprocess_gpu(frames: Sequence[Any], spec: PreprocessSpec, device, flip: bool = False,
-                   scale: float = 1.0) -> list[Any]:
+def preprocess_gpu(
+    frames: Sequence[Any], spec: PreprocessSpec, device, flip: bool = False, scale: float = 1.0
+) -> list[Any]:
     """HxWx3 uint8 frames (numpy or CUDA tensors) -> resized HxWx3 uint8 CUDA tensors
     (`spec.output_hw(h, w, scale)`)."""
     import torch

@@ -8,7 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 #: smallest input scale (`PreprocessSpec.output_hw(..., scale)`) the backends accept: the TensorRT
 #: optimisation profile's lower bound is `size * MIN_INPUT_SCALE`.
 MIN_INPUT_SCALE = 0.5
@@ -37,7 +36,7 @@ class PreprocessSpec(BaseModel):
     std: tuple[float, float, float] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "PreprocessSpec":
+    def _check(self) -> PreprocessSpec:
         if self.resize == "fixed" and self.fixed_hw is None:
             raise ValueError("resize='fixed' needs fixed_hw=(height, width)")
         if self.dtype == "uint8" and (self.mean is not None or self.std is not None or self.scale != 1.0):

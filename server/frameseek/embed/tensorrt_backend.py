@@ -23,8 +23,9 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -48,7 +49,7 @@ class InputProfile(BaseModel):
     max_shape: tuple[int, int, int, int]
 
     @classmethod
-    def for_spec(cls, spec: ModelSpec, max_batch: int) -> "InputProfile":
+    def for_spec(cls, spec: ModelSpec, max_batch: int) -> InputProfile:
         p = spec.preprocess
         if p.resize == "fixed":
             assert p.fixed_hw is not None
@@ -83,7 +84,9 @@ def _file_sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def engine_cache_key(onnx_sha256: str, trt_version: str, compute_capability: tuple[int, int], profile: InputProfile) -> str:
+def engine_cache_key(
+    onnx_sha256: str, trt_version: str, compute_capability: tuple[int, int], profile: InputProfile
+) -> str:
     """A stable hex key for one serialized engine; any input change gives a different key."""
     payload = json.dumps(
         {

@@ -10,11 +10,10 @@ from .decode import (
     ImageDecoder,
     PyAVDecoder,
     VideoInfo,
-    open_decoder,
-    select_backend,
 )
 from .errors import MediaCancelled, MediaError, MediaErrorReason
 from .sampling import TimeGridSampler, plan_indices
+from .select import open_decoder, select_backend
 from .source import MediaLimits, MediaSource, open_source, sniff
 
 __all__ = [

@@ -38,10 +38,15 @@ class BlankFilterSettings(BaseModel):
     max_dark_fraction: float = Field(0.90, gt=0, le=1, description="blank when at least this share is black")
     min_luma_std: float = Field(6.0, ge=0, description="blank when the luma spread is below this (uniform)")
     min_gradient: float = Field(
-        3.0, ge=0, description="low detail when the mean |horizontal|+|vertical| luma difference (on the analysis plane) is below this ..."
+        3.0,
+        ge=0,
+        description="low detail when the mean |horizontal|+|vertical| luma difference (on the analysis "
+        "plane) is below this ...",
     )
     min_coarse_detail: float = Field(
-        2.5, ge=0, description="... and when the mean |Laplacian| of the plane box-averaged to coarse_size px is below this"
+        2.5,
+        ge=0,
+        description="... and when the mean |Laplacian| of the plane box-averaged to coarse_size px is below this",
     )
     coarse_size: int = Field(64, ge=8, description="long side of the box-averaged plane of the coarse-detail measure")
     analysis_size: int = Field(160, ge=16, description="long side of the subsampled plane analysed")
@@ -74,7 +79,8 @@ def coarse_detail(y: np.ndarray, size: int) -> float:
     cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
     if cw < 3 or ch < 3:
         return 0.0
-    c = np.asarray(Image.fromarray(np.ascontiguousarray(y, np.float32), mode="F").resize((cw, ch), Image.BOX), np.float32)
+    plane = Image.fromarray(np.ascontiguousarray(y, np.float32), mode="F")
+    c = np.asarray(plane.resize((cw, ch), Image.BOX), np.float32)
     lap = 4 * c[1:-1, 1:-1] - c[:-2, 1:-1] - c[2:, 1:-1] - c[1:-1, :-2] - c[1:-1, 2:]
     return float(np.abs(lap).mean())
 

@@ -1,6 +1,7 @@
 """Decoders behind one interface.
 
-`open_decoder()` turns a path / bytes / stream into a `Decoder`:
+`open_decoder()` (media/select.py, which chooses among these and NVDEC) turns a path / bytes /
+stream into a `Decoder`:
   * still images (JPEG, PNG, WebP, BMP) -> `ImageDecoder`, one frame at t=0;
   * video on a machine with an NVIDIA driver and PyNvVideoCodec -> `NvdecDecoder` (see nvdec.py);
   * otherwise -> `PyAVDecoder` (FFmpeg, frame-threaded decoding).
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import av
 import numpy as np
@@ -30,7 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import MediaCancelled, MediaError, MediaErrorReason
 from .sampling import TimeGridSampler
-from .source import MediaLimits, MediaSource, OpenedSource, open_source
+from .source import MediaLimits, OpenedSource
 
 log = logging.getLogger(__name__)
 
@@ -224,11 +226,8 @@ def probe_video(container: av.container.InputContainer, src: OpenedSource, limit
         duration = container.duration / av.time_base
     if duration is not None and (duration < 0 or duration != duration):
         duration = None
-    if duration is not None and limits.max_duration_s is not None and duration > limits.max_duration_s:
-        raise MediaError(
-            MediaErrorReason.DURATION_TOO_LONG,
-            f"{src.name}: {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s",
-        )
+    if duration is not None:
+        limits.check_duration(duration, src.name)
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else None
     info = VideoInfo(
@@ -358,6 +357,8 @@ class PyAVDecoder:
                     st.frame_period = t - prev_t
                 prev_t = t if prev_t is None else max(prev_t, t)
                 st.last_t = prev_t
+                # the header's duration may be missing or lie (MKV written to a pipe): the frames tell
+                self.limits.check_duration(t, self.src.name)
                 if not sampler.accept(t):
                     continue
                 self.limits.check_resolution(frame.width, frame.height, self.src.name)
@@ -378,53 +379,3 @@ class PyAVDecoder:
 
     def close(self) -> None:
         self._container.close()
-
-
-# ----------------------------------------------------------------------------------------------
-# Selection
-
-
-def select_backend(src: OpenedSource, info: VideoInfo | None, backend: Backend = "auto") -> tuple[str, str]:
-    """Decide between 'pyav' and 'nvdec'; returns (name, reason). Never raises for 'auto'."""
-    from . import nvdec
-
-    if backend == "cpu":
-        return "pyav", "CPU decoding requested"
-    ok, why = nvdec.nvdec_available()
-    if ok and src.path is None:
-        ok, why = False, "NVDEC decodes files only; the input is bytes or a stream"
-    if ok and info is not None and info.codec not in nvdec.NVDEC_CODECS:
-        ok, why = False, f"codec {info.codec} is not decoded by NVDEC"
-    if ok:
-        return "nvdec", why
-    if backend == "nvdec":
-        raise nvdec.BackendUnavailable(f"NVDEC requested but unavailable: {why}")
-    return "pyav", why
-
-
-def open_decoder(
-    source: MediaSource, limits: MediaLimits | None = None, backend: Backend = "auto"
-) -> Decoder:
-    """Open `source` with the best available decoder; raises `MediaError` for bad input."""
-    limits = limits or MediaLimits()
-    src = open_source(source)
-    if src.kind == "image":
-        return ImageDecoder(src, limits)
-    dec = PyAVDecoder(src, limits)
-    name, why = select_backend(src, dec.info, backend)
-    if name == "nvdec":
-        from .nvdec import NvdecDecoder
-
-        try:
-            gpu = NvdecDecoder(src, limits, dec.info)
-        except Exception as exc:  # driver / session limits: decoding still works on the CPU
-            if backend == "nvdec":
-                dec.close()
-                raise
-            log.warning("NVDEC unavailable for %s, decoding on the CPU: %s", src.name, exc)
-            return dec
-        dec.close()
-        return gpu
-    if backend == "auto":
-        log.debug("decoding %s on the CPU: %s", src.name, why)
-    return dec

@@ -1,7 +1,7 @@
 """Typed errors for everything that can go wrong between "bytes arrive" and "frames come out".
 
-The server maps `MediaError.reason` onto a gRPC status detail, so the reason strings are part of the
-public contract (CONTRACTS.md): add new ones, never rename.
+The server maps `MediaError.reason` onto a gRPC status detail (ErrorInfo.reason), so the reason strings
+are part of the public API: add new ones, never rename.
 """
 
 from __future__ import annotations

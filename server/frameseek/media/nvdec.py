@@ -14,7 +14,7 @@ import ctypes
 import functools
 import logging
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from .decode import DecodeStats, Frame, VideoInfo
 from .errors import MediaCancelled, MediaError, MediaErrorReason
@@ -133,6 +133,7 @@ class NvdecDecoder:
             raise MediaError(MediaErrorReason.ZERO_DURATION, f"{self.src.name}: the video stream has no frames")
         keys = self._key if keyframes_only else None
         indices = plan_indices(self._pts, sampler.fps, keys)
+        self.limits.check_duration(self._pts[-1], self.src.name)  # the packets' times, not the header's
         st = self.stats
         st.last_t = self._pts[-1]
         if len(self._pts) > 1:

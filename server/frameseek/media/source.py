@@ -9,13 +9,13 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from typing import BinaryIO, Literal, Union
+from typing import BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import MediaError, MediaErrorReason
 
-MediaSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+MediaSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
 #: How many leading bytes the sniffers look at.
 SNIFF_BYTES = 64
@@ -30,7 +30,10 @@ class MediaLimits(BaseModel):
     max_height: int = Field(7680, gt=0, description="tallest accepted frame, pixels")
     max_pixels: int = Field(7680 * 4320, gt=0, description="largest accepted width*height")
     max_duration_s: float | None = Field(
-        6 * 3600.0, gt=0, description="longest accepted video (from the container header); None = no limit"
+        6 * 3600.0,
+        gt=0,
+        description="longest accepted video (the container header's duration, and every "
+        "decoded frame's time where the header has none or lies); None = no limit",
     )
     stall_timeout_s: float = Field(
         30.0, gt=0, description="DECODE_TIMEOUT when the decoder produces nothing for this long"
@@ -41,6 +44,14 @@ class MediaLimits(BaseModel):
     max_consecutive_decode_errors: int = Field(
         50, ge=0, description="packets that fail to decode in a row before the file counts as corrupt"
     )
+
+    def check_duration(self, seconds: float, what: str) -> None:
+        """Raise DURATION_TOO_LONG when media time `seconds` passes the limit."""
+        if self.max_duration_s is not None and seconds > self.max_duration_s:
+            raise MediaError(
+                MediaErrorReason.DURATION_TOO_LONG,
+                f"{what}: {seconds:.0f} s or more exceeds the limit of {self.max_duration_s:.0f} s",
+            )
 
     def check_resolution(self, width: int, height: int, what: str) -> None:
         """Raise RESOLUTION_TOO_LARGE (or CORRUPT_MEDIA for non-positive sizes)."""

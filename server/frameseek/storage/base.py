@@ -4,30 +4,18 @@
 idempotency) so that the embedded engine (SQLite catalog + native HNSW index + vector log, see
 embedded.py) can later be replaced by a distributed one without touching the service layer.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
-# Sample ids encode (video, sample index): id = video_id << SAMPLE_BITS | index. The catalog keeps
-# each video's sample timestamps, so a search hit maps to (video, timestamp) without a per-sample
-# table lookup.
-SAMPLE_BITS = 20
-MAX_SAMPLES_PER_VIDEO = 1 << SAMPLE_BITS
-
-
-def sample_ids(video_id: int, n: int) -> np.ndarray:
-    return (np.uint64(video_id) << np.uint64(SAMPLE_BITS)) + np.arange(n, dtype=np.uint64)
-
-
-def split_sample_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(video ids, vector indices). A video's vectors beyond its samples are twins of them
-    (`Storage.add_video`'s `twins`): vector index i is sample i % sample_count."""
-    ids = np.asarray(ids, dtype=np.uint64)
-    return ids >> np.uint64(SAMPLE_BITS), (ids & np.uint64(MAX_SAMPLES_PER_VIDEO - 1)).astype(np.int64)
+# Vectors are stored under sample ids (frameseek.ids: video << SAMPLE_BITS | index). The catalog
+# keeps each video's sample timestamps, so a search hit maps to (video, timestamp) without a
+# per-sample table lookup.
 
 
 class StorageError(Exception):
@@ -60,7 +48,26 @@ class InvalidArgument(StorageError):
         self.reason = reason
 
 
-class JobState(str, enum.Enum):
+class ResourceExhausted(StorageError):
+    """The disk (or another resource storage needs) is full; nothing was written."""
+
+    def __init__(self, what: str, reason: str = "DISK_FULL"):
+        super().__init__(what)
+        self.reason = reason
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError for a full disk or quota, or SQLite's "database or disk is full"."""
+    import sqlite3
+
+    from ..errors import DISK_FULL_ERRNOS
+
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -102,6 +109,7 @@ class VideoRecord:
     model: str = ""
     realtime_factor: float = 0.0
     create_time: float = 0.0
+    state: str = "active"  # "active" | "damaged" (see catalog.py); only active videos are searched
 
 
 @dataclasses.dataclass
@@ -137,8 +145,18 @@ class Storage(Protocol):
     """What the service layer needs from storage. All methods are thread-safe and blocking."""
 
     # collections
-    def create_collection(self, name: str, *, model: str, dimension: int, metric: str, sampling: dict,
-                          index: dict, description: str = "", is_default: bool = False) -> CollectionRecord: ...
+    def create_collection(
+        self,
+        name: str,
+        *,
+        model: str,
+        dimension: int,
+        metric: str,
+        sampling: dict,
+        index: dict,
+        description: str = "",
+        is_default: bool = False,
+    ) -> CollectionRecord: ...
     def get_collection(self, name: str) -> CollectionRecord: ...
     def collection_by_id(self, collection_id: int) -> CollectionRecord: ...
     def list_collections(self, after: str, limit: int) -> list[CollectionRecord]: ...
@@ -146,28 +164,50 @@ class Storage(Protocol):
     def collection_counts(self, collection_id: int) -> tuple[int, int, float]: ...  # videos, samples, seconds
 
     # videos
-    def add_video(self, collection_id: int, video: VideoRecord, timestamps: np.ndarray,
-                  vectors: np.ndarray, twins: np.ndarray | None = None) -> VideoRecord:
+    def add_video(
+        self,
+        collection_id: int,
+        video: VideoRecord,
+        timestamps: np.ndarray,
+        vectors: np.ndarray,
+        twins: np.ndarray | None = None,
+    ) -> VideoRecord:
         """Atomically and durably index a video; returns it with its id. Visible when this returns.
         `twins` [n, dim]: a second vector of every sample (the coarse view, Settings.
         index_coarse_scale), indexed as vectors n..2n-1 of the video: a search hit on vector i
         means sample i % n."""
+
     def find_video_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None: ...
     def get_video(self, video_id: int) -> VideoRecord: ...
     def video_timestamps(self, video_id: int) -> np.ndarray: ...
     def video_entry(self, video_id: int) -> tuple[VideoRecord, np.ndarray]:
         """get_video and video_timestamps in one call (the search path's hit -> video mapping)."""
         ...
+
     def video_records(self, limit: int) -> list[VideoRecord]: ...
     def list_videos(self, query: VideoQuery, before_id: int | None, limit: int) -> tuple[list[VideoRecord], int]: ...
     def video_ids(self, query: VideoQuery) -> np.ndarray: ...
     def delete_video(self, video_id: int) -> None: ...
 
     # vectors
-    def search(self, collection_id: int, queries: np.ndarray, k: int, *, ef: int | None = None,
-               groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
-    def search_groups(self, collection_id: int, queries: np.ndarray, k: int, *, ef: int | None = None,
-                      groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def search(
+        self,
+        collection_id: int,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        groups: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def search_groups(
+        self,
+        collection_id: int,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        groups: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     def vectors_of(self, collection_id: int) -> int: ...  # vectors in the live index
     def video_vectors(self, video_id: int) -> np.ndarray:
@@ -175,6 +215,7 @@ class Storage(Protocol):
         match `video_timestamps`); NotFound when it is not active. For the dense re-alignment of
         SearchByVideo (frameseek.matching.refine_alignment)."""
         ...
+
     def video_twins(self, video_id: int) -> np.ndarray | None:
         """The coarse twins of an active video's samples (`add_video(twins=...)`), float32[samples,
         dim] in sample order, or None when it was indexed without them; NotFound when it is not
@@ -188,11 +229,33 @@ class Storage(Protocol):
     def job_for_request(self, request_id: str) -> JobRecord | None: ...
     def unfinished_jobs(self) -> list[JobRecord]: ...
 
+    # what searches can see, for mirrors of it (the native front end's directory)
+    def add_observer(self, observer: StorageObserver) -> None:
+        """`observer` is told of every commit, synchronously, before the call that committed returns."""
+
+    def live_collections(self) -> list[tuple[CollectionRecord, object]]:
+        """Every open collection's (record, live native index): an observer's starting point
+        (add_observer first, then this, so that no commit is missed)."""
+        ...
+
+    def video_entries(self) -> list[tuple[VideoRecord, np.ndarray]]:
+        """Every active video's (record, sample timestamps)."""
+        ...
+
     # lifecycle
     def snapshot(self) -> None: ...
+    def recovery_problems(self) -> list[str]:
+        """What the last start found damaged or inconsistent in storage, one sentence each."""
+        ...
+
     def storage_bytes(self) -> int: ...
     def close(self) -> None: ...
 
 
-def sequence_to_u64(xs: Sequence[int]) -> np.ndarray:
-    return np.asarray(list(xs), dtype=np.uint64)
+class StorageObserver(Protocol):
+    """Told of each commit that changes what searches see (Storage.add_observer)."""
+
+    def collection_added(self, rec: CollectionRecord, index: object) -> None: ...
+    def collection_removed(self, collection_id: int) -> None: ...
+    def video_added(self, rec: VideoRecord, timestamps: np.ndarray) -> None: ...
+    def video_removed(self, video_id: int) -> None: ...

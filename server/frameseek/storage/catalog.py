@@ -2,10 +2,15 @@
 jobs and idempotency keys.
 
 Video rows go through two states: 'pending' (inserted before the vectors are logged) and 'active'
-(committed after the vector log record is fsync'ed). Only active videos are ever returned; pending
-rows left by a crash are removed at startup (see embedded.py for the full commit protocol).
+(committed after the vector log record is fsync'ed). Only active videos are searchable; pending
+rows left by a crash are removed at startup (see embedded.py for the full commit protocol). A third
+state, 'damaged', marks an acknowledged video whose vectors recovery could not find intact (a
+damaged log record): it is listed with that state and never searched.
+
+A write that fails because the disk is full raises ResourceExhausted (reason DISK_FULL).
 synchronous=FULL makes a committed 'active' survive power loss, not just kill -9.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +20,20 @@ import time
 
 import numpy as np
 
-from .base import (AlreadyExists, CollectionRecord, FailedPrecondition, JobRecord, JobState, NotFound,
-                   VideoQuery, VideoRecord)
+from .base import (
+    AlreadyExists,
+    CollectionRecord,
+    FailedPrecondition,
+    JobRecord,
+    JobState,
+    NotFound,
+    ResourceExhausted,
+    VideoQuery,
+    VideoRecord,
+    is_disk_full,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: video state 'damaged'
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,10 +49,13 @@ CREATE TABLE IF NOT EXISTS collections (
   create_time REAL NOT NULL,
   is_default INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS videos (
+"""
+
+_VIDEOS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
   id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: sample ids are derived from it
   collection_id INTEGER NOT NULL REFERENCES collections(id),
-  state TEXT NOT NULL CHECK (state IN ('pending', 'active')),
+  state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'damaged')),
   kind TEXT NOT NULL,
   duration REAL NOT NULL,
   width INTEGER NOT NULL,
@@ -53,9 +71,18 @@ CREATE TABLE IF NOT EXISTS videos (
   create_time REAL NOT NULL,
   sample_times BLOB NOT NULL              -- float64 little-endian, sample i -> timestamp (s)
 );
-CREATE INDEX IF NOT EXISTS videos_by_collection ON videos(collection_id, state, id);
-CREATE INDEX IF NOT EXISTS videos_by_hash ON videos(collection_id, content_sha256);
-CREATE INDEX IF NOT EXISTS videos_by_key ON videos(external_key);
+"""
+
+_VIDEO_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS videos_by_collection ON videos(collection_id, state, id)",
+    "CREATE INDEX IF NOT EXISTS videos_by_hash ON videos(collection_id, content_sha256)",
+    "CREATE INDEX IF NOT EXISTS videos_by_key ON videos(external_key)",
+)
+
+_SCHEMA += (
+    _VIDEOS_TABLE.replace("{name}", "videos")
+    + ";\n".join(_VIDEO_INDEXES)
+    + """;
 CREATE TABLE IF NOT EXISTS labels (
   video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
   key TEXT NOT NULL, value TEXT NOT NULL,
@@ -81,33 +108,96 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id) WHERE request_id != '';
 """
+)
 
-_VIDEO_COLS = ("id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
-               "external_key, labels, filename, model, realtime_factor, create_time")
+_VIDEO_COLS = (
+    "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
+    "external_key, labels, filename, model, realtime_factor, create_time, state"
+)
 
 
 def _video(row) -> VideoRecord:
-    return VideoRecord(id=row[0], collection_id=row[1], kind=row[2], duration=row[3], width=row[4],
-                       height=row[5], sample_count=row[6], size_bytes=row[7], content_sha256=row[8],
-                       external_key=row[9], labels=json.loads(row[10]), filename=row[11], model=row[12],
-                       realtime_factor=row[13], create_time=row[14])
+    return VideoRecord(
+        id=row[0],
+        collection_id=row[1],
+        kind=row[2],
+        duration=row[3],
+        width=row[4],
+        height=row[5],
+        sample_count=row[6],
+        size_bytes=row[7],
+        content_sha256=row[8],
+        external_key=row[9],
+        labels=json.loads(row[10]),
+        filename=row[11],
+        model=row[12],
+        realtime_factor=row[13],
+        create_time=row[14],
+        state=row[15],
+    )
 
 
 def _collection(row) -> CollectionRecord:
-    return CollectionRecord(id=row[0], name=row[1], description=row[2], model=row[3], dimension=row[4],
-                            metric=row[5], sampling=json.loads(row[6]), index=json.loads(row[7]),
-                            create_time=row[8], is_default=bool(row[9]))
+    return CollectionRecord(
+        id=row[0],
+        name=row[1],
+        description=row[2],
+        model=row[3],
+        dimension=row[4],
+        metric=row[5],
+        sampling=json.loads(row[6]),
+        index=json.loads(row[7]),
+        create_time=row[8],
+        is_default=bool(row[9]),
+    )
 
 
-_JOB_COLS = ("id, collection_id, state, request_id, samples_done, samples_total, media_seconds_done, duration, "
-             "video_id, error_code, error_reason, error_message, create_time, update_time, already_exists")
+_JOB_COLS = (
+    "id, collection_id, state, request_id, samples_done, samples_total, media_seconds_done, duration, "
+    "video_id, error_code, error_reason, error_message, create_time, update_time, already_exists"
+)
 
 
 def _job(row) -> JobRecord:
-    return JobRecord(id=row[0], collection_id=row[1], state=JobState(row[2]), request_id=row[3],
-                     samples_done=row[4], samples_total=row[5], media_seconds_done=row[6], duration=row[7],
-                     video_id=row[8], error_code=row[9], error_reason=row[10], error_message=row[11],
-                     create_time=row[12], update_time=row[13], already_exists=bool(row[14]))
+    return JobRecord(
+        id=row[0],
+        collection_id=row[1],
+        state=JobState(row[2]),
+        request_id=row[3],
+        samples_done=row[4],
+        samples_total=row[5],
+        media_seconds_done=row[6],
+        duration=row[7],
+        video_id=row[8],
+        error_code=row[9],
+        error_reason=row[10],
+        error_message=row[11],
+        create_time=row[12],
+        update_time=row[13],
+        already_exists=bool(row[14]),
+    )
+
+
+def is_damage(exc: Exception) -> bool:
+    """Errors that mean a damaged file ("file is not a database", "database disk image is
+    malformed", text that does not decode), not a busy, full or failing disk."""
+    if isinstance(exc, UnicodeDecodeError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return str(exc).startswith("Could not decode")
+    return True
+
+
+class CatalogDamaged(RuntimeError):
+    """The catalog file is damaged: the server does not start on it (the message says how to repair)."""
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(
+            f"the catalog {path} is damaged ({detail}); the server will not start on it. Keep a copy of the data "
+            f"directory, then rebuild the catalog: `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move "
+            f"{path}.recovered in its place (remove {path}-wal and {path}-shm). Recovery then reports and never "
+            "reuses what the rebuilt catalog lacks"
+        )
 
 
 class Catalog:
@@ -118,6 +208,24 @@ class Catalog:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.RLock()
+        try:
+            self._open_schema(path)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if not is_damage(exc):
+                raise
+            self._db.close()
+            raise CatalogDamaged(path, str(exc)) from exc
+
+    def check_integrity(self) -> None:
+        """SQLite's quick_check (reads every page once): CatalogDamaged when it finds damage."""
+        try:
+            rows = self._query("PRAGMA quick_check(5)")
+        except sqlite3.DatabaseError as exc:
+            rows = [(str(exc),)]
+        if rows != [("ok",)]:
+            raise CatalogDamaged(self.path, "; ".join(r[0].replace("\n", " ") for r in rows))
+
+    def _open_schema(self, path: str) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -125,12 +233,40 @@ class Catalog:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 1:
+            self._migrate_v1()
         elif int(row[0]) != SCHEMA_VERSION:
             raise RuntimeError(f"catalog {path} has schema {row[0]}, this server needs {SCHEMA_VERSION}")
 
+    def _migrate_v1(self) -> None:
+        """Schema 1 -> 2: the videos table's state CHECK admits 'damaged'. SQLite cannot alter a
+        CHECK, so the table is rebuilt (sqlite's documented 12-step procedure), keeping the
+        AUTOINCREMENT high-water mark so that no id is ever reused."""
+        db = self._db
+        db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='videos'").fetchone()
+                db.execute(_VIDEOS_TABLE.replace("{name}", "videos_v2"))
+                db.execute("INSERT INTO videos_v2 SELECT * FROM videos")
+                db.execute("DROP TABLE videos")
+                db.execute("ALTER TABLE videos_v2 RENAME TO videos")
+                for sql in _VIDEO_INDEXES:
+                    db.execute(sql)
+                if row is not None:
+                    db.execute("UPDATE sqlite_sequence SET seq=max(seq, ?) WHERE name='videos'", (row[0],))
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            db.execute("PRAGMA foreign_keys=ON")
+
     # -- plumbing ---------------------------------------------------------------------------
     class _Tx:
-        def __init__(self, cat: "Catalog"):
+        def __init__(self, cat: Catalog):
             self.cat = cat
 
         def __enter__(self):
@@ -139,31 +275,76 @@ class Catalog:
             return self.cat._db
 
         def __exit__(self, exc_type, exc, tb):
+            db = self.cat._db
             try:
-                self.cat._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                if exc_type is None:
+                    try:
+                        db.execute("COMMIT")
+                    except sqlite3.OperationalError as failed:  # nothing of the transaction was written
+                        exc = failed
+                        if not is_disk_full(failed):
+                            raise
+                if db.in_transaction:  # SQLite may already have rolled back on SQLITE_FULL
+                    db.execute("ROLLBACK")
             finally:
                 self.cat._lock.release()
+            if exc is not None and is_disk_full(exc):
+                raise ResourceExhausted(f"the server's disk is full (catalog write failed: {exc})") from exc
+            return False
 
-    def _tx(self) -> "Catalog._Tx":
+    def _tx(self) -> Catalog._Tx:
         return Catalog._Tx(self)
 
     def _query(self, sql: str, args=()) -> list:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version`: changes when another connection commits (replicas poll it)."""
+        return int(self._query("PRAGMA data_version")[0][0])
+
+    def active_fingerprint(self, collection_id: int) -> tuple[int, int]:
+        """(count, highest id) of a collection's active videos: a cheap "did it change" check."""
+        row = self._query(
+            "SELECT count(*), coalesce(max(id), 0) FROM videos WHERE collection_id=? AND state='active'",
+            (collection_id,),
+        )[0]
+        return int(row[0]), int(row[1])
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     # -- collections ------------------------------------------------------------------------
-    def create_collection(self, name: str, *, model: str, dimension: int, metric: str, sampling: dict,
-                          index: dict, description: str = "", is_default: bool = False) -> CollectionRecord:
+    def create_collection(
+        self,
+        name: str,
+        *,
+        model: str,
+        dimension: int,
+        metric: str,
+        sampling: dict,
+        index: dict,
+        description: str = "",
+        is_default: bool = False,
+    ) -> CollectionRecord:
         try:
             with self._tx() as db:
-                db.execute("INSERT INTO collections (name, description, model, dimension, metric, sampling, "
-                           "index_settings, create_time, is_default) VALUES (?,?,?,?,?,?,?,?,?)",
-                           (name, description, model, dimension, metric, json.dumps(sampling), json.dumps(index),
-                            time.time(), int(is_default)))
+                db.execute(
+                    "INSERT INTO collections (name, description, model, dimension, metric, sampling, "
+                    "index_settings, create_time, is_default) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        name,
+                        description,
+                        model,
+                        dimension,
+                        metric,
+                        json.dumps(sampling),
+                        json.dumps(index),
+                        time.time(),
+                        int(is_default),
+                    ),
+                )
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"collection {name!r} already exists", "COLLECTION_EXISTS") from None
         return self.get_collection(name)
@@ -181,8 +362,10 @@ class Catalog:
         return _collection(rows[0])
 
     def list_collections(self, after: str = "", limit: int = 1000) -> list[CollectionRecord]:
-        return [_collection(r) for r in
-                self._query("SELECT * FROM collections WHERE name > ? ORDER BY name LIMIT ?", (after, limit))]
+        return [
+            _collection(r)
+            for r in self._query("SELECT * FROM collections WHERE name > ? ORDER BY name LIMIT ?", (after, limit))
+        ]
 
     def all_collections(self) -> list[CollectionRecord]:
         return [_collection(r) for r in self._query("SELECT * FROM collections ORDER BY id")]
@@ -192,17 +375,22 @@ class Catalog:
         with self._tx() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM videos WHERE collection_id=?", (collection_id,))]
             if ids and not force:
-                raise FailedPrecondition(f"collection has {len(ids)} videos; delete them or pass force",
-                                         "COLLECTION_NOT_EMPTY")
-            db.execute("DELETE FROM labels WHERE video_id IN (SELECT id FROM videos WHERE collection_id=?)",
-                       (collection_id,))
+                raise FailedPrecondition(
+                    f"collection has {len(ids)} videos; delete them or pass force", "COLLECTION_NOT_EMPTY"
+                )
+            db.execute(
+                "DELETE FROM labels WHERE video_id IN (SELECT id FROM videos WHERE collection_id=?)", (collection_id,)
+            )
             db.execute("DELETE FROM videos WHERE collection_id=?", (collection_id,))
             db.execute("DELETE FROM collections WHERE id=?", (collection_id,))
         return ids
 
     def collection_counts(self, collection_id: int) -> tuple[int, int, float]:
-        r = self._query("SELECT COUNT(*), COALESCE(SUM(sample_count),0), COALESCE(SUM(duration),0) FROM videos "
-                        "WHERE collection_id=? AND state='active'", (collection_id,))[0]
+        r = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(sample_count),0), COALESCE(SUM(duration),0) FROM videos "
+            "WHERE collection_id=? AND state='active'",
+            (collection_id,),
+        )[0]
         return int(r[0]), int(r[1]), float(r[2])
 
     # -- videos -----------------------------------------------------------------------------
@@ -213,9 +401,24 @@ class Catalog:
                 "INSERT INTO videos (collection_id, state, kind, duration, width, height, sample_count, size_bytes, "
                 "content_sha256, external_key, labels, filename, model, realtime_factor, create_time, sample_times) "
                 "VALUES (?, 'pending', ?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (collection_id, v.kind, v.duration, v.width, v.height, v.sample_count, v.size_bytes,
-                 v.content_sha256, v.external_key, json.dumps(v.labels, sort_keys=True), v.filename, v.model,
-                 v.realtime_factor, time.time(), times))
+                (
+                    collection_id,
+                    v.kind,
+                    v.duration,
+                    v.width,
+                    v.height,
+                    v.sample_count,
+                    v.size_bytes,
+                    v.content_sha256,
+                    v.external_key,
+                    json.dumps(v.labels, sort_keys=True),
+                    v.filename,
+                    v.model,
+                    v.realtime_factor,
+                    time.time(),
+                    times,
+                ),
+            )
             vid = int(cur.lastrowid)
             db.executemany("INSERT INTO labels VALUES (?,?,?)", [(vid, k, val) for k, val in v.labels.items()])
         return vid
@@ -232,8 +435,8 @@ class Catalog:
             db.execute("DELETE FROM videos WHERE state='pending'")
         return ids
 
-    def get_video(self, video_id: int) -> VideoRecord:
-        rows = self._query(f"SELECT {_VIDEO_COLS} FROM videos WHERE id=? AND state='active'", (video_id,))
+    def get_video(self, video_id: int, states: str = "'active'") -> VideoRecord:
+        rows = self._query(f"SELECT {_VIDEO_COLS} FROM videos WHERE id=? AND state IN ({states})", (video_id,))
         if not rows:
             raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND")
         return _video(rows[0])
@@ -254,17 +457,20 @@ class Catalog:
             ids = [int(v) for v in video_ids]
             rows = []
             for i in range(0, len(ids), 900):  # SQLite's default limit on bound parameters is 999
-                chunk = ids[i:i + 900]
+                chunk = ids[i : i + 900]
                 rows += self._query(sql + f" AND id IN ({','.join('?' * len(chunk))})", chunk)
-        return [(_video(r), np.frombuffer(r[15], dtype="<f8")) for r in rows]
+        return [(_video(r), np.frombuffer(r[16], dtype="<f8")) for r in rows]
 
     def find_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
-        rows = self._query(f"SELECT {_VIDEO_COLS} FROM videos WHERE collection_id=? AND content_sha256=? "
-                           "AND state='active' ORDER BY id LIMIT 1", (collection_id, sha256))
+        rows = self._query(
+            f"SELECT {_VIDEO_COLS} FROM videos WHERE collection_id=? AND content_sha256=? "
+            "AND state='active' ORDER BY id LIMIT 1",
+            (collection_id, sha256),
+        )
         return _video(rows[0]) if rows else None
 
-    def _where(self, q: VideoQuery) -> tuple[str, list]:
-        conds, args = ["v.state='active'"], []
+    def _where(self, q: VideoQuery, states: str = "'active'") -> tuple[str, list]:
+        conds, args = [f"v.state IN ({states})"], []
         if q.collection_id is not None:
             conds.append("v.collection_id=?")
             args.append(q.collection_id)
@@ -280,7 +486,8 @@ class Catalog:
         return " AND ".join(conds), args
 
     def list_videos(self, q: VideoQuery, before_id: int | None, limit: int) -> tuple[list[VideoRecord], int]:
-        where, args = self._where(q)
+        """Active and damaged videos (each with its state), newest first."""
+        where, args = self._where(q, "'active', 'damaged'")
         total = self._query(f"SELECT COUNT(*) FROM videos v WHERE {where}", args)[0][0]
         if before_id is not None:
             where += " AND v.id < ?"
@@ -291,16 +498,49 @@ class Catalog:
 
     def video_ids(self, q: VideoQuery) -> np.ndarray:
         where, args = self._where(q)
-        return np.asarray([r[0] for r in self._query(f"SELECT v.id FROM videos v WHERE {where}", args)],
-                          dtype=np.uint64)
+        return np.asarray(
+            [r[0] for r in self._query(f"SELECT v.id FROM videos v WHERE {where}", args)], dtype=np.uint64
+        )
 
-    def active_videos(self, collection_id: int) -> dict[int, int]:
-        """video id -> sample count of every active video of a collection."""
-        return dict(self._query("SELECT id, sample_count FROM videos WHERE collection_id=? AND state='active'",
-                                (collection_id,)))
+    def active_video_hashes(self, collection_id: int) -> dict[int, tuple[int, str]]:
+        """video id -> (sample count, content sha256) of every active video of a collection: what
+        recovery checks a log record against before it attaches the record's vectors."""
+        return {
+            r[0]: (r[1], r[2])
+            for r in self._query(
+                "SELECT id, sample_count, content_sha256 FROM videos WHERE collection_id=? AND state='active'",
+                (collection_id,),
+            )
+        }
+
+    def mark_damaged(self, video_ids) -> None:
+        """Active videos whose vectors could not be recovered: listed as damaged, never searched."""
+        ids = [(int(v),) for v in video_ids]
+        with self._tx() as db:
+            db.executemany("UPDATE videos SET state='damaged' WHERE id=? AND state='active'", ids)
+
+    def video_id_high_water(self) -> int:
+        """The highest video id ever handed out (AUTOINCREMENT never goes below it)."""
+        row = self._query("SELECT seq FROM sqlite_sequence WHERE name='videos'")
+        return int(row[0][0]) if row else 0
+
+    def raise_video_id_high_water(self, seen: int) -> None:
+        """Never hand out ids <= `seen` again (ids found in the vector log or a snapshot that this
+        catalog has lost the rows of: a reused id would attach their vectors to another video)."""
+        with self._tx() as db:
+            if db.execute("UPDATE sqlite_sequence SET seq=? WHERE name='videos' AND seq<?", (seen, seen)).rowcount:
+                return
+            if db.execute("SELECT 1 FROM sqlite_sequence WHERE name='videos'").fetchone() is None:
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('videos', ?)", (seen,))
+
+    def delete_video_row(self, video_id: int) -> None:
+        """Remove a row in any state (a pending row whose ingest failed)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM labels WHERE video_id=?", (video_id,))
+            db.execute("DELETE FROM videos WHERE id=?", (video_id,))
 
     def delete_video(self, video_id: int) -> VideoRecord:
-        v = self.get_video(video_id)
+        v = self.get_video(video_id, "'active', 'damaged'")
         with self._tx() as db:
             db.execute("DELETE FROM labels WHERE video_id=?", (video_id,))
             db.execute("DELETE FROM videos WHERE id=?", (video_id,))
@@ -312,10 +552,26 @@ class Catalog:
         j.create_time = j.update_time = now
         try:
             with self._tx() as db:
-                db.execute(f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({','.join('?' * 15)})",
-                           (j.id, j.collection_id, j.state.value, j.request_id, j.samples_done, j.samples_total,
-                            j.media_seconds_done, j.duration, j.video_id, j.error_code, j.error_reason,
-                            j.error_message, j.create_time, j.update_time, int(j.already_exists)))
+                db.execute(
+                    f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({','.join('?' * 15)})",
+                    (
+                        j.id,
+                        j.collection_id,
+                        j.state.value,
+                        j.request_id,
+                        j.samples_done,
+                        j.samples_total,
+                        j.media_seconds_done,
+                        j.duration,
+                        j.video_id,
+                        j.error_code,
+                        j.error_reason,
+                        j.error_message,
+                        j.create_time,
+                        j.update_time,
+                        int(j.already_exists),
+                    ),
+                )
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"request_id {j.request_id!r} already used", "DUPLICATE_REQUEST") from None
         return j
@@ -323,11 +579,25 @@ class Catalog:
     def update_job(self, j: JobRecord) -> None:
         j.update_time = time.time()
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state=?, samples_done=?, samples_total=?, media_seconds_done=?, duration=?, "
-                       "video_id=?, error_code=?, error_reason=?, error_message=?, update_time=?, already_exists=? "
-                       "WHERE id=?",
-                       (j.state.value, j.samples_done, j.samples_total, j.media_seconds_done, j.duration, j.video_id,
-                        j.error_code, j.error_reason, j.error_message, j.update_time, int(j.already_exists), j.id))
+            db.execute(
+                "UPDATE jobs SET state=?, samples_done=?, samples_total=?, media_seconds_done=?, duration=?, "
+                "video_id=?, error_code=?, error_reason=?, error_message=?, update_time=?, already_exists=? "
+                "WHERE id=?",
+                (
+                    j.state.value,
+                    j.samples_done,
+                    j.samples_total,
+                    j.media_seconds_done,
+                    j.duration,
+                    j.video_id,
+                    j.error_code,
+                    j.error_reason,
+                    j.error_message,
+                    j.update_time,
+                    int(j.already_exists),
+                    j.id,
+                ),
+            )
 
     def get_job(self, job_id: str) -> JobRecord:
         rows = self._query(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,))

@@ -18,21 +18,33 @@ Snapshots: under the write lock the log rotates to a new segment and the index i
 at it together with the list of videos it holds; older segments and snapshots are deleted.
 Startup = load the snapshot named by snapshot.json + replay log segments from its sequence number.
 """
+
 from __future__ import annotations
 
 import itertools
-import json
 import os
+import sqlite3
 import threading
 import time
 
 import numpy as np
 import structlog
 
-from .base import (MAX_SAMPLES_PER_VIDEO, CollectionRecord, InvalidArgument, JobRecord, NotFound, VideoQuery,
-                   VideoRecord, sample_ids)
-from .catalog import Catalog
-from .vectorlog import VectorLog, _fsync_dir
+from .. import metrics
+from ..ids import MAX_SAMPLES_PER_VIDEO, sample_ids
+from . import snapshots
+from .base import (
+    CollectionRecord,
+    InvalidArgument,
+    JobRecord,
+    NotFound,
+    ResourceExhausted,
+    VideoQuery,
+    VideoRecord,
+    is_disk_full,
+)
+from .catalog import Catalog, CatalogDamaged, is_damage
+from .vectorlog import VectorLog, content_digest
 
 log = structlog.get_logger("frameseek.storage")
 
@@ -45,14 +57,17 @@ def _native():
     return _native
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
+def _vector_counts(sample_count: int) -> tuple[int, int]:
+    """How many vectors a video of `sample_count` samples has: without or with coarse twins."""
+    return sample_count, 2 * sample_count
+
+
+def belongs_to(rec, row: tuple[int, str]) -> bool:
+    """Whether log record `rec` holds the vectors of the catalog row (sample count, content sha256)
+    with its id: a matching count and, in version 2 records, the same content digest."""
+    return rec.vectors.shape[0] in _vector_counts(row[0]) and (
+        rec.content_digest is None or rec.content_digest == content_digest(row[1])
+    )
 
 
 class _CollectionIndex:
@@ -65,6 +80,7 @@ class _CollectionIndex:
         self.since_snapshot = 0
         self.index = None
         self.log = VectorLog(directory, rec.dimension)
+        self.good_snapshot: dict | None = None  # the newest snapshot known intact (loaded or verified)
 
     def _new_index(self, capacity: int = 1024):
         nat = _native()
@@ -78,44 +94,96 @@ class _CollectionIndex:
             idx.ef = int(self.rec.index["ef_search"])
         return idx
 
-    def recover(self, active: dict[int, int]) -> dict:
-        """Load snapshot + replay the log tail so the index holds exactly the active videos."""
+    def recover(self, active: dict[int, tuple[int, str]]) -> dict:
+        """Load snapshot + replay the log tail so the index holds exactly the active videos whose
+        vectors are intact. `active`: video id -> (sample count, content sha256) from the catalog;
+        a log record is attached only to the row it belongs to (same hash, a matching count).
+        The report lists what recovery found wrong; the engine marks `missing` videos damaged."""
         t0 = time.perf_counter()
-        meta_path = os.path.join(self.dir, "snapshot.json")
-        from_seq, snap_videos = 0, {}
-        if os.path.exists(meta_path):
-            with open(meta_path) as f:
-                meta = json.load(f)
-            self.index = _native().HnswIndex.load(os.path.join(self.dir, meta["index"]))
+        keep, problems = snapshots.candidates(self.dir)
+        for p in problems:
+            log.error("snapshot_meta_damaged", collection=self.rec.name, error=p)
+            metrics.STORAGE_DAMAGE.labels("snapshot").inc()
+        snapshots.remove_leftovers(self.dir, keep)
+        from_seq, snap_videos, self.good_snapshot = 0, {}, None
+        for i, m in enumerate(keep):
+            try:
+                self.index, snap_videos = snapshots.load_one(self.dir, m, _native().HnswIndex.load)
+            except snapshots.SnapshotDamaged as exc:
+                problems.append(f"snapshot damaged: {exc}")
+                log.error(
+                    "snapshot_damaged",
+                    collection=self.rec.name,
+                    error=str(exc),
+                    fallback="an older snapshot" if i + 1 < len(keep) else "the log only",
+                )
+                metrics.STORAGE_DAMAGE.labels("snapshot").inc()
+                continue
+            from_seq, self.good_snapshot = int(m["segment"]), m
             if self.rec.index.get("ef_search"):
                 self.index.ef = int(self.rec.index["ef_search"])
-            arr = np.load(os.path.join(self.dir, meta["videos"]))
-            snap_videos = {int(v): int(n) for v, n in arr}
-            from_seq = int(meta["segment"])
+            break
         else:
             self.index = self._new_index()
         t_load = time.perf_counter() - t0
+        snapshot_damaged = bool(problems)
         self.videos = dict(snap_videos)
-        # videos deleted after the snapshot was taken
-        gone = [v for v in snap_videos if v not in active]
+        high = max(snap_videos, default=0)
+        # videos deleted after the snapshot was taken (or whose catalog row does not match)
+        gone = [v for v, n in snap_videos.items() if v not in active or n not in _vector_counts(active[v][0])]
         for v in gone:
             self.index.remove(sample_ids(v, snap_videos[v]))
             del self.videos[v]
         replayed = skipped = 0
+        foreign: list[int] = []
         for rec in self.log.replay(from_seq):
-            if rec.video_id in active and rec.video_id not in self.videos:
-                n = rec.vectors.shape[0]
-                self._add(rec.video_id, np.array(rec.vectors, dtype=np.float32))
-                replayed += n
-            else:
-                skipped += 1
-        self.since_snapshot = replayed
+            high = max(high, rec.video_id)
+            row = active.get(rec.video_id)
+            if row is None or rec.video_id in self.videos:
+                skipped += 1  # deleted, never committed, or already in the snapshot
+                continue
+            n = rec.vectors.shape[0]
+            if not belongs_to(rec, row):
+                foreign.append(rec.video_id)  # the id names another video: the catalog lost rows
+                continue
+            self._add(rec.video_id, np.array(rec.vectors, dtype=np.float32))
+            replayed += n
+        for d in self.log.damage:
+            problems.append(
+                f"damaged log record: segment {d.segment} offset {d.offset} ({d.length} bytes)"
+                + (f", video {d.video_id}" if d.video_id is not None else "")
+            )
+            log.error(
+                "log_record_damaged",
+                collection=self.rec.name,
+                segment=d.segment,
+                offset=d.offset,
+                length=d.length,
+                video=d.video_id,
+            )
+            metrics.STORAGE_DAMAGE.labels("log_record").inc()
+        if foreign:
+            problems.append(f"log records of videos {foreign[:20]} do not match their catalog rows (not attached)")
+            log.error("log_records_foreign", collection=self.rec.name, videos=foreign[:20], count=len(foreign))
+            metrics.STORAGE_DAMAGE.labels("foreign_record").inc(len(foreign))
+        # a damaged snapshot is replaced at the next snapshot (periodic or at stop), even with no new vectors
+        self.since_snapshot = replayed + int(snapshot_damaged)
         missing = [v for v in active if v not in self.videos]
-        if missing:  # cannot happen unless the log was damaged or deleted by hand
+        if missing:
+            problems.append(f"videos {missing[:20]} have no intact vectors ({len(missing)} marked damaged)")
             log.error("videos_missing_vectors", collection=self.rec.name, videos=missing[:20], count=len(missing))
-        return {"collection": self.rec.name, "vectors": len(self.index), "snapshot_load_s": round(t_load, 3),
-                "replayed_vectors": replayed, "skipped_records": skipped, "removed_deleted": len(gone),
-                "missing_videos": missing, "total_s": round(time.perf_counter() - t0, 3)}
+        return {
+            "collection": self.rec.name,
+            "vectors": len(self.index),
+            "snapshot_load_s": round(t_load, 3),
+            "replayed_vectors": replayed,
+            "skipped_records": skipped,
+            "removed_deleted": len(gone),
+            "missing_videos": missing,
+            "highest_video_id": high,
+            "problems": problems,
+            "total_s": round(time.perf_counter() - t0, 3),
+        }
 
     def _add(self, video_id: int, vectors: np.ndarray) -> None:
         n = vectors.shape[0]
@@ -132,23 +200,17 @@ class _CollectionIndex:
     def _snapshot_locked(self) -> None:
         t0 = time.perf_counter()
         seq = self.log.rotate()
-        name = f"snapshot-{seq:08d}"
-        self.index.save(os.path.join(self.dir, name + ".hnsw"))
-        vids = np.array(sorted(self.videos.items()), dtype=np.int64).reshape(-1, 2)
-        with open(os.path.join(self.dir, name + ".videos.npy"), "wb") as f:
-            np.save(f, vids)
-            f.flush()
-            os.fsync(f.fileno())
-        _write_atomic(os.path.join(self.dir, "snapshot.json"),
-                      json.dumps({"segment": seq, "index": name + ".hnsw", "videos": name + ".videos.npy",
-                                  "vectors": len(self.index), "time": time.time()}).encode())
-        self.log.drop_before(seq)
-        for f in os.listdir(self.dir):
-            if f.startswith("snapshot-") and not f.startswith(name):
-                os.remove(os.path.join(self.dir, f))
+        meta = snapshots.write(self.dir, seq, self.index, self.videos)
+        previous = self.good_snapshot
+        snapshots.publish(self.dir, meta, previous)
+        self.good_snapshot = meta
+        # the previous snapshot and its log segments stay: the fallback if this one is damaged later
+        self.log.drop_before(int(previous["segment"]) if previous else seq)
+        snapshots.remove_leftovers(self.dir, [m for m in (meta, previous) if m])
         self.since_snapshot = 0
-        log.info("snapshot", collection=self.rec.name, vectors=len(self.index),
-                 seconds=round(time.perf_counter() - t0, 3))
+        log.info(
+            "snapshot", collection=self.rec.name, vectors=len(self.index), seconds=round(time.perf_counter() - t0, 3)
+        )
 
     def close(self) -> None:
         self.log.close()
@@ -184,6 +246,12 @@ class EmbeddedStorage:
         for o in self._observers:
             getattr(o, event)(*args)
 
+    def live_collections(self) -> list[tuple[CollectionRecord, object]]:
+        """Every open collection's (record, live HnswIndex): what an observer added after open()
+        starts from (add_observer first, then this, so that no commit is missed)."""
+        with self._colls_lock:
+            return [(ci.rec, ci.index) for ci in self._colls.values()]
+
     def native_index(self, collection_id: int):
         """The collection's live HnswIndex (for the native front end's search path)."""
         return self._ci(collection_id).index
@@ -194,19 +262,48 @@ class EmbeddedStorage:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open(self) -> list[dict]:
-        """Recover every collection (blocking; the server reports UNAVAILABLE meanwhile)."""
+        """Recover every collection (blocking; the server reports UNAVAILABLE meanwhile). Videos
+        whose vectors are not intact are marked damaged; ids found in the log or a snapshot but
+        unknown to the catalog (it lost committed rows) are never handed out again. A damaged
+        catalog raises CatalogDamaged (its message says how to repair it)."""
+        try:
+            return self._open()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # e.g. a row whose text no longer decodes
+            if not is_damage(exc):
+                raise
+            raise CatalogDamaged(self.catalog.path, str(exc)) from exc
+
+    def _open(self) -> list[dict]:
+        self.catalog.check_integrity()
         dropped = self.catalog.drop_pending()
         if dropped:
             log.warning("dropped_unacknowledged_videos", videos=dropped)
         report = []
         for rec in self.catalog.all_collections():
             ci = _CollectionIndex(rec, self._coll_dir(rec.id))
-            report.append(ci.recover(self.catalog.active_videos(rec.id)))
+            r = ci.recover(self.catalog.active_video_hashes(rec.id))
+            if r["missing_videos"]:
+                self.catalog.mark_damaged(r["missing_videos"])
+            report.append(r)
             self._colls[rec.id] = ci
+        seen = max((r["highest_video_id"] for r in report), default=0)
+        if seen > self.catalog.video_id_high_water():
+            msg = (
+                f"the catalog lost committed rows: the vector log or a snapshot holds video ids up to {seen}, "
+                f"the catalog has handed out ids only up to {self.catalog.video_id_high_water()}"
+            )
+            log.error("catalog_lost_rows", highest_logged=seen, high_water=self.catalog.video_id_high_water())
+            metrics.STORAGE_DAMAGE.labels("catalog_lost_rows").inc()
+            self.catalog.raise_video_id_high_water(seen)
+            report.append({"collection": "", "problems": [msg]})
         self._load_video_map()
         self.recovery_report = report
         log.info("storage_open", data_dir=self.data_dir, collections=report)
         return report
+
+    def recovery_problems(self) -> list[str]:
+        """What the last recovery found damaged or inconsistent (empty when all was intact)."""
+        return [f"{r['collection'] or 'catalog'}: {p}" for r in self.recovery_report for p in r.get("problems", ())]
 
     def _coll_dir(self, cid: int) -> str:
         return os.path.join(self.data_dir, "collections", str(cid))
@@ -278,8 +375,14 @@ class EmbeddedStorage:
         return self.catalog.collection_counts(collection_id)
 
     # -- videos ---------------------------------------------------------------------------------
-    def add_video(self, collection_id: int, video: VideoRecord, timestamps: np.ndarray,
-                  vectors: np.ndarray, twins: np.ndarray | None = None) -> VideoRecord:
+    def add_video(
+        self,
+        collection_id: int,
+        video: VideoRecord,
+        timestamps: np.ndarray,
+        vectors: np.ndarray,
+        twins: np.ndarray | None = None,
+    ) -> VideoRecord:
         ci = self._ci(collection_id)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
@@ -303,8 +406,18 @@ class EmbeddedStorage:
         video = VideoRecord(**{**video.__dict__, "sample_count": n, "collection_id": collection_id})
         with ci.lock:
             vid = self.catalog.insert_pending(collection_id, video, timestamps)  # 1
-            ci.log.append(vid, vectors)  # 2 (fsync'ed)
-            self.catalog.activate(vid)  # 3 commit point
+            try:
+                ci.log.append(vid, vectors, video.content_sha256)  # 2 (fsync'ed; rolled back on error)
+            except OSError as exc:
+                self._forget_pending(vid)
+                if is_disk_full(exc):
+                    raise ResourceExhausted(f"the server's disk is full (vector log write failed: {exc})") from exc
+                raise
+            try:
+                self.catalog.activate(vid)  # 3 commit point
+            except Exception:  # not committed: the logged record stays unattached (its row is not active)
+                self._forget_pending(vid)
+                raise
             ci._add(vid, vectors)  # 4
             ci.since_snapshot += len(vectors)
             need_snapshot = ci.since_snapshot >= self.snapshot_every
@@ -313,6 +426,12 @@ class EmbeddedStorage:
         if need_snapshot:
             threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
         return self.get_video(vid)
+
+    def _forget_pending(self, video_id: int) -> None:
+        try:
+            self.catalog.delete_video_row(video_id)
+        except Exception:  # e.g. still no space: the row stays pending and is dropped at the next start
+            log.warning("pending_row_kept", video=video_id)
 
     def _snapshot_one(self, ci: _CollectionIndex) -> None:
         try:
@@ -339,7 +458,9 @@ class EmbeddedStorage:
         return hit
 
     def get_video(self, video_id: int) -> VideoRecord:
-        return self.video_entry(video_id)[0]
+        """An active video, or a damaged one (state "damaged": listed, never searched)."""
+        hit = self._videos.get(video_id)
+        return hit[0] if hit is not None else self.catalog.get_video(video_id, "'active', 'damaged'")
 
     def video_records(self, limit: int) -> list[VideoRecord]:
         """Up to `limit` active videos' records, from memory (to warm caches at start)."""
@@ -355,7 +476,7 @@ class EmbeddedStorage:
         return self.catalog.video_ids(query)
 
     def delete_video(self, video_id: int) -> None:
-        v = self.catalog.get_video(video_id)
+        v = self.catalog.get_video(video_id, "'active', 'damaged'")
         ci = self._ci(v.collection_id)
         with ci.lock:
             self.catalog.delete_video(video_id)  # commit point
@@ -399,7 +520,7 @@ class EmbeddedStorage:
         if twins and ci.videos.get(video_id, 0) < 2 * n:  # indexed without twins
             return None
         try:
-            return ci.index.get_vectors(sample_ids(video_id, n) + np.uint64(n if twins else 0))
+            return ci.index.get_vectors(sample_ids(video_id, n, first=n if twins else 0))
         except ValueError as exc:  # deleted (or not yet indexed) between the lookup and the read
             raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
 

@@ -19,17 +19,18 @@ fsyncs a video's log record *before* it marks the video active, so an active vid
 always in the log or in a newer snapshot; if the segment holding them was already dropped by a
 snapshot, the replica reloads that snapshot.
 """
+
 from __future__ import annotations
 
-import json
-import os
 import threading
 
 import numpy as np
 import structlog
 
-from .base import CollectionRecord, sample_ids
-from .embedded import EmbeddedStorage, _CollectionIndex, _native
+from ..ids import sample_ids
+from . import snapshots
+from .base import CollectionRecord
+from .embedded import EmbeddedStorage, _CollectionIndex, _native, belongs_to
 from .vectorlog import _HEADER, list_segments, scan_segment, segment_path
 
 log = structlog.get_logger("frameseek.replica")
@@ -43,7 +44,7 @@ class _ReplicaIndex(_CollectionIndex):
         self.seg, self.offset = 0, 0  # where the log tail was read up to
         self.fingerprint: tuple[int, int] = (-1, -1)
 
-    def recover(self, active: dict[int, int]) -> dict:
+    def recover(self, active: dict[int, tuple[int, str]]) -> dict:
         for _ in range(5):  # the primary may replace the snapshot while we read it
             try:
                 return self._load(active)
@@ -51,16 +52,20 @@ class _ReplicaIndex(_CollectionIndex):
                 continue
         return self._load(active)
 
-    def _load(self, active: dict[int, int]) -> dict:
-        meta_path = os.path.join(self.dir, "snapshot.json")
+    def _load(self, active: dict[int, tuple[int, str]]) -> dict:
+        metas, _ = snapshots.candidates(self.dir)
         snap_videos: dict[int, int] = {}
-        if os.path.exists(meta_path):
-            with open(meta_path) as f:
-                meta = json.load(f)
-            index = _native().HnswIndex.load(os.path.join(self.dir, meta["index"]))
-            arr = np.load(os.path.join(self.dir, meta["videos"]))
-            snap_videos = {int(v): int(n) for v, n in arr}
-            self.seg, self.offset = int(meta["segment"]), 0
+        if metas:
+            for m in metas:  # the primary keeps the previous one
+                try:
+                    index, snap_videos = snapshots.load_one(self.dir, m, _native().HnswIndex.load)
+                except snapshots.SnapshotDamaged as exc:
+                    log.warning("replica_snapshot_unreadable", error=str(exc))  # or replaced meanwhile
+                    continue
+                self.seg, self.offset = int(m["segment"]), 0
+                break
+            else:
+                raise FileNotFoundError("no loadable snapshot (retried: the primary may be replacing it)")
         else:
             index = self._new_index()
             self.seg, self.offset = 0, 0
@@ -77,7 +82,7 @@ class _ReplicaIndex(_CollectionIndex):
         if n:
             self.index.remove(sample_ids(video_id, n))
 
-    def catch_up(self, active: dict[int, int]) -> bool:
+    def catch_up(self, active: dict[int, tuple[int, str]]) -> bool:
         """Drop videos no longer active; add active ones from the log tail. False when some active
         video was not found (its segment was dropped by a newer snapshot: reload)."""
         for v in [v for v in self.videos if v not in active]:
@@ -88,16 +93,16 @@ class _ReplicaIndex(_CollectionIndex):
         for seq in [s for s in list_segments(self.dir) if s >= self.seg]:
             start = self.offset if seq == self.seg else 0
             try:
-                records, good, _torn = scan_segment(segment_path(self.dir, seq), self.rec.dimension, start)
+                scan = scan_segment(segment_path(self.dir, seq), self.rec.dimension, start)
             except FileNotFoundError:  # dropped by a snapshot meanwhile
                 return False
-            for r in records:
-                if r.video_id in missing:
+            for r in scan.records:
+                if r.video_id in missing and belongs_to(r, active[r.video_id]):
                     self._add(r.video_id, np.array(r.vectors, dtype=np.float32))
                     missing.discard(r.video_id)
             # a torn tail is an append in progress: resume at the last whole record next time
-            if good >= _HEADER.size:
-                self.seg, self.offset = seq, good
+            if scan.good >= _HEADER.size:
+                self.seg, self.offset = seq, scan.good
         return not missing
 
 
@@ -123,19 +128,17 @@ class ReplicaStorage(EmbeddedStorage):
 
     def _open_collection(self, rec: CollectionRecord) -> dict:
         ci = _ReplicaIndex(rec, self._coll_dir(rec.id))
-        report = ci.recover(self.catalog.active_videos(rec.id))
+        report = ci.recover(self.catalog.active_video_hashes(rec.id))
         ci.fingerprint = self._fingerprint(rec.id)
         with self._colls_lock:
             self._colls[rec.id] = ci
         return report
 
     def _version(self) -> int:
-        return int(self.catalog._query("PRAGMA data_version")[0][0])
+        return self.catalog.data_version()
 
     def _fingerprint(self, collection_id: int) -> tuple[int, int]:
-        row = self.catalog._query("SELECT count(*), coalesce(max(id), 0) FROM videos "
-                                  "WHERE collection_id=? AND state='active'", (collection_id,))[0]
-        return int(row[0]), int(row[1])
+        return self.catalog.active_fingerprint(collection_id)
 
     def changed(self) -> bool:
         """Cheap: did another process commit to the catalog since the last sync?"""
@@ -151,32 +154,42 @@ class ReplicaStorage(EmbeddedStorage):
                 return
             # read the version first: a commit after this point triggers another sync later
             recs = {r.id: r for r in self.catalog.all_collections()}
+            # observers (the service's search directory) see the same changes, as at the primary
             for cid in [c for c in self._colls if c not in recs]:
                 with self._colls_lock:
                     gone = self._colls.pop(cid, None)
-                for v in (gone.videos if gone is not None else ()):
+                self._notify("collection_removed", cid)
+                for v in gone.videos if gone is not None else ():
                     self._videos.pop(v, None)
             for cid, rec in recs.items():
                 ci = self._colls.get(cid)
                 if ci is None:
                     self._open_collection(rec)
                     ci = self._colls[cid]
-                    self._videos.update((v.id, (v, ts)) for v, ts in self.catalog.active_video_entries(ci.videos))
+                    self._notify("collection_added", rec, ci.index)
+                    self._add_entries(self.catalog.active_video_entries(ci.videos))
                     continue
                 fp = self._fingerprint(cid)
                 if fp == ci.fingerprint:
                     continue
-                active = self.catalog.active_videos(cid)
+                active = self.catalog.active_video_hashes(cid)
                 for v in [v for v in ci.videos if v not in active]:
+                    self._notify("video_removed", v)
                     self._videos.pop(v, None)
                 new = [v for v in active if v not in ci.videos]
                 if not ci.catch_up(active):
                     log.info("replica_reload", collection=rec.name)
                     self._open_collection(rec)
+                    self._notify("collection_added", rec, self._colls[cid].index)
                 else:
                     ci.fingerprint = fp
-                self._videos.update((v.id, (v, ts)) for v, ts in self.catalog.active_video_entries(new))
+                self._add_entries(self.catalog.active_video_entries(new))
             self._data_version = version
+
+    def _add_entries(self, entries) -> None:
+        for v, ts in entries:
+            self._videos[v.id] = (v, ts)
+            self._notify("video_added", v, ts)
 
     def snapshot(self, force: bool = True) -> None:  # the primary snapshots
         return None

@@ -42,6 +42,10 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_MODEL_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_INTERRUPTED: _ClassVar[ErrorReason]
     ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
+    ERROR_REASON_UNAUTHENTICATED: _ClassVar[ErrorReason]
+    ERROR_REASON_PERMISSION_DENIED: _ClassVar[ErrorReason]
+    ERROR_REASON_DISK_FULL: _ClassVar[ErrorReason]
+    ERROR_REASON_UPLOAD_IDLE: _ClassVar[ErrorReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +58,12 @@ class MediaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MEDIA_KIND_UNSPECIFIED: _ClassVar[MediaKind]
     MEDIA_KIND_VIDEO: _ClassVar[MediaKind]
     MEDIA_KIND_IMAGE: _ClassVar[MediaKind]
+
+class VideoState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VIDEO_STATE_UNSPECIFIED: _ClassVar[VideoState]
+    VIDEO_STATE_ACTIVE: _ClassVar[VideoState]
+    VIDEO_STATE_DAMAGED: _ClassVar[VideoState]
 
 class DuplicatePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -105,12 +115,19 @@ ERROR_REASON_DURATION_TOO_LONG: ErrorReason
 ERROR_REASON_MODEL_UNAVAILABLE: ErrorReason
 ERROR_REASON_INTERRUPTED: ErrorReason
 ERROR_REASON_INTERNAL: ErrorReason
+ERROR_REASON_UNAUTHENTICATED: ErrorReason
+ERROR_REASON_PERMISSION_DENIED: ErrorReason
+ERROR_REASON_DISK_FULL: ErrorReason
+ERROR_REASON_UPLOAD_IDLE: ErrorReason
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_L2: Metric
 MEDIA_KIND_UNSPECIFIED: MediaKind
 MEDIA_KIND_VIDEO: MediaKind
 MEDIA_KIND_IMAGE: MediaKind
+VIDEO_STATE_UNSPECIFIED: VideoState
+VIDEO_STATE_ACTIVE: VideoState
+VIDEO_STATE_DAMAGED: VideoState
 DUPLICATE_POLICY_UNSPECIFIED: DuplicatePolicy
 DUPLICATE_POLICY_ALLOW: DuplicatePolicy
 DUPLICATE_POLICY_REPORT: DuplicatePolicy
@@ -212,7 +229,7 @@ class DeleteCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class Video(_message.Message):
-    __slots__ = ("name", "external_key", "labels", "kind", "duration_seconds", "width", "height", "sample_count", "size_bytes", "content_sha256", "filename", "create_time", "model", "ingest_realtime_factor")
+    __slots__ = ("name", "external_key", "labels", "kind", "duration_seconds", "width", "height", "sample_count", "size_bytes", "content_sha256", "filename", "create_time", "model", "ingest_realtime_factor", "state")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +251,7 @@ class Video(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INGEST_REALTIME_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     external_key: str
     labels: _containers.ScalarMap[str, str]
@@ -248,7 +266,8 @@ class Video(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     model: str
     ingest_realtime_factor: float
-    def __init__(self, name: _Optional[str] = ..., external_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., duration_seconds: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sample_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., content_sha256: _Optional[str] = ..., filename: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., ingest_realtime_factor: _Optional[float] = ...) -> None: ...
+    state: VideoState
+    def __init__(self, name: _Optional[str] = ..., external_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., duration_seconds: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sample_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., content_sha256: _Optional[str] = ..., filename: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., ingest_realtime_factor: _Optional[float] = ..., state: _Optional[_Union[VideoState, str]] = ...) -> None: ...
 
 class IngestMetadata(_message.Message):
     __slots__ = ("parent", "external_key", "labels", "request_id", "filename", "server_path", "size_bytes", "duplicate_policy", "duplicate_threshold", "return_job")
@@ -572,7 +591,7 @@ class CollectionStats(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., index_vectors: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level")
+    __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level", "insecure", "recovery_problems")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -582,6 +601,8 @@ class Stats(_message.Message):
     ACTIVE_INGESTS_FIELD_NUMBER: _ClassVar[int]
     COPY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     SIMD_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    INSECURE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_seconds: float
     collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
@@ -591,4 +612,6 @@ class Stats(_message.Message):
     active_ingests: int
     copy_threshold: float
     simd_level: str
-    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ..., active_ingests: _Optional[int] = ..., copy_threshold: _Optional[float] = ..., simd_level: _Optional[str] = ...) -> None: ...
+    insecure: bool
+    recovery_problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ..., active_ingests: _Optional[int] = ..., copy_threshold: _Optional[float] = ..., simd_level: _Optional[str] = ..., insecure: _Optional[bool] = ..., recovery_problems: _Optional[_Iterable[str]] = ...) -> None: ...

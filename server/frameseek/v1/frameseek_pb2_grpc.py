@@ -35,7 +35,8 @@ class FrameSeekStub:
     FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
     RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
     (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
-    the allowed directory), INTERNAL.
+    the allowed directory; a token whose role may not call the method), UNAUTHENTICATED (no token,
+    or an unknown one, on a server with auth tokens), INTERNAL.
     """
 
     def __init__(self, channel):
@@ -130,7 +131,8 @@ class FrameSeekServicer:
     FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
     RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
     (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
-    the allowed directory), INTERNAL.
+    the allowed directory; a token whose role may not call the method), UNAUTHENTICATED (no token,
+    or an unknown one, on a server with auth tokens), INTERNAL.
     """
 
     def CreateCollection(self, request, context):
@@ -341,7 +343,8 @@ class FrameSeek:
     FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
     RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
     (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
-    the allowed directory), INTERNAL.
+    the allowed directory; a token whose role may not call the method), UNAUTHENTICATED (no token,
+    or an unknown one, on a server with auth tokens), INTERNAL.
     """
 
     @staticmethod

@@ -101,6 +101,17 @@ const (
 	ErrorReason_ERROR_REASON_INTERRUPTED ErrorReason = 27
 	// Unexpected server error.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 28
+	// The server needs a bearer token ("authorization: Bearer <token>") and the call had none, or
+	// one it does not know (status UNAUTHENTICATED).
+	ErrorReason_ERROR_REASON_UNAUTHENTICATED ErrorReason = 29
+	// The token's role may not call this method (status PERMISSION_DENIED; metadata "role" and
+	// "required_role" say which it has and which it needs).
+	ErrorReason_ERROR_REASON_PERMISSION_DENIED ErrorReason = 30
+	// The server's disk is full: nothing of the request was stored; retry when space is freed.
+	ErrorReason_ERROR_REASON_DISK_FULL ErrorReason = 31
+	// An upload stream sent nothing for upload_idle_timeout_s (status DEADLINE_EXCEEDED); its
+	// spooled bytes were removed.
+	ErrorReason_ERROR_REASON_UPLOAD_IDLE ErrorReason = 32
 )
 
 // Enum value maps for ErrorReason.
@@ -135,6 +146,10 @@ var (
 		26: "ERROR_REASON_MODEL_UNAVAILABLE",
 		27: "ERROR_REASON_INTERRUPTED",
 		28: "ERROR_REASON_INTERNAL",
+		29: "ERROR_REASON_UNAUTHENTICATED",
+		30: "ERROR_REASON_PERMISSION_DENIED",
+		31: "ERROR_REASON_DISK_FULL",
+		32: "ERROR_REASON_UPLOAD_IDLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -166,6 +181,10 @@ var (
 		"ERROR_REASON_MODEL_UNAVAILABLE":    26,
 		"ERROR_REASON_INTERRUPTED":          27,
 		"ERROR_REASON_INTERNAL":             28,
+		"ERROR_REASON_UNAUTHENTICATED":      29,
+		"ERROR_REASON_PERMISSION_DENIED":    30,
+		"ERROR_REASON_DISK_FULL":            31,
+		"ERROR_REASON_UPLOAD_IDLE":          32,
 	}
 )
 
@@ -299,6 +318,59 @@ func (MediaKind) EnumDescriptor() ([]byte, []int) {
 	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{2}
 }
 
+// Whether a video is searchable.
+type VideoState int32
+
+const (
+	// Not used.
+	VideoState_VIDEO_STATE_UNSPECIFIED VideoState = 0
+	// Indexed and searchable.
+	VideoState_VIDEO_STATE_ACTIVE VideoState = 1
+	// Acknowledged, but its stored vectors were found damaged: listed, never searched.
+	VideoState_VIDEO_STATE_DAMAGED VideoState = 2
+)
+
+// Enum value maps for VideoState.
+var (
+	VideoState_name = map[int32]string{
+		0: "VIDEO_STATE_UNSPECIFIED",
+		1: "VIDEO_STATE_ACTIVE",
+		2: "VIDEO_STATE_DAMAGED",
+	}
+	VideoState_value = map[string]int32{
+		"VIDEO_STATE_UNSPECIFIED": 0,
+		"VIDEO_STATE_ACTIVE":      1,
+		"VIDEO_STATE_DAMAGED":     2,
+	}
+)
+
+func (x VideoState) Enum() *VideoState {
+	p := new(VideoState)
+	*p = x
+	return p
+}
+
+func (x VideoState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (VideoState) Descriptor() protoreflect.EnumDescriptor {
+	return file_frameseek_v1_frameseek_proto_enumTypes[3].Descriptor()
+}
+
+func (VideoState) Type() protoreflect.EnumType {
+	return &file_frameseek_v1_frameseek_proto_enumTypes[3]
+}
+
+func (x VideoState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use VideoState.Descriptor instead.
+func (VideoState) EnumDescriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{3}
+}
+
 // What to do when an upload copies (near-duplicates) an already indexed video.
 type DuplicatePolicy int32
 
@@ -340,11 +412,11 @@ func (x DuplicatePolicy) String() string {
 }
 
 func (DuplicatePolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_frameseek_v1_frameseek_proto_enumTypes[3].Descriptor()
+	return file_frameseek_v1_frameseek_proto_enumTypes[4].Descriptor()
 }
 
 func (DuplicatePolicy) Type() protoreflect.EnumType {
-	return &file_frameseek_v1_frameseek_proto_enumTypes[3]
+	return &file_frameseek_v1_frameseek_proto_enumTypes[4]
 }
 
 func (x DuplicatePolicy) Number() protoreflect.EnumNumber {
@@ -353,7 +425,7 @@ func (x DuplicatePolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DuplicatePolicy.Descriptor instead.
 func (DuplicatePolicy) EnumDescriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{3}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{4}
 }
 
 // State of an ingest job.
@@ -400,11 +472,11 @@ func (x IngestJobState) String() string {
 }
 
 func (IngestJobState) Descriptor() protoreflect.EnumDescriptor {
-	return file_frameseek_v1_frameseek_proto_enumTypes[4].Descriptor()
+	return file_frameseek_v1_frameseek_proto_enumTypes[5].Descriptor()
 }
 
 func (IngestJobState) Type() protoreflect.EnumType {
-	return &file_frameseek_v1_frameseek_proto_enumTypes[4]
+	return &file_frameseek_v1_frameseek_proto_enumTypes[5]
 }
 
 func (x IngestJobState) Number() protoreflect.EnumNumber {
@@ -413,7 +485,7 @@ func (x IngestJobState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IngestJobState.Descriptor instead.
 func (IngestJobState) EnumDescriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{4}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{5}
 }
 
 // Region-level query embeddings for SearchByVideo: each query frame is also searched as crops,
@@ -463,11 +535,11 @@ func (x RegionSearch) String() string {
 }
 
 func (RegionSearch) Descriptor() protoreflect.EnumDescriptor {
-	return file_frameseek_v1_frameseek_proto_enumTypes[5].Descriptor()
+	return file_frameseek_v1_frameseek_proto_enumTypes[6].Descriptor()
 }
 
 func (RegionSearch) Type() protoreflect.EnumType {
-	return &file_frameseek_v1_frameseek_proto_enumTypes[5]
+	return &file_frameseek_v1_frameseek_proto_enumTypes[6]
 }
 
 func (x RegionSearch) Number() protoreflect.EnumNumber {
@@ -476,7 +548,7 @@ func (x RegionSearch) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RegionSearch.Descriptor instead.
 func (RegionSearch) EnumDescriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{5}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{6}
 }
 
 // How a collection samples frames from videos.
@@ -1044,8 +1116,11 @@ type Video struct {
 	Model string `protobuf:"bytes,13,opt,name=model,proto3" json:"model,omitempty"`
 	// Output only. Media seconds processed per wall-clock second during ingest.
 	IngestRealtimeFactor float64 `protobuf:"fixed64,14,opt,name=ingest_realtime_factor,json=ingestRealtimeFactor,proto3" json:"ingest_realtime_factor,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Output only. ACTIVE, or DAMAGED when the server found its stored vectors damaged at start
+	// (it is then never searched; delete it and ingest it again).
+	State         VideoState `protobuf:"varint,15,opt,name=state,proto3,enum=frameseek.v1.VideoState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Video) Reset() {
@@ -1174,6 +1249,13 @@ func (x *Video) GetIngestRealtimeFactor() float64 {
 		return x.IngestRealtimeFactor
 	}
 	return 0
+}
+
+func (x *Video) GetState() VideoState {
+	if x != nil {
+		return x.State
+	}
+	return VideoState_VIDEO_STATE_UNSPECIFIED
 }
 
 // First message of an ingest.
@@ -3084,9 +3166,16 @@ type Stats struct {
 	// Default copy-score threshold of SearchByVideo / DuplicatePolicy.
 	CopyThreshold float64 `protobuf:"fixed64,8,opt,name=copy_threshold,json=copyThreshold,proto3" json:"copy_threshold,omitempty"`
 	// Native SIMD level in use.
-	SimdLevel     string `protobuf:"bytes,9,opt,name=simd_level,json=simdLevel,proto3" json:"simd_level,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SimdLevel string `protobuf:"bytes,9,opt,name=simd_level,json=simdLevel,proto3" json:"simd_level,omitempty"`
+	// The server was started with --insecure and serves a non-loopback address without TLS or
+	// without client authentication.
+	Insecure bool `protobuf:"varint,10,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	// What storage recovery found damaged or inconsistent at the last start (damaged vector log
+	// records, snapshots that failed their checksum, a catalog that lost committed rows), one
+	// sentence each; empty when everything was intact.
+	RecoveryProblems []string `protobuf:"bytes,11,rep,name=recovery_problems,json=recoveryProblems,proto3" json:"recovery_problems,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Stats) Reset() {
@@ -3182,6 +3271,20 @@ func (x *Stats) GetSimdLevel() string {
 	return ""
 }
 
+func (x *Stats) GetInsecure() bool {
+	if x != nil {
+		return x.Insecure
+	}
+	return false
+}
+
+func (x *Stats) GetRecoveryProblems() []string {
+	if x != nil {
+		return x.RecoveryProblems
+	}
+	return nil
+}
+
 var File_frameseek_v1_frameseek_proto protoreflect.FileDescriptor
 
 const file_frameseek_v1_frameseek_proto_rawDesc = "" +
@@ -3229,7 +3332,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"C\n" +
 	"\x17DeleteCollectionRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"\xc6\x04\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\xf6\x04\n" +
 	"\x05Video\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fexternal_key\x18\x02 \x01(\tR\vexternalKey\x127\n" +
@@ -3247,7 +3350,8 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x14\n" +
 	"\x05model\x18\r \x01(\tR\x05model\x124\n" +
-	"\x16ingest_realtime_factor\x18\x0e \x01(\x01R\x14ingestRealtimeFactor\x1a9\n" +
+	"\x16ingest_realtime_factor\x18\x0e \x01(\x01R\x14ingestRealtimeFactor\x12.\n" +
+	"\x05state\x18\x0f \x01(\x0e2\x18.frameseek.v1.VideoStateR\x05state\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdd\x03\n" +
@@ -3404,7 +3508,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"videoCount\x12!\n" +
 	"\fsample_count\x18\x03 \x01(\x03R\vsampleCount\x124\n" +
 	"\x16total_duration_seconds\x18\x04 \x01(\x01R\x14totalDurationSeconds\x12#\n" +
-	"\rindex_vectors\x18\x05 \x01(\x03R\findexVectors\"\xdf\x02\n" +
+	"\rindex_vectors\x18\x05 \x01(\x03R\findexVectors\"\xa8\x03\n" +
 	"\x05Stats\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12%\n" +
 	"\x0euptime_seconds\x18\x02 \x01(\x01R\ruptimeSeconds\x12?\n" +
@@ -3416,7 +3520,10 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x0eactive_ingests\x18\a \x01(\x05R\ractiveIngests\x12%\n" +
 	"\x0ecopy_threshold\x18\b \x01(\x01R\rcopyThreshold\x12\x1d\n" +
 	"\n" +
-	"simd_level\x18\t \x01(\tR\tsimdLevel*\xe7\a\n" +
+	"simd_level\x18\t \x01(\tR\tsimdLevel\x12\x1a\n" +
+	"\binsecure\x18\n" +
+	" \x01(\bR\binsecure\x12+\n" +
+	"\x11recovery_problems\x18\v \x03(\tR\x10recoveryProblems*\xe7\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_CORRUPT_MEDIA\x10\x01\x12\"\n" +
@@ -3447,7 +3554,11 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x1eERROR_REASON_DURATION_TOO_LONG\x10\x19\x12\"\n" +
 	"\x1eERROR_REASON_MODEL_UNAVAILABLE\x10\x1a\x12\x1c\n" +
 	"\x18ERROR_REASON_INTERRUPTED\x10\x1b\x12\x19\n" +
-	"\x15ERROR_REASON_INTERNAL\x10\x1c*B\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\x1c\x12 \n" +
+	"\x1cERROR_REASON_UNAUTHENTICATED\x10\x1d\x12\"\n" +
+	"\x1eERROR_REASON_PERMISSION_DENIED\x10\x1e\x12\x1a\n" +
+	"\x16ERROR_REASON_DISK_FULL\x10\x1f\x12\x1c\n" +
+	"\x18ERROR_REASON_UPLOAD_IDLE\x10 *B\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rMETRIC_COSINE\x10\x01\x12\r\n" +
@@ -3455,7 +3566,12 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\tMediaKind\x12\x1a\n" +
 	"\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MEDIA_KIND_VIDEO\x10\x01\x12\x14\n" +
-	"\x10MEDIA_KIND_IMAGE\x10\x02*\x89\x01\n" +
+	"\x10MEDIA_KIND_IMAGE\x10\x02*Z\n" +
+	"\n" +
+	"VideoState\x12\x1b\n" +
+	"\x17VIDEO_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12VIDEO_STATE_ACTIVE\x10\x01\x12\x17\n" +
+	"\x13VIDEO_STATE_DAMAGED\x10\x02*\x89\x01\n" +
 	"\x0fDuplicatePolicy\x12 \n" +
 	"\x1cDUPLICATE_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DUPLICATE_POLICY_ALLOW\x10\x01\x12\x1b\n" +
@@ -3503,130 +3619,132 @@ func file_frameseek_v1_frameseek_proto_rawDescGZIP() []byte {
 	return file_frameseek_v1_frameseek_proto_rawDescData
 }
 
-var file_frameseek_v1_frameseek_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_frameseek_v1_frameseek_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_frameseek_v1_frameseek_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_frameseek_v1_frameseek_proto_goTypes = []any{
 	(ErrorReason)(0),                // 0: frameseek.v1.ErrorReason
 	(Metric)(0),                     // 1: frameseek.v1.Metric
 	(MediaKind)(0),                  // 2: frameseek.v1.MediaKind
-	(DuplicatePolicy)(0),            // 3: frameseek.v1.DuplicatePolicy
-	(IngestJobState)(0),             // 4: frameseek.v1.IngestJobState
-	(RegionSearch)(0),               // 5: frameseek.v1.RegionSearch
-	(*SamplingSettings)(nil),        // 6: frameseek.v1.SamplingSettings
-	(*IndexSettings)(nil),           // 7: frameseek.v1.IndexSettings
-	(*Collection)(nil),              // 8: frameseek.v1.Collection
-	(*CreateCollectionRequest)(nil), // 9: frameseek.v1.CreateCollectionRequest
-	(*GetCollectionRequest)(nil),    // 10: frameseek.v1.GetCollectionRequest
-	(*ListCollectionsRequest)(nil),  // 11: frameseek.v1.ListCollectionsRequest
-	(*ListCollectionsResponse)(nil), // 12: frameseek.v1.ListCollectionsResponse
-	(*DeleteCollectionRequest)(nil), // 13: frameseek.v1.DeleteCollectionRequest
-	(*Video)(nil),                   // 14: frameseek.v1.Video
-	(*IngestMetadata)(nil),          // 15: frameseek.v1.IngestMetadata
-	(*IngestVideoRequest)(nil),      // 16: frameseek.v1.IngestVideoRequest
-	(*IngestImageRequest)(nil),      // 17: frameseek.v1.IngestImageRequest
-	(*IngestVideoResponse)(nil),     // 18: frameseek.v1.IngestVideoResponse
-	(*JobError)(nil),                // 19: frameseek.v1.JobError
-	(*IngestJob)(nil),               // 20: frameseek.v1.IngestJob
-	(*GetIngestJobRequest)(nil),     // 21: frameseek.v1.GetIngestJobRequest
-	(*WatchIngestJobRequest)(nil),   // 22: frameseek.v1.WatchIngestJobRequest
-	(*SearchFilter)(nil),            // 23: frameseek.v1.SearchFilter
-	(*FrameMatch)(nil),              // 24: frameseek.v1.FrameMatch
-	(*VideoHit)(nil),                // 25: frameseek.v1.VideoHit
-	(*SearchResponse)(nil),          // 26: frameseek.v1.SearchResponse
-	(*SearchOptions)(nil),           // 27: frameseek.v1.SearchOptions
-	(*SearchByImageRequest)(nil),    // 28: frameseek.v1.SearchByImageRequest
-	(*SearchByVectorRequest)(nil),   // 29: frameseek.v1.SearchByVectorRequest
-	(*VideoQuery)(nil),              // 30: frameseek.v1.VideoQuery
-	(*SearchByVideoRequest)(nil),    // 31: frameseek.v1.SearchByVideoRequest
-	(*AlignedSegment)(nil),          // 32: frameseek.v1.AlignedSegment
-	(*VideoCopyMatch)(nil),          // 33: frameseek.v1.VideoCopyMatch
-	(*SearchByVideoResponse)(nil),   // 34: frameseek.v1.SearchByVideoResponse
-	(*GetVideoRequest)(nil),         // 35: frameseek.v1.GetVideoRequest
-	(*ListVideosRequest)(nil),       // 36: frameseek.v1.ListVideosRequest
-	(*ListVideosResponse)(nil),      // 37: frameseek.v1.ListVideosResponse
-	(*DeleteVideoRequest)(nil),      // 38: frameseek.v1.DeleteVideoRequest
-	(*GetStatsRequest)(nil),         // 39: frameseek.v1.GetStatsRequest
-	(*CollectionStats)(nil),         // 40: frameseek.v1.CollectionStats
-	(*Stats)(nil),                   // 41: frameseek.v1.Stats
-	nil,                             // 42: frameseek.v1.Video.LabelsEntry
-	nil,                             // 43: frameseek.v1.IngestMetadata.LabelsEntry
-	nil,                             // 44: frameseek.v1.SearchFilter.LabelsEntry
-	nil,                             // 45: frameseek.v1.ListVideosRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 46: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),           // 47: google.protobuf.Empty
+	(VideoState)(0),                 // 3: frameseek.v1.VideoState
+	(DuplicatePolicy)(0),            // 4: frameseek.v1.DuplicatePolicy
+	(IngestJobState)(0),             // 5: frameseek.v1.IngestJobState
+	(RegionSearch)(0),               // 6: frameseek.v1.RegionSearch
+	(*SamplingSettings)(nil),        // 7: frameseek.v1.SamplingSettings
+	(*IndexSettings)(nil),           // 8: frameseek.v1.IndexSettings
+	(*Collection)(nil),              // 9: frameseek.v1.Collection
+	(*CreateCollectionRequest)(nil), // 10: frameseek.v1.CreateCollectionRequest
+	(*GetCollectionRequest)(nil),    // 11: frameseek.v1.GetCollectionRequest
+	(*ListCollectionsRequest)(nil),  // 12: frameseek.v1.ListCollectionsRequest
+	(*ListCollectionsResponse)(nil), // 13: frameseek.v1.ListCollectionsResponse
+	(*DeleteCollectionRequest)(nil), // 14: frameseek.v1.DeleteCollectionRequest
+	(*Video)(nil),                   // 15: frameseek.v1.Video
+	(*IngestMetadata)(nil),          // 16: frameseek.v1.IngestMetadata
+	(*IngestVideoRequest)(nil),      // 17: frameseek.v1.IngestVideoRequest
+	(*IngestImageRequest)(nil),      // 18: frameseek.v1.IngestImageRequest
+	(*IngestVideoResponse)(nil),     // 19: frameseek.v1.IngestVideoResponse
+	(*JobError)(nil),                // 20: frameseek.v1.JobError
+	(*IngestJob)(nil),               // 21: frameseek.v1.IngestJob
+	(*GetIngestJobRequest)(nil),     // 22: frameseek.v1.GetIngestJobRequest
+	(*WatchIngestJobRequest)(nil),   // 23: frameseek.v1.WatchIngestJobRequest
+	(*SearchFilter)(nil),            // 24: frameseek.v1.SearchFilter
+	(*FrameMatch)(nil),              // 25: frameseek.v1.FrameMatch
+	(*VideoHit)(nil),                // 26: frameseek.v1.VideoHit
+	(*SearchResponse)(nil),          // 27: frameseek.v1.SearchResponse
+	(*SearchOptions)(nil),           // 28: frameseek.v1.SearchOptions
+	(*SearchByImageRequest)(nil),    // 29: frameseek.v1.SearchByImageRequest
+	(*SearchByVectorRequest)(nil),   // 30: frameseek.v1.SearchByVectorRequest
+	(*VideoQuery)(nil),              // 31: frameseek.v1.VideoQuery
+	(*SearchByVideoRequest)(nil),    // 32: frameseek.v1.SearchByVideoRequest
+	(*AlignedSegment)(nil),          // 33: frameseek.v1.AlignedSegment
+	(*VideoCopyMatch)(nil),          // 34: frameseek.v1.VideoCopyMatch
+	(*SearchByVideoResponse)(nil),   // 35: frameseek.v1.SearchByVideoResponse
+	(*GetVideoRequest)(nil),         // 36: frameseek.v1.GetVideoRequest
+	(*ListVideosRequest)(nil),       // 37: frameseek.v1.ListVideosRequest
+	(*ListVideosResponse)(nil),      // 38: frameseek.v1.ListVideosResponse
+	(*DeleteVideoRequest)(nil),      // 39: frameseek.v1.DeleteVideoRequest
+	(*GetStatsRequest)(nil),         // 40: frameseek.v1.GetStatsRequest
+	(*CollectionStats)(nil),         // 41: frameseek.v1.CollectionStats
+	(*Stats)(nil),                   // 42: frameseek.v1.Stats
+	nil,                             // 43: frameseek.v1.Video.LabelsEntry
+	nil,                             // 44: frameseek.v1.IngestMetadata.LabelsEntry
+	nil,                             // 45: frameseek.v1.SearchFilter.LabelsEntry
+	nil,                             // 46: frameseek.v1.ListVideosRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),           // 48: google.protobuf.Empty
 }
 var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	1,  // 0: frameseek.v1.Collection.metric:type_name -> frameseek.v1.Metric
-	6,  // 1: frameseek.v1.Collection.sampling:type_name -> frameseek.v1.SamplingSettings
-	7,  // 2: frameseek.v1.Collection.index:type_name -> frameseek.v1.IndexSettings
-	46, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 4: frameseek.v1.CreateCollectionRequest.collection:type_name -> frameseek.v1.Collection
-	8,  // 5: frameseek.v1.ListCollectionsResponse.collections:type_name -> frameseek.v1.Collection
-	42, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
+	7,  // 1: frameseek.v1.Collection.sampling:type_name -> frameseek.v1.SamplingSettings
+	8,  // 2: frameseek.v1.Collection.index:type_name -> frameseek.v1.IndexSettings
+	47, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 4: frameseek.v1.CreateCollectionRequest.collection:type_name -> frameseek.v1.Collection
+	9,  // 5: frameseek.v1.ListCollectionsResponse.collections:type_name -> frameseek.v1.Collection
+	43, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
 	2,  // 7: frameseek.v1.Video.kind:type_name -> frameseek.v1.MediaKind
-	46, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
-	43, // 9: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
-	3,  // 10: frameseek.v1.IngestMetadata.duplicate_policy:type_name -> frameseek.v1.DuplicatePolicy
-	15, // 11: frameseek.v1.IngestVideoRequest.metadata:type_name -> frameseek.v1.IngestMetadata
-	15, // 12: frameseek.v1.IngestImageRequest.metadata:type_name -> frameseek.v1.IngestMetadata
-	14, // 13: frameseek.v1.IngestVideoResponse.video:type_name -> frameseek.v1.Video
-	20, // 14: frameseek.v1.IngestVideoResponse.job:type_name -> frameseek.v1.IngestJob
-	33, // 15: frameseek.v1.IngestVideoResponse.copies:type_name -> frameseek.v1.VideoCopyMatch
-	4,  // 16: frameseek.v1.IngestJob.state:type_name -> frameseek.v1.IngestJobState
-	19, // 17: frameseek.v1.IngestJob.error:type_name -> frameseek.v1.JobError
-	46, // 18: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
-	46, // 19: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
-	44, // 20: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
-	14, // 21: frameseek.v1.VideoHit.video:type_name -> frameseek.v1.Video
-	24, // 22: frameseek.v1.VideoHit.matches:type_name -> frameseek.v1.FrameMatch
-	25, // 23: frameseek.v1.SearchResponse.hits:type_name -> frameseek.v1.VideoHit
-	23, // 24: frameseek.v1.SearchOptions.filter:type_name -> frameseek.v1.SearchFilter
-	27, // 25: frameseek.v1.SearchByImageRequest.options:type_name -> frameseek.v1.SearchOptions
-	27, // 26: frameseek.v1.SearchByVectorRequest.options:type_name -> frameseek.v1.SearchOptions
-	23, // 27: frameseek.v1.VideoQuery.filter:type_name -> frameseek.v1.SearchFilter
-	5,  // 28: frameseek.v1.VideoQuery.region_search:type_name -> frameseek.v1.RegionSearch
-	30, // 29: frameseek.v1.SearchByVideoRequest.query:type_name -> frameseek.v1.VideoQuery
-	14, // 30: frameseek.v1.VideoCopyMatch.video:type_name -> frameseek.v1.Video
-	32, // 31: frameseek.v1.VideoCopyMatch.segments:type_name -> frameseek.v1.AlignedSegment
-	33, // 32: frameseek.v1.SearchByVideoResponse.matches:type_name -> frameseek.v1.VideoCopyMatch
-	45, // 33: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
-	14, // 34: frameseek.v1.ListVideosResponse.videos:type_name -> frameseek.v1.Video
-	40, // 35: frameseek.v1.Stats.collections:type_name -> frameseek.v1.CollectionStats
-	9,  // 36: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
-	10, // 37: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
-	11, // 38: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
-	13, // 39: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
-	16, // 40: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
-	17, // 41: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
-	21, // 42: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
-	22, // 43: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
-	28, // 44: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
-	31, // 45: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
-	29, // 46: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
-	35, // 47: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
-	36, // 48: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
-	38, // 49: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
-	39, // 50: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
-	8,  // 51: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
-	8,  // 52: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
-	12, // 53: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
-	47, // 54: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
-	18, // 55: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
-	18, // 56: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
-	20, // 57: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
-	20, // 58: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
-	26, // 59: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
-	34, // 60: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
-	26, // 61: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
-	14, // 62: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
-	37, // 63: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
-	47, // 64: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
-	41, // 65: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
-	51, // [51:66] is the sub-list for method output_type
-	36, // [36:51] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	47, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
+	3,  // 9: frameseek.v1.Video.state:type_name -> frameseek.v1.VideoState
+	44, // 10: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
+	4,  // 11: frameseek.v1.IngestMetadata.duplicate_policy:type_name -> frameseek.v1.DuplicatePolicy
+	16, // 12: frameseek.v1.IngestVideoRequest.metadata:type_name -> frameseek.v1.IngestMetadata
+	16, // 13: frameseek.v1.IngestImageRequest.metadata:type_name -> frameseek.v1.IngestMetadata
+	15, // 14: frameseek.v1.IngestVideoResponse.video:type_name -> frameseek.v1.Video
+	21, // 15: frameseek.v1.IngestVideoResponse.job:type_name -> frameseek.v1.IngestJob
+	34, // 16: frameseek.v1.IngestVideoResponse.copies:type_name -> frameseek.v1.VideoCopyMatch
+	5,  // 17: frameseek.v1.IngestJob.state:type_name -> frameseek.v1.IngestJobState
+	20, // 18: frameseek.v1.IngestJob.error:type_name -> frameseek.v1.JobError
+	47, // 19: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
+	47, // 20: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
+	45, // 21: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
+	15, // 22: frameseek.v1.VideoHit.video:type_name -> frameseek.v1.Video
+	25, // 23: frameseek.v1.VideoHit.matches:type_name -> frameseek.v1.FrameMatch
+	26, // 24: frameseek.v1.SearchResponse.hits:type_name -> frameseek.v1.VideoHit
+	24, // 25: frameseek.v1.SearchOptions.filter:type_name -> frameseek.v1.SearchFilter
+	28, // 26: frameseek.v1.SearchByImageRequest.options:type_name -> frameseek.v1.SearchOptions
+	28, // 27: frameseek.v1.SearchByVectorRequest.options:type_name -> frameseek.v1.SearchOptions
+	24, // 28: frameseek.v1.VideoQuery.filter:type_name -> frameseek.v1.SearchFilter
+	6,  // 29: frameseek.v1.VideoQuery.region_search:type_name -> frameseek.v1.RegionSearch
+	31, // 30: frameseek.v1.SearchByVideoRequest.query:type_name -> frameseek.v1.VideoQuery
+	15, // 31: frameseek.v1.VideoCopyMatch.video:type_name -> frameseek.v1.Video
+	33, // 32: frameseek.v1.VideoCopyMatch.segments:type_name -> frameseek.v1.AlignedSegment
+	34, // 33: frameseek.v1.SearchByVideoResponse.matches:type_name -> frameseek.v1.VideoCopyMatch
+	46, // 34: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
+	15, // 35: frameseek.v1.ListVideosResponse.videos:type_name -> frameseek.v1.Video
+	41, // 36: frameseek.v1.Stats.collections:type_name -> frameseek.v1.CollectionStats
+	10, // 37: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
+	11, // 38: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
+	12, // 39: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
+	14, // 40: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
+	17, // 41: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
+	18, // 42: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
+	22, // 43: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
+	23, // 44: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
+	29, // 45: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
+	32, // 46: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
+	30, // 47: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
+	36, // 48: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
+	37, // 49: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
+	39, // 50: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
+	40, // 51: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
+	9,  // 52: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
+	9,  // 53: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
+	13, // 54: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
+	48, // 55: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
+	19, // 56: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
+	19, // 57: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
+	21, // 58: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
+	21, // 59: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
+	27, // 60: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
+	35, // 61: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
+	27, // 62: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
+	15, // 63: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
+	38, // 64: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
+	48, // 65: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
+	42, // 66: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
+	52, // [52:67] is the sub-list for method output_type
+	37, // [37:52] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_frameseek_v1_frameseek_proto_init() }
@@ -3647,7 +3765,7 @@ func file_frameseek_v1_frameseek_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_frameseek_v1_frameseek_proto_rawDesc), len(file_frameseek_v1_frameseek_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      7,
 			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,

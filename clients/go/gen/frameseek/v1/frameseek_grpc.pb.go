@@ -63,7 +63,8 @@ const (
 // FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
 // RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
 // (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
-// the allowed directory), INTERNAL.
+// the allowed directory; a token whose role may not call the method), UNAUTHENTICATED (no token,
+// or an unknown one, on a server with auth tokens), INTERNAL.
 type FrameSeekClient interface {
 	// Creates a collection. Its model, metric and sampling settings are fixed at creation.
 	CreateCollection(ctx context.Context, in *CreateCollectionRequest, opts ...grpc.CallOption) (*Collection, error)
@@ -290,7 +291,8 @@ func (c *frameSeekClient) GetStats(ctx context.Context, in *GetStatsRequest, opt
 // FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
 // RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
 // (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
-// the allowed directory), INTERNAL.
+// the allowed directory; a token whose role may not call the method), UNAUTHENTICATED (no token,
+// or an unknown one, on a server with auth tokens), INTERNAL.
 type FrameSeekServer interface {
 	// Creates a collection. Its model, metric and sampling settings are fixed at creation.
 	CreateCollection(context.Context, *CreateCollectionRequest) (*Collection, error)

@@ -111,6 +111,23 @@ export enum ErrorReason {
   ERROR_REASON_INTERRUPTED = 27,
   /** ERROR_REASON_INTERNAL - Unexpected server error. */
   ERROR_REASON_INTERNAL = 28,
+  /**
+   * ERROR_REASON_UNAUTHENTICATED - The server needs a bearer token ("authorization: Bearer <token>") and the call had none, or
+   * one it does not know (status UNAUTHENTICATED).
+   */
+  ERROR_REASON_UNAUTHENTICATED = 29,
+  /**
+   * ERROR_REASON_PERMISSION_DENIED - The token's role may not call this method (status PERMISSION_DENIED; metadata "role" and
+   * "required_role" say which it has and which it needs).
+   */
+  ERROR_REASON_PERMISSION_DENIED = 30,
+  /** ERROR_REASON_DISK_FULL - The server's disk is full: nothing of the request was stored; retry when space is freed. */
+  ERROR_REASON_DISK_FULL = 31,
+  /**
+   * ERROR_REASON_UPLOAD_IDLE - An upload stream sent nothing for upload_idle_timeout_s (status DEADLINE_EXCEEDED); its
+   * spooled bytes were removed.
+   */
+  ERROR_REASON_UPLOAD_IDLE = 32,
   UNRECOGNIZED = -1,
 }
 
@@ -203,6 +220,18 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 28:
     case "ERROR_REASON_INTERNAL":
       return ErrorReason.ERROR_REASON_INTERNAL;
+    case 29:
+    case "ERROR_REASON_UNAUTHENTICATED":
+      return ErrorReason.ERROR_REASON_UNAUTHENTICATED;
+    case 30:
+    case "ERROR_REASON_PERMISSION_DENIED":
+      return ErrorReason.ERROR_REASON_PERMISSION_DENIED;
+    case 31:
+    case "ERROR_REASON_DISK_FULL":
+      return ErrorReason.ERROR_REASON_DISK_FULL;
+    case 32:
+    case "ERROR_REASON_UPLOAD_IDLE":
+      return ErrorReason.ERROR_REASON_UPLOAD_IDLE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -270,6 +299,14 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_INTERRUPTED";
     case ErrorReason.ERROR_REASON_INTERNAL:
       return "ERROR_REASON_INTERNAL";
+    case ErrorReason.ERROR_REASON_UNAUTHENTICATED:
+      return "ERROR_REASON_UNAUTHENTICATED";
+    case ErrorReason.ERROR_REASON_PERMISSION_DENIED:
+      return "ERROR_REASON_PERMISSION_DENIED";
+    case ErrorReason.ERROR_REASON_DISK_FULL:
+      return "ERROR_REASON_DISK_FULL";
+    case ErrorReason.ERROR_REASON_UPLOAD_IDLE:
+      return "ERROR_REASON_UPLOAD_IDLE";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -354,6 +391,49 @@ export function mediaKindToJSON(object: MediaKind): string {
     case MediaKind.MEDIA_KIND_IMAGE:
       return "MEDIA_KIND_IMAGE";
     case MediaKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Whether a video is searchable. */
+export enum VideoState {
+  /** VIDEO_STATE_UNSPECIFIED - Not used. */
+  VIDEO_STATE_UNSPECIFIED = 0,
+  /** VIDEO_STATE_ACTIVE - Indexed and searchable. */
+  VIDEO_STATE_ACTIVE = 1,
+  /** VIDEO_STATE_DAMAGED - Acknowledged, but its stored vectors were found damaged: listed, never searched. */
+  VIDEO_STATE_DAMAGED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function videoStateFromJSON(object: any): VideoState {
+  switch (object) {
+    case 0:
+    case "VIDEO_STATE_UNSPECIFIED":
+      return VideoState.VIDEO_STATE_UNSPECIFIED;
+    case 1:
+    case "VIDEO_STATE_ACTIVE":
+      return VideoState.VIDEO_STATE_ACTIVE;
+    case 2:
+    case "VIDEO_STATE_DAMAGED":
+      return VideoState.VIDEO_STATE_DAMAGED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return VideoState.UNRECOGNIZED;
+  }
+}
+
+export function videoStateToJSON(object: VideoState): string {
+  switch (object) {
+    case VideoState.VIDEO_STATE_UNSPECIFIED:
+      return "VIDEO_STATE_UNSPECIFIED";
+    case VideoState.VIDEO_STATE_ACTIVE:
+      return "VIDEO_STATE_ACTIVE";
+    case VideoState.VIDEO_STATE_DAMAGED:
+      return "VIDEO_STATE_DAMAGED";
+    case VideoState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -648,6 +728,11 @@ export interface Video {
   model: string;
   /** Output only. Media seconds processed per wall-clock second during ingest. */
   ingestRealtimeFactor: number;
+  /**
+   * Output only. ACTIVE, or DAMAGED when the server found its stored vectors damaged at start
+   * (it is then never searched; delete it and ingest it again).
+   */
+  state: VideoState;
 }
 
 export interface Video_LabelsEntry {
@@ -1014,6 +1099,17 @@ export interface Stats {
   copyThreshold: number;
   /** Native SIMD level in use. */
   simdLevel: string;
+  /**
+   * The server was started with --insecure and serves a non-loopback address without TLS or
+   * without client authentication.
+   */
+  insecure: boolean;
+  /**
+   * What storage recovery found damaged or inconsistent at the last start (damaged vector log
+   * records, snapshots that failed their checksum, a catalog that lost committed rows), one
+   * sentence each; empty when everything was intact.
+   */
+  recoveryProblems: string[];
 }
 
 function createBaseSamplingSettings(): SamplingSettings {
@@ -1958,6 +2054,7 @@ function createBaseVideo(): Video {
     createTime: undefined,
     model: "",
     ingestRealtimeFactor: 0,
+    state: 0,
   };
 }
 
@@ -2004,6 +2101,9 @@ export const Video: MessageFns<Video> = {
     }
     if (message.ingestRealtimeFactor !== 0) {
       writer.uint32(113).double(message.ingestRealtimeFactor);
+    }
+    if (message.state !== 0) {
+      writer.uint32(120).int32(message.state);
     }
     return writer;
   },
@@ -2136,6 +2236,14 @@ export const Video: MessageFns<Video> = {
             message.ingestRealtimeFactor = reader.double();
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2205,6 +2313,7 @@ export const Video: MessageFns<Video> = {
         : isSet(object.ingest_realtime_factor)
         ? globalThis.Number(object.ingest_realtime_factor)
         : 0,
+      state: isSet(object.state) ? videoStateFromJSON(object.state) : 0,
     };
   },
 
@@ -2258,6 +2367,9 @@ export const Video: MessageFns<Video> = {
     if (message.ingestRealtimeFactor !== 0) {
       obj.ingestRealtimeFactor = floatToJson(message.ingestRealtimeFactor);
     }
+    if (message.state !== 0) {
+      obj.state = videoStateToJSON(message.state);
+    }
     return obj;
   },
 
@@ -2288,6 +2400,7 @@ export const Video: MessageFns<Video> = {
     message.createTime = object.createTime ?? undefined;
     message.model = object.model ?? "";
     message.ingestRealtimeFactor = object.ingestRealtimeFactor ?? 0;
+    message.state = object.state ?? 0;
     return message;
   },
 };
@@ -5902,6 +6015,8 @@ function createBaseStats(): Stats {
     activeIngests: 0,
     copyThreshold: 0,
     simdLevel: "",
+    insecure: false,
+    recoveryProblems: [],
   };
 }
 
@@ -5933,6 +6048,12 @@ export const Stats: MessageFns<Stats> = {
     }
     if (message.simdLevel !== "") {
       writer.uint32(74).string(message.simdLevel);
+    }
+    if (message.insecure !== false) {
+      writer.uint32(80).bool(message.insecure);
+    }
+    for (const v of message.recoveryProblems) {
+      writer.uint32(90).string(v!);
     }
     return writer;
   },
@@ -6022,6 +6143,22 @@ export const Stats: MessageFns<Stats> = {
             message.simdLevel = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.insecure = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.recoveryProblems.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6075,6 +6212,12 @@ export const Stats: MessageFns<Stats> = {
         : isSet(object.simd_level)
         ? globalThis.String(object.simd_level)
         : "",
+      insecure: isSet(object.insecure) ? globalThis.Boolean(object.insecure) : false,
+      recoveryProblems: globalThis.Array.isArray(object?.recoveryProblems)
+        ? object.recoveryProblems.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.recovery_problems)
+        ? object.recovery_problems.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -6107,6 +6250,12 @@ export const Stats: MessageFns<Stats> = {
     if (message.simdLevel !== "") {
       obj.simdLevel = message.simdLevel;
     }
+    if (message.insecure !== false) {
+      obj.insecure = message.insecure;
+    }
+    if (message.recoveryProblems?.length) {
+      obj.recoveryProblems = message.recoveryProblems;
+    }
     return obj;
   },
 
@@ -6124,6 +6273,8 @@ export const Stats: MessageFns<Stats> = {
     message.activeIngests = object.activeIngests ?? 0;
     message.copyThreshold = object.copyThreshold ?? 0;
     message.simdLevel = object.simdLevel ?? "";
+    message.insecure = object.insecure ?? false;
+    message.recoveryProblems = object.recoveryProblems?.map((e) => e) || [];
     return message;
   },
 };
@@ -6137,7 +6288,8 @@ export const Stats: MessageFns<Stats> = {
  * FAILED_PRECONDITION (deleting a non-empty or the default collection; no embedding model loaded),
  * RESOURCE_EXHAUSTED (message, media or concurrency limits), DEADLINE_EXCEEDED, UNAVAILABLE
  * (server still loading its index or shutting down), PERMISSION_DENIED (server-side path outside
- * the allowed directory), INTERNAL.
+ * the allowed directory; a token whose role may not call the method), UNAUTHENTICATED (no token,
+ * or an unknown one, on a server with auth tokens), INTERNAL.
  */
 export type FrameSeekService = typeof FrameSeekService;
 export const FrameSeekService = {

@@ -1,11 +1,15 @@
 // gRPC front end: native SearchByVector + generic pass-through to the Python service
 // (see front_end.hpp).
-#include "frameseek/front_end.hpp"
+#include "front_end.hpp"
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 
+#include <cctype>
 #include <chrono>
 #include <mutex>
 #include <stdexcept>
@@ -20,11 +24,22 @@ const std::string kHealthCheck = "/grpc.health.v1.Health/Check";
 
 // Headers the transport sets itself on each hop; everything else the caller or the service sent
 // travels on (grpc-status-details-bin included: it rides in grpc::Status::error_details()).
+// Names the client a passed-through call comes from, for the per-client upload limit
+// (api/uploads.client_of): only this front end sets it; a client's own value is dropped.
+constexpr char kForwardedPeer[] = "x-frameseek-peer";
+
 bool forwardable(grpc::string_ref key) {
   if (key.empty() || *key.data() == ':') return false;
   const std::string k(key.data(), key.size());
   return k.rfind("grpc-", 0) != 0 && k != "user-agent" && k != "content-type" && k != "te" &&
-         k != "authority" && k != "host";
+         k != "authority" && k != "host" && k != kForwardedPeer;
+}
+
+// "ipv4:10.1.2.3:5678" -> "ipv4:10.1.2.3": a client's connections share its address, not its port
+std::string peer_address(std::string peer) {
+  const auto colon = peer.rfind(':');
+  if (colon != std::string::npos) peer.resize(colon);
+  return peer;
 }
 
 std::string str(grpc::string_ref s) { return std::string(s.data(), s.size()); }
@@ -138,6 +153,7 @@ class Call final : public grpc::ServerGenericBidiReactor {
     counters_->forwarded.fetch_add(1, std::memory_order_relaxed);
     for (const auto& [k, v] : ctx_->client_metadata())
       if (forwardable(k)) backend_ctx_.AddMetadata(str(k), str(v));
+    backend_ctx_.AddMetadata(kForwardedPeer, peer_address(ctx_->peer()));
     backend_ctx_.set_deadline(ctx_->deadline());
     {
       std::lock_guard lock(mu_);
@@ -263,6 +279,7 @@ class FrontEnd::Service final : public grpc::CallbackGenericService {
     const FrontEnd::Answer* answer = nullptr;
     if (ctx->method() == owner_->fast_method_) answer = &owner_->search_;
     else if (ctx->method() == kHealthCheck) answer = &owner_->health_check_;
+    if (answer != nullptr && !owner_->authorized(*ctx)) answer = nullptr;
     return new Call(ctx, owner_->stub_.get(), answer, &owner_->counters_);
   }
 
@@ -271,14 +288,17 @@ class FrontEnd::Service final : public grpc::CallbackGenericService {
 };
 
 FrontEnd::FrontEnd(std::string address, std::string backend, std::vector<std::pair<std::string, int>> int_args,
-                   std::shared_ptr<SearchDirectory> directory, std::string fast_method)
+                   std::shared_ptr<SearchDirectory> directory, std::shared_ptr<front_end::VideoMessages> messages,
+                   std::string fast_method)
     : address_(std::move(address)),
       backend_target_(std::move(backend)),
       fast_method_(std::move(fast_method)),
       int_args_(std::move(int_args)),
-      directory_(std::move(directory)) {
-  search_.fn = [dir = directory_.get()](const std::uint8_t* req, std::size_t n, std::string* out) {
-    return dir->search_by_vector(req, n, out);
+      directory_(std::move(directory)),
+      messages_(std::move(messages)) {
+  search_.fn = [dir = directory_.get(), msgs = messages_.get()](const std::uint8_t* req, std::size_t n,
+                                                                std::string* out) {
+    return front_end::answer_search_by_vector(*dir, *msgs, req, n, out);
   };
   search_.calls = &counters_.fast;
   search_.ns = &counters_.fast_ns;
@@ -324,6 +344,57 @@ void FrontEnd::set_health(const std::string& service, int status) {
 
 FrontEnd::~FrontEnd() { shutdown(0.0); }
 
+void FrontEnd::use_tls(std::string cert_pem, std::string key_pem, std::string client_ca_pem) {
+  if (server_) throw std::runtime_error("use_tls after start");
+  if (cert_pem.empty() || key_pem.empty()) throw std::invalid_argument("TLS needs a certificate and a key");
+  tls_cert_ = std::move(cert_pem);
+  tls_key_ = std::move(key_pem);
+  tls_client_ca_ = std::move(client_ca_pem);
+}
+
+void FrontEnd::set_auth(const std::vector<std::pair<std::string, int>>& tokens,
+                        const std::unordered_map<std::string, int>& method_ranks) {
+  auto table = std::make_shared<AuthTable>();
+  for (const auto& [digest, rank] : tokens) {
+    if (digest.size() != SHA256_DIGEST_LENGTH) throw std::invalid_argument("a token digest must be 32 bytes");
+    std::array<std::uint8_t, 32> d;
+    std::copy(digest.begin(), digest.end(), d.begin());
+    table->tokens.emplace_back(d, rank);
+  }
+  table->methods = method_ranks;
+  std::atomic_store(&auth_, std::shared_ptr<const AuthTable>(std::move(table)));
+}
+
+// The same rule as frameseek.auth.Authorizer: "authorization: Bearer <token>" (scheme in any
+// case, blanks around the token ignored), SHA-256 of the token compared with every digest in
+// constant time. A method missing from the table is not answered here.
+bool FrontEnd::authorized(const grpc::GenericCallbackServerContext& ctx) const {
+  const auto table = std::atomic_load(&auth_);
+  if (!table) return true;
+  const auto need = table->methods.find(ctx.method());
+  if (need == table->methods.end()) return false;
+  if (need->second == 0) return true;
+  const auto& md = ctx.client_metadata();
+  const auto range = md.equal_range("authorization");
+  if (range.first == range.second) return false;
+  std::string value = str(range.first->second);
+  static constexpr char kBearer[] = "bearer ";
+  constexpr std::size_t kBearerLen = sizeof(kBearer) - 1;
+  if (value.size() < kBearerLen) return false;
+  for (std::size_t i = 0; i < kBearerLen; ++i)
+    if (std::tolower(static_cast<unsigned char>(value[i])) != kBearer[i]) return false;
+  auto blank = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+  std::size_t b = kBearerLen, e = value.size();
+  while (b < e && blank(value[b])) ++b;
+  while (e > b && blank(value[e - 1])) --e;
+  std::uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(value.data() + b), e - b, digest);
+  int rank = 0;
+  for (const auto& [d, r] : table->tokens)  // every entry: the time does not tell which matched
+    if (CRYPTO_memcmp(d.data(), digest, sizeof digest) == 0) rank = r;
+  return rank >= need->second;
+}
+
 int FrontEnd::start() {
   if (server_) throw std::runtime_error("front end already started");
   grpc::ChannelArguments cargs;
@@ -336,7 +407,16 @@ int FrontEnd::start() {
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(address_, grpc::InsecureServerCredentials(), &port);
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!tls_cert_.empty()) {
+    grpc::SslServerCredentialsOptions opts(tls_client_ca_.empty()
+                                               ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                               : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    opts.pem_root_certs = tls_client_ca_;
+    opts.pem_key_cert_pairs.push_back({tls_key_, tls_cert_});
+    creds = grpc::SslServerCredentials(opts);
+  }
+  builder.AddListeningPort(address_, creds, &port);
   for (const auto& [name, value] : int_args_) builder.AddChannelArgument(name, value);
   builder.RegisterCallbackGenericService(service_.get());
   server_ = builder.BuildAndStart();

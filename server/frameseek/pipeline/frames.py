@@ -1,4 +1,4 @@
-"""Video / image -> timestamped, L2-normalised embeddings.
+"""Video / image -> timestamped, L2-normalised embeddings: one vector set per requested view.
 
     decode thread:   demux + decode -> time-grid sampling -> RGB at the model's input size
                      (one swscale pass) -> blank filter -> resize (only what did not arrive sized)
@@ -9,6 +9,11 @@ Decoding and inference overlap (PyAV, PIL and ONNX Runtime release the GIL), mem
 whatever the file's length (a 2-hour 1080p file holds at most `queue_size` small frames plus one
 decoded frame in flight), and the calling thread watches the cancel event and the decode
 timeouts, so a broken or hostile input never hangs the caller.
+
+What is embedded of each kept frame is declared, not coded: `SamplingSettings.views` lists the
+views (`frameseek.pipeline.views.View`: whole, mirrored, coarse, blurred, cropped ...), and the
+result holds one vector set per view name (`EmbeddedMedia.sets`). A caller that needs one vector
+per frame asks for one view and pays one model pass per frame.
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFilter
 
-from .embed import Embedder
-from .embed.spec import MIN_INPUT_SCALE
-from .media import (
+from ..config import SAMPLING, VIEWS
+from ..embed import Embedder
+from ..media import (
     BlankFilterSettings,
     Frame,
     MediaCancelled,
@@ -37,32 +42,31 @@ from .media import (
     analyse,
     open_decoder,
 )
-from .media.decode import Backend
-from .regions import REGION_MODES, Box, InsetDetector, InsetSettings, crop, gray_for_analysis, region_boxes
+from ..media.decode import Backend
+from ..regions import REGION_MODES, Box, InsetDetector, InsetSettings, gray_for_analysis, region_boxes
+from .views import FULL_VIEW, View, index_views, query_views, region_views
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, "int | None"], None]
+SampleCallback = Callable[[float, np.ndarray], None]  # on_sample(t, rgb) of embed_media
 
-#: Default sampling rates. References are indexed denser than queries are sampled so that the two
-#: time grids can never be more than 1/(2*3) s out of phase (vPDQ's every-N-th-frame grids lose
-#: sub-clips, speed changes and videos with an added intro for exactly that reason).
-REFERENCE_FPS = 3.0
-QUERY_FPS = 1.0
-#: Input scale of the coarse query view (`SamplingSettings.coarse_scale`; sscd_distilled: 144 px
-#: short side instead of 288). Copies degraded to little signal -- downscaled to 80x60, re-encoded
-#: at 32 kb/s or crushed into blocks by x264 at CRF 45+ -- match their source up to twice as far
-#: above the vote floor there, while clean copies match best at full scale; the query votes with
-#: whichever view matches (README "Copy detection", benchmarks/copydetect). 1/2 (the smallest input
-#: the engines take) replaced 2/3 after the four-seed harness: more copies at CRF 45 / 51 and a
-#: higher weakest copy on every seed, nothing lost.
-QUERY_COARSE_SCALE = 0.5
-#: Input scale of the references' coarse twins (`Settings.index_coarse_scale`): every indexed
-#: sample is embedded a second time at this scale and indexed beside its full-size vector, so the
-#: coarse query view meets coarse references. Crushed copies match their source far better coarse
-#: to coarse than coarse to full (x264 CRF 51, seed 7: median 0.29 -> 0.44 on one clip, while the
-#: best unrelated reference goes 0.25 -> 0.16); benchmarks/README.md "coarse twins".
-INDEX_COARSE_SCALE = 0.5
+#: Default sampling rates (declared with the server's settings, config.SamplingConfig: references
+#: are indexed denser than queries are sampled, so that the two grids stay in phase).
+REFERENCE_FPS = SAMPLING.default_fps
+QUERY_FPS = SAMPLING.query_fps
+#: Input scale of the coarse query views (`views.query_views`; config.ViewsConfig.query_coarse_scale).
+#: Copies degraded to little signal -- downscaled to 80x60, re-encoded at 32 kb/s or crushed into
+#: blocks by x264 at CRF 45+ -- match their source up to twice as far above the vote floor there,
+#: while clean copies match best at full scale; the query votes with whichever view matches
+#: (README "Copy detection", benchmarks/copydetect).
+QUERY_COARSE_SCALE = VIEWS.query_coarse_scale
+#: Input scale of the references' coarse twins (config.ViewsConfig.index_coarse_scale): every
+#: indexed sample is embedded a second time at this scale and indexed beside its full-size vector,
+#: so the coarse query view meets coarse references. Crushed copies match their source far better
+#: coarse to coarse than coarse to full (x264 CRF 51, seed 7: median 0.29 -> 0.44 on one clip,
+#: while the best unrelated reference goes 0.25 -> 0.16); benchmarks/README.md "coarse twins".
+INDEX_COARSE_SCALE = VIEWS.index_coarse_scale
 #: How long the inference stage waits for more frames to fill a batch, unless the embedder says
 #: otherwise (`batch_wait_s`: ONNX Runtime on the CPU sets 0, its cost per frame does not depend
 #: on the batch size).
@@ -81,16 +85,11 @@ class SamplingSettings:
     drop_blank: bool = True  # drop near-black / uniform / featureless frames (they never vote)
     dedup_threshold: float | None = None  # drop a sample whose cosine to the last kept one is >= this
     keyframes_only: bool = False  # decode key frames only (fast path; the grid is then as sparse as the GOP)
-    flip: bool = False  # also embed the mirrored frames (flip-robust queries)
-    # Also embed every kept frame (and its mirror, with `flip`) at this fraction of the model's
-    # input size: a coarse view. None = off. Skipped when the embedder's input has a fixed shape
-    # (no `scalable_input`). Must be in [MIN_INPUT_SCALE, 1).
-    coarse_scale: float | None = None
-    # Also embed every kept frame after a Gaussian blur of this many pixels (at the model's input
-    # size): a deblocking view. Heavy compression turns a frame into blocks of flat colour whose
-    # edges the model reads as content; the blur removes them. None = off. CPU frames only (a
-    # frame that stays on the GPU for TensorRT gets no such view).
-    deblock_sigma: float | None = None
+    # What is embedded of every kept frame, one vector set each (EmbeddedMedia.sets); the first is
+    # the primary view (EmbeddedMedia.vectors, the one near-duplicate dropping compares). A view
+    # the embedder cannot take (a coarse one on a fixed input shape; a blur or crop of a frame
+    # that stays on the GPU) is skipped with a log line and has no set.
+    views: tuple[View, ...] = (FULL_VIEW,)
     # Query regions (frameseek.regions): "off"; "auto" = detect a picture-in-picture inset over the
     # sampled frames and, when there is one, embed its crop of every kept frame too; "on" = the
     # inset (if any) plus a fixed grid of 5 crops. The crops are taken in a second decode pass,
@@ -108,12 +107,16 @@ class SamplingSettings:
             raise ValueError("queue_size must be >= 1")
         if self.regions not in REGION_MODES:
             raise ValueError(f"regions must be one of {REGION_MODES}")
-        if self.coarse_scale is not None and not MIN_INPUT_SCALE <= self.coarse_scale < 1.0:
-            raise ValueError(f"coarse_scale must be None or in [{MIN_INPUT_SCALE}, 1)")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError("max_samples must be None or >= 1")
-        if self.deblock_sigma is not None and not 0 < self.deblock_sigma <= 16:
-            raise ValueError("deblock_sigma must be None or in (0, 16] pixels")
+        self.views = tuple(self.views)
+        if not self.views:
+            raise ValueError("views must name at least one view")
+        names = [v.name for v in self.views]
+        if len(set(names)) != len(names):
+            raise ValueError(f"view names must be distinct: {names}")
+        if any(n.startswith("region") for n in names):
+            raise ValueError("view names starting with 'region' are the query regions' (regions=...)")
 
     def grid_fps(self, duration: float | None) -> float:
         """The sampling rate for a clip of `duration` seconds: `fps`, lowered to max_samples /
@@ -124,22 +127,25 @@ class SamplingSettings:
         return self.fps
 
     @classmethod
-    def reference(cls, **kw: Any) -> "SamplingSettings":
-        """Defaults for videos being indexed (denser grid)."""
-        return cls(fps=kw.pop("fps", REFERENCE_FPS), **kw)
+    def reference(cls, **kw: Any) -> SamplingSettings:
+        """Defaults for videos being indexed (denser grid; the frame and its coarse twin)."""
+        return cls(fps=kw.pop("fps", REFERENCE_FPS), views=kw.pop("views", index_views()), **kw)
 
     @classmethod
-    def query(cls, **kw: Any) -> "SamplingSettings":
-        """Defaults for query clips (1 fps, with the coarse view)."""
-        return cls(fps=kw.pop("fps", QUERY_FPS), coarse_scale=kw.pop("coarse_scale", QUERY_COARSE_SCALE), **kw)
+    def query(cls, **kw: Any) -> SamplingSettings:
+        """Defaults for query clips (1 fps; whole, mirrored, coarse views: `views.query_views`)."""
+        return cls(fps=kw.pop("fps", QUERY_FPS), views=kw.pop("views", query_views()), **kw)
 
 
 @dataclass
 class EmbeddedMedia:
-    """The embeddings of one video or image."""
+    """The embeddings of one video or image: one vector set per view, rows aligned with `timestamps`."""
 
     timestamps: np.ndarray  # float64[n], seconds from the stream start
-    vectors: np.ndarray  # float32[n, dim], L2-normalised
+    # view name -> float32[n, dim], L2-normalised: the requested views that the embedder could
+    # take, in SamplingSettings.views order (the primary view first), then the query regions'
+    # crops ("region0", "region1" ..., one per entry of `regions`)
+    sets: dict[str, np.ndarray]
     duration: float  # seconds (0 for still images)
     width: int
     height: int
@@ -149,29 +155,28 @@ class EmbeddedMedia:
     stats: dict[str, Any]  # timings (s) and counters
     codec: str = ""
     source_fps: float | None = None
-    flip_vectors: np.ndarray | None = None  # float32[n, dim] when SamplingSettings.flip
     sample_fps: float | None = None  # the sampling grid's rate (SamplingSettings.grid_fps); None: every frame
     dropped_blank: int = 0
     dropped_duplicates: int = 0
-    # SamplingSettings.regions: one float32[n, dim] per embedded region (rows = the kept frames),
-    # with its (kind, normalised box); kind "inset" (detected) or "grid" (fixed)
-    region_vectors: list[np.ndarray] = field(default_factory=list)
+    # SamplingSettings.regions: the embedded regions, (kind, normalised box); kind "inset"
+    # (detected) or "grid" (fixed); region j's vectors are sets[f"region{j}"]
     regions: list[tuple[str, Box]] = field(default_factory=list)
-    # SamplingSettings.coarse_scale: float32[n, dim] of the frames at that input scale (and of
-    # their mirrors with flip); None when off or the embedder's input cannot be scaled
-    coarse_vectors: np.ndarray | None = None
-    coarse_flip_vectors: np.ndarray | None = None
-    # SamplingSettings.deblock_sigma: float32[n, dim] of the blurred frames; None when off
-    deblock_vectors: np.ndarray | None = None
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The primary view's vectors (SamplingSettings.views[0], the whole frame by default)."""
+        return next(iter(self.sets.values()))
 
     @property
     def views(self) -> list[np.ndarray]:
-        """Every vector set of the kept frames, rows aligned with `timestamps`: whole frame first,
-        then mirrored, coarse, coarse mirrored, deblocked, region crops (those present). The query
-        views of `frameseek.matching.search_neighbors`."""
-        extra = [self.flip_vectors, self.coarse_vectors, self.coarse_flip_vectors, self.deblock_vectors]
-        return [self.vectors, *(v for v in extra if v is not None and len(v) == len(self.vectors)),
-                *self.region_vectors]
+        """Every vector set, primary first, in the order their kNN results sit side by side
+        (`frameseek.matching.search_views`)."""
+        return list(self.sets.values())
+
+    @property
+    def region_vectors(self) -> list[np.ndarray]:
+        """The query regions' vector sets, in the order of `regions`."""
+        return [self.sets[f"region{j}"] for j in range(len(self.regions))]
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])
@@ -183,16 +188,7 @@ _DONE = object()
 @dataclass
 class _Item:
     t: float
-    image: Any  # resized model input (numpy or CUDA tensor)
-    flipped: Any = None
-    coarse: Any = None  # at SamplingSettings.coarse_scale
-    coarse_flipped: Any = None
-    deblocked: Any = None  # after SamplingSettings.deblock_sigma
-
-
-def gaussian_blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
-    """`rgb` (HxWx3 uint8, host memory) under a Gaussian blur of `sigma` pixels."""
-    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).filter(ImageFilter.GaussianBlur(sigma)))
+    inputs: dict[str, Any]  # view name -> model input (numpy or CUDA tensor)
 
 
 def _blank_verdict(frame: Frame, settings: BlankFilterSettings):
@@ -226,22 +222,31 @@ def _reopen(source: Any) -> Any | None:
     return None
 
 
-def _embed_regions(source: Any, embedder: Embedder, sampling: SamplingSettings, sample_fps: float | None,
-                   limits: MediaLimits, cancel: threading.Event | None, times: list[float], fallback: np.ndarray,
-                   boxes: list[tuple[str, Box]], t_start: float) -> list[np.ndarray]:
-    """Second decode pass: crop `boxes` out of the frames kept by the first pass (matched by
-    presentation time on the same sampling grid) and embed them. A frame the second pass does
-    not meet (it should not happen: decoding is deterministic) keeps its whole-frame vector."""
+def _embed_regions(
+    source: Any,
+    embedder: Embedder,
+    sampling: SamplingSettings,
+    sample_fps: float | None,
+    limits: MediaLimits,
+    cancel: threading.Event | None,
+    times: list[float],
+    fallback: np.ndarray,
+    crops: tuple[View, ...],
+    t_start: float,
+) -> list[np.ndarray]:
+    """Second decode pass: embed the `crops` views of the frames kept by the first pass (matched
+    by presentation time on the same sampling grid). A frame the second pass does not meet (it
+    should not happen: decoding is deterministic) keeps its whole-frame vector."""
     row = {round(t, 6): i for i, t in enumerate(times)}
-    out = [fallback.copy() for _ in boxes]
+    out = [fallback.copy() for _ in crops]
     decoder = _open_guarded(source, limits, sampling.decoder, cancel)
     abort = threading.Event()
     batch_size = max(1, int(getattr(embedder, "batch_size", 16)))
     pending_rows: list[int] = []
-    pending: list[list[Any]] = [[] for _ in boxes]
+    pending: list[list[Any]] = [[] for _ in crops]
 
     def flush() -> None:
-        for j in range(len(boxes)):
+        for j in range(len(crops)):
             v = embedder.embed_preprocessed(pending[j])
             out[j][pending_rows] = v
             pending[j].clear()
@@ -252,14 +257,15 @@ def _embed_regions(source: Any, embedder: Embedder, sampling: SamplingSettings, 
             if cancel is not None and cancel.is_set():
                 raise MediaCancelled()
             if limits.decode_timeout_s is not None and time.perf_counter() - t_start > limits.decode_timeout_s:
-                raise MediaError(MediaErrorReason.DECODE_TIMEOUT,
-                                 f"decoding took longer than {limits.decode_timeout_s:g} s")
+                raise MediaError(
+                    MediaErrorReason.DECODE_TIMEOUT, f"decoding took longer than {limits.decode_timeout_s:g} s"
+                )
             i = row.pop(round(frame.t, 6), None)
             if i is None:
                 continue  # blank or near-duplicate in the first pass
             pixels = frame.to_numpy() if frame.on_gpu else frame.image
-            for j, (_, box) in enumerate(boxes):
-                pending[j].append(embedder.preprocess([crop(pixels, box)])[0])
+            for j, view in enumerate(crops):
+                pending[j].append(view.apply(pixels, embedder))
             pending_rows.append(i)
             if len(pending_rows) >= batch_size:
                 flush()
@@ -309,9 +315,14 @@ def embed_media(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     limits: MediaLimits | None = None,
+    on_sample: SampleCallback | None = None,
 ) -> EmbeddedMedia:
-    """Decode, sample, filter and embed `source`. Raises `MediaError` (reason CANCELLED when
-    `cancel` is set, DECODE_TIMEOUT when decoding stalls or exceeds the limits)."""
+    """Decode, sample, filter and embed `source`: one vector set per view of `sampling.views` (and
+    per query region). Raises `MediaError` (reason CANCELLED when `cancel` is set, DECODE_TIMEOUT
+    when decoding stalls or exceeds the limits). `on_sample(t, rgb)`
+    sees, on the decode thread, every sample that goes on to be embedded (blank frames are not
+    passed; near-duplicates dropped by `dedup_threshold` are), as RGB uint8 HxWx3 as decoded
+    (already downscaled towards the model's input size): thumbnails without a second decode."""
     sampling = sampling or SamplingSettings()
     limits = limits or MediaLimits()
     t_start = time.perf_counter()
@@ -342,12 +353,15 @@ def embed_media(
     # The model's input size, so the decoder can downscale while converting to RGB (one swscale
     # pass instead of a full-size conversion plus a PIL resize on this thread).
     size_hint = getattr(embedder, "input_size", None)
-    coarse = sampling.coarse_scale if sampling.coarse_scale and getattr(embedder, "scalable_input", False) else None
-    if sampling.coarse_scale and coarse is None:
-        log.info("coarse query view skipped: %s has a fixed input size", getattr(embedder, "name", "the embedder"))
-    deblock = sampling.deblock_sigma if sampling.deblock_sigma and not gpu_input else None
-    if sampling.deblock_sigma and deblock is None:
-        log.info("deblocking query view skipped: the frames stay on the GPU")
+    views: list[View] = []
+    for view in sampling.views:
+        why = view.unavailable(embedder, gpu_input)
+        if why is None:
+            views.append(view)
+        elif view is sampling.views[0]:
+            raise ValueError(f"the primary view {view.name!r} cannot be embedded: {why}")
+        else:
+            log.info("view %r skipped: %s", view.name, why)
 
     def produce() -> None:
         try:
@@ -373,15 +387,9 @@ def embed_media(
                 pixels = frame.image
                 if frame.on_gpu and not gpu_input:
                     pixels = frame.to_numpy()  # NVDEC decoded, but the embedder runs on the CPU
-                image = embedder.preprocess([pixels])[0]
-                flipped = embedder.preprocess([pixels], flip=True)[0] if sampling.flip else None
-                item = _Item(frame.t, image, flipped)
-                if coarse is not None:
-                    item.coarse = embedder.preprocess([pixels], scale=coarse)[0]
-                    if sampling.flip:
-                        item.coarse_flipped = embedder.preprocess([pixels], flip=True, scale=coarse)[0]
-                if deblock:
-                    item.deblocked = embedder.preprocess([gaussian_blur(pixels, deblock)])[0]
+                if on_sample is not None:
+                    on_sample(frame.t, frame.to_numpy() if frame.on_gpu and gpu_input else pixels)
+                item = _Item(frame.t, {view.name: view.apply(pixels, embedder) for view in views})
                 timings["preprocess_s"] += time.perf_counter() - t1
                 if not put(item):
                     return
@@ -393,11 +401,8 @@ def embed_media(
     worker.start()
 
     times: list[float] = []
-    vecs: list[np.ndarray] = []
-    fvecs: list[np.ndarray] = []
-    cvecs: list[np.ndarray] = []
-    cfvecs: list[np.ndarray] = []
-    dvecs: list[np.ndarray] = []
+    rows: dict[str, list[np.ndarray]] = {view.name: [] for view in views}
+    primary = views[0].name
     dropped_dup = 0
     last_kept: np.ndarray | None = None
     batch_size = max(1, int(getattr(embedder, "batch_size", 16)))
@@ -457,30 +462,18 @@ def embed_media(
             if not batch:
                 continue
             t0 = time.perf_counter()
-            out = embedder.embed_preprocessed([b.image for b in batch])
-            fout = embedder.embed_preprocessed([b.flipped for b in batch]) if sampling.flip else None
-            cout = embedder.embed_preprocessed([b.coarse for b in batch]) if coarse is not None else None
-            cfout = (embedder.embed_preprocessed([b.coarse_flipped for b in batch])
-                     if coarse is not None and sampling.flip else None)
-            dout = embedder.embed_preprocessed([b.deblocked for b in batch]) if deblock else None
+            out = {name: embedder.embed_preprocessed([b.inputs[name] for b in batch]) for name in rows}
             timings["embed_s"] += time.perf_counter() - t0
             for i, b in enumerate(batch):
-                v = out[i]
+                v = out[primary][i]
                 if sampling.dedup_threshold is not None and last_kept is not None:
                     if float(np.dot(v, last_kept)) >= sampling.dedup_threshold:
                         dropped_dup += 1
                         continue
                 last_kept = v
                 times.append(b.t)
-                vecs.append(v)
-                if fout is not None:
-                    fvecs.append(fout[i])
-                if cout is not None:
-                    cvecs.append(cout[i])
-                if cfout is not None:
-                    cfvecs.append(cfout[i])
-                if dout is not None:
-                    dvecs.append(dout[i])
+                for name, kept in rows.items():
+                    kept.append(out[name][i])
             if progress is not None:
                 progress(len(times) + dropped_dup + counters["blank"], estimated)
     except BaseException:
@@ -499,8 +492,8 @@ def embed_media(
 
     st = decoder.stats
     dim = int(embedder.dim)
+    sets = {name: _stack(kept, dim) for name, kept in rows.items()}
     regions: list[tuple[str, Box]] = []
-    region_vectors: list[np.ndarray] = []
     if detector is not None and times:
         t0 = time.perf_counter()
         inset = detector.detect()
@@ -510,9 +503,11 @@ def embed_media(
             log.info("query regions skipped: the source cannot be read twice")
             regions = []
         if regions:
-            whole = np.stack(vecs).astype(np.float32)
-            region_vectors = _embed_regions(again, embedder, sampling, sample_fps, limits, cancel, times, whole,
-                                            regions, t_start)
+            crops = region_views(regions)
+            crop_sets = _embed_regions(
+                again, embedder, sampling, sample_fps, limits, cancel, times, sets[primary], crops, t_start
+            )
+            sets.update((view.name, v) for view, v in zip(crops, crop_sets, strict=True))
         timings["regions_s"] = timings.get("regions_s", 0.0) + time.perf_counter() - t0
     if info.is_image:
         duration = 0.0
@@ -533,7 +528,7 @@ def embed_media(
     )
     return EmbeddedMedia(
         timestamps=np.asarray(times, np.float64),
-        vectors=np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32),
+        sets=sets,
         duration=float(duration),
         width=info.width,
         height=info.height,
@@ -544,16 +539,9 @@ def embed_media(
         codec=info.codec,
         source_fps=info.fps,
         sample_fps=sample_fps if sample_fps and sample_fps > 0 else None,
-        flip_vectors=(np.stack(fvecs).astype(np.float32) if fvecs else np.zeros((0, dim), np.float32))
-        if sampling.flip
-        else None,
         dropped_blank=counters["blank"],
         dropped_duplicates=dropped_dup,
-        region_vectors=region_vectors,
         regions=regions,
-        coarse_vectors=_stack(cvecs, dim) if coarse is not None else None,
-        coarse_flip_vectors=_stack(cfvecs, dim) if coarse is not None and sampling.flip else None,
-        deblock_vectors=_stack(dvecs, dim) if deblock else None,
     )
 
 
@@ -561,4 +549,12 @@ def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
 
 
-__all__ = ["EmbeddedMedia", "SamplingSettings", "embed_media", "REFERENCE_FPS", "QUERY_FPS", "QUERY_COARSE_SCALE"]
+__all__ = [
+    "EmbeddedMedia",
+    "SamplingSettings",
+    "embed_media",
+    "REFERENCE_FPS",
+    "QUERY_FPS",
+    "QUERY_COARSE_SCALE",
+    "INDEX_COARSE_SCALE",
+]

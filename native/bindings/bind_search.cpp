@@ -1,0 +1,137 @@
+// frameseek._native.SearchDirectory: the one vector search (see search_directory.hpp), and the
+// bounds and defaults of its options (MAX_K, ...), which Python reads from here.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include "bind_common.hpp"
+#include "bindings.hpp"
+#include "frameseek/hnsw_index.hpp"
+#include "frameseek/search_directory.hpp"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace frameseek::bindings {
+
+namespace {
+
+// Keeps a Python object (the HnswIndex) alive for as long as a search may use it; the last
+// reference may drop on a gRPC thread, which then takes the GIL to release it.
+std::shared_ptr<void> keep_alive(py::object obj) {
+  return std::shared_ptr<void>(new py::object(std::move(obj)), [](void* p) {
+    py::gil_scoped_acquire gil;
+    delete static_cast<py::object*>(p);
+  });
+}
+
+using U64Array = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>;
+
+std::unordered_set<std::uint64_t> id_set(const U64Array& a) {
+  if (a.ndim() != 1) throw py::value_error("video ids must be 1-D");
+  return {a.data(), a.data() + a.size()};
+}
+
+constexpr const char* kDirectoryDoc = R"doc(The server's vector search: collections (id, name, model,
+live HnswIndex) and videos (collection, per-sample timestamps), pushed from the storage's commits
+(frameseek.service.search keeps it), and nearest_videos(). The native front end answers
+SearchByVector from the same directory.)doc";
+
+constexpr const char* kNearestDoc = R"doc(The best videos for one query vector, best
+first: [(video id, score, [(timestamp, score), ...])], at most k videos (0 = DEFAULT_K) with up
+to `matches` timestamps each (0 = 1), best first.
+A frame kNN of max(k * matches * 4, 32) grouped by video, topped up by a group-by search when it
+yields fewer than k videos although it came back full; one-match searches skip the kNN on a
+collection where it rarely suffices (KNN_MISS_SKIP, KNN_PROBE_EVERY). `videos`: only these video
+ids (an empty array finds nothing); `exclude`: never these (asked for on top of k). The query
+(float32[dim]) is normalised here for the IP metric. Runs without the GIL. ValueError (reason
+OPTIONS_OUT_OF_RANGE, DIMENSION_MISMATCH, NON_FINITE_VECTOR or ZERO_VECTOR) when it cannot search;
+KeyError for an unknown collection id.)doc";
+
+const char* reason(QueryError e) {
+  switch (e) {
+    case QueryError::kOptions: return "OPTIONS_OUT_OF_RANGE";
+    case QueryError::kDimension: return "DIMENSION_MISMATCH";
+    case QueryError::kNonFinite: return "NON_FINITE_VECTOR";
+    case QueryError::kZero: return "ZERO_VECTOR";
+    default: return "";
+  }
+}
+
+}  // namespace
+
+void bind_search(py::module_& m) {
+  m.attr("SAMPLE_BITS") = py::int_(kSampleBits);
+  m.attr("MAX_K") = py::int_(kMaxK);
+  m.attr("DEFAULT_K") = py::int_(kDefaultK);
+  m.attr("MAX_MATCHES_PER_VIDEO") = py::int_(kMaxMatchesPerVideo);
+  m.attr("MAX_EF") = py::int_(kMaxEf);
+  m.attr("KNN_MISS_SKIP") = py::float_(kKnnMissSkip);
+  m.attr("KNN_PROBE_EVERY") = py::int_(kKnnProbeEvery);
+
+  py::class_<SearchDirectory, std::shared_ptr<SearchDirectory>>(m, "SearchDirectory", kDirectoryDoc)
+      .def(py::init<>())
+      .def(
+          "put_collection",
+          [](SearchDirectory& d, const std::string& name, std::uint32_t id, const std::string& model,
+             bool is_default, py::object index) {
+            auto c = std::make_shared<DirectoryCollection>();
+            c->name = name;
+            c->id = id;
+            c->model = model;
+            c->is_default = is_default;
+            c->index = &index.cast<const HnswIndex&>();
+            c->owner = keep_alive(index);
+            d.put_collection(std::move(c));
+          },
+          "name"_a, "id"_a, "model"_a, "is_default"_a, "index"_a)
+      .def("remove_collection", &SearchDirectory::remove_collection, "id"_a)
+      .def(
+          "put_video",
+          [](SearchDirectory& d, std::uint64_t video_id, std::uint32_t collection_id,
+             py::array_t<double, py::array::c_style | py::array::forcecast> timestamps) {
+            if (timestamps.ndim() != 1) throw py::value_error("timestamps must be 1-D");
+            auto v = std::make_shared<DirectoryVideo>();
+            v->collection_id = collection_id;
+            v->timestamps.assign(timestamps.data(), timestamps.data() + timestamps.size());
+            d.put_video(video_id, std::move(v));
+          },
+          "video_id"_a, "collection_id"_a, "timestamps"_a)
+      .def("remove_video", &SearchDirectory::remove_video, "video_id"_a)
+      .def_property("ready", &SearchDirectory::ready, &SearchDirectory::set_ready)
+      .def_property_readonly("video_count", &SearchDirectory::videos)
+      .def_property_readonly("collection_count", &SearchDirectory::collections)
+      .def(
+          "nearest_videos",
+          [](const SearchDirectory& d, std::uint32_t collection_id,
+             py::array_t<float, py::array::c_style | py::array::forcecast> query, int k, int matches,
+             float min_score, int ef, std::optional<U64Array> videos, std::optional<U64Array> exclude) {
+            auto coll = d.collection(collection_id);
+            if (!coll || !coll->index) throw py::key_error("collection " + std::to_string(collection_id));
+            if (query.ndim() != 1) throw py::value_error("query must be 1-D");
+            std::optional<std::unordered_set<std::uint64_t>> only, skip;
+            if (videos) only = id_set(*videos);
+            if (exclude) skip = id_set(*exclude);
+            NearestOptions o;
+            o.k = k;
+            o.matches = matches;
+            o.min_score = min_score;
+            o.ef = ef;
+            o.videos = only ? &*only : nullptr;
+            o.exclude = skip ? &*skip : nullptr;
+            std::vector<VideoHit> hits;
+            QueryError err;
+            {
+              py::gil_scoped_release release;
+              err = d.nearest_videos(*coll, query.data(), static_cast<std::size_t>(query.size()), o, &hits);
+            }
+            if (err != QueryError::kNone) throw py::value_error(reason(err));
+            py::list out(hits.size());
+            for (std::size_t i = 0; i < hits.size(); ++i)
+              out[i] = py::make_tuple(hits[i].video_id, hits[i].score, py::cast(hits[i].matches));
+            return out;
+          },
+          "collection_id"_a, "query"_a, "k"_a = 0, "matches"_a = 0, "min_score"_a = 0.0f, "ef"_a = 0,
+          "videos"_a = py::none(), "exclude"_a = py::none(), kNearestDoc);
+}
+
+}  // namespace frameseek::bindings

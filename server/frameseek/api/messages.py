@@ -1,0 +1,234 @@
+"""frameseek.v1 messages <-> the service's records: `Translator` (records -> protos, with the
+search responses encoded by the native front end's encoder on the hot path) and the request conversions (protos -> the
+service's arguments, resource names parsed into ids)."""
+
+from __future__ import annotations
+
+import time
+
+from .. import _native
+from ..service import CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, SearchOptions
+from ..storage import CollectionRecord, JobRecord, VideoRecord
+from ..v1 import frameseek_pb2 as pb
+from .names import collection_name, job_name, parse_collection, parse_video, video_name
+
+_METRIC = {"ip": pb.METRIC_COSINE, "l2": pb.METRIC_L2}
+#: Collection.metric -> the service's metric names (an unknown number is refused by the service)
+METRIC_IN = {pb.METRIC_UNSPECIFIED: "ip", pb.METRIC_COSINE: "ip", pb.METRIC_L2: "l2"}
+#: VideoQuery.region_search -> SamplingSettings.regions (None = the server's setting; an unknown
+#: value from a newer client is refused by the service as INVALID_ARGUMENT)
+REGION_SEARCH = {
+    pb.REGION_SEARCH_UNSPECIFIED: None,
+    pb.REGION_SEARCH_OFF: "off",
+    pb.REGION_SEARCH_AUTO: "auto",
+    pb.REGION_SEARCH_ON: "on",
+}
+_POLICY = {
+    pb.DUPLICATE_POLICY_UNSPECIFIED: "ALLOW",
+    pb.DUPLICATE_POLICY_ALLOW: "ALLOW",
+    pb.DUPLICATE_POLICY_REPORT: "REPORT",
+    pb.DUPLICATE_POLICY_REJECT: "REJECT",
+}
+_JOB_STATE = {
+    "QUEUED": pb.INGEST_JOB_STATE_QUEUED,
+    "RUNNING": pb.INGEST_JOB_STATE_RUNNING,
+    "SUCCEEDED": pb.INGEST_JOB_STATE_SUCCEEDED,
+    "FAILED": pb.INGEST_JOB_STATE_FAILED,
+}
+
+
+def _ts(msg, seconds: float) -> None:
+    if seconds:
+        msg.FromNanoseconds(int(seconds * 1e9))
+
+
+class Translator:
+    """Records -> protos."""
+
+    def __init__(self, service: FrameSeekService):
+        self.collection_id_of = service.collections.id_of
+        self._videos: dict[int, tuple[VideoRecord, pb.Video]] = {}
+        self._video_bytes: dict[int, tuple[VideoRecord, bytes]] = {}
+
+    def collection(self, rec: CollectionRecord, counts: tuple[int, int, float] | None = None) -> pb.Collection:
+        c = pb.Collection(
+            name=collection_name(rec.name),
+            description=rec.description,
+            model=rec.model,
+            dimension=rec.dimension,
+            metric=_METRIC.get(rec.metric, pb.METRIC_UNSPECIFIED),
+            sampling=pb.SamplingSettings(
+                fps=rec.sampling.get("fps", 0),
+                keep_blank_frames=rec.sampling.get("keep_blank_frames", False),
+                dedup_threshold=rec.sampling.get("dedup_threshold", 0),
+                keyframes_only=rec.sampling.get("keyframes_only", False),
+            ),
+            index=pb.IndexSettings(
+                m=rec.index.get("m", 0),
+                ef_construction=rec.index.get("ef_construction", 0),
+                ef_search=rec.index.get("ef_search", 0),
+            ),
+            is_default=rec.is_default,
+        )
+        if counts:
+            c.video_count, c.sample_count = counts[0], counts[1]
+        _ts(c.create_time, rec.create_time)
+        return c
+
+    def video(self, v: VideoRecord) -> pb.Video:
+        """Videos are immutable once indexed, so search results reuse one message per video."""
+        cached = self._videos.get(v.id)
+        if cached is None or cached[0] is not v:
+            if len(self._videos) > 100_000:
+                self._videos.clear()
+            cached = self._videos[v.id] = (v, self._video(v))
+        return cached[1]
+
+    def _video(self, v: VideoRecord) -> pb.Video:
+        out = pb.Video(
+            name=video_name(self.collection_id_of(v.collection_id), v.id),
+            external_key=v.external_key,
+            labels=v.labels,
+            kind=pb.MEDIA_KIND_IMAGE if v.kind == "image" else pb.MEDIA_KIND_VIDEO,
+            duration_seconds=v.duration,
+            width=v.width,
+            height=v.height,
+            sample_count=v.sample_count,
+            size_bytes=v.size_bytes,
+            content_sha256=v.content_sha256,
+            filename=v.filename,
+            model=v.model,
+            ingest_realtime_factor=v.realtime_factor,
+            state=pb.VIDEO_STATE_DAMAGED if v.state == "damaged" else pb.VIDEO_STATE_ACTIVE,
+        )
+        _ts(out.create_time, v.create_time)
+        return out
+
+    def job(self, j: JobRecord) -> pb.IngestJob:
+        out = pb.IngestJob(
+            name=job_name(j.id),
+            state=_JOB_STATE[j.state.value],
+            collection=collection_name(self.collection_id_of(j.collection_id)),
+            samples_done=j.samples_done,
+            samples_total=j.samples_total,
+            request_id=j.request_id,
+        )
+        if j.state.value == "SUCCEEDED":
+            out.progress = 1.0
+        elif j.samples_total:
+            out.progress = min(1.0, j.samples_done / j.samples_total)
+            elapsed = time.time() - j.create_time
+            if j.samples_done and elapsed > 0:
+                out.estimated_seconds_remaining = elapsed / j.samples_done * max(0, j.samples_total - j.samples_done)
+        if j.video_id is not None and j.state.value == "SUCCEEDED":
+            out.video = video_name(self.collection_id_of(j.collection_id), j.video_id)
+        if j.state.value == "FAILED":
+            out.error.CopyFrom(pb.JobError(code=j.error_code, reason=j.error_reason, message=j.error_message))
+        _ts(out.create_time, j.create_time)
+        _ts(out.update_time, j.update_time)
+        return out
+
+    def video_bytes(self, v: VideoRecord) -> bytes:
+        """The serialised Video message of a video (cached like video())."""
+        cached = self._video_bytes.get(v.id)
+        if cached is None or cached[0] is not v:
+            if len(self._video_bytes) > self.VIDEO_CACHE:
+                self._video_bytes.clear()
+            cached = self._video_bytes[v.id] = (v, self._video(v).SerializeToString())
+        return cached[1]
+
+    VIDEO_CACHE = 100_000
+
+    def warm(self, videos: list[VideoRecord]) -> int:
+        """Encode the Video messages of `videos` ahead of the first searches (each costs ~20 us the
+        first time a search returns it; a fresh process would otherwise pay that on its first
+        ~50k hits). Returns how many were encoded."""
+        n = 0
+        for v in videos[: self.VIDEO_CACHE]:
+            self.video_bytes(v)
+            n += 1
+        return n
+
+    def hits_bytes(self, hits: list[Hit], model: str) -> bytes:
+        """hits() already serialised, by the native front end's encoder (`_native.
+        encode_search_response`: the search RPCs' hottest path, where protobuf objects cost more
+        than the search; byte-identical to protobuf's, tests/server/test_fast_path.py); the search
+        RPCs return these bytes, which their response serializer passes through (server.add_servicer)."""
+        return _native.encode_search_response([(self.video_bytes(h.video), h.score, h.matches) for h in hits], model)
+
+    def hits(self, hits: list[Hit], model: str) -> pb.SearchResponse:
+        return pb.SearchResponse(
+            model=model,
+            hits=[
+                pb.VideoHit(
+                    video=self.video(h.video),
+                    score=h.score,
+                    matches=[pb.FrameMatch(timestamp_seconds=t, score=s) for t, s in h.matches],
+                )
+                for h in hits
+            ],
+        )
+
+    def copy(self, c: CopyMatch) -> pb.VideoCopyMatch:
+        return pb.VideoCopyMatch(
+            video=self.video(c.video),
+            score=c.score,
+            query_coverage=c.query_coverage,
+            reference_coverage=c.reference_coverage,
+            offset_seconds=c.offset,
+            speed=c.speed,
+            segments=[
+                pb.AlignedSegment(
+                    query_start_seconds=s.query_start,
+                    query_end_seconds=s.query_end,
+                    reference_start_seconds=s.ref_start,
+                    reference_end_seconds=s.ref_end,
+                    score=s.score,
+                )
+                for s in c.segments
+            ],
+        )
+
+    def ingest(self, r: IngestResult) -> pb.IngestVideoResponse:
+        out = pb.IngestVideoResponse(
+            job=self.job(r.job), already_exists=r.already_exists, copies=[self.copy(c) for c in r.copies]
+        )
+        if r.video is not None:
+            out.video.CopyFrom(self.video(r.video))
+        return out
+
+
+def metric(value: int) -> str:
+    return METRIC_IN.get(value, f"unknown({value})")
+
+
+def ingest_request(m: pb.IngestMetadata) -> IngestRequest:
+    return IngestRequest(
+        collection=parse_collection(m.parent),
+        external_key=m.external_key,
+        labels=dict(m.labels),
+        request_id=m.request_id,
+        filename=m.filename,
+        server_path=m.server_path,
+        size_bytes=m.size_bytes,
+        duplicate_policy=_POLICY.get(m.duplicate_policy, "?"),
+        duplicate_threshold=m.duplicate_threshold,
+        return_job=m.return_job,
+    )
+
+
+def video_ids(names) -> list[tuple[str, int]]:
+    return [parse_video(n, field="filter.videos") for n in names]
+
+
+def search_options(o: pb.SearchOptions) -> SearchOptions:
+    f = o.filter
+    return SearchOptions(
+        k=o.k,
+        min_score=o.min_score if o.min_score else float("-inf"),
+        max_matches_per_video=o.max_matches_per_video,
+        ef=o.ef,
+        labels=dict(f.labels),
+        videos=video_ids(f.videos) if f.videos else [],
+        exclude_videos=video_ids(f.exclude_videos) if f.exclude_videos else [],
+    )

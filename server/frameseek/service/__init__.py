@@ -1,0 +1,184 @@
+"""The service layer: frameseek's business logic, independent of any protocol.
+
+`FrameSeekService` is a thin facade over one module per verb family, which share a `Core`
+(settings, storage, embedder, thread pools, readiness):
+
+    collections.py   collections and the videos in them (create, resolve, list, delete, counts)
+    ingest.py        ingest + jobs (admission, idempotency, spooled uploads, resumption, progress)
+    search.py        search by vector, image and video clip
+    stats.py         GetStats
+
+It takes ids (collection ids such as 'default', video ids, job ids), never resource names, and
+raises `frameseek.errors.ServiceError` (an ErrorCode + reason); the API layer (frameseek/api)
+translates names, pages and uploads, and maps errors onto gRPC statuses in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import structlog
+
+from .. import metrics
+from ..config import Settings
+from ..storage import NotFound, Storage
+from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Videos
+from .core import Core
+from .ingest import Ingest
+from .search import MAX_K, Search
+from .stats import stats
+from .types import CopyMatch, Hit, IngestRequest, IngestResult, SearchOptions, Segment, VideoSearchResult
+
+log = structlog.get_logger("frameseek.service")
+
+__all__ = [
+    "COLLECTION_ID_RE",
+    "DEFAULT_COLLECTION",
+    "MAX_K",
+    "CopyMatch",
+    "FrameSeekService",
+    "Hit",
+    "IngestRequest",
+    "IngestResult",
+    "SearchOptions",
+    "Segment",
+    "VideoSearchResult",
+]
+
+
+class FrameSeekService:
+    """Create, then `await start()`; calls before the storage is loaded raise UNAVAILABLE
+    (reason NOT_READY). The verb families: `.collections`, `.videos`, `.ingest`, `.search`."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None, embedder: Any = None):
+        self.core = core = Core(settings, storage, embedder)
+        self.collections = Collections(core)
+        self.videos = Videos(core, self.collections)
+        self.search = Search(core, self.collections, self.videos)
+        self.ingest = Ingest(core, self.collections, self.search)
+
+    # the shared state callers look at
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+    @property
+    def storage(self):
+        return self.core.storage
+
+    @property
+    def replica(self) -> bool:
+        return self.core.replica
+
+    @property
+    def ready(self) -> bool:
+        return self.core.ready
+
+    @property
+    def closing(self) -> bool:
+        return self.core.closing
+
+    @closing.setter
+    def closing(self, value: bool) -> None:
+        self.core.closing = value
+
+    @property
+    def uploads_dir(self) -> str:
+        return self.core.uploads_dir
+
+    def check_ready(self) -> None:
+        self.core.check_ready()
+
+    async def stats(self) -> dict:
+        return await stats(self.core, self.ingest)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        core = self.core
+        loop = asyncio.get_running_loop()
+        self.ingest.watchers.bind(loop)
+        if core.watchdog is not None:
+            core.watchdog.start()
+            core.spawn(self._heartbeat())
+        t0 = time.perf_counter()
+        await loop.run_in_executor(core.io_pool, self._load)
+        core.ready = True
+        metrics.READY.set(1)
+        log.info(
+            "service_ready",
+            seconds=round(time.perf_counter() - t0, 3),
+            embedder=getattr(core.embedder, "name", None),
+            embedder_error=core.embedder_error or None,
+        )
+        if core.replica:  # snapshots and unfinished ingests belong to the primary
+            return
+        core.spawn(self._snapshot_loop())
+        for job in await loop.run_in_executor(core.io_pool, core.storage.unfinished_jobs):
+            self.ingest.resume(job)
+
+    def _load(self) -> None:
+        core = self.core
+        os.makedirs(core.uploads_dir, exist_ok=True)
+        if core.embedder is None:
+            try:
+                from ..embed import EmbedderSettings, load_embedder
+
+                core.embedder = load_embedder(
+                    EmbedderSettings(
+                        model=core.settings.model,
+                        backend=core.settings.embed_backend,
+                        threads=core.settings.embed_threads,
+                    )
+                )
+            except Exception as exc:  # media endpoints answer FAILED_PRECONDITION, vectors still work
+                core.embedder_error = f"{type(exc).__name__}: {exc}"
+                log.warning("embedder_unavailable", error=core.embedder_error)
+        core.storage.open()
+        self.search.follow_storage()
+        try:
+            core.storage.get_collection(DEFAULT_COLLECTION)
+        except NotFound:
+            if core.replica:  # the primary creates it before it starts replicas
+                raise
+            self.collections.create_sync(DEFAULT_COLLECTION, "", "", "ip", {}, {}, is_default=True)
+        for rec in core.storage.list_collections("", 1000):
+            core.set_index_gauge(rec)
+
+    async def close(self) -> None:
+        """Stop background work and flush storage (snapshot). In-flight RPCs are drained by the server."""
+        core = self.core
+        core.closing = True
+        core.cancel.set()
+        if core.watchdog is not None:
+            core.watchdog.stop()
+        for t in list(core.tasks):
+            t.cancel()
+        for pool in (core.ingest_pool, core.query_pool, core.search_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
+        if core.ready:
+            await asyncio.get_running_loop().run_in_executor(core.io_pool, core.storage.close)
+        core.io_pool.shutdown(wait=True)
+        metrics.READY.set(0)
+
+    async def _heartbeat(self) -> None:
+        """The event loop's sign of life for the watchdog (a loop blocked by a call that should
+        have gone to a thread shows up as a stall of "event_loop")."""
+        watchdog = self.core.watchdog
+        while True:
+            watchdog.beat("event_loop")
+            await asyncio.sleep(watchdog.period_s)
+
+    async def _snapshot_loop(self) -> None:
+        core = self.core
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(core.settings.snapshot_interval_s)
+            try:
+                await loop.run_in_executor(
+                    core.io_pool, lambda: core.storage.snapshot(force=False) or core.storage.snapshot(force=True)
+                )
+            except Exception:
+                log.exception("periodic_snapshot_failed")

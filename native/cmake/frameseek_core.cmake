@@ -1,4 +1,5 @@
-# frameseek_core: the static C++ library (kernels, indexes, aggregation, the native search path).
+# frameseek_core: the static C++ library (kernels, indexes, aggregation, the one vector search), and
+# frameseek_search_request: the front end's SearchByVector request parsing / response encoding.
 # Included by native/CMakeLists.txt (the Python module) and native/fuzz/CMakeLists.txt (fuzz targets
 # and the sanitizer self-test), so both build the same sources with the same per-file SIMD flags.
 include(${CMAKE_CURRENT_LIST_DIR}/hnswlib.cmake)
@@ -33,3 +34,10 @@ target_compile_options(frameseek_core PRIVATE -O3 -Wall -Wextra -fno-math-errno)
 target_compile_definitions(frameseek_core PUBLIC
   $<$<BOOL:${FRAMESEEK_HAVE_X86}>:FRAMESEEK_HAVE_X86=1>
   $<$<BOOL:${FRAMESEEK_HAVE_NEON}>:FRAMESEEK_HAVE_NEON=1>)
+
+# The front end's own folder: SearchByVector's request parsing and response encoding (hand-written
+# wire format, no libprotobuf, no gRPC: a fuzz harness links this alone) around the core search.
+add_library(frameseek_search_request STATIC ${_fs_src}/front_end/search_request.cpp)
+target_include_directories(frameseek_search_request PUBLIC ${_fs_src}/front_end)
+target_link_libraries(frameseek_search_request PUBLIC frameseek_core)
+target_compile_options(frameseek_search_request PRIVATE -O3 -Wall -Wextra)

@@ -1,10 +1,12 @@
 // Fuzz target: the native front end's SearchByVector path, from request bytes to response bytes.
-//   1. search_wire::parse_request never crashes, and whatever it accepts survives a canonical
+//   1. front_end::parse_request never crashes, and whatever it accepts survives a canonical
 //      re-encode: parse(encode(parse(x))) == parse(x), field for field (floats bit for bit).
-//   2. SearchDirectory::search_by_vector over a small real directory (an L2 and a cosine
-//      collection with HNSW indexes) answers only requests that parse, and every answer is a
-//      well-formed SearchResponse (checked by an independent decoder): at most k hits, known
-//      videos only, each at most once, by score descending, at most max_matches_per_video matches.
+//   2. front_end::answer_search_by_vector over a small real SearchDirectory (an L2 and a cosine
+//      collection with HNSW indexes) and VideoMessages answers only requests that parse, and every
+//      answer is a well-formed SearchResponse (checked by an independent decoder): at most k hits,
+//      known videos of the asked collection only, each at most once, inside the videos filter and
+//      outside exclude_videos, by score descending, 1..max_matches_per_video matches.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -17,7 +19,8 @@
 #include "frameseek/hnsw_index.hpp"
 #include "frameseek/search_directory.hpp"
 #include "response_decoder.hpp"
-#include "search_wire.hpp"
+#include "search_request.hpp"
+#include "wire.hpp"
 
 using namespace frameseek;
 
@@ -34,7 +37,9 @@ void check(bool ok, const char* what) {
 
 struct World {
   SearchDirectory dir;
-  std::set<std::string> videos;  // every serialised Video the directory holds
+  front_end::VideoMessages messages;
+  // every serialised Video VideoMessages holds -> (collection short name, video id)
+  std::map<std::string, std::pair<std::string, std::uint64_t>> videos;
 };
 
 // Two collections of a few videos each; sample ids are video << kSampleBits | sample index.
@@ -49,19 +54,23 @@ World* make_world() {
     for (int v = 0; v < 4; ++v, ++video) {
       auto dv = std::make_shared<DirectoryVideo>();
       dv->collection_id = cid;
-      dv->video = "collections/" + std::to_string(cid) + "/videos/" + std::to_string(video);
+      // a Video message holding its name (field 1), as the Python translator's would
+      const std::string name = "collections/" + std::to_string(cid) + "/videos/" + std::to_string(video);
+      std::string message;
+      wire::Writer(&message).bytes_field(1, name.data(), name.size());
       for (int s = 0; s < 5; ++s) {
         dv->timestamps.push_back(0.5 * s);
         ids.push_back(video << kSampleBits | std::uint64_t(s));
         groups.push_back(video);
         for (std::size_t d = 0; d < kDim; ++d) vecs.push_back(std::sin(float(video * 7 + s * 3 + d)));
       }
-      w->videos.insert(dv->video);
+      w->videos[message] = {std::to_string(cid), video};
+      w->messages.put(video, cid, std::move(message));
       w->dir.put_video(video, dv);
     }
     index->add(ids.data(), vecs.data(), ids.size(), groups.data(), nullptr, 1);
     auto c = std::make_shared<DirectoryCollection>();
-    c->name = "collections/" + std::to_string(cid);
+    c->name = std::to_string(cid);
     c->id = cid;
     c->model = "sscd-disc-mixup";
     c->is_default = cid == 1;
@@ -70,6 +79,7 @@ World* make_world() {
     w->dir.put_collection(c);
   }
   w->dir.set_ready(true);
+  w->messages.set_ready(true);
   return w;
 }
 
@@ -83,7 +93,7 @@ std::string video_name(const std::pair<std::string, std::uint64_t>& v) {
 }
 
 // The canonical encoding of what parse_request read (one SearchOptions, packed floats).
-std::string encode_request(const search_wire::Request& q) {
+std::string encode_request(const front_end::SearchRequest& q) {
   std::string filter, options, out;
   wire::Writer fw(&filter);
   for (const auto& v : q.videos) {
@@ -109,7 +119,7 @@ std::string encode_request(const search_wire::Request& q) {
 
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
-bool same(const search_wire::Request& a, const search_wire::Request& b) {
+bool same(const front_end::SearchRequest& a, const front_end::SearchRequest& b) {
   if (a.parent != b.parent || a.k != b.k || a.matches != b.matches || a.ef != b.ef ||
       !same_bits(a.min_score, b.min_score) || a.has_videos != b.has_videos || a.videos != b.videos ||
       a.exclude != b.exclude || a.vector.size() != b.vector.size())
@@ -121,8 +131,8 @@ bool same(const search_wire::Request& a, const search_wire::Request& b) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static World* world = make_world();
-  search_wire::Request req;
-  const bool parsed = search_wire::parse_request(data, size, &req);
+  front_end::SearchRequest req;
+  const bool parsed = front_end::parse_request(data, size, &req);
   if (parsed) {
     check(req.has_videos == !req.videos.empty(), "has_videos iff a videos filter was read");
     for (const auto* list : {&req.videos, &req.exclude})
@@ -130,26 +140,34 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         check(!coll.empty() && coll.find('/') == std::string::npos && id < 1000000000000000000ull,
               "video names parse to a collection without '/' and an id of at most 18 digits");
     const std::string canonical = encode_request(req);
-    search_wire::Request again;
-    check(search_wire::parse_request(reinterpret_cast<const std::uint8_t*>(canonical.data()),
-                                     canonical.size(), &again),
+    front_end::SearchRequest again;
+    check(front_end::parse_request(reinterpret_cast<const std::uint8_t*>(canonical.data()), canonical.size(),
+                                   &again),
           "the canonical re-encoding parses");
     check(same(req, again), "parse(encode(parse(x))) == parse(x)");
   }
 
   std::string response;
-  if (!world->dir.search_by_vector(data, size, &response)) return 0;
+  if (!front_end::answer_search_by_vector(world->dir, world->messages, data, size, &response)) return 0;
   check(parsed, "the fast path answers only requests that parse");
   fuzz::DecodedResponse decoded;
   check(fuzz::decode_response(response, &decoded), "the response is a well-formed SearchResponse");
   check(decoded.has_model && decoded.model == "sscd-disc-mixup", "the response names the model");
-  const std::size_t k = req.k ? static_cast<std::size_t>(req.k) : 10;
+  const std::size_t k = req.k ? static_cast<std::size_t>(req.k) : static_cast<std::size_t>(kDefaultK);
   const std::size_t m = req.matches ? static_cast<std::size_t>(req.matches) : 1;
   check(decoded.hits.size() <= k, "at most k hits");
   std::set<std::string> seen;
   float prev = INFINITY;
   for (const auto& h : decoded.hits) {
-    check(world->videos.count(h.video) == 1, "hits name known videos only");
+    const auto known = world->videos.find(h.video);
+    check(known != world->videos.end(), "hits name known videos only");
+    const auto& [coll, id] = known->second;
+    const std::string asked = req.parent.empty() ? "1" : req.parent.substr(std::strlen("collections/"));
+    check(coll == asked, "hits come from the asked collection (the default one for no parent)");
+    const std::pair<std::string, std::uint64_t> named{coll, id};
+    check(!req.has_videos || std::count(req.videos.begin(), req.videos.end(), named) > 0,
+          "a videos filter admits only its videos");
+    check(std::count(req.exclude.begin(), req.exclude.end(), named) == 0, "exclude_videos never come back");
     check(seen.insert(h.video).second, "each video at most once");
     check(!h.matches.empty() && h.matches.size() <= m, "1..max_matches_per_video matches per hit");
     const float score = h.has_score ? h.score : 0.0f;

@@ -1,4 +1,4 @@
-// Fuzz target: the SearchResponse encoder of the native SearchByVector path (search_wire::encode
+// Fuzz target: the SearchResponse encoder of the native SearchByVector path (front_end::encode_response
 // over wire::Writer). From fuzzer-chosen hits (arbitrary video bytes, any float/double bit
 // patterns: NaN, infinities, -0.0, subnormals; long strings that need multi-byte lengths) it checks
 // that the encoding decodes, with an independent strict decoder, back to exactly the same hits and
@@ -14,7 +14,8 @@
 #include <vector>
 
 #include "response_decoder.hpp"
-#include "search_wire.hpp"
+#include "search_request.hpp"
+#include "wire.hpp"
 
 using namespace frameseek;
 
@@ -78,14 +79,16 @@ bool reader_walks(const std::string& bytes, int depth) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
-  std::vector<search_wire::Hit> hits(in.ConsumeIntegralInRange<std::size_t>(0, 12));
-  for (auto& h : hits) {
-    auto v = std::make_shared<DirectoryVideo>();
+  std::vector<VideoHit> hits(in.ConsumeIntegralInRange<std::size_t>(0, 12));
+  std::vector<std::string> video_bytes(hits.size());  // each hit's serialised Video (opaque here)
+  std::vector<const std::string*> videos;
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    VideoHit& h = hits[i];
     // mostly short, sometimes long enough for 2- and 3-byte length varints
     const std::size_t n = in.ConsumeBool() ? in.ConsumeIntegralInRange<std::size_t>(0, 40)
                                            : in.ConsumeIntegralInRange<std::size_t>(0, 20000);
-    v->video = in.ConsumeBytesAsString(n);
-    h.video = v;
+    video_bytes[i] = in.ConsumeBytesAsString(n);
+    videos.push_back(&video_bytes[i]);
     h.score = any_bits<float>(in);
     h.matches.resize(in.ConsumeIntegralInRange<std::size_t>(0, 6));
     for (auto& [t, s] : h.matches) {
@@ -96,7 +99,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string model = in.ConsumeRandomLengthString(300);
 
   std::string out;
-  search_wire::encode(hits, model, &out);
+  front_end::encode_response(hits, videos, model, &out);
 
   fuzz::DecodedResponse got;
   check(fuzz::decode_response(out, &got), "the encoding decodes");
@@ -105,7 +108,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (std::size_t i = 0; i < hits.size(); ++i) {
     const auto& a = hits[i];
     const auto& b = got.hits[i];
-    check(b.video == a.video->video, "video bytes kept");
+    check(b.video == video_bytes[i], "video bytes kept");
     check(scalar_matches(b.has_score, b.score, a.score), "score kept bit for bit (+0.0 left out)");
     check(b.matches.size() == a.matches.size(), "same number of matches");
     for (std::size_t j = 0; j < a.matches.size(); ++j) {

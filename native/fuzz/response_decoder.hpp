@@ -1,4 +1,4 @@
-// A strict, independent decoder of the SearchResponse bytes search_wire::encode writes: the
+// A strict, independent decoder of the SearchResponse bytes front_end::encode_response writes: the
 // reference the fuzz targets check the encoder against. Deliberately does not use wire::Reader
 // (shared bugs would cancel out); it rejects anything protobuf would not read back as the same
 // message: overlong or truncated varints, lengths past the end, fields the encoder never writes.

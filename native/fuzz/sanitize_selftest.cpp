@@ -19,7 +19,8 @@
 #include "frameseek/flat_index.hpp"
 #include "frameseek/hnsw_index.hpp"
 #include "frameseek/search_directory.hpp"
-#include "search_wire.hpp"
+#include "search_request.hpp"
+#include "wire.hpp"
 
 using namespace frameseek;
 
@@ -186,7 +187,8 @@ void check_aggregate() {
          "aggregate finds offset 30 s at speed 1");
 }
 
-// SearchDirectory end to end: request bytes -> response bytes over an HNSW collection.
+// front_end::answer_search_by_vector end to end: request bytes -> SearchDirectory::nearest_videos
+// over an HNSW collection -> response bytes with each hit's Video message from VideoMessages.
 void check_directory() {
   constexpr std::size_t dim = 8;
   auto index = std::make_shared<HnswIndex>(dim, Metric::L2, 64);
@@ -194,18 +196,20 @@ void check_directory() {
   const auto base = random_rows(30, dim, rng);
   std::vector<std::uint64_t> ids, groups;
   SearchDirectory dir;
+  front_end::VideoMessages messages;
   for (std::uint64_t v = 1; v <= 3; ++v) {
     auto dv = std::make_shared<DirectoryVideo>();
     dv->collection_id = 1;
-    dv->video = "video " + std::to_string(v);
+    messages.put(v, 1, "video " + std::to_string(v));
     for (std::uint64_t s = 0; s < 10; ++s) ids.push_back(v << kSampleBits | s), groups.push_back(v), dv->timestamps.push_back(double(s));
     dir.put_video(v, dv);
   }
   index->add(ids.data(), base.data(), ids.size(), groups.data(), nullptr, 1);
   auto c = std::make_shared<DirectoryCollection>();
-  c->name = "collections/1", c->id = 1, c->model = "m", c->is_default = true, c->index = index.get(), c->owner = index;
+  c->name = "1", c->id = 1, c->model = "m", c->is_default = true, c->index = index.get(), c->owner = index;
   dir.put_collection(c);
   dir.set_ready(true);
+  messages.set_ready(true);
   // SearchByVectorRequest{vector = video 2's sample 4, options{k = 2}}
   std::string req, opts, resp;
   wire::Writer(&opts).tag(1, wire::kVarint);
@@ -213,7 +217,8 @@ void check_directory() {
   wire::Writer w(&req);
   w.bytes_field(2, reinterpret_cast<const char*>(base.data() + 14 * dim), dim * sizeof(float));
   w.bytes_field(3, opts.data(), opts.size());
-  expect(dir.search_by_vector(reinterpret_cast<const std::uint8_t*>(req.data()), req.size(), &resp),
+  expect(front_end::answer_search_by_vector(dir, messages, reinterpret_cast<const std::uint8_t*>(req.data()),
+                                           req.size(), &resp),
          "the fast path answers a plain request");
   wire::Reader r(reinterpret_cast<const std::uint8_t*>(resp.data()), resp.size());
   std::uint32_t field, type;

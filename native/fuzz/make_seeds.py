@@ -8,6 +8,7 @@ Seeds are small on purpose (a few hundred bytes each): libFuzzer mutates small i
 and the corpus stays in the repository. Re-running rewrites the seed-* files only; the inputs
 libFuzzer found (and regressions, named regress-*) are kept.
 """
+
 from __future__ import annotations
 
 import struct
@@ -33,20 +34,29 @@ def request_seeds() -> None:
     v4 = [0.25, -0.5, 1.0, 0.125]
     reqs = {
         "plain": pb.SearchByVectorRequest(vector=v4),
-        "default-options": pb.SearchByVectorRequest(parent="collections/1", vector=v4,
-                                                    options=pb.SearchOptions()),
+        "default-options": pb.SearchByVectorRequest(parent="collections/1", vector=v4, options=pb.SearchOptions()),
         "cosine-k3-m2": pb.SearchByVectorRequest(
-            parent="collections/2", vector=v4,
-            options=pb.SearchOptions(k=3, max_matches_per_video=2, ef=16, min_score=-0.5)),
+            parent="collections/2",
+            vector=v4,
+            options=pb.SearchOptions(k=3, max_matches_per_video=2, ef=16, min_score=-0.5),
+        ),
         "filters": pb.SearchByVectorRequest(
-            parent="collections/1", vector=v4,
-            options=pb.SearchOptions(k=2, filter=pb.SearchFilter(
-                videos=["collections/1/videos/2", "collections/1/videos/3", "collections/2/videos/5"],
-                exclude_videos=["collections/1/videos/3"]))),
+            parent="collections/1",
+            vector=v4,
+            options=pb.SearchOptions(
+                k=2,
+                filter=pb.SearchFilter(
+                    videos=["collections/1/videos/2", "collections/1/videos/3", "collections/2/videos/5"],
+                    exclude_videos=["collections/1/videos/3"],
+                ),
+            ),
+        ),
         "exclude-only": pb.SearchByVectorRequest(
-            vector=v4, options=pb.SearchOptions(filter=pb.SearchFilter(exclude_videos=["collections/1/videos/1"]))),
+            vector=v4, options=pb.SearchOptions(filter=pb.SearchFilter(exclude_videos=["collections/1/videos/1"]))
+        ),
         "labels": pb.SearchByVectorRequest(  # the fast path forwards label filters to Python
-            vector=v4, options=pb.SearchOptions(filter=pb.SearchFilter(labels={"a": "b"}))),
+            vector=v4, options=pb.SearchOptions(filter=pb.SearchFilter(labels={"a": "b"}))
+        ),
         "negative-k": pb.SearchByVectorRequest(vector=v4, options=pb.SearchOptions(k=-1)),
         "wrong-dim": pb.SearchByVectorRequest(vector=v4[:3]),
         "nan": pb.SearchByVectorRequest(vector=[float("nan")] * 4),
@@ -68,8 +78,11 @@ def response_seeds() -> None:
 def snapshot_seeds() -> None:
     rng = np.random.default_rng(5)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, metric, n, removed in (("l2-8", "l2", 8, 0), ("ip-12-removed", "ip", 12, 3),
-                                        ("l2-empty", "l2", 0, 0)):
+        for name, metric, n, removed in (
+            ("l2-8", "l2", 8, 0),
+            ("ip-12-removed", "ip", 12, 3),
+            ("l2-empty", "l2", 0, 0),
+        ):
             index = N.HnswIndex(4, metric, max_elements=16, M=2, ef_construction=8, seed=1)
             if n:
                 ids = np.arange(n, dtype=np.uint64) + 100
@@ -84,7 +97,8 @@ def snapshot_seeds() -> None:
 
 
 def vectorlog_seeds() -> None:
-    """Segments written by VectorLog itself (dimension 4, as fuzz_vectorlog.py reads them)."""
+    """Segments written by VectorLog itself (format v2, dimension 4, as fuzz_vectorlog.py reads
+    them). The v1-* inputs beside them are version 1 segments (still read) from before v2."""
     from frameseek.storage.vectorlog import VectorLog, segment_path
 
     rng = np.random.default_rng(9)
@@ -92,15 +106,22 @@ def vectorlog_seeds() -> None:
         log = VectorLog(tmp, 4)
         list(log.replay(1))
         header = Path(segment_path(tmp, 1)).read_bytes()
+        ends = []
         for video, n in ((1, 1), (2, 3), (3, 2)):
-            log.append(video, rng.standard_normal((n, 4)).astype(np.float32))
+            log.append(video, rng.standard_normal((n, 4)).astype(np.float32), f"content-{video}")
+            ends.append(Path(segment_path(tmp, 1)).stat().st_size)
         log.close()
         three = Path(segment_path(tmp, 1)).read_bytes()
+    # the second record's vectors damaged: replay resynchronises at the third record's SYNC
+    middle = bytearray(three)
+    middle[ends[1] - 3] ^= 0xFF
     # flag byte: bit 0 = this segment is sealed (an intact newer one follows)
     write("fuzz_vectorlog", "three-records", b"\x00" + three)
     write("fuzz_vectorlog", "three-records-sealed", b"\x01" + three)
     write("fuzz_vectorlog", "header-only", b"\x00" + header)
     write("fuzz_vectorlog", "torn-tail", b"\x00" + three[:-5])
+    write("fuzz_vectorlog", "damaged-middle", b"\x00" + bytes(middle))
+    write("fuzz_vectorlog", "damaged-middle-sealed", b"\x01" + bytes(middle))
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ LD_PRELOAD: CPython itself is not instrumented, so the ASan runtime must be load
 anything else. detect_leaks=0: CPython keeps interned objects alive at exit, which LeakSanitizer
 would report. No faulthandler: its SIGSEGV handler would pre-empt ASan's report.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -2,6 +2,7 @@
 else): the CRC passes, so the loader's own checks of hnswlib's graph section must refuse them with
 ValueError instead of crashing, overflowing or allocating without bound. The regress-* inputs are
 the ones the fuzz target native/fuzz/fuzz_hnsw_load.cpp found (see native/fuzz/README.md)."""
+
 from __future__ import annotations
 
 import os

@@ -6,11 +6,11 @@ google.rpc.Status with an ErrorInfo reason, and the server must keep serving.
 
 Hypothesis runs derandomized (the same examples on every run) and with small payloads, so the
 whole file takes a minute or two. Next to the random search, a deterministic sweep puts each
-special value into each field, one at a time. The values in KNOWN_ITEM8 currently fail (issue 17,
-item 8); they are checked only with FRAMESEEK_RPC_PROPERTIES_ALL=1 until that fix is merged."""
+special value into each field, one at a time (the issue-17 item-8 inputs this file found -- a
+20 KB name, video ids `²` and of 20-23 digits -- among them)."""
+
 from __future__ import annotations
 
-import os
 import string
 
 import grpc
@@ -39,34 +39,47 @@ FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 ODD_IDS = ["1", "0", "-1", "١", "²", "1" * 23, "99999999999999999999", "1.5", "", "abc"]
 LONG_NAME = "x" * 9000
 SPECIAL_STRINGS = (
-    ["", "default", "vecs", "collections/vecs", "collections/default", "collections/", "collections/a/b",
-     "/etc/passwd", "/tmp/x\x00y", "v:abc", "v:1", "garbage!", "ingestJobs/nope", LONG_NAME]
+    [
+        "",
+        "default",
+        "vecs",
+        "collections/vecs",
+        "collections/default",
+        "collections/",
+        "collections/a/b",
+        "/etc/passwd",
+        "/tmp/x\x00y",
+        "v:abc",
+        "v:1",
+        "garbage!",
+        "ingestJobs/nope",
+        LONG_NAME,
+    ]
     + [f"collections/vecs/videos/{i}" for i in ODD_IDS]
     + [f"collections/default/videos/{i}" for i in ODD_IDS]
     + [f"ingestJobs/{i}" for i in ODD_IDS]
 )
 
-# Values that fail on main (issue 17, item 8; found by this file), in any field that takes them.
-# Until that fix is merged they are left out of the random search and their failures in the sweep
-# are tolerated; FRAMESEEK_RPC_PROPERTIES_ALL=1 checks them too. Empty this after the merge.
-KNOWN_ITEM8 = {
-    LONG_NAME: "every RPC naming something: the error text echoes the name and the status overflows "
-               "grpc's 8 KB metadata limit (RESOURCE_EXHAUSTED without google.rpc.Status)",
-    **{f"collections/{c}/videos/{i}": f"GetVideo/DeleteVideo: INTERNAL ({err})"
-       for c in ("vecs", "default")
-       for i, err in (("²", "ValueError"), ("1" * 23, "OverflowError"), ("99999999999999999999", "OverflowError"))},
-}
-if os.environ.get("FRAMESEEK_RPC_PROPERTIES_ALL"):
-    KNOWN_ITEM8 = {}
-TEXT = st.one_of(st.sampled_from([s for s in SPECIAL_STRINGS if s not in KNOWN_ITEM8]), st.text(max_size=24),
-                 st.text(alphabet=string.ascii_lowercase + string.digits + "-/:", max_size=24))
+# Special values known to fail, with why, in any field that takes them: left out of the random
+# search, their failures in the sweep tolerated. Empty: the item-8 ones (issue 17) are fixed.
+KNOWN_ITEM8: dict[str, str] = {}
+TEXT = st.one_of(
+    st.sampled_from([s for s in SPECIAL_STRINGS if s not in KNOWN_ITEM8]),
+    st.text(max_size=24),
+    st.text(alphabet=string.ascii_lowercase + string.digits + "-/:", max_size=24),
+)
 
 INT_RANGES = {
-    d.FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1), d.FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    d.FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1), d.FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    d.FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1), d.FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    d.FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1), d.FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    d.FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1), d.FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+    d.FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    d.FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    d.FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    d.FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    d.FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    d.FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    d.FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    d.FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    d.FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    d.FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
 
 
@@ -100,8 +113,11 @@ def message(desc: d.Descriptor, depth: int = 0) -> st.SearchStrategy:
             continue
         if f.message_type is not None and f.message_type.GetOptions().map_entry:
             key, value = f.message_type.fields_by_name["key"], f.message_type.fields_by_name["value"]
-            parts[f.name] = st.dictionaries(scalar(key), scalar(value) if value.message_type is None
-                                            else message(value.message_type, depth + 1), max_size=2)
+            parts[f.name] = st.dictionaries(
+                scalar(key),
+                scalar(value) if value.message_type is None else message(value.message_type, depth + 1),
+                max_size=2,
+            )
         else:
             one = scalar(f) if f.message_type is None else message(f.message_type, depth + 1)
             parts[f.name] = st.lists(one, max_size=3) if f.is_repeated else one
@@ -148,15 +164,31 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("props") / "data"
     st_ = EmbeddedStorage(str(data))
     st_.open()
-    c = st_.create_collection("vecs", model="sscd_distilled", dimension=DIM, metric="ip", sampling={"fps": 2.0},
-                              index={"m": 16, "ef_construction": 100, "ef_search": 64})
+    c = st_.create_collection(
+        "vecs",
+        model="sscd_distilled",
+        dimension=DIM,
+        metric="ip",
+        sampling={"fps": 2.0},
+        index={"m": 16, "ef_construction": 100, "ef_search": 64},
+    )
     rng = np.random.default_rng(1)
     for i in range(VIDEOS):
         v = rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(id=0, collection_id=c.id, kind="video", duration=SAMPLES * 0.5, width=64, height=48,
-                          sample_count=SAMPLES, size_bytes=100 + i, content_sha256=f"{i:064x}",
-                          external_key=f"video-{i}", labels={"k": str(i)})
+        rec = VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=SAMPLES * 0.5,
+            width=64,
+            height=48,
+            sample_count=SAMPLES,
+            size_bytes=100 + i,
+            content_sha256=f"{i:064x}",
+            external_key=f"video-{i}",
+            labels={"k": str(i)},
+        )
         st_.add_video(c.id, rec, np.arange(SAMPLES) * 0.5, v)
     st_.close()
     srv = ServerProcess(data).start()
@@ -192,8 +224,9 @@ def check_answer(server: ServerProcess, channel: grpc.Channel, method: d.MethodD
     except grpc.RpcError as err:
         code = err.code()
         assert code not in FORBIDDEN, f"{method.name}({requests!r}) -> {code.name}: {err.details()}"
-        assert code != grpc.StatusCode.UNAVAILABLE or server.proc.poll() is None, \
+        assert code != grpc.StatusCode.UNAVAILABLE or server.proc.poll() is None, (
             f"{method.name}({requests!r}) ended the server:\n{server.log()[-3000:]}"
+        )
         if code != grpc.StatusCode.DEADLINE_EXCEEDED:
             status = rpc_status.from_call(err)
             assert status is not None, f"{method.name}({requests!r}) -> {code.name} without google.rpc.Status"
@@ -256,16 +289,24 @@ def test_any_request_gets_a_proper_status_and_the_server_keeps_serving(server, c
     one = message(method.input_type)
     requests = st.lists(one, min_size=1, max_size=3) if method.client_streaming else one.map(lambda m: [m])
 
-    @settings(max_examples=50, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=50,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(requests)
     def prop(reqs):
         check_answer(server, channel, method, reqs)
 
     prop()
     # still serving: a plain read answers
-    channel.unary_unary(f"/{SERVICE.full_name}/GetStats", request_serializer=lambda m: m.SerializeToString(),
-                        response_deserializer=pb.Stats.FromString)(pb.GetStatsRequest(), timeout=60)
+    channel.unary_unary(
+        f"/{SERVICE.full_name}/GetStats",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=pb.Stats.FromString,
+    )(pb.GetStatsRequest(), timeout=60)
 
 
 @pytest.mark.parametrize("rpc", RPCS)

@@ -228,7 +228,7 @@ fuzz-long-%: fuzz-build
 # (tests/server/test_vectorlog_fuzz.py)
 fuzz-long-fuzz_vectorlog: setup
 	@mkdir -p $(FUZZ_BUILD)/corpus/fuzz_vectorlog $(FUZZ_BUILD)/artifacts
-	$(VPY) native/fuzz/fuzz_vectorlog.py $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
+	$(VPY) native/fuzz/fuzz_vectorlog.py $(FUZZ_FLAGS) -rss_limit_mb=8192 -max_total_time=$(FUZZ_SECONDS) \
 	  $(FUZZ_BUILD)/corpus/fuzz_vectorlog native/fuzz/corpus/fuzz_vectorlog
 
 test: native-check

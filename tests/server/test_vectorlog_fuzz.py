@@ -27,6 +27,9 @@ def test_vector_log_replay_survives_fuzzing(tmp_path):
             f"-runs={RUNS}",
             "-seed=1",
             "-max_len=4096",
+            # the interpreter with numpy and atheris' instrumentation of every module it loads sits
+            # near 3 GB from the first run on (constant, not growing); libFuzzer's default limit is 2 GB
+            "-rss_limit_mb=8192",
             f"-artifact_prefix={tmp_path}/",
             str(scratch),
             str(CORPUS),

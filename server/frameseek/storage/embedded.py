@@ -214,8 +214,7 @@ class _CollectionIndex:
         n = vectors.shape[0]
         ids = sample_ids(video_id, n)
         groups = np.full(n, video_id, dtype=np.uint64)
-        tags = np.full(n, self.rec.id, dtype=np.uint32)
-        self.index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), groups=groups, tags=tags)
+        self.index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), groups=groups)
         self.videos[video_id] = n
 
     def snapshot(self) -> None:

@@ -99,15 +99,14 @@ def main() -> None:
         flush=True,
     )
 
-    # Two 50%-selective filters: a random half of the vectors (tag per vector; the usual
+    # Two 50%-selective filters: a random half of the vectors (an id set; the usual
     # filtered-ANN setting) and every other video (group; a collection filter in practice). The
     # second is much harder for a graph: for half of the queries the query's own video -- all
     # of its nearest frames -- is excluded and must be walked through before any allowed frame.
-    tags = (np.random.default_rng(2).random(args.n) < 0.5).astype(np.uint32)
     flat = _native.FlatIndex(args.dim, "ip")
-    flat.add(ids, x, groups=groups, tags=tags)
+    flat.add(ids, x, groups=groups)
     truth, _ = flat.search(q, k)
-    half_tag = _native.Filter(tags=[1])
+    half_tag = _native.Filter(ids=ids[np.random.default_rng(2).random(args.n) < 0.5])
     half_video = _native.Filter(groups=np.arange(0, int(groups.max()) + 1, 2, dtype=np.uint64))
     truth_ft, _ = flat.search(q, k, filter=half_tag)
     truth_fv, _ = flat.search(q, k, filter=half_video)
@@ -122,7 +121,7 @@ def main() -> None:
         name = f"frameseek M={M}"
         ours = _native.HnswIndex(args.dim, "ip", max_elements=args.n, M=M, ef_construction=args.ef_construction)
         builds[name] = add_by_video(
-            lambda s, e, ours=ours: ours.add(ids[s:e], x[s:e], groups=groups[s:e], tags=tags[s:e], threads=threads),
+            lambda s, e, ours=ours: ours.add(ids[s:e], x[s:e], groups=groups[s:e], threads=threads),
             groups,
         )
         print(f"built {name} in {builds[name]:.1f}s", flush=True)

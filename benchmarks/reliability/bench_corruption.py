@@ -16,7 +16,8 @@ under test and opens the directory again. Outcomes:
   exactly its vectors or listed as damaged;
 - `refused`: did not open, with an error that names the damage and how to repair it;
 - `undetected`: opened, nothing reported, but a video's catalog fields differ (SQLite keeps no
-  checksums: a flip inside a row's text or number can go unnoticed);
+  checksums: each video row carries a CRC-32 of its fields, checked at start, so that a flip
+  inside a row's text or number marks the video damaged instead; see storage/catalog.py);
 - `WRONG`: an active video with other vectors, not found by its own vector, or missing from the
   listing without a report; or an unexpected exception. Must be 0.
 

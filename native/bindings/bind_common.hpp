@@ -5,7 +5,7 @@
 //    else is refused (TypeError for the wrong type/dtype, ValueError for shape or layout). We do
 //    not forcecast: a silent float64 -> float32 copy of a 400 MB matrix is a surprise, and a
 //    strided view usually means the caller sliced columns by mistake.
-//  * ids/groups/tags may be any 1-D integer array-like (list, numpy array of any integer dtype);
+//  * ids/groups may be any 1-D integer array-like (list, numpy array of any integer dtype);
 //    they are converted losslessly (negative or out-of-range values -> ValueError, floats/bools ->
 //    TypeError). They are small next to the vectors, so the copy does not matter.
 //  * NaN/inf in queries -> ValueError (checked here; the core checks added vectors itself).

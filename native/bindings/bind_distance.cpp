@@ -151,27 +151,24 @@ void bind_distance(py::module_& m) {
   m.attr("NO_ID") = py::int_(kNoId);
 
   py::class_<Filter>(m, "Filter",
-                     "Restricts a search to vectors whose id, group and tag are each in the "
+                     "Restricts a search to vectors whose id and group are each in the "
                      "given set (sets that are None allow everything; all given sets are ANDed). "
                      "Evaluated in C++; an empty set allows nothing.")
-      .def(py::init([](py::object ids, py::object groups, py::object tags) {
+      .def(py::init([](py::object ids, py::object groups) {
              Filter f;
              f.ids = to_set<std::uint64_t>(ids, "ids");
              f.groups = to_set<std::uint64_t>(groups, "groups");
-             f.tags = to_set<std::uint32_t>(tags, "tags");
              return f;
            }),
-           "ids"_a = py::none(), "groups"_a = py::none(), "tags"_a = py::none())
+           "ids"_a = py::none(), "groups"_a = py::none())
       .def("__repr__", [](const Filter& f) {
         auto part = [](const char* n, std::size_t sz, bool on) {
           return std::string(n) + "=" + (on ? "<" + std::to_string(sz) + " values>" : "None");
         };
         return "Filter(" + part("ids", f.ids ? f.ids->size() : 0, bool(f.ids)) + ", " +
-               part("groups", f.groups ? f.groups->size() : 0, bool(f.groups)) + ", " +
-               part("tags", f.tags ? f.tags->size() : 0, bool(f.tags)) + ")";
+               part("groups", f.groups ? f.groups->size() : 0, bool(f.groups)) + ")";
       })
-      .def("allows", &Filter::allows, "id"_a, "group"_a, "tag"_a,
-           "Whether a vector with this id, group and tag passes the filter.");
+      .def("allows", &Filter::allows, "id"_a, "group"_a, "Whether a vector with this id and group passes the filter.");
 }
 
 }  // namespace frameseek::bindings

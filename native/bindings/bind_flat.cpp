@@ -13,8 +13,8 @@ namespace frameseek::bindings {
 void bind_flat(py::module_& m) {
   py::class_<FlatIndex>(m, "FlatIndex",
                         "Exact (brute-force) index over float32 vectors with uint64 ids. Each "
-                        "vector carries a group (e.g. its video id; defaults to its id) and a "
-                        "uint32 tag (defaults to 0). metric 'ip' reports 1 - dot, 'l2' the "
+                        "vector carries a group (e.g. its video id; defaults to its id). "
+                        "metric 'ip' reports 1 - dot, 'l2' the "
                         "squared Euclidean distance. Concurrent searches are safe; add/remove "
                         "wait for running searches.")
       .def(py::init([](py::ssize_t dim, const std::string& metric, const std::string& storage) {
@@ -51,22 +51,18 @@ void bind_flat(py::module_& m) {
            })
       .def(
           "add",
-          [](FlatIndex& x, py::handle ids, py::handle vectors, py::handle groups, py::handle tags) {
+          [](FlatIndex& x, py::handle ids, py::handle vectors, py::handle groups) {
             auto vec = as_f32_matrix(vectors, x.dim(), "vectors", false, false);
             const py::ssize_t n = vec.shape(0);
             auto id = as_uint_vector<std::uint64_t>(ids, "ids", n);
             carray<std::uint64_t> grp;
-            carray<std::uint32_t> tag;
             if (!groups.is_none()) grp = as_uint_vector<std::uint64_t>(groups, "groups", n);
-            if (!tags.is_none()) tag = as_uint_vector<std::uint32_t>(tags, "tags", n);
             const std::uint64_t* gp = groups.is_none() ? nullptr : grp.data();
-            const std::uint32_t* tp = tags.is_none() ? nullptr : tag.data();
             py::gil_scoped_release release;
-            x.add(static_cast<std::size_t>(n), id.data(), vec.data(), gp, tp);
+            x.add(static_cast<std::size_t>(n), id.data(), vec.data(), gp);
           },
-          "ids"_a, "vectors"_a, "groups"_a = py::none(), "tags"_a = py::none(),
-          "Add vectors float32[n, dim] under ids uint64[n]. groups default to the ids, tags to "
-          "0. A duplicate id (stored or repeated), NO_ID, or NaN/inf raises ValueError and "
+          "ids"_a, "vectors"_a, "groups"_a = py::none(),
+          "Add vectors float32[n, dim] under ids uint64[n]. groups default to the ids. A duplicate id (stored or repeated), NO_ID, or NaN/inf raises ValueError and "
           "nothing is added.")
       .def(
           "remove",

@@ -38,8 +38,7 @@ std::size_t check_ef(py::handle ef) {
 
 constexpr const char* kClassDoc = R"doc(Approximate nearest-neighbour index (HNSW, hnswlib 0.8 graph on frameseek's SIMD kernels).
 
-Each vector has a uint64 id, a group (its video id; defaults to the id) and a uint32 tag
-(defaults to 0). metric 'ip' reports 1 - dot (use L2-normalised vectors for cosine), 'l2' the
+Each vector has a uint64 id and a group (its video id; defaults to the id). metric 'ip' reports 1 - dot (use L2-normalised vectors for cosine), 'l2' the
 squared Euclidean distance. Missing result slots are NO_ID / +inf.
 
 Defaults (M=32, ef_construction=300, ef=64) were chosen on clustered, L2-normalised 512-d
@@ -129,24 +128,19 @@ void bind_hnsw(py::module_& m) {
            })
       .def(
           "add",
-          [](HnswIndex& x, py::handle ids, py::handle vectors, py::handle groups, py::handle tags,
-             py::ssize_t threads) {
+          [](HnswIndex& x, py::handle ids, py::handle vectors, py::handle groups, py::ssize_t threads) {
             auto vec = as_f32_matrix(vectors, x.dim(), "vectors", false, false);
             const py::ssize_t n = vec.shape(0);
             auto id = as_uint_vector<std::uint64_t>(ids, "ids", n);
             carray<std::uint64_t> grp;
-            carray<std::uint32_t> tag;
             if (!groups.is_none()) grp = as_uint_vector<std::uint64_t>(groups, "groups", n);
-            if (!tags.is_none()) tag = as_uint_vector<std::uint32_t>(tags, "tags", n);
             const std::uint64_t* gp = groups.is_none() ? nullptr : grp.data();
-            const std::uint32_t* tp = tags.is_none() ? nullptr : tag.data();
             const std::size_t nt = check_threads(threads);
             py::gil_scoped_release release;
-            x.add(id.data(), vec.data(), static_cast<std::size_t>(n), gp, tp, nt);
+            x.add(id.data(), vec.data(), static_cast<std::size_t>(n), gp, nt);
           },
-          "ids"_a, "vectors"_a, "groups"_a = py::none(), "tags"_a = py::none(), "threads"_a = 0,
-          "Add vectors float32[n, dim] under ids uint64[n] (groups default to the ids, tags to "
-          "0), on `threads` threads (0 = all cores). Grows the capacity as needed and reuses "
+          "ids"_a, "vectors"_a, "groups"_a = py::none(), "threads"_a = 0,
+          "Add vectors float32[n, dim] under ids uint64[n] (groups default to the ids), on `threads` threads (0 = all cores). Grows the capacity as needed and reuses "
           "removed slots. A duplicate id (stored or repeated), NO_ID, or NaN/inf raises "
           "ValueError and nothing is added.")
       .def(

@@ -59,7 +59,7 @@ void exercise(HnswIndex& idx) {
   idx.search_groups(q.data(), 1, k, 0, nullptr, groups, ids, dist, 1);
   const std::uint64_t fresh = kNoId - 1;
   if (idx.contains(fresh)) return;
-  idx.add(&fresh, q.data(), 1, nullptr, nullptr, 1);
+  idx.add(&fresh, q.data(), 1, nullptr, 1);
   idx.search(q.data(), 1, k, 8, nullptr, ids, dist, 1);
   idx.remove(&fresh, 1);
 }

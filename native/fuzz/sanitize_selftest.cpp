@@ -55,18 +55,17 @@ void check_hnsw(const std::filesystem::path& dir) {
   std::mt19937 rng(7);
   const auto base = random_rows(n, dim, rng), queries = random_rows(nq, dim, rng);
   std::vector<std::uint64_t> ids(n), groups(n);
-  std::vector<std::uint32_t> tags(n);
-  for (std::size_t i = 0; i < n; ++i) ids[i] = 1000 + i, groups[i] = i / 30, tags[i] = i % 3;
+  for (std::size_t i = 0; i < n; ++i) ids[i] = 1000 + i, groups[i] = i / 30;
 
   HnswIndex index(dim, Metric::L2, 256, HnswParams{16, 100, 5});
-  index.add(ids.data(), base.data(), n / 2, groups.data(), tags.data(), 2);
+  index.add(ids.data(), base.data(), n / 2, groups.data(), 2);
   {  // searches racing the second half's insertion (hnswlib's per-node locks)
     std::thread searcher([&] {
       std::vector<std::uint64_t> out(k);
       std::vector<float> d(k);
       for (int r = 0; r < 200; ++r) index.search(queries.data() + (r % nq) * dim, 1, k, 32, nullptr, out.data(), d.data(), 1);
     });
-    index.add(ids.data() + n / 2, base.data() + n / 2 * dim, n - n / 2, groups.data() + n / 2, tags.data() + n / 2, 2);
+    index.add(ids.data() + n / 2, base.data() + n / 2 * dim, n - n / 2, groups.data() + n / 2, 2);
     searcher.join();
   }
   expect(index.size() == n, "hnsw size after adds");
@@ -79,7 +78,7 @@ void check_hnsw(const std::filesystem::path& dir) {
     for (std::size_t q = 0; q < nq; ++q) {
       std::vector<std::pair<float, std::uint64_t>> exact;
       for (std::size_t i = 0; i < n; ++i)
-        if (idx.contains(ids[i]) && (!f || f->allows(ids[i], groups[i], tags[i])))
+        if (idx.contains(ids[i]) && (!f || f->allows(ids[i], groups[i])))
           exact.emplace_back(l2(queries.data() + q * dim, base.data() + i * dim, dim), ids[i]);
       std::sort(exact.begin(), exact.end());
       exact.resize(std::min(k, exact.size()));
@@ -87,7 +86,7 @@ void check_hnsw(const std::filesystem::path& dir) {
       for (auto& [dd, id] : exact) hit += std::count(out.begin() + q * k, out.begin() + q * k + k, id);
       for (std::size_t j = 0; j < k; ++j)
         if (out[q * k + j] != kNoId)
-          expect(!f || f->allows(out[q * k + j], groups[out[q * k + j] - 1000], tags[out[q * k + j] - 1000]),
+          expect(!f || f->allows(out[q * k + j], groups[out[q * k + j] - 1000]),
                  "hnsw result passes the filter");
     }
     return double(hit) / double(want);
@@ -96,9 +95,10 @@ void check_hnsw(const std::filesystem::path& dir) {
     index.set_walk_precision(p);
     expect(recall(index, nullptr) >= 0.9, "hnsw recall@10 >= 0.9 at walk precision " + std::to_string(int(p)));
   }
-  Filter by_tag;
-  by_tag.tags = std::unordered_set<std::uint32_t>{1};
-  expect(recall(index, &by_tag) >= 0.9, "hnsw recall with a tag filter");
+  Filter by_id;
+  by_id.ids = std::unordered_set<std::uint64_t>{};
+  for (std::size_t i = 0; i < n; i += 3) by_id.ids->insert(ids[i]);
+  expect(recall(index, &by_id) >= 0.9, "hnsw recall with an id filter");
   Filter by_group;
   by_group.groups = std::unordered_set<std::uint64_t>{3, 7, 11};
   expect(recall(index, &by_group) >= 0.9, "hnsw recall with a group filter");
@@ -120,7 +120,7 @@ void check_hnsw(const std::filesystem::path& dir) {
   expect(index.remove(gone.data(), gone.size()) == gone.size(), "remove counts the removed ids");
   const std::size_t cap = index.capacity();
   expect(recall(index, nullptr) >= 0.9, "hnsw recall after remove");
-  index.add(gone.data(), base.data(), gone.size(), groups.data(), tags.data(), 2);
+  index.add(gone.data(), base.data(), gone.size(), groups.data(), 2);
   expect(index.capacity() == cap, "removed slots are reused");
   index.resize(cap + 100);
   expect(index.capacity() == cap + 100, "resize");
@@ -143,7 +143,7 @@ void check_flat() {
   for (std::size_t i = 0; i < n; ++i) ids[i] = i, groups[i] = i / 10;
   for (Storage s : {Storage::F32, Storage::F16}) {
     FlatIndex flat(dim, Metric::L2, s);
-    flat.add(n, ids.data(), base.data(), groups.data(), nullptr);
+    flat.add(n, ids.data(), base.data(), groups.data());
     flat.remove(3, ids.data());
     std::vector<std::uint64_t> out(k), gout(k);
     std::vector<float> d(k);

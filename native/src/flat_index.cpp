@@ -187,7 +187,7 @@ bool FlatIndex::contains(std::uint64_t id) const {
 }
 
 void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vectors,
-                    const std::uint64_t* groups, const std::uint32_t* tags) {
+                    const std::uint64_t* groups) {
   if (n == 0) return;
   // Validate everything before taking the lock or touching storage (all-or-nothing).
   for (std::size_t i = 0; i < n * dim_; ++i)
@@ -226,10 +226,6 @@ void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vector
     groups_.insert(groups_.end(), groups, groups + n);
   else
     groups_.insert(groups_.end(), ids, ids + n);
-  if (tags)
-    tags_.insert(tags_.end(), tags, tags + n);
-  else
-    tags_.resize(tags_.size() + n, 0u);
   slot_of_.reserve(base + n);
   for (std::size_t i = 0; i < n; ++i) slot_of_.emplace(ids[i], static_cast<std::uint32_t>(base + i));
 }
@@ -253,14 +249,12 @@ std::size_t FlatIndex::remove(std::size_t n, const std::uint64_t* ids) {
                     data_.begin() + std::size_t(slot) * dim_);
       ids_[slot] = ids_[last];
       groups_[slot] = groups_[last];
-      tags_[slot] = tags_[last];
       slot_of_[ids_[slot]] = slot;
     }
     (storage_ == Storage::F16 ? half_.resize(std::size_t(last) * dim_)
                               : data_.resize(std::size_t(last) * dim_));
     ids_.pop_back();
     groups_.pop_back();
-    tags_.pop_back();
     ++removed;
   }
   return removed;
@@ -273,13 +267,13 @@ std::vector<std::uint32_t> FlatIndex::allowed_slots(const Filter& filter) const 
     out.reserve(filter.ids->size());
     for (std::uint64_t id : *filter.ids) {
       auto it = slot_of_.find(id);
-      if (it != slot_of_.end() && filter.allows(id, groups_[it->second], tags_[it->second]))
+      if (it != slot_of_.end() && filter.allows(id, groups_[it->second]))
         out.push_back(it->second);
     }
     std::sort(out.begin(), out.end());  // scan in storage order: sequential reads
   } else {
     for (std::size_t s = 0; s < ids_.size(); ++s)
-      if (filter.allows(ids_[s], groups_[s], tags_[s])) out.push_back(static_cast<std::uint32_t>(s));
+      if (filter.allows(ids_[s], groups_[s])) out.push_back(static_cast<std::uint32_t>(s));
   }
   return out;
 }

@@ -244,8 +244,8 @@ struct AdmitLive {
 };
 
 // A Filter compiled for one search call. ids: a bitmap over slots when the id set is small
-// enough to map up front, else the label is hashed; tags: a short list (typical: a handful of
-// collections) or the hash set; groups: the hash set on the slot's group (no label lookup).
+// enough to map up front, else the label is hashed; groups: the hash set on the slot's group (no
+// label lookup).
 class SlotFilter {
  public:
   SlotFilter(const Graph& g, const HnswIndex::SlotMeta* slots, std::size_t n_slots, const Filter& f,
@@ -264,10 +264,6 @@ class SlotFilter {
       }
       use_bits_ = true;
     }
-    if (f.tags && f.tags->size() <= 8) {
-      small_tags_.assign(f.tags->begin(), f.tags->end());
-      use_small_tags_ = true;
-    }
   }
   bool operator()(hnswlib::tableint s) const {
     if (any_deleted_ && g_.isMarkedDeleted(s)) return false;
@@ -276,18 +272,10 @@ class SlotFilter {
     } else if (f_.ids && !f_.ids->count(g_.getExternalLabel(s))) {
       return false;
     }
-    if (!f_.groups && !f_.tags) return true;
+    if (!f_.groups) return true;
     const HnswIndex::SlotMeta& m = slots_[s];
     if (!m.live.load(std::memory_order_acquire)) return false;
-    if (f_.tags) {
-      const std::uint32_t t = m.tag.load(std::memory_order_relaxed);
-      if (use_small_tags_) {
-        if (std::find(small_tags_.begin(), small_tags_.end(), t) == small_tags_.end()) return false;
-      } else if (!f_.tags->count(t)) {
-        return false;
-      }
-    }
-    return !f_.groups || f_.groups->count(m.group.load(std::memory_order_relaxed));
+    return f_.groups->count(m.group.load(std::memory_order_relaxed)) != 0;
   }
 
  private:
@@ -297,8 +285,6 @@ class SlotFilter {
   bool any_deleted_;
   std::vector<std::uint64_t> bits_;
   bool use_bits_ = false;
-  std::vector<std::uint32_t> small_tags_;
-  bool use_small_tags_ = false;
 };
 
 // Greedy descent through the upper layers; returns the layer-0 entry point and its distance.
@@ -560,10 +546,12 @@ void pad(std::uint64_t* ids, float* dist, std::size_t from, std::size_t k) {
 //   Header  magic "FSEEKHNS" | u32 version | u32 dim | u32 metric | u32 reserved |
 //           u64 M | u64 ef_construction | u64 ef | u64 seed | u64 capacity |
 //           u64 n_live | u64 graph_bytes
-//   Payload hnswlib saveIndex() bytes (graph_bytes) | n_live x (u64 id, u64 group, u32 tag)
+//   Payload hnswlib saveIndex() bytes (graph_bytes) | n_live x (u64 id, u64 group)
+//           (version 1 rows also held a u32 tag per vector, never used: read, then dropped)
 //   Trailer u32 CRC-32 (IEEE) of everything from `version` up to the trailer.
 constexpr char kMagic[8] = {'F', 'S', 'E', 'E', 'K', 'H', 'N', 'S'};
-constexpr std::uint32_t kFormatVersion = 1;
+constexpr std::uint32_t kFormatVersion = 2;
+constexpr std::uint32_t kOldestFormatVersion = 1;
 
 #pragma pack(push, 1)
 struct FileHeader {
@@ -572,6 +560,9 @@ struct FileHeader {
   std::uint64_t M, ef_construction, ef, seed, capacity, n_live, graph_bytes;
 };
 struct FileRow {
+  std::uint64_t id, group;
+};
+struct FileRowV1 {
   std::uint64_t id, group;
   std::uint32_t tag;
 };
@@ -740,7 +731,6 @@ void HnswIndex::resize_slots(std::size_t cap) {
   const std::size_t keep = std::min(cap, slots_cap_);
   for (std::size_t i = 0; i < keep; ++i) {
     fresh[i].group.store(slots_[i].group.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    fresh[i].tag.store(slots_[i].tag.load(std::memory_order_relaxed), std::memory_order_relaxed);
     fresh[i].live.store(slots_[i].live.load(std::memory_order_relaxed), std::memory_order_relaxed);
   }
   slots_ = std::move(fresh);
@@ -844,12 +834,11 @@ void HnswIndex::publish_slot(std::uint64_t id, const Meta& m, const float* vec) 
   if (copy_ && vec) write_copy(slot, vec);
   SlotMeta& sm = slots_[slot];
   sm.group.store(m.group, std::memory_order_relaxed);
-  sm.tag.store(m.tag, std::memory_order_relaxed);
   sm.live.store(1, std::memory_order_release);  // pairs with the acquire in SlotFilter
 }
 
 void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t n,
-                    const std::uint64_t* groups, const std::uint32_t* tags, std::size_t threads) {
+                    const std::uint64_t* groups, std::size_t threads) {
   if (n == 0) return;
   for (std::size_t i = 0; i < n * dim_; ++i)
     if (!std::isfinite(vectors[i]))
@@ -883,7 +872,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
     }
     grow_for(fresh.size());
     for (std::size_t i = 0; i < n; ++i)
-      meta_[ids[i]] = Meta{groups ? groups[i] : ids[i], tags ? tags[i] : 0u};
+      meta_[ids[i]] = Meta{groups ? groups[i] : ids[i]};
     for (std::size_t i : revived) {
       hnsw_->unmarkDelete(ids[i]);
       hnsw_->addPoint(vectors + i * dim_, ids[i], /*replace_deleted=*/false);  // = updatePoint
@@ -903,7 +892,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
         for (std::size_t j = w; j < fresh.size(); j += t) {
           std::size_t i = fresh[j];
           hnsw_->addPoint(vectors + i * dim_, ids[i], /*replace_deleted=*/true);
-          publish_slot(ids[i], Meta{groups ? groups[i] : ids[i], tags ? tags[i] : 0u}, vectors + i * dim_);
+          publish_slot(ids[i], Meta{groups ? groups[i] : ids[i]}, vectors + i * dim_);
         }
     });
     // Second pass once the whole batch is in (later frames are what prune earlier ones' links).
@@ -1140,7 +1129,7 @@ void HnswIndex::save(const std::string& path) const {
   }
   std::vector<FileRow> rows;
   rows.reserve(meta_.size());
-  for (const auto& [id, m] : meta_) rows.push_back(FileRow{id, m.group, m.tag});
+  for (const auto& [id, m] : meta_) rows.push_back(FileRow{id, m.group});
   std::sort(rows.begin(), rows.end(), [](const FileRow& a, const FileRow& b) { return a.id < b.id; });
   write_all(fd, rows.data(), rows.size() * sizeof(FileRow), &crc, out_tmp);
   std::uint32_t sum = crc.value();
@@ -1169,13 +1158,14 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
   if (size < sizeof h + 4 || !in.read(reinterpret_cast<char*>(&h), sizeof h))
     bad_file(path, "too short to be a frameseek HNSW index (truncated?)");
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) bad_file(path, "not a frameseek HNSW index file (bad magic)");
-  if (h.version != kFormatVersion)
+  if (h.version < kOldestFormatVersion || h.version > kFormatVersion)
     bad_file(path, "unsupported format version " + std::to_string(h.version) + " (this build reads " +
-                       std::to_string(kFormatVersion) + ")");
+                       std::to_string(kOldestFormatVersion) + " to " + std::to_string(kFormatVersion) + ")");
   if (h.dim == 0 || h.dim > 65536 || h.metric > 1 || h.M < 2 || h.M > 2048 || h.ef == 0 ||
       h.ef_construction == 0 || h.n_live > h.capacity || h.capacity > (std::uint64_t{1} << 40))
     bad_file(path, "header holds impossible values (corrupted)");
-  const std::uint64_t rows_bytes = h.n_live * sizeof(FileRow);
+  const std::uint64_t row_bytes = h.version == 1 ? sizeof(FileRowV1) : sizeof(FileRow);
+  const std::uint64_t rows_bytes = h.n_live * row_bytes;
   if (h.graph_bytes > size || size != sizeof h + h.graph_bytes + rows_bytes + 4)
     bad_file(path, "size " + std::to_string(size) + " does not match its header (truncated or corrupted)");
 
@@ -1203,13 +1193,17 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
     }
     if (!g.flush()) throw std::runtime_error("HnswIndex.load: cannot write temp file " + graph_tmp);
   }
-  std::vector<FileRow> rows(h.n_live);
+  std::vector<char> raw(rows_bytes);
   std::uint32_t stored = 0;
-  if (!in.read(reinterpret_cast<char*>(rows.data()), static_cast<std::streamsize>(rows_bytes)) ||
+  if (!in.read(raw.data(), static_cast<std::streamsize>(rows_bytes)) ||
       !in.read(reinterpret_cast<char*>(&stored), sizeof stored))
     bad_file(path, "unexpected end of file");
-  crc.update(rows.data(), rows_bytes);
+  crc.update(raw.data(), rows_bytes);
   if (crc.value() != stored) bad_file(path, "checksum mismatch (the file is corrupted)");
+  std::vector<FileRow> rows(h.n_live);
+  for (std::uint64_t i = 0; i < h.n_live; ++i)  // (id, group) lead both row layouts
+    std::memcpy(&rows[i], raw.data() + i * row_bytes, sizeof(FileRow));
+  std::vector<char>().swap(raw);
   // hnswlib trusts its header for allocations and offsets: check it first (hnsw_graph_check.hpp)
   const std::string graph_problem = detail::graph_header_problem(
       graph_head.data(), h.graph_bytes, h.dim, h.M, h.ef_construction, h.capacity, h.n_live);
@@ -1240,12 +1234,12 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
     auto it = gr.label_lookup_.find(id);
     if (it == gr.label_lookup_.end() || gr.isMarkedDeleted(it->second))
       bad_file(path, "id table names a vector the graph does not hold");
-    idx->meta_[id] = Meta{r.group, r.tag};
+    idx->meta_[id] = Meta{r.group};
   }
   move_level0_to_huge_pages(gr);
   idx->resize_slots(gr.max_elements_);
   idx->fill_copy();
-  for (const FileRow& r : rows) idx->publish_slot(r.id, Meta{r.group, r.tag}, nullptr);
+  for (const FileRow& r : rows) idx->publish_slot(r.id, Meta{r.group}, nullptr);
   if (idx->meta_.size() != h.n_live) bad_file(path, "id table has duplicates");
   idx->ef_ = h.ef;
   gr.setEf(h.ef);

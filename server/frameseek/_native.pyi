@@ -10,7 +10,7 @@ import numpy.typing as npt
 # kernels stream: SIMD dispatch, Filter, NO_ID, FlatIndex (native/bindings/bind_distance.cpp,
 # bind_flat.cpp). Argument policy: vectors/queries must be numpy float32, C-contiguous, native
 # byte order (TypeError for another type or dtype, ValueError for shape/layout/NaN/inf; no silent
-# forcecast). ids/groups/tags: any 1-D integer array or sequence, converted losslessly (negative or
+# forcecast). ids/groups: any 1-D integer array or sequence, converted losslessly (negative or
 # too large -> ValueError, floats/bools -> TypeError). A 1-D query is one query row.
 # ---------------------------------------------------------------------------------------------
 
@@ -40,15 +40,10 @@ def _float16_roundtrip(x: _F32) -> _F32:
     """Test hook: float32 -> fp16 -> float32 with the conversion FlatIndex(storage='float16') uses."""
 
 class Filter:
-    """Keep vectors whose id, group and tag are in the given sets (None = any; sets ANDed)."""
+    """Keep vectors whose id and group are in the given sets (None = any; sets ANDed)."""
 
-    def __init__(
-        self,
-        ids: _IntArrayLike | None = None,
-        groups: _IntArrayLike | None = None,
-        tags: _IntArrayLike | None = None,
-    ) -> None: ...
-    def allows(self, id: int, group: int, tag: int) -> bool: ...
+    def __init__(self, ids: _IntArrayLike | None = None, groups: _IntArrayLike | None = None) -> None: ...
+    def allows(self, id: int, group: int) -> bool: ...
 
 class FlatIndex:
     """Exact index. metric 'ip': distance = 1 - dot; 'l2': squared Euclidean distance.
@@ -71,9 +66,8 @@ class FlatIndex:
         ids: _IntArrayLike,
         vectors: _F32,
         groups: _IntArrayLike | None = None,
-        tags: _IntArrayLike | None = None,
     ) -> None:
-        """groups default to the ids, tags to 0; duplicate/NO_ID ids or NaN -> ValueError, atomically."""
+        """groups default to the ids; duplicate/NO_ID ids or NaN -> ValueError, atomically."""
     def remove(self, ids: _IntArrayLike) -> int:
         """Number of ids that were present."""
     def search(self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0) -> tuple[_U64, _F32]:
@@ -124,7 +118,6 @@ class HnswIndex:
         ids: _IntArrayLike,
         vectors: _F32,
         groups: _IntArrayLike | None = None,
-        tags: _IntArrayLike | None = None,
         threads: int = 0,
     ) -> None: ...
     def remove(self, ids: _IntArrayLike) -> int: ...

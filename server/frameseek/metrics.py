@@ -22,7 +22,8 @@ STORAGE_DAMAGE = Counter(
     "frameseek_storage_damage_total",
     "damage found by storage recovery, by kind: log_record "
     "(a damaged vector log record), snapshot (a snapshot that failed its checksum), "
-    "foreign_record (a log record that does not match its catalog row), catalog_lost_rows",
+    "foreign_record (a log record that does not match its catalog row), catalog_lost_rows, "
+    "catalog_row (a catalog row that fails its checksum)",
     ["kind"],
 )
 STALLS = Counter(

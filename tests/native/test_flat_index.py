@@ -41,14 +41,14 @@ def check_topk(index, ids, x, q, k, metric, mask=None, **kw):
     return got_ids, got_d
 
 
-def make(n, dim, metric="ip", seed=0, groups=None, tags=None, normalise=True):
+def make(n, dim, metric="ip", seed=0, groups=None, normalise=True):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim)).astype(np.float32)
     if normalise:
         x /= np.linalg.norm(x, axis=1, keepdims=True)
     ids = rng.choice(10**12, size=n, replace=False).astype(np.uint64)
     index = FlatIndex(dim, metric)
-    index.add(ids, x, groups=groups, tags=tags)
+    index.add(ids, x, groups=groups)
     return index, ids, x
 
 
@@ -98,19 +98,18 @@ def test_ip_distance_is_one_minus_dot_and_self_is_nearest():
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_filters_ids_groups_tags(metric):
+def test_filters_ids_groups(metric):
     n = 3000
     rng = np.random.default_rng(11)
     groups = rng.integers(0, 40, n).astype(np.uint64)
-    tags = rng.integers(0, 5, n).astype(np.uint32)
-    index, ids, x = make(n, 33, metric, seed=3, groups=groups, tags=tags)
+    index, ids, x = make(n, 33, metric, seed=3, groups=groups)
     q = rng.standard_normal((5, 33)).astype(np.float32)
 
     some_ids = rng.choice(ids, 50, replace=False)
     check_topk(index, ids, x, q, 10, metric, mask=np.isin(ids, some_ids), filter=Filter(ids=some_ids))
     check_topk(index, ids, x, q, 10, metric, mask=np.isin(groups, [3, 7]), filter=Filter(groups={3, 7}))
-    check_topk(index, ids, x, q, 10, metric, mask=tags == 2, filter=Filter(tags=[2]))
-    both = np.isin(groups, list(range(20))) & np.isin(tags, [0, 1])
+    many_ids = rng.choice(ids, 1500, replace=False)
+    both = np.isin(groups, list(range(20))) & np.isin(ids, many_ids)
     check_topk(
         index,
         ids,
@@ -119,10 +118,10 @@ def test_filters_ids_groups_tags(metric):
         10,
         metric,
         mask=both,
-        filter=Filter(groups=np.arange(20), tags=np.array([0, 1], dtype=np.int64)),
+        filter=Filter(groups=np.arange(20), ids=many_ids.astype(np.int64)),
     )
     # a filter that keeps everything takes the unfiltered path and agrees with it
-    everything = Filter(tags=range(5))
+    everything = Filter(groups=range(40))
     np.testing.assert_array_equal(index.search(q, 10, filter=everything)[0], index.search(q, 10)[0])
 
 
@@ -136,16 +135,18 @@ def test_filter_with_fewer_matches_than_k_and_empty_filter():
 
 
 def test_filter_api():
-    f = Filter(ids=[1, 2], tags=[7])
-    assert f.allows(1, 99, 7) and not f.allows(3, 99, 7) and not f.allows(1, 99, 6)
-    assert Filter().allows(5, 5, 5)
-    assert "ids=<2 values>" in repr(f) and "groups=None" in repr(f)
+    f = Filter(ids=[1, 2], groups=[7])
+    assert f.allows(1, 7) and not f.allows(3, 7) and not f.allows(1, 6)
+    assert Filter().allows(5, 5)
+    assert repr(f) == "Filter(ids=<2 values>, groups=<1 values>)" and repr(Filter()) == "Filter(ids=None, groups=None)"
     with pytest.raises(ValueError, match="non-negative"):
         Filter(ids=[-1])
     with pytest.raises(TypeError, match="integers"):
         Filter(groups=[1.5])
-    with pytest.raises(ValueError, match="2\\*\\*32"):
-        Filter(tags=[2**32])
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        Filter(groups=[2**64])
+    with pytest.raises(TypeError):  # the per-vector tags are gone (never used)
+        Filter(tags=[1])
 
 
 def test_remove_swap_with_last_and_readd():
@@ -203,13 +204,13 @@ def test_search_groups_vs_numpy(metric, threads):
     assert np.all(g[:, 3:] == NO_ID) and np.all(i[:, 3:] == NO_ID) and np.all(np.isinf(d[:, 3:]))
 
 
-def test_groups_and_tags_default():
+def test_groups_default_to_the_ids():
     index = FlatIndex(3, "l2")
     x = np.eye(3, dtype=np.float32)
     index.add(np.array([10, 20, 30], dtype=np.uint64), x)
     g, i, _ = index.search_groups(x[:1], 3)
     assert g[0].tolist() == [10, 20, 30] == i[0].tolist()  # group defaults to the id
-    assert index.search(x[:1], 3, filter=Filter(tags=[0]))[0][0, 0] == 10  # tag defaults to 0
+    assert index.search(x[:1], 3, filter=Filter(groups=[20]))[0][0, 0] == 20
 
 
 @settings(max_examples=30, deadline=None)
@@ -294,10 +295,10 @@ def test_add_rejects_bad_input_and_stays_unchanged():
         index.add(np.array([-1, 2]), good)
     with pytest.raises(TypeError, match="integers"):
         index.add(np.array([1.0, 2.0]), good)
-    with pytest.raises(ValueError, match="2\\*\\*32"):
-        index.add([1, 2], good, tags=[0, 2**32])
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        index.add([1, 2], good, groups=[0, 2**64])
     assert len(index) == 10 and 1 not in index and 7 not in index
-    index.add(np.array([1, 2], dtype=np.int64), good, groups=[5, 5], tags=np.array([1, 1], np.uint8))
+    index.add(np.array([1, 2], dtype=np.int64), good, groups=np.array([5, 5], np.uint8))
     assert len(index) == 12 and 1 in index
 
 
@@ -347,14 +348,14 @@ def test_float16_storage_exact_on_rounded_vectors(metric, nq):
     x = rng.standard_normal((n, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ids = np.arange(n, dtype=np.uint64) * 7
-    tags = (np.arange(n) % 3).astype(np.uint32)
+    groups = (np.arange(n) % 3).astype(np.uint64)
     index = FlatIndex(dim, metric, storage="float16")
     assert index.storage == "float16"
-    index.add(ids, x, tags=tags)
+    index.add(ids, x, groups=groups)
     q = rng.standard_normal((nq, dim)).astype(np.float32)
     stored = x.astype(np.float16).astype(np.float32)  # what the index really holds
     check_topk(index, ids, stored, q, 10, metric, threads=2)
-    check_topk(index, ids, stored, q, 10, metric, mask=tags == 1, filter=Filter(tags=[1]))
+    check_topk(index, ids, stored, q, 10, metric, mask=groups == 1, filter=Filter(groups=[1]))
     gone = np.arange(0, n, 2)
     assert index.remove(ids[gone]) == len(gone)
     keep = np.arange(1, n, 2)

@@ -32,36 +32,35 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / max(1, int((truth != N.NO_ID).sum()))
 
 
-def add_video_by_video(index, vectors, ids, groups, tags=None, threads=0):
+def add_video_by_video(index, vectors, ids, groups, threads=0):
     for g in np.unique(groups):
         sel = np.flatnonzero(groups == g)
-        index.add(ids[sel], vectors[sel], groups=groups[sel], tags=None if tags is None else tags[sel], threads=threads)
+        index.add(ids[sel], vectors[sel], groups=groups[sel], threads=threads)
 
 
 @pytest.fixture(scope="module")
 def data():
     x, groups = video_like(N_VEC, DIM, frames_per_video=FPV, seed=11)
     ids = np.arange(1000, 1000 + N_VEC, dtype=np.uint64)  # ids != row numbers on purpose
-    tags = (groups % 3).astype(np.uint32)
     q = video_like_queries(x, 200, seed=5)
-    return x, ids, groups, tags, q
+    return x, ids, groups, q
 
 
 @pytest.fixture(scope="module")
 def built(data):
-    x, ids, groups, tags, _ = data
+    x, ids, groups, _ = data
     index = N.HnswIndex(DIM, "ip", max_elements=64)  # grows on its own
     # One build thread: the graph (so every recall figure below) is the same on every run; the
     # multithreaded add path has its own tests.
-    add_video_by_video(index, x, ids, groups, tags, threads=1)
+    add_video_by_video(index, x, ids, groups, threads=1)
     flat = N.FlatIndex(DIM, "ip")
-    flat.add(ids, x, groups=groups, tags=tags)
+    flat.add(ids, x, groups=groups)
     return index, flat
 
 
 def test_recall_on_video_order_inserts(built, data):
     index, flat = built
-    q = data[4]
+    q = data[3]
     assert len(index) == N_VEC and index.capacity >= N_VEC
     found, dist = index.search(q, K)
     truth, _ = flat.search(q, K)
@@ -76,7 +75,7 @@ def test_recall_on_video_order_inserts(built, data):
 
 
 def test_l2_metric_recall(data):
-    x, ids, groups, _, _ = data
+    x, ids, groups, _ = data
     n = 6000
     q = video_like_queries(x[:n], 100, seed=9)
     index = N.HnswIndex(DIM, "l2")
@@ -92,7 +91,7 @@ def test_l2_metric_recall(data):
 
 def test_per_call_ef_matches_index_ef(built, data):
     index, _ = built
-    q = data[4][:50]
+    q = data[3][:50]
     a_ids, a_d = index.search(q, K, ef=40)  # stop-condition path
     old = index.ef
     try:
@@ -106,7 +105,7 @@ def test_per_call_ef_matches_index_ef(built, data):
 
 def test_higher_ef_does_not_lose_recall(built, data):
     index, flat = built
-    q = data[4]
+    q = data[3]
     truth, _ = flat.search(q, K)
     r_lo = recall(index.search(q, K, ef=K)[0], truth)
     r_hi = recall(index.search(q, K, ef=256)[0], truth)
@@ -117,7 +116,7 @@ def test_beam_narrower_than_k_still_returns_k_exact_distances(built, data):
     # ef < k: the walk's beam is ef wide, the answer is the k best of every node it evaluated.
     index, flat = built
     x, ids, *_ = data
-    q = data[4]
+    q = data[3]
     truth, _ = flat.search(q, K)
     pos = {int(i): r for r, i in enumerate(ids)}
     recalls = []
@@ -140,22 +139,20 @@ def test_beam_narrower_than_k_still_returns_k_exact_distances(built, data):
     assert np.isin(found[found != N.NO_ID], allowed).all()
 
 
-@pytest.mark.parametrize("kind", ["groups", "tags", "ids", "all"])
+@pytest.mark.parametrize("kind", ["groups", "ids", "all"])
 def test_filters_match_exact_filtered_search(built, data, kind):
     index, flat = built
-    x, ids, groups, tags, q = data
+    x, ids, groups, q = data
     rng = np.random.default_rng(3)
     if kind == "groups":  # 50% of the videos
         f = N.Filter(groups=rng.choice(np.unique(groups), size=len(np.unique(groups)) // 2, replace=False))
-    elif kind == "tags":
-        f = N.Filter(tags=[1])
     elif kind == "ids":  # a small allowed set: the walk must go through many disallowed vectors
         f = N.Filter(ids=rng.choice(ids, size=300, replace=False))
     else:
-        f = N.Filter(ids=rng.choice(ids, size=8000, replace=False), groups=np.unique(groups)[::2], tags=[0, 2])
+        f = N.Filter(ids=rng.choice(ids, size=8000, replace=False), groups=np.unique(groups)[::2])
     found, _ = index.search(q, K, filter=f)
     truth, _ = flat.search(q, K, filter=f)
-    meta = {int(i): (int(g), int(t)) for i, g, t in zip(ids, groups, tags)}
+    meta = {int(i): (int(g),) for i, g in zip(ids, groups)}
     for row in found:
         for i in row[row != N.NO_ID]:
             assert f.allows(int(i), *meta[int(i)])
@@ -167,7 +164,7 @@ def test_id_filter_bitmap_and_hashed_paths_agree(built, data):
     # the batch (<= max(4096, 1024 * nq) ids) and hashed per candidate otherwise; both must give
     # identical results, and the same as the equivalent group filter (dense slot metadata).
     index, _ = built
-    x, ids, groups, tags, q = data
+    x, ids, groups, q = data
     allowed_groups = np.unique(groups)[::2]
     allowed_ids = ids[np.isin(groups, allowed_groups)]
     assert 4096 < len(allowed_ids) <= 1024 * 8
@@ -182,41 +179,39 @@ def test_id_filter_bitmap_and_hashed_paths_agree(built, data):
 
 
 def test_filters_follow_slot_reuse_and_removal(data):
-    # Removed slots are recycled for new ids with other groups/tags: filters must see the new
+    # Removed slots are recycled for new ids with other groups: filters must see the new
     # metadata (kept per slot), never the old one, and never a removed vector.
-    x, ids, groups, _, q = data
+    x, ids, groups, q = data
     n = 2400
     index = N.HnswIndex(DIM, "ip", max_elements=n)
-    add_video_by_video(index, x[:n], ids[:n], groups[:n], np.zeros(n, np.uint32))
+    add_video_by_video(index, x[:n], ids[:n], groups[:n])
     gone = ids[:n][: n // 2]
     assert index.remove(gone) == len(gone)
     new_ids = np.arange(10**9, 10**9 + n // 2, dtype=np.uint64)
     new_x = x[n : n + n // 2]
-    index.add(new_ids, new_x, groups=np.full(n // 2, 10**6, np.uint64), tags=np.full(n // 2, 9, np.uint32))
+    index.add(new_ids, new_x, groups=np.full(n // 2, 10**6, np.uint64))
     assert index.capacity == n  # the removed slots were reused
-    found, _ = index.search(q, K, ef=64, filter=N.Filter(tags=[9]))
-    assert set(found.ravel().tolist()) <= set(new_ids.tolist())
-    found, _ = index.search(q, K, ef=64, filter=N.Filter(tags=[0]))
+    found, _ = index.search(q, K, ef=64, filter=N.Filter(groups=np.unique(groups[n // 2 : n])))
     assert set(found.ravel().tolist()) <= set(ids[n // 2 : n].tolist())
     found, _ = index.search(q, K, ef=64, filter=N.Filter(ids=np.concatenate([gone, new_ids[:10]])))
     assert set(found.ravel().tolist()) - {N.NO_ID} <= set(new_ids[:10].tolist())
     found, _ = index.search(q, K, ef=64, filter=N.Filter(groups=[10**6]))
     assert set(found.ravel().tolist()) <= set(new_ids.tolist())
-    found, _ = index.search(new_x[:50], 1, ef=64, filter=N.Filter(groups=[10**6], tags=[9]))
+    found, _ = index.search(new_x[:50], 1, ef=64, filter=N.Filter(groups=[10**6], ids=new_ids))
     assert found[:, 0].tolist() == new_ids[:50].tolist()  # each new vector finds itself
 
 
 def test_filter_that_allows_nothing_pads(built, data):
     index, _ = built
-    found, dist = index.search(data[4][:3], K, filter=N.Filter(groups=[10**12]))
+    found, dist = index.search(data[3][:3], K, filter=N.Filter(groups=[10**12]))
     assert np.all(found == N.NO_ID) and np.all(np.isinf(dist))
-    g, i, d = index.search_groups(data[4][:3], K, filter=N.Filter(tags=[7]))
+    g, i, d = index.search_groups(data[3][:3], K, filter=N.Filter(ids=[7]))
     assert np.all(g == N.NO_ID) and np.all(i == N.NO_ID) and np.all(np.isinf(d))
 
 
 def test_search_groups_distinct_and_matches_exact_group_by(built, data):
     index, flat = built
-    x, ids, groups, _, q = data
+    x, ids, groups, q = data
     g, i, d = index.search_groups(q, K)
     tg, ti, td = flat.search_groups(q, K)
     gid = dict(zip(ids.tolist(), groups.tolist()))
@@ -237,7 +232,7 @@ def test_search_groups_distinct_and_matches_exact_group_by(built, data):
 
 def test_search_groups_with_filter(built, data):
     index, flat = built
-    groups, q = data[2], data[4]
+    groups, q = data[2], data[3]
     f = N.Filter(groups=np.unique(groups)[1::2])
     g, _, _ = index.search_groups(q, 5, filter=f)
     tg, _, _ = flat.search_groups(q, 5, filter=f)
@@ -289,7 +284,7 @@ def test_get_vectors_returns_stored_vectors_in_id_order_and_survives_save_load(t
 
 
 def test_remove_never_returned_and_slots_reused(data):
-    x, ids, groups, _, q = data
+    x, ids, groups, q = data
     n = 3000
     index = N.HnswIndex(DIM, "ip", max_elements=n)
     add_video_by_video(index, x[:n], ids[:n], groups[:n])
@@ -351,7 +346,7 @@ SUBPROCESS = textwrap.dedent("""
 
 def test_save_load_in_fresh_process_gives_identical_results(built, data, tmp_path):
     index, _ = built
-    q = data[4]
+    q = data[3]
     removed = data[1][:40]
     index.remove(removed)
     try:
@@ -377,7 +372,7 @@ def test_save_load_in_fresh_process_gives_identical_results(built, data, tmp_pat
         loaded.save(str(path))
         assert len(N.HnswIndex.load(str(path))) == len(index) + 2
     finally:
-        index.add(removed, data[0][:40], groups=data[2][:40], tags=data[3][:40])
+        index.add(removed, data[0][:40], groups=data[2][:40])
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +428,7 @@ def test_load_missing_file_and_hnswlib_native_file(tmp_path, data):
 
 
 def test_concurrent_add_and_search_from_threads(data):
-    x, ids, groups, _, _ = data
+    x, ids, groups, _ = data
     n = 6000
     q = video_like_queries(x[:n], 100, seed=8)
     index = N.HnswIndex(DIM, "ip", max_elements=16)
@@ -590,7 +585,7 @@ def test_walk_copy_matches_the_float32_walk(built, data, precision):
     """The copy only routes: the same recall as the float32 walk against exact search, nearly
     the same ids, and exact (float32) distances in ascending order."""
     index, flat = built
-    q = data[4]
+    q = data[3]
     truth, _ = flat.search(q, K)
     index.walk_precision = precision
     try:
@@ -646,7 +641,7 @@ def test_int8_walk_on_l2_vectors_of_very_different_norms():
 
 @pytest.mark.parametrize("precision", COPIES)
 def test_walk_copy_follows_adds_removes_and_reloads(data, tmp_path, precision):
-    x, ids, groups, _, q = data
+    x, ids, groups, q = data
     n = 3000
     index = N.HnswIndex(DIM, "ip", max_elements=16)  # grows (the copy with it)
     index.walk_precision = precision
@@ -735,3 +730,37 @@ def test_large_index_memory_is_backed_by_huge_pages(tmp_path):
     assert n == 12000
     assert grew_built >= 8192  # KiB: the layer-0 block and the int8 copy, several 2 MiB pages
     assert grew_loaded >= 8192
+
+
+def _as_format_version_1(path: pathlib.Path) -> None:
+    """Rewrite a saved index in format version 1, whose id table held a u32 tag per vector
+    (8-byte magic | u32 version, dim, metric, reserved | u64 M, ef_construction, ef, seed,
+    capacity, n_live, graph_bytes | graph | n_live x (u64 id, u64 group[, u32 tag]) | u32 CRC-32
+    of everything after the magic)."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    head = 8 + 16 + 56
+    n_live, graph_bytes = struct.unpack_from("<QQ", data, head - 16)
+    rows = np.frombuffer(data, dtype="<u8", count=2 * n_live, offset=head + graph_bytes).reshape(n_live, 2)
+    v1_rows = b"".join(struct.pack("<QQI", int(i), int(g), 7) for i, g in rows)
+    body = data[8:12].replace(struct.pack("<I", 2), struct.pack("<I", 1)) + data[12 : head + graph_bytes] + v1_rows
+    path.write_bytes(data[:8] + body + struct.pack("<I", zlib.crc32(body)))
+
+
+def test_an_index_saved_by_format_version_1_still_loads(built, data, tmp_path):
+    """Version 1 stored a per-vector tag that nothing used; version 2 drops it. Snapshots written
+    by earlier servers must keep loading, with the same answers and the same groups."""
+    index, _ = built
+    x, ids, groups, q = data
+    path = tmp_path / "v1.fsh"
+    index.save(str(path))
+    _as_format_version_1(path)
+    old = N.HnswIndex.load(str(path))
+    assert len(old) == len(index)
+    np.testing.assert_array_equal(old.search(q[:20], K, ef=64)[0], index.search(q[:20], K, ef=64)[0])
+    np.testing.assert_array_equal(old.search_groups(q[:20], K)[0], index.search_groups(q[:20], K)[0])
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")  # the CRC still guards the old layout
+    with pytest.raises(ValueError, match="checksum|corrupt"):
+        N.HnswIndex.load(str(path))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from frameseek.ids import split_sample_ids
-from frameseek.storage import EmbeddedStorage, FailedPrecondition, InvalidArgument, ModalityData, NotFound
+from frameseek.storage import EmbeddedStorage, FailedPrecondition, InvalidArgument, ModalityData, NotFound, catalog
 from frameseek.storage.replica import ReplicaStorage
 from frameseek.storage.vectorlog import list_segments, segment_path
 
@@ -235,7 +235,7 @@ def test_version_2_catalog_is_migrated_to_frames_only_collections(tmp_path):
     assert st.get_collection("old").modalities == {}
     assert st.get_video(v.id).state == "active"
     assert st.video_extra(v.id, "faces") is None
-    assert st.catalog._query("SELECT value FROM meta WHERE key='schema_version'") == [("3",)]
+    assert st.catalog._query("SELECT value FROM meta WHERE key='schema_version'") == [(str(catalog.SCHEMA_VERSION),)]
     st.close()
 
 

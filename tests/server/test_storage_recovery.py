@@ -4,6 +4,7 @@ by a snapshot killed mid-write."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -14,7 +15,7 @@ import pytest
 
 from frameseek import metrics
 from frameseek.ids import split_sample_ids
-from frameseek.storage import EmbeddedStorage, NotFound, VideoQuery, VideoRecord
+from frameseek.storage import EmbeddedStorage, NotFound, VideoQuery, VideoRecord, catalog
 from frameseek.storage.catalog import CatalogDamaged
 from frameseek.storage.vectorlog import segment_path
 
@@ -246,6 +247,9 @@ def test_a_log_record_of_another_video_is_not_attached(tmp_path):
     videos = _ingest(st, cid, rng, 2)
     ids = list(videos)
     st.catalog._db.execute("UPDATE videos SET content_sha256='other' WHERE id=?", (ids[1],))
+    # a consistent row of other content (not a damaged one: its checksum matches)
+    row = st.catalog._db.execute(f"SELECT {catalog._CRC_VIDEO_COLS} FROM videos WHERE id=?", (ids[1],)).fetchone()
+    st.catalog._db.execute("UPDATE videos SET row_crc=? WHERE id=?", (catalog._row_crc(row), ids[1]))
     _crash(st)
     st = _open(tmp_path)
     assert st.get_video(ids[1]).state == "damaged"
@@ -344,3 +348,80 @@ def test_a_catalog_whose_schema_text_no_longer_decodes_is_refused_clearly(tmp_pa
     _crash(st)
     with pytest.raises(CatalogDamaged, match="(?i)decode"):
         _open(tmp_path)
+
+
+def _flip_in_catalog(path: pathlib.Path, marker: bytes) -> None:
+    """Flip one byte of `marker` where it is stored in the catalog file (a closed, checkpointed catalog)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(marker)
+    assert at >= 0, "the marker is in the file"
+    data[at + len(marker) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _ingest_marked(tmp_path, rng, **fields):
+    st, cid = _new(tmp_path)
+    videos = _ingest(st, cid, rng, 3)
+    marked = st.add_video(cid, dataclasses.replace(_rec("marked"), **fields), np.arange(5.0), _unit(rng, 5)).id
+    st.close()
+    return cid, videos, marked
+
+
+@pytest.mark.parametrize(
+    "fields, marker",
+    [
+        ({"filename": "clip-MARKER-2b7e.mp4"}, b"MARKER-2b7e"),
+        ({"external_key": "key-MARKER-9f1c"}, b"MARKER-9f1c"),
+        ({"labels": {"show": "MARKER-51aa"}}, b'"MARKER-51aa"'),  # the row's JSON copy of the labels
+    ],
+)
+def test_a_flipped_byte_in_a_catalog_row_marks_its_video_damaged(tmp_path, fields, marker):
+    """SQLite keeps no checksums: without the row's CRC this flip reads back as another valid
+    value and the video would be served with altered fields (bench_corruption's `undetected`)."""
+    rng = np.random.default_rng(11)
+    cid, videos, marked = _ingest_marked(tmp_path, rng, **fields)
+    _flip_in_catalog(tmp_path / "catalog.sqlite3", marker)
+    before = _damage()
+    st = _open(tmp_path)
+    assert any("fail their checksums" in p for p in st.recovery_problems()), st.recovery_problems()
+    assert st.get_video(marked).state == "damaged"
+    assert _damage() == before + 1
+    for vid in videos:  # the others are untouched and searchable
+        assert st.get_video(vid).state == "active"
+    ids, _ = st.search(cid, st.video_vectors(min(videos))[:1], 1)
+    assert int(split_sample_ids(ids[0])[0][0]) == min(videos)
+    st.close()
+
+
+def test_a_labels_table_that_disagrees_with_its_row_marks_the_video_damaged(tmp_path):
+    """Filters read the labels table: a flip there would make a filter match the wrong videos."""
+    rng = np.random.default_rng(12)
+    cid, videos, marked = _ingest_marked(tmp_path, rng, labels={"show": "news"})
+    db = __import__("sqlite3").connect(str(tmp_path / "catalog.sqlite3"))
+    db.execute("UPDATE labels SET value='newt' WHERE video_id=?", (marked,))
+    db.commit()
+    db.close()
+    st = _open(tmp_path)
+    assert st.get_video(marked).state == "damaged"
+    assert st.video_ids(VideoQuery(labels={"show": "newt"})).size == 0
+    st.close()
+
+
+def test_a_version_3_catalog_gets_row_checksums_at_migration(tmp_path):
+    import sqlite3
+
+    rng = np.random.default_rng(13)
+    cid, videos, marked = _ingest_marked(tmp_path, rng, filename="clip-MARKER-77aa.mp4")
+    db = sqlite3.connect(str(tmp_path / "catalog.sqlite3"))
+    db.executescript(
+        "BEGIN; ALTER TABLE videos DROP COLUMN row_crc; ALTER TABLE video_extras DROP COLUMN row_crc;"
+        "UPDATE meta SET value='3' WHERE key='schema_version'; COMMIT;"
+    )
+    db.close()
+    st = _open(tmp_path)
+    assert not st.recovery_problems() and st.get_video(marked).state == "active"
+    st.close()
+    _flip_in_catalog(tmp_path / "catalog.sqlite3", b"MARKER-77aa")
+    st = _open(tmp_path)
+    assert st.get_video(marked).state == "damaged"
+    st.close()

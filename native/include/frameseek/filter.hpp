@@ -1,7 +1,7 @@
 // Search filters shared by FlatIndex and HnswIndex, evaluated in C++ (no Python callback per
-// candidate). Every indexed vector carries an id (unique label), a group (the video it belongs to)
-// and a tag (e.g. its collection). A filter keeps a vector when every set that is present contains
-// the corresponding field; an absent set allows everything.
+// candidate). Every indexed vector carries an id (unique label) and a group (the video it belongs
+// to). A filter keeps a vector when every set that is present contains the corresponding field; an
+// absent set allows everything.
 #pragma once
 #include <cstdint>
 #include <limits>
@@ -17,12 +17,10 @@ inline constexpr std::uint64_t kNoId = std::numeric_limits<std::uint64_t>::max()
 struct Filter {
   std::optional<std::unordered_set<std::uint64_t>> ids;
   std::optional<std::unordered_set<std::uint64_t>> groups;
-  std::optional<std::unordered_set<std::uint32_t>> tags;
 
-  bool empty() const { return !ids && !groups && !tags; }
-  bool allows(std::uint64_t id, std::uint64_t group, std::uint32_t tag) const {
-    return (!ids || ids->count(id)) && (!groups || groups->count(group)) &&
-           (!tags || tags->count(tag));
+  bool empty() const { return !ids && !groups; }
+  bool allows(std::uint64_t id, std::uint64_t group) const {
+    return (!ids || ids->count(id)) && (!groups || groups->count(group));
   }
 };
 

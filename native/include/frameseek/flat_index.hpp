@@ -1,7 +1,7 @@
 // Exact (brute-force) vector index: the reference every approximate index is measured against,
 // and the right choice for small libraries or heavily filtered searches.
 //
-// Storage is one dense row-major float32 matrix (64-byte aligned) plus parallel id/group/tag
+// Storage is one dense row-major float32 matrix (64-byte aligned) plus parallel id/group
 // arrays; remove() moves the last row into the hole (swap-with-last) and an id -> slot map keeps
 // lookups O(1), so a scan never skips tombstones.
 //
@@ -75,12 +75,12 @@ class FlatIndex {
   std::size_t size() const;
   bool contains(std::uint64_t id) const;
 
-  // Adds n rows. groups == nullptr -> group = id; tags == nullptr -> tag = 0. All-or-nothing:
+  // Adds n rows. groups == nullptr -> group = id. All-or-nothing:
   // a duplicate id (already stored, or twice in the batch), kNoId as an id, a non-finite
   // component (or, with fp16 storage, one beyond +-65504) throws std::invalid_argument before
   // anything is stored.
   void add(std::size_t n, const std::uint64_t* ids, const float* vectors,
-           const std::uint64_t* groups = nullptr, const std::uint32_t* tags = nullptr);
+           const std::uint64_t* groups = nullptr);
 
   // Removes the ids that are present; returns how many were.
   std::size_t remove(std::size_t n, const std::uint64_t* ids);
@@ -114,7 +114,6 @@ class FlatIndex {
   std::vector<std::uint16_t, RowAllocator<std::uint16_t>> half_;  // size() * dim_ (F16 storage)
   std::vector<std::uint64_t> ids_;
   std::vector<std::uint64_t> groups_;
-  std::vector<std::uint32_t> tags_;
   std::unordered_map<std::uint64_t, std::uint32_t> slot_of_;
   mutable std::shared_mutex mutex_;
   mutable std::mutex turnstile_;

@@ -1,6 +1,6 @@
 // Approximate nearest-neighbour index: hnswlib's HNSW graph (>= 0.8, header-only, fetched at
 // configure time) running on frameseek's own SIMD kernels, plus what hnswlib leaves to the caller:
-//   * per-vector metadata (group = video id, tag = collection) and C++ filters over it,
+//   * per-vector metadata (group = video id) and C++ filters over it,
 //   * automatic capacity growth, slot reuse after removal (hnswlib's replace_deleted),
 //   * per-call ef without racing on hnswlib's shared ef_ field,
 //   * group-by search (top-k distinct videos, best frame each),
@@ -84,12 +84,11 @@ class HnswIndex {
   std::size_t deleted_slots() const;  // removed vectors whose slots await reuse
   bool contains(std::uint64_t id) const;
 
-  // Adds n vectors (row-major n x dim). groups/tags may be null (group defaults to the id, tag to
-  // 0). Throws std::invalid_argument on an id already present (in the index or twice in the
+  // Adds n vectors (row-major n x dim). groups may be null (group defaults to the id). Throws std::invalid_argument on an id already present (in the index or twice in the
   // batch), on kNoId, and on non-finite values; in that case nothing is added. threads = 0 uses
   // every core.
   void add(const std::uint64_t* ids, const float* vectors, std::size_t n, const std::uint64_t* groups,
-           const std::uint32_t* tags, std::size_t threads = 0);
+           std::size_t threads = 0);
   // Marks the ids deleted (their slots are reused by later adds); unknown ids are ignored.
   // Returns how many were present.
   std::size_t remove(const std::uint64_t* ids, std::size_t n);
@@ -121,7 +120,6 @@ class HnswIndex {
 
   struct Meta {
     std::uint64_t group;
-    std::uint32_t tag;
   };
   // The same metadata, dense by hnswlib's internal slot, so the search loop evaluates filters
   // with plain array reads instead of hashing the label of every candidate. live = 0 marks a slot
@@ -130,7 +128,6 @@ class HnswIndex {
   // reallocated only under the exclusive lock.
   struct SlotMeta {
     std::atomic<std::uint64_t> group{0};
-    std::atomic<std::uint32_t> tag{0};
     std::atomic<std::uint32_t> live{0};
   };
 

@@ -17,6 +17,7 @@ import json
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -35,7 +36,7 @@ from .base import (
     is_disk_full,
 )
 
-SCHEMA_VERSION = 3  # 2: video state 'damaged'; 3: collections.modalities, video_extras
+SCHEMA_VERSION = 4  # 2: video state 'damaged'; 3: collections.modalities, video_extras; 4: row checksums
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,7 +73,9 @@ CREATE TABLE IF NOT EXISTS {name} (
   model TEXT NOT NULL DEFAULT '',
   realtime_factor REAL NOT NULL DEFAULT 0,
   create_time REAL NOT NULL,
-  sample_times BLOB NOT NULL              -- float64 little-endian, sample i -> timestamp (s)
+  -- float64 little-endian, sample i -> timestamp (s)
+  sample_times BLOB NOT NULL,
+  row_crc INTEGER
 );
 """
 
@@ -91,6 +94,7 @@ CREATE TABLE IF NOT EXISTS video_extras (
   item_count INTEGER NOT NULL,
   item_times BLOB NOT NULL,              -- float64 little-endian, item i -> timestamp (s)
   payload BLOB NOT NULL,
+  row_crc INTEGER,
   PRIMARY KEY (video_id, modality)
 );
 """
@@ -133,6 +137,26 @@ _VIDEO_COLS = (
 )
 
 
+# SQLite keeps no checksums: a flipped byte inside a row's text or number reads back as another
+# valid value. Each video row (and each video_extras row) carries a CRC-32 of the fields that never
+# change after insert, id included; the engine checks them at start (Catalog.rows_failing_checksum)
+# and marks a video whose row fails damaged instead of serving altered data.
+_CRC_VIDEO_COLS = (
+    "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
+    "external_key, labels, filename, model, realtime_factor, sample_times"
+)
+_CRC_EXTRA_COLS = "video_id, modality, item_count, item_times, payload"
+
+
+def _row_crc(row) -> int:
+    """CRC-32 of a row's values in order (repr of each; blobs as bytes)."""
+    crc = 0
+    for value in row:
+        data = bytes(value) if isinstance(value, bytes | memoryview) else repr(value).encode()
+        crc = zlib.crc32(len(data).to_bytes(4, "little") + data, crc)
+    return crc
+
+
 def _video(row) -> VideoRecord:
     return VideoRecord(
         id=row[0],
@@ -152,6 +176,15 @@ def _video(row) -> VideoRecord:
         create_time=row[14],
         state=row[15],
     )
+
+
+def _labels(text: str) -> dict | None:
+    """A row's labels JSON, or None when it no longer parses (it then matches no labels table)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _collection(row) -> CollectionRecord:
@@ -259,6 +292,8 @@ class Catalog:
             self._migrate_v1()
         if version <= 2:
             self._migrate_v2()
+        if version <= 3:
+            self._migrate_v3()
 
     def _migrate_v2(self) -> None:
         """Schema 2 -> 3: collections gain `modalities` ('{}': frames only, what they were);
@@ -269,6 +304,26 @@ class Catalog:
             cols = [r[1] for r in db.execute("PRAGMA table_info(collections)")]
             if "modalities" not in cols:
                 db.execute("ALTER TABLE collections ADD COLUMN modalities TEXT NOT NULL DEFAULT '{}'")
+            db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _migrate_v3(self) -> None:
+        """Schema 3 -> 4: row checksums, computed for the rows as they are at the migration."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("videos", "video_extras"):
+                if "row_crc" not in [r[1] for r in db.execute(f"PRAGMA table_info({table})")]:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN row_crc INTEGER")
+            for row in db.execute(f"SELECT {_CRC_VIDEO_COLS} FROM videos").fetchall():
+                db.execute("UPDATE videos SET row_crc=? WHERE id=?", (_row_crc(row), row[0]))
+            for row in db.execute(f"SELECT {_CRC_EXTRA_COLS} FROM video_extras").fetchall():
+                db.execute(
+                    "UPDATE video_extras SET row_crc=? WHERE video_id=? AND modality=?", (_row_crc(row), row[0], row[1])
+                )
             db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             db.execute("COMMIT")
         except BaseException:
@@ -286,7 +341,8 @@ class Catalog:
             try:
                 row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='videos'").fetchone()
                 db.execute(_VIDEOS_TABLE.replace("{name}", "videos_v2"))
-                db.execute("INSERT INTO videos_v2 SELECT * FROM videos")
+                cols = ", ".join(r[1] for r in db.execute("PRAGMA table_info(videos)"))
+                db.execute(f"INSERT INTO videos_v2 ({cols}) SELECT {cols} FROM videos")
                 db.execute("DROP TABLE videos")
                 db.execute("ALTER TABLE videos_v2 RENAME TO videos")
                 for sql in _VIDEO_INDEXES:
@@ -463,14 +519,14 @@ class Catalog:
                 ),
             )
             vid = int(cur.lastrowid)
+            row = db.execute(f"SELECT {_CRC_VIDEO_COLS} FROM videos WHERE id=?", (vid,)).fetchone()
+            db.execute("UPDATE videos SET row_crc=? WHERE id=?", (_row_crc(row), vid))
             db.executemany("INSERT INTO labels VALUES (?,?,?)", [(vid, k, val) for k, val in v.labels.items()])
-            db.executemany(
-                "INSERT INTO video_extras VALUES (?,?,?,?,?)",
-                [
-                    (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
-                    for name, d in extras.items()
-                ],
-            )
+            rows = [
+                (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
+                for name, d in extras.items()
+            ]
+            db.executemany("INSERT INTO video_extras VALUES (?,?,?,?,?,?)", [(*r, _row_crc(r)) for r in rows])
         return vid
 
     def activate(self, video_id: int) -> None:
@@ -588,11 +644,30 @@ class Catalog:
             )
         }
 
+    def rows_failing_checksum(self) -> tuple[list[int], list[int]]:
+        """Rows that no longer read back as written: (active or damaged videos whose row or
+        video_extras row fails its CRC, or whose labels table disagrees with the row's labels;
+        rows whose state is none of the known ones). Reads every row once (at start)."""
+        bad: set[int] = set()
+        labels: dict[int, dict] = {}
+        for vid, key, value in self._query("SELECT video_id, key, value FROM labels"):
+            labels.setdefault(vid, {})[key] = value
+        rows = self._query(f"SELECT {_CRC_VIDEO_COLS}, row_crc FROM videos WHERE state IN ('active', 'damaged')")
+        for row in rows:
+            if (row[-1] is not None and _row_crc(row[:-1]) != row[-1]) or labels.get(row[0], {}) != _labels(row[10]):
+                bad.add(row[0])
+        for row in self._query(f"SELECT {_CRC_EXTRA_COLS}, row_crc FROM video_extras"):
+            if row[-1] is not None and _row_crc(row[:-1]) != row[-1]:
+                bad.add(row[0])
+        known = "'pending', 'active', 'damaged'"
+        unknown = [r[0] for r in self._query(f"SELECT id FROM videos WHERE state NOT IN ({known})")]
+        return sorted(bad), unknown
+
     def mark_damaged(self, video_ids) -> None:
         """Active videos whose vectors could not be recovered: listed as damaged, never searched."""
         ids = [(int(v),) for v in video_ids]
         with self._tx() as db:
-            db.executemany("UPDATE videos SET state='damaged' WHERE id=? AND state='active'", ids)
+            db.executemany("UPDATE videos SET state='damaged' WHERE id=? AND state != 'pending'", ids)
 
     def video_id_high_water(self) -> int:
         """The highest video id ever handed out (AUTOINCREMENT never goes below it)."""

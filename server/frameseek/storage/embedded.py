@@ -214,8 +214,7 @@ class _CollectionIndex:
         n = vectors.shape[0]
         ids = sample_ids(video_id, n)
         groups = np.full(n, video_id, dtype=np.uint64)
-        tags = np.full(n, self.rec.id, dtype=np.uint32)
-        self.index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), groups=groups, tags=tags)
+        self.index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), groups=groups)
         self.videos[video_id] = n
 
     def snapshot(self) -> None:
@@ -301,7 +300,7 @@ class EmbeddedStorage:
         dropped = self.catalog.drop_pending()
         if dropped:
             log.warning("dropped_unacknowledged_videos", videos=dropped)
-        report = []
+        report = self._check_rows()
         for rec in self.catalog.all_collections():
             ci = _CollectionIndex(rec, self._coll_dir(rec.id))
             ci.open_extras()
@@ -317,7 +316,7 @@ class EmbeddedStorage:
                             x.index.remove(sample_ids(v, n))
             report += reports
             self._colls[rec.id] = ci
-        seen = max((r["highest_video_id"] for r in report), default=0)
+        seen = max((r.get("highest_video_id", 0) for r in report), default=0)
         if seen > self.catalog.video_id_high_water():
             msg = (
                 f"the catalog lost committed rows: the vector log or a snapshot holds video ids up to {seen}, "
@@ -331,6 +330,24 @@ class EmbeddedStorage:
         self.recovery_report = report
         log.info("storage_open", data_dir=self.data_dir, collections=report)
         return report
+
+    def _check_rows(self) -> list[dict]:
+        """Videos whose catalog rows fail their checksums are marked damaged (listed, never searched):
+        their fields are known to be altered. Returns the report entry of what was found."""
+        bad, unknown = self.catalog.rows_failing_checksum()
+        if not bad and not unknown:
+            return []
+        self.catalog.mark_damaged(bad + unknown)
+        problems = []
+        if bad:
+            problems.append(f"catalog rows of videos {bad[:20]} fail their checksums ({len(bad)} marked damaged)")
+        if unknown:
+            problems.append(
+                f"catalog rows of videos {unknown[:20]} have an unknown state ({len(unknown)} marked damaged)"
+            )
+        log.error("catalog_rows_damaged", videos=(bad + unknown)[:20], count=len(bad) + len(unknown))
+        metrics.STORAGE_DAMAGE.labels("catalog_row").inc(len(bad) + len(unknown))
+        return [{"collection": "", "problems": problems}]
 
     def recovery_problems(self) -> list[str]:
         """What the last recovery found damaged or inconsistent (empty when all was intact)."""

@@ -67,6 +67,35 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
+def video_vectors(
+    dimension: int, timestamps: np.ndarray, vectors: np.ndarray, twins: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """What every store checks before it indexes a video (Storage.add_video): (timestamps float64
+    [n], vectors float32 [n or 2n, dimension]), the coarse twins appended as vectors n..2n-1."""
+    from ..ids import MAX_SAMPLES_PER_VIDEO
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
+    n = vectors.shape[0]
+    if vectors.ndim != 2 or vectors.shape[1] != dimension:
+        raise InvalidArgument(f"vectors must be [n, {dimension}]", "DIMENSION_MISMATCH")
+    if timestamps.shape != (n,):
+        raise InvalidArgument("one timestamp per vector")
+    if n == 0:
+        raise InvalidArgument("no samples to index", "EMPTY_MEDIA")
+    if twins is not None:
+        twins = np.ascontiguousarray(twins, dtype=np.float32)
+        if twins.shape != vectors.shape:
+            raise InvalidArgument(f"twins must be [{n}, {dimension}] like vectors", "DIMENSION_MISMATCH")
+        # stores hold the twins as the video's vectors n..2n-1 (frameseek.ids.split_sample_ids)
+        vectors = np.concatenate([vectors, twins])
+    if len(vectors) > MAX_SAMPLES_PER_VIDEO:
+        raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} vectors per video", "MEDIA_TOO_LARGE")
+    if not np.isfinite(vectors).all():
+        raise InvalidArgument("non-finite values in vectors", "NON_FINITE_VECTOR")
+    return timestamps, vectors
+
+
 class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
@@ -259,3 +288,19 @@ class StorageObserver(Protocol):
     def collection_removed(self, collection_id: int) -> None: ...
     def video_added(self, rec: VideoRecord, timestamps: np.ndarray) -> None: ...
     def video_removed(self, video_id: int) -> None: ...
+
+
+class Unavailable(StorageError):
+    """An external storage backend (Milvus, PostgreSQL) cannot be reached: nothing was committed."""
+
+    def __init__(self, what: str, reason: str = "BACKEND_UNAVAILABLE"):
+        super().__init__(what)
+        self.reason = reason
+
+
+class Aborted(StorageError):
+    """The write lost a race it cannot win (a swept pending ingest): nothing was committed."""
+
+    def __init__(self, what: str, reason: str):
+        super().__init__(what)
+        self.reason = reason

@@ -31,17 +31,17 @@ import numpy as np
 import structlog
 
 from .. import metrics
-from ..ids import MAX_SAMPLES_PER_VIDEO, sample_ids
+from ..ids import sample_ids
 from . import snapshots
 from .base import (
     CollectionRecord,
-    InvalidArgument,
     JobRecord,
     NotFound,
     ResourceExhausted,
     VideoQuery,
     VideoRecord,
     is_disk_full,
+    video_vectors,
 )
 from .catalog import Catalog, CatalogDamaged, is_damage
 from .vectorlog import VectorLog, content_digest
@@ -219,10 +219,10 @@ class _CollectionIndex:
 class EmbeddedStorage:
     """Storage on one machine, no external services. See the module docstring for the protocol."""
 
-    def __init__(self, data_dir: str, *, snapshot_every: int = 200_000):
+    def __init__(self, data_dir: str, *, snapshot_every: int = 200_000, catalog_path: str | None = None):
         self.data_dir = os.path.abspath(data_dir)
         os.makedirs(os.path.join(self.data_dir, "collections"), exist_ok=True)
-        self.catalog = Catalog(os.path.join(self.data_dir, "catalog.sqlite3"))
+        self.catalog = Catalog(catalog_path or os.path.join(self.data_dir, "catalog.sqlite3"))
         self.snapshot_every = snapshot_every
         self._colls: dict[int, _CollectionIndex] = {}
         self._colls_lock = threading.Lock()
@@ -384,25 +384,8 @@ class EmbeddedStorage:
         twins: np.ndarray | None = None,
     ) -> VideoRecord:
         ci = self._ci(collection_id)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
-        n = vectors.shape[0]
-        if vectors.ndim != 2 or vectors.shape[1] != ci.rec.dimension:
-            raise InvalidArgument(f"vectors must be [n, {ci.rec.dimension}]", "DIMENSION_MISMATCH")
-        if timestamps.shape != (n,):
-            raise InvalidArgument("one timestamp per vector")
-        if n == 0:
-            raise InvalidArgument("no samples to index", "EMPTY_MEDIA")
-        if twins is not None:
-            twins = np.ascontiguousarray(twins, dtype=np.float32)
-            if twins.shape != vectors.shape:
-                raise InvalidArgument(f"twins must be [{n}, {ci.rec.dimension}] like vectors", "DIMENSION_MISMATCH")
-            # the log and the index hold the twins as the video's vectors n..2n-1 (split_sample_ids)
-            vectors = np.concatenate([vectors, twins])
-        if len(vectors) > MAX_SAMPLES_PER_VIDEO:
-            raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} vectors per video", "MEDIA_TOO_LARGE")
-        if not np.isfinite(vectors).all():
-            raise InvalidArgument("non-finite values in vectors", "NON_FINITE_VECTOR")
+        timestamps, vectors = video_vectors(ci.rec.dimension, timestamps, vectors, twins)
+        n = len(timestamps)
         video = VideoRecord(**{**video.__dict__, "sample_count": n, "collection_id": collection_id})
         with ci.lock:
             vid = self.catalog.insert_pending(collection_id, video, timestamps)  # 1

@@ -48,6 +48,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_UPLOAD_IDLE: _ClassVar[ErrorReason]
     ERROR_REASON_BACKEND_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_INGEST_LEASE_EXPIRED: _ClassVar[ErrorReason]
+    ERROR_REASON_MODALITY_NOT_ENABLED: _ClassVar[ErrorReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -123,6 +124,7 @@ ERROR_REASON_DISK_FULL: ErrorReason
 ERROR_REASON_UPLOAD_IDLE: ErrorReason
 ERROR_REASON_BACKEND_UNAVAILABLE: ErrorReason
 ERROR_REASON_INGEST_LEASE_EXPIRED: ErrorReason
+ERROR_REASON_MODALITY_NOT_ENABLED: ErrorReason
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_L2: Metric

@@ -97,6 +97,44 @@ def video_vectors(
     return timestamps, vectors
 
 
+def check_modalities(modalities: dict) -> None:
+    """create_collection's `modalities`: an indexed one needs a positive dimension and a metric."""
+    for modality, spec in modalities.items():
+        if "dimension" in spec and (int(spec["dimension"]) <= 0 or spec.get("metric") not in ("ip", "l2")):
+            raise InvalidArgument(f"modality {modality!r}: a positive dimension and metric 'ip' or 'l2'")
+
+
+def checked_extras(rec: CollectionRecord, extras: Mapping[str, ModalityData]) -> dict[str, ModalityData]:
+    """A video's data of other modalities (Storage.add_video's `extras`), validated against the
+    collection's modalities: what every store checks before it commits them."""
+    from ..ids import MAX_SAMPLES_PER_VIDEO
+
+    out = {}
+    for name, d in extras.items():
+        if name not in rec.modalities:
+            raise InvalidArgument(f"collection {rec.name!r} does not have the {name!r} modality")
+        times = np.ascontiguousarray(d.times, dtype=np.float64)
+        if times.ndim != 1 or not np.isfinite(times).all():
+            raise InvalidArgument(f"{name}: times must be a finite float64[n]")
+        dimension = rec.modalities[name].get("dimension")
+        vectors = d.vectors
+        if (vectors is None) != (dimension is None or len(times) == 0):
+            raise InvalidArgument(
+                f"{name}: " + ("vectors are required" if vectors is None else "this modality stores no vectors")
+            )
+        if vectors is not None:
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            if vectors.shape != (len(times), int(dimension)):
+                shape = f"[{len(times)}, {int(dimension)}]"
+                raise InvalidArgument(f"{name}: vectors must be {shape}", "DIMENSION_MISMATCH")
+            if not np.isfinite(vectors).all():
+                raise InvalidArgument(f"{name}: non-finite values in vectors", "NON_FINITE_VECTOR")
+        if len(times) > MAX_SAMPLES_PER_VIDEO:
+            raise InvalidArgument(f"{name}: at most {MAX_SAMPLES_PER_VIDEO} items per video", "MEDIA_TOO_LARGE")
+        out[name] = ModalityData(times=times, vectors=vectors, payload=bytes(d.payload))
+    return out
+
+
 class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"

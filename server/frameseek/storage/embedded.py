@@ -33,18 +33,19 @@ import numpy as np
 import structlog
 
 from .. import metrics
-from ..ids import MAX_SAMPLES_PER_VIDEO, sample_ids
+from ..ids import sample_ids
 from . import snapshots
 from .base import (
     CollectionRecord,
     FailedPrecondition,
-    InvalidArgument,
     JobRecord,
     ModalityData,
     NotFound,
     ResourceExhausted,
     VideoQuery,
     VideoRecord,
+    check_modalities,
+    checked_extras,
     is_disk_full,
     video_vectors,
 )
@@ -372,9 +373,7 @@ class EmbeddedStorage:
 
     # -- collections ----------------------------------------------------------------------------
     def create_collection(self, name: str, **kw) -> CollectionRecord:
-        for modality, spec in (kw.get("modalities") or {}).items():
-            if "dimension" in spec and (int(spec["dimension"]) <= 0 or spec.get("metric") not in ("ip", "l2")):
-                raise InvalidArgument(f"modality {modality!r}: a positive dimension and metric 'ip' or 'l2'")
+        check_modalities(kw.get("modalities") or {})
         rec = self.catalog.create_collection(name, **kw)
         ci = _CollectionIndex(rec, self._coll_dir(rec.id))
         ci.open_extras()
@@ -425,7 +424,7 @@ class EmbeddedStorage:
         extras: Mapping[str, ModalityData] | None = None,
     ) -> VideoRecord:
         ci = self._ci(collection_id)
-        extras = self._checked_extras(ci, extras or {})
+        extras = checked_extras(ci.rec, extras or {})
         timestamps, vectors = video_vectors(ci.rec.dimension, timestamps, vectors, twins)
         n = len(timestamps)
         video = VideoRecord(**{**video.__dict__, "sample_count": n, "collection_id": collection_id})
@@ -459,33 +458,6 @@ class EmbeddedStorage:
         if need_snapshot:
             threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
         return self.get_video(vid)
-
-    def _checked_extras(self, ci: _CollectionIndex, extras: Mapping[str, ModalityData]) -> dict[str, ModalityData]:
-        """Validate a video's data of other modalities against the collection's modalities."""
-        out = {}
-        for name, d in extras.items():
-            if name not in ci.rec.modalities:
-                raise InvalidArgument(f"collection {ci.rec.name!r} does not have the {name!r} modality")
-            times = np.ascontiguousarray(d.times, dtype=np.float64)
-            if times.ndim != 1 or not np.isfinite(times).all():
-                raise InvalidArgument(f"{name}: times must be a finite float64[n]")
-            x = ci.extras.get(name)
-            vectors = d.vectors
-            if (vectors is None) != (x is None or len(times) == 0):
-                raise InvalidArgument(
-                    f"{name}: " + ("vectors are required" if vectors is None else "this modality stores no vectors")
-                )
-            if vectors is not None:
-                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-                if vectors.shape != (len(times), x.dimension):
-                    shape = f"[{len(times)}, {x.dimension}]"
-                    raise InvalidArgument(f"{name}: vectors must be {shape}", "DIMENSION_MISMATCH")
-                if not np.isfinite(vectors).all():
-                    raise InvalidArgument(f"{name}: non-finite values in vectors", "NON_FINITE_VECTOR")
-            if len(times) > MAX_SAMPLES_PER_VIDEO:
-                raise InvalidArgument(f"{name}: at most {MAX_SAMPLES_PER_VIDEO} items per video", "MEDIA_TOO_LARGE")
-            out[name] = ModalityData(times=times, vectors=vectors, payload=bytes(d.payload))
-        return out
 
     def _forget_pending(self, video_id: int) -> None:
         try:

@@ -4,7 +4,8 @@ it that has vectors), through pymilvus.
 A Milvus collection `<prefix><collection id>[_<modality>]` holds one row per indexed vector:
 `id` (the sample id, frameseek.ids: video << SAMPLE_BITS | vector index; primary key), `video_id`
 (what filters and group-by searches use), `timestamp` (seconds; sample i % samples for a coarse
-twin) and `vector`, under an HNSW index with the collection's metric (IP on unit vectors, or L2)
+twin) and `vector` (as given: unit vectors for IP, like the native index), under an HNSW index with
+the collection's metric (IP or L2)
 and its M / efConstruction. Label filters are resolved to video ids in the catalog (one place for
 label semantics) and reach Milvus as `video_id in [...]`.
 
@@ -30,12 +31,8 @@ from .base import NotFound, Unavailable
 
 _CONSISTENCY = "Strong"
 _COLLECTION_NOT_FOUND = 100  # pymilvus ErrorCode.COLLECTION_NOT_FOUND
+_QUERY_LIMIT = 16384  # Milvus' cap on the rows of one query (offset + limit)
 _INSERT_BATCH = 2000  # rows per insert call (a request stays far below Milvus' 64 MB message limit)
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
 class MilvusVectors:
@@ -81,13 +78,14 @@ class MilvusVectors:
     def name(self, collection_id: int, modality: str = "") -> str:
         return f"{self.prefix}{collection_id}" + (f"_{modality}" if modality else "")
 
-    def collection_ids(self) -> set[int]:
-        """The frameseek collection ids that have a Milvus collection under this prefix."""
-        out = set()
+    def existing(self) -> dict[int, list[str]]:
+        """frameseek collection id -> the names of its Milvus collections (frames and modalities)
+        that exist under this prefix."""
+        out: dict[int, list[str]] = {}
         for n in self._call(lambda c: c.list_collections(timeout=self.timeout_s)):
             head = n[len(self.prefix) :].split("_")[0] if n.startswith(self.prefix) else ""
             if head.isdigit():
-                out.add(int(head))
+                out.setdefault(int(head), []).append(n)
         return out
 
     # -- collections ----------------------------------------------------------------------------
@@ -122,7 +120,7 @@ class MilvusVectors:
     # -- vectors --------------------------------------------------------------------------------
     def insert(self, name: str, video_id: int, vectors: np.ndarray, times: np.ndarray, metric: str) -> None:
         """Vector i of the video gets sample id video << SAMPLE_BITS | i and timestamp times[i % len(times)]."""
-        vecs = _unit(vectors) if metric == "ip" else np.ascontiguousarray(vectors, dtype=np.float32)
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         n = len(vecs)
         base = int(video_id) << SAMPLE_BITS
         rows = [
@@ -142,19 +140,23 @@ class MilvusVectors:
         return bool(self._call(lambda c: c.has_collection(name, timeout=self.timeout_s)))
 
     def vectors(self, name: str, video_id: int, count: int) -> np.ndarray:
-        """The stored vectors of one video, rows in vector-index order (what was inserted,
-        normalised for IP)."""
-        rows = self._call(
-            lambda c: c.query(
-                name,
-                filter=f"video_id == {int(video_id)}",
-                output_fields=["id", "vector"],
-                limit=max(count, 1),
-                consistency_level=_CONSISTENCY,
-                timeout=self.timeout_s,
+        """The stored vectors 0..count-1 of one video (fewer when it has fewer), in vector-index
+        order: exactly what was inserted. Read in id ranges of at most _QUERY_LIMIT
+        (Milvus' cap on one query's rows)."""
+        base, rows = int(video_id) << SAMPLE_BITS, []
+        for start in range(0, max(count, 1), _QUERY_LIMIT):
+            lo, hi = base + start, base + min(start + _QUERY_LIMIT, count)
+            rows += self._call(
+                lambda c, lo=lo, hi=hi: c.query(
+                    name,
+                    filter=f"id >= {lo} and id < {hi}",
+                    output_fields=["id", "vector"],
+                    limit=hi - lo,
+                    consistency_level=_CONSISTENCY,
+                    timeout=self.timeout_s,
+                )
             )
-        )
-        rows = sorted(rows, key=lambda r: r["id"])
+        rows.sort(key=lambda r: r["id"])
         return np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), -1)
 
     def search(
@@ -170,8 +172,6 @@ class MilvusVectors:
         """kNN of each query ([nq, dim]): (sample ids uint64 [nq, k], native distances float32
         [nq, k]), padded with NO_ID / +inf. group_by_video: the best vector of k distinct videos."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(len(queries), -1)
-        if metric == "ip":
-            q = _unit(q)
         kw = {}
         if videos is not None:
             kw["filter"] = f"video_id in {[int(v) for v in videos]}"

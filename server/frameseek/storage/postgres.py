@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import psycopg
@@ -32,6 +33,7 @@ from .base import (
     FailedPrecondition,
     JobRecord,
     JobState,
+    ModalityData,
     NotFound,
     Unavailable,
     VideoQuery,
@@ -41,7 +43,9 @@ from .base import (
 #: pg_advisory_xact_lock key taken while migrating ("fsmg")
 _MIGRATION_LOCK = 0x66736D67
 
-_COLL_COLS = "id, name, description, model, dimension, metric, sampling, index_settings, create_time, is_default"
+_COLL_COLS = (
+    "id, name, description, model, dimension, metric, sampling, index_settings, create_time, is_default, modalities"
+)
 _VIDEO_COLS = (
     "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
     "external_key, labels, filename, model, realtime_factor, create_time, state"
@@ -74,6 +78,7 @@ def _collection(r) -> CollectionRecord:
         index=r[7],
         create_time=r[8],
         is_default=r[9],
+        modalities=r[10],
     )
 
 
@@ -224,12 +229,24 @@ class PostgresCatalog:
         index: dict,
         description: str = "",
         is_default: bool = False,
+        modalities: dict | None = None,
     ) -> CollectionRecord:
         try:
             rows = self._rows(
                 "INSERT INTO collections (name, description, model, dimension, metric, sampling, index_settings, "
-                f"create_time, is_default) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING {_COLL_COLS}",
-                (name, description, model, dimension, metric, Jsonb(sampling), Jsonb(index), time.time(), is_default),
+                f"create_time, is_default, modalities) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING {_COLL_COLS}",
+                (
+                    name,
+                    description,
+                    model,
+                    dimension,
+                    metric,
+                    Jsonb(sampling),
+                    Jsonb(index),
+                    time.time(),
+                    is_default,
+                    Jsonb(modalities or {}),
+                ),
             )
         except psycopg.errors.UniqueViolation:
             raise AlreadyExists(f"collection {name!r} already exists", "COLLECTION_EXISTS") from None
@@ -285,12 +302,20 @@ class PostgresCatalog:
 
     # -- videos ---------------------------------------------------------------------------------
     def insert_pending(
-        self, collection_id: int, v: VideoRecord, timestamps: np.ndarray, vector_count: int, owner: str, lease_s: float
+        self,
+        collection_id: int,
+        v: VideoRecord,
+        timestamps: np.ndarray,
+        vector_count: int,
+        owner: str,
+        lease_s: float,
+        extras: Mapping[str, ModalityData] | None = None,
     ) -> int:
+        """Step 1 of an ingest: the pending row and its modalities' data, in one transaction."""
         now = time.time()
         times = np.ascontiguousarray(timestamps, dtype="<f8").tobytes()
-        return int(
-            self._rows(
+        with self._conn() as c, c.transaction():
+            vid = c.execute(
                 "INSERT INTO videos (collection_id, state, kind, duration, width, height, sample_count, vector_count, "
                 "size_bytes, content_sha256, external_key, labels, filename, model, realtime_factor, create_time, "
                 "sample_times, owner, lease_until) VALUES (%s,'pending',%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
@@ -315,8 +340,27 @@ class PostgresCatalog:
                     owner,
                     now + lease_s,
                 ),
-            )[0][0]
+            ).fetchone()[0]
+            for name, d in (extras or {}).items():
+                c.execute(
+                    "INSERT INTO video_extras (video_id, modality, times, payload) VALUES (%s,%s,%s,%s)",
+                    (vid, name, np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload)),
+                )
+        return int(vid)
+
+    def video_extra(self, video_id: int, modality: str) -> ModalityData | None:
+        """An active video's data of one modality without vectors (Milvus holds them), None when
+        it has none; NotFound when the video is not active."""
+        rows = self._rows(
+            "SELECT v.id, x.times, x.payload FROM videos v LEFT JOIN video_extras x ON x.video_id = v.id "
+            "AND x.modality = %s WHERE v.id = %s AND v.state = 'active'",
+            (modality, video_id),
         )
+        if not rows:
+            raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND")
+        if rows[0][1] is None:
+            return None
+        return ModalityData(times=_times(rows[0][1]), vectors=None, payload=bytes(rows[0][2]))
 
     def activate(self, video_id: int) -> VideoRecord:
         """The commit point of an ingest. Aborted when a sweep took the pending row meanwhile."""

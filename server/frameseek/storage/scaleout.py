@@ -30,13 +30,27 @@ way a caller sees: liveness is never cached.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 
 import numpy as np
 import structlog
 
 from ..ids import NO_ID, SAMPLE_BITS
-from .base import Aborted, CollectionRecord, JobRecord, NotFound, Unavailable, VideoQuery, VideoRecord, video_vectors
+from .base import (
+    Aborted,
+    CollectionRecord,
+    FailedPrecondition,
+    JobRecord,
+    ModalityData,
+    NotFound,
+    Unavailable,
+    VideoQuery,
+    VideoRecord,
+    check_modalities,
+    checked_extras,
+    video_vectors,
+)
 from .milvus import MilvusVectors
 from .postgres import PostgresCatalog
 
@@ -124,14 +138,16 @@ class ScaleOutStorage:
         by_collection: dict[int, list[int]] = collections.defaultdict(list)
         for vid, cid in claimed:
             by_collection[cid].append(vid)
+        existing = self.vectors.existing()
         for cid, vids in by_collection.items():
-            if self.vectors.has(self.vectors.name(cid)):
-                self.vectors.delete_videos(self.vectors.name(cid), vids)
+            for name in existing.get(cid, ()):
+                self.vectors.delete_videos(name, vids)
             self.catalog.drop_rows(vids)
         live = {rec.id for rec in self.catalog.all_collections()}
-        orphans = sorted(self.vectors.collection_ids() - live)
+        orphans = sorted(set(existing) - live)
         for cid in orphans:
-            self.vectors.drop(self.vectors.name(cid))
+            for name in existing[cid]:
+                self.vectors.drop(name)
         if claimed or orphans:
             log.warning("swept_unsettled_writes", videos=[v for v, _ in claimed][:50], milvus_collections=orphans)
         return {"videos": len(claimed), "milvus_collections": len(orphans)}
@@ -161,9 +177,20 @@ class ScaleOutStorage:
 
     # -- collections ----------------------------------------------------------------------------
     def _ensure(self, rec: CollectionRecord) -> None:
+        """Its Milvus collections: frames, and one per modality with vectors (same HNSW settings)."""
         if rec.id not in self._ensured:
             self.vectors.ensure(self.vectors.name(rec.id), rec.dimension, rec.metric, rec.index)
+            for modality, spec in rec.modalities.items():
+                if "dimension" in spec:
+                    self.vectors.ensure(
+                        self.vectors.name(rec.id, modality), int(spec["dimension"]), spec["metric"], rec.index
+                    )
             self._ensured.add(rec.id)
+
+    def _names(self, rec: CollectionRecord) -> list[str]:
+        """Every Milvus collection of a frameseek collection."""
+        extra = [self.vectors.name(rec.id, m) for m, spec in rec.modalities.items() if "dimension" in spec]
+        return [self.vectors.name(rec.id), *extra]
 
     def _known_collections(self) -> list[CollectionRecord]:
         with self._lock:
@@ -187,6 +214,7 @@ class ScaleOutStorage:
             self._notify("collection_removed", collection_id)
 
     def create_collection(self, name: str, **kw) -> CollectionRecord:
+        check_modalities(kw.get("modalities") or {})
         rec = self.catalog.create_collection(name, **kw)
         self._ensure(rec)  # if Milvus fails here, the first write or search makes it
         return self._publish(rec)
@@ -212,41 +240,49 @@ class ScaleOutStorage:
             for v in ids:
                 self._videos.pop(v, None)
         try:
-            self.vectors.drop(self.vectors.name(rec.id))
-        except Unavailable as exc:  # committed: the next sweep drops the orphan
+            for milvus_name in self._names(rec):
+                self.vectors.drop(milvus_name)
+        except Unavailable as exc:  # committed: the next sweep drops the orphans
             log.warning("milvus_drop_deferred", collection=name, error=str(exc))
 
     def collection_counts(self, collection_id: int) -> tuple[int, int, float]:
         return self.catalog.collection_counts(collection_id)
 
     # -- videos ---------------------------------------------------------------------------------
-    def add_video(self, collection_id: int, video: VideoRecord, timestamps, vectors, twins=None) -> VideoRecord:
+    def add_video(
+        self, collection_id: int, video: VideoRecord, timestamps, vectors, twins=None, *, extras=None
+    ) -> VideoRecord:
         rec = self.collection_by_id(collection_id)
+        extras = checked_extras(rec, extras or {})
         timestamps, vectors = video_vectors(rec.dimension, timestamps, vectors, twins)
         video = VideoRecord(**{**video.__dict__, "sample_count": len(timestamps), "collection_id": collection_id})
         self._ensure(rec)
-        name = self.vectors.name(rec.id)
         vid = self.catalog.insert_pending(
-            collection_id, video, timestamps, len(vectors), self.server_id, self.pending_lease_s
+            collection_id, video, timestamps, len(vectors), self.server_id, self.pending_lease_s, extras
         )  # 1
-        try:
-            self.vectors.insert(name, vid, vectors, timestamps, rec.metric)  # 2
+        try:  # 2
+            self.vectors.insert(self.vectors.name(rec.id), vid, vectors, timestamps, rec.metric)
+            for modality, d in extras.items():
+                if d.vectors is not None and len(d):
+                    metric = rec.modalities[modality]["metric"]
+                    self.vectors.insert(self.vectors.name(rec.id, modality), vid, d.vectors, d.times, metric)
         except BaseException:
-            self._undo_pending(name, vid)
+            self._undo_pending(rec, vid)
             raise
         try:
             active = self.catalog.activate(vid)  # 3: the commit point
         except Aborted:  # swept meanwhile: our vectors may have landed after the sweep deleted its own
-            self._undo_pending(name, vid)
+            self._undo_pending(rec, vid)
             raise
         # Unavailable here is ambiguous (the commit may have happened): nothing is undone; a retry
         # finds the video by its content hash, a pending row is swept
         self._remember(active, timestamps)
         return active
 
-    def _undo_pending(self, name: str, vid: int) -> None:
+    def _undo_pending(self, rec: CollectionRecord, vid: int) -> None:
         try:
-            self.vectors.delete_videos(name, [vid])
+            for name in self._names(rec):
+                self.vectors.delete_videos(name, [vid])
             self.catalog.forget_pending(vid)
         except Unavailable:  # the sweep finishes it (its lease runs out, or this server restarts)
             log.warning("pending_ingest_left_for_sweep", video=vid)
@@ -303,9 +339,10 @@ class ScaleOutStorage:
         v = self.catalog.mark_deleting(video_id)  # the commit point: no search returns it from here
         self._forget(video_id)
         try:
-            self.vectors.delete_videos(self.vectors.name(v.collection_id), [video_id])
+            for name in self._names(self.collection_by_id(v.collection_id)):
+                self.vectors.delete_videos(name, [video_id])
             self.catalog.drop_rows([video_id])
-        except Unavailable as exc:  # committed: the next sweep finishes it
+        except (Unavailable, NotFound) as exc:  # committed: the next sweep finishes it
             log.warning("delete_finish_deferred", video=video_id, error=str(exc))
 
     # -- vectors --------------------------------------------------------------------------------
@@ -338,26 +375,54 @@ class ScaleOutStorage:
                 out_groups[r, : len(cols)] = groups[r, cols]
         return (out_ids, out_dist) if groups is None else (out_groups, out_ids, out_dist)
 
-    def _kNN(self, collection_id: int, queries, k: int, ef: int | None, groups, by_video: bool):
+    def _kNN(self, collection_id: int, modality: str, queries, k: int, ef: int | None, groups, by_video: bool):
+        """kNN in the collection's Milvus collection of `modality` ("" = frames), live videos only:
+        (ids, dist), or with by_video (videos, ids, dist) like search_groups."""
         with self._lock:
             rec = self._collections.get(collection_id)
         rec = rec or self.collection_by_id(collection_id)
+        metric = rec.metric
+        if modality:
+            spec = rec.modalities.get(modality, {})
+            if "dimension" not in spec:
+                raise FailedPrecondition(
+                    f"collection {rec.name!r} has no {modality} index (modalities are set when a collection is "
+                    "created)",
+                    "MODALITY_NOT_ENABLED",
+                )
+            metric = spec["metric"]
         self._ensure(rec)
         ef = ef or int(rec.index.get("ef_search") or 0)
+        name = self.vectors.name(rec.id, modality)
         try:
-            return self.vectors.search(self.vectors.name(rec.id), rec.metric, queries, k, ef, groups, by_video)
+            ids, dist = self.vectors.search(name, metric, queries, k, ef, groups, by_video)
         except NotFound:  # deleted through another server
             self._unpublish(collection_id)
             raise
+        if not by_video:
+            return self._live_only(ids, dist)
+        return self._live_only(ids, dist, np.where(ids != NO_ID, ids >> _BITS, NO_ID).astype(np.uint64))
 
     def search(self, collection_id, queries, k, *, ef=None, groups=None):
-        return self._live_only(*self._kNN(collection_id, queries, k, ef, groups, False))
+        return self._kNN(collection_id, "", queries, k, ef, groups, False)
 
     def search_groups(self, collection_id, queries, k, *, ef=None, groups=None):
-        ids, dist = self._kNN(collection_id, queries, k, ef, groups, True)
-        valid = ids != NO_ID
-        gids = np.where(valid, ids >> _BITS, NO_ID).astype(np.uint64)
-        return self._live_only(ids, dist, gids)
+        return self._kNN(collection_id, "", queries, k, ef, groups, True)
+
+    def search_extra(self, collection_id, modality, queries, k, *, ef=None, groups=None, per_video=False):
+        return self._kNN(collection_id, modality, queries, k, ef, groups, per_video)
+
+    def video_extra(self, video_id: int, modality: str) -> ModalityData | None:
+        data = self.catalog.video_extra(video_id, modality)
+        if data is None or not len(data):
+            return data
+        rec = self.collection_by_id(self.video_entry(video_id)[0].collection_id)
+        if "dimension" not in rec.modalities.get(modality, {}):
+            return data
+        stored = self.vectors.vectors(self.vectors.name(rec.id, modality), video_id, len(data))
+        if len(stored) < len(data):  # deleted meanwhile
+            raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND")
+        return dataclasses.replace(data, vectors=stored)
 
     def vectors_of(self, collection_id: int) -> int:
         return self.catalog.vector_count(collection_id)

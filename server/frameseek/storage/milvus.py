@@ -21,6 +21,7 @@ reconnects by itself.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -31,6 +32,17 @@ from .base import NotFound, Unavailable
 
 _CONSISTENCY = "Strong"
 _COLLECTION_NOT_FOUND = 100  # pymilvus ErrorCode.COLLECTION_NOT_FOUND
+_COLLECTION_NOT_LOADED = 101  # ... COLLECTION_NOT_LOADED (e.g. after a Milvus restart that did not reload it)
+
+# pymilvus logs every failed reconnection attempt with a stack; the store reports the outage once
+# per call as Unavailable (and the server's health probe logs it), so only its errors are kept
+logging.getLogger("pymilvus").setLevel(logging.ERROR)
+
+
+class _NotLoaded(Exception):
+    """A Milvus collection that exists but is not loaded: load it and retry once."""
+
+
 _QUERY_LIMIT = 16384  # Milvus' cap on the rows of one query (offset + limit)
 _INSERT_BATCH = 2000  # rows per insert call (a request stays far below Milvus' 64 MB message limit)
 
@@ -55,13 +67,37 @@ class MilvusVectors:
                 client = self._client
             return fn(client, *args, **kw)
         except MilvusException as exc:
-            if getattr(exc, "code", None) == _COLLECTION_NOT_FOUND or "collection not found" in str(exc).lower():
+            code = getattr(exc, "code", None)
+            if code == _COLLECTION_NOT_FOUND or "collection not found" in str(exc).lower():
                 raise NotFound(f"no such Milvus collection ({exc})", "COLLECTION_NOT_FOUND") from exc
+            if code == _COLLECTION_NOT_LOADED:
+                raise _NotLoaded(str(exc)) from exc
+            self._reconnect_next()
             raise self.unavailable(exc) from exc
         except Exception as exc:  # grpc's errors (the storage layer does not import grpc)
             if type(exc).__module__.startswith(("grpc", "pymilvus")):
+                self._reconnect_next()
                 raise self.unavailable(exc) from exc
             raise
+
+    def _reconnect_next(self) -> None:
+        """Drop the client after a failure: pymilvus' own recovery can give up on a restarted
+        Milvus, so the next call connects afresh (callers and the health probe pace the retries)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a dead channel
+                pass
+
+    def _read(self, name: str, fn):
+        """A search or query of collection `name`, loading it first when Milvus has released it."""
+        try:
+            return self._call(fn)
+        except _NotLoaded:
+            self._call(lambda c: c.load_collection(name, timeout=self.timeout_s))
+            return self._call(fn)
 
     def close(self) -> None:
         with self._lock:
@@ -146,7 +182,8 @@ class MilvusVectors:
         base, rows = int(video_id) << SAMPLE_BITS, []
         for start in range(0, max(count, 1), _QUERY_LIMIT):
             lo, hi = base + start, base + min(start + _QUERY_LIMIT, count)
-            rows += self._call(
+            rows += self._read(
+                name,
                 lambda c, lo=lo, hi=hi: c.query(
                     name,
                     filter=f"id >= {lo} and id < {hi}",
@@ -154,10 +191,12 @@ class MilvusVectors:
                     limit=hi - lo,
                     consistency_level=_CONSISTENCY,
                     timeout=self.timeout_s,
-                )
+                ),
             )
         rows.sort(key=lambda r: r["id"])
-        return np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), -1)
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.asarray([r["vector"] for r in rows], dtype=np.float32)
 
     def search(
         self,
@@ -177,7 +216,8 @@ class MilvusVectors:
             kw["filter"] = f"video_id in {[int(v) for v in videos]}"
         if group_by_video:
             kw.update(group_by_field="video_id", group_size=1)
-        found = self._call(
+        found = self._read(
+            name,
             lambda c: c.search(
                 name,
                 data=list(q),
@@ -188,7 +228,7 @@ class MilvusVectors:
                 consistency_level=_CONSISTENCY,
                 timeout=self.timeout_s,
                 **kw,
-            )
+            ),
         )
         ids = np.full((len(q), k), NO_ID, dtype=np.uint64)
         dist = np.full((len(q), k), np.inf, dtype=np.float32)

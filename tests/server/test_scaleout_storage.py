@@ -159,14 +159,16 @@ def test_kill9_mid_ingest_then_the_restarted_server_sweeps_it(deployment):
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
-    line = b""
-    while not line.startswith(b"PENDING"):  # (its log lines come first)
-        line = child.stdout.readline()
-        assert line, "the ingest process died before its commit point"
-    vid = int(line.split()[1])
-    child.kill()  # kill -9 with its ingest between the Milvus insert and the commit
-    child.wait()
-    child.stdout.close()
+    try:
+        line = b""
+        while not line.startswith(b"PENDING"):  # (its log lines come first)
+            line = child.stdout.readline()
+            assert line, "the ingest process died before its commit point"
+        vid = int(line.split()[1])
+    finally:
+        child.kill()  # kill -9 with its ingest between the Milvus insert and the commit
+        child.wait()
+        child.stdout.close()
     name = a.vectors.name(c.id)
     assert len(a.vectors.vectors(name, vid, 3)) == 3  # its vectors are in Milvus ...
     assert _videos_found(a, c.id, np.eye(3, DIM, dtype=np.float32)) == set()  # ... never returned

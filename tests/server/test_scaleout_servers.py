@@ -5,6 +5,9 @@ NOT_SERVING and its calls fail UNAVAILABLE (BACKEND_UNAVAILABLE), and it recover
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 
@@ -16,7 +19,7 @@ from frameseek.client import FrameSeekError
 from frameseek.v1 import frameseek_pb2 as pb
 
 from .backends import PostgresCluster
-from .helpers import ServerProcess, grab_frame, have_media_pipeline, make_video, needs_index
+from .helpers import ROOT, ServerProcess, grab_frame, have_media_pipeline, make_video, needs_index
 
 pytestmark = [needs_index, pytest.mark.skipif(not have_media_pipeline(), reason="needs the media pipeline")]
 
@@ -64,6 +67,23 @@ def test_two_servers_one_library(tmp_path, postgres_cluster, milvus_lite):
             with pytest.raises(FrameSeekError) as e:
                 fa.get_video(r.video.name)
             assert e.value.code == grpc.StatusCode.NOT_FOUND
+            # the CLI spreads a directory's uploads over both servers
+            folder = tmp_path / "library"
+            folder.mkdir()
+            for seed in range(4):
+                make_video(folder / f"clip{seed}.mp4", seconds=2, seed=40 + seed)
+            out = subprocess.run(
+                [sys.executable, "-m", "frameseek.cli", "ingest", str(folder), "--json", "-j", "4"]
+                + ["--server", f"{a.address},{b.address}"],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                check=True,
+            )
+            report = json.loads(out.stdout)
+            assert report["summary"]["ingested"] == 4
+            assert {f["server"] for f in report["files"]} == {a.address, b.address}
+            assert len(list(fa.list_videos())) == len(list(fb.list_videos())) == 4
     finally:
         a.stop()
         b.stop()

@@ -12,10 +12,11 @@ PIP    := $(VPY) -m pip --disable-pip-version-check
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # ffmpeg + libav*-dev: PyAV tests/benchmarks and the vPDQ baseline; opencv-doc: real test media;
-# chromium: the web console's browser tests and benchmark (driven by Playwright, no browser download).
+# chromium: the web console's browser tests and benchmark (driven by Playwright, no browser download);
+# postgresql: the scale-out tests start a throwaway cluster (initdb/pg_ctl) as the postgres user.
 APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev \
-	libgrpc++-dev chromium
+	libgrpc++-dev chromium postgresql
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f -not -path 'native/fuzz/*' 2>/dev/null)
 # The editable install records the package's modules when it runs, so adding or removing a module

@@ -5,6 +5,7 @@
 
 #include "bind_common.hpp"
 #include "bindings.hpp"
+#include "frameseek/filter.hpp"
 #include "frameseek/hnsw_index.hpp"
 #include "frameseek/search_directory.hpp"
 
@@ -30,6 +31,62 @@ std::unordered_set<std::uint64_t> id_set(const U64Array& a) {
   if (a.ndim() != 1) throw py::value_error("video ids must be 1-D");
   return {a.data(), a.data() + a.size()};
 }
+
+// A Python object's kNN as a KnnSource (frameseek.storage.scaleout's Milvus collections): it has
+// `dim`, `metric` ("ip" | "l2"), search(query, k, ef, groups) -> (ids uint64[k], dist float32[k])
+// and search_groups(query, k, ef, groups) -> (groups, ids, dist), groups = the filter's video ids
+// (uint64 array) or None. Called with the GIL taken; a Python exception propagates.
+class PyKnnSource final : public KnnSource {
+ public:
+  explicit PyKnnSource(py::object obj)
+      : obj_(std::move(obj)),
+        dim_(obj_.attr("dim").cast<std::size_t>()),
+        metric_(obj_.attr("metric").cast<std::string>() == "ip" ? Metric::IP : Metric::L2) {}
+  ~PyKnnSource() override {  // the last reference may drop on a gRPC thread
+    py::gil_scoped_acquire gil;
+    obj_ = py::object();
+  }
+  std::size_t dim() const override { return dim_; }
+  Metric metric() const override { return metric_; }
+  void search(const float* q, std::size_t k, std::size_t ef, const Filter* f, std::uint64_t* ids,
+              float* dist) const override {
+    py::gil_scoped_acquire gil;
+    auto r = obj_.attr("search")(query(q), k, ef, groups(f)).cast<py::tuple>();
+    copy(r[0], ids, k);
+    copy(r[1], dist, k);
+  }
+  void search_groups(const float* q, std::size_t k, std::size_t ef, const Filter* f, std::uint64_t* gids,
+                     std::uint64_t* ids, float* dist) const override {
+    py::gil_scoped_acquire gil;
+    auto r = obj_.attr("search_groups")(query(q), k, ef, groups(f)).cast<py::tuple>();
+    copy(r[0], gids, k);
+    copy(r[1], ids, k);
+    copy(r[2], dist, k);
+  }
+
+ private:
+  py::array_t<float> query(const float* q) const {
+    py::array_t<float> a(static_cast<py::ssize_t>(dim_));
+    std::copy(q, q + dim_, a.mutable_data());
+    return a;
+  }
+  static py::object groups(const Filter* f) {
+    if (!f || !f->groups) return py::none();
+    py::array_t<std::uint64_t> a(static_cast<py::ssize_t>(f->groups->size()));
+    std::copy(f->groups->begin(), f->groups->end(), a.mutable_data());
+    return std::move(a);
+  }
+  template <typename T>
+  static void copy(py::handle src, T* out, std::size_t k) {
+    auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(src);
+    if (!a || a.ndim() != 1 || static_cast<std::size_t>(a.size()) != k)
+      throw py::value_error("a KnnSource must return 1-D arrays of k results");
+    std::copy(a.data(), a.data() + k, out);
+  }
+  py::object obj_;
+  std::size_t dim_;
+  Metric metric_;
+};
 
 constexpr const char* kDirectoryDoc = R"doc(The server's vector search: collections (id, name, model,
 live HnswIndex) and videos (collection, per-sample timestamps), pushed from the storage's commits
@@ -79,8 +136,14 @@ void bind_search(py::module_& m) {
             c->id = id;
             c->model = model;
             c->is_default = is_default;
-            c->index = &index.cast<const HnswIndex&>();
-            c->owner = keep_alive(index);
+            if (py::isinstance<HnswIndex>(index)) {
+              c->index = &index.cast<const HnswIndex&>();
+              c->owner = keep_alive(index);
+            } else {  // an external engine's kNN (see PyKnnSource)
+              auto source = std::make_shared<PyKnnSource>(index);
+              c->source = source.get();
+              c->owner = std::shared_ptr<void>(source, source.get());
+            }
             d.put_collection(std::move(c));
           },
           "name"_a, "id"_a, "model"_a, "is_default"_a, "index"_a)
@@ -106,7 +169,7 @@ void bind_search(py::module_& m) {
              py::array_t<float, py::array::c_style | py::array::forcecast> query, int k, int matches,
              float min_score, int ef, std::optional<U64Array> videos, std::optional<U64Array> exclude) {
             auto coll = d.collection(collection_id);
-            if (!coll || !coll->index) throw py::key_error("collection " + std::to_string(collection_id));
+            if (!coll) throw py::key_error("collection " + std::to_string(collection_id));
             if (query.ndim() != 1) throw py::value_error("query must be 1-D");
             std::optional<std::unordered_set<std::uint64_t>> only, skip;
             if (videos) only = id_set(*videos);

@@ -66,6 +66,25 @@ std::shared_ptr<const DirectoryVideo> SearchDirectory::video(std::uint64_t id) c
 
 namespace {
 
+// The live HnswIndex as a KnnSource (one query at a time, the caller's thread).
+class IndexKnn final : public KnnSource {
+ public:
+  explicit IndexKnn(const HnswIndex& index) : index_(index) {}
+  std::size_t dim() const override { return index_.dim(); }
+  Metric metric() const override { return index_.metric(); }
+  void search(const float* q, std::size_t k, std::size_t ef, const Filter* f, std::uint64_t* ids,
+              float* dist) const override {
+    index_.search(q, 1, k, ef, f, ids, dist, 1);
+  }
+  void search_groups(const float* q, std::size_t k, std::size_t ef, const Filter* f, std::uint64_t* gids,
+                     std::uint64_t* ids, float* dist) const override {
+    index_.search_groups(q, 1, k, ef, f, gids, ids, dist, 1);
+  }
+
+ private:
+  const HnswIndex& index_;
+};
+
 // (sample id, distance) results, best first -> per-video hits: at most k videos (not excluded),
 // m distinct timestamps each.
 class Collector {
@@ -138,7 +157,9 @@ QueryError SearchDirectory::nearest_videos(DirectoryCollection& coll, const floa
   if (o.k < 0 || o.k > kMaxK || o.matches < 0 || o.matches > kMaxMatchesPerVideo || o.ef < 0 || o.ef > kMaxEf ||
       std::isnan(o.min_score))
     return QueryError::kOptions;
-  const HnswIndex& index = *coll.index;
+  std::optional<IndexKnn> live;
+  if (coll.index) live.emplace(*coll.index);
+  const KnnSource& index = live ? static_cast<const KnnSource&>(*live) : *coll.source;
   if (dim != index.dim()) return QueryError::kDimension;
   // One double sum of squares is the finiteness check too: squares of finite floats cannot
   // overflow a double, so the sum is non-finite exactly when a value is NaN or infinite.
@@ -170,7 +191,7 @@ QueryError SearchDirectory::nearest_videos(DirectoryCollection& coll, const floa
     gids.assign(k, kNoId);
     ids.assign(k, kNoId);
     dist.assign(k, 0.0f);
-    index.search_groups(q.data(), 1, k, ef, f, gids.data(), ids.data(), dist.data(), 1);
+    index.search_groups(q.data(), k, ef, f, gids.data(), ids.data(), dist.data());
     hits.collect(ids.data(), dist.data(), k);
   };
 
@@ -185,7 +206,7 @@ QueryError SearchDirectory::nearest_videos(DirectoryCollection& coll, const floa
     const std::size_t kf = std::min<std::size_t>(std::max<std::size_t>(k * m * 4, 32), kMaxEf);
     ids.assign(kf, kNoId);
     dist.assign(kf, 0.0f);
-    index.search(q.data(), 1, kf, ef, f, ids.data(), dist.data(), 1);
+    index.search(q.data(), kf, ef, f, ids.data(), dist.data());
     hits.collect(ids.data(), dist.data(), kf);
     // frames beyond the kNN score at most its last frame: if that one fails min_score, so do they
     const bool full = std::none_of(ids.begin(), ids.end(), [](std::uint64_t id) { return id == kNoId; });

@@ -88,6 +88,44 @@ def _client(
     return Client(server, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
 
 
+class _Servers:
+    """`ingest --server a:50051,b:50051`: each upload goes to the server with the fewest uploads in
+    flight (ties: the first listed), so a fast server takes more; a server that answers
+    UNAVAILABLE (down, restarting, its backends unreachable) hands the file to the next one."""
+
+    def __init__(self, addresses: list[str], connect):
+        self.addresses = addresses
+        self.clients = [connect(a) for a in addresses]
+        self.busy = [0] * len(addresses)
+        self.lock = threading.Lock()
+
+    def run(self, call):
+        """call(client) on the least busy server, then on the others while they are UNAVAILABLE;
+        returns (address, result)."""
+        import grpc
+
+        from .client import FrameSeekError
+
+        tried: set[int] = set()
+        while True:
+            with self.lock:
+                i = min((b, i) for i, b in enumerate(self.busy) if i not in tried)[1]
+                self.busy[i] += 1
+            try:
+                return self.addresses[i], call(self.clients[i])
+            except FrameSeekError as exc:
+                tried.add(i)
+                if exc.code != grpc.StatusCode.UNAVAILABLE or len(tried) == len(self.clients):
+                    raise
+            finally:
+                with self.lock:
+                    self.busy[i] -= 1
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
 def _dict(msg) -> dict:
     return MessageToDict(msg, preserving_proto_field_name=True)
 
@@ -242,7 +280,16 @@ def ingest(
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE, repeatable")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=32, help="parallel uploads")] = 4,
     force: Annotated[bool, typer.Option(help="upload even when the same bytes are already indexed")] = False,
-    server: Server = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="FRAMESEEK_SERVER",
+            help="HOST:PORT of the server, or several comma-separated (servers of one scale-out library: "
+            "uploads go to the least busy) [default: 127.0.0.1:50051]",
+        ),
+    ] = None,
     token: Token = None,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -256,7 +303,10 @@ def ingest(
     files = _collect(paths)
     results: list[dict] = []
     lock = threading.Lock()
-    with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+    addresses = [a.strip() for a in (server or "").split(",") if a.strip()] or [None]
+    servers = _Servers(addresses, lambda a: _client(a, token, tls_ca, tls_cert, tls_key))
+    fs = servers.clients[0]  # the library is one: any server answers the hash look-ups
+    try:
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -277,21 +327,26 @@ def ingest(
                     progress.advance(total, path.stat().st_size)
                     return {**rec, "status": "skipped", "video": existing.name}
                 if path.suffix.lower() in IMAGE_EXT:
-                    r = fs.ingest_image(path, collection=collection, labels=labels, external_key=str(path))
+                    where, r = servers.run(
+                        lambda c: c.ingest_image(path, collection=collection, labels=labels, external_key=str(path))
+                    )
                     progress.advance(total, path.stat().st_size)
                 else:
-                    r = fs.ingest_video(
-                        path,
-                        collection=collection,
-                        labels=labels,
-                        external_key=str(path),
-                        progress=lambda n: progress.advance(total, n),
-                        timeout=None,
+                    where, r = servers.run(
+                        lambda c: c.ingest_video(
+                            path,
+                            collection=collection,
+                            labels=labels,
+                            external_key=str(path),
+                            progress=lambda n: progress.advance(total, n),
+                            timeout=None,
+                        )
                     )
                 status = "exists" if r.already_exists else "ingested"
                 return {
                     **rec,
                     "status": status,
+                    "server": where or "",
                     "video": r.video.name,
                     "samples": r.video.sample_count,
                     "duration": r.video.duration_seconds,
@@ -313,6 +368,8 @@ def ingest(
                     mark = {"ingested": "+", "exists": "=", "skipped": "=", "failed": "!"}[r["status"]]
                     detail = r.get("video", "") if r["status"] != "failed" else r["error"]
                     err.print(f"{mark} {r['path']}  {detail}", markup=False, highlight=False)
+    finally:
+        servers.close()
     counts = {s: sum(r["status"] == s for r in results) for s in ("ingested", "exists", "skipped", "failed")}
     if as_json:
         print(json.dumps({"summary": counts, "files": sorted(results, key=lambda r: r["path"])}))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from .embed.spec import MIN_INPUT_SCALE
@@ -170,6 +170,36 @@ class Settings(BaseSettings):
     snapshot_every_vectors: int = Field(200_000, ge=1, description="snapshot an index after this many new vectors")
     snapshot_interval_s: float = Field(600.0, gt=0, description="and at least this often when it changed")
 
+    # scale-out storage (docs/deployment.md): many stateless servers over Milvus + PostgreSQL
+    vector_store: Literal["embedded", "milvus"] = Field(
+        "embedded",
+        description="embedded = native HNSW + vector log in data_dir (one server); milvus = vectors in "
+        "Milvus at milvus_uri, catalog in PostgreSQL at catalog_url: any number of stateless servers",
+    )
+    milvus_uri: str = Field("", description="Milvus endpoint, e.g. http://milvus:19530 (vector_store = milvus)")
+    catalog_url: str = Field(
+        "",
+        description="where the catalog lives: sqlite:///PATH (default: data_dir/catalog.sqlite3, "
+        "vector_store = embedded) or postgresql://user@host/db (vector_store = milvus)",
+    )
+    milvus_collection_prefix: str = Field(
+        "frameseek_", description="names of this deployment's Milvus collections: PREFIX<collection number>"
+    )
+    server_id: str = Field(
+        "",
+        description="this server's name in the shared catalog (the owner of the ingests it runs and resumes); "
+        "empty = hostname:data_dir, stable across restarts",
+    )
+    pending_lease_s: float = Field(
+        900.0,
+        gt=0,
+        description="an ingest that has not committed this long after it began is taken for a crashed "
+        "server's: the next server that starts (or sweeps) removes its pending row and vectors",
+    )
+    backend_timeout_s: float = Field(
+        10.0, gt=0, description="how long a call waits for Milvus or PostgreSQL before it fails UNAVAILABLE"
+    )
+
     # model
     model: str = Field("sscd_distilled", description="embedding model of new collections (frameseek.embed name)")
     embedding_dim: int = Field(
@@ -271,6 +301,31 @@ class Settings(BaseSettings):
         "play a video from a matched moment and find a video's copies; deleted "
         "with the video",
     )
+
+    @model_validator(mode="after")
+    def _storage_pairs(self) -> Settings:
+        if self.vector_store == "milvus":
+            if not self.milvus_uri:
+                raise ValueError("vector_store = milvus needs milvus_uri (e.g. http://127.0.0.1:19530)")
+            if not self.catalog_url.startswith(("postgresql://", "postgres://")):
+                raise ValueError(
+                    "vector_store = milvus needs catalog_url = postgresql://...: the servers share the catalog"
+                )
+            if self.workers > 1:
+                raise ValueError("workers > 1 is for the embedded store; with milvus run more servers instead")
+        elif self.catalog_url and not self.catalog_url.startswith("sqlite:///"):
+            raise ValueError(
+                "vector_store = embedded keeps its catalog in SQLite (catalog_url = sqlite:///PATH); "
+                "a PostgreSQL catalog goes with vector_store = milvus"
+            )
+        return self
+
+    @property
+    def sqlite_catalog_path(self) -> str:
+        """The embedded store's catalog file (catalog_url's path, or data_dir/catalog.sqlite3)."""
+        if self.catalog_url:
+            return self.catalog_url.removeprefix("sqlite:///")
+        return os.path.join(self.data_dir, "catalog.sqlite3")
 
     @classmethod
     def settings_customise_sources(

@@ -38,8 +38,12 @@ from .api.auth import (
 )
 from .api.servicer import FrameSeekServicer, add_servicer
 from .config import Settings
-from .service import FrameSeekService
+from .service import BACKEND_RETRY_FIRST_S, BACKEND_RETRY_MAX_S, FrameSeekService
+from .storage import StorageError
 from .v1 import frameseek_pb2
+
+#: how often health probes PostgreSQL and Milvus while they answer (vector_store = milvus)
+BACKEND_PROBE_S = 2.0
 
 log = structlog.get_logger("frameseek.server")
 SERVICE_NAME = frameseek_pb2.DESCRIPTOR.services_by_name["FrameSeek"].full_name
@@ -141,6 +145,7 @@ class FrameSeekServer:
         if settings.workers > 1 and settings.role == "primary":
             self.private_port = self.server.add_insecure_port("127.0.0.1:0")
         self._loader: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
         self._metrics = None
         self.console = None  # the web console (HTTP), before the storage loads: it hooks ingest and deletes
         if settings.http_address and settings.role == "primary":
@@ -255,6 +260,28 @@ class FrameSeekServer:
             log.exception("startup_failed")
             raise
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        if hasattr(self.service.storage, "check"):
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_backends())
+
+    async def _watch_backends(self) -> None:
+        """External storage (vector_store = milvus): health follows whether PostgreSQL and Milvus
+        answer, probed every BACKEND_PROBE_S while they do and with exponential backoff while they
+        do not (calls meanwhile fail UNAVAILABLE / BACKEND_UNAVAILABLE on their own)."""
+        loop = asyncio.get_running_loop()
+        serving, delay = True, BACKEND_PROBE_S
+        while not self.service.closing:
+            await asyncio.sleep(delay)
+            try:
+                await loop.run_in_executor(None, self.service.storage.check)
+                ok, error = True, ""
+            except StorageError as exc:
+                ok, error = False, str(exc)
+            if ok != serving and not self.service.closing:
+                log.warning("backends_unavailable", error=error) if not ok else log.info("backends_available")
+                status = health_pb2.HealthCheckResponse
+                await self._set_health(status.SERVING if ok else status.NOT_SERVING)
+            serving = ok
+            delay = BACKEND_PROBE_S if ok else min(max(delay, BACKEND_RETRY_FIRST_S) * 2, BACKEND_RETRY_MAX_S)
 
     async def wait_ready(self) -> None:
         await asyncio.shield(self._loader)
@@ -271,6 +298,8 @@ class FrameSeekServer:
             await asyncio.get_running_loop().run_in_executor(None, self.front.shutdown, grace)
             grace = min(grace, 1.0)
         await self.server.stop(grace)
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._loader and not self._loader.done():
             try:
                 await self._loader

@@ -19,3 +19,23 @@ def pytest_runtest_makereport(item, call):
         dump = srv.dump_stacks()
         if dump:
             report.sections.append((f"server {srv.address} thread stacks (SIGUSR1)", dump))
+
+
+# -- the scale-out store's real backends (tests/server/backends.py), one of each per session -------
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    from .backends import PostgresCluster
+
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def milvus_lite(tmp_path_factory):
+    from .backends import MilvusLite
+
+    base = tmp_path_factory.mktemp("milvus")
+    server = MilvusLite(str(base / "data"), str(base / "milvus.log")).start()
+    yield server
+    server.stop()

@@ -30,6 +30,24 @@
 namespace frameseek {
 
 class HnswIndex;
+struct Filter;
+
+// Where a collection's frame kNN comes from when it is not a live HnswIndex in this process: an
+// external vector engine (Milvus, reached through Python: frameseek.storage.scaleout). The same
+// nearest_videos (kNN-first, group-by fallback, frame votes -> videos) runs on its results.
+// Distances follow HnswIndex's conventions (IP: 1 - inner product; L2: squared Euclidean);
+// outputs are k long, padded with kNoId / +inf. A source may throw (the engine is unreachable):
+// the exception leaves nearest_videos.
+class KnnSource {
+ public:
+  virtual ~KnnSource() = default;
+  virtual std::size_t dim() const = 0;
+  virtual Metric metric() const = 0;
+  virtual void search(const float* query, std::size_t k, std::size_t ef, const Filter* filter,
+                      std::uint64_t* out_ids, float* out_dist) const = 0;
+  virtual void search_groups(const float* query, std::size_t k, std::size_t ef, const Filter* filter,
+                             std::uint64_t* out_groups, std::uint64_t* out_ids, float* out_dist) const = 0;
+};
 
 // Sample ids encode (video, vector index) as video << kSampleBits | index; a video of n samples
 // may also hold coarse twins as vectors n..2n-1 (vector i stands for sample i mod n). Exported to
@@ -52,8 +70,9 @@ struct DirectoryCollection {
   std::uint32_t id = 0;
   std::string model;
   bool is_default = false;
-  const HnswIndex* index = nullptr;
-  std::shared_ptr<void> owner;  // keeps `index` alive while a search uses it
+  const HnswIndex* index = nullptr;       // the live index (embedded storage), or
+  const KnnSource* source = nullptr;      // an external engine's kNN (exactly one is set)
+  std::shared_ptr<void> owner;  // keeps `index` / `source` alive while a search uses it
   // exponential average of "the kNN yielded fewer than k videos"; updated without a lock: a lost
   // update only delays the estimate by one search
   std::atomic<double> knn_miss{0.0};

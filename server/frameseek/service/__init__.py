@@ -24,7 +24,7 @@ import structlog
 
 from .. import metrics
 from ..config import Settings
-from ..storage import NotFound, Storage
+from ..storage import AlreadyExists, NotFound, Storage, Unavailable
 from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Videos
 from .core import Core
 from .ingest import Ingest
@@ -34,7 +34,12 @@ from .types import CopyMatch, Hit, IngestRequest, IngestResult, SearchOptions, S
 
 log = structlog.get_logger("frameseek.service")
 
+#: reconnecting to an unreachable backend: first wait, doubled per failure up to the last
+BACKEND_RETRY_FIRST_S, BACKEND_RETRY_MAX_S = 0.5, 30.0
+
 __all__ = [
+    "BACKEND_RETRY_FIRST_S",
+    "BACKEND_RETRY_MAX_S",
     "COLLECTION_ID_RE",
     "DEFAULT_COLLECTION",
     "MAX_K",
@@ -136,16 +141,34 @@ class FrameSeekService:
             except Exception as exc:  # media endpoints answer FAILED_PRECONDITION, vectors still work
                 core.embedder_error = f"{type(exc).__name__}: {exc}"
                 log.warning("embedder_unavailable", error=core.embedder_error)
-        core.storage.open()
+        self._open_storage()
         self.search.follow_storage()
         try:
             core.storage.get_collection(DEFAULT_COLLECTION)
         except NotFound:
             if core.replica:  # the primary creates it before it starts replicas
                 raise
-            self.collections.create_sync(DEFAULT_COLLECTION, "", "", "ip", {}, {}, is_default=True)
+            try:
+                self.collections.create_sync(DEFAULT_COLLECTION, "", "", "ip", {}, {}, is_default=True)
+            except AlreadyExists:  # another server of a scale-out deployment made it meanwhile
+                pass
         for rec in core.storage.list_collections("", 1000):
             core.set_index_gauge(rec)
+
+    def _open_storage(self) -> None:
+        """Open the storage; an external backend that cannot be reached yet (vector_store = milvus)
+        is retried with exponential backoff (calls answer UNAVAILABLE / NOT_READY meanwhile)."""
+        delay = BACKEND_RETRY_FIRST_S
+        while True:
+            try:
+                self.core.storage.open()
+                return
+            except Unavailable as exc:
+                if self.core.closing:
+                    raise
+                log.warning("storage_unavailable", error=str(exc), retry_in_s=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, BACKEND_RETRY_MAX_S)
 
     async def close(self) -> None:
         """Stop background work and flush storage (snapshot). In-flight RPCs are drained by the server."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ..errors import ErrorCode, ServiceError, failed_precondition, from_media_er
 from ..ids import MAX_SAMPLES_PER_VIDEO
 from ..modality import Modality, Purpose
 from ..storage import (
+    Aborted,
     AlreadyExists,
     CollectionRecord,
     EmbeddedStorage,
@@ -33,6 +35,7 @@ from ..storage import (
     ResourceExhausted,
     Storage,
     StorageError,
+    Unavailable,
 )
 from ..watchdog import Watchdog
 
@@ -44,7 +47,31 @@ _STORAGE_CODES = {
     FailedPrecondition: ErrorCode.FAILED_PRECONDITION,
     InvalidArgument: ErrorCode.INVALID_ARGUMENT,
     ResourceExhausted: ErrorCode.RESOURCE_EXHAUSTED,
+    Unavailable: ErrorCode.UNAVAILABLE,
+    Aborted: ErrorCode.ABORTED,
 }
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The one place that turns the storage settings into a Storage (Settings.vector_store)."""
+    if settings.vector_store == "milvus":
+        from ..storage.scaleout import ScaleOutStorage
+
+        return ScaleOutStorage(
+            settings.catalog_url,
+            settings.milvus_uri,
+            server_id=settings.server_id or f"{socket.gethostname()}:{os.path.abspath(settings.data_dir)}",
+            pending_lease_s=settings.pending_lease_s,
+            timeout_s=settings.backend_timeout_s,
+            milvus_prefix=settings.milvus_collection_prefix,
+        )
+    if settings.role == "replica":  # a search replica reads the primary's data dir and never writes
+        from ..storage.replica import ReplicaStorage
+
+        return ReplicaStorage(settings.data_dir, catalog_path=settings.sqlite_catalog_path)
+    return EmbeddedStorage(
+        settings.data_dir, snapshot_every=settings.snapshot_every_vectors, catalog_path=settings.sqlite_catalog_path
+    )
 
 
 def storage_error(exc: StorageError) -> ServiceError:
@@ -56,15 +83,8 @@ class Core:
 
     def __init__(self, settings: Settings, storage: Storage | None, embedder: Any):
         self.settings = settings
-        # a search replica (`serve --workers N`) reads the primary's data dir and never writes
         self.replica = settings.role == "replica"
-        if storage is None and self.replica:
-            from ..storage.replica import ReplicaStorage
-
-            storage = ReplicaStorage(settings.data_dir)
-        self.storage: Any = storage or EmbeddedStorage(
-            settings.data_dir, snapshot_every=settings.snapshot_every_vectors
-        )
+        self.storage: Any = storage or open_storage(settings)
         self.embedder = embedder
         self.embedder_error: str = ""
         from ..modality.frames import FRAMES  # imports the media pipeline (PyAV, PIL) on first use

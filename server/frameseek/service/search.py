@@ -20,7 +20,7 @@ import numpy as np
 from .. import _native, matching
 from ..errors import ErrorCode, ServiceError, exhausted, invalid
 from ..modality import Purpose
-from ..storage import CollectionRecord, NotFound
+from ..storage import CollectionRecord, NotFound, StorageError
 from .collections import Collections, Videos, check_labels
 from .core import Core, storage_error
 from .types import CopyMatch, Hit, SearchOptions, Segment, VideoSearchResult
@@ -164,10 +164,12 @@ class Search:
             )
         except KeyError:  # dropped between the lookup and the search
             raise storage_error(NotFound(f"collection {rec.name!r} not found", "COLLECTION_NOT_FOUND")) from None
+        except StorageError as exc:  # an external kNN source (vector_store = milvus) failed
+            raise storage_error(exc) from None
         hits = []
         for vid, score, matches in found:
             try:
-                video = self.core.storage.get_video(vid)
+                video = self.core.storage.video_entry(vid)[0]
             except NotFound:  # deleted between the search and now
                 continue
             hits.append(Hit(video=video, score=score, matches=matches))
@@ -293,21 +295,24 @@ class Search:
         ref_fps = float(rec.sampling.get("fps") or self.core.settings.sampling.default_fps)
         refine_above = self.core.settings.matching.copy_threshold if refine_above is None else refine_above
         storage = self.core.storage
-        ms = self.core.modality.match(
-            times,
-            views,
-            _CollectionIndex(storage, rec, ef, groups),
-            _StoredReferences(storage),
-            matching.MatchSettings(frame_k=frame_k),
-            max_candidates=k,
-            query_interval=1.0 / query_fps if query_fps else None,
-            ref_interval=1.0 / ref_fps,
-            refine_above=refine_above,
-        )
+        try:
+            ms = self.core.modality.match(
+                times,
+                views,
+                _CollectionIndex(storage, rec, ef, groups),
+                _StoredReferences(storage),
+                matching.MatchSettings(frame_k=frame_k),
+                max_candidates=k,
+                query_interval=1.0 / query_fps if query_fps else None,
+                ref_interval=1.0 / ref_fps,
+                refine_above=refine_above,
+            )
+        except StorageError as exc:  # e.g. Milvus or PostgreSQL unreachable (vector_store = milvus)
+            raise storage_error(exc) from None
         out = []
         for m in ms:  # best first by the calibrated score (frameseek.matching)
             try:
-                video = storage.get_video(m.video)
+                video = storage.video_entry(m.video)[0]
             except NotFound:  # deleted meanwhile
                 continue
             segs = [Segment(g.query_start, g.query_end, g.ref_start, g.ref_end, g.score) for g in m.segments]
@@ -344,7 +349,8 @@ class _StoredReferences:
 
     def video(self, video: int) -> tuple[np.ndarray, float] | None:
         try:
-            return (self.storage.video_timestamps(video), max(float(self.storage.get_video(video).duration), 1e-3))
+            rec, timestamps = self.storage.video_entry(video)
+            return timestamps, max(float(rec.duration), 1e-3)
         except NotFound:
             return None
 

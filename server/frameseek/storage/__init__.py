@@ -1,6 +1,7 @@
 """Durable storage of collections, videos, samples and vectors (see base.Storage for the interface)."""
 
 from .base import (
+    Aborted,
     AlreadyExists,
     CollectionRecord,
     FailedPrecondition,
@@ -12,12 +13,14 @@ from .base import (
     ResourceExhausted,
     Storage,
     StorageError,
+    Unavailable,
     VideoQuery,
     VideoRecord,
 )
 from .embedded import EmbeddedStorage
 
 __all__ = [
+    "Aborted",
     "AlreadyExists",
     "CollectionRecord",
     "EmbeddedStorage",
@@ -30,6 +33,7 @@ __all__ = [
     "ResourceExhausted",
     "Storage",
     "StorageError",
+    "Unavailable",
     "VideoQuery",
     "VideoRecord",
 ]

@@ -68,6 +68,73 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
+def video_vectors(
+    dimension: int, timestamps: np.ndarray, vectors: np.ndarray, twins: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """What every store checks before it indexes a video (Storage.add_video): (timestamps float64
+    [n], vectors float32 [n or 2n, dimension]), the coarse twins appended as vectors n..2n-1."""
+    from ..ids import MAX_SAMPLES_PER_VIDEO
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
+    n = vectors.shape[0]
+    if vectors.ndim != 2 or vectors.shape[1] != dimension:
+        raise InvalidArgument(f"vectors must be [n, {dimension}]", "DIMENSION_MISMATCH")
+    if timestamps.shape != (n,):
+        raise InvalidArgument("one timestamp per vector")
+    if n == 0:
+        raise InvalidArgument("no samples to index", "EMPTY_MEDIA")
+    if twins is not None:
+        twins = np.ascontiguousarray(twins, dtype=np.float32)
+        if twins.shape != vectors.shape:
+            raise InvalidArgument(f"twins must be [{n}, {dimension}] like vectors", "DIMENSION_MISMATCH")
+        # stores hold the twins as the video's vectors n..2n-1 (frameseek.ids.split_sample_ids)
+        vectors = np.concatenate([vectors, twins])
+    if len(vectors) > MAX_SAMPLES_PER_VIDEO:
+        raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} vectors per video", "MEDIA_TOO_LARGE")
+    if not np.isfinite(vectors).all():
+        raise InvalidArgument("non-finite values in vectors", "NON_FINITE_VECTOR")
+    return timestamps, vectors
+
+
+def check_modalities(modalities: dict) -> None:
+    """create_collection's `modalities`: an indexed one needs a positive dimension and a metric."""
+    for modality, spec in modalities.items():
+        if "dimension" in spec and (int(spec["dimension"]) <= 0 or spec.get("metric") not in ("ip", "l2")):
+            raise InvalidArgument(f"modality {modality!r}: a positive dimension and metric 'ip' or 'l2'")
+
+
+def checked_extras(rec: CollectionRecord, extras: Mapping[str, ModalityData]) -> dict[str, ModalityData]:
+    """A video's data of other modalities (Storage.add_video's `extras`), validated against the
+    collection's modalities: what every store checks before it commits them."""
+    from ..ids import MAX_SAMPLES_PER_VIDEO
+
+    out = {}
+    for name, d in extras.items():
+        if name not in rec.modalities:
+            raise InvalidArgument(f"collection {rec.name!r} does not have the {name!r} modality")
+        times = np.ascontiguousarray(d.times, dtype=np.float64)
+        if times.ndim != 1 or not np.isfinite(times).all():
+            raise InvalidArgument(f"{name}: times must be a finite float64[n]")
+        dimension = rec.modalities[name].get("dimension")
+        vectors = d.vectors
+        if (vectors is None) != (dimension is None or len(times) == 0):
+            raise InvalidArgument(
+                f"{name}: " + ("vectors are required" if vectors is None else "this modality stores no vectors")
+            )
+        if vectors is not None:
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            if vectors.shape != (len(times), int(dimension)):
+                shape = f"[{len(times)}, {int(dimension)}]"
+                raise InvalidArgument(f"{name}: vectors must be {shape}", "DIMENSION_MISMATCH")
+            if not np.isfinite(vectors).all():
+                raise InvalidArgument(f"{name}: non-finite values in vectors", "NON_FINITE_VECTOR")
+        if len(times) > MAX_SAMPLES_PER_VIDEO:
+            raise InvalidArgument(f"{name}: at most {MAX_SAMPLES_PER_VIDEO} items per video", "MEDIA_TOO_LARGE")
+        out[name] = ModalityData(times=times, vectors=vectors, payload=bytes(d.payload))
+    return out
+
+
 class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
@@ -304,3 +371,19 @@ class StorageObserver(Protocol):
     def collection_removed(self, collection_id: int) -> None: ...
     def video_added(self, rec: VideoRecord, timestamps: np.ndarray) -> None: ...
     def video_removed(self, video_id: int) -> None: ...
+
+
+class Unavailable(StorageError):
+    """An external storage backend (Milvus, PostgreSQL) cannot be reached: nothing was committed."""
+
+    def __init__(self, what: str, reason: str = "BACKEND_UNAVAILABLE"):
+        super().__init__(what)
+        self.reason = reason
+
+
+class Aborted(StorageError):
+    """The write lost a race it cannot win (a swept pending ingest): nothing was committed."""
+
+    def __init__(self, what: str, reason: str):
+        super().__init__(what)
+        self.reason = reason

@@ -33,19 +33,21 @@ import numpy as np
 import structlog
 
 from .. import metrics
-from ..ids import MAX_SAMPLES_PER_VIDEO, sample_ids
+from ..ids import sample_ids
 from . import snapshots
 from .base import (
     CollectionRecord,
     FailedPrecondition,
-    InvalidArgument,
     JobRecord,
     ModalityData,
     NotFound,
     ResourceExhausted,
     VideoQuery,
     VideoRecord,
+    check_modalities,
+    checked_extras,
     is_disk_full,
+    video_vectors,
 )
 from .catalog import Catalog, CatalogDamaged, is_damage
 from .vectorlog import VectorLog, content_digest
@@ -241,10 +243,10 @@ class _CollectionIndex:
 class EmbeddedStorage:
     """Storage on one machine, no external services. See the module docstring for the protocol."""
 
-    def __init__(self, data_dir: str, *, snapshot_every: int = 200_000):
+    def __init__(self, data_dir: str, *, snapshot_every: int = 200_000, catalog_path: str | None = None):
         self.data_dir = os.path.abspath(data_dir)
         os.makedirs(os.path.join(self.data_dir, "collections"), exist_ok=True)
-        self.catalog = Catalog(os.path.join(self.data_dir, "catalog.sqlite3"))
+        self.catalog = Catalog(catalog_path or os.path.join(self.data_dir, "catalog.sqlite3"))
         self.snapshot_every = snapshot_every
         self._colls: dict[int, _CollectionIndex] = {}
         self._colls_lock = threading.Lock()
@@ -388,9 +390,7 @@ class EmbeddedStorage:
 
     # -- collections ----------------------------------------------------------------------------
     def create_collection(self, name: str, **kw) -> CollectionRecord:
-        for modality, spec in (kw.get("modalities") or {}).items():
-            if "dimension" in spec and (int(spec["dimension"]) <= 0 or spec.get("metric") not in ("ip", "l2")):
-                raise InvalidArgument(f"modality {modality!r}: a positive dimension and metric 'ip' or 'l2'")
+        check_modalities(kw.get("modalities") or {})
         rec = self.catalog.create_collection(name, **kw)
         ci = _CollectionIndex(rec, self._coll_dir(rec.id))
         ci.open_extras()
@@ -441,26 +441,9 @@ class EmbeddedStorage:
         extras: Mapping[str, ModalityData] | None = None,
     ) -> VideoRecord:
         ci = self._ci(collection_id)
-        extras = self._checked_extras(ci, extras or {})
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
-        n = vectors.shape[0]
-        if vectors.ndim != 2 or vectors.shape[1] != ci.rec.dimension:
-            raise InvalidArgument(f"vectors must be [n, {ci.rec.dimension}]", "DIMENSION_MISMATCH")
-        if timestamps.shape != (n,):
-            raise InvalidArgument("one timestamp per vector")
-        if n == 0:
-            raise InvalidArgument("no samples to index", "EMPTY_MEDIA")
-        if twins is not None:
-            twins = np.ascontiguousarray(twins, dtype=np.float32)
-            if twins.shape != vectors.shape:
-                raise InvalidArgument(f"twins must be [{n}, {ci.rec.dimension}] like vectors", "DIMENSION_MISMATCH")
-            # the log and the index hold the twins as the video's vectors n..2n-1 (split_sample_ids)
-            vectors = np.concatenate([vectors, twins])
-        if len(vectors) > MAX_SAMPLES_PER_VIDEO:
-            raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} vectors per video", "MEDIA_TOO_LARGE")
-        if not np.isfinite(vectors).all():
-            raise InvalidArgument("non-finite values in vectors", "NON_FINITE_VECTOR")
+        extras = checked_extras(ci.rec, extras or {})
+        timestamps, vectors = video_vectors(ci.rec.dimension, timestamps, vectors, twins)
+        n = len(timestamps)
         video = VideoRecord(**{**video.__dict__, "sample_count": n, "collection_id": collection_id})
         with ci.lock:
             vid = self.catalog.insert_pending(collection_id, video, timestamps, extras)  # 1
@@ -492,33 +475,6 @@ class EmbeddedStorage:
         if need_snapshot:
             threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
         return self.get_video(vid)
-
-    def _checked_extras(self, ci: _CollectionIndex, extras: Mapping[str, ModalityData]) -> dict[str, ModalityData]:
-        """Validate a video's data of other modalities against the collection's modalities."""
-        out = {}
-        for name, d in extras.items():
-            if name not in ci.rec.modalities:
-                raise InvalidArgument(f"collection {ci.rec.name!r} does not have the {name!r} modality")
-            times = np.ascontiguousarray(d.times, dtype=np.float64)
-            if times.ndim != 1 or not np.isfinite(times).all():
-                raise InvalidArgument(f"{name}: times must be a finite float64[n]")
-            x = ci.extras.get(name)
-            vectors = d.vectors
-            if (vectors is None) != (x is None or len(times) == 0):
-                raise InvalidArgument(
-                    f"{name}: " + ("vectors are required" if vectors is None else "this modality stores no vectors")
-                )
-            if vectors is not None:
-                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-                if vectors.shape != (len(times), x.dimension):
-                    shape = f"[{len(times)}, {x.dimension}]"
-                    raise InvalidArgument(f"{name}: vectors must be {shape}", "DIMENSION_MISMATCH")
-                if not np.isfinite(vectors).all():
-                    raise InvalidArgument(f"{name}: non-finite values in vectors", "NON_FINITE_VECTOR")
-            if len(times) > MAX_SAMPLES_PER_VIDEO:
-                raise InvalidArgument(f"{name}: at most {MAX_SAMPLES_PER_VIDEO} items per video", "MEDIA_TOO_LARGE")
-            out[name] = ModalityData(times=times, vectors=vectors, payload=bytes(d.payload))
-        return out
 
     def _forget_pending(self, video_id: int) -> None:
         try:

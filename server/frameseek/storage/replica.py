@@ -111,8 +111,8 @@ class ReplicaStorage(EmbeddedStorage):
 
     read_only = True
 
-    def __init__(self, data_dir: str, **_ignored):
-        super().__init__(data_dir)
+    def __init__(self, data_dir: str, catalog_path: str | None = None, **_ignored):
+        super().__init__(data_dir, catalog_path=catalog_path)
         self._sync_lock = threading.Lock()
         self._data_version = -1
 

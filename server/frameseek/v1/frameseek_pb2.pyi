@@ -46,6 +46,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_PERMISSION_DENIED: _ClassVar[ErrorReason]
     ERROR_REASON_DISK_FULL: _ClassVar[ErrorReason]
     ERROR_REASON_UPLOAD_IDLE: _ClassVar[ErrorReason]
+    ERROR_REASON_BACKEND_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_INGEST_LEASE_EXPIRED: _ClassVar[ErrorReason]
     ERROR_REASON_MODALITY_NOT_ENABLED: _ClassVar[ErrorReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -120,6 +122,8 @@ ERROR_REASON_UNAUTHENTICATED: ErrorReason
 ERROR_REASON_PERMISSION_DENIED: ErrorReason
 ERROR_REASON_DISK_FULL: ErrorReason
 ERROR_REASON_UPLOAD_IDLE: ErrorReason
+ERROR_REASON_BACKEND_UNAVAILABLE: ErrorReason
+ERROR_REASON_INGEST_LEASE_EXPIRED: ErrorReason
 ERROR_REASON_MODALITY_NOT_ENABLED: ErrorReason
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric

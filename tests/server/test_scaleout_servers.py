@@ -1,0 +1,110 @@
+"""Several `frameseek serve` processes on one Milvus (Lite) and one PostgreSQL serve one library:
+an ingest through one is searchable through the other as soon as it is acknowledged, a delete
+through one is gone from all, jobs are visible from any; with PostgreSQL down a server reports
+NOT_SERVING and its calls fail UNAVAILABLE (BACKEND_UNAVAILABLE), and it recovers by itself."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+
+from frameseek.client import FrameSeekError
+from frameseek.v1 import frameseek_pb2 as pb
+
+from .backends import PostgresCluster
+from .helpers import ROOT, ServerProcess, grab_frame, have_media_pipeline, make_video, needs_index
+
+pytestmark = [needs_index, pytest.mark.skipif(not have_media_pipeline(), reason="needs the media pipeline")]
+
+
+def _settings(url: str, uri: str, prefix: str) -> dict:
+    return {
+        "vector_store": "milvus",
+        "milvus_uri": uri,
+        "catalog_url": url,
+        "milvus_collection_prefix": prefix,
+        "backend_timeout_s": 3,
+        "ingest_workers": 1,
+    }
+
+
+def _health(client) -> int:
+    return client.health.Check(health_pb2.HealthCheckRequest(service="frameseek.v1.FrameSeek"), timeout=10).status
+
+
+def _until_health(client, status: int) -> None:
+    while _health(client) != status:  # the server's backend probe decides; no clock here
+        time.sleep(0.2)
+
+
+def test_two_servers_one_library(tmp_path, postgres_cluster, milvus_lite):
+    common = _settings(postgres_cluster.database(), milvus_lite.uri, f"t{uuid.uuid4().hex[:10]}_")
+    a = ServerProcess(tmp_path / "a", server_id="a", **common)
+    b = ServerProcess(tmp_path / "b", server_id="b", **common)
+    try:
+        a.start(wait=False)
+        b.start(wait=False)  # starting together: one of them creates the default collection
+        a.client().wait_ready(timeout=300)
+        b.client().wait_ready(timeout=300)
+        video = make_video(tmp_path / "v.mp4", seconds=3, seed=11)
+        frame = grab_frame(video, 1.3, tmp_path / "f.png")
+        with a.client(timeout=300) as fa, b.client(timeout=300) as fb:
+            r = fa.ingest_video(video)
+            hits = fb.search_by_image(frame).hits  # acknowledged through A, searched through B
+            assert hits and hits[0].video.name == r.video.name
+            assert 1.0 <= hits[0].matches[0].timestamp_seconds <= 1.7
+            assert fb.get_job(r.job.name).state == pb.INGEST_JOB_STATE_SUCCEEDED
+            assert [v.name for v in fb.list_videos()] == [r.video.name]
+            fb.delete_video(r.video.name)  # deleted through B: gone from A
+            assert r.video.name not in [h.video.name for h in fa.search_by_image(frame).hits]
+            with pytest.raises(FrameSeekError) as e:
+                fa.get_video(r.video.name)
+            assert e.value.code == grpc.StatusCode.NOT_FOUND
+            # the CLI spreads a directory's uploads over both servers
+            folder = tmp_path / "library"
+            folder.mkdir()
+            for seed in range(4):
+                make_video(folder / f"clip{seed}.mp4", seconds=2, seed=40 + seed)
+            out = subprocess.run(
+                [sys.executable, "-m", "frameseek.cli", "ingest", str(folder), "--json", "-j", "4"]
+                + ["--server", f"{a.address},{b.address}"],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                check=True,
+            )
+            report = json.loads(out.stdout)
+            assert report["summary"]["ingested"] == 4
+            assert {f["server"] for f in report["files"]} == {a.address, b.address}
+            assert len(list(fa.list_videos())) == len(list(fb.list_videos())) == 4
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_postgres_down_then_back(tmp_path, milvus_lite):
+    pg = PostgresCluster().start()
+    srv = ServerProcess(tmp_path / "s", server_id="s", **_settings(pg.database(), milvus_lite.uri, "down_"))
+    try:
+        srv.start()
+        with srv.client(timeout=30, retries=0) as fs:
+            vector = [1.0] + [0.0] * 511
+            fs.search_by_vector(vector)
+            pg.kill9()
+            _until_health(fs, health_pb2.HealthCheckResponse.NOT_SERVING)
+            with pytest.raises(FrameSeekError) as e:
+                list(fs.list_videos())
+            assert e.value.code == grpc.StatusCode.UNAVAILABLE and e.value.reason == "BACKEND_UNAVAILABLE"
+            pg.start()
+            _until_health(fs, health_pb2.HealthCheckResponse.SERVING)  # reconnected by itself
+            assert fs.search_by_vector(vector).hits == []
+    finally:
+        srv.stop()
+        pg.remove()

@@ -432,6 +432,65 @@ def search_image(
     _print_hits(resp, as_json)
 
 
+@app.command("search-face")
+def search_face(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a photo of the person")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return per face")] = 10,
+    appearances: Annotated[int, typer.Option(min=1, max=100, help="appearances (tracks) per video")] = 5,
+    min_score: Annotated[float, typer.Option(help="calibrated score threshold; 0 = the server's (0.5)")] = 0.0,
+    face: Annotated[str | None, typer.Option(help="search only the face at X0,Y0,X1,Y1 (pixels)")] = None,
+    collection: Collection = "",
+    label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
+    server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    as_json: Json = False,
+) -> None:
+    """Find the videos and photos where the person in a photo appears (faces collections)."""
+    box = None
+    if face:
+        try:
+            box = tuple(float(x) for x in face.split(","))
+        except ValueError:
+            box = ()
+        if len(box) != 4:
+            raise typer.BadParameter("--face must be X0,Y0,X1,Y1")
+    try:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+            resp = fs.search_by_face(
+                file,
+                collection=collection,
+                face=box,
+                k=k,
+                min_score=min_score,
+                max_matches_per_video=appearances,
+                labels=_labels(label),
+            )
+    except Exception as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps(_dict(resp)))
+        return
+    for r in resp.results:
+        q = r.query_face
+        out.print(f"face at {q.x0:.0f},{q.y0:.0f},{q.x1:.0f},{q.y1:.0f}:")
+        if not r.hits:
+            out.print("  no match")
+            continue
+        t = Table("score", "video", "key", "best", "appearances")
+        for h in r.hits:
+            t.add_row(
+                f"{h.score:.3f}",
+                h.video.name,
+                h.video.external_key,
+                _ts(h.timestamp_seconds),
+                ", ".join(f"{_ts(a.start_seconds)}-{_ts(a.end_seconds)}" for a in h.appearances),
+            )
+        out.print(t)
+
+
 @app.command("search-video")
 def search_video(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
@@ -566,6 +625,31 @@ def stats(
     for c in s.collections:
         t.add_row(c.collection, str(c.video_count), str(c.sample_count), f"{c.total_duration_seconds / 3600:.2f}")
     out.print(t)
+
+
+@app.command("create-collection")
+def create_collection(
+    name: Annotated[str, typer.Argument(help="collection id, [a-z][a-z0-9-]{0,62}")],
+    fps: Annotated[float, typer.Option(help="samples per second; 0 = the server's default")] = 0.0,
+    faces: Annotated[bool, typer.Option("--faces", help="also index faces (SearchByFace)")] = False,
+    description: str = "",
+    server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    as_json: Json = False,
+) -> None:
+    """Create a collection."""
+    try:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+            c = fs.create_collection(name, fps=fps, description=description, faces=faces)
+    except Exception as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps(_dict(c)))
+    else:
+        out.print(f"created {c.name}" + (" (faces)" if c.faces else ""))
 
 
 @app.command()

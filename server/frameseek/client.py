@@ -234,13 +234,21 @@ class Client:
 
     # -- collections
     def create_collection(
-        self, collection_id: str, *, fps: float = 0, metric: str = "cosine", description: str = "", ef_search: int = 0
+        self,
+        collection_id: str,
+        *,
+        fps: float = 0,
+        metric: str = "cosine",
+        description: str = "",
+        ef_search: int = 0,
+        faces: bool = False,
     ) -> pb.Collection:
         c = pb.Collection(
             description=description,
             metric=pb.METRIC_L2 if metric == "l2" else pb.METRIC_COSINE,
             sampling=pb.SamplingSettings(fps=fps),
             index=pb.IndexSettings(ef_search=ef_search),
+            faces=faces,
         )
         return self._call(
             self.stub.CreateCollection,
@@ -406,6 +414,32 @@ class Client:
             options=self._options(k, min_score, max_matches_per_video, ef, labels, videos, exclude_videos),
         )
         return self._call(self.stub.SearchByImage, req, timeout)
+
+    def search_by_face(
+        self,
+        photo: MediaInput,
+        *,
+        collection: str = "",
+        face: tuple[float, float, float, float] | None = None,
+        k: int = 10,
+        min_score: float = 0.0,
+        max_matches_per_video: int = 0,
+        labels: dict | None = None,
+        videos: list[str] | None = None,
+        exclude_videos: list[str] | None = None,
+        timeout: float | None = None,
+    ) -> pb.SearchByFaceResponse:
+        """Where the person of `photo` appears (collections created with faces=True). `face`:
+        (x0, y0, x1, y1) pixels of the one face to search; otherwise every face of the photo."""
+        data, _ = _read_all(photo)
+        req = pb.SearchByFaceRequest(
+            parent=collection_name(collection),
+            image=data,
+            options=self._options(k, min_score, max_matches_per_video, 0, labels, videos, exclude_videos),
+        )
+        if face is not None:
+            req.face.CopyFrom(pb.FaceBox(x0=face[0], y0=face[1], x1=face[2], y1=face[3]))
+        return self._call(self.stub.SearchByFace, req, timeout)
 
     def search_by_video(
         self,

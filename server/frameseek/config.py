@@ -128,6 +128,27 @@ class IndexConfig(BaseModel):
     ef_search: int = Field(64, ge=1, le=4096, description="search beam width")
 
 
+class FacesConfig(BaseModel):
+    """The face modality (collections created with faces on): models and detection sizes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detector: Literal["hog", "mmod"] = Field(
+        "hog",
+        description="face detector: hog = dlib's HOG (default: on the harness as many faces as "
+        "mmod at a fraction of the CPU time, benchmarks/faces), mmod = dlib's CNN",
+    )
+    upsample: int = Field(1, ge=0, le=2, description="detector upsampling passes (1: faces down to ~40 px)")
+    sample_short_side: int = Field(
+        480, ge=128, le=2160, description="short side (px) of the sampled frames faces are taken from"
+    )
+    detect_short_side: int = Field(
+        360, ge=96, le=2160, description="short side (px) of the frame copy the detector runs on"
+    )
+    min_face_px: int = Field(24, ge=8, description="smaller faces (in the sampled frame) are dropped")
+    query_short_side: int = Field(720, ge=96, le=4320, description="query photos are detected at most this large")
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start. Env: FRAMESEEK_<FIELD> (e.g. FRAMESEEK_DATA_DIR), and
     FRAMESEEK_<GROUP>__<FIELD> for the grouped ones (e.g. FRAMESEEK_MEDIA__MAX_WIDTH)."""
@@ -259,6 +280,7 @@ class Settings(BaseSettings):
     views: ViewsConfig = Field(default_factory=ViewsConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    faces: FacesConfig = Field(default_factory=FacesConfig)
 
     # logs
     log_format: Literal["console", "json"] = "console"
@@ -344,6 +366,7 @@ class Settings(BaseSettings):
 SAMPLING = SamplingConfig()
 VIEWS = ViewsConfig()
 MATCHING = MatchingConfig()
+FACES = FacesConfig()
 
 
 def load_settings(config_file: str | None = None, **overrides) -> Settings:

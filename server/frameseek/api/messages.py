@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from .. import _native
-from ..service import CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, SearchOptions
+from ..service import CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, QueryFace, SearchOptions
 from ..storage import CollectionRecord, JobRecord, VideoRecord
 from ..v1 import frameseek_pb2 as pb
 from .names import collection_name, job_name, parse_collection, parse_video, video_name
@@ -35,6 +35,10 @@ _JOB_STATE = {
     "SUCCEEDED": pb.INGEST_JOB_STATE_SUCCEEDED,
     "FAILED": pb.INGEST_JOB_STATE_FAILED,
 }
+
+
+def _face_box(b) -> pb.FaceBox:
+    return pb.FaceBox(x0=b[0], y0=b[1], x1=b[2], y1=b[3])
 
 
 def _ts(msg, seconds: float) -> None:
@@ -69,6 +73,7 @@ class Translator:
                 ef_search=rec.index.get("ef_search", 0),
             ),
             is_default=rec.is_default,
+            faces="faces" in rec.modalities,
         )
         if counts:
             c.video_count, c.sample_count = counts[0], counts[1]
@@ -168,6 +173,30 @@ class Translator:
                 for h in hits
             ],
         )
+
+    def face_results(self, results: list[QueryFace], face_model: str) -> pb.SearchByFaceResponse:
+        out = pb.SearchByFaceResponse(face_model=face_model)
+        for q in results:
+            r = out.results.add(query_face=_face_box(q.box))
+            for video, hit in q.hits:
+                best = max(hit.appearances, key=lambda a: a.score)
+                r.hits.add(
+                    video=self.video(video),
+                    score=hit.score,
+                    timestamp_seconds=best.timestamp,
+                    box=_face_box(best.box),
+                    appearances=[
+                        pb.FaceAppearance(
+                            start_seconds=a.start,
+                            end_seconds=a.end,
+                            timestamp_seconds=a.timestamp,
+                            box=_face_box(a.box),
+                            score=a.score,
+                        )
+                        for a in hit.appearances
+                    ],
+                )
+        return out
 
     def copy(self, c: CopyMatch) -> pb.VideoCopyMatch:
         return pb.VideoCopyMatch(

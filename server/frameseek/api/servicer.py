@@ -123,6 +123,7 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                 "keyframes_only": c.sampling.keyframes_only,
             },
             index={"m": c.index.m, "ef_construction": c.index.ef_construction, "ef_search": c.index.ef_search},
+            faces=c.faces,
         )
         return self.tr.collection(rec, (0, 0, 0.0))
 
@@ -230,6 +231,16 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
             parse_collection(request.parent), request.image, search_options(request.options)
         )
         return self.tr.hits_bytes(hits, model)
+
+    @_rpc
+    async def SearchByFace(self, request, context):
+        f = request.face
+        box = (f.x0, f.y0, f.x1, f.y1) if request.HasField("face") else None
+        rec_id = parse_collection(request.parent)
+        results, face_model = await self.svc.people.search_face(
+            rec_id, request.image, search_options(request.options), box
+        )
+        return self.tr.face_results(results, face_model)
 
     @_rpc
     async def SearchByVideo(self, request_iterator, context):

@@ -99,6 +99,10 @@ class SamplingSettings:
     blank: BlankFilterSettings = field(default_factory=BlankFilterSettings)
     decoder: Backend = "auto"
     queue_size: int = 32  # resized frames buffered between decode and inference
+    # Frames reach `on_sample` with a short side of at least this many pixels (when the source has
+    # them): the face modality detects on them, and the model's input size (~288 px) would shrink
+    # a face of 80 px at 720p below what a detector finds. None = at the model's input size.
+    sample_short_side: int | None = None
 
     def __post_init__(self) -> None:
         if self.dedup_threshold is not None and not -1.0 <= self.dedup_threshold <= 1.0:
@@ -308,6 +312,22 @@ def _open_guarded(source, limits: MediaLimits, backend: Backend, cancel: threadi
     return box["decoder"]
 
 
+def _at_least(hint, short_side: int | None):
+    """The decoder's size hint, raised so that a frame's short side is at least `short_side`
+    (never above the source's own size: decoders do not upscale with a hint)."""
+    if short_side is None:
+        return hint
+
+    def sized(height: int, width: int) -> tuple[int, int]:
+        oh, ow = hint(height, width) if hint is not None else (height, width)
+        if min(oh, ow) >= short_side:
+            return oh, ow
+        f = min(1.0, short_side / min(height, width))
+        return max(1, round(height * f)), max(1, round(width * f))
+
+    return sized
+
+
 def embed_media(
     source: str | os.PathLike | bytes | BinaryIO,
     embedder: Embedder,
@@ -352,7 +372,7 @@ def embed_media(
     detector = InsetDetector(sampling.inset) if sampling.regions != "off" else None
     # The model's input size, so the decoder can downscale while converting to RGB (one swscale
     # pass instead of a full-size conversion plus a PIL resize on this thread).
-    size_hint = getattr(embedder, "input_size", None)
+    size_hint = _at_least(getattr(embedder, "input_size", None), sampling.sample_short_side)
     views: list[View] = []
     for view in sampling.views:
         why = view.unavailable(embedder, gpu_input)

@@ -6,6 +6,7 @@
     collections.py   collections and the videos in them (create, resolve, list, delete, counts)
     ingest.py        ingest + jobs (admission, idempotency, spooled uploads, resumption, progress)
     search.py        search by vector, image and video clip
+    people.py        search by face (collections with the face modality)
     stats.py         GetStats
 
 It takes ids (collection ids such as 'default', video ids, job ids), never resource names, and
@@ -28,6 +29,7 @@ from ..storage import AlreadyExists, NotFound, Storage, Unavailable
 from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Videos
 from .core import Core
 from .ingest import Ingest
+from .people import People, QueryFace
 from .search import MAX_K, Search
 from .stats import stats
 from .types import CopyMatch, Hit, IngestRequest, IngestResult, SearchOptions, Segment, VideoSearchResult
@@ -48,6 +50,7 @@ __all__ = [
     "Hit",
     "IngestRequest",
     "IngestResult",
+    "QueryFace",
     "SearchOptions",
     "Segment",
     "VideoSearchResult",
@@ -64,6 +67,7 @@ class FrameSeekService:
         self.videos = Videos(core, self.collections)
         self.search = Search(core, self.collections, self.videos)
         self.ingest = Ingest(core, self.collections, self.search)
+        self.people = People(core, self.collections, self.search)
 
     # the shared state callers look at
     @property

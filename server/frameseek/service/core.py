@@ -91,6 +91,10 @@ class Core:
 
         # what ingest extracts, embeds and indexes, and how a clip's matches aggregate (frameseek.modality)
         self.modality: Modality = FRAMES
+        from ..modality.faces import FaceModels
+
+        # the face detector + encoder of collections created with faces on (loaded on first use)
+        self.face_models = FaceModels(settings.faces)
         self.ready = False
         self.closing = False
         self.started_at = time.time()

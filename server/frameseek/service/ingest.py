@@ -22,7 +22,8 @@ import structlog
 from .. import metrics
 from ..errors import ErrorCode, JobRef, ServiceError, VideoRef, disk_full, exhausted, invalid, not_found
 from ..modality import Purpose
-from ..storage import CollectionRecord, JobRecord, JobState, NotFound, StorageError, VideoRecord
+from ..modality.faces import FACES_MODALITY, chain_samples
+from ..storage import CollectionRecord, JobRecord, JobState, ModalityData, NotFound, StorageError, VideoRecord
 from .collections import Collections, check_labels
 from .core import Core, storage_error
 from .search import Search
@@ -367,9 +368,13 @@ class Ingest:
 
         shown_as = req.filename or os.path.basename(req.server_path) or "the upload"
         on_sample = self.ingest_frames(job, rec.id, sha256, path) if self.ingest_frames else None
-        media = self.core.embed(
-            path, self.core.sampling(rec, Purpose.INDEX), progress, shown_as=shown_as, on_sample=on_sample
-        )
+        sampling = self.core.sampling(rec, Purpose.INDEX)
+        faces = None
+        if FACES_MODALITY.collection_flag in rec.modalities:  # faces ride on the same decode
+            faces = self.core.face_models.collector()
+            sampling.sample_short_side = self.core.settings.faces.sample_short_side
+            on_sample = chain_samples(on_sample, faces)
+        media = self.core.embed(path, sampling, progress, shown_as=shown_as, on_sample=on_sample)
         if is_image != bool(media.is_image):
             kind = "an image" if media.is_image else "a video"
             raise invalid(
@@ -419,7 +424,11 @@ class Ingest:
         self.core.beat(f"ingest {job.id}")
         try:
             vectors, twins = self.core.modality.index_vectors(media)
-            video = storage.add_video(rec.id, v, media.timestamps, vectors, twins=twins)
+            extras = None
+            if faces is not None:
+                found = faces.result()
+                extras = {FACES_MODALITY.name: ModalityData(found.times, found.vectors, found.payload())}
+            video = storage.add_video(rec.id, v, media.timestamps, vectors, twins=twins, extras=extras)
         except StorageError as exc:
             raise storage_error(exc) from None
         job.state, job.video_id = JobState.SUCCEEDED, video.id

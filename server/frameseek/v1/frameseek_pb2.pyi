@@ -48,6 +48,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_UPLOAD_IDLE: _ClassVar[ErrorReason]
     ERROR_REASON_BACKEND_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_INGEST_LEASE_EXPIRED: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_FACE: _ClassVar[ErrorReason]
     ERROR_REASON_MODALITY_NOT_ENABLED: _ClassVar[ErrorReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -124,6 +125,7 @@ ERROR_REASON_DISK_FULL: ErrorReason
 ERROR_REASON_UPLOAD_IDLE: ErrorReason
 ERROR_REASON_BACKEND_UNAVAILABLE: ErrorReason
 ERROR_REASON_INGEST_LEASE_EXPIRED: ErrorReason
+ERROR_REASON_NO_FACE: ErrorReason
 ERROR_REASON_MODALITY_NOT_ENABLED: ErrorReason
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
@@ -171,7 +173,7 @@ class IndexSettings(_message.Message):
     def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default")
+    __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default", "faces")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +185,7 @@ class Collection(_message.Message):
     SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     model: str
@@ -194,7 +197,8 @@ class Collection(_message.Message):
     sample_count: int
     create_time: _timestamp_pb2.Timestamp
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    faces: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ..., faces: _Optional[bool] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("collection_id", "collection")
@@ -621,3 +625,71 @@ class Stats(_message.Message):
     insecure: bool
     recovery_problems: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ..., active_ingests: _Optional[int] = ..., copy_threshold: _Optional[float] = ..., simd_level: _Optional[str] = ..., insecure: _Optional[bool] = ..., recovery_problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FaceBox(_message.Message):
+    __slots__ = ("x0", "y0", "x1", "y1")
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ...) -> None: ...
+
+class SearchByFaceRequest(_message.Message):
+    __slots__ = ("parent", "image", "face", "options")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FACE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    image: bytes
+    face: FaceBox
+    options: SearchOptions
+    def __init__(self, parent: _Optional[str] = ..., image: _Optional[bytes] = ..., face: _Optional[_Union[FaceBox, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
+
+class FaceAppearance(_message.Message):
+    __slots__ = ("start_seconds", "end_seconds", "timestamp_seconds", "box", "score")
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    start_seconds: float
+    end_seconds: float
+    timestamp_seconds: float
+    box: FaceBox
+    score: float
+    def __init__(self, start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., timestamp_seconds: _Optional[float] = ..., box: _Optional[_Union[FaceBox, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class FaceVideoHit(_message.Message):
+    __slots__ = ("video", "score", "timestamp_seconds", "box", "appearances")
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    APPEARANCES_FIELD_NUMBER: _ClassVar[int]
+    video: Video
+    score: float
+    timestamp_seconds: float
+    box: FaceBox
+    appearances: _containers.RepeatedCompositeFieldContainer[FaceAppearance]
+    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., timestamp_seconds: _Optional[float] = ..., box: _Optional[_Union[FaceBox, _Mapping]] = ..., appearances: _Optional[_Iterable[_Union[FaceAppearance, _Mapping]]] = ...) -> None: ...
+
+class FaceSearchResult(_message.Message):
+    __slots__ = ("query_face", "hits")
+    QUERY_FACE_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    query_face: FaceBox
+    hits: _containers.RepeatedCompositeFieldContainer[FaceVideoHit]
+    def __init__(self, query_face: _Optional[_Union[FaceBox, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[FaceVideoHit, _Mapping]]] = ...) -> None: ...
+
+class SearchByFaceResponse(_message.Message):
+    __slots__ = ("results", "face_model")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    FACE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[FaceSearchResult]
+    face_model: str
+    def __init__(self, results: _Optional[_Iterable[_Union[FaceSearchResult, _Mapping]]] = ..., face_model: _Optional[str] = ...) -> None: ...

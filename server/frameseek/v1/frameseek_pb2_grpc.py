@@ -100,6 +100,11 @@ class FrameSeekStub:
                 request_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByVectorRequest.SerializeToString,
                 response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.SearchByFace = channel.unary_unary(
+                '/frameseek.v1.FrameSeek/SearchByFace',
+                request_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceRequest.SerializeToString,
+                response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceResponse.FromString,
+                _registered_method=True)
         self.GetVideo = channel.unary_unary(
                 '/frameseek.v1.FrameSeek/GetVideo',
                 request_serializer=frameseek_dot_v1_dot_frameseek__pb2.GetVideoRequest.SerializeToString,
@@ -220,6 +225,16 @@ class FrameSeekServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchByFace(self, request, context):
+        """Finds the videos and photos where the person of a photo appears (collections created with
+        `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+        intervals, best timestamp, face box and a calibrated score. A photo without a face is
+        INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVideo(self, request, context):
         """Gets a video.
         """
@@ -305,6 +320,11 @@ def add_FrameSeekServicer_to_server(servicer, server):
                     servicer.SearchByVector,
                     request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByVectorRequest.FromString,
                     response_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchResponse.SerializeToString,
+            ),
+            'SearchByFace': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchByFace,
+                    request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceRequest.FromString,
+                    response_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceResponse.SerializeToString,
             ),
             'GetVideo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVideo,
@@ -634,6 +654,33 @@ class FrameSeek:
             '/frameseek.v1.FrameSeek/SearchByVector',
             frameseek_dot_v1_dot_frameseek__pb2.SearchByVectorRequest.SerializeToString,
             frameseek_dot_v1_dot_frameseek__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchByFace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/frameseek.v1.FrameSeek/SearchByFace',
+            frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceRequest.SerializeToString,
+            frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,153 @@
+"""People: search by face, end to end through a real server with the real models (dlib HOG +
+5-point alignment + ResNet) on real faces (opencv-doc photos) composited over real footage."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.faces.media import FOOTAGE, Appearance, load_identities, render
+from frameseek.client import FrameSeekError
+
+from .helpers import ServerProcess, needs_media
+
+pytestmark = [needs_media, pytest.mark.slow]
+
+SECONDS = 12.0
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("faces")
+    idents = load_identities(limit=8)
+    # identity 0 (a different photo is its query) from 2 s to 8 s; identity 1 from 5 s to 11 s
+    apps = [
+        Appearance(0, 2.0, 8.0, 160, 200, 0.3, 0.4, 0.35, 0.45, ""),
+        Appearance(1, 5.0, 11.0, 150, 120, 0.75, 0.45, 0.7, 0.4, "dark"),
+    ]
+    video = d / "composite.mp4"
+    render(video, idents, apps, SECONDS, FOOTAGE[0], fps=10)
+    photo = d / "photo.png"
+    photo.write_bytes(_png(idents[2].crop))
+    srv = ServerProcess(d / "data", ingest_workers=1).start()
+    with srv.client(timeout=600) as fs:
+        fs.create_collection("people", faces=True)
+        fs.create_collection("plain")
+        v = fs.ingest_video(video, collection="people", external_key="composite")
+        p = fs.ingest_image(photo, collection="people", external_key="photo")
+    yield {"srv": srv, "idents": idents, "video": v.video, "photo": p.video, "dir": d}
+    assert srv.stop() == 0, srv.log()
+
+
+def test_collection_reports_faces_setting(world):
+    with world["srv"].client() as fs:
+        assert fs.get_collection("people").faces
+        assert not fs.get_collection("plain").faces
+
+
+def test_search_by_face_finds_the_interval_with_another_photo(world):
+    ident = world["idents"][0]
+    assert ident.query_is_other_photo
+    with world["srv"].client() as fs:
+        r = fs.search_by_face(_png(ident.query), collection="people", max_matches_per_video=5)
+    assert len(r.results) == 1 and r.face_model == "dlib_resnet_v1"
+    hits = r.results[0].hits
+    assert [h.video.external_key for h in hits] == ["composite"]
+    (app,) = hits[0].appearances
+    # the truth is [2, 8) sampled at 1 fps: the track spans samples 2..7 (+ one period)
+    inter = max(0.0, min(app.end_seconds, 8.0) - max(app.start_seconds, 2.0))
+    union = max(app.end_seconds, 8.0) - min(app.start_seconds, 2.0)
+    assert inter / union >= 0.8, (app.start_seconds, app.end_seconds)
+    assert 2.0 <= hits[0].timestamp_seconds < 8.0
+    assert hits[0].score > 0.5 and 0.0 <= hits[0].box.x0 < hits[0].box.x1 <= 1.0
+
+
+def test_search_by_face_finds_a_photo_and_not_strangers(world):
+    idents = world["idents"]
+    with world["srv"].client() as fs:
+        r = fs.search_by_face(_png(idents[2].query), collection="people")
+        assert [h.video.external_key for h in r.results[0].hits] == ["photo"]
+        # people who are in neither the video nor the photo: nothing at the default threshold
+        for stranger in idents[3:6]:
+            r = fs.search_by_face(_png(stranger.query), collection="people")
+            assert all(not res.hits for res in r.results), stranger.name
+
+
+def test_chosen_face_box_and_filters(world):
+    idents = world["idents"]
+    # a photo with two people side by side: each face searched, or only the chosen one
+    a, b = idents[0].query, idents[2].query
+    h = max(a.shape[0], b.shape[0])
+    pair = np.zeros((h, a.shape[1] + b.shape[1], 3), np.uint8)
+    pair[: a.shape[0], : a.shape[1]] = a
+    pair[: b.shape[0], a.shape[1] :] = b
+    with world["srv"].client() as fs:
+        both = fs.search_by_face(_png(pair), collection="people")
+        keys = sorted(h.video.external_key for res in both.results for h in res.hits)
+        assert keys == ["composite", "photo"]
+        right = fs.search_by_face(_png(pair), collection="people", face=(a.shape[1], 0, pair.shape[1], h))
+        assert len(right.results) == 1
+        assert [h.video.external_key for h in right.results[0].hits] == ["photo"]
+        excluded = fs.search_by_face(_png(b), collection="people", exclude_videos=[world["photo"].name])
+        assert not excluded.results[0].hits
+
+
+def test_photo_without_a_face_is_invalid_argument_no_face(world):
+    flat = np.full((240, 320, 3), 128, np.uint8)
+    with world["srv"].client() as fs, pytest.raises(FrameSeekError) as ei:
+        fs.search_by_face(_png(flat), collection="people")
+    assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT and ei.value.reason == "NO_FACE"
+
+
+def test_collection_without_faces_is_failed_precondition(world):
+    with world["srv"].client() as fs, pytest.raises(FrameSeekError) as ei:
+        fs.search_by_face(_png(world["idents"][0].query), collection="plain")
+    assert ei.value.code == grpc.StatusCode.FAILED_PRECONDITION and ei.value.reason == "MODALITY_NOT_ENABLED"
+
+
+def test_deleted_video_is_gone_from_face_search(world, tmp_path):
+    idents = world["idents"]
+    photo = tmp_path / "again.png"
+    photo.write_bytes(_png(idents[1].crop))
+    with world["srv"].client() as fs:
+        v = fs.ingest_image(photo, collection="people", external_key="again").video
+        r = fs.search_by_face(_png(idents[1].query), collection="people")
+        assert "again" in [h.video.external_key for h in r.results[0].hits]
+        fs.delete_video(v.name)
+        r = fs.search_by_face(_png(idents[1].query), collection="people")
+        assert "again" not in [h.video.external_key for h in r.results[0].hits]
+
+
+def test_cli_create_collection_and_search_face(world, tmp_path):
+    srv = world["srv"]
+    query = tmp_path / "q.png"
+    query.write_bytes(_png(world["idents"][0].query))
+    cli = [sys.executable, "-m", "frameseek.cli"]
+    made = subprocess.run(
+        [*cli, "create-collection", "cli-faces", "--faces", "--server", srv.address, "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["faces"] is True
+    found = subprocess.run(
+        [*cli, "search-face", str(query), "-c", "people", "--server", srv.address, "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)["results"][0]["hits"]
+    assert hits[0]["video"]["external_key"] == "composite"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
@@ -90,6 +91,24 @@ class CollectionRecord:
     description: str = ""
     create_time: float = 0.0
     is_default: bool = False
+    # modalities beyond frames that are on for this collection, each with its index spec:
+    # {"faces": {"dimension": 128, "metric": "l2"}, "audio": {}}; one without a dimension stores
+    # no vectors (only ModalityData times + payload). Set at creation, never changed.
+    modalities: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalityData:
+    """What one more modality (faces, audio ...) stores for a video, committed atomically with its
+    frame vectors and deleted with it. Items are addressed like samples (frameseek.ids: video <<
+    SAMPLE_BITS | item), in the collection's own index for that modality."""
+
+    times: np.ndarray  # float64[n]: the time (s) of each item (a face, a fingerprint frame)
+    vectors: np.ndarray | None = None  # float32[n, dimension] when the modality has an index, else None
+    payload: bytes = b""  # the modality's own columns, opaque to storage (boxes + tracks, fingerprints)
+
+    def __len__(self) -> int:
+        return int(self.times.shape[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +175,7 @@ class Storage(Protocol):
         index: dict,
         description: str = "",
         is_default: bool = False,
+        modalities: dict | None = None,
     ) -> CollectionRecord: ...
     def get_collection(self, name: str) -> CollectionRecord: ...
     def collection_by_id(self, collection_id: int) -> CollectionRecord: ...
@@ -171,11 +191,20 @@ class Storage(Protocol):
         timestamps: np.ndarray,
         vectors: np.ndarray,
         twins: np.ndarray | None = None,
+        *,
+        extras: Mapping[str, ModalityData] | None = None,
     ) -> VideoRecord:
         """Atomically and durably index a video; returns it with its id. Visible when this returns.
         `twins` [n, dim]: a second vector of every sample (the coarse view, Settings.
         index_coarse_scale), indexed as vectors n..2n-1 of the video: a search hit on vector i
-        means sample i % n."""
+        means sample i % n. `extras`: the video's data of the collection's other modalities
+        (CollectionRecord.modalities), in the same commit; a modality the collection does not
+        have is InvalidArgument."""
+
+    def video_extra(self, video_id: int, modality: str) -> ModalityData | None:
+        """An active video's data of one modality (with its vectors when the modality has an
+        index), or None when the video has none; NotFound when the video is not active."""
+        ...
 
     def find_video_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None: ...
     def get_video(self, video_id: int) -> VideoRecord: ...
@@ -208,6 +237,22 @@ class Storage(Protocol):
         ef: int | None = None,
         groups: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def search_extra(
+        self,
+        collection_id: int,
+        modality: str,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        groups: np.ndarray | None = None,
+        per_video: bool = False,
+    ) -> tuple[np.ndarray, ...]:
+        """kNN in the collection's index of `modality`: (ids, distances) like `search`, or with
+        per_video the best item of each of the k nearest videos, (videos, ids, distances) like
+        `search_groups`; ids are item ids (frameseek.ids: video << SAMPLE_BITS | item)."""
+        ...
 
     def vectors_of(self, collection_id: int) -> int: ...  # vectors in the live index
     def video_vectors(self, video_id: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from .base import (
     FailedPrecondition,
     JobRecord,
     JobState,
+    ModalityData,
     NotFound,
     ResourceExhausted,
     VideoQuery,
@@ -33,7 +35,7 @@ from .base import (
     is_disk_full,
 )
 
-SCHEMA_VERSION = 2  # 2: video state 'damaged'
+SCHEMA_VERSION = 3  # 2: video state 'damaged'; 3: collections.modalities, video_extras
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,7 +49,8 @@ CREATE TABLE IF NOT EXISTS collections (
   sampling TEXT NOT NULL,
   index_settings TEXT NOT NULL,
   create_time REAL NOT NULL,
-  is_default INTEGER NOT NULL DEFAULT 0
+  is_default INTEGER NOT NULL DEFAULT 0,
+  modalities TEXT NOT NULL DEFAULT '{}'  -- CollectionRecord.modalities (JSON)
 );
 """
 
@@ -79,6 +82,19 @@ _VIDEO_INDEXES = (
     "CREATE INDEX IF NOT EXISTS videos_by_key ON videos(external_key)",
 )
 
+# Per-video data of the collection's other modalities (base.ModalityData): written with the pending
+# row, so it commits with the video; the vectors themselves live in the modality's vector log.
+_EXTRAS_TABLE = """
+CREATE TABLE IF NOT EXISTS video_extras (
+  video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+  modality TEXT NOT NULL,
+  item_count INTEGER NOT NULL,
+  item_times BLOB NOT NULL,              -- float64 little-endian, item i -> timestamp (s)
+  payload BLOB NOT NULL,
+  PRIMARY KEY (video_id, modality)
+);
+"""
+
 _SCHEMA += (
     _VIDEOS_TABLE.replace("{name}", "videos")
     + ";\n".join(_VIDEO_INDEXES)
@@ -108,6 +124,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id) WHERE request_id != '';
 """
+    + _EXTRAS_TABLE
 )
 
 _VIDEO_COLS = (
@@ -149,6 +166,7 @@ def _collection(row) -> CollectionRecord:
         index=json.loads(row[7]),
         create_time=row[8],
         is_default=bool(row[9]),
+        modalities=json.loads(row[10]),
     )
 
 
@@ -233,10 +251,29 @@ class Catalog:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) == 1:
-            self._migrate_v1()
-        elif int(row[0]) != SCHEMA_VERSION:
+            return
+        version = int(row[0])
+        if version > SCHEMA_VERSION or version < 1:
             raise RuntimeError(f"catalog {path} has schema {row[0]}, this server needs {SCHEMA_VERSION}")
+        if version == 1:
+            self._migrate_v1()
+        if version <= 2:
+            self._migrate_v2()
+
+    def _migrate_v2(self) -> None:
+        """Schema 2 -> 3: collections gain `modalities` ('{}': frames only, what they were);
+        video_extras was created by the schema script (IF NOT EXISTS)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cols = [r[1] for r in db.execute("PRAGMA table_info(collections)")]
+            if "modalities" not in cols:
+                db.execute("ALTER TABLE collections ADD COLUMN modalities TEXT NOT NULL DEFAULT '{}'")
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _migrate_v1(self) -> None:
         """Schema 1 -> 2: the videos table's state CHECK admits 'damaged'. SQLite cannot alter a
@@ -256,7 +293,7 @@ class Catalog:
                     db.execute(sql)
                 if row is not None:
                     db.execute("UPDATE sqlite_sequence SET seq=max(seq, ?) WHERE name='videos'", (row[0],))
-                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+                db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -327,12 +364,13 @@ class Catalog:
         index: dict,
         description: str = "",
         is_default: bool = False,
+        modalities: dict | None = None,
     ) -> CollectionRecord:
         try:
             with self._tx() as db:
                 db.execute(
                     "INSERT INTO collections (name, description, model, dimension, metric, sampling, "
-                    "index_settings, create_time, is_default) VALUES (?,?,?,?,?,?,?,?,?)",
+                    "index_settings, create_time, is_default, modalities) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
                         name,
                         description,
@@ -343,6 +381,7 @@ class Catalog:
                         json.dumps(index),
                         time.time(),
                         int(is_default),
+                        json.dumps(modalities or {}, sort_keys=True),
                     ),
                 )
         except sqlite3.IntegrityError:
@@ -378,9 +417,11 @@ class Catalog:
                 raise FailedPrecondition(
                     f"collection has {len(ids)} videos; delete them or pass force", "COLLECTION_NOT_EMPTY"
                 )
-            db.execute(
-                "DELETE FROM labels WHERE video_id IN (SELECT id FROM videos WHERE collection_id=?)", (collection_id,)
-            )
+            for table in ("labels", "video_extras"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE video_id IN (SELECT id FROM videos WHERE collection_id=?)",
+                    (collection_id,),
+                )
             db.execute("DELETE FROM videos WHERE collection_id=?", (collection_id,))
             db.execute("DELETE FROM collections WHERE id=?", (collection_id,))
         return ids
@@ -394,7 +435,9 @@ class Catalog:
         return int(r[0]), int(r[1]), float(r[2])
 
     # -- videos -----------------------------------------------------------------------------
-    def insert_pending(self, collection_id: int, v: VideoRecord, timestamps: np.ndarray) -> int:
+    def insert_pending(
+        self, collection_id: int, v: VideoRecord, timestamps: np.ndarray, extras: Mapping[str, ModalityData] = {}
+    ) -> int:
         times = np.ascontiguousarray(timestamps, dtype="<f8").tobytes()
         with self._tx() as db:
             cur = db.execute(
@@ -421,6 +464,13 @@ class Catalog:
             )
             vid = int(cur.lastrowid)
             db.executemany("INSERT INTO labels VALUES (?,?,?)", [(vid, k, val) for k, val in v.labels.items()])
+            db.executemany(
+                "INSERT INTO video_extras VALUES (?,?,?,?,?)",
+                [
+                    (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
+                    for name, d in extras.items()
+                ],
+            )
         return vid
 
     def activate(self, video_id: int) -> None:
@@ -431,7 +481,8 @@ class Catalog:
     def drop_pending(self) -> list[int]:
         with self._tx() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM videos WHERE state='pending'")]
-            db.execute("DELETE FROM labels WHERE video_id IN (SELECT id FROM videos WHERE state='pending')")
+            for table in ("labels", "video_extras"):
+                db.execute(f"DELETE FROM {table} WHERE video_id IN (SELECT id FROM videos WHERE state='pending')")
             db.execute("DELETE FROM videos WHERE state='pending'")
         return ids
 
@@ -513,6 +564,30 @@ class Catalog:
             )
         }
 
+    def video_extra(self, video_id: int, modality: str) -> ModalityData | None:
+        """An active video's times + payload of one modality (vectors are in its vector log/index)."""
+        rows = self._query(
+            "SELECT e.item_times, e.payload FROM video_extras e JOIN videos v ON v.id=e.video_id "
+            "WHERE e.video_id=? AND e.modality=? AND v.state='active'",
+            (video_id, modality),
+        )
+        if not rows:
+            self.get_video(video_id)  # NotFound when the video itself is not active
+            return None
+        return ModalityData(times=np.frombuffer(rows[0][0], dtype="<f8"), payload=bytes(rows[0][1]))
+
+    def active_extra_hashes(self, collection_id: int, modality: str) -> dict[int, tuple[int, str]]:
+        """Like active_video_hashes, for one modality's items: video id -> (item count, content
+        sha256) of the active videos with at least one item (what its index must hold)."""
+        return {
+            r[0]: (r[1], r[2])
+            for r in self._query(
+                "SELECT v.id, e.item_count, v.content_sha256 FROM videos v JOIN video_extras e ON e.video_id=v.id "
+                "WHERE v.collection_id=? AND v.state='active' AND e.modality=? AND e.item_count > 0",
+                (collection_id, modality),
+            )
+        }
+
     def mark_damaged(self, video_ids) -> None:
         """Active videos whose vectors could not be recovered: listed as damaged, never searched."""
         ids = [(int(v),) for v in video_ids]
@@ -537,12 +612,14 @@ class Catalog:
         """Remove a row in any state (a pending row whose ingest failed)."""
         with self._tx() as db:
             db.execute("DELETE FROM labels WHERE video_id=?", (video_id,))
+            db.execute("DELETE FROM video_extras WHERE video_id=?", (video_id,))
             db.execute("DELETE FROM videos WHERE id=?", (video_id,))
 
     def delete_video(self, video_id: int) -> VideoRecord:
         v = self.get_video(video_id, "'active', 'damaged'")
         with self._tx() as db:
             db.execute("DELETE FROM labels WHERE video_id=?", (video_id,))
+            db.execute("DELETE FROM video_extras WHERE video_id=?", (video_id,))
             db.execute("DELETE FROM videos WHERE id=?", (video_id,))
         return v
 

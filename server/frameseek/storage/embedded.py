@@ -21,11 +21,13 @@ Startup = load the snapshot named by snapshot.json + replay log segments from it
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import structlog
@@ -35,8 +37,10 @@ from ..ids import MAX_SAMPLES_PER_VIDEO, sample_ids
 from . import snapshots
 from .base import (
     CollectionRecord,
+    FailedPrecondition,
     InvalidArgument,
     JobRecord,
+    ModalityData,
     NotFound,
     ResourceExhausted,
     VideoQuery,
@@ -71,16 +75,37 @@ def belongs_to(rec, row: tuple[int, str]) -> bool:
 
 
 class _CollectionIndex:
-    """Live index + log of one collection."""
+    """Live index + log of one collection's frame vectors, or (`modality`) of the vectors of one of
+    its other modalities (CollectionRecord.modalities), kept under the collection's directory in
+    `<modality>/` and sharing the collection's write lock: a video commits to all of them at once."""
 
-    def __init__(self, rec: CollectionRecord, directory: str):
-        self.rec, self.dir = rec, directory
-        self.lock = threading.Lock()  # serialises writers (add/delete/snapshot); searches do not take it
+    def __init__(
+        self, rec: CollectionRecord, directory: str, modality: str | None = None, lock: threading.Lock | None = None
+    ):
+        self.rec, self.modality = rec, modality
+        self.dir = os.path.join(directory, modality) if modality else directory
+        spec = rec.modalities[modality] if modality else {"dimension": rec.dimension, "metric": rec.metric}
+        self.dimension, self.metric = int(spec["dimension"]), str(spec.get("metric", rec.metric))
+        self.name = f"{rec.name}/{modality}" if modality else rec.name
+        self.lock = lock or threading.Lock()  # serialises writers (add/delete/snapshot); searches do not take it
         self.videos: dict[int, int] = {}  # video id -> sample count, exactly what the index holds
         self.since_snapshot = 0
         self.index = None
-        self.log = VectorLog(directory, rec.dimension)
+        self.log = VectorLog(self.dir, self.dimension)
         self.good_snapshot: dict | None = None  # the newest snapshot known intact (loaded or verified)
+        # the collection's other modalities with an index (held by the frame index, empty on those)
+        self.extras: dict[str, _CollectionIndex] = {}
+
+    def open_extras(self) -> None:
+        self.extras = {
+            name: _CollectionIndex(self.rec, self.dir, name, self.lock)
+            for name, spec in sorted(self.rec.modalities.items())
+            if spec.get("dimension")
+        }
+
+    def all_indexes(self) -> list[_CollectionIndex]:
+        """This index and its modalities' indexes (what a snapshot or close covers)."""
+        return [self, *self.extras.values()]
 
     def _new_index(self, capacity: int = 1024):
         nat = _native()
@@ -89,7 +114,7 @@ class _CollectionIndex:
             kw["M"] = int(self.rec.index["m"])
         if self.rec.index.get("ef_construction"):
             kw["ef_construction"] = int(self.rec.index["ef_construction"])
-        idx = nat.HnswIndex(self.rec.dimension, self.rec.metric, max_elements=max(capacity, 1024), **kw)
+        idx = nat.HnswIndex(self.dimension, self.metric, max_elements=max(capacity, 1024), **kw)
         if self.rec.index.get("ef_search"):
             idx.ef = int(self.rec.index["ef_search"])
         return idx
@@ -102,7 +127,7 @@ class _CollectionIndex:
         t0 = time.perf_counter()
         keep, problems = snapshots.candidates(self.dir)
         for p in problems:
-            log.error("snapshot_meta_damaged", collection=self.rec.name, error=p)
+            log.error("snapshot_meta_damaged", collection=self.name, error=p)
             metrics.STORAGE_DAMAGE.labels("snapshot").inc()
         snapshots.remove_leftovers(self.dir, keep)
         from_seq, snap_videos, self.good_snapshot = 0, {}, None
@@ -113,7 +138,7 @@ class _CollectionIndex:
                 problems.append(f"snapshot damaged: {exc}")
                 log.error(
                     "snapshot_damaged",
-                    collection=self.rec.name,
+                    collection=self.name,
                     error=str(exc),
                     fallback="an older snapshot" if i + 1 < len(keep) else "the log only",
                 )
@@ -155,7 +180,7 @@ class _CollectionIndex:
             )
             log.error(
                 "log_record_damaged",
-                collection=self.rec.name,
+                collection=self.name,
                 segment=d.segment,
                 offset=d.offset,
                 length=d.length,
@@ -164,16 +189,16 @@ class _CollectionIndex:
             metrics.STORAGE_DAMAGE.labels("log_record").inc()
         if foreign:
             problems.append(f"log records of videos {foreign[:20]} do not match their catalog rows (not attached)")
-            log.error("log_records_foreign", collection=self.rec.name, videos=foreign[:20], count=len(foreign))
+            log.error("log_records_foreign", collection=self.name, videos=foreign[:20], count=len(foreign))
             metrics.STORAGE_DAMAGE.labels("foreign_record").inc(len(foreign))
         # a damaged snapshot is replaced at the next snapshot (periodic or at stop), even with no new vectors
         self.since_snapshot = replayed + int(snapshot_damaged)
         missing = [v for v in active if v not in self.videos]
         if missing:
             problems.append(f"videos {missing[:20]} have no intact vectors ({len(missing)} marked damaged)")
-            log.error("videos_missing_vectors", collection=self.rec.name, videos=missing[:20], count=len(missing))
+            log.error("videos_missing_vectors", collection=self.name, videos=missing[:20], count=len(missing))
         return {
-            "collection": self.rec.name,
+            "collection": self.name,
             "vectors": len(self.index),
             "snapshot_load_s": round(t_load, 3),
             "replayed_vectors": replayed,
@@ -208,9 +233,7 @@ class _CollectionIndex:
         self.log.drop_before(int(previous["segment"]) if previous else seq)
         snapshots.remove_leftovers(self.dir, [m for m in (meta, previous) if m])
         self.since_snapshot = 0
-        log.info(
-            "snapshot", collection=self.rec.name, vectors=len(self.index), seconds=round(time.perf_counter() - t0, 3)
-        )
+        log.info("snapshot", collection=self.name, vectors=len(self.index), seconds=round(time.perf_counter() - t0, 3))
 
     def close(self) -> None:
         self.log.close()
@@ -281,10 +304,18 @@ class EmbeddedStorage:
         report = []
         for rec in self.catalog.all_collections():
             ci = _CollectionIndex(rec, self._coll_dir(rec.id))
-            r = ci.recover(self.catalog.active_video_hashes(rec.id))
-            if r["missing_videos"]:
-                self.catalog.mark_damaged(r["missing_videos"])
-            report.append(r)
+            ci.open_extras()
+            reports = [ci.recover(self.catalog.active_video_hashes(rec.id))]
+            reports += [x.recover(self.catalog.active_extra_hashes(rec.id, name)) for name, x in ci.extras.items()]
+            missing = sorted({v for r in reports for v in r["missing_videos"]})
+            if missing:
+                self.catalog.mark_damaged(missing)
+                for x in ci.all_indexes():  # a damaged video is searched in none of them
+                    for v in missing:
+                        n = x.videos.pop(v, 0)
+                        if n:
+                            x.index.remove(sample_ids(v, n))
+            report += reports
             self._colls[rec.id] = ci
         seen = max((r["highest_video_id"] for r in report), default=0)
         if seen > self.catalog.video_id_high_water():
@@ -315,7 +346,7 @@ class EmbeddedStorage:
             raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND") from None
 
     def snapshot(self, force: bool = True) -> None:
-        for ci in list(self._colls.values()):
+        for ci in [x for c in list(self._colls.values()) for x in c.all_indexes()]:
             if force or ci.since_snapshot >= self.snapshot_every:
                 if ci.since_snapshot or not os.path.exists(os.path.join(ci.dir, "snapshot.json")):
                     ci.snapshot()
@@ -324,7 +355,8 @@ class EmbeddedStorage:
         if snapshot:
             self.snapshot(force=True)
         for ci in self._colls.values():
-            ci.close()
+            for x in ci.all_indexes():
+                x.close()
         self.catalog.close()
 
     def storage_bytes(self) -> int:
@@ -339,9 +371,14 @@ class EmbeddedStorage:
 
     # -- collections ----------------------------------------------------------------------------
     def create_collection(self, name: str, **kw) -> CollectionRecord:
+        for modality, spec in (kw.get("modalities") or {}).items():
+            if "dimension" in spec and (int(spec["dimension"]) <= 0 or spec.get("metric") not in ("ip", "l2")):
+                raise InvalidArgument(f"modality {modality!r}: a positive dimension and metric 'ip' or 'l2'")
         rec = self.catalog.create_collection(name, **kw)
         ci = _CollectionIndex(rec, self._coll_dir(rec.id))
-        ci.recover({})
+        ci.open_extras()
+        for x in ci.all_indexes():
+            x.recover({})
         with self._colls_lock:
             self._colls[rec.id] = ci
         self._notify("collection_added", rec, ci.index)
@@ -364,7 +401,8 @@ class EmbeddedStorage:
             self._notify("collection_removed", rec.id)
             with self._colls_lock:
                 self._colls.pop(rec.id, None)
-            ci.close()
+            for x in ci.all_indexes():
+                x.close()
             for v in ids:
                 self._videos.pop(v, None)
             import shutil
@@ -382,8 +420,11 @@ class EmbeddedStorage:
         timestamps: np.ndarray,
         vectors: np.ndarray,
         twins: np.ndarray | None = None,
+        *,
+        extras: Mapping[str, ModalityData] | None = None,
     ) -> VideoRecord:
         ci = self._ci(collection_id)
+        extras = self._checked_extras(ci, extras or {})
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
         n = vectors.shape[0]
@@ -405,9 +446,12 @@ class EmbeddedStorage:
             raise InvalidArgument("non-finite values in vectors", "NON_FINITE_VECTOR")
         video = VideoRecord(**{**video.__dict__, "sample_count": n, "collection_id": collection_id})
         with ci.lock:
-            vid = self.catalog.insert_pending(collection_id, video, timestamps)  # 1
+            vid = self.catalog.insert_pending(collection_id, video, timestamps, extras)  # 1
             try:
                 ci.log.append(vid, vectors, video.content_sha256)  # 2 (fsync'ed; rolled back on error)
+                for name, d in extras.items():
+                    if d.vectors is not None and len(d):
+                        ci.extras[name].log.append(vid, d.vectors, video.content_sha256)
             except OSError as exc:
                 self._forget_pending(vid)
                 if is_disk_full(exc):
@@ -420,12 +464,44 @@ class EmbeddedStorage:
                 raise
             ci._add(vid, vectors)  # 4
             ci.since_snapshot += len(vectors)
-            need_snapshot = ci.since_snapshot >= self.snapshot_every
+            for name, d in extras.items():
+                if d.vectors is not None and len(d):
+                    x = ci.extras[name]
+                    x._add(vid, d.vectors)
+                    x.since_snapshot += len(d)
+            need_snapshot = any(x.since_snapshot >= self.snapshot_every for x in ci.all_indexes())
             self._videos[vid] = entry = (self.catalog.get_video(vid), timestamps)
             self._notify("video_added", *entry)
         if need_snapshot:
             threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
         return self.get_video(vid)
+
+    def _checked_extras(self, ci: _CollectionIndex, extras: Mapping[str, ModalityData]) -> dict[str, ModalityData]:
+        """Validate a video's data of other modalities against the collection's modalities."""
+        out = {}
+        for name, d in extras.items():
+            if name not in ci.rec.modalities:
+                raise InvalidArgument(f"collection {ci.rec.name!r} does not have the {name!r} modality")
+            times = np.ascontiguousarray(d.times, dtype=np.float64)
+            if times.ndim != 1 or not np.isfinite(times).all():
+                raise InvalidArgument(f"{name}: times must be a finite float64[n]")
+            x = ci.extras.get(name)
+            vectors = d.vectors
+            if (vectors is None) != (x is None or len(times) == 0):
+                raise InvalidArgument(
+                    f"{name}: " + ("vectors are required" if vectors is None else "this modality stores no vectors")
+                )
+            if vectors is not None:
+                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                if vectors.shape != (len(times), x.dimension):
+                    shape = f"[{len(times)}, {x.dimension}]"
+                    raise InvalidArgument(f"{name}: vectors must be {shape}", "DIMENSION_MISMATCH")
+                if not np.isfinite(vectors).all():
+                    raise InvalidArgument(f"{name}: non-finite values in vectors", "NON_FINITE_VECTOR")
+            if len(times) > MAX_SAMPLES_PER_VIDEO:
+                raise InvalidArgument(f"{name}: at most {MAX_SAMPLES_PER_VIDEO} items per video", "MEDIA_TOO_LARGE")
+            out[name] = ModalityData(times=times, vectors=vectors, payload=bytes(d.payload))
+        return out
 
     def _forget_pending(self, video_id: int) -> None:
         try:
@@ -436,8 +512,9 @@ class EmbeddedStorage:
     def _snapshot_one(self, ci: _CollectionIndex) -> None:
         try:
             with ci.lock:
-                if ci.since_snapshot >= self.snapshot_every and ci.rec.id in self._colls:
-                    ci._snapshot_locked()
+                for x in ci.all_indexes():
+                    if x.since_snapshot >= self.snapshot_every and ci.rec.id in self._colls:
+                        x._snapshot_locked()
         except Exception:  # a failed snapshot loses nothing: the log still holds every vector
             log.exception("snapshot_failed", collection=ci.rec.name)
 
@@ -482,9 +559,10 @@ class EmbeddedStorage:
             self.catalog.delete_video(video_id)  # commit point
             self._notify("video_removed", video_id)
             self._videos.pop(video_id, None)
-            n = ci.videos.pop(video_id, 0)
-            if n:
-                ci.index.remove(sample_ids(video_id, n))
+            for x in ci.all_indexes():
+                n = x.videos.pop(video_id, 0)
+                if n:
+                    x.index.remove(sample_ids(video_id, n))
 
     # -- vectors --------------------------------------------------------------------------------
     def _filter(self, groups):
@@ -499,6 +577,35 @@ class EmbeddedStorage:
     def search_groups(self, collection_id, queries, k, *, ef=None, groups=None):
         ci = self._ci(collection_id)
         return ci.index.search_groups(queries, k, ef=ef, filter=self._filter(groups))
+
+    def _extra_index(self, collection_id: int, modality: str) -> _CollectionIndex:
+        ci = self._ci(collection_id)
+        x = ci.extras.get(modality)
+        if x is None:
+            raise FailedPrecondition(
+                f"collection {ci.rec.name!r} has no {modality} index (modalities are set when a collection is created)",
+                "MODALITY_NOT_ENABLED",
+            )
+        return x
+
+    def search_extra(self, collection_id, modality, queries, k, *, ef=None, groups=None, per_video=False):
+        x = self._extra_index(collection_id, modality)
+        search = x.index.search_groups if per_video else x.index.search
+        return search(queries, k, ef=ef, filter=self._filter(groups))
+
+    def video_extra(self, video_id: int, modality: str) -> ModalityData | None:
+        data = self.catalog.video_extra(video_id, modality)
+        if data is None or not len(data):
+            return data
+        v, _ = self.video_entry(video_id)
+        x = self._ci(v.collection_id).extras.get(modality)
+        if x is None:
+            return data
+        try:
+            vectors = x.index.get_vectors(sample_ids(video_id, len(data)))
+        except ValueError as exc:  # deleted between the lookup and the read
+            raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
+        return dataclasses.replace(data, vectors=vectors)
 
     def vectors_of(self, collection_id: int) -> int:
         return len(self._ci(collection_id).index)

@@ -201,4 +201,19 @@ class ReplicaStorage(EmbeddedStorage):
         raise RuntimeError("this is a search replica: writes go to the primary process")
 
     create_collection = delete_collection = add_video = delete_video = _read_only
+
+    # A replica mirrors the frame index only: the calls that search other modalities' indexes are
+    # forwarded to the primary (frameseek.workers.FORWARDED). Their data without vectors (times,
+    # payload) is read from the catalog like everything else here.
+    _PRIMARY_ONLY = "other modalities' indexes are served by the primary process: forward this call"
+
+    def search_extra(self, *_a, **_k):
+        raise RuntimeError(self._PRIMARY_ONLY)
+
+    def video_extra(self, video_id: int, modality: str):
+        v, _ = self.video_entry(video_id)
+        if self.collection_by_id(v.collection_id).modalities.get(modality, {}).get("dimension"):
+            raise RuntimeError(self._PRIMARY_ONLY)
+        return self.catalog.video_extra(video_id, modality)
+
     create_job = update_job = _read_only

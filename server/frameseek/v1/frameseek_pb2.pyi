@@ -46,6 +46,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_PERMISSION_DENIED: _ClassVar[ErrorReason]
     ERROR_REASON_DISK_FULL: _ClassVar[ErrorReason]
     ERROR_REASON_UPLOAD_IDLE: _ClassVar[ErrorReason]
+    ERROR_REASON_MODALITY_NOT_ENABLED: _ClassVar[ErrorReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -119,6 +120,7 @@ ERROR_REASON_UNAUTHENTICATED: ErrorReason
 ERROR_REASON_PERMISSION_DENIED: ErrorReason
 ERROR_REASON_DISK_FULL: ErrorReason
 ERROR_REASON_UPLOAD_IDLE: ErrorReason
+ERROR_REASON_MODALITY_NOT_ENABLED: ErrorReason
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_L2: Metric

@@ -112,6 +112,9 @@ const (
 	// An upload stream sent nothing for upload_idle_timeout_s (status DEADLINE_EXCEEDED); its
 	// spooled bytes were removed.
 	ErrorReason_ERROR_REASON_UPLOAD_IDLE ErrorReason = 32
+	// The call needs a modality (faces, audio ...) that the collection was not created with
+	// (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
+	ErrorReason_ERROR_REASON_MODALITY_NOT_ENABLED ErrorReason = 47
 )
 
 // Enum value maps for ErrorReason.
@@ -150,6 +153,7 @@ var (
 		30: "ERROR_REASON_PERMISSION_DENIED",
 		31: "ERROR_REASON_DISK_FULL",
 		32: "ERROR_REASON_UPLOAD_IDLE",
+		47: "ERROR_REASON_MODALITY_NOT_ENABLED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -185,6 +189,7 @@ var (
 		"ERROR_REASON_PERMISSION_DENIED":    30,
 		"ERROR_REASON_DISK_FULL":            31,
 		"ERROR_REASON_UPLOAD_IDLE":          32,
+		"ERROR_REASON_MODALITY_NOT_ENABLED": 47,
 	}
 )
 
@@ -3523,7 +3528,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"simd_level\x18\t \x01(\tR\tsimdLevel\x12\x1a\n" +
 	"\binsecure\x18\n" +
 	" \x01(\bR\binsecure\x12+\n" +
-	"\x11recovery_problems\x18\v \x03(\tR\x10recoveryProblems*\xe7\b\n" +
+	"\x11recovery_problems\x18\v \x03(\tR\x10recoveryProblems*\x8e\t\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_CORRUPT_MEDIA\x10\x01\x12\"\n" +
@@ -3558,7 +3563,8 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x1cERROR_REASON_UNAUTHENTICATED\x10\x1d\x12\"\n" +
 	"\x1eERROR_REASON_PERMISSION_DENIED\x10\x1e\x12\x1a\n" +
 	"\x16ERROR_REASON_DISK_FULL\x10\x1f\x12\x1c\n" +
-	"\x18ERROR_REASON_UPLOAD_IDLE\x10 *B\n" +
+	"\x18ERROR_REASON_UPLOAD_IDLE\x10 \x12%\n" +
+	"!ERROR_REASON_MODALITY_NOT_ENABLED\x10/*B\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rMETRIC_COSINE\x10\x01\x12\r\n" +

@@ -128,6 +128,11 @@ export enum ErrorReason {
    * spooled bytes were removed.
    */
   ERROR_REASON_UPLOAD_IDLE = 32,
+  /**
+   * ERROR_REASON_MODALITY_NOT_ENABLED - The call needs a modality (faces, audio ...) that the collection was not created with
+   * (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
+   */
+  ERROR_REASON_MODALITY_NOT_ENABLED = 47,
   UNRECOGNIZED = -1,
 }
 
@@ -232,6 +237,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 32:
     case "ERROR_REASON_UPLOAD_IDLE":
       return ErrorReason.ERROR_REASON_UPLOAD_IDLE;
+    case 47:
+    case "ERROR_REASON_MODALITY_NOT_ENABLED":
+      return ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -307,6 +315,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_DISK_FULL";
     case ErrorReason.ERROR_REASON_UPLOAD_IDLE:
       return "ERROR_REASON_UPLOAD_IDLE";
+    case ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED:
+      return "ERROR_REASON_MODALITY_NOT_ENABLED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

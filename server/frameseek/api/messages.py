@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 
 from .. import _native
-from ..service import CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, SearchOptions
+from ..modality.audio import AUDIO
+from ..service import AudioHit, CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, SearchOptions
 from ..storage import CollectionRecord, JobRecord, VideoRecord
 from ..v1 import frameseek_pb2 as pb
 from .names import collection_name, job_name, parse_collection, parse_video, video_name
@@ -69,6 +70,7 @@ class Translator:
                 ef_search=rec.index.get("ef_search", 0),
             ),
             is_default=rec.is_default,
+            audio=AUDIO.name in rec.modalities,
         )
         if counts:
             c.video_count, c.sample_count = counts[0], counts[1]
@@ -187,6 +189,18 @@ class Translator:
                 )
                 for s in c.segments
             ],
+        )
+
+    def audio_match(self, h: AudioHit) -> pb.AudioMatch:
+        m = h.match
+        return pb.AudioMatch(
+            video=self.video(h.video),
+            score=m.score,
+            query_start_seconds=m.query_start,
+            reference_start_seconds=m.reference_start,
+            duration_seconds=m.duration,
+            offset_seconds=m.offset,
+            bit_error_rate=m.ber,
         )
 
     def ingest(self, r: IngestResult) -> pb.IngestVideoResponse:

@@ -5,6 +5,7 @@
 
     collections.py   collections and the videos in them (create, resolve, list, delete, counts)
     ingest.py        ingest + jobs (admission, idempotency, spooled uploads, resumption, progress)
+    audio.py         soundtrack fingerprints in memory (a storage observer) and SearchByAudio
     search.py        search by vector, image and video clip
     stats.py         GetStats
 
@@ -25,6 +26,7 @@ import structlog
 from .. import metrics
 from ..config import Settings
 from ..storage import NotFound, Storage
+from .audio import AudioHit, AudioSearchResult, Soundtracks
 from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Videos
 from .core import Core
 from .ingest import Ingest
@@ -35,6 +37,8 @@ from .types import CopyMatch, Hit, IngestRequest, IngestResult, SearchOptions, S
 log = structlog.get_logger("frameseek.service")
 
 __all__ = [
+    "AudioHit",
+    "AudioSearchResult",
     "COLLECTION_ID_RE",
     "DEFAULT_COLLECTION",
     "MAX_K",
@@ -58,7 +62,8 @@ class FrameSeekService:
         self.collections = Collections(core)
         self.videos = Videos(core, self.collections)
         self.search = Search(core, self.collections, self.videos)
-        self.ingest = Ingest(core, self.collections, self.search)
+        self.soundtracks = Soundtracks(core, self.search)  # SearchByAudio and the audio of ingests
+        self.ingest = Ingest(core, self.collections, self.search, self.soundtracks)
 
     # the shared state callers look at
     @property
@@ -93,7 +98,7 @@ class FrameSeekService:
         self.core.check_ready()
 
     async def stats(self) -> dict:
-        return await stats(self.core, self.ingest)
+        return await stats(self.core, self.ingest, self.soundtracks)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -138,6 +143,7 @@ class FrameSeekService:
                 log.warning("embedder_unavailable", error=core.embedder_error)
         core.storage.open()
         self.search.follow_storage()
+        self.soundtracks.follow_storage()
         try:
             core.storage.get_collection(DEFAULT_COLLECTION)
         except NotFound:

@@ -13,6 +13,7 @@ import structlog
 
 from .. import metrics
 from ..errors import failed_precondition, invalid, not_found, quoted
+from ..modality.audio import AUDIO
 from ..storage import CollectionRecord, VideoQuery, VideoRecord
 from .core import Core
 
@@ -42,7 +43,15 @@ class Collections:
         self._ids: dict[int, str] = {}  # collection number -> id (numbers are never reused)
 
     def create_sync(
-        self, cid: str, description: str, model: str, metric: str, sampling: dict, index: dict, is_default: bool = False
+        self,
+        cid: str,
+        description: str,
+        model: str,
+        metric: str,
+        sampling: dict,
+        index: dict,
+        is_default: bool = False,
+        audio: bool = False,
     ) -> CollectionRecord:
         s = self.core.settings
         model = model or s.model
@@ -82,6 +91,8 @@ class Collections:
             index=idx,
             description=description,
             is_default=is_default,
+            # the audio modality indexes no vectors: its spec is empty (frameseek.modality.audio)
+            modalities={AUDIO.name: {}} if audio else {},
         )
 
     async def create(
@@ -92,13 +103,16 @@ class Collections:
         metric: str = "ip",
         sampling: dict | None = None,
         index: dict | None = None,
+        audio: bool = False,
     ) -> CollectionRecord:
         self.core.check_ready()
         if not COLLECTION_ID_RE.fullmatch(cid or ""):
             raise invalid(f"collection_id {quoted(cid)} must match [a-z][a-z0-9-]{{0,62}}", field="collection_id")
         if len(description) > 4096:
             raise invalid("description longer than 4096 characters", field="description")
-        return await self.core.io(self.create_sync, cid, description, model, metric, sampling or {}, index or {})
+        return await self.core.io(
+            self.create_sync, cid, description, model, metric, sampling or {}, index or {}, False, audio
+        )
 
     async def get(self, cid: str) -> CollectionRecord:
         """The record of collection `cid` ('' = the default)."""

@@ -37,7 +37,7 @@ class Search:
         # kept in step with the storage's commits (follow_storage); the native front end reads it too
         self.directory = _native.SearchDirectory()
 
-    async def _groups_filter(self, rec: CollectionRecord, opts: SearchOptions) -> tuple[np.ndarray | None, set[int]]:
+    async def groups_filter(self, rec: CollectionRecord, opts: SearchOptions) -> tuple[np.ndarray | None, set[int]]:
         groups = None
         if opts.labels:
             check_labels(opts.labels)
@@ -123,7 +123,7 @@ class Search:
 
     async def _search_vectors(self, rec: CollectionRecord, q: np.ndarray, opts: SearchOptions) -> list[Hit]:
         groups, exclude = (
-            await self._groups_filter(rec, opts)
+            await self.groups_filter(rec, opts)
             if (opts.labels or opts.videos or opts.exclude_videos)
             else (None, set())
         )
@@ -224,7 +224,7 @@ class Search:
             raise invalid("fps must be in 0..30", field="fps")
         self.core.require_embedder(rec)
         opts = SearchOptions(labels=labels, videos=videos, exclude_videos=exclude)
-        groups, excl = await self._groups_filter(rec, opts)
+        groups, excl = await self.groups_filter(rec, opts)
         thr = self.core.settings.matching.copy_threshold if min_score == 0 else min_score
         self._admit()
         self.in_flight += 1

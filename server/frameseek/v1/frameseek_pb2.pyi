@@ -47,6 +47,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_DISK_FULL: _ClassVar[ErrorReason]
     ERROR_REASON_UPLOAD_IDLE: _ClassVar[ErrorReason]
     ERROR_REASON_MODALITY_NOT_ENABLED: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_AUDIO_STREAM: _ClassVar[ErrorReason]
+    ERROR_REASON_AUDIO_TOO_SHORT: _ClassVar[ErrorReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -121,6 +123,8 @@ ERROR_REASON_PERMISSION_DENIED: ErrorReason
 ERROR_REASON_DISK_FULL: ErrorReason
 ERROR_REASON_UPLOAD_IDLE: ErrorReason
 ERROR_REASON_MODALITY_NOT_ENABLED: ErrorReason
+ERROR_REASON_NO_AUDIO_STREAM: ErrorReason
+ERROR_REASON_AUDIO_TOO_SHORT: ErrorReason
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_L2: Metric
@@ -167,7 +171,7 @@ class IndexSettings(_message.Message):
     def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default")
+    __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default", "audio")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +183,7 @@ class Collection(_message.Message):
     SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     model: str
@@ -190,7 +195,8 @@ class Collection(_message.Message):
     sample_count: int
     create_time: _timestamp_pb2.Timestamp
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    audio: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ..., audio: _Optional[bool] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("collection_id", "collection")
@@ -529,6 +535,56 @@ class SearchByVideoResponse(_message.Message):
     model: str
     def __init__(self, matches: _Optional[_Iterable[_Union[VideoCopyMatch, _Mapping]]] = ..., query_duration_seconds: _Optional[float] = ..., query_samples: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
+class AudioQuery(_message.Message):
+    __slots__ = ("parent", "k", "min_score", "filter", "server_path")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    SERVER_PATH_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    k: int
+    min_score: float
+    filter: SearchFilter
+    server_path: str
+    def __init__(self, parent: _Optional[str] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., server_path: _Optional[str] = ...) -> None: ...
+
+class SearchByAudioRequest(_message.Message):
+    __slots__ = ("query", "chunk")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    query: AudioQuery
+    chunk: bytes
+    def __init__(self, query: _Optional[_Union[AudioQuery, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class AudioMatch(_message.Message):
+    __slots__ = ("video", "score", "query_start_seconds", "reference_start_seconds", "duration_seconds", "offset_seconds", "bit_error_rate")
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BIT_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    video: Video
+    score: float
+    query_start_seconds: float
+    reference_start_seconds: float
+    duration_seconds: float
+    offset_seconds: float
+    bit_error_rate: float
+    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., query_start_seconds: _Optional[float] = ..., reference_start_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., offset_seconds: _Optional[float] = ..., bit_error_rate: _Optional[float] = ...) -> None: ...
+
+class SearchByAudioResponse(_message.Message):
+    __slots__ = ("matches", "query_duration_seconds", "query_fingerprints")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[AudioMatch]
+    query_duration_seconds: float
+    query_fingerprints: int
+    def __init__(self, matches: _Optional[_Iterable[_Union[AudioMatch, _Mapping]]] = ..., query_duration_seconds: _Optional[float] = ..., query_fingerprints: _Optional[int] = ...) -> None: ...
+
 class GetVideoRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -593,7 +649,7 @@ class CollectionStats(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., index_vectors: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level", "insecure", "recovery_problems")
+    __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level", "insecure", "recovery_problems", "audio_threshold", "audio_fingerprints")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -605,6 +661,8 @@ class Stats(_message.Message):
     SIMD_LEVEL_FIELD_NUMBER: _ClassVar[int]
     INSECURE_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_seconds: float
     collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
@@ -616,4 +674,6 @@ class Stats(_message.Message):
     simd_level: str
     insecure: bool
     recovery_problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ..., active_ingests: _Optional[int] = ..., copy_threshold: _Optional[float] = ..., simd_level: _Optional[str] = ..., insecure: _Optional[bool] = ..., recovery_problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    audio_threshold: float
+    audio_fingerprints: int
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ..., active_ingests: _Optional[int] = ..., copy_threshold: _Optional[float] = ..., simd_level: _Optional[str] = ..., insecure: _Optional[bool] = ..., recovery_problems: _Optional[_Iterable[str]] = ..., audio_threshold: _Optional[float] = ..., audio_fingerprints: _Optional[int] = ...) -> None: ...

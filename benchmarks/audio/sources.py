@@ -180,8 +180,11 @@ AUDIO_TRANSFORMS = {
     "volume_-6db": ["-af", "volume=-6dB"],
     "resample_8k": ["-af", "aresample=8000"],
     "resample_22k": ["-af", "aresample=22050"],
-    "speed_+5%": ["-af", "atempo=1.05"],
-    "speed_-5%": ["-af", "atempo=0.95"],
+    # tempo: time-stretched, pitch kept; speed: played faster/slower, pitch follows (a sped-up video)
+    "tempo_+5%": ["-af", "atempo=1.05"],
+    "tempo_-5%": ["-af", "atempo=0.95"],
+    "speed_+5%": ["-af", f"asetrate={RATE}*1.05,aresample={RATE}"],
+    "speed_-5%": ["-af", f"asetrate={RATE}*0.95,aresample={RATE}"],
 }
 SUFFIX = {"mp3_32k": ".mp3", "mp3_64k": ".mp3", "aac_48k": ".m4a"}
 

@@ -7,8 +7,8 @@ compares them by bit error rate (`frameseek._native.FingerprintIndex`). The comp
 form (AcoustID's) is never built: nothing here needs it.
 
 Audio is resampled by FFmpeg (PyAV's `AudioResampler`) straight to what Chromaprint works in (mono,
-signed 16-bit, 11025 Hz), so Chromaprint's own resampler never runs, and fed as it decodes: a long
-file is never held in memory.
+signed 16-bit, 11025 Hz; Chromaprint's own resampler costs more) and fed to it in blocks as it
+decodes (one ctypes call per ~6 s, not per frame; a long file is never held in memory).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from .decode import _open_container
 from .errors import MediaCancelled, MediaError, MediaErrorReason
 from .source import MediaLimits, MediaSource, open_source
 
-#: Chromaprint's internal sample rate (algorithm TEST2, its default): feeding it this rate skips
-#: its resampler.
+#: Chromaprint's internal sample rate (algorithm TEST2, its default): item durations count its samples.
 CHROMAPRINT_RATE = 11025
+#: PCM samples handed to Chromaprint per call (one ctypes call per block rather than per frame)
+FEED_SAMPLES = 1 << 16
 #: Chromaprint's default algorithm (CHROMAPRINT_ALGORITHM_TEST2), the one AcoustID uses.
 CHROMAPRINT_ALGORITHM = 1
 
@@ -86,15 +87,16 @@ class Soundtrack:
 
 
 class Fingerprinter:
-    """One Chromaprint context fed mono s16 PCM at CHROMAPRINT_RATE (usable from any thread,
-    one fingerprint at a time)."""
+    """One Chromaprint context fed mono s16 PCM at `rate` (usable from any thread, one
+    fingerprint at a time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: int = CHROMAPRINT_RATE) -> None:
         self._lib = chromaprint()
+        self.rate = int(rate)
         self._ctx = self._lib.chromaprint_new(CHROMAPRINT_ALGORITHM)
         if not self._ctx:
             raise MemoryError("chromaprint_new failed")
-        if not self._lib.chromaprint_start(self._ctx, CHROMAPRINT_RATE, 1):
+        if not self._lib.chromaprint_start(self._ctx, self.rate, 1):
             self.close()
             raise RuntimeError("chromaprint_start failed")
         self.samples = 0
@@ -131,18 +133,19 @@ class Fingerprinter:
 
 
 def fingerprint_pcm(pcm: np.ndarray, rate: int = CHROMAPRINT_RATE) -> np.ndarray:
-    """The sub-fingerprints of mono int16 PCM already at CHROMAPRINT_RATE (tests, benchmarks)."""
-    if rate != CHROMAPRINT_RATE:
-        raise ValueError(f"PCM must be at {CHROMAPRINT_RATE} Hz (got {rate}); decode through soundtrack()")
-    fp = Fingerprinter()
+    """The sub-fingerprints of mono int16 PCM at `rate` (tests, benchmarks)."""
+    fp = Fingerprinter(rate)
     fp.feed(pcm)
     return fp.finish()[0]
 
 
-def _decoded_pcm(container, stream, src_name: str, limits: MediaLimits, cancel) -> Iterator[np.ndarray]:
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=CHROMAPRINT_RATE)
+def _decoded_pcm(container, stream, rate: int, src_name: str, limits: MediaLimits, cancel) -> Iterator[np.ndarray]:
+    """Mono s16 PCM at `rate` in blocks of about FEED_SAMPLES."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
     consecutive = 0
     decoded = 0
+    block: list[np.ndarray] = []
+    pending = 0
     for packet in container.demux(stream):
         if cancel is not None and cancel.is_set():
             raise MediaCancelled()
@@ -157,11 +160,18 @@ def _decoded_pcm(container, stream, src_name: str, limits: MediaLimits, cancel) 
         for frame in frames:
             for out in resampler.resample(frame):
                 pcm = out.to_ndarray().reshape(-1)
-                decoded += len(pcm)
-                limits.check_duration(decoded / CHROMAPRINT_RATE, src_name)
-                yield pcm
+                block.append(pcm)
+                pending += len(pcm)
+        if pending >= FEED_SAMPLES:
+            decoded += pending
+            limits.check_duration(decoded / rate, src_name)
+            yield np.concatenate(block)
+            block, pending = [], 0
     for out in resampler.resample(None):  # flush the resampler's delay line
-        yield out.to_ndarray().reshape(-1)
+        block.append(out.to_ndarray().reshape(-1))
+    if block:
+        limits.check_duration((decoded + sum(map(len, block))) / rate, src_name)
+        yield np.concatenate(block)
 
 
 def soundtrack(
@@ -178,10 +188,11 @@ def soundtrack(
                 raise MediaError(MediaErrorReason.NOT_MEDIA, f"{src.name}: not a recognised audio or video format")
             return None
         stream = container.streams.audio[0]
-        codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
-        fp = Fingerprinter()
+        ctx = stream.codec_context
+        codec = ctx.name if ctx is not None else "unknown"
+        fp = Fingerprinter(CHROMAPRINT_RATE)
         try:
-            for pcm in _decoded_pcm(container, stream, src.name, limits, cancel):
+            for pcm in _decoded_pcm(container, stream, CHROMAPRINT_RATE, src.name, limits, cancel):
                 fp.feed(pcm)
             samples = fp.samples
             values, item = fp.finish()

@@ -65,11 +65,13 @@ def make_references(n: int, seconds: float, seed: int) -> tuple[list[tuple[str, 
     refs = []
     for i in range(n):
         if i % 2 == 0:
-            parts = []
+            # every speech reference distinct: its own voice per sentence and its own pitch
+            k, parts = i // 2, []
             for j in range(3):
-                t = (i * 3 + j) % len(sources.TEXTS)
-                v = sources.VOICES[(i + j) % len(sources.VOICES)]
-                parts.append(sources.speech(CACHE / f"sp-{t}-{v}.wav", sources.TEXTS[t], v, speed=140 + 10 * (i % 4)))
+                t = (k * 3 + j) % len(sources.TEXTS)
+                v = sources.VOICES[(k + j) % len(sources.VOICES)]
+                pitch = 25 + 12 * (k % 6)
+                parts.append(sources.speech(CACHE / f"sp-{t}-{v}-{pitch}.wav", sources.TEXTS[t], v, pitch=pitch))
             audio = sources.concat_audio(CACHE / f"ref-speech-{i}.wav", parts)
         else:
             audio = sources.music(CACHE / f"ref-music-{seed}-{i}.wav", seed=seed * 1000 + i, seconds=seconds)
@@ -78,10 +80,9 @@ def make_references(n: int, seconds: float, seed: int) -> tuple[list[tuple[str, 
     unrelated = [
         sources.music(CACHE / f"unrel-music-{seed}-{i}.wav", seed=seed * 1000 + 500 + i, seconds=12.0) for i in range(4)
     ]
-    for i in range(4):
-        t = (n * 3 + i) % len(sources.TEXTS)
+    for i, text in enumerate(sources.UNRELATED_TEXTS):
         v = sources.VOICES[(i + 3) % len(sources.VOICES)]
-        unrelated.append(sources.speech(CACHE / f"unrel-sp-{t}-{v}-{i}.wav", sources.TEXTS[t], v, speed=175, pitch=30))
+        unrelated.append(sources.speech(CACHE / f"unrel-sp-{i}-{v}.wav", text, v, speed=175, pitch=30))
     unrelated.append(sources.noise_wav(CACHE / f"unrel-noise-{seed}.wav", 10.0, seed))
     return refs, unrelated
 
@@ -162,7 +163,10 @@ def main() -> None:
     fp, best_unrelated = 0, 0.0
     for p in unrelated:
         q = soundtrack(p)
-        fp += len(AUDIO.match(index, q, k=10, min_score=cfg.threshold, min_match_seconds=cfg.min_match_seconds))
+        hits = AUDIO.match(index, q, k=10, min_score=cfg.threshold, min_match_seconds=cfg.min_match_seconds)
+        fp += len(hits)
+        for m in hits:
+            print(f"false positive: {p.name} -> {refs[m.video][0]} score {m.score:.3f} for {m.duration:.1f} s")
         allm = AUDIO.match(index, q, k=10, min_score=0.0, min_match_seconds=cfg.min_match_seconds)
         best_unrelated = max([best_unrelated] + [m.score for m in allm])
 

@@ -30,6 +30,12 @@ TEXTS = [
     "A soundtrack often survives when the picture is cropped, mirrored or covered by an overlay.",
     "The committee will meet on Thursday to discuss the budget for the new library building.",
 ]
+#: sentences only the unrelated (never indexed) queries speak
+UNRELATED_TEXTS = [
+    "Fresh bread from the corner bakery smells wonderful on a cold winter morning.",
+    "The orchestra tuned their instruments while the audience slowly found their seats.",
+    "Mountain trails close in October when the first heavy snow covers the passes.",
+]
 RATE = 44100
 
 
@@ -81,9 +87,10 @@ def midi_song(out: Path, seed: int, seconds: float) -> Path:
             t += dur / 480
     drums = mido.MidiTrack()
     mid.tracks.append(drums)
+    pattern = [rng.choice([(36,), (38,), (36, 42), (38, 42), (42,), (46,), ()]) for _ in range(8)]  # per seed
     for beat in range(beats):
-        for note in (36 if beat % 2 == 0 else 38, 42):
-            drums.append(mido.Message("note_on", note=note, velocity=90, channel=9, time=0))
+        for note in pattern[beat % 8]:
+            drums.append(mido.Message("note_on", note=note, velocity=rng.randint(60, 100), channel=9, time=0))
         drums.append(mido.Message("note_off", note=42, velocity=0, channel=9, time=480))
     mid.save(str(out))
     return out

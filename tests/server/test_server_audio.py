@@ -189,3 +189,37 @@ def test_delete_and_restart_keep_the_index_in_step(tmp_path, media):
             assert [m.video.name for m in fs.search_by_audio(q2, collection="sound").matches] == [speech]
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("edit", ["black", "overlay", "mirror"])
+def test_fusion_finds_a_picture_only_edit_by_its_soundtrack(srv, media, indexed, edit):
+    """SearchByVideo: a copy whose picture is replaced (black) or altered keeps its soundtrack; the
+    audio evidence finds it (a black picture alone would be refused as blank)."""
+    clip = sources.picture_edit(media["dir"], media["song"], edit, 4.0, 9.0)
+    with srv.client(timeout=300) as fs:
+        r = fs.search_by_video(clip, collection="sound")
+        thr = fs.stats().copy_threshold
+    top = r.matches[0]
+    assert top.video.name == indexed["song"]
+    assert top.audio_score >= 0.5 and top.score >= thr
+    assert top.score == pytest.approx(max(top.frame_score, top.score), abs=1e-6)
+    (seg,) = top.audio_segments
+    assert seg.reference_start_seconds - seg.query_start_seconds == pytest.approx(4.0, abs=0.2)
+    if edit == "black":
+        assert top.frame_score == 0 and list(top.segments) == []
+
+
+def test_fusion_keeps_frame_matches_with_new_audio(srv, media, indexed, tmp_path):
+    """The same picture under unrelated audio is still found by its frames (no audio evidence)."""
+    clip = tmp_path / "newaudio.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-ss", "3", "-t", "9", "-i", str(media["song"]), "-i", str(media["unrelated"])]
+        + ["-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest", str(clip)],
+        check=True,
+    )
+    with srv.client(timeout=300) as fs:
+        r = fs.search_by_video(clip, collection="sound")
+    top = r.matches[0]
+    assert top.video.name == indexed["song"]
+    assert top.frame_score > 0 and top.audio_score == 0 and list(top.audio_segments) == []
+    assert top.score == pytest.approx(top.frame_score)

@@ -189,6 +189,18 @@ class Translator:
                 )
                 for s in c.segments
             ],
+            frame_score=c.frame_score or 0.0,
+            audio_score=c.audio_score or 0.0,
+            audio_segments=[
+                pb.AlignedSegment(
+                    query_start_seconds=s.query_start,
+                    query_end_seconds=s.query_end,
+                    reference_start_seconds=s.ref_start,
+                    reference_end_seconds=s.ref_end,
+                    score=s.score,
+                )
+                for s in c.audio_segments
+            ],
         )
 
     def audio_match(self, h: AudioHit) -> pb.AudioMatch:

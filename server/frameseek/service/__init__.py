@@ -63,6 +63,7 @@ class FrameSeekService:
         self.videos = Videos(core, self.collections)
         self.search = Search(core, self.collections, self.videos)
         self.soundtracks = Soundtracks(core, self.search)  # SearchByAudio and the audio of ingests
+        self.search.soundtracks = self.soundtracks  # audio evidence in SearchByVideo
         self.ingest = Ingest(core, self.collections, self.search, self.soundtracks)
 
     # the shared state callers look at

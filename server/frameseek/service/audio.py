@@ -8,6 +8,14 @@ searchable by its audio as soon as its ingest is acknowledged, and gone when its
 
 Ingest calls `fingerprint` for a collection with audio; the fingerprints are committed with the
 video's vectors (Storage.add_video extras), never on their own.
+
+Fusion in SearchByVideo (`fuse`), when the collection has audio and the query clip has a
+soundtrack: the clip's soundtrack is matched like a SearchByAudio query, and each video's copy
+score becomes the larger of its frame score and its audio score mapped onto the copy-score scale
+(linearly, so that `audio.threshold` lands on `matching.copy_threshold` and 1 on 1). A copy whose
+picture was replaced or heavily altered is then found by its soundtrack, and one with new audio
+still by its frames; neither modality lowers the other's score. Each match reports both scores
+and each modality's segments (`frame_score`, `audio_score`, `segments`, `audio_segments`).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from ..modality.audio import AUDIO, AudioMatch
 from ..storage import CollectionRecord, ModalityData, NotFound, VideoRecord
 from .core import Core
 from .search import Search
-from .types import SearchOptions
+from .types import CopyMatch, SearchOptions, Segment
 
 if TYPE_CHECKING:
     from ..media.audio import Soundtrack
@@ -124,6 +132,79 @@ class Soundtracks:
             if len(hits) >= opts.k:
                 break
         return AudioSearchResult(matches=hits, query_duration=track.duration, query_fingerprints=len(track.values))
+
+    # -- SearchByVideo's audio evidence -------------------------------------------------------
+    async def query_soundtrack(self, rec: CollectionRecord, path: str) -> Soundtrack | None:
+        """The soundtrack of a SearchByVideo clip when the collection has audio, else None (also
+        for a clip without audio, or whose audio does not decode: the frames still search)."""
+        if not has_audio(rec):
+            return None
+        from ..media import MediaError
+
+        try:
+            track = await asyncio.get_running_loop().run_in_executor(
+                self.core.query_pool, AUDIO.extract, path, self.core.settings.media, self.core.cancel
+            )
+        except MediaError as exc:
+            log.info("clip_audio_unusable", collection=rec.name, reason=exc.reason)
+            return None
+        if track is None or track.duration < self.core.settings.audio.min_query_seconds:
+            return None
+        return track
+
+    def fused_score(self, audio_score: float) -> float:
+        """An audio score on the copy-score scale (module docstring)."""
+        ct, at = self.core.settings.matching.copy_threshold, self.core.settings.audio.threshold
+        if at >= 1:
+            return ct if audio_score >= 1 else 0.0
+        return float(min(1.0, max(0.0, ct + (1 - ct) * (audio_score - at) / (1 - at))))
+
+    async def fuse(
+        self,
+        rec: CollectionRecord,
+        track: Soundtrack,
+        matches: list[CopyMatch],
+        k: int,
+        groups: np.ndarray | None,
+        exclude: set[int],
+    ) -> list[CopyMatch]:
+        """`matches` (the frame evidence) joined by the soundtrack's (module docstring), best first."""
+        cfg = self.core.settings.audio
+        found = await asyncio.get_running_loop().run_in_executor(
+            self.core.search_pool,
+            self._match,
+            self.index_of(rec.id),
+            track,
+            k + len(exclude) + (64 if groups is not None else 0),
+            cfg.threshold,
+            cfg.min_match_seconds,
+        )
+        allowed = None if groups is None else set(np.asarray(groups).tolist())
+        by_video = {m.video.id: m for m in matches}
+        for a in found:
+            if a.video in exclude or (allowed is not None and a.video not in allowed):
+                continue
+            seg = Segment(
+                a.query_start, a.query_start + a.duration, a.reference_start, a.reference_start + a.duration, a.score
+            )
+            m = by_video.get(a.video)
+            if m is None:
+                try:
+                    video = await self.core.io(self.core.storage.get_video, a.video)
+                except Exception:  # deleted meanwhile
+                    continue
+                m = by_video[a.video] = CopyMatch(
+                    video=video,
+                    score=0.0,
+                    query_coverage=min(1.0, a.duration / track.duration) if track.duration else 0.0,
+                    reference_coverage=min(1.0, a.duration / video.duration) if video.duration else 0.0,
+                    offset=a.offset,
+                    speed=1.0,
+                    segments=[],
+                )
+            m.audio_score, m.audio_segments = a.score, [seg]
+            m.score = max(m.score, self.fused_score(a.score))
+        return sorted(by_video.values(), key=lambda m: -m.score)[:k]
 
     @staticmethod
     def _match(index, track: Soundtrack, k: int, min_score: float, min_seconds: float) -> list[AudioMatch]:

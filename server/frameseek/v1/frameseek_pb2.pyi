@@ -506,7 +506,7 @@ class AlignedSegment(_message.Message):
     def __init__(self, query_start_seconds: _Optional[float] = ..., query_end_seconds: _Optional[float] = ..., reference_start_seconds: _Optional[float] = ..., reference_end_seconds: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class VideoCopyMatch(_message.Message):
-    __slots__ = ("video", "score", "query_coverage", "reference_coverage", "offset_seconds", "speed", "segments")
+    __slots__ = ("video", "score", "query_coverage", "reference_coverage", "offset_seconds", "speed", "segments", "frame_score", "audio_score", "audio_segments")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     QUERY_COVERAGE_FIELD_NUMBER: _ClassVar[int]
@@ -514,6 +514,9 @@ class VideoCopyMatch(_message.Message):
     OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SPEED_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_SCORE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SCORE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     video: Video
     score: float
     query_coverage: float
@@ -521,7 +524,10 @@ class VideoCopyMatch(_message.Message):
     offset_seconds: float
     speed: float
     segments: _containers.RepeatedCompositeFieldContainer[AlignedSegment]
-    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., query_coverage: _Optional[float] = ..., reference_coverage: _Optional[float] = ..., offset_seconds: _Optional[float] = ..., speed: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[AlignedSegment, _Mapping]]] = ...) -> None: ...
+    frame_score: float
+    audio_score: float
+    audio_segments: _containers.RepeatedCompositeFieldContainer[AlignedSegment]
+    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., query_coverage: _Optional[float] = ..., reference_coverage: _Optional[float] = ..., offset_seconds: _Optional[float] = ..., speed: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[AlignedSegment, _Mapping]]] = ..., frame_score: _Optional[float] = ..., audio_score: _Optional[float] = ..., audio_segments: _Optional[_Iterable[_Union[AlignedSegment, _Mapping]]] = ...) -> None: ...
 
 class SearchByVideoResponse(_message.Message):
     __slots__ = ("matches", "query_duration_seconds", "query_samples", "model")

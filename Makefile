@@ -13,10 +13,13 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # ffmpeg + libav*-dev: PyAV tests/benchmarks and the vPDQ baseline; opencv-doc: real test media;
 # chromium: the web console's browser tests and benchmark (driven by Playwright, no browser download);
-# postgresql: the scale-out tests start a throwaway cluster (initdb/pg_ctl) as the postgres user.
+# postgresql: the scale-out tests start a throwaway cluster (initdb/pg_ctl) as the postgres user;
+# libchromaprint1: soundtrack fingerprints (ctypes; -dev and -tools (fpcalc) for tests); espeak-ng,
+# fluidsynth and fluid-soundfont-gm: the speech and music of the audio tests and benchmarks/audio.
 APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev \
-	libgrpc++-dev chromium postgresql
+	libgrpc++-dev chromium postgresql \
+	libchromaprint1 libchromaprint-dev libchromaprint-tools espeak-ng fluidsynth fluid-soundfont-gm
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f -not -path 'native/fuzz/*' 2>/dev/null)
 # The editable install records the package's modules when it runs, so adding or removing a module

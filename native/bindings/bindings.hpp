@@ -9,4 +9,5 @@ void bind_hnsw(pybind11::module_& m);
 void bind_aggregate(pybind11::module_& m);
 void bind_search(pybind11::module_& m);
 void bind_front_end(pybind11::module_& m);
+void bind_fingerprint(pybind11::module_& m);
 }  // namespace frameseek::bindings

@@ -10,4 +10,5 @@ PYBIND11_MODULE(_native, m) {
   frameseek::bindings::bind_aggregate(m);
   frameseek::bindings::bind_search(m);
   frameseek::bindings::bind_front_end(m);
+  frameseek::bindings::bind_fingerprint(m);
 }

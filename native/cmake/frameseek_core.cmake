@@ -14,6 +14,9 @@ set(FRAMESEEK_CORE_SOURCES
   ${_fs_src}/aggregate.cpp
   ${_fs_src}/parallel.cpp
   ${_fs_src}/search_directory.cpp
+  ${_fs_src}/fingerprint/dispatch.cpp
+  ${_fs_src}/fingerprint/popcount_scalar.cpp
+  ${_fs_src}/fingerprint/index.cpp
 )
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
@@ -21,6 +24,10 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   set_source_files_properties(${_fs_src}/distance_avx2.cpp PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
   set_source_files_properties(${_fs_src}/distance_avx512.cpp PROPERTIES
     COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512dq;-mavx512vl;-mfma;-mf16c")
+  list(APPEND FRAMESEEK_CORE_SOURCES ${_fs_src}/fingerprint/popcount_avx2.cpp ${_fs_src}/fingerprint/popcount_avx512.cpp)
+  set_source_files_properties(${_fs_src}/fingerprint/popcount_avx2.cpp PROPERTIES COMPILE_OPTIONS "-mavx2")
+  set_source_files_properties(${_fs_src}/fingerprint/popcount_avx512.cpp PROPERTIES
+    COMPILE_OPTIONS "-mavx512f;-mavx512vpopcntdq")
   set(FRAMESEEK_HAVE_X86 1)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")
   list(APPEND FRAMESEEK_CORE_SOURCES ${_fs_src}/distance_neon.cpp)  # NEON is baseline on aarch64

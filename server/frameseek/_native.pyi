@@ -280,3 +280,62 @@ class FrontEnd:
     def shutdown(self, grace_s: float) -> None: ...
     def set_health(self, service: str, status: int) -> None: ...
     def stats(self) -> dict[str, int | float]: ...
+
+# ---------------------------------------------------------------------------------------------
+# audio fingerprints (native/bindings/bind_fingerprint.cpp, native/src/fingerprint/): Chromaprint
+# raw sub-fingerprints (uint32) compared by bit error rate; popcount kernels dispatched at run time
+# (AVX-512 VPOPCNTDQ / AVX2 / scalar, capped by FRAMESEEK_SIMD). Sub-fingerprints may be any 1-D
+# integer array or sequence of values < 2**32 (converted losslessly, like ids).
+# ---------------------------------------------------------------------------------------------
+
+def popcount_simd_level() -> str: ...
+def supported_popcount_levels() -> list[str]: ...
+def _xor_popcount_for_level(level: str, a: _IntArrayLike, b: _IntArrayLike) -> npt.NDArray[np.uint32]:
+    """Test hook: popcount(a[i] ^ b[i]) from one SIMD level's kernel."""
+
+def _hamming_for_level(level: str, a: _IntArrayLike, b: _IntArrayLike) -> int:
+    """Test hook: the summed popcount(a[i] ^ b[i]) from one SIMD level's kernel."""
+
+class FingerprintMatchParams:
+    """How FingerprintIndex.search votes, verifies and places matches (defaults: the core's)."""
+
+    max_results: int  # videos returned at most
+    min_votes: int  # postings agreeing on an offset before it is verified
+    max_candidates: int  # (video, offset) candidates verified at most
+    max_offsets_per_video: int  # of which from one video at most
+    window: int  # sub-fingerprints in the sliding bit-error window
+    max_window_ber: float  # a window at most this bad belongs to a match
+    min_length: int  # shortest match reported, sub-fingerprints
+    max_postings: int  # band values more common than this are skipped
+    def __init__(self) -> None: ...
+
+class FingerprintMatch(TypedDict):
+    video: int
+    query_start: int  # sub-fingerprint index in the query
+    ref_start: int  # sub-fingerprint index in the video's soundtrack
+    length: int  # matched sub-fingerprints
+    ber: float  # bit error rate over the matched stretch (0 identical, ~0.5 unrelated)
+    votes: int
+
+def verify_fingerprint_offset(
+    query: _IntArrayLike, ref: _IntArrayLike, offset: int, params: FingerprintMatchParams = ...
+) -> FingerprintMatch | None:
+    """The query placed against one reference at `offset` (ref position = query position + offset):
+    the longest run of windows with BER <= max_window_ber; None when there is none. `video` is 0."""
+
+class FingerprintIndex:
+    """Videos' sub-fingerprints with an inverted index over their two 16-bit bands; thread-safe
+    (searches share a lock, add/remove take it alone; none holds the GIL)."""
+
+    def __init__(self) -> None: ...
+    def add(self, video: int, fingerprint: _IntArrayLike) -> None:
+        """Adds or replaces one video's sub-fingerprints."""
+    def remove(self, video: int) -> bool: ...
+    def __contains__(self, video: object) -> bool: ...
+    def __len__(self) -> int: ...
+    @property
+    def items(self) -> int:
+        """Sub-fingerprints over all videos."""
+    def search(self, query: _IntArrayLike, params: FingerprintMatchParams = ...) -> list[FingerprintMatch]:
+        """The videos containing the query, most agreeing bits (length x (1 - 2 BER)) first, one
+        match per video: band votes -> candidate offsets -> BER verification."""

@@ -629,10 +629,12 @@ def stats(
 
 @app.command("create-collection")
 def create_collection(
-    name: Annotated[str, typer.Argument(help="collection id, [a-z][a-z0-9-]{0,62}")],
-    fps: Annotated[float, typer.Option(help="samples per second; 0 = the server's default")] = 0.0,
+    collection_id: Annotated[str, typer.Argument(help="[a-z][a-z0-9-]{0,62}")],
+    audio: Annotated[bool, typer.Option("--audio", help="also fingerprint every video's soundtrack")] = False,
     faces: Annotated[bool, typer.Option("--faces", help="also index faces (SearchByFace)")] = False,
-    description: str = "",
+    fps: Annotated[float, typer.Option(help="frames sampled per second; 0 = server default")] = 0.0,
+    metric: Annotated[str, typer.Option(help="cosine or l2")] = "cosine",
+    description: Annotated[str, typer.Option(help="free text")] = "",
     server: Server = None,
     token: Token = None,
     tls_ca: TlsCa = None,
@@ -640,16 +642,59 @@ def create_collection(
     tls_key: TlsKey = None,
     as_json: Json = False,
 ) -> None:
-    """Create a collection."""
+    """Create a collection (its settings are fixed from then on)."""
     try:
         with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
-            c = fs.create_collection(name, fps=fps, description=description, faces=faces)
+            c = fs.create_collection(
+                collection_id, fps=fps, metric=metric, description=description, audio=audio, faces=faces
+            )
     except Exception as exc:
         _fail(exc, as_json)
     if as_json:
         print(json.dumps(_dict(c)))
-    else:
-        out.print(f"created {c.name}" + (" (faces)" if c.faces else ""))
+        return
+    out.print(
+        f"created {c.name} ({c.model}, {c.dimension}-d{', faces' if c.faces else ''}{', audio' if c.audio else ''})"
+    )
+
+
+@app.command("search-audio")
+def search_audio(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="an audio file or a video")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")] = 10,
+    min_score: Annotated[float, typer.Option(help="0 = server's calibrated threshold, <0 = all matches")] = 0.0,
+    collection: Collection = "",
+    server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    as_json: Json = False,
+) -> None:
+    """Find the indexed videos whose soundtrack contains this audio, with where and how long."""
+    try:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+            resp = fs.search_by_audio(file, collection=collection, k=k, min_score=min_score, timeout=None)
+    except Exception as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps(_dict(resp)))
+        return
+    if not resp.matches:
+        out.print(f"no match ({resp.query_duration_seconds:.1f} s of audio)")
+        return
+    t = Table("score", "video", "key", "query", "reference", "matched", "BER")
+    for m in resp.matches:
+        t.add_row(
+            f"{m.score:.3f}",
+            m.video.name,
+            m.video.external_key,
+            _ts(m.query_start_seconds),
+            _ts(m.reference_start_seconds),
+            f"{m.duration_seconds:.1f}s",
+            f"{m.bit_error_rate:.3f}",
+        )
+    out.print(t)
 
 
 @app.command()

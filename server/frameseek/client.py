@@ -242,13 +242,16 @@ class Client:
         description: str = "",
         ef_search: int = 0,
         faces: bool = False,
+        audio: bool = False,
     ) -> pb.Collection:
+        """`audio`: also fingerprint every video's soundtrack (SearchByAudio)."""
         c = pb.Collection(
             description=description,
             metric=pb.METRIC_L2 if metric == "l2" else pb.METRIC_COSINE,
             sampling=pb.SamplingSettings(fps=fps),
             index=pb.IndexSettings(ef_search=ef_search),
             faces=faces,
+            audio=audio,
         )
         return self._call(
             self.stub.CreateCollection,
@@ -487,6 +490,46 @@ class Client:
 
         try:
             return self.stub.SearchByVideo(messages(), timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as err:
+            raise FrameSeekError.from_rpc(err) from None
+
+    def search_by_audio(
+        self,
+        query: MediaInput | None = None,
+        *,
+        collection: str = "",
+        k: int = 10,
+        min_score: float = 0.0,
+        labels: dict | None = None,
+        videos: list[str] | None = None,
+        exclude_videos: list[str] | None = None,
+        server_path: str = "",
+        timeout: float | None = None,
+    ) -> pb.SearchByAudioResponse:
+        """Which indexed videos' soundtracks contain the audio of `query` (an audio file or a
+        video)? min_score 0 = the server's calibrated threshold, negative = every verified match."""
+        q = pb.AudioQuery(
+            parent=collection_name(collection),
+            k=k,
+            min_score=min_score,
+            filter=_filter(labels, videos, exclude_videos),
+            server_path=server_path,
+        )
+
+        def messages():
+            yield pb.SearchByAudioRequest(query=q)
+            if query is None:
+                return
+            f, owned, _ = _open(query)
+            try:
+                while block := f.read(CHUNK):
+                    yield pb.SearchByAudioRequest(chunk=block)
+            finally:
+                if owned:
+                    f.close()
+
+        try:
+            return self.stub.SearchByAudio(messages(), timeout=timeout if timeout is not None else self.timeout)
         except grpc.RpcError as err:
             raise FrameSeekError.from_rpc(err) from None
 

@@ -118,6 +118,25 @@ class MatchingConfig(BaseModel):
     frame_k: int = Field(32, ge=1, le=1024, description="neighbours per query frame (and view) in SearchByVideo")
 
 
+class AudioConfig(BaseModel):
+    """Soundtrack matching (frameseek.modality.audio): SearchByAudio and audio evidence in
+    SearchByVideo. The matcher's own parameters (band voting, window, window BER) are the native
+    core's defaults (`frameseek._native.FingerprintMatchParams`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="default SearchByAudio minimum score (1 - 2 x bit error rate of the matched stretch), "
+        "picked on benchmarks/audio: true matches scored >= 0.71 under every transform Chromaprint "
+        "survives, unrelated audio and misplaced pitch-shifted queries <= 0.38",
+    )
+    min_match_seconds: float = Field(2.5, gt=0, description="shortest stretch of audio reported as a match")
+    min_query_seconds: float = Field(3.0, gt=0, description="shortest audio query accepted (AUDIO_TOO_SHORT)")
+
+
 class IndexConfig(BaseModel):
     """HNSW parameters of new collections (each collection stores its own)."""
 
@@ -281,6 +300,7 @@ class Settings(BaseSettings):
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
 
     # logs
     log_format: Literal["console", "json"] = "console"

@@ -44,10 +44,12 @@ def test_service_surface():
         "SearchByImage",
         "SearchByVideo",
         "SearchByVector",
+        "SearchByAudio",
         "GetVideo",
         "ListVideos",
         "DeleteVideo",
         "GetStats",
     } <= methods
     assert svc.methods_by_name["IngestVideo"].client_streaming
+    assert svc.methods_by_name["SearchByAudio"].client_streaming
     assert svc.methods_by_name["WatchIngestJob"].server_streaming

@@ -60,6 +60,7 @@ METHOD_ROLES = {
             "SearchByImage",
             "SearchByVideo",
             "SearchByVector",
+            "SearchByAudio",
             "GetVideo",
             "ListVideos",
             "GetStats",

@@ -7,7 +7,17 @@ from __future__ import annotations
 import time
 
 from .. import _native
-from ..service import CopyMatch, FrameSeekService, Hit, IngestRequest, IngestResult, QueryFace, SearchOptions
+from ..modality.audio import AUDIO
+from ..service import (
+    AudioHit,
+    CopyMatch,
+    FrameSeekService,
+    Hit,
+    IngestRequest,
+    IngestResult,
+    QueryFace,
+    SearchOptions,
+)
 from ..storage import CollectionRecord, JobRecord, VideoRecord
 from ..v1 import frameseek_pb2 as pb
 from .names import collection_name, job_name, parse_collection, parse_video, video_name
@@ -74,6 +84,7 @@ class Translator:
             ),
             is_default=rec.is_default,
             faces="faces" in rec.modalities,
+            audio=AUDIO.name in rec.modalities,
         )
         if counts:
             c.video_count, c.sample_count = counts[0], counts[1]
@@ -216,6 +227,30 @@ class Translator:
                 )
                 for s in c.segments
             ],
+            frame_score=c.frame_score or 0.0,
+            audio_score=c.audio_score or 0.0,
+            audio_segments=[
+                pb.AlignedSegment(
+                    query_start_seconds=s.query_start,
+                    query_end_seconds=s.query_end,
+                    reference_start_seconds=s.ref_start,
+                    reference_end_seconds=s.ref_end,
+                    score=s.score,
+                )
+                for s in c.audio_segments
+            ],
+        )
+
+    def audio_match(self, h: AudioHit) -> pb.AudioMatch:
+        m = h.match
+        return pb.AudioMatch(
+            video=self.video(h.video),
+            score=m.score,
+            query_start_seconds=m.query_start,
+            reference_start_seconds=m.reference_start,
+            duration_seconds=m.duration,
+            offset_seconds=m.offset,
+            bit_error_rate=m.ber,
         )
 
     def ingest(self, r: IngestResult) -> pb.IngestVideoResponse:

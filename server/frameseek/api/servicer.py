@@ -19,7 +19,7 @@ from google.protobuf import empty_pb2
 
 from .. import metrics
 from ..errors import ErrorCode, ServiceError, disk_full, exhausted, invalid
-from ..service import FrameSeekService
+from ..service import FrameSeekService, SearchOptions
 from ..v1 import frameseek_pb2 as pb
 from ..v1 import frameseek_pb2_grpc as pb_grpc
 from . import messages
@@ -124,6 +124,7 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
             },
             index={"m": c.index.m, "ef_construction": c.index.ef_construction, "ef_search": c.index.ef_search},
             faces=c.faces,
+            audio=c.audio,
         )
         return self.tr.collection(rec, (0, 0, 0.0))
 
@@ -285,6 +286,42 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
             model=res.model,
         )
 
+    @_rpc
+    async def SearchByAudio(self, request_iterator, context):
+        it = request_iterator.__aiter__()
+        first = await _first(it, "query", self.uploads)
+        q = first.query
+        self.svc.check_ready()
+        rec = await self.svc.collections.get(parse_collection(q.parent))
+        f = q.filter
+        opts = SearchOptions(
+            k=q.k,
+            min_score=q.min_score,
+            labels=dict(f.labels),
+            videos=video_ids(f.videos) if f.videos else [],
+            exclude_videos=video_ids(f.exclude_videos) if f.exclude_videos else [],
+        )
+        if q.server_path:
+            path, owned = resolve_server_path(self.svc.settings.ingest_path_root, q.server_path), False
+            await _no_more(it, "server_path", self.uploads)
+        else:
+            with self.uploads.client_slot(client_of(context)):
+                path, _, size = await self.uploads.spool("query", it)
+            owned = True
+            if size == 0:
+                os.unlink(path)
+                raise invalid("the query is empty (zero bytes)", "EMPTY_MEDIA")
+        try:
+            res = await self.svc.soundtracks.by_audio(rec, path, opts)
+        finally:
+            if owned:
+                os.unlink(path)
+        return pb.SearchByAudioResponse(
+            matches=[self.tr.audio_match(h) for h in res.matches],
+            query_duration_seconds=res.query_duration,
+            query_fingerprints=res.query_fingerprints,
+        )
+
     # -- videos
     @_rpc
     async def GetVideo(self, request, context):
@@ -324,6 +361,8 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
             simd_level=s["simd_level"],
             insecure=self.svc.settings.insecure,
             recovery_problems=s["recovery_problems"],
+            audio_threshold=s["audio_threshold"],
+            audio_fingerprints=s["audio_fingerprints"],
         )
 
 

@@ -5,6 +5,7 @@
 
     collections.py   collections and the videos in them (create, resolve, list, delete, counts)
     ingest.py        ingest + jobs (admission, idempotency, spooled uploads, resumption, progress)
+    audio.py         soundtrack fingerprints in memory (a storage observer) and SearchByAudio
     search.py        search by vector, image and video clip
     people.py        search by face (collections with the face modality)
     stats.py         GetStats
@@ -26,6 +27,7 @@ import structlog
 from .. import metrics
 from ..config import Settings
 from ..storage import AlreadyExists, NotFound, Storage, Unavailable
+from .audio import AudioHit, AudioSearchResult, Soundtracks
 from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Videos
 from .core import Core
 from .ingest import Ingest
@@ -42,6 +44,8 @@ BACKEND_RETRY_FIRST_S, BACKEND_RETRY_MAX_S = 0.5, 30.0
 __all__ = [
     "BACKEND_RETRY_FIRST_S",
     "BACKEND_RETRY_MAX_S",
+    "AudioHit",
+    "AudioSearchResult",
     "COLLECTION_ID_RE",
     "DEFAULT_COLLECTION",
     "MAX_K",
@@ -66,7 +70,9 @@ class FrameSeekService:
         self.collections = Collections(core)
         self.videos = Videos(core, self.collections)
         self.search = Search(core, self.collections, self.videos)
-        self.ingest = Ingest(core, self.collections, self.search)
+        self.soundtracks = Soundtracks(core, self.search)  # SearchByAudio and the audio of ingests
+        self.search.soundtracks = self.soundtracks  # audio evidence in SearchByVideo
+        self.ingest = Ingest(core, self.collections, self.search, self.soundtracks)
         self.people = People(core, self.collections, self.search)
 
     # the shared state callers look at
@@ -102,7 +108,7 @@ class FrameSeekService:
         self.core.check_ready()
 
     async def stats(self) -> dict:
-        return await stats(self.core, self.ingest)
+        return await stats(self.core, self.ingest, self.soundtracks)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -147,6 +153,7 @@ class FrameSeekService:
                 log.warning("embedder_unavailable", error=core.embedder_error)
         self._open_storage()
         self.search.follow_storage()
+        self.soundtracks.follow_storage()
         try:
             core.storage.get_collection(DEFAULT_COLLECTION)
         except NotFound:

@@ -13,6 +13,7 @@ import structlog
 
 from .. import metrics
 from ..errors import failed_precondition, invalid, not_found, quoted
+from ..modality.audio import AUDIO
 from ..storage import CollectionRecord, VideoQuery, VideoRecord
 from .core import Core
 
@@ -51,6 +52,7 @@ class Collections:
         index: dict,
         is_default: bool = False,
         faces: bool = False,
+        audio: bool = False,
     ) -> CollectionRecord:
         s = self.core.settings
         model = model or s.model
@@ -81,6 +83,11 @@ class Collections:
             raise invalid(
                 "index settings out of range (m 4..128, ef_construction 8..4096, ef_search 1..4096)", field="index"
             )
+        modalities = {}
+        if faces:
+            modalities["faces"] = self.core.face_models.index_spec()
+        if audio:  # the audio modality indexes no vectors: its spec is empty (frameseek.modality.audio)
+            modalities[AUDIO.name] = {}
         return self.core.storage.create_collection(
             cid,
             model=model,
@@ -90,7 +97,7 @@ class Collections:
             index=idx,
             description=description,
             is_default=is_default,
-            modalities={"faces": self.core.face_models.index_spec()} if faces else None,
+            modalities=modalities,
         )
 
     async def create(
@@ -102,6 +109,7 @@ class Collections:
         sampling: dict | None = None,
         index: dict | None = None,
         faces: bool = False,
+        audio: bool = False,
     ) -> CollectionRecord:
         self.core.check_ready()
         if not COLLECTION_ID_RE.fullmatch(cid or ""):
@@ -109,7 +117,7 @@ class Collections:
         if len(description) > 4096:
             raise invalid("description longer than 4096 characters", field="description")
         return await self.core.io(
-            self.create_sync, cid, description, model, metric, sampling or {}, index or {}, False, faces
+            self.create_sync, cid, description, model, metric, sampling or {}, index or {}, False, faces, audio
         )
 
     async def get(self, cid: str) -> CollectionRecord:

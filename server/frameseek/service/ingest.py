@@ -24,6 +24,7 @@ from ..errors import ErrorCode, JobRef, ServiceError, VideoRef, disk_full, exhau
 from ..modality import Purpose
 from ..modality.faces import FACES_MODALITY, chain_samples
 from ..storage import CollectionRecord, JobRecord, JobState, ModalityData, NotFound, StorageError, VideoRecord
+from .audio import Soundtracks
 from .collections import Collections, check_labels
 from .core import Core, storage_error
 from .search import Search
@@ -111,8 +112,8 @@ def _write_json(path: str, obj) -> None:
 
 
 class Ingest:
-    def __init__(self, core: Core, collections: Collections, search: Search):
-        self.core, self.collections, self.search = core, collections, search
+    def __init__(self, core: Core, collections: Collections, search: Search, soundtracks: Soundtracks):
+        self.core, self.collections, self.search, self.soundtracks = core, collections, search, soundtracks
         self.pending = 0  # admitted ingests: uploading, queued or running
         self.watchers = JobWatchers()
         # Optional: (job, collection id, sha256, media path) -> an on_sample callback for embed_media
@@ -421,13 +422,14 @@ class Ingest:
             model=rec.model,
             realtime_factor=realtime,
         )
+        # the soundtrack's fingerprints (a collection with audio), committed with the vectors
+        extras = {} if media.is_image else self.soundtracks.fingerprint(rec, path, shown_as)
         self.core.beat(f"ingest {job.id}")
         try:
             vectors, twins = self.core.modality.index_vectors(media)
-            extras = None
             if faces is not None:
                 found = faces.result()
-                extras = {FACES_MODALITY.name: ModalityData(found.times, found.vectors, found.payload())}
+                extras[FACES_MODALITY.name] = ModalityData(found.times, found.vectors, found.payload())
             video = storage.add_video(rec.id, v, media.timestamps, vectors, twins=twins, extras=extras)
         except StorageError as exc:
             raise storage_error(exc) from None

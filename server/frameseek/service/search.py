@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,11 @@ class Search:
         # the vector search (native, GIL released) and what it knows of collections and videos,
         # kept in step with the storage's commits (follow_storage); the native front end reads it too
         self.directory = _native.SearchDirectory()
+        # audio evidence for SearchByVideo: service/audio.Soundtracks, set by the facade (audio imports
+        # this module, so this one only holds it)
+        self.soundtracks: Any = None
 
-    async def _groups_filter(self, rec: CollectionRecord, opts: SearchOptions) -> tuple[np.ndarray | None, set[int]]:
+    async def groups_filter(self, rec: CollectionRecord, opts: SearchOptions) -> tuple[np.ndarray | None, set[int]]:
         groups = None
         if opts.labels:
             check_labels(opts.labels)
@@ -123,7 +127,7 @@ class Search:
 
     async def _search_vectors(self, rec: CollectionRecord, q: np.ndarray, opts: SearchOptions) -> list[Hit]:
         groups, exclude = (
-            await self._groups_filter(rec, opts)
+            await self.groups_filter(rec, opts)
             if (opts.labels or opts.videos or opts.exclude_videos)
             else (None, set())
         )
@@ -226,7 +230,7 @@ class Search:
             raise invalid("fps must be in 0..30", field="fps")
         self.core.require_embedder(rec)
         opts = SearchOptions(labels=labels, videos=videos, exclude_videos=exclude)
-        groups, excl = await self._groups_filter(rec, opts)
+        groups, excl = await self.groups_filter(rec, opts)
         thr = self.core.settings.matching.copy_threshold if min_score == 0 else min_score
         self._admit()
         self.in_flight += 1
@@ -241,9 +245,11 @@ class Search:
             )
             sampling.regions = regions
             media = await loop.run_in_executor(self.core.query_pool, self.core.embed, path, sampling, None, "the clip")
-            if len(media) == 0:
+            # a clip with a blank picture is still searched by its soundtrack where both sides have audio
+            soundtrack = await self.soundtracks.query_soundtrack(rec, path) if self.soundtracks else None
+            if len(media) == 0 and soundtrack is None:
                 raise invalid("the clip has no informative frames (all blank)", "EMPTY_MEDIA")
-            if groups is not None and groups.size == 0:
+            if (groups is not None and groups.size == 0) or len(media) == 0:
                 matches = []
             else:
                 matches = await loop.run_in_executor(
@@ -258,6 +264,8 @@ class Search:
                     media.sample_fps or sampling.fps,
                     thr,
                 )
+            if soundtrack is not None and not (groups is not None and groups.size == 0):
+                matches = await self.soundtracks.fuse(rec, soundtrack, matches, k or 10, groups, excl)
         finally:
             self.in_flight -= 1
         matches = [m for m in matches if m.score >= thr and m.video.id not in excl]
@@ -325,6 +333,7 @@ class Search:
                     offset=m.offset,
                     speed=m.speed,
                     segments=segs,
+                    frame_score=m.score,
                 )
             )
         return out

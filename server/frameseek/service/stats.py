@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from .. import __version__, _native
+from .audio import Soundtracks
 from .core import Core
 from .ingest import Ingest
 
@@ -12,7 +13,7 @@ from .ingest import Ingest
 MAX_COLLECTIONS = 1000
 
 
-async def stats(core: Core, ingest: Ingest) -> dict:
+async def stats(core: Core, ingest: Ingest, soundtracks: Soundtracks) -> dict:
     core.check_ready()
     storage = core.storage
 
@@ -43,4 +44,6 @@ async def stats(core: Core, ingest: Ingest) -> dict:
         "copy_threshold": core.settings.matching.copy_threshold,
         "simd_level": _native.simd_level(),
         "recovery_problems": storage.recovery_problems(),
+        "audio_threshold": core.settings.audio.threshold,
+        "audio_fingerprints": soundtracks.fingerprint_count(),
     }

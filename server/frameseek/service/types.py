@@ -33,6 +33,11 @@ class CopyMatch:
     offset: float
     speed: float
     segments: list[Segment]
+    # SearchByVideo's fusion (service/audio.py): each modality's own score (None: that modality
+    # found nothing) and the soundtrack's matched stretch; `score` is the fused one
+    frame_score: float | None = None
+    audio_score: float | None = None
+    audio_segments: list[Segment] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

@@ -50,6 +50,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_INGEST_LEASE_EXPIRED: _ClassVar[ErrorReason]
     ERROR_REASON_NO_FACE: _ClassVar[ErrorReason]
     ERROR_REASON_MODALITY_NOT_ENABLED: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_AUDIO_STREAM: _ClassVar[ErrorReason]
+    ERROR_REASON_AUDIO_TOO_SHORT: _ClassVar[ErrorReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -127,6 +129,8 @@ ERROR_REASON_BACKEND_UNAVAILABLE: ErrorReason
 ERROR_REASON_INGEST_LEASE_EXPIRED: ErrorReason
 ERROR_REASON_NO_FACE: ErrorReason
 ERROR_REASON_MODALITY_NOT_ENABLED: ErrorReason
+ERROR_REASON_NO_AUDIO_STREAM: ErrorReason
+ERROR_REASON_AUDIO_TOO_SHORT: ErrorReason
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_L2: Metric
@@ -173,7 +177,7 @@ class IndexSettings(_message.Message):
     def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default", "faces")
+    __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default", "faces", "audio")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +190,7 @@ class Collection(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     model: str
@@ -198,7 +203,8 @@ class Collection(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     is_default: bool
     faces: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ..., faces: _Optional[bool] = ...) -> None: ...
+    audio: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ..., faces: _Optional[bool] = ..., audio: _Optional[bool] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("collection_id", "collection")
@@ -508,7 +514,7 @@ class AlignedSegment(_message.Message):
     def __init__(self, query_start_seconds: _Optional[float] = ..., query_end_seconds: _Optional[float] = ..., reference_start_seconds: _Optional[float] = ..., reference_end_seconds: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class VideoCopyMatch(_message.Message):
-    __slots__ = ("video", "score", "query_coverage", "reference_coverage", "offset_seconds", "speed", "segments")
+    __slots__ = ("video", "score", "query_coverage", "reference_coverage", "offset_seconds", "speed", "segments", "frame_score", "audio_score", "audio_segments")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     QUERY_COVERAGE_FIELD_NUMBER: _ClassVar[int]
@@ -516,6 +522,9 @@ class VideoCopyMatch(_message.Message):
     OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SPEED_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_SCORE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SCORE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     video: Video
     score: float
     query_coverage: float
@@ -523,7 +532,10 @@ class VideoCopyMatch(_message.Message):
     offset_seconds: float
     speed: float
     segments: _containers.RepeatedCompositeFieldContainer[AlignedSegment]
-    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., query_coverage: _Optional[float] = ..., reference_coverage: _Optional[float] = ..., offset_seconds: _Optional[float] = ..., speed: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[AlignedSegment, _Mapping]]] = ...) -> None: ...
+    frame_score: float
+    audio_score: float
+    audio_segments: _containers.RepeatedCompositeFieldContainer[AlignedSegment]
+    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., query_coverage: _Optional[float] = ..., reference_coverage: _Optional[float] = ..., offset_seconds: _Optional[float] = ..., speed: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[AlignedSegment, _Mapping]]] = ..., frame_score: _Optional[float] = ..., audio_score: _Optional[float] = ..., audio_segments: _Optional[_Iterable[_Union[AlignedSegment, _Mapping]]] = ...) -> None: ...
 
 class SearchByVideoResponse(_message.Message):
     __slots__ = ("matches", "query_duration_seconds", "query_samples", "model")
@@ -536,6 +548,56 @@ class SearchByVideoResponse(_message.Message):
     query_samples: int
     model: str
     def __init__(self, matches: _Optional[_Iterable[_Union[VideoCopyMatch, _Mapping]]] = ..., query_duration_seconds: _Optional[float] = ..., query_samples: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+
+class AudioQuery(_message.Message):
+    __slots__ = ("parent", "k", "min_score", "filter", "server_path")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    SERVER_PATH_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    k: int
+    min_score: float
+    filter: SearchFilter
+    server_path: str
+    def __init__(self, parent: _Optional[str] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., server_path: _Optional[str] = ...) -> None: ...
+
+class SearchByAudioRequest(_message.Message):
+    __slots__ = ("query", "chunk")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    query: AudioQuery
+    chunk: bytes
+    def __init__(self, query: _Optional[_Union[AudioQuery, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class AudioMatch(_message.Message):
+    __slots__ = ("video", "score", "query_start_seconds", "reference_start_seconds", "duration_seconds", "offset_seconds", "bit_error_rate")
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BIT_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    video: Video
+    score: float
+    query_start_seconds: float
+    reference_start_seconds: float
+    duration_seconds: float
+    offset_seconds: float
+    bit_error_rate: float
+    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., query_start_seconds: _Optional[float] = ..., reference_start_seconds: _Optional[float] = ..., duration_seconds: _Optional[float] = ..., offset_seconds: _Optional[float] = ..., bit_error_rate: _Optional[float] = ...) -> None: ...
+
+class SearchByAudioResponse(_message.Message):
+    __slots__ = ("matches", "query_duration_seconds", "query_fingerprints")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[AudioMatch]
+    query_duration_seconds: float
+    query_fingerprints: int
+    def __init__(self, matches: _Optional[_Iterable[_Union[AudioMatch, _Mapping]]] = ..., query_duration_seconds: _Optional[float] = ..., query_fingerprints: _Optional[int] = ...) -> None: ...
 
 class GetVideoRequest(_message.Message):
     __slots__ = ("name",)
@@ -601,7 +663,7 @@ class CollectionStats(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., index_vectors: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level", "insecure", "recovery_problems")
+    __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level", "insecure", "recovery_problems", "audio_threshold", "audio_fingerprints")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -613,6 +675,8 @@ class Stats(_message.Message):
     SIMD_LEVEL_FIELD_NUMBER: _ClassVar[int]
     INSECURE_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_seconds: float
     collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
@@ -624,7 +688,9 @@ class Stats(_message.Message):
     simd_level: str
     insecure: bool
     recovery_problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ..., active_ingests: _Optional[int] = ..., copy_threshold: _Optional[float] = ..., simd_level: _Optional[str] = ..., insecure: _Optional[bool] = ..., recovery_problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    audio_threshold: float
+    audio_fingerprints: int
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., storage_bytes: _Optional[int] = ..., active_ingests: _Optional[int] = ..., copy_threshold: _Optional[float] = ..., simd_level: _Optional[str] = ..., insecure: _Optional[bool] = ..., recovery_problems: _Optional[_Iterable[str]] = ..., audio_threshold: _Optional[float] = ..., audio_fingerprints: _Optional[int] = ...) -> None: ...
 
 class FaceBox(_message.Message):
     __slots__ = ("x0", "y0", "x1", "y1")

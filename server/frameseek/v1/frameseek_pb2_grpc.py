@@ -105,6 +105,11 @@ class FrameSeekStub:
                 request_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceRequest.SerializeToString,
                 response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceResponse.FromString,
                 _registered_method=True)
+        self.SearchByAudio = channel.stream_unary(
+                '/frameseek.v1.FrameSeek/SearchByAudio',
+                request_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioRequest.SerializeToString,
+                response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioResponse.FromString,
+                _registered_method=True)
         self.GetVideo = channel.unary_unary(
                 '/frameseek.v1.FrameSeek/GetVideo',
                 request_serializer=frameseek_dot_v1_dot_frameseek__pb2.GetVideoRequest.SerializeToString,
@@ -235,6 +240,15 @@ class FrameSeekServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchByAudio(self, request_iterator, context):
+        """Finds the videos whose soundtrack contains an audio excerpt (an audio file, or the soundtrack
+        of a video), with where it starts in each and for how long it matches. Client streaming like
+        SearchByVideo: first `query`, then chunks of the file. Only collections created with `audio`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVideo(self, request, context):
         """Gets a video.
         """
@@ -325,6 +339,11 @@ def add_FrameSeekServicer_to_server(servicer, server):
                     servicer.SearchByFace,
                     request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceRequest.FromString,
                     response_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceResponse.SerializeToString,
+            ),
+            'SearchByAudio': grpc.stream_unary_rpc_method_handler(
+                    servicer.SearchByAudio,
+                    request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioRequest.FromString,
+                    response_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioResponse.SerializeToString,
             ),
             'GetVideo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVideo,
@@ -681,6 +700,33 @@ class FrameSeek:
             '/frameseek.v1.FrameSeek/SearchByFace',
             frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceRequest.SerializeToString,
             frameseek_dot_v1_dot_frameseek__pb2.SearchByFaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchByAudio(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/frameseek.v1.FrameSeek/SearchByAudio',
+            frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioRequest.SerializeToString,
+            frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioResponse.FromString,
             options,
             channel_credentials,
             insecure,

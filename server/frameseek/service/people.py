@@ -71,7 +71,7 @@ class People:
         boxes, vectors = await loop.run_in_executor(self.core.query_pool, self._query_faces, image, box)
         if not boxes:
             raise invalid("no face found in the photo", "NO_FACE")
-        groups, exclude = await self.search._groups_filter(rec, opts)
+        groups, exclude = await self.search.groups_filter(rec, opts)
         if groups is not None and groups.size == 0:
             return [QueryFace(b, []) for b in boxes], face_model
         found = await loop.run_in_executor(

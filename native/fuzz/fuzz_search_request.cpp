@@ -68,7 +68,7 @@ World* make_world() {
       w->messages.put(video, cid, std::move(message));
       w->dir.put_video(video, dv);
     }
-    index->add(ids.data(), vecs.data(), ids.size(), groups.data(), nullptr, 1);
+    index->add(ids.data(), vecs.data(), ids.size(), groups.data(), 1);
     auto c = std::make_shared<DirectoryCollection>();
     c->name = std::to_string(cid);
     c->id = cid;

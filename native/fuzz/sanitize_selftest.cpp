@@ -204,7 +204,7 @@ void check_directory() {
     for (std::uint64_t s = 0; s < 10; ++s) ids.push_back(v << kSampleBits | s), groups.push_back(v), dv->timestamps.push_back(double(s));
     dir.put_video(v, dv);
   }
-  index->add(ids.data(), base.data(), ids.size(), groups.data(), nullptr, 1);
+  index->add(ids.data(), base.data(), ids.size(), groups.data(), 1);
   auto c = std::make_shared<DirectoryCollection>();
   c->name = "1", c->id = 1, c->model = "m", c->is_default = true, c->index = index.get(), c->owner = index;
   dir.put_collection(c);

@@ -15,10 +15,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from benchmarks.scale.backends import PostgresCluster
 from frameseek.client import FrameSeekError
 from frameseek.v1 import frameseek_pb2 as pb
 
-from .backends import PostgresCluster
 from .helpers import ROOT, ServerProcess, grab_frame, have_media_pipeline, make_video, needs_index
 
 pytestmark = [needs_index, pytest.mark.skipif(not have_media_pipeline(), reason="needs the media pipeline")]

@@ -15,12 +15,12 @@ import numpy as np
 import psycopg
 import pytest
 
+from benchmarks.scale.backends import MilvusLite, PostgresCluster
 from frameseek.ids import NO_ID, split_sample_ids
 from frameseek.storage import Aborted, JobRecord, JobState, NotFound, Unavailable, VideoRecord
 from frameseek.storage.postgres import PostgresCatalog, migrations
 from frameseek.storage.scaleout import ScaleOutStorage
 
-from .backends import MilvusLite, PostgresCluster
 from .helpers import ROOT, needs_index
 
 pytestmark = needs_index

@@ -153,11 +153,16 @@ class ScaleOutStorage:
         return {"videos": len(claimed), "milvus_collections": len(orphans)}
 
     def snapshot(self, force: bool = True) -> None:
-        """Nothing to snapshot (Milvus and PostgreSQL persist): the periodic timer sweeps instead."""
+        """Nothing to snapshot (Milvus and PostgreSQL persist what they acknowledge): the periodic
+        timer sweeps unsettled writes and asks Milvus to seal its in-memory rows into indexed
+        segments (a search over unsealed rows is a scan)."""
         if force:
             try:
                 self.sweep()
-            except Unavailable as exc:
+                for rec in self._known_collections():
+                    for name in self._names(rec):
+                        self.vectors.flush(name)
+            except (Unavailable, NotFound) as exc:
                 log.warning("sweep_failed", error=str(exc))
 
     def check(self) -> None:

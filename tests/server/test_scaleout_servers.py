@@ -67,6 +67,16 @@ def test_two_servers_one_library(tmp_path, postgres_cluster, milvus_lite):
             with pytest.raises(FrameSeekError) as e:
                 fa.get_video(r.video.name)
             assert e.value.code == grpc.StatusCode.NOT_FOUND
+            # a collection deleted and made again through A: B follows (no stale record of it)
+            vector = [1.0] + [0.0] * 511
+            fa.create_collection("extra")
+            assert fb.search_by_vector(vector, collection="extra").hits == []
+            fa.delete_collection("extra")
+            with pytest.raises(FrameSeekError) as e:
+                fb.search_by_vector(vector, collection="extra")
+            assert e.value.code == grpc.StatusCode.NOT_FOUND
+            fa.create_collection("extra", metric="l2")
+            assert fb.search_by_vector(vector, collection="extra").hits == []
             # the CLI spreads a directory's uploads over both servers
             folder = tmp_path / "library"
             folder.mkdir()

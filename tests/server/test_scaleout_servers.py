@@ -1,7 +1,8 @@
 """Several `frameseek serve` processes on one Milvus (Lite) and one PostgreSQL serve one library:
 an ingest through one is searchable through the other as soon as it is acknowledged, a delete
 through one is gone from all, jobs are visible from any; with PostgreSQL down a server reports
-NOT_SERVING and its calls fail UNAVAILABLE (BACKEND_UNAVAILABLE), and it recovers by itself."""
+NOT_SERVING and its calls fail UNAVAILABLE (BACKEND_UNAVAILABLE), and it recovers by itself; the
+same with Milvus down."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from benchmarks.scale.backends import PostgresCluster
+from benchmarks.scale.backends import MilvusLite, PostgresCluster
 from frameseek.client import FrameSeekError
 from frameseek.v1 import frameseek_pb2 as pb
 
-from .helpers import ROOT, ServerProcess, grab_frame, have_media_pipeline, make_video, needs_index
+from .helpers import ROOT, ServerProcess, ffmpeg_subclip, grab_frame, have_media_pipeline, make_video, needs_index
 
 pytestmark = [needs_index, pytest.mark.skipif(not have_media_pipeline(), reason="needs the media pipeline")]
 
@@ -94,14 +95,22 @@ def test_two_servers_one_library(tmp_path, postgres_cluster, milvus_lite):
             assert report["summary"]["ingested"] == 4
             assert {f["server"] for f in report["files"]} == {a.address, b.address}
             assert len(list(fa.list_videos())) == len(list(fb.list_videos())) == 4
+            # SearchByVideo through B: the copy search (frame kNN from Milvus, alignment, dense
+            # refinement with the vectors read back from Milvus) finds a re-encoded sub-clip
+            source = fa.ingest_video(make_video(tmp_path / "long.mp4", seconds=6, seed=77)).video.name
+            clip = ffmpeg_subclip(tmp_path / "long.mp4", 2.0, 3.0, tmp_path / "sub.mp4")
+            found = fb.search_by_video(clip, k=3, min_score=-1)
+            assert found.matches and found.matches[0].video.name == source
+            assert abs(found.matches[0].offset_seconds - 2.0) <= 1.0, found.matches[0]
     finally:
         a.stop()
         b.stop()
 
 
-def test_postgres_down_then_back(tmp_path, milvus_lite):
+def test_postgres_then_milvus_down_then_back(tmp_path):
     pg = PostgresCluster().start()
-    srv = ServerProcess(tmp_path / "s", server_id="s", **_settings(pg.database(), milvus_lite.uri, "down_"))
+    milvus = MilvusLite(str(tmp_path / "milvus"), str(tmp_path / "milvus.log")).start()
+    srv = ServerProcess(tmp_path / "s", server_id="s", **_settings(pg.database(), milvus.uri, "down_"))
     try:
         srv.start()
         with srv.client(timeout=30, retries=0) as fs:
@@ -115,6 +124,15 @@ def test_postgres_down_then_back(tmp_path, milvus_lite):
             pg.start()
             _until_health(fs, health_pb2.HealthCheckResponse.SERVING)  # reconnected by itself
             assert fs.search_by_vector(vector).hits == []
+            milvus.kill9()
+            _until_health(fs, health_pb2.HealthCheckResponse.NOT_SERVING)
+            with pytest.raises(FrameSeekError) as e:
+                fs.search_by_vector(vector)
+            assert e.value.code == grpc.StatusCode.UNAVAILABLE and e.value.reason == "BACKEND_UNAVAILABLE"
+            milvus.start()
+            _until_health(fs, health_pb2.HealthCheckResponse.SERVING)
+            assert fs.search_by_vector(vector).hits == []
     finally:
         srv.stop()
+        milvus.stop()
         pg.remove()

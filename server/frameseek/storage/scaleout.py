@@ -125,16 +125,17 @@ class ScaleOutStorage:
         self.catalog.open()
         for rec in self.catalog.all_collections():
             self._ensure(rec)
-        report = {"collection": "", "swept": self.sweep(), "problems": []}
+        report = {"collection": "", "swept": self.sweep(restarted=True), "problems": []}
         self.recovery_report = [report]
         log.info("storage_open", backend="milvus+postgresql", server=self.server_id, **report)
         return self.recovery_report
 
-    def sweep(self) -> dict:
-        """Finish what crashed or failed writes left: pending rows of this server or past their
-        lease and 'deleting' rows (vectors first, then rows), and Milvus collections whose
-        frameseek collection is gone."""
-        claimed = self.catalog.claim_unsettled(self.server_id)
+    def sweep(self, restarted: bool = False) -> dict:
+        """Finish what crashed or failed writes left: pending rows past their lease (and, when
+        this server has just `restarted`, its own pending rows: their ingests died with it) and
+        'deleting' rows (vectors first, then rows), and Milvus collections whose frameseek
+        collection is gone."""
+        claimed = self.catalog.claim_unsettled(self.server_id if restarted else None)
         by_collection: dict[int, list[int]] = collections.defaultdict(list)
         for vid, cid in claimed:
             by_collection[cid].append(vid)

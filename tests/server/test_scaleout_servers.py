@@ -136,3 +136,34 @@ def test_postgres_then_milvus_down_then_back(tmp_path):
         srv.stop()
         milvus.stop()
         pg.remove()
+
+
+def test_a_server_killed_mid_ingest_resumes_its_job_while_another_serves(tmp_path, postgres_cluster, milvus_lite):
+    """kill -9 of the server running an ingest: the other server never shows a half-done video, the
+    job stays visible, and the killed server, restarted, finishes it from its spool."""
+    common = _settings(postgres_cluster.database(), milvus_lite.uri, f"t{uuid.uuid4().hex[:10]}_")
+    a = ServerProcess(tmp_path / "a", server_id="a", **common).start()
+    b = ServerProcess(tmp_path / "b", server_id="b", **common).start()
+    try:
+        video = make_video(tmp_path / "long.mp4", seconds=20, seed=5)
+        with a.client(timeout=300) as fa, b.client(timeout=300) as fb:
+            job = fa.ingest_video(video, return_job=True).job.name
+            while fb.get_job(job).state != pb.INGEST_JOB_STATE_RUNNING:  # seen through B
+                time.sleep(0.05)
+        a.kill9()
+        with b.client(timeout=300) as fb:
+            before = list(fb.list_videos())
+            # killed before its commit point: nothing; after it (a fast machine): the whole video
+            assert before == [] or [v.sample_count > 0 for v in before] == [True]
+            assert fb.get_job(job).state in (pb.INGEST_JOB_STATE_RUNNING, pb.INGEST_JOB_STATE_SUCCEEDED)
+        a.start()  # same server_id and spool: it sweeps its half-done ingest and resumes the job
+        with b.client(timeout=300) as fb:
+            done = [j.state for j in fb.watch_job(job, timeout=300)][-1]
+            assert done == pb.INGEST_JOB_STATE_SUCCEEDED
+            videos = list(fb.list_videos())
+            assert [v.name for v in videos] == [fb.get_job(job).video]
+            frame = grab_frame(video, 10.2, tmp_path / "f.png")
+            assert fb.search_by_image(frame).hits[0].video.name == videos[0].name
+    finally:
+        a.stop()
+        b.stop()

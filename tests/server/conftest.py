@@ -24,7 +24,7 @@ def pytest_runtest_makereport(item, call):
 # -- the scale-out store's real backends (tests/server/backends.py), one of each per session -------
 @pytest.fixture(scope="session")
 def postgres_cluster():
-    from .backends import PostgresCluster
+    from benchmarks.scale.backends import PostgresCluster
 
     cluster = PostgresCluster().start()
     yield cluster
@@ -33,7 +33,7 @@ def postgres_cluster():
 
 @pytest.fixture(scope="session")
 def milvus_lite(tmp_path_factory):
-    from .backends import MilvusLite
+    from benchmarks.scale.backends import MilvusLite
 
     base = tmp_path_factory.mktemp("milvus")
     server = MilvusLite(str(base / "data"), str(base / "milvus.log")).start()

@@ -97,3 +97,24 @@ def test_each_default_is_declared_once():
         s.matching.frame_k,
     )
     assert issubclass(MediaConfig, MediaLimits) and s.media.max_duration_s == MediaLimits().max_duration_s
+
+
+def test_storage_backend_settings_go_in_pairs(monkeypatch):
+    """vector_store = milvus needs milvus_uri and a PostgreSQL catalog; the embedded store keeps
+    SQLite (catalog_url sqlite:///PATH, default data_dir/catalog.sqlite3)."""
+    from pydantic import ValidationError
+
+    from frameseek.config import Settings
+
+    for key in ("VECTOR_STORE", "MILVUS_URI", "CATALOG_URL"):
+        monkeypatch.delenv(f"FRAMESEEK_{key}", raising=False)
+    assert Settings(data_dir="/d").sqlite_catalog_path == "/d/catalog.sqlite3"
+    assert Settings(catalog_url="sqlite:////x/c.db").sqlite_catalog_path == "/x/c.db"
+    with pytest.raises(ValidationError, match="needs milvus_uri"):
+        Settings(vector_store="milvus", catalog_url="postgresql://h/db")
+    with pytest.raises(ValidationError, match="catalog_url = postgresql"):
+        Settings(vector_store="milvus", milvus_uri="http://m:19530")
+    with pytest.raises(ValidationError, match="keeps its catalog in SQLite"):
+        Settings(catalog_url="postgresql://h/db")
+    s = Settings(vector_store="milvus", milvus_uri="http://m:19530", catalog_url="postgresql://h/db")
+    assert s.vector_store == "milvus"

@@ -1,7 +1,8 @@
 """Several `frameseek serve` processes on one Milvus (Lite) and one PostgreSQL serve one library:
 an ingest through one is searchable through the other as soon as it is acknowledged, a delete
 through one is gone from all, jobs are visible from any; with PostgreSQL down a server reports
-NOT_SERVING and its calls fail UNAVAILABLE (BACKEND_UNAVAILABLE), and it recovers by itself."""
+NOT_SERVING and its calls fail UNAVAILABLE (BACKEND_UNAVAILABLE), and it recovers by itself; the
+same with Milvus down."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from benchmarks.scale.backends import MilvusLite, PostgresCluster
 from frameseek.client import FrameSeekError
 from frameseek.v1 import frameseek_pb2 as pb
 
-from .backends import PostgresCluster
-from .helpers import ROOT, ServerProcess, grab_frame, have_media_pipeline, make_video, needs_index
+from .helpers import ROOT, ServerProcess, ffmpeg_subclip, grab_frame, have_media_pipeline, make_video, needs_index
 
 pytestmark = [needs_index, pytest.mark.skipif(not have_media_pipeline(), reason="needs the media pipeline")]
 
@@ -67,6 +68,16 @@ def test_two_servers_one_library(tmp_path, postgres_cluster, milvus_lite):
             with pytest.raises(FrameSeekError) as e:
                 fa.get_video(r.video.name)
             assert e.value.code == grpc.StatusCode.NOT_FOUND
+            # a collection deleted and made again through A: B follows (no stale record of it)
+            vector = [1.0] + [0.0] * 511
+            fa.create_collection("extra")
+            assert fb.search_by_vector(vector, collection="extra").hits == []
+            fa.delete_collection("extra")
+            with pytest.raises(FrameSeekError) as e:
+                fb.search_by_vector(vector, collection="extra")
+            assert e.value.code == grpc.StatusCode.NOT_FOUND
+            fa.create_collection("extra", metric="l2")
+            assert fb.search_by_vector(vector, collection="extra").hits == []
             # the CLI spreads a directory's uploads over both servers
             folder = tmp_path / "library"
             folder.mkdir()
@@ -84,14 +95,22 @@ def test_two_servers_one_library(tmp_path, postgres_cluster, milvus_lite):
             assert report["summary"]["ingested"] == 4
             assert {f["server"] for f in report["files"]} == {a.address, b.address}
             assert len(list(fa.list_videos())) == len(list(fb.list_videos())) == 4
+            # SearchByVideo through B: the copy search (frame kNN from Milvus, alignment, dense
+            # refinement with the vectors read back from Milvus) finds a re-encoded sub-clip
+            source = fa.ingest_video(make_video(tmp_path / "long.mp4", seconds=6, seed=77)).video.name
+            clip = ffmpeg_subclip(tmp_path / "long.mp4", 2.0, 3.0, tmp_path / "sub.mp4")
+            found = fb.search_by_video(clip, k=3, min_score=-1)
+            assert found.matches and found.matches[0].video.name == source
+            assert abs(found.matches[0].offset_seconds - 2.0) <= 1.0, found.matches[0]
     finally:
         a.stop()
         b.stop()
 
 
-def test_postgres_down_then_back(tmp_path, milvus_lite):
+def test_postgres_then_milvus_down_then_back(tmp_path):
     pg = PostgresCluster().start()
-    srv = ServerProcess(tmp_path / "s", server_id="s", **_settings(pg.database(), milvus_lite.uri, "down_"))
+    milvus = MilvusLite(str(tmp_path / "milvus"), str(tmp_path / "milvus.log")).start()
+    srv = ServerProcess(tmp_path / "s", server_id="s", **_settings(pg.database(), milvus.uri, "down_"))
     try:
         srv.start()
         with srv.client(timeout=30, retries=0) as fs:
@@ -105,6 +124,46 @@ def test_postgres_down_then_back(tmp_path, milvus_lite):
             pg.start()
             _until_health(fs, health_pb2.HealthCheckResponse.SERVING)  # reconnected by itself
             assert fs.search_by_vector(vector).hits == []
+            milvus.kill9()
+            _until_health(fs, health_pb2.HealthCheckResponse.NOT_SERVING)
+            with pytest.raises(FrameSeekError) as e:
+                fs.search_by_vector(vector)
+            assert e.value.code == grpc.StatusCode.UNAVAILABLE and e.value.reason == "BACKEND_UNAVAILABLE"
+            milvus.start()
+            _until_health(fs, health_pb2.HealthCheckResponse.SERVING)
+            assert fs.search_by_vector(vector).hits == []
     finally:
         srv.stop()
+        milvus.stop()
         pg.remove()
+
+
+def test_a_server_killed_mid_ingest_resumes_its_job_while_another_serves(tmp_path, postgres_cluster, milvus_lite):
+    """kill -9 of the server running an ingest: the other server never shows a half-done video, the
+    job stays visible, and the killed server, restarted, finishes it from its spool."""
+    common = _settings(postgres_cluster.database(), milvus_lite.uri, f"t{uuid.uuid4().hex[:10]}_")
+    a = ServerProcess(tmp_path / "a", server_id="a", **common).start()
+    b = ServerProcess(tmp_path / "b", server_id="b", **common).start()
+    try:
+        video = make_video(tmp_path / "long.mp4", seconds=20, seed=5)
+        with a.client(timeout=300) as fa, b.client(timeout=300) as fb:
+            job = fa.ingest_video(video, return_job=True).job.name
+            while fb.get_job(job).state != pb.INGEST_JOB_STATE_RUNNING:  # seen through B
+                time.sleep(0.05)
+        a.kill9()
+        with b.client(timeout=300) as fb:
+            before = list(fb.list_videos())
+            # killed before its commit point: nothing; after it (a fast machine): the whole video
+            assert before == [] or [v.sample_count > 0 for v in before] == [True]
+            assert fb.get_job(job).state in (pb.INGEST_JOB_STATE_RUNNING, pb.INGEST_JOB_STATE_SUCCEEDED)
+        a.start()  # same server_id and spool: it sweeps its half-done ingest and resumes the job
+        with b.client(timeout=300) as fb:
+            done = [j.state for j in fb.watch_job(job, timeout=300)][-1]
+            assert done == pb.INGEST_JOB_STATE_SUCCEEDED
+            videos = list(fb.list_videos())
+            assert [v.name for v in videos] == [fb.get_job(job).video]
+            frame = grab_frame(video, 10.2, tmp_path / "f.png")
+            assert fb.search_by_image(frame).hits[0].video.name == videos[0].name
+    finally:
+        a.stop()
+        b.stop()

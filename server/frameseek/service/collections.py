@@ -153,6 +153,11 @@ class Collections:
                 if rec.id not in live:
                     self._cache.pop(cid, None)
 
+    def forget(self, cid: str) -> None:
+        """Drop a cached record the storage no longer knows (a scale-out collection deleted through
+        another server): the next get() reads the catalog again."""
+        self._cache.pop(cid, None)
+
     def id_of(self, number: int) -> str:
         """The id ('default', ...) of a collection's catalog number."""
         cid = self._ids.get(number)

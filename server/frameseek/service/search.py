@@ -169,6 +169,8 @@ class Search:
         except KeyError:  # dropped between the lookup and the search
             raise storage_error(NotFound(f"collection {rec.name!r} not found", "COLLECTION_NOT_FOUND")) from None
         except StorageError as exc:  # an external kNN source (vector_store = milvus) failed
+            if exc.reason == "COLLECTION_NOT_FOUND":  # deleted through another server
+                self.collections.forget(rec.name)
             raise storage_error(exc) from None
         hits = []
         for vid, score, matches in found:

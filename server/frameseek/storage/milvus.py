@@ -150,6 +150,11 @@ class MilvusVectors:
 
         self._call(make)
 
+    def flush(self, name: str) -> None:
+        """Seal what Milvus holds in memory into indexed segments (Milvus does it on its own
+        timers too; the store asks on its periodic timer so that searches run on HNSW segments)."""
+        self._call(lambda c: c.flush(name, timeout=max(self.timeout_s, 300.0)))  # background work: may be long
+
     def drop(self, name: str) -> None:
         self._call(lambda c: c.drop_collection(name, timeout=self.timeout_s))
 

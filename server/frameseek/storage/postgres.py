@@ -379,17 +379,18 @@ class PostgresCatalog:
     def forget_pending(self, video_id: int) -> None:
         self._rows("DELETE FROM videos WHERE id=%s AND state='pending' RETURNING id", (video_id,))
 
-    def claim_unsettled(self, owner: str) -> list[tuple[int, int]]:
-        """(video id, collection id) of every row a sweep must finish: pending rows of `owner` (this
-        server, restarted: its ingests died with it) or whose lease ran out, and rows left
-        'deleting'. They are marked 'deleting' here, so an ingest still running can no longer
-        commit (activate is conditional on 'pending')."""
+    def claim_unsettled(self, owner: str | None) -> list[tuple[int, int]]:
+        """(video id, collection id) of every row a sweep must finish: pending rows whose lease ran
+        out, pending rows of `owner` (a server that restarted: its ingests died with it; None at
+        a periodic sweep, when the server's own ingests are alive), and rows left 'deleting'. They
+        are marked 'deleting' here, so an ingest still running can no longer commit (activate is
+        conditional on 'pending')."""
         return [
             (r[0], r[1])
             for r in self._rows(
                 "UPDATE videos SET state='deleting' WHERE state='deleting' OR (state='pending' AND "
                 "(owner=%s OR lease_until < %s)) RETURNING id, collection_id",
-                (owner, time.time()),
+                (owner, time.time()),  # owner=NULL matches no row
             )
         ]
 

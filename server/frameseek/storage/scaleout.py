@@ -21,7 +21,7 @@ dropped; a failure after the commit point leaves a 'deleting' row that the next 
 What searches see: every kNN result (Milvus) is checked against the catalog's active set in the
 same call (one indexed PostgreSQL query per search), so a pending, swept or deleted video is never
 returned, whichever server committed what. Per-process state is only a read-through cache of
-immutable facts: each active video's record and sample timestamps (LRU-bounded), published to the
+immutable facts: each active video's record and sample timestamps, published to the
 observers (the native SearchDirectory that maps hits to videos and timestamps) the first time a
 search meets the video; a video found no longer active is unpublished. No cache can go stale in a
 way a caller sees: liveness is never cached.
@@ -91,15 +91,15 @@ class ScaleOutStorage:
         pending_lease_s: float = 900.0,
         timeout_s: float = 10.0,
         milvus_prefix: str = "frameseek_",
-        cached_videos: int = 1_000_000,
     ):
         self.catalog = PostgresCatalog(catalog_url, timeout_s=timeout_s)
         self.vectors = MilvusVectors(milvus_uri, timeout_s=timeout_s, prefix=milvus_prefix)
         self.server_id, self.pending_lease_s = server_id, pending_lease_s
         self._observers: list = []
         self._lock = threading.Lock()
-        self._videos: collections.OrderedDict[int, tuple[VideoRecord, np.ndarray]] = collections.OrderedDict()
-        self._cached_videos = cached_videos
+        # what searches met so far: immutable (record, sample times), ~0.5 KB per video like the
+        # embedded store's map; an entry goes when a search finds its video no longer active
+        self._videos: dict[int, tuple[VideoRecord, np.ndarray]] = {}
         self._collections: dict[int, CollectionRecord] = {}  # published to the observers
         self._ensured: set[int] = set()  # collections whose Milvus collection this process made sure of
         self.recovery_report: list[dict] = []
@@ -125,16 +125,17 @@ class ScaleOutStorage:
         self.catalog.open()
         for rec in self.catalog.all_collections():
             self._ensure(rec)
-        report = {"collection": "", "swept": self.sweep(), "problems": []}
+        report = {"collection": "", "swept": self.sweep(restarted=True), "problems": []}
         self.recovery_report = [report]
         log.info("storage_open", backend="milvus+postgresql", server=self.server_id, **report)
         return self.recovery_report
 
-    def sweep(self) -> dict:
-        """Finish what crashed or failed writes left: pending rows of this server or past their
-        lease and 'deleting' rows (vectors first, then rows), and Milvus collections whose
-        frameseek collection is gone."""
-        claimed = self.catalog.claim_unsettled(self.server_id)
+    def sweep(self, restarted: bool = False) -> dict:
+        """Finish what crashed or failed writes left: pending rows past their lease (and, when
+        this server has just `restarted`, its own pending rows: their ingests died with it) and
+        'deleting' rows (vectors first, then rows), and Milvus collections whose frameseek
+        collection is gone."""
+        claimed = self.catalog.claim_unsettled(self.server_id if restarted else None)
         by_collection: dict[int, list[int]] = collections.defaultdict(list)
         for vid, cid in claimed:
             by_collection[cid].append(vid)
@@ -153,11 +154,16 @@ class ScaleOutStorage:
         return {"videos": len(claimed), "milvus_collections": len(orphans)}
 
     def snapshot(self, force: bool = True) -> None:
-        """Nothing to snapshot (Milvus and PostgreSQL persist): the periodic timer sweeps instead."""
+        """Nothing to snapshot (Milvus and PostgreSQL persist what they acknowledge): the periodic
+        timer sweeps unsettled writes and asks Milvus to seal its in-memory rows into indexed
+        segments (a search over unsealed rows is a scan)."""
         if force:
             try:
                 self.sweep()
-            except Unavailable as exc:
+                for rec in self._known_collections():
+                    for name in self._names(rec):
+                        self.vectors.flush(name)
+            except (Unavailable, NotFound) as exc:
                 log.warning("sweep_failed", error=str(exc))
 
     def check(self) -> None:
@@ -288,14 +294,9 @@ class ScaleOutStorage:
             log.warning("pending_ingest_left_for_sweep", video=vid)
 
     def _remember(self, rec: VideoRecord, timestamps: np.ndarray) -> None:
-        evicted = []
         with self._lock:
             self._videos[rec.id] = (rec, timestamps)
-            while len(self._videos) > self._cached_videos:
-                evicted.append(self._videos.popitem(last=False)[0])
         self._notify("video_added", rec, timestamps)
-        for v in evicted:
-            self._notify("video_removed", v)
 
     def _forget(self, video_id: int) -> None:
         with self._lock:

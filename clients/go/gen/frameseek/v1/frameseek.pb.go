@@ -112,6 +112,13 @@ const (
 	// An upload stream sent nothing for upload_idle_timeout_s (status DEADLINE_EXCEEDED); its
 	// spooled bytes were removed.
 	ErrorReason_ERROR_REASON_UPLOAD_IDLE ErrorReason = 32
+	// Scale-out storage (vector_store = milvus; 43-46): Milvus or PostgreSQL cannot be reached
+	// (status UNAVAILABLE): nothing of the call was committed; retry with backoff. The server
+	// reconnects by itself and its health reports NOT_SERVING meanwhile.
+	ErrorReason_ERROR_REASON_BACKEND_UNAVAILABLE ErrorReason = 43
+	// An ingest outlived pending_lease_s before its commit and another server swept it as a crashed
+	// server's (status ABORTED): nothing was stored; upload again.
+	ErrorReason_ERROR_REASON_INGEST_LEASE_EXPIRED ErrorReason = 44
 	// The call needs a modality (faces, audio ...) that the collection was not created with
 	// (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
 	ErrorReason_ERROR_REASON_MODALITY_NOT_ENABLED ErrorReason = 47
@@ -153,6 +160,8 @@ var (
 		30: "ERROR_REASON_PERMISSION_DENIED",
 		31: "ERROR_REASON_DISK_FULL",
 		32: "ERROR_REASON_UPLOAD_IDLE",
+		43: "ERROR_REASON_BACKEND_UNAVAILABLE",
+		44: "ERROR_REASON_INGEST_LEASE_EXPIRED",
 		47: "ERROR_REASON_MODALITY_NOT_ENABLED",
 	}
 	ErrorReason_value = map[string]int32{
@@ -189,6 +198,8 @@ var (
 		"ERROR_REASON_PERMISSION_DENIED":    30,
 		"ERROR_REASON_DISK_FULL":            31,
 		"ERROR_REASON_UPLOAD_IDLE":          32,
+		"ERROR_REASON_BACKEND_UNAVAILABLE":  43,
+		"ERROR_REASON_INGEST_LEASE_EXPIRED": 44,
 		"ERROR_REASON_MODALITY_NOT_ENABLED": 47,
 	}
 )
@@ -3528,7 +3539,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"simd_level\x18\t \x01(\tR\tsimdLevel\x12\x1a\n" +
 	"\binsecure\x18\n" +
 	" \x01(\bR\binsecure\x12+\n" +
-	"\x11recovery_problems\x18\v \x03(\tR\x10recoveryProblems*\x8e\t\n" +
+	"\x11recovery_problems\x18\v \x03(\tR\x10recoveryProblems*\xdb\t\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_CORRUPT_MEDIA\x10\x01\x12\"\n" +
@@ -3563,7 +3574,9 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x1cERROR_REASON_UNAUTHENTICATED\x10\x1d\x12\"\n" +
 	"\x1eERROR_REASON_PERMISSION_DENIED\x10\x1e\x12\x1a\n" +
 	"\x16ERROR_REASON_DISK_FULL\x10\x1f\x12\x1c\n" +
-	"\x18ERROR_REASON_UPLOAD_IDLE\x10 \x12%\n" +
+	"\x18ERROR_REASON_UPLOAD_IDLE\x10 \x12$\n" +
+	" ERROR_REASON_BACKEND_UNAVAILABLE\x10+\x12%\n" +
+	"!ERROR_REASON_INGEST_LEASE_EXPIRED\x10,\x12%\n" +
 	"!ERROR_REASON_MODALITY_NOT_ENABLED\x10/*B\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n" +

@@ -129,6 +129,17 @@ export enum ErrorReason {
    */
   ERROR_REASON_UPLOAD_IDLE = 32,
   /**
+   * ERROR_REASON_BACKEND_UNAVAILABLE - Scale-out storage (vector_store = milvus; 43-46): Milvus or PostgreSQL cannot be reached
+   * (status UNAVAILABLE): nothing of the call was committed; retry with backoff. The server
+   * reconnects by itself and its health reports NOT_SERVING meanwhile.
+   */
+  ERROR_REASON_BACKEND_UNAVAILABLE = 43,
+  /**
+   * ERROR_REASON_INGEST_LEASE_EXPIRED - An ingest outlived pending_lease_s before its commit and another server swept it as a crashed
+   * server's (status ABORTED): nothing was stored; upload again.
+   */
+  ERROR_REASON_INGEST_LEASE_EXPIRED = 44,
+  /**
    * ERROR_REASON_MODALITY_NOT_ENABLED - The call needs a modality (faces, audio ...) that the collection was not created with
    * (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
    */
@@ -237,6 +248,12 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 32:
     case "ERROR_REASON_UPLOAD_IDLE":
       return ErrorReason.ERROR_REASON_UPLOAD_IDLE;
+    case 43:
+    case "ERROR_REASON_BACKEND_UNAVAILABLE":
+      return ErrorReason.ERROR_REASON_BACKEND_UNAVAILABLE;
+    case 44:
+    case "ERROR_REASON_INGEST_LEASE_EXPIRED":
+      return ErrorReason.ERROR_REASON_INGEST_LEASE_EXPIRED;
     case 47:
     case "ERROR_REASON_MODALITY_NOT_ENABLED":
       return ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED;
@@ -315,6 +332,10 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_DISK_FULL";
     case ErrorReason.ERROR_REASON_UPLOAD_IDLE:
       return "ERROR_REASON_UPLOAD_IDLE";
+    case ErrorReason.ERROR_REASON_BACKEND_UNAVAILABLE:
+      return "ERROR_REASON_BACKEND_UNAVAILABLE";
+    case ErrorReason.ERROR_REASON_INGEST_LEASE_EXPIRED:
+      return "ERROR_REASON_INGEST_LEASE_EXPIRED";
     case ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED:
       return "ERROR_REASON_MODALITY_NOT_ENABLED";
     case ErrorReason.UNRECOGNIZED:

@@ -1,4 +1,5 @@
-"""The real external backends of the scale-out store, started by the tests on this machine.
+"""The real external backends of the scale-out store, started on this machine by the tests
+(tests/server/test_scaleout_*.py, test_storage_contract.py) and by benchmarks/scale.
 
 PostgreSQL: a throwaway cluster of Debian's `postgresql` (make setup installs it) made with
 initdb and run with pg_ctl, listening only on a Unix socket in a temporary directory; as root the

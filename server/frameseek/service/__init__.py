@@ -6,6 +6,7 @@
     collections.py   collections and the videos in them (create, resolve, list, delete, counts)
     ingest.py        ingest + jobs (admission, idempotency, spooled uploads, resumption, progress)
     audio.py         soundtrack fingerprints in memory (a storage observer) and SearchByAudio
+    items.py         own-vector collections: UpsertItems / DeleteItems (items are video records)
     search.py        search by vector, image and video clip
     stats.py         GetStats
 
@@ -28,8 +29,9 @@ from ..config import Settings
 from ..storage import NotFound, Storage
 from .audio import AudioHit, AudioSearchResult, Soundtracks
 from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Videos
-from .core import Core
+from .core import OWN_VECTORS_MODEL, Core
 from .ingest import Ingest
+from .items import ITEM_KIND, ItemInput, Items
 from .search import MAX_K, Search
 from .stats import stats
 from .types import CopyMatch, Hit, IngestRequest, IngestResult, SearchOptions, Segment, VideoSearchResult
@@ -37,6 +39,9 @@ from .types import CopyMatch, Hit, IngestRequest, IngestResult, SearchOptions, S
 log = structlog.get_logger("frameseek.service")
 
 __all__ = [
+    "ITEM_KIND",
+    "OWN_VECTORS_MODEL",
+    "ItemInput",
     "AudioHit",
     "AudioSearchResult",
     "COLLECTION_ID_RE",
@@ -65,6 +70,7 @@ class FrameSeekService:
         self.soundtracks = Soundtracks(core, self.search)  # SearchByAudio and the audio of ingests
         self.search.soundtracks = self.soundtracks  # audio evidence in SearchByVideo
         self.ingest = Ingest(core, self.collections, self.search, self.soundtracks)
+        self.items = Items(core, self.collections)  # UpsertItems / DeleteItems (own vectors)
 
     # the shared state callers look at
     @property

@@ -2,7 +2,7 @@
 DeleteItems; the way audio-embedding and face-vector systems are fed).
 
 An item is a video record of kind "item": its vectors are its samples (at the timestamps given,
-else 0, 1, 2 ... s), committed by `Storage.add_video` like any video's. So SearchByVector, label
+else 0, 1, 2 ... s), committed by `Storage.add_videos` (a batch per commit) like any video's. So SearchByVector, label
 and video filters, GetVideo/ListVideos, deletes, durability and snapshots are the one existing
 implementation; nothing here searches. An upsert that replaces an item commits the new one
 before it deletes the old: a crash in between leaves both, never neither.
@@ -21,7 +21,7 @@ import numpy as np
 import structlog
 
 from ..errors import failed_precondition, invalid
-from ..storage import CollectionRecord, NotFound, StorageError, VideoQuery, VideoRecord
+from ..storage import CollectionRecord, NewVideo, NotFound, StorageError, VideoQuery, VideoRecord
 from .collections import Collections, check_labels
 from .core import OWN_VECTORS_MODEL, Core, storage_error
 
@@ -97,42 +97,56 @@ class Items:
         return item
 
     def upsert_sync(self, rec: CollectionRecord, items: list[ItemInput]) -> list[Upserted]:
-        """Commit a batch (blocking; run in the I/O pool), in order."""
+        """Commit a batch (blocking; run in the I/O pool) as one storage commit (Storage.add_videos:
+        one catalog transaction and one vector-log fsync for the whole batch), then delete what it
+        replaced. Within a batch a later item with the same key or name wins."""
         if len(items) > MAX_BATCH_ITEMS:
             raise invalid(f"at most {MAX_BATCH_ITEMS} items per batch", field="batch")
         items = [self.check(rec, it, i) for i, it in enumerate(items)]
+        last: dict[tuple[str, object], int] = {}
+        for i, it in enumerate(items):
+            if it.video_id is not None:
+                last[("name", it.video_id)] = i
+            elif it.external_key:
+                last[("key", it.external_key)] = i
+        kept = [
+            it
+            for i, it in enumerate(items)
+            if last.get(("name", it.video_id) if it.video_id is not None else ("key", it.external_key), i) == i
+        ]
         storage = self.core.storage
-        out = []
-        for it in items:
-            old = self._existing(rec, it)
-            vectors = np.ascontiguousarray(it.vectors, dtype=np.float32)
-            ts = (
-                np.asarray(it.timestamps, dtype=np.float64)
-                if it.timestamps is not None
-                else np.arange(len(vectors), dtype=np.float64)
-            )
-            record = VideoRecord(
-                id=0,
-                collection_id=rec.id,
-                kind=ITEM_KIND,
-                duration=float(ts.max()) if len(ts) else 0.0,
-                width=0,
-                height=0,
-                sample_count=len(vectors),
-                size_bytes=vectors.nbytes,
-                content_sha256=hashlib.sha256(vectors.tobytes()).hexdigest(),
-                external_key=it.external_key,
-                labels=dict(it.labels),
-                model=OWN_VECTORS_MODEL,
-            )
-            try:
-                video = storage.add_video(rec.id, record, ts, vectors)
-                for vid in old:  # after the new one is durable (module docstring)
-                    storage.delete_video(vid)
-            except StorageError as exc:
-                raise storage_error(exc) from None
-            out.append(Upserted(video, bool(old)))
-        return out
+        try:
+            old = [self._existing(rec, it) for it in kept]
+            videos = storage.add_videos(rec.id, [self._new_video(rec, it) for it in kept])
+            for vid in {v for ids in old for v in ids}:  # after the new ones are durable (module docstring)
+                storage.delete_video(vid)
+        except StorageError as exc:
+            raise storage_error(exc) from None
+        return [Upserted(v, bool(o)) for v, o in zip(videos, old)]
+
+    @staticmethod
+    def _new_video(rec: CollectionRecord, it: ItemInput) -> NewVideo:
+        vectors = np.ascontiguousarray(it.vectors, dtype=np.float32)
+        ts = (
+            np.asarray(it.timestamps, dtype=np.float64)
+            if it.timestamps is not None
+            else np.arange(len(vectors), dtype=np.float64)
+        )
+        record = VideoRecord(
+            id=0,
+            collection_id=rec.id,
+            kind=ITEM_KIND,
+            duration=float(ts.max()) if len(ts) else 0.0,
+            width=0,
+            height=0,
+            sample_count=len(vectors),
+            size_bytes=vectors.nbytes,
+            content_sha256=hashlib.sha256(vectors.tobytes()).hexdigest(),
+            external_key=it.external_key,
+            labels=dict(it.labels),
+            model=OWN_VECTORS_MODEL,
+        )
+        return NewVideo(record, ts, vectors)
 
     def _existing(self, rec: CollectionRecord, it: ItemInput) -> list[int]:
         storage = self.core.storage

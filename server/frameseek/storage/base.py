@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -95,6 +95,17 @@ class CollectionRecord:
     # {"faces": {"dimension": 128, "metric": "l2"}, "audio": {}}; one without a dimension stores
     # no vectors (only ModalityData times + payload). Set at creation, never changed.
     modalities: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class NewVideo:
+    """One video of a Storage.add_videos batch (the arguments of add_video)."""
+
+    video: VideoRecord
+    timestamps: np.ndarray
+    vectors: np.ndarray
+    twins: np.ndarray | None = None
+    extras: Mapping[str, ModalityData] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +211,11 @@ class Storage(Protocol):
         means sample i % n. `extras`: the video's data of the collection's other modalities
         (CollectionRecord.modalities), in the same commit; a modality the collection does not
         have is InvalidArgument."""
+
+    def add_videos(self, collection_id: int, videos: Sequence[NewVideo]) -> list[VideoRecord]:
+        """Several videos committed together (one durable commit for the batch: all or none),
+        each as add_video would; returns them in order with their ids."""
+        ...
 
     def video_extra(self, video_id: int, modality: str) -> ModalityData | None:
         """An active video's data of one modality (with its vectors when the modality has an

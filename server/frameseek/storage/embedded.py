@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import structlog
@@ -41,6 +41,7 @@ from .base import (
     InvalidArgument,
     JobRecord,
     ModalityData,
+    NewVideo,
     NotFound,
     ResourceExhausted,
     VideoQuery,
@@ -423,10 +424,13 @@ class EmbeddedStorage:
         *,
         extras: Mapping[str, ModalityData] | None = None,
     ) -> VideoRecord:
-        ci = self._ci(collection_id)
-        extras = self._checked_extras(ci, extras or {})
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
+        return self.add_videos(collection_id, [NewVideo(video, timestamps, vectors, twins, extras)])[0]
+
+    def _checked_new(self, ci: _CollectionIndex, new: NewVideo) -> tuple[VideoRecord, np.ndarray, np.ndarray, dict]:
+        """(record, timestamps, vectors with the twins after them, extras) of one validated video."""
+        extras = self._checked_extras(ci, new.extras or {})
+        vectors = np.ascontiguousarray(new.vectors, dtype=np.float32)
+        timestamps = np.ascontiguousarray(new.timestamps, dtype=np.float64)
         n = vectors.shape[0]
         if vectors.ndim != 2 or vectors.shape[1] != ci.rec.dimension:
             raise InvalidArgument(f"vectors must be [n, {ci.rec.dimension}]", "DIMENSION_MISMATCH")
@@ -434,8 +438,8 @@ class EmbeddedStorage:
             raise InvalidArgument("one timestamp per vector")
         if n == 0:
             raise InvalidArgument("no samples to index", "EMPTY_MEDIA")
-        if twins is not None:
-            twins = np.ascontiguousarray(twins, dtype=np.float32)
+        if new.twins is not None:
+            twins = np.ascontiguousarray(new.twins, dtype=np.float32)
             if twins.shape != vectors.shape:
                 raise InvalidArgument(f"twins must be [{n}, {ci.rec.dimension}] like vectors", "DIMENSION_MISMATCH")
             # the log and the index hold the twins as the video's vectors n..2n-1 (split_sample_ids)
@@ -444,37 +448,54 @@ class EmbeddedStorage:
             raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} vectors per video", "MEDIA_TOO_LARGE")
         if not np.isfinite(vectors).all():
             raise InvalidArgument("non-finite values in vectors", "NON_FINITE_VECTOR")
-        video = VideoRecord(**{**video.__dict__, "sample_count": n, "collection_id": collection_id})
+        video = VideoRecord(**{**new.video.__dict__, "sample_count": n, "collection_id": ci.rec.id})
+        return video, timestamps, vectors, extras
+
+    def add_videos(self, collection_id: int, videos: Sequence[NewVideo]) -> list[VideoRecord]:
+        """Several videos in one commit (Storage.add_videos): one catalog transaction for their pending
+        rows, one vector-log write + fsync per index, one activating transaction; all or none."""
+        ci = self._ci(collection_id)
+        checked = [self._checked_new(ci, v) for v in videos]
+        if not checked:
+            return []
         with ci.lock:
-            vid = self.catalog.insert_pending(collection_id, video, timestamps, extras)  # 1
-            try:
-                ci.log.append(vid, vectors, video.content_sha256)  # 2 (fsync'ed; rolled back on error)
-                for name, d in extras.items():
-                    if d.vectors is not None and len(d):
-                        ci.extras[name].log.append(vid, d.vectors, video.content_sha256)
+            vids = self.catalog.insert_pending_many(collection_id, [(v, ts, x) for v, ts, _, x in checked])  # 1
+            try:  # 2 (fsync'ed; rolled back on error)
+                ci.log.append_many([(vid, vec, v.content_sha256) for vid, (v, _, vec, _) in zip(vids, checked)])
+                for name, x in ci.extras.items():
+                    x.log.append_many(
+                        [
+                            (vid, ex[name].vectors, v.content_sha256)
+                            for vid, (v, _, _, ex) in zip(vids, checked)
+                            if name in ex and ex[name].vectors is not None and len(ex[name])
+                        ]
+                    )
             except OSError as exc:
-                self._forget_pending(vid)
+                for vid in vids:
+                    self._forget_pending(vid)
                 if is_disk_full(exc):
                     raise ResourceExhausted(f"the server's disk is full (vector log write failed: {exc})") from exc
                 raise
             try:
-                self.catalog.activate(vid)  # 3 commit point
-            except Exception:  # not committed: the logged record stays unattached (its row is not active)
-                self._forget_pending(vid)
+                self.catalog.activate_many(vids)  # 3 commit point
+            except Exception:  # not committed: the logged records stay unattached (their rows are not active)
+                for vid in vids:
+                    self._forget_pending(vid)
                 raise
-            ci._add(vid, vectors)  # 4
-            ci.since_snapshot += len(vectors)
-            for name, d in extras.items():
-                if d.vectors is not None and len(d):
-                    x = ci.extras[name]
-                    x._add(vid, d.vectors)
-                    x.since_snapshot += len(d)
+            for vid, (_, timestamps, vectors, extras) in zip(vids, checked):
+                ci._add(vid, vectors)  # 4
+                ci.since_snapshot += len(vectors)
+                for name, d in extras.items():
+                    if d.vectors is not None and len(d):
+                        x = ci.extras[name]
+                        x._add(vid, d.vectors)
+                        x.since_snapshot += len(d)
+                self._videos[vid] = entry = (self.catalog.get_video(vid), timestamps)
+                self._notify("video_added", *entry)
             need_snapshot = any(x.since_snapshot >= self.snapshot_every for x in ci.all_indexes())
-            self._videos[vid] = entry = (self.catalog.get_video(vid), timestamps)
-            self._notify("video_added", *entry)
         if need_snapshot:
             threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
-        return self.get_video(vid)
+        return [self.get_video(vid) for vid in vids]
 
     def _checked_extras(self, ci: _CollectionIndex, extras: Mapping[str, ModalityData]) -> dict[str, ModalityData]:
         """Validate a video's data of other modalities against the collection's modalities."""

@@ -212,12 +212,19 @@ class _CollectionIndex:
         }
 
     def _add(self, video_id: int, vectors: np.ndarray) -> None:
-        n = vectors.shape[0]
-        ids = sample_ids(video_id, n)
-        groups = np.full(n, video_id, dtype=np.uint64)
-        tags = np.full(n, self.rec.id, dtype=np.uint32)
-        self.index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), groups=groups, tags=tags)
-        self.videos[video_id] = n
+        self._add_many([(video_id, vectors)])
+
+    def _add_many(self, videos: list[tuple[int, np.ndarray]]) -> None:
+        """Several videos' vectors in one index call (the native add inserts them on every core)."""
+        if not videos:
+            return
+        ids = np.concatenate([sample_ids(vid, v.shape[0]) for vid, v in videos])
+        groups = np.concatenate([np.full(v.shape[0], vid, dtype=np.uint64) for vid, v in videos])
+        tags = np.full(len(ids), self.rec.id, dtype=np.uint32)
+        vectors = np.ascontiguousarray(np.concatenate([v for _, v in videos]), dtype=np.float32)
+        self.index.add(ids, vectors, groups=groups, tags=tags)
+        for vid, v in videos:
+            self.videos[vid] = v.shape[0]
 
     def snapshot(self) -> None:
         with self.lock:
@@ -482,14 +489,17 @@ class EmbeddedStorage:
                 for vid in vids:
                     self._forget_pending(vid)
                 raise
-            for vid, (_, timestamps, vectors, extras) in zip(vids, checked):
-                ci._add(vid, vectors)  # 4
-                ci.since_snapshot += len(vectors)
-                for name, d in extras.items():
-                    if d.vectors is not None and len(d):
-                        x = ci.extras[name]
-                        x._add(vid, d.vectors)
-                        x.since_snapshot += len(d)
+            ci._add_many([(vid, vectors) for vid, (_, _, vectors, _) in zip(vids, checked)])  # 4
+            ci.since_snapshot += sum(len(vectors) for _, _, vectors, _ in checked)
+            for name, x in ci.extras.items():
+                batch = [
+                    (vid, ex[name].vectors)
+                    for vid, (_, _, _, ex) in zip(vids, checked)
+                    if name in ex and ex[name].vectors is not None and len(ex[name])
+                ]
+                x._add_many(batch)
+                x.since_snapshot += sum(len(v) for _, v in batch)
+            for vid, (_, timestamps, _, _) in zip(vids, checked):
                 self._videos[vid] = entry = (self.catalog.get_video(vid), timestamps)
                 self._notify("video_added", *entry)
             need_snapshot = any(x.since_snapshot >= self.snapshot_every for x in ci.all_indexes())

@@ -63,6 +63,7 @@ class Translator:
 
     def __init__(self, service: FrameSeekService):
         self.collection_id_of = service.collections.id_of
+        self.audio_seconds = service.soundtracks.audio_seconds
         self._videos: dict[int, tuple[VideoRecord, pb.Video]] = {}
         self._video_bytes: dict[int, tuple[VideoRecord, bytes]] = {}
 
@@ -119,6 +120,7 @@ class Translator:
             model=v.model,
             ingest_realtime_factor=v.realtime_factor,
             state=pb.VIDEO_STATE_DAMAGED if v.state == "damaged" else pb.VIDEO_STATE_ACTIVE,
+            audio_seconds=self.audio_seconds(v.id),
         )
         _ts(out.create_time, v.create_time)
         return out

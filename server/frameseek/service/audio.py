@@ -65,6 +65,7 @@ class Soundtracks:
         self.core, self.search = core, search
         self._lock = threading.Lock()  # guards the dict; each index has its own reader/writer lock
         self._indexes: dict[int, _native.FingerprintIndex] = {}  # collection id -> index
+        self._seconds: dict[int, float] = {}  # video id -> seconds fingerprinted (Video.audio_seconds)
 
     # -- ingest ---------------------------------------------------------------------------------
     def fingerprint(self, rec: CollectionRecord, path: str, shown_as: str) -> dict[str, ModalityData]:
@@ -258,9 +259,16 @@ class Soundtracks:
             return
         if data is not None and len(data):
             index.add(rec.id, AUDIO.fingerprint(data))
+            with self._lock:
+                self._seconds[rec.id] = AUDIO.seconds(data)
+
+    def audio_seconds(self, video_id: int) -> float:
+        """Seconds of the video's soundtrack that were fingerprinted (0: none)."""
+        return self._seconds.get(video_id, 0.0)
 
     def video_removed(self, video_id: int) -> None:
         with self._lock:
+            self._seconds.pop(video_id, None)
             indexes = list(self._indexes.values())
         for index in indexes:
             if index.remove(video_id):

@@ -247,7 +247,7 @@ class DeleteCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class Video(_message.Message):
-    __slots__ = ("name", "external_key", "labels", "kind", "duration_seconds", "width", "height", "sample_count", "size_bytes", "content_sha256", "filename", "create_time", "model", "ingest_realtime_factor", "state")
+    __slots__ = ("name", "external_key", "labels", "kind", "duration_seconds", "width", "height", "sample_count", "size_bytes", "content_sha256", "filename", "create_time", "model", "ingest_realtime_factor", "state", "audio_seconds")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +270,7 @@ class Video(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INGEST_REALTIME_FACTOR_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     external_key: str
     labels: _containers.ScalarMap[str, str]
@@ -285,7 +286,8 @@ class Video(_message.Message):
     model: str
     ingest_realtime_factor: float
     state: VideoState
-    def __init__(self, name: _Optional[str] = ..., external_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., duration_seconds: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sample_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., content_sha256: _Optional[str] = ..., filename: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., ingest_realtime_factor: _Optional[float] = ..., state: _Optional[_Union[VideoState, str]] = ...) -> None: ...
+    audio_seconds: float
+    def __init__(self, name: _Optional[str] = ..., external_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., duration_seconds: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sample_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., content_sha256: _Optional[str] = ..., filename: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., ingest_realtime_factor: _Optional[float] = ..., state: _Optional[_Union[VideoState, str]] = ..., audio_seconds: _Optional[float] = ...) -> None: ...
 
 class IngestMetadata(_message.Message):
     __slots__ = ("parent", "external_key", "labels", "request_id", "filename", "server_path", "size_bytes", "duplicate_policy", "duplicate_threshold", "return_job")

@@ -194,7 +194,7 @@ def test_delete_and_restart_keep_the_index_in_step(tmp_path, media):
         srv.stop()
 
 
-@pytest.mark.parametrize("edit", ["black", "overlay", "mirror"])
+@pytest.mark.parametrize("edit", ["black", "overlay", "mirror", "crop"])
 def test_fusion_finds_a_picture_only_edit_by_its_soundtrack(srv, media, indexed, edit):
     """SearchByVideo: a copy whose picture is replaced (black) or altered keeps its soundtrack; the
     audio evidence finds it (a black picture alone would be refused as blank)."""

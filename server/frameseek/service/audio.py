@@ -30,7 +30,7 @@ import numpy as np
 import structlog
 
 from .. import _native
-from ..errors import failed_precondition, from_media_error, invalid
+from ..errors import ServiceError, failed_precondition, from_media_error, invalid, not_found
 from ..modality.audio import AUDIO, AudioMatch
 from ..storage import CollectionRecord, ModalityData, NotFound, VideoRecord
 from .core import Core
@@ -127,7 +127,7 @@ class Soundtracks:
                 continue
             try:
                 video = await self.core.io(self.core.storage.get_video, m.video)
-            except Exception:  # deleted between the search and now
+            except ServiceError:  # deleted between the search and now
                 continue
             hits.append(AudioHit(video=video, match=m))
             if len(hits) >= opts.k:
@@ -192,7 +192,7 @@ class Soundtracks:
             if m is None:
                 try:
                     video = await self.core.io(self.core.storage.get_video, a.video)
-                except Exception:  # deleted meanwhile
+                except ServiceError:  # deleted meanwhile
                     continue
                 m = by_video[a.video] = CopyMatch(
                     video=video,
@@ -214,8 +214,8 @@ class Soundtracks:
     def index_of(self, collection_id: int) -> _native.FingerprintIndex:
         with self._lock:
             index = self._indexes.get(collection_id)
-        if index is None:
-            raise NotFound(f"collection {collection_id} not found", "COLLECTION_NOT_FOUND")
+        if index is None:  # the collection was deleted meanwhile
+            raise not_found(f"collection {collection_id} not found", "COLLECTION_NOT_FOUND")
         return index
 
     def fingerprint_count(self) -> int:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .config import DEFAULT_ADDRESS
@@ -243,8 +244,10 @@ class Client:
         ef_search: int = 0,
         faces: bool = False,
         audio: bool = False,
+        vector_dimension: int = 0,
     ) -> pb.Collection:
-        """`audio`: also fingerprint every video's soundtrack (SearchByAudio)."""
+        """`audio`: also fingerprint every video's soundtrack (SearchByAudio). `vector_dimension`
+        > 0: a collection of your own vectors of that dimension, no model (upsert_items)."""
         c = pb.Collection(
             description=description,
             metric=pb.METRIC_L2 if metric == "l2" else pb.METRIC_COSINE,
@@ -252,6 +255,8 @@ class Client:
             index=pb.IndexSettings(ef_search=ef_search),
             faces=faces,
             audio=audio,
+            own_vectors=vector_dimension > 0,
+            vector_dimension=vector_dimension,
         )
         return self._call(
             self.stub.CreateCollection,
@@ -532,6 +537,60 @@ class Client:
             return self.stub.SearchByAudio(messages(), timeout=timeout if timeout is not None else self.timeout)
         except grpc.RpcError as err:
             raise FrameSeekError.from_rpc(err) from None
+
+    # -- own vectors
+    def upsert_items(
+        self,
+        items,
+        *,
+        collection: str = "",
+        batch_size: int = 1000,
+        return_names: bool = False,
+        timeout: float | None = None,
+    ) -> pb.UpsertItemsResponse:
+        """Insert or replace items of an own-vector collection in one client stream. `items`: an
+        iterable of pb.Item, or of (external_key, vectors [n, dim] or [dim], labels or None)
+        tuples; sent `batch_size` items per message (each batch is committed before the server
+        reads the next, so a large upload streams at the server's pace)."""
+
+        def as_item(x) -> pb.Item:
+            if isinstance(x, pb.Item):
+                return x
+            key, vectors, labels = x
+            v = np.asarray(vectors, dtype=np.float32)
+            v = v.reshape(1, -1) if v.ndim == 1 else v
+            return pb.Item(
+                external_key=key or "", labels=labels or {}, vectors=[pb.ItemVector(values=row) for row in v]
+            )
+
+        def messages():
+            yield pb.UpsertItemsRequest(
+                header=pb.UpsertItemsHeader(parent=collection_name(collection), return_names=return_names)
+            )
+            batch: list[pb.Item] = []
+            for x in items:
+                batch.append(as_item(x))
+                if len(batch) >= batch_size:
+                    yield pb.UpsertItemsRequest(batch=pb.ItemBatch(items=batch))
+                    batch = []
+            if batch:
+                yield pb.UpsertItemsRequest(batch=pb.ItemBatch(items=batch))
+
+        try:
+            return self.stub.UpsertItems(messages(), timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as err:
+            raise FrameSeekError.from_rpc(err) from None
+
+    def delete_items(
+        self, *, collection: str = "", names: list[str] | None = None, external_keys: list[str] | None = None
+    ) -> pb.DeleteItemsResponse:
+        return self._call(
+            self.stub.DeleteItems,
+            pb.DeleteItemsRequest(
+                parent=collection_name(collection), names=names or [], external_keys=external_keys or []
+            ),
+            retry=False,
+        )
 
     # -- videos
     def get_video(self, name: str) -> pb.Video:

@@ -55,6 +55,10 @@ FORWARDED = {
     _SVC + "GetIngestJob": "uu",
     _SVC + "WatchIngestJob": "us",
     _SVC + "DeleteVideo": "uu",
+    # replicas mirror the frame index only (storage/replica.py): the faces index is the primary's
+    _SVC + "SearchByFace": "uu",
+    _SVC + "UpsertItems": "su",
+    _SVC + "DeleteItems": "uu",
 }
 _HOP_HEADERS = {"user-agent", "content-type", "te", "authority"}
 READY_FD_ENV = "FS_REPLICA_READY_FD"  # not FRAMESEEK_*: Settings forbids unknown FRAMESEEK_ variables

@@ -187,3 +187,21 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="non-negative"):
         index.add(1, np.array([-1, 2]))
     assert index.search(np.zeros(0, dtype=np.uint32)) == []
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_frameseek_simd_caps_the_popcount_level(level):
+    """FRAMESEEK_SIMD caps the popcount kernels as it does the distance kernels (run in a fresh
+    process: the level is chosen once)."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "from frameseek import _native; print(_native.popcount_simd_level())"],
+        env={**os.environ, "FRAMESEEK_SIMD": level},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == level

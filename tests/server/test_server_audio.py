@@ -86,6 +86,9 @@ def test_collection_reports_audio(srv, indexed):
         stats = fs.stats()
         assert stats.audio_fingerprints > 3 * 8 * 10  # three soundtracks of 10 s and more
         assert 0 < stats.audio_threshold < 1
+        # a video without an audio track is indexed without a soundtrack, and says so
+        assert fs.get_video(indexed["silent"]).audio_seconds == 0
+        assert fs.get_video(indexed["song"]).audio_seconds == pytest.approx(24.0, abs=2.5)
 
 
 @pytest.mark.parametrize("transform", ["identity", "mp3_32k", "aac_48k", "volume_-6db", "resample_8k"])
@@ -191,7 +194,7 @@ def test_delete_and_restart_keep_the_index_in_step(tmp_path, media):
         srv.stop()
 
 
-@pytest.mark.parametrize("edit", ["black", "overlay", "mirror"])
+@pytest.mark.parametrize("edit", ["black", "overlay", "mirror", "crop"])
 def test_fusion_finds_a_picture_only_edit_by_its_soundtrack(srv, media, indexed, edit):
     """SearchByVideo: a copy whose picture is replaced (black) or altered keeps its soundtrack; the
     audio evidence finds it (a black picture alone would be refused as blank)."""

@@ -121,11 +121,11 @@ def test_an_ingest_that_never_committed_leaves_no_extras(tmp_path):
     rng = np.random.default_rng(4)
     st, cid = _new(tmp_path)
     a, _ = _add(st, cid, rng, "a")
-    activate = st.catalog.activate
-    st.catalog.activate = lambda vid: (_ for _ in ()).throw(KeyboardInterrupt("killed before the commit"))
+    activate = st.catalog.activate_many  # the commit point of add_video / add_videos
+    st.catalog.activate_many = lambda vids: (_ for _ in ()).throw(KeyboardInterrupt("killed before the commit"))
     with pytest.raises(KeyboardInterrupt):
         _add(st, cid, rng, "never")
-    st.catalog.activate = activate
+    st.catalog.activate_many = activate
     _crash(st)
     st = _open(tmp_path)
     assert st.catalog._query("SELECT DISTINCT video_id FROM video_extras") == [(a,)]

@@ -66,7 +66,7 @@ METHOD_ROLES = {
             "GetStats",
         )
     },
-    **{_SVC + m: "writer" for m in ("IngestVideo", "IngestImage", "DeleteVideo")},
+    **{_SVC + m: "writer" for m in ("IngestVideo", "IngestImage", "DeleteVideo", "UpsertItems", "DeleteItems")},
     **{_SVC + m: "admin" for m in ("CreateCollection", "DeleteCollection")},
 }
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from .. import _native
+from ..errors import invalid
 from ..modality.audio import AUDIO
 from ..service import (
+    ITEM_KIND,
+    OWN_VECTORS_MODEL,
     AudioHit,
     CopyMatch,
     FrameSeekService,
     Hit,
     IngestRequest,
     IngestResult,
+    ItemInput,
     QueryFace,
     SearchOptions,
 )
@@ -23,6 +29,7 @@ from ..v1 import frameseek_pb2 as pb
 from .names import collection_name, job_name, parse_collection, parse_video, video_name
 
 _METRIC = {"ip": pb.METRIC_COSINE, "l2": pb.METRIC_L2}
+_KIND = {"video": pb.MEDIA_KIND_VIDEO, "image": pb.MEDIA_KIND_IMAGE, ITEM_KIND: pb.MEDIA_KIND_ITEM}
 #: Collection.metric -> the service's metric names (an unknown number is refused by the service)
 METRIC_IN = {pb.METRIC_UNSPECIFIED: "ip", pb.METRIC_COSINE: "ip", pb.METRIC_L2: "l2"}
 #: VideoQuery.region_search -> SamplingSettings.regions (None = the server's setting; an unknown
@@ -61,6 +68,7 @@ class Translator:
 
     def __init__(self, service: FrameSeekService):
         self.collection_id_of = service.collections.id_of
+        self.audio_seconds = service.soundtracks.audio_seconds
         self._videos: dict[int, tuple[VideoRecord, pb.Video]] = {}
         self._video_bytes: dict[int, tuple[VideoRecord, bytes]] = {}
 
@@ -85,6 +93,8 @@ class Translator:
             is_default=rec.is_default,
             faces="faces" in rec.modalities,
             audio=AUDIO.name in rec.modalities,
+            own_vectors=rec.model == OWN_VECTORS_MODEL,
+            vector_dimension=rec.dimension if rec.model == OWN_VECTORS_MODEL else 0,
         )
         if counts:
             c.video_count, c.sample_count = counts[0], counts[1]
@@ -105,7 +115,7 @@ class Translator:
             name=video_name(self.collection_id_of(v.collection_id), v.id),
             external_key=v.external_key,
             labels=v.labels,
-            kind=pb.MEDIA_KIND_IMAGE if v.kind == "image" else pb.MEDIA_KIND_VIDEO,
+            kind=_KIND.get(v.kind, pb.MEDIA_KIND_UNSPECIFIED),
             duration_seconds=v.duration,
             width=v.width,
             height=v.height,
@@ -116,6 +126,7 @@ class Translator:
             model=v.model,
             ingest_realtime_factor=v.realtime_factor,
             state=pb.VIDEO_STATE_DAMAGED if v.state == "damaged" else pb.VIDEO_STATE_ACTIVE,
+            audio_seconds=self.audio_seconds(v.id),
         )
         _ts(out.create_time, v.create_time)
         return out
@@ -295,4 +306,29 @@ def search_options(o: pb.SearchOptions) -> SearchOptions:
         labels=dict(f.labels),
         videos=video_ids(f.videos) if f.videos else [],
         exclude_videos=video_ids(f.exclude_videos) if f.exclude_videos else [],
+    )
+
+
+def item_input(item: pb.Item, collection: str) -> ItemInput:
+    """An UpsertItems item as the service takes it (`collection`: the stream's collection id)."""
+    video_id = None
+    if item.name:
+        cid, video_id = parse_video(item.name, field="name")
+        if cid != collection:
+            raise invalid(f"item {item.name!r} is not in collections/{collection}", field="name")
+    vecs = item.vectors
+    dims = {len(v.values) for v in vecs}
+    if len(dims) > 1:
+        raise invalid("an item's vectors differ in length", "DIMENSION_MISMATCH")
+    vectors = np.array([v.values for v in vecs], dtype=np.float32).reshape(len(vecs), dims.pop() if dims else 0)
+    stamped = [v.HasField("timestamp_seconds") for v in vecs]
+    if any(stamped) and not all(stamped):
+        raise invalid("give a timestamp for every vector of an item, or for none", field="timestamp_seconds")
+    timestamps = np.array([v.timestamp_seconds for v in vecs], dtype=np.float64) if all(stamped) and vecs else None
+    return ItemInput(
+        vectors=vectors,
+        timestamps=timestamps,
+        external_key=item.external_key,
+        labels=dict(item.labels),
+        video_id=video_id,
     )

@@ -24,7 +24,7 @@ from ..v1 import frameseek_pb2 as pb
 from ..v1 import frameseek_pb2_grpc as pb_grpc
 from . import messages
 from .messages import REGION_SEARCH, Translator, ingest_request, search_options, video_ids
-from .names import ALL_COLLECTIONS, parse_collection, parse_job, parse_video
+from .names import ALL_COLLECTIONS, parse_collection, parse_job, parse_video, video_name
 from .pages import decode_id_token, decode_token, encode_token, page_size
 from .status import abort
 from .uploads import Uploads, client_of, resolve_server_path, sha256_file
@@ -125,6 +125,7 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
             index={"m": c.index.m, "ef_construction": c.index.ef_construction, "ef_search": c.index.ef_search},
             faces=c.faces,
             audio=c.audio,
+            own_dimension=c.vector_dimension if c.own_vectors else 0,
         )
         return self.tr.collection(rec, (0, 0, 0.0))
 
@@ -321,6 +322,49 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
             query_duration_seconds=res.query_duration,
             query_fingerprints=res.query_fingerprints,
         )
+
+    # -- own vectors (service/items.py)
+    @_rpc
+    async def UpsertItems(self, request_iterator, context):
+        it = request_iterator.__aiter__()
+        h = (await _first(it, "header", self.uploads)).header
+        self.svc.check_ready()
+        cid = parse_collection(h.parent)
+        rec = await self.svc.collections.get(cid)
+        self.svc.items.check_own(rec)
+        items = vectors = replaced = 0
+        names: list[str] = []
+        while True:
+            try:
+                msg = await self.uploads.next_message(it)
+            except StopAsyncIteration:
+                break
+            if msg.WhichOneof("payload") != "batch":
+                raise invalid("only batches may follow the header", field="header")
+            batch = [messages.item_input(x, rec.name) for x in msg.batch.items]
+            # committed before the next message is read: gRPC flow control holds a faster client
+            done = await self.svc.core.io(self.svc.items.upsert_sync, rec, batch)
+            items += len(done)
+            vectors += sum(u.video.sample_count for u in done)
+            replaced += sum(u.replaced for u in done)
+            if h.return_names:
+                names.extend(video_name(rec.name, u.video.id) for u in done)
+        return pb.UpsertItemsResponse(item_count=items, vector_count=vectors, replaced_count=replaced, names=names)
+
+    @_rpc
+    async def DeleteItems(self, request, context):
+        self.svc.check_ready()
+        cid = parse_collection(request.parent)
+        rec = await self.svc.collections.get(cid)
+        ids = []
+        for n in request.names:
+            c, vid = parse_video(n, field="names")
+            if c != rec.name:
+                raise invalid(f"item {n!r} is not in {request.parent or 'the default collection'}", field="names")
+            ids.append(vid)
+        deleted, missing = await self.svc.core.io(self.svc.items.delete_sync, rec, ids, list(request.external_keys))
+        await self.svc.core.io(self.svc.core.set_index_gauge, rec)
+        return pb.DeleteItemsResponse(deleted_count=deleted, not_found_count=missing)
 
     # -- videos
     @_rpc

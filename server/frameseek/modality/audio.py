@@ -5,7 +5,8 @@
   audio has none, and is indexed without;
 - embeds: nothing to embed (the sub-fingerprints are the representation);
 - indexes: no vectors in the storage's modality index (the collection's spec is `{}`): the
-  sub-fingerprints are the payload of the video's `ModalityData` (little-endian uint32), and the
+  sub-fingerprints are the payload of the video's `ModalityData` (after the seconds of audio
+  decoded: float64, then uint32 values, little-endian), and the
   service keeps them in a native `FingerprintIndex` per collection (inverted index over 16-bit
   bands) that follows the storage's commits;
 - aggregates: `match` -- band votes -> candidate offsets -> BER verification in the native core,
@@ -17,6 +18,7 @@ Collection flag: `audio` (off by default; `CreateCollection` with `Collection.au
 from __future__ import annotations
 
 import dataclasses
+import struct
 import threading
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,10 @@ from ..storage import ModalityData
 if TYPE_CHECKING:  # the media stack (PyAV) is imported on first use, as for frames
     from ..media import MediaLimits, MediaSource
     from ..media.audio import Soundtrack
+
+
+#: the stored payload's header: seconds of audio decoded
+_HEADER = struct.Struct("<d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +73,20 @@ class AudioModality:
         return soundtrack(source, limits, cancel)
 
     def stored(self, track: Soundtrack) -> ModalityData:
-        """What storage keeps of a soundtrack: item times, and the sub-fingerprints as the payload."""
-        return ModalityData(times=track.times, vectors=None, payload=np.asarray(track.values, dtype="<u4").tobytes())
+        """What storage keeps of a soundtrack: item times, and as the payload the seconds of audio
+        decoded (float64) followed by the sub-fingerprints (uint32), little-endian."""
+        payload = _HEADER.pack(track.duration) + np.asarray(track.values, dtype="<u4").tobytes()
+        return ModalityData(times=track.times, vectors=None, payload=payload)
+
+    @staticmethod
+    def seconds(data: ModalityData) -> float:
+        """The seconds of audio a stored soundtrack was fingerprinted from."""
+        return float(_HEADER.unpack_from(data.payload)[0])
 
     @staticmethod
     def fingerprint(data: ModalityData) -> np.ndarray:
         """The sub-fingerprints (uint32) of a stored soundtrack."""
-        return np.frombuffer(data.payload, dtype="<u4").astype(np.uint32)
+        return np.frombuffer(data.payload, dtype="<u4", offset=_HEADER.size).astype(np.uint32)
 
     def match(
         self,

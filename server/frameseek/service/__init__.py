@@ -6,6 +6,7 @@
     collections.py   collections and the videos in them (create, resolve, list, delete, counts)
     ingest.py        ingest + jobs (admission, idempotency, spooled uploads, resumption, progress)
     audio.py         soundtrack fingerprints in memory (a storage observer) and SearchByAudio
+    items.py         own-vector collections: UpsertItems / DeleteItems (items are video records)
     search.py        search by vector, image and video clip
     people.py        search by face (collections with the face modality)
     stats.py         GetStats
@@ -29,8 +30,9 @@ from ..config import Settings
 from ..storage import AlreadyExists, NotFound, Storage, Unavailable
 from .audio import AudioHit, AudioSearchResult, Soundtracks
 from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Videos
-from .core import Core
+from .core import OWN_VECTORS_MODEL, Core
 from .ingest import Ingest
+from .items import ITEM_KIND, ItemInput, Items
 from .people import People, QueryFace
 from .search import MAX_K, Search
 from .stats import stats
@@ -44,6 +46,9 @@ BACKEND_RETRY_FIRST_S, BACKEND_RETRY_MAX_S = 0.5, 30.0
 __all__ = [
     "BACKEND_RETRY_FIRST_S",
     "BACKEND_RETRY_MAX_S",
+    "ITEM_KIND",
+    "OWN_VECTORS_MODEL",
+    "ItemInput",
     "AudioHit",
     "AudioSearchResult",
     "COLLECTION_ID_RE",
@@ -74,6 +79,7 @@ class FrameSeekService:
         self.search.soundtracks = self.soundtracks  # audio evidence in SearchByVideo
         self.ingest = Ingest(core, self.collections, self.search, self.soundtracks)
         self.people = People(core, self.collections, self.search)
+        self.items = Items(core, self.collections)  # UpsertItems / DeleteItems (own vectors)
 
     # the shared state callers look at
     @property

@@ -30,7 +30,7 @@ import numpy as np
 import structlog
 
 from .. import _native
-from ..errors import failed_precondition, from_media_error, invalid
+from ..errors import ServiceError, failed_precondition, from_media_error, invalid, not_found
 from ..modality.audio import AUDIO, AudioMatch
 from ..storage import CollectionRecord, ModalityData, NotFound, VideoRecord
 from .core import Core
@@ -65,6 +65,7 @@ class Soundtracks:
         self.core, self.search = core, search
         self._lock = threading.Lock()  # guards the dict; each index has its own reader/writer lock
         self._indexes: dict[int, _native.FingerprintIndex] = {}  # collection id -> index
+        self._seconds: dict[int, float] = {}  # video id -> seconds fingerprinted (Video.audio_seconds)
 
     # -- ingest ---------------------------------------------------------------------------------
     def fingerprint(self, rec: CollectionRecord, path: str, shown_as: str) -> dict[str, ModalityData]:
@@ -126,7 +127,7 @@ class Soundtracks:
                 continue
             try:
                 video = await self.core.io(self.core.storage.get_video, m.video)
-            except Exception:  # deleted between the search and now
+            except ServiceError:  # deleted between the search and now
                 continue
             hits.append(AudioHit(video=video, match=m))
             if len(hits) >= opts.k:
@@ -191,7 +192,7 @@ class Soundtracks:
             if m is None:
                 try:
                     video = await self.core.io(self.core.storage.get_video, a.video)
-                except Exception:  # deleted meanwhile
+                except ServiceError:  # deleted meanwhile
                     continue
                 m = by_video[a.video] = CopyMatch(
                     video=video,
@@ -213,8 +214,8 @@ class Soundtracks:
     def index_of(self, collection_id: int) -> _native.FingerprintIndex:
         with self._lock:
             index = self._indexes.get(collection_id)
-        if index is None:
-            raise NotFound(f"collection {collection_id} not found", "COLLECTION_NOT_FOUND")
+        if index is None:  # the collection was deleted meanwhile
+            raise not_found(f"collection {collection_id} not found", "COLLECTION_NOT_FOUND")
         return index
 
     def fingerprint_count(self) -> int:
@@ -258,9 +259,16 @@ class Soundtracks:
             return
         if data is not None and len(data):
             index.add(rec.id, AUDIO.fingerprint(data))
+            with self._lock:
+                self._seconds[rec.id] = AUDIO.seconds(data)
+
+    def audio_seconds(self, video_id: int) -> float:
+        """Seconds of the video's soundtrack that were fingerprinted (0: none)."""
+        return self._seconds.get(video_id, 0.0)
 
     def video_removed(self, video_id: int) -> None:
         with self._lock:
+            self._seconds.pop(video_id, None)
             indexes = list(self._indexes.values())
         for index in indexes:
             if index.remove(video_id):

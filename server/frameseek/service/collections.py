@@ -15,7 +15,7 @@ from .. import metrics
 from ..errors import failed_precondition, invalid, not_found, quoted
 from ..modality.audio import AUDIO
 from ..storage import CollectionRecord, VideoQuery, VideoRecord
-from .core import Core
+from .core import OWN_VECTORS_MODEL, Core
 
 log = structlog.get_logger("frameseek.service")
 
@@ -36,6 +36,10 @@ def check_labels(labels: dict) -> dict:
     return dict(labels)
 
 
+#: the largest dimension of a collection of own vectors
+MAX_OWN_DIMENSION = 4096
+
+
 class Collections:
     def __init__(self, core: Core):
         self.core = core
@@ -53,15 +57,28 @@ class Collections:
         is_default: bool = False,
         faces: bool = False,
         audio: bool = False,
+        own_dimension: int = 0,
     ) -> CollectionRecord:
+        """`own_dimension` > 0: a collection of the client's own vectors (service/items.py): no
+        model, that dimension, items upserted rather than media ingested."""
         s = self.core.settings
-        model = model or s.model
-        if model != s.model:
-            raise invalid(f"unknown model {quoted(model)}; this server runs {s.model!r}", field="model")
         if metric not in METRICS:
             raise invalid(f"unknown metric {quoted(metric)}", field="metric")
-        embedder = self.core.embedder
-        dim = int(embedder.dim) if embedder is not None else s.embedding_dim
+        if own_dimension:
+            if model:
+                raise invalid("a collection with own vectors has no model", field="model")
+            if not 1 <= own_dimension <= MAX_OWN_DIMENSION:
+                raise invalid(f"vector_dimension must be in 1..{MAX_OWN_DIMENSION}", field="vector_dimension")
+            if audio or faces:
+                what = "audio" if audio else "faces"
+                raise invalid(f"a collection with own vectors has no media, so no {what}", field=what)
+            model, dim = OWN_VECTORS_MODEL, int(own_dimension)
+        else:
+            model = model or s.model
+            if model != s.model:
+                raise invalid(f"unknown model {quoted(model)}; this server runs {s.model!r}", field="model")
+            embedder = self.core.embedder
+            dim = int(embedder.dim) if embedder is not None else s.embedding_dim
         fps = float(sampling.get("fps") or s.sampling.default_fps)
         if not 0 < fps <= 30:
             raise invalid("sampling.fps must be in (0, 30]", field="sampling.fps")
@@ -110,6 +127,7 @@ class Collections:
         index: dict | None = None,
         faces: bool = False,
         audio: bool = False,
+        own_dimension: int = 0,
     ) -> CollectionRecord:
         self.core.check_ready()
         if not COLLECTION_ID_RE.fullmatch(cid or ""):
@@ -117,7 +135,17 @@ class Collections:
         if len(description) > 4096:
             raise invalid("description longer than 4096 characters", field="description")
         return await self.core.io(
-            self.create_sync, cid, description, model, metric, sampling or {}, index or {}, False, faces, audio
+            self.create_sync,
+            cid,
+            description,
+            model,
+            metric,
+            sampling or {},
+            index or {},
+            False,
+            faces,
+            audio,
+            own_dimension,
         )
 
     async def get(self, cid: str) -> CollectionRecord:

@@ -41,6 +41,9 @@ from ..watchdog import Watchdog
 
 log = structlog.get_logger("frameseek.service")
 
+#: CollectionRecord.model of a collection that holds the client's own vectors (service/items.py)
+OWN_VECTORS_MODEL = ""
+
 _STORAGE_CODES = {
     NotFound: ErrorCode.NOT_FOUND,
     AlreadyExists: ErrorCode.ALREADY_EXISTS,
@@ -149,6 +152,12 @@ class Core:
 
     # -- media plumbing -------------------------------------------------------------------------
     def require_embedder(self, rec: CollectionRecord) -> None:
+        if rec.model == OWN_VECTORS_MODEL:
+            raise failed_precondition(
+                f"collection {rec.name!r} holds its own vectors and has no model: media cannot be ingested or "
+                "searched there; use UpsertItems and SearchByVector",
+                "NO_MODEL",
+            )
         if self.embedder is None:
             raise failed_precondition(
                 f"the embedding model could not be loaded on this server "

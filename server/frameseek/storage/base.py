@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -165,6 +165,17 @@ class CollectionRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class NewVideo:
+    """One video of a Storage.add_videos batch (the arguments of add_video)."""
+
+    video: VideoRecord
+    timestamps: np.ndarray
+    vectors: np.ndarray
+    twins: np.ndarray | None = None
+    extras: Mapping[str, ModalityData] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ModalityData:
     """What one more modality (faces, audio ...) stores for a video, committed atomically with its
     frame vectors and deleted with it. Items are addressed like samples (frameseek.ids: video <<
@@ -267,6 +278,11 @@ class Storage(Protocol):
         means sample i % n. `extras`: the video's data of the collection's other modalities
         (CollectionRecord.modalities), in the same commit; a modality the collection does not
         have is InvalidArgument."""
+
+    def add_videos(self, collection_id: int, videos: Sequence[NewVideo]) -> list[VideoRecord]:
+        """Several videos committed together (one durable commit for the batch: all or none),
+        each as add_video would; returns them in order with their ids."""
+        ...
 
     def video_extra(self, video_id: int, modality: str) -> ModalityData | None:
         """An active video's data of one modality (with its vectors when the modality has an

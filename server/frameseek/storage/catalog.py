@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -494,45 +494,59 @@ class Catalog:
     def insert_pending(
         self, collection_id: int, v: VideoRecord, timestamps: np.ndarray, extras: Mapping[str, ModalityData] = {}
     ) -> int:
-        times = np.ascontiguousarray(timestamps, dtype="<f8").tobytes()
+        return self.insert_pending_many(collection_id, [(v, timestamps, extras)])[0]
+
+    def insert_pending_many(
+        self, collection_id: int, videos: Sequence[tuple[VideoRecord, np.ndarray, Mapping[str, ModalityData]]]
+    ) -> list[int]:
+        """Pending rows of several videos (with their labels and extras) in one transaction."""
+        ids = []
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO videos (collection_id, state, kind, duration, width, height, sample_count, size_bytes, "
-                "content_sha256, external_key, labels, filename, model, realtime_factor, create_time, sample_times) "
-                "VALUES (?, 'pending', ?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    collection_id,
-                    v.kind,
-                    v.duration,
-                    v.width,
-                    v.height,
-                    v.sample_count,
-                    v.size_bytes,
-                    v.content_sha256,
-                    v.external_key,
-                    json.dumps(v.labels, sort_keys=True),
-                    v.filename,
-                    v.model,
-                    v.realtime_factor,
-                    time.time(),
-                    times,
-                ),
-            )
-            vid = int(cur.lastrowid)
-            row = db.execute(f"SELECT {_CRC_VIDEO_COLS} FROM videos WHERE id=?", (vid,)).fetchone()
-            db.execute("UPDATE videos SET row_crc=? WHERE id=?", (_row_crc(row), vid))
-            db.executemany("INSERT INTO labels VALUES (?,?,?)", [(vid, k, val) for k, val in v.labels.items()])
-            rows = [
-                (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
-                for name, d in extras.items()
-            ]
-            db.executemany("INSERT INTO video_extras VALUES (?,?,?,?,?,?)", [(*r, _row_crc(r)) for r in rows])
-        return vid
+            for v, timestamps, extras in videos:
+                times = np.ascontiguousarray(timestamps, dtype="<f8").tobytes()
+                cur = db.execute(
+                    "INSERT INTO videos (collection_id, state, kind, duration, width, height, sample_count, "
+                    "size_bytes, content_sha256, external_key, labels, filename, model, realtime_factor, "
+                    "create_time, sample_times) VALUES (?, 'pending', ?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        collection_id,
+                        v.kind,
+                        v.duration,
+                        v.width,
+                        v.height,
+                        v.sample_count,
+                        v.size_bytes,
+                        v.content_sha256,
+                        v.external_key,
+                        json.dumps(v.labels, sort_keys=True),
+                        v.filename,
+                        v.model,
+                        v.realtime_factor,
+                        time.time(),
+                        times,
+                    ),
+                )
+                vid = int(cur.lastrowid)
+                row = db.execute(f"SELECT {_CRC_VIDEO_COLS} FROM videos WHERE id=?", (vid,)).fetchone()
+                db.execute("UPDATE videos SET row_crc=? WHERE id=?", (_row_crc(row), vid))
+                db.executemany("INSERT INTO labels VALUES (?,?,?)", [(vid, k, val) for k, val in v.labels.items()])
+                rows = [
+                    (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
+                    for name, d in extras.items()
+                ]
+                db.executemany("INSERT INTO video_extras VALUES (?,?,?,?,?,?)", [(*r, _row_crc(r)) for r in rows])
+                ids.append(vid)
+        return ids
 
     def activate(self, video_id: int) -> None:
         """The commit point of an ingest: after this the video exists."""
+        self.activate_many([video_id])
+
+    def activate_many(self, video_ids: Sequence[int]) -> None:
+        """The commit point of several videos at once (one transaction)."""
+        now = time.time()
         with self._tx() as db:
-            db.execute("UPDATE videos SET state='active', create_time=? WHERE id=?", (time.time(), video_id))
+            db.executemany("UPDATE videos SET state='active', create_time=? WHERE id=?", [(now, v) for v in video_ids])
 
     def drop_pending(self) -> list[int]:
         with self._tx() as db:

@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import structlog
@@ -40,6 +40,7 @@ from .base import (
     FailedPrecondition,
     JobRecord,
     ModalityData,
+    NewVideo,
     NotFound,
     ResourceExhausted,
     VideoQuery,
@@ -213,11 +214,18 @@ class _CollectionIndex:
         }
 
     def _add(self, video_id: int, vectors: np.ndarray) -> None:
-        n = vectors.shape[0]
-        ids = sample_ids(video_id, n)
-        groups = np.full(n, video_id, dtype=np.uint64)
-        self.index.add(ids, np.ascontiguousarray(vectors, dtype=np.float32), groups=groups)
-        self.videos[video_id] = n
+        self._add_many([(video_id, vectors)])
+
+    def _add_many(self, videos: list[tuple[int, np.ndarray]]) -> None:
+        """Several videos' vectors in one index call (the native add inserts them on every core)."""
+        if not videos:
+            return
+        ids = np.concatenate([sample_ids(vid, v.shape[0]) for vid, v in videos])
+        groups = np.concatenate([np.full(v.shape[0], vid, dtype=np.uint64) for vid, v in videos])
+        vectors = np.ascontiguousarray(np.concatenate([v for _, v in videos]), dtype=np.float32)
+        self.index.add(ids, vectors, groups=groups)
+        for vid, v in videos:
+            self.videos[vid] = v.shape[0]
 
     def snapshot(self) -> None:
         with self.lock:
@@ -440,41 +448,63 @@ class EmbeddedStorage:
         *,
         extras: Mapping[str, ModalityData] | None = None,
     ) -> VideoRecord:
+        return self.add_videos(collection_id, [NewVideo(video, timestamps, vectors, twins, extras)])[0]
+
+    def _checked_new(self, ci: _CollectionIndex, new: NewVideo) -> tuple[VideoRecord, np.ndarray, np.ndarray, dict]:
+        """(record, timestamps, vectors with the twins after them, extras) of one validated video."""
+        extras = checked_extras(ci.rec, new.extras or {})
+        timestamps, vectors = video_vectors(ci.rec.dimension, new.timestamps, new.vectors, new.twins)
+        video = VideoRecord(**{**new.video.__dict__, "sample_count": len(timestamps), "collection_id": ci.rec.id})
+        return video, timestamps, vectors, extras
+
+    def add_videos(self, collection_id: int, videos: Sequence[NewVideo]) -> list[VideoRecord]:
+        """Several videos in one commit (Storage.add_videos): one catalog transaction for their pending
+        rows, one vector-log write + fsync per index, one activating transaction; all or none."""
         ci = self._ci(collection_id)
-        extras = checked_extras(ci.rec, extras or {})
-        timestamps, vectors = video_vectors(ci.rec.dimension, timestamps, vectors, twins)
-        n = len(timestamps)
-        video = VideoRecord(**{**video.__dict__, "sample_count": n, "collection_id": collection_id})
+        checked = [self._checked_new(ci, v) for v in videos]
+        if not checked:
+            return []
         with ci.lock:
-            vid = self.catalog.insert_pending(collection_id, video, timestamps, extras)  # 1
-            try:
-                ci.log.append(vid, vectors, video.content_sha256)  # 2 (fsync'ed; rolled back on error)
-                for name, d in extras.items():
-                    if d.vectors is not None and len(d):
-                        ci.extras[name].log.append(vid, d.vectors, video.content_sha256)
+            vids = self.catalog.insert_pending_many(collection_id, [(v, ts, x) for v, ts, _, x in checked])  # 1
+            try:  # 2 (fsync'ed; rolled back on error)
+                ci.log.append_many([(vid, vec, v.content_sha256) for vid, (v, _, vec, _) in zip(vids, checked)])
+                for name, x in ci.extras.items():
+                    x.log.append_many(
+                        [
+                            (vid, ex[name].vectors, v.content_sha256)
+                            for vid, (v, _, _, ex) in zip(vids, checked)
+                            if name in ex and ex[name].vectors is not None and len(ex[name])
+                        ]
+                    )
             except OSError as exc:
-                self._forget_pending(vid)
+                for vid in vids:
+                    self._forget_pending(vid)
                 if is_disk_full(exc):
                     raise ResourceExhausted(f"the server's disk is full (vector log write failed: {exc})") from exc
                 raise
             try:
-                self.catalog.activate(vid)  # 3 commit point
-            except Exception:  # not committed: the logged record stays unattached (its row is not active)
-                self._forget_pending(vid)
+                self.catalog.activate_many(vids)  # 3 commit point
+            except Exception:  # not committed: the logged records stay unattached (their rows are not active)
+                for vid in vids:
+                    self._forget_pending(vid)
                 raise
-            ci._add(vid, vectors)  # 4
-            ci.since_snapshot += len(vectors)
-            for name, d in extras.items():
-                if d.vectors is not None and len(d):
-                    x = ci.extras[name]
-                    x._add(vid, d.vectors)
-                    x.since_snapshot += len(d)
+            ci._add_many([(vid, vectors) for vid, (_, _, vectors, _) in zip(vids, checked)])  # 4
+            ci.since_snapshot += sum(len(vectors) for _, _, vectors, _ in checked)
+            for name, x in ci.extras.items():
+                batch = [
+                    (vid, ex[name].vectors)
+                    for vid, (_, _, _, ex) in zip(vids, checked)
+                    if name in ex and ex[name].vectors is not None and len(ex[name])
+                ]
+                x._add_many(batch)
+                x.since_snapshot += sum(len(v) for _, v in batch)
+            for vid, (_, timestamps, _, _) in zip(vids, checked):
+                self._videos[vid] = entry = (self.catalog.get_video(vid), timestamps)
+                self._notify("video_added", *entry)
             need_snapshot = any(x.since_snapshot >= self.snapshot_every for x in ci.all_indexes())
-            self._videos[vid] = entry = (self.catalog.get_video(vid), timestamps)
-            self._notify("video_added", *entry)
         if need_snapshot:
             threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
-        return self.get_video(vid)
+        return [self.get_video(vid) for vid in vids]
 
     def _forget_pending(self, video_id: int) -> None:
         try:

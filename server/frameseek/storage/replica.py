@@ -200,7 +200,7 @@ class ReplicaStorage(EmbeddedStorage):
     def _read_only(self, *_a, **_k):
         raise RuntimeError("this is a search replica: writes go to the primary process")
 
-    create_collection = delete_collection = add_video = delete_video = _read_only
+    create_collection = delete_collection = add_video = add_videos = delete_video = _read_only
 
     # A replica mirrors the frame index only: the calls that search other modalities' indexes are
     # forwarded to the primary (frameseek.workers.FORWARDED). Their data without vectors (times,

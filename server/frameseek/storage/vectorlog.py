@@ -277,22 +277,33 @@ class VectorLog:
     def append(self, video_id: int, vectors: np.ndarray, content_key: str) -> None:
         """Write one ADD record and fsync it. Returns when the record is durable; on an OSError the
         log is as it was before the call (see the module docstring) and the error propagates."""
-        vecs = np.ascontiguousarray(vectors, dtype="<f4")
-        if vecs.ndim != 2 or vecs.shape[1] != self.dim:
-            raise ValueError(f"vectors must be [n, {self.dim}]")
+        self.append_many([(video_id, vectors, content_key)])
+
+    def append_many(self, records: list[tuple[int, np.ndarray, str]]) -> None:
+        """Write several ADD records (video id, vectors, content key) with one write and one fsync:
+        all durable when this returns; on an OSError none are (the log is rolled back)."""
+        parts = []
+        for video_id, vectors, content_key in records:
+            vecs = np.ascontiguousarray(vectors, dtype="<f4")
+            if vecs.ndim != 2 or vecs.shape[1] != self.dim:
+                raise ValueError(f"vectors must be [n, {self.dim}]")
+            payload = _ADD.pack(TYPE_ADD, video_id, vecs.shape[0], content_digest(content_key)) + vecs.tobytes()
+            length = struct.pack("<I", len(payload))
+            crc = zlib.crc32(payload, zlib.crc32(length))
+            parts.append(SYNC + length + struct.pack("<I", crc) + payload)
+        if not parts:
+            return
         if self._sealed:
             self._open(self.seq + 1)
-        payload = _ADD.pack(TYPE_ADD, video_id, vecs.shape[0], content_digest(content_key)) + vecs.tobytes()
-        length = struct.pack("<I", len(payload))
-        crc = zlib.crc32(payload, zlib.crc32(length))
+        data = b"".join(parts)
         start = self._end
         try:
-            self._write_all(self._fd, SYNC + length + struct.pack("<I", crc) + payload, start)
+            self._write_all(self._fd, data, start)
             os.fsync(self._fd)
         except OSError:
             self._roll_back(start)
             raise
-        self._end = start + _REC.size + len(payload)
+        self._end = start + len(data)
 
     def _roll_back(self, offset: int) -> None:
         try:

@@ -52,6 +52,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_MODALITY_NOT_ENABLED: _ClassVar[ErrorReason]
     ERROR_REASON_NO_AUDIO_STREAM: _ClassVar[ErrorReason]
     ERROR_REASON_AUDIO_TOO_SHORT: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_MODEL: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_OWN_VECTORS: _ClassVar[ErrorReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +66,7 @@ class MediaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MEDIA_KIND_UNSPECIFIED: _ClassVar[MediaKind]
     MEDIA_KIND_VIDEO: _ClassVar[MediaKind]
     MEDIA_KIND_IMAGE: _ClassVar[MediaKind]
+    MEDIA_KIND_ITEM: _ClassVar[MediaKind]
 
 class VideoState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -131,12 +134,15 @@ ERROR_REASON_NO_FACE: ErrorReason
 ERROR_REASON_MODALITY_NOT_ENABLED: ErrorReason
 ERROR_REASON_NO_AUDIO_STREAM: ErrorReason
 ERROR_REASON_AUDIO_TOO_SHORT: ErrorReason
+ERROR_REASON_NO_MODEL: ErrorReason
+ERROR_REASON_NOT_OWN_VECTORS: ErrorReason
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_L2: Metric
 MEDIA_KIND_UNSPECIFIED: MediaKind
 MEDIA_KIND_VIDEO: MediaKind
 MEDIA_KIND_IMAGE: MediaKind
+MEDIA_KIND_ITEM: MediaKind
 VIDEO_STATE_UNSPECIFIED: VideoState
 VIDEO_STATE_ACTIVE: VideoState
 VIDEO_STATE_DAMAGED: VideoState
@@ -177,7 +183,7 @@ class IndexSettings(_message.Message):
     def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default", "faces", "audio")
+    __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default", "faces", "audio", "own_vectors", "vector_dimension")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +197,8 @@ class Collection(_message.Message):
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
+    OWN_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_DIMENSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     model: str
@@ -204,7 +212,9 @@ class Collection(_message.Message):
     is_default: bool
     faces: bool
     audio: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ..., faces: _Optional[bool] = ..., audio: _Optional[bool] = ...) -> None: ...
+    own_vectors: bool
+    vector_dimension: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., sampling: _Optional[_Union[SamplingSettings, _Mapping]] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ..., faces: _Optional[bool] = ..., audio: _Optional[bool] = ..., own_vectors: _Optional[bool] = ..., vector_dimension: _Optional[int] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("collection_id", "collection")
@@ -245,7 +255,7 @@ class DeleteCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class Video(_message.Message):
-    __slots__ = ("name", "external_key", "labels", "kind", "duration_seconds", "width", "height", "sample_count", "size_bytes", "content_sha256", "filename", "create_time", "model", "ingest_realtime_factor", "state")
+    __slots__ = ("name", "external_key", "labels", "kind", "duration_seconds", "width", "height", "sample_count", "size_bytes", "content_sha256", "filename", "create_time", "model", "ingest_realtime_factor", "state", "audio_seconds")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +278,7 @@ class Video(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INGEST_REALTIME_FACTOR_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     external_key: str
     labels: _containers.ScalarMap[str, str]
@@ -283,7 +294,8 @@ class Video(_message.Message):
     model: str
     ingest_realtime_factor: float
     state: VideoState
-    def __init__(self, name: _Optional[str] = ..., external_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., duration_seconds: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sample_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., content_sha256: _Optional[str] = ..., filename: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., ingest_realtime_factor: _Optional[float] = ..., state: _Optional[_Union[VideoState, str]] = ...) -> None: ...
+    audio_seconds: float
+    def __init__(self, name: _Optional[str] = ..., external_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., duration_seconds: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sample_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., content_sha256: _Optional[str] = ..., filename: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., ingest_realtime_factor: _Optional[float] = ..., state: _Optional[_Union[VideoState, str]] = ..., audio_seconds: _Optional[float] = ...) -> None: ...
 
 class IngestMetadata(_message.Message):
     __slots__ = ("parent", "external_key", "labels", "request_id", "filename", "server_path", "size_bytes", "duplicate_policy", "duplicate_threshold", "return_job")
@@ -598,6 +610,85 @@ class SearchByAudioResponse(_message.Message):
     query_duration_seconds: float
     query_fingerprints: int
     def __init__(self, matches: _Optional[_Iterable[_Union[AudioMatch, _Mapping]]] = ..., query_duration_seconds: _Optional[float] = ..., query_fingerprints: _Optional[int] = ...) -> None: ...
+
+class ItemVector(_message.Message):
+    __slots__ = ("values", "timestamp_seconds")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    timestamp_seconds: float
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., timestamp_seconds: _Optional[float] = ...) -> None: ...
+
+class Item(_message.Message):
+    __slots__ = ("name", "external_key", "vectors", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    external_key: str
+    vectors: _containers.RepeatedCompositeFieldContainer[ItemVector]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., external_key: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[ItemVector, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class UpsertItemsHeader(_message.Message):
+    __slots__ = ("parent", "return_names")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_NAMES_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    return_names: bool
+    def __init__(self, parent: _Optional[str] = ..., return_names: _Optional[bool] = ...) -> None: ...
+
+class ItemBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Item]
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
+
+class UpsertItemsRequest(_message.Message):
+    __slots__ = ("header", "batch")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    header: UpsertItemsHeader
+    batch: ItemBatch
+    def __init__(self, header: _Optional[_Union[UpsertItemsHeader, _Mapping]] = ..., batch: _Optional[_Union[ItemBatch, _Mapping]] = ...) -> None: ...
+
+class UpsertItemsResponse(_message.Message):
+    __slots__ = ("item_count", "vector_count", "replaced_count", "names")
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    item_count: int
+    vector_count: int
+    replaced_count: int
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, item_count: _Optional[int] = ..., vector_count: _Optional[int] = ..., replaced_count: _Optional[int] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteItemsRequest(_message.Message):
+    __slots__ = ("parent", "names", "external_keys")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_KEYS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    external_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, parent: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., external_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteItemsResponse(_message.Message):
+    __slots__ = ("deleted_count", "not_found_count")
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_COUNT_FIELD_NUMBER: _ClassVar[int]
+    deleted_count: int
+    not_found_count: int
+    def __init__(self, deleted_count: _Optional[int] = ..., not_found_count: _Optional[int] = ...) -> None: ...
 
 class GetVideoRequest(_message.Message):
     __slots__ = ("name",)

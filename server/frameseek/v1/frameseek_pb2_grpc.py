@@ -110,6 +110,16 @@ class FrameSeekStub:
                 request_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioRequest.SerializeToString,
                 response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioResponse.FromString,
                 _registered_method=True)
+        self.UpsertItems = channel.stream_unary(
+                '/frameseek.v1.FrameSeek/UpsertItems',
+                request_serializer=frameseek_dot_v1_dot_frameseek__pb2.UpsertItemsRequest.SerializeToString,
+                response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.UpsertItemsResponse.FromString,
+                _registered_method=True)
+        self.DeleteItems = channel.unary_unary(
+                '/frameseek.v1.FrameSeek/DeleteItems',
+                request_serializer=frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsRequest.SerializeToString,
+                response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsResponse.FromString,
+                _registered_method=True)
         self.GetVideo = channel.unary_unary(
                 '/frameseek.v1.FrameSeek/GetVideo',
                 request_serializer=frameseek_dot_v1_dot_frameseek__pb2.GetVideoRequest.SerializeToString,
@@ -249,6 +259,26 @@ class FrameSeekServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertItems(self, request_iterator, context):
+        """Inserts or replaces items (the client's own vectors) in a collection created with
+        `own_vectors`. Client streaming: the first message is the `header`, every following one a
+        `batch` of items; each batch is committed (durable, and searchable by SearchByVector) before
+        the next message is read, so a fast client is held back by gRPC flow control. The response
+        acknowledges every item of the stream. An item replaces the one named by `name`, else the
+        one with its `external_key`, else it is new.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteItems(self, request, context):
+        """Deletes items of an own-vector collection by name or external key; gone from every search
+        when the call returns. Unknown ones are skipped (counted in the response).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVideo(self, request, context):
         """Gets a video.
         """
@@ -344,6 +374,16 @@ def add_FrameSeekServicer_to_server(servicer, server):
                     servicer.SearchByAudio,
                     request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioRequest.FromString,
                     response_serializer=frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioResponse.SerializeToString,
+            ),
+            'UpsertItems': grpc.stream_unary_rpc_method_handler(
+                    servicer.UpsertItems,
+                    request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.UpsertItemsRequest.FromString,
+                    response_serializer=frameseek_dot_v1_dot_frameseek__pb2.UpsertItemsResponse.SerializeToString,
+            ),
+            'DeleteItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteItems,
+                    request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsRequest.FromString,
+                    response_serializer=frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsResponse.SerializeToString,
             ),
             'GetVideo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVideo,
@@ -727,6 +767,60 @@ class FrameSeek:
             '/frameseek.v1.FrameSeek/SearchByAudio',
             frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioRequest.SerializeToString,
             frameseek_dot_v1_dot_frameseek__pb2.SearchByAudioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertItems(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/frameseek.v1.FrameSeek/UpsertItems',
+            frameseek_dot_v1_dot_frameseek__pb2.UpsertItemsRequest.SerializeToString,
+            frameseek_dot_v1_dot_frameseek__pb2.UpsertItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/frameseek.v1.FrameSeek/DeleteItems',
+            frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsRequest.SerializeToString,
+            frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

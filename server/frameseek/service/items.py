@@ -1,0 +1,195 @@
+"""Own vectors: collections without a model whose items are the client's vectors (UpsertItems,
+DeleteItems; the way audio-embedding and face-vector systems are fed).
+
+An item is a video record of kind "item": its vectors are its samples (at the timestamps given,
+else 0, 1, 2 ... s), committed by `Storage.add_videos` (a batch per commit) like any video's. So SearchByVector, label
+and video filters, GetVideo/ListVideos, deletes, durability and snapshots are the one existing
+implementation; nothing here searches. An upsert that replaces an item commits the new one
+before it deletes the old: a crash in between leaves both, never neither.
+
+Back-pressure is the caller's loop (api/servicer.py): a batch is committed before the next
+message of the stream is read, so gRPC flow control holds a client that sends faster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+
+import numpy as np
+import structlog
+
+from ..errors import failed_precondition, invalid
+from ..storage import CollectionRecord, NewVideo, NotFound, StorageError, VideoQuery, VideoRecord
+from .collections import Collections, check_labels
+from .core import OWN_VECTORS_MODEL, Core, storage_error
+
+log = structlog.get_logger("frameseek.service")
+
+#: VideoRecord.kind of an item
+ITEM_KIND = "item"
+#: vectors of one item at most
+MAX_ITEM_VECTORS = 4096
+#: items of one UpsertItems batch at most
+MAX_BATCH_ITEMS = 10_000
+
+
+@dataclasses.dataclass
+class ItemInput:
+    """One item as sent: replace `video_id` (when set) or the item with `external_key` (when set)."""
+
+    vectors: np.ndarray  # float32 [n, dim]
+    timestamps: np.ndarray | None = None  # float64 [n], or None: 0, 1, 2 ...
+    external_key: str = ""
+    labels: dict = dataclasses.field(default_factory=dict)
+    video_id: int | None = None
+
+
+@dataclasses.dataclass
+class Upserted:
+    video: VideoRecord
+    replaced: bool
+
+
+def is_own(rec: CollectionRecord) -> bool:
+    return rec.model == OWN_VECTORS_MODEL
+
+
+class Items:
+    def __init__(self, core: Core, collections: Collections):
+        self.core, self.collections = core, collections
+
+    @staticmethod
+    def check_own(rec: CollectionRecord) -> None:
+        if not is_own(rec):
+            raise failed_precondition(
+                f"collection {rec.name!r} embeds media with model {rec.model!r}; items go to a collection "
+                "created with own_vectors",
+                "NOT_OWN_VECTORS",
+            )
+
+    def check(self, rec: CollectionRecord, item: ItemInput, position: int) -> ItemInput:
+        """The item validated (the error names its position in the batch)."""
+        where = f"item {position}"
+        v = item.vectors
+        if v.ndim != 2 or not 1 <= len(v) <= MAX_ITEM_VECTORS:
+            raise invalid(f"{where}: 1..{MAX_ITEM_VECTORS} vectors per item", field="vectors")
+        if v.shape[1] != rec.dimension:
+            raise invalid(
+                f"{where}: vectors have {v.shape[1]} values; collection {rec.name!r} expects {rec.dimension}",
+                "DIMENSION_MISMATCH",
+                expected=rec.dimension,
+                got=int(v.shape[1]),
+            )
+        sq = np.einsum("ij,ij->i", v.astype(np.float64), v.astype(np.float64))
+        if not np.isfinite(sq).all():
+            raise invalid(f"{where}: a vector contains NaN or infinity", "NON_FINITE_VECTOR")
+        if rec.metric == "ip" and (sq == 0).any():
+            raise invalid(f"{where}: a vector is all zeros (cosine needs a direction)", field="vectors")
+        if item.timestamps is not None:
+            ts = np.asarray(item.timestamps, dtype=np.float64)
+            if ts.shape != (len(v),) or not all(math.isfinite(t) and t >= 0 for t in ts.tolist()):
+                raise invalid(f"{where}: timestamps must be finite, >= 0, one per vector", field="timestamps")
+        if len(item.external_key) > 1024:
+            raise invalid(f"{where}: external_key longer than 1024", field="external_key")
+        check_labels(item.labels)
+        return item
+
+    def upsert_sync(self, rec: CollectionRecord, items: list[ItemInput]) -> list[Upserted]:
+        """Commit a batch (blocking; run in the I/O pool) as one storage commit (Storage.add_videos:
+        one catalog transaction and one vector-log fsync for the whole batch), then delete what it
+        replaced. Within a batch a later item with the same key or name wins."""
+        if len(items) > MAX_BATCH_ITEMS:
+            raise invalid(f"at most {MAX_BATCH_ITEMS} items per batch", field="batch")
+        items = [self.check(rec, it, i) for i, it in enumerate(items)]
+        last: dict[tuple[str, object], int] = {}
+        for i, it in enumerate(items):
+            if it.video_id is not None:
+                last[("name", it.video_id)] = i
+            elif it.external_key:
+                last[("key", it.external_key)] = i
+        kept = [
+            it
+            for i, it in enumerate(items)
+            if last.get(("name", it.video_id) if it.video_id is not None else ("key", it.external_key), i) == i
+        ]
+        storage = self.core.storage
+        try:
+            old = [self._existing(rec, it) for it in kept]
+            videos = storage.add_videos(rec.id, [self._new_video(rec, it) for it in kept])
+            for vid in {v for ids in old for v in ids}:  # after the new ones are durable (module docstring)
+                storage.delete_video(vid)
+        except StorageError as exc:
+            raise storage_error(exc) from None
+        return [Upserted(v, bool(o)) for v, o in zip(videos, old)]
+
+    @staticmethod
+    def _new_video(rec: CollectionRecord, it: ItemInput) -> NewVideo:
+        vectors = np.ascontiguousarray(it.vectors, dtype=np.float32)
+        ts = (
+            np.asarray(it.timestamps, dtype=np.float64)
+            if it.timestamps is not None
+            else np.arange(len(vectors), dtype=np.float64)
+        )
+        record = VideoRecord(
+            id=0,
+            collection_id=rec.id,
+            kind=ITEM_KIND,
+            duration=float(ts.max()) if len(ts) else 0.0,
+            width=0,
+            height=0,
+            sample_count=len(vectors),
+            size_bytes=vectors.nbytes,
+            content_sha256=hashlib.sha256(vectors.tobytes()).hexdigest(),
+            external_key=it.external_key,
+            labels=dict(it.labels),
+            model=OWN_VECTORS_MODEL,
+        )
+        return NewVideo(record, ts, vectors)
+
+    def _existing(self, rec: CollectionRecord, it: ItemInput) -> list[int]:
+        storage = self.core.storage
+        if it.video_id is not None:
+            try:
+                v = storage.get_video(it.video_id)
+            except NotFound:
+                raise invalid(
+                    f"item {it.video_id} does not exist (to add one, leave name empty)", field="name"
+                ) from None
+            if v.collection_id != rec.id:
+                raise invalid(f"item {it.video_id} belongs to another collection", field="name")
+            return [v.id]
+        if it.external_key:
+            return [int(x) for x in storage.video_ids(VideoQuery(collection_id=rec.id, external_key=it.external_key))]
+        return []
+
+    def delete_sync(self, rec: CollectionRecord, video_ids: list[int], keys: list[str]) -> tuple[int, int]:
+        """(deleted, not found) over the named items and the items with those external keys."""
+        self.check_own(rec)
+        storage = self.core.storage
+        deleted = missing = 0
+        targets: list[int] = []
+        for vid in video_ids:
+            try:
+                v = storage.get_video(vid)
+            except NotFound:
+                missing += 1
+                continue
+            if v.collection_id != rec.id:
+                missing += 1
+                continue
+            targets.append(v.id)
+        for key in keys:
+            ids = [int(x) for x in storage.video_ids(VideoQuery(collection_id=rec.id, external_key=key))]
+            missing += not ids
+            targets.extend(ids)
+        for vid in dict.fromkeys(targets):
+            try:
+                storage.delete_video(vid)
+                deleted += 1
+            except NotFound:  # deleted meanwhile
+                missing += 1
+            except StorageError as exc:
+                raise storage_error(exc) from None
+        return deleted, missing

@@ -1,0 +1,150 @@
+"""Own vectors over gRPC against the real server: a collection created with a vector dimension and
+no model takes UpsertItems (streamed batches; by external key or name; several vectors with
+timestamps; labels) and DeleteItems; SearchByVector and its filters work on it as on any
+collection; what was acknowledged survives a restart; media ingest is refused with NO_MODEL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+
+from frameseek.client import FrameSeekError
+from frameseek.v1 import frameseek_pb2 as pb
+
+from .helpers import OPENCV_DATA, ServerProcess, needs_index
+
+pytestmark = [needs_index]
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    s = ServerProcess(tmp_path_factory.mktemp("isrv") / "data").start()
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+def unit(rng, n):
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def loaded(srv):
+    rng = np.random.default_rng(5)
+    vecs = unit(rng, 300)
+    with srv.client() as fs:
+        c = fs.create_collection("emb", vector_dimension=DIM, metric="cosine")
+        assert c.own_vectors and c.vector_dimension == DIM and c.dimension == DIM and c.model == ""
+        rows = [(f"k{i}", vecs[i], {"parity": str(i % 2)}) for i in range(len(vecs))]
+        r = fs.upsert_items(rows, collection="emb", batch_size=64, return_names=True)
+    assert (r.item_count, r.vector_count, r.replaced_count) == (300, 300, 0)
+    return vecs, list(r.names)
+
+
+def error_of(fn) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(FrameSeekError) as e:
+        fn()
+    return e.value.code, e.value.reason
+
+
+def test_items_are_searchable_at_once(srv, loaded):
+    vecs, names = loaded
+    with srv.client() as fs:
+        for i in (0, 7, 299):
+            hit = fs.search_by_vector(vecs[i], collection="emb", k=3).hits[0]
+            assert hit.video.name == names[i] and hit.score == pytest.approx(1.0, abs=1e-4)
+            assert hit.video.kind == pb.MEDIA_KIND_ITEM and hit.video.external_key == f"k{i}"
+
+
+def test_filters_work_on_items(srv, loaded):
+    vecs, names = loaded
+    with srv.client() as fs:
+        r = fs.search_by_vector(vecs[7], collection="emb", k=5, labels={"parity": "0"})
+        assert r.hits and all(h.video.labels["parity"] == "0" for h in r.hits)
+        r = fs.search_by_vector(vecs[7], collection="emb", k=5, exclude_videos=[names[7]])
+        assert names[7] not in {h.video.name for h in r.hits}
+
+
+def test_upsert_replaces_by_key_and_by_name_and_keeps_timestamps(srv, loaded):
+    vecs, names = loaded
+    rng = np.random.default_rng(9)
+    new = unit(rng, 3)
+    with srv.client() as fs:
+        r = fs.upsert_items([("k10", new[:2], {"v": "2"})], collection="emb", return_names=True)
+        assert r.replaced_count == 1
+        hit = fs.search_by_vector(new[1], collection="emb", k=1).hits[0]
+        assert hit.video.name == r.names[0] and hit.video.sample_count == 2 and hit.video.external_key == "k10"
+        assert hit.matches[0].timestamp_seconds == pytest.approx(1.0)  # vector 1 of the item: t = 1 s
+        assert fs.search_by_vector(vecs[10], collection="emb", k=1).hits[0].video.name != names[10]
+        with pytest.raises(FrameSeekError):
+            fs.get_video(names[10])  # replaced: gone
+        item = pb.Item(
+            name=names[11], vectors=[pb.ItemVector(values=new[2], timestamp_seconds=42.5)], labels={"x": "y"}
+        )
+        r = fs.upsert_items([item], collection="emb", return_names=True)
+        assert r.replaced_count == 1
+        hit = fs.search_by_vector(new[2], collection="emb", k=1).hits[0]
+        assert hit.video.name == r.names[0] and hit.matches[0].timestamp_seconds == pytest.approx(42.5)
+
+
+def test_delete_items(srv, loaded):
+    vecs, names = loaded
+    with srv.client() as fs:
+        r = fs.delete_items(collection="emb", names=[names[20]], external_keys=["k21", "nope"])
+        assert (r.deleted_count, r.not_found_count) == (2, 1)
+        for i in (20, 21):
+            assert fs.search_by_vector(vecs[i], collection="emb", k=1).hits[0].video.name != names[i]
+
+
+def test_bad_items_and_wrong_collections(srv, loaded, tmp_path):
+    with srv.client() as fs:
+        assert error_of(lambda: fs.upsert_items([("a", np.ones(DIM + 1), None)], collection="emb")) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "DIMENSION_MISMATCH",
+        )
+        bad = np.ones(DIM, dtype=np.float32)
+        bad[3] = np.nan
+        assert error_of(lambda: fs.upsert_items([("a", bad, None)], collection="emb"))[1] == "NON_FINITE_VECTOR"
+        assert error_of(lambda: fs.upsert_items([("a", np.ones(DIM), None)])) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "NOT_OWN_VECTORS",
+        )
+        assert error_of(lambda: fs.ingest_video(OPENCV_DATA / "tree.avi", collection="emb")) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "NO_MODEL",
+        )
+        assert error_of(lambda: fs.create_collection("bad", vector_dimension=8, audio=True))[0] == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+
+
+def test_cli_upsert_npy_and_restart_keeps_every_acknowledged_item(tmp_path):
+    srv = ServerProcess(tmp_path / "data").start()
+    rng = np.random.default_rng(3)
+    vecs = unit(rng, 500)
+    np.save(tmp_path / "emb.npy", vecs)
+    try:
+        with srv.client() as fs:
+            fs.create_collection("mine", vector_dimension=DIM)
+        out = subprocess.run(
+            [sys.executable, "-m", "frameseek.cli", "upsert", str(tmp_path / "emb.npy"), "-c", "mine", "--json"]
+            + ["--batch-size", "128", "--server", srv.address],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        assert int(json.loads(out.stdout)["item_count"]) == 500  # int64 is a JSON string
+        srv.kill9()  # acknowledged means durable: no graceful snapshot
+        srv.start()
+        with srv.client() as fs:
+            for i in (0, 250, 499):
+                hit = fs.search_by_vector(vecs[i], collection="mine", k=1).hits[0]
+                assert hit.video.external_key == f"emb/{i}" and hit.score == pytest.approx(1.0, abs=1e-4)
+    finally:
+        srv.stop()

@@ -1,0 +1,88 @@
+"""Storage.add_videos: several videos in one commit (UpsertItems' batches). All of a batch is
+durable and searchable together, a batch that fails before its commit point leaves none of it
+(after a crash too), an invalid member refuses the whole batch, and one batch costs one vector-log
+fsync rather than one per video."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from frameseek.storage import InvalidArgument, ModalityData, NewVideo, VideoQuery
+
+from .helpers import needs_index
+from .test_storage_extras import _crash, _faces, _new
+from .test_storage_recovery import DIM, _open, _rec, _unit
+
+pytestmark = [needs_index]
+
+
+def _batch(rng, n, tag, faces=False):
+    out = []
+    for i in range(n):
+        extras = None
+        if faces:
+            extras = {
+                "faces": ModalityData(times=np.zeros(2), vectors=_faces(rng, 2), payload=b"f"),
+                "audio": ModalityData(times=np.zeros(1), payload=b"a"),
+            }
+        out.append(NewVideo(_rec(f"{tag}{i}"), np.arange(2.0), _unit(rng, 2), extras=extras))
+    return out
+
+
+def test_a_batch_commits_together_and_survives_a_crash(tmp_path):
+    rng = np.random.default_rng(1)
+    st, cid = _new(tmp_path)
+    batch = _batch(rng, 40, "b", faces=True)
+    vids = [v.id for v in st.add_videos(cid, batch)]
+    assert len(set(vids)) == 40
+    for v, new in zip(vids, batch):
+        ids, _ = st.search(cid, new.vectors[1:2], 1)
+        assert int(ids[0, 0]) >> 20 == v
+    _crash(st)
+    st = _open(tmp_path)
+    assert sorted(int(x) for x in st.video_ids(VideoQuery(collection_id=cid))) == sorted(vids)
+    assert all(st.video_extra(v, "faces") is not None for v in vids)
+    st.close()
+
+
+def test_a_batch_that_fails_before_its_commit_leaves_nothing(tmp_path):
+    rng = np.random.default_rng(2)
+    st, cid = _new(tmp_path)
+    kept = st.add_videos(cid, _batch(rng, 3, "k"))
+    activate = st.catalog.activate_many
+    st.catalog.activate_many = lambda vids: (_ for _ in ()).throw(KeyboardInterrupt("killed before the commit"))
+    with pytest.raises(KeyboardInterrupt):
+        st.add_videos(cid, _batch(rng, 5, "lost"))
+    st.catalog.activate_many = activate
+    _crash(st)
+    st = _open(tmp_path)
+    assert sorted(int(x) for x in st.video_ids(VideoQuery(collection_id=cid))) == sorted(v.id for v in kept)
+    assert len(st._ci(cid).index) == 3 * 2
+    st.close()
+
+
+def test_an_invalid_member_refuses_the_whole_batch(tmp_path):
+    rng = np.random.default_rng(3)
+    st, cid = _new(tmp_path)
+    batch = _batch(rng, 4, "x")
+    batch.append(NewVideo(_rec("bad"), np.arange(2.0), np.ones((2, DIM + 1), dtype=np.float32)))
+    with pytest.raises(InvalidArgument):
+        st.add_videos(cid, batch)
+    assert st.collection_counts(cid)[0] == 0 and len(st._ci(cid).index) == 0
+    st.close()
+
+
+def test_one_log_fsync_per_batch(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    st, cid = _new(tmp_path, modalities={})
+    st.add_videos(cid, _batch(rng, 1, "warm"))
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    st.add_videos(cid, _batch(rng, 50, "n"))
+    log_fd = st._ci(cid).log._fd
+    assert calls.count(log_fd) == 1
+    st.close()

@@ -61,6 +61,7 @@ METHOD_ROLES = {
             "SearchByVideo",
             "SearchByVector",
             "SearchByAudio",
+            "SearchByFace",
             "GetVideo",
             "ListVideos",
             "GetStats",

@@ -39,6 +39,11 @@ _COLLECTION_NOT_LOADED = 101  # ... COLLECTION_NOT_LOADED (e.g. after a Milvus r
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
 
 
+# pymilvus pings every 10 s, even between calls; a gRPC server with the library's defaults (Milvus
+# Lite's) allows one ping per 5 minutes without data and answers more with GOAWAY "too_many_pings",
+# which failed a call under load. Ping no more often than such a server allows.
+_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+
 class _NotLoaded(Exception):
     """A Milvus collection that exists but is not loaded: load it and retry once."""
 
@@ -63,7 +68,7 @@ class MilvusVectors:
         try:
             with self._lock:
                 if self._client is None:
-                    self._client = MilvusClient(uri=self.uri, timeout=self.timeout_s)
+                    self._client = MilvusClient(uri=self.uri, timeout=self.timeout_s, grpc_options=_GRPC_OPTIONS)
                 client = self._client
             return fn(client, *args, **kw)
         except MilvusException as exc:

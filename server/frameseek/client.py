@@ -234,13 +234,20 @@ class Client:
 
     # -- collections
     def create_collection(
-        self, collection_id: str, *, fps: float = 0, metric: str = "cosine", description: str = "", ef_search: int = 0
+        self,
+        collection_id: str,
+        *,
+        fps: float = 0,
+        metric: str = "cosine",
+        description: str = "",
+        ef_search: int = 0,
+        target_recall: float = 0,
     ) -> pb.Collection:
         c = pb.Collection(
             description=description,
             metric=pb.METRIC_L2 if metric == "l2" else pb.METRIC_COSINE,
             sampling=pb.SamplingSettings(fps=fps),
-            index=pb.IndexSettings(ef_search=ef_search),
+            index=pb.IndexSettings(ef_search=ef_search, target_recall=target_recall),
         )
         return self._call(
             self.stub.CreateCollection,

@@ -7,12 +7,13 @@ import time
 from .. import __version__, _native
 from .core import Core
 from .ingest import Ingest
+from .recall import RecallMonitor
 
 #: GetStats lists at most this many collections
 MAX_COLLECTIONS = 1000
 
 
-async def stats(core: Core, ingest: Ingest) -> dict:
+async def stats(core: Core, ingest: Ingest, recall: RecallMonitor) -> dict:
     core.check_ready()
     storage = core.storage
 
@@ -27,6 +28,7 @@ async def stats(core: Core, ingest: Ingest) -> dict:
                     "sample_count": s,
                     "total_duration_seconds": d,
                     "index_vectors": storage.vectors_of(rec.id),
+                    **recall.stats(rec.id),
                 }
             )
         return colls, storage.storage_bytes()

@@ -13,8 +13,9 @@ at the tuned breadth too (`ef_in_use`).
 Measuring. A background thread (nice 19, and a token bucket of CPU seconds: at most
 `cpu_share` of one core over time, bursts of `burst_cpu_s`) re-runs a batch of sampled queries
 exactly: one pass over the collection's vectors, read back from the live index in chunks
-(`HnswIndex.get_vectors`, no second copy kept) and scored with one BLAS matmul per chunk, each video
-scored by its best vector (as the search ranks them). Then, per query,
+(`HnswIndex.get_vectors`, no second copy kept) and searched exactly chunk by chunk
+(`_native.FlatIndex.search_groups`), each video scored by its best vector (as the search ranks
+them). Then, per query,
 
     recall@k = |returned videos whose exact score >= s_e| / e      (at most 1)
 
@@ -30,12 +31,14 @@ or wrong together: the plain binomial bound over queries) and the slots counted 
 slots), and is clipped to that range.
 
 Tuning (`EfTuner`). The breadth of searches that set no ef starts at the collection's ef_search
-(its floor) and moves by `raise_factor`: up when the lower bound is under the target (or, sooner,
-when even the upper bound is), down when the lower bound clears the target by `lower_margin` of
-the miss budget and the smaller breadth has not fallen short in the last 10 windows of samples;
-each decision waits for `min_samples` samples at the breadth in use. Never below the
-floor nor above MAX_EF; a request's own ef always wins (the native search uses the tuned breadth
-only for ef = 0). The tuned breadth lives in memory: a restart starts again from the floor.
+(its floor) and moves by `raise_factor`: up when the lower bound is under the target on a full
+window (or, once `min_samples` are in, when even the upper bound is: an interval that straddles
+the target waits for more samples, as raising on it overshoots), down when the lower bound clears
+the target by `lower_margin` of the miss budget and the smaller breadth has not fallen short in
+the last 10 windows of samples; no decision before `min_samples` at the breadth in use. Never
+below the floor nor above MAX_EF; a request's own ef always wins (the native search uses the
+tuned breadth only for ef = 0). The tuned breadth lives in memory: a restart starts again from
+the floor.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ import structlog
 
 from .. import _native, metrics
 from ..config import RecallConfig, Settings
-from ..ids import sample_ids
+from ..ids import SAMPLE_BITS, sample_ids
 
 log = structlog.get_logger("frameseek.recall")
 
@@ -143,7 +146,10 @@ class EfTuner:
         est = self.estimate()
         if est.samples < self.cfg.min_samples:
             return None
-        if est.lower < self.target and self.ef < MAX_EF:
+        # short: the lower bound under the target, judged on a full window (a wide interval that
+        # straddles the target waits for more samples: raising on it overshoots) unless even
+        # the upper bound is under it
+        if est.lower < self.target and (est.upper < self.target or est.samples >= self.cfg.window) and self.ef < MAX_EF:
             self.failed[self.ef] = self.seen
             return self._move(min(MAX_EF, max(self.ef + 1, math.ceil(self.ef * self.cfg.raise_factor))))
         comfortable = self.target + self.cfg.lower_margin * (1 - self.target)
@@ -166,12 +172,17 @@ def exact_top_videos(
     """The exact best `k` videos of each query: (video ids uint64[q, k], scores float32[q, k]), best
     first, padded with score -inf. `videos`: (video id, vectors it holds in `index`); the queries
     are as searched (normalised for IP); scores as the search reports them (IP: the dot product;
-    L2: 1 - squared distance / 2)."""
+    L2: 1 - squared distance / 2).
+
+    The exact group-by search is the native FlatIndex's (`search_groups`, one thread, so that the
+    calling thread's CPU time is the whole cost), over chunks of whole videos read back from the
+    live index; a video's best vector lies in its own chunk, so the chunks' top-k merge exactly.
+    (A BLAS matmul over the same chunks costs about as much CPU, but spreads it over BLAS's own
+    threads, where this thread's CPU clock, which the budget charges, does not see it.)"""
     nq = len(queries)
     best_ids = np.zeros((nq, 0), dtype=np.uint64)
     best = np.zeros((nq, 0), dtype=np.float32)
     l2 = index.metric == "l2"
-    qn = np.einsum("ij,ij->i", queries, queries)[:, None] if l2 else None
     start = 0
     while start < len(videos):
         chunk, n = [], 0
@@ -186,14 +197,13 @@ def exact_top_videos(
             chunk, x = _readable(index, chunk)
             if not chunk:
                 continue
-        s = queries @ x.T
-        if l2:
-            s = 1.0 - (qn + np.einsum("ij,ij->i", x, x)[None, :] - 2.0 * s) / 2.0
-        offsets = np.cumsum([0] + [c for _, c in chunk[:-1]])
-        per_video = np.maximum.reduceat(s, offsets, axis=1)  # [q, videos of the chunk]
-        ids = np.fromiter((v for v, _ in chunk), dtype=np.uint64, count=len(chunk))
-        all_ids = np.concatenate([best_ids, np.broadcast_to(ids, (nq, len(ids)))], axis=1)
-        all_s = np.concatenate([best, per_video.astype(np.float32)], axis=1)
+            ids = np.concatenate([sample_ids(v, c) for v, c in chunk])
+        flat = _native.FlatIndex(index.dim, index.metric)
+        flat.add(ids, x, groups=ids >> np.uint64(SAMPLE_BITS))
+        groups, _, dist = flat.search_groups(queries, k, threads=1)
+        scores = 1.0 - dist / 2.0 if l2 else 1.0 - dist
+        all_ids = np.concatenate([best_ids, groups], axis=1)
+        all_s = np.concatenate([best, scores.astype(np.float32)], axis=1)
         keep = min(k, all_s.shape[1])
         top = np.argpartition(-all_s, keep - 1, axis=1)[:, :keep]
         best_ids = np.take_along_axis(all_ids, top, axis=1)

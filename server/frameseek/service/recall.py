@@ -328,10 +328,11 @@ class RecallMonitor:
         return w.tuner.ef if w is not None else floor
 
     def stats(self, collection_id: int) -> dict:
-        w = self._watched.get(collection_id)
-        if w is None:
-            return {}
-        est = w.tuner.estimate()
+        with self._lock:  # the monitor's thread appends to the windows
+            w = self._watched.get(collection_id)
+            if w is None:
+                return {}
+            est = w.tuner.estimate()
         return {
             "measured_recall": est.recall,
             "measured_recall_lower": est.lower if est.samples else 0.0,
@@ -369,10 +370,11 @@ class RecallMonitor:
             spent = max(0.0, self.cpu_clock() - t0)
             self.bucket.charge(spent)
             metrics.RECALL_CPU_SECONDS.inc(spent)
-        for ef, r, slots in recalls:
-            w.tuner.record(ef, r, slots)
-        was = w.tuner.ef
-        new = w.tuner.decide()
+        with self._lock:
+            for ef, r, slots in recalls:
+                w.tuner.record(ef, r, slots)
+            was = w.tuner.ef
+            new = w.tuner.decide()
         if new is not None:
             log.info("search_ef_tuned", collection=w.name, ef=new, was=was, target=w.tuner.target)
             try:
@@ -402,7 +404,8 @@ class RecallMonitor:
         return out
 
     def _publish(self, cid: int, w: _Watched) -> None:
-        est = w.tuner.estimate()
+        with self._lock:
+            est = w.tuner.estimate()
         metrics.RECALL.labels(w.name).set(est.recall)
         metrics.RECALL_LOWER.labels(w.name).set(est.lower if est.samples else 0.0)
         metrics.RECALL_UPPER.labels(w.name).set(est.upper if est.samples else 0.0)

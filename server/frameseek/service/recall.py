@@ -167,12 +167,12 @@ class EfTuner:
 
 
 def exact_top_videos(
-    index, videos: list[tuple[int, int]], queries: np.ndarray, k: int
+    index, videos: list[tuple[int, int]], queries: np.ndarray, k: int, stop: Callable[[], bool] = lambda: False
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact best `k` videos of each query: (video ids uint64[q, k], scores float32[q, k]), best
     first, padded with score -inf. `videos`: (video id, vectors it holds in `index`); the queries
     are as searched (normalised for IP); scores as the search reports them (IP: the dot product;
-    L2: 1 - squared distance / 2).
+    L2: 1 - squared distance / 2). `stop()` true: give up between chunks (StopIteration).
 
     The exact group-by search is the native FlatIndex's (`search_groups`, one thread, so that the
     calling thread's CPU time is the whole cost), over chunks of whole videos read back from the
@@ -185,6 +185,8 @@ def exact_top_videos(
     l2 = index.metric == "l2"
     start = 0
     while start < len(videos):
+        if stop():
+            raise StopIteration
         chunk, n = [], 0
         while start < len(videos) and (n == 0 or n + videos[start][1] <= CHUNK_VECTORS):
             chunk.append(videos[start])
@@ -280,9 +282,14 @@ class RecallMonitor:
         self._thread: threading.Thread | None = None
 
     # -- what the search's storage observer passes on -------------------------------------------
-    def collection_added(self, rec, index) -> None:
-        target = float(rec.index.get("target_recall") or self.settings.index.target_recall)
+    def _settings_of(self, rec) -> tuple[int, float]:
+        """(ef_search floor, target recall) of a collection; a collection created before a setting
+        existed has the server's default."""
         floor = int(rec.index.get("ef_search") or self.settings.index.ef_search)
+        return floor, float(rec.index.get("target_recall") or self.settings.index.target_recall)
+
+    def collection_added(self, rec, index) -> None:
+        floor, target = self._settings_of(rec)
         with self._lock:
             w = self._watched.get(rec.id)
             if w is None or w.tuner.floor != floor or w.tuner.target != target:
@@ -323,9 +330,10 @@ class RecallMonitor:
                 w.videos.pop(video_id, None)
 
     # -- what searches and GetStats read --------------------------------------------------------
-    def ef_in_use(self, collection_id: int, floor: int) -> int:
-        w = self._watched.get(collection_id)
-        return w.tuner.ef if w is not None else floor
+    def ef_in_use(self, rec) -> int:
+        """The breadth of the collection's searches that set no ef."""
+        w = self._watched.get(rec.id)
+        return w.tuner.ef if w is not None else self._settings_of(rec)[0]
 
     def stats(self, collection_id: int) -> dict:
         with self._lock:  # the monitor's thread appends to the windows
@@ -395,7 +403,10 @@ class RecallMonitor:
             return []
         queries = np.stack([s[0] for s in batch]).astype(np.float32, copy=False)
         k = max(s[1] for s in batch)
-        exact_ids, exact = exact_top_videos(w.index, videos, queries, k + 8)  # + 8: ties at the k-th
+        try:  # + 8: ties at the k-th
+            exact_ids, exact = exact_top_videos(w.index, videos, queries, k + 8, stop=self._stop.is_set)
+        except StopIteration:  # the server is closing
+            return []
         out = []
         for i, (_, kq, min_score, ef, returned) in enumerate(batch):
             r = recall_at_k(returned, kq, min_score, exact_ids[i], exact[i])

@@ -297,7 +297,7 @@ class Search:
         if isinstance(views, np.ndarray) and views.ndim == 2:
             views = [views]
         # the collection's tuned breadth (recall.py), as for the single-vector searches
-        ef = max(frame_k, self.recall.ef_in_use(rec.id, int(rec.index.get("ef_search") or 0)))
+        ef = max(frame_k, self.recall.ef_in_use(rec))
         ref_fps = float(rec.sampling.get("fps") or self.core.settings.sampling.default_fps)
         refine_above = self.core.settings.matching.copy_threshold if refine_above is None else refine_above
         storage = self.core.storage

@@ -350,5 +350,6 @@ def test_get_stats_and_prometheus_report_the_measured_recall_and_the_tuned_ef(tm
         assert values["frameseek_recall_measured_total"] >= 50
         if _native.HAVE_FRONT_END:  # the searches were the native front end's, and were sampled
             assert values['frameseek_front_end_calls_total{path="native"}'] >= 50
+            assert not [m for m in values if m.startswith('frameseek_requests_total{method="SearchByVector"')]
     finally:
         srv.stop()

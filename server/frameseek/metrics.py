@@ -38,6 +38,10 @@ RECALL_TARGET = Gauge("frameseek_recall_target", "the collection's target recall
 SEARCH_EF = Gauge("frameseek_search_ef", "search breadth (ef) of requests that set none", ["collection"])
 RECALL_GAUGES = (RECALL, RECALL_LOWER, RECALL_UPPER, RECALL_SAMPLES, RECALL_TARGET, SEARCH_EF)
 RECALL_MEASURED = Counter("frameseek_recall_measured_total", "sampled searches re-run exactly")
+RECALL_UNMEASURED = Counter(
+    "frameseek_recall_unmeasured_total",
+    "sampled searches dropped unmeasured (newer samples took their place while the CPU budget was spent)",
+)
 RECALL_CPU_SECONDS = Counter(
     "frameseek_recall_cpu_seconds_total", "CPU time of the exact re-runs (bounded by Settings.recall.cpu_share)"
 )

@@ -360,7 +360,9 @@ class RecallMonitor:
                 taken, native_dropped = self.directory.take_sampled_searches(cid)
             except KeyError:  # dropped meanwhile
                 continue
-            w.overflow += max(0, len(w.pending) + len(taken) - (w.pending.maxlen or 0))
+            overflow = max(0, len(w.pending) + len(taken) - (w.pending.maxlen or 0))
+            w.overflow += overflow
+            metrics.RECALL_UNMEASURED.inc(overflow + max(0, native_dropped - w.native_dropped))
             w.native_dropped = native_dropped
             w.pending.extend(taken)  # keeps the newest
             if w.pending:

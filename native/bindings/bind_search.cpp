@@ -1,5 +1,7 @@
 // frameseek._native.SearchDirectory: the one vector search (see search_directory.hpp), and the
 // bounds and defaults of its options (MAX_K, ...), which Python reads from here.
+#include <algorithm>
+
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
@@ -114,6 +116,58 @@ const char* reason(QueryError e) {
   }
 }
 
+std::shared_ptr<DirectoryCollection> known(const SearchDirectory& d, std::uint32_t collection_id) {
+  auto coll = d.collection(collection_id);
+  if (!coll) throw py::key_error("collection " + std::to_string(collection_id));
+  return coll;
+}
+
+// What the recall monitor (frameseek.service.recall) reads and sets: the tuned breadth of searches
+// that set no ef, and the sampled searches.
+void bind_recall_hooks(py::class_<SearchDirectory, std::shared_ptr<SearchDirectory>>& dir) {
+  dir.def(
+         "set_search_ef",
+         [](const SearchDirectory& d, std::uint32_t collection_id, int ef) {
+           if (ef < 0 || ef > kMaxEf) throw py::value_error("ef must be in 0..MAX_EF");
+           known(d, collection_id)->search_ef.store(ef, std::memory_order_relaxed);
+         },
+         "collection_id"_a, "ef"_a,
+         "The breadth of the collection's searches that set no ef (0: the index's default).")
+      .def(
+          "search_ef",
+          [](const SearchDirectory& d, std::uint32_t collection_id) {
+            return known(d, collection_id)->search_ef.load(std::memory_order_relaxed);
+          },
+          "collection_id"_a)
+      .def(
+          "sample_searches",
+          [](const SearchDirectory& d, std::uint32_t collection_id, std::uint64_t every, std::size_t capacity) {
+            known(d, collection_id)->sampler.configure(every, capacity);
+          },
+          "collection_id"_a, "every"_a, "capacity"_a,
+          "Keep every `every`-th unfiltered search of the collection (0 = none), at most `capacity` "
+          "until taken.")
+      .def(
+          "take_sampled_searches",
+          [](const SearchDirectory& d, std::uint32_t collection_id) {
+            auto coll = known(d, collection_id);
+            std::vector<SampledSearch> taken = coll->sampler.take();
+            py::list out(taken.size());
+            for (std::size_t i = 0; i < taken.size(); ++i) {
+              SampledSearch& s = taken[i];
+              py::array_t<float> q(static_cast<py::ssize_t>(s.query.size()));
+              std::copy(s.query.begin(), s.query.end(), q.mutable_data());
+              py::array_t<std::uint64_t> v(static_cast<py::ssize_t>(s.videos.size()));
+              std::copy(s.videos.begin(), s.videos.end(), v.mutable_data());
+              out[i] = py::make_tuple(q, s.k, s.min_score, s.ef, v);
+            }
+            return py::make_tuple(out, coll->sampler.dropped());
+          },
+          "collection_id"_a,
+          "([(query float32[dim] as searched, k, min_score, ef used, video ids returned)], searches "
+          "not kept because the queue was full, in all).");
+}
+
 }  // namespace
 
 void bind_search(py::module_& m) {
@@ -125,8 +179,8 @@ void bind_search(py::module_& m) {
   m.attr("KNN_MISS_SKIP") = py::float_(kKnnMissSkip);
   m.attr("KNN_PROBE_EVERY") = py::int_(kKnnProbeEvery);
 
-  py::class_<SearchDirectory, std::shared_ptr<SearchDirectory>>(m, "SearchDirectory", kDirectoryDoc)
-      .def(py::init<>())
+  py::class_<SearchDirectory, std::shared_ptr<SearchDirectory>> dir(m, "SearchDirectory", kDirectoryDoc);
+  dir.def(py::init<>())
       .def(
           "put_collection",
           [](SearchDirectory& d, const std::string& name, std::uint32_t id, const std::string& model,
@@ -195,6 +249,7 @@ void bind_search(py::module_& m) {
           },
           "collection_id"_a, "query"_a, "k"_a = 0, "matches"_a = 0, "min_score"_a = 0.0f, "ef"_a = 0,
           "videos"_a = py::none(), "exclude"_a = py::none(), kNearestDoc);
+  bind_recall_hooks(dir);
 }
 
 }  // namespace frameseek::bindings

@@ -149,6 +149,14 @@ class Collector {
   std::unordered_map<std::uint64_t, std::size_t> slot_;
 };
 
+SampledSearch sampled(const std::vector<float>& query, std::size_t k, float min_score, std::size_t ef,
+                      const std::vector<VideoHit>& hits) {
+  SampledSearch s{query, static_cast<int>(k), min_score, static_cast<int>(ef), {}};
+  s.videos.reserve(hits.size());
+  for (const VideoHit& h : hits) s.videos.push_back(h.video_id);
+  return s;
+}
+
 }  // namespace
 
 QueryError SearchDirectory::nearest_videos(DirectoryCollection& coll, const float* query, std::size_t dim,
@@ -174,7 +182,8 @@ QueryError SearchDirectory::nearest_videos(DirectoryCollection& coll, const floa
   }
   const std::size_t want = o.k ? static_cast<std::size_t>(o.k) : kDefaultK;
   const std::size_t m = o.matches ? static_cast<std::size_t>(o.matches) : 1;
-  const std::size_t ef = static_cast<std::size_t>(o.ef);  // 0: the index default
+  // 0: the collection's tuned breadth, else the index default
+  const std::size_t ef = static_cast<std::size_t>(o.ef ? o.ef : coll.search_ef.load(std::memory_order_relaxed));
   std::optional<Filter> filter;
   if (o.videos) {
     if (o.videos->empty()) return QueryError::kNone;  // nothing to find
@@ -219,7 +228,34 @@ QueryError SearchDirectory::nearest_videos(DirectoryCollection& coll, const floa
     if (hits.size() < want && more) group_search();
   }
   *out = hits.take();
+  if (!o.videos && !o.exclude && coll.sampler.want()) coll.sampler.put(sampled(q, want, o.min_score, ef, *out));
   return QueryError::kNone;
+}
+
+void SearchSampler::configure(std::uint64_t every, std::size_t capacity) {
+  std::lock_guard lock(mu_);
+  capacity_ = capacity;
+  if (queue_.size() > capacity_) queue_.resize(capacity_);
+  every_.store(every, std::memory_order_relaxed);
+}
+
+bool SearchSampler::want() {
+  const std::uint64_t every = every_.load(std::memory_order_relaxed);
+  return every != 0 && seen_.fetch_add(1, std::memory_order_relaxed) % every == 0;
+}
+
+void SearchSampler::put(SampledSearch s) {
+  std::lock_guard lock(mu_);
+  if (queue_.size() >= capacity_) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  queue_.push_back(std::move(s));
+}
+
+std::vector<SampledSearch> SearchSampler::take() {
+  std::lock_guard lock(mu_);
+  return std::exchange(queue_, {});
 }
 
 }  // namespace frameseek

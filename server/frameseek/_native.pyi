@@ -236,6 +236,16 @@ class SearchDirectory:
         """Best videos first: (video id, score, [(timestamp, score)] best first). GIL released.
         ValueError (OPTIONS_OUT_OF_RANGE, DIMENSION_MISMATCH, NON_FINITE_VECTOR, ZERO_VECTOR);
         KeyError for an unknown collection id."""
+    # the recall monitor's hooks (frameseek.service.recall); KeyError for an unknown collection id
+    def set_search_ef(self, collection_id: int, ef: int) -> None:
+        """Breadth of the collection's searches that set no ef (0: the index's default)."""
+    def search_ef(self, collection_id: int) -> int: ...
+    def sample_searches(self, collection_id: int, every: int, capacity: int) -> None:
+        """Keep every `every`-th unfiltered search (0 = none), at most `capacity` until taken."""
+    def take_sampled_searches(
+        self, collection_id: int
+    ) -> tuple[list[tuple[npt.NDArray[np.float32], int, float, int, npt.NDArray[np.uint64]]], int]:
+        """([(query as searched, k, min_score, ef used, video ids returned)], searches not kept)."""
 
 # ---- native gRPC front end (native/src/front_end/) ----
 HAVE_FRONT_END: bool  # built with gRPC C++ (libgrpc++-dev)

@@ -245,6 +245,7 @@ class Client:
         faces: bool = False,
         audio: bool = False,
         vector_dimension: int = 0,
+        target_recall: float = 0,
     ) -> pb.Collection:
         """`audio`: also fingerprint every video's soundtrack (SearchByAudio). `vector_dimension`
         > 0: a collection of your own vectors of that dimension, no model (upsert_items)."""
@@ -252,7 +253,7 @@ class Client:
             description=description,
             metric=pb.METRIC_L2 if metric == "l2" else pb.METRIC_COSINE,
             sampling=pb.SamplingSettings(fps=fps),
-            index=pb.IndexSettings(ef_search=ef_search),
+            index=pb.IndexSettings(ef_search=ef_search, target_recall=target_recall),
             faces=faces,
             audio=audio,
             own_vectors=vector_dimension > 0,

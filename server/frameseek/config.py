@@ -3,7 +3,7 @@
 
 What the process needs (network, storage, concurrency, logs) is flat: FRAMESEEK_DATA_DIR,
 `data_dir = ...`. What the media and search code reads is grouped: `media` (limits), `sampling`,
-`views`, `matching` and `index`; a group's field is FRAMESEEK_<GROUP>__<FIELD> in the environment
+`views`, `matching`, `index` and `recall`; a group's field is FRAMESEEK_<GROUP>__<FIELD> in the environment
 (FRAMESEEK_VIEWS__INDEX_COARSE_SCALE=0) and a `[group]` table in TOML. Every default is declared
 once: here, except the media limits, which the media package declares (`MediaLimits`) and the
 `media` group extends; pipeline.py and matching.py read their defaults from these groups.
@@ -144,7 +144,50 @@ class IndexConfig(BaseModel):
 
     m: int = Field(16, ge=4, le=128, description="graph degree")
     ef_construction: int = Field(200, ge=8, le=4096, description="build beam width")
-    ef_search: int = Field(64, ge=1, le=4096, description="search beam width")
+    ef_search: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="search beam width: the floor of the breadth the server tunes (see target_recall)",
+    )
+    target_recall: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="recall@k (videos, against exact search) the server tunes each collection's "
+        "search breadth for, measured on sampled real searches (the `recall` group)",
+    )
+
+
+class RecallConfig(BaseModel):
+    """The recall monitor (frameseek.service.recall): sampled real searches re-run exactly in the
+    background, and the search breadth (ef) tuned to each collection's target_recall."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sample_every: int = Field(
+        32, ge=0, description="keep every N-th unfiltered search of a collection for measuring (0 = off)"
+    )
+    cpu_share: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="the exact re-runs use at most this share of one core over time (a token bucket of CPU seconds)",
+    )
+    burst_cpu_s: float = Field(2.0, gt=0, le=60, description="CPU seconds the bucket holds (the largest burst)")
+    batch: int = Field(32, ge=1, le=256, description="sampled searches re-run together (one pass over the vectors)")
+    window: int = Field(400, ge=10, le=100_000, description="most recent samples per ef behind the estimate")
+    min_samples: int = Field(50, ge=5, description="samples at an ef before the tuner acts on it")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="two-sided level of the reported interval")
+    raise_factor: float = Field(1.5, gt=1, le=4, description="the breadth grows (shrinks) by this factor per step")
+    lower_margin: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="lower the breadth when the interval's lower bound exceeds the target by this "
+        "share of the miss budget (1 - target): hysteresis",
+    )
+    period_s: float = Field(1.0, gt=0, description="the monitor looks for samples this often when idle")
 
 
 class FacesConfig(BaseModel):
@@ -301,6 +344,7 @@ class Settings(BaseSettings):
     index: IndexConfig = Field(default_factory=IndexConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
+    recall: RecallConfig = Field(default_factory=RecallConfig)
 
     # logs
     log_format: Literal["console", "json"] = "console"

@@ -26,6 +26,26 @@ STORAGE_DAMAGE = Counter(
     "catalog_row (a catalog row that fails its checksum)",
     ["kind"],
 )
+# the recall monitor (frameseek.service.recall), per collection
+RECALL = Gauge(
+    "frameseek_recall",
+    "measured recall@k (share of the exact top-k videos returned) of sampled searches at the ef in use",
+    ["collection"],
+)
+RECALL_LOWER = Gauge("frameseek_recall_lower", "lower bound of frameseek_recall's confidence interval", ["collection"])
+RECALL_UPPER = Gauge("frameseek_recall_upper", "upper bound of frameseek_recall's confidence interval", ["collection"])
+RECALL_SAMPLES = Gauge("frameseek_recall_samples", "sampled searches behind frameseek_recall", ["collection"])
+RECALL_TARGET = Gauge("frameseek_recall_target", "the collection's target recall", ["collection"])
+SEARCH_EF = Gauge("frameseek_search_ef", "search breadth (ef) of requests that set none", ["collection"])
+RECALL_GAUGES = (RECALL, RECALL_LOWER, RECALL_UPPER, RECALL_SAMPLES, RECALL_TARGET, SEARCH_EF)
+RECALL_MEASURED = Counter("frameseek_recall_measured_total", "sampled searches re-run exactly")
+RECALL_UNMEASURED = Counter(
+    "frameseek_recall_unmeasured_total",
+    "sampled searches dropped unmeasured (newer samples took their place while the CPU budget was spent)",
+)
+RECALL_CPU_SECONDS = Counter(
+    "frameseek_recall_cpu_seconds_total", "CPU time of the exact re-runs (bounded by Settings.recall.cpu_share)"
+)
 STALLS = Counter(
     "frameseek_stalls_total",
     "ingests or event-loop turns that did not move for stall_report_s (each logged with every thread's stack)",

@@ -65,6 +65,34 @@ inline constexpr int kMaxEf = 4096;
 inline constexpr double kKnnMissSkip = 0.8;
 inline constexpr std::uint64_t kKnnProbeEvery = 32;
 
+// A search that nearest_videos answered, copied for the server's recall monitor
+// (frameseek.service.recall re-runs it exactly in the background and tunes `search_ef` from it).
+struct SampledSearch {
+  std::vector<float> query;           // as searched (normalised for the IP metric)
+  int k = 0;                          // videos asked for
+  float min_score = 0.0f;
+  int ef = 0;                         // the walk's breadth (0: the index's default)
+  std::vector<std::uint64_t> videos;  // what came back, best first
+};
+
+// Every `every`-th unfiltered search of a collection, held in a bounded queue until the monitor
+// takes it (a search that finds the queue full is not kept, and counted). every = 0: off.
+// Costs a search one relaxed atomic increment; only a sampled one copies its query.
+class SearchSampler {
+ public:
+  void configure(std::uint64_t every, std::size_t capacity);
+  bool want();  // is this search sampled? (counts it)
+  void put(SampledSearch s);
+  std::vector<SampledSearch> take();
+  std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> every_{0}, seen_{0}, dropped_{0};
+  std::mutex mu_;
+  std::size_t capacity_ = 0;
+  std::vector<SampledSearch> queue_;
+};
+
 struct DirectoryCollection {
   std::string name;  // the collection's id ("default", ...), not a resource name
   std::uint32_t id = 0;
@@ -77,6 +105,9 @@ struct DirectoryCollection {
   // update only delays the estimate by one search
   std::atomic<double> knn_miss{0.0};
   std::atomic<std::uint64_t> searches{0};
+  // The breadth of searches that set no ef (0: the index's default), tuned by the recall monitor.
+  std::atomic<int> search_ef{0};
+  SearchSampler sampler;  // searches kept for the recall monitor
 };
 
 struct DirectoryVideo {

@@ -89,6 +89,7 @@ class Translator:
                 m=rec.index.get("m", 0),
                 ef_construction=rec.index.get("ef_construction", 0),
                 ef_search=rec.index.get("ef_search", 0),
+                target_recall=rec.index.get("target_recall", 0),
             ),
             is_default=rec.is_default,
             faces="faces" in rec.modalities,

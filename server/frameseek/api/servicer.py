@@ -122,7 +122,12 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                 "dedup_threshold": c.sampling.dedup_threshold,
                 "keyframes_only": c.sampling.keyframes_only,
             },
-            index={"m": c.index.m, "ef_construction": c.index.ef_construction, "ef_search": c.index.ef_search},
+            index={
+                "m": c.index.m,
+                "ef_construction": c.index.ef_construction,
+                "ef_search": c.index.ef_search,
+                "target_recall": c.index.target_recall,
+            },
             faces=c.faces,
             audio=c.audio,
             own_dimension=c.vector_dimension if c.own_vectors else 0,

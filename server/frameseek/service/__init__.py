@@ -114,7 +114,7 @@ class FrameSeekService:
         self.core.check_ready()
 
     async def stats(self) -> dict:
-        return await stats(self.core, self.ingest, self.soundtracks)
+        return await stats(self.core, self.ingest, self.soundtracks, self.search.recall)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -127,6 +127,7 @@ class FrameSeekService:
         t0 = time.perf_counter()
         await loop.run_in_executor(core.io_pool, self._load)
         core.ready = True
+        self.search.recall.start()
         metrics.READY.set(1)
         log.info(
             "service_ready",
@@ -196,6 +197,7 @@ class FrameSeekService:
             core.watchdog.stop()
         for t in list(core.tasks):
             t.cancel()
+        self.search.recall.stop()
         for pool in (core.ingest_pool, core.query_pool, core.search_pool):
             pool.shutdown(wait=True, cancel_futures=True)
         if core.ready:

@@ -95,6 +95,7 @@ class Collections:
             "m": int(index.get("m") or s.index.m),
             "ef_construction": int(index.get("ef_construction") or s.index.ef_construction),
             "ef_search": int(index.get("ef_search") or s.index.ef_search),
+            "target_recall": float(index.get("target_recall") or s.index.target_recall),
         }
         if not 4 <= idx["m"] <= 128 or not 8 <= idx["ef_construction"] <= 4096 or not 1 <= idx["ef_search"] <= 4096:
             raise invalid(
@@ -105,6 +106,10 @@ class Collections:
             modalities["faces"] = self.core.face_models.index_spec()
         if audio:  # the audio modality indexes no vectors: its spec is empty (frameseek.modality.audio)
             modalities[AUDIO.name] = {}
+        if not 0 < idx["target_recall"] < 1:
+            raise invalid(
+                "index.target_recall must be in (0, 1); 0 = the server's default", field="index.target_recall"
+            )
         return self.core.storage.create_collection(
             cid,
             model=model,

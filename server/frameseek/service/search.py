@@ -24,6 +24,7 @@ from ..modality import Purpose
 from ..storage import CollectionRecord, NotFound, StorageError
 from .collections import Collections, Videos, check_labels
 from .core import Core, storage_error
+from .recall import RecallMonitor
 from .types import CopyMatch, Hit, SearchOptions, Segment, VideoSearchResult
 
 #: bounds of the search options, from the one search (native/include/frameseek/search_directory.hpp)
@@ -40,6 +41,8 @@ class Search:
         # audio evidence for SearchByVideo: service/audio.Soundtracks, set by the facade (audio imports
         # this module, so this one only holds it)
         self.soundtracks: Any = None
+        # samples the directory's searches, measures their recall and tunes its ef (recall.py)
+        self.recall = RecallMonitor(self.directory, core.settings)
 
     async def groups_filter(self, rec: CollectionRecord, opts: SearchOptions) -> tuple[np.ndarray | None, set[int]]:
         groups = None
@@ -194,15 +197,19 @@ class Search:
 
     def collection_added(self, rec: CollectionRecord, index) -> None:
         self.directory.put_collection(rec.name, rec.id, rec.model, rec.is_default, index)
+        self.recall.collection_added(rec, index)
 
     def collection_removed(self, collection_id: int) -> None:
         self.directory.remove_collection(collection_id)
+        self.recall.collection_removed(collection_id)
 
     def video_added(self, rec, timestamps: np.ndarray) -> None:
         self.directory.put_video(rec.id, rec.collection_id, timestamps)
+        self.recall.video_added(rec, timestamps)
 
     def video_removed(self, video_id: int) -> None:
         self.directory.remove_video(video_id)
+        self.recall.video_removed(video_id)
 
     async def by_video(
         self,
@@ -301,7 +308,8 @@ class Search:
         frame_k = frame_k or self.core.settings.matching.frame_k
         if isinstance(views, np.ndarray) and views.ndim == 2:
             views = [views]
-        ef = max(frame_k, int(rec.index.get("ef_search", 64)))
+        # the collection's tuned breadth (recall.py), as for the single-vector searches
+        ef = max(frame_k, self.recall.ef_in_use(rec))
         ref_fps = float(rec.sampling.get("fps") or self.core.settings.sampling.default_fps)
         refine_above = self.core.settings.matching.copy_threshold if refine_above is None else refine_above
         storage = self.core.storage

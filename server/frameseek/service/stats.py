@@ -8,12 +8,13 @@ from .. import __version__, _native
 from .audio import Soundtracks
 from .core import Core
 from .ingest import Ingest
+from .recall import RecallMonitor
 
 #: GetStats lists at most this many collections
 MAX_COLLECTIONS = 1000
 
 
-async def stats(core: Core, ingest: Ingest, soundtracks: Soundtracks) -> dict:
+async def stats(core: Core, ingest: Ingest, soundtracks: Soundtracks, recall: RecallMonitor) -> dict:
     core.check_ready()
     storage = core.storage
 
@@ -28,6 +29,7 @@ async def stats(core: Core, ingest: Ingest, soundtracks: Soundtracks) -> dict:
                     "sample_count": s,
                     "total_duration_seconds": d,
                     "index_vectors": storage.vectors_of(rec.id),
+                    **recall.stats(rec.id),
                 }
             )
         return colls, storage.storage_bytes()

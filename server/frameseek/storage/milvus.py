@@ -44,6 +44,7 @@ logging.getLogger("pymilvus").setLevel(logging.ERROR)
 # which failed a call under load. Ping no more often than such a server allows.
 _GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
 
+
 class _NotLoaded(Exception):
     """A Milvus collection that exists but is not loaded: load it and retry once."""
 

@@ -173,14 +173,16 @@ class SamplingSettings(_message.Message):
     def __init__(self, fps: _Optional[float] = ..., keep_blank_frames: _Optional[bool] = ..., dedup_threshold: _Optional[float] = ..., keyframes_only: _Optional[bool] = ...) -> None: ...
 
 class IndexSettings(_message.Message):
-    __slots__ = ("m", "ef_construction", "ef_search")
+    __slots__ = ("m", "ef_construction", "ef_search", "target_recall")
     M_FIELD_NUMBER: _ClassVar[int]
     EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
     m: int
     ef_construction: int
     ef_search: int
-    def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
+    target_recall: float
+    def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., target_recall: _Optional[float] = ...) -> None: ...
 
 class Collection(_message.Message):
     __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default", "faces", "audio", "own_vectors", "vector_dimension")
@@ -740,18 +742,26 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CollectionStats(_message.Message):
-    __slots__ = ("collection", "video_count", "sample_count", "total_duration_seconds", "index_vectors")
+    __slots__ = ("collection", "video_count", "sample_count", "total_duration_seconds", "index_vectors", "measured_recall", "measured_recall_lower", "recall_samples", "search_ef")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VIDEO_COUNT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INDEX_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_RECALL_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_RECALL_LOWER_FIELD_NUMBER: _ClassVar[int]
+    RECALL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_EF_FIELD_NUMBER: _ClassVar[int]
     collection: str
     video_count: int
     sample_count: int
     total_duration_seconds: float
     index_vectors: int
-    def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., index_vectors: _Optional[int] = ...) -> None: ...
+    measured_recall: float
+    measured_recall_lower: float
+    recall_samples: int
+    search_ef: int
+    def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., index_vectors: _Optional[int] = ..., measured_recall: _Optional[float] = ..., measured_recall_lower: _Optional[float] = ..., recall_samples: _Optional[int] = ..., search_ef: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
     __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level", "insecure", "recovery_problems", "audio_threshold", "audio_fingerprints")

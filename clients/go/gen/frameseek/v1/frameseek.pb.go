@@ -119,9 +119,21 @@ const (
 	// An ingest outlived pending_lease_s before its commit and another server swept it as a crashed
 	// server's (status ABORTED): nothing was stored; upload again.
 	ErrorReason_ERROR_REASON_INGEST_LEASE_EXPIRED ErrorReason = 44
+	// SearchByFace: no face was found in the photo (nor at the given face box).
+	ErrorReason_ERROR_REASON_NO_FACE ErrorReason = 33
 	// The call needs a modality (faces, audio ...) that the collection was not created with
 	// (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
 	ErrorReason_ERROR_REASON_MODALITY_NOT_ENABLED ErrorReason = 47
+	// The query (SearchByAudio) has no audio track (status INVALID_ARGUMENT).
+	ErrorReason_ERROR_REASON_NO_AUDIO_STREAM ErrorReason = 37
+	// The audio query is too short to fingerprint (under about 3 seconds; status INVALID_ARGUMENT).
+	ErrorReason_ERROR_REASON_AUDIO_TOO_SHORT ErrorReason = 38
+	// The collection holds the client's own vectors and has no model: media ingest and media
+	// searches are refused (status FAILED_PRECONDITION); use UpsertItems / SearchByVector.
+	ErrorReason_ERROR_REASON_NO_MODEL ErrorReason = 39
+	// UpsertItems / DeleteItems on a collection that embeds media with a model (status
+	// FAILED_PRECONDITION): create one with `own_vectors`.
+	ErrorReason_ERROR_REASON_NOT_OWN_VECTORS ErrorReason = 40
 )
 
 // Enum value maps for ErrorReason.
@@ -162,7 +174,12 @@ var (
 		32: "ERROR_REASON_UPLOAD_IDLE",
 		43: "ERROR_REASON_BACKEND_UNAVAILABLE",
 		44: "ERROR_REASON_INGEST_LEASE_EXPIRED",
+		33: "ERROR_REASON_NO_FACE",
 		47: "ERROR_REASON_MODALITY_NOT_ENABLED",
+		37: "ERROR_REASON_NO_AUDIO_STREAM",
+		38: "ERROR_REASON_AUDIO_TOO_SHORT",
+		39: "ERROR_REASON_NO_MODEL",
+		40: "ERROR_REASON_NOT_OWN_VECTORS",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -200,7 +217,12 @@ var (
 		"ERROR_REASON_UPLOAD_IDLE":          32,
 		"ERROR_REASON_BACKEND_UNAVAILABLE":  43,
 		"ERROR_REASON_INGEST_LEASE_EXPIRED": 44,
+		"ERROR_REASON_NO_FACE":              33,
 		"ERROR_REASON_MODALITY_NOT_ENABLED": 47,
+		"ERROR_REASON_NO_AUDIO_STREAM":      37,
+		"ERROR_REASON_AUDIO_TOO_SHORT":      38,
+		"ERROR_REASON_NO_MODEL":             39,
+		"ERROR_REASON_NOT_OWN_VECTORS":      40,
 	}
 )
 
@@ -291,6 +313,8 @@ const (
 	MediaKind_MEDIA_KIND_UNSPECIFIED MediaKind = 0
 	MediaKind_MEDIA_KIND_VIDEO       MediaKind = 1
 	MediaKind_MEDIA_KIND_IMAGE       MediaKind = 2
+	// An item of an own-vector collection (UpsertItems).
+	MediaKind_MEDIA_KIND_ITEM MediaKind = 3
 )
 
 // Enum value maps for MediaKind.
@@ -299,11 +323,13 @@ var (
 		0: "MEDIA_KIND_UNSPECIFIED",
 		1: "MEDIA_KIND_VIDEO",
 		2: "MEDIA_KIND_IMAGE",
+		3: "MEDIA_KIND_ITEM",
 	}
 	MediaKind_value = map[string]int32{
 		"MEDIA_KIND_UNSPECIFIED": 0,
 		"MEDIA_KIND_VIDEO":       1,
 		"MEDIA_KIND_IMAGE":       2,
+		"MEDIA_KIND_ITEM":        3,
 	}
 )
 
@@ -648,8 +674,13 @@ type IndexSettings struct {
 	M int32 `protobuf:"varint,1,opt,name=m,proto3" json:"m,omitempty"`
 	// Immutable. Construction beam width; 0 = server default.
 	EfConstruction int32 `protobuf:"varint,2,opt,name=ef_construction,json=efConstruction,proto3" json:"ef_construction,omitempty"`
-	// Optional. Default search beam width; 0 = server default. Requests may override it.
-	EfSearch      int32 `protobuf:"varint,3,opt,name=ef_search,json=efSearch,proto3" json:"ef_search,omitempty"`
+	// Optional. Default search beam width; 0 = server default. Requests may override it. The
+	// server raises the breadth of requests that set no ef above it when the collection's measured
+	// recall falls short of target_recall, never below it.
+	EfSearch int32 `protobuf:"varint,3,opt,name=ef_search,json=efSearch,proto3" json:"ef_search,omitempty"`
+	// Optional. The recall@k the server tunes the search breadth for, in (0, 1); 0 = server default
+	// (0.95). Measured on a sample of real searches against exact search (CollectionStats).
+	TargetRecall  float32 `protobuf:"fixed32,4,opt,name=target_recall,json=targetRecall,proto3" json:"target_recall,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -705,6 +736,13 @@ func (x *IndexSettings) GetEfSearch() int32 {
 	return 0
 }
 
+func (x *IndexSettings) GetTargetRecall() float32 {
+	if x != nil {
+		return x.TargetRecall
+	}
+	return 0
+}
+
 // A set of videos indexed with one embedding model.
 type Collection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -729,9 +767,21 @@ type Collection struct {
 	// Output only. Creation time.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only. Whether this is the server's default collection.
-	IsDefault     bool `protobuf:"varint,11,opt,name=is_default,json=isDefault,proto3" json:"is_default,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IsDefault bool `protobuf:"varint,11,opt,name=is_default,json=isDefault,proto3" json:"is_default,omitempty"`
+	// Immutable. Also detect, embed and index faces on the sampled frames (SearchByFace); off by
+	// default. Costs the face detector and encoder per sample at ingest.
+	Faces bool `protobuf:"varint,12,opt,name=faces,proto3" json:"faces,omitempty"`
+	// Immutable. Fingerprint the soundtrack of every ingested video (Chromaprint): SearchByAudio,
+	// and audio evidence in SearchByVideo. Off by default; a video without audio is indexed
+	// without a fingerprint.
+	Audio bool `protobuf:"varint,13,opt,name=audio,proto3" json:"audio,omitempty"`
+	// Immutable. The collection holds the client's own vectors (UpsertItems) and has no model;
+	// `vector_dimension` and `metric` declare them. Media ingest is refused (NO_MODEL).
+	OwnVectors bool `protobuf:"varint,14,opt,name=own_vectors,json=ownVectors,proto3" json:"own_vectors,omitempty"`
+	// Immutable. With `own_vectors`: the vectors' dimension, 1..4096 (then also `dimension`).
+	VectorDimension int32 `protobuf:"varint,15,opt,name=vector_dimension,json=vectorDimension,proto3" json:"vector_dimension,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Collection) Reset() {
@@ -839,6 +889,34 @@ func (x *Collection) GetIsDefault() bool {
 		return x.IsDefault
 	}
 	return false
+}
+
+func (x *Collection) GetFaces() bool {
+	if x != nil {
+		return x.Faces
+	}
+	return false
+}
+
+func (x *Collection) GetAudio() bool {
+	if x != nil {
+		return x.Audio
+	}
+	return false
+}
+
+func (x *Collection) GetOwnVectors() bool {
+	if x != nil {
+		return x.OwnVectors
+	}
+	return false
+}
+
+func (x *Collection) GetVectorDimension() int32 {
+	if x != nil {
+		return x.VectorDimension
+	}
+	return 0
 }
 
 type CreateCollectionRequest struct {
@@ -1134,7 +1212,10 @@ type Video struct {
 	IngestRealtimeFactor float64 `protobuf:"fixed64,14,opt,name=ingest_realtime_factor,json=ingestRealtimeFactor,proto3" json:"ingest_realtime_factor,omitempty"`
 	// Output only. ACTIVE, or DAMAGED when the server found its stored vectors damaged at start
 	// (it is then never searched; delete it and ingest it again).
-	State         VideoState `protobuf:"varint,15,opt,name=state,proto3,enum=frameseek.v1.VideoState" json:"state,omitempty"`
+	State VideoState `protobuf:"varint,15,opt,name=state,proto3,enum=frameseek.v1.VideoState" json:"state,omitempty"`
+	// Output only. Seconds of soundtrack fingerprinted at ingest (collections with `audio`); 0 when
+	// the video has no audio track, or its collection no audio.
+	AudioSeconds  float64 `protobuf:"fixed64,18,opt,name=audio_seconds,json=audioSeconds,proto3" json:"audio_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1272,6 +1353,13 @@ func (x *Video) GetState() VideoState {
 		return x.State
 	}
 	return VideoState_VIDEO_STATE_UNSPECIFIED
+}
+
+func (x *Video) GetAudioSeconds() float64 {
+	if x != nil {
+		return x.AudioSeconds
+	}
+	return 0
 }
 
 // First message of an ingest.
@@ -2650,7 +2738,16 @@ type VideoCopyMatch struct {
 	// Playback speed of the query relative to the reference (1 = same speed).
 	Speed float64 `protobuf:"fixed64,6,opt,name=speed,proto3" json:"speed,omitempty"`
 	// Aligned segments, by query time.
-	Segments      []*AlignedSegment `protobuf:"bytes,7,rep,name=segments,proto3" json:"segments,omitempty"`
+	Segments []*AlignedSegment `protobuf:"bytes,7,rep,name=segments,proto3" json:"segments,omitempty"`
+	// The frame evidence's own score (0 when only the soundtrack matched). `score` fuses it with
+	// the audio evidence: the larger of the two, the audio score mapped so that the audio
+	// threshold lands on the copy threshold (see SearchByVideo in the README).
+	FrameScore float32 `protobuf:"fixed32,8,opt,name=frame_score,json=frameScore,proto3" json:"frame_score,omitempty"`
+	// The soundtrack's own score (SearchByAudio's scale; 0 when the audio did not match, or the
+	// collection or the query has no audio).
+	AudioScore float32 `protobuf:"fixed32,9,opt,name=audio_score,json=audioScore,proto3" json:"audio_score,omitempty"`
+	// The soundtrack's matched stretch (at most one), by query time.
+	AudioSegments []*AlignedSegment `protobuf:"bytes,10,rep,name=audio_segments,json=audioSegments,proto3" json:"audio_segments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2734,6 +2831,27 @@ func (x *VideoCopyMatch) GetSegments() []*AlignedSegment {
 	return nil
 }
 
+func (x *VideoCopyMatch) GetFrameScore() float32 {
+	if x != nil {
+		return x.FrameScore
+	}
+	return 0
+}
+
+func (x *VideoCopyMatch) GetAudioScore() float32 {
+	if x != nil {
+		return x.AudioScore
+	}
+	return 0
+}
+
+func (x *VideoCopyMatch) GetAudioSegments() []*AlignedSegment {
+	if x != nil {
+		return x.AudioSegments
+	}
+	return nil
+}
+
 type SearchByVideoResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Candidates by descending score.
@@ -2806,6 +2924,836 @@ func (x *SearchByVideoResponse) GetModel() string {
 	return ""
 }
 
+type AudioQuery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional. `collections/{collection}`; default collection when empty.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Optional. Videos to return at most (default 10, at most 1000).
+	K int32 `protobuf:"varint,2,opt,name=k,proto3" json:"k,omitempty"`
+	// Optional. Drop matches scoring below this (0 = the server's calibrated default threshold;
+	// a negative value returns every verified match).
+	MinScore float64 `protobuf:"fixed64,3,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
+	// Optional. Filters.
+	Filter *SearchFilter `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Optional. Read the query from this server path (see IngestMetadata.server_path).
+	ServerPath    string `protobuf:"bytes,5,opt,name=server_path,json=serverPath,proto3" json:"server_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AudioQuery) Reset() {
+	*x = AudioQuery{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AudioQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AudioQuery) ProtoMessage() {}
+
+func (x *AudioQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AudioQuery.ProtoReflect.Descriptor instead.
+func (*AudioQuery) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AudioQuery) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *AudioQuery) GetK() int32 {
+	if x != nil {
+		return x.K
+	}
+	return 0
+}
+
+func (x *AudioQuery) GetMinScore() float64 {
+	if x != nil {
+		return x.MinScore
+	}
+	return 0
+}
+
+func (x *AudioQuery) GetFilter() *SearchFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *AudioQuery) GetServerPath() string {
+	if x != nil {
+		return x.ServerPath
+	}
+	return ""
+}
+
+type SearchByAudioRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Payload:
+	//
+	//	*SearchByAudioRequest_Query
+	//	*SearchByAudioRequest_Chunk
+	Payload       isSearchByAudioRequest_Payload `protobuf_oneof:"payload"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchByAudioRequest) Reset() {
+	*x = SearchByAudioRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchByAudioRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchByAudioRequest) ProtoMessage() {}
+
+func (x *SearchByAudioRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchByAudioRequest.ProtoReflect.Descriptor instead.
+func (*SearchByAudioRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SearchByAudioRequest) GetPayload() isSearchByAudioRequest_Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SearchByAudioRequest) GetQuery() *AudioQuery {
+	if x != nil {
+		if x, ok := x.Payload.(*SearchByAudioRequest_Query); ok {
+			return x.Query
+		}
+	}
+	return nil
+}
+
+func (x *SearchByAudioRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Payload.(*SearchByAudioRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isSearchByAudioRequest_Payload interface {
+	isSearchByAudioRequest_Payload()
+}
+
+type SearchByAudioRequest_Query struct {
+	// Required in the first message, and only there.
+	Query *AudioQuery `protobuf:"bytes,1,opt,name=query,proto3,oneof"`
+}
+
+type SearchByAudioRequest_Chunk struct {
+	// Query bytes (an audio file or a video), at most 1 MiB per message.
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*SearchByAudioRequest_Query) isSearchByAudioRequest_Payload() {}
+
+func (*SearchByAudioRequest_Chunk) isSearchByAudioRequest_Payload() {}
+
+// An indexed video whose soundtrack contains the query's audio.
+type AudioMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The indexed video.
+	Video *Video `protobuf:"bytes,1,opt,name=video,proto3" json:"video,omitempty"`
+	// Match score in [0, 1]: 1 - 2 x the bit error rate of the matched stretch (0 = chance
+	// agreement, 1 = identical fingerprints); compare with Stats.audio_threshold.
+	Score float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	// Where the matched stretch starts in the query, seconds.
+	QueryStartSeconds float64 `protobuf:"fixed64,3,opt,name=query_start_seconds,json=queryStartSeconds,proto3" json:"query_start_seconds,omitempty"`
+	// Where it starts in the video's soundtrack, seconds.
+	ReferenceStartSeconds float64 `protobuf:"fixed64,4,opt,name=reference_start_seconds,json=referenceStartSeconds,proto3" json:"reference_start_seconds,omitempty"`
+	// How long it matches, seconds.
+	DurationSeconds float64 `protobuf:"fixed64,5,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	// Reference time minus query time, seconds.
+	OffsetSeconds float64 `protobuf:"fixed64,6,opt,name=offset_seconds,json=offsetSeconds,proto3" json:"offset_seconds,omitempty"`
+	// Fraction of differing fingerprint bits over the matched stretch (0 identical, ~0.5 unrelated).
+	BitErrorRate  float32 `protobuf:"fixed32,7,opt,name=bit_error_rate,json=bitErrorRate,proto3" json:"bit_error_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AudioMatch) Reset() {
+	*x = AudioMatch{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AudioMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AudioMatch) ProtoMessage() {}
+
+func (x *AudioMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AudioMatch.ProtoReflect.Descriptor instead.
+func (*AudioMatch) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AudioMatch) GetVideo() *Video {
+	if x != nil {
+		return x.Video
+	}
+	return nil
+}
+
+func (x *AudioMatch) GetScore() float32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *AudioMatch) GetQueryStartSeconds() float64 {
+	if x != nil {
+		return x.QueryStartSeconds
+	}
+	return 0
+}
+
+func (x *AudioMatch) GetReferenceStartSeconds() float64 {
+	if x != nil {
+		return x.ReferenceStartSeconds
+	}
+	return 0
+}
+
+func (x *AudioMatch) GetDurationSeconds() float64 {
+	if x != nil {
+		return x.DurationSeconds
+	}
+	return 0
+}
+
+func (x *AudioMatch) GetOffsetSeconds() float64 {
+	if x != nil {
+		return x.OffsetSeconds
+	}
+	return 0
+}
+
+func (x *AudioMatch) GetBitErrorRate() float32 {
+	if x != nil {
+		return x.BitErrorRate
+	}
+	return 0
+}
+
+type SearchByAudioResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Matches by descending score, one per video.
+	Matches []*AudioMatch `protobuf:"bytes,1,rep,name=matches,proto3" json:"matches,omitempty"`
+	// Seconds of audio in the query.
+	QueryDurationSeconds float64 `protobuf:"fixed64,2,opt,name=query_duration_seconds,json=queryDurationSeconds,proto3" json:"query_duration_seconds,omitempty"`
+	// Fingerprint items (about 8 per second) taken from the query.
+	QueryFingerprints int32 `protobuf:"varint,3,opt,name=query_fingerprints,json=queryFingerprints,proto3" json:"query_fingerprints,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SearchByAudioResponse) Reset() {
+	*x = SearchByAudioResponse{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchByAudioResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchByAudioResponse) ProtoMessage() {}
+
+func (x *SearchByAudioResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchByAudioResponse.ProtoReflect.Descriptor instead.
+func (*SearchByAudioResponse) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SearchByAudioResponse) GetMatches() []*AudioMatch {
+	if x != nil {
+		return x.Matches
+	}
+	return nil
+}
+
+func (x *SearchByAudioResponse) GetQueryDurationSeconds() float64 {
+	if x != nil {
+		return x.QueryDurationSeconds
+	}
+	return 0
+}
+
+func (x *SearchByAudioResponse) GetQueryFingerprints() int32 {
+	if x != nil {
+		return x.QueryFingerprints
+	}
+	return 0
+}
+
+// One vector of an item, with its optional time.
+type ItemVector struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. `vector_dimension` finite values.
+	Values []float32 `protobuf:"fixed32,1,rep,packed,name=values,proto3" json:"values,omitempty"`
+	// Optional. Seconds (default: the vector's position in the item, 0, 1, 2 ...).
+	TimestampSeconds *float64 `protobuf:"fixed64,2,opt,name=timestamp_seconds,json=timestampSeconds,proto3,oneof" json:"timestamp_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ItemVector) Reset() {
+	*x = ItemVector{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemVector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemVector) ProtoMessage() {}
+
+func (x *ItemVector) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemVector.ProtoReflect.Descriptor instead.
+func (*ItemVector) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ItemVector) GetValues() []float32 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *ItemVector) GetTimestampSeconds() float64 {
+	if x != nil && x.TimestampSeconds != nil {
+		return *x.TimestampSeconds
+	}
+	return 0
+}
+
+// An item of an own-vector collection: searched, filtered, listed and deleted like a video.
+type Item struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional. `collections/{collection}/videos/{video}` of an item to replace.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Optional. The client's key; the item with this key in the collection is replaced.
+	ExternalKey string `protobuf:"bytes,2,opt,name=external_key,json=externalKey,proto3" json:"external_key,omitempty"`
+	// Required. One or more vectors (at most 4096).
+	Vectors []*ItemVector `protobuf:"bytes,3,rep,name=vectors,proto3" json:"vectors,omitempty"`
+	// Optional. Labels to filter searches by.
+	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Item) Reset() {
+	*x = Item{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Item) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Item) ProtoMessage() {}
+
+func (x *Item) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Item.ProtoReflect.Descriptor instead.
+func (*Item) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *Item) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Item) GetExternalKey() string {
+	if x != nil {
+		return x.ExternalKey
+	}
+	return ""
+}
+
+func (x *Item) GetVectors() []*ItemVector {
+	if x != nil {
+		return x.Vectors
+	}
+	return nil
+}
+
+func (x *Item) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type UpsertItemsHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. `collections/{collection}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Optional. Return the name of every upserted item (in order) in the response.
+	ReturnNames   bool `protobuf:"varint,2,opt,name=return_names,json=returnNames,proto3" json:"return_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertItemsHeader) Reset() {
+	*x = UpsertItemsHeader{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertItemsHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertItemsHeader) ProtoMessage() {}
+
+func (x *UpsertItemsHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertItemsHeader.ProtoReflect.Descriptor instead.
+func (*UpsertItemsHeader) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *UpsertItemsHeader) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *UpsertItemsHeader) GetReturnNames() bool {
+	if x != nil {
+		return x.ReturnNames
+	}
+	return false
+}
+
+type ItemBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10000 items (and the message at most the server's message size).
+	Items         []*Item `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemBatch) Reset() {
+	*x = ItemBatch{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemBatch) ProtoMessage() {}
+
+func (x *ItemBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemBatch.ProtoReflect.Descriptor instead.
+func (*ItemBatch) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ItemBatch) GetItems() []*Item {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type UpsertItemsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Payload:
+	//
+	//	*UpsertItemsRequest_Header
+	//	*UpsertItemsRequest_Batch
+	Payload       isUpsertItemsRequest_Payload `protobuf_oneof:"payload"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertItemsRequest) Reset() {
+	*x = UpsertItemsRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertItemsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertItemsRequest) ProtoMessage() {}
+
+func (x *UpsertItemsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertItemsRequest.ProtoReflect.Descriptor instead.
+func (*UpsertItemsRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *UpsertItemsRequest) GetPayload() isUpsertItemsRequest_Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *UpsertItemsRequest) GetHeader() *UpsertItemsHeader {
+	if x != nil {
+		if x, ok := x.Payload.(*UpsertItemsRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *UpsertItemsRequest) GetBatch() *ItemBatch {
+	if x != nil {
+		if x, ok := x.Payload.(*UpsertItemsRequest_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
+type isUpsertItemsRequest_Payload interface {
+	isUpsertItemsRequest_Payload()
+}
+
+type UpsertItemsRequest_Header struct {
+	// Required in the first message, and only there.
+	Header *UpsertItemsHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type UpsertItemsRequest_Batch struct {
+	// Items.
+	Batch *ItemBatch `protobuf:"bytes,2,opt,name=batch,proto3,oneof"`
+}
+
+func (*UpsertItemsRequest_Header) isUpsertItemsRequest_Payload() {}
+
+func (*UpsertItemsRequest_Batch) isUpsertItemsRequest_Payload() {}
+
+type UpsertItemsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Items upserted (all of the stream's).
+	ItemCount int64 `protobuf:"varint,1,opt,name=item_count,json=itemCount,proto3" json:"item_count,omitempty"`
+	// Vectors indexed.
+	VectorCount int64 `protobuf:"varint,2,opt,name=vector_count,json=vectorCount,proto3" json:"vector_count,omitempty"`
+	// Items that replaced an existing one.
+	ReplacedCount int64 `protobuf:"varint,3,opt,name=replaced_count,json=replacedCount,proto3" json:"replaced_count,omitempty"`
+	// With `return_names`: the items' names, in the order sent.
+	Names         []string `protobuf:"bytes,4,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertItemsResponse) Reset() {
+	*x = UpsertItemsResponse{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertItemsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertItemsResponse) ProtoMessage() {}
+
+func (x *UpsertItemsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertItemsResponse.ProtoReflect.Descriptor instead.
+func (*UpsertItemsResponse) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UpsertItemsResponse) GetItemCount() int64 {
+	if x != nil {
+		return x.ItemCount
+	}
+	return 0
+}
+
+func (x *UpsertItemsResponse) GetVectorCount() int64 {
+	if x != nil {
+		return x.VectorCount
+	}
+	return 0
+}
+
+func (x *UpsertItemsResponse) GetReplacedCount() int64 {
+	if x != nil {
+		return x.ReplacedCount
+	}
+	return 0
+}
+
+func (x *UpsertItemsResponse) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+type DeleteItemsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. `collections/{collection}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Items by name (`collections/{collection}/videos/{video}`).
+	Names []string `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
+	// Items by external key.
+	ExternalKeys  []string `protobuf:"bytes,3,rep,name=external_keys,json=externalKeys,proto3" json:"external_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteItemsRequest) Reset() {
+	*x = DeleteItemsRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteItemsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteItemsRequest) ProtoMessage() {}
+
+func (x *DeleteItemsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteItemsRequest.ProtoReflect.Descriptor instead.
+func (*DeleteItemsRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *DeleteItemsRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *DeleteItemsRequest) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *DeleteItemsRequest) GetExternalKeys() []string {
+	if x != nil {
+		return x.ExternalKeys
+	}
+	return nil
+}
+
+type DeleteItemsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Items deleted.
+	DeletedCount int64 `protobuf:"varint,1,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"`
+	// Names and keys that matched no item.
+	NotFoundCount int64 `protobuf:"varint,2,opt,name=not_found_count,json=notFoundCount,proto3" json:"not_found_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteItemsResponse) Reset() {
+	*x = DeleteItemsResponse{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteItemsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteItemsResponse) ProtoMessage() {}
+
+func (x *DeleteItemsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteItemsResponse.ProtoReflect.Descriptor instead.
+func (*DeleteItemsResponse) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *DeleteItemsResponse) GetDeletedCount() int64 {
+	if x != nil {
+		return x.DeletedCount
+	}
+	return 0
+}
+
+func (x *DeleteItemsResponse) GetNotFoundCount() int64 {
+	if x != nil {
+		return x.NotFoundCount
+	}
+	return 0
+}
+
 type GetVideoRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. `collections/{collection}/videos/{video}`.
@@ -2816,7 +3764,7 @@ type GetVideoRequest struct {
 
 func (x *GetVideoRequest) Reset() {
 	*x = GetVideoRequest{}
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[29]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +3776,7 @@ func (x *GetVideoRequest) String() string {
 func (*GetVideoRequest) ProtoMessage() {}
 
 func (x *GetVideoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[29]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +3789,7 @@ func (x *GetVideoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVideoRequest.ProtoReflect.Descriptor instead.
 func (*GetVideoRequest) Descriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{29}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetVideoRequest) GetName() string {
@@ -2872,7 +3820,7 @@ type ListVideosRequest struct {
 
 func (x *ListVideosRequest) Reset() {
 	*x = ListVideosRequest{}
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[30]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +3832,7 @@ func (x *ListVideosRequest) String() string {
 func (*ListVideosRequest) ProtoMessage() {}
 
 func (x *ListVideosRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[30]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +3845,7 @@ func (x *ListVideosRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVideosRequest.ProtoReflect.Descriptor instead.
 func (*ListVideosRequest) Descriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{30}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListVideosRequest) GetParent() string {
@@ -2955,7 +3903,7 @@ type ListVideosResponse struct {
 
 func (x *ListVideosResponse) Reset() {
 	*x = ListVideosResponse{}
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[31]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3915,7 @@ func (x *ListVideosResponse) String() string {
 func (*ListVideosResponse) ProtoMessage() {}
 
 func (x *ListVideosResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[31]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3928,7 @@ func (x *ListVideosResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVideosResponse.ProtoReflect.Descriptor instead.
 func (*ListVideosResponse) Descriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{31}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListVideosResponse) GetVideos() []*Video {
@@ -3014,7 +3962,7 @@ type DeleteVideoRequest struct {
 
 func (x *DeleteVideoRequest) Reset() {
 	*x = DeleteVideoRequest{}
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[32]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3974,7 @@ func (x *DeleteVideoRequest) String() string {
 func (*DeleteVideoRequest) ProtoMessage() {}
 
 func (x *DeleteVideoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[32]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3987,7 @@ func (x *DeleteVideoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVideoRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVideoRequest) Descriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{32}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeleteVideoRequest) GetName() string {
@@ -3057,7 +4005,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[33]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3069,7 +4017,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[33]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3082,7 +4030,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{33}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{45}
 }
 
 // Per-collection figures in Stats.
@@ -3096,14 +4044,26 @@ type CollectionStats struct {
 	// Vectors in the collection's live index: sample_count, or twice that where the server indexes
 	// a coarse twin of every sample (its index_coarse_scale setting, on by default); never part of a
 	// video: nothing is ever half-indexed.
-	IndexVectors  int64 `protobuf:"varint,5,opt,name=index_vectors,json=indexVectors,proto3" json:"index_vectors,omitempty"`
+	IndexVectors int64 `protobuf:"varint,5,opt,name=index_vectors,json=indexVectors,proto3" json:"index_vectors,omitempty"`
+	// Measured recall@k of searches that set no ef, at search_ef: over a sample of real unfiltered
+	// searches, the share of the exact top-k videos (each video scored by its best frame) that the
+	// search returned; 0 until recall_samples > 0.
+	MeasuredRecall float64 `protobuf:"fixed64,6,opt,name=measured_recall,json=measuredRecall,proto3" json:"measured_recall,omitempty"`
+	// Lower bound of measured_recall's confidence interval (Wilson score, 95 % unless configured):
+	// what the server compares with the collection's target_recall.
+	MeasuredRecallLower float64 `protobuf:"fixed64,7,opt,name=measured_recall_lower,json=measuredRecallLower,proto3" json:"measured_recall_lower,omitempty"`
+	// Sampled searches behind measured_recall (the most recent ones at search_ef).
+	RecallSamples int64 `protobuf:"varint,8,opt,name=recall_samples,json=recallSamples,proto3" json:"recall_samples,omitempty"`
+	// The search breadth (ef) of requests that set none: the collection's ef_search, or above it
+	// where the server raised it to meet target_recall.
+	SearchEf      int32 `protobuf:"varint,9,opt,name=search_ef,json=searchEf,proto3" json:"search_ef,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CollectionStats) Reset() {
 	*x = CollectionStats{}
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[34]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3115,7 +4075,7 @@ func (x *CollectionStats) String() string {
 func (*CollectionStats) ProtoMessage() {}
 
 func (x *CollectionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[34]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3128,7 +4088,7 @@ func (x *CollectionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionStats.ProtoReflect.Descriptor instead.
 func (*CollectionStats) Descriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{34}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CollectionStats) GetCollection() string {
@@ -3166,6 +4126,34 @@ func (x *CollectionStats) GetIndexVectors() int64 {
 	return 0
 }
 
+func (x *CollectionStats) GetMeasuredRecall() float64 {
+	if x != nil {
+		return x.MeasuredRecall
+	}
+	return 0
+}
+
+func (x *CollectionStats) GetMeasuredRecallLower() float64 {
+	if x != nil {
+		return x.MeasuredRecallLower
+	}
+	return 0
+}
+
+func (x *CollectionStats) GetRecallSamples() int64 {
+	if x != nil {
+		return x.RecallSamples
+	}
+	return 0
+}
+
+func (x *CollectionStats) GetSearchEf() int32 {
+	if x != nil {
+		return x.SearchEf
+	}
+	return 0
+}
+
 type Stats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server version.
@@ -3190,13 +4178,17 @@ type Stats struct {
 	// records, snapshots that failed their checksum, a catalog that lost committed rows), one
 	// sentence each; empty when everything was intact.
 	RecoveryProblems []string `protobuf:"bytes,11,rep,name=recovery_problems,json=recoveryProblems,proto3" json:"recovery_problems,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The default minimum score of SearchByAudio matches (the server's `audio.threshold`).
+	AudioThreshold float64 `protobuf:"fixed64,14,opt,name=audio_threshold,json=audioThreshold,proto3" json:"audio_threshold,omitempty"`
+	// Soundtrack fingerprint items in memory over every collection with audio (about 8 per second).
+	AudioFingerprints int64 `protobuf:"varint,15,opt,name=audio_fingerprints,json=audioFingerprints,proto3" json:"audio_fingerprints,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[35]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3208,7 +4200,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_frameseek_v1_frameseek_proto_msgTypes[35]
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3221,7 +4213,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{35}
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Stats) GetVersion() string {
@@ -3301,6 +4293,432 @@ func (x *Stats) GetRecoveryProblems() []string {
 	return nil
 }
 
+func (x *Stats) GetAudioThreshold() float64 {
+	if x != nil {
+		return x.AudioThreshold
+	}
+	return 0
+}
+
+func (x *Stats) GetAudioFingerprints() int64 {
+	if x != nil {
+		return x.AudioFingerprints
+	}
+	return 0
+}
+
+// A face's box. In a query photo: pixels. In results: fractions (0..1) of the frame's width and height.
+type FaceBox struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	X0            float32                `protobuf:"fixed32,1,opt,name=x0,proto3" json:"x0,omitempty"`
+	Y0            float32                `protobuf:"fixed32,2,opt,name=y0,proto3" json:"y0,omitempty"`
+	X1            float32                `protobuf:"fixed32,3,opt,name=x1,proto3" json:"x1,omitempty"`
+	Y1            float32                `protobuf:"fixed32,4,opt,name=y1,proto3" json:"y1,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaceBox) Reset() {
+	*x = FaceBox{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceBox) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceBox) ProtoMessage() {}
+
+func (x *FaceBox) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceBox.ProtoReflect.Descriptor instead.
+func (*FaceBox) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *FaceBox) GetX0() float32 {
+	if x != nil {
+		return x.X0
+	}
+	return 0
+}
+
+func (x *FaceBox) GetY0() float32 {
+	if x != nil {
+		return x.Y0
+	}
+	return 0
+}
+
+func (x *FaceBox) GetX1() float32 {
+	if x != nil {
+		return x.X1
+	}
+	return 0
+}
+
+func (x *FaceBox) GetY1() float32 {
+	if x != nil {
+		return x.Y1
+	}
+	return 0
+}
+
+type SearchByFaceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional. `collections/{collection}`; default collection when empty.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Required. Encoded photo (JPEG, PNG, WebP, BMP).
+	Image []byte `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	// Optional. Search only the face at this box (pixels of the photo); otherwise every face found.
+	Face *FaceBox `protobuf:"bytes,3,opt,name=face,proto3" json:"face,omitempty"`
+	// Optional. k = videos per query face; min_score = drop appearances below this calibrated score
+	// (0 = the server's threshold, 0.5: the face model's own same-person distance);
+	// max_matches_per_video = appearances (tracks) per video (default 1); filter.
+	Options       *SearchOptions `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchByFaceRequest) Reset() {
+	*x = SearchByFaceRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchByFaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchByFaceRequest) ProtoMessage() {}
+
+func (x *SearchByFaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchByFaceRequest.ProtoReflect.Descriptor instead.
+func (*SearchByFaceRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *SearchByFaceRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *SearchByFaceRequest) GetImage() []byte {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *SearchByFaceRequest) GetFace() *FaceBox {
+	if x != nil {
+		return x.Face
+	}
+	return nil
+}
+
+func (x *SearchByFaceRequest) GetOptions() *SearchOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// One appearance of the person in a video: a face track.
+type FaceAppearance struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the person is on screen: the track's first face to its last plus one sampling period.
+	StartSeconds float64 `protobuf:"fixed64,1,opt,name=start_seconds,json=startSeconds,proto3" json:"start_seconds,omitempty"`
+	EndSeconds   float64 `protobuf:"fixed64,2,opt,name=end_seconds,json=endSeconds,proto3" json:"end_seconds,omitempty"`
+	// The track's face nearest to the query.
+	TimestampSeconds float64  `protobuf:"fixed64,3,opt,name=timestamp_seconds,json=timestampSeconds,proto3" json:"timestamp_seconds,omitempty"`
+	Box              *FaceBox `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
+	// Calibrated score in (0, 1): 0.5 at the face model's same-person distance, higher is closer.
+	Score         float32 `protobuf:"fixed32,5,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaceAppearance) Reset() {
+	*x = FaceAppearance{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceAppearance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceAppearance) ProtoMessage() {}
+
+func (x *FaceAppearance) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceAppearance.ProtoReflect.Descriptor instead.
+func (*FaceAppearance) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *FaceAppearance) GetStartSeconds() float64 {
+	if x != nil {
+		return x.StartSeconds
+	}
+	return 0
+}
+
+func (x *FaceAppearance) GetEndSeconds() float64 {
+	if x != nil {
+		return x.EndSeconds
+	}
+	return 0
+}
+
+func (x *FaceAppearance) GetTimestampSeconds() float64 {
+	if x != nil {
+		return x.TimestampSeconds
+	}
+	return 0
+}
+
+func (x *FaceAppearance) GetBox() *FaceBox {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+func (x *FaceAppearance) GetScore() float32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+// A video (or photo) where the person appears.
+type FaceVideoHit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Video *Video                 `protobuf:"bytes,1,opt,name=video,proto3" json:"video,omitempty"`
+	// Best appearance score.
+	Score float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	// The best appearance's timestamp and box.
+	TimestampSeconds float64  `protobuf:"fixed64,3,opt,name=timestamp_seconds,json=timestampSeconds,proto3" json:"timestamp_seconds,omitempty"`
+	Box              *FaceBox `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
+	// Appearances by start time (at most max_matches_per_video, the best ones).
+	Appearances   []*FaceAppearance `protobuf:"bytes,5,rep,name=appearances,proto3" json:"appearances,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaceVideoHit) Reset() {
+	*x = FaceVideoHit{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceVideoHit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceVideoHit) ProtoMessage() {}
+
+func (x *FaceVideoHit) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceVideoHit.ProtoReflect.Descriptor instead.
+func (*FaceVideoHit) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *FaceVideoHit) GetVideo() *Video {
+	if x != nil {
+		return x.Video
+	}
+	return nil
+}
+
+func (x *FaceVideoHit) GetScore() float32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *FaceVideoHit) GetTimestampSeconds() float64 {
+	if x != nil {
+		return x.TimestampSeconds
+	}
+	return 0
+}
+
+func (x *FaceVideoHit) GetBox() *FaceBox {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+func (x *FaceVideoHit) GetAppearances() []*FaceAppearance {
+	if x != nil {
+		return x.Appearances
+	}
+	return nil
+}
+
+// The results for one face of the query photo.
+type FaceSearchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The face in the query photo (pixels).
+	QueryFace *FaceBox `protobuf:"bytes,1,opt,name=query_face,json=queryFace,proto3" json:"query_face,omitempty"`
+	// Videos by descending score, at most k.
+	Hits          []*FaceVideoHit `protobuf:"bytes,2,rep,name=hits,proto3" json:"hits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaceSearchResult) Reset() {
+	*x = FaceSearchResult{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceSearchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceSearchResult) ProtoMessage() {}
+
+func (x *FaceSearchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceSearchResult.ProtoReflect.Descriptor instead.
+func (*FaceSearchResult) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *FaceSearchResult) GetQueryFace() *FaceBox {
+	if x != nil {
+		return x.QueryFace
+	}
+	return nil
+}
+
+func (x *FaceSearchResult) GetHits() []*FaceVideoHit {
+	if x != nil {
+		return x.Hits
+	}
+	return nil
+}
+
+type SearchByFaceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per face searched, largest detector confidence first.
+	Results []*FaceSearchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Face encoder of the collection searched.
+	FaceModel     string `protobuf:"bytes,2,opt,name=face_model,json=faceModel,proto3" json:"face_model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchByFaceResponse) Reset() {
+	*x = SearchByFaceResponse{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchByFaceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchByFaceResponse) ProtoMessage() {}
+
+func (x *SearchByFaceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchByFaceResponse.ProtoReflect.Descriptor instead.
+func (*SearchByFaceResponse) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *SearchByFaceResponse) GetResults() []*FaceSearchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *SearchByFaceResponse) GetFaceModel() string {
+	if x != nil {
+		return x.FaceModel
+	}
+	return ""
+}
+
 var File_frameseek_v1_frameseek_proto protoreflect.FileDescriptor
 
 const file_frameseek_v1_frameseek_proto_rawDesc = "" +
@@ -3310,11 +4728,12 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x03fps\x18\x01 \x01(\x01R\x03fps\x12*\n" +
 	"\x11keep_blank_frames\x18\x02 \x01(\bR\x0fkeepBlankFrames\x12'\n" +
 	"\x0fdedup_threshold\x18\x03 \x01(\x01R\x0ededupThreshold\x12%\n" +
-	"\x0ekeyframes_only\x18\x04 \x01(\bR\rkeyframesOnly\"c\n" +
+	"\x0ekeyframes_only\x18\x04 \x01(\bR\rkeyframesOnly\"\x88\x01\n" +
 	"\rIndexSettings\x12\f\n" +
 	"\x01m\x18\x01 \x01(\x05R\x01m\x12'\n" +
 	"\x0fef_construction\x18\x02 \x01(\x05R\x0eefConstruction\x12\x1b\n" +
-	"\tef_search\x18\x03 \x01(\x05R\befSearch\"\xb3\x03\n" +
+	"\tef_search\x18\x03 \x01(\x05R\befSearch\x12#\n" +
+	"\rtarget_recall\x18\x04 \x01(\x02R\ftargetRecall\"\xab\x04\n" +
 	"\n" +
 	"Collection\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
@@ -3331,7 +4750,12 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x1d\n" +
 	"\n" +
-	"is_default\x18\v \x01(\bR\tisDefault\"x\n" +
+	"is_default\x18\v \x01(\bR\tisDefault\x12\x14\n" +
+	"\x05faces\x18\f \x01(\bR\x05faces\x12\x14\n" +
+	"\x05audio\x18\r \x01(\bR\x05audio\x12\x1f\n" +
+	"\vown_vectors\x18\x0e \x01(\bR\n" +
+	"ownVectors\x12)\n" +
+	"\x10vector_dimension\x18\x0f \x01(\x05R\x0fvectorDimension\"x\n" +
 	"\x17CreateCollectionRequest\x12#\n" +
 	"\rcollection_id\x18\x01 \x01(\tR\fcollectionId\x128\n" +
 	"\n" +
@@ -3348,7 +4772,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"C\n" +
 	"\x17DeleteCollectionRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"\xf6\x04\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\x9b\x05\n" +
 	"\x05Video\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fexternal_key\x18\x02 \x01(\tR\vexternalKey\x127\n" +
@@ -3367,7 +4791,8 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"createTime\x12\x14\n" +
 	"\x05model\x18\r \x01(\tR\x05model\x124\n" +
 	"\x16ingest_realtime_factor\x18\x0e \x01(\x01R\x14ingestRealtimeFactor\x12.\n" +
-	"\x05state\x18\x0f \x01(\x0e2\x18.frameseek.v1.VideoStateR\x05state\x1a9\n" +
+	"\x05state\x18\x0f \x01(\x0e2\x18.frameseek.v1.VideoStateR\x05state\x12#\n" +
+	"\raudio_seconds\x18\x12 \x01(\x01R\faudioSeconds\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdd\x03\n" +
@@ -3481,7 +4906,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x11query_end_seconds\x18\x02 \x01(\x01R\x0fqueryEndSeconds\x126\n" +
 	"\x17reference_start_seconds\x18\x03 \x01(\x01R\x15referenceStartSeconds\x122\n" +
 	"\x15reference_end_seconds\x18\x04 \x01(\x01R\x13referenceEndSeconds\x12\x14\n" +
-	"\x05score\x18\x05 \x01(\x02R\x05score\"\x9e\x02\n" +
+	"\x05score\x18\x05 \x01(\x02R\x05score\"\xa5\x03\n" +
 	"\x0eVideoCopyMatch\x12)\n" +
 	"\x05video\x18\x01 \x01(\v2\x13.frameseek.v1.VideoR\x05video\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12%\n" +
@@ -3489,12 +4914,78 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x12reference_coverage\x18\x04 \x01(\x02R\x11referenceCoverage\x12%\n" +
 	"\x0eoffset_seconds\x18\x05 \x01(\x01R\roffsetSeconds\x12\x14\n" +
 	"\x05speed\x18\x06 \x01(\x01R\x05speed\x128\n" +
-	"\bsegments\x18\a \x03(\v2\x1c.frameseek.v1.AlignedSegmentR\bsegments\"\xc0\x01\n" +
+	"\bsegments\x18\a \x03(\v2\x1c.frameseek.v1.AlignedSegmentR\bsegments\x12\x1f\n" +
+	"\vframe_score\x18\b \x01(\x02R\n" +
+	"frameScore\x12\x1f\n" +
+	"\vaudio_score\x18\t \x01(\x02R\n" +
+	"audioScore\x12C\n" +
+	"\x0eaudio_segments\x18\n" +
+	" \x03(\v2\x1c.frameseek.v1.AlignedSegmentR\raudioSegments\"\xc0\x01\n" +
 	"\x15SearchByVideoResponse\x126\n" +
 	"\amatches\x18\x01 \x03(\v2\x1c.frameseek.v1.VideoCopyMatchR\amatches\x124\n" +
 	"\x16query_duration_seconds\x18\x02 \x01(\x01R\x14queryDurationSeconds\x12#\n" +
 	"\rquery_samples\x18\x03 \x01(\x05R\fquerySamples\x12\x14\n" +
-	"\x05model\x18\x04 \x01(\tR\x05model\"%\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\"\xa4\x01\n" +
+	"\n" +
+	"AudioQuery\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\f\n" +
+	"\x01k\x18\x02 \x01(\x05R\x01k\x12\x1b\n" +
+	"\tmin_score\x18\x03 \x01(\x01R\bminScore\x122\n" +
+	"\x06filter\x18\x04 \x01(\v2\x1a.frameseek.v1.SearchFilterR\x06filter\x12\x1f\n" +
+	"\vserver_path\x18\x05 \x01(\tR\n" +
+	"serverPath\"k\n" +
+	"\x14SearchByAudioRequest\x120\n" +
+	"\x05query\x18\x01 \x01(\v2\x18.frameseek.v1.AudioQueryH\x00R\x05query\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\t\n" +
+	"\apayload\"\xad\x02\n" +
+	"\n" +
+	"AudioMatch\x12)\n" +
+	"\x05video\x18\x01 \x01(\v2\x13.frameseek.v1.VideoR\x05video\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\x12.\n" +
+	"\x13query_start_seconds\x18\x03 \x01(\x01R\x11queryStartSeconds\x126\n" +
+	"\x17reference_start_seconds\x18\x04 \x01(\x01R\x15referenceStartSeconds\x12)\n" +
+	"\x10duration_seconds\x18\x05 \x01(\x01R\x0fdurationSeconds\x12%\n" +
+	"\x0eoffset_seconds\x18\x06 \x01(\x01R\roffsetSeconds\x12$\n" +
+	"\x0ebit_error_rate\x18\a \x01(\x02R\fbitErrorRate\"\xb0\x01\n" +
+	"\x15SearchByAudioResponse\x122\n" +
+	"\amatches\x18\x01 \x03(\v2\x18.frameseek.v1.AudioMatchR\amatches\x124\n" +
+	"\x16query_duration_seconds\x18\x02 \x01(\x01R\x14queryDurationSeconds\x12-\n" +
+	"\x12query_fingerprints\x18\x03 \x01(\x05R\x11queryFingerprints\"l\n" +
+	"\n" +
+	"ItemVector\x12\x16\n" +
+	"\x06values\x18\x01 \x03(\x02R\x06values\x120\n" +
+	"\x11timestamp_seconds\x18\x02 \x01(\x01H\x00R\x10timestampSeconds\x88\x01\x01B\x14\n" +
+	"\x12_timestamp_seconds\"\xe4\x01\n" +
+	"\x04Item\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fexternal_key\x18\x02 \x01(\tR\vexternalKey\x122\n" +
+	"\avectors\x18\x03 \x03(\v2\x18.frameseek.v1.ItemVectorR\avectors\x126\n" +
+	"\x06labels\x18\x04 \x03(\v2\x1e.frameseek.v1.Item.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
+	"\x11UpsertItemsHeader\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12!\n" +
+	"\freturn_names\x18\x02 \x01(\bR\vreturnNames\"5\n" +
+	"\tItemBatch\x12(\n" +
+	"\x05items\x18\x01 \x03(\v2\x12.frameseek.v1.ItemR\x05items\"\x8b\x01\n" +
+	"\x12UpsertItemsRequest\x129\n" +
+	"\x06header\x18\x01 \x01(\v2\x1f.frameseek.v1.UpsertItemsHeaderH\x00R\x06header\x12/\n" +
+	"\x05batch\x18\x02 \x01(\v2\x17.frameseek.v1.ItemBatchH\x00R\x05batchB\t\n" +
+	"\apayload\"\x94\x01\n" +
+	"\x13UpsertItemsResponse\x12\x1d\n" +
+	"\n" +
+	"item_count\x18\x01 \x01(\x03R\titemCount\x12!\n" +
+	"\fvector_count\x18\x02 \x01(\x03R\vvectorCount\x12%\n" +
+	"\x0ereplaced_count\x18\x03 \x01(\x03R\rreplacedCount\x12\x14\n" +
+	"\x05names\x18\x04 \x03(\tR\x05names\"g\n" +
+	"\x12DeleteItemsRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x14\n" +
+	"\x05names\x18\x02 \x03(\tR\x05names\x12#\n" +
+	"\rexternal_keys\x18\x03 \x03(\tR\fexternalKeys\"b\n" +
+	"\x13DeleteItemsResponse\x12#\n" +
+	"\rdeleted_count\x18\x01 \x01(\x03R\fdeletedCount\x12&\n" +
+	"\x0fnot_found_count\x18\x02 \x01(\x03R\rnotFoundCount\"%\n" +
 	"\x0fGetVideoRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\xb1\x02\n" +
 	"\x11ListVideosRequest\x12\x16\n" +
@@ -3515,7 +5006,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"total_size\x18\x03 \x01(\x03R\ttotalSize\"(\n" +
 	"\x12DeleteVideoRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x11\n" +
-	"\x0fGetStatsRequest\"\xd0\x01\n" +
+	"\x0fGetStatsRequest\"\xf1\x02\n" +
 	"\x0fCollectionStats\x12\x1e\n" +
 	"\n" +
 	"collection\x18\x01 \x01(\tR\n" +
@@ -3524,7 +5015,11 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"videoCount\x12!\n" +
 	"\fsample_count\x18\x03 \x01(\x03R\vsampleCount\x124\n" +
 	"\x16total_duration_seconds\x18\x04 \x01(\x01R\x14totalDurationSeconds\x12#\n" +
-	"\rindex_vectors\x18\x05 \x01(\x03R\findexVectors\"\xa8\x03\n" +
+	"\rindex_vectors\x18\x05 \x01(\x03R\findexVectors\x12'\n" +
+	"\x0fmeasured_recall\x18\x06 \x01(\x01R\x0emeasuredRecall\x122\n" +
+	"\x15measured_recall_lower\x18\a \x01(\x01R\x13measuredRecallLower\x12%\n" +
+	"\x0erecall_samples\x18\b \x01(\x03R\rrecallSamples\x12\x1b\n" +
+	"\tsearch_ef\x18\t \x01(\x05R\bsearchEf\"\x80\x04\n" +
 	"\x05Stats\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12%\n" +
 	"\x0euptime_seconds\x18\x02 \x01(\x01R\ruptimeSeconds\x12?\n" +
@@ -3539,7 +5034,41 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"simd_level\x18\t \x01(\tR\tsimdLevel\x12\x1a\n" +
 	"\binsecure\x18\n" +
 	" \x01(\bR\binsecure\x12+\n" +
-	"\x11recovery_problems\x18\v \x03(\tR\x10recoveryProblems*\xdb\t\n" +
+	"\x11recovery_problems\x18\v \x03(\tR\x10recoveryProblems\x12'\n" +
+	"\x0faudio_threshold\x18\x0e \x01(\x01R\x0eaudioThreshold\x12-\n" +
+	"\x12audio_fingerprints\x18\x0f \x01(\x03R\x11audioFingerprints\"I\n" +
+	"\aFaceBox\x12\x0e\n" +
+	"\x02x0\x18\x01 \x01(\x02R\x02x0\x12\x0e\n" +
+	"\x02y0\x18\x02 \x01(\x02R\x02y0\x12\x0e\n" +
+	"\x02x1\x18\x03 \x01(\x02R\x02x1\x12\x0e\n" +
+	"\x02y1\x18\x04 \x01(\x02R\x02y1\"\xa5\x01\n" +
+	"\x13SearchByFaceRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\fR\x05image\x12)\n" +
+	"\x04face\x18\x03 \x01(\v2\x15.frameseek.v1.FaceBoxR\x04face\x125\n" +
+	"\aoptions\x18\x04 \x01(\v2\x1b.frameseek.v1.SearchOptionsR\aoptions\"\xc2\x01\n" +
+	"\x0eFaceAppearance\x12#\n" +
+	"\rstart_seconds\x18\x01 \x01(\x01R\fstartSeconds\x12\x1f\n" +
+	"\vend_seconds\x18\x02 \x01(\x01R\n" +
+	"endSeconds\x12+\n" +
+	"\x11timestamp_seconds\x18\x03 \x01(\x01R\x10timestampSeconds\x12'\n" +
+	"\x03box\x18\x04 \x01(\v2\x15.frameseek.v1.FaceBoxR\x03box\x12\x14\n" +
+	"\x05score\x18\x05 \x01(\x02R\x05score\"\xe5\x01\n" +
+	"\fFaceVideoHit\x12)\n" +
+	"\x05video\x18\x01 \x01(\v2\x13.frameseek.v1.VideoR\x05video\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\x12+\n" +
+	"\x11timestamp_seconds\x18\x03 \x01(\x01R\x10timestampSeconds\x12'\n" +
+	"\x03box\x18\x04 \x01(\v2\x15.frameseek.v1.FaceBoxR\x03box\x12>\n" +
+	"\vappearances\x18\x05 \x03(\v2\x1c.frameseek.v1.FaceAppearanceR\vappearances\"x\n" +
+	"\x10FaceSearchResult\x124\n" +
+	"\n" +
+	"query_face\x18\x01 \x01(\v2\x15.frameseek.v1.FaceBoxR\tqueryFace\x12.\n" +
+	"\x04hits\x18\x02 \x03(\v2\x1a.frameseek.v1.FaceVideoHitR\x04hits\"o\n" +
+	"\x14SearchByFaceResponse\x128\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.frameseek.v1.FaceSearchResultR\aresults\x12\x1d\n" +
+	"\n" +
+	"face_model\x18\x02 \x01(\tR\tfaceModel*\xf6\n" +
+	"\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_CORRUPT_MEDIA\x10\x01\x12\"\n" +
@@ -3576,16 +5105,22 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x16ERROR_REASON_DISK_FULL\x10\x1f\x12\x1c\n" +
 	"\x18ERROR_REASON_UPLOAD_IDLE\x10 \x12$\n" +
 	" ERROR_REASON_BACKEND_UNAVAILABLE\x10+\x12%\n" +
-	"!ERROR_REASON_INGEST_LEASE_EXPIRED\x10,\x12%\n" +
-	"!ERROR_REASON_MODALITY_NOT_ENABLED\x10/*B\n" +
+	"!ERROR_REASON_INGEST_LEASE_EXPIRED\x10,\x12\x18\n" +
+	"\x14ERROR_REASON_NO_FACE\x10!\x12%\n" +
+	"!ERROR_REASON_MODALITY_NOT_ENABLED\x10/\x12 \n" +
+	"\x1cERROR_REASON_NO_AUDIO_STREAM\x10%\x12 \n" +
+	"\x1cERROR_REASON_AUDIO_TOO_SHORT\x10&\x12\x19\n" +
+	"\x15ERROR_REASON_NO_MODEL\x10'\x12 \n" +
+	"\x1cERROR_REASON_NOT_OWN_VECTORS\x10(*B\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rMETRIC_COSINE\x10\x01\x12\r\n" +
-	"\tMETRIC_L2\x10\x02*S\n" +
+	"\tMETRIC_L2\x10\x02*h\n" +
 	"\tMediaKind\x12\x1a\n" +
 	"\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MEDIA_KIND_VIDEO\x10\x01\x12\x14\n" +
-	"\x10MEDIA_KIND_IMAGE\x10\x02*Z\n" +
+	"\x10MEDIA_KIND_IMAGE\x10\x02\x12\x13\n" +
+	"\x0fMEDIA_KIND_ITEM\x10\x03*Z\n" +
 	"\n" +
 	"VideoState\x12\x1b\n" +
 	"\x17VIDEO_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -3606,7 +5141,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x19REGION_SEARCH_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REGION_SEARCH_OFF\x10\x01\x12\x16\n" +
 	"\x12REGION_SEARCH_AUTO\x10\x02\x12\x14\n" +
-	"\x10REGION_SEARCH_ON\x10\x032\xc8\t\n" +
+	"\x10REGION_SEARCH_ON\x10\x032\xa5\f\n" +
 	"\tFrameSeek\x12S\n" +
 	"\x10CreateCollection\x12%.frameseek.v1.CreateCollectionRequest\x1a\x18.frameseek.v1.Collection\x12M\n" +
 	"\rGetCollection\x12\".frameseek.v1.GetCollectionRequest\x1a\x18.frameseek.v1.Collection\x12^\n" +
@@ -3618,7 +5153,11 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x0eWatchIngestJob\x12#.frameseek.v1.WatchIngestJobRequest\x1a\x17.frameseek.v1.IngestJob0\x01\x12Q\n" +
 	"\rSearchByImage\x12\".frameseek.v1.SearchByImageRequest\x1a\x1c.frameseek.v1.SearchResponse\x12Z\n" +
 	"\rSearchByVideo\x12\".frameseek.v1.SearchByVideoRequest\x1a#.frameseek.v1.SearchByVideoResponse(\x01\x12S\n" +
-	"\x0eSearchByVector\x12#.frameseek.v1.SearchByVectorRequest\x1a\x1c.frameseek.v1.SearchResponse\x12>\n" +
+	"\x0eSearchByVector\x12#.frameseek.v1.SearchByVectorRequest\x1a\x1c.frameseek.v1.SearchResponse\x12U\n" +
+	"\fSearchByFace\x12!.frameseek.v1.SearchByFaceRequest\x1a\".frameseek.v1.SearchByFaceResponse\x12Z\n" +
+	"\rSearchByAudio\x12\".frameseek.v1.SearchByAudioRequest\x1a#.frameseek.v1.SearchByAudioResponse(\x01\x12T\n" +
+	"\vUpsertItems\x12 .frameseek.v1.UpsertItemsRequest\x1a!.frameseek.v1.UpsertItemsResponse(\x01\x12R\n" +
+	"\vDeleteItems\x12 .frameseek.v1.DeleteItemsRequest\x1a!.frameseek.v1.DeleteItemsResponse\x12>\n" +
 	"\bGetVideo\x12\x1d.frameseek.v1.GetVideoRequest\x1a\x13.frameseek.v1.Video\x12O\n" +
 	"\n" +
 	"ListVideos\x12\x1f.frameseek.v1.ListVideosRequest\x1a .frameseek.v1.ListVideosResponse\x12G\n" +
@@ -3639,7 +5178,7 @@ func file_frameseek_v1_frameseek_proto_rawDescGZIP() []byte {
 }
 
 var file_frameseek_v1_frameseek_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_frameseek_v1_frameseek_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_frameseek_v1_frameseek_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_frameseek_v1_frameseek_proto_goTypes = []any{
 	(ErrorReason)(0),                // 0: frameseek.v1.ErrorReason
 	(Metric)(0),                     // 1: frameseek.v1.Metric
@@ -3677,32 +5216,51 @@ var file_frameseek_v1_frameseek_proto_goTypes = []any{
 	(*AlignedSegment)(nil),          // 33: frameseek.v1.AlignedSegment
 	(*VideoCopyMatch)(nil),          // 34: frameseek.v1.VideoCopyMatch
 	(*SearchByVideoResponse)(nil),   // 35: frameseek.v1.SearchByVideoResponse
-	(*GetVideoRequest)(nil),         // 36: frameseek.v1.GetVideoRequest
-	(*ListVideosRequest)(nil),       // 37: frameseek.v1.ListVideosRequest
-	(*ListVideosResponse)(nil),      // 38: frameseek.v1.ListVideosResponse
-	(*DeleteVideoRequest)(nil),      // 39: frameseek.v1.DeleteVideoRequest
-	(*GetStatsRequest)(nil),         // 40: frameseek.v1.GetStatsRequest
-	(*CollectionStats)(nil),         // 41: frameseek.v1.CollectionStats
-	(*Stats)(nil),                   // 42: frameseek.v1.Stats
-	nil,                             // 43: frameseek.v1.Video.LabelsEntry
-	nil,                             // 44: frameseek.v1.IngestMetadata.LabelsEntry
-	nil,                             // 45: frameseek.v1.SearchFilter.LabelsEntry
-	nil,                             // 46: frameseek.v1.ListVideosRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),           // 48: google.protobuf.Empty
+	(*AudioQuery)(nil),              // 36: frameseek.v1.AudioQuery
+	(*SearchByAudioRequest)(nil),    // 37: frameseek.v1.SearchByAudioRequest
+	(*AudioMatch)(nil),              // 38: frameseek.v1.AudioMatch
+	(*SearchByAudioResponse)(nil),   // 39: frameseek.v1.SearchByAudioResponse
+	(*ItemVector)(nil),              // 40: frameseek.v1.ItemVector
+	(*Item)(nil),                    // 41: frameseek.v1.Item
+	(*UpsertItemsHeader)(nil),       // 42: frameseek.v1.UpsertItemsHeader
+	(*ItemBatch)(nil),               // 43: frameseek.v1.ItemBatch
+	(*UpsertItemsRequest)(nil),      // 44: frameseek.v1.UpsertItemsRequest
+	(*UpsertItemsResponse)(nil),     // 45: frameseek.v1.UpsertItemsResponse
+	(*DeleteItemsRequest)(nil),      // 46: frameseek.v1.DeleteItemsRequest
+	(*DeleteItemsResponse)(nil),     // 47: frameseek.v1.DeleteItemsResponse
+	(*GetVideoRequest)(nil),         // 48: frameseek.v1.GetVideoRequest
+	(*ListVideosRequest)(nil),       // 49: frameseek.v1.ListVideosRequest
+	(*ListVideosResponse)(nil),      // 50: frameseek.v1.ListVideosResponse
+	(*DeleteVideoRequest)(nil),      // 51: frameseek.v1.DeleteVideoRequest
+	(*GetStatsRequest)(nil),         // 52: frameseek.v1.GetStatsRequest
+	(*CollectionStats)(nil),         // 53: frameseek.v1.CollectionStats
+	(*Stats)(nil),                   // 54: frameseek.v1.Stats
+	(*FaceBox)(nil),                 // 55: frameseek.v1.FaceBox
+	(*SearchByFaceRequest)(nil),     // 56: frameseek.v1.SearchByFaceRequest
+	(*FaceAppearance)(nil),          // 57: frameseek.v1.FaceAppearance
+	(*FaceVideoHit)(nil),            // 58: frameseek.v1.FaceVideoHit
+	(*FaceSearchResult)(nil),        // 59: frameseek.v1.FaceSearchResult
+	(*SearchByFaceResponse)(nil),    // 60: frameseek.v1.SearchByFaceResponse
+	nil,                             // 61: frameseek.v1.Video.LabelsEntry
+	nil,                             // 62: frameseek.v1.IngestMetadata.LabelsEntry
+	nil,                             // 63: frameseek.v1.SearchFilter.LabelsEntry
+	nil,                             // 64: frameseek.v1.Item.LabelsEntry
+	nil,                             // 65: frameseek.v1.ListVideosRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 66: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),           // 67: google.protobuf.Empty
 }
 var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	1,  // 0: frameseek.v1.Collection.metric:type_name -> frameseek.v1.Metric
 	7,  // 1: frameseek.v1.Collection.sampling:type_name -> frameseek.v1.SamplingSettings
 	8,  // 2: frameseek.v1.Collection.index:type_name -> frameseek.v1.IndexSettings
-	47, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
+	66, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
 	9,  // 4: frameseek.v1.CreateCollectionRequest.collection:type_name -> frameseek.v1.Collection
 	9,  // 5: frameseek.v1.ListCollectionsResponse.collections:type_name -> frameseek.v1.Collection
-	43, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
+	61, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
 	2,  // 7: frameseek.v1.Video.kind:type_name -> frameseek.v1.MediaKind
-	47, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
+	66, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
 	3,  // 9: frameseek.v1.Video.state:type_name -> frameseek.v1.VideoState
-	44, // 10: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
+	62, // 10: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
 	4,  // 11: frameseek.v1.IngestMetadata.duplicate_policy:type_name -> frameseek.v1.DuplicatePolicy
 	16, // 12: frameseek.v1.IngestVideoRequest.metadata:type_name -> frameseek.v1.IngestMetadata
 	16, // 13: frameseek.v1.IngestImageRequest.metadata:type_name -> frameseek.v1.IngestMetadata
@@ -3711,9 +5269,9 @@ var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	34, // 16: frameseek.v1.IngestVideoResponse.copies:type_name -> frameseek.v1.VideoCopyMatch
 	5,  // 17: frameseek.v1.IngestJob.state:type_name -> frameseek.v1.IngestJobState
 	20, // 18: frameseek.v1.IngestJob.error:type_name -> frameseek.v1.JobError
-	47, // 19: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
-	47, // 20: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
-	45, // 21: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
+	66, // 19: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
+	66, // 20: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
+	63, // 21: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
 	15, // 22: frameseek.v1.VideoHit.video:type_name -> frameseek.v1.Video
 	25, // 23: frameseek.v1.VideoHit.matches:type_name -> frameseek.v1.FrameMatch
 	26, // 24: frameseek.v1.SearchResponse.hits:type_name -> frameseek.v1.VideoHit
@@ -3725,45 +5283,72 @@ var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	31, // 30: frameseek.v1.SearchByVideoRequest.query:type_name -> frameseek.v1.VideoQuery
 	15, // 31: frameseek.v1.VideoCopyMatch.video:type_name -> frameseek.v1.Video
 	33, // 32: frameseek.v1.VideoCopyMatch.segments:type_name -> frameseek.v1.AlignedSegment
-	34, // 33: frameseek.v1.SearchByVideoResponse.matches:type_name -> frameseek.v1.VideoCopyMatch
-	46, // 34: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
-	15, // 35: frameseek.v1.ListVideosResponse.videos:type_name -> frameseek.v1.Video
-	41, // 36: frameseek.v1.Stats.collections:type_name -> frameseek.v1.CollectionStats
-	10, // 37: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
-	11, // 38: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
-	12, // 39: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
-	14, // 40: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
-	17, // 41: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
-	18, // 42: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
-	22, // 43: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
-	23, // 44: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
-	29, // 45: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
-	32, // 46: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
-	30, // 47: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
-	36, // 48: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
-	37, // 49: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
-	39, // 50: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
-	40, // 51: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
-	9,  // 52: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
-	9,  // 53: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
-	13, // 54: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
-	48, // 55: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
-	19, // 56: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
-	19, // 57: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
-	21, // 58: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
-	21, // 59: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
-	27, // 60: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
-	35, // 61: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
-	27, // 62: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
-	15, // 63: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
-	38, // 64: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
-	48, // 65: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
-	42, // 66: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
-	52, // [52:67] is the sub-list for method output_type
-	37, // [37:52] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	33, // 33: frameseek.v1.VideoCopyMatch.audio_segments:type_name -> frameseek.v1.AlignedSegment
+	34, // 34: frameseek.v1.SearchByVideoResponse.matches:type_name -> frameseek.v1.VideoCopyMatch
+	24, // 35: frameseek.v1.AudioQuery.filter:type_name -> frameseek.v1.SearchFilter
+	36, // 36: frameseek.v1.SearchByAudioRequest.query:type_name -> frameseek.v1.AudioQuery
+	15, // 37: frameseek.v1.AudioMatch.video:type_name -> frameseek.v1.Video
+	38, // 38: frameseek.v1.SearchByAudioResponse.matches:type_name -> frameseek.v1.AudioMatch
+	40, // 39: frameseek.v1.Item.vectors:type_name -> frameseek.v1.ItemVector
+	64, // 40: frameseek.v1.Item.labels:type_name -> frameseek.v1.Item.LabelsEntry
+	41, // 41: frameseek.v1.ItemBatch.items:type_name -> frameseek.v1.Item
+	42, // 42: frameseek.v1.UpsertItemsRequest.header:type_name -> frameseek.v1.UpsertItemsHeader
+	43, // 43: frameseek.v1.UpsertItemsRequest.batch:type_name -> frameseek.v1.ItemBatch
+	65, // 44: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
+	15, // 45: frameseek.v1.ListVideosResponse.videos:type_name -> frameseek.v1.Video
+	53, // 46: frameseek.v1.Stats.collections:type_name -> frameseek.v1.CollectionStats
+	55, // 47: frameseek.v1.SearchByFaceRequest.face:type_name -> frameseek.v1.FaceBox
+	28, // 48: frameseek.v1.SearchByFaceRequest.options:type_name -> frameseek.v1.SearchOptions
+	55, // 49: frameseek.v1.FaceAppearance.box:type_name -> frameseek.v1.FaceBox
+	15, // 50: frameseek.v1.FaceVideoHit.video:type_name -> frameseek.v1.Video
+	55, // 51: frameseek.v1.FaceVideoHit.box:type_name -> frameseek.v1.FaceBox
+	57, // 52: frameseek.v1.FaceVideoHit.appearances:type_name -> frameseek.v1.FaceAppearance
+	55, // 53: frameseek.v1.FaceSearchResult.query_face:type_name -> frameseek.v1.FaceBox
+	58, // 54: frameseek.v1.FaceSearchResult.hits:type_name -> frameseek.v1.FaceVideoHit
+	59, // 55: frameseek.v1.SearchByFaceResponse.results:type_name -> frameseek.v1.FaceSearchResult
+	10, // 56: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
+	11, // 57: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
+	12, // 58: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
+	14, // 59: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
+	17, // 60: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
+	18, // 61: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
+	22, // 62: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
+	23, // 63: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
+	29, // 64: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
+	32, // 65: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
+	30, // 66: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
+	56, // 67: frameseek.v1.FrameSeek.SearchByFace:input_type -> frameseek.v1.SearchByFaceRequest
+	37, // 68: frameseek.v1.FrameSeek.SearchByAudio:input_type -> frameseek.v1.SearchByAudioRequest
+	44, // 69: frameseek.v1.FrameSeek.UpsertItems:input_type -> frameseek.v1.UpsertItemsRequest
+	46, // 70: frameseek.v1.FrameSeek.DeleteItems:input_type -> frameseek.v1.DeleteItemsRequest
+	48, // 71: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
+	49, // 72: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
+	51, // 73: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
+	52, // 74: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
+	9,  // 75: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
+	9,  // 76: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
+	13, // 77: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
+	67, // 78: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
+	19, // 79: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
+	19, // 80: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
+	21, // 81: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
+	21, // 82: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
+	27, // 83: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
+	35, // 84: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
+	27, // 85: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
+	60, // 86: frameseek.v1.FrameSeek.SearchByFace:output_type -> frameseek.v1.SearchByFaceResponse
+	39, // 87: frameseek.v1.FrameSeek.SearchByAudio:output_type -> frameseek.v1.SearchByAudioResponse
+	45, // 88: frameseek.v1.FrameSeek.UpsertItems:output_type -> frameseek.v1.UpsertItemsResponse
+	47, // 89: frameseek.v1.FrameSeek.DeleteItems:output_type -> frameseek.v1.DeleteItemsResponse
+	15, // 90: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
+	50, // 91: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
+	67, // 92: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
+	54, // 93: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
+	75, // [75:94] is the sub-list for method output_type
+	56, // [56:75] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_frameseek_v1_frameseek_proto_init() }
@@ -3779,13 +5364,22 @@ func file_frameseek_v1_frameseek_proto_init() {
 		(*SearchByVideoRequest_Query)(nil),
 		(*SearchByVideoRequest_Chunk)(nil),
 	}
+	file_frameseek_v1_frameseek_proto_msgTypes[30].OneofWrappers = []any{
+		(*SearchByAudioRequest_Query)(nil),
+		(*SearchByAudioRequest_Chunk)(nil),
+	}
+	file_frameseek_v1_frameseek_proto_msgTypes[33].OneofWrappers = []any{}
+	file_frameseek_v1_frameseek_proto_msgTypes[37].OneofWrappers = []any{
+		(*UpsertItemsRequest_Header)(nil),
+		(*UpsertItemsRequest_Batch)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_frameseek_v1_frameseek_proto_rawDesc), len(file_frameseek_v1_frameseek_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   40,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,6 +45,10 @@ const (
 	FrameSeek_SearchByImage_FullMethodName    = "/frameseek.v1.FrameSeek/SearchByImage"
 	FrameSeek_SearchByVideo_FullMethodName    = "/frameseek.v1.FrameSeek/SearchByVideo"
 	FrameSeek_SearchByVector_FullMethodName   = "/frameseek.v1.FrameSeek/SearchByVector"
+	FrameSeek_SearchByFace_FullMethodName     = "/frameseek.v1.FrameSeek/SearchByFace"
+	FrameSeek_SearchByAudio_FullMethodName    = "/frameseek.v1.FrameSeek/SearchByAudio"
+	FrameSeek_UpsertItems_FullMethodName      = "/frameseek.v1.FrameSeek/UpsertItems"
+	FrameSeek_DeleteItems_FullMethodName      = "/frameseek.v1.FrameSeek/DeleteItems"
 	FrameSeek_GetVideo_FullMethodName         = "/frameseek.v1.FrameSeek/GetVideo"
 	FrameSeek_ListVideos_FullMethodName       = "/frameseek.v1.FrameSeek/ListVideos"
 	FrameSeek_DeleteVideo_FullMethodName      = "/frameseek.v1.FrameSeek/DeleteVideo"
@@ -96,6 +100,25 @@ type FrameSeekClient interface {
 	SearchByVideo(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SearchByVideoRequest, SearchByVideoResponse], error)
 	// Nearest videos for a raw embedding (for clients with their own encoder of the collection's model).
 	SearchByVector(ctx context.Context, in *SearchByVectorRequest, opts ...grpc.CallOption) (*SearchResponse, error)
+	// Finds the videos and photos where the person of a photo appears (collections created with
+	// `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+	// intervals, best timestamp, face box and a calibrated score. A photo without a face is
+	// INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+	SearchByFace(ctx context.Context, in *SearchByFaceRequest, opts ...grpc.CallOption) (*SearchByFaceResponse, error)
+	// Finds the videos whose soundtrack contains an audio excerpt (an audio file, or the soundtrack
+	// of a video), with where it starts in each and for how long it matches. Client streaming like
+	// SearchByVideo: first `query`, then chunks of the file. Only collections created with `audio`.
+	SearchByAudio(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SearchByAudioRequest, SearchByAudioResponse], error)
+	// Inserts or replaces items (the client's own vectors) in a collection created with
+	// `own_vectors`. Client streaming: the first message is the `header`, every following one a
+	// `batch` of items; each batch is committed (durable, and searchable by SearchByVector) before
+	// the next message is read, so a fast client is held back by gRPC flow control. The response
+	// acknowledges every item of the stream. An item replaces the one named by `name`, else the
+	// one with its `external_key`, else it is new.
+	UpsertItems(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UpsertItemsRequest, UpsertItemsResponse], error)
+	// Deletes items of an own-vector collection by name or external key; gone from every search
+	// when the call returns. Unknown ones are skipped (counted in the response).
+	DeleteItems(ctx context.Context, in *DeleteItemsRequest, opts ...grpc.CallOption) (*DeleteItemsResponse, error)
 	// Gets a video.
 	GetVideo(ctx context.Context, in *GetVideoRequest, opts ...grpc.CallOption) (*Video, error)
 	// Lists the videos of a collection, newest first.
@@ -239,6 +262,52 @@ func (c *frameSeekClient) SearchByVector(ctx context.Context, in *SearchByVector
 	return out, nil
 }
 
+func (c *frameSeekClient) SearchByFace(ctx context.Context, in *SearchByFaceRequest, opts ...grpc.CallOption) (*SearchByFaceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SearchByFaceResponse)
+	err := c.cc.Invoke(ctx, FrameSeek_SearchByFace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *frameSeekClient) SearchByAudio(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SearchByAudioRequest, SearchByAudioResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FrameSeek_ServiceDesc.Streams[3], FrameSeek_SearchByAudio_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SearchByAudioRequest, SearchByAudioResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FrameSeek_SearchByAudioClient = grpc.ClientStreamingClient[SearchByAudioRequest, SearchByAudioResponse]
+
+func (c *frameSeekClient) UpsertItems(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UpsertItemsRequest, UpsertItemsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FrameSeek_ServiceDesc.Streams[4], FrameSeek_UpsertItems_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UpsertItemsRequest, UpsertItemsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FrameSeek_UpsertItemsClient = grpc.ClientStreamingClient[UpsertItemsRequest, UpsertItemsResponse]
+
+func (c *frameSeekClient) DeleteItems(ctx context.Context, in *DeleteItemsRequest, opts ...grpc.CallOption) (*DeleteItemsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteItemsResponse)
+	err := c.cc.Invoke(ctx, FrameSeek_DeleteItems_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *frameSeekClient) GetVideo(ctx context.Context, in *GetVideoRequest, opts ...grpc.CallOption) (*Video, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Video)
@@ -324,6 +393,25 @@ type FrameSeekServer interface {
 	SearchByVideo(grpc.ClientStreamingServer[SearchByVideoRequest, SearchByVideoResponse]) error
 	// Nearest videos for a raw embedding (for clients with their own encoder of the collection's model).
 	SearchByVector(context.Context, *SearchByVectorRequest) (*SearchResponse, error)
+	// Finds the videos and photos where the person of a photo appears (collections created with
+	// `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+	// intervals, best timestamp, face box and a calibrated score. A photo without a face is
+	// INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+	SearchByFace(context.Context, *SearchByFaceRequest) (*SearchByFaceResponse, error)
+	// Finds the videos whose soundtrack contains an audio excerpt (an audio file, or the soundtrack
+	// of a video), with where it starts in each and for how long it matches. Client streaming like
+	// SearchByVideo: first `query`, then chunks of the file. Only collections created with `audio`.
+	SearchByAudio(grpc.ClientStreamingServer[SearchByAudioRequest, SearchByAudioResponse]) error
+	// Inserts or replaces items (the client's own vectors) in a collection created with
+	// `own_vectors`. Client streaming: the first message is the `header`, every following one a
+	// `batch` of items; each batch is committed (durable, and searchable by SearchByVector) before
+	// the next message is read, so a fast client is held back by gRPC flow control. The response
+	// acknowledges every item of the stream. An item replaces the one named by `name`, else the
+	// one with its `external_key`, else it is new.
+	UpsertItems(grpc.ClientStreamingServer[UpsertItemsRequest, UpsertItemsResponse]) error
+	// Deletes items of an own-vector collection by name or external key; gone from every search
+	// when the call returns. Unknown ones are skipped (counted in the response).
+	DeleteItems(context.Context, *DeleteItemsRequest) (*DeleteItemsResponse, error)
 	// Gets a video.
 	GetVideo(context.Context, *GetVideoRequest) (*Video, error)
 	// Lists the videos of a collection, newest first.
@@ -374,6 +462,18 @@ func (UnimplementedFrameSeekServer) SearchByVideo(grpc.ClientStreamingServer[Sea
 }
 func (UnimplementedFrameSeekServer) SearchByVector(context.Context, *SearchByVectorRequest) (*SearchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SearchByVector not implemented")
+}
+func (UnimplementedFrameSeekServer) SearchByFace(context.Context, *SearchByFaceRequest) (*SearchByFaceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SearchByFace not implemented")
+}
+func (UnimplementedFrameSeekServer) SearchByAudio(grpc.ClientStreamingServer[SearchByAudioRequest, SearchByAudioResponse]) error {
+	return status.Error(codes.Unimplemented, "method SearchByAudio not implemented")
+}
+func (UnimplementedFrameSeekServer) UpsertItems(grpc.ClientStreamingServer[UpsertItemsRequest, UpsertItemsResponse]) error {
+	return status.Error(codes.Unimplemented, "method UpsertItems not implemented")
+}
+func (UnimplementedFrameSeekServer) DeleteItems(context.Context, *DeleteItemsRequest) (*DeleteItemsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteItems not implemented")
 }
 func (UnimplementedFrameSeekServer) GetVideo(context.Context, *GetVideoRequest) (*Video, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetVideo not implemented")
@@ -577,6 +677,56 @@ func _FrameSeek_SearchByVector_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FrameSeek_SearchByFace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchByFaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrameSeekServer).SearchByFace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FrameSeek_SearchByFace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrameSeekServer).SearchByFace(ctx, req.(*SearchByFaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FrameSeek_SearchByAudio_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FrameSeekServer).SearchByAudio(&grpc.GenericServerStream[SearchByAudioRequest, SearchByAudioResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FrameSeek_SearchByAudioServer = grpc.ClientStreamingServer[SearchByAudioRequest, SearchByAudioResponse]
+
+func _FrameSeek_UpsertItems_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FrameSeekServer).UpsertItems(&grpc.GenericServerStream[UpsertItemsRequest, UpsertItemsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FrameSeek_UpsertItemsServer = grpc.ClientStreamingServer[UpsertItemsRequest, UpsertItemsResponse]
+
+func _FrameSeek_DeleteItems_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteItemsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrameSeekServer).DeleteItems(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FrameSeek_DeleteItems_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrameSeekServer).DeleteItems(ctx, req.(*DeleteItemsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _FrameSeek_GetVideo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetVideoRequest)
 	if err := dec(in); err != nil {
@@ -689,6 +839,14 @@ var FrameSeek_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _FrameSeek_SearchByVector_Handler,
 		},
 		{
+			MethodName: "SearchByFace",
+			Handler:    _FrameSeek_SearchByFace_Handler,
+		},
+		{
+			MethodName: "DeleteItems",
+			Handler:    _FrameSeek_DeleteItems_Handler,
+		},
+		{
 			MethodName: "GetVideo",
 			Handler:    _FrameSeek_GetVideo_Handler,
 		},
@@ -719,6 +877,16 @@ var FrameSeek_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "SearchByVideo",
 			Handler:       _FrameSeek_SearchByVideo_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "SearchByAudio",
+			Handler:       _FrameSeek_SearchByAudio_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "UpsertItems",
+			Handler:       _FrameSeek_UpsertItems_Handler,
 			ClientStreams: true,
 		},
 	},

@@ -139,11 +139,27 @@ export enum ErrorReason {
    * server's (status ABORTED): nothing was stored; upload again.
    */
   ERROR_REASON_INGEST_LEASE_EXPIRED = 44,
+  /** ERROR_REASON_NO_FACE - SearchByFace: no face was found in the photo (nor at the given face box). */
+  ERROR_REASON_NO_FACE = 33,
   /**
    * ERROR_REASON_MODALITY_NOT_ENABLED - The call needs a modality (faces, audio ...) that the collection was not created with
    * (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
    */
   ERROR_REASON_MODALITY_NOT_ENABLED = 47,
+  /** ERROR_REASON_NO_AUDIO_STREAM - The query (SearchByAudio) has no audio track (status INVALID_ARGUMENT). */
+  ERROR_REASON_NO_AUDIO_STREAM = 37,
+  /** ERROR_REASON_AUDIO_TOO_SHORT - The audio query is too short to fingerprint (under about 3 seconds; status INVALID_ARGUMENT). */
+  ERROR_REASON_AUDIO_TOO_SHORT = 38,
+  /**
+   * ERROR_REASON_NO_MODEL - The collection holds the client's own vectors and has no model: media ingest and media
+   * searches are refused (status FAILED_PRECONDITION); use UpsertItems / SearchByVector.
+   */
+  ERROR_REASON_NO_MODEL = 39,
+  /**
+   * ERROR_REASON_NOT_OWN_VECTORS - UpsertItems / DeleteItems on a collection that embeds media with a model (status
+   * FAILED_PRECONDITION): create one with `own_vectors`.
+   */
+  ERROR_REASON_NOT_OWN_VECTORS = 40,
   UNRECOGNIZED = -1,
 }
 
@@ -254,9 +270,24 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 44:
     case "ERROR_REASON_INGEST_LEASE_EXPIRED":
       return ErrorReason.ERROR_REASON_INGEST_LEASE_EXPIRED;
+    case 33:
+    case "ERROR_REASON_NO_FACE":
+      return ErrorReason.ERROR_REASON_NO_FACE;
     case 47:
     case "ERROR_REASON_MODALITY_NOT_ENABLED":
       return ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED;
+    case 37:
+    case "ERROR_REASON_NO_AUDIO_STREAM":
+      return ErrorReason.ERROR_REASON_NO_AUDIO_STREAM;
+    case 38:
+    case "ERROR_REASON_AUDIO_TOO_SHORT":
+      return ErrorReason.ERROR_REASON_AUDIO_TOO_SHORT;
+    case 39:
+    case "ERROR_REASON_NO_MODEL":
+      return ErrorReason.ERROR_REASON_NO_MODEL;
+    case 40:
+    case "ERROR_REASON_NOT_OWN_VECTORS":
+      return ErrorReason.ERROR_REASON_NOT_OWN_VECTORS;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -336,8 +367,18 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_BACKEND_UNAVAILABLE";
     case ErrorReason.ERROR_REASON_INGEST_LEASE_EXPIRED:
       return "ERROR_REASON_INGEST_LEASE_EXPIRED";
+    case ErrorReason.ERROR_REASON_NO_FACE:
+      return "ERROR_REASON_NO_FACE";
     case ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED:
       return "ERROR_REASON_MODALITY_NOT_ENABLED";
+    case ErrorReason.ERROR_REASON_NO_AUDIO_STREAM:
+      return "ERROR_REASON_NO_AUDIO_STREAM";
+    case ErrorReason.ERROR_REASON_AUDIO_TOO_SHORT:
+      return "ERROR_REASON_AUDIO_TOO_SHORT";
+    case ErrorReason.ERROR_REASON_NO_MODEL:
+      return "ERROR_REASON_NO_MODEL";
+    case ErrorReason.ERROR_REASON_NOT_OWN_VECTORS:
+      return "ERROR_REASON_NOT_OWN_VECTORS";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -392,6 +433,8 @@ export enum MediaKind {
   MEDIA_KIND_UNSPECIFIED = 0,
   MEDIA_KIND_VIDEO = 1,
   MEDIA_KIND_IMAGE = 2,
+  /** MEDIA_KIND_ITEM - An item of an own-vector collection (UpsertItems). */
+  MEDIA_KIND_ITEM = 3,
   UNRECOGNIZED = -1,
 }
 
@@ -406,6 +449,9 @@ export function mediaKindFromJSON(object: any): MediaKind {
     case 2:
     case "MEDIA_KIND_IMAGE":
       return MediaKind.MEDIA_KIND_IMAGE;
+    case 3:
+    case "MEDIA_KIND_ITEM":
+      return MediaKind.MEDIA_KIND_ITEM;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -421,6 +467,8 @@ export function mediaKindToJSON(object: MediaKind): string {
       return "MEDIA_KIND_VIDEO";
     case MediaKind.MEDIA_KIND_IMAGE:
       return "MEDIA_KIND_IMAGE";
+    case MediaKind.MEDIA_KIND_ITEM:
+      return "MEDIA_KIND_ITEM";
     case MediaKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -659,8 +707,17 @@ export interface IndexSettings {
   m: number;
   /** Immutable. Construction beam width; 0 = server default. */
   efConstruction: number;
-  /** Optional. Default search beam width; 0 = server default. Requests may override it. */
+  /**
+   * Optional. Default search beam width; 0 = server default. Requests may override it. The
+   * server raises the breadth of requests that set no ef above it when the collection's measured
+   * recall falls short of target_recall, never below it.
+   */
   efSearch: number;
+  /**
+   * Optional. The recall@k the server tunes the search breadth for, in (0, 1); 0 = server default
+   * (0.95). Measured on a sample of real searches against exact search (CollectionStats).
+   */
+  targetRecall: number;
 }
 
 /** A set of videos indexed with one embedding model. */
@@ -693,6 +750,24 @@ export interface Collection {
     | undefined;
   /** Output only. Whether this is the server's default collection. */
   isDefault: boolean;
+  /**
+   * Immutable. Also detect, embed and index faces on the sampled frames (SearchByFace); off by
+   * default. Costs the face detector and encoder per sample at ingest.
+   */
+  faces: boolean;
+  /**
+   * Immutable. Fingerprint the soundtrack of every ingested video (Chromaprint): SearchByAudio,
+   * and audio evidence in SearchByVideo. Off by default; a video without audio is indexed
+   * without a fingerprint.
+   */
+  audio: boolean;
+  /**
+   * Immutable. The collection holds the client's own vectors (UpsertItems) and has no model;
+   * `vector_dimension` and `metric` declare them. Media ingest is refused (NO_MODEL).
+   */
+  ownVectors: boolean;
+  /** Immutable. With `own_vectors`: the vectors' dimension, 1..4096 (then also `dimension`). */
+  vectorDimension: number;
 }
 
 export interface CreateCollectionRequest {
@@ -764,6 +839,11 @@ export interface Video {
    * (it is then never searched; delete it and ingest it again).
    */
   state: VideoState;
+  /**
+   * Output only. Seconds of soundtrack fingerprinted at ingest (collections with `audio`); 0 when
+   * the video has no audio track, or its collection no audio.
+   */
+  audioSeconds: number;
 }
 
 export interface Video_LabelsEntry {
@@ -1042,6 +1122,19 @@ export interface VideoCopyMatch {
   speed: number;
   /** Aligned segments, by query time. */
   segments: AlignedSegment[];
+  /**
+   * The frame evidence's own score (0 when only the soundtrack matched). `score` fuses it with
+   * the audio evidence: the larger of the two, the audio score mapped so that the audio
+   * threshold lands on the copy threshold (see SearchByVideo in the README).
+   */
+  frameScore: number;
+  /**
+   * The soundtrack's own score (SearchByAudio's scale; 0 when the audio did not match, or the
+   * collection or the query has no audio).
+   */
+  audioScore: number;
+  /** The soundtrack's matched stretch (at most one), by query time. */
+  audioSegments: AlignedSegment[];
 }
 
 export interface SearchByVideoResponse {
@@ -1053,6 +1146,138 @@ export interface SearchByVideoResponse {
   querySamples: number;
   /** Embedding model of the collection searched. */
   model: string;
+}
+
+export interface AudioQuery {
+  /** Optional. `collections/{collection}`; default collection when empty. */
+  parent: string;
+  /** Optional. Videos to return at most (default 10, at most 1000). */
+  k: number;
+  /**
+   * Optional. Drop matches scoring below this (0 = the server's calibrated default threshold;
+   * a negative value returns every verified match).
+   */
+  minScore: number;
+  /** Optional. Filters. */
+  filter?:
+    | SearchFilter
+    | undefined;
+  /** Optional. Read the query from this server path (see IngestMetadata.server_path). */
+  serverPath: string;
+}
+
+export interface SearchByAudioRequest {
+  /** Required in the first message, and only there. */
+  query?:
+    | AudioQuery
+    | undefined;
+  /** Query bytes (an audio file or a video), at most 1 MiB per message. */
+  chunk?: Buffer | undefined;
+}
+
+/** An indexed video whose soundtrack contains the query's audio. */
+export interface AudioMatch {
+  /** The indexed video. */
+  video?:
+    | Video
+    | undefined;
+  /**
+   * Match score in [0, 1]: 1 - 2 x the bit error rate of the matched stretch (0 = chance
+   * agreement, 1 = identical fingerprints); compare with Stats.audio_threshold.
+   */
+  score: number;
+  /** Where the matched stretch starts in the query, seconds. */
+  queryStartSeconds: number;
+  /** Where it starts in the video's soundtrack, seconds. */
+  referenceStartSeconds: number;
+  /** How long it matches, seconds. */
+  durationSeconds: number;
+  /** Reference time minus query time, seconds. */
+  offsetSeconds: number;
+  /** Fraction of differing fingerprint bits over the matched stretch (0 identical, ~0.5 unrelated). */
+  bitErrorRate: number;
+}
+
+export interface SearchByAudioResponse {
+  /** Matches by descending score, one per video. */
+  matches: AudioMatch[];
+  /** Seconds of audio in the query. */
+  queryDurationSeconds: number;
+  /** Fingerprint items (about 8 per second) taken from the query. */
+  queryFingerprints: number;
+}
+
+/** One vector of an item, with its optional time. */
+export interface ItemVector {
+  /** Required. `vector_dimension` finite values. */
+  values: number[];
+  /** Optional. Seconds (default: the vector's position in the item, 0, 1, 2 ...). */
+  timestampSeconds?: number | undefined;
+}
+
+/** An item of an own-vector collection: searched, filtered, listed and deleted like a video. */
+export interface Item {
+  /** Optional. `collections/{collection}/videos/{video}` of an item to replace. */
+  name: string;
+  /** Optional. The client's key; the item with this key in the collection is replaced. */
+  externalKey: string;
+  /** Required. One or more vectors (at most 4096). */
+  vectors: ItemVector[];
+  /** Optional. Labels to filter searches by. */
+  labels: { [key: string]: string };
+}
+
+export interface Item_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface UpsertItemsHeader {
+  /** Required. `collections/{collection}`. */
+  parent: string;
+  /** Optional. Return the name of every upserted item (in order) in the response. */
+  returnNames: boolean;
+}
+
+export interface ItemBatch {
+  /** At most 10000 items (and the message at most the server's message size). */
+  items: Item[];
+}
+
+export interface UpsertItemsRequest {
+  /** Required in the first message, and only there. */
+  header?:
+    | UpsertItemsHeader
+    | undefined;
+  /** Items. */
+  batch?: ItemBatch | undefined;
+}
+
+export interface UpsertItemsResponse {
+  /** Items upserted (all of the stream's). */
+  itemCount: number;
+  /** Vectors indexed. */
+  vectorCount: number;
+  /** Items that replaced an existing one. */
+  replacedCount: number;
+  /** With `return_names`: the items' names, in the order sent. */
+  names: string[];
+}
+
+export interface DeleteItemsRequest {
+  /** Required. `collections/{collection}`. */
+  parent: string;
+  /** Items by name (`collections/{collection}/videos/{video}`). */
+  names: string[];
+  /** Items by external key. */
+  externalKeys: string[];
+}
+
+export interface DeleteItemsResponse {
+  /** Items deleted. */
+  deletedCount: number;
+  /** Names and keys that matched no item. */
+  notFoundCount: number;
 }
 
 export interface GetVideoRequest {
@@ -1112,6 +1337,24 @@ export interface CollectionStats {
    * video: nothing is ever half-indexed.
    */
   indexVectors: number;
+  /**
+   * Measured recall@k of searches that set no ef, at search_ef: over a sample of real unfiltered
+   * searches, the share of the exact top-k videos (each video scored by its best frame) that the
+   * search returned; 0 until recall_samples > 0.
+   */
+  measuredRecall: number;
+  /**
+   * Lower bound of measured_recall's confidence interval (Wilson score, 95 % unless configured):
+   * what the server compares with the collection's target_recall.
+   */
+  measuredRecallLower: number;
+  /** Sampled searches behind measured_recall (the most recent ones at search_ef). */
+  recallSamples: number;
+  /**
+   * The search breadth (ef) of requests that set none: the collection's ef_search, or above it
+   * where the server raised it to meet target_recall.
+   */
+  searchEf: number;
 }
 
 export interface Stats {
@@ -1141,6 +1384,82 @@ export interface Stats {
    * sentence each; empty when everything was intact.
    */
   recoveryProblems: string[];
+  /** The default minimum score of SearchByAudio matches (the server's `audio.threshold`). */
+  audioThreshold: number;
+  /** Soundtrack fingerprint items in memory over every collection with audio (about 8 per second). */
+  audioFingerprints: number;
+}
+
+/** A face's box. In a query photo: pixels. In results: fractions (0..1) of the frame's width and height. */
+export interface FaceBox {
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
+}
+
+export interface SearchByFaceRequest {
+  /** Optional. `collections/{collection}`; default collection when empty. */
+  parent: string;
+  /** Required. Encoded photo (JPEG, PNG, WebP, BMP). */
+  image: Buffer;
+  /** Optional. Search only the face at this box (pixels of the photo); otherwise every face found. */
+  face?:
+    | FaceBox
+    | undefined;
+  /**
+   * Optional. k = videos per query face; min_score = drop appearances below this calibrated score
+   * (0 = the server's threshold, 0.5: the face model's own same-person distance);
+   * max_matches_per_video = appearances (tracks) per video (default 1); filter.
+   */
+  options?: SearchOptions | undefined;
+}
+
+/** One appearance of the person in a video: a face track. */
+export interface FaceAppearance {
+  /** When the person is on screen: the track's first face to its last plus one sampling period. */
+  startSeconds: number;
+  endSeconds: number;
+  /** The track's face nearest to the query. */
+  timestampSeconds: number;
+  box?:
+    | FaceBox
+    | undefined;
+  /** Calibrated score in (0, 1): 0.5 at the face model's same-person distance, higher is closer. */
+  score: number;
+}
+
+/** A video (or photo) where the person appears. */
+export interface FaceVideoHit {
+  video?:
+    | Video
+    | undefined;
+  /** Best appearance score. */
+  score: number;
+  /** The best appearance's timestamp and box. */
+  timestampSeconds: number;
+  box?:
+    | FaceBox
+    | undefined;
+  /** Appearances by start time (at most max_matches_per_video, the best ones). */
+  appearances: FaceAppearance[];
+}
+
+/** The results for one face of the query photo. */
+export interface FaceSearchResult {
+  /** The face in the query photo (pixels). */
+  queryFace?:
+    | FaceBox
+    | undefined;
+  /** Videos by descending score, at most k. */
+  hits: FaceVideoHit[];
+}
+
+export interface SearchByFaceResponse {
+  /** One per face searched, largest detector confidence first. */
+  results: FaceSearchResult[];
+  /** Face encoder of the collection searched. */
+  faceModel: string;
 }
 
 function createBaseSamplingSettings(): SamplingSettings {
@@ -1273,7 +1592,7 @@ export const SamplingSettings: MessageFns<SamplingSettings> = {
 };
 
 function createBaseIndexSettings(): IndexSettings {
-  return { m: 0, efConstruction: 0, efSearch: 0 };
+  return { m: 0, efConstruction: 0, efSearch: 0, targetRecall: 0 };
 }
 
 export const IndexSettings: MessageFns<IndexSettings> = {
@@ -1286,6 +1605,9 @@ export const IndexSettings: MessageFns<IndexSettings> = {
     }
     if (message.efSearch !== 0) {
       writer.uint32(24).int32(message.efSearch);
+    }
+    if (message.targetRecall !== 0) {
+      writer.uint32(37).float(message.targetRecall);
     }
     return writer;
   },
@@ -1327,6 +1649,14 @@ export const IndexSettings: MessageFns<IndexSettings> = {
             message.efSearch = reader.int32();
             continue;
           }
+          case 4: {
+            if (tag !== 37) {
+              break;
+            }
+
+            message.targetRecall = reader.float();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1352,6 +1682,11 @@ export const IndexSettings: MessageFns<IndexSettings> = {
         : isSet(object.ef_search)
         ? globalThis.Number(object.ef_search)
         : 0,
+      targetRecall: isSet(object.targetRecall)
+        ? globalThis.Number(object.targetRecall)
+        : isSet(object.target_recall)
+        ? globalThis.Number(object.target_recall)
+        : 0,
     };
   },
 
@@ -1366,6 +1701,9 @@ export const IndexSettings: MessageFns<IndexSettings> = {
     if (message.efSearch !== 0) {
       obj.efSearch = Math.round(message.efSearch);
     }
+    if (message.targetRecall !== 0) {
+      obj.targetRecall = floatToJson(message.targetRecall);
+    }
     return obj;
   },
 
@@ -1377,6 +1715,7 @@ export const IndexSettings: MessageFns<IndexSettings> = {
     message.m = object.m ?? 0;
     message.efConstruction = object.efConstruction ?? 0;
     message.efSearch = object.efSearch ?? 0;
+    message.targetRecall = object.targetRecall ?? 0;
     return message;
   },
 };
@@ -1394,6 +1733,10 @@ function createBaseCollection(): Collection {
     sampleCount: 0,
     createTime: undefined,
     isDefault: false,
+    faces: false,
+    audio: false,
+    ownVectors: false,
+    vectorDimension: 0,
   };
 }
 
@@ -1431,6 +1774,18 @@ export const Collection: MessageFns<Collection> = {
     }
     if (message.isDefault !== false) {
       writer.uint32(88).bool(message.isDefault);
+    }
+    if (message.faces !== false) {
+      writer.uint32(96).bool(message.faces);
+    }
+    if (message.audio !== false) {
+      writer.uint32(104).bool(message.audio);
+    }
+    if (message.ownVectors !== false) {
+      writer.uint32(112).bool(message.ownVectors);
+    }
+    if (message.vectorDimension !== 0) {
+      writer.uint32(120).int32(message.vectorDimension);
     }
     return writer;
   },
@@ -1536,6 +1891,38 @@ export const Collection: MessageFns<Collection> = {
             message.isDefault = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.faces = reader.bool();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.audio = reader.bool();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.ownVectors = reader.bool();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.vectorDimension = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1577,6 +1964,18 @@ export const Collection: MessageFns<Collection> = {
         : isSet(object.is_default)
         ? globalThis.Boolean(object.is_default)
         : false,
+      faces: isSet(object.faces) ? globalThis.Boolean(object.faces) : false,
+      audio: isSet(object.audio) ? globalThis.Boolean(object.audio) : false,
+      ownVectors: isSet(object.ownVectors)
+        ? globalThis.Boolean(object.ownVectors)
+        : isSet(object.own_vectors)
+        ? globalThis.Boolean(object.own_vectors)
+        : false,
+      vectorDimension: isSet(object.vectorDimension)
+        ? globalThis.Number(object.vectorDimension)
+        : isSet(object.vector_dimension)
+        ? globalThis.Number(object.vector_dimension)
+        : 0,
     };
   },
 
@@ -1615,6 +2014,18 @@ export const Collection: MessageFns<Collection> = {
     if (message.isDefault !== false) {
       obj.isDefault = message.isDefault;
     }
+    if (message.faces !== false) {
+      obj.faces = message.faces;
+    }
+    if (message.audio !== false) {
+      obj.audio = message.audio;
+    }
+    if (message.ownVectors !== false) {
+      obj.ownVectors = message.ownVectors;
+    }
+    if (message.vectorDimension !== 0) {
+      obj.vectorDimension = Math.round(message.vectorDimension);
+    }
     return obj;
   },
 
@@ -1638,6 +2049,10 @@ export const Collection: MessageFns<Collection> = {
     message.sampleCount = object.sampleCount ?? 0;
     message.createTime = object.createTime ?? undefined;
     message.isDefault = object.isDefault ?? false;
+    message.faces = object.faces ?? false;
+    message.audio = object.audio ?? false;
+    message.ownVectors = object.ownVectors ?? false;
+    message.vectorDimension = object.vectorDimension ?? 0;
     return message;
   },
 };
@@ -2086,6 +2501,7 @@ function createBaseVideo(): Video {
     model: "",
     ingestRealtimeFactor: 0,
     state: 0,
+    audioSeconds: 0,
   };
 }
 
@@ -2135,6 +2551,9 @@ export const Video: MessageFns<Video> = {
     }
     if (message.state !== 0) {
       writer.uint32(120).int32(message.state);
+    }
+    if (message.audioSeconds !== 0) {
+      writer.uint32(145).double(message.audioSeconds);
     }
     return writer;
   },
@@ -2275,6 +2694,14 @@ export const Video: MessageFns<Video> = {
             message.state = reader.int32() as any;
             continue;
           }
+          case 18: {
+            if (tag !== 145) {
+              break;
+            }
+
+            message.audioSeconds = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2345,6 +2772,11 @@ export const Video: MessageFns<Video> = {
         ? globalThis.Number(object.ingest_realtime_factor)
         : 0,
       state: isSet(object.state) ? videoStateFromJSON(object.state) : 0,
+      audioSeconds: isSet(object.audioSeconds)
+        ? globalThis.Number(object.audioSeconds)
+        : isSet(object.audio_seconds)
+        ? globalThis.Number(object.audio_seconds)
+        : 0,
     };
   },
 
@@ -2401,6 +2833,9 @@ export const Video: MessageFns<Video> = {
     if (message.state !== 0) {
       obj.state = videoStateToJSON(message.state);
     }
+    if (message.audioSeconds !== 0) {
+      obj.audioSeconds = floatToJson(message.audioSeconds);
+    }
     return obj;
   },
 
@@ -2432,6 +2867,7 @@ export const Video: MessageFns<Video> = {
     message.model = object.model ?? "";
     message.ingestRealtimeFactor = object.ingestRealtimeFactor ?? 0;
     message.state = object.state ?? 0;
+    message.audioSeconds = object.audioSeconds ?? 0;
     return message;
   },
 };
@@ -5004,6 +5440,9 @@ function createBaseVideoCopyMatch(): VideoCopyMatch {
     offsetSeconds: 0,
     speed: 0,
     segments: [],
+    frameScore: 0,
+    audioScore: 0,
+    audioSegments: [],
   };
 }
 
@@ -5029,6 +5468,15 @@ export const VideoCopyMatch: MessageFns<VideoCopyMatch> = {
     }
     for (const v of message.segments) {
       AlignedSegment.encode(v!, writer.uint32(58).fork()).join();
+    }
+    if (message.frameScore !== 0) {
+      writer.uint32(69).float(message.frameScore);
+    }
+    if (message.audioScore !== 0) {
+      writer.uint32(77).float(message.audioScore);
+    }
+    for (const v of message.audioSegments) {
+      AlignedSegment.encode(v!, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -5102,6 +5550,30 @@ export const VideoCopyMatch: MessageFns<VideoCopyMatch> = {
             message.segments.push(AlignedSegment.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 69) {
+              break;
+            }
+
+            message.frameScore = reader.float();
+            continue;
+          }
+          case 9: {
+            if (tag !== 77) {
+              break;
+            }
+
+            message.audioScore = reader.float();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.audioSegments.push(AlignedSegment.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5137,6 +5609,21 @@ export const VideoCopyMatch: MessageFns<VideoCopyMatch> = {
       segments: globalThis.Array.isArray(object?.segments)
         ? object.segments.map((e: any) => AlignedSegment.fromJSON(e))
         : [],
+      frameScore: isSet(object.frameScore)
+        ? globalThis.Number(object.frameScore)
+        : isSet(object.frame_score)
+        ? globalThis.Number(object.frame_score)
+        : 0,
+      audioScore: isSet(object.audioScore)
+        ? globalThis.Number(object.audioScore)
+        : isSet(object.audio_score)
+        ? globalThis.Number(object.audio_score)
+        : 0,
+      audioSegments: globalThis.Array.isArray(object?.audioSegments)
+        ? object.audioSegments.map((e: any) => AlignedSegment.fromJSON(e))
+        : globalThis.Array.isArray(object?.audio_segments)
+        ? object.audio_segments.map((e: any) => AlignedSegment.fromJSON(e))
+        : [],
     };
   },
 
@@ -5163,6 +5650,15 @@ export const VideoCopyMatch: MessageFns<VideoCopyMatch> = {
     if (message.segments?.length) {
       obj.segments = message.segments.map((e) => AlignedSegment.toJSON(e));
     }
+    if (message.frameScore !== 0) {
+      obj.frameScore = floatToJson(message.frameScore);
+    }
+    if (message.audioScore !== 0) {
+      obj.audioScore = floatToJson(message.audioScore);
+    }
+    if (message.audioSegments?.length) {
+      obj.audioSegments = message.audioSegments.map((e) => AlignedSegment.toJSON(e));
+    }
     return obj;
   },
 
@@ -5178,6 +5674,9 @@ export const VideoCopyMatch: MessageFns<VideoCopyMatch> = {
     message.offsetSeconds = object.offsetSeconds ?? 0;
     message.speed = object.speed ?? 0;
     message.segments = object.segments?.map((e) => AlignedSegment.fromPartial(e)) || [];
+    message.frameScore = object.frameScore ?? 0;
+    message.audioScore = object.audioScore ?? 0;
+    message.audioSegments = object.audioSegments?.map((e) => AlignedSegment.fromPartial(e)) || [];
     return message;
   },
 };
@@ -5305,6 +5804,1449 @@ export const SearchByVideoResponse: MessageFns<SearchByVideoResponse> = {
     message.queryDurationSeconds = object.queryDurationSeconds ?? 0;
     message.querySamples = object.querySamples ?? 0;
     message.model = object.model ?? "";
+    return message;
+  },
+};
+
+function createBaseAudioQuery(): AudioQuery {
+  return { parent: "", k: 0, minScore: 0, filter: undefined, serverPath: "" };
+}
+
+export const AudioQuery: MessageFns<AudioQuery> = {
+  encode(message: AudioQuery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parent !== "") {
+      writer.uint32(10).string(message.parent);
+    }
+    if (message.k !== 0) {
+      writer.uint32(16).int32(message.k);
+    }
+    if (message.minScore !== 0) {
+      writer.uint32(25).double(message.minScore);
+    }
+    if (message.filter !== undefined) {
+      SearchFilter.encode(message.filter, writer.uint32(34).fork()).join();
+    }
+    if (message.serverPath !== "") {
+      writer.uint32(42).string(message.serverPath);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AudioQuery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAudioQuery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.k = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.minScore = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.filter = SearchFilter.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.serverPath = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AudioQuery {
+    return {
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
+      k: isSet(object.k) ? globalThis.Number(object.k) : 0,
+      minScore: isSet(object.minScore)
+        ? globalThis.Number(object.minScore)
+        : isSet(object.min_score)
+        ? globalThis.Number(object.min_score)
+        : 0,
+      filter: isSet(object.filter) ? SearchFilter.fromJSON(object.filter) : undefined,
+      serverPath: isSet(object.serverPath)
+        ? globalThis.String(object.serverPath)
+        : isSet(object.server_path)
+        ? globalThis.String(object.server_path)
+        : "",
+    };
+  },
+
+  toJSON(message: AudioQuery): unknown {
+    const obj: any = {};
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
+    if (message.k !== 0) {
+      obj.k = Math.round(message.k);
+    }
+    if (message.minScore !== 0) {
+      obj.minScore = floatToJson(message.minScore);
+    }
+    if (message.filter !== undefined) {
+      obj.filter = SearchFilter.toJSON(message.filter);
+    }
+    if (message.serverPath !== "") {
+      obj.serverPath = message.serverPath;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AudioQuery>, I>>(base?: I): AudioQuery {
+    return AudioQuery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AudioQuery>, I>>(object: I): AudioQuery {
+    const message = createBaseAudioQuery();
+    message.parent = object.parent ?? "";
+    message.k = object.k ?? 0;
+    message.minScore = object.minScore ?? 0;
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? SearchFilter.fromPartial(object.filter)
+      : undefined;
+    message.serverPath = object.serverPath ?? "";
+    return message;
+  },
+};
+
+function createBaseSearchByAudioRequest(): SearchByAudioRequest {
+  return { query: undefined, chunk: undefined };
+}
+
+export const SearchByAudioRequest: MessageFns<SearchByAudioRequest> = {
+  encode(message: SearchByAudioRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.query !== undefined) {
+      AudioQuery.encode(message.query, writer.uint32(10).fork()).join();
+    }
+    if (message.chunk !== undefined) {
+      writer.uint32(18).bytes(message.chunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SearchByAudioRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSearchByAudioRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.query = AudioQuery.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.chunk = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SearchByAudioRequest {
+    return {
+      query: isSet(object.query) ? AudioQuery.fromJSON(object.query) : undefined,
+      chunk: isSet(object.chunk) ? Buffer.from(bytesFromBase64(object.chunk)) : undefined,
+    };
+  },
+
+  toJSON(message: SearchByAudioRequest): unknown {
+    const obj: any = {};
+    if (message.query !== undefined) {
+      obj.query = AudioQuery.toJSON(message.query);
+    }
+    if (message.chunk !== undefined) {
+      obj.chunk = base64FromBytes(message.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SearchByAudioRequest>, I>>(base?: I): SearchByAudioRequest {
+    return SearchByAudioRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SearchByAudioRequest>, I>>(object: I): SearchByAudioRequest {
+    const message = createBaseSearchByAudioRequest();
+    message.query = (object.query !== undefined && object.query !== null)
+      ? AudioQuery.fromPartial(object.query)
+      : undefined;
+    message.chunk = object.chunk ?? undefined;
+    return message;
+  },
+};
+
+function createBaseAudioMatch(): AudioMatch {
+  return {
+    video: undefined,
+    score: 0,
+    queryStartSeconds: 0,
+    referenceStartSeconds: 0,
+    durationSeconds: 0,
+    offsetSeconds: 0,
+    bitErrorRate: 0,
+  };
+}
+
+export const AudioMatch: MessageFns<AudioMatch> = {
+  encode(message: AudioMatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.video !== undefined) {
+      Video.encode(message.video, writer.uint32(10).fork()).join();
+    }
+    if (message.score !== 0) {
+      writer.uint32(21).float(message.score);
+    }
+    if (message.queryStartSeconds !== 0) {
+      writer.uint32(25).double(message.queryStartSeconds);
+    }
+    if (message.referenceStartSeconds !== 0) {
+      writer.uint32(33).double(message.referenceStartSeconds);
+    }
+    if (message.durationSeconds !== 0) {
+      writer.uint32(41).double(message.durationSeconds);
+    }
+    if (message.offsetSeconds !== 0) {
+      writer.uint32(49).double(message.offsetSeconds);
+    }
+    if (message.bitErrorRate !== 0) {
+      writer.uint32(61).float(message.bitErrorRate);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AudioMatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAudioMatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.video = Video.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.score = reader.float();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.queryStartSeconds = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.referenceStartSeconds = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.durationSeconds = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.offsetSeconds = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 61) {
+              break;
+            }
+
+            message.bitErrorRate = reader.float();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AudioMatch {
+    return {
+      video: isSet(object.video) ? Video.fromJSON(object.video) : undefined,
+      score: isSet(object.score) ? globalThis.Number(object.score) : 0,
+      queryStartSeconds: isSet(object.queryStartSeconds)
+        ? globalThis.Number(object.queryStartSeconds)
+        : isSet(object.query_start_seconds)
+        ? globalThis.Number(object.query_start_seconds)
+        : 0,
+      referenceStartSeconds: isSet(object.referenceStartSeconds)
+        ? globalThis.Number(object.referenceStartSeconds)
+        : isSet(object.reference_start_seconds)
+        ? globalThis.Number(object.reference_start_seconds)
+        : 0,
+      durationSeconds: isSet(object.durationSeconds)
+        ? globalThis.Number(object.durationSeconds)
+        : isSet(object.duration_seconds)
+        ? globalThis.Number(object.duration_seconds)
+        : 0,
+      offsetSeconds: isSet(object.offsetSeconds)
+        ? globalThis.Number(object.offsetSeconds)
+        : isSet(object.offset_seconds)
+        ? globalThis.Number(object.offset_seconds)
+        : 0,
+      bitErrorRate: isSet(object.bitErrorRate)
+        ? globalThis.Number(object.bitErrorRate)
+        : isSet(object.bit_error_rate)
+        ? globalThis.Number(object.bit_error_rate)
+        : 0,
+    };
+  },
+
+  toJSON(message: AudioMatch): unknown {
+    const obj: any = {};
+    if (message.video !== undefined) {
+      obj.video = Video.toJSON(message.video);
+    }
+    if (message.score !== 0) {
+      obj.score = floatToJson(message.score);
+    }
+    if (message.queryStartSeconds !== 0) {
+      obj.queryStartSeconds = floatToJson(message.queryStartSeconds);
+    }
+    if (message.referenceStartSeconds !== 0) {
+      obj.referenceStartSeconds = floatToJson(message.referenceStartSeconds);
+    }
+    if (message.durationSeconds !== 0) {
+      obj.durationSeconds = floatToJson(message.durationSeconds);
+    }
+    if (message.offsetSeconds !== 0) {
+      obj.offsetSeconds = floatToJson(message.offsetSeconds);
+    }
+    if (message.bitErrorRate !== 0) {
+      obj.bitErrorRate = floatToJson(message.bitErrorRate);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AudioMatch>, I>>(base?: I): AudioMatch {
+    return AudioMatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AudioMatch>, I>>(object: I): AudioMatch {
+    const message = createBaseAudioMatch();
+    message.video = (object.video !== undefined && object.video !== null) ? Video.fromPartial(object.video) : undefined;
+    message.score = object.score ?? 0;
+    message.queryStartSeconds = object.queryStartSeconds ?? 0;
+    message.referenceStartSeconds = object.referenceStartSeconds ?? 0;
+    message.durationSeconds = object.durationSeconds ?? 0;
+    message.offsetSeconds = object.offsetSeconds ?? 0;
+    message.bitErrorRate = object.bitErrorRate ?? 0;
+    return message;
+  },
+};
+
+function createBaseSearchByAudioResponse(): SearchByAudioResponse {
+  return { matches: [], queryDurationSeconds: 0, queryFingerprints: 0 };
+}
+
+export const SearchByAudioResponse: MessageFns<SearchByAudioResponse> = {
+  encode(message: SearchByAudioResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.matches) {
+      AudioMatch.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.queryDurationSeconds !== 0) {
+      writer.uint32(17).double(message.queryDurationSeconds);
+    }
+    if (message.queryFingerprints !== 0) {
+      writer.uint32(24).int32(message.queryFingerprints);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SearchByAudioResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSearchByAudioResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.matches.push(AudioMatch.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.queryDurationSeconds = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.queryFingerprints = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SearchByAudioResponse {
+    return {
+      matches: globalThis.Array.isArray(object?.matches) ? object.matches.map((e: any) => AudioMatch.fromJSON(e)) : [],
+      queryDurationSeconds: isSet(object.queryDurationSeconds)
+        ? globalThis.Number(object.queryDurationSeconds)
+        : isSet(object.query_duration_seconds)
+        ? globalThis.Number(object.query_duration_seconds)
+        : 0,
+      queryFingerprints: isSet(object.queryFingerprints)
+        ? globalThis.Number(object.queryFingerprints)
+        : isSet(object.query_fingerprints)
+        ? globalThis.Number(object.query_fingerprints)
+        : 0,
+    };
+  },
+
+  toJSON(message: SearchByAudioResponse): unknown {
+    const obj: any = {};
+    if (message.matches?.length) {
+      obj.matches = message.matches.map((e) => AudioMatch.toJSON(e));
+    }
+    if (message.queryDurationSeconds !== 0) {
+      obj.queryDurationSeconds = floatToJson(message.queryDurationSeconds);
+    }
+    if (message.queryFingerprints !== 0) {
+      obj.queryFingerprints = Math.round(message.queryFingerprints);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SearchByAudioResponse>, I>>(base?: I): SearchByAudioResponse {
+    return SearchByAudioResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SearchByAudioResponse>, I>>(object: I): SearchByAudioResponse {
+    const message = createBaseSearchByAudioResponse();
+    message.matches = object.matches?.map((e) => AudioMatch.fromPartial(e)) || [];
+    message.queryDurationSeconds = object.queryDurationSeconds ?? 0;
+    message.queryFingerprints = object.queryFingerprints ?? 0;
+    return message;
+  },
+};
+
+function createBaseItemVector(): ItemVector {
+  return { values: [], timestampSeconds: undefined };
+}
+
+export const ItemVector: MessageFns<ItemVector> = {
+  encode(message: ItemVector, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.values.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.values) {
+        writer.float(v);
+      }
+      writer.join();
+    }
+    if (message.timestampSeconds !== undefined) {
+      writer.uint32(17).double(message.timestampSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ItemVector {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseItemVector();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 13) {
+              message.values.push(reader.float());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.values.push(reader.float());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.timestampSeconds = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ItemVector {
+    return {
+      values: globalThis.Array.isArray(object?.values) ? object.values.map((e: any) => globalThis.Number(e)) : [],
+      timestampSeconds: isSet(object.timestampSeconds)
+        ? globalThis.Number(object.timestampSeconds)
+        : isSet(object.timestamp_seconds)
+        ? globalThis.Number(object.timestamp_seconds)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ItemVector): unknown {
+    const obj: any = {};
+    if (message.values?.length) {
+      obj.values = message.values.map((e) => floatToJson(e));
+    }
+    if (message.timestampSeconds !== undefined) {
+      obj.timestampSeconds = floatToJson(message.timestampSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ItemVector>, I>>(base?: I): ItemVector {
+    return ItemVector.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ItemVector>, I>>(object: I): ItemVector {
+    const message = createBaseItemVector();
+    message.values = object.values?.map((e) => e) || [];
+    message.timestampSeconds = object.timestampSeconds ?? undefined;
+    return message;
+  },
+};
+
+function createBaseItem(): Item {
+  return { name: "", externalKey: "", vectors: [], labels: {} };
+}
+
+export const Item: MessageFns<Item> = {
+  encode(message: Item, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.externalKey !== "") {
+      writer.uint32(18).string(message.externalKey);
+    }
+    for (const v of message.vectors) {
+      ItemVector.encode(v!, writer.uint32(26).fork()).join();
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      Item_LabelsEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Item {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseItem();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.externalKey = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.vectors.push(ItemVector.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = Item_LabelsEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.labels[entry4.key] = entry4.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Item {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      externalKey: isSet(object.externalKey)
+        ? globalThis.String(object.externalKey)
+        : isSet(object.external_key)
+        ? globalThis.String(object.external_key)
+        : "",
+      vectors: globalThis.Array.isArray(object?.vectors) ? object.vectors.map((e: any) => ItemVector.fromJSON(e)) : [],
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: Item): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.externalKey !== "") {
+      obj.externalKey = message.externalKey;
+    }
+    if (message.vectors?.length) {
+      obj.vectors = message.vectors.map((e) => ItemVector.toJSON(e));
+    }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Item>, I>>(base?: I): Item {
+    return Item.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Item>, I>>(object: I): Item {
+    const message = createBaseItem();
+    message.name = object.name ?? "";
+    message.externalKey = object.externalKey ?? "";
+    message.vectors = object.vectors?.map((e) => ItemVector.fromPartial(e)) || [];
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseItem_LabelsEntry(): Item_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const Item_LabelsEntry: MessageFns<Item_LabelsEntry> = {
+  encode(message: Item_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Item_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseItem_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Item_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Item_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Item_LabelsEntry>, I>>(base?: I): Item_LabelsEntry {
+    return Item_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Item_LabelsEntry>, I>>(object: I): Item_LabelsEntry {
+    const message = createBaseItem_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseUpsertItemsHeader(): UpsertItemsHeader {
+  return { parent: "", returnNames: false };
+}
+
+export const UpsertItemsHeader: MessageFns<UpsertItemsHeader> = {
+  encode(message: UpsertItemsHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parent !== "") {
+      writer.uint32(10).string(message.parent);
+    }
+    if (message.returnNames !== false) {
+      writer.uint32(16).bool(message.returnNames);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpsertItemsHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpsertItemsHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.returnNames = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpsertItemsHeader {
+    return {
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
+      returnNames: isSet(object.returnNames)
+        ? globalThis.Boolean(object.returnNames)
+        : isSet(object.return_names)
+        ? globalThis.Boolean(object.return_names)
+        : false,
+    };
+  },
+
+  toJSON(message: UpsertItemsHeader): unknown {
+    const obj: any = {};
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
+    if (message.returnNames !== false) {
+      obj.returnNames = message.returnNames;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpsertItemsHeader>, I>>(base?: I): UpsertItemsHeader {
+    return UpsertItemsHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpsertItemsHeader>, I>>(object: I): UpsertItemsHeader {
+    const message = createBaseUpsertItemsHeader();
+    message.parent = object.parent ?? "";
+    message.returnNames = object.returnNames ?? false;
+    return message;
+  },
+};
+
+function createBaseItemBatch(): ItemBatch {
+  return { items: [] };
+}
+
+export const ItemBatch: MessageFns<ItemBatch> = {
+  encode(message: ItemBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.items) {
+      Item.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ItemBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseItemBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.items.push(Item.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ItemBatch {
+    return { items: globalThis.Array.isArray(object?.items) ? object.items.map((e: any) => Item.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ItemBatch): unknown {
+    const obj: any = {};
+    if (message.items?.length) {
+      obj.items = message.items.map((e) => Item.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ItemBatch>, I>>(base?: I): ItemBatch {
+    return ItemBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ItemBatch>, I>>(object: I): ItemBatch {
+    const message = createBaseItemBatch();
+    message.items = object.items?.map((e) => Item.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseUpsertItemsRequest(): UpsertItemsRequest {
+  return { header: undefined, batch: undefined };
+}
+
+export const UpsertItemsRequest: MessageFns<UpsertItemsRequest> = {
+  encode(message: UpsertItemsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      UpsertItemsHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    if (message.batch !== undefined) {
+      ItemBatch.encode(message.batch, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpsertItemsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpsertItemsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.header = UpsertItemsHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.batch = ItemBatch.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpsertItemsRequest {
+    return {
+      header: isSet(object.header) ? UpsertItemsHeader.fromJSON(object.header) : undefined,
+      batch: isSet(object.batch) ? ItemBatch.fromJSON(object.batch) : undefined,
+    };
+  },
+
+  toJSON(message: UpsertItemsRequest): unknown {
+    const obj: any = {};
+    if (message.header !== undefined) {
+      obj.header = UpsertItemsHeader.toJSON(message.header);
+    }
+    if (message.batch !== undefined) {
+      obj.batch = ItemBatch.toJSON(message.batch);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpsertItemsRequest>, I>>(base?: I): UpsertItemsRequest {
+    return UpsertItemsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpsertItemsRequest>, I>>(object: I): UpsertItemsRequest {
+    const message = createBaseUpsertItemsRequest();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? UpsertItemsHeader.fromPartial(object.header)
+      : undefined;
+    message.batch = (object.batch !== undefined && object.batch !== null)
+      ? ItemBatch.fromPartial(object.batch)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUpsertItemsResponse(): UpsertItemsResponse {
+  return { itemCount: 0, vectorCount: 0, replacedCount: 0, names: [] };
+}
+
+export const UpsertItemsResponse: MessageFns<UpsertItemsResponse> = {
+  encode(message: UpsertItemsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.itemCount !== 0) {
+      writer.uint32(8).int64(message.itemCount);
+    }
+    if (message.vectorCount !== 0) {
+      writer.uint32(16).int64(message.vectorCount);
+    }
+    if (message.replacedCount !== 0) {
+      writer.uint32(24).int64(message.replacedCount);
+    }
+    for (const v of message.names) {
+      writer.uint32(34).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpsertItemsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpsertItemsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.itemCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.vectorCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replacedCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.names.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpsertItemsResponse {
+    return {
+      itemCount: isSet(object.itemCount)
+        ? globalThis.Number(object.itemCount)
+        : isSet(object.item_count)
+        ? globalThis.Number(object.item_count)
+        : 0,
+      vectorCount: isSet(object.vectorCount)
+        ? globalThis.Number(object.vectorCount)
+        : isSet(object.vector_count)
+        ? globalThis.Number(object.vector_count)
+        : 0,
+      replacedCount: isSet(object.replacedCount)
+        ? globalThis.Number(object.replacedCount)
+        : isSet(object.replaced_count)
+        ? globalThis.Number(object.replaced_count)
+        : 0,
+      names: globalThis.Array.isArray(object?.names) ? object.names.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: UpsertItemsResponse): unknown {
+    const obj: any = {};
+    if (message.itemCount !== 0) {
+      obj.itemCount = Math.round(message.itemCount);
+    }
+    if (message.vectorCount !== 0) {
+      obj.vectorCount = Math.round(message.vectorCount);
+    }
+    if (message.replacedCount !== 0) {
+      obj.replacedCount = Math.round(message.replacedCount);
+    }
+    if (message.names?.length) {
+      obj.names = message.names;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpsertItemsResponse>, I>>(base?: I): UpsertItemsResponse {
+    return UpsertItemsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpsertItemsResponse>, I>>(object: I): UpsertItemsResponse {
+    const message = createBaseUpsertItemsResponse();
+    message.itemCount = object.itemCount ?? 0;
+    message.vectorCount = object.vectorCount ?? 0;
+    message.replacedCount = object.replacedCount ?? 0;
+    message.names = object.names?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteItemsRequest(): DeleteItemsRequest {
+  return { parent: "", names: [], externalKeys: [] };
+}
+
+export const DeleteItemsRequest: MessageFns<DeleteItemsRequest> = {
+  encode(message: DeleteItemsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parent !== "") {
+      writer.uint32(10).string(message.parent);
+    }
+    for (const v of message.names) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.externalKeys) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteItemsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteItemsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.names.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.externalKeys.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteItemsRequest {
+    return {
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
+      names: globalThis.Array.isArray(object?.names) ? object.names.map((e: any) => globalThis.String(e)) : [],
+      externalKeys: globalThis.Array.isArray(object?.externalKeys)
+        ? object.externalKeys.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.external_keys)
+        ? object.external_keys.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: DeleteItemsRequest): unknown {
+    const obj: any = {};
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
+    if (message.names?.length) {
+      obj.names = message.names;
+    }
+    if (message.externalKeys?.length) {
+      obj.externalKeys = message.externalKeys;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteItemsRequest>, I>>(base?: I): DeleteItemsRequest {
+    return DeleteItemsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteItemsRequest>, I>>(object: I): DeleteItemsRequest {
+    const message = createBaseDeleteItemsRequest();
+    message.parent = object.parent ?? "";
+    message.names = object.names?.map((e) => e) || [];
+    message.externalKeys = object.externalKeys?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteItemsResponse(): DeleteItemsResponse {
+  return { deletedCount: 0, notFoundCount: 0 };
+}
+
+export const DeleteItemsResponse: MessageFns<DeleteItemsResponse> = {
+  encode(message: DeleteItemsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deletedCount !== 0) {
+      writer.uint32(8).int64(message.deletedCount);
+    }
+    if (message.notFoundCount !== 0) {
+      writer.uint32(16).int64(message.notFoundCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteItemsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteItemsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.deletedCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.notFoundCount = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteItemsResponse {
+    return {
+      deletedCount: isSet(object.deletedCount)
+        ? globalThis.Number(object.deletedCount)
+        : isSet(object.deleted_count)
+        ? globalThis.Number(object.deleted_count)
+        : 0,
+      notFoundCount: isSet(object.notFoundCount)
+        ? globalThis.Number(object.notFoundCount)
+        : isSet(object.not_found_count)
+        ? globalThis.Number(object.not_found_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeleteItemsResponse): unknown {
+    const obj: any = {};
+    if (message.deletedCount !== 0) {
+      obj.deletedCount = Math.round(message.deletedCount);
+    }
+    if (message.notFoundCount !== 0) {
+      obj.notFoundCount = Math.round(message.notFoundCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteItemsResponse>, I>>(base?: I): DeleteItemsResponse {
+    return DeleteItemsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteItemsResponse>, I>>(object: I): DeleteItemsResponse {
+    const message = createBaseDeleteItemsResponse();
+    message.deletedCount = object.deletedCount ?? 0;
+    message.notFoundCount = object.notFoundCount ?? 0;
     return message;
   },
 };
@@ -5887,7 +7829,17 @@ export const GetStatsRequest: MessageFns<GetStatsRequest> = {
 };
 
 function createBaseCollectionStats(): CollectionStats {
-  return { collection: "", videoCount: 0, sampleCount: 0, totalDurationSeconds: 0, indexVectors: 0 };
+  return {
+    collection: "",
+    videoCount: 0,
+    sampleCount: 0,
+    totalDurationSeconds: 0,
+    indexVectors: 0,
+    measuredRecall: 0,
+    measuredRecallLower: 0,
+    recallSamples: 0,
+    searchEf: 0,
+  };
 }
 
 export const CollectionStats: MessageFns<CollectionStats> = {
@@ -5906,6 +7858,18 @@ export const CollectionStats: MessageFns<CollectionStats> = {
     }
     if (message.indexVectors !== 0) {
       writer.uint32(40).int64(message.indexVectors);
+    }
+    if (message.measuredRecall !== 0) {
+      writer.uint32(49).double(message.measuredRecall);
+    }
+    if (message.measuredRecallLower !== 0) {
+      writer.uint32(57).double(message.measuredRecallLower);
+    }
+    if (message.recallSamples !== 0) {
+      writer.uint32(64).int64(message.recallSamples);
+    }
+    if (message.searchEf !== 0) {
+      writer.uint32(72).int32(message.searchEf);
     }
     return writer;
   },
@@ -5963,6 +7927,38 @@ export const CollectionStats: MessageFns<CollectionStats> = {
             message.indexVectors = longToNumber(reader.int64());
             continue;
           }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.measuredRecall = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.measuredRecallLower = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.recallSamples = longToNumber(reader.int64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.searchEf = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5998,6 +7994,26 @@ export const CollectionStats: MessageFns<CollectionStats> = {
         : isSet(object.index_vectors)
         ? globalThis.Number(object.index_vectors)
         : 0,
+      measuredRecall: isSet(object.measuredRecall)
+        ? globalThis.Number(object.measuredRecall)
+        : isSet(object.measured_recall)
+        ? globalThis.Number(object.measured_recall)
+        : 0,
+      measuredRecallLower: isSet(object.measuredRecallLower)
+        ? globalThis.Number(object.measuredRecallLower)
+        : isSet(object.measured_recall_lower)
+        ? globalThis.Number(object.measured_recall_lower)
+        : 0,
+      recallSamples: isSet(object.recallSamples)
+        ? globalThis.Number(object.recallSamples)
+        : isSet(object.recall_samples)
+        ? globalThis.Number(object.recall_samples)
+        : 0,
+      searchEf: isSet(object.searchEf)
+        ? globalThis.Number(object.searchEf)
+        : isSet(object.search_ef)
+        ? globalThis.Number(object.search_ef)
+        : 0,
     };
   },
 
@@ -6018,6 +8034,18 @@ export const CollectionStats: MessageFns<CollectionStats> = {
     if (message.indexVectors !== 0) {
       obj.indexVectors = Math.round(message.indexVectors);
     }
+    if (message.measuredRecall !== 0) {
+      obj.measuredRecall = floatToJson(message.measuredRecall);
+    }
+    if (message.measuredRecallLower !== 0) {
+      obj.measuredRecallLower = floatToJson(message.measuredRecallLower);
+    }
+    if (message.recallSamples !== 0) {
+      obj.recallSamples = Math.round(message.recallSamples);
+    }
+    if (message.searchEf !== 0) {
+      obj.searchEf = Math.round(message.searchEf);
+    }
     return obj;
   },
 
@@ -6031,6 +8059,10 @@ export const CollectionStats: MessageFns<CollectionStats> = {
     message.sampleCount = object.sampleCount ?? 0;
     message.totalDurationSeconds = object.totalDurationSeconds ?? 0;
     message.indexVectors = object.indexVectors ?? 0;
+    message.measuredRecall = object.measuredRecall ?? 0;
+    message.measuredRecallLower = object.measuredRecallLower ?? 0;
+    message.recallSamples = object.recallSamples ?? 0;
+    message.searchEf = object.searchEf ?? 0;
     return message;
   },
 };
@@ -6048,6 +8080,8 @@ function createBaseStats(): Stats {
     simdLevel: "",
     insecure: false,
     recoveryProblems: [],
+    audioThreshold: 0,
+    audioFingerprints: 0,
   };
 }
 
@@ -6085,6 +8119,12 @@ export const Stats: MessageFns<Stats> = {
     }
     for (const v of message.recoveryProblems) {
       writer.uint32(90).string(v!);
+    }
+    if (message.audioThreshold !== 0) {
+      writer.uint32(113).double(message.audioThreshold);
+    }
+    if (message.audioFingerprints !== 0) {
+      writer.uint32(120).int64(message.audioFingerprints);
     }
     return writer;
   },
@@ -6190,6 +8230,22 @@ export const Stats: MessageFns<Stats> = {
             message.recoveryProblems.push(reader.string());
             continue;
           }
+          case 14: {
+            if (tag !== 113) {
+              break;
+            }
+
+            message.audioThreshold = reader.double();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.audioFingerprints = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6249,6 +8305,16 @@ export const Stats: MessageFns<Stats> = {
         : globalThis.Array.isArray(object?.recovery_problems)
         ? object.recovery_problems.map((e: any) => globalThis.String(e))
         : [],
+      audioThreshold: isSet(object.audioThreshold)
+        ? globalThis.Number(object.audioThreshold)
+        : isSet(object.audio_threshold)
+        ? globalThis.Number(object.audio_threshold)
+        : 0,
+      audioFingerprints: isSet(object.audioFingerprints)
+        ? globalThis.Number(object.audioFingerprints)
+        : isSet(object.audio_fingerprints)
+        ? globalThis.Number(object.audio_fingerprints)
+        : 0,
     };
   },
 
@@ -6287,6 +8353,12 @@ export const Stats: MessageFns<Stats> = {
     if (message.recoveryProblems?.length) {
       obj.recoveryProblems = message.recoveryProblems;
     }
+    if (message.audioThreshold !== 0) {
+      obj.audioThreshold = floatToJson(message.audioThreshold);
+    }
+    if (message.audioFingerprints !== 0) {
+      obj.audioFingerprints = Math.round(message.audioFingerprints);
+    }
     return obj;
   },
 
@@ -6306,6 +8378,710 @@ export const Stats: MessageFns<Stats> = {
     message.simdLevel = object.simdLevel ?? "";
     message.insecure = object.insecure ?? false;
     message.recoveryProblems = object.recoveryProblems?.map((e) => e) || [];
+    message.audioThreshold = object.audioThreshold ?? 0;
+    message.audioFingerprints = object.audioFingerprints ?? 0;
+    return message;
+  },
+};
+
+function createBaseFaceBox(): FaceBox {
+  return { x0: 0, y0: 0, x1: 0, y1: 0 };
+}
+
+export const FaceBox: MessageFns<FaceBox> = {
+  encode(message: FaceBox, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.x0 !== 0) {
+      writer.uint32(13).float(message.x0);
+    }
+    if (message.y0 !== 0) {
+      writer.uint32(21).float(message.y0);
+    }
+    if (message.x1 !== 0) {
+      writer.uint32(29).float(message.x1);
+    }
+    if (message.y1 !== 0) {
+      writer.uint32(37).float(message.y1);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceBox {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceBox();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 13) {
+              break;
+            }
+
+            message.x0 = reader.float();
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.y0 = reader.float();
+            continue;
+          }
+          case 3: {
+            if (tag !== 29) {
+              break;
+            }
+
+            message.x1 = reader.float();
+            continue;
+          }
+          case 4: {
+            if (tag !== 37) {
+              break;
+            }
+
+            message.y1 = reader.float();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceBox {
+    return {
+      x0: isSet(object.x0) ? globalThis.Number(object.x0) : 0,
+      y0: isSet(object.y0) ? globalThis.Number(object.y0) : 0,
+      x1: isSet(object.x1) ? globalThis.Number(object.x1) : 0,
+      y1: isSet(object.y1) ? globalThis.Number(object.y1) : 0,
+    };
+  },
+
+  toJSON(message: FaceBox): unknown {
+    const obj: any = {};
+    if (message.x0 !== 0) {
+      obj.x0 = floatToJson(message.x0);
+    }
+    if (message.y0 !== 0) {
+      obj.y0 = floatToJson(message.y0);
+    }
+    if (message.x1 !== 0) {
+      obj.x1 = floatToJson(message.x1);
+    }
+    if (message.y1 !== 0) {
+      obj.y1 = floatToJson(message.y1);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceBox>, I>>(base?: I): FaceBox {
+    return FaceBox.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceBox>, I>>(object: I): FaceBox {
+    const message = createBaseFaceBox();
+    message.x0 = object.x0 ?? 0;
+    message.y0 = object.y0 ?? 0;
+    message.x1 = object.x1 ?? 0;
+    message.y1 = object.y1 ?? 0;
+    return message;
+  },
+};
+
+function createBaseSearchByFaceRequest(): SearchByFaceRequest {
+  return { parent: "", image: Buffer.alloc(0), face: undefined, options: undefined };
+}
+
+export const SearchByFaceRequest: MessageFns<SearchByFaceRequest> = {
+  encode(message: SearchByFaceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parent !== "") {
+      writer.uint32(10).string(message.parent);
+    }
+    if (message.image.length !== 0) {
+      writer.uint32(18).bytes(message.image);
+    }
+    if (message.face !== undefined) {
+      FaceBox.encode(message.face, writer.uint32(26).fork()).join();
+    }
+    if (message.options !== undefined) {
+      SearchOptions.encode(message.options, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SearchByFaceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSearchByFaceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.image = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.face = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.options = SearchOptions.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SearchByFaceRequest {
+    return {
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
+      image: isSet(object.image) ? Buffer.from(bytesFromBase64(object.image)) : Buffer.alloc(0),
+      face: isSet(object.face) ? FaceBox.fromJSON(object.face) : undefined,
+      options: isSet(object.options) ? SearchOptions.fromJSON(object.options) : undefined,
+    };
+  },
+
+  toJSON(message: SearchByFaceRequest): unknown {
+    const obj: any = {};
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
+    if (message.image.length !== 0) {
+      obj.image = base64FromBytes(message.image);
+    }
+    if (message.face !== undefined) {
+      obj.face = FaceBox.toJSON(message.face);
+    }
+    if (message.options !== undefined) {
+      obj.options = SearchOptions.toJSON(message.options);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SearchByFaceRequest>, I>>(base?: I): SearchByFaceRequest {
+    return SearchByFaceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SearchByFaceRequest>, I>>(object: I): SearchByFaceRequest {
+    const message = createBaseSearchByFaceRequest();
+    message.parent = object.parent ?? "";
+    message.image = object.image ?? Buffer.alloc(0);
+    message.face = (object.face !== undefined && object.face !== null) ? FaceBox.fromPartial(object.face) : undefined;
+    message.options = (object.options !== undefined && object.options !== null)
+      ? SearchOptions.fromPartial(object.options)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseFaceAppearance(): FaceAppearance {
+  return { startSeconds: 0, endSeconds: 0, timestampSeconds: 0, box: undefined, score: 0 };
+}
+
+export const FaceAppearance: MessageFns<FaceAppearance> = {
+  encode(message: FaceAppearance, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.startSeconds !== 0) {
+      writer.uint32(9).double(message.startSeconds);
+    }
+    if (message.endSeconds !== 0) {
+      writer.uint32(17).double(message.endSeconds);
+    }
+    if (message.timestampSeconds !== 0) {
+      writer.uint32(25).double(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      FaceBox.encode(message.box, writer.uint32(34).fork()).join();
+    }
+    if (message.score !== 0) {
+      writer.uint32(45).float(message.score);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceAppearance {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceAppearance();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.startSeconds = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.endSeconds = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.timestampSeconds = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.box = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 45) {
+              break;
+            }
+
+            message.score = reader.float();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceAppearance {
+    return {
+      startSeconds: isSet(object.startSeconds)
+        ? globalThis.Number(object.startSeconds)
+        : isSet(object.start_seconds)
+        ? globalThis.Number(object.start_seconds)
+        : 0,
+      endSeconds: isSet(object.endSeconds)
+        ? globalThis.Number(object.endSeconds)
+        : isSet(object.end_seconds)
+        ? globalThis.Number(object.end_seconds)
+        : 0,
+      timestampSeconds: isSet(object.timestampSeconds)
+        ? globalThis.Number(object.timestampSeconds)
+        : isSet(object.timestamp_seconds)
+        ? globalThis.Number(object.timestamp_seconds)
+        : 0,
+      box: isSet(object.box) ? FaceBox.fromJSON(object.box) : undefined,
+      score: isSet(object.score) ? globalThis.Number(object.score) : 0,
+    };
+  },
+
+  toJSON(message: FaceAppearance): unknown {
+    const obj: any = {};
+    if (message.startSeconds !== 0) {
+      obj.startSeconds = floatToJson(message.startSeconds);
+    }
+    if (message.endSeconds !== 0) {
+      obj.endSeconds = floatToJson(message.endSeconds);
+    }
+    if (message.timestampSeconds !== 0) {
+      obj.timestampSeconds = floatToJson(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      obj.box = FaceBox.toJSON(message.box);
+    }
+    if (message.score !== 0) {
+      obj.score = floatToJson(message.score);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceAppearance>, I>>(base?: I): FaceAppearance {
+    return FaceAppearance.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceAppearance>, I>>(object: I): FaceAppearance {
+    const message = createBaseFaceAppearance();
+    message.startSeconds = object.startSeconds ?? 0;
+    message.endSeconds = object.endSeconds ?? 0;
+    message.timestampSeconds = object.timestampSeconds ?? 0;
+    message.box = (object.box !== undefined && object.box !== null) ? FaceBox.fromPartial(object.box) : undefined;
+    message.score = object.score ?? 0;
+    return message;
+  },
+};
+
+function createBaseFaceVideoHit(): FaceVideoHit {
+  return { video: undefined, score: 0, timestampSeconds: 0, box: undefined, appearances: [] };
+}
+
+export const FaceVideoHit: MessageFns<FaceVideoHit> = {
+  encode(message: FaceVideoHit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.video !== undefined) {
+      Video.encode(message.video, writer.uint32(10).fork()).join();
+    }
+    if (message.score !== 0) {
+      writer.uint32(21).float(message.score);
+    }
+    if (message.timestampSeconds !== 0) {
+      writer.uint32(25).double(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      FaceBox.encode(message.box, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.appearances) {
+      FaceAppearance.encode(v!, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceVideoHit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceVideoHit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.video = Video.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.score = reader.float();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.timestampSeconds = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.box = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.appearances.push(FaceAppearance.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceVideoHit {
+    return {
+      video: isSet(object.video) ? Video.fromJSON(object.video) : undefined,
+      score: isSet(object.score) ? globalThis.Number(object.score) : 0,
+      timestampSeconds: isSet(object.timestampSeconds)
+        ? globalThis.Number(object.timestampSeconds)
+        : isSet(object.timestamp_seconds)
+        ? globalThis.Number(object.timestamp_seconds)
+        : 0,
+      box: isSet(object.box) ? FaceBox.fromJSON(object.box) : undefined,
+      appearances: globalThis.Array.isArray(object?.appearances)
+        ? object.appearances.map((e: any) => FaceAppearance.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: FaceVideoHit): unknown {
+    const obj: any = {};
+    if (message.video !== undefined) {
+      obj.video = Video.toJSON(message.video);
+    }
+    if (message.score !== 0) {
+      obj.score = floatToJson(message.score);
+    }
+    if (message.timestampSeconds !== 0) {
+      obj.timestampSeconds = floatToJson(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      obj.box = FaceBox.toJSON(message.box);
+    }
+    if (message.appearances?.length) {
+      obj.appearances = message.appearances.map((e) => FaceAppearance.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceVideoHit>, I>>(base?: I): FaceVideoHit {
+    return FaceVideoHit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceVideoHit>, I>>(object: I): FaceVideoHit {
+    const message = createBaseFaceVideoHit();
+    message.video = (object.video !== undefined && object.video !== null) ? Video.fromPartial(object.video) : undefined;
+    message.score = object.score ?? 0;
+    message.timestampSeconds = object.timestampSeconds ?? 0;
+    message.box = (object.box !== undefined && object.box !== null) ? FaceBox.fromPartial(object.box) : undefined;
+    message.appearances = object.appearances?.map((e) => FaceAppearance.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseFaceSearchResult(): FaceSearchResult {
+  return { queryFace: undefined, hits: [] };
+}
+
+export const FaceSearchResult: MessageFns<FaceSearchResult> = {
+  encode(message: FaceSearchResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queryFace !== undefined) {
+      FaceBox.encode(message.queryFace, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.hits) {
+      FaceVideoHit.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceSearchResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceSearchResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queryFace = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hits.push(FaceVideoHit.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceSearchResult {
+    return {
+      queryFace: isSet(object.queryFace)
+        ? FaceBox.fromJSON(object.queryFace)
+        : isSet(object.query_face)
+        ? FaceBox.fromJSON(object.query_face)
+        : undefined,
+      hits: globalThis.Array.isArray(object?.hits) ? object.hits.map((e: any) => FaceVideoHit.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: FaceSearchResult): unknown {
+    const obj: any = {};
+    if (message.queryFace !== undefined) {
+      obj.queryFace = FaceBox.toJSON(message.queryFace);
+    }
+    if (message.hits?.length) {
+      obj.hits = message.hits.map((e) => FaceVideoHit.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceSearchResult>, I>>(base?: I): FaceSearchResult {
+    return FaceSearchResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceSearchResult>, I>>(object: I): FaceSearchResult {
+    const message = createBaseFaceSearchResult();
+    message.queryFace = (object.queryFace !== undefined && object.queryFace !== null)
+      ? FaceBox.fromPartial(object.queryFace)
+      : undefined;
+    message.hits = object.hits?.map((e) => FaceVideoHit.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSearchByFaceResponse(): SearchByFaceResponse {
+  return { results: [], faceModel: "" };
+}
+
+export const SearchByFaceResponse: MessageFns<SearchByFaceResponse> = {
+  encode(message: SearchByFaceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      FaceSearchResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.faceModel !== "") {
+      writer.uint32(18).string(message.faceModel);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SearchByFaceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSearchByFaceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(FaceSearchResult.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.faceModel = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SearchByFaceResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => FaceSearchResult.fromJSON(e))
+        : [],
+      faceModel: isSet(object.faceModel)
+        ? globalThis.String(object.faceModel)
+        : isSet(object.face_model)
+        ? globalThis.String(object.face_model)
+        : "",
+    };
+  },
+
+  toJSON(message: SearchByFaceResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => FaceSearchResult.toJSON(e));
+    }
+    if (message.faceModel !== "") {
+      obj.faceModel = message.faceModel;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SearchByFaceResponse>, I>>(base?: I): SearchByFaceResponse {
+    return SearchByFaceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SearchByFaceResponse>, I>>(object: I): SearchByFaceResponse {
+    const message = createBaseSearchByFaceResponse();
+    message.results = object.results?.map((e) => FaceSearchResult.fromPartial(e)) || [];
+    message.faceModel = object.faceModel ?? "";
     return message;
   },
 };
@@ -6455,6 +9231,67 @@ export const FrameSeekService = {
     responseSerialize: (value: SearchResponse): Buffer => Buffer.from(SearchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SearchResponse => SearchResponse.decode(value),
   },
+  /**
+   * Finds the videos and photos where the person of a photo appears (collections created with
+   * `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+   * intervals, best timestamp, face box and a calibrated score. A photo without a face is
+   * INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+   */
+  searchByFace: {
+    path: "/frameseek.v1.FrameSeek/SearchByFace" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SearchByFaceRequest): Buffer => Buffer.from(SearchByFaceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SearchByFaceRequest => SearchByFaceRequest.decode(value),
+    responseSerialize: (value: SearchByFaceResponse): Buffer =>
+      Buffer.from(SearchByFaceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SearchByFaceResponse => SearchByFaceResponse.decode(value),
+  },
+  /**
+   * Finds the videos whose soundtrack contains an audio excerpt (an audio file, or the soundtrack
+   * of a video), with where it starts in each and for how long it matches. Client streaming like
+   * SearchByVideo: first `query`, then chunks of the file. Only collections created with `audio`.
+   */
+  searchByAudio: {
+    path: "/frameseek.v1.FrameSeek/SearchByAudio" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: SearchByAudioRequest): Buffer => Buffer.from(SearchByAudioRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SearchByAudioRequest => SearchByAudioRequest.decode(value),
+    responseSerialize: (value: SearchByAudioResponse): Buffer =>
+      Buffer.from(SearchByAudioResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SearchByAudioResponse => SearchByAudioResponse.decode(value),
+  },
+  /**
+   * Inserts or replaces items (the client's own vectors) in a collection created with
+   * `own_vectors`. Client streaming: the first message is the `header`, every following one a
+   * `batch` of items; each batch is committed (durable, and searchable by SearchByVector) before
+   * the next message is read, so a fast client is held back by gRPC flow control. The response
+   * acknowledges every item of the stream. An item replaces the one named by `name`, else the
+   * one with its `external_key`, else it is new.
+   */
+  upsertItems: {
+    path: "/frameseek.v1.FrameSeek/UpsertItems" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpsertItemsRequest): Buffer => Buffer.from(UpsertItemsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpsertItemsRequest => UpsertItemsRequest.decode(value),
+    responseSerialize: (value: UpsertItemsResponse): Buffer => Buffer.from(UpsertItemsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpsertItemsResponse => UpsertItemsResponse.decode(value),
+  },
+  /**
+   * Deletes items of an own-vector collection by name or external key; gone from every search
+   * when the call returns. Unknown ones are skipped (counted in the response).
+   */
+  deleteItems: {
+    path: "/frameseek.v1.FrameSeek/DeleteItems" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteItemsRequest): Buffer => Buffer.from(DeleteItemsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteItemsRequest => DeleteItemsRequest.decode(value),
+    responseSerialize: (value: DeleteItemsResponse): Buffer => Buffer.from(DeleteItemsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteItemsResponse => DeleteItemsResponse.decode(value),
+  },
   /** Gets a video. */
   getVideo: {
     path: "/frameseek.v1.FrameSeek/GetVideo" as const,
@@ -6534,6 +9371,33 @@ export interface FrameSeekServer extends UntypedServiceImplementation {
   searchByVideo: handleClientStreamingCall<SearchByVideoRequest, SearchByVideoResponse>;
   /** Nearest videos for a raw embedding (for clients with their own encoder of the collection's model). */
   searchByVector: handleUnaryCall<SearchByVectorRequest, SearchResponse>;
+  /**
+   * Finds the videos and photos where the person of a photo appears (collections created with
+   * `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+   * intervals, best timestamp, face box and a calibrated score. A photo without a face is
+   * INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+   */
+  searchByFace: handleUnaryCall<SearchByFaceRequest, SearchByFaceResponse>;
+  /**
+   * Finds the videos whose soundtrack contains an audio excerpt (an audio file, or the soundtrack
+   * of a video), with where it starts in each and for how long it matches. Client streaming like
+   * SearchByVideo: first `query`, then chunks of the file. Only collections created with `audio`.
+   */
+  searchByAudio: handleClientStreamingCall<SearchByAudioRequest, SearchByAudioResponse>;
+  /**
+   * Inserts or replaces items (the client's own vectors) in a collection created with
+   * `own_vectors`. Client streaming: the first message is the `header`, every following one a
+   * `batch` of items; each batch is committed (durable, and searchable by SearchByVector) before
+   * the next message is read, so a fast client is held back by gRPC flow control. The response
+   * acknowledges every item of the stream. An item replaces the one named by `name`, else the
+   * one with its `external_key`, else it is new.
+   */
+  upsertItems: handleClientStreamingCall<UpsertItemsRequest, UpsertItemsResponse>;
+  /**
+   * Deletes items of an own-vector collection by name or external key; gone from every search
+   * when the call returns. Unknown ones are skipped (counted in the response).
+   */
+  deleteItems: handleUnaryCall<DeleteItemsRequest, DeleteItemsResponse>;
   /** Gets a video. */
   getVideo: handleUnaryCall<GetVideoRequest, Video>;
   /** Lists the videos of a collection, newest first. */
@@ -6727,6 +9591,91 @@ export interface FrameSeekClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SearchResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Finds the videos and photos where the person of a photo appears (collections created with
+   * `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+   * intervals, best timestamp, face box and a calibrated score. A photo without a face is
+   * INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+   */
+  searchByFace(
+    request: SearchByFaceRequest,
+    callback: (error: ServiceError | null, response: SearchByFaceResponse) => void,
+  ): ClientUnaryCall;
+  searchByFace(
+    request: SearchByFaceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SearchByFaceResponse) => void,
+  ): ClientUnaryCall;
+  searchByFace(
+    request: SearchByFaceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SearchByFaceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Finds the videos whose soundtrack contains an audio excerpt (an audio file, or the soundtrack
+   * of a video), with where it starts in each and for how long it matches. Client streaming like
+   * SearchByVideo: first `query`, then chunks of the file. Only collections created with `audio`.
+   */
+  searchByAudio(
+    callback: (error: ServiceError | null, response: SearchByAudioResponse) => void,
+  ): ClientWritableStream<SearchByAudioRequest>;
+  searchByAudio(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SearchByAudioResponse) => void,
+  ): ClientWritableStream<SearchByAudioRequest>;
+  searchByAudio(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SearchByAudioResponse) => void,
+  ): ClientWritableStream<SearchByAudioRequest>;
+  searchByAudio(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SearchByAudioResponse) => void,
+  ): ClientWritableStream<SearchByAudioRequest>;
+  /**
+   * Inserts or replaces items (the client's own vectors) in a collection created with
+   * `own_vectors`. Client streaming: the first message is the `header`, every following one a
+   * `batch` of items; each batch is committed (durable, and searchable by SearchByVector) before
+   * the next message is read, so a fast client is held back by gRPC flow control. The response
+   * acknowledges every item of the stream. An item replaces the one named by `name`, else the
+   * one with its `external_key`, else it is new.
+   */
+  upsertItems(
+    callback: (error: ServiceError | null, response: UpsertItemsResponse) => void,
+  ): ClientWritableStream<UpsertItemsRequest>;
+  upsertItems(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpsertItemsResponse) => void,
+  ): ClientWritableStream<UpsertItemsRequest>;
+  upsertItems(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpsertItemsResponse) => void,
+  ): ClientWritableStream<UpsertItemsRequest>;
+  upsertItems(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpsertItemsResponse) => void,
+  ): ClientWritableStream<UpsertItemsRequest>;
+  /**
+   * Deletes items of an own-vector collection by name or external key; gone from every search
+   * when the call returns. Unknown ones are skipped (counted in the response).
+   */
+  deleteItems(
+    request: DeleteItemsRequest,
+    callback: (error: ServiceError | null, response: DeleteItemsResponse) => void,
+  ): ClientUnaryCall;
+  deleteItems(
+    request: DeleteItemsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteItemsResponse) => void,
+  ): ClientUnaryCall;
+  deleteItems(
+    request: DeleteItemsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteItemsResponse) => void,
   ): ClientUnaryCall;
   /** Gets a video. */
   getVideo(request: GetVideoRequest, callback: (error: ServiceError | null, response: Video) => void): ClientUnaryCall;

@@ -15,10 +15,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # chromium: the web console's browser tests and benchmark (driven by Playwright, no browser download);
 # postgresql: the scale-out tests start a throwaway cluster (initdb/pg_ctl) as the postgres user;
 # libchromaprint1: soundtrack fingerprints (ctypes; -dev and -tools (fpcalc) for tests); espeak-ng,
-# fluidsynth and fluid-soundfont-gm: the speech and music of the audio tests and benchmarks/audio.
+# fluidsynth and fluid-soundfont-gm: the speech and music of the audio tests and benchmarks/audio;
+# clang-format: the C++ style check of `make lint` (native/.clang-format).
 APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev \
-	libgrpc++-dev chromium postgresql \
+	libgrpc++-dev chromium postgresql clang-format \
 	libchromaprint1 libchromaprint-dev libchromaprint-tools espeak-ng fluidsynth fluid-soundfont-gm
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f -not -path 'native/fuzz/*' 2>/dev/null)
@@ -26,9 +27,9 @@ NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f -not -path 'native/
 # needs a reinstall: the stamp's name carries a hash of the module list (not of their contents).
 MODULES_STAMP := $(VENV)/.modules-$(shell find server -name '*.py' 2>/dev/null | LC_ALL=C sort | md5sum | cut -c1-12)
 
-.PHONY: help setup system-packages test lint run bench clean proto
+.PHONY: help setup system-packages test lint format run bench clean proto
 help:
-	@echo "make setup | make test | make lint | make run | make bench | make proto | make clean"
+	@echo "make setup | make test | make lint | make format | make run | make bench | make proto | make clean"
 	@echo "SDKs: make sdk-setup | make sdk-gen | make proto-check | make sdk-test | make ghz-bench | make load-bench"
 
 setup: system-packages sdk-toolchains $(VENV)/.installed
@@ -65,10 +66,18 @@ test: setup sdk-setup lint
 
 # Guardrails: ruff lint + format check (pyproject [tool.ruff]) and the import-layer contract (pyproject
 # [tool.importlinter]: api -> service -> modality -> pipeline/matching -> media/embed/storage/native, no cycles).
+# C++ sources checked by clang-format (native/.clang-format); `make format` rewrites them
+NATIVE_FORMAT := $(shell find native -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.h' \) -not -path '*/corpus/*' 2>/dev/null | LC_ALL=C sort)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	clang-format --dry-run --Werror $(NATIVE_FORMAT)
+
+format: setup
+	$(VENV)/bin/ruff format .
+	clang-format -i $(NATIVE_FORMAT)
 
 # with the web console on loopback: open http://127.0.0.1:8080/
 run: setup

@@ -39,15 +39,16 @@ py::array_t<std::uint64_t, py::array::c_style> uint64_2d(const py::handle& obj, 
   py::array a = require_array(obj, name);
   if (!a.dtype().is(py::dtype::of<std::uint64_t>()))
     throw py::type_error(std::string(name) + " must be uint64, got " + dtype_name(a));
-  if (a.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D [q, k], got " + std::to_string(a.ndim()) + "-D");
+  if (a.ndim() != 2)
+    throw py::value_error(std::string(name) + " must be 2-D [q, k], got " + std::to_string(a.ndim()) + "-D");
   return py::array_t<std::uint64_t, py::array::c_style>::ensure(a);
 }
 
 void same_shape(const py::array& a, const py::array& ref, const char* name) {
   if (a.shape(0) != ref.shape(0) || a.shape(1) != ref.shape(1))
     throw py::value_error(std::string(name) + " has shape (" + std::to_string(a.shape(0)) + ", " +
-                          std::to_string(a.shape(1)) + "), neighbor_ids has (" + std::to_string(ref.shape(0)) +
-                          ", " + std::to_string(ref.shape(1)) + ")");
+                          std::to_string(a.shape(1)) + "), neighbor_ids has (" + std::to_string(ref.shape(0)) + ", " +
+                          std::to_string(ref.shape(1)) + ")");
 }
 
 py::dict segment_dict(const AlignedSegment& s) {
@@ -131,7 +132,8 @@ void bind_aggregate(py::module_& m) {
          const std::optional<std::unordered_map<std::uint64_t, double>>& ref_durations, double min_similarity,
          double speed_min, double speed_max, double speed_step, double offset_tolerance, double max_gap,
          int min_segment_frames, double min_segment_duration, std::optional<double> frame_interval,
-         std::optional<double> ref_frame_interval, int max_segments, int max_candidates, double min_score, int refine_iterations, int threads) {
+         std::optional<double> ref_frame_interval, int max_segments, int max_candidates, double min_score,
+         int refine_iterations, int threads) {
         auto qt = floating<double>(query_times, "query_times", 1);
         auto ids = uint64_2d(neighbor_ids, "neighbor_ids");
         auto groups = uint64_2d(neighbor_groups, "neighbor_groups");
@@ -191,9 +193,9 @@ void bind_aggregate(py::module_& m) {
       py::arg("ref_durations") = py::none(), py::arg("min_similarity") = 0.5, py::arg("speed_min") = 0.5,
       py::arg("speed_max") = 2.0, py::arg("speed_step") = 0.03, py::arg("offset_tolerance") = 1.0,
       py::arg("max_gap") = 3.0, py::arg("min_segment_frames") = 3, py::arg("min_segment_duration") = 0.0,
-      py::arg("frame_interval") = py::none(),
-      py::arg("ref_frame_interval") = py::none(), py::arg("max_segments") = 4, py::arg("max_candidates") = 20,
-      py::arg("min_score") = 0.0, py::arg("refine_iterations") = 10, py::arg("threads") = 1);
+      py::arg("frame_interval") = py::none(), py::arg("ref_frame_interval") = py::none(), py::arg("max_segments") = 4,
+      py::arg("max_candidates") = 20, py::arg("min_score") = 0.0, py::arg("refine_iterations") = 10,
+      py::arg("threads") = 1);
 
   m.def(
       "neighbor_idf_weights",
@@ -226,8 +228,7 @@ FlatIndex/HnswIndex.search results (k frames); with search_groups every row span
 construction and only min_similarity separates real matches. Multiply with reference-side weights
 if the catalog has them (e.g. 1 / number of videos holding a near-duplicate of that frame).)doc",
       py::arg("neighbor_ids"), py::arg("neighbor_groups"), py::arg("neighbor_sims"), py::kw_only(),
-      py::arg("min_similarity") = 0.5, py::arg("margin") = 0.1, py::arg("free_videos") = 2.0,
-      py::arg("power") = 1.0);
+      py::arg("min_similarity") = 0.5, py::arg("margin") = 0.1, py::arg("free_videos") = 2.0, py::arg("power") = 1.0);
 
   m.def(
       "aggregate_speed_grid",

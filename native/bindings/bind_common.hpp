@@ -31,27 +31,25 @@ inline std::string py_type_name(py::handle obj) {
 
 // A [rows, dim] float32 C-contiguous view of obj (no copy). A 1-D array of length dim is taken
 // as one row when allow_1d. Non-finite values raise when check_finite.
-inline py::array_t<float> as_f32_matrix(py::handle obj, std::size_t dim, const char* name,
-                                        bool allow_1d, bool check_finite) {
+inline py::array_t<float> as_f32_matrix(py::handle obj, std::size_t dim, const char* name, bool allow_1d,
+                                        bool check_finite) {
   if (!py::isinstance<py::array>(obj))
-    throw py::type_error(std::string(name) + " must be a numpy.ndarray of float32, got " +
-                         py_type_name(obj) + " (use numpy.asarray(x, dtype=numpy.float32))");
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray of float32, got " + py_type_name(obj) +
+                         " (use numpy.asarray(x, dtype=numpy.float32))");
   auto arr = py::reinterpret_borrow<py::array>(obj);
   if (!arr.dtype().is(py::dtype::of<float>()))
     throw py::type_error(std::string(name) + " must have dtype float32 (native byte order), got " +
                          py::str(arr.dtype()).cast<std::string>() +
                          " (convert explicitly, e.g. x.astype(numpy.float32))");
   if (!(arr.ndim() == 2 || (allow_1d && arr.ndim() == 1)))
-    throw py::value_error(std::string(name) + " must be 2-D [n, dim]" +
-                          (allow_1d ? " or 1-D [dim]" : "") + ", got " +
+    throw py::value_error(std::string(name) + " must be 2-D [n, dim]" + (allow_1d ? " or 1-D [dim]" : "") + ", got " +
                           std::to_string(arr.ndim()) + "-D");
   const std::size_t cols = static_cast<std::size_t>(arr.shape(arr.ndim() - 1));
   if (cols != dim)
-    throw py::value_error(std::string(name) + " has dimension " + std::to_string(cols) +
-                          ", the index has " + std::to_string(dim));
+    throw py::value_error(std::string(name) + " has dimension " + std::to_string(cols) + ", the index has " +
+                          std::to_string(dim));
   if (!(arr.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) +
-                          " must be C-contiguous (use numpy.ascontiguousarray(x))");
+    throw py::value_error(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray(x))");
   py::array_t<float> out = py::reinterpret_borrow<py::array_t<float>>(arr);
   if (arr.ndim() == 1) out = out.reshape({py::ssize_t(1), py::ssize_t(dim)});
   if (check_finite) {
@@ -59,8 +57,7 @@ inline py::array_t<float> as_f32_matrix(py::handle obj, std::size_t dim, const c
     const std::size_t total = static_cast<std::size_t>(out.size());
     for (std::size_t i = 0; i < total; ++i)
       if (!std::isfinite(p[i]))
-        throw py::value_error(std::string(name) + " contain NaN or infinity (row " +
-                              std::to_string(i / dim) + ")");
+        throw py::value_error(std::string(name) + " contain NaN or infinity (row " + std::to_string(i / dim) + ")");
   }
   return out;
 }
@@ -82,8 +79,8 @@ carray<T> as_uint_vector(py::handle obj, const char* name, py::ssize_t expected_
                            py_type_name(src));
     py::list items(src);
     if (expected_len >= 0 && py::ssize_t(items.size()) != expected_len)
-      throw py::value_error(std::string(name) + " has length " + std::to_string(items.size()) +
-                            ", expected " + std::to_string(expected_len));
+      throw py::value_error(std::string(name) + " has length " + std::to_string(items.size()) + ", expected " +
+                            std::to_string(expected_len));
     carray<T> out(static_cast<py::ssize_t>(items.size()));
     T* p = out.mutable_data();
     const py::int_ lo(0), hi(std::numeric_limits<T>::max());
@@ -94,8 +91,7 @@ carray<T> as_uint_vector(py::handle obj, const char* name, py::ssize_t expected_
       py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(it.ptr()));
       if (!v) throw py::error_already_set();
       if (v < lo) throw py::value_error(std::string(name) + " must be non-negative");
-      if (v > hi)
-        throw py::value_error(std::string(name) + " must be < 2**" + std::to_string(8 * sizeof(T)));
+      if (v > hi) throw py::value_error(std::string(name) + " must be < 2**" + std::to_string(8 * sizeof(T)));
       p[i] = v.cast<T>();
     }
     return out;
@@ -104,8 +100,8 @@ carray<T> as_uint_vector(py::handle obj, const char* name, py::ssize_t expected_
   if (arr.ndim() != 1)
     throw py::value_error(std::string(name) + " must be 1-D, got " + std::to_string(arr.ndim()) + "-D");
   if (expected_len >= 0 && arr.shape(0) != expected_len)
-    throw py::value_error(std::string(name) + " has length " + std::to_string(arr.shape(0)) +
-                          ", expected " + std::to_string(expected_len));
+    throw py::value_error(std::string(name) + " has length " + std::to_string(arr.shape(0)) + ", expected " +
+                          std::to_string(expected_len));
   const char kind = arr.dtype().kind();
   if (arr.size() == 0) return carray<T>(0);  // numpy.array([]) is float64; empty is empty
   if (kind != 'i' && kind != 'u')
@@ -113,8 +109,8 @@ carray<T> as_uint_vector(py::handle obj, const char* name, py::ssize_t expected_
                          py::str(arr.dtype()).cast<std::string>());
   if (kind == 'i' && py::bool_(np.attr("any")(arr.attr("__lt__")(0))))
     throw py::value_error(std::string(name) + " must be non-negative");
-  if (sizeof(T) < 8 && py::int_(arr.attr("max")()).cast<std::uint64_t>() >
-                           static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
+  if (sizeof(T) < 8 &&
+      py::int_(arr.attr("max")()).cast<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
     throw py::value_error(std::string(name) + " must be < 2**" + std::to_string(8 * sizeof(T)));
   return carray<T>::ensure(arr);
 }

@@ -28,9 +28,8 @@ std::optional<std::unordered_set<T>> to_set(py::handle obj, const char* name) {
 
 // Test hook: every entry of one SIMD level's table, called directly (no FRAMESEEK_SIMD needed),
 // so one process can check all paths the CPU has against a float64 reference.
-py::array_t<float> distances_for_level(const std::string& level, const std::string& metric,
-                                       py::handle queries, py::handle vectors,
-                                       const std::string& entry) {
+py::array_t<float> distances_for_level(const std::string& level, const std::string& metric, py::handle queries,
+                                       py::handle vectors, const std::string& entry) {
   const Kernels& k = kernels_for(parse_simd_level(level));
   const Metric m = parse_metric(metric);
   if (!py::isinstance<py::array>(vectors))
@@ -88,65 +87,74 @@ py::array_t<float> distances_for_level(const std::string& level, const std::stri
 }  // namespace
 
 void bind_distance(py::module_& m) {
-  m.def("simd_level", [] { return simd_level_name(simd_level()); },
-        "SIMD path the kernels use in this process (scalar, neon, avx2 or avx512). "
-        "FRAMESEEK_SIMD caps it; read once at first use.");
-  m.def("kernel_simd_levels", [] {
-          py::dict out;
-          out["pair"] = simd_level_name(simd_level());
-          out["block"] = simd_level_name(simd_level());
-          out["scan_one"] = simd_level_name(stream_simd_level());
-          return out;
-        },
-        "SIMD path per kernel use: 'pair' (one vector pair: HNSW), 'block' (many queries x "
-        "many vectors: batched flat search) and 'scan_one' (one query streamed over all rows: "
-        "single-query flat search). scan_one is avx2 when avx512 is selected: that scan is "
-        "memory-bound and AVX2 streams at read speed (see native/include/frameseek/distance.hpp).");
-  m.def("compiled_simd_levels", [] {
-          std::vector<std::string> out;
-          for (auto l : compiled_levels()) out.push_back(simd_level_name(l));
-          return out;
-        },
-        "SIMD paths compiled into this binary.");
-  m.def("supported_simd_levels", [] {
-          std::vector<std::string> out;
-          for (auto l : supported_levels()) out.push_back(simd_level_name(l));
-          return out;
-        },
-        "SIMD paths compiled in and supported by this CPU, lowest first.");
-  m.def("_distances_for_level", &distances_for_level, "level"_a, "metric"_a, "queries"_a,
-        "vectors"_a, "entry"_a = "block",
+  m.def(
+      "simd_level", [] { return simd_level_name(simd_level()); },
+      "SIMD path the kernels use in this process (scalar, neon, avx2 or avx512). "
+      "FRAMESEEK_SIMD caps it; read once at first use.");
+  m.def(
+      "kernel_simd_levels",
+      [] {
+        py::dict out;
+        out["pair"] = simd_level_name(simd_level());
+        out["block"] = simd_level_name(simd_level());
+        out["scan_one"] = simd_level_name(stream_simd_level());
+        return out;
+      },
+      "SIMD path per kernel use: 'pair' (one vector pair: HNSW), 'block' (many queries x "
+      "many vectors: batched flat search) and 'scan_one' (one query streamed over all rows: "
+      "single-query flat search). scan_one is avx2 when avx512 is selected: that scan is "
+      "memory-bound and AVX2 streams at read speed (see native/include/frameseek/distance.hpp).");
+  m.def(
+      "compiled_simd_levels",
+      [] {
+        std::vector<std::string> out;
+        for (auto l : compiled_levels()) out.push_back(simd_level_name(l));
+        return out;
+      },
+      "SIMD paths compiled into this binary.");
+  m.def(
+      "supported_simd_levels",
+      [] {
+        std::vector<std::string> out;
+        for (auto l : supported_levels()) out.push_back(simd_level_name(l));
+        return out;
+      },
+      "SIMD paths compiled in and supported by this CPU, lowest first.");
+  m.def("_distances_for_level", &distances_for_level, "level"_a, "metric"_a, "queries"_a, "vectors"_a,
+        "entry"_a = "block",
         "Test hook: raw kernel output float32[nq, n] (squared L2, or the plain inner product) "
         "from one SIMD level's table, through its 'pair', 'many' or 'block' entry; float16 "
         "vectors go through the fp16-storage entries.");
-  m.def("_dot_i8_for_level",
-        [](const std::string& level, py::array_t<std::int8_t, py::array::c_style> a,
-           py::array_t<std::int8_t, py::array::c_style> b) {
-          const Kernels& k = kernels_for(parse_simd_level(level));
-          if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(1))
-            throw py::value_error("a and b must be 2-D int8 arrays with the same number of columns");
-          const std::size_t na = a.shape(0), nb = b.shape(0), d = a.shape(1);
-          py::array_t<std::int32_t> out({na, nb});
-          const std::int8_t* ap = a.data();
-          const std::int8_t* bp = b.data();
-          std::int32_t* op = out.mutable_data();
-          py::gil_scoped_release release;
-          for (std::size_t i = 0; i < na; ++i)
-            for (std::size_t j = 0; j < nb; ++j) op[i * nb + j] = k.dot_i8(ap + i * d, bp + j * d, d);
-          return out;
-        },
-        "level"_a, "a"_a, "b"_a,
-        "Test hook: int32[na, nb] inner products of int8 code rows (values in [-127, 127]) from "
-        "one SIMD level's dot_i8 (the int8 HNSW walk's kernel).");
-  m.def("_float16_roundtrip",
-        [](py::array_t<float, py::array::c_style> x) {
-          py::array_t<float> out(x.size());
-          const float* src = x.data();
-          float* dst = out.mutable_data();
-          for (py::ssize_t i = 0; i < x.size(); ++i) dst[i] = half_to_float(float_to_half(src[i]));
-          return out;
-        },
-        "x"_a, "Test hook: float32 -> fp16 -> float32 through the C++ conversion FlatIndex uses.");
+  m.def(
+      "_dot_i8_for_level",
+      [](const std::string& level, py::array_t<std::int8_t, py::array::c_style> a,
+         py::array_t<std::int8_t, py::array::c_style> b) {
+        const Kernels& k = kernels_for(parse_simd_level(level));
+        if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(1))
+          throw py::value_error("a and b must be 2-D int8 arrays with the same number of columns");
+        const std::size_t na = a.shape(0), nb = b.shape(0), d = a.shape(1);
+        py::array_t<std::int32_t> out({na, nb});
+        const std::int8_t* ap = a.data();
+        const std::int8_t* bp = b.data();
+        std::int32_t* op = out.mutable_data();
+        py::gil_scoped_release release;
+        for (std::size_t i = 0; i < na; ++i)
+          for (std::size_t j = 0; j < nb; ++j) op[i * nb + j] = k.dot_i8(ap + i * d, bp + j * d, d);
+        return out;
+      },
+      "level"_a, "a"_a, "b"_a,
+      "Test hook: int32[na, nb] inner products of int8 code rows (values in [-127, 127]) from "
+      "one SIMD level's dot_i8 (the int8 HNSW walk's kernel).");
+  m.def(
+      "_float16_roundtrip",
+      [](py::array_t<float, py::array::c_style> x) {
+        py::array_t<float> out(x.size());
+        const float* src = x.data();
+        float* dst = out.mutable_data();
+        for (py::ssize_t i = 0; i < x.size(); ++i) dst[i] = half_to_float(float_to_half(src[i]));
+        return out;
+      },
+      "x"_a, "Test hook: float32 -> fp16 -> float32 through the C++ conversion FlatIndex uses.");
 
   m.attr("NO_ID") = py::int_(kNoId);
 
@@ -161,13 +169,14 @@ void bind_distance(py::module_& m) {
              return f;
            }),
            "ids"_a = py::none(), "groups"_a = py::none())
-      .def("__repr__", [](const Filter& f) {
-        auto part = [](const char* n, std::size_t sz, bool on) {
-          return std::string(n) + "=" + (on ? "<" + std::to_string(sz) + " values>" : "None");
-        };
-        return "Filter(" + part("ids", f.ids ? f.ids->size() : 0, bool(f.ids)) + ", " +
-               part("groups", f.groups ? f.groups->size() : 0, bool(f.groups)) + ")";
-      })
+      .def("__repr__",
+           [](const Filter& f) {
+             auto part = [](const char* n, std::size_t sz, bool on) {
+               return std::string(n) + "=" + (on ? "<" + std::to_string(sz) + " values>" : "None");
+             };
+             return "Filter(" + part("ids", f.ids ? f.ids->size() : 0, bool(f.ids)) + ", " +
+                    part("groups", f.groups ? f.groups->size() : 0, bool(f.groups)) + ")";
+           })
       .def("allows", &Filter::allows, "id"_a, "group"_a, "Whether a vector with this id and group passes the filter.");
 }
 

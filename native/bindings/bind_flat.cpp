@@ -19,8 +19,7 @@ void bind_flat(py::module_& m) {
                         "wait for running searches.")
       .def(py::init([](py::ssize_t dim, const std::string& metric, const std::string& storage) {
              if (dim < 1) throw py::value_error("dim must be >= 1");
-             return new FlatIndex(static_cast<std::size_t>(dim), parse_metric(metric),
-                                  parse_storage(storage));
+             return new FlatIndex(static_cast<std::size_t>(dim), parse_metric(metric), parse_storage(storage));
            }),
            "dim"_a, "metric"_a = "ip", "storage"_a = "float32",
            "storage 'float16' keeps vectors as IEEE fp16 (half the memory, ~2x faster scans; "
@@ -30,14 +29,15 @@ void bind_flat(py::module_& m) {
       .def_property_readonly("metric", [](const FlatIndex& x) { return metric_name(x.metric()); })
       // size/contains wait on the index's lock without the GIL (a writer may hold it a while)
       .def("__len__", &FlatIndex::size, kNoGil)
-      .def("__contains__",
-           [](const FlatIndex& x, py::handle id) {
-             auto v = as_lookup_id(id);
-             if (!v) return false;
-             py::gil_scoped_release release;
-             return x.contains(*v);
-           },
-           "id"_a)
+      .def(
+          "__contains__",
+          [](const FlatIndex& x, py::handle id) {
+            auto v = as_lookup_id(id);
+            if (!v) return false;
+            py::gil_scoped_release release;
+            return x.contains(*v);
+          },
+          "id"_a)
       .def("__repr__",
            [](const FlatIndex& x) {
              std::size_t size;
@@ -45,9 +45,8 @@ void bind_flat(py::module_& m) {
                py::gil_scoped_release release;
                size = x.size();
              }
-             return "FlatIndex(dim=" + std::to_string(x.dim()) + ", metric='" +
-                    metric_name(x.metric()) + "', storage='" + storage_name(x.storage()) +
-                    "', size=" + std::to_string(size) + ")";
+             return "FlatIndex(dim=" + std::to_string(x.dim()) + ", metric='" + metric_name(x.metric()) +
+                    "', storage='" + storage_name(x.storage()) + "', size=" + std::to_string(size) + ")";
            })
       .def(
           "add",
@@ -62,7 +61,8 @@ void bind_flat(py::module_& m) {
             x.add(static_cast<std::size_t>(n), id.data(), vec.data(), gp);
           },
           "ids"_a, "vectors"_a, "groups"_a = py::none(),
-          "Add vectors float32[n, dim] under ids uint64[n]. groups default to the ids. A duplicate id (stored or repeated), NO_ID, or NaN/inf raises ValueError and "
+          "Add vectors float32[n, dim] under ids uint64[n]. groups default to the ids. A duplicate id (stored or "
+          "repeated), NO_ID, or NaN/inf raises ValueError and "
           "nothing is added.")
       .def(
           "remove",
@@ -74,8 +74,7 @@ void bind_flat(py::module_& m) {
           "ids"_a, "Remove these ids; returns how many were present (absent ids are ignored).")
       .def(
           "search",
-          [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter,
-             py::ssize_t threads) {
+          [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter, py::ssize_t threads) {
             auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
             const std::size_t kk = positive(k, "k"), nt = check_threads(threads);
             const Filter* f = as_filter(filter);
@@ -92,8 +91,7 @@ void bind_flat(py::module_& m) {
           "distance (ties by id); missing slots are NO_ID / +inf. A 1-D query is one row.")
       .def(
           "search_groups",
-          [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter,
-             py::ssize_t threads) {
+          [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter, py::ssize_t threads) {
             auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
             const std::size_t kk = positive(k, "k"), nt = check_threads(threads);
             const Filter* f = as_filter(filter);

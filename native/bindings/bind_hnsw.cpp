@@ -36,7 +36,8 @@ std::size_t check_ef(py::handle ef) {
   return positive(ef.cast<py::ssize_t>(), "ef");
 }
 
-constexpr const char* kClassDoc = R"doc(Approximate nearest-neighbour index (HNSW, hnswlib 0.8 graph on frameseek's SIMD kernels).
+constexpr const char* kClassDoc =
+    R"doc(Approximate nearest-neighbour index (HNSW, hnswlib 0.8 graph on frameseek's SIMD kernels).
 
 Each vector has a uint64 id and a group (its video id; defaults to the id). metric 'ip' reports 1 - dot (use L2-normalised vectors for cosine), 'l2' the
 squared Euclidean distance. Missing result slots are NO_ID / +inf.
@@ -63,16 +64,16 @@ also briefly wait for running searches. Removed ids free their slot for later ad
 
 void bind_hnsw(py::module_& m) {
   py::class_<HnswIndex>(m, "HnswIndex", kClassDoc)
-      .def(py::init([](py::ssize_t dim, const std::string& metric, py::ssize_t max_elements,
-                       py::ssize_t M, py::ssize_t ef_construction, py::ssize_t seed) {
+      .def(py::init([](py::ssize_t dim, const std::string& metric, py::ssize_t max_elements, py::ssize_t M,
+                       py::ssize_t ef_construction, py::ssize_t seed) {
              HnswParams p;
              p.M = positive(M, "M");
              p.ef_construction = positive(ef_construction, "ef_construction");
              if (seed < 0) throw py::value_error("seed must be >= 0");
              p.seed = static_cast<std::size_t>(seed);
              if (max_elements < 0) throw py::value_error("max_elements must be >= 0");
-             return new HnswIndex(positive(dim, "dim"), parse_metric(metric),
-                                  static_cast<std::size_t>(max_elements), p);
+             return new HnswIndex(positive(dim, "dim"), parse_metric(metric), static_cast<std::size_t>(max_elements),
+                                  p);
            }),
            "dim"_a, "metric"_a = "ip", "max_elements"_a = 1024, "M"_a = HnswParams::kDefaultM,
            "ef_construction"_a = HnswParams::kDefaultEfConstruction, "seed"_a = 100,
@@ -90,8 +91,7 @@ void bind_hnsw(py::module_& m) {
           },
           "Default search breadth (used when search(ef=None)); at least k is always used.")
       .def_property(
-          "walk_precision",
-          [](const HnswIndex& x) { return walk_precision_name(x.walk_precision()); },
+          "walk_precision", [](const HnswIndex& x) { return walk_precision_name(x.walk_precision()); },
           [](HnswIndex& x, const std::string& name) {
             const auto p = parse_walk_precision(name);
             py::gil_scoped_release release;  // waits for running searches; rebuilds the copy
@@ -106,14 +106,15 @@ void bind_hnsw(py::module_& m) {
       .def_property_readonly("deleted_slots", py::cpp_function(&HnswIndex::deleted_slots, kNoGil),
                              "Slots of removed vectors that the next adds will reuse.")
       .def("__len__", &HnswIndex::size, kNoGil)
-      .def("__contains__",
-           [](const HnswIndex& x, py::handle id) {
-             auto v = as_lookup_id(id);
-             if (!v) return false;
-             py::gil_scoped_release release;
-             return x.contains(*v);
-           },
-           "id"_a)
+      .def(
+          "__contains__",
+          [](const HnswIndex& x, py::handle id) {
+            auto v = as_lookup_id(id);
+            if (!v) return false;
+            py::gil_scoped_release release;
+            return x.contains(*v);
+          },
+          "id"_a)
       .def("__repr__",
            [](const HnswIndex& x) {
              std::size_t size, ef;
@@ -140,7 +141,8 @@ void bind_hnsw(py::module_& m) {
             x.add(id.data(), vec.data(), static_cast<std::size_t>(n), gp, nt);
           },
           "ids"_a, "vectors"_a, "groups"_a = py::none(), "threads"_a = 0,
-          "Add vectors float32[n, dim] under ids uint64[n] (groups default to the ids), on `threads` threads (0 = all cores). Grows the capacity as needed and reuses "
+          "Add vectors float32[n, dim] under ids uint64[n] (groups default to the ids), on `threads` threads (0 = all "
+          "cores). Grows the capacity as needed and reuses "
           "removed slots. A duplicate id (stored or repeated), NO_ID, or NaN/inf raises "
           "ValueError and nothing is added.")
       .def(
@@ -160,8 +162,7 @@ void bind_hnsw(py::module_& m) {
             py::gil_scoped_release release;
             x.resize(static_cast<std::size_t>(max_elements));
           },
-          "max_elements"_a,
-          "Set the capacity (ValueError below the occupied slots: live + removed awaiting reuse).")
+          "max_elements"_a, "Set the capacity (ValueError below the occupied slots: live + removed awaiting reuse).")
       .def(
           "search",
           [](const HnswIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
@@ -225,8 +226,7 @@ void bind_hnsw(py::module_& m) {
             py::gil_scoped_release release;
             x.save(path);
           },
-          "path"_a,
-          "Write a versioned, CRC-32-checked file atomically (temp file + fsync + rename).")
+          "path"_a, "Write a versioned, CRC-32-checked file atomically (temp file + fsync + rename).")
       .def_static(
           "load",
           [](const std::string& path) {

@@ -108,11 +108,16 @@ KeyError for an unknown collection id.)doc";
 
 const char* reason(QueryError e) {
   switch (e) {
-    case QueryError::kOptions: return "OPTIONS_OUT_OF_RANGE";
-    case QueryError::kDimension: return "DIMENSION_MISMATCH";
-    case QueryError::kNonFinite: return "NON_FINITE_VECTOR";
-    case QueryError::kZero: return "ZERO_VECTOR";
-    default: return "";
+    case QueryError::kOptions:
+      return "OPTIONS_OUT_OF_RANGE";
+    case QueryError::kDimension:
+      return "DIMENSION_MISMATCH";
+    case QueryError::kNonFinite:
+      return "NON_FINITE_VECTOR";
+    case QueryError::kZero:
+      return "ZERO_VECTOR";
+    default:
+      return "";
   }
 }
 
@@ -131,8 +136,7 @@ void bind_recall_hooks(py::class_<SearchDirectory, std::shared_ptr<SearchDirecto
            if (ef < 0 || ef > kMaxEf) throw py::value_error("ef must be in 0..MAX_EF");
            known(d, collection_id)->search_ef.store(ef, std::memory_order_relaxed);
          },
-         "collection_id"_a, "ef"_a,
-         "The breadth of the collection's searches that set no ef (0: the index's default).")
+         "collection_id"_a, "ef"_a, "The breadth of the collection's searches that set no ef (0: the index's default).")
       .def(
           "search_ef",
           [](const SearchDirectory& d, std::uint32_t collection_id) {
@@ -183,8 +187,8 @@ void bind_search(py::module_& m) {
   dir.def(py::init<>())
       .def(
           "put_collection",
-          [](SearchDirectory& d, const std::string& name, std::uint32_t id, const std::string& model,
-             bool is_default, py::object index) {
+          [](SearchDirectory& d, const std::string& name, std::uint32_t id, const std::string& model, bool is_default,
+             py::object index) {
             auto c = std::make_shared<DirectoryCollection>();
             c->name = name;
             c->id = id;
@@ -220,8 +224,8 @@ void bind_search(py::module_& m) {
       .def(
           "nearest_videos",
           [](const SearchDirectory& d, std::uint32_t collection_id,
-             py::array_t<float, py::array::c_style | py::array::forcecast> query, int k, int matches,
-             float min_score, int ef, std::optional<U64Array> videos, std::optional<U64Array> exclude) {
+             py::array_t<float, py::array::c_style | py::array::forcecast> query, int k, int matches, float min_score,
+             int ef, std::optional<U64Array> videos, std::optional<U64Array> exclude) {
             auto coll = d.collection(collection_id);
             if (!coll) throw py::key_error("collection " + std::to_string(collection_id));
             if (query.ndim() != 1) throw py::value_error("query must be 1-D");

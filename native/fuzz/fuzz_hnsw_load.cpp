@@ -42,8 +42,8 @@ void reseal(std::vector<std::uint8_t>& f) {
     cap %= kMaxFuzzCapacity + 1;
     std::memcpy(f.data() + kCapacityAt, &cap, sizeof cap);
   }
-  const std::uint32_t crc = static_cast<std::uint32_t>(
-      crc32(0, f.data() + kMagicBytes, static_cast<uInt>(f.size() - kMagicBytes - 4)));
+  const std::uint32_t crc =
+      static_cast<std::uint32_t>(crc32(0, f.data() + kMagicBytes, static_cast<uInt>(f.size() - kMagicBytes - 4)));
   std::memcpy(f.data() + f.size() - 4, &crc, 4);
 }
 

@@ -141,8 +141,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
               "video names parse to a collection without '/' and an id of at most 18 digits");
     const std::string canonical = encode_request(req);
     front_end::SearchRequest again;
-    check(front_end::parse_request(reinterpret_cast<const std::uint8_t*>(canonical.data()), canonical.size(),
-                                   &again),
+    check(front_end::parse_request(reinterpret_cast<const std::uint8_t*>(canonical.data()), canonical.size(), &again),
           "the canonical re-encoding parses");
     check(same(req, again), "parse(encode(parse(x))) == parse(x)");
   }

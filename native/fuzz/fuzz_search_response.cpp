@@ -61,7 +61,8 @@ bool reader_walks(const std::string& bytes, int depth) {
     if (type == wire::kLen) {
       const wire::Span s = r.bytes();
       // hits (1) hold a video (1, opaque) and matches (3); matches hold only scalars
-      if (r.ok() && depth == 0 && field == 1 && !reader_walks(std::string(reinterpret_cast<const char*>(s.data), s.size), 1))
+      if (r.ok() && depth == 0 && field == 1 &&
+          !reader_walks(std::string(reinterpret_cast<const char*>(s.data), s.size), 1))
         return false;
     } else if (type == wire::kFixed32) {
       r.fixed32_float();

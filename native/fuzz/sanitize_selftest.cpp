@@ -3,6 +3,7 @@
 // paths the Python suite (tests/native) drives through the module, which cannot itself run under
 // the sanitizers reliably (see README.md): each result is checked against a brute-force reference
 // or a known answer, so the run also fails on wrong results. Exit status 0 = all checks passed.
+#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -11,7 +12,6 @@
 #include <random>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <unordered_set>
 #include <vector>
 
@@ -63,7 +63,8 @@ void check_hnsw(const std::filesystem::path& dir) {
     std::thread searcher([&] {
       std::vector<std::uint64_t> out(k);
       std::vector<float> d(k);
-      for (int r = 0; r < 200; ++r) index.search(queries.data() + (r % nq) * dim, 1, k, 32, nullptr, out.data(), d.data(), 1);
+      for (int r = 0; r < 200; ++r)
+        index.search(queries.data() + (r % nq) * dim, 1, k, 32, nullptr, out.data(), d.data(), 1);
     });
     index.add(ids.data() + n / 2, base.data() + n / 2 * dim, n - n / 2, groups.data() + n / 2, 2);
     searcher.join();
@@ -86,12 +87,12 @@ void check_hnsw(const std::filesystem::path& dir) {
       for (auto& [dd, id] : exact) hit += std::count(out.begin() + q * k, out.begin() + q * k + k, id);
       for (std::size_t j = 0; j < k; ++j)
         if (out[q * k + j] != kNoId)
-          expect(!f || f->allows(out[q * k + j], groups[out[q * k + j] - 1000]),
-                 "hnsw result passes the filter");
+          expect(!f || f->allows(out[q * k + j], groups[out[q * k + j] - 1000]), "hnsw result passes the filter");
     }
     return double(hit) / double(want);
   };
-  for (auto p : {HnswIndex::WalkPrecision::Float32, HnswIndex::WalkPrecision::Float16, HnswIndex::WalkPrecision::Int8}) {
+  for (auto p :
+       {HnswIndex::WalkPrecision::Float32, HnswIndex::WalkPrecision::Float16, HnswIndex::WalkPrecision::Int8}) {
     index.set_walk_precision(p);
     expect(recall(index, nullptr) >= 0.9, "hnsw recall@10 >= 0.9 at walk precision " + std::to_string(int(p)));
   }
@@ -201,7 +202,8 @@ void check_directory() {
     auto dv = std::make_shared<DirectoryVideo>();
     dv->collection_id = 1;
     messages.put(v, 1, "video " + std::to_string(v));
-    for (std::uint64_t s = 0; s < 10; ++s) ids.push_back(v << kSampleBits | s), groups.push_back(v), dv->timestamps.push_back(double(s));
+    for (std::uint64_t s = 0; s < 10; ++s)
+      ids.push_back(v << kSampleBits | s), groups.push_back(v), dv->timestamps.push_back(double(s));
     dir.put_video(v, dv);
   }
   index->add(ids.data(), base.data(), ids.size(), groups.data(), 1);
@@ -218,7 +220,7 @@ void check_directory() {
   w.bytes_field(2, reinterpret_cast<const char*>(base.data() + 14 * dim), dim * sizeof(float));
   w.bytes_field(3, opts.data(), opts.size());
   expect(front_end::answer_search_by_vector(dir, messages, reinterpret_cast<const std::uint8_t*>(req.data()),
-                                           req.size(), &resp),
+                                            req.size(), &resp),
          "the fast path answers a plain request");
   wire::Reader r(reinterpret_cast<const std::uint8_t*>(resp.data()), resp.size());
   std::uint32_t field, type;

@@ -26,11 +26,11 @@ struct Match {
 struct QueryCtx {
   const AggregateParams* p;
   std::vector<double> speeds;
-  std::vector<double> times;   // query times in ascending order (index = qi)
-  std::vector<double> cell;    // time each query frame stands for (index = qi)
+  std::vector<double> times;        // query times in ascending order (index = qi)
+  std::vector<double> cell;         // time each query frame stands for (index = qi)
   std::vector<double> cell_prefix;  // cell_prefix[i] = sum of cell[0..i)
-  double total = 0;            // sum of cells: the query's sampled duration
-  double dt = 1;               // query frame interval
+  double total = 0;                 // sum of cells: the query's sampled duration
+  double dt = 1;                    // query frame interval
   const std::unordered_map<std::uint64_t, double>* ref_durations;
 
   // Query time (sum of cells) of the frames with time in [a, b].
@@ -202,9 +202,8 @@ class VideoAligner {
           // on (bin, position) keeps query-frame order inside a bin.
           order_.resize(idx_.size());
           std::iota(order_.begin(), order_.end(), std::size_t{0});
-          std::sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) {
-            return bins_[a] != bins_[b] ? bins_[a] < bins_[b] : a < b;
-          });
+          std::sort(order_.begin(), order_.end(),
+                    [&](std::size_t a, std::size_t b) { return bins_[a] != bins_[b] ? bins_[a] < bins_[b] : a < b; });
           std::size_t t = 0;
           while (t < order_.size()) {
             const std::size_t bin = bins_[order_[t]];
@@ -461,7 +460,8 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
     if (in.ids[i] == kNoId) continue;
     const auto where = [&] { return "[" + std::to_string(i / k) + ", " + std::to_string(i % k) + "]"; };
     if (std::isnan(in.sims[i]) || in.sims[i] == INFINITY) bad("neighbor_sims" + where() + " is NaN or +inf");
-    if (!(std::abs(in.ref_times[i]) <= kMaxTime)) bad("neighbor_times" + where() + " is not finite or beyond 1e9 seconds");
+    if (!(std::abs(in.ref_times[i]) <= kMaxTime))
+      bad("neighbor_times" + where() + " is not finite or beyond 1e9 seconds");
     if (in.weights && !(in.weights[i] >= 0.0f && in.weights[i] <= 1.0f))
       bad("neighbor_weights" + where() + " must be in [0, 1]");
   }
@@ -479,7 +479,8 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
   std::stable_sort(order.begin(), order.end(),
                    [&](std::uint32_t a, std::uint32_t b) { return in.query_times[a] < in.query_times[b]; });
   ctx.times.resize(q);
-  for (std::size_t r = 0; r < q; ++r) rank[order[r]] = static_cast<std::uint32_t>(r), ctx.times[r] = in.query_times[order[r]];
+  for (std::size_t r = 0; r < q; ++r)
+    rank[order[r]] = static_cast<std::uint32_t>(r), ctx.times[r] = in.query_times[order[r]];
   if (p.frame_interval > 0) {
     ctx.dt = p.frame_interval;
   } else {
@@ -527,11 +528,10 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
     if (a.val != b.val) return a.val > b.val;
     return a.tr < b.tr;
   });
-  matches.erase(std::unique(matches.begin(), matches.end(),
-                            [](const Match& a, const Match& b) {
-                              return a.group == b.group && a.qi == b.qi && a.ref == b.ref;
-                            }),
-                matches.end());
+  matches.erase(
+      std::unique(matches.begin(), matches.end(),
+                  [](const Match& a, const Match& b) { return a.group == b.group && a.qi == b.qi && a.ref == b.ref; }),
+      matches.end());
   std::sort(matches.begin(), matches.end(), [](const Match& a, const Match& b) {
     if (a.group != b.group) return a.group < b.group;
     if (a.qi != b.qi) return a.qi < b.qi;

@@ -66,8 +66,7 @@ const Kernels& select_kernels() {
   if (const char* forced = std::getenv("FRAMESEEK_SIMD"); forced && *forced) {
     SimdLevel want = parse_simd_level(forced);
     if (!cpu_supports(want) || !table_for(want))
-      throw std::runtime_error("FRAMESEEK_SIMD=" + std::string(forced) +
-                               " is not available on this CPU/build");
+      throw std::runtime_error("FRAMESEEK_SIMD=" + std::string(forced) + " is not available on this CPU/build");
     best = want;
   }
   return *table_for(best);
@@ -109,7 +108,7 @@ const Kernels& kernels_for(SimdLevel level) {
 SimdLevel simd_level() { return kernels().level; }
 
 const Kernels& stream_kernels() {
-  static const Kernels& k = [] () -> const Kernels& {
+  static const Kernels& k = []() -> const Kernels& {
     const Kernels& sel = kernels();
     // FRAMESEEK_SCAN_SIMD=<level> overrides the choice (A/B benchmarks, tests of every path); it
     // may not exceed the selected level.
@@ -134,10 +133,14 @@ SimdLevel stream_simd_level() { return stream_kernels().level; }
 
 std::string simd_level_name(SimdLevel level) {
   switch (level) {
-    case SimdLevel::Scalar: return "scalar";
-    case SimdLevel::Neon: return "neon";
-    case SimdLevel::Avx2: return "avx2";
-    case SimdLevel::Avx512: return "avx512";
+    case SimdLevel::Scalar:
+      return "scalar";
+    case SimdLevel::Neon:
+      return "neon";
+    case SimdLevel::Avx2:
+      return "avx2";
+    case SimdLevel::Avx512:
+      return "avx512";
   }
   return "unknown";
 }
@@ -147,8 +150,7 @@ SimdLevel parse_simd_level(const std::string& name) {
   if (name == "neon") return SimdLevel::Neon;
   if (name == "avx2") return SimdLevel::Avx2;
   if (name == "avx512") return SimdLevel::Avx512;
-  throw std::invalid_argument("unknown SIMD level '" + name +
-                              "' (expected scalar, neon, avx2 or avx512)");
+  throw std::invalid_argument("unknown SIMD level '" + name + "' (expected scalar, neon, avx2 or avx512)");
 }
 
 }  // namespace frameseek

@@ -6,16 +6,15 @@
 #include <cstdint>
 #include <cstring>
 
-#include "frameseek/distance.hpp"
 #include "dot_i8_x86.hpp"
+#include "frameseek/distance.hpp"
 #include "simd_tiles.hpp"
 
 namespace frameseek::detail {
 namespace {
 
 // Sliding window over {-1 x7, 0 x8}: loading at offset 8 - rem gives rem leading all-ones lanes.
-alignas(32) const std::int32_t kTailMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                                0,  0,  0,  0,  0,  0,  0,  0};
+alignas(32) const std::int32_t kTailMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
 struct Avx2 {
   using V = __m256;
@@ -62,35 +61,31 @@ void dot_many(const float* q, const float* x, std::size_t n, std::size_t d, floa
 }
 // 16 ymm registers: dot uses 4x3 (12 accumulators + 3 vectors; the query operand can come from
 // memory), L2 needs a difference temporary as well, so 3x3.
-void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-                float* out, std::size_t ldo) {
+void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+                std::size_t ldo) {
   tiles::block<Avx2, L2Op, 3, 3>(q, nq, x, n, d, out, ldo);
 }
-void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-               float* out, std::size_t ldo) {
+void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+               std::size_t ldo) {
   tiles::block<Avx2, DotOp, 4, 3>(q, nq, x, n, d, out, ldo);
 }
 
-float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
-  return tiles::pair<Avx2, L2Op>(a, b, d);
-}
-float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) {
-  return tiles::pair<Avx2, DotOp>(a, b, d);
-}
-void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                    std::size_t d, float* out, std::size_t ldo) {
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) { return tiles::pair<Avx2, L2Op>(a, b, d); }
+float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) { return tiles::pair<Avx2, DotOp>(a, b, d); }
+void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d, float* out,
+                    std::size_t ldo) {
   tiles::block<Avx2, L2Op, 3, 3>(q, nq, x, n, d, out, ldo);
 }
-void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                   std::size_t d, float* out, std::size_t ldo) {
+void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d, float* out,
+                   std::size_t ldo) {
   tiles::block<Avx2, DotOp, 4, 3>(q, nq, x, n, d, out, ldo);
 }
 
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{SimdLevel::Avx2, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block,
-                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8_x86};
+  static const Kernels k{SimdLevel::Avx2, l2sq,     dot,     l2sq_many,      dot_many,      l2sq_block,
+                         dot_block,       l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8_x86};
   return k;
 }
 

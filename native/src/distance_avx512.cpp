@@ -5,8 +5,8 @@
 
 #include <cstdint>
 
-#include "frameseek/distance.hpp"
 #include "dot_i8_x86.hpp"
+#include "frameseek/distance.hpp"
 #include "simd_tiles.hpp"
 
 namespace frameseek::detail {
@@ -36,10 +36,8 @@ struct Avx512 {
   // an "undefined" register and warn (-Wuninitialized) inside its own header; the zero-masked
   // extract is the same instruction without that. Only used in the horizontal sums.
   static inline __m256 half256(V v, int hi) {
-    return _mm256_castpd_ps(hi ? _mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xf),
-                                                              _mm512_castps_pd(v), 1)
-                               : _mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xf),
-                                                              _mm512_castps_pd(v), 0));
+    return _mm256_castpd_ps(hi ? _mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xf), _mm512_castps_pd(v), 1)
+                               : _mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xf), _mm512_castps_pd(v), 0));
   }
   static inline __m256 fold(V v) { return _mm256_add_ps(half256(v, 0), half256(v, 1)); }
   static inline float reduce(V v) {
@@ -73,27 +71,23 @@ void dot_many(const float* q, const float* x, std::size_t n, std::size_t d, floa
 }
 // 4 queries x 4 vectors = 16 accumulators + 4 vector registers + temporaries of 32 zmm. (4x3
 // measured ~1.6x slower on Zen 4 for 512-d rows; 6x4 no faster than 4x4.)
-void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-                float* out, std::size_t ldo) {
+void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+                std::size_t ldo) {
   tiles::block<Avx512, L2Op, 4, 4>(q, nq, x, n, d, out, ldo);
 }
-void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-               float* out, std::size_t ldo) {
+void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+               std::size_t ldo) {
   tiles::block<Avx512, DotOp, 4, 4>(q, nq, x, n, d, out, ldo);
 }
 
-float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
-  return tiles::pair<Avx512, L2Op>(a, b, d);
-}
-float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) {
-  return tiles::pair<Avx512, DotOp>(a, b, d);
-}
-void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                    std::size_t d, float* out, std::size_t ldo) {
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) { return tiles::pair<Avx512, L2Op>(a, b, d); }
+float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) { return tiles::pair<Avx512, DotOp>(a, b, d); }
+void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d, float* out,
+                    std::size_t ldo) {
   tiles::block<Avx512, L2Op, 4, 4>(q, nq, x, n, d, out, ldo);
 }
-void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                   std::size_t d, float* out, std::size_t ldo) {
+void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d, float* out,
+                   std::size_t ldo) {
   tiles::block<Avx512, DotOp, 4, 4>(q, nq, x, n, d, out, ldo);
 }
 
@@ -102,8 +96,8 @@ void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::
 const Kernels& avx512_kernels() {
   // dot_i8_x86 is 256-bit: AVX-512 has no 512-bit sign_epi8, and without VNNI a wider version
   // gains little on the memory-bound walk.
-  static const Kernels k{SimdLevel::Avx512, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block,
-                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8_x86};
+  static const Kernels k{SimdLevel::Avx512, l2sq,     dot,     l2sq_many,      dot_many,      l2sq_block,
+                         dot_block,         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8_x86};
   return k;
 }
 

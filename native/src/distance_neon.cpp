@@ -22,9 +22,7 @@ struct Neon {
     std::memcpy(buf, p, rem * sizeof(float));
     return vld1q_f32(buf);
   }
-  static inline V load(const std::uint16_t* p) {
-    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
-  }
+  static inline V load(const std::uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
   static inline V load_tail(const std::uint16_t* p, std::size_t rem) {
     std::uint16_t buf[4] = {0, 0, 0, 0};  // +0.0 in fp16
     std::memcpy(buf, p, rem * sizeof(std::uint16_t));
@@ -51,27 +49,23 @@ void dot_many(const float* q, const float* x, std::size_t n, std::size_t d, floa
   tiles::many<Neon, DotOp>(q, x, n, d, out);
 }
 // 32 q-registers: 4x3 accumulators + 3 vectors + temporaries fit for both metrics.
-void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-                float* out, std::size_t ldo) {
+void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+                std::size_t ldo) {
   tiles::block<Neon, L2Op, 4, 3>(q, nq, x, n, d, out, ldo);
 }
-void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-               float* out, std::size_t ldo) {
+void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+               std::size_t ldo) {
   tiles::block<Neon, DotOp, 4, 3>(q, nq, x, n, d, out, ldo);
 }
 
-float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
-  return tiles::pair<Neon, L2Op>(a, b, d);
-}
-float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) {
-  return tiles::pair<Neon, DotOp>(a, b, d);
-}
-void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                    std::size_t d, float* out, std::size_t ldo) {
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) { return tiles::pair<Neon, L2Op>(a, b, d); }
+float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) { return tiles::pair<Neon, DotOp>(a, b, d); }
+void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d, float* out,
+                    std::size_t ldo) {
   tiles::block<Neon, L2Op, 4, 3>(q, nq, x, n, d, out, ldo);
 }
-void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                   std::size_t d, float* out, std::size_t ldo) {
+void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d, float* out,
+                   std::size_t ldo) {
   tiles::block<Neon, DotOp, 4, 3>(q, nq, x, n, d, out, ldo);
 }
 
@@ -92,8 +86,8 @@ std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t d) {
 }  // namespace
 
 const Kernels& neon_kernels() {
-  static const Kernels k{SimdLevel::Neon, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block,
-                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8};
+  static const Kernels k{SimdLevel::Neon, l2sq,     dot,     l2sq_many,      dot_many,      l2sq_block,
+                         dot_block,       l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8};
   return k;
 }
 

@@ -28,13 +28,13 @@ void dot_many(const float* q, const float* x, std::size_t n, std::size_t d, floa
   for (std::size_t i = 0; i < n; ++i) out[i] = dot(q, x + i * d, d);
 }
 
-void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-                float* out, std::size_t ldo) {
+void l2sq_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+                std::size_t ldo) {
   for (std::size_t i = 0; i < nq; ++i) l2sq_many(q + i * d, x, n, d, out + i * ldo);
 }
 
-void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-               float* out, std::size_t ldo) {
+void dot_block(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+               std::size_t ldo) {
   for (std::size_t i = 0; i < nq; ++i) dot_many(q + i * d, x, n, d, out + i * ldo);
 }
 
@@ -53,14 +53,14 @@ float dot_f16(const float* a, const std::uint16_t* b, std::size_t d) {
   return s;
 }
 
-void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                    std::size_t d, float* out, std::size_t ldo) {
+void l2sq_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d, float* out,
+                    std::size_t ldo) {
   for (std::size_t i = 0; i < nq; ++i)
     for (std::size_t j = 0; j < n; ++j) out[i * ldo + j] = l2sq_f16(q + i * d, x + j * d, d);
 }
 
-void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                   std::size_t d, float* out, std::size_t ldo) {
+void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d, float* out,
+                   std::size_t ldo) {
   for (std::size_t i = 0; i < nq; ++i)
     for (std::size_t j = 0; j < n; ++j) out[i * ldo + j] = dot_f16(q + i * d, x + j * d, d);
 }
@@ -74,8 +74,8 @@ std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t d) {
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{SimdLevel::Scalar, l2sq, dot, l2sq_many, dot_many, l2sq_block, dot_block,
-                         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8};
+  static const Kernels k{SimdLevel::Scalar, l2sq,     dot,     l2sq_many,      dot_many,      l2sq_block,
+                         dot_block,         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8};
   return k;
 }
 

@@ -21,13 +21,16 @@ static inline std::int32_t dot_i8_x86(const std::int8_t* a, const std::int8_t* b
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i));
     const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i + 32));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i + 32));
-    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(a0), _mm256_sign_epi8(b0, a0)), ones));
-    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(a1), _mm256_sign_epi8(b1, a1)), ones));
+    acc0 = _mm256_add_epi32(
+        acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(a0), _mm256_sign_epi8(b0, a0)), ones));
+    acc1 = _mm256_add_epi32(
+        acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(a1), _mm256_sign_epi8(b1, a1)), ones));
   }
   for (; i + 32 <= d; i += 32) {
     const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i));
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i));
-    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(a0), _mm256_sign_epi8(b0, a0)), ones));
+    acc0 = _mm256_add_epi32(
+        acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(a0), _mm256_sign_epi8(b0, a0)), ones));
   }
   const __m256i acc = _mm256_add_epi32(acc0, acc1);
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));

@@ -52,9 +52,7 @@ Storage parse_storage(const std::string& name) {
   throw std::invalid_argument("unknown storage '" + name + "' (expected 'float32' or 'float16')");
 }
 
-std::string storage_name(Storage storage) {
-  return storage == Storage::F16 ? "float16" : "float32";
-}
+std::string storage_name(Storage storage) { return storage == Storage::F16 ? "float16" : "float32"; }
 
 namespace {
 
@@ -170,8 +168,7 @@ constexpr std::size_t kMinRangeRows = 4096;
 
 }  // namespace
 
-FlatIndex::FlatIndex(std::size_t dim, Metric metric, Storage storage)
-    : dim_(dim), metric_(metric), storage_(storage) {
+FlatIndex::FlatIndex(std::size_t dim, Metric metric, Storage storage) : dim_(dim), metric_(metric), storage_(storage) {
   if (dim == 0) throw std::invalid_argument("dim must be >= 1");
   if (dim > (1u << 20)) throw std::invalid_argument("dim must be <= 1048576");
 }
@@ -186,19 +183,17 @@ bool FlatIndex::contains(std::uint64_t id) const {
   return slot_of_.count(id) != 0;
 }
 
-void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vectors,
-                    const std::uint64_t* groups) {
+void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vectors, const std::uint64_t* groups) {
   if (n == 0) return;
   // Validate everything before taking the lock or touching storage (all-or-nothing).
   for (std::size_t i = 0; i < n * dim_; ++i)
     if (!std::isfinite(vectors[i]))
-      throw std::invalid_argument("vectors contain NaN or infinity (row " +
-                                  std::to_string(i / dim_) + ")");
+      throw std::invalid_argument("vectors contain NaN or infinity (row " + std::to_string(i / dim_) + ")");
   if (storage_ == Storage::F16)
     for (std::size_t i = 0; i < n * dim_; ++i)
       if (std::fabs(vectors[i]) > 65504.0f)  // largest finite fp16; beyond it rounds to inf
-        throw std::invalid_argument("vectors exceed the float16 range +-65504 (row " +
-                                    std::to_string(i / dim_) + "); use storage='float32'");
+        throw std::invalid_argument("vectors exceed the float16 range +-65504 (row " + std::to_string(i / dim_) +
+                                    "); use storage='float32'");
   std::unordered_set<std::uint64_t> batch;
   batch.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -242,17 +237,14 @@ std::size_t FlatIndex::remove(std::size_t n, const std::uint64_t* ids) {
     slot_of_.erase(it);
     if (slot != last) {  // move the last row into the hole so storage stays dense
       if (storage_ == Storage::F16)
-        std::copy_n(half_.begin() + std::size_t(last) * dim_, dim_,
-                    half_.begin() + std::size_t(slot) * dim_);
+        std::copy_n(half_.begin() + std::size_t(last) * dim_, dim_, half_.begin() + std::size_t(slot) * dim_);
       else
-        std::copy_n(data_.begin() + std::size_t(last) * dim_, dim_,
-                    data_.begin() + std::size_t(slot) * dim_);
+        std::copy_n(data_.begin() + std::size_t(last) * dim_, dim_, data_.begin() + std::size_t(slot) * dim_);
       ids_[slot] = ids_[last];
       groups_[slot] = groups_[last];
       slot_of_[ids_[slot]] = slot;
     }
-    (storage_ == Storage::F16 ? half_.resize(std::size_t(last) * dim_)
-                              : data_.resize(std::size_t(last) * dim_));
+    (storage_ == Storage::F16 ? half_.resize(std::size_t(last) * dim_) : data_.resize(std::size_t(last) * dim_));
     ids_.pop_back();
     groups_.pop_back();
     ++removed;
@@ -267,8 +259,7 @@ std::vector<std::uint32_t> FlatIndex::allowed_slots(const Filter& filter) const 
     out.reserve(filter.ids->size());
     for (std::uint64_t id : *filter.ids) {
       auto it = slot_of_.find(id);
-      if (it != slot_of_.end() && filter.allows(id, groups_[it->second]))
-        out.push_back(it->second);
+      if (it != slot_of_.end() && filter.allows(id, groups_[it->second])) out.push_back(it->second);
     }
     std::sort(out.begin(), out.end());  // scan in storage order: sequential reads
   } else {
@@ -279,9 +270,8 @@ std::vector<std::uint32_t> FlatIndex::allowed_slots(const Filter& filter) const 
 }
 
 template <class Collector>
-void FlatIndex::run_search(const float* queries, std::size_t nq, std::size_t k,
-                           const Filter* filter, std::size_t threads,
-                           std::vector<Collector>& results) const {
+void FlatIndex::run_search(const float* queries, std::size_t nq, std::size_t k, const Filter* filter,
+                           std::size_t threads, std::vector<Collector>& results) const {
   // Caller holds the shared lock.
   std::vector<std::uint32_t> allowed;
   bool use_list = false;
@@ -294,17 +284,15 @@ void FlatIndex::run_search(const float* queries, std::size_t nq, std::size_t k,
   const Kernels& kern = nq == 1 ? stream_kernels() : kernels();
   const bool l2 = metric_ == Metric::L2;
   if (storage_ == Storage::F16)
-    scan(half_.data(), l2 ? kern.l2sq_block_f16 : kern.dot_block_f16, queries, nq, k, list,
-         threads, results);
+    scan(half_.data(), l2 ? kern.l2sq_block_f16 : kern.dot_block_f16, queries, nq, k, list, threads, results);
   else
-    scan(data_.data(), l2 ? kern.l2sq_block : kern.dot_block, queries, nq, k, list, threads,
-         results);
+    scan(data_.data(), l2 ? kern.l2sq_block : kern.dot_block, queries, nq, k, list, threads, results);
 }
 
 template <class Collector, class TX, class BlockFn>
-void FlatIndex::scan(const TX* data, BlockFn block_fn, const float* queries, std::size_t nq,
-                     std::size_t k, const std::vector<std::uint32_t>* allowed,
-                     std::size_t threads, std::vector<Collector>& results) const {
+void FlatIndex::scan(const TX* data, BlockFn block_fn, const float* queries, std::size_t nq, std::size_t k,
+                     const std::vector<std::uint32_t>* allowed, std::size_t threads,
+                     std::vector<Collector>& results) const {
   const std::size_t d = dim_;
   const std::size_t m = allowed ? allowed->size() : ids_.size();
   if (m == 0 || nq == 0) return;
@@ -368,8 +356,8 @@ void FlatIndex::scan(const TX* data, BlockFn block_fn, const float* queries, std
     for (std::size_t q = 0; q < nq; ++q) results[q].merge(part[q]);
 }
 
-void FlatIndex::search(const float* queries, std::size_t nq, std::size_t k, const Filter* filter,
-                       std::size_t threads, std::uint64_t* out_ids, float* out_dist) const {
+void FlatIndex::search(const float* queries, std::size_t nq, std::size_t k, const Filter* filter, std::size_t threads,
+                       std::uint64_t* out_ids, float* out_dist) const {
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::vector<TopK> results(nq, TopK(k));
   {
@@ -380,9 +368,8 @@ void FlatIndex::search(const float* queries, std::size_t nq, std::size_t k, cons
   for (std::size_t q = 0; q < nq; ++q) results[q].write(out_ids + q * k, out_dist + q * k);
 }
 
-void FlatIndex::search_groups(const float* queries, std::size_t nq, std::size_t k,
-                              const Filter* filter, std::size_t threads,
-                              std::uint64_t* out_groups, std::uint64_t* out_ids,
+void FlatIndex::search_groups(const float* queries, std::size_t nq, std::size_t k, const Filter* filter,
+                              std::size_t threads, std::uint64_t* out_groups, std::uint64_t* out_ids,
                               float* out_dist) const {
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::vector<GroupTopK> results(nq, GroupTopK(k));
@@ -391,8 +378,7 @@ void FlatIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
     std::shared_lock lock(mutex_);
     run_search(queries, nq, k, filter, threads, results);
   }
-  for (std::size_t q = 0; q < nq; ++q)
-    results[q].write(out_groups + q * k, out_ids + q * k, out_dist + q * k);
+  for (std::size_t q = 0; q < nq; ++q) results[q].write(out_groups + q * k, out_ids + q * k, out_dist + q * k);
 }
 
 }  // namespace frameseek

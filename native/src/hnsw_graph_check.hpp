@@ -22,8 +22,7 @@ namespace frameseek::detail {
 
 // hnswlib 0.8's saveIndex header: every field in write order (size_t = 8 bytes on LP64).
 struct HnswlibHeader {
-  std::uint64_t offset_level0, max_elements, cur_element_count, size_data_per_element, label_offset,
-      offset_data;
+  std::uint64_t offset_level0, max_elements, cur_element_count, size_data_per_element, label_offset, offset_data;
   std::int32_t maxlevel;
   std::uint32_t enterpoint;
   std::uint64_t max_m, max_m0, m;
@@ -61,8 +60,8 @@ inline std::uint64_t physical_memory_bytes() {
 // `head`: the first HnswlibHeader::kBytes of the graph section (graph_bytes long); dim, M,
 // ef_construction, capacity and n_live: the snapshot header's values.
 inline std::string graph_header_problem(const unsigned char* head, std::uint64_t graph_bytes, std::uint64_t dim,
-                                        std::uint64_t M, std::uint64_t ef_construction,
-                                        std::uint64_t capacity, std::uint64_t n_live) {
+                                        std::uint64_t M, std::uint64_t ef_construction, std::uint64_t capacity,
+                                        std::uint64_t n_live) {
   if (graph_bytes < HnswlibHeader::kBytes) return "graph section is shorter than its header";
   const HnswlibHeader g = HnswlibHeader::parse(head);
   const std::uint64_t links0 = 2 * M * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
@@ -70,7 +69,8 @@ inline std::string graph_header_problem(const unsigned char* head, std::uint64_t
       g.label_offset != links0 + dim * sizeof(float) ||
       g.size_data_per_element != g.label_offset + sizeof(hnswlib::labeltype))
     return "graph section's layout does not match the header (M, dimension or record size)";
-  if (g.ef_construction != std::max(ef_construction, M)) return "graph section's ef_construction does not match the header";
+  if (g.ef_construction != std::max(ef_construction, M))
+    return "graph section's ef_construction does not match the header";
   const double mult = 1 / std::log(1.0 * double(M));
   if (!(std::fabs(g.mult - mult) <= 1e-9 * mult)) return "graph section's level multiplier is not 1/ln(M)";
   // every element: its level-0 record and at least its upper-link size word

@@ -156,7 +156,8 @@ struct DistFn {
       float scale, norm;
       std::memcpy(&scale, row + dim, sizeof scale);
       std::memcpy(&norm, row + dim + sizeof scale, sizeof norm);
-      const float dot = q.scale * scale * static_cast<float>(fn8(q.code, reinterpret_cast<const std::int8_t*>(row), dim));
+      const float dot =
+          q.scale * scale * static_cast<float>(fn8(q.code, reinterpret_cast<const std::int8_t*>(row), dim));
       return ip ? 1.0f - dot : q.norm + norm - 2.0f * dot;
     }
     const float d = prec == WalkPrecision::Float16
@@ -173,8 +174,9 @@ struct DistFn {
 DistFn make_dist(const Graph& g, Metric metric, const std::uint8_t* copy, std::size_t stride, WalkPrecision prec) {
   const auto* param = static_cast<const KernelSpace::Param*>(g.dist_func_param_);
   const Kernels& k = kernels();
-  return DistFn{param->fn, metric == Metric::L2 ? k.l2sq_f16 : k.dot_f16, k.dot_i8, &g, copy, stride, prec,
-                param->dim, metric == Metric::IP};
+  return DistFn{
+      param->fn,           metric == Metric::L2 ? k.l2sq_f16 : k.dot_f16, k.dot_i8, &g, copy, stride, prec, param->dim,
+      metric == Metric::IP};
 }
 
 // Walks touch one random row per visited node across gigabytes (1M x 512: 2.2 GB of graph +
@@ -248,8 +250,7 @@ struct AdmitLive {
 // label lookup).
 class SlotFilter {
  public:
-  SlotFilter(const Graph& g, const HnswIndex::SlotMeta* slots, std::size_t n_slots, const Filter& f,
-             std::size_t nq)
+  SlotFilter(const Graph& g, const HnswIndex::SlotMeta* slots, std::size_t n_slots, const Filter& f, std::size_t nq)
       : g_(g), slots_(slots), f_(f), any_deleted_(g.num_deleted_ != 0) {
     if (f.ids && f.ids->size() <= std::max<std::size_t>(4096, 1024 * nq)) {
       bits_.assign((n_slots + 63) / 64, 0);
@@ -327,8 +328,8 @@ struct TopCollector {
   std::size_t ef;
   std::size_t keep;
   const Admit& admit;
-  std::vector<std::pair<float, hnswlib::tableint>>& top;   // max-heap, up to `keep`
-  std::vector<float>& beam;                               // max-heap of distances, up to ef (ef < keep only)
+  std::vector<std::pair<float, hnswlib::tableint>>& top;      // max-heap, up to `keep`
+  std::vector<float>& beam;                                   // max-heap of distances, up to ef (ef < keep only)
   float lower = std::numeric_limits<float>::infinity();       // keep-th best admitted
   float beam_lower = std::numeric_limits<float>::infinity();  // ef-th best admitted
   // Until `keep` results exist the walk goes on (so k results come back whenever k are reachable).
@@ -580,9 +581,8 @@ class Crc32 {
       std::memcpy(&lo, p, 4);
       std::memcpy(&hi, p + 4, 4);
       lo ^= c;
-      c = tables[7][lo & 0xff] ^ tables[6][(lo >> 8) & 0xff] ^ tables[5][(lo >> 16) & 0xff] ^
-          tables[4][lo >> 24] ^ tables[3][hi & 0xff] ^ tables[2][(hi >> 8) & 0xff] ^
-          tables[1][(hi >> 16) & 0xff] ^ tables[0][hi >> 24];
+      c = tables[7][lo & 0xff] ^ tables[6][(lo >> 8) & 0xff] ^ tables[5][(lo >> 16) & 0xff] ^ tables[4][lo >> 24] ^
+          tables[3][hi & 0xff] ^ tables[2][(hi >> 8) & 0xff] ^ tables[1][(hi >> 16) & 0xff] ^ tables[0][hi >> 24];
       p += 8;
       n -= 8;
     }
@@ -738,7 +738,9 @@ void HnswIndex::resize_slots(std::size_t cap) {
   slots_cap_ = cap;
 }
 
-void HnswIndex::AlignedDelete::operator()(std::uint8_t* p) const { ::operator delete[](p, std::align_val_t{kCopyAlign}); }
+void HnswIndex::AlignedDelete::operator()(std::uint8_t* p) const {
+  ::operator delete[](p, std::align_val_t{kCopyAlign});
+}
 
 std::size_t HnswIndex::copy_stride() const {
   switch (walk_) {
@@ -837,8 +839,8 @@ void HnswIndex::publish_slot(std::uint64_t id, const Meta& m, const float* vec) 
   sm.live.store(1, std::memory_order_release);  // pairs with the acquire in SlotFilter
 }
 
-void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t n,
-                    const std::uint64_t* groups, std::size_t threads) {
+void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t n, const std::uint64_t* groups,
+                    std::size_t threads) {
   if (n == 0) return;
   for (std::size_t i = 0; i < n * dim_; ++i)
     if (!std::isfinite(vectors[i]))
@@ -861,8 +863,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
     // old one is recycled, drop the label mapping of the live one.
     {
       std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
-      for (std::size_t i = 0; i < n; ++i)
-        (hnsw_->label_lookup_.count(ids[i]) ? revived : fresh).push_back(i);
+      for (std::size_t i = 0; i < n; ++i) (hnsw_->label_lookup_.count(ids[i]) ? revived : fresh).push_back(i);
     }
     // The walk copy bounds magnitudes (fp16: 65504): beyond that it would route on infinities,
     // so such an index walks on its float32 vectors from now on.
@@ -871,8 +872,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
       resize_copy(0);
     }
     grow_for(fresh.size());
-    for (std::size_t i = 0; i < n; ++i)
-      meta_[ids[i]] = Meta{groups ? groups[i] : ids[i]};
+    for (std::size_t i = 0; i < n; ++i) meta_[ids[i]] = Meta{groups ? groups[i] : ids[i]};
     for (std::size_t i : revived) {
       hnsw_->unmarkDelete(ids[i]);
       hnsw_->addPoint(vectors + i * dim_, ids[i], /*replace_deleted=*/false);  // = updatePoint
@@ -997,9 +997,8 @@ void HnswIndex::resize(std::size_t max_elements) {
   resize_slots(hnsw_->max_elements_);
 }
 
-void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std::size_t ef,
-                       const Filter* filter, std::uint64_t* out_ids, float* out_dist,
-                       std::size_t threads) const {
+void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
+                       std::uint64_t* out_ids, float* out_dist, std::size_t threads) const {
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::shared_lock<std::shared_mutex> lock(mutex_);
   if (filter && filter->empty()) filter = nullptr;
@@ -1031,9 +1030,9 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   });
 }
 
-void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t k, std::size_t ef,
-                              const Filter* filter, std::uint64_t* out_groups, std::uint64_t* out_ids,
-                              float* out_dist, std::size_t threads) const {
+void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
+                              std::uint64_t* out_groups, std::uint64_t* out_ids, float* out_dist,
+                              std::size_t threads) const {
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::shared_lock<std::shared_mutex> lock(mutex_);
   if (filter && filter->empty()) filter = nullptr;
@@ -1161,8 +1160,8 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
   if (h.version < kOldestFormatVersion || h.version > kFormatVersion)
     bad_file(path, "unsupported format version " + std::to_string(h.version) + " (this build reads " +
                        std::to_string(kOldestFormatVersion) + " to " + std::to_string(kFormatVersion) + ")");
-  if (h.dim == 0 || h.dim > 65536 || h.metric > 1 || h.M < 2 || h.M > 2048 || h.ef == 0 ||
-      h.ef_construction == 0 || h.n_live > h.capacity || h.capacity > (std::uint64_t{1} << 40))
+  if (h.dim == 0 || h.dim > 65536 || h.metric > 1 || h.M < 2 || h.M > 2048 || h.ef == 0 || h.ef_construction == 0 ||
+      h.n_live > h.capacity || h.capacity > (std::uint64_t{1} << 40))
     bad_file(path, "header holds impossible values (corrupted)");
   const std::uint64_t row_bytes = h.version == 1 ? sizeof(FileRowV1) : sizeof(FileRow);
   const std::uint64_t rows_bytes = h.n_live * row_bytes;
@@ -1205,8 +1204,8 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
     std::memcpy(&rows[i], raw.data() + i * row_bytes, sizeof(FileRow));
   std::vector<char>().swap(raw);
   // hnswlib trusts its header for allocations and offsets: check it first (hnsw_graph_check.hpp)
-  const std::string graph_problem = detail::graph_header_problem(
-      graph_head.data(), h.graph_bytes, h.dim, h.M, h.ef_construction, h.capacity, h.n_live);
+  const std::string graph_problem = detail::graph_header_problem(graph_head.data(), h.graph_bytes, h.dim, h.M,
+                                                                 h.ef_construction, h.capacity, h.n_live);
   if (!graph_problem.empty()) bad_file(path, graph_problem);
 
   HnswParams params;
@@ -1221,8 +1220,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
     bad_file(path, std::string("graph section is unreadable: ") + e.what());
   }
   Graph& gr = *idx->hnsw_;
-  if (gr.data_size_ != h.dim * sizeof(float) || gr.M_ != h.M)
-    bad_file(path, "graph section does not match the header");
+  if (gr.data_size_ != h.dim * sizeof(float) || gr.M_ != h.M) bad_file(path, "graph section does not match the header");
   const std::string links_problem = detail::graph_links_problem(gr);
   if (!links_problem.empty()) bad_file(path, links_problem);
   if (gr.cur_element_count - gr.num_deleted_ != h.n_live)

@@ -18,8 +18,7 @@ std::size_t default_threads() {
   return cached;
 }
 
-void parallel_for(std::size_t n, std::size_t threads,
-                  const std::function<void(std::size_t, std::size_t)>& fn) {
+void parallel_for(std::size_t n, std::size_t threads, const std::function<void(std::size_t, std::size_t)>& fn) {
   if (n == 0) return;
   if (n == 1) {  // one query: run inline, no thread count needed
     fn(0, 1);

@@ -73,8 +73,7 @@ inline void tile(const float* q, const TX* x, std::size_t d, float* out, std::si
 
 // Runtime (qr, xr) <= (QR, XR) picks the matching fully unrolled instantiation for the edges.
 template <class S, class Op, int QR, int XR, class TX>
-inline void tile_edge(int qr, int xr, const float* q, const TX* x, std::size_t d, float* out,
-                      std::size_t ldo) {
+inline void tile_edge(int qr, int xr, const float* q, const TX* x, std::size_t d, float* out, std::size_t ldo) {
   if constexpr (QR > 1) {
     if (qr < QR) return tile_edge<S, Op, QR - 1, XR, TX>(qr, xr, q, x, d, out, ldo);
   }
@@ -91,8 +90,7 @@ template <class S, class Op, class TX>
 float pair(const float* a, const TX* b, std::size_t d);
 
 template <class S, class Op, int QR, int XR, class TX>
-void block(const float* q, std::size_t nq, const TX* x, std::size_t n, std::size_t d,
-           float* out, std::size_t ldo) {
+void block(const float* q, std::size_t nq, const TX* x, std::size_t n, std::size_t d, float* out, std::size_t ldo) {
   if (nq == 1) {
     // A single query is a pure memory stream: read x strictly row after row. Interleaving XR
     // rows (separate streams 4*d bytes apart) measured ~1.7x slower here than one sequential
@@ -103,10 +101,8 @@ void block(const float* q, std::size_t nq, const TX* x, std::size_t n, std::size
   std::size_t j = 0;
   for (; j + XR <= n; j += XR) {
     std::size_t i = 0;
-    for (; i + QR <= nq; i += QR)
-      tile<S, Op, QR, XR, TX>(q + i * d, x + j * d, d, out + i * ldo + j, ldo);
-    if (i < nq)
-      tile_edge<S, Op, QR, XR, TX>(int(nq - i), XR, q + i * d, x + j * d, d, out + i * ldo + j, ldo);
+    for (; i + QR <= nq; i += QR) tile<S, Op, QR, XR, TX>(q + i * d, x + j * d, d, out + i * ldo + j, ldo);
+    if (i < nq) tile_edge<S, Op, QR, XR, TX>(int(nq - i), XR, q + i * d, x + j * d, d, out + i * ldo + j, ldo);
   }
   if (j < n) {
     for (std::size_t i = 0; i < nq; i += QR) {

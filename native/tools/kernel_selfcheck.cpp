@@ -18,14 +18,12 @@ namespace {
 
 int failures = 0;
 
-void expect_close(double got, double want, double scale, std::size_t d, const char* what,
-                  const std::string& level) {
+void expect_close(double got, double want, double scale, std::size_t d, const char* what, const std::string& level) {
   const double tol = 4.0 * std::sqrt(double(d)) * 1.1920929e-7 * scale + 1e-30;
   if (!(std::fabs(got - want) <= tol)) {
     ++failures;
     if (failures < 20)
-      std::printf("FAIL %s %s d=%zu got=%.9g want=%.9g tol=%.3g\n", level.c_str(), what, d, got,
-                  want, tol);
+      std::printf("FAIL %s %s d=%zu got=%.9g want=%.9g tol=%.3g\n", level.c_str(), what, d, got, want, tol);
   }
 }
 
@@ -48,8 +46,7 @@ int main() {
       const float* q = qbuf.data() + off;
       const float* x = xbuf.data() + off;
       const std::uint16_t* h = hbuf.data() + off;
-      std::vector<float> blk(nq * n), blk_l2(nq * n), hblk(nq * n), hblk_l2(nq * n), many(n),
-          many_l2(n);
+      std::vector<float> blk(nq * n), blk_l2(nq * n), hblk(nq * n), hblk_l2(nq * n), many(n), many_l2(n);
       k.dot_block(q, nq, x, n, d, blk.data(), n);
       k.l2sq_block(q, nq, x, n, d, blk_l2.data(), n);
       k.dot_block_f16(q, nq, h, n, d, hblk.data(), n);

@@ -39,21 +39,21 @@
 namespace frameseek {
 
 struct AggregateParams {
-  double min_similarity = 0.5;     // neighbours below this similarity do not vote
-  double speed_min = 0.5;          // speed range searched (reference s per query s)
+  double min_similarity = 0.5;  // neighbours below this similarity do not vote
+  double speed_min = 0.5;       // speed range searched (reference s per query s)
   double speed_max = 2.0;
-  double speed_step = 0.03;        // relative step of the geometric speed grid (grid holds 1.0)
-  double offset_tolerance = 1.0;   // s: Hough offset bin width and inlier band half-width
-  double max_gap = 3.0;            // s: largest gap between matched query frames in one segment
-  int min_segment_frames = 3;      // fewest matched query frames for a segment
+  double speed_step = 0.03;           // relative step of the geometric speed grid (grid holds 1.0)
+  double offset_tolerance = 1.0;      // s: Hough offset bin width and inlier band half-width
+  double max_gap = 3.0;               // s: largest gap between matched query frames in one segment
+  int min_segment_frames = 3;         // fewest matched query frames for a segment
   double min_segment_duration = 0.0;  // s: shortest query extent for a segment
-  double frame_interval = 0.0;     // s: query sampling interval; <= 0 = median gap of query times
-  double ref_frame_interval = 0.0; // s: reference sampling interval; <= 0 = estimated per video
-  int max_segments = 4;            // most segments per video
-  int max_candidates = 20;         // most videos returned
-  double min_score = 0.0;          // videos scoring below this are dropped
-  int refine_iterations = 10;      // most least-squares refinement rounds per line (stops when converged)
-  std::size_t threads = 1;         // worker threads over videos (0 = all cores)
+  double frame_interval = 0.0;        // s: query sampling interval; <= 0 = median gap of query times
+  double ref_frame_interval = 0.0;    // s: reference sampling interval; <= 0 = estimated per video
+  int max_segments = 4;               // most segments per video
+  int max_candidates = 20;            // most videos returned
+  double min_score = 0.0;             // videos scoring below this are dropped
+  int refine_iterations = 10;         // most least-squares refinement rounds per line (stops when converged)
+  std::size_t threads = 1;            // worker threads over videos (0 = all cores)
 };
 
 // Validates a parameter set; throws std::invalid_argument with a message naming the parameter.
@@ -67,14 +67,14 @@ struct AlignedSegment {
   double ref_start = 0, ref_end = 0;      // s, the fitted line at query_start / query_end
   double offset = 0;                      // s: t_ref = offset + speed * t_query
   double speed = 1;                       // reference seconds per query second
-  double score = 0;     // [0,1]: matched weight over the query time inside the segment
-  int frames = 0;       // matched (query frame, reference frame) pairs, one-to-one
+  double score = 0;                       // [0,1]: matched weight over the query time inside the segment
+  int frames = 0;                         // matched (query frame, reference frame) pairs, one-to-one
 };
 
 struct Candidate {
-  std::uint64_t video = 0;  // the neighbours' group
-  int votes = 0;            // matched pairs over all segments
-  double score = 0;         // [0,1], see above
+  std::uint64_t video = 0;    // the neighbours' group
+  int votes = 0;              // matched pairs over all segments
+  double score = 0;           // [0,1], see above
   double query_coverage = 0;  // fraction of query time inside the segments
   // fraction of the reference duration inside the segments; NaN when its duration is unknown
   double ref_coverage = std::numeric_limits<double>::quiet_NaN();
@@ -85,7 +85,7 @@ struct Candidate {
 // are never read. weights may be null (all 1).
 struct AggregateInput {
   std::size_t q = 0, k = 0;
-  const double* query_times = nullptr;  // [q] seconds
+  const double* query_times = nullptr;    // [q] seconds
   const std::uint64_t* ids = nullptr;     // [q,k] reference frame ids, kNoId = no neighbour
   const std::uint64_t* groups = nullptr;  // [q,k] video of each reference frame
   const double* ref_times = nullptr;      // [q,k] seconds
@@ -103,8 +103,8 @@ std::vector<Candidate> aggregate(const AggregateInput& in, const AggregateParams
 // best_i is the row's highest similarity; every neighbour of that row gets
 // min(1, free_videos / df_i) ^ power (rows with df_i <= free_videos keep weight 1, so a library
 // holding a few copies of one video is not penalised). Padding slots get 0.
-void neighbor_idf_weights(std::size_t q, std::size_t k, const std::uint64_t* ids,
-                          const std::uint64_t* groups, const float* sims, double min_similarity,
-                          double margin, double free_videos, double power, float* out);
+void neighbor_idf_weights(std::size_t q, std::size_t k, const std::uint64_t* ids, const std::uint64_t* groups,
+                          const float* sims, double min_similarity, double margin, double free_videos, double power,
+                          float* out);
 
 }  // namespace frameseek

@@ -30,19 +30,19 @@ struct Kernels {
   // per query block (the "many queries x many vectors" path; see FlatIndex for the cache blocking).
   // dot_block returns raw inner products; l2sq_block squared distances computed directly from the
   // differences (not via |q|^2 - 2 q.x + |x|^2, which cancels badly for near-duplicate frames).
-  void (*l2sq_block)(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-                     float* out, std::size_t ldo);
-  void (*dot_block)(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d,
-                    float* out, std::size_t ldo);
+  void (*l2sq_block)(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+                     std::size_t ldo);
+  void (*dot_block)(const float* q, std::size_t nq, const float* x, std::size_t n, std::size_t d, float* out,
+                    std::size_t ldo);
   // The same with stored vectors in IEEE fp16 (raw binary16 bits): float32 queries, float32
   // accumulation, half the bytes per stored vector, so memory-bound scans run about twice as
   // fast; the stored values carry fp16 rounding (relative ~5e-4), the arithmetic does not add any.
   float (*l2sq_f16)(const float* q, const std::uint16_t* x, std::size_t d);
   float (*dot_f16)(const float* q, const std::uint16_t* x, std::size_t d);
-  void (*l2sq_block_f16)(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                         std::size_t d, float* out, std::size_t ldo);
-  void (*dot_block_f16)(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n,
-                        std::size_t d, float* out, std::size_t ldo);
+  void (*l2sq_block_f16)(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d,
+                         float* out, std::size_t ldo);
+  void (*dot_block_f16)(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d,
+                        float* out, std::size_t ldo);
   // Inner product of two int8 code vectors, exact in int32 (HnswIndex's int8 walk). Codes must lie
   // in [-127, 127]: the x86 paths multiply |a| (as u8) by sign(a)*b in 16-bit pairs, which cannot
   // saturate then (2 * 127 * 127 < 2^15) but could with -128.
@@ -66,8 +66,8 @@ const Kernels& stream_kernels();
 SimdLevel stream_simd_level();
 std::string simd_level_name(SimdLevel level);
 SimdLevel parse_simd_level(const std::string& name);  // throws std::invalid_argument
-std::vector<SimdLevel> compiled_levels();               // built into this binary
-std::vector<SimdLevel> supported_levels();              // compiled and supported by this CPU
+std::vector<SimdLevel> compiled_levels();             // built into this binary
+std::vector<SimdLevel> supported_levels();            // compiled and supported by this CPU
 
 namespace detail {
 // Per-translation-unit tables; the ones not built for this architecture are absent.

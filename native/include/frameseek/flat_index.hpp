@@ -60,9 +60,13 @@ struct RowAllocator {
   T* allocate(std::size_t n) { return static_cast<T*>(detail::alloc_rows(n * sizeof(T))); }
   void deallocate(T* p, std::size_t n) noexcept { detail::free_rows(p, n * sizeof(T)); }
   template <class U>
-  bool operator==(const RowAllocator<U>&) const noexcept { return true; }
+  bool operator==(const RowAllocator<U>&) const noexcept {
+    return true;
+  }
   template <class U>
-  bool operator!=(const RowAllocator<U>&) const noexcept { return false; }
+  bool operator!=(const RowAllocator<U>&) const noexcept {
+    return false;
+  }
 };
 
 class FlatIndex {
@@ -79,8 +83,7 @@ class FlatIndex {
   // a duplicate id (already stored, or twice in the batch), kNoId as an id, a non-finite
   // component (or, with fp16 storage, one beyond +-65504) throws std::invalid_argument before
   // anything is stored.
-  void add(std::size_t n, const std::uint64_t* ids, const float* vectors,
-           const std::uint64_t* groups = nullptr);
+  void add(std::size_t n, const std::uint64_t* ids, const float* vectors, const std::uint64_t* groups = nullptr);
 
   // Removes the ids that are present; returns how many were.
   std::size_t remove(std::size_t n, const std::uint64_t* ids);
@@ -88,29 +91,27 @@ class FlatIndex {
   // Top-k nearest for each of nq queries (row-major, dim floats each). Writes out_ids[nq*k] and
   // out_dist[nq*k] sorted by ascending distance (ties by ascending id); missing slots get kNoId /
   // +inf. Distance: l2 -> squared Euclidean; ip -> 1 - dot. threads = 0 -> default_threads().
-  void search(const float* queries, std::size_t nq, std::size_t k, const Filter* filter,
-              std::size_t threads, std::uint64_t* out_ids, float* out_dist) const;
+  void search(const float* queries, std::size_t nq, std::size_t k, const Filter* filter, std::size_t threads,
+              std::uint64_t* out_ids, float* out_dist) const;
 
   // Top-k distinct groups: for each group its best (closest) vector; groups ranked by that
   // distance (ties by ascending group). Missing slots: group and id kNoId, distance +inf.
-  void search_groups(const float* queries, std::size_t nq, std::size_t k, const Filter* filter,
-                     std::size_t threads, std::uint64_t* out_groups, std::uint64_t* out_ids,
-                     float* out_dist) const;
+  void search_groups(const float* queries, std::size_t nq, std::size_t k, const Filter* filter, std::size_t threads,
+                     std::uint64_t* out_groups, std::uint64_t* out_ids, float* out_dist) const;
 
  private:
   template <class Collector>
-  void run_search(const float* queries, std::size_t nq, std::size_t k, const Filter* filter,
-                  std::size_t threads, std::vector<Collector>& results) const;
+  void run_search(const float* queries, std::size_t nq, std::size_t k, const Filter* filter, std::size_t threads,
+                  std::vector<Collector>& results) const;
   template <class Collector, class TX, class BlockFn>
-  void scan(const TX* data, BlockFn block_fn, const float* queries, std::size_t nq,
-            std::size_t k, const std::vector<std::uint32_t>* allowed, std::size_t threads,
-            std::vector<Collector>& results) const;
+  void scan(const TX* data, BlockFn block_fn, const float* queries, std::size_t nq, std::size_t k,
+            const std::vector<std::uint32_t>* allowed, std::size_t threads, std::vector<Collector>& results) const;
   std::vector<std::uint32_t> allowed_slots(const Filter& filter) const;
 
   std::size_t dim_;
   Metric metric_;
   Storage storage_;
-  std::vector<float, RowAllocator<float>> data_;             // size() * dim_ (F32 storage)
+  std::vector<float, RowAllocator<float>> data_;                  // size() * dim_ (F32 storage)
   std::vector<std::uint16_t, RowAllocator<std::uint16_t>> half_;  // size() * dim_ (F16 storage)
   std::vector<std::uint64_t> ids_;
   std::vector<std::uint64_t> groups_;

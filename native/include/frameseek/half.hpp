@@ -16,7 +16,7 @@ inline std::uint16_t float_to_half(float f) {
   if (exp == 0xff) return static_cast<std::uint16_t>(sign | 0x7c00u | (mant ? 0x200u : 0u));
   const std::int32_t e = exp - 127 + 15;
   if (e >= 0x1f) return static_cast<std::uint16_t>(sign | 0x7c00u);  // overflow -> inf
-  if (e <= 0) {                                                     // half subnormal or zero
+  if (e <= 0) {                                                      // half subnormal or zero
     if (e < -10) return static_cast<std::uint16_t>(sign);
     mant |= 0x800000u;
     const std::uint32_t shift = static_cast<std::uint32_t>(14 - e);

@@ -79,14 +79,14 @@ class HnswIndex {
   enum class WalkPrecision { Float32 = 0, Float16 = 1, Int8 = 2 };
   WalkPrecision walk_precision() const { return walk_; }
   void set_walk_precision(WalkPrecision p);
-  std::size_t capacity() const;  // slots allocated (live + deleted-but-reusable + free)
-  std::size_t size() const;      // live vectors
+  std::size_t capacity() const;       // slots allocated (live + deleted-but-reusable + free)
+  std::size_t size() const;           // live vectors
   std::size_t deleted_slots() const;  // removed vectors whose slots await reuse
   bool contains(std::uint64_t id) const;
 
-  // Adds n vectors (row-major n x dim). groups may be null (group defaults to the id). Throws std::invalid_argument on an id already present (in the index or twice in the
-  // batch), on kNoId, and on non-finite values; in that case nothing is added. threads = 0 uses
-  // every core.
+  // Adds n vectors (row-major n x dim). groups may be null (group defaults to the id). Throws std::invalid_argument on
+  // an id already present (in the index or twice in the batch), on kNoId, and on non-finite values; in that case
+  // nothing is added. threads = 0 uses every core.
   void add(const std::uint64_t* ids, const float* vectors, std::size_t n, const std::uint64_t* groups,
            std::size_t threads = 0);
   // Marks the ids deleted (their slots are reused by later adds); unknown ids are ignored.
@@ -103,9 +103,8 @@ class HnswIndex {
   // Top-k distinct groups per query, each with its best (closest) vector. The search keeps
   // max(ef, k) distinct groups in its result set (ef = 0: kDefaultGroupEf), so ef plays the same
   // recall/speed role as in search(). Outputs are nq x k, padded with kNoId / +inf.
-  void search_groups(const float* queries, std::size_t nq, std::size_t k, std::size_t ef,
-                     const Filter* filter, std::uint64_t* out_groups, std::uint64_t* out_ids,
-                     float* out_dist, std::size_t threads = 0) const;
+  void search_groups(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
+                     std::uint64_t* out_groups, std::uint64_t* out_ids, float* out_dist, std::size_t threads = 0) const;
 
   // Copies the stored vectors of n live ids into out (n x dim, row-major), exactly as added.
   // Throws std::invalid_argument on an id that is not live (absent or removed). Used to compare a
@@ -133,19 +132,19 @@ class HnswIndex {
 
  private:
   HnswIndex(std::size_t dim, Metric metric, HnswParams params);  // for load(): no graph yet
-  void grow_for(std::size_t n_new);  // caller holds mutex_ exclusively
-  void resize_slots(std::size_t cap);  // caller holds mutex_ exclusively
+  void grow_for(std::size_t n_new);                              // caller holds mutex_ exclusively
+  void resize_slots(std::size_t cap);                            // caller holds mutex_ exclusively
   // After the graph holds id. vec: the vector just added, written to the walk copy; nullptr
   // when the copy already holds it (load: fill_copy wrote every slot).
   void publish_slot(std::uint64_t id, const Meta& m, const float* vec);
-  std::size_t copy_stride() const;  // bytes per slot of the walk copy (0: Float32)
-  void resize_copy(std::size_t cap);  // caller holds mutex_ exclusively
+  std::size_t copy_stride() const;                      // bytes per slot of the walk copy (0: Float32)
+  void resize_copy(std::size_t cap);                    // caller holds mutex_ exclusively
   bool write_copy(std::size_t slot, const float* vec);  // the slot's walk copy; false: out of range
   void fill_copy();  // every occupied slot (set_walk_precision, load); may fall back to Float32
-  bool copy_holds(const float* vectors, std::size_t n) const;  // see set_walk_precision
+  bool copy_holds(const float* vectors, std::size_t n) const;      // see set_walk_precision
   void relink_if_unreachable(std::uint64_t id, const float* vec);  // see hnsw_index.cpp
-  static constexpr std::size_t kRelinkEf = 32;     // breadth of the reachability probe
-  static constexpr std::size_t kRelinkFanIn = 4;   // in-links given to each new vector
+  static constexpr std::size_t kRelinkEf = 32;                     // breadth of the reachability probe
+  static constexpr std::size_t kRelinkFanIn = 4;                   // in-links given to each new vector
   static constexpr bool kRelinkOnlyUnreachable = false;
 
   std::size_t dim_;
@@ -170,7 +169,7 @@ class HnswIndex {
   std::size_t copy_cap_ = 0;
   std::size_t ef_ = HnswParams::kDefaultEf;
   mutable std::shared_mutex mutex_;  // shared: search, add's graph insertion; exclusive: the rest
-  mutable std::mutex add_mutex_;            // one add() at a time (each is multithreaded inside)
+  mutable std::mutex add_mutex_;     // one add() at a time (each is multithreaded inside)
 };
 
 }  // namespace frameseek

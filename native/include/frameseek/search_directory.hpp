@@ -43,8 +43,8 @@ class KnnSource {
   virtual ~KnnSource() = default;
   virtual std::size_t dim() const = 0;
   virtual Metric metric() const = 0;
-  virtual void search(const float* query, std::size_t k, std::size_t ef, const Filter* filter,
-                      std::uint64_t* out_ids, float* out_dist) const = 0;
+  virtual void search(const float* query, std::size_t k, std::size_t ef, const Filter* filter, std::uint64_t* out_ids,
+                      float* out_dist) const = 0;
   virtual void search_groups(const float* query, std::size_t k, std::size_t ef, const Filter* filter,
                              std::uint64_t* out_groups, std::uint64_t* out_ids, float* out_dist) const = 0;
 };
@@ -68,8 +68,8 @@ inline constexpr std::uint64_t kKnnProbeEvery = 32;
 // A search that nearest_videos answered, copied for the server's recall monitor
 // (frameseek.service.recall re-runs it exactly in the background and tunes `search_ef` from it).
 struct SampledSearch {
-  std::vector<float> query;           // as searched (normalised for the IP metric)
-  int k = 0;                          // videos asked for
+  std::vector<float> query;  // as searched (normalised for the IP metric)
+  int k = 0;                 // videos asked for
   float min_score = 0.0f;
   int ef = 0;                         // the walk's breadth (0: the index's default)
   std::vector<std::uint64_t> videos;  // what came back, best first
@@ -98,9 +98,9 @@ struct DirectoryCollection {
   std::uint32_t id = 0;
   std::string model;
   bool is_default = false;
-  const HnswIndex* index = nullptr;       // the live index (embedded storage), or
-  const KnnSource* source = nullptr;      // an external engine's kNN (exactly one is set)
-  std::shared_ptr<void> owner;  // keeps `index` / `source` alive while a search uses it
+  const HnswIndex* index = nullptr;   // the live index (embedded storage), or
+  const KnnSource* source = nullptr;  // an external engine's kNN (exactly one is set)
+  std::shared_ptr<void> owner;        // keeps `index` / `source` alive while a search uses it
   // exponential average of "the kNN yielded fewer than k videos"; updated without a lock: a lost
   // update only delays the estimate by one search
   std::atomic<double> knn_miss{0.0};
@@ -122,10 +122,10 @@ struct VideoHit {
 };
 
 struct NearestOptions {
-  int k = 0;                 // videos; 0 = kDefaultK
-  int matches = 0;           // timestamps per video; 0 = 1
-  float min_score = 0.0f;    // matches scoring below are dropped
-  int ef = 0;                // 0 = the index's default
+  int k = 0;               // videos; 0 = kDefaultK
+  int matches = 0;         // timestamps per video; 0 = 1
+  float min_score = 0.0f;  // matches scoring below are dropped
+  int ef = 0;              // 0 = the index's default
   // only these videos (nullptr = every video); an empty set finds nothing
   const std::unordered_set<std::uint64_t>* videos = nullptr;
   // never these videos (asked for on top of k, so k others still come back)
@@ -156,8 +156,8 @@ class SearchDirectory {
   // first. Returns the QueryError that stops it (out-of-range options, wrong dimension, NaN or
   // infinity, an all-zero IP query) with `out` empty. Takes no lock across the search: videos
   // deleted meanwhile are skipped.
-  QueryError nearest_videos(DirectoryCollection& c, const float* query, std::size_t dim,
-                            const NearestOptions& options, std::vector<VideoHit>* out) const;
+  QueryError nearest_videos(DirectoryCollection& c, const float* query, std::size_t dim, const NearestOptions& options,
+                            std::vector<VideoHit>* out) const;
 
  private:
   mutable std::shared_mutex mu_;

@@ -31,8 +31,8 @@ constexpr char kForwardedPeer[] = "x-frameseek-peer";
 bool forwardable(grpc::string_ref key) {
   if (key.empty() || *key.data() == ':') return false;
   const std::string k(key.data(), key.size());
-  return k.rfind("grpc-", 0) != 0 && k != "user-agent" && k != "content-type" && k != "te" &&
-         k != "authority" && k != "host" && k != kForwardedPeer;
+  return k.rfind("grpc-", 0) != 0 && k != "user-agent" && k != "content-type" && k != "te" && k != "authority" &&
+         k != "host" && k != kForwardedPeer;
 }
 
 // "ipv4:10.1.2.3:5678" -> "ipv4:10.1.2.3": a client's connections share its address, not its port
@@ -267,7 +267,7 @@ class Call final : public grpc::ServerGenericBidiReactor {
   bool backend_finished_ = false;  // the service's stream ended
   bool backend_done_ = false;      // its status is in
   bool caller_writing_ = false;
-  bool finished_ = false;          // Finish (or StartWriteAndFinish) was called
+  bool finished_ = false;  // Finish (or StartWriteAndFinish) was called
 };
 
 }  // namespace
@@ -277,8 +277,10 @@ class FrontEnd::Service final : public grpc::CallbackGenericService {
   Service(FrontEnd* owner) : owner_(owner) {}
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
     const FrontEnd::Answer* answer = nullptr;
-    if (ctx->method() == owner_->fast_method_) answer = &owner_->search_;
-    else if (ctx->method() == kHealthCheck) answer = &owner_->health_check_;
+    if (ctx->method() == owner_->fast_method_)
+      answer = &owner_->search_;
+    else if (ctx->method() == kHealthCheck)
+      answer = &owner_->health_check_;
     if (answer != nullptr && !owner_->authorized(*ctx)) answer = nullptr;
     return new Call(ctx, owner_->stub_.get(), answer, &owner_->counters_);
   }
@@ -429,8 +431,8 @@ int FrontEnd::start() {
 
 void FrontEnd::shutdown(double grace_s) {
   if (!server_) return;
-  const auto deadline = std::chrono::system_clock::now() +
-                        std::chrono::microseconds(static_cast<std::int64_t>(grace_s * 1e6));
+  const auto deadline =
+      std::chrono::system_clock::now() + std::chrono::microseconds(static_cast<std::int64_t>(grace_s * 1e6));
   server_->Shutdown(deadline);
   server_->Wait();
   server_.reset();

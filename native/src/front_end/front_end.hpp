@@ -20,12 +20,12 @@
 #pragma once
 #include <array>
 #include <atomic>
-#include <functional>
-#include <mutex>
-#include <unordered_map>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -38,10 +38,10 @@
 namespace frameseek {
 
 struct FrontEndStats {
-  std::uint64_t fast = 0;          // SearchByVector calls answered natively
-  std::uint64_t forwarded = 0;     // calls passed to the Python service
-  double fast_seconds = 0.0;       // time spent in native SearchByVector (parse, search, encode)
-  std::uint64_t health = 0;        // grpc.health.v1.Health/Check calls answered natively
+  std::uint64_t fast = 0;       // SearchByVector calls answered natively
+  std::uint64_t forwarded = 0;  // calls passed to the Python service
+  double fast_seconds = 0.0;    // time spent in native SearchByVector (parse, search, encode)
+  std::uint64_t health = 0;     // grpc.health.v1.Health/Check calls answered natively
 };
 
 class FrontEnd {

@@ -88,7 +88,7 @@ bool parse_request(const std::uint8_t* data, std::size_t size, SearchRequest* ou
       const std::size_t n = s.size / 4, at = out->vector.size();
       out->vector.resize(at + n);
       if (n) std::memcpy(out->vector.data() + at, s.data, s.size);  // little-endian hosts only (x86, arm)
-    } else if (field == 2 && type == wire::kFixed32) {  // unpacked, also valid proto3
+    } else if (field == 2 && type == wire::kFixed32) {              // unpacked, also valid proto3
       out->vector.push_back(r.fixed32_float());
     } else if (field == 3 && type == wire::kLen) {
       auto s = r.bytes();
@@ -150,8 +150,8 @@ std::size_t VideoMessages::size() const {
   return messages_.size();
 }
 
-bool answer_search_by_vector(const SearchDirectory& directory, const VideoMessages& messages,
-                             const std::uint8_t* data, std::size_t size, std::string* response) {
+bool answer_search_by_vector(const SearchDirectory& directory, const VideoMessages& messages, const std::uint8_t* data,
+                             std::size_t size, std::string* response) {
   if (!directory.ready() || !messages.ready()) return false;
   SearchRequest req;
   if (!parse_request(data, size, &req)) return false;

@@ -59,6 +59,8 @@ inline constexpr int kMaxK = 1000;
 inline constexpr int kDefaultK = 10;
 inline constexpr int kMaxMatchesPerVideo = 100;
 inline constexpr int kMaxEf = 4096;
+// A search restricted to videos holding at most this many vectors scores them exactly (no walk).
+inline constexpr std::size_t kExactFilterMax = 8192;
 // How often the kNN-first path needs the group-search fallback, per collection (an exponential
 // average over recent one-match-per-video searches). Above kKnnMissSkip the kNN is skipped, except
 // every kKnnProbeEvery-th search, which keeps the estimate current as the data changes.
@@ -160,6 +162,11 @@ class SearchDirectory {
                             std::vector<VideoHit>* out) const;
 
  private:
+  // the vectors of `videos` scored exactly, best first; false when they are too many (or one was
+  // removed meanwhile): the caller walks the graph instead
+  bool exact_videos(const DirectoryCollection& coll, const std::vector<float>& q,
+                    const std::unordered_set<std::uint64_t>& videos, std::vector<std::uint64_t>* ids,
+                    std::vector<float>* dist) const;
   mutable std::shared_mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<DirectoryCollection>> by_name_;
   std::unordered_map<std::uint32_t, std::shared_ptr<DirectoryCollection>> by_id_;

@@ -57,8 +57,12 @@ TRANSFORMS = [
 ]
 
 
-def make_references(n: int, seconds: float, seed: int) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
-    """(name, audio, mp4) of n references (half speech, half music), and unrelated audio clips."""
+def make_references(
+    n: int, seconds: float, seed: int, pictures: list[Path] | None = None
+) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
+    """(name, audio, mp4) of n references (half speech, half music), and unrelated audio clips.
+    Reference i is laid under pictures[i] when given (distinct pictures: bench_fusion), else under
+    a seeded pick of opencv-doc's footage."""
     CACHE.mkdir(parents=True, exist_ok=True)
     films = sources.footage()
     rng = random.Random(seed)
@@ -75,7 +79,10 @@ def make_references(n: int, seconds: float, seed: int) -> tuple[list[tuple[str, 
             audio = sources.concat_audio(CACHE / f"ref-speech-{i}.wav", parts)
         else:
             audio = sources.music(CACHE / f"ref-music-{seed}-{i}.wav", seed=seed * 1000 + i, seconds=seconds)
-        mp4 = sources.with_picture(CACHE / f"ref-{seed}-{i}.mp4", audio, films[rng.randrange(len(films))])
+        if pictures is None:
+            mp4 = sources.with_picture(CACHE / f"ref-{seed}-{i}.mp4", audio, films[rng.randrange(len(films))])
+        else:
+            mp4 = sources.with_picture(CACHE / f"ref-{seed}-{i}-{pictures[i].stem}.mp4", audio, pictures[i])
         refs.append((f"ref{i}", audio, mp4))
     unrelated = [
         sources.music(CACHE / f"unrel-music-{seed}-{i}.wav", seed=seed * 1000 + 500 + i, seconds=12.0) for i in range(4)

@@ -167,3 +167,46 @@ def test_a_server_killed_mid_ingest_resumes_its_job_while_another_serves(tmp_pat
     finally:
         a.stop()
         b.stop()
+
+
+def test_own_vectors_through_two_servers(tmp_path, postgres_cluster, milvus_lite):
+    """UpsertItems / DeleteItems / SearchByVector on an own-vectors collection: items upserted
+    through A (Storage.add_videos batches committed in PostgreSQL + Milvus) are found through B,
+    replaced and deleted through B, gone from A; GetStats counts their bytes."""
+    import numpy as np
+
+    common = _settings(postgres_cluster.database(), milvus_lite.uri, f"t{uuid.uuid4().hex[:10]}_")
+    a = ServerProcess(tmp_path / "a", server_id="a", **common)
+    b = ServerProcess(tmp_path / "b", server_id="b", **common)
+    rng = np.random.default_rng(12)
+    vecs = rng.standard_normal((60, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    try:
+        a.start(wait=False)
+        b.start(wait=False)
+        a.client().wait_ready(timeout=300)
+        b.client().wait_ready(timeout=300)
+        with a.client(timeout=300) as fa, b.client(timeout=300) as fb:
+            empty = fa.stats().storage_bytes
+            fa.create_collection("emb", vector_dimension=16, metric="cosine")
+            rows = [(f"k{i}", vecs[i], {"parity": str(i % 2)}) for i in range(len(vecs))]
+            r = fa.upsert_items(rows, collection="emb", batch_size=16, return_names=True)
+            assert (r.item_count, r.vector_count) == (60, 60)
+            names = list(r.names)
+            for i in (0, 17, 59):  # acknowledged through A, searched through B
+                hit = fb.search_by_vector(vecs[i], collection="emb", k=3).hits[0]
+                assert hit.video.name == names[i] and hit.video.external_key == f"k{i}"
+            found = fb.search_by_vector(vecs[5], collection="emb", k=5, labels={"parity": "0"}).hits
+            assert found and all(h.video.labels["parity"] == "0" for h in found)
+            new = vecs[30] * -1
+            r = fb.upsert_items([("k3", new, None)], collection="emb", return_names=True)
+            assert r.replaced_count == 1
+            assert fa.search_by_vector(new, collection="emb", k=1).hits[0].video.name == r.names[0]
+            d = fb.delete_items(collection="emb", names=[names[7]], external_keys=["k8", "nope"])
+            assert (d.deleted_count, d.not_found_count) == (2, 1)
+            for i in (3, 7, 8):  # replaced or deleted through B: gone from A
+                assert fa.search_by_vector(vecs[i], collection="emb", k=1).hits[0].video.name != names[i]
+            assert fa.stats().storage_bytes - empty >= vecs[:57].nbytes  # PostgreSQL + the rows Milvus holds
+    finally:
+        a.stop()
+        b.stop()

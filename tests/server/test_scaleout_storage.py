@@ -136,22 +136,23 @@ _CRASHING_INGEST = textwrap.dedent(
     """
     import sys, threading
     import numpy as np
-    from frameseek.storage import VideoRecord
+    from frameseek.storage import NewVideo, VideoRecord
     from frameseek.storage.scaleout import ScaleOutStorage
     url, uri, prefix, cid = sys.argv[1:5]
     st = ScaleOutStorage(url, uri, server_id="crashed", milvus_prefix=prefix)
     st.open()
-    def hang(video_id):  # between the Milvus insert (2) and the commit (3)
-        print("PENDING", video_id, flush=True)
+    def hang(video_ids):  # between the Milvus insert (2) and the commit (3)
+        print("PENDING", *video_ids, flush=True)
         threading.Event().wait()
-    st.catalog.activate = hang
+    st.catalog.activate_many = hang
     v = np.eye(3, 8, dtype=np.float32)
-    st.add_video(int(cid), VideoRecord(0, 0, "video", 3.0, 8, 8, 0, 10, "crash"), np.arange(3.0), v)
+    batch = [NewVideo(VideoRecord(0, 0, "video", 3.0, 8, 8, 0, 10, f"crash{i}"), np.arange(3.0), v) for i in range(3)]
+    st.add_videos(int(cid), batch)
     """
 )
 
 
-def test_kill9_mid_ingest_then_the_restarted_server_sweeps_it(deployment):
+def test_kill9_mid_batch_ingest_then_the_restarted_server_sweeps_it(deployment):
     a = deployment.server("a")
     c = a.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index={})
     child = subprocess.Popen(
@@ -164,19 +165,21 @@ def test_kill9_mid_ingest_then_the_restarted_server_sweeps_it(deployment):
         while not line.startswith(b"PENDING"):  # (its log lines come first)
             line = child.stdout.readline()
             assert line, "the ingest process died before its commit point"
-        vid = int(line.split()[1])
+        vids = [int(x) for x in line.split()[1:]]
     finally:
-        child.kill()  # kill -9 with its ingest between the Milvus insert and the commit
+        child.kill()  # kill -9 with its batch between the Milvus insert and the commit
         child.wait()
         child.stdout.close()
+    assert len(vids) == 3
     name = a.vectors.name(c.id)
-    assert len(a.vectors.vectors(name, vid, 3)) == 3  # its vectors are in Milvus ...
+    rows = "SELECT state FROM videos WHERE id = ANY(%s)"
+    assert all(len(a.vectors.vectors(name, v, 3)) == 3 for v in vids)  # its vectors are in Milvus ...
     assert _videos_found(a, c.id, np.eye(3, DIM, dtype=np.float32)) == set()  # ... never returned
     deployment.server("b")  # another server starting within the lease leaves it alone
-    assert a.catalog._rows("SELECT state FROM videos WHERE id=%s", (vid,)) == [("pending",)]
-    deployment.server("crashed")  # the crashed server restarts: its half-done ingest goes
-    assert a.catalog._rows("SELECT state FROM videos WHERE id=%s", (vid,)) == []
-    assert len(a.vectors.vectors(name, vid, 3)) == 0
+    assert a.catalog._rows(rows, (vids,)) == [("pending",)] * 3
+    deployment.server("crashed")  # the crashed server restarts: its half-done batch goes, all of it
+    assert a.catalog._rows(rows, (vids,)) == []
+    assert all(len(a.vectors.vectors(name, v, 3)) == 0 for v in vids)
 
 
 def test_an_ingest_past_its_lease_is_swept_and_cannot_commit(deployment):
@@ -230,19 +233,19 @@ def test_postgres_killed_mid_ingest(own_backends):
         c = a.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index={})
         v = _unit(np.random.default_rng(2).standard_normal((3, DIM)))
         kept = a.add_video(c.id, _rec("kept"), np.arange(3.0), v).id
-        insert = a.vectors.insert
+        insert = a.vectors.insert_many
 
         def insert_then_crash(*args):
             insert(*args)
             pg.kill9()  # PostgreSQL dies between the Milvus insert and the commit
 
-        a.vectors.insert = insert_then_crash
+        a.vectors.insert_many = insert_then_crash
         with pytest.raises(Unavailable) as e:
             a.add_video(c.id, _rec("lost"), np.arange(3.0), v + 0.01)
         assert e.value.reason == "BACKEND_UNAVAILABLE"
         with pytest.raises(Unavailable):
             a.search(c.id, v[:1], 5)
-        a.vectors.insert = insert
+        a.vectors.insert_many = insert
         pg.start()
         _until_reachable(a)
         # the same store reconnects by itself; the acknowledged video is there, the other never was
@@ -265,18 +268,18 @@ def test_milvus_killed_mid_ingest(own_backends):
         c = a.create_collection("c", model="m", dimension=DIM, metric="l2", sampling={}, index={})
         v = np.random.default_rng(3).standard_normal((3, DIM)).astype(np.float32)
         kept = a.add_video(c.id, _rec("kept"), np.arange(3.0), v).id
-        insert_pending = a.catalog.insert_pending
+        insert_pending = a.catalog.insert_pending_many
 
         def pending_then_crash(*args):
-            vid = insert_pending(*args)
-            milvus.kill9()  # Milvus dies between the pending row and the vectors
-            return vid
+            vids = insert_pending(*args)
+            milvus.kill9()  # Milvus dies between the pending rows and the vectors
+            return vids
 
-        a.catalog.insert_pending = pending_then_crash
+        a.catalog.insert_pending_many = pending_then_crash
         with pytest.raises(Unavailable) as e:
             a.add_video(c.id, _rec("lost"), np.arange(3.0), v + 1)
         assert e.value.reason == "BACKEND_UNAVAILABLE"
-        a.catalog.insert_pending = insert_pending
+        a.catalog.insert_pending_many = insert_pending
         milvus.start()  # same data directory and port
         _until_reachable(a)
         assert _videos_found(a, c.id, v[:1]) == {kept}  # acknowledged before the crash: still there

@@ -148,3 +148,46 @@ def test_cli_upsert_npy_and_restart_keeps_every_acknowledged_item(tmp_path):
                 assert hit.video.external_key == f"emb/{i}" and hit.score == pytest.approx(1.0, abs=1e-4)
     finally:
         srv.stop()
+
+
+def test_cli_upsert_parquet(srv, tmp_path):
+    """`frameseek upsert FILE.parquet`: external keys, one vector (`vector`) or several (`vectors`)
+    per row, labels as JSON; a file without the needed columns is refused with a message."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(21)
+    vecs = unit(rng, 12).reshape(4, 3, DIM)  # 4 items of 3 vectors
+    table = pa.table(
+        {
+            "external_key": [f"doc-{i}" for i in range(4)],
+            "vectors": [v.tolist() for v in vecs],
+            "labels": [json.dumps({"lang": "de" if i % 2 else "en"}) for i in range(4)],
+        }
+    )
+    pq.write_table(table, tmp_path / "items.parquet")
+    pq.write_table(pa.table({"id": [1], "vector": [[0.0] * DIM]}), tmp_path / "bad.parquet")
+    with srv.client() as fs:
+        fs.create_collection("pq", vector_dimension=DIM)
+
+    def upsert(name):
+        return subprocess.run(
+            [sys.executable, "-m", "frameseek.cli", "upsert", str(tmp_path / name), "-c", "pq", "--json"]
+            + ["--server", srv.address],
+            capture_output=True,
+            text=True,
+        )
+
+    out = upsert("items.parquet")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert (int(r["item_count"]), int(r["vector_count"])) == (4, 12)
+    with srv.client() as fs:
+        for i in range(4):
+            hit = fs.search_by_vector(vecs[i, 2], collection="pq", k=1).hits[0]
+            assert hit.video.external_key == f"doc-{i}" and hit.video.sample_count == 3
+            assert hit.video.labels["lang"] == ("de" if i % 2 else "en")
+            assert hit.matches[0].timestamp_seconds == pytest.approx(2.0)  # vector 2 of the item
+    bad = upsert("bad.parquet")
+    message = " ".join(bad.stderr.replace("│", " ").split())  # rich draws the error in a wrapped box
+    assert bad.returncode == 2 and "needs columns 'external_key' and 'vector' or 'vectors'" in message

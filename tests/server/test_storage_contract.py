@@ -20,6 +20,7 @@ from frameseek.storage import (
     JobRecord,
     JobState,
     ModalityData,
+    NewVideo,
     NotFound,
     VideoQuery,
     VideoRecord,
@@ -332,3 +333,71 @@ def test_modality_extras(backend):
     assert vids[3] not in set(split_sample_ids(ids[ids != NO_ID])[0].tolist())
     with pytest.raises(NotFound):
         st.video_extra(vids[3], "faces")
+
+
+def _faces_batch(rng, n, tag):
+    return [
+        NewVideo(
+            _record(f"{tag}{i}"),
+            np.arange(4.0),
+            _unit(rng.standard_normal((4, DIM))),
+            extras={"faces": ModalityData(times=np.arange(2.0), vectors=_unit(rng.standard_normal((2, 8))))},
+        )
+        for i in range(n)
+    ]
+
+
+def _listed(st, cid) -> list[int]:
+    return sorted(v.id for v in st.list_videos(VideoQuery(collection_id=cid), None, 100)[0])
+
+
+def test_a_batch_commits_together_all_or_none(backend):
+    """add_videos (UpsertItems' commits): every member searchable with its modality data in
+    order; an invalid member refuses the batch; a batch that fails at its commit point leaves
+    none of it, also after a restart (the store sweeps what the failed batch left)."""
+    st = backend.open()
+    c = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX, modalities=FACES)
+    rng = np.random.default_rng(9)
+    batch = _faces_batch(rng, 6, "b")
+    got = st.add_videos(c.id, batch)
+    assert [v.content_sha256 for v in got] == [f"b{i}" for i in range(6)] and len({v.id for v in got}) == 6
+    for v, new in zip(got, batch):
+        ids, _ = st.search(c.id, new.vectors[1:2], 1)
+        assert int(split_sample_ids(ids[0])[0][0]) == v.id
+        np.testing.assert_allclose(st.video_extra(v.id, "faces").vectors, new.extras["faces"].vectors, rtol=1e-6)
+    assert st.vectors_of(c.id) == 6 * 4 and st.add_videos(c.id, []) == []
+
+    bad = _faces_batch(rng, 3, "x") + [NewVideo(_record("bad"), np.arange(2.0), np.ones((2, DIM + 1), np.float32))]
+    with pytest.raises(InvalidArgument):
+        st.add_videos(c.id, bad)
+
+    lost = _faces_batch(rng, 4, "lost")
+    commit = st.catalog.activate_many  # both stores' commit point of a batch
+
+    def fail(video_ids):
+        raise RuntimeError("failed at the commit point")
+
+    st.catalog.activate_many = fail
+    with pytest.raises(RuntimeError):
+        st.add_videos(c.id, lost)
+    st.catalog.activate_many = commit
+    kept = sorted(v.id for v in got)
+    assert _listed(st, c.id) == kept and st.vectors_of(c.id) == 6 * 4
+    st.close()
+    backend.opened.remove(st)
+    st = backend.open()
+    assert _listed(st, c.id) == kept and st.collection_counts(c.id)[0] == 6
+    for new in lost:
+        ids, _ = st.search(c.id, new.vectors[:1], 3)
+        assert set(split_sample_ids(ids[ids != NO_ID])[0].tolist()) <= set(kept)
+        fids, _ = st.search_extra(c.id, "faces", new.extras["faces"].vectors[:1], 3)
+        assert set(split_sample_ids(fids[fids != NO_ID])[0].tolist()) <= set(kept)
+
+
+def test_storage_bytes_counts_what_is_stored(backend):
+    st = backend.open()
+    c = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX)
+    before = st.storage_bytes()
+    lib = _library(np.random.default_rng(10), videos=20)
+    _ingest(st, c.id, lib)
+    assert st.storage_bytes() - before >= sum(x.nbytes for x in lib)

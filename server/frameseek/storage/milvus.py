@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
@@ -161,20 +162,38 @@ class MilvusVectors:
         timers too; the store asks on its periodic timer so that searches run on HNSW segments)."""
         self._call(lambda c: c.flush(name, timeout=max(self.timeout_s, 300.0)))  # background work: may be long
 
+    def stored_bytes(self, name: str, dimension: int) -> int:
+        """The bytes of the rows Milvus reports holding in a collection (row count x the schema's row:
+        id, video_id, timestamp, float32[dimension]). Milvus' API reports no on-disk size, so its
+        index, write-ahead log and compaction leftovers are not counted: a lower bound."""
+        stats = self._call(lambda c: c.get_collection_stats(name, timeout=self.timeout_s))
+        return int(stats.get("row_count", 0)) * (3 * 8 + 4 * int(dimension))
+
     def drop(self, name: str) -> None:
         self._call(lambda c: c.drop_collection(name, timeout=self.timeout_s))
 
     # -- vectors --------------------------------------------------------------------------------
     def insert(self, name: str, video_id: int, vectors: np.ndarray, times: np.ndarray, metric: str) -> None:
         """Vector i of the video gets sample id video << SAMPLE_BITS | i and timestamp times[i % len(times)]."""
-        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-        n = len(vecs)
-        base = int(video_id) << SAMPLE_BITS
-        rows = [
-            {"id": base + i, "video_id": int(video_id), "timestamp": float(times[i % len(times)]), "vector": vecs[i]}
-            for i in range(n)
-        ]
-        for i in range(0, n, _INSERT_BATCH):
+        self.insert_many(name, [(video_id, vectors, times)])
+
+    def insert_many(self, name: str, videos: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        """The vectors of several (video id, vectors, times) as `insert` lays them out, sent as one
+        stream of rows (split only where one request would grow past _INSERT_BATCH rows)."""
+        rows = []
+        for video_id, vectors, times in videos:
+            vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+            base = int(video_id) << SAMPLE_BITS
+            rows += [
+                {
+                    "id": base + i,
+                    "video_id": int(video_id),
+                    "timestamp": float(times[i % len(times)]),
+                    "vector": vecs[i],
+                }
+                for i in range(len(vecs))
+            ]
+        for i in range(0, len(rows), _INSERT_BATCH):
             self._call(lambda c, b=rows[i : i + _INSERT_BATCH]: c.insert(name, data=b, timeout=self.timeout_s))
 
     def delete_videos(self, name: str, video_ids) -> None:

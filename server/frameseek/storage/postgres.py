@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import psycopg
@@ -192,6 +192,10 @@ class PostgresCatalog:
     def ping(self) -> None:
         self._rows("SELECT 1")
 
+    def database_bytes(self) -> int:
+        """The catalog database's size on the PostgreSQL server (tables, indexes, TOAST)."""
+        return int(self._rows("SELECT pg_database_size(current_database())")[0][0])
+
     # -- schema ---------------------------------------------------------------------------------
     def migrate(self) -> int:
         """Apply the repository's migrations that the catalog lacks; returns the schema version."""
@@ -312,41 +316,54 @@ class PostgresCatalog:
         extras: Mapping[str, ModalityData] | None = None,
     ) -> int:
         """Step 1 of an ingest: the pending row and its modalities' data, in one transaction."""
+        return self.insert_pending_many(collection_id, [(v, timestamps, vector_count, extras)], owner, lease_s)[0]
+
+    def insert_pending_many(
+        self,
+        collection_id: int,
+        videos: Sequence[tuple[VideoRecord, np.ndarray, int, Mapping[str, ModalityData] | None]],
+        owner: str,
+        lease_s: float,
+    ) -> list[int]:
+        """Step 1 of a batch ingest: every (record, timestamps, vector count, extras) as a pending
+        row of `owner` with one lease, and the modalities' data, in ONE transaction (all or none)."""
         now = time.time()
-        times = np.ascontiguousarray(timestamps, dtype="<f8").tobytes()
+        ids = []
         with self._conn() as c, c.transaction():
-            vid = c.execute(
-                "INSERT INTO videos (collection_id, state, kind, duration, width, height, sample_count, vector_count, "
-                "size_bytes, content_sha256, external_key, labels, filename, model, realtime_factor, create_time, "
-                "sample_times, owner, lease_until) VALUES (%s,'pending',%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
-                "%s,%s) RETURNING id",
-                (
-                    collection_id,
-                    v.kind,
-                    v.duration,
-                    v.width,
-                    v.height,
-                    v.sample_count,
-                    vector_count,
-                    v.size_bytes,
-                    v.content_sha256,
-                    v.external_key,
-                    Jsonb(v.labels),
-                    v.filename,
-                    v.model,
-                    v.realtime_factor,
-                    now,
-                    times,
-                    owner,
-                    now + lease_s,
-                ),
-            ).fetchone()[0]
-            for name, d in (extras or {}).items():
-                c.execute(
-                    "INSERT INTO video_extras (video_id, modality, times, payload) VALUES (%s,%s,%s,%s)",
-                    (vid, name, np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload)),
-                )
-        return int(vid)
+            for v, timestamps, vector_count, extras in videos:
+                vid = c.execute(
+                    "INSERT INTO videos (collection_id, state, kind, duration, width, height, sample_count, "
+                    "vector_count, size_bytes, content_sha256, external_key, labels, filename, model, "
+                    "realtime_factor, create_time, sample_times, owner, lease_until) "
+                    "VALUES (%s,'pending',%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+                    (
+                        collection_id,
+                        v.kind,
+                        v.duration,
+                        v.width,
+                        v.height,
+                        v.sample_count,
+                        vector_count,
+                        v.size_bytes,
+                        v.content_sha256,
+                        v.external_key,
+                        Jsonb(v.labels),
+                        v.filename,
+                        v.model,
+                        v.realtime_factor,
+                        now,
+                        np.ascontiguousarray(timestamps, dtype="<f8").tobytes(),
+                        owner,
+                        now + lease_s,
+                    ),
+                ).fetchone()[0]
+                for name, d in (extras or {}).items():
+                    c.execute(
+                        "INSERT INTO video_extras (video_id, modality, times, payload) VALUES (%s,%s,%s,%s)",
+                        (vid, name, np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload)),
+                    )
+                ids.append(int(vid))
+        return ids
 
     def video_extra(self, video_id: int, modality: str) -> ModalityData | None:
         """An active video's data of one modality without vectors (Milvus holds them), None when
@@ -364,20 +381,32 @@ class PostgresCatalog:
 
     def activate(self, video_id: int) -> VideoRecord:
         """The commit point of an ingest. Aborted when a sweep took the pending row meanwhile."""
-        rows = self._rows(
-            f"UPDATE videos SET state='active', create_time=%s, owner='', lease_until=0 "
-            f"WHERE id=%s AND state='pending' RETURNING {_VIDEO_COLS}",
-            (time.time(), video_id),
-        )
-        if not rows:
-            raise Aborted(
-                f"the ingest of video {video_id} outlived its lease and was swept before it committed",
-                "INGEST_LEASE_EXPIRED",
-            )
-        return _video(rows[0])
+        return self.activate_many([video_id])[0]
 
-    def forget_pending(self, video_id: int) -> None:
-        self._rows("DELETE FROM videos WHERE id=%s AND state='pending' RETURNING id", (video_id,))
+    def activate_many(self, video_ids: Sequence[int]) -> list[VideoRecord]:
+        """The commit point of a batch ingest, in one transaction: all its rows become active, or
+        none (Aborted, rolled back, when a sweep took any of them meanwhile)."""
+        ids = [int(v) for v in video_ids]
+        with self._conn() as c, c.transaction():
+            rows = c.execute(
+                f"UPDATE videos SET state='active', create_time=%s, owner='', lease_until=0 "
+                f"WHERE id = ANY(%s) AND state='pending' RETURNING {_VIDEO_COLS}",
+                (time.time(), ids),
+            ).fetchall()
+            if len(rows) != len(ids):
+                lost = sorted(set(ids) - {r[0] for r in rows})
+                raise Aborted(  # raised inside the transaction: it rolls back, nothing commits
+                    f"the ingest of video(s) {lost[:10]} outlived its lease and was swept before it committed",
+                    "INGEST_LEASE_EXPIRED",
+                )
+        by_id = {r[0]: _video(r) for r in rows}
+        return [by_id[v] for v in ids]
+
+    def forget_pending(self, video_ids: Sequence[int]) -> None:
+        """Drop pending rows (an ingest that failed before its commit point undoes step 1)."""
+        self._rows(
+            "DELETE FROM videos WHERE id = ANY(%s) AND state='pending' RETURNING id", ([int(v) for v in video_ids],)
+        )
 
     def claim_unsettled(self, owner: str | None) -> list[tuple[int, int]]:
         """(video id, collection id) of every row a sweep must finish: pending rows whose lease ran

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import structlog
@@ -43,6 +44,7 @@ from .base import (
     FailedPrecondition,
     JobRecord,
     ModalityData,
+    NewVideo,
     NotFound,
     Unavailable,
     VideoQuery,
@@ -175,7 +177,16 @@ class ScaleOutStorage:
         return []
 
     def storage_bytes(self) -> int:
-        return 0  # the data lives in PostgreSQL and Milvus, which report their own sizes
+        """The catalog database's size (PostgreSQL's pg_database_size) plus the rows Milvus reports
+        holding for this deployment's collections (MilvusVectors.stored_bytes: a lower bound, as
+        Milvus reports no on-disk size)."""
+        total = self.catalog.database_bytes()
+        for rec in self.catalog.all_collections():
+            total += self.vectors.stored_bytes(self.vectors.name(rec.id), rec.dimension)
+            for modality, spec in rec.modalities.items():
+                if "dimension" in spec:
+                    total += self.vectors.stored_bytes(self.vectors.name(rec.id, modality), int(spec["dimension"]))
+        return total
 
     def close(self, snapshot: bool = True) -> None:
         self.vectors.close()
@@ -258,40 +269,59 @@ class ScaleOutStorage:
     def add_video(
         self, collection_id: int, video: VideoRecord, timestamps, vectors, twins=None, *, extras=None
     ) -> VideoRecord:
+        return self.add_videos(collection_id, [NewVideo(video, timestamps, vectors, twins, extras)])[0]
+
+    def add_videos(self, collection_id: int, videos: Sequence[NewVideo]) -> list[VideoRecord]:
+        """Several videos in one commit (Storage.add_videos), by the module's protocol: their
+        pending rows in one PostgreSQL transaction, their vectors in one Milvus insert per index,
+        one activating transaction; all or none. A crash before that leaves pending rows of this
+        server with one lease, which the sweep removes like a half-done single ingest."""
         rec = self.collection_by_id(collection_id)
-        extras = checked_extras(rec, extras or {})
-        timestamps, vectors = video_vectors(rec.dimension, timestamps, vectors, twins)
-        video = VideoRecord(**{**video.__dict__, "sample_count": len(timestamps), "collection_id": collection_id})
+        checked = []
+        for new in videos:
+            extras = checked_extras(rec, new.extras or {})
+            timestamps, vectors = video_vectors(rec.dimension, new.timestamps, new.vectors, new.twins)
+            video = VideoRecord(**{**new.video.__dict__, "sample_count": len(timestamps), "collection_id": rec.id})
+            checked.append((video, timestamps, vectors, extras))
+        if not checked:
+            return []
         self._ensure(rec)
-        vid = self.catalog.insert_pending(
-            collection_id, video, timestamps, len(vectors), self.server_id, self.pending_lease_s, extras
+        vids = self.catalog.insert_pending_many(
+            rec.id, [(v, ts, len(vec), x) for v, ts, vec, x in checked], self.server_id, self.pending_lease_s
         )  # 1
         try:  # 2
-            self.vectors.insert(self.vectors.name(rec.id), vid, vectors, timestamps, rec.metric)
-            for modality, d in extras.items():
-                if d.vectors is not None and len(d):
-                    metric = rec.modalities[modality]["metric"]
-                    self.vectors.insert(self.vectors.name(rec.id, modality), vid, d.vectors, d.times, metric)
+            self.vectors.insert_many(
+                self.vectors.name(rec.id), [(vid, vec, ts) for vid, (_, ts, vec, _) in zip(vids, checked)]
+            )
+            for modality in rec.modalities:
+                batch = [
+                    (vid, x[modality].vectors, x[modality].times)
+                    for vid, (_, _, _, x) in zip(vids, checked)
+                    if modality in x and x[modality].vectors is not None and len(x[modality])
+                ]
+                if batch:
+                    self.vectors.insert_many(self.vectors.name(rec.id, modality), batch)
         except BaseException:
-            self._undo_pending(rec, vid)
+            self._undo_pending(rec, vids)
             raise
         try:
-            active = self.catalog.activate(vid)  # 3: the commit point
+            active = self.catalog.activate_many(vids)  # 3: the commit point
         except Aborted:  # swept meanwhile: our vectors may have landed after the sweep deleted its own
-            self._undo_pending(rec, vid)
+            self._undo_pending(rec, vids)
             raise
         # Unavailable here is ambiguous (the commit may have happened): nothing is undone; a retry
-        # finds the video by its content hash, a pending row is swept
-        self._remember(active, timestamps)
+        # finds the videos by their content hash, pending rows are swept
+        for video, (_, timestamps, _, _) in zip(active, checked):
+            self._remember(video, timestamps)
         return active
 
-    def _undo_pending(self, rec: CollectionRecord, vid: int) -> None:
+    def _undo_pending(self, rec: CollectionRecord, vids: list[int]) -> None:
         try:
             for name in self._names(rec):
-                self.vectors.delete_videos(name, [vid])
-            self.catalog.forget_pending(vid)
+                self.vectors.delete_videos(name, vids)
+            self.catalog.forget_pending(vids)
         except Unavailable:  # the sweep finishes it (its lease runs out, or this server restarts)
-            log.warning("pending_ingest_left_for_sweep", video=vid)
+            log.warning("pending_ingest_left_for_sweep", videos=vids[:50])
 
     def _remember(self, rec: VideoRecord, timestamps: np.ndarray) -> None:
         with self._lock:

@@ -58,6 +58,7 @@ METHOD_ROLES = {
             "GetIngestJob",
             "WatchIngestJob",
             "SearchByImage",
+            "SearchByFace",
             "SearchByVideo",
             "SearchByVector",
             "GetVideo",

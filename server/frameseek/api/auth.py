@@ -59,6 +59,8 @@ METHOD_ROLES = {
             "WatchIngestJob",
             "SearchByImage",
             "SearchByFace",
+            "ListPeople",
+            "GetVideoPeople",
             "SearchByVideo",
             "SearchByVector",
             "GetVideo",
@@ -66,7 +68,7 @@ METHOD_ROLES = {
             "GetStats",
         )
     },
-    **{_SVC + m: "writer" for m in ("IngestVideo", "IngestImage", "DeleteVideo")},
+    **{_SVC + m: "writer" for m in ("IngestVideo", "IngestImage", "DeleteVideo", "UpdatePerson")},
     **{_SVC + m: "admin" for m in ("CreateCollection", "DeleteCollection")},
 }
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)

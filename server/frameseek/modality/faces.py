@@ -59,6 +59,8 @@ class Appearance:
     timestamp: float
     box: tuple[float, float, float, float]  # fractions of the frame
     score: float
+    person: int = 0  # the person the track was assigned to (0: not yet assigned)
+    person_name: str = ""
 
 
 @dataclass

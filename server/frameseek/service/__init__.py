@@ -29,7 +29,7 @@ from ..storage import NotFound, Storage
 from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Videos
 from .core import Core
 from .ingest import Ingest
-from .people import People, QueryFace
+from .people import People, PersonView, QueryFace
 from .search import MAX_K, Search
 from .stats import stats
 from .types import CopyMatch, Hit, IngestRequest, IngestResult, SearchOptions, Segment, VideoSearchResult
@@ -45,6 +45,7 @@ __all__ = [
     "Hit",
     "IngestRequest",
     "IngestResult",
+    "PersonView",
     "QueryFace",
     "SearchOptions",
     "Segment",
@@ -63,6 +64,7 @@ class FrameSeekService:
         self.search = Search(core, self.collections, self.videos)
         self.ingest = Ingest(core, self.collections, self.search)
         self.people = People(core, self.collections, self.search)
+        self.ingest.faces_committed = self.people.assign_video
 
     # the shared state callers look at
     @property

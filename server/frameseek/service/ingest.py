@@ -118,6 +118,9 @@ class Ingest:
         # Optional: (job, collection id, sha256, media path) -> an on_sample callback for embed_media
         # (or None), called once per ingest; the web console's thumbnails (frameseek.console).
         self.ingest_frames: Callable[[JobRecord, int, str, str], Callable | None] | None = None
+        # Optional: (collection, video id) after a video with faces is committed: the people
+        # service assigns its face tracks to persons (People.assign_video).
+        self.faces_committed: Callable[[CollectionRecord, int], None] | None = None
 
     # -- admission ------------------------------------------------------------------------------
     def admit(self) -> IngestSlot:
@@ -429,6 +432,8 @@ class Ingest:
                 found = faces.result()
                 extras = {FACES_MODALITY.name: ModalityData(found.times, found.vectors, found.payload())}
             video = storage.add_video(rec.id, v, media.timestamps, vectors, twins=twins, extras=extras)
+            if extras is not None and self.faces_committed is not None:
+                self.faces_committed(rec, video.id)
         except StorageError as exc:
             raise storage_error(exc) from None
         job.state, job.video_id = JobState.SUCCEEDED, video.id

@@ -34,8 +34,9 @@ from .base import (
     VideoRecord,
     is_disk_full,
 )
+from .people import PEOPLE_SCHEMA, PeopleTables
 
-SCHEMA_VERSION = 3  # 2: video state 'damaged'; 3: collections.modalities, video_extras
+SCHEMA_VERSION = 4  # 2: video state 'damaged'; 3: collections.modalities, video_extras; 4: people
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,6 +126,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id) WHERE request_id != '';
 """
     + _EXTRAS_TABLE
+    + PEOPLE_SCHEMA
 )
 
 _VIDEO_COLS = (
@@ -218,7 +220,7 @@ class CatalogDamaged(RuntimeError):
         )
 
 
-class Catalog:
+class Catalog(PeopleTables):
     """Thread-safe SQLite catalog. One connection guarded by a lock: catalog calls are short and the
     hot search path only reads the in-memory video cache kept by the engine."""
 
@@ -259,6 +261,9 @@ class Catalog:
             self._migrate_v1()
         if version <= 2:
             self._migrate_v2()
+        elif version == 3:  # 3 -> 4: the people tables, created by the schema script (IF NOT EXISTS)
+            with self._lock:
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def _migrate_v2(self) -> None:
         """Schema 2 -> 3: collections gain `modalities` ('{}': frames only, what they were);

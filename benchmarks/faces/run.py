@@ -198,6 +198,44 @@ def pipeline(videos: list[dict], keep: int) -> tuple[dict, list]:
     return summary, kept
 
 
+def _clustering(people, videos: list[dict], where: dict[int, str], names: dict[str, str]) -> dict:
+    """Purity and completeness of ListPeople against the truth: each appearance (a track) is
+    labelled with the identity placed there (the truth interval it overlaps most; a photo's
+    identity); purity = appearances in their person's majority identity, completeness =
+    appearances in their identity's majority person."""
+    by_key = {v["path"].name: v["truth"]["intervals"] for v in videos}
+    photo_ident = {key: ident for ident, key in where.items() if key not in by_key}
+    labels: list[tuple[str, int]] = []  # (person, identity)
+    for p in people:
+        for a in p.appearances:
+            key = names.get(a.video, "")
+            if key in by_key:
+                best, ident = 0.0, -1
+                for i, spans in by_key[key].items():
+                    for s, e in spans:
+                        ov = max(0.0, min(e, a.end_seconds) - max(s, a.start_seconds))
+                        if ov > best:
+                            best, ident = ov, i
+            else:
+                ident = photo_ident.get(key, -1)
+            labels.append((p.name, ident))
+    if not labels:
+        return {"people": 0}
+    from collections import Counter
+
+    n = len(labels)
+    purity = sum(Counter(i for q, i in labels if q == p).most_common(1)[0][1] for p in {q for q, _ in labels}) / n
+    completeness = (
+        sum(Counter(q for q, i in labels if i == ident).most_common(1)[0][1] for ident in {i for _, i in labels}) / n
+    )
+    return {
+        "people": len({q for q, _ in labels}),
+        "identities_listed": len({i for _, i in labels if i >= 0}),
+        "clustering_purity": purity,
+        "clustering_completeness": completeness,
+    }
+
+
 def search(videos: list[dict], photos: list[tuple[int, np.ndarray]], idents, strangers: list[int], work: Path) -> dict:
     from benchmarks.copydetect.server_check import start_server
     from frameseek.client import Client, FrameSeekError
@@ -222,16 +260,19 @@ def search(videos: list[dict], photos: list[tuple[int, np.ndarray]], idents, str
             fs.wait_ready(120)
             fs.create_collection("people", faces=True)
             where: dict[int, str] = {}
+            names: dict[str, str] = {}  # video resource name -> external key
             truth_iv: dict[int, list] = {}
             for v in videos:
-                fs.ingest_video(v["path"], collection="people", external_key=v["path"].name)
+                r = fs.ingest_video(v["path"], collection="people", external_key=v["path"].name)
+                names[r.video.name] = v["path"].name
                 for ident, spans in v["truth"]["intervals"].items():
                     where[ident] = v["path"].name
                     truth_iv[ident] = spans
             for ident, rgb in photos:
                 p = work / f"photo{ident}.png"
                 p.write_bytes(_png(rgb))
-                fs.ingest_image(p, collection="people", external_key=p.name)
+                r = fs.ingest_image(p, collection="people", external_key=p.name)
+                names[r.video.name] = p.name
                 where[ident] = p.name
             top1, ious, true_scores, stranger_hits, stranger_scores = 0, [], [], 0, []
             for ident, key in where.items():
@@ -242,6 +283,7 @@ def search(videos: list[dict], photos: list[tuple[int, np.ndarray]], idents, str
                     if ident in truth_iv:
                         got = [(a.start_seconds, a.end_seconds) for a in hits[0].appearances]
                         ious.append(_interval_iou(got, truth_iv[ident]))
+            clusters = _clustering(fs.list_people("people"), videos, where, names)
             for ident in strangers:
                 scores = [h.score for h in query(fs, ident, min_score=1e-6)]
                 stranger_scores.append(max(scores, default=0.0))
@@ -260,6 +302,7 @@ def search(videos: list[dict], photos: list[tuple[int, np.ndarray]], idents, str
         "max_stranger_score": float(max(stranger_scores, default=0.0)),
         "other_photo_queries": sum(idents[i].query_is_other_photo for i in where),
         "queries_without_a_detected_face": no_face,
+        **clusters,
     }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..config import FACES, FacesConfig
+from ..errors import failed_precondition
 from ..ids import NO_ID, split_sample_ids
 from ..pipeline.faces import FaceCollector, FaceSet, chain_samples, query_faces
 
@@ -82,9 +83,14 @@ class FaceModels:
     def get(self) -> tuple[Any, Any]:
         with self._lock:
             if self._models is None:
-                from ..embed.faces import DlibResNetEncoder, load_detector
+                from ..embed.faces import DlibResNetEncoder, FaceModelUnavailable, load_detector
 
-                self._models = (load_detector(self.cfg.detector, self.cfg.upsample), DlibResNetEncoder())
+                try:
+                    self._models = (load_detector(self.cfg.detector, self.cfg.upsample), DlibResNetEncoder())
+                except FaceModelUnavailable as exc:
+                    raise failed_precondition(
+                        f"the face models could not be loaded on this server: {exc}", "MODEL_UNAVAILABLE"
+                    ) from None
             return self._models
 
     def index_spec(self) -> dict:

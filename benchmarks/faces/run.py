@@ -176,11 +176,21 @@ def pipeline(videos: list[dict], keep: int) -> tuple[dict, list]:
         for t, rgb in frames:
             scale = rgb.shape[1] / w
             kept.append((rgb, [(i, tuple(np.asarray(b) * scale), e) for i, b, e in _truth_at(v["truth"], t, fps)]))
-        # fragmentation: tracks per true appearance (1 = each appearance is one track)
-        for spans in v["truth"]["intervals"].values():
+        # fragmentation: tracks per true appearance (1 = each appearance is one track), counting
+        # the tracks of the faces found on that identity's placed box
+        from frameseek.pipeline.faces import box_iou
+
+        px = np.array([w, h, w, h], np.float32)
+        for ident, spans in v["truth"]["intervals"].items():
             for s, e in spans:
-                inside = (fs.times >= s) & (fs.times < e)
-                tracks_per_app.append(len(np.unique(fs.tracks[inside])))
+                tracks = set()
+                for i in np.nonzero((fs.times >= s) & (fs.times < e))[0]:
+                    for k, b, _ in _truth_at(v["truth"], float(fs.times[i]), fps):
+                        iou = box_iou((fs.boxes[i] * px)[None], np.asarray(b, np.float32)[None])[0, 0]
+                        if k == ident and iou >= 0.3:
+                            tracks.add(int(fs.tracks[i]))
+                if tracks:
+                    tracks_per_app.append(len(tracks))
     secs = out["media_s"]
     summary = {
         "media_seconds": secs,

@@ -100,3 +100,15 @@ def test_chosen_box_picks_the_face_inside_it(models):
     right = FaceBox(rgb.shape[1] * 2 / 3, 0, rgb.shape[1], rgb.shape[0])
     boxes, vectors = query_faces(detector, encoder, rgb, right)
     assert len(boxes) == 1 and boxes[0].x0 == found[-1].x0
+
+
+def test_a_face_cropped_tight_to_the_border_is_found(models):
+    detector, encoder = models
+    rgb = _photo("227943776_1.jpg")
+    (face,) = detector.detect(rgb)
+    dw, dh = 0.15 * (face.x1 - face.x0), 0.15 * (face.y1 - face.y0)  # inside the face box
+    tight = np.ascontiguousarray(rgb[int(face.y0 + dh) : int(face.y1 - dh), int(face.x0 + dw) : int(face.x1 - dw)])
+    assert detector.detect(tight) == []  # no margin around the face: HOG's window does not fit
+    boxes, vectors = query_faces(detector, encoder, tight, short_side=720)
+    assert len(boxes) == 1 and vectors.shape == (1, 128)
+    assert 0 <= boxes[0].x0 < boxes[0].x1 <= tight.shape[1]

@@ -245,6 +245,18 @@ def query_faces(
     """The faces of a query photo and their vectors: every face found, or, with `box`, the found
     face that overlaps it most (the box itself when none overlaps: the caller knows where it is)."""
     found = detect_faces(detector, rgb, short_side)
+    if not found:
+        h, w = rgb.shape[:2]
+        # a face cropped tight to the photo's border (a profile picture, a cut-out) leaves the
+        # detector's window no margin: one more look with a border of repeated edge pixels
+        # (a query is one image, so the second pass is cheap)
+        ph, pw = max(1, h // 4), max(1, w // 4)
+        padded = np.pad(rgb, ((ph, ph), (pw, pw), (0, 0)), mode="edge")
+        found = [
+            FaceBox(max(0.0, b.x0 - pw), max(0.0, b.y0 - ph), min(w, b.x1 - pw), min(h, b.y1 - ph), b.score)
+            for b in detect_faces(detector, padded, short_side)
+        ]
+        found = [b for b in found if b.x1 > b.x0 and b.y1 > b.y0]
     if box is not None:
         inside = [_covered(b, box) for b in found]
         # the detected face most inside the box (a loose box around a face, or a region of the

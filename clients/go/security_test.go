@@ -70,6 +70,14 @@ func makePKI(t *testing.T) string {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		DNSNames: []string{"localhost"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		KeyUsage: x509.KeyUsageDigitalSignature}, ca, caKey)
+	// client certificates for mutual TLS: one the CA signed, one it did not (self-signed)
+	client := x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "go client"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	writeCert(t, dir, "client", &client, ca, caKey)
+	stranger := client
+	stranger.SerialNumber = big.NewInt(4)
+	writeCert(t, dir, "stranger", &stranger, nil, nil)
 	return dir
 }
 
@@ -148,5 +156,62 @@ func TestTLSAndTokenRoles(t *testing.T) {
 	}
 	if _, err := frameseek.Dial(srv.addr, frameseek.WithTLSFiles(filepath.Join(pki, "missing.pem"), "", "")); err == nil {
 		t.Fatal("Dial with a missing CA file succeeded")
+	}
+}
+
+// A server started with --tls-client-ca admits only clients that present a certificate its CA
+// signed (mutual TLS), through the generated API and the native SearchByVector path alike.
+func TestMutualTLS(t *testing.T) {
+	if serverAddr == "" {
+		t.Skip(skipReason)
+	}
+	pki := makePKI(t)
+	ca := filepath.Join(pki, "ca.pem")
+	withCert := func(name string) frameseek.Option {
+		return frameseek.WithTLSFiles(ca, filepath.Join(pki, name+".pem"), filepath.Join(pki, name+".key"))
+	}
+	srv, err := launchServer([]string{"--tls-cert", filepath.Join(pki, "server.pem"), "--tls-key", filepath.Join(pki, "server.key"),
+		"--tls-client-ca", ca}, withCert("client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.stop()
+	ctx := ctxT(t)
+	dial := func(opt frameseek.Option) *frameseek.Client {
+		c, err := frameseek.Dial(srv.addr, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	member := dial(withCert("client"))
+	if _, err := member.Stats(ctx); err != nil {
+		t.Fatalf("client certificate from the CA: %v", err)
+	}
+	coll, err := member.API.GetCollection(ctx, &pb.GetCollectionRequest{Name: frameseek.DefaultCollection})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vec := make([]float32, coll.GetDimension())
+	vec[0] = 1
+	query := &pb.SearchByVectorRequest{Parent: frameseek.DefaultCollection, Vector: vec}
+	if _, err := member.API.SearchByVector(ctx, query); err != nil {
+		t.Fatalf("SearchByVector with a client certificate: %v", err)
+	}
+	for name, opt := range map[string]frameseek.Option{
+		"no client certificate":             frameseek.WithTLSFiles(ca, "", ""),
+		"a certificate the CA never signed": withCert("stranger"),
+	} {
+		c := dial(opt)
+		if _, err := c.Stats(ctx); frameseek.Code(err) != codes.Unavailable {
+			t.Errorf("%s: Stats gave %v, want UNAVAILABLE (handshake refused)", name, err)
+		}
+		if _, err := c.API.SearchByVector(ctx, query); frameseek.Code(err) != codes.Unavailable {
+			t.Errorf("%s: SearchByVector gave %v, want UNAVAILABLE (handshake refused)", name, err)
+		}
+	}
+	if _, err := frameseek.Dial(srv.addr, frameseek.WithTLSFiles(ca, filepath.Join(pki, "client.pem"), "")); err == nil {
+		t.Error("Dial with a certificate but no key succeeded")
 	}
 }

@@ -265,3 +265,55 @@ describe("TLS and tokens against a live server", { skip: skipReason }, () => {
     }
   });
 });
+
+// A server started with --tls-client-ca admits only clients whose certificate its CA signed.
+describe("mutual TLS against a live server", { skip: skipReason }, () => {
+  let dir: string;
+  let srv: TestServer;
+  const byName = { "grpc.ssl_target_name_override": "localhost" };
+  const files = (name?: string) =>
+    tlsFromFiles({ ca: join(dir, "ca.pem"), ...(name ? { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) } : {}) });
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "frameseek-ts-mtls-"));
+    const ssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    ssl("req", "-x509", ...ec, "-days", "2", "-subj", "/CN=ts mtls CA", "-keyout", "ca.key", "-out", "ca.pem");
+    const signed = (name: string, ext: string) => {
+      ssl("req", ...ec, "-subj", `/CN=${name}`, "-keyout", `${name}.key`, "-out", `${name}.csr`);
+      writeFileSync(join(dir, `${name}.ext`), ext);
+      ssl("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", `${name}.ext`, "-out", `${name}.pem`);
+    };
+    signed("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    signed("client", "extendedKeyUsage=clientAuth\n");
+    // a client certificate the CA never signed
+    ssl("req", "-x509", ...ec, "-days", "2", "-subj", "/CN=stranger", "-keyout", "stranger.key", "-out", "stranger.pem");
+    srv = await startServer({
+      args: ["--tls-cert", join(dir, "server.pem"), "--tls-key", join(dir, "server.key"), "--tls-client-ca", join(dir, "ca.pem")],
+      connect: { tls: files("client"), channelOptions: byName },
+      media: false,
+    });
+  });
+  after(async () => {
+    await srv?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("a certificate from the CA is admitted, others are refused at the handshake", async () => {
+    const member = new FrameSeek(srv.address, { tls: files("client"), channelOptions: byName });
+    const anonymous = new FrameSeek(srv.address, { tls: files(), channelOptions: byName });
+    const stranger = new FrameSeek(srv.address, { tls: files("stranger"), channelOptions: byName });
+    try {
+      assert.ok((await member.stats()).version);
+      const dim = (await member.getCollection(DEFAULT_COLLECTION)).dimension;
+      const vec = Array.from({ length: dim }, (_, i) => (i === 0 ? 1 : 0));
+      await member.searchByVector(vec); // the native front end's path
+      for (const c of [anonymous, stranger]) {
+        await assert.rejects(c.stats(), (err: FrameSeekError) => err.code === status.UNAVAILABLE);
+        await assert.rejects(c.searchByVector(vec), (err: FrameSeekError) => err.code === status.UNAVAILABLE);
+      }
+    } finally {
+      for (const c of [member, anonymous, stranger]) c.close();
+    }
+  });
+});

@@ -112,6 +112,10 @@ const (
 	// An upload stream sent nothing for upload_idle_timeout_s (status DEADLINE_EXCEEDED); its
 	// spooled bytes were removed.
 	ErrorReason_ERROR_REASON_UPLOAD_IDLE ErrorReason = 32
+	// SearchByFace: no face was found in the photo (nor at the given face box).
+	ErrorReason_ERROR_REASON_NO_FACE ErrorReason = 33
+	// Unknown person.
+	ErrorReason_ERROR_REASON_PERSON_NOT_FOUND ErrorReason = 34
 	// The call needs a modality (faces, audio ...) that the collection was not created with
 	// (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
 	ErrorReason_ERROR_REASON_MODALITY_NOT_ENABLED ErrorReason = 47
@@ -153,6 +157,8 @@ var (
 		30: "ERROR_REASON_PERMISSION_DENIED",
 		31: "ERROR_REASON_DISK_FULL",
 		32: "ERROR_REASON_UPLOAD_IDLE",
+		33: "ERROR_REASON_NO_FACE",
+		34: "ERROR_REASON_PERSON_NOT_FOUND",
 		47: "ERROR_REASON_MODALITY_NOT_ENABLED",
 	}
 	ErrorReason_value = map[string]int32{
@@ -189,6 +195,8 @@ var (
 		"ERROR_REASON_PERMISSION_DENIED":    30,
 		"ERROR_REASON_DISK_FULL":            31,
 		"ERROR_REASON_UPLOAD_IDLE":          32,
+		"ERROR_REASON_NO_FACE":              33,
+		"ERROR_REASON_PERSON_NOT_FOUND":     34,
 		"ERROR_REASON_MODALITY_NOT_ENABLED": 47,
 	}
 )
@@ -718,7 +726,10 @@ type Collection struct {
 	// Output only. Creation time.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only. Whether this is the server's default collection.
-	IsDefault     bool `protobuf:"varint,11,opt,name=is_default,json=isDefault,proto3" json:"is_default,omitempty"`
+	IsDefault bool `protobuf:"varint,11,opt,name=is_default,json=isDefault,proto3" json:"is_default,omitempty"`
+	// Immutable. Also detect, embed and index faces on the sampled frames (SearchByFace); off by
+	// default. Costs the face detector and encoder per sample at ingest.
+	Faces         bool `protobuf:"varint,12,opt,name=faces,proto3" json:"faces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -826,6 +837,13 @@ func (x *Collection) GetCreateTime() *timestamppb.Timestamp {
 func (x *Collection) GetIsDefault() bool {
 	if x != nil {
 		return x.IsDefault
+	}
+	return false
+}
+
+func (x *Collection) GetFaces() bool {
+	if x != nil {
+		return x.Faces
 	}
 	return false
 }
@@ -3290,6 +3308,910 @@ func (x *Stats) GetRecoveryProblems() []string {
 	return nil
 }
 
+// A face's box. In a query photo: pixels. In results: fractions (0..1) of the frame's width and height.
+type FaceBox struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	X0            float32                `protobuf:"fixed32,1,opt,name=x0,proto3" json:"x0,omitempty"`
+	Y0            float32                `protobuf:"fixed32,2,opt,name=y0,proto3" json:"y0,omitempty"`
+	X1            float32                `protobuf:"fixed32,3,opt,name=x1,proto3" json:"x1,omitempty"`
+	Y1            float32                `protobuf:"fixed32,4,opt,name=y1,proto3" json:"y1,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaceBox) Reset() {
+	*x = FaceBox{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceBox) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceBox) ProtoMessage() {}
+
+func (x *FaceBox) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceBox.ProtoReflect.Descriptor instead.
+func (*FaceBox) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *FaceBox) GetX0() float32 {
+	if x != nil {
+		return x.X0
+	}
+	return 0
+}
+
+func (x *FaceBox) GetY0() float32 {
+	if x != nil {
+		return x.Y0
+	}
+	return 0
+}
+
+func (x *FaceBox) GetX1() float32 {
+	if x != nil {
+		return x.X1
+	}
+	return 0
+}
+
+func (x *FaceBox) GetY1() float32 {
+	if x != nil {
+		return x.Y1
+	}
+	return 0
+}
+
+type SearchByFaceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional. `collections/{collection}`; default collection when empty.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Required. Encoded photo (JPEG, PNG, WebP, BMP).
+	Image []byte `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	// Optional. Search only the face at this box (pixels of the photo); otherwise every face found.
+	Face *FaceBox `protobuf:"bytes,3,opt,name=face,proto3" json:"face,omitempty"`
+	// Optional. k = videos per query face; min_score = drop appearances below this calibrated score
+	// (0 = the server's threshold, 0.5: the face model's own same-person distance);
+	// max_matches_per_video = appearances (tracks) per video (default 1); filter.
+	Options       *SearchOptions `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchByFaceRequest) Reset() {
+	*x = SearchByFaceRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchByFaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchByFaceRequest) ProtoMessage() {}
+
+func (x *SearchByFaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchByFaceRequest.ProtoReflect.Descriptor instead.
+func (*SearchByFaceRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SearchByFaceRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *SearchByFaceRequest) GetImage() []byte {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *SearchByFaceRequest) GetFace() *FaceBox {
+	if x != nil {
+		return x.Face
+	}
+	return nil
+}
+
+func (x *SearchByFaceRequest) GetOptions() *SearchOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// One appearance of the person in a video: a face track.
+type FaceAppearance struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the person is on screen: the track's first face to its last plus one sampling period.
+	StartSeconds float64 `protobuf:"fixed64,1,opt,name=start_seconds,json=startSeconds,proto3" json:"start_seconds,omitempty"`
+	EndSeconds   float64 `protobuf:"fixed64,2,opt,name=end_seconds,json=endSeconds,proto3" json:"end_seconds,omitempty"`
+	// The track's face nearest to the query.
+	TimestampSeconds float64  `protobuf:"fixed64,3,opt,name=timestamp_seconds,json=timestampSeconds,proto3" json:"timestamp_seconds,omitempty"`
+	Box              *FaceBox `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
+	// Calibrated score in (0, 1): 0.5 at the face model's same-person distance, higher is closer.
+	Score float32 `protobuf:"fixed32,5,opt,name=score,proto3" json:"score,omitempty"`
+	// The person this track was assigned to (`collections/{collection}/people/{person}`; empty
+	// before assignment) and their display name.
+	Person            string `protobuf:"bytes,6,opt,name=person,proto3" json:"person,omitempty"`
+	PersonDisplayName string `protobuf:"bytes,7,opt,name=person_display_name,json=personDisplayName,proto3" json:"person_display_name,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *FaceAppearance) Reset() {
+	*x = FaceAppearance{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceAppearance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceAppearance) ProtoMessage() {}
+
+func (x *FaceAppearance) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceAppearance.ProtoReflect.Descriptor instead.
+func (*FaceAppearance) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *FaceAppearance) GetStartSeconds() float64 {
+	if x != nil {
+		return x.StartSeconds
+	}
+	return 0
+}
+
+func (x *FaceAppearance) GetEndSeconds() float64 {
+	if x != nil {
+		return x.EndSeconds
+	}
+	return 0
+}
+
+func (x *FaceAppearance) GetTimestampSeconds() float64 {
+	if x != nil {
+		return x.TimestampSeconds
+	}
+	return 0
+}
+
+func (x *FaceAppearance) GetBox() *FaceBox {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+func (x *FaceAppearance) GetScore() float32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *FaceAppearance) GetPerson() string {
+	if x != nil {
+		return x.Person
+	}
+	return ""
+}
+
+func (x *FaceAppearance) GetPersonDisplayName() string {
+	if x != nil {
+		return x.PersonDisplayName
+	}
+	return ""
+}
+
+// A video (or photo) where the person appears.
+type FaceVideoHit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Video *Video                 `protobuf:"bytes,1,opt,name=video,proto3" json:"video,omitempty"`
+	// Best appearance score.
+	Score float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	// The best appearance's timestamp and box.
+	TimestampSeconds float64  `protobuf:"fixed64,3,opt,name=timestamp_seconds,json=timestampSeconds,proto3" json:"timestamp_seconds,omitempty"`
+	Box              *FaceBox `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
+	// Appearances by start time (at most max_matches_per_video, the best ones).
+	Appearances []*FaceAppearance `protobuf:"bytes,5,rep,name=appearances,proto3" json:"appearances,omitempty"`
+	// The best appearance's person and display name.
+	Person            string `protobuf:"bytes,6,opt,name=person,proto3" json:"person,omitempty"`
+	PersonDisplayName string `protobuf:"bytes,7,opt,name=person_display_name,json=personDisplayName,proto3" json:"person_display_name,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *FaceVideoHit) Reset() {
+	*x = FaceVideoHit{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceVideoHit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceVideoHit) ProtoMessage() {}
+
+func (x *FaceVideoHit) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceVideoHit.ProtoReflect.Descriptor instead.
+func (*FaceVideoHit) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *FaceVideoHit) GetVideo() *Video {
+	if x != nil {
+		return x.Video
+	}
+	return nil
+}
+
+func (x *FaceVideoHit) GetScore() float32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *FaceVideoHit) GetTimestampSeconds() float64 {
+	if x != nil {
+		return x.TimestampSeconds
+	}
+	return 0
+}
+
+func (x *FaceVideoHit) GetBox() *FaceBox {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+func (x *FaceVideoHit) GetAppearances() []*FaceAppearance {
+	if x != nil {
+		return x.Appearances
+	}
+	return nil
+}
+
+func (x *FaceVideoHit) GetPerson() string {
+	if x != nil {
+		return x.Person
+	}
+	return ""
+}
+
+func (x *FaceVideoHit) GetPersonDisplayName() string {
+	if x != nil {
+		return x.PersonDisplayName
+	}
+	return ""
+}
+
+// The results for one face of the query photo.
+type FaceSearchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The face in the query photo (pixels).
+	QueryFace *FaceBox `protobuf:"bytes,1,opt,name=query_face,json=queryFace,proto3" json:"query_face,omitempty"`
+	// Videos by descending score, at most k.
+	Hits          []*FaceVideoHit `protobuf:"bytes,2,rep,name=hits,proto3" json:"hits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaceSearchResult) Reset() {
+	*x = FaceSearchResult{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceSearchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceSearchResult) ProtoMessage() {}
+
+func (x *FaceSearchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceSearchResult.ProtoReflect.Descriptor instead.
+func (*FaceSearchResult) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FaceSearchResult) GetQueryFace() *FaceBox {
+	if x != nil {
+		return x.QueryFace
+	}
+	return nil
+}
+
+func (x *FaceSearchResult) GetHits() []*FaceVideoHit {
+	if x != nil {
+		return x.Hits
+	}
+	return nil
+}
+
+type SearchByFaceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per face searched, largest detector confidence first.
+	Results []*FaceSearchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Face encoder of the collection searched.
+	FaceModel     string `protobuf:"bytes,2,opt,name=face_model,json=faceModel,proto3" json:"face_model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchByFaceResponse) Reset() {
+	*x = SearchByFaceResponse{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchByFaceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchByFaceResponse) ProtoMessage() {}
+
+func (x *SearchByFaceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchByFaceResponse.ProtoReflect.Descriptor instead.
+func (*SearchByFaceResponse) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *SearchByFaceResponse) GetResults() []*FaceSearchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *SearchByFaceResponse) GetFaceModel() string {
+	if x != nil {
+		return x.FaceModel
+	}
+	return ""
+}
+
+// A face of a person at one moment of a video.
+type FaceSighting struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `collections/{collection}/videos/{video}`.
+	Video            string  `protobuf:"bytes,1,opt,name=video,proto3" json:"video,omitempty"`
+	TimestampSeconds float64 `protobuf:"fixed64,2,opt,name=timestamp_seconds,json=timestampSeconds,proto3" json:"timestamp_seconds,omitempty"`
+	// Fractions of the frame.
+	Box           *FaceBox `protobuf:"bytes,3,opt,name=box,proto3" json:"box,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaceSighting) Reset() {
+	*x = FaceSighting{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceSighting) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceSighting) ProtoMessage() {}
+
+func (x *FaceSighting) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceSighting.ProtoReflect.Descriptor instead.
+func (*FaceSighting) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *FaceSighting) GetVideo() string {
+	if x != nil {
+		return x.Video
+	}
+	return ""
+}
+
+func (x *FaceSighting) GetTimestampSeconds() float64 {
+	if x != nil {
+		return x.TimestampSeconds
+	}
+	return 0
+}
+
+func (x *FaceSighting) GetBox() *FaceBox {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+// An interval during which a person is on screen in a video (one face track).
+type PersonAppearance struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Video         string                 `protobuf:"bytes,1,opt,name=video,proto3" json:"video,omitempty"`
+	StartSeconds  float64                `protobuf:"fixed64,2,opt,name=start_seconds,json=startSeconds,proto3" json:"start_seconds,omitempty"`
+	EndSeconds    float64                `protobuf:"fixed64,3,opt,name=end_seconds,json=endSeconds,proto3" json:"end_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PersonAppearance) Reset() {
+	*x = PersonAppearance{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PersonAppearance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PersonAppearance) ProtoMessage() {}
+
+func (x *PersonAppearance) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PersonAppearance.ProtoReflect.Descriptor instead.
+func (*PersonAppearance) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *PersonAppearance) GetVideo() string {
+	if x != nil {
+		return x.Video
+	}
+	return ""
+}
+
+func (x *PersonAppearance) GetStartSeconds() float64 {
+	if x != nil {
+		return x.StartSeconds
+	}
+	return 0
+}
+
+func (x *PersonAppearance) GetEndSeconds() float64 {
+	if x != nil {
+		return x.EndSeconds
+	}
+	return 0
+}
+
+// A person: face tracks clustered across a collection's videos. Ids are stable: a person keeps
+// its id, later videos only add appearances.
+type Person struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier. `collections/{collection}/people/{person}`, {person} a decimal id.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Optional. Set with UpdatePerson; empty until then.
+	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// Output only. Videos (and photos) the person appears in.
+	VideoCount int32 `protobuf:"varint,3,opt,name=video_count,json=videoCount,proto3" json:"video_count,omitempty"`
+	// Output only. Appearances (tracks): all of them in ListPeople, those in the video in GetVideoPeople.
+	Appearances []*PersonAppearance `protobuf:"bytes,4,rep,name=appearances,proto3" json:"appearances,omitempty"`
+	// Output only. The detector's most confident face of the person (in GetVideoPeople: in that video).
+	Representative *FaceSighting `protobuf:"bytes,5,opt,name=representative,proto3" json:"representative,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Person) Reset() {
+	*x = Person{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Person) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Person) ProtoMessage() {}
+
+func (x *Person) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Person.ProtoReflect.Descriptor instead.
+func (*Person) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *Person) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Person) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *Person) GetVideoCount() int32 {
+	if x != nil {
+		return x.VideoCount
+	}
+	return 0
+}
+
+func (x *Person) GetAppearances() []*PersonAppearance {
+	if x != nil {
+		return x.Appearances
+	}
+	return nil
+}
+
+func (x *Person) GetRepresentative() *FaceSighting {
+	if x != nil {
+		return x.Representative
+	}
+	return nil
+}
+
+type ListPeopleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional. `collections/{collection}`; default collection when empty.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Optional. Default 50, at most 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Optional. next_page_token of the previous page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeopleRequest) Reset() {
+	*x = ListPeopleRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeopleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeopleRequest) ProtoMessage() {}
+
+func (x *ListPeopleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeopleRequest.ProtoReflect.Descriptor instead.
+func (*ListPeopleRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListPeopleRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListPeopleRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPeopleRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListPeopleResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	People []*Person              `protobuf:"bytes,1,rep,name=people,proto3" json:"people,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeopleResponse) Reset() {
+	*x = ListPeopleResponse{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeopleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeopleResponse) ProtoMessage() {}
+
+func (x *ListPeopleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeopleResponse.ProtoReflect.Descriptor instead.
+func (*ListPeopleResponse) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListPeopleResponse) GetPeople() []*Person {
+	if x != nil {
+		return x.People
+	}
+	return nil
+}
+
+func (x *ListPeopleResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type GetVideoPeopleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. `collections/{collection}/videos/{video}`.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVideoPeopleRequest) Reset() {
+	*x = GetVideoPeopleRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVideoPeopleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVideoPeopleRequest) ProtoMessage() {}
+
+func (x *GetVideoPeopleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVideoPeopleRequest.ProtoReflect.Descriptor instead.
+func (*GetVideoPeopleRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GetVideoPeopleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetVideoPeopleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	People        []*Person              `protobuf:"bytes,1,rep,name=people,proto3" json:"people,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVideoPeopleResponse) Reset() {
+	*x = GetVideoPeopleResponse{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVideoPeopleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVideoPeopleResponse) ProtoMessage() {}
+
+func (x *GetVideoPeopleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVideoPeopleResponse.ProtoReflect.Descriptor instead.
+func (*GetVideoPeopleResponse) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *GetVideoPeopleResponse) GetPeople() []*Person {
+	if x != nil {
+		return x.People
+	}
+	return nil
+}
+
+type UpdatePersonRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The person (`name`) with its new `display_name`; other fields are ignored.
+	Person        *Person `protobuf:"bytes,1,opt,name=person,proto3" json:"person,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePersonRequest) Reset() {
+	*x = UpdatePersonRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePersonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePersonRequest) ProtoMessage() {}
+
+func (x *UpdatePersonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePersonRequest.ProtoReflect.Descriptor instead.
+func (*UpdatePersonRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *UpdatePersonRequest) GetPerson() *Person {
+	if x != nil {
+		return x.Person
+	}
+	return nil
+}
+
 var File_frameseek_v1_frameseek_proto protoreflect.FileDescriptor
 
 const file_frameseek_v1_frameseek_proto_rawDesc = "" +
@@ -3303,7 +4225,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\rIndexSettings\x12\f\n" +
 	"\x01m\x18\x01 \x01(\x05R\x01m\x12'\n" +
 	"\x0fef_construction\x18\x02 \x01(\x05R\x0eefConstruction\x12\x1b\n" +
-	"\tef_search\x18\x03 \x01(\x05R\befSearch\"\xb3\x03\n" +
+	"\tef_search\x18\x03 \x01(\x05R\befSearch\"\xc9\x03\n" +
 	"\n" +
 	"Collection\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
@@ -3320,7 +4242,8 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x1d\n" +
 	"\n" +
-	"is_default\x18\v \x01(\bR\tisDefault\"x\n" +
+	"is_default\x18\v \x01(\bR\tisDefault\x12\x14\n" +
+	"\x05faces\x18\f \x01(\bR\x05faces\"x\n" +
 	"\x17CreateCollectionRequest\x12#\n" +
 	"\rcollection_id\x18\x01 \x01(\tR\fcollectionId\x128\n" +
 	"\n" +
@@ -3528,7 +4451,72 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"simd_level\x18\t \x01(\tR\tsimdLevel\x12\x1a\n" +
 	"\binsecure\x18\n" +
 	" \x01(\bR\binsecure\x12+\n" +
-	"\x11recovery_problems\x18\v \x03(\tR\x10recoveryProblems*\x8e\t\n" +
+	"\x11recovery_problems\x18\v \x03(\tR\x10recoveryProblems\"I\n" +
+	"\aFaceBox\x12\x0e\n" +
+	"\x02x0\x18\x01 \x01(\x02R\x02x0\x12\x0e\n" +
+	"\x02y0\x18\x02 \x01(\x02R\x02y0\x12\x0e\n" +
+	"\x02x1\x18\x03 \x01(\x02R\x02x1\x12\x0e\n" +
+	"\x02y1\x18\x04 \x01(\x02R\x02y1\"\xa5\x01\n" +
+	"\x13SearchByFaceRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\fR\x05image\x12)\n" +
+	"\x04face\x18\x03 \x01(\v2\x15.frameseek.v1.FaceBoxR\x04face\x125\n" +
+	"\aoptions\x18\x04 \x01(\v2\x1b.frameseek.v1.SearchOptionsR\aoptions\"\x8a\x02\n" +
+	"\x0eFaceAppearance\x12#\n" +
+	"\rstart_seconds\x18\x01 \x01(\x01R\fstartSeconds\x12\x1f\n" +
+	"\vend_seconds\x18\x02 \x01(\x01R\n" +
+	"endSeconds\x12+\n" +
+	"\x11timestamp_seconds\x18\x03 \x01(\x01R\x10timestampSeconds\x12'\n" +
+	"\x03box\x18\x04 \x01(\v2\x15.frameseek.v1.FaceBoxR\x03box\x12\x14\n" +
+	"\x05score\x18\x05 \x01(\x02R\x05score\x12\x16\n" +
+	"\x06person\x18\x06 \x01(\tR\x06person\x12.\n" +
+	"\x13person_display_name\x18\a \x01(\tR\x11personDisplayName\"\xad\x02\n" +
+	"\fFaceVideoHit\x12)\n" +
+	"\x05video\x18\x01 \x01(\v2\x13.frameseek.v1.VideoR\x05video\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\x12+\n" +
+	"\x11timestamp_seconds\x18\x03 \x01(\x01R\x10timestampSeconds\x12'\n" +
+	"\x03box\x18\x04 \x01(\v2\x15.frameseek.v1.FaceBoxR\x03box\x12>\n" +
+	"\vappearances\x18\x05 \x03(\v2\x1c.frameseek.v1.FaceAppearanceR\vappearances\x12\x16\n" +
+	"\x06person\x18\x06 \x01(\tR\x06person\x12.\n" +
+	"\x13person_display_name\x18\a \x01(\tR\x11personDisplayName\"x\n" +
+	"\x10FaceSearchResult\x124\n" +
+	"\n" +
+	"query_face\x18\x01 \x01(\v2\x15.frameseek.v1.FaceBoxR\tqueryFace\x12.\n" +
+	"\x04hits\x18\x02 \x03(\v2\x1a.frameseek.v1.FaceVideoHitR\x04hits\"o\n" +
+	"\x14SearchByFaceResponse\x128\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.frameseek.v1.FaceSearchResultR\aresults\x12\x1d\n" +
+	"\n" +
+	"face_model\x18\x02 \x01(\tR\tfaceModel\"z\n" +
+	"\fFaceSighting\x12\x14\n" +
+	"\x05video\x18\x01 \x01(\tR\x05video\x12+\n" +
+	"\x11timestamp_seconds\x18\x02 \x01(\x01R\x10timestampSeconds\x12'\n" +
+	"\x03box\x18\x03 \x01(\v2\x15.frameseek.v1.FaceBoxR\x03box\"n\n" +
+	"\x10PersonAppearance\x12\x14\n" +
+	"\x05video\x18\x01 \x01(\tR\x05video\x12#\n" +
+	"\rstart_seconds\x18\x02 \x01(\x01R\fstartSeconds\x12\x1f\n" +
+	"\vend_seconds\x18\x03 \x01(\x01R\n" +
+	"endSeconds\"\xe6\x01\n" +
+	"\x06Person\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1f\n" +
+	"\vvideo_count\x18\x03 \x01(\x05R\n" +
+	"videoCount\x12@\n" +
+	"\vappearances\x18\x04 \x03(\v2\x1e.frameseek.v1.PersonAppearanceR\vappearances\x12B\n" +
+	"\x0erepresentative\x18\x05 \x01(\v2\x1a.frameseek.v1.FaceSightingR\x0erepresentative\"g\n" +
+	"\x11ListPeopleRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"j\n" +
+	"\x12ListPeopleResponse\x12,\n" +
+	"\x06people\x18\x01 \x03(\v2\x14.frameseek.v1.PersonR\x06people\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"+\n" +
+	"\x15GetVideoPeopleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"F\n" +
+	"\x16GetVideoPeopleResponse\x12,\n" +
+	"\x06people\x18\x01 \x03(\v2\x14.frameseek.v1.PersonR\x06people\"C\n" +
+	"\x13UpdatePersonRequest\x12,\n" +
+	"\x06person\x18\x01 \x01(\v2\x14.frameseek.v1.PersonR\x06person*\xcb\t\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_CORRUPT_MEDIA\x10\x01\x12\"\n" +
@@ -3563,7 +4551,9 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x1cERROR_REASON_UNAUTHENTICATED\x10\x1d\x12\"\n" +
 	"\x1eERROR_REASON_PERMISSION_DENIED\x10\x1e\x12\x1a\n" +
 	"\x16ERROR_REASON_DISK_FULL\x10\x1f\x12\x1c\n" +
-	"\x18ERROR_REASON_UPLOAD_IDLE\x10 \x12%\n" +
+	"\x18ERROR_REASON_UPLOAD_IDLE\x10 \x12\x18\n" +
+	"\x14ERROR_REASON_NO_FACE\x10!\x12!\n" +
+	"\x1dERROR_REASON_PERSON_NOT_FOUND\x10\"\x12%\n" +
 	"!ERROR_REASON_MODALITY_NOT_ENABLED\x10/*B\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n" +
@@ -3593,7 +4583,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x19REGION_SEARCH_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REGION_SEARCH_OFF\x10\x01\x12\x16\n" +
 	"\x12REGION_SEARCH_AUTO\x10\x02\x12\x14\n" +
-	"\x10REGION_SEARCH_ON\x10\x032\xc8\t\n" +
+	"\x10REGION_SEARCH_ON\x10\x032\x96\f\n" +
 	"\tFrameSeek\x12S\n" +
 	"\x10CreateCollection\x12%.frameseek.v1.CreateCollectionRequest\x1a\x18.frameseek.v1.Collection\x12M\n" +
 	"\rGetCollection\x12\".frameseek.v1.GetCollectionRequest\x1a\x18.frameseek.v1.Collection\x12^\n" +
@@ -3605,7 +4595,12 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x0eWatchIngestJob\x12#.frameseek.v1.WatchIngestJobRequest\x1a\x17.frameseek.v1.IngestJob0\x01\x12Q\n" +
 	"\rSearchByImage\x12\".frameseek.v1.SearchByImageRequest\x1a\x1c.frameseek.v1.SearchResponse\x12Z\n" +
 	"\rSearchByVideo\x12\".frameseek.v1.SearchByVideoRequest\x1a#.frameseek.v1.SearchByVideoResponse(\x01\x12S\n" +
-	"\x0eSearchByVector\x12#.frameseek.v1.SearchByVectorRequest\x1a\x1c.frameseek.v1.SearchResponse\x12>\n" +
+	"\x0eSearchByVector\x12#.frameseek.v1.SearchByVectorRequest\x1a\x1c.frameseek.v1.SearchResponse\x12U\n" +
+	"\fSearchByFace\x12!.frameseek.v1.SearchByFaceRequest\x1a\".frameseek.v1.SearchByFaceResponse\x12O\n" +
+	"\n" +
+	"ListPeople\x12\x1f.frameseek.v1.ListPeopleRequest\x1a .frameseek.v1.ListPeopleResponse\x12[\n" +
+	"\x0eGetVideoPeople\x12#.frameseek.v1.GetVideoPeopleRequest\x1a$.frameseek.v1.GetVideoPeopleResponse\x12G\n" +
+	"\fUpdatePerson\x12!.frameseek.v1.UpdatePersonRequest\x1a\x14.frameseek.v1.Person\x12>\n" +
 	"\bGetVideo\x12\x1d.frameseek.v1.GetVideoRequest\x1a\x13.frameseek.v1.Video\x12O\n" +
 	"\n" +
 	"ListVideos\x12\x1f.frameseek.v1.ListVideosRequest\x1a .frameseek.v1.ListVideosResponse\x12G\n" +
@@ -3626,7 +4621,7 @@ func file_frameseek_v1_frameseek_proto_rawDescGZIP() []byte {
 }
 
 var file_frameseek_v1_frameseek_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_frameseek_v1_frameseek_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_frameseek_v1_frameseek_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_frameseek_v1_frameseek_proto_goTypes = []any{
 	(ErrorReason)(0),                // 0: frameseek.v1.ErrorReason
 	(Metric)(0),                     // 1: frameseek.v1.Metric
@@ -3671,25 +4666,39 @@ var file_frameseek_v1_frameseek_proto_goTypes = []any{
 	(*GetStatsRequest)(nil),         // 40: frameseek.v1.GetStatsRequest
 	(*CollectionStats)(nil),         // 41: frameseek.v1.CollectionStats
 	(*Stats)(nil),                   // 42: frameseek.v1.Stats
-	nil,                             // 43: frameseek.v1.Video.LabelsEntry
-	nil,                             // 44: frameseek.v1.IngestMetadata.LabelsEntry
-	nil,                             // 45: frameseek.v1.SearchFilter.LabelsEntry
-	nil,                             // 46: frameseek.v1.ListVideosRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),           // 48: google.protobuf.Empty
+	(*FaceBox)(nil),                 // 43: frameseek.v1.FaceBox
+	(*SearchByFaceRequest)(nil),     // 44: frameseek.v1.SearchByFaceRequest
+	(*FaceAppearance)(nil),          // 45: frameseek.v1.FaceAppearance
+	(*FaceVideoHit)(nil),            // 46: frameseek.v1.FaceVideoHit
+	(*FaceSearchResult)(nil),        // 47: frameseek.v1.FaceSearchResult
+	(*SearchByFaceResponse)(nil),    // 48: frameseek.v1.SearchByFaceResponse
+	(*FaceSighting)(nil),            // 49: frameseek.v1.FaceSighting
+	(*PersonAppearance)(nil),        // 50: frameseek.v1.PersonAppearance
+	(*Person)(nil),                  // 51: frameseek.v1.Person
+	(*ListPeopleRequest)(nil),       // 52: frameseek.v1.ListPeopleRequest
+	(*ListPeopleResponse)(nil),      // 53: frameseek.v1.ListPeopleResponse
+	(*GetVideoPeopleRequest)(nil),   // 54: frameseek.v1.GetVideoPeopleRequest
+	(*GetVideoPeopleResponse)(nil),  // 55: frameseek.v1.GetVideoPeopleResponse
+	(*UpdatePersonRequest)(nil),     // 56: frameseek.v1.UpdatePersonRequest
+	nil,                             // 57: frameseek.v1.Video.LabelsEntry
+	nil,                             // 58: frameseek.v1.IngestMetadata.LabelsEntry
+	nil,                             // 59: frameseek.v1.SearchFilter.LabelsEntry
+	nil,                             // 60: frameseek.v1.ListVideosRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 61: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),           // 62: google.protobuf.Empty
 }
 var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	1,  // 0: frameseek.v1.Collection.metric:type_name -> frameseek.v1.Metric
 	7,  // 1: frameseek.v1.Collection.sampling:type_name -> frameseek.v1.SamplingSettings
 	8,  // 2: frameseek.v1.Collection.index:type_name -> frameseek.v1.IndexSettings
-	47, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
+	61, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
 	9,  // 4: frameseek.v1.CreateCollectionRequest.collection:type_name -> frameseek.v1.Collection
 	9,  // 5: frameseek.v1.ListCollectionsResponse.collections:type_name -> frameseek.v1.Collection
-	43, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
+	57, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
 	2,  // 7: frameseek.v1.Video.kind:type_name -> frameseek.v1.MediaKind
-	47, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
+	61, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
 	3,  // 9: frameseek.v1.Video.state:type_name -> frameseek.v1.VideoState
-	44, // 10: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
+	58, // 10: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
 	4,  // 11: frameseek.v1.IngestMetadata.duplicate_policy:type_name -> frameseek.v1.DuplicatePolicy
 	16, // 12: frameseek.v1.IngestVideoRequest.metadata:type_name -> frameseek.v1.IngestMetadata
 	16, // 13: frameseek.v1.IngestImageRequest.metadata:type_name -> frameseek.v1.IngestMetadata
@@ -3698,9 +4707,9 @@ var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	34, // 16: frameseek.v1.IngestVideoResponse.copies:type_name -> frameseek.v1.VideoCopyMatch
 	5,  // 17: frameseek.v1.IngestJob.state:type_name -> frameseek.v1.IngestJobState
 	20, // 18: frameseek.v1.IngestJob.error:type_name -> frameseek.v1.JobError
-	47, // 19: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
-	47, // 20: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
-	45, // 21: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
+	61, // 19: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
+	61, // 20: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
+	59, // 21: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
 	15, // 22: frameseek.v1.VideoHit.video:type_name -> frameseek.v1.Video
 	25, // 23: frameseek.v1.VideoHit.matches:type_name -> frameseek.v1.FrameMatch
 	26, // 24: frameseek.v1.SearchResponse.hits:type_name -> frameseek.v1.VideoHit
@@ -3713,44 +4722,67 @@ var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	15, // 31: frameseek.v1.VideoCopyMatch.video:type_name -> frameseek.v1.Video
 	33, // 32: frameseek.v1.VideoCopyMatch.segments:type_name -> frameseek.v1.AlignedSegment
 	34, // 33: frameseek.v1.SearchByVideoResponse.matches:type_name -> frameseek.v1.VideoCopyMatch
-	46, // 34: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
+	60, // 34: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
 	15, // 35: frameseek.v1.ListVideosResponse.videos:type_name -> frameseek.v1.Video
 	41, // 36: frameseek.v1.Stats.collections:type_name -> frameseek.v1.CollectionStats
-	10, // 37: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
-	11, // 38: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
-	12, // 39: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
-	14, // 40: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
-	17, // 41: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
-	18, // 42: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
-	22, // 43: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
-	23, // 44: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
-	29, // 45: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
-	32, // 46: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
-	30, // 47: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
-	36, // 48: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
-	37, // 49: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
-	39, // 50: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
-	40, // 51: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
-	9,  // 52: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
-	9,  // 53: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
-	13, // 54: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
-	48, // 55: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
-	19, // 56: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
-	19, // 57: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
-	21, // 58: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
-	21, // 59: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
-	27, // 60: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
-	35, // 61: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
-	27, // 62: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
-	15, // 63: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
-	38, // 64: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
-	48, // 65: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
-	42, // 66: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
-	52, // [52:67] is the sub-list for method output_type
-	37, // [37:52] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	43, // 37: frameseek.v1.SearchByFaceRequest.face:type_name -> frameseek.v1.FaceBox
+	28, // 38: frameseek.v1.SearchByFaceRequest.options:type_name -> frameseek.v1.SearchOptions
+	43, // 39: frameseek.v1.FaceAppearance.box:type_name -> frameseek.v1.FaceBox
+	15, // 40: frameseek.v1.FaceVideoHit.video:type_name -> frameseek.v1.Video
+	43, // 41: frameseek.v1.FaceVideoHit.box:type_name -> frameseek.v1.FaceBox
+	45, // 42: frameseek.v1.FaceVideoHit.appearances:type_name -> frameseek.v1.FaceAppearance
+	43, // 43: frameseek.v1.FaceSearchResult.query_face:type_name -> frameseek.v1.FaceBox
+	46, // 44: frameseek.v1.FaceSearchResult.hits:type_name -> frameseek.v1.FaceVideoHit
+	47, // 45: frameseek.v1.SearchByFaceResponse.results:type_name -> frameseek.v1.FaceSearchResult
+	43, // 46: frameseek.v1.FaceSighting.box:type_name -> frameseek.v1.FaceBox
+	50, // 47: frameseek.v1.Person.appearances:type_name -> frameseek.v1.PersonAppearance
+	49, // 48: frameseek.v1.Person.representative:type_name -> frameseek.v1.FaceSighting
+	51, // 49: frameseek.v1.ListPeopleResponse.people:type_name -> frameseek.v1.Person
+	51, // 50: frameseek.v1.GetVideoPeopleResponse.people:type_name -> frameseek.v1.Person
+	51, // 51: frameseek.v1.UpdatePersonRequest.person:type_name -> frameseek.v1.Person
+	10, // 52: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
+	11, // 53: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
+	12, // 54: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
+	14, // 55: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
+	17, // 56: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
+	18, // 57: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
+	22, // 58: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
+	23, // 59: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
+	29, // 60: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
+	32, // 61: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
+	30, // 62: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
+	44, // 63: frameseek.v1.FrameSeek.SearchByFace:input_type -> frameseek.v1.SearchByFaceRequest
+	52, // 64: frameseek.v1.FrameSeek.ListPeople:input_type -> frameseek.v1.ListPeopleRequest
+	54, // 65: frameseek.v1.FrameSeek.GetVideoPeople:input_type -> frameseek.v1.GetVideoPeopleRequest
+	56, // 66: frameseek.v1.FrameSeek.UpdatePerson:input_type -> frameseek.v1.UpdatePersonRequest
+	36, // 67: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
+	37, // 68: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
+	39, // 69: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
+	40, // 70: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
+	9,  // 71: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
+	9,  // 72: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
+	13, // 73: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
+	62, // 74: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
+	19, // 75: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
+	19, // 76: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
+	21, // 77: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
+	21, // 78: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
+	27, // 79: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
+	35, // 80: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
+	27, // 81: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
+	48, // 82: frameseek.v1.FrameSeek.SearchByFace:output_type -> frameseek.v1.SearchByFaceResponse
+	53, // 83: frameseek.v1.FrameSeek.ListPeople:output_type -> frameseek.v1.ListPeopleResponse
+	55, // 84: frameseek.v1.FrameSeek.GetVideoPeople:output_type -> frameseek.v1.GetVideoPeopleResponse
+	51, // 85: frameseek.v1.FrameSeek.UpdatePerson:output_type -> frameseek.v1.Person
+	15, // 86: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
+	38, // 87: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
+	62, // 88: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
+	42, // 89: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
+	71, // [71:90] is the sub-list for method output_type
+	52, // [52:71] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_frameseek_v1_frameseek_proto_init() }
@@ -3772,7 +4804,7 @@ func file_frameseek_v1_frameseek_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_frameseek_v1_frameseek_proto_rawDesc), len(file_frameseek_v1_frameseek_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   40,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

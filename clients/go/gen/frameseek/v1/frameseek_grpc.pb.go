@@ -45,6 +45,10 @@ const (
 	FrameSeek_SearchByImage_FullMethodName    = "/frameseek.v1.FrameSeek/SearchByImage"
 	FrameSeek_SearchByVideo_FullMethodName    = "/frameseek.v1.FrameSeek/SearchByVideo"
 	FrameSeek_SearchByVector_FullMethodName   = "/frameseek.v1.FrameSeek/SearchByVector"
+	FrameSeek_SearchByFace_FullMethodName     = "/frameseek.v1.FrameSeek/SearchByFace"
+	FrameSeek_ListPeople_FullMethodName       = "/frameseek.v1.FrameSeek/ListPeople"
+	FrameSeek_GetVideoPeople_FullMethodName   = "/frameseek.v1.FrameSeek/GetVideoPeople"
+	FrameSeek_UpdatePerson_FullMethodName     = "/frameseek.v1.FrameSeek/UpdatePerson"
 	FrameSeek_GetVideo_FullMethodName         = "/frameseek.v1.FrameSeek/GetVideo"
 	FrameSeek_ListVideos_FullMethodName       = "/frameseek.v1.FrameSeek/ListVideos"
 	FrameSeek_DeleteVideo_FullMethodName      = "/frameseek.v1.FrameSeek/DeleteVideo"
@@ -96,6 +100,17 @@ type FrameSeekClient interface {
 	SearchByVideo(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SearchByVideoRequest, SearchByVideoResponse], error)
 	// Nearest videos for a raw embedding (for clients with their own encoder of the collection's model).
 	SearchByVector(ctx context.Context, in *SearchByVectorRequest, opts ...grpc.CallOption) (*SearchResponse, error)
+	// Finds the videos and photos where the person of a photo appears (collections created with
+	// `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+	// intervals, best timestamp, face box and a calibrated score. A photo without a face is
+	// INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+	SearchByFace(ctx context.Context, in *SearchByFaceRequest, opts ...grpc.CallOption) (*SearchByFaceResponse, error)
+	// Lists the persons of a faces collection (face tracks clustered across its videos), by id.
+	ListPeople(ctx context.Context, in *ListPeopleRequest, opts ...grpc.CallOption) (*ListPeopleResponse, error)
+	// The persons who appear in one video, with their intervals there.
+	GetVideoPeople(ctx context.Context, in *GetVideoPeopleRequest, opts ...grpc.CallOption) (*GetVideoPeopleResponse, error)
+	// Gives a person a display name (returned by SearchByFace and the people listings).
+	UpdatePerson(ctx context.Context, in *UpdatePersonRequest, opts ...grpc.CallOption) (*Person, error)
 	// Gets a video.
 	GetVideo(ctx context.Context, in *GetVideoRequest, opts ...grpc.CallOption) (*Video, error)
 	// Lists the videos of a collection, newest first.
@@ -239,6 +254,46 @@ func (c *frameSeekClient) SearchByVector(ctx context.Context, in *SearchByVector
 	return out, nil
 }
 
+func (c *frameSeekClient) SearchByFace(ctx context.Context, in *SearchByFaceRequest, opts ...grpc.CallOption) (*SearchByFaceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SearchByFaceResponse)
+	err := c.cc.Invoke(ctx, FrameSeek_SearchByFace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *frameSeekClient) ListPeople(ctx context.Context, in *ListPeopleRequest, opts ...grpc.CallOption) (*ListPeopleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPeopleResponse)
+	err := c.cc.Invoke(ctx, FrameSeek_ListPeople_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *frameSeekClient) GetVideoPeople(ctx context.Context, in *GetVideoPeopleRequest, opts ...grpc.CallOption) (*GetVideoPeopleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetVideoPeopleResponse)
+	err := c.cc.Invoke(ctx, FrameSeek_GetVideoPeople_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *frameSeekClient) UpdatePerson(ctx context.Context, in *UpdatePersonRequest, opts ...grpc.CallOption) (*Person, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Person)
+	err := c.cc.Invoke(ctx, FrameSeek_UpdatePerson_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *frameSeekClient) GetVideo(ctx context.Context, in *GetVideoRequest, opts ...grpc.CallOption) (*Video, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Video)
@@ -324,6 +379,17 @@ type FrameSeekServer interface {
 	SearchByVideo(grpc.ClientStreamingServer[SearchByVideoRequest, SearchByVideoResponse]) error
 	// Nearest videos for a raw embedding (for clients with their own encoder of the collection's model).
 	SearchByVector(context.Context, *SearchByVectorRequest) (*SearchResponse, error)
+	// Finds the videos and photos where the person of a photo appears (collections created with
+	// `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+	// intervals, best timestamp, face box and a calibrated score. A photo without a face is
+	// INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+	SearchByFace(context.Context, *SearchByFaceRequest) (*SearchByFaceResponse, error)
+	// Lists the persons of a faces collection (face tracks clustered across its videos), by id.
+	ListPeople(context.Context, *ListPeopleRequest) (*ListPeopleResponse, error)
+	// The persons who appear in one video, with their intervals there.
+	GetVideoPeople(context.Context, *GetVideoPeopleRequest) (*GetVideoPeopleResponse, error)
+	// Gives a person a display name (returned by SearchByFace and the people listings).
+	UpdatePerson(context.Context, *UpdatePersonRequest) (*Person, error)
 	// Gets a video.
 	GetVideo(context.Context, *GetVideoRequest) (*Video, error)
 	// Lists the videos of a collection, newest first.
@@ -374,6 +440,18 @@ func (UnimplementedFrameSeekServer) SearchByVideo(grpc.ClientStreamingServer[Sea
 }
 func (UnimplementedFrameSeekServer) SearchByVector(context.Context, *SearchByVectorRequest) (*SearchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SearchByVector not implemented")
+}
+func (UnimplementedFrameSeekServer) SearchByFace(context.Context, *SearchByFaceRequest) (*SearchByFaceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SearchByFace not implemented")
+}
+func (UnimplementedFrameSeekServer) ListPeople(context.Context, *ListPeopleRequest) (*ListPeopleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPeople not implemented")
+}
+func (UnimplementedFrameSeekServer) GetVideoPeople(context.Context, *GetVideoPeopleRequest) (*GetVideoPeopleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVideoPeople not implemented")
+}
+func (UnimplementedFrameSeekServer) UpdatePerson(context.Context, *UpdatePersonRequest) (*Person, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdatePerson not implemented")
 }
 func (UnimplementedFrameSeekServer) GetVideo(context.Context, *GetVideoRequest) (*Video, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetVideo not implemented")
@@ -577,6 +655,78 @@ func _FrameSeek_SearchByVector_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FrameSeek_SearchByFace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchByFaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrameSeekServer).SearchByFace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FrameSeek_SearchByFace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrameSeekServer).SearchByFace(ctx, req.(*SearchByFaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FrameSeek_ListPeople_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPeopleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrameSeekServer).ListPeople(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FrameSeek_ListPeople_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrameSeekServer).ListPeople(ctx, req.(*ListPeopleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FrameSeek_GetVideoPeople_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVideoPeopleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrameSeekServer).GetVideoPeople(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FrameSeek_GetVideoPeople_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrameSeekServer).GetVideoPeople(ctx, req.(*GetVideoPeopleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FrameSeek_UpdatePerson_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdatePersonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrameSeekServer).UpdatePerson(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FrameSeek_UpdatePerson_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrameSeekServer).UpdatePerson(ctx, req.(*UpdatePersonRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _FrameSeek_GetVideo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetVideoRequest)
 	if err := dec(in); err != nil {
@@ -687,6 +837,22 @@ var FrameSeek_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SearchByVector",
 			Handler:    _FrameSeek_SearchByVector_Handler,
+		},
+		{
+			MethodName: "SearchByFace",
+			Handler:    _FrameSeek_SearchByFace_Handler,
+		},
+		{
+			MethodName: "ListPeople",
+			Handler:    _FrameSeek_ListPeople_Handler,
+		},
+		{
+			MethodName: "GetVideoPeople",
+			Handler:    _FrameSeek_GetVideoPeople_Handler,
+		},
+		{
+			MethodName: "UpdatePerson",
+			Handler:    _FrameSeek_UpdatePerson_Handler,
 		},
 		{
 			MethodName: "GetVideo",

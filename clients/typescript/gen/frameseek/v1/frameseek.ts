@@ -128,6 +128,10 @@ export enum ErrorReason {
    * spooled bytes were removed.
    */
   ERROR_REASON_UPLOAD_IDLE = 32,
+  /** ERROR_REASON_NO_FACE - SearchByFace: no face was found in the photo (nor at the given face box). */
+  ERROR_REASON_NO_FACE = 33,
+  /** ERROR_REASON_PERSON_NOT_FOUND - Unknown person. */
+  ERROR_REASON_PERSON_NOT_FOUND = 34,
   /**
    * ERROR_REASON_MODALITY_NOT_ENABLED - The call needs a modality (faces, audio ...) that the collection was not created with
    * (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
@@ -237,6 +241,12 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 32:
     case "ERROR_REASON_UPLOAD_IDLE":
       return ErrorReason.ERROR_REASON_UPLOAD_IDLE;
+    case 33:
+    case "ERROR_REASON_NO_FACE":
+      return ErrorReason.ERROR_REASON_NO_FACE;
+    case 34:
+    case "ERROR_REASON_PERSON_NOT_FOUND":
+      return ErrorReason.ERROR_REASON_PERSON_NOT_FOUND;
     case 47:
     case "ERROR_REASON_MODALITY_NOT_ENABLED":
       return ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED;
@@ -315,6 +325,10 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_DISK_FULL";
     case ErrorReason.ERROR_REASON_UPLOAD_IDLE:
       return "ERROR_REASON_UPLOAD_IDLE";
+    case ErrorReason.ERROR_REASON_NO_FACE:
+      return "ERROR_REASON_NO_FACE";
+    case ErrorReason.ERROR_REASON_PERSON_NOT_FOUND:
+      return "ERROR_REASON_PERSON_NOT_FOUND";
     case ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED:
       return "ERROR_REASON_MODALITY_NOT_ENABLED";
     case ErrorReason.UNRECOGNIZED:
@@ -672,6 +686,11 @@ export interface Collection {
     | undefined;
   /** Output only. Whether this is the server's default collection. */
   isDefault: boolean;
+  /**
+   * Immutable. Also detect, embed and index faces on the sampled frames (SearchByFace); off by
+   * default. Costs the face detector and encoder per sample at ingest.
+   */
+  faces: boolean;
 }
 
 export interface CreateCollectionRequest {
@@ -1122,6 +1141,149 @@ export interface Stats {
   recoveryProblems: string[];
 }
 
+/** A face's box. In a query photo: pixels. In results: fractions (0..1) of the frame's width and height. */
+export interface FaceBox {
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
+}
+
+export interface SearchByFaceRequest {
+  /** Optional. `collections/{collection}`; default collection when empty. */
+  parent: string;
+  /** Required. Encoded photo (JPEG, PNG, WebP, BMP). */
+  image: Buffer;
+  /** Optional. Search only the face at this box (pixels of the photo); otherwise every face found. */
+  face?:
+    | FaceBox
+    | undefined;
+  /**
+   * Optional. k = videos per query face; min_score = drop appearances below this calibrated score
+   * (0 = the server's threshold, 0.5: the face model's own same-person distance);
+   * max_matches_per_video = appearances (tracks) per video (default 1); filter.
+   */
+  options?: SearchOptions | undefined;
+}
+
+/** One appearance of the person in a video: a face track. */
+export interface FaceAppearance {
+  /** When the person is on screen: the track's first face to its last plus one sampling period. */
+  startSeconds: number;
+  endSeconds: number;
+  /** The track's face nearest to the query. */
+  timestampSeconds: number;
+  box?:
+    | FaceBox
+    | undefined;
+  /** Calibrated score in (0, 1): 0.5 at the face model's same-person distance, higher is closer. */
+  score: number;
+  /**
+   * The person this track was assigned to (`collections/{collection}/people/{person}`; empty
+   * before assignment) and their display name.
+   */
+  person: string;
+  personDisplayName: string;
+}
+
+/** A video (or photo) where the person appears. */
+export interface FaceVideoHit {
+  video?:
+    | Video
+    | undefined;
+  /** Best appearance score. */
+  score: number;
+  /** The best appearance's timestamp and box. */
+  timestampSeconds: number;
+  box?:
+    | FaceBox
+    | undefined;
+  /** Appearances by start time (at most max_matches_per_video, the best ones). */
+  appearances: FaceAppearance[];
+  /** The best appearance's person and display name. */
+  person: string;
+  personDisplayName: string;
+}
+
+/** The results for one face of the query photo. */
+export interface FaceSearchResult {
+  /** The face in the query photo (pixels). */
+  queryFace?:
+    | FaceBox
+    | undefined;
+  /** Videos by descending score, at most k. */
+  hits: FaceVideoHit[];
+}
+
+export interface SearchByFaceResponse {
+  /** One per face searched, largest detector confidence first. */
+  results: FaceSearchResult[];
+  /** Face encoder of the collection searched. */
+  faceModel: string;
+}
+
+/** A face of a person at one moment of a video. */
+export interface FaceSighting {
+  /** `collections/{collection}/videos/{video}`. */
+  video: string;
+  timestampSeconds: number;
+  /** Fractions of the frame. */
+  box?: FaceBox | undefined;
+}
+
+/** An interval during which a person is on screen in a video (one face track). */
+export interface PersonAppearance {
+  video: string;
+  startSeconds: number;
+  endSeconds: number;
+}
+
+/**
+ * A person: face tracks clustered across a collection's videos. Ids are stable: a person keeps
+ * its id, later videos only add appearances.
+ */
+export interface Person {
+  /** Identifier. `collections/{collection}/people/{person}`, {person} a decimal id. */
+  name: string;
+  /** Optional. Set with UpdatePerson; empty until then. */
+  displayName: string;
+  /** Output only. Videos (and photos) the person appears in. */
+  videoCount: number;
+  /** Output only. Appearances (tracks): all of them in ListPeople, those in the video in GetVideoPeople. */
+  appearances: PersonAppearance[];
+  /** Output only. The detector's most confident face of the person (in GetVideoPeople: in that video). */
+  representative?: FaceSighting | undefined;
+}
+
+export interface ListPeopleRequest {
+  /** Optional. `collections/{collection}`; default collection when empty. */
+  parent: string;
+  /** Optional. Default 50, at most 1000. */
+  pageSize: number;
+  /** Optional. next_page_token of the previous page. */
+  pageToken: string;
+}
+
+export interface ListPeopleResponse {
+  people: Person[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface GetVideoPeopleRequest {
+  /** Required. `collections/{collection}/videos/{video}`. */
+  name: string;
+}
+
+export interface GetVideoPeopleResponse {
+  people: Person[];
+}
+
+export interface UpdatePersonRequest {
+  /** Required. The person (`name`) with its new `display_name`; other fields are ignored. */
+  person?: Person | undefined;
+}
+
 function createBaseSamplingSettings(): SamplingSettings {
   return { fps: 0, keepBlankFrames: false, dedupThreshold: 0, keyframesOnly: false };
 }
@@ -1373,6 +1535,7 @@ function createBaseCollection(): Collection {
     sampleCount: 0,
     createTime: undefined,
     isDefault: false,
+    faces: false,
   };
 }
 
@@ -1410,6 +1573,9 @@ export const Collection: MessageFns<Collection> = {
     }
     if (message.isDefault !== false) {
       writer.uint32(88).bool(message.isDefault);
+    }
+    if (message.faces !== false) {
+      writer.uint32(96).bool(message.faces);
     }
     return writer;
   },
@@ -1515,6 +1681,14 @@ export const Collection: MessageFns<Collection> = {
             message.isDefault = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.faces = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1556,6 +1730,7 @@ export const Collection: MessageFns<Collection> = {
         : isSet(object.is_default)
         ? globalThis.Boolean(object.is_default)
         : false,
+      faces: isSet(object.faces) ? globalThis.Boolean(object.faces) : false,
     };
   },
 
@@ -1594,6 +1769,9 @@ export const Collection: MessageFns<Collection> = {
     if (message.isDefault !== false) {
       obj.isDefault = message.isDefault;
     }
+    if (message.faces !== false) {
+      obj.faces = message.faces;
+    }
     return obj;
   },
 
@@ -1617,6 +1795,7 @@ export const Collection: MessageFns<Collection> = {
     message.sampleCount = object.sampleCount ?? 0;
     message.createTime = object.createTime ?? undefined;
     message.isDefault = object.isDefault ?? false;
+    message.faces = object.faces ?? false;
     return message;
   },
 };
@@ -6289,6 +6468,1558 @@ export const Stats: MessageFns<Stats> = {
   },
 };
 
+function createBaseFaceBox(): FaceBox {
+  return { x0: 0, y0: 0, x1: 0, y1: 0 };
+}
+
+export const FaceBox: MessageFns<FaceBox> = {
+  encode(message: FaceBox, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.x0 !== 0) {
+      writer.uint32(13).float(message.x0);
+    }
+    if (message.y0 !== 0) {
+      writer.uint32(21).float(message.y0);
+    }
+    if (message.x1 !== 0) {
+      writer.uint32(29).float(message.x1);
+    }
+    if (message.y1 !== 0) {
+      writer.uint32(37).float(message.y1);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceBox {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceBox();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 13) {
+              break;
+            }
+
+            message.x0 = reader.float();
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.y0 = reader.float();
+            continue;
+          }
+          case 3: {
+            if (tag !== 29) {
+              break;
+            }
+
+            message.x1 = reader.float();
+            continue;
+          }
+          case 4: {
+            if (tag !== 37) {
+              break;
+            }
+
+            message.y1 = reader.float();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceBox {
+    return {
+      x0: isSet(object.x0) ? globalThis.Number(object.x0) : 0,
+      y0: isSet(object.y0) ? globalThis.Number(object.y0) : 0,
+      x1: isSet(object.x1) ? globalThis.Number(object.x1) : 0,
+      y1: isSet(object.y1) ? globalThis.Number(object.y1) : 0,
+    };
+  },
+
+  toJSON(message: FaceBox): unknown {
+    const obj: any = {};
+    if (message.x0 !== 0) {
+      obj.x0 = floatToJson(message.x0);
+    }
+    if (message.y0 !== 0) {
+      obj.y0 = floatToJson(message.y0);
+    }
+    if (message.x1 !== 0) {
+      obj.x1 = floatToJson(message.x1);
+    }
+    if (message.y1 !== 0) {
+      obj.y1 = floatToJson(message.y1);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceBox>, I>>(base?: I): FaceBox {
+    return FaceBox.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceBox>, I>>(object: I): FaceBox {
+    const message = createBaseFaceBox();
+    message.x0 = object.x0 ?? 0;
+    message.y0 = object.y0 ?? 0;
+    message.x1 = object.x1 ?? 0;
+    message.y1 = object.y1 ?? 0;
+    return message;
+  },
+};
+
+function createBaseSearchByFaceRequest(): SearchByFaceRequest {
+  return { parent: "", image: Buffer.alloc(0), face: undefined, options: undefined };
+}
+
+export const SearchByFaceRequest: MessageFns<SearchByFaceRequest> = {
+  encode(message: SearchByFaceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parent !== "") {
+      writer.uint32(10).string(message.parent);
+    }
+    if (message.image.length !== 0) {
+      writer.uint32(18).bytes(message.image);
+    }
+    if (message.face !== undefined) {
+      FaceBox.encode(message.face, writer.uint32(26).fork()).join();
+    }
+    if (message.options !== undefined) {
+      SearchOptions.encode(message.options, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SearchByFaceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSearchByFaceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.image = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.face = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.options = SearchOptions.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SearchByFaceRequest {
+    return {
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
+      image: isSet(object.image) ? Buffer.from(bytesFromBase64(object.image)) : Buffer.alloc(0),
+      face: isSet(object.face) ? FaceBox.fromJSON(object.face) : undefined,
+      options: isSet(object.options) ? SearchOptions.fromJSON(object.options) : undefined,
+    };
+  },
+
+  toJSON(message: SearchByFaceRequest): unknown {
+    const obj: any = {};
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
+    if (message.image.length !== 0) {
+      obj.image = base64FromBytes(message.image);
+    }
+    if (message.face !== undefined) {
+      obj.face = FaceBox.toJSON(message.face);
+    }
+    if (message.options !== undefined) {
+      obj.options = SearchOptions.toJSON(message.options);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SearchByFaceRequest>, I>>(base?: I): SearchByFaceRequest {
+    return SearchByFaceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SearchByFaceRequest>, I>>(object: I): SearchByFaceRequest {
+    const message = createBaseSearchByFaceRequest();
+    message.parent = object.parent ?? "";
+    message.image = object.image ?? Buffer.alloc(0);
+    message.face = (object.face !== undefined && object.face !== null) ? FaceBox.fromPartial(object.face) : undefined;
+    message.options = (object.options !== undefined && object.options !== null)
+      ? SearchOptions.fromPartial(object.options)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseFaceAppearance(): FaceAppearance {
+  return {
+    startSeconds: 0,
+    endSeconds: 0,
+    timestampSeconds: 0,
+    box: undefined,
+    score: 0,
+    person: "",
+    personDisplayName: "",
+  };
+}
+
+export const FaceAppearance: MessageFns<FaceAppearance> = {
+  encode(message: FaceAppearance, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.startSeconds !== 0) {
+      writer.uint32(9).double(message.startSeconds);
+    }
+    if (message.endSeconds !== 0) {
+      writer.uint32(17).double(message.endSeconds);
+    }
+    if (message.timestampSeconds !== 0) {
+      writer.uint32(25).double(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      FaceBox.encode(message.box, writer.uint32(34).fork()).join();
+    }
+    if (message.score !== 0) {
+      writer.uint32(45).float(message.score);
+    }
+    if (message.person !== "") {
+      writer.uint32(50).string(message.person);
+    }
+    if (message.personDisplayName !== "") {
+      writer.uint32(58).string(message.personDisplayName);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceAppearance {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceAppearance();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.startSeconds = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.endSeconds = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.timestampSeconds = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.box = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 45) {
+              break;
+            }
+
+            message.score = reader.float();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.person = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.personDisplayName = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceAppearance {
+    return {
+      startSeconds: isSet(object.startSeconds)
+        ? globalThis.Number(object.startSeconds)
+        : isSet(object.start_seconds)
+        ? globalThis.Number(object.start_seconds)
+        : 0,
+      endSeconds: isSet(object.endSeconds)
+        ? globalThis.Number(object.endSeconds)
+        : isSet(object.end_seconds)
+        ? globalThis.Number(object.end_seconds)
+        : 0,
+      timestampSeconds: isSet(object.timestampSeconds)
+        ? globalThis.Number(object.timestampSeconds)
+        : isSet(object.timestamp_seconds)
+        ? globalThis.Number(object.timestamp_seconds)
+        : 0,
+      box: isSet(object.box) ? FaceBox.fromJSON(object.box) : undefined,
+      score: isSet(object.score) ? globalThis.Number(object.score) : 0,
+      person: isSet(object.person) ? globalThis.String(object.person) : "",
+      personDisplayName: isSet(object.personDisplayName)
+        ? globalThis.String(object.personDisplayName)
+        : isSet(object.person_display_name)
+        ? globalThis.String(object.person_display_name)
+        : "",
+    };
+  },
+
+  toJSON(message: FaceAppearance): unknown {
+    const obj: any = {};
+    if (message.startSeconds !== 0) {
+      obj.startSeconds = floatToJson(message.startSeconds);
+    }
+    if (message.endSeconds !== 0) {
+      obj.endSeconds = floatToJson(message.endSeconds);
+    }
+    if (message.timestampSeconds !== 0) {
+      obj.timestampSeconds = floatToJson(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      obj.box = FaceBox.toJSON(message.box);
+    }
+    if (message.score !== 0) {
+      obj.score = floatToJson(message.score);
+    }
+    if (message.person !== "") {
+      obj.person = message.person;
+    }
+    if (message.personDisplayName !== "") {
+      obj.personDisplayName = message.personDisplayName;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceAppearance>, I>>(base?: I): FaceAppearance {
+    return FaceAppearance.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceAppearance>, I>>(object: I): FaceAppearance {
+    const message = createBaseFaceAppearance();
+    message.startSeconds = object.startSeconds ?? 0;
+    message.endSeconds = object.endSeconds ?? 0;
+    message.timestampSeconds = object.timestampSeconds ?? 0;
+    message.box = (object.box !== undefined && object.box !== null) ? FaceBox.fromPartial(object.box) : undefined;
+    message.score = object.score ?? 0;
+    message.person = object.person ?? "";
+    message.personDisplayName = object.personDisplayName ?? "";
+    return message;
+  },
+};
+
+function createBaseFaceVideoHit(): FaceVideoHit {
+  return {
+    video: undefined,
+    score: 0,
+    timestampSeconds: 0,
+    box: undefined,
+    appearances: [],
+    person: "",
+    personDisplayName: "",
+  };
+}
+
+export const FaceVideoHit: MessageFns<FaceVideoHit> = {
+  encode(message: FaceVideoHit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.video !== undefined) {
+      Video.encode(message.video, writer.uint32(10).fork()).join();
+    }
+    if (message.score !== 0) {
+      writer.uint32(21).float(message.score);
+    }
+    if (message.timestampSeconds !== 0) {
+      writer.uint32(25).double(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      FaceBox.encode(message.box, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.appearances) {
+      FaceAppearance.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.person !== "") {
+      writer.uint32(50).string(message.person);
+    }
+    if (message.personDisplayName !== "") {
+      writer.uint32(58).string(message.personDisplayName);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceVideoHit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceVideoHit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.video = Video.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.score = reader.float();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.timestampSeconds = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.box = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.appearances.push(FaceAppearance.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.person = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.personDisplayName = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceVideoHit {
+    return {
+      video: isSet(object.video) ? Video.fromJSON(object.video) : undefined,
+      score: isSet(object.score) ? globalThis.Number(object.score) : 0,
+      timestampSeconds: isSet(object.timestampSeconds)
+        ? globalThis.Number(object.timestampSeconds)
+        : isSet(object.timestamp_seconds)
+        ? globalThis.Number(object.timestamp_seconds)
+        : 0,
+      box: isSet(object.box) ? FaceBox.fromJSON(object.box) : undefined,
+      appearances: globalThis.Array.isArray(object?.appearances)
+        ? object.appearances.map((e: any) => FaceAppearance.fromJSON(e))
+        : [],
+      person: isSet(object.person) ? globalThis.String(object.person) : "",
+      personDisplayName: isSet(object.personDisplayName)
+        ? globalThis.String(object.personDisplayName)
+        : isSet(object.person_display_name)
+        ? globalThis.String(object.person_display_name)
+        : "",
+    };
+  },
+
+  toJSON(message: FaceVideoHit): unknown {
+    const obj: any = {};
+    if (message.video !== undefined) {
+      obj.video = Video.toJSON(message.video);
+    }
+    if (message.score !== 0) {
+      obj.score = floatToJson(message.score);
+    }
+    if (message.timestampSeconds !== 0) {
+      obj.timestampSeconds = floatToJson(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      obj.box = FaceBox.toJSON(message.box);
+    }
+    if (message.appearances?.length) {
+      obj.appearances = message.appearances.map((e) => FaceAppearance.toJSON(e));
+    }
+    if (message.person !== "") {
+      obj.person = message.person;
+    }
+    if (message.personDisplayName !== "") {
+      obj.personDisplayName = message.personDisplayName;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceVideoHit>, I>>(base?: I): FaceVideoHit {
+    return FaceVideoHit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceVideoHit>, I>>(object: I): FaceVideoHit {
+    const message = createBaseFaceVideoHit();
+    message.video = (object.video !== undefined && object.video !== null) ? Video.fromPartial(object.video) : undefined;
+    message.score = object.score ?? 0;
+    message.timestampSeconds = object.timestampSeconds ?? 0;
+    message.box = (object.box !== undefined && object.box !== null) ? FaceBox.fromPartial(object.box) : undefined;
+    message.appearances = object.appearances?.map((e) => FaceAppearance.fromPartial(e)) || [];
+    message.person = object.person ?? "";
+    message.personDisplayName = object.personDisplayName ?? "";
+    return message;
+  },
+};
+
+function createBaseFaceSearchResult(): FaceSearchResult {
+  return { queryFace: undefined, hits: [] };
+}
+
+export const FaceSearchResult: MessageFns<FaceSearchResult> = {
+  encode(message: FaceSearchResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queryFace !== undefined) {
+      FaceBox.encode(message.queryFace, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.hits) {
+      FaceVideoHit.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceSearchResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceSearchResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queryFace = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hits.push(FaceVideoHit.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceSearchResult {
+    return {
+      queryFace: isSet(object.queryFace)
+        ? FaceBox.fromJSON(object.queryFace)
+        : isSet(object.query_face)
+        ? FaceBox.fromJSON(object.query_face)
+        : undefined,
+      hits: globalThis.Array.isArray(object?.hits) ? object.hits.map((e: any) => FaceVideoHit.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: FaceSearchResult): unknown {
+    const obj: any = {};
+    if (message.queryFace !== undefined) {
+      obj.queryFace = FaceBox.toJSON(message.queryFace);
+    }
+    if (message.hits?.length) {
+      obj.hits = message.hits.map((e) => FaceVideoHit.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceSearchResult>, I>>(base?: I): FaceSearchResult {
+    return FaceSearchResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceSearchResult>, I>>(object: I): FaceSearchResult {
+    const message = createBaseFaceSearchResult();
+    message.queryFace = (object.queryFace !== undefined && object.queryFace !== null)
+      ? FaceBox.fromPartial(object.queryFace)
+      : undefined;
+    message.hits = object.hits?.map((e) => FaceVideoHit.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSearchByFaceResponse(): SearchByFaceResponse {
+  return { results: [], faceModel: "" };
+}
+
+export const SearchByFaceResponse: MessageFns<SearchByFaceResponse> = {
+  encode(message: SearchByFaceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      FaceSearchResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.faceModel !== "") {
+      writer.uint32(18).string(message.faceModel);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SearchByFaceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSearchByFaceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(FaceSearchResult.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.faceModel = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SearchByFaceResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => FaceSearchResult.fromJSON(e))
+        : [],
+      faceModel: isSet(object.faceModel)
+        ? globalThis.String(object.faceModel)
+        : isSet(object.face_model)
+        ? globalThis.String(object.face_model)
+        : "",
+    };
+  },
+
+  toJSON(message: SearchByFaceResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => FaceSearchResult.toJSON(e));
+    }
+    if (message.faceModel !== "") {
+      obj.faceModel = message.faceModel;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SearchByFaceResponse>, I>>(base?: I): SearchByFaceResponse {
+    return SearchByFaceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SearchByFaceResponse>, I>>(object: I): SearchByFaceResponse {
+    const message = createBaseSearchByFaceResponse();
+    message.results = object.results?.map((e) => FaceSearchResult.fromPartial(e)) || [];
+    message.faceModel = object.faceModel ?? "";
+    return message;
+  },
+};
+
+function createBaseFaceSighting(): FaceSighting {
+  return { video: "", timestampSeconds: 0, box: undefined };
+}
+
+export const FaceSighting: MessageFns<FaceSighting> = {
+  encode(message: FaceSighting, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.video !== "") {
+      writer.uint32(10).string(message.video);
+    }
+    if (message.timestampSeconds !== 0) {
+      writer.uint32(17).double(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      FaceBox.encode(message.box, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceSighting {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceSighting();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.video = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.timestampSeconds = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.box = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceSighting {
+    return {
+      video: isSet(object.video) ? globalThis.String(object.video) : "",
+      timestampSeconds: isSet(object.timestampSeconds)
+        ? globalThis.Number(object.timestampSeconds)
+        : isSet(object.timestamp_seconds)
+        ? globalThis.Number(object.timestamp_seconds)
+        : 0,
+      box: isSet(object.box) ? FaceBox.fromJSON(object.box) : undefined,
+    };
+  },
+
+  toJSON(message: FaceSighting): unknown {
+    const obj: any = {};
+    if (message.video !== "") {
+      obj.video = message.video;
+    }
+    if (message.timestampSeconds !== 0) {
+      obj.timestampSeconds = floatToJson(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      obj.box = FaceBox.toJSON(message.box);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceSighting>, I>>(base?: I): FaceSighting {
+    return FaceSighting.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceSighting>, I>>(object: I): FaceSighting {
+    const message = createBaseFaceSighting();
+    message.video = object.video ?? "";
+    message.timestampSeconds = object.timestampSeconds ?? 0;
+    message.box = (object.box !== undefined && object.box !== null) ? FaceBox.fromPartial(object.box) : undefined;
+    return message;
+  },
+};
+
+function createBasePersonAppearance(): PersonAppearance {
+  return { video: "", startSeconds: 0, endSeconds: 0 };
+}
+
+export const PersonAppearance: MessageFns<PersonAppearance> = {
+  encode(message: PersonAppearance, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.video !== "") {
+      writer.uint32(10).string(message.video);
+    }
+    if (message.startSeconds !== 0) {
+      writer.uint32(17).double(message.startSeconds);
+    }
+    if (message.endSeconds !== 0) {
+      writer.uint32(25).double(message.endSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PersonAppearance {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePersonAppearance();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.video = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.startSeconds = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.endSeconds = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PersonAppearance {
+    return {
+      video: isSet(object.video) ? globalThis.String(object.video) : "",
+      startSeconds: isSet(object.startSeconds)
+        ? globalThis.Number(object.startSeconds)
+        : isSet(object.start_seconds)
+        ? globalThis.Number(object.start_seconds)
+        : 0,
+      endSeconds: isSet(object.endSeconds)
+        ? globalThis.Number(object.endSeconds)
+        : isSet(object.end_seconds)
+        ? globalThis.Number(object.end_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: PersonAppearance): unknown {
+    const obj: any = {};
+    if (message.video !== "") {
+      obj.video = message.video;
+    }
+    if (message.startSeconds !== 0) {
+      obj.startSeconds = floatToJson(message.startSeconds);
+    }
+    if (message.endSeconds !== 0) {
+      obj.endSeconds = floatToJson(message.endSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PersonAppearance>, I>>(base?: I): PersonAppearance {
+    return PersonAppearance.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PersonAppearance>, I>>(object: I): PersonAppearance {
+    const message = createBasePersonAppearance();
+    message.video = object.video ?? "";
+    message.startSeconds = object.startSeconds ?? 0;
+    message.endSeconds = object.endSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBasePerson(): Person {
+  return { name: "", displayName: "", videoCount: 0, appearances: [], representative: undefined };
+}
+
+export const Person: MessageFns<Person> = {
+  encode(message: Person, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.displayName !== "") {
+      writer.uint32(18).string(message.displayName);
+    }
+    if (message.videoCount !== 0) {
+      writer.uint32(24).int32(message.videoCount);
+    }
+    for (const v of message.appearances) {
+      PersonAppearance.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.representative !== undefined) {
+      FaceSighting.encode(message.representative, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Person {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePerson();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.displayName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.videoCount = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.appearances.push(PersonAppearance.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.representative = FaceSighting.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Person {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      displayName: isSet(object.displayName)
+        ? globalThis.String(object.displayName)
+        : isSet(object.display_name)
+        ? globalThis.String(object.display_name)
+        : "",
+      videoCount: isSet(object.videoCount)
+        ? globalThis.Number(object.videoCount)
+        : isSet(object.video_count)
+        ? globalThis.Number(object.video_count)
+        : 0,
+      appearances: globalThis.Array.isArray(object?.appearances)
+        ? object.appearances.map((e: any) => PersonAppearance.fromJSON(e))
+        : [],
+      representative: isSet(object.representative) ? FaceSighting.fromJSON(object.representative) : undefined,
+    };
+  },
+
+  toJSON(message: Person): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.displayName !== "") {
+      obj.displayName = message.displayName;
+    }
+    if (message.videoCount !== 0) {
+      obj.videoCount = Math.round(message.videoCount);
+    }
+    if (message.appearances?.length) {
+      obj.appearances = message.appearances.map((e) => PersonAppearance.toJSON(e));
+    }
+    if (message.representative !== undefined) {
+      obj.representative = FaceSighting.toJSON(message.representative);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Person>, I>>(base?: I): Person {
+    return Person.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Person>, I>>(object: I): Person {
+    const message = createBasePerson();
+    message.name = object.name ?? "";
+    message.displayName = object.displayName ?? "";
+    message.videoCount = object.videoCount ?? 0;
+    message.appearances = object.appearances?.map((e) => PersonAppearance.fromPartial(e)) || [];
+    message.representative = (object.representative !== undefined && object.representative !== null)
+      ? FaceSighting.fromPartial(object.representative)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListPeopleRequest(): ListPeopleRequest {
+  return { parent: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListPeopleRequest: MessageFns<ListPeopleRequest> = {
+  encode(message: ListPeopleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parent !== "") {
+      writer.uint32(10).string(message.parent);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPeopleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPeopleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPeopleRequest {
+    return {
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPeopleRequest): unknown {
+    const obj: any = {};
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPeopleRequest>, I>>(base?: I): ListPeopleRequest {
+    return ListPeopleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPeopleRequest>, I>>(object: I): ListPeopleRequest {
+    const message = createBaseListPeopleRequest();
+    message.parent = object.parent ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListPeopleResponse(): ListPeopleResponse {
+  return { people: [], nextPageToken: "" };
+}
+
+export const ListPeopleResponse: MessageFns<ListPeopleResponse> = {
+  encode(message: ListPeopleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.people) {
+      Person.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPeopleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPeopleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.people.push(Person.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPeopleResponse {
+    return {
+      people: globalThis.Array.isArray(object?.people) ? object.people.map((e: any) => Person.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPeopleResponse): unknown {
+    const obj: any = {};
+    if (message.people?.length) {
+      obj.people = message.people.map((e) => Person.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPeopleResponse>, I>>(base?: I): ListPeopleResponse {
+    return ListPeopleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPeopleResponse>, I>>(object: I): ListPeopleResponse {
+    const message = createBaseListPeopleResponse();
+    message.people = object.people?.map((e) => Person.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseGetVideoPeopleRequest(): GetVideoPeopleRequest {
+  return { name: "" };
+}
+
+export const GetVideoPeopleRequest: MessageFns<GetVideoPeopleRequest> = {
+  encode(message: GetVideoPeopleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVideoPeopleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVideoPeopleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetVideoPeopleRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: GetVideoPeopleRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetVideoPeopleRequest>, I>>(base?: I): GetVideoPeopleRequest {
+    return GetVideoPeopleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetVideoPeopleRequest>, I>>(object: I): GetVideoPeopleRequest {
+    const message = createBaseGetVideoPeopleRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseGetVideoPeopleResponse(): GetVideoPeopleResponse {
+  return { people: [] };
+}
+
+export const GetVideoPeopleResponse: MessageFns<GetVideoPeopleResponse> = {
+  encode(message: GetVideoPeopleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.people) {
+      Person.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVideoPeopleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVideoPeopleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.people.push(Person.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetVideoPeopleResponse {
+    return {
+      people: globalThis.Array.isArray(object?.people) ? object.people.map((e: any) => Person.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: GetVideoPeopleResponse): unknown {
+    const obj: any = {};
+    if (message.people?.length) {
+      obj.people = message.people.map((e) => Person.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetVideoPeopleResponse>, I>>(base?: I): GetVideoPeopleResponse {
+    return GetVideoPeopleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetVideoPeopleResponse>, I>>(object: I): GetVideoPeopleResponse {
+    const message = createBaseGetVideoPeopleResponse();
+    message.people = object.people?.map((e) => Person.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseUpdatePersonRequest(): UpdatePersonRequest {
+  return { person: undefined };
+}
+
+export const UpdatePersonRequest: MessageFns<UpdatePersonRequest> = {
+  encode(message: UpdatePersonRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.person !== undefined) {
+      Person.encode(message.person, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdatePersonRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdatePersonRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.person = Person.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdatePersonRequest {
+    return { person: isSet(object.person) ? Person.fromJSON(object.person) : undefined };
+  },
+
+  toJSON(message: UpdatePersonRequest): unknown {
+    const obj: any = {};
+    if (message.person !== undefined) {
+      obj.person = Person.toJSON(message.person);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdatePersonRequest>, I>>(base?: I): UpdatePersonRequest {
+    return UpdatePersonRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdatePersonRequest>, I>>(object: I): UpdatePersonRequest {
+    const message = createBaseUpdatePersonRequest();
+    message.person = (object.person !== undefined && object.person !== null)
+      ? Person.fromPartial(object.person)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * The frameseek service.
  *
@@ -6434,6 +8165,54 @@ export const FrameSeekService = {
     responseSerialize: (value: SearchResponse): Buffer => Buffer.from(SearchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SearchResponse => SearchResponse.decode(value),
   },
+  /**
+   * Finds the videos and photos where the person of a photo appears (collections created with
+   * `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+   * intervals, best timestamp, face box and a calibrated score. A photo without a face is
+   * INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+   */
+  searchByFace: {
+    path: "/frameseek.v1.FrameSeek/SearchByFace" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SearchByFaceRequest): Buffer => Buffer.from(SearchByFaceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SearchByFaceRequest => SearchByFaceRequest.decode(value),
+    responseSerialize: (value: SearchByFaceResponse): Buffer =>
+      Buffer.from(SearchByFaceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SearchByFaceResponse => SearchByFaceResponse.decode(value),
+  },
+  /** Lists the persons of a faces collection (face tracks clustered across its videos), by id. */
+  listPeople: {
+    path: "/frameseek.v1.FrameSeek/ListPeople" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListPeopleRequest): Buffer => Buffer.from(ListPeopleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListPeopleRequest => ListPeopleRequest.decode(value),
+    responseSerialize: (value: ListPeopleResponse): Buffer => Buffer.from(ListPeopleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListPeopleResponse => ListPeopleResponse.decode(value),
+  },
+  /** The persons who appear in one video, with their intervals there. */
+  getVideoPeople: {
+    path: "/frameseek.v1.FrameSeek/GetVideoPeople" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetVideoPeopleRequest): Buffer =>
+      Buffer.from(GetVideoPeopleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetVideoPeopleRequest => GetVideoPeopleRequest.decode(value),
+    responseSerialize: (value: GetVideoPeopleResponse): Buffer =>
+      Buffer.from(GetVideoPeopleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetVideoPeopleResponse => GetVideoPeopleResponse.decode(value),
+  },
+  /** Gives a person a display name (returned by SearchByFace and the people listings). */
+  updatePerson: {
+    path: "/frameseek.v1.FrameSeek/UpdatePerson" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdatePersonRequest): Buffer => Buffer.from(UpdatePersonRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdatePersonRequest => UpdatePersonRequest.decode(value),
+    responseSerialize: (value: Person): Buffer => Buffer.from(Person.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Person => Person.decode(value),
+  },
   /** Gets a video. */
   getVideo: {
     path: "/frameseek.v1.FrameSeek/GetVideo" as const,
@@ -6513,6 +8292,19 @@ export interface FrameSeekServer extends UntypedServiceImplementation {
   searchByVideo: handleClientStreamingCall<SearchByVideoRequest, SearchByVideoResponse>;
   /** Nearest videos for a raw embedding (for clients with their own encoder of the collection's model). */
   searchByVector: handleUnaryCall<SearchByVectorRequest, SearchResponse>;
+  /**
+   * Finds the videos and photos where the person of a photo appears (collections created with
+   * `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+   * intervals, best timestamp, face box and a calibrated score. A photo without a face is
+   * INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+   */
+  searchByFace: handleUnaryCall<SearchByFaceRequest, SearchByFaceResponse>;
+  /** Lists the persons of a faces collection (face tracks clustered across its videos), by id. */
+  listPeople: handleUnaryCall<ListPeopleRequest, ListPeopleResponse>;
+  /** The persons who appear in one video, with their intervals there. */
+  getVideoPeople: handleUnaryCall<GetVideoPeopleRequest, GetVideoPeopleResponse>;
+  /** Gives a person a display name (returned by SearchByFace and the people listings). */
+  updatePerson: handleUnaryCall<UpdatePersonRequest, Person>;
   /** Gets a video. */
   getVideo: handleUnaryCall<GetVideoRequest, Video>;
   /** Lists the videos of a collection, newest first. */
@@ -6706,6 +8498,75 @@ export interface FrameSeekClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SearchResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Finds the videos and photos where the person of a photo appears (collections created with
+   * `faces`): per face of the photo (or the chosen one), the videos with that person's appearance
+   * intervals, best timestamp, face box and a calibrated score. A photo without a face is
+   * INVALID_ARGUMENT (NO_FACE); a collection without faces FAILED_PRECONDITION (MODALITY_NOT_ENABLED).
+   */
+  searchByFace(
+    request: SearchByFaceRequest,
+    callback: (error: ServiceError | null, response: SearchByFaceResponse) => void,
+  ): ClientUnaryCall;
+  searchByFace(
+    request: SearchByFaceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SearchByFaceResponse) => void,
+  ): ClientUnaryCall;
+  searchByFace(
+    request: SearchByFaceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SearchByFaceResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists the persons of a faces collection (face tracks clustered across its videos), by id. */
+  listPeople(
+    request: ListPeopleRequest,
+    callback: (error: ServiceError | null, response: ListPeopleResponse) => void,
+  ): ClientUnaryCall;
+  listPeople(
+    request: ListPeopleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListPeopleResponse) => void,
+  ): ClientUnaryCall;
+  listPeople(
+    request: ListPeopleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListPeopleResponse) => void,
+  ): ClientUnaryCall;
+  /** The persons who appear in one video, with their intervals there. */
+  getVideoPeople(
+    request: GetVideoPeopleRequest,
+    callback: (error: ServiceError | null, response: GetVideoPeopleResponse) => void,
+  ): ClientUnaryCall;
+  getVideoPeople(
+    request: GetVideoPeopleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetVideoPeopleResponse) => void,
+  ): ClientUnaryCall;
+  getVideoPeople(
+    request: GetVideoPeopleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetVideoPeopleResponse) => void,
+  ): ClientUnaryCall;
+  /** Gives a person a display name (returned by SearchByFace and the people listings). */
+  updatePerson(
+    request: UpdatePersonRequest,
+    callback: (error: ServiceError | null, response: Person) => void,
+  ): ClientUnaryCall;
+  updatePerson(
+    request: UpdatePersonRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Person) => void,
+  ): ClientUnaryCall;
+  updatePerson(
+    request: UpdatePersonRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Person) => void,
   ): ClientUnaryCall;
   /** Gets a video. */
   getVideo(request: GetVideoRequest, callback: (error: ServiceError | null, response: Video) => void): ClientUnaryCall;

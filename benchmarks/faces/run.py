@@ -40,6 +40,14 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "benchmarks" / "results" / "faces.json"
 
 
+def _faces_settings():
+    """The server's faces settings, FRAMESEEK_FACES__* included (the harness's pipeline and the
+    server it starts read the same), e.g. FRAMESEEK_FACES__UPSAMPLE=0 to measure that trade-off."""
+    from frameseek.config import load_settings
+
+    return load_settings().faces
+
+
 def _png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "PNG")
@@ -119,7 +127,9 @@ def detectors(frames: list[tuple[np.ndarray, list]], mmod_frames: int, short_sid
 
 def pipeline(videos: list[dict], keep: int) -> tuple[dict, list]:
     """Frames-only and faces-on ingest of the same videos with the server's pipeline code."""
-    from frameseek.config import FACES, SAMPLING
+    from frameseek.config import SAMPLING
+
+    FACES = _faces_settings()
     from frameseek.embed import EmbedderSettings, load_embedder
     from frameseek.modality.faces import FaceModels
     from frameseek.pipeline import SamplingSettings, embed_media, index_views
@@ -325,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
-    from frameseek.config import FACES
+    FACES = _faces_settings()
 
     idents = load_identities()
     n = len(idents)

@@ -117,6 +117,15 @@ def test_photo_without_a_face_is_invalid_argument_no_face(world):
     assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT and ei.value.reason == "NO_FACE"
 
 
+def test_media_without_a_face_is_indexed_with_no_faces(world, tmp_path):
+    fruits = "/usr/share/doc/opencv-doc/examples/data/fruits.jpg"  # a real photo without a face
+    with world["srv"].client() as fs:
+        v = fs.ingest_image(fruits, collection="people", external_key="no-face").video
+        assert v.sample_count == 1
+        assert fs.video_people(v.name) == []
+        fs.delete_video(v.name)
+
+
 def test_collection_without_faces_is_failed_precondition(world):
     with world["srv"].client() as fs, pytest.raises(FrameSeekError) as ei:
         fs.search_by_face(_png(world["idents"][0].query), collection="plain")

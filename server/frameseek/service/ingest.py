@@ -430,7 +430,9 @@ class Ingest:
             extras = None
             if faces is not None:
                 found = faces.result()
-                extras = {FACES_MODALITY.name: ModalityData(found.times, found.vectors, found.payload())}
+                # a video without a face has no face vectors (storage takes None for none)
+                vectors_or_none = found.vectors if len(found) else None
+                extras = {FACES_MODALITY.name: ModalityData(found.times, vectors_or_none, found.payload())}
             video = storage.add_video(rec.id, v, media.timestamps, vectors, twins=twins, extras=extras)
             if extras is not None and self.faces_committed is not None:
                 self.faces_committed(rec, video.id)

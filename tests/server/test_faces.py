@@ -46,14 +46,16 @@ def world(tmp_path_factory):
     again = d / "again0.png"
     again.write_bytes(_png(rephotograph(idents[0].query, seed=3)))
     srv = ServerProcess(d / "data", ingest_workers=1).start()
-    with srv.client(timeout=600) as fs:
-        fs.create_collection("people", faces=True)
-        fs.create_collection("plain")
-        v = fs.ingest_video(video, collection="people", external_key="composite")
-        p = fs.ingest_image(photo, collection="people", external_key="photo")
-        a = fs.ingest_image(again, collection="people", external_key="again0")
-    yield {"srv": srv, "idents": idents, "video": v.video, "photo": p.video, "again": a.video, "dir": d}
-    assert srv.stop() == 0, srv.log()
+    try:
+        with srv.client(timeout=600) as fs:
+            fs.create_collection("people", faces=True)
+            fs.create_collection("plain")
+            v = fs.ingest_video(video, collection="people", external_key="composite")
+            p = fs.ingest_image(photo, collection="people", external_key="photo")
+            a = fs.ingest_image(again, collection="people", external_key="again0")
+        yield {"srv": srv, "idents": idents, "video": v.video, "photo": p.video, "again": a.video, "dir": d}
+    finally:
+        assert srv.stop() == 0, srv.log()
 
 
 def test_collection_reports_faces_setting(world):
@@ -215,20 +217,22 @@ def test_faces_and_people_survive_a_crash(tmp_path):
     photo = tmp_path / "one.png"
     photo.write_bytes(_png(idents[1].crop))
     srv = ServerProcess(tmp_path / "data", ingest_workers=1).start()
-    with srv.client(timeout=600) as fs:
-        fs.create_collection("crash", faces=True)
-        v = fs.ingest_image(photo, collection="crash").video  # acknowledged: durable from here
-        (before,) = fs.video_people(v.name)
-        fs.update_person(before.name, "Kept")
-    srv.kill9()
-    srv.start()
-    with srv.client(timeout=600) as fs:
-        r = fs.search_by_face(_png(idents[1].query), collection="crash")
-        (hit,) = r.results[0].hits
-        assert hit.video.name == v.name and hit.person == before.name and hit.person_display_name == "Kept"
-        (after,) = fs.video_people(v.name)
-        assert after.name == before.name
-    assert srv.stop() == 0, srv.log()
+    try:
+        with srv.client(timeout=600) as fs:
+            fs.create_collection("crash", faces=True)
+            v = fs.ingest_image(photo, collection="crash").video  # acknowledged: durable from here
+            (before,) = fs.video_people(v.name)
+            fs.update_person(before.name, "Kept")
+        srv.kill9()
+        srv.start()
+        with srv.client(timeout=600) as fs:
+            r = fs.search_by_face(_png(idents[1].query), collection="crash")
+            (hit,) = r.results[0].hits
+            assert hit.video.name == v.name and hit.person == before.name and hit.person_display_name == "Kept"
+            (after,) = fs.video_people(v.name)
+            assert after.name == before.name
+    finally:
+        assert srv.stop() == 0, srv.log()
 
 
 def test_missing_face_weights_are_failed_precondition_model_unavailable(tmp_path):
@@ -239,14 +243,17 @@ def test_missing_face_weights_are_failed_precondition_model_unavailable(tmp_path
     photo = tmp_path / "p.png"
     photo.write_bytes(_png(load_identities(limit=1)[0].crop))
     srv = ServerProcess(tmp_path / "data", env={"PYTHONPATH": str(tmp_path / "site")}).start()
-    with srv.client(timeout=600) as fs:
-        fs.create_collection("f", faces=True)
-        for call in (
-            lambda: fs.ingest_image(photo, collection="f"),
-            lambda: fs.search_by_face(photo.read_bytes(), collection="f"),
-        ):
-            with pytest.raises(FrameSeekError) as ei:
-                call()
-            assert ei.value.code == grpc.StatusCode.FAILED_PRECONDITION and ei.value.reason == "MODEL_UNAVAILABLE"
-        assert fs.ingest_image(photo).video.sample_count == 1  # frames-only collections are unaffected
-    assert srv.stop() == 0, srv.log()
+    try:
+        with srv.client(timeout=600) as fs:
+            fs.create_collection("f", faces=True)
+            for call in (
+                lambda: fs.ingest_image(photo, collection="f"),
+                lambda: fs.search_by_face(photo.read_bytes(), collection="f"),
+            ):
+                with pytest.raises(FrameSeekError) as ei:
+                    call()
+                assert ei.value.code == grpc.StatusCode.FAILED_PRECONDITION
+                assert ei.value.reason == "MODEL_UNAVAILABLE"
+            assert fs.ingest_image(photo).video.sample_count == 1  # frames-only collections are unaffected
+    finally:
+        assert srv.stop() == 0, srv.log()

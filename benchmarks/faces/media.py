@@ -164,7 +164,8 @@ def _place(frame: Image.Image, ident: Identity, a: Appearance, t: float) -> tupl
 
 
 def plan(identities: Sequence[int], seconds: float, seed: int) -> list[Appearance]:
-    """Each identity appears once or twice in [0, seconds), 4-9 s each, with its own effect."""
+    """Each identity appears once or twice in [0, seconds), 4-9 s each, with its own effect, in its
+    own lane of the frame (at most 2 identities per 720p video keep their crops apart)."""
     rng = np.random.default_rng(seed)
     effects = ["", "dark", "bright", "blur", "occlude", ""]
     out = []
@@ -174,17 +175,19 @@ def plan(identities: Sequence[int], seconds: float, seed: int) -> list[Appearanc
             dur = float(rng.uniform(4.0, 9.0))
             if t + dur > seconds - 0.5:
                 break
-            x, y = float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.3, 0.6))
+            # one lane per identity, so that a face never covers another (the truth stays visible)
+            lane = (k + 0.5) / len(identities)
+            x, y = float(lane + rng.uniform(-0.05, 0.05)), float(rng.uniform(0.3, 0.6))
             out.append(
                 Appearance(
                     ident,
                     t,
                     t + dur,
-                    float(rng.uniform(90, 220)),
-                    float(rng.uniform(90, 220)),
+                    float(rng.uniform(90, 200)),
+                    float(rng.uniform(90, 200)),
                     x,
                     y,
-                    float(np.clip(x + rng.uniform(-0.15, 0.15), 0.15, 0.85)),
+                    float(np.clip(x + rng.uniform(-0.05, 0.05), 0.15, 0.85)),
                     float(np.clip(y + rng.uniform(-0.1, 0.1), 0.25, 0.65)),
                     effects[int(rng.integers(len(effects)))],
                 )
@@ -206,7 +209,7 @@ def render(
     """Write a composite H.264 video; returns the truth {identity: [(start, end)], "boxes": ...}."""
     n = int(seconds * fps)
     bg = _footage(footage, size, n)
-    boxes: dict[int, list[tuple[float, tuple]]] = {}
+    boxes: dict[int, list[tuple[float, tuple, str]]] = {}
     with av.open(str(path), "w") as out:
         st = out.add_stream("libx264", rate=fps)
         st.width, st.height, st.pix_fmt = size[0], size[1], "yuv420p"
@@ -217,7 +220,7 @@ def render(
             for a in appearances:
                 if a.start <= t < a.end:
                     box = _place(frame, idents[a.identity], a, t)
-                    boxes.setdefault(a.identity, []).append((t, box))
+                    boxes.setdefault(a.identity, []).append((t, box, a.effect))
             for pkt in st.encode(av.VideoFrame.from_image(frame)):
                 out.mux(pkt)
         for pkt in st.encode():

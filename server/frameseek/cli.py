@@ -491,6 +491,38 @@ def search_face(
         out.print(t)
 
 
+@app.command()
+def people(
+    video: Annotated[str | None, typer.Argument(help="a video's name: only the people in it")] = None,
+    collection: Collection = "",
+    name: Annotated[tuple[str, str] | None, typer.Option(help="PERSON DISPLAY_NAME: name a person, then list")] = None,
+    server: Server = None,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    as_json: Json = False,
+) -> None:
+    """List the people of a faces collection, or of one video, with their appearances."""
+    try:
+        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+            if name:
+                fs.update_person(name[0], name[1])
+            found = fs.video_people(video) if video else list(fs.list_people(collection))
+    except Exception as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps({"people": [_dict(p) for p in found]}))
+        return
+    t = Table("person", "name", "videos", "appearances")
+    for p in found:
+        apps = ", ".join(
+            f"{a.video.rsplit('/', 1)[-1]}@{_ts(a.start_seconds)}-{_ts(a.end_seconds)}" for a in p.appearances[:6]
+        )
+        t.add_row(p.name, p.display_name, str(p.video_count), apps + (" ..." if len(p.appearances) > 6 else ""))
+    out.print(t)
+
+
 @app.command("search-video")
 def search_video(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],

@@ -450,6 +450,28 @@ class Client:
             req.face.CopyFrom(pb.FaceBox(x0=face[0], y0=face[1], x1=face[2], y1=face[3]))
         return self._call(self.stub.SearchByFace, req, timeout)
 
+    def list_people(self, collection: str = "", page_size: int = 0) -> Iterator[pb.Person]:
+        """Every person of a faces collection (all pages)."""
+        token = ""
+        while True:
+            r = self._call(
+                self.stub.ListPeople,
+                pb.ListPeopleRequest(parent=collection_name(collection), page_size=page_size, page_token=token),
+            )
+            yield from r.people
+            token = r.next_page_token
+            if not token:
+                return
+
+    def video_people(self, video: str) -> list[pb.Person]:
+        """The persons in one video (`collections/{c}/videos/{v}`), with their intervals there."""
+        return list(self._call(self.stub.GetVideoPeople, pb.GetVideoPeopleRequest(name=video)).people)
+
+    def update_person(self, person: str, display_name: str) -> pb.Person:
+        """Name a person (`collections/{c}/people/{p}`)."""
+        req = pb.UpdatePersonRequest(person=pb.Person(name=person, display_name=display_name))
+        return self._call(self.stub.UpdatePerson, req, retry=False)
+
     def search_by_video(
         self,
         clip: MediaInput | None = None,

@@ -208,6 +208,13 @@ class FacesConfig(BaseModel):
         360, ge=96, le=2160, description="short side (px) of the frame copy the detector runs on"
     )
     min_face_px: int = Field(24, ge=8, description="smaller faces (in the sampled frame) are dropped")
+    reembed_every: int = Field(
+        3,
+        ge=1,
+        le=30,
+        description="a face that stays put keeps its vector for this many samples before it is embedded "
+        "again (1 = embed every face; the encoder is the largest cost per face)",
+    )
     query_short_side: int = Field(720, ge=96, le=4320, description="query photos are detected at most this large")
 
 

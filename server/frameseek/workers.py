@@ -57,6 +57,9 @@ FORWARDED = {
     _SVC + "DeleteVideo": "uu",
     # replicas mirror the frame index only (storage/replica.py): the faces index is the primary's
     _SVC + "SearchByFace": "uu",
+    _SVC + "ListPeople": "uu",
+    _SVC + "GetVideoPeople": "uu",
+    _SVC + "UpdatePerson": "uu",
     _SVC + "UpsertItems": "su",
     _SVC + "DeleteItems": "uu",
 }

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.faces.media import FOOTAGE, Appearance, load_identities, render
+from benchmarks.faces.media import FOOTAGE, Appearance, load_identities, render, rephotograph
 from frameseek.client import FrameSeekError
 
 from .helpers import ServerProcess, needs_media
@@ -42,14 +42,20 @@ def world(tmp_path_factory):
     render(video, idents, apps, SECONDS, FOOTAGE[0], fps=10)
     photo = d / "photo.png"
     photo.write_bytes(_png(idents[2].crop))
+    # identity 0 again, in a photo (its other photo, re-photographed): the same person as in the video
+    again = d / "again0.png"
+    again.write_bytes(_png(rephotograph(idents[0].query, seed=3)))
     srv = ServerProcess(d / "data", ingest_workers=1).start()
-    with srv.client(timeout=600) as fs:
-        fs.create_collection("people", faces=True)
-        fs.create_collection("plain")
-        v = fs.ingest_video(video, collection="people", external_key="composite")
-        p = fs.ingest_image(photo, collection="people", external_key="photo")
-    yield {"srv": srv, "idents": idents, "video": v.video, "photo": p.video, "dir": d}
-    assert srv.stop() == 0, srv.log()
+    try:
+        with srv.client(timeout=600) as fs:
+            fs.create_collection("people", faces=True)
+            fs.create_collection("plain")
+            v = fs.ingest_video(video, collection="people", external_key="composite")
+            p = fs.ingest_image(photo, collection="people", external_key="photo")
+            a = fs.ingest_image(again, collection="people", external_key="again0")
+        yield {"srv": srv, "idents": idents, "video": v.video, "photo": p.video, "again": a.video, "dir": d}
+    finally:
+        assert srv.stop() == 0, srv.log()
 
 
 def test_collection_reports_faces_setting(world):
@@ -64,15 +70,16 @@ def test_search_by_face_finds_the_interval_with_another_photo(world):
     with world["srv"].client() as fs:
         r = fs.search_by_face(_png(ident.query), collection="people", max_matches_per_video=5)
     assert len(r.results) == 1 and r.face_model == "dlib_resnet_v1"
-    hits = r.results[0].hits
-    assert [h.video.external_key for h in hits] == ["composite"]
-    (app,) = hits[0].appearances
+    hits = {h.video.external_key: h for h in r.results[0].hits}
+    assert set(hits) == {"composite", "again0"}
+    (app,) = hits["composite"].appearances
     # the truth is [2, 8) sampled at 1 fps: the track spans samples 2..7 (+ one period)
     inter = max(0.0, min(app.end_seconds, 8.0) - max(app.start_seconds, 2.0))
     union = max(app.end_seconds, 8.0) - min(app.start_seconds, 2.0)
     assert inter / union >= 0.8, (app.start_seconds, app.end_seconds)
-    assert 2.0 <= hits[0].timestamp_seconds < 8.0
-    assert hits[0].score > 0.5 and 0.0 <= hits[0].box.x0 < hits[0].box.x1 <= 1.0
+    hit = hits["composite"]
+    assert 2.0 <= hit.timestamp_seconds < 8.0
+    assert hit.score > 0.5 and 0.0 <= hit.box.x0 < hit.box.x1 <= 1.0
 
 
 def test_search_by_face_finds_a_photo_and_not_strangers(world):
@@ -97,7 +104,7 @@ def test_chosen_face_box_and_filters(world):
     with world["srv"].client() as fs:
         both = fs.search_by_face(_png(pair), collection="people")
         keys = sorted(h.video.external_key for res in both.results for h in res.hits)
-        assert keys == ["composite", "photo"]
+        assert keys == ["again0", "composite", "photo"]
         right = fs.search_by_face(_png(pair), collection="people", face=(a.shape[1], 0, pair.shape[1], h))
         assert len(right.results) == 1
         assert [h.video.external_key for h in right.results[0].hits] == ["photo"]
@@ -110,6 +117,15 @@ def test_photo_without_a_face_is_invalid_argument_no_face(world):
     with world["srv"].client() as fs, pytest.raises(FrameSeekError) as ei:
         fs.search_by_face(_png(flat), collection="people")
     assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT and ei.value.reason == "NO_FACE"
+
+
+def test_media_without_a_face_is_indexed_with_no_faces(world, tmp_path):
+    fruits = "/usr/share/doc/opencv-doc/examples/data/fruits.jpg"  # a real photo without a face
+    with world["srv"].client() as fs:
+        v = fs.ingest_image(fruits, collection="people", external_key="no-face").video
+        assert v.sample_count == 1
+        assert fs.video_people(v.name) == []
+        fs.delete_video(v.name)
 
 
 def test_collection_without_faces_is_failed_precondition(world):
@@ -150,4 +166,94 @@ def test_cli_create_collection_and_search_face(world, tmp_path):
     )
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)["results"][0]["hits"]
-    assert hits[0]["video"]["external_key"] == "composite"
+    assert "composite" in [h["video"]["external_key"] for h in hits]
+
+
+def _interval_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
+
+
+def test_video_people_are_the_two_people_with_their_intervals(world):
+    with world["srv"].client() as fs:
+        found = fs.video_people(world["video"].name)
+    assert len(found) == 2
+    spans = sorted((a.start_seconds, a.end_seconds) for p in found for a in p.appearances)
+    assert len(spans) == 2
+    assert _interval_iou(spans[0], (2.0, 8.0)) >= 0.8 and _interval_iou(spans[1], (5.0, 11.0)) >= 0.7, spans
+    for p in found:
+        assert p.representative.video == world["video"].name
+
+
+def test_a_person_spans_videos_and_a_display_name_reaches_search(world):
+    with world["srv"].client() as fs:
+        in_video = {p.name for p in fs.video_people(world["video"].name)}
+        in_again = fs.video_people(world["again"].name)
+        assert len(in_again) == 1 and in_again[0].name in in_video  # the same person, one id
+        everyone = {p.name: p for p in fs.list_people("people", page_size=1)}  # paged one by one
+        assert everyone[in_again[0].name].video_count == 2
+        assert len(everyone) >= 3  # the two in the video and the one in photo.png
+        named = fs.update_person(in_again[0].name, "The sitter")
+        assert named.display_name == "The sitter"
+        r = fs.search_by_face(_png(world["idents"][0].query), collection="people")
+        assert {h.person_display_name for h in r.results[0].hits} == {"The sitter"}
+        with pytest.raises(FrameSeekError) as ei:
+            fs.update_person("collections/people/people/999999", "nobody")
+        assert ei.value.code == grpc.StatusCode.NOT_FOUND and ei.value.reason == "PERSON_NOT_FOUND"
+
+
+def test_cli_people(world):
+    srv = world["srv"]
+    cli = [sys.executable, "-m", "frameseek.cli"]
+    listed = subprocess.run(
+        [*cli, "people", world["video"].name, "--server", srv.address, "--json"], capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)["people"]) == 2
+
+
+def test_faces_and_people_survive_a_crash(tmp_path):
+    idents = load_identities(limit=3)
+    photo = tmp_path / "one.png"
+    photo.write_bytes(_png(idents[1].crop))
+    srv = ServerProcess(tmp_path / "data", ingest_workers=1).start()
+    try:
+        with srv.client(timeout=600) as fs:
+            fs.create_collection("crash", faces=True)
+            v = fs.ingest_image(photo, collection="crash").video  # acknowledged: durable from here
+            (before,) = fs.video_people(v.name)
+            fs.update_person(before.name, "Kept")
+        srv.kill9()
+        srv.start()
+        with srv.client(timeout=600) as fs:
+            r = fs.search_by_face(_png(idents[1].query), collection="crash")
+            (hit,) = r.results[0].hits
+            assert hit.video.name == v.name and hit.person == before.name and hit.person_display_name == "Kept"
+            (after,) = fs.video_people(v.name)
+            assert after.name == before.name
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def test_missing_face_weights_are_failed_precondition_model_unavailable(tmp_path):
+    # an installation whose face_recognition_models package has no weights (first on the path)
+    fake = tmp_path / "site" / "face_recognition_models"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    photo = tmp_path / "p.png"
+    photo.write_bytes(_png(load_identities(limit=1)[0].crop))
+    srv = ServerProcess(tmp_path / "data", env={"PYTHONPATH": str(tmp_path / "site")}).start()
+    try:
+        with srv.client(timeout=600) as fs:
+            fs.create_collection("f", faces=True)
+            for call in (
+                lambda: fs.ingest_image(photo, collection="f"),
+                lambda: fs.search_by_face(photo.read_bytes(), collection="f"),
+            ):
+                with pytest.raises(FrameSeekError) as ei:
+                    call()
+                assert ei.value.code == grpc.StatusCode.FAILED_PRECONDITION
+                assert ei.value.reason == "MODEL_UNAVAILABLE"
+            assert fs.ingest_image(photo).video.sample_count == 1  # frames-only collections are unaffected
+    finally:
+        assert srv.stop() == 0, srv.log()

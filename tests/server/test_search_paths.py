@@ -125,7 +125,9 @@ def test_a_search_restricted_to_a_few_videos_is_exact(tmp_path):
         if trial % 2:  # near a frame of an allowed video
             q = vectors[allowed[0]][int(rng.integers(SAMPLES))] + 0.3 * q
         q /= np.linalg.norm(q)
-        hits = directory.nearest_videos(c.id, q, k=len(allowed), matches=3, min_score=-2.0, ef=1, videos=np.array(allowed, np.uint64))
+        hits = directory.nearest_videos(
+            c.id, q, k=len(allowed), matches=3, min_score=-2.0, ef=1, videos=np.array(allowed, np.uint64)
+        )
         exact = {v: vectors[v].astype(np.float64) @ q.astype(np.float64) for v in allowed}
         assert [h[0] for h in hits] == sorted(allowed, key=lambda v: -exact[v].max())
         for vid, score, matches in hits:

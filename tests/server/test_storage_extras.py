@@ -239,6 +239,31 @@ def test_version_2_catalog_is_migrated_to_frames_only_collections(tmp_path):
     st.close()
 
 
+def test_version_4_catalog_gains_the_people_tables(tmp_path):
+    rng = np.random.default_rng(10)
+    st = _open(tmp_path)
+    c = st.create_collection("old", model="m", dimension=DIM, metric="ip", sampling={}, index={})
+    v = st.add_video(c.id, _rec("old"), np.arange(2.0), _unit(rng, 2))
+    st.close()
+    db = sqlite3.connect(str(tmp_path / "catalog.sqlite3"))
+    db.executescript(
+        "BEGIN; DROP TABLE person_tracks; DROP TABLE people;"
+        "UPDATE meta SET value='4' WHERE key='schema_version'; COMMIT;"
+    )
+    db.close()
+    st = _open(tmp_path)
+    assert st.catalog._query("SELECT value FROM meta WHERE key='schema_version'") == [(str(catalog.SCHEMA_VERSION),)]
+    assert st.people.assign_tracks(c.id, v.id, [([0, 1], None)]) == {0: 1, 1: 1}
+    assert st.people.assign_tracks(c.id, v.id, [([0], None)]) == {0: 1, 1: 1}  # idempotent
+    st.close()
+    st = _open(tmp_path)  # stored: the person and its tracks survive a restart, ids unchanged
+    assert st.people.track_people([v.id]) == {(v.id, 0): 1, (v.id, 1): 1}
+    assert st.people.set_person_name(c.id, 1, "A") and [p.display_name for p in st.people.people(c.id)] == ["A"]
+    st.delete_video(v.id)
+    assert st.people.people(c.id) == []  # its tracks went with the video
+    st.close()
+
+
 def test_a_newer_catalog_is_refused(tmp_path):
     st = _open(tmp_path)
     st.close()

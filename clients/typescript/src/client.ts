@@ -22,6 +22,9 @@ import {
   IngestMetadata,
   IngestVideoResponse,
   ListVideosRequest,
+  type FaceBox,
+  type Person,
+  SearchByFaceResponse,
   SearchByVideoResponse,
   SearchOptions,
   SearchResponse,
@@ -310,6 +313,32 @@ export class FrameSeek {
   /** Nearest videos for a raw embedding of the collection's model. */
   searchByVector(vector: ArrayLike<number>, options: DeepPartial<SearchOptions> = {}, parent = ""): Promise<SearchResponse> {
     return unary(this.api.searchByVector.bind(this.api), { parent, vector: Array.from(vector), options: SearchOptions.fromPartial(options) });
+  }
+
+  /** Where the person of a photo appears (collections created with `faces`): per face of the
+   * photo, or only the one inside `face` (pixels). */
+  searchByFace(image: Uint8Array, options: DeepPartial<SearchOptions> = {}, parent = "", face?: FaceBox): Promise<SearchByFaceResponse> {
+    return unary(this.api.searchByFace.bind(this.api), { parent, image: Buffer.from(image), face, options: SearchOptions.fromPartial(options) });
+  }
+
+  /** Every person of a faces collection (all pages). */
+  async *listPeople(parent = "", pageSize = 0): AsyncGenerator<Person> {
+    let pageToken = "";
+    do {
+      const page = await unary(this.api.listPeople.bind(this.api), { parent, pageSize, pageToken });
+      yield* page.people;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  /** The persons in one video (`collections/{c}/videos/{v}`), with their intervals there. */
+  async videoPeople(name: string): Promise<Person[]> {
+    return (await unary(this.api.getVideoPeople.bind(this.api), { name })).people;
+  }
+
+  /** Names a person (`collections/{c}/people/{p}`). */
+  updatePerson(name: string, displayName: string): Promise<Person> {
+    return unary(this.api.updatePerson.bind(this.api), { person: { name, displayName, videoCount: 0, appearances: [] } });
   }
 
   /** Indexed videos a clip copies, with score, coverage, offset and aligned segments. */

@@ -148,6 +148,43 @@ describe("against a live server", { skip: skipReason }, () => {
     }
   });
 
+  test("faces: search by face, people, display names", async (t) => {
+    const parent = "collections/ts-faces";
+    const col = await c.createCollection("ts-faces", { faces: true });
+    assert.equal(col.faces, true);
+    try {
+      const photo = readFileSync("/usr/share/doc/opencv-doc/opencv4/html/227943776_1.jpg");
+      let item;
+      try {
+        item = await c.ingestImage(photo, { parent, externalKey: "man" });
+      } catch (err) {
+        if (err instanceof FrameSeekError && err.reason === "MODEL_UNAVAILABLE") {
+          t.skip(`server has no models: ${err.details}`);
+          return;
+        }
+        throw err;
+      }
+      const found = await c.searchByFace(photo, {}, parent);
+      assert.equal(found.results.length, 1);
+      const hit = found.results[0].hits[0];
+      assert.equal(hit.video?.name, item.video?.name);
+      assert.ok(hit.score > 0.5 && hit.person !== "", JSON.stringify(hit));
+      const noFace = readFileSync(srv.media("frame_a_3s.png")); // a frame of a synthetic test video
+      await rejectsWith(c.searchByFace(noFace, {}, parent), status.INVALID_ARGUMENT, ["NO_FACE"]);
+      const inVideo = await c.videoPeople(item.video!.name);
+      assert.deepEqual(inVideo.map((p) => p.name), [hit.person]);
+      assert.equal((await c.updatePerson(hit.person, "Tess")).displayName, "Tess");
+      const everyone = [];
+      for await (const p of c.listPeople(parent)) everyone.push(p);
+      assert.deepEqual(everyone.map((p) => p.displayName), ["Tess"]);
+      const again = await c.searchByFace(photo, {}, parent);
+      assert.equal(again.results[0].hits[0].personDisplayName, "Tess");
+      await rejectsWith(c.updatePerson(`${parent}/people/999999`, "nobody"), status.NOT_FOUND, ["PERSON_NOT_FOUND"]);
+    } finally {
+      await c.deleteCollection(parent, true);
+    }
+  });
+
   test("upload, list, search by image / vector / video, delete", async (t) => {
     const parent = "collections/ts-media";
     await c.createCollection("ts-media");

@@ -58,6 +58,9 @@ METHOD_ROLES = {
             "GetIngestJob",
             "WatchIngestJob",
             "SearchByImage",
+            "SearchByFace",
+            "ListPeople",
+            "GetVideoPeople",
             "SearchByVideo",
             "SearchByVector",
             "SearchByAudio",
@@ -67,7 +70,10 @@ METHOD_ROLES = {
             "GetStats",
         )
     },
-    **{_SVC + m: "writer" for m in ("IngestVideo", "IngestImage", "DeleteVideo", "UpsertItems", "DeleteItems")},
+    **{
+        _SVC + m: "writer"
+        for m in ("IngestVideo", "IngestImage", "DeleteVideo", "UpsertItems", "DeleteItems", "UpdatePerson")
+    },
     **{_SVC + m: "admin" for m in ("CreateCollection", "DeleteCollection")},
 }
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)

@@ -21,12 +21,13 @@ from ..service import (
     IngestRequest,
     IngestResult,
     ItemInput,
+    PersonView,
     QueryFace,
     SearchOptions,
 )
 from ..storage import CollectionRecord, JobRecord, VideoRecord
 from ..v1 import frameseek_pb2 as pb
-from .names import collection_name, job_name, parse_collection, parse_video, video_name
+from .names import collection_name, job_name, parse_collection, parse_video, person_name, video_name
 
 _METRIC = {"ip": pb.METRIC_COSINE, "l2": pb.METRIC_L2}
 _KIND = {"video": pb.MEDIA_KIND_VIDEO, "image": pb.MEDIA_KIND_IMAGE, ITEM_KIND: pb.MEDIA_KIND_ITEM}
@@ -197,8 +198,12 @@ class Translator:
             ],
         )
 
-    def face_results(self, results: list[QueryFace], face_model: str) -> pb.SearchByFaceResponse:
+    def face_results(self, cid: str, results: list[QueryFace], face_model: str) -> pb.SearchByFaceResponse:
         out = pb.SearchByFaceResponse(face_model=face_model)
+
+        def person(a) -> str:
+            return person_name(cid, a.person) if a.person else ""
+
         for q in results:
             r = out.results.add(query_face=_face_box(q.box))
             for video, hit in q.hits:
@@ -208,6 +213,8 @@ class Translator:
                     score=hit.score,
                     timestamp_seconds=best.timestamp,
                     box=_face_box(best.box),
+                    person=person(best),
+                    person_display_name=best.person_name,
                     appearances=[
                         pb.FaceAppearance(
                             start_seconds=a.start,
@@ -215,10 +222,23 @@ class Translator:
                             timestamp_seconds=a.timestamp,
                             box=_face_box(a.box),
                             score=a.score,
+                            person=person(a),
+                            person_display_name=a.person_name,
                         )
                         for a in hit.appearances
                     ],
                 )
+        return out
+
+    def person(self, cid: str, p: PersonView) -> pb.Person:
+        out = pb.Person(name=person_name(cid, p.id), display_name=p.display_name, video_count=p.video_count)
+        for v, start, end in p.appearances:
+            out.appearances.add(video=video_name(cid, v), start_seconds=start, end_seconds=end)
+        if p.representative is not None:
+            v, t, box = p.representative
+            out.representative.CopyFrom(
+                pb.FaceSighting(video=video_name(cid, v), timestamp_seconds=t, box=_face_box(box))
+            )
         return out
 
     def copy(self, c: CopyMatch) -> pb.VideoCopyMatch:

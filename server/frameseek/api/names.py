@@ -65,6 +65,29 @@ def parse_video(name: str, field: str = "name") -> tuple[str, int]:
     return parts[1], int(parts[3])
 
 
+def person_name(collection: str, person_id: int) -> str:
+    return f"collections/{collection}/people/{person_id}"
+
+
+def parse_person(name: str, field: str = "person.name") -> tuple[str, int]:
+    """'collections/{c}/people/{p}' -> (c, p)."""
+    parts = name.split("/")
+    if (
+        len(parts) != 4
+        or parts[0] != "collections"
+        or not COLLECTION_ID_RE.fullmatch(parts[1])
+        or parts[2] != "people"
+        or not _VIDEO_ID.fullmatch(parts[3])
+        or int(parts[3]) > _MAX_VIDEO_ID
+    ):
+        raise invalid(
+            f"malformed person name {quoted(name)}; expected 'collections/{{collection}}/people/{{id}}' "
+            "with a decimal id",
+            field=field,
+        )
+    return parts[1], int(parts[3])
+
+
 def parse_job(name: str) -> str:
     parts = name.split("/")
     if len(parts) != 2 or parts[0] != "ingestJobs" or not parts[1]:

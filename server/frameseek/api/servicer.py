@@ -19,12 +19,12 @@ from google.protobuf import empty_pb2
 
 from .. import metrics
 from ..errors import ErrorCode, ServiceError, disk_full, exhausted, invalid
-from ..service import FrameSeekService, SearchOptions
+from ..service import DEFAULT_COLLECTION, FrameSeekService, SearchOptions
 from ..v1 import frameseek_pb2 as pb
 from ..v1 import frameseek_pb2_grpc as pb_grpc
 from . import messages
 from .messages import REGION_SEARCH, Translator, ingest_request, search_options, video_ids
-from .names import ALL_COLLECTIONS, parse_collection, parse_job, parse_video, video_name
+from .names import ALL_COLLECTIONS, parse_collection, parse_job, parse_person, parse_video, video_name
 from .pages import decode_id_token, decode_token, encode_token, page_size
 from .status import abort
 from .uploads import Uploads, client_of, resolve_server_path, sha256_file
@@ -247,7 +247,35 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         results, face_model = await self.svc.people.search_face(
             rec_id, request.image, search_options(request.options), box
         )
-        return self.tr.face_results(results, face_model)
+        return self.tr.face_results(rec_id or DEFAULT_COLLECTION, results, face_model)
+
+    @_rpc
+    async def ListPeople(self, request, context):
+        cid = parse_collection(request.parent) or DEFAULT_COLLECTION
+        size = page_size(request.page_size)
+        after = decode_id_token(request.page_token, "p") or 0
+        people = await self.svc.people.list_people(cid, after, size + 1)
+        out = pb.ListPeopleResponse(
+            next_page_token=encode_token("p", str(people[size - 1].id)) if len(people) > size else ""
+        )
+        out.people.extend(self.tr.person(cid, p) for p in people[:size])
+        return out
+
+    @_rpc
+    async def GetVideoPeople(self, request, context):
+        if not request.name:
+            raise invalid("name is required", field="name")
+        cid, vid = parse_video(request.name)
+        people = await self.svc.people.video_people(cid, vid)
+        return pb.GetVideoPeopleResponse(people=[self.tr.person(cid, p) for p in people])
+
+    @_rpc
+    async def UpdatePerson(self, request, context):
+        if not request.person.name:
+            raise invalid("person.name is required", field="person.name")
+        cid, pid = parse_person(request.person.name)
+        p = await self.svc.people.update_person(cid, pid, request.person.display_name)
+        return self.tr.person(cid, p)
 
     @_rpc
     async def SearchByVideo(self, request_iterator, context):

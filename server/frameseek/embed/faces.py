@@ -188,6 +188,16 @@ class DlibResNetEncoder:
         return np.asarray([np.asarray(v, np.float32) for v in out], np.float32).reshape(len(boxes), self.dim)
 
 
+def cluster_faces(vectors: np.ndarray, threshold: float) -> np.ndarray:
+    """Chinese whispers (dlib's) over the graph whose edges join vectors closer than `threshold`
+    (L2): int32 labels 0.. per vector; each connected group of alike faces becomes one label."""
+    if len(vectors) == 0:
+        return np.zeros(0, np.int32)
+    dlib = _dlib()
+    labels = dlib.chinese_whispers_clustering([dlib.vector(v.astype(np.float64).tolist()) for v in vectors], threshold)
+    return np.asarray(labels, np.int32)
+
+
 def load_detector(name: str, upsample: int = 1) -> FaceDetector:
     if name == "hog":
         return HogDetector(upsample)
@@ -205,6 +215,7 @@ __all__ = [
     "FaceModelUnavailable",
     "HogDetector",
     "MmodDetector",
+    "cluster_faces",
     "load_detector",
     "models_dir",
 ]

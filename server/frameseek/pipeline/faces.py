@@ -163,20 +163,39 @@ class FaceCollector:
     min_face_px: int = 20  # faces smaller than this (in the frame as sampled) are dropped
     max_faces_per_frame: int = 32
     tracking: TrackSettings = field(default_factory=TrackSettings)
+    # A face that stays put (box IoU >= `still_iou` with a face of the previous sample) keeps that
+    # face's vector for up to `reembed_every` - 1 samples instead of being embedded again: the
+    # encoder is the largest cost per face (~100 ms of CPU), and a face that has not moved has
+    # not changed identity. 1 = embed every face.
+    reembed_every: int = 3
+    still_iou: float = 0.6
     _rows: list[tuple[float, np.ndarray, np.ndarray, float]] = field(default_factory=list, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _previous: list[tuple[np.ndarray, np.ndarray, int]] = field(default_factory=list, init=False)
 
     def __call__(self, t: float, rgb: np.ndarray) -> None:
         h, w = rgb.shape[:2]
         found = detect_faces(self.detector, rgb, self.detect_short_side)
         found = [b for b in found if min(b.x1 - b.x0, b.y1 - b.y0) >= self.min_face_px][: self.max_faces_per_frame]
-        if not found:
-            return
-        vecs = self.encoder.encode(rgb, found)
         scale = np.array([w, h, w, h], np.float32)
+        boxes = [np.clip(b.as_array() / scale, 0.0, 1.0) for b in found]
         with self._lock:
-            for b, v in zip(found, vecs):
-                self._rows.append((float(t), v, np.clip(b.as_array() / scale, 0.0, 1.0), b.score))
+            previous = self._previous
+            vecs: list[np.ndarray | None] = [None] * len(found)
+            ages = [0] * len(found)
+            if previous and found and self.reembed_every > 1:
+                iou = box_iou(np.stack(boxes), np.stack([p[0] for p in previous]))
+                for i in range(len(found)):
+                    j = int(iou[i].argmax())
+                    if iou[i, j] >= self.still_iou and previous[j][2] + 1 < self.reembed_every:
+                        vecs[i], ages[i] = previous[j][1], previous[j][2] + 1
+            todo = [i for i, v in enumerate(vecs) if v is None]
+            if todo:
+                for i, v in zip(todo, self.encoder.encode(rgb, [found[i] for i in todo])):
+                    vecs[i] = v
+            self._previous = [(b, v, a) for b, v, a in zip(boxes, vecs, ages)]
+            for b, v, box in zip(found, vecs, boxes):
+                self._rows.append((float(t), v, box, b.score))
 
     def result(self) -> FaceSet:
         with self._lock:
@@ -226,6 +245,18 @@ def query_faces(
     """The faces of a query photo and their vectors: every face found, or, with `box`, the found
     face that overlaps it most (the box itself when none overlaps: the caller knows where it is)."""
     found = detect_faces(detector, rgb, short_side)
+    if not found:
+        h, w = rgb.shape[:2]
+        # a face cropped tight to the photo's border (a profile picture, a cut-out) leaves the
+        # detector's window no margin: one more look with a border of repeated edge pixels
+        # (a query is one image, so the second pass is cheap)
+        ph, pw = max(1, h // 4), max(1, w // 4)
+        padded = np.pad(rgb, ((ph, ph), (pw, pw), (0, 0)), mode="edge")
+        found = [
+            FaceBox(max(0.0, b.x0 - pw), max(0.0, b.y0 - ph), min(w, b.x1 - pw), min(h, b.y1 - ph), b.score)
+            for b in detect_faces(detector, padded, short_side)
+        ]
+        found = [b for b in found if b.x1 > b.x0 and b.y1 > b.y0]
     if box is not None:
         inside = [_covered(b, box) for b in found]
         # the detected face most inside the box (a loose box around a face, or a region of the

@@ -33,7 +33,7 @@ from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Vide
 from .core import OWN_VECTORS_MODEL, Core
 from .ingest import Ingest
 from .items import ITEM_KIND, ItemInput, Items
-from .people import People, QueryFace
+from .people import People, PersonView, QueryFace
 from .search import MAX_K, Search
 from .stats import stats
 from .types import CopyMatch, Hit, IngestRequest, IngestResult, SearchOptions, Segment, VideoSearchResult
@@ -59,6 +59,7 @@ __all__ = [
     "Hit",
     "IngestRequest",
     "IngestResult",
+    "PersonView",
     "QueryFace",
     "SearchOptions",
     "Segment",
@@ -80,6 +81,7 @@ class FrameSeekService:
         self.ingest = Ingest(core, self.collections, self.search, self.soundtracks)
         self.people = People(core, self.collections, self.search)
         self.items = Items(core, self.collections)  # UpsertItems / DeleteItems (own vectors)
+        self.ingest.faces_committed = self.people.assign_video
 
     # the shared state callers look at
     @property

@@ -119,6 +119,9 @@ class Ingest:
         # Optional: (job, collection id, sha256, media path) -> an on_sample callback for embed_media
         # (or None), called once per ingest; the web console's thumbnails (frameseek.console).
         self.ingest_frames: Callable[[JobRecord, int, str, str], Callable | None] | None = None
+        # Optional: (collection, video id) after a video with faces is committed: the people
+        # service assigns its face tracks to persons (People.assign_video).
+        self.faces_committed: Callable[[CollectionRecord, int], None] | None = None
 
     # -- admission ------------------------------------------------------------------------------
     def admit(self) -> IngestSlot:
@@ -429,8 +432,12 @@ class Ingest:
             vectors, twins = self.core.modality.index_vectors(media)
             if faces is not None:
                 found = faces.result()
-                extras[FACES_MODALITY.name] = ModalityData(found.times, found.vectors, found.payload())
+                # a video without a face has no face vectors (storage takes None for none)
+                vectors_or_none = found.vectors if len(found) else None
+                extras[FACES_MODALITY.name] = ModalityData(found.times, vectors_or_none, found.payload())
             video = storage.add_video(rec.id, v, media.timestamps, vectors, twins=twins, extras=extras)
+            if FACES_MODALITY.name in extras and self.faces_committed is not None:
+                self.faces_committed(rec, video.id)
         except StorageError as exc:
             raise storage_error(exc) from None
         job.state, job.video_id = JobState.SUCCEEDED, video.id

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -240,6 +240,10 @@ class VideoQuery:
 
 class Storage(Protocol):
     """What the service layer needs from storage. All methods are thread-safe and blocking."""
+
+    #: persons and their face tracks (frameseek.storage.people.PeopleTables): assign_tracks,
+    #: track_people, people, person, set_person_name, person_names
+    people: Any
 
     # collections
     def create_collection(

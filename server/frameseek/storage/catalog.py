@@ -35,8 +35,9 @@ from .base import (
     VideoRecord,
     is_disk_full,
 )
+from .people import PEOPLE_SCHEMA, PeopleTables
 
-SCHEMA_VERSION = 4  # 2: video state 'damaged'; 3: collections.modalities, video_extras; 4: row checksums
+SCHEMA_VERSION = 5  # 2: video state 'damaged'; 3: collections.modalities, video_extras; 4: row checksums; 5: people
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -129,6 +130,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id) WHERE request_id != '';
 """
     + _EXTRAS_TABLE
+    + PEOPLE_SCHEMA
 )
 
 _VIDEO_COLS = (
@@ -251,7 +253,7 @@ class CatalogDamaged(RuntimeError):
         )
 
 
-class Catalog:
+class Catalog(PeopleTables):
     """Thread-safe SQLite catalog. One connection guarded by a lock: catalog calls are short and the
     hot search path only reads the in-memory video cache kept by the engine."""
 
@@ -294,6 +296,9 @@ class Catalog:
             self._migrate_v2()
         if version <= 3:
             self._migrate_v3()
+        if version <= 4:  # 4 -> 5: the people tables, created by the schema script (IF NOT EXISTS)
+            with self._lock:
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def _migrate_v2(self) -> None:
         """Schema 2 -> 3: collections gain `modalities` ('{}': frames only, what they were);

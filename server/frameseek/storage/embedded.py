@@ -255,6 +255,7 @@ class EmbeddedStorage:
         self.data_dir = os.path.abspath(data_dir)
         os.makedirs(os.path.join(self.data_dir, "collections"), exist_ok=True)
         self.catalog = Catalog(catalog_path or os.path.join(self.data_dir, "catalog.sqlite3"))
+        self.people = self.catalog  # the people tables (Storage.people) live in the catalog
         self.snapshot_every = snapshot_every
         self._colls: dict[int, _CollectionIndex] = {}
         self._colls_lock = threading.Lock()

@@ -49,6 +49,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_BACKEND_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_INGEST_LEASE_EXPIRED: _ClassVar[ErrorReason]
     ERROR_REASON_NO_FACE: _ClassVar[ErrorReason]
+    ERROR_REASON_PERSON_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_MODALITY_NOT_ENABLED: _ClassVar[ErrorReason]
     ERROR_REASON_NO_AUDIO_STREAM: _ClassVar[ErrorReason]
     ERROR_REASON_AUDIO_TOO_SHORT: _ClassVar[ErrorReason]
@@ -131,6 +132,7 @@ ERROR_REASON_UPLOAD_IDLE: ErrorReason
 ERROR_REASON_BACKEND_UNAVAILABLE: ErrorReason
 ERROR_REASON_INGEST_LEASE_EXPIRED: ErrorReason
 ERROR_REASON_NO_FACE: ErrorReason
+ERROR_REASON_PERSON_NOT_FOUND: ErrorReason
 ERROR_REASON_MODALITY_NOT_ENABLED: ErrorReason
 ERROR_REASON_NO_AUDIO_STREAM: ErrorReason
 ERROR_REASON_AUDIO_TOO_SHORT: ErrorReason
@@ -818,32 +820,40 @@ class SearchByFaceRequest(_message.Message):
     def __init__(self, parent: _Optional[str] = ..., image: _Optional[bytes] = ..., face: _Optional[_Union[FaceBox, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
 
 class FaceAppearance(_message.Message):
-    __slots__ = ("start_seconds", "end_seconds", "timestamp_seconds", "box", "score")
+    __slots__ = ("start_seconds", "end_seconds", "timestamp_seconds", "box", "score", "person", "person_display_name")
     START_SECONDS_FIELD_NUMBER: _ClassVar[int]
     END_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    PERSON_FIELD_NUMBER: _ClassVar[int]
+    PERSON_DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     start_seconds: float
     end_seconds: float
     timestamp_seconds: float
     box: FaceBox
     score: float
-    def __init__(self, start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., timestamp_seconds: _Optional[float] = ..., box: _Optional[_Union[FaceBox, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    person: str
+    person_display_name: str
+    def __init__(self, start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., timestamp_seconds: _Optional[float] = ..., box: _Optional[_Union[FaceBox, _Mapping]] = ..., score: _Optional[float] = ..., person: _Optional[str] = ..., person_display_name: _Optional[str] = ...) -> None: ...
 
 class FaceVideoHit(_message.Message):
-    __slots__ = ("video", "score", "timestamp_seconds", "box", "appearances")
+    __slots__ = ("video", "score", "timestamp_seconds", "box", "appearances", "person", "person_display_name")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
     APPEARANCES_FIELD_NUMBER: _ClassVar[int]
+    PERSON_FIELD_NUMBER: _ClassVar[int]
+    PERSON_DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     video: Video
     score: float
     timestamp_seconds: float
     box: FaceBox
     appearances: _containers.RepeatedCompositeFieldContainer[FaceAppearance]
-    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., timestamp_seconds: _Optional[float] = ..., box: _Optional[_Union[FaceBox, _Mapping]] = ..., appearances: _Optional[_Iterable[_Union[FaceAppearance, _Mapping]]] = ...) -> None: ...
+    person: str
+    person_display_name: str
+    def __init__(self, video: _Optional[_Union[Video, _Mapping]] = ..., score: _Optional[float] = ..., timestamp_seconds: _Optional[float] = ..., box: _Optional[_Union[FaceBox, _Mapping]] = ..., appearances: _Optional[_Iterable[_Union[FaceAppearance, _Mapping]]] = ..., person: _Optional[str] = ..., person_display_name: _Optional[str] = ...) -> None: ...
 
 class FaceSearchResult(_message.Message):
     __slots__ = ("query_face", "hits")
@@ -860,3 +870,73 @@ class SearchByFaceResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[FaceSearchResult]
     face_model: str
     def __init__(self, results: _Optional[_Iterable[_Union[FaceSearchResult, _Mapping]]] = ..., face_model: _Optional[str] = ...) -> None: ...
+
+class FaceSighting(_message.Message):
+    __slots__ = ("video", "timestamp_seconds", "box")
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    video: str
+    timestamp_seconds: float
+    box: FaceBox
+    def __init__(self, video: _Optional[str] = ..., timestamp_seconds: _Optional[float] = ..., box: _Optional[_Union[FaceBox, _Mapping]] = ...) -> None: ...
+
+class PersonAppearance(_message.Message):
+    __slots__ = ("video", "start_seconds", "end_seconds")
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    video: str
+    start_seconds: float
+    end_seconds: float
+    def __init__(self, video: _Optional[str] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ...) -> None: ...
+
+class Person(_message.Message):
+    __slots__ = ("name", "display_name", "video_count", "appearances", "representative")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_COUNT_FIELD_NUMBER: _ClassVar[int]
+    APPEARANCES_FIELD_NUMBER: _ClassVar[int]
+    REPRESENTATIVE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    display_name: str
+    video_count: int
+    appearances: _containers.RepeatedCompositeFieldContainer[PersonAppearance]
+    representative: FaceSighting
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., video_count: _Optional[int] = ..., appearances: _Optional[_Iterable[_Union[PersonAppearance, _Mapping]]] = ..., representative: _Optional[_Union[FaceSighting, _Mapping]] = ...) -> None: ...
+
+class ListPeopleRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPeopleResponse(_message.Message):
+    __slots__ = ("people", "next_page_token")
+    PEOPLE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    people: _containers.RepeatedCompositeFieldContainer[Person]
+    next_page_token: str
+    def __init__(self, people: _Optional[_Iterable[_Union[Person, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetVideoPeopleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetVideoPeopleResponse(_message.Message):
+    __slots__ = ("people",)
+    PEOPLE_FIELD_NUMBER: _ClassVar[int]
+    people: _containers.RepeatedCompositeFieldContainer[Person]
+    def __init__(self, people: _Optional[_Iterable[_Union[Person, _Mapping]]] = ...) -> None: ...
+
+class UpdatePersonRequest(_message.Message):
+    __slots__ = ("person",)
+    PERSON_FIELD_NUMBER: _ClassVar[int]
+    person: Person
+    def __init__(self, person: _Optional[_Union[Person, _Mapping]] = ...) -> None: ...

@@ -120,6 +120,21 @@ class FrameSeekStub:
                 request_serializer=frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsRequest.SerializeToString,
                 response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsResponse.FromString,
                 _registered_method=True)
+        self.ListPeople = channel.unary_unary(
+                '/frameseek.v1.FrameSeek/ListPeople',
+                request_serializer=frameseek_dot_v1_dot_frameseek__pb2.ListPeopleRequest.SerializeToString,
+                response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.ListPeopleResponse.FromString,
+                _registered_method=True)
+        self.GetVideoPeople = channel.unary_unary(
+                '/frameseek.v1.FrameSeek/GetVideoPeople',
+                request_serializer=frameseek_dot_v1_dot_frameseek__pb2.GetVideoPeopleRequest.SerializeToString,
+                response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.GetVideoPeopleResponse.FromString,
+                _registered_method=True)
+        self.UpdatePerson = channel.unary_unary(
+                '/frameseek.v1.FrameSeek/UpdatePerson',
+                request_serializer=frameseek_dot_v1_dot_frameseek__pb2.UpdatePersonRequest.SerializeToString,
+                response_deserializer=frameseek_dot_v1_dot_frameseek__pb2.Person.FromString,
+                _registered_method=True)
         self.GetVideo = channel.unary_unary(
                 '/frameseek.v1.FrameSeek/GetVideo',
                 request_serializer=frameseek_dot_v1_dot_frameseek__pb2.GetVideoRequest.SerializeToString,
@@ -279,6 +294,27 @@ class FrameSeekServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPeople(self, request, context):
+        """Lists the persons of a faces collection (face tracks clustered across its videos), by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVideoPeople(self, request, context):
+        """The persons who appear in one video, with their intervals there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePerson(self, request, context):
+        """Gives a person a display name (returned by SearchByFace and the people listings).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVideo(self, request, context):
         """Gets a video.
         """
@@ -384,6 +420,21 @@ def add_FrameSeekServicer_to_server(servicer, server):
                     servicer.DeleteItems,
                     request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsRequest.FromString,
                     response_serializer=frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsResponse.SerializeToString,
+            ),
+            'ListPeople': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeople,
+                    request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.ListPeopleRequest.FromString,
+                    response_serializer=frameseek_dot_v1_dot_frameseek__pb2.ListPeopleResponse.SerializeToString,
+            ),
+            'GetVideoPeople': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVideoPeople,
+                    request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.GetVideoPeopleRequest.FromString,
+                    response_serializer=frameseek_dot_v1_dot_frameseek__pb2.GetVideoPeopleResponse.SerializeToString,
+            ),
+            'UpdatePerson': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePerson,
+                    request_deserializer=frameseek_dot_v1_dot_frameseek__pb2.UpdatePersonRequest.FromString,
+                    response_serializer=frameseek_dot_v1_dot_frameseek__pb2.Person.SerializeToString,
             ),
             'GetVideo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVideo,
@@ -821,6 +872,87 @@ class FrameSeek:
             '/frameseek.v1.FrameSeek/DeleteItems',
             frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsRequest.SerializeToString,
             frameseek_dot_v1_dot_frameseek__pb2.DeleteItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeople(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/frameseek.v1.FrameSeek/ListPeople',
+            frameseek_dot_v1_dot_frameseek__pb2.ListPeopleRequest.SerializeToString,
+            frameseek_dot_v1_dot_frameseek__pb2.ListPeopleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVideoPeople(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/frameseek.v1.FrameSeek/GetVideoPeople',
+            frameseek_dot_v1_dot_frameseek__pb2.GetVideoPeopleRequest.SerializeToString,
+            frameseek_dot_v1_dot_frameseek__pb2.GetVideoPeopleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePerson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/frameseek.v1.FrameSeek/UpdatePerson',
+            frameseek_dot_v1_dot_frameseek__pb2.UpdatePersonRequest.SerializeToString,
+            frameseek_dot_v1_dot_frameseek__pb2.Person.FromString,
             options,
             channel_credentials,
             insecure,

@@ -121,6 +121,8 @@ const (
 	ErrorReason_ERROR_REASON_INGEST_LEASE_EXPIRED ErrorReason = 44
 	// SearchByFace: no face was found in the photo (nor at the given face box).
 	ErrorReason_ERROR_REASON_NO_FACE ErrorReason = 33
+	// Unknown person.
+	ErrorReason_ERROR_REASON_PERSON_NOT_FOUND ErrorReason = 34
 	// The call needs a modality (faces, audio ...) that the collection was not created with
 	// (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
 	ErrorReason_ERROR_REASON_MODALITY_NOT_ENABLED ErrorReason = 47
@@ -175,6 +177,7 @@ var (
 		43: "ERROR_REASON_BACKEND_UNAVAILABLE",
 		44: "ERROR_REASON_INGEST_LEASE_EXPIRED",
 		33: "ERROR_REASON_NO_FACE",
+		34: "ERROR_REASON_PERSON_NOT_FOUND",
 		47: "ERROR_REASON_MODALITY_NOT_ENABLED",
 		37: "ERROR_REASON_NO_AUDIO_STREAM",
 		38: "ERROR_REASON_AUDIO_TOO_SHORT",
@@ -218,6 +221,7 @@ var (
 		"ERROR_REASON_BACKEND_UNAVAILABLE":  43,
 		"ERROR_REASON_INGEST_LEASE_EXPIRED": 44,
 		"ERROR_REASON_NO_FACE":              33,
+		"ERROR_REASON_PERSON_NOT_FOUND":     34,
 		"ERROR_REASON_MODALITY_NOT_ENABLED": 47,
 		"ERROR_REASON_NO_AUDIO_STREAM":      37,
 		"ERROR_REASON_AUDIO_TOO_SHORT":      38,
@@ -4460,9 +4464,13 @@ type FaceAppearance struct {
 	TimestampSeconds float64  `protobuf:"fixed64,3,opt,name=timestamp_seconds,json=timestampSeconds,proto3" json:"timestamp_seconds,omitempty"`
 	Box              *FaceBox `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
 	// Calibrated score in (0, 1): 0.5 at the face model's same-person distance, higher is closer.
-	Score         float32 `protobuf:"fixed32,5,opt,name=score,proto3" json:"score,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Score float32 `protobuf:"fixed32,5,opt,name=score,proto3" json:"score,omitempty"`
+	// The person this track was assigned to (`collections/{collection}/people/{person}`; empty
+	// before assignment) and their display name.
+	Person            string `protobuf:"bytes,6,opt,name=person,proto3" json:"person,omitempty"`
+	PersonDisplayName string `protobuf:"bytes,7,opt,name=person_display_name,json=personDisplayName,proto3" json:"person_display_name,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *FaceAppearance) Reset() {
@@ -4530,6 +4538,20 @@ func (x *FaceAppearance) GetScore() float32 {
 	return 0
 }
 
+func (x *FaceAppearance) GetPerson() string {
+	if x != nil {
+		return x.Person
+	}
+	return ""
+}
+
+func (x *FaceAppearance) GetPersonDisplayName() string {
+	if x != nil {
+		return x.PersonDisplayName
+	}
+	return ""
+}
+
 // A video (or photo) where the person appears.
 type FaceVideoHit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4540,9 +4562,12 @@ type FaceVideoHit struct {
 	TimestampSeconds float64  `protobuf:"fixed64,3,opt,name=timestamp_seconds,json=timestampSeconds,proto3" json:"timestamp_seconds,omitempty"`
 	Box              *FaceBox `protobuf:"bytes,4,opt,name=box,proto3" json:"box,omitempty"`
 	// Appearances by start time (at most max_matches_per_video, the best ones).
-	Appearances   []*FaceAppearance `protobuf:"bytes,5,rep,name=appearances,proto3" json:"appearances,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Appearances []*FaceAppearance `protobuf:"bytes,5,rep,name=appearances,proto3" json:"appearances,omitempty"`
+	// The best appearance's person and display name.
+	Person            string `protobuf:"bytes,6,opt,name=person,proto3" json:"person,omitempty"`
+	PersonDisplayName string `protobuf:"bytes,7,opt,name=person_display_name,json=personDisplayName,proto3" json:"person_display_name,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *FaceVideoHit) Reset() {
@@ -4608,6 +4633,20 @@ func (x *FaceVideoHit) GetAppearances() []*FaceAppearance {
 		return x.Appearances
 	}
 	return nil
+}
+
+func (x *FaceVideoHit) GetPerson() string {
+	if x != nil {
+		return x.Person
+	}
+	return ""
+}
+
+func (x *FaceVideoHit) GetPersonDisplayName() string {
+	if x != nil {
+		return x.PersonDisplayName
+	}
+	return ""
 }
 
 // The results for one face of the query photo.
@@ -4717,6 +4756,463 @@ func (x *SearchByFaceResponse) GetFaceModel() string {
 		return x.FaceModel
 	}
 	return ""
+}
+
+// A face of a person at one moment of a video.
+type FaceSighting struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `collections/{collection}/videos/{video}`.
+	Video            string  `protobuf:"bytes,1,opt,name=video,proto3" json:"video,omitempty"`
+	TimestampSeconds float64 `protobuf:"fixed64,2,opt,name=timestamp_seconds,json=timestampSeconds,proto3" json:"timestamp_seconds,omitempty"`
+	// Fractions of the frame.
+	Box           *FaceBox `protobuf:"bytes,3,opt,name=box,proto3" json:"box,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaceSighting) Reset() {
+	*x = FaceSighting{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaceSighting) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaceSighting) ProtoMessage() {}
+
+func (x *FaceSighting) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaceSighting.ProtoReflect.Descriptor instead.
+func (*FaceSighting) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *FaceSighting) GetVideo() string {
+	if x != nil {
+		return x.Video
+	}
+	return ""
+}
+
+func (x *FaceSighting) GetTimestampSeconds() float64 {
+	if x != nil {
+		return x.TimestampSeconds
+	}
+	return 0
+}
+
+func (x *FaceSighting) GetBox() *FaceBox {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+// An interval during which a person is on screen in a video (one face track).
+type PersonAppearance struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Video         string                 `protobuf:"bytes,1,opt,name=video,proto3" json:"video,omitempty"`
+	StartSeconds  float64                `protobuf:"fixed64,2,opt,name=start_seconds,json=startSeconds,proto3" json:"start_seconds,omitempty"`
+	EndSeconds    float64                `protobuf:"fixed64,3,opt,name=end_seconds,json=endSeconds,proto3" json:"end_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PersonAppearance) Reset() {
+	*x = PersonAppearance{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PersonAppearance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PersonAppearance) ProtoMessage() {}
+
+func (x *PersonAppearance) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PersonAppearance.ProtoReflect.Descriptor instead.
+func (*PersonAppearance) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *PersonAppearance) GetVideo() string {
+	if x != nil {
+		return x.Video
+	}
+	return ""
+}
+
+func (x *PersonAppearance) GetStartSeconds() float64 {
+	if x != nil {
+		return x.StartSeconds
+	}
+	return 0
+}
+
+func (x *PersonAppearance) GetEndSeconds() float64 {
+	if x != nil {
+		return x.EndSeconds
+	}
+	return 0
+}
+
+// A person: face tracks clustered across a collection's videos. Ids are stable: a person keeps
+// its id, later videos only add appearances.
+type Person struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier. `collections/{collection}/people/{person}`, {person} a decimal id.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Optional. Set with UpdatePerson; empty until then.
+	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// Output only. Videos (and photos) the person appears in.
+	VideoCount int32 `protobuf:"varint,3,opt,name=video_count,json=videoCount,proto3" json:"video_count,omitempty"`
+	// Output only. Appearances (tracks): all of them in ListPeople, those in the video in GetVideoPeople.
+	Appearances []*PersonAppearance `protobuf:"bytes,4,rep,name=appearances,proto3" json:"appearances,omitempty"`
+	// Output only. The detector's most confident face of the person (in GetVideoPeople: in that video).
+	Representative *FaceSighting `protobuf:"bytes,5,opt,name=representative,proto3" json:"representative,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Person) Reset() {
+	*x = Person{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Person) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Person) ProtoMessage() {}
+
+func (x *Person) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Person.ProtoReflect.Descriptor instead.
+func (*Person) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *Person) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Person) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *Person) GetVideoCount() int32 {
+	if x != nil {
+		return x.VideoCount
+	}
+	return 0
+}
+
+func (x *Person) GetAppearances() []*PersonAppearance {
+	if x != nil {
+		return x.Appearances
+	}
+	return nil
+}
+
+func (x *Person) GetRepresentative() *FaceSighting {
+	if x != nil {
+		return x.Representative
+	}
+	return nil
+}
+
+type ListPeopleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional. `collections/{collection}`; default collection when empty.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Optional. Default 50, at most 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Optional. next_page_token of the previous page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeopleRequest) Reset() {
+	*x = ListPeopleRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeopleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeopleRequest) ProtoMessage() {}
+
+func (x *ListPeopleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeopleRequest.ProtoReflect.Descriptor instead.
+func (*ListPeopleRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ListPeopleRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListPeopleRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPeopleRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListPeopleResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	People []*Person              `protobuf:"bytes,1,rep,name=people,proto3" json:"people,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeopleResponse) Reset() {
+	*x = ListPeopleResponse{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeopleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeopleResponse) ProtoMessage() {}
+
+func (x *ListPeopleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeopleResponse.ProtoReflect.Descriptor instead.
+func (*ListPeopleResponse) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ListPeopleResponse) GetPeople() []*Person {
+	if x != nil {
+		return x.People
+	}
+	return nil
+}
+
+func (x *ListPeopleResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type GetVideoPeopleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. `collections/{collection}/videos/{video}`.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVideoPeopleRequest) Reset() {
+	*x = GetVideoPeopleRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVideoPeopleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVideoPeopleRequest) ProtoMessage() {}
+
+func (x *GetVideoPeopleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVideoPeopleRequest.ProtoReflect.Descriptor instead.
+func (*GetVideoPeopleRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *GetVideoPeopleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetVideoPeopleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	People        []*Person              `protobuf:"bytes,1,rep,name=people,proto3" json:"people,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVideoPeopleResponse) Reset() {
+	*x = GetVideoPeopleResponse{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVideoPeopleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVideoPeopleResponse) ProtoMessage() {}
+
+func (x *GetVideoPeopleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVideoPeopleResponse.ProtoReflect.Descriptor instead.
+func (*GetVideoPeopleResponse) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *GetVideoPeopleResponse) GetPeople() []*Person {
+	if x != nil {
+		return x.People
+	}
+	return nil
+}
+
+type UpdatePersonRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The person (`name`) with its new `display_name`; other fields are ignored.
+	Person        *Person `protobuf:"bytes,1,opt,name=person,proto3" json:"person,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePersonRequest) Reset() {
+	*x = UpdatePersonRequest{}
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePersonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePersonRequest) ProtoMessage() {}
+
+func (x *UpdatePersonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_frameseek_v1_frameseek_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePersonRequest.ProtoReflect.Descriptor instead.
+func (*UpdatePersonRequest) Descriptor() ([]byte, []int) {
+	return file_frameseek_v1_frameseek_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *UpdatePersonRequest) GetPerson() *Person {
+	if x != nil {
+		return x.Person
+	}
+	return nil
 }
 
 var File_frameseek_v1_frameseek_proto protoreflect.FileDescriptor
@@ -5046,20 +5542,24 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\fR\x05image\x12)\n" +
 	"\x04face\x18\x03 \x01(\v2\x15.frameseek.v1.FaceBoxR\x04face\x125\n" +
-	"\aoptions\x18\x04 \x01(\v2\x1b.frameseek.v1.SearchOptionsR\aoptions\"\xc2\x01\n" +
+	"\aoptions\x18\x04 \x01(\v2\x1b.frameseek.v1.SearchOptionsR\aoptions\"\x8a\x02\n" +
 	"\x0eFaceAppearance\x12#\n" +
 	"\rstart_seconds\x18\x01 \x01(\x01R\fstartSeconds\x12\x1f\n" +
 	"\vend_seconds\x18\x02 \x01(\x01R\n" +
 	"endSeconds\x12+\n" +
 	"\x11timestamp_seconds\x18\x03 \x01(\x01R\x10timestampSeconds\x12'\n" +
 	"\x03box\x18\x04 \x01(\v2\x15.frameseek.v1.FaceBoxR\x03box\x12\x14\n" +
-	"\x05score\x18\x05 \x01(\x02R\x05score\"\xe5\x01\n" +
+	"\x05score\x18\x05 \x01(\x02R\x05score\x12\x16\n" +
+	"\x06person\x18\x06 \x01(\tR\x06person\x12.\n" +
+	"\x13person_display_name\x18\a \x01(\tR\x11personDisplayName\"\xad\x02\n" +
 	"\fFaceVideoHit\x12)\n" +
 	"\x05video\x18\x01 \x01(\v2\x13.frameseek.v1.VideoR\x05video\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12+\n" +
 	"\x11timestamp_seconds\x18\x03 \x01(\x01R\x10timestampSeconds\x12'\n" +
 	"\x03box\x18\x04 \x01(\v2\x15.frameseek.v1.FaceBoxR\x03box\x12>\n" +
-	"\vappearances\x18\x05 \x03(\v2\x1c.frameseek.v1.FaceAppearanceR\vappearances\"x\n" +
+	"\vappearances\x18\x05 \x03(\v2\x1c.frameseek.v1.FaceAppearanceR\vappearances\x12\x16\n" +
+	"\x06person\x18\x06 \x01(\tR\x06person\x12.\n" +
+	"\x13person_display_name\x18\a \x01(\tR\x11personDisplayName\"x\n" +
 	"\x10FaceSearchResult\x124\n" +
 	"\n" +
 	"query_face\x18\x01 \x01(\v2\x15.frameseek.v1.FaceBoxR\tqueryFace\x12.\n" +
@@ -5067,8 +5567,37 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x14SearchByFaceResponse\x128\n" +
 	"\aresults\x18\x01 \x03(\v2\x1e.frameseek.v1.FaceSearchResultR\aresults\x12\x1d\n" +
 	"\n" +
-	"face_model\x18\x02 \x01(\tR\tfaceModel*\xf6\n" +
+	"face_model\x18\x02 \x01(\tR\tfaceModel\"z\n" +
+	"\fFaceSighting\x12\x14\n" +
+	"\x05video\x18\x01 \x01(\tR\x05video\x12+\n" +
+	"\x11timestamp_seconds\x18\x02 \x01(\x01R\x10timestampSeconds\x12'\n" +
+	"\x03box\x18\x03 \x01(\v2\x15.frameseek.v1.FaceBoxR\x03box\"n\n" +
+	"\x10PersonAppearance\x12\x14\n" +
+	"\x05video\x18\x01 \x01(\tR\x05video\x12#\n" +
+	"\rstart_seconds\x18\x02 \x01(\x01R\fstartSeconds\x12\x1f\n" +
+	"\vend_seconds\x18\x03 \x01(\x01R\n" +
+	"endSeconds\"\xe6\x01\n" +
+	"\x06Person\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1f\n" +
+	"\vvideo_count\x18\x03 \x01(\x05R\n" +
+	"videoCount\x12@\n" +
+	"\vappearances\x18\x04 \x03(\v2\x1e.frameseek.v1.PersonAppearanceR\vappearances\x12B\n" +
+	"\x0erepresentative\x18\x05 \x01(\v2\x1a.frameseek.v1.FaceSightingR\x0erepresentative\"g\n" +
+	"\x11ListPeopleRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"j\n" +
+	"\x12ListPeopleResponse\x12,\n" +
+	"\x06people\x18\x01 \x03(\v2\x14.frameseek.v1.PersonR\x06people\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"+\n" +
+	"\x15GetVideoPeopleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"F\n" +
+	"\x16GetVideoPeopleResponse\x12,\n" +
+	"\x06people\x18\x01 \x03(\v2\x14.frameseek.v1.PersonR\x06people\"C\n" +
+	"\x13UpdatePersonRequest\x12,\n" +
+	"\x06person\x18\x01 \x01(\v2\x14.frameseek.v1.PersonR\x06person*\x99\v\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_CORRUPT_MEDIA\x10\x01\x12\"\n" +
@@ -5106,7 +5635,8 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x18ERROR_REASON_UPLOAD_IDLE\x10 \x12$\n" +
 	" ERROR_REASON_BACKEND_UNAVAILABLE\x10+\x12%\n" +
 	"!ERROR_REASON_INGEST_LEASE_EXPIRED\x10,\x12\x18\n" +
-	"\x14ERROR_REASON_NO_FACE\x10!\x12%\n" +
+	"\x14ERROR_REASON_NO_FACE\x10!\x12!\n" +
+	"\x1dERROR_REASON_PERSON_NOT_FOUND\x10\"\x12%\n" +
 	"!ERROR_REASON_MODALITY_NOT_ENABLED\x10/\x12 \n" +
 	"\x1cERROR_REASON_NO_AUDIO_STREAM\x10%\x12 \n" +
 	"\x1cERROR_REASON_AUDIO_TOO_SHORT\x10&\x12\x19\n" +
@@ -5141,7 +5671,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x19REGION_SEARCH_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REGION_SEARCH_OFF\x10\x01\x12\x16\n" +
 	"\x12REGION_SEARCH_AUTO\x10\x02\x12\x14\n" +
-	"\x10REGION_SEARCH_ON\x10\x032\xa5\f\n" +
+	"\x10REGION_SEARCH_ON\x10\x032\x9c\x0e\n" +
 	"\tFrameSeek\x12S\n" +
 	"\x10CreateCollection\x12%.frameseek.v1.CreateCollectionRequest\x1a\x18.frameseek.v1.Collection\x12M\n" +
 	"\rGetCollection\x12\".frameseek.v1.GetCollectionRequest\x1a\x18.frameseek.v1.Collection\x12^\n" +
@@ -5157,7 +5687,11 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\fSearchByFace\x12!.frameseek.v1.SearchByFaceRequest\x1a\".frameseek.v1.SearchByFaceResponse\x12Z\n" +
 	"\rSearchByAudio\x12\".frameseek.v1.SearchByAudioRequest\x1a#.frameseek.v1.SearchByAudioResponse(\x01\x12T\n" +
 	"\vUpsertItems\x12 .frameseek.v1.UpsertItemsRequest\x1a!.frameseek.v1.UpsertItemsResponse(\x01\x12R\n" +
-	"\vDeleteItems\x12 .frameseek.v1.DeleteItemsRequest\x1a!.frameseek.v1.DeleteItemsResponse\x12>\n" +
+	"\vDeleteItems\x12 .frameseek.v1.DeleteItemsRequest\x1a!.frameseek.v1.DeleteItemsResponse\x12O\n" +
+	"\n" +
+	"ListPeople\x12\x1f.frameseek.v1.ListPeopleRequest\x1a .frameseek.v1.ListPeopleResponse\x12[\n" +
+	"\x0eGetVideoPeople\x12#.frameseek.v1.GetVideoPeopleRequest\x1a$.frameseek.v1.GetVideoPeopleResponse\x12G\n" +
+	"\fUpdatePerson\x12!.frameseek.v1.UpdatePersonRequest\x1a\x14.frameseek.v1.Person\x12>\n" +
 	"\bGetVideo\x12\x1d.frameseek.v1.GetVideoRequest\x1a\x13.frameseek.v1.Video\x12O\n" +
 	"\n" +
 	"ListVideos\x12\x1f.frameseek.v1.ListVideosRequest\x1a .frameseek.v1.ListVideosResponse\x12G\n" +
@@ -5178,7 +5712,7 @@ func file_frameseek_v1_frameseek_proto_rawDescGZIP() []byte {
 }
 
 var file_frameseek_v1_frameseek_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_frameseek_v1_frameseek_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_frameseek_v1_frameseek_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_frameseek_v1_frameseek_proto_goTypes = []any{
 	(ErrorReason)(0),                // 0: frameseek.v1.ErrorReason
 	(Metric)(0),                     // 1: frameseek.v1.Metric
@@ -5241,26 +5775,34 @@ var file_frameseek_v1_frameseek_proto_goTypes = []any{
 	(*FaceVideoHit)(nil),            // 58: frameseek.v1.FaceVideoHit
 	(*FaceSearchResult)(nil),        // 59: frameseek.v1.FaceSearchResult
 	(*SearchByFaceResponse)(nil),    // 60: frameseek.v1.SearchByFaceResponse
-	nil,                             // 61: frameseek.v1.Video.LabelsEntry
-	nil,                             // 62: frameseek.v1.IngestMetadata.LabelsEntry
-	nil,                             // 63: frameseek.v1.SearchFilter.LabelsEntry
-	nil,                             // 64: frameseek.v1.Item.LabelsEntry
-	nil,                             // 65: frameseek.v1.ListVideosRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 66: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),           // 67: google.protobuf.Empty
+	(*FaceSighting)(nil),            // 61: frameseek.v1.FaceSighting
+	(*PersonAppearance)(nil),        // 62: frameseek.v1.PersonAppearance
+	(*Person)(nil),                  // 63: frameseek.v1.Person
+	(*ListPeopleRequest)(nil),       // 64: frameseek.v1.ListPeopleRequest
+	(*ListPeopleResponse)(nil),      // 65: frameseek.v1.ListPeopleResponse
+	(*GetVideoPeopleRequest)(nil),   // 66: frameseek.v1.GetVideoPeopleRequest
+	(*GetVideoPeopleResponse)(nil),  // 67: frameseek.v1.GetVideoPeopleResponse
+	(*UpdatePersonRequest)(nil),     // 68: frameseek.v1.UpdatePersonRequest
+	nil,                             // 69: frameseek.v1.Video.LabelsEntry
+	nil,                             // 70: frameseek.v1.IngestMetadata.LabelsEntry
+	nil,                             // 71: frameseek.v1.SearchFilter.LabelsEntry
+	nil,                             // 72: frameseek.v1.Item.LabelsEntry
+	nil,                             // 73: frameseek.v1.ListVideosRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 74: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),           // 75: google.protobuf.Empty
 }
 var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	1,  // 0: frameseek.v1.Collection.metric:type_name -> frameseek.v1.Metric
 	7,  // 1: frameseek.v1.Collection.sampling:type_name -> frameseek.v1.SamplingSettings
 	8,  // 2: frameseek.v1.Collection.index:type_name -> frameseek.v1.IndexSettings
-	66, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
+	74, // 3: frameseek.v1.Collection.create_time:type_name -> google.protobuf.Timestamp
 	9,  // 4: frameseek.v1.CreateCollectionRequest.collection:type_name -> frameseek.v1.Collection
 	9,  // 5: frameseek.v1.ListCollectionsResponse.collections:type_name -> frameseek.v1.Collection
-	61, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
+	69, // 6: frameseek.v1.Video.labels:type_name -> frameseek.v1.Video.LabelsEntry
 	2,  // 7: frameseek.v1.Video.kind:type_name -> frameseek.v1.MediaKind
-	66, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
+	74, // 8: frameseek.v1.Video.create_time:type_name -> google.protobuf.Timestamp
 	3,  // 9: frameseek.v1.Video.state:type_name -> frameseek.v1.VideoState
-	62, // 10: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
+	70, // 10: frameseek.v1.IngestMetadata.labels:type_name -> frameseek.v1.IngestMetadata.LabelsEntry
 	4,  // 11: frameseek.v1.IngestMetadata.duplicate_policy:type_name -> frameseek.v1.DuplicatePolicy
 	16, // 12: frameseek.v1.IngestVideoRequest.metadata:type_name -> frameseek.v1.IngestMetadata
 	16, // 13: frameseek.v1.IngestImageRequest.metadata:type_name -> frameseek.v1.IngestMetadata
@@ -5269,9 +5811,9 @@ var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	34, // 16: frameseek.v1.IngestVideoResponse.copies:type_name -> frameseek.v1.VideoCopyMatch
 	5,  // 17: frameseek.v1.IngestJob.state:type_name -> frameseek.v1.IngestJobState
 	20, // 18: frameseek.v1.IngestJob.error:type_name -> frameseek.v1.JobError
-	66, // 19: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
-	66, // 20: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
-	63, // 21: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
+	74, // 19: frameseek.v1.IngestJob.create_time:type_name -> google.protobuf.Timestamp
+	74, // 20: frameseek.v1.IngestJob.update_time:type_name -> google.protobuf.Timestamp
+	71, // 21: frameseek.v1.SearchFilter.labels:type_name -> frameseek.v1.SearchFilter.LabelsEntry
 	15, // 22: frameseek.v1.VideoHit.video:type_name -> frameseek.v1.Video
 	25, // 23: frameseek.v1.VideoHit.matches:type_name -> frameseek.v1.FrameMatch
 	26, // 24: frameseek.v1.SearchResponse.hits:type_name -> frameseek.v1.VideoHit
@@ -5290,11 +5832,11 @@ var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	15, // 37: frameseek.v1.AudioMatch.video:type_name -> frameseek.v1.Video
 	38, // 38: frameseek.v1.SearchByAudioResponse.matches:type_name -> frameseek.v1.AudioMatch
 	40, // 39: frameseek.v1.Item.vectors:type_name -> frameseek.v1.ItemVector
-	64, // 40: frameseek.v1.Item.labels:type_name -> frameseek.v1.Item.LabelsEntry
+	72, // 40: frameseek.v1.Item.labels:type_name -> frameseek.v1.Item.LabelsEntry
 	41, // 41: frameseek.v1.ItemBatch.items:type_name -> frameseek.v1.Item
 	42, // 42: frameseek.v1.UpsertItemsRequest.header:type_name -> frameseek.v1.UpsertItemsHeader
 	43, // 43: frameseek.v1.UpsertItemsRequest.batch:type_name -> frameseek.v1.ItemBatch
-	65, // 44: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
+	73, // 44: frameseek.v1.ListVideosRequest.labels:type_name -> frameseek.v1.ListVideosRequest.LabelsEntry
 	15, // 45: frameseek.v1.ListVideosResponse.videos:type_name -> frameseek.v1.Video
 	53, // 46: frameseek.v1.Stats.collections:type_name -> frameseek.v1.CollectionStats
 	55, // 47: frameseek.v1.SearchByFaceRequest.face:type_name -> frameseek.v1.FaceBox
@@ -5306,49 +5848,61 @@ var file_frameseek_v1_frameseek_proto_depIdxs = []int32{
 	55, // 53: frameseek.v1.FaceSearchResult.query_face:type_name -> frameseek.v1.FaceBox
 	58, // 54: frameseek.v1.FaceSearchResult.hits:type_name -> frameseek.v1.FaceVideoHit
 	59, // 55: frameseek.v1.SearchByFaceResponse.results:type_name -> frameseek.v1.FaceSearchResult
-	10, // 56: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
-	11, // 57: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
-	12, // 58: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
-	14, // 59: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
-	17, // 60: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
-	18, // 61: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
-	22, // 62: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
-	23, // 63: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
-	29, // 64: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
-	32, // 65: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
-	30, // 66: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
-	56, // 67: frameseek.v1.FrameSeek.SearchByFace:input_type -> frameseek.v1.SearchByFaceRequest
-	37, // 68: frameseek.v1.FrameSeek.SearchByAudio:input_type -> frameseek.v1.SearchByAudioRequest
-	44, // 69: frameseek.v1.FrameSeek.UpsertItems:input_type -> frameseek.v1.UpsertItemsRequest
-	46, // 70: frameseek.v1.FrameSeek.DeleteItems:input_type -> frameseek.v1.DeleteItemsRequest
-	48, // 71: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
-	49, // 72: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
-	51, // 73: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
-	52, // 74: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
-	9,  // 75: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
-	9,  // 76: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
-	13, // 77: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
-	67, // 78: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
-	19, // 79: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
-	19, // 80: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
-	21, // 81: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
-	21, // 82: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
-	27, // 83: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
-	35, // 84: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
-	27, // 85: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
-	60, // 86: frameseek.v1.FrameSeek.SearchByFace:output_type -> frameseek.v1.SearchByFaceResponse
-	39, // 87: frameseek.v1.FrameSeek.SearchByAudio:output_type -> frameseek.v1.SearchByAudioResponse
-	45, // 88: frameseek.v1.FrameSeek.UpsertItems:output_type -> frameseek.v1.UpsertItemsResponse
-	47, // 89: frameseek.v1.FrameSeek.DeleteItems:output_type -> frameseek.v1.DeleteItemsResponse
-	15, // 90: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
-	50, // 91: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
-	67, // 92: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
-	54, // 93: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
-	75, // [75:94] is the sub-list for method output_type
-	56, // [56:75] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	55, // 56: frameseek.v1.FaceSighting.box:type_name -> frameseek.v1.FaceBox
+	62, // 57: frameseek.v1.Person.appearances:type_name -> frameseek.v1.PersonAppearance
+	61, // 58: frameseek.v1.Person.representative:type_name -> frameseek.v1.FaceSighting
+	63, // 59: frameseek.v1.ListPeopleResponse.people:type_name -> frameseek.v1.Person
+	63, // 60: frameseek.v1.GetVideoPeopleResponse.people:type_name -> frameseek.v1.Person
+	63, // 61: frameseek.v1.UpdatePersonRequest.person:type_name -> frameseek.v1.Person
+	10, // 62: frameseek.v1.FrameSeek.CreateCollection:input_type -> frameseek.v1.CreateCollectionRequest
+	11, // 63: frameseek.v1.FrameSeek.GetCollection:input_type -> frameseek.v1.GetCollectionRequest
+	12, // 64: frameseek.v1.FrameSeek.ListCollections:input_type -> frameseek.v1.ListCollectionsRequest
+	14, // 65: frameseek.v1.FrameSeek.DeleteCollection:input_type -> frameseek.v1.DeleteCollectionRequest
+	17, // 66: frameseek.v1.FrameSeek.IngestVideo:input_type -> frameseek.v1.IngestVideoRequest
+	18, // 67: frameseek.v1.FrameSeek.IngestImage:input_type -> frameseek.v1.IngestImageRequest
+	22, // 68: frameseek.v1.FrameSeek.GetIngestJob:input_type -> frameseek.v1.GetIngestJobRequest
+	23, // 69: frameseek.v1.FrameSeek.WatchIngestJob:input_type -> frameseek.v1.WatchIngestJobRequest
+	29, // 70: frameseek.v1.FrameSeek.SearchByImage:input_type -> frameseek.v1.SearchByImageRequest
+	32, // 71: frameseek.v1.FrameSeek.SearchByVideo:input_type -> frameseek.v1.SearchByVideoRequest
+	30, // 72: frameseek.v1.FrameSeek.SearchByVector:input_type -> frameseek.v1.SearchByVectorRequest
+	56, // 73: frameseek.v1.FrameSeek.SearchByFace:input_type -> frameseek.v1.SearchByFaceRequest
+	37, // 74: frameseek.v1.FrameSeek.SearchByAudio:input_type -> frameseek.v1.SearchByAudioRequest
+	44, // 75: frameseek.v1.FrameSeek.UpsertItems:input_type -> frameseek.v1.UpsertItemsRequest
+	46, // 76: frameseek.v1.FrameSeek.DeleteItems:input_type -> frameseek.v1.DeleteItemsRequest
+	64, // 77: frameseek.v1.FrameSeek.ListPeople:input_type -> frameseek.v1.ListPeopleRequest
+	66, // 78: frameseek.v1.FrameSeek.GetVideoPeople:input_type -> frameseek.v1.GetVideoPeopleRequest
+	68, // 79: frameseek.v1.FrameSeek.UpdatePerson:input_type -> frameseek.v1.UpdatePersonRequest
+	48, // 80: frameseek.v1.FrameSeek.GetVideo:input_type -> frameseek.v1.GetVideoRequest
+	49, // 81: frameseek.v1.FrameSeek.ListVideos:input_type -> frameseek.v1.ListVideosRequest
+	51, // 82: frameseek.v1.FrameSeek.DeleteVideo:input_type -> frameseek.v1.DeleteVideoRequest
+	52, // 83: frameseek.v1.FrameSeek.GetStats:input_type -> frameseek.v1.GetStatsRequest
+	9,  // 84: frameseek.v1.FrameSeek.CreateCollection:output_type -> frameseek.v1.Collection
+	9,  // 85: frameseek.v1.FrameSeek.GetCollection:output_type -> frameseek.v1.Collection
+	13, // 86: frameseek.v1.FrameSeek.ListCollections:output_type -> frameseek.v1.ListCollectionsResponse
+	75, // 87: frameseek.v1.FrameSeek.DeleteCollection:output_type -> google.protobuf.Empty
+	19, // 88: frameseek.v1.FrameSeek.IngestVideo:output_type -> frameseek.v1.IngestVideoResponse
+	19, // 89: frameseek.v1.FrameSeek.IngestImage:output_type -> frameseek.v1.IngestVideoResponse
+	21, // 90: frameseek.v1.FrameSeek.GetIngestJob:output_type -> frameseek.v1.IngestJob
+	21, // 91: frameseek.v1.FrameSeek.WatchIngestJob:output_type -> frameseek.v1.IngestJob
+	27, // 92: frameseek.v1.FrameSeek.SearchByImage:output_type -> frameseek.v1.SearchResponse
+	35, // 93: frameseek.v1.FrameSeek.SearchByVideo:output_type -> frameseek.v1.SearchByVideoResponse
+	27, // 94: frameseek.v1.FrameSeek.SearchByVector:output_type -> frameseek.v1.SearchResponse
+	60, // 95: frameseek.v1.FrameSeek.SearchByFace:output_type -> frameseek.v1.SearchByFaceResponse
+	39, // 96: frameseek.v1.FrameSeek.SearchByAudio:output_type -> frameseek.v1.SearchByAudioResponse
+	45, // 97: frameseek.v1.FrameSeek.UpsertItems:output_type -> frameseek.v1.UpsertItemsResponse
+	47, // 98: frameseek.v1.FrameSeek.DeleteItems:output_type -> frameseek.v1.DeleteItemsResponse
+	65, // 99: frameseek.v1.FrameSeek.ListPeople:output_type -> frameseek.v1.ListPeopleResponse
+	67, // 100: frameseek.v1.FrameSeek.GetVideoPeople:output_type -> frameseek.v1.GetVideoPeopleResponse
+	63, // 101: frameseek.v1.FrameSeek.UpdatePerson:output_type -> frameseek.v1.Person
+	15, // 102: frameseek.v1.FrameSeek.GetVideo:output_type -> frameseek.v1.Video
+	50, // 103: frameseek.v1.FrameSeek.ListVideos:output_type -> frameseek.v1.ListVideosResponse
+	75, // 104: frameseek.v1.FrameSeek.DeleteVideo:output_type -> google.protobuf.Empty
+	54, // 105: frameseek.v1.FrameSeek.GetStats:output_type -> frameseek.v1.Stats
+	84, // [84:106] is the sub-list for method output_type
+	62, // [62:84] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_frameseek_v1_frameseek_proto_init() }
@@ -5379,7 +5933,7 @@ func file_frameseek_v1_frameseek_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_frameseek_v1_frameseek_proto_rawDesc), len(file_frameseek_v1_frameseek_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   59,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

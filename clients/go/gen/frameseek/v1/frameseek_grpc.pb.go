@@ -49,6 +49,9 @@ const (
 	FrameSeek_SearchByAudio_FullMethodName    = "/frameseek.v1.FrameSeek/SearchByAudio"
 	FrameSeek_UpsertItems_FullMethodName      = "/frameseek.v1.FrameSeek/UpsertItems"
 	FrameSeek_DeleteItems_FullMethodName      = "/frameseek.v1.FrameSeek/DeleteItems"
+	FrameSeek_ListPeople_FullMethodName       = "/frameseek.v1.FrameSeek/ListPeople"
+	FrameSeek_GetVideoPeople_FullMethodName   = "/frameseek.v1.FrameSeek/GetVideoPeople"
+	FrameSeek_UpdatePerson_FullMethodName     = "/frameseek.v1.FrameSeek/UpdatePerson"
 	FrameSeek_GetVideo_FullMethodName         = "/frameseek.v1.FrameSeek/GetVideo"
 	FrameSeek_ListVideos_FullMethodName       = "/frameseek.v1.FrameSeek/ListVideos"
 	FrameSeek_DeleteVideo_FullMethodName      = "/frameseek.v1.FrameSeek/DeleteVideo"
@@ -119,6 +122,12 @@ type FrameSeekClient interface {
 	// Deletes items of an own-vector collection by name or external key; gone from every search
 	// when the call returns. Unknown ones are skipped (counted in the response).
 	DeleteItems(ctx context.Context, in *DeleteItemsRequest, opts ...grpc.CallOption) (*DeleteItemsResponse, error)
+	// Lists the persons of a faces collection (face tracks clustered across its videos), by id.
+	ListPeople(ctx context.Context, in *ListPeopleRequest, opts ...grpc.CallOption) (*ListPeopleResponse, error)
+	// The persons who appear in one video, with their intervals there.
+	GetVideoPeople(ctx context.Context, in *GetVideoPeopleRequest, opts ...grpc.CallOption) (*GetVideoPeopleResponse, error)
+	// Gives a person a display name (returned by SearchByFace and the people listings).
+	UpdatePerson(ctx context.Context, in *UpdatePersonRequest, opts ...grpc.CallOption) (*Person, error)
 	// Gets a video.
 	GetVideo(ctx context.Context, in *GetVideoRequest, opts ...grpc.CallOption) (*Video, error)
 	// Lists the videos of a collection, newest first.
@@ -308,6 +317,36 @@ func (c *frameSeekClient) DeleteItems(ctx context.Context, in *DeleteItemsReques
 	return out, nil
 }
 
+func (c *frameSeekClient) ListPeople(ctx context.Context, in *ListPeopleRequest, opts ...grpc.CallOption) (*ListPeopleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPeopleResponse)
+	err := c.cc.Invoke(ctx, FrameSeek_ListPeople_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *frameSeekClient) GetVideoPeople(ctx context.Context, in *GetVideoPeopleRequest, opts ...grpc.CallOption) (*GetVideoPeopleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetVideoPeopleResponse)
+	err := c.cc.Invoke(ctx, FrameSeek_GetVideoPeople_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *frameSeekClient) UpdatePerson(ctx context.Context, in *UpdatePersonRequest, opts ...grpc.CallOption) (*Person, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Person)
+	err := c.cc.Invoke(ctx, FrameSeek_UpdatePerson_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *frameSeekClient) GetVideo(ctx context.Context, in *GetVideoRequest, opts ...grpc.CallOption) (*Video, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Video)
@@ -412,6 +451,12 @@ type FrameSeekServer interface {
 	// Deletes items of an own-vector collection by name or external key; gone from every search
 	// when the call returns. Unknown ones are skipped (counted in the response).
 	DeleteItems(context.Context, *DeleteItemsRequest) (*DeleteItemsResponse, error)
+	// Lists the persons of a faces collection (face tracks clustered across its videos), by id.
+	ListPeople(context.Context, *ListPeopleRequest) (*ListPeopleResponse, error)
+	// The persons who appear in one video, with their intervals there.
+	GetVideoPeople(context.Context, *GetVideoPeopleRequest) (*GetVideoPeopleResponse, error)
+	// Gives a person a display name (returned by SearchByFace and the people listings).
+	UpdatePerson(context.Context, *UpdatePersonRequest) (*Person, error)
 	// Gets a video.
 	GetVideo(context.Context, *GetVideoRequest) (*Video, error)
 	// Lists the videos of a collection, newest first.
@@ -474,6 +519,15 @@ func (UnimplementedFrameSeekServer) UpsertItems(grpc.ClientStreamingServer[Upser
 }
 func (UnimplementedFrameSeekServer) DeleteItems(context.Context, *DeleteItemsRequest) (*DeleteItemsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteItems not implemented")
+}
+func (UnimplementedFrameSeekServer) ListPeople(context.Context, *ListPeopleRequest) (*ListPeopleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPeople not implemented")
+}
+func (UnimplementedFrameSeekServer) GetVideoPeople(context.Context, *GetVideoPeopleRequest) (*GetVideoPeopleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVideoPeople not implemented")
+}
+func (UnimplementedFrameSeekServer) UpdatePerson(context.Context, *UpdatePersonRequest) (*Person, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdatePerson not implemented")
 }
 func (UnimplementedFrameSeekServer) GetVideo(context.Context, *GetVideoRequest) (*Video, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetVideo not implemented")
@@ -727,6 +781,60 @@ func _FrameSeek_DeleteItems_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FrameSeek_ListPeople_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPeopleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrameSeekServer).ListPeople(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FrameSeek_ListPeople_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrameSeekServer).ListPeople(ctx, req.(*ListPeopleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FrameSeek_GetVideoPeople_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVideoPeopleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrameSeekServer).GetVideoPeople(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FrameSeek_GetVideoPeople_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrameSeekServer).GetVideoPeople(ctx, req.(*GetVideoPeopleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FrameSeek_UpdatePerson_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdatePersonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrameSeekServer).UpdatePerson(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FrameSeek_UpdatePerson_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrameSeekServer).UpdatePerson(ctx, req.(*UpdatePersonRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _FrameSeek_GetVideo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetVideoRequest)
 	if err := dec(in); err != nil {
@@ -845,6 +953,18 @@ var FrameSeek_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteItems",
 			Handler:    _FrameSeek_DeleteItems_Handler,
+		},
+		{
+			MethodName: "ListPeople",
+			Handler:    _FrameSeek_ListPeople_Handler,
+		},
+		{
+			MethodName: "GetVideoPeople",
+			Handler:    _FrameSeek_GetVideoPeople_Handler,
+		},
+		{
+			MethodName: "UpdatePerson",
+			Handler:    _FrameSeek_UpdatePerson_Handler,
 		},
 		{
 			MethodName: "GetVideo",

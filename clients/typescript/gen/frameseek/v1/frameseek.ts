@@ -141,6 +141,8 @@ export enum ErrorReason {
   ERROR_REASON_INGEST_LEASE_EXPIRED = 44,
   /** ERROR_REASON_NO_FACE - SearchByFace: no face was found in the photo (nor at the given face box). */
   ERROR_REASON_NO_FACE = 33,
+  /** ERROR_REASON_PERSON_NOT_FOUND - Unknown person. */
+  ERROR_REASON_PERSON_NOT_FOUND = 34,
   /**
    * ERROR_REASON_MODALITY_NOT_ENABLED - The call needs a modality (faces, audio ...) that the collection was not created with
    * (status FAILED_PRECONDITION); modalities are chosen when a collection is created.
@@ -273,6 +275,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 33:
     case "ERROR_REASON_NO_FACE":
       return ErrorReason.ERROR_REASON_NO_FACE;
+    case 34:
+    case "ERROR_REASON_PERSON_NOT_FOUND":
+      return ErrorReason.ERROR_REASON_PERSON_NOT_FOUND;
     case 47:
     case "ERROR_REASON_MODALITY_NOT_ENABLED":
       return ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED;
@@ -369,6 +374,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_INGEST_LEASE_EXPIRED";
     case ErrorReason.ERROR_REASON_NO_FACE:
       return "ERROR_REASON_NO_FACE";
+    case ErrorReason.ERROR_REASON_PERSON_NOT_FOUND:
+      return "ERROR_REASON_PERSON_NOT_FOUND";
     case ErrorReason.ERROR_REASON_MODALITY_NOT_ENABLED:
       return "ERROR_REASON_MODALITY_NOT_ENABLED";
     case ErrorReason.ERROR_REASON_NO_AUDIO_STREAM:
@@ -1427,6 +1434,12 @@ export interface FaceAppearance {
     | undefined;
   /** Calibrated score in (0, 1): 0.5 at the face model's same-person distance, higher is closer. */
   score: number;
+  /**
+   * The person this track was assigned to (`collections/{collection}/people/{person}`; empty
+   * before assignment) and their display name.
+   */
+  person: string;
+  personDisplayName: string;
 }
 
 /** A video (or photo) where the person appears. */
@@ -1443,6 +1456,9 @@ export interface FaceVideoHit {
     | undefined;
   /** Appearances by start time (at most max_matches_per_video, the best ones). */
   appearances: FaceAppearance[];
+  /** The best appearance's person and display name. */
+  person: string;
+  personDisplayName: string;
 }
 
 /** The results for one face of the query photo. */
@@ -1460,6 +1476,68 @@ export interface SearchByFaceResponse {
   results: FaceSearchResult[];
   /** Face encoder of the collection searched. */
   faceModel: string;
+}
+
+/** A face of a person at one moment of a video. */
+export interface FaceSighting {
+  /** `collections/{collection}/videos/{video}`. */
+  video: string;
+  timestampSeconds: number;
+  /** Fractions of the frame. */
+  box?: FaceBox | undefined;
+}
+
+/** An interval during which a person is on screen in a video (one face track). */
+export interface PersonAppearance {
+  video: string;
+  startSeconds: number;
+  endSeconds: number;
+}
+
+/**
+ * A person: face tracks clustered across a collection's videos. Ids are stable: a person keeps
+ * its id, later videos only add appearances.
+ */
+export interface Person {
+  /** Identifier. `collections/{collection}/people/{person}`, {person} a decimal id. */
+  name: string;
+  /** Optional. Set with UpdatePerson; empty until then. */
+  displayName: string;
+  /** Output only. Videos (and photos) the person appears in. */
+  videoCount: number;
+  /** Output only. Appearances (tracks): all of them in ListPeople, those in the video in GetVideoPeople. */
+  appearances: PersonAppearance[];
+  /** Output only. The detector's most confident face of the person (in GetVideoPeople: in that video). */
+  representative?: FaceSighting | undefined;
+}
+
+export interface ListPeopleRequest {
+  /** Optional. `collections/{collection}`; default collection when empty. */
+  parent: string;
+  /** Optional. Default 50, at most 1000. */
+  pageSize: number;
+  /** Optional. next_page_token of the previous page. */
+  pageToken: string;
+}
+
+export interface ListPeopleResponse {
+  people: Person[];
+  /** Empty on the last page. */
+  nextPageToken: string;
+}
+
+export interface GetVideoPeopleRequest {
+  /** Required. `collections/{collection}/videos/{video}`. */
+  name: string;
+}
+
+export interface GetVideoPeopleResponse {
+  people: Person[];
+}
+
+export interface UpdatePersonRequest {
+  /** Required. The person (`name`) with its new `display_name`; other fields are ignored. */
+  person?: Person | undefined;
 }
 
 function createBaseSamplingSettings(): SamplingSettings {
@@ -8621,7 +8699,15 @@ export const SearchByFaceRequest: MessageFns<SearchByFaceRequest> = {
 };
 
 function createBaseFaceAppearance(): FaceAppearance {
-  return { startSeconds: 0, endSeconds: 0, timestampSeconds: 0, box: undefined, score: 0 };
+  return {
+    startSeconds: 0,
+    endSeconds: 0,
+    timestampSeconds: 0,
+    box: undefined,
+    score: 0,
+    person: "",
+    personDisplayName: "",
+  };
 }
 
 export const FaceAppearance: MessageFns<FaceAppearance> = {
@@ -8640,6 +8726,12 @@ export const FaceAppearance: MessageFns<FaceAppearance> = {
     }
     if (message.score !== 0) {
       writer.uint32(45).float(message.score);
+    }
+    if (message.person !== "") {
+      writer.uint32(50).string(message.person);
+    }
+    if (message.personDisplayName !== "") {
+      writer.uint32(58).string(message.personDisplayName);
     }
     return writer;
   },
@@ -8697,6 +8789,22 @@ export const FaceAppearance: MessageFns<FaceAppearance> = {
             message.score = reader.float();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.person = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.personDisplayName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8728,6 +8836,12 @@ export const FaceAppearance: MessageFns<FaceAppearance> = {
         : 0,
       box: isSet(object.box) ? FaceBox.fromJSON(object.box) : undefined,
       score: isSet(object.score) ? globalThis.Number(object.score) : 0,
+      person: isSet(object.person) ? globalThis.String(object.person) : "",
+      personDisplayName: isSet(object.personDisplayName)
+        ? globalThis.String(object.personDisplayName)
+        : isSet(object.person_display_name)
+        ? globalThis.String(object.person_display_name)
+        : "",
     };
   },
 
@@ -8748,6 +8862,12 @@ export const FaceAppearance: MessageFns<FaceAppearance> = {
     if (message.score !== 0) {
       obj.score = floatToJson(message.score);
     }
+    if (message.person !== "") {
+      obj.person = message.person;
+    }
+    if (message.personDisplayName !== "") {
+      obj.personDisplayName = message.personDisplayName;
+    }
     return obj;
   },
 
@@ -8761,12 +8881,22 @@ export const FaceAppearance: MessageFns<FaceAppearance> = {
     message.timestampSeconds = object.timestampSeconds ?? 0;
     message.box = (object.box !== undefined && object.box !== null) ? FaceBox.fromPartial(object.box) : undefined;
     message.score = object.score ?? 0;
+    message.person = object.person ?? "";
+    message.personDisplayName = object.personDisplayName ?? "";
     return message;
   },
 };
 
 function createBaseFaceVideoHit(): FaceVideoHit {
-  return { video: undefined, score: 0, timestampSeconds: 0, box: undefined, appearances: [] };
+  return {
+    video: undefined,
+    score: 0,
+    timestampSeconds: 0,
+    box: undefined,
+    appearances: [],
+    person: "",
+    personDisplayName: "",
+  };
 }
 
 export const FaceVideoHit: MessageFns<FaceVideoHit> = {
@@ -8785,6 +8915,12 @@ export const FaceVideoHit: MessageFns<FaceVideoHit> = {
     }
     for (const v of message.appearances) {
       FaceAppearance.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.person !== "") {
+      writer.uint32(50).string(message.person);
+    }
+    if (message.personDisplayName !== "") {
+      writer.uint32(58).string(message.personDisplayName);
     }
     return writer;
   },
@@ -8842,6 +8978,22 @@ export const FaceVideoHit: MessageFns<FaceVideoHit> = {
             message.appearances.push(FaceAppearance.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.person = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.personDisplayName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8867,6 +9019,12 @@ export const FaceVideoHit: MessageFns<FaceVideoHit> = {
       appearances: globalThis.Array.isArray(object?.appearances)
         ? object.appearances.map((e: any) => FaceAppearance.fromJSON(e))
         : [],
+      person: isSet(object.person) ? globalThis.String(object.person) : "",
+      personDisplayName: isSet(object.personDisplayName)
+        ? globalThis.String(object.personDisplayName)
+        : isSet(object.person_display_name)
+        ? globalThis.String(object.person_display_name)
+        : "",
     };
   },
 
@@ -8887,6 +9045,12 @@ export const FaceVideoHit: MessageFns<FaceVideoHit> = {
     if (message.appearances?.length) {
       obj.appearances = message.appearances.map((e) => FaceAppearance.toJSON(e));
     }
+    if (message.person !== "") {
+      obj.person = message.person;
+    }
+    if (message.personDisplayName !== "") {
+      obj.personDisplayName = message.personDisplayName;
+    }
     return obj;
   },
 
@@ -8900,6 +9064,8 @@ export const FaceVideoHit: MessageFns<FaceVideoHit> = {
     message.timestampSeconds = object.timestampSeconds ?? 0;
     message.box = (object.box !== undefined && object.box !== null) ? FaceBox.fromPartial(object.box) : undefined;
     message.appearances = object.appearances?.map((e) => FaceAppearance.fromPartial(e)) || [];
+    message.person = object.person ?? "";
+    message.personDisplayName = object.personDisplayName ?? "";
     return message;
   },
 };
@@ -9082,6 +9248,768 @@ export const SearchByFaceResponse: MessageFns<SearchByFaceResponse> = {
     const message = createBaseSearchByFaceResponse();
     message.results = object.results?.map((e) => FaceSearchResult.fromPartial(e)) || [];
     message.faceModel = object.faceModel ?? "";
+    return message;
+  },
+};
+
+function createBaseFaceSighting(): FaceSighting {
+  return { video: "", timestampSeconds: 0, box: undefined };
+}
+
+export const FaceSighting: MessageFns<FaceSighting> = {
+  encode(message: FaceSighting, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.video !== "") {
+      writer.uint32(10).string(message.video);
+    }
+    if (message.timestampSeconds !== 0) {
+      writer.uint32(17).double(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      FaceBox.encode(message.box, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FaceSighting {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFaceSighting();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.video = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.timestampSeconds = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.box = FaceBox.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FaceSighting {
+    return {
+      video: isSet(object.video) ? globalThis.String(object.video) : "",
+      timestampSeconds: isSet(object.timestampSeconds)
+        ? globalThis.Number(object.timestampSeconds)
+        : isSet(object.timestamp_seconds)
+        ? globalThis.Number(object.timestamp_seconds)
+        : 0,
+      box: isSet(object.box) ? FaceBox.fromJSON(object.box) : undefined,
+    };
+  },
+
+  toJSON(message: FaceSighting): unknown {
+    const obj: any = {};
+    if (message.video !== "") {
+      obj.video = message.video;
+    }
+    if (message.timestampSeconds !== 0) {
+      obj.timestampSeconds = floatToJson(message.timestampSeconds);
+    }
+    if (message.box !== undefined) {
+      obj.box = FaceBox.toJSON(message.box);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FaceSighting>, I>>(base?: I): FaceSighting {
+    return FaceSighting.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FaceSighting>, I>>(object: I): FaceSighting {
+    const message = createBaseFaceSighting();
+    message.video = object.video ?? "";
+    message.timestampSeconds = object.timestampSeconds ?? 0;
+    message.box = (object.box !== undefined && object.box !== null) ? FaceBox.fromPartial(object.box) : undefined;
+    return message;
+  },
+};
+
+function createBasePersonAppearance(): PersonAppearance {
+  return { video: "", startSeconds: 0, endSeconds: 0 };
+}
+
+export const PersonAppearance: MessageFns<PersonAppearance> = {
+  encode(message: PersonAppearance, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.video !== "") {
+      writer.uint32(10).string(message.video);
+    }
+    if (message.startSeconds !== 0) {
+      writer.uint32(17).double(message.startSeconds);
+    }
+    if (message.endSeconds !== 0) {
+      writer.uint32(25).double(message.endSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PersonAppearance {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePersonAppearance();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.video = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.startSeconds = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.endSeconds = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PersonAppearance {
+    return {
+      video: isSet(object.video) ? globalThis.String(object.video) : "",
+      startSeconds: isSet(object.startSeconds)
+        ? globalThis.Number(object.startSeconds)
+        : isSet(object.start_seconds)
+        ? globalThis.Number(object.start_seconds)
+        : 0,
+      endSeconds: isSet(object.endSeconds)
+        ? globalThis.Number(object.endSeconds)
+        : isSet(object.end_seconds)
+        ? globalThis.Number(object.end_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: PersonAppearance): unknown {
+    const obj: any = {};
+    if (message.video !== "") {
+      obj.video = message.video;
+    }
+    if (message.startSeconds !== 0) {
+      obj.startSeconds = floatToJson(message.startSeconds);
+    }
+    if (message.endSeconds !== 0) {
+      obj.endSeconds = floatToJson(message.endSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PersonAppearance>, I>>(base?: I): PersonAppearance {
+    return PersonAppearance.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PersonAppearance>, I>>(object: I): PersonAppearance {
+    const message = createBasePersonAppearance();
+    message.video = object.video ?? "";
+    message.startSeconds = object.startSeconds ?? 0;
+    message.endSeconds = object.endSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBasePerson(): Person {
+  return { name: "", displayName: "", videoCount: 0, appearances: [], representative: undefined };
+}
+
+export const Person: MessageFns<Person> = {
+  encode(message: Person, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.displayName !== "") {
+      writer.uint32(18).string(message.displayName);
+    }
+    if (message.videoCount !== 0) {
+      writer.uint32(24).int32(message.videoCount);
+    }
+    for (const v of message.appearances) {
+      PersonAppearance.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.representative !== undefined) {
+      FaceSighting.encode(message.representative, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Person {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePerson();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.displayName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.videoCount = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.appearances.push(PersonAppearance.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.representative = FaceSighting.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Person {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      displayName: isSet(object.displayName)
+        ? globalThis.String(object.displayName)
+        : isSet(object.display_name)
+        ? globalThis.String(object.display_name)
+        : "",
+      videoCount: isSet(object.videoCount)
+        ? globalThis.Number(object.videoCount)
+        : isSet(object.video_count)
+        ? globalThis.Number(object.video_count)
+        : 0,
+      appearances: globalThis.Array.isArray(object?.appearances)
+        ? object.appearances.map((e: any) => PersonAppearance.fromJSON(e))
+        : [],
+      representative: isSet(object.representative) ? FaceSighting.fromJSON(object.representative) : undefined,
+    };
+  },
+
+  toJSON(message: Person): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.displayName !== "") {
+      obj.displayName = message.displayName;
+    }
+    if (message.videoCount !== 0) {
+      obj.videoCount = Math.round(message.videoCount);
+    }
+    if (message.appearances?.length) {
+      obj.appearances = message.appearances.map((e) => PersonAppearance.toJSON(e));
+    }
+    if (message.representative !== undefined) {
+      obj.representative = FaceSighting.toJSON(message.representative);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Person>, I>>(base?: I): Person {
+    return Person.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Person>, I>>(object: I): Person {
+    const message = createBasePerson();
+    message.name = object.name ?? "";
+    message.displayName = object.displayName ?? "";
+    message.videoCount = object.videoCount ?? 0;
+    message.appearances = object.appearances?.map((e) => PersonAppearance.fromPartial(e)) || [];
+    message.representative = (object.representative !== undefined && object.representative !== null)
+      ? FaceSighting.fromPartial(object.representative)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListPeopleRequest(): ListPeopleRequest {
+  return { parent: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListPeopleRequest: MessageFns<ListPeopleRequest> = {
+  encode(message: ListPeopleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parent !== "") {
+      writer.uint32(10).string(message.parent);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPeopleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPeopleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPeopleRequest {
+    return {
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPeopleRequest): unknown {
+    const obj: any = {};
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPeopleRequest>, I>>(base?: I): ListPeopleRequest {
+    return ListPeopleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPeopleRequest>, I>>(object: I): ListPeopleRequest {
+    const message = createBaseListPeopleRequest();
+    message.parent = object.parent ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListPeopleResponse(): ListPeopleResponse {
+  return { people: [], nextPageToken: "" };
+}
+
+export const ListPeopleResponse: MessageFns<ListPeopleResponse> = {
+  encode(message: ListPeopleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.people) {
+      Person.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListPeopleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListPeopleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.people.push(Person.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListPeopleResponse {
+    return {
+      people: globalThis.Array.isArray(object?.people) ? object.people.map((e: any) => Person.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListPeopleResponse): unknown {
+    const obj: any = {};
+    if (message.people?.length) {
+      obj.people = message.people.map((e) => Person.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListPeopleResponse>, I>>(base?: I): ListPeopleResponse {
+    return ListPeopleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListPeopleResponse>, I>>(object: I): ListPeopleResponse {
+    const message = createBaseListPeopleResponse();
+    message.people = object.people?.map((e) => Person.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseGetVideoPeopleRequest(): GetVideoPeopleRequest {
+  return { name: "" };
+}
+
+export const GetVideoPeopleRequest: MessageFns<GetVideoPeopleRequest> = {
+  encode(message: GetVideoPeopleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVideoPeopleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVideoPeopleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetVideoPeopleRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: GetVideoPeopleRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetVideoPeopleRequest>, I>>(base?: I): GetVideoPeopleRequest {
+    return GetVideoPeopleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetVideoPeopleRequest>, I>>(object: I): GetVideoPeopleRequest {
+    const message = createBaseGetVideoPeopleRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseGetVideoPeopleResponse(): GetVideoPeopleResponse {
+  return { people: [] };
+}
+
+export const GetVideoPeopleResponse: MessageFns<GetVideoPeopleResponse> = {
+  encode(message: GetVideoPeopleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.people) {
+      Person.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVideoPeopleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVideoPeopleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.people.push(Person.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetVideoPeopleResponse {
+    return {
+      people: globalThis.Array.isArray(object?.people) ? object.people.map((e: any) => Person.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: GetVideoPeopleResponse): unknown {
+    const obj: any = {};
+    if (message.people?.length) {
+      obj.people = message.people.map((e) => Person.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetVideoPeopleResponse>, I>>(base?: I): GetVideoPeopleResponse {
+    return GetVideoPeopleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetVideoPeopleResponse>, I>>(object: I): GetVideoPeopleResponse {
+    const message = createBaseGetVideoPeopleResponse();
+    message.people = object.people?.map((e) => Person.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseUpdatePersonRequest(): UpdatePersonRequest {
+  return { person: undefined };
+}
+
+export const UpdatePersonRequest: MessageFns<UpdatePersonRequest> = {
+  encode(message: UpdatePersonRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.person !== undefined) {
+      Person.encode(message.person, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdatePersonRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdatePersonRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.person = Person.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdatePersonRequest {
+    return { person: isSet(object.person) ? Person.fromJSON(object.person) : undefined };
+  },
+
+  toJSON(message: UpdatePersonRequest): unknown {
+    const obj: any = {};
+    if (message.person !== undefined) {
+      obj.person = Person.toJSON(message.person);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdatePersonRequest>, I>>(base?: I): UpdatePersonRequest {
+    return UpdatePersonRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdatePersonRequest>, I>>(object: I): UpdatePersonRequest {
+    const message = createBaseUpdatePersonRequest();
+    message.person = (object.person !== undefined && object.person !== null)
+      ? Person.fromPartial(object.person)
+      : undefined;
     return message;
   },
 };
@@ -9292,6 +10220,38 @@ export const FrameSeekService = {
     responseSerialize: (value: DeleteItemsResponse): Buffer => Buffer.from(DeleteItemsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteItemsResponse => DeleteItemsResponse.decode(value),
   },
+  /** Lists the persons of a faces collection (face tracks clustered across its videos), by id. */
+  listPeople: {
+    path: "/frameseek.v1.FrameSeek/ListPeople" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListPeopleRequest): Buffer => Buffer.from(ListPeopleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListPeopleRequest => ListPeopleRequest.decode(value),
+    responseSerialize: (value: ListPeopleResponse): Buffer => Buffer.from(ListPeopleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListPeopleResponse => ListPeopleResponse.decode(value),
+  },
+  /** The persons who appear in one video, with their intervals there. */
+  getVideoPeople: {
+    path: "/frameseek.v1.FrameSeek/GetVideoPeople" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetVideoPeopleRequest): Buffer =>
+      Buffer.from(GetVideoPeopleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetVideoPeopleRequest => GetVideoPeopleRequest.decode(value),
+    responseSerialize: (value: GetVideoPeopleResponse): Buffer =>
+      Buffer.from(GetVideoPeopleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetVideoPeopleResponse => GetVideoPeopleResponse.decode(value),
+  },
+  /** Gives a person a display name (returned by SearchByFace and the people listings). */
+  updatePerson: {
+    path: "/frameseek.v1.FrameSeek/UpdatePerson" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdatePersonRequest): Buffer => Buffer.from(UpdatePersonRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdatePersonRequest => UpdatePersonRequest.decode(value),
+    responseSerialize: (value: Person): Buffer => Buffer.from(Person.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Person => Person.decode(value),
+  },
   /** Gets a video. */
   getVideo: {
     path: "/frameseek.v1.FrameSeek/GetVideo" as const,
@@ -9398,6 +10358,12 @@ export interface FrameSeekServer extends UntypedServiceImplementation {
    * when the call returns. Unknown ones are skipped (counted in the response).
    */
   deleteItems: handleUnaryCall<DeleteItemsRequest, DeleteItemsResponse>;
+  /** Lists the persons of a faces collection (face tracks clustered across its videos), by id. */
+  listPeople: handleUnaryCall<ListPeopleRequest, ListPeopleResponse>;
+  /** The persons who appear in one video, with their intervals there. */
+  getVideoPeople: handleUnaryCall<GetVideoPeopleRequest, GetVideoPeopleResponse>;
+  /** Gives a person a display name (returned by SearchByFace and the people listings). */
+  updatePerson: handleUnaryCall<UpdatePersonRequest, Person>;
   /** Gets a video. */
   getVideo: handleUnaryCall<GetVideoRequest, Video>;
   /** Lists the videos of a collection, newest first. */
@@ -9676,6 +10642,54 @@ export interface FrameSeekClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteItemsResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists the persons of a faces collection (face tracks clustered across its videos), by id. */
+  listPeople(
+    request: ListPeopleRequest,
+    callback: (error: ServiceError | null, response: ListPeopleResponse) => void,
+  ): ClientUnaryCall;
+  listPeople(
+    request: ListPeopleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListPeopleResponse) => void,
+  ): ClientUnaryCall;
+  listPeople(
+    request: ListPeopleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListPeopleResponse) => void,
+  ): ClientUnaryCall;
+  /** The persons who appear in one video, with their intervals there. */
+  getVideoPeople(
+    request: GetVideoPeopleRequest,
+    callback: (error: ServiceError | null, response: GetVideoPeopleResponse) => void,
+  ): ClientUnaryCall;
+  getVideoPeople(
+    request: GetVideoPeopleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetVideoPeopleResponse) => void,
+  ): ClientUnaryCall;
+  getVideoPeople(
+    request: GetVideoPeopleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetVideoPeopleResponse) => void,
+  ): ClientUnaryCall;
+  /** Gives a person a display name (returned by SearchByFace and the people listings). */
+  updatePerson(
+    request: UpdatePersonRequest,
+    callback: (error: ServiceError | null, response: Person) => void,
+  ): ClientUnaryCall;
+  updatePerson(
+    request: UpdatePersonRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Person) => void,
+  ): ClientUnaryCall;
+  updatePerson(
+    request: UpdatePersonRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Person) => void,
   ): ClientUnaryCall;
   /** Gets a video. */
   getVideo(request: GetVideoRequest, callback: (error: ServiceError | null, response: Video) => void): ClientUnaryCall;

@@ -1,0 +1,130 @@
+"""The catalog's people tables: persons (stable ids, display names) and which face track of which
+video each one is. Mixed into `Catalog` (it runs on the catalog's connection and transactions);
+the face modality decides the assignment (frameseek.service.people), the catalog keeps it.
+
+A person id is allocated once (AUTOINCREMENT, never reused) and a track keeps its person: ids are
+stable across restarts and later ingests. Track rows go with their video (ON DELETE CASCADE); a
+person whose every track is gone is no longer listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+PEOPLE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS people (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  collection_id INTEGER NOT NULL,
+  display_name TEXT NOT NULL DEFAULT '',
+  create_time REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS person_tracks (
+  video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+  track INTEGER NOT NULL,
+  person_id INTEGER NOT NULL REFERENCES people(id),
+  PRIMARY KEY (video_id, track)
+);
+CREATE INDEX IF NOT EXISTS person_tracks_by_person ON person_tracks(person_id);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonRecord:
+    id: int
+    collection_id: int
+    display_name: str
+    tracks: tuple[tuple[int, int], ...]  # (video id, track) of its active videos, by video
+
+
+class PeopleTables:
+    """Catalog methods for the people tables (see the module docstring)."""
+
+    def assign_tracks(
+        self, collection_id: int, video_id: int, groups: list[tuple[list[int], int | None]]
+    ) -> dict[int, int]:
+        """Record which person each track of one video is: `groups` of (tracks, person id), None
+        = a new person for that group. Tracks already assigned keep theirs (idempotent: a retried
+        assignment changes nothing). Returns track -> person id."""
+        now = time.time()
+        out: dict[int, int] = {}
+        with self._tx() as db:  # type: ignore[attr-defined]
+            for track, pid in db.execute("SELECT track, person_id FROM person_tracks WHERE video_id=?", (video_id,)):
+                out[int(track)] = int(pid)
+            for tracks, person in groups:
+                todo = [t for t in tracks if t not in out]
+                if not todo:
+                    continue
+                if person is None:
+                    person = db.execute(
+                        "INSERT INTO people (collection_id, create_time) VALUES (?, ?)", (collection_id, now)
+                    ).lastrowid
+                for t in todo:
+                    db.execute("INSERT INTO person_tracks VALUES (?,?,?)", (video_id, int(t), int(person)))
+                    out[int(t)] = int(person)
+        return out
+
+    def unassigned_videos(self, collection_id: int, modality: str) -> list[int]:
+        """Active videos with items of `modality` (faces) none of whose tracks has a person."""
+        rows = self._query(  # type: ignore[attr-defined]
+            "SELECT v.id FROM videos v JOIN video_extras e ON e.video_id=v.id "
+            "WHERE v.collection_id=? AND v.state='active' AND e.modality=? AND e.item_count > 0 "
+            "AND NOT EXISTS (SELECT 1 FROM person_tracks t WHERE t.video_id=v.id) ORDER BY v.id",
+            (collection_id, modality),
+        )
+        return [int(r[0]) for r in rows]
+
+    def track_people(self, video_ids: list[int]) -> dict[tuple[int, int], int]:
+        """(video, track) -> person id for these videos' assigned tracks."""
+        if not video_ids:
+            return {}
+        marks = ",".join("?" * len(video_ids))
+        rows = self._query(  # type: ignore[attr-defined]
+            f"SELECT video_id, track, person_id FROM person_tracks WHERE video_id IN ({marks})",
+            tuple(int(v) for v in video_ids),
+        )
+        return {(int(v), int(t)): int(p) for v, t, p in rows}
+
+    def people(self, collection_id: int, after: int = 0, limit: int = 1000, video_id: int | None = None):
+        """Persons of a collection with at least one track in an active video, by id (those with a
+        track in `video_id` when given)."""
+        sql = (
+            "SELECT p.id, p.display_name, t.video_id, t.track FROM people p "
+            "JOIN person_tracks t ON t.person_id=p.id JOIN videos v ON v.id=t.video_id "
+            "WHERE p.collection_id=? AND v.state='active' AND p.id>? "
+        )
+        args: tuple = (collection_id, after)
+        if video_id is not None:
+            sql += "AND p.id IN (SELECT person_id FROM person_tracks WHERE video_id=?) "
+            args += (video_id,)
+        rows = self._query(sql + "ORDER BY p.id, t.video_id, t.track", args)  # type: ignore[attr-defined]
+        out: list[PersonRecord] = []
+        for pid, name, vid, track in rows:
+            if out and out[-1].id == pid:
+                out[-1] = dataclasses.replace(out[-1], tracks=(*out[-1].tracks, (int(vid), int(track))))
+            elif len(out) < limit:
+                out.append(PersonRecord(int(pid), collection_id, str(name), ((int(vid), int(track)),)))
+            else:
+                break
+        return out
+
+    def person(self, collection_id: int, person_id: int) -> PersonRecord | None:
+        found = self.people(collection_id, person_id - 1, 1)
+        return found[0] if found and found[0].id == person_id else None
+
+    def set_person_name(self, collection_id: int, person_id: int, name: str) -> bool:
+        with self._tx() as db:  # type: ignore[attr-defined]
+            cur = db.execute(
+                "UPDATE people SET display_name=? WHERE id=? AND collection_id=?", (name, person_id, collection_id)
+            )
+            return cur.rowcount == 1
+
+    def person_names(self, person_ids: list[int]) -> dict[int, str]:
+        if not person_ids:
+            return {}
+        marks = ",".join("?" * len(person_ids))
+        rows = self._query(f"SELECT id, display_name FROM people WHERE id IN ({marks})", tuple(person_ids))  # type: ignore[attr-defined]
+        return {int(i): str(n) for i, n in rows}
+
+
+__all__ = ["PEOPLE_SCHEMA", "PeopleTables", "PersonRecord"]

@@ -242,7 +242,8 @@ class Storage(Protocol):
     """What the service layer needs from storage. All methods are thread-safe and blocking."""
 
     #: persons and their face tracks (frameseek.storage.people.PeopleTables): assign_tracks,
-    #: track_people, people, person, set_person_name, person_names
+    #: track_people, people, person, set_person_name, person_names; None for a store without them
+    #: (the scale-out store: its collections cannot have faces yet)
     people: Any
 
     # collections

@@ -84,6 +84,8 @@ class ScaleOutStorage:
     """See the module docstring. Thread-safe; every method blocks on PostgreSQL and/or Milvus and
     raises Unavailable when one cannot be reached."""
 
+    people = None  # no people tables in PostgreSQL yet: a collection here cannot have faces
+
     def __init__(
         self,
         catalog_url: str,

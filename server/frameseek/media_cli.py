@@ -1,6 +1,6 @@
 """`frameseek embed FILE` — the development command of the media pipeline.
 
-Registered on the main `frameseek` typer app through `register(app)` (cli.py owns the app).
+Registered on the main `frameseek` typer app through `register(app)` (frameseek/cli/ owns the app).
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ def test_sigusr1_dumps_thread_stacks_and_keeps_serving(world, fs):
     dump = srv.dump_stacks()
     headers = [ln for ln in dump.splitlines() if ln.startswith(("Thread 0x", "Current thread 0x"))]
     assert len(headers) >= 2, dump  # every thread: the event loop's and the pools' at least
-    assert "frameseek/cli.py" in dump, dump  # the main thread's frames, down to `frameseek serve`
+    assert "frameseek/cli/serve.py" in dump, dump  # the main thread's frames, down to `frameseek serve`
     assert srv.proc.poll() is None and fs.stats().video_count == VIDEOS
 
 

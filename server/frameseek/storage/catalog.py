@@ -17,7 +17,6 @@ import json
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -26,8 +25,6 @@ from .base import (
     AlreadyExists,
     CollectionRecord,
     FailedPrecondition,
-    JobRecord,
-    JobState,
     ModalityData,
     NotFound,
     ResourceExhausted,
@@ -35,128 +32,20 @@ from .base import (
     VideoRecord,
     is_disk_full,
 )
-from .people import PEOPLE_SCHEMA, PeopleTables
-
-SCHEMA_VERSION = 5  # 2: video state 'damaged'; 3: collections.modalities, video_extras; 4: row checksums; 5: people
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS collections (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  name TEXT NOT NULL UNIQUE,
-  description TEXT NOT NULL DEFAULT '',
-  model TEXT NOT NULL,
-  dimension INTEGER NOT NULL,
-  metric TEXT NOT NULL,
-  sampling TEXT NOT NULL,
-  index_settings TEXT NOT NULL,
-  create_time REAL NOT NULL,
-  is_default INTEGER NOT NULL DEFAULT 0,
-  modalities TEXT NOT NULL DEFAULT '{}'  -- CollectionRecord.modalities (JSON)
-);
-"""
-
-_VIDEOS_TABLE = """
-CREATE TABLE IF NOT EXISTS {name} (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: sample ids are derived from it
-  collection_id INTEGER NOT NULL REFERENCES collections(id),
-  state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'damaged')),
-  kind TEXT NOT NULL,
-  duration REAL NOT NULL,
-  width INTEGER NOT NULL,
-  height INTEGER NOT NULL,
-  sample_count INTEGER NOT NULL,
-  size_bytes INTEGER NOT NULL,
-  content_sha256 TEXT NOT NULL,
-  external_key TEXT NOT NULL DEFAULT '',
-  labels TEXT NOT NULL DEFAULT '{}',
-  filename TEXT NOT NULL DEFAULT '',
-  model TEXT NOT NULL DEFAULT '',
-  realtime_factor REAL NOT NULL DEFAULT 0,
-  create_time REAL NOT NULL,
-  -- float64 little-endian, sample i -> timestamp (s)
-  sample_times BLOB NOT NULL,
-  row_crc INTEGER
-);
-"""
-
-_VIDEO_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS videos_by_collection ON videos(collection_id, state, id)",
-    "CREATE INDEX IF NOT EXISTS videos_by_hash ON videos(collection_id, content_sha256)",
-    "CREATE INDEX IF NOT EXISTS videos_by_key ON videos(external_key)",
+from .catalog_schema import (
+    _CRC_EXTRA_COLS,
+    _CRC_VIDEO_COLS,
+    SCHEMA_VERSION,  # noqa: F401 (re-exported: callers read catalog.SCHEMA_VERSION)
+    CatalogSchema,
+    _row_crc,
 )
-
-# Per-video data of the collection's other modalities (base.ModalityData): written with the pending
-# row, so it commits with the video; the vectors themselves live in the modality's vector log.
-_EXTRAS_TABLE = """
-CREATE TABLE IF NOT EXISTS video_extras (
-  video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
-  modality TEXT NOT NULL,
-  item_count INTEGER NOT NULL,
-  item_times BLOB NOT NULL,              -- float64 little-endian, item i -> timestamp (s)
-  payload BLOB NOT NULL,
-  row_crc INTEGER,
-  PRIMARY KEY (video_id, modality)
-);
-"""
-
-_SCHEMA += (
-    _VIDEOS_TABLE.replace("{name}", "videos")
-    + ";\n".join(_VIDEO_INDEXES)
-    + """;
-CREATE TABLE IF NOT EXISTS labels (
-  video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
-  key TEXT NOT NULL, value TEXT NOT NULL,
-  PRIMARY KEY (video_id, key)
-);
-CREATE INDEX IF NOT EXISTS labels_by_kv ON labels(key, value);
-CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT PRIMARY KEY,
-  collection_id INTEGER NOT NULL,
-  state TEXT NOT NULL,
-  request_id TEXT NOT NULL DEFAULT '',
-  samples_done INTEGER NOT NULL DEFAULT 0,
-  samples_total INTEGER NOT NULL DEFAULT 0,
-  media_seconds_done REAL NOT NULL DEFAULT 0,
-  duration REAL NOT NULL DEFAULT 0,
-  video_id INTEGER,
-  error_code INTEGER NOT NULL DEFAULT 0,
-  error_reason TEXT NOT NULL DEFAULT '',
-  error_message TEXT NOT NULL DEFAULT '',
-  already_exists INTEGER NOT NULL DEFAULT 0,
-  create_time REAL NOT NULL,
-  update_time REAL NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id) WHERE request_id != '';
-"""
-    + _EXTRAS_TABLE
-    + PEOPLE_SCHEMA
-)
+from .jobs import JobTables
+from .people import PeopleTables
 
 _VIDEO_COLS = (
     "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
     "external_key, labels, filename, model, realtime_factor, create_time, state"
 )
-
-
-# SQLite keeps no checksums: a flipped byte inside a row's text or number reads back as another
-# valid value. Each video row (and each video_extras row) carries a CRC-32 of the fields that never
-# change after insert, id included; the engine checks them at start (Catalog.rows_failing_checksum)
-# and marks a video whose row fails damaged instead of serving altered data.
-_CRC_VIDEO_COLS = (
-    "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
-    "external_key, labels, filename, model, realtime_factor, sample_times"
-)
-_CRC_EXTRA_COLS = "video_id, modality, item_count, item_times, payload"
-
-
-def _row_crc(row) -> int:
-    """CRC-32 of a row's values in order (repr of each; blobs as bytes)."""
-    crc = 0
-    for value in row:
-        data = bytes(value) if isinstance(value, bytes | memoryview) else repr(value).encode()
-        crc = zlib.crc32(len(data).to_bytes(4, "little") + data, crc)
-    return crc
 
 
 def _video(row) -> VideoRecord:
@@ -205,32 +94,6 @@ def _collection(row) -> CollectionRecord:
     )
 
 
-_JOB_COLS = (
-    "id, collection_id, state, request_id, samples_done, samples_total, media_seconds_done, duration, "
-    "video_id, error_code, error_reason, error_message, create_time, update_time, already_exists"
-)
-
-
-def _job(row) -> JobRecord:
-    return JobRecord(
-        id=row[0],
-        collection_id=row[1],
-        state=JobState(row[2]),
-        request_id=row[3],
-        samples_done=row[4],
-        samples_total=row[5],
-        media_seconds_done=row[6],
-        duration=row[7],
-        video_id=row[8],
-        error_code=row[9],
-        error_reason=row[10],
-        error_message=row[11],
-        create_time=row[12],
-        update_time=row[13],
-        already_exists=bool(row[14]),
-    )
-
-
 def is_damage(exc: Exception) -> bool:
     """Errors that mean a damaged file ("file is not a database", "database disk image is
     malformed", text that does not decode), not a busy, full or failing disk."""
@@ -253,7 +116,7 @@ class CatalogDamaged(RuntimeError):
         )
 
 
-class Catalog(PeopleTables):
+class Catalog(CatalogSchema, JobTables, PeopleTables):
     """Thread-safe SQLite catalog. One connection guarded by a lock: catalog calls are short and the
     hot search path only reads the in-memory video cache kept by the engine."""
 
@@ -277,90 +140,6 @@ class Catalog(PeopleTables):
             rows = [(str(exc),)]
         if rows != [("ok",)]:
             raise CatalogDamaged(self.path, "; ".join(r[0].replace("\n", " ") for r in rows))
-
-    def _open_schema(self, path: str) -> None:
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            return
-        version = int(row[0])
-        if version > SCHEMA_VERSION or version < 1:
-            raise RuntimeError(f"catalog {path} has schema {row[0]}, this server needs {SCHEMA_VERSION}")
-        if version == 1:
-            self._migrate_v1()
-        if version <= 2:
-            self._migrate_v2()
-        if version <= 3:
-            self._migrate_v3()
-        if version <= 4:  # 4 -> 5: the people tables, created by the schema script (IF NOT EXISTS)
-            with self._lock:
-                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-
-    def _migrate_v2(self) -> None:
-        """Schema 2 -> 3: collections gain `modalities` ('{}': frames only, what they were);
-        video_extras was created by the schema script (IF NOT EXISTS)."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            cols = [r[1] for r in db.execute("PRAGMA table_info(collections)")]
-            if "modalities" not in cols:
-                db.execute("ALTER TABLE collections ADD COLUMN modalities TEXT NOT NULL DEFAULT '{}'")
-            db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def _migrate_v3(self) -> None:
-        """Schema 3 -> 4: row checksums, computed for the rows as they are at the migration."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for table in ("videos", "video_extras"):
-                if "row_crc" not in [r[1] for r in db.execute(f"PRAGMA table_info({table})")]:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN row_crc INTEGER")
-            for row in db.execute(f"SELECT {_CRC_VIDEO_COLS} FROM videos").fetchall():
-                db.execute("UPDATE videos SET row_crc=? WHERE id=?", (_row_crc(row), row[0]))
-            for row in db.execute(f"SELECT {_CRC_EXTRA_COLS} FROM video_extras").fetchall():
-                db.execute(
-                    "UPDATE video_extras SET row_crc=? WHERE video_id=? AND modality=?", (_row_crc(row), row[0], row[1])
-                )
-            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def _migrate_v1(self) -> None:
-        """Schema 1 -> 2: the videos table's state CHECK admits 'damaged'. SQLite cannot alter a
-        CHECK, so the table is rebuilt (sqlite's documented 12-step procedure), keeping the
-        AUTOINCREMENT high-water mark so that no id is ever reused."""
-        db = self._db
-        db.execute("PRAGMA foreign_keys=OFF")
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='videos'").fetchone()
-                db.execute(_VIDEOS_TABLE.replace("{name}", "videos_v2"))
-                cols = ", ".join(r[1] for r in db.execute("PRAGMA table_info(videos)"))
-                db.execute(f"INSERT INTO videos_v2 ({cols}) SELECT {cols} FROM videos")
-                db.execute("DROP TABLE videos")
-                db.execute("ALTER TABLE videos_v2 RENAME TO videos")
-                for sql in _VIDEO_INDEXES:
-                    db.execute(sql)
-                if row is not None:
-                    db.execute("UPDATE sqlite_sequence SET seq=max(seq, ?) WHERE name='videos'", (row[0],))
-                db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        finally:
-            db.execute("PRAGMA foreign_keys=ON")
 
     # -- plumbing ---------------------------------------------------------------------------
     class _Tx:
@@ -716,73 +495,3 @@ class Catalog(PeopleTables):
             db.execute("DELETE FROM video_extras WHERE video_id=?", (video_id,))
             db.execute("DELETE FROM videos WHERE id=?", (video_id,))
         return v
-
-    # -- jobs ---------------------------------------------------------------------------------
-    def create_job(self, j: JobRecord) -> JobRecord:
-        now = time.time()
-        j.create_time = j.update_time = now
-        try:
-            with self._tx() as db:
-                db.execute(
-                    f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({','.join('?' * 15)})",
-                    (
-                        j.id,
-                        j.collection_id,
-                        j.state.value,
-                        j.request_id,
-                        j.samples_done,
-                        j.samples_total,
-                        j.media_seconds_done,
-                        j.duration,
-                        j.video_id,
-                        j.error_code,
-                        j.error_reason,
-                        j.error_message,
-                        j.create_time,
-                        j.update_time,
-                        int(j.already_exists),
-                    ),
-                )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists(f"request_id {j.request_id!r} already used", "DUPLICATE_REQUEST") from None
-        return j
-
-    def update_job(self, j: JobRecord) -> None:
-        j.update_time = time.time()
-        with self._tx() as db:
-            db.execute(
-                "UPDATE jobs SET state=?, samples_done=?, samples_total=?, media_seconds_done=?, duration=?, "
-                "video_id=?, error_code=?, error_reason=?, error_message=?, update_time=?, already_exists=? "
-                "WHERE id=?",
-                (
-                    j.state.value,
-                    j.samples_done,
-                    j.samples_total,
-                    j.media_seconds_done,
-                    j.duration,
-                    j.video_id,
-                    j.error_code,
-                    j.error_reason,
-                    j.error_message,
-                    j.update_time,
-                    int(j.already_exists),
-                    j.id,
-                ),
-            )
-
-    def get_job(self, job_id: str) -> JobRecord:
-        rows = self._query(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,))
-        if not rows:
-            raise NotFound(f"ingest job {job_id!r} not found", "JOB_NOT_FOUND")
-        return _job(rows[0])
-
-    def job_for_request(self, request_id: str) -> JobRecord | None:
-        rows = self._query(f"SELECT {_JOB_COLS} FROM jobs WHERE request_id=?", (request_id,))
-        return _job(rows[0]) if rows else None
-
-    def unfinished_jobs(self) -> list[JobRecord]:
-        return [_job(r) for r in self._query(f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ('QUEUED','RUNNING')")]
-
-    def delete_job(self, job_id: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))

@@ -30,7 +30,8 @@ import structlog
 from ..ids import sample_ids
 from . import snapshots
 from .base import CollectionRecord
-from .embedded import EmbeddedStorage, _CollectionIndex, _native, belongs_to
+from .collection_index import _CollectionIndex, _native, belongs_to
+from .embedded import EmbeddedStorage
 from .vectorlog import _HEADER, list_segments, scan_segment, segment_path
 
 log = structlog.get_logger("frameseek.replica")

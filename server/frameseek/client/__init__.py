@@ -20,146 +20,46 @@ request_id, so a retry after a lost connection never indexes a video twice.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .config import DEFAULT_ADDRESS
-from .v1 import frameseek_pb2 as pb
-from .v1 import frameseek_pb2_grpc as pb_grpc
+from ..v1 import frameseek_pb2 as pb
+from ..v1 import frameseek_pb2_grpc as pb_grpc
+from ._transport import (
+    _POLICIES,
+    CHUNK,
+    FrameSeekError,
+    MediaInput,
+    _BearerToken,
+    _filter,
+    _open,
+    _read_all,
+    collection_name,
+    default_address,
+    file_sha256,
+    tls_credentials,
+)
+from .faces import FaceCalls
+from .items import AudioAndItemCalls
 
-CHUNK = 1 << 20
-MediaInput = str | os.PathLike | bytes | BinaryIO
-_POLICIES = {
-    None: pb.DUPLICATE_POLICY_UNSPECIFIED,
-    "allow": pb.DUPLICATE_POLICY_ALLOW,
-    "report": pb.DUPLICATE_POLICY_REPORT,
-    "reject": pb.DUPLICATE_POLICY_REJECT,
-}
-
-
-class FrameSeekError(Exception):
-    """An RPC failed. `code` is a grpc.StatusCode, `reason` the ErrorInfo reason ('' if none)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "", metadata: dict | None = None):
-        super().__init__(f"{code.name}: {message}" + (f" [{reason}]" if reason else ""))
-        self.code, self.message, self.reason, self.metadata = code, message, reason, metadata or {}
-
-    @classmethod
-    def from_rpc(cls, err: grpc.RpcError) -> FrameSeekError:
-        reason, md = "", {}
-        try:
-            from google.rpc import error_details_pb2
-            from grpc_status import rpc_status
-
-            st = rpc_status.from_call(err)
-            for d in st.details if st else ():
-                info = error_details_pb2.ErrorInfo()
-                if d.Unpack(info):
-                    reason, md = info.reason, dict(info.metadata)
-        except Exception:  # a non-frameseek server or a transport error: no details
-            pass
-        return cls(err.code(), err.details() or "", reason, md)
+__all__ = [
+    "CHUNK",
+    "Client",
+    "FrameSeekError",
+    "MediaInput",
+    "collection_name",
+    "default_address",
+    "file_sha256",
+    "tls_credentials",
+]
 
 
-def default_address() -> str:
-    return os.environ.get("FRAMESEEK_SERVER") or DEFAULT_ADDRESS
-
-
-def _read(path: str | os.PathLike | None) -> bytes | None:
-    if not path:
-        return None
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def tls_credentials(
-    ca: str | os.PathLike | None = None, cert: str | os.PathLike | None = None, key: str | os.PathLike | None = None
-) -> grpc.ChannelCredentials:
-    """TLS trusting `ca` (None = the system's roots), with a client certificate when cert/key are given."""
-    if bool(cert) != bool(key):
-        raise ValueError("a client certificate needs both tls_cert and tls_key")
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read(ca), private_key=_read(key), certificate_chain=_read(cert)
-    )
-
-
-class _BearerToken(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
-    """Adds `authorization: Bearer <token>` to every call (also over plaintext to a loopback server,
-    where gRPC's call credentials would refuse to send it)."""
-
-    def __init__(self, token: str):
-        self.header = ("authorization", f"Bearer {token}")
-
-    def _details(self, d):
-        return _Details(d, [*(d.metadata or ()), self.header])
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    intercept_unary_stream = intercept_unary_unary
-
-    def intercept_stream_unary(self, continuation, details, request_iterator):
-        return continuation(self._details(details), request_iterator)
-
-    intercept_stream_stream = intercept_stream_unary
-
-
-class _Details(grpc.ClientCallDetails):
-    def __init__(self, d, metadata):
-        self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
-        self.wait_for_ready, self.compression, self.metadata = d.wait_for_ready, d.compression, metadata
-
-
-def collection_name(c: str) -> str:
-    """'name' or 'collections/name' -> 'collections/name' ('' stays '' = the server's default)."""
-    return c if not c or c.startswith("collections/") else f"collections/{c}"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _open(media: MediaInput) -> tuple[BinaryIO, bool, str]:
-    if isinstance(media, (bytes, bytearray, memoryview)):
-        return io.BytesIO(bytes(media)), True, ""
-    if isinstance(media, (str, os.PathLike)):
-        return open(media, "rb"), True, os.path.basename(os.fspath(media))
-    return media, False, getattr(media, "name", "") or ""
-
-
-def _read_all(media: MediaInput) -> tuple[bytes, str]:
-    """The whole input (for the unary image RPCs) and its file name, closing what _open opened."""
-    f, owned, name = _open(media)
-    try:
-        return f.read(), name
-    finally:
-        if owned:
-            f.close()
-
-
-def _filter(labels=None, videos=None, exclude_videos=None) -> pb.SearchFilter:
-    return pb.SearchFilter(labels=labels or {}, videos=list(videos or []), exclude_videos=list(exclude_videos or []))
-
-
-class Client:
+class Client(FaceCalls, AudioAndItemCalls):
     """Blocking client; thread-safe (share one across threads for parallel uploads).
 
     Security (each falls back to its environment variable): `token` (FRAMESEEK_TOKEN), `tls_ca`
@@ -424,54 +324,6 @@ class Client:
         )
         return self._call(self.stub.SearchByImage, req, timeout)
 
-    def search_by_face(
-        self,
-        photo: MediaInput,
-        *,
-        collection: str = "",
-        face: tuple[float, float, float, float] | None = None,
-        k: int = 10,
-        min_score: float = 0.0,
-        max_matches_per_video: int = 0,
-        labels: dict | None = None,
-        videos: list[str] | None = None,
-        exclude_videos: list[str] | None = None,
-        timeout: float | None = None,
-    ) -> pb.SearchByFaceResponse:
-        """Where the person of `photo` appears (collections created with faces=True). `face`:
-        (x0, y0, x1, y1) pixels of the one face to search; otherwise every face of the photo."""
-        data, _ = _read_all(photo)
-        req = pb.SearchByFaceRequest(
-            parent=collection_name(collection),
-            image=data,
-            options=self._options(k, min_score, max_matches_per_video, 0, labels, videos, exclude_videos),
-        )
-        if face is not None:
-            req.face.CopyFrom(pb.FaceBox(x0=face[0], y0=face[1], x1=face[2], y1=face[3]))
-        return self._call(self.stub.SearchByFace, req, timeout)
-
-    def list_people(self, collection: str = "", page_size: int = 0) -> Iterator[pb.Person]:
-        """Every person of a faces collection (all pages)."""
-        token = ""
-        while True:
-            r = self._call(
-                self.stub.ListPeople,
-                pb.ListPeopleRequest(parent=collection_name(collection), page_size=page_size, page_token=token),
-            )
-            yield from r.people
-            token = r.next_page_token
-            if not token:
-                return
-
-    def video_people(self, video: str) -> list[pb.Person]:
-        """The persons in one video (`collections/{c}/videos/{v}`), with their intervals there."""
-        return list(self._call(self.stub.GetVideoPeople, pb.GetVideoPeopleRequest(name=video)).people)
-
-    def update_person(self, person: str, display_name: str) -> pb.Person:
-        """Name a person (`collections/{c}/people/{p}`)."""
-        req = pb.UpdatePersonRequest(person=pb.Person(name=person, display_name=display_name))
-        return self._call(self.stub.UpdatePerson, req, retry=False)
-
     def search_by_video(
         self,
         clip: MediaInput | None = None,
@@ -520,100 +372,6 @@ class Client:
             return self.stub.SearchByVideo(messages(), timeout=timeout if timeout is not None else self.timeout)
         except grpc.RpcError as err:
             raise FrameSeekError.from_rpc(err) from None
-
-    def search_by_audio(
-        self,
-        query: MediaInput | None = None,
-        *,
-        collection: str = "",
-        k: int = 10,
-        min_score: float = 0.0,
-        labels: dict | None = None,
-        videos: list[str] | None = None,
-        exclude_videos: list[str] | None = None,
-        server_path: str = "",
-        timeout: float | None = None,
-    ) -> pb.SearchByAudioResponse:
-        """Which indexed videos' soundtracks contain the audio of `query` (an audio file or a
-        video)? min_score 0 = the server's calibrated threshold, negative = every verified match."""
-        q = pb.AudioQuery(
-            parent=collection_name(collection),
-            k=k,
-            min_score=min_score,
-            filter=_filter(labels, videos, exclude_videos),
-            server_path=server_path,
-        )
-
-        def messages():
-            yield pb.SearchByAudioRequest(query=q)
-            if query is None:
-                return
-            f, owned, _ = _open(query)
-            try:
-                while block := f.read(CHUNK):
-                    yield pb.SearchByAudioRequest(chunk=block)
-            finally:
-                if owned:
-                    f.close()
-
-        try:
-            return self.stub.SearchByAudio(messages(), timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as err:
-            raise FrameSeekError.from_rpc(err) from None
-
-    # -- own vectors
-    def upsert_items(
-        self,
-        items,
-        *,
-        collection: str = "",
-        batch_size: int = 1000,
-        return_names: bool = False,
-        timeout: float | None = None,
-    ) -> pb.UpsertItemsResponse:
-        """Insert or replace items of an own-vector collection in one client stream. `items`: an
-        iterable of pb.Item, or of (external_key, vectors [n, dim] or [dim], labels or None)
-        tuples; sent `batch_size` items per message (each batch is committed before the server
-        reads the next, so a large upload streams at the server's pace)."""
-
-        def as_item(x) -> pb.Item:
-            if isinstance(x, pb.Item):
-                return x
-            key, vectors, labels = x
-            v = np.asarray(vectors, dtype=np.float32)
-            v = v.reshape(1, -1) if v.ndim == 1 else v
-            return pb.Item(
-                external_key=key or "", labels=labels or {}, vectors=[pb.ItemVector(values=row) for row in v]
-            )
-
-        def messages():
-            yield pb.UpsertItemsRequest(
-                header=pb.UpsertItemsHeader(parent=collection_name(collection), return_names=return_names)
-            )
-            batch: list[pb.Item] = []
-            for x in items:
-                batch.append(as_item(x))
-                if len(batch) >= batch_size:
-                    yield pb.UpsertItemsRequest(batch=pb.ItemBatch(items=batch))
-                    batch = []
-            if batch:
-                yield pb.UpsertItemsRequest(batch=pb.ItemBatch(items=batch))
-
-        try:
-            return self.stub.UpsertItems(messages(), timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as err:
-            raise FrameSeekError.from_rpc(err) from None
-
-    def delete_items(
-        self, *, collection: str = "", names: list[str] | None = None, external_keys: list[str] | None = None
-    ) -> pb.DeleteItemsResponse:
-        return self._call(
-            self.stub.DeleteItems,
-            pb.DeleteItemsRequest(
-                parent=collection_name(collection), names=names or [], external_keys=external_keys or []
-            ),
-            retry=False,
-        )
 
     # -- videos
     def get_video(self, name: str) -> pb.Video:

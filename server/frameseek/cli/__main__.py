@@ -1,0 +1,5 @@
+"""`python -m frameseek.cli` (how the server's worker processes are started)."""
+
+from . import main
+
+main()

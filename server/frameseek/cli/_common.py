@@ -1,0 +1,157 @@
+"""What every `frameseek` command shares: the typer app, the consoles, the connection options and
+the helpers that print results and errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="frameseek: find where images and video clips appear inside a video library.",
+)
+out = Console()
+if not out.is_terminal:  # piped output: never truncate names to an 80-column guess
+    out = Console(width=250)
+err = Console(stderr=True)
+
+VIDEO_EXT = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".wmv",
+    ".flv",
+    ".3gp",
+    ".ogv",
+    ".gif",
+}
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+Server = Annotated[
+    str | None,
+    typer.Option(
+        "--server", "-s", envvar="FRAMESEEK_SERVER", help="HOST:PORT of the server [default: 127.0.0.1:50051]"
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
+Collection = Annotated[str, typer.Option("--collection", "-c", help="collection (default: the server's default)")]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="FRAMESEEK_TOKEN", show_default=False, help="bearer token of a server with --auth-tokens"
+    ),
+]
+TlsCa = Annotated[
+    Path | None, typer.Option("--tls-ca", envvar="FRAMESEEK_TLS_CA", help="connect with TLS, trusting this CA (PEM)")
+]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert", envvar="FRAMESEEK_CLIENT_CERT", help="client certificate (PEM) for a server that requires one"
+    ),
+]
+TlsKey = Annotated[Path | None, typer.Option("--tls-key", envvar="FRAMESEEK_CLIENT_KEY", help="its private key")]
+
+
+def _client(
+    server: str | None,
+    token: str | None = None,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+):
+    from ..client import Client
+
+    return Client(server, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+
+
+class _Servers:
+    """`ingest --server a:50051,b:50051`: each upload goes to the server with the fewest uploads in
+    flight (ties: the first listed), so a fast server takes more; a server that answers
+    UNAVAILABLE (down, restarting, its backends unreachable) hands the file to the next one."""
+
+    def __init__(self, addresses: list[str], connect):
+        self.addresses = addresses
+        self.clients = [connect(a) for a in addresses]
+        self.busy = [0] * len(addresses)
+        self.lock = threading.Lock()
+
+    def run(self, call):
+        """call(client) on the least busy server, then on the others while they are UNAVAILABLE;
+        returns (address, result)."""
+        import grpc
+
+        from ..client import FrameSeekError
+
+        tried: set[int] = set()
+        while True:
+            with self.lock:
+                i = min((b, i) for i, b in enumerate(self.busy) if i not in tried)[1]
+                self.busy[i] += 1
+            try:
+                return self.addresses[i], call(self.clients[i])
+            except FrameSeekError as exc:
+                tried.add(i)
+                if exc.code != grpc.StatusCode.UNAVAILABLE or len(tried) == len(self.clients):
+                    raise
+            finally:
+                with self.lock:
+                    self.busy[i] -= 1
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+def _dict(msg) -> dict:
+    return MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def _fail(exc: Exception, as_json: bool) -> None:
+    from ..client import FrameSeekError
+
+    if isinstance(exc, FrameSeekError):
+        payload = {"error": {"code": exc.code.name, "reason": exc.reason, "message": exc.message}}
+        text = f"error: {exc.message} ({exc.code.name}{', ' + exc.reason if exc.reason else ''})"
+    else:
+        payload = {"error": {"code": "CLIENT", "reason": type(exc).__name__, "message": str(exc)}}
+        text = f"error: {exc}"
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        err.print(text, markup=False)
+    raise typer.Exit(1)
+
+
+def _labels(items: list[str] | None) -> dict:
+    out_: dict[str, str] = {}
+    for it in items or []:
+        k, sep, v = it.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"label {it!r} must be KEY=VALUE")
+        out_[k] = v
+    return out_
+
+
+def _ts(t: float) -> str:
+    m, s = divmod(t, 60)
+    h, m = divmod(int(m), 60)
+    return f"{h:d}:{m:02d}:{s:06.3f}" if h else f"{m:d}:{s:06.3f}"
+
+
+def _path(p: Path | None) -> str | None:
+    return str(p) if p is not None else None

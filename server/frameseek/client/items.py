@@ -1,0 +1,114 @@
+"""The client's calls for soundtracks and own-vector items: search by audio, upsert and delete items."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from ..v1 import frameseek_pb2 as pb
+from ._transport import (
+    CHUNK,
+    FrameSeekError,
+    MediaInput,
+    _filter,
+    _open,
+    collection_name,
+)
+
+
+class AudioAndItemCalls:
+    """SearchByAudio, UpsertItems and DeleteItems, mixed into `Client` (uses its `_call`, `stub`, `timeout`)."""
+
+    def search_by_audio(
+        self,
+        query: MediaInput | None = None,
+        *,
+        collection: str = "",
+        k: int = 10,
+        min_score: float = 0.0,
+        labels: dict | None = None,
+        videos: list[str] | None = None,
+        exclude_videos: list[str] | None = None,
+        server_path: str = "",
+        timeout: float | None = None,
+    ) -> pb.SearchByAudioResponse:
+        """Which indexed videos' soundtracks contain the audio of `query` (an audio file or a
+        video)? min_score 0 = the server's calibrated threshold, negative = every verified match."""
+        q = pb.AudioQuery(
+            parent=collection_name(collection),
+            k=k,
+            min_score=min_score,
+            filter=_filter(labels, videos, exclude_videos),
+            server_path=server_path,
+        )
+
+        def messages():
+            yield pb.SearchByAudioRequest(query=q)
+            if query is None:
+                return
+            f, owned, _ = _open(query)
+            try:
+                while block := f.read(CHUNK):
+                    yield pb.SearchByAudioRequest(chunk=block)
+            finally:
+                if owned:
+                    f.close()
+
+        try:
+            return self.stub.SearchByAudio(messages(), timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as err:
+            raise FrameSeekError.from_rpc(err) from None
+
+    # -- own vectors
+    def upsert_items(
+        self,
+        items,
+        *,
+        collection: str = "",
+        batch_size: int = 1000,
+        return_names: bool = False,
+        timeout: float | None = None,
+    ) -> pb.UpsertItemsResponse:
+        """Insert or replace items of an own-vector collection in one client stream. `items`: an
+        iterable of pb.Item, or of (external_key, vectors [n, dim] or [dim], labels or None)
+        tuples; sent `batch_size` items per message (each batch is committed before the server
+        reads the next, so a large upload streams at the server's pace)."""
+
+        def as_item(x) -> pb.Item:
+            if isinstance(x, pb.Item):
+                return x
+            key, vectors, labels = x
+            v = np.asarray(vectors, dtype=np.float32)
+            v = v.reshape(1, -1) if v.ndim == 1 else v
+            return pb.Item(
+                external_key=key or "", labels=labels or {}, vectors=[pb.ItemVector(values=row) for row in v]
+            )
+
+        def messages():
+            yield pb.UpsertItemsRequest(
+                header=pb.UpsertItemsHeader(parent=collection_name(collection), return_names=return_names)
+            )
+            batch: list[pb.Item] = []
+            for x in items:
+                batch.append(as_item(x))
+                if len(batch) >= batch_size:
+                    yield pb.UpsertItemsRequest(batch=pb.ItemBatch(items=batch))
+                    batch = []
+            if batch:
+                yield pb.UpsertItemsRequest(batch=pb.ItemBatch(items=batch))
+
+        try:
+            return self.stub.UpsertItems(messages(), timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as err:
+            raise FrameSeekError.from_rpc(err) from None
+
+    def delete_items(
+        self, *, collection: str = "", names: list[str] | None = None, external_keys: list[str] | None = None
+    ) -> pb.DeleteItemsResponse:
+        return self._call(
+            self.stub.DeleteItems,
+            pb.DeleteItemsRequest(
+                parent=collection_name(collection), names=names or [], external_keys=external_keys or []
+            ),
+            retry=False,
+        )

@@ -305,8 +305,10 @@ class EmbeddedStorage:
                 ]
                 x._add_many(batch)
                 x.since_snapshot += sum(len(v) for _, v in batch)
+            # the committed records (ids, create times) in one catalog query, not one per video
+            records = {v.id: v for v, _ in self.catalog.active_video_entries(vids)}
             for vid, (_, timestamps, _, _) in zip(vids, checked):
-                self._videos[vid] = entry = (self.catalog.get_video(vid), timestamps)
+                self._videos[vid] = entry = (records[vid], timestamps)
                 self._notify("video_added", *entry)
             need_snapshot = any(x.since_snapshot >= self.snapshot_every for x in ci.all_indexes())
         if need_snapshot:

@@ -552,6 +552,60 @@ def test_line_evidence_structure_term_finds_the_cut():
     assert ev[0] > 0.5 * len(qt)  # exp(-unexplained / structure) > 0.5: most of it is explained
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ffmpeg") is None or not DATA.exists(), reason="needs ffmpeg and opencv-doc")
+def test_copy_search_places_degraded_excerpts_where_they_were_cut(tmp_path):
+    """A 5 s excerpt re-encoded at 3/4 size and CRF 30 (tests.server.helpers.ffmpeg_subclip, the
+    end-to-end benchmark's query) of (a) a clip of distinct blocky scenes, one a second, cut 2.4 s
+    in, and (b) opencv-doc's near-static tree.avi, cut 8.88 s in. The aligner placed both right;
+    the dense re-alignment moved them to 0.64 s and 16.4 s: compression flattens the excerpt's
+    self-similarity to embedding noise, and the structure term, normalised by that spread alone,
+    then rewarded lines by chance (MatchSettings.refine_structure_noise)."""
+    from frameseek.embed import load_embedder
+    from frameseek.modality.frames import copy_search
+    from frameseek.pipeline import SamplingSettings, embed_media
+    from tests.server.helpers import ffmpeg_subclip, make_video
+
+    emb = load_embedder()
+    clip = make_video(tmp_path / "scenes.mp4", seconds=8, seed=100)
+    sources = {1: (clip, 2.4), 2: (DATA / "tree.avi", 8.88)}
+    index = _native.FlatIndex(emb.dim, "ip")
+    refs: dict[int, tuple] = {}
+    for vid, (path, _) in sources.items():
+        m = embed_media(str(path), emb, SamplingSettings.reference())
+        n = len(m)
+        twins = m.sets["coarse"]  # stored as the video's vectors n..2n-1, as Storage.add_video does
+        ids = (np.uint64(vid) << np.uint64(SAMPLE_BITS)) + np.arange(2 * n, dtype=np.uint64)
+        index.add(ids, np.vstack([m.vectors, twins]), groups=np.full(2 * n, vid, np.uint64))
+        refs[vid] = (m.timestamps, max(m.duration, 1e-3), m.vectors, twins)
+
+    class References:
+        def video(self, vid):
+            return refs[vid][:2]
+
+        def dense(self, vid):
+            return refs[vid][2:]
+
+    for vid, (path, start) in sources.items():
+        excerpt = ffmpeg_subclip(path, start, 5.0, tmp_path / f"excerpt{vid}.mp4")
+        q = embed_media(str(excerpt), emb, SamplingSettings.query())
+        found = copy_search(
+            q.timestamps,
+            list(q.sets.values()),
+            index,
+            References(),
+            matching.MatchSettings(),
+            max_candidates=3,
+            query_interval=1.0,
+            ref_interval=1 / 3,
+            refine_above=matching.COPY_THRESHOLD,
+        )
+        assert found and found[0].video == vid
+        s = found[0].segments[0]
+        mid = (s.query_start + s.query_end) / 2
+        assert abs(s.offset + s.speed * mid - (start + mid)) <= 0.6, (vid, s)
+
+
 def test_refine_alignment_validates_inputs():
     rt, rv, frame = _one_photo_reference()
     qt, q = _edited_copy(frame, 1.4, 1.1, 6)

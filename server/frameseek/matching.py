@@ -102,6 +102,14 @@ class MatchSettings:
     # re-encodes, a sub-clip row 1.00 -> 0.67 within 1 s; 0.05 and 0.1 switched only for crushed
     # and tiny copies, 0.1 without a row worse than never switching (benchmarks/README.md).
     refine_twin_margin: float = 0.1
+    # line_evidence's structure term divides what a line leaves unexplained of the query's
+    # self-similarities by their spread plus this variance: the spread that embedding noise alone
+    # gives a re-encoded copy (self-similarity noise ~0.03). Without it a copy whose compression
+    # flattened its structure to noise (a 3/4-size CRF 30 excerpt: self-similarities 0.85-0.87)
+    # had that noise ranked as structure, and chance lines won: excerpts the aligner had placed
+    # right moved 1.8 s (distinct scenes) and 7.5 s (near-static tree.avi) away
+    # (tests/test_matching.py, benchmarks/README.md "structure noise").
+    refine_structure_noise: float = 1e-3
     rescale_similarity: bool = True  # score with calibrated_sims (see there)
     threshold: float = COPY_THRESHOLD
 
@@ -114,6 +122,8 @@ class MatchSettings:
             raise ValueError("threshold must be in [0, 1]")
         if not self.refine_speed_prior >= 0.0:
             raise ValueError("refine_speed_prior must be >= 0")
+        if not self.refine_structure_noise > 0.0:
+            raise ValueError("refine_structure_noise must be > 0")
 
 
 @dataclass
@@ -420,6 +430,7 @@ def line_evidence(
     offsets: np.ndarray,
     speed: float,
     structure_rows: np.ndarray | None = None,
+    structure_noise: float = MatchSettings.refine_structure_noise,
 ) -> np.ndarray:
     """Dense evidence for the lines `t_ref = offset + speed * t_query` (one per entry of `offsets`).
 
@@ -437,7 +448,10 @@ def line_evidence(
           cuts are, how fast a zoom or pan changes the picture. A level shift between a and b is
           free (an edit common to every frame — caption band, logo, letterbox, crop — raises or
           lowers all self-similarities alike), so the term is the share of the query's structure
-          the line leaves unexplained; it needs no scale constant.
+          the line leaves unexplained, measured against that structure's spread plus
+          `structure_noise` (a variance: what embedding noise alone spreads a re-encoded copy's
+          self-similarities by, `MatchSettings.refine_structure_noise`), so a query with no
+          structure beyond noise asks little of the line and the cross term decides.
     `structure_rows` (indices into the query frames) limits the pairs to a subset of frames."""
     qt = np.asarray(query_times, dtype=np.float64)
     tr = np.asarray(offsets, dtype=np.float64)[:, None] + speed * qt[None, :]  # [L, n]
@@ -461,9 +475,7 @@ def line_evidence(
     lo = g00 + wj * (g01 - g00)
     b = lo + wi * (g10 + wj * (g11 - g10) - lo)
     unexplained = np.var(b - a[None, :], axis=1)
-    # 1e-6 = a self-similarity spread of 0.001, far below embedding noise: a truly static query
-    # then asks the line for static reference content
-    return c * np.exp(-unexplained / (float(np.var(a)) + 1e-6))
+    return c * np.exp(-unexplained / (float(np.var(a)) + structure_noise))
 
 
 def refine_alignment(
@@ -592,7 +604,7 @@ def _refine_segment(
             if o_hi < o_lo:
                 continue
             offs = o_lo + step * np.arange(int(np.floor((o_hi - o_lo) / step + 1e-9)) + 1)
-            ev = line_evidence(qt, cross, qgram, rt, rgram, offs, v, rows) * prior(v)
+            ev = line_evidence(qt, cross, qgram, rt, rgram, offs, v, rows, settings.refine_structure_noise) * prior(v)
             k = int(np.argmax(ev))
             if ev[k] > best_val:
                 best_val, best_line = float(ev[k]), (float(offs[k]), i)
@@ -610,7 +622,9 @@ def _refine_segment(
         return s
     best_line = (fine[0], float(speeds[fine[1]]))
     here = float(
-        line_evidence(qt, cross, qgram, rt, rgram, np.array([s.offset]), float(s.speed), rows)[0]
+        line_evidence(
+            qt, cross, qgram, rt, rgram, np.array([s.offset]), float(s.speed), rows, settings.refine_structure_noise
+        )[0]
         * prior(float(s.speed))
     )
     if not best_val > here * (1 + 1e-9) + 1e-12:  # a tie (within rounding) keeps the aligner's line

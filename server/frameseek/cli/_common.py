@@ -3,10 +3,14 @@ the helpers that print results and errors."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import threading
+import typing
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from google.protobuf.json_format import MessageToDict
@@ -67,16 +71,57 @@ TlsCert = Annotated[
 TlsKey = Annotated[Path | None, typer.Option("--tls-key", envvar="FRAMESEEK_CLIENT_KEY", help="its private key")]
 
 
-def _client(
-    server: str | None,
-    token: str | None = None,
-    tls_ca: Path | None = None,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-):
-    from ..client import Client
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """How to reach the server: the options `connected` adds to a command."""
 
-    return Client(server, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    server: str | None = None
+    token: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def client(self, server: str | None = None):
+        """A client of `server` (default: --server) with these credentials."""
+        from ..client import Client
+
+        return Client(
+            server or self.server, token=self.token, tls_ca=self.tls_ca, tls_cert=self.tls_cert, tls_key=self.tls_key
+        )
+
+
+_CONNECTION_OPTIONS = {"server": Server, "token": Token, "tls_ca": TlsCa, "tls_cert": TlsCert, "tls_key": TlsKey}
+
+
+def connected(command=None, *, server: Any = Server):
+    """Gives a command the connection options (--server, --token, --tls-ca, --tls-cert, --tls-key,
+    listed before --json) and calls it with them as its `conn: Connection` parameter. `server`: the
+    --server option's own annotation (ingest takes several servers)."""
+
+    def wrap(fn):
+        options = {**_CONNECTION_OPTIONS, "server": server}
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [
+            inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default, annotation=hints[p.name])
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "conn"
+        ]
+        added = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a) for n, a in options.items()
+        ]
+        at = next((i for i, p in enumerate(own) if p.name == "as_json"), len(own))
+        params = [*own[:at], *added, *own[at:]]
+
+        @functools.wraps(fn)
+        def run(**kw):
+            return fn(conn=Connection(**{n: kw.pop(n) for n in options}), **kw)
+
+        # typer reads the options from the signature and the annotations
+        run.__signature__ = inspect.Signature(params, return_annotation=None)
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return wrap(command) if command is not None else wrap
 
 
 class _Servers:

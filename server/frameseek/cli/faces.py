@@ -11,21 +11,18 @@ from rich.table import Table
 
 from ._common import (
     Collection,
+    Connection,
     Json,
-    Server,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
-    _client,
     _dict,
     _fail,
     _labels,
     _ts,
+    connected,
     out,
 )
 
 
+@connected
 def search_face(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a photo of the person")],
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return per face")] = 10,
@@ -34,11 +31,8 @@ def search_face(
     face: Annotated[str | None, typer.Option(help="search only the face at X0,Y0,X1,Y1 (pixels)")] = None,
     collection: Collection = "",
     label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """Find the videos and photos where the person in a photo appears (faces collections)."""
@@ -51,7 +45,7 @@ def search_face(
         if len(box) != 4:
             raise typer.BadParameter("--face must be X0,Y0,X1,Y1")
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             resp = fs.search_by_face(
                 file,
                 collection=collection,
@@ -84,20 +78,18 @@ def search_face(
         out.print(t)
 
 
+@connected
 def people(
     video: Annotated[str | None, typer.Argument(help="a video's name: only the people in it")] = None,
     collection: Collection = "",
     name: Annotated[tuple[str, str] | None, typer.Option(help="PERSON DISPLAY_NAME: name a person, then list")] = None,
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """List the people of a faces collection, or of one video, with their appearances."""
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             if name:
                 fs.update_person(name[0], name[1])
             found = fs.video_people(video) if video else list(fs.list_people(collection))

@@ -15,14 +15,11 @@ from ._common import (
     IMAGE_EXT,
     VIDEO_EXT,
     Collection,
+    Connection,
     Json,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
-    _client,
     _labels,
     _Servers,
+    connected,
     err,
     out,
 )
@@ -40,26 +37,27 @@ def _collect(paths: list[Path]) -> list[Path]:
     return files
 
 
+Servers = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        "-s",
+        envvar="FRAMESEEK_SERVER",
+        help="HOST:PORT of the server, or several comma-separated (servers of one scale-out library: "
+        "uploads go to the least busy) [default: 127.0.0.1:50051]",
+    ),
+]
+
+
+@connected(server=Servers)
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or directories (searched recursively)")],
     collection: Collection = "",
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE, repeatable")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=32, help="parallel uploads")] = 4,
     force: Annotated[bool, typer.Option(help="upload even when the same bytes are already indexed")] = False,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            "--server",
-            "-s",
-            envvar="FRAMESEEK_SERVER",
-            help="HOST:PORT of the server, or several comma-separated (servers of one scale-out library: "
-            "uploads go to the least busy) [default: 127.0.0.1:50051]",
-        ),
-    ] = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server (several), --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """Index videos and images; skips files whose bytes are already indexed."""
@@ -69,8 +67,8 @@ def ingest(
     files = _collect(paths)
     results: list[dict] = []
     lock = threading.Lock()
-    addresses = [a.strip() for a in (server or "").split(",") if a.strip()] or [None]
-    servers = _Servers(addresses, lambda a: _client(a, token, tls_ca, tls_cert, tls_key))
+    addresses = [a.strip() for a in (conn.server or "").split(",") if a.strip()] or [None]
+    servers = _Servers(addresses, conn.client)
     fs = servers.clients[0]  # the library is one: any server answers the hash look-ups
     try:
         progress = Progress(

@@ -11,35 +11,29 @@ from rich.table import Table
 
 from ._common import (
     Collection,
+    Connection,
     Json,
-    Server,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
-    _client,
     _dict,
     _fail,
     _ts,
+    connected,
     out,
 )
 
 
+@connected
 def search_audio(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="an audio file or a video")],
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")] = 10,
     min_score: Annotated[float, typer.Option(help="0 = server's calibrated threshold, <0 = all matches")] = 0.0,
     collection: Collection = "",
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """Find the indexed videos whose soundtrack contains this audio, with where and how long."""
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             resp = fs.search_by_audio(file, collection=collection, k=k, min_score=min_score, timeout=None)
     except Exception as exc:
         _fail(exc, as_json)
@@ -96,16 +90,14 @@ def _items_from_file(path: Path, key_column: str):
     raise typer.BadParameter(f"{path}: expected a .npy or .parquet file")
 
 
+@connected
 def upsert(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".npy or .parquet")],
     collection: Collection = "",
     key_column: Annotated[str, typer.Option(help="parquet column with the external keys")] = "external_key",
     batch_size: Annotated[int, typer.Option(min=1, max=10000, help="items per streamed message")] = 1000,
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """Insert or replace items (your own vectors) of a collection created with a vector dimension;
@@ -115,7 +107,7 @@ def upsert(
     rows, n = _items_from_file(file, key_column)
     t0 = time.perf_counter()
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             r = fs.upsert_items(rows, collection=collection, batch_size=batch_size, timeout=None)
     except Exception as exc:
         _fail(exc, as_json)

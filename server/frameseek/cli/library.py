@@ -10,32 +10,26 @@ from rich.table import Table
 
 from ._common import (
     Collection,
+    Connection,
     Json,
-    Server,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
-    _client,
     _dict,
     _fail,
     _labels,
     _ts,
+    connected,
     out,
 )
 
 
+@connected
 def collections(
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """List collections."""
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             cs = list(fs.list_collections())
     except Exception as exc:
         _fail(exc, as_json)
@@ -55,6 +49,7 @@ def collections(
     out.print(t)
 
 
+@connected
 def create_collection(
     collection_id: Annotated[str, typer.Argument(help="[a-z][a-z0-9-]{0,62}")],
     audio: Annotated[bool, typer.Option("--audio", help="also fingerprint every video's soundtrack")] = False,
@@ -65,16 +60,13 @@ def create_collection(
     fps: Annotated[float, typer.Option(help="frames sampled per second; 0 = server default")] = 0.0,
     metric: Annotated[str, typer.Option(help="cosine or l2")] = "cosine",
     description: Annotated[str, typer.Option(help="free text")] = "",
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """Create a collection (its settings are fixed from then on)."""
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             c = fs.create_collection(
                 collection_id,
                 fps=fps,
@@ -93,20 +85,18 @@ def create_collection(
     out.print(f"created {c.name} ({what}, {c.dimension}-d{', faces' if c.faces else ''}{', audio' if c.audio else ''})")
 
 
+@connected
 def videos(
     collection: Collection = "",
     label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
     limit: Annotated[int, typer.Option(min=1, help="most videos to list")] = 100,
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """List indexed videos, newest first."""
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             vids = []
             for v in fs.list_videos(collection, labels=_labels(label), page_size=min(limit, 1000)):
                 vids.append(v)
@@ -131,18 +121,16 @@ def videos(
     out.print(t)
 
 
+@connected
 def delete(
     names: Annotated[list[str], typer.Argument(help="video names (collections/{c}/videos/{id})")],
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """Delete videos; they are gone from every search at once."""
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             for n in names:
                 fs.delete_video(n)
                 if not as_json:
@@ -153,17 +141,15 @@ def delete(
         print(json.dumps({"deleted": names}))
 
 
+@connected
 def stats(
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """Server and index statistics."""
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             s = fs.stats()
     except Exception as exc:
         _fail(exc, as_json)

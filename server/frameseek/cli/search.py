@@ -11,17 +11,13 @@ from rich.table import Table
 
 from ._common import (
     Collection,
+    Connection,
     Json,
-    Server,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
-    _client,
     _dict,
     _fail,
     _labels,
     _ts,
+    connected,
     out,
 )
 
@@ -44,6 +40,7 @@ def _print_hits(resp, as_json: bool) -> None:
     out.print(t)
 
 
+@connected
 def search_image(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")] = 10,
@@ -51,16 +48,13 @@ def search_image(
     min_score: float = 0.0,
     collection: Collection = "",
     label: Annotated[list[str] | None, typer.Option("--label", "-l")] = None,
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """Find the videos (and timestamps) that show an image."""
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             resp = fs.search_by_image(
                 file,
                 collection=collection,
@@ -74,21 +68,19 @@ def search_image(
     _print_hits(resp, as_json)
 
 
+@connected
 def search_video(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")] = 10,
     min_score: Annotated[float, typer.Option(help="0 = server's calibrated threshold, <0 = all candidates")] = 0.0,
     collection: Collection = "",
-    server: Server = None,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    *,
+    conn: Connection,  # --server, --token, --tls-*: see connected
     as_json: Json = False,
 ) -> None:
     """Find the indexed videos that a clip copies, with aligned segments."""
     try:
-        with _client(server, token, tls_ca, tls_cert, tls_key) as fs:
+        with conn.client() as fs:
             resp = fs.search_by_video(file, collection=collection, k=k, min_score=min_score, timeout=None)
     except Exception as exc:
         _fail(exc, as_json)

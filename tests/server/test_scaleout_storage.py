@@ -215,6 +215,36 @@ def test_migrations_are_versioned_and_applied_once(postgres_cluster):
             c.close()
 
 
+def test_a_catalog_from_before_the_people_tables_is_upgraded(postgres_cluster, monkeypatch):
+    """A deployment whose catalog predates 0003 (people): its faces videos, committed then, are
+    found waiting for their persons once a server with the people tables starts."""
+    from frameseek.storage import ModalityData, postgres
+
+    url = postgres_cluster.database()
+    known = migrations()
+    monkeypatch.setattr(postgres, "migrations", lambda: [m for m in known if m[0] <= 2])
+    old = PostgresCatalog(url)
+    old.open()
+    c = old.create_collection(
+        "f", model="m", dimension=DIM, metric="ip", sampling={}, index={}, modalities={"faces": {}}
+    )
+    faces = {"faces": ModalityData(times=np.arange(3.0), payload=b"boxes")}
+    with_faces = old.insert_pending(c.id, _rec("a"), np.arange(2.0), 2, "s", 60.0, faces)
+    without = old.insert_pending(c.id, _rec("b"), np.arange(2.0), 2, "s", 60.0, {"faces": ModalityData(np.zeros(0))})
+    old.activate_many([with_faces, without])
+    old.close()
+    monkeypatch.undo()
+    new = PostgresCatalog(url)
+    new.open()
+    try:
+        assert new.schema_version() == max(v for v, _, _ in known) >= 3
+        assert new.unassigned_videos(c.id, "faces") == [with_faces]
+        assert new.assign_tracks(c.id, with_faces, [([0, 1, 2], None)]).keys() == {0, 1, 2}
+        assert new.unassigned_videos(c.id, "faces") == []
+    finally:
+        new.close()
+
+
 @pytest.fixture
 def own_backends(tmp_path):
     """A PostgreSQL cluster and a Milvus Lite of this test's own, to kill."""

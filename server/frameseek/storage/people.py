@@ -1,6 +1,15 @@
 """The catalog's people tables: persons (stable ids, display names) and which face track of which
-video each one is. Mixed into `Catalog` (it runs on the catalog's connection and transactions);
-the face modality decides the assignment (frameseek.service.people), the catalog keeps it.
+video each one is. Mixed into both catalogs, `Catalog` (SQLite, the embedded store) and
+`PostgresCatalog` (the scale-out store; the tables come from migrations/0003_people.sql): one
+implementation of the SQL, run on the host catalog's connection and transactions. The face
+modality decides the assignment (frameseek.service.people), the catalog keeps it.
+
+What a host provides: `_tx()`, a context manager giving a connection inside one transaction that
+excludes every other people-writing transaction (SQLite's BEGIN IMMEDIATE; PostgreSQL takes an
+advisory lock), whose `execute(sql, args)` returns a cursor (iteration, fetchone, rowcount); and
+`_query(sql, args)` -> rows. The SQL here is written in sqlite3's qmark style ('?'), and in what
+SQLite >= 3.35 and PostgreSQL both understand (INSERT ... RETURNING); a host whose driver uses
+another parameter style translates it.
 
 A person id is allocated once (AUTOINCREMENT, never reused) and a track keeps its person: ids are
 stable across restarts and later ingests. Track rows go with their video (ON DELETE CASCADE); a
@@ -56,9 +65,11 @@ class PeopleTables:
                 if not todo:
                     continue
                 if person is None:
+                    # fetchall: the statement is finished before the transaction commits
                     person = db.execute(
-                        "INSERT INTO people (collection_id, create_time) VALUES (?, ?)", (collection_id, now)
-                    ).lastrowid
+                        "INSERT INTO people (collection_id, create_time) VALUES (?, ?) RETURNING id",
+                        (collection_id, now),
+                    ).fetchall()[0][0]
                 for t in todo:
                     db.execute("INSERT INTO person_tracks VALUES (?,?,?)", (video_id, int(t), int(person)))
                     out[int(t)] = int(person)

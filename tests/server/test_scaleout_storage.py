@@ -245,6 +245,32 @@ def test_a_catalog_from_before_the_people_tables_is_upgraded(postgres_cluster, m
         new.close()
 
 
+def test_person_assignments_of_a_collection_exclude_each_other_across_servers(deployment):
+    """People.assign_video decides a video's persons from the persons of other videos, then
+    writes them: held under `people.assigning(collection)`, a second server's assignment in the
+    same collection waits for the first (or both would make a new person of one face), while
+    another collection's goes ahead."""
+    a, b = deployment.server("a"), deployment.server("b")
+    c = a.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index={})
+    other = a.create_collection("o", model="m", dimension=DIM, metric="ip", sampling={}, index={})
+    entered = threading.Event()
+
+    def assign_on_b():
+        with b.people.assigning(c.id):
+            entered.set()
+
+    with a.people.assigning(c.id):
+        with b.people.assigning(other.id):
+            pass  # another collection: not held up
+        t = threading.Thread(target=assign_on_b)
+        t.start()
+        while not a.catalog._rows("SELECT 1 FROM pg_locks WHERE locktype='advisory' AND NOT granted"):
+            time.sleep(0.05)  # until B waits for the lock A holds (no clock: PostgreSQL says so)
+        assert not entered.is_set()
+    t.join()
+    assert entered.is_set()
+
+
 @pytest.fixture
 def own_backends(tmp_path):
     """A PostgreSQL cluster and a Milvus Lite of this test's own, to kill."""

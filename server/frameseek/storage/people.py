@@ -18,6 +18,7 @@ person whose every track is gone is no longer listed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -48,6 +49,14 @@ class PersonRecord:
 
 class PeopleTables:
     """Catalog methods for the people tables (see the module docstring)."""
+
+    def assigning(self, collection_id: int) -> contextlib.AbstractContextManager:
+        """Held while one video's persons are decided and written (service.people): the decision
+        reads the persons of other videos, so two assignments in a collection must not
+        interleave. Here nothing: one process owns the SQLite catalog and serialises its own
+        assignments; a catalog that several servers share (PostgresCatalog) holds a lock they
+        all see."""
+        return contextlib.nullcontext()
 
     def assign_tracks(
         self, collection_id: int, video_id: int, groups: list[tuple[list[int], int | None]]

@@ -51,6 +51,9 @@ _MIGRATION_LOCK = 0x66736D67
 #: BEGIN IMMEDIATE makes them on the embedded store, so that assign_tracks' read-then-insert
 #: cannot race another server's assignment of the same video
 _PEOPLE_LOCK = 0x6673706C
+#: ... held by a server while it decides a video's persons (PeopleTables.assigning), one key per
+#: collection: this class ("fspa") in the high 32 bits, the collection id in the low
+_ASSIGNING_LOCK = 0x66737061 << 32
 
 _COLL_COLS = (
     "id, name, description, model, dimension, metric, sampling, index_settings, create_time, is_default, modalities"
@@ -222,6 +225,18 @@ class PostgresCatalog(PeopleTables):
         with self._conn() as c, c.transaction():
             c.execute("SELECT pg_advisory_xact_lock(%s)", (_PEOPLE_LOCK,))
             yield _QmarkConnection(c)
+
+    @contextlib.contextmanager
+    def assigning(self, collection_id: int):
+        """PeopleTables.assigning across every server: a session advisory lock per collection,
+        held on one pooled connection (PostgreSQL frees it if the server dies holding it)."""
+        key = _ASSIGNING_LOCK | (int(collection_id) & 0xFFFFFFFF)
+        with self._conn() as c:
+            c.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                c.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def ping(self) -> None:
         self._rows("SELECT 1")

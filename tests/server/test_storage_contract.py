@@ -388,6 +388,8 @@ def test_people_tables(backend):
     assert people.person(c.id, a) is None  # every track of it went with the video
     assert people.person(c.id, b).tracks == ((v2, 0),)
     assert people.track_people([v1]) == {}
+    st.delete_collection("c", force=True)  # a collection with persons can be deleted
+    assert people.people(c.id) == [] and people.people(other.id) == []
 
 
 def _faces_batch(rng, n, tag):

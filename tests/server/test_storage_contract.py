@@ -392,6 +392,31 @@ def test_people_tables(backend):
     assert people.people(c.id) == [] and people.people(other.id) == []
 
 
+def test_a_page_of_people_reads_only_its_persons(backend, monkeypatch):
+    """ListPeople pages through a collection's persons: a page (and one person) reads the rows of
+    its own persons from the catalog, not those of every later person."""
+    st = backend.open()
+    c = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX, modalities=FACES)
+    rng = np.random.default_rng(12)
+    v = _with_faces(st, c.id, rng, "crowd", 40).id
+    got = st.people.assign_tracks(c.id, v, [([t], None) for t in range(40)])
+    ids = sorted(set(got.values()))
+    read: list[int] = []
+    query = st.people._query
+
+    def counted(sql, args=()):
+        rows = query(sql, args)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(st.people, "_query", counted)
+    page = st.people.people(c.id, after=ids[4], limit=3)
+    assert [p.id for p in page] == ids[5:8] and [p.tracks for p in page] == [((v, got_t),) for got_t in (5, 6, 7)]
+    assert sum(read) == 3
+    read.clear()
+    assert st.people.person(c.id, ids[10]).tracks == ((v, 10),) and sum(read) == 1
+
+
 def _faces_batch(rng, n, tag):
     return [
         NewVideo(

@@ -107,26 +107,28 @@ class PeopleTables:
 
     def people(self, collection_id: int, after: int = 0, limit: int = 1000, video_id: int | None = None):
         """Persons of a collection with at least one track in an active video, by id (those with a
-        track in `video_id` when given)."""
-        sql = (
-            "SELECT p.id, p.display_name, t.video_id, t.track FROM people p "
-            "JOIN person_tracks t ON t.person_id=p.id JOIN videos v ON v.id=t.video_id "
-            "WHERE p.collection_id=? AND v.state='active' AND p.id>? "
+        track in `video_id` when given): the first `limit` after id `after`, each with its tracks.
+        The page is chosen in SQL, so a page reads only its own persons' rows."""
+        page = (
+            "SELECT p.id FROM people p WHERE p.collection_id=? AND p.id>? AND EXISTS (SELECT 1 FROM "
+            "person_tracks t JOIN videos v ON v.id=t.video_id WHERE t.person_id=p.id AND v.state='active') "
         )
         args: tuple = (collection_id, after)
         if video_id is not None:
-            sql += "AND p.id IN (SELECT person_id FROM person_tracks WHERE video_id=?) "
+            page += "AND p.id IN (SELECT person_id FROM person_tracks WHERE video_id=?) "
             args += (video_id,)
-        rows = self._query(sql + "ORDER BY p.id, t.video_id, t.track", args)  # type: ignore[attr-defined]
-        out: list[PersonRecord] = []
+        rows = self._query(  # type: ignore[attr-defined]
+            "SELECT p.id, p.display_name, t.video_id, t.track FROM people p "
+            "JOIN person_tracks t ON t.person_id=p.id JOIN videos v ON v.id=t.video_id "
+            f"WHERE v.state='active' AND p.id IN ({page} ORDER BY p.id LIMIT ?) ORDER BY p.id, t.video_id, t.track",
+            (*args, limit),
+        )
+        names: dict[int, str] = {}
+        tracks: dict[int, list[tuple[int, int]]] = {}
         for pid, name, vid, track in rows:
-            if out and out[-1].id == pid:
-                out[-1] = dataclasses.replace(out[-1], tracks=(*out[-1].tracks, (int(vid), int(track))))
-            elif len(out) < limit:
-                out.append(PersonRecord(int(pid), collection_id, str(name), ((int(vid), int(track)),)))
-            else:
-                break
-        return out
+            names[int(pid)] = str(name)
+            tracks.setdefault(int(pid), []).append((int(vid), int(track)))
+        return [PersonRecord(pid, collection_id, names[pid], tuple(ts)) for pid, ts in tracks.items()]
 
     def person(self, collection_id: int, person_id: int) -> PersonRecord | None:
         found = self.people(collection_id, person_id - 1, 1)

@@ -13,13 +13,11 @@ Every connection failure (PostgreSQL down, restarting, unreachable) raises Unava
 BACKEND_UNAVAILABLE); the pool reconnects by itself with exponential backoff (psycopg_pool), and
 every connection is checked before use, so a restarted PostgreSQL costs failed calls, not a restart.
 
-The people tables (persons and their face tracks) are storage.people.PeopleTables, the SQL the
-SQLite catalog runs too, through `_tx` and `_query` below (qmark parameters translated).
+The people tables (persons and their face tracks): postgres_people.PostgresPeople, mixed in.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.resources
 import re
 import time
@@ -43,17 +41,10 @@ from .base import (
     VideoQuery,
     VideoRecord,
 )
-from .people import PeopleTables
+from .postgres_people import PostgresPeople
 
 #: pg_advisory_xact_lock key taken while migrating ("fsmg")
 _MIGRATION_LOCK = 0x66736D67
-#: ... taken by every people-writing transaction ("fspl"): they exclude each other as SQLite's
-#: BEGIN IMMEDIATE makes them on the embedded store, so that assign_tracks' read-then-insert
-#: cannot race another server's assignment of the same video
-_PEOPLE_LOCK = 0x6673706C
-#: ... held by a server while it decides a video's persons (PeopleTables.assigning), one key per
-#: collection: this class ("fspa") in the high 32 bits, the collection id in the low
-_ASSIGNING_LOCK = 0x66737061 << 32
 
 _COLL_COLS = (
     "id, name, description, model, dimension, metric, sampling, index_settings, create_time, is_default, modalities"
@@ -139,21 +130,6 @@ def _times(blob) -> np.ndarray:
     return np.frombuffer(bytes(blob), dtype="<f8")
 
 
-def _pyformat(sql: str) -> str:
-    """SQL written for sqlite3's qmark parameters ('?', storage.people) in psycopg's style ('%s')."""
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-class _QmarkConnection:
-    """A psycopg connection inside a transaction, taking qmark SQL (PeopleTables' `_tx`)."""
-
-    def __init__(self, conn: psycopg.Connection):
-        self.conn = conn
-
-    def execute(self, sql: str, args=()) -> psycopg.Cursor:
-        return self.conn.execute(_pyformat(sql), args)
-
-
 class _Connection:
     """A pooled connection; connection-level failures become Unavailable."""
 
@@ -178,7 +154,7 @@ class _Connection:
         return False
 
 
-class PostgresCatalog(PeopleTables):
+class PostgresCatalog(PostgresPeople):
     """Thread-safe (a connection pool); every method is one short transaction."""
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, max_connections: int = 8):
@@ -215,28 +191,6 @@ class PostgresCatalog(PeopleTables):
     def _rows(self, sql: str, args=()) -> list[tuple]:
         with self._conn() as c:
             return c.execute(sql, args).fetchall()
-
-    # PeopleTables' host methods (storage.people's docstring)
-    def _query(self, sql: str, args=()) -> list[tuple]:
-        return self._rows(_pyformat(sql), args)
-
-    @contextlib.contextmanager
-    def _tx(self):
-        with self._conn() as c, c.transaction():
-            c.execute("SELECT pg_advisory_xact_lock(%s)", (_PEOPLE_LOCK,))
-            yield _QmarkConnection(c)
-
-    @contextlib.contextmanager
-    def assigning(self, collection_id: int):
-        """PeopleTables.assigning across every server: a session advisory lock per collection,
-        held on one pooled connection (PostgreSQL frees it if the server dies holding it)."""
-        key = _ASSIGNING_LOCK | (int(collection_id) & 0xFFFFFFFF)
-        with self._conn() as c:
-            c.execute("SELECT pg_advisory_lock(%s)", (key,))
-            try:
-                yield
-            finally:
-                c.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def ping(self) -> None:
         self._rows("SELECT 1")

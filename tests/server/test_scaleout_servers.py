@@ -255,7 +255,9 @@ def test_faces_and_people_through_two_servers(tmp_path, postgres_cluster, milvus
             assert all(not r.hits for r in stranger)
 
             (person,) = fb.video_people(p0.name)
-            again = fb.ingest_image(tmp_path / "again0.png", collection="people", external_key="again0").video
+            again = fb.ingest_image(
+                tmp_path / "again0.png", collection="people", external_key="again0", labels={"via": "b"}
+            ).video
             assert [p.name for p in fa.video_people(again.name)] == [person.name]  # one person, across servers
             assert fb.update_person(person.name, "The sitter").display_name == "The sitter"
             everyone = {p.name: p for p in fa.list_people("people")}
@@ -264,6 +266,8 @@ def test_faces_and_people_through_two_servers(tmp_path, postgres_cluster, milvus
             hits = fa.search_by_face(png(idents[0].query), collection="people").results[0].hits
             assert sorted(h.video.external_key for h in hits) == ["again0", "p0"]
             assert {h.person_display_name for h in hits} == {"The sitter"}
+            labelled = fa.search_by_face(png(idents[0].query), collection="people", labels={"via": "b"})
+            assert [h.video.external_key for h in labelled.results[0].hits] == ["again0"]  # filtered in Milvus
 
             fb.delete_video(p1.name)
             gone = fa.search_by_face(png(idents[1].query), collection="people").results[0].hits

@@ -1,6 +1,7 @@
 """The catalog's people tables: persons (stable ids, display names) and which face track of which
 video each one is. Mixed into both catalogs, `Catalog` (SQLite, the embedded store) and
-`PostgresCatalog` (the scale-out store; the tables come from migrations/0003_people.sql): one
+`PostgresCatalog` (the scale-out store, through postgres_people.PostgresPeople; the tables come
+from migrations/0003_people.sql): one
 implementation of the SQL, run on the host catalog's connection and transactions. The face
 modality decides the assignment (frameseek.service.people), the catalog keeps it.
 

@@ -188,10 +188,6 @@ def test_own_vectors_through_two_servers(tmp_path, postgres_cluster, milvus_lite
         b.client().wait_ready(timeout=300)
         with a.client(timeout=300) as fa, b.client(timeout=300) as fb:
             empty = fa.stats().storage_bytes
-            # faces need the people tables, which the scale-out store does not have yet: refused clearly
-            with pytest.raises(FrameSeekError) as refused:
-                fa.create_collection("people", faces=True)
-            assert refused.value.reason == "MODALITY_NOT_ENABLED", refused.value
             fa.create_collection("emb", vector_dimension=16, metric="cosine")
             rows = [(f"k{i}", vecs[i], {"parity": str(i % 2)}) for i in range(len(vecs))]
             r = fa.upsert_items(rows, collection="emb", batch_size=16, return_names=True)
@@ -211,6 +207,72 @@ def test_own_vectors_through_two_servers(tmp_path, postgres_cluster, milvus_lite
             for i in (3, 7, 8):  # replaced or deleted through B: gone from A
                 assert fa.search_by_vector(vecs[i], collection="emb", k=1).hits[0].video.name != names[i]
             assert fa.stats().storage_bytes - empty >= vecs[:57].nbytes  # PostgreSQL + the rows Milvus holds
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.slow
+def test_faces_and_people_through_two_servers(tmp_path, postgres_cluster, milvus_lite):
+    """A faces collection on the scale-out store (face vectors in Milvus, the people tables in
+    PostgreSQL), with the real face models on real faces (opencv-doc photos): photos ingested
+    through A are found by face through B; a person's later photo, ingested through B, joins the
+    person A's ingest made; a name given through B reaches A's searches and listings; a delete
+    through B is gone from A's face search."""
+    import io
+
+    from PIL import Image
+
+    from benchmarks.faces.media import load_identities, rephotograph
+
+    def png(rgb) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "PNG")
+        return buf.getvalue()
+
+    idents = load_identities(limit=4)
+    for i in range(2):
+        (tmp_path / f"p{i}.png").write_bytes(png(idents[i].crop))
+    (tmp_path / "again0.png").write_bytes(png(rephotograph(idents[0].query, seed=3)))
+    common = _settings(postgres_cluster.database(), milvus_lite.uri, f"t{uuid.uuid4().hex[:10]}_")
+    a = ServerProcess(tmp_path / "a", server_id="a", **common)
+    b = ServerProcess(tmp_path / "b", server_id="b", **common)
+    try:
+        a.start(wait=False)
+        b.start(wait=False)
+        a.client().wait_ready(timeout=300)
+        b.client().wait_ready(timeout=300)
+        with a.client(timeout=600) as fa, b.client(timeout=600) as fb:
+            fa.create_collection("people", faces=True)
+            assert fb.get_collection("people").faces
+            p0, p1 = (
+                fa.ingest_image(tmp_path / f"p{i}.png", collection="people", external_key=f"p{i}").video
+                for i in range(2)
+            )
+            found = fb.search_by_face(png(idents[0].query), collection="people").results[0].hits
+            assert [h.video.external_key for h in found] == ["p0"]
+            stranger = fb.search_by_face(png(idents[3].query), collection="people").results
+            assert all(not r.hits for r in stranger)
+
+            (person,) = fb.video_people(p0.name)
+            again = fb.ingest_image(
+                tmp_path / "again0.png", collection="people", external_key="again0", labels={"via": "b"}
+            ).video
+            assert [p.name for p in fa.video_people(again.name)] == [person.name]  # one person, across servers
+            assert fb.update_person(person.name, "The sitter").display_name == "The sitter"
+            everyone = {p.name: p for p in fa.list_people("people")}
+            assert len(everyone) == 2 and everyone[person.name].display_name == "The sitter"
+            assert everyone[person.name].video_count == 2
+            hits = fa.search_by_face(png(idents[0].query), collection="people").results[0].hits
+            assert sorted(h.video.external_key for h in hits) == ["again0", "p0"]
+            assert {h.person_display_name for h in hits} == {"The sitter"}
+            labelled = fa.search_by_face(png(idents[0].query), collection="people", labels={"via": "b"})
+            assert [h.video.external_key for h in labelled.results[0].hits] == ["again0"]  # filtered in Milvus
+
+            fb.delete_video(p1.name)
+            gone = fa.search_by_face(png(idents[1].query), collection="people").results[0].hits
+            assert "p1" not in [h.video.external_key for h in gone]
+            assert len(list(fa.list_people("people"))) == 1
     finally:
         a.stop()
         b.stop()

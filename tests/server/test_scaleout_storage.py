@@ -215,6 +215,62 @@ def test_migrations_are_versioned_and_applied_once(postgres_cluster):
             c.close()
 
 
+def test_a_catalog_from_before_the_people_tables_is_upgraded(postgres_cluster, monkeypatch):
+    """A deployment whose catalog predates 0003 (people): its faces videos, committed then, are
+    found waiting for their persons once a server with the people tables starts."""
+    from frameseek.storage import ModalityData, postgres
+
+    url = postgres_cluster.database()
+    known = migrations()
+    monkeypatch.setattr(postgres, "migrations", lambda: [m for m in known if m[0] <= 2])
+    old = PostgresCatalog(url)
+    old.open()
+    c = old.create_collection(
+        "f", model="m", dimension=DIM, metric="ip", sampling={}, index={}, modalities={"faces": {}}
+    )
+    faces = {"faces": ModalityData(times=np.arange(3.0), payload=b"boxes")}
+    with_faces = old.insert_pending(c.id, _rec("a"), np.arange(2.0), 2, "s", 60.0, faces)
+    without = old.insert_pending(c.id, _rec("b"), np.arange(2.0), 2, "s", 60.0, {"faces": ModalityData(np.zeros(0))})
+    old.activate_many([with_faces, without])
+    old.close()
+    monkeypatch.undo()
+    new = PostgresCatalog(url)
+    new.open()
+    try:
+        assert new.schema_version() == max(v for v, _, _ in known) >= 3
+        assert new.unassigned_videos(c.id, "faces") == [with_faces]
+        assert new.assign_tracks(c.id, with_faces, [([0, 1, 2], None)]).keys() == {0, 1, 2}
+        assert new.unassigned_videos(c.id, "faces") == []
+    finally:
+        new.close()
+
+
+def test_person_assignments_of_a_collection_exclude_each_other_across_servers(deployment):
+    """People.assign_video decides a video's persons from the persons of other videos, then
+    writes them: held under `people.assigning(collection)`, a second server's assignment in the
+    same collection waits for the first (or both would make a new person of one face), while
+    another collection's goes ahead."""
+    a, b = deployment.server("a"), deployment.server("b")
+    c = a.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index={})
+    other = a.create_collection("o", model="m", dimension=DIM, metric="ip", sampling={}, index={})
+    entered = threading.Event()
+
+    def assign_on_b():
+        with b.people.assigning(c.id):
+            entered.set()
+
+    with a.people.assigning(c.id):
+        with b.people.assigning(other.id):
+            pass  # another collection: not held up
+        t = threading.Thread(target=assign_on_b)
+        t.start()
+        while not a.catalog._rows("SELECT 1 FROM pg_locks WHERE locktype='advisory' AND NOT granted"):
+            time.sleep(0.05)  # until B waits for the lock A holds (no clock: PostgreSQL says so)
+        assert not entered.is_set()
+    t.join()
+    assert entered.is_set()
+
+
 @pytest.fixture
 def own_backends(tmp_path):
     """A PostgreSQL cluster and a Milvus Lite of this test's own, to kill."""

@@ -335,6 +335,88 @@ def test_modality_extras(backend):
         st.video_extra(vids[3], "faces")
 
 
+def _with_faces(st, cid, rng, sha: str, n_faces: int):
+    """A video whose faces modality has `n_faces` items (0: a video without a face)."""
+    faces = ModalityData(
+        times=np.arange(n_faces) * 0.5,
+        vectors=rng.standard_normal((n_faces, 8)).astype(np.float32) if n_faces else None,
+    )
+    return st.add_video(
+        cid, _record(sha), np.arange(2.0), _unit(rng.standard_normal((2, DIM))), extras={"faces": faces}
+    )
+
+
+def test_people_tables(backend):
+    """Storage.people (storage.people.PeopleTables): persons with stable ids and names, which
+    track of which video each is, what is still unassigned; kept across a restart, and seen by
+    a second server of the same deployment (the scale-out store); tracks go with their video."""
+    st = backend.open()
+    c = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX, modalities=FACES)
+    other = st.create_collection("o", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX, modalities=FACES)
+    rng = np.random.default_rng(11)
+    v1, v2 = (_with_faces(st, c.id, rng, f"p{i}", 3).id for i in range(2))
+    _with_faces(st, c.id, rng, "none", 0)  # no faces: never waits for persons
+    people = st.people
+    assert people.unassigned_videos(c.id, "faces") == [v1, v2]
+    got = people.assign_tracks(c.id, v1, [([0, 2], None), ([1], None)])
+    a, b = got[0], got[1]
+    assert got == {0: a, 1: b, 2: a} and a != b
+    assert people.assign_tracks(c.id, v1, [([0, 1, 2], None)]) == got  # idempotent: nothing new
+    in_v2 = people.assign_tracks(c.id, v2, [([0], b), ([1, 2], None)])
+    d = in_v2[1]
+    assert in_v2 == {0: b, 1: d, 2: d} and d not in (a, b)  # joins a known person, and a new one
+    assert people.unassigned_videos(c.id, "faces") == []
+    assert people.track_people([v1, v2])[(v2, 0)] == b and people.track_people([]) == {}
+
+    listed = people.people(c.id)
+    assert [p.id for p in listed] == [a, b, d]  # by id: allocated in order
+    assert [p.tracks for p in listed] == [((v1, 0), (v1, 2)), ((v1, 1), (v2, 0)), ((v2, 1), (v2, 2))]
+    assert [p.id for p in people.people(c.id, after=a, limit=1)] == [b]  # a page
+    assert [p.id for p in people.people(c.id, video_id=v2)] == [b, d]
+    assert people.people(other.id) == [] and people.person(other.id, a) is None
+
+    assert people.set_person_name(c.id, b, "Ada") and not people.set_person_name(other.id, b, "x")
+    assert not people.set_person_name(c.id, 1 << 40, "nobody")
+    assert people.person(c.id, b).display_name == "Ada" and people.person_names([a, b]) == {a: "", b: "Ada"}
+
+    st.close()  # a restart, and (scale-out) a second server of the same deployment
+    backend.opened.remove(st)
+    st = backend.open() if backend.kind == "embedded" else backend.open("server-b")
+    people = st.people
+    assert people.person(c.id, b).tracks == ((v1, 1), (v2, 0)) and people.person_names([b]) == {b: "Ada"}
+    st.delete_video(v1)
+    assert people.person(c.id, a) is None  # every track of it went with the video
+    assert people.person(c.id, b).tracks == ((v2, 0),)
+    assert people.track_people([v1]) == {}
+    st.delete_collection("c", force=True)  # a collection with persons can be deleted
+    assert people.people(c.id) == [] and people.people(other.id) == []
+
+
+def test_a_page_of_people_reads_only_its_persons(backend, monkeypatch):
+    """ListPeople pages through a collection's persons: a page (and one person) reads the rows of
+    its own persons from the catalog, not those of every later person."""
+    st = backend.open()
+    c = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX, modalities=FACES)
+    rng = np.random.default_rng(12)
+    v = _with_faces(st, c.id, rng, "crowd", 40).id
+    got = st.people.assign_tracks(c.id, v, [([t], None) for t in range(40)])
+    ids = sorted(set(got.values()))
+    read: list[int] = []
+    query = st.people._query
+
+    def counted(sql, args=()):
+        rows = query(sql, args)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(st.people, "_query", counted)
+    page = st.people.people(c.id, after=ids[4], limit=3)
+    assert [p.id for p in page] == ids[5:8] and [p.tracks for p in page] == [((v, got_t),) for got_t in (5, 6, 7)]
+    assert sum(read) == 3
+    read.clear()
+    assert st.people.person(c.id, ids[10]).tracks == ((v, 10),) and sum(read) == 1
+
+
 def _faces_batch(rng, n, tag):
     return [
         NewVideo(

@@ -102,11 +102,6 @@ class Collections:
                 "index settings out of range (m 4..128, ef_construction 8..4096, ef_search 1..4096)", field="index"
             )
         modalities = {}
-        if faces and self.core.storage.people is None:
-            raise failed_precondition(
-                "faces need the people tables, which this server's storage does not have (vector_store = milvus)",
-                "MODALITY_NOT_ENABLED",
-            )
         if faces:
             modalities["faces"] = self.core.face_models.index_spec()
         if audio:  # the audio modality indexes no vectors: its spec is empty (frameseek.modality.audio)

@@ -183,8 +183,8 @@ class People:
     def assign_video(self, rec: CollectionRecord, video_id: int) -> None:
         """Assign a committed video's face tracks to persons (module docstring). Never raises: a
         video is acknowledged once committed, and a failed assignment is retried by `catch_up`."""
-        try:
-            with self._assign_lock:
+        try:  # one assignment at a time in this process, and per collection across servers
+            with self._assign_lock, self.core.storage.people.assigning(rec.id):
                 self._assign(rec, video_id)
         except Exception as exc:  # noqa: BLE001 - logged; the next listing retries
             log.warning("person_assignment_failed", video=video_id, error=f"{type(exc).__name__}: {exc}")

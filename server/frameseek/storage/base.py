@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .people import PeopleTables
 
 # Vectors are stored under sample ids (frameseek.ids: video << SAMPLE_BITS | index). The catalog
 # keeps each video's sample timestamps, so a search hit maps to (video, timestamp) without a
@@ -241,10 +244,10 @@ class VideoQuery:
 class Storage(Protocol):
     """What the service layer needs from storage. All methods are thread-safe and blocking."""
 
-    #: persons and their face tracks (frameseek.storage.people.PeopleTables): assign_tracks,
-    #: track_people, people, person, set_person_name, person_names; None for a store without them
-    #: (the scale-out store: its collections cannot have faces yet)
-    people: Any
+    #: persons and their face tracks: the catalog's people tables (frameseek.storage.people.
+    #: PeopleTables, one SQL on both catalogs, SQLite and PostgreSQL): assign_tracks,
+    #: unassigned_videos, track_people, people, person, set_person_name, person_names
+    people: PeopleTables
 
     # collections
     def create_collection(

@@ -1,6 +1,16 @@
 """The catalog's people tables: persons (stable ids, display names) and which face track of which
-video each one is. Mixed into `Catalog` (it runs on the catalog's connection and transactions);
-the face modality decides the assignment (frameseek.service.people), the catalog keeps it.
+video each one is. Mixed into both catalogs, `Catalog` (SQLite, the embedded store) and
+`PostgresCatalog` (the scale-out store, through postgres_people.PostgresPeople; the tables come
+from migrations/0003_people.sql): one
+implementation of the SQL, run on the host catalog's connection and transactions. The face
+modality decides the assignment (frameseek.service.people), the catalog keeps it.
+
+What a host provides: `_tx()`, a context manager giving a connection inside one transaction that
+excludes every other people-writing transaction (SQLite's BEGIN IMMEDIATE; PostgreSQL takes an
+advisory lock), whose `execute(sql, args)` returns a cursor (iteration, fetchone, rowcount); and
+`_query(sql, args)` -> rows. The SQL here is written in sqlite3's qmark style ('?'), and in what
+SQLite >= 3.35 and PostgreSQL both understand (INSERT ... RETURNING); a host whose driver uses
+another parameter style translates it.
 
 A person id is allocated once (AUTOINCREMENT, never reused) and a track keeps its person: ids are
 stable across restarts and later ingests. Track rows go with their video (ON DELETE CASCADE); a
@@ -9,6 +19,7 @@ person whose every track is gone is no longer listed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -40,6 +51,14 @@ class PersonRecord:
 class PeopleTables:
     """Catalog methods for the people tables (see the module docstring)."""
 
+    def assigning(self, collection_id: int) -> contextlib.AbstractContextManager:
+        """Held while one video's persons are decided and written (service.people): the decision
+        reads the persons of other videos, so two assignments in a collection must not
+        interleave. Here nothing: one process owns the SQLite catalog and serialises its own
+        assignments; a catalog that several servers share (PostgresCatalog) holds a lock they
+        all see."""
+        return contextlib.nullcontext()
+
     def assign_tracks(
         self, collection_id: int, video_id: int, groups: list[tuple[list[int], int | None]]
     ) -> dict[int, int]:
@@ -56,9 +75,11 @@ class PeopleTables:
                 if not todo:
                     continue
                 if person is None:
+                    # fetchall: the statement is finished before the transaction commits
                     person = db.execute(
-                        "INSERT INTO people (collection_id, create_time) VALUES (?, ?)", (collection_id, now)
-                    ).lastrowid
+                        "INSERT INTO people (collection_id, create_time) VALUES (?, ?) RETURNING id",
+                        (collection_id, now),
+                    ).fetchall()[0][0]
                 for t in todo:
                     db.execute("INSERT INTO person_tracks VALUES (?,?,?)", (video_id, int(t), int(person)))
                     out[int(t)] = int(person)
@@ -87,26 +108,28 @@ class PeopleTables:
 
     def people(self, collection_id: int, after: int = 0, limit: int = 1000, video_id: int | None = None):
         """Persons of a collection with at least one track in an active video, by id (those with a
-        track in `video_id` when given)."""
-        sql = (
-            "SELECT p.id, p.display_name, t.video_id, t.track FROM people p "
-            "JOIN person_tracks t ON t.person_id=p.id JOIN videos v ON v.id=t.video_id "
-            "WHERE p.collection_id=? AND v.state='active' AND p.id>? "
+        track in `video_id` when given): the first `limit` after id `after`, each with its tracks.
+        The page is chosen in SQL, so a page reads only its own persons' rows."""
+        page = (
+            "SELECT p.id FROM people p WHERE p.collection_id=? AND p.id>? AND EXISTS (SELECT 1 FROM "
+            "person_tracks t JOIN videos v ON v.id=t.video_id WHERE t.person_id=p.id AND v.state='active') "
         )
         args: tuple = (collection_id, after)
         if video_id is not None:
-            sql += "AND p.id IN (SELECT person_id FROM person_tracks WHERE video_id=?) "
+            page += "AND p.id IN (SELECT person_id FROM person_tracks WHERE video_id=?) "
             args += (video_id,)
-        rows = self._query(sql + "ORDER BY p.id, t.video_id, t.track", args)  # type: ignore[attr-defined]
-        out: list[PersonRecord] = []
+        rows = self._query(  # type: ignore[attr-defined]
+            "SELECT p.id, p.display_name, t.video_id, t.track FROM people p "
+            "JOIN person_tracks t ON t.person_id=p.id JOIN videos v ON v.id=t.video_id "
+            f"WHERE v.state='active' AND p.id IN ({page} ORDER BY p.id LIMIT ?) ORDER BY p.id, t.video_id, t.track",
+            (*args, limit),
+        )
+        names: dict[int, str] = {}
+        tracks: dict[int, list[tuple[int, int]]] = {}
         for pid, name, vid, track in rows:
-            if out and out[-1].id == pid:
-                out[-1] = dataclasses.replace(out[-1], tracks=(*out[-1].tracks, (int(vid), int(track))))
-            elif len(out) < limit:
-                out.append(PersonRecord(int(pid), collection_id, str(name), ((int(vid), int(track)),)))
-            else:
-                break
-        return out
+            names[int(pid)] = str(name)
+            tracks.setdefault(int(pid), []).append((int(vid), int(track)))
+        return [PersonRecord(pid, collection_id, names[pid], tuple(ts)) for pid, ts in tracks.items()]
 
     def person(self, collection_id: int, person_id: int) -> PersonRecord | None:
         found = self.people(collection_id, person_id - 1, 1)

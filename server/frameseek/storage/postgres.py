@@ -12,6 +12,8 @@ or stuck ingest, and `claim_unsettled` hands it to whichever server sweeps first
 Every connection failure (PostgreSQL down, restarting, unreachable) raises Unavailable (reason
 BACKEND_UNAVAILABLE); the pool reconnects by itself with exponential backoff (psycopg_pool), and
 every connection is checked before use, so a restarted PostgreSQL costs failed calls, not a restart.
+
+The people tables (persons and their face tracks): postgres_people.PostgresPeople, mixed in.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .base import (
     VideoQuery,
     VideoRecord,
 )
+from .postgres_people import PostgresPeople
 
 #: pg_advisory_xact_lock key taken while migrating ("fsmg")
 _MIGRATION_LOCK = 0x66736D67
@@ -151,7 +154,7 @@ class _Connection:
         return False
 
 
-class PostgresCatalog:
+class PostgresCatalog(PostgresPeople):
     """Thread-safe (a connection pool); every method is one short transaction."""
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, max_connections: int = 8):

@@ -84,8 +84,6 @@ class ScaleOutStorage:
     """See the module docstring. Thread-safe; every method blocks on PostgreSQL and/or Milvus and
     raises Unavailable when one cannot be reached."""
 
-    people = None  # no people tables in PostgreSQL yet: a collection here cannot have faces
-
     def __init__(
         self,
         catalog_url: str,
@@ -98,6 +96,7 @@ class ScaleOutStorage:
     ):
         self.catalog = PostgresCatalog(catalog_url, timeout_s=timeout_s)
         self.vectors = MilvusVectors(milvus_uri, timeout_s=timeout_s, prefix=milvus_prefix)
+        self.people = self.catalog  # the people tables (Storage.people) live in the catalog
         self.server_id, self.pending_lease_s = server_id, pending_lease_s
         self._observers: list = []
         self._lock = threading.Lock()

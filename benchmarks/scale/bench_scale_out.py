@@ -118,6 +118,12 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--frames-per-video", type=int, default=300)
     ap.add_argument("--ef-construction", type=int, default=100)
+    ap.add_argument(
+        "--backend-timeout",
+        type=float,
+        default=10.0,
+        help="seconds per Milvus/PostgreSQL call (the server's backend_timeout_s); Milvus Lite under load needs more",
+    )
     args = ap.parse_args()
     vectors, groups = video_like(args.n, args.dim, args.frames_per_video)
     queries = video_like_queries(vectors, args.nq)
@@ -131,7 +137,9 @@ def main() -> None:
     url = pg.database()
     stores = {
         "embedded": lambda: EmbeddedStorage(str(work / "embedded")),
-        "milvus-lite+postgresql": lambda: ScaleOutStorage(url, milvus.uri, server_id="bench"),
+        "milvus-lite+postgresql": lambda: ScaleOutStorage(
+            url, milvus.uri, server_id="bench", timeout_s=args.backend_timeout
+        ),
     }
     results = {}
     try:

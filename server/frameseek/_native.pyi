@@ -150,6 +150,9 @@ class LiveIndex:
     @property
     def fresh_size(self) -> int:
         """Vectors waiting in the fresh segment to be linked into the graph."""
+    def mark_graph_ready(self) -> None:
+        """Walk the graph from now on (a graph that was empty is not walked before: its first insert
+        races with walks; those vectors are still in the fresh segment)."""
     def __len__(self) -> int: ...
     def __contains__(self, id: object) -> bool: ...
     def search(
@@ -242,10 +245,10 @@ class SearchDirectory:
     def put_collection(
         self, name: str, id: int, model: str, is_default: bool, index: LiveIndex | HnswIndex | object
     ) -> None:
-        """`index`: the live LiveIndex (or a bare HnswIndex), or an external engine's kNN (an object with `dim`, `metric`,
-        search(query, k, ef, groups) -> (ids, dist) and search_groups(query, k, ef, groups) ->
-        (groups, ids, dist), k-long arrays padded with 2**64-1 / inf; nearest_videos calls it with
-        the GIL taken and lets its exceptions through)."""
+        """`index`: the collection's LiveIndex (or a bare HnswIndex), or an external engine's kNN (an
+        object with `dim`, `metric`, search(query, k, ef, groups) -> (ids, dist) and
+        search_groups(query, k, ef, groups) -> (groups, ids, dist), k-long arrays padded with
+        2**64-1 / inf; nearest_videos calls it with the GIL taken and lets its exceptions through)."""
     def remove_collection(self, id: int) -> None: ...
     def put_video(self, video_id: int, collection_id: int, timestamps: npt.ArrayLike) -> None: ...
     def remove_video(self, video_id: int) -> None: ...

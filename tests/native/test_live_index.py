@@ -52,24 +52,21 @@ def test_search_is_the_exact_search_over_both_parts(metric):
 
 def test_a_vector_in_both_parts_counts_once():
     """While the linker moves a batch, the graph and the segment both hold it: one result each."""
-    live, exact, ids, vectors, groups, rng = _split_library()
-    graph_only = live.search(vectors[:1], 5, ef=400)
-    # link video 21 (in the segment) into the graph too, without removing it from the segment
-    moved = groups == 21
-    live_graph = _native.HnswIndex(DIM, "ip")
-    live_graph.add(ids[~moved & (groups <= 20)], vectors[~moved & (groups <= 20)], groups=groups[~moved & (groups <= 20)])
-    live_graph.add(ids[moved], vectors[moved], groups=groups[moved])
-    fresh = _native.FlatIndex(DIM, "ip")
-    fresh.add(ids[groups > 20], vectors[groups > 20], groups=groups[groups > 20])
-    both = _native.LiveIndex(live_graph, fresh)
-    q = vectors[moved][:1]
+    _, exact, ids, vectors, groups, _ = _split_library()
+    # videos 1..21 in the graph, 21..40 in the segment: video 21 was linked, not yet removed
+    in_graph, in_fresh = groups <= 21, groups >= 21
+    graph, fresh = _native.HnswIndex(DIM, "ip"), _native.FlatIndex(DIM, "ip")
+    graph.add(ids[in_graph], vectors[in_graph], groups=groups[in_graph])
+    fresh.add(ids[in_fresh], vectors[in_fresh], groups=groups[in_fresh])
+    both = _native.LiveIndex(graph, fresh)
+    assert len(both) == len(ids) + 8
+    q = vectors[groups == 21][:1]
     got, _ = both.search(q, 20, ef=400)
     got = got[0][got[0] != NO_ID]
     assert len(set(got.tolist())) == len(got)
     assert (got == exact.search(q, 20)[0][0]).all()
     g, _, _ = both.search_groups(q, 10, ef=400)
     assert len(set(g[0].tolist())) == 10 and g[0][0] == 21
-    assert graph_only[0].shape == (1, 5)
 
 
 def test_filters_apply_to_both_parts():
@@ -121,3 +118,20 @@ def test_nearest_videos_sees_the_fresh_segment_on_every_path():
     # many one-match searches: the kNN is skipped for the group search on some of them
     for _ in range(40):
         assert d.nearest_videos(1, q, k=40)[0][0] == 33
+
+
+def test_a_graph_that_was_empty_is_walked_only_once_marked_ready():
+    """hnswlib's first insertion races with walks (entry point unset while the count is 1): the
+    linker inserts the first batch while those vectors are still in the fresh segment, and the
+    LiveIndex walks the graph only after mark_graph_ready()."""
+    v = _unit(np.random.default_rng(3), 4)
+    graph, fresh = _native.HnswIndex(DIM, "ip"), _native.FlatIndex(DIM, "ip")
+    fresh.add([1], v[:1])
+    live = _native.LiveIndex(graph, fresh)
+    graph.add([2], v[1:2])  # as if a walk raced with this first insert
+    assert live.search(v[1:2], 2)[0][0].tolist() == [1, NO_ID]
+    assert live.search_groups(v[1:2], 2)[0][0].tolist() == [1, NO_ID]
+    live.mark_graph_ready()
+    assert live.search(v[1:2], 2)[0][0].tolist() == [2, 1]
+    # a LiveIndex made over a graph that holds vectors walks it at once
+    assert _native.LiveIndex(graph, _native.FlatIndex(DIM, "ip")).search(v[1:2], 1)[0][0].tolist() == [2]

@@ -60,7 +60,7 @@ def test_a_batch_that_fails_before_its_commit_leaves_nothing(tmp_path):
     _crash(st)
     st = _open(tmp_path)
     assert sorted(int(x) for x in st.video_ids(VideoQuery(collection_id=cid))) == sorted(v.id for v in kept)
-    assert len(st._ci(cid).index) == 3 * 2
+    assert st.vectors_of(cid) == 3 * 2
     st.close()
 
 
@@ -71,7 +71,7 @@ def test_an_invalid_member_refuses_the_whole_batch(tmp_path):
     batch.append(NewVideo(_rec("bad"), np.arange(2.0), np.ones((2, DIM + 1), dtype=np.float32)))
     with pytest.raises(InvalidArgument):
         st.add_videos(cid, batch)
-    assert st.collection_counts(cid)[0] == 0 and len(st._ci(cid).index) == 0
+    assert st.collection_counts(cid)[0] == 0 and st.vectors_of(cid) == 0
     st.close()
 
 

@@ -218,3 +218,16 @@ def test_kill9_while_the_linker_has_a_backlog_loses_no_acknowledged_item(tmp_pat
                 assert hit.video.external_key == f"b{i}" and hit.score == pytest.approx(1.0, abs=1e-4)
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("dim", [1, 31, 32, 512, 4096])
+def test_the_clients_item_vectors_are_the_fields_in_wire_format(dim):
+    """The Python client writes an item's vectors as protobuf wire bytes (one copy of the matrix):
+    the same message as setting each ItemVector's values."""
+    from frameseek.client.items import item_vectors_wire
+
+    for n in (1, 2, 5):
+        v = np.random.default_rng(dim + n).standard_normal((n, dim)).astype(np.float32)
+        item = pb.Item(external_key="k")
+        item.MergeFromString(item_vectors_wire(v))
+        assert item == pb.Item(external_key="k", vectors=[pb.ItemVector(values=row) for row in v.tolist()])

@@ -32,6 +32,9 @@ log = structlog.get_logger("frameseek.storage")
 #: vectors the linker moves into the graph per step: bounds how long a snapshot, a close or a
 #: collection delete waits for a step in progress (the graph inserts ~1-2k 512-d vectors/s per core)
 LINK_BATCH = 4096
+#: threads of a link step's graph insert: every core but one, which stays with the commits (the
+#: graph inserts would otherwise take every core and slow the ingest they exist to unblock)
+LINK_THREADS = max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def _native():
@@ -276,7 +279,9 @@ class _CollectionIndex:
                 ids = np.concatenate([sample_ids(v, c) for v, c in batch])
                 vectors = self.fresh.get_vectors(ids)
             groups = np.repeat(np.array([v for v, _ in batch], dtype=np.uint64), [c for _, c in batch])
-            self.index.add(ids, vectors, groups=groups)  # an error leaves the batch in the fresh segment
+            self.index.add(
+                ids, vectors, groups=groups, threads=LINK_THREADS
+            )  # an error leaves the batch in the fresh segment
             self.live.mark_graph_ready()  # (its first insert has returned: see LiveIndex)
             with self.lock:
                 deleted = [(v, c) for v, c in batch if v not in self.unlinked]

@@ -86,3 +86,15 @@ def test_one_log_fsync_per_batch(tmp_path, monkeypatch):
     log_fd = st._ci(cid).log._fd
     assert calls.count(log_fd) == 1
     st.close()
+
+
+def test_a_batch_commit_checksums_every_row_as_stored(tmp_path):
+    """insert_pending_many reads the batch's rows back in one query for their checksums: every row
+    has one, and it matches the row (a missing checksum would go unnoticed by the start's check)."""
+    from frameseek.storage.catalog_schema import _CRC_VIDEO_COLS, _row_crc
+
+    st, cid = _new(tmp_path)
+    st.add_videos(cid, _batch(np.random.default_rng(9), 7, "crc"))
+    rows = st.catalog._query(f"SELECT {_CRC_VIDEO_COLS}, row_crc FROM videos")
+    assert len(rows) == 7 and all(r[-1] is not None and r[-1] == _row_crc(r[:-1]) for r in rows)
+    st.close()

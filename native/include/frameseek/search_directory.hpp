@@ -136,6 +136,16 @@ class SearchSampler {
   std::vector<SampledSearch> queue_;
 };
 
+// A LiveIndex that owns its graph and fresh segment (for C++ callers: self-tests, fuzzers; the
+// Python binding keeps the Python objects alive instead).
+struct OwnedLiveIndex {
+  OwnedLiveIndex(std::shared_ptr<const HnswIndex> g, std::shared_ptr<const FlatIndex> f)
+      : graph(std::move(g)), fresh(std::move(f)), live(*graph, fresh.get()) {}
+  std::shared_ptr<const HnswIndex> graph;
+  std::shared_ptr<const FlatIndex> fresh;
+  LiveIndex live;
+};
+
 struct DirectoryCollection {
   std::string name;  // the collection's id ("default", ...), not a resource name
   std::uint32_t id = 0;

@@ -96,8 +96,8 @@ class AudioAndItemCalls:
     ) -> pb.UpsertItemsResponse:
         """Insert or replace items of an own-vector collection in one client stream. `items`: an
         iterable of pb.Item, or of (external_key, vectors [n, dim] or [dim], labels or None)
-        tuples; sent `batch_size` items per message (each batch is committed before the server
-        reads the next, so a large upload streams at the server's pace)."""
+        tuples; sent `batch_size` items per message (the server reads one message ahead of its
+        commits at most, so a large upload streams at the server's pace)."""
 
         def as_item(x) -> pb.Item:
             if isinstance(x, pb.Item):

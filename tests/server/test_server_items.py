@@ -231,3 +231,24 @@ def test_the_clients_item_vectors_are_the_fields_in_wire_format(dim):
         item = pb.Item(external_key="k")
         item.MergeFromString(item_vectors_wire(v))
         assert item == pb.Item(external_key="k", vectors=[pb.ItemVector(values=row) for row in v.tolist()])
+
+
+def test_a_stream_commits_its_batches_in_order_up_to_a_bad_one(srv):
+    """The server parses a batch while the previous one commits: a later batch replacing keys of
+    an earlier one still sees it committed, and a bad batch fails the stream after the batches
+    before it were committed (none after it)."""
+    rng = np.random.default_rng(12)
+    first, second, third = unit(rng, 4), unit(rng, 4), unit(rng, 4)
+    rows = [(f"o{i}", first[i], None) for i in range(4)] + [(f"o{i}", second[i], None) for i in range(4)]
+    rows += [("bad", np.ones(DIM + 1, dtype=np.float32), None)] + [(f"p{i}", third[i], None) for i in range(4)]
+    with srv.client() as fs:
+        fs.create_collection("order", vector_dimension=DIM)
+        assert error_of(lambda: fs.upsert_items(rows, collection="order", batch_size=4)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "DIMENSION_MISMATCH",
+        )
+        for i in range(4):
+            hit = fs.search_by_vector(second[i], collection="order", k=1).hits[0]
+            assert hit.video.external_key == f"o{i}" and hit.score == pytest.approx(1.0, abs=1e-4)
+        (stats,) = [c for c in fs.stats().collections if c.collection == "collections/order"]
+        assert stats.video_count == 4  # the first batch's items were replaced, the last batch never sent on

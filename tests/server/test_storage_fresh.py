@@ -182,3 +182,27 @@ def test_the_recall_monitors_exact_search_reads_unlinked_vectors(tmp_path):
     ids, scores = exact_top_videos(live, [(v, 5) for v in videos], q, 1)
     assert ids[:, 0].tolist() == list(videos) and np.allclose(scores[:, 0], 1.0, atol=1e-5)
     st.close()
+
+
+def test_a_snapshot_saves_the_graph_again_only_once_it_changed(tmp_path):
+    """Commits since the last snapshot are in the fresh segment and the log (kept from replay_from
+    on): saving an unchanged graph again would only cost time, every snapshot interval of a long
+    backlog."""
+    st = _open(tmp_path)
+    cid = _coll(st)
+    rng = np.random.default_rng(5)
+    _ingest(st, cid, rng, 2)
+    st.link_all()
+    st.snapshot()
+    path = pathlib.Path(st._ci(cid).dir, "snapshot.json")
+    first = json.loads(path.read_text())
+    waiting = _ingest(st, cid, rng, 2)
+    st.snapshot()
+    assert json.loads(path.read_text()) == first
+    st.link_all()
+    st.snapshot()
+    assert json.loads(path.read_text())["segment"] > first["segment"]
+    _crash(st)
+    st = _open(tmp_path)
+    assert all(_top_video(st, cid, x[0]) == v for v, x in waiting.items())
+    st.close()

@@ -218,8 +218,9 @@ class EmbeddedStorage:
     def snapshot(self, force: bool = True) -> None:
         for ci in [x for c in list(self._colls.values()) for x in c.all_indexes()]:
             if force or ci.since_snapshot >= self.snapshot_every:
-                # unlinked videos: the snapshot moves the start of their replay up to their records
-                if ci.since_snapshot or ci.unlinked or not os.path.exists(os.path.join(ci.dir, "snapshot.json")):
+                # only a graph that changed is saved again: commits since the last snapshot are in the
+                # fresh segment and the log, which its replay_from keeps
+                if ci.since_snapshot or not os.path.exists(os.path.join(ci.dir, "snapshot.json")):
                     ci.snapshot()
 
     def close(self, snapshot: bool = True) -> None:

@@ -3,7 +3,11 @@
 frameseek: a real `frameseek serve` on loopback, an own-vector collection (cosine), N random
 unit vectors streamed by the Python client in batches (one UpsertItems stream); the figure is
 vectors acknowledged (durable and searchable) per second, for items of one vector and of
---multi vectors each. A spot check searches a few of them back.
+--multi vectors each. A commit puts the vectors into the collection's exact fresh segment and the
+server's linker moves them into the HNSW graph in the background, so each run also reports the
+backlog left when the stream ended (GetStats unlinked_vectors), the seconds until it was linked,
+and recall@10 of --queries searches (stored vectors plus noise) against an exact numpy search,
+right after the stream (while the vectors are mostly in the fresh segment) and once linked.
 
 Milvus Lite (pymilvus's embedded Milvus, when installed): the same vectors into a collection of
 the same dimension and metric, inserted in the same batches, then flushed (its durability
@@ -28,26 +32,49 @@ from frameseek.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "upsert.json"
+K = 10
 
 
-def frameseek_rate(vecs: np.ndarray, per_item: int, batch_items: int, name: str, fs: Client) -> dict:
+def _unlinked(fs: Client, name: str) -> int:
+    return next(int(c.unlinked_vectors) for c in fs.stats().collections if c.collection == f"collections/{name}")
+
+
+def _recall(fs: Client, name: str, vecs: np.ndarray, per_item: int, queries: np.ndarray) -> float:
+    """Mean recall@K of SearchByVector against the exact top-K items (an item scores its best vector)."""
+    exact = (queries @ vecs.T).reshape(len(queries), -1, per_item).max(axis=2)
+    hits = 0
+    for q, scores in zip(queries, exact):
+        want = {f"k{i}" for i in np.argsort(-scores)[:K]}
+        got = {h.video.external_key for h in fs.search_by_vector(q, collection=name, k=K).hits}
+        hits += len(want & got)
+    return hits / (K * len(queries))
+
+
+def frameseek_rate(
+    vecs: np.ndarray, per_item: int, batch_items: int, name: str, fs: Client, queries: np.ndarray
+) -> dict:
     fs.create_collection(name, vector_dimension=vecs.shape[1], metric="cosine")
     n_items = len(vecs) // per_item
+    vecs = vecs[: n_items * per_item]
     rows = ((f"k{i}", vecs[i * per_item : (i + 1) * per_item], None) for i in range(n_items))
     t = time.perf_counter()
     r = fs.upsert_items(rows, collection=name, batch_size=batch_items, timeout=3600)
     secs = time.perf_counter() - t
-    found = sum(
-        fs.search_by_vector(vecs[i * per_item], collection=name, k=1).hits[0].video.external_key == f"k{i}"
-        for i in range(0, n_items, max(1, n_items // 20))
-    )
+    backlog = _unlinked(fs, name)
+    recall_at_once = _recall(fs, name, vecs, per_item, queries)
+    while _unlinked(fs, name):
+        time.sleep(0.2)
+    linked_after = time.perf_counter() - t - secs
     return {
         "items": int(r.item_count),
         "vectors": int(r.vector_count),
         "seconds": secs,
         "vectors_per_s": r.vector_count / secs,
         "items_per_s": r.item_count / secs,
-        "spot_check_found": found,
+        "unlinked_at_end": backlog,
+        "linked_after_s": linked_after,
+        "recall_at_once": recall_at_once,
+        "recall_linked": _recall(fs, name, vecs, per_item, queries),
     }
 
 
@@ -69,18 +96,19 @@ def milvus_rate(vecs: np.ndarray, batch: int, workdir: str) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--n", type=int, default=3_000, help="vectors per run (one-vector items commit one by one: keep it small)"
-    )
+    ap.add_argument("--n", type=int, default=20_000, help="vectors per run")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--multi", type=int, default=64, help="vectors per item in the multi-vector run")
     ap.add_argument("--batch", type=int, default=1000, help="vectors per streamed batch")
+    ap.add_argument("--queries", type=int, default=50, help="searches for the recall columns")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((a.n, a.dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    report: dict = {"config": vars(a)}
+    queries = vecs[rng.choice(a.n, a.queries, replace=False)] + 0.05 * rng.standard_normal((a.queries, a.dim))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    report: dict = {"config": vars(a), "date": time.strftime("%Y-%m-%d"), "load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_LOG_LEVEL": "warning"}
@@ -88,21 +116,30 @@ def main() -> None:
         srv.start()
         try:
             with Client(srv.address) as fs:
-                report["frameseek_1_per_item"] = frameseek_rate(vecs, 1, a.batch, "one", fs)
+                report["frameseek_1_per_item"] = frameseek_rate(vecs, 1, a.batch, "one", fs, queries)
                 report[f"frameseek_{a.multi}_per_item"] = frameseek_rate(
-                    vecs, a.multi, max(1, a.batch // a.multi), "multi", fs
+                    vecs, a.multi, max(1, a.batch // a.multi), "multi", fs, queries
                 )
         finally:
             srv.proc.terminate()
             srv.proc.wait()
         report["milvus_lite"] = milvus_rate(vecs, a.batch, tmp)
-    print(f"{'system':<28}{'vectors':>9}{'seconds':>9}{'vectors/s':>11}")
+    print(
+        f"{'system':<24}{'vectors':>9}{'seconds':>9}{'vectors/s':>11}{'backlog':>9}{'linked s':>10}"
+        f"{'recall now':>12}{'linked':>8}"
+    )
     for k, r in report.items():
-        if k == "config" or r is None:
+        if not isinstance(r, dict) or "vectors_per_s" not in r:
             continue
-        print(f"{k:<28}{r['vectors']:>9}{r['seconds']:>9.2f}{r['vectors_per_s']:>11.0f}")
+        extra = (
+            f"{r['unlinked_at_end']:>9}{r['linked_after_s']:>10.1f}{r['recall_at_once']:>12.3f}{r['recall_linked']:>8.3f}"
+            if "unlinked_at_end" in r
+            else ""
+        )
+        print(f"{k:<24}{r['vectors']:>9}{r['seconds']:>9.2f}{r['vectors_per_s']:>11.0f}{extra}")
     if report["milvus_lite"] is None:
         print("milvus_lite: not installed (pip install pymilvus milvus-lite)")
+    print(f"load average at start: {report['load_average'][0]:.1f}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2))
 

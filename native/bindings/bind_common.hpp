@@ -121,6 +121,12 @@ inline std::size_t positive(py::ssize_t v, const char* name) {
   return static_cast<std::size_t>(v);
 }
 
+// A search's ef argument: None (0: the index's default) or >= 1.
+inline std::size_t check_ef(py::handle ef) {
+  if (ef.is_none()) return 0;
+  return positive(ef.cast<py::ssize_t>(), "ef");
+}
+
 inline std::size_t check_threads(py::ssize_t threads) {
   if (threads < 0) throw py::value_error("threads must be >= 0 (0 = all cores)");
   return static_cast<std::size_t>(threads);

@@ -73,6 +73,19 @@ void bind_flat(py::module_& m) {
           },
           "ids"_a, "Remove these ids; returns how many were present (absent ids are ignored).")
       .def(
+          "get_vectors",
+          [](const FlatIndex& x, py::handle ids) {
+            auto id = as_uint_vector<std::uint64_t>(ids, "ids");
+            py::array_t<float> out({static_cast<py::ssize_t>(id.size()), static_cast<py::ssize_t>(x.dim())});
+            float* dst = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              x.get_vectors(id.data(), static_cast<std::size_t>(id.size()), dst);
+            }
+            return out;
+          },
+          "ids"_a, "The stored vectors of these ids, float32[n, dim] in their order; ValueError on an absent id.")
+      .def(
           "search",
           [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter, py::ssize_t threads) {
             auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);

@@ -31,11 +31,6 @@ HnswIndex::WalkPrecision parse_walk_precision(const std::string& name) {
   throw std::invalid_argument("walk_precision must be 'int8', 'float16' or 'float32', not '" + name + "'");
 }
 
-std::size_t check_ef(py::handle ef) {
-  if (ef.is_none()) return 0;  // index default
-  return positive(ef.cast<py::ssize_t>(), "ef");
-}
-
 constexpr const char* kClassDoc =
     R"doc(Approximate nearest-neighbour index (HNSW, hnswlib 0.8 graph on frameseek's SIMD kernels).
 

@@ -8,6 +8,7 @@
 #include "bind_common.hpp"
 #include "bindings.hpp"
 #include "frameseek/filter.hpp"
+#include "frameseek/flat_index.hpp"
 #include "frameseek/hnsw_index.hpp"
 #include "frameseek/search_directory.hpp"
 
@@ -18,7 +19,7 @@ namespace frameseek::bindings {
 
 namespace {
 
-// Keeps a Python object (the HnswIndex) alive for as long as a search may use it; the last
+// Keeps a Python object (the LiveIndex) alive for as long as a search may use it; the last
 // reference may drop on a gRPC thread, which then takes the GIL to release it.
 std::shared_ptr<void> keep_alive(py::object obj) {
   return std::shared_ptr<void>(new py::object(std::move(obj)), [](void* p) {
@@ -89,6 +90,99 @@ class PyKnnSource final : public KnnSource {
   std::size_t dim_;
   Metric metric_;
 };
+
+// A LiveIndex made here around a bare HnswIndex (no fresh segment: a replica's collection), with
+// the Python object it reads, released under the GIL.
+struct GraphOnly {
+  py::object graph;
+  LiveIndex live;
+  explicit GraphOnly(py::object g) : graph(std::move(g)), live(graph.cast<const HnswIndex&>(), nullptr) {}
+};
+
+constexpr const char* kLiveDoc = R"doc(A collection's searchable vectors: its HnswIndex (`graph`) and
+its fresh segment (a FlatIndex, or None): vectors acknowledged by a commit that the storage's
+linker has not yet inserted into the graph. search / search_groups / get_vectors / `in` behave
+as HnswIndex's over both parts (the segment is searched exactly, results merged, a vector in both
+for a moment counts once). Holds references to both indexes, which stay alive with it.)doc";
+
+void bind_live_index(py::module_& m) {
+  py::class_<LiveIndex, std::shared_ptr<LiveIndex>>(m, "LiveIndex", kLiveDoc)
+      .def(py::init([](const HnswIndex& graph, const FlatIndex* fresh) {
+             if (fresh && (fresh->dim() != graph.dim() || fresh->metric() != graph.metric()))
+               throw py::value_error("the fresh segment's dimension and metric must be the graph's");
+             return std::make_shared<LiveIndex>(graph, fresh);
+           }),
+           "graph"_a, "fresh"_a = py::none(), py::keep_alive<1, 2>(), py::keep_alive<1, 3>())
+      .def_property_readonly("dim", &LiveIndex::dim)
+      .def_property_readonly("metric", [](const LiveIndex& x) { return metric_name(x.metric()); })
+      .def_property_readonly(
+          "fresh_size",
+          [](const LiveIndex& x) {
+            py::gil_scoped_release release;  // waits on the segment's lock
+            return x.fresh_size();
+          },
+          "Vectors waiting in the fresh segment to be linked into the graph.")
+      .def("__len__", &LiveIndex::size, kNoGil)
+      .def("mark_graph_ready", &LiveIndex::mark_graph_ready,
+           "Walk the graph from now on: its first insert has returned (see search_directory.hpp).")
+      .def(
+          "__contains__",
+          [](const LiveIndex& x, py::handle id) {
+            auto v = as_lookup_id(id);
+            if (!v) return false;
+            py::gil_scoped_release release;
+            return x.contains(*v);
+          },
+          "id"_a)
+      .def(
+          "search",
+          [](const LiveIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
+             py::ssize_t threads) {
+            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
+            const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
+            const Filter* f = as_filter(filter);
+            const std::size_t nq = q.shape(0);
+            SearchResults out(nq, kk, false);
+            {
+              py::gil_scoped_release release;
+              x.search(q.data(), nq, kk, e, f, out.id_ptr, out.dist_ptr, nt);
+            }
+            return out.to_tuple();
+          },
+          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
+          "HnswIndex.search over the graph and the fresh segment.")
+      .def(
+          "search_groups",
+          [](const LiveIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
+             py::ssize_t threads) {
+            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
+            const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
+            const Filter* f = as_filter(filter);
+            const std::size_t nq = q.shape(0);
+            SearchResults out(nq, kk, true);
+            {
+              py::gil_scoped_release release;
+              x.search_groups(q.data(), nq, kk, e, f, out.group_ptr, out.id_ptr, out.dist_ptr, nt);
+            }
+            return out.to_tuple();
+          },
+          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
+          "HnswIndex.search_groups over the graph and the fresh segment.")
+      .def(
+          "get_vectors",
+          [](const LiveIndex& x, py::handle ids) {
+            auto id = as_uint_vector<std::uint64_t>(ids, "ids");
+            const auto n = static_cast<std::size_t>(id.size());
+            py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(x.dim())});
+            float* dst = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              x.get_vectors(id.data(), n, dst);
+            }
+            return out;
+          },
+          "ids"_a, "HnswIndex.get_vectors over both parts (ValueError on an id in neither).");
+}
 
 constexpr const char* kDirectoryDoc = R"doc(The server's vector search: collections (id, name, model,
 live HnswIndex) and videos (collection, per-sample timestamps), pushed from the storage's commits
@@ -175,6 +269,7 @@ void bind_recall_hooks(py::class_<SearchDirectory, std::shared_ptr<SearchDirecto
 }  // namespace
 
 void bind_search(py::module_& m) {
+  bind_live_index(m);
   m.attr("SAMPLE_BITS") = py::int_(kSampleBits);
   m.attr("MAX_K") = py::int_(kMaxK);
   m.attr("DEFAULT_K") = py::int_(kDefaultK);
@@ -194,9 +289,16 @@ void bind_search(py::module_& m) {
             c->id = id;
             c->model = model;
             c->is_default = is_default;
-            if (py::isinstance<HnswIndex>(index)) {
-              c->index = &index.cast<const HnswIndex&>();
+            if (py::isinstance<LiveIndex>(index)) {
+              c->index = &index.cast<const LiveIndex&>();
               c->owner = keep_alive(index);
+            } else if (py::isinstance<HnswIndex>(index)) {
+              auto* held = new GraphOnly(index);
+              c->index = &held->live;
+              c->owner = std::shared_ptr<void>(held, [](void* p) {
+                py::gil_scoped_acquire gil;
+                delete static_cast<GraphOnly*>(p);
+              });
             } else {  // an external engine's kNN (see PyKnnSource)
               auto source = std::make_shared<PyKnnSource>(index);
               c->source = source.get();

@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 
+#include "frameseek/flat_index.hpp"
 #include "frameseek/hnsw_index.hpp"
 #include "frameseek/search_directory.hpp"
 #include "response_decoder.hpp"
@@ -68,14 +69,19 @@ World* make_world() {
       w->messages.put(video, cid, std::move(message));
       w->dir.put_video(video, dv);
     }
-    index->add(ids.data(), vecs.data(), ids.size(), groups.data(), 1);
+    // the last video waits in the fresh segment (acknowledged, not yet linked into the graph)
+    const std::size_t linked = ids.size() - 5;
+    auto fresh = std::make_shared<FlatIndex>(kDim, metric);
+    index->add(ids.data(), vecs.data(), linked, groups.data(), 1);
+    fresh->add(5, ids.data() + linked, vecs.data() + linked * kDim, groups.data() + linked);
+    auto live = std::make_shared<OwnedLiveIndex>(index, fresh);
     auto c = std::make_shared<DirectoryCollection>();
     c->name = std::to_string(cid);
     c->id = cid;
     c->model = "sscd-disc-mixup";
     c->is_default = cid == 1;
-    c->index = index.get();
-    c->owner = index;
+    c->index = &live->live;
+    c->owner = live;
     w->dir.put_collection(c);
   }
   w->dir.set_ready(true);

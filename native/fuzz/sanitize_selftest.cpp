@@ -206,30 +206,38 @@ void check_directory() {
       ids.push_back(v << kSampleBits | s), groups.push_back(v), dv->timestamps.push_back(double(s));
     dir.put_video(v, dv);
   }
-  index->add(ids.data(), base.data(), ids.size(), groups.data(), 1);
+  // video 3 waits in the fresh segment (acknowledged, not yet linked into the graph)
+  auto fresh = std::make_shared<FlatIndex>(dim, Metric::L2);
+  index->add(ids.data(), base.data(), 20, groups.data(), 1);
+  fresh->add(10, ids.data() + 20, base.data() + 20 * dim, groups.data() + 20);
+  auto live = std::make_shared<OwnedLiveIndex>(index, fresh);
   auto c = std::make_shared<DirectoryCollection>();
-  c->name = "1", c->id = 1, c->model = "m", c->is_default = true, c->index = index.get(), c->owner = index;
+  c->name = "1", c->id = 1, c->model = "m", c->is_default = true, c->index = &live->live, c->owner = live;
   dir.put_collection(c);
   dir.set_ready(true);
   messages.set_ready(true);
-  // SearchByVectorRequest{vector = video 2's sample 4, options{k = 2}}
-  std::string req, opts, resp;
-  wire::Writer(&opts).tag(1, wire::kVarint);
-  wire::Writer(&opts).varint(2);
-  wire::Writer w(&req);
-  w.bytes_field(2, reinterpret_cast<const char*>(base.data() + 14 * dim), dim * sizeof(float));
-  w.bytes_field(3, opts.data(), opts.size());
-  expect(front_end::answer_search_by_vector(dir, messages, reinterpret_cast<const std::uint8_t*>(req.data()),
-                                            req.size(), &resp),
-         "the fast path answers a plain request");
-  wire::Reader r(reinterpret_cast<const std::uint8_t*>(resp.data()), resp.size());
-  std::uint32_t field, type;
-  expect(r.next(&field, &type) && field == 1 && type == wire::kLen, "response starts with a hit");
-  const wire::Span hit = r.bytes();
-  wire::Reader hr(hit.data, hit.size);
-  expect(hr.next(&field, &type) && field == 1, "the hit starts with its video");
-  const wire::Span video = hr.bytes();
-  expect(std::string(reinterpret_cast<const char*>(video.data), video.size) == "video 2", "the best hit is video 2");
+  // SearchByVectorRequest{vector = a sample's, options{k = 2}} -> the Video message of the best hit
+  auto best_hit = [&](std::size_t row) {
+    std::string req, opts, resp;
+    wire::Writer(&opts).tag(1, wire::kVarint);
+    wire::Writer(&opts).varint(2);
+    wire::Writer w(&req);
+    w.bytes_field(2, reinterpret_cast<const char*>(base.data() + row * dim), dim * sizeof(float));
+    w.bytes_field(3, opts.data(), opts.size());
+    expect(front_end::answer_search_by_vector(dir, messages, reinterpret_cast<const std::uint8_t*>(req.data()),
+                                              req.size(), &resp),
+           "the fast path answers a plain request");
+    wire::Reader r(reinterpret_cast<const std::uint8_t*>(resp.data()), resp.size());
+    std::uint32_t field, type;
+    expect(r.next(&field, &type) && field == 1 && type == wire::kLen, "response starts with a hit");
+    const wire::Span hit = r.bytes();
+    wire::Reader hr(hit.data, hit.size);
+    expect(hr.next(&field, &type) && field == 1, "the hit starts with its video");
+    const wire::Span video = hr.bytes();
+    return std::string(reinterpret_cast<const char*>(video.data), video.size);
+  };
+  expect(best_hit(14) == "video 2", "the best hit is video 2 (in the graph)");
+  expect(best_hit(25) == "video 3", "the best hit is video 3 (in the fresh segment)");
 }
 
 }  // namespace

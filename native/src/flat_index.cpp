@@ -183,6 +183,39 @@ bool FlatIndex::contains(std::uint64_t id) const {
   return slot_of_.count(id) != 0;
 }
 
+namespace {
+
+// Releases a row matrix's spare capacity once it is big and at most a quarter used.
+template <class Rows>
+void shrink_if_sparse(Rows& rows) {
+  constexpr std::size_t kMinBytes = std::size_t{64} << 20;
+  if (rows.capacity() * sizeof(typename Rows::value_type) >= kMinBytes && rows.size() < rows.capacity() / 4)
+    rows.shrink_to_fit();
+}
+
+}  // namespace
+
+std::size_t FlatIndex::get_vectors(const std::uint64_t* ids, std::size_t n, float* out, bool* found) const {
+  std::shared_lock lock(mutex_);
+  std::size_t copied = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = slot_of_.find(ids[i]);
+    if (found) found[i] = it != slot_of_.end();
+    if (it == slot_of_.end()) {
+      if (!found) throw std::invalid_argument("id " + std::to_string(ids[i]) + " is not in the index");
+      continue;
+    }
+    const std::size_t at = std::size_t(it->second) * dim_;
+    float* row = out + i * dim_;
+    if (storage_ == Storage::F16)
+      for (std::size_t d = 0; d < dim_; ++d) row[d] = half_to_float(half_[at + d]);
+    else
+      std::copy_n(data_.data() + at, dim_, row);
+    ++copied;
+  }
+  return copied;
+}
+
 void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vectors, const std::uint64_t* groups) {
   if (n == 0) return;
   // Validate everything before taking the lock or touching storage (all-or-nothing).
@@ -249,6 +282,9 @@ std::size_t FlatIndex::remove(std::size_t n, const std::uint64_t* ids) {
     groups_.pop_back();
     ++removed;
   }
+  // A store that drains (a collection's fresh segment after a bulk insert) gives its memory back.
+  shrink_if_sparse(data_);
+  shrink_if_sparse(half_);
   return removed;
 }
 

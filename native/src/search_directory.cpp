@@ -3,13 +3,112 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <optional>
+#include <stdexcept>
 
 #include "frameseek/filter.hpp"
+#include "frameseek/flat_index.hpp"
 #include "frameseek/hnsw_index.hpp"
 
 namespace frameseek {
+
+namespace {
+
+// Two result lists of one query, each best first and padded with kNoId / +inf, merged into the k
+// best (`key` = the id, or the group for a group search), each key once.
+void merge_results(std::size_t k, const std::uint64_t* a_keys, const std::uint64_t* a_ids, const float* a_dist,
+                   const std::uint64_t* b_keys, const std::uint64_t* b_ids, const float* b_dist,
+                   std::uint64_t* out_keys, std::uint64_t* out_ids, float* out_dist) {
+  std::unordered_set<std::uint64_t> seen;
+  seen.reserve(2 * k);
+  std::size_t i = 0, j = 0, n = 0;
+  while (n < k && (i < k || j < k)) {
+    const bool take_a = j >= k || (i < k && a_dist[i] <= b_dist[j]);
+    const std::size_t at = take_a ? i++ : j++;
+    const std::uint64_t key = (take_a ? a_keys : b_keys)[at];
+    if (key == kNoId || !seen.insert(key).second) continue;
+    out_keys[n] = key;
+    if (out_ids) out_ids[n] = (take_a ? a_ids : b_ids)[at];
+    out_dist[n++] = (take_a ? a_dist : b_dist)[at];
+  }
+  for (; n < k; ++n) {
+    out_keys[n] = kNoId;
+    if (out_ids) out_ids[n] = kNoId;
+    out_dist[n] = std::numeric_limits<float>::infinity();
+  }
+}
+
+}  // namespace
+
+LiveIndex::LiveIndex(const HnswIndex& graph, const FlatIndex* fresh)
+    : graph_(graph), fresh_(fresh), graph_ready_(fresh == nullptr || graph.size() != 0) {}
+
+std::size_t LiveIndex::dim() const { return graph_.dim(); }
+Metric LiveIndex::metric() const { return graph_.metric(); }
+std::size_t LiveIndex::fresh_size() const { return fresh_ ? fresh_->size() : 0; }
+std::size_t LiveIndex::size() const { return graph_.size() + fresh_size(); }
+bool LiveIndex::has_fresh() const { return fresh_ && fresh_->size() != 0; }
+
+bool LiveIndex::contains(std::uint64_t id) const {
+  return (fresh_ && fresh_->contains(id)) || graph_.contains(id);  // the segment first (see the header)
+}
+
+void LiveIndex::search(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
+                       std::uint64_t* out_ids, float* out_dist, std::size_t threads) const {
+  if (!has_fresh()) {  // empty now: whatever it held is in the graph already
+    graph_.search(queries, nq, k, ef, filter, out_ids, out_dist, threads);
+    return;
+  }
+  const bool walk = graph_ready_.load(std::memory_order_acquire);  // before the segment is read
+  std::vector<std::uint64_t> f_ids(nq * k), g_ids(nq * k, kNoId);
+  std::vector<float> f_dist(nq * k), g_dist(nq * k, std::numeric_limits<float>::infinity());
+  fresh_->search(queries, nq, k, filter, threads, f_ids.data(), f_dist.data());
+  if (walk) graph_.search(queries, nq, k, ef, filter, g_ids.data(), g_dist.data(), threads);
+  for (std::size_t q = 0; q < nq; ++q) {
+    const std::size_t o = q * k;
+    merge_results(k, &f_ids[o], nullptr, &f_dist[o], &g_ids[o], nullptr, &g_dist[o], out_ids + o, nullptr,
+                  out_dist + o);
+  }
+}
+
+void LiveIndex::search_groups(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
+                              std::uint64_t* out_groups, std::uint64_t* out_ids, float* out_dist,
+                              std::size_t threads) const {
+  if (!has_fresh()) {
+    graph_.search_groups(queries, nq, k, ef, filter, out_groups, out_ids, out_dist, threads);
+    return;
+  }
+  const bool walk = graph_ready_.load(std::memory_order_acquire);
+  std::vector<std::uint64_t> f_groups(nq * k), f_ids(nq * k), g_groups(nq * k, kNoId), g_ids(nq * k, kNoId);
+  std::vector<float> f_dist(nq * k), g_dist(nq * k, std::numeric_limits<float>::infinity());
+  fresh_->search_groups(queries, nq, k, filter, threads, f_groups.data(), f_ids.data(), f_dist.data());
+  if (walk) graph_.search_groups(queries, nq, k, ef, filter, g_groups.data(), g_ids.data(), g_dist.data(), threads);
+  // a group's best vector is the better of its best in each part, and a group among the k best
+  // overall is among the k best of the part that holds that vector
+  for (std::size_t q = 0; q < nq; ++q) {
+    const std::size_t o = q * k;
+    merge_results(k, &f_groups[o], &f_ids[o], &f_dist[o], &g_groups[o], &g_ids[o], &g_dist[o], out_groups + o,
+                  out_ids + o, out_dist + o);
+  }
+}
+
+void LiveIndex::get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const {
+  if (!has_fresh()) {
+    graph_.get_vectors(ids, n, out);
+    return;
+  }
+  std::unique_ptr<bool[]> found(new bool[n]);
+  if (fresh_->get_vectors(ids, n, out, found.get()) == n) return;
+  std::vector<std::uint64_t> rest;
+  std::vector<std::size_t> rows;
+  for (std::size_t i = 0; i < n; ++i)
+    if (!found[i]) rest.push_back(ids[i]), rows.push_back(i);
+  std::vector<float> vectors(rest.size() * dim());
+  graph_.get_vectors(rest.data(), rest.size(), vectors.data());
+  for (std::size_t r = 0; r < rows.size(); ++r) std::copy_n(vectors.data() + r * dim(), dim(), out + rows[r] * dim());
+}
 
 void SearchDirectory::put_collection(std::shared_ptr<DirectoryCollection> c) {
   std::unique_lock lock(mu_);
@@ -67,10 +166,10 @@ std::shared_ptr<const DirectoryVideo> SearchDirectory::video(std::uint64_t id) c
 
 namespace {
 
-// The live HnswIndex as a KnnSource (one query at a time, the caller's thread).
+// The live index as a KnnSource (one query at a time, the caller's thread).
 class IndexKnn final : public KnnSource {
  public:
-  explicit IndexKnn(const HnswIndex& index) : index_(index) {}
+  explicit IndexKnn(const LiveIndex& index) : index_(index) {}
   std::size_t dim() const override { return index_.dim(); }
   Metric metric() const override { return index_.metric(); }
   void search(const float* q, std::size_t k, std::size_t ef, const Filter* f, std::uint64_t* ids,
@@ -83,7 +182,7 @@ class IndexKnn final : public KnnSource {
   }
 
  private:
-  const HnswIndex& index_;
+  const LiveIndex& index_;
 };
 
 // (sample id, distance) results, best first -> per-video hits: at most k videos (not excluded),
@@ -168,7 +267,7 @@ SampledSearch sampled(const std::vector<float>& query, std::size_t k, float min_
 bool SearchDirectory::exact_videos(const DirectoryCollection& coll, const std::vector<float>& q,
                                    const std::unordered_set<std::uint64_t>& videos, std::vector<std::uint64_t>* out_ids,
                                    std::vector<float>* out_dist) const {
-  const HnswIndex& index = *coll.index;
+  const LiveIndex& index = *coll.index;
   std::vector<std::uint64_t> ids;
   for (std::uint64_t v : videos) {
     auto dv = video(v);

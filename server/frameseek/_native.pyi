@@ -70,6 +70,8 @@ class FlatIndex:
         """groups default to the ids; duplicate/NO_ID ids or NaN -> ValueError, atomically."""
     def remove(self, ids: _IntArrayLike) -> int:
         """Number of ids that were present."""
+    def get_vectors(self, ids: _IntArrayLike) -> _F32:
+        """Stored vectors float32[n, dim] of these ids; ValueError on an absent id."""
     def search(self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0) -> tuple[_U64, _F32]:
         """(ids [q, k], distances [q, k]) ascending, ties by id; padding NO_ID / +inf."""
     def search_groups(
@@ -134,6 +136,32 @@ class HnswIndex:
     def save(self, path: str) -> None: ...
     @staticmethod
     def load(path: str) -> HnswIndex: ...
+
+class LiveIndex:
+    """A collection's searchable vectors: its HnswIndex (`graph`) and its fresh segment (a
+    FlatIndex of the vectors acknowledged but not yet linked into the graph, or None). search,
+    search_groups, get_vectors and `in` are HnswIndex's over both parts (merged, each id once)."""
+
+    def __init__(self, graph: HnswIndex, fresh: FlatIndex | None = None) -> None: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def fresh_size(self) -> int:
+        """Vectors waiting in the fresh segment to be linked into the graph."""
+    def mark_graph_ready(self) -> None:
+        """Walk the graph from now on (a graph that was empty is not walked before: its first insert
+        races with walks; those vectors are still in the fresh segment)."""
+    def __len__(self) -> int: ...
+    def __contains__(self, id: object) -> bool: ...
+    def search(
+        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _F32]: ...
+    def search_groups(
+        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _U64, _F32]: ...
+    def get_vectors(self, ids: _IntArrayLike) -> _F32: ...
 
 # ---------------------------------------------------------------------------------------------
 # aggregate stream: aggregate, neighbor_idf_weights, aggregate_speed_grid
@@ -214,11 +242,13 @@ class SearchDirectory:
     @property
     def collection_count(self) -> int: ...
     def __init__(self) -> None: ...
-    def put_collection(self, name: str, id: int, model: str, is_default: bool, index: HnswIndex | object) -> None:
-        """`index`: the live HnswIndex, or an external engine's kNN (an object with `dim`, `metric`,
-        search(query, k, ef, groups) -> (ids, dist) and search_groups(query, k, ef, groups) ->
-        (groups, ids, dist), k-long arrays padded with 2**64-1 / inf; nearest_videos calls it with
-        the GIL taken and lets its exceptions through)."""
+    def put_collection(
+        self, name: str, id: int, model: str, is_default: bool, index: LiveIndex | HnswIndex | object
+    ) -> None:
+        """`index`: the collection's LiveIndex (or a bare HnswIndex), or an external engine's kNN (an
+        object with `dim`, `metric`, search(query, k, ef, groups) -> (ids, dist) and
+        search_groups(query, k, ef, groups) -> (groups, ids, dist), k-long arrays padded with
+        2**64-1 / inf; nearest_videos calls it with the GIL taken and lets its exceptions through)."""
     def remove_collection(self, id: int) -> None: ...
     def put_video(self, video_id: int, collection_id: int, timestamps: npt.ArrayLike) -> None: ...
     def remove_video(self, video_id: int) -> None: ...

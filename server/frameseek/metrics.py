@@ -10,6 +10,12 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 INDEX_VECTORS = Gauge("frameseek_index_vectors", "vectors in a collection's index", ["collection"])
+UNLINKED_VECTORS = Gauge(
+    "frameseek_unlinked_vectors",
+    "vectors acknowledged but not yet linked into the HNSW graph (searched exactly meanwhile), per "
+    "collection (collection/modality for a modality's index)",
+    ["collection"],
+)
 INGESTED = Counter("frameseek_ingested_total", "items indexed", ["kind"])
 INGEST_REALTIME = Histogram(
     "frameseek_ingest_realtime_factor",

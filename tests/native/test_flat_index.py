@@ -382,3 +382,19 @@ def test_empty_batches():
     ids, dist = index.search(np.zeros((0, 4), np.float32), 3)
     assert ids.shape == dist.shape == (0, 3)
     assert index.search_groups(np.zeros((0, 4), np.float32), 2)[0].shape == (0, 2)
+
+
+def test_a_drained_index_gives_memory_back_and_keeps_the_rest_intact():
+    """remove() releases the row storage of an index that drained to a quarter of its peak (the
+    fresh segment after a bulk insert); what is left is read and searched as before."""
+    n, dim = 40_000, 512  # 80 MB of float32 rows: past the 64 MB below which nothing is released
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    idx = FlatIndex(dim, "l2")
+    idx.add(np.arange(n, dtype=np.uint64), x)
+    idx.remove(np.arange(n - 5_000, dtype=np.uint64))
+    left = np.arange(n - 5_000, n, dtype=np.uint64)
+    assert len(idx) == 5_000
+    np.testing.assert_array_equal(idx.get_vectors(left[::7]), x[left[::7].astype(np.int64)])
+    ids, dist = idx.search(x[-3:], 1)
+    assert ids[:, 0].tolist() == left[-3:].tolist() and np.allclose(dist[:, 0], 0)

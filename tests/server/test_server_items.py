@@ -191,3 +191,64 @@ def test_cli_upsert_parquet(srv, tmp_path):
     bad = upsert("bad.parquet")
     message = " ".join(bad.stderr.replace("│", " ").split())  # rich draws the error in a wrapped box
     assert bad.returncode == 2 and "needs columns 'external_key' and 'vector' or 'vectors'" in message
+
+
+def test_kill9_while_the_linker_has_a_backlog_loses_no_acknowledged_item(tmp_path):
+    """Bulk items are acknowledged once logged and in the fresh segment, long before the HNSW graph
+    holds them (GetStats' unlinked_vectors > 0). A kill -9 then loses none: the restart replays
+    them from the log into the fresh segment, and every one is found by its own vector."""
+    dim, n = 512, 6000  # the graph links 512-d vectors far slower than the stream acknowledges them
+    srv = ServerProcess(tmp_path / "data").start()
+    vecs = np.random.default_rng(8).standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    try:
+        with srv.client() as fs:
+            fs.create_collection("bulk", vector_dimension=dim)
+            r = fs.upsert_items(((f"b{i}", vecs[i], None) for i in range(n)), collection="bulk", batch_size=500)
+            assert r.item_count == n
+            (stats,) = [c for c in fs.stats().collections if c.collection == "collections/bulk"]
+        assert stats.index_vectors == n and stats.unlinked_vectors > 0  # the kill hits a backlog
+        srv.kill9()
+        srv.start()
+        with srv.client() as fs:
+            (stats,) = [c for c in fs.stats().collections if c.collection == "collections/bulk"]
+            assert stats.index_vectors == n
+            for i in range(n):
+                hit = fs.search_by_vector(vecs[i], collection="bulk", k=1).hits[0]
+                assert hit.video.external_key == f"b{i}" and hit.score == pytest.approx(1.0, abs=1e-4)
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("dim", [1, 31, 32, 512, 4096])
+def test_the_clients_item_vectors_are_the_fields_in_wire_format(dim):
+    """The Python client writes an item's vectors as protobuf wire bytes (one copy of the matrix):
+    the same message as setting each ItemVector's values."""
+    from frameseek.client.items import item_vectors_wire
+
+    for n in (1, 2, 5):
+        v = np.random.default_rng(dim + n).standard_normal((n, dim)).astype(np.float32)
+        item = pb.Item(external_key="k")
+        item.MergeFromString(item_vectors_wire(v))
+        assert item == pb.Item(external_key="k", vectors=[pb.ItemVector(values=row) for row in v.tolist()])
+
+
+def test_a_stream_commits_its_batches_in_order_up_to_a_bad_one(srv):
+    """The server parses a batch while the previous one commits: a later batch replacing keys of
+    an earlier one still sees it committed, and a bad batch fails the stream after the batches
+    before it were committed (none after it)."""
+    rng = np.random.default_rng(12)
+    first, second, third = unit(rng, 4), unit(rng, 4), unit(rng, 4)
+    rows = [(f"o{i}", first[i], None) for i in range(4)] + [(f"o{i}", second[i], None) for i in range(4)]
+    rows += [("bad", np.ones(DIM + 1, dtype=np.float32), None)] + [(f"p{i}", third[i], None) for i in range(4)]
+    with srv.client() as fs:
+        fs.create_collection("order", vector_dimension=DIM)
+        assert error_of(lambda: fs.upsert_items(rows, collection="order", batch_size=4)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "DIMENSION_MISMATCH",
+        )
+        for i in range(4):
+            hit = fs.search_by_vector(second[i], collection="order", k=1).hits[0]
+            assert hit.video.external_key == f"o{i}" and hit.score == pytest.approx(1.0, abs=1e-4)
+        (stats,) = [c for c in fs.stats().collections if c.collection == "collections/order"]
+        assert stats.video_count == 4  # the first batch's items were replaced, the last batch never sent on

@@ -60,7 +60,7 @@ def test_a_batch_that_fails_before_its_commit_leaves_nothing(tmp_path):
     _crash(st)
     st = _open(tmp_path)
     assert sorted(int(x) for x in st.video_ids(VideoQuery(collection_id=cid))) == sorted(v.id for v in kept)
-    assert len(st._ci(cid).index) == 3 * 2
+    assert st.vectors_of(cid) == 3 * 2
     st.close()
 
 
@@ -71,7 +71,7 @@ def test_an_invalid_member_refuses_the_whole_batch(tmp_path):
     batch.append(NewVideo(_rec("bad"), np.arange(2.0), np.ones((2, DIM + 1), dtype=np.float32)))
     with pytest.raises(InvalidArgument):
         st.add_videos(cid, batch)
-    assert st.collection_counts(cid)[0] == 0 and len(st._ci(cid).index) == 0
+    assert st.collection_counts(cid)[0] == 0 and st.vectors_of(cid) == 0
     st.close()
 
 
@@ -85,4 +85,16 @@ def test_one_log_fsync_per_batch(tmp_path, monkeypatch):
     st.add_videos(cid, _batch(rng, 50, "n"))
     log_fd = st._ci(cid).log._fd
     assert calls.count(log_fd) == 1
+    st.close()
+
+
+def test_a_batch_commit_checksums_every_row_as_stored(tmp_path):
+    """insert_pending_many reads the batch's rows back in one query for their checksums: every row
+    has one, and it matches the row (a missing checksum would go unnoticed by the start's check)."""
+    from frameseek.storage.catalog_schema import _CRC_VIDEO_COLS, _row_crc
+
+    st, cid = _new(tmp_path)
+    st.add_videos(cid, _batch(np.random.default_rng(9), 7, "crc"))
+    rows = st.catalog._query(f"SELECT {_CRC_VIDEO_COLS}, row_crc FROM videos")
+    assert len(rows) == 7 and all(r[-1] is not None and r[-1] == _row_crc(r[:-1]) for r in rows)
     st.close()

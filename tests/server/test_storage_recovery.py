@@ -126,8 +126,10 @@ def _snapshot_files(st, cid):
 def _two_snapshots(tmp_path, rng):
     st, cid = _new(tmp_path)
     videos = _ingest(st, cid, rng, 3)
+    st.link_all()  # a snapshot saves the graph: what the linker moved into it since the last one
     st.snapshot()
     videos.update(_ingest(st, cid, rng, 3))
+    st.link_all()
     st.snapshot()
     videos.update(_ingest(st, cid, rng, 2))  # in the log tail only
     d, meta = _snapshot_files(st, cid)

@@ -88,6 +88,12 @@ class FlatIndex {
   // Removes the ids that are present; returns how many were.
   std::size_t remove(std::size_t n, const std::uint64_t* ids);
 
+  // Copies the stored vectors of n ids into out (n x dim, row-major; fp16 storage is widened).
+  // found == nullptr: an absent id throws std::invalid_argument (out is then partly written);
+  // else found[i] tells whether row i was copied (the rows of absent ids are left as they were).
+  // Returns how many were copied.
+  std::size_t get_vectors(const std::uint64_t* ids, std::size_t n, float* out, bool* found = nullptr) const;
+
   // Top-k nearest for each of nq queries (row-major, dim floats each). Writes out_ids[nq*k] and
   // out_dist[nq*k] sorted by ascending distance (ties by ascending id); missing slots get kNoId /
   // +inf. Distance: l2 -> squared Euclidean; ip -> 1 - dot. threads = 0 -> default_threads().

@@ -4,7 +4,7 @@
 // Both callers use this: the Python service (frameseek.service.search, every SearchByVector and
 // SearchByImage, filters included) and the native gRPC front end (native/src/front_end/, which
 // parses SearchByVectorRequest and encodes SearchResponse around it). This core knows no
-// protobuf: a collection is (short name, id, model, live HnswIndex), a video (collection,
+// protobuf: a collection is (short name, id, model, LiveIndex), a video (collection,
 // per-sample timestamps), a hit (video id, score, (timestamp, score) matches).
 //
 // nearest_videos: a frame kNN of max(k * matches * 4, 32) frames grouped by video, topped up by a
@@ -30,7 +30,48 @@
 namespace frameseek {
 
 class HnswIndex;
+class FlatIndex;
 struct Filter;
+
+// A collection's searchable vectors in the embedded storage: its HNSW graph and its fresh
+// segment, the vectors a commit acknowledged that the storage's linker has not yet inserted into
+// the graph (an exact FlatIndex: a commit appends to it instead of waiting for the graph's
+// inserts, frameseek.storage.collection_index). Every read of the collection's vectors goes
+// through here: searches scan the fresh segment exactly and walk the graph, and merge (kNN by
+// distance, group search by group); a vector in both for a moment (linked, not yet removed from
+// the segment) counts once. The linker removes vectors from the segment only after the graph
+// holds them, so reading the segment before the graph never misses one being moved.
+// `fresh` may be null (a collection without one: a replica's). Holds references only: the
+// caller keeps both indexes alive.
+//
+// A graph that was empty is not walked until mark_graph_ready() (the linker calls it once its
+// first insert returned): during hnswlib's very first insertion the element count is already 1
+// while the entry point is not yet set, and a walk then reads node 2**32-1. Those first vectors
+// are still in the fresh segment meanwhile, so skipping the walk loses nothing.
+class LiveIndex {
+ public:
+  LiveIndex(const HnswIndex& graph, const FlatIndex* fresh);
+  void mark_graph_ready() { graph_ready_.store(true, std::memory_order_release); }
+  std::size_t dim() const;
+  Metric metric() const;
+  const HnswIndex& graph() const { return graph_; }
+  std::size_t fresh_size() const;  // vectors waiting to be linked into the graph
+  std::size_t size() const;        // both parts (a vector being linked counts twice for a moment)
+  bool contains(std::uint64_t id) const;
+  // HnswIndex's search and search_groups (same arguments, outputs and padding) over both parts.
+  void search(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
+              std::uint64_t* out_ids, float* out_dist, std::size_t threads) const;
+  void search_groups(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
+                     std::uint64_t* out_groups, std::uint64_t* out_ids, float* out_dist, std::size_t threads) const;
+  // HnswIndex::get_vectors over both parts (std::invalid_argument on an id in neither).
+  void get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const;
+
+ private:
+  bool has_fresh() const;
+  const HnswIndex& graph_;
+  const FlatIndex* fresh_;
+  std::atomic<bool> graph_ready_;
+};
 
 // Where a collection's frame kNN comes from when it is not a live HnswIndex in this process: an
 // external vector engine (Milvus, reached through Python: frameseek.storage.scaleout). The same
@@ -95,12 +136,22 @@ class SearchSampler {
   std::vector<SampledSearch> queue_;
 };
 
+// A LiveIndex that owns its graph and fresh segment (for C++ callers: self-tests, fuzzers; the
+// Python binding keeps the Python objects alive instead).
+struct OwnedLiveIndex {
+  OwnedLiveIndex(std::shared_ptr<const HnswIndex> g, std::shared_ptr<const FlatIndex> f)
+      : graph(std::move(g)), fresh(std::move(f)), live(*graph, fresh.get()) {}
+  std::shared_ptr<const HnswIndex> graph;
+  std::shared_ptr<const FlatIndex> fresh;
+  LiveIndex live;
+};
+
 struct DirectoryCollection {
   std::string name;  // the collection's id ("default", ...), not a resource name
   std::uint32_t id = 0;
   std::string model;
   bool is_default = false;
-  const HnswIndex* index = nullptr;   // the live index (embedded storage), or
+  const LiveIndex* index = nullptr;   // the live index (embedded storage), or
   const KnnSource* source = nullptr;  // an external engine's kNN (exactly one is set)
   std::shared_ptr<void> owner;        // keeps `index` / `source` alive while a search uses it
   // exponential average of "the kNN yielded fewer than k videos"; updated without a lock: a lost

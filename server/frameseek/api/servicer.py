@@ -367,21 +367,35 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         self.svc.items.check_own(rec)
         items = vectors = replaced = 0
         names: list[str] = []
-        while True:
-            try:
-                msg = await self.uploads.next_message(it)
-            except StopAsyncIteration:
-                break
-            if msg.WhichOneof("payload") != "batch":
-                raise invalid("only batches may follow the header", field="header")
-            batch = [messages.item_input(x, rec.name) for x in msg.batch.items]
-            # committed before the next message is read: gRPC flow control holds a faster client
-            done = await self.svc.core.io(self.svc.items.upsert_sync, rec, batch)
+
+        def tally(done) -> None:
+            nonlocal items, vectors, replaced
             items += len(done)
             vectors += sum(u.video.sample_count for u in done)
             replaced += sum(u.replaced for u in done)
             if h.return_names:
                 names.extend(video_name(rec.name, u.video.id) for u in done)
+
+        committing = None  # the previous batch's commit, running while the next message is read and parsed
+        try:
+            while True:
+                try:
+                    msg = await self.uploads.next_message(it)
+                except StopAsyncIteration:
+                    break
+                if msg.WhichOneof("payload") != "batch":
+                    raise invalid("only batches may follow the header", field="header")
+                batch = [messages.item_input(x, rec.name) for x in msg.batch.items]
+                # one batch at most waits for its commit: gRPC flow control holds a faster client
+                if committing is not None:
+                    tally(await committing)
+                committing = asyncio.ensure_future(self.svc.core.io(self.svc.items.upsert_sync, rec, batch))
+            if committing is not None:
+                tally(await committing)
+                committing = None
+        finally:
+            if committing is not None:  # the stream failed: the batch in flight still commits or fails first
+                await asyncio.gather(committing, return_exceptions=True)
         return pb.UpsertItemsResponse(item_count=items, vector_count=vectors, replaced_count=replaced, names=names)
 
     @_rpc

@@ -7,8 +7,8 @@ and video filters, GetVideo/ListVideos, deletes, durability and snapshots are th
 implementation; nothing here searches. An upsert that replaces an item commits the new one
 before it deletes the old: a crash in between leaves both, never neither.
 
-Back-pressure is the caller's loop (api/servicer.py): a batch is committed before the next
-message of the stream is read, so gRPC flow control holds a client that sends faster.
+Back-pressure is the caller's loop (api/servicer.py): a batch commits while the next message is
+parsed, and before the one after it is read, so gRPC flow control holds a client that sends faster.
 """
 
 from __future__ import annotations

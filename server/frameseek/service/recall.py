@@ -289,7 +289,7 @@ class RecallMonitor:
         return floor, float(rec.index.get("target_recall") or self.settings.index.target_recall)
 
     def collection_added(self, rec, index) -> None:
-        if not isinstance(index, _native.HnswIndex):
+        if not isinstance(index, (_native.LiveIndex, _native.HnswIndex)):
             # an external engine's kNN (vector_store = milvus): its vectors are not read back here,
             # so its searches are neither measured nor tuned (a request's ef still applies)
             with self._lock:

@@ -29,6 +29,7 @@ async def stats(core: Core, ingest: Ingest, soundtracks: Soundtracks, recall: Re
                     "sample_count": s,
                     "total_duration_seconds": d,
                     "index_vectors": storage.vectors_of(rec.id),
+                    "unlinked_vectors": storage.unlinked_vectors(rec.id),
                     **recall.stats(rec.id),
                 }
             )

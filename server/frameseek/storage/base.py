@@ -346,6 +346,11 @@ class Storage(Protocol):
         ...
 
     def vectors_of(self, collection_id: int) -> int: ...  # vectors in the live index
+    def unlinked_vectors(self, collection_id: int) -> int:
+        """Vectors acknowledged but not yet linked into the collection's HNSW graph (searchable
+        meanwhile): the backlog of decoupled insertion; 0 where the backend has none."""
+        ...
+
     def video_vectors(self, video_id: int) -> np.ndarray:
         """The indexed vectors of an active video, float32[samples, dim] in sample order (rows
         match `video_timestamps`); NotFound when it is not active. For the dense re-alignment of

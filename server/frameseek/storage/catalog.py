@@ -311,8 +311,6 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
                     ),
                 )
                 vid = int(cur.lastrowid)
-                row = db.execute(f"SELECT {_CRC_VIDEO_COLS} FROM videos WHERE id=?", (vid,)).fetchone()
-                db.execute("UPDATE videos SET row_crc=? WHERE id=?", (_row_crc(row), vid))
                 db.executemany("INSERT INTO labels VALUES (?,?,?)", [(vid, k, val) for k, val in v.labels.items()])
                 rows = [
                     (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
@@ -320,6 +318,12 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
                 ]
                 db.executemany("INSERT INTO video_extras VALUES (?,?,?,?,?,?)", [(*r, _row_crc(r)) for r in rows])
                 ids.append(vid)
+            # the checksums of the rows as stored, read back in one query (ids grow within the transaction)
+            if ids:
+                mine = set(ids)
+                stored = db.execute(f"SELECT {_CRC_VIDEO_COLS} FROM videos WHERE id BETWEEN ? AND ?", (ids[0], ids[-1]))
+                crcs = [(_row_crc(row), row[0]) for row in stored if row[0] in mine]
+                db.executemany("UPDATE videos SET row_crc=? WHERE id=?", crcs)
         return ids
 
     def activate(self, video_id: int) -> None:

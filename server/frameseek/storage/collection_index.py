@@ -1,6 +1,14 @@
 """One collection's part of the embedded storage: its native HNSW index (and its extra modalities'
 indexes), its vector log and its snapshots, with the recovery that makes the index equal the
-catalog's active rows again (see embedded.py for the commit protocol)."""
+catalog's active rows again (see embedded.py for the commit protocol).
+
+Decoupled insertion. A commit puts its vectors into the collection's *fresh segment* (an exact
+native FlatIndex: an append, no graph insert) once the vector log holds them, and acknowledges;
+the storage's linker (linker.py) then moves them into the HNSW graph in batches of LINK_BATCH
+vectors (`link_step`), off the commit path. Searches read both through one native LiveIndex
+(search_directory.hpp), so a committed vector is searchable at once. A snapshot holds the graph's
+videos only; its `replay_from` names the log segment of the oldest record still only in the fresh
+segment, so recovery replays it (into the fresh segment) and log truncation keeps it."""
 
 from __future__ import annotations
 
@@ -20,6 +28,13 @@ from .base import (
 from .vectorlog import VectorLog, content_digest
 
 log = structlog.get_logger("frameseek.storage")
+
+#: vectors the linker moves into the graph per step: bounds how long a snapshot, a close or a
+#: collection delete waits for a step in progress (the graph inserts ~1-2k 512-d vectors/s per core)
+LINK_BATCH = 4096
+#: threads of a link step's graph insert: every core but one, which stays with the commits (the
+#: graph inserts would otherwise take every core and slow the ingest they exist to unblock)
+LINK_THREADS = max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def _native():
@@ -49,7 +64,12 @@ class _CollectionIndex:
     `<modality>/` and sharing the collection's write lock: a video commits to all of them at once."""
 
     def __init__(
-        self, rec: CollectionRecord, directory: str, modality: str | None = None, lock: threading.Lock | None = None
+        self,
+        rec: CollectionRecord,
+        directory: str,
+        modality: str | None = None,
+        lock: threading.Lock | None = None,
+        link_lock: threading.Lock | None = None,
     ):
         self.rec, self.modality = rec, modality
         self.dir = os.path.join(directory, modality) if modality else directory
@@ -57,9 +77,18 @@ class _CollectionIndex:
         self.dimension, self.metric = int(spec["dimension"]), str(spec.get("metric", rec.metric))
         self.name = f"{rec.name}/{modality}" if modality else rec.name
         self.lock = lock or threading.Lock()  # serialises writers (add/delete/snapshot); searches do not take it
-        self.videos: dict[int, int] = {}  # video id -> sample count, exactly what the index holds
-        self.since_snapshot = 0
-        self.index = None
+        # held by a link step across its graph insert (which runs without `lock`, so commits go on)
+        # and by whatever needs the graph to hold exactly the linked videos: snapshots, close.
+        # Order: link_lock, then lock.
+        self.link_lock = link_lock or threading.Lock()
+        self.videos: dict[int, int] = {}  # video id -> vector count, exactly what the graph + fresh segment hold
+        # videos still only in the fresh segment -> the log segment of their record (commit order)
+        self.unlinked: dict[int, int] = {}
+        self.since_snapshot = 0  # vectors linked into the graph since the last snapshot
+        self.closed = False
+        self.index = None  # the HNSW graph
+        self.fresh = _native().FlatIndex(self.dimension, self.metric)
+        self._live = self._live_graph = None
         self.log = VectorLog(self.dir, self.dimension)
         self.good_snapshot: dict | None = None  # the newest snapshot known intact (loaded or verified)
         # the collection's other modalities with an index (held by the frame index, empty on those)
@@ -67,7 +96,7 @@ class _CollectionIndex:
 
     def open_extras(self) -> None:
         self.extras = {
-            name: _CollectionIndex(self.rec, self.dir, name, self.lock)
+            name: _CollectionIndex(self.rec, self.dir, name, self.lock, self.link_lock)
             for name, spec in sorted(self.rec.modalities.items())
             if spec.get("dimension")
         }
@@ -75,6 +104,22 @@ class _CollectionIndex:
     def all_indexes(self) -> list[_CollectionIndex]:
         """This index and its modalities' indexes (what a snapshot or close covers)."""
         return [self, *self.extras.values()]
+
+    @property
+    def live(self):
+        """The native LiveIndex over the graph and the fresh segment: what every search reads."""
+        if self._live is None or self._live_graph is not self.index:  # recovery replaced the graph
+            self._live, self._live_graph = _native().LiveIndex(self.index, self.fresh), self.index
+        return self._live
+
+    def vector_count(self) -> int:
+        """Vectors searchable in this index (each once, also while a link step has them in both parts)."""
+        with self.lock:
+            return sum(self.videos.values())
+
+    def unlinked_count(self) -> int:
+        """Vectors waiting in the fresh segment to be linked into the graph (the linker's backlog)."""
+        return len(self.fresh)
 
     def _new_index(self, capacity: int = 1024):
         nat = _native()
@@ -113,7 +158,7 @@ class _CollectionIndex:
                 )
                 metrics.STORAGE_DAMAGE.labels("snapshot").inc()
                 continue
-            from_seq, self.good_snapshot = int(m["segment"]), m
+            from_seq, self.good_snapshot = snapshots.replay_start(m), m
             if self.rec.index.get("ef_search"):
                 self.index.ef = int(self.rec.index["ef_search"])
             break
@@ -126,10 +171,10 @@ class _CollectionIndex:
         # videos deleted after the snapshot was taken (or whose catalog row does not match)
         gone = [v for v, n in snap_videos.items() if v not in active or n not in _vector_counts(active[v][0])]
         for v in gone:
-            self.index.remove(sample_ids(v, snap_videos[v]))
-            del self.videos[v]
+            self.forget(v)
         replayed = skipped = 0
         foreign: list[int] = []
+        pending: list[tuple[int, np.ndarray, int]] = []
         for rec in self.log.replay(from_seq):
             high = max(high, rec.video_id)
             row = active.get(rec.video_id)
@@ -140,8 +185,14 @@ class _CollectionIndex:
             if not belongs_to(rec, row):
                 foreign.append(rec.video_id)  # the id names another video: the catalog lost rows
                 continue
-            self._add(rec.video_id, np.array(rec.vectors, dtype=np.float32))
+            # into the fresh segment, like a commit: the linker links it after the start
+            pending.append((rec.video_id, np.array(rec.vectors, dtype=np.float32), rec.segment))
+            self.videos[rec.video_id] = n  # a second record of the video is skipped
             replayed += n
+            if len(pending) >= LINK_BATCH:
+                self._commit_many(pending)
+                pending = []
+        self._commit_many(pending)
         for d in self.log.damage:
             problems.append(
                 f"damaged log record: segment {d.segment} offset {d.offset} ({d.length} bytes)"
@@ -161,14 +212,15 @@ class _CollectionIndex:
             log.error("log_records_foreign", collection=self.name, videos=foreign[:20], count=len(foreign))
             metrics.STORAGE_DAMAGE.labels("foreign_record").inc(len(foreign))
         # a damaged snapshot is replaced at the next snapshot (periodic or at stop), even with no new vectors
-        self.since_snapshot = replayed + int(snapshot_damaged)
+        self.since_snapshot = int(snapshot_damaged)
         missing = [v for v in active if v not in self.videos]
         if missing:
             problems.append(f"videos {missing[:20]} have no intact vectors ({len(missing)} marked damaged)")
             log.error("videos_missing_vectors", collection=self.name, videos=missing[:20], count=len(missing))
         return {
             "collection": self.name,
-            "vectors": len(self.index),
+            "vectors": len(self.index) + len(self.fresh),
+            "unlinked_vectors": len(self.fresh),
             "snapshot_load_s": round(t_load, 3),
             "replayed_vectors": replayed,
             "skipped_records": skipped,
@@ -183,32 +235,114 @@ class _CollectionIndex:
         self._add_many([(video_id, vectors)])
 
     def _add_many(self, videos: list[tuple[int, np.ndarray]]) -> None:
-        """Several videos' vectors in one index call (the native add inserts them on every core)."""
+        """Several videos' vectors straight into the graph in one call (a replica, which links
+        nothing in the background)."""
         if not videos:
             return
-        ids = np.concatenate([sample_ids(vid, v.shape[0]) for vid, v in videos])
-        groups = np.concatenate([np.full(v.shape[0], vid, dtype=np.uint64) for vid, v in videos])
-        vectors = np.ascontiguousarray(np.concatenate([v for _, v in videos]), dtype=np.float32)
+        ids, vectors, groups = _batch(videos)
         self.index.add(ids, vectors, groups=groups)
+        self.live.mark_graph_ready()
         for vid, v in videos:
             self.videos[vid] = v.shape[0]
 
+    def _commit_many(self, videos: list[tuple[int, np.ndarray, int]]) -> None:
+        """Committed videos' vectors (video id, vectors, log segment of the record) into the fresh
+        segment: searchable when this returns; the linker moves them into the graph later.
+        Called under `lock` (or before the linker starts)."""
+        if not videos:
+            return
+        ids, vectors, groups = _batch([(vid, v) for vid, v, _ in videos])
+        self.fresh.add(ids, vectors, groups=groups)
+        for vid, v, segment in videos:
+            self.videos[vid] = v.shape[0]
+            self.unlinked[vid] = segment
+        metrics.UNLINKED_VECTORS.labels(self.name).set(len(self.fresh))
+
+    def link_step(self, limit: int = LINK_BATCH) -> int:
+        """Move the oldest unlinked videos (up to `limit` vectors, at least one video) from the
+        fresh segment into the graph; returns how many vectors were linked. The graph insert runs
+        without `lock` (commits and deletes go on); a video deleted meanwhile is taken out of the
+        graph again before the step ends."""
+        with self.link_lock:
+            with self.lock:
+                if self.closed:
+                    return 0
+                batch, n = [], 0
+                for vid in self.unlinked:
+                    count = self.videos[vid]
+                    if batch and n + count > limit:
+                        break
+                    batch.append((vid, count))
+                    n += count
+                if not batch:
+                    return 0
+                ids = np.concatenate([sample_ids(v, c) for v, c in batch])
+                vectors = self.fresh.get_vectors(ids)
+            groups = np.repeat(np.array([v for v, _ in batch], dtype=np.uint64), [c for _, c in batch])
+            self.index.add(
+                ids, vectors, groups=groups, threads=LINK_THREADS
+            )  # an error leaves the batch in the fresh segment
+            self.live.mark_graph_ready()  # (its first insert has returned: see LiveIndex)
+            with self.lock:
+                deleted = [(v, c) for v, c in batch if v not in self.unlinked]
+                if deleted:
+                    self.index.remove(np.concatenate([sample_ids(v, c) for v, c in deleted]))
+                for v, _ in batch:
+                    self.unlinked.pop(v, None)
+                self.fresh.remove(ids)  # after the graph holds them: a search reads the fresh segment first
+                linked = n - sum(c for _, c in deleted)
+                self.since_snapshot += linked
+                metrics.UNLINKED_VECTORS.labels(self.name).set(len(self.fresh))
+        return linked
+
+    def forget(self, video_id: int) -> None:
+        """Take a video's vectors out of whichever part holds them (under `lock`)."""
+        n = self.videos.pop(video_id, 0)
+        if not n:
+            return
+        ids = sample_ids(video_id, n)
+        if self.unlinked.pop(video_id, None) is not None:
+            self.fresh.remove(ids)  # a link step inserting it meanwhile takes it out of the graph again
+        else:
+            self.index.remove(ids)
+
     def snapshot(self) -> None:
-        with self.lock:
+        with self.link_lock, self.lock:
             self._snapshot_locked()
 
     def _snapshot_locked(self) -> None:
+        """Under link_lock and lock: the graph holds exactly the linked videos."""
         t0 = time.perf_counter()
         seq = self.log.rotate()
-        meta = snapshots.write(self.dir, seq, self.index, self.videos)
+        # the records of videos still only in the fresh segment are replayed from the log at start
+        replay_from = min(self.unlinked.values(), default=seq)
+        linked = {v: n for v, n in self.videos.items() if v not in self.unlinked} if self.unlinked else self.videos
+        meta = {**snapshots.write(self.dir, seq, self.index, linked), "replay_from": replay_from}
         previous = self.good_snapshot
         snapshots.publish(self.dir, meta, previous)
         self.good_snapshot = meta
-        # the previous snapshot and its log segments stay: the fallback if this one is damaged later
-        self.log.drop_before(int(previous["segment"]) if previous else seq)
+        # the previous snapshot and the log segments it replays stay: the fallback if this one is damaged later
+        self.log.drop_before(min(replay_from, snapshots.replay_start(previous)) if previous else replay_from)
         snapshots.remove_leftovers(self.dir, [m for m in (meta, previous) if m])
         self.since_snapshot = 0
-        log.info("snapshot", collection=self.name, vectors=len(self.index), seconds=round(time.perf_counter() - t0, 3))
+        log.info(
+            "snapshot",
+            collection=self.name,
+            vectors=len(self.index),
+            unlinked=len(self.unlinked),
+            seconds=round(time.perf_counter() - t0, 3),
+        )
 
     def close(self) -> None:
-        self.log.close()
+        """Stop linking (the log holds whatever the fresh segment does) and close the log."""
+        with self.link_lock, self.lock:
+            self.closed = True
+            self.log.close()
+
+
+def _batch(videos: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample ids, vectors, groups) of several videos' vectors, for one native add."""
+    ids = np.concatenate([sample_ids(vid, v.shape[0]) for vid, v in videos])
+    groups = np.concatenate([np.full(v.shape[0], vid, dtype=np.uint64) for vid, v in videos])
+    vectors = np.ascontiguousarray(np.concatenate([v for _, v in videos]), dtype=np.float32)
+    return ids, vectors, groups

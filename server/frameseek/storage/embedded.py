@@ -5,7 +5,8 @@ Commit protocol of an ingest (per collection, serialised by the collection's wri
   1. catalog: insert the video row as 'pending' (with its sample timestamps and labels);
   2. vector log: append the video's vectors and fsync;
   3. catalog: mark the row 'active'  <- the commit point; after this the ingest is acknowledged;
-  4. index: add the vectors (searchable from here on).
+  4. index: add the vectors to the collection's fresh segment (searchable from here on); the
+     linker moves them into the HNSW graph later (collection_index.py, linker.py).
 A crash before 3 leaves a pending row (removed at startup) and maybe a logged record (ignored at
 replay because its video is not active): nothing is visible. A crash after 3 is repaired by replay.
 
@@ -13,10 +14,11 @@ Delete: catalog row removed (commit point), then the vectors are removed from th
 Replay never re-adds vectors of videos that are not active, and vectors of deleted videos that a
 snapshot still holds are removed at startup, so the index always equals the catalog's active set.
 
-Snapshots: under the write lock the log rotates to a new segment and the index is saved
-(native save writes a temp file and renames). `snapshot.json` is then replaced atomically to point
-at it together with the list of videos it holds; older segments and snapshots are deleted.
-Startup = load the snapshot named by snapshot.json + replay log segments from its sequence number.
+Snapshots: under the write lock (and the link lock) the log rotates to a new segment and the graph
+is saved (native save writes a temp file and renames). `snapshot.json` is then replaced atomically
+to point at it together with the list of videos it holds and the first segment still holding a
+record of an unlinked video; older segments and snapshots are deleted.
+Startup = load the snapshot named by snapshot.json + replay log segments from that segment on.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from .base import (
 )
 from .catalog import Catalog, CatalogDamaged, is_damage
 from .collection_index import _CollectionIndex, _native
+from .linker import Linker
 
 log = structlog.get_logger("frameseek.storage")
 
@@ -71,6 +74,7 @@ class EmbeddedStorage:
         self._videos: dict[int, tuple[VideoRecord, np.ndarray]] = {}
         self.recovery_report: list[dict] = []
         self._observers: list = []
+        self._linker = Linker(self._link_targets, self._snapshot_due)
 
     # -- observers ------------------------------------------------------------------------------
     def add_observer(self, observer) -> None:
@@ -89,11 +93,11 @@ class EmbeddedStorage:
         """Every open collection's (record, live HnswIndex): what an observer added after open()
         starts from (add_observer first, then this, so that no commit is missed)."""
         with self._colls_lock:
-            return [(ci.rec, ci.index) for ci in self._colls.values()]
+            return [(ci.rec, ci.live) for ci in self._colls.values()]
 
     def native_index(self, collection_id: int):
-        """The collection's live HnswIndex (for the native front end's search path)."""
-        return self._ci(collection_id).index
+        """The collection's LiveIndex (graph + fresh segment; for the native front end's search path)."""
+        return self._ci(collection_id).live
 
     def video_entries(self) -> list[tuple[VideoRecord, np.ndarray]]:
         """Every active video's (record, sample timestamps), from memory."""
@@ -128,9 +132,7 @@ class EmbeddedStorage:
                 self.catalog.mark_damaged(missing)
                 for x in ci.all_indexes():  # a damaged video is searched in none of them
                     for v in missing:
-                        n = x.videos.pop(v, 0)
-                        if n:
-                            x.index.remove(sample_ids(v, n))
+                        x.forget(v)
             report += reports
             self._colls[rec.id] = ci
         seen = max((r.get("highest_video_id", 0) for r in report), default=0)
@@ -146,7 +148,41 @@ class EmbeddedStorage:
         self._load_video_map()
         self.recovery_report = report
         log.info("storage_open", data_dir=self.data_dir, collections=report)
+        self._start_linker()
         return report
+
+    def _start_linker(self) -> None:
+        self._linker.start()
+        self._linker.wake()  # the log tail replayed into the fresh segments
+
+    def _link_targets(self) -> list[_CollectionIndex]:
+        with self._colls_lock:
+            return [x for ci in self._colls.values() for x in ci.all_indexes()]
+
+    def _snapshot_due(self, x: _CollectionIndex) -> None:
+        """The periodic snapshot (on the linker's thread), once `snapshot_every` vectors were linked
+        since the last one. A failed snapshot loses nothing: the log still holds every vector."""
+        if x.since_snapshot < self.snapshot_every:
+            return
+        try:
+            with x.link_lock, x.lock:
+                if not x.closed:
+                    x._snapshot_locked()
+        except Exception:
+            log.exception("snapshot_failed", collection=x.name)
+
+    def link_all(self) -> int:
+        """Link every collection's backlog into its graph now, on this thread (beside the linker,
+        step by step); returns how many vectors this call linked."""
+        linked = 0
+        for x in self._link_targets():
+            while n := x.link_step():
+                linked += n
+        return linked
+
+    def unlinked_vectors(self, collection_id: int) -> int:
+        """Vectors of the collection acknowledged but not yet linked into its graph (all modalities)."""
+        return sum(x.unlinked_count() for x in self._ci(collection_id).all_indexes())
 
     def _check_rows(self) -> list[dict]:
         """Videos whose catalog rows fail their checksums are marked damaged (listed, never searched):
@@ -182,10 +218,13 @@ class EmbeddedStorage:
     def snapshot(self, force: bool = True) -> None:
         for ci in [x for c in list(self._colls.values()) for x in c.all_indexes()]:
             if force or ci.since_snapshot >= self.snapshot_every:
+                # only a graph that changed is saved again: commits since the last snapshot are in the
+                # fresh segment and the log, which its replay_from keeps
                 if ci.since_snapshot or not os.path.exists(os.path.join(ci.dir, "snapshot.json")):
                     ci.snapshot()
 
     def close(self, snapshot: bool = True) -> None:
+        self._linker.stop()  # after its step in progress; the backlog stays in the log
         if snapshot:
             self.snapshot(force=True)
         for ci in self._colls.values():
@@ -213,7 +252,7 @@ class EmbeddedStorage:
             x.recover({})
         with self._colls_lock:
             self._colls[rec.id] = ci
-        self._notify("collection_added", rec, ci.index)
+        self._notify("collection_added", rec, ci.live)
         return rec
 
     def get_collection(self, name: str) -> CollectionRecord:
@@ -228,13 +267,14 @@ class EmbeddedStorage:
     def delete_collection(self, name: str, force: bool) -> None:
         rec = self.catalog.get_collection(name)
         ci = self._ci(rec.id)
-        with ci.lock:
+        with ci.link_lock, ci.lock:
             ids = self.catalog.delete_collection(rec.id, force)
             self._notify("collection_removed", rec.id)
             with self._colls_lock:
                 self._colls.pop(rec.id, None)
             for x in ci.all_indexes():
-                x.close()
+                x.closed = True
+                x.log.close()
             for v in ids:
                 self._videos.pop(v, None)
             import shutil
@@ -295,40 +335,28 @@ class EmbeddedStorage:
                 for vid in vids:
                     self._forget_pending(vid)
                 raise
-            ci._add_many([(vid, vectors) for vid, (_, _, vectors, _) in zip(vids, checked)])  # 4
-            ci.since_snapshot += sum(len(vectors) for _, _, vectors, _ in checked)
+            ci._commit_many([(vid, vectors, ci.log.seq) for vid, (_, _, vectors, _) in zip(vids, checked)])  # 4
             for name, x in ci.extras.items():
-                batch = [
-                    (vid, ex[name].vectors)
-                    for vid, (_, _, _, ex) in zip(vids, checked)
-                    if name in ex and ex[name].vectors is not None and len(ex[name])
-                ]
-                x._add_many(batch)
-                x.since_snapshot += sum(len(v) for _, v in batch)
+                x._commit_many(
+                    [
+                        (vid, ex[name].vectors, x.log.seq)
+                        for vid, (_, _, _, ex) in zip(vids, checked)
+                        if name in ex and ex[name].vectors is not None and len(ex[name])
+                    ]
+                )
             # the committed records (ids, create times) in one catalog query, not one per video
             records = {v.id: v for v, _ in self.catalog.active_video_entries(vids)}
             for vid, (_, timestamps, _, _) in zip(vids, checked):
                 self._videos[vid] = entry = (records[vid], timestamps)
                 self._notify("video_added", *entry)
-            need_snapshot = any(x.since_snapshot >= self.snapshot_every for x in ci.all_indexes())
-        if need_snapshot:
-            threading.Thread(target=self._snapshot_one, args=(ci,), daemon=True, name="snapshot").start()
-        return [self.get_video(vid) for vid in vids]
+        self._linker.wake()
+        return [records[vid] for vid in vids]
 
     def _forget_pending(self, video_id: int) -> None:
         try:
             self.catalog.delete_video_row(video_id)
         except Exception:  # e.g. still no space: the row stays pending and is dropped at the next start
             log.warning("pending_row_kept", video=video_id)
-
-    def _snapshot_one(self, ci: _CollectionIndex) -> None:
-        try:
-            with ci.lock:
-                for x in ci.all_indexes():
-                    if x.since_snapshot >= self.snapshot_every and ci.rec.id in self._colls:
-                        x._snapshot_locked()
-        except Exception:  # a failed snapshot loses nothing: the log still holds every vector
-            log.exception("snapshot_failed", collection=ci.rec.name)
 
     def find_video_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
         return self.catalog.find_by_hash(collection_id, sha256)
@@ -372,9 +400,7 @@ class EmbeddedStorage:
             self._notify("video_removed", video_id)
             self._videos.pop(video_id, None)
             for x in ci.all_indexes():
-                n = x.videos.pop(video_id, 0)
-                if n:
-                    x.index.remove(sample_ids(video_id, n))
+                x.forget(video_id)
 
     # -- vectors --------------------------------------------------------------------------------
     def _filter(self, groups):
@@ -384,11 +410,11 @@ class EmbeddedStorage:
 
     def search(self, collection_id, queries, k, *, ef=None, groups=None):
         ci = self._ci(collection_id)
-        return ci.index.search(queries, k, ef=ef, filter=self._filter(groups))
+        return ci.live.search(queries, k, ef=ef, filter=self._filter(groups))
 
     def search_groups(self, collection_id, queries, k, *, ef=None, groups=None):
         ci = self._ci(collection_id)
-        return ci.index.search_groups(queries, k, ef=ef, filter=self._filter(groups))
+        return ci.live.search_groups(queries, k, ef=ef, filter=self._filter(groups))
 
     def _extra_index(self, collection_id: int, modality: str) -> _CollectionIndex:
         ci = self._ci(collection_id)
@@ -402,7 +428,7 @@ class EmbeddedStorage:
 
     def search_extra(self, collection_id, modality, queries, k, *, ef=None, groups=None, per_video=False):
         x = self._extra_index(collection_id, modality)
-        search = x.index.search_groups if per_video else x.index.search
+        search = x.live.search_groups if per_video else x.live.search
         return search(queries, k, ef=ef, filter=self._filter(groups))
 
     def video_extra(self, video_id: int, modality: str) -> ModalityData | None:
@@ -414,13 +440,13 @@ class EmbeddedStorage:
         if x is None:
             return data
         try:
-            vectors = x.index.get_vectors(sample_ids(video_id, len(data)))
+            vectors = x.live.get_vectors(sample_ids(video_id, len(data)))
         except ValueError as exc:  # deleted between the lookup and the read
             raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
         return dataclasses.replace(data, vectors=vectors)
 
     def vectors_of(self, collection_id: int) -> int:
-        return len(self._ci(collection_id).index)
+        return self._ci(collection_id).vector_count()
 
     def video_vectors(self, video_id: int) -> np.ndarray:
         """Read back from the live index (HnswIndex.get_vectors: the stored copies, no second
@@ -439,7 +465,7 @@ class EmbeddedStorage:
         if twins and ci.videos.get(video_id, 0) < 2 * n:  # indexed without twins
             return None
         try:
-            return ci.index.get_vectors(sample_ids(video_id, n, first=n if twins else 0))
+            return ci.live.get_vectors(sample_ids(video_id, n, first=n if twins else 0))
         except ValueError as exc:  # deleted (or not yet indexed) between the lookup and the read
             raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND") from exc
 

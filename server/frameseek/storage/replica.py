@@ -63,7 +63,7 @@ class _ReplicaIndex(_CollectionIndex):
                 except snapshots.SnapshotDamaged as exc:
                     log.warning("replica_snapshot_unreadable", error=str(exc))  # or replaced meanwhile
                     continue
-                self.seg, self.offset = int(m["segment"]), 0
+                self.seg, self.offset = snapshots.replay_start(m), 0
                 break
             else:
                 raise FileNotFoundError("no loadable snapshot (retried: the primary may be replacing it)")

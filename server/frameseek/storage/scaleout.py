@@ -459,6 +459,9 @@ class ScaleOutStorage:
     def vectors_of(self, collection_id: int) -> int:
         return self.catalog.vector_count(collection_id)
 
+    def unlinked_vectors(self, collection_id: int) -> int:
+        return 0  # Milvus indexes on its own schedule and reports nothing pending here
+
     def _stored(self, video_id: int) -> tuple[np.ndarray, int]:
         v, ts = self.video_entry(video_id)
         stored = self.vectors.vectors(self.vectors.name(v.collection_id), video_id, 2 * len(ts))

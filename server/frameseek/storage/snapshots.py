@@ -5,7 +5,11 @@ A snapshot is `snapshot-{seq}.hnsw` (the native index; its own CRC-32 trailer) a
 named by `snapshot.json`, which is replaced atomically:
 
     {"segment": seq, "index": ..., "videos": ..., "videos_sha256": ..., "vectors": ..., "time": ...,
-     "previous": {the same fields of the snapshot before it} | null}
+     "replay_from": the first log segment to replay (<= seq), "previous": {the same fields of the
+     snapshot before it} | null}
+
+The snapshot holds the HNSW graph's videos; videos committed but not yet linked into it (the
+fresh segment, collection_index.py) have their records in segments from `replay_from` on.
 
 A new snapshot is published only after both files were re-read from disk and checked. The previous
 snapshot and the log segments from its sequence number on are kept until a newer one is published,
@@ -128,6 +132,14 @@ def candidates(directory: str) -> tuple[list[dict], list[str]]:
             for seq in found
         ]
         return metas, [f"{META} unreadable ({type(exc).__name__}: {exc}); tried the snapshot files on disk"]
+
+
+def replay_start(meta: dict) -> int:
+    """The first log segment that recovery replays on top of this snapshot: `replay_from`;
+    0 (the whole log) for a snapshot found on disk without its meta, since then it is unknown."""
+    if "replay_from" in meta:
+        return int(meta["replay_from"])
+    return int(meta["segment"]) if "videos_sha256" in meta else 0
 
 
 def load_one(directory: str, meta: dict, load_index):

@@ -744,7 +744,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CollectionStats(_message.Message):
-    __slots__ = ("collection", "video_count", "sample_count", "total_duration_seconds", "index_vectors", "measured_recall", "measured_recall_lower", "recall_samples", "search_ef")
+    __slots__ = ("collection", "video_count", "sample_count", "total_duration_seconds", "index_vectors", "measured_recall", "measured_recall_lower", "recall_samples", "search_ef", "unlinked_vectors")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VIDEO_COUNT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -754,6 +754,7 @@ class CollectionStats(_message.Message):
     MEASURED_RECALL_LOWER_FIELD_NUMBER: _ClassVar[int]
     RECALL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SEARCH_EF_FIELD_NUMBER: _ClassVar[int]
+    UNLINKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     video_count: int
     sample_count: int
@@ -763,7 +764,8 @@ class CollectionStats(_message.Message):
     measured_recall_lower: float
     recall_samples: int
     search_ef: int
-    def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., index_vectors: _Optional[int] = ..., measured_recall: _Optional[float] = ..., measured_recall_lower: _Optional[float] = ..., recall_samples: _Optional[int] = ..., search_ef: _Optional[int] = ...) -> None: ...
+    unlinked_vectors: int
+    def __init__(self, collection: _Optional[str] = ..., video_count: _Optional[int] = ..., sample_count: _Optional[int] = ..., total_duration_seconds: _Optional[float] = ..., index_vectors: _Optional[int] = ..., measured_recall: _Optional[float] = ..., measured_recall_lower: _Optional[float] = ..., recall_samples: _Optional[int] = ..., search_ef: _Optional[int] = ..., unlinked_vectors: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
     __slots__ = ("version", "uptime_seconds", "collections", "video_count", "sample_count", "storage_bytes", "active_ingests", "copy_threshold", "simd_level", "insecure", "recovery_problems", "audio_threshold", "audio_fingerprints")

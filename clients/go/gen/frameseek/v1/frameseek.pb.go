@@ -4060,9 +4060,13 @@ type CollectionStats struct {
 	RecallSamples int64 `protobuf:"varint,8,opt,name=recall_samples,json=recallSamples,proto3" json:"recall_samples,omitempty"`
 	// The search breadth (ef) of requests that set none: the collection's ef_search, or above it
 	// where the server raised it to meet target_recall.
-	SearchEf      int32 `protobuf:"varint,9,opt,name=search_ef,json=searchEf,proto3" json:"search_ef,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SearchEf int32 `protobuf:"varint,9,opt,name=search_ef,json=searchEf,proto3" json:"search_ef,omitempty"`
+	// Vectors acknowledged (durable and searchable, scanned exactly meanwhile) that the server has
+	// not yet linked into the collection's HNSW graph, over all its modalities: the backlog of a
+	// bulk insert, which drains in the background; 0 when the graph holds every vector.
+	UnlinkedVectors int64 `protobuf:"varint,10,opt,name=unlinked_vectors,json=unlinkedVectors,proto3" json:"unlinked_vectors,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CollectionStats) Reset() {
@@ -4154,6 +4158,13 @@ func (x *CollectionStats) GetRecallSamples() int64 {
 func (x *CollectionStats) GetSearchEf() int32 {
 	if x != nil {
 		return x.SearchEf
+	}
+	return 0
+}
+
+func (x *CollectionStats) GetUnlinkedVectors() int64 {
+	if x != nil {
+		return x.UnlinkedVectors
 	}
 	return 0
 }
@@ -5502,7 +5513,7 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"total_size\x18\x03 \x01(\x03R\ttotalSize\"(\n" +
 	"\x12DeleteVideoRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x11\n" +
-	"\x0fGetStatsRequest\"\xf1\x02\n" +
+	"\x0fGetStatsRequest\"\x9c\x03\n" +
 	"\x0fCollectionStats\x12\x1e\n" +
 	"\n" +
 	"collection\x18\x01 \x01(\tR\n" +
@@ -5515,7 +5526,9 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x0fmeasured_recall\x18\x06 \x01(\x01R\x0emeasuredRecall\x122\n" +
 	"\x15measured_recall_lower\x18\a \x01(\x01R\x13measuredRecallLower\x12%\n" +
 	"\x0erecall_samples\x18\b \x01(\x03R\rrecallSamples\x12\x1b\n" +
-	"\tsearch_ef\x18\t \x01(\x05R\bsearchEf\"\x80\x04\n" +
+	"\tsearch_ef\x18\t \x01(\x05R\bsearchEf\x12)\n" +
+	"\x10unlinked_vectors\x18\n" +
+	" \x01(\x03R\x0funlinkedVectors\"\x80\x04\n" +
 	"\x05Stats\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12%\n" +
 	"\x0euptime_seconds\x18\x02 \x01(\x01R\ruptimeSeconds\x12?\n" +

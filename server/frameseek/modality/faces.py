@@ -83,15 +83,22 @@ class FaceModels:
     def get(self) -> tuple[Any, Any]:
         with self._lock:
             if self._models is None:
-                from ..embed.faces import DlibResNetEncoder, FaceModelUnavailable, load_detector
+                from ..embed.face_detectors import load_detector
+                from ..embed.faces import DlibResNetEncoder, FaceModelUnavailable
 
                 try:
-                    self._models = (load_detector(self.cfg.detector, self.cfg.upsample), DlibResNetEncoder())
+                    detector = load_detector(self.cfg.detector, self.cfg.upsample, self.min_face_detected())
+                    self._models = (detector, DlibResNetEncoder())
                 except FaceModelUnavailable as exc:
                     raise failed_precondition(
                         f"the face models could not be loaded on this server: {exc}", "MODEL_UNAVAILABLE"
                     ) from None
             return self._models
+
+    def min_face_detected(self) -> int:
+        """`min_face_px` (in the sampled frame) in the frame copy the detector runs on."""
+        shrink = min(1.0, self.cfg.detect_short_side / self.cfg.sample_short_side)
+        return max(12, round(self.cfg.min_face_px * shrink))
 
     def index_spec(self) -> dict:
         from ..embed.faces import DlibResNetEncoder

@@ -1,0 +1,270 @@
+"""A faces collection's index at scale: per-query latency (p50 / p99) and recall beside hnswlib,
+and the index's real bytes per vector for 128-d face vectors against 512-d frame vectors.
+
+    nice -n 10 python -m benchmarks.faces.bench_face_index [--n 1000000] [--nq 500]
+        [--memory-n 200000] [--k 10 320] [--efs 16 32 64 128 320 512]
+
+Data: no real 1M-face set exists here. The vectors are synthetic, shaped like face embeddings:
+identities are clusters (a random unit centre, pulled towards a shared mean direction so that
+different people are ~0.9 apart in L2, as dlib's descriptors of strangers are), each holding
+several faces (centre + noise, ~0.4 apart within an identity, dlib's same-person range), unit
+norm. Queries are new faces of identities in the index (held out). Ground truth: exact L2 search.
+
+Both indexes are built with what a faces collection uses (settings `index`: M, ef_construction;
+metric L2) on all cores, in identity order (a video's faces arrive together). Search: one query
+per call on one thread (a SearchByFace asks with one face at a time), timed per query with
+perf_counter; each ef is reported with its recall@k. k = 10 is the usual ANN figure; k = 320 is
+what SearchByFace asks the index for with its default k (10 videos x 32 faces per video).
+
+Memory: resident-set growth (VmRSS) while the frameseek index of --memory-n vectors is built, per
+vector, at 128 and at 512 dimensions, beside the exact arithmetic of what HnswIndex allocates per
+vector (float32 vector + int8 walk copy + layer-0 links + label; the rest -- upper layers, hash
+maps, locks -- is the RSS difference).
+
+Prints a table and writes benchmarks/results/bench_face_index.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pathlib
+import time
+
+import numpy as np
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+
+
+def face_like(n: int, dim: int, per_identity: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unit vectors float32[n, dim] in identity order, identity uint64[n]); module docstring."""
+    rng = np.random.default_rng(seed)
+    n_ids = -(-n // per_identity)
+    mean = rng.standard_normal(dim).astype(np.float32)
+    mean /= np.linalg.norm(mean)
+    x = np.empty((n, dim), np.float32)
+    ident = np.repeat(np.arange(n_ids, dtype=np.uint64), per_identity)[:n]
+    chunk = 50_000
+    for lo in range(0, n_ids, chunk):
+        hi = min(n_ids, lo + chunk)
+        c = rng.standard_normal((hi - lo, dim)).astype(np.float32)
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        c = 0.78 * c + 0.62 * mean  # strangers ~0.9 apart in L2
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        rows = np.repeat(c, per_identity, axis=0)
+        noise = rng.standard_normal(rows.shape).astype(np.float32) * np.float32(0.28 / np.sqrt(dim))
+        v = rows + noise  # same person ~0.4 apart
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        a, b = lo * per_identity, min(n, hi * per_identity)
+        x[a:b] = v[: b - a]
+    return x, ident
+
+
+def exact_knn(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the k nearest rows by L2 (unit vectors: the largest inner products)."""
+    best_s = np.full((len(q), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(q), 0), np.int64)
+    for lo in range(0, len(x), 200_000):
+        s = q @ x[lo : lo + 200_000].T
+        top = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, :k]
+        best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], 1)
+        best_i = np.concatenate([best_i, top + lo], 1)
+        keep = np.argsort(-best_s, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
+    return best_i
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth)) / truth.size
+
+
+def per_query(search, q: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(ids found, p50 ms, p99 ms): one query per call."""
+    search(q[:20])  # warm
+    found, times = [], []
+    for row in q:
+        t = time.perf_counter()
+        ids = search(row[None])
+        times.append(time.perf_counter() - t)
+        found.append(np.asarray(ids).reshape(-1))
+    ms = 1000 * np.asarray(times)
+    return np.stack(found), float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def build_ours(nat, x, ident, M, efc, threads, per_identity):
+    idx = nat.HnswIndex(x.shape[1], "l2", max_elements=len(x), M=M, ef_construction=efc)
+    ids = np.arange(len(x), dtype=np.uint64)
+    step = per_identity * 1000  # a batch of identities per add call
+    for lo in range(0, len(x), step):
+        idx.add(ids[lo : lo + step], x[lo : lo + step], groups=ident[lo : lo + step], threads=threads)
+    return idx
+
+
+def memory(n: int, dim: int, M: int, efc: int, threads: int, per_identity: int) -> dict:
+    """Run in a fresh process (`_memory_in_child`): the heap the data's temporaries freed is handed
+    back to the system first (malloc_trim), so the index's allocations show as RSS growth."""
+    import ctypes
+
+    from frameseek import _native as nat
+
+    x, ident = face_like(n, dim, per_identity, seed=3)
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = rss_bytes()
+    idx = build_ours(nat, x, ident, M, efc, threads, per_identity)
+    grown = rss_bytes() - before
+    # hnswlib's layer 0 per element: links (2M ids + a count) + the float32 vector + the label;
+    # frameseek's int8 walk copy: codes + scale + squared norm, rounded up to whole 64-byte lines
+    level0 = (2 * M + 1) * 4 + 4 * dim + 8
+    copy = (dim + 8 + 63) // 64 * 64
+    del idx
+    return {
+        "dim": dim,
+        "n": n,
+        "rss_bytes_per_vector": grown / n,
+        "float32_vector_bytes": 4 * dim,
+        "layer0_bytes_per_vector": level0,
+        "int8_copy_bytes_per_vector": copy,
+        "arithmetic_bytes_per_vector": level0 + copy,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--nq", type=int, default=500)
+    ap.add_argument("--per-identity", type=int, default=8, help="faces per identity")
+    ap.add_argument("--k", type=int, nargs="+", default=[10, 320])
+    ap.add_argument("--efs", type=int, nargs="+", default=[16, 32, 64, 128, 320, 512])
+    ap.add_argument("--memory-n", type=int, default=200_000, help="vectors per dimension for the memory rows")
+    ap.add_argument("--skip-hnswlib", action="store_true")
+    ap.add_argument("--out", type=pathlib.Path, default=RESULTS / "bench_face_index.json")
+    a = ap.parse_args(argv)
+
+    import hnswlib
+
+    from frameseek import _native as nat
+    from frameseek.config import load_settings
+
+    cfg = load_settings().index
+    M, efc = cfg.m, cfg.ef_construction
+    threads = os.cpu_count() or 1
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        mem = [pool.apply(memory, (a.memory_n, d, M, efc, threads, a.per_identity)) for d in (128, 512)]
+
+    dim = 128
+    x, ident = face_like(a.n + a.nq, dim, a.per_identity, seed=0)
+    rng = np.random.default_rng(1)
+    held = np.sort(rng.choice(len(x), a.nq, replace=False))  # new faces of indexed identities
+    keep = np.setdiff1d(np.arange(len(x)), held)
+    q, x, ident = x[held], x[keep], ident[keep]
+    kmax = max(a.k)
+    truth = exact_knn(x, q, kmax)
+    print(
+        f"data: {len(x):,} synthetic face-like 128-d unit vectors, {int(ident.max()) + 1:,} identities; "
+        f"{a.nq} held-out queries; M={M} ef_construction={efc} build threads={threads}",
+        flush=True,
+    )
+
+    builds, rows = {}, []
+    t = time.perf_counter()
+    ours = build_ours(nat, x, ident, M, efc, threads, a.per_identity)
+    builds["frameseek"] = time.perf_counter() - t
+    print(f"built frameseek in {builds['frameseek']:.0f} s", flush=True)
+    for k in a.k:
+        for ef in a.efs:
+            if ef < k and k > 10:
+                continue
+            ours.ef = ef
+            found, p50, p99 = per_query(lambda v, k=k: ours.search(v, k, threads=1)[0], q)
+            rows.append(
+                {
+                    "library": "frameseek",
+                    "k": k,
+                    "ef": ef,
+                    "recall": recall(found, truth[:, :k]),
+                    "p50_ms": p50,
+                    "p99_ms": p99,
+                }
+            )
+            print(rows[-1], flush=True)
+    ours = None  # free it before hnswlib builds
+    gc.collect()
+    if not a.skip_hnswlib:
+        t = time.perf_counter()
+        h = hnswlib.Index(space="l2", dim=dim)
+        h.init_index(max_elements=len(x), M=M, ef_construction=efc)
+        h.add_items(x, np.arange(len(x)), num_threads=threads)
+        builds["hnswlib"] = time.perf_counter() - t
+        print(f"built hnswlib in {builds['hnswlib']:.0f} s", flush=True)
+        for k in a.k:
+            for ef in a.efs:
+                if ef < k:
+                    continue
+                h.set_ef(ef)
+                found, p50, p99 = per_query(lambda v, k=k: h.knn_query(v, k, num_threads=1)[0], q)
+                rows.append(
+                    {
+                        "library": "hnswlib",
+                        "k": k,
+                        "ef": ef,
+                        "recall": recall(found, truth[:, :k]),
+                        "p50_ms": p50,
+                        "p99_ms": p99,
+                    }
+                )
+                print(rows[-1], flush=True)
+
+    print(f"\n1 query per call, 1 thread, {len(x):,} vectors (recall@k against exact L2 search)")
+    print(f"{'library':<11}{'k':>5}{'ef':>6}{'recall':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for r in rows:
+        print(f"{r['library']:<11}{r['k']:>5}{r['ef']:>6}{r['recall']:>9.4f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}")
+    print(f"\nbytes per vector, frameseek HnswIndex (M={M}), {a.memory_n:,} vectors each")
+    print(f"{'dim':>5}{'RSS growth':>12}{'arithmetic':>12}  (float32 + layer-0 links/label + int8 copy)")
+    for m in mem:
+        print(
+            f"{m['dim']:>5}{m['rss_bytes_per_vector']:>12,.0f}{m['arithmetic_bytes_per_vector']:>12,}  "
+            f"({m['float32_vector_bytes']} + {m['layer0_bytes_per_vector'] - m['float32_vector_bytes']}"
+            f" + {m['int8_copy_bytes_per_vector']})"
+        )
+    ratio_rss = mem[0]["rss_bytes_per_vector"] / mem[1]["rss_bytes_per_vector"]
+    ratio_arith = mem[0]["arithmetic_bytes_per_vector"] / mem[1]["arithmetic_bytes_per_vector"]
+    print(f"128-d / 512-d: {ratio_rss:.3f} (RSS), {ratio_arith:.3f} (arithmetic)")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(
+        json.dumps(
+            {
+                "config": vars(a)
+                | {
+                    "out": str(a.out),
+                    "M": M,
+                    "ef_construction": efc,
+                    "threads": threads,
+                    "data": "synthetic face-like (clustered unit vectors)",
+                },
+                "build_s": builds,
+                "latency": rows,
+                "memory": mem,
+                "ratio_128_to_512": {"rss": ratio_rss, "arithmetic": ratio_arith},
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

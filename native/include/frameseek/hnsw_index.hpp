@@ -73,7 +73,8 @@ class HnswIndex {
   //   Int8 (default): per-vector symmetric int8 codes x ~ scale * code, code in [-127, 127],
   //     plus the scale and the exact squared norm (+round_up(dim + 8, 64) bytes per slot;
   //     distances from exact int32 code dot products).
-  // Changing it rebuilds the copy from every vector. An add whose vectors the copy cannot hold
+  // Changing it rebuilds the copy from every vector; save() stores it with the copy (format 3), so
+  // load() does not rebuild it. An add whose vectors the copy cannot hold
   // (fp16: |x| > 65504; int8: |x| > 1e17, where the squared norm would overflow) switches the
   // index to Float32 for good.
   enum class WalkPrecision { Float32 = 0, Float16 = 1, Int8 = 2 };
@@ -111,10 +112,12 @@ class HnswIndex {
   // query densely with one indexed video's frames (frameseek.matching.refine_alignment).
   void get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const;
 
-  // Atomic write (temp file + fsync + rename) of a versioned, checksummed file.
+  // Atomic write (temp file + fsync + rename) of a versioned, checksummed file (format 3: the
+  // graph, the id table and the walk copy; see hnsw_index.cpp).
   void save(const std::string& path) const;
-  // Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted or
-  // foreign file.
+  // Reads formats 1-3 straight into place (no temp file; pieces read and checksummed on every
+  // core). Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted
+  // or foreign file.
   static std::unique_ptr<HnswIndex> load(const std::string& path);
 
   struct Meta {
@@ -135,7 +138,7 @@ class HnswIndex {
   void grow_for(std::size_t n_new);                              // caller holds mutex_ exclusively
   void resize_slots(std::size_t cap);                            // caller holds mutex_ exclusively
   // After the graph holds id. vec: the vector just added, written to the walk copy; nullptr
-  // when the copy already holds it (load: fill_copy wrote every slot).
+  // when the copy already holds it (load: read from the file, or fill_copy wrote every slot).
   void publish_slot(std::uint64_t id, const Meta& m, const float* vec);
   std::size_t copy_stride() const;                      // bytes per slot of the walk copy (0: Float32)
   void resize_copy(std::size_t cap);                    // caller holds mutex_ exclusively

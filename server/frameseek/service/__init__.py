@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from .. import metrics
+from .. import _native, metrics
 from ..config import Settings
 from ..storage import AlreadyExists, NotFound, Storage, Unavailable
 from .audio import AudioHit, AudioSearchResult, Soundtracks
@@ -136,6 +136,7 @@ class FrameSeekService:
             seconds=round(time.perf_counter() - t0, 3),
             embedder=getattr(core.embedder, "name", None),
             embedder_error=core.embedder_error or None,
+            kernels=_native.kernel_simd_levels(),
         )
         if core.replica:  # snapshots and unfinished ingests belong to the primary
             return

@@ -228,6 +228,10 @@ void bind_hnsw(py::module_& m) {
             x.save(path);
           },
           "path"_a, "Write a versioned, CRC-32-checked file atomically (temp file + fsync + rename).")
+      .def("collapse_huge_pages", &HnswIndex::collapse_huge_pages, kNoGil,
+           "Move the walk's memory onto 2 MiB pages now (load reads into 4 KiB pages, so that a "
+           "restart does not wait for the kernel to compact memory); searches and adds go on "
+           "meanwhile. Returns the bytes collapsed (0 where the kernel cannot: Linux < 6.1).")
       .def_static(
           "load",
           [](const std::string& path) {

@@ -703,7 +703,7 @@ void HnswIndex::grow_for(std::size_t n_new) {
   resize_slots(want);
 }
 
-void HnswIndex::resize_slots(std::size_t cap) {
+void HnswIndex::resize_slots(std::size_t cap, bool huge_now) {
   if (cap == slots_cap_) return;
   std::unique_ptr<SlotMeta[]> fresh(new SlotMeta[cap]);
   const std::size_t keep = std::min(cap, slots_cap_);
@@ -712,7 +712,7 @@ void HnswIndex::resize_slots(std::size_t cap) {
     fresh[i].live.store(slots_[i].live.load(std::memory_order_relaxed), std::memory_order_relaxed);
   }
   slots_ = std::move(fresh);
-  resize_copy(cap);
+  resize_copy(cap, huge_now);
   slots_cap_ = cap;
 }
 
@@ -731,7 +731,7 @@ std::size_t HnswIndex::copy_stride() const {
   }
 }
 
-void HnswIndex::resize_copy(std::size_t cap) {
+void HnswIndex::resize_copy(std::size_t cap, bool huge_now) {
   const std::size_t stride = copy_stride();
   if (stride == 0) {
     copy_.reset();
@@ -741,7 +741,7 @@ void HnswIndex::resize_copy(std::size_t cap) {
   const std::size_t bytes = std::max<std::size_t>(cap, 1) * stride;
   std::unique_ptr<std::uint8_t[], AlignedDelete> fresh(
       static_cast<std::uint8_t*>(::operator new[](bytes, std::align_val_t{kCopyAlign})));
-  advise_huge_pages(fresh.get(), bytes);  // before the first touch: faults in as huge pages
+  if (huge_now) advise_huge_pages(fresh.get(), bytes);  // before the first touch: faults in as huge pages
   if (copy_) std::memcpy(fresh.get(), copy_.get(), std::min(cap, copy_cap_) * stride);
   copy_ = std::move(fresh);
   copy_cap_ = cap;
@@ -1280,8 +1280,8 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
   const std::size_t block = cap * gr.size_data_per_element_;
   void* level0 = nullptr;
   if (::posix_memalign(&level0, kHugePage, std::max<std::size_t>(block, 1)) != 0) throw std::bad_alloc();
-  gr.data_level0_memory_ = static_cast<char*>(level0);  // free()d by hnswlib, as its malloc'ed block
-  advise_huge_pages(level0, block);                     // before the first touch (the read below)
+  // free()d by hnswlib, as its malloc'ed block; read into 4 KiB pages (see collapse_huge_pages)
+  gr.data_level0_memory_ = static_cast<char*>(level0);
   gr.linkLists_ = static_cast<char**>(std::calloc(std::max<std::size_t>(cap, 1), sizeof(void*)));
   if (!gr.linkLists_) throw std::bad_alloc();
   gr.element_levels_ = std::vector<int>(cap);
@@ -1289,7 +1289,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
   std::vector<std::mutex>(Graph::MAX_LABEL_OPERATION_LOCKS).swap(gr.label_op_locks_);
   gr.visited_list_pool_ = std::make_unique<hnswlib::VisitedListPool>(1, cap);
   idx->hnsw_ = std::move(graph);
-  idx->resize_slots(cap);  // and the walk copy's block, read into below (format 3)
+  idx->resize_slots(cap, /*huge_now=*/false);  // and the walk copy's block, read into below (format 3)
 
   Crc32 crc;
   crc.update(reinterpret_cast<const char*>(&h) + sizeof kMagic, sizeof h - sizeof kMagic);
@@ -1367,7 +1367,40 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
   }
   idx->ef_ = h.ef;
   gr.setEf(h.ef);
+  // later faults and khugepaged may use huge pages here; collapse_huge_pages does it now
+  advise_huge_pages(gr.data_level0_memory_, level0_bytes(gr));
+  if (idx->copy_) advise_huge_pages(idx->copy_.get(), idx->copy_cap_ * idx->copy_stride());
   return idx;
+}
+
+std::size_t HnswIndex::collapse_huge_pages() {
+#if defined(__linux__)
+  constexpr int kCollapse = 25;  // MADV_COLLAPSE (Linux 6.1), absent from older headers
+  constexpr std::size_t kChunk = std::size_t{32} << 20;
+  std::size_t collapsed = 0;
+  for (std::size_t at = 0;; at += kChunk) {
+    std::shared_lock<std::shared_mutex> lock(mutex_);  // resize (exclusive) may move the blocks between chunks
+    const std::pair<char*, std::size_t> blocks[] = {
+        {hnsw_->data_level0_memory_, level0_bytes(*hnsw_)},
+        {reinterpret_cast<char*>(copy_.get()), copy_ ? copy_cap_ * copy_stride() : 0}};
+    bool more = false;
+    for (const auto& [p, bytes] : blocks) {
+      if (!p || at >= bytes) continue;
+      more = true;
+      const auto lo = (reinterpret_cast<std::uintptr_t>(p) + at + kHugePage - 1) / kHugePage * kHugePage;
+      const auto hi = (reinterpret_cast<std::uintptr_t>(p) + std::min(bytes, at + kChunk)) / kHugePage * kHugePage;
+      if (hi <= lo) continue;
+      if (::madvise(reinterpret_cast<void*>(lo), hi - lo, kCollapse) == 0)
+        collapsed += hi - lo;
+      else if (errno == EINVAL || errno == ENOSYS)
+        return collapsed;  // this kernel cannot collapse on request (or THP is off)
+      // EAGAIN / ENOMEM: no huge page free for some of it now; khugepaged may do it later
+    }
+    if (!more) return collapsed;
+  }
+#else
+  return 0;
+#endif
 }
 
 }  // namespace frameseek

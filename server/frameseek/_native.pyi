@@ -136,6 +136,8 @@ class HnswIndex:
     def get_vectors(self, ids: _IntArrayLike) -> _F32:
         """Stored vectors float32[n, dim] of these ids, as added; ValueError on an absent id."""
     def save(self, path: str) -> None: ...
+    def collapse_huge_pages(self) -> int:
+        """Move the walk's memory onto 2 MiB pages now (load reads into 4 KiB pages); bytes collapsed."""
     @staticmethod
     def load(path: str) -> HnswIndex: ...
 

@@ -119,6 +119,13 @@ class HnswIndex {
   // core). Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted
   // or foreign file.
   static std::unique_ptr<HnswIndex> load(const std::string& path);
+  // load() reads into 4 KiB pages: asking for 2 MiB pages while reading made the kernel compact
+  // memory first (THP defrag = madvise), which tripled the CPU of a restart on a fragmented host.
+  // This moves the layer-0 block and the walk copy onto huge pages afterwards (MADV_COLLAPSE,
+  // Linux >= 6.1), 32 MiB at a time under the shared lock, so searches and adds go on meanwhile;
+  // meant for a low-priority thread once the server serves. Returns the bytes collapsed (0 where
+  // the kernel cannot: the walk then stays on 4 KiB pages until khugepaged collapses them).
+  std::size_t collapse_huge_pages();
 
   struct Meta {
     std::uint64_t group;
@@ -136,13 +143,14 @@ class HnswIndex {
  private:
   HnswIndex(std::size_t dim, Metric metric, HnswParams params);  // for load(): no graph yet
   void grow_for(std::size_t n_new);                              // caller holds mutex_ exclusively
-  void resize_slots(std::size_t cap);                            // caller holds mutex_ exclusively
+  // caller holds mutex_ exclusively; huge_now false: no huge-page advice yet (load: see above)
+  void resize_slots(std::size_t cap, bool huge_now = true);
   // After the graph holds id. vec: the vector just added, written to the walk copy; nullptr
   // when the copy already holds it (load: read from the file, or fill_copy wrote every slot).
   void publish_slot(std::uint64_t id, const Meta& m, const float* vec);
-  std::size_t copy_stride() const;                      // bytes per slot of the walk copy (0: Float32)
-  void resize_copy(std::size_t cap);                    // caller holds mutex_ exclusively
-  bool write_copy(std::size_t slot, const float* vec);  // the slot's walk copy; false: out of range
+  std::size_t copy_stride() const;                          // bytes per slot of the walk copy (0: Float32)
+  void resize_copy(std::size_t cap, bool huge_now = true);  // caller holds mutex_ exclusively
+  bool write_copy(std::size_t slot, const float* vec);      // the slot's walk copy; false: out of range
   void fill_copy();  // every occupied slot (set_walk_precision, load); may fall back to Float32
   bool copy_holds(const float* vectors, std::size_t n) const;      // see set_walk_precision
   void relink_if_unreachable(std::uint64_t id, const float* vec);  // see hnsw_index.cpp

@@ -19,7 +19,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # clang-format: the C++ style check of `make lint` (native/.clang-format).
 APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev \
-	libgrpc++-dev chromium postgresql clang-format \
+	libgrpc++-dev chromium postgresql clang-format zlib1g-dev \
 	libchromaprint1 libchromaprint-dev libchromaprint-tools espeak-ng fluidsynth fluid-soundfont-gm
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f -not -path 'native/fuzz/*' 2>/dev/null)

@@ -98,12 +98,20 @@ void bind_distance(py::module_& m) {
         out["pair"] = simd_level_name(simd_level());
         out["block"] = simd_level_name(simd_level());
         out["scan_one"] = simd_level_name(stream_simd_level());
+        out["scan_one_rule"] = stream_choice().why;
         return out;
       },
       "SIMD path per kernel use: 'pair' (one vector pair: HNSW), 'block' (many queries x "
       "many vectors: batched flat search) and 'scan_one' (one query streamed over all rows: "
-      "single-query flat search). scan_one is avx2 when avx512 is selected: that scan is "
-      "memory-bound and AVX2 streams at read speed (see native/include/frameseek/distance.hpp).");
+      "single-query flat search), with 'scan_one_rule': why scan_one is what it is. Under "
+      "avx512 the memory-bound scan_one is avx512 on Intel CPUs and avx2 on others (see "
+      "native/include/frameseek/distance.hpp).");
+  m.def(
+      "_scan_simd_level_for",
+      [](const std::string& selected, const std::string& vendor) {
+        return simd_level_name(stream_choice_for(parse_simd_level(selected), vendor).level);
+      },
+      "selected"_a, "cpu_vendor"_a, "The scan_one rule alone (tests).");
   m.def(
       "compiled_simd_levels",
       [] {

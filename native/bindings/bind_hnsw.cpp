@@ -95,7 +95,8 @@ void bind_hnsw(py::module_& m) {
           "What the walks read: 'int8' (default: per-vector int8 codes, +round_up(dim + 8, 64) "
           "bytes per slot), 'float16' (+dim*2 bytes) or 'float32' (no copy). Results are "
           "re-ranked on the float32 vectors, so returned distances are exact whatever it is. "
-          "Reads 'float32' after an add whose values the copy cannot hold.")
+          "Reads 'float32' after an add whose values the copy cannot hold. Saved with the index "
+          "(the copy itself too, so that load does not rebuild it).")
       .def_property_readonly("capacity", py::cpp_function(&HnswIndex::capacity, kNoGil),
                              "Allocated slots (live + removed awaiting reuse + free).")
       .def_property_readonly("deleted_slots", py::cpp_function(&HnswIndex::deleted_slots, kNoGil),
@@ -222,6 +223,10 @@ void bind_hnsw(py::module_& m) {
             x.save(path);
           },
           "path"_a, "Write a versioned, CRC-32-checked file atomically (temp file + fsync + rename).")
+      .def("collapse_huge_pages", &HnswIndex::collapse_huge_pages, kNoGil,
+           "Move the walk's memory onto 2 MiB pages now (load reads into 4 KiB pages, so that a "
+           "restart does not wait for the kernel to compact memory); searches and adds go on "
+           "meanwhile. Returns the bytes collapsed (0 where the kernel cannot: Linux < 6.1).")
       .def_static(
           "load",
           [](const std::string& path) {
@@ -229,8 +234,8 @@ void bind_hnsw(py::module_& m) {
             return HnswIndex::load(path);
           },
           "path"_a,
-          "Read a file written by save(). ValueError on a missing, truncated, corrupted or "
-          "foreign file.");
+          "Read a file written by save() (format 3, or formats 1-2 of earlier builds, whose walk "
+          "copy is rebuilt). ValueError on a missing, truncated, corrupted or foreign file.");
 }
 
 }  // namespace frameseek::bindings

@@ -3,6 +3,7 @@
 # Included by native/CMakeLists.txt (the Python module) and native/fuzz/CMakeLists.txt (fuzz targets
 # and the sanitizer self-test), so both build the same sources with the same per-file SIMD flags.
 include(${CMAKE_CURRENT_LIST_DIR}/hnswlib.cmake)
+find_package(ZLIB REQUIRED)  # the snapshots' CRC-32 (zlib's fast crc32 and crc32_combine)
 get_filename_component(_fs_native "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
 set(_fs_src "${_fs_native}/src")
 
@@ -36,7 +37,7 @@ endif()
 
 add_library(frameseek_core STATIC ${FRAMESEEK_CORE_SOURCES})
 target_include_directories(frameseek_core PUBLIC ${_fs_native}/include)
-target_link_libraries(frameseek_core PUBLIC hnswlib_headers Threads::Threads)
+target_link_libraries(frameseek_core PUBLIC hnswlib_headers Threads::Threads ZLIB::ZLIB)
 target_compile_options(frameseek_core PRIVATE -O3 -Wall -Wextra -fno-math-errno)
 target_compile_definitions(frameseek_core PUBLIC
   $<$<BOOL:${FRAMESEEK_HAVE_X86}>:FRAMESEEK_HAVE_X86=1>

@@ -6,7 +6,7 @@
 // Input: one flag byte, then the file. The snapshot ends in a CRC-32 of everything after the
 // magic, so almost every mutation is refused by the checksum alone; with flag bit 0 set the
 // harness re-seals the mutated file with a correct CRC first, so the fuzzer also reaches the
-// header checks and hnswlib's graph reader behind them (a file damaged before it was checksummed,
+// header checks and the graph reader behind them (a file damaged before it was checksummed,
 // or written by something else). The header's capacity is clamped to 4096 slots in that mode:
 // capacity is a reservation the file's size cannot bound (a legitimate index may reserve far more
 // than it holds), so a large one is a deliberate allocation, not a parser bug; load checks it

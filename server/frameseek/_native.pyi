@@ -24,7 +24,11 @@ NO_ID: int
 def simd_level() -> str: ...
 def kernel_simd_levels() -> dict[str, str]:
     """SIMD path per kernel use: 'pair' (HNSW), 'block' (batched flat search), 'scan_one'
-    (single-query flat scan; avx2 when avx512 is selected, as that scan is memory-bound)."""
+    (single-query flat scan: under avx512, avx512 on Intel CPUs and avx2 on others), and
+    'scan_one_rule' (why scan_one is what it is)."""
+
+def _scan_simd_level_for(selected: str, cpu_vendor: str) -> str:
+    """Test hook: the scan_one rule alone."""
 
 def compiled_simd_levels() -> list[str]: ...
 def supported_simd_levels() -> list[str]: ...
@@ -134,6 +138,8 @@ class HnswIndex:
     def get_vectors(self, ids: _IntArrayLike) -> _F32:
         """Stored vectors float32[n, dim] of these ids, as added; ValueError on an absent id."""
     def save(self, path: str) -> None: ...
+    def collapse_huge_pages(self) -> int:
+        """Move the walk's memory onto 2 MiB pages now (load reads into 4 KiB pages); bytes collapsed."""
     @staticmethod
     def load(path: str) -> HnswIndex: ...
 

@@ -659,8 +659,7 @@ def test_walk_copy_follows_adds_removes_and_reloads(data, tmp_path, precision):
     index.add(gone, x[:n][groups[:n] == groups[0]])  # revived ids, their old slots
     index.save(str(tmp_path / "i.hnsw"))
     again = N.HnswIndex.load(str(tmp_path / "i.hnsw"))
-    assert again.walk_precision == "int8"  # a runtime setting: a loaded index starts at the default
-    again.walk_precision = precision
+    assert again.walk_precision == precision  # saved with the index, the copy too (format 3)
     np.testing.assert_array_equal(again.search(qq, K)[0], index.search(qq, K)[0])
 
 
@@ -703,8 +702,9 @@ def _thp_mode() -> str | None:
 def test_large_index_memory_is_backed_by_huge_pages(tmp_path):
     """The walk's big arrays ask for transparent huge pages (madvise): on a THP 'madvise' system
     (Debian's default) they would otherwise stay on 4 KiB pages, a TLB miss per visited node.
-    Checked on a built and on a loaded index (the loader moves hnswlib's block), in a fresh
-    process so that no freed huge pages of other tests are reused."""
+    Checked on a built index and on a loaded one once collapse_huge_pages ran (load reads into
+    4 KiB pages: a restart does not wait for the kernel to compact memory), in a fresh process so
+    that no freed huge pages of other tests are reused."""
     script = textwrap.dedent(f"""
         import pathlib
         import numpy as np
@@ -723,7 +723,14 @@ def test_large_index_memory_is_backed_by_huge_pages(tmp_path):
         built = huge_kb()
         index.save({str(tmp_path / "i.hnsw")!r})
         again = N.HnswIndex.load({str(tmp_path / "i.hnsw")!r})
-        print(built - before, huge_kb() - built, len(again))
+        loaded = huge_kb()
+        q = x[:50]
+        want = again.search(q, 10)
+        collapsed = again.collapse_huge_pages()
+        assert collapsed >= 8 << 20, collapsed
+        got = again.search(q, 10)  # the same memory, on other pages
+        assert (got[0] == want[0]).all() and (got[1] == want[1]).all()
+        print(built - before, huge_kb() - loaded, len(again))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     grew_built, grew_loaded, n = map(int, out.split())
@@ -732,33 +739,39 @@ def test_large_index_memory_is_backed_by_huge_pages(tmp_path):
     assert grew_loaded >= 8192
 
 
-def _as_format_version_1(path: pathlib.Path) -> None:
-    """Rewrite a saved index in format version 1, whose id table held a u32 tag per vector
-    (8-byte magic | u32 version, dim, metric, reserved | u64 M, ef_construction, ef, seed,
-    capacity, n_live, graph_bytes | graph | n_live x (u64 id, u64 group[, u32 tag]) | u32 CRC-32
-    of everything after the magic)."""
+def _as_old_format(path: pathlib.Path, version: int) -> None:
+    """Rewrite a saved (format 3) index in format 1 or 2: 8-byte magic | u32 version, dim, metric,
+    reserved | u64 M, ef_construction, ef, seed, capacity, n_live, graph_bytes | graph | n_live x
+    (u64 id, u64 group[, u32 tag: version 1]) | u32 CRC-32 of everything after the magic. Neither
+    holds format 3's walk copy section (after the rows)."""
     import struct
     import zlib
 
     data = path.read_bytes()
     head = 8 + 16 + 56
+    assert struct.unpack_from("<I", data, 8)[0] == 3
     n_live, graph_bytes = struct.unpack_from("<QQ", data, head - 16)
     rows = np.frombuffer(data, dtype="<u8", count=2 * n_live, offset=head + graph_bytes).reshape(n_live, 2)
-    v1_rows = b"".join(struct.pack("<QQI", int(i), int(g), 7) for i, g in rows)
-    body = data[8:12].replace(struct.pack("<I", 2), struct.pack("<I", 1)) + data[12 : head + graph_bytes] + v1_rows
+    if version == 1:
+        old_rows = b"".join(struct.pack("<QQI", int(i), int(g), 7) for i, g in rows)
+    else:
+        old_rows = rows.astype("<u8").tobytes()
+    body = struct.pack("<I", version) + data[12 : head + graph_bytes] + old_rows
     path.write_bytes(data[:8] + body + struct.pack("<I", zlib.crc32(body)))
 
 
-def test_an_index_saved_by_format_version_1_still_loads(built, data, tmp_path):
-    """Version 1 stored a per-vector tag that nothing used; version 2 drops it. Snapshots written
-    by earlier servers must keep loading, with the same answers and the same groups."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_index_saved_by_format_version_1_or_2_still_loads(built, data, tmp_path, version):
+    """Version 1 stored a per-vector tag that nothing used; version 2 dropped it; version 3 added
+    the walk copy. Snapshots written by earlier servers must keep loading, with the same answers
+    and the same groups (their walk copy rebuilt)."""
     index, _ = built
     x, ids, groups, q = data
-    path = tmp_path / "v1.fsh"
+    path = tmp_path / "old.fsh"
     index.save(str(path))
-    _as_format_version_1(path)
+    _as_old_format(path, version)
     old = N.HnswIndex.load(str(path))
-    assert len(old) == len(index)
+    assert len(old) == len(index) and old.walk_precision == "int8"
     np.testing.assert_array_equal(old.search(q[:20], K, ef=64)[0], index.search(q[:20], K, ef=64)[0])
     np.testing.assert_array_equal(old.search_groups(q[:20], K)[0], index.search_groups(q[:20], K)[0])
     path.write_bytes(path.read_bytes()[:-1] + b"\0")  # the CRC still guards the old layout

@@ -74,3 +74,37 @@ def test_an_undamaged_resealed_snapshot_still_loads(tmp_path):
     data = saved(tmp_path)
     index = load(tmp_path, reseal(data))
     assert len(index) == 20 and index.capacity == 32
+
+
+def _walk_section_at(data: bytearray) -> int:
+    """Format 3's walk copy section: after the header, the graph and the n_live x 16-byte id table."""
+    n_live, graph_bytes = struct.unpack_from("<QQ", data, 64)
+    return GRAPH_AT + graph_bytes + 16 * n_live
+
+
+@pytest.mark.parametrize(
+    "damage,why",
+    [
+        ("precision", "walk copy section holds impossible values"),
+        ("stride", "walk copy section does not match the header"),
+        ("short_copy", "does not match its header"),
+        ("link_size", "link lists are truncated or corrupted"),
+    ],
+)
+def test_a_damaged_format_3_section_is_refused(tmp_path, damage, why):
+    data = saved(tmp_path)
+    assert struct.unpack_from("<I", data, 8)[0] == 3
+    walk = _walk_section_at(data)
+    assert struct.unpack_from("<IIQ", data, walk) == (2, 0, 64)  # int8, round_up(4 + 8, 64) bytes a slot
+    if damage == "precision":
+        struct.pack_into("<I", data, walk, 7)
+    elif damage == "stride":
+        struct.pack_into("<Q", data, walk + 8, 32)
+    elif damage == "short_copy":
+        del data[-4 - 64 : -4]  # one slot's copy missing
+    elif damage == "link_size":
+        used = struct.unpack_from("<Q", data, GRAPH_AT + 16)[0]
+        record = struct.unpack_from("<Q", data, GRAPH_AT + 24)[0]
+        struct.pack_into("<I", data, GRAPH_AT + HNSWLIB_HEADER + used * record, 3)  # element 0's lists: 3 bytes
+    with pytest.raises(ValueError, match=why):
+        load(tmp_path, reseal(data))

@@ -210,14 +210,36 @@ def test_float16_conversion_matches_numpy_exactly():
 # --------------------------------------------------------------------------- per-kernel dispatch
 
 
+def _cpu_vendor() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":")[1].strip() for line in f if line.startswith("vendor_id")), "")
+
+
 def test_kernel_simd_levels_reports_each_use():
     levels = _native.kernel_simd_levels()
-    assert set(levels) == {"pair", "block", "scan_one"}
+    assert set(levels) == {"pair", "block", "scan_one", "scan_one_rule"}
     assert levels["pair"] == levels["block"] == _native.simd_level()
-    # The memory-bound single-query scan runs on AVX2 when AVX-512 is selected (it streams at
-    # read speed there); every other level scans with its own kernel.
-    expected = "avx2" if _native.simd_level() == "avx512" else _native.simd_level()
-    assert levels["scan_one"] == expected
+    # The memory-bound single-query scan: under AVX-512, the AVX-512 stream on Intel and the AVX2
+    # one elsewhere; every other level scans with its own kernel. The report names the rule.
+    if "FRAMESEEK_SCAN_SIMD" in os.environ:
+        assert levels["scan_one_rule"] == "FRAMESEEK_SCAN_SIMD"
+    elif _native.simd_level() == "avx512":
+        vendor = _cpu_vendor()
+        assert levels["scan_one"] == ("avx512" if vendor == "GenuineIntel" else "avx2")
+        assert levels["scan_one_rule"].startswith(
+            vendor + ": the " + ("AVX-512" if vendor == "GenuineIntel" else "AVX2")
+        )
+    else:
+        assert levels["scan_one"] == _native.simd_level()
+        assert levels["scan_one_rule"] == "the selected level"
+
+
+def test_the_scan_rule_by_cpu_vendor():
+    assert _native._scan_simd_level_for("avx512", "GenuineIntel") == "avx512"
+    assert _native._scan_simd_level_for("avx512", "AuthenticAMD") == "avx2"
+    assert _native._scan_simd_level_for("avx512", "") == "avx2"  # unknown: the stream measured on Zen 4
+    assert _native._scan_simd_level_for("avx2", "GenuineIntel") == "avx2"
+    assert _native._scan_simd_level_for("scalar", "AuthenticAMD") == "scalar"
 
 
 _SCAN_CODE = (
@@ -242,6 +264,21 @@ def test_forced_scan_level_single_query_matches_float64(level):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["levels"]["scan_one"] == level
+    assert res["ids"] == res["ref"]
+    assert res["err"] < 1e-5
+
+
+@pytest.mark.parametrize("scan", [lv for lv in ("avx2", "avx512") if lv in LEVELS])
+def test_either_scan_stream_under_the_default_level_matches_float64(scan):
+    """Both streams the rule picks between, forced under the default (highest) level: the exact
+    top-10 of a float64 numpy reference either way."""
+    env = {k: v for k, v in os.environ.items() if k != "FRAMESEEK_SIMD"}
+    env["FRAMESEEK_SCAN_SIMD"] = scan
+    out = subprocess.run([sys.executable, "-c", _SCAN_CODE], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["levels"]["scan_one"] == scan and res["levels"]["scan_one_rule"] == "FRAMESEEK_SCAN_SIMD"
+    assert res["levels"]["pair"] == LEVELS[-1]
     assert res["ids"] == res["ref"]
     assert res["err"] < 1e-5
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import shutil
 import socket
 import time
 import urllib.request
@@ -28,7 +29,7 @@ from frameseek.service.core import Core
 from frameseek.service.recall import MAX_EF, EfTuner, RecallMonitor, exact_top_videos, wilson
 from frameseek.service.search import Search
 from frameseek.service.types import SearchOptions
-from frameseek.storage import EmbeddedStorage, VideoRecord
+from frameseek.storage import TUNED_EF, EmbeddedStorage, VideoRecord
 
 from .helpers import ServerProcess, needs_index
 
@@ -91,7 +92,7 @@ class Searching:
         self.search = Search(self.core, Collections(self.core), Videos(self.core, Collections(self.core)))
         self.clock, self.cpu = FakeClock(), FakeClock()
         self.search.recall = self.monitor = RecallMonitor(
-            self.search.directory, self.settings, clock=self.clock, cpu_clock=self.cpu
+            self.search.directory, self.settings, self.core.storage, clock=self.clock, cpu_clock=self.cpu
         )
         self.core.storage.open()
         self.search.follow_storage()
@@ -123,6 +124,14 @@ def library(tmp_path_factory):
     d = tmp_path_factory.mktemp("recall") / "data"
     vectors, video_ids = _fill(d)
     return d, vectors, video_ids
+
+
+@pytest.fixture
+def own_library(library, tmp_path):
+    """A copy of the library for a test that tunes: the tuned breadth is stored in its catalog."""
+    data_dir, vectors, video_ids = library
+    shutil.copytree(data_dir, tmp_path / "data")
+    return tmp_path / "data", vectors, video_ids
 
 
 @needs_index
@@ -159,8 +168,8 @@ def _drive(lib: Searching, queries: np.ndarray, rounds: int, per_round: int = 32
 
 
 @needs_index
-def test_the_tuner_raises_ef_until_measured_recall_meets_the_target(library):
-    data_dir, vectors, video_ids = library
+def test_the_tuner_raises_ef_until_measured_recall_meets_the_target(own_library):
+    data_dir, vectors, video_ids = own_library
     lib = Searching(data_dir, sample_every=1, batch=32, cpu_share=1.0, burst_cpu_s=10.0)
     try:
         held_out = video_like_queries(vectors, 1000, seed=21)
@@ -192,8 +201,8 @@ def test_the_tuner_raises_ef_until_measured_recall_meets_the_target(library):
 
 
 @needs_index
-def test_an_explicit_ef_wins_over_the_tuned_breadth(library):
-    data_dir, vectors, video_ids = library
+def test_an_explicit_ef_wins_over_the_tuned_breadth(own_library):
+    data_dir, vectors, video_ids = own_library
     lib = Searching(data_dir, sample_every=1, batch=32, cpu_share=1.0, burst_cpu_s=10.0)
     try:
         probe = video_like_queries(vectors, 300, seed=31)
@@ -214,6 +223,51 @@ def test_an_explicit_ef_wins_over_the_tuned_breadth(library):
         assert [s[3] for s in taken] == [FLOOR + 3]
     finally:
         lib.close()
+
+
+@needs_index
+def test_the_tuned_breadth_survives_a_restart(own_library):
+    """The breadth tuned before a restart is the one in use after it (the storage reopened from
+    disk), and a request's own ef still wins."""
+    data_dir, vectors, _ = own_library
+    lib = Searching(data_dir, sample_every=1, batch=32, cpu_share=1.0, burst_cpu_s=10.0)
+    try:
+        _drive(
+            lib,
+            video_like_queries(vectors, 6000, seed=52),
+            rounds=100,
+            until=lambda: lib.monitor.ef_in_use(lib.rec) >= 21,
+        )
+        tuned = lib.monitor.ef_in_use(lib.rec)
+        assert tuned >= 21
+    finally:
+        lib.close()  # without a snapshot: the catalog write alone must keep it
+    lib = Searching(data_dir, sample_every=1)
+    try:
+        assert lib.monitor.ef_in_use(lib.rec) == tuned
+        assert lib.search.directory.search_ef(lib.rec.id) == tuned  # what the native search walks at
+        assert lib.monitor.stats(lib.rec.id)["search_ef"] == tuned
+        lib.search.directory.take_sampled_searches(lib.rec.id)
+        probe = video_like_queries(vectors, 2, seed=53)
+        lib.query(probe[0])
+        lib.query(probe[1], ef=FLOOR)
+        taken, _ = lib.search.directory.take_sampled_searches(lib.rec.id)
+        assert [s[3] for s in taken] == [tuned, FLOOR]
+    finally:
+        lib.close()
+
+
+def test_a_breadth_stored_under_other_settings_is_not_restored():
+    stored = {"ef": 200, "floor": FLOOR, "target": TARGET}
+
+    class Rec:
+        index = {"ef_search": FLOOR, "target_recall": TARGET, TUNED_EF: stored}
+
+    assert RecallMonitor._stored_ef(Rec, FLOOR, TARGET) == 200
+    assert RecallMonitor._stored_ef(Rec, FLOOR + 1, TARGET) is None  # another floor: start from it
+    assert RecallMonitor._stored_ef(Rec, FLOOR, 0.99) is None
+    assert EfTuner(FLOOR, TARGET, RecallConfig(), start=10**9).ef == MAX_EF
+    assert EfTuner(FLOOR, TARGET, RecallConfig(), start=1).ef == FLOOR
 
 
 @needs_index

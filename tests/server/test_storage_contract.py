@@ -13,6 +13,7 @@ import pytest
 from frameseek import _native
 from frameseek.ids import NO_ID, split_sample_ids
 from frameseek.storage import (
+    TUNED_EF,
     AlreadyExists,
     EmbeddedStorage,
     FailedPrecondition,
@@ -293,6 +294,19 @@ def test_acknowledged_survives_a_restart(backend):
     after = st.search(c.id, lib[2][:2], 5)
     np.testing.assert_array_equal(before[0], after[0])
     assert [v.id for v in st.list_videos(VideoQuery(collection_id=c.id), None, 10)[0]] == vids[::-1]
+
+
+def test_the_tuned_breadth_is_kept_with_the_collection(backend):
+    st = backend.open()
+    c = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX)
+    tuned = {"ef": 300, "floor": INDEX["ef_search"], "target": 0.95}
+    st.save_tuned_ef(c.id, tuned)
+    st.close()
+    backend.opened.remove(st)
+    st = backend.open()
+    assert st.get_collection("c").index == {**INDEX, TUNED_EF: tuned}  # the settings as created, plus it
+    with pytest.raises(NotFound):
+        st.save_tuned_ef(c.id + 1000, tuned)
 
 
 def test_modality_extras(backend):

@@ -56,12 +56,20 @@ const Kernels& kernels_for(SimdLevel level);
 
 SimdLevel simd_level();
 // Table for the one-query-against-many-rows scan (FlatIndex with a single query). That scan is
-// bound by memory bandwidth, not arithmetic: AVX2 already issues loads faster than DRAM delivers,
-// so 512-bit registers cannot make it faster, while their wider horizontal sum per row and (on
-// Zen 4) double-pumped 512-bit ops measured 1.14x the pure-read time against AVX2's 1.00x. So
-// when the selected level is AVX-512 this is the AVX2 table; otherwise it is kernels().
-// FRAMESEEK_SIMD caps it like every other table; FRAMESEEK_SCAN_SIMD=<level> (at most the
-// selected level) overrides it for A/B runs and tests.
+// bound by memory bandwidth, not arithmetic, and which stream keeps up with DRAM depends on the
+// core: on AMD Zen 4 (512-bit ops double-pumped) the AVX-512 stream took 1.14x the pure-read time
+// against AVX2's 1.00x, while on Intel Sapphire Rapids the AVX-512 stream reached 1.03x single-
+// thread BLAS sgemv against AVX2's 0.89x. So when the selected level is AVX-512 the rule is by
+// CPU vendor (stream_choice_for): GenuineIntel scans with AVX-512, every other vendor with AVX2;
+// below AVX-512 it is kernels(). FRAMESEEK_SIMD caps it like every other table;
+// FRAMESEEK_SCAN_SIMD=<level> (at most the selected level) overrides it for A/B runs and tests.
+struct StreamChoice {
+  SimdLevel level;
+  std::string why;  // for reports: the rule that chose it
+};
+StreamChoice stream_choice_for(SimdLevel selected, const std::string& cpu_vendor);  // the rule alone
+const StreamChoice& stream_choice();  // this process's (the rule, or FRAMESEEK_SCAN_SIMD)
+std::string cpu_vendor();             // CPUID's vendor string ("GenuineIntel", "AuthenticAMD"); "" off x86
 const Kernels& stream_kernels();
 SimdLevel stream_simd_level();
 std::string simd_level_name(SimdLevel level);

@@ -73,7 +73,8 @@ class HnswIndex {
   //   Int8 (default): per-vector symmetric int8 codes x ~ scale * code, code in [-127, 127],
   //     plus the scale and the exact squared norm (+round_up(dim + 8, 64) bytes per slot;
   //     distances from exact int32 code dot products).
-  // Changing it rebuilds the copy from every vector. An add whose vectors the copy cannot hold
+  // Changing it rebuilds the copy from every vector; save() stores it with the copy (format 3), so
+  // load() does not rebuild it. An add whose vectors the copy cannot hold
   // (fp16: |x| > 65504; int8: |x| > 1e17, where the squared norm would overflow) switches the
   // index to Float32 for good.
   enum class WalkPrecision { Float32 = 0, Float16 = 1, Int8 = 2 };
@@ -111,11 +112,20 @@ class HnswIndex {
   // query densely with one indexed video's frames (frameseek.matching.refine_alignment).
   void get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const;
 
-  // Atomic write (temp file + fsync + rename) of a versioned, checksummed file.
+  // Atomic write (temp file + fsync + rename) of a versioned, checksummed file (format 3: the
+  // graph, the id table and the walk copy; see hnsw_index.cpp).
   void save(const std::string& path) const;
-  // Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted or
-  // foreign file.
+  // Reads formats 1-3 straight into place (no temp file; pieces read and checksummed on every
+  // core). Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted
+  // or foreign file.
   static std::unique_ptr<HnswIndex> load(const std::string& path);
+  // load() reads into 4 KiB pages: asking for 2 MiB pages while reading made the kernel compact
+  // memory first (THP defrag = madvise), which tripled the CPU of a restart on a fragmented host.
+  // This moves the layer-0 block and the walk copy onto huge pages afterwards (MADV_COLLAPSE,
+  // Linux >= 6.1), 32 MiB at a time under the shared lock, so searches and adds go on meanwhile;
+  // meant for a low-priority thread once the server serves. Returns the bytes collapsed (0 where
+  // the kernel cannot: the walk then stays on 4 KiB pages until khugepaged collapses them).
+  std::size_t collapse_huge_pages();
 
   struct Meta {
     std::uint64_t group;
@@ -133,13 +143,14 @@ class HnswIndex {
  private:
   HnswIndex(std::size_t dim, Metric metric, HnswParams params);  // for load(): no graph yet
   void grow_for(std::size_t n_new);                              // caller holds mutex_ exclusively
-  void resize_slots(std::size_t cap);                            // caller holds mutex_ exclusively
+  // caller holds mutex_ exclusively; huge_now false: no huge-page advice yet (load: see above)
+  void resize_slots(std::size_t cap, bool huge_now = true);
   // After the graph holds id. vec: the vector just added, written to the walk copy; nullptr
-  // when the copy already holds it (load: fill_copy wrote every slot).
+  // when the copy already holds it (load: read from the file, or fill_copy wrote every slot).
   void publish_slot(std::uint64_t id, const Meta& m, const float* vec);
-  std::size_t copy_stride() const;                      // bytes per slot of the walk copy (0: Float32)
-  void resize_copy(std::size_t cap);                    // caller holds mutex_ exclusively
-  bool write_copy(std::size_t slot, const float* vec);  // the slot's walk copy; false: out of range
+  std::size_t copy_stride() const;                          // bytes per slot of the walk copy (0: Float32)
+  void resize_copy(std::size_t cap, bool huge_now = true);  // caller holds mutex_ exclusively
+  bool write_copy(std::size_t slot, const float* vec);      // the slot's walk copy; false: out of range
   void fill_copy();  // every occupied slot (set_walk_precision, load); may fall back to Float32
   bool copy_holds(const float* vectors, std::size_t n) const;      // see set_walk_precision
   void relink_if_unreachable(std::uint64_t id, const float* vec);  // see hnsw_index.cpp

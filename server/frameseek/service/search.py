@@ -42,7 +42,7 @@ class Search:
         # this module, so this one only holds it)
         self.soundtracks: Any = None
         # samples the directory's searches, measures their recall and tunes its ef (recall.py)
-        self.recall = RecallMonitor(self.directory, core.settings)
+        self.recall = RecallMonitor(self.directory, core.settings, core.storage)
 
     async def groups_filter(self, rec: CollectionRecord, opts: SearchOptions) -> tuple[np.ndarray | None, set[int]]:
         groups = None

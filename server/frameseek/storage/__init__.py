@@ -1,6 +1,7 @@
 """Durable storage of collections, videos, samples and vectors (see base.Storage for the interface)."""
 
 from .base import (
+    TUNED_EF,
     Aborted,
     AlreadyExists,
     CollectionRecord,
@@ -21,6 +22,7 @@ from .base import (
 from .embedded import EmbeddedStorage
 
 __all__ = [
+    "TUNED_EF",
     "Aborted",
     "AlreadyExists",
     "CollectionRecord",

@@ -149,6 +149,11 @@ class JobState(enum.StrEnum):
         return self in (JobState.SUCCEEDED, JobState.FAILED)
 
 
+#: CollectionRecord.index key of the search breadth the recall monitor tuned (service/recall.py):
+#: {"ef": breadth, "floor": ef_search, "target": target recall} (the settings it was tuned under)
+TUNED_EF = "tuned_ef"
+
+
 @dataclasses.dataclass(frozen=True)
 class CollectionRecord:
     id: int
@@ -157,7 +162,9 @@ class CollectionRecord:
     dimension: int
     metric: str  # "ip" | "l2" (native metric names)
     sampling: dict
-    index: dict  # {"m", "ef_construction", "ef_search"}
+    # {"m", "ef_construction", "ef_search", "target_recall"} as created, and TUNED_EF once the recall
+    # monitor tuned the breadth (Storage.save_tuned_ef)
+    index: dict
     description: str = ""
     create_time: float = 0.0
     is_default: bool = False
@@ -268,6 +275,10 @@ class Storage(Protocol):
     def list_collections(self, after: str, limit: int) -> list[CollectionRecord]: ...
     def delete_collection(self, name: str, force: bool) -> None: ...
     def collection_counts(self, collection_id: int) -> tuple[int, int, float]: ...  # videos, samples, seconds
+    def save_tuned_ef(self, collection_id: int, tuned: dict) -> None:
+        """Store the recall monitor's tuned breadth as index[TUNED_EF], durably (a restart starts
+        from it); NotFound when the collection is gone."""
+        ...
 
     # videos
     def add_video(

@@ -240,6 +240,15 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
             raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
         return _collection(rows[0])
 
+    def set_index_setting(self, collection_id: int, key: str, value) -> None:
+        """Set one key of the collection's index settings (a JSON object), durably."""
+        with self._tx() as db:
+            row = db.execute("SELECT index_settings FROM collections WHERE id=?", (collection_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
+            index = {**json.loads(row[0]), key: value}
+            db.execute("UPDATE collections SET index_settings=? WHERE id=?", (json.dumps(index), collection_id))
+
     def list_collections(self, after: str = "", limit: int = 1000) -> list[CollectionRecord]:
         return [
             _collection(r)

@@ -36,6 +36,7 @@ import structlog
 from .. import metrics
 from ..ids import sample_ids
 from .base import (
+    TUNED_EF,
     CollectionRecord,
     FailedPrecondition,
     JobRecord,
@@ -260,6 +261,9 @@ class EmbeddedStorage:
 
     def collection_by_id(self, collection_id: int) -> CollectionRecord:
         return self.catalog.collection_by_id(collection_id)
+
+    def save_tuned_ef(self, collection_id: int, tuned: dict) -> None:
+        self.catalog.set_index_setting(collection_id, TUNED_EF, tuned)
 
     def list_collections(self, after: str, limit: int) -> list[CollectionRecord]:
         return self.catalog.list_collections(after, limit)

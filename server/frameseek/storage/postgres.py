@@ -271,6 +271,15 @@ class PostgresCatalog(PostgresPeople):
             raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
         return _collection(rows[0])
 
+    def set_index_setting(self, collection_id: int, key: str, value) -> None:
+        """Set one key of the collection's index settings (a JSONB object)."""
+        rows = self._rows(
+            "UPDATE collections SET index_settings = index_settings || %s WHERE id=%s RETURNING id",
+            (Jsonb({key: value}), collection_id),
+        )
+        if not rows:
+            raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
+
     def list_collections(self, after: str = "", limit: int = 1000) -> list[CollectionRecord]:
         sql = f"SELECT {_COLL_COLS} FROM collections WHERE name > %s ORDER BY name LIMIT %s"
         return [_collection(r) for r in self._rows(sql, (after, limit))]

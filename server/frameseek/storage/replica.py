@@ -218,3 +218,6 @@ class ReplicaStorage(EmbeddedStorage):
         return self.catalog.video_extra(video_id, modality)
 
     create_job = update_job = _read_only
+
+    def save_tuned_ef(self, collection_id: int, tuned: dict) -> None:
+        return None  # the primary's catalog: a replica keeps its own tuning in memory

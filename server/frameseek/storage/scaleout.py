@@ -39,6 +39,7 @@ import structlog
 
 from ..ids import NO_ID, SAMPLE_BITS
 from .base import (
+    TUNED_EF,
     Aborted,
     CollectionRecord,
     FailedPrecondition,
@@ -239,6 +240,9 @@ class ScaleOutStorage:
 
     def get_collection(self, name: str) -> CollectionRecord:
         return self._publish(self.catalog.get_collection(name))
+
+    def save_tuned_ef(self, collection_id: int, tuned: dict) -> None:
+        self.catalog.set_index_setting(collection_id, TUNED_EF, tuned)
 
     def collection_by_id(self, collection_id: int) -> CollectionRecord:
         try:

@@ -1,0 +1,318 @@
+"""Restart time of the embedded server: where `HnswIndex.load` and storage recovery spend it, and
+process start -> SERVING, with what the first searches cost while the index is cold.
+
+    python -m benchmarks.load.bench_restart                  # 200k x 512-d, M 16
+    python -m benchmarks.load.bench_restart --n 300000 --repeat 3
+
+1. Fills a data directory with N synthetic video-like 512-d vectors (bench_search's ingest profile)
+   through the storage layer in batched commits (Storage.add_videos), one snapshot at the end.
+   The graph is built with a small ef_construction (default 40) to keep the fill short: a restart
+   reads the graph's bytes, whose size depends on M and N, not on ef_construction. Reused by later
+   runs (benchmarks/results/restart-data-N).
+2. In this process, with the snapshot in the page cache (a restarted process, not a rebooted
+   machine): the pieces of a load - reading the file, its checksum, `HnswIndex.load` whole, the
+   walk copy's rebuild - and the storage's whole recovery (`EmbeddedStorage.open`).
+3. `frameseek serve` on the data dir, `--repeat` times: process start -> health SERVING, then the
+   latency of the first SearchByVector calls (k 10) against the same queries asked again.
+Prints a table and writes benchmarks/results/restart.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import struct
+import sys
+import time
+import zlib
+
+import numpy as np
+
+from .bench_search import COLLECTION, RESULTS, Server, _bulk_load, sample_queries, topics_for, video_vectors
+
+
+def fill(data_dir: pathlib.Path, n: int, dim: int, m: int, ef_construction: int, batch: int = 200) -> dict:
+    from frameseek.storage import EmbeddedStorage, NewVideo, VideoRecord
+
+    st = EmbeddedStorage(str(data_dir), snapshot_every=10**12)
+    st.open()
+    try:
+        c = st.get_collection(COLLECTION)
+        if st.collection_counts(c.id)[1] >= n:
+            videos = st.collection_counts(c.id)[0]
+            st.close(snapshot=False)
+            return {"videos": videos, "fill_s": 0.0, "reused": True}
+        raise SystemExit(f"{data_dir} holds a partial fill: remove it")
+    except SystemExit:
+        raise
+    except Exception:
+        c = st.create_collection(
+            COLLECTION,
+            model="sscd_distilled",
+            dimension=dim,
+            metric="ip",
+            sampling={"fps": 1.0},
+            index={"m": m, "ef_construction": ef_construction, "ef_search": 64},
+        )
+    t0, done, vid_i = time.perf_counter(), 0, 0
+    with _bulk_load(st):
+        while done < n:
+            pending = []
+            while done < n and len(pending) < batch:
+                ts, v = video_vectors(vid_i, dim, "ingest", 100, topics_for(n))
+                take = min(len(ts), n - done)
+                rec = VideoRecord(
+                    id=0,
+                    collection_id=c.id,
+                    kind="video",
+                    duration=float(ts[take - 1]) + 1.0,
+                    width=640,
+                    height=360,
+                    sample_count=take,
+                    size_bytes=0,
+                    content_sha256=f"synthetic-{vid_i}",
+                    external_key=f"synthetic-{vid_i}",
+                )
+                pending.append(NewVideo(rec, ts[:take], v[:take]))
+                done, vid_i = done + take, vid_i + 1
+            st.add_videos(c.id, pending)
+            print(f"  fill {done}/{n} ({done / (time.perf_counter() - t0):.0f} vectors/s)", flush=True)
+    fill_s = time.perf_counter() - t0
+    st.close(snapshot=True)
+    return {"videos": vid_i, "fill_s": round(fill_s, 1), "reused": False}
+
+
+def _best(fn, repeat: int) -> tuple[float, float]:
+    """(wall s, CPU s of this process, all threads) of the fastest of `repeat` calls."""
+    runs = []
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        runs.append((time.perf_counter() - t0, time.process_time() - c0))
+    return min(runs)
+
+
+def snapshot_format(path: str) -> int:
+    with open(path, "rb") as f:
+        return struct.unpack("<8sI", f.read(12))[1]
+
+
+def as_format_2(path: str, out: str) -> None:
+    """The same snapshot in format 2, as earlier servers wrote it: format 3 without its walk copy
+    section (native/src/hnsw_index.cpp), CRC-32 recomputed; streamed, so memory stays flat."""
+    head = 8 + 16 + 56
+    with open(path, "rb") as f:
+        h = bytearray(f.read(head))
+        n_live, graph_bytes = struct.unpack_from("<QQ", h, head - 16)
+        struct.pack_into("<I", h, 8, 2)
+        crc = zlib.crc32(h[8:])
+        with open(out, "wb") as o:
+            o.write(h)
+            left = graph_bytes + 16 * n_live
+            while left:
+                chunk = f.read(min(left, 1 << 22))
+                crc = zlib.crc32(chunk, crc)
+                o.write(chunk)
+                left -= len(chunk)
+            o.write(struct.pack("<I", crc))
+
+
+BASELINE_LOAD = """
+import sys, time
+from frameseek import _native
+runs = []
+for _ in range(int(sys.argv[2])):
+    t0, c0 = time.perf_counter(), time.process_time()
+    _native.HnswIndex.load(sys.argv[1])
+    runs.append((time.perf_counter() - t0, time.process_time() - c0))
+print(*min(runs))
+"""
+
+
+def in_process(data_dir: pathlib.Path, repeat: int, baseline_python: str) -> dict:
+    """The pieces of a load, best of `repeat`, page cache warm."""
+    from frameseek import _native
+    from frameseek.storage import EmbeddedStorage
+
+    snapshots = []  # the benchmark's collection: the largest snapshot (the server adds an empty "default")
+    for d in (data_dir / "collections").iterdir():
+        if (d / "snapshot.json").exists():
+            index = d / json.loads((d / "snapshot.json").read_text())["index"]
+            snapshots.append((os.path.getsize(index), str(index)))
+    path = max(snapshots)[1]
+    if snapshot_format(path) < 3:  # filled by an earlier build: what its next snapshot writes
+        _native.HnswIndex.load(path).save(path)
+    v2 = str(data_dir.parent / "format2.hnsw")
+    as_format_2(path, v2)
+    size = os.path.getsize(path)
+
+    def read_file():
+        with open(path, "rb", buffering=0) as f:
+            buf = bytearray(size)
+            f.readinto(buf)
+
+    def crc_file():
+        crc = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                crc = zlib.crc32(chunk, crc)
+
+    read_file()  # into the page cache
+    out: dict = {"index_file_mb": round(size / 2**20, 1), "format2_file_mb": round(os.path.getsize(v2) / 2**20, 1)}
+    out["read_file"] = _best(read_file, repeat)
+    out["zlib_crc32"] = _best(crc_file, repeat)
+    out["load_format3"] = _best(lambda: _native.HnswIndex.load(path), repeat)
+    out["load_format2"] = _best(lambda: _native.HnswIndex.load(v2), repeat)
+    if baseline_python:
+        import subprocess
+
+        r = subprocess.run(
+            [baseline_python, "-c", BASELINE_LOAD, v2, str(repeat)], capture_output=True, text=True, check=True
+        )
+        out["load_format2_baseline_build"] = tuple(float(x) for x in r.stdout.split())
+    idx = _native.HnswIndex.load(path)
+    out["vectors"] = len(idx)
+
+    def rebuild_copy(idx=idx):
+        idx.walk_precision = "float32"
+        idx.walk_precision = "int8"
+
+    out["walk_copy_rebuild"] = _best(rebuild_copy, repeat)
+    idx = rebuild_copy = None  # free the index before the storage opens another
+    os.remove(v2)
+
+    def storage_open():
+        st = EmbeddedStorage(str(data_dir))
+        st.open()
+        st.close(snapshot=False)
+
+    out["storage_open"] = _best(storage_open, repeat)
+    return {k: tuple(round(x, 3) for x in v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def first_queries(address: str, queries: np.ndarray) -> dict:
+    """Latency of each SearchByVector on a just-started server, then of the same queries again."""
+    import grpc
+
+    from frameseek.v1 import frameseek_pb2 as pb
+    from frameseek.v1 import frameseek_pb2_grpc as pb_grpc
+
+    reqs = [
+        pb.SearchByVectorRequest(parent=f"collections/{COLLECTION}", vector=q.tolist(), options=pb.SearchOptions(k=10))
+        for q in queries
+    ]
+    passes = []
+    with grpc.insecure_channel(address) as ch:
+        stub = pb_grpc.FrameSeekStub(ch)
+        for _ in range(2):
+            lat = []
+            for r in reqs:
+                t0 = time.perf_counter()
+                stub.SearchByVector(r, timeout=60)
+                lat.append((time.perf_counter() - t0) * 1e3)
+            passes.append(np.array(lat))
+    cold, warm = passes
+    return {
+        "first_ms": round(float(cold[0]), 2),
+        "first_10_mean_ms": round(float(cold[:10].mean()), 2),
+        "first_100_mean_ms": round(float(cold[:100].mean()), 2),
+        "cold_pass_mean_ms": round(float(cold.mean()), 2),
+        "warm_pass_mean_ms": round(float(warm.mean()), 2),
+        "cold_pass_p99_ms": round(float(np.percentile(cold, 99)), 2),
+        "warm_pass_p99_ms": round(float(np.percentile(warm, 99)), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--m", type=int, default=16, help="HNSW M (the load benchmark's)")
+    ap.add_argument("--ef-construction", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--data-dir", default="")
+    ap.add_argument(
+        "--baseline-python",
+        default="",
+        help="a Python whose frameseek._native is the baseline build (its load timed too)",
+    )
+    ap.add_argument("--out", default="restart.json", help="file name under benchmarks/results/")
+    ns = ap.parse_args(argv)
+    data_dir = pathlib.Path(ns.data_dir) if ns.data_dir else RESULTS / f"restart-data-{ns.n}" / "data"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    filled = fill(data_dir, ns.n, ns.dim, ns.m, ns.ef_construction)
+    print(f"fill: {filled}", flush=True)
+    pieces = in_process(data_dir, ns.repeat, ns.baseline_python)
+    print(f"in process: {pieces}", flush=True)
+
+    env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_LOG_LEVEL": "warning"}
+    queries = sample_queries(ns.queries, filled["videos"], ns.n, ns.dim)
+    empty = data_dir.parent / "empty"  # the fixed cost: a server on a data dir without vectors
+    serves, empty_serves = [], []
+    for _ in range(ns.repeat):
+        srv = Server(empty, env)
+        empty_serves.append(round(srv.start(), 3))
+        srv.stop()
+        srv = Server(data_dir, env)
+        restart_s = srv.start()
+        try:
+            serves.append({"restart_s": round(restart_s, 3), **first_queries(srv.address, queries)})
+        finally:
+            srv.stop()
+        print(f"serve: {serves[-1]} (empty data dir: {empty_serves[-1]} s)", flush=True)
+
+    per_1m = 1e6 / pieces["vectors"]
+    labels = {
+        "read_file": "read the file (page cache, Python)",
+        "zlib_crc32": "zlib.crc32 of the file (Python, one core)",
+        "load_format3": "HnswIndex.load, format 3",
+        "load_format2": "HnswIndex.load, format 2 (walk copy rebuilt)",
+        "load_format2_baseline_build": "HnswIndex.load, format 2, baseline build",
+        "walk_copy_rebuild": "int8 walk copy rebuilt alone",
+        "storage_open": "EmbeddedStorage.open (catalog checks + load + video map)",
+    }
+    print(
+        f"\n{pieces['vectors']} x {ns.dim}-d, M {ns.m}, format 3 file {pieces['index_file_mb']} MB "
+        f"(format 2: {pieces['format2_file_mb']} MB), {os.cpu_count()} cores, best of {ns.repeat}, page cache warm; "
+        "per 1M = linear extrapolation\n"
+    )
+    print("| step | wall s | CPU s | wall s per 1M | CPU s per 1M |\n|---|---:|---:|---:|---:|")
+    for key, label in labels.items():
+        if key in pieces:
+            w, c = pieces[key]
+            print(f"| {label} | {w:.3f} | {c:.3f} | {w * per_1m:.2f} | {c * per_1m:.2f} |")
+    best = min(serves, key=lambda s: s["restart_s"])
+    fixed = min(empty_serves)
+    print(
+        f"\nprocess start -> SERVING: {best['restart_s']:.3f} s with the index, {fixed:.3f} s on an empty data dir "
+        f"(the difference, {best['restart_s'] - fixed:.3f} s, is {(best['restart_s'] - fixed) * per_1m:.2f} s per 1M)\n"
+    )
+    print("| first searches after SERVING | " + " | ".join(best) + " |")
+    print("|---|" + "---:|" * len(best))
+    for s in serves:
+        print("| run | " + " | ".join(str(v) for v in s.values()) + " |")
+    out = {
+        "n": pieces["vectors"],
+        "dim": ns.dim,
+        "m": ns.m,
+        "ef_construction": ns.ef_construction,
+        "fill": filled,
+        "in_process": pieces,
+        "serve": serves,
+        "serve_empty_data_dir_s": empty_serves,
+        "cores": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / ns.out).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

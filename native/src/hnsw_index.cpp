@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <unordered_set>
@@ -274,11 +275,26 @@ class SlotFilter {
   bool use_bits_ = false;
 };
 
-// Greedy descent through the upper layers; returns the layer-0 entry point and its distance.
-std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, const WalkQuery& q) {
-  hnswlib::tableint cur = g.enterpoint_node_;
+// The graph's entry point and the level to descend from, or nullopt while it has none. Walks run
+// concurrently with hnswlib's addPoint, which publishes the first element (cur_element_count 1)
+// before it sets the entry point, and a new top level (maxlevel_) apart from its node: a walk
+// that read the count alone dereferenced node 2^32-1, and one that paired a new maxlevel_ with
+// the old entry point would read a level that node does not have. So the entry point is read
+// once, atomically, and the descent starts at the lower of maxlevel_ and its own level.
+std::optional<std::pair<hnswlib::tableint, int>> entry_point(const Graph& g) {
+  const hnswlib::tableint ep = __atomic_load_n(&g.enterpoint_node_, __ATOMIC_ACQUIRE);
+  if (ep == static_cast<hnswlib::tableint>(-1) || ep >= g.max_elements_) return std::nullopt;
+  const int top = __atomic_load_n(&g.maxlevel_, __ATOMIC_ACQUIRE);
+  return std::make_pair(ep, std::min(top, g.element_levels_[ep]));
+}
+
+// Greedy descent through the upper layers from entry point ep at level top; returns the layer-0
+// entry point and its distance.
+std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, const WalkQuery& q,
+                                            hnswlib::tableint ep, int top) {
+  hnswlib::tableint cur = ep;
   float cur_d = dist(q, cur);
-  for (int level = g.maxlevel_; level > 0; --level) {
+  for (int level = top; level > 0; --level) {
     bool changed = true;
     while (changed) {
       changed = false;
@@ -444,8 +460,9 @@ template <class Collector>
 void search_layer0(const Graph& g, const DistFn& dist, const WalkQuery& q, Collector& coll, Scratch& sc) {
   using hnswlib::tableint;
   sc.cand.clear();
-  if (g.cur_element_count == 0) return;
-  auto [ep, ep_d] = descend(g, dist, q);
+  const auto entry = entry_point(g);
+  if (!entry) return;
+  auto [ep, ep_d] = descend(g, dist, q, entry->first, entry->second);
   hnswlib::VisitedList* vl = g.visited_list_pool_->getFreeVisitedList();
   hnswlib::vl_type* visited = vl->mass;
   const hnswlib::vl_type mark = vl->curV;

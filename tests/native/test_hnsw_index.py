@@ -777,3 +777,34 @@ def test_an_index_saved_by_format_version_1_or_2_still_loads(built, data, tmp_pa
     path.write_bytes(path.read_bytes()[:-1] + b"\0")  # the CRC still guards the old layout
     with pytest.raises(ValueError, match="checksum|corrupt"):
         N.HnswIndex.load(str(path))
+
+
+def test_searches_during_the_first_insertion_into_an_empty_index():
+    """hnswlib's addPoint counts its first element before it sets the entry point; a search in
+    between walked from node 2^32-1 and crashed the process (every run of this script segfaulted
+    before the fix; the live index's linker made the window common). Run in a child process, so a
+    crash fails the test instead of the suite."""
+    script = textwrap.dedent("""
+        import threading
+        import numpy as np
+        from frameseek import _native as N
+        rng = np.random.default_rng(0)
+        q = rng.standard_normal((1, 64)).astype(np.float32)
+        for _ in range(1500):
+            index = N.HnswIndex(64, "ip", max_elements=1024)
+            stop = threading.Event()
+            def spin():
+                while not stop.is_set():
+                    ids, _ = index.search(q, 1)
+                    assert ids[0, 0] in (1, N.NO_ID)
+            threads = [threading.Thread(target=spin) for _ in range(2)]
+            for t in threads:
+                t.start()
+            index.add(np.array([1], np.uint64), rng.standard_normal((1, 64)).astype(np.float32))
+            stop.set()
+            for t in threads:
+                t.join()
+        print("done")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "done", (run.returncode, run.stderr[-2000:])

@@ -11,14 +11,16 @@ several faces (centre + noise, ~0.4 apart within an identity, dlib's same-person
 norm. Queries are new faces of identities in the index (held out). Ground truth: exact L2 search.
 
 Both indexes are built with what a faces collection uses (settings `index`: M, ef_construction;
-metric L2) on all cores, in identity order (a video's faces arrive together). Search: one query
-per call on one thread (a SearchByFace asks with one face at a time), timed per query with
-perf_counter; each ef is reported with its recall@k. k = 10 is the usual ANN figure; k = 320 is
-what SearchByFace asks the index for with its default k (10 videos x 32 faces per video).
+metric L2; frameseek's walks read the float32 vectors, `modality.faces.FACE_INDEX_WALK`) on all
+cores, in identity order (a video's faces arrive together). Search: one query per call on one
+thread (a SearchByFace asks with one face at a time), timed per query with perf_counter; each ef
+is reported with its recall@k. k = 10 is the usual ANN figure; k = 320 is what SearchByFace asks
+the index for with its default k (10 videos x 32 faces per video).
 
 Memory: resident-set growth (VmRSS) while the frameseek index of --memory-n vectors is built, per
-vector, at 128 and at 512 dimensions, beside the exact arithmetic of what HnswIndex allocates per
-vector (float32 vector + int8 walk copy + layer-0 links + label; the rest -- upper layers, hash
+vector: a faces index at 128 dimensions (float32 walk) and a frame index at 512 (its default int8
+walk copy), beside the exact arithmetic of what HnswIndex allocates per vector (float32 vector +
+layer-0 links + label + the int8 walk copy where there is one; the rest -- upper layers, hash
 maps, locks -- is the RSS difference).
 
 Prints a table and writes benchmarks/results/bench_face_index.json.
@@ -101,8 +103,9 @@ def per_query(search, q: np.ndarray) -> tuple[np.ndarray, float, float]:
     return np.stack(found), float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def build_ours(nat, x, ident, M, efc, threads, per_identity):
+def build_ours(nat, x, ident, M, efc, threads, per_identity, walk: str):
     idx = nat.HnswIndex(x.shape[1], "l2", max_elements=len(x), M=M, ef_construction=efc)
+    idx.walk_precision = walk
     ids = np.arange(len(x), dtype=np.uint64)
     step = per_identity * 1000  # a batch of identities per add call
     for lo in range(0, len(x), step):
@@ -110,7 +113,7 @@ def build_ours(nat, x, ident, M, efc, threads, per_identity):
     return idx
 
 
-def memory(n: int, dim: int, M: int, efc: int, threads: int, per_identity: int) -> dict:
+def memory(n: int, dim: int, M: int, efc: int, threads: int, per_identity: int, walk: str) -> dict:
     """Run in a fresh process (`_memory_in_child`): the heap the data's temporaries freed is handed
     back to the system first (malloc_trim), so the index's allocations show as RSS growth."""
     import ctypes
@@ -121,15 +124,16 @@ def memory(n: int, dim: int, M: int, efc: int, threads: int, per_identity: int) 
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     before = rss_bytes()
-    idx = build_ours(nat, x, ident, M, efc, threads, per_identity)
+    idx = build_ours(nat, x, ident, M, efc, threads, per_identity, walk)
     grown = rss_bytes() - before
     # hnswlib's layer 0 per element: links (2M ids + a count) + the float32 vector + the label;
     # frameseek's int8 walk copy: codes + scale + squared norm, rounded up to whole 64-byte lines
     level0 = (2 * M + 1) * 4 + 4 * dim + 8
-    copy = (dim + 8 + 63) // 64 * 64
+    copy = (dim + 8 + 63) // 64 * 64 if walk == "int8" else 0
     del idx
     return {
         "dim": dim,
+        "walk": walk,
         "n": n,
         "rss_bytes_per_vector": grown / n,
         "float32_vector_bytes": 4 * dim,
@@ -161,8 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     threads = os.cpu_count() or 1
     import multiprocessing
 
+    from frameseek.modality.faces import FACE_INDEX_WALK
+
+    # a faces index (128-d, its walk) against a frame index (512-d, the native default walk)
+    layouts = ((128, FACE_INDEX_WALK), (512, "int8"))
     with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        mem = [pool.apply(memory, (a.memory_n, d, M, efc, threads, a.per_identity)) for d in (128, 512)]
+        mem = [pool.apply(memory, (a.memory_n, d, M, efc, threads, a.per_identity, w)) for d, w in layouts]
 
     dim = 128
     x, ident = face_like(a.n + a.nq, dim, a.per_identity, seed=0)
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     builds, rows = {}, []
     t = time.perf_counter()
-    ours = build_ours(nat, x, ident, M, efc, threads, a.per_identity)
+    ours = build_ours(nat, x, ident, M, efc, threads, a.per_identity, FACE_INDEX_WALK)
     builds["frameseek"] = time.perf_counter() - t
     print(f"built frameseek in {builds['frameseek']:.0f} s", flush=True)
     for k in a.k:
@@ -232,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['library']:<11}{r['k']:>5}{r['ef']:>6}{r['recall']:>9.4f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}")
     print(f"\nbytes per vector, frameseek HnswIndex (M={M}), {a.memory_n:,} vectors each")
-    print(f"{'dim':>5}{'RSS growth':>12}{'arithmetic':>12}  (float32 + layer-0 links/label + int8 copy)")
+    print(f"{'dim':>5}{'walk':>8}{'RSS growth':>12}{'arithmetic':>12}  (float32 + layer-0 links/label + int8 copy)")
     for m in mem:
         print(
-            f"{m['dim']:>5}{m['rss_bytes_per_vector']:>12,.0f}{m['arithmetic_bytes_per_vector']:>12,}  "
+            f"{m['dim']:>5}{m['walk']:>8}{m['rss_bytes_per_vector']:>12,.0f}{m['arithmetic_bytes_per_vector']:>12,}  "
             f"({m['float32_vector_bytes']} + {m['layer0_bytes_per_vector'] - m['float32_vector_bytes']}"
             f" + {m['int8_copy_bytes_per_vector']})"
         )

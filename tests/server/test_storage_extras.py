@@ -99,6 +99,41 @@ def test_extras_survive_a_restart(tmp_path, how):
     st.close()
 
 
+def test_a_modality_index_walks_what_its_spec_says_and_keeps_it_across_restarts(tmp_path):
+    """A faces collection's index walks its float32 vectors (`FACE_INDEX_WALK`: no int8 copy, the
+    memory a 128-d vector can spare); the frame index keeps the native default. After a graceful
+    stop (snapshot) and after a crash (log replay into a new graph) the same holds, and a snapshot
+    from before the setting (written with the int8 walk) is brought to it at load."""
+    from frameseek.modality.faces import FACE_INDEX_WALK
+
+    rng = np.random.default_rng(4)
+    spec = {"faces": {"dimension": FACE_DIM, "metric": "l2", "walk_precision": FACE_INDEX_WALK}, "audio": {}}
+    st, cid = _new(tmp_path, spec)
+    a, fa = _add(st, cid, rng, "a")
+
+    def walks(st):
+        st.link_all()  # the vectors in the graphs, not only in the fresh segments
+        ci = st._colls[cid]
+        return ci.extras["faces"].index.walk_precision, ci.index.walk_precision
+
+    assert FACE_INDEX_WALK == "float32"
+    assert walks(st) == ("float32", "int8")
+    st.close()
+    st = _open(tmp_path)
+    assert walks(st) == ("float32", "int8") and _nearest_face(st, cid, fa[1])[:2] == (a, 1)
+    _crash(st)
+    st = _open(tmp_path)
+    assert walks(st) == ("float32", "int8") and _nearest_face(st, cid, fa[2])[:2] == (a, 2)
+    # a snapshot written before the setting: its graph walked int8
+    st._colls[cid].extras["faces"].index.walk_precision = "int8"
+    b, fb = _add(st, cid, rng, "b")
+    st.link_all()
+    st.close()
+    st = _open(tmp_path)
+    assert walks(st) == ("float32", "int8") and _nearest_face(st, cid, fb[0])[:2] == (b, 0)
+    st.close()
+
+
 def test_delete_removes_a_videos_extras_everywhere(tmp_path):
     rng = np.random.default_rng(3)
     st, cid = _new(tmp_path)

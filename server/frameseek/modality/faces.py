@@ -42,6 +42,12 @@ MATCH_DISTANCE = 0.45
 SCORE_SLOPE = 0.03
 #: A search's threshold when the request names none: the model's own same-person rule.
 DEFAULT_MIN_SCORE = 0.5
+#: What the faces index's walks read (HnswIndex.walk_precision): the float32 vectors themselves.
+#: The int8 copy that frame indexes walk costs a 128-d vector 192 more bytes (codes + scale + norm
+#: in whole 64-byte lines, 38 % of the vector) and saves only 320 of the 512 bytes a visit reads;
+#: without it a face vector takes 0.29 of a 512-d frame vector's memory instead of 0.36
+#: (benchmarks/faces/README.md, bench_face_index).
+FACE_INDEX_WALK = "float32"
 
 
 def score(distance: np.ndarray | float) -> np.ndarray:
@@ -107,6 +113,7 @@ class FaceModels:
             "dimension": DlibResNetEncoder.dim,
             "metric": DlibResNetEncoder.metric,
             "encoder": DlibResNetEncoder.name,
+            "walk_precision": FACE_INDEX_WALK,
         }
 
     def collector(self) -> FaceCollector:

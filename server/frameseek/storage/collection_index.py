@@ -75,6 +75,8 @@ class _CollectionIndex:
         self.dir = os.path.join(directory, modality) if modality else directory
         spec = rec.modalities[modality] if modality else {"dimension": rec.dimension, "metric": rec.metric}
         self.dimension, self.metric = int(spec["dimension"]), str(spec.get("metric", rec.metric))
+        # what the index's walks read, when the modality says (faces: float32); None = the native default
+        self.walk_precision: str | None = spec.get("walk_precision")
         self.name = f"{rec.name}/{modality}" if modality else rec.name
         self.lock = lock or threading.Lock()  # serialises writers (add/delete/snapshot); searches do not take it
         # held by a link step across its graph insert (which runs without `lock`, so commits go on)
@@ -128,9 +130,15 @@ class _CollectionIndex:
             kw["M"] = int(self.rec.index["m"])
         if self.rec.index.get("ef_construction"):
             kw["ef_construction"] = int(self.rec.index["ef_construction"])
-        idx = nat.HnswIndex(self.dimension, self.metric, max_elements=max(capacity, 1024), **kw)
+        return self._configure(nat.HnswIndex(self.dimension, self.metric, max_elements=max(capacity, 1024), **kw))
+
+    def _configure(self, idx):
+        """The collection's search settings on a new or loaded graph: its ef floor and, where the
+        modality sets one, what its walks read (a snapshot from before that setting loads as int8)."""
         if self.rec.index.get("ef_search"):
             idx.ef = int(self.rec.index["ef_search"])
+        if self.walk_precision and idx.walk_precision != self.walk_precision:
+            idx.walk_precision = self.walk_precision
         return idx
 
     def recover(self, active: dict[int, tuple[int, str]]) -> dict:
@@ -159,8 +167,7 @@ class _CollectionIndex:
                 metrics.STORAGE_DAMAGE.labels("snapshot").inc()
                 continue
             from_seq, self.good_snapshot = snapshots.replay_start(m), m
-            if self.rec.index.get("ef_search"):
-                self.index.ef = int(self.rec.index["ef_search"])
+            self._configure(self.index)
             break
         else:
             self.index = self._new_index()

@@ -126,3 +126,32 @@ def test_checksums_written_with_the_rows_match_them_as_stored_for_any_value_type
     assert st.recovery_problems() == []
     assert [v.state for v in st.list_videos(VideoQuery(collection_id=cid), None, 10)[0]] == ["active"] * 3
     st.close()
+
+
+def test_observers_hear_a_batch_commit_once(tmp_path):
+    """An observer with the batch form gets one videos_added call per commit, in commit order
+    (the search directory and the front end: one update per UpsertItems batch); one without it
+    still gets video_added per video."""
+
+    class Batched:
+        def __init__(self):
+            self.calls = []
+
+        def videos_added(self, entries):
+            self.calls.append([(v.id, v.content_sha256, len(ts)) for v, ts in entries])
+
+    class Single:
+        def __init__(self):
+            self.calls = []
+
+        def video_added(self, rec, timestamps):
+            self.calls.append(rec.id)
+
+    st, cid = _new(tmp_path)
+    batched, single = Batched(), Single()
+    st.add_observer(batched)
+    st.add_observer(single)
+    got = st.add_videos(cid, _batch(np.random.default_rng(5), 4, "o"))
+    assert batched.calls == [[(v.id, f"o{i}", 2) for i, v in enumerate(got)]]
+    assert single.calls == [v.id for v in got]
+    st.close()

@@ -356,9 +356,14 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
 
     def activate_many(self, video_ids: Sequence[int]) -> None:
         """The commit point of several videos at once (one transaction)."""
-        now = time.time()
+        now, ids = time.time(), [int(v) for v in video_ids]
         with self._tx() as db:
-            db.executemany("UPDATE videos SET state='active', create_time=? WHERE id=?", [(now, v) for v in video_ids])
+            for i in range(0, len(ids), 900):  # one statement per 900 (SQLite's bound-parameter limit is 999)
+                chunk = ids[i : i + 900]
+                db.execute(
+                    f"UPDATE videos SET state='active', create_time=? WHERE id IN ({','.join('?' * len(chunk))})",
+                    [now, *chunk],
+                )
 
     def drop_pending(self) -> list[int]:
         with self._tx() as db:

@@ -172,7 +172,7 @@ def main() -> None:
             srv.proc.wait()
         report["milvus_lite"] = milvus_rate(vecs, a.batch, tmp)
     print(
-        f"{'system':<24}{'vectors':>9}{'seconds':>9}{'vectors/s':>11}{'backlog':>9}{'linked s':>10}"
+        f"{'system':<34}{'vectors':>9}{'seconds':>9}{'vectors/s':>11}{'backlog':>9}{'linked s':>10}"
         f"{'recall now':>12}{'linked':>8}"
     )
     for k, r in report.items():
@@ -185,7 +185,7 @@ def main() -> None:
             extra += f"{r['recall_linked']:>8.3f}" if "recall_linked" in r else f"{'-':>8}"
             if "rss_gib" in r:
                 extra += f"  server RSS {r['rss_gib']:.2f} GiB (peak {r['peak_rss_gib']:.2f})"
-        print(f"{k:<24}{r['vectors']:>9}{r['seconds']:>9.2f}{r['vectors_per_s']:>11.0f}{extra}")
+        print(f"{k:<34}{r['vectors']:>9}{r['seconds']:>9.2f}{r['vectors_per_s']:>11.0f}{extra}")
     if report["milvus_lite"] is None:
         print("milvus_lite: not installed (pip install pymilvus milvus-lite)")
     print(f"load average at start: {report['load_average'][0]:.1f}")

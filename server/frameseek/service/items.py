@@ -20,7 +20,7 @@ import numpy as np
 import structlog
 
 from ..errors import failed_precondition, invalid
-from ..storage import CollectionRecord, NewVideo, NotFound, StorageError, VideoQuery, VideoRecord
+from ..storage import CollectionRecord, NewVideo, NotFound, StorageError, VideoRecord
 from .collections import Collections, check_labels
 from .core import OWN_VECTORS_MODEL, Core, storage_error
 
@@ -135,7 +135,10 @@ class Items:
         starts = np.concatenate([[0], ends[:-1]]) if len(ends) else ends
         storage = self.core.storage
         try:
-            old = [self._existing(rec, items[i]) for i in kept]
+            by_key = storage.video_ids_by_key(
+                rec.id, [items[i].external_key for i in kept if items[i].video_id is None]
+            )
+            old = [self._existing(rec, items[i], by_key) for i in kept]
             new = [self._new_video(rec, items[i], vectors[starts[i] : ends[i]]) for i in kept]
             videos = storage.add_videos(rec.id, new)
             for vid in {v for ids in old for v in ids}:  # after the new ones are durable (module docstring)
@@ -167,7 +170,8 @@ class Items:
         )
         return NewVideo(record, ts, vectors)
 
-    def _existing(self, rec: CollectionRecord, it: ItemInput) -> list[int]:
+    def _existing(self, rec: CollectionRecord, it: ItemInput, by_key: dict[str, list[int]]) -> list[int]:
+        """The items `it` replaces (`by_key`: the batch's Storage.video_ids_by_key)."""
         storage = self.core.storage
         if it.video_id is not None:
             try:
@@ -179,9 +183,7 @@ class Items:
             if v.collection_id != rec.id:
                 raise invalid(f"item {it.video_id} belongs to another collection", field="name")
             return [v.id]
-        if it.external_key:
-            return [int(x) for x in storage.video_ids(VideoQuery(collection_id=rec.id, external_key=it.external_key))]
-        return []
+        return by_key.get(it.external_key, []) if it.external_key else []
 
     def delete_sync(self, rec: CollectionRecord, video_ids: list[int], keys: list[str]) -> tuple[int, int]:
         """(deleted, not found) over the named items and the items with those external keys."""
@@ -199,8 +201,9 @@ class Items:
                 missing += 1
                 continue
             targets.append(v.id)
+        by_key = storage.video_ids_by_key(rec.id, keys)
         for key in keys:
-            ids = [int(x) for x in storage.video_ids(VideoQuery(collection_id=rec.id, external_key=key))]
+            ids = by_key.get(key, [])
             missing += not ids
             targets.extend(ids)
         for vid in dict.fromkeys(targets):

@@ -440,6 +440,20 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
             [r[0] for r in self._query(f"SELECT v.id FROM videos v WHERE {where}", args)], dtype=np.uint64
         )
 
+    def video_ids_by_key(self, collection_id: int, keys: Sequence[str]) -> dict[str, list[int]]:
+        """Storage.video_ids_by_key: one query per 900 keys (SQLite's bound-parameter limit is 999)."""
+        wanted, out = list(dict.fromkeys(k for k in keys if k)), {}
+        for i in range(0, len(wanted), 900):
+            chunk = wanted[i : i + 900]
+            rows = self._query(
+                "SELECT id, external_key FROM videos WHERE collection_id=? AND state='active' "
+                f"AND external_key IN ({','.join('?' * len(chunk))}) ORDER BY id",
+                [collection_id, *chunk],
+            )
+            for vid, key in rows:
+                out.setdefault(key, []).append(int(vid))
+        return out
+
     def active_video_hashes(self, collection_id: int) -> dict[int, tuple[int, str]]:
         """video id -> (sample count, content sha256) of every active video of a collection: what
         recovery checks a log record against before it attaches the record's vectors."""

@@ -408,6 +408,9 @@ class EmbeddedStorage:
     def video_ids(self, query: VideoQuery) -> np.ndarray:
         return self.catalog.video_ids(query)
 
+    def video_ids_by_key(self, collection_id: int, keys: Sequence[str]) -> dict[str, list[int]]:
+        return self.catalog.video_ids_by_key(collection_id, keys)
+
     def delete_video(self, video_id: int) -> None:
         v = self.catalog.get_video(video_id, "'active', 'damaged'")
         ci = self._ci(v.collection_id)

@@ -8,6 +8,9 @@ server's linker moves them into the HNSW graph in the background, so each run al
 backlog left when the stream ended (GetStats unlinked_vectors), the seconds until it was linked,
 and recall@10 of --queries searches (stored vectors plus noise) against an exact numpy search,
 right after the stream (while the vectors are mostly in the fresh segment) and once linked.
+`--sustained N` adds a run of N vectors (--multi per item) that does not wait for the graph: its
+rate, the backlog it leaves, recall@10 right after it ("searchable at once") and the server's
+resident memory (run it under `nice`: the machine is shared).
 
 Milvus Lite (pymilvus's embedded Milvus, when installed): the same vectors into a collection of
 the same dimension and metric, inserted in the same batches, then flushed (its durability
@@ -50,8 +53,25 @@ def _recall(fs: Client, name: str, vecs: np.ndarray, per_item: int, queries: np.
     return hits / (K * len(queries))
 
 
+def _server_memory(pid: int) -> dict:
+    """The server's resident memory now and at its peak (GiB), from /proc (Linux)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    except OSError:
+        return {}
+    return {k: int(fields[f].split()[0]) / 2**20 for k, f in (("rss_gib", "VmRSS"), ("peak_rss_gib", "VmHWM"))}
+
+
 def frameseek_rate(
-    vecs: np.ndarray, per_item: int, batch_items: int, name: str, fs: Client, queries: np.ndarray
+    vecs: np.ndarray,
+    per_item: int,
+    batch_items: int,
+    name: str,
+    fs: Client,
+    queries: np.ndarray,
+    *,
+    wait_linked: bool = True,
+    server_pid: int | None = None,
 ) -> dict:
     fs.create_collection(name, vector_dimension=vecs.shape[1], metric="cosine")
     n_items = len(vecs) // per_item
@@ -62,20 +82,23 @@ def frameseek_rate(
     secs = time.perf_counter() - t
     backlog = _unlinked(fs, name)
     recall_at_once = _recall(fs, name, vecs, per_item, queries)
-    while _unlinked(fs, name):
-        time.sleep(0.2)
-    linked_after = time.perf_counter() - t - secs
-    return {
+    out = {
         "items": int(r.item_count),
         "vectors": int(r.vector_count),
         "seconds": secs,
         "vectors_per_s": r.vector_count / secs,
         "items_per_s": r.item_count / secs,
         "unlinked_at_end": backlog,
-        "linked_after_s": linked_after,
         "recall_at_once": recall_at_once,
-        "recall_linked": _recall(fs, name, vecs, per_item, queries),
+        **(_server_memory(server_pid) if server_pid else {}),
     }
+    if not wait_linked:  # a sustained run: its backlog takes the graph minutes to link
+        return out
+    while _unlinked(fs, name):
+        time.sleep(0.2)
+    out["linked_after_s"] = time.perf_counter() - t - secs
+    out["recall_linked"] = _recall(fs, name, vecs, per_item, queries)
+    return out
 
 
 def milvus_rate(vecs: np.ndarray, batch: int, workdir: str) -> dict | None:
@@ -101,6 +124,13 @@ def main() -> None:
     ap.add_argument("--multi", type=int, default=64, help="vectors per item in the multi-vector run")
     ap.add_argument("--batch", type=int, default=1000, help="vectors per streamed batch")
     ap.add_argument("--queries", type=int, default=50, help="searches for the recall columns")
+    ap.add_argument(
+        "--sustained",
+        type=int,
+        default=0,
+        help="then stream this many vectors (--multi per item) in one more run, without waiting for the "
+        "backlog to be linked: the rate, the backlog, recall at once and the server's memory",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -120,23 +150,42 @@ def main() -> None:
                 report[f"frameseek_{a.multi}_per_item"] = frameseek_rate(
                     vecs, a.multi, max(1, a.batch // a.multi), "multi", fs, queries
                 )
+                if a.sustained:
+                    big = rng.standard_normal((a.sustained, a.dim)).astype(np.float32)
+                    big /= np.linalg.norm(big, axis=1, keepdims=True)
+                    picks = big[rng.choice(len(big), a.queries, replace=False)]
+                    near = picks + 0.05 * rng.standard_normal(picks.shape)
+                    near = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32)
+                    report[f"frameseek_sustained_{a.multi}_per_item"] = frameseek_rate(
+                        big,
+                        a.multi,
+                        max(1, a.batch // a.multi),
+                        "sustained",
+                        fs,
+                        near,
+                        wait_linked=False,
+                        server_pid=srv.proc.pid,
+                    )
+                    del big
         finally:
             srv.proc.terminate()
             srv.proc.wait()
         report["milvus_lite"] = milvus_rate(vecs, a.batch, tmp)
     print(
-        f"{'system':<24}{'vectors':>9}{'seconds':>9}{'vectors/s':>11}{'backlog':>9}{'linked s':>10}"
+        f"{'system':<34}{'vectors':>9}{'seconds':>9}{'vectors/s':>11}{'backlog':>9}{'linked s':>10}"
         f"{'recall now':>12}{'linked':>8}"
     )
     for k, r in report.items():
         if not isinstance(r, dict) or "vectors_per_s" not in r:
             continue
-        extra = (
-            f"{r['unlinked_at_end']:>9}{r['linked_after_s']:>10.1f}{r['recall_at_once']:>12.3f}{r['recall_linked']:>8.3f}"
-            if "unlinked_at_end" in r
-            else ""
-        )
-        print(f"{k:<24}{r['vectors']:>9}{r['seconds']:>9.2f}{r['vectors_per_s']:>11.0f}{extra}")
+        extra = ""
+        if "unlinked_at_end" in r:
+            linked = f"{r['linked_after_s']:>10.1f}" if "linked_after_s" in r else f"{'-':>10}"
+            extra = f"{r['unlinked_at_end']:>9}{linked}{r['recall_at_once']:>12.3f}"
+            extra += f"{r['recall_linked']:>8.3f}" if "recall_linked" in r else f"{'-':>8}"
+            if "rss_gib" in r:
+                extra += f"  server RSS {r['rss_gib']:.2f} GiB (peak {r['peak_rss_gib']:.2f})"
+        print(f"{k:<34}{r['vectors']:>9}{r['seconds']:>9.2f}{r['vectors_per_s']:>11.0f}{extra}")
     if report["milvus_lite"] is None:
         print("milvus_lite: not installed (pip install pymilvus milvus-lite)")
     print(f"load average at start: {report['load_average'][0]:.1f}")

@@ -111,10 +111,9 @@ class NativeFrontEnd:
             log.warning("front_end_fast_path_off", reason="storage without a local index")
             return {"fast_path": False}
         storage.add_observer(self)  # first, so nothing committed from now on is missed
-        n = 0
-        for rec, _ in storage.video_entries():
-            self.video_added(rec, None)
-            n += 1
+        entries = storage.video_entries()
+        self.videos_added(entries)
+        n = len(entries)
         self.messages.ready = True
         self._attached = True
         return {"fast_path": True, "collections": self.directory.collection_count, "videos": n}
@@ -131,7 +130,13 @@ class NativeFrontEnd:
         self.messages.remove_collection(collection_id)
 
     def video_added(self, rec: VideoRecord, timestamps) -> None:
-        self.messages.put(rec.id, rec.collection_id, self.video_bytes(rec))
+        self.videos_added([(rec, timestamps)])
+
+    def videos_added(self, entries) -> None:
+        """The videos of one commit (the storage observer's batch form)."""
+        put, encode = self.messages.put, self.video_bytes
+        for rec, _ in entries:
+            put(rec.id, rec.collection_id, encode(rec))
 
     def video_removed(self, video_id: int) -> None:
         self.messages.remove(video_id)

@@ -71,6 +71,7 @@ def _fill(data_dir: pathlib.Path, *, ef_search: int = FLOOR, target: float = TAR
         )
         rec = st.add_video(c.id, rec, np.arange(len(rows), dtype=np.float64), vectors[rows])
         video_ids[rows] = rec.id
+    st.link_all()  # all in the graph whatever the low-priority linker got to (the exact segment lifts recall)
     st.close(snapshot=True)
     return vectors, video_ids
 

@@ -235,6 +235,27 @@ def test_labels_filters_and_groups(backend):
     assert st.find_video_by_hash(c.id, "s3").id == vids[3]
 
 
+def test_videos_by_external_key_in_one_lookup(backend):
+    """video_ids_by_key: the active videos under each key of a batch, within one collection; keys
+    without any (and the empty key) are absent, a deleted video is gone."""
+    import dataclasses
+
+    st = backend.open()
+    c = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX)
+    other = st.create_collection("o", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX)
+    lib = _library(np.random.default_rng(6), videos=5)
+
+    def add(cid, sha, key, x):
+        return st.add_video(cid, dataclasses.replace(_record(sha), external_key=key), np.arange(12.0), x).id
+
+    a, b, b2 = add(c.id, "a", "ka", lib[0]), add(c.id, "b", "kb", lib[1]), add(c.id, "b2", "kb", lib[2])
+    add(other.id, "x", "ka", lib[3])
+    gone = add(c.id, "g", "kg", lib[4])
+    st.delete_video(gone)
+    assert st.video_ids_by_key(c.id, ["ka", "kb", "kg", "none", ""]) == {"ka": [a], "kb": [b, b2]}
+    assert st.video_ids_by_key(c.id, []) == {}
+
+
 def test_collections(backend):
     st = backend.open()
     c = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={"fps": 2}, index=INDEX)

@@ -6,9 +6,13 @@ unlinked video, and recovery that replays them into the fresh segment."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import sys
+import threading
 
 import numpy as np
+import pytest
 
 from frameseek.ids import sample_ids, split_sample_ids
 from frameseek.service.recall import exact_top_videos
@@ -94,6 +98,25 @@ def test_the_linker_links_the_backlog_in_the_background(tmp_path):
         with ci.link_lock:  # wait for the step in progress
             pass
     assert len(ci.index) == 20 and all(_top_video(st, cid, x[0]) == v for v, x in videos.items())
+    st.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread is Linux's")
+def test_the_linker_runs_nicer_than_commits_and_searches(tmp_path):
+    """Graph building yields the CPU to commits and searches (linker.LINKER_NICENESS)."""
+    from frameseek.storage.linker import LINKER_NICENESS
+
+    st = _open(tmp_path, linker=True)
+    cid = _coll(st)
+    _ingest(st, cid, np.random.default_rng(2), 2)
+    ci = st._ci(cid)
+    while st.unlinked_vectors(cid):  # linked: the thread has set its priority before its first step
+        with ci.link_lock:
+            pass
+    me = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert LINKER_NICENESS > 0
+    assert os.getpriority(os.PRIO_PROCESS, st._linker.native_id) == min(19, me + LINKER_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == me  # only the linker's thread
     st.close()
 
 

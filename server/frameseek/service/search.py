@@ -21,7 +21,7 @@ import numpy as np
 from .. import _native, matching
 from ..errors import ErrorCode, ServiceError, exhausted, invalid
 from ..modality import Purpose
-from ..storage import CollectionRecord, NotFound, StorageError
+from ..storage import CollectionRecord, NotFound, StorageError, VideoRecord
 from .collections import Collections, Videos, check_labels
 from .core import Core, storage_error
 from .recall import RecallMonitor
@@ -191,8 +191,7 @@ class Search:
         storage.add_observer(self)  # first, so that nothing committed from now on is missed
         for rec, index in storage.live_collections():
             self.collection_added(rec, index)
-        for rec, ts in storage.video_entries():
-            self.video_added(rec, ts)
+        self.videos_added(storage.video_entries())
         self.directory.ready = True
 
     def collection_added(self, rec: CollectionRecord, index) -> None:
@@ -204,8 +203,14 @@ class Search:
         self.recall.collection_removed(collection_id)
 
     def video_added(self, rec, timestamps: np.ndarray) -> None:
-        self.directory.put_video(rec.id, rec.collection_id, timestamps)
-        self.recall.video_added(rec, timestamps)
+        self.videos_added([(rec, timestamps)])
+
+    def videos_added(self, entries: list[tuple[VideoRecord, np.ndarray]]) -> None:
+        """The videos of one commit (StorageObserver's batch form)."""
+        put, seen = self.directory.put_video, self.recall.video_added
+        for rec, timestamps in entries:
+            put(rec.id, rec.collection_id, timestamps)
+            seen(rec, timestamps)
 
     def video_removed(self, video_id: int) -> None:
         self.directory.remove_video(video_id)

@@ -78,6 +78,34 @@ def _labels(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _integer(x) -> int | float:
+    """A value as an INTEGER column stores it (an integral float becomes an int)."""
+    f = float(x)
+    return int(x) if f.is_integer() else f
+
+
+def _stored_video_row(vid: int, collection_id: int, v: VideoRecord, timestamps: np.ndarray) -> tuple:
+    """A video row's `_CRC_VIDEO_COLS` values as SQLite stores and reads them back (REAL columns
+    as float, INTEGER columns as int, labels as their JSON): its checksum is computed from these."""
+    return (
+        int(vid),
+        int(collection_id),
+        str(v.kind),
+        float(v.duration),
+        _integer(v.width),
+        _integer(v.height),
+        _integer(v.sample_count),
+        _integer(v.size_bytes),
+        str(v.content_sha256),
+        str(v.external_key),
+        json.dumps(v.labels, sort_keys=True),
+        str(v.filename),
+        str(v.model),
+        float(v.realtime_factor),
+        np.ascontiguousarray(timestamps, dtype="<f8").tobytes(),
+    )
+
+
 def _collection(row) -> CollectionRecord:
     return CollectionRecord(
         id=row[0],
@@ -292,47 +320,34 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
     def insert_pending_many(
         self, collection_id: int, videos: Sequence[tuple[VideoRecord, np.ndarray, Mapping[str, ModalityData]]]
     ) -> list[int]:
-        """Pending rows of several videos (with their labels and extras) in one transaction."""
-        ids = []
+        """Pending rows of several videos (with their labels, extras and checksums) in one
+        transaction: one executemany per table. The ids are handed out here, as AUTOINCREMENT would
+        (one above the highest ever used), so that each row's checksum is computed from its values
+        as SQLite stores them (`_stored_video_row`) and written with the row, not read back."""
+        if not videos:
+            return []
         with self._tx() as db:
-            for v, timestamps, extras in videos:
-                times = np.ascontiguousarray(timestamps, dtype="<f8").tobytes()
-                cur = db.execute(
-                    "INSERT INTO videos (collection_id, state, kind, duration, width, height, sample_count, "
-                    "size_bytes, content_sha256, external_key, labels, filename, model, realtime_factor, "
-                    "create_time, sample_times) VALUES (?, 'pending', ?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        collection_id,
-                        v.kind,
-                        v.duration,
-                        v.width,
-                        v.height,
-                        v.sample_count,
-                        v.size_bytes,
-                        v.content_sha256,
-                        v.external_key,
-                        json.dumps(v.labels, sort_keys=True),
-                        v.filename,
-                        v.model,
-                        v.realtime_factor,
-                        time.time(),
-                        times,
-                    ),
-                )
-                vid = int(cur.lastrowid)
-                db.executemany("INSERT INTO labels VALUES (?,?,?)", [(vid, k, val) for k, val in v.labels.items()])
-                rows = [
-                    (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
-                    for name, d in extras.items()
-                ]
-                db.executemany("INSERT INTO video_extras VALUES (?,?,?,?,?,?)", [(*r, _row_crc(r)) for r in rows])
-                ids.append(vid)
-            # the checksums of the rows as stored, read back in one query (ids grow within the transaction)
-            if ids:
-                mine = set(ids)
-                stored = db.execute(f"SELECT {_CRC_VIDEO_COLS} FROM videos WHERE id BETWEEN ? AND ?", (ids[0], ids[-1]))
-                crcs = [(_row_crc(row), row[0]) for row in stored if row[0] in mine]
-                db.executemany("UPDATE videos SET row_crc=? WHERE id=?", crcs)
+            base = db.execute(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='videos'), 0), "
+                "coalesce((SELECT max(id) FROM videos), 0))"
+            ).fetchone()[0]
+            ids = list(range(base + 1, base + 1 + len(videos)))
+            now = time.time()
+            rows, labels, extras_rows = [], [], []
+            for vid, (v, timestamps, extras) in zip(ids, videos):
+                row = _stored_video_row(vid, collection_id, v, timestamps)
+                rows.append((*row, now, _row_crc(row)))
+                labels += [(vid, k, val) for k, val in v.labels.items()]
+                for name, d in extras.items():
+                    r = (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
+                    extras_rows.append((*r, _row_crc(r)))
+            db.executemany(
+                f"INSERT INTO videos ({_CRC_VIDEO_COLS}, create_time, row_crc, state) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'pending')",
+                rows,
+            )
+            db.executemany("INSERT INTO labels VALUES (?,?,?)", labels)
+            db.executemany("INSERT INTO video_extras VALUES (?,?,?,?,?,?)", extras_rows)
         return ids
 
     def activate(self, video_id: int) -> None:
@@ -341,9 +356,14 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
 
     def activate_many(self, video_ids: Sequence[int]) -> None:
         """The commit point of several videos at once (one transaction)."""
-        now = time.time()
+        now, ids = time.time(), [int(v) for v in video_ids]
         with self._tx() as db:
-            db.executemany("UPDATE videos SET state='active', create_time=? WHERE id=?", [(now, v) for v in video_ids])
+            for i in range(0, len(ids), 900):  # one statement per 900 (SQLite's bound-parameter limit is 999)
+                chunk = ids[i : i + 900]
+                db.execute(
+                    f"UPDATE videos SET state='active', create_time=? WHERE id IN ({','.join('?' * len(chunk))})",
+                    [now, *chunk],
+                )
 
     def drop_pending(self) -> list[int]:
         with self._tx() as db:
@@ -419,6 +439,20 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
         return np.asarray(
             [r[0] for r in self._query(f"SELECT v.id FROM videos v WHERE {where}", args)], dtype=np.uint64
         )
+
+    def video_ids_by_key(self, collection_id: int, keys: Sequence[str]) -> dict[str, list[int]]:
+        """Storage.video_ids_by_key: one query per 900 keys (SQLite's bound-parameter limit is 999)."""
+        wanted, out = list(dict.fromkeys(k for k in keys if k)), {}
+        for i in range(0, len(wanted), 900):
+            chunk = wanted[i : i + 900]
+            rows = self._query(
+                "SELECT id, external_key FROM videos WHERE collection_id=? AND state='active' "
+                f"AND external_key IN ({','.join('?' * len(chunk))}) ORDER BY id",
+                [collection_id, *chunk],
+            )
+            for vid, key in rows:
+                out.setdefault(key, []).append(int(vid))
+        return out
 
     def active_video_hashes(self, collection_id: int) -> dict[int, tuple[int, str]]:
         """video id -> (sample count, content sha256) of every active video of a collection: what

@@ -118,11 +118,11 @@ _CRC_EXTRA_COLS = "video_id, modality, item_count, item_times, payload"
 
 def _row_crc(row) -> int:
     """CRC-32 of a row's values in order (repr of each; blobs as bytes)."""
-    crc = 0
+    parts = []
     for value in row:
         data = bytes(value) if isinstance(value, bytes | memoryview) else repr(value).encode()
-        crc = zlib.crc32(len(data).to_bytes(4, "little") + data, crc)
-    return crc
+        parts += (len(data).to_bytes(4, "little"), data)
+    return zlib.crc32(b"".join(parts))  # = the CRC of the parts chained one by one
 
 
 class CatalogSchema:

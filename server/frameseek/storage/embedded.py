@@ -82,13 +82,25 @@ class EmbeddedStorage:
         """`observer` mirrors what searches can see (the native front end's directory): it is called
         synchronously at each commit, before the call that committed returns, with
         collection_added(record, index), collection_removed(collection_id),
-        video_added(record, timestamps) and video_removed(video_id). Removals are reported right
+        video_added(record, timestamps) (or, where the observer has it, videos_added([(record,
+        timestamps), ...]) once per commit of several) and video_removed(video_id). Removals are reported right
         after the catalog commit, so a deleted video is gone from every search path at once."""
         self._observers.append(observer)
 
     def _notify(self, event: str, *args) -> None:
         for o in self._observers:
             getattr(o, event)(*args)
+
+    def _notify_added(self, entries: list[tuple[VideoRecord, np.ndarray]]) -> None:
+        """The videos of one commit: one videos_added(entries) call to an observer that has the
+        batch form, else video_added per video."""
+        for o in self._observers:
+            batch = getattr(o, "videos_added", None)
+            if batch is not None:
+                batch(entries)
+            else:
+                for entry in entries:
+                    o.video_added(*entry)
 
     def live_collections(self) -> list[tuple[CollectionRecord, object]]:
         """Every open collection's (record, live HnswIndex): what an observer added after open()
@@ -350,9 +362,9 @@ class EmbeddedStorage:
                 )
             # the committed records (ids, create times) in one catalog query, not one per video
             records = {v.id: v for v, _ in self.catalog.active_video_entries(vids)}
-            for vid, (_, timestamps, _, _) in zip(vids, checked):
-                self._videos[vid] = entry = (records[vid], timestamps)
-                self._notify("video_added", *entry)
+            entries = [(records[vid], timestamps) for vid, (_, timestamps, _, _) in zip(vids, checked)]
+            self._videos.update(zip(vids, entries))
+            self._notify_added(entries)
         self._linker.wake()
         return [records[vid] for vid in vids]
 
@@ -395,6 +407,9 @@ class EmbeddedStorage:
 
     def video_ids(self, query: VideoQuery) -> np.ndarray:
         return self.catalog.video_ids(query)
+
+    def video_ids_by_key(self, collection_id: int, keys: Sequence[str]) -> dict[str, list[int]]:
+        return self.catalog.video_ids_by_key(collection_id, keys)
 
     def delete_video(self, video_id: int) -> None:
         v = self.catalog.get_video(video_id, "'active', 'damaged'")

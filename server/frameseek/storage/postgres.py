@@ -514,6 +514,18 @@ class PostgresCatalog(PostgresPeople):
         where, args = self._where(q, ("active",))
         return np.asarray([r[0] for r in self._rows(f"SELECT id FROM videos WHERE {where}", args)], dtype=np.uint64)
 
+    def video_ids_by_key(self, collection_id: int, keys: Sequence[str]) -> dict[str, list[int]]:
+        """Storage.video_ids_by_key: one query."""
+        out: dict[str, list[int]] = {}
+        rows = self._rows(
+            "SELECT id, external_key FROM videos WHERE collection_id=%s AND state='active' "
+            "AND external_key = ANY(%s) ORDER BY id",
+            (collection_id, list(dict.fromkeys(k for k in keys if k))),
+        )
+        for vid, key in rows:
+            out.setdefault(key, []).append(int(vid))
+        return out
+
     # -- jobs -----------------------------------------------------------------------------------
     def create_job(self, j: JobRecord, owner: str) -> JobRecord:
         j.create_time = j.update_time = time.time()

@@ -371,6 +371,9 @@ class ScaleOutStorage:
     def video_ids(self, query: VideoQuery) -> np.ndarray:
         return self.catalog.video_ids(query)
 
+    def video_ids_by_key(self, collection_id: int, keys: Sequence[str]) -> dict[str, list[int]]:
+        return self.catalog.video_ids_by_key(collection_id, keys)
+
     def delete_video(self, video_id: int) -> None:
         v = self.catalog.mark_deleting(video_id)  # the commit point: no search returns it from here
         self._forget(video_id)

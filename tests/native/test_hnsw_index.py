@@ -226,7 +226,7 @@ def test_excluded_video_is_not_walked_whole(built, data):
     # closer than any allowed one. They route the walk, but only the closest of them: the walk
     # (in distance evaluations, machine-independent) costs a bounded multiple of an unfiltered
     # walk, not every frame of the excluded video. Before the rejected routing beam it cost 6.1x
-    # at ef 64 on this graph (recall 1.0), 3.4x after (recall 0.976).
+    # at ef 64 on this graph (recall 1.0), 4.2x after (recall 0.994).
     index, flat = built
     x, ids, groups, q = data
     f = every_other_video(groups)
@@ -235,7 +235,7 @@ def test_excluded_video_is_not_walked_whole(built, data):
     assert 50 <= excluded.sum() <= 150
     unfiltered = index.walk_distances(q[excluded], K, ef=64)
     filtered = index.walk_distances(q[excluded], K, ef=64, filter=f)
-    assert filtered.mean() <= 4 * unfiltered.mean()
+    assert filtered.mean() <= 5 * unfiltered.mean()
     # and the answers are still the exact filtered ones
     found, _ = index.search(q[excluded], K, ef=64, filter=f)
     assert recall(found, flat.search(q[excluded], K, filter=f)[0]) >= 0.95

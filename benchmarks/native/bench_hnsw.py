@@ -133,7 +133,9 @@ def main() -> None:
                 found = ours.search(q, k, filter=filt, threads=1)[0]
                 assert (found != _native.NO_ID).all(), "every run returns k results"
                 t = best_time(lambda ef=ef: ours.search(q, k, filter=filt, threads=1), args.repeats)
-                rows.append({"ef": ef, "recall": recall(found, truth_), "qps": args.nq / t})
+                # the walk's cost in distance evaluations (layer 0, mean per query): machine-independent
+                cost = float(ours.walk_distances(q, k, ef=ef, filter=filt).mean())
+                rows.append({"ef": ef, "recall": recall(found, truth_), "qps": args.nq / t, "distances": cost})
             return rows
 
         curves[name] = sweep_ours(ours)
@@ -235,7 +237,7 @@ def main() -> None:
     print(f"\nfiltered vs unfiltered, frameseek M={args.M}, same ef (qps ratio, recall vs exact filtered search)")
     print(
         f"{'ef':>5} {'unfiltered qps':>15} {'50% vectors qps':>16} {'ratio':>6} {'recall':>7}"
-        f" {'50% videos qps':>15} {'ratio':>6} {'recall':>7}"
+        f" {'50% videos qps':>15} {'ratio':>6} {'recall':>7}  distance evaluations (unf / vec / vid)"
     )
     filt_rows = []
     ours_main = f"frameseek M={args.M}"
@@ -250,11 +252,13 @@ def main() -> None:
                 "videos50_qps": fv["qps"],
                 "videos50_ratio": fv["qps"] / u["qps"],
                 "videos50_recall": fv["recall"],
+                "distances": {"unfiltered": u["distances"], "vectors50": ft["distances"], "videos50": fv["distances"]},
             }
         )
         print(
             f"{u['ef']:>5} {u['qps']:>15,.0f} {ft['qps']:>16,.0f} {ft['qps'] / u['qps']:>6.2f} "
             f"{ft['recall']:>7.4f} {fv['qps']:>15,.0f} {fv['qps'] / u['qps']:>6.2f} {fv['recall']:>7.4f}"
+            f"  {u['distances']:,.0f} / {ft['distances']:,.0f} / {fv['distances']:,.0f}"
         )
 
     # Same ef is not the same work: a filtered walk must collect ef *allowed* results, so it visits

@@ -180,6 +180,25 @@ void bind_hnsw(py::module_& m) {
           "stops earlier and still returns the k best of every node it evaluated. The filter is "
           "evaluated in C++ during the graph walk. A 1-D query is one row.")
       .def(
+          "walk_distances",
+          [](const HnswIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter) {
+            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
+            const std::size_t kk = positive(k, "k"), e = check_ef(ef);
+            const Filter* f = as_filter(filter);
+            const std::size_t nq = q.shape(0);
+            SearchResults out(nq, kk, false);
+            py::array_t<std::uint64_t> cost(static_cast<py::ssize_t>(nq));
+            std::uint64_t* cost_ptr = cost.mutable_data();
+            {
+              py::gil_scoped_release release;
+              x.search(q.data(), nq, kk, e, f, out.id_ptr, out.dist_ptr, 0, cost_ptr);
+            }
+            return cost;
+          },
+          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(),
+          "The cost of search(queries, k, ef, filter): distance evaluations of each query's layer-0 "
+          "walk, uint64[q] (machine-independent, unlike its time).")
+      .def(
           "search_groups",
           [](const HnswIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
              py::ssize_t threads) {

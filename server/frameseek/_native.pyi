@@ -131,6 +131,8 @@ class HnswIndex:
     def search(
         self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
     ) -> tuple[_U64, _F32]: ...
+    def walk_distances(self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None) -> _U64:
+        """Distance evaluations of each query's layer-0 walk in search(queries, k, ef, filter)."""
     def search_groups(
         self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
     ) -> tuple[_U64, _U64, _F32]:

@@ -99,8 +99,11 @@ class HnswIndex {
   // k nearest neighbours of each of nq queries. out_ids/out_dist are nq x k, padded with
   // kNoId / +inf. ef = the walk's beam width (0: the index default); it may be below k, and the
   // k results are then the k best of every node the walk evaluated. filter may be null.
+  // out_distances, if not null (nq entries): the distance evaluations of each query's layer-0 walk
+  // (its cost, machine-independent; used by tests and benchmarks).
   void search(const float* queries, std::size_t nq, std::size_t k, std::size_t ef, const Filter* filter,
-              std::uint64_t* out_ids, float* out_dist, std::size_t threads = 0) const;
+              std::uint64_t* out_ids, float* out_dist, std::size_t threads = 0,
+              std::uint64_t* out_distances = nullptr) const;
   // Top-k distinct groups per query, each with its best (closest) vector. The search keeps
   // max(ef, k) distinct groups in its result set (ef = 0: kDefaultGroupEf), so ef plays the same
   // recall/speed role as in search(). Outputs are nq x k, padded with kNoId / +inf.

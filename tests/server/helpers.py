@@ -232,3 +232,60 @@ def ffmpeg_subclip(src: pathlib.Path, start: float, duration: float, out: pathli
         check=True,
     )
     return out
+
+
+def random_unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def seed_collection(
+    data_dir: pathlib.Path,
+    *,
+    dim: int,
+    videos: int,
+    samples: int,
+    seed: int,
+    spacing: float = 1.0,
+    index: dict | None = None,
+    key: str | None = "video-{i}",
+    labels=None,
+    name: str = "vecs",
+) -> dict[str, np.ndarray]:
+    """A data dir with collection `name` (no model needed to search it by vector): `videos` videos
+    of `samples` random unit vectors each, sample j at j * spacing seconds. `key` formats each
+    video's external key from its number i (None: no key); `labels(i)` gives its labels.
+    Returns {video resource name: its vectors}."""
+    from frameseek.storage import EmbeddedStorage, VideoRecord
+
+    rng = np.random.default_rng(seed)
+    st = EmbeddedStorage(str(data_dir))
+    st.open()
+    c = st.create_collection(
+        name,
+        model="sscd_distilled",
+        dimension=dim,
+        metric="ip",
+        sampling={"fps": 1.0 / spacing},
+        index=index or {},
+    )
+    vectors = {}
+    for i in range(videos):
+        v = random_unit_vectors(rng, samples, dim)
+        rec = VideoRecord(
+            id=0,
+            collection_id=c.id,
+            kind="video",
+            duration=samples * spacing,
+            width=64,
+            height=48,
+            sample_count=samples,
+            size_bytes=100 + i,
+            content_sha256=f"{i:064x}",
+            external_key=key.format(i=i) if key else "",
+            labels=labels(i) if labels else {},
+        )
+        vid = st.add_video(c.id, rec, np.arange(samples, dtype=np.float64) * spacing, v).id
+        vectors[f"collections/{name}/videos/{vid}"] = v
+    st.close()
+    return vectors

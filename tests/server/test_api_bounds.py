@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 
 from frameseek.client import FrameSeekError
-from frameseek.storage import EmbeddedStorage, VideoRecord
 from frameseek.v1 import frameseek_pb2 as pb
 
-from .helpers import ServerProcess, make_video, needs_index, needs_media
+from .helpers import ServerProcess, make_video, needs_index, needs_media, seed_collection
 
 pytestmark = needs_index
 DIM = 16
@@ -31,28 +30,7 @@ DIM = 16
 def _data_dir(path):
     """A data dir with collection 'vecs' holding videos 1..3 (so that a name that wrongly
     resolves to video 1 finds something)."""
-    st = EmbeddedStorage(str(path))
-    st.open()
-    c = st.create_collection(
-        "vecs", model="sscd_distilled", dimension=DIM, metric="ip", sampling={"fps": 1.0}, index={}
-    )
-    rng = np.random.default_rng(3)
-    for i in range(3):
-        v = rng.standard_normal((4, DIM)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(
-            id=0,
-            collection_id=c.id,
-            kind="video",
-            duration=4.0,
-            width=64,
-            height=48,
-            sample_count=4,
-            size_bytes=10,
-            content_sha256=f"{i:064x}",
-        )
-        st.add_video(c.id, rec, np.arange(4.0), v)
-    st.close()
+    seed_collection(path, dim=DIM, videos=3, samples=4, seed=3, key=None)
     return path
 
 

@@ -13,12 +13,9 @@ import re
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 
-from frameseek.storage import EmbeddedStorage, VideoRecord
-
-from .helpers import ServerProcess, needs_index
+from .helpers import ServerProcess, needs_index, seed_collection
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOLS_BIN = ROOT / "build" / "tools" / "bin"
@@ -58,35 +55,8 @@ def find(cmds: list[str], needle: str) -> str:
 def server(tmp_path_factory):
     """A server whose collection 'vecs' holds VIDEOS videos x SAMPLES random unit vectors."""
     data = tmp_path_factory.mktemp("grpcurl") / "data"
-    rng = np.random.default_rng(11)
-    st = EmbeddedStorage(str(data))
-    st.open()
-    c = st.create_collection(
-        "vecs",
-        model="sscd_distilled",
-        dimension=DIM,
-        metric="ip",
-        sampling={"fps": 1.0},
-        index={"m": 16, "ef_construction": 100, "ef_search": 64},
-    )
-    vectors = {}
-    for i in range(VIDEOS):
-        v = rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(
-            id=0,
-            collection_id=c.id,
-            kind="video",
-            duration=float(SAMPLES),
-            width=64,
-            height=48,
-            sample_count=SAMPLES,
-            size_bytes=100 + i,
-            content_sha256=f"{i:064x}",
-            external_key=f"video-{i}",
-        )
-        vectors[f"collections/vecs/videos/{st.add_video(c.id, rec, np.arange(SAMPLES, dtype=np.float64), v).id}"] = v
-    st.close()
+    index = {"m": 16, "ef_construction": 100, "ef_search": 64}
+    vectors = seed_collection(data, dim=DIM, videos=VIDEOS, samples=SAMPLES, seed=11, index=index)
     srv = ServerProcess(data).start()
     yield srv, vectors
     assert srv.stop() == 0, srv.log()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import string
 
 import grpc
-import numpy as np
 import pytest
 from google.protobuf import descriptor as d
 from google.protobuf import message_factory
@@ -23,10 +22,9 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from frameseek.storage import EmbeddedStorage, VideoRecord
 from frameseek.v1 import frameseek_pb2 as pb
 
-from .helpers import ServerProcess, needs_index
+from .helpers import ServerProcess, needs_index, seed_collection
 
 pytestmark = needs_index
 
@@ -162,35 +160,17 @@ def server(tmp_path_factory):
     """A collection 'vecs' of a few videos of known vectors (no model needed for it), served by the
     default front end (the native one answers SearchByVector)."""
     data = tmp_path_factory.mktemp("props") / "data"
-    st_ = EmbeddedStorage(str(data))
-    st_.open()
-    c = st_.create_collection(
-        "vecs",
-        model="sscd_distilled",
-        dimension=DIM,
-        metric="ip",
-        sampling={"fps": 2.0},
-        index={"m": 16, "ef_construction": 100, "ef_search": 64},
+    index = {"m": 16, "ef_construction": 100, "ef_search": 64}
+    seed_collection(
+        data,
+        dim=DIM,
+        videos=VIDEOS,
+        samples=SAMPLES,
+        seed=1,
+        spacing=0.5,
+        index=index,
+        labels=lambda i: {"k": str(i)},
     )
-    rng = np.random.default_rng(1)
-    for i in range(VIDEOS):
-        v = rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(
-            id=0,
-            collection_id=c.id,
-            kind="video",
-            duration=SAMPLES * 0.5,
-            width=64,
-            height=48,
-            sample_count=SAMPLES,
-            size_bytes=100 + i,
-            content_sha256=f"{i:064x}",
-            external_key=f"video-{i}",
-            labels={"k": str(i)},
-        )
-        st_.add_video(c.id, rec, np.arange(SAMPLES) * 0.5, v)
-    st_.close()
     srv = ServerProcess(data).start()
     yield srv
     assert srv.stop() == 0, srv.log()

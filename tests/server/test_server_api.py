@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from frameseek.client import FrameSeekError
-from frameseek.storage import EmbeddedStorage, VideoRecord
 from frameseek.v1 import frameseek_pb2 as pb
 
-from .helpers import ServerProcess, needs_index
+from .helpers import ServerProcess, needs_index, seed_collection
 
 pytestmark = needs_index
 DIM, VIDEOS, SAMPLES = 64, 40, 20
@@ -27,37 +26,17 @@ def world(request, tmp_path_factory):
     """A data dir with collection 'vecs': VIDEOS videos x SAMPLES unit vectors, sample i at 0.5*i s,
     served by each front end in turn (the native C++ one, the default, and grpc.aio alone)."""
     data = tmp_path_factory.mktemp("srv") / "data"
-    rng = np.random.default_rng(7)
-    st = EmbeddedStorage(str(data))
-    st.open()
-    c = st.create_collection(
-        "vecs",
-        model="sscd_distilled",
-        dimension=DIM,
-        metric="ip",
-        sampling={"fps": 2.0},
-        index={"m": 16, "ef_construction": 200, "ef_search": 128},
+    index = {"m": 16, "ef_construction": 200, "ef_search": 128}
+    vectors = seed_collection(
+        data,
+        dim=DIM,
+        videos=VIDEOS,
+        samples=SAMPLES,
+        seed=7,
+        spacing=0.5,
+        index=index,
+        labels=lambda i: {"parity": str(i % 2)},
     )
-    vectors = {}
-    for i in range(VIDEOS):
-        v = rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(
-            id=0,
-            collection_id=c.id,
-            kind="video",
-            duration=SAMPLES * 0.5,
-            width=64,
-            height=48,
-            sample_count=SAMPLES,
-            size_bytes=1000 + i,
-            content_sha256=f"{i:064x}",
-            external_key=f"video-{i}",
-            labels={"parity": str(i % 2)},
-        )
-        vid = st.add_video(c.id, rec, np.arange(SAMPLES) * 0.5, v).id
-        vectors[f"collections/vecs/videos/{vid}"] = v
-    st.close()
     srv = ServerProcess(data, front_end=request.param).start()
     yield srv, vectors
     assert srv.stop() == 0, srv.log()

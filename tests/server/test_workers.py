@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from frameseek.client import Client, FrameSeekError
-from frameseek.storage import EmbeddedStorage, VideoRecord
 
-from .helpers import ServerProcess, needs_index, needs_media
+from .helpers import ServerProcess, needs_index, needs_media, seed_collection
 
 pytestmark = needs_index
 DIM, VIDEOS, SAMPLES = 64, 12, 10
@@ -129,35 +128,8 @@ def clients_per_worker(srv: ServerProcess) -> dict[int, Client]:
 @pytest.fixture
 def world(tmp_path):
     data = tmp_path / "data"
-    rng = np.random.default_rng(11)
-    st = EmbeddedStorage(str(data))
-    st.open()
-    c = st.create_collection(
-        "vecs",
-        model="sscd_distilled",
-        dimension=DIM,
-        metric="ip",
-        sampling={"fps": 1.0},
-        index={"m": 16, "ef_construction": 200, "ef_search": 128},
-    )
-    vectors = {}
-    for i in range(VIDEOS):
-        v = rng.standard_normal((SAMPLES, DIM)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        rec = VideoRecord(
-            id=0,
-            collection_id=c.id,
-            kind="video",
-            duration=float(SAMPLES),
-            width=64,
-            height=48,
-            sample_count=SAMPLES,
-            size_bytes=1,
-            content_sha256=f"{i:064x}",
-            external_key=f"v{i}",
-        )
-        vectors[f"collections/vecs/videos/{st.add_video(c.id, rec, np.arange(SAMPLES) * 1.0, v).id}"] = v
-    st.close()
+    index = {"m": 16, "ef_construction": 200, "ef_search": 128}
+    vectors = seed_collection(data, dim=DIM, videos=VIDEOS, samples=SAMPLES, seed=11, index=index, key="v{i}")
     srv = ServerProcess(data, workers=2).start()
     yield srv, vectors
     assert srv.stop() == 0, srv.log()

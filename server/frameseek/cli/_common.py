@@ -3,6 +3,7 @@ the helpers that print results and errors."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -53,6 +54,7 @@ Server = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 Collection = Annotated[str, typer.Option("--collection", "-c", help="collection (default: the server's default)")]
+TopK = Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")]
 Token = Annotated[
     str | None,
     typer.Option(
@@ -88,6 +90,18 @@ class Connection:
         return Client(
             server or self.server, token=self.token, tls_ca=self.tls_ca, tls_cert=self.tls_cert, tls_key=self.tls_key
         )
+
+    @contextlib.contextmanager
+    def session(self, as_json: bool):
+        """A client for a command's calls: an error in them ends the command with its message
+        (text, or JSON with --json) and exit status 1."""
+        try:
+            with self.client() as fs:
+                yield fs
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            _fail(exc, as_json)
 
 
 _CONNECTION_OPTIONS = {"server": Server, "token": Token, "tls_ca": TlsCa, "tls_cert": TlsCert, "tls_key": TlsKey}

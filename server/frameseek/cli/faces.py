@@ -14,7 +14,6 @@ from ._common import (
     Connection,
     Json,
     _dict,
-    _fail,
     _labels,
     _ts,
     connected,
@@ -44,19 +43,16 @@ def search_face(
             box = ()
         if len(box) != 4:
             raise typer.BadParameter("--face must be X0,Y0,X1,Y1")
-    try:
-        with conn.client() as fs:
-            resp = fs.search_by_face(
-                file,
-                collection=collection,
-                face=box,
-                k=k,
-                min_score=min_score,
-                max_matches_per_video=appearances,
-                labels=_labels(label),
-            )
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        resp = fs.search_by_face(
+            file,
+            collection=collection,
+            face=box,
+            k=k,
+            min_score=min_score,
+            max_matches_per_video=appearances,
+            labels=_labels(label),
+        )
     if as_json:
         print(json.dumps(_dict(resp)))
         return
@@ -88,13 +84,10 @@ def people(
     as_json: Json = False,
 ) -> None:
     """List the people of a faces collection, or of one video, with their appearances."""
-    try:
-        with conn.client() as fs:
-            if name:
-                fs.update_person(name[0], name[1])
-            found = fs.video_people(video) if video else list(fs.list_people(collection))
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        if name:
+            fs.update_person(name[0], name[1])
+        found = fs.video_people(video) if video else list(fs.list_people(collection))
     if as_json:
         print(json.dumps({"people": [_dict(p) for p in found]}))
         return

@@ -13,6 +13,7 @@ from ._common import (
     Collection,
     Connection,
     Json,
+    TopK,
     _dict,
     _fail,
     _ts,
@@ -24,7 +25,7 @@ from ._common import (
 @connected
 def search_audio(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="an audio file or a video")],
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")] = 10,
+    k: TopK = 10,
     min_score: Annotated[float, typer.Option(help="0 = server's calibrated threshold, <0 = all matches")] = 0.0,
     collection: Collection = "",
     *,
@@ -32,11 +33,8 @@ def search_audio(
     as_json: Json = False,
 ) -> None:
     """Find the indexed videos whose soundtrack contains this audio, with where and how long."""
-    try:
-        with conn.client() as fs:
-            resp = fs.search_by_audio(file, collection=collection, k=k, min_score=min_score, timeout=None)
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        resp = fs.search_by_audio(file, collection=collection, k=k, min_score=min_score, timeout=None)
     if as_json:
         print(json.dumps(_dict(resp)))
         return

@@ -13,7 +13,6 @@ from ._common import (
     Connection,
     Json,
     _dict,
-    _fail,
     _labels,
     _ts,
     connected,
@@ -28,11 +27,8 @@ def collections(
     as_json: Json = False,
 ) -> None:
     """List collections."""
-    try:
-        with conn.client() as fs:
-            cs = list(fs.list_collections())
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        cs = list(fs.list_collections())
     if as_json:
         print(json.dumps({"collections": [_dict(c) for c in cs]}))
         return
@@ -65,19 +61,16 @@ def create_collection(
     as_json: Json = False,
 ) -> None:
     """Create a collection (its settings are fixed from then on)."""
-    try:
-        with conn.client() as fs:
-            c = fs.create_collection(
-                collection_id,
-                fps=fps,
-                metric=metric,
-                description=description,
-                audio=audio,
-                faces=faces,
-                vector_dimension=vector_dimension,
-            )
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        c = fs.create_collection(
+            collection_id,
+            fps=fps,
+            metric=metric,
+            description=description,
+            audio=audio,
+            faces=faces,
+            vector_dimension=vector_dimension,
+        )
     if as_json:
         print(json.dumps(_dict(c)))
         return
@@ -95,15 +88,12 @@ def videos(
     as_json: Json = False,
 ) -> None:
     """List indexed videos, newest first."""
-    try:
-        with conn.client() as fs:
-            vids = []
-            for v in fs.list_videos(collection, labels=_labels(label), page_size=min(limit, 1000)):
-                vids.append(v)
-                if len(vids) >= limit:
-                    break
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        vids = []
+        for v in fs.list_videos(collection, labels=_labels(label), page_size=min(limit, 1000)):
+            vids.append(v)
+            if len(vids) >= limit:
+                break
     if as_json:
         print(json.dumps({"videos": [_dict(v) for v in vids]}))
         return
@@ -129,14 +119,11 @@ def delete(
     as_json: Json = False,
 ) -> None:
     """Delete videos; they are gone from every search at once."""
-    try:
-        with conn.client() as fs:
-            for n in names:
-                fs.delete_video(n)
-                if not as_json:
-                    out.print(f"deleted {n}", markup=False)
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        for n in names:
+            fs.delete_video(n)
+            if not as_json:
+                out.print(f"deleted {n}", markup=False)
     if as_json:
         print(json.dumps({"deleted": names}))
 
@@ -148,11 +135,8 @@ def stats(
     as_json: Json = False,
 ) -> None:
     """Server and index statistics."""
-    try:
-        with conn.client() as fs:
-            s = fs.stats()
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        s = fs.stats()
     if as_json:
         print(json.dumps(_dict(s)))
         return

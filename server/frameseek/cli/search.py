@@ -13,8 +13,8 @@ from ._common import (
     Collection,
     Connection,
     Json,
+    TopK,
     _dict,
-    _fail,
     _labels,
     _ts,
     connected,
@@ -43,7 +43,7 @@ def _print_hits(resp, as_json: bool) -> None:
 @connected
 def search_image(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")] = 10,
+    k: TopK = 10,
     matches: Annotated[int, typer.Option(min=1, max=100, help="timestamps per video")] = 3,
     min_score: float = 0.0,
     collection: Collection = "",
@@ -53,25 +53,22 @@ def search_image(
     as_json: Json = False,
 ) -> None:
     """Find the videos (and timestamps) that show an image."""
-    try:
-        with conn.client() as fs:
-            resp = fs.search_by_image(
-                file,
-                collection=collection,
-                k=k,
-                min_score=min_score,
-                max_matches_per_video=matches,
-                labels=_labels(label),
-            )
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        resp = fs.search_by_image(
+            file,
+            collection=collection,
+            k=k,
+            min_score=min_score,
+            max_matches_per_video=matches,
+            labels=_labels(label),
+        )
     _print_hits(resp, as_json)
 
 
 @connected
 def search_video(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="videos to return")] = 10,
+    k: TopK = 10,
     min_score: Annotated[float, typer.Option(help="0 = server's calibrated threshold, <0 = all candidates")] = 0.0,
     collection: Collection = "",
     *,
@@ -79,11 +76,8 @@ def search_video(
     as_json: Json = False,
 ) -> None:
     """Find the indexed videos that a clip copies, with aligned segments."""
-    try:
-        with conn.client() as fs:
-            resp = fs.search_by_video(file, collection=collection, k=k, min_score=min_score, timeout=None)
-    except Exception as exc:
-        _fail(exc, as_json)
+    with conn.session(as_json) as fs:
+        resp = fs.search_by_video(file, collection=collection, k=k, min_score=min_score, timeout=None)
     if as_json:
         print(json.dumps(_dict(resp)))
         return

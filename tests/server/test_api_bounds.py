@@ -102,6 +102,25 @@ def test_a_server_path_with_a_nul_character_is_invalid_argument(srv):
         assert e.code == grpc.StatusCode.INVALID_ARGUMENT, e
 
 
+def test_query_media_is_either_uploaded_or_a_server_path_and_never_empty(srv):
+    """SearchByVideo and SearchByAudio take their media the same way: an empty upload is
+    EMPTY_MEDIA, chunks after a server_path are refused, and a query file leaves no spool behind."""
+    spool = srv.data_dir / "uploads"
+    before = sorted(spool.iterdir()) if spool.exists() else []
+    with srv.client() as fs:
+        for method, request, query in (
+            (fs.stub.SearchByVideo, pb.SearchByVideoRequest, pb.VideoQuery),
+            (fs.stub.SearchByAudio, pb.SearchByAudioRequest, pb.AudioQuery),
+        ):
+            e = _error(_stream(method, [request(query=query(parent="collections/vecs"))]))
+            assert (e.code, e.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "EMPTY_MEDIA"), e
+            (srv.root / "q.bin").write_bytes(b"x")
+            follow = [request(query=query(parent="collections/vecs", server_path="q.bin")), request(chunk=b"x")]
+            e = _error(_stream(method, follow))
+            assert e.code == grpc.StatusCode.INVALID_ARGUMENT and "server_path" in e.message, e
+    assert (sorted(spool.iterdir()) if spool.exists() else []) == before
+
+
 def test_error_texts_quote_long_inputs_cut_short(srv):
     long_name = "collections/vecs/videos/" + "x" * 9000
     with srv.client() as fs:

@@ -8,6 +8,7 @@ and times the call and turns a ServiceError into a google.rpc.Status with an Err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import os
@@ -277,6 +278,24 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         p = await self.svc.people.update_person(cid, pid, request.person.display_name)
         return self.tr.person(cid, p)
 
+    @contextlib.asynccontextmanager
+    async def _query_file(self, q, it, context, what: str):
+        """A query's media: a file under the ingest root (q.server_path; no chunks may follow it), or
+        the chunks that follow, spooled to a temporary file that is removed afterwards."""
+        if q.server_path:
+            path = resolve_server_path(self.svc.settings.ingest_path_root, q.server_path)
+            await _no_more(it, "server_path", self.uploads)
+            yield path
+            return
+        with self.uploads.client_slot(client_of(context)):
+            path, _, size = await self.uploads.spool("query", it)
+        try:
+            if size == 0:
+                raise invalid(f"the {what} is empty (zero bytes)", "EMPTY_MEDIA")
+            yield path
+        finally:
+            os.unlink(path)
+
     @_rpc
     async def SearchByVideo(self, request_iterator, context):
         it = request_iterator.__aiter__()
@@ -287,17 +306,7 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
         f = q.filter
         videos = video_ids(f.videos) if f.videos else []
         exclude = video_ids(f.exclude_videos) if f.exclude_videos else []
-        if q.server_path:
-            path, owned = resolve_server_path(self.svc.settings.ingest_path_root, q.server_path), False
-            await _no_more(it, "server_path", self.uploads)
-        else:
-            with self.uploads.client_slot(client_of(context)):
-                path, _, size = await self.uploads.spool("query", it)
-            owned = True
-            if size == 0:
-                os.unlink(path)
-                raise invalid("the clip is empty (zero bytes)", "EMPTY_MEDIA")
-        try:
+        async with self._query_file(q, it, context, "clip") as path:
             res = await self.svc.search.by_video(
                 rec,
                 path,
@@ -310,9 +319,6 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                 q.fps,
                 REGION_SEARCH.get(q.region_search, f"unknown({q.region_search})"),
             )
-        finally:
-            if owned:
-                os.unlink(path)
         return pb.SearchByVideoResponse(
             matches=[self.tr.copy(m) for m in res.matches],
             query_duration_seconds=res.query_duration,
@@ -335,21 +341,8 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
             videos=video_ids(f.videos) if f.videos else [],
             exclude_videos=video_ids(f.exclude_videos) if f.exclude_videos else [],
         )
-        if q.server_path:
-            path, owned = resolve_server_path(self.svc.settings.ingest_path_root, q.server_path), False
-            await _no_more(it, "server_path", self.uploads)
-        else:
-            with self.uploads.client_slot(client_of(context)):
-                path, _, size = await self.uploads.spool("query", it)
-            owned = True
-            if size == 0:
-                os.unlink(path)
-                raise invalid("the query is empty (zero bytes)", "EMPTY_MEDIA")
-        try:
+        async with self._query_file(q, it, context, "query") as path:
             res = await self.svc.soundtracks.by_audio(rec, path, opts)
-        finally:
-            if owned:
-                os.unlink(path)
         return pb.SearchByAudioResponse(
             matches=[self.tr.audio_match(h) for h in res.matches],
             query_duration_seconds=res.query_duration,

@@ -59,6 +59,16 @@ def _face_box(b) -> pb.FaceBox:
     return pb.FaceBox(x0=b[0], y0=b[1], x1=b[2], y1=b[3])
 
 
+def _aligned_segment(s) -> pb.AlignedSegment:
+    return pb.AlignedSegment(
+        query_start_seconds=s.query_start,
+        query_end_seconds=s.query_end,
+        reference_start_seconds=s.ref_start,
+        reference_end_seconds=s.ref_end,
+        score=s.score,
+    )
+
+
 def _ts(msg, seconds: float) -> None:
     if seconds:
         msg.FromNanoseconds(int(seconds * 1e9))
@@ -249,28 +259,10 @@ class Translator:
             reference_coverage=c.reference_coverage,
             offset_seconds=c.offset,
             speed=c.speed,
-            segments=[
-                pb.AlignedSegment(
-                    query_start_seconds=s.query_start,
-                    query_end_seconds=s.query_end,
-                    reference_start_seconds=s.ref_start,
-                    reference_end_seconds=s.ref_end,
-                    score=s.score,
-                )
-                for s in c.segments
-            ],
+            segments=[_aligned_segment(s) for s in c.segments],
             frame_score=c.frame_score or 0.0,
             audio_score=c.audio_score or 0.0,
-            audio_segments=[
-                pb.AlignedSegment(
-                    query_start_seconds=s.query_start,
-                    query_end_seconds=s.query_end,
-                    reference_start_seconds=s.ref_start,
-                    reference_end_seconds=s.ref_end,
-                    score=s.score,
-                )
-                for s in c.audio_segments
-            ],
+            audio_segments=[_aligned_segment(s) for s in c.audio_segments],
         )
 
     def audio_match(self, h: AudioHit) -> pb.AudioMatch:

@@ -220,6 +220,13 @@ class FacesConfig(BaseModel):
         "again (1 = embed every face; the encoder is the largest cost per face)",
     )
     query_short_side: int = Field(720, ge=96, le=4320, description="query photos are detected at most this large")
+    people_catch_up_s: float = Field(
+        30.0,
+        ge=0,
+        description="how often a listing of people looks for committed videos whose faces have no "
+        "person yet (a server stopped between commit and assignment); it reads every video of the "
+        "collection. 0 = at every listing",
+    )
 
 
 class Settings(BaseSettings):

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -256,6 +258,37 @@ def test_faces_and_people_survive_a_crash(tmp_path):
             assert hit.video.name == v.name and hit.person == before.name and hit.person_display_name == "Kept"
             (after,) = fs.video_people(v.name)
             assert after.name == before.name
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def test_a_listing_assigns_the_faces_a_stopped_server_left_without_a_person(tmp_path):
+    """A server that stopped between committing a video and assigning its faces leaves the video
+    without persons. The next listing assigns them: at its first call, then at most once per
+    faces.people_catch_up_s (here an hour), because the search for such videos reads them all."""
+    idents = load_identities(limit=3)
+    photos = []
+    for i in (1, 2):
+        photos.append(tmp_path / f"{i}.png")
+        photos[-1].write_bytes(_png(idents[i].crop))
+    srv = ServerProcess(tmp_path / "data", ingest_workers=1, faces__people_catch_up_s=3600).start()
+
+    def unassign(video) -> None:  # what a stop before the assignment leaves behind
+        with contextlib.closing(sqlite3.connect(srv.data_dir / "catalog.sqlite3")) as db, db:
+            video_id = int(video.name.rsplit("/", 1)[1])
+            assert db.execute("DELETE FROM person_tracks WHERE video_id=?", (video_id,)).rowcount
+
+    try:
+        with srv.client(timeout=600) as fs:
+            fs.create_collection("late", faces=True)
+            a, b = (fs.ingest_image(p, collection="late").video for p in photos)
+        assert srv.stop() == 0, srv.log()
+        unassign(a)
+        srv.start()
+        with srv.client(timeout=600) as fs:
+            assert len(fs.video_people(a.name)) == 1  # the first listing assigned it
+            unassign(b)  # while this server runs: the next look is an hour away
+            assert fs.video_people(b.name) == [] and len(fs.video_people(a.name)) == 1
     finally:
         assert srv.stop() == 0, srv.log()
 

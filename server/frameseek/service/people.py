@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import io
 import threading
+import time
 
 import numpy as np
 import structlog
@@ -70,6 +71,7 @@ class People:
     def __init__(self, core: Core, collections: Collections, search: Search):
         self.core, self.collections, self.search = core, collections, search
         self._assign_lock = threading.Lock()  # one assignment at a time: each sees the previous ones
+        self._caught_up: dict[int, float] = {}  # collection id -> time.monotonic() of its last catch-up
 
     async def _faces_collection(self, cid: str) -> CollectionRecord:
         rec = await self.collections.get(cid)
@@ -221,8 +223,15 @@ class People:
         storage.people.assign_tracks(rec.id, video_id, groups)
 
     def catch_up(self, rec: CollectionRecord) -> None:
-        """Assign the videos with faces that have no persons yet (committed by a server that
-        stopped before assigning them)."""
+        """Assign the videos with faces that have no persons yet: committed by a server that stopped
+        before assigning them, or whose assignment failed. The search for them reads every active
+        video of the collection, so a listing runs it at the first call and then at most once per
+        `faces.people_catch_up_s` (each server assigns what it commits itself, at once)."""
+        now = time.monotonic()
+        last = self._caught_up.get(rec.id)
+        if last is not None and now - last < self.core.settings.faces.people_catch_up_s:
+            return
+        self._caught_up[rec.id] = now
         for video_id in self.core.storage.people.unassigned_videos(rec.id, FACES_MODALITY.name):
             self.assign_video(rec, video_id)
 

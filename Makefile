@@ -172,6 +172,8 @@ ghz-bench: setup sdk-setup
 #                      so it is bounded and repeatable); part of `make test`
 #   make fuzz          longer runs (random seed): FUZZ_SECONDS per target (default 600); new
 #                      inputs go to build/fuzz/corpus/<target>, crashes to build/fuzz/artifacts/
+#   make neon-check    the kernel self-check cross-compiled for aarch64, run under qemu-user: the
+#                      NEON distance and popcount kernels on an x86 machine; part of native-check
 # ---------------------------------------------------------------------------------------------
 FUZZ_APT_PACKAGES := clang libclang-rt-14-dev zlib1g-dev
 FUZZ_BUILD   := build/fuzz
@@ -185,7 +187,9 @@ SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_chec
                  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 FUZZ_FLAGS = -timeout=60 -artifact_prefix=$(FUZZ_BUILD)/artifacts/ -print_final_stats=1
 
-.PHONY: fuzz-packages fuzz-build native-check sanitize-check sanitize-python-check fuzz
+NEON_APT_PACKAGES := g++-aarch64-linux-gnu qemu-user
+
+.PHONY: fuzz-packages fuzz-build native-check sanitize-check sanitize-python-check fuzz neon-check
 fuzz-packages:
 	@if ! dpkg -s $(FUZZ_APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "installing fuzz/sanitizer packages: $(FUZZ_APT_PACKAGES)"; \
@@ -199,10 +203,18 @@ fuzz-build: fuzz-packages | $(VENV)/bin/python
 	  -DPython_EXECUTABLE=$(CURDIR)/$(VPY) >/dev/null
 	cmake --build $(FUZZ_BUILD)
 
-native-check: sanitize-check sanitize-python-check $(addprefix fuzz-check-,$(FUZZ_TARGETS))
+native-check: sanitize-check sanitize-python-check neon-check $(addprefix fuzz-check-,$(FUZZ_TARGETS))
+
+neon-check:
+	@if ! dpkg -s $(NEON_APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing the aarch64 cross compiler and qemu-user: $(NEON_APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(NEON_APT_PACKAGES); \
+	fi
+	set -o pipefail; native/tools/check_neon_qemu.sh | tail -1
 
 sanitize-check: fuzz-build
-	$(SANITIZER_ENV) $(FUZZ_BUILD)/kernel_selfcheck | tail -1
+	set -o pipefail; $(SANITIZER_ENV) $(FUZZ_BUILD)/kernel_selfcheck | tail -1
 	$(SANITIZER_ENV) $(FUZZ_BUILD)/sanitize_selftest
 
 # tests/native against an ASan + UBSan build of the module (native/fuzz/asan_pytest.py says why

@@ -31,7 +31,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     COMPILE_OPTIONS "-mavx512f;-mavx512vpopcntdq")
   set(FRAMESEEK_HAVE_X86 1)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")
-  list(APPEND FRAMESEEK_CORE_SOURCES ${_fs_src}/distance_neon.cpp)  # NEON is baseline on aarch64
+  # NEON is baseline on aarch64
+  list(APPEND FRAMESEEK_CORE_SOURCES ${_fs_src}/distance_neon.cpp ${_fs_src}/fingerprint/popcount_neon.cpp)
   set(FRAMESEEK_HAVE_NEON 1)
 endif()
 

@@ -1,7 +1,8 @@
 // Stand-alone self-check of every kernel entry of every SIMD level this CPU supports against a
-// double-precision reference (no Python needed). Its job is the paths the pytest suite cannot
-// reach on x86 CI: cross-compile for aarch64 and run under qemu-user to exercise NEON, e.g.
-//   native/tools/check_neon_qemu.sh
+// double-precision reference, and of every popcount level against bit counting (no Python
+// needed). Its job is the paths the pytest suite cannot reach on x86 CI: cross-compiled for
+// aarch64 and run under qemu-user it exercises NEON (native/tools/check_neon_qemu.sh, make
+// neon-check, part of make test).
 // Exit status 0 = all entries within tolerance.
 #include <cmath>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "frameseek/distance.hpp"
+#include "frameseek/fingerprint.hpp"
 #include "frameseek/half.hpp"
 
 using namespace frameseek;
@@ -24,6 +26,40 @@ void expect_close(double got, double want, double scale, std::size_t d, const ch
     ++failures;
     if (failures < 20)
       std::printf("FAIL %s %s d=%zu got=%.9g want=%.9g tol=%.3g\n", level.c_str(), what, d, got, want, tol);
+  }
+}
+
+// Every popcount level against bit-by-bit counting, at lengths around each path's vector width,
+// past the 16-bit accumulator flushes of NEON and AVX2, and from odd word offsets.
+void check_popcount(std::mt19937& rng) {
+  std::uniform_int_distribution<std::uint32_t> word;
+  const std::size_t lengths[] = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 127, 128, 1000, 8193, 20000, 40000};
+  for (SimdLevel level : fingerprint::popcount_supported_levels()) {
+    const fingerprint::PopcountKernels& k = fingerprint::popcount_kernels_for(level);
+    const std::string name = simd_level_name(level);
+    for (std::size_t n : lengths) {
+      std::vector<std::uint32_t> a(n + 1), b(n + 1), out(n);
+      for (std::size_t i = 0; i <= n; ++i) {
+        a[i] = word(rng);
+        // every fifth word differs in all 32 bits; at the longest length every word does, the most
+        // an accumulator can gain per step, so a late flush shows
+        b[i] = (i % 5 && n < 40000) ? word(rng) : ~a[i];
+      }
+      k.xor_popcount(a.data() + 1, b.data() + 1, n, out.data());
+      std::uint64_t want_total = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        std::uint32_t want = 0;
+        for (std::uint32_t x = a[i + 1] ^ b[i + 1]; x; x >>= 1) want += x & 1u;
+        want_total += want;
+        if (out[i] != want && ++failures < 20)
+          std::printf("FAIL %s xor_popcount n=%zu word %zu got=%u want=%u\n", name.c_str(), n, i, out[i], want);
+      }
+      const std::uint64_t got_total = k.hamming(a.data() + 1, b.data() + 1, n);
+      if (got_total != want_total && ++failures < 20)
+        std::printf("FAIL %s hamming n=%zu got=%llu want=%llu\n", name.c_str(), n,
+                    static_cast<unsigned long long>(got_total), static_cast<unsigned long long>(want_total));
+    }
+    std::printf("popcount %s: checked\n", name.c_str());
   }
 }
 
@@ -81,6 +117,7 @@ int main() {
     }
     std::printf("%s: checked\n", name.c_str());
   }
+  check_popcount(rng);
   std::printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);
   return failures ? 1 : 0;
 }

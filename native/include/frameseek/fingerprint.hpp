@@ -2,7 +2,8 @@
 //
 // * Popcount kernels (XOR + popcount of 32-bit words) in one translation unit per SIMD path
 //   (src/fingerprint/popcount_*.cpp), picked at run time like the distance kernels: AVX-512 with
-//   VPOPCNTDQ, AVX2 (nibble lookup), scalar. FRAMESEEK_SIMD caps the level here too.
+//   VPOPCNTDQ, AVX2 (nibble lookup), NEON (VCNT; baseline on aarch64), scalar. FRAMESEEK_SIMD caps
+//   the level here too.
 // * FingerprintIndex: every video's sub-fingerprints, an inverted index over their two 16-bit
 //   halves ("bands": a noisy copy rarely keeps all 32 bits, but often one half), offset voting
 //   over the postings a query hits, and verification of the best (video, offset) candidates by
@@ -38,6 +39,9 @@ const PopcountKernels& scalar_popcount_kernels();
 #if defined(FRAMESEEK_HAVE_X86)
 const PopcountKernels& avx2_popcount_kernels();
 const PopcountKernels& avx512_popcount_kernels();
+#endif
+#if defined(FRAMESEEK_HAVE_NEON)
+const PopcountKernels& neon_popcount_kernels();
 #endif
 }  // namespace detail
 

@@ -21,6 +21,10 @@ bool cpu_supports(SimdLevel level) {
     case SimdLevel::Avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
 #endif
+#if defined(FRAMESEEK_HAVE_NEON)
+    case SimdLevel::Neon:
+      return true;  // baseline on aarch64
+#endif
     default:
       return false;
   }
@@ -36,8 +40,12 @@ const PopcountKernels* table_for(SimdLevel level) {
     case SimdLevel::Avx512:
       return &detail::avx512_popcount_kernels();
 #endif
+#if defined(FRAMESEEK_HAVE_NEON)
+    case SimdLevel::Neon:
+      return &detail::neon_popcount_kernels();
+#endif
     default:
-      return nullptr;  // NEON: not written yet (no aarch64 machine to test it on); scalar there
+      return nullptr;
   }
 }
 

@@ -1,0 +1,47 @@
+// NEON popcount kernels (baseline on aarch64): VCNT counts the bits of each byte, pairwise widening
+// adds sum the bytes into 32-bit words (xor_popcount) or into 16-bit accumulators flushed to 64
+// bits (hamming). Tails go word by word.
+#include <arm_neon.h>
+
+#include <algorithm>
+
+#include "frameseek/fingerprint.hpp"
+
+namespace frameseek::fingerprint::detail {
+namespace {
+
+inline uint8x16_t xor_bytes(const std::uint32_t* a, const std::uint32_t* b) {
+  return vreinterpretq_u8_u32(veorq_u32(vld1q_u32(a), vld1q_u32(b)));
+}
+
+void xor_popcount(const std::uint32_t* a, const std::uint32_t* b, std::size_t n, std::uint32_t* out) {
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_u32(out + i, vpaddlq_u16(vpaddlq_u8(vcntq_u8(xor_bytes(a + i, b + i)))));
+  for (; i < n; ++i) out[i] = static_cast<std::uint32_t>(__builtin_popcount(a[i] ^ b[i]));
+}
+
+std::uint64_t hamming(const std::uint32_t* a, const std::uint32_t* b, std::size_t n) {
+  // A 16-bit lane gains at most 16 (two bytes of 8 bits) per step of 4 words: flush to 64 bits
+  // every 2048 steps (at most 32768), well before it wraps.
+  constexpr std::size_t kFlushWords = 4 * 2048;
+  uint64x2_t total = vdupq_n_u64(0);
+  std::size_t i = 0;
+  while (i + 4 <= n) {
+    const std::size_t stop = std::min(n - (n - i) % 4, i + kFlushWords);
+    uint16x8_t acc = vdupq_n_u16(0);
+    for (; i < stop; i += 4) acc = vpadalq_u8(acc, vcntq_u8(xor_bytes(a + i, b + i)));
+    total = vpadalq_u32(total, vpaddlq_u16(acc));
+  }
+  std::uint64_t s = vgetq_lane_u64(total, 0) + vgetq_lane_u64(total, 1);
+  for (; i < n; ++i) s += static_cast<std::uint64_t>(__builtin_popcount(a[i] ^ b[i]));
+  return s;
+}
+
+}  // namespace
+
+const PopcountKernels& neon_popcount_kernels() {
+  static const PopcountKernels k{SimdLevel::Neon, xor_popcount, hamming};
+  return k;
+}
+
+}  // namespace frameseek::fingerprint::detail

@@ -1,7 +1,9 @@
-"""Image embedders behind one interface: ONNX Runtime on the CPU (default), TensorRT on NVIDIA GPUs.
+"""Image embedders behind one interface: ONNX Runtime on the CPU (default), TensorRT or torch on
+NVIDIA GPUs, all running the same ONNX file.
 
 `load_embedder()` picks the backend: with backend="auto" TensorRT when it can run the model here,
-otherwise ONNX Runtime, logging why. Any ONNX image encoder plugs in through a `ModelSpec`.
+else torch when it has a CUDA device, else ONNX Runtime, logging why. Any ONNX image encoder plugs
+in through a `ModelSpec`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .tensorrt_backend import (
     engine_path,
     tensorrt_available,
 )
+from .torch_backend import TorchEmbedder, TorchUnavailable, torch_cuda_available, torch_importable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,10 @@ log = logging.getLogger(__name__)
 @runtime_checkable
 class Embedder(Protocol):
     """RGB uint8 HxWx3 frames -> float32[n, dim], L2-normalised.
+
+    Optionally, `cuda_device` is the CUDA device whose tensors `embed`/`preprocess` take as they
+    are (frames NVDEC decoded there); absent or None: the embedder takes host arrays only (not part
+    of the runtime check either).
 
     `preprocess` + `embed_preprocessed` split the work so a pipeline can resize on one thread while
     the model runs on another; `embed` does both. Optionally, `input_size(height, width) -> (h, w)`
@@ -49,19 +56,29 @@ class Embedder(Protocol):
 
 
 def select_backend(settings: EmbedderSettings, spec: ModelSpec) -> tuple[str, str]:
-    """('tensorrt' | 'onnx', reason). backend='tensorrt' raises TensorRTUnavailable when it cannot run."""
+    """('tensorrt' | 'torch' | 'onnx', reason). An explicit backend that cannot run raises
+    (TensorRTUnavailable / TorchUnavailable); 'auto' takes torch only on CUDA (on the CPU ONNX
+    Runtime is the faster of the two)."""
     if settings.backend == "onnx":
         return "onnx", "ONNX Runtime requested"
+    if settings.backend == "torch":
+        ok, why = torch_importable()
+        if not ok:
+            raise TorchUnavailable(why)
+        return "torch", why
     ok, why = tensorrt_available(spec, settings.gpu_id)
     if ok:
         return "tensorrt", why
     if settings.backend == "tensorrt":
         raise TensorRTUnavailable(why)
-    return "onnx", why
+    ok, torch_why = torch_cuda_available(settings.gpu_id)
+    if ok:
+        return "torch", f"{torch_why} (TensorRT: {why})"
+    return "onnx", f"TensorRT: {why}; torch: {torch_why}"
 
 
 def load_embedder(settings: EmbedderSettings | None = None) -> Embedder:
-    """Build the configured embedder (default: sscd_distilled on ONNX Runtime when no GPU)."""
+    """Build the configured embedder (default: sscd_distilled; on ONNX Runtime when no GPU)."""
     settings = settings or EmbedderSettings()
     spec = settings.resolve_model()
     backend, why = select_backend(settings, spec)
@@ -71,7 +88,18 @@ def load_embedder(settings: EmbedderSettings | None = None) -> Embedder:
         except Exception as exc:
             if settings.backend == "tensorrt":
                 raise
-            log.warning("TensorRT embedder failed (%s); falling back to ONNX Runtime on the CPU", exc)
+            log.warning("TensorRT embedder failed (%s); trying the next backend", exc)
+            ok, torch_why = torch_cuda_available(settings.gpu_id)
+            backend = "torch" if ok else "onnx"
+    if backend == "torch":
+        try:
+            emb = TorchEmbedder(spec, settings)
+            log.info("embedding on torch (%s): %s", emb.device, why)
+            return emb
+        except Exception as exc:
+            if settings.backend == "torch":
+                raise
+            log.warning("torch embedder failed (%s); falling back to ONNX Runtime on the CPU", exc)
     elif settings.backend == "auto":
         log.info("embedding on ONNX Runtime (CPU): %s", why)
     return OnnxEmbedder(spec, batch_size=settings.batch_size, threads=settings.threads)
@@ -86,6 +114,8 @@ __all__ = [
     "PreprocessSpec",
     "TensorRTEmbedder",
     "TensorRTUnavailable",
+    "TorchEmbedder",
+    "TorchUnavailable",
     "builtin_models",
     "engine_cache_key",
     "engine_path",
@@ -93,4 +123,6 @@ __all__ = [
     "load_embedder",
     "select_backend",
     "tensorrt_available",
+    "torch_cuda_available",
+    "torch_importable",
 ]

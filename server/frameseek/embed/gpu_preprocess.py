@@ -38,7 +38,8 @@ def preprocess_gpu(
 
 
 def stack_gpu(images: Sequence[Any], spec: PreprocessSpec):
-    """Stack same-size resized images into the engine's input tensor (contiguous, on the GPU)."""
+    """Stack same-size resized uint8 image tensors into the model's input tensor (contiguous, on
+    the images' device: the torch backend uses it on the CPU too)."""
     import torch
 
     x = torch.stack(list(images))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -60,6 +61,31 @@ def torch_cuda_available(gpu_id: int = 0) -> tuple[bool, str]:
     return True, f"{why} on {torch.cuda.get_device_name(gpu_id)}"
 
 
+def torch_ready_graph(path) -> Any:
+    """The ONNX model as onnx2torch can convert it. Two rewrites that keep its maths:
+    * constant folding by ONNX Runtime's basic graph optimisations (standard ONNX ops only): the
+      sscd_distilled file stores fp16 weights behind Cast nodes, and onnx2torch's Conv wants its
+      weights as initializers;
+    * trailing empty optional inputs dropped (a Clip without max is written `Clip(x, min, "")`,
+      which onnx2torch reads as a dynamic bound)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="frameseek-onnx-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = os.path.join(tmp, "folded.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        model = onnx.load(opts.optimized_model_filepath)
+    for node in model.graph.node:
+        while node.input and node.input[-1] == "":
+            node.input.pop()
+    return model
+
+
 class TorchEmbedder:
     """Batched embeddings with the ONNX model converted to torch; numpy frames and CUDA tensors."""
 
@@ -69,7 +95,6 @@ class TorchEmbedder:
         ok, why = torch_importable()
         if not ok:
             raise TorchUnavailable(why)
-        import onnx
         import onnx2torch
         import torch
 
@@ -83,7 +108,7 @@ class TorchEmbedder:
         self.batch_size = settings.batch_size
         # A GPU wants full batches; on the CPU the cost per frame does not depend on the batch.
         self.batch_wait_s = 0.05 if self.on_cuda else 0.0
-        model = onnx.load(str(spec.path))
+        model = torch_ready_graph(spec.path)
         inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
         inp = next((i for i in inputs if i.name == (spec.input_name or inputs[0].name)), None)
         if inp is None or (spec.input_name is None and len(inputs) != 1):
@@ -145,15 +170,18 @@ class TorchEmbedder:
     def _run(self, images: Sequence[Any]) -> np.ndarray:
         import torch
 
-        from .gpu_preprocess import stack_gpu
+        from .gpu_preprocess import batch_to_input, stack_gpu
         from .preprocess import same_size_runs
 
         parts = []
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.fp16 else contextlib.nullcontext()
         with torch.inference_mode(), autocast, self._lock or contextlib.nullcontext():
             for a, b in same_size_runs(images, self.batch_size):
-                run = [torch.as_tensor(im) for im in images[a:b]]  # numpy (CPU path) shares memory
-                x = stack_gpu([t.to(self.device, non_blocking=True) for t in run], self.spec.preprocess)
+                run = images[a:b]
+                if isinstance(run[0], np.ndarray):  # the CPU path's PIL-resized (read-only) arrays
+                    x = batch_to_input(torch.from_numpy(np.stack(run)).to(self.device), self.spec.preprocess)
+                else:
+                    x = stack_gpu([t.to(self.device, non_blocking=True) for t in run], self.spec.preprocess)
                 y = self.module(x)
                 if isinstance(y, (tuple, list)):
                     y = y[self._output_index]

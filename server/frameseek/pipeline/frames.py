@@ -554,6 +554,7 @@ def embed_media(
         sampled_frames=st.sampled_frames,
         decode_errors=st.decode_errors,
         truncated=st.truncated,
+        decoder_notes=dict(st.extra),  # e.g. why NVDEC handed the rest of a stream to the CPU
         blank_reasons=dict(counters["blank_reasons"]),
         realtime_factor=(duration / wall) if wall > 0 and duration > 0 else None,
     )

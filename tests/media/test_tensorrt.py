@@ -137,3 +137,19 @@ def test_tensorrt_matches_onnx_runtime_and_serves_concurrent_callers(tmp_path):
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(trt_missing, reason="TensorRT is not installed (the operator installs it)")
+def test_auto_builds_a_missing_engine_in_the_background(tmp_path):
+    """A start without a cached engine does not wait minutes for TensorRT: it embeds on the next
+    backend while the engine is built, and the next start loads the cached engine."""
+    from frameseek.embed import BACKGROUND_BUILDS, engine_file_for
+
+    settings = EmbedderSettings(engine_cache_dir=tmp_path)
+    target = engine_file_for(settings.resolve_model(), settings)
+    first = load_embedder(settings)
+    assert first.backend != "tensorrt" and target in BACKGROUND_BUILDS
+    BACKGROUND_BUILDS[target].join()
+    assert target.exists()
+    assert load_embedder(settings).backend == "tensorrt"

@@ -17,10 +17,13 @@ import numpy as np
 from .onnx_backend import OnnxEmbedder, l2_normalize
 from .spec import EmbedderSettings, ModelSpec, PreprocessSpec, builtin_models
 from .tensorrt_backend import (
+    BACKGROUND_BUILDS,
     InputProfile,
     TensorRTEmbedder,
     TensorRTUnavailable,
+    build_engine_in_background,
     engine_cache_key,
+    engine_file_for,
     engine_path,
     tensorrt_available,
 )
@@ -82,6 +85,21 @@ def load_embedder(settings: EmbedderSettings | None = None) -> Embedder:
     settings = settings or EmbedderSettings()
     spec = settings.resolve_model()
     backend, why = select_backend(settings, spec)
+    if backend == "tensorrt" and settings.backend == "auto":
+        # No cached engine: building one takes minutes, which a server start should not wait
+        # for. Build it in the background for the next start, embed with the next backend now.
+        try:
+            target = engine_file_for(spec, settings)
+            cached = target.exists()
+        except Exception as exc:
+            log.warning("TensorRT engine cache unusable (%s)", exc)
+            target, cached = None, True  # let the load below fail (and fall back) with its reason
+        if not cached and target is not None:
+            build_engine_in_background(spec, settings, target)
+            ok, torch_why = torch_cuda_available(settings.gpu_id)
+            backend = "torch" if ok else "onnx"
+            why = f"the TensorRT engine is being built in the background ({target}); {torch_why}"
+            log.warning("embedding on %s until the next start: %s", backend, why)
     if backend == "tensorrt":
         try:
             return TensorRTEmbedder(spec, settings)
@@ -106,6 +124,7 @@ def load_embedder(settings: EmbedderSettings | None = None) -> Embedder:
 
 
 __all__ = [
+    "BACKGROUND_BUILDS",
     "Embedder",
     "EmbedderSettings",
     "InputProfile",
@@ -118,6 +137,7 @@ __all__ = [
     "TorchUnavailable",
     "builtin_models",
     "engine_cache_key",
+    "engine_file_for",
     "engine_path",
     "l2_normalize",
     "load_embedder",

@@ -130,6 +130,35 @@ def test_batches_pair_with_indices_only_when_every_timestamp_matches(gop_clip, m
         assert why is not None and "approximate seek" in why
 
 
+def test_the_unit_of_nvdecs_timestamps_is_found_at_open(media_dir):
+    """The open-time probe tells the stream's time base from milliseconds (the Video Codec SDK
+    demuxer's default scale) by the timestamps of two real frames, and rejects anything else."""
+    import fractions
+
+    path = write_video(
+        media_dir / "tb90k.mp4",
+        "libx264",
+        [i / 25 for i in range(30)],
+        options={"preset": "ultrafast"},
+        time_base=fractions.Fraction(1, 90000),
+        rate=25,
+    )
+    table = nvdec.frame_table(open_source(path))
+    assert table.time_base != fractions.Fraction(1, 1000)
+    real = decoded_ticks(path)
+    probe = [0, 1]
+    assert nvdec.detect_pts_unit(probe, [real[i] for i in probe], table) == table.time_base
+    in_ms = [int(real[i] * table.time_base * 1000) for i in probe]
+    assert nvdec.detect_pts_unit(probe, in_ms, table) == fractions.Fraction(1, 1000)
+    assert nvdec.detect_pts_unit(probe, probe, table) is None  # frame numbers are no timestamps
+    assert nvdec.detect_pts_unit(probe, [None, None], table) == table.time_base  # no PTS: counts only
+    # later batches compare in the unit found
+    batch = plan_indices(table.times, 5.0)
+    ms = [int(real[i] * table.time_base * 1000) for i in batch]
+    assert nvdec.batch_mismatch(batch, ms, table, fractions.Fraction(1, 1000)) is None
+    assert nvdec.batch_mismatch(batch, ms, table) is not None
+
+
 @pytest.mark.parametrize("fps", [1.0, 3.0, None])
 def test_cpu_continuation_resumes_the_same_grid(gop_clip, fps):
     src = open_source(gop_clip)

@@ -22,6 +22,7 @@ What is not taken on trust:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -194,17 +195,45 @@ def frame_table(src: OpenedSource) -> FrameTable:
     )
 
 
-def batch_mismatch(requested: list[int], decoded_ticks: list[int | None], table: FrameTable) -> str | None:
+#: Units NVDEC's frame timestamps may come in besides the stream's time base: milliseconds, the
+#: Video Codec SDK demuxer's default time scale. Which one a file uses is found when it opens.
+ALTERNATIVE_PTS_UNITS = (Fraction(1, 1000),)
+
+
+def same_instant(got: int, unit: Fraction, want: int, time_base: Fraction) -> bool:
+    """Whether `got` (in `unit`s) and the demuxer's `want` (in `time_base` units) are one
+    timestamp: exactly equal in the same unit, within one unit when rescaled (truncation)."""
+    if unit == time_base:
+        return got == want
+    return abs(got * unit - want * time_base) <= unit
+
+
+def detect_pts_unit(indices: list[int], decoded_ticks: list[int | None], table: FrameTable) -> Fraction | None:
+    """The unit of the decoder's timestamps for these probed frames: the stream's time base, or one
+    of ALTERNATIVE_PTS_UNITS, whichever matches the demuxer for every frame (the time base first);
+    None when none does. Frames without a timestamp match any unit."""
+    for unit in (table.time_base, *ALTERNATIVE_PTS_UNITS):
+        pairs = [(g, table.ticks[i]) for i, g in zip(indices, decoded_ticks) if g is not None]
+        if all(same_instant(g, unit, w, table.time_base) for g, w in pairs):
+            return unit
+    return None
+
+
+def batch_mismatch(
+    requested: list[int], decoded_ticks: list[int | None], table: FrameTable, unit: Fraction | None = None
+) -> str | None:
     """Why a decoded batch cannot be paired with the requested indices, or None when it can: one
-    frame per index, in order, each with the demuxer's timestamp for that index (None = the
-    decoder did not say, which is accepted: the count still holds)."""
+    frame per index, in order, each with the demuxer's timestamp for that index (`unit`: that of
+    the decoder's timestamps, default the stream's time base; None timestamps = the decoder did
+    not say, which is accepted: the count still holds)."""
+    unit = table.time_base if unit is None else unit
     if len(decoded_ticks) != len(requested):
         return f"{len(decoded_ticks)} frames came back for {len(requested)} requested indices"
     for index, got in zip(requested, decoded_ticks):
         want = table.ticks[index]
-        if got is not None and got != want:
+        if got is not None and not same_instant(got, unit, want, table.time_base):
             return (
-                f"frame {index} came back with timestamp {float(got * table.time_base):.6g} s, "
+                f"frame {index} came back with timestamp {float(got * unit):.6g} s, "
                 f"not {float(want * table.time_base):.6g} s (an approximate seek)"
             )
     return None
@@ -269,24 +298,54 @@ class NvdecDecoder:
             # Index-addressed decoding only lines up with packet timestamps when both count the
             # same frames; otherwise CPU decoding is the correct answer.
             raise BackendUnavailable(f"NVDEC counts {n} frames, the demuxer {len(self._table.ticks)}")
+        self._pts_unit = self._table.time_base
         if self._table.ticks:
             # Streams NVDEC cannot decode (a profile this GPU lacks) fail here, while the CPU
-            # decoder can still take the whole file, rather than at the first sampled batch.
-            _, why = self._decode([0])
+            # decoder can still take the whole file, rather than at the first sampled batch. Two
+            # frames also tell the unit of NVDEC's timestamps.
+            probe = [0, 1] if len(self._table.ticks) > 1 else [0]
+            ticks, why = self._decode_ticks(probe)
+            if why is None:
+                unit = detect_pts_unit(probe, ticks, self._table)
+                if unit is None:
+                    want = [self._table.ticks[i] for i in probe]
+                    why = f"its timestamps {ticks} match the demuxer's {want} in no known unit"
+                else:
+                    self._pts_unit = unit
             if why is not None:
                 raise BackendUnavailable(f"NVDEC cannot decode {src.name}: {why}")
+
+    def _decode_ticks(self, batch: list[int]) -> tuple[list[int | None], str | None]:
+        """The timestamps NVDEC gives the frames at `batch` (the frames are dropped)."""
+        try:
+            with self._device():
+                decoded = self._decoder.get_batch_frames_by_index(batch)
+                if len(decoded) != len(batch):
+                    return [], f"{len(decoded)} frames came back for {len(batch)} requested indices"
+                return [_frame_ticks(f) for f in decoded], None
+        except Exception as exc:
+            return [], f"NVDEC failed: {type(exc).__name__}: {exc}"
+
+    @contextlib.contextmanager
+    def _device(self) -> Iterator[None]:
+        """torch's current device is the decoder's, and its primary context is current on this
+        thread (which may never have touched CUDA)."""
+        import torch
+
+        with torch.cuda.device(self.gpu_id):
+            bind_primary_context(self.gpu_id)
+            yield
 
     def _decode(self, batch: list[int]) -> tuple[list, str | None]:
         """(CUDA tensors, None) for the frames at `batch`, or ([], why) when NVDEC got them wrong."""
         import torch
 
         try:
-            with torch.cuda.device(self.gpu_id):
-                bind_primary_context(self.gpu_id)  # this thread may never have touched CUDA
+            with self._device():
                 # Skipped indices only warn (warnings are process-wide state, not caught here):
                 # the count check below is what catches them.
                 decoded = self._decoder.get_batch_frames_by_index(batch)
-                why = batch_mismatch(batch, [_frame_ticks(f) for f in decoded], self._table)
+                why = batch_mismatch(batch, [_frame_ticks(f) for f in decoded], self._table, self._pts_unit)
                 # clone(): the decoder recycles its output surfaces on the next call.
                 images = [] if why else [torch.from_dlpack(f).clone() for f in decoded]
         except Exception as exc:  # CUDA / decoder errors: the CPU decoder takes over

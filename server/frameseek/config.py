@@ -306,7 +306,9 @@ class Settings(BaseSettings):
     embedding_dim: int = Field(
         512, ge=1, le=4096, description="dimension used for the default collection when the model cannot load"
     )
-    embed_backend: Literal["auto", "onnx", "tensorrt"] = "auto"
+    embed_backend: Literal["auto", "onnx", "tensorrt", "torch"] = Field(
+        "auto", description="auto: TensorRT, else torch on CUDA, else ONNX Runtime on the CPU"
+    )
     embed_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = one per core)")
 
     # concurrency and admission

@@ -182,3 +182,12 @@ def embedder():
     from frameseek.embed import load_embedder
 
     return load_embedder()
+
+
+def expected_decoder(embedder) -> str:
+    """The decoder the pipeline picks for an H.264 4:2:0 file and this embedder: NVDEC when the
+    embedder takes CUDA tensors and NVDEC runs there, else PyAV (tests run on GPU machines too)."""
+    from frameseek.media import nvdec
+
+    device = getattr(embedder, "cuda_device", None)
+    return "nvdec" if device is not None and nvdec.nvdec_available(device)[0] else "pyav"

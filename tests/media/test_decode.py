@@ -1,4 +1,7 @@
-"""Decoding: codecs, containers, timestamps, sampling density, still images, input kinds."""
+"""Decoding: codecs, containers, timestamps, sampling density, still images, input kinds.
+
+These test the CPU decoder (PyAV) and ask for it: on a machine with NVDEC, `auto` would decode
+on the GPU (tests/media/test_nvdec.py compares the two there)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from .conftest import OPENCV_DATA, H, W, write_video
 
 
 def decode_times(src, fps=0.0, keyframes_only=False):
-    dec = open_decoder(src)
+    dec = open_decoder(src, backend="cpu")
     try:
         frames = list(dec.frames(TimeGridSampler(fps), keyframes_only))
     finally:
@@ -127,19 +130,6 @@ def test_keyframes_only_skips_non_key_decoding(gop_clip):
     np.testing.assert_allclose([f.t for f in frames], [0.0, 1.0, 2.0, 3.0], atol=1e-3)
     assert all(f.key for f in frames)
     assert dec.stats.decoded_frames == 4
-
-
-def test_frame_table_for_nvdec_planning_matches_decoded_pts(vfr_clip, gop_clip):
-    # NVDEC plans indices from demuxed packet timestamps: they must equal what decoding yields.
-    for path in (vfr_clip[0], gop_clip):
-        pts, keys = nvdec.frame_table(open_source(path))
-        _, frames = decode_times(path)
-        np.testing.assert_allclose(pts, [f.t for f in frames], atol=1e-6)
-        for fps in (1.0, 3.0):
-            _, sampled = decode_times(path, fps)
-            assert [pts[i] for i in plan_indices(pts, fps)] == pytest.approx([f.t for f in sampled], abs=1e-6)
-    pts, keys = nvdec.frame_table(open_source(gop_clip))
-    assert [pts[i] for i in plan_indices(pts, 0, keys)] == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=1e-6)
 
 
 @settings(max_examples=200, deadline=None)
@@ -258,10 +248,10 @@ def test_size_hint_downscales_in_the_decoder_with_unchanged_timestamps(media_dir
     )
     hint = PreprocessSpec().output_hw
     for fps in (0.0, 2.0):
-        dec = open_decoder(big)
+        dec = open_decoder(big, backend="cpu")
         plain = list(dec.frames(TimeGridSampler(fps)))
         dec.close()
-        dec = open_decoder(big)
+        dec = open_decoder(big, backend="cpu")
         hinted = list(dec.frames(TimeGridSampler(fps), size_hint=hint))
         dec.close()
         assert [f.t for f in hinted] == [f.t for f in plain] and len(plain) == (20 if fps == 0 else 4)
@@ -276,7 +266,7 @@ def test_size_hint_downscales_in_the_decoder_with_unchanged_timestamps(media_dir
 
     # VFR timestamps are untouched by downscaling
     path, times = vfr_clip
-    dec = open_decoder(path)
+    dec = open_decoder(path, backend="cpu")
     half = list(dec.frames(TimeGridSampler(0.0), size_hint=lambda h, w: (h // 2, w // 2)))
     dec.close()
     np.testing.assert_allclose([f.t for f in half], times, atol=1e-3)
@@ -284,11 +274,11 @@ def test_size_hint_downscales_in_the_decoder_with_unchanged_timestamps(media_dir
 
     # an upscale (in either direction) is left to the embedder: the frame comes at full size
     for up in (lambda h, w: (2 * h, 2 * w), lambda h, w: (h // 2, w + 1), PreprocessSpec().output_hw):
-        dec = open_decoder(path)
+        dec = open_decoder(path, backend="cpu")
         f = next(iter(dec.frames(TimeGridSampler(1.0), size_hint=up)))
         dec.close()
         assert f.image.shape == (H, W, 3) and f.source_hw is None
 
-    dec = open_decoder(images["png"])
+    dec = open_decoder(images["png"], backend="cpu")
     (still,) = dec.frames(TimeGridSampler(1.0), size_hint=lambda h, w: (h // 2, w // 2))
     assert still.image.shape == (120, 160, 3)

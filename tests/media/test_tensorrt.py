@@ -102,3 +102,54 @@ def test_driver_probes_explain_the_missing_gpu():
         assert "driver" in why or "device" in why
         with pytest.raises(TensorRTUnavailable):
             cuda_compute_capability(0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(trt_missing, reason="TensorRT is not installed (the operator installs it)")
+def test_tensorrt_matches_onnx_runtime_and_serves_concurrent_callers(tmp_path):
+    """Embeddings within cosine 0.999 of the CPU path; threads with different input sizes each get
+    their own execution context, so no call sees another's shape or buffers."""
+    import threading
+
+    import numpy as np
+
+    from .test_torch_backend import cosines, real_frames
+
+    trt = load_embedder(EmbedderSettings(backend="tensorrt", engine_cache_dir=tmp_path))
+    ref_emb = load_embedder(EmbedderSettings(backend="onnx"))
+    frames = real_frames()
+    alone = trt.embed(frames)
+    assert cosines(alone, ref_emb.embed(frames)).min() >= 0.999
+    jobs = [frames[:5], frames[5:], frames[::2], [frames[6]] * 3]
+    expected = [trt.embed(j) for j in jobs]
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            for _ in range(5):
+                np.testing.assert_allclose(trt.embed(jobs[k]), expected[k], atol=1e-4)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(trt_missing, reason="TensorRT is not installed (the operator installs it)")
+def test_auto_builds_a_missing_engine_in_the_background(tmp_path):
+    """A start without a cached engine does not wait minutes for TensorRT: it embeds on the next
+    backend while the engine is built, and the next start loads the cached engine."""
+    from frameseek.embed import BACKGROUND_BUILDS, engine_file_for
+
+    settings = EmbedderSettings(engine_cache_dir=tmp_path)
+    target = engine_file_for(settings.resolve_model(), settings)
+    first = load_embedder(settings)
+    assert first.backend != "tensorrt" and target in BACKGROUND_BUILDS
+    BACKGROUND_BUILDS[target].join()
+    assert target.exists()
+    assert load_embedder(settings).backend == "tensorrt"

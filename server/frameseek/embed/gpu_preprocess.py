@@ -38,10 +38,18 @@ def preprocess_gpu(
 
 
 def stack_gpu(images: Sequence[Any], spec: PreprocessSpec):
-    """Stack same-size resized images into the engine's input tensor (contiguous, on the GPU)."""
+    """Stack same-size resized uint8 image tensors into the model's input tensor (contiguous, on
+    the images' device)."""
     import torch
 
-    x = torch.stack(list(images))
+    return batch_to_input(torch.stack(list(images)), spec)
+
+
+def batch_to_input(x, spec: PreprocessSpec):
+    """A uint8 NHWC batch tensor -> the model's input tensor (dtype, normalisation, layout), on
+    its device (the torch backend passes host batches too)."""
+    import torch
+
     if spec.dtype != "uint8":
         x = x.float()
         if spec.scale != 1.0:

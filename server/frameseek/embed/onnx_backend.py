@@ -25,6 +25,7 @@ class OnnxEmbedder:
     """Batched embeddings with ONNX Runtime. Thread-safe (`InferenceSession.run` is)."""
 
     backend = "onnxruntime"
+    cuda_device = None  # takes host arrays only (frames decoded on the GPU are copied back first)
 
     def __init__(
         self,
@@ -87,10 +88,7 @@ class OnnxEmbedder:
         return self.spec.preprocess.scalable
 
     def preprocess(self, frames: Sequence[np.ndarray], flip: bool = False, scale: float = 1.0) -> list[np.ndarray]:
-        images = preprocess(frames, self.spec.preprocess, scale)
-        if flip:
-            images = [np.ascontiguousarray(im[:, ::-1]) for im in images]
-        return images
+        return preprocess(frames, self.spec.preprocess, scale, flip)
 
     def embed_preprocessed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         if not images:

@@ -41,9 +41,15 @@ def to_tensor(images: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
     return x
 
 
-def preprocess(frames: Sequence[np.ndarray], spec: PreprocessSpec, scale: float = 1.0) -> list[np.ndarray]:
-    """Resize every frame to its input size (`spec.output_hw(h, w, scale)`; frames keep their order)."""
-    return [resize_rgb(f, spec.output_hw(f.shape[0], f.shape[1], scale)) for f in frames]
+def preprocess(
+    frames: Sequence[np.ndarray], spec: PreprocessSpec, scale: float = 1.0, flip: bool = False
+) -> list[np.ndarray]:
+    """Resize every frame to its input size (`spec.output_hw(h, w, scale)`; frames keep their
+    order), mirrored left-right when `flip`."""
+    images = [resize_rgb(f, spec.output_hw(f.shape[0], f.shape[1], scale)) for f in frames]
+    if flip:
+        images = [np.ascontiguousarray(im[:, ::-1]) for im in images]
+    return images
 
 
 def same_size_runs(images: Sequence[np.ndarray], max_batch: int) -> Iterator[tuple[int, int]]:

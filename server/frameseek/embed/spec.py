@@ -107,13 +107,18 @@ class EmbedderSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     model: str | ModelSpec = "sscd_distilled"  # a builtin name, a path to an .onnx file, or a spec
-    backend: Literal["auto", "onnx", "tensorrt"] = "auto"
+    # auto: TensorRT, else torch on CUDA, else ONNX Runtime on the CPU (embed/__init__.py)
+    backend: Literal["auto", "onnx", "tensorrt", "torch"] = "auto"
     batch_size: int = Field(8, ge=1, le=1024)
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = one per core")
     engine_cache_dir: Path = Field(default_factory=_default_cache_dir)
     gpu_id: int = Field(0, ge=0)
     trt_max_batch: int = Field(32, ge=1)
     trt_workspace_mb: int = Field(2048, ge=64)
+    torch_fp16: bool = Field(True, description="torch backend on CUDA: run under fp16 autocast")
+    torch_compile: bool = Field(
+        False, description="torch backend on CUDA: torch.compile the module (slow first call per input shape)"
+    )
 
     def resolve_model(self) -> ModelSpec:
         if isinstance(self.model, ModelSpec):

@@ -7,8 +7,11 @@
 * One dynamic-shape optimisation profile: batch 1..max_batch, height/width from the preprocessing's
   short side up to its long-side cap.
 * Inference: named tensors (`set_input_shape` / `set_tensor_address`) and `execute_async_v3` on a
-  CUDA stream, with device buffers held by torch. Frames decoded by NVDEC (CUDA tensors) are
-  resized and converted on the GPU (gpu_preprocess.py): no host round trip.
+  CUDA stream, with device buffers held by torch. An execution context holds the input shape and
+  tensor addresses between those calls, so each calling thread (ingest workers, query handlers)
+  gets its own context and stream: one shared pair would let concurrent calls mix batches. Frames
+  decoded by NVDEC (CUDA tensors) are resized and converted on the GPU (gpu_preprocess.py): no
+  host round trip.
 * No precision builder flags: TensorRT 11 removed the FP16 flag (strongly typed networks), so the
   precision is the ONNX file's (sscd_distilled: fp16 weights, fp32 maths).
 """
@@ -23,6 +26,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -155,6 +159,66 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def engine_file_for(spec: ModelSpec, settings: EmbedderSettings) -> Path:
+    """Where the engine for `spec` on this GPU and TensorRT version is cached (it may not exist)."""
+    import tensorrt as trt
+
+    profile = InputProfile.for_spec(spec, settings.trt_max_batch)
+    cc = cuda_compute_capability(settings.gpu_id)
+    key = engine_cache_key(file_sha256(spec.path), trt.__version__, cc, profile)
+    return engine_path(settings.engine_cache_dir, spec.name, key)
+
+
+def build_engine(spec: ModelSpec, settings: EmbedderSettings, target: Path) -> bytes:
+    """A serialized engine for `spec` (minutes: TensorRT times its kernels on this GPU)."""
+    import tensorrt as trt
+
+    log.info("building TensorRT engine for %s (cached at %s)", spec.path, target)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10+
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(spec.path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise TensorRTUnavailable(f"TensorRT cannot parse {spec.path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.trt_workspace_mb << 20)
+    inp = spec.input_name or network.get_input(0).name
+    shapes = InputProfile.for_spec(spec, settings.trt_max_batch)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(inp, shapes.min_shape, shapes.opt_shape, shapes.max_shape)
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise TensorRTUnavailable(f"TensorRT failed to build an engine for {spec.path}")
+    return bytes(serialized)
+
+
+#: engine file -> the thread building it (`build_engine_in_background`)
+BACKGROUND_BUILDS: dict[Path, threading.Thread] = {}
+_builds_lock = threading.Lock()
+
+
+def build_engine_in_background(spec: ModelSpec, settings: EmbedderSettings, target: Path) -> threading.Thread:
+    """Build and cache the engine on a daemon thread (once per file): `backend = auto` does not hold
+    up a server start for minutes; the next start loads the cached engine."""
+
+    def run() -> None:
+        try:
+            _atomic_write(target, build_engine(spec, settings, target))
+            log.info("TensorRT engine cached at %s: used from the next start", target)
+        except Exception as exc:
+            log.warning("background TensorRT engine build for %s failed: %s", spec.name, exc)
+
+    with _builds_lock:
+        th = BACKGROUND_BUILDS.get(target)
+        if th is None:
+            th = threading.Thread(target=run, name="frameseek-trt-build", daemon=True)
+            BACKGROUND_BUILDS[target] = th
+            th.start()
+    return th
+
+
 class TensorRTEmbedder:
     """Batched embeddings on a TensorRT engine; accepts numpy frames and CUDA tensors alike."""
 
@@ -174,11 +238,9 @@ class TensorRTEmbedder:
         self.profile = InputProfile.for_spec(spec, settings.trt_max_batch)
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
-        cc = cuda_compute_capability(settings.gpu_id)
-        key = engine_cache_key(file_sha256(spec.path), trt.__version__, cc, self.profile)
-        self.engine_file = engine_path(settings.engine_cache_dir, spec.name, key)
+        self.engine_file = engine_file_for(spec, settings)
         self.engine = self._load_or_build()
-        self.context = self.engine.create_execution_context()
+        self.cuda_device = settings.gpu_id
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -195,7 +257,20 @@ class TensorRTEmbedder:
                 f"the preprocessing spec feeds {spec.preprocess.dtype}"
             )
         self.out_dtype = torch_types.get(self.engine.get_tensor_dtype(self.output_name), torch.float32)
-        self.stream = torch.cuda.Stream(device=self.device)
+        self._per_thread = threading.local()
+        self.execution()  # the first context now: a failure to create one fails the load, not a call
+
+    def execution(self):
+        """(execution context, CUDA stream) of the calling thread, made on its first call."""
+        import torch
+
+        mine = self._per_thread
+        if not hasattr(mine, "context"):
+            context = self.engine.create_execution_context()
+            if context is None:
+                raise RuntimeError("TensorRT could not create an execution context (device memory?)")
+            mine.context, mine.stream = context, torch.cuda.Stream(device=self.device)
+        return mine.context, mine.stream
 
     # -- engine ----------------------------------------------------------------------------
     def _load_or_build(self):
@@ -207,32 +282,15 @@ class TensorRTEmbedder:
                 log.info("TensorRT engine loaded from %s", self.engine_file)
                 return engine
             log.warning("cached TensorRT engine %s does not deserialise; rebuilding", self.engine_file)
-        data = self._build()
-        _atomic_write(self.engine_file, data)
+        data = build_engine(self.spec, self.settings, self.engine_file)
+        try:
+            _atomic_write(self.engine_file, data)
+        except OSError as exc:  # a read-only or full cache: the engine still serves this process
+            log.warning("TensorRT engine not cached at %s (%s); it is rebuilt on the next start", self.engine_file, exc)
         engine = runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise TensorRTUnavailable("a freshly built TensorRT engine failed to deserialise")
         return engine
-
-    def _build(self) -> bytes:
-        trt = self._trt
-        log.info("building TensorRT engine for %s (first use; cached at %s)", self.spec.path, self.engine_file)
-        builder = trt.Builder(self._logger)
-        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10+
-        parser = trt.OnnxParser(network, self._logger)
-        if not parser.parse(Path(self.spec.path).read_bytes()):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise TensorRTUnavailable(f"TensorRT cannot parse {self.spec.path}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.settings.trt_workspace_mb << 20)
-        inp = self.spec.input_name or network.get_input(0).name
-        profile = builder.create_optimization_profile()
-        profile.set_shape(inp, self.profile.min_shape, self.profile.opt_shape, self.profile.max_shape)
-        config.add_optimization_profile(profile)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise TensorRTUnavailable(f"TensorRT failed to build an engine for {self.spec.path}")
-        return bytes(serialized)
 
     # -- inference -------------------------------------------------------------------------
     def input_size(self, height: int, width: int) -> tuple[int, int]:
@@ -259,16 +317,21 @@ class TensorRTEmbedder:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         parts = []
+        context, stream = self.execution()
         # Preprocessing ran on the decode thread's (default) stream: order after it.
-        self.stream.wait_stream(torch.cuda.default_stream(self.device))
-        with torch.cuda.stream(self.stream):
+        stream.wait_stream(torch.cuda.default_stream(self.device))
+        with torch.cuda.stream(stream):
             for a, b in same_size_runs(images, self.batch_size):
                 x = stack_gpu(images[a:b], self.spec.preprocess)
                 out = torch.empty((b - a, self.dim), dtype=self.out_dtype, device=self.device)
-                self.context.set_input_shape(self.input_name, tuple(x.shape))
-                self.context.set_tensor_address(self.input_name, x.data_ptr())
-                self.context.set_tensor_address(self.output_name, out.data_ptr())
-                if not self.context.execute_async_v3(self.stream.cuda_stream):
+                if not context.set_input_shape(self.input_name, tuple(x.shape)):
+                    raise ValueError(
+                        f"input shape {tuple(x.shape)} is outside the engine's profile "
+                        f"{self.profile.min_shape}..{self.profile.max_shape}"
+                    )
+                context.set_tensor_address(self.input_name, x.data_ptr())
+                context.set_tensor_address(self.output_name, out.data_ptr())
+                if not context.execute_async_v3(stream.cuda_stream):
                     raise RuntimeError("TensorRT execute_async_v3 failed")
                 parts.append(out)
             y = torch.cat(parts).float()

@@ -13,7 +13,7 @@ from .decode import (
 )
 from .errors import MediaCancelled, MediaError, MediaErrorReason
 from .sampling import TimeGridSampler, plan_indices
-from .select import open_decoder, select_backend
+from .select import backend_for_consumer, open_decoder, select_backend
 from .source import MediaLimits, MediaSource, open_source, sniff
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "TimeGridSampler",
     "VideoInfo",
     "analyse",
+    "backend_for_consumer",
     "is_blank",
     "open_decoder",
     "open_source",

@@ -49,10 +49,12 @@ class VideoInfo:
     height: int
     duration: float | None  # seconds; None when the container does not say
     fps: float | None  # average frame rate, None when unknown
-    codec: str
+    codec: str  # the FFmpeg decoder's name (libdav1d for AV1)
     container: str
     is_image: bool = False
     frame_count: int | None = None
+    codec_family: str | None = None  # the codec's canonical name (av1, h264, hevc), whichever decoder
+    pix_fmt: str | None = None  # the stream's pixel format (yuv420p, yuv422p10le, ...), when known
 
 
 @dataclass
@@ -238,6 +240,8 @@ def probe_video(container: av.container.InputContainer, src: OpenedSource, limit
         codec=codec_name,
         container=container.format.name,
         frame_count=stream.frames or None,
+        codec_family=ctx.codec.canonical_name,
+        pix_fmt=ctx.format.name if ctx.format is not None else None,
     )
     return stream, info
 

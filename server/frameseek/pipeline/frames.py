@@ -40,6 +40,7 @@ from ..media import (
     MediaLimits,
     TimeGridSampler,
     analyse,
+    backend_for_consumer,
     open_decoder,
 )
 from ..media.decode import Backend
@@ -243,7 +244,7 @@ def _embed_regions(
     should not happen: decoding is deterministic) keeps its whole-frame vector."""
     row = {round(t, 6): i for i, t in enumerate(times)}
     out = [fallback.copy() for _ in crops]
-    decoder = _open_guarded(source, limits, sampling.decoder, cancel)
+    decoder = _open_guarded(source, limits, sampling.decoder, cancel, _cuda_device(embedder))
     abort = threading.Event()
     batch_size = max(1, int(getattr(embedder, "batch_size", 16)))
     pending_rows: list[int] = []
@@ -283,14 +284,24 @@ def _embed_regions(
     return out
 
 
-def _open_guarded(source, limits: MediaLimits, backend: Backend, cancel: threading.Event | None):
+def _cuda_device(embedder: Any) -> int | None:
+    """The CUDA device whose tensors the embedder takes as they are (None: it runs on the CPU)."""
+    return getattr(embedder, "cuda_device", None)
+
+
+def _open_guarded(
+    source, limits: MediaLimits, backend: Backend, cancel: threading.Event | None, cuda_device: int | None = None
+):
     """open_decoder() on a helper thread: probing reads the input, and a stream that stops
-    delivering bytes must not hang the caller (DECODE_TIMEOUT after `stall_timeout_s`)."""
+    delivering bytes must not hang the caller (DECODE_TIMEOUT after `stall_timeout_s`). Frames
+    for an embedder on `cuda_device` may be decoded there (NVDEC); for one on the CPU they are
+    decoded on the CPU unless `backend` says otherwise."""
+    backend, gpu_id = backend_for_consumer(backend, cuda_device)
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["decoder"] = open_decoder(source, limits, backend)
+            box["decoder"] = open_decoder(source, limits, backend, gpu_id)
         except BaseException as exc:
             box["error"] = exc
 
@@ -346,7 +357,7 @@ def embed_media(
     sampling = sampling or SamplingSettings()
     limits = limits or MediaLimits()
     t_start = time.perf_counter()
-    decoder = _open_guarded(source, limits, sampling.decoder, cancel)
+    decoder = _open_guarded(source, limits, sampling.decoder, cancel, _cuda_device(embedder))
     info = decoder.info
     sample_fps = sampling.grid_fps(info.duration) if not info.is_image else sampling.fps
     sampler = TimeGridSampler(sample_fps)
@@ -368,14 +379,14 @@ def embed_media(
                 continue
         return False
 
-    gpu_input = getattr(embedder, "backend", "") == "tensorrt"  # takes CUDA tensors as they are
+    gpu_input = _cuda_device(embedder) is not None  # takes CUDA tensors as they are
     detector = InsetDetector(sampling.inset) if sampling.regions != "off" else None
     # The model's input size, so the decoder can downscale while converting to RGB (one swscale
     # pass instead of a full-size conversion plus a PIL resize on this thread).
     size_hint = _at_least(getattr(embedder, "input_size", None), sampling.sample_short_side)
     views: list[View] = []
     for view in sampling.views:
-        why = view.unavailable(embedder, gpu_input)
+        why = view.unavailable(embedder, gpu_input and decoder.name == "nvdec")  # frames that stay on the GPU
         if why is None:
             views.append(view)
         elif view is sampling.views[0]:
@@ -543,6 +554,7 @@ def embed_media(
         sampled_frames=st.sampled_frames,
         decode_errors=st.decode_errors,
         truncated=st.truncated,
+        decoder_notes=dict(st.extra),  # e.g. why NVDEC handed the rest of a stream to the CPU
         blank_reasons=dict(counters["blank_reasons"]),
         realtime_factor=(duration / wall) if wall > 0 and duration > 0 else None,
     )

@@ -63,7 +63,8 @@ class View:
             raise ValueError(f"view {self.name!r}: blur_sigma must be in [0, 16] pixels")
 
     def unavailable(self, embedder: Any, gpu_input: bool) -> str | None:
-        """Why this view cannot be embedded with `embedder`, or None when it can."""
+        """Why this view cannot be embedded with `embedder`, or None when it can (`gpu_input`: the
+        frames are decoded on the GPU and go to the embedder there)."""
         if self.scale != 1.0 and not getattr(embedder, "scalable_input", False):
             return f"{getattr(embedder, 'name', 'the embedder')} has a fixed input size"
         if (self.blur_sigma or self.crop is not None) and gpu_input:

@@ -161,7 +161,7 @@ class ReplicaStorage(EmbeddedStorage):
                     gone = self._colls.pop(cid, None)
                 self._notify("collection_removed", cid)
                 for v in gone.videos if gone is not None else ():
-                    self._videos.pop(v, None)
+                    self._forget_entry(v)
             for cid, rec in recs.items():
                 ci = self._colls.get(cid)
                 if ci is None:
@@ -176,7 +176,7 @@ class ReplicaStorage(EmbeddedStorage):
                 active = self.catalog.active_video_hashes(cid)
                 for v in [v for v in ci.videos if v not in active]:
                     self._notify("video_removed", v)
-                    self._videos.pop(v, None)
+                    self._forget_entry(v)
                 new = [v for v in active if v not in ci.videos]
                 if not ci.catch_up(active):
                     log.info("replica_reload", collection=rec.name)

@@ -142,7 +142,7 @@ class FrameSeekService:
         core.ready = True
         self.search.recall.start()
         threading.Thread(target=self._collapse_huge_pages, name="huge-pages", daemon=True).start()
-        if getattr(core.storage, "check_rows", None) is not None:
+        if not core.replica and getattr(core.storage, "check_rows", None) is not None:
             threading.Thread(target=self._check_rows, name="check-rows", daemon=True).start()
         metrics.READY.set(1)
         log.info(

@@ -202,6 +202,7 @@ class ReplicaStorage(EmbeddedStorage):
         raise RuntimeError("this is a search replica: writes go to the primary process")
 
     create_collection = delete_collection = add_video = add_videos = delete_video = _read_only
+    check_rows = _read_only  # the primary checks the rows; its damage marks reach this replica by sync
 
     # A replica mirrors the frame index only: the calls that search other modalities' indexes are
     # forwarded to the primary (frameseek.workers.FORWARDED). Their data without vectors (times,

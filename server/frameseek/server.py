@@ -1,7 +1,10 @@
 """The grpc.aio server: FrameSeek servicer + grpc.health.v1 + reflection + Prometheus metrics.
 
 Start-up order: the port is bound and serving at once (health NOT_SERVING, FrameSeek calls answer
-UNAVAILABLE/NOT_READY) while the storage recovers in a thread; then health turns SERVING.
+UNAVAILABLE/NOT_READY) while the storage recovers in a thread; then health turns SERVING. What is
+per stored video and not needed to answer correctly runs after SERVING in low-priority threads:
+the catalog rows' checksums (FrameSeekService._check_rows) and the Video messages that searches
+return (_warm_messages; until a hit's message is there its search is answered by the Python service).
 Shutdown (SIGTERM/SIGINT or `stop()`): health NOT_SERVING, stop accepting, drain in-flight calls
 for `shutdown_grace_s`, then flush storage (index snapshot) and exit.
 With `workers` > 1 the port is shared with search replica processes (see workers.py).

@@ -66,7 +66,8 @@ def _ingest(st, cid, rng, n_videos, samples=5):
     out = {}
     for i in range(n_videos):
         vecs = _unit(rng, samples)
-        out[st.add_video(cid, _rec(f"sha-{cid}-{len(st._videos)}-{i}"), np.arange(float(samples)), vecs).id] = vecs
+        sha = f"sha-{cid}-{len(st.video_entries())}-{i}"
+        out[st.add_video(cid, _rec(sha), np.arange(float(samples)), vecs).id] = vecs
     return out
 
 

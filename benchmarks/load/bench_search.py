@@ -257,8 +257,12 @@ def _proc_cpu_s(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, data_dir: pathlib.Path, env: dict, workers: int = 1, front_end: str = "native"):
+    def __init__(
+        self, data_dir: pathlib.Path, env: dict, workers: int = 1, front_end: str = "native", python: str = ""
+    ):
+        """`python`: the interpreter whose frameseek serves (a baseline build's venv); this one's by default."""
         self.data_dir, self.env, self.workers, self.front_end = data_dir, env, workers, front_end
+        self.python = python or sys.executable
         self.port_file = data_dir.parent / "bench.port"
 
     def start(self) -> float:
@@ -271,7 +275,7 @@ class Server:
         self.log = open(self.data_dir.parent / "bench-server.log", "ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "frameseek.cli",
                 "serve",

@@ -319,6 +319,36 @@ void bind_search(py::module_& m) {
             d.put_video(video_id, std::move(v));
           },
           "video_id"_a, "collection_id"_a, "timestamps"_a)
+      .def(
+          "put_videos",
+          // many videos in one call (a start fills the directory with every stored video): video i
+          // has the timestamps[offsets[i]:offsets[i + 1]]; the GIL is released meanwhile
+          [](SearchDirectory& d, U64Array video_ids,
+             py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast> collection_ids,
+             py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> offsets,
+             py::array_t<double, py::array::c_style | py::array::forcecast> timestamps) {
+            const auto n = video_ids.size();
+            if (video_ids.ndim() != 1 || collection_ids.ndim() != 1 || offsets.ndim() != 1 || timestamps.ndim() != 1)
+              throw py::value_error("put_videos takes 1-D arrays");
+            if (collection_ids.size() != n || offsets.size() != n + 1)
+              throw py::value_error("put_videos: one collection id per video and len(video_ids) + 1 offsets");
+            const auto* off = offsets.data();
+            if (off[0] != 0 || off[n] != timestamps.size())
+              throw py::value_error("put_videos: offsets must run from 0 to len(timestamps)");
+            for (py::ssize_t i = 0; i < n; ++i)
+              if (off[i + 1] < off[i]) throw py::value_error("put_videos: offsets must not decrease");
+            const auto* ids = video_ids.data();
+            const auto* colls = collection_ids.data();
+            const auto* ts = timestamps.data();
+            py::gil_scoped_release release;
+            for (py::ssize_t i = 0; i < n; ++i) {
+              auto v = std::make_shared<DirectoryVideo>();
+              v->collection_id = colls[i];
+              v->timestamps.assign(ts + off[i], ts + off[i + 1]);
+              d.put_video(ids[i], std::move(v));
+            }
+          },
+          "video_ids"_a, "collection_ids"_a, "offsets"_a, "timestamps"_a)
       .def("remove_video", &SearchDirectory::remove_video, "video_id"_a)
       .def_property("ready", &SearchDirectory::ready, &SearchDirectory::set_ready)
       .def_property_readonly("video_count", &SearchDirectory::videos)

@@ -259,6 +259,10 @@ class SearchDirectory:
         2**64-1 / inf; nearest_videos calls it with the GIL taken and lets its exceptions through)."""
     def remove_collection(self, id: int) -> None: ...
     def put_video(self, video_id: int, collection_id: int, timestamps: npt.ArrayLike) -> None: ...
+    def put_videos(
+        self, video_ids: npt.ArrayLike, collection_ids: npt.ArrayLike, offsets: npt.ArrayLike, timestamps: npt.ArrayLike
+    ) -> None:
+        """put_video for many videos at once (GIL released): video i has timestamps[offsets[i]:offsets[i + 1]]."""
     def remove_video(self, video_id: int) -> None: ...
     def nearest_videos(
         self,

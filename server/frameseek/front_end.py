@@ -35,13 +35,14 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 
 import structlog
 
 from . import _native
 from .api.auth import native_table
 from .service import FrameSeekService
-from .storage import CollectionRecord, VideoRecord
+from .storage import CollectionRecord, NotFound, VideoRecord
 
 log = structlog.get_logger("frameseek.front_end")
 
@@ -104,19 +105,43 @@ class NativeFrontEnd:
             self._server.set_health(service, int(status))
 
     def attach(self) -> dict:
-        """Once the storage is loaded: follow the storage's commits, take every active video's
-        message, and turn the fast path on. Returns counts for the log."""
+        """Once the storage is loaded: follow the storage's commits and turn the fast path on.
+        The messages of the videos stored before this start are encoded afterwards, by
+        `fill_messages` (the server runs it once it serves): until a hit's message is there its
+        search is passed through to the Python service, which answers it the same. Returns counts
+        for the log."""
         storage = self.service.storage
         if getattr(storage, "read_only", False):
             log.warning("front_end_fast_path_off", reason="storage without a local index")
             return {"fast_path": False}
         storage.add_observer(self)  # first, so nothing committed from now on is missed
-        entries = storage.video_entries()
-        self.videos_added(entries)
-        n = len(entries)
         self.messages.ready = True
         self._attached = True
-        return {"fast_path": True, "collections": self.directory.collection_count, "videos": n}
+        return {"fast_path": True, "collections": self.directory.collection_count}
+
+    def fill_messages(self, stop=lambda: False) -> int:
+        """Encode and hand over the message of every video stored before attach() (~20 us each),
+        yielding the GIL between small batches; returns how many. A video deleted while its
+        message was encoded is taken out again: deletes leave the storage's map before its
+        observers hear of them (EmbeddedStorage.delete_video), so the check after each put sees
+        every delete whose removal the put may have overtaken."""
+        if not self._attached:
+            return 0
+        storage = self.service.storage
+        put, encode = self.messages.put, self.video_bytes
+        n = 0
+        for rec, _ in storage.video_entries():
+            if stop():
+                break
+            put(rec.id, rec.collection_id, encode(rec))
+            try:
+                storage.video_entry(rec.id)
+            except NotFound:
+                self.messages.remove(rec.id)
+            n += 1
+            if n % 64 == 0:
+                time.sleep(0)  # let the event loop and the searches passed through take the GIL
+        return n
 
     def answer(self, request: bytes) -> bytes | None:
         """What the fast path answers a serialised SearchByVectorRequest (None: passed through)."""

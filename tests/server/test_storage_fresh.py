@@ -54,7 +54,7 @@ def _ingest(st, cid, rng, n_videos, samples=5) -> dict[int, np.ndarray]:
     out = {}
     for i in range(n_videos):
         vecs = _unit(rng, samples)
-        out[st.add_video(cid, _rec(f"sha-{len(st._videos)}-{i}"), np.arange(float(samples)), vecs).id] = vecs
+        out[st.add_video(cid, _rec(f"sha-{len(st.video_entries())}-{i}"), np.arange(float(samples)), vecs).id] = vecs
     return out
 
 

@@ -66,7 +66,8 @@ def _ingest(st, cid, rng, n_videos, samples=5):
     out = {}
     for i in range(n_videos):
         vecs = _unit(rng, samples)
-        out[st.add_video(cid, _rec(f"sha-{cid}-{len(st._videos)}-{i}"), np.arange(float(samples)), vecs).id] = vecs
+        sha = f"sha-{cid}-{len(st.video_entries())}-{i}"
+        out[st.add_video(cid, _rec(sha), np.arange(float(samples)), vecs).id] = vecs
     return out
 
 
@@ -406,6 +407,105 @@ def test_a_labels_table_that_disagrees_with_its_row_marks_the_video_damaged(tmp_
     st = _open(tmp_path)
     assert st.get_video(marked).state == "damaged"
     assert st.video_ids(VideoQuery(labels={"show": "newt"})).size == 0
+    st.close()
+
+
+class _Removals:
+    """A storage observer that records the removals it hears of (what the search directory and
+    the native front end do with them: take the video out of their search path)."""
+
+    def __init__(self):
+        self.removed: list[int] = []
+
+    def collection_added(self, rec, index):
+        pass
+
+    def collection_removed(self, collection_id):
+        pass
+
+    def video_added(self, rec, timestamps):
+        pass
+
+    def video_removed(self, video_id):
+        self.removed.append(video_id)
+
+
+def test_a_row_check_left_to_after_the_start_takes_a_damaged_video_out_when_it_runs(tmp_path):
+    """The server opens its storage without the row pass (it checks once it serves): until then a
+    video whose row was altered can be found; check_rows() then marks it damaged, takes it out of
+    the index, the video map and every observer, and reports it like a check at open."""
+    rng = np.random.default_rng(14)
+    cid, videos, marked = _ingest_marked(tmp_path, rng, filename="clip-MARKER-c3d0.mp4")
+    _flip_in_catalog(tmp_path / "catalog.sqlite3", b"MARKER-c3d0")
+    st = EmbeddedStorage(str(tmp_path), check_rows_at_open=False)
+    st.open()
+    removals = _Removals()
+    st.add_observer(removals)
+    vec = st.video_vectors(marked)[:1]
+    assert not st.rows_checked.is_set() and not st.recovery_problems()
+    assert _top_video(st, cid, vec[0]) == marked  # the window before the check
+    before = _damage()
+    problems = st.check_rows()
+    assert st.rows_checked.is_set()
+    assert any("fail their checksums" in p for p in problems)
+    assert any("fail their checksums" in p for p in st.recovery_problems())
+    assert _damage() == before + 1
+    assert st.get_video(marked).state == "damaged" and removals.removed == [marked]
+    with pytest.raises(NotFound):
+        st.video_entry(marked)
+    assert marked not in st.indexed_videos(cid) and st.vectors_of(cid) == 5 * len(videos)
+    assert _top_video(st, cid, vec[0]) != marked
+    assert st.check_rows() == [] and removals.removed == [marked]  # once per open
+    st.close()
+    st = _open(tmp_path)  # the next start finds it damaged in the catalog: never attached again
+    assert st.get_video(marked).state == "damaged" and st.vectors_of(cid) == 5 * len(videos)
+    st.close()
+
+
+def test_labels_text_that_no_longer_decodes_marks_its_video_damaged(tmp_path):
+    """A flipped byte can leave invalid UTF-8 in the labels table, which only the row check reads:
+    that one video is marked damaged (its labels no longer match its row), the rest serves."""
+    rng = np.random.default_rng(15)
+    cid, videos, marked = _ingest_marked(tmp_path, rng, labels={"show": "news"})
+    db = __import__("sqlite3").connect(str(tmp_path / "catalog.sqlite3"))
+    db.execute("UPDATE labels SET value=CAST(X'6EFF7773' AS TEXT) WHERE video_id=?", (marked,))
+    db.commit()
+    db.close()
+    st = _open(tmp_path)
+    assert any("fail their checksums" in p for p in st.recovery_problems()), st.recovery_problems()
+    assert st.get_video(marked).state == "damaged"
+    assert all(st.get_video(v).state == "active" for v in videos)
+    st.close()
+
+
+def test_the_row_check_reads_one_snapshot_while_commits_go_on(tmp_path):
+    """The server checks rows while it serves: a video committed after the check's snapshot was
+    taken (its labels after the labels were read) is not mistaken for a damaged one."""
+    rng = np.random.default_rng(16)
+    st, cid = _new(tmp_path)
+    st.close()
+    st = EmbeddedStorage(str(tmp_path), check_rows_at_open=False)
+    st.open()
+    _ingest(st, cid, rng, 2)
+    reads = []
+
+    def commit_between_reads(*_):  # SQLite's trace hook: each statement of the check's connection
+        reads.append(1)
+        if len(reads) == 3:  # BEGIN, the labels read: a commit lands before the rows are read
+            st.add_video(cid, dataclasses.replace(_rec("late"), labels={"k": "v"}), np.arange(5.0), _unit(rng, 5))
+
+    connect = __import__("sqlite3").connect
+
+    def traced(*a, **k):
+        db = connect(*a, **k)
+        db.set_trace_callback(commit_between_reads)
+        return db
+
+    import unittest.mock
+
+    with unittest.mock.patch("frameseek.storage.catalog.sqlite3.connect", traced):
+        assert st.check_rows() == []
+    assert len(reads) > 3 and st.collection_counts(cid)[0] == 3 and not st.recovery_problems()
     st.close()
 
 

@@ -178,14 +178,18 @@ class Translator:
 
     VIDEO_CACHE = 100_000
 
-    def warm(self, videos: list[VideoRecord]) -> int:
-        """Encode the Video messages of `videos` ahead of the first searches (each costs ~20 us the
-        first time a search returns it; a fresh process would otherwise pay that on its first
-        ~50k hits). Returns how many were encoded."""
+    def warm(self, videos: list[VideoRecord], stop=lambda: False) -> int:
+        """Encode the Video messages of `videos` ahead of the searches that return them (each costs
+        ~20 us the first time a search returns it), yielding the GIL between small batches (the
+        server runs this after SERVING). Returns how many were encoded."""
         n = 0
         for v in videos[: self.VIDEO_CACHE]:
+            if stop():
+                break
             self.video_bytes(v)
             n += 1
+            if n % 64 == 0:
+                time.sleep(0)  # let the event loop take the GIL
         return n
 
     def hits_bytes(self, hits: list[Hit], model: str) -> bytes:

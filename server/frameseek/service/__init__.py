@@ -65,7 +65,17 @@ __all__ = [
     "SearchOptions",
     "Segment",
     "VideoSearchResult",
+    "low_priority",
 ]
+
+
+def low_priority() -> None:
+    """The calling thread at nice 19 (Linux: a thread has its own nice value): work after SERVING
+    that must not slow the searches down."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except OSError:
+        pass
 
 
 class FrameSeekService:
@@ -132,6 +142,8 @@ class FrameSeekService:
         core.ready = True
         self.search.recall.start()
         threading.Thread(target=self._collapse_huge_pages, name="huge-pages", daemon=True).start()
+        if not core.replica and getattr(core.storage, "check_rows", None) is not None:
+            threading.Thread(target=self._check_rows, name="check-rows", daemon=True).start()
         metrics.READY.set(1)
         log.info(
             "service_ready",
@@ -146,14 +158,23 @@ class FrameSeekService:
         for job in await loop.run_in_executor(core.io_pool, core.storage.unfinished_jobs):
             self.ingest.resume(job)
 
+    def _check_rows(self) -> None:
+        """Once serving, verify the catalog rows' checksums at low priority (EmbeddedStorage.
+        check_rows: damaged rows are marked and taken out of the search paths, and reported)."""
+        low_priority()
+        t0 = time.perf_counter()
+        try:
+            problems = self.core.storage.check_rows()
+        except Exception:  # a catalog that fails to read here failed quick_check at open already
+            log.exception("catalog_row_check_failed")
+            return
+        log.info("catalog_rows_checked", seconds=round(time.perf_counter() - t0, 3), problems=len(problems))
+
     def _collapse_huge_pages(self) -> None:
         """Once serving, move the loaded indexes onto huge pages at low priority: their load read
         into 4 KiB pages, so that a restart does not wait for the kernel to compact memory
         (HnswIndex.collapse_huge_pages; benchmarks/load/README.md, restart time)."""
-        try:  # Linux: a thread has its own nice value
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:
-            pass
+        low_priority()
         t0, collapsed = time.perf_counter(), 0
         for _, index in self.core.storage.live_collections():
             if self.core.closing:

@@ -231,6 +231,8 @@ class Soundtracks:
             self.collection_added(rec, index)
         with self._lock:
             audio_collections = set(self._indexes)
+        if not audio_collections:  # nothing to load: the video records are not built for this
+            return
         n = 0
         for v, ts in storage.video_entries():
             if v.collection_id in audio_collections:

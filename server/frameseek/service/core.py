@@ -72,8 +72,13 @@ def open_storage(settings: Settings) -> Storage:
         from ..storage.replica import ReplicaStorage
 
         return ReplicaStorage(settings.data_dir, catalog_path=settings.sqlite_catalog_path)
+    # the catalog rows' checksums are verified once the server serves (FrameSeekService.start), not
+    # inside open(): a pass over every row would hold up SERVING (benchmarks/load/README.md, restart)
     return EmbeddedStorage(
-        settings.data_dir, snapshot_every=settings.snapshot_every_vectors, catalog_path=settings.sqlite_catalog_path
+        settings.data_dir,
+        snapshot_every=settings.snapshot_every_vectors,
+        catalog_path=settings.sqlite_catalog_path,
+        check_rows_at_open=False,
     )
 
 

@@ -346,6 +346,22 @@ class RecallMonitor:
         with self._lock:
             w.videos[rec.id] = 2 * n if twins else n
 
+    def videos_loaded(self) -> None:
+        """Every video stored before the start, at once (the search's follow_storage): the vector
+        counts come from the storage's own table where it keeps one (EmbeddedStorage.
+        indexed_videos), instead of one probe of the index per video as video_added does."""
+        counts_of = getattr(self.storage, "indexed_videos", None)
+        if counts_of is None:
+            for rec, timestamps in self.storage.video_entries():
+                self.video_added(rec, timestamps)
+            return
+        with self._lock:
+            watched = list(self._watched.items())
+        for collection_id, w in watched:
+            counts = counts_of(collection_id)
+            with self._lock:
+                w.videos.update(counts)
+
     def video_removed(self, video_id: int) -> None:
         with self._lock:
             for w in self._watched.values():

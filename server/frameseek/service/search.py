@@ -191,7 +191,22 @@ class Search:
         storage.add_observer(self)  # first, so that nothing committed from now on is missed
         for rec, index in storage.live_collections():
             self.collection_added(rec, index)
-        self.videos_added(storage.video_entries())
+        # one native call for every stored video (a start has ~50k per 1M vectors), not one each;
+        # from the storage's rows where it has them (EmbeddedStorage builds no record for this)
+        table = getattr(storage, "video_sample_table", None)
+        if table is not None:
+            self.directory.put_videos(*table())
+        else:
+            entries = storage.video_entries()
+            offsets = np.zeros(len(entries) + 1, dtype=np.int64)
+            np.cumsum([len(ts) for _, ts in entries], out=offsets[1:])
+            self.directory.put_videos(
+                np.fromiter((v.id for v, _ in entries), dtype=np.uint64, count=len(entries)),
+                np.fromiter((v.collection_id for v, _ in entries), dtype=np.uint32, count=len(entries)),
+                offsets,
+                np.concatenate([ts for _, ts in entries]) if entries else np.zeros(0),
+            )
+        self.recall.videos_loaded()
         self.directory.ready = True
 
     def collection_added(self, rec: CollectionRecord, index) -> None:

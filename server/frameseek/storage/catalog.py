@@ -385,10 +385,22 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
             raise NotFound(f"video {video_id} not found", "VIDEO_NOT_FOUND")
         return np.frombuffer(rows[0][0], dtype="<f8")
 
+    _ENTRY_SQL = f"SELECT {_VIDEO_COLS}, sample_times FROM videos WHERE state='active'"
+
+    def active_video_rows(self) -> list[tuple]:
+        """Every active video's row as stored (entry_of_row reads one): the engine's video map
+        at open, which builds a record when it is first asked for."""
+        return self._query(self._ENTRY_SQL)
+
+    @staticmethod
+    def entry_of_row(row: tuple) -> tuple[VideoRecord, np.ndarray]:
+        """(record, sample timestamps) of a row of active_video_rows."""
+        return _video(row), np.frombuffer(row[16], dtype="<f8")
+
     def active_video_entries(self, video_ids=None) -> list[tuple[VideoRecord, np.ndarray]]:
         """(record, sample timestamps) of every active video, or of those in `video_ids`: one query,
         for the engine's in-memory video map (loaded at open, topped up when replicas catch up)."""
-        sql = f"SELECT {_VIDEO_COLS}, sample_times FROM videos WHERE state='active'"
+        sql = self._ENTRY_SQL
         if video_ids is None:
             rows = self._query(sql)
         else:
@@ -397,7 +409,7 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
             for i in range(0, len(ids), 900):  # SQLite's default limit on bound parameters is 999
                 chunk = ids[i : i + 900]
                 rows += self._query(sql + f" AND id IN ({','.join('?' * len(chunk))})", chunk)
-        return [(_video(r), np.frombuffer(r[16], dtype="<f8")) for r in rows]
+        return [self.entry_of_row(r) for r in rows]
 
     def find_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
         rows = self._query(
@@ -492,20 +504,34 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
     def rows_failing_checksum(self) -> tuple[list[int], list[int]]:
         """Rows that no longer read back as written: (active or damaged videos whose row or
         video_extras row fails its CRC, or whose labels table disagrees with the row's labels;
-        rows whose state is none of the known ones). Reads every row once (at start)."""
-        bad: set[int] = set()
-        labels: dict[int, dict] = {}
-        for vid, key, value in self._query("SELECT video_id, key, value FROM labels"):
-            labels.setdefault(vid, {})[key] = value
-        rows = self._query(f"SELECT {_CRC_VIDEO_COLS}, row_crc FROM videos WHERE state IN ('active', 'damaged')")
-        for row in rows:
-            if (row[-1] is not None and _row_crc(row[:-1]) != row[-1]) or labels.get(row[0], {}) != _labels(row[10]):
-                bad.add(row[0])
-        for row in self._query(f"SELECT {_CRC_EXTRA_COLS}, row_crc FROM video_extras"):
-            if row[-1] is not None and _row_crc(row[:-1]) != row[-1]:
-                bad.add(row[0])
-        known = "'pending', 'active', 'damaged'"
-        unknown = [r[0] for r in self._query(f"SELECT id FROM videos WHERE state NOT IN ({known})")]
+        rows whose state is none of the known ones). Reads every row once, on a connection of its
+        own in one read transaction: a snapshot of the catalog that commits made meanwhile (the
+        server checks after it serves) neither block nor tear - a video committed between the labels
+        read and the rows read would otherwise fail the labels comparison. Text that no longer
+        decodes as UTF-8 reads with its bad bytes escaped, so it fails its row's checksum (or the
+        labels comparison) and marks that one video, rather than raising."""
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
+        try:
+            db.execute("BEGIN")  # deferred: the first SELECT fixes the snapshot every later one reads
+            bad: set[int] = set()
+            labels: dict[int, dict] = {}
+            for vid, key, value in db.execute("SELECT video_id, key, value FROM labels"):
+                labels.setdefault(vid, {})[key] = value
+            rows = db.execute(f"SELECT {_CRC_VIDEO_COLS}, row_crc FROM videos WHERE state IN ('active', 'damaged')")
+            for row in rows:
+                if (row[-1] is not None and _row_crc(row[:-1]) != row[-1]) or labels.get(row[0], {}) != _labels(
+                    row[10]
+                ):
+                    bad.add(row[0])
+            for row in db.execute(f"SELECT {_CRC_EXTRA_COLS}, row_crc FROM video_extras"):
+                if row[-1] is not None and _row_crc(row[:-1]) != row[-1]:
+                    bad.add(row[0])
+            known = "'pending', 'active', 'damaged'"
+            unknown = [r[0] for r in db.execute(f"SELECT id FROM videos WHERE state NOT IN ({known})")]
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
         return sorted(bad), unknown
 
     def mark_damaged(self, video_ids) -> None:

@@ -61,7 +61,16 @@ log = structlog.get_logger("frameseek.storage")
 class EmbeddedStorage:
     """Storage on one machine, no external services. See the module docstring for the protocol."""
 
-    def __init__(self, data_dir: str, *, snapshot_every: int = 200_000, catalog_path: str | None = None):
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        snapshot_every: int = 200_000,
+        catalog_path: str | None = None,
+        check_rows_at_open: bool = True,
+    ):
+        """`check_rows_at_open`: verify the catalog rows' checksums inside open() (False: the caller
+        runs check_rows() later - the server does once it serves; see check_rows)."""
         self.data_dir = os.path.abspath(data_dir)
         os.makedirs(os.path.join(self.data_dir, "collections"), exist_ok=True)
         self.catalog = Catalog(catalog_path or os.path.join(self.data_dir, "catalog.sqlite3"))
@@ -71,9 +80,18 @@ class EmbeddedStorage:
         self._colls_lock = threading.Lock()
         # Every active video's record and sample timestamps, loaded at open and kept in step with
         # add/delete: the search path maps a hit (video id, sample index) to (video, timestamp)
-        # with one dict lookup and never queries SQLite (~0.5 KB per video).
+        # with one dict lookup and never queries SQLite (~0.5 KB per video). open() reads the
+        # catalog's rows into `_rows` only; a row becomes its entry in `_videos` when first asked
+        # for (~7 us: the labels' JSON, the record), so that a start does not build every record
+        # before SERVING. `_map_lock` orders that move against removals (a delete racing a move
+        # must not leave a removed video's entry behind); lookups that hit `_videos` take no lock.
         self._videos: dict[int, tuple[VideoRecord, np.ndarray]] = {}
+        self._rows: dict[int, tuple] = {}
+        self._map_lock = threading.Lock()
         self.recovery_report: list[dict] = []
+        self.check_rows_at_open = check_rows_at_open
+        self.rows_checked = threading.Event()  # set once check_rows() has run on this open
+        self._rows_lock = threading.Lock()
         self._observers: list = []
         self._linker = Linker(self._link_targets, self._snapshot_due)
 
@@ -112,9 +130,57 @@ class EmbeddedStorage:
         """The collection's LiveIndex (graph + fresh segment; for the native front end's search path)."""
         return self._ci(collection_id).live
 
+    def indexed_videos(self, collection_id: int) -> dict[int, int]:
+        """video id -> vectors of it that the collection's frame index holds (its samples, plus
+        their coarse twins where it has them), for every video the index holds: a copy."""
+        ci = self._ci(collection_id)
+        with ci.lock:
+            return dict(ci.videos)
+
     def video_entries(self) -> list[tuple[VideoRecord, np.ndarray]]:
-        """Every active video's (record, sample timestamps), from memory."""
+        """Every active video's (record, sample timestamps), from memory (builds the records that
+        were not yet asked for, a few hundred at a time under the map's lock)."""
+        while self._rows:
+            with self._map_lock:
+                for vid, row in [self._rows.popitem() for _ in range(min(256, len(self._rows)))]:
+                    self._videos[vid] = self.catalog.entry_of_row(row)
         return list(self._videos.values())
+
+    def video_sample_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(video ids uint64, collection ids uint32, offsets int64 [n + 1], sample timestamps
+        float64) of every active video, video i's timestamps at offsets[i]:offsets[i + 1]: what the
+        search directory is filled with at start (SearchDirectory.put_videos), without building
+        the records."""
+        with self._map_lock:
+            rows, entries = list(self._rows.values()), list(self._videos.values())
+        ids = [r[0] for r in rows] + [v.id for v, _ in entries]
+        collections = [r[1] for r in rows] + [v.collection_id for v, _ in entries]
+        blobs = [r[-1] for r in rows] + [np.ascontiguousarray(ts, dtype="<f8").tobytes() for _, ts in entries]
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum([len(b) // 8 for b in blobs], out=offsets[1:])
+        return (
+            np.array(ids, dtype=np.uint64),
+            np.array(collections, dtype=np.uint32),
+            offsets,
+            np.frombuffer(b"".join(blobs), dtype="<f8"),
+        )
+
+    def _forget_entry(self, video_id: int) -> None:
+        """Take a video out of the map (its record built or not)."""
+        with self._map_lock:
+            self._videos.pop(video_id, None)
+            self._rows.pop(video_id, None)
+
+    def _entry(self, video_id: int) -> tuple[VideoRecord, np.ndarray] | None:
+        """The map's entry of an active video (its record built on first use), None if not there."""
+        hit = self._videos.get(video_id)
+        if hit is None and video_id in self._rows:
+            with self._map_lock:
+                row = self._rows.pop(video_id, None)
+                if row is not None:
+                    self._videos[video_id] = self.catalog.entry_of_row(row)
+                hit = self._videos.get(video_id)
+        return hit
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open(self) -> list[dict]:
@@ -134,7 +200,8 @@ class EmbeddedStorage:
         dropped = self.catalog.drop_pending()
         if dropped:
             log.warning("dropped_unacknowledged_videos", videos=dropped)
-        report = self._check_rows()
+        self.rows_checked.clear()
+        report: list[dict] = []
         for rec in self.catalog.all_collections():
             ci = _CollectionIndex(rec, self._coll_dir(rec.id))
             ci.open_extras()
@@ -162,7 +229,9 @@ class EmbeddedStorage:
         self.recovery_report = report
         log.info("storage_open", data_dir=self.data_dir, collections=report)
         self._start_linker()
-        return report
+        if self.check_rows_at_open:
+            self.check_rows()
+        return self.recovery_report
 
     def _start_linker(self) -> None:
         self._linker.start()
@@ -197,23 +266,61 @@ class EmbeddedStorage:
         """Vectors of the collection acknowledged but not yet linked into its graph (all modalities)."""
         return sum(x.unlinked_count() for x in self._ci(collection_id).all_indexes())
 
-    def _check_rows(self) -> list[dict]:
-        """Videos whose catalog rows fail their checksums are marked damaged (listed, never searched):
-        their fields are known to be altered. Returns the report entry of what was found."""
-        bad, unknown = self.catalog.rows_failing_checksum()
-        if not bad and not unknown:
-            return []
-        self.catalog.mark_damaged(bad + unknown)
-        problems = []
-        if bad:
-            problems.append(f"catalog rows of videos {bad[:20]} fail their checksums ({len(bad)} marked damaged)")
-        if unknown:
-            problems.append(
-                f"catalog rows of videos {unknown[:20]} have an unknown state ({len(unknown)} marked damaged)"
-            )
-        log.error("catalog_rows_damaged", videos=(bad + unknown)[:20], count=len(bad) + len(unknown))
-        metrics.STORAGE_DAMAGE.labels("catalog_row").inc(len(bad) + len(unknown))
-        return [{"collection": "", "problems": problems}]
+    def check_rows(self) -> list[str]:
+        """Verify every catalog row against its checksum (Catalog.rows_failing_checksum, one pass
+        over the catalog: ~10 us per row). Videos whose rows fail are marked damaged (listed, never
+        searched) and taken out of every search path as a delete would (their logged vectors stay,
+        as for any damaged video); what was found joins recovery_problems(), the log
+        (catalog_rows_damaged) and the storage_damage metric. Returns those problems.
+
+        Once per open(): inside it by default; a storage made with check_rows_at_open=False leaves
+        it to its owner - the server runs it in a low-priority thread right after it reports
+        SERVING, so that a large catalog does not hold up the start. Until then a video whose row
+        was altered on disk can still be found by a search (it is then taken out as above)."""
+        with self._rows_lock:
+            if self.rows_checked.is_set():
+                return []
+            bad, unknown = self.catalog.rows_failing_checksum()
+            problems = []
+            if bad or unknown:
+                self._take_out_damaged(bad + unknown)
+                if bad:
+                    problems.append(
+                        f"catalog rows of videos {bad[:20]} fail their checksums ({len(bad)} marked damaged)"
+                    )
+                if unknown:
+                    problems.append(
+                        f"catalog rows of videos {unknown[:20]} have an unknown state ({len(unknown)} marked damaged)"
+                    )
+                log.error("catalog_rows_damaged", videos=(bad + unknown)[:20], count=len(bad) + len(unknown))
+                metrics.STORAGE_DAMAGE.labels("catalog_row").inc(len(bad) + len(unknown))
+                self.recovery_report = [*self.recovery_report, {"collection": "", "problems": problems}]
+            self.rows_checked.set()
+            return problems
+
+    def _take_out_damaged(self, video_ids: list[int]) -> None:
+        """Mark videos damaged; those active in a collection leave its indexes, the video map and
+        every observer under the collection's write lock, in a delete's order (commit, then the
+        map, then the observers: see video_entry)."""
+        by_collection: dict[int, list[int]] = {}
+        for vid in video_ids:
+            hit = self._entry(vid)
+            if hit is not None:
+                by_collection.setdefault(hit[0].collection_id, []).append(vid)
+        self.catalog.mark_damaged([v for v in video_ids if self._entry(v) is None])
+        for cid, vids in by_collection.items():
+            ci = self._colls.get(cid)
+            if ci is None:  # its collection was deleted meanwhile
+                continue
+            with ci.lock:
+                self.catalog.mark_damaged(vids)
+                for vid in vids:
+                    if self._entry(vid) is None:  # deleted meanwhile
+                        continue
+                    self._forget_entry(vid)
+                    self._notify("video_removed", vid)
+                    for x in ci.all_indexes():
+                        x.forget(vid)
 
     def recovery_problems(self) -> list[str]:
         """What the last recovery found damaged or inconsistent (empty when all was intact)."""
@@ -285,14 +392,14 @@ class EmbeddedStorage:
         ci = self._ci(rec.id)
         with ci.link_lock, ci.lock:
             ids = self.catalog.delete_collection(rec.id, force)
+            for v in ids:  # out of the map before the observers hear of it (see delete_video)
+                self._forget_entry(v)
             self._notify("collection_removed", rec.id)
             with self._colls_lock:
                 self._colls.pop(rec.id, None)
             for x in ci.all_indexes():
                 x.closed = True
                 x.log.close()
-            for v in ids:
-                self._videos.pop(v, None)
             import shutil
 
             shutil.rmtree(ci.dir, ignore_errors=True)
@@ -378,13 +485,14 @@ class EmbeddedStorage:
         return self.catalog.find_by_hash(collection_id, sha256)
 
     def _load_video_map(self) -> None:
-        self._videos = {v.id: (v, ts) for v, ts in self.catalog.active_video_entries()}
+        with self._map_lock:
+            self._videos, self._rows = {}, {r[0]: r for r in self.catalog.active_video_rows()}
 
     def video_entry(self, video_id: int) -> tuple[VideoRecord, np.ndarray]:
         """(record, sample timestamps) of an active video, from memory; NotFound when it is not
         active. A miss falls back to the catalog (only a replica that has not yet caught up with a
         commit can miss; the entry is kept then)."""
-        hit = self._videos.get(video_id)
+        hit = self._entry(video_id)
         if hit is None:
             hit = (self.catalog.get_video(video_id), self.catalog.video_timestamps(video_id))
             self._videos[video_id] = hit
@@ -392,12 +500,12 @@ class EmbeddedStorage:
 
     def get_video(self, video_id: int) -> VideoRecord:
         """An active video, or a damaged one (state "damaged": listed, never searched)."""
-        hit = self._videos.get(video_id)
+        hit = self._entry(video_id)
         return hit[0] if hit is not None else self.catalog.get_video(video_id, "'active', 'damaged'")
 
     def video_records(self, limit: int) -> list[VideoRecord]:
         """Up to `limit` active videos' records, from memory (to warm caches at start)."""
-        return [v for v, _ in itertools.islice(list(self._videos.values()), limit)]
+        return [v for v, _ in itertools.islice(self.video_entries(), limit)]
 
     def video_timestamps(self, video_id: int) -> np.ndarray:
         return self.video_entry(video_id)[1]
@@ -416,8 +524,10 @@ class EmbeddedStorage:
         ci = self._ci(v.collection_id)
         with ci.lock:
             self.catalog.delete_video(video_id)  # commit point
+            # out of the map before the observers hear of it: an observer that fills itself after
+            # SERVING asks video_entry() after each put whether the video is still there
+            self._forget_entry(video_id)
             self._notify("video_removed", video_id)
-            self._videos.pop(video_id, None)
             for x in ci.all_indexes():
                 x.forget(video_id)
 

@@ -161,7 +161,7 @@ class ReplicaStorage(EmbeddedStorage):
                     gone = self._colls.pop(cid, None)
                 self._notify("collection_removed", cid)
                 for v in gone.videos if gone is not None else ():
-                    self._videos.pop(v, None)
+                    self._forget_entry(v)
             for cid, rec in recs.items():
                 ci = self._colls.get(cid)
                 if ci is None:
@@ -176,7 +176,7 @@ class ReplicaStorage(EmbeddedStorage):
                 active = self.catalog.active_video_hashes(cid)
                 for v in [v for v in ci.videos if v not in active]:
                     self._notify("video_removed", v)
-                    self._videos.pop(v, None)
+                    self._forget_entry(v)
                 new = [v for v in active if v not in ci.videos]
                 if not ci.catch_up(active):
                     log.info("replica_reload", collection=rec.name)
@@ -202,6 +202,7 @@ class ReplicaStorage(EmbeddedStorage):
         raise RuntimeError("this is a search replica: writes go to the primary process")
 
     create_collection = delete_collection = add_video = add_videos = delete_video = _read_only
+    check_rows = _read_only  # the primary checks the rows; its damage marks reach this replica by sync
 
     # A replica mirrors the frame index only: the calls that search other modalities' indexes are
     # forwarded to the primary (frameseek.workers.FORWARDED). Their data without vectors (times,

@@ -154,7 +154,7 @@ def load_one(directory: str, meta: dict, load_index):
         raise
     except Exception as exc:  # missing file, native CRC mismatch, unreadable npy
         raise SnapshotDamaged(f"snapshot-{int(meta['segment']):08d}: {type(exc).__name__}: {exc}") from exc
-    return index, {int(v): int(n) for v, n in arr}
+    return index, dict(arr.tolist())  # rows [video id, count] as ints in one C pass, not per numpy scalar
 
 
 def remove_leftovers(directory: str, keep: list[dict]) -> list[str]:

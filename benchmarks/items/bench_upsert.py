@@ -53,6 +53,15 @@ def _recall(fs: Client, name: str, vecs: np.ndarray, per_item: int, queries: np.
     return hits / (K * len(queries))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _server_memory(pid: int) -> dict:
     """The server's resident memory now and at its peak (GiB), from /proc (Linux)."""
     try:
@@ -77,9 +86,12 @@ def frameseek_rate(
     n_items = len(vecs) // per_item
     vecs = vecs[: n_items * per_item]
     rows = ((f"k{i}", vecs[i * per_item : (i + 1) * per_item], None) for i in range(n_items))
+    server_cpu, client_cpu = _cpu_seconds(server_pid) if server_pid else 0.0, time.process_time()
     t = time.perf_counter()
     r = fs.upsert_items(rows, collection=name, batch_size=batch_items, timeout=3600)
     secs = time.perf_counter() - t
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = _cpu_seconds(server_pid) - server_cpu if server_pid else None
     backlog = _unlinked(fs, name)
     recall_at_once = _recall(fs, name, vecs, per_item, queries)
     out = {
@@ -90,6 +102,10 @@ def frameseek_rate(
         "items_per_s": r.item_count / secs,
         "unlinked_at_end": backlog,
         "recall_at_once": recall_at_once,
+        # CPU while the stream ran: the client process (making and sending the items) and the whole
+        # server (its commits, and the linker building the graph meanwhile at a lower priority)
+        "client_cpu_s": client_cpu,
+        "server_cpu_s": server_cpu,
         **(_server_memory(server_pid) if server_pid else {}),
     }
     if not wait_linked:  # a sustained run: its backlog takes the graph minutes to link
@@ -108,13 +124,22 @@ def milvus_rate(vecs: np.ndarray, batch: int, workdir: str) -> dict | None:
         return None
     client = MilvusClient(os.path.join(workdir, "milvus.db"))
     client.create_collection("bench", dimension=vecs.shape[1], metric_type="COSINE", auto_id=False)
+    # Milvus Lite runs in this process (its engine is a library): its CPU is this process's
+    cpu = time.process_time()
     t = time.perf_counter()
     for s in range(0, len(vecs), batch):
         client.insert("bench", [{"id": s + i, "vector": v} for i, v in enumerate(vecs[s : s + batch].tolist())])
     client.flush("bench")
     secs = time.perf_counter() - t
+    out = {
+        "vectors": len(vecs),
+        "seconds": secs,
+        "vectors_per_s": len(vecs) / secs,
+        "client_cpu_s": time.process_time() - cpu,  # client and engine together
+        "server_cpu_s": None,
+    }
     client.close()
-    return {"vectors": len(vecs), "seconds": secs, "vectors_per_s": len(vecs) / secs}
+    return out
 
 
 def main() -> None:
@@ -146,9 +171,10 @@ def main() -> None:
         srv.start()
         try:
             with Client(srv.address) as fs:
-                report["frameseek_1_per_item"] = frameseek_rate(vecs, 1, a.batch, "one", fs, queries)
+                pid = srv.proc.pid
+                report["frameseek_1_per_item"] = frameseek_rate(vecs, 1, a.batch, "one", fs, queries, server_pid=pid)
                 report[f"frameseek_{a.multi}_per_item"] = frameseek_rate(
-                    vecs, a.multi, max(1, a.batch // a.multi), "multi", fs, queries
+                    vecs, a.multi, max(1, a.batch // a.multi), "multi", fs, queries, server_pid=pid
                 )
                 if a.sustained:
                     big = rng.standard_normal((a.sustained, a.dim)).astype(np.float32)
@@ -172,8 +198,8 @@ def main() -> None:
             srv.proc.wait()
         report["milvus_lite"] = milvus_rate(vecs, a.batch, tmp)
     print(
-        f"{'system':<34}{'vectors':>9}{'seconds':>9}{'vectors/s':>11}{'backlog':>9}{'linked s':>10}"
-        f"{'recall now':>12}{'linked':>8}"
+        f"{'system':<34}{'vectors':>9}{'seconds':>9}{'vectors/s':>11}{'client CPU s':>13}{'server CPU s':>13}"
+        f"{'backlog':>9}{'linked s':>10}{'recall now':>12}{'linked':>8}"
     )
     for k, r in report.items():
         if not isinstance(r, dict) or "vectors_per_s" not in r:
@@ -183,9 +209,12 @@ def main() -> None:
             linked = f"{r['linked_after_s']:>10.1f}" if "linked_after_s" in r else f"{'-':>10}"
             extra = f"{r['unlinked_at_end']:>9}{linked}{r['recall_at_once']:>12.3f}"
             extra += f"{r['recall_linked']:>8.3f}" if "recall_linked" in r else f"{'-':>8}"
-            if "rss_gib" in r:
+            if "rss_gib" in r and "linked_after_s" not in r:
                 extra += f"  server RSS {r['rss_gib']:.2f} GiB (peak {r['peak_rss_gib']:.2f})"
-        print(f"{k:<34}{r['vectors']:>9}{r['seconds']:>9.2f}{r['vectors_per_s']:>11.0f}{extra}")
+        cpu = "".join(
+            f"{r[c]:>13.2f}" if r.get(c) is not None else f"{'-':>13}" for c in ("client_cpu_s", "server_cpu_s")
+        )
+        print(f"{k:<34}{r['vectors']:>9}{r['seconds']:>9.2f}{r['vectors_per_s']:>11.0f}{cpu}{extra}")
     if report["milvus_lite"] is None:
         print("milvus_lite: not installed (pip install pymilvus milvus-lite)")
     print(f"load average at start: {report['load_average'][0]:.1f}")

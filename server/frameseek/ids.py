@@ -32,6 +32,20 @@ def sample_ids(video_id: int, n: int, first: int = 0) -> np.ndarray:
     return (np.uint64(video_id) << _BITS) + np.uint64(first) + np.arange(n, dtype=np.uint64)
 
 
+def sample_id(video_id: int, index: int) -> int:
+    """The id of one vector of a video (sample_ids for one, as a Python int)."""
+    return (int(video_id) << SAMPLE_BITS) + int(index)
+
+
+def batch_sample_ids(video_ids, counts) -> np.ndarray:
+    """The sample_ids of several videos' vectors 0..count-1, concatenated in order (one array pass
+    for a batch instead of one per video)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    firsts = np.repeat((np.cumsum(counts) - counts).astype(np.uint64), counts)
+    videos = np.repeat(np.asarray(video_ids, dtype=np.uint64) << _BITS, counts)
+    return videos + (np.arange(int(counts.sum()), dtype=np.uint64) - firsts)
+
+
 def split_sample_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(video ids uint64, vector indices int64) of sample ids (not NO_ID: mask those first)."""
     ids = np.asarray(ids, dtype=np.uint64)

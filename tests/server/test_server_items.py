@@ -252,3 +252,41 @@ def test_a_stream_commits_its_batches_in_order_up_to_a_bad_one(srv):
             assert hit.video.external_key == f"o{i}" and hit.score == pytest.approx(1.0, abs=1e-4)
         (stats,) = [c for c in fs.stats().collections if c.collection == "collections/order"]
         assert stats.video_count == 4  # the first batch's items were replaced, the last batch never sent on
+
+
+def test_a_batch_is_parsed_by_column_and_a_bad_item_is_named():
+    """The server reads a batch into one array of every item's vectors (api.messages.item_batch):
+    each item's rows, keys, labels and timestamps in order; a vector of another length names its
+    item with the expected and the received length, and half-stamped vectors name theirs."""
+    from frameseek.api.messages import item_batch
+    from frameseek.errors import ServiceError
+
+    rng = np.random.default_rng(2)
+    vecs = unit(rng, 6)
+    items = [
+        pb.Item(external_key="a", vectors=[pb.ItemVector(values=vecs[0])]),
+        pb.Item(
+            external_key="b",
+            labels={"x": "1"},
+            vectors=[pb.ItemVector(values=v, timestamp_seconds=t) for v, t in zip(vecs[1:4], (0.5, 1.5, 2.5))],
+        ),
+        pb.Item(name="collections/c/videos/7", vectors=[pb.ItemVector(values=v) for v in vecs[4:]]),
+    ]
+    b = item_batch(items, "c", DIM)
+    assert np.array_equal(b.vectors, vecs) and b.ends.tolist() == [1, 4, 6] and b.starts.tolist() == [0, 1, 4]
+    assert (b.external_keys, b.labels, b.video_ids) == (["a", "b", ""], [{}, {"x": "1"}, {}], [None, None, 7])
+    assert b.timestamps[0] is None and b.timestamps[1].tolist() == [0.5, 1.5, 2.5] and b.timestamps[2] is None
+    assert item_batch([], "c", DIM).vectors.shape == (0, DIM)
+
+    short = [*items[:2], pb.Item(vectors=[pb.ItemVector(values=vecs[5]), pb.ItemVector(values=vecs[5][:3])])]
+    with pytest.raises(ServiceError) as e:
+        item_batch(short, "c", DIM)
+    assert e.value.reason == "DIMENSION_MISMATCH" and "item 2" in str(e.value)
+    assert e.value.metadata == {"expected": str(DIM), "got": "3"}
+    half = [
+        items[0],
+        pb.Item(vectors=[pb.ItemVector(values=vecs[1], timestamp_seconds=1), pb.ItemVector(values=vecs[2])]),
+    ]
+    with pytest.raises(ServiceError) as e:
+        item_batch(half, "c", DIM)
+    assert "item 1" in str(e.value)

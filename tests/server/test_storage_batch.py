@@ -118,14 +118,48 @@ def test_checksums_written_with_the_rows_match_them_as_stored_for_any_value_type
         dataclasses.replace(_rec("c"), width=np.float64(7.5), size_bytes=np.uint32(9)),
     ]
     rng = np.random.default_rng(4)
-    st.add_videos(cid, [NewVideo(v, np.arange(2.0), _unit(rng, 2)) for v in odd])
+    committed = st.add_videos(cid, [NewVideo(v, np.arange(2.0), _unit(rng, 2)) for v in odd])
     rows = st.catalog._query(f"SELECT {_CRC_VIDEO_COLS}, row_crc FROM videos")
     assert len(rows) == 3 and all(r[-1] == _row_crc(r[:-1]) for r in rows)
     st.close()
     st = _open(tmp_path)
     assert st.recovery_problems() == []
-    assert [v.state for v in st.list_videos(VideoQuery(collection_id=cid), None, 10)[0]] == ["active"] * 3
+    stored = st.list_videos(VideoQuery(collection_id=cid), None, 10)[0]
+    assert [v.state for v in stored] == ["active"] * 3
+    # the records a commit returns (built from the values written, not read back) are the stored ones
+    assert sorted(stored, key=lambda v: v.id) == committed
+    assert [type(getattr(v, f)) for v in committed for f in ("duration", "width", "height", "size_bytes")] == [
+        type(getattr(v, f))
+        for v in sorted(stored, key=lambda v: v.id)
+        for f in ("duration", "width", "height", "size_bytes")
+    ]
     st.close()
+
+
+def test_a_batch_commit_does_not_read_its_rows_back(tmp_path):
+    """The committed records are built from the values written (catalog.PendingRows): a per-commit
+    read-back of the rows cost a one-vector item more than its row. Guard: it used to query them."""
+    st, cid = _new(tmp_path)
+
+    def no_read_back(*_a, **_k):
+        raise AssertionError("a commit read its rows back")
+
+    st.catalog.active_video_entries = no_read_back
+    got = st.add_videos(cid, _batch(np.random.default_rng(2), 5, "r"))
+    assert [v.state for v in got] == ["active"] * 5 and len({v.create_time for v in got}) == 1
+    assert [st.get_video(v.id) for v in got] == got
+    st.close()
+
+
+def test_batch_sample_ids_are_each_videos_sample_ids_in_order():
+    from frameseek.ids import batch_sample_ids, sample_id, sample_ids
+
+    rng = np.random.default_rng(3)
+    vids = rng.integers(1, 2**40, 50).astype(np.uint64)
+    counts = rng.integers(1, 70, 50)
+    want = np.concatenate([sample_ids(int(v), int(c)) for v, c in zip(vids, counts)])
+    assert np.array_equal(batch_sample_ids(vids, counts), want)
+    assert sample_id(int(vids[0]), 3) == int(sample_ids(int(vids[0]), 1, first=3)[0])
 
 
 def test_observers_hear_a_batch_commit_once(tmp_path):

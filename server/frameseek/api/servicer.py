@@ -378,7 +378,7 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                     break
                 if msg.WhichOneof("payload") != "batch":
                     raise invalid("only batches may follow the header", field="header")
-                batch = [messages.item_input(x, rec.name) for x in msg.batch.items]
+                batch = messages.item_batch(msg.batch.items, rec.name, rec.dimension)
                 # one batch at most waits for its commit: gRPC flow control holds a faster client
                 if committing is not None:
                     tally(await committing)

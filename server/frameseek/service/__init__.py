@@ -33,7 +33,7 @@ from .audio import AudioHit, AudioSearchResult, Soundtracks
 from .collections import COLLECTION_ID_RE, DEFAULT_COLLECTION, Collections, Videos
 from .core import OWN_VECTORS_MODEL, Core
 from .ingest import Ingest
-from .items import ITEM_KIND, ItemInput, Items
+from .items import ITEM_KIND, ItemBatch, Items
 from .people import People, PersonView, QueryFace
 from .search import MAX_K, Search
 from .stats import stats
@@ -49,7 +49,7 @@ __all__ = [
     "BACKEND_RETRY_MAX_S",
     "ITEM_KIND",
     "OWN_VECTORS_MODEL",
-    "ItemInput",
+    "ItemBatch",
     "AudioHit",
     "AudioSearchResult",
     "COLLECTION_ID_RE",

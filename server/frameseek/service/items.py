@@ -35,14 +35,24 @@ MAX_BATCH_ITEMS = 10_000
 
 
 @dataclasses.dataclass
-class ItemInput:
-    """One item as sent: replace `video_id` (when set) or the item with `external_key` (when set)."""
+class ItemBatch:
+    """Items as sent, by column: one array holds every item's vectors (a per-item array and object
+    cost a one-vector item more than its commit). Item i replaces `video_ids[i]` (when set) or the
+    item with `external_keys[i]` (when set)."""
 
-    vectors: np.ndarray  # float32 [n, dim]
-    timestamps: np.ndarray | None = None  # float64 [n], or None: 0, 1, 2 ...
-    external_key: str = ""
-    labels: dict = dataclasses.field(default_factory=dict)
-    video_id: int | None = None
+    vectors: np.ndarray  # float32 [total, dim]: item i's are rows ends[i-1]:ends[i]
+    ends: np.ndarray  # int64 [items]
+    external_keys: list[str]
+    labels: list[dict]
+    video_ids: list[int | None]
+    timestamps: list[np.ndarray | None]  # per item float64 [n], or None: 0, 1, 2 ...
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], self.ends[:-1]]).astype(np.int64) if len(self.ends) else self.ends
 
 
 @dataclasses.dataclass
@@ -69,30 +79,26 @@ class Items:
             )
 
     @staticmethod
-    def check_batch(rec: CollectionRecord, items: list[ItemInput]) -> tuple[np.ndarray, np.ndarray]:
-        """A batch validated as a whole: (every item's vectors in order, float32 [total, dim]; each
-        item's end row in it). One array pass per check instead of one per item (a per-item check
-        cost a one-vector item more than its commit); an error names the first item that fails it."""
-        shapes = [it.vectors.shape for it in items]
-        for i, shape in enumerate(shapes):
-            if len(shape) != 2 or not 1 <= shape[0] <= MAX_ITEM_VECTORS:
-                raise invalid(f"item {i}: 1..{MAX_ITEM_VECTORS} vectors per item", field="vectors")
-            if shape[1] != rec.dimension:
-                raise invalid(
-                    f"item {i}: vectors have {shape[1]} values; collection {rec.name!r} expects {rec.dimension}",
-                    "DIMENSION_MISMATCH",
-                    expected=rec.dimension,
-                    got=int(shape[1]),
-                )
-        ends = np.cumsum([shape[0] for shape in shapes], dtype=np.int64)
-        vectors = (
-            np.concatenate([it.vectors for it in items], dtype=np.float32)
-            if items
-            else np.empty((0, rec.dimension), np.float32)
-        )
+    def check_batch(rec: CollectionRecord, batch: ItemBatch) -> None:
+        """A batch validated as a whole: one array pass per check instead of one per item; an
+        error names the first item that fails it."""
+        counts = np.diff(batch.ends, prepend=0)
+        bad = (counts < 1) | (counts > MAX_ITEM_VECTORS)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise invalid(f"item {first}: 1..{MAX_ITEM_VECTORS} vectors per item", field="vectors")
+        vectors = batch.vectors
+        if vectors.ndim != 2 or (len(vectors) and vectors.shape[1] != rec.dimension):
+            got = int(vectors.shape[-1]) if vectors.ndim else 0
+            raise invalid(
+                f"item 0: vectors have {got} values; collection {rec.name!r} expects {rec.dimension}",
+                "DIMENSION_MISMATCH",
+                expected=rec.dimension,
+                got=got,
+            )
 
         def first_item(bad_rows: np.ndarray) -> int:
-            return int(np.searchsorted(ends, int(np.flatnonzero(bad_rows)[0]), side="right"))
+            return int(np.searchsorted(batch.ends, int(np.flatnonzero(bad_rows)[0]), side="right"))
 
         sq = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
         if not np.isfinite(sq).all():
@@ -103,43 +109,44 @@ class Items:
             raise invalid(
                 f"item {first_item(sq == 0)}: a vector is all zeros (cosine needs a direction)", field="vectors"
             )
-        for i, it in enumerate(items):
-            if it.timestamps is not None:
-                ts = np.asarray(it.timestamps, dtype=np.float64)
-                if ts.shape != (shapes[i][0],) or not (np.isfinite(ts) & (ts >= 0)).all():
-                    raise invalid(f"item {i}: timestamps must be finite, >= 0, one per vector", field="timestamps")
-            if len(it.external_key) > 1024:
+        for i, ts in enumerate(batch.timestamps):
+            if ts is not None and (ts.shape != (counts[i],) or not (np.isfinite(ts) & (ts >= 0)).all()):
+                raise invalid(f"item {i}: timestamps must be finite, >= 0, one per vector", field="timestamps")
+        for i, key in enumerate(batch.external_keys):
+            if len(key) > 1024:
                 raise invalid(f"item {i}: external_key longer than 1024", field="external_key")
-            if it.labels:
-                check_labels(it.labels)
-        return vectors, ends
+        for labels in batch.labels:
+            if labels:
+                check_labels(labels)
 
-    def upsert_sync(self, rec: CollectionRecord, items: list[ItemInput]) -> list[Upserted]:
+    def upsert_sync(self, rec: CollectionRecord, batch: ItemBatch) -> list[Upserted]:
         """Commit a batch (blocking; run in the I/O pool) as one storage commit (Storage.add_videos:
         one catalog transaction and one vector-log fsync for the whole batch), then delete what it
         replaced. Within a batch a later item with the same key or name wins."""
-        if len(items) > MAX_BATCH_ITEMS:
+        if len(batch) > MAX_BATCH_ITEMS:
             raise invalid(f"at most {MAX_BATCH_ITEMS} items per batch", field="batch")
-        vectors, ends = self.check_batch(rec, items)
+        self.check_batch(rec, batch)
+        keys, video_ids = batch.external_keys, batch.video_ids
         last: dict[tuple[str, object], int] = {}
-        for i, it in enumerate(items):
-            if it.video_id is not None:
-                last[("name", it.video_id)] = i
-            elif it.external_key:
-                last[("key", it.external_key)] = i
+        for i, (key, vid) in enumerate(zip(keys, video_ids)):
+            if vid is not None:
+                last[("name", vid)] = i
+            elif key:
+                last[("key", key)] = i
         kept = [
             i
-            for i, it in enumerate(items)
-            if last.get(("name", it.video_id) if it.video_id is not None else ("key", it.external_key), i) == i
+            for i, (key, vid) in enumerate(zip(keys, video_ids))
+            if last.get(("name", vid) if vid is not None else ("key", key), i) == i
         ]
-        starts = np.concatenate([[0], ends[:-1]]) if len(ends) else ends
+        starts, ends = batch.starts.tolist(), batch.ends.tolist()
         storage = self.core.storage
         try:
-            by_key = storage.video_ids_by_key(
-                rec.id, [items[i].external_key for i in kept if items[i].video_id is None]
-            )
-            old = [self._existing(rec, items[i], by_key) for i in kept]
-            new = [self._new_video(rec, items[i], vectors[starts[i] : ends[i]]) for i in kept]
+            by_key = storage.video_ids_by_key(rec.id, [keys[i] for i in kept if video_ids[i] is None])
+            old = [self._existing(rec, keys[i], video_ids[i], by_key) for i in kept]
+            new = [
+                self._new_video(rec, batch.vectors[starts[i] : ends[i]], keys[i], batch.labels[i], batch.timestamps[i])
+                for i in kept
+            ]
             videos = storage.add_videos(rec.id, new)
             for vid in {v for ids in old for v in ids}:  # after the new ones are durable (module docstring)
                 storage.delete_video(vid)
@@ -148,42 +155,45 @@ class Items:
         return [Upserted(v, bool(o)) for v, o in zip(videos, old)]
 
     @staticmethod
-    def _new_video(rec: CollectionRecord, it: ItemInput, vectors: np.ndarray) -> NewVideo:
-        """The item as a video (`vectors`: its rows of the checked batch, float32)."""
+    def _new_video(
+        rec: CollectionRecord, vectors: np.ndarray, external_key: str, labels: dict, timestamps: np.ndarray | None
+    ) -> NewVideo:
+        """An item as a video (`vectors`: its rows of the checked batch, float32)."""
         n = len(vectors)
-        ts = (
-            np.asarray(it.timestamps, dtype=np.float64) if it.timestamps is not None else np.arange(n, dtype=np.float64)
-        )
+        if timestamps is None:
+            timestamps, duration = np.arange(n, dtype=np.float64), float(n - 1)
+        else:
+            duration = float(timestamps.max())
         record = VideoRecord(
             id=0,
             collection_id=rec.id,
             kind=ITEM_KIND,
-            duration=float(ts.max()),
+            duration=duration,
             width=0,
             height=0,
             sample_count=n,
             size_bytes=vectors.nbytes,
             content_sha256=hashlib.sha256(vectors).hexdigest(),
-            external_key=it.external_key,
-            labels=dict(it.labels),
+            external_key=external_key,
+            labels=labels,
             model=OWN_VECTORS_MODEL,
         )
-        return NewVideo(record, ts, vectors)
+        return NewVideo(record, timestamps, vectors)
 
-    def _existing(self, rec: CollectionRecord, it: ItemInput, by_key: dict[str, list[int]]) -> list[int]:
-        """The items `it` replaces (`by_key`: the batch's Storage.video_ids_by_key)."""
+    def _existing(
+        self, rec: CollectionRecord, external_key: str, video_id: int | None, by_key: dict[str, list[int]]
+    ) -> list[int]:
+        """The items an item replaces (`by_key`: the batch's Storage.video_ids_by_key)."""
         storage = self.core.storage
-        if it.video_id is not None:
+        if video_id is not None:
             try:
-                v = storage.get_video(it.video_id)
+                v = storage.get_video(video_id)
             except NotFound:
-                raise invalid(
-                    f"item {it.video_id} does not exist (to add one, leave name empty)", field="name"
-                ) from None
+                raise invalid(f"item {video_id} does not exist (to add one, leave name empty)", field="name") from None
             if v.collection_id != rec.id:
-                raise invalid(f"item {it.video_id} belongs to another collection", field="name")
+                raise invalid(f"item {video_id} belongs to another collection", field="name")
             return [v.id]
-        return by_key.get(it.external_key, []) if it.external_key else []
+        return by_key.get(external_key, []) if external_key else []
 
     def delete_sync(self, rec: CollectionRecord, video_ids: list[int], keys: list[str]) -> tuple[int, int]:
         """(deleted, not found) over the named items and the items with those external keys."""

@@ -63,7 +63,7 @@ import structlog
 
 from .. import _native, metrics
 from ..config import RecallConfig, Settings
-from ..ids import SAMPLE_BITS, sample_ids
+from ..ids import SAMPLE_BITS, sample_id, sample_ids
 from ..storage import TUNED_EF
 
 log = structlog.get_logger("frameseek.recall")
@@ -337,14 +337,19 @@ class RecallMonitor:
                     pass
 
     def video_added(self, rec, timestamps: np.ndarray) -> None:
+        self.videos_added([(rec, timestamps)])
+
+    def videos_added(self, entries) -> None:
+        """The videos of one commit: each one's vector count (twice its samples when it was
+        indexed with coarse twins), under one lock for the batch."""
         with self._lock:
-            w = self._watched.get(rec.collection_id)
-        if w is None:
-            return
-        n = len(timestamps)
-        twins = n > 0 and int(sample_ids(rec.id, 1, first=n)[0]) in w.index
+            watched = [(self._watched.get(rec.collection_id), rec.id, len(ts)) for rec, ts in entries]
+        counts = [
+            (w, vid, 2 * n if n > 0 and sample_id(vid, n) in w.index else n) for w, vid, n in watched if w is not None
+        ]
         with self._lock:
-            w.videos[rec.id] = 2 * n if twins else n
+            for w, vid, n in counts:
+                w.videos[vid] = n
 
     def videos_loaded(self) -> None:
         """Every video stored before the start, at once (the search's follow_storage): the vector

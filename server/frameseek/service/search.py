@@ -222,10 +222,10 @@ class Search:
 
     def videos_added(self, entries: list[tuple[VideoRecord, np.ndarray]]) -> None:
         """The videos of one commit (StorageObserver's batch form)."""
-        put, seen = self.directory.put_video, self.recall.video_added
+        put = self.directory.put_video
         for rec, timestamps in entries:
             put(rec.id, rec.collection_id, timestamps)
-            seen(rec, timestamps)
+        self.recall.videos_added(entries)
 
     def video_removed(self, video_id: int) -> None:
         self.directory.remove_video(video_id)

@@ -71,33 +71,42 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
-def video_vectors(
-    dimension: int, timestamps: np.ndarray, vectors: np.ndarray, twins: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """What every store checks before it indexes a video (Storage.add_video): (timestamps float64
-    [n], vectors float32 [n or 2n, dimension]), the coarse twins appended as vectors n..2n-1."""
+def checked_videos(
+    rec: CollectionRecord, videos: Sequence[NewVideo]
+) -> list[tuple[VideoRecord, np.ndarray, np.ndarray, dict[str, ModalityData]]]:
+    """What every store checks before it commits a batch (Storage.add_videos): per video (record
+    with its sample_count and collection_id as stored, timestamps float64 [n], vectors float32 [n or
+    2n, dimension] with the coarse twins appended as vectors n..2n-1, checked extras). The shapes
+    are checked per video, the finiteness of the batch's vectors in one array pass (a per-video
+    pass cost a one-vector item more than its row); the record is copied only where it differs."""
     from ..ids import MAX_SAMPLES_PER_VIDEO
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
-    n = vectors.shape[0]
-    if vectors.ndim != 2 or vectors.shape[1] != dimension:
-        raise InvalidArgument(f"vectors must be [n, {dimension}]", "DIMENSION_MISMATCH")
-    if timestamps.shape != (n,):
-        raise InvalidArgument("one timestamp per vector")
-    if n == 0:
-        raise InvalidArgument("no samples to index", "EMPTY_MEDIA")
-    if twins is not None:
-        twins = np.ascontiguousarray(twins, dtype=np.float32)
-        if twins.shape != vectors.shape:
-            raise InvalidArgument(f"twins must be [{n}, {dimension}] like vectors", "DIMENSION_MISMATCH")
-        # stores hold the twins as the video's vectors n..2n-1 (frameseek.ids.split_sample_ids)
-        vectors = np.concatenate([vectors, twins])
-    if len(vectors) > MAX_SAMPLES_PER_VIDEO:
-        raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} vectors per video", "MEDIA_TOO_LARGE")
-    if not np.isfinite(vectors).all():
+    dimension, out = rec.dimension, []
+    for new in videos:
+        vectors = np.ascontiguousarray(new.vectors, dtype=np.float32)
+        timestamps = np.ascontiguousarray(new.timestamps, dtype=np.float64)
+        n = vectors.shape[0]
+        if vectors.ndim != 2 or vectors.shape[1] != dimension:
+            raise InvalidArgument(f"vectors must be [n, {dimension}]", "DIMENSION_MISMATCH")
+        if timestamps.shape != (n,):
+            raise InvalidArgument("one timestamp per vector")
+        if n == 0:
+            raise InvalidArgument("no samples to index", "EMPTY_MEDIA")
+        if new.twins is not None:
+            twins = np.ascontiguousarray(new.twins, dtype=np.float32)
+            if twins.shape != vectors.shape:
+                raise InvalidArgument(f"twins must be [{n}, {dimension}] like vectors", "DIMENSION_MISMATCH")
+            # stores hold the twins as the video's vectors n..2n-1 (frameseek.ids.split_sample_ids)
+            vectors = np.concatenate([vectors, twins])
+        if len(vectors) > MAX_SAMPLES_PER_VIDEO:
+            raise InvalidArgument(f"at most {MAX_SAMPLES_PER_VIDEO} vectors per video", "MEDIA_TOO_LARGE")
+        video = new.video
+        if video.sample_count != n or video.collection_id != rec.id:
+            video = dataclasses.replace(video, sample_count=n, collection_id=rec.id)
+        out.append((video, timestamps, vectors, checked_extras(rec, new.extras) if new.extras else {}))
+    if out and not np.isfinite(np.concatenate([vectors for _, _, vectors, _ in out])).all():
         raise InvalidArgument("non-finite values in vectors", "NON_FINITE_VECTOR")
-    return timestamps, vectors
+    return out
 
 
 def check_modalities(modalities: dict) -> None:

@@ -13,6 +13,7 @@ synchronous=FULL makes a committed 'active' survive power loss, not just kill -9
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -42,31 +43,14 @@ from .catalog_schema import (
 from .jobs import JobTables
 from .people import PeopleTables
 
-_VIDEO_COLS = (
-    "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
-    "external_key, labels, filename, model, realtime_factor, create_time, state"
-)
+# a video row's columns are VideoRecord's fields, in its order (`_video` builds a record from them)
+_VIDEO_COLS = ", ".join(f.name for f in dataclasses.fields(VideoRecord))
 
 
 def _video(row) -> VideoRecord:
-    return VideoRecord(
-        id=row[0],
-        collection_id=row[1],
-        kind=row[2],
-        duration=row[3],
-        width=row[4],
-        height=row[5],
-        sample_count=row[6],
-        size_bytes=row[7],
-        content_sha256=row[8],
-        external_key=row[9],
-        labels=json.loads(row[10]),
-        filename=row[11],
-        model=row[12],
-        realtime_factor=row[13],
-        create_time=row[14],
-        state=row[15],
-    )
+    """A record from a row's `_VIDEO_COLS` values (in VideoRecord's field order; labels as JSON)."""
+    labels = row[10]
+    return VideoRecord(*row[:10], {} if labels == "{}" else json.loads(labels), *row[11:16])
 
 
 def _labels(text: str) -> dict | None:
@@ -80,6 +64,8 @@ def _labels(text: str) -> dict | None:
 
 def _integer(x) -> int | float:
     """A value as an INTEGER column stores it (an integral float becomes an int)."""
+    if type(x) is int:
+        return x
     f = float(x)
     return int(x) if f.is_integer() else f
 
@@ -98,12 +84,26 @@ def _stored_video_row(vid: int, collection_id: int, v: VideoRecord, timestamps: 
         _integer(v.size_bytes),
         str(v.content_sha256),
         str(v.external_key),
-        json.dumps(v.labels, sort_keys=True),
+        json.dumps(v.labels, sort_keys=True) if v.labels else "{}",
         str(v.filename),
         str(v.model),
         float(v.realtime_factor),
         np.ascontiguousarray(timestamps, dtype="<f8").tobytes(),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingRows:
+    """What insert_pending_many wrote: the rows' ids, and each row's record values as SQLite
+    stores them (`_VIDEO_COLS` up to realtime_factor), from which the committed records are built
+    without reading them back."""
+
+    ids: list[int]
+    values: list[tuple]
+
+    def records(self, create_time: float) -> list[VideoRecord]:
+        """The rows' records once activated at `create_time` (what get_video then reads)."""
+        return [_video((*v, create_time, "active")) for v in self.values]
 
 
 def _collection(row) -> CollectionRecord:
@@ -315,17 +315,17 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
     def insert_pending(
         self, collection_id: int, v: VideoRecord, timestamps: np.ndarray, extras: Mapping[str, ModalityData] = {}
     ) -> int:
-        return self.insert_pending_many(collection_id, [(v, timestamps, extras)])[0]
+        return self.insert_pending_many(collection_id, [(v, timestamps, extras)]).ids[0]
 
     def insert_pending_many(
         self, collection_id: int, videos: Sequence[tuple[VideoRecord, np.ndarray, Mapping[str, ModalityData]]]
-    ) -> list[int]:
+    ) -> PendingRows:
         """Pending rows of several videos (with their labels, extras and checksums) in one
         transaction: one executemany per table. The ids are handed out here, as AUTOINCREMENT would
-        (one above the highest ever used), so that each row's checksum is computed from its values
-        as SQLite stores them (`_stored_video_row`) and written with the row, not read back."""
+        (one above the highest ever used), so that each row's checksum (and record: PendingRows) is
+        computed from its values as SQLite stores them (`_stored_video_row`), not read back."""
         if not videos:
-            return []
+            return PendingRows([], [])
         with self._tx() as db:
             base = db.execute(
                 "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='videos'), 0), "
@@ -333,10 +333,11 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
             ).fetchone()[0]
             ids = list(range(base + 1, base + 1 + len(videos)))
             now = time.time()
-            rows, labels, extras_rows = [], [], []
+            rows, labels, extras_rows, values = [], [], [], []
             for vid, (v, timestamps, extras) in zip(ids, videos):
                 row = _stored_video_row(vid, collection_id, v, timestamps)
                 rows.append((*row, now, _row_crc(row)))
+                values.append(row[:14])
                 labels += [(vid, k, val) for k, val in v.labels.items()]
                 for name, d in extras.items():
                     r = (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
@@ -348,14 +349,14 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
             )
             db.executemany("INSERT INTO labels VALUES (?,?,?)", labels)
             db.executemany("INSERT INTO video_extras VALUES (?,?,?,?,?,?)", extras_rows)
-        return ids
+        return PendingRows(ids, values)
 
     def activate(self, video_id: int) -> None:
         """The commit point of an ingest: after this the video exists."""
         self.activate_many([video_id])
 
-    def activate_many(self, video_ids: Sequence[int]) -> None:
-        """The commit point of several videos at once (one transaction)."""
+    def activate_many(self, video_ids: Sequence[int]) -> float:
+        """The commit point of several videos at once (one transaction); returns their create_time."""
         now, ids = time.time(), [int(v) for v in video_ids]
         with self._tx() as db:
             for i in range(0, len(ids), 900):  # one statement per 900 (SQLite's bound-parameter limit is 999)
@@ -364,6 +365,7 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
                     f"UPDATE videos SET state='active', create_time=? WHERE id IN ({','.join('?' * len(chunk))})",
                     [now, *chunk],
                 )
+        return now
 
     def drop_pending(self) -> list[int]:
         with self._tx() as db:

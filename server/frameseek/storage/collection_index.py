@@ -20,7 +20,7 @@ import numpy as np
 import structlog
 
 from .. import metrics
-from ..ids import sample_ids
+from ..ids import batch_sample_ids, sample_ids
 from . import snapshots
 from .base import (
     CollectionRecord,
@@ -283,7 +283,7 @@ class _CollectionIndex:
                     n += count
                 if not batch:
                     return 0
-                ids = np.concatenate([sample_ids(v, c) for v, c in batch])
+                ids = batch_sample_ids([v for v, _ in batch], [c for _, c in batch])
                 vectors = self.fresh.get_vectors(ids)
             groups = np.repeat(np.array([v for v, _ in batch], dtype=np.uint64), [c for _, c in batch])
             self.index.add(
@@ -349,7 +349,7 @@ class _CollectionIndex:
 
 def _batch(videos: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sample ids, vectors, groups) of several videos' vectors, for one native add."""
-    ids = np.concatenate([sample_ids(vid, v.shape[0]) for vid, v in videos])
-    groups = np.concatenate([np.full(v.shape[0], vid, dtype=np.uint64) for vid, v in videos])
+    vids = np.fromiter((vid for vid, _ in videos), dtype=np.uint64, count=len(videos))
+    counts = np.fromiter((v.shape[0] for _, v in videos), dtype=np.int64, count=len(videos))
     vectors = np.ascontiguousarray(np.concatenate([v for _, v in videos]), dtype=np.float32)
-    return ids, vectors, groups
+    return batch_sample_ids(vids, counts), vectors, np.repeat(vids, counts)

@@ -47,9 +47,8 @@ from .base import (
     VideoQuery,
     VideoRecord,
     check_modalities,
-    checked_extras,
+    checked_videos,
     is_disk_full,
-    video_vectors,
 )
 from .catalog import Catalog, CatalogDamaged, is_damage
 from .collection_index import _CollectionIndex, _native
@@ -420,22 +419,16 @@ class EmbeddedStorage:
     ) -> VideoRecord:
         return self.add_videos(collection_id, [NewVideo(video, timestamps, vectors, twins, extras)])[0]
 
-    def _checked_new(self, ci: _CollectionIndex, new: NewVideo) -> tuple[VideoRecord, np.ndarray, np.ndarray, dict]:
-        """(record, timestamps, vectors with the twins after them, extras) of one validated video."""
-        extras = checked_extras(ci.rec, new.extras or {})
-        timestamps, vectors = video_vectors(ci.rec.dimension, new.timestamps, new.vectors, new.twins)
-        video = VideoRecord(**{**new.video.__dict__, "sample_count": len(timestamps), "collection_id": ci.rec.id})
-        return video, timestamps, vectors, extras
-
     def add_videos(self, collection_id: int, videos: Sequence[NewVideo]) -> list[VideoRecord]:
         """Several videos in one commit (Storage.add_videos): one catalog transaction for their pending
         rows, one vector-log write + fsync per index, one activating transaction; all or none."""
         ci = self._ci(collection_id)
-        checked = [self._checked_new(ci, v) for v in videos]
+        checked = checked_videos(ci.rec, videos)
         if not checked:
             return []
         with ci.lock:
-            vids = self.catalog.insert_pending_many(collection_id, [(v, ts, x) for v, ts, _, x in checked])  # 1
+            pending = self.catalog.insert_pending_many(collection_id, [(v, ts, x) for v, ts, _, x in checked])  # 1
+            vids = pending.ids
             try:  # 2 (fsync'ed; rolled back on error)
                 ci.log.append_many([(vid, vec, v.content_sha256) for vid, (v, _, vec, _) in zip(vids, checked)])
                 for name, x in ci.extras.items():
@@ -453,7 +446,7 @@ class EmbeddedStorage:
                     raise ResourceExhausted(f"the server's disk is full (vector log write failed: {exc})") from exc
                 raise
             try:
-                self.catalog.activate_many(vids)  # 3 commit point
+                create_time = self.catalog.activate_many(vids)  # 3 commit point
             except Exception:  # not committed: the logged records stay unattached (their rows are not active)
                 for vid in vids:
                     self._forget_pending(vid)
@@ -467,13 +460,13 @@ class EmbeddedStorage:
                         if name in ex and ex[name].vectors is not None and len(ex[name])
                     ]
                 )
-            # the committed records (ids, create times) in one catalog query, not one per video
-            records = {v.id: v for v, _ in self.catalog.active_video_entries(vids)}
-            entries = [(records[vid], timestamps) for vid, (_, timestamps, _, _) in zip(vids, checked)]
+            # the committed records as the rows hold them (a read-back cost a one-vector item more
+            # than its row)
+            entries = list(zip(pending.records(create_time), [timestamps for _, timestamps, _, _ in checked]))
             self._videos.update(zip(vids, entries))
             self._notify_added(entries)
         self._linker.wake()
-        return [records[vid] for vid in vids]
+        return [record for record, _ in entries]
 
     def _forget_pending(self, video_id: int) -> None:
         try:

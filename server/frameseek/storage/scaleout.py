@@ -51,8 +51,7 @@ from .base import (
     VideoQuery,
     VideoRecord,
     check_modalities,
-    checked_extras,
-    video_vectors,
+    checked_videos,
 )
 from .milvus import MilvusVectors
 from .postgres import PostgresCatalog
@@ -282,12 +281,7 @@ class ScaleOutStorage:
         one activating transaction; all or none. A crash before that leaves pending rows of this
         server with one lease, which the sweep removes like a half-done single ingest."""
         rec = self.collection_by_id(collection_id)
-        checked = []
-        for new in videos:
-            extras = checked_extras(rec, new.extras or {})
-            timestamps, vectors = video_vectors(rec.dimension, new.timestamps, new.vectors, new.twins)
-            video = VideoRecord(**{**new.video.__dict__, "sample_count": len(timestamps), "collection_id": rec.id})
-            checked.append((video, timestamps, vectors, extras))
+        checked = checked_videos(rec, videos)
         if not checked:
             return []
         self._ensure(rec)

@@ -112,7 +112,11 @@ class HnswIndex:
     @property
     def ef_construction(self) -> int: ...
     ef: int  # default search breadth; setting it waits for running searches
-    walk_precision: str  # what walks read: 'int8' (default), 'float16' or 'float32'; results re-ranked in float32
+    walk_precision: str  # what the graph holds and walks read: 'int8' (default), 'float16' or 'float32'; results re-ranked in float32
+    def store_vectors_in(self, directory: str) -> None:
+        """Keep the float32 originals in an unlinked memory-mapped file in `directory` (read on demand)."""
+    @property
+    def vectors_file_backed(self) -> bool: ...
     @property
     def capacity(self) -> int: ...
     @property

@@ -134,7 +134,10 @@ class _CollectionIndex:
 
     def _configure(self, idx):
         """The collection's search settings on a new or loaded graph: its ef floor and, where the
-        modality sets one, what its walks read (a snapshot from before that setting loads as int8)."""
+        modality sets one, what its walks read (a snapshot from before that setting loads as int8).
+        The float32 originals (read only to re-rank results) go to a memory-mapped scratch file in
+        the collection's directory, so the graph's int8 codes are what stays in anonymous memory."""
+        idx.store_vectors_in(self.dir)
         if self.rec.index.get("ef_search"):
             idx.ef = int(self.rec.index["ef_search"])
         if self.walk_precision and idx.walk_precision != self.walk_precision:

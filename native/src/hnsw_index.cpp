@@ -533,7 +533,7 @@ void search_knn(const Graph& g, const DistFn& dist, const WalkQuery& q, std::siz
 // After a walk on the codes: the float32 distance of every kept result (the order may change in
 // near-ties). A slot add() has linked but not yet published has no original in the store yet
 // (add() learns the slot from hnswlib only once it is linked): it is dropped, as if the walk had
-// run a moment earlier (its add() has not returned).
+// run a moment earlier (its add() has not returned). slots: null when no add() was inserting.
 void rerank_exact(const DistFn& dist, const HnswIndex::SlotMeta* slots, const float* q, Scratch& sc) {
   if (!dist.reranks()) return;
   // The float32 rows are cold (the walk read the codes): fetch the next ones while computing.
@@ -543,7 +543,7 @@ void rerank_exact(const DistFn& dist, const HnswIndex::SlotMeta* slots, const fl
   for (std::size_t j = 0; j < n; ++j) {
     prefetch_ahead(j, n, result_row, dist.dim * sizeof(float));
     const hnswlib::tableint x = sc.top[j].second;
-    if (!slots[x].live.load(std::memory_order_acquire)) continue;  // pairs with publish_slot's release
+    if (slots && !slots[x].live.load(std::memory_order_acquire)) continue;  // pairs with publish_slot's release
     sc.top[kept++] = {dist.exact(q, x), x};
   }
   sc.top.resize(kept);
@@ -860,6 +860,11 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
   // contiguous blocks, so the threads work on different videos' worth of frames at once.
   // (A row that fails stays out of the graph: size() and the id table are hnswlib's own.)
   std::shared_lock<std::shared_mutex> lock(mutex_);
+  struct Inserting {
+    std::atomic<int>& n;
+    explicit Inserting(std::atomic<int>& c) : n(c) { n.fetch_add(1, std::memory_order_seq_cst); }
+    ~Inserting() { n.fetch_sub(1, std::memory_order_release); }  // after every publish_slot
+  } inserting(inserting_);
   std::size_t t = threads == 0 ? default_threads() : threads;
   t = std::min(t, fresh.size());
   parallel_for(t, t, [&](std::size_t b, std::size_t e) {
@@ -994,7 +999,10 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
       else
         search_knn(g, dist, wq, ef_eff, k, AdmitAll{}, sc);
       if (out_distances) out_distances[q] = sc.distances;
-      rerank_exact(dist, slots_.get(), x, sc);
+      // Read after the walk: 0 means every add() whose nodes it could have reached had published them.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      const bool unpublished = inserting_.load(std::memory_order_acquire) != 0;
+      rerank_exact(dist, unpublished ? slots_.get() : nullptr, x, sc);
       const std::size_t got = emit_topk(g, sc, k, out_ids + q * k, out_dist + q * k);
       pad(out_ids + q * k, out_dist + q * k, got, k);
     }

@@ -188,6 +188,9 @@ class HnswIndex {
   // element data is then the original itself).
   std::unique_ptr<detail::VectorStore> store_;
   std::size_t ef_ = HnswParams::kDefaultEf;
+  // add()s inserting under the shared lock: while none is, every slot a walk can reach is
+  // published, and the re-rank skips its per-result live check (a cache miss per result).
+  std::atomic<int> inserting_{0};
   mutable std::shared_mutex mutex_;  // shared: search, add's graph insertion; exclusive: the rest
   mutable std::mutex add_mutex_;     // one add() at a time (each is multithreaded inside)
 };

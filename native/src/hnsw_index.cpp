@@ -695,7 +695,10 @@ void HnswIndex::resize_slots(std::size_t cap, bool huge_now) {
   store_->resize(walk_ == WalkPrecision::Float32 ? 0 : cap, huge_now);
 }
 
-std::size_t HnswIndex::code_bytes(std::size_t dim, WalkPrecision p) {
+namespace {
+// What a code holds before its padding (code_bytes rounds it up to whole u32s: hnswlib's records
+// start with u32 link lists, so every record size must keep them aligned).
+std::size_t code_payload(std::size_t dim, WalkPrecision p) {
   switch (p) {
     case WalkPrecision::Float16:
       return dim * sizeof(std::uint16_t);
@@ -704,6 +707,11 @@ std::size_t HnswIndex::code_bytes(std::size_t dim, WalkPrecision p) {
     default:
       return dim * sizeof(float);
   }
+}
+}  // namespace
+
+std::size_t HnswIndex::code_bytes(std::size_t dim, WalkPrecision p) {
+  return (code_payload(dim, p) + sizeof(std::uint32_t) - 1) / sizeof(std::uint32_t) * sizeof(std::uint32_t);
 }
 
 void HnswIndex::encode(const float* vec, char* code) const {
@@ -723,6 +731,8 @@ void HnswIndex::encode(const float* vec, char* code) const {
     default:
       std::memcpy(code, vec, dim_ * sizeof(float));
   }
+  const std::size_t payload = code_payload(dim_, walk_);
+  std::memset(code + payload, 0, code_bytes(dim_, walk_) - payload);  // files stay deterministic
 }
 
 void HnswIndex::set_walk_precision(WalkPrecision p) {

@@ -89,7 +89,7 @@ class HnswIndex {
   enum class WalkPrecision { Float32 = 0, Float16 = 1, Int8 = 2 };
   WalkPrecision walk_precision() const { return walk_; }
   // hnswlib's element data per slot at p: Int8 dim + 8 (codes, scale, squared norm), Float16
-  // dim * 2, Float32 dim * 4.
+  // dim * 2, Float32 dim * 4; rounded up to whole u32s (hnswlib's link lists must stay aligned).
   static std::size_t code_bytes(std::size_t dim, WalkPrecision p);
   void set_walk_precision(WalkPrecision p);
   // Moves the float32 originals (and every later one) into an unlinked, memory-mapped file in

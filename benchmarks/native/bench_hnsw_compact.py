@@ -142,21 +142,29 @@ def part_build(args) -> dict:
         flush=True,
     )
     rows = {}
+
+    def sweep(idx, search):
+        out = []
+        for ef in EFS:
+            found = search(idx, q, ef)
+            qcpu = cpu_best(lambda ef=ef: search(idx, q, ef), args.repeats)
+            out.append({"ef": ef, "recall": recall(found, truth), "qps": args.nq / qcpu})
+        return out
+
     for name, (build, search) in libraries(args, x, groups, ids).items():
         t = time.process_time()
         idx = build()
         cpu = time.process_time() - t
-        sweep = []
-        for ef in EFS:
-            found = search(idx, q, ef)
-            qcpu = cpu_best(lambda ef=ef, idx=idx, search=search: search(idx, q, ef), args.repeats)
-            sweep.append({"ef": ef, "recall": recall(found, truth), "qps": args.nq / qcpu})
-        rows[name] = {"build_cpu_s": cpu, "vectors_per_cpu_s": args.n / cpu, "sweep": sweep}
+        rows[name] = {"build_cpu_s": cpu, "vectors_per_cpu_s": args.n / cpu, "sweep": sweep(idx, search)}
         print(
             f"{name:28s} build {cpu:7.1f} CPU-s = {args.n / cpu:7.0f} vectors/CPU-s; recall@10 by ef: "
-            + " ".join(f"{r['ef']}:{r['recall']:.3f}" for r in sweep),
+            + " ".join(f"{r['ef']}:{r['recall']:.3f}" for r in rows[name]["sweep"]),
             flush=True,
         )
+        if hasattr(idx, "store_vectors_in"):  # the same graph, its float32 originals in a mapped file
+            with tempfile.TemporaryDirectory(dir=args.store_dir) as d:
+                idx.store_vectors_in(d)
+                rows[name + " [file]"] = {**rows[name], "sweep": sweep(idx, search)}
         del idx
     print(
         f"\n{'library':28s} {'vec/CPU-s':>9s} "
@@ -200,7 +208,6 @@ def memory_child(args) -> None:
     for s, e in by_video(groups):
         idx.add(ids[s:e], x[s:e], groups=groups[s:e])
     build_s = time.perf_counter() - t
-    del x  # the data set's own copy is not the index's
     phases = {"built": status_kb()}
     with tempfile.TemporaryDirectory(dir=args.store_dir) as d:
         if hasattr(idx, "store_vectors_in"):

@@ -76,11 +76,11 @@ class HnswIndex {
   // float32 originals; the results are then re-ranked on the float32 vectors, so returned
   // distances stay exact and only the routing (and near-ties in what is kept) carries the
   // copy's rounding.
-  //   Float32: no copy.
-  //   Float16: IEEE fp16 copy (+dim*2 bytes per slot; relative rounding ~5e-4).
+  //   Float32: the originals themselves (dim*4 bytes per slot; no separate store).
+  //   Float16: IEEE fp16 copy (dim*2 bytes per slot; relative rounding ~5e-4).
   //   Int8 (default): per-vector symmetric int8 codes x ~ scale * code, code in [-127, 127],
-  //     plus the scale and the exact squared norm (+round_up(dim + 8, 64) bytes per slot;
-  //     distances from exact int32 code dot products).
+  //     plus the scale and the exact squared norm (dim + 8 bytes per slot; distances from exact
+  //     int32 code dot products).
   // The copy is hnswlib's element data (the graph is built on it too); the float32 originals then
   // live in the vector store (see store_vectors_in). Changing it re-encodes every slot's element
   // data; save() stores the codes and the originals (format 4), so load() re-encodes nothing. An
@@ -141,7 +141,7 @@ class HnswIndex {
   static std::unique_ptr<HnswIndex> load(const std::string& path);
   // load() reads into 4 KiB pages: asking for 2 MiB pages while reading made the kernel compact
   // memory first (THP defrag = madvise), which tripled the CPU of a restart on a fragmented host.
-  // This moves the layer-0 block and the walk copy onto huge pages afterwards (MADV_COLLAPSE,
+  // This moves the layer-0 block and the anonymous vector store onto huge pages afterwards (MADV_COLLAPSE,
   // Linux >= 6.1), 32 MiB at a time under the shared lock, so searches and adds go on meanwhile;
   // meant for a low-priority thread once the server serves. Returns the bytes collapsed (0 where
   // the kernel cannot: the walk then stays on 4 KiB pages until khugepaged collapses them).

@@ -61,13 +61,14 @@ class EfCondition : public hnswlib::BaseSearchStopCondition<float> {
 // Reads the graph without node locks, as hnswlib's own search does (safe against concurrent
 // add(): links are written whole, and a node is reachable only after its data is in place).
 //
-// The walk reads the graph's element data, a compact code of each vector (HnswIndex::walk_precision:
-// int8 codes by default, or fp16), right after the node's links in its layer-0 record: a walk is bound by fetching each visited vector from memory (1M x 512-d does
-// not fit any cache), and a quarter (int8) or half (fp16) of the bytes per vector cut that; the
-// int8 dot product is also 2.5x fewer instructions than fp16's convert + FMA. The result set is
-// then re-ranked with the float32 vectors (rerank_exact), so reported distances are exact and
-// only the routing carries the copy's rounding (int8: ~1e-3 absolute on a unit-vector inner
-// product, well below the gaps between a walk's candidates).
+// The walk reads the graph's element data, a compact code of each vector
+// (HnswIndex::walk_precision: int8 codes by default, or fp16), right after the node's links in its
+// layer-0 record: a walk is bound by fetching each visited vector from memory (1M x 512-d does not
+// fit any cache), and a quarter (int8) or half (fp16) of the bytes per vector cut that; the int8
+// dot product is also 2.5x fewer instructions than fp16's convert + FMA. The result set is then re-
+// ranked with the float32 vectors (rerank_exact), so reported distances are exact and only the
+// routing carries the copy's rounding (int8: ~1e-3 absolute on a unit-vector inner product, well
+// below the gaps between a walk's candidates).
 // One query as the walk reads it: the float32 vector and, for an int8 walk, its code.
 struct WalkQuery {
   const float* f;

@@ -112,7 +112,7 @@ class HnswIndex:
     @property
     def ef_construction(self) -> int: ...
     ef: int  # default search breadth; setting it waits for running searches
-    walk_precision: str  # what the graph holds and walks read: 'int8' (default), 'float16' or 'float32'; results re-ranked in float32
+    walk_precision: str  # what the graph holds, walks read: 'int8' (default), 'float16', 'float32'; re-ranked exactly
     def store_vectors_in(self, directory: str) -> None:
         """Keep the float32 originals in an unlinked memory-mapped file in `directory` (read on demand)."""
     @property

@@ -262,13 +262,16 @@ void bind_hnsw(py::module_& m) {
            "meanwhile. Returns the bytes collapsed (0 where the kernel cannot: Linux < 6.1).")
       .def_static(
           "load",
-          [](const std::string& path) {
+          [](const std::string& path, py::handle vectors_dir) {
+            const std::string dir = vectors_dir.is_none() ? std::string{} : vectors_dir.cast<std::string>();
             py::gil_scoped_release release;
-            return HnswIndex::load(path);
+            return HnswIndex::load(path, dir);
           },
-          "path"_a,
-          "Read a file written by save() (format 3, or formats 1-2 of earlier builds, whose walk "
-          "copy is rebuilt). ValueError on a missing, truncated, corrupted or foreign file.");
+          "path"_a, "vectors_dir"_a = py::none(),
+          "Read a file written by save() (format 4, or formats 1-3 of earlier builds, whose codes "
+          "are re-encoded). vectors_dir: as store_vectors_in(vectors_dir), the float32 originals "
+          "read straight into the mapped file. ValueError on a missing, truncated, corrupted or "
+          "foreign file.");
 }
 
 }  // namespace frameseek::bindings

@@ -280,7 +280,7 @@ void HnswIndex::save(const std::string& path) const {
 // read and checksummed on every core. Formats 1-3 hold float32 element data: they load as a
 // float32 walk and are then re-encoded at their walk precision (format 3's copy is only checked). Nothing read is
 // trusted before the checksum matched and the graph passed its checks.
-std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
+std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::string& vectors_directory) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) bad_file(path, "cannot open file");
   FdCloser closer{fd};
@@ -330,6 +330,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
   params.seed = h.seed;
   std::unique_ptr<HnswIndex> idx(new HnswIndex(h.dim, static_cast<Metric>(h.metric), params));
   idx->walk_ = graph_walk;
+  if (!vectors_directory.empty()) idx->store_->use_directory(vectors_directory);
   idx->space_ = std::make_unique<KernelSpace>(h.dim, static_cast<Metric>(h.metric), graph_walk);
   std::uint64_t walk_bytes = 0;  // format 3: its walk copy; format 4: the float32 originals
   if (has_walk) {

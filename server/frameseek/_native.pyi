@@ -147,7 +147,7 @@ class HnswIndex:
     def collapse_huge_pages(self) -> int:
         """Move the walk's memory onto 2 MiB pages now (load reads into 4 KiB pages); bytes collapsed."""
     @staticmethod
-    def load(path: str) -> HnswIndex: ...
+    def load(path: str, vectors_dir: str | None = None) -> HnswIndex: ...
 
 class LiveIndex:
     """A collection's searchable vectors: its HnswIndex (`graph`) and its fresh segment (a

@@ -76,9 +76,9 @@ def test_get_vectors_is_exact_after_save_load_and_after_remove_and_slot_reuse(tm
     kept = np.setdiff1d(np.arange(2000, dtype=np.uint64), gone)
     np.testing.assert_array_equal(index.get_vectors(kept), x[kept])
 
-    again = N.HnswIndex.load(path)
-    if file_backed:
-        again.store_vectors_in(str(tmp_path))
+    # file-backed: the originals read straight into the mapped file
+    again = N.HnswIndex.load(path, vectors_dir=str(tmp_path) if file_backed else None)
+    assert again.vectors_file_backed == file_backed
     assert len(again) == 2000 and again.walk_precision == "int8"
     np.testing.assert_array_equal(again.get_vectors(np.arange(2000, dtype=np.uint64)), x)
     q = _vectors(20, 3)

@@ -138,7 +138,9 @@ class HnswIndex {
   // Reads formats 1-4 straight into place (no temp file; pieces read and checksummed on every
   // core). Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted
   // or foreign file.
-  static std::unique_ptr<HnswIndex> load(const std::string& path);
+  // vectors_directory: as store_vectors_in(), the originals read straight into the mapped file
+  // (not into anonymous memory first and then copied).
+  static std::unique_ptr<HnswIndex> load(const std::string& path, const std::string& vectors_directory = {});
   // load() reads into 4 KiB pages: asking for 2 MiB pages while reading made the kernel compact
   // memory first (THP defrag = madvise), which tripled the CPU of a restart on a fragmented host.
   // This moves the layer-0 block and the anonymous vector store onto huge pages afterwards (MADV_COLLAPSE,

@@ -12,6 +12,7 @@ segment, so recovery replays it (into the fresh segment) and log truncation keep
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -158,7 +159,9 @@ class _CollectionIndex:
         from_seq, snap_videos, self.good_snapshot = 0, {}, None
         for i, m in enumerate(keep):
             try:
-                self.index, snap_videos = snapshots.load_one(self.dir, m, _native().HnswIndex.load)
+                # the originals straight into the mapped vector file (_configure keeps it there)
+                load = functools.partial(_native().HnswIndex.load, vectors_dir=self.dir)
+                self.index, snap_videos = snapshots.load_one(self.dir, m, load)
             except snapshots.SnapshotDamaged as exc:
                 problems.append(f"snapshot damaged: {exc}")
                 log.error(

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -122,3 +123,41 @@ def test_a_crash_in_the_middle_of_a_save_leaves_the_previous_snapshot_loadable(t
     assert len(loaded) == 300
     np.testing.assert_array_equal(loaded.get_vectors(np.arange(300, dtype=np.uint64)), want)
     assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # the half-written part, never renamed
+
+
+def test_searches_during_adds_report_exact_distances_of_the_ids_they_return(tmp_path):
+    """The store's row of a slot is written after hnswlib links it (add() learns the slot only
+    then), so a walk may reach a node whose original is not there yet; such a node must not be
+    returned with a distance computed from a stale or empty row (a reused slot: another vector's)."""
+    rng = np.random.default_rng(4)
+    n, batch = 7000, 300
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    index = N.HnswIndex(DIM, "l2", max_elements=64, M=8, ef_construction=32)
+    index.store_vectors_in(str(tmp_path))
+    first = np.arange(1000, dtype=np.uint64)
+    index.add(first, x[:1000])
+    index.remove(first[::2])  # slots to reuse: a stale row would be another vector's
+    q = rng.standard_normal((8, DIM)).astype(np.float32)
+    bad: list[tuple[int, float, float]] = []
+    done = threading.Event()
+
+    def search():
+        while not done.is_set():
+            ids, dist = index.search(q, 10, ef=40, threads=1)
+            for row_ids, row_d, qq in zip(ids, dist, q):
+                for i, d in zip(row_ids.tolist(), row_d.tolist()):
+                    if i == N.NO_ID:
+                        continue
+                    want = float(((x[i] - qq) ** 2).sum())
+                    if abs(want - d) > 1e-3 * max(1.0, want):
+                        bad.append((i, d, want))
+
+    t = threading.Thread(target=search)
+    t.start()
+    try:
+        for s in range(1000, n, batch):
+            index.add(np.arange(s, s + batch, dtype=np.uint64), x[s : s + batch], threads=2)
+    finally:
+        done.set()
+        t.join()
+    assert not bad, bad[:5]

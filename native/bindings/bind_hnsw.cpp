@@ -92,11 +92,25 @@ void bind_hnsw(py::module_& m) {
             py::gil_scoped_release release;  // waits for running searches; rebuilds the copy
             x.set_walk_precision(p);
           },
-          "What the walks read: 'int8' (default: per-vector int8 codes, +round_up(dim + 8, 64) "
-          "bytes per slot), 'float16' (+dim*2 bytes) or 'float32' (no copy). Results are "
-          "re-ranked on the float32 vectors, so returned distances are exact whatever it is. "
-          "Reads 'float32' after an add whose values the copy cannot hold. Saved with the index "
-          "(the copy itself too, so that load does not rebuild it).")
+          "What the graph is built on and the walks read: 'int8' (default: per-vector int8 codes, "
+          "dim + 8 bytes per slot), 'float16' (dim*2 bytes) or 'float32' (dim*4). With int8/float16 "
+          "the float32 originals are kept apart (in memory, or in a mapped file: "
+          "store_vectors_in) and results are re-ranked on them, so returned distances are exact "
+          "whatever it is. Reads 'float32' after an add whose values the codes cannot hold. Saved "
+          "with the index (codes and originals, so that load re-encodes nothing).")
+      .def(
+          "store_vectors_in",
+          [](HnswIndex& x, const std::string& directory) {
+            py::gil_scoped_release release;  // waits for running adds and searches
+            x.store_vectors_in(directory);
+          },
+          "directory"_a,
+          "Keep the float32 originals (read only to re-rank results and by get_vectors) in an "
+          "unlinked file in `directory`, memory-mapped and read on demand, instead of anonymous "
+          "memory. The file is scratch: it vanishes with the index or the process; snapshots "
+          "carry the vectors themselves. OSError/RuntimeError when it cannot be created.")
+      .def_property_readonly("vectors_file_backed", py::cpp_function(&HnswIndex::vectors_file_backed, kNoGil),
+                             "Whether the float32 originals live in a mapped file (store_vectors_in).")
       .def_property_readonly("capacity", py::cpp_function(&HnswIndex::capacity, kNoGil),
                              "Allocated slots (live + removed awaiting reuse + free).")
       .def_property_readonly("deleted_slots", py::cpp_function(&HnswIndex::deleted_slots, kNoGil),
@@ -248,13 +262,16 @@ void bind_hnsw(py::module_& m) {
            "meanwhile. Returns the bytes collapsed (0 where the kernel cannot: Linux < 6.1).")
       .def_static(
           "load",
-          [](const std::string& path) {
+          [](const std::string& path, py::handle vectors_dir) {
+            const std::string dir = vectors_dir.is_none() ? std::string{} : vectors_dir.cast<std::string>();
             py::gil_scoped_release release;
-            return HnswIndex::load(path);
+            return HnswIndex::load(path, dir);
           },
-          "path"_a,
-          "Read a file written by save() (format 3, or formats 1-2 of earlier builds, whose walk "
-          "copy is rebuilt). ValueError on a missing, truncated, corrupted or foreign file.");
+          "path"_a, "vectors_dir"_a = py::none(),
+          "Read a file written by save() (format 4, or formats 1-3 of earlier builds, whose codes "
+          "are re-encoded). vectors_dir: as store_vectors_in(vectors_dir), the float32 originals "
+          "read straight into the mapped file. ValueError on a missing, truncated, corrupted or "
+          "foreign file.");
 }
 
 }  // namespace frameseek::bindings

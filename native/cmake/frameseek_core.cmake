@@ -12,6 +12,8 @@ set(FRAMESEEK_CORE_SOURCES
   ${_fs_src}/distance_scalar.cpp
   ${_fs_src}/flat_index.cpp
   ${_fs_src}/hnsw_index.cpp
+  ${_fs_src}/hnsw_snapshot.cpp
+  ${_fs_src}/vector_store.cpp
   ${_fs_src}/aggregate.cpp
   ${_fs_src}/parallel.cpp
   ${_fs_src}/search_directory.cpp

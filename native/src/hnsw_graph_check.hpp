@@ -47,7 +47,7 @@ struct HnswlibHeader {
 };
 
 // Bytes one slot of capacity costs once loaded: hnswlib's level-0 record, its per-slot lock, level
-// and link-list pointer, the visited-list mark, and HnswIndex's SlotMeta (its walk copy aside).
+// and link-list pointer, the visited-list mark, and HnswIndex's SlotMeta (the float32 store aside).
 inline std::uint64_t slot_bytes(std::uint64_t size_data_per_element) {
   return size_data_per_element + sizeof(std::mutex) + sizeof(int) + sizeof(void*) + 2 + 16;
 }
@@ -57,17 +57,17 @@ inline std::uint64_t physical_memory_bytes() {
   return pages > 0 && page > 0 ? std::uint64_t(pages) * std::uint64_t(page) : ~std::uint64_t{0};
 }
 
-// `head`: the first HnswlibHeader::kBytes of the graph section (graph_bytes long); dim, M,
-// ef_construction, capacity and n_live: the snapshot header's values.
-inline std::string graph_header_problem(const unsigned char* head, std::uint64_t graph_bytes, std::uint64_t dim,
+// `head`: the first HnswlibHeader::kBytes of the graph section (graph_bytes long); data_bytes:
+// each element's data (the walk code, HnswIndex::code_bytes); M, ef_construction, capacity and
+// n_live: the snapshot header's values.
+inline std::string graph_header_problem(const unsigned char* head, std::uint64_t graph_bytes, std::uint64_t data_bytes,
                                         std::uint64_t M, std::uint64_t ef_construction, std::uint64_t capacity,
                                         std::uint64_t n_live) {
   if (graph_bytes < HnswlibHeader::kBytes) return "graph section is shorter than its header";
   const HnswlibHeader g = HnswlibHeader::parse(head);
   const std::uint64_t links0 = 2 * M * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
   if (g.m != M || g.max_m != M || g.max_m0 != 2 * M || g.offset_level0 != 0 || g.offset_data != links0 ||
-      g.label_offset != links0 + dim * sizeof(float) ||
-      g.size_data_per_element != g.label_offset + sizeof(hnswlib::labeltype))
+      g.label_offset != links0 + data_bytes || g.size_data_per_element != g.label_offset + sizeof(hnswlib::labeltype))
     return "graph section's layout does not match the header (M, dimension or record size)";
   if (g.ef_construction != std::max(ef_construction, M))
     return "graph section's ef_construction does not match the header";

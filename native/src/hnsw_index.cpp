@@ -1,72 +1,34 @@
 #include "frameseek/hnsw_index.hpp"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <limits>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <type_traits>
 #include <unordered_set>
 
 #include <hnswlib/hnswlib.h>
-#include <zlib.h>
 
 #include "frameseek/distance.hpp"
 #include "frameseek/half.hpp"
 #include "frameseek/parallel.hpp"
-#include "hnsw_graph_check.hpp"
+#include "hnsw_internal.hpp"
+#include "vector_store.hpp"
 
 namespace frameseek {
 
-// ---------------------------------------------------------------------------------------------
-// Space: hnswlib calls dist(a, b, param) through a plain function pointer; param carries the
-// dimension and the kernel picked by the runtime dispatch, so the graph uses the same SIMD path as
-// FlatIndex. IP is reported as 1 - dot (a distance, smaller = closer), like hnswlib's own space.
-class KernelSpace : public hnswlib::SpaceInterface<float> {
- public:
-  struct Param {
-    std::size_t dim;
-    float (*fn)(const float*, const float*, std::size_t);
-  };
-
-  KernelSpace(std::size_t dim, Metric metric) {
-    const Kernels& k = kernels();
-    param_.dim = dim;
-    param_.fn = metric == Metric::L2 ? k.l2sq : k.dot;
-    dist_ = metric == Metric::L2 ? &l2 : &ip;
-  }
-  std::size_t get_data_size() override { return param_.dim * sizeof(float); }
-  hnswlib::DISTFUNC<float> get_dist_func() override { return dist_; }
-  void* get_dist_func_param() override { return &param_; }
-
- private:
-  static float l2(const void* a, const void* b, const void* p) {
-    auto* q = static_cast<const Param*>(p);
-    return q->fn(static_cast<const float*>(a), static_cast<const float*>(b), q->dim);
-  }
-  static float ip(const void* a, const void* b, const void* p) {
-    auto* q = static_cast<const Param*>(p);
-    return 1.0f - q->fn(static_cast<const float*>(a), static_cast<const float*>(b), q->dim);
-  }
-  Param param_{};
-  hnswlib::DISTFUNC<float> dist_ = nullptr;
-};
-
 namespace {
 
-using Graph = hnswlib::HierarchicalNSW<float>;
+using detail::advise_huge_pages;
+using detail::Graph;
+using detail::level0_bytes;
 
 // Plain top-ef search with an ef chosen per call. hnswlib's searchKnn reads the shared member
 // ef_, which concurrent callers cannot each set; a stop condition carries the ef instead. The
@@ -99,26 +61,14 @@ class EfCondition : public hnswlib::BaseSearchStopCondition<float> {
 // Reads the graph without node locks, as hnswlib's own search does (safe against concurrent
 // add(): links are written whole, and a node is reachable only after its data is in place).
 //
-// The walk may read a compact copy of the vectors (HnswIndex::walk_precision: int8 codes by
-// default, or fp16): a walk is bound by fetching each visited vector from memory (1M x 512-d does
-// not fit any cache), and a quarter (int8) or half (fp16) of the bytes per vector cut that; the
-// int8 dot product is also 2.5x fewer instructions than fp16's convert + FMA. The result set is
-// then re-ranked with the float32 vectors (rerank_exact), so reported distances are exact and
-// only the routing carries the copy's rounding (int8: ~1e-3 absolute on a unit-vector inner
-// product, well below the gaps between a walk's candidates).
-using WalkPrecision = HnswIndex::WalkPrecision;
-
-// Symmetric per-vector int8 code: x ~ scale * code, code in [-127, 127] (never -128: see
-// Kernels::dot_i8), scale = max|x| / 127. Returns the scale.
-float quantize_i8(const float* x, std::size_t d, std::int8_t* code) {
-  float m = 0.0f;
-  for (std::size_t i = 0; i < d; ++i) m = std::max(m, std::fabs(x[i]));
-  const float scale = m > 0.0f ? m / 127.0f : 1.0f;
-  for (std::size_t i = 0; i < d; ++i)
-    code[i] = static_cast<std::int8_t>(std::lrint(std::clamp(x[i] / scale, -127.0f, 127.0f)));
-  return scale;
-}
-
+// The walk reads the graph's element data, a compact code of each vector
+// (HnswIndex::walk_precision: int8 codes by default, or fp16), right after the node's links in its
+// layer-0 record: a walk is bound by fetching each visited vector from memory (1M x 512-d does not
+// fit any cache), and a quarter (int8) or half (fp16) of the bytes per vector cut that; the int8
+// dot product is also 2.5x fewer instructions than fp16's convert + FMA. The result set is then re-
+// ranked with the float32 vectors (rerank_exact), so reported distances are exact and only the
+// routing carries the copy's rounding (int8: ~1e-3 absolute on a unit-vector inner product, well
+// below the gaps between a walk's candidates).
 // One query as the walk reads it: the float32 vector and, for an int8 walk, its code.
 struct WalkQuery {
   const float* f;
@@ -128,76 +78,43 @@ struct WalkQuery {
 };
 
 struct DistFn {
-  float (*fn)(const float*, const float*, std::size_t);
-  float (*fn16)(const float*, const std::uint16_t*, std::size_t);
-  std::int32_t (*fn8)(const std::int8_t*, const std::int8_t*, std::size_t);
+  const KernelSpace::Param* p;
   const Graph* g;
-  const std::uint8_t* copy;  // null: walk on the float32 vectors
-  std::size_t stride;        // bytes per slot of copy
+  const float* originals;  // the float32 store by slot; null: the element data is the original (Float32)
   WalkPrecision prec;
   std::size_t dim;
-  bool ip;
-  const char* addr(hnswlib::tableint x) const {
-    return copy ? reinterpret_cast<const char*>(copy + std::size_t(x) * stride) : g->getDataByInternalId(x);
-  }
-  std::size_t bytes() const { return copy ? stride : dim * sizeof(float); }
+  const char* addr(hnswlib::tableint x) const { return g->getDataByInternalId(x); }
+  std::size_t bytes() const { return g->data_size_; }
+  bool reranks() const { return originals != nullptr; }  // the walk reads codes: re-rank on float32
   // Fills q's int8 code (into `code`, dim entries) when the walk reads int8.
   WalkQuery prepare(const float* q, std::int8_t* code) const {
     WalkQuery w{q};
     if (prec == WalkPrecision::Int8) {
       w.code = code;
-      w.scale = quantize_i8(q, dim, code);
+      w.scale = detail::quantize_i8(q, dim, code);
       w.norm = kernels().dot(q, q, dim);
     }
     return w;
   }
   float operator()(const WalkQuery& q, hnswlib::tableint x) const {
+    const char* row = addr(x);
     if (prec == WalkPrecision::Int8) {
-      // row: dim codes, then the scale and the exact squared norm (see HnswIndex::write_copy)
-      const std::uint8_t* row = copy + std::size_t(x) * stride;
-      float scale, norm;
-      std::memcpy(&scale, row + dim, sizeof scale);
-      std::memcpy(&norm, row + dim + sizeof scale, sizeof norm);
-      const float dot =
-          q.scale * scale * static_cast<float>(fn8(q.code, reinterpret_cast<const std::int8_t*>(row), dim));
-      return ip ? 1.0f - dot : q.norm + norm - 2.0f * dot;
+      const float dot = q.scale * detail::i8_scale(row, dim) *
+                        static_cast<float>(p->fn8(q.code, reinterpret_cast<const std::int8_t*>(row), dim));
+      return KernelSpace::from_i8(*p, dot, q.norm, detail::i8_norm(row, dim));
     }
-    const float d = prec == WalkPrecision::Float16
-                        ? fn16(q.f, reinterpret_cast<const std::uint16_t*>(copy + std::size_t(x) * stride), dim)
-                        : fn(q.f, reinterpret_cast<const float*>(g->getDataByInternalId(x)), dim);
-    return ip ? 1.0f - d : d;
+    const float d = prec == WalkPrecision::Float16 ? p->fn16(q.f, reinterpret_cast<const std::uint16_t*>(row), dim)
+                                                   : p->fn(q.f, reinterpret_cast<const float*>(row), dim);
+    return p->ip ? 1.0f - d : d;
+  }
+  const float* original(hnswlib::tableint x) const {
+    return originals ? originals + std::size_t(x) * dim : reinterpret_cast<const float*>(addr(x));
   }
   float exact(const float* q, hnswlib::tableint x) const {
-    const float d = fn(q, reinterpret_cast<const float*>(g->getDataByInternalId(x)), dim);
-    return ip ? 1.0f - d : d;
+    const float d = p->fn(q, original(x), dim);
+    return p->ip ? 1.0f - d : d;
   }
 };
-
-DistFn make_dist(const Graph& g, Metric metric, const std::uint8_t* copy, std::size_t stride, WalkPrecision prec) {
-  const auto* param = static_cast<const KernelSpace::Param*>(g.dist_func_param_);
-  const Kernels& k = kernels();
-  return DistFn{
-      param->fn,           metric == Metric::L2 ? k.l2sq_f16 : k.dot_f16, k.dot_i8, &g, copy, stride, prec, param->dim,
-      metric == Metric::IP};
-}
-
-// Walks touch one random row per visited node across gigabytes (1M x 512: 2.2 GB of graph +
-// vectors, 0.6 GB of int8 copy). With 4 KiB pages nearly every visit also misses the TLB and
-// walks the page tables; 2 MiB transparent huge pages take that away. Where THP is "madvise" (the
-// Debian default) a region gets them only when asked; elsewhere this is a no-op.
-constexpr std::size_t kHugePage = std::size_t{2} << 20;
-
-std::size_t level0_bytes(const Graph& g) { return g.max_elements_ * g.size_data_per_element_; }
-
-void advise_huge_pages(void* p, std::size_t bytes) {
-#ifdef MADV_HUGEPAGE
-  const auto lo = (reinterpret_cast<std::uintptr_t>(p) + kHugePage - 1) / kHugePage * kHugePage;
-  const auto hi = (reinterpret_cast<std::uintptr_t>(p) + bytes) / kHugePage * kHugePage;
-  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice: failure is harmless
-#else
-  (void)p, (void)bytes;
-#endif
-}
 
 inline void prefetch_lines(const char* p, std::size_t bytes) {
   for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
@@ -614,17 +531,23 @@ void search_knn(const Graph& g, const DistFn& dist, const WalkQuery& q, std::siz
   search_layer0(g, dist, q, coll, sc);
 }
 
-// After a walk on the copy: the float32 distance of every kept result (the order may change in
-// near-ties).
-void rerank_exact(const DistFn& dist, const float* q, Scratch& sc) {
-  if (!dist.copy) return;
-  // The float32 rows are cold (the walk read the copy): fetch the next ones while computing.
+// After a walk on the codes: the float32 distance of every kept result (the order may change in
+// near-ties). A slot add() has linked but not yet published has no original in the store yet
+// (add() learns the slot from hnswlib only once it is linked): it is dropped, as if the walk had
+// run a moment earlier (its add() has not returned). slots: null when no add() was inserting.
+void rerank_exact(const DistFn& dist, const HnswIndex::SlotMeta* slots, const float* q, Scratch& sc) {
+  if (!dist.reranks()) return;
+  // The float32 rows are cold (the walk read the codes): fetch the next ones while computing.
   const std::size_t n = sc.top.size();
-  const auto result_row = [&](std::size_t i) { return dist.g->getDataByInternalId(sc.top[i].second); };
+  const auto result_row = [&](std::size_t i) { return reinterpret_cast<const char*>(dist.original(sc.top[i].second)); };
+  std::size_t kept = 0;
   for (std::size_t j = 0; j < n; ++j) {
     prefetch_ahead(j, n, result_row, dist.dim * sizeof(float));
-    sc.top[j].first = dist.exact(q, sc.top[j].second);
+    const hnswlib::tableint x = sc.top[j].second;
+    if (slots && !slots[x].live.load(std::memory_order_acquire)) continue;  // pairs with publish_slot's release
+    sc.top[kept++] = {dist.exact(q, x), x};
   }
+  sc.top.resize(kept);
 }
 
 // Writes the k best of sc.top (ascending distance, ties by slot) as labels; returns how many.
@@ -645,99 +568,15 @@ void pad(std::uint64_t* ids, float* dist, std::size_t from, std::size_t k) {
   }
 }
 
-// ------------------------------------------------------------------------------------------
-// File format (little-endian, as written by this machine; foreign-endian files fail the magic):
-//   Header  magic "FSEEKHNS" | u32 version | u32 dim | u32 metric | u32 reserved |
-//           u64 M | u64 ef_construction | u64 ef | u64 seed | u64 capacity |
-//           u64 n_live | u64 graph_bytes
-//   Payload the graph (graph_bytes: hnswlib 0.8's saveIndex layout, see hnsw_graph_check.hpp) |
-//           n_live x (u64 id, u64 group)
-//           (version 1 rows also held a u32 tag per vector, never used: read, then dropped)
-//           version 3: | u32 walk precision | u32 reserved | u64 stride | the walk copy of every
-//           slot the graph holds (stride bytes each; none for float32), so that a load does not
-//           re-quantise every vector (1M x 512: ~1.2 s of a restart on 2 cores)
-//   Trailer u32 CRC-32 (IEEE, as zlib's) of everything from `version` up to the trailer.
-constexpr char kMagic[8] = {'F', 'S', 'E', 'E', 'K', 'H', 'N', 'S'};
-constexpr std::uint32_t kFormatVersion = 3;
-constexpr std::uint32_t kOldestFormatVersion = 1;
-constexpr std::uint32_t kFirstVersionWithWalkCopy = 3;
-
-#pragma pack(push, 1)
-struct FileHeader {
-  char magic[8];
-  std::uint32_t version, dim, metric, reserved;
-  std::uint64_t M, ef_construction, ef, seed, capacity, n_live, graph_bytes;
-};
-struct FileRow {
-  std::uint64_t id, group;
-};
-struct FileRowV1 {
-  std::uint64_t id, group;
-  std::uint32_t tag;
-};
-struct WalkSectionHeader {
-  std::uint32_t precision, reserved;
-  std::uint64_t stride;
-};
-#pragma pack(pop)
-
-// CRC-32 (IEEE) by zlib (its braided implementation: ~3 GB/s per core here, against ~1 GB/s for a
-// table-driven loop); long inputs are split across cores and joined with crc32_combine.
-class Crc32 {
- public:
-  void update(const void* data, std::size_t n) {
-    auto* p = static_cast<const Bytef*>(data);
-    while (n > 0) {
-      const auto chunk = static_cast<uInt>(std::min<std::size_t>(n, std::size_t{1} << 30));
-      crc_ = ::crc32(crc_, p, chunk);
-      p += chunk;
-      n -= chunk;
-    }
-  }
-  // The CRC of `len` more bytes whose own CRC (from 0) is `crc`.
-  void append(std::uint32_t crc, std::uint64_t len) { crc_ = ::crc32_combine(crc_, crc, static_cast<z_off_t>(len)); }
-  std::uint32_t value() const { return static_cast<std::uint32_t>(crc_); }
-
- private:
-  uLong crc_ = ::crc32(0, nullptr, 0);
-};
-
-// Unique temp path next to `base` (same filesystem, so rename() is atomic).
-std::string temp_name(const std::string& base, const char* what) {
-  static std::atomic<unsigned> counter{0};
-  return base + "." + what + "." + std::to_string(::getpid()) + "." + std::to_string(counter++) + ".tmp";
-}
-
-struct FdCloser {
-  int fd;
-  ~FdCloser() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-void write_all(int fd, const void* data, std::size_t n, Crc32* crc, const std::string& path) {
-  auto* p = static_cast<const char*>(data);
-  if (crc) crc->update(p, n);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw std::runtime_error("HnswIndex.save: cannot write " + path + ": " + std::strerror(errno));
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
-[[noreturn]] void bad_file(const std::string& path, const std::string& why) {
-  throw std::invalid_argument("HnswIndex.load: " + path + ": " + why);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 HnswIndex::HnswIndex(std::size_t dim, Metric metric, HnswParams params)
-    : dim_(dim), metric_(metric), params_(params), space_(std::make_unique<KernelSpace>(dim, metric)) {
+    : dim_(dim),
+      metric_(metric),
+      params_(params),
+      space_(std::make_unique<KernelSpace>(dim, metric, walk_)),
+      store_(std::make_unique<detail::VectorStore>(dim * sizeof(float))) {
   if (dim == 0 || dim > 65536) throw std::invalid_argument("dim must be in [1, 65536]");
   if (params.M < 2 || params.M > 2048) throw std::invalid_argument("M must be in [2, 2048]");
   if (params.ef_construction < 1) throw std::invalid_argument("ef_construction must be >= 1");
@@ -771,9 +610,12 @@ std::size_t HnswIndex::capacity() const {
   return hnsw_->max_elements_;
 }
 
+// Occupied slots less removed ones: hnswlib's own counts (exact whenever no add() is running).
+std::size_t HnswIndex::live_count() const { return hnsw_->cur_element_count - hnsw_->num_deleted_; }
+
 std::size_t HnswIndex::size() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
-  return meta_.size();
+  return live_count();
 }
 
 std::size_t HnswIndex::deleted_slots() const {
@@ -783,7 +625,25 @@ std::size_t HnswIndex::deleted_slots() const {
 
 bool HnswIndex::contains(std::uint64_t id) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
-  return meta_.count(id) != 0;
+  std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
+  auto it = hnsw_->label_lookup_.find(id);
+  return it != hnsw_->label_lookup_.end() && !hnsw_->isMarkedDeleted(it->second);
+}
+
+void HnswIndex::store_vectors_in(const std::string& directory) {
+  std::lock_guard<std::mutex> add_lock(add_mutex_);
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  store_->use_directory(directory);
+}
+
+bool HnswIndex::vectors_file_backed() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return store_->file_backed();
+}
+
+const float* HnswIndex::original(std::size_t slot) const {
+  return walk_ == WalkPrecision::Float32 ? reinterpret_cast<const float*>(hnsw_->getDataByInternalId(slot))
+                                         : reinterpret_cast<const float*>(store_->row(slot));
 }
 
 void HnswIndex::get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const {
@@ -795,13 +655,14 @@ void HnswIndex::get_vectors(const std::uint64_t* ids, std::size_t n, float* out)
     std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
     for (std::size_t i = 0; i < n; ++i) {
       auto it = hnsw_->label_lookup_.find(ids[i]);
-      if (it == hnsw_->label_lookup_.end() || hnsw_->isMarkedDeleted(it->second) || !meta_.count(ids[i]))
+      if (it == hnsw_->label_lookup_.end() || hnsw_->isMarkedDeleted(it->second) ||
+          !slots_[it->second].live.load(std::memory_order_acquire))
         throw std::invalid_argument("id " + std::to_string(ids[i]) + " is not in the index");
       slots[i] = it->second;
     }
   }
   for (std::size_t i = 0; i < n; ++i) {
-    const auto* src = reinterpret_cast<const float*>(hnsw_->getDataByInternalId(slots[i]));
+    const float* src = original(slots[i]);
     std::copy(src, src + dim_, out + i * dim_);
   }
 }
@@ -821,76 +682,114 @@ void HnswIndex::grow_for(std::size_t n_new) {
 }
 
 void HnswIndex::resize_slots(std::size_t cap, bool huge_now) {
-  if (cap == slots_cap_) return;
-  std::unique_ptr<SlotMeta[]> fresh(new SlotMeta[cap]);
-  const std::size_t keep = std::min(cap, slots_cap_);
-  for (std::size_t i = 0; i < keep; ++i) {
-    fresh[i].group.store(slots_[i].group.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    fresh[i].live.store(slots_[i].live.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  if (cap == slots_cap_ && store_->rows() == (walk_ == WalkPrecision::Float32 ? 0 : cap)) return;
+  if (cap != slots_cap_) {
+    std::unique_ptr<SlotMeta[]> fresh(new SlotMeta[cap]);
+    const std::size_t keep = std::min(cap, slots_cap_);
+    for (std::size_t i = 0; i < keep; ++i) {
+      fresh[i].group.store(slots_[i].group.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      fresh[i].live.store(slots_[i].live.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    }
+    slots_ = std::move(fresh);
+    slots_cap_ = cap;
   }
-  slots_ = std::move(fresh);
-  resize_copy(cap, huge_now);
-  slots_cap_ = cap;
+  store_->resize(walk_ == WalkPrecision::Float32 ? 0 : cap, huge_now);
 }
 
-void HnswIndex::AlignedDelete::operator()(std::uint8_t* p) const {
-  ::operator delete[](p, std::align_val_t{kCopyAlign});
-}
-
-std::size_t HnswIndex::copy_stride() const {
-  switch (walk_) {
+namespace {
+// What a code holds before its padding (code_bytes rounds it up to whole u32s: hnswlib's records
+// start with u32 link lists, so every record size must keep them aligned).
+std::size_t code_payload(std::size_t dim, WalkPrecision p) {
+  switch (p) {
     case WalkPrecision::Float16:
-      return dim_ * sizeof(std::uint16_t);
+      return dim * sizeof(std::uint16_t);
     case WalkPrecision::Int8:
-      return (dim_ + 2 * sizeof(float) + 63) / 64 * 64;  // codes, scale, squared norm; whole lines
+      return dim + 2 * sizeof(float);  // codes, scale, squared norm
     default:
-      return 0;
+      return dim * sizeof(float);
   }
 }
+}  // namespace
 
-void HnswIndex::resize_copy(std::size_t cap, bool huge_now) {
-  const std::size_t stride = copy_stride();
-  if (stride == 0) {
-    copy_.reset();
-    copy_cap_ = 0;
-    return;
+std::size_t HnswIndex::code_bytes(std::size_t dim, WalkPrecision p) {
+  return (code_payload(dim, p) + sizeof(std::uint32_t) - 1) / sizeof(std::uint32_t) * sizeof(std::uint32_t);
+}
+
+void HnswIndex::encode(const float* vec, char* code) const {
+  switch (walk_) {
+    case WalkPrecision::Float16: {
+      auto* h = reinterpret_cast<std::uint16_t*>(code);
+      for (std::size_t i = 0; i < dim_; ++i) h[i] = float_to_half(vec[i]);
+      break;
+    }
+    case WalkPrecision::Int8: {
+      const float scale = detail::quantize_i8(vec, dim_, reinterpret_cast<std::int8_t*>(code));
+      const float norm = kernels().dot(vec, vec, dim_);
+      std::memcpy(code + dim_, &scale, sizeof scale);
+      std::memcpy(code + dim_ + sizeof scale, &norm, sizeof norm);
+      break;
+    }
+    default:
+      std::memcpy(code, vec, dim_ * sizeof(float));
   }
-  const std::size_t bytes = std::max<std::size_t>(cap, 1) * stride;
-  std::unique_ptr<std::uint8_t[], AlignedDelete> fresh(
-      static_cast<std::uint8_t*>(::operator new[](bytes, std::align_val_t{kCopyAlign})));
-  if (huge_now) advise_huge_pages(fresh.get(), bytes);  // before the first touch: faults in as huge pages
-  if (copy_) std::memcpy(fresh.get(), copy_.get(), std::min(cap, copy_cap_) * stride);
-  copy_ = std::move(fresh);
-  copy_cap_ = cap;
+  const std::size_t payload = code_payload(dim_, walk_);
+  std::memset(code + payload, 0, code_bytes(dim_, walk_) - payload);  // files stay deterministic
 }
 
 void HnswIndex::set_walk_precision(WalkPrecision p) {
   std::lock_guard<std::mutex> add_lock(add_mutex_);
   std::unique_lock<std::shared_mutex> lock(mutex_);
   if (p == walk_) return;
-  walk_ = p;
-  copy_.reset();
-  copy_cap_ = 0;
-  resize_copy(slots_cap_);
-  fill_copy();
+  // Every stored vector must fit the codes, or the walk stays on float32 (see add()).
+  const std::size_t used = hnsw_->cur_element_count;
+  std::atomic<bool> all_in_range{true};
+  parallel_for(used, default_threads(), [&](std::size_t b, std::size_t e) {
+    for (std::size_t s = b; s < e && all_in_range.load(std::memory_order_relaxed); ++s)
+      if (!copy_holds(original(s), 1, p)) all_in_range.store(false);
+  });
+  reencode(all_in_range.load() ? p : WalkPrecision::Float32);
 }
 
-// Writes every occupied slot (removed ones too: they still route walks); falls back to Float32
-// when a vector does not fit the copy. Caller holds mutex_ exclusively (or owns the index alone).
-void HnswIndex::fill_copy() {
-  if (!copy_) return;
-  const std::size_t used = hnsw_ ? hnsw_->cur_element_count.load() : 0;
-  std::atomic<bool> all_in_range{true};  // on every core: a restart waits for this (1M x 512: ~3 s on one)
-  parallel_for(used, default_threads(), [&](std::size_t b, std::size_t e) {
-    bool ok = true;
-    for (std::size_t s = b; s < e && ok; ++s)
-      ok = write_copy(s, reinterpret_cast<const float*>(hnsw_->getDataByInternalId(s)));
-    if (!ok) all_in_range.store(false);
-  });
-  if (!all_in_range.load()) {
-    walk_ = WalkPrecision::Float32;
-    resize_copy(0);
+// Rewrites hnswlib's layer-0 block with every occupied slot's element data at p (links, labels
+// and the deleted marks copied as they are), moving the float32 originals into the store or back
+// into the element data. Removed slots are re-encoded too: they still route walks.
+void HnswIndex::reencode(WalkPrecision p) {
+  if (p == walk_) return;
+  Graph& g = *hnsw_;
+  const std::size_t used = g.cur_element_count, cap = g.max_elements_;
+  const WalkPrecision was = walk_;
+  if (was == WalkPrecision::Float32) {  // the originals leave the element data: keep them in the store
+    store_->resize(cap);
+    parallel_for(used, default_threads(), [&](std::size_t b, std::size_t e) {
+      for (std::size_t s = b; s < e; ++s) std::memcpy(store_->row(s), g.getDataByInternalId(s), dim_ * sizeof(float));
+    });
   }
+  auto space = std::make_unique<KernelSpace>(dim_, metric_, p);
+  const std::size_t data = space->get_data_size();
+  const std::size_t record = g.offsetData_ + data + sizeof(hnswlib::labeltype);
+  void* block = nullptr;
+  if (::posix_memalign(&block, detail::kHugePage, std::max<std::size_t>(cap * record, 1)) != 0) throw std::bad_alloc();
+  advise_huge_pages(block, cap * record);
+  char* fresh = static_cast<char*>(block);
+  walk_ = p;  // encode() and original() below: the new codes from the store (or the store itself)
+  parallel_for(used, default_threads(), [&](std::size_t b, std::size_t e) {
+    for (std::size_t s = b; s < e; ++s) {
+      const char* old = g.data_level0_memory_ + s * g.size_data_per_element_;
+      char* rec = fresh + s * record;
+      std::memcpy(rec, old, g.offsetData_);  // the level-0 links and the deleted mark
+      encode(reinterpret_cast<const float*>(store_->row(s)), rec + g.offsetData_);  // the store holds them now
+      std::memcpy(rec + g.offsetData_ + data, old + g.label_offset_, sizeof(hnswlib::labeltype));
+    }
+  });
+  std::free(g.data_level0_memory_);  // hnswlib's malloc'ed block (or load's posix_memalign'ed one)
+  g.data_level0_memory_ = fresh;
+  g.data_size_ = data;
+  g.size_data_per_element_ = record;
+  g.label_offset_ = g.offsetData_ + data;
+  g.fstdistfunc_ = space->get_dist_func();
+  g.dist_func_param_ = space->get_dist_func_param();
+  space_ = std::move(space);
+  if (p == WalkPrecision::Float32) store_->release();
 }
 
 namespace {
@@ -898,29 +797,15 @@ constexpr float kHalfMax = 65504.0f;  // largest finite fp16
 constexpr float kInt8MaxAbs = 1e17f;  // keeps the float32 squared norm finite for any dim < 3e4
 }  // namespace
 
-bool HnswIndex::copy_holds(const float* vectors, std::size_t n) const {
-  if (walk_ == WalkPrecision::Float32) return true;
-  const float limit = walk_ == WalkPrecision::Float16 ? kHalfMax : kInt8MaxAbs;
+bool HnswIndex::copy_holds(const float* vectors, std::size_t n, WalkPrecision p) const {
+  if (p == WalkPrecision::Float32) return true;
+  const float limit = p == WalkPrecision::Float16 ? kHalfMax : kInt8MaxAbs;
   for (std::size_t i = 0; i < n * dim_; ++i)
     if (std::fabs(vectors[i]) > limit) return false;
   return true;
 }
 
-bool HnswIndex::write_copy(std::size_t slot, const float* vec) {
-  std::uint8_t* row = copy_.get() + slot * copy_stride();
-  if (walk_ == WalkPrecision::Float16) {
-    auto* h = reinterpret_cast<std::uint16_t*>(row);
-    for (std::size_t i = 0; i < dim_; ++i) h[i] = float_to_half(vec[i]);
-  } else {
-    const float scale = quantize_i8(vec, dim_, reinterpret_cast<std::int8_t*>(row));
-    const float norm = kernels().dot(vec, vec, dim_);
-    std::memcpy(row + dim_, &scale, sizeof scale);
-    std::memcpy(row + dim_ + sizeof scale, &norm, sizeof norm);
-  }
-  return copy_holds(vec, 1);  // the same rule as add()'s check
-}
-
-void HnswIndex::publish_slot(std::uint64_t id, const Meta& m, const float* vec) {
+void HnswIndex::publish_slot(std::uint64_t id, std::uint64_t group, const float* vec) {
   hnswlib::tableint slot;
   {
     std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
@@ -928,10 +813,10 @@ void HnswIndex::publish_slot(std::uint64_t id, const Meta& m, const float* vec) 
     if (it == hnsw_->label_lookup_.end()) return;
     slot = it->second;
   }
-  if (copy_ && vec) write_copy(slot, vec);
+  if (walk_ != WalkPrecision::Float32) std::memcpy(store_->row(slot), vec, dim_ * sizeof(float));
   SlotMeta& sm = slots_[slot];
-  sm.group.store(m.group, std::memory_order_relaxed);
-  sm.live.store(1, std::memory_order_release);  // pairs with the acquire in SlotFilter
+  sm.group.store(group, std::memory_order_relaxed);
+  sm.live.store(1, std::memory_order_release);  // pairs with the acquires in SlotFilter and rerank_exact
 }
 
 void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t n, const std::uint64_t* groups,
@@ -944,68 +829,71 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
   std::lock_guard<std::mutex> add_lock(add_mutex_);
   std::vector<std::size_t> fresh;    // rows that go through replace_deleted / new slots
   std::vector<std::size_t> revived;  // rows whose id is still a deleted node of the graph
+  std::vector<char> codes;           // each row's element data (hnswlib copies it into its node)
+  std::size_t code_size = 0;
+  auto group_of = [&](std::size_t i) { return groups ? groups[i] : ids[i]; };
   {
     std::unique_lock<std::shared_mutex> lock(mutex_);
     std::unordered_set<std::uint64_t> batch;
     batch.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      if (ids[i] == kNoId) throw std::invalid_argument("id 2**64-1 is reserved (NO_ID)");
-      if (meta_.count(ids[i]) || !batch.insert(ids[i]).second)
-        throw std::invalid_argument("duplicate id " + std::to_string(ids[i]));
-    }
-    // An id that was removed but whose node has not been recycled yet must go back into its own
-    // node: hnswlib's replace_deleted would otherwise give it a second node and later, when the
-    // old one is recycled, drop the label mapping of the live one.
     {
       std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (ids[i] == kNoId) throw std::invalid_argument("id 2**64-1 is reserved (NO_ID)");
+        auto it = hnsw_->label_lookup_.find(ids[i]);
+        const bool stored = it != hnsw_->label_lookup_.end() && !hnsw_->isMarkedDeleted(it->second);
+        if (stored || !batch.insert(ids[i]).second)
+          throw std::invalid_argument("duplicate id " + std::to_string(ids[i]));
+      }
+      // An id that was removed but whose node has not been recycled yet must go back into its own
+      // node: hnswlib's replace_deleted would otherwise give it a second node and later, when the
+      // old one is recycled, drop the label mapping of the live one.
       for (std::size_t i = 0; i < n; ++i) (hnsw_->label_lookup_.count(ids[i]) ? revived : fresh).push_back(i);
     }
-    // The walk copy bounds magnitudes (fp16: 65504): beyond that it would route on infinities,
-    // so such an index walks on its float32 vectors from now on.
-    if (!copy_holds(vectors, n)) {
-      walk_ = WalkPrecision::Float32;
-      resize_copy(0);
-    }
+    // The codes bound magnitudes (fp16: 65504): beyond that they would route on infinities, so
+    // such an index walks on its float32 vectors from now on.
+    if (!copy_holds(vectors, n, walk_)) reencode(WalkPrecision::Float32);
     grow_for(fresh.size());
-    for (std::size_t i = 0; i < n; ++i) meta_[ids[i]] = Meta{groups ? groups[i] : ids[i]};
+    code_size = hnsw_->data_size_;
+    codes.resize(n * code_size);
+    parallel_for(n, threads == 0 ? default_threads() : threads, [&](std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) encode(vectors + i * dim_, codes.data() + i * code_size);
+    });
     for (std::size_t i : revived) {
       hnsw_->unmarkDelete(ids[i]);
-      hnsw_->addPoint(vectors + i * dim_, ids[i], /*replace_deleted=*/false);  // = updatePoint
-      publish_slot(ids[i], meta_[ids[i]], vectors + i * dim_);
+      hnsw_->addPoint(codes.data() + i * code_size, ids[i], /*replace_deleted=*/false);  // = updatePoint
+      publish_slot(ids[i], group_of(i), vectors + i * dim_);
     }
   }
   if (fresh.empty()) return;
   // Searches keep running while the graph grows: they share mutex_ with us and hnswlib locks
   // per node. Rows are interleaved across threads (row r -> thread r % T) rather than split in
   // contiguous blocks, so the threads work on different videos' worth of frames at once.
-  try {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
-    std::size_t t = threads == 0 ? default_threads() : threads;
-    t = std::min(t, fresh.size());
-    parallel_for(t, t, [&](std::size_t b, std::size_t e) {
-      for (std::size_t w = b; w < e; ++w)
-        for (std::size_t j = w; j < fresh.size(); j += t) {
-          std::size_t i = fresh[j];
-          hnsw_->addPoint(vectors + i * dim_, ids[i], /*replace_deleted=*/true);
-          publish_slot(ids[i], Meta{groups ? groups[i] : ids[i]}, vectors + i * dim_);
-        }
-    });
-    // Second pass once the whole batch is in (later frames are what prune earlier ones' links).
-    parallel_for(t, t, [&](std::size_t b, std::size_t e) {
-      for (std::size_t w = b; w < e; ++w)
-        for (std::size_t j = w; j < fresh.size(); j += t) {
-          std::size_t i = fresh[j];
-          relink_if_unreachable(ids[i], vectors + i * dim_);
-        }
-    });
-  } catch (...) {
-    // Keep meta_ equal to the graph's live labels: forget the rows that did not make it.
-    std::unique_lock<std::shared_mutex> lock(mutex_);
-    std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
-    for (std::size_t i : fresh)
-      if (!hnsw_->label_lookup_.count(ids[i])) meta_.erase(ids[i]);
-    throw;
-  }
+  // (A row that fails stays out of the graph: size() and the id table are hnswlib's own.)
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  struct Inserting {
+    std::atomic<int>& n;
+    explicit Inserting(std::atomic<int>& c) : n(c) { n.fetch_add(1, std::memory_order_seq_cst); }
+    ~Inserting() { n.fetch_sub(1, std::memory_order_release); }  // after every publish_slot
+  } inserting(inserting_);
+  std::size_t t = threads == 0 ? default_threads() : threads;
+  t = std::min(t, fresh.size());
+  parallel_for(t, t, [&](std::size_t b, std::size_t e) {
+    for (std::size_t w = b; w < e; ++w)
+      for (std::size_t j = w; j < fresh.size(); j += t) {
+        std::size_t i = fresh[j];
+        hnsw_->addPoint(codes.data() + i * code_size, ids[i], /*replace_deleted=*/true);
+        publish_slot(ids[i], group_of(i), vectors + i * dim_);
+      }
+  });
+  // Second pass once the whole batch is in (later frames are what prune earlier ones' links).
+  parallel_for(t, t, [&](std::size_t b, std::size_t e) {
+    for (std::size_t w = b; w < e; ++w)
+      for (std::size_t j = w; j < fresh.size(); j += t) {
+        std::size_t i = fresh[j];
+        relink_if_unreachable(ids[i], codes.data() + i * code_size);
+      }
+  });
 }
 
 // hnswlib's neighbour heuristic drops a candidate that is closer to an already kept neighbour
@@ -1018,7 +906,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
 // (kRelinkOnlyUnreachable = false) measured better than only for those the probe misses:
 // 30k video-like vectors, M=32/efc=300, recall@10 at ef=64 0.974 -> 1.000 (only-missed: 0.993).
 // Costs about one extra search per inserted vector. Caller holds mutex_ shared.
-void HnswIndex::relink_if_unreachable(std::uint64_t id, const float* vec) {
+void HnswIndex::relink_if_unreachable(std::uint64_t id, const char* code) {
   using hnswlib::tableint;
   tableint x;
   {
@@ -1028,7 +916,7 @@ void HnswIndex::relink_if_unreachable(std::uint64_t id, const float* vec) {
     x = it->second;
   }
   EfCondition cond(kRelinkEf);
-  auto res = hnsw_->searchStopConditionClosest(vec, cond, nullptr);  // (dist, internal id)
+  auto res = hnsw_->searchStopConditionClosest(code, cond, nullptr);  // (dist, internal id)
   if (kRelinkOnlyUnreachable)
     for (const auto& r : res)
       if (r.second == x) return;
@@ -1067,15 +955,15 @@ std::size_t HnswIndex::remove(const std::uint64_t* ids, std::size_t n) {
   std::unique_lock<std::shared_mutex> lock(mutex_);
   std::size_t removed = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    auto it = meta_.find(ids[i]);
-    if (it == meta_.end()) continue;
-    hnsw_->markDelete(ids[i]);
+    hnswlib::tableint slot;
     {
       std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
-      auto slot = hnsw_->label_lookup_.find(ids[i]);
-      if (slot != hnsw_->label_lookup_.end()) slots_[slot->second].live.store(0, std::memory_order_release);
+      auto it = hnsw_->label_lookup_.find(ids[i]);
+      if (it == hnsw_->label_lookup_.end() || hnsw_->isMarkedDeleted(it->second)) continue;
+      slot = it->second;
     }
-    meta_.erase(it);
+    hnsw_->markDelete(ids[i]);
+    slots_[slot].live.store(0, std::memory_order_release);
     ++removed;
   }
   return removed;
@@ -1102,7 +990,9 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   // the same, the k best of every node the walk evaluated.
   const std::size_t ef_eff = ef == 0 ? ef_ : ef;
   const Graph& g = *hnsw_;
-  const DistFn dist = make_dist(g, metric_, copy_.get(), copy_stride(), walk_);
+  const DistFn dist{static_cast<const KernelSpace::Param*>(g.dist_func_param_), &g,
+                    walk_ == WalkPrecision::Float32 ? nullptr : reinterpret_cast<const float*>(store_->data()), walk_,
+                    dim_};
   // Built once per call, shared read-only by every thread and query of the batch.
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
@@ -1120,7 +1010,10 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
       else
         search_knn(g, dist, wq, ef_eff, k, AdmitAll{}, sc);
       if (out_distances) out_distances[q] = sc.distances;
-      rerank_exact(dist, x, sc);
+      // Read after the walk: 0 means every add() whose nodes it could have reached had published them.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      const bool unpublished = inserting_.load(std::memory_order_acquire) != 0;
+      rerank_exact(dist, unpublished ? slots_.get() : nullptr, x, sc);
       const std::size_t got = emit_topk(g, sc, k, out_ids + q * k, out_dist + q * k);
       pad(out_ids + q * k, out_dist + q * k, got, k);
     }
@@ -1138,7 +1031,9 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   // frames per video, so the default is a small multiple of k, not the index's ef.
   const std::size_t ef_eff = std::max(ef == 0 ? HnswParams::kDefaultGroupEf : ef, k);
   const Graph& g = *hnsw_;
-  const DistFn dist = make_dist(g, metric_, copy_.get(), copy_stride(), walk_);
+  const DistFn dist{static_cast<const KernelSpace::Param*>(g.dist_func_param_), &g,
+                    walk_ == WalkPrecision::Float32 ? nullptr : reinterpret_cast<const float*>(store_->data()), walk_,
+                    dim_};
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
   const AdmitLive live{g};
@@ -1152,13 +1047,13 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
       const WalkQuery wq = dist.prepare(x, sc.code.data());
       kept.clear();
       if (sf) {
-        GroupBestCollector<SlotFilter> coll{ef_eff, *sf, slots_.get(), kept, dist.copy != nullptr};
+        GroupBestCollector<SlotFilter> coll{ef_eff, *sf, slots_.get(), kept, dist.reranks()};
         search_layer0(g, dist, wq, coll, sc);
       } else {
-        GroupBestCollector<AdmitLive> coll{ef_eff, live, slots_.get(), kept, dist.copy != nullptr};
+        GroupBestCollector<AdmitLive> coll{ef_eff, live, slots_.get(), kept, dist.reranks()};
         search_layer0(g, dist, wq, coll, sc);
       }
-      if (dist.copy)
+      if (dist.reranks())
         for (GroupEntry& ge : kept) settle_group_exact(dist, x, ge);
       std::sort(kept.begin(), kept.end(), group_before);
       std::uint64_t* og = out_groups + q * k;
@@ -1176,322 +1071,6 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   });
 }
 
-// ---------------------------------------------------------------------------------------------
-namespace {
-
-// hnswlib 0.8's saveIndex header (detail::HnswlibHeader's fields, in its write order).
-std::vector<char> graph_header_bytes(const Graph& g) {
-  std::vector<char> out;
-  out.reserve(detail::HnswlibHeader::kBytes);
-  auto put = [&](const auto& v) {
-    const char* p = reinterpret_cast<const char*>(&v);
-    out.insert(out.end(), p, p + sizeof v);
-  };
-  const std::size_t cur = g.cur_element_count;
-  put(g.offsetLevel0_), put(g.max_elements_), put(cur), put(g.size_data_per_element_), put(g.label_offset_);
-  put(g.offsetData_), put(g.maxlevel_), put(g.enterpoint_node_), put(g.maxM_), put(g.maxM0_), put(g.M_);
-  put(g.mult_), put(g.ef_construction_);
-  return out;
-}
-
-// The upper-level link lists as saveIndex writes them: per element, u32 bytes + the lists.
-std::vector<char> graph_link_bytes(const Graph& g) {
-  std::vector<char> out;
-  const std::size_t cur = g.cur_element_count;
-  for (std::size_t i = 0; i < cur; ++i) {
-    const int level = g.element_levels_[i];
-    const auto bytes = static_cast<std::uint32_t>(level > 0 ? g.size_links_per_element_ * level : 0);
-    const char* p = reinterpret_cast<const char*>(&bytes);
-    out.insert(out.end(), p, p + sizeof bytes);
-    if (bytes) out.insert(out.end(), g.linkLists_[i], g.linkLists_[i] + bytes);
-  }
-  return out;
-}
-
-bool read_at(int fd, void* dest, std::size_t n, std::uint64_t offset) {
-  auto* p = static_cast<char*>(dest);
-  while (n > 0) {
-    const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-    offset += static_cast<std::uint64_t>(r);
-  }
-  return true;
-}
-
-// Reads n bytes at `offset` into dest and adds them to crc: pieces read and checksummed on every
-// core (each piece is checksummed while it is still in cache), joined in file order.
-bool read_checked(int fd, void* dest, std::uint64_t n, std::uint64_t offset, Crc32& crc) {
-  constexpr std::uint64_t kPiece = std::uint64_t{16} << 20;
-  const std::size_t pieces = static_cast<std::size_t>((n + kPiece - 1) / kPiece);
-  std::vector<std::uint32_t> crcs(pieces);
-  std::atomic<bool> ok{true};
-  parallel_for(pieces, default_threads(), [&](std::size_t b, std::size_t e) {
-    for (std::size_t i = b; i < e && ok.load(std::memory_order_relaxed); ++i) {
-      const std::uint64_t at = i * kPiece, len = std::min(kPiece, n - at);
-      char* p = static_cast<char*>(dest) + at;
-      if (!read_at(fd, p, static_cast<std::size_t>(len), offset + at)) {
-        ok.store(false);
-        return;
-      }
-      Crc32 piece;
-      piece.update(p, static_cast<std::size_t>(len));
-      crcs[i] = piece.value();
-    }
-  });
-  if (!ok.load()) return false;
-  for (std::size_t i = 0; i < pieces; ++i) crc.append(crcs[i], std::min(kPiece, n - i * kPiece));
-  return true;
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-void HnswIndex::save(const std::string& path) const {
-  // add_mutex_ stops writers; the shared lock lets searches continue while we write.
-  std::lock_guard<std::mutex> add_lock(add_mutex_);
-  std::shared_lock<std::shared_mutex> lock(mutex_);
-  const std::string out_tmp = temp_name(path, "part");
-  struct Cleanup {
-    std::vector<std::string> paths;
-    ~Cleanup() {
-      for (auto& p : paths) std::remove(p.c_str());
-    }
-  } cleanup{{out_tmp}};
-
-  // The graph section is what hnswlib's saveIndex writes, taken from memory (no temp file).
-  const Graph& g = *hnsw_;
-  const std::size_t used = g.cur_element_count;
-  const std::vector<char> graph_head = graph_header_bytes(g);
-  const std::vector<char> links = graph_link_bytes(g);
-  const std::uint64_t level0 = std::uint64_t(used) * g.size_data_per_element_;
-
-  FileHeader h{};
-  std::memcpy(h.magic, kMagic, sizeof kMagic);
-  h.version = kFormatVersion;
-  h.dim = static_cast<std::uint32_t>(dim_);
-  h.metric = static_cast<std::uint32_t>(metric_);
-  h.M = params_.M;
-  h.ef_construction = params_.ef_construction;
-  h.ef = ef_;
-  h.seed = params_.seed;
-  h.capacity = g.max_elements_;
-  h.n_live = meta_.size();
-  h.graph_bytes = graph_head.size() + level0 + links.size();
-
-  int fd = ::open(out_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error("HnswIndex.save: cannot create " + out_tmp + ": " + std::strerror(errno));
-  FdCloser closer{fd};
-  Crc32 crc;
-  write_all(fd, &h, sizeof kMagic, nullptr, out_tmp);
-  write_all(fd, reinterpret_cast<const char*>(&h) + sizeof kMagic, sizeof h - sizeof kMagic, &crc, out_tmp);
-  write_all(fd, graph_head.data(), graph_head.size(), &crc, out_tmp);
-  write_all(fd, g.data_level0_memory_, static_cast<std::size_t>(level0), &crc, out_tmp);
-  write_all(fd, links.data(), links.size(), &crc, out_tmp);
-  std::vector<FileRow> rows;
-  rows.reserve(meta_.size());
-  for (const auto& [id, m] : meta_) rows.push_back(FileRow{id, m.group});
-  std::sort(rows.begin(), rows.end(), [](const FileRow& a, const FileRow& b) { return a.id < b.id; });
-  write_all(fd, rows.data(), rows.size() * sizeof(FileRow), &crc, out_tmp);
-  const WalkSectionHeader walk{static_cast<std::uint32_t>(walk_), 0, copy_stride()};
-  write_all(fd, &walk, sizeof walk, &crc, out_tmp);
-  if (copy_) write_all(fd, copy_.get(), used * copy_stride(), &crc, out_tmp);
-  std::uint32_t sum = crc.value();
-  write_all(fd, &sum, sizeof sum, nullptr, out_tmp);
-  if (::fsync(fd) != 0) throw std::runtime_error("HnswIndex.save: fsync failed: " + std::string(std::strerror(errno)));
-  closer.fd = -1;
-  if (::close(fd) != 0) throw std::runtime_error("HnswIndex.save: close failed: " + std::string(std::strerror(errno)));
-  if (std::rename(out_tmp.c_str(), path.c_str()) != 0)
-    throw std::runtime_error("HnswIndex.save: cannot rename to " + path + ": " + std::strerror(errno));
-  cleanup.paths.pop_back();  // out_tmp is now `path`
-  // Make the rename itself durable.
-  std::string dir = std::filesystem::absolute(path).parent_path().string();
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-}
-
-// Reads the file straight into the structures that serve searches: hnswlib's layer-0 block (huge-
-// page aligned, in place of hnswlib's loadIndex, which needs a path and re-reads it), the link
-// lists, the id table and (format 3) the walk copy; the pieces are read and checksummed on every
-// core. Nothing read is trusted before the checksum matched and the graph passed its checks.
-std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) bad_file(path, "cannot open file");
-  FdCloser closer{fd};
-  const off_t end = ::lseek(fd, 0, SEEK_END);
-  if (end < 0) bad_file(path, "cannot open file");
-  const std::uint64_t size = static_cast<std::uint64_t>(end);
-  FileHeader h{};
-  if (size < sizeof h + 4 || !read_at(fd, &h, sizeof h, 0))
-    bad_file(path, "too short to be a frameseek HNSW index (truncated?)");
-  if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) bad_file(path, "not a frameseek HNSW index file (bad magic)");
-  if (h.version < kOldestFormatVersion || h.version > kFormatVersion)
-    bad_file(path, "unsupported format version " + std::to_string(h.version) + " (this build reads " +
-                       std::to_string(kOldestFormatVersion) + " to " + std::to_string(kFormatVersion) + ")");
-  if (h.dim == 0 || h.dim > 65536 || h.metric > 1 || h.M < 2 || h.M > 2048 || h.ef == 0 || h.ef_construction == 0 ||
-      h.n_live > h.capacity || h.capacity > (std::uint64_t{1} << 40))
-    bad_file(path, "header holds impossible values (corrupted)");
-  const std::uint64_t row_bytes = h.version == 1 ? sizeof(FileRowV1) : sizeof(FileRow);
-  const std::uint64_t rows_bytes = h.n_live * row_bytes;
-  const bool has_walk = h.version >= kFirstVersionWithWalkCopy;
-  const std::uint64_t walk_at = sizeof h + h.graph_bytes + rows_bytes;  // format 3's walk section
-  const std::uint64_t tail = has_walk ? sizeof(WalkSectionHeader) + 4 : 4;
-  if (h.graph_bytes > size || walk_at > size || size - walk_at < tail || (!has_walk && size != walk_at + tail))
-    bad_file(path, "size " + std::to_string(size) + " does not match its header (truncated or corrupted)");
-  WalkSectionHeader walk{};
-  if (has_walk && !read_at(fd, &walk, sizeof walk, walk_at)) bad_file(path, "unexpected end of file");
-
-  // hnswlib's header drives allocations and offsets: check it before anything is allocated
-  std::array<unsigned char, detail::HnswlibHeader::kBytes> graph_head{};
-  if (!read_at(fd, graph_head.data(), std::min<std::uint64_t>(h.graph_bytes, graph_head.size()), sizeof h))
-    bad_file(path, "unexpected end of file");
-  const std::string graph_problem = detail::graph_header_problem(graph_head.data(), h.graph_bytes, h.dim, h.M,
-                                                                 h.ef_construction, h.capacity, h.n_live);
-  if (!graph_problem.empty()) bad_file(path, graph_problem);
-  const detail::HnswlibHeader gh = detail::HnswlibHeader::parse(graph_head.data());
-  const std::uint64_t level0_in_file = gh.cur_element_count * gh.size_data_per_element;
-  const std::uint64_t links_bytes = h.graph_bytes - graph_head.size() - level0_in_file;  // >= 0: checked above
-
-  HnswParams params;
-  params.M = h.M;
-  params.ef_construction = h.ef_construction;
-  params.seed = h.seed;
-  std::unique_ptr<HnswIndex> idx(new HnswIndex(h.dim, static_cast<Metric>(h.metric), params));
-  std::uint64_t walk_bytes = 0;
-  if (has_walk) {
-    if (walk.precision > static_cast<std::uint32_t>(WalkPrecision::Int8) || walk.reserved != 0)
-      bad_file(path, "walk copy section holds impossible values (corrupted)");
-    idx->walk_ = static_cast<WalkPrecision>(walk.precision);
-    if (walk.stride != idx->copy_stride()) bad_file(path, "walk copy section does not match the header");
-    walk_bytes = gh.cur_element_count * walk.stride;
-    if (size - walk_at - tail != walk_bytes)
-      bad_file(path, "size " + std::to_string(size) + " does not match its header (truncated or corrupted)");
-  }
-
-  // The graph, as hnswlib's loadIndex sets it up (its members are public), reading into place.
-  auto graph = std::make_unique<Graph>(idx->space_.get());
-  Graph& gr = *graph;
-  const std::size_t cap = h.capacity;
-  gr.offsetLevel0_ = gh.offset_level0;
-  gr.max_elements_ = cap;
-  gr.size_data_per_element_ = gh.size_data_per_element;
-  gr.label_offset_ = gh.label_offset;
-  gr.offsetData_ = gh.offset_data;
-  gr.maxlevel_ = gh.maxlevel;
-  gr.enterpoint_node_ = gh.enterpoint;
-  gr.maxM_ = gh.max_m;
-  gr.maxM0_ = gh.max_m0;
-  gr.M_ = gh.m;
-  gr.mult_ = gh.mult;
-  gr.ef_construction_ = gh.ef_construction;
-  gr.data_size_ = idx->space_->get_data_size();
-  gr.fstdistfunc_ = idx->space_->get_dist_func();
-  gr.dist_func_param_ = idx->space_->get_dist_func_param();
-  gr.size_links_per_element_ = gr.maxM_ * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
-  gr.size_links_level0_ = gr.maxM0_ * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
-  gr.revSize_ = 1.0 / gr.mult_;
-  gr.allow_replace_deleted_ = true;
-  const std::size_t block = cap * gr.size_data_per_element_;
-  void* level0 = nullptr;
-  if (::posix_memalign(&level0, kHugePage, std::max<std::size_t>(block, 1)) != 0) throw std::bad_alloc();
-  // free()d by hnswlib, as its malloc'ed block; read into 4 KiB pages (see collapse_huge_pages)
-  gr.data_level0_memory_ = static_cast<char*>(level0);
-  gr.linkLists_ = static_cast<char**>(std::calloc(std::max<std::size_t>(cap, 1), sizeof(void*)));
-  if (!gr.linkLists_) throw std::bad_alloc();
-  gr.element_levels_ = std::vector<int>(cap);
-  std::vector<std::mutex>(cap).swap(gr.link_list_locks_);
-  std::vector<std::mutex>(Graph::MAX_LABEL_OPERATION_LOCKS).swap(gr.label_op_locks_);
-  gr.visited_list_pool_ = std::make_unique<hnswlib::VisitedListPool>(1, cap);
-  idx->hnsw_ = std::move(graph);
-  idx->resize_slots(cap, /*huge_now=*/false);  // and the walk copy's block, read into below (format 3)
-
-  Crc32 crc;
-  crc.update(reinterpret_cast<const char*>(&h) + sizeof kMagic, sizeof h - sizeof kMagic);
-  crc.update(graph_head.data(), graph_head.size());
-  std::vector<char> links(links_bytes), raw(rows_bytes);
-  std::uint32_t stored = 0;
-  const std::uint64_t links_at = sizeof h + graph_head.size() + level0_in_file;
-  bool ok = read_checked(fd, gr.data_level0_memory_, level0_in_file, sizeof h + graph_head.size(), crc) &&
-            read_checked(fd, links.data(), links_bytes, links_at, crc) &&
-            read_checked(fd, raw.data(), rows_bytes, links_at + links_bytes, crc);
-  if (ok && has_walk) {
-    crc.update(&walk, sizeof walk);
-    ok = walk_bytes == 0 || read_checked(fd, idx->copy_.get(), walk_bytes, walk_at + sizeof walk, crc);
-  }
-  if (!ok || !read_at(fd, &stored, sizeof stored, size - 4)) bad_file(path, "unexpected end of file");
-  if (crc.value() != stored) bad_file(path, "checksum mismatch (the file is corrupted)");
-
-  // The upper-level link lists (saveIndex's layout: per element, u32 bytes + its lists).
-  const std::size_t used = gh.cur_element_count;
-  gr.cur_element_count = used;  // from here the graph's destructor frees what was parsed
-  std::uint64_t at = 0;
-  for (std::size_t i = 0; i < used; ++i) {
-    std::uint32_t bytes;
-    if (links_bytes - at < sizeof bytes) bad_file(path, "graph section's link lists are truncated");
-    std::memcpy(&bytes, links.data() + at, sizeof bytes);
-    at += sizeof bytes;
-    if (bytes == 0) continue;
-    if (bytes % gr.size_links_per_element_ != 0 || bytes > links_bytes - at)
-      bad_file(path, "graph section's link lists are truncated or corrupted");
-    char* list = static_cast<char*>(std::malloc(bytes));
-    if (!list) throw std::bad_alloc();
-    std::memcpy(list, links.data() + at, bytes);
-    gr.linkLists_[i] = list;
-    gr.element_levels_[i] = static_cast<int>(bytes / gr.size_links_per_element_);
-    at += bytes;
-  }
-  if (at != links_bytes) bad_file(path, "graph section has bytes after its last link list");
-  std::vector<char>().swap(links);
-  gr.label_lookup_.reserve(used);
-  for (std::size_t i = 0; i < used; ++i) {
-    gr.label_lookup_[gr.getExternalLabel(static_cast<hnswlib::tableint>(i))] = static_cast<hnswlib::tableint>(i);
-    if (gr.isMarkedDeleted(static_cast<hnswlib::tableint>(i))) {
-      gr.num_deleted_ += 1;
-      gr.deleted_elements.insert(static_cast<hnswlib::tableint>(i));
-    }
-  }
-
-  std::vector<FileRow> rows(h.n_live);
-  for (std::uint64_t i = 0; i < h.n_live; ++i)  // (id, group) lead both row layouts
-    std::memcpy(&rows[i], raw.data() + i * row_bytes, sizeof(FileRow));
-  std::vector<char>().swap(raw);
-  if (gr.data_size_ != h.dim * sizeof(float) || gr.M_ != h.M) bad_file(path, "graph section does not match the header");
-  const std::string links_problem = detail::graph_links_problem(gr);
-  if (!links_problem.empty()) bad_file(path, links_problem);
-  if (gr.cur_element_count - gr.num_deleted_ != h.n_live)
-    bad_file(path, "graph and id table disagree on the number of vectors");
-  idx->meta_.reserve(h.n_live);
-  std::vector<hnswlib::tableint> row_slots(h.n_live);
-  for (std::uint64_t i = 0; i < h.n_live; ++i) {
-    // by value: FileRow is packed, and binding a reference to its misaligned id is undefined
-    const std::uint64_t id = rows[i].id;
-    auto it = gr.label_lookup_.find(id);
-    if (it == gr.label_lookup_.end() || gr.isMarkedDeleted(it->second))
-      bad_file(path, "id table names a vector the graph does not hold");
-    idx->meta_[id] = Meta{rows[i].group};
-    row_slots[i] = it->second;
-  }
-  if (idx->meta_.size() != h.n_live) bad_file(path, "id table has duplicates");
-  // formats 1-2 keep no walk copy: quantise every vector again
-  if (!has_walk) idx->fill_copy();
-  for (std::uint64_t i = 0; i < h.n_live; ++i) {  // publish_slot's writes, without its label lookup
-    SlotMeta& sm = idx->slots_[row_slots[i]];
-    sm.group.store(rows[i].group, std::memory_order_relaxed);
-    sm.live.store(1, std::memory_order_relaxed);  // nothing searches the index before load returns
-  }
-  idx->ef_ = h.ef;
-  gr.setEf(h.ef);
-  // later faults and khugepaged may use huge pages here; collapse_huge_pages does it now
-  advise_huge_pages(gr.data_level0_memory_, level0_bytes(gr));
-  if (idx->copy_) advise_huge_pages(idx->copy_.get(), idx->copy_cap_ * idx->copy_stride());
-  return idx;
-}
-
 std::size_t HnswIndex::collapse_huge_pages() {
 #if defined(__linux__)
   constexpr int kCollapse = 25;  // MADV_COLLAPSE (Linux 6.1), absent from older headers
@@ -1501,13 +1080,15 @@ std::size_t HnswIndex::collapse_huge_pages() {
     std::shared_lock<std::shared_mutex> lock(mutex_);  // resize (exclusive) may move the blocks between chunks
     const std::pair<char*, std::size_t> blocks[] = {
         {hnsw_->data_level0_memory_, level0_bytes(*hnsw_)},
-        {reinterpret_cast<char*>(copy_.get()), copy_ ? copy_cap_ * copy_stride() : 0}};
+        {store_->file_backed() ? nullptr : store_->data(), store_->bytes()}};
     bool more = false;
     for (const auto& [p, bytes] : blocks) {
       if (!p || at >= bytes) continue;
       more = true;
-      const auto lo = (reinterpret_cast<std::uintptr_t>(p) + at + kHugePage - 1) / kHugePage * kHugePage;
-      const auto hi = (reinterpret_cast<std::uintptr_t>(p) + std::min(bytes, at + kChunk)) / kHugePage * kHugePage;
+      const auto lo =
+          (reinterpret_cast<std::uintptr_t>(p) + at + detail::kHugePage - 1) / detail::kHugePage * detail::kHugePage;
+      const auto hi =
+          (reinterpret_cast<std::uintptr_t>(p) + std::min(bytes, at + kChunk)) / detail::kHugePage * detail::kHugePage;
       if (hi <= lo) continue;
       if (::madvise(reinterpret_cast<void*>(lo), hi - lo, kCollapse) == 0)
         collapsed += hi - lo;

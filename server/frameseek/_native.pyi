@@ -112,7 +112,11 @@ class HnswIndex:
     @property
     def ef_construction(self) -> int: ...
     ef: int  # default search breadth; setting it waits for running searches
-    walk_precision: str  # what walks read: 'int8' (default), 'float16' or 'float32'; results re-ranked in float32
+    walk_precision: str  # what the graph holds, walks read: 'int8' (default), 'float16', 'float32'; re-ranked exactly
+    def store_vectors_in(self, directory: str) -> None:
+        """Keep the float32 originals in an unlinked memory-mapped file in `directory` (read on demand)."""
+    @property
+    def vectors_file_backed(self) -> bool: ...
     @property
     def capacity(self) -> int: ...
     @property
@@ -143,7 +147,7 @@ class HnswIndex:
     def collapse_huge_pages(self) -> int:
         """Move the walk's memory onto 2 MiB pages now (load reads into 4 KiB pages); bytes collapsed."""
     @staticmethod
-    def load(path: str) -> HnswIndex: ...
+    def load(path: str, vectors_dir: str | None = None) -> HnswIndex: ...
 
 class LiveIndex:
     """A collection's searchable vectors: its HnswIndex (`graph`) and its fresh segment (a

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from benchmarks.datasets import video_like, video_like_queries
 from frameseek import _native as N
+from tests.native.snapshot_formats import as_old_format
 
 DIM = 512
 N_VEC = 15_000
@@ -792,37 +793,17 @@ def test_large_index_memory_is_backed_by_huge_pages(tmp_path):
     assert grew_loaded >= 8192
 
 
-def _as_old_format(path: pathlib.Path, version: int) -> None:
-    """Rewrite a saved (format 3) index in format 1 or 2: 8-byte magic | u32 version, dim, metric,
-    reserved | u64 M, ef_construction, ef, seed, capacity, n_live, graph_bytes | graph | n_live x
-    (u64 id, u64 group[, u32 tag: version 1]) | u32 CRC-32 of everything after the magic. Neither
-    holds format 3's walk copy section (after the rows)."""
-    import struct
-    import zlib
-
-    data = path.read_bytes()
-    head = 8 + 16 + 56
-    assert struct.unpack_from("<I", data, 8)[0] == 3
-    n_live, graph_bytes = struct.unpack_from("<QQ", data, head - 16)
-    rows = np.frombuffer(data, dtype="<u8", count=2 * n_live, offset=head + graph_bytes).reshape(n_live, 2)
-    if version == 1:
-        old_rows = b"".join(struct.pack("<QQI", int(i), int(g), 7) for i, g in rows)
-    else:
-        old_rows = rows.astype("<u8").tobytes()
-    body = struct.pack("<I", version) + data[12 : head + graph_bytes] + old_rows
-    path.write_bytes(data[:8] + body + struct.pack("<I", zlib.crc32(body)))
-
-
-@pytest.mark.parametrize("version", [1, 2])
-def test_an_index_saved_by_format_version_1_or_2_still_loads(built, data, tmp_path, version):
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_an_index_saved_by_format_version_1_to_3_still_loads(built, data, tmp_path, version):
     """Version 1 stored a per-vector tag that nothing used; version 2 dropped it; version 3 added
-    the walk copy. Snapshots written by earlier servers must keep loading, with the same answers
-    and the same groups (their walk copy rebuilt)."""
+    the walk copy; version 4 holds the walk codes in the graph and the float32 originals apart.
+    Snapshots written by earlier servers must keep loading, with the same answers and the same
+    groups (their codes re-encoded from the float32 graph)."""
     index, _ = built
     x, ids, groups, q = data
     path = tmp_path / "old.fsh"
     index.save(str(path))
-    _as_old_format(path, version)
+    as_old_format(path, version)
     old = N.HnswIndex.load(str(path))
     assert len(old) == len(index) and old.walk_precision == "int8"
     np.testing.assert_array_equal(old.search(q[:20], K, ef=64)[0], index.search(q[:20], K, ef=64)[0])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from frameseek import _native as N
+from tests.native.snapshot_formats import as_old_format
 
 CORPUS = Path(__file__).resolve().parents[2] / "native" / "fuzz" / "corpus" / "fuzz_hnsw_load"
 CAPACITY_AT = 56  # FileHeader::capacity in hnsw_index.cpp's format
@@ -77,34 +78,51 @@ def test_an_undamaged_resealed_snapshot_still_loads(tmp_path):
 
 
 def _walk_section_at(data: bytearray) -> int:
-    """Format 3's walk copy section: after the header, the graph and the n_live x 16-byte id table."""
+    """The walk section: after the header, the graph and the n_live x 16-byte id table."""
     n_live, graph_bytes = struct.unpack_from("<QQ", data, 64)
     return GRAPH_AT + graph_bytes + 16 * n_live
 
 
-@pytest.mark.parametrize(
-    "damage,why",
-    [
-        ("precision", "walk copy section holds impossible values"),
-        ("stride", "walk copy section does not match the header"),
-        ("short_copy", "does not match its header"),
-        ("link_size", "link lists are truncated or corrupted"),
-    ],
-)
-def test_a_damaged_format_3_section_is_refused(tmp_path, damage, why):
-    data = saved(tmp_path)
-    assert struct.unpack_from("<I", data, 8)[0] == 3
+def _damage(data: bytearray, damage: str, stride: int, row: int) -> None:
     walk = _walk_section_at(data)
-    assert struct.unpack_from("<IIQ", data, walk) == (2, 0, 64)  # int8, round_up(4 + 8, 64) bytes a slot
     if damage == "precision":
         struct.pack_into("<I", data, walk, 7)
     elif damage == "stride":
-        struct.pack_into("<Q", data, walk + 8, 32)
-    elif damage == "short_copy":
-        del data[-4 - 64 : -4]  # one slot's copy missing
+        struct.pack_into("<Q", data, walk + 8, stride // 2)
+    elif damage == "short_section":
+        del data[-4 - row : -4]  # one slot's row of the section missing
     elif damage == "link_size":
         used = struct.unpack_from("<Q", data, GRAPH_AT + 16)[0]
         record = struct.unpack_from("<Q", data, GRAPH_AT + 24)[0]
         struct.pack_into("<I", data, GRAPH_AT + HNSWLIB_HEADER + used * record, 3)  # element 0's lists: 3 bytes
+
+
+DAMAGES = [
+    ("precision", "walk copy section holds impossible values"),
+    ("stride", "walk copy section does not match the header"),
+    ("short_section", "does not match its header"),
+    ("link_size", "link lists are truncated or corrupted"),
+]
+
+
+@pytest.mark.parametrize("damage,why", DAMAGES)
+def test_a_damaged_format_4_section_is_refused(tmp_path, damage, why):
+    data = saved(tmp_path)
+    assert struct.unpack_from("<I", data, 8)[0] == 4
+    # int8 codes in the graph: 4 + 8 bytes a slot; then the float32 originals, 16 bytes a slot
+    assert struct.unpack_from("<IIQ", data, _walk_section_at(data)) == (2, 0, 12)
+    _damage(data, damage, stride=12, row=16)
+    with pytest.raises(ValueError, match=why):
+        load(tmp_path, reseal(data))
+
+
+@pytest.mark.parametrize("damage,why", DAMAGES)
+def test_a_damaged_format_3_section_is_refused(tmp_path, damage, why):
+    saved(tmp_path)
+    as_old_format(tmp_path / "good.fsh", 3)
+    data = bytearray((tmp_path / "good.fsh").read_bytes())
+    assert struct.unpack_from("<I", data, 8)[0] == 3
+    assert struct.unpack_from("<IIQ", data, _walk_section_at(data)) == (2, 0, 64)  # round_up(4 + 8, 64) a slot
+    _damage(data, damage, stride=64, row=64)
     with pytest.raises(ValueError, match=why):
         load(tmp_path, reseal(data))

@@ -9,6 +9,12 @@
 // search_layer0 in hnsw_index.cpp: direct kernel calls, whole-vector prefetch, filters evaluated
 // on dense per-slot metadata instead of hashing every candidate's label).
 //
+// Memory: hnswlib's per-element data is the walk code (int8 by default: dim codes + scale +
+// squared norm), so the graph is built on the same distances the walks use and a node's links and
+// code sit in one layer-0 record. The float32 originals, read only to re-rank a walk's results and
+// by get_vectors, live in a separate slot-indexed store: anonymous memory, or a memory-mapped file
+// read on demand once store_vectors_in() names a directory.
+//
 // Thread safety: any number of search()/search_groups() calls may run concurrently with each
 // other and with add(). add() calls are serialised among themselves (each one is internally
 // multithreaded). remove(), resize(), save() and changing ef take the index exclusively for a
@@ -21,7 +27,6 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "frameseek/distance.hpp"
@@ -34,7 +39,10 @@ class HierarchicalNSW;
 
 namespace frameseek {
 
-class KernelSpace;  // hnswlib::SpaceInterface<float> over kernels(); defined in hnsw_index.cpp
+class KernelSpace;  // hnswlib::SpaceInterface<float> over the walk codes; defined in hnsw_index.cpp
+namespace detail {
+class VectorStore;  // vector_store.hpp
+}
 
 struct HnswParams {
   // Defaults chosen on clustered "video-like" 512-d data inserted video by video (the
@@ -68,18 +76,27 @@ class HnswIndex {
   // float32 originals; the results are then re-ranked on the float32 vectors, so returned
   // distances stay exact and only the routing (and near-ties in what is kept) carries the
   // copy's rounding.
-  //   Float32: no copy.
-  //   Float16: IEEE fp16 copy (+dim*2 bytes per slot; relative rounding ~5e-4).
+  //   Float32: the originals themselves (dim*4 bytes per slot; no separate store).
+  //   Float16: IEEE fp16 copy (dim*2 bytes per slot; relative rounding ~5e-4).
   //   Int8 (default): per-vector symmetric int8 codes x ~ scale * code, code in [-127, 127],
-  //     plus the scale and the exact squared norm (+round_up(dim + 8, 64) bytes per slot;
-  //     distances from exact int32 code dot products).
-  // Changing it rebuilds the copy from every vector; save() stores it with the copy (format 3), so
-  // load() does not rebuild it. An add whose vectors the copy cannot hold
-  // (fp16: |x| > 65504; int8: |x| > 1e17, where the squared norm would overflow) switches the
-  // index to Float32 for good.
+  //     plus the scale and the exact squared norm (dim + 8 bytes per slot; distances from exact
+  //     int32 code dot products).
+  // The copy is hnswlib's element data (the graph is built on it too); the float32 originals then
+  // live in the vector store (see store_vectors_in). Changing it re-encodes every slot's element
+  // data; save() stores the codes and the originals (format 4), so load() re-encodes nothing. An
+  // add whose vectors the copy cannot hold (fp16: |x| > 65504; int8: |x| > 1e17, where the
+  // squared norm would overflow) switches the index to Float32 for good.
   enum class WalkPrecision { Float32 = 0, Float16 = 1, Int8 = 2 };
   WalkPrecision walk_precision() const { return walk_; }
+  // hnswlib's element data per slot at p: Int8 dim + 8 (codes, scale, squared norm), Float16
+  // dim * 2, Float32 dim * 4; rounded up to whole u32s (hnswlib's link lists must stay aligned).
+  static std::size_t code_bytes(std::size_t dim, WalkPrecision p);
   void set_walk_precision(WalkPrecision p);
+  // Moves the float32 originals (and every later one) into an unlinked, memory-mapped file in
+  // `directory`, read on demand (see vector_store.hpp). Throws std::runtime_error when the file
+  // cannot be created. Without it they stay in anonymous memory (Float32 walks keep none).
+  void store_vectors_in(const std::string& directory);
+  bool vectors_file_backed() const;
   std::size_t capacity() const;       // slots allocated (live + deleted-but-reusable + free)
   std::size_t size() const;           // live vectors
   std::size_t deleted_slots() const;  // removed vectors whose slots await reuse
@@ -115,25 +132,24 @@ class HnswIndex {
   // query densely with one indexed video's frames (frameseek.matching.refine_alignment).
   void get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const;
 
-  // Atomic write (temp file + fsync + rename) of a versioned, checksummed file (format 3: the
-  // graph, the id table and the walk copy; see hnsw_index.cpp).
+  // Atomic write (temp file + fsync + rename) of a versioned, checksummed file (format 4: the
+  // graph with its walk codes, the id table and the float32 originals; see hnsw_snapshot.cpp).
   void save(const std::string& path) const;
-  // Reads formats 1-3 straight into place (no temp file; pieces read and checksummed on every
+  // Reads formats 1-4 straight into place (no temp file; pieces read and checksummed on every
   // core). Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted
   // or foreign file.
-  static std::unique_ptr<HnswIndex> load(const std::string& path);
+  // vectors_directory: as store_vectors_in(), the originals read straight into the mapped file
+  // (not into anonymous memory first and then copied).
+  static std::unique_ptr<HnswIndex> load(const std::string& path, const std::string& vectors_directory = {});
   // load() reads into 4 KiB pages: asking for 2 MiB pages while reading made the kernel compact
   // memory first (THP defrag = madvise), which tripled the CPU of a restart on a fragmented host.
-  // This moves the layer-0 block and the walk copy onto huge pages afterwards (MADV_COLLAPSE,
+  // This moves the layer-0 block and the anonymous vector store onto huge pages afterwards (MADV_COLLAPSE,
   // Linux >= 6.1), 32 MiB at a time under the shared lock, so searches and adds go on meanwhile;
   // meant for a low-priority thread once the server serves. Returns the bytes collapsed (0 where
   // the kernel cannot: the walk then stays on 4 KiB pages until khugepaged collapses them).
   std::size_t collapse_huge_pages();
 
-  struct Meta {
-    std::uint64_t group;
-  };
-  // The same metadata, dense by hnswlib's internal slot, so the search loop evaluates filters
+  // Per-vector metadata (the group), dense by hnswlib's internal slot, so the search loop evaluates filters
   // with plain array reads instead of hashing the label of every candidate. live = 0 marks a slot
   // that is free, removed, or not yet published by add() (such slots pass no filter). Written by
   // add() right after each insertion (under the shared lock, hence atomics) and by remove();
@@ -148,40 +164,35 @@ class HnswIndex {
   void grow_for(std::size_t n_new);                              // caller holds mutex_ exclusively
   // caller holds mutex_ exclusively; huge_now false: no huge-page advice yet (load: see above)
   void resize_slots(std::size_t cap, bool huge_now = true);
-  // After the graph holds id. vec: the vector just added, written to the walk copy; nullptr
-  // when the copy already holds it (load: read from the file, or fill_copy wrote every slot).
-  void publish_slot(std::uint64_t id, const Meta& m, const float* vec);
-  std::size_t copy_stride() const;                          // bytes per slot of the walk copy (0: Float32)
-  void resize_copy(std::size_t cap, bool huge_now = true);  // caller holds mutex_ exclusively
-  bool write_copy(std::size_t slot, const float* vec);      // the slot's walk copy; false: out of range
-  void fill_copy();  // every occupied slot (set_walk_precision, load); may fall back to Float32
-  bool copy_holds(const float* vectors, std::size_t n) const;      // see set_walk_precision
-  void relink_if_unreachable(std::uint64_t id, const float* vec);  // see hnsw_index.cpp
-  static constexpr std::size_t kRelinkEf = 32;                     // breadth of the reachability probe
-  static constexpr std::size_t kRelinkFanIn = 4;                   // in-links given to each new vector
+  // After the graph holds id: writes the float32 original vec to the store and marks the slot live.
+  void publish_slot(std::uint64_t id, std::uint64_t group, const float* vec);
+  void encode(const float* vec, char* code) const;  // vec's element data at walk_
+  const float* original(std::size_t slot) const;    // the slot's float32 vector
+  // Re-encodes every slot's element data at p (caller holds mutex_ exclusively or owns the index).
+  void reencode(WalkPrecision p);
+  bool copy_holds(const float* vectors, std::size_t n, WalkPrecision p) const;  // see set_walk_precision
+  std::size_t live_count() const;                                               // caller holds mutex_
+  void relink_if_unreachable(std::uint64_t id, const char* code);               // see hnsw_index.cpp
+  static constexpr std::size_t kRelinkEf = 32;                                  // breadth of the reachability probe
+  static constexpr std::size_t kRelinkFanIn = 4;                                // in-links given to each new vector
   static constexpr bool kRelinkOnlyUnreachable = false;
 
   std::size_t dim_;
   Metric metric_;
   HnswParams params_;
-  std::unique_ptr<KernelSpace> space_;
+  WalkPrecision walk_ = WalkPrecision::Int8;
+  std::unique_ptr<KernelSpace> space_;  // distances on walk_'s codes (hnswlib keeps pointers into it)
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> hnsw_;
-  // Live ids -> metadata. Mutated only under mutex_ held exclusively, so searches (shared) read it
-  // without further locking.
-  std::unordered_map<std::uint64_t, Meta> meta_;
   std::unique_ptr<SlotMeta[]> slots_;  // hnsw_->max_elements_ entries (see SlotMeta)
   std::size_t slots_cap_ = 0;
-  // The walk copy of every slot's vector (see set_walk_precision), copy_stride() bytes per slot,
-  // 2 MiB-aligned (huge pages); written before a slot is published, reallocated with slots_ under the
-  // exclusive lock. Null exactly when walk_ is Float32.
-  static constexpr std::size_t kCopyAlign = std::size_t{2} << 20;  // huge-page aligned (see advise_huge_pages)
-  struct AlignedDelete {
-    void operator()(std::uint8_t* p) const;
-  };
-  WalkPrecision walk_ = WalkPrecision::Int8;
-  std::unique_ptr<std::uint8_t[], AlignedDelete> copy_;
-  std::size_t copy_cap_ = 0;
+  // The float32 originals by slot (dim floats each), written before a slot is published and
+  // resized with slots_ under the exclusive lock. Empty exactly when walk_ is Float32 (hnswlib's
+  // element data is then the original itself).
+  std::unique_ptr<detail::VectorStore> store_;
   std::size_t ef_ = HnswParams::kDefaultEf;
+  // add()s inserting under the shared lock: while none is, every slot a walk can reach is
+  // published, and the re-rank skips its per-result live check (a cache miss per result).
+  std::atomic<int> inserting_{0};
   mutable std::shared_mutex mutex_;  // shared: search, add's graph insertion; exclusive: the rest
   mutable std::mutex add_mutex_;     // one add() at a time (each is multithreaded inside)
 };

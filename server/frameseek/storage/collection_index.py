@@ -12,6 +12,7 @@ segment, so recovery replays it (into the fresh segment) and log truncation keep
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -134,7 +135,10 @@ class _CollectionIndex:
 
     def _configure(self, idx):
         """The collection's search settings on a new or loaded graph: its ef floor and, where the
-        modality sets one, what its walks read (a snapshot from before that setting loads as int8)."""
+        modality sets one, what its walks read (a snapshot from before that setting loads as int8).
+        The float32 originals (read only to re-rank results) go to a memory-mapped scratch file in
+        the collection's directory, so the graph's int8 codes are what stays in anonymous memory."""
+        idx.store_vectors_in(self.dir)
         if self.rec.index.get("ef_search"):
             idx.ef = int(self.rec.index["ef_search"])
         if self.walk_precision and idx.walk_precision != self.walk_precision:
@@ -155,7 +159,9 @@ class _CollectionIndex:
         from_seq, snap_videos, self.good_snapshot = 0, {}, None
         for i, m in enumerate(keep):
             try:
-                self.index, snap_videos = snapshots.load_one(self.dir, m, _native().HnswIndex.load)
+                # the originals straight into the mapped vector file (_configure keeps it there)
+                load = functools.partial(_native().HnswIndex.load, vectors_dir=self.dir)
+                self.index, snap_videos = snapshots.load_one(self.dir, m, load)
             except snapshots.SnapshotDamaged as exc:
                 problems.append(f"snapshot damaged: {exc}")
                 log.error(

@@ -1,0 +1,136 @@
+// What hnsw_index.cpp (inserts, walks) and hnsw_snapshot.cpp (save/load) share: the space hnswlib
+// computes its distances in, and the huge-page advice for the blocks walks read.
+#pragma once
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <hnswlib/hnswlib.h>
+
+#include "frameseek/distance.hpp"
+#include "frameseek/half.hpp"
+#include "frameseek/hnsw_index.hpp"
+
+namespace frameseek {
+
+using WalkPrecision = HnswIndex::WalkPrecision;
+
+namespace detail {
+
+// Symmetric per-vector int8 code: x ~ scale * code, code in [-127, 127] (never -128: see
+// Kernels::dot_i8), scale = max|x| / 127. Returns the scale.
+inline float quantize_i8(const float* x, std::size_t d, std::int8_t* code) {
+  float m = 0.0f;
+  for (std::size_t i = 0; i < d; ++i) m = std::max(m, std::fabs(x[i]));
+  const float scale = m > 0.0f ? m / 127.0f : 1.0f;
+  for (std::size_t i = 0; i < d; ++i)
+    code[i] = static_cast<std::int8_t>(std::lrint(std::clamp(x[i] / scale, -127.0f, 127.0f)));
+  return scale;
+}
+
+// An int8 element: dim codes, then the scale and the exact squared norm (unaligned: no padding,
+// the record is what hnswlib stores per node).
+inline float i8_scale(const char* row, std::size_t dim) {
+  float v;
+  std::memcpy(&v, row + dim, sizeof v);
+  return v;
+}
+inline float i8_norm(const char* row, std::size_t dim) {
+  float v;
+  std::memcpy(&v, row + dim + sizeof(float), sizeof v);
+  return v;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Space: hnswlib calls dist(a, b, param) through a plain function pointer on two elements' data,
+// which is the walk code (HnswIndex::WalkPrecision): so insertion (addPoint's neighbour searches
+// and pruning) runs on the same compact codes as the walks, like faiss's IndexHNSWSQ, and with
+// the kernels the runtime dispatch picked. IP is reported as 1 - dot (a distance, smaller =
+// closer), like hnswlib's own space.
+class KernelSpace : public hnswlib::SpaceInterface<float> {
+ public:
+  struct Param {
+    std::size_t dim;
+    float (*fn)(const float*, const float*, std::size_t);
+    float (*fn16)(const float*, const std::uint16_t*, std::size_t);
+    std::int32_t (*fn8)(const std::int8_t*, const std::int8_t*, std::size_t);
+    bool ip;
+  };
+
+  KernelSpace(std::size_t dim, Metric metric, WalkPrecision p) : bytes_(HnswIndex::code_bytes(dim, p)) {
+    const Kernels& k = kernels();
+    const bool l2 = metric == Metric::L2;
+    param_ = Param{dim, l2 ? k.l2sq : k.dot, l2 ? k.l2sq_f16 : k.dot_f16, k.dot_i8, !l2};
+    dist_ = p == WalkPrecision::Int8 ? &i8 : p == WalkPrecision::Float16 ? &f16 : &f32;
+  }
+  std::size_t get_data_size() override { return bytes_; }
+  hnswlib::DISTFUNC<float> get_dist_func() override { return dist_; }
+  void* get_dist_func_param() override { return &param_; }
+
+  // The int8 distance of two codes (or a query's code and an element's), from the exact int32
+  // code dot product, the scales and the exact squared norms.
+  static float from_i8(const Param& q, float dot, float na, float nb) {
+    return q.ip ? 1.0f - dot : na + nb - 2.0f * dot;
+  }
+
+ private:
+  static float f32(const void* a, const void* b, const void* p) {
+    auto* q = static_cast<const Param*>(p);
+    const float d = q->fn(static_cast<const float*>(a), static_cast<const float*>(b), q->dim);
+    return q->ip ? 1.0f - d : d;
+  }
+  static float f16(const void* a, const void* b, const void* p) {
+    auto* q = static_cast<const Param*>(p);
+    thread_local std::vector<float> af;  // one side widened (the kernels take float x half)
+    af.resize(q->dim);
+    auto* ah = static_cast<const std::uint16_t*>(a);
+    for (std::size_t i = 0; i < q->dim; ++i) af[i] = half_to_float(ah[i]);
+    const float d = q->fn16(af.data(), static_cast<const std::uint16_t*>(b), q->dim);
+    return q->ip ? 1.0f - d : d;
+  }
+  static float i8(const void* a, const void* b, const void* p) {
+    auto* q = static_cast<const Param*>(p);
+    auto* ra = static_cast<const char*>(a);
+    auto* rb = static_cast<const char*>(b);
+    const float sa = detail::i8_scale(ra, q->dim), sb = detail::i8_scale(rb, q->dim);
+    const float dot = sa * sb *
+                      static_cast<float>(q->fn8(reinterpret_cast<const std::int8_t*>(ra),
+                                                reinterpret_cast<const std::int8_t*>(rb), q->dim));
+    return from_i8(*q, dot, detail::i8_norm(ra, q->dim), detail::i8_norm(rb, q->dim));
+  }
+  std::size_t bytes_;
+  Param param_{};
+  hnswlib::DISTFUNC<float> dist_ = nullptr;
+};
+
+namespace detail {
+
+using Graph = hnswlib::HierarchicalNSW<float>;
+
+// Walks touch one random row per visited node across gigabytes (1M x 512-d int8 records: 0.8 GB).
+// With 4 KiB pages nearly every visit also misses the TLB and walks the page tables; 2 MiB
+// transparent huge pages take that away. Where THP is "madvise" (the Debian default) a region
+// gets them only when asked; elsewhere this is a no-op.
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+inline std::size_t level0_bytes(const Graph& g) { return g.max_elements_ * g.size_data_per_element_; }
+
+inline void advise_huge_pages(void* p, std::size_t bytes) {
+#ifdef MADV_HUGEPAGE
+  const auto lo = (reinterpret_cast<std::uintptr_t>(p) + kHugePage - 1) / kHugePage * kHugePage;
+  const auto hi = (reinterpret_cast<std::uintptr_t>(p) + bytes) / kHugePage * kHugePage;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice: failure is harmless
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
+}  // namespace detail
+}  // namespace frameseek

@@ -123,8 +123,6 @@ void bind_live_index(py::module_& m) {
           },
           "Vectors waiting in the fresh segment to be linked into the graph.")
       .def("__len__", &LiveIndex::size, kNoGil)
-      .def("mark_graph_ready", &LiveIndex::mark_graph_ready,
-           "Walk the graph from now on: its first insert has returned (see search_directory.hpp).")
       .def(
           "__contains__",
           [](const LiveIndex& x, py::handle id) {

@@ -234,7 +234,6 @@ void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vector
     if (!batch.insert(ids[i]).second)
       throw std::invalid_argument("duplicate id " + std::to_string(ids[i]) + " in the batch");
   }
-  std::lock_guard turn(turnstile_);
   std::unique_lock lock(mutex_);
   if (ids_.size() + n > std::numeric_limits<std::uint32_t>::max())
     throw std::length_error("FlatIndex holds at most 2**32-1 vectors");
@@ -259,7 +258,6 @@ void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vector
 }
 
 std::size_t FlatIndex::remove(std::size_t n, const std::uint64_t* ids) {
-  std::lock_guard turn(turnstile_);
   std::unique_lock lock(mutex_);
   std::size_t removed = 0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -397,7 +395,6 @@ void FlatIndex::search(const float* queries, std::size_t nq, std::size_t k, cons
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::vector<TopK> results(nq, TopK(k));
   {
-    { std::lock_guard turn(turnstile_); }  // wait behind a writer that is queued (see header)
     std::shared_lock lock(mutex_);
     run_search(queries, nq, k, filter, threads, results);
   }
@@ -410,7 +407,6 @@ void FlatIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   std::vector<GroupTopK> results(nq, GroupTopK(k));
   {
-    { std::lock_guard turn(turnstile_); }  // wait behind a writer that is queued (see header)
     std::shared_lock lock(mutex_);
     run_search(queries, nq, k, filter, threads, results);
   }

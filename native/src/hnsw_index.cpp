@@ -594,19 +594,19 @@ HnswIndex::HnswIndex(std::size_t dim, Metric metric, std::size_t max_elements, H
 HnswIndex::~HnswIndex() = default;
 
 std::size_t HnswIndex::ef() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   return ef_;
 }
 
 void HnswIndex::set_ef(std::size_t ef) {
   if (ef < 1) throw std::invalid_argument("ef must be >= 1");
-  std::unique_lock<std::shared_mutex> lock(mutex_);  // searchKnn reads hnsw_->ef_ unlocked
+  std::unique_lock<FairSharedMutex> lock(mutex_);  // searchKnn reads hnsw_->ef_ unlocked
   ef_ = ef;
   hnsw_->setEf(ef);
 }
 
 std::size_t HnswIndex::capacity() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   return hnsw_->max_elements_;
 }
 
@@ -614,17 +614,17 @@ std::size_t HnswIndex::capacity() const {
 std::size_t HnswIndex::live_count() const { return hnsw_->cur_element_count - hnsw_->num_deleted_; }
 
 std::size_t HnswIndex::size() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   return live_count();
 }
 
 std::size_t HnswIndex::deleted_slots() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   return hnsw_->num_deleted_;
 }
 
 bool HnswIndex::contains(std::uint64_t id) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
   auto it = hnsw_->label_lookup_.find(id);
   return it != hnsw_->label_lookup_.end() && !hnsw_->isMarkedDeleted(it->second);
@@ -632,12 +632,12 @@ bool HnswIndex::contains(std::uint64_t id) const {
 
 void HnswIndex::store_vectors_in(const std::string& directory) {
   std::lock_guard<std::mutex> add_lock(add_mutex_);
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<FairSharedMutex> lock(mutex_);
   store_->use_directory(directory);
 }
 
 bool HnswIndex::vectors_file_backed() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   return store_->file_backed();
 }
 
@@ -649,7 +649,7 @@ const float* HnswIndex::original(std::size_t slot) const {
 void HnswIndex::get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const {
   // The shared lock keeps remove() (exclusive) from freeing a slot while it is copied, and add()
   // only fills free or deleted slots, so a live id's data cannot change under us.
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   std::vector<hnswlib::tableint> slots(n);
   {
     std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
@@ -738,7 +738,7 @@ void HnswIndex::encode(const float* vec, char* code) const {
 
 void HnswIndex::set_walk_precision(WalkPrecision p) {
   std::lock_guard<std::mutex> add_lock(add_mutex_);
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<FairSharedMutex> lock(mutex_);
   if (p == walk_) return;
   // Every stored vector must fit the codes, or the walk stays on float32 (see add()).
   const std::size_t used = hnsw_->cur_element_count;
@@ -833,7 +833,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
   std::size_t code_size = 0;
   auto group_of = [&](std::size_t i) { return groups ? groups[i] : ids[i]; };
   {
-    std::unique_lock<std::shared_mutex> lock(mutex_);
+    std::unique_lock<FairSharedMutex> lock(mutex_);
     std::unordered_set<std::uint64_t> batch;
     batch.reserve(n);
     {
@@ -870,7 +870,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
   // per node. Rows are interleaved across threads (row r -> thread r % T) rather than split in
   // contiguous blocks, so the threads work on different videos' worth of frames at once.
   // (A row that fails stays out of the graph: size() and the id table are hnswlib's own.)
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   struct Inserting {
     std::atomic<int>& n;
     explicit Inserting(std::atomic<int>& c) : n(c) { n.fetch_add(1, std::memory_order_seq_cst); }
@@ -952,7 +952,7 @@ void HnswIndex::relink_if_unreachable(std::uint64_t id, const char* code) {
 
 std::size_t HnswIndex::remove(const std::uint64_t* ids, std::size_t n) {
   std::lock_guard<std::mutex> add_lock(add_mutex_);
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<FairSharedMutex> lock(mutex_);
   std::size_t removed = 0;
   for (std::size_t i = 0; i < n; ++i) {
     hnswlib::tableint slot;
@@ -971,7 +971,7 @@ std::size_t HnswIndex::remove(const std::uint64_t* ids, std::size_t n) {
 
 void HnswIndex::resize(std::size_t max_elements) {
   std::lock_guard<std::mutex> add_lock(add_mutex_);
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<FairSharedMutex> lock(mutex_);
   if (max_elements < hnsw_->cur_element_count)
     throw std::invalid_argument("max_elements " + std::to_string(max_elements) + " is below the " +
                                 std::to_string(hnsw_->cur_element_count.load()) +
@@ -984,7 +984,7 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
                        std::uint64_t* out_ids, float* out_dist, std::size_t threads,
                        std::uint64_t* out_distances) const {
   if (k == 0) throw std::invalid_argument("k must be >= 1");
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   if (filter && filter->empty()) filter = nullptr;
   // ef is the walk's beam width; it may be below k (see TopCollector): k results are returned all
   // the same, the k best of every node the walk evaluated.
@@ -1024,7 +1024,7 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
                               std::uint64_t* out_groups, std::uint64_t* out_ids, float* out_dist,
                               std::size_t threads) const {
   if (k == 0) throw std::invalid_argument("k must be >= 1");
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   if (filter && filter->empty()) filter = nullptr;
   // Unlike search(), ef counts distinct groups here, and every frame of a kept group that is
   // closer than the ef-th group gets visited: on video data the cost grows with ef times the
@@ -1077,7 +1077,7 @@ std::size_t HnswIndex::collapse_huge_pages() {
   constexpr std::size_t kChunk = std::size_t{32} << 20;
   std::size_t collapsed = 0;
   for (std::size_t at = 0;; at += kChunk) {
-    std::shared_lock<std::shared_mutex> lock(mutex_);  // resize (exclusive) may move the blocks between chunks
+    std::shared_lock<FairSharedMutex> lock(mutex_);  // resize (exclusive) may move the blocks between chunks
     const std::pair<char*, std::size_t> blocks[] = {
         {hnsw_->data_level0_memory_, level0_bytes(*hnsw_)},
         {store_->file_backed() ? nullptr : store_->data(), store_->bytes()}};

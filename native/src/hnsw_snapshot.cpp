@@ -208,7 +208,7 @@ bool read_checked(int fd, void* dest, std::uint64_t n, std::uint64_t offset, Crc
 void HnswIndex::save(const std::string& path) const {
   // add_mutex_ stops writers; the shared lock lets searches continue while we write.
   std::lock_guard<std::mutex> add_lock(add_mutex_);
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<FairSharedMutex> lock(mutex_);
   const std::string out_tmp = temp_name(path, "part");
   struct Cleanup {
     std::vector<std::string> paths;

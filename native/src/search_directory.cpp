@@ -42,8 +42,7 @@ void merge_results(std::size_t k, const std::uint64_t* a_keys, const std::uint64
 
 }  // namespace
 
-LiveIndex::LiveIndex(const HnswIndex& graph, const FlatIndex* fresh)
-    : graph_(graph), fresh_(fresh), graph_ready_(fresh == nullptr || graph.size() != 0) {}
+LiveIndex::LiveIndex(const HnswIndex& graph, const FlatIndex* fresh) : graph_(graph), fresh_(fresh) {}
 
 std::size_t LiveIndex::dim() const { return graph_.dim(); }
 Metric LiveIndex::metric() const { return graph_.metric(); }
@@ -61,11 +60,10 @@ void LiveIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
     graph_.search(queries, nq, k, ef, filter, out_ids, out_dist, threads);
     return;
   }
-  const bool walk = graph_ready_.load(std::memory_order_acquire);  // before the segment is read
   std::vector<std::uint64_t> f_ids(nq * k), g_ids(nq * k, kNoId);
   std::vector<float> f_dist(nq * k), g_dist(nq * k, std::numeric_limits<float>::infinity());
   fresh_->search(queries, nq, k, filter, threads, f_ids.data(), f_dist.data());
-  if (walk) graph_.search(queries, nq, k, ef, filter, g_ids.data(), g_dist.data(), threads);
+  graph_.search(queries, nq, k, ef, filter, g_ids.data(), g_dist.data(), threads);
   for (std::size_t q = 0; q < nq; ++q) {
     const std::size_t o = q * k;
     merge_results(k, &f_ids[o], nullptr, &f_dist[o], &g_ids[o], nullptr, &g_dist[o], out_ids + o, nullptr,
@@ -80,11 +78,10 @@ void LiveIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
     graph_.search_groups(queries, nq, k, ef, filter, out_groups, out_ids, out_dist, threads);
     return;
   }
-  const bool walk = graph_ready_.load(std::memory_order_acquire);
   std::vector<std::uint64_t> f_groups(nq * k), f_ids(nq * k), g_groups(nq * k, kNoId), g_ids(nq * k, kNoId);
   std::vector<float> f_dist(nq * k), g_dist(nq * k, std::numeric_limits<float>::infinity());
   fresh_->search_groups(queries, nq, k, filter, threads, f_groups.data(), f_ids.data(), f_dist.data());
-  if (walk) graph_.search_groups(queries, nq, k, ef, filter, g_groups.data(), g_ids.data(), g_dist.data(), threads);
+  graph_.search_groups(queries, nq, k, ef, filter, g_groups.data(), g_ids.data(), g_dist.data(), threads);
   // a group's best vector is the better of its best in each part, and a group among the k best
   // overall is among the k best of the part that holds that vector
   for (std::size_t q = 0; q < nq; ++q) {

@@ -162,9 +162,6 @@ class LiveIndex:
     @property
     def fresh_size(self) -> int:
         """Vectors waiting in the fresh segment to be linked into the graph."""
-    def mark_graph_ready(self) -> None:
-        """Walk the graph from now on (a graph that was empty is not walked before: its first insert
-        races with walks; those vectors are still in the fresh segment)."""
     def __len__(self) -> int: ...
     def __contains__(self, id: object) -> bool: ...
     def search(

@@ -813,6 +813,40 @@ def test_an_index_saved_by_format_version_1_to_3_still_loads(built, data, tmp_pa
         N.HnswIndex.load(str(path))
 
 
+@pytest.mark.parametrize("kind", ["HnswIndex", "FlatIndex"])
+def test_overlapping_searches_do_not_starve_writers(kind):
+    """Searches that always overlap (three threads, long batches, the lock's shared side held
+    nearly all the time) must not keep add() and remove() out: glibc's rwlock prefers readers, so
+    without a turnstile a writer waits as long as the search load lasts (this hung before).
+    In a child process so that a hang is a failed run, not a stuck suite."""
+    script = textwrap.dedent(f"""
+        import threading
+        import numpy as np
+        from frameseek import _native as N
+        rng = np.random.default_rng(1)
+        base = rng.standard_normal((4000, 32)).astype(np.float32)
+        index = N.{kind}(32, "ip")
+        index.add(np.arange(4000, dtype=np.uint64), base)
+        queries = rng.standard_normal((256, 32)).astype(np.float32)
+        stop = threading.Event()
+        def spin():
+            while not stop.is_set():
+                index.search(queries, 10, threads=1)
+        threads = [threading.Thread(target=spin) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for i in range(20):
+            index.add(np.array([10000 + i], np.uint64), base[i : i + 1])
+            index.remove(np.array([10000 + i], np.uint64))
+        stop.set()
+        for t in threads:
+            t.join()
+        print("done")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "done", (run.returncode, run.stderr[-2000:])
+
+
 def test_searches_during_the_first_insertion_into_an_empty_index():
     """hnswlib's addPoint counts its first element before it sets the entry point; a search in
     between walked from node 2^32-1 and crashed the process (every run of this script segfaulted
@@ -831,9 +865,7 @@ def test_searches_during_the_first_insertion_into_an_empty_index():
                 while not stop.is_set():
                     ids, _ = index.search(q, 1)
                     assert ids[0, 0] in (1, N.NO_ID)
-            # one searcher: two that always overlap starve add()'s exclusive lock (glibc's rwlock
-            # prefers readers; HnswIndex has no writer turnstile yet, unlike FlatIndex)
-            threads = [threading.Thread(target=spin)]
+            threads = [threading.Thread(target=spin) for _ in range(2)]
             for t in threads:
                 t.start()
             index.add(np.array([1], np.uint64), rng.standard_normal((1, 64)).astype(np.float32))

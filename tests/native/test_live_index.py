@@ -120,18 +120,15 @@ def test_nearest_videos_sees_the_fresh_segment_on_every_path():
         assert d.nearest_videos(1, q, k=40)[0][0] == 33
 
 
-def test_a_graph_that_was_empty_is_walked_only_once_marked_ready():
-    """hnswlib's first insertion races with walks (entry point unset while the count is 1): the
-    linker inserts the first batch while those vectors are still in the fresh segment, and the
-    LiveIndex walks the graph only after mark_graph_ready()."""
+def test_a_graph_that_was_empty_is_walked_as_soon_as_it_holds_vectors():
+    """The walk copes with a graph in its very first insertion (no entry point yet: it finds
+    nothing; test_hnsw_index races it), and those vectors are still in the fresh segment, so a
+    LiveIndex walks its graph from the start and finds what the graph holds at once."""
     v = _unit(np.random.default_rng(3), 4)
     graph, fresh = _native.HnswIndex(DIM, "ip"), _native.FlatIndex(DIM, "ip")
     fresh.add([1], v[:1])
     live = _native.LiveIndex(graph, fresh)
-    graph.add([2], v[1:2])  # as if a walk raced with this first insert
     assert live.search(v[1:2], 2)[0][0].tolist() == [1, NO_ID]
-    assert live.search_groups(v[1:2], 2)[0][0].tolist() == [1, NO_ID]
-    live.mark_graph_ready()
+    graph.add([2], v[1:2])
     assert live.search(v[1:2], 2)[0][0].tolist() == [2, 1]
-    # a LiveIndex made over a graph that holds vectors walks it at once
-    assert _native.LiveIndex(graph, _native.FlatIndex(DIM, "ip")).search(v[1:2], 1)[0][0].tolist() == [2]
+    assert live.search_groups(v[1:2], 2)[0][0].tolist() == [2, 1]

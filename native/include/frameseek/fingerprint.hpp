@@ -12,11 +12,11 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <shared_mutex>
 #include <unordered_map>
 #include <vector>
 
 #include "frameseek/distance.hpp"  // SimdLevel
+#include "frameseek/fair_shared_mutex.hpp"
 
 namespace frameseek::fingerprint {
 
@@ -102,7 +102,7 @@ class FingerprintIndex {
   std::vector<std::uint32_t> free_slots_;
   std::unordered_map<std::uint64_t, std::uint32_t> slot_of_video_;
   std::size_t items_ = 0;
-  mutable std::shared_mutex mu_;
+  mutable FairSharedMutex mu_;  // searches cannot keep a new soundtrack out
 };
 
 }  // namespace frameseek::fingerprint

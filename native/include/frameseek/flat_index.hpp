@@ -12,21 +12,19 @@
 // stored vectors (each range keeps its own bounded top-k, merged at the end).
 //
 // Thread safety: any number of concurrent searches; add/remove take the writer side of a
-// std::shared_mutex and wait for running searches. glibc's rwlock prefers readers, so a steady
-// stream of overlapping searches could starve a writer forever; a writer therefore first holds a
-// small "turnstile" mutex that new searches pass through, so it waits only for the searches
-// already running.
+// FairSharedMutex and wait only for the searches already running (a steady stream of overlapping
+// searches cannot starve them).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "frameseek/distance.hpp"
+#include "frameseek/fair_shared_mutex.hpp"
 #include "frameseek/filter.hpp"
 
 namespace frameseek {
@@ -122,8 +120,7 @@ class FlatIndex {
   std::vector<std::uint64_t> ids_;
   std::vector<std::uint64_t> groups_;
   std::unordered_map<std::uint64_t, std::uint32_t> slot_of_;
-  mutable std::shared_mutex mutex_;
-  mutable std::mutex turnstile_;
+  mutable FairSharedMutex mutex_;
 };
 
 }  // namespace frameseek

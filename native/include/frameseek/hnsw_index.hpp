@@ -25,11 +25,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <vector>
 
 #include "frameseek/distance.hpp"
+#include "frameseek/fair_shared_mutex.hpp"
 #include "frameseek/filter.hpp"
 
 namespace hnswlib {
@@ -193,8 +193,8 @@ class HnswIndex {
   // add()s inserting under the shared lock: while none is, every slot a walk can reach is
   // published, and the re-rank skips its per-result live check (a cache miss per result).
   std::atomic<int> inserting_{0};
-  mutable std::shared_mutex mutex_;  // shared: search, add's graph insertion; exclusive: the rest
-  mutable std::mutex add_mutex_;     // one add() at a time (each is multithreaded inside)
+  mutable FairSharedMutex mutex_;  // shared: search, add's graph insertion; exclusive: the rest
+  mutable std::mutex add_mutex_;   // one add() at a time (each is multithreaded inside)
 };
 
 }  // namespace frameseek

@@ -42,16 +42,11 @@ struct Filter;
 // the segment) counts once. The linker removes vectors from the segment only after the graph
 // holds them, so reading the segment before the graph never misses one being moved.
 // `fresh` may be null (a collection without one: a replica's). Holds references only: the
-// caller keeps both indexes alive.
-//
-// A graph that was empty is not walked until mark_graph_ready() (the linker calls it once its
-// first insert returned): during hnswlib's very first insertion the element count is already 1
-// while the entry point is not yet set, and a walk then reads node 2**32-1. Those first vectors
-// are still in the fresh segment meanwhile, so skipping the walk loses nothing.
+// caller keeps both indexes alive. (A graph in its very first insertion has no entry point yet;
+// its walk then returns nothing, and those vectors are still in the fresh segment.)
 class LiveIndex {
  public:
   LiveIndex(const HnswIndex& graph, const FlatIndex* fresh);
-  void mark_graph_ready() { graph_ready_.store(true, std::memory_order_release); }
   std::size_t dim() const;
   Metric metric() const;
   const HnswIndex& graph() const { return graph_; }
@@ -70,7 +65,6 @@ class LiveIndex {
   bool has_fresh() const;
   const HnswIndex& graph_;
   const FlatIndex* fresh_;
-  std::atomic<bool> graph_ready_;
 };
 
 // Where a collection's frame kNN comes from when it is not a live HnswIndex in this process: an

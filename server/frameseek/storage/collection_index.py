@@ -254,7 +254,6 @@ class _CollectionIndex:
             return
         ids, vectors, groups = _batch(videos)
         self.index.add(ids, vectors, groups=groups)
-        self.live.mark_graph_ready()
         for vid, v in videos:
             self.videos[vid] = v.shape[0]
 
@@ -295,7 +294,6 @@ class _CollectionIndex:
             self.index.add(
                 ids, vectors, groups=groups, threads=LINK_THREADS
             )  # an error leaves the batch in the fresh segment
-            self.live.mark_graph_ready()  # (its first insert has returned: see LiveIndex)
             with self.lock:
                 deleted = [(v, c) for v, c in batch if v not in self.unlinked]
                 if deleted:

@@ -7,10 +7,11 @@
 // magic, so almost every mutation is refused by the checksum alone; with flag bit 0 set the
 // harness re-seals the mutated file with a correct CRC first, so the fuzzer also reaches the
 // header checks and the graph reader behind them (a file damaged before it was checksummed,
-// or written by something else). The header's capacity is clamped to 4096 slots in that mode:
+// or written by something else). The header's capacity is clamped to 4096 slots in both modes:
 // capacity is a reservation the file's size cannot bound (a legitimate index may reserve far more
-// than it holds), so a large one is a deliberate allocation, not a parser bug; load checks it
-// against the machine's memory, tests/native/test_hnsw_snapshot_damage.py covers that check.
+// than it holds), and load makes it before the checksum at the file's end is read, so a large one
+// is a deliberate allocation, not a parser bug; load checks it against the machine's memory,
+// tests/native/test_hnsw_snapshot_damage.py covers that check.
 #include <sys/mman.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -34,14 +35,18 @@ constexpr std::size_t kCapacityAt = 56;  // FileHeader::capacity (hnsw_index.cpp
 constexpr std::size_t kHeaderBytes = 80;
 constexpr std::uint64_t kMaxFuzzCapacity = 4096;
 
-void reseal(std::vector<std::uint8_t>& f) {
-  if (f.size() < kHeaderBytes + 4) return;
+void clamp_capacity(std::vector<std::uint8_t>& f) {
+  if (f.size() < kHeaderBytes) return;
   std::uint64_t cap;
   std::memcpy(&cap, f.data() + kCapacityAt, sizeof cap);
   if (cap > kMaxFuzzCapacity) {
     cap %= kMaxFuzzCapacity + 1;
     std::memcpy(f.data() + kCapacityAt, &cap, sizeof cap);
   }
+}
+
+void reseal(std::vector<std::uint8_t>& f) {
+  if (f.size() < kHeaderBytes + 4) return;
   const std::uint32_t crc =
       static_cast<std::uint32_t>(crc32(0, f.data() + kMagicBytes, static_cast<uInt>(f.size() - kMagicBytes - 4)));
   std::memcpy(f.data() + f.size() - 4, &crc, 4);
@@ -69,6 +74,7 @@ void exercise(HnswIndex& idx) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
   std::vector<std::uint8_t> file(data + 1, data + size);
+  clamp_capacity(file);
   if (data[0] & 1) reseal(file);
 
   // load() takes a path: an anonymous in-memory file, named through /proc.

@@ -58,6 +58,10 @@ also briefly wait for running searches. Removed ids free their slot for later ad
 }  // namespace
 
 void bind_hnsw(py::module_& m) {
+  // The graph's defaults, chosen on video-like data (hnsw_index.hpp); new collections take them too.
+  m.attr("HNSW_DEFAULT_M") = py::int_(HnswParams::kDefaultM);
+  m.attr("HNSW_DEFAULT_EF_CONSTRUCTION") = py::int_(HnswParams::kDefaultEfConstruction);
+  m.attr("HNSW_DEFAULT_EF") = py::int_(HnswParams::kDefaultEf);
   py::class_<HnswIndex>(m, "HnswIndex", kClassDoc)
       .def(py::init([](py::ssize_t dim, const std::string& metric, py::ssize_t max_elements, py::ssize_t M,
                        py::ssize_t ef_construction, py::ssize_t seed) {

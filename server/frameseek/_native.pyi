@@ -232,6 +232,11 @@ def aggregate_speed_grid(
     *, speed_min: float = 0.5, speed_max: float = 2.0, speed_step: float = 0.03
 ) -> list[float]: ...
 
+# ---- the graph's defaults (native/include/frameseek/hnsw_index.hpp HnswParams): new collections' too ----
+HNSW_DEFAULT_M: int
+HNSW_DEFAULT_EF_CONSTRUCTION: int
+HNSW_DEFAULT_EF: int
+
 # ---- the vector search (native/include/frameseek/search_directory.hpp) ----
 SAMPLE_BITS: int  # sample id = video << SAMPLE_BITS | vector index
 MAX_K: int

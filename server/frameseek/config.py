@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from . import _native
 from .embed.spec import MIN_INPUT_SCALE
 from .media import MediaLimits
 
@@ -138,14 +139,16 @@ class AudioConfig(BaseModel):
 
 
 class IndexConfig(BaseModel):
-    """HNSW parameters of new collections (each collection stores its own)."""
+    """HNSW parameters of new collections (each collection stores its own). The defaults are the
+    native graph's own (HnswParams in hnsw_index.hpp), chosen on video-like data inserted video by
+    video: M 16 / ef_construction 200 lost recall as a library grew (benchmarks/scale, bench_10m)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    m: int = Field(16, ge=4, le=128, description="graph degree")
-    ef_construction: int = Field(200, ge=8, le=4096, description="build beam width")
+    m: int = Field(_native.HNSW_DEFAULT_M, ge=4, le=128, description="graph degree")
+    ef_construction: int = Field(_native.HNSW_DEFAULT_EF_CONSTRUCTION, ge=8, le=4096, description="build beam width")
     ef_search: int = Field(
-        64,
+        _native.HNSW_DEFAULT_EF,
         ge=1,
         le=4096,
         description="search beam width: the floor of the breadth the server tunes (see target_recall)",

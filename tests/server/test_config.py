@@ -3,6 +3,7 @@
 import pydantic
 import pytest
 
+from frameseek import _native
 from frameseek.config import DEFAULT_ADDRESS, load_settings
 
 
@@ -66,14 +67,15 @@ def test_groups_from_env_and_toml(tmp_path, monkeypatch):
     """A grouped setting is FRAMESEEK_<GROUP>__<FIELD> in the environment and a [group] table in
     TOML; a group given in part keeps the other fields' defaults; env beats the file per field."""
     cfg = tmp_path / "fs.toml"
-    cfg.write_text("[media]\nmax_width = 3840\n\n[index]\nm = 32\n")
+    cfg.write_text("[media]\nmax_width = 3840\n\n[index]\nm = 24\n")
     monkeypatch.setenv("FRAMESEEK_CONFIG", str(cfg))
     s = load_settings()
-    assert (s.media.max_width, s.media.max_height, s.index.m, s.index.ef_construction) == (3840, 7680, 32, 200)
+    assert (s.media.max_width, s.media.max_height, s.index.m) == (3840, 7680, 24)
+    assert s.index.ef_construction == _native.HNSW_DEFAULT_EF_CONSTRUCTION  # the native graph's own default
     monkeypatch.setenv("FRAMESEEK_MEDIA__MAX_WIDTH", "1920")
     monkeypatch.setenv("FRAMESEEK_MATCHING__COPY_THRESHOLD", "0.3")
     s = load_settings()
-    assert (s.media.max_width, s.matching.copy_threshold, s.index.m) == (1920, 0.3, 32)
+    assert (s.media.max_width, s.matching.copy_threshold, s.index.m) == (1920, 0.3, 24)
     cfg.write_text("[media]\nno_such_limit = 1\n")
     with pytest.raises(pydantic.ValidationError, match="no_such_limit"):
         load_settings()

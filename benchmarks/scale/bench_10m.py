@@ -5,7 +5,7 @@
     nice .venv/bin/python -m benchmarks.scale.bench_10m --n 200000           # the small-scale check
 
 Data: `benchmarks.datasets.VideoLikeStream` (video_like's clustered, video-ordered model) drawn
-chunk by chunk from the seed, never held whole (10M x 512 float32 = 20 GB). Queries: --nq frames
+chunk by chunk from the seed, never held whole (10M x 512 float32 = 19 GiB). Queries: --nq frames
 held out of the index (random rows, each a frame of a known source video) plus noise; exact
 top-10 by streaming the chunks through numpy (BLAS). Every library adds video by video (one add
 per video, the order ingest produces) with --threads build threads, in its own child process (so
@@ -18,7 +18,7 @@ frameseek: HnswIndex with a new collection's M / ef_construction (frameseek.conf
 its float32 originals in the file-backed store (store_vectors_in), snapshot saved, then restarted
 in a fresh child process: load(snapshot, vectors_dir) to the first answered search (wall, CPU),
 the first queries' latency, and the sweep on the restarted index. Baselines are built only where
-their estimated memory fits in MemAvailable less --headroom-gb; otherwise the table says so.
+their estimated memory fits in MemAvailable less --headroom-gib; otherwise the table says so.
 
 Resumable: each finished stage is recorded in benchmarks/results/bench_10m_<n>.json and its big
 outputs (ground truth, snapshot) kept in --data-dir; a re-run skips what is done (--fresh: start
@@ -44,7 +44,7 @@ from benchmarks.native.bench_hnsw import EFS, NARROW_EFS, RESULTS, TARGETS, best
 from benchmarks.native.bench_hnsw_compact import by_video, status_kb
 
 K = 10
-GB = 1e9
+GiB = 2**30  # GiB: memory and disk sizes below are in GiB
 CHUNK_VIDEOS = 100  # 30,000 rows (61 MB) per chunk
 SWEEP_EFS = EFS + [768, 1024, 1536]
 FIRST_QUERIES = 10
@@ -60,22 +60,24 @@ def cpu_time() -> float:
     return time.process_time()  # every thread of this process
 
 
-def meminfo_gb(key: str) -> float:
+def meminfo_gib(key: str) -> float:
     for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
         if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024 / GB
+            return int(line.split()[1]) * 1024 / GiB
     raise KeyError(key)
 
 
 def estimated_bytes_per_vector(stage: str, dim: int, M: int) -> int:
-    """Resident bytes per vector of each library's index (layer-0 links 2M x 4 B, upper layers ~1/M
-    of that, per-element bookkeeping); checked against MemAvailable before building."""
+    """Resident bytes per vector of each library's index: codes, layer-0 links (2M x 4 B), and the
+    rest (upper layers, per-element locks/levels/offsets, hnswlib's label map) fitted to RSS
+    measured at 200k (M 16: frameseek 806, HNSWSQ8 762, hnswlib 2,321, HNSWFlat 2,299 B).
+    Checked against MemAvailable before building."""
     links = M * 2 * 4 + 4
     return {
-        "frameseek build": dim + 8 + links + 100,  # int8 code + scale/norm; originals are file-backed
-        "faiss HNSWSQ8": dim + links + 60,  # 8-bit codes, neighbours, offsets/levels/locks
-        "hnswlib": dim * 4 + links + 110,  # float32 element data, label map, per-element mutex
-        "faiss HNSWFlat": dim * 4 + links + 60,
+        "frameseek build": dim + 8 + links + 160,  # int8 code + scale/norm; originals are file-backed
+        "faiss HNSWSQ8": dim + links + 120,
+        "hnswlib": dim * 4 + links + 140,
+        "faiss HNSWFlat": dim * 4 + links + 120,
     }[stage]
 
 
@@ -222,8 +224,8 @@ def rss_per_vector(base: dict, now: dict, n: int) -> dict:
     return {
         "rss_anon_bytes_per_vector": (now["RssAnon"] - base["RssAnon"]) * 1024 / n,
         "rss_file_bytes_per_vector": (now["RssFile"] - base["RssFile"]) * 1024 / n,
-        "rss_anon_gb": now["RssAnon"] * 1024 / GB,
-        "rss_file_gb": now["RssFile"] * 1024 / GB,
+        "rss_anon_gib": now["RssAnon"] * 1024 / GiB,
+        "rss_file_gib": now["RssFile"] * 1024 / GiB,
     }
 
 
@@ -333,12 +335,17 @@ def checkpoint(path: pathlib.Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def die_with_parent() -> None:
+    """In the child: SIGKILL when the driver dies (a cut-off session leaves no index building)."""
+    ctypes.CDLL("libc.so.6").prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+
 def run_child(stage: str, cfg: dict, data_dir: pathlib.Path) -> dict:
     part = data_dir / "stage.json"
     part.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "benchmarks.scale.bench_10m", "--child", stage, "--config", json.dumps(cfg)]
     cmd += ["--data-dir", str(data_dir), "--spawned", repr(time.time())]
-    rc = subprocess.run(cmd).returncode
+    rc = subprocess.run(cmd, preexec_fn=die_with_parent).returncode
     if rc != 0:
         why = "killed by the kernel (out of memory?)" if rc == -9 else f"exit status {rc}"
         return {"error": f"child process failed: {why}"}
@@ -355,26 +362,26 @@ def refuse_if_short_of_disk(cfg: dict, state: dict, data_dir: pathlib.Path) -> N
         need = store + snapshot_bytes_estimate(n, dim, cfg["M"])
     elif "frameseek restart" not in state["stages"]:
         need = store
-    free = shutil.disk_usage(data_dir).free
+    free = shutil.disk_usage(next(p for p in [data_dir, *data_dir.parents] if p.exists())).free
     if need * 1.05 > free:
         sys.exit(
-            f"refusing to start: the frameseek stages need ~{need * 1.05 / GB:.1f} GB free in {data_dir} "
-            f"(float32 store file {store / GB:.1f} GB + snapshot ~{(need - store) / GB:.1f} GB, 5% margin), "
-            f"{free / GB:.1f} GB free. Free space or pass --data-dir on a larger disk."
+            f"refusing to start: the frameseek stages need ~{need * 1.05 / GiB:.1f} GiB free in {data_dir} "
+            f"(float32 store file {store / GiB:.1f} GiB + snapshot ~{(need - store) / GiB:.1f} GiB, 5% margin), "
+            f"{free / GiB:.1f} GiB free. Free space or pass --data-dir on a larger disk."
         )
 
 
 def fits(cfg: dict, stage: str) -> dict | None:
     """None when the stage's estimated memory fits; otherwise the table's 'does not fit' record."""
-    need = estimated_bytes_per_vector(stage, cfg["dim"], cfg["M"]) * cfg["n"] / GB + 0.5  # + chunks, queries
-    avail = cfg["memory_gb"] if cfg["memory_gb"] else meminfo_gb("MemAvailable")
-    if need + cfg["headroom_gb"] <= avail:
+    need = estimated_bytes_per_vector(stage, cfg["dim"], cfg["M"]) * cfg["n"] / GiB + 0.5  # + chunks, queries
+    avail = cfg["memory_gib"] if cfg["memory_gib"] else meminfo_gib("MemAvailable")
+    if need + cfg["headroom_gib"] <= avail:
         return None
-    total = meminfo_gb("MemTotal")
+    total = meminfo_gib("MemTotal")
     return {
-        "does_not_fit": f"does not fit: needs ~{need:.1f} GB of {total:.0f} "
-        f"({avail:.1f} GB available, {cfg['headroom_gb']:.0f} GB headroom kept)",
-        "needs_gb": need,
+        "does_not_fit": f"does not fit: needs ~{need:.1f} GiB of {total:.0f} "
+        f"({avail:.1f} GiB available, {cfg['headroom_gib']:.0f} GiB headroom kept)",
+        "needs_gib": need,
     }
 
 
@@ -392,9 +399,10 @@ def print_table(state: dict) -> str:
     n = cfg["n"] - cfg["nq"]
     lines = [
         f"{n:,} x {cfg['dim']}-d indexed, {cfg['nq']} held-out queries, M {cfg['M']} / efC {cfg['ef_construction']}, "
-        f"{cfg['threads']} build threads",
+        f"{cfg['threads']} build threads; load average (1 min) at the end of each stage: "
+        + ", ".join(f"{k} {v['load_average'][0]:.1f}" for k, v in st.items() if "load_average" in v),
         "",
-        "| library | build wall s | build CPU s | vectors/s | RSS anon B/vec | RSS file B/vec | snapshot GB / save s "
+        "| library | build wall s | build CPU s | vectors/s | RSS anon B/vec | RSS file B/vec | snapshot GiB / save s "
         "| restart s (to 1st answer) | first queries ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -408,7 +416,7 @@ def print_table(state: dict) -> str:
             lines.append(f"| {name} | {b.get('does_not_fit') or b['error']} |" + " |" * 7)
             continue
         r = st.get("frameseek restart", {}) if name == "frameseek" else {}
-        snap = f"{b['snapshot_bytes'] / GB:.2f} / {b['save_wall_s']:.1f}" if "snapshot_bytes" in b else "-"
+        snap = f"{b['snapshot_bytes'] / GiB:.2f} / {b['save_wall_s']:.1f}" if "snapshot_bytes" in b else "-"
         rest = f"{r['restart_wall_s']:.2f} (CPU {r['restart_cpu_s']:.2f})" if "restart_wall_s" in r else "-"
         first = ", ".join(f"{x:.1f}" for x in r["first_queries_ms"][:5]) if r.get("first_queries_ms") else "-"
         lines.append(
@@ -425,7 +433,7 @@ def print_table(state: dict) -> str:
             f"first queries at ef {r['first_queries_ef']}): RSS anon / file-backed "
             f"{a['rss_anon_bytes_per_vector']:,.0f} / {a['rss_file_bytes_per_vector']:,.0f} B per vector after load, "
             f"{b['rss_anon_bytes_per_vector']:,.0f} / {b['rss_file_bytes_per_vector']:,.0f} after the sweep "
-            f"({b['rss_anon_gb']:.2f} / {b['rss_file_gb']:.2f} GB)",
+            f"({b['rss_anon_gib']:.2f} / {b['rss_file_gib']:.2f} GiB)",
         ]
     lines += [
         "",
@@ -459,8 +467,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-rows", type=int, default=100_000, help="faiss SQ8 training sample")
-    ap.add_argument("--headroom-gb", type=float, default=2.0, help="memory left free when deciding what fits")
-    ap.add_argument("--memory-gb", type=float, default=0.0, help="memory to fit in (0: MemAvailable at each stage)")
+    ap.add_argument("--headroom-gib", type=float, default=2.0, help="memory left free when deciding what fits")
+    ap.add_argument("--memory-gib", type=float, default=0.0, help="memory to fit in (0: MemAvailable at each stage)")
     ap.add_argument("--skip-baselines", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="forget finished stages and their files")
     ap.add_argument("--data-dir", help="ground truth, snapshot, store file (default benchmarks/results/bench-10m-N)")
@@ -490,7 +498,6 @@ def main() -> None:
     if args.fresh:
         path.unlink(missing_ok=True)
         shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
     state = json.loads(path.read_text()) if path.exists() else {"config": cfg, "stages": {}}
     if state["config"] != cfg:
         sys.exit(f"{path} holds a run with other settings ({state['config']}); pass --fresh to start over")
@@ -499,9 +506,10 @@ def main() -> None:
     if not (data_dir / "truth.npz").exists():
         state["stages"] = {}  # every later stage is measured against this ground truth
     refuse_if_short_of_disk(cfg, state, data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
     from frameseek import _native
 
-    state["machine"] = {"cpus": os.cpu_count(), "simd": _native.simd_level(), "mem_total_gb": meminfo_gb("MemTotal")}
+    state["machine"] = {"cpus": os.cpu_count(), "simd": _native.simd_level(), "mem_total_gib": meminfo_gib("MemTotal")}
     stages = STAGES[:3] if args.skip_baselines else STAGES
     for stage in stages:
         if stage in state["stages"] and "error" not in state["stages"][stage]:
@@ -509,7 +517,7 @@ def main() -> None:
             continue
         if stage == "frameseek restart" and "frameseek build" not in state["stages"]:
             continue  # no snapshot to restart from (the build failed: see its row)
-        full = dict(cfg, headroom_gb=args.headroom_gb, memory_gb=args.memory_gb)
+        full = dict(cfg, headroom_gib=args.headroom_gib, memory_gib=args.memory_gib)
         if stage in BASELINES or stage == "frameseek build":
             no_room = fits(full, stage)
             if no_room:

@@ -1,8 +1,10 @@
 """10M x 512-d on one machine (issue 22, must-have 4): frameseek's HnswIndex against faiss-cpu
 (IndexHNSWSQ 8-bit; IndexHNSWFlat) and hnswlib, same data, same M / ef_construction, same run.
 
-    nice .venv/bin/python -m benchmarks.scale.bench_10m                      # 10M: about two hours here
+    nice .venv/bin/python -m benchmarks.scale.bench_10m --skip-baselines     # 10M, frameseek: ~1 h here
+    nice .venv/bin/python -m benchmarks.scale.bench_10m                      # then the baselines: ~1.5-2 h
     nice .venv/bin/python -m benchmarks.scale.bench_10m --n 200000           # the small-scale check
+(benchmarks/scale/README.md: the estimate, disk and memory it needs, the 200k/500k results.)
 
 Data: `benchmarks.datasets.VideoLikeStream` (video_like's clustered, video-ordered model) drawn
 chunk by chunk from the seed, never held whole (10M x 512 float32 = 19 GiB). Queries: --nq frames

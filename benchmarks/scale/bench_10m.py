@@ -1,8 +1,8 @@
 """10M x 512-d on one machine (issue 22, must-have 4): frameseek's HnswIndex against faiss-cpu
 (IndexHNSWSQ 8-bit; IndexHNSWFlat) and hnswlib, same data, same M / ef_construction, same run.
 
-    nice .venv/bin/python -m benchmarks.scale.bench_10m --skip-baselines     # 10M, frameseek: ~1 h here
-    nice .venv/bin/python -m benchmarks.scale.bench_10m                      # then the baselines: ~1.5-2 h
+    nice .venv/bin/python -m benchmarks.scale.bench_10m --skip-baselines     # 10M, frameseek: 40 min - 2 h
+    nice .venv/bin/python -m benchmarks.scale.bench_10m                      # then HNSWSQ8: 1 - 3.5 h
     nice .venv/bin/python -m benchmarks.scale.bench_10m --n 200000           # the small-scale check
 (benchmarks/scale/README.md: the estimate, disk and memory it needs, the 200k/500k results.)
 

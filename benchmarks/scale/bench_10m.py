@@ -530,7 +530,7 @@ def main() -> None:
     state["machine"] = {"cpus": os.cpu_count(), "simd": _native.simd_level(), "mem_total_gib": meminfo_gib("MemTotal")}
     stages = STAGES[:3] if args.skip_baselines else STAGES
     for stage in stages:
-        if stage in state["stages"] and "error" not in state["stages"][stage]:
+        if stage in state["stages"] and not {"error", "does_not_fit"} & set(state["stages"][stage]):
             log(f"{stage}: done in an earlier run, skipped")
             continue
         if stage == "frameseek restart" and "frameseek build" not in state["stages"]:

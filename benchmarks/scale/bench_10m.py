@@ -155,6 +155,8 @@ def stage_truth(cfg: dict, data_dir: pathlib.Path) -> dict:
     best_i = np.zeros((len(q), K), dtype=np.uint64)
     scan_s, prog = 0.0, Progress("exact top-10", cfg["n"])
     for ids, x, _ in data.chunks(workers=cfg["threads"]):
+        if not len(ids):
+            continue  # every row of the chunk is a held-out query
         t = time.perf_counter()
         s = q @ x.T
         k = min(K, len(ids))

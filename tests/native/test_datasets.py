@@ -27,3 +27,26 @@ def test_partial_last_video_and_queries():
     q = video_like_queries(x, 7, noise=0.05)
     assert q.shape == (7, 8) and q.dtype == np.float32 and q.flags.c_contiguous
     assert (q @ x.T).max(axis=1).min() > 0.9  # each query is near some database frame
+
+
+def test_video_like_stream_chunks_are_reproducible_alone_and_have_the_same_structure():
+    from benchmarks.datasets import VideoLikeStream
+
+    s = VideoLikeStream(1050, 64, frames_per_video=100, seed=3)
+    chunks = list(s.chunks(3, workers=2))
+    assert [first for first, _, _ in chunks] == [0, 300, 600, 900]
+    x = np.concatenate([c for _, c, _ in chunks])
+    g = np.concatenate([c for _, _, c in chunks])
+    assert x.shape == (1050, 64) and x.dtype == np.float32 and g.dtype == np.uint64
+    assert g.tolist() == np.repeat(np.arange(11), 100)[:1050].tolist() and (g == 10).sum() == 50
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    # any video on its own, and any chunking, gives the same rows (a resumed or streamed pass)
+    assert np.array_equal(s.video(7), x[700:800]) and np.array_equal(s.video(10), x[1000:])
+    assert np.array_equal(np.concatenate([c for _, c, _ in s.chunks(4)]), x)
+    assert not np.array_equal(VideoLikeStream(1050, 64, frames_per_video=100, seed=4).video(7), s.video(7))
+    same = g[:-1] == g[1:]
+    consecutive = np.sum(x[:-1] * x[1:], axis=1)[same]
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 1050, 500), rng.integers(0, 1050, 500)
+    unrelated = np.sum(x[a] * x[b], axis=1)[g[a] != g[b]]
+    assert np.median(consecutive) > 0.97 > 0.5 > unrelated.mean()

@@ -449,6 +449,14 @@ void search_layer0(const Graph& g, const DistFn& dist, const WalkQuery& q, Colle
   auto [ep, ep_d] = descend(g, dist, q, entry->first, entry->second, [&](float d, tableint x) {
     if (Collector::kSeedsFromUpperLayers && coll.admit(x)) sc.seeds.emplace_back(d, x);
   });
+  // hnswlib's addPoint links a new node top-down, and its upper-level neighbours point at it before
+  // its own layer-0 list is written: a descent during that insert can end on it, and a walk from a
+  // node without layer-0 links sees that node alone (one distance, an almost empty result). Start
+  // from the entry point then: a node becomes the entry point only once all its levels are linked.
+  if (ep != entry->first && g.getListCount(g.get_linklist0(ep)) == 0) {
+    ep = entry->first;
+    ep_d = dist(q, ep);
+  }
   hnswlib::VisitedList* vl = g.visited_list_pool_->getFreeVisitedList();
   hnswlib::vl_type* visited = vl->mass;
   const hnswlib::vl_type mark = vl->curV;

@@ -847,6 +847,34 @@ def test_overlapping_searches_do_not_starve_writers(kind):
     assert run.returncode == 0 and run.stdout.strip() == "done", (run.returncode, run.stderr[-2000:])
 
 
+def test_searches_during_an_insert_walk_from_fully_linked_nodes():
+    """hnswlib links a new node top-down: its upper-level neighbours point at it before its layer-0
+    list exists. A descent that ended on such a node walked layer 0 from it alone (one distance)
+    and returned one new node, or nothing once re-ranked: a few searches in every few thousand
+    during an add() (seen through LiveIndex as acknowledged items missing from search while the
+    linker ran). Every search of a stored vector during the insert must find that vector."""
+    rng = np.random.default_rng(8)
+    n, first, step = 10000, 4096, 1968
+    v = rng.standard_normal((n, 512)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    index = N.HnswIndex(512, "ip", M=32, ef_construction=300)
+    for s in range(0, first, 512):
+        index.add(np.arange(s, s + 512, dtype=np.uint64), v[s : s + 512], threads=1)
+    cheap, wrong, searched = [], 0, 0
+    for lo in range(first, n, step):  # three inserts, each searched throughout
+        ids = np.arange(lo, min(lo + step, n), dtype=np.uint64)
+        adder = threading.Thread(target=index.add, args=(ids, v[lo : lo + len(ids)]), kwargs={"threads": 1})
+        adder.start()
+        while adder.is_alive():
+            q = rng.integers(0, lo, 16)
+            cheap += [int(c) for c in index.walk_distances(v[q], 1) if c < 2]
+            found, _ = index.search(v[q], 1)
+            wrong += int((found[:, 0] != q.astype(np.uint64)).sum())
+            searched += len(q)
+        adder.join()
+    assert searched > 0 and not cheap and wrong == 0, (searched, cheap, wrong)
+
+
 def test_searches_during_the_first_insertion_into_an_empty_index():
     """hnswlib's addPoint counts its first element before it sets the entry point; a search in
     between walked from node 2^32-1 and crashed the process (every run of this script segfaulted

@@ -793,10 +793,11 @@ def test_large_index_memory_is_backed_by_huge_pages(tmp_path):
     assert grew_loaded >= 8192
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
-def test_an_index_saved_by_format_version_1_to_3_still_loads(built, data, tmp_path, version):
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_an_index_saved_by_format_version_1_to_4_still_loads(built, data, tmp_path, version):
     """Version 1 stored a per-vector tag that nothing used; version 2 dropped it; version 3 added
-    the walk copy; version 4 holds the walk codes in the graph and the float32 originals apart.
+    the walk copy; version 4 holds the walk codes in the graph and the float32 originals apart;
+    version 5 aligns those in the file for mapping, with a CRC of their own.
     Snapshots written by earlier servers must keep loading, with the same answers and the same
     groups (their codes re-encoded from the float32 graph)."""
     index, _ = built

@@ -47,10 +47,12 @@ using detail::level0_bytes;
 //           element data they are). Self-contained: the vector store's file is scratch.
 //           version 5: as 4, but zero bytes up to the next multiple of kVectorAlign in the file
 //           before the float32 originals when they fill at least that much (so that a load maps
-//           them instead of reading them), and after them a u32 CRC-32 of the originals alone.
+//           them instead of reading them), and after them a VectorTrailer: their file offset,
+//           their bytes and a CRC-32 of them alone.
 //   Trailer u32 CRC-32 (IEEE, as zlib's) of everything from `version` up to the trailer (format 5:
 //           except the float32 originals, which their own CRC covers: a load checks the rest and
-//           leaves the originals' CRC to HnswIndex::check_mapped_vectors, after the start).
+//           leaves the originals' CRC to HnswIndex::check_mapped_vectors, after the start; the
+//           VectorTrailer lets a checker skip them without parsing the file).
 constexpr char kMagic[8] = {'F', 'S', 'E', 'E', 'K', 'H', 'N', 'S'};
 constexpr std::uint32_t kFormatVersion = 5;
 constexpr std::uint32_t kOldestFormatVersion = 1;
@@ -94,6 +96,10 @@ struct FileRowV1 {
 struct WalkSectionHeader {
   std::uint32_t precision, reserved;
   std::uint64_t stride;
+};
+struct VectorTrailer {  // format 5
+  std::uint64_t offset, bytes;
+  std::uint32_t crc;
 };
 #pragma pack(pop)
 
@@ -280,8 +286,8 @@ void HnswIndex::save(const std::string& path) const {
   put(padding.data(), padding.size(), &crc);
   Crc32 vector_crc;
   put(store_->data(), vector_bytes, &vector_crc);
-  const std::uint32_t vector_sum = vector_crc.value();
-  put(&vector_sum, sizeof vector_sum, &crc);
+  const VectorTrailer vector_trailer{at - vector_bytes, vector_bytes, vector_crc.value()};
+  put(&vector_trailer, sizeof vector_trailer, &crc);
   std::uint32_t sum = crc.value();
   write_all(fd, &sum, sizeof sum, nullptr, out_tmp);
   if (::fsync(fd) != 0) throw std::runtime_error("HnswIndex.save: fsync failed: " + std::string(std::strerror(errno)));
@@ -327,7 +333,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   const bool has_walk = h.version >= kFirstVersionWithWalkCopy;
   const std::uint64_t walk_at = sizeof h + h.graph_bytes + rows_bytes;  // format 3's walk section
   const bool has_mapped_vectors = h.version >= kFirstVersionWithMappedVectors;
-  const std::uint64_t trailer = has_mapped_vectors ? 8 : 4;  // (format 5: the originals' CRC first)
+  const std::uint64_t trailer = (has_mapped_vectors ? sizeof(VectorTrailer) : 0) + 4;
   const std::uint64_t tail = has_walk ? sizeof(WalkSectionHeader) + trailer : 4;
   if (h.graph_bytes > size || walk_at > size || size - walk_at < tail || (!has_walk && size != walk_at + tail))
     bad_file(path, "size " + std::to_string(size) + " does not match its header (truncated or corrupted)");
@@ -422,7 +428,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   // format 5: the originals are mapped (below) where the file's offset suits this machine's pages
   const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   const bool map_vectors = has_mapped_vectors && walk_bytes > 0 && vectors_at % page == 0;
-  std::uint32_t vector_crc = 0;
+  VectorTrailer vector_trailer{};
   if (ok && has_walk) {
     crc.update(&walk, sizeof walk);
     std::vector<char> skipped(padding);
@@ -434,9 +440,11 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
     if (ok && !map_vectors && walk_bytes > 0)
       ok = read_checked(fd, dest, walk_bytes, vectors_at, has_mapped_vectors ? vectors : crc);
     if (ok && has_mapped_vectors) {
-      ok = read_at(fd, &vector_crc, sizeof vector_crc, size - 8);
-      crc.update(&vector_crc, sizeof vector_crc);
-      if (ok && !map_vectors && vectors.value() != vector_crc)
+      ok = read_at(fd, &vector_trailer, sizeof vector_trailer, size - trailer);
+      crc.update(&vector_trailer, sizeof vector_trailer);
+      if (ok && (vector_trailer.offset != vectors_at || vector_trailer.bytes != walk_bytes))
+        bad_file(path, "float32 vectors' trailer does not match the header (corrupted)");
+      if (ok && !map_vectors && vectors.value() != vector_trailer.crc)
         bad_file(path, "checksum mismatch in the float32 vectors (the file is corrupted)");
     }
   }
@@ -503,7 +511,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
     auto section = std::make_unique<detail::MappedSection>();
     section->offset = vectors_at;
     section->bytes = walk_bytes;
-    section->crc = vector_crc;
+    section->crc = vector_trailer.crc;
     section->fd = closer.fd;  // kept open for check_mapped_vectors
     closer.fd = -1;
     idx->mapped_section_ = std::move(section);

@@ -7,8 +7,9 @@ compatibility is tested against the layouts earlier servers wrote (see hnsw_snap
   everything after the magic.
 
 Formats 1-3 hold float32 element data in the graph; format 4 holds the walk codes there and the
-float32 originals after the rows; format 5 aligns those to VECTOR_ALIGN in the file (when they fill
-at least that much) and gives them a CRC of their own, which the trailing CRC leaves out."""
+float32 originals after the rows; format 5 aligns those to a page in the file (when they fill at
+least that much) and gives them a trailer of their own (offset, bytes, CRC), which the trailing CRC
+covers and the originals it leaves out."""
 
 from __future__ import annotations
 
@@ -20,22 +21,16 @@ import numpy as np
 
 HEADER = 80  # the snapshot header; the graph section follows
 HNSWLIB_HEADER = 96
-VECTOR_ALIGN = 4096  # hnsw_snapshot.cpp's kVectorAlign
-FLOAT32_WALK = 0  # WalkPrecision::Float32: no originals after the rows
 
 
 def v5_layout(data: bytes) -> dict:
-    """Where a format 5 file's float32 originals lie: [vectors_at, vectors_at + vector_bytes),
-    then u32 CRC of them, u32 CRC of the rest."""
+    """Where a format 5 file's float32 originals lie, as its trailer says: [vectors_at,
+    vectors_at + vector_bytes); then u64 vectors_at, u64 vector_bytes, u32 CRC of the originals,
+    u32 CRC of everything after the magic but them."""
     assert struct.unpack_from("<I", data, 8)[0] == 5
-    dim = struct.unpack_from("<I", data, 12)[0]
     n_live, graph_bytes = struct.unpack_from("<QQ", data, 64)
-    used = struct.unpack_from("<Q", data, HEADER + 16)[0]
-    walk_at = HEADER + graph_bytes + 16 * n_live
-    precision = struct.unpack_from("<I", data, walk_at)[0]
-    vector_bytes = 0 if precision == FLOAT32_WALK else used * dim * 4
-    padding = 0 if vector_bytes < VECTOR_ALIGN else -(walk_at + 16) % VECTOR_ALIGN
-    return {"walk_at": walk_at, "vectors_at": walk_at + 16 + padding, "vector_bytes": vector_bytes}
+    vectors_at, vector_bytes = struct.unpack_from("<QQ", data, len(data) - 24)
+    return {"walk_at": HEADER + graph_bytes + 16 * n_live, "vectors_at": vectors_at, "vector_bytes": vector_bytes}
 
 
 def reseal(data: bytearray) -> bytes:

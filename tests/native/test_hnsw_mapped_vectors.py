@@ -59,7 +59,8 @@ def test_load_maps_the_originals_instead_of_reading_them(tmp_path):
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     grew, mapped, total = run.stdout.split()
     assert int(mapped) >= float_bytes - 4096  # whole pages mapped; the partial last one read
-    assert int(grew) < float_bytes // 2, (int(grew), float_bytes)  # the graph: ~13 MB of codes and links
+    # measured: 16.5 MB (the graph's codes and links, the ids); 55.8 MB when the originals are read
+    assert int(grew) < float_bytes * 3 // 4, (int(grew), float_bytes)
     want = _vectors(n, 0, dim)[::1000].sum(dtype=np.float64)
     assert abs(float(total) - want) < 1e-2 * max(1.0, abs(want))
 

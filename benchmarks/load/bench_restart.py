@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve: {serves[-1]} (empty data dir: {empty_serves[-1]} s, CPU-s)", flush=True)
         if ns.serve_format4:  # the same build and data, the snapshot as the previous build wrote it
             snap = _largest_snapshot(data_dir)
-            kept = snap + ".format5"
+            kept = str(data_dir.parent / "format5.hnsw")  # outside: recovery deletes unnamed snapshot-* files
             os.replace(snap, kept)
             as_format_4(kept, snap)
             if ns.evict_snapshot:

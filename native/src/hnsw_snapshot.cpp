@@ -57,7 +57,7 @@ constexpr char kMagic[8] = {'F', 'S', 'E', 'E', 'K', 'H', 'N', 'S'};
 constexpr std::uint32_t kFormatVersion = 5;
 constexpr std::uint32_t kOldestFormatVersion = 1;
 constexpr std::uint32_t kFirstVersionWithWalkCopy = 3;
-constexpr std::uint32_t kFirstVersionWithCodes = 4;  // element data = walk code, originals after
+constexpr std::uint32_t kFirstVersionWithCodes = 4;          // element data = walk code, originals after
 constexpr std::uint32_t kFirstVersionWithMappedVectors = 5;  // originals aligned, with their own CRC
 // The originals' alignment in format 5: x86-64's and most aarch64 kernels' page size (a load on a
 // machine with larger pages reads them instead of mapping them).

@@ -43,7 +43,7 @@ class KernelSpace;  // hnswlib::SpaceInterface<float> over the walk codes; defin
 namespace detail {
 class VectorStore;     // vector_store.hpp
 struct MappedSection;  // hnsw_internal.hpp
-}
+}  // namespace detail
 
 struct HnswParams {
   // Defaults chosen on clustered "video-like" 512-d data inserted video by video (the

@@ -10,10 +10,14 @@ process start -> SERVING, with what the first searches cost while the index is c
    reads the graph's bytes, whose size depends on M and N, not on ef_construction. Reused by later
    runs (benchmarks/results/restart-data-N).
 2. In this process, with the snapshot in the page cache (a restarted process, not a rebooted
-   machine): the pieces of a load - reading the file, its checksum, `HnswIndex.load` whole, the
-   walk copy's rebuild - and the storage's whole recovery (`EmbeddedStorage.open`).
+   machine): the pieces of a load - reading the file, its checksum, `HnswIndex.load` whole (format
+   5 maps the float32 originals; the same file rewritten in format 4 reads them), the later check
+   of the mapped originals, the walk copy's rebuild - and the storage's whole recovery
+   (`EmbeddedStorage.open`).
 3. `frameseek serve` on the data dir, `--repeat` times: process start -> health SERVING, then the
-   latency of the first SearchByVector calls (k 10) against the same queries asked again.
+   latency of the first SearchByVector calls (k 10) against the same queries asked again (while
+   the mapped originals fault in: the first re-ranks read them from the page cache or the disk);
+   `--serve-format4` serves the same data with the snapshot in format 4 too (the same build).
 Prints a table and writes benchmarks/results/restart.json.
 """
 
@@ -110,24 +114,28 @@ def snapshot_format(path: str) -> int:
         return struct.unpack("<8sI", f.read(12))[1]
 
 
-def as_format_2(path: str, out: str) -> None:
-    """The same snapshot in format 2, as earlier servers wrote it: format 3 without its walk copy
-    section (native/src/hnsw_index.cpp), CRC-32 recomputed; streamed, so memory stays flat."""
+def as_format_4(path: str, out: str) -> None:
+    """The same format 5 snapshot in format 4, as the previous build wrote it: the float32
+    originals right after the walk section header (no padding, no trailer of their own), one CRC-32
+    over everything after the magic (native/src/hnsw_snapshot.cpp); streamed."""
     head = 8 + 16 + 56
-    with open(path, "rb") as f:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f, open(out, "wb") as o:
         h = bytearray(f.read(head))
         n_live, graph_bytes = struct.unpack_from("<QQ", h, head - 16)
-        struct.pack_into("<I", h, 8, 2)
+        struct.pack_into("<I", h, 8, 4)
+        f.seek(size - 24)
+        vectors_at, vector_bytes = struct.unpack("<QQ", f.read(16))
+        o.write(h)
         crc = zlib.crc32(h[8:])
-        with open(out, "wb") as o:
-            o.write(h)
-            left = graph_bytes + 16 * n_live
+        for at, left in ((head, graph_bytes + 16 * n_live + 16), (vectors_at, vector_bytes)):
+            f.seek(at)
             while left:
                 chunk = f.read(min(left, 1 << 22))
                 crc = zlib.crc32(chunk, crc)
                 o.write(chunk)
                 left -= len(chunk)
-            o.write(struct.pack("<I", crc))
+        o.write(struct.pack("<I", crc))
 
 
 BASELINE_LOAD = """
@@ -142,21 +150,37 @@ print(*min(runs))
 """
 
 
+def _evict(path: str) -> None:
+    """Drop the file's pages from the page cache (written back first), so the next reads go to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _largest_snapshot(data_dir: pathlib.Path) -> str:
+    """The benchmark's collection's snapshot file (the server adds an empty "default" beside it)."""
+    snapshots = []
+    for d in (data_dir / "collections").iterdir():
+        if (d / "snapshot.json").exists():
+            index = d / json.loads((d / "snapshot.json").read_text())["index"]
+            snapshots.append((os.path.getsize(index), str(index)))
+    return max(snapshots)[1]
+
+
 def in_process(data_dir: pathlib.Path, repeat: int, baseline_python: str) -> dict:
     """The pieces of a load, best of `repeat`, page cache warm."""
     from frameseek import _native
     from frameseek.storage import EmbeddedStorage
 
-    snapshots = []  # the benchmark's collection: the largest snapshot (the server adds an empty "default")
-    for d in (data_dir / "collections").iterdir():
-        if (d / "snapshot.json").exists():
-            index = d / json.loads((d / "snapshot.json").read_text())["index"]
-            snapshots.append((os.path.getsize(index), str(index)))
-    path = max(snapshots)[1]
-    if snapshot_format(path) < 3:  # filled by an earlier build: what its next snapshot writes
+    path = _largest_snapshot(data_dir)
+    if snapshot_format(path) < 5:  # filled by an earlier build: what its next snapshot writes
         _native.HnswIndex.load(path).save(path)
-    v2 = str(data_dir.parent / "format2.hnsw")
-    as_format_2(path, v2)
+    v4 = str(data_dir.parent / "format4.hnsw")
+    as_format_4(path, v4)
+    scratch = str(data_dir.parent)  # recovery's vectors_dir: rows added later go to a file there
     size = os.path.getsize(path)
 
     def read_file():
@@ -171,18 +195,22 @@ def in_process(data_dir: pathlib.Path, repeat: int, baseline_python: str) -> dic
                 crc = zlib.crc32(chunk, crc)
 
     read_file()  # into the page cache
-    out: dict = {"index_file_mb": round(size / 2**20, 1), "format2_file_mb": round(os.path.getsize(v2) / 2**20, 1)}
+    out: dict = {"index_file_mb": round(size / 2**20, 1), "format4_file_mb": round(os.path.getsize(v4) / 2**20, 1)}
     out["read_file"] = _best(read_file, repeat)
     out["zlib_crc32"] = _best(crc_file, repeat)
-    out["load_format3"] = _best(lambda: _native.HnswIndex.load(path), repeat)
-    out["load_format2"] = _best(lambda: _native.HnswIndex.load(v2), repeat)
+    out["load_format5"] = _best(lambda: _native.HnswIndex.load(path), repeat)
+    out["load_format5_vectors_dir"] = _best(lambda: _native.HnswIndex.load(path, vectors_dir=scratch), repeat)
+    out["load_format4_vectors_dir"] = _best(lambda: _native.HnswIndex.load(v4, vectors_dir=scratch), repeat)
+    mapped = _native.HnswIndex.load(path)
+    out["check_mapped_vectors"] = _best(mapped.check_mapped_vectors, repeat)
+    mapped = None
     if baseline_python:
         import subprocess
 
         r = subprocess.run(
-            [baseline_python, "-c", BASELINE_LOAD, v2, str(repeat)], capture_output=True, text=True, check=True
+            [baseline_python, "-c", BASELINE_LOAD, v4, str(repeat)], capture_output=True, text=True, check=True
         )
-        out["load_format2_baseline_build"] = tuple(float(x) for x in r.stdout.split())
+        out["load_format4_baseline_build"] = tuple(float(x) for x in r.stdout.split())
     idx = _native.HnswIndex.load(path)
     out["vectors"] = len(idx)
 
@@ -192,7 +220,7 @@ def in_process(data_dir: pathlib.Path, repeat: int, baseline_python: str) -> dic
 
     out["walk_copy_rebuild"] = _best(rebuild_copy, repeat)
     idx = rebuild_copy = None  # free the index before the storage opens another
-    os.remove(v2)
+    os.remove(v4)
 
     def storage_open():  # as the server opens it: the row checksums are left to after SERVING
         st = EmbeddedStorage(str(data_dir), check_rows_at_open=False)
@@ -271,6 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="a Python whose frameseek is the baseline build: `frameseek serve` on the same data dir with it too",
     )
+    ap.add_argument(
+        "--serve-format4",
+        action="store_true",
+        help="also serve the same data dir with its snapshot rewritten in format 4 (originals read at load)",
+    )
+    ap.add_argument(
+        "--evict-snapshot",
+        action="store_true",
+        help="drop the snapshot file's pages from the page cache before each start (POSIX_FADV_DONTNEED: "
+        "what a rebooted machine's first reads cost, for that file only)",
+    )
     ap.add_argument("--out", default="restart.json", help="file name under benchmarks/results/")
     ns = ap.parse_args(argv)
     data_dir = pathlib.Path(ns.data_dir) if ns.data_dir else RESULTS / f"restart-data-{ns.n}" / "data"
@@ -283,11 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_LOG_LEVEL": "warning"}
     queries = sample_queries(ns.queries, filled["videos"], ns.n, ns.dim)
     empty = data_dir.parent / "empty"  # the fixed cost: a server on a data dir without vectors
-    serves, empty_serves, baseline_serves = [], [], []
+    serves, empty_serves, baseline_serves, format4_serves = [], [], [], []
     for _ in range(ns.repeat):
         srv = Server(empty, env)
         empty_serves.append((round(srv.start(), 3), round(_proc_cpu_s(srv.proc.pid), 3)))
         srv.stop()
+        if ns.evict_snapshot:
+            _evict(_largest_snapshot(data_dir))
         srv = Server(data_dir, env)
         restart_s = srv.start()
         cpu_s = _proc_cpu_s(srv.proc.pid)  # the server's CPU (all threads) from exec to SERVING
@@ -299,6 +340,22 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             srv.stop()
         print(f"serve: {serves[-1]} (empty data dir: {empty_serves[-1]} s, CPU-s)", flush=True)
+        if ns.serve_format4:  # the same build and data, the snapshot as the previous build wrote it
+            snap = _largest_snapshot(data_dir)
+            kept = str(data_dir.parent / "format5.hnsw")  # outside: recovery deletes unnamed snapshot-* files
+            os.replace(snap, kept)
+            as_format_4(kept, snap)
+            if ns.evict_snapshot:
+                _evict(snap)
+            srv = Server(data_dir, env)
+            try:
+                restart_s = srv.start()
+                run = {"restart_s": round(restart_s, 3), "restart_cpu_s": round(_proc_cpu_s(srv.proc.pid), 3)}
+                format4_serves.append({**run, **first_queries(srv.address, queries)})
+            finally:
+                srv.stop()
+                os.replace(kept, snap)
+            print(f"format 4 serve: {format4_serves[-1]}", flush=True)
         if ns.baseline_serve_python:  # the same data dir served by the baseline's start path
             srv = Server(data_dir, env, python=ns.baseline_serve_python)
             restart_s = srv.start()
@@ -314,16 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     labels = {
         "read_file": "read the file (page cache, Python)",
         "zlib_crc32": "zlib.crc32 of the file (Python, one core)",
-        "load_format3": "HnswIndex.load, format 3",
-        "load_format2": "HnswIndex.load, format 2 (walk copy rebuilt)",
-        "load_format2_baseline_build": "HnswIndex.load, format 2, baseline build",
+        "load_format5": "HnswIndex.load, format 5 (originals mapped)",
+        "load_format5_vectors_dir": "HnswIndex.load(vectors_dir), format 5, as recovery calls it",
+        "load_format4_vectors_dir": "HnswIndex.load(vectors_dir), format 4 (originals read), as recovery calls it",
+        "check_mapped_vectors": "check_mapped_vectors (after SERVING in the server)",
+        "load_format4_baseline_build": "HnswIndex.load, format 4, baseline build",
         "walk_copy_rebuild": "int8 walk copy rebuilt alone",
         "storage_open": "EmbeddedStorage.open as the server's (quick_check + load + video map rows)",
         "check_rows": "catalog row checksums (after SERVING in the server)",
     }
     print(
-        f"\n{pieces['vectors']} x {ns.dim}-d, M {ns.m}, format 3 file {pieces['index_file_mb']} MB "
-        f"(format 2: {pieces['format2_file_mb']} MB), {os.cpu_count()} cores, best of {ns.repeat}, page cache warm; "
+        f"\n{pieces['vectors']} x {ns.dim}-d, M {ns.m}, format 5 file {pieces['index_file_mb']} MB "
+        f"(format 4: {pieces['format4_file_mb']} MB), {os.cpu_count()} cores, best of {ns.repeat}, page cache warm; "
         "per 1M = linear extrapolation\n"
     )
     print("| step | wall s | CPU s | wall s per 1M | CPU s per 1M |\n|---|---:|---:|---:|---:|")
@@ -344,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---:|" * len(best))
     for s in serves:
         print("| run | " + " | ".join(str(v) for v in s.values()) + " |")
+    for s in format4_serves:
+        print("| format 4 run | " + " | ".join(str(v) for v in s.values()) + " |")
     for s in baseline_serves:
         print("| baseline run | " + " | ".join(str(v) for v in s.values()) + " |")
     out = {
@@ -356,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": serves,
         "serve_empty_data_dir_s_cpu_s": empty_serves,
         "serve_baseline": baseline_serves,
+        "serve_format4": format4_serves,
         "cores": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "python": sys.version.split()[0],

@@ -260,6 +260,13 @@ void bind_hnsw(py::module_& m) {
             x.save(path);
           },
           "path"_a, "Write a versioned, CRC-32-checked file atomically (temp file + fsync + rename).")
+      .def("check_mapped_vectors", &HnswIndex::check_mapped_vectors, kNoGil,
+           "Check the snapshot's float32 vectors that load mapped instead of reading against their "
+           "CRC-32 (one read of the file). Returns '' when intact or nothing is mapped, else what is "
+           "wrong: re-ranking and get_vectors of damaged rows are then wrong (the graph and its "
+           "codes were checked at load).")
+      .def_property_readonly("mapped_vector_bytes", &HnswIndex::mapped_vector_bytes,
+                             "Bytes of the snapshot's float32 vectors mapped from its file (0: none).")
       .def("collapse_huge_pages", &HnswIndex::collapse_huge_pages, kNoGil,
            "Move the walk's memory onto 2 MiB pages now (load reads into 4 KiB pages, so that a "
            "restart does not wait for the kernel to compact memory); searches and adds go on "

@@ -82,8 +82,10 @@ def snapshot_seeds() -> None:
             ("l2-8", "l2", 8, 0),
             ("ip-12-removed", "ip", 12, 3),
             ("l2-empty", "l2", 0, 0),
+            # format 5 maps float32 vectors of at least a page (4096 bytes: 256 of dim 4) from the file
+            ("l2-260-mapped", "l2", 260, 2),
         ):
-            index = N.HnswIndex(4, metric, max_elements=16, M=2, ef_construction=8, seed=1)
+            index = N.HnswIndex(4, metric, max_elements=max(16, n), M=2, ef_construction=8, seed=1)
             if n:
                 ids = np.arange(n, dtype=np.uint64) + 100
                 index.add(ids, rng.standard_normal((n, 4)).astype(np.float32), groups=ids // 3, threads=1)

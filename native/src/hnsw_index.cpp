@@ -1088,7 +1088,9 @@ std::size_t HnswIndex::collapse_huge_pages() {
     std::shared_lock<FairSharedMutex> lock(mutex_);  // resize (exclusive) may move the blocks between chunks
     const std::pair<char*, std::size_t> blocks[] = {
         {hnsw_->data_level0_memory_, level0_bytes(*hnsw_)},
-        {store_->file_backed() ? nullptr : store_->data(), store_->bytes()}};
+        // (the anonymous store's own rows: not the snapshot's mapped ones, which collapsing would read)
+        {store_->file_backed() ? nullptr : store_->data() + store_->file_mapped_bytes(),
+         store_->bytes() - store_->file_mapped_bytes()}};
     bool more = false;
     for (const auto& [p, bytes] : blocks) {
       if (!p || at >= bytes) continue;

@@ -2,6 +2,7 @@
 // computes its distances in, and the huge-page advice for the blocks walks read.
 #pragma once
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +22,21 @@ namespace frameseek {
 using WalkPrecision = HnswIndex::WalkPrecision;
 
 namespace detail {
+
+// A snapshot's float32 section that a load mapped instead of reading (format 5): the file, kept
+// open so that HnswIndex::check_mapped_vectors reads the very file mapped (its path may name a
+// newer snapshot by then), where the section lies, and its CRC-32.
+struct MappedSection {
+  int fd = -1;
+  std::uint64_t offset = 0, bytes = 0;
+  std::uint32_t crc = 0;
+  MappedSection() = default;
+  MappedSection(const MappedSection&) = delete;
+  MappedSection& operator=(const MappedSection&) = delete;
+  ~MappedSection() {
+    if (fd >= 0) ::close(fd);
+  }
+};
 
 // Symmetric per-vector int8 code: x ~ scale * code, code in [-127, 127] (never -128: see
 // Kernels::dot_i8), scale = max|x| / 127. Returns the scale.

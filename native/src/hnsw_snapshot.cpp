@@ -45,12 +45,28 @@ using detail::level0_bytes;
 //           u32 reserved | u64 stride (= the element data's bytes) | the float32 originals of
 //           every slot the graph holds (dim * 4 bytes each; none for a float32 walk, whose
 //           element data they are). Self-contained: the vector store's file is scratch.
-//   Trailer u32 CRC-32 (IEEE, as zlib's) of everything from `version` up to the trailer.
+//           version 5: as 4, but zero bytes up to the next multiple of kVectorAlign in the file
+//           before the float32 originals when they fill at least that much (so that a load maps
+//           them instead of reading them), and after them a VectorTrailer: their file offset,
+//           their bytes and a CRC-32 of them alone.
+//   Trailer u32 CRC-32 (IEEE, as zlib's) of everything from `version` up to the trailer (format 5:
+//           except the float32 originals, which their own CRC covers: a load checks the rest and
+//           leaves the originals' CRC to HnswIndex::check_mapped_vectors, after the start; the
+//           VectorTrailer lets a checker skip them without parsing the file).
 constexpr char kMagic[8] = {'F', 'S', 'E', 'E', 'K', 'H', 'N', 'S'};
-constexpr std::uint32_t kFormatVersion = 4;
+constexpr std::uint32_t kFormatVersion = 5;
 constexpr std::uint32_t kOldestFormatVersion = 1;
 constexpr std::uint32_t kFirstVersionWithWalkCopy = 3;
-constexpr std::uint32_t kFirstVersionWithCodes = 4;  // element data = walk code, originals after
+constexpr std::uint32_t kFirstVersionWithCodes = 4;          // element data = walk code, originals after
+constexpr std::uint32_t kFirstVersionWithMappedVectors = 5;  // originals aligned, with their own CRC
+// The originals' alignment in format 5: x86-64's and most aarch64 kernels' page size (a load on a
+// machine with larger pages reads them instead of mapping them).
+constexpr std::uint64_t kVectorAlign = 4096;
+
+// Format 5's zero bytes before originals of `vector_bytes` that start at file offset `at`.
+std::uint64_t vector_padding(std::uint64_t at, std::uint64_t vector_bytes) {
+  return vector_bytes < kVectorAlign ? 0 : (kVectorAlign - at % kVectorAlign) % kVectorAlign;
+}
 
 // Format 3's walk copy stride (whole cache lines of int8 codes, or fp16), skipped on load.
 std::uint64_t v3_copy_stride(std::uint64_t dim, WalkPrecision p) {
@@ -80,6 +96,10 @@ struct FileRowV1 {
 struct WalkSectionHeader {
   std::uint32_t precision, reserved;
   std::uint64_t stride;
+};
+struct VectorTrailer {  // format 5
+  std::uint64_t offset, bytes;
+  std::uint32_t crc;
 };
 #pragma pack(pop)
 
@@ -241,11 +261,16 @@ void HnswIndex::save(const std::string& path) const {
   if (fd < 0) throw std::runtime_error("HnswIndex.save: cannot create " + out_tmp + ": " + std::strerror(errno));
   FdCloser closer{fd};
   Crc32 crc;
+  std::uint64_t at = sizeof h;  // file offset of what is written next
+  auto put = [&](const void* data, std::size_t n, Crc32* sum) {
+    write_all(fd, data, n, sum, out_tmp);
+    at += n;
+  };
   write_all(fd, &h, sizeof kMagic, nullptr, out_tmp);
   write_all(fd, reinterpret_cast<const char*>(&h) + sizeof kMagic, sizeof h - sizeof kMagic, &crc, out_tmp);
-  write_all(fd, graph_head.data(), graph_head.size(), &crc, out_tmp);
-  write_all(fd, g.data_level0_memory_, static_cast<std::size_t>(level0), &crc, out_tmp);
-  write_all(fd, links.data(), links.size(), &crc, out_tmp);
+  put(graph_head.data(), graph_head.size(), &crc);
+  put(g.data_level0_memory_, static_cast<std::size_t>(level0), &crc);
+  put(links.data(), links.size(), &crc);
   std::vector<FileRow> rows;
   rows.reserve(h.n_live);
   for (std::size_t s = 0; s < used; ++s)
@@ -253,10 +278,16 @@ void HnswIndex::save(const std::string& path) const {
       rows.push_back(FileRow{g.getExternalLabel(static_cast<hnswlib::tableint>(s)),
                              slots_[s].group.load(std::memory_order_relaxed)});
   std::sort(rows.begin(), rows.end(), [](const FileRow& a, const FileRow& b) { return a.id < b.id; });
-  write_all(fd, rows.data(), rows.size() * sizeof(FileRow), &crc, out_tmp);
+  put(rows.data(), rows.size() * sizeof(FileRow), &crc);
   const WalkSectionHeader walk{static_cast<std::uint32_t>(walk_), 0, g.data_size_};
-  write_all(fd, &walk, sizeof walk, &crc, out_tmp);
-  if (walk_ != WalkPrecision::Float32) write_all(fd, store_->data(), used * dim_ * sizeof(float), &crc, out_tmp);
+  put(&walk, sizeof walk, &crc);
+  const std::size_t vector_bytes = walk_ == WalkPrecision::Float32 ? 0 : used * dim_ * sizeof(float);
+  const std::vector<char> padding(vector_padding(at, vector_bytes), 0);
+  put(padding.data(), padding.size(), &crc);
+  Crc32 vector_crc;
+  put(store_->data(), vector_bytes, &vector_crc);
+  const VectorTrailer vector_trailer{at - vector_bytes, vector_bytes, vector_crc.value()};
+  put(&vector_trailer, sizeof vector_trailer, &crc);
   std::uint32_t sum = crc.value();
   write_all(fd, &sum, sizeof sum, nullptr, out_tmp);
   if (::fsync(fd) != 0) throw std::runtime_error("HnswIndex.save: fsync failed: " + std::string(std::strerror(errno)));
@@ -301,7 +332,9 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   const std::uint64_t rows_bytes = h.n_live * row_bytes;
   const bool has_walk = h.version >= kFirstVersionWithWalkCopy;
   const std::uint64_t walk_at = sizeof h + h.graph_bytes + rows_bytes;  // format 3's walk section
-  const std::uint64_t tail = has_walk ? sizeof(WalkSectionHeader) + 4 : 4;
+  const bool has_mapped_vectors = h.version >= kFirstVersionWithMappedVectors;
+  const std::uint64_t trailer = (has_mapped_vectors ? sizeof(VectorTrailer) : 0) + 4;
+  const std::uint64_t tail = has_walk ? sizeof(WalkSectionHeader) + trailer : 4;
   if (h.graph_bytes > size || walk_at > size || size - walk_at < tail || (!has_walk && size != walk_at + tail))
     bad_file(path, "size " + std::to_string(size) + " does not match its header (truncated or corrupted)");
   WalkSectionHeader walk{};
@@ -332,14 +365,16 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   idx->walk_ = graph_walk;
   if (!vectors_directory.empty()) idx->store_->use_directory(vectors_directory);
   idx->space_ = std::make_unique<KernelSpace>(h.dim, static_cast<Metric>(h.metric), graph_walk);
-  std::uint64_t walk_bytes = 0;  // format 3: its walk copy; format 4: the float32 originals
+  std::uint64_t walk_bytes = 0;  // format 3: its walk copy; format 4-5: the float32 originals
+  std::uint64_t padding = 0;     // format 5: zero bytes before the originals
   if (has_walk) {
     const std::uint64_t stride =
         has_codes ? data_bytes : v3_copy_stride(h.dim, static_cast<WalkPrecision>(walk.precision));
     if (walk.stride != stride) bad_file(path, "walk copy section does not match the header");
     const std::uint64_t row = has_codes ? (graph_walk == WalkPrecision::Float32 ? 0 : h.dim * sizeof(float)) : stride;
     walk_bytes = gh.cur_element_count * row;
-    if (size - walk_at - tail != walk_bytes)
+    if (has_mapped_vectors) padding = vector_padding(walk_at + sizeof walk, walk_bytes);
+    if (size - walk_at - tail != walk_bytes + padding)
       bad_file(path, "size " + std::to_string(size) + " does not match its header (truncated or corrupted)");
   }
 
@@ -389,11 +424,29 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   bool ok = read_checked(fd, gr.data_level0_memory_, level0_in_file, sizeof h + graph_head.size(), crc) &&
             read_checked(fd, links.data(), links_bytes, links_at, crc) &&
             read_checked(fd, raw.data(), rows_bytes, links_at + links_bytes, crc);
+  const std::uint64_t vectors_at = walk_at + sizeof walk + padding;
+  // format 5: the originals are mapped (below) where the file's offset suits this machine's pages
+  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const bool map_vectors = has_mapped_vectors && walk_bytes > 0 && vectors_at % page == 0;
+  VectorTrailer vector_trailer{};
   if (ok && has_walk) {
     crc.update(&walk, sizeof walk);
+    std::vector<char> skipped(padding);
+    ok = read_at(fd, skipped.data(), skipped.size(), walk_at + sizeof walk);
+    crc.update(skipped.data(), skipped.size());
     std::vector<char> v3_copy(has_codes ? 0 : walk_bytes);  // checked, then dropped (re-encoded below)
     char* dest = has_codes ? idx->store_->data() : v3_copy.data();
-    ok = walk_bytes == 0 || read_checked(fd, dest, walk_bytes, walk_at + sizeof walk, crc);
+    Crc32 vectors;  // format 5: the originals' own CRC
+    if (ok && !map_vectors && walk_bytes > 0)
+      ok = read_checked(fd, dest, walk_bytes, vectors_at, has_mapped_vectors ? vectors : crc);
+    if (ok && has_mapped_vectors) {
+      ok = read_at(fd, &vector_trailer, sizeof vector_trailer, size - trailer);
+      crc.update(&vector_trailer, sizeof vector_trailer);
+      if (ok && (vector_trailer.offset != vectors_at || vector_trailer.bytes != walk_bytes))
+        bad_file(path, "float32 vectors' trailer does not match the header (corrupted)");
+      if (ok && !map_vectors && vectors.value() != vector_trailer.crc)
+        bad_file(path, "checksum mismatch in the float32 vectors (the file is corrupted)");
+    }
   }
   if (!ok || !read_at(fd, &stored, sizeof stored, size - 4)) bad_file(path, "unexpected end of file");
   if (crc.value() != stored) bad_file(path, "checksum mismatch (the file is corrupted)");
@@ -453,9 +506,44 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   idx->ef_ = h.ef;
   gr.setEf(h.ef);
   // later faults and khugepaged may use huge pages here; collapse_huge_pages does it now
+  if (map_vectors) {  // last: nothing above may throw after the store maps the file
+    idx->store_->map_file_rows(fd, vectors_at, used);
+    auto section = std::make_unique<detail::MappedSection>();
+    section->offset = vectors_at;
+    section->bytes = walk_bytes;
+    section->crc = vector_trailer.crc;
+    section->fd = closer.fd;  // kept open for check_mapped_vectors
+    closer.fd = -1;
+    idx->mapped_section_ = std::move(section);
+  }
   advise_huge_pages(gr.data_level0_memory_, level0_bytes(gr));
   idx->store_->advise_huge();
   return idx;
+}
+
+std::string HnswIndex::check_mapped_vectors() const {
+  const detail::MappedSection* section = mapped_section_.get();
+  if (!section) return {};
+  // one piece at a time on this thread (a low-priority one: no parallel_for); what it reads stays
+  // in the page cache, where the mapping's next faults find it
+  constexpr std::uint64_t kPiece = std::uint64_t{4} << 20;
+  std::vector<char> piece(static_cast<std::size_t>(std::min(kPiece, section->bytes)));
+  Crc32 crc;
+  for (std::uint64_t at = 0; at < section->bytes; at += kPiece) {
+    const std::uint64_t len = std::min(kPiece, section->bytes - at);
+    if (!read_at(section->fd, piece.data(), static_cast<std::size_t>(len), section->offset + at))
+      return "the snapshot's float32 vectors cannot be read: " + std::string(std::strerror(errno));
+    crc.update(piece.data(), static_cast<std::size_t>(len));
+  }
+  if (crc.value() != section->crc)
+    return "the snapshot's float32 vectors fail their checksum (re-ranking distances and get_vectors of "
+           "the damaged rows are wrong; the graph and its codes were checked at load)";
+  return {};
+}
+
+std::size_t HnswIndex::mapped_vector_bytes() const {
+  std::shared_lock<FairSharedMutex> lock(mutex_);
+  return store_->file_mapped_bytes();
 }
 
 }  // namespace frameseek

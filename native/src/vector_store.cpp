@@ -63,21 +63,37 @@ void VectorStore::map_rows(std::size_t rows, bool huge) {
   advise(base_, bytes, fd_ >= 0, huge);
 }
 
-void VectorStore::advise_huge() { advise(base_, bytes(), fd_ >= 0, true); }
+// (never over the snapshot's mapped rows: collapsing them would read the whole section)
+void VectorStore::advise_huge() { advise(base_ + file_mapped_, bytes() - file_mapped_, fd_ >= 0, true); }
 
 void VectorStore::resize(std::size_t rows, bool huge) {
   if (rows == rows_) return;
   char* old = base_;
   const std::size_t old_bytes = bytes(), keep = std::min(rows, rows_) * row_bytes_;
+  const std::size_t was_mapped = file_mapped_;
   base_ = nullptr;
   rows_ = 0;
+  file_mapped_ = 0;
   if (rows == 0) {
     if (old) ::munmap(old, old_bytes);
     if (fd_ >= 0 && ::ftruncate(fd_, 0) != 0) fail("cannot size the vector file in " + dir_);
     return;
   }
   if (fd_ >= 0 && old) {
-    // The file keeps the rows: grow or shrink it and map it again (never copies).
+    // The file keeps the rows: grow or shrink it and map it again (never copies), except the
+    // snapshot's mapped rows, which join it first.
+    const std::size_t mapped_keep = std::min(was_mapped, keep);
+    for (std::size_t at = 0; at < mapped_keep;) {
+      const ssize_t w = ::pwrite(fd_, old + at, mapped_keep - at, static_cast<off_t>(at));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        base_ = old;
+        rows_ = old_bytes / row_bytes_;
+        file_mapped_ = was_mapped;
+        fail("cannot write the vector file in " + dir_);
+      }
+      at += static_cast<std::size_t>(w);
+    }
     ::munmap(old, old_bytes);
     map_rows(rows, huge);
     return;
@@ -87,6 +103,7 @@ void VectorStore::resize(std::size_t rows, bool huge) {
   } catch (...) {
     base_ = old;
     rows_ = old_bytes / row_bytes_;
+    file_mapped_ = was_mapped;
     throw;
   }
   if (old) {
@@ -118,7 +135,29 @@ void VectorStore::use_directory(const std::string& directory) {
     std::memcpy(base_, old, old_bytes);
     ::munmap(old, old_bytes);
   }
+  file_mapped_ = 0;
   if (old_fd >= 0) ::close(old_fd);
+}
+
+void VectorStore::map_file_rows(int fd, std::uint64_t offset, std::size_t rows) {
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  if (rows > rows_ || offset % page != 0 || file_mapped_ != 0)
+    throw std::logic_error("VectorStore::map_file_rows: rows beyond the store, an unaligned offset, or mapped twice");
+  const std::size_t bytes = rows * row_bytes_, whole = bytes / page * page;
+  if (whole > 0) {
+    // Read and write: a write copies the page (MAP_PRIVATE), the file never changes. MAP_FIXED
+    // replaces the store's pages there, which were never touched (so cost nothing).
+    void* p = ::mmap(base_, whole, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, static_cast<off_t>(offset));
+    if (p == MAP_FAILED) fail("cannot map the snapshot's vectors");
+    ::madvise(base_, whole, MADV_RANDOM);  // a re-rank touches one row here, one there
+    file_mapped_ = whole;
+  }
+  for (std::size_t at = whole; at < bytes;) {  // the partial last page: into the store's own memory
+    const ssize_t r = ::pread(fd, base_ + at, bytes - at, static_cast<off_t>(offset + at));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) fail("cannot read the snapshot's vectors");
+    at += static_cast<std::size_t>(r);
+  }
 }
 
 }  // namespace frameseek::detail

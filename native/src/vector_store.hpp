@@ -7,8 +7,14 @@
 // carries the rows itself) and the vector log replayed after it. So the rows cost page cache, which
 // the kernel writes back and reclaims under pressure, instead of anonymous memory, and only the
 // rows a re-rank or get_vectors touches come back in.
+//
+// After a load the first rows may instead be the snapshot file's own float32 section, mapped
+// privately over the start of the store (map_file_rows): nothing is read until a row is touched,
+// and a write to such a row (a removed slot reused) copies its page into anonymous memory, never
+// into the snapshot file.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace frameseek::detail {
@@ -33,6 +39,15 @@ class VectorStore {
   const std::string& directory() const { return dir_; }
   bool file_backed() const { return fd_ >= 0; }
 
+  // Rows [0, rows) from then on read `fd` at `offset` (a multiple of the page size; rows <= rows()):
+  // whole pages through a private mapping laid over the store's, the last partial page read now.
+  // The file must not change while mapped (snapshots are written as new files and renamed; an
+  // unlinked one stays readable through the mapping). A later resize or use_directory copies
+  // the rows into the store's own memory (one read of the section). Throws std::runtime_error.
+  void map_file_rows(int fd, std::uint64_t offset, std::size_t rows);
+  // Bytes at the start of data() that are such a file mapping (0: none).
+  std::size_t file_mapped_bytes() const { return file_mapped_; }
+
   char* row(std::size_t i) { return base_ + i * row_bytes_; }
   const char* row(std::size_t i) const { return base_ + i * row_bytes_; }
   char* data() { return base_; }
@@ -43,6 +58,7 @@ class VectorStore {
   std::size_t row_bytes_;
   std::size_t rows_ = 0;
   char* base_ = nullptr;
+  std::size_t file_mapped_ = 0;
   int fd_ = -1;
   std::string dir_;
 };

@@ -144,6 +144,11 @@ class HnswIndex:
     def get_vectors(self, ids: _IntArrayLike) -> _F32:
         """Stored vectors float32[n, dim] of these ids, as added; ValueError on an absent id."""
     def save(self, path: str) -> None: ...
+    def check_mapped_vectors(self) -> str:
+        """Check the float32 vectors load mapped from the snapshot against their CRC; '' when intact."""
+    @property
+    def mapped_vector_bytes(self) -> int:
+        """Bytes of the snapshot's float32 vectors mapped from its file (0: none)."""
     def collapse_huge_pages(self) -> int:
         """Move the walk's memory onto 2 MiB pages now (load reads into 4 KiB pages); bytes collapsed."""
     @staticmethod

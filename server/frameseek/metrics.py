@@ -29,7 +29,8 @@ STORAGE_DAMAGE = Counter(
     "damage found by storage recovery, by kind: log_record "
     "(a damaged vector log record), snapshot (a snapshot that failed its checksum), "
     "foreign_record (a log record that does not match its catalog row), catalog_lost_rows, "
-    "catalog_row (a catalog row that fails its checksum)",
+    "catalog_row (a catalog row that fails its checksum), snapshot_vectors (a loaded snapshot's "
+    "mapped float32 vectors that fail their checksum, found after the start)",
     ["kind"],
 )
 # the recall monitor (frameseek.service.recall), per collection

@@ -1,4 +1,4 @@
-"""Older HnswIndex snapshot formats, rewritten from a format 4 file, so that the loader's backward
+"""Older HnswIndex snapshot formats, rewritten from a format 5 file (as save writes it), so that the loader's backward
 compatibility is tested against the layouts earlier servers wrote (see hnsw_snapshot.cpp):
 
   8-byte magic | u32 version, dim, metric, reserved | u64 M, ef_construction, ef, seed, capacity,
@@ -7,7 +7,9 @@ compatibility is tested against the layouts earlier servers wrote (see hnsw_snap
   everything after the magic.
 
 Formats 1-3 hold float32 element data in the graph; format 4 holds the walk codes there and the
-float32 originals after the rows."""
+float32 originals after the rows; format 5 aligns those to a page in the file (when they fill at
+least that much) and gives them a trailer of their own (offset, bytes, CRC), which the trailing CRC
+covers and the originals it leaves out."""
 
 from __future__ import annotations
 
@@ -19,6 +21,41 @@ import numpy as np
 
 HEADER = 80  # the snapshot header; the graph section follows
 HNSWLIB_HEADER = 96
+
+
+def v5_layout(data: bytes) -> dict:
+    """Where a format 5 file's float32 originals lie, as its trailer says: [vectors_at,
+    vectors_at + vector_bytes); then u64 vectors_at, u64 vector_bytes, u32 CRC of the originals,
+    u32 CRC of everything after the magic but them."""
+    assert struct.unpack_from("<I", data, 8)[0] == 5
+    n_live, graph_bytes = struct.unpack_from("<QQ", data, 64)
+    vectors_at, vector_bytes = struct.unpack_from("<QQ", data, len(data) - 24)
+    return {"walk_at": HEADER + graph_bytes + 16 * n_live, "vectors_at": vectors_at, "vector_bytes": vector_bytes}
+
+
+def reseal(data: bytearray) -> bytes:
+    """Correct CRC-32 trailers, as HnswIndex::save writes them: over everything after the magic
+    (format 5: the originals' own CRC, then one over everything after the magic but them)."""
+    if struct.unpack_from("<I", data, 8)[0] < 5:
+        data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[8:-4])))
+        return bytes(data)
+    v = v5_layout(data)
+    start, end = v["vectors_at"], v["vectors_at"] + v["vector_bytes"]
+    data[-8:-4] = struct.pack("<I", zlib.crc32(bytes(data[start:end])))
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[8:start]) + bytes(data[end:-4])))
+    return bytes(data)
+
+
+def as_format_4(path: Path) -> None:
+    """Rewrite the format 5 snapshot at `path` in format 4 (no padding, one CRC over all)."""
+    data = path.read_bytes()
+    v = v5_layout(data)
+    body = (
+        struct.pack("<I", 4)
+        + data[12 : v["walk_at"] + 16]
+        + data[v["vectors_at"] : v["vectors_at"] + v["vector_bytes"]]
+    )
+    path.write_bytes(data[:8] + body + struct.pack("<I", zlib.crc32(body)))
 
 
 def v4_sections(data: bytes) -> dict:
@@ -38,7 +75,11 @@ def v4_sections(data: bytes) -> dict:
 
 
 def as_old_format(path: Path, version: int) -> None:
-    """Rewrite the int8-walk format 4 snapshot at `path` in format `version` (1, 2 or 3)."""
+    """Rewrite the int8-walk format 5 (or 4) snapshot at `path` in format `version` (1 to 4)."""
+    if struct.unpack_from("<I", path.read_bytes(), 8)[0] == 5:
+        as_format_4(path)
+    if version == 4:
+        return
     data = path.read_bytes()
     s = v4_sections(data)
     dim, n_live, graph_bytes = s["dim"], s["n_live"], s["graph_bytes"]

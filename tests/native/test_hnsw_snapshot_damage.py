@@ -7,25 +7,18 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from frameseek import _native as N
-from tests.native.snapshot_formats import as_old_format
+from tests.native.snapshot_formats import as_format_4, as_old_format, reseal
 
 CORPUS = Path(__file__).resolve().parents[2] / "native" / "fuzz" / "corpus" / "fuzz_hnsw_load"
 CAPACITY_AT = 56  # FileHeader::capacity in hnsw_index.cpp's format
 GRAPH_AT = 80  # the graph section follows the 80-byte snapshot header
 HNSWLIB_HEADER = 96
-
-
-def reseal(data: bytearray) -> bytes:
-    """A correct CRC-32 trailer over everything after the magic, as HnswIndex::save writes it."""
-    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[8:-4])))
-    return bytes(data)
 
 
 def saved(tmp_path: Path, n: int = 20) -> bytearray:
@@ -107,7 +100,9 @@ DAMAGES = [
 
 @pytest.mark.parametrize("damage,why", DAMAGES)
 def test_a_damaged_format_4_section_is_refused(tmp_path, damage, why):
-    data = saved(tmp_path)
+    saved(tmp_path)
+    as_format_4(tmp_path / "good.fsh")
+    data = bytearray((tmp_path / "good.fsh").read_bytes())
     assert struct.unpack_from("<I", data, 8)[0] == 4
     # int8 codes in the graph: 4 + 8 bytes a slot; then the float32 originals, 16 bytes a slot
     assert struct.unpack_from("<IIQ", data, _walk_section_at(data)) == (2, 0, 12)

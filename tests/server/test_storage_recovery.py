@@ -527,3 +527,34 @@ def test_a_version_3_catalog_gets_row_checksums_at_migration(tmp_path):
     st = _open(tmp_path)
     assert st.get_video(marked).state == "damaged"
     st.close()
+
+
+def test_damaged_float_vectors_of_a_mapped_snapshot_are_reported_by_the_check_after_the_start(tmp_path):
+    """A snapshot's float32 vectors are mapped, not read, at load (issue 22): the start does not
+    see a flipped byte in them; the check after it (check_rows) does, and reports it like other
+    damage. The snapshot's write-time check (index_file_intact) covers them too."""
+    from frameseek.storage import snapshots
+    from tests.native.snapshot_formats import v5_layout
+
+    rng = np.random.default_rng(16)
+    st, cid = _new(tmp_path)
+    _ingest(st, cid, rng, 30)
+    coll_dir = pathlib.Path(st._ci(cid).dir)
+    st.close()  # with a snapshot
+    snap = coll_dir / json.loads((coll_dir / "snapshot.json").read_text())["index"]
+    assert snapshots.index_file_intact(str(snap))
+    data = bytearray(snap.read_bytes())
+    v = v5_layout(data)
+    assert v["vector_bytes"] >= 4096  # mapped
+    data[v["vectors_at"] + v["vector_bytes"] // 2] ^= 0x10
+    snap.write_bytes(bytes(data))
+    assert not snapshots.index_file_intact(str(snap))
+    before = _damage()
+    st = EmbeddedStorage(str(tmp_path), check_rows_at_open=False)
+    st.open()
+    assert not st.recovery_problems() and st.vectors_of(cid) > 0  # served from the snapshot
+    problems = st.check_rows()
+    assert len(problems) == 1 and "float32 vectors fail their checksum" in problems[0]
+    assert any("default: " in p and "float32 vectors" in p for p in st.recovery_problems())
+    assert _damage() == before + 1
+    st.close()

@@ -41,8 +41,9 @@ namespace frameseek {
 
 class KernelSpace;  // hnswlib::SpaceInterface<float> over the walk codes; defined in hnsw_index.cpp
 namespace detail {
-class VectorStore;  // vector_store.hpp
-}
+class VectorStore;     // vector_store.hpp
+struct MappedSection;  // hnsw_internal.hpp
+}  // namespace detail
 
 struct HnswParams {
   // Defaults chosen on clustered "video-like" 512-d data inserted video by video (the
@@ -132,15 +133,26 @@ class HnswIndex {
   // query densely with one indexed video's frames (frameseek.matching.refine_alignment).
   void get_vectors(const std::uint64_t* ids, std::size_t n, float* out) const;
 
-  // Atomic write (temp file + fsync + rename) of a versioned, checksummed file (format 4: the
-  // graph with its walk codes, the id table and the float32 originals; see hnsw_snapshot.cpp).
+  // Atomic write (temp file + fsync + rename) of a versioned, checksummed file (format 5: the
+  // graph with its walk codes, the id table and the float32 originals, page-aligned with a CRC of
+  // their own; see hnsw_snapshot.cpp).
   void save(const std::string& path) const;
-  // Reads formats 1-4 straight into place (no temp file; pieces read and checksummed on every
+  // Reads formats 1-5 straight into place (no temp file; pieces read and checksummed on every
   // core). Throws std::invalid_argument (mapped to ValueError) on a missing, truncated, corrupted
-  // or foreign file.
-  // vectors_directory: as store_vectors_in(), the originals read straight into the mapped file
-  // (not into anonymous memory first and then copied).
+  // or foreign file. Format 5's float32 originals are not read: the vector store maps them from the
+  // file (pages come in as re-ranks and get_vectors touch rows), and their CRC is left to
+  // check_mapped_vectors(); the graph, its codes and the ids are read and checked here.
+  // vectors_directory: as store_vectors_in() (rows added later live there; formats 1-4 read their
+  // originals straight into that file).
   static std::unique_ptr<HnswIndex> load(const std::string& path, const std::string& vectors_directory = {});
+  // Checks the float32 section that load() mapped instead of reading against its CRC, reading it
+  // once from the file (not through the mapping, where a reused slot's row differs by design).
+  // Returns "" when it is intact or nothing was mapped, else what is wrong: re-ranking distances
+  // and get_vectors of the damaged rows are then wrong (the walks' codes were checked at load).
+  // Needs no lock; meant for a low-priority thread once the server serves.
+  std::string check_mapped_vectors() const;
+  // Bytes of the snapshot's float32 section the vector store maps (0: none, or copied out since).
+  std::size_t mapped_vector_bytes() const;
   // load() reads into 4 KiB pages: asking for 2 MiB pages while reading made the kernel compact
   // memory first (THP defrag = madvise), which tripled the CPU of a restart on a fragmented host.
   // This moves the layer-0 block and the anonymous vector store onto huge pages afterwards (MADV_COLLAPSE,
@@ -189,6 +201,8 @@ class HnswIndex {
   // resized with slots_ under the exclusive lock. Empty exactly when walk_ is Float32 (hnswlib's
   // element data is then the original itself).
   std::unique_ptr<detail::VectorStore> store_;
+  // What check_mapped_vectors reads: the snapshot file (kept open) and its float32 section.
+  std::unique_ptr<detail::MappedSection> mapped_section_;
   std::size_t ef_ = HnswParams::kDefaultEf;
   // add()s inserting under the shared lock: while none is, every slot a walk can reach is
   // published, and the re-rank skips its per-result live check (a cache miss per result).

@@ -244,6 +244,20 @@ class _CollectionIndex:
             "total_s": round(time.perf_counter() - t0, 3),
         }
 
+    def check_mapped_vectors(self) -> list[str]:
+        """Check the float32 vectors that the loaded snapshot maps instead of reading against their
+        CRC (HnswIndex.check_mapped_vectors: one read of them; the load checked the graph, its codes
+        and the ids). Damage there makes the re-ranking distances and get_vectors of the damaged
+        rows wrong (the walks are right), and a later snapshot would carry it on: it is logged
+        (snapshot_vectors_damaged), counted (storage_damage, kind snapshot_vectors) and returned."""
+        index = self.index
+        problem = index.check_mapped_vectors() if index is not None else ""
+        if not problem:
+            return []
+        log.error("snapshot_vectors_damaged", collection=self.name, error=problem)
+        metrics.STORAGE_DAMAGE.labels("snapshot_vectors").inc()
+        return [problem]
+
     def _add(self, video_id: int, vectors: np.ndarray) -> None:
         self._add_many([(video_id, vectors)])
 

@@ -275,7 +275,10 @@ class EmbeddedStorage:
         Once per open(): inside it by default; a storage made with check_rows_at_open=False leaves
         it to its owner - the server runs it in a low-priority thread right after it reports
         SERVING, so that a large catalog does not hold up the start. Until then a video whose row
-        was altered on disk can still be found by a search (it is then taken out as above)."""
+        was altered on disk can still be found by a search (it is then taken out as above).
+
+        The same pass checks the float32 vectors each loaded snapshot maps instead of reading
+        (_CollectionIndex.check_mapped_vectors), reported the same way."""
         with self._rows_lock:
             if self.rows_checked.is_set():
                 return []
@@ -294,6 +297,12 @@ class EmbeddedStorage:
                 log.error("catalog_rows_damaged", videos=(bad + unknown)[:20], count=len(bad) + len(unknown))
                 metrics.STORAGE_DAMAGE.labels("catalog_row").inc(len(bad) + len(unknown))
                 self.recovery_report = [*self.recovery_report, {"collection": "", "problems": problems}]
+            with self._colls_lock:
+                indexes = [x for ci in self._colls.values() for x in ci.all_indexes()]
+            for x in indexes:
+                if found := x.check_mapped_vectors():
+                    self.recovery_report = [*self.recovery_report, {"collection": x.name, "problems": found}]
+                    problems += [f"{x.name}: {p}" for p in found]
             self.rows_checked.set()
             return problems
 

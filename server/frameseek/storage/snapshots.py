@@ -33,6 +33,7 @@ from .vectorlog import _fsync_dir
 
 META = "snapshot.json"
 _CHUNK = 1 << 22
+_FIRST_SPLIT_CRC_VERSION = 5  # hnsw_snapshot.cpp's kFirstVersionWithMappedVectors
 
 
 class SnapshotDamaged(Exception):
@@ -58,20 +59,41 @@ def _sha256_file(path: str) -> str:
 
 
 def index_file_intact(path: str) -> bool:
-    """Check a native index file's CRC-32 trailer without loading it (the format, see
-    native/src/hnsw_index.cpp: 8-byte magic | body | u32 CRC-32 (IEEE, as zlib's) of the body)."""
+    """Check a native index file's CRC-32 trailers without loading it (the format, see
+    native/src/hnsw_snapshot.cpp: 8-byte magic | u32 version | body | u32 CRC-32 (IEEE, as zlib's)
+    of the body; from version 5 the body's float32 section [offset, offset + bytes) has its own
+    CRC, in a trailer u64 offset | u64 bytes | u32 CRC just before the last one, which skips it)."""
     size = os.path.getsize(path)
     if size < 12:
         return False
-    crc, left = 0, size - 12
     with open(path, "rb") as f:
         f.seek(8)
-        while left > 0:
-            chunk = f.read(min(_CHUNK, left))
-            if not chunk:
-                return False
-            crc, left = zlib.crc32(chunk, crc), left - len(chunk)
-        return struct.unpack("<I", f.read(4))[0] == crc
+        version = struct.unpack("<I", f.read(4))[0]
+        if version < _FIRST_SPLIT_CRC_VERSION:
+            return _crc_of(f, 8, size - 12) == struct.unpack("<I", _read_at(f, size - 4, 4))[0]
+        if size < 36:
+            return False
+        offset, length, vectors_crc, crc = struct.unpack("<QQII", _read_at(f, size - 24, 24))
+        if offset < 12 or length > size - 24 - offset:
+            return False
+        rest = _crc_of(f, offset + length, size - 4 - offset - length, _crc_of(f, 8, offset - 8))
+        return _crc_of(f, offset, length) == vectors_crc and rest == crc
+
+
+def _read_at(f, offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return f.read(n)
+
+
+def _crc_of(f, offset: int, n: int, crc: int = 0) -> int:
+    """CRC-32 of n bytes at offset, continuing `crc` (-1: the file ends first)."""
+    f.seek(offset)
+    while n > 0:
+        chunk = f.read(min(_CHUNK, n))
+        if not chunk:
+            return -1
+        crc, n = zlib.crc32(chunk, crc), n - len(chunk)
+    return crc
 
 
 def write(directory: str, seq: int, index, videos: dict[int, int]) -> dict:

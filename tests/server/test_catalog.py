@@ -99,3 +99,28 @@ def test_jobs_and_request_ids(cat):
     j.state = JobState.SUCCEEDED
     cat.update_job(j)
     assert cat.get_job("j1").state is JobState.SUCCEEDED and cat.unfinished_jobs() == []
+
+
+def _plans(cat, call) -> list[str]:
+    """The query plans of the statements `call` runs on the catalog's connection."""
+    statements = []
+    cat._db.set_trace_callback(statements.append)
+    try:
+        call()
+    finally:
+        cat._db.set_trace_callback(None)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    return [" ".join(r[3] for r in cat._db.execute("EXPLAIN QUERY PLAN " + s)) for s in selects]
+
+
+def test_lookups_by_key_and_hash_search_their_indexes(cat):
+    """Each lookup searches its own index, whatever the collection holds: left to itself SQLite
+    answered the key lookup of every UpsertItems batch by reading all of the collection's rows."""
+    c = _coll(cat)
+    for i in range(50):
+        cat.activate(cat.insert_pending(c.id, _video(c.id, sha=f"h{i}", key=f"k{i}"), np.zeros(2)))
+    plans = _plans(cat, lambda: cat.video_ids_by_key(c.id, ["k1", "k2"]))
+    plans += _plans(cat, lambda: cat.find_by_hash(c.id, "h3"))
+    plans += _plans(cat, lambda: cat.list_videos(VideoQuery(collection_id=c.id, content_sha256="h3"), None, 5))
+    assert len(plans) >= 4 and all("USING INDEX videos_by_collection" not in p for p in plans), plans
+    assert sum("videos_by_key" in p for p in plans) == 1 and sum("videos_by_hash" in p for p in plans) >= 3, plans

@@ -13,6 +13,7 @@ import pytest
 from frameseek import _native
 from frameseek.ids import NO_ID, split_sample_ids
 from frameseek.storage import (
+    ITEM_KIND,
     TUNED_EF,
     AlreadyExists,
     EmbeddedStorage,
@@ -254,6 +255,23 @@ def test_videos_by_external_key_in_one_lookup(backend):
     st.delete_video(gone)
     assert st.video_ids_by_key(c.id, ["ka", "kb", "kg", "none", ""]) == {"ka": [a], "kb": [b, b2]}
     assert st.video_ids_by_key(c.id, []) == {}
+
+
+def test_lookups_by_content_hash_find_media_not_items(backend):
+    """find_video_by_hash and list_videos' content_sha256 answer with media (ingest's duplicate
+    check); an item (ITEM_KIND) with the same hash is never returned."""
+    import dataclasses
+
+    st = backend.open()
+    c = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index=INDEX)
+    lib = _library(np.random.default_rng(8), videos=2)
+    item = st.add_video(c.id, dataclasses.replace(_record("same"), kind=ITEM_KIND), np.arange(12.0), lib[0]).id
+    assert st.find_video_by_hash(c.id, "same") is None
+    assert st.list_videos(VideoQuery(collection_id=c.id, content_sha256="same"), None, 10)[0] == []
+    media = st.add_video(c.id, _record("same"), np.arange(12.0), lib[1]).id
+    assert st.find_video_by_hash(c.id, "same").id == media
+    assert [v.id for v in st.list_videos(VideoQuery(collection_id=c.id, content_sha256="same"), None, 10)[0]] == [media]
+    assert st.get_video(item).content_sha256 == "same"  # the item keeps its hash
 
 
 def test_collections(backend):

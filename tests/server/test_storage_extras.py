@@ -308,3 +308,24 @@ def test_a_newer_catalog_is_refused(tmp_path):
     db.close()
     with pytest.raises(RuntimeError, match="schema 99"):
         EmbeddedStorage(str(tmp_path))
+
+
+def test_version_5_catalog_drops_items_from_the_hash_index(tmp_path):
+    """Schema 6: videos_by_hash rebuilt without items; lookups by hash still find the old media."""
+    rng = np.random.default_rng(11)
+    st = _open(tmp_path)
+    c = st.create_collection("old", model="m", dimension=DIM, metric="ip", sampling={}, index={})
+    v = st.add_video(c.id, _rec("old"), np.arange(2.0), _unit(rng, 2))
+    st.close()
+    db = sqlite3.connect(str(tmp_path / "catalog.sqlite3"))
+    db.executescript(
+        "BEGIN; DROP INDEX videos_by_hash; CREATE INDEX videos_by_hash ON videos(collection_id, content_sha256);"
+        "UPDATE meta SET value='5' WHERE key='schema_version'; COMMIT;"
+    )
+    db.close()
+    st = _open(tmp_path)
+    assert st.catalog._query("SELECT value FROM meta WHERE key='schema_version'") == [(str(catalog.SCHEMA_VERSION),)]
+    (sql,) = st.catalog._query("SELECT sql FROM sqlite_master WHERE name='videos_by_hash'")[0]
+    assert sql.endswith("WHERE kind != 'item'")
+    assert st.find_video_by_hash(c.id, v.content_sha256).id == v.id
+    st.close()

@@ -20,14 +20,12 @@ import numpy as np
 import structlog
 
 from ..errors import failed_precondition, invalid
-from ..storage import CollectionRecord, NewVideo, NotFound, StorageError, VideoRecord
+from ..storage import ITEM_KIND, CollectionRecord, NewVideo, NotFound, StorageError, VideoRecord
 from .collections import Collections, check_labels
 from .core import OWN_VECTORS_MODEL, Core, storage_error
 
 log = structlog.get_logger("frameseek.service")
 
-#: VideoRecord.kind of an item
-ITEM_KIND = "item"
 #: vectors of one item at most
 MAX_ITEM_VECTORS = 4096
 #: items of one UpsertItems batch at most

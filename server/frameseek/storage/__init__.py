@@ -1,6 +1,7 @@
 """Durable storage of collections, videos, samples and vectors (see base.Storage for the interface)."""
 
 from .base import (
+    ITEM_KIND,
     TUNED_EF,
     Aborted,
     AlreadyExists,
@@ -22,6 +23,7 @@ from .base import (
 from .embedded import EmbeddedStorage
 
 __all__ = [
+    "ITEM_KIND",
     "TUNED_EF",
     "Aborted",
     "AlreadyExists",

@@ -208,11 +208,18 @@ class ModalityData:
         return int(self.times.shape[0])
 
 
+#: VideoRecord.kind of an own-vector item (UpsertItems). Its content_sha256 names its vectors, not
+#: uploaded bytes, so the lookups by content hash (ingest's duplicate check, ListVideos'
+#: content_sha256) find media only, and the stores keep items out of their hash index: an item's
+#: hash is a random key, and at a million items each commit rewrote index pages all over the file.
+ITEM_KIND = "item"
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoRecord:
     id: int
     collection_id: int
-    kind: str  # "video" | "image"
+    kind: str  # "video" | "image" | ITEM_KIND
     duration: float
     width: int
     height: int

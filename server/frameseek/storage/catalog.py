@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .base import (
+    ITEM_KIND,
     AlreadyExists,
     CollectionRecord,
     FailedPrecondition,
@@ -414,9 +415,10 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
         return [self.entry_of_row(r) for r in rows]
 
     def find_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
+        """The oldest active medium with this content hash (never an item: base.ITEM_KIND)."""
         rows = self._query(
             f"SELECT {_VIDEO_COLS} FROM videos WHERE collection_id=? AND content_sha256=? "
-            "AND state='active' ORDER BY id LIMIT 1",
+            f"AND kind != '{ITEM_KIND}' AND state='active' ORDER BY id LIMIT 1",
             (collection_id, sha256),
         )
         return _video(rows[0]) if rows else None
@@ -426,8 +428,8 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
         if q.collection_id is not None:
             conds.append("v.collection_id=?")
             args.append(q.collection_id)
-        if q.content_sha256:
-            conds.append("v.content_sha256=?")
+        if q.content_sha256:  # media only (base.ITEM_KIND), through videos_by_hash
+            conds.append(f"v.content_sha256=? AND v.kind != '{ITEM_KIND}'")
             args.append(q.content_sha256)
         if q.external_key:
             conds.append("v.external_key=?")
@@ -459,8 +461,11 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
         wanted, out = list(dict.fromkeys(k for k in keys if k)), {}
         for i in range(0, len(wanted), 900):
             chunk = wanted[i : i + 900]
+            # INDEXED BY: left to itself SQLite picks videos_by_collection (collection_id, state)
+            # and reads every active row of the collection per call, an O(collection) lookup
+            # that made each UpsertItems batch slower than the last
             rows = self._query(
-                "SELECT id, external_key FROM videos WHERE collection_id=? AND state='active' "
+                "SELECT id, external_key FROM videos INDEXED BY videos_by_key WHERE collection_id=? AND state='active' "
                 f"AND external_key IN ({','.join('?' * len(chunk))}) ORDER BY id",
                 [collection_id, *chunk],
             )

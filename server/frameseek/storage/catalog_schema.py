@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import zlib
 
+from .base import ITEM_KIND
 from .people import PEOPLE_SCHEMA
 
-SCHEMA_VERSION = 5  # 2: video state 'damaged'; 3: collections.modalities, video_extras; 4: row checksums; 5: people
+# 2: video state 'damaged'; 3: collections.modalities, video_extras; 4: row checksums; 5: people;
+# 6: videos_by_hash without items
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,7 +56,8 @@ CREATE TABLE IF NOT EXISTS {name} (
 
 _VIDEO_INDEXES = (
     "CREATE INDEX IF NOT EXISTS videos_by_collection ON videos(collection_id, state, id)",
-    "CREATE INDEX IF NOT EXISTS videos_by_hash ON videos(collection_id, content_sha256)",
+    # media only (base.ITEM_KIND): the by-hash lookups say `kind != 'item'` so that SQLite uses it
+    f"CREATE INDEX IF NOT EXISTS videos_by_hash ON videos(collection_id, content_sha256) WHERE kind != '{ITEM_KIND}'",
     "CREATE INDEX IF NOT EXISTS videos_by_key ON videos(external_key)",
 )
 
@@ -146,9 +150,21 @@ class CatalogSchema:
             self._migrate_v2()
         if version <= 3:
             self._migrate_v3()
-        if version <= 4:  # 4 -> 5: the people tables, created by the schema script (IF NOT EXISTS)
-            with self._lock:
-                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        if version <= 5:  # 4 -> 5, the people tables, needs only the schema script (IF NOT EXISTS)
+            self._migrate_v5()
+
+    def _migrate_v5(self) -> None:
+        """Schema 5 -> 6: videos_by_hash rebuilt without the items' rows (base.ITEM_KIND)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DROP INDEX IF EXISTS videos_by_hash")
+            db.execute(next(sql for sql in _VIDEO_INDEXES if " videos_by_hash " in sql))
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _migrate_v2(self) -> None:
         """Schema 2 -> 3: collections gain `modalities` ('{}': frames only, what they were);

@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import (
+    ITEM_KIND,
     Aborted,
     AlreadyExists,
     CollectionRecord,
@@ -477,8 +478,8 @@ class PostgresCatalog(PostgresPeople):
 
     def find_by_hash(self, collection_id: int, sha256: str) -> VideoRecord | None:
         rows = self._rows(
-            f"SELECT {_VIDEO_COLS} FROM videos WHERE collection_id=%s AND content_sha256=%s AND state='active' "
-            "ORDER BY id LIMIT 1",
+            f"SELECT {_VIDEO_COLS} FROM videos WHERE collection_id=%s AND content_sha256=%s "
+            f"AND kind != '{ITEM_KIND}' AND state='active' ORDER BY id LIMIT 1",
             (collection_id, sha256),
         )
         return _video(rows[0]) if rows else None
@@ -489,8 +490,8 @@ class PostgresCatalog(PostgresPeople):
         if q.collection_id is not None:
             conds.append("collection_id=%s")
             args.append(q.collection_id)
-        if q.content_sha256:
-            conds.append("content_sha256=%s")
+        if q.content_sha256:  # media only (base.ITEM_KIND), through videos_by_hash
+            conds.append(f"content_sha256=%s AND kind != '{ITEM_KIND}'")
             args.append(q.content_sha256)
         if q.external_key:
             conds.append("external_key=%s")

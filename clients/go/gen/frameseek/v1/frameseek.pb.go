@@ -3814,7 +3814,8 @@ type ListVideosRequest struct {
 	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Optional. Only videos with these labels.
 	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Optional. Only the video with this content hash (lower-case hex SHA-256).
+	// Optional. Only the media uploaded with these bytes (lower-case hex SHA-256 of the upload);
+	// never matches an item (UpsertItems), whose hash names its vectors: find items by external_key.
 	ContentSha256 string `protobuf:"bytes,5,opt,name=content_sha256,json=contentSha256,proto3" json:"content_sha256,omitempty"`
 	// Optional. Only videos with this external key.
 	ExternalKey   string `protobuf:"bytes,6,opt,name=external_key,json=externalKey,proto3" json:"external_key,omitempty"`

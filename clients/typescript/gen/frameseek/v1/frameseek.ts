@@ -1304,7 +1304,10 @@ export interface ListVideosRequest {
   pageToken: string;
   /** Optional. Only videos with these labels. */
   labels: { [key: string]: string };
-  /** Optional. Only the video with this content hash (lower-case hex SHA-256). */
+  /**
+   * Optional. Only the media uploaded with these bytes (lower-case hex SHA-256 of the upload);
+   * never matches an item (UpsertItems), whose hash names its vectors: find items by external_key.
+   */
   contentSha256: string;
   /** Optional. Only videos with this external key. */
   externalKey: string;

@@ -124,3 +124,16 @@ def test_lookups_by_key_and_hash_search_their_indexes(cat):
     plans += _plans(cat, lambda: cat.list_videos(VideoQuery(collection_id=c.id, content_sha256="h3"), None, 5))
     assert len(plans) >= 4 and all("USING INDEX videos_by_collection" not in p for p in plans), plans
     assert sum("videos_by_key" in p for p in plans) == 1 and sum("videos_by_hash" in p for p in plans) >= 3, plans
+
+
+def test_a_record_from_its_values_is_the_record_and_frozen():
+    import dataclasses
+
+    v = _video(3, sha="ab", labels={"a": "1"}, key="k")
+    values = [getattr(v, f.name) for f in dataclasses.fields(VideoRecord)]
+    fast = VideoRecord.from_values(values)
+    assert fast == v and repr(fast) == repr(v)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.id = 4
+    with pytest.raises(ValueError):
+        VideoRecord.from_values(values[:-1])  # every field, in order

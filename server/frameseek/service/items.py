@@ -162,19 +162,25 @@ class Items:
             timestamps, duration = np.arange(n, dtype=np.float64), float(n - 1)
         else:
             duration = float(timestamps.max())
-        record = VideoRecord(
-            id=0,
-            collection_id=rec.id,
-            kind=ITEM_KIND,
-            duration=duration,
-            width=0,
-            height=0,
-            sample_count=n,
-            size_bytes=vectors.nbytes,
-            content_sha256=hashlib.sha256(vectors).hexdigest(),
-            external_key=external_key,
-            labels=labels,
-            model=OWN_VECTORS_MODEL,
+        record = VideoRecord.from_values(
+            (
+                0,  # id
+                rec.id,  # collection_id
+                ITEM_KIND,  # kind
+                duration,
+                0,  # width
+                0,  # height
+                n,  # sample_count
+                vectors.nbytes,  # size_bytes
+                hashlib.sha256(vectors).hexdigest(),  # content_sha256
+                external_key,
+                labels,
+                "",  # filename
+                OWN_VECTORS_MODEL,  # model
+                0.0,  # realtime_factor
+                0.0,  # create_time
+                "active",  # state
+            )
         )
         return NewVideo(record, timestamps, vectors)
 

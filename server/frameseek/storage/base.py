@@ -234,6 +234,19 @@ class VideoRecord:
     create_time: float = 0.0
     state: str = "active"  # "active" | "damaged" (see catalog.py); only active videos are searched
 
+    @classmethod
+    def from_values(cls, values: Sequence) -> VideoRecord:
+        """A record from all of its fields' values in order, built ~3x faster than by __init__
+        (which sets each field of a frozen dataclass through object.__setattr__): a one-vector item
+        builds a record twice per commit, and catalog reads one per row. Still frozen."""
+        record = _new_object(cls)
+        record.__dict__.update(zip(_VIDEO_FIELDS, values, strict=True))
+        return record
+
+
+_new_object = object.__new__
+_VIDEO_FIELDS = tuple(f.name for f in dataclasses.fields(VideoRecord))
+
 
 @dataclasses.dataclass
 class JobRecord:

@@ -51,7 +51,7 @@ _VIDEO_COLS = ", ".join(f.name for f in dataclasses.fields(VideoRecord))
 def _video(row) -> VideoRecord:
     """A record from a row's `_VIDEO_COLS` values (in VideoRecord's field order; labels as JSON)."""
     labels = row[10]
-    return VideoRecord(*row[:10], {} if labels == "{}" else json.loads(labels), *row[11:16])
+    return VideoRecord.from_values((*row[:10], {} if labels == "{}" else json.loads(labels), *row[11:16]))
 
 
 def _labels(text: str) -> dict | None:

@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <unordered_set>
 #include <utility>
@@ -14,6 +16,7 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 namespace frameseek {
@@ -23,18 +26,71 @@ namespace detail {
 constexpr std::size_t kHugeThreshold = std::size_t(4) << 20;
 constexpr std::size_t kHugeAlign = std::size_t(2) << 20;
 
-void* alloc_rows(std::size_t bytes) {
-  const bool huge = bytes >= kHugeThreshold;
-  void* p = ::operator new(bytes, std::align_val_t(huge ? kHugeAlign : 64));
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (huge) ::madvise(p, bytes, MADV_HUGEPAGE);  // advisory: failure just means 4 KiB pages
-#endif
-  return p;
+#if defined(__linux__)
+namespace {
+
+// A block's mapped length: whole pages, a big block in whole huge pages.
+std::size_t mapped_bytes(std::size_t bytes) {
+  static const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  const std::size_t unit = bytes >= kHugeThreshold ? std::max(kHugeAlign, page) : page;
+  return (bytes + unit - 1) / unit * unit;
 }
 
-void free_rows(void* p, std::size_t bytes) noexcept {
-  ::operator delete(p, std::align_val_t(bytes >= kHugeThreshold ? kHugeAlign : 64));
+// A free address range of `bytes` starting on a huge-page boundary, reserved without access (the
+// caller maps over it with MAP_FIXED / MREMAP_FIXED).
+void* aligned_range(std::size_t bytes) {
+  void* r = ::mmap(nullptr, bytes + kHugeAlign, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) throw std::bad_alloc();
+  const auto base = reinterpret_cast<std::uintptr_t>(r);
+  const auto at = (base + kHugeAlign - 1) & ~(std::uintptr_t{kHugeAlign} - 1);
+  if (at > base) ::munmap(r, at - base);
+  const auto end = base + bytes + kHugeAlign;
+  if (end > at + bytes) ::munmap(reinterpret_cast<void*>(at + bytes), end - (at + bytes));
+  return reinterpret_cast<void*>(at);
 }
+
+}  // namespace
+
+void* resize_rows(void* p, std::size_t old_bytes, std::size_t new_bytes) {
+  const std::size_t old_len = p ? mapped_bytes(old_bytes) : 0;
+  const std::size_t new_len = new_bytes ? mapped_bytes(new_bytes) : 0;
+  if (new_len == 0) {
+    if (p) ::munmap(p, old_len);
+    return nullptr;
+  }
+  if (p && new_len == old_len) return p;
+  const bool huge = new_bytes >= kHugeThreshold;
+  void* q = MAP_FAILED;
+  if (!p) {
+    void* at = huge ? aligned_range(new_len) : nullptr;
+    q = ::mmap(at, new_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (at ? MAP_FIXED : 0), -1, 0);
+    if (q == MAP_FAILED && at) ::munmap(at, new_len);
+  } else {
+    q = ::mremap(p, old_len, new_len, 0);  // in place: a shrink, or a growth into free address space
+    if (q == MAP_FAILED && new_len > old_len) {
+      if (huge) {  // moved to a huge-page boundary, so the moved pages can stay huge pages
+        void* at = aligned_range(new_len);
+        q = ::mremap(p, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, at);
+        if (q == MAP_FAILED) ::munmap(at, new_len);
+      } else {
+        q = ::mremap(p, old_len, new_len, MREMAP_MAYMOVE);
+      }
+    }
+  }
+  if (q == MAP_FAILED) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+  if (huge) ::madvise(q, new_len, MADV_HUGEPAGE);  // advisory: failure just means 4 KiB pages
+#endif
+  return q;
+}
+#else
+void* resize_rows(void* p, std::size_t old_bytes, std::size_t new_bytes) {
+  void* q = new_bytes ? ::operator new(new_bytes, std::align_val_t(64)) : nullptr;
+  if (p && q) std::memcpy(q, p, std::min(old_bytes, new_bytes));
+  if (p) ::operator delete(p, std::align_val_t(64));
+  return q;
+}
+#endif
 
 }  // namespace detail
 
@@ -208,7 +264,7 @@ std::size_t FlatIndex::get_vectors(const std::uint64_t* ids, std::size_t n, floa
     const std::size_t at = std::size_t(it->second) * dim_;
     float* row = out + i * dim_;
     if (storage_ == Storage::F16)
-      for (std::size_t d = 0; d < dim_; ++d) row[d] = half_to_float(half_[at + d]);
+      for (std::size_t d = 0; d < dim_; ++d) row[d] = half_to_float(half_.data()[at + d]);
     else
       std::copy_n(data_.data() + at, dim_, row);
     ++copied;
@@ -246,14 +302,15 @@ void FlatIndex::add(std::size_t n, const std::uint64_t* ids, const float* vector
     std::uint16_t* dst = half_.data() + base * dim_;
     for (std::size_t i = 0; i < n * dim_; ++i) dst[i] = float_to_half(vectors[i]);
   } else {
-    data_.insert(data_.end(), vectors, vectors + n * dim_);
+    data_.append(vectors, n * dim_);
   }
   ids_.insert(ids_.end(), ids, ids + n);
   if (groups)
     groups_.insert(groups_.end(), groups, groups + n);
   else
     groups_.insert(groups_.end(), ids, ids + n);
-  slot_of_.reserve(base + n);
+  if (slot_of_.empty())
+    slot_of_.reserve(n);  // not later: a reserve of the exact count rehashed the whole map every few batches
   for (std::size_t i = 0; i < n; ++i) slot_of_.emplace(ids[i], static_cast<std::uint32_t>(base + i));
 }
 
@@ -268,9 +325,9 @@ std::size_t FlatIndex::remove(std::size_t n, const std::uint64_t* ids) {
     slot_of_.erase(it);
     if (slot != last) {  // move the last row into the hole so storage stays dense
       if (storage_ == Storage::F16)
-        std::copy_n(half_.begin() + std::size_t(last) * dim_, dim_, half_.begin() + std::size_t(slot) * dim_);
+        std::copy_n(half_.data() + std::size_t(last) * dim_, dim_, half_.data() + std::size_t(slot) * dim_);
       else
-        std::copy_n(data_.begin() + std::size_t(last) * dim_, dim_, data_.begin() + std::size_t(slot) * dim_);
+        std::copy_n(data_.data() + std::size_t(last) * dim_, dim_, data_.data() + std::size_t(slot) * dim_);
       ids_[slot] = ids_[last];
       groups_[slot] = groups_[last];
       slot_of_[ids_[slot]] = slot;

@@ -398,3 +398,27 @@ def test_a_drained_index_gives_memory_back_and_keeps_the_rest_intact():
     np.testing.assert_array_equal(idx.get_vectors(left[::7]), x[left[::7].astype(np.int64)])
     ids, dist = idx.search(x[-3:], 1)
     assert ids[:, 0].tolist() == left[-3:].tolist() and np.allclose(dist[:, 0], 0)
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_rows_survive_every_growth_and_shrink(storage):
+    """The row storage grows by remapping its pages (no copy) past the 4 MiB huge-page threshold
+    and shrinks back: every stored row reads back and is found after each step."""
+    dim, batch = 256, 700
+    rng = np.random.default_rng(12)
+    x = rng.uniform(-1, 1, (60 * batch, dim)).astype(np.float32)
+    if storage == "float16":
+        x = x.astype(np.float16).astype(np.float32)  # exactly representable: rows read back equal
+    idx = FlatIndex(dim, "l2", storage=storage)
+    for b in range(60):
+        idx.add(np.arange(b * batch, (b + 1) * batch, dtype=np.uint64), x[b * batch : (b + 1) * batch])
+        if b % 7 == 6:
+            stored = np.arange((b + 1) * batch, dtype=np.uint64)
+            np.testing.assert_array_equal(idx.get_vectors(stored[::5]), x[::5][: len(stored[::5])])
+    idx.remove(np.arange(55 * batch, dtype=np.uint64))
+    left = np.arange(55 * batch, 60 * batch, dtype=np.uint64)
+    np.testing.assert_array_equal(idx.get_vectors(left), x[55 * batch :])
+    idx.add(np.arange(60 * batch, 61 * batch, dtype=np.uint64), x[:batch])
+    np.testing.assert_array_equal(idx.get_vectors(np.arange(60 * batch, 61 * batch, dtype=np.uint64)), x[:batch])
+    ids, _ = idx.search(x[-2:], 1)
+    assert ids[:, 0].tolist() == [60 * batch - 2, 60 * batch - 1]

@@ -15,6 +15,7 @@
 // FairSharedMutex and wait only for the searches already running (a steady stream of overlapping
 // searches cannot starve them).
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -41,30 +42,53 @@ Storage parse_storage(const std::string& name);  // "float32" | "float16"
 std::string storage_name(Storage storage);
 
 namespace detail {
-// Storage for big row matrices: 64-byte aligned; blocks of 4 MiB and more are 2 MiB aligned and
+// Storage for big row matrices, 64-byte aligned; blocks of 4 MiB and more are 2 MiB aligned and
 // marked MADV_HUGEPAGE on Linux. Why: the hardware prefetchers stop at 4 KiB page boundaries
 // and every 4 KiB page costs a TLB walk, which measured ~2x slower for a single-query scan of
 // 400 MB than the same scan over numpy's (huge-page backed) arrays.
-void* alloc_rows(std::size_t bytes);
-void free_rows(void* p, std::size_t bytes) noexcept;
+// resize_rows: a block of `old_bytes` (nullptr: none) as one of `new_bytes` (0: freed, nullptr
+// back) holding its first min(old, new) bytes. On Linux the pages move (mremap), they are not
+// copied: std::vector's doubling copied the whole matrix, and a collection's fresh segment
+// stalled a commit for ~0.4 s at 64k vectors (seconds at a million).
+void* resize_rows(void* p, std::size_t old_bytes, std::size_t new_bytes);
 }  // namespace detail
 
+// A growing row matrix (the subset of std::vector that FlatIndex uses) whose growth remaps its
+// pages instead of copying them (detail::resize_rows). resize() leaves new elements unspecified:
+// callers write every row they add.
 template <class T>
-struct RowAllocator {
+class RowBuffer {
+ public:
   using value_type = T;
-  RowAllocator() = default;
-  template <class U>
-  RowAllocator(const RowAllocator<U>&) noexcept {}
-  T* allocate(std::size_t n) { return static_cast<T*>(detail::alloc_rows(n * sizeof(T))); }
-  void deallocate(T* p, std::size_t n) noexcept { detail::free_rows(p, n * sizeof(T)); }
-  template <class U>
-  bool operator==(const RowAllocator<U>&) const noexcept {
-    return true;
+  RowBuffer() = default;
+  RowBuffer(const RowBuffer&) = delete;
+  RowBuffer& operator=(const RowBuffer&) = delete;
+  ~RowBuffer() { detail::resize_rows(p_, capacity_ * sizeof(T), 0); }
+
+  T* data() noexcept { return p_; }
+  const T* data() const noexcept { return p_; }
+  std::size_t size() const noexcept { return size_; }
+  std::size_t capacity() const noexcept { return capacity_; }
+
+  void resize(std::size_t n) {
+    if (n > capacity_) set_capacity(std::max(n, capacity_ + capacity_ / 2));
+    size_ = n;
   }
-  template <class U>
-  bool operator!=(const RowAllocator<U>&) const noexcept {
-    return false;
+  void append(const T* rows, std::size_t n) {
+    const std::size_t at = size_;
+    resize(size_ + n);
+    std::copy_n(rows, n, p_ + at);
   }
+  void shrink_to_fit() { set_capacity(size_); }
+
+ private:
+  void set_capacity(std::size_t n) {
+    p_ = static_cast<T*>(detail::resize_rows(p_, capacity_ * sizeof(T), n * sizeof(T)));
+    capacity_ = n;
+  }
+  T* p_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
 };
 
 class FlatIndex {
@@ -115,8 +139,8 @@ class FlatIndex {
   std::size_t dim_;
   Metric metric_;
   Storage storage_;
-  std::vector<float, RowAllocator<float>> data_;                  // size() * dim_ (F32 storage)
-  std::vector<std::uint16_t, RowAllocator<std::uint16_t>> half_;  // size() * dim_ (F16 storage)
+  RowBuffer<float> data_;          // size() * dim_ (F32 storage)
+  RowBuffer<std::uint16_t> half_;  // size() * dim_ (F16 storage)
   std::vector<std::uint64_t> ids_;
   std::vector<std::uint64_t> groups_;
   std::unordered_map<std::uint64_t, std::uint32_t> slot_of_;

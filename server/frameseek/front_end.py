@@ -13,10 +13,14 @@ Why: through grpc.aio a SearchByVector costs ~1.1 ms of CPU (transport ~0.35, Py
 microseconds and uses every core (benchmarks/load/README.md has the numbers).
 
 What the front end adds to the search (EmbeddedStorage.add_observer): each active video's
-serialised `Video` message (`_native.VideoMessages`), the bytes of its hits. Adds and removals are
-pushed synchronously at commit time, as the directory's are, so an acknowledged ingest is
-searchable and a deleted video is gone from the fast path before the RPC that did it returns; a
-hit whose message is not there yet (a commit between the two observers) is passed through.
+serialised `Video` message (`_native.VideoMessages`), the bytes of its hits. Removals are pushed
+synchronously at commit time, as the directory's are, so a deleted video is gone from the fast
+path before the RPC that did it returns. Adds are too for small commits (an ingest: one video);
+the messages of a big commit (an UpsertItems batch: up to 10,000 items) are encoded by a filler
+thread at low priority once commits pause (`FILL_QUIET_S`): encoding cost a one-vector item ~7 us
+of the GIL, a sixth of its commit, for messages that searches may never return. Either way an
+acknowledged video is searchable at once: a hit whose message is not there yet is passed through
+and answered, the same, by the Python service.
 
 Security (frameseek.api.auth): the public port takes the server's TLS settings; the token table is
 handed to the C++ side as data (`set_auth`), at start and on every reload, and a fast-path call
@@ -35,13 +39,14 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 
 import structlog
 
 from . import _native
 from .api.auth import native_table
-from .service import FrameSeekService
+from .service import FrameSeekService, low_priority
 from .storage import CollectionRecord, NotFound, VideoRecord
 
 log = structlog.get_logger("frameseek.front_end")
@@ -50,6 +55,12 @@ SOCKET_DIR_PREFIX = "frameseek-fe-"
 _LOCK = "lock"
 
 FAST_METHOD = "/frameseek.v1.FrameSeek/SearchByVector"
+
+#: a commit of at most this many videos has their messages encoded at once; a bigger one leaves
+#: them to the filler thread (module docstring)
+SYNC_MESSAGES = 16
+#: the filler starts once no big commit has come for this long (a bulk load is not slowed by it)
+FILL_QUIET_S = 0.2
 
 
 def available() -> bool:
@@ -74,6 +85,13 @@ class NativeFrontEnd:
         self._server = None
         self._attached = False
         self._health: dict[str, int] = {}
+        # records of big commits whose messages the filler has yet to encode (videos_added)
+        self._unencoded: list[VideoRecord] = []
+        self._unencoded_lock = threading.Lock()
+        self._last_big_commit = 0.0
+        self._wake_filler = threading.Event()
+        self._stopping = False
+        self._filler: threading.Thread | None = None
 
     def start(self, address: str, channel_args: list[tuple[str, int]]) -> int:
         """Listen on `address` (the Python service must already serve `backend_address`; calls
@@ -117,20 +135,27 @@ class NativeFrontEnd:
         storage.add_observer(self)  # first, so nothing committed from now on is missed
         self.messages.ready = True
         self._attached = True
+        self._filler = threading.Thread(target=self._fill_unencoded, name="video-messages", daemon=True)
+        self._filler.start()
         return {"fast_path": True, "collections": self.directory.collection_count}
 
     def fill_messages(self, stop=lambda: False) -> int:
-        """Encode and hand over the message of every video stored before attach() (~20 us each),
-        yielding the GIL between small batches; returns how many. A video deleted while its
-        message was encoded is taken out again: deletes leave the storage's map before its
-        observers hear of them (EmbeddedStorage.delete_video), so the check after each put sees
-        every delete whose removal the put may have overtaken."""
+        """Encode and hand over the message of every video stored before attach() (~20 us each);
+        returns how many."""
         if not self._attached:
             return 0
+        return self._put_messages((rec for rec, _ in self.service.storage.video_entries()), stop)
+
+    def _put_messages(self, records, stop) -> int:
+        """Encode and hand over the messages of `records`, yielding the GIL between small batches;
+        returns how many. A video deleted while its message was encoded is taken out again:
+        deletes leave the storage's map before its observers hear of them
+        (EmbeddedStorage.delete_video), so the check after each put sees every delete whose
+        removal the put may have overtaken."""
         storage = self.service.storage
         put, encode = self.messages.put, self.video_bytes
         n = 0
-        for rec, _ in storage.video_entries():
+        for rec in records:
             if stop():
                 break
             put(rec.id, rec.collection_id, encode(rec))
@@ -142,6 +167,19 @@ class NativeFrontEnd:
             if n % 64 == 0:
                 time.sleep(0)  # let the event loop and the searches passed through take the GIL
         return n
+
+    def _fill_unencoded(self) -> None:
+        """The filler thread: the messages of big commits, at low priority, once commits pause."""
+        low_priority()
+        stop = lambda: self._stopping  # noqa: E731
+        while not self._stopping:
+            self._wake_filler.wait()
+            while not self._stopping and time.monotonic() - self._last_big_commit < FILL_QUIET_S:
+                time.sleep(FILL_QUIET_S)
+            self._wake_filler.clear()
+            with self._unencoded_lock:
+                records, self._unencoded = self._unencoded, []
+            self._put_messages(records, stop)
 
     def answer(self, request: bytes) -> bytes | None:
         """What the fast path answers a serialised SearchByVectorRequest (None: passed through)."""
@@ -158,10 +196,17 @@ class NativeFrontEnd:
         self.videos_added([(rec, timestamps)])
 
     def videos_added(self, entries) -> None:
-        """The videos of one commit (the storage observer's batch form)."""
-        put, encode = self.messages.put, self.video_bytes
-        for rec, _ in entries:
-            put(rec.id, rec.collection_id, encode(rec))
+        """The videos of one commit (the storage observer's batch form): their messages now, or by
+        the filler for a big commit (module docstring)."""
+        if len(entries) <= SYNC_MESSAGES:
+            put, encode = self.messages.put, self.video_bytes
+            for rec, _ in entries:
+                put(rec.id, rec.collection_id, encode(rec))
+            return
+        with self._unencoded_lock:
+            self._unencoded.extend(rec for rec, _ in entries)
+        self._last_big_commit = time.monotonic()
+        self._wake_filler.set()
 
     def video_removed(self, video_id: int) -> None:
         self.messages.remove(video_id)
@@ -176,6 +221,8 @@ class NativeFrontEnd:
     def shutdown(self, grace_s: float) -> None:
         """Blocking: stop accepting, drain calls (passed-through ones included) for grace_s."""
         self.messages.ready = False
+        self._stopping = True
+        self._wake_filler.set()
         if self._server is not None:
             self._server.shutdown(grace_s)
         shutil.rmtree(self._dir, ignore_errors=True)

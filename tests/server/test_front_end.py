@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -573,3 +574,49 @@ def test_concurrent_searches_pass_throughs_and_commits(world):
         calls = [f.result() for f in futures]
     assert not errors, errors[:3]
     assert min(calls) > 0
+
+
+def test_a_big_commit_leaves_its_messages_to_the_filler_and_is_searchable_at_once(tmp_path):
+    """An UpsertItems-sized commit does not encode its videos' messages on the committing thread:
+    a search that hits one meanwhile is answered (passed through), and once the filler has run,
+    by the fast path. A small commit (an ingest) still encodes at once."""
+    from frameseek.storage import NewVideo
+
+    w = World(tmp_path)
+    try:
+        front, svc, me = w.srv.front, w.srv.service, threading.get_ident()
+        encoded_on: list[int] = []
+        encode = front.video_bytes
+
+        def counting(rec):
+            encoded_on.append(threading.get_ident())
+            return encode(rec)
+
+        front.video_bytes = counting
+        rec = svc.storage.create_collection(
+            "bulk", model="m", dimension=DIM, metric="ip", sampling={}, index={"m": 8, "ef_construction": 64}
+        )
+        n = front_end.SYNC_MESSAGES * 4
+        vecs = np.random.default_rng(9).standard_normal((n + 1, DIM)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        videos = svc.storage.add_videos(
+            rec.id, [NewVideo(_video(rec.id, 1000 + i), np.zeros(1), vecs[i : i + 1]) for i in range(n)]
+        )
+        assert me not in encoded_on  # the commit encoded nothing itself
+        req = pb.SearchByVectorRequest(
+            parent="collections/bulk", vector=vecs[7].tolist(), options=pb.SearchOptions(k=1)
+        )
+        first = w.stub.SearchByVector(req)
+        assert first.hits[0].video.name == f"collections/bulk/videos/{videos[7].id}"
+        deadline = time.monotonic() + 60  # a guard against a filler that never runs, not a speed bound
+        while len(encoded_on) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(encoded_on) == n and me not in encoded_on
+        before = w.stats()
+        again = w.stub.SearchByVector(req)
+        assert w.stats()["fast"] == before["fast"] + 1
+        _same(again, first)
+        svc.storage.add_video(rec.id, _video(rec.id, 5000), np.zeros(1), vecs[n:])
+        assert encoded_on[-1] == me  # a small commit: at once, by the committing thread
+    finally:
+        w.close()

@@ -290,3 +290,22 @@ def test_a_batch_is_parsed_by_column_and_a_bad_item_is_named():
     with pytest.raises(ServiceError) as e:
         item_batch(half, "c", DIM)
     assert "item 1" in str(e.value)
+
+
+def test_item_vectors_are_read_from_their_wire_form():
+    """item_batch slices each vector's packed floats out of its wire form: the client's hand-made
+    wire (client.items.item_vectors_wire), a vector with a timestamp, and one without values
+    (DIMENSION_MISMATCH, 0 values) all read as protobuf reads them."""
+    from frameseek.api.messages import item_batch
+    from frameseek.client.items import item_vectors_wire
+    from frameseek.errors import ServiceError
+
+    vecs = np.random.default_rng(3).standard_normal((3, DIM)).astype(np.float32)
+    wired = pb.Item(external_key="w")
+    wired.MergeFromString(item_vectors_wire(vecs[:2]))
+    stamped = pb.Item(vectors=[pb.ItemVector(values=vecs[2], timestamp_seconds=4.0)])
+    b = item_batch([wired, stamped], "c", DIM)
+    assert np.array_equal(b.vectors, vecs) and b.ends.tolist() == [2, 3] and b.timestamps[1].tolist() == [4.0]
+    with pytest.raises(ServiceError) as e:
+        item_batch([wired, pb.Item(vectors=[pb.ItemVector(timestamp_seconds=1.0)])], "c", DIM)
+    assert e.value.reason == "DIMENSION_MISMATCH" and "item 1" in str(e.value) and e.value.metadata["got"] == "0"

@@ -197,17 +197,20 @@ class Search:
         if table is not None:
             self.directory.put_videos(*table())
         else:
-            entries = storage.video_entries()
-            offsets = np.zeros(len(entries) + 1, dtype=np.int64)
-            np.cumsum([len(ts) for _, ts in entries], out=offsets[1:])
-            self.directory.put_videos(
-                np.fromiter((v.id for v, _ in entries), dtype=np.uint64, count=len(entries)),
-                np.fromiter((v.collection_id for v, _ in entries), dtype=np.uint32, count=len(entries)),
-                offsets,
-                np.concatenate([ts for _, ts in entries]) if entries else np.zeros(0),
-            )
+            self._put_entries(storage.video_entries())
         self.recall.videos_loaded()
         self.directory.ready = True
+
+    def _put_entries(self, entries: list[tuple[VideoRecord, np.ndarray]]) -> None:
+        """(record, timestamps) of videos into the directory, in one native call."""
+        offsets = np.zeros(len(entries) + 1, dtype=np.int64)
+        np.cumsum([len(ts) for _, ts in entries], out=offsets[1:])
+        self.directory.put_videos(
+            np.fromiter((v.id for v, _ in entries), dtype=np.uint64, count=len(entries)),
+            np.fromiter((v.collection_id for v, _ in entries), dtype=np.uint32, count=len(entries)),
+            offsets,
+            np.concatenate([ts for _, ts in entries]) if entries else np.zeros(0),
+        )
 
     def collection_added(self, rec: CollectionRecord, index) -> None:
         self.directory.put_collection(rec.name, rec.id, rec.model, rec.is_default, index)
@@ -222,9 +225,7 @@ class Search:
 
     def videos_added(self, entries: list[tuple[VideoRecord, np.ndarray]]) -> None:
         """The videos of one commit (StorageObserver's batch form)."""
-        put = self.directory.put_video
-        for rec, timestamps in entries:
-            put(rec.id, rec.collection_id, timestamps)
+        self._put_entries(entries)
         self.recall.videos_added(entries)
 
     def video_removed(self, video_id: int) -> None:

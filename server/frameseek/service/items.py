@@ -125,17 +125,15 @@ class Items:
             raise invalid(f"at most {MAX_BATCH_ITEMS} items per batch", field="batch")
         self.check_batch(rec, batch)
         keys, video_ids = batch.external_keys, batch.video_ids
-        last: dict[tuple[str, object], int] = {}
-        for i, (key, vid) in enumerate(zip(keys, video_ids)):
-            if vid is not None:
-                last[("name", vid)] = i
-            elif key:
-                last[("key", key)] = i
-        kept = [
-            i
-            for i, (key, vid) in enumerate(zip(keys, video_ids))
-            if last.get(("name", vid) if vid is not None else ("key", key), i) == i
+        # what each item replaces: an item by name, else by key (no key: nothing)
+        targets = [
+            ("name", vid) if vid is not None else ("key", key) if key else None for key, vid in zip(keys, video_ids)
         ]
+        last = {t: i for i, t in enumerate(targets) if t is not None}
+        if len(last) == len(targets):  # each item replaces something else: all are kept
+            kept = list(range(len(targets)))
+        else:
+            kept = [i for i, t in enumerate(targets) if t is None or last[t] == i]
         starts, ends = batch.starts.tolist(), batch.ends.tolist()
         storage = self.core.storage
         try:

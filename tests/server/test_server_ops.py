@@ -105,3 +105,32 @@ def test_index_vectors_gauge_follows_ingest_and_delete(tmp_path):
             assert gauge() == 0
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_the_serving_process_collects_less_often_and_not_what_start_up_made():
+    import asyncio
+    import gc
+
+    from frameseek import server
+
+    before = gc.get_threshold()
+    try:
+        server.tune_gc()
+        assert gc.get_threshold() == (server.GC_FIRST_GENERATION, *before[1:])
+    finally:
+        gc.set_threshold(*before)
+
+    async def loaded(fail: bool):
+        task = asyncio.get_running_loop().create_task(asyncio.sleep(0, result=None))
+        if fail:
+            task = asyncio.get_running_loop().create_task(asyncio.wait_for(asyncio.Event().wait(), 0.001))
+        await asyncio.gather(task, return_exceptions=True)
+        return task
+
+    try:
+        server._freeze_startup_objects(asyncio.run(loaded(fail=True)))  # a failed start freezes nothing
+        assert gc.get_freeze_count() == 0
+        server._freeze_startup_objects(asyncio.run(loaded(fail=False)))
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

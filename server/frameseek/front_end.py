@@ -179,7 +179,10 @@ class NativeFrontEnd:
             self._wake_filler.clear()
             with self._unencoded_lock:
                 records, self._unencoded = self._unencoded, []
-            self._put_messages(records, stop)
+            try:
+                self._put_messages(records, stop)
+            except Exception:  # their searches stay passed through; later commits are still filled
+                log.exception("video_messages_fill_failed", videos=len(records))
 
     def answer(self, request: bytes) -> bytes | None:
         """What the fast path answers a serialised SearchByVectorRequest (None: passed through)."""

@@ -309,3 +309,29 @@ def test_item_vectors_are_read_from_their_wire_form():
     with pytest.raises(ServiceError) as e:
         item_batch([wired, pb.Item(vectors=[pb.ItemVector(timestamp_seconds=1.0)])], "c", DIM)
     assert e.value.reason == "DIMENSION_MISMATCH" and "item 1" in str(e.value) and e.value.metadata["got"] == "0"
+
+
+def test_a_batch_request_built_as_wire_is_the_message_protobuf_builds():
+    """client.items.item_batch_request (the upload's wire, built in bytes) parses to the message
+    made field by field: keys (empty, non-ASCII), labels, 1-d and [n, d] vectors, float64 input,
+    a pb.Item passed as it is."""
+    from frameseek.client.items import item_batch_request, item_vectors_wire
+
+    v = np.random.default_rng(4).standard_normal((8, DIM)).astype(np.float32)
+
+    def made(key, vectors, labels):
+        rows = np.asarray(vectors, dtype=np.float32).reshape(-1, DIM)
+        return pb.Item(external_key=key, labels=labels or {}, vectors=[pb.ItemVector(values=r) for r in rows])
+
+    rows = [
+        ("é/1", v[:3], {"a": "1", "b": "2"}),
+        ("", v[3], None),
+        ("k", v[4:5], {}),
+        ("d", v[5].astype(np.float64), None),
+    ]
+    given = pb.Item(name="collections/c/videos/3", vectors=[pb.ItemVector(values=v[6], timestamp_seconds=1.5)])
+    want = pb.UpsertItemsRequest(batch=pb.ItemBatch(items=[made(*r) for r in rows] + [given]))
+    assert item_batch_request([*rows, given]) == want
+    assert item_vectors_wire(v[:2]) == b"".join(
+        pb.Item(vectors=[pb.ItemVector(values=r)]).SerializeToString() for r in v[:2]
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import grpc
 import numpy as np
 
@@ -25,6 +27,12 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=16)
+def _one_vector_prefix(dim: int) -> bytes:
+    """What item_vectors_wire puts before the floats of a one-vector item."""
+    return item_vectors_wire(np.zeros((1, dim), dtype=np.float32))[: -4 * dim]
+
+
 def item_vectors_wire(vectors: np.ndarray) -> bytes:
     """`Item.vectors` (field 3) holding float32 rows [n, dim], in protobuf's wire format, to be
     merged into an Item (MergeFromString). Each row is an ItemVector whose `values` (field 1, a
@@ -39,6 +47,31 @@ def item_vectors_wire(vectors: np.ndarray) -> bytes:
     rows[:, : len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
     rows[:, len(prefix) :] = v.view(np.uint8).reshape(n, 4 * dim)
     return rows.tobytes()
+
+
+def _length_delimited(field: int, body: bytes) -> bytes:
+    return bytes([field << 3 | 2]) + _varint(len(body)) + body
+
+
+def item_batch_request(items: list) -> pb.UpsertItemsRequest:
+    """An UpsertItemsRequest of items (pb.Item, or (external_key, vectors [n, dim] or [dim],
+    labels or None)), built as wire bytes and parsed once: a pb.Item per item and the merge of its
+    vectors cost ~13 us of client CPU a one-vector item, and the client shares its machine with
+    the server it feeds. Parsed as protobuf parses it: the same message."""
+    parts = []
+    for x in items:
+        if isinstance(x, pb.Item):
+            body = x.SerializeToString()
+        else:
+            key, vectors, labels = x
+            v = np.asarray(vectors, dtype="<f4")
+            one = v.ndim == 1 or len(v) == 1  # most items: their field 3 is a cached prefix + the row
+            wire = _one_vector_prefix(v.shape[-1]) + v.tobytes() if one else item_vectors_wire(v)
+            body = (_length_delimited(2, key.encode()) if key else b"") + wire
+            if labels:
+                body += pb.Item(labels=labels).SerializeToString()  # field 4: its map entries
+        parts.append(_length_delimited(1, body))  # ItemBatch.items
+    return pb.UpsertItemsRequest.FromString(_length_delimited(2, b"".join(parts)))  # .batch
 
 
 class AudioAndItemCalls:
@@ -99,27 +132,18 @@ class AudioAndItemCalls:
         tuples; sent `batch_size` items per message (the server reads one message ahead of its
         commits at most, so a large upload streams at the server's pace)."""
 
-        def as_item(x) -> pb.Item:
-            if isinstance(x, pb.Item):
-                return x
-            key, vectors, labels = x
-            v = np.asarray(vectors, dtype=np.float32)
-            item = pb.Item(external_key=key or "", labels=labels or {})
-            item.MergeFromString(item_vectors_wire(v.reshape(1, -1) if v.ndim == 1 else v))
-            return item
-
         def messages():
             yield pb.UpsertItemsRequest(
                 header=pb.UpsertItemsHeader(parent=collection_name(collection), return_names=return_names)
             )
-            batch: list[pb.Item] = []
+            batch: list = []
             for x in items:
-                batch.append(as_item(x))
+                batch.append(x)
                 if len(batch) >= batch_size:
-                    yield pb.UpsertItemsRequest(batch=pb.ItemBatch(items=batch))
+                    yield item_batch_request(batch)
                     batch = []
             if batch:
-                yield pb.UpsertItemsRequest(batch=pb.ItemBatch(items=batch))
+                yield item_batch_request(batch)
 
         try:
             return self.stub.UpsertItems(messages(), timeout=timeout if timeout is not None else self.timeout)

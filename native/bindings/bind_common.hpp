@@ -18,7 +18,9 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "frameseek/distance.hpp"
 #include "frameseek/filter.hpp"
 
 namespace frameseek::bindings {
@@ -272,6 +274,14 @@ py::array_t<float> stored_vectors(const Index& x, py::handle ids) {
     py::gil_scoped_release release;
     x.get_vectors(id.data(), n, dst);
   }
+  return out;
+}
+
+// SIMD levels by name, in their order (compiled_simd_levels, supported_simd_levels,
+// supported_popcount_levels).
+inline std::vector<std::string> level_names(const std::vector<SimdLevel>& levels) {
+  std::vector<std::string> out;
+  for (SimdLevel l : levels) out.push_back(simd_level_name(l));
   return out;
 }
 

@@ -252,6 +252,19 @@ std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, 
   return {cur, cur_d};
 }
 
+// Pushes v into `heap`, a max-heap of the `cap` smallest values pushed so far (the largest drops
+// out beyond cap). Returns whether it is full, i.e. whether its front is now the cap-th smallest.
+template <class T>
+bool push_capped(std::vector<T>& heap, T v, std::size_t cap) {
+  heap.push_back(std::move(v));
+  std::push_heap(heap.begin(), heap.end());
+  if (heap.size() > cap) {
+    std::pop_heap(heap.begin(), heap.end());
+    heap.pop_back();
+  }
+  return heap.size() >= cap;
+}
+
 // Result policies for search_layer0. bound(): distance a node must beat to be expanded, and the
 // walk stops at the first candidate beyond it (+inf while the beam is not full); offer_bound():
 // distance a visited node must beat to be offered at all (>= bound()); offer(d, x): a visited
@@ -291,22 +304,8 @@ struct TopCollector {
   bool offer(float d, hnswlib::tableint x) {
     if (!admit(x)) return offer_rejected(d, x);
     const bool expand = d < bound();
-    top.emplace_back(d, x);
-    std::push_heap(top.begin(), top.end());
-    if (top.size() > keep) {
-      std::pop_heap(top.begin(), top.end());
-      top.pop_back();
-    }
-    if (top.size() >= keep) lower = top.front().first;
-    if (ef < keep && expand) {
-      beam.push_back(d);
-      std::push_heap(beam.begin(), beam.end());
-      if (beam.size() > ef) {
-        std::pop_heap(beam.begin(), beam.end());
-        beam.pop_back();
-      }
-      if (beam.size() >= ef) beam_lower = beam.front();
-    }
+    if (push_capped(top, {d, x}, keep)) lower = top.front().first;
+    if (ef < keep && expand && push_capped(beam, d, ef)) beam_lower = beam.front();
     return expand;
   }
   bool offer_rejected(float d, hnswlib::tableint x) {
@@ -316,13 +315,7 @@ struct TopCollector {
       if (top.size() < keep) held.emplace_back(d, x);
       return false;
     }
-    routes.push_back(d);
-    std::push_heap(routes.begin(), routes.end());
-    if (routes.size() > route) {
-      std::pop_heap(routes.begin(), routes.end());
-      routes.pop_back();
-    }
-    if (routes.size() >= route) route_lower = routes.front();
+    if (push_capped(routes, d, route)) route_lower = routes.front();
     return true;
   }
   // The walk ran dry: while results are missing, the held rejected nodes become candidates

@@ -83,6 +83,12 @@ struct DistFn {
   const float* originals;  // the float32 store by slot; null: the element data is the original (Float32)
   WalkPrecision prec;
   std::size_t dim;
+  // The distance of a search over g: on the walk's int8/fp16 rows, re-ranked on the float32
+  // originals in `store`, or (Float32) on the graph's own float32 rows (store unused).
+  static DistFn for_search(const Graph& g, WalkPrecision prec, detail::VectorStore* store, std::size_t dim) {
+    return {static_cast<const KernelSpace::Param*>(g.dist_func_param_), &g,
+            prec == WalkPrecision::Float32 ? nullptr : reinterpret_cast<const float*>(store->data()), prec, dim};
+  }
   const char* addr(hnswlib::tableint x) const { return g->getDataByInternalId(x); }
   std::size_t bytes() const { return g->data_size_; }
   bool reranks() const { return originals != nullptr; }  // the walk reads codes: re-rank on float32
@@ -991,9 +997,7 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   // the same, the k best of every node the walk evaluated.
   const std::size_t ef_eff = ef == 0 ? ef_ : ef;
   const Graph& g = *hnsw_;
-  const DistFn dist{static_cast<const KernelSpace::Param*>(g.dist_func_param_), &g,
-                    walk_ == WalkPrecision::Float32 ? nullptr : reinterpret_cast<const float*>(store_->data()), walk_,
-                    dim_};
+  const DistFn dist = DistFn::for_search(g, walk_, store_.get(), dim_);
   // Built once per call, shared read-only by every thread and query of the batch.
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
@@ -1032,9 +1036,7 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   // frames per video, so the default is a small multiple of k, not the index's ef.
   const std::size_t ef_eff = std::max(ef == 0 ? HnswParams::kDefaultGroupEf : ef, k);
   const Graph& g = *hnsw_;
-  const DistFn dist{static_cast<const KernelSpace::Param*>(g.dist_func_param_), &g,
-                    walk_ == WalkPrecision::Float32 ? nullptr : reinterpret_cast<const float*>(store_->data()), walk_,
-                    dim_};
+  const DistFn dist = DistFn::for_search(g, walk_, store_.get(), dim_);
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
   const AdmitLive live{g};

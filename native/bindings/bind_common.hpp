@@ -18,7 +18,9 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "frameseek/distance.hpp"
 #include "frameseek/filter.hpp"
 
 namespace frameseek::bindings {
@@ -164,6 +166,84 @@ inline const Filter* as_filter(py::handle obj) {
   return obj.cast<const Filter*>();
 }
 
+// The arguments every search binding takes (search and search_groups of FlatIndex, HnswIndex and
+// LiveIndex; HnswIndex.walk_distances), checked with the GIL held in one order: queries, k, ef,
+// threads, filter. FlatIndex has no ef: it passes None.
+struct SearchCall {
+  py::array_t<float> rows;  // the queries, [nq, dim] (a view that keeps the caller's array alive)
+  std::size_t nq, k, ef, threads;
+  const Filter* filter;
+
+  SearchCall(std::size_t dim, py::handle queries, py::ssize_t k_arg, py::handle ef_arg, py::handle filter_arg,
+             py::ssize_t threads_arg)
+      : rows(as_f32_matrix(queries, dim, "queries", true, true)),
+        nq(static_cast<std::size_t>(rows.shape(0))),
+        k(positive(k_arg, "k")),
+        ef(check_ef(ef_arg)),
+        threads(check_threads(threads_arg)),
+        filter(as_filter(filter_arg)) {}
+  const float* queries() const { return rows.data(); }
+};
+
+enum class SearchKind { kIds, kGroups };
+
+// One search binding: checks the arguments, allocates the result arrays, runs
+// search(const SearchCall&, SearchResults&) without the GIL and returns (ids, distances), or
+// (groups, ids, distances) for kGroups.
+template <class Search>
+py::tuple run_search(std::size_t dim, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
+                     py::ssize_t threads, SearchKind kind, Search&& search) {
+  const SearchCall call(dim, queries, k, ef, filter, threads);
+  SearchResults out(call.nq, call.k, kind == SearchKind::kGroups);
+  {
+    py::gil_scoped_release release;
+    search(call, out);
+  }
+  return out.to_tuple();
+}
+
+// search and search_groups of an index whose searches take (queries, nq, k, ef, filter, results...,
+// threads), under one Python signature: HnswIndex and LiveIndex.
+template <class Index, class... ClassOptions>
+void def_graph_searches(py::class_<Index, ClassOptions...>& cls, const char* search_doc, const char* groups_doc) {
+  using namespace pybind11::literals;
+  cls.def(
+      "search",
+      [](const Index& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter, py::ssize_t threads) {
+        return run_search(x.dim(), queries, k, ef, filter, threads, SearchKind::kIds,
+                          [&x](const SearchCall& c, SearchResults& out) {
+                            x.search(c.queries(), c.nq, c.k, c.ef, c.filter, out.id_ptr, out.dist_ptr, c.threads);
+                          });
+      },
+      "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0, search_doc);
+  cls.def(
+      "search_groups",
+      [](const Index& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter, py::ssize_t threads) {
+        return run_search(x.dim(), queries, k, ef, filter, threads, SearchKind::kGroups,
+                          [&x](const SearchCall& c, SearchResults& out) {
+                            x.search_groups(c.queries(), c.nq, c.k, c.ef, c.filter, out.group_ptr, out.id_ptr,
+                                            out.dist_ptr, c.threads);
+                          });
+      },
+      "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0, groups_doc);
+}
+
+// The arguments of an add: vectors float32[n, dim], then ids and groups (None: the ids) of length n.
+struct AddCall {
+  py::array_t<float> vectors;
+  std::size_t n;
+  carray<std::uint64_t> ids, groups;
+  const std::uint64_t* group_ptr;  // nullptr when groups is None
+
+  AddCall(std::size_t dim, py::handle ids_arg, py::handle vectors_arg, py::handle groups_arg)
+      : vectors(as_f32_matrix(vectors_arg, dim, "vectors", false, false)),
+        n(static_cast<std::size_t>(vectors.shape(0))),
+        ids(as_uint_vector<std::uint64_t>(ids_arg, "ids", vectors.shape(0))),
+        groups(groups_arg.is_none() ? carray<std::uint64_t>()
+                                    : as_uint_vector<std::uint64_t>(groups_arg, "groups", vectors.shape(0))),
+        group_ptr(groups_arg.is_none() ? nullptr : groups.data()) {}
+};
+
 // `id in index`: any integer-like object that could be a stored id (0 .. NO_ID); anything else
 // (a float, a string, a negative or too large int) is simply not contained, as for a Python set.
 inline std::optional<std::uint64_t> as_lookup_id(py::handle id) {
@@ -172,6 +252,37 @@ inline std::optional<std::uint64_t> as_lookup_id(py::handle id) {
   if (!v) throw py::error_already_set();
   if (v < py::int_(0) || v > py::int_(kNoId)) return std::nullopt;
   return v.cast<std::uint64_t>();
+}
+
+// `id in index` (see as_lookup_id); the lookup waits on the index's lock without the GIL.
+template <class Index>
+bool contains_id(const Index& x, py::handle id) {
+  auto v = as_lookup_id(id);
+  if (!v) return false;
+  py::gil_scoped_release release;
+  return x.contains(*v);
+}
+
+// index.get_vectors(ids): float32[n, dim] in the ids' order, copied without the GIL.
+template <class Index>
+py::array_t<float> stored_vectors(const Index& x, py::handle ids) {
+  auto id = as_uint_vector<std::uint64_t>(ids, "ids");
+  const auto n = static_cast<std::size_t>(id.size());
+  py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(x.dim())});
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    x.get_vectors(id.data(), n, dst);
+  }
+  return out;
+}
+
+// SIMD levels by name, in their order (compiled_simd_levels, supported_simd_levels,
+// supported_popcount_levels).
+inline std::vector<std::string> level_names(const std::vector<SimdLevel>& levels) {
+  std::vector<std::string> out;
+  for (SimdLevel l : levels) out.push_back(simd_level_name(l));
+  return out;
 }
 
 // Calls that may wait (on an index lock a writer holds exclusively while it grows the graph or

@@ -113,20 +113,9 @@ void bind_distance(py::module_& m) {
       },
       "selected"_a, "cpu_vendor"_a, "The scan_one rule alone (tests).");
   m.def(
-      "compiled_simd_levels",
-      [] {
-        std::vector<std::string> out;
-        for (auto l : compiled_levels()) out.push_back(simd_level_name(l));
-        return out;
-      },
-      "SIMD paths compiled into this binary.");
+      "compiled_simd_levels", [] { return level_names(compiled_levels()); }, "SIMD paths compiled into this binary.");
   m.def(
-      "supported_simd_levels",
-      [] {
-        std::vector<std::string> out;
-        for (auto l : supported_levels()) out.push_back(simd_level_name(l));
-        return out;
-      },
+      "supported_simd_levels", [] { return level_names(supported_levels()); },
       "SIMD paths compiled in and supported by this CPU, lowest first.");
   m.def("_distances_for_level", &distances_for_level, "level"_a, "metric"_a, "queries"_a, "vectors"_a,
         "entry"_a = "block",

@@ -35,11 +35,7 @@ void bind_fingerprint(py::module_& m) {
   m.def(
       "popcount_simd_level", [] { return simd_level_name(fingerprint::popcount_kernels().level); },
       "The SIMD level of the popcount kernels in use (AVX-512 needs VPOPCNTDQ as well).");
-  m.def("supported_popcount_levels", [] {
-    std::vector<std::string> out;
-    for (SimdLevel l : fingerprint::popcount_supported_levels()) out.push_back(simd_level_name(l));
-    return out;
-  });
+  m.def("supported_popcount_levels", [] { return level_names(fingerprint::popcount_supported_levels()); });
   m.def(
       "_xor_popcount_for_level",
       [](const std::string& level, py::handle a, py::handle b) {

@@ -29,15 +29,7 @@ void bind_flat(py::module_& m) {
       .def_property_readonly("metric", [](const FlatIndex& x) { return metric_name(x.metric()); })
       // size/contains wait on the index's lock without the GIL (a writer may hold it a while)
       .def("__len__", &FlatIndex::size, kNoGil)
-      .def(
-          "__contains__",
-          [](const FlatIndex& x, py::handle id) {
-            auto v = as_lookup_id(id);
-            if (!v) return false;
-            py::gil_scoped_release release;
-            return x.contains(*v);
-          },
-          "id"_a)
+      .def("__contains__", &contains_id<FlatIndex>, "id"_a)
       .def("__repr__",
            [](const FlatIndex& x) {
              std::size_t size;
@@ -51,14 +43,9 @@ void bind_flat(py::module_& m) {
       .def(
           "add",
           [](FlatIndex& x, py::handle ids, py::handle vectors, py::handle groups) {
-            auto vec = as_f32_matrix(vectors, x.dim(), "vectors", false, false);
-            const py::ssize_t n = vec.shape(0);
-            auto id = as_uint_vector<std::uint64_t>(ids, "ids", n);
-            carray<std::uint64_t> grp;
-            if (!groups.is_none()) grp = as_uint_vector<std::uint64_t>(groups, "groups", n);
-            const std::uint64_t* gp = groups.is_none() ? nullptr : grp.data();
+            const AddCall a(x.dim(), ids, vectors, groups);
             py::gil_scoped_release release;
-            x.add(static_cast<std::size_t>(n), id.data(), vec.data(), gp);
+            x.add(a.n, a.ids.data(), a.vectors.data(), a.group_ptr);
           },
           "ids"_a, "vectors"_a, "groups"_a = py::none(),
           "Add vectors float32[n, dim] under ids uint64[n]. groups default to the ids. A duplicate id (stored or "
@@ -72,32 +59,15 @@ void bind_flat(py::module_& m) {
             return x.remove(static_cast<std::size_t>(id.size()), id.data());
           },
           "ids"_a, "Remove these ids; returns how many were present (absent ids are ignored).")
-      .def(
-          "get_vectors",
-          [](const FlatIndex& x, py::handle ids) {
-            auto id = as_uint_vector<std::uint64_t>(ids, "ids");
-            py::array_t<float> out({static_cast<py::ssize_t>(id.size()), static_cast<py::ssize_t>(x.dim())});
-            float* dst = out.mutable_data();
-            {
-              py::gil_scoped_release release;
-              x.get_vectors(id.data(), static_cast<std::size_t>(id.size()), dst);
-            }
-            return out;
-          },
-          "ids"_a, "The stored vectors of these ids, float32[n, dim] in their order; ValueError on an absent id.")
+      .def("get_vectors", &stored_vectors<FlatIndex>, "ids"_a,
+           "The stored vectors of these ids, float32[n, dim] in their order; ValueError on an absent id.")
       .def(
           "search",
           [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter, py::ssize_t threads) {
-            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
-            const std::size_t kk = positive(k, "k"), nt = check_threads(threads);
-            const Filter* f = as_filter(filter);
-            const std::size_t nq = q.shape(0);
-            SearchResults out(nq, kk, false);
-            {
-              py::gil_scoped_release release;
-              x.search(q.data(), nq, kk, f, nt, out.id_ptr, out.dist_ptr);
-            }
-            return out.to_tuple();
+            return run_search(x.dim(), queries, k, py::none(), filter, threads, SearchKind::kIds,
+                              [&x](const SearchCall& c, SearchResults& out) {
+                                x.search(c.queries(), c.nq, c.k, c.filter, c.threads, out.id_ptr, out.dist_ptr);
+                              });
           },
           "queries"_a, "k"_a, "filter"_a = py::none(), "threads"_a = 0,
           "Exact top-k: (ids uint64[q, k], distances float32[q, k]) sorted ascending by "
@@ -105,16 +75,11 @@ void bind_flat(py::module_& m) {
       .def(
           "search_groups",
           [](const FlatIndex& x, py::handle queries, py::ssize_t k, py::handle filter, py::ssize_t threads) {
-            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
-            const std::size_t kk = positive(k, "k"), nt = check_threads(threads);
-            const Filter* f = as_filter(filter);
-            const std::size_t nq = q.shape(0);
-            SearchResults out(nq, kk, true);
-            {
-              py::gil_scoped_release release;
-              x.search_groups(q.data(), nq, kk, f, nt, out.group_ptr, out.id_ptr, out.dist_ptr);
-            }
-            return out.to_tuple();
+            return run_search(x.dim(), queries, k, py::none(), filter, threads, SearchKind::kGroups,
+                              [&x](const SearchCall& c, SearchResults& out) {
+                                x.search_groups(c.queries(), c.nq, c.k, c.filter, c.threads, out.group_ptr, out.id_ptr,
+                                                out.dist_ptr);
+                              });
           },
           "queries"_a, "k"_a, "filter"_a = py::none(), "threads"_a = 0,
           "Exact top-k distinct groups: (groups uint64[q, k], best id per group uint64[q, k], "

@@ -55,6 +55,19 @@ is released). remove(), resize(), save() and setting ef wait for running adds; r
 also briefly wait for running searches. Removed ids free their slot for later adds
 (hnswlib's replace_deleted), so a steady add/remove churn keeps the capacity bounded.)doc";
 
+constexpr const char* kSearchDoc =
+    "Approximate top-k: (ids uint64[q, k], distances float32[q, k]) ascending; missing "
+    "slots NO_ID / +inf. ef = the walk's beam width (None: the index's ef); below k the walk "
+    "stops earlier and still returns the k best of every node it evaluated. The filter is "
+    "evaluated in C++ during the graph walk. A 1-D query is one row.";
+
+constexpr const char* kSearchGroupsDoc =
+    "Top-k distinct groups (videos): (groups uint64[q, k], best id per group uint64[q, k], "
+    "distances float32[q, k]); missing slots NO_ID / NO_ID / +inf. The graph walk keeps "
+    "max(ef, k) distinct groups (ef=None: 16, not the index's ef) and admits a frame only "
+    "if it beats its group's best, so k frames of one video never crowd out the other "
+    "videos. Cost grows with ef x frames per video: keep ef a small multiple of k.";
+
 }  // namespace
 
 void bind_hnsw(py::module_& m) {
@@ -62,21 +75,20 @@ void bind_hnsw(py::module_& m) {
   m.attr("HNSW_DEFAULT_M") = py::int_(HnswParams::kDefaultM);
   m.attr("HNSW_DEFAULT_EF_CONSTRUCTION") = py::int_(HnswParams::kDefaultEfConstruction);
   m.attr("HNSW_DEFAULT_EF") = py::int_(HnswParams::kDefaultEf);
-  py::class_<HnswIndex>(m, "HnswIndex", kClassDoc)
-      .def(py::init([](py::ssize_t dim, const std::string& metric, py::ssize_t max_elements, py::ssize_t M,
-                       py::ssize_t ef_construction, py::ssize_t seed) {
-             HnswParams p;
-             p.M = positive(M, "M");
-             p.ef_construction = positive(ef_construction, "ef_construction");
-             if (seed < 0) throw py::value_error("seed must be >= 0");
-             p.seed = static_cast<std::size_t>(seed);
-             if (max_elements < 0) throw py::value_error("max_elements must be >= 0");
-             return new HnswIndex(positive(dim, "dim"), parse_metric(metric), static_cast<std::size_t>(max_elements),
-                                  p);
-           }),
-           "dim"_a, "metric"_a = "ip", "max_elements"_a = 1024, "M"_a = HnswParams::kDefaultM,
-           "ef_construction"_a = HnswParams::kDefaultEfConstruction, "seed"_a = 100,
-           "max_elements is only the initial capacity: add() grows it.")
+  py::class_<HnswIndex> cls(m, "HnswIndex", kClassDoc);
+  cls.def(py::init([](py::ssize_t dim, const std::string& metric, py::ssize_t max_elements, py::ssize_t M,
+                      py::ssize_t ef_construction, py::ssize_t seed) {
+            HnswParams p;
+            p.M = positive(M, "M");
+            p.ef_construction = positive(ef_construction, "ef_construction");
+            if (seed < 0) throw py::value_error("seed must be >= 0");
+            p.seed = static_cast<std::size_t>(seed);
+            if (max_elements < 0) throw py::value_error("max_elements must be >= 0");
+            return new HnswIndex(positive(dim, "dim"), parse_metric(metric), static_cast<std::size_t>(max_elements), p);
+          }),
+          "dim"_a, "metric"_a = "ip", "max_elements"_a = 1024, "M"_a = HnswParams::kDefaultM,
+          "ef_construction"_a = HnswParams::kDefaultEfConstruction, "seed"_a = 100,
+          "max_elements is only the initial capacity: add() grows it.")
       .def_property_readonly("dim", &HnswIndex::dim)
       .def_property_readonly("metric", [](const HnswIndex& x) { return metric_name(x.metric()); })
       .def_property_readonly("M", &HnswIndex::M)
@@ -120,15 +132,7 @@ void bind_hnsw(py::module_& m) {
       .def_property_readonly("deleted_slots", py::cpp_function(&HnswIndex::deleted_slots, kNoGil),
                              "Slots of removed vectors that the next adds will reuse.")
       .def("__len__", &HnswIndex::size, kNoGil)
-      .def(
-          "__contains__",
-          [](const HnswIndex& x, py::handle id) {
-            auto v = as_lookup_id(id);
-            if (!v) return false;
-            py::gil_scoped_release release;
-            return x.contains(*v);
-          },
-          "id"_a)
+      .def("__contains__", &contains_id<HnswIndex>, "id"_a)
       .def("__repr__",
            [](const HnswIndex& x) {
              std::size_t size, ef;
@@ -144,15 +148,10 @@ void bind_hnsw(py::module_& m) {
       .def(
           "add",
           [](HnswIndex& x, py::handle ids, py::handle vectors, py::handle groups, py::ssize_t threads) {
-            auto vec = as_f32_matrix(vectors, x.dim(), "vectors", false, false);
-            const py::ssize_t n = vec.shape(0);
-            auto id = as_uint_vector<std::uint64_t>(ids, "ids", n);
-            carray<std::uint64_t> grp;
-            if (!groups.is_none()) grp = as_uint_vector<std::uint64_t>(groups, "groups", n);
-            const std::uint64_t* gp = groups.is_none() ? nullptr : grp.data();
+            const AddCall a(x.dim(), ids, vectors, groups);
             const std::size_t nt = check_threads(threads);
             py::gil_scoped_release release;
-            x.add(id.data(), vec.data(), static_cast<std::size_t>(n), gp, nt);
+            x.add(a.ids.data(), a.vectors.data(), a.n, a.group_ptr, nt);
           },
           "ids"_a, "vectors"_a, "groups"_a = py::none(), "threads"_a = 0,
           "Add vectors float32[n, dim] under ids uint64[n] (groups default to the ids), on `threads` threads (0 = all "
@@ -176,83 +175,27 @@ void bind_hnsw(py::module_& m) {
             py::gil_scoped_release release;
             x.resize(static_cast<std::size_t>(max_elements));
           },
-          "max_elements"_a, "Set the capacity (ValueError below the occupied slots: live + removed awaiting reuse).")
-      .def(
-          "search",
-          [](const HnswIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
-             py::ssize_t threads) {
-            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
-            const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
-            const Filter* f = as_filter(filter);
-            const std::size_t nq = q.shape(0);
-            SearchResults out(nq, kk, false);
-            {
-              py::gil_scoped_release release;
-              x.search(q.data(), nq, kk, e, f, out.id_ptr, out.dist_ptr, nt);
-            }
-            return out.to_tuple();
-          },
-          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
-          "Approximate top-k: (ids uint64[q, k], distances float32[q, k]) ascending; missing "
-          "slots NO_ID / +inf. ef = the walk's beam width (None: the index's ef); below k the walk "
-          "stops earlier and still returns the k best of every node it evaluated. The filter is "
-          "evaluated in C++ during the graph walk. A 1-D query is one row.")
-      .def(
-          "walk_distances",
-          [](const HnswIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter) {
-            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
-            const std::size_t kk = positive(k, "k"), e = check_ef(ef);
-            const Filter* f = as_filter(filter);
-            const std::size_t nq = q.shape(0);
-            SearchResults out(nq, kk, false);
-            py::array_t<std::uint64_t> cost(static_cast<py::ssize_t>(nq));
-            std::uint64_t* cost_ptr = cost.mutable_data();
-            {
-              py::gil_scoped_release release;
-              x.search(q.data(), nq, kk, e, f, out.id_ptr, out.dist_ptr, 0, cost_ptr);
-            }
-            return cost;
-          },
-          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(),
-          "The cost of search(queries, k, ef, filter): distance evaluations of each query's layer-0 "
-          "walk, uint64[q] (machine-independent, unlike its time).")
-      .def(
-          "search_groups",
-          [](const HnswIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
-             py::ssize_t threads) {
-            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
-            const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
-            const Filter* f = as_filter(filter);
-            const std::size_t nq = q.shape(0);
-            SearchResults out(nq, kk, true);
-            {
-              py::gil_scoped_release release;
-              x.search_groups(q.data(), nq, kk, e, f, out.group_ptr, out.id_ptr, out.dist_ptr, nt);
-            }
-            return out.to_tuple();
-          },
-          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
-          "Top-k distinct groups (videos): (groups uint64[q, k], best id per group uint64[q, k], "
-          "distances float32[q, k]); missing slots NO_ID / NO_ID / +inf. The graph walk keeps "
-          "max(ef, k) distinct groups (ef=None: 16, not the index's ef) and admits a frame only "
-          "if it beats its group's best, so k frames of one video never crowd out the other "
-          "videos. Cost grows with ef x frames per video: keep ef a small multiple of k.")
-      .def(
-          "get_vectors",
-          [](const HnswIndex& x, py::handle ids) {
-            auto id = as_uint_vector<std::uint64_t>(ids, "ids");
-            const auto n = static_cast<std::size_t>(id.size());
-            py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(x.dim())});
-            float* dst = out.mutable_data();
-            {
-              py::gil_scoped_release release;
-              x.get_vectors(id.data(), n, dst);
-            }
-            return out;
-          },
-          "ids"_a,
-          "The stored vectors of these ids, float32[n, dim], exactly as added (in the ids' "
-          "order). ValueError on an id that is not in the index (absent or removed).")
+          "max_elements"_a, "Set the capacity (ValueError below the occupied slots: live + removed awaiting reuse).");
+  def_graph_searches(cls, kSearchDoc, kSearchGroupsDoc);
+  cls.def(
+         "walk_distances",
+         [](const HnswIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter) {
+           const SearchCall c(x.dim(), queries, k, ef, filter, 0);
+           SearchResults out(c.nq, c.k, false);
+           py::array_t<std::uint64_t> cost(static_cast<py::ssize_t>(c.nq));
+           std::uint64_t* cost_ptr = cost.mutable_data();
+           {
+             py::gil_scoped_release release;
+             x.search(c.queries(), c.nq, c.k, c.ef, c.filter, out.id_ptr, out.dist_ptr, 0, cost_ptr);
+           }
+           return cost;
+         },
+         "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(),
+         "The cost of search(queries, k, ef, filter): distance evaluations of each query's layer-0 "
+         "walk, uint64[q] (machine-independent, unlike its time).")
+      .def("get_vectors", &stored_vectors<HnswIndex>, "ids"_a,
+           "The stored vectors of these ids, float32[n, dim], exactly as added (in the ids' "
+           "order). ValueError on an id that is not in the index (absent or removed).")
       .def(
           "save",
           [](const HnswIndex& x, const std::string& path) {

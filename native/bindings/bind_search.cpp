@@ -106,8 +106,8 @@ as HnswIndex's over both parts (the segment is searched exactly, results merged,
 for a moment counts once). Holds references to both indexes, which stay alive with it.)doc";
 
 void bind_live_index(py::module_& m) {
-  py::class_<LiveIndex, std::shared_ptr<LiveIndex>>(m, "LiveIndex", kLiveDoc)
-      .def(py::init([](const HnswIndex& graph, const FlatIndex* fresh) {
+  py::class_<LiveIndex, std::shared_ptr<LiveIndex>> live(m, "LiveIndex", kLiveDoc);
+  live.def(py::init([](const HnswIndex& graph, const FlatIndex* fresh) {
              if (fresh && (fresh->dim() != graph.dim() || fresh->metric() != graph.metric()))
                throw py::value_error("the fresh segment's dimension and metric must be the graph's");
              return std::make_shared<LiveIndex>(graph, fresh);
@@ -123,63 +123,11 @@ void bind_live_index(py::module_& m) {
           },
           "Vectors waiting in the fresh segment to be linked into the graph.")
       .def("__len__", &LiveIndex::size, kNoGil)
-      .def(
-          "__contains__",
-          [](const LiveIndex& x, py::handle id) {
-            auto v = as_lookup_id(id);
-            if (!v) return false;
-            py::gil_scoped_release release;
-            return x.contains(*v);
-          },
-          "id"_a)
-      .def(
-          "search",
-          [](const LiveIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
-             py::ssize_t threads) {
-            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
-            const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
-            const Filter* f = as_filter(filter);
-            const std::size_t nq = q.shape(0);
-            SearchResults out(nq, kk, false);
-            {
-              py::gil_scoped_release release;
-              x.search(q.data(), nq, kk, e, f, out.id_ptr, out.dist_ptr, nt);
-            }
-            return out.to_tuple();
-          },
-          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
-          "HnswIndex.search over the graph and the fresh segment.")
-      .def(
-          "search_groups",
-          [](const LiveIndex& x, py::handle queries, py::ssize_t k, py::handle ef, py::handle filter,
-             py::ssize_t threads) {
-            auto q = as_f32_matrix(queries, x.dim(), "queries", true, true);
-            const std::size_t kk = positive(k, "k"), e = check_ef(ef), nt = check_threads(threads);
-            const Filter* f = as_filter(filter);
-            const std::size_t nq = q.shape(0);
-            SearchResults out(nq, kk, true);
-            {
-              py::gil_scoped_release release;
-              x.search_groups(q.data(), nq, kk, e, f, out.group_ptr, out.id_ptr, out.dist_ptr, nt);
-            }
-            return out.to_tuple();
-          },
-          "queries"_a, "k"_a, "ef"_a = py::none(), "filter"_a = py::none(), "threads"_a = 0,
-          "HnswIndex.search_groups over the graph and the fresh segment.")
-      .def(
-          "get_vectors",
-          [](const LiveIndex& x, py::handle ids) {
-            auto id = as_uint_vector<std::uint64_t>(ids, "ids");
-            const auto n = static_cast<std::size_t>(id.size());
-            py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(x.dim())});
-            float* dst = out.mutable_data();
-            {
-              py::gil_scoped_release release;
-              x.get_vectors(id.data(), n, dst);
-            }
-            return out;
-          },
-          "ids"_a, "HnswIndex.get_vectors over both parts (ValueError on an id in neither).");
+      .def("__contains__", &contains_id<LiveIndex>, "id"_a)
+      .def("get_vectors", &stored_vectors<LiveIndex>, "ids"_a,
+           "HnswIndex.get_vectors over both parts (ValueError on an id in neither).");
+  def_graph_searches(live, "HnswIndex.search over the graph and the fresh segment.",
+                     "HnswIndex.search_groups over the graph and the fresh segment.");
 }
 
 constexpr const char* kDirectoryDoc = R"doc(The server's vector search: collections (id, name, model,

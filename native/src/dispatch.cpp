@@ -8,6 +8,8 @@
 #include <cpuid.h>
 #endif
 
+#include "simd_dispatch.hpp"
+
 namespace frameseek {
 namespace {
 
@@ -20,44 +22,28 @@ bool cpu_has_f16c() {
 }
 #endif
 
-bool cpu_supports(SimdLevel level) {
-  switch (level) {
-    case SimdLevel::Scalar:
-      return true;
-#if defined(FRAMESEEK_HAVE_X86)
-    case SimdLevel::Avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
-    case SimdLevel::Avx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-#endif
+// The distance kernels' levels. AVX2 here includes FMA and F16C (fp16 storage); AVX-512 needs
+// F, BW, DQ and VL.
+const detail::KernelFamily<Kernels>& family() {
+  static const detail::KernelFamily<Kernels> f {
+    {SimdLevel::Scalar, &detail::scalar_kernels, &detail::always},
 #if defined(FRAMESEEK_HAVE_NEON)
-    case SimdLevel::Neon:
-      return true;  // baseline on aarch64
+        {SimdLevel::Neon, &detail::neon_kernels, &detail::always},
 #endif
-    default:
-      return false;
-  }
+#if defined(FRAMESEEK_HAVE_X86)
+        {SimdLevel::Avx2, &detail::avx2_kernels,
+         [] { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c(); }},
+        {SimdLevel::Avx512, &detail::avx512_kernels, [] {
+           return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+         }},
+#endif
+  };
+  return f;
 }
 
-const Kernels* table_for(SimdLevel level) {
-  switch (level) {
-    case SimdLevel::Scalar:
-      return &detail::scalar_kernels();
-#if defined(FRAMESEEK_HAVE_X86)
-    case SimdLevel::Avx2:
-      return &detail::avx2_kernels();
-    case SimdLevel::Avx512:
-      return &detail::avx512_kernels();
-#endif
-#if defined(FRAMESEEK_HAVE_NEON)
-    case SimdLevel::Neon:
-      return &detail::neon_kernels();
-#endif
-    default:
-      return nullptr;
-  }
-}
+bool cpu_supports(SimdLevel level) { return family().cpu_supports(level); }
+const Kernels* table_for(SimdLevel level) { return family().table_for(level); }
 
 const Kernels& select_kernels() {
   auto levels = supported_levels();  // ascending
@@ -75,36 +61,16 @@ const Kernels& select_kernels() {
 
 }  // namespace
 
-std::vector<SimdLevel> compiled_levels() {
-  std::vector<SimdLevel> out{SimdLevel::Scalar};
-#if defined(FRAMESEEK_HAVE_NEON)
-  out.push_back(SimdLevel::Neon);
-#endif
-#if defined(FRAMESEEK_HAVE_X86)
-  out.push_back(SimdLevel::Avx2);
-  out.push_back(SimdLevel::Avx512);
-#endif
-  return out;
-}
+std::vector<SimdLevel> compiled_levels() { return family().compiled_levels(); }
 
-std::vector<SimdLevel> supported_levels() {
-  std::vector<SimdLevel> out;
-  for (SimdLevel l : compiled_levels())
-    if (cpu_supports(l)) out.push_back(l);
-  return out;
-}
+std::vector<SimdLevel> supported_levels() { return family().supported_levels(); }
 
 const Kernels& kernels() {
   static const Kernels& k = select_kernels();
   return k;
 }
 
-const Kernels& kernels_for(SimdLevel level) {
-  const Kernels* t = table_for(level);
-  if (!t || !cpu_supports(level))
-    throw std::runtime_error("SIMD level " + simd_level_name(level) + " is not available");
-  return *t;
-}
+const Kernels& kernels_for(SimdLevel level) { return family().checked(level, "SIMD level"); }
 
 SimdLevel simd_level() { return kernels().level; }
 

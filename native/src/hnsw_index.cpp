@@ -83,6 +83,12 @@ struct DistFn {
   const float* originals;  // the float32 store by slot; null: the element data is the original (Float32)
   WalkPrecision prec;
   std::size_t dim;
+  // The distance of a search over g: on the walk's int8/fp16 rows, re-ranked on the float32
+  // originals in `store`, or (Float32) on the graph's own float32 rows (store unused).
+  static DistFn for_search(const Graph& g, WalkPrecision prec, detail::VectorStore* store, std::size_t dim) {
+    return {static_cast<const KernelSpace::Param*>(g.dist_func_param_), &g,
+            prec == WalkPrecision::Float32 ? nullptr : reinterpret_cast<const float*>(store->data()), prec, dim};
+  }
   const char* addr(hnswlib::tableint x) const { return g->getDataByInternalId(x); }
   std::size_t bytes() const { return g->data_size_; }
   bool reranks() const { return originals != nullptr; }  // the walk reads codes: re-rank on float32
@@ -252,6 +258,19 @@ std::pair<hnswlib::tableint, float> descend(const Graph& g, const DistFn& dist, 
   return {cur, cur_d};
 }
 
+// Pushes v into `heap`, a max-heap of the `cap` smallest values pushed so far (the largest drops
+// out beyond cap). Returns whether it is full, i.e. whether its front is now the cap-th smallest.
+template <class T>
+bool push_capped(std::vector<T>& heap, T v, std::size_t cap) {
+  heap.push_back(std::move(v));
+  std::push_heap(heap.begin(), heap.end());
+  if (heap.size() > cap) {
+    std::pop_heap(heap.begin(), heap.end());
+    heap.pop_back();
+  }
+  return heap.size() >= cap;
+}
+
 // Result policies for search_layer0. bound(): distance a node must beat to be expanded, and the
 // walk stops at the first candidate beyond it (+inf while the beam is not full); offer_bound():
 // distance a visited node must beat to be offered at all (>= bound()); offer(d, x): a visited
@@ -291,22 +310,8 @@ struct TopCollector {
   bool offer(float d, hnswlib::tableint x) {
     if (!admit(x)) return offer_rejected(d, x);
     const bool expand = d < bound();
-    top.emplace_back(d, x);
-    std::push_heap(top.begin(), top.end());
-    if (top.size() > keep) {
-      std::pop_heap(top.begin(), top.end());
-      top.pop_back();
-    }
-    if (top.size() >= keep) lower = top.front().first;
-    if (ef < keep && expand) {
-      beam.push_back(d);
-      std::push_heap(beam.begin(), beam.end());
-      if (beam.size() > ef) {
-        std::pop_heap(beam.begin(), beam.end());
-        beam.pop_back();
-      }
-      if (beam.size() >= ef) beam_lower = beam.front();
-    }
+    if (push_capped(top, {d, x}, keep)) lower = top.front().first;
+    if (ef < keep && expand && push_capped(beam, d, ef)) beam_lower = beam.front();
     return expand;
   }
   bool offer_rejected(float d, hnswlib::tableint x) {
@@ -316,13 +321,7 @@ struct TopCollector {
       if (top.size() < keep) held.emplace_back(d, x);
       return false;
     }
-    routes.push_back(d);
-    std::push_heap(routes.begin(), routes.end());
-    if (routes.size() > route) {
-      std::pop_heap(routes.begin(), routes.end());
-      routes.pop_back();
-    }
-    if (routes.size() >= route) route_lower = routes.front();
+    if (push_capped(routes, d, route)) route_lower = routes.front();
     return true;
   }
   // The walk ran dry: while results are missing, the held rejected nodes become candidates
@@ -998,9 +997,7 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   // the same, the k best of every node the walk evaluated.
   const std::size_t ef_eff = ef == 0 ? ef_ : ef;
   const Graph& g = *hnsw_;
-  const DistFn dist{static_cast<const KernelSpace::Param*>(g.dist_func_param_), &g,
-                    walk_ == WalkPrecision::Float32 ? nullptr : reinterpret_cast<const float*>(store_->data()), walk_,
-                    dim_};
+  const DistFn dist = DistFn::for_search(g, walk_, store_.get(), dim_);
   // Built once per call, shared read-only by every thread and query of the batch.
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
@@ -1039,9 +1036,7 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   // frames per video, so the default is a small multiple of k, not the index's ef.
   const std::size_t ef_eff = std::max(ef == 0 ? HnswParams::kDefaultGroupEf : ef, k);
   const Graph& g = *hnsw_;
-  const DistFn dist{static_cast<const KernelSpace::Param*>(g.dist_func_param_), &g,
-                    walk_ == WalkPrecision::Float32 ? nullptr : reinterpret_cast<const float*>(store_->data()), walk_,
-                    dim_};
+  const DistFn dist = DistFn::for_search(g, walk_, store_.get(), dim_);
   std::unique_ptr<SlotFilter> sf;
   if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
   const AdmitLive live{g};

@@ -1,7 +1,7 @@
 """Typed surface of the compiled module frameseek._native (see native/bindings)."""
 
 from collections.abc import Iterable
-from typing import TypedDict
+from typing import Protocol, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,20 @@ class Filter:
     def __init__(self, ids: _IntArrayLike | None = None, groups: _IntArrayLike | None = None) -> None: ...
     def allows(self, id: int, group: int) -> bool: ...
 
-class FlatIndex:
+class _IndexReads(Protocol):
+    """What FlatIndex, HnswIndex and LiveIndex read alike (bind_common.hpp: contains_id, stored_vectors)."""
+
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, id: object) -> bool: ...
+    def get_vectors(self, ids: _IntArrayLike) -> _F32:
+        """Stored vectors float32[n, dim] of these ids, in their order (as added; a float16
+        FlatIndex's rounded to fp16); ValueError on an id that is not in the index."""
+
+class FlatIndex(_IndexReads):
     """Exact index. metric 'ip': distance = 1 - dot; 'l2': squared Euclidean distance.
 
     storage 'float16' keeps vectors as IEEE fp16 (half the memory, ~2x faster memory-bound
@@ -58,13 +71,7 @@ class FlatIndex:
 
     def __init__(self, dim: int, metric: str = "ip", storage: str = "float32") -> None: ...
     @property
-    def dim(self) -> int: ...
-    @property
-    def metric(self) -> str: ...
-    @property
     def storage(self) -> str: ...
-    def __len__(self) -> int: ...
-    def __contains__(self, id: object) -> bool: ...
     def add(
         self,
         ids: _IntArrayLike,
@@ -74,8 +81,6 @@ class FlatIndex:
         """groups default to the ids; duplicate/NO_ID ids or NaN -> ValueError, atomically."""
     def remove(self, ids: _IntArrayLike) -> int:
         """Number of ids that were present."""
-    def get_vectors(self, ids: _IntArrayLike) -> _F32:
-        """Stored vectors float32[n, dim] of these ids; ValueError on an absent id."""
     def search(self, queries: _F32, k: int, filter: Filter | None = None, threads: int = 0) -> tuple[_U64, _F32]:
         """(ids [q, k], distances [q, k]) ascending, ties by id; padding NO_ID / +inf."""
     def search_groups(
@@ -87,7 +92,19 @@ class FlatIndex:
 # hnsw stream: HnswIndex (native/bindings/bind_hnsw.cpp)
 # ---------------------------------------------------------------------------------------------
 
-class HnswIndex:
+class _GraphSearches(_IndexReads, Protocol):
+    """search and search_groups of HnswIndex and LiveIndex (one binding: bind_common.hpp's
+    def_graph_searches)."""
+
+    def search(
+        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _F32]: ...
+    def search_groups(
+        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
+    ) -> tuple[_U64, _U64, _F32]:
+        """(groups, best id per group, distance); ef counts distinct groups (None: 16)."""
+
+class HnswIndex(_GraphSearches):
     """Approximate index (hnswlib 0.8 graph on frameseek's kernels); see the runtime docstring.
 
     Defaults M=32, ef_construction=300, ef=64 hold recall@10 >= 0.99 on video-like data inserted
@@ -104,10 +121,6 @@ class HnswIndex:
         seed: int = 100,
     ) -> None: ...
     @property
-    def dim(self) -> int: ...
-    @property
-    def metric(self) -> str: ...
-    @property
     def M(self) -> int: ...
     @property
     def ef_construction(self) -> int: ...
@@ -121,8 +134,6 @@ class HnswIndex:
     def capacity(self) -> int: ...
     @property
     def deleted_slots(self) -> int: ...
-    def __len__(self) -> int: ...
-    def __contains__(self, id: object) -> bool: ...
     def add(
         self,
         ids: _IntArrayLike,
@@ -132,17 +143,8 @@ class HnswIndex:
     ) -> None: ...
     def remove(self, ids: _IntArrayLike) -> int: ...
     def resize(self, max_elements: int) -> None: ...
-    def search(
-        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
-    ) -> tuple[_U64, _F32]: ...
     def walk_distances(self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None) -> _U64:
         """Distance evaluations of each query's layer-0 walk in search(queries, k, ef, filter)."""
-    def search_groups(
-        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
-    ) -> tuple[_U64, _U64, _F32]:
-        """(groups, best id per group, distance); ef counts distinct groups (None: 16)."""
-    def get_vectors(self, ids: _IntArrayLike) -> _F32:
-        """Stored vectors float32[n, dim] of these ids, as added; ValueError on an absent id."""
     def save(self, path: str) -> None: ...
     def check_mapped_vectors(self) -> str:
         """Check the float32 vectors load mapped from the snapshot against their CRC; '' when intact."""
@@ -154,28 +156,15 @@ class HnswIndex:
     @staticmethod
     def load(path: str, vectors_dir: str | None = None) -> HnswIndex: ...
 
-class LiveIndex:
+class LiveIndex(_GraphSearches):
     """A collection's searchable vectors: its HnswIndex (`graph`) and its fresh segment (a
     FlatIndex of the vectors acknowledged but not yet linked into the graph, or None). search,
     search_groups, get_vectors and `in` are HnswIndex's over both parts (merged, each id once)."""
 
     def __init__(self, graph: HnswIndex, fresh: FlatIndex | None = None) -> None: ...
     @property
-    def dim(self) -> int: ...
-    @property
-    def metric(self) -> str: ...
-    @property
     def fresh_size(self) -> int:
         """Vectors waiting in the fresh segment to be linked into the graph."""
-    def __len__(self) -> int: ...
-    def __contains__(self, id: object) -> bool: ...
-    def search(
-        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
-    ) -> tuple[_U64, _F32]: ...
-    def search_groups(
-        self, queries: _F32, k: int, ef: int | None = None, filter: Filter | None = None, threads: int = 0
-    ) -> tuple[_U64, _U64, _F32]: ...
-    def get_vectors(self, ids: _IntArrayLike) -> _F32: ...
 
 # ---------------------------------------------------------------------------------------------
 # aggregate stream: aggregate, neighbor_idf_weights, aggregate_speed_grid

@@ -6,47 +6,26 @@
 #include <stdexcept>
 #include <string>
 
+#include "../simd_dispatch.hpp"
 #include "frameseek/fingerprint.hpp"
 
 namespace frameseek::fingerprint {
 namespace {
 
-bool cpu_supports(SimdLevel level) {
-  switch (level) {
-    case SimdLevel::Scalar:
-      return true;
-#if defined(FRAMESEEK_HAVE_X86)
-    case SimdLevel::Avx2:
-      return __builtin_cpu_supports("avx2");
-    case SimdLevel::Avx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
-#endif
+// The popcount kernels' levels: AVX2 alone; AVX-512 needs F and VPOPCNTDQ.
+const frameseek::detail::KernelFamily<PopcountKernels>& family() {
+  static const frameseek::detail::KernelFamily<PopcountKernels> f {
+    {SimdLevel::Scalar, &detail::scalar_popcount_kernels, &frameseek::detail::always},
 #if defined(FRAMESEEK_HAVE_NEON)
-    case SimdLevel::Neon:
-      return true;  // baseline on aarch64
+        {SimdLevel::Neon, &detail::neon_popcount_kernels, &frameseek::detail::always},
 #endif
-    default:
-      return false;
-  }
-}
-
-const PopcountKernels* table_for(SimdLevel level) {
-  switch (level) {
-    case SimdLevel::Scalar:
-      return &detail::scalar_popcount_kernels();
 #if defined(FRAMESEEK_HAVE_X86)
-    case SimdLevel::Avx2:
-      return &detail::avx2_popcount_kernels();
-    case SimdLevel::Avx512:
-      return &detail::avx512_popcount_kernels();
+        {SimdLevel::Avx2, &detail::avx2_popcount_kernels, [] { return bool(__builtin_cpu_supports("avx2")); }},
+        {SimdLevel::Avx512, &detail::avx512_popcount_kernels,
+         [] { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq"); }},
 #endif
-#if defined(FRAMESEEK_HAVE_NEON)
-    case SimdLevel::Neon:
-      return &detail::neon_popcount_kernels();
-#endif
-    default:
-      return nullptr;
-  }
+  };
+  return f;
 }
 
 const PopcountKernels& select() {
@@ -59,28 +38,18 @@ const PopcountKernels& select() {
   SimdLevel best = SimdLevel::Scalar;
   for (SimdLevel l : levels)
     if (l <= cap) best = l;
-  return *table_for(best);
+  return *family().table_for(best);
 }
 
 }  // namespace
 
-std::vector<SimdLevel> popcount_supported_levels() {
-  std::vector<SimdLevel> out;
-  for (SimdLevel l : {SimdLevel::Scalar, SimdLevel::Neon, SimdLevel::Avx2, SimdLevel::Avx512})
-    if (table_for(l) && cpu_supports(l)) out.push_back(l);
-  return out;
-}
+std::vector<SimdLevel> popcount_supported_levels() { return family().supported_levels(); }
 
 const PopcountKernels& popcount_kernels() {
   static const PopcountKernels& k = select();
   return k;
 }
 
-const PopcountKernels& popcount_kernels_for(SimdLevel level) {
-  const PopcountKernels* t = table_for(level);
-  if (!t || !cpu_supports(level))
-    throw std::runtime_error("popcount SIMD level " + simd_level_name(level) + " is not available");
-  return *t;
-}
+const PopcountKernels& popcount_kernels_for(SimdLevel level) { return family().checked(level, "popcount SIMD level"); }
 
 }  // namespace frameseek::fingerprint

@@ -205,6 +205,12 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def _write(self, sql: str, args=()) -> None:
+        with self._tx() as db:
+            db.execute(sql, args)
+
+    _DUPLICATE_KEY = sqlite3.IntegrityError  # JobTables' host (storage.jobs)
+
     def data_version(self) -> int:
         """SQLite's `PRAGMA data_version`: changes when another connection commits (replicas poll it)."""
         return int(self._query("PRAGMA data_version")[0][0])

@@ -13,7 +13,8 @@ Every connection failure (PostgreSQL down, restarting, unreachable) raises Unava
 BACKEND_UNAVAILABLE); the pool reconnects by itself with exponential backoff (psycopg_pool), and
 every connection is checked before use, so a restarted PostgreSQL costs failed calls, not a restart.
 
-The people tables (persons and their face tracks): postgres_people.PostgresPeople, mixed in.
+The ingest jobs: storage.jobs.JobTables (the SQL the SQLite catalog runs too), mixed in. The people
+tables (persons and their face tracks): postgres_people.PostgresPeople, mixed in.
 """
 
 from __future__ import annotations
@@ -34,15 +35,14 @@ from .base import (
     AlreadyExists,
     CollectionRecord,
     FailedPrecondition,
-    JobRecord,
-    JobState,
     ModalityData,
     NotFound,
     Unavailable,
     VideoQuery,
     VideoRecord,
 )
-from .postgres_people import PostgresPeople
+from .jobs import JobTables
+from .postgres_people import PostgresPeople, pyformat
 
 #: pg_advisory_xact_lock key taken while migrating ("fsmg")
 _MIGRATION_LOCK = 0x66736D67
@@ -53,10 +53,6 @@ _COLL_COLS = (
 _VIDEO_COLS = (
     "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
     "external_key, labels, filename, model, realtime_factor, create_time, state"
-)
-_JOB_COLS = (
-    "id, collection_id, state, request_id, samples_done, samples_total, media_seconds_done, duration, "
-    "video_id, error_code, error_reason, error_message, create_time, update_time, already_exists"
 )
 
 
@@ -107,26 +103,6 @@ def _video(r) -> VideoRecord:
     )
 
 
-def _job(r) -> JobRecord:
-    return JobRecord(
-        id=r[0],
-        collection_id=r[1],
-        state=JobState(r[2]),
-        request_id=r[3],
-        samples_done=r[4],
-        samples_total=r[5],
-        media_seconds_done=r[6],
-        duration=r[7],
-        video_id=r[8],
-        error_code=r[9],
-        error_reason=r[10],
-        error_message=r[11],
-        create_time=r[12],
-        update_time=r[13],
-        already_exists=r[14],
-    )
-
-
 def _times(blob) -> np.ndarray:
     return np.frombuffer(bytes(blob), dtype="<f8")
 
@@ -155,7 +131,7 @@ class _Connection:
         return False
 
 
-class PostgresCatalog(PostgresPeople):
+class PostgresCatalog(JobTables, PostgresPeople):
     """Thread-safe (a connection pool); every method is one short transaction."""
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, max_connections: int = 8):
@@ -192,6 +168,14 @@ class PostgresCatalog(PostgresPeople):
     def _rows(self, sql: str, args=()) -> list[tuple]:
         with self._conn() as c:
             return c.execute(sql, args).fetchall()
+
+    def _write(self, sql: str, args=()) -> None:
+        """One statement in qmark style (storage.jobs), committed alone (the pool's connections
+        autocommit)."""
+        with self._conn() as c:
+            c.execute(pyformat(sql), args)
+
+    _DUPLICATE_KEY = psycopg.errors.UniqueViolation  # JobTables' host (storage.jobs)
 
     def ping(self) -> None:
         self._rows("SELECT 1")
@@ -526,69 +510,3 @@ class PostgresCatalog(PostgresPeople):
         for vid, key in rows:
             out.setdefault(key, []).append(int(vid))
         return out
-
-    # -- jobs -----------------------------------------------------------------------------------
-    def create_job(self, j: JobRecord, owner: str) -> JobRecord:
-        j.create_time = j.update_time = time.time()
-        try:
-            self._rows(
-                f"INSERT INTO jobs ({_JOB_COLS}, owner) VALUES ({','.join(['%s'] * 16)}) RETURNING id",
-                (
-                    j.id,
-                    j.collection_id,
-                    j.state.value,
-                    j.request_id,
-                    j.samples_done,
-                    j.samples_total,
-                    j.media_seconds_done,
-                    j.duration,
-                    j.video_id,
-                    j.error_code,
-                    j.error_reason,
-                    j.error_message,
-                    j.create_time,
-                    j.update_time,
-                    j.already_exists,
-                    owner,
-                ),
-            )
-        except psycopg.errors.UniqueViolation:
-            raise AlreadyExists(f"request_id {j.request_id!r} already used", "DUPLICATE_REQUEST") from None
-        return j
-
-    def update_job(self, j: JobRecord) -> None:
-        j.update_time = time.time()
-        self._rows(
-            "UPDATE jobs SET state=%s, samples_done=%s, samples_total=%s, media_seconds_done=%s, duration=%s, "
-            "video_id=%s, error_code=%s, error_reason=%s, error_message=%s, update_time=%s, already_exists=%s "
-            "WHERE id=%s RETURNING id",
-            (
-                j.state.value,
-                j.samples_done,
-                j.samples_total,
-                j.media_seconds_done,
-                j.duration,
-                j.video_id,
-                j.error_code,
-                j.error_reason,
-                j.error_message,
-                j.update_time,
-                j.already_exists,
-                j.id,
-            ),
-        )
-
-    def get_job(self, job_id: str) -> JobRecord:
-        rows = self._rows(f"SELECT {_JOB_COLS} FROM jobs WHERE id=%s", (job_id,))
-        if not rows:
-            raise NotFound(f"ingest job {job_id!r} not found", "JOB_NOT_FOUND")
-        return _job(rows[0])
-
-    def job_for_request(self, request_id: str) -> JobRecord | None:
-        rows = self._rows(f"SELECT {_JOB_COLS} FROM jobs WHERE request_id=%s", (request_id,))
-        return _job(rows[0]) if rows else None
-
-    def unfinished_jobs(self, owner: str) -> list[JobRecord]:
-        """The queued or running jobs of `owner`: only the server that spooled an upload can resume it."""
-        sql = f"SELECT {_JOB_COLS} FROM jobs WHERE owner=%s AND state IN ('QUEUED', 'RUNNING')"
-        return [_job(r) for r in self._rows(sql, (owner,))]

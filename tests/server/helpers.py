@@ -239,6 +239,22 @@ def random_unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarra
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+@contextlib.contextmanager
+def tmpfs(mount_point: pathlib.Path, size: str):
+    """A real filesystem of `size` (tmpfs, e.g. "40m") at `mount_point`, to fill up; skips the test
+    where it cannot be mounted (that needs root / CAP_SYS_ADMIN)."""
+    mount_point.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
 def seed_collection(
     data_dir: pathlib.Path,
     *,

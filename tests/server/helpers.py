@@ -239,6 +239,17 @@ def random_unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarra
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def video_record(content_sha256: str, **fields):
+    """A storage.VideoRecord for storage tests: a 5 s 64x48 video of no samples yet, with this content
+    hash; `fields` set the others (collection_id, duration, external_key, ...)."""
+    from frameseek.storage import VideoRecord
+
+    defaults = dict(
+        id=0, collection_id=0, kind="video", duration=5.0, width=64, height=48, sample_count=0, size_bytes=1
+    )
+    return VideoRecord(**{**defaults, "content_sha256": content_sha256, **fields})
+
+
 @contextlib.contextmanager
 def tmpfs(mount_point: pathlib.Path, size: str):
     """A real filesystem of `size` (tmpfs, e.g. "40m") at `mount_point`, to fill up; skips the test

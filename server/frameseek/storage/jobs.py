@@ -16,6 +16,7 @@ one server, and no owner column.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from .base import (
@@ -25,31 +26,24 @@ from .base import (
     NotFound,
 )
 
-_JOB_COLS = (
-    "id, collection_id, state, request_id, samples_done, samples_total, media_seconds_done, duration, "
-    "video_id, error_code, error_reason, error_message, create_time, update_time, already_exists"
-)
+# a job row's columns are JobRecord's fields, in its order
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord))
+_JOB_COLS = ", ".join(_JOB_FIELDS)
+# what update_job writes: all but the job's identity and its creation
+_UPDATED = tuple(c for c in _JOB_FIELDS if c not in ("id", "collection_id", "request_id", "create_time"))
 _UNFINISHED = "state IN ('QUEUED', 'RUNNING')"
 
 
 def _job(row) -> JobRecord:
-    return JobRecord(
-        id=row[0],
-        collection_id=row[1],
-        state=JobState(row[2]),
-        request_id=row[3],
-        samples_done=row[4],
-        samples_total=row[5],
-        media_seconds_done=row[6],
-        duration=row[7],
-        video_id=row[8],
-        error_code=row[9],
-        error_reason=row[10],
-        error_message=row[11],
-        create_time=row[12],
-        update_time=row[13],
-        already_exists=bool(row[14]),
-    )
+    j = JobRecord(*row)
+    j.state, j.already_exists = JobState(j.state), bool(j.already_exists)
+    return j
+
+
+def _stored(j: JobRecord, columns: tuple[str, ...]) -> tuple:
+    """The job's values of `columns` as stored: its state by value, already_exists a bool."""
+    stored = {"state": j.state.value, "already_exists": bool(j.already_exists)}
+    return tuple(stored[c] if c in stored else getattr(j, c) for c in columns)
 
 
 class JobTables:
@@ -59,28 +53,8 @@ class JobTables:
 
     def create_job(self, j: JobRecord, owner: str | None = None) -> JobRecord:
         """Insert the job; `owner`: its server, on a catalog that several servers share."""
-        now = time.time()
-        j.create_time = j.update_time = now
-        cols, args = (
-            _JOB_COLS,
-            (
-                j.id,
-                j.collection_id,
-                j.state.value,
-                j.request_id,
-                j.samples_done,
-                j.samples_total,
-                j.media_seconds_done,
-                j.duration,
-                j.video_id,
-                j.error_code,
-                j.error_reason,
-                j.error_message,
-                j.create_time,
-                j.update_time,
-                bool(j.already_exists),
-            ),
-        )
+        j.create_time = j.update_time = time.time()
+        cols, args = _JOB_COLS, _stored(j, _JOB_FIELDS)
         if owner is not None:
             cols, args = f"{cols}, owner", (*args, owner)
         try:
@@ -91,25 +65,8 @@ class JobTables:
 
     def update_job(self, j: JobRecord) -> None:
         j.update_time = time.time()
-        self._write(  # type: ignore[attr-defined]
-            "UPDATE jobs SET state=?, samples_done=?, samples_total=?, media_seconds_done=?, duration=?, "
-            "video_id=?, error_code=?, error_reason=?, error_message=?, update_time=?, already_exists=? "
-            "WHERE id=?",
-            (
-                j.state.value,
-                j.samples_done,
-                j.samples_total,
-                j.media_seconds_done,
-                j.duration,
-                j.video_id,
-                j.error_code,
-                j.error_reason,
-                j.error_message,
-                j.update_time,
-                bool(j.already_exists),
-                j.id,
-            ),
-        )
+        sets = ", ".join(f"{c}=?" for c in _UPDATED)
+        self._write(f"UPDATE jobs SET {sets} WHERE id=?", (*_stored(j, _UPDATED), j.id))  # type: ignore[attr-defined]
 
     def get_job(self, job_id: str) -> JobRecord:
         rows = self._query(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,))  # type: ignore[attr-defined]

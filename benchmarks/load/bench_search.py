@@ -90,6 +90,32 @@ def _bulk_load(st):
         os.sync()
 
 
+def bench_collection(st, dim: int, index: dict):
+    """Create the benchmarks' collection (COLLECTION: `dim`-d, inner product, 1 sample/s) in storage `st`."""
+    return st.create_collection(
+        COLLECTION, model="sscd_distilled", dimension=dim, metric="ip", sampling={"fps": 1.0}, index=index
+    )
+
+
+def synthetic_record(collection_id: int, vid_i: int, timestamps: np.ndarray, labels: dict | None = None):
+    """The catalog record of synthetic video number `vid_i`, of samples at `timestamps`."""
+    from frameseek.storage import VideoRecord
+
+    return VideoRecord(
+        id=0,
+        collection_id=collection_id,
+        kind="video",
+        duration=float(timestamps[-1]) + 1.0,
+        width=640,
+        height=360,
+        sample_count=len(timestamps),
+        size_bytes=0,
+        content_sha256=f"synthetic-{vid_i}",
+        external_key=f"synthetic-{vid_i}",
+        labels=labels or {},
+    )
+
+
 def fill(
     data_dir: pathlib.Path,
     n: int,
@@ -113,20 +139,11 @@ def fill(
 
 
 def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: bool = False) -> dict:
-    from frameseek.storage import VideoRecord
-
     try:
         c = st.get_collection(COLLECTION)
         vid_i, have = st.collection_counts(c.id)[:2]  # videos and samples filled so far
     except Exception:
-        c = st.create_collection(
-            COLLECTION,
-            model="sscd_distilled",
-            dimension=dim,
-            metric="ip",
-            sampling={"fps": 1.0},
-            index={"m": 16, "ef_construction": 100, "ef_search": 64},
-        )
+        c = bench_collection(st, dim, {"m": 16, "ef_construction": 100, "ef_search": 64})
         vid_i = have = 0
     if have >= n:
         st.close(snapshot=False)
@@ -141,19 +158,7 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
         if twins:
             tw = v[:m] + 0.48 * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
             tw /= np.linalg.norm(tw, axis=1, keepdims=True)
-        rec = VideoRecord(
-            id=0,
-            collection_id=c.id,
-            kind="video",
-            duration=float(ts[m - 1]) + 1.0,
-            width=640,
-            height=360,
-            sample_count=m,
-            size_bytes=0,
-            content_sha256=f"synthetic-{vid_i}",
-            external_key=f"synthetic-{vid_i}",
-            labels={"shelf": str(vid_i % SHELVES)},
-        )
+        rec = synthetic_record(c.id, vid_i, ts[:m], labels={"shelf": str(vid_i % SHELVES)})
         st.add_video(c.id, rec, ts[:m], v[:m], twins=tw)
         done += m
         vid_i += 1

@@ -101,19 +101,11 @@ def synthetic_record(collection_id: int, vid_i: int, timestamps: np.ndarray, lab
     """The catalog record of synthetic video number `vid_i`, of samples at `timestamps`."""
     from frameseek.storage import VideoRecord
 
+    name = f"synthetic-{vid_i}"
     return VideoRecord(
-        id=0,
-        collection_id=collection_id,
-        kind="video",
-        duration=float(timestamps[-1]) + 1.0,
-        width=640,
-        height=360,
-        sample_count=len(timestamps),
-        size_bytes=0,
-        content_sha256=f"synthetic-{vid_i}",
-        external_key=f"synthetic-{vid_i}",
-        labels=labels or {},
-    )
+        id=0, collection_id=collection_id, kind="video", duration=float(timestamps[-1]) + 1.0, width=640, height=360,
+        sample_count=len(timestamps), size_bytes=0, content_sha256=name, external_key=name, labels=labels or {},
+    )  # fmt: skip
 
 
 def fill(

@@ -4,7 +4,7 @@ names one job, so a retried upload finds the job of its first try. Mixed into bo
 (the scale-out store; migrations/0001_catalog.sql): one implementation of the SQL, run on the host
 catalog's connection, as storage.people's PeopleTables is.
 
-What a host provides: `_query(sql, args)` -> rows; `_write(sql, args)`, one statement in a
+What a host provides: `_query(sql, args)` -> rows; `_write(sql, args)` -> rows, one statement in a
 transaction of its own; and `_DUPLICATE_KEY`, its driver's exception for a broken unique constraint
 (a request id used twice). The SQL here is written in sqlite3's qmark style ('?'); a host whose
 driver uses another parameter style translates it.

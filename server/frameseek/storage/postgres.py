@@ -13,7 +13,8 @@ Every connection failure (PostgreSQL down, restarting, unreachable) raises Unava
 BACKEND_UNAVAILABLE); the pool reconnects by itself with exponential backoff (psycopg_pool), and
 every connection is checked before use, so a restarted PostgreSQL costs failed calls, not a restart.
 
-The ingest jobs: storage.jobs.JobTables (the SQL the SQLite catalog runs too), mixed in. The people
+The collections and ingest jobs: storage.collection_tables.CollectionTables and storage.jobs.JobTables
+(the SQL the SQLite catalog runs too), mixed in. The people
 tables (persons and their face tracks): postgres_people.PostgresPeople, mixed in.
 """
 
@@ -32,8 +33,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .base import (
     ITEM_KIND,
     Aborted,
-    AlreadyExists,
-    CollectionRecord,
     FailedPrecondition,
     ModalityData,
     NotFound,
@@ -41,15 +40,13 @@ from .base import (
     VideoQuery,
     VideoRecord,
 )
+from .collection_tables import CollectionTables
 from .jobs import JobTables
 from .postgres_people import PostgresPeople, pyformat
 
 #: pg_advisory_xact_lock key taken while migrating ("fsmg")
 _MIGRATION_LOCK = 0x66736D67
 
-_COLL_COLS = (
-    "id, name, description, model, dimension, metric, sampling, index_settings, create_time, is_default, modalities"
-)
 _VIDEO_COLS = (
     "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
     "external_key, labels, filename, model, realtime_factor, create_time, state"
@@ -64,22 +61,6 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             out.append((int(m.group(1)), m.group(2), f.read_text()))
     return sorted(out)
-
-
-def _collection(r) -> CollectionRecord:
-    return CollectionRecord(
-        id=r[0],
-        name=r[1],
-        description=r[2],
-        model=r[3],
-        dimension=r[4],
-        metric=r[5],
-        sampling=r[6],
-        index=r[7],
-        create_time=r[8],
-        is_default=r[9],
-        modalities=r[10],
-    )
 
 
 def _video(r) -> VideoRecord:
@@ -131,7 +112,7 @@ class _Connection:
         return False
 
 
-class PostgresCatalog(JobTables, PostgresPeople):
+class PostgresCatalog(CollectionTables, JobTables, PostgresPeople):
     """Thread-safe (a connection pool); every method is one short transaction."""
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, max_connections: int = 8):
@@ -169,13 +150,14 @@ class PostgresCatalog(JobTables, PostgresPeople):
         with self._conn() as c:
             return c.execute(sql, args).fetchall()
 
-    def _write(self, sql: str, args=()) -> None:
+    def _write(self, sql: str, args=()) -> list[tuple]:
         """One statement in qmark style (storage.jobs), committed alone (the pool's connections
-        autocommit)."""
+        autocommit); the rows it returns (RETURNING), none when it returns none."""
         with self._conn() as c:
-            c.execute(pyformat(sql), args)
+            cur = c.execute(pyformat(sql), args)
+            return cur.fetchall() if cur.description is not None else []
 
-    _DUPLICATE_KEY = psycopg.errors.UniqueViolation  # JobTables' host (storage.jobs)
+    _DUPLICATE_KEY = psycopg.errors.UniqueViolation  # the host of JobTables and CollectionTables
 
     def ping(self) -> None:
         self._rows("SELECT 1")
@@ -209,52 +191,12 @@ class PostgresCatalog(JobTables, PostgresPeople):
     def schema_version(self) -> int:
         return int(self._rows("SELECT coalesce(max(version), 0) FROM schema_migrations")[0][0])
 
-    # -- collections ----------------------------------------------------------------------------
-    def create_collection(
-        self,
-        name: str,
-        *,
-        model: str,
-        dimension: int,
-        metric: str,
-        sampling: dict,
-        index: dict,
-        description: str = "",
-        is_default: bool = False,
-        modalities: dict | None = None,
-    ) -> CollectionRecord:
-        try:
-            rows = self._rows(
-                "INSERT INTO collections (name, description, model, dimension, metric, sampling, index_settings, "
-                f"create_time, is_default, modalities) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING {_COLL_COLS}",
-                (
-                    name,
-                    description,
-                    model,
-                    dimension,
-                    metric,
-                    Jsonb(sampling),
-                    Jsonb(index),
-                    time.time(),
-                    is_default,
-                    Jsonb(modalities or {}),
-                ),
-            )
-        except psycopg.errors.UniqueViolation:
-            raise AlreadyExists(f"collection {name!r} already exists", "COLLECTION_EXISTS") from None
-        return _collection(rows[0])
+    # -- collections (CollectionTables: storage.collection_tables) ----------------------------
+    def _to_json(self, value) -> Jsonb:
+        return Jsonb(value)
 
-    def get_collection(self, name: str) -> CollectionRecord:
-        rows = self._rows(f"SELECT {_COLL_COLS} FROM collections WHERE name=%s", (name,))
-        if not rows:
-            raise NotFound(f"collection {name!r} not found", "COLLECTION_NOT_FOUND")
-        return _collection(rows[0])
-
-    def collection_by_id(self, collection_id: int) -> CollectionRecord:
-        rows = self._rows(f"SELECT {_COLL_COLS} FROM collections WHERE id=%s", (collection_id,))
-        if not rows:
-            raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
-        return _collection(rows[0])
+    def _from_json(self, stored):
+        return stored  # psycopg decodes JSONB
 
     def set_index_setting(self, collection_id: int, key: str, value) -> None:
         """Set one key of the collection's index settings (a JSONB object)."""
@@ -264,13 +206,6 @@ class PostgresCatalog(JobTables, PostgresPeople):
         )
         if not rows:
             raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
-
-    def list_collections(self, after: str = "", limit: int = 1000) -> list[CollectionRecord]:
-        sql = f"SELECT {_COLL_COLS} FROM collections WHERE name > %s ORDER BY name LIMIT %s"
-        return [_collection(r) for r in self._rows(sql, (after, limit))]
-
-    def all_collections(self) -> list[CollectionRecord]:
-        return [_collection(r) for r in self._rows(f"SELECT {_COLL_COLS} FROM collections ORDER BY id")]
 
     def delete_collection(self, collection_id: int, force: bool) -> list[int]:
         """Delete the collection row (with force its videos too): the commit point of a collection
@@ -284,14 +219,6 @@ class PostgresCatalog(JobTables, PostgresPeople):
             c.execute("DELETE FROM videos WHERE collection_id=%s", (collection_id,))
             c.execute("DELETE FROM collections WHERE id=%s", (collection_id,))
         return ids
-
-    def collection_counts(self, collection_id: int) -> tuple[int, int, float]:
-        r = self._rows(
-            "SELECT count(*), coalesce(sum(sample_count), 0), coalesce(sum(duration), 0) FROM videos "
-            "WHERE collection_id=%s AND state='active'",
-            (collection_id,),
-        )[0]
-        return int(r[0]), int(r[1]), float(r[2])
 
     def vector_count(self, collection_id: int) -> int:
         return int(

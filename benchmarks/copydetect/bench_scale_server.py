@@ -177,7 +177,7 @@ def server_phase(data_dir: Path, query: Path, repeat: int, backend: str) -> dict
         "FRAMESEEK_EMBED_BACKEND": backend,
     }
     srv = bench_search.Server(data_dir, env)
-    restart_s = srv.start()
+    restart_s = srv.start().ready_s
     print(f"server {srv.address}: SERVING {restart_s:.1f} s after start", flush=True)
     out: dict = {"restart_s": round(restart_s, 2)}
     try:

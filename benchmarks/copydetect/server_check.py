@@ -16,50 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from benchmarks.copydetect.run import CACHE, ROOT, build_media
+from tests.server.helpers import ServerProcess
 
 OUT = ROOT / "benchmarks" / "results" / "copydetect_server.json"
-
-
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str, Path]:
-    port_file = data_dir.parent / "server.port"
-    log = data_dir.parent / "server.log"
-    port_file.unlink(missing_ok=True)
-    env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": ""}
-    proc = subprocess.Popen(
-        [
-            "nice",
-            "-n",
-            "5",
-            sys.executable,
-            "-m",
-            "frameseek.cli",
-            "serve",
-            "--address",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(data_dir),
-            "--port-file",
-            str(port_file),
-        ],
-        env=env,
-        stdout=open(log, "wb"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    while not port_file.exists():
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.05)
-    return proc, f"127.0.0.1:{int(port_file.read_text())}", log
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,16 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args(argv)
     refs, queries = build_media(a.seed, 8 if a.quick else 24, 2 if a.quick else 6)
-    from frameseek.client import Client, FrameSeekError
+    from frameseek.client import FrameSeekError
 
     work = CACHE / "server-check"
     shutil.rmtree(work, ignore_errors=True)
     (work / "data").mkdir(parents=True)
-    proc, address, log = start_server(work / "data")
+    srv = ServerProcess(work / "data", python=["nice", "-n", "5", sys.executable]).start(wait=False)
+    address = srv.address
     rows, dedup = [], []
     try:
-        c = Client(address, timeout=600)
-        c.wait_ready(timeout=300)
+        srv.wait_ready()
+        c = srv.client(timeout=600)
         t0 = time.perf_counter()
         for r in refs:
             c.ingest_video(r.path, external_key=r.name, filename=Path(r.path).name)
@@ -121,12 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = copies == [q.source] if q.source else not copies
             dedup.append({"query": q.name, "source": q.source, "reported": copies, "ok": ok})
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        srv.stop()
     n_ok = sum(r["ok"] for r in rows)
     print(
         f"\nSearchByVideo through the gRPC server ({address}): {n_ok}/{len(rows)} queries as expected "

@@ -41,14 +41,16 @@ from .bench_search import (
     Server,
     _bulk_load,
     _proc_cpu_s,
+    bench_collection,
     sample_queries,
+    synthetic_record,
     topics_for,
     video_vectors,
 )
 
 
 def fill(data_dir: pathlib.Path, n: int, dim: int, m: int, ef_construction: int, batch: int = 200) -> dict:
-    from frameseek.storage import EmbeddedStorage, NewVideo, VideoRecord
+    from frameseek.storage import EmbeddedStorage, NewVideo
 
     st = EmbeddedStorage(str(data_dir), snapshot_every=10**12)
     st.open()
@@ -62,14 +64,7 @@ def fill(data_dir: pathlib.Path, n: int, dim: int, m: int, ef_construction: int,
     except SystemExit:
         raise
     except Exception:
-        c = st.create_collection(
-            COLLECTION,
-            model="sscd_distilled",
-            dimension=dim,
-            metric="ip",
-            sampling={"fps": 1.0},
-            index={"m": m, "ef_construction": ef_construction, "ef_search": 64},
-        )
+        c = bench_collection(st, dim, {"m": m, "ef_construction": ef_construction, "ef_search": 64})
     t0, done, vid_i = time.perf_counter(), 0, 0
     with _bulk_load(st):
         while done < n:
@@ -77,19 +72,7 @@ def fill(data_dir: pathlib.Path, n: int, dim: int, m: int, ef_construction: int,
             while done < n and len(pending) < batch:
                 ts, v = video_vectors(vid_i, dim, "ingest", 100, topics_for(n))
                 take = min(len(ts), n - done)
-                rec = VideoRecord(
-                    id=0,
-                    collection_id=c.id,
-                    kind="video",
-                    duration=float(ts[take - 1]) + 1.0,
-                    width=640,
-                    height=360,
-                    sample_count=take,
-                    size_bytes=0,
-                    content_sha256=f"synthetic-{vid_i}",
-                    external_key=f"synthetic-{vid_i}",
-                )
-                pending.append(NewVideo(rec, ts[:take], v[:take]))
+                pending.append(NewVideo(synthetic_record(c.id, vid_i, ts[:take]), ts[:take], v[:take]))
                 done, vid_i = done + take, vid_i + 1
             st.add_videos(c.id, pending)
             print(f"  fill {done}/{n} ({done / (time.perf_counter() - t0):.0f} vectors/s)", flush=True)
@@ -325,12 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     serves, empty_serves, baseline_serves, format4_serves = [], [], [], []
     for _ in range(ns.repeat):
         srv = Server(empty, env)
-        empty_serves.append((round(srv.start(), 3), round(_proc_cpu_s(srv.proc.pid), 3)))
+        empty_serves.append((round(srv.start().ready_s, 3), round(_proc_cpu_s(srv.proc.pid), 3)))
         srv.stop()
         if ns.evict_snapshot:
             _evict(_largest_snapshot(data_dir))
         srv = Server(data_dir, env)
-        restart_s = srv.start()
+        restart_s = srv.start().ready_s
         cpu_s = _proc_cpu_s(srv.proc.pid)  # the server's CPU (all threads) from exec to SERVING
         try:
             run = {"restart_s": round(restart_s, 3), "restart_cpu_s": round(cpu_s, 3)}
@@ -349,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 _evict(snap)
             srv = Server(data_dir, env)
             try:
-                restart_s = srv.start()
+                restart_s = srv.start().ready_s
                 run = {"restart_s": round(restart_s, 3), "restart_cpu_s": round(_proc_cpu_s(srv.proc.pid), 3)}
                 format4_serves.append({**run, **first_queries(srv.address, queries)})
             finally:
@@ -358,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"format 4 serve: {format4_serves[-1]}", flush=True)
         if ns.baseline_serve_python:  # the same data dir served by the baseline's start path
             srv = Server(data_dir, env, python=ns.baseline_serve_python)
-            restart_s = srv.start()
+            restart_s = srv.start().ready_s
             cpu_s = _proc_cpu_s(srv.proc.pid)
             try:
                 run = {"restart_s": round(restart_s, 3), "restart_cpu_s": round(cpu_s, 3)}

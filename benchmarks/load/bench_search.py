@@ -25,12 +25,12 @@ import json
 import os
 import pathlib
 import platform
-import signal
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from tests.server.helpers import ServerProcess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -90,6 +90,24 @@ def _bulk_load(st):
         os.sync()
 
 
+def bench_collection(st, dim: int, index: dict):
+    """Create the benchmarks' collection (COLLECTION: `dim`-d, inner product, 1 sample/s) in storage `st`."""
+    return st.create_collection(
+        COLLECTION, model="sscd_distilled", dimension=dim, metric="ip", sampling={"fps": 1.0}, index=index
+    )
+
+
+def synthetic_record(collection_id: int, vid_i: int, timestamps: np.ndarray, labels: dict | None = None):
+    """The catalog record of synthetic video number `vid_i`, of samples at `timestamps`."""
+    from frameseek.storage import VideoRecord
+
+    name = f"synthetic-{vid_i}"
+    return VideoRecord(
+        id=0, collection_id=collection_id, kind="video", duration=float(timestamps[-1]) + 1.0, width=640, height=360,
+        sample_count=len(timestamps), size_bytes=0, content_sha256=name, external_key=name, labels=labels or {},
+    )  # fmt: skip
+
+
 def fill(
     data_dir: pathlib.Path,
     n: int,
@@ -113,20 +131,11 @@ def fill(
 
 
 def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: bool = False) -> dict:
-    from frameseek.storage import VideoRecord
-
     try:
         c = st.get_collection(COLLECTION)
         vid_i, have = st.collection_counts(c.id)[:2]  # videos and samples filled so far
     except Exception:
-        c = st.create_collection(
-            COLLECTION,
-            model="sscd_distilled",
-            dimension=dim,
-            metric="ip",
-            sampling={"fps": 1.0},
-            index={"m": 16, "ef_construction": 100, "ef_search": 64},
-        )
+        c = bench_collection(st, dim, {"m": 16, "ef_construction": 100, "ef_search": 64})
         vid_i = have = 0
     if have >= n:
         st.close(snapshot=False)
@@ -141,19 +150,7 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
         if twins:
             tw = v[:m] + 0.48 * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
             tw /= np.linalg.norm(tw, axis=1, keepdims=True)
-        rec = VideoRecord(
-            id=0,
-            collection_id=c.id,
-            kind="video",
-            duration=float(ts[m - 1]) + 1.0,
-            width=640,
-            height=360,
-            sample_count=m,
-            size_bytes=0,
-            content_sha256=f"synthetic-{vid_i}",
-            external_key=f"synthetic-{vid_i}",
-            labels={"shelf": str(vid_i % SHELVES)},
-        )
+        rec = synthetic_record(c.id, vid_i, ts[:m], labels={"shelf": str(vid_i % SHELVES)})
         st.add_video(c.id, rec, ts[:m], v[:m], twins=tw)
         done += m
         vid_i += 1
@@ -256,64 +253,20 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Server:
+class Server(ServerProcess):
+    """The load benchmarks' server (bench_restart, ghz, copydetect's and items' too): `workers`
+    serving processes, the front end `front_end`; `python`: the interpreter whose frameseek serves
+    (a baseline build's venv), this one's by default. start() waits for SERVING (`ready_s`)."""
+
     def __init__(
         self, data_dir: pathlib.Path, env: dict, workers: int = 1, front_end: str = "native", python: str = ""
     ):
-        """`python`: the interpreter whose frameseek serves (a baseline build's venv); this one's by default."""
-        self.data_dir, self.env, self.workers, self.front_end = data_dir, env, workers, front_end
-        self.python = python or sys.executable
-        self.port_file = data_dir.parent / "bench.port"
+        self.workers, self.front_end = workers, front_end
+        serve_args = ("--workers", str(workers), "--front-end", front_end)
+        super().__init__(data_dir, env, serve_args=serve_args, python=[python] if python else [])
 
-    def start(self) -> float:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        if self.port_file.exists():
-            self.port_file.unlink()
-        t0 = time.perf_counter()
-        self.log = open(self.data_dir.parent / "bench-server.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                self.python,
-                "-m",
-                "frameseek.cli",
-                "serve",
-                "--address",
-                "127.0.0.1:0",
-                "--data-dir",
-                str(self.data_dir),
-                "--port-file",
-                str(self.port_file),
-                "--workers",
-                str(self.workers),
-                "--front-end",
-                self.front_end,
-            ],
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        while not self.port_file.exists():
-            if self.proc.poll() is not None:
-                raise SystemExit("server failed to start; see benchmarks/results/bench-server.log")
-            time.sleep(0.02)
-        self.address = f"127.0.0.1:{int(self.port_file.read_text())}"
-        with grpc.insecure_channel(self.address) as ch:
-            stub = health_pb2_grpc.HealthStub(ch)
-            deadline = time.monotonic() + 900
-            while time.monotonic() < deadline:
-                try:
-                    if (
-                        stub.Check(health_pb2.HealthCheckRequest(service="frameseek.v1.FrameSeek"), timeout=2).status
-                        == health_pb2.HealthCheckResponse.SERVING
-                    ):
-                        return time.perf_counter() - t0
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.02)
-        raise SystemExit("server did not become ready")
+    def start(self, wait: bool = True, timeout: float = 900.0) -> Server:
+        return super().start(wait, timeout)
 
     def pids(self) -> list[int]:
         """The serving processes: the primary and (with --workers N) its replica children."""
@@ -330,13 +283,8 @@ class Server:
         """CPU seconds (user + system) used so far by the serving processes."""
         return sum(_proc_cpu_s(p) for p in self.pids())
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+    def stop(self, timeout: float = 300.0) -> int:
+        return super().stop(timeout)
 
 
 async def _drive(
@@ -686,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             front, _, workers = setup.partition(":")
             srv = Server(data_dir, env, int(workers or 1), front)
             w = f"{front} x{srv.workers}" if srv.workers > 1 else front
-            restart_s = srv.start()
+            restart_s = srv.start().ready_s
             restarts[w] = round(restart_s, 2)
             print(
                 f"{w}: restart with {fill_info['vectors']} vectors {restart_s:.2f} s "

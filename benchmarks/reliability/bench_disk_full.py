@@ -90,7 +90,7 @@ def main() -> int:
                             refused[where(err.message)] += 1
                     filler.unlink(missing_ok=True)
             srv.kill9()
-            restart_s = srv.start()
+            restart_s = srv.start().ready_s
             row = {
                 "round": rnd,
                 "attempts": len(LEVELS) + 2,

@@ -20,21 +20,20 @@ Prints a table per cycle and writes benchmarks/results/reliability_kill9.json. E
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
-import os
+import math
 import pathlib
 import platform
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 import numpy as np
+
+from tests.server.helpers import ServerProcess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,66 +66,15 @@ def make_video(seed: int, seconds: int = 4, fps: int = 10, size=(160, 120)) -> t
     return buf.getvalue(), png.getvalue()
 
 
-class Server:
+class Server(ServerProcess):
+    """The reliability benchmarks' server (bench_soak's and bench_disk_full's too): two ingest
+    workers, its output to `log_path`; start() waits for SERVING however long recovery takes."""
+
     def __init__(self, data_dir: pathlib.Path, log_path: pathlib.Path):
-        self.data_dir, self.log_path = data_dir, log_path
-        self.port_file = data_dir.parent / "port"
-        self.proc: subprocess.Popen | None = None
-        self.address = ""
+        super().__init__(data_dir, log_path=log_path, ingest_workers=2)
 
-    def start(self) -> float:
-        from frameseek.client import Client
-
-        t0 = time.perf_counter()
-        with contextlib.suppress(FileNotFoundError):
-            self.port_file.unlink()
-        env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_INGEST_WORKERS": "2"}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "frameseek.cli",
-                    "serve",
-                    "--address",
-                    "127.0.0.1:0",
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--port-file",
-                    str(self.port_file),
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        while not self.port_file.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
-            time.sleep(0.05)
-        self.address = f"127.0.0.1:{int(self.port_file.read_text())}"
-        with Client(self.address) as fs:
-            while True:  # until SERVING, or the process gave up (a failed start exits)
-                try:
-                    fs.wait_ready(timeout=2)
-                    break
-                except TimeoutError:
-                    if self.proc.poll() is not None:
-                        raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}") from None
-        return time.perf_counter() - t0
-
-    def kill9(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+    def start(self, wait: bool = True, timeout: float = math.inf) -> Server:
+        return super().start(wait, timeout)
 
 
 def ingest_until_killed(address: str, seeds, acked: dict, in_flight: set, lock: threading.Lock, errors: list) -> None:
@@ -215,7 +163,7 @@ def main() -> int:
     t_all = time.perf_counter()
     try:
         for cycle in range(1, args.cycles + 1):
-            start_s = srv.start()
+            start_s = srv.start().ready_s
             if cycle > 1:
                 rows[-1]["restart_s"] = round(start_s, 2)
                 rows[-1].update(verify(srv.address, acked, rows[-1].pop("_maybe")))
@@ -247,7 +195,7 @@ def main() -> int:
                     "_maybe": set(in_flight),
                 }
             )
-        rows[-1]["restart_s"] = round(srv.start(), 2)
+        rows[-1]["restart_s"] = round(srv.start().ready_s, 2)
         rows[-1].update(verify(srv.address, acked, rows[-1].pop("_maybe")))
         srv.stop()
     finally:

@@ -109,11 +109,7 @@ def test_driver_probes_explain_the_missing_gpu():
 def test_tensorrt_matches_onnx_runtime_and_serves_concurrent_callers(tmp_path):
     """Embeddings within cosine 0.999 of the CPU path; threads with different input sizes each get
     their own execution context, so no call sees another's shape or buffers."""
-    import threading
-
-    import numpy as np
-
-    from .test_torch_backend import cosines, real_frames
+    from .test_torch_backend import assert_concurrent_calls_agree, cosines, real_frames
 
     trt = load_embedder(EmbedderSettings(backend="tensorrt", engine_cache_dir=tmp_path))
     ref_emb = load_embedder(EmbedderSettings(backend="onnx"))
@@ -122,21 +118,7 @@ def test_tensorrt_matches_onnx_runtime_and_serves_concurrent_callers(tmp_path):
     assert cosines(alone, ref_emb.embed(frames)).min() >= 0.999
     jobs = [frames[:5], frames[5:], frames[::2], [frames[6]] * 3]
     expected = [trt.embed(j) for j in jobs]
-    errors: list[BaseException] = []
-
-    def run(k: int) -> None:
-        try:
-            for _ in range(5):
-                np.testing.assert_allclose(trt.embed(jobs[k]), expected[k], atol=1e-4)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    assert_concurrent_calls_agree(trt.embed, jobs, expected, repeats=5, atol=1e-4)
 
 
 @pytest.mark.gpu

@@ -47,6 +47,26 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+def assert_concurrent_calls_agree(embed, jobs: list, expected: list[np.ndarray], repeats: int, atol: float) -> None:
+    """Each of `jobs` (lists of frames of different sizes) embedded `repeats` times in a thread of its
+    own, all at once: every call returns its job's `expected` embeddings (no call sees another's batch)."""
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            for _ in range(repeats):
+                np.testing.assert_allclose(embed(jobs[k]), expected[k], atol=atol)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
 @pytest.fixture(scope="module")
 def onnx_embedder():
     return load_embedder(EmbedderSettings(backend="onnx"))
@@ -77,23 +97,7 @@ def test_torch_embedder_serves_concurrent_callers(onnx_embedder):
     frames = real_frames()
     jobs = [frames[:5], frames[5:], [frames[6]] * 3, frames[::2]]
     alone = [emb.embed(j) for j in jobs]
-    results: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
-
-    def run(k: int) -> None:
-        try:
-            for _ in range(3):
-                results[k] = emb.embed(jobs[k])
-                np.testing.assert_allclose(results[k], alone[k], atol=1e-5)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    assert_concurrent_calls_agree(emb.embed, jobs, alone, repeats=3, atol=1e-5)
 
 
 def test_auto_takes_torch_only_on_cuda():

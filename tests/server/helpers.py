@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -53,14 +54,27 @@ needs_aggregate = pytest.mark.skipif(
 
 
 class ServerProcess:
-    """`frameseek serve` as a child process (so kill -9 is a real crash)."""
+    """`frameseek serve` as a child process (so kill -9 is a real crash): the server of the tests
+    and of the benchmarks. `settings` become FRAMESEEK_* variables; `serve_args`, more `serve`
+    options; `python`, the command that runs Python (a baseline build's interpreter, or this one
+    under `nice`), this interpreter by default; `log_path`, where its output goes (beside the data
+    directory by default, as its port file)."""
 
     running: set[ServerProcess] = set()  # started and not yet stopped (conftest dumps their stacks)
 
-    def __init__(self, data_dir: pathlib.Path, env: dict | None = None, **settings):
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        env: dict | None = None,
+        *,
+        serve_args: Sequence[str] = (),
+        python: Sequence[str] = (),
+        log_path: pathlib.Path | None = None,
+        **settings,
+    ):
         self.data_dir = pathlib.Path(data_dir)
         self.port_file = self.data_dir.parent / f"{self.data_dir.name}.port"
-        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        self.log_path = pathlib.Path(log_path or self.data_dir.parent / f"{self.data_dir.name}.log")
         self.env = {
             **os.environ,
             "FRAMESEEK_METRICS_ADDRESS": "",
@@ -68,44 +82,58 @@ class ServerProcess:
             **{f"FRAMESEEK_{k.upper()}": str(v) for k, v in settings.items()},
             **(env or {}),
         }
+        self.command = [
+            *(python or [sys.executable]),
+            *("-m", "frameseek.cli", "serve", "--address", "127.0.0.1:0"),
+            *("--data-dir", str(self.data_dir), "--port-file", str(self.port_file), *serve_args),
+        ]
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.ready_s = 0.0  # seconds from the last start's launch to SERVING (wait_ready)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, wait: bool = True) -> ServerProcess:
+    def start(self, wait: bool = True, timeout: float = 300.0) -> ServerProcess:
+        """Launch the process and read its port; with `wait`, wait_ready(timeout) too."""
         with contextlib.suppress(FileNotFoundError):
             self.port_file.unlink()
+        self._launched = time.perf_counter()
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "frameseek.cli",
-                "serve",
-                "--address",
-                "127.0.0.1:0",
-                "--data-dir",
-                str(self.data_dir),
-                "--port-file",
-                str(self.port_file),
-            ],
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        self.proc = subprocess.Popen(self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
         ServerProcess.running.add(self)
         while not self.port_file.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.05)
+            self._check_running()
+            time.sleep(0.02)
         self.port = int(self.port_file.read_text())
         if wait:
-            self.client().wait_ready(timeout=300)
+            self.wait_ready(timeout)
         return self
+
+    def wait_ready(self, timeout: float = 300.0) -> float:
+        """Until the server's health check (plaintext) says SERVING: returns `ready_s`.
+        RuntimeError (with the log) when the process exits first, TimeoutError after `timeout` s."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        request = health_pb2.HealthCheckRequest(service="frameseek.v1.FrameSeek")
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                with contextlib.suppress(grpc.RpcError):
+                    if health.Check(request, timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                        self.ready_s = time.perf_counter() - self._launched
+                        return self.ready_s
+                self._check_running()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"frameseek at {self.address} not SERVING after {timeout} s")
+                time.sleep(0.02)
+
+    def _check_running(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
 
     def client(self, **kw):
         from frameseek.client import Client
@@ -115,10 +143,11 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self) -> int:
-        """Graceful stop (SIGTERM: drain + snapshot); returns the exit code. Called while an
-        exception propagates (a failed check or a pytest-timeout, in a `finally`), it first prints
-        the server's thread stacks to stderr, which pytest shows with the failure."""
+    def stop(self, timeout: float = 120.0) -> int:
+        """Graceful stop (SIGTERM: drain + snapshot; SIGKILL after `timeout` s); returns the exit
+        code. Called while an exception propagates (a failed check or a pytest-timeout, in a
+        `finally`), it first prints the server's thread stacks to stderr, which pytest shows with
+        the failure."""
         if sys.exc_info()[0] is not None:
             dump = self.dump_stacks()
             if dump:
@@ -126,7 +155,7 @@ class ServerProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=120)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -237,6 +266,33 @@ def ffmpeg_subclip(src: pathlib.Path, start: float, duration: float, out: pathli
 def random_unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     v = rng.standard_normal((n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def video_record(content_sha256: str, **fields):
+    """A storage.VideoRecord for storage tests: a 5 s 64x48 video of no samples yet, with this content
+    hash; `fields` set the others (collection_id, duration, external_key, ...)."""
+    from frameseek.storage import VideoRecord
+
+    defaults = dict(
+        id=0, collection_id=0, kind="video", duration=5.0, width=64, height=48, sample_count=0, size_bytes=1
+    )
+    return VideoRecord(**{**defaults, "content_sha256": content_sha256, **fields})
+
+
+@contextlib.contextmanager
+def tmpfs(mount_point: pathlib.Path, size: str):
+    """A real filesystem of `size` (tmpfs, e.g. "40m") at `mount_point`, to fill up; skips the test
+    where it cannot be mounted (that needs root / CAP_SYS_ADMIN)."""
+    mount_point.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def seed_collection(

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from frameseek._native import encode_search_response
-from frameseek.storage import EmbeddedStorage, NotFound, VideoRecord
+from frameseek.storage import EmbeddedStorage, NotFound
 from frameseek.storage.replica import ReplicaStorage
 from frameseek.v1 import frameseek_pb2 as pb
 
-from .helpers import needs_index
+from .helpers import needs_index, video_record
 
 DIM = 8
 f32 = st.floats(width=32, allow_nan=False)  # exactly representable in the float field
@@ -93,19 +93,10 @@ def _add(s, cid, i, n=3):
     rng = np.random.default_rng(i)
     v = rng.standard_normal((n, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    rec = VideoRecord(
-        id=0,
-        collection_id=cid,
-        kind="video",
-        duration=10.0,
-        width=8,
-        height=8,
-        sample_count=n,
-        size_bytes=1,
-        content_sha256=f"{i:064x}",
-        external_key=f"v{i}",
+    rec = video_record(
+        f"{i:064x}", collection_id=cid, duration=10.0, width=8, height=8, sample_count=n, external_key=f"v{i}",
         labels={"i": str(i)},
-    )
+    )  # fmt: skip
     return s.add_video(cid, rec, np.arange(n, dtype=np.float64) * 2.5 + i, v).id
 
 
@@ -228,18 +219,7 @@ def test_the_search_normalises_cosine_queries_and_takes_l2_ones_as_they_are(tmp_
     v = np.array([[0.6, 0.8, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
     vid = st.add_video(
         c.id,
-        VideoRecord(
-            id=0,
-            collection_id=c.id,
-            kind="video",
-            duration=2.0,
-            width=1,
-            height=1,
-            sample_count=2,
-            size_bytes=1,
-            content_sha256="a" * 64,
-            external_key="k",
-        ),
+        video_record("a" * 64, collection_id=c.id, duration=2.0, width=1, height=1, sample_count=2, external_key="k"),
         np.array([0.0, 1.0]),
         v,
     ).id

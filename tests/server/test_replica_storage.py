@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from frameseek.ids import split_sample_ids
-from frameseek.storage import EmbeddedStorage, NotFound, VideoRecord
+from frameseek.storage import EmbeddedStorage, NotFound
 from frameseek.storage.replica import ReplicaStorage
 from frameseek.storage.vectorlog import list_segments, segment_path
 
-from .helpers import needs_index
+from .helpers import needs_index, video_record
 
 pytestmark = needs_index
 DIM = 16
@@ -24,17 +24,8 @@ DIM = 16
 def _add(st, cid, i, rng, n=5):
     v = rng.standard_normal((n, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    rec = VideoRecord(
-        id=0,
-        collection_id=cid,
-        kind="video",
-        duration=float(n),
-        width=8,
-        height=8,
-        sample_count=n,
-        size_bytes=1,
-        content_sha256=f"{i:064x}",
-        external_key=f"v{i}",
+    rec = video_record(
+        f"{i:064x}", collection_id=cid, duration=float(n), width=8, height=8, sample_count=n, external_key=f"v{i}"
     )
     return st.add_video(cid, rec, np.arange(n, dtype=np.float64), v).id, v
 
@@ -52,18 +43,7 @@ def test_replica_follows_coarse_twins(tmp_path):
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     tw = rng.standard_normal((6, DIM)).astype(np.float32)
     tw /= np.linalg.norm(tw, axis=1, keepdims=True)
-    rec = VideoRecord(
-        id=0,
-        collection_id=c.id,
-        kind="video",
-        duration=6.0,
-        width=8,
-        height=8,
-        sample_count=6,
-        size_bytes=1,
-        content_sha256="f" * 64,
-        external_key="tw",
-    )
+    rec = video_record("f" * 64, collection_id=c.id, duration=6.0, width=8, height=8, sample_count=6, external_key="tw")
     vid = w.add_video(c.id, rec, np.arange(6, dtype=np.float64), v, twins=tw).id
     rep.sync()
     assert rep.vectors_of(c.id) == w.vectors_of(c.id) == 12

@@ -5,6 +5,7 @@ stored videos - still happens, and searches are answered the same while it does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
 import threading
 
@@ -105,35 +106,38 @@ def test_a_catalog_row_altered_on_disk_is_still_found_and_reported_after_a_resta
         s.close()
 
 
-def test_the_fast_path_answers_a_restarted_servers_videos_once_their_messages_are_filled(tmp_path):
-    videos = _fill(tmp_path, 8)
-    s = _Server(tmp_path, "native")
+@contextlib.contextmanager
+def _warm_fast_path(data_dir: pathlib.Path, videos: int):
+    """A restarted server (native front end) over `videos` videos (`_fill`), once the fill of its
+    Video messages has finished: (server, video id -> vectors)."""
+    filled = _fill(data_dir, videos)
+    s = _Server(data_dir, "native")
     try:
         s.srv.warmer.join(120)
         assert not s.srv.warmer.is_alive()
+        yield s, filled
+    finally:
+        s.close()
+
+
+def test_the_fast_path_answers_a_restarted_servers_videos_once_their_messages_are_filled(tmp_path):
+    with _warm_fast_path(tmp_path, 8) as (s, videos):
         front = s.srv.front
         assert len(front.messages) == len(videos)
         for vid, v in videos.items():
             fast = front.stats()["fast"]
             assert s.top(v[2]) == f"collections/c/videos/{vid}"
             assert front.stats()["fast"] == fast + 1
-    finally:
-        s.close()
 
 
 def test_a_search_before_the_messages_are_filled_is_answered_by_python_the_same(tmp_path):
     """Until its hit's message is in the table, the fast path passes a search through."""
-    videos = _fill(tmp_path, 3)
-    s = _Server(tmp_path, "native")
-    try:
-        s.srv.warmer.join(120)
+    with _warm_fast_path(tmp_path, 3) as (s, videos):
         front, vid = s.srv.front, min(videos)
         front.messages.remove(vid)  # as before the fill reached it
         forwarded = front.stats()["forwarded"]
         assert s.top(videos[vid][0]) == f"collections/c/videos/{vid}"
         assert front.stats()["forwarded"] == forwarded + 1
-    finally:
-        s.close()
 
 
 def test_the_message_fill_takes_out_a_video_deleted_while_it_ran(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ import json
 import os
 import pathlib
 import sqlite3
-import subprocess
 
 import grpc
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from frameseek.client import FrameSeekError
 from frameseek.v1 import frameseek_pb2 as pb
 
-from .helpers import ServerProcess, grab_frame, make_video, needs_media
+from .helpers import ServerProcess, grab_frame, make_video, needs_media, tmpfs
 
 pytestmark = [needs_media, pytest.mark.slow]
 
@@ -24,15 +23,8 @@ pytestmark = [needs_media, pytest.mark.slow]
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 40 MiB filesystem (tmpfs) for the data directory."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "40m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(path, leave: int) -> None:
@@ -92,23 +84,36 @@ def test_disk_full_then_kill9_loses_no_acknowledged_ingest(small_disk, tmp_path)
     assert "Traceback" not in log
 
 
-def test_resumed_job_whose_video_was_committed_is_not_indexed_twice(tmp_path):
-    """A crash between the catalog commit of a video and the update of its job: on restart the
-    job is found done (its content hash has an active video) instead of ingesting the bytes again."""
-    video = make_video(tmp_path / "v.mp4", seconds=4, seed=7)
+def _stopped_at_a_crash_point(tmp_path, seed: int, *rewind: str):
+    """A server that ingested one video and stopped, its catalog then set back by the `rewind`
+    statements (`:job` is the job's id) to the state on disk at a crash: (server, video, ingest
+    response, job id). The caller starts the server again (and stops it)."""
+    video = make_video(tmp_path / "v.mp4", seconds=4, seed=seed)
     data = tmp_path / "data"
     srv = ServerProcess(data, ingest_workers=1).start()
     try:
         with srv.client(timeout=300) as fs:
             r = fs.ingest_video(video)
+    finally:
         srv.stop()
-        # the state on disk at that crash point: the job still RUNNING, its upload still spooled
-        job_id = r.job.name.split("/")[-1]
-        db = sqlite3.connect(str(data / "catalog.sqlite3"))
-        with db:
-            db.execute("UPDATE jobs SET state='RUNNING', video_id=NULL WHERE id=?", (job_id,))
-        db.close()
-        uploads = data / "uploads"
+    job_id = r.job.name.split("/")[-1]
+    db = sqlite3.connect(str(data / "catalog.sqlite3"))
+    with db:
+        for sql in rewind:
+            db.execute(sql, {"job": job_id})
+    db.close()
+    return srv, video, r, job_id
+
+
+def test_resumed_job_whose_video_was_committed_is_not_indexed_twice(tmp_path):
+    """A crash between the catalog commit of a video and the update of its job: on restart the
+    job is found done (its content hash has an active video) instead of ingesting the bytes again."""
+    # the state on disk at that crash point: the job still RUNNING, its upload still spooled
+    srv, video, r, job_id = _stopped_at_a_crash_point(
+        tmp_path, 7, "UPDATE jobs SET state='RUNNING', video_id=NULL WHERE id=:job"
+    )
+    try:
+        uploads = srv.data_dir / "uploads"
         (uploads / f"{job_id}.media").write_bytes(video.read_bytes())
         req = {
             "parent": "",
@@ -141,19 +146,11 @@ def test_a_job_whose_spooled_request_was_cut_short_fails_instead_of_blocking_the
     """Found by benchmarks/reliability/bench_disk_full: the disk filled up while the upload's
     request file was written, then kill -9. The job cannot be resumed; the server must still start
     and say so (INTERRUPTED), not refuse to start on an empty JSON file."""
-    video = make_video(tmp_path / "v.mp4", seconds=4, seed=8)
-    data = tmp_path / "data"
-    srv = ServerProcess(data, ingest_workers=1).start()
+    srv, video, r, job_id = _stopped_at_a_crash_point(
+        tmp_path, 8, "UPDATE jobs SET state='QUEUED', video_id=NULL WHERE id=:job", "DELETE FROM videos"
+    )
+    data = srv.data_dir
     try:
-        with srv.client(timeout=300) as fs:
-            r = fs.ingest_video(video)
-        srv.stop()
-        job_id = r.job.name.split("/")[-1]
-        db = sqlite3.connect(str(data / "catalog.sqlite3"))
-        with db:
-            db.execute("UPDATE jobs SET state='QUEUED', video_id=NULL WHERE id=?", (job_id,))
-            db.execute("DELETE FROM videos")
-        db.close()
         (data / "uploads" / f"{job_id}.media").write_bytes(video.read_bytes())
         (data / "uploads" / f"{job_id}.json").write_bytes(b"")
         srv.start()

@@ -254,40 +254,36 @@ def test_a_replica_forwards_modality_index_calls_and_reads_payloads(tmp_path):
     st.close()
 
 
-def test_version_2_catalog_is_migrated_to_frames_only_collections(tmp_path):
-    rng = np.random.default_rng(9)
+def _rewound(tmp_path, version: int, script: str, seed: int):
+    """A store holding one video in collection "old", its catalog rewound to schema `version` by the
+    SQL `script` run on the closed catalog, then reopened (migrated): (store, collection, video)."""
+    rng = np.random.default_rng(seed)
     st = _open(tmp_path)
     c = st.create_collection("old", model="m", dimension=DIM, metric="ip", sampling={}, index={})
     v = st.add_video(c.id, _rec("old"), np.arange(2.0), _unit(rng, 2))
     st.close()
     db = sqlite3.connect(str(tmp_path / "catalog.sqlite3"))
-    db.executescript(
-        "BEGIN; DROP TABLE video_extras; ALTER TABLE collections DROP COLUMN modalities;"
-        "UPDATE meta SET value='2' WHERE key='schema_version'; COMMIT;"
-    )
+    db.executescript(f"BEGIN; {script} UPDATE meta SET value='{version}' WHERE key='schema_version'; COMMIT;")
     db.close()
-    st = _open(tmp_path)
+    return _open(tmp_path), c, v
+
+
+def _schema_version(st: EmbeddedStorage) -> int:
+    return int(st.catalog._query("SELECT value FROM meta WHERE key='schema_version'")[0][0])
+
+
+def test_version_2_catalog_is_migrated_to_frames_only_collections(tmp_path):
+    st, c, v = _rewound(tmp_path, 2, "DROP TABLE video_extras; ALTER TABLE collections DROP COLUMN modalities;", seed=9)
     assert st.get_collection("old").modalities == {}
     assert st.get_video(v.id).state == "active"
     assert st.video_extra(v.id, "faces") is None
-    assert st.catalog._query("SELECT value FROM meta WHERE key='schema_version'") == [(str(catalog.SCHEMA_VERSION),)]
+    assert _schema_version(st) == catalog.SCHEMA_VERSION
     st.close()
 
 
 def test_version_4_catalog_gains_the_people_tables(tmp_path):
-    rng = np.random.default_rng(10)
-    st = _open(tmp_path)
-    c = st.create_collection("old", model="m", dimension=DIM, metric="ip", sampling={}, index={})
-    v = st.add_video(c.id, _rec("old"), np.arange(2.0), _unit(rng, 2))
-    st.close()
-    db = sqlite3.connect(str(tmp_path / "catalog.sqlite3"))
-    db.executescript(
-        "BEGIN; DROP TABLE person_tracks; DROP TABLE people;"
-        "UPDATE meta SET value='4' WHERE key='schema_version'; COMMIT;"
-    )
-    db.close()
-    st = _open(tmp_path)
-    assert st.catalog._query("SELECT value FROM meta WHERE key='schema_version'") == [(str(catalog.SCHEMA_VERSION),)]
+    st, c, v = _rewound(tmp_path, 4, "DROP TABLE person_tracks; DROP TABLE people;", seed=10)
+    assert _schema_version(st) == catalog.SCHEMA_VERSION
     assert st.people.assign_tracks(c.id, v.id, [([0, 1], None)]) == {0: 1, 1: 1}
     assert st.people.assign_tracks(c.id, v.id, [([0], None)]) == {0: 1, 1: 1}  # idempotent
     st.close()
@@ -312,19 +308,13 @@ def test_a_newer_catalog_is_refused(tmp_path):
 
 def test_version_5_catalog_drops_items_from_the_hash_index(tmp_path):
     """Schema 6: videos_by_hash rebuilt without items; lookups by hash still find the old media."""
-    rng = np.random.default_rng(11)
-    st = _open(tmp_path)
-    c = st.create_collection("old", model="m", dimension=DIM, metric="ip", sampling={}, index={})
-    v = st.add_video(c.id, _rec("old"), np.arange(2.0), _unit(rng, 2))
-    st.close()
-    db = sqlite3.connect(str(tmp_path / "catalog.sqlite3"))
-    db.executescript(
-        "BEGIN; DROP INDEX videos_by_hash; CREATE INDEX videos_by_hash ON videos(collection_id, content_sha256);"
-        "UPDATE meta SET value='5' WHERE key='schema_version'; COMMIT;"
+    st, c, v = _rewound(
+        tmp_path,
+        5,
+        "DROP INDEX videos_by_hash; CREATE INDEX videos_by_hash ON videos(collection_id, content_sha256);",
+        seed=11,
     )
-    db.close()
-    st = _open(tmp_path)
-    assert st.catalog._query("SELECT value FROM meta WHERE key='schema_version'") == [(str(catalog.SCHEMA_VERSION),)]
+    assert _schema_version(st) == catalog.SCHEMA_VERSION
     (sql,) = st.catalog._query("SELECT sql FROM sqlite_master WHERE name='videos_by_hash'")[0]
     assert sql.endswith("WHERE kind != 'item'")
     assert st.find_video_by_hash(c.id, v.content_sha256).id == v.id

@@ -16,25 +16,13 @@ import pytest
 
 from frameseek.ids import sample_ids, split_sample_ids
 from frameseek.service.recall import exact_top_videos
-from frameseek.storage import EmbeddedStorage, VideoRecord
+from frameseek.storage import EmbeddedStorage
 from frameseek.storage.vectorlog import list_segments
 
 from .helpers import needs_index
+from .test_storage_recovery import DIM, _rec, _unit
 
 pytestmark = needs_index
-DIM = 16
-
-
-def _unit(rng, n):
-    v = rng.standard_normal((n, DIM)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def _rec(sha: str) -> VideoRecord:
-    return VideoRecord(
-        id=0, collection_id=0, kind="video", duration=5.0, width=64, height=48, sample_count=0, size_bytes=1,
-        content_sha256=sha,
-    )  # fmt: skip
 
 
 def _open(path, linker: bool = False) -> EmbeddedStorage:

@@ -15,11 +15,11 @@ import pytest
 
 from frameseek import metrics
 from frameseek.ids import split_sample_ids
-from frameseek.storage import EmbeddedStorage, NotFound, VideoQuery, VideoRecord, catalog
+from frameseek.storage import EmbeddedStorage, NotFound, VideoQuery, catalog
 from frameseek.storage.catalog import CatalogDamaged
 from frameseek.storage.vectorlog import segment_path
 
-from .helpers import needs_index
+from .helpers import needs_index, video_record
 
 pytestmark = needs_index
 DIM = 16
@@ -30,18 +30,7 @@ def _unit(rng, n):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _rec(sha: str) -> VideoRecord:
-    return VideoRecord(
-        id=0,
-        collection_id=0,
-        kind="video",
-        duration=5.0,
-        width=64,
-        height=48,
-        sample_count=0,
-        size_bytes=1,
-        content_sha256=sha,
-    )
+_rec = video_record  # a 5 s video with this content hash (the other storage tests import it)
 
 
 def _open(path) -> EmbeddedStorage:

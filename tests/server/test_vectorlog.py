@@ -4,7 +4,6 @@ import contextlib
 import errno
 import os
 import pathlib
-import subprocess
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from frameseek.storage.vectorlog import LogCorrupt, VectorLog, content_digest, list_segments, segment_path
+
+from .helpers import tmpfs
 
 DIM = 8
 
@@ -166,15 +167,8 @@ def test_version_1_segments_are_still_read_and_appends_go_to_a_new_segment(tmp_p
 @pytest.fixture
 def small_fs(tmp_path):
     """A real 1 MiB filesystem (tmpfs), to fill up."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_failed_append_on_a_full_disk_leaves_the_log_as_it_was(small_fs):

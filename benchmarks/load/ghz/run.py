@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     payloads = {"vector": vector_payloads(256, fill_info, ns.profile, ns.per_video), "image": driver.image_payloads(16)}
     env = {**os.environ, "FRAMESEEK_METRICS_ADDRESS": "", "FRAMESEEK_LOG_LEVEL": "warning"}
     server = driver.Server(data_dir, env)
-    ready_s = server.start()
+    ready_s = server.start().ready_s
     print(f"server {server.address} ready in {ready_s:.1f} s", flush=True)
     rows = []
     try:

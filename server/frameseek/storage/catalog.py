@@ -24,8 +24,6 @@ import numpy as np
 
 from .base import (
     ITEM_KIND,
-    AlreadyExists,
-    CollectionRecord,
     FailedPrecondition,
     ModalityData,
     NotFound,
@@ -41,6 +39,7 @@ from .catalog_schema import (
     CatalogSchema,
     _row_crc,
 )
+from .collection_tables import CollectionTables
 from .jobs import JobTables
 from .people import PeopleTables
 
@@ -107,22 +106,6 @@ class PendingRows:
         return [_video((*v, create_time, "active")) for v in self.values]
 
 
-def _collection(row) -> CollectionRecord:
-    return CollectionRecord(
-        id=row[0],
-        name=row[1],
-        description=row[2],
-        model=row[3],
-        dimension=row[4],
-        metric=row[5],
-        sampling=json.loads(row[6]),
-        index=json.loads(row[7]),
-        create_time=row[8],
-        is_default=bool(row[9]),
-        modalities=json.loads(row[10]),
-    )
-
-
 def is_damage(exc: Exception) -> bool:
     """Errors that mean a damaged file ("file is not a database", "database disk image is
     malformed", text that does not decode), not a busy, full or failing disk."""
@@ -145,7 +128,7 @@ class CatalogDamaged(RuntimeError):
         )
 
 
-class Catalog(CatalogSchema, JobTables, PeopleTables):
+class Catalog(CatalogSchema, CollectionTables, JobTables, PeopleTables):
     """Thread-safe SQLite catalog. One connection guarded by a lock: catalog calls are short and the
     hot search path only reads the in-memory video cache kept by the engine."""
 
@@ -205,6 +188,12 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def _write(self, sql: str, args=()) -> list:
+        with self._tx() as db:
+            return db.execute(sql, args).fetchall()  # fetched before the commit (RETURNING)
+
+    _DUPLICATE_KEY = sqlite3.IntegrityError  # the host of JobTables and CollectionTables
+
     def data_version(self) -> int:
         """SQLite's `PRAGMA data_version`: changes when another connection commits (replicas poll it)."""
         return int(self._query("PRAGMA data_version")[0][0])
@@ -221,53 +210,12 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
         with self._lock:
             self._db.close()
 
-    # -- collections ------------------------------------------------------------------------
-    def create_collection(
-        self,
-        name: str,
-        *,
-        model: str,
-        dimension: int,
-        metric: str,
-        sampling: dict,
-        index: dict,
-        description: str = "",
-        is_default: bool = False,
-        modalities: dict | None = None,
-    ) -> CollectionRecord:
-        try:
-            with self._tx() as db:
-                db.execute(
-                    "INSERT INTO collections (name, description, model, dimension, metric, sampling, "
-                    "index_settings, create_time, is_default, modalities) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        name,
-                        description,
-                        model,
-                        dimension,
-                        metric,
-                        json.dumps(sampling),
-                        json.dumps(index),
-                        time.time(),
-                        int(is_default),
-                        json.dumps(modalities or {}, sort_keys=True),
-                    ),
-                )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists(f"collection {name!r} already exists", "COLLECTION_EXISTS") from None
-        return self.get_collection(name)
+    # -- collections (CollectionTables: storage.collection_tables) ----------------------------
+    def _to_json(self, value) -> str:
+        return json.dumps(value)
 
-    def get_collection(self, name: str) -> CollectionRecord:
-        rows = self._query("SELECT * FROM collections WHERE name=?", (name,))
-        if not rows:
-            raise NotFound(f"collection {name!r} not found", "COLLECTION_NOT_FOUND")
-        return _collection(rows[0])
-
-    def collection_by_id(self, collection_id: int) -> CollectionRecord:
-        rows = self._query("SELECT * FROM collections WHERE id=?", (collection_id,))
-        if not rows:
-            raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
-        return _collection(rows[0])
+    def _from_json(self, stored: str):
+        return json.loads(stored)
 
     def set_index_setting(self, collection_id: int, key: str, value) -> None:
         """Set one key of the collection's index settings (a JSON object), durably."""
@@ -277,15 +225,6 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
                 raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
             index = {**json.loads(row[0]), key: value}
             db.execute("UPDATE collections SET index_settings=? WHERE id=?", (json.dumps(index), collection_id))
-
-    def list_collections(self, after: str = "", limit: int = 1000) -> list[CollectionRecord]:
-        return [
-            _collection(r)
-            for r in self._query("SELECT * FROM collections WHERE name > ? ORDER BY name LIMIT ?", (after, limit))
-        ]
-
-    def all_collections(self) -> list[CollectionRecord]:
-        return [_collection(r) for r in self._query("SELECT * FROM collections ORDER BY id")]
 
     def delete_collection(self, collection_id: int, force: bool) -> list[int]:
         """Delete the collection row (and with force its videos); returns the deleted video ids."""
@@ -303,14 +242,6 @@ class Catalog(CatalogSchema, JobTables, PeopleTables):
             db.execute("DELETE FROM videos WHERE collection_id=?", (collection_id,))
             db.execute("DELETE FROM collections WHERE id=?", (collection_id,))
         return ids
-
-    def collection_counts(self, collection_id: int) -> tuple[int, int, float]:
-        r = self._query(
-            "SELECT COUNT(*), COALESCE(SUM(sample_count),0), COALESCE(SUM(duration),0) FROM videos "
-            "WHERE collection_id=? AND state='active'",
-            (collection_id,),
-        )[0]
-        return int(r[0]), int(r[1]), float(r[2])
 
     # -- videos -----------------------------------------------------------------------------
     def insert_pending(

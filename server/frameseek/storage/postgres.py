@@ -13,7 +13,9 @@ Every connection failure (PostgreSQL down, restarting, unreachable) raises Unava
 BACKEND_UNAVAILABLE); the pool reconnects by itself with exponential backoff (psycopg_pool), and
 every connection is checked before use, so a restarted PostgreSQL costs failed calls, not a restart.
 
-The people tables (persons and their face tracks): postgres_people.PostgresPeople, mixed in.
+The collections and ingest jobs: storage.collection_tables.CollectionTables and storage.jobs.JobTables
+(the SQL the SQLite catalog runs too), mixed in. The people
+tables (persons and their face tracks): postgres_people.PostgresPeople, mixed in.
 """
 
 from __future__ import annotations
@@ -31,32 +33,23 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .base import (
     ITEM_KIND,
     Aborted,
-    AlreadyExists,
-    CollectionRecord,
     FailedPrecondition,
-    JobRecord,
-    JobState,
     ModalityData,
     NotFound,
     Unavailable,
     VideoQuery,
     VideoRecord,
 )
-from .postgres_people import PostgresPeople
+from .collection_tables import CollectionTables
+from .jobs import JobTables
+from .postgres_people import PostgresPeople, pyformat
 
 #: pg_advisory_xact_lock key taken while migrating ("fsmg")
 _MIGRATION_LOCK = 0x66736D67
 
-_COLL_COLS = (
-    "id, name, description, model, dimension, metric, sampling, index_settings, create_time, is_default, modalities"
-)
 _VIDEO_COLS = (
     "id, collection_id, kind, duration, width, height, sample_count, size_bytes, content_sha256, "
     "external_key, labels, filename, model, realtime_factor, create_time, state"
-)
-_JOB_COLS = (
-    "id, collection_id, state, request_id, samples_done, samples_total, media_seconds_done, duration, "
-    "video_id, error_code, error_reason, error_message, create_time, update_time, already_exists"
 )
 
 
@@ -68,22 +61,6 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             out.append((int(m.group(1)), m.group(2), f.read_text()))
     return sorted(out)
-
-
-def _collection(r) -> CollectionRecord:
-    return CollectionRecord(
-        id=r[0],
-        name=r[1],
-        description=r[2],
-        model=r[3],
-        dimension=r[4],
-        metric=r[5],
-        sampling=r[6],
-        index=r[7],
-        create_time=r[8],
-        is_default=r[9],
-        modalities=r[10],
-    )
 
 
 def _video(r) -> VideoRecord:
@@ -104,26 +81,6 @@ def _video(r) -> VideoRecord:
         realtime_factor=r[13],
         create_time=r[14],
         state=r[15],
-    )
-
-
-def _job(r) -> JobRecord:
-    return JobRecord(
-        id=r[0],
-        collection_id=r[1],
-        state=JobState(r[2]),
-        request_id=r[3],
-        samples_done=r[4],
-        samples_total=r[5],
-        media_seconds_done=r[6],
-        duration=r[7],
-        video_id=r[8],
-        error_code=r[9],
-        error_reason=r[10],
-        error_message=r[11],
-        create_time=r[12],
-        update_time=r[13],
-        already_exists=r[14],
     )
 
 
@@ -155,7 +112,7 @@ class _Connection:
         return False
 
 
-class PostgresCatalog(PostgresPeople):
+class PostgresCatalog(CollectionTables, JobTables, PostgresPeople):
     """Thread-safe (a connection pool); every method is one short transaction."""
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, max_connections: int = 8):
@@ -193,6 +150,15 @@ class PostgresCatalog(PostgresPeople):
         with self._conn() as c:
             return c.execute(sql, args).fetchall()
 
+    def _write(self, sql: str, args=()) -> list[tuple]:
+        """One statement in qmark style (storage.jobs), committed alone (the pool's connections
+        autocommit); the rows it returns (RETURNING), none when it returns none."""
+        with self._conn() as c:
+            cur = c.execute(pyformat(sql), args)
+            return cur.fetchall() if cur.description is not None else []
+
+    _DUPLICATE_KEY = psycopg.errors.UniqueViolation  # the host of JobTables and CollectionTables
+
     def ping(self) -> None:
         self._rows("SELECT 1")
 
@@ -225,52 +191,12 @@ class PostgresCatalog(PostgresPeople):
     def schema_version(self) -> int:
         return int(self._rows("SELECT coalesce(max(version), 0) FROM schema_migrations")[0][0])
 
-    # -- collections ----------------------------------------------------------------------------
-    def create_collection(
-        self,
-        name: str,
-        *,
-        model: str,
-        dimension: int,
-        metric: str,
-        sampling: dict,
-        index: dict,
-        description: str = "",
-        is_default: bool = False,
-        modalities: dict | None = None,
-    ) -> CollectionRecord:
-        try:
-            rows = self._rows(
-                "INSERT INTO collections (name, description, model, dimension, metric, sampling, index_settings, "
-                f"create_time, is_default, modalities) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING {_COLL_COLS}",
-                (
-                    name,
-                    description,
-                    model,
-                    dimension,
-                    metric,
-                    Jsonb(sampling),
-                    Jsonb(index),
-                    time.time(),
-                    is_default,
-                    Jsonb(modalities or {}),
-                ),
-            )
-        except psycopg.errors.UniqueViolation:
-            raise AlreadyExists(f"collection {name!r} already exists", "COLLECTION_EXISTS") from None
-        return _collection(rows[0])
+    # -- collections (CollectionTables: storage.collection_tables) ----------------------------
+    def _to_json(self, value) -> Jsonb:
+        return Jsonb(value)
 
-    def get_collection(self, name: str) -> CollectionRecord:
-        rows = self._rows(f"SELECT {_COLL_COLS} FROM collections WHERE name=%s", (name,))
-        if not rows:
-            raise NotFound(f"collection {name!r} not found", "COLLECTION_NOT_FOUND")
-        return _collection(rows[0])
-
-    def collection_by_id(self, collection_id: int) -> CollectionRecord:
-        rows = self._rows(f"SELECT {_COLL_COLS} FROM collections WHERE id=%s", (collection_id,))
-        if not rows:
-            raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
-        return _collection(rows[0])
+    def _from_json(self, stored):
+        return stored  # psycopg decodes JSONB
 
     def set_index_setting(self, collection_id: int, key: str, value) -> None:
         """Set one key of the collection's index settings (a JSONB object)."""
@@ -280,13 +206,6 @@ class PostgresCatalog(PostgresPeople):
         )
         if not rows:
             raise NotFound(f"collection #{collection_id} not found", "COLLECTION_NOT_FOUND")
-
-    def list_collections(self, after: str = "", limit: int = 1000) -> list[CollectionRecord]:
-        sql = f"SELECT {_COLL_COLS} FROM collections WHERE name > %s ORDER BY name LIMIT %s"
-        return [_collection(r) for r in self._rows(sql, (after, limit))]
-
-    def all_collections(self) -> list[CollectionRecord]:
-        return [_collection(r) for r in self._rows(f"SELECT {_COLL_COLS} FROM collections ORDER BY id")]
 
     def delete_collection(self, collection_id: int, force: bool) -> list[int]:
         """Delete the collection row (with force its videos too): the commit point of a collection
@@ -300,14 +219,6 @@ class PostgresCatalog(PostgresPeople):
             c.execute("DELETE FROM videos WHERE collection_id=%s", (collection_id,))
             c.execute("DELETE FROM collections WHERE id=%s", (collection_id,))
         return ids
-
-    def collection_counts(self, collection_id: int) -> tuple[int, int, float]:
-        r = self._rows(
-            "SELECT count(*), coalesce(sum(sample_count), 0), coalesce(sum(duration), 0) FROM videos "
-            "WHERE collection_id=%s AND state='active'",
-            (collection_id,),
-        )[0]
-        return int(r[0]), int(r[1]), float(r[2])
 
     def vector_count(self, collection_id: int) -> int:
         return int(
@@ -526,69 +437,3 @@ class PostgresCatalog(PostgresPeople):
         for vid, key in rows:
             out.setdefault(key, []).append(int(vid))
         return out
-
-    # -- jobs -----------------------------------------------------------------------------------
-    def create_job(self, j: JobRecord, owner: str) -> JobRecord:
-        j.create_time = j.update_time = time.time()
-        try:
-            self._rows(
-                f"INSERT INTO jobs ({_JOB_COLS}, owner) VALUES ({','.join(['%s'] * 16)}) RETURNING id",
-                (
-                    j.id,
-                    j.collection_id,
-                    j.state.value,
-                    j.request_id,
-                    j.samples_done,
-                    j.samples_total,
-                    j.media_seconds_done,
-                    j.duration,
-                    j.video_id,
-                    j.error_code,
-                    j.error_reason,
-                    j.error_message,
-                    j.create_time,
-                    j.update_time,
-                    j.already_exists,
-                    owner,
-                ),
-            )
-        except psycopg.errors.UniqueViolation:
-            raise AlreadyExists(f"request_id {j.request_id!r} already used", "DUPLICATE_REQUEST") from None
-        return j
-
-    def update_job(self, j: JobRecord) -> None:
-        j.update_time = time.time()
-        self._rows(
-            "UPDATE jobs SET state=%s, samples_done=%s, samples_total=%s, media_seconds_done=%s, duration=%s, "
-            "video_id=%s, error_code=%s, error_reason=%s, error_message=%s, update_time=%s, already_exists=%s "
-            "WHERE id=%s RETURNING id",
-            (
-                j.state.value,
-                j.samples_done,
-                j.samples_total,
-                j.media_seconds_done,
-                j.duration,
-                j.video_id,
-                j.error_code,
-                j.error_reason,
-                j.error_message,
-                j.update_time,
-                j.already_exists,
-                j.id,
-            ),
-        )
-
-    def get_job(self, job_id: str) -> JobRecord:
-        rows = self._rows(f"SELECT {_JOB_COLS} FROM jobs WHERE id=%s", (job_id,))
-        if not rows:
-            raise NotFound(f"ingest job {job_id!r} not found", "JOB_NOT_FOUND")
-        return _job(rows[0])
-
-    def job_for_request(self, request_id: str) -> JobRecord | None:
-        rows = self._rows(f"SELECT {_JOB_COLS} FROM jobs WHERE request_id=%s", (request_id,))
-        return _job(rows[0]) if rows else None
-
-    def unfinished_jobs(self, owner: str) -> list[JobRecord]:
-        """The queued or running jobs of `owner`: only the server that spooled an upload can resume it."""
-        sql = f"SELECT {_JOB_COLS} FROM jobs WHERE owner=%s AND state IN ('QUEUED', 'RUNNING')"
-        return [_job(r) for r in self._rows(sql, (owner,))]

@@ -23,7 +23,7 @@ _PEOPLE_WRITE_LOCK = 0x6673706C
 _ASSIGNING_LOCK = 0x66737061 << 32
 
 
-def _pyformat(sql: str) -> str:
+def pyformat(sql: str) -> str:
     """SQL written for sqlite3's qmark parameters ('?', storage.people) in psycopg's style ('%s')."""
     return sql.replace("%", "%%").replace("?", "%s")
 
@@ -35,14 +35,14 @@ class _QmarkConnection:
         self.conn = conn
 
     def execute(self, sql: str, args=()) -> psycopg.Cursor:
-        return self.conn.execute(_pyformat(sql), args)
+        return self.conn.execute(pyformat(sql), args)
 
 
 class PostgresPeople(PeopleTables):
     """PeopleTables' host methods (storage.people's docstring) on PostgreSQL."""
 
     def _query(self, sql: str, args=()) -> list[tuple]:
-        return self._rows(_pyformat(sql), args)  # type: ignore[attr-defined]
+        return self._rows(pyformat(sql), args)  # type: ignore[attr-defined]
 
     @contextlib.contextmanager
     def _tx(self):

@@ -10,6 +10,7 @@ import os
 import pathlib
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -118,15 +119,24 @@ def test_deletes_reach_unlinked_videos_and_videos_being_linked(tmp_path):
     assert _top_video(st, cid, videos[a][0]) != a
     ci = st._ci(cid)
 
+    deleter = threading.Thread(target=st.delete_video, args=(b,))
+
     class DeleteDuringInsert:
-        """The graph, with video b deleted while the link step inserts it (outside the write lock)."""
+        """The graph, with video b deleted by another thread while the link step inserts it
+        (outside the write lock): that delete must not return while a search can find b in the
+        graph, i.e. before the step has taken it out again."""
 
         def __init__(self, graph):
             self.graph = graph
 
         def add(self, *args, **kw):
             self.graph.add(*args, **kw)
-            st.delete_video(b)
+            deleter.start()
+            deadline = time.monotonic() + 60
+            while b in ci.unlinked and time.monotonic() < deadline:  # the delete has forgotten b
+                time.sleep(0.001)
+            deleter.join(0.2)
+            assert deleter.is_alive()  # still waiting for this step
 
         def __getattr__(self, name):
             return getattr(self.graph, name)
@@ -135,6 +145,7 @@ def test_deletes_reach_unlinked_videos_and_videos_being_linked(tmp_path):
     ci.index = DeleteDuringInsert(graph)
     ci._live_graph = ci.index  # keep the LiveIndex over the real graph
     assert ci.link_step() == 10  # c and d; b was taken out of the graph again
+    deleter.join()
     ci.index = ci._live_graph = graph
     assert sample_ids(b, 1)[0] not in graph and len(graph) == 10 and st.unlinked_vectors(cid) == 0
     assert _top_video(st, cid, videos[b][0]) != b

@@ -84,6 +84,7 @@ class _CollectionIndex:
         # and by whatever needs the graph to hold exactly the linked videos: snapshots, close.
         # Order: link_lock, then lock.
         self.link_lock = link_lock or threading.Lock()
+        self.linking: set[int] = set()  # the videos of the link step in progress (under lock)
         self.videos: dict[int, int] = {}  # video id -> vector count, exactly what the graph + fresh segment hold
         # videos still only in the fresh segment -> the log segment of their record (commit order)
         self.unlinked: dict[int, int] = {}
@@ -304,11 +305,18 @@ class _CollectionIndex:
                     return 0
                 ids = batch_sample_ids([v for v, _ in batch], [c for _, c in batch])
                 vectors = self.fresh.get_vectors(ids)
+                self.linking = {v for v, _ in batch}
             groups = np.repeat(np.array([v for v, _ in batch], dtype=np.uint64), [c for _, c in batch])
-            self.index.add(
-                ids, vectors, groups=groups, threads=LINK_THREADS
-            )  # an error leaves the batch in the fresh segment
+            try:
+                self.index.add(
+                    ids, vectors, groups=groups, threads=LINK_THREADS
+                )  # an error leaves the batch in the fresh segment
+            except BaseException:
+                with self.lock:
+                    self.linking = set()
+                raise
             with self.lock:
+                self.linking = set()
                 deleted = [(v, c) for v, c in batch if v not in self.unlinked]
                 if deleted:
                     self.index.remove(np.concatenate([sample_ids(v, c) for v, c in deleted]))
@@ -320,16 +328,19 @@ class _CollectionIndex:
                 metrics.UNLINKED_VECTORS.labels(self.name).set(len(self.fresh))
         return linked
 
-    def forget(self, video_id: int) -> None:
-        """Take a video's vectors out of whichever part holds them (under `lock`)."""
+    def forget(self, video_id: int) -> bool:
+        """Take a video's vectors out of whichever part holds them (under `lock`). True when a link
+        step is inserting them into the graph right now: that step takes them out again before it
+        ends, and until then a search can still find them there (wait for `link_lock`)."""
         n = self.videos.pop(video_id, 0)
         if not n:
-            return
+            return False
         ids = sample_ids(video_id, n)
         if self.unlinked.pop(video_id, None) is not None:
-            self.fresh.remove(ids)  # a link step inserting it meanwhile takes it out of the graph again
-        else:
-            self.index.remove(ids)
+            self.fresh.remove(ids)
+            return video_id in self.linking
+        self.index.remove(ids)
+        return False
 
     def snapshot(self) -> None:
         with self.link_lock, self.lock:

@@ -530,8 +530,10 @@ class EmbeddedStorage:
             # SERVING asks video_entry() after each put whether the video is still there
             self._forget_entry(video_id)
             self._notify("video_removed", video_id)
-            for x in ci.all_indexes():
-                x.forget(video_id)
+            linking = [x for x in ci.all_indexes() if x.forget(video_id)]
+        for x in linking:  # gone from every search before this returns: wait for that link step
+            with x.link_lock:
+                pass
 
     # -- vectors --------------------------------------------------------------------------------
     def _filter(self, groups):

@@ -153,9 +153,10 @@ def main() -> None:
         "--sustained",
         type=int,
         default=0,
-        help="then stream this many vectors (--multi per item) in one more run, without waiting for the "
-        "backlog to be linked: the rate, the backlog, recall at once and the server's memory",
+        help="then stream this many vectors (--sustained-per-item per item) in one more run, without waiting "
+        "for the backlog to be linked: the rate, the backlog, recall at once and the server's memory",
     )
+    ap.add_argument("--sustained-per-item", type=int, default=0, help="vectors per item of that run (default --multi)")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -182,10 +183,11 @@ def main() -> None:
                     picks = big[rng.choice(len(big), a.queries, replace=False)]
                     near = picks + 0.05 * rng.standard_normal(picks.shape)
                     near = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32)
-                    report[f"frameseek_sustained_{a.multi}_per_item"] = frameseek_rate(
+                    per = a.sustained_per_item or a.multi
+                    report[f"frameseek_sustained_{per}_per_item"] = frameseek_rate(
                         big,
-                        a.multi,
-                        max(1, a.batch // a.multi),
+                        per,
+                        max(1, a.batch // per),
                         "sustained",
                         fs,
                         near,

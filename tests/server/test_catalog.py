@@ -146,13 +146,14 @@ _ROW_VALUES = st.one_of(
 )
 
 
-@given(st.lists(st.tuples(*[_ROW_VALUES] * 6), min_size=1, max_size=4))
-def test_row_checksum_is_the_crc_of_the_values_reprs(rows):
+@given(st.lists(st.tuples(*[_ROW_VALUES] * 6), min_size=1, max_size=4), st.integers(1, 3))
+def test_row_checksum_is_the_crc_of_the_values_reprs(rows, copies):
     """The row CRC (schema 4's definition: each value's repr, blobs as bytes, length-prefixed),
-    also when its remembered encodings are reused: 0, 0.0, -0.0 and False encode apart."""
+    one row at a time and a batch at once, where columns that repeat in every row are encoded
+    once: 0, 0.0, -0.0 and False stay apart."""
     import zlib
 
-    from frameseek.storage.catalog_schema import _row_crc
+    from frameseek.storage.catalog_schema import _row_crc, _row_crcs
 
     def reference(row):
         parts = []
@@ -161,6 +162,7 @@ def test_row_checksum_is_the_crc_of_the_values_reprs(rows):
             parts += (len(data).to_bytes(4, "little"), data)
         return zlib.crc32(b"".join(parts))
 
-    for row in rows + rows:
-        assert _row_crc(row) == reference(row)
-    assert _row_crc((0, 0.0, -0.0, False)) != _row_crc((0.0, 0, False, -0.0))
+    batch = rows * copies
+    assert _row_crcs(batch) == [reference(r) for r in batch] == [_row_crc(r) for r in batch]
+    zeros = [(0, 0.0, -0.0, False), (0.0, 0, False, -0.0), (0, 0.0, 0.0, False)]
+    assert _row_crcs(zeros) == [reference(r) for r in zeros] and len(set(_row_crcs(zeros))) == 3

@@ -15,7 +15,7 @@ import pytest
 
 from frameseek import metrics
 from frameseek.ids import split_sample_ids
-from frameseek.storage import EmbeddedStorage, NotFound, VideoQuery, catalog
+from frameseek.storage import EmbeddedStorage, NotFound, VideoQuery, catalog, catalog_schema
 from frameseek.storage.catalog import CatalogDamaged
 from frameseek.storage.vectorlog import segment_path
 
@@ -241,7 +241,7 @@ def test_a_log_record_of_another_video_is_not_attached(tmp_path):
     st.catalog._db.execute("UPDATE videos SET content_sha256='other' WHERE id=?", (ids[1],))
     # a consistent row of other content (not a damaged one: its checksum matches)
     row = st.catalog._db.execute(f"SELECT {catalog._CRC_VIDEO_COLS} FROM videos WHERE id=?", (ids[1],)).fetchone()
-    st.catalog._db.execute("UPDATE videos SET row_crc=? WHERE id=?", (catalog._row_crc(row), ids[1]))
+    st.catalog._db.execute("UPDATE videos SET row_crc=? WHERE id=?", (catalog_schema._row_crc(row), ids[1]))
     _crash(st)
     st = _open(tmp_path)
     assert st.get_video(ids[1]).state == "damaged"

@@ -37,7 +37,7 @@ from .catalog_schema import (
     _CRC_VIDEO_COLS,
     SCHEMA_VERSION,  # noqa: F401 (re-exported: callers read catalog.SCHEMA_VERSION)
     CatalogSchema,
-    _row_crc,
+    _row_crcs,
 )
 from .collection_tables import CollectionTables
 from .jobs import JobTables
@@ -265,23 +265,24 @@ class Catalog(CatalogSchema, CollectionTables, JobTables, PeopleTables):
             ).fetchone()[0]
             ids = list(range(base + 1, base + 1 + len(videos)))
             now = time.time()
-            rows, labels, extras_rows, values = [], [], [], []
-            for vid, (v, timestamps, extras) in zip(ids, videos):
-                row = _stored_video_row(vid, collection_id, v, timestamps)
-                rows.append((*row, now, _row_crc(row)))
-                values.append(row[:14])
+            stored, labels, extras = [], [], []
+            for vid, (v, timestamps, extras_of) in zip(ids, videos):
+                stored.append(_stored_video_row(vid, collection_id, v, timestamps))
                 labels += [(vid, k, val) for k, val in v.labels.items()]
-                for name, d in extras.items():
-                    r = (vid, name, len(d), np.ascontiguousarray(d.times, dtype="<f8").tobytes(), bytes(d.payload))
-                    extras_rows.append((*r, _row_crc(r)))
+                for name, d in extras_of.items():
+                    times = np.ascontiguousarray(d.times, dtype="<f8").tobytes()
+                    extras.append((vid, name, len(d), times, bytes(d.payload)))
             db.executemany(
                 f"INSERT INTO videos ({_CRC_VIDEO_COLS}, create_time, row_crc, state) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'pending')",
-                rows,
+                [(*row, now, crc) for row, crc in zip(stored, _row_crcs(stored))],
             )
             db.executemany("INSERT INTO labels VALUES (?,?,?)", labels)
-            db.executemany("INSERT INTO video_extras VALUES (?,?,?,?,?,?)", extras_rows)
-        return PendingRows(ids, values)
+            db.executemany(
+                "INSERT INTO video_extras VALUES (?,?,?,?,?,?)",
+                [(*row, crc) for row, crc in zip(extras, _row_crcs(extras))],
+            )
+        return PendingRows(ids, [row[:14] for row in stored])
 
     def activate(self, video_id: int) -> None:
         """The commit point of an ingest: after this the video exists."""
@@ -457,14 +458,15 @@ class Catalog(CatalogSchema, CollectionTables, JobTables, PeopleTables):
             for vid, key, value in db.execute("SELECT video_id, key, value FROM labels"):
                 labels.setdefault(vid, {})[key] = value
             rows = db.execute(f"SELECT {_CRC_VIDEO_COLS}, row_crc FROM videos WHERE state IN ('active', 'damaged')")
-            for row in rows:
-                if (row[-1] is not None and _row_crc(row[:-1]) != row[-1]) or labels.get(row[0], {}) != _labels(
-                    row[10]
-                ):
-                    bad.add(row[0])
-            for row in db.execute(f"SELECT {_CRC_EXTRA_COLS}, row_crc FROM video_extras"):
-                if row[-1] is not None and _row_crc(row[:-1]) != row[-1]:
-                    bad.add(row[0])
+            while chunk := rows.fetchmany(4096):
+                for row, crc in zip(chunk, _row_crcs([row[:-1] for row in chunk])):
+                    if (row[-1] is not None and crc != row[-1]) or labels.get(row[0], {}) != _labels(row[10]):
+                        bad.add(row[0])
+            extras = db.execute(f"SELECT {_CRC_EXTRA_COLS}, row_crc FROM video_extras")
+            while chunk := extras.fetchmany(4096):
+                for row, crc in zip(chunk, _row_crcs([row[:-1] for row in chunk])):
+                    if row[-1] is not None and crc != row[-1]:
+                        bad.add(row[0])
             known = "'pending', 'active', 'damaged'"
             unknown = [r[0] for r in db.execute(f"SELECT id FROM videos WHERE state NOT IN ({known})")]
             db.execute("ROLLBACK")

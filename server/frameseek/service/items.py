@@ -26,6 +26,9 @@ from .core import OWN_VECTORS_MODEL, Core, storage_error
 
 log = structlog.get_logger("frameseek.service")
 
+#: a one-vector item's timestamps when none are given (shared by all of them, so read-only)
+_AT_ZERO = np.zeros(1)
+_AT_ZERO.flags.writeable = False
 #: vectors of one item at most
 MAX_ITEM_VECTORS = 4096
 #: items of one UpsertItems batch at most
@@ -157,7 +160,7 @@ class Items:
         """An item as a video (`vectors`: its rows of the checked batch, float32)."""
         n = len(vectors)
         if timestamps is None:
-            timestamps, duration = np.arange(n, dtype=np.float64), float(n - 1)
+            timestamps, duration = (_AT_ZERO if n == 1 else np.arange(n, dtype=np.float64)), float(n - 1)
         else:
             duration = float(timestamps.max())
         record = VideoRecord.from_values(

@@ -46,6 +46,7 @@ _REC_V1 = struct.Struct("<II")  # length, crc(payload)
 _REC = struct.Struct("<4sII")  # sync, length, crc(length + payload)
 _ADD_V1 = struct.Struct("<BQI")  # type, video id, n
 _ADD = struct.Struct("<BQI32s")  # type, video id, n, content digest
+_U32 = struct.Struct("<I")
 TYPE_ADD = 1
 _SEG_RE = re.compile(r"^vectors-(\d{8})\.log$")
 
@@ -283,14 +284,20 @@ class VectorLog:
         """Write several ADD records (video id, vectors, content key) with one write and one fsync:
         all durable when this returns; on an OSError none are (the log is rolled back)."""
         parts = []
+        append, crc32, u32 = parts.append, zlib.crc32, _U32.pack
         for video_id, vectors, content_key in records:
             vecs = np.ascontiguousarray(vectors, dtype="<f4")
             if vecs.ndim != 2 or vecs.shape[1] != self.dim:
                 raise ValueError(f"vectors must be [n, {self.dim}]")
-            payload = _ADD.pack(TYPE_ADD, video_id, vecs.shape[0], content_digest(content_key)) + vecs.tobytes()
-            length = struct.pack("<I", len(payload))
-            crc = zlib.crc32(payload, zlib.crc32(length))
-            parts.append(SYNC + length + struct.pack("<I", crc) + payload)
+            head = _ADD.pack(TYPE_ADD, video_id, vecs.shape[0], content_digest(content_key))
+            body = memoryview(vecs).cast("B")  # the rows themselves: copied once, by the join below
+            length = u32(len(head) + body.nbytes)
+            # the record: SYNC, length, CRC of length + payload, payload (= head + the rows)
+            append(SYNC)
+            append(length)
+            append(u32(crc32(body, crc32(head, crc32(length)))))
+            append(head)
+            append(body)
         if not parts:
             return
         if self._sealed:

@@ -640,7 +640,7 @@ bool HnswIndex::contains(std::uint64_t id) const {
 void HnswIndex::store_vectors_in(const std::string& directory) {
   std::lock_guard<std::mutex> add_lock(add_mutex_);
   std::unique_lock<FairSharedMutex> lock(mutex_);
-  store_->use_directory(directory);
+  store_->use_directory(directory, hnsw_->cur_element_count);  // the slots handed out so far
 }
 
 bool HnswIndex::vectors_file_backed() const {

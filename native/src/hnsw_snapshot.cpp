@@ -363,7 +363,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   params.seed = h.seed;
   std::unique_ptr<HnswIndex> idx(new HnswIndex(h.dim, static_cast<Metric>(h.metric), params));
   idx->walk_ = graph_walk;
-  if (!vectors_directory.empty()) idx->store_->use_directory(vectors_directory);
+  if (!vectors_directory.empty()) idx->store_->use_directory(vectors_directory, 0);  // empty yet
   idx->space_ = std::make_unique<KernelSpace>(h.dim, static_cast<Metric>(h.metric), graph_walk);
   std::uint64_t walk_bytes = 0;  // format 3: its walk copy; format 4-5: the float32 originals
   std::uint64_t padding = 0;     // format 5: zero bytes before the originals

@@ -112,7 +112,7 @@ void VectorStore::resize(std::size_t rows, bool huge) {
   }
 }
 
-void VectorStore::use_directory(const std::string& directory) {
+void VectorStore::use_directory(const std::string& directory, std::size_t rows_in_use) {
   if (fd_ >= 0 && directory == dir_) return;
   const int fd = open_unlinked(directory);
   char* old = base_;
@@ -132,7 +132,7 @@ void VectorStore::use_directory(const std::string& directory) {
     throw;
   }
   if (old) {
-    std::memcpy(base_, old, old_bytes);
+    std::memcpy(base_, old, std::min(rows_in_use, old_rows) * row_bytes_);
     ::munmap(old, old_bytes);
   }
   file_mapped_ = 0;

@@ -33,9 +33,11 @@ class VectorStore {
   void resize(std::size_t rows, bool huge = true);
   void advise_huge();
   void release() { resize(0); }
-  // From now on the rows live in an unlinked file in `directory` (the current ones are copied
-  // there). Throws std::runtime_error when the directory cannot hold it.
-  void use_directory(const std::string& directory);
+  // From now on the rows live in an unlinked file in `directory`; the first `rows_in_use` rows
+  // (the slots handed out) are copied there, the rest of the capacity stays a hole in the file
+  // (copying all of it wrote a 10M-capacity index's 20 GB of zeros). Throws std::runtime_error
+  // when the directory cannot hold it.
+  void use_directory(const std::string& directory, std::size_t rows_in_use);
   const std::string& directory() const { return dir_; }
   bool file_backed() const { return fd_ >= 0; }
 

@@ -151,3 +151,28 @@ def test_a_format_4_snapshot_is_read_as_before(tmp_path):
     index = N.HnswIndex.load(str(path))
     assert index.mapped_vector_bytes == 0 and index.check_mapped_vectors() == ""
     np.testing.assert_array_equal(index.get_vectors(np.arange(3000, dtype=np.uint64)), x)
+
+
+def test_moving_the_originals_to_a_file_copies_the_rows_in_use_not_the_capacity(tmp_path):
+    """store_vectors_in on an index reserved for 200k 512-d vectors (400 MB) holding 2,000: the
+    process's resident memory grows by those rows, not by the capacity, and every row reads back."""
+    capacity, n, dim = 200_000, 2_000, 512
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from frameseek import _native as N
+        def resident():
+            fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+            return sum(int(fields[k].split()[0]) for k in ("RssAnon", "RssFile", "RssShmem")) * 1024
+        x = np.random.default_rng(0).standard_normal(({n}, {dim})).astype(np.float32)
+        index = N.HnswIndex({dim}, "ip", max_elements={capacity}, M=8, ef_construction=32)
+        index.add(np.arange({n}, dtype=np.uint64), x)
+        before = resident()
+        index.store_vectors_in({str(tmp_path)!r})
+        after = resident()
+        same = bool(np.array_equal(index.get_vectors(np.arange({n}, dtype=np.uint64)), x))
+        print(after - before, index.vectors_file_backed, same)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    grew, backed, same = run.stdout.split()
+    assert backed == "True" and same == "True"
+    assert int(grew) < capacity * dim * 4 // 10, int(grew)  # the rows in use: 4 MB; the capacity: 400 MB

@@ -48,11 +48,21 @@ VectorStore::~VectorStore() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+void VectorStore::reserve_file(std::size_t bytes) {
+  if (::ftruncate(fd_, static_cast<off_t>(bytes)) != 0) fail("cannot size the vector file in " + dir_);
+  // Blocks for every row now (allocated, not written): a later write through the mapping into a
+  // hole that a full disk cannot fill would kill the process (SIGBUS) instead of failing here.
+  if (const int rc = ::posix_fallocate(fd_, 0, static_cast<off_t>(bytes)); rc != 0) {
+    errno = rc;
+    fail("no room for the vector file in " + dir_);
+  }
+}
+
 void VectorStore::map_rows(std::size_t rows, bool huge) {
   const std::size_t bytes = rows * row_bytes_;
   void* p;
   if (fd_ >= 0) {
-    if (::ftruncate(fd_, static_cast<off_t>(bytes)) != 0) fail("cannot size the vector file in " + dir_);
+    reserve_file(bytes);
     p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
   } else {
     p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -93,6 +103,14 @@ void VectorStore::resize(std::size_t rows, bool huge) {
         fail("cannot write the vector file in " + dir_);
       }
       at += static_cast<std::size_t>(w);
+    }
+    try {
+      reserve_file(rows * row_bytes_);  // before the old mapping goes: a full disk leaves it as it was
+    } catch (...) {
+      base_ = old;
+      rows_ = old_bytes / row_bytes_;
+      file_mapped_ = was_mapped;
+      throw;
     }
     ::munmap(old, old_bytes);
     map_rows(rows, huge);

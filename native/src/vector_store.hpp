@@ -57,6 +57,7 @@ class VectorStore {
 
  private:
   void map_rows(std::size_t rows, bool huge);  // a fresh mapping of `rows` rows (anonymous or over fd_)
+  void reserve_file(std::size_t bytes);        // fd_ sized to `bytes`, its blocks allocated
   std::size_t row_bytes_;
   std::size_t rows_ = 0;
   char* base_ = nullptr;

@@ -5,17 +5,22 @@ import numpy as np
 from benchmarks.datasets import video_like, video_like_queries
 
 
+def _assert_frames_cluster_by_video(x: np.ndarray, g: np.ndarray) -> None:
+    """Consecutive frames of a video are near-identical; frames of different videos are not."""
+    same = g[:-1] == g[1:]
+    consecutive = np.sum(x[:-1] * x[1:], axis=1)[same]
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, len(x), 500), rng.integers(0, len(x), 500)
+    unrelated = np.sum(x[a] * x[b], axis=1)[g[a] != g[b]]
+    assert np.median(consecutive) > 0.97 > 0.5 > unrelated.mean()
+
+
 def test_video_like_shape_groups_and_structure():
     x, g = video_like(1000, 64, frames_per_video=100, seed=3)
     assert x.shape == (1000, 64) and x.dtype == np.float32 and g.dtype == np.uint64
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
     assert g.tolist() == np.repeat(np.arange(10), 100).tolist()
-    same = g[:-1] == g[1:]
-    consecutive = np.sum(x[:-1] * x[1:], axis=1)[same]
-    rng = np.random.default_rng(0)
-    a, b = rng.integers(0, 1000, 500), rng.integers(0, 1000, 500)
-    unrelated = np.sum(x[a] * x[b], axis=1)[g[a] != g[b]]
-    assert np.median(consecutive) > 0.97 > 0.5 > unrelated.mean()
+    _assert_frames_cluster_by_video(x, g)
     x2, g2 = video_like(1000, 64, frames_per_video=100, seed=3)
     assert np.array_equal(x, x2) and np.array_equal(g, g2)
     assert not np.array_equal(x, video_like(1000, 64, frames_per_video=100, seed=4)[0])
@@ -44,9 +49,4 @@ def test_video_like_stream_chunks_are_reproducible_alone_and_have_the_same_struc
     assert np.array_equal(s.video(7), x[700:800]) and np.array_equal(s.video(10), x[1000:])
     assert np.array_equal(np.concatenate([c for _, c, _ in s.chunks(4)]), x)
     assert not np.array_equal(VideoLikeStream(1050, 64, frames_per_video=100, seed=4).video(7), s.video(7))
-    same = g[:-1] == g[1:]
-    consecutive = np.sum(x[:-1] * x[1:], axis=1)[same]
-    rng = np.random.default_rng(0)
-    a, b = rng.integers(0, 1050, 500), rng.integers(0, 1050, 500)
-    unrelated = np.sum(x[a] * x[b], axis=1)[g[a] != g[b]]
-    assert np.median(consecutive) > 0.97 > 0.5 > unrelated.mean()
+    _assert_frames_cluster_by_video(x, g)

@@ -33,6 +33,11 @@ def _one_vector_prefix(dim: int) -> bytes:
     return item_vectors_wire(np.zeros((1, dim), dtype=np.float32))[: -4 * dim]
 
 
+def _field_header(field: int, length: int) -> bytes:
+    """A length-delimited field's tag (wire type 2) and length, as protobuf writes them."""
+    return bytes([field << 3 | 2]) + _varint(length)
+
+
 def item_vectors_wire(vectors: np.ndarray) -> bytes:
     """`Item.vectors` (field 3) holding float32 rows [n, dim], in protobuf's wire format, to be
     merged into an Item (MergeFromString). Each row is an ItemVector whose `values` (field 1, a
@@ -41,8 +46,8 @@ def item_vectors_wire(vectors: np.ndarray) -> bytes:
     512-d vector, most of a bulk upload's client time)."""
     v = np.ascontiguousarray(vectors, dtype="<f4")
     n, dim = v.shape
-    values = b"\x0a" + _varint(4 * dim)  # field 1, length-delimited
-    prefix = b"\x1a" + _varint(len(values) + 4 * dim) + values  # field 3, length-delimited
+    values = _field_header(1, 4 * dim)  # ItemVector.values
+    prefix = _field_header(3, len(values) + 4 * dim) + values  # Item.vectors
     rows = np.empty((n, len(prefix) + 4 * dim), dtype=np.uint8)
     rows[:, : len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
     rows[:, len(prefix) :] = v.view(np.uint8).reshape(n, 4 * dim)
@@ -50,7 +55,7 @@ def item_vectors_wire(vectors: np.ndarray) -> bytes:
 
 
 def _length_delimited(field: int, body: bytes) -> bytes:
-    return bytes([field << 3 | 2]) + _varint(len(body)) + body
+    return _field_header(field, len(body)) + body
 
 
 def item_batch_request(items: list) -> pb.UpsertItemsRequest:

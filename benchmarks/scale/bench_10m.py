@@ -523,8 +523,8 @@ def main() -> None:
     state = json.loads(path.read_text()) if path.exists() else {"config": cfg, "stages": {}}
     if state["config"] != cfg:
         sys.exit(f"{path} holds a run with other settings ({state['config']}); pass --fresh to start over")
-    if not (data_dir / "frameseek.snapshot").exists():
-        state["stages"].pop("frameseek build", None)
+    if not (data_dir / "frameseek.snapshot").exists() and "frameseek restart" not in state["stages"]:
+        state["stages"].pop("frameseek build", None)  # the restart still needs it; once done, the row stands alone
     if not (data_dir / "truth.npz").exists():
         state["stages"].pop("truth", None)  # deterministic: the stages measured against it stay valid
     refuse_if_short_of_disk(cfg, state, data_dir)

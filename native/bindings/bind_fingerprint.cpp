@@ -54,6 +54,20 @@ void bind_fingerprint(py::module_& m) {
         return k.hamming(x.data(), y.data(), x.size());
       },
       "level"_a, "a"_a, "b"_a);
+  m.def(
+      "_hamming_rows_for_level",
+      [](const std::string& level, py::handle q, py::handle rows) {
+        const auto& k = fingerprint::popcount_kernels_for(parse_simd_level(level));
+        const auto qa = py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast>::ensure(q);
+        const auto ra = py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast>::ensure(rows);
+        if (!qa || !ra || qa.ndim() != 1 || ra.ndim() != 2 || ra.shape(1) != qa.shape(0))
+          throw py::value_error("rows must be 2-d with as many words per row as q has");
+        py::array_t<std::uint32_t> out(ra.shape(0));
+        k.hamming_rows(qa.data(), ra.data(), static_cast<std::size_t>(ra.shape(0)), static_cast<std::size_t>(qa.shape(0)),
+                       out.mutable_data());
+        return out;
+      },
+      "level"_a, "q"_a, "rows"_a);
 
   py::class_<MatchParams>(m, "FingerprintMatchParams",
                           "How FingerprintIndex.search votes, verifies and places matches (defaults: the core's).")

@@ -518,6 +518,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   }
   advise_huge_pages(gr.data_level0_memory_, level0_bytes(gr));
   idx->store_->advise_huge();
+  idx->refresh_routes({}, /*rebuild=*/true);
   return idx;
 }
 

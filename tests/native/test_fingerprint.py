@@ -50,6 +50,21 @@ def test_popcount_kernels_on_any_words(words, mask):
         assert _native._hamming_for_level(level, a, b) == len(words) * bin(mask).count("1")
 
 
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("words", [1, 15, 16, 17, 32])
+def test_hamming_rows_matches_numpy(level, words):
+    rng = np.random.default_rng(words)
+    q = rng.integers(0, 2**32, words, dtype=np.uint32)
+    rows = rng.integers(0, 2**32, (37, words), dtype=np.uint32)
+    rows[0] = q  # distance 0
+    rows[1] = ~q  # every bit
+    want = np.array([popcounts(q, r).sum() for r in rows], dtype=np.uint32)
+    np.testing.assert_array_equal(_native._hamming_rows_for_level(level, q, rows), want)
+    assert len(_native._hamming_rows_for_level(level, q, rows[:0])) == 0
+    with pytest.raises(ValueError, match="words per row"):
+        _native._hamming_rows_for_level(level, q, rows[:, :-1] if words > 1 else rows.ravel())
+
+
 def test_popcount_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="length"):
         _native._hamming_for_level("scalar", [1, 2], [1])

@@ -26,6 +26,9 @@ struct PopcountKernels {
   void (*xor_popcount)(const std::uint32_t* a, const std::uint32_t* b, std::size_t n, std::uint32_t* out);
   // sum over i < n of popcount(a[i] ^ b[i])
   std::uint64_t (*hamming)(const std::uint32_t* a, const std::uint32_t* b, std::size_t n);
+  // out[i] = hamming(q, rows + i * words, words) for i < n_rows (HnswIndex's route table scan)
+  void (*hamming_rows)(const std::uint32_t* q, const std::uint32_t* rows, std::size_t n_rows, std::size_t words,
+                       std::uint32_t* out);
 };
 
 // The table for the best level this CPU has (at most FRAMESEEK_SIMD when set), fixed at first call.

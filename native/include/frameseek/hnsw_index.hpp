@@ -43,6 +43,7 @@ class KernelSpace;  // hnswlib::SpaceInterface<float> over the walk codes; defin
 namespace detail {
 class VectorStore;     // vector_store.hpp
 struct MappedSection;  // hnsw_internal.hpp
+struct RouteTable;     // hnsw_internal.hpp
 }  // namespace detail
 
 struct HnswParams {
@@ -178,13 +179,19 @@ class HnswIndex {
   void resize_slots(std::size_t cap, bool huge_now = true);
   // After the graph holds id: writes the float32 original vec to the store and marks the slot live.
   void publish_slot(std::uint64_t id, std::uint64_t group, const float* vec);
+  // The slots of ids[rows] that belong in the route table (at or above its level).
+  std::vector<std::uint32_t> route_nodes_among(const std::uint64_t* ids, const std::vector<std::size_t>& rows) const;
   void encode(const float* vec, char* code) const;  // vec's element data at walk_
   const float* original(std::size_t slot) const;    // the slot's float32 vector
   // Re-encodes every slot's element data at p (caller holds mutex_ exclusively or owns the index).
   void reencode(WalkPrecision p);
   bool copy_holds(const float* vectors, std::size_t n, WalkPrecision p) const;  // see set_walk_precision
   std::size_t live_count() const;                                               // caller holds mutex_
-  void relink_if_unreachable(std::uint64_t id, const char* code);               // see hnsw_index.cpp
+  void relink_if_unreachable(std::uint64_t id, const float* vec);             // see hnsw_index.cpp
+  // Brings routes_ up to date with the graph (caller holds mutex_ exclusively): appends the route
+  // nodes among `touched` slots (new or reused), or rebuilds the table when the level it samples
+  // holds too many nodes, or rebuild is set (load, re-encoding). See RouteTable.
+  void refresh_routes(const std::vector<std::uint32_t>& touched, bool rebuild);
   static constexpr std::size_t kRelinkEf = 32;                                  // breadth of the reachability probe
   static constexpr std::size_t kRelinkFanIn = 4;                                // in-links given to each new vector
   static constexpr bool kRelinkOnlyUnreachable = false;
@@ -203,6 +210,9 @@ class HnswIndex {
   std::unique_ptr<detail::VectorStore> store_;
   // What check_mapped_vectors reads: the snapshot file (kept open) and its float32 section.
   std::unique_ptr<detail::MappedSection> mapped_section_;
+  // The walks' layer-0 entry points besides the greedy descent (see RouteTable); changed only
+  // under the exclusive lock.
+  std::unique_ptr<detail::RouteTable> routes_;
   std::size_t ef_ = HnswParams::kDefaultEf;
   // add()s inserting under the shared lock: while none is, every slot a walk can reach is
   // published, and the re-rank skips its per-result live check (a cache miss per result).

@@ -37,10 +37,17 @@ std::uint64_t hamming(const std::uint32_t* a, const std::uint32_t* b, std::size_
   return s;
 }
 
+// One query against n_rows rows of `words` words each (the HNSW route table's sign bits): the
+// per-pair kernel inlined, not called through the table once per row.
+void hamming_rows(const std::uint32_t* q, const std::uint32_t* rows, std::size_t n_rows, std::size_t words,
+                  std::uint32_t* out) {
+  for (std::size_t i = 0; i < n_rows; ++i) out[i] = static_cast<std::uint32_t>(hamming(q, rows + i * words, words));
+}
+
 }  // namespace
 
 const PopcountKernels& neon_popcount_kernels() {
-  static const PopcountKernels k{SimdLevel::Neon, xor_popcount, hamming};
+  static const PopcountKernels k{SimdLevel::Neon, xor_popcount, hamming, hamming_rows};
   return k;
 }
 

@@ -860,7 +860,7 @@ void HnswIndex::refresh_routes(const std::vector<std::uint32_t>& touched, bool r
       }
       node_bits(s, r.bits.data() + std::size_t(it->second) * r.words);
     }
-    if (r.slots.size() <= RouteTable::kMaxRows) return;
+    if (r.slots.size() <= RouteTable::max_rows(g.cur_element_count)) return;
   }
   // The lowest level >= 1 whose nodes fit the table (nodes at level >= l, counted per l).
   const std::size_t used = g.cur_element_count;
@@ -873,7 +873,7 @@ void HnswIndex::refresh_routes(const std::vector<std::uint32_t>& touched, bool r
   for (std::size_t l = at_least.size(); l-- > 1;)
     if (l + 1 < at_least.size()) at_least[l] += at_least[l + 1];
   int level = 1;
-  while (std::size_t(level) < at_least.size() && at_least[level] > RouteTable::kMaxRows) ++level;
+  while (std::size_t(level) < at_least.size() && at_least[level] > RouteTable::max_rows(used)) ++level;
   r = RouteTable{};
   r.level = level;
   r.words = (dim_ + 31) / 32;

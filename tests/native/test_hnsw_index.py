@@ -76,14 +76,14 @@ def test_recall_on_video_order_inserts(built, data):
 
 
 def test_walk_finds_the_query_cluster_among_many_isolated_ones():
-    """2,000 isolated clusters (random directions in 64-d, 20 near-duplicates each), inserted cluster
+    """400 isolated clusters (random directions in 64-d, 100 near-duplicates each), inserted cluster
     by cluster. The distances from a wrong cluster to every other are alike, so the greedy descent
-    through the upper layers alone ended in a wrong cluster for ~35 % of the queries (0.65 of them
-    found their own first at ef 16); the walk also starts from the closest nodes of the route table
-    (a sample of the graph ranked by sign bits), which reaches the right cluster whenever the
-    sample holds one of its nodes (here ~2.5 per cluster)."""
+    through the upper layers alone ended in a wrong cluster for a fifth of the queries (0.80 found
+    their own first at ef 16); the walk also starts from the closest nodes of the route table (a
+    sample of the graph ranked by sign bits: here 1 node in 64, ~1.6 per cluster), and add()'s
+    in-link probe walks the same way (0.97)."""
     rng = np.random.default_rng(0)
-    n_clusters, per, dim = 2000, 20, 64
+    n_clusters, per, dim = 400, 100, 64
     centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
     x = centres.repeat(per, 0) / np.linalg.norm(centres, axis=1).repeat(per)[:, None]
     x += rng.standard_normal(x.shape).astype(np.float32) * np.float32(0.1 / np.sqrt(dim))
@@ -96,7 +96,7 @@ def test_walk_finds_the_query_cluster_among_many_isolated_ones():
     q = x[asked] + rng.standard_normal((len(asked), dim)).astype(np.float32) * np.float32(0.1 / np.sqrt(dim))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     found, _ = index.search(q, K, ef=16, threads=1)
-    assert np.mean(found[:, 0] // per == asked // per) >= 0.9
+    assert np.mean(found[:, 0] // per == asked // per) >= 0.93
 
 
 def test_l2_metric_recall(data):

@@ -63,8 +63,8 @@ void bind_fingerprint(py::module_& m) {
         if (!qa || !ra || qa.ndim() != 1 || ra.ndim() != 2 || ra.shape(1) != qa.shape(0))
           throw py::value_error("rows must be 2-d with as many words per row as q has");
         py::array_t<std::uint32_t> out(ra.shape(0));
-        k.hamming_rows(qa.data(), ra.data(), static_cast<std::size_t>(ra.shape(0)), static_cast<std::size_t>(qa.shape(0)),
-                       out.mutable_data());
+        k.hamming_rows(qa.data(), ra.data(), static_cast<std::size_t>(ra.shape(0)),
+                       static_cast<std::size_t>(qa.shape(0)), out.mutable_data());
         return out;
       },
       "level"_a, "q"_a, "rows"_a);

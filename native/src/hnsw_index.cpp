@@ -125,20 +125,20 @@ inline void prefetch_ahead(std::size_t j, std::size_t n, const RowOf& row, std::
 
 // Per-thread scratch reused across the queries of one call.
 struct Scratch {
-  std::vector<std::pair<float, hnswlib::tableint>> top;    // max-heap: worst result on top
-  std::vector<std::pair<float, hnswlib::tableint>> cand;   // min-heap (std::greater)
-  std::vector<hnswlib::tableint> fresh;                    // unvisited neighbours of one node
-  std::vector<float> beam;                                 // TopCollector's beam when ef < k
-  std::vector<float> routes;                               // TopCollector's rejected routing beam
-  std::vector<std::pair<float, hnswlib::tableint>> held;   // rejected nodes the routing beam turned away
-  std::vector<std::pair<float, hnswlib::tableint>> seeds;  // admitted nodes the upper layers evaluated
-  std::vector<std::pair<float, hnswlib::tableint>> entries;  // the route table's closest nodes (max-heap)
+  std::vector<std::pair<float, hnswlib::tableint>> top;              // max-heap: worst result on top
+  std::vector<std::pair<float, hnswlib::tableint>> cand;             // min-heap (std::greater)
+  std::vector<hnswlib::tableint> fresh;                              // unvisited neighbours of one node
+  std::vector<float> beam;                                           // TopCollector's beam when ef < k
+  std::vector<float> routes;                                         // TopCollector's rejected routing beam
+  std::vector<std::pair<float, hnswlib::tableint>> held;             // rejected nodes the routing beam turned away
+  std::vector<std::pair<float, hnswlib::tableint>> seeds;            // admitted nodes the upper layers evaluated
+  std::vector<std::pair<float, hnswlib::tableint>> entries;          // the route table's closest nodes (max-heap)
   std::vector<std::pair<std::uint32_t, hnswlib::tableint>> by_bits;  // its best by sign bits (max-heap)
   std::vector<std::uint32_t> bits;                                   // the query's sign bits
   std::vector<std::uint32_t> hamming;                                // its distance to each route node
-  const detail::RouteTable* route_table = nullptr;         // null or empty: the descent alone
-  std::size_t distances = 0;                               // distance evaluations of the last walk
-  std::vector<std::int8_t> code;                           // the query's int8 code (int8 walk)
+  const detail::RouteTable* route_table = nullptr;                   // null or empty: the descent alone
+  std::size_t distances = 0;                                         // distance evaluations of the last walk
+  std::vector<std::int8_t> code;                                     // the query's int8 code (int8 walk)
 };
 
 // Admit policies: which visited nodes may enter the result set (all are still traversed).
@@ -428,7 +428,8 @@ template <class Positive>
 void sign_bits(std::size_t dim, std::uint32_t* out, const Positive& positive) {
   for (std::size_t w = 0; w < (dim + 31) / 32; ++w) {
     std::uint32_t word = 0;
-    for (std::size_t i = w * 32; i < std::min(dim, w * 32 + 32); ++i) word |= std::uint32_t{positive(i)} << (i - w * 32);
+    for (std::size_t i = w * 32; i < std::min(dim, w * 32 + 32); ++i)
+      word |= std::uint32_t{positive(i)} << (i - w * 32);
     out[w] = word;
   }
 }
@@ -456,11 +457,11 @@ void route_entries(const DistFn& dist, const WalkQuery& q, Scratch& sc) {
   sc.distances += sc.by_bits.size();
 }
 
-// Best-first search of layer 0 from the upper layers' entry point and the route table's closest nodes. Every visited node is offered
-// to the collector; non-admitted nodes route the walk (TopCollector bounds how many). A filtered
-// k-NN walk also starts from the admitted nodes the greedy descent evaluated on the upper layers:
-// when the filter excludes the query's neighbourhood (its own video), they are admitted nodes
-// near the query that the layer-0 walk would otherwise reach only through the excluded region.
+// Best-first search of layer 0 from the upper layers' entry point and the route table's closest nodes. Every visited
+// node is offered to the collector; non-admitted nodes route the walk (TopCollector bounds how many). A filtered k-NN
+// walk also starts from the admitted nodes the greedy descent evaluated on the upper layers: when the filter excludes
+// the query's neighbourhood (its own video), they are admitted nodes near the query that the layer-0 walk would
+// otherwise reach only through the excluded region.
 template <class Collector>
 void search_layer0(const Graph& g, const DistFn& dist, const WalkQuery& q, Collector& coll, Scratch& sc) {
   using hnswlib::tableint;
@@ -913,7 +914,8 @@ void HnswIndex::publish_slot(std::uint64_t id, std::uint64_t group, const float*
   sm.live.store(1, std::memory_order_release);  // pairs with the acquires in SlotFilter and rerank_exact
 }
 
-std::vector<std::uint32_t> HnswIndex::route_nodes_among(const std::uint64_t* ids, const std::vector<std::size_t>& rows) const {
+std::vector<std::uint32_t> HnswIndex::route_nodes_among(const std::uint64_t* ids,
+                                                        const std::vector<std::size_t>& rows) const {
   const int level = std::max(routes_->level, 1);
   std::vector<std::uint32_t> out;
   std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);

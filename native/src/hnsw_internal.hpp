@@ -167,8 +167,8 @@ struct RouteTable {
   static std::size_t max_rows(std::size_t n) { return std::min(kMaxRows, std::max(kSmallRows, n / kMinSampling)); }
   static constexpr std::size_t kCandidates = 32;
   static constexpr std::size_t kSeeds = 4;
-  int level = -1;          // the sampled level (nodes at level >= this); -1: none chosen yet
-  std::size_t words = 0;   // u32 words of sign bits per node: ceil(dim / 32)
+  int level = -1;         // the sampled level (nodes at level >= this); -1: none chosen yet
+  std::size_t words = 0;  // u32 words of sign bits per node: ceil(dim / 32)
   std::vector<hnswlib::tableint> slots;
   std::vector<std::uint32_t> bits;                          // slots.size() x words
   std::unordered_map<hnswlib::tableint, std::uint32_t> at;  // slot -> its row (a reused slot is rewritten)

@@ -165,7 +165,9 @@ struct RouteTable {
   static constexpr std::size_t kSmallRows = 1024;
   static constexpr std::size_t kMinSampling = 64;
   static std::size_t max_rows(std::size_t n) { return std::min(kMaxRows, std::max(kSmallRows, n / kMinSampling)); }
-  static constexpr std::size_t kCandidates = 32;
+  // Re-scored by walk distance: 8 found the same 4 closest as 32 on 1M video-like vectors (the
+  // same recall at every ef), at 24 fewer random row reads a walk.
+  static constexpr std::size_t kCandidates = 8;
   static constexpr std::size_t kSeeds = 4;
   int level = -1;         // the sampled level (nodes at level >= this); -1: none chosen yet
   std::size_t words = 0;  // u32 words of sign bits per node: ceil(dim / 32)

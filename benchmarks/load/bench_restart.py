@@ -39,47 +39,11 @@ from .bench_search import (
     COLLECTION,
     RESULTS,
     Server,
-    _bulk_load,
     _proc_cpu_s,
-    bench_collection,
+    fill,
+    index_settings,
     sample_queries,
-    synthetic_record,
-    topics_for,
-    video_vectors,
 )
-
-
-def fill(data_dir: pathlib.Path, n: int, dim: int, m: int, ef_construction: int, batch: int = 200) -> dict:
-    from frameseek.storage import EmbeddedStorage, NewVideo
-
-    st = EmbeddedStorage(str(data_dir), snapshot_every=10**12)
-    st.open()
-    try:
-        c = st.get_collection(COLLECTION)
-        if st.collection_counts(c.id)[1] >= n:
-            videos = st.collection_counts(c.id)[0]
-            st.close(snapshot=False)
-            return {"videos": videos, "fill_s": 0.0, "reused": True}
-        raise SystemExit(f"{data_dir} holds a partial fill: remove it")
-    except SystemExit:
-        raise
-    except Exception:
-        c = bench_collection(st, dim, {"m": m, "ef_construction": ef_construction, "ef_search": 64})
-    t0, done, vid_i = time.perf_counter(), 0, 0
-    with _bulk_load(st):
-        while done < n:
-            pending = []
-            while done < n and len(pending) < batch:
-                ts, v = video_vectors(vid_i, dim, "ingest", 100, topics_for(n))
-                take = min(len(ts), n - done)
-                pending.append(NewVideo(synthetic_record(c.id, vid_i, ts[:take]), ts[:take], v[:take]))
-                done, vid_i = done + take, vid_i + 1
-            st.add_videos(c.id, pending)
-            print(f"  fill {done}/{n} ({done / (time.perf_counter() - t0):.0f} vectors/s)", flush=True)
-        st.link_all()  # the whole fill in the graph: a restart then loads it, with no log tail to replay
-    fill_s = time.perf_counter() - t0
-    st.close(snapshot=True)
-    return {"videos": vid_i, "fill_s": round(fill_s, 1), "reused": False}
 
 
 def _best(fn, repeat: int) -> tuple[float, float]:
@@ -297,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     data_dir = pathlib.Path(ns.data_dir) if ns.data_dir else RESULTS / f"restart-data-{ns.n}" / "data"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    filled = fill(data_dir, ns.n, ns.dim, ns.m, ns.ef_construction)
+    filled = fill(data_dir, ns.n, ns.dim, index=index_settings(ns.m, ns.ef_construction))
     print(f"fill: {filled}", flush=True)
     pieces = in_process(data_dir, ns.repeat, ns.baseline_python)
     print(f"in process: {pieces}", flush=True)

@@ -108,54 +108,77 @@ def synthetic_record(collection_id: int, vid_i: int, timestamps: np.ndarray, lab
     )  # fmt: skip
 
 
+def index_settings(m: int = 0, ef_construction: int = 0) -> dict:
+    """The benchmark collection's index settings: the server's defaults for new collections
+    (IndexConfig), with M / ef_construction overridden where given (non-zero)."""
+    from frameseek.config import IndexConfig
+
+    idx = IndexConfig().model_dump()
+    return {**idx, "m": m or idx["m"], "ef_construction": ef_construction or idx["ef_construction"]}
+
+
 def fill(
     data_dir: pathlib.Path,
     n: int,
     dim: int,
-    per_video: int,
+    per_video: int = 100,
     profile: str = "ingest",
     seed: int = 0,
     twins: bool = False,
+    index: dict | None = None,
+    batch: int = 200,
 ) -> dict:
-    """Fill through the storage layer (the same add_video path as ingest: catalog row, vector log
-    record, index add; per-video fsyncs skipped, see _bulk_load), video by video until `n` samples;
-    then one snapshot. Reuses (and resumes) a filled dir. `twins`: every sample also gets a coarse
-    twin (Storage.add_video(twins=...), as ingest with Settings.views.index_coarse_scale): a vector near
+    """Fill through the storage layer (the same commit path as ingest: catalog rows, vector log
+    records, the fresh segment, and the linker's batched graph inserts; per-commit fsyncs skipped,
+    see _bulk_load), `batch` videos per commit until `n` samples; then every vector linked into the
+    graph and one snapshot, so that a restart loads it with no log tail to replay. Reuses (and
+    resumes) a filled dir; the collection is created with `index` (default: index_settings()), and
+    the returned "index" is what the dir holds. `twins`: every sample also gets a coarse twin
+    (Storage.add_video(twins=...), as ingest with Settings.views.index_coarse_scale): a vector near
     it (cosine ~0.9), so the index holds 2n vectors."""
     from frameseek.storage import EmbeddedStorage
 
     st = EmbeddedStorage(str(data_dir), snapshot_every=10**12)
     st.open()
     with _bulk_load(st):
-        return _fill(st, n, dim, per_video, profile, seed, twins)
+        return _fill(st, n, dim, per_video, profile, seed, twins, index or index_settings(), batch)
 
 
-def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: bool = False) -> dict:
+def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: bool, index: dict, batch: int) -> dict:
+    from frameseek.storage import NewVideo
+
     try:
         c = st.get_collection(COLLECTION)
         vid_i, have = st.collection_counts(c.id)[:2]  # videos and samples filled so far
     except Exception:
-        c = bench_collection(st, dim, {"m": 16, "ef_construction": 100, "ef_search": 64})
+        c = bench_collection(st, dim, index)
         vid_i = have = 0
+    held = {k: c.index[k] for k in ("m", "ef_construction", "ef_search") if k in c.index}
     if have >= n:
         st.close(snapshot=False)
-        return {"vectors": have * (2 if twins else 1), "samples": have, "videos": vid_i, "fill_s": 0.0, "reused": True}
+        return {
+            "vectors": have * (2 if twins else 1), "samples": have, "videos": vid_i, "index": held,
+            "fill_s": 0.0, "reused": True,
+        }  # fmt: skip
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed + 7)
-    done = have  # samples so far (counted here: a catalog count per video would slow the fill)
+    rng = np.random.default_rng([seed + 7, vid_i])  # a resumed fill draws twins from where it resumed
+    done = have  # samples so far (counted here: a catalog count per commit would slow the fill)
     while done < n:
-        ts, v = video_vectors(vid_i, dim, profile, per_video, topics_for(n), seed)
-        m = min(len(ts), n - done)
-        tw = None
-        if twins:
-            tw = v[:m] + 0.48 * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
-            tw /= np.linalg.norm(tw, axis=1, keepdims=True)
-        rec = synthetic_record(c.id, vid_i, ts[:m], labels={"shelf": str(vid_i % SHELVES)})
-        st.add_video(c.id, rec, ts[:m], v[:m], twins=tw)
-        done += m
-        vid_i += 1
-        if vid_i % 2000 == 0:
+        pending = []
+        while done < n and len(pending) < batch:
+            ts, v = video_vectors(vid_i, dim, profile, per_video, topics_for(n), seed)
+            m = min(len(ts), n - done)
+            tw = None
+            if twins:
+                tw = v[:m] + 0.48 * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+                tw /= np.linalg.norm(tw, axis=1, keepdims=True)
+            rec = synthetic_record(c.id, vid_i, ts[:m], labels={"shelf": str(vid_i % SHELVES)})
+            pending.append(NewVideo(rec, ts[:m], v[:m], twins=tw))
+            done, vid_i = done + m, vid_i + 1
+        st.add_videos(c.id, pending)
+        if vid_i % (10 * batch) < batch:
             print(f"  fill {done}/{n} ({(done - have) / (time.perf_counter() - t0):.0f} samples/s)", flush=True)
+    st.link_all()  # the whole fill in the graph: a restart loads it, with no log tail to replay
     fill_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     st.close(snapshot=True)
@@ -163,6 +186,7 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
         "vectors": n * (2 if twins else 1),
         "samples": n,
         "videos": vid_i,
+        "index": held,
         "fill_s": round(fill_s, 1),
         "snapshot_s": round(time.perf_counter() - t1, 1),
         "reused": False,
@@ -508,7 +532,13 @@ def main(argv: list[str] | None = None) -> int:
         default="python,ghz",
         help="load drivers, of python,ghz (ghz: make sdk-setup; it drives SearchByVector/SearchByImage only)",
     )
-    ap.add_argument("--data-dir", type=pathlib.Path, default=None)
+    ap.add_argument("--m", type=int, default=0, help="HNSW M of a new fill (0: the server's default)")
+    ap.add_argument(
+        "--ef-construction", type=int, default=0, help="HNSW ef_construction of a new fill (0: the server's default)"
+    )
+    ap.add_argument(
+        "--data-dir", type=pathlib.Path, default=None, help="default: benchmarks/results/load-data-N-PROFILE-M..-efc.."
+    )
     ap.add_argument(
         "--servers",
         default="native:1,python:1,python:2",
@@ -519,8 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--efs",
         default="0,256",
-        help="SearchOptions.ef values of SearchByVector (0 = the "
-        "collection's default, 64); each is also checked for recall",
+        help="SearchOptions.ef values of SearchByVector (0 = the breadth the server tuned for the "
+        "collection's target recall, from its ef_search up); each is also checked for recall",
     )
     # One channel per client process, as gRPC recommends (calls multiplex over it; more TCP
     # connections from one process only add per-call work on both ends), and two driver processes:
@@ -538,10 +568,14 @@ def main(argv: list[str] | None = None) -> int:
     if ns.dim != 512:
         raise SystemExit("the server's model is 512-d; --dim is fixed at 512 for SearchByImage")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    data_dir = ns.data_dir or RESULTS / f"load-data-{ns.n}-{ns.profile}" / "data"
+    index = index_settings(ns.m, ns.ef_construction)
+    data_dir = ns.data_dir or (
+        RESULTS / f"load-data-{ns.n}-{ns.profile}-M{index['m']}-efc{index['ef_construction']}" / "data"
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"filling {ns.n} x {ns.dim} vectors into {data_dir} ...", flush=True)
-    fill_info = fill(data_dir, ns.n, ns.dim, ns.per_video, ns.profile)
+    fill_info = fill(data_dir, ns.n, ns.dim, ns.per_video, ns.profile, index=index)
+    held = fill_info["index"]  # a reused dir keeps the settings it was filled with
     print(f"  {fill_info}")
     sources: list[int] = []
     queries = sample_queries(
@@ -579,12 +613,13 @@ def main(argv: list[str] | None = None) -> int:
         **{rpc: "/frameseek.v1.FrameSeek/SearchByVector" for rpc in ("vfilter", "lfilter")},
         **{f"vector@{ef}": "/frameseek.v1.FrameSeek/SearchByVector" for ef in efs},
     }
+    tuned = f"tuned (from {held['ef_search']})"
     labels = {
         "health": "baseline: Health.Check (bare gRPC)",
         "image": "SearchByImage k=10",
         "vfilter": "SearchByVector k=10, filter: 200 videos",
         "lfilter": "SearchByVector k=10, filter: a label (1/8)",
-        **{f"vector@{ef}": f"SearchByVector k=10 ef={ef or 'default (64)'}" for ef in efs},
+        **{f"vector@{ef}": f"SearchByVector k=10 ef={ef or tuned}" for ef in efs},
     }
     ghz = tmp = protoset = None
     if "ghz" in drivers:
@@ -678,8 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"index: {fill_info['vectors']} x {ns.dim} ({fill_info.get('videos')} videos, profile {ns.profile}; "
-        "HNSW M=16 "
-        f"ef_c=100 ef=64), restart s by server {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
+        f"HNSW M={held['m']} ef_c={held['ef_construction']} ef_search={held['ef_search']}), "
+        f"restart s by server {restarts}, {os.cpu_count()} cores, channels={ns.channels}, "
         f"python client procs={ns.client_procs}"
     )
     print(f"source video first (recall@1 of the copied video, 300 queries): {recall}")

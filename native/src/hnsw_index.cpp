@@ -852,15 +852,7 @@ void HnswIndex::refresh_routes(const std::vector<std::uint32_t>& touched, bool r
     }
   };
   if (!rebuild && r.level >= 1) {
-    for (const hnswlib::tableint s : touched) {
-      if (g.element_levels_[s] < r.level) continue;
-      const auto [it, added] = r.at.emplace(s, static_cast<std::uint32_t>(r.slots.size()));
-      if (added) {
-        r.slots.push_back(s);
-        r.bits.resize(r.bits.size() + r.words);
-      }
-      node_bits(s, r.bits.data() + std::size_t(it->second) * r.words);
-    }
+    for (const hnswlib::tableint s : touched) node_bits(s, r.row_bits(s));  // route_nodes_among's
     if (r.slots.size() <= RouteTable::max_rows(g.cur_element_count)) return;
   }
   // The lowest level >= 1 whose nodes fit the table (nodes at level >= l, counted per l).
@@ -878,14 +870,16 @@ void HnswIndex::refresh_routes(const std::vector<std::uint32_t>& touched, bool r
   r = RouteTable{};
   r.level = level;
   r.words = (dim_ + 31) / 32;
+  if (std::size_t(level) < at_least.size()) {
+    r.slots.reserve(at_least[level]);
+    r.bits.reserve(at_least[level] * r.words);
+    r.at.reserve(at_least[level]);
+  }
   for (std::size_t s = 0; s < used; ++s)
-    if (g.element_levels_[s] >= level) {
-      r.at.emplace(static_cast<hnswlib::tableint>(s), static_cast<std::uint32_t>(r.slots.size()));
-      r.slots.push_back(static_cast<hnswlib::tableint>(s));
-    }
-  r.bits.resize(r.slots.size() * r.words);
-  for (std::size_t i = 0; i < r.slots.size(); ++i) node_bits(r.slots[i], r.bits.data() + i * r.words);
+    if (g.element_levels_[s] >= level) node_bits(static_cast<hnswlib::tableint>(s), r.row_bits(s));
 }
+
+const detail::RouteTable* HnswIndex::walk_routes() const { return routes_->slots.empty() ? nullptr : routes_.get(); }
 
 namespace {
 constexpr float kHalfMax = 65504.0f;  // largest finite fp16
@@ -1040,7 +1034,7 @@ void HnswIndex::relink_if_unreachable(std::uint64_t id, const float* vec) {
   const DistFn dist = DistFn::for_search(g, walk_, store_.get(), dim_);
   thread_local Scratch sc;
   sc.code.resize(dim_);
-  sc.route_table = routes_->slots.empty() ? nullptr : routes_.get();
+  sc.route_table = walk_routes();
   search_knn(g, dist, dist.prepare(vec, sc.code.data()), kRelinkEf, kRelinkEf, AdmitLive{g}, sc);
   std::sort(sc.top.begin(), sc.top.end());  // (walk distance, slot), closest first
   if (kRelinkOnlyUnreachable)
@@ -1134,7 +1128,7 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   parallel_for(nq, threads, [&](std::size_t b, std::size_t e) {
     Scratch sc;
     sc.code.resize(dim_);
-    sc.route_table = routes_->slots.empty() ? nullptr : routes_.get();
+    sc.route_table = walk_routes();
     for (std::size_t q = b; q < e; ++q) {
       const float* x = queries + q * dim_;
       const WalkQuery wq = dist.prepare(x, sc.code.data());
@@ -1173,7 +1167,7 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   parallel_for(nq, threads, [&](std::size_t b, std::size_t e) {
     Scratch sc;
     sc.code.resize(dim_);
-    sc.route_table = routes_->slots.empty() ? nullptr : routes_.get();
+    sc.route_table = walk_routes();
     std::vector<GroupEntry> kept;
     kept.reserve(ef_eff + 1);
     for (std::size_t q = b; q < e; ++q) {

@@ -174,6 +174,16 @@ struct RouteTable {
   std::vector<hnswlib::tableint> slots;
   std::vector<std::uint32_t> bits;                          // slots.size() x words
   std::unordered_map<hnswlib::tableint, std::uint32_t> at;  // slot -> its row (a reused slot is rewritten)
+
+  // The sign bits of slot s's row, appended if s has none yet (valid until the next append).
+  std::uint32_t* row_bits(hnswlib::tableint s) {
+    const auto [it, added] = at.emplace(s, static_cast<std::uint32_t>(slots.size()));
+    if (added) {
+      slots.push_back(s);
+      bits.resize(bits.size() + words);
+    }
+    return bits.data() + std::size_t(it->second) * words;
+  }
 };
 
 inline void advise_huge_pages(void* p, std::size_t bytes) {

@@ -188,10 +188,11 @@ class HnswIndex {
   bool copy_holds(const float* vectors, std::size_t n, WalkPrecision p) const;  // see set_walk_precision
   std::size_t live_count() const;                                               // caller holds mutex_
   void relink_if_unreachable(std::uint64_t id, const float* vec);               // see hnsw_index.cpp
-  // Brings routes_ up to date with the graph (caller holds mutex_ exclusively): appends the route
-  // nodes among `touched` slots (new or reused), or rebuilds the table when the level it samples
+  // Brings routes_ up to date with the graph (caller holds mutex_ exclusively): appends `touched`
+  // (route_nodes_among's slots, new or reused), or rebuilds the table when the level it samples
   // holds too many nodes, or rebuild is set (load, re-encoding). See RouteTable.
   void refresh_routes(const std::vector<std::uint32_t>& touched, bool rebuild);
+  const detail::RouteTable* walk_routes() const;  // routes_ for a walk's entry points; null while empty
   static constexpr std::size_t kRelinkEf = 32;    // breadth of the reachability probe
   static constexpr std::size_t kRelinkFanIn = 4;  // in-links given to each new vector
   static constexpr bool kRelinkOnlyUnreachable = false;

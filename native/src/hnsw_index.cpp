@@ -851,32 +851,19 @@ void HnswIndex::refresh_routes(const std::vector<std::uint32_t>& touched, bool r
         return sign_bits(dim_, out, [&](std::size_t i) { return reinterpret_cast<const float*>(row)[i] > 0.0f; });
     }
   };
-  if (!rebuild && r.level >= 1) {
-    for (const hnswlib::tableint s : touched) node_bits(s, r.row_bits(s));  // route_nodes_among's
-    if (r.slots.size() <= RouteTable::max_rows(g.cur_element_count)) return;
-  }
-  // The lowest level >= 1 whose nodes fit the table (nodes at level >= l, counted per l).
   const std::size_t used = g.cur_element_count;
-  std::vector<std::size_t> at_least;
-  for (std::size_t s = 0; s < used; ++s) {
-    const auto l = static_cast<std::size_t>(std::max(g.element_levels_[s], 0));
-    if (at_least.size() <= l) at_least.resize(l + 1, 0);
-    ++at_least[l];
+  if (!rebuild && r.rate == RouteTable::rate_for(used)) {
+    for (const hnswlib::tableint s : touched)
+      if (RouteTable::sampled(s, r.rate)) node_bits(s, r.row_bits(s));
+    return;
   }
-  for (std::size_t l = at_least.size(); l-- > 1;)
-    if (l + 1 < at_least.size()) at_least[l] += at_least[l + 1];
-  int level = 1;
-  while (std::size_t(level) < at_least.size() && at_least[level] > RouteTable::max_rows(used)) ++level;
   r = RouteTable{};
-  r.level = level;
+  r.rate = RouteTable::rate_for(used);
   r.words = (dim_ + 31) / 32;
-  if (std::size_t(level) < at_least.size()) {
-    r.slots.reserve(at_least[level]);
-    r.bits.reserve(at_least[level] * r.words);
-    r.at.reserve(at_least[level]);
-  }
+  r.slots.reserve(used / r.rate + 64);
   for (std::size_t s = 0; s < used; ++s)
-    if (g.element_levels_[s] >= level) node_bits(static_cast<hnswlib::tableint>(s), r.row_bits(s));
+    if (RouteTable::sampled(static_cast<hnswlib::tableint>(s), r.rate))
+      node_bits(static_cast<hnswlib::tableint>(s), r.row_bits(static_cast<hnswlib::tableint>(s)));
 }
 
 const detail::RouteTable* HnswIndex::walk_routes() const { return routes_->slots.empty() ? nullptr : routes_.get(); }
@@ -908,14 +895,13 @@ void HnswIndex::publish_slot(std::uint64_t id, std::uint64_t group, const float*
   sm.live.store(1, std::memory_order_release);  // pairs with the acquires in SlotFilter and rerank_exact
 }
 
-std::vector<std::uint32_t> HnswIndex::route_nodes_among(const std::uint64_t* ids,
-                                                        const std::vector<std::size_t>& rows) const {
-  const int level = std::max(routes_->level, 1);
+std::vector<std::uint32_t> HnswIndex::slots_of(const std::uint64_t* ids, const std::vector<std::size_t>& rows) const {
   std::vector<std::uint32_t> out;
+  out.reserve(rows.size());
   std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
   for (std::size_t i : rows) {
     auto it = hnsw_->label_lookup_.find(ids[i]);
-    if (it != hnsw_->label_lookup_.end() && hnsw_->element_levels_[it->second] >= level) out.push_back(it->second);
+    if (it != hnsw_->label_lookup_.end()) out.push_back(it->second);
   }
   return out;
 }
@@ -965,7 +951,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
       hnsw_->addPoint(codes.data() + i * code_size, ids[i], /*replace_deleted=*/false);  // = updatePoint
       publish_slot(ids[i], group_of(i), vectors + i * dim_);
     }
-    if (!revived.empty()) refresh_routes(route_nodes_among(ids, revived), /*rebuild=*/false);
+    if (!revived.empty()) refresh_routes(slots_of(ids, revived), /*rebuild=*/false);
   }
   if (fresh.empty()) return;
   // Searches keep running while the graph grows: they share mutex_ with us and hnswlib locks
@@ -996,13 +982,16 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
         relink_if_unreachable(ids[i], vectors + i * dim_);
       }
   });
-  // The batch's route nodes (1 in M^level of it) join the route table: under the exclusive lock,
-  // taken only when there are some.
-  const std::vector<std::uint32_t> routed = route_nodes_among(ids, fresh);
-  if (routed.empty() && routes_->level >= 1) return;
+  // The batch's sampled nodes (1 in RouteTable's rate of it) join the route table: under the
+  // exclusive lock, taken only when there are some or the rate rises.
+  const std::vector<std::uint32_t> added = slots_of(ids, fresh);
+  const std::uint32_t rate = detail::RouteTable::rate_for(hnsw_->cur_element_count);
+  if (routes_->rate == rate &&
+      std::none_of(added.begin(), added.end(), [&](std::uint32_t s) { return detail::RouteTable::sampled(s, rate); }))
+    return;
   lock.unlock();
   std::unique_lock<FairSharedMutex> exclusive(mutex_);
-  refresh_routes(routed, /*rebuild=*/false);
+  refresh_routes(added, /*rebuild=*/false);
 }
 
 // hnswlib's neighbour heuristic drops a candidate that is closer to an already kept neighbour

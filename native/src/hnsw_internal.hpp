@@ -147,12 +147,13 @@ inline std::size_t level0_bytes(const Graph& g) { return g.max_elements_ * g.siz
 // layer-0 walk explores that cluster until its beam is full. That, not the links within a cluster,
 // is what lost recall with n (10M video-like frames, M 32: recall@10 0.70 at ef 64, the source
 // video first for 0.77; at 1M 0.96 / 0.975, the misses mostly queries that found none of their 10).
-// The table holds the nodes at or above one level of the graph: hnswlib draws levels independently
-// of the data (P(level >= l) = M^-l), so they are a uniform sample of it. The level is the lowest
-// (>= 1) whose nodes number at most max(kSmallRows, n / kMinSampling) and at most kMaxRows, so the
-// scan reads at most 1/64 of the rows a brute-force scan would, at an eighth of their bytes (at
-// M 32: level 1 up to 32k vectors, then level 2, one node in 1,024: 977 at 1M, 9,766 at 10M, the
-// most a 2-core machine holds; level 3 from 16.7M). A walk ranks all of them by the Hamming distance between sign
+// The table holds a uniform sample of the graph's nodes: slot s is in it when the low bits of a
+// hash of s are zero, 1 in `rate` (a power of two, so each sample holds the next one: a rising rate
+// only drops rows). The rate is a function of the slots used alone (the smallest power of two
+// leaving at most budget(n) rows expected), so a live index and its reloaded copy sample the same
+// nodes. budget(n) = max(kSmallRows, n / kSampling), at most kMaxRows: 512-1,024 rows up to 1M
+// vectors, one node in 1,024 from 1M (977 at 1M, 9,766 at 10M, the most a 2-core machine holds),
+// 16,384 at most (one in 2,048 from 16.7M). A walk ranks all of them by the Hamming distance between sign
 // bits (the query's and each node's: one bit per dimension, contiguous, 64 B a node at 512-d; the
 // angle between two vectors is pi times the share of differing signs, on average), takes the
 // kCandidates best, computes their walk distances, and starts from the kSeeds closest as well as
@@ -163,14 +164,28 @@ inline std::size_t level0_bytes(const Graph& g) { return g.max_elements_ * g.siz
 struct RouteTable {
   static constexpr std::size_t kMaxRows = 16384;
   static constexpr std::size_t kSmallRows = 1024;
-  static constexpr std::size_t kMinSampling = 64;
-  static std::size_t max_rows(std::size_t n) { return std::min(kMaxRows, std::max(kSmallRows, n / kMinSampling)); }
+  static constexpr std::size_t kSampling = 1024;
+  static std::size_t budget(std::size_t n) { return std::min(kMaxRows, std::max(kSmallRows, n / kSampling)); }
+  static std::uint32_t rate_for(std::size_t n) {
+    std::uint32_t r = 1;
+    while (n / r > budget(n)) r *= 2;
+    return r;
+  }
+  static bool sampled(hnswlib::tableint s, std::uint32_t rate) {
+    std::uint32_t h = s;  // murmur3's finaliser: consecutive slots (one video's frames) spread evenly
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return (h & (rate - 1)) == 0;
+  }
   // Re-scored by walk distance: 8 found the same 4 closest as 32 on 1M video-like vectors (the
   // same recall at every ef), at 24 fewer random row reads a walk.
   static constexpr std::size_t kCandidates = 8;
   static constexpr std::size_t kSeeds = 4;
-  int level = -1;         // the sampled level (nodes at level >= this); -1: none chosen yet
-  std::size_t words = 0;  // u32 words of sign bits per node: ceil(dim / 32)
+  std::uint32_t rate = 0;  // 1 in rate slots sampled; 0: not built yet
+  std::size_t words = 0;   // u32 words of sign bits per node: ceil(dim / 32)
   std::vector<hnswlib::tableint> slots;
   std::vector<std::uint32_t> bits;                          // slots.size() x words
   std::unordered_map<hnswlib::tableint, std::uint32_t> at;  // slot -> its row (a reused slot is rewritten)

@@ -179,8 +179,7 @@ class HnswIndex {
   void resize_slots(std::size_t cap, bool huge_now = true);
   // After the graph holds id: writes the float32 original vec to the store and marks the slot live.
   void publish_slot(std::uint64_t id, std::uint64_t group, const float* vec);
-  // The slots of ids[rows] that belong in the route table (at or above its level).
-  std::vector<std::uint32_t> route_nodes_among(const std::uint64_t* ids, const std::vector<std::size_t>& rows) const;
+  std::vector<std::uint32_t> slots_of(const std::uint64_t* ids, const std::vector<std::size_t>& rows) const;
   void encode(const float* vec, char* code) const;  // vec's element data at walk_
   const float* original(std::size_t slot) const;    // the slot's float32 vector
   // Re-encodes every slot's element data at p (caller holds mutex_ exclusively or owns the index).
@@ -188,9 +187,9 @@ class HnswIndex {
   bool copy_holds(const float* vectors, std::size_t n, WalkPrecision p) const;  // see set_walk_precision
   std::size_t live_count() const;                                               // caller holds mutex_
   void relink_if_unreachable(std::uint64_t id, const float* vec);               // see hnsw_index.cpp
-  // Brings routes_ up to date with the graph (caller holds mutex_ exclusively): appends `touched`
-  // (route_nodes_among's slots, new or reused), or rebuilds the table when the level it samples
-  // holds too many nodes, or rebuild is set (load, re-encoding). See RouteTable.
+  // Brings routes_ up to date with the graph (caller holds mutex_ exclusively): appends the sampled
+  // ones among the `touched` slots (new or reused), or rebuilds the table when the graph's size
+  // raised the sampling rate, or rebuild is set (load, re-encoding). See RouteTable.
   void refresh_routes(const std::vector<std::uint32_t>& touched, bool rebuild);
   const detail::RouteTable* walk_routes() const;  // routes_ for a walk's entry points; null while empty
   static constexpr std::size_t kRelinkEf = 32;    // breadth of the reachability probe

@@ -151,20 +151,21 @@ inline std::size_t level0_bytes(const Graph& g) { return g.max_elements_ * g.siz
 // hash of s are zero, 1 in `rate` (a power of two, so each sample holds the next one: a rising rate
 // only drops rows). The rate is a function of the slots used alone (the smallest power of two
 // leaving at most budget(n) rows expected), so a live index and its reloaded copy sample the same
-// nodes. budget(n) = max(kSmallRows, n / kSampling), at most kMaxRows: 512-1,024 rows up to 1M
-// vectors, one node in 1,024 from 1M (977 at 1M, 9,766 at 10M, the most a 2-core machine holds),
-// 16,384 at most (one in 2,048 from 16.7M). A walk ranks all of them by the Hamming distance between sign
-// bits (the query's and each node's: one bit per dimension, contiguous, 64 B a node at 512-d; the
-// angle between two vectors is pi times the share of differing signs, on average), takes the
-// kCandidates best, computes their walk distances, and starts from the kSeeds closest as well as
-// from the descent's end. Sign bits rank by angle around the origin, which suits an inner-product
-// index of normalised embeddings; on other data they are a coarser filter, and the walk distance
-// still picks the seeds. Derived from the graph (rebuilt on load and re-encoding, extended by
-// add), never saved.
+// nodes. budget(n) = max(kSmallRows, n / kSampling), at most kMaxRows: 512-1,024 rows up to 262k
+// vectors, one node in 256 from there to 4.2M (3,906 at 1M), 8,192-16,384 rows above (9,766 at
+// 10M). On the load benchmark's 1M vectors (2,000 topics) one node in 256 found the source video
+// first for 0.985 of the queries at ef 32 against 0.965 with one in 1,024, in fewer distance
+// evaluations (1,108 against 1,270 a query): the walk starts nearer. A walk ranks all of them by the Hamming distance
+// between sign bits (the query's and each node's: one bit per dimension, contiguous, 64 B a node at 512-d; the angle
+// between two vectors is pi times the share of differing signs, on average), takes the kCandidates best, computes their
+// walk distances, and starts from the kSeeds closest as well as from the descent's end. Sign bits rank by angle around
+// the origin, which suits an inner-product index of normalised embeddings; on other data they are a coarser filter, and
+// the walk distance still picks the seeds. Derived from the graph (rebuilt on load and re-encoding, extended by add),
+// never saved.
 struct RouteTable {
   static constexpr std::size_t kMaxRows = 16384;
   static constexpr std::size_t kSmallRows = 1024;
-  static constexpr std::size_t kSampling = 1024;
+  static constexpr std::size_t kSampling = 256;
   static std::size_t budget(std::size_t n) { return std::min(kMaxRows, std::max(kSmallRows, n / kSampling)); }
   static std::uint32_t rate_for(std::size_t n) {
     std::uint32_t r = 1;

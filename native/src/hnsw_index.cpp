@@ -985,10 +985,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
   // The batch's sampled nodes (1 in RouteTable's rate of it) join the route table: under the
   // exclusive lock, taken only when there are some or the rate rises.
   const std::vector<std::uint32_t> added = slots_of(ids, fresh);
-  const std::uint32_t rate = detail::RouteTable::rate_for(hnsw_->cur_element_count);
-  if (routes_->rate == rate &&
-      std::none_of(added.begin(), added.end(), [&](std::uint32_t s) { return detail::RouteTable::sampled(s, rate); }))
-    return;
+  if (!routes_->changed_by(added, hnsw_->cur_element_count)) return;
   lock.unlock();
   std::unique_lock<FairSharedMutex> exclusive(mutex_);
   refresh_routes(added, /*rebuild=*/false);

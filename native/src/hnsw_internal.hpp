@@ -155,13 +155,14 @@ inline std::size_t level0_bytes(const Graph& g) { return g.max_elements_ * g.siz
 // vectors, one node in 256 from there to 4.2M (3,906 at 1M), 8,192-16,384 rows above (9,766 at
 // 10M). On the load benchmark's 1M vectors (2,000 topics) one node in 256 found the source video
 // first for 0.985 of the queries at ef 32 against 0.965 with one in 1,024, in fewer distance
-// evaluations (1,108 against 1,270 a query): the walk starts nearer. A walk ranks all of them by the Hamming distance
-// between sign bits (the query's and each node's: one bit per dimension, contiguous, 64 B a node at 512-d; the angle
-// between two vectors is pi times the share of differing signs, on average), takes the kCandidates best, computes their
-// walk distances, and starts from the kSeeds closest as well as from the descent's end. Sign bits rank by angle around
-// the origin, which suits an inner-product index of normalised embeddings; on other data they are a coarser filter, and
-// the walk distance still picks the seeds. Derived from the graph (rebuilt on load and re-encoding, extended by add),
-// never saved.
+// evaluations (1,108 against 1,270 a query): the walk starts nearer. A walk ranks all of them by
+// the Hamming distance between sign bits (the query's and each node's: one bit per dimension,
+// contiguous, 64 B a node at 512-d; the angle between two vectors is pi times the share of
+// differing signs, on average), takes the kCandidates best, computes their walk distances, and
+// starts from the kSeeds closest as well as from the descent's end. Sign bits rank by angle around
+// the origin, which suits an inner-product index of normalised embeddings; on other data they are
+// a coarser filter, and the walk distance still picks the seeds. Derived from the graph (rebuilt on
+// load and re-encoding, extended by add), never saved.
 struct RouteTable {
   static constexpr std::size_t kMaxRows = 16384;
   static constexpr std::size_t kSmallRows = 1024;
@@ -191,6 +192,12 @@ struct RouteTable {
   std::vector<std::uint32_t> bits;                          // slots.size() x words
   std::unordered_map<hnswlib::tableint, std::uint32_t> at;  // slot -> its row (a reused slot is rewritten)
 
+  // Whether a graph of n slots, of which `touched` are new or reused, needs this table changed: the
+  // rate rose, or some of them are sampled.
+  bool changed_by(const std::vector<std::uint32_t>& touched, std::size_t n) const {
+    return rate != rate_for(n) ||
+           std::any_of(touched.begin(), touched.end(), [&](std::uint32_t s) { return sampled(s, rate); });
+  }
   // The sign bits of slot s's row, appended if s has none yet (valid until the next append).
   std::uint32_t* row_bits(hnswlib::tableint s) {
     const auto [it, added] = at.emplace(s, static_cast<std::uint32_t>(slots.size()));

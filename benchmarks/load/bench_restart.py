@@ -225,8 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--m", type=int, default=16, help="HNSW M (the load benchmark's)")
-    ap.add_argument("--ef-construction", type=int, default=40)
+    ap.add_argument(
+        "--m", type=int, default=16, help="HNSW M of a new fill (the restart runs' M 16; 0: the server's default)"
+    )
+    ap.add_argument(
+        "--ef-construction", type=int, default=40, help="HNSW ef_construction of a new fill (0: the server's default)"
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--data-dir", default="")

@@ -2,8 +2,6 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
-#include <unordered_set>
-
 #include "bind_common.hpp"
 #include "bindings.hpp"
 #include "frameseek/distance.hpp"
@@ -18,12 +16,11 @@ namespace frameseek::bindings {
 
 namespace {
 
-template <class T>
-std::optional<std::unordered_set<T>> to_set(py::handle obj, const char* name) {
+std::optional<ValueSet> to_set(py::handle obj, const char* name) {
   if (obj.is_none()) return std::nullopt;
-  auto arr = as_uint_vector<T>(obj, name);
-  const T* p = arr.data();
-  return std::unordered_set<T>(p, p + arr.size());
+  auto arr = as_uint_vector<std::uint64_t>(obj, name);
+  const std::uint64_t* p = arr.data();
+  return ValueSet(p, p + arr.size());
 }
 
 // Test hook: every entry of one SIMD level's table, called directly (no FRAMESEEK_SIMD needed),
@@ -161,8 +158,8 @@ void bind_distance(py::module_& m) {
                      "Evaluated in C++; an empty set allows nothing.")
       .def(py::init([](py::object ids, py::object groups) {
              Filter f;
-             f.ids = to_set<std::uint64_t>(ids, "ids");
-             f.groups = to_set<std::uint64_t>(groups, "groups");
+             f.ids = to_set(ids, "ids");
+             f.groups = to_set(groups, "groups");
              return f;
            }),
            "ids"_a = py::none(), "groups"_a = py::none())

@@ -21,6 +21,7 @@
 #include "frameseek/half.hpp"
 #include "frameseek/parallel.hpp"
 #include "hnsw_internal.hpp"
+#include "id_table.hpp"
 #include "vector_store.hpp"
 
 namespace frameseek {
@@ -156,21 +157,31 @@ constexpr double kMinRoutedShare = 1.0 / 64;
 
 // A Filter compiled for one search call. ids: a bitmap over slots when the id set is small
 // enough to map up front, else the label is hashed; groups: the hash set on the slot's group (no
-// label lookup).
+// label lookup). Mapping a random half of 200k ids took 9.5 ms a call with hnswlib's label map and
+// a read of each slot's deleted mark (a cache miss in the graph's records), a quarter of a
+// 1,000-query batch; 3 ms with the id table's prefetched lookups, the filter's flat id list and
+// the live flags alone.
 class SlotFilter {
  public:
-  SlotFilter(const Graph& g, const HnswIndex::SlotMeta* slots, std::size_t n_slots, const Filter& f, std::size_t nq)
+  SlotFilter(const Graph& g, const HnswIndex::SlotMeta* slots, std::size_t n_slots, const Filter& f, std::size_t nq,
+             const detail::IdTable& ids, std::mutex& ids_mutex)
       : g_(g), slots_(slots), f_(f), any_deleted_(g.num_deleted_ != 0) {
     if (f.ids && f.ids->size() <= std::max<std::size_t>(4096, 1024 * nq)) {
       bits_.assign((n_slots + 63) / 64, 0);
-      std::lock_guard<std::mutex> l(g.label_lookup_lock);
-      for (std::uint64_t id : *f.ids) {
-        auto it = g.label_lookup_.find(id);
-        if (it == g.label_lookup_.end()) continue;
-        const hnswlib::tableint s = it->second;
-        // Only live slots: a deleted slot may be recycled for another label during this call.
-        if (s < n_slots && !g.isMarkedDeleted(s) && slots[s].live.load(std::memory_order_acquire))
-          bits_[s >> 6] |= std::uint64_t{1} << (s & 63);
+      std::vector<hnswlib::tableint> found;
+      found.reserve(f.ids->size());
+      {
+        std::lock_guard<std::mutex> l(ids_mutex);
+        ids.find_each(f.ids->begin(), f.ids->end(), [&](std::uint64_t, hnswlib::tableint s) { found.push_back(s); });
+      }
+      // Only live slots (published, not removed: remove() clears live as it marks the node
+      // deleted): a removed slot may be recycled for another id during this call.
+      constexpr std::size_t kAhead = 16;
+      for (std::size_t i = 0; i < found.size(); ++i) {
+        if (i + kAhead < found.size() && found[i + kAhead] < n_slots)
+          __builtin_prefetch(&slots[found[i + kAhead]], 0, 1);
+        const hnswlib::tableint s = found[i];
+        if (s < n_slots && slots[s].live.load(std::memory_order_acquire)) bits_[s >> 6] |= std::uint64_t{1} << (s & 63);
       }
       use_bits_ = true;
     }
@@ -615,6 +626,7 @@ HnswIndex::HnswIndex(std::size_t dim, Metric metric, HnswParams params)
       metric_(metric),
       params_(params),
       space_(std::make_unique<KernelSpace>(dim, metric, walk_)),
+      ids_(std::make_unique<detail::IdTable>()),
       store_(std::make_unique<detail::VectorStore>(dim * sizeof(float))),
       routes_(std::make_unique<detail::RouteTable>()) {
   if (dim == 0 || dim > 65536) throw std::invalid_argument("dim must be in [1, 65536]");
@@ -663,11 +675,15 @@ std::size_t HnswIndex::deleted_slots() const {
   return hnsw_->num_deleted_;
 }
 
+std::uint32_t HnswIndex::slot_of(std::uint64_t id) const {
+  std::lock_guard<std::mutex> l(ids_mutex_);
+  return ids_->find(id);
+}
+
 bool HnswIndex::contains(std::uint64_t id) const {
   std::shared_lock<FairSharedMutex> lock(mutex_);
-  std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
-  auto it = hnsw_->label_lookup_.find(id);
-  return it != hnsw_->label_lookup_.end() && !hnsw_->isMarkedDeleted(it->second);
+  const std::uint32_t s = slot_of(id);
+  return s != detail::IdTable::kAbsent && !hnsw_->isMarkedDeleted(s);
 }
 
 void HnswIndex::store_vectors_in(const std::string& directory) {
@@ -692,13 +708,12 @@ void HnswIndex::get_vectors(const std::uint64_t* ids, std::size_t n, float* out)
   std::shared_lock<FairSharedMutex> lock(mutex_);
   std::vector<hnswlib::tableint> slots(n);
   {
-    std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
+    std::lock_guard<std::mutex> l(ids_mutex_);
     for (std::size_t i = 0; i < n; ++i) {
-      auto it = hnsw_->label_lookup_.find(ids[i]);
-      if (it == hnsw_->label_lookup_.end() || hnsw_->isMarkedDeleted(it->second) ||
-          !slots_[it->second].live.load(std::memory_order_acquire))
+      const std::uint32_t s = ids_->find(ids[i]);
+      if (s == detail::IdTable::kAbsent || hnsw_->isMarkedDeleted(s) || !slots_[s].live.load(std::memory_order_acquire))
         throw std::invalid_argument("id " + std::to_string(ids[i]) + " is not in the index");
-      slots[i] = it->second;
+      slots[i] = s;
     }
   }
   for (std::size_t i = 0; i < n; ++i) {
@@ -881,29 +896,11 @@ bool HnswIndex::copy_holds(const float* vectors, std::size_t n, WalkPrecision p)
   return true;
 }
 
-void HnswIndex::publish_slot(std::uint64_t id, std::uint64_t group, const float* vec) {
-  hnswlib::tableint slot;
-  {
-    std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
-    auto it = hnsw_->label_lookup_.find(id);
-    if (it == hnsw_->label_lookup_.end()) return;
-    slot = it->second;
-  }
+void HnswIndex::publish_slot(std::uint32_t slot, std::uint64_t group, const float* vec) {
   if (walk_ != WalkPrecision::Float32) std::memcpy(store_->row(slot), vec, dim_ * sizeof(float));
   SlotMeta& sm = slots_[slot];
   sm.group.store(group, std::memory_order_relaxed);
   sm.live.store(1, std::memory_order_release);  // pairs with the acquires in SlotFilter and rerank_exact
-}
-
-std::vector<std::uint32_t> HnswIndex::slots_of(const std::uint64_t* ids, const std::vector<std::size_t>& rows) const {
-  std::vector<std::uint32_t> out;
-  out.reserve(rows.size());
-  std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
-  for (std::size_t i : rows) {
-    auto it = hnsw_->label_lookup_.find(ids[i]);
-    if (it != hnsw_->label_lookup_.end()) out.push_back(it->second);
-  }
-  return out;
 }
 
 void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t n, const std::uint64_t* groups,
@@ -914,9 +911,11 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
       throw std::invalid_argument("vectors contain NaN or infinity (row " + std::to_string(i / dim_) + ")");
 
   std::lock_guard<std::mutex> add_lock(add_mutex_);
-  std::vector<std::size_t> fresh;    // rows that go through replace_deleted / new slots
-  std::vector<std::size_t> revived;  // rows whose id is still a deleted node of the graph
-  std::vector<char> codes;           // each row's element data (hnswlib copies it into its node)
+  Graph& g = *hnsw_;
+  std::vector<std::size_t> fresh;           // rows that go into removed slots or new ones
+  std::vector<std::size_t> revived;         // rows whose id is still a removed node of the graph
+  std::vector<hnswlib::tableint> recycled;  // the removed slots the first fresh rows go into
+  std::vector<char> codes;                  // each row's element data (hnswlib copies it into its node)
   std::size_t code_size = 0;
   auto group_of = [&](std::size_t i) { return groups ? groups[i] : ids[i]; };
   {
@@ -924,40 +923,59 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
     std::unordered_set<std::uint64_t> batch;
     batch.reserve(n);
     {
-      std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
+      std::lock_guard<std::mutex> l(ids_mutex_);
       for (std::size_t i = 0; i < n; ++i) {
         if (ids[i] == kNoId) throw std::invalid_argument("id 2**64-1 is reserved (NO_ID)");
-        auto it = hnsw_->label_lookup_.find(ids[i]);
-        const bool stored = it != hnsw_->label_lookup_.end() && !hnsw_->isMarkedDeleted(it->second);
+        const std::uint32_t s = ids_->find(ids[i]);
+        const bool stored = s != detail::IdTable::kAbsent && !g.isMarkedDeleted(s);
         if (stored || !batch.insert(ids[i]).second)
           throw std::invalid_argument("duplicate id " + std::to_string(ids[i]));
       }
-      // An id that was removed but whose node has not been recycled yet must go back into its own
-      // node: hnswlib's replace_deleted would otherwise give it a second node and later, when the
-      // old one is recycled, drop the label mapping of the live one.
-      for (std::size_t i = 0; i < n; ++i) (hnsw_->label_lookup_.count(ids[i]) ? revived : fresh).push_back(i);
+      // An id that was removed but whose node has not been recycled yet goes back into its own
+      // node: a second node would leave two slots with one label.
+      for (std::size_t i = 0; i < n; ++i)
+        (ids_->find(ids[i]) != detail::IdTable::kAbsent ? revived : fresh).push_back(i);
     }
     // The codes bound magnitudes (fp16: 65504): beyond that they would route on infinities, so
     // such an index walks on its float32 vectors from now on.
     if (!copy_holds(vectors, n, walk_)) reencode(WalkPrecision::Float32);
-    grow_for(fresh.size());
-    code_size = hnsw_->data_size_;
+    code_size = g.data_size_;
     codes.resize(n * code_size);
     parallel_for(n, threads == 0 ? default_threads() : threads, [&](std::size_t b, std::size_t e) {
       for (std::size_t i = b; i < e; ++i) encode(vectors + i * dim_, codes.data() + i * code_size);
     });
+    std::vector<std::uint32_t> revived_slots;
     for (std::size_t i : revived) {
-      hnsw_->unmarkDelete(ids[i]);
-      hnsw_->addPoint(codes.data() + i * code_size, ids[i], /*replace_deleted=*/false);  // = updatePoint
-      publish_slot(ids[i], group_of(i), vectors + i * dim_);
+      const std::uint32_t s = slot_of(ids[i]);
+      g.unmarkDeletedInternal(s);
+      g.updatePoint(codes.data() + i * code_size, s, 1.0f);
+      publish_slot(s, group_of(i), vectors + i * dim_);
+      revived_slots.push_back(s);
     }
-    if (!revived.empty()) refresh_routes(slots_of(ids, revived), /*rebuild=*/false);
+    if (!revived.empty()) refresh_routes(revived_slots, /*rebuild=*/false);
+    // After the revivals: a revived slot is no longer free for the fresh rows.
+    grow_for(fresh.size());
+    // hnswlib's replace_deleted, done here so that the id table follows: the first fresh rows take
+    // removed slots over (their old ids leave the table now; their links are rewritten below).
+    {
+      std::lock_guard<std::mutex> dl(g.deleted_elements_lock);
+      for (auto it = g.deleted_elements.begin(); recycled.size() < fresh.size() && it != g.deleted_elements.end();) {
+        recycled.push_back(*it);
+        it = g.deleted_elements.erase(it);
+      }
+    }
+    std::lock_guard<std::mutex> l(ids_mutex_);
+    for (std::size_t j = 0; j < recycled.size(); ++j) {
+      ids_->erase(g.getExternalLabel(recycled[j]));
+      g.setExternalLabel(recycled[j], ids[fresh[j]]);
+      ids_->assign(ids[fresh[j]], recycled[j]);
+    }
   }
   if (fresh.empty()) return;
   // Searches keep running while the graph grows: they share mutex_ with us and hnswlib locks
   // per node. Rows are interleaved across threads (row r -> thread r % T) rather than split in
   // contiguous blocks, so the threads work on different videos' worth of frames at once.
-  // (A row that fails stays out of the graph: size() and the id table are hnswlib's own.)
+  // (A row that fails stays out of the graph.)
   std::shared_lock<FairSharedMutex> lock(mutex_);
   struct Inserting {
     std::atomic<int>& n;
@@ -966,26 +984,40 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
   } inserting(inserting_);
   std::size_t t = threads == 0 ? default_threads() : threads;
   t = std::min(t, fresh.size());
+  std::vector<std::uint32_t> added(fresh.size(), detail::IdTable::kAbsent);  // each fresh row's slot
   parallel_for(t, t, [&](std::size_t b, std::size_t e) {
     for (std::size_t w = b; w < e; ++w)
       for (std::size_t j = w; j < fresh.size(); j += t) {
-        std::size_t i = fresh[j];
-        hnsw_->addPoint(codes.data() + i * code_size, ids[i], /*replace_deleted=*/true);
-        publish_slot(ids[i], group_of(i), vectors + i * dim_);
+        const std::size_t i = fresh[j];
+        const char* code = codes.data() + i * code_size;
+        std::uint32_t s;
+        if (j < recycled.size()) {  // what hnswlib's addPoint(replace_deleted) does after its label bookkeeping
+          s = recycled[j];
+          g.unmarkDeletedInternal(s);
+          g.updatePoint(code, s, 1.0f);
+        } else {
+          s = g.addPoint(code, ids[i], /*level=*/-1);
+          {  // hnswlib records the label in its own map too: ours is the one kept
+            std::lock_guard<std::mutex> l(g.label_lookup_lock);
+            g.label_lookup_.erase(ids[i]);
+          }
+          std::lock_guard<std::mutex> l(ids_mutex_);
+          ids_->assign(ids[i], s);
+        }
+        added[j] = s;
+        publish_slot(s, group_of(i), vectors + i * dim_);
       }
   });
   // Second pass once the whole batch is in (later frames are what prune earlier ones' links).
   parallel_for(t, t, [&](std::size_t b, std::size_t e) {
     for (std::size_t w = b; w < e; ++w)
-      for (std::size_t j = w; j < fresh.size(); j += t) {
-        std::size_t i = fresh[j];
-        relink_if_unreachable(ids[i], vectors + i * dim_);
-      }
+      for (std::size_t j = w; j < fresh.size(); j += t)
+        if (added[j] != detail::IdTable::kAbsent) relink_if_unreachable(added[j], vectors + fresh[j] * dim_);
   });
   // The batch's sampled nodes (1 in RouteTable's rate of it) join the route table: under the
   // exclusive lock, taken only when there are some or the rate rises.
-  const std::vector<std::uint32_t> added = slots_of(ids, fresh);
-  if (!routes_->changed_by(added, hnsw_->cur_element_count)) return;
+  added.erase(std::remove(added.begin(), added.end(), detail::IdTable::kAbsent), added.end());
+  if (!routes_->changed_by(added, g.cur_element_count)) return;
   lock.unlock();
   std::unique_lock<FairSharedMutex> exclusive(mutex_);
   refresh_routes(added, /*rebuild=*/false);
@@ -1005,15 +1037,9 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
 // vectors it found, recall@10 at ef 16 went 0.951 -> 0.994 (0.977 with the entry points in the
 // searches alone). Costs about one extra search per inserted vector (build CPU +16 % at 1M).
 // Caller holds mutex_ shared.
-void HnswIndex::relink_if_unreachable(std::uint64_t id, const float* vec) {
+void HnswIndex::relink_if_unreachable(std::uint32_t slot, const float* vec) {
   using hnswlib::tableint;
-  tableint x;
-  {
-    std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
-    auto it = hnsw_->label_lookup_.find(id);
-    if (it == hnsw_->label_lookup_.end()) return;
-    x = it->second;
-  }
+  const tableint x = slot;
   // The probe is a search's own walk (the route table's entry points included), so a new vector
   // whose cluster the greedy descent misses is linked with its true neighbours all the same.
   const Graph& g = *hnsw_;
@@ -1071,14 +1097,9 @@ std::size_t HnswIndex::remove(const std::uint64_t* ids, std::size_t n) {
   std::unique_lock<FairSharedMutex> lock(mutex_);
   std::size_t removed = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    hnswlib::tableint slot;
-    {
-      std::lock_guard<std::mutex> l(hnsw_->label_lookup_lock);
-      auto it = hnsw_->label_lookup_.find(ids[i]);
-      if (it == hnsw_->label_lookup_.end() || hnsw_->isMarkedDeleted(it->second)) continue;
-      slot = it->second;
-    }
-    hnsw_->markDelete(ids[i]);
+    const std::uint32_t slot = slot_of(ids[i]);
+    if (slot == detail::IdTable::kAbsent || hnsw_->isMarkedDeleted(slot)) continue;
+    hnsw_->markDeletedInternal(slot);
     slots_[slot].live.store(0, std::memory_order_release);
     ++removed;
   }
@@ -1109,7 +1130,7 @@ void HnswIndex::search(const float* queries, std::size_t nq, std::size_t k, std:
   const DistFn dist = DistFn::for_search(g, walk_, store_.get(), dim_);
   // Built once per call, shared read-only by every thread and query of the batch.
   std::unique_ptr<SlotFilter> sf;
-  if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
+  if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq, *ids_, ids_mutex_);
   const bool any_deleted = g.num_deleted_ != 0;
   parallel_for(nq, threads, [&](std::size_t b, std::size_t e) {
     Scratch sc;
@@ -1148,7 +1169,7 @@ void HnswIndex::search_groups(const float* queries, std::size_t nq, std::size_t 
   const Graph& g = *hnsw_;
   const DistFn dist = DistFn::for_search(g, walk_, store_.get(), dim_);
   std::unique_ptr<SlotFilter> sf;
-  if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq);
+  if (filter) sf = std::make_unique<SlotFilter>(g, slots_.get(), slots_cap_, *filter, nq, *ids_, ids_mutex_);
   const AdmitLive live{g};
   parallel_for(nq, threads, [&](std::size_t b, std::size_t e) {
     Scratch sc;

@@ -19,6 +19,7 @@
 #include "frameseek/parallel.hpp"
 #include "hnsw_graph_check.hpp"
 #include "hnsw_internal.hpp"
+#include "id_table.hpp"
 #include "vector_store.hpp"
 
 namespace frameseek {
@@ -472,9 +473,12 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   }
   if (at != links_bytes) bad_file(path, "graph section has bytes after its last link list");
   std::vector<char>().swap(links);
-  gr.label_lookup_.reserve(used);
+  detail::IdTable& ids = *idx->ids_;
+  ids.reserve(used);
   for (std::size_t i = 0; i < used; ++i) {
-    gr.label_lookup_[gr.getExternalLabel(static_cast<hnswlib::tableint>(i))] = static_cast<hnswlib::tableint>(i);
+    const std::uint64_t label = gr.getExternalLabel(static_cast<hnswlib::tableint>(i));
+    if (label == kNoId) bad_file(path, "graph section holds the reserved id 2**64-1");
+    ids.assign(label, static_cast<hnswlib::tableint>(i));
     if (gr.isMarkedDeleted(static_cast<hnswlib::tableint>(i))) {
       gr.num_deleted_ += 1;
       gr.deleted_elements.insert(static_cast<hnswlib::tableint>(i));
@@ -493,10 +497,10 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
   for (std::uint64_t i = 0; i < h.n_live; ++i) {  // publish_slot's writes, without its label lookup
     // by value: FileRow is packed, and binding a reference to its misaligned id is undefined
     const std::uint64_t id = rows[i].id;
-    auto it = gr.label_lookup_.find(id);
-    if (it == gr.label_lookup_.end() || gr.isMarkedDeleted(it->second))
+    const std::uint32_t slot = ids.find(id);
+    if (slot == detail::IdTable::kAbsent || gr.isMarkedDeleted(slot))
       bad_file(path, "id table names a vector the graph does not hold");
-    SlotMeta& sm = idx->slots_[it->second];
+    SlotMeta& sm = idx->slots_[slot];
     if (sm.live.load(std::memory_order_relaxed)) bad_file(path, "id table has duplicates");
     sm.group.store(rows[i].group, std::memory_order_relaxed);
     sm.live.store(1, std::memory_order_relaxed);  // nothing searches the index before load returns

@@ -933,3 +933,58 @@ def test_searches_during_the_first_insertion_into_an_empty_index():
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == "done", (run.returncode, run.stderr[-2000:])
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "remove", "revive", "reload"]), st.integers(1, 40)), max_size=25))
+def test_ids_follow_any_sequence_of_adds_removes_revivals_and_reloads(ops, tmp_path_factory):
+    # The id table (id -> slot, in place of hnswlib's label map) against a dict: removed slots are
+    # recycled for new ids, removed ids come back into their own slot, a reload rebuilds the table.
+    dim = 8
+    rng = np.random.default_rng(len(ops))
+
+    def unit(rows):  # unit vectors: under "ip" each one's nearest is itself
+        v = rng.standard_normal((rows, dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    index = N.HnswIndex(dim, "ip", max_elements=4, M=8, ef_construction=32)
+    live: dict[int, np.ndarray] = {}
+    removed: dict[int, np.ndarray] = {}
+    next_id = 5
+    path = tmp_path_factory.mktemp("ids") / "index.bin"
+    for op, count in ops:
+        if op == "add":
+            new = np.arange(next_id, next_id + count, dtype=np.uint64) * 1_000_003  # sparse, far from slots
+            next_id += count
+            vec = unit(count)
+            index.add(new, vec, threads=2)
+            live.update(zip(new.tolist(), vec))
+        elif op == "remove" and live:
+            gone = rng.choice(sorted(live), min(count, len(live)), replace=False)
+            assert index.remove(np.asarray(gone, np.uint64)) == len(gone)
+            for g in gone.tolist():
+                removed[g] = live.pop(g)
+        elif op == "revive" and removed:
+            back = sorted(removed)[:count]
+            vec = unit(len(back))
+            index.add(np.asarray(back, np.uint64), vec)
+            for b, v in zip(back, vec):
+                removed.pop(b)
+                live[b] = v
+        elif op == "reload":
+            index.save(str(path))
+            index = N.HnswIndex.load(str(path))
+        assert len(index) == len(live)
+        for i in list(live)[:50] + list(removed)[:50]:
+            assert (i in index) == (i in live)
+        if live:
+            some = np.asarray(sorted(live)[:30], np.uint64)
+            np.testing.assert_array_equal(index.get_vectors(some), np.stack([live[i] for i in some.tolist()]))
+            # an id filter admits exactly its live ids: each finds itself, and nothing else comes back
+            f = N.Filter(ids=np.concatenate([some, np.asarray(sorted(removed)[:30], np.uint64)]))
+            for nq in (1, len(some)):  # hashed per candidate, and a bitmap over slots
+                found, _ = index.search(np.stack([live[i] for i in some.tolist()])[:nq], 1, ef=64, filter=f)
+                assert found[:, 0].tolist() == some[:nq].tolist()
+        if removed:
+            with pytest.raises(ValueError):
+                index.get_vectors(np.asarray([next(iter(removed))], np.uint64))

@@ -42,6 +42,7 @@ namespace frameseek {
 class KernelSpace;  // hnswlib::SpaceInterface<float> over the walk codes; defined in hnsw_index.cpp
 namespace detail {
 class VectorStore;     // vector_store.hpp
+class IdTable;         // id_table.hpp
 struct MappedSection;  // hnsw_internal.hpp
 struct RouteTable;     // hnsw_internal.hpp
 }  // namespace detail
@@ -177,16 +178,17 @@ class HnswIndex {
   void grow_for(std::size_t n_new);                              // caller holds mutex_ exclusively
   // caller holds mutex_ exclusively; huge_now false: no huge-page advice yet (load: see above)
   void resize_slots(std::size_t cap, bool huge_now = true);
-  // After the graph holds id: writes the float32 original vec to the store and marks the slot live.
-  void publish_slot(std::uint64_t id, std::uint64_t group, const float* vec);
-  std::vector<std::uint32_t> slots_of(const std::uint64_t* ids, const std::vector<std::size_t>& rows) const;
+  // After the graph holds a vector in slot: writes its float32 original vec to the store and marks
+  // the slot live.
+  void publish_slot(std::uint32_t slot, std::uint64_t group, const float* vec);
+  std::uint32_t slot_of(std::uint64_t id) const;    // id's slot (live or removed), or IdTable::kAbsent
   void encode(const float* vec, char* code) const;  // vec's element data at walk_
   const float* original(std::size_t slot) const;    // the slot's float32 vector
   // Re-encodes every slot's element data at p (caller holds mutex_ exclusively or owns the index).
   void reencode(WalkPrecision p);
   bool copy_holds(const float* vectors, std::size_t n, WalkPrecision p) const;  // see set_walk_precision
   std::size_t live_count() const;                                               // caller holds mutex_
-  void relink_if_unreachable(std::uint64_t id, const float* vec);               // see hnsw_index.cpp
+  void relink_if_unreachable(std::uint32_t slot, const float* vec);             // see hnsw_index.cpp
   // Brings routes_ up to date with the graph (caller holds mutex_ exclusively): appends the sampled
   // ones among the `touched` slots (new or reused), or rebuilds the table when the graph's size
   // raised the sampling rate, or rebuild is set (load, re-encoding). See RouteTable.
@@ -202,6 +204,10 @@ class HnswIndex {
   WalkPrecision walk_ = WalkPrecision::Int8;
   std::unique_ptr<KernelSpace> space_;  // distances on walk_'s codes (hnswlib keeps pointers into it)
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> hnsw_;
+  // id -> slot of every occupied slot (live, or removed and awaiting reuse), in place of hnswlib's
+  // label_lookup_, which add() keeps empty (see IdTable); guarded by ids_mutex_.
+  std::unique_ptr<detail::IdTable> ids_;
+  mutable std::mutex ids_mutex_;
   std::unique_ptr<SlotMeta[]> slots_;  // hnsw_->max_elements_ entries (see SlotMeta)
   std::size_t slots_cap_ = 0;
   // The float32 originals by slot (dim floats each), written before a slot is published and

@@ -57,10 +57,14 @@ table, a uniform sample of the graph (512-1,024 nodes up to 262k vectors, 1 in 2
 the Hamming distance of sign bits: recall@10 at ef=16 on 1M video-like vectors 0.951 -> 0.994, on
 10M 0.669 -> 0.981 (benchmarks/scale/README.md).
 
+Layer 0 holds 2 * M link slots a node up to 32, and M beyond (M0=0; hnswlib and faiss hold 2 * M):
+from 32 slots on, the extra ones bought no recall per distance evaluation on the load benchmark's
+data, and cost 128 B a vector at M=32.
+
 Thread safety: searches may run from many threads at once and concurrently with add() (the GIL
 is released). remove(), resize(), save() and setting ef wait for running adds; remove/resize/ef
 also briefly wait for running searches. Removed ids free their slot for later adds
-(hnswlib's replace_deleted), so a steady add/remove churn keeps the capacity bounded.)doc";
+(as hnswlib's replace_deleted), so a steady add/remove churn keeps the capacity bounded.)doc";
 
 constexpr const char* kSearchDoc =
     "Approximate top-k: (ids uint64[q, k], distances float32[q, k]) ascending; missing "
@@ -84,9 +88,11 @@ void bind_hnsw(py::module_& m) {
   m.attr("HNSW_DEFAULT_EF") = py::int_(HnswParams::kDefaultEf);
   py::class_<HnswIndex> cls(m, "HnswIndex", kClassDoc);
   cls.def(py::init([](py::ssize_t dim, const std::string& metric, py::ssize_t max_elements, py::ssize_t M,
-                      py::ssize_t ef_construction, py::ssize_t seed) {
+                      py::ssize_t ef_construction, py::ssize_t seed, py::ssize_t M0) {
             HnswParams p;
             p.M = positive(M, "M");
+            if (M0 < 0) throw py::value_error("M0 must be >= 0 (0: the default, 2 * M up to 32 and at least M)");
+            p.M0 = static_cast<std::size_t>(M0);
             p.ef_construction = positive(ef_construction, "ef_construction");
             if (seed < 0) throw py::value_error("seed must be >= 0");
             p.seed = static_cast<std::size_t>(seed);
@@ -94,11 +100,13 @@ void bind_hnsw(py::module_& m) {
             return new HnswIndex(positive(dim, "dim"), parse_metric(metric), static_cast<std::size_t>(max_elements), p);
           }),
           "dim"_a, "metric"_a = "ip", "max_elements"_a = 1024, "M"_a = HnswParams::kDefaultM,
-          "ef_construction"_a = HnswParams::kDefaultEfConstruction, "seed"_a = 100,
-          "max_elements is only the initial capacity: add() grows it.")
+          "ef_construction"_a = HnswParams::kDefaultEfConstruction, "seed"_a = 100, "M0"_a = 0,
+          "max_elements is only the initial capacity: add() grows it. M0: link slots per node on layer 0 "
+          "(at least M; 0: 2 * M up to 32, and at least M; hnswlib's rule is 2 * M).")
       .def_property_readonly("dim", &HnswIndex::dim)
       .def_property_readonly("metric", [](const HnswIndex& x) { return metric_name(x.metric()); })
       .def_property_readonly("M", &HnswIndex::M)
+      .def_property_readonly("M0", &HnswIndex::M0)
       .def_property_readonly("ef_construction", &HnswIndex::ef_construction)
       .def_property(
           "ef", py::cpp_function(&HnswIndex::ef, kNoGil),

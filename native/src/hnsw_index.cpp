@@ -611,6 +611,23 @@ std::size_t emit_topk(const Graph& g, Scratch& sc, std::size_t k, std::uint64_t*
   return got;
 }
 
+// hnswlib gives every node 2 * M link slots on layer 0 (maxM0_) and offers no other size: a fresh
+// graph with another count is laid out again here, before it holds a node (the records' layout is
+// hnswlib's own members, as its loadIndex sets them). Its neighbour selection still links a new
+// node to M others and prunes a full layer-0 list to maxM0_ (so M0 >= M).
+void set_layer0_links(Graph& g, std::size_t m0) {
+  if (m0 == g.maxM0_) return;
+  std::free(g.data_level0_memory_);
+  g.data_level0_memory_ = nullptr;
+  g.maxM0_ = m0;
+  g.size_links_level0_ = m0 * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
+  g.offsetData_ = g.size_links_level0_;
+  g.label_offset_ = g.size_links_level0_ + g.data_size_;
+  g.size_data_per_element_ = g.label_offset_ + sizeof(hnswlib::labeltype);
+  g.data_level0_memory_ = static_cast<char*>(std::malloc(g.max_elements_ * g.size_data_per_element_));
+  if (!g.data_level0_memory_) throw std::bad_alloc();
+}
+
 void pad(std::uint64_t* ids, float* dist, std::size_t from, std::size_t k) {
   for (std::size_t j = from; j < k; ++j) {
     ids[j] = kNoId;
@@ -631,6 +648,8 @@ HnswIndex::HnswIndex(std::size_t dim, Metric metric, HnswParams params)
       routes_(std::make_unique<detail::RouteTable>()) {
   if (dim == 0 || dim > 65536) throw std::invalid_argument("dim must be in [1, 65536]");
   if (params.M < 2 || params.M > 2048) throw std::invalid_argument("M must be in [2, 2048]");
+  if (params_.M0 == 0) params_.M0 = HnswParams::layer0_links(params.M);
+  if (params_.M0 < params.M || params_.M0 > 4096) throw std::invalid_argument("M0 must be in [M, 4096]");
   if (params.ef_construction < 1) throw std::invalid_argument("ef_construction must be >= 1");
 }
 
@@ -638,6 +657,7 @@ HnswIndex::HnswIndex(std::size_t dim, Metric metric, std::size_t max_elements, H
     : HnswIndex(dim, metric, params) {
   hnsw_ = std::make_unique<Graph>(space_.get(), std::max<std::size_t>(max_elements, 1), params.M,
                                   params.ef_construction, params.seed, /*allow_replace_deleted=*/true);
+  set_layer0_links(*hnsw_, params_.M0);
   advise_huge_pages(hnsw_->data_level0_memory_, level0_bytes(*hnsw_));
   hnsw_->setEf(ef_);
   resize_slots(hnsw_->max_elements_);

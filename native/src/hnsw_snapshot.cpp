@@ -360,6 +360,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
 
   HnswParams params;
   params.M = h.M;
+  params.M0 = gh.max_m0;
   params.ef_construction = h.ef_construction;
   params.seed = h.seed;
   std::unique_ptr<HnswIndex> idx(new HnswIndex(h.dim, static_cast<Metric>(h.metric), params));

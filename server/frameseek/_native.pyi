@@ -119,9 +119,13 @@ class HnswIndex(_GraphSearches):
         M: int = 32,
         ef_construction: int = 300,
         seed: int = 100,
+        M0: int = 0,
     ) -> None: ...
     @property
     def M(self) -> int: ...
+    @property
+    def M0(self) -> int:
+        """Link slots per node on layer 0 (the M0 given; for 0, 2 * M up to 32 and at least M)."""
     @property
     def ef_construction(self) -> int: ...
     ef: int  # default search breadth; setting it waits for running searches

@@ -71,14 +71,22 @@ def meminfo_gib(key: str) -> float:
     raise KeyError(key)
 
 
+def frameseek_layer0_slots(M: int) -> int:
+    """Layer-0 link slots of a frameseek graph at M (2 * M up to 32, at least M; the libraries: 2 * M)."""
+    from frameseek import _native
+
+    return _native.HnswIndex(1, M=M).M0
+
+
 def estimated_bytes_per_vector(stage: str, dim: int, M: int) -> int:
-    """Resident bytes per vector of each library's index: codes, layer-0 links (2M x 4 B), and the
-    rest (upper layers, per-element locks/levels/offsets, hnswlib's label map) fitted to RSS
-    measured at 200k (M 16: frameseek 806, HNSWSQ8 762, hnswlib 2,321, HNSWFlat 2,299 B).
+    """Resident bytes per vector of each library's index: codes, layer-0 links (2M x 4 B; frameseek's
+    own count), and the rest (upper layers, per-element locks/levels/offsets, hnswlib's label map)
+    fitted to RSS measured at 200k (M 16: frameseek 806, HNSWSQ8 762, hnswlib 2,321, HNSWFlat 2,299 B).
     Checked against MemAvailable before building."""
     links = M * 2 * 4 + 4
     return {
-        "frameseek build": dim + 8 + links + 160,  # int8 code + scale/norm; originals are file-backed
+        # int8 code + scale/norm (the originals are file-backed)
+        "frameseek build": dim + 8 + frameseek_layer0_slots(M) * 4 + 4 + 160,
         "faiss HNSWSQ8": dim + links + 120,
         "hnswlib": dim * 4 + links + 140,
         "faiss HNSWFlat": dim * 4 + links + 120,
@@ -86,7 +94,7 @@ def estimated_bytes_per_vector(stage: str, dim: int, M: int) -> int:
 
 
 def snapshot_bytes_estimate(n: int, dim: int, M: int) -> int:
-    return n * (dim * 4 + dim + 8 + M * 2 * 4 + 4 + 16)  # originals + graph (codes, links) + ids
+    return n * (dim * 4 + dim + 8 + frameseek_layer0_slots(M) * 4 + 4 + 16)  # originals + graph (codes, links) + ids
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,6 +262,7 @@ def child_frameseek_build(cfg: dict, data_dir: pathlib.Path) -> dict:
     idx = _native.HnswIndex(cfg["dim"], "ip", max_elements=cfg["n"], M=cfg["M"], ef_construction=cfg["ef_construction"])
     idx.store_vectors_in(str(data_dir))  # as a collection does (CollectionIndex._configure)
     out = build_rows(cfg, data, lambda i, x, g: idx.add(i, x, groups=g, threads=cfg["threads"]), "frameseek build")
+    out["M0"] = idx.M0  # layer-0 link slots
     out.update(rss_per_vector(base, rss_now(), cfg["n"] - cfg["nq"]))
     tmp, snap = data_dir / "frameseek.snapshot.tmp", data_dir / "frameseek.snapshot"
     t, c = time.perf_counter(), cpu_time()

@@ -117,6 +117,16 @@ def index_settings(m: int = 0, ef_construction: int = 0) -> dict:
     return {**idx, "m": m or idx["m"], "ef_construction": ef_construction or idx["ef_construction"]}
 
 
+def default_data_dir(n: int, profile: str, index: dict) -> pathlib.Path:
+    """Where a fill of these settings lives, named by M, the graph's layer-0 link slots (the native
+    default for that M; 2 * M before 2026-12-07) and ef_construction, so that a fill with another
+    graph layout is never reused by mistake."""
+    from frameseek import _native
+
+    m0 = _native.HnswIndex(1, M=index["m"]).M0
+    return RESULTS / f"load-data-{n}-{profile}-M{index['m']}-L0{m0}-efc{index['ef_construction']}" / "data"
+
+
 def fill(
     data_dir: pathlib.Path,
     n: int,
@@ -537,7 +547,10 @@ def main(argv: list[str] | None = None) -> int:
         "--ef-construction", type=int, default=0, help="HNSW ef_construction of a new fill (0: the server's default)"
     )
     ap.add_argument(
-        "--data-dir", type=pathlib.Path, default=None, help="default: benchmarks/results/load-data-N-PROFILE-M..-efc.."
+        "--data-dir",
+        type=pathlib.Path,
+        default=None,
+        help="default: benchmarks/results/load-data-N-PROFILE-M..-L0..-efc.. (default_data_dir)",
     )
     ap.add_argument(
         "--servers",
@@ -569,9 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the server's model is 512-d; --dim is fixed at 512 for SearchByImage")
     RESULTS.mkdir(parents=True, exist_ok=True)
     index = index_settings(ns.m, ns.ef_construction)
-    data_dir = ns.data_dir or (
-        RESULTS / f"load-data-{ns.n}-{ns.profile}-M{index['m']}-efc{index['ef_construction']}" / "data"
-    )
+    data_dir = ns.data_dir or default_data_dir(ns.n, ns.profile, index)
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"filling {ns.n} x {ns.dim} vectors into {data_dir} ...", flush=True)
     fill_info = fill(data_dir, ns.n, ns.dim, ns.per_video, ns.profile, index=index)

@@ -7,7 +7,7 @@ the Python load driver (benchmarks/load/bench_search.py) for the same scenario i
 Scenario (shared with bench_search, whose helpers it reuses so the two drivers see the very same
 server, index and requests):
   1. an index of --n synthetic video-like 512-d vectors, filled through the storage layer by
-     bench_search.fill (cached under benchmarks/results/load-data-N and reused by both drivers);
+     bench_search.fill (cached under bench_search.default_data_dir and reused by both drivers);
   2. one `frameseek serve` on 127.0.0.1 (port 0 + port file) over that data directory;
   3. for each RPC and each concurrency, a closed loop bounded by --duration seconds:
        ghz   (Go, github.com/bojand/ghz; requests round-robin over the same pre-serialised
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     conc = [int(c) for c in ns.concurrency.split(",")]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    data_dir = ns.data_dir or RESULTS / f"load-data-{ns.n}-{ns.profile}" / "data"
+    data_dir = ns.data_dir or driver.default_data_dir(ns.n, ns.profile, driver.index_settings())
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"index: {ns.n} x 512 vectors in {data_dir} ...", flush=True)
     fill_info = driver.fill(data_dir, ns.n, 512, ns.per_video, ns.profile)

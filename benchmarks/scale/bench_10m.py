@@ -71,14 +71,14 @@ def meminfo_gib(key: str) -> float:
     raise KeyError(key)
 
 
-def frameseek_layer0_slots(M: int) -> int:
-    """Layer-0 link slots of a frameseek graph at M (2 * M up to 32, at least M; the libraries: 2 * M)."""
+def frameseek_layer0_slots(M: int, M0: int = 0) -> int:
+    """Layer-0 link slots of a frameseek graph at M (--M0, or the native default: 2 * M, as the libraries)."""
     from frameseek import _native
 
-    return _native.HnswIndex(1, M=M).M0
+    return _native.HnswIndex(1, M=M, M0=M0).M0
 
 
-def estimated_bytes_per_vector(stage: str, dim: int, M: int) -> int:
+def estimated_bytes_per_vector(stage: str, dim: int, M: int, M0: int = 0) -> int:
     """Resident bytes per vector of each library's index: codes, layer-0 links (2M x 4 B; frameseek's
     own count), and the rest (upper layers, per-element locks/levels/offsets, hnswlib's label map)
     fitted to RSS measured at 200k (M 16: frameseek 806, HNSWSQ8 762, hnswlib 2,321, HNSWFlat 2,299 B).
@@ -86,15 +86,16 @@ def estimated_bytes_per_vector(stage: str, dim: int, M: int) -> int:
     links = M * 2 * 4 + 4
     return {
         # int8 code + scale/norm (the originals are file-backed)
-        "frameseek build": dim + 8 + frameseek_layer0_slots(M) * 4 + 4 + 160,
+        "frameseek build": dim + 8 + frameseek_layer0_slots(M, M0) * 4 + 4 + 160,
         "faiss HNSWSQ8": dim + links + 120,
         "hnswlib": dim * 4 + links + 140,
         "faiss HNSWFlat": dim * 4 + links + 120,
     }[stage]
 
 
-def snapshot_bytes_estimate(n: int, dim: int, M: int) -> int:
-    return n * (dim * 4 + dim + 8 + frameseek_layer0_slots(M) * 4 + 4 + 16)  # originals + graph (codes, links) + ids
+def snapshot_bytes_estimate(n: int, dim: int, M: int, M0: int = 0) -> int:
+    # originals + graph (codes, links) + ids
+    return n * (dim * 4 + dim + 8 + frameseek_layer0_slots(M, M0) * 4 + 4 + 16)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +260,9 @@ def child_frameseek_build(cfg: dict, data_dir: pathlib.Path) -> dict:
     from frameseek import _native
 
     data, base = Data(cfg), rss_now()
-    idx = _native.HnswIndex(cfg["dim"], "ip", max_elements=cfg["n"], M=cfg["M"], ef_construction=cfg["ef_construction"])
+    idx = _native.HnswIndex(
+        cfg["dim"], "ip", max_elements=cfg["n"], M=cfg["M"], ef_construction=cfg["ef_construction"], M0=cfg.get("M0", 0)
+    )
     idx.store_vectors_in(str(data_dir))  # as a collection does (CollectionIndex._configure)
     out = build_rows(cfg, data, lambda i, x, g: idx.add(i, x, groups=g, threads=cfg["threads"]), "frameseek build")
     out["M0"] = idx.M0  # layer-0 link slots
@@ -386,7 +389,7 @@ def refuse_if_short_of_disk(cfg: dict, state: dict, data_dir: pathlib.Path) -> N
     store = n * dim * 4
     need = 0
     if "frameseek build" not in state["stages"]:
-        need = store + snapshot_bytes_estimate(n, dim, cfg["M"])
+        need = store + snapshot_bytes_estimate(n, dim, cfg["M"], cfg.get("M0", 0))
     elif "frameseek restart" not in state["stages"]:
         need = store
     free = shutil.disk_usage(next(p for p in [data_dir, *data_dir.parents] if p.exists())).free
@@ -400,7 +403,7 @@ def refuse_if_short_of_disk(cfg: dict, state: dict, data_dir: pathlib.Path) -> N
 
 def fits(cfg: dict, stage: str) -> dict | None:
     """None when the stage's estimated memory fits; otherwise the table's 'does not fit' record."""
-    need = estimated_bytes_per_vector(stage, cfg["dim"], cfg["M"]) * cfg["n"] / GiB + 0.5  # + chunks, queries
+    need = estimated_bytes_per_vector(stage, cfg["dim"], cfg["M"], cfg.get("M0", 0)) * cfg["n"] / GiB + 0.5
     avail = cfg["memory_gib"] if cfg["memory_gib"] else meminfo_gib("MemAvailable")
     if need + cfg["headroom_gib"] <= avail:
         return None
@@ -491,6 +494,7 @@ def main() -> None:
     ap.add_argument("--nq", type=int, default=1000)
     ap.add_argument("--M", type=int, default=native_default.M)
     ap.add_argument("--ef-construction", type=int, default=native_default.ef_construction)
+    ap.add_argument("--M0", type=int, default=0, help="frameseek's layer-0 link slots (0: the native default, 2 * M)")
     ap.add_argument("--threads", type=int, default=2, help="build threads, and the second search-thread count")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -506,7 +510,7 @@ def main() -> None:
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    run_name = f"{args.n}_M{args.M}_efc{args.ef_construction}"
+    run_name = f"{args.n}_M{args.M}" + (f"_L0{args.M0}" if args.M0 else "") + f"_efc{args.ef_construction}"
     data_dir = pathlib.Path(args.data_dir or RESULTS / f"bench-10m-{run_name}")
 
     if args.child:
@@ -525,6 +529,8 @@ def main() -> None:
         for k in ("n", "dim", "nq", "M", "ef_construction", "threads", "repeats", "seed", "train_rows")
     }
     cfg["frames_per_video"] = 300
+    if args.M0:
+        cfg["M0"] = args.M0
     path = RESULTS / f"bench_10m_{run_name}.json"
     if args.fresh:
         path.unlink(missing_ok=True)

@@ -125,7 +125,7 @@ class HnswIndex(_GraphSearches):
     def M(self) -> int: ...
     @property
     def M0(self) -> int:
-        """Link slots per node on layer 0 (the M0 given; for 0, 2 * M up to 32 and at least M)."""
+        """Link slots per node on layer 0 (the M0 given, or 2 * M for 0)."""
     @property
     def ef_construction(self) -> int: ...
     ef: int  # default search breadth; setting it waits for running searches

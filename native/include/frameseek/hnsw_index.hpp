@@ -20,7 +20,6 @@
 // multithreaded). remove(), resize(), save() and changing ef take the index exclusively for a
 // short time. Concurrency between searches and inserts relies on hnswlib's own per-node locks.
 #pragma once
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -59,17 +58,15 @@ struct HnswParams {
   std::size_t M = kDefaultM;
   std::size_t ef_construction = kDefaultEfConstruction;
   std::size_t seed = 100;
-  // Link slots per node on layer 0, at least M (every node holds them, used or not: 4 bytes each).
-  // 0: layer0_links(M). hnswlib and faiss give layer 0 2 * M. That matters for a sparse graph
-  // (M 8, random 48-d vectors: recall@5 at ef 200 0.93 with 8 slots), but from 32 slots on the
-  // extra ones bought no recall per distance evaluation: on the load benchmark's data (500k
-  // vectors, M 32 / efC 300) recall@10 was 0.976 at ef 32 in 1,042 evaluations a query with 64
-  // slots, 0.990 at ef 64 in 1,083 with 32; on video-like data (1M) the same at every ef (0.996 /
-  // 0.997 at ef 16). At M 32 that is 128 B a vector.
+  // Link slots per node on layer 0, at least M (every node holds them, used or not: 4 bytes each);
+  // 0: 2 * M, hnswlib's (and faiss's) rule. The memory lever that keeps M: at M 32, 32 slots
+  // instead of 64 take 128 B a vector off (10M video-like vectors: benchmarks/scale/README.md).
+  // Whether recall holds depends on the data: on video-like vectors (1M) recall@10 was the same
+  // at every ef (0.997 against 0.996 at ef 16); on the load benchmark's 1M vectors the source video
+  // came first for 0.970 instead of 0.997 at the server's default breadth (ef 64) and 0.927
+  // instead of 0.987 at ef 32; a sparse graph (M 8 with 8 slots, random 48-d vectors) lost recall
+  // too (0.93 at ef 200 against >= 0.97). Hence not the default.
   std::size_t M0 = 0;
-  static constexpr std::size_t kLayer0Links = 32;
-  // 2 * M up to kLayer0Links, and never fewer than M.
-  static constexpr std::size_t layer0_links(std::size_t m) { return std::max(m, std::min(2 * m, kLayer0Links)); }
 };
 
 class HnswIndex {

@@ -119,8 +119,8 @@ def index_settings(m: int = 0, ef_construction: int = 0) -> dict:
 
 def default_data_dir(n: int, profile: str, index: dict) -> pathlib.Path:
     """Where a fill of these settings lives, named by M, the graph's layer-0 link slots (the native
-    default for that M; 2 * M before 2026-12-07) and ef_construction, so that a fill with another
-    graph layout is never reused by mistake."""
+    default for that M, 2 * M; fills made by fce92ec..c528bd0 hold 32 at M 32) and ef_construction,
+    so that a fill with another graph layout is never reused by mistake."""
     from frameseek import _native
 
     m0 = _native.HnswIndex(1, M=index["m"]).M0

@@ -925,10 +925,11 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
 
   std::lock_guard<std::mutex> add_lock(add_mutex_);
   Graph& g = *hnsw_;
-  std::vector<std::size_t> fresh;           // rows that go into removed slots or new ones
-  std::vector<std::size_t> revived;         // rows whose id is still a removed node of the graph
-  std::vector<hnswlib::tableint> recycled;  // the removed slots the first fresh rows go into
-  std::vector<char> codes;                  // each row's element data (hnswlib copies it into its node)
+  std::vector<std::size_t> fresh;            // rows that go into removed slots or new ones
+  std::vector<std::size_t> revived;          // rows whose id is still a removed node of the graph
+  std::vector<std::uint32_t> revived_slots;  // ... and that node
+  std::vector<hnswlib::tableint> recycled;   // the removed slots the first fresh rows go into
+  std::vector<char> codes;                   // each row's element data (hnswlib copies it into its node)
   std::size_t code_size = 0;
   auto group_of = [&](std::size_t i) { return groups ? groups[i] : ids[i]; };
   {
@@ -943,11 +944,15 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
         const bool stored = s != detail::IdTable::kAbsent && !g.isMarkedDeleted(s);
         if (stored || !batch.insert(ids[i]).second)
           throw std::invalid_argument("duplicate id " + std::to_string(ids[i]));
+        // An id that was removed but whose node has not been recycled yet goes back into its own
+        // node: a second node would leave two slots with one label.
+        if (s == detail::IdTable::kAbsent) {
+          fresh.push_back(i);
+        } else {
+          revived.push_back(i);
+          revived_slots.push_back(s);
+        }
       }
-      // An id that was removed but whose node has not been recycled yet goes back into its own
-      // node: a second node would leave two slots with one label.
-      for (std::size_t i = 0; i < n; ++i)
-        (ids_->find(ids[i]) != detail::IdTable::kAbsent ? revived : fresh).push_back(i);
     }
     // The codes bound magnitudes (fp16: 65504): beyond that they would route on infinities, so
     // such an index walks on its float32 vectors from now on.
@@ -957,13 +962,12 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
     parallel_for(n, threads == 0 ? default_threads() : threads, [&](std::size_t b, std::size_t e) {
       for (std::size_t i = b; i < e; ++i) encode(vectors + i * dim_, codes.data() + i * code_size);
     });
-    std::vector<std::uint32_t> revived_slots;
-    for (std::size_t i : revived) {
-      const std::uint32_t s = slot_of(ids[i]);
+    for (std::size_t r = 0; r < revived.size(); ++r) {
+      const std::size_t i = revived[r];
+      const std::uint32_t s = revived_slots[r];
       g.unmarkDeletedInternal(s);
       g.updatePoint(codes.data() + i * code_size, s, 1.0f);
       publish_slot(s, group_of(i), vectors + i * dim_);
-      revived_slots.push_back(s);
     }
     if (!revived.empty()) refresh_routes(revived_slots, /*rebuild=*/false);
     // After the revivals: a revived slot is no longer free for the fresh rows.
@@ -997,7 +1001,7 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
   } inserting(inserting_);
   std::size_t t = threads == 0 ? default_threads() : threads;
   t = std::min(t, fresh.size());
-  std::vector<std::uint32_t> added(fresh.size(), detail::IdTable::kAbsent);  // each fresh row's slot
+  std::vector<std::uint32_t> added(fresh.size());  // each fresh row's slot (a failed row throws out of add)
   parallel_for(t, t, [&](std::size_t b, std::size_t e) {
     for (std::size_t w = b; w < e; ++w)
       for (std::size_t j = w; j < fresh.size(); j += t) {
@@ -1024,12 +1028,10 @@ void HnswIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t 
   // Second pass once the whole batch is in (later frames are what prune earlier ones' links).
   parallel_for(t, t, [&](std::size_t b, std::size_t e) {
     for (std::size_t w = b; w < e; ++w)
-      for (std::size_t j = w; j < fresh.size(); j += t)
-        if (added[j] != detail::IdTable::kAbsent) relink_if_unreachable(added[j], vectors + fresh[j] * dim_);
+      for (std::size_t j = w; j < fresh.size(); j += t) relink_if_unreachable(added[j], vectors + fresh[j] * dim_);
   });
   // The batch's sampled nodes (1 in RouteTable's rate of it) join the route table: under the
   // exclusive lock, taken only when there are some or the rate rises.
-  added.erase(std::remove(added.begin(), added.end(), detail::IdTable::kAbsent), added.end());
   if (!routes_->changed_by(added, g.cur_element_count)) return;
   lock.unlock();
   std::unique_lock<FairSharedMutex> exclusive(mutex_);

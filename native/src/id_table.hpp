@@ -20,9 +20,6 @@ class IdTable {
   // The id that marks an empty entry; never stored (HnswIndex rejects it as NO_ID).
   static constexpr std::uint64_t kEmpty = std::numeric_limits<std::uint64_t>::max();
 
-  std::size_t size() const { return n_; }
-  std::size_t bytes() const { return e_.size() * sizeof(Entry); }
-
   // The slot of id, or kAbsent.
   Slot find(std::uint64_t id) const {
     if (e_.empty()) return kAbsent;

@@ -995,8 +995,9 @@ def test_layer0_link_slots_default_explicit_and_kept_by_snapshots(tmp_path):
     # snapshot keeps the layout it was built with.
     assert [N.HnswIndex(8, M=m).M0 for m in (2, 8, 16, 32, 64)] == [4, 16, 32, 64, 128]
     assert N.HnswIndex(8, M=32, M0=32).M0 == 32
-    with pytest.raises(ValueError, match="M0"):
-        N.HnswIndex(8, M=32, M0=16)
+    for bad in (16, 4097, -1):  # below M, beyond what a list's count holds here, negative
+        with pytest.raises(ValueError, match="M0"):
+            N.HnswIndex(8, M=32, M0=bad)
     x = np.random.default_rng(3).standard_normal((600, 8)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     for m0 in (32, 48, 0):

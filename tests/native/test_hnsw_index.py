@@ -251,7 +251,8 @@ def test_excluded_video_is_not_walked_whole(built, data):
     # closer than any allowed one. They route the walk, but only the closest of them: the walk
     # (in distance evaluations, machine-independent) costs a bounded multiple of an unfiltered
     # walk, not every frame of the excluded video. Before the rejected routing beam it cost 6.1x
-    # at ef 64 on this graph (recall 1.0), 4.2x after (recall 0.994).
+    # at ef 64 on this graph (recall 1.0), 4.2x after (recall 0.994), 3.6x since the walk steps
+    # over the rejected nodes of lists that are almost all rejected (two hops; recall 1.0).
     index, flat = built
     x, ids, groups, q = data
     f = every_other_video(groups)
@@ -260,7 +261,7 @@ def test_excluded_video_is_not_walked_whole(built, data):
     assert 50 <= excluded.sum() <= 150
     unfiltered = index.walk_distances(q[excluded], K, ef=64)
     filtered = index.walk_distances(q[excluded], K, ef=64, filter=f)
-    assert filtered.mean() <= 5 * unfiltered.mean()
+    assert filtered.mean() <= 4 * unfiltered.mean()
     # and the answers are still the exact filtered ones
     found, _ = index.search(q[excluded], K, ef=64, filter=f)
     assert recall(found, flat.search(q[excluded], K, filter=f)[0]) >= 0.95
@@ -277,6 +278,27 @@ def test_filtered_walk_returns_k_when_the_allowed_set_is_far_and_small(built, da
         found, _ = index.search(q, K, ef=ef, filter=f)
         assert (found != N.NO_ID).all()
     assert recall(index.search(q, K, ef=64, filter=f)[0], flat.search(q, K, filter=f)[0]) >= 0.95
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_walk_that_steps_over_rejected_nodes_still_returns_k(seed):
+    # A filter admitting >= 1/4 of the graph walks with two hops: from a node whose list is
+    # almost all rejected, the walk evaluates the rejected nodes' admitted neighbours instead of
+    # them. Here the queries sit in a cluster the filter excludes, and the allowed cluster is
+    # reachable only through it (sparse graph): the rejected nodes stepped over must be taken
+    # back when the walk runs dry. Without that, 35-60 % of these results came back missing.
+    rng = np.random.default_rng(seed)
+    dim, axis = 32, 4 * np.eye(32, dtype=np.float32)[0]
+    x = np.vstack([rng.normal(size=(1400, dim)) + axis, rng.normal(size=(600, dim)) - axis]).astype(np.float32)
+    ids = np.arange(len(x), dtype=np.uint64)
+    index = N.HnswIndex(dim, "l2", max_elements=len(x), M=4, ef_construction=20, seed=seed)
+    index.add(ids, x, threads=1)
+    q = (rng.normal(size=(200, dim)) + axis).astype(np.float32)
+    allowed = N.Filter(ids=ids[1400:])
+    for ef in (1, 4, 16):
+        found, _ = index.search(q, K, ef=ef, filter=allowed)
+        assert (found != N.NO_ID).all()
+        assert np.isin(found, ids[1400:]).all()
 
 
 def test_filter_that_allows_nothing_pads(built, data):

@@ -86,6 +86,8 @@ void bind_hnsw(py::module_& m) {
   m.attr("HNSW_DEFAULT_M") = py::int_(HnswParams::kDefaultM);
   m.attr("HNSW_DEFAULT_EF_CONSTRUCTION") = py::int_(HnswParams::kDefaultEfConstruction);
   m.attr("HNSW_DEFAULT_EF") = py::int_(HnswParams::kDefaultEf);
+  m.attr("HNSW_DEFAULT_LAYER0_LINKS_PER_M") = py::int_(HnswParams::kDefaultLayer0LinksPerM);
+  m.attr("HNSW_MAX_LAYER0_LINKS") = py::int_(HnswParams::kMaxLayer0Links);
   py::class_<HnswIndex> cls(m, "HnswIndex", kClassDoc);
   cls.def(py::init([](py::ssize_t dim, const std::string& metric, py::ssize_t max_elements, py::ssize_t M,
                       py::ssize_t ef_construction, py::ssize_t seed, py::ssize_t M0) {

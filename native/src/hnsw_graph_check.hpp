@@ -18,6 +18,8 @@
 
 #include <hnswlib/hnswlib.h>
 
+#include "frameseek/hnsw_index.hpp"  // HnswParams::kMaxLayer0Links
+
 namespace frameseek::detail {
 
 // hnswlib 0.8's saveIndex header: every field in write order (size_t = 8 bytes on LP64).
@@ -66,8 +68,9 @@ inline std::string graph_header_problem(const unsigned char* head, std::uint64_t
   if (graph_bytes < HnswlibHeader::kBytes) return "graph section is shorter than its header";
   const HnswlibHeader g = HnswlibHeader::parse(head);
   const std::uint64_t links0 = g.max_m0 * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
-  if (g.m != M || g.max_m != M || g.max_m0 < M || g.max_m0 > 4096 || g.offset_level0 != 0 || g.offset_data != links0 ||
-      g.label_offset != links0 + data_bytes || g.size_data_per_element != g.label_offset + sizeof(hnswlib::labeltype))
+  if (g.m != M || g.max_m != M || g.max_m0 < M || g.max_m0 > HnswParams::kMaxLayer0Links || g.offset_level0 != 0 ||
+      g.offset_data != links0 || g.label_offset != links0 + data_bytes ||
+      g.size_data_per_element != g.label_offset + sizeof(hnswlib::labeltype))
     return "graph section's layout does not match the header (M, dimension or record size)";
   if (g.ef_construction != std::max(ef_construction, M))
     return "graph section's ef_construction does not match the header";

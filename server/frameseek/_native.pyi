@@ -234,6 +234,8 @@ def aggregate_speed_grid(
 HNSW_DEFAULT_M: int
 HNSW_DEFAULT_EF_CONSTRUCTION: int
 HNSW_DEFAULT_EF: int
+HNSW_DEFAULT_LAYER0_LINKS_PER_M: int
+HNSW_MAX_LAYER0_LINKS: int
 
 # ---- the vector search (native/include/frameseek/search_directory.hpp) ----
 SAMPLE_BITS: int  # sample id = video << SAMPLE_BITS | vector index

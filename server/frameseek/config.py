@@ -160,6 +160,13 @@ class IndexConfig(BaseModel):
         description="recall@k (videos, against exact search) the server tunes each collection's "
         "search breadth for, measured on sampled real searches (the `recall` group)",
     )
+    layer0_links: int = Field(
+        0,
+        ge=0,
+        le=_native.HNSW_MAX_LAYER0_LINKS,
+        description="link slots per vector on the graph's bottom layer, at least m (4 bytes a vector each); "
+        "0 = HNSW_DEFAULT_LAYER0_LINKS_PER_M (2) x m",
+    )
 
 
 class RecallConfig(BaseModel):

@@ -386,6 +386,15 @@ def test_get_stats_and_prometheus_report_the_measured_recall_and_the_tuned_ef(tm
             with pytest.raises(FrameSeekError) as ei:
                 fs.create_collection("loose", target_recall=1.5)
             assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT, ei.value
+            # layer0_links (the graph's memory lever): resolved, stored, reported, checked against m
+            m = _native.HNSW_DEFAULT_M
+            assert c.index.m == m and c.index.layer0_links == _native.HNSW_DEFAULT_LAYER0_LINKS_PER_M * m
+            assert fs.create_collection("compact", layer0_links=m).index.layer0_links == m
+            assert fs.get_collection("compact").index.layer0_links == m
+            for bad in (m - 1, _native.HNSW_MAX_LAYER0_LINKS + 1):
+                with pytest.raises(FrameSeekError) as ei:
+                    fs.create_collection("odd", layer0_links=bad)
+                assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT and "layer0_links" in str(ei.value)
             # the same figures in Prometheus, read while the monitor is at rest (searches stopped:
             # it finishes what was sampled; GetStats before and after the scrape agree)
             for _ in range(200):

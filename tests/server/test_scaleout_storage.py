@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.scale.backends import MilvusLite, PostgresCluster
 from frameseek.ids import NO_ID, split_sample_ids
-from frameseek.storage import Aborted, JobRecord, JobState, NotFound, Unavailable, VideoRecord
+from frameseek.storage import Aborted, InvalidArgument, JobRecord, JobState, NotFound, Unavailable, VideoRecord
 from frameseek.storage.postgres import PostgresCatalog, migrations
 from frameseek.storage.scaleout import ScaleOutStorage
 
@@ -113,6 +113,21 @@ def test_two_servers_serve_one_library(deployment):
     a.create_job(JobRecord(id="job-a", collection_id=c.id, state=JobState.RUNNING, request_id="r-a"))
     assert b.get_job("job-a").state is JobState.RUNNING and b.job_for_request("r-a").id == "job-a"
     assert [j.id for j in a.unfinished_jobs()] == ["job-a"] and b.unfinished_jobs() == []
+
+
+def test_layer0_links_other_than_milvuss_are_refused(deployment):
+    # Milvus's HNSW keeps 2 * m bottom-layer links: another count would be stored but never built.
+    a = deployment.server("a")
+    with pytest.raises(InvalidArgument, match="layer0_links"):
+        a.create_collection(
+            "c", model="m", dimension=DIM, metric="ip", sampling={}, index={"m": 16, "layer0_links": 16}
+        )
+    with pytest.raises(NotFound):
+        a.get_collection("c")
+    c = a.create_collection(
+        "c", model="m", dimension=DIM, metric="ip", sampling={}, index={"m": 16, "layer0_links": 32}
+    )
+    assert c.index["layer0_links"] == 32
 
 
 def test_a_pending_video_is_never_searched(deployment):

@@ -53,13 +53,15 @@ struct HnswParams {
   static constexpr std::size_t kDefaultM = 32;
   static constexpr std::size_t kDefaultEfConstruction = 300;
   static constexpr std::size_t kDefaultEf = 64;
-  static constexpr std::size_t kDefaultGroupEf = 16;  // distinct groups kept by search_groups
+  static constexpr std::size_t kDefaultGroupEf = 16;         // distinct groups kept by search_groups
+  static constexpr std::size_t kDefaultLayer0LinksPerM = 2;  // M0 = 0: this many slots per M (hnswlib's 2)
+  static constexpr std::size_t kMaxLayer0Links = 4096;
 
   std::size_t M = kDefaultM;
   std::size_t ef_construction = kDefaultEfConstruction;
   std::size_t seed = 100;
   // Link slots per node on layer 0, at least M (every node holds them, used or not: 4 bytes each);
-  // 0: 2 * M, hnswlib's (and faiss's) rule. The memory lever that keeps M: at M 32, 32 slots
+  // 0: kDefaultLayer0LinksPerM * M, hnswlib's (and faiss's) 2 * M. The memory lever that keeps M: at M 32, 32 slots
   // instead of 64 take 128 B a vector off (10M video-like vectors: benchmarks/scale/README.md).
   // Whether recall holds depends on the data: on video-like vectors (1M) recall@10 was the same
   // at every ef (0.997 against 0.996 at ef 16); on the load benchmark's 1M vectors the source video

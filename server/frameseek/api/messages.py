@@ -101,6 +101,7 @@ class Translator:
                 ef_construction=rec.index.get("ef_construction", 0),
                 ef_search=rec.index.get("ef_search", 0),
                 target_recall=rec.index.get("target_recall", 0),
+                layer0_links=rec.index.get("layer0_links", 0),
             ),
             is_default=rec.is_default,
             faces="faces" in rec.modalities,

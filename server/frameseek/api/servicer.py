@@ -128,6 +128,7 @@ class FrameSeekServicer(pb_grpc.FrameSeekServicer):
                 "ef_construction": c.index.ef_construction,
                 "ef_search": c.index.ef_search,
                 "target_recall": c.index.target_recall,
+                "layer0_links": c.index.layer0_links,
             },
             faces=c.faces,
             audio=c.audio,

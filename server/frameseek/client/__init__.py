@@ -146,14 +146,16 @@ class Client(FaceCalls, AudioAndItemCalls):
         audio: bool = False,
         vector_dimension: int = 0,
         target_recall: float = 0,
+        layer0_links: int = 0,
     ) -> pb.Collection:
         """`audio`: also fingerprint every video's soundtrack (SearchByAudio). `vector_dimension`
-        > 0: a collection of your own vectors of that dimension, no model (upsert_items)."""
+        > 0: a collection of your own vectors of that dimension, no model (upsert_items).
+        `layer0_links`: the graph's bottom-layer link slots per vector (IndexSettings; 0 = 2 * m)."""
         c = pb.Collection(
             description=description,
             metric=pb.METRIC_L2 if metric == "l2" else pb.METRIC_COSINE,
             sampling=pb.SamplingSettings(fps=fps),
-            index=pb.IndexSettings(ef_search=ef_search, target_recall=target_recall),
+            index=pb.IndexSettings(ef_search=ef_search, target_recall=target_recall, layer0_links=layer0_links),
             faces=faces,
             audio=audio,
             own_vectors=vector_dimension > 0,

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import structlog
 
-from .. import metrics
+from .. import _native, metrics
 from ..errors import failed_precondition, invalid, not_found, quoted
 from ..modality.audio import AUDIO
 from ..storage import CollectionRecord, VideoQuery, VideoRecord
@@ -100,6 +100,15 @@ class Collections:
         if not 4 <= idx["m"] <= 128 or not 8 <= idx["ef_construction"] <= 4096 or not 1 <= idx["ef_search"] <= 4096:
             raise invalid(
                 "index settings out of range (m 4..128, ef_construction 8..4096, ef_search 1..4096)", field="index"
+            )
+        idx["layer0_links"] = int(
+            index.get("layer0_links") or s.index.layer0_links or _native.HNSW_DEFAULT_LAYER0_LINKS_PER_M * idx["m"]
+        )
+        if not idx["m"] <= idx["layer0_links"] <= _native.HNSW_MAX_LAYER0_LINKS:
+            raise invalid(
+                f"index.layer0_links must be in [m, {_native.HNSW_MAX_LAYER0_LINKS}] (m = {idx['m']}); "
+                f"0 = the server's default",
+                field="index.layer0_links",
             )
         modalities = {}
         if faces:

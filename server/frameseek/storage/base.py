@@ -171,7 +171,8 @@ class CollectionRecord:
     dimension: int
     metric: str  # "ip" | "l2" (native metric names)
     sampling: dict
-    # {"m", "ef_construction", "ef_search", "target_recall"} as created, and TUNED_EF once the recall
+    # {"m", "ef_construction", "ef_search", "target_recall", "layer0_links"} as created (layer0_links
+    # absent before that setting: 2 * m), and TUNED_EF once the recall
     # monitor tuned the breadth (Storage.save_tuned_ef)
     index: dict
     description: str = ""

@@ -132,6 +132,8 @@ class _CollectionIndex:
             kw["M"] = int(self.rec.index["m"])
         if self.rec.index.get("ef_construction"):
             kw["ef_construction"] = int(self.rec.index["ef_construction"])
+        if self.rec.index.get("layer0_links"):  # absent in collections made before the setting: 2 * M
+            kw["M0"] = int(self.rec.index["layer0_links"])
         return self._configure(nat.HnswIndex(self.dimension, self.metric, max_elements=max(capacity, 1024), **kw))
 
     def _configure(self, idx):

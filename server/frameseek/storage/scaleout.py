@@ -43,6 +43,7 @@ from .base import (
     Aborted,
     CollectionRecord,
     FailedPrecondition,
+    InvalidArgument,
     JobRecord,
     ModalityData,
     NewVideo,
@@ -53,6 +54,7 @@ from .base import (
     check_modalities,
     checked_videos,
 )
+from .collection_index import _native
 from .milvus import MilvusVectors
 from .postgres import PostgresCatalog
 
@@ -233,6 +235,15 @@ class ScaleOutStorage:
 
     def create_collection(self, name: str, **kw) -> CollectionRecord:
         check_modalities(kw.get("modalities") or {})
+        index = kw.get("index") or {}
+        if (
+            index.get("layer0_links")
+            and index["layer0_links"] != _native().HNSW_DEFAULT_LAYER0_LINKS_PER_M * index["m"]
+        ):
+            raise InvalidArgument(
+                "index.layer0_links: Milvus's HNSW gives every vector 2 * m links on its bottom layer; "
+                "leave it 0 on the scale-out backend"
+            )
         rec = self.catalog.create_collection(name, **kw)
         self._ensure(rec)  # if Milvus fails here, the first write or search makes it
         return self._publish(rec)

@@ -175,16 +175,18 @@ class SamplingSettings(_message.Message):
     def __init__(self, fps: _Optional[float] = ..., keep_blank_frames: _Optional[bool] = ..., dedup_threshold: _Optional[float] = ..., keyframes_only: _Optional[bool] = ...) -> None: ...
 
 class IndexSettings(_message.Message):
-    __slots__ = ("m", "ef_construction", "ef_search", "target_recall")
+    __slots__ = ("m", "ef_construction", "ef_search", "target_recall", "layer0_links")
     M_FIELD_NUMBER: _ClassVar[int]
     EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
     TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
+    LAYER0_LINKS_FIELD_NUMBER: _ClassVar[int]
     m: int
     ef_construction: int
     ef_search: int
     target_recall: float
-    def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., target_recall: _Optional[float] = ...) -> None: ...
+    layer0_links: int
+    def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., target_recall: _Optional[float] = ..., layer0_links: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
     __slots__ = ("name", "description", "model", "dimension", "metric", "sampling", "index", "video_count", "sample_count", "create_time", "is_default", "faces", "audio", "own_vectors", "vector_dimension")

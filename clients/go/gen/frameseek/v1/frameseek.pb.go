@@ -684,7 +684,13 @@ type IndexSettings struct {
 	EfSearch int32 `protobuf:"varint,3,opt,name=ef_search,json=efSearch,proto3" json:"ef_search,omitempty"`
 	// Optional. The recall@k the server tunes the search breadth for, in (0, 1); 0 = server default
 	// (0.95). Measured on a sample of real searches against exact search (CollectionStats).
-	TargetRecall  float32 `protobuf:"fixed32,4,opt,name=target_recall,json=targetRecall,proto3" json:"target_recall,omitempty"`
+	TargetRecall float32 `protobuf:"fixed32,4,opt,name=target_recall,json=targetRecall,proto3" json:"target_recall,omitempty"`
+	// Immutable. Link slots each vector holds on the graph's bottom layer, in [m, 4096]; 0 = server
+	// default (2 * m, hnswlib's rule). Every slot costs 4 bytes a vector, used or not: at m 32, 32
+	// slots instead of 64 hold 10M 512-d vectors in ~760 B of RAM each instead of ~890 B. Fewer
+	// slots can need a wider search for the same recall; the server widens it to hold
+	// target_recall (benchmarks/scale/README.md). The embedded backend only.
+	Layer0Links   int32 `protobuf:"varint,5,opt,name=layer0_links,json=layer0Links,proto3" json:"layer0_links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -743,6 +749,13 @@ func (x *IndexSettings) GetEfSearch() int32 {
 func (x *IndexSettings) GetTargetRecall() float32 {
 	if x != nil {
 		return x.TargetRecall
+	}
+	return 0
+}
+
+func (x *IndexSettings) GetLayer0Links() int32 {
+	if x != nil {
+		return x.Layer0Links
 	}
 	return 0
 }
@@ -5236,12 +5249,13 @@ const file_frameseek_v1_frameseek_proto_rawDesc = "" +
 	"\x03fps\x18\x01 \x01(\x01R\x03fps\x12*\n" +
 	"\x11keep_blank_frames\x18\x02 \x01(\bR\x0fkeepBlankFrames\x12'\n" +
 	"\x0fdedup_threshold\x18\x03 \x01(\x01R\x0ededupThreshold\x12%\n" +
-	"\x0ekeyframes_only\x18\x04 \x01(\bR\rkeyframesOnly\"\x88\x01\n" +
+	"\x0ekeyframes_only\x18\x04 \x01(\bR\rkeyframesOnly\"\xab\x01\n" +
 	"\rIndexSettings\x12\f\n" +
 	"\x01m\x18\x01 \x01(\x05R\x01m\x12'\n" +
 	"\x0fef_construction\x18\x02 \x01(\x05R\x0eefConstruction\x12\x1b\n" +
 	"\tef_search\x18\x03 \x01(\x05R\befSearch\x12#\n" +
-	"\rtarget_recall\x18\x04 \x01(\x02R\ftargetRecall\"\xab\x04\n" +
+	"\rtarget_recall\x18\x04 \x01(\x02R\ftargetRecall\x12!\n" +
+	"\flayer0_links\x18\x05 \x01(\x05R\vlayer0Links\"\xab\x04\n" +
 	"\n" +
 	"Collection\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +

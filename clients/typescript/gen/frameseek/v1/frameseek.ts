@@ -725,6 +725,14 @@ export interface IndexSettings {
    * (0.95). Measured on a sample of real searches against exact search (CollectionStats).
    */
   targetRecall: number;
+  /**
+   * Immutable. Link slots each vector holds on the graph's bottom layer, in [m, 4096]; 0 = server
+   * default (2 * m, hnswlib's rule). Every slot costs 4 bytes a vector, used or not: at m 32, 32
+   * slots instead of 64 hold 10M 512-d vectors in ~760 B of RAM each instead of ~890 B. Fewer
+   * slots can need a wider search for the same recall; the server widens it to hold
+   * target_recall (benchmarks/scale/README.md). The embedded backend only.
+   */
+  layer0Links: number;
 }
 
 /** A set of videos indexed with one embedding model. */
@@ -1679,7 +1687,7 @@ export const SamplingSettings: MessageFns<SamplingSettings> = {
 };
 
 function createBaseIndexSettings(): IndexSettings {
-  return { m: 0, efConstruction: 0, efSearch: 0, targetRecall: 0 };
+  return { m: 0, efConstruction: 0, efSearch: 0, targetRecall: 0, layer0Links: 0 };
 }
 
 export const IndexSettings: MessageFns<IndexSettings> = {
@@ -1695,6 +1703,9 @@ export const IndexSettings: MessageFns<IndexSettings> = {
     }
     if (message.targetRecall !== 0) {
       writer.uint32(37).float(message.targetRecall);
+    }
+    if (message.layer0Links !== 0) {
+      writer.uint32(40).int32(message.layer0Links);
     }
     return writer;
   },
@@ -1744,6 +1755,14 @@ export const IndexSettings: MessageFns<IndexSettings> = {
             message.targetRecall = reader.float();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.layer0Links = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1774,6 +1793,11 @@ export const IndexSettings: MessageFns<IndexSettings> = {
         : isSet(object.target_recall)
         ? globalThis.Number(object.target_recall)
         : 0,
+      layer0Links: isSet(object.layer0Links)
+        ? globalThis.Number(object.layer0Links)
+        : isSet(object.layer0_links)
+        ? globalThis.Number(object.layer0_links)
+        : 0,
     };
   },
 
@@ -1791,6 +1815,9 @@ export const IndexSettings: MessageFns<IndexSettings> = {
     if (message.targetRecall !== 0) {
       obj.targetRecall = floatToJson(message.targetRecall);
     }
+    if (message.layer0Links !== 0) {
+      obj.layer0Links = Math.round(message.layer0Links);
+    }
     return obj;
   },
 
@@ -1803,6 +1830,7 @@ export const IndexSettings: MessageFns<IndexSettings> = {
     message.efConstruction = object.efConstruction ?? 0;
     message.efSearch = object.efSearch ?? 0;
     message.targetRecall = object.targetRecall ?? 0;
+    message.layer0Links = object.layer0Links ?? 0;
     return message;
   },
 };

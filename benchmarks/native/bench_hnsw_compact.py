@@ -2,7 +2,7 @@
 (IndexHNSWFlat, IndexHNSWSQ 8-bit) at the same M / ef_construction, on the same data, same run.
 
     python -m benchmarks.native.bench_hnsw_compact build  [--n 10000] [--M 32] [--ef-construction 300]
-    python -m benchmarks.native.bench_hnsw_compact memory [--n 200000] [--M 32] [--ef-construction 40]
+    python -m benchmarks.native.bench_hnsw_compact memory [--n 200000] [--M 32] [--M0 0] [--ef-construction 40]
 
 Data: `benchmarks.datasets.video_like` (512-d, L2-normalised, runs of near-identical frames),
 inserted video by video (one add per video: a batch of 300 frames, the order ingest produces).
@@ -16,7 +16,8 @@ video-ordered data.
 
 memory: frameseek alone, in a child process per phase so that RSS is the index's: RssAnon and
 RssFile (from /proc/self/status) per vector after the build, after store_vectors_in() (the float32
-originals moved to a mapped file) and after searches touched the file. ef_construction only
+originals moved to a mapped file), after searches touched the file and after a save(); then, in a
+second process, after loading that snapshot (a restart) and searching it. ef_construction only
 changes build time, not the memory layout: the default 40 keeps a 200k build within minutes here.
 Works with an older frameseek module too (no store_vectors_in: that phase is skipped), so the
 same script measures before and after (run it with the other checkout's Python).
@@ -203,7 +204,10 @@ def memory_child(args) -> None:
     ids = np.arange(args.n, dtype=np.uint64)
     q = video_like_queries(x, args.nq, seed=1)
     base = status_kb()
-    idx = _native.HnswIndex(args.dim, "ip", max_elements=args.n, M=args.M, ef_construction=args.ef_construction)
+    layout = {"M0": args.M0} if args.M0 else {}  # older modules have no M0
+    idx = _native.HnswIndex(
+        args.dim, "ip", max_elements=args.n, M=args.M, ef_construction=args.ef_construction, **layout
+    )
     t = time.perf_counter()
     for s, e in by_video(groups):
         idx.add(ids[s:e], x[s:e], groups=groups[s:e])
@@ -215,38 +219,71 @@ def memory_child(args) -> None:
             phases["vectors in file"] = status_kb()
             idx.search(q, K, ef=64, threads=1)
             phases[f"after {args.nq} searches"] = status_kb()
+            if args.snapshot:
+                idx.save(args.snapshot)
+                phases["after save()"] = status_kb()
         print(json.dumps({"base": base, "phases": phases, "build_wall_s": build_s, "n": args.n}))
 
 
+def memory_load_child(args) -> None:
+    """One process: load the snapshot the build child saved (a restart), then search."""
+    from frameseek import _native
+
+    x, _ = video_like(args.n, args.dim, seed=0)
+    q = video_like_queries(x, args.nq, seed=1)
+    del x
+    base = status_kb()
+    with tempfile.TemporaryDirectory(dir=args.store_dir) as d:
+        idx = _native.HnswIndex.load(args.snapshot, vectors_dir=d)
+        phases = {"restarted (load)": status_kb()}
+        idx.search(q, K, ef=64, threads=1)
+        phases[f"restarted, after {args.nq} searches"] = status_kb()
+        print(json.dumps({"base": base, "phases": phases}))
+
+
 def part_memory(args) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.native.bench_hnsw_compact", "memory-child"] + [
-        f"--n={args.n}",
-        f"--dim={args.dim}",
-        f"--M={args.M}",
-        f"--ef-construction={args.ef_construction}",
-        f"--nq={args.nq}",
-        f"--store-dir={args.store_dir}",
-    ]
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    base = out["base"]
-    print(f"frameseek HnswIndex n={args.n} dim={args.dim} M={args.M} (build {out['build_wall_s']:.0f} s wall)")
-    print(f"{'phase':24s} {'anon B/vec':>10s} {'file B/vec':>10s}")
+    def child(part: str, snapshot: str) -> dict:
+        cmd = [sys.executable, "-m", "benchmarks.native.bench_hnsw_compact", part] + [
+            f"--n={args.n}",
+            f"--dim={args.dim}",
+            f"--M={args.M}",
+            f"--M0={args.M0}",
+            f"--ef-construction={args.ef_construction}",
+            f"--nq={args.nq}",
+            f"--store-dir={args.store_dir}",
+            f"--snapshot={snapshot}",
+        ]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+    with tempfile.TemporaryDirectory(dir=args.store_dir) as d:
+        built = child("memory-child", f"{d}/index.fsnap")
+        # a restart, where the module can write snapshots (older ones: the build phases alone)
+        loaded = child("memory-load-child", f"{d}/index.fsnap") if "after save()" in built["phases"] else None
+    layer0 = f" M0={args.M0}" if args.M0 else ""
+    print(
+        f"frameseek HnswIndex n={args.n} dim={args.dim} M={args.M}{layer0} (build {built['build_wall_s']:.0f} s wall)"
+    )
+    print(f"{'phase':34s} {'anon B/vec':>10s} {'file B/vec':>10s}")
     res = {}
-    for phase, kb in out["phases"].items():
-        anon = (kb["RssAnon"] - base["RssAnon"]) * 1024 / args.n
-        file_ = (kb["RssFile"] - base["RssFile"]) * 1024 / args.n
-        res[phase] = {"anon_bytes_per_vector": anon, "file_bytes_per_vector": file_}
-        print(f"{phase:24s} {anon:10.0f} {file_:10.0f}")
+    for out in filter(None, (built, loaded)):
+        base = out["base"]
+        for phase, kb in out["phases"].items():
+            anon = (kb["RssAnon"] - base["RssAnon"]) * 1024 / args.n
+            file_ = (kb["RssFile"] - base["RssFile"]) * 1024 / args.n
+            res[phase] = {"anon_bytes_per_vector": anon, "file_bytes_per_vector": file_}
+            print(f"{phase:34s} {anon:10.0f} {file_:10.0f}")
     return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["build", "memory", "memory-child"])
+    ap.add_argument("part", choices=["build", "memory", "memory-child", "memory-load-child"])
     ap.add_argument("--n", type=int)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--nq", type=int, default=300)
     ap.add_argument("--M", type=int, default=32)
+    ap.add_argument("--M0", type=int, default=0, help="memory: layer-0 link slots (0 = the default, 2 * M)")
+    ap.add_argument("--snapshot", default="", help="memory children: where the build saves and the load reads")
     ap.add_argument("--ef-construction", type=int)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=[], help="name prefixes of the libraries to build")
@@ -255,6 +292,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.part == "memory-child":
         return memory_child(args)
+    if args.part == "memory-load-child":
+        return memory_load_child(args)
     if args.n is None:
         args.n = 10_000 if args.part == "build" else 200_000
     if args.ef_construction is None:

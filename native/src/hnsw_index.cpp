@@ -713,6 +713,7 @@ HnswIndex::HnswIndex(std::size_t dim, Metric metric, std::size_t max_elements, H
                                   params.ef_construction, params.seed, /*allow_replace_deleted=*/true);
   set_layer0_links(*hnsw_, params_.M0);
   advise_huge_pages(hnsw_->data_level0_memory_, level0_bytes(*hnsw_));
+  detail::release_idle_locks(*hnsw_);
   hnsw_->setEf(ef_);
   resize_slots(hnsw_->max_elements_);
 }
@@ -807,6 +808,7 @@ void HnswIndex::grow_for(std::size_t n_new) {
   std::size_t want = std::max(cap + (n_new - free_slots), cap + cap / 2);
   hnsw_->resizeIndex(want);
   advise_huge_pages(hnsw_->data_level0_memory_, level0_bytes(*hnsw_));
+  detail::release_idle_locks(*hnsw_);
   resize_slots(want);
 }
 
@@ -1190,6 +1192,7 @@ void HnswIndex::resize(std::size_t max_elements) {
                                 std::to_string(hnsw_->cur_element_count.load()) +
                                 " occupied slots (live + removed awaiting reuse)");
   hnsw_->resizeIndex(std::max<std::size_t>(max_elements, 1));
+  detail::release_idle_locks(*hnsw_);
   resize_slots(hnsw_->max_elements_);
 }
 

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -216,6 +217,40 @@ inline void advise_huge_pages(void* p, std::size_t bytes) {
   if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice: failure is harmless
 #else
   (void)p, (void)bytes;
+#endif
+}
+
+// hnswlib gives every slot a std::mutex (40 B a vector: 400 MB at 10M), written whole when the
+// array is made (construction, resizeIndex, a load) and locked only by inserts, which run under
+// HnswIndex's add_mutex_. An unlocked std::mutex is all zero bytes here (glibc; checked once
+// below), and so is a private anonymous page after MADV_DONTNEED. So, while no insert runs, the
+// array's whole pages can go back to the kernel: they come back zeroed, i.e. unlocked, when an
+// insert next locks one of their mutexes. The caller holds add_mutex_ (or owns the graph alone).
+// Costs a page fault per page an insert touches again, so it is done where the array was just
+// written whole or inserts have paused: after a load or a growth, and after a save.
+inline bool unlocked_mutex_is_zero_bytes() {
+  static const bool zero = [] {
+    std::mutex m;
+    m.lock();
+    m.unlock();
+    unsigned char bytes[sizeof(std::mutex)];
+    std::memcpy(bytes, static_cast<const void*>(&m), sizeof bytes);
+    return std::all_of(bytes, bytes + sizeof bytes, [](unsigned char b) { return b == 0; });
+  }();
+  return zero;
+}
+
+template <class Graph>
+void release_idle_locks(Graph& g) {
+#ifdef MADV_DONTNEED
+  if (!unlocked_mutex_is_zero_bytes() || g.link_list_locks_.empty()) return;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(g.link_list_locks_.data());
+  const auto lo = (begin + page - 1) / page * page;
+  const auto hi = (begin + g.link_list_locks_.size() * sizeof(std::mutex)) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);  // failure: they stay resident
+#else
+  (void)g;
 #endif
 }
 

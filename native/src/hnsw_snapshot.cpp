@@ -230,6 +230,11 @@ void HnswIndex::save(const std::string& path) const {
   // add_mutex_ stops writers; the shared lock lets searches continue while we write.
   std::lock_guard<std::mutex> add_lock(add_mutex_);
   std::shared_lock<FairSharedMutex> lock(mutex_);
+  // Snapshots come when inserts pause (or every so many): the lock pages they touched go back.
+  struct ReleaseLocks {
+    Graph& g;
+    ~ReleaseLocks() { detail::release_idle_locks(g); }
+  } release_locks{*hnsw_};
   const std::string out_tmp = temp_name(path, "part");
   struct Cleanup {
     std::vector<std::string> paths;
@@ -522,6 +527,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, const std::s
     idx->mapped_section_ = std::move(section);
   }
   advise_huge_pages(gr.data_level0_memory_, level0_bytes(gr));
+  detail::release_idle_locks(gr);  // written whole above, locked by no one yet
   idx->store_->advise_huge();
   idx->refresh_routes({}, /*rebuild=*/true);
   return idx;

@@ -480,9 +480,9 @@ void route_entries(const DistFn& dist, const WalkQuery& q, Scratch& sc) {
 // (ACORN's two hops): their own unvisited admitted neighbours are evaluated in their place, up to
 // the node's list length, and the rejected ones are held for resume() unevaluated. Under a
 // random-half filter a list is almost never so one-sided, and the walk goes as before (the share
-// is of the whole list: its new neighbours alone are often a rejected one or two late in a walk). Measured on 200k
-// video-like vectors (M 32, every other video excluded): recall 0.95 in 213 distance evaluations
-// a query instead of 316, 0.97 in 262 instead of 440 (benchmarks/README.md, filters).
+// is of the whole list: its new neighbours alone are often a rejected one or two late in a walk).
+// Measured on 200k video-like vectors (M 32, every other video excluded): recall 0.95 in 225
+// distance evaluations a query instead of 315, 0.97 in 281 instead of 440 (benchmarks/README.md).
 constexpr std::size_t kTwoHopNum = 9, kTwoHopDen = 10;
 template <class Collector>
 void two_hops(const Graph& g, Collector& coll, hnswlib::vl_type* visited, hnswlib::vl_type mark, std::size_t cap,

@@ -108,22 +108,28 @@ def synthetic_record(collection_id: int, vid_i: int, timestamps: np.ndarray, lab
     )  # fmt: skip
 
 
-def index_settings(m: int = 0, ef_construction: int = 0) -> dict:
+def index_settings(m: int = 0, ef_construction: int = 0, layer0_links: int = 0) -> dict:
     """The benchmark collection's index settings: the server's defaults for new collections
-    (IndexConfig), with M / ef_construction overridden where given (non-zero)."""
+    (IndexConfig), with M / ef_construction / layer0_links overridden where given (non-zero)."""
     from frameseek.config import IndexConfig
 
     idx = IndexConfig().model_dump()
-    return {**idx, "m": m or idx["m"], "ef_construction": ef_construction or idx["ef_construction"]}
+    return {
+        **idx,
+        "m": m or idx["m"],
+        "ef_construction": ef_construction or idx["ef_construction"],
+        "layer0_links": layer0_links or idx["layer0_links"],
+    }
 
 
 def default_data_dir(n: int, profile: str, index: dict) -> pathlib.Path:
-    """Where a fill of these settings lives, named by M, the graph's layer-0 link slots (the native
-    default for that M, 2 * M; fills made by fce92ec..c528bd0 hold 32 at M 32) and ef_construction,
-    so that a fill with another graph layout is never reused by mistake."""
+    """Where a fill of these settings lives, named by M, the graph's layer-0 link slots (the
+    collection's layer0_links, else the native default for that M, 2 * M; fills made by
+    fce92ec..c528bd0 hold 32 at M 32) and ef_construction, so that a fill with another graph layout
+    is never reused by mistake."""
     from frameseek import _native
 
-    m0 = _native.HnswIndex(1, M=index["m"]).M0
+    m0 = _native.HnswIndex(1, M=index["m"], M0=index.get("layer0_links") or 0).M0
     return RESULTS / f"load-data-{n}-{profile}-M{index['m']}-L0{m0}-efc{index['ef_construction']}" / "data"
 
 
@@ -163,7 +169,7 @@ def _fill(st, n: int, dim: int, per_video: int, profile: str, seed: int, twins: 
     except Exception:
         c = bench_collection(st, dim, index)
         vid_i = have = 0
-    held = {k: c.index[k] for k in ("m", "ef_construction", "ef_search") if k in c.index}
+    held = {k: c.index[k] for k in ("m", "ef_construction", "ef_search", "layer0_links") if k in c.index}
     if have >= n:
         st.close(snapshot=False)
         return {
@@ -547,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ef-construction", type=int, default=0, help="HNSW ef_construction of a new fill (0: the server's default)"
     )
     ap.add_argument(
+        "--layer0-links", type=int, default=0, help="layer-0 link slots of a new fill (0: the server's default, 2 * M)"
+    )
+    ap.add_argument(
         "--data-dir",
         type=pathlib.Path,
         default=None,
@@ -581,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.dim != 512:
         raise SystemExit("the server's model is 512-d; --dim is fixed at 512 for SearchByImage")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    index = index_settings(ns.m, ns.ef_construction)
+    index = index_settings(ns.m, ns.ef_construction, ns.layer0_links)
     data_dir = ns.data_dir or default_data_dir(ns.n, ns.profile, index)
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"filling {ns.n} x {ns.dim} vectors into {data_dir} ...", flush=True)

@@ -66,8 +66,9 @@ struct HnswParams {
   // Whether recall holds depends on the data: on video-like vectors (1M) recall@10 was the same
   // at every ef (0.997 against 0.996 at ef 16); on the load benchmark's 1M vectors the source video
   // came first for 0.970 instead of 0.997 at the server's default breadth (ef 64) and 0.927
-  // instead of 0.987 at ef 32; a sparse graph (M 8 with 8 slots, random 48-d vectors) lost recall
-  // too (0.93 at ef 200 against >= 0.97). Hence not the default.
+  // instead of 0.987 at ef 32 (48 slots: 0.990 and 0.977); a sparse graph (M 8 with 8 slots,
+  // random 48-d vectors) lost recall too (0.93 at ef 200 against >= 0.97). Hence not the default;
+  // a collection opts in with IndexSettings.layer0_links.
   std::size_t M0 = 0;
 };
 

@@ -300,8 +300,9 @@ struct TopCollector {
   float beam_lower = std::numeric_limits<float>::infinity();   // ef-th best admitted
   float route_lower = std::numeric_limits<float>::infinity();  // route-th best rejected
   bool hops = false;                                           // two_hop_share() of the filter
-  // Whether the walk may step over x (a rejected neighbour, see search_layer0's two hops).
-  bool rejects(hnswlib::tableint x) const { return hops && !admit(x); }
+  // Whether the walk may step over x (a rejected neighbour, see search_layer0's two hops); only
+  // filters can (kSeedsFromUpperLayers: a SlotFilter), so the other walks compile the check out.
+  bool rejects(hnswlib::tableint x) const { return kSeedsFromUpperLayers && hops && !admit(x); }
   // A rejected node the walk stepped over unevaluated: held (at no distance, so resume() expands
   // it whatever its bound) while results are missing, as offer_rejected holds the ones it turns
   // away, so that k results still come back whenever k are reachable.
@@ -1301,10 +1302,7 @@ std::size_t HnswIndex::collapse_huge_pages() {
     for (const auto& [p, bytes] : blocks) {
       if (!p || at >= bytes) continue;
       more = true;
-      const auto lo =
-          (reinterpret_cast<std::uintptr_t>(p) + at + detail::kHugePage - 1) / detail::kHugePage * detail::kHugePage;
-      const auto hi =
-          (reinterpret_cast<std::uintptr_t>(p) + std::min(bytes, at + kChunk)) / detail::kHugePage * detail::kHugePage;
+      const auto [lo, hi] = detail::whole_pages(p + at, std::min(bytes, at + kChunk) - at, detail::kHugePage);
       if (hi <= lo) continue;
       if (::madvise(reinterpret_cast<void*>(lo), hi - lo, kCollapse) == 0)
         collapsed += hi - lo;

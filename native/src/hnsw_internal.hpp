@@ -11,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <hnswlib/hnswlib.h>
@@ -210,10 +211,15 @@ struct RouteTable {
   }
 };
 
+// The whole pages of `page` bytes inside [p, p + bytes): [lo, hi), empty when hi <= lo.
+inline std::pair<std::uintptr_t, std::uintptr_t> whole_pages(const void* p, std::size_t bytes, std::uintptr_t page) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(p);
+  return {(begin + page - 1) / page * page, (begin + bytes) / page * page};
+}
+
 inline void advise_huge_pages(void* p, std::size_t bytes) {
 #ifdef MADV_HUGEPAGE
-  const auto lo = (reinterpret_cast<std::uintptr_t>(p) + kHugePage - 1) / kHugePage * kHugePage;
-  const auto hi = (reinterpret_cast<std::uintptr_t>(p) + bytes) / kHugePage * kHugePage;
+  const auto [lo, hi] = whole_pages(p, bytes, kHugePage);
   if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice: failure is harmless
 #else
   (void)p, (void)bytes;
@@ -244,10 +250,8 @@ template <class Graph>
 void release_idle_locks(Graph& g) {
 #ifdef MADV_DONTNEED
   if (!unlocked_mutex_is_zero_bytes() || g.link_list_locks_.empty()) return;
-  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<std::uintptr_t>(g.link_list_locks_.data());
-  const auto lo = (begin + page - 1) / page * page;
-  const auto hi = (begin + g.link_list_locks_.size() * sizeof(std::mutex)) / page * page;
+  const auto [lo, hi] = whole_pages(g.link_list_locks_.data(), g.link_list_locks_.size() * sizeof(std::mutex),
+                                    static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE)));
   if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);  // failure: they stay resident
 #else
   (void)g;

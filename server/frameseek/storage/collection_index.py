@@ -46,6 +46,11 @@ def _native():
     return _native
 
 
+def default_layer0_links(m: int) -> int:
+    """A graph's layer-0 link slots at M where its collection sets none (the native rule: 2 * M)."""
+    return _native().HNSW_DEFAULT_LAYER0_LINKS_PER_M * m
+
+
 def _vector_counts(sample_count: int) -> tuple[int, int]:
     """How many vectors a video of `sample_count` samples has: without or with coarse twins."""
     return sample_count, 2 * sample_count

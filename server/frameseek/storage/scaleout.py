@@ -54,7 +54,7 @@ from .base import (
     check_modalities,
     checked_videos,
 )
-from .collection_index import _native
+from .collection_index import default_layer0_links
 from .milvus import MilvusVectors
 from .postgres import PostgresCatalog
 
@@ -236,10 +236,7 @@ class ScaleOutStorage:
     def create_collection(self, name: str, **kw) -> CollectionRecord:
         check_modalities(kw.get("modalities") or {})
         index = kw.get("index") or {}
-        if (
-            index.get("layer0_links")
-            and index["layer0_links"] != _native().HNSW_DEFAULT_LAYER0_LINKS_PER_M * index["m"]
-        ):
+        if index.get("layer0_links") and index["layer0_links"] != default_layer0_links(index["m"]):
             raise InvalidArgument(
                 "index.layer0_links: Milvus's HNSW gives every vector 2 * m links on its bottom layer; "
                 "leave it 0 on the scale-out backend"

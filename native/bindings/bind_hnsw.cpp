@@ -59,9 +59,9 @@ the Hamming distance of sign bits: recall@10 at ef=16 on 1M video-like vectors 0
 
 Layer 0 holds hnsw_default_layer0_links(M) = 3/2 of M link slots a node (hnswlib's rule is 2 * M)
 unless M0 says otherwise (at least M): 48 at M=32 is what brings 10M 512-d vectors under 0.8 KB
-each, at no loss of recall at equal speed where measured. M0=32 takes 64 B a vector more off; on
-the load benchmark's data the source video then came first for 0.970 instead of 0.997 at ef 64
-(1M vectors).
+each (779 B against 843 B with 2 * M), for 4-7 % of single-thread QPS at equal recall there.
+M0=32 takes 64 B a vector more off; on the load benchmark's data the source video then came first
+for 0.970 instead of 0.997 at ef 64 (1M vectors).
 
 Thread safety: searches may run from many threads at once and concurrently with add() (the GIL
 is released). remove(), resize(), save() and setting ef wait for running adds; remove/resize/ef

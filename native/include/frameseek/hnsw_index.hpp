@@ -53,7 +53,7 @@ struct HnswParams {
   static constexpr std::size_t kDefaultM = 32;
   static constexpr std::size_t kDefaultEfConstruction = 300;
   static constexpr std::size_t kDefaultEf = 64;
-  static constexpr std::size_t kDefaultGroupEf = 16;         // distinct groups kept by search_groups
+  static constexpr std::size_t kDefaultGroupEf = 16;  // distinct groups kept by search_groups
   static constexpr std::size_t kMaxLayer0Links = 4096;
   // Layer-0 link slots of a graph whose M0 is 0 (see M0): 3/2 of M, 48 at M 32.
   static constexpr std::size_t default_layer0_links(std::size_t m) { return m + m / 2; }

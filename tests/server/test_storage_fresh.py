@@ -234,18 +234,18 @@ def test_a_collections_layer0_links_shape_its_graph_across_snapshots(tmp_path):
     # index.layer0_links (the bottom layer's link slots a vector holds, the memory lever of issue
     # 22): the graph the linker builds has them, and so does the one a restart loads.
     st = _open(tmp_path)
-    idx = {"m": 8, "ef_construction": 40, "ef_search": 64, "layer0_links": 16}
+    idx = {"m": 8, "ef_construction": 40, "ef_search": 64, "layer0_links": 12}
     cid = st.create_collection("c", model="m", dimension=DIM, metric="ip", sampling={}, index=idx).id
     other = st.create_collection("d", model="m", dimension=DIM, metric="ip", sampling={}, index={"m": 8}).id
     rng = np.random.default_rng(5)
     videos = _ingest(st, cid, rng, 4)
     _ingest(st, other, rng, 2)
     st.link_all()
-    assert st._ci(cid).index.M0 == 16 and len(st._ci(cid).index) == 20
-    assert st._ci(other).index.M0 == st.default_layer0_links(8) == 12  # none given: the native default
+    assert st._ci(cid).index.M0 == 12 and len(st._ci(cid).index) == 20
+    assert st._ci(other).index.M0 == 16  # none given: 2 * m
     st.snapshot()
     st.close()
     st = _open(tmp_path)
-    assert st._ci(cid).index.M0 == 16 and st._ci(other).index.M0 == 12
+    assert st._ci(cid).index.M0 == 12 and st._ci(other).index.M0 == 16
     assert {_top_video(st, cid, vecs[1]) for vecs in videos.values()} == set(videos)
     st.close()

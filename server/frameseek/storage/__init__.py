@@ -20,6 +20,7 @@ from .base import (
     VideoQuery,
     VideoRecord,
 )
+from .collection_index import default_layer0_links
 from .embedded import EmbeddedStorage
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "Unavailable",
     "VideoQuery",
     "VideoRecord",
+    "default_layer0_links",
 ]

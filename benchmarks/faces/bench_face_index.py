@@ -149,9 +149,9 @@ def memory(n: int, dim: int, M: int, efc: int, threads: int, per_identity: int, 
     before = rss_bytes()
     idx = build_ours(nat, x, ident, M, efc, threads, per_identity, walk)
     grown = rss_bytes() - before
-    # hnswlib's layer 0 per element: links (2M ids + a count) + the float32 vector + the label;
-    # frameseek's int8 walk copy: codes + scale + squared norm, rounded up to whole 64-byte lines
-    level0 = (2 * M + 1) * 4 + 4 * dim + 8
+    # hnswlib's layer 0 per element: links (the graph's M0 ids + a count) + the float32 vector + the
+    # label; frameseek's int8 walk copy: codes + scale + squared norm, rounded up to whole 64-byte lines
+    level0 = (idx.M0 + 1) * 4 + 4 * dim + 8
     copy = (dim + 8 + 63) // 64 * 64 if walk == "int8" else 0
     del idx
     return {

@@ -124,9 +124,9 @@ def index_settings(m: int = 0, ef_construction: int = 0, layer0_links: int = 0) 
 
 def default_data_dir(n: int, profile: str, index: dict) -> pathlib.Path:
     """Where a fill of these settings lives, named by M, the graph's layer-0 link slots (the
-    collection's layer0_links, else the native default for that M, 2 * M; fills made by
-    fce92ec..c528bd0 hold 32 at M 32) and ef_construction, so that a fill with another graph layout
-    is never reused by mistake."""
+    collection's layer0_links, else the native default for that M: 3/2 of M, at least 48, 2 * M
+    before 2026-12-07; fills made by fce92ec..c528bd0 hold 32 at M 32) and ef_construction, so
+    that a fill with another graph layout is never reused by mistake."""
     from frameseek import _native
 
     m0 = _native.HnswIndex(1, M=index["m"], M0=index.get("layer0_links") or 0).M0
@@ -553,7 +553,10 @@ def main(argv: list[str] | None = None) -> int:
         "--ef-construction", type=int, default=0, help="HNSW ef_construction of a new fill (0: the server's default)"
     )
     ap.add_argument(
-        "--layer0-links", type=int, default=0, help="layer-0 link slots of a new fill (0: the server's default, 2 * M)"
+        "--layer0-links",
+        type=int,
+        default=0,
+        help="layer-0 link slots of a new fill (0: the server's default: 3/2 of M, at least 48)",
     )
     ap.add_argument(
         "--data-dir",

@@ -282,7 +282,9 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--nq", type=int, default=300)
     ap.add_argument("--M", type=int, default=32)
-    ap.add_argument("--M0", type=int, default=0, help="memory: layer-0 link slots (0 = the default, 2 * M)")
+    ap.add_argument(
+        "--M0", type=int, default=0, help="memory: layer-0 link slots (0 = the default: 3/2 of M, at least 48)"
+    )
     ap.add_argument("--snapshot", default="", help="memory children: where the build saves and the load reads")
     ap.add_argument("--ef-construction", type=int)
     ap.add_argument("--repeats", type=int, default=2)

@@ -72,7 +72,8 @@ def meminfo_gib(key: str) -> float:
 
 
 def frameseek_layer0_slots(M: int, M0: int = 0) -> int:
-    """Layer-0 link slots of a frameseek graph at M (--M0, or the native default: 2 * M, as the libraries)."""
+    """Layer-0 link slots of a frameseek graph at M (--M0, or the native default: 3/2 of M, at least 48;
+    the libraries give 2 * M)."""
     from frameseek import _native
 
     return _native.HnswIndex(1, M=M, M0=M0).M0
@@ -494,7 +495,12 @@ def main() -> None:
     ap.add_argument("--nq", type=int, default=1000)
     ap.add_argument("--M", type=int, default=native_default.M)
     ap.add_argument("--ef-construction", type=int, default=native_default.ef_construction)
-    ap.add_argument("--M0", type=int, default=0, help="frameseek's layer-0 link slots (0: the native default, 2 * M)")
+    ap.add_argument(
+        "--M0",
+        type=int,
+        default=0,
+        help="frameseek's layer-0 link slots (0: the native default: 3/2 of M, at least 48)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="build threads, and the second search-thread count")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)

@@ -57,9 +57,11 @@ table, a uniform sample of the graph (512-1,024 nodes up to 262k vectors, 1 in 2
 the Hamming distance of sign bits: recall@10 at ef=16 on 1M video-like vectors 0.951 -> 0.994, on
 10M 0.669 -> 0.981 (benchmarks/scale/README.md).
 
-Layer 0 holds 2 * M link slots a node (hnswlib's rule) unless M0 says fewer (at least M): at M=32,
-M0=32 takes 128 B a vector off. On video-like data recall held (1M, every ef); on the load
-benchmark's data the source video came first for 0.970 instead of 0.997 at ef 64 (1M vectors).
+Layer 0 holds hnsw_default_layer0_links(M) link slots a node (3/2 of M, at least 48; hnswlib's 2 * M where that is fewer)
+unless M0 says otherwise (at least M): 48 at M=32 is what brings 10M 512-d vectors under 0.8 KB
+each (779 B against 843 B with 2 * M), for 4-7 % of single-thread QPS at equal recall there.
+M0=32 takes 64 B a vector more off; on the load benchmark's data the source video then came first
+for 0.970 instead of 0.997 at ef 64 (1M vectors).
 
 Thread safety: searches may run from many threads at once and concurrently with add() (the GIL
 is released). remove(), resize(), save() and setting ef wait for running adds; remove/resize/ef
@@ -86,14 +88,17 @@ void bind_hnsw(py::module_& m) {
   m.attr("HNSW_DEFAULT_M") = py::int_(HnswParams::kDefaultM);
   m.attr("HNSW_DEFAULT_EF_CONSTRUCTION") = py::int_(HnswParams::kDefaultEfConstruction);
   m.attr("HNSW_DEFAULT_EF") = py::int_(HnswParams::kDefaultEf);
-  m.attr("HNSW_DEFAULT_LAYER0_LINKS_PER_M") = py::int_(HnswParams::kDefaultLayer0LinksPerM);
+  m.def(
+      "hnsw_default_layer0_links", [](py::ssize_t M) { return HnswParams::default_layer0_links(positive(M, "M")); },
+      "M"_a,
+      "Layer-0 link slots of a graph built with M0 = 0: 3/2 of M, at least 48 (hnswlib's 2 * M where that is fewer).");
   m.attr("HNSW_MAX_LAYER0_LINKS") = py::int_(HnswParams::kMaxLayer0Links);
   py::class_<HnswIndex> cls(m, "HnswIndex", kClassDoc);
   cls.def(py::init([](py::ssize_t dim, const std::string& metric, py::ssize_t max_elements, py::ssize_t M,
                       py::ssize_t ef_construction, py::ssize_t seed, py::ssize_t M0) {
             HnswParams p;
             p.M = positive(M, "M");
-            if (M0 < 0) throw py::value_error("M0 must be >= 0 (0: 2 * M)");
+            if (M0 < 0) throw py::value_error("M0 must be >= 0 (0: hnsw_default_layer0_links(M))");
             p.M0 = static_cast<std::size_t>(M0);
             p.ef_construction = positive(ef_construction, "ef_construction");
             if (seed < 0) throw py::value_error("seed must be >= 0");
@@ -104,8 +109,8 @@ void bind_hnsw(py::module_& m) {
           "dim"_a, "metric"_a = "ip", "max_elements"_a = 1024, "M"_a = HnswParams::kDefaultM,
           "ef_construction"_a = HnswParams::kDefaultEfConstruction, "seed"_a = 100, "M0"_a = 0,
           "max_elements is only the initial capacity: add() grows it. M0: link slots per node on layer 0 "
-          "(at least M; 0: 2 * M, hnswlib's rule). Fewer saves 4 B a slot a vector; whether recall holds depends on "
-          "the data (measure it).")
+          "(at least M; 0: hnsw_default_layer0_links(M)). Each slot costs 4 B a vector; whether recall holds "
+          "with fewer depends on the data (measure it).")
       .def_property_readonly("dim", &HnswIndex::dim)
       .def_property_readonly("metric", [](const HnswIndex& x) { return metric_name(x.metric()); })
       .def_property_readonly("M", &HnswIndex::M)

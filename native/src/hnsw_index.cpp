@@ -702,7 +702,7 @@ HnswIndex::HnswIndex(std::size_t dim, Metric metric, HnswParams params)
       routes_(std::make_unique<detail::RouteTable>()) {
   if (dim == 0 || dim > 65536) throw std::invalid_argument("dim must be in [1, 65536]");
   if (params.M < 2 || params.M > 2048) throw std::invalid_argument("M must be in [2, 2048]");
-  if (params_.M0 == 0) params_.M0 = HnswParams::kDefaultLayer0LinksPerM * params.M;
+  if (params_.M0 == 0) params_.M0 = HnswParams::default_layer0_links(params.M);
   if (params_.M0 < params.M || params_.M0 > HnswParams::kMaxLayer0Links)
     throw std::invalid_argument("M0 must be in [M, " + std::to_string(HnswParams::kMaxLayer0Links) + "]");
   if (params.ef_construction < 1) throw std::invalid_argument("ef_construction must be >= 1");

@@ -125,7 +125,7 @@ class HnswIndex(_GraphSearches):
     def M(self) -> int: ...
     @property
     def M0(self) -> int:
-        """Link slots per node on layer 0 (the M0 given, or 2 * M for 0)."""
+        """Link slots per node on layer 0 (the M0 given, or hnsw_default_layer0_links(M) for 0)."""
     @property
     def ef_construction(self) -> int: ...
     ef: int  # default search breadth; setting it waits for running searches
@@ -234,8 +234,10 @@ def aggregate_speed_grid(
 HNSW_DEFAULT_M: int
 HNSW_DEFAULT_EF_CONSTRUCTION: int
 HNSW_DEFAULT_EF: int
-HNSW_DEFAULT_LAYER0_LINKS_PER_M: int
 HNSW_MAX_LAYER0_LINKS: int
+
+def hnsw_default_layer0_links(M: int) -> int:
+    """Layer-0 link slots of a graph built with M0 = 0: 3/2 of M, at least 48 (hnswlib's 2 * M where that is fewer)."""
 
 # ---- the vector search (native/include/frameseek/search_directory.hpp) ----
 SAMPLE_BITS: int  # sample id = video << SAMPLE_BITS | vector index

@@ -165,7 +165,8 @@ class IndexConfig(BaseModel):
         ge=0,
         le=_native.HNSW_MAX_LAYER0_LINKS,
         description="link slots per vector on the graph's bottom layer, at least m (4 bytes a vector each); "
-        "0 = HNSW_DEFAULT_LAYER0_LINKS_PER_M (2) x m",
+        "0 = the storage backend's default: embedded 3/2 x m, at least 48 or 2 x m "
+        "(hnsw_default_layer0_links), scale-out 2 x m (Milvus)",
     )
 
 

@@ -1013,20 +1013,21 @@ def test_ids_follow_any_sequence_of_adds_removes_revivals_and_reloads(ops, tmp_p
 
 
 def test_layer0_link_slots_default_explicit_and_kept_by_snapshots(tmp_path):
-    # Layer 0 holds 2 * M link slots (hnswlib's rule) unless M0 asks for fewer (at least M), and a
-    # snapshot keeps the layout it was built with.
-    assert [N.HnswIndex(8, M=m).M0 for m in (2, 8, 16, 32, 64)] == [4, 16, 32, 64, 128]
-    assert N.HnswIndex(8, M=32, M0=32).M0 == 32
+    # Layer 0 holds 3/2 of M link slots, at least 48 (hnswlib's 2 * M where that is fewer), unless M0
+    # asks for another count (at least M), and a snapshot keeps the layout it was built with.
+    assert [N.HnswIndex(8, M=m).M0 for m in (2, 8, 16, 24, 32, 40, 64)] == [4, 16, 32, 48, 48, 60, 96]
+    assert [N.hnsw_default_layer0_links(m) for m in (2, 8, 16, 24, 32, 40, 64)] == [4, 16, 32, 48, 48, 60, 96]
+    assert N.HnswIndex(8, M=32, M0=32).M0 == 32 and N.HnswIndex(8, M=32, M0=64).M0 == 64
     for bad in (16, 4097, -1):  # below M, beyond what a list's count holds here, negative
         with pytest.raises(ValueError, match="M0"):
             N.HnswIndex(8, M=32, M0=bad)
     x = np.random.default_rng(3).standard_normal((600, 8)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    for m0 in (32, 48, 0):
+    for m0 in (32, 64, 0):
         index = N.HnswIndex(8, "ip", M=32, M0=m0)
         index.add(np.arange(600, dtype=np.uint64), x)
         index.save(str(tmp_path / "g.bin"))
         again = N.HnswIndex.load(str(tmp_path / "g.bin"))
-        assert again.M0 == index.M0 == (m0 or 64)
+        assert again.M0 == index.M0 == (m0 or 48)
         np.testing.assert_array_equal(again.search(x[:50], 5)[0], index.search(x[:50], 5)[0])
         assert (index.search(x[:50], 1)[0][:, 0] == np.arange(50)).all()

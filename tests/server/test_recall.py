@@ -388,7 +388,7 @@ def test_get_stats_and_prometheus_report_the_measured_recall_and_the_tuned_ef(tm
             assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT, ei.value
             # layer0_links (the graph's memory lever): resolved, stored, reported, checked against m
             m = _native.HNSW_DEFAULT_M
-            assert c.index.m == m and c.index.layer0_links == _native.HNSW_DEFAULT_LAYER0_LINKS_PER_M * m
+            assert c.index.m == m and c.index.layer0_links == _native.hnsw_default_layer0_links(m)
             assert fs.create_collection("compact", layer0_links=m).index.layer0_links == m
             assert fs.get_collection("compact").index.layer0_links == m
             for bad in (m - 1, _native.HNSW_MAX_LAYER0_LINKS + 1):

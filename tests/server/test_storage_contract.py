@@ -101,6 +101,19 @@ def _exact(stored: np.ndarray, stored_ids: np.ndarray, q: np.ndarray, k: int, me
     return stored_ids[np.argsort(d, axis=1)[:, :k]]
 
 
+def test_the_default_layer0_links_is_what_the_backend_builds(backend):
+    # The service resolves a collection's index.layer0_links 0 to the backend's own default; every
+    # backend accepts its default (the embedded graph's native rule, Milvus's fixed 2 * m) and keeps it.
+    st = backend.open()
+    m = INDEX["m"]
+    want = {"embedded": _native.hnsw_default_layer0_links(m), "milvus": 2 * m}[backend.kind]
+    assert st.default_layer0_links(m) == want
+    c = st.create_collection(
+        "c", model="m", dimension=DIM, metric="ip", sampling={}, index=dict(INDEX, layer0_links=want)
+    )
+    assert st.get_collection("c").index["layer0_links"] == c.index["layer0_links"] == want
+
+
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_knn_recall_against_exact_and_native_distances(backend, metric):
     st = backend.open()

@@ -242,7 +242,7 @@ def test_a_collections_layer0_links_shape_its_graph_across_snapshots(tmp_path):
     _ingest(st, other, rng, 2)
     st.link_all()
     assert st._ci(cid).index.M0 == 12 and len(st._ci(cid).index) == 20
-    assert st._ci(other).index.M0 == 16  # none given: 2 * m
+    assert st._ci(other).index.M0 == st.default_layer0_links(8) == 16  # none given: the native default
     st.snapshot()
     st.close()
     st = _open(tmp_path)

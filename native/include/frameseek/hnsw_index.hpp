@@ -53,22 +53,37 @@ struct HnswParams {
   static constexpr std::size_t kDefaultM = 32;
   static constexpr std::size_t kDefaultEfConstruction = 300;
   static constexpr std::size_t kDefaultEf = 64;
-  static constexpr std::size_t kDefaultGroupEf = 16;         // distinct groups kept by search_groups
-  static constexpr std::size_t kDefaultLayer0LinksPerM = 2;  // M0 = 0: this many slots per M (hnswlib's 2)
+  static constexpr std::size_t kDefaultGroupEf = 16;  // distinct groups kept by search_groups
   static constexpr std::size_t kMaxLayer0Links = 4096;
+  // Layer-0 link slots of a graph whose M0 is 0 (see M0): 3/2 of M, at least kMinDefaultLayer0Links
+  // (2 * M, hnswlib's count, where that is fewer): 48 at M 32, 32 at M 16, 96 at M 64.
+  static constexpr std::size_t kMinDefaultLayer0Links = 48;
+  static constexpr std::size_t default_layer0_links(std::size_t m) {
+    const std::size_t three_halves = m + m / 2 > kMinDefaultLayer0Links ? m + m / 2 : kMinDefaultLayer0Links;
+    return three_halves < 2 * m ? three_halves : 2 * m;
+  }
 
   std::size_t M = kDefaultM;
   std::size_t ef_construction = kDefaultEfConstruction;
   std::size_t seed = 100;
   // Link slots per node on layer 0, at least M (every node holds them, used or not: 4 bytes each);
-  // 0: kDefaultLayer0LinksPerM * M, hnswlib's (and faiss's) 2 * M. The memory lever that keeps M: at M 32, 32 slots
-  // instead of 64 take 128 B a vector off (10M video-like vectors: benchmarks/scale/README.md).
-  // Whether recall holds depends on the data: on video-like vectors (1M) recall@10 was the same
-  // at every ef (0.997 against 0.996 at ef 16); on the load benchmark's 1M vectors the source video
-  // came first for 0.970 instead of 0.997 at the server's default breadth (ef 64) and 0.927
-  // instead of 0.987 at ef 32 (48 slots: 0.990 and 0.977); a sparse graph (M 8 with 8 slots,
-  // random 48-d vectors) lost recall too (0.93 at ef 200 against >= 0.97). Hence not the default;
-  // a collection opts in with IndexSettings.layer0_links.
+  // 0: default_layer0_links(M). hnswlib and faiss give 2 * M; 3/2 of M takes 64 B a vector off at
+  // M 32, which is what brings 10M 512-d vectors under 0.8 KB of memory each, for a few per cent
+  // of speed at equal recall (benchmarks/scale/README.md):
+  //   * 10M video-like vectors, restarted: 779 B a vector against 843 B; recall@10 0.958 / 0.975 /
+  //     0.985 at ef 12 / 16 / 32 against 0.974 / 0.982 / 0.992, so one thread answers 9,175 / 7,192
+  //     QPS at recall 0.95 / 0.99 against 9,531 / 7,775 (-4 / -7 %); the build took 9 % more CPU.
+  //   * the load benchmark's 1M vectors through the server: the source video first for 0.990 at
+  //     the default breadth (ef 64) against 0.997, 0.977 against 0.987 at ef 32; 3,275 QPS at p99
+  //     9.46 ms against 3,151 at 9.54 ms (benchmarks/load/README.md).
+  // The server's breadth tuning (target_recall) absorbs the difference. The floor of 48: sparser
+  // lists leave near-identical frames (a static shot) unreachable. At M 16 with 24 slots a
+  // self-search at ef 400 missed 1.3 % of a static-shot test set (none with 32), and a
+  // SearchByVector hit lost its video's exact best frame (tests/server/test_search_paths.py).
+  // Fewer slots save more (M 32
+  // with 32: 715 B at 10M) at a larger recall cost on some data: 0.970 source-first at ef 64 on the
+  // load data, and a sparse graph (M 8 with 8 slots, random 48-d vectors) reached only 0.93 at
+  // ef 200 against >= 0.97. A collection chooses with IndexSettings.layer0_links (2 * M included).
   std::size_t M0 = 0;
 };
 

@@ -150,7 +150,7 @@ class Client(FaceCalls, AudioAndItemCalls):
     ) -> pb.Collection:
         """`audio`: also fingerprint every video's soundtrack (SearchByAudio). `vector_dimension`
         > 0: a collection of your own vectors of that dimension, no model (upsert_items).
-        `layer0_links`: the graph's bottom-layer link slots per vector (IndexSettings; 0 = 2 * m)."""
+        `layer0_links`: the graph's bottom-layer link slots per vector (IndexSettings; 0 = the server's default)."""
         c = pb.Collection(
             description=description,
             metric=pb.METRIC_L2 if metric == "l2" else pb.METRIC_COSINE,

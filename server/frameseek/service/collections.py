@@ -14,7 +14,7 @@ import structlog
 from .. import _native, metrics
 from ..errors import failed_precondition, invalid, not_found, quoted
 from ..modality.audio import AUDIO
-from ..storage import CollectionRecord, VideoQuery, VideoRecord, default_layer0_links
+from ..storage import CollectionRecord, VideoQuery, VideoRecord
 from .core import OWN_VECTORS_MODEL, Core
 
 log = structlog.get_logger("frameseek.service")
@@ -101,7 +101,9 @@ class Collections:
             raise invalid(
                 "index settings out of range (m 4..128, ef_construction 8..4096, ef_search 1..4096)", field="index"
             )
-        idx["layer0_links"] = int(index.get("layer0_links") or s.index.layer0_links or default_layer0_links(idx["m"]))
+        idx["layer0_links"] = int(
+            index.get("layer0_links") or s.index.layer0_links or self.core.storage.default_layer0_links(idx["m"])
+        )
         if not idx["m"] <= idx["layer0_links"] <= _native.HNSW_MAX_LAYER0_LINKS:
             raise invalid(
                 f"index.layer0_links must be in [m, {_native.HNSW_MAX_LAYER0_LINKS}] (m = {idx['m']}); "

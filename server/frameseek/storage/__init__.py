@@ -20,7 +20,6 @@ from .base import (
     VideoQuery,
     VideoRecord,
 )
-from .collection_index import default_layer0_links
 from .embedded import EmbeddedStorage
 
 __all__ = [
@@ -43,5 +42,4 @@ __all__ = [
     "Unavailable",
     "VideoQuery",
     "VideoRecord",
-    "default_layer0_links",
 ]

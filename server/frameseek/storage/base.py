@@ -172,7 +172,7 @@ class CollectionRecord:
     metric: str  # "ip" | "l2" (native metric names)
     sampling: dict
     # {"m", "ef_construction", "ef_search", "target_recall", "layer0_links"} as created (layer0_links
-    # absent before that setting: 2 * m), and TUNED_EF once the recall
+    # absent before that setting: such graphs hold 2 * m), and TUNED_EF once the recall
     # monitor tuned the breadth (Storage.save_tuned_ef)
     index: dict
     description: str = ""
@@ -305,6 +305,11 @@ class Storage(Protocol):
     def list_collections(self, after: str, limit: int) -> list[CollectionRecord]: ...
     def delete_collection(self, name: str, force: bool) -> None: ...
     def collection_counts(self, collection_id: int) -> tuple[int, int, float]: ...  # videos, samples, seconds
+    def default_layer0_links(self, m: int) -> int:
+        """The graph's bottom-layer link slots a vector at `m` where a collection asks for none
+        (index.layer0_links 0): what this backend builds."""
+        ...
+
     def save_tuned_ef(self, collection_id: int, tuned: dict) -> None:
         """Store the recall monitor's tuned breadth as index[TUNED_EF], durably (a restart starts
         from it); NotFound when the collection is gone."""

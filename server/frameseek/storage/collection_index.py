@@ -47,8 +47,8 @@ def _native():
 
 
 def default_layer0_links(m: int) -> int:
-    """A graph's layer-0 link slots at M where its collection sets none (the native rule: 2 * M)."""
-    return _native().HNSW_DEFAULT_LAYER0_LINKS_PER_M * m
+    """A graph's layer-0 link slots at M where its collection sets none (the native rule)."""
+    return _native().hnsw_default_layer0_links(m)
 
 
 def _vector_counts(sample_count: int) -> tuple[int, int]:
@@ -137,7 +137,9 @@ class _CollectionIndex:
             kw["M"] = int(self.rec.index["m"])
         if self.rec.index.get("ef_construction"):
             kw["ef_construction"] = int(self.rec.index["ef_construction"])
-        if self.rec.index.get("layer0_links"):  # absent in collections made before the setting: 2 * M
+        # Absent in collections made before the setting: a graph built anew takes today's default (a
+        # snapshot keeps the layout it was saved with).
+        if self.rec.index.get("layer0_links"):
             kw["M0"] = int(self.rec.index["layer0_links"])
         return self._configure(nat.HnswIndex(self.dimension, self.metric, max_elements=max(capacity, 1024), **kw))
 

@@ -54,13 +54,14 @@ from .base import (
     check_modalities,
     checked_videos,
 )
-from .collection_index import default_layer0_links
 from .milvus import MilvusVectors
 from .postgres import PostgresCatalog
 
 log = structlog.get_logger("frameseek.storage.scaleout")
 
 _BITS = np.uint64(SAMPLE_BITS)
+# Milvus's HNSW (knowhere's hnswlib) gives layer 0 2 * M link slots and takes no other count.
+MILVUS_LAYER0_LINKS_PER_M = 2
 
 
 class _MilvusKnn:
@@ -233,13 +234,16 @@ class ScaleOutStorage:
         if known:
             self._notify("collection_removed", collection_id)
 
+    def default_layer0_links(self, m: int) -> int:
+        return MILVUS_LAYER0_LINKS_PER_M * m
+
     def create_collection(self, name: str, **kw) -> CollectionRecord:
         check_modalities(kw.get("modalities") or {})
         index = kw.get("index") or {}
-        if index.get("layer0_links") and index["layer0_links"] != default_layer0_links(index["m"]):
+        if index.get("layer0_links") and index["layer0_links"] != self.default_layer0_links(index["m"]):
             raise InvalidArgument(
-                "index.layer0_links: Milvus's HNSW gives every vector 2 * m links on its bottom layer; "
-                "leave it 0 on the scale-out backend"
+                f"index.layer0_links: Milvus's HNSW gives every vector {MILVUS_LAYER0_LINKS_PER_M} * m links on its "
+                "bottom layer; leave it 0 on the scale-out backend"
             )
         rec = self.catalog.create_collection(name, **kw)
         self._ensure(rec)  # if Milvus fails here, the first write or search makes it

@@ -76,14 +76,15 @@ struct HnswParams {
   //   * the load benchmark's 1M vectors through the server: the source video first for 0.990 at
   //     the default breadth (ef 64) against 0.997, 0.977 against 0.987 at ef 32; 3,275 QPS at p99
   //     9.46 ms against 3,151 at 9.54 ms (benchmarks/load/README.md).
-  // The server's breadth tuning (target_recall) absorbs the difference. The floor of 48: sparser
-  // lists leave near-identical frames (a static shot) unreachable. At M 16 with 24 slots a
-  // self-search at ef 400 missed 1.3 % of a static-shot test set (none with 32), and a
-  // SearchByVector hit lost its video's exact best frame (tests/server/test_search_paths.py).
-  // Fewer slots save more (M 32
-  // with 32: 715 B at 10M) at a larger recall cost on some data: 0.970 source-first at ef 64 on the
-  // load data, and a sparse graph (M 8 with 8 slots, random 48-d vectors) reached only 0.93 at
-  // ef 200 against >= 0.97. A collection chooses with IndexSettings.layer0_links (2 * M included).
+  // The server's breadth tuning (target_recall) absorbs the difference. The floor of 48 is the
+  // fewest slots measured without a loss: sparser lists lose reach or recall on some data.
+  //   * M 16 with 24 slots left near-identical frames (a static shot) out of reach: a self-search
+  //     at ef 400 missed 1.3 % of a static-shot test set (none with 32), and a SearchByVector hit
+  //     lost its video's exact best frame (tests/server/test_search_paths.py).
+  //   * M 32 with 32 slots (715 B a vector at 10M): the source video first for 0.970 at ef 64 on
+  //     the load data.
+  //   * M 8 with 8 slots (random 48-d vectors): recall 0.93 at ef 200 against >= 0.97.
+  // A collection chooses with IndexSettings.layer0_links (2 * M included).
   std::size_t M0 = 0;
 };
 

@@ -124,7 +124,7 @@ def index_settings(m: int = 0, ef_construction: int = 0, layer0_links: int = 0) 
 
 def default_data_dir(n: int, profile: str, index: dict) -> pathlib.Path:
     """Where a fill of these settings lives, named by M, the graph's layer-0 link slots (the
-    collection's layer0_links, else the native default for that M: 3/2 of M, at least 48, 2 * M
+    collection's layer0_links, else the native default for that M, hnsw_default_layer0_links, 2 * M
     before 2026-12-07; fills made by fce92ec..c528bd0 hold 32 at M 32) and ef_construction, so
     that a fill with another graph layout is never reused by mistake."""
     from frameseek import _native
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "--layer0-links",
         type=int,
         default=0,
-        help="layer-0 link slots of a new fill (0: the server's default: 3/2 of M, at least 48)",
+        help="layer-0 link slots of a new fill (0: the server's default, hnsw_default_layer0_links)",
     )
     ap.add_argument(
         "--data-dir",

@@ -283,7 +283,7 @@ def main() -> None:
     ap.add_argument("--nq", type=int, default=300)
     ap.add_argument("--M", type=int, default=32)
     ap.add_argument(
-        "--M0", type=int, default=0, help="memory: layer-0 link slots (0 = the default: 3/2 of M, at least 48)"
+        "--M0", type=int, default=0, help="memory: layer-0 link slots (0 = the default, hnsw_default_layer0_links)"
     )
     ap.add_argument("--snapshot", default="", help="memory children: where the build saves and the load reads")
     ap.add_argument("--ef-construction", type=int)

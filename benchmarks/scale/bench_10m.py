@@ -72,8 +72,8 @@ def meminfo_gib(key: str) -> float:
 
 
 def frameseek_layer0_slots(M: int, M0: int = 0) -> int:
-    """Layer-0 link slots of a frameseek graph at M (--M0, or the native default: 3/2 of M, at least 48;
-    the libraries give 2 * M)."""
+    """Layer-0 link slots of a frameseek graph at M (--M0, or the native default,
+    hnsw_default_layer0_links; the libraries give 2 * M)."""
     from frameseek import _native
 
     return _native.HnswIndex(1, M=M, M0=M0).M0
@@ -499,7 +499,7 @@ def main() -> None:
         "--M0",
         type=int,
         default=0,
-        help="frameseek's layer-0 link slots (0: the native default: 3/2 of M, at least 48)",
+        help="frameseek's layer-0 link slots (0: the native default, hnsw_default_layer0_links)",
     )
     ap.add_argument("--threads", type=int, default=2, help="build threads, and the second search-thread count")
     ap.add_argument("--repeats", type=int, default=2)

@@ -287,7 +287,8 @@ struct TopCollector {
   // i.e. the whole excluded video, before the admitted bound existed. The rejected nodes turned
   // away are held, and handed back to the walk if it runs dry before `keep` results exist, so k
   // results still come back whenever k are reachable.
-  static constexpr bool kSeedsFromUpperLayers = std::is_same_v<Admit, SlotFilter>;
+  static constexpr bool kFiltered = std::is_same_v<Admit, SlotFilter>;  // a filter's walk (not deleted-only)
+  static constexpr bool kSeedsFromUpperLayers = kFiltered;
   std::size_t ef;
   std::size_t keep;
   std::size_t route;
@@ -301,8 +302,8 @@ struct TopCollector {
   float route_lower = std::numeric_limits<float>::infinity();  // route-th best rejected
   bool hops = false;                                           // two_hop_share() of the filter
   // Whether the walk may step over x (a rejected neighbour, see search_layer0's two hops); only
-  // filters can (kSeedsFromUpperLayers: a SlotFilter), so the other walks compile the check out.
-  bool rejects(hnswlib::tableint x) const { return kSeedsFromUpperLayers && hops && !admit(x); }
+  // filters can, so the other walks compile the check out.
+  bool rejects(hnswlib::tableint x) const { return kFiltered && hops && !admit(x); }
   // A rejected node the walk stepped over unevaluated: held (at no distance, so resume() expands
   // it whatever its bound) while results are missing, as offer_rejected holds the ones it turns
   // away, so that k results still come back whenever k are reachable.

@@ -20,6 +20,7 @@
 // multithreaded). remove(), resize(), save() and changing ef take the index exclusively for a
 // short time. Concurrency between searches and inserts relies on hnswlib's own per-node locks.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -59,8 +60,7 @@ struct HnswParams {
   // (2 * M, hnswlib's count, where that is fewer): 48 at M 32, 32 at M 16, 96 at M 64.
   static constexpr std::size_t kMinDefaultLayer0Links = 48;
   static constexpr std::size_t default_layer0_links(std::size_t m) {
-    const std::size_t three_halves = m + m / 2 > kMinDefaultLayer0Links ? m + m / 2 : kMinDefaultLayer0Links;
-    return three_halves < 2 * m ? three_halves : 2 * m;
+    return std::min(2 * m, std::max(m + m / 2, kMinDefaultLayer0Links));
   }
 
   std::size_t M = kDefaultM;

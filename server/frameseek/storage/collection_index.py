@@ -46,11 +46,6 @@ def _native():
     return _native
 
 
-def default_layer0_links(m: int) -> int:
-    """A graph's layer-0 link slots at M where its collection sets none (the native rule)."""
-    return _native().hnsw_default_layer0_links(m)
-
-
 def _vector_counts(sample_count: int) -> tuple[int, int]:
     """How many vectors a video of `sample_count` samples has: without or with coarse twins."""
     return sample_count, 2 * sample_count

@@ -51,7 +51,7 @@ from .base import (
     is_disk_full,
 )
 from .catalog import Catalog, CatalogDamaged, is_damage
-from .collection_index import _CollectionIndex, _native, default_layer0_links
+from .collection_index import _CollectionIndex, _native
 from .linker import Linker
 
 log = structlog.get_logger("frameseek.storage")
@@ -372,7 +372,7 @@ class EmbeddedStorage:
 
     # -- collections ----------------------------------------------------------------------------
     def default_layer0_links(self, m: int) -> int:
-        return default_layer0_links(m)
+        return _native().hnsw_default_layer0_links(m)
 
     def create_collection(self, name: str, **kw) -> CollectionRecord:
         check_modalities(kw.get("modalities") or {})

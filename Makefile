@@ -16,10 +16,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # postgresql: the scale-out tests start a throwaway cluster (initdb/pg_ctl) as the postgres user;
 # libchromaprint1: soundtrack fingerprints (ctypes; -dev and -tools (fpcalc) for tests); espeak-ng,
 # fluidsynth and fluid-soundfont-gm: the speech and music of the audio tests and benchmarks/audio;
-# clang-format: the C++ style check of `make lint` (native/.clang-format).
+# clang-format: the C++ style check of `make lint` (native/.clang-format); gdb: a failed server test
+# reports every thread's native frames (tests/server/helpers.py, native_thread_summary).
 APT_PACKAGES := build-essential cmake ninja-build pkg-config ffmpeg opencv-doc \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libavfilter-dev \
-	libgrpc++-dev chromium postgresql clang-format zlib1g-dev \
+	libgrpc++-dev chromium postgresql clang-format zlib1g-dev gdb \
 	libchromaprint1 libchromaprint-dev libchromaprint-tools espeak-ng fluidsynth fluid-soundfont-gm
 
 NATIVE_SOURCES := CMakeLists.txt $(shell find native -type f -not -path 'native/fuzz/*' 2>/dev/null)

@@ -1,6 +1,6 @@
 """Server tests: when one fails (a timeout included) while a server process runs, the report
-gets that server's thread stacks (SIGUSR1, see frameseek.server.serve), so a hang seen once in CI
-still says where it waited."""
+gets that server's thread stacks (Python's by SIGUSR1, see frameseek.server.serve; every thread's
+native frames by gdb), so a hang seen once in CI still says where it waited."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ def pytest_runtest_makereport(item, call):
         dump = srv.dump_stacks()
         if dump:
             report.sections.append((f"server {srv.address} thread stacks (SIGUSR1)", dump))
+        native = srv.native_stacks()
+        if native:
+            report.sections.append((f"server {srv.address} threads (gdb)", native))
 
 
 # -- the scale-out store's real backends (tests/server/backends.py), one of each per session -------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -152,11 +153,19 @@ class ServerProcess:
             dump = self.dump_stacks()
             if dump:
                 print(f"--- server {self.address}: thread stacks at the failure (SIGUSR1) ---\n{dump}", file=sys.stderr)
+            stacks = self.native_stacks()
+            if stacks:
+                print(f"--- server {self.address}: threads at the failure (gdb) ---\n{stacks}", file=sys.stderr)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                # still there after SIGTERM: where it hangs goes to the end of its log (which a
+                # failed check prints), before SIGKILL
+                stacks = self.native_stacks()
+                with open(self.log_path, "a") as f:
+                    f.write(f"--- not stopped {timeout:g} s after SIGTERM; threads (gdb) ---\n{stacks}\n")
                 self.proc.kill()
                 self.proc.wait()
         self._close()
@@ -188,11 +197,58 @@ class ServerProcess:
                 break
         return text
 
+    def native_stacks(self, timeout: float = 60.0) -> str:
+        """Every thread of the process, native frames included (gdb, when installed): a line per
+        thread, its name and innermost frames, so that a C++ thread that waits (gRPC's, ONNX
+        Runtime's, the index's) shows where. Empty when gdb is missing or cannot attach."""
+        if not self.proc or self.proc.poll() is not None:
+            return ""
+        return native_thread_summary(self.proc.pid, timeout)
+
     def _close(self) -> None:
         ServerProcess.running.discard(self)
         if getattr(self, "_log", None):
             self._log.close()
             self._log = None
+
+
+_GDB_THREAD = re.compile(r'^Thread \d+ \(.*?\(LWP (\d+)\)(?: "([^"]*)")?\)')
+_GDB_FRAME = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(.+?) \(")
+# frames that say only "it waits" (the innermost frame, kept, says on what)
+_WAIT_FRAMES = re.compile(
+    r"^(\?\?|_+(futex|GI_|new_sem|pthread|lll)|do_futex_wait|syscall$|absl::.*(Waiter|PerThreadSem)"
+    r"|AbslInternal|gpr_cv_wait|gpr_mu_lock|std::condition_variable::)"
+)
+
+
+def native_thread_summary(pid: int, timeout: float = 60.0, frames: int = 5) -> str:
+    """`gdb -batch` attached to `pid`: a line per thread, "LWP name: innermost | caller < caller
+    ...", the frames that only wait (futex, condition variables, absl's waiter) left out, short
+    enough for a CI log's tail. Empty when gdb is missing, times out or cannot attach."""
+    import shutil
+
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return ""
+    cmd = [gdb, "-p", str(pid), "-batch", "-nx", "-ex", "set pagination off", "-ex", "thread apply all bt 24"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    threads: list[tuple[str, list[str]]] = []
+    for line in out.splitlines():
+        if m := _GDB_THREAD.match(line):
+            threads.append((f"{m[1]} {m[2] or '?'}:", []))
+        elif threads and (f := _GDB_FRAME.match(line)):
+            name, shorter = f[1], ""
+            while shorter != name:  # template arguments make C++ names unreadably long
+                shorter, name = name, re.sub(r"<[^<>]*>", "", name)
+            threads[-1][1].append(re.sub(r"\(.*", "", name))
+    lines = []
+    for head, stack in threads:
+        callers = [f for f in stack[1:] if not _WAIT_FRAMES.match(f)][: frames - 1]
+        lines.append(f"{head} {stack[0] if stack else '?'} | {' < '.join(callers)}")
+    return "\n".join(lines)
 
 
 def make_video(

@@ -469,14 +469,22 @@ def test_pass_through_streams_and_deadlines(world):
     with pytest.raises(grpc.RpcError) as e:
         world.stub.IngestVideo(iter([pb.IngestVideoRequest(chunk=b"x" * 10)]))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    # the caller's deadline reaches the service: an expired one fails fast, whatever the path
-    for call in (
-        lambda: world.stub.ListVideos(pb.ListVideosRequest(parent="collections/ip"), timeout=1e-6),
-        lambda: world.stub.SearchByVector(pb.SearchByVectorRequest(vector=[1.0] * DIM), timeout=1e-6),
-    ):
-        with pytest.raises(grpc.RpcError) as e:
-            call()
-        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # the caller's deadline reaches the service: an expired one fails fast, whatever the path. The
+    # service's loop is held meanwhile, so that its answer cannot beat a deadline of a millisecond
+    # (gRPC's resolution): before, an invalid vector's INVALID_ARGUMENT sometimes did
+    held, release = threading.Event(), threading.Event()
+    world.loop.call_soon_threadsafe(lambda: (held.set(), release.wait(30)))
+    assert held.wait(30)
+    try:
+        for call in (
+            lambda: world.stub.ListVideos(pb.ListVideosRequest(parent="collections/ip"), timeout=1e-6),
+            lambda: world.stub.SearchByVector(pb.SearchByVectorRequest(vector=[1.0] * DIM), timeout=1e-6),
+        ):
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        release.set()
     # and the server still serves
     assert world.stub.ListVideos(pb.ListVideosRequest(parent="collections/ip", page_size=3)).videos
 

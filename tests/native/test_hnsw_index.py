@@ -267,6 +267,24 @@ def test_excluded_video_is_not_walked_whole(built, data):
     assert recall(found, flat.search(q[excluded], K, filter=f)[0]) >= 0.95
 
 
+def test_filtered_walk_starts_also_from_the_closest_admitted_node_of_the_descent(built, data):
+    # A query whose own video the filter excludes ends its upper-layer descent inside that video.
+    # The walk also starts from the closest admitted node the descent evaluated, which is near the
+    # query and outside the excluded video. At ef 1 (the walk that depends on it most) the
+    # filtered nearest comes first for 0.64 of these queries with it and 0.565 without (400
+    # queries): the line between is where a change that drops it shows.
+    index, flat = built
+    x, ids, groups, _ = data
+    q = video_like_queries(x, 800, seed=7)
+    f = every_other_video(groups)
+    own = groups[flat.search(q, 1)[0][:, 0].astype(np.int64) - 1000]
+    q = q[~np.isin(own, np.unique(groups)[::2])]
+    assert 300 <= len(q) <= 500
+    nearest = flat.search(q, 1, filter=f)[0][:, 0]
+    found, _ = index.search(q, K, ef=1, filter=f)
+    assert np.mean(found[:, 0] == nearest) >= 0.60
+
+
 def test_filtered_walk_returns_k_when_the_allowed_set_is_far_and_small(built, data):
     # The rejected routing beam turns rejected nodes away; when the walk runs dry before k
     # results exist it must take them back and go on, or a small far-away allowed set would

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
+from .. import _native
 from ..ids import NO_ID, SAMPLE_BITS
 from .base import NotFound, Unavailable
 
@@ -148,7 +149,11 @@ class MilvusVectors:
                     index_name="vector_hnsw",
                     index_type="HNSW",
                     metric_type=metric.upper(),
-                    params={"M": int(index.get("m") or 16), "efConstruction": int(index.get("ef_construction") or 200)},
+                    # the service always sets both; a bare index dict gets the embedded index's defaults
+                    params={
+                        "M": int(index.get("m") or _native.HNSW_DEFAULT_M),
+                        "efConstruction": int(index.get("ef_construction") or _native.HNSW_DEFAULT_EF_CONSTRUCTION),
+                    },
                 )
                 c.create_collection(
                     name, schema=schema, index_params=params, consistency_level=_CONSISTENCY, timeout=self.timeout_s

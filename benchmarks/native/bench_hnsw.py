@@ -18,8 +18,11 @@ Also measured on frameseek's --M build: filtered search at 50% selectivity (a ra
 the vectors, and every other video) against unfiltered search, and against what a filter saves
 one from building: an index of the admitted vectors alone (same M / ef_construction, same insert
 order), searched with the same queries for the same exact answers; and group-by-video search.
-Times are best-of --repeats after a warm-up (the machine is shared; best-of is the statistic
-least sensitive to contention). Prints tables and writes benchmarks/results/bench_hnsw.json.
+The filters' ratios at equal recall are timed twice: from the sweeps, and again with unfiltered
+search taking turns with them (3 x --repeats rounds, at the narrowest ef reaching each recall),
+whose times come from the same minutes. Times are best-of --repeats after a warm-up (the machine
+is shared; best-of is the statistic least sensitive to contention). Prints tables and writes
+benchmarks/results/bench_hnsw.json.
 """
 
 from __future__ import annotations
@@ -56,6 +59,27 @@ def best_time(fn, repeats: int) -> float:
         t = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t)
+    return best
+
+
+def smallest_ef(rows: list[dict], r: float) -> int | None:
+    """The narrowest ef of a sweep whose recall reaches r (recall is the same on every run; its
+    time is not)."""
+    ok = [row["ef"] for row in rows if row["recall"] >= r]
+    return min(ok) if ok else None
+
+
+def timed_in_turns(runs: dict, repeats: int) -> dict:
+    """{name: fn} -> {name: best seconds}, the runs taking turns: their times come from the same
+    minutes, so a drift of the machine's speed moves them alike."""
+    best = {name: float("inf") for name in runs}
+    for fn in runs.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
     return best
 
 
@@ -117,6 +141,7 @@ def main() -> None:
 
     builds: dict[str, float] = {}
     curves: dict[str, list[dict]] = {}
+    in_turns: list[dict] = []  # the filters at equal recall, timed in turns with unfiltered search
 
     Ms = sorted(set(args.Ms) | {args.M})
     for M in Ms:
@@ -162,6 +187,25 @@ def main() -> None:
                 )
                 curves[f"index of the admitted 50% {label} alone"] = sweep_ours(sub, None, truth_)
                 del sub
+            # The filters' ratios at equal recall once more, timed in turns: the sweeps above run
+            # minutes apart, and a shared machine's speed drifts between them by as much as the
+            # ratio's margin (one run's unfiltered ef 12 timed faster than its ef 8 and 10).
+            for r in FILTER_TARGETS:
+                efs = {
+                    "unfiltered": (smallest_ef(curves[name], r), None),
+                    "vectors50": (smallest_ef(curves["ours filter 50% vectors"], r), half_tag),
+                    "videos50": (smallest_ef(curves["ours filter 50% videos"], r), half_video),
+                }
+                runs = {
+                    label: (lambda ef=ef, filt=filt, ours=ours: ours.search(q, k, ef=ef, filter=filt, threads=1))
+                    for label, (ef, filt) in efs.items()
+                    if ef is not None
+                }
+                best = timed_in_turns(runs, 3 * args.repeats)
+                in_turns.append(
+                    {"recall": r, **{f"{label}_ef": ef for label, (ef, _) in efs.items()}}
+                    | {f"{label}_qps": args.nq / t for label, t in best.items()}
+                )
             group_rows = []
             for ef in (10, 16, 24, 32, 48):
                 g = ours.search_groups(q, k, ef=ef, threads=1)[0]
@@ -313,6 +357,20 @@ def main() -> None:
             f"{(f'{rv:.2f}' if rv else '-'):>6}"
         )
 
+    print(f"\nthe same, timed in turns (the narrowest ef reaching the recall; QPS, ef), frameseek M={args.M}")
+    print(f"{'recall':>7} {'unfiltered':>16} {'50% vectors':>16} {'ratio':>6} {'50% videos':>16} {'ratio':>6}")
+    for row in in_turns:
+        u = row.get("unfiltered_qps")
+
+        def turn(label, row=row, u=u):
+            qps = row.get(f"{label}_qps")
+            cell = f"{qps:,.0f} ({row[label + '_ef']})" if qps else "-"
+            ratio = f"{qps / u:.2f}" if qps and u else "-"
+            return f"{cell:>16} {ratio:>6}"
+
+        u_cell = f"{u:,.0f} ({row['unfiltered_ef']})" if u else "-"
+        print(f"{row['recall']:>7.2f} {u_cell:>16} {turn('vectors50')} {turn('videos50')}")
+
     print(
         f"\nfiltered walk vs an index of the admitted vectors alone, frameseek M={args.M}, at equal recall "
         "(the fastest ef reaching it: QPS, distance evaluations a query; the same queries and exact filtered answers)"
@@ -354,6 +412,7 @@ def main() -> None:
                 "qps_at_recall": summary,
                 "filtered": filt_rows,
                 "filtered_equal_recall": filt_equal,
+                "filtered_equal_recall_in_turns": in_turns,
                 "filtered_vs_admitted_alone": filt_alone,
                 "groups": group_rows,
             },

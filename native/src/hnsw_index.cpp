@@ -161,22 +161,35 @@ constexpr double kMinRoutedShare = 1.0 / 64;
 // a read of each slot's deleted mark (a cache miss in the graph's records), a quarter of a
 // 1,000-query batch; 3 ms with the id table's prefetched lookups, the filter's flat id list and a
 // read of each slot's live flag, and a quarter less again without that read (200k slots of 16 B).
+// The bitmap is kept with the filter (Filter::compiled) and used again by its next search of this
+// index while the id table is unchanged (IdTable::version): a filter searched batch after batch
+// maps its ids once, and then even a one-query call of a big id set walks on the bitmap.
 class SlotFilter {
  public:
   SlotFilter(const Graph& g, const HnswIndex::SlotMeta* slots, std::size_t n_slots, const Filter& f, std::size_t nq,
              const detail::IdTable& ids, std::mutex& ids_mutex)
       : g_(g), slots_(slots), f_(f), any_deleted_(g.num_deleted_ != 0) {
-    if (f.ids && f.ids->size() <= std::max<std::size_t>(4096, 1024 * nq)) {
-      bits_.assign((n_slots + 63) / 64, 0);
+    if (f.ids) {
       // The slots the table holds for the ids, removed ones included: a removed slot stays removed
       // (and is turned away below, as any_deleted_ is then set) until an add() takes it over, which
       // first drops its old id from the table under the exclusive lock, i.e. not during this call.
       // A slot an add() is inserting is in the table before it is published; the re-rank drops it.
       std::lock_guard<std::mutex> l(ids_mutex);
-      ids.find_each(f.ids->begin(), f.ids->end(), [&](std::uint64_t, hnswlib::tableint s) {
-        if (s < n_slots) bits_[s >> 6] |= std::uint64_t{1} << (s & 63);
-      });
-      use_bits_ = true;
+      const std::uint64_t version = ids.version();
+      compiled_ = f.compiled->get(version, n_slots, f.ids->size());
+      if (!compiled_ && f.ids->size() <= std::max<std::size_t>(4096, 1024 * nq)) {
+        auto c = std::make_shared<CompiledIds>();
+        c->version = version;
+        c->slots = n_slots;
+        c->values = f.ids->size();
+        c->bits.assign((n_slots + 63) / 64, 0);
+        ids.find_each(f.ids->begin(), f.ids->end(), [&](std::uint64_t, hnswlib::tableint s) {
+          if (s < n_slots) c->bits[s >> 6] |= std::uint64_t{1} << (s & 63);
+        });
+        f.compiled->put(c);
+        compiled_ = std::move(c);
+      }
+      if (compiled_) bits_ = compiled_->bits.data();
     }
     // The share of the graph's slots the filter admits, from an even sample of them.
     const std::size_t used = std::min<std::size_t>(g.cur_element_count, n_slots);
@@ -188,7 +201,7 @@ class SlotFilter {
   double admitted_share() const { return share_; }
   bool operator()(hnswlib::tableint s) const {
     if (any_deleted_ && g_.isMarkedDeleted(s)) return false;
-    if (use_bits_) {
+    if (bits_) {
       if (!((bits_[s >> 6] >> (s & 63)) & 1u)) return false;
     } else if (f_.ids && !f_.ids->count(g_.getExternalLabel(s))) {
       return false;
@@ -204,8 +217,8 @@ class SlotFilter {
   const HnswIndex::SlotMeta* slots_;
   const Filter& f_;
   bool any_deleted_;
-  std::vector<std::uint64_t> bits_;
-  bool use_bits_ = false;
+  std::shared_ptr<const CompiledIds> compiled_;  // the ids as a bitmap over slots, or null: hashed
+  const std::uint64_t* bits_ = nullptr;          // compiled_'s
   double share_ = 1.0;
   static constexpr std::size_t kShareSample = 1024;
 };

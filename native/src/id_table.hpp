@@ -6,6 +6,7 @@
 // Not thread-safe: HnswIndex guards it with its own mutex.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -50,8 +51,20 @@ class IdTable {
     for (std::size_t i = queued > kLookahead ? queued - kLookahead : 0; i < queued; ++i) lookup(ring[i % kLookahead]);
   }
 
+  // What the table holds, as a number unique in the process: a new one after any assign or erase
+  // (drawn when next asked). A filter's ids mapped to slots against one version stay right for as
+  // long as the table is at it (HnswIndex's SlotFilter keeps them with the filter).
+  std::uint64_t version() const {
+    if (changed_) {
+      version_ = next_version();
+      changed_ = false;
+    }
+    return version_;
+  }
+
   // Maps id to slot (inserting it, or replacing the slot it had).
   void assign(std::uint64_t id, Slot slot) {
+    changed_ = true;
     if ((n_ + 1) * 4 > e_.size() * 3) rehash(std::max<std::size_t>(kMinEntries, e_.size() * 2));
     for (std::size_t i = home(id);; i = (i + 1) & mask_) {
       Entry& x = e_[i];
@@ -71,6 +84,7 @@ class IdTable {
   // move up where they may, so no tombstones build up and lookups stay one run long.
   void erase(std::uint64_t id) {
     if (e_.empty()) return;
+    changed_ = true;
     std::size_t i = home(id);
     for (;; i = (i + 1) & mask_) {
       if (e_[i].id == id) break;
@@ -124,9 +138,16 @@ class IdTable {
       if (x.id != kEmpty) assign(x.id, x.slot);
   }
 
+  static std::uint64_t next_version() {
+    static std::atomic<std::uint64_t> last{0};
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+
   std::vector<Entry> e_;  // a power of two entries (or none)
   std::size_t mask_ = 0;
   std::size_t n_ = 0;
+  mutable std::uint64_t version_ = next_version();
+  mutable bool changed_ = false;
 };
 
 }  // namespace frameseek::detail

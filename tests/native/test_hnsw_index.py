@@ -194,13 +194,48 @@ def test_id_filter_bitmap_and_hashed_paths_agree(built, data):
     allowed_ids = ids[np.isin(groups, allowed_groups)]
     assert 4096 < len(allowed_ids) <= 1024 * 8
     f_ids = N.Filter(ids=allowed_ids)
+    hashed = N.Filter(ids=allowed_ids)  # never mapped: the bitmap stays with the filter that made it
     batch = index.search(q[:8], K, filter=f_ids)  # bitmap
-    single = [index.search(q[i : i + 1], K, filter=f_ids) for i in range(8)]  # hashed
+    single = [index.search(q[i : i + 1], K, filter=hashed) for i in range(8)]  # hashed
     np.testing.assert_array_equal(batch[0], np.concatenate([s[0] for s in single]))
     np.testing.assert_array_equal(batch[1], np.concatenate([s[1] for s in single]))
+    again = [index.search(q[i : i + 1], K, filter=f_ids) for i in range(8)]  # its kept bitmap
+    np.testing.assert_array_equal(batch[0], np.concatenate([s[0] for s in again]))
     by_group = index.search(q[:8], K, filter=N.Filter(groups=allowed_groups))
     np.testing.assert_array_equal(batch[0], by_group[0])
     np.testing.assert_array_equal(batch[1], by_group[1])
+
+
+def test_a_filter_maps_its_ids_again_whenever_the_ids_change(data):
+    # A filter keeps its ids mapped onto an index's slots for its next searches, while that index's
+    # id table is unchanged. Each change below would leave a kept bitmap wrong: an admitted id
+    # added (missed), a removed slot taken over by an id the filter does not hold (returned), and
+    # another index with other slots.
+    x, ids, groups, q = data
+    n = 1200
+    index = N.HnswIndex(DIM, "ip", max_elements=n)
+    add_video_by_video(index, x[:n], ids[:n], groups[:n])
+    admitted_new, other = np.uint64(10**9), np.uint64(10**9 + 1)
+    f = N.Filter(ids=np.concatenate([ids[: n // 2], [admitted_new]]))
+    target = q[:1]
+    before, _ = index.search(target, K, ef=64, filter=f)  # maps the ids
+    assert admitted_new not in before
+    index.add([admitted_new], target)
+    assert index.search(target, K, ef=64, filter=f)[0][0, 0] == admitted_new
+    assert index.remove([admitted_new]) == 1
+    np.testing.assert_array_equal(index.search(target, K, ef=64, filter=f)[0], before)
+    assert index.deleted_slots == 1
+    index.add([other], target)  # takes the removed slot over
+    assert index.deleted_slots == 0
+    np.testing.assert_array_equal(index.search(target, K, ef=64, filter=f)[0], before)
+    assert index.search(target, 1, ef=64)[0][0, 0] == other  # it is there, just not admitted
+    elsewhere = N.HnswIndex(DIM, "ip", max_elements=n)
+    add_video_by_video(elsewhere, x[n // 4 : n], ids[n // 4 : n], groups[n // 4 : n])
+    flat = N.FlatIndex(DIM, "ip")
+    flat.add(ids[n // 4 : n], x[n // 4 : n])
+    for _ in range(2):  # the two indexes in turn, with the one filter
+        assert recall(elsewhere.search(q, K, ef=256, filter=f)[0], flat.search(q, K, filter=f)[0]) >= 0.99
+        np.testing.assert_array_equal(index.search(target, K, ef=64, filter=f)[0], before)
 
 
 def test_filters_follow_slot_reuse_and_removal(data):

@@ -155,7 +155,9 @@ void bind_distance(py::module_& m) {
   py::class_<Filter>(m, "Filter",
                      "Restricts a search to vectors whose id and group are each in the "
                      "given set (sets that are None allow everything; all given sets are ANDed). "
-                     "Evaluated in C++; an empty set allows nothing.")
+                     "Evaluated in C++; an empty set allows nothing. An id set searched on an HnswIndex stays "
+                     "mapped onto that index's slots for the filter's next searches of it while the index's ids "
+                     "are unchanged: reuse one Filter across searches.")
       .def(py::init([](py::object ids, py::object groups) {
              Filter f;
              f.ids = to_set(ids, "ids");

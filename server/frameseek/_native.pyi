@@ -44,7 +44,9 @@ def _float16_roundtrip(x: _F32) -> _F32:
     """Test hook: float32 -> fp16 -> float32 with the conversion FlatIndex(storage='float16') uses."""
 
 class Filter:
-    """Keep vectors whose id and group are in the given sets (None = any; sets ANDed)."""
+    """Keep vectors whose id and group are in the given sets (None = any; sets ANDed). An id set
+    searched on an HnswIndex stays mapped onto that index's slots for the filter's next searches
+    of it while the index's ids are unchanged: reuse one Filter across searches."""
 
     def __init__(self, ids: _IntArrayLike | None = None, groups: _IntArrayLike | None = None) -> None: ...
     def allows(self, id: int, group: int) -> bool: ...

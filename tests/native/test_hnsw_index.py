@@ -210,32 +210,36 @@ def test_a_filter_maps_its_ids_again_whenever_the_ids_change(data):
     # A filter keeps its ids mapped onto an index's slots for its next searches, while that index's
     # id table is unchanged. Each change below would leave a kept bitmap wrong: an admitted id
     # added (missed), a removed slot taken over by an id the filter does not hold (returned), and
-    # another index with other slots.
+    # another index with other slots. The index has room to spare, so that no growth of its slots
+    # hides a change from the filter.
     x, ids, groups, q = data
     n = 1200
-    index = N.HnswIndex(DIM, "ip", max_elements=n)
+    index = N.HnswIndex(DIM, "ip", max_elements=n + 16)
     add_video_by_video(index, x[:n], ids[:n], groups[:n])
     admitted_new, other = np.uint64(10**9), np.uint64(10**9 + 1)
-    f = N.Filter(ids=np.concatenate([ids[: n // 2], [admitted_new]]))
+    allowed = set(ids[: n // 2].tolist()) | {int(admitted_new)}
+    f = N.Filter(ids=np.array(sorted(allowed), dtype=np.uint64))
     target = q[:1]
-    before, _ = index.search(target, K, ef=64, filter=f)  # maps the ids
-    assert admitted_new not in before
+    assert admitted_new not in index.search(target, K, ef=64, filter=f)[0]  # maps the ids
     index.add([admitted_new], target)
+    assert index.capacity == n + 16
     assert index.search(target, K, ef=64, filter=f)[0][0, 0] == admitted_new
     assert index.remove([admitted_new]) == 1
-    np.testing.assert_array_equal(index.search(target, K, ef=64, filter=f)[0], before)
+    assert admitted_new not in index.search(target, K, ef=64, filter=f)[0]
     assert index.deleted_slots == 1
     index.add([other], target)  # takes the removed slot over
     assert index.deleted_slots == 0
-    np.testing.assert_array_equal(index.search(target, K, ef=64, filter=f)[0], before)
-    assert index.search(target, 1, ef=64)[0][0, 0] == other  # it is there, just not admitted
+    assert index.search(target, 1, ef=64)[0][0, 0] == other  # it is there, and the nearest
+    found = index.search(target, K, ef=64, filter=f)[0]
+    assert other not in found and set(found.ravel().tolist()) <= allowed
     elsewhere = N.HnswIndex(DIM, "ip", max_elements=n)
     add_video_by_video(elsewhere, x[n // 4 : n], ids[n // 4 : n], groups[n // 4 : n])
     flat = N.FlatIndex(DIM, "ip")
     flat.add(ids[n // 4 : n], x[n // 4 : n])
     for _ in range(2):  # the two indexes in turn, with the one filter
         assert recall(elsewhere.search(q, K, ef=256, filter=f)[0], flat.search(q, K, filter=f)[0]) >= 0.99
-        np.testing.assert_array_equal(index.search(target, K, ef=64, filter=f)[0], before)
+        found = index.search(target, K, ef=64, filter=f)[0]
+        assert other not in found and set(found.ravel().tolist()) <= allowed
 
 
 def test_filters_follow_slot_reuse_and_removal(data):
@@ -306,8 +310,9 @@ def test_filtered_walk_starts_also_from_the_closest_admitted_node_of_the_descent
     # A query whose own video the filter excludes ends its upper-layer descent inside that video.
     # The walk also starts from the closest admitted node the descent evaluated, which is near the
     # query and outside the excluded video. At ef 1 (the walk that depends on it most) the
-    # filtered nearest comes first for 0.64 of these queries with it and 0.565 without (400
-    # queries): the line between is where a change that drops it shows.
+    # filtered nearest comes first for 0.61-0.64 of these 400 queries with it and 0.56-0.57
+    # without (graphs built with five seeds): the line between is where a change that drops it
+    # shows, with room for the graph a machine with other SIMD kernels builds.
     index, flat = built
     x, ids, groups, _ = data
     q = video_like_queries(x, 800, seed=7)
@@ -317,7 +322,7 @@ def test_filtered_walk_starts_also_from_the_closest_admitted_node_of_the_descent
     assert 300 <= len(q) <= 500
     nearest = flat.search(q, 1, filter=f)[0][:, 0]
     found, _ = index.search(q, K, ef=1, filter=f)
-    assert np.mean(found[:, 0] == nearest) >= 0.60
+    assert np.mean(found[:, 0] == nearest) >= 0.59
 
 
 def test_filtered_walk_returns_k_when_the_allowed_set_is_far_and_small(built, data):

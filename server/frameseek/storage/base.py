@@ -172,8 +172,9 @@ class CollectionRecord:
     metric: str  # "ip" | "l2" (native metric names)
     sampling: dict
     # {"m", "ef_construction", "ef_search", "target_recall", "layer0_links"} as created (layer0_links
-    # absent before that setting: such graphs hold 2 * m), and TUNED_EF once the recall
-    # monitor tuned the breadth (Storage.save_tuned_ef)
+    # absent before that setting: their snapshots hold 2 * m, and a graph rebuilt from the vector
+    # log takes today's default), and TUNED_EF once the recall monitor tuned the breadth
+    # (Storage.save_tuned_ef)
     index: dict
     description: str = ""
     create_time: float = 0.0

@@ -162,6 +162,7 @@ void bind_distance(py::module_& m) {
              Filter f;
              f.ids = to_set(ids, "ids");
              f.groups = to_set(groups, "groups");
+             if (f.ids) f.compiled = std::make_shared<CompiledIdsCache>();  // kept across its searches
              return f;
            }),
            "ids"_a = py::none(), "groups"_a = py::none())

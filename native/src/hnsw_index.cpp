@@ -176,7 +176,7 @@ class SlotFilter {
       // A slot an add() is inserting is in the table before it is published; the re-rank drops it.
       std::lock_guard<std::mutex> l(ids_mutex);
       const std::uint64_t version = ids.version();
-      compiled_ = f.compiled->get(version, n_slots, f.ids->size());
+      if (f.compiled) compiled_ = f.compiled->get(version, n_slots, f.ids->size());
       if (!compiled_ && f.ids->size() <= std::max<std::size_t>(4096, 1024 * nq)) {
         auto c = std::make_shared<CompiledIds>();
         c->version = version;
@@ -186,7 +186,7 @@ class SlotFilter {
         ids.find_each(f.ids->begin(), f.ids->end(), [&](std::uint64_t, hnswlib::tableint s) {
           if (s < n_slots) c->bits[s >> 6] |= std::uint64_t{1} << (s & 63);
         });
-        f.compiled->put(c);
+        if (f.compiled) f.compiled->put(c);
         compiled_ = std::move(c);
       }
       if (compiled_) bits_ = compiled_->bits.data();

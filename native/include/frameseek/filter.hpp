@@ -82,8 +82,11 @@ class CompiledIdsCache {
 struct Filter {
   std::optional<ValueSet> ids;
   std::optional<ValueSet> groups;
-  // Shared by copies (they hold the same ids); ValueSet only grows, so `values` tells a changed set.
-  std::shared_ptr<CompiledIdsCache> compiled = std::make_shared<CompiledIdsCache>();
+  // Where a filter that is searched with again keeps its mapped ids (the Python Filter's, made when
+  // it has ids); null for a filter made for one search (the directory's, a query's videos), which
+  // maps them per call. Shared by copies (same ids); ValueSet only grows, so `values` tells a
+  // changed set.
+  std::shared_ptr<CompiledIdsCache> compiled;
 
   bool empty() const { return !ids && !groups; }
   bool allows(std::uint64_t id, std::uint64_t group) const {

@@ -52,16 +52,6 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def smallest_ef(rows: list[dict], r: float) -> int | None:
     """The narrowest ef of a sweep whose recall reaches r (recall is the same on every run; its
     time is not)."""
@@ -81,6 +71,10 @@ def timed_in_turns(runs: dict, repeats: int) -> dict:
             fn()
             best[name] = min(best[name], time.perf_counter() - t)
     return best
+
+
+def best_time(fn, repeats: int) -> float:
+    return timed_in_turns({"run": fn}, repeats)["run"]
 
 
 def add_by_video(add, groups: np.ndarray) -> float:

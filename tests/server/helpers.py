@@ -7,6 +7,7 @@ import contextlib
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,8 +226,6 @@ def native_thread_summary(pid: int, timeout: float = 60.0, frames: int = 5) -> s
     """`gdb -batch` attached to `pid`: a line per thread, "LWP name: innermost | caller < caller
     ...", the frames that only wait (futex, condition variables, absl's waiter) left out, short
     enough for a CI log's tail. Empty when gdb is missing, times out or cannot attach."""
-    import shutil
-
     gdb = shutil.which("gdb")
     if gdb is None:
         return ""

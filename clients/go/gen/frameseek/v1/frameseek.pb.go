@@ -687,9 +687,9 @@ type IndexSettings struct {
 	TargetRecall float32 `protobuf:"fixed32,4,opt,name=target_recall,json=targetRecall,proto3" json:"target_recall,omitempty"`
 	// Immutable. Link slots each vector holds on the graph's bottom layer, in [m, 4096]; 0 = server
 	// default (on the embedded backend 3/2 of m, at least 48 or 2 * m; Milvus's 2 * m, the only
-	// count the scale-out backend takes). Every slot costs 4 bytes a vector, used or not (benchmarks/scale/README.md: 10M 512-d
-	// vectors at m 32). Fewer slots can need a wider search for the same recall; the server widens
-	// it to hold target_recall.
+	// count the scale-out backend takes). Every slot costs 4 bytes a vector, used or not
+	// (benchmarks/scale/README.md: 10M 512-d vectors at m 32). Fewer slots can need a wider search
+	// for the same recall; the server widens it to hold target_recall.
 	Layer0Links   int32 `protobuf:"varint,5,opt,name=layer0_links,json=layer0Links,proto3" json:"layer0_links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

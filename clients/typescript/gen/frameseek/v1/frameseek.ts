@@ -728,9 +728,9 @@ export interface IndexSettings {
   /**
    * Immutable. Link slots each vector holds on the graph's bottom layer, in [m, 4096]; 0 = server
    * default (on the embedded backend 3/2 of m, at least 48 or 2 * m; Milvus's 2 * m, the only
-   * count the scale-out backend takes). Every slot costs 4 bytes a vector, used or not (benchmarks/scale/README.md: 10M 512-d
-   * vectors at m 32). Fewer slots can need a wider search for the same recall; the server widens
-   * it to hold target_recall.
+   * count the scale-out backend takes). Every slot costs 4 bytes a vector, used or not
+   * (benchmarks/scale/README.md: 10M 512-d vectors at m 32). Fewer slots can need a wider search
+   * for the same recall; the server widens it to hold target_recall.
    */
   layer0Links: number;
 }

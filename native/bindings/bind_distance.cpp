@@ -96,13 +96,15 @@ void bind_distance(py::module_& m) {
         out["block"] = simd_level_name(simd_level());
         out["scan_one"] = simd_level_name(stream_simd_level());
         out["scan_one_rule"] = stream_choice().why;
+        out["int8_dot"] = kernels().dot_i8_path;
         return out;
       },
       "SIMD path per kernel use: 'pair' (one vector pair: HNSW), 'block' (many queries x "
       "many vectors: batched flat search) and 'scan_one' (one query streamed over all rows: "
-      "single-query flat search), with 'scan_one_rule': why scan_one is what it is. Under "
-      "avx512 the memory-bound scan_one is avx512 on Intel CPUs and avx2 on others (see "
-      "native/include/frameseek/distance.hpp).");
+      "single-query flat search), with 'scan_one_rule': why scan_one is what it is, and "
+      "'int8_dot': the instructions of the int8 walk's distances (avx512 vnni where the CPU has "
+      "it). Under avx512 the memory-bound scan_one is avx512 on Intel CPUs and avx2 on others "
+      "(see native/include/frameseek/distance.hpp).");
   m.def(
       "_scan_simd_level_for",
       [](const std::string& selected, const std::string& vendor) {

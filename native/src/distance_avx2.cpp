@@ -84,8 +84,9 @@ void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{SimdLevel::Avx2, l2sq,     dot,     l2sq_many,      dot_many,      l2sq_block,
-                         dot_block,       l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8_x86};
+  static const Kernels k{SimdLevel::Avx2, l2sq,       dot,           l2sq_many, dot_many,
+                         l2sq_block,      dot_block,  l2sq_f16,      dot_f16,   l2sq_block_f16,
+                         dot_block_f16,   dot_i8_x86, "avx2 maddubs"};
   return k;
 }
 

@@ -91,13 +91,61 @@ void dot_block_f16(const float* q, std::size_t nq, const std::uint16_t* x, std::
   tiles::block<Avx512, DotOp, 4, 4>(q, nq, x, n, d, out, ldo);
 }
 
+// int8 inner product with AVX-512 VNNI: vpdpbusd multiplies u8 x s8 and sums each 4 products
+// into an int32 lane in one instruction, so |a| and sign(a)*b (the mask sub: AVX-512 has no
+// 512-bit sign_epi8) are all it needs per 64 codes. Exact for codes in [-127, 127]. Tails use
+// masked loads (zeros add nothing).
+__attribute__((target("avx512vnni"))) inline __m512i dot_i8_step(__m512i acc, __m512i a, __m512i b) {
+  return _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(a),
+                             _mm512_mask_sub_epi8(b, _mm512_movepi8_mask(a), _mm512_setzero_si512(), b));
+}
+__attribute__((target("avx512vnni"))) std::int32_t dot_i8_vnni(const std::int8_t* a, const std::int8_t* b,
+                                                               std::size_t d) {
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i acc0 = zero, acc1 = zero;
+  std::size_t i = 0;
+  for (; i + 128 <= d; i += 128) {
+    acc0 = dot_i8_step(acc0, _mm512_loadu_si512(a + i), _mm512_loadu_si512(b + i));
+    acc1 = dot_i8_step(acc1, _mm512_loadu_si512(a + i + 64), _mm512_loadu_si512(b + i + 64));
+  }
+  for (; i < d; i += 64) {
+    const __mmask64 m = d - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (d - i)) - 1;
+    acc0 = dot_i8_step(acc0, _mm512_maskz_loadu_epi8(m, a + i), _mm512_maskz_loadu_epi8(m, b + i));
+  }
+  // _mm512_reduce_add_epi32 trips GCC 12's -Wuninitialized (see Avx512::half256); the zero-masked
+  // extract is the same instruction.
+  const __m512i acc = _mm512_add_epi32(acc0, acc1);
+  const __m256i s8 =
+      _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xf, acc, 0), _mm512_maskz_extracti64x4_epi64(0xf, acc, 1));
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  // dot_i8_x86 is 256-bit: AVX-512 has no 512-bit sign_epi8, and without VNNI a wider version
-  // gains little on the memory-bound walk.
-  static const Kernels k{SimdLevel::Avx512, l2sq,     dot,     l2sq_many,      dot_many,      l2sq_block,
-                         dot_block,         l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8_x86};
+  // Where the CPU has VNNI (Ice Lake / Sapphire Rapids, Zen 4 on): one vpdpbusd per 64 codes.
+  // Measured on Zen 4 (200k vectors, M 32, int8 walk, one thread; three A/B runs, separate
+  // processes alternated): 3-13 % less time a query than the 256-bit maddubs path at every ef and
+  // filter, the same results; 9.5 against 13 ns a hot 512-d pair. Without VNNI dot_i8_x86 stays
+  // 256-bit (AVX-512 has no 512-bit sign_epi8). Not measured on Intel (no host here); Sapphire
+  // Rapids runs 512-bit ops at full width, where one instruction per 64 codes should gain more.
+  static const bool vnni = __builtin_cpu_supports("avx512vnni");
+  static const Kernels k{SimdLevel::Avx512,
+                         l2sq,
+                         dot,
+                         l2sq_many,
+                         dot_many,
+                         l2sq_block,
+                         dot_block,
+                         l2sq_f16,
+                         dot_f16,
+                         l2sq_block_f16,
+                         dot_block_f16,
+                         vnni ? dot_i8_vnni : dot_i8_x86,
+                         vnni ? "avx512 vnni" : "avx2 maddubs"};
   return k;
 }
 

@@ -86,8 +86,9 @@ std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t d) {
 }  // namespace
 
 const Kernels& neon_kernels() {
-  static const Kernels k{SimdLevel::Neon, l2sq,     dot,     l2sq_many,      dot_many,      l2sq_block,
-                         dot_block,       l2sq_f16, dot_f16, l2sq_block_f16, dot_block_f16, dot_i8};
+  static const Kernels k{SimdLevel::Neon, l2sq,      dot,         l2sq_many, dot_many,
+                         l2sq_block,      dot_block, l2sq_f16,    dot_f16,   l2sq_block_f16,
+                         dot_block_f16,   dot_i8,    "neon smull"};
   return k;
 }
 

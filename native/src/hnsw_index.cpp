@@ -429,7 +429,7 @@ struct GroupBestCollector {
       }
       return true;
     }
-    const Entry cand{d, group, x};
+    const Entry cand{d, group, x, 0, {}};
     if (kept.size() < ef) {
       kept.push_back(cand);
       find_worst();

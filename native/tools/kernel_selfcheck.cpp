@@ -1,8 +1,8 @@
 // Stand-alone self-check of every kernel entry of every SIMD level this CPU supports against a
-// double-precision reference, and of every popcount level against bit counting (no Python
-// needed). Its job is the paths the pytest suite cannot reach on x86 CI: cross-compiled for
-// aarch64 and run under qemu-user it exercises NEON (native/tools/check_neon_qemu.sh, make
-// neon-check, part of make test).
+// double-precision reference (the int8 dot product exactly, against int64 sums), and of every
+// popcount level against bit counting (no Python needed). Its job is the paths the pytest suite
+// cannot reach on x86 CI: cross-compiled for aarch64 and run under qemu-user it exercises NEON
+// (native/tools/check_neon_qemu.sh, make neon-check, part of make test).
 // Exit status 0 = all entries within tolerance.
 #include <cmath>
 #include <cstdint>
@@ -63,6 +63,30 @@ void check_popcount(std::mt19937& rng) {
   }
 }
 
+// Every level's int8 dot product (the int8 walk's distances) exactly against int64 sums, with codes
+// at the extremes of [-127, 127], at lengths around each path's width and from odd offsets.
+void check_dot_i8(const Kernels& k, const std::string& name, std::mt19937& rng) {
+  std::uniform_int_distribution<int> code(-127, 127);
+  const std::size_t lengths[] = {1, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 512, 513, 1000};
+  for (const std::size_t d : lengths) {
+    for (int trial = 0; trial < 4; ++trial) {
+      std::vector<std::int8_t> buf(1 + 2 * d);
+      for (auto& v : buf) v = static_cast<std::int8_t>(trial == 0 ? 127 : trial == 1 ? -127 : code(rng));
+      const std::int8_t* a = buf.data() + 1;  // odd offsets: unaligned loads
+      const std::int8_t* b = a + d;
+      std::int64_t want = 0;
+      for (std::size_t t = 0; t < d; ++t) want += std::int64_t{a[t]} * std::int64_t{b[t]};
+      const std::int32_t got = k.dot_i8(a, b, d);
+      if (got != want) {
+        ++failures;
+        if (failures < 20)
+          std::printf("FAIL %s dot_i8 (%s) d=%zu got=%d want=%lld\n", name.c_str(), k.dot_i8_path, d, got,
+                      static_cast<long long>(want));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -115,7 +139,8 @@ int main() {
         }
       }
     }
-    std::printf("%s: checked\n", name.c_str());
+    check_dot_i8(k, name, rng);
+    std::printf("%s: checked (int8 dot: %s)\n", name.c_str(), k.dot_i8_path);
   }
   check_popcount(rng);
   std::printf("%s (%d failures)\n", failures ? "FAILED" : "OK", failures);

@@ -24,8 +24,9 @@ NO_ID: int
 def simd_level() -> str: ...
 def kernel_simd_levels() -> dict[str, str]:
     """SIMD path per kernel use: 'pair' (HNSW), 'block' (batched flat search), 'scan_one'
-    (single-query flat scan: under avx512, avx512 on Intel CPUs and avx2 on others), and
-    'scan_one_rule' (why scan_one is what it is)."""
+    (single-query flat scan: under avx512, avx512 on Intel CPUs and avx2 on others),
+    'scan_one_rule' (why scan_one is what it is), and 'int8_dot' (the instructions of the int8
+    walk's distances: 'avx512 vnni' where the CPU has it)."""
 
 def _scan_simd_level_for(selected: str, cpu_vendor: str) -> str:
     """Test hook: the scan_one rule alone."""

@@ -215,10 +215,20 @@ def _cpu_vendor() -> str:
         return next((line.split(":")[1].strip() for line in f if line.startswith("vendor_id")), "")
 
 
+def _cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo") as f:
+        return set(next((line.split(":")[1].split() for line in f if line.startswith("flags")), []))
+
+
 def test_kernel_simd_levels_reports_each_use():
     levels = _native.kernel_simd_levels()
-    assert set(levels) == {"pair", "block", "scan_one", "scan_one_rule"}
+    assert set(levels) == {"pair", "block", "scan_one", "scan_one_rule", "int8_dot"}
     assert levels["pair"] == levels["block"] == _native.simd_level()
+    # The int8 walk's distances: VNNI wherever the AVX-512 table runs on a CPU that has it.
+    expected_int8 = {"scalar": "scalar", "neon": "neon smull", "avx2": "avx2 maddubs"}.get(levels["pair"])
+    if levels["pair"] == "avx512":
+        expected_int8 = "avx512 vnni" if "avx512_vnni" in _cpu_flags() else "avx2 maddubs"
+    assert levels["int8_dot"] == expected_int8
     # The memory-bound single-query scan: under AVX-512, the AVX-512 stream on Intel and the AVX2
     # one elsewhere; every other level scans with its own kernel. The report names the rule.
     if "FRAMESEEK_SCAN_SIMD" in os.environ:

@@ -44,9 +44,12 @@ struct Kernels {
   void (*dot_block_f16)(const float* q, std::size_t nq, const std::uint16_t* x, std::size_t n, std::size_t d,
                         float* out, std::size_t ldo);
   // Inner product of two int8 code vectors, exact in int32 (HnswIndex's int8 walk). Codes must lie
-  // in [-127, 127]: the x86 paths multiply |a| (as u8) by sign(a)*b in 16-bit pairs, which cannot
-  // saturate then (2 * 127 * 127 < 2^15) but could with -128.
+  // in [-127, 127]: the x86 paths multiply |a| (as u8) by sign(a)*b, in 16-bit pairs without VNNI,
+  // which cannot saturate then (2 * 127 * 127 < 2^15) but could with -128 (and -(-128) is -128).
   std::int32_t (*dot_i8)(const std::int8_t* a, const std::int8_t* b, std::size_t d);
+  // The instructions dot_i8 runs on ("avx512 vnni", "avx2 maddubs", ...): within one level it is
+  // chosen by CPU feature (kernel_simd_levels reports it).
+  const char* dot_i8_path;
 };
 
 // Table for the selected level (chosen at first call, then fixed for the process).

@@ -62,12 +62,16 @@ void bind_fingerprint(py::module_& m) {
         const auto ra = py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast>::ensure(rows);
         if (!qa || !ra || qa.ndim() != 1 || ra.ndim() != 2 || ra.shape(1) != qa.shape(0))
           throw py::value_error("rows must be 2-d with as many words per row as q has");
+        const std::size_t n = static_cast<std::size_t>(ra.shape(0)), words = static_cast<std::size_t>(qa.shape(0));
+        std::vector<std::uint32_t> blocks(fingerprint::block_words(n, words), 0xa5a5a5a5u);  // padding: any bits
+        for (std::size_t r = 0; r < n; ++r)
+          for (std::size_t w = 0; w < words; ++w) blocks[fingerprint::block_offset(r, w, words)] = ra.at(r, w);
         py::array_t<std::uint32_t> out(ra.shape(0));
-        k.hamming_rows(qa.data(), ra.data(), static_cast<std::size_t>(ra.shape(0)),
-                       static_cast<std::size_t>(qa.shape(0)), out.mutable_data());
+        k.hamming_blocks(qa.data(), blocks.data(), n, words, out.mutable_data());
         return out;
       },
-      "level"_a, "q"_a, "rows"_a);
+      "level"_a, "q"_a, "rows"_a,
+      "Test hook: hamming_blocks of one level over row-major rows (laid out in blocks here).");
 
   py::class_<MatchParams>(m, "FingerprintMatchParams",
                           "How FingerprintIndex.search votes, verifies and places matches (defaults: the core's).")

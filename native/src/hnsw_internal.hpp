@@ -17,6 +17,7 @@
 #include <hnswlib/hnswlib.h>
 
 #include "frameseek/distance.hpp"
+#include "frameseek/fingerprint.hpp"
 #include "frameseek/half.hpp"
 #include "frameseek/hnsw_index.hpp"
 
@@ -191,7 +192,7 @@ struct RouteTable {
   std::uint32_t rate = 0;  // 1 in rate slots sampled; 0: not built yet
   std::size_t words = 0;   // u32 words of sign bits per node: ceil(dim / 32)
   std::vector<hnswlib::tableint> slots;
-  std::vector<std::uint32_t> bits;                          // slots.size() x words
+  std::vector<std::uint32_t> bits;                          // slots.size() x words, fingerprint's block layout
   std::unordered_map<hnswlib::tableint, std::uint32_t> at;  // slot -> its row (a reused slot is rewritten)
 
   // Whether a graph of n slots, of which `touched` are new or reused, needs this table changed: the
@@ -200,14 +201,14 @@ struct RouteTable {
     return rate != rate_for(n) ||
            std::any_of(touched.begin(), touched.end(), [&](std::uint32_t s) { return sampled(s, rate); });
   }
-  // The sign bits of slot s's row, appended if s has none yet (valid until the next append).
-  std::uint32_t* row_bits(hnswlib::tableint s) {
+  // Sets slot s's sign bits (`words` of them), appending a row if s has none yet.
+  void set_bits(hnswlib::tableint s, const std::uint32_t* row) {
     const auto [it, added] = at.emplace(s, static_cast<std::uint32_t>(slots.size()));
     if (added) {
       slots.push_back(s);
-      bits.resize(bits.size() + words);
+      bits.resize(fingerprint::block_words(slots.size(), words));
     }
-    return bits.data() + std::size_t(it->second) * words;
+    for (std::size_t w = 0; w < words; ++w) bits[fingerprint::block_offset(it->second, w, words)] = row[w];
   }
 };
 

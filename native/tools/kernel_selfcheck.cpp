@@ -59,6 +59,26 @@ void check_popcount(std::mt19937& rng) {
         std::printf("FAIL %s hamming n=%zu got=%llu want=%llu\n", name.c_str(), n,
                     static_cast<unsigned long long>(got_total), static_cast<unsigned long long>(want_total));
     }
+    // hamming_blocks: partial last blocks, and words past the byte accumulators' flush (31)
+    for (const std::size_t n_rows : {1, 15, 16, 17, 40}) {
+      for (const std::size_t words : {1, 16, 31, 32, 70}) {
+        std::vector<std::uint32_t> q(words), rows(n_rows * words), blocks(fingerprint::block_words(n_rows, words)),
+            out(n_rows);
+        for (auto& v : q) v = word(rng);
+        for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = i % 7 ? word(rng) : ~q[i % words];
+        for (std::size_t r = 0; r < n_rows; ++r)
+          for (std::size_t w = 0; w < words; ++w) blocks[fingerprint::block_offset(r, w, words)] = rows[r * words + w];
+        k.hamming_blocks(q.data(), blocks.data(), n_rows, words, out.data());
+        for (std::size_t r = 0; r < n_rows; ++r) {
+          std::uint32_t want = 0;
+          for (std::size_t w = 0; w < words; ++w)
+            for (std::uint32_t x = q[w] ^ rows[r * words + w]; x; x >>= 1) want += x & 1u;
+          if (out[r] != want && ++failures < 20)
+            std::printf("FAIL %s hamming_blocks rows=%zu words=%zu row %zu got=%u want=%u\n", name.c_str(), n_rows,
+                        words, r, out[r], want);
+        }
+      }
+    }
     std::printf("popcount %s: checked\n", name.c_str());
   }
 }

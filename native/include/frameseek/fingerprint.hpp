@@ -26,10 +26,24 @@ struct PopcountKernels {
   void (*xor_popcount)(const std::uint32_t* a, const std::uint32_t* b, std::size_t n, std::uint32_t* out);
   // sum over i < n of popcount(a[i] ^ b[i])
   std::uint64_t (*hamming)(const std::uint32_t* a, const std::uint32_t* b, std::size_t n);
-  // out[i] = hamming(q, rows + i * words, words) for i < n_rows (HnswIndex's route table scan)
-  void (*hamming_rows)(const std::uint32_t* q, const std::uint32_t* rows, std::size_t n_rows, std::size_t words,
-                       std::uint32_t* out);
+  // out[i] = the Hamming distance of q (`words` words) to row i, i < n_rows, of `blocks`: rows in
+  // the block layout below, block_words(n_rows, words) words (HnswIndex's route table scan).
+  void (*hamming_blocks)(const std::uint32_t* q, const std::uint32_t* blocks, std::size_t n_rows, std::size_t words,
+                         std::uint32_t* out);
 };
+
+// hamming_blocks' layout: rows in blocks of kBlockRows, word-major inside a block (word w of row r
+// at block_offset(r, w, words)). A SIMD lane then sums one row's distance over the words, with no
+// horizontal sum a row: on Zen 4, 0.8 ns a 512-bit row against 3.9 ns row-major (AVX-512; the
+// 10M index's 9,766-row route table, a third of its walk's time row-major). The last block is
+// padded to whole rows.
+constexpr std::size_t kBlockRows = 16;
+inline std::size_t block_offset(std::size_t row, std::size_t word, std::size_t words) {
+  return row / kBlockRows * kBlockRows * words + word * kBlockRows + row % kBlockRows;
+}
+inline std::size_t block_words(std::size_t n_rows, std::size_t words) {
+  return (n_rows + kBlockRows - 1) / kBlockRows * kBlockRows * words;
+}
 
 // The table for the best level this CPU has (at most FRAMESEEK_SIMD when set), fixed at first call.
 const PopcountKernels& popcount_kernels();

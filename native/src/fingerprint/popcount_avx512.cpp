@@ -42,17 +42,35 @@ std::uint64_t hamming(const std::uint32_t* a, const std::uint32_t* b, std::size_
   return s;
 }
 
-// One query against n_rows rows of `words` words each (the HNSW route table's sign bits): the
-// per-pair kernel inlined, not called through the table once per row.
-void hamming_rows(const std::uint32_t* q, const std::uint32_t* rows, std::size_t n_rows, std::size_t words,
-                  std::uint32_t* out) {
-  for (std::size_t i = 0; i < n_rows; ++i) out[i] = static_cast<std::uint32_t>(hamming(q, rows + i * words, words));
+// A block's 16 rows in the 16 lanes: one broadcast word of q against word w of every row.
+void hamming_blocks(const std::uint32_t* q, const std::uint32_t* blocks, std::size_t n_rows, std::size_t words,
+                    std::uint32_t* out) {
+  static_assert(kBlockRows == 16, "one 32-bit lane a row");
+  const auto step = [&](__m512i acc, const std::uint32_t* blk, std::size_t w) {
+    return _mm512_add_epi32(acc, _mm512_popcnt_epi32(_mm512_xor_si512(_mm512_set1_epi32(static_cast<int>(q[w])),
+                                                                      _mm512_loadu_si512(blk + w * 16))));
+  };
+  for (std::size_t r = 0; r < n_rows; r += 16) {
+    const std::uint32_t* blk = blocks + r * words;
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();  // two chains: popcnt latency
+    std::size_t w = 0;
+    for (; w + 2 <= words; w += 2) {
+      acc0 = step(acc0, blk, w);
+      acc1 = step(acc1, blk, w + 1);
+    }
+    if (w < words) acc0 = step(acc0, blk, w);
+    const __m512i d = _mm512_add_epi32(acc0, acc1);
+    if (r + 16 <= n_rows)
+      _mm512_storeu_si512(out + r, d);
+    else
+      _mm512_mask_storeu_epi32(out + r, tail_mask(n_rows - r), d);
+  }
 }
 
 }  // namespace
 
 const PopcountKernels& avx512_popcount_kernels() {
-  static const PopcountKernels k{SimdLevel::Avx512, xor_popcount, hamming, hamming_rows};
+  static const PopcountKernels k{SimdLevel::Avx512, xor_popcount, hamming, hamming_blocks};
   return k;
 }
 

@@ -15,17 +15,20 @@ std::uint64_t hamming(const std::uint32_t* a, const std::uint32_t* b, std::size_
   return s;
 }
 
-// One query against n_rows rows of `words` words each (the HNSW route table's sign bits): the
-// per-pair kernel inlined, not called through the table once per row.
-void hamming_rows(const std::uint32_t* q, const std::uint32_t* rows, std::size_t n_rows, std::size_t words,
-                  std::uint32_t* out) {
-  for (std::size_t i = 0; i < n_rows; ++i) out[i] = static_cast<std::uint32_t>(hamming(q, rows + i * words, words));
+void hamming_blocks(const std::uint32_t* q, const std::uint32_t* blocks, std::size_t n_rows, std::size_t words,
+                    std::uint32_t* out) {
+  for (std::size_t r = 0; r < n_rows; ++r) {
+    std::uint32_t d = 0;
+    for (std::size_t w = 0; w < words; ++w)
+      d += static_cast<std::uint32_t>(__builtin_popcount(q[w] ^ blocks[block_offset(r, w, words)]));
+    out[r] = d;
+  }
 }
 
 }  // namespace
 
 const PopcountKernels& scalar_popcount_kernels() {
-  static const PopcountKernels k{SimdLevel::Scalar, xor_popcount, hamming, hamming_rows};
+  static const PopcountKernels k{SimdLevel::Scalar, xor_popcount, hamming, hamming_blocks};
   return k;
 }
 

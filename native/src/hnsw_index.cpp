@@ -473,20 +473,21 @@ void route_entries(const DistFn& dist, const WalkQuery& q, Scratch& sc) {
   sc.bits.resize(r->words);
   sign_bits(dist.dim, sc.bits.data(), [&](std::size_t i) { return q.f[i] > 0.0f; });
   const std::size_t n = r->slots.size();
-  sc.hamming.resize(n);
+  constexpr std::size_t kRun = 16;
+  sc.hamming.resize((n + kRun - 1) / kRun * kRun);
   fingerprint::popcount_kernels().hamming_blocks(sc.bits.data(), r->bits.data(), n, r->words, sc.hamming.data());
   // The kCandidates smallest (distance, slot) pairs, whatever the table's order (a loaded index and
   // the live one it was saved from hold the same nodes in another order, and answer alike). Once
-  // the first rows fill them, few rows qualify: a run of 16 is skipped on one (vectorised) test.
+  // the first rows fill them, few rows qualify: a run of kRun is skipped on one test, a loop of a
+  // fixed count the compiler vectorises (the runs past n are padding).
   sc.by_bits.clear();
   std::uint32_t worst = std::numeric_limits<std::uint32_t>::max();
   const std::uint32_t* h = sc.hamming.data();
-  for (std::size_t b = 0; b < n; b += 16) {
-    const std::size_t e = std::min(n, b + 16);
-    bool any = false;
-    for (std::size_t i = b; i < e; ++i) any |= h[i] <= worst;
+  for (std::size_t b = 0; b < n; b += kRun) {
+    unsigned any = 0;
+    for (std::size_t i = b; i < b + kRun; ++i) any |= h[i] <= worst;
     if (!any) continue;
-    for (std::size_t i = b; i < e; ++i)
+    for (std::size_t i = b; i < std::min(n, b + kRun); ++i)
       if (h[i] <= worst && push_capped(sc.by_bits, {h[i], r->slots[i]}, RouteTable::kCandidates))
         worst = sc.by_bits.front().first;
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "frameseek/fingerprint.hpp"
+#include "hamming_blocks.hpp"
 
 namespace frameseek::fingerprint::detail {
 namespace {
@@ -54,38 +55,29 @@ std::uint64_t hamming(const std::uint32_t* a, const std::uint32_t* b, std::size_
   return s;
 }
 
-// A block's 16 rows as two halves of 8 lanes. Per-byte counts (at most 8 a word) add up in bytes
-// for up to 31 words before they are widened into the 32-bit lanes.
-void hamming_blocks(const std::uint32_t* q, const std::uint32_t* blocks, std::size_t n_rows, std::size_t words,
-                    std::uint32_t* out) {
-  static_assert(kBlockRows == 16, "two halves of 8 lanes");
-  constexpr std::size_t kByteWords = 31;  // 31 * 8 = 248 < 256
-  for (std::size_t r = 0; r < n_rows; r += 16) {
-    const std::uint32_t* blk = blocks + r * words;
-    alignas(32) std::uint32_t d[16];
-    for (std::size_t half = 0; half < 2; ++half) {
-      __m256i acc = _mm256_setzero_si256();
-      for (std::size_t w0 = 0; w0 < words; w0 += kByteWords) {
-        __m256i bytes = _mm256_setzero_si256();
-        for (std::size_t w = w0; w < std::min(words, w0 + kByteWords); ++w) {
-          const __m256i x =
-              _mm256_xor_si256(_mm256_set1_epi32(static_cast<int>(q[w])),
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + w * 16 + half * 8)));
-          bytes = _mm256_add_epi8(bytes, popcount_epi8(x));
-        }
-        acc = _mm256_add_epi32(
-            acc, _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1)), _mm256_set1_epi16(1)));
-      }
-      _mm256_store_si256(reinterpret_cast<__m256i*>(d + half * 8), acc);
-    }
-    std::copy(d, d + std::min<std::size_t>(16, n_rows - r), out + r);
+// hamming_blocks: a block's 16 rows as two groups of 8 lanes (hamming_blocks.hpp).
+struct Lanes8 {
+  static constexpr std::size_t kLanes = 8;
+  using Words = __m256i;
+  using Bytes = __m256i;
+  static Words zero_words() { return _mm256_setzero_si256(); }
+  static Bytes zero_bytes() { return _mm256_setzero_si256(); }
+  static Bytes add_counts(Bytes acc, std::uint32_t q_word, const std::uint32_t* rows) {
+    return _mm256_add_epi8(acc,
+                           popcount_epi8(_mm256_xor_si256(_mm256_set1_epi32(static_cast<int>(q_word)),
+                                                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows)))));
   }
-}
+  static Words widen_add(Words acc, Bytes counts) {
+    return _mm256_add_epi32(acc,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(counts, _mm256_set1_epi8(1)), _mm256_set1_epi16(1)));
+  }
+  static void store(std::uint32_t* out, Words w) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), w); }
+};
 
 }  // namespace
 
 const PopcountKernels& avx2_popcount_kernels() {
-  static const PopcountKernels k{SimdLevel::Avx2, xor_popcount, hamming, hamming_blocks};
+  static const PopcountKernels k{SimdLevel::Avx2, xor_popcount, hamming, hamming_blocks_bytewise<Lanes8>};
   return k;
 }
 

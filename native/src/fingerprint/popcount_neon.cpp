@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "frameseek/fingerprint.hpp"
+#include "hamming_blocks.hpp"
 
 namespace frameseek::fingerprint::detail {
 namespace {
@@ -37,34 +38,24 @@ std::uint64_t hamming(const std::uint32_t* a, const std::uint32_t* b, std::size_
   return s;
 }
 
-// A block's 16 rows as four groups of 4 lanes. Per-byte counts (at most 8 a word) add up in bytes
-// for up to 31 words before they are widened into the 32-bit lanes.
-void hamming_blocks(const std::uint32_t* q, const std::uint32_t* blocks, std::size_t n_rows, std::size_t words,
-                    std::uint32_t* out) {
-  static_assert(kBlockRows == 16, "four groups of 4 lanes");
-  constexpr std::size_t kByteWords = 31;  // 31 * 8 = 248 < 256
-  for (std::size_t r = 0; r < n_rows; r += 16) {
-    const std::uint32_t* blk = blocks + r * words;
-    std::uint32_t d[16];
-    for (std::size_t g = 0; g < 4; ++g) {
-      uint32x4_t acc = vdupq_n_u32(0);
-      for (std::size_t w0 = 0; w0 < words; w0 += kByteWords) {
-        uint8x16_t bytes = vdupq_n_u8(0);
-        for (std::size_t w = w0; w < std::min(words, w0 + kByteWords); ++w)
-          bytes = vaddq_u8(
-              bytes, vcntq_u8(vreinterpretq_u8_u32(veorq_u32(vdupq_n_u32(q[w]), vld1q_u32(blk + w * 16 + g * 4)))));
-        acc = vaddq_u32(acc, vpaddlq_u16(vpaddlq_u8(bytes)));
-      }
-      vst1q_u32(d + g * 4, acc);
-    }
-    std::copy(d, d + std::min<std::size_t>(16, n_rows - r), out + r);
+// hamming_blocks: a block's 16 rows as four groups of 4 lanes (hamming_blocks.hpp).
+struct Lanes4 {
+  static constexpr std::size_t kLanes = 4;
+  using Words = uint32x4_t;
+  using Bytes = uint8x16_t;
+  static Words zero_words() { return vdupq_n_u32(0); }
+  static Bytes zero_bytes() { return vdupq_n_u8(0); }
+  static Bytes add_counts(Bytes acc, std::uint32_t q_word, const std::uint32_t* rows) {
+    return vaddq_u8(acc, vcntq_u8(vreinterpretq_u8_u32(veorq_u32(vdupq_n_u32(q_word), vld1q_u32(rows)))));
   }
-}
+  static Words widen_add(Words acc, Bytes counts) { return vaddq_u32(acc, vpaddlq_u16(vpaddlq_u8(counts))); }
+  static void store(std::uint32_t* out, Words w) { vst1q_u32(out, w); }
+};
 
 }  // namespace
 
 const PopcountKernels& neon_popcount_kernels() {
-  static const PopcountKernels k{SimdLevel::Neon, xor_popcount, hamming, hamming_blocks};
+  static const PopcountKernels k{SimdLevel::Neon, xor_popcount, hamming, hamming_blocks_bytewise<Lanes4>};
   return k;
 }
 

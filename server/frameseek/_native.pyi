@@ -360,7 +360,8 @@ def _hamming_for_level(level: str, a: _IntArrayLike, b: _IntArrayLike) -> int:
     """Test hook: the summed popcount(a[i] ^ b[i]) from one SIMD level's kernel."""
 
 def _hamming_rows_for_level(level: str, q: _IntArrayLike, rows: _IntArrayLike) -> npt.NDArray[np.uint32]:
-    """Test hook: the Hamming distance of q to each row of the 2-d `rows`, from one SIMD level's kernel."""
+    """Test hook: the Hamming distance of q to each row of the 2-d `rows`, from one SIMD level's
+    hamming_blocks kernel (the rows laid out in its blocks of 16 first)."""
 
 class FingerprintMatchParams:
     """How FingerprintIndex.search votes, verifies and places matches (defaults: the core's)."""

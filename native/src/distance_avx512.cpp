@@ -115,12 +115,8 @@ __attribute__((target("avx512vnni"))) std::int32_t dot_i8_vnni(const std::int8_t
   // _mm512_reduce_add_epi32 trips GCC 12's -Wuninitialized (see Avx512::half256); the zero-masked
   // extract is the same instruction.
   const __m512i acc = _mm512_add_epi32(acc0, acc1);
-  const __m256i s8 =
-      _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xf, acc, 0), _mm512_maskz_extracti64x4_epi64(0xf, acc, 1));
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
+  return hsum_epi32(
+      _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xf, acc, 0), _mm512_maskz_extracti64x4_epi64(0xf, acc, 1)));
 }
 
 }  // namespace

@@ -968,13 +968,14 @@ void HnswIndex::refresh_routes(const std::vector<std::uint32_t>& touched, bool r
         return sign_bits(dim_, out, [&](std::size_t i) { return reinterpret_cast<const float*>(row)[i] > 0.0f; });
     }
   };
+  const auto add_row = [&](hnswlib::tableint s) {  // s's row of the table, written or rewritten
+    node_bits(s);
+    r.set_bits(s, row_bits.data());
+  };
   const std::size_t used = g.cur_element_count;
   if (!rebuild && r.rate == RouteTable::rate_for(used)) {
-    for (const hnswlib::tableint s : touched) {
-      if (!RouteTable::sampled(s, r.rate)) continue;
-      node_bits(s);
-      r.set_bits(s, row_bits.data());
-    }
+    for (const hnswlib::tableint s : touched)
+      if (RouteTable::sampled(s, r.rate)) add_row(s);
     return;
   }
   r = RouteTable{};
@@ -982,10 +983,7 @@ void HnswIndex::refresh_routes(const std::vector<std::uint32_t>& touched, bool r
   r.words = (dim_ + 31) / 32;
   r.slots.reserve(used / r.rate + 64);
   for (std::size_t s = 0; s < used; ++s)
-    if (RouteTable::sampled(static_cast<hnswlib::tableint>(s), r.rate)) {
-      node_bits(static_cast<hnswlib::tableint>(s));
-      r.set_bits(static_cast<hnswlib::tableint>(s), row_bits.data());
-    }
+    if (RouteTable::sampled(static_cast<hnswlib::tableint>(s), r.rate)) add_row(static_cast<hnswlib::tableint>(s));
 }
 
 const detail::RouteTable* HnswIndex::walk_routes() const { return routes_->slots.empty() ? nullptr : routes_.get(); }

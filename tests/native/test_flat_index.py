@@ -149,6 +149,29 @@ def test_filter_api():
         Filter(tags=[1])
 
 
+# Values a filter's hash set must tell apart: the ends of uint64 (2**64-1 is the one value its table
+# cannot store in place), runs of consecutive values (one video's frame ids) and repeats.
+filter_values = st.lists(
+    st.one_of(
+        st.integers(0, 2**64 - 1),
+        st.sampled_from([0, 1, 2**63, 2**64 - 2, 2**64 - 1]),
+        st.integers(0, 300),
+    ),
+    max_size=400,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=filter_values, groups=filter_values, probes=filter_values)
+def test_filter_membership_matches_python_sets(ids, groups, probes):
+    f = Filter(ids=np.array(ids, np.uint64), groups=np.array(groups, np.uint64))
+    id_set, group_set = set(ids), set(groups)
+    assert repr(f) == f"Filter(ids=<{len(id_set)} values>, groups=<{len(group_set)} values>)"
+    for v in probes + ids[:50] + groups[:50]:
+        assert f.allows(v, groups[0] if groups else 0) == (v in id_set and bool(groups))
+        assert f.allows(ids[0] if ids else 0, v) == (bool(ids) and v in group_set)
+
+
 def test_remove_swap_with_last_and_readd():
     index, ids, x = make(2000, 16, "l2", seed=4)
     rng = np.random.default_rng(9)

@@ -64,8 +64,7 @@ void bind_fingerprint(py::module_& m) {
           throw py::value_error("rows must be 2-d with as many words per row as q has");
         const std::size_t n = static_cast<std::size_t>(ra.shape(0)), words = static_cast<std::size_t>(qa.shape(0));
         std::vector<std::uint32_t> blocks(fingerprint::block_words(n, words), 0xa5a5a5a5u);  // padding: any bits
-        for (std::size_t r = 0; r < n; ++r)
-          for (std::size_t w = 0; w < words; ++w) blocks[fingerprint::block_offset(r, w, words)] = ra.at(r, w);
+        for (std::size_t r = 0; r < n; ++r) fingerprint::set_block_row(blocks.data(), r, ra.data() + r * words, words);
         py::array_t<std::uint32_t> out(ra.shape(0));
         k.hamming_blocks(qa.data(), blocks.data(), n, words, out.mutable_data());
         return out;

@@ -208,7 +208,7 @@ struct RouteTable {
       slots.push_back(s);
       bits.resize(fingerprint::block_words(slots.size(), words));
     }
-    for (std::size_t w = 0; w < words; ++w) bits[fingerprint::block_offset(it->second, w, words)] = row[w];
+    fingerprint::set_block_row(bits.data(), it->second, row, words);
   }
 };
 

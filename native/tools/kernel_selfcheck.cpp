@@ -66,8 +66,7 @@ void check_popcount(std::mt19937& rng) {
             out(n_rows);
         for (auto& v : q) v = word(rng);
         for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = i % 7 ? word(rng) : ~q[i % words];
-        for (std::size_t r = 0; r < n_rows; ++r)
-          for (std::size_t w = 0; w < words; ++w) blocks[fingerprint::block_offset(r, w, words)] = rows[r * words + w];
+        for (std::size_t r = 0; r < n_rows; ++r) fingerprint::set_block_row(blocks.data(), r, &rows[r * words], words);
         k.hamming_blocks(q.data(), blocks.data(), n_rows, words, out.data());
         for (std::size_t r = 0; r < n_rows; ++r) {
           std::uint32_t want = 0;

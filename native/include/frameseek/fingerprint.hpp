@@ -44,6 +44,10 @@ inline std::size_t block_offset(std::size_t row, std::size_t word, std::size_t w
 inline std::size_t block_words(std::size_t n_rows, std::size_t words) {
   return (n_rows + kBlockRows - 1) / kBlockRows * kBlockRows * words;
 }
+// Writes row r (`words` words, contiguous) into `blocks`.
+inline void set_block_row(std::uint32_t* blocks, std::size_t r, const std::uint32_t* row, std::size_t words) {
+  for (std::size_t w = 0; w < words; ++w) blocks[block_offset(r, w, words)] = row[w];
+}
 
 // The table for the best level this CPU has (at most FRAMESEEK_SIMD when set), fixed at first call.
 const PopcountKernels& popcount_kernels();

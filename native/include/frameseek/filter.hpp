@@ -41,23 +41,18 @@ class ValueSet {
       if (has_free_value_) return false;
       has_free_value_ = true;
     } else {
-      if ((hashed_ + 1) * 2 > table_.size()) rehash(std::max<std::size_t>(16, table_.size() * 2));
-      std::size_t i = home(v);
-      for (; table_[i] != kFree; i = (i + 1) & mask_)
-        if (table_[i] == v) return false;
-      table_[i] = v;
-      ++hashed_;
+      const std::size_t in_table = list_.size() - has_free_value_;
+      if ((in_table + 1) * 2 > table_.size()) rehash(std::max<std::size_t>(16, table_.size() * 2));
+      std::uint64_t& e = table_[find(v)];
+      if (e == v) return false;
+      e = v;
     }
     list_.push_back(v);
     return true;
   }
   std::size_t count(std::uint64_t v) const {
     if (v == kFree) return has_free_value_;
-    if (table_.empty()) return 0;
-    for (std::size_t i = home(v);; i = (i + 1) & mask_) {
-      if (table_[i] == v) return 1;
-      if (table_[i] == kFree) return 0;
-    }
+    return !table_.empty() && table_[find(v)] == v;
   }
   std::size_t size() const { return list_.size(); }
   bool empty() const { return list_.empty(); }
@@ -69,22 +64,23 @@ class ValueSet {
   // Fibonacci hashing: the top bits of v times 2^64 / phi, so consecutive values (a video's frame
   // ids, sequential video ids) land far apart.
   std::size_t home(std::uint64_t v) const { return static_cast<std::size_t>((v * 0x9E3779B97F4A7C15ull) >> shift_); }
+  // The entry holding v, or the free entry where it goes (table_ not empty, never full).
+  std::size_t find(std::uint64_t v) const {
+    std::size_t i = home(v);
+    while (table_[i] != v && table_[i] != kFree) i = (i + 1) & mask_;
+    return i;
+  }
   void rehash(std::size_t entries) {  // entries: a power of two
     table_.assign(entries, kFree);
     mask_ = entries - 1;
     shift_ = 64 - static_cast<unsigned>(__builtin_ctzll(entries));
-    for (const std::uint64_t v : list_) {
-      if (v == kFree) continue;
-      std::size_t i = home(v);
-      while (table_[i] != kFree) i = (i + 1) & mask_;
-      table_[i] = v;
-    }
+    for (const std::uint64_t v : list_)
+      if (v != kFree) table_[find(v)] = v;
   }
   std::vector<std::uint64_t> table_;  // kFree: an empty entry
   std::size_t mask_ = 0;
   unsigned shift_ = 64;
-  std::size_t hashed_ = 0;  // values in table_
-  bool has_free_value_ = false;
+  bool has_free_value_ = false;  // kFree is in the set (in list_, never in table_)
   std::vector<std::uint64_t> list_;
 };
 
